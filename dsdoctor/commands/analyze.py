@@ -1,0 +1,114 @@
+"""`dsdoctor analyze PATH...`: post-mortem diagnosis of logs and dsdoctor event files."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+
+from ..config_io import ConfigError, load_config, write_config
+from ..context import Context
+from ..fixes import apply_patch, resolve_fixes
+from ..pipeline import Diagnoser
+from ..report import exit_code, print_json, print_report
+from ..rules import RuleError, RuleSet
+from ..sources.inputs import Input, InputError, check_readable, expand
+from ..sources.logs import read_log
+
+
+def fail(msg: str, code: int = 2) -> None:
+    print(f"dsdoctor: error: {msg}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def load_rules(rules_dir: Optional[Path]) -> RuleSet:
+    try:
+        return RuleSet.load(rules_dir)
+    except RuleError as e:
+        fail(f"bad rule file: {e}")
+    raise AssertionError  # unreachable
+
+
+def _events_with_progress(inputs: list[Input], warnings: list[str]) -> Iterator:
+    total = sum(i.path.stat().st_size for i in inputs if i.path is not None)
+    if not sys.stderr.isatty() or total < (256 << 20):
+        for inp in inputs:
+            yield from read_log(inp, warnings)
+        return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
+        task = prog.add_task("analysing", total=total)
+        for inp in inputs:
+            prog.update(task, description=Path(inp.name).name[:40])
+            size = inp.path.stat().st_size if inp.path else 0
+            yield from read_log(inp, warnings)
+            prog.advance(task, size)
+
+
+def analyze(
+    paths: List[str] = typer.Argument(..., help="Log files, folders (one log per rank), .gz, '-' for stdin, or dsdoctor run folders."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="The run's ds_config.json: fixes are computed against its values."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
+    write_config_to: Optional[Path] = typer.Option(None, "--write-config", help="Write the config with the top finding's fix applied to this new file."),
+    world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of ranks, if the log does not say."),
+    rules_dir: Optional[Path] = typer.Option(None, "--rules", hidden=True, help="Use rules from this folder."),
+) -> None:
+    """Diagnose a finished (or crashed) run from what it left behind."""
+    cfg = None
+    if config is not None:
+        try:
+            cfg = load_config(config)
+        except ConfigError as e:
+            fail(str(e))
+    if write_config_to is not None and cfg is None:
+        fail("--write-config needs --config (the config to patch)")
+    try:
+        inputs = expand(paths)
+        for inp in inputs:
+            check_readable(inp)
+    except InputError as e:
+        fail(str(e))
+    rules = load_rules(rules_dir)
+    ctx = Context.from_config(cfg, world_size=world_size)
+    diag = Diagnoser(ctx, rules)
+    warnings: list[str] = []
+    try:
+        for ev in _events_with_progress(inputs, warnings):
+            diag.feed(ev)
+    except InputError as e:
+        fail(str(e))
+    findings = diag.finish()
+    resolve_fixes(findings, cfg, ctx.facts.get("world_size"))
+    notes = list(warnings)
+    if cfg is None and any(fx.config_patch for f in findings for fx in f.fixes):
+        notes.append("Fixes are shown as patches; pass --config ds_config.json to get them computed "
+                     "against your values, shown as a diff and checked by DeepSpeed's config parser.")
+    elif cfg is not None and any(fx.validated is None and fx.config_patch for f in findings for fx in f.fixes):
+        notes.append("deepspeed is not importable here: the patched configs were not validated.")
+    written = None
+    if write_config_to is not None and cfg is not None:
+        patch = next((fx.config_patch for f in findings for fx in f.fixes if fx.config_patch), None)
+        if patch is None:
+            notes.append(f"No config change to write; {write_config_to} not written.")
+        else:
+            try:
+                written = write_config(apply_patch(cfg, patch), write_config_to, config)
+                notes.append(f"Patched config written to {written} (the input was not modified).")
+            except (ConfigError, OSError) as e:
+                fail(str(e))
+    if as_json:
+        print_json(findings, inputs=[i.name for i in inputs], warnings=warnings,
+                   written_config=str(written) if written else None)
+    else:
+        for w in warnings:
+            print(f"dsdoctor: warning: {w}", file=sys.stderr)
+        print_report(findings, title=f"dsdoctor analyze · {diag.events_seen} events from {len(inputs)} input(s)",
+                     notes=[n for n in notes if n not in warnings])
+    raise typer.Exit(exit_code(findings))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("analyze")(analyze)

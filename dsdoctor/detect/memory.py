@@ -1,0 +1,52 @@
+"""Memory: GPU OOMs (by phase), raw CUDA 'out of memory' errors, host OOM (allocator
+failures and ranks killed by SIGKILL), /dev/shm exhaustion."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..events import Event
+from ..findings import Symptom
+from . import Detector, symptom_from
+
+
+class MemoryDetector(Detector):
+    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory")
+
+    def __init__(self) -> None:
+        self.last_memory: dict[int | None, dict] = {}
+
+    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        d = ev.data
+        if ev.kind == "memory":          # live readings: remembered to describe a later OOM
+            self.last_memory[ev.rank] = d
+            return ()
+        if ev.kind == "oom":
+            facts = {k: v for k, v in d.items()}
+            facts.setdefault("phase", None)
+            mem = self.last_memory.get(ev.rank) or {}
+            for k in ("rss", "available", "gpu_allocated", "gpu_reserved", "gpu_peak"):
+                if k in mem and k not in facts:
+                    facts[k] = mem[k]
+            if d.get("device") == "cpu":
+                return (symptom_from(ev, seq, "host_oom", key=("allocator", d.get("phase")),
+                                     how="allocator", **facts),)
+            return (symptom_from(ev, seq, "cuda_oom", key=(d.get("phase"),), **facts),)
+        if ev.kind == "cuda_error":
+            err = str(d.get("error", "")).lower()
+            if "out of memory" in err:
+                return (symptom_from(ev, seq, "cuda_error_oom", key=(), error=d.get("error"),
+                                     phase=d.get("phase"), via=d.get("via")),)
+            return ()   # other CUDA errors are hardware/programming: see passthrough + hardware
+        if ev.kind == "killed":
+            sig = d.get("signal")
+            if sig == 9:
+                return (symptom_from(ev, seq, "host_oom", key=("killed",), how="killed",
+                                     exitcode=d.get("exitcode"), who=d.get("who"), phase=d.get("phase"),
+                                     memcg=d.get("memcg")),)
+            if sig == 7:
+                return (symptom_from(ev, seq, "shm_exhausted", key=("sigbus",), detail="SIGBUS"),)
+            return ()
+        if ev.kind == "shm_error":
+            return (symptom_from(ev, seq, "shm_exhausted", key=(d.get("where"),), detail=d.get("detail"),
+                                 where=d.get("where")),)
+        return ()

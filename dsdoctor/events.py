@@ -1,0 +1,151 @@
+"""The Event: one observation, the single currency of dsdoctor.
+
+Log parsers and live hooks emit the same events, so every detector and rule works
+for both. Live runs write them as JSON lines (events-rank<N>.jsonl) that
+`dsdoctor analyze` reads back.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterable, Iterator
+
+
+@dataclass(slots=True)
+class Event:
+    kind: str                      # see KINDS below
+    rank: int | None = None        # global rank that produced it, None if unknown
+    step: int | None = None        # global optimizer step, None if unknown
+    time: float | None = None      # unix seconds, None if the log had no timestamp
+    data: dict[str, Any] = field(default_factory=dict)
+    source: str = "live"           # file path, "-" for stdin, or "live"
+    line: int | None = None        # 1-based line number in `source`
+    text: str | None = None        # the evidence text (log line), trimmed
+
+    def to_json(self) -> str:
+        d = {"kind": self.kind, "rank": self.rank, "step": self.step, "time": self.time,
+             "data": self.data}
+        if self.source != "live":
+            d["source"] = self.source
+        if self.line is not None:
+            d["line"] = self.line
+        if self.text is not None:
+            d["text"] = self.text
+        return json.dumps(d, default=_json_default, allow_nan=False)
+
+
+# Event kinds and the `data` keys each carries. Parsers and hooks must stick to these
+# names; detectors read only these.
+KINDS: dict[str, str] = {
+    # progress and metrics
+    "step": "phase times of one optimizer step: fwd_ms, bwd_ms, step_ms, data_ms, micro_steps",
+    "loss": "value (float, may be nan/inf), name ('loss', 'lm loss', ...)",
+    "grad_norm": "value (float, may be nan/inf)",
+    "lr": "value (float or list)",
+    "throughput": "samples_per_sec, iter_ms, tflops (any subset)",
+    "timers": "rank-level DeepSpeed timer line: {timer_name: ms}",
+    "skipped": "skipped (cumulative skipped steps), nan_iters (cumulative)",
+    # precision
+    "overflow": "prev_scale, new_scale (None for bf16/static), hysteresis (int or None), dtype",
+    "loss_scale": "value: the live fp16 loss scale",
+    "scale_at_minimum": "DeepSpeed's 'Current loss scale already at minimum' exception",
+    # memory
+    "oom": "device ('cuda'|'cpu'), phase, requested, total, free, reserved, allocated (bytes), wording",
+    "cuda_error": "error (text after 'CUDA error: '), phase",
+    "killed": "signal (9, 7, ...), exitcode, pid, who ('launcher'|'torchelastic'|'kernel'|'shell')",
+    "shm_error": "detail: /dev/shm, bus error or 'No space left on device'",
+    "memory": "rss, available, gpu_allocated, gpu_reserved, gpu_peak (bytes; any subset)",
+    # communication
+    "collective_timeout": "op, seq, timeout_ms, elapsed_ms, numel_in, numel_out, backend, pg",
+    "watchdog_state": "seq, last_enqueued, last_completed, pg",
+    "nccl_error": "error ('unhandled system error', ...), detail, nccl_version",
+    "nccl_warn": "msg",
+    "nccl_transport": "transport ('Socket'|'IB'|...), detail",
+    "gloo_error": "msg",
+    "desync_report": "lagging ranks, seq, detail",
+    "heartbeat": "phase, step (live)",
+    "stall": "ranks behind, last_step, last_phase, waited_s, stacks (path)",
+    # configuration and environment
+    "config_error": "error (short id), key, message, numbers (dict)",
+    "env_error": "error (short id: op_build, glibcxx, import), op, message",
+    "hardware": "error ('xid'|'ecc'|'cuda_unknown'|...), xid, pci, message",
+    "exception": "type, message, phase (the last Python exception of a traceback)",
+    "exit": "exitcode of the run (live: the command's exit code)",
+    "context": "facts about the run: world_size, zero_stage, dtype, micro_batch, gas, versions ...",
+    "doctor_error": "part, error: a part of dsdoctor failed and was disabled",
+    "telemetry": "gpu/host readings: gpu_util, gpu_temp, sm_clock, throttle, ecc, power, ram, swap",
+    "finding": "a finding already made live (rule, ...)",
+}
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, set):
+        return sorted(o)
+    if hasattr(o, "item"):          # numpy / torch scalars
+        return o.item()
+    return str(o)
+
+
+def _finite_or_str(v: Any) -> Any:
+    """JSON has no NaN/Infinity: write them as the strings 'nan', 'inf', '-inf'."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _finite_or_str(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_or_str(x) for x in v]
+    return v
+
+
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _restore_nonfinite(v: Any) -> Any:
+    if isinstance(v, str) and v in _NONFINITE:
+        return _NONFINITE[v]
+    if isinstance(v, dict):
+        return {k: _restore_nonfinite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_restore_nonfinite(x) for x in v]
+    return v
+
+
+class EventWriter:
+    """Appends events to a JSONL file and flushes each one, so a SIGKILL keeps the evidence."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self._fh: IO[str] = open(self.path, "a", encoding="utf-8", buffering=1)
+
+    def write(self, ev: Event) -> None:
+        ev.data = _finite_or_str(ev.data)
+        self._fh.write(ev.to_json() + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        try:
+            self._fh.close()
+        except OSError:
+            pass
+
+
+def event_from_dict(d: dict[str, Any], source: str, line: int) -> Event:
+    return Event(kind=str(d["kind"]), rank=d.get("rank"), step=d.get("step"), time=d.get("time"),
+                 data=_restore_nonfinite(d.get("data") or {}),
+                 source=d.get("source", source), line=d.get("line", line), text=d.get("text"))
+
+
+def read_events(lines: Iterable[str], source: str) -> Iterator[Event]:
+    """Parse dsdoctor JSONL lines. A bad line (truncated by a kill) is skipped, not fatal."""
+    for n, raw in enumerate(lines, 1):
+        raw = raw.strip()
+        if not raw:
+            continue
+        try:
+            d = json.loads(raw)
+            if isinstance(d, dict) and "kind" in d:
+                yield event_from_dict(d, source, n)
+        except (ValueError, TypeError, KeyError):
+            continue

@@ -1,0 +1,140 @@
+"""Safe expressions for rule files.
+
+Rule conditions (`where`, `when`), computed patch values ("=expr") and `{expr}` pieces of
+summary templates are evaluated by simpleeval: no attribute access to dunders, no imports,
+no calls except the functions listed here. A rule file cannot run code.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping
+
+from simpleeval import EvalWithCompoundTypes, InvalidExpression
+
+
+class ExprError(ValueError):
+    pass
+
+
+def human_bytes(n: Any) -> str:
+    if n is None:
+        return "?"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+def ranks_text(ranks: Any) -> str:
+    """[0,1,2,3,7] -> '0-3,7' (512 ranks printing the same thing read as '0-511')."""
+    rs = sorted({int(r) for r in ranks or [] if r is not None})
+    if not rs:
+        return "?"
+    parts, start, prev = [], rs[0], rs[0]
+    for r in rs[1:] + [None]:
+        if r is not None and r == prev + 1:
+            prev = r
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if r is not None:
+            start = prev = r
+    return ",".join(parts)
+
+
+def _get_path(obj: Any, path: str, default: Any = None) -> Any:
+    cur = obj
+    for part in path.split("."):
+        if isinstance(cur, Mapping) and part in cur:
+            cur = cur[part]
+        else:
+            return default
+    return cur
+
+
+def _fmt_num(x: Any) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return str(x)
+
+
+FUNCTIONS = {
+    "min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round,
+    "len": len, "str": str, "bool": bool, "sorted": sorted, "sum": sum, "any": any, "all": all,
+    "ceil": math.ceil, "floor": math.floor, "log2": math.log2,
+    "isnan": lambda x: isinstance(x, float) and math.isnan(x),
+    "isfinite": lambda x: isinstance(x, (int, float)) and math.isfinite(x),
+    "human": human_bytes, "ranks_text": ranks_text, "num": _fmt_num,
+    "pow2_floor": lambda x: 2 ** int(math.floor(math.log2(x))) if x and x > 0 else 1,
+}
+
+
+class _Omit:
+    """`omit` in a computed patch value: leave this key out of the patch (not an unknown)."""
+    def __repr__(self) -> str:
+        return "omit"
+
+
+OMIT = _Omit()
+
+
+def make_evaluator(names: Mapping[str, Any]) -> EvalWithCompoundTypes:
+    config = names.get("config") or {}
+    names = {**names, "omit": OMIT}
+    funcs = dict(FUNCTIONS)
+    funcs["get"] = lambda path, default=None: _get_path(config, path, default)
+    funcs["defined"] = lambda name: names.get(name) is not None
+    return EvalWithCompoundTypes(names=_Names(names, funcs), functions=funcs)
+
+
+class _Names(dict):
+    """A fact a symptom or the context does not have reads as None (like SQL NULL), so a
+    rule can say `defined('x') and x > 3` or `x is None or x < 3`. Rule typos are caught
+    by each rule's examples, which the test suite runs."""
+
+    def __init__(self, names: Mapping[str, Any], funcs: Mapping[str, Any]):
+        super().__init__(names)
+        self._funcs = funcs
+
+    def __missing__(self, key: str) -> Any:
+        if key in self._funcs:
+            raise KeyError(key)          # let simpleeval find the function
+        return None
+
+
+def evaluate(expr: str, names: Mapping[str, Any]) -> Any:
+    try:
+        return make_evaluator(names).eval(expr)
+    except (InvalidExpression, SyntaxError) as e:   # bad rule text: a load-time error
+        raise ExprError(f"{expr!r}: {e}") from e
+
+
+def check_syntax(expr: str) -> None:
+    """Parse an expression without evaluating it (rule load-time validation)."""
+    try:
+        compile(expr, "<rule>", "eval")
+    except SyntaxError as e:
+        raise ExprError(f"{expr!r}: {e.msg}") from e
+
+
+_TEMPLATE = re.compile(r"\{([^{}]+)\}")
+
+
+def render(template: str, names: Mapping[str, Any]) -> str:
+    """Fill `{expr}` pieces of a rule's text. An unknown value renders as '?'."""
+    ev = make_evaluator(names)
+
+    def sub(m: re.Match) -> str:
+        try:
+            v = ev.eval(m.group(1))
+        except Exception:
+            return "?"
+        if v is None:
+            return "?"
+        if isinstance(v, (list, tuple, set)):
+            return ", ".join(_fmt_num(x) for x in v)
+        return _fmt_num(v)
+
+    return _TEMPLATE.sub(sub, template).strip()

@@ -1,0 +1,158 @@
+"""Symptoms (what detectors saw) and Findings (what a rule concluded from them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .expr import ranks_text
+
+CATEGORIES = ("oom", "host_oom", "nan_loss", "loss_scale_collapse", "comm_stall", "nccl_error",
+              "straggler", "config_error", "lr_schedule", "hardware", "environment")
+SEVERITIES = ("critical", "error", "warning", "info")
+MAX_EVIDENCE = 8          # per symptom: enough to convince, not a dump of 512 ranks
+
+
+@dataclass(slots=True)
+class Evidence:
+    source: str
+    line: int | None
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "line": self.line, "text": self.text}
+
+
+@dataclass
+class Symptom:
+    """A detector's output: something seen, with its facts, ranks, steps and evidence.
+
+    `key` groups symptoms that are the same thing seen on several ranks (the same OOM
+    printed by 512 ranks becomes one symptom with ranks 0-511).
+    """
+    name: str
+    facts: dict[str, Any] = field(default_factory=dict)
+    ranks: set[int] = field(default_factory=set)
+    steps: list[int] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    seq: int = 0                 # order of the first event behind it (earlier = likelier cause)
+    time: float | None = None
+    key: tuple = ()
+    count: int = 1
+
+    def add_evidence(self, ev) -> None:
+        if ev is None or ev.text is None:
+            return
+        if len(self.evidence) < MAX_EVIDENCE:
+            self.evidence.append(Evidence(ev.source, ev.line, ev.text))
+
+    def merge(self, other: "Symptom") -> None:
+        self.ranks |= other.ranks
+        for s in other.steps:
+            if s not in self.steps and len(self.steps) < 64:
+                self.steps.append(s)
+        for e in other.evidence:
+            if len(self.evidence) < MAX_EVIDENCE and e not in self.evidence:
+                self.evidence.append(e)
+        self.count += other.count
+        if other.seq < self.seq:
+            self.seq, self.time = other.seq, other.time
+        for k, v in other.facts.items():
+            self.facts.setdefault(k, v)
+
+    def names(self) -> dict[str, Any]:
+        """Values a rule's expressions can use, besides the run context."""
+        d = dict(self.facts)
+        d.update(ranks=sorted(self.ranks), ranks_text=ranks_text(self.ranks),
+                 nranks=len(self.ranks), steps=sorted(self.steps),
+                 first_step=min(self.steps) if self.steps else None, count=self.count)
+        return d
+
+
+@dataclass
+class Fix:
+    title: str
+    config_patch: dict[str, Any] | None = None
+    env: dict[str, str] | None = None
+    advice: str | None = None
+    complete: bool = True          # False: some values need the user's config (--config)
+    validated: bool | None = None  # DeepSpeed's own config parser accepted the patched config
+    validation_error: str | None = None
+    diff: str | None = None        # unified diff against the user's config, when given
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"title": self.title, "config_patch": self.config_patch, "env": self.env,
+             "advice": self.advice}
+        if not self.complete:
+            d["complete"] = False
+        if self.validated is not None:
+            d["validated"] = self.validated
+        if self.validation_error:
+            d["validation_error"] = self.validation_error
+        return d
+
+
+@dataclass
+class Finding:
+    rule: str
+    category: str
+    severity: str
+    title: str
+    summary: str
+    ranks: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    fixes: list[Fix] = field(default_factory=list)
+    seq: int = 0
+    time: float | None = None
+    explains: tuple[str, ...] = ()          # categories / rule ids this finding can cause
+    consequence_of: str | None = None       # set when another finding explains this one
+    key: str | None = None                  # dotted config key (config findings)
+    source_ref: str | None = None           # where the rule's advice comes from
+
+    @property
+    def ranks_text(self) -> str:
+        return ranks_text(self.ranks)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"rule": self.rule, "category": self.category, "severity": self.severity,
+             "title": self.title, "summary": self.summary, "ranks": self.ranks,
+             "steps": self.steps, "evidence": [e.to_dict() for e in self.evidence],
+             "fixes": [f.to_dict() for f in self.fixes]}
+        if self.key is not None:
+            d["key"] = self.key
+        if self.consequence_of:
+            d["consequence_of"] = self.consequence_of
+        return d
+
+
+_SEV_ORDER = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def order_findings(findings: list[Finding]) -> list[Finding]:
+    """Most likely root cause first.
+
+    A finding whose rule `explains` another's category (an OOM explains the NCCL timeouts
+    that follow it on the other ranks; an ECC error explains a later 'CUDA error: out of
+    memory') is placed before it, and the other is marked as its consequence. Then by
+    severity, then by what happened first.
+    """
+    for g in findings:
+        for f in findings:
+            if f is g or f.consequence_of or g.consequence_of:
+                continue
+            if (g.category in f.explains or g.rule in f.explains) and _not_after(f, g):
+                g.consequence_of = f.rule
+    return sorted(findings, key=lambda f: (f.consequence_of is not None,
+                                           _SEV_ORDER.get(f.severity, 9), f.seq))
+
+
+def _not_after(f: Finding, g: Finding) -> bool:
+    """f could have caused g. With timestamps on both, f must not come later; without them
+    (one log file per rank, read one after the other) the input order says nothing."""
+    if f.time is not None and g.time is not None:
+        return f.time <= g.time + 1.0
+    return True
+
+
+def worst_severity(findings: list[Finding]) -> str | None:
+    return min((f.severity for f in findings), key=lambda s: _SEV_ORDER[s], default=None)

@@ -1,0 +1,147 @@
+"""Fixes: RFC 7386 merge patches to the ds_config, computed from the context, shown as a
+diff against the user's config and checked by DeepSpeed's own config parser."""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from typing import Any
+
+import json_merge_patch
+
+from .expr import OMIT, evaluate
+from .findings import Finding, Fix
+
+
+class _Unknown(Exception):
+    """A computed patch value needs a fact the context does not have."""
+
+
+def _compute(value: Any, names: dict[str, Any]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            try:
+                out[k] = _compute(v, names)
+            except _Unknown:
+                out[k] = _Unknown
+        return out
+    if isinstance(value, str) and value.startswith("="):
+        try:
+            result = evaluate(value[1:], names)
+        except TypeError:           # None (unknown fact) in arithmetic
+            raise _Unknown from None
+        except Exception as e:      # NameNotDefined and friends: the rule is wrong about a name
+            if type(e).__name__ in ("NameNotDefined", "FunctionNotDefined", "AttributeDoesNotExist"):
+                raise
+            raise _Unknown from None
+        if result is None:
+            raise _Unknown
+        return result
+    return value
+
+
+def _drop_unknown(patch: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    out, complete = {}, True
+    for k, v in patch.items():
+        if v is _Unknown:
+            complete = False
+            continue
+        if v is OMIT:
+            continue
+        if isinstance(v, dict):
+            sub, ok = _drop_unknown(v)
+            complete &= ok
+            if sub or not v:
+                out[k] = sub
+            continue
+        out[k] = v
+    return out, complete
+
+
+def build_fix(spec, names: dict[str, Any]) -> Fix:
+    from .expr import render
+    patch, complete = None, True
+    if spec.config_patch:
+        patch, complete = _drop_unknown(_compute(spec.config_patch, names))
+        patch = patch or None
+    advice = render(spec.advice, names) if spec.advice else None
+    if not complete:
+        note = "Some values depend on your current ds_config: run with --config ds_config.json to get them computed."
+        advice = f"{advice} {note}" if advice else note
+    env = {k: render(str(v), names) for k, v in spec.env.items()} if spec.env else None
+    return Fix(title=render(spec.title, names), config_patch=patch, env=env, advice=advice,
+               complete=complete)
+
+
+def apply_patch(config: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge (the input is never modified)."""
+    return json_merge_patch.merge(copy.deepcopy(config), copy.deepcopy(patch))
+
+
+def config_diff(before: dict[str, Any], after: dict[str, Any], name: str = "ds_config.json") -> str:
+    a = json.dumps(before, indent=2, sort_keys=False).splitlines()
+    b = json.dumps(after, indent=2, sort_keys=False).splitlines()
+    return "\n".join(difflib.unified_diff(a, b, f"a/{name}", f"b/{name}", lineterm="", n=2))
+
+
+def validate_with_deepspeed(config: dict[str, Any], world_size: int | None = None) -> tuple[bool | None, str | None]:
+    """Run DeepSpeed's own config parsing on `config`.
+
+    Returns (True, None) when accepted, (False, message) when rejected, (None, reason) when
+    DeepSpeed cannot be imported (the caller says 'not validated'). DeepSpeedConfig checks the
+    batch equation against the world size it sees (1 outside a launcher), so for another
+    world size we check that equation ourselves and let DeepSpeed derive train_batch_size.
+    """
+    try:
+        import os
+        os.environ.setdefault("DS_ACCELERATOR", "cpu") if not _has_cuda_env() else None
+        from deepspeed.runtime.config import DeepSpeedConfig
+    except Exception as e:  # ImportError, or a broken install raising anything
+        return None, f"deepspeed not importable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    cfg = copy.deepcopy(config)
+    if world_size and world_size != 1:
+        tb, mb, gas = (cfg.get("train_batch_size"), cfg.get("train_micro_batch_size_per_gpu"),
+                       cfg.get("gradient_accumulation_steps"))
+        if all(isinstance(x, int) for x in (tb, mb, gas)) and tb != mb * gas * world_size:
+            return False, (f"train_batch_size {tb} != train_micro_batch_size_per_gpu {mb} * "
+                           f"gradient_accumulation_steps {gas} * world size {world_size}")
+        if isinstance(tb, int) and isinstance(mb, int) and isinstance(gas, int):
+            cfg.pop("train_batch_size")
+        elif isinstance(tb, int) and (isinstance(mb, int) or isinstance(gas, int)):
+            per = tb // world_size if tb % world_size == 0 else None
+            if per is None:
+                return False, f"train_batch_size {tb} is not divisible by world size {world_size}"
+            cfg["train_batch_size"] = per
+    try:
+        DeepSpeedConfig(cfg)
+    except Exception as e:
+        msg = " ".join(str(e).split())
+        return False, f"{type(e).__name__}: {msg[:400]}"
+    return True, None
+
+
+def _has_cuda_env() -> bool:
+    import os
+    return bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or os.path.exists("/dev/nvidiactl")
+
+
+def resolve_fixes(findings: list[Finding], config: dict[str, Any] | None,
+                  world_size: int | None = None, validate: bool = True) -> None:
+    """With the user's config: add a diff per fix and validate the patched config."""
+    if not config:
+        return
+    cache: dict[str, tuple[bool | None, str | None]] = {}
+    for f in findings:
+        for fx in f.fixes:
+            if not fx.config_patch:
+                continue
+            patched = apply_patch(config, fx.config_patch)
+            fx.diff = config_diff(config, patched)
+            if validate:
+                key = json.dumps(patched, sort_keys=True, default=str)
+                if key not in cache:
+                    cache[key] = validate_with_deepspeed(patched, world_size)
+                ok, err = cache[key]
+                fx.validated = ok
+                fx.validation_error = err

@@ -1,0 +1,79 @@
+"""The one pipeline: events -> detectors -> symptoms -> rules -> findings.
+
+Every front door (log analysis, live hooks, the doctor) ends here, so a rule works the same
+whatever produced the evidence.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .context import Context
+from .detect import Detector, default_detectors
+from .events import Event
+from .findings import Finding, Symptom, order_findings
+from .rules import RuleSet, make_finding
+
+
+class Diagnoser:
+    def __init__(self, context: Context | None = None, rules: RuleSet | None = None,
+                 detectors: list[Detector] | None = None):
+        self.context = context or Context()
+        self.rules = rules or RuleSet.load()
+        self.detectors = detectors if detectors is not None else default_detectors()
+        self._by_kind: dict[str, list[Detector]] = {}
+        for d in self.detectors:
+            for k in d.kinds:
+                self._by_kind.setdefault(k, []).append(d)
+        self.symptoms: dict[tuple, Symptom] = {}
+        self.seq = 0
+        self.events_seen = 0
+
+    def feed(self, ev: Event) -> list[Finding]:
+        """Feed one event; return findings for symptoms seen for the first time."""
+        self.seq += 1
+        self.events_seen += 1
+        if ev.kind == "context":
+            self.context.learn(ev.data)
+        new: list[Finding] = []
+        for det in self._by_kind.get(ev.kind, ()):
+            for s in det.feed(ev, self.seq):
+                f = self._absorb(s)
+                if f:
+                    new.append(f)
+        return new
+
+    def feed_all(self, events: Iterable[Event]) -> None:
+        for ev in events:
+            self.feed(ev)
+
+    def _absorb(self, s: Symptom) -> Finding | None:
+        k = (s.name, s.key)
+        old = self.symptoms.get(k)
+        if old is not None:
+            old.merge(s)
+            return None
+        self.symptoms[k] = s
+        rule = self.rules.match(s, self.context.names())
+        return make_finding(rule, s, self.context.names()) if rule else None
+
+    def finish(self) -> list[Finding]:
+        for det in self.detectors:
+            for s in det.finish():
+                self._absorb(s)
+        return self.findings()
+
+    def findings(self) -> list[Finding]:
+        names = self.context.names()
+        out = []
+        for s in self.symptoms.values():
+            rule = self.rules.match(s, names)
+            if rule:
+                out.append(make_finding(rule, s, names))
+        return order_findings(out)
+
+
+def diagnose(events: Iterable[Event], context: Context | None = None,
+             rules: RuleSet | None = None) -> list[Finding]:
+    d = Diagnoser(context, rules)
+    d.feed_all(events)
+    return d.finish()

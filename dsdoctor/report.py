@@ -1,0 +1,98 @@
+"""Reporters: rich text for people, one JSON document for machines, an exit code for CI."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.text import Text
+
+from .findings import Finding, worst_severity
+
+SCHEMA = "dsdoctor.report/1"
+_STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "bold yellow", "info": "cyan"}
+
+
+def exit_code(findings: list[Finding]) -> int:
+    """0: nothing wrong (no finding above info); 1: problems found."""
+    return 1 if any(f.severity != "info" for f in findings) else 0
+
+
+def to_json(findings: list[Finding], **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"schema": SCHEMA, "findings": [f.to_dict() for f in findings]}
+    doc.update(extra)
+    return doc
+
+
+def print_json(findings: list[Finding], out: TextIO | None = None, **extra: Any) -> None:
+    out = out or sys.stdout
+    json.dump(to_json(findings, **extra), out, indent=2, default=str)
+    out.write("\n")
+
+
+def render_finding(con: Console, f: Finding, index: int | None = None, *, brief: bool = False) -> None:
+    head = Text()
+    if index is not None:
+        head.append(f"{index}. ", style="bold")
+    head.append(f"[{f.severity.upper()}] ", style=_STYLE.get(f.severity, ""))
+    head.append(f.title, style="bold")
+    head.append(f"  ({f.rule}, {f.category})", style="dim")
+    con.print(head)
+    where = []
+    if f.ranks:
+        where.append(f"rank{'s' if len(f.ranks) > 1 else ''} {f.ranks_text}")
+    if f.steps:
+        st = f.steps
+        where.append(f"step {st[0]}" if len(st) == 1 else f"steps {st[0]}..{st[-1]} ({len(st)} seen)")
+    if f.consequence_of:
+        where.append(f"likely a consequence of {f.consequence_of}")
+    if where:
+        con.print("   " + " · ".join(where), style="dim")
+    con.print(Text("   " + f.summary))
+    if f.evidence and not brief:
+        con.print("   Evidence:", style="bold")
+        for e in f.evidence[:5]:
+            loc = f"{e.source}:{e.line}" if e.line else e.source
+            con.print(Text(f"     {loc}: ", style="dim") + Text(e.text[:240]))
+        if len(f.evidence) > 5:
+            con.print(f"     … {len(f.evidence) - 5} more", style="dim")
+    for i, fx in enumerate(f.fixes):
+        if brief and i > 0:
+            break
+        label = "Fix" if len(f.fixes) == 1 else f"Fix {i + 1}"
+        con.print(Text(f"   {label}: ", style="bold green") + Text(fx.title))
+        if fx.diff:
+            con.print(Syntax(fx.diff, "diff", theme="ansi_dark", background_color="default"))
+        elif fx.config_patch:
+            con.print(Syntax(json.dumps(fx.config_patch, indent=2), "json", theme="ansi_dark",
+                             background_color="default", padding=(0, 5)))
+        if fx.env:
+            for k, v in fx.env.items():
+                con.print(f"     export {k}={v}")
+        if fx.advice:
+            con.print(Text("     " + fx.advice, style="italic"))
+        if fx.config_patch and fx.validated is True:
+            con.print("     ✓ DeepSpeed's config parser accepts the patched config", style="green")
+        elif fx.config_patch and fx.validated is False:
+            con.print(f"     ✗ DeepSpeed rejects the patched config: {fx.validation_error}", style="red")
+    con.print()
+
+
+def print_report(findings: list[Finding], con: Console | None = None, *, title: str = "dsdoctor",
+                 notes: list[str] | None = None) -> None:
+    con = con or Console()
+    if not findings:
+        con.print(Panel("No problems found.", title=title, border_style="green"))
+    else:
+        worst = worst_severity(findings)
+        problems = sum(1 for f in findings if f.severity != "info")
+        con.print(Panel(f"{problems} problem(s), {len(findings) - problems} note(s). "
+                        f"Most likely root cause first.", title=title,
+                        border_style="red" if worst in ("critical", "error") else "yellow"))
+        for i, f in enumerate(findings, 1):
+            render_finding(con, f, i)
+    for n in notes or []:
+        con.print(Text(n, style="dim"))

@@ -1,0 +1,254 @@
+"""YAML rules: load, check, match.
+
+A rule says which symptom, under which conditions over the symptom's facts and the run
+context, means which diagnosis, with which fixes. Files are read with a SafeLoader
+(no Python tags) and every expression goes through dsdoctor.expr (simpleeval), so a
+rule file cannot run code. Schema errors name the file, the rule id and the line.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .expr import ExprError, check_syntax, evaluate, render
+from .findings import CATEGORIES, SEVERITIES, Finding, Fix, Symptom
+
+
+class RuleError(ValueError):
+    """A rule file is malformed. str() is one line: file:line: rule id: problem."""
+
+
+def rules_dir() -> Path:
+    """rules/ ships inside the wheel as dsdoctor/rules; in a source checkout it is ../rules."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "rules", here.parent / "rules"):
+        if cand.is_dir():
+            return cand
+    raise RuleError(f"no rules directory found next to {here}")
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping (for error messages)."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def strip_lines(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: strip_lines(v) for k, v in obj.items() if k != "__line__"}
+    if isinstance(obj, list):
+        return [strip_lines(v) for v in obj]
+    return obj
+
+
+_RULE_KEYS = {"id", "category", "severity", "title", "description", "source", "references",
+              "match", "summary", "explains", "falsepositives", "fixes", "examples", "priority",
+              "key"}
+_FIX_KEYS = {"title", "when", "config_patch", "env", "advice"}
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass
+class FixSpec:
+    title: str
+    when: str | None = None
+    config_patch: dict[str, Any] | None = None
+    env: dict[str, str] | None = None
+    advice: str | None = None
+
+
+@dataclass
+class Rule:
+    id: str
+    category: str
+    severity: str
+    title: str
+    summary: str
+    symptoms: tuple[str, ...]
+    where: str | None
+    source: str
+    description: str = ""
+    references: list[str] = field(default_factory=list)
+    explains: tuple[str, ...] = ()
+    falsepositives: list[str] = field(default_factory=list)
+    fixes: list[FixSpec] = field(default_factory=list)
+    examples: dict[str, list[dict]] = field(default_factory=dict)
+    priority: int = 0
+    key: str | None = None          # template for the dotted config key of config findings
+    file: str = ""
+    line: int = 0
+
+    def matches(self, symptom: Symptom, names: dict[str, Any]) -> bool:
+        if symptom.name not in self.symptoms:
+            return False
+        if not self.where:
+            return True
+        try:
+            return bool(evaluate(self.where, names))
+        except ExprError:
+            raise
+        except Exception:       # None arithmetic on an unknown fact: the condition does not hold
+            return False
+
+
+def _fail(file: str, line: int, rid: str | None, msg: str) -> RuleError:
+    return RuleError(f"{file}:{line}: rule {rid or '?'}: {msg}")
+
+
+def _check_expr(expr: Any, file: str, line: int, rid: str, what: str) -> None:
+    if not isinstance(expr, str):
+        raise _fail(file, line, rid, f"{what} must be a string expression")
+    try:
+        check_syntax(expr)
+    except ExprError as e:
+        raise _fail(file, line, rid, f"{what}: {e}") from None
+
+
+def _check_patch_exprs(patch: Any, file: str, line: int, rid: str) -> None:
+    if isinstance(patch, dict):
+        for v in patch.values():
+            _check_patch_exprs(v, file, line, rid)
+    elif isinstance(patch, str) and patch.startswith("="):
+        _check_expr(patch[1:], file, line, rid, "config_patch value")
+
+
+def parse_rule(d: Any, file: str) -> Rule:
+    if not isinstance(d, dict):
+        raise _fail(file, 0, None, "each rule must be a mapping")
+    line = d.get("__line__", 0)
+    rid = d.get("id")
+    if not isinstance(rid, str) or not _ID_RE.match(rid):
+        raise _fail(file, line, rid, "'id' must be lowercase letters, digits and dashes")
+    unknown = set(d) - _RULE_KEYS - {"__line__"}
+    if unknown:
+        raise _fail(file, line, rid, f"unknown field(s): {', '.join(sorted(unknown))}")
+    for req in ("category", "severity", "title", "summary", "match", "source"):
+        if req not in d:
+            raise _fail(file, line, rid, f"missing required field '{req}'")
+    if d["category"] not in CATEGORIES:
+        raise _fail(file, line, rid, f"category {d['category']!r} is not one of {', '.join(CATEGORIES)}")
+    if d["severity"] not in SEVERITIES:
+        raise _fail(file, line, rid, f"severity {d['severity']!r} is not one of {', '.join(SEVERITIES)}")
+    m = d["match"]
+    if not isinstance(m, dict) or "symptom" not in m:
+        raise _fail(file, m.get("__line__", line) if isinstance(m, dict) else line, rid,
+                    "'match' needs a 'symptom' (a name or a list of names)")
+    syms = m["symptom"] if isinstance(m["symptom"], list) else [m["symptom"]]
+    if not all(isinstance(s, str) for s in syms):
+        raise _fail(file, m.get("__line__", line), rid, "'match.symptom' must be names")
+    where = m.get("where")
+    if where is not None:
+        _check_expr(where, file, m.get("__line__", line), rid, "match.where")
+    extra = set(m) - {"symptom", "where", "__line__"}
+    if extra:
+        raise _fail(file, m.get("__line__", line), rid, f"unknown match field(s): {', '.join(sorted(extra))}")
+    fixes = []
+    for fx in d.get("fixes") or []:
+        fl = fx.get("__line__", line) if isinstance(fx, dict) else line
+        if not isinstance(fx, dict) or "title" not in fx:
+            raise _fail(file, fl, rid, "each fix needs a 'title'")
+        bad = set(fx) - _FIX_KEYS - {"__line__"}
+        if bad:
+            raise _fail(file, fl, rid, f"unknown fix field(s): {', '.join(sorted(bad))}")
+        if fx.get("when") is not None:
+            _check_expr(fx["when"], file, fl, rid, "fix.when")
+        patch = fx.get("config_patch")
+        if patch is not None and not isinstance(patch, dict):
+            raise _fail(file, fl, rid, "config_patch must be a mapping (an RFC 7386 merge patch)")
+        _check_patch_exprs(patch, file, fl, rid)
+        env = fx.get("env")
+        if env is not None and not isinstance(env, dict):
+            raise _fail(file, fl, rid, "env must be a mapping of variable to value")
+        fixes.append(FixSpec(title=str(fx["title"]), when=fx.get("when"),
+                             config_patch=strip_lines(patch), env=strip_lines(env),
+                             advice=fx.get("advice")))
+    ex = d.get("examples")
+    if not isinstance(ex, dict) or not ex.get("match") or not ex.get("nomatch"):
+        raise _fail(file, line, rid, "'examples' needs at least one 'match' and one 'nomatch' case")
+    return Rule(id=rid, category=d["category"], severity=d["severity"], title=str(d["title"]),
+                summary=str(d["summary"]), symptoms=tuple(syms), where=where,
+                source=str(d["source"]), description=str(d.get("description", "")),
+                references=list(d.get("references") or []),
+                explains=tuple(d.get("explains") or ()),
+                falsepositives=list(d.get("falsepositives") or []), fixes=fixes,
+                examples=strip_lines(ex), priority=int(d.get("priority", 0)),
+                key=d.get("key"), file=file, line=line)
+
+
+def load_rule_file(path: Path) -> list[Rule]:
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RuleError(f"{name}: cannot read rule file: {e}") from None
+    try:
+        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark else name
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RuleError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+        raise RuleError(f"{name}:1: a rule file must be a mapping with a 'rules' list")
+    return [parse_rule(r, name) for r in doc["rules"]]
+
+
+class RuleSet:
+    def __init__(self, rules: Iterable[Rule]):
+        self.rules = sorted(rules, key=lambda r: -r.priority)   # stable: file order within a priority
+        seen: dict[str, Rule] = {}
+        for r in self.rules:
+            if r.id in seen:
+                raise RuleError(f"{r.file}:{r.line}: rule {r.id}: duplicate id (also {seen[r.id].file}:{seen[r.id].line})")
+            seen[r.id] = r
+        self.by_id = seen
+
+    @classmethod
+    def load(cls, directory: Path | None = None) -> "RuleSet":
+        directory = directory or rules_dir()
+        files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+        rules: list[Rule] = []
+        for f in files:
+            rules.extend(load_rule_file(f))
+        return cls(rules)
+
+    def match(self, symptom: Symptom, ctx_names: dict[str, Any]) -> Rule | None:
+        """The first rule (highest priority, then file order) that matches the symptom."""
+        names = {**ctx_names, **symptom.names()}
+        for r in self.rules:
+            if r.matches(symptom, names):
+                return r
+        return None
+
+
+def make_finding(rule: Rule, symptom: Symptom, ctx_names: dict[str, Any]) -> Finding:
+    from .fixes import build_fix          # fixes imports rules' types; keep the import local
+    names = {**ctx_names, **symptom.names()}
+    fixes = []
+    for spec in rule.fixes:
+        if spec.when:
+            try:
+                if not evaluate(spec.when, names):
+                    continue
+            except ExprError:
+                raise
+            except Exception:
+                pass      # unknown context: the fix may apply, keep it
+        fixes.append(build_fix(spec, names))
+    return Finding(rule=rule.id, category=rule.category, severity=rule.severity,
+                   title=render(rule.title, names), summary=render(rule.summary, names),
+                   ranks=sorted(symptom.ranks), steps=sorted(symptom.steps)[:64],
+                   evidence=list(symptom.evidence), fixes=fixes, seq=symptom.seq, time=symptom.time,
+                   explains=rule.explains, key=render(rule.key, names) if rule.key else None,
+                   source_ref=rule.source)

@@ -1,0 +1,21 @@
+"""Recognisers for the message formats of torch, NCCL, gloo, DeepSpeed, HF, Megatron,
+launchers and the GPU driver. Each module registers handlers with `@on(trigger, ...)`:
+a handler runs only for lines containing one of its literal triggers (see sources.logs).
+Templates and version ranges: ../shared/log-formats.md and the installed sources.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ...events import Event
+from ..logs import StreamState
+from . import traceback, memory  # noqa: F401  (registration)
+from . import deepspeed, nccl, launcher, hf, megatron, hardware  # noqa: F401
+
+_FINISHERS = [megatron.finish]
+
+
+def finish_stream(st: StreamState) -> Iterator[Event]:
+    """End of an input: flush recognisers that buffer (wrapped lines)."""
+    for fn in _FINISHERS:
+        yield from fn(st)

@@ -1,0 +1,102 @@
+"""Out-of-memory messages: the CUDA caching allocator (three wordings over torch 1.x-2.13),
+the raw 'CUDA error: out of memory', and the CPU allocator (host RAM)."""
+from __future__ import annotations
+
+import re
+
+from ..logs import Line, StreamState, on
+from .traceback import take_phase
+
+_SIZE = r"([\d.]+ ?(?:bytes|[KMGT]i?B))"
+_UNITS = {"bytes": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+          "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+def size(s: str | None) -> int | None:
+    if not s:
+        return None
+    m = re.match(r"([\d.]+) ?(bytes|[KMGT]i?B)", s)
+    if not m:
+        return None
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+_REQ = re.compile(r"Tried to allocate " + _SIZE)
+_GPU = re.compile(r"\(GPU (\d+);|GPU (\d+) has a total (?:capacity|capacty) of")
+# 1a/1b/1c: "(GPU 0; 15.78 GiB total capacity; 14.2 GiB already allocated; 10.19 MiB free; 14.4 GiB reserved in total by PyTorch)"
+_OLD = re.compile(_SIZE + r" total capacity; " + _SIZE + r" already allocated; " + _SIZE + r" free;"
+                  r"(?: " + _SIZE + r" allowed;)? " + _SIZE + r" (?:reserved in total by PyTorch|cached)")
+# 1d-1g: "GPU 0 has a total capacity of 79.15 GiB of which 3.44 MiB is free. ... Of the allocated memory 77.1 GiB is
+# allocated by PyTorch, and 1.2 GiB is reserved by PyTorch but unallocated."
+_NEW_TOTAL = re.compile(r"total (?:capacity|capacty) of " + _SIZE + r" of which " + _SIZE + r" is free")
+_NEW_ALLOC = re.compile(r"Of the allocated memory " + _SIZE + r" is allocated by PyTorch,(?: with " + _SIZE +
+                        r" allocated in private pools \(e\.g\., CUDA Graphs\),)? and " + _SIZE +
+                        r" is reserved by PyTorch but unallocated")
+_PROCS = re.compile(r"Process (\d+) has " + _SIZE + r" memory in use")
+_THIS_PROC = re.compile(r"this process has " + _SIZE + r" memory in use")
+
+
+@on("CUDA out of memory")
+def cuda_oom(line: Line, st: StreamState):
+    t = line.text
+    if "Tried to allocate" not in t and "preemptively rejected" not in t:
+        return None
+    d: dict = {"device": "cuda", "phase": take_phase(line, st)}
+    m = _REQ.search(t)
+    d["requested"] = size(m.group(1)) if m else None
+    m = _GPU.search(t)
+    if m:
+        d["gpu"] = int(m.group(1) or m.group(2))
+    m = _OLD.search(t)
+    if m:
+        d.update(total=size(m.group(1)), allocated=size(m.group(2)), free=size(m.group(3)),
+                 reserved=size(m.group(5)), wording="torch<=2.0")
+    else:
+        m = _NEW_TOTAL.search(t)
+        if m:
+            d.update(total=size(m.group(1)), free=size(m.group(2)), wording="torch>=2.1")
+        m = _NEW_ALLOC.search(t)
+        if m:
+            alloc, unalloc = size(m.group(1)), size(m.group(3))
+            d.update(allocated=alloc, reserved=(alloc or 0) + (unalloc or 0), unallocated=unalloc)
+        mine = _THIS_PROC.search(t)
+        others = [(int(p), size(s)) for p, s in _PROCS.findall(t)]
+        if others:
+            d["other_processes"] = len(others)
+            d["other_process_bytes"] = sum(b or 0 for _, b in others)
+        if mine:
+            d["this_process"] = size(mine.group(1))
+    if "preemptively rejected" in t or " allowed;" in t:
+        d["fraction_cap"] = True
+    res, alloc = d.get("reserved"), d.get("allocated")
+    d["fragmented"] = bool(res and alloc is not None and res - alloc > max(0.2 * res, 1 << 30))
+    return line.event("oom", step=st.step_of(line.rank), **d)
+
+
+_CUDA_ERR = re.compile(r"CUDA error: ([^.\n]+?)(?:\s*$|\.?\s*(?:CUDA kernel|Search for|Compile with|For debugging))")
+
+
+@on("CUDA error: ")
+def cuda_error(line: Line, st: StreamState):
+    m = _CUDA_ERR.search(line.text) or re.search(r"CUDA error: (.+)$", line.text)
+    if not m:
+        return None
+    err = m.group(1).strip().rstrip(".")
+    return line.event("cuda_error", step=st.step_of(line.rank), error=err,
+                      phase=take_phase(line, st) if "Error" in line.text.split("CUDA error")[0] else None)
+
+
+@on("CUBLAS_STATUS_ALLOC_FAILED")
+def cublas_alloc(line: Line, st: StreamState):
+    return line.event("cuda_error", step=st.step_of(line.rank), error="out of memory",
+                      via="CUBLAS_STATUS_ALLOC_FAILED", phase=take_phase(line, st))
+
+
+_CPU = re.compile(r"DefaultCPUAllocator: (?:can't allocate memory|not enough memory): you tried to allocate (\d+) bytes")
+
+
+@on("DefaultCPUAllocator")
+def cpu_oom(line: Line, st: StreamState):
+    m = _CPU.search(line.text)
+    return line.event("oom", step=st.step_of(line.rank), device="cpu",
+                      requested=int(m.group(1)) if m else None, phase=take_phase(line, st))

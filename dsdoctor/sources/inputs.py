@@ -1,0 +1,105 @@
+"""Open what the user points `dsdoctor analyze` at: files, folders, .gz, '-' for stdin.
+
+Everything is read as bytes in large blocks (see sources.logs) so a 10 GB log is streamed,
+never held in memory. Errors the user can act on are InputError with a one-line message.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".stderr")
+_RANK_IN_NAME = re.compile(r"(?:rank|node|worker|proc)[_-]?(\d+)", re.I)
+
+
+class InputError(Exception):
+    """The input cannot be used. str() is a one-line message for the user."""
+
+
+@dataclass
+class Input:
+    name: str                 # what evidence lines cite
+    path: Path | None         # None for stdin
+    kind: str                 # 'log' | 'events'
+    rank_hint: int | None     # rank read from the file name (events-rank3.jsonl, rank3.log)
+
+    def open(self) -> BinaryIO:
+        if self.path is None:
+            return sys.stdin.buffer
+        if self.path.suffix == ".gz":
+            return gzip.open(self.path, "rb")   # type: ignore[return-value]
+        return open(self.path, "rb")
+
+
+def _rank_hint(name: str) -> int | None:
+    m = _RANK_IN_NAME.search(name)
+    return int(m.group(1)) if m else None
+
+
+def _kind(p: Path) -> str:
+    n = p.name[:-3] if p.name.endswith(".gz") else p.name
+    return "events" if n.endswith(".jsonl") else "log"
+
+
+def expand(paths: list[str]) -> list[Input]:
+    """Resolve the command-line paths into inputs, in a stable order."""
+    out: list[Input] = []
+    for raw in paths:
+        if raw == "-":
+            out.append(Input("-", None, "log", None))
+            continue
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(f"{raw}: no such file or directory")
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and _is_log_file(f))
+            if not files:
+                raise InputError(f"{raw}: folder contains no log files ({', '.join(LOG_SUFFIXES)})")
+            # dsdoctor's own events and the console capture of a watched run both go in:
+            # the events carry what the hooks saw, the console what the program printed.
+            out.extend(Input(str(f), f, _kind(f), _rank_hint(f.name)) for f in files)
+            continue
+        if not os.access(p, os.R_OK):
+            raise InputError(f"{raw}: permission denied")
+        out.append(Input(str(p), p, _kind(p), _rank_hint(p.name)))
+    return out
+
+
+def _is_log_file(f: Path) -> bool:
+    name = f.name.lower()
+    if name.startswith("."):
+        return False
+    if any(name.endswith(s) for s in LOG_SUFFIXES):
+        return True
+    return "log" in name and "." not in name    # e.g. 'stdout-log' without a suffix
+
+
+def check_readable(inp: Input) -> None:
+    """Fail early, with one line, on a truncated or corrupt .gz and on binary files."""
+    if inp.path is None:
+        return
+    try:
+        with inp.open() as fh:
+            head = fh.read(8192)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise InputError(f"{inp.name}: cannot read: {e}") from None
+    if b"\x00" in head and head.count(b"\x00") > len(head) // 10:
+        raise InputError(f"{inp.name}: looks like a binary file, not a text log")
+
+
+def iter_blocks(fh: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
+    while True:
+        try:
+            b = fh.read(size)
+        except EOFError:          # truncated .gz: what was read so far is still evidence
+            raise InputError("truncated gzip stream (the file was cut short)") from None
+        except (OSError, gzip.BadGzipFile) as e:
+            raise InputError(f"read error: {e}") from None
+        if not b:
+            return
+        yield b

@@ -1,0 +1,46 @@
+"""Every rule's own examples (match and nomatch), and the rule loader's error messages."""
+from __future__ import annotations
+
+import pytest
+
+from dsdoctor.examples import check_rule_examples
+from dsdoctor.rules import RuleError, RuleSet, load_rule_file
+
+RULES = RuleSet.load()
+
+
+@pytest.mark.parametrize("rule", RULES.rules, ids=lambda r: r.id)
+def test_rule_examples(rule):
+    assert check_rule_examples(rule, RULES) == []
+
+
+def test_rules_loaded():
+    assert len(RULES.rules) >= 5
+    assert len({r.id for r in RULES.rules}) == len(RULES.rules)
+
+
+BAD = {
+    "yaml": ("rules:\n  - id: x\n\ttitle: tab\n", "bad.yaml:3: invalid YAML"),
+    "category": ("rules:\n  - id: x-1\n    category: nope\n    severity: error\n    title: t\n    summary: s\n"
+                 "    source: s\n    match: {symptom: a}\n    examples: {match: [{log: a}], nomatch: [{log: b}]}\n",
+                 "bad.yaml:2: rule x-1: category 'nope'"),
+    "expr": ("rules:\n  - id: x-2\n    category: oom\n    severity: error\n    title: t\n    summary: s\n"
+             "    source: s\n    match: {symptom: a, where: 'phase =='}\n    examples: {match: [{log: a}], nomatch: [{log: b}]}\n",
+             "rule x-2: match.where"),
+    "examples": ("rules:\n  - id: x-3\n    category: oom\n    severity: error\n    title: t\n    summary: s\n"
+                 "    source: s\n    match: {symptom: a}\n", "rule x-3: 'examples' needs"),
+    "python-tag": ("rules: !!python/object/apply:os.system ['echo hi']\n", "invalid YAML"),
+    "unknown-field": ("rules:\n  - id: x-4\n    categroy: oom\n", "unknown field(s): categroy"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_rule_files_give_one_line_errors(tmp_path, name):
+    text, expected = BAD[name]
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(RuleError) as ei:
+        load_rule_file(p)
+    msg = str(ei.value)
+    assert expected in msg
+    assert "\n" not in msg
