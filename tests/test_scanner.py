@@ -1,0 +1,57 @@
+"""The block scanner: hyperscan and `re` find the same lines, wherever blocks are cut;
+giant lines cost no memory and keep their evidence."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import dsdoctor.sources.logs as logs
+from dsdoctor.sources.logs import MAX_LINE, _Matcher, _triggers, candidate_lines, events_from_text
+
+PARTS = [b"Traceback (most recent call last)", b'  File "x.py", line 3, in forward', b"CUDA error: bad",
+         b"noise noise", b"DefaultCPUAllocator: can't allocate memory", b"\r", b"\xff\xfe",
+         b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"]
+
+
+def _lines(data: bytes, cut: int, use_hs: bool):
+    m = _triggers()
+    alt = _Matcher(m.literals)
+    if not use_hs:
+        alt.hs = None
+    saved, logs._matcher = logs._matcher, alt
+    try:
+        return list(candidate_lines([data[:cut], data[cut:]]))
+    finally:
+        logs._matcher = saved
+
+
+def test_matchers_agree_at_any_block_cut():
+    rnd = random.Random(7)
+    for _ in range(100):
+        data = b"".join(rnd.choice(PARTS) + rnd.choice([b"", b"\n", b" "]) for _ in range(40))
+        cut = rnd.randrange(len(data))
+        expected = _lines(data, 0, use_hs=False)
+        assert _lines(data, cut, use_hs=False) == expected
+        if _triggers().hs is not None:
+            assert _lines(data, cut, use_hs=True) == expected
+
+
+def test_giant_line_keeps_the_error_at_its_end():
+    bar = b"\r 45%|####      | 450/1000 " * (3 * 1024 * 1024 // 26)     # ~3 MB, no newline
+    oom = b"\rtorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 8.00 GiB of which 1.00 MiB is free.\n"
+    data = b"first line\n" + bar + oom + b"after\n"
+    blocks = [data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20)]
+    got = list(candidate_lines(blocks))
+    assert len(got) == 1 and got[0][0] == 2
+    assert b"CUDA out of memory" in got[0][1] and len(got[0][1]) <= MAX_LINE
+
+
+@pytest.mark.parametrize("prefix", ["[rank3]:", "[default3]:", "3: ", "node-17: [rank3]:", "(RayTrainWorker pid=77, ip=10.0.0.2) [rank3]:",
+                                    "\x1b[31m[rank3]:", "[rank3]:[2024-05-01 10:00:00,123] "])
+def test_decorations_are_stripped_and_rank_read(prefix):
+    evs = events_from_text(f"{prefix}torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. "
+                           "GPU 3 has a total capacity of 79.15 GiB of which 1.00 GiB is free.\n")
+    assert [e.kind for e in evs] == ["oom"]
+    assert evs[0].rank == 3
+    assert evs[0].data["requested"] == 2 << 30
