@@ -45,6 +45,7 @@ FACTS = {
 class Context:
     config: dict[str, Any] | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    _dtype_given: bool = False       # a live hook said the dtype; do not re-derive it
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None, **facts: Any) -> "Context":
@@ -57,6 +58,8 @@ class Context:
 
     def learn(self, facts: dict[str, Any]) -> None:
         """Add facts seen in the run. The user's config wins over what logs suggest."""
+        if facts.get("dtype") is not None:
+            self._dtype_given = True
         for k, v in facts.items():
             if v is not None and (self.facts.get(k) is None or not self.config):
                 self.facts[k] = v
@@ -64,7 +67,7 @@ class Context:
 
     def _derive(self) -> None:
         f = self.facts
-        if f.get("dtype") is None and (f.get("fp16") is not None or f.get("bf16") is not None):
+        if not self._dtype_given and (f.get("fp16") is not None or f.get("bf16") is not None):
             f["dtype"] = "fp16" if f.get("fp16") else "bf16" if f.get("bf16") else "fp32"
         mb, gas, tb, ws = f.get("micro_batch"), f.get("gas"), f.get("train_batch"), f.get("world_size")
         if ws is None and mb and gas and tb:

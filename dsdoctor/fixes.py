@@ -62,7 +62,15 @@ def _drop_unknown(patch: dict[str, Any]) -> tuple[dict[str, Any], bool]:
 def build_fix(spec, names: dict[str, Any]) -> Fix:
     from .expr import render
     patch, complete = None, True
-    if spec.config_patch:
+    if isinstance(spec.config_patch, str):      # "=expr": the whole patch is computed (config lint)
+        try:
+            computed = _compute(spec.config_patch, names)
+        except _Unknown:
+            computed = None
+        if isinstance(computed, dict):
+            patch, complete = _drop_unknown(computed)
+            patch = patch or None
+    elif spec.config_patch:
         patch, complete = _drop_unknown(_compute(spec.config_patch, names))
         patch = patch or None
     advice = render(spec.advice, names) if spec.advice else None

@@ -164,8 +164,8 @@ def parse_rule(d: Any, file: str) -> Rule:
         if fx.get("when") is not None:
             _check_expr(fx["when"], file, fl, rid, "fix.when")
         patch = fx.get("config_patch")
-        if patch is not None and not isinstance(patch, dict):
-            raise _fail(file, fl, rid, "config_patch must be a mapping (an RFC 7386 merge patch)")
+        if patch is not None and not isinstance(patch, dict) and not (isinstance(patch, str) and patch.startswith("=")):
+            raise _fail(file, fl, rid, "config_patch must be a mapping (an RFC 7386 merge patch) or an '=expr' computing one")
         _check_patch_exprs(patch, file, fl, rid)
         env = fx.get("env")
         if env is not None and not isinstance(env, dict):

@@ -67,14 +67,25 @@ def analyze(
         fail("--write-config needs --config (the config to patch)")
     try:
         inputs = expand(paths)
-        for inp in inputs:
-            check_readable(inp)
     except InputError as e:
         fail(str(e))
+    # An empty or binary file among 64 rank logs is skipped with a warning; only when
+    # nothing usable is left is the input as a whole unusable.
+    warnings: list[str] = []
+    usable: list[Input] = []
+    for inp in inputs:
+        try:
+            check_readable(inp)
+            usable.append(inp)
+        except InputError as e:
+            warnings.append(f"{e}; skipped")
+    if not usable:
+        fail(warnings[0].removesuffix("; skipped") if len(inputs) == 1
+             else f"none of the {len(inputs)} inputs is a readable text log ({warnings[0]})")
+    inputs = usable
     rules = load_rules(rules_dir)
     ctx = Context.from_config(cfg, world_size=world_size)
     diag = Diagnoser(ctx, rules)
-    warnings: list[str] = []
     try:
         for ev in _events_with_progress(inputs, warnings):
             diag.feed(ev)
@@ -99,12 +110,12 @@ def analyze(
                 notes.append(f"Patched config written to {written} (the input was not modified).")
             except (ConfigError, OSError) as e:
                 fail(str(e))
+    for w in warnings:          # stderr in both modes: stdout stays one JSON document
+        print(f"dsdoctor: warning: {w}", file=sys.stderr)
     if as_json:
         print_json(findings, inputs=[i.name for i in inputs], warnings=warnings,
                    written_config=str(written) if written else None)
     else:
-        for w in warnings:
-            print(f"dsdoctor: warning: {w}", file=sys.stderr)
         print_report(findings, title=f"dsdoctor analyze · {diag.events_seen} events from {len(inputs)} input(s)",
                      notes=[n for n in notes if n not in warnings])
     raise typer.Exit(exit_code(findings))

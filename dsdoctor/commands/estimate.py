@@ -1,8 +1,175 @@
-"""`dsdoctor estimate`: being built (see the open issue); not registered until it works."""
+"""`dsdoctor estimate`: which ZeRO stage / offload fits, from DeepSpeed's own memory estimators."""
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..expr import human_bytes
+from .analyze import fail
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
+          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
+_COUNT = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
+
+
+def parse_bytes(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text or "")
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"not a size: {text!r} (e.g. 80GiB, 512GB, 1TiB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_count(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]?)\s*", text or "")
+    if not m or m.group(2).lower() not in _COUNT:
+        raise ValueError(f"not a parameter count: {text!r} (e.g. 7e9, 7B, 350M)")
+    n = int(float(m.group(1)) * _COUNT[m.group(2).lower()])
+    if n <= 0:
+        raise ValueError(f"parameter count must be positive: {text!r}")
+    return n
+
+
+def params_from_hf_config(path: Path) -> dict[str, Any]:
+    """Approximate parameter counts and shapes from a Hugging Face config.json (decoder LMs)."""
+    try:
+        c = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read HF config: {e}") from None
+    g = lambda *ks: next((c[k] for k in ks if isinstance(c.get(k), int)), None)  # noqa: E731
+    h, layers, vocab = g("hidden_size", "n_embd", "d_model"), g("num_hidden_layers", "n_layer", "num_layers"), g("vocab_size")
+    if not (h and layers and vocab):
+        raise ValueError(f"{path}: needs hidden_size, num_hidden_layers and vocab_size")
+    inter = g("intermediate_size", "n_inner") or 4 * h
+    gated = c.get("model_type") in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "mixtral", "phi3")
+    heads = g("num_attention_heads", "n_head")
+    kv = g("num_key_value_heads") or heads
+    attn = 2 * h * h + (2 * h * h * kv // heads if heads else 2 * h * h)
+    layer = attn + (3 if gated else 2) * h * inter + 4 * h
+    emb = vocab * h * (1 if c.get("tie_word_embeddings", True) else 2)
+    return {"params": layers * layer + emb, "largest": max(layer, vocab * h), "hidden": h,
+            "layers": layers, "heads": heads, "seq": g("max_position_embeddings", "n_positions")}
+
+
+def estimate(
+    params: str = typer.Option(..., "--params", help="Parameter count (7e9, 7B, 350M) or a Hugging Face config.json."),
+    largest_layer_params: Optional[str] = typer.Option(None, "--largest-layer-params", help="Largest layer's params (ZeRO-3). Default: 10% of --params."),
+    gpus_per_node: int = typer.Option(1, "--gpus-per-node", min=1),
+    nodes: int = typer.Option(1, "--nodes", min=1),
+    gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="Per-GPU memory, e.g. 80GiB (default: NVML)."),
+    cpu_memory: Optional[str] = typer.Option(None, "--cpu-memory", help="Host memory per node, e.g. 1TiB (default: this host)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="ds_config: micro-batch for activations; the fix is shown as a diff."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1),
+    hidden: Optional[int] = typer.Option(None, "--hidden", min=1),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1),
+    heads: Optional[int] = typer.Option(None, "--heads", min=1),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", min=1),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document."),
+) -> None:
+    """Model-state memory per GPU and per node for ZeRO 0-3 and each offload choice."""
+    doc = run_estimate(params, largest_layer_params, gpus_per_node, nodes, gpu_memory, cpu_memory, config,
+                       seq_len, hidden, layers, heads, micro_batch)
+    if as_json:
+        print(json.dumps({k: v for k, v in doc.items() if not k.startswith("_")}, indent=2))
+    else:
+        print_estimate(doc, Console())
+    raise typer.Exit(0 if doc["cheapest"] is not None or doc["gpu_memory"] is None else 1)
+
+
+def run_estimate(params: str, largest: str | None = None, gpus_per_node: int = 1, nodes: int = 1,
+                 gpu_memory: str | None = None, cpu_memory: str | None = None, config: Path | None = None,
+                 seq_len: int | None = None, hidden: int | None = None, layers: int | None = None,
+                 heads: int | None = None, micro_batch: int | None = None) -> dict[str, Any]:
+    from ..config.memory import activation_bytes, check_fit, estimates
+    shape: dict[str, Any] = {}
+    try:
+        if params.endswith(".json") or Path(params).is_file():
+            shape = params_from_hf_config(Path(params))
+            total = shape["params"]
+        else:
+            total = parse_count(params)
+        big = parse_count(largest) if largest else shape.get("largest")
+        gmem = parse_bytes(gpu_memory) if gpu_memory else None
+        cmem = parse_bytes(cpu_memory) if cpu_memory else None
+    except ValueError as e:
+        fail(str(e))
+    cfg = None
+    if config is not None:
+        from ..config.loader import read_config
+        from ..config_io import ConfigError
+        try:
+            cfg, _ = read_config(config)
+        except ConfigError as e:
+            fail(str(e))
+    gsrc = "--gpu-memory" if gmem else None
+    if gmem is None:
+        from ..env import probe_gpus
+        g = probe_gpus()
+        if g.get("gpus") and g["gpus"][0].get("memory_total"):
+            gmem, gsrc = g["gpus"][0]["memory_total"], f"NVML ({g['gpus'][0].get('name')})"
+    csrc = "--cpu-memory" if cmem else None
+    if cmem is None:
+        try:
+            import psutil
+            cmem, csrc = psutil.virtual_memory().total, "this host"
+        except Exception:
+            pass
+    mb = micro_batch or (cfg or {}).get("train_micro_batch_size_per_gpu") if (micro_batch or cfg) else None
+    mb = mb if isinstance(mb, int) else None
+    s, h, l, a = seq_len or None, hidden or shape.get("hidden"), layers or shape.get("layers"), heads or shape.get("heads")
+    if seq_len is None and shape and mb:
+        s = shape.get("seq")
+    act = activation_bytes(s, h, l, mb, a) if (s and h and l and mb) else None
+    rows = estimates(total, big, gpus_per_node, nodes)
+    best = check_fit(rows, gmem, cmem, act or 0)
+    notes = ["Model states only (params, gradients, optimizer states); activations, CUDA context and "
+             "fragmentation are not included" + ("." if act is None else f"; activations added: {human_bytes(act)} per GPU.")]
+    if act is None:
+        notes.append("Give --seq-len, --hidden, --layers and --micro-batch (and --heads) to add activations "
+                     "(Korthikanti et al. 2022: s*b*h*(34 + 5*a*s/h) bytes per layer, no recomputation).")
+    return {"params": total, "largest_layer_params": big or max(1, total // 10),
+            "gpus_per_node": gpus_per_node, "nodes": nodes,
+            "gpu_memory": gmem, "gpu_memory_source": gsrc, "cpu_memory": cmem, "cpu_memory_source": csrc,
+            "activation_bytes": act,
+            "estimates": [r.to_dict() for r in rows],
+            "cheapest": best.to_dict() if best else None,
+            "config_patch": best.patch() if best else None, "notes": notes, "_config": cfg}
+
+
+def print_estimate(doc: dict[str, Any], con: Console) -> None:
+    t = Table(title=f"{doc['params'] / 1e9:.2f}B params · {doc['nodes']} node(s) x {doc['gpus_per_node']} GPU(s)")
+    for col in ("stage", "offload_optimizer", "offload_param", "per GPU", "per node (CPU)", "fits"):
+        t.add_column(col)
+    for r in doc["estimates"]:
+        fits = {True: "[green]yes[/]", False: "[red]no[/]", None: "?"}[r["fits"]]
+        t.add_row(str(r["stage"]), r["offload_optimizer"], r["offload_param"], human_bytes(r["gpu_bytes"]),
+                  human_bytes(r["cpu_bytes"]) if r["cpu_bytes"] is not None else "n/a", fits)
+    con.print(t)
+    if doc["gpu_memory"]:
+        con.print(f"GPU memory {human_bytes(doc['gpu_memory'])} ({doc['gpu_memory_source']}); "
+                  f"host memory {human_bytes(doc['cpu_memory'])} ({doc['cpu_memory_source']}).")
+    else:
+        con.print("No GPU memory known (no NVML GPU): pass --gpu-memory 80GiB to check the fit.")
+    if doc["cheapest"]:
+        c = doc["cheapest"]
+        con.print(f"[bold green]Cheapest that fits:[/] ZeRO stage {c['stage']}, offload_optimizer={c['offload_optimizer']}, "
+                  f"offload_param={c['offload_param']}")
+        cfg = doc.get("_config")
+        if cfg is not None:
+            from ..fixes import apply_patch, config_diff
+            con.print(config_diff(cfg, apply_patch(cfg, doc["config_patch"])) or "(your config already has this)")
+        else:
+            con.print(json.dumps(doc["config_patch"], indent=2))
+    elif doc["gpu_memory"]:
+        con.print("[bold red]Nothing fits[/]: add GPUs or nodes (the states are sharded), or use NVMe offload.")
+    for n in doc["notes"]:
+        con.print(n, style="dim")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("estimate")(estimate)

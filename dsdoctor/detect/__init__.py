@@ -23,7 +23,8 @@ class Detector:
         return ()
 
 
-def symptom_from(ev: Event, seq: int, name: str, key: tuple = (), **facts) -> Symptom:
+def symptom_from(ev: Event, seq: int, name: str, /, key: tuple = (), **facts) -> Symptom:
+    # positional-only: an event's data may hold a 'name' fact (loss name)
     s = Symptom(name=name, facts=facts, seq=seq, time=ev.time, key=key)
     if ev.rank is not None:
         s.ranks.add(ev.rank)
@@ -35,6 +36,8 @@ def symptom_from(ev: Event, seq: int, name: str, key: tuple = (), **facts) -> Sy
 
 def default_detectors() -> list[Detector]:
     from . import comm, memory, nonfinite, passthrough, scaler, throughput
+    from . import lr  # noqa: F401  (registers the LR-schedule detector)
+    from . import stall, straggler  # noqa: F401  (live detectors: they register themselves)
     dets: list[Detector] = [memory.MemoryDetector(), nonfinite.NonFiniteDetector(),
                             scaler.LossScaleDetector(), comm.CommDetector(),
                             throughput.ThroughputDetector(), passthrough.PassThroughDetector()]

@@ -1,8 +1,155 @@
-"""Detector: nonfinite (to be filled in)."""
+"""Non-finite training: a NaN/Inf loss (and what came before it), and bf16 steps skipped
+because the gradients were non-finite.
+
+Works on events from logs and from live hooks alike: `loss`, `grad_norm`, `skipped`,
+`overflow` (dtype bf16), `context` (dtype). A loss spike or a grad-norm explosion shortly
+before the first NaN is recorded (`preceded_by_spike`): it points at the learning rate or
+the data rather than at a numerics bug in the forward pass.
+"""
 from __future__ import annotations
 
-from . import Detector
+import math
+from collections import deque
+from statistics import median
+from typing import Iterable
+
+from ..events import Event
+from ..findings import Symptom
+from . import Detector, symptom_from
+
+HISTORY = 64           # finite values kept to judge a spike
+SPIKE_FACTOR = 1.5     # loss above 1.5x the running median ...
+GNORM_FACTOR = 5.0     # ... or grad norm above 5x its running median
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _nonfinite(v) -> bool:
+    return isinstance(v, float) and not math.isfinite(v)
 
 
 class NonFiniteDetector(Detector):
-    kinds = ()
+    kinds = ("loss", "grad_norm", "skipped", "overflow", "context", "loss_scale")
+
+    def __init__(self) -> None:
+        self.losses: deque[float] = deque(maxlen=HISTORY)
+        self.gnorms: deque[float] = deque(maxlen=HISTORY)
+        self.spike: dict | None = None          # last spike seen: {what, value, baseline, step}
+        self.spike_age = 0                      # loss events since that spike
+        self.bad_gnorm: Event | None = None     # last event if it was a non-finite grad norm
+        self.dtype: str | None = None
+        self.nan_symptom: Symptom | None = None
+        self.bf16_symptom: Symptom | None = None
+        self.nan_iters = 0
+
+    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        k, d = ev.kind, ev.data
+        if k == "context":
+            if d.get("dtype"):
+                self.dtype = d["dtype"]
+                if self.nan_symptom is not None and self.nan_symptom.facts.get("dtype") is None:
+                    self.nan_symptom.facts["dtype"] = self.dtype
+            elif d.get("bf16") or d.get("fp16"):
+                self.dtype = "bf16" if d.get("bf16") else "fp16"
+            return ()
+        if k == "loss_scale":
+            v = d.get("value")
+            if self.dtype is None and isinstance(v, (int, float)) and v != 1:
+                self.dtype = "fp16"          # only fp16 has a dynamic loss scale other than 1
+            return ()
+        if k == "overflow" and self.dtype is None and d.get("dtype"):
+            self.dtype = d["dtype"]
+        if k == "grad_norm":
+            return self._grad_norm(ev, seq)
+        if k == "loss":
+            return self._loss(ev, seq)
+        if k == "skipped":
+            nn = d.get("nan_iters")
+            if isinstance(nn, int) and nn > 0:
+                # Megatron counts NaN iterations per logging interval; live/DS counters are cumulative
+                new = nn if d.get("per_interval") else nn - self.nan_iters
+                self.nan_iters = nn if not d.get("per_interval") else self.nan_iters + nn
+                if new > 0:
+                    return self._nonfinite(ev, seq, math.nan, "loss", how="nan_counter")
+            return ()
+        if k == "overflow" and d.get("dtype") == "bf16":
+            return self._bf16(ev, seq)
+        return ()
+
+    # ------------------------------------------------------------------ pieces
+    def _grad_norm(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        v = ev.data.get("value")
+        self.bad_gnorm = ev if _nonfinite(v) else None
+        if _finite(v):
+            if len(self.gnorms) >= 3 and v > GNORM_FACTOR * max(median(self.gnorms), 1e-12):
+                self._mark_spike("grad norm", v, median(self.gnorms), ev.step)
+            self.gnorms.append(v)
+        return ()
+
+    def _loss(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        v = ev.data.get("value")
+        name = ev.data.get("name") or "loss"
+        if _nonfinite(v):
+            return self._nonfinite(ev, seq, v, name, how="missing_field" if ev.data.get("missing") else "value")
+        if not _finite(v):
+            return ()
+        bad = self.bad_gnorm
+        self.bad_gnorm = None
+        if v == 0.0 and bad is not None and (bad.step == ev.step or bad.line == ev.line):
+            # HF Trainer: after a NaN every step is skipped and logs loss 0 with grad_norm nan/inf
+            return self._nonfinite(ev, seq, "0 with grad_norm " + _text(bad.data.get("value")), name,
+                                   how="grad_norm_with_zero_loss")
+        if name.startswith("eval"):
+            return ()
+        if len(self.losses) >= 3 and v > SPIKE_FACTOR * median(self.losses) and v - median(self.losses) > 0.5:
+            self._mark_spike("loss", v, median(self.losses), ev.step)
+        self.losses.append(v)
+        self.spike_age += 1
+        return ()
+
+    def _mark_spike(self, what: str, value: float, base: float, step) -> None:
+        # keep the first spike of a run-up to a NaN (resume before it); an old one is forgotten
+        if self.spike is None or self.spike_age > HISTORY:
+            self.spike = {"what": what, "value": value, "baseline": base, "step": step, "count": 0}
+        self.spike["count"] += 1
+        self.spike_age = 0
+
+    def _nonfinite(self, ev: Event, seq: int, value, name: str, how: str) -> Iterable[Symptom]:
+        if self.nan_symptom is not None:
+            s = self.nan_symptom
+            s.facts["nan_count"] = s.facts.get("nan_count", 1) + 1
+            if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
+                s.steps.append(ev.step)
+            return ()
+        recent = self.spike is not None and self.spike_age <= HISTORY
+        facts = dict(first_step=ev.step, value=_text(value), name=name, how=how,
+                     source=ev.source, nan_count=1,
+                     preceded_by_spike=bool(recent),
+                     spike=self.spike if recent else None,
+                     last_finite_loss=self.losses[-1] if self.losses else None)
+        if self.dtype:
+            facts["dtype"] = self.dtype      # else the run context's dtype (--config) shows through
+        s = symptom_from(ev, seq, "nonfinite_loss", key=(), **facts)
+        self.nan_symptom = s          # kept: later NaNs update the same symptom in place
+        return (s,)
+
+    def _bf16(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if self.bf16_symptom is not None:
+            s = self.bf16_symptom
+            s.facts["skipped_steps"] += 1
+            s.add_evidence(ev) if len(s.evidence) < 3 else None
+            if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
+                s.steps.append(ev.step)
+            return ()
+        s = symptom_from(ev, seq, "bf16_nonfinite_grads", key=(), skipped_steps=1, first_step=ev.step,
+                         dtype="bf16", preceded_by_spike=self.spike is not None)
+        self.bf16_symptom = s
+        return (s,)
+
+
+def _text(v) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else f"{v:g}"
+    return str(v)

@@ -17,4 +17,6 @@ class PassThroughDetector(Detector):
         err = str(d.pop("error", "unknown"))
         name = f"{ev.kind}.{err}"          # e.g. config_error.batch_mismatch, hardware.xid
         key = (d.get("key"), d.get("xid"), d.get("op"))
-        return (symptom_from(ev, seq, name, key=key, **d),)
+        s = symptom_from(ev, seq, name, key=key)
+        s.facts.update(d)              # not as **d: config errors carry a 'key' fact
+        return (s,)

@@ -1,8 +1,217 @@
-"""Detector: scaler (to be filled in)."""
+"""fp16 dynamic loss scale: healthy calibration vs collapse.
+
+A few overflows while the scale calibrates down from 2^16 (or 2^32) at the start, and a
+single overflow after each scale increase (every loss_scale_window clean steps), are how
+dynamic loss scaling works. A collapse is the trend: overflows in a streak after the scale
+had settled, a scale far below its settled value (>= 8 halvings) or at the floor
+(<= 2^4 or min_loss_scale), 'from 1 to 1' loops (ZeRO-0: no exception ever comes), or
+DeepSpeed's 'Current loss scale already at minimum' exception (ZeRO 1-3).
+
+Input: `overflow`, `loss_scale` (Megatron's field, live readings), `scale_at_minimum`,
+progress events with a step (`loss`, `step`, `skipped`, `throughput`) to count clean steps,
+and `context` (min_loss_scale, dtype). A scale drop seen only in `loss_scale` values (Megatron
+without DeepSpeed's overflow lines) counts as overflows too.
+
+Incremental: `feed()` returns the collapse symptom as soon as the trend is clear and keeps
+its facts up to date afterwards (the live mode reads `steps_left` to warn before the
+exception); `finish()` adds an info symptom for a run that only calibrated.
+"""
 from __future__ import annotations
 
-from . import Detector
+import math
+from collections import deque
+from typing import Iterable
+
+from ..events import Event
+from ..findings import Symptom
+from . import Detector, symptom_from
+
+SETTLE_STEPS = 20        # clean steps that make the current scale the settled one
+CALIBRATION_STEPS = 200  # overflows before this step (with no settled scale yet) calibrate
+STREAK_GAP = 2           # overflows at most this many steps apart belong to one streak
+STREAK_COLLAPSE = 4      # a streak this long after settling is a collapse
+FAR_HALVINGS = 8
+FLOOR = 16               # 2^4
 
 
 class LossScaleDetector(Detector):
-    kinds = ()
+    kinds = ("overflow", "loss_scale", "scale_at_minimum", "context", "loss", "step", "skipped", "throughput")
+
+    def __init__(self) -> None:
+        self.min_scale: float = 1
+        self.start_scale: float | None = None
+        self.cur: float | None = None
+        self.settled: float | None = None
+        self.last_step: int | None = None
+        self.clean_since: int | None = None      # step of the last overflow (None: none yet)
+        self.clean_count = 0                     # progress events since the last overflow
+        self.overflows = 0
+        self.one_to_one = 0
+        self.at_minimum = False
+        self.streak = 0
+        self.max_streak = 0
+        self.streak_start: tuple[int | None, float | None] = (None, None)   # (step, scale)
+        self.last_ovf_step: int | None = None
+        self.late = False
+        self.streak_late = False
+        self.first_overflow: Event | None = None
+        self.streak_events: deque[Event] = deque(maxlen=6)   # evidence: the current streak
+        self.first_seq = 0
+        self.symptom: Symptom | None = None
+        self.fp16_seen = False
+
+    # ------------------------------------------------------------------ events
+    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        k, d = ev.kind, ev.data
+        if k == "context":
+            mls = d.get("min_loss_scale")
+            if isinstance(mls, (int, float)) and mls > 0:
+                self.min_scale = mls
+            return ()
+        if k == "overflow":
+            if d.get("dtype") == "bf16" or (d.get("new_scale") is None and not d.get("static")):
+                return ()            # bf16 skips: see nonfinite.py
+            return self._overflow(ev, seq, d.get("prev_scale"), d.get("new_scale"), 1)
+        if k == "scale_at_minimum":
+            self.at_minimum = True
+            return self._judge(ev, seq)
+        if k == "loss_scale":
+            mls = d.get("min_scale")          # live readings carry the configured floor
+            if isinstance(mls, (int, float)) and mls > 0:
+                self.min_scale = mls
+            v = d.get("value")
+            if not isinstance(v, (int, float)) or v <= 0:
+                return ()
+            self._progress(ev)
+            if self.cur is not None and v < self.cur:
+                # a drop nobody logged as an overflow (Megatron's own optimizer, live readings)
+                n = max(1, round(math.log2(self.cur / v)))
+                return self._overflow(ev, seq, self.cur, v, n)
+            if self.start_scale is None:
+                self.start_scale = v
+            self.cur = v
+            self._settle()
+            return ()
+        self._progress(ev)
+        self._settle()
+        return ()
+
+    def _progress(self, ev: Event) -> None:
+        if ev.step is not None:
+            if self.last_step is None or ev.step > self.last_step:
+                if self.last_step is not None:
+                    self.clean_count += 1
+                self.last_step = ev.step
+        elif ev.kind in ("step", "skipped"):
+            self.clean_count += 1
+
+    def _settle(self) -> None:
+        if self.cur is None:
+            return
+        clean = self.clean_count if self.last_ovf_step is None or self.last_step is None \
+            else self.last_step - self.last_ovf_step
+        if clean >= SETTLE_STEPS and (self.settled is None or self.cur > self.settled):
+            self.settled = self.cur
+        if clean > STREAK_GAP:
+            self.streak = 0
+
+    def _overflow(self, ev: Event, seq: int, prev, new, n: int) -> Iterable[Symptom]:
+        self.fp16_seen = True
+        step = ev.step
+        if step is not None and (self.last_step is None or step > self.last_step):
+            self.last_step = step
+        if self.first_overflow is None:
+            self.first_overflow, self.first_seq = ev, seq
+        if isinstance(prev, (int, float)) and self.start_scale is None:
+            self.start_scale = prev
+        if isinstance(prev, (int, float)) and isinstance(new, (int, float)) and prev == new \
+                and new <= max(1, self.min_scale):
+            self.one_to_one += 1
+        gap = None
+        if step is not None and self.last_ovf_step is not None:
+            gap = step - self.last_ovf_step
+        elif step is None:
+            gap = 0 if self.clean_count <= STREAK_GAP else None
+        if self.streak and gap is not None and gap <= STREAK_GAP:
+            self.streak += n
+        else:
+            self.streak = n
+            self.streak_events.clear()
+            self.streak_start = (step, prev if isinstance(prev, (int, float)) else self.cur)
+            # late: after the scale had settled, or far into a run (a log that starts mid-run)
+            self.streak_late = self.settled is not None or (step is not None and step >= CALIBRATION_STEPS)
+        self.streak_events.append(ev)
+        self.max_streak = max(self.max_streak, self.streak)
+        self.overflows += n
+        self.clean_count = 0
+        if step is not None:
+            self.last_ovf_step = step
+        if isinstance(new, (int, float)):
+            self.cur = new
+        self.late = self.late or (self.streak_late and self.streak >= 2)
+        return self._judge(ev, seq)
+
+    # ------------------------------------------------------------------ verdict
+    def halvings(self) -> int:
+        ref = self.settled or self.start_scale
+        if not ref or not self.cur or self.cur >= ref:
+            return 0
+        return int(round(math.log2(ref / self.cur)))
+
+    def steps_left(self) -> int | None:
+        """Steps until min_loss_scale at the rate of the current streak (0: already there)."""
+        if self.cur is None:
+            return None
+        remaining = math.log2(self.cur / self.min_scale) if self.cur > self.min_scale else 0
+        if remaining <= 0:
+            return 0
+        s0, sc0 = self.streak_start
+        if not self.streak or sc0 is None or not self.cur or sc0 <= self.cur:
+            return None
+        halved = math.log2(sc0 / self.cur)
+        span = (self.last_ovf_step - s0 + 1) if (s0 is not None and self.last_ovf_step is not None) else self.streak
+        rate = halved / max(span, 1)
+        return int(math.ceil(remaining / rate)) if rate > 0 else None
+
+    def collapsed(self) -> bool:
+        floor = max(FLOOR, self.min_scale)
+        return (self.at_minimum or self.one_to_one >= 2
+                or (self.cur is not None and self.overflows > 0 and self.cur <= floor)
+                or (self.settled is not None and self.halvings() >= FAR_HALVINGS)
+                or (self.streak_late and self.streak >= STREAK_COLLAPSE))
+
+    def facts(self) -> dict:
+        return dict(start_scale=self.start_scale, settled_scale=self.settled, end_scale=self.cur,
+                    halvings=self.halvings(), overflows=self.overflows, streak=self.max_streak,
+                    at_minimum=self.at_minimum, one_to_one=self.one_to_one, late=self.late,
+                    steps_left=self.steps_left(), scale_floor=self.min_scale)
+
+    def _judge(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if self.symptom is not None:
+            # already reported: keep the facts current (live mode reads steps_left), add evidence
+            self.symptom.facts.update(self.facts())
+            self.symptom.add_evidence(ev)
+            if ev.step is not None and ev.step not in self.symptom.steps and len(self.symptom.steps) < 64:
+                self.symptom.steps.append(ev.step)
+            return ()
+        if not self.collapsed():
+            return ()
+        first = self.first_overflow or ev
+        s = symptom_from(first, self.first_seq or seq, "loss_scale_collapse", key=(), **self.facts())
+        for e in list(self.streak_events) + [ev]:
+            if e is not first and all(x.line != e.line for x in s.evidence):
+                s.add_evidence(e)
+            if e.step is not None and e.step not in s.steps:
+                s.steps.append(e.step)
+        self.symptom = s
+        return (s,)
+
+    def finish(self) -> Iterable[Symptom]:
+        if self.symptom is not None:
+            self.symptom.facts.update(self.facts())
+            return ()
+        if self.overflows and self.first_overflow is not None and not self.late:
+            # only calibration / the periodic overflow after a scale increase: healthy
+            return (symptom_from(self.first_overflow, self.first_seq, "loss_scale_calibration", key=(),
+                                 **self.facts()),)
+        return ()

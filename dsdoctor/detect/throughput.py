@@ -1,8 +1,218 @@
-"""Detector: throughput (to be filled in)."""
+"""Throughput: a lasting drop over time, and one rank slower than the others.
+
+(a) `throughput` events (iteration time, samples/s, TFLOPs from any format): the series is
+split where the change is largest; a drop counts when the recent part (lasting to the end of
+the input) is >= 4 % worse than the earlier baseline by median, stands out of the baseline's
+noise (median absolute deviation), and nearly every recent point is worse than the baseline.
+BLOOM-176B's slow GPU (105 s -> 111 s per iteration, 149 -> 141 TFLOPs, 5 log lines) is the
+size of drop this must catch.
+
+(b) per-rank timers (`timers` from DeepSpeed's wall_clock_breakdown lines, `step` phase times
+from live hooks): each rank's median per phase, compared across ranks with median/MAD. In
+synchronous data parallelism the fast ranks wait for the slow one inside the allreduce, so
+the slow rank is the one whose compute (forward/backward/step) is long, not its allreduce.
+
+Memory: each series keeps at most MAX_POINTS values (older ones are thinned by half when full).
+"""
 from __future__ import annotations
 
-from . import Detector
+from collections import deque
+from statistics import median
+from typing import Iterable
+
+from ..events import Event
+from ..findings import Symptom
+from . import Detector, symptom_from
+
+MAX_POINTS = 2048
+MIN_DROP = 0.04
+NOISE_Z = 3.0
+RANK_WINDOW = 32
+SLOW_RATIO = 1.25        # a rank >= 25 % slower than the median rank ...
+SLOW_Z = 4.0             # ... and far outside the spread of the others
+
+# metric -> True when larger is better
+_METRICS = {"iter_ms": False, "samples_per_sec": True, "tflops": True}
+
+# timer names of all DeepSpeed versions (and live `step` fields) -> phase
+_PHASES = {
+    "fwd_microstep": "forward", "forward_microstep": "forward", "fwd": "forward", "forward": "forward",
+    "fwd_ms": "forward",
+    "bwd_microstep": "backward", "backward_microstep": "backward", "bwd": "backward", "backward": "backward",
+    "bwd_ms": "backward",
+    "bwd_inner_microstep": "backward_compute", "backward_inner_microstep": "backward_compute",
+    "bwd_inner": "backward_compute", "backward_inner": "backward_compute",
+    "bwd_allreduce_microstep": "allreduce", "backward_allreduce_microstep": "allreduce",
+    "bwd_allreduce": "allreduce", "backward_allreduce": "allreduce",
+    "step_microstep": "step", "step": "step", "step_ms": "step", "data_ms": "data",
+}
+_COMPUTE = ("forward", "backward_compute", "backward", "step", "data")
+
+
+def _mad(xs: list[float]) -> float:
+    m = median(xs)
+    return median(abs(x - m) for x in xs)
+
+
+class _Series:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.steps: list[int | None] = []
+        self.events: list[Event] = []        # evidence: the event behind each kept value
+        self.stride = 1
+        self._skip = 0
+
+    def add(self, v: float, ev: Event) -> None:
+        self._skip += 1
+        if self._skip < self.stride:
+            return
+        self._skip = 0
+        self.values.append(v)
+        self.steps.append(ev.step)
+        self.events.append(ev)
+        if len(self.values) >= MAX_POINTS:
+            self.values, self.steps, self.events = self.values[::2], self.steps[::2], self.events[::2]
+            self.stride *= 2
+
+
+def find_drop(values: list[float], higher_is_better: bool) -> dict | None:
+    """The split with the largest lasting worsening, or None. Pure, for tests."""
+    n = len(values)
+    if n < 4:
+        return None
+    sign = 1.0 if higher_is_better else -1.0      # 'worse' = lower samples/s, longer iterations
+    min_after = max(2, min(5, n // 5))
+    best = None
+    cands = range(2, n - min_after + 1)
+    if n > 200:                                  # bounded work on long series
+        step = max(1, n // 100)
+        cands = sorted(set(range(2, n - min_after + 1, step)) | set(range(max(2, n - 20), n - min_after + 1)))
+    for k in cands:
+        before, after = values[:k], values[k:]
+        b, a = median(before), median(after)
+        if b == 0:
+            continue
+        change = sign * (b - a) / abs(b)          # > 0: worse
+        if change < MIN_DROP:
+            continue
+        noise = 1.4826 * _mad(before)
+        if abs(a - b) <= NOISE_Z * noise:
+            continue
+        # nearly every later point is worse than the typical earlier one
+        worse = sum(1 for x in after if sign * (b - x) > 0.5 * abs(b - a))
+        if worse < 0.8 * len(after):
+            continue
+        if best is None or change > best["change"]:
+            best = {"split": k, "before": b, "after": a, "change": change, "points_after": len(after),
+                    "points_before": len(before)}
+    return best
 
 
 class ThroughputDetector(Detector):
-    kinds = ()
+    kinds = ("throughput", "timers", "step")
+
+    def __init__(self) -> None:
+        self.series: dict[tuple, _Series] = {}
+        self.rank_phase: dict[int, dict[str, deque]] = {}
+        self.rank_event: dict[int, Event] = {}
+        self.first_seq: dict[int, int] = {}
+
+    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "throughput":
+            if ev.data.get("summary"):
+                return ()                   # an end-of-training average is not a point in time
+            for m in _METRICS:
+                v = ev.data.get(m)
+                if isinstance(v, (int, float)) and v > 0:
+                    self.series.setdefault((m, ev.source), _Series()).add(float(v), ev)
+            return ()
+        if ev.rank is None:
+            return ()
+        phases = self.rank_phase.setdefault(ev.rank, {})
+        got = False
+        for name, v in ev.data.items():
+            ph = _PHASES.get(name)
+            if ph and isinstance(v, (int, float)):
+                phases.setdefault(ph, deque(maxlen=RANK_WINDOW)).append(float(v))
+                got = True
+        if got:
+            self.rank_event[ev.rank] = ev
+            self.first_seq.setdefault(ev.rank, seq)
+        return ()
+
+    def finish(self) -> Iterable[Symptom]:
+        out = []
+        drop = self._drop()
+        if drop:
+            out.append(drop)
+        out.extend(self._slow_ranks())
+        return out
+
+    # ------------------------------------------------------------------ (a) drop over time
+    def _drop(self) -> Symptom | None:
+        best = None
+        for (metric, src), s in self.series.items():
+            d = find_drop(s.values, _METRICS[metric])
+            if d and (best is None or d["change"] > best[2]["change"]):
+                best = (metric, s, d)
+        if best is None:
+            return None
+        metric, s, d = best
+        k = d["split"]
+        ev = s.events[k]
+        sym = symptom_from(ev, 0, "throughput_drop", key=(metric,), metric=metric,
+                           before=round(d["before"], 4), after=round(d["after"], 4),
+                           change_pct=round(100 * d["change"], 1), at_step=s.steps[k],
+                           points_after=d["points_after"], points_before=d["points_before"],
+                           lasting=True, **self._others(k, s))
+        sym.seq = 10 ** 9                    # a symptom of something else if anything explains it
+        sym.evidence = []
+        for e in (s.events[k - 1], ev, s.events[-1]):
+            if e is not None and all(x.line != e.line or x.source != e.source for x in sym.evidence):
+                sym.add_evidence(e)
+        return sym
+
+    def _others(self, k: int, s: _Series) -> dict:
+        """The same split read on the other metrics of the same events (for the summary)."""
+        facts = {}
+        for m in _METRICS:
+            vals = [e.data.get(m) for e in s.events]
+            if all(isinstance(v, (int, float)) for v in vals) and len(vals) > k:
+                facts[f"{m}_before"] = round(median(vals[:k]), 3)
+                facts[f"{m}_after"] = round(median(vals[k:]), 3)
+        return facts
+
+    # ------------------------------------------------------------------ (b) slow rank
+    def _slow_ranks(self) -> list[Symptom]:
+        ranks = sorted(self.rank_phase)
+        if len(ranks) < 2:
+            return []
+        worst: dict[int, tuple[str, float, float, float]] = {}
+        for ph in _COMPUTE + ("allreduce",):
+            per = {r: median(self.rank_phase[r][ph]) for r in ranks if self.rank_phase[r].get(ph)}
+            if len(per) < 2:
+                continue
+            for r, v in per.items():
+                others = [x for rr, x in per.items() if rr != r]
+                med = median(others)
+                if med <= 0 or v < SLOW_RATIO * med:
+                    continue
+                spread = 1.4826 * _mad(others) if len(others) >= 3 else 0.0
+                if spread and (v - med) / spread < SLOW_Z:
+                    continue
+                if len(others) < 2 and v < 1.5 * med:      # two ranks: need a clear gap
+                    continue
+                ratio = v / med
+                if ph == "allreduce":
+                    # the waiting ranks have the long allreduce; only blame a rank whose compute is not short
+                    continue
+                if r not in worst or ratio > worst[r][1]:
+                    worst[r] = (ph, ratio, v, med)
+        out = []
+        for r, (ph, ratio, v, med) in sorted(worst.items()):
+            ev = self.rank_event[r]
+            s = symptom_from(ev, self.first_seq[r], "slow_rank", key=(r,), rank=r, phase=ph,
+                             ratio=round(ratio, 2), value_ms=round(v, 2), median_ms=round(med, 2),
+                             ranks_compared=len(ranks))
+            out.append(s)
+        return out

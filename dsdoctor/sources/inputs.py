@@ -80,26 +80,80 @@ def _is_log_file(f: Path) -> bool:
 
 
 def check_readable(inp: Input) -> None:
-    """Fail early, with one line, on a truncated or corrupt .gz and on binary files."""
+    """Fail early, with one line, on empty, unreadable or binary files. A truncated .gz is
+    not refused here: the part before the cut is still evidence (see iter_blocks)."""
     if inp.path is None:
         return
     try:
+        if inp.path.stat().st_size == 0:
+            raise InputError(f"{inp.name}: empty file, nothing to analyse")
         with inp.open() as fh:
-            head = fh.read(8192)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise InputError(f"{inp.name}: cannot read: {e}") from None
-    if b"\x00" in head and head.count(b"\x00") > len(head) // 10:
+            head = _read_head(fh, 8192)
+    except (OSError, gzip.BadGzipFile) as e:
+        raise InputError(f"{inp.name}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if not head:
+        raise InputError(f"{inp.name}: empty (or truncated before any data), nothing to analyse")
+    if _looks_binary(head):
         raise InputError(f"{inp.name}: looks like a binary file, not a text log")
 
 
+def _read_head(fh: BinaryIO, n: int) -> bytes:
+    parts: list[bytes] = []
+    got = 0
+    try:
+        while got < n:
+            b = fh.read1(n - got) if hasattr(fh, "read1") else fh.read(n - got)
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+    except EOFError:          # truncated .gz: the head that was readable decides
+        pass
+    return b"".join(parts)
+
+
+# Bytes that never occur in a text log (all C0 controls except tab, LF, FF, CR, ESC, BS).
+_CONTROL = bytes(c for c in range(32) if c not in (8, 9, 10, 12, 13, 27))
+
+
+def _looks_binary(head: bytes) -> bool:
+    """NULs, or many control bytes / invalid UTF-8: an image, a checkpoint, a core dump.
+    A log with a few bad bytes (a cut multi-byte char, Latin-1 text) still passes."""
+    if head.count(b"\x00") > len(head) // 10:
+        return True
+    bad = len(head) - len(head.translate(None, _CONTROL))
+    bad += head.decode("utf-8", errors="replace").count("\ufffd")
+    return bad > 0.3 * len(head)
+
+
 def iter_blocks(fh: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
+    """Blocks of about `size` bytes. For a .gz, blocks are assembled from read1() pieces so
+    that a truncated stream still yields everything decompressed before the cut, then
+    raises InputError."""
+    piecewise = isinstance(fh, gzip.GzipFile)
     while True:
+        parts: list[bytes] = []
+        got = 0
         try:
-            b = fh.read(size)
+            if piecewise:
+                while got < size:
+                    b = fh.read1(min(size - got, 1 << 20))
+                    if not b:
+                        break
+                    parts.append(b)
+                    got += len(b)
+            else:
+                b = fh.read(size)
+                if b:
+                    parts.append(b)
         except EOFError:          # truncated .gz: what was read so far is still evidence
+            if parts:
+                yield b"".join(parts)
             raise InputError("truncated gzip stream (the file was cut short)") from None
         except (OSError, gzip.BadGzipFile) as e:
+            if parts:
+                yield b"".join(parts)
             raise InputError(f"read error: {e}") from None
-        if not b:
+        if not parts:
             return
-        yield b
+        yield parts[0] if len(parts) == 1 else b"".join(parts)

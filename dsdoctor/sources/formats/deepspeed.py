@@ -1,5 +1,499 @@
-"""Recognisers: deepspeed messages (see ../shared/log-formats.md)."""
+"""Recognisers: DeepSpeed's own messages (../shared/log-formats.md §5, deepspeed-facts.md §3).
+
+Training health (loss scaler overflows, progress, throughput, wall-clock timers), runtime
+config errors (batch assertion, pydantic validation, optimizer/scheduler parameters) and
+op build / JIT failures. Wordings from DeepSpeed 0.1 to 0.19 are handled.
+"""
 from __future__ import annotations
 
-from ..logs import Line, StreamState, on  # noqa: F401
+import math
+import re
 
+from ..logs import Line, StreamState, on
+
+# ---------------------------------------------------------------- shared helpers
+_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|infinity)"
+
+
+def num(s: str | None) -> float | None:
+    """'2.1E+00', 'nan', 'NAN', '-inf', '1048576.0' -> float; None when unparsable."""
+    if s is None:
+        return None
+    s = s.strip().strip("'\"")
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def scale(s: str | None) -> float | int | None:
+    """Loss scales print as '8', '4.0', '1048576.0': keep them as ints when whole."""
+    v = num(s)
+    if v is None or not math.isfinite(v):
+        return v
+    return int(v) if v.is_integer() else v
+
+
+def set_step(st: StreamState, rank: int | None, step: int) -> None:
+    """Record the step a rank is at, so later lines (overflows, errors) can say when."""
+    st.last_step[rank] = step
+    if rank is not None:
+        st.last_step[None] = step       # fallback for lines that carry no rank
+
+
+def nested(dotted: str, value) -> dict:
+    """'zero_optimization.offload_params', None -> {'zero_optimization': {'offload_params': None}}
+    (a merge patch: null deletes the key)."""
+    out: dict = {}
+    cur = out
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    return out
+
+
+# ---------------------------------------------------------------- fp16 / bf16 loss scaler
+_ATTEMPT = re.compile(r"Attempted loss scale: (" + _NUM + r"), reducing to (" + _NUM + r")")
+_HYST = re.compile(r"Attempted loss scale: (" + _NUM + r"), but hysteresis is (\d+)\. Reducing hysteresis to (\d+)")
+
+
+@on("OVERFLOW!", "loss scale overflow!")
+def overflow(line: Line, st: StreamState):
+    t = line.text
+    step = st.step_of(line.rank)
+    m = _HYST.search(t)
+    if m:
+        s = scale(m.group(1))
+        return line.event("overflow", step=step, prev_scale=s, new_scale=s,
+                          hysteresis=int(m.group(3)), dtype="fp16")
+    m = _ATTEMPT.search(t)
+    if m:
+        return line.event("overflow", step=step, prev_scale=scale(m.group(1)), new_scale=scale(m.group(2)),
+                          hysteresis=None, dtype="fp16")
+    if "Gradients are non-finite" in t:
+        # LossScaler (bf16, or fp16 with a static loss_scale > 0): no scale to report
+        return line.event("overflow", step=step, prev_scale=None, new_scale=None, hysteresis=None, dtype="bf16")
+    return None
+
+
+# ZeRO-0 fp16 (FP16_Optimizer / FP16_UnfusedOptimizer): the iteration and the new scale
+# come on two lines; no hysteresis, no exception at the floor ('from 1 to 1' forever).
+_GRAD_OVF = re.compile(r"Grad overflow on iteration:? (\d+)")
+_REDUCE = re.compile(r"Reducing dynamic loss scale from (" + _NUM + r") to (" + _NUM + r")")
+_INCREASE = re.compile(r"Increasing dynamic loss scale from (" + _NUM + r") to (" + _NUM + r")")
+_STATIC = re.compile(r"Using static loss scale of:? (" + _NUM + r")")
+
+
+@on("Grad overflow on iteration")
+def grad_overflow(line: Line, st: StreamState):
+    m = _GRAD_OVF.search(line.text)
+    if m:
+        st.scratch["ds_overflow_iter"] = (line.lineno, int(m.group(1)))
+    return None
+
+
+def _pending_iter(line: Line, st: StreamState) -> int | None:
+    p = st.scratch.pop("ds_overflow_iter", None)
+    if p and line.lineno - p[0] <= 3:
+        return p[1]
+    return st.step_of(line.rank)
+
+
+@on("Reducing dynamic loss scale from")
+def reduce_scale(line: Line, st: StreamState):
+    m = _REDUCE.search(line.text)
+    if not m:
+        return None
+    return line.event("overflow", step=_pending_iter(line, st), prev_scale=scale(m.group(1)),
+                      new_scale=scale(m.group(2)), hysteresis=None, dtype="fp16", zero0=True)
+
+
+@on("Increasing dynamic loss scale from")
+def increase_scale(line: Line, st: StreamState):
+    m = _INCREASE.search(line.text)
+    return line.event("loss_scale", step=st.step_of(line.rank), value=scale(m.group(2))) if m else None
+
+
+@on("Using static loss scale of")
+def static_scale(line: Line, st: StreamState):
+    p = st.scratch.get("ds_overflow_iter")
+    if not p or line.lineno - p[0] > 3:
+        return None          # the init message 'Creating fp16 optimizer with static loss scale'
+    return line.event("overflow", step=_pending_iter(line, st), prev_scale=None, new_scale=None,
+                      hysteresis=None, dtype="fp16", static=True)
+
+
+@on("Current loss scale already at minimum")
+def at_minimum(line: Line, st: StreamState):
+    return line.event("scale_at_minimum", step=st.step_of(line.rank))
+
+
+# ---------------------------------------------------------------- progress and throughput
+_PROGRESS = re.compile(r"\bstep=(\d+), skipped=(\d+), lr=(\[[^\]]*\]|\S+)")
+
+
+@on(", skipped=")
+def progress(line: Line, st: StreamState):
+    m = _PROGRESS.search(line.text)
+    if not m:
+        return None
+    step = int(m.group(1))
+    set_step(st, line.rank, step)
+    out = [line.event("skipped", step=step, skipped=int(m.group(2)), nan_iters=None)]
+    lrs = [v for v in (num(x) for x in m.group(3).strip("[]").split(",")) if v is not None]
+    if lrs:
+        out.append(line.event("lr", step=step, value=lrs if len(lrs) > 1 else lrs[0]))
+    return out
+
+
+_GLOBAL_STEP = re.compile(r"global_step=(\d+)")
+_CURR_SPS = re.compile(r"CurrSamplesPerSec=(" + _NUM + ")")
+_SPS = re.compile(r"(?<![A-Za-z])SamplesPerSec=(" + _NUM + ")")
+
+
+@on("SamplesPerSec=")
+def samples_per_sec(line: Line, st: StreamState):
+    t = line.text
+    m = _GLOBAL_STEP.search(t)
+    step = None
+    if m:
+        step = int(m.group(1))
+        set_step(st, line.rank, step)
+    m = _CURR_SPS.search(t) or _SPS.search(t)
+    if not m:
+        return None
+    return line.event("throughput", step=step if step is not None else st.step_of(line.rank),
+                      samples_per_sec=num(m.group(1)))
+
+
+# '[Rank 0] time (ms) | fwd_microstep: 2.96 | bwd_microstep: 17.78 | ...' (v0.10.1+) and
+# 'rank=0 time (ms) | forward_microstep: 2.96 | ...' (v0.3-v0.10.0); Megatron's own timer lines
+# ('time (ms) | forward-compute: ...') have the same shape.
+_TIMER = re.compile(r"([A-Za-z_][\w\- ]*?): (" + _NUM + ")")
+
+
+@on("time (ms) |")
+def timers(line: Line, st: StreamState):
+    body = line.text.split("time (ms) |", 1)[1]
+    vals = {}
+    for part in body.split("|"):
+        m = _TIMER.search(part.split("(")[0])
+        if m:
+            v = num(m.group(2))
+            if v is not None:
+                vals[m.group(1).strip()] = v
+    if not vals:
+        return None
+    ev = line.event("timers", step=st.step_of(line.rank))
+    ev.data = vals          # data is {timer_name: ms}; names like 'step' must not clash with arguments
+    return ev
+
+
+# PipelineEngine: 'steps: 12 loss: 2.3456 iter time (s): 1.234 samples/sec: 51.9'
+_PIPE = re.compile(r"steps: (\d+) loss: (" + _NUM + r") .*?iter time \(s\): (" + _NUM + r") samples/sec: (" + _NUM + ")")
+
+
+@on("iter time (s):")
+def pipeline_progress(line: Line, st: StreamState):
+    m = _PIPE.search(line.text)
+    if not m:
+        return None
+    step = int(m.group(1))
+    set_step(st, line.rank, step)
+    it = num(m.group(3))
+    return [line.event("loss", step=step, value=num(m.group(2)), name="loss"),
+            line.event("throughput", step=step, iter_ms=it * 1000 if it is not None else None,
+                       samples_per_sec=num(m.group(4)))]
+
+
+# A script's own 'loss: nan' (print(f"loss: {loss}")): only non-finite values, which cannot be
+# mistaken for something else; Megatron/pipeline/HF lines have their own recognisers.
+_LOOSE_LOSS = re.compile(r"\bloss\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b", re.I)
+
+
+@on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",
+    "loss: tensor(nan", "loss: NaN", "loss: Inf")
+def loose_loss(line: Line, st: StreamState):
+    t = line.text
+    if "iter time (s)" in t or "{'" in t or re.search(r"iteration\s+\d+/", t):
+        return None
+    m = _LOOSE_LOSS.search(t)
+    if not m:
+        return None
+    step = None
+    ms = re.search(r"\b(?:global_step|step|iteration|iter)[=: ]\s*(\d+)", t)
+    if ms:
+        step = int(ms.group(1))
+        set_step(st, line.rank, step)
+    return line.event("loss", step=step if step is not None else st.step_of(line.rank),
+                      value=num(m.group(1)), name="loss")
+
+
+_VERSION = re.compile(r"DeepSpeed info: version=([\w.+-]+)")
+
+
+@on("DeepSpeed info: version=")
+def version(line: Line, st: StreamState):
+    m = _VERSION.search(line.text)
+    return line.event("context", ds_version=m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------- runtime config errors
+_BATCH = re.compile(r"world_size\s*(\d+) != (\d+) \* (\d+) \* (\d+)")
+
+
+@on("train_batch_size is not equal to micro_batch_per_gpu")
+def batch_assertion(line: Line, st: StreamState):
+    m = _BATCH.search(line.text)
+    if not m:
+        return line.event("config_error", error="batch_mismatch", key="train_batch_size",
+                          message=line.text[-300:], numbers={})
+    tb, mb, gas, ws = (int(x) for x in m.groups())
+    return [line.event("context", world_size=ws),
+            line.event("config_error", error="batch_mismatch", key="train_batch_size", message=line.text[-300:],
+                       numbers={"train_batch_size": tb, "micro_batch": mb, "gas": gas, "world_size": ws},
+                       train_batch_size=tb, micro_batch=mb, gas=gas, world_size=ws)]
+
+
+_GT0 = re.compile(r"(Train batch size|Micro batch size per gpu|Gradient accumulation steps): (-?\d+) has to be greater than 0")
+_GT0_KEYS = {"Train batch size": "train_batch_size", "Micro batch size per gpu": "train_micro_batch_size_per_gpu",
+             "Gradient accumulation steps": "gradient_accumulation_steps"}
+
+
+@on("has to be greater than 0")
+def batch_not_positive(line: Line, st: StreamState):
+    m = _GT0.search(line.text)
+    if not m:
+        return None
+    return line.event("config_error", error="batch_not_positive", key=_GT0_KEYS[m.group(1)],
+                      message=m.group(0), numbers={"value": int(m.group(2))}, value=int(m.group(2)))
+
+
+# pydantic: '1 validation error for DeepSpeedZeroConfig' / 'offload_params' /
+# '  Extra inputs are not permitted [type=extra_forbidden, ...]' (v2) or
+# '  extra fields not permitted (type=value_error.extra)' (v1). The header opens a short
+# window; the field line and the reason line that follow fill it.
+_SECTIONS = {"DeepSpeedZeroConfig": "zero_optimization", "DeepSpeedFP16Config": "fp16",
+             "DeepSpeedBF16Config": "bf16", "CommsLoggerConfig": "comms_logger",
+             "DeepSpeedMonitorConfig": "", "DeepSpeedZeroOffloadParamConfig": "zero_optimization.offload_param",
+             "DeepSpeedZeroOffloadOptimizerConfig": "zero_optimization.offload_optimizer",
+             "DeepSpeedConfigModel": ""}
+_VAL_HEAD = re.compile(r"(\d+) validation errors? for (\w+)")
+_FIELD = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*$")
+
+
+@on("validation error for", "validation errors for")
+def pydantic_head(line: Line, st: StreamState):
+    m = _VAL_HEAD.search(line.text)
+    if m:
+        st.scratch["ds_pyd"] = {"model": m.group(2), "line": line.lineno, "field": None}
+        # the field and reason may follow on the same (joined) line
+        rest = line.text[m.end():]
+        fm = re.match(r"\s+([A-Za-z_][\w.]*)\s+(.*)", rest)
+        if fm:
+            st.scratch["ds_pyd"]["field"] = fm.group(1)
+            return _pydantic_reason(line, st, fm.group(2))
+    return None
+
+
+@on("Extra inputs are not permitted", "extra fields not permitted", "[type=", "(type=")
+def pydantic_reason(line: Line, st: StreamState):
+    if "validation error" in line.text:
+        return None           # handled by pydantic_head
+    return _pydantic_reason(line, st, line.text)
+
+
+# The field line is a bare identifier with no trigger literal of its own: it is seen only
+# when it names a key from KNOWN_KEYS / _FIELD_TRIGGERS (registered below); otherwise the
+# finding says which section failed and quotes the reason.
+_REASON_KIND = [("Extra inputs are not permitted", "extra_key"), ("extra fields not permitted", "extra_key"),
+                ("int_from_float", "not_integer"), ("valid integer", "not_integer"),
+                ("int_parsing", "not_integer"), ("Input should be", "bad_value"), ("type=", "bad_value")]
+
+# invented or misplaced keys seen in articles and issues -> (real key, note)
+KNOWN_KEYS = {
+    "offload_params": ("zero_optimization.offload_param", "the key is offload_param (singular), and it works with ZeRO stage 3 only"),
+    "nvme_path": ("zero_optimization.offload_optimizer.nvme_path", "nvme_path belongs inside offload_optimizer / offload_param, next to device: nvme"),
+    "fp16_override_modules": ("bf16.enabled", "there is no per-module precision override; use bf16, or torch_autocast"),
+    "zero_allowed_param_types": ("zero_allow_untested_optimizer", "no such key; the similar real one is top-level zero_allow_untested_optimizer"),
+    "zero_force_param_types": ("zero_force_ds_cpu_optimizer", "no such key; the similar real one is top-level zero_force_ds_cpu_optimizer"),
+    "min_loss_scale": ("fp16.min_loss_scale", "min_loss_scale is an integer >= 1 (default 1)"),
+    "initial_scale_power": ("fp16.initial_scale_power", "initial_scale_power is an integer (default 16)"),
+    "offload_optimizer.device": ("zero_optimization.offload_optimizer.device", "device is one of none, cpu, nvme"),
+    "stage": ("zero_optimization.stage", "stage is 0, 1, 2 or 3"),
+}
+
+
+_FIELD_TRIGGERS = ("offload_params", "nvme_path", "fp16_override_modules", "zero_allowed_param_types",
+                   "zero_force_param_types", "min_loss_scale", "initial_scale_power", "offload_optimizer",
+                   "offload_param", "cpu_offload_params", "reduce_bucket_size", "allgather_bucket_size",
+                   "stage3_", "overlap_comm", "log_dir", "contiguous_gradients", "sub_group_size")
+
+
+@on(*_FIELD_TRIGGERS)
+def pydantic_field(line: Line, st: StreamState):
+    head = st.scratch.get("ds_pyd")
+    if head and 0 < line.lineno - head["line"] <= 2:
+        m = _FIELD.match(line.text)
+        if m:
+            head["field"] = m.group(1)
+    return None
+
+
+def _pydantic_reason(line: Line, st: StreamState, text: str):
+    head = st.scratch.get("ds_pyd")
+    if not head or line.lineno - head["line"] > 6:
+        return None
+    kind = next((k for frag, k in _REASON_KIND if frag in text), None)
+    if kind is None:
+        return None
+    field = head.get("field")
+    section = _SECTIONS.get(head["model"], "")
+    leaf = field or "?"
+    key = f"{section}.{leaf}" if section and field else (field or section or "?")
+    known = KNOWN_KEYS.get(leaf) or KNOWN_KEYS.get(field or "")
+    m = re.search(r"input_value=([^,\]]+)", text)
+    data = dict(error=f"pydantic_{kind}", key=key, field=field, model=head["model"],
+                message=text.strip()[:300], input_value=m.group(1) if m else None)
+    if known:
+        data.update(real_key=known[0], note=known[1])
+    if kind == "extra_key" and field:
+        data["patch"] = nested(key, None)             # remove the key DeepSpeed rejects
+    elif kind == "not_integer" and leaf == "min_loss_scale":
+        data["patch"] = nested(key, 1)
+    head["line"] = line.lineno          # several errors follow one header
+    head["field"] = None
+    return line.event("config_error", **data)
+
+
+_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'|"
+                         r"__init__\(\) got an unexpected keyword argument '(\w+)'")
+_SCHEDULERS = {"LRRangeTest", "OneCycle", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR"}
+_SCHED_PARAMS = {
+    "OneCycle": "cycle_min_lr, cycle_max_lr, decay_lr_rate, cycle_first_step_size, cycle_second_step_size, "
+                "cycle_first_stair_count, cycle_second_stair_count, decay_step_size, cycle_momentum, "
+                "cycle_min_mom, cycle_max_mom, decay_mom_rate",
+    "WarmupLR": "warmup_min_lr, warmup_max_lr, warmup_num_steps, warmup_type",
+    "WarmupDecayLR": "total_num_steps, warmup_min_lr, warmup_max_lr, warmup_num_steps, warmup_type",
+    "WarmupCosineLR": "total_num_steps, warmup_min_ratio, warmup_num_steps, cos_min_ratio, warmup_type",
+    "LRRangeTest": "lr_range_test_min_lr, lr_range_test_step_size, lr_range_test_step_rate, lr_range_test_staircase",
+}
+
+
+@on("got an unexpected keyword argument")
+def unexpected_kwarg(line: Line, st: StreamState):
+    m = _UNEXPECTED.search(line.text)
+    if not m:
+        return None
+    cls = m.group(1)
+    arg = m.group(2) or m.group(3)
+    if cls in _SCHEDULERS or (cls and cls.endswith("LR")):
+        section = "scheduler"
+    elif cls and ("Adam" in cls or "Lamb" in cls or "Lion" in cls or "SGD" in cls or "Adagrad" in cls or "Muon" in cls):
+        section = "optimizer"
+    else:
+        return None           # some other function: not a ds_config key
+    patch = nested(f"{section}.params.{arg}", None)
+    return line.event("config_error", error=f"{section}_param", key=f"{section}.params.{arg}", cls=cls,
+                      param=arg, valid_params=_SCHED_PARAMS.get(cls or ""), message=line.text[-300:],
+                      patch=patch)
+
+
+_BAD_SCHED = re.compile(r"DeepSpeed does not recognize LR scheduler (\w+)")
+
+
+@on("DeepSpeed does not recognize LR scheduler")
+def bad_scheduler(line: Line, st: StreamState):
+    m = _BAD_SCHED.search(line.text)
+    return line.event("config_error", error="unknown_scheduler", key="scheduler.type",
+                      value=m.group(1) if m else None, message=line.text[-300:])
+
+
+_BAD_OPT = re.compile(r"(\w+) is not a supported DeepSpeed Optimizer")
+
+
+@on("is not a supported DeepSpeed Optimizer")
+def bad_optimizer(line: Line, st: StreamState):
+    m = _BAD_OPT.search(line.text)
+    v = m.group(1) if m else None
+    return line.event("config_error", error="unknown_optimizer", key="optimizer.type", value=v,
+                      removed=v in ("OneBitAdam", "ZeroOneAdam", "OneBitLamb"), message=line.text[-300:])
+
+
+@on("bfloat16 and fp16 modes cannot be simultaneously enabled")
+def both_precisions(line: Line, st: StreamState):
+    return line.event("config_error", error="bf16_and_fp16", key="fp16.enabled", message=line.text[-300:])
+
+
+@on("'max_grad_norm' is not supported as an optimizer parameter")
+def max_grad_norm(line: Line, st: StreamState):
+    if "WARNING" in line.text and st.scratch.get("ds_mgn"):
+        return None
+    st.scratch["ds_mgn"] = True       # warned once at config parse, raised again by the engine
+    return line.event("config_error", error="max_grad_norm", key="optimizer.params.max_grad_norm",
+                      message=line.text[-300:])
+
+
+# ---------------------------------------------------------------- op build / environment
+_JIT = re.compile(r"Unable to JIT load the (\w+) op due to (.*)")
+_BUILD = re.compile(r"Error building extension '(\w+)'")
+_GLIBCXX = re.compile(r"(GLIBCXX_[\d.]+|CXXABI_[\d.]+)' not found")
+_CUDA_MISMATCH = re.compile(r"Installed CUDA version ([\d.]+) does not match the version torch was compiled with ([\d.]+)")
+
+
+def _env(line: Line, st: StreamState, error: str, op: str | None = None, **data):
+    seen = st.scratch.setdefault("ds_env_seen", set())
+    k = (error, op, line.rank)
+    if k in seen:                 # the same build failure is printed by every retry
+        return None
+    seen.add(k)
+    return line.event("env_error", error=error, op=op, message=line.text[-300:], **data)
+
+
+@on("Unable to JIT load the")
+def jit_load(line: Line, st: StreamState):
+    m = _JIT.search(line.text)
+    if not m:
+        return None
+    why = "ninja" if "ninja" in m.group(2) else "op_build"
+    return _env(line, st, why, m.group(1))
+
+
+@on("Error building extension '")
+def build_error(line: Line, st: StreamState):
+    m = _BUILD.search(line.text)
+    return _env(line, st, "op_build", m.group(1) if m else None)
+
+
+@on("' not found")
+def glibcxx(line: Line, st: StreamState):
+    m = _GLIBCXX.search(line.text)
+    if not m:
+        return None
+    op = re.search(r"/(\w+)\.so", line.text)
+    return _env(line, st, "glibcxx", op.group(1) if op else None, symbol=m.group(1))
+
+
+@on("CUDA_HOME does not exist")
+def cuda_home(line: Line, st: StreamState):
+    return _env(line, st, "cuda_home")
+
+
+@on("does not match the version torch was compiled with")
+def cuda_mismatch(line: Line, st: StreamState):
+    if "accepting this combination" in line.text:
+        return None
+    m = _CUDA_MISMATCH.search(line.text)
+    return _env(line, st, "cuda_mismatch", None, system_cuda=m.group(1) if m else None,
+                torch_cuda=m.group(2) if m else None)
+
+
+@on("object has no attribute 'ds_opt_adam'")
+def ds_opt_adam(line: Line, st: StreamState):
+    return _env(line, st, "op_build", "cpu_adam", downstream=True)
+
+
+@on("Ninja is required to load C++ extensions")
+def ninja_missing(line: Line, st: StreamState):
+    return _env(line, st, "ninja")

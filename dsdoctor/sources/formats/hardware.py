@@ -1,5 +1,79 @@
-"""Recognisers: hardware messages (see ../shared/log-formats.md)."""
+"""GPU hardware failures: driver Xid lines (dmesg / journal), uncorrectable ECC errors, and the
+CUDA errors that a failing GPU produces ('unknown error', 'unspecified launch failure', 'GPU has
+fallen off the bus', 'illegal memory access').
+
+formats/memory.py also emits `cuda_error` for every 'CUDA error: X'; the handlers here add a
+`hardware` event for the hardware ones (detect/passthrough.py turns it into `hardware.<error>`).
+Templates: ../shared/log-formats.md §1.1 and §8 (nverror.h codes).
+"""
 from __future__ import annotations
 
-from ..logs import Line, StreamState, on  # noqa: F401
+import re
 
+from ..logs import Line, StreamState, on
+
+# Xid -> (error id, meaning) from open-gpu-kernel-modules nverror.h (log-formats §8)
+XID: dict[int, tuple[str, str]] = {
+    13: ("xid", "Graphics Engine Exception: a kernel fault (application bug or hardware)"),
+    31: ("xid", "GPU memory page fault (MMU error): usually an application or driver bug, sometimes hardware"),
+    43: ("xid", "channel reset after a user application fault (follows Xid 13/31)"),
+    45: ("xid", "channel torn down because the process was killed: secondary"),
+    48: ("ecc", "uncorrectable double-bit ECC error: the GPU needs a reset"),
+    63: ("ecc", "ECC page retirement / row remapping recorded: reset the GPU soon"),
+    64: ("ecc", "ECC page retirement / row remapping failed: RMA candidate"),
+    74: ("xid", "NVLink error: NCCL hangs or 'unhandled cuda error' follow"),
+    79: ("fell_off_bus", "GPU has fallen off the bus (power, PCIe or thermal): drain the node"),
+    92: ("ecc", "excessive single-bit ECC error rate"),
+    94: ("ecc", "contained uncorrectable ECC error (A100+): the affected process must restart"),
+    95: ("ecc", "uncontained uncorrectable ECC error (A100+): the GPU needs a reset"),
+    119: ("gsp", "GSP firmware RPC timeout: the GPU is unusable until reset"),
+    120: ("gsp", "GSP firmware error: the GPU is unusable until reset"),
+}
+# codes that say the GPU itself is unhealthy (the rest are mostly software faults)
+HARDWARE_XIDS = frozenset({48, 63, 64, 74, 79, 92, 94, 95, 119, 120})
+
+_XID = re.compile(r"\b(S?)Xid \(PCI:([0-9a-fA-F:.]+)(?: GPU-I:\d+)?(?: GPU-CI:\d+)?\): (\d+),\s*(.*)$")
+
+
+@on("Xid (PCI:")
+def xid(line: Line, st: StreamState):
+    m = _XID.search(line.text)
+    if not m:
+        return None
+    code = int(m.group(3))
+    if m.group(1):          # NVSwitch SXid: the fabric, not one GPU
+        err, meaning = "sxid", "NVSwitch error"
+    else:
+        err, meaning = XID.get(code, ("xid", f"Xid {code}"))
+    rest = m.group(4)
+    pid = re.search(r"pid=(\d+)", rest)
+    msg = re.sub(r"^(?:pid=[^,]*, )?(?:name=[^,]*, )?", "", rest).strip()
+    return line.event("hardware", step=st.step_of(line.rank), error=err, xid=code, pci=m.group(2),
+                      message=msg[:200] or meaning, meaning=meaning, gpu_fault=bool(m.group(1)) or code in HARDWARE_XIDS,
+                      pid=int(pid.group(1)) if pid else None)
+
+
+# CUDA error strings (cudaGetErrorString) that point at the GPU rather than at the program
+_CUDA_HW = [
+    ("uncorrectable ECC error encountered", "ecc"),
+    ("cudaErrorECCUncorrectable", "ecc"),
+    ("GPU has fallen off the bus", "fell_off_bus"),
+    ("unspecified launch failure", "launch_failure"),
+    ("an illegal memory access was encountered", "illegal_access"),
+    ("CUDA error: unknown error", "cuda_unknown"),
+    ("unknown error at ", "cuda_unknown"),          # THC: "cuda runtime error (999) : unknown error at file:line"
+]
+
+
+@on(*(lit for lit, _ in _CUDA_HW))
+def cuda_hardware(line: Line, st: StreamState):
+    t = line.text
+    if "Xid" in t:              # the Xid handler has it, with the code
+        return None
+    if "unknown error at " in t and "cuda runtime error" not in t:
+        return None
+    err = next(e for lit, e in _CUDA_HW if lit in t)
+    # 'terminate called after throwing ...' then '  what():  CUDA error: ...': the process aborted
+    aborted = "what():" in t
+    return line.event("hardware", step=st.step_of(line.rank), error=err, xid=None, pci=None,
+                      message=t.strip()[:200], aborted=aborted)

@@ -1,5 +1,220 @@
-"""Recognisers: launcher messages (see ../shared/log-formats.md)."""
+"""How ranks ended: the DeepSpeed launcher, torchrun/torchelastic, pdsh, Slurm, the shell and
+the kernel's OOM killer (-> `killed`), and shared-memory failures: DataLoader bus errors,
+/dev/shm full (-> `shm_error`).
+
+Templates: ../shared/log-formats.md §4 (torchelastic, checked against the installed
+torch/distributed/elastic sources), §5.6 (deepspeed/launcher/launch.py: `{cmd} exits with return
+code = {code}`), §5.7 (pdsh), §9 (mm/oom_kill.c); DataLoader texts from libtorch_python.
+A signal is reported once per pid: torchelastic prints the same death three times.
+"""
 from __future__ import annotations
 
-from ..logs import Line, StreamState, on  # noqa: F401
+import re
 
+from ..logs import Line, StreamState, on
+
+
+def _once(st: StreamState, key: tuple) -> bool:
+    """True the first time `key` is seen in this input."""
+    seen = st.scratch.setdefault("launcher.seen", set())
+    if key in seen:
+        return False
+    if len(seen) < 100_000:
+        seen.add(key)
+    return True
+
+
+def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = None, rank: int | None = None,
+            **extra):
+    """A rank that exited with `code` (negative: killed by signal -code)."""
+    if code >= 0:
+        return None     # a Python exception: that rank's traceback says more than its exit code
+    sig = -code
+    # once per pid; again only when a later line names the rank (torchrun's summary after its agent line)
+    if pid is not None and not _once(st, ("pid", pid, rank)):
+        return None
+    if pid is not None and rank is not None:
+        _once(st, ("pid", pid, None))
+    order = st.scratch.get("launcher.kills", 0)
+    st.scratch["launcher.kills"] = order + 1
+    extra.setdefault("memcg", None)
+    return line.event("killed", step=st.step_of(rank if rank is not None else line.rank), rank=rank,
+                      signal=sig, exitcode=code, pid=pid, who=who, first=order == 0, **extra)
+
+
+# ---------------------------------------------------------------- DeepSpeed launcher (§5.6)
+_DS_RC = re.compile(r"exits with return code = (-?\d+)")
+_LOCAL_RANK = re.compile(r"--local_rank=(\d+)")
+
+
+@on("exits with return code = ")
+def deepspeed_launcher(line: Line, st: StreamState):
+    m = _DS_RC.search(line.text)
+    if not m:
+        return None
+    code = int(m.group(1))
+    if code == 0:
+        return None
+    lr = _LOCAL_RANK.search(line.text)
+    return _killed(line, st, code, "launcher", local_rank=int(lr.group(1)) if lr else None)
+
+
+# ---------------------------------------------------------------- torchelastic (§4)
+_TE_RANK = re.compile(r"^\s*rank\s*: (\d+) \(local_rank: (\d+)\)")
+_TE_HOST = re.compile(r"^\s*host\s*: (\S+)")
+_TE_EXIT = re.compile(r"^\s*exitcode\s*: (-?\d+) \(pid: (\d+)\)(?:\s+\((SIG\w+)\))?")
+_TE_SIGNAL = re.compile(r"Signal (\d+) \((SIG\w+)\) received by PID (\d+)")
+_TE_FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+) \(pid: (\d+)\)")
+
+
+@on("Root Cause (first observed failure)", "Root Cause:", "Failures:")
+def elastic_section(line: Line, st: StreamState):
+    # 1.10+: "Failures:" (the ranks stopped after the root cause) then "Root Cause (first observed
+    # failure):"; 1.9: "Root Cause:" then "Other Failures:"
+    t = line.text.strip()
+    if t.startswith("Root Cause"):
+        st.scratch["elastic.root"] = True
+    elif t in ("Failures:", "Other Failures:"):
+        st.scratch["elastic.root"] = False
+    return None
+
+
+@on("(local_rank: ", "host      : ")
+def elastic_rank(line: Line, st: StreamState):
+    m = _TE_RANK.match(line.text)
+    if m:
+        st.scratch["elastic.rank"] = (int(m.group(1)), int(m.group(2)))
+        return None
+    m = _TE_HOST.match(line.text)
+    if m:
+        st.scratch["elastic.host"] = m.group(1)
+    return None
+
+
+@on("exitcode  : ", "exitcode: ")
+def elastic_exitcode(line: Line, st: StreamState):
+    m = _TE_EXIT.match(line.text)
+    if not m:
+        return None
+    code, pid = int(m.group(1)), int(m.group(2))
+    rank, local = st.scratch.pop("elastic.rank", (None, None))
+    if st.scratch.get("elastic.root") is False and code < 0:
+        # "Failures:" lists the ranks torchrun itself stopped after the root cause: not a cause
+        _once(st, ("pid", pid, None))
+        _once(st, ("pid", pid, rank))
+        return None
+    return _killed(line, st, code, "torchelastic", pid=pid, rank=rank, local_rank=local,
+                   host=st.scratch.get("elastic.host"), root_cause=bool(st.scratch.get("elastic.root")))
+
+
+@on(") received by PID ")
+def elastic_signal(line: Line, st: StreamState):
+    m = _TE_SIGNAL.search(line.text)
+    if not m:
+        return None
+    return _killed(line, st, -int(m.group(1)), "torchelastic", pid=int(m.group(3)))
+
+
+@on("failed (exitcode: ")
+def elastic_failed(line: Line, st: StreamState):
+    m = _TE_FAILED.search(line.text)
+    if not m:
+        return None
+    return _killed(line, st, int(m.group(1)), "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
+
+
+# ---------------------------------------------------------------- pdsh (§5.7), Slurm, shell
+_PDSH = re.compile(r"pdsh@\S+: (\S+): .* killed by signal (\d+)")
+
+
+@on(" killed by signal ")
+def pdsh_killed(line: Line, st: StreamState):
+    m = _PDSH.search(line.text)
+    if not m:
+        return None
+    return _killed(line, st, -int(m.group(2)), "pdsh", node=m.group(1))
+
+
+# Slurm (wording not in the catalogue: match loosely): "slurmstepd: error: Detected 1 oom-kill
+# event(s) in StepId=123.0. Some of your processes may have been killed by the cgroup out-of-memory
+# handler." and "srun: error: node12: task 3: Out Of Memory"
+_SRUN_OOM = re.compile(r"srun: error: (\S+): tasks? ([\d,-]+): Out Of Memory")
+
+
+@on("oom-kill event", ": Out Of Memory")
+def slurm_oom(line: Line, st: StreamState):
+    m = _SRUN_OOM.search(line.text)
+    if m:
+        task = m.group(2).split(",")[0].split("-")[0]
+        return _killed(line, st, -9, "slurm", rank=int(task) if task.isdigit() else None, node=m.group(1),
+                       memcg=True)
+    if "oom-kill event" in line.text and _once(st, ("slurm-oom",)):
+        return _killed(line, st, -9, "slurm", memcg=True)
+    return None
+
+
+# bash: "Killed" alone, or "/path/script.sh: line 12: 4567 Killed    python train.py"
+_SHELL_KILLED = re.compile(r"^(?:.*: line \d+:\s+(\d+) )?Killed(?:\s{2,}.*)?$")
+
+
+@on("Killed")
+def shell_killed(line: Line, st: StreamState):
+    m = _SHELL_KILLED.match(line.text.strip())
+    if not m:
+        return None
+    return _killed(line, st, -9, "shell", pid=int(m.group(1)) if m.group(1) else None)
+
+
+# ---------------------------------------------------------------- kernel OOM killer (§9)
+_KERNEL = re.compile(r"(Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): "
+                     r"Kill(?:ed)? process (\d+) \(([^)]*)\)(?:.*?anon-rss:(\d+)kB)?")
+
+
+@on("Out of memory: Kill", "out of memory: Kill", "Out of memory (oom_kill_allocating_task)")
+def kernel_oom(line: Line, st: StreamState):
+    m = _KERNEL.search(line.text)
+    if not m:
+        return None
+    rss = int(m.group(4)) * 1024 if m.group(4) else None
+    return _killed(line, st, -9, "kernel", pid=int(m.group(2)), memcg=m.group(1).startswith("Memory cgroup"),
+                   comm=m.group(3), anon_rss=rss)
+
+
+# ---------------------------------------------------------------- shared memory (/dev/shm)
+_DL_SIGNAL = re.compile(r"DataLoader worker \(pid (\d+)\) is killed by signal: (.+?)\.")
+
+
+@on("is killed by signal: ")
+def dataloader_killed(line: Line, st: StreamState):
+    m = _DL_SIGNAL.search(line.text)
+    if not m:
+        return None
+    pid, what = int(m.group(1)), m.group(2)
+    if not _once(st, ("dl", pid)):
+        return None
+    if "Bus error" in what:
+        return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="dataloader", pid=pid)
+    if what == "Killed":
+        return _killed(line, st, -9, "dataloader", pid=None, worker_pid=pid)
+    return None
+
+
+@on("Unexpected bus error encountered in worker")
+def dataloader_bus_error(line: Line, st: StreamState):
+    return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="dataloader")
+
+
+@on("No space left on device")
+def shm_full(line: Line, st: StreamState):
+    t = line.text
+    # torch's shared-memory tensors ("unable to write to file </torch_123_456>") live in /dev/shm;
+    # NCCL's own segments are handled as an NCCL WARN (nccl.py), other files are disk, not memory.
+    if "NCCL WARN" in t or not ("/dev/shm" in t or "</torch_" in t or "shared memory" in t):
+        return None
+    return line.event("shm_error", step=st.step_of(line.rank), detail="No space left on device",
+                      where="dataloader" if "</torch_" in t else "/dev/shm")
+
+
+@on("Bus error (core dumped)")
+def shell_bus_error(line: Line, st: StreamState):
+    return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="process")

@@ -1,11 +1,163 @@
-"""Recognisers: Megatron-LM iteration lines (see ../shared/log-formats.md)."""
+"""Recognisers: Megatron-LM / Megatron-DeepSpeed iteration lines (../shared/log-formats.md §7).
+
+' iteration 8738/ 159576 | consumed samples: ... | elapsed time per iteration (ms): 61947.6 |
+learning rate: 6.000E-05 | global batch size: 176 | lm loss: 3.317482E+00 | loss scale: 65536.0 |
+grad norm: 231817.368 | ... | number of skipped iterations: 0 | number of nan iterations: 0 |'
+
+All versions (v1.0 .. core_v0.19, with or without a timestamp). Logs pasted into issues and
+chronicles are often wrapped at a fixed width, so a record may span several physical lines:
+fragments are joined while the record is incomplete (a full record ends with '|'), and
+field names are compared with their spaces removed ('number of nan' + 'iterations').
+Megatron omits a loss whose average is not > 0, so a loss field that was printed before and
+is now missing means NaN (or a whole logging interval of skipped iterations).
+"""
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import replace
+from functools import lru_cache
 from typing import Iterator
 
 from ...events import Event
-from ..logs import Line, StreamState, on  # noqa: F401
+from ..logs import Line, StreamState, on
+from .deepspeed import num, scale, set_step
+
+_START = re.compile(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
+_KEY = "mg_rec"
+
+
+@lru_cache(maxsize=512)
+def _compact(name: str) -> str:
+    return "".join(name.split()).lower()
+
+
+# compacted field name -> handler key
+_FIELDS = {
+    "elapsedtimeperiteration(ms)": "iter_ms", "elapsedtimeperiteration(s)": "iter_s",
+    "throughputpergpu(tflop/s/gpu)": "tflops", "tflops": "tflops",
+    "samplespersecond": "samples_per_sec",
+    "learningrate": "lr", "lossscale": "loss_scale", "gradnorm": "grad_norm",
+    "numberofskippediterations": "skipped", "numberofnaniterations": "nan_iters",
+}
+_OTHER_FIELDS = {"consumedsamples", "consumedtokens", "globalbatchsize", "numzeros", "paramsnorm",
+                 "decoupledlearningrate", "curriculumseqlen", "actualseqlen", "iteration"}
+
+
+# Every piece of a wrapped record of useful width holds one of these (a bare '|' would also
+# catch every tqdm bar); a piece without any only delays the record to the next one.
+_PIECES = ("iteration", "consumed ", "rate:", "batch size", "loss:", "loss scale", "grad norm", "num zeros",
+           "params norm", "number of", "iterations:", "per second", "TFLOP", "elapsed time")
+
+
+@on(*_PIECES)
+def iteration_piece(line: Line, st: StreamState):
+    rec = st.scratch.get(_KEY)
+    i = line.text.find("iteration")
+    m = _START.match(line.text, i) if i >= 0 and (i == 0 or line.text[i - 1] in " ]\t") else None
+    if m:
+        out = list(_flush(st)) if rec else []
+        step = int(m.group(1))
+        set_step(st, line.rank, step)
+        rec = {"line": line, "text": line.text[m.start():], "last": line.lineno, "step": step,
+               "emitted": False}
+        st.scratch[_KEY] = rec
+        if _complete(rec["text"]):
+            out.extend(_flush(st, keep=True))
+        return out
+    if rec is None or line.lineno != rec["last"] + 1:
+        return None
+    t = line.text
+    if t.lstrip().startswith(("[", "time (ms)")):
+        return None
+    if not rec["emitted"]:                     # a wrapped record: join the next piece
+        rec["text"] += t
+        rec["last"] = line.lineno
+        return list(_flush(st, keep=True)) if _complete(rec["text"]) else None
+    # the record looked complete but the wrap fell right after a '|': parse the rest alone
+    first = _compact(t.split(":", 1)[0]) if ":" in t else ""
+    if first in _FIELDS or first in _OTHER_FIELDS or first.endswith("loss"):
+        rec["last"] = line.lineno
+        return list(_events(rec, t, st, supplement=True))
+    return None
+
+
+def _complete(text: str) -> bool:
+    return text.rstrip().endswith("|")
+
+
+def _flush(st: StreamState, keep: bool = False) -> Iterator[Event]:
+    rec = st.scratch.get(_KEY)
+    if not rec or rec["emitted"]:
+        return
+    rec["emitted"] = True
+    if not keep:
+        st.scratch.pop(_KEY, None)
+    yield from _events(rec, rec["text"], st)
 
 
 def finish(st: StreamState) -> Iterator[Event]:
-    return iter(())
+    """End of input: a record still waiting for its continuation is emitted as it is."""
+    yield from _flush(st)
+    st.scratch.pop(_KEY, None)
+
+
+def _fields(text: str) -> dict[str, str]:
+    out = {}
+    for part in text.split("|"):
+        if ":" not in part:
+            continue
+        name, _, val = part.rpartition(":")
+        name = _compact(name)
+        if name.startswith("iteration"):
+            continue
+        out[name] = val.strip()
+    return out
+
+
+def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> Iterator[Event]:
+    # evidence: the joined record, not just its first physical line
+    line: Line = replace(rec["line"], text=text) if not supplement else rec["line"]
+    step = rec["step"]
+    f = _fields(text)
+    ev = lambda kind, **d: line.event(kind, step=step, **d)  # noqa: E731
+    losses = {k: num(v) for k, v in f.items() if k.endswith("loss") and k not in ("lossscale",)}
+    seen = st.scratch.setdefault("mg_loss_names", set())
+    vals = {_FIELDS[k]: v for k, v in f.items() if k in _FIELDS}
+    skipped_now = num(vals.get("skipped"))
+    if not supplement and not skipped_now:
+        # a skipped iteration (fp16 overflow, Megatron's own optimizer) also drops the loss, but
+        # then 'number of skipped iterations' says so
+        for name in sorted(seen - set(losses)):
+            # printed before, missing now: Megatron drops a loss whose average is not > 0 (NaN)
+            yield ev("loss", value=math.nan, name=_pretty(name), missing=True)
+    for name, v in losses.items():
+        seen.add(name)
+        yield ev("loss", value=v, name=_pretty(name))
+    if "grad_norm" in vals:
+        yield ev("grad_norm", value=num(vals["grad_norm"]))
+    if "loss_scale" in vals:
+        s = scale(vals["loss_scale"])
+        if s is not None:
+            yield ev("loss_scale", value=s)
+    tp = {}
+    if "iter_ms" in vals and num(vals["iter_ms"]) is not None:
+        tp["iter_ms"] = num(vals["iter_ms"])
+    elif "iter_s" in vals and num(vals["iter_s"]) is not None:
+        tp["iter_ms"] = num(vals["iter_s"]) * 1000.0
+    for k in ("samples_per_sec", "tflops"):
+        if k in vals and num(vals[k]) is not None:
+            tp[k] = num(vals[k])
+    if tp:
+        yield ev("throughput", **tp)
+    if "skipped" in vals or "nan_iters" in vals:
+        sk = num(vals.get("skipped"))
+        nn = num(vals.get("nan_iters"))
+        yield ev("skipped", skipped=int(sk) if sk is not None else None,
+                 nan_iters=int(nn) if nn is not None else None, per_interval=True)
+    if "lr" in vals and num(vals["lr"]) is not None:
+        yield ev("lr", value=num(vals["lr"]))
+
+
+def _pretty(compact: str) -> str:
+    return "lm loss" if compact == "lmloss" else compact

@@ -1,5 +1,353 @@
-"""Recognisers: nccl messages (see ../shared/log-formats.md)."""
+"""Communication messages: torch ProcessGroupNCCL (watchdog timeouts, work-sequence status,
+desync reports, heartbeat monitor, NCCL errors), NCCL's own WARN/INFO lines, gloo errors,
+and py-spy / faulthandler stack dumps that show ranks waiting in a collective.
+
+Templates and version ranges: ../shared/log-formats.md §2, §2.9 and §3. Every regex searches
+(not matches) so the rank prefixes, C++ log heads (`[E ProcessGroupNCCL.cpp:475] `,
+`[E1015 06:12:31.462585216 ProcessGroupNCCL.cpp:616] `) and `[PG ID 0 PG GUID 0(default_pg)
+Rank 3] ` prefixes of every torch version are all accepted.
+"""
 from __future__ import annotations
 
-from ..logs import Line, StreamState, on  # noqa: F401
+import re
 
+from ..logs import Line, StreamState, on
+
+# ---------------------------------------------------------------- collective timeouts (§2.2)
+_FIELD = re.compile(r"(SeqNum|OpType|NumelIn|NumelOut|Timeout\(ms\)|TensorShape)=(\[[^\]]*\]|[^,)]+)")
+_RAN_FOR = re.compile(r"ran for (\d+) milliseconds")
+# "[PG ID 0 PG GUID 0(default_pg) Rank 3]" (2.5+), "[PG 0 (default_pg) Rank 3]" / "[PG 0 Rank 3]" (2.3-2.4)
+_PG = re.compile(r"\[PG (?:ID (\S+) PG GUID (\S+?)(?:\(([^)]*)\))?|(\S+)(?: \(([^)]*)\))?) Rank (\d+)\]")
+_RANK = re.compile(r"\[Rank (\d+)\]")
+
+
+def _int(s: str | None) -> int | None:
+    try:
+        return int(s) if s is not None else None
+    except ValueError:
+        return None
+
+
+def _pg_and_rank(line: Line) -> tuple[str | None, int | None]:
+    m = _PG.search(line.text)
+    if m:
+        pg = m.group(2) or m.group(4)
+        desc = m.group(3) or m.group(5)
+        if desc and desc != "undefined":
+            pg = f"{pg}({desc})"
+        return pg, int(m.group(6))
+    m = _RANK.search(line.text)
+    return None, int(m.group(1)) if m else line.rank
+
+
+def _work_fields(text: str) -> dict:
+    i = text.find("WorkNCCL(")
+    d: dict = {}
+    if i < 0:
+        return d
+    f = dict(_FIELD.findall(text[i:i + 400]))     # field names are unique; no need to balance parentheses
+    d["seq"] = _int(f.get("SeqNum"))
+    d["op"] = f.get("OpType")
+    d["numel_in"] = _int(f.get("NumelIn"))
+    d["numel_out"] = _int(f.get("NumelOut"))
+    d["timeout_ms"] = _int(f.get("Timeout(ms)"))
+    if f.get("TensorShape"):
+        d["shape"] = f["TensorShape"]
+    return d
+
+
+@on("Watchdog caught collective operation timeout", "Caught collective operation timeout",
+    "timed out in call to wait()", "timed out in blocking wait")
+def collective_timeout(line: Line, st: StreamState):
+    t = line.text
+    pg, rank = _pg_and_rank(line)
+    d = _work_fields(t)
+    m = _RAN_FOR.search(t)
+    d["elapsed_ms"] = int(m.group(1)) if m else None
+    seen = st.scratch.setdefault("nccl.timeouts", set())
+    k = (rank, d.get("seq"), d.get("op"))
+    if k in seen:                           # "terminated with exception" repeats the timeout
+        return None
+    if len(seen) < 100_000:
+        seen.add(k)
+    blocking = "Watchdog" not in t
+    return line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend="nccl",
+                      pg=pg, blocking=blocking, **d)
+
+
+# ---------------------------------------------------------------- watchdog work status (§2.3)
+_WD = [
+    # 2.6+: "failure detected by watchdog at work sequence id: 5 PG status: last enqueued work: 5, last completed work: 4"
+    re.compile(r"at work sequence id: (\d+) PG status: last enqueued work: (-?\d+), last completed work: (-?\d+)"),
+    # 2.3-2.5: "Timeout at NCCL work: 5, last enqueued NCCL work: 5, last completed NCCL work: 4."
+    re.compile(r"Timeout at NCCL work: (\d+), last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
+    # 2.4-2.5: "Exception (either an error or timeout) detected by watchdog at work: 5, last enqueued ..."
+    re.compile(r"detected by watchdog at work: (\d+), last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
+    # 2.5+: "Received a dump signal due to a collective timeout from ... Last enqueued NCCL work: 5, last completed NCCL work: 4."
+    re.compile(r"()Last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
+]
+
+
+@on("last enqueued work:", "last enqueued NCCL work:", "Last enqueued NCCL work:")
+def watchdog_state(line: Line, st: StreamState):
+    for rx in _WD:
+        m = rx.search(line.text)
+        if m:
+            pg, rank = _pg_and_rank(line)
+            return line.event("watchdog_state", step=st.step_of(rank), rank=rank, seq=_int(m.group(1) or None),
+                              last_enqueued=int(m.group(2)), last_completed=int(m.group(3)), pg=pg)
+    return None
+
+
+# ---------------------------------------------------------------- desync report (§2.4)
+_LAGGING = re.compile(r"ranks \[([\d,\s]*)\] are the lagging ranks")
+_NOT_FINISHED = re.compile(r"\[([\d,\s-]*)\] joined but didn't finish collective #(\d+)")
+_NOT_JOINED = re.compile(r"\[([\d,\s-]*)\] finished collective #(\d+), but didn't join collective #(\d+)")
+
+
+def _rank_list(s: str) -> list[int]:
+    out: list[int] = []
+    for part in s.replace(" ", "").split(","):
+        if "-" in part[1:]:
+            a, b = part.split("-", 1)
+            if a.isdigit() and b.isdigit():
+                out.extend(range(int(a), int(b) + 1))
+        elif part.isdigit():
+            out.append(int(part))
+    return out
+
+
+@on("are the lagging ranks", "joined but didn't finish collective", "but didn't join collective")
+def desync_report(line: Line, st: StreamState):
+    t = line.text
+    m = _LAGGING.search(t)
+    if m:
+        return line.event("desync_report", lagging=_rank_list(m.group(1)), seq=None, detail="never_joined")
+    m = _NOT_JOINED.search(t)
+    if m:
+        return line.event("desync_report", lagging=_rank_list(m.group(1)), seq=int(m.group(3)),
+                          detail="not_joined_next")
+    m = _NOT_FINISHED.search(t)
+    if m:
+        return line.event("desync_report", lagging=_rank_list(m.group(1)), seq=int(m.group(2)),
+                          detail="not_finished")
+    return None
+
+
+# ---------------------------------------------------------------- heartbeat monitor (§2.5)
+_STUCK = re.compile(r"watchdog got stuck for (\d+) seconds")
+
+
+@on("NCCL monitor thread timeout", "monitoring thread detects no heartbeat", "Heartbeat monitor timed out",
+    "watchdog got stuck for")
+def watchdog_hang(line: Line, st: StreamState):
+    m = _STUCK.search(line.text)
+    _, rank = _pg_and_rank(line)
+    return line.event("nccl_error", step=st.step_of(rank), rank=rank, error="watchdog hang",
+                      cause="watchdog_hang", stuck_s=int(m.group(1)) if m else None)
+
+
+# ---------------------------------------------------------------- NCCL errors via torch (§2.7)
+_NCCL_ERR = re.compile(r"NCCL (error|timeout) in: (\S+?):(\d+), (.+?)(?:, NCCL version ([\w.+-]+))?\s*$")
+_DETAIL = re.compile(r"\b(ncclUnhandledCudaError|ncclSystemError|ncclInternalError|ncclInvalidArgument|"
+                     r"ncclInvalidUsage|ncclRemoteError|ncclInProgress)\b:?\s*(.*)$")
+
+
+@on("NCCL error in: ", "NCCL timeout in: ")
+def nccl_error(line: Line, st: StreamState):
+    m = _NCCL_ERR.search(line.text)
+    if not m:
+        return None
+    err = m.group(4).strip()
+    err = re.sub(r"\s*\((?:run with NCCL_DEBUG=\w+ for details)\)$", "", err)
+    if m.group(1) == "timeout":
+        err = "timeout"
+    st.scratch["nccl.last_error_line"] = line.lineno
+    return line.event("nccl_error", step=st.step_of(line.rank), error=err, file=f"{m.group(2)}:{m.group(3)}",
+                      nccl_version=m.group(5))
+
+
+@on("ncclUnhandledCudaError", "ncclSystemError", "ncclInternalError", "ncclInvalidArgument",
+    "ncclInvalidUsage", "ncclRemoteError")
+def nccl_error_detail(line: Line, st: StreamState):
+    # the detail line that follows "NCCL error in: ..." (or stands alone in a pasted excerpt)
+    if "NCCL error in: " in line.text:
+        return None
+    m = _DETAIL.search(line.text)
+    if not m:
+        return None
+    return line.event("nccl_error", step=st.step_of(line.rank), error=None, code=m.group(1),
+                      detail=m.group(2).strip() or None)
+
+
+@on("NCCL communicator was aborted on rank")
+def nccl_aborted(line: Line, st: StreamState):
+    return line.event("nccl_error", step=st.step_of(line.rank), error="communicator aborted",
+                      cause="remote_exit")
+
+
+# ---------------------------------------------------------------- rendezvous / TCPStore (§2.8)
+_RDZV_PEER = re.compile(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) |failed to bind to (\S+)")
+
+
+@on("The client socket has timed out after", "TCP client failed to connect/validate to host",
+    "The server socket has failed to", "Wait timeout for name(s)", "Timeout waiting for key: ", "wait timeout after ")
+def rendezvous_error(line: Line, st: StreamState):
+    t = line.text
+    if "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
+        cause = "address_in_use"
+    elif "client socket has timed out" in t or "failed to connect/validate" in t:
+        if "retrying" in t:
+            return None           # the client retries while the server starts: only the final timeout counts
+        cause = "connect_timeout"
+    elif "wait timeout after " in t and "keys:" not in t:
+        return None
+    else:
+        cause = "key_timeout"     # a rank never wrote its key: it did not arrive
+    m = _RDZV_PEER.search(t)
+    peer = next((g for g in (m.groups() if m else ()) if g and not g.isdigit()), None)
+    return line.event("nccl_error", step=st.step_of(line.rank), error="rendezvous", cause="rendezvous",
+                      rdzv=cause, peer=peer, detail=t.strip()[:300])
+
+
+# ---------------------------------------------------------------- NCCL's own lines (§3)
+# "{host}:{pid}:{tid} [{dev}] {file}:{line} NCCL WARN {msg}" (2.26+: "[{date time}] " before; 2.30: "({func}) ")
+_NCCL_LINE = re.compile(r"(?:(\S+?):(\d+):(\d+) )?\[(\d+)\] (?:(\S+):(\d+) )?(?:\(\w+\) )?NCCL (WARN|INFO) (.*)$")
+_PEER = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(?:<(\d+)>|:(\d+))?")
+
+
+def warn_cause(msg: str) -> str | None:
+    """What an NCCL WARN (or a gloo/socket message) says the cause is."""
+    m = msg
+    if "shared memory" in m or "/dev/shm" in m:
+        return "shm"
+    if "Connection refused" in m or "exceeded error retry count" in m or "No route to host" in m:
+        return "connection_refused"
+    if "message truncated" in m:
+        return "mismatch"
+    if ("NET/IB" in m or "ibv_" in m) and any(k in m for k in ("completion", "async", "rror", "failed")):
+        return "ib"
+    if "closed by remote peer" in m or "Connection reset by peer" in m or "Call to recv" in m:
+        return "remote_exit"
+    if "Cuda failure" in m or "CUDA failure" in m or "cudaError" in m:
+        return "cuda"
+    return None
+
+
+@on("NCCL WARN ")
+def nccl_warn(line: Line, st: StreamState):
+    m = _NCCL_LINE.search(line.text)
+    msg = m.group(8) if m else line.text.split("NCCL WARN ", 1)[1]
+    cause = warn_cause(msg)
+    p = _PEER.search(msg) if cause in ("connection_refused", "remote_exit", "ib", "mismatch") else None
+    peer = p.group(1) if p else None
+    return line.event("nccl_warn", step=st.step_of(line.rank), msg=msg.strip(), cause=cause, peer=peer,
+                      host=(m.group(1) if m else None) or line.host, pid=_int(m.group(2)) if m else None,
+                      device=_int(m.group(4)) if m else None)
+
+
+_TRANSPORT = re.compile(r"Using network (\S+)|NET/(Socket|IB) : Using|NET/IB : No device found")
+
+
+@on("Using network ", "NET/Socket : Using", "NET/IB : Using", "NET/IB : No device found")
+def nccl_transport(line: Line, st: StreamState):
+    if "NCCL INFO" not in line.text and "NCCL WARN" not in line.text:
+        return None
+    m = _TRANSPORT.search(line.text)
+    if not m:
+        return None
+    if "No device found" in line.text:
+        return line.event("nccl_transport", transport="Socket", detail="ib_not_found",
+                          host=_host_of(line))
+    transport = m.group(1) or m.group(2)
+    return line.event("nccl_transport", transport=transport, detail=None, host=_host_of(line))
+
+
+def _host_of(line: Line) -> str | None:
+    m = _NCCL_LINE.search(line.text)
+    return (m.group(1) if m and m.group(1) else None) or line.host
+
+
+# ---------------------------------------------------------------- gloo (§2.9)
+_GLOO_TIMEOUT = re.compile(r"Timed out waiting (\d+)ms for (recv|send) operation to complete")
+
+
+@on("for recv operation to complete", "for send operation to complete")
+def gloo_timeout(line: Line, st: StreamState):
+    m = _GLOO_TIMEOUT.search(line.text)
+    if not m:
+        return None
+    return line.event("collective_timeout", step=st.step_of(line.rank), backend="gloo", op=m.group(2).upper(),
+                      timeout_ms=int(m.group(1)), elapsed_ms=None, seq=None, numel_in=None, numel_out=None,
+                      pg=None, blocking=False)
+
+
+_GLOO_PEER = re.compile(r"(?:peer|Read error|Write timeout|Read timeout|Socket closed|writev)\s+\[?([0-9a-fA-F.:]+?)\]?:(\d+)")
+
+
+@on("Connection closed by peer", "Application timeout caused pair closure", "Gloo connectFullMesh failed",
+    "Socket unexpectedly closed", "Read error [", "writev [")
+def gloo_error(line: Line, st: StreamState):
+    t = line.text
+    if "Application timeout caused pair closure" in t:
+        cause = "timeout_secondary"          # other pairs closed after a timeout: never the root cause
+    elif "connectFullMesh failed" in t:
+        cause = "connect"
+    else:
+        cause = "remote_exit"
+    m = _GLOO_PEER.search(t)
+    return line.event("gloo_error", step=st.step_of(line.rank), msg=t.strip()[:300], cause=cause,
+                      peer=m.group(1) if m else None)
+
+
+# ---------------------------------------------------------------- stack dumps (py-spy, faulthandler)
+# py-spy:        'Thread 688510 (active): "MainThread"' then '    broadcast (torch/distributed/distributed_c10d.py:1191)'
+# faulthandler:  'Thread 0x00007f... (most recent call first):' then '  File "/x/distributed_c10d.py", line 1191 in broadcast'
+_PYSPY_HEAD = re.compile(r"^\s*Thread (\d+|0x[0-9a-f]+) \((?:active|idle)[^)]*\)(?::\s*\"([^\"]*)\")?")
+_FH_HEAD = re.compile(r"^\s*(?:Current thread|Thread) (0x[0-9a-f]+) \(most recent call first\):")
+_PYSPY_FRAME = re.compile(r"^\s+([\w<>.]+) \(([^():]+\.py):\d+\)\s*$")
+_FH_FRAME = re.compile(r'^\s*File "([^"]+)", line \d+ in ([\w<>.]+)\s*$')
+_DATALOADER_FUNCS = ("_try_get_data", "_get_data", "_next_data", "__next__")
+
+
+@on(" (active", " (idle)", "(most recent call first):")
+def stack_header(line: Line, st: StreamState):
+    m = _PYSPY_HEAD.match(line.text)
+    if m:
+        name = m.group(2)
+        cur = st.scratch.get("stack.cur")
+        main = name is None or name == "MainThread"
+        # py-spy dumps pasted with several headers stacked over one shared frame list
+        if main and isinstance(cur, dict) and cur["main"] and not cur["done"]:
+            cur["threads"].append(m.group(1))
+        else:
+            st.scratch["stack.cur"] = {"threads": [m.group(1)], "main": main, "done": False}
+        return None
+    m = _FH_HEAD.match(line.text)
+    if m:
+        st.scratch["stack.cur"] = {"threads": [m.group(1)], "main": True, "done": False}
+    return None
+
+
+@on("distributed_c10d.py", "torch/utils/data/", "deepspeed/comm/")
+def stack_frame(line: Line, st: StreamState):
+    cur = st.scratch.get("stack.cur")
+    if not isinstance(cur, dict) or cur["done"] or not cur["main"]:
+        return None
+    m = _PYSPY_FRAME.match(line.text)
+    if m:
+        func, path = m.group(1), m.group(2)
+    else:
+        m = _FH_FRAME.match(line.text)
+        if not m:
+            return None           # a Python traceback frame ('line N, in f'): not a dump
+        path, func = m.group(1), m.group(2)
+    if "torch/utils/data/" in path:
+        if func not in _DATALOADER_FUNCS:
+            return None
+        where, op = "dataloader", None
+    else:
+        where, op = "collective", func
+    cur["done"] = True          # the innermost classified frame says where the thread waits
+    return [line.event("stack", thread=th, where=where, func=func, file=path, op=op)
+            for th in cur["threads"]]

@@ -1,0 +1,1 @@
+"""The demo training script (dsdoctor/demo/train.py), shipped so `dsdoctor demo` works after pip install."""

@@ -1,0 +1,265 @@
+"""Learning-rate schedule symptoms from `lr` and `loss` events (live or from logs).
+
+- lr_early_spikes:        the loss jumps early in training (first EARLY_STEPS steps) while the
+                          LR is already at its peak (after the warm-up, or from step 1 without
+                          one): no or too short a warm-up.
+- lr_diverge_after_peak:  the LR rose (a warm-up, or OneCycle's first half), and within a few
+                          steps of its peak the loss blew up (non-finite or DIVERGE x its best).
+- lr_stuck:               the LR sits at 0, or flat at a small fraction of its peak, for many
+                          steps (WarmupDecayLR / WarmupCosineLR past total_num_steps).
+- lr_restart:             the LR drops back to its warm-up start mid-run, or a resumed run
+                          (first step far from 0) starts at the warm-up start: a resume without
+                          the scheduler state.
+- lr_unbounded:           the LR rose the whole run, over many steps: an LRRangeTest
+                          scheduler left on in a real run.
+- lr_scheduler_param:     a config_error about a scheduler param (the TypeError DeepSpeed raises
+                          for `scheduler.params`), checked with dsdoctor.config.schedulers, the
+                          same code as the doctor's config lint.
+
+One rank is followed (the first that reports an LR): the schedule is the same on every rank.
+Memory is bounded: counters and short windows only.
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import deque
+from typing import Iterable
+
+from ..events import Event
+from ..findings import Symptom
+from . import Detector, register, symptom_from
+
+EARLY_STEPS = 300         # "early in training"
+SPIKE = 1.5               # a loss this many times the recent median is a spike
+MIN_SPIKES = 2
+DIVERGE = 3.0             # loss this many times its best so far ...
+DIVERGE_RUN = 3           # ... this many times in a row (or once non-finite): diverged
+POST_PEAK_STEPS = 100     # "right after the peak"
+STUCK_STEPS = 20          # consecutive flat LR observations before we call it stuck
+STUCK_FRACTION = 0.01     # flat at <= 1% of the peak
+UNBOUNDED_STEPS = 2000    # rising for this long without a peak: not a warm-up
+RESUME_STEP = 100         # a run whose first step is beyond this was resumed
+
+_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def _value(v) -> float | None:
+    if isinstance(v, (list, tuple)):
+        v = v[0] if v else None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _nice_steps(n: float) -> int:
+    """Round a step count up to 1, 2 or 5 x 10^k (100, 200, 500, 1000 ...)."""
+    n = max(10.0, n)
+    mag = 10 ** math.floor(math.log10(n))
+    for m in (1, 2, 5, 10):
+        if m * mag >= n:
+            return int(m * mag)
+    return int(10 * mag)
+
+
+@register
+class LRScheduleDetector(Detector):
+    kinds = ("lr", "loss", "config_error")
+
+    def __init__(self) -> None:
+        self.rank: int | None = None
+        self.first_step: int | None = None
+        self.first_lr: float | None = None
+        self.prev_lr: float | None = None
+        self.prev_step: int | None = None
+        self.peak_lr = 0.0
+        self.peak_step: int | None = None
+        self.peak_ev: Event | None = None
+        self.peaked = False              # the LR rose and then stopped rising
+        self.rise_steps = 0              # consecutive observations with a rising LR
+        self.decreasing = 0              # consecutive observations with a falling LR
+        self.flat_run = 0
+        self.flat_from: int | None = None
+        self.flat_ev: Event | None = None
+        self.decayed_before_flat = False
+        self.last_step: int | None = None
+        self.lr_now: float | None = None
+        self.warmup_steps: int | None = None   # steps from the first LR to the peak
+        self.recent_loss: deque[float] = deque(maxlen=9)
+        self.best_loss = math.inf
+        self.spikes: list[tuple[int | None, float, float]] = []
+        self.spike_ev: Event | None = None
+        self.early_done = False
+        self.high_run = 0
+        self.reported: set[str] = set()
+        self.emitted: list[Symptom] = []     # their last_step is brought up to date in finish()
+
+    # ------------------------------------------------------------------ lr
+    def _lr(self, ev: Event, seq: int) -> list[Symptom]:
+        lr = _value(ev.data.get("value"))
+        if lr is None or not math.isfinite(lr):
+            return []
+        out: list[Symptom] = []
+        step = ev.step
+        if self.first_step is None:
+            self.first_step, self.first_lr = step, lr
+        prev = self.prev_lr
+        if prev is not None:
+            if lr > prev * (1 + 1e-9):
+                self.rise_steps += 1
+                self.decreasing = 0
+            elif lr < prev * (1 - 1e-9):
+                self.decreasing += 1
+                # a fall to the warm-up start mid-run: the schedule restarted
+                if (self.first_lr is not None and self.peak_lr >= 5 * max(self.first_lr, 1e-12)
+                        and lr <= max(2 * self.first_lr, 1e-12) and prev >= 0.5 * self.peak_lr):
+                    out += self._once("lr_restart", ev, seq, restart_step=step, lr_before=prev, lr_after=lr,
+                                      how="dropped")
+                self.rise_steps = 0
+        if lr > self.peak_lr:
+            self.peak_lr, self.peak_step, self.peak_ev = lr, step, ev
+        if (not self.peaked and prev is not None and lr <= prev and self.first_lr is not None
+                and self.peak_lr >= 2 * max(self.first_lr, 1e-12)):
+            self.peaked = True
+            if self.peak_step is not None and self.first_step is not None:
+                self.warmup_steps = self.peak_step - self.first_step
+        # flat at 0 or at a small fraction of the peak
+        flat_low = lr <= 1e-12 or (self.peak_lr > 0 and lr <= STUCK_FRACTION * self.peak_lr)
+        if flat_low and prev is not None and abs(lr - prev) <= 1e-9 * max(prev, 1e-12):
+            if self.flat_run == 0:
+                self.flat_from, self.flat_ev = step, ev
+                self.decayed_before_flat = self.decreasing > 0 or (self.peak_lr > 0 and self.peaked)
+            self.flat_run += 1
+            if self.flat_run == STUCK_STEPS and (self.peak_lr > 0 or lr <= 1e-12):
+                out += self._once("lr_stuck", self.flat_ev or ev, seq, stuck_value=lr, stuck_from_step=self.flat_from,
+                                  peak_lr=self.peak_lr, decayed=self.decayed_before_flat,
+                                  resumed=bool(self.first_step and self.first_step > RESUME_STEP))
+        elif not flat_low or (prev is not None and abs(lr - prev) > 1e-9 * max(prev, 1e-12)):
+            self.flat_run = 0
+        # a resumed run that starts at the warm-up start
+        if (prev is not None and self.first_step is not None and self.first_step > RESUME_STEP
+                and self.rise_steps >= 5 and self.first_lr is not None and lr >= 4 * max(self.first_lr, 1e-12)
+                and step is not None and step - self.first_step < 1000):
+            out += self._once("lr_restart", ev, seq, restart_step=self.first_step, lr_before=None,
+                              lr_after=self.first_lr, how="resumed")
+        if (self.rise_steps >= UNBOUNDED_STEPS and self.first_lr is not None and lr >= 10 * max(self.first_lr, 1e-12)):
+            out += self._once("lr_unbounded", ev, seq, rising_steps=self.rise_steps, lr_first=self.first_lr,
+                              lr_now=lr, linear=True)
+        self.prev_lr, self.prev_step, self.lr_now = lr, step, lr
+        if step is not None:
+            self.last_step = step if self.last_step is None else max(self.last_step, step)
+        return out
+
+    # ---------------------------------------------------------------- loss
+    def _loss(self, ev: Event, seq: int) -> list[Symptom]:
+        v = _value(ev.data.get("value"))
+        if v is None:
+            return []
+        out: list[Symptom] = []
+        step = ev.step
+        finite = math.isfinite(v)
+        # divergence shortly after the LR peak (a warm-up or a cycle that climbed too high)
+        if (self.peaked and self.peak_step is not None and step is not None and self.warmup_steps
+                and 0 <= step - self.peak_step <= max(POST_PEAK_STEPS, self.warmup_steps)
+                and math.isfinite(self.best_loss)):
+            # diverged: non-finite, or DIVERGE x the best for DIVERGE_RUN losses in a row (a spike recovers)
+            high = not finite or v > DIVERGE * self.best_loss
+            self.high_run = self.high_run + 1 if high else 0
+            if not finite or self.high_run >= DIVERGE_RUN:
+                out += self._once("lr_diverge_after_peak", ev, seq, lr_peak=self.peak_lr, peak_step=self.peak_step,
+                                  diverge_step=step, loss=v if finite else str(v), best_loss=self.best_loss,
+                                  warmup_steps=self.warmup_steps, lr_suggested=float(f"{self.peak_lr / 2:.2g}"))
+        if not finite:
+            return out
+        early = (self.first_step is None or self.first_step <= RESUME_STEP) and step is not None and step <= EARLY_STEPS
+        if early and len(self.recent_loss) >= 5:
+            med = statistics.median(self.recent_loss)
+            # only spikes while the LR is at its peak count: during a warm-up they are the warm-up's business
+            at_peak = self.peaked or (self.first_lr is not None and self.peak_lr <= 1.05 * self.first_lr)
+            if med > 0 and v > SPIKE * med and at_peak:
+                self.spikes.append((step, v, med))
+                if self.spike_ev is None:
+                    self.spike_ev = ev
+        if not early and not self.early_done and step is not None and step > EARLY_STEPS:
+            self.early_done = True
+            out += self._early_verdict(seq)
+        self.recent_loss.append(v)
+        # best loss so far, on a median of the window so one lucky batch does not set it
+        if len(self.recent_loss) >= 5:
+            self.best_loss = min(self.best_loss, statistics.median(self.recent_loss))
+        return out
+
+    def _early_verdict(self, seq: int) -> list[Symptom]:
+        if len(self.spikes) < MIN_SPIKES or self.spike_ev is None or "lr_diverge_after_peak" in self.reported:
+            return []          # a divergence after the peak is the finding; its spikes are part of it
+        first = self.spikes[0][0] or 0
+        last = self.spikes[-1][0] or first
+        # warm-up seen so far: 0 when the LR was at its peak from the start
+        warm = self.warmup_steps
+        if warm is None and self.first_lr is not None and self.peak_lr <= 1.05 * self.first_lr:
+            warm = 0
+        return self._once("lr_early_spikes", self.spike_ev, seq, spikes=len(self.spikes), first_spike_step=first,
+                          last_spike_step=last, worst_ratio=round(max(s[1] / s[2] for s in self.spikes), 2),
+                          warmup_steps=warm, lr_peak=self.peak_lr or None,
+                          suggested_warmup=_nice_steps(max(100, 2 * (warm or 0), 5 * first)))
+
+    # -------------------------------------------------------- config errors
+    def _config_error(self, ev: Event, seq: int) -> list[Symptom]:
+        d = ev.data
+        msg = str(d.get("message") or ev.text or "")
+        key = str(d.get("key") or "")
+        m = _UNEXPECTED.search(msg)
+        stype, param = (m.group(1), m.group(2)) if m else (None, None)
+        if param is None and key.startswith("scheduler.params."):
+            param, stype = key.rsplit(".", 1)[1], d.get("scheduler_type")
+        if not stype or not param:
+            return []
+        from ..config import schedulers          # the doctor's lint: one implementation
+        allowed = schedulers.scheduler_params(stype)
+        if allowed is None:
+            return []                            # an optimizer's or model's kwargs, not a scheduler's
+        # every param of the other DeepSpeed schedulers that this one lacks, with its name here
+        others = {k for t in schedulers.DEEPSPEED_SCHEDULERS for k in (schedulers.scheduler_params(t) or {})}
+        others = sorted((others | {param}) - set(allowed) - {"last_batch_iteration"})
+        problems = {p.facts.get("param"): p.facts for p in
+                    schedulers.check_scheduler_block({"type": stype, "params": dict.fromkeys(others)})
+                    if p.name == "scheduler_unknown_param"}
+        if param not in problems:
+            return []
+        f = problems[param]
+        owners = [t for t in schedulers.DEEPSPEED_SCHEDULERS if param in (schedulers.scheduler_params(t) or {})]
+        return [symptom_from(ev, seq, "lr_scheduler_param", key=(stype, param), param=param, scheduler_type=stype,
+                             suggestion=f.get("suggestion"), allowed=f.get("allowed"), owners=owners,
+                             foreign={k: v.get("suggestion") for k, v in problems.items()},
+                             key_path=f"scheduler.params.{param}")]
+
+    # --------------------------------------------------------------- plumbing
+    def _once(self, name: str, ev: Event, seq: int, **facts) -> list[Symptom]:
+        if name in self.reported:
+            return []
+        self.reported.add(name)
+        facts["last_step"] = self.last_step if self.last_step is not None else ev.step
+        sym = symptom_from(ev, seq, name, **facts)
+        self.emitted.append(sym)
+        return [sym]
+
+    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "config_error":
+            return self._config_error(ev, seq)
+        if self.rank is None and ev.kind == "lr":
+            self.rank = ev.rank
+        if ev.rank != self.rank and self.rank is not None:
+            return ()
+        return self._lr(ev, seq) if ev.kind == "lr" else self._loss(ev, seq)
+
+    def finish(self) -> Iterable[Symptom]:
+        out: list[Symptom] = []
+        if not self.early_done:
+            self.early_done = True
+            out += self._early_verdict(0)
+        for sym in self.emitted:
+            if self.last_step is not None:
+                sym.facts["last_step"] = self.last_step
+        return out

@@ -1,0 +1,166 @@
+"""Cross-rank exchange of phase times through the rendezvous key-value store.
+
+Why the store and not a collective: a collective on the training process group is exactly
+what hangs when a rank is stuck, and it would add a synchronisation to every K-th step. The
+store (the TCPStore torchrun/deepspeed rendezvous through) is a separate TCP service that
+keeps answering while NCCL/gloo is stuck.
+
+Cost, per K steps (options.exchange_every) and at most once per MIN_PERIOD seconds:
+  every rank   1 `set` of ~120 bytes (its key `dsdoctor/sum/<rank>`), from a background
+               thread, never from the training thread; plus one `add` at start-up.
+  rank 0       1 `add(ready, 0)` + 1 `multi_get` over all ranks' keys (one round trip that
+               returns world_size values), then median/MAD in Python on its own thread.
+At 4,096 ranks: 4,096 small sets spread over the K-step window, and one 4,096-key multi_get
+(~0.5 MB) on rank 0: see benchmarks/store_scale.py for measured figures. Nothing is kept
+per round except the straggler detector's counters for the current outliers.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+from typing import Any
+
+PREFIX = "dsdoctor/sum/"
+READY_KEY = "dsdoctor/sum/ready"
+POLL_SECONDS = 0.5       # how often the thread looks at the training thread's step counter
+MIN_PERIOD = 1.0         # at most one publication per second, whatever K and the step time
+
+
+def summary_key(rank: int) -> str:
+    return f"{PREFIX}{rank}"
+
+
+def own_store(store: Any) -> Any:
+    """A separate client connection when the store can make one (Store.clone, torch >= 2.6),
+    so the exchange never queues behind the training thread's store calls."""
+    try:
+        return store.clone()
+    except Exception:
+        return store
+
+
+def window_summary(progress: Any, last: int = 10) -> dict[str, Any] | None:
+    """Median phase times (ms) over this rank's `last` steps (at least 5)."""
+    window = list(getattr(progress, "window", ()) or ())[-max(5, last):]
+    if not window:
+        return None
+    out: dict[str, Any] = {"step": int(progress.step), "n": len(window), "t": round(time.time(), 3)}
+    for ph in ("fwd", "bwd", "step", "data"):
+        vals = [w[f"{ph}_ms"] for w in window if w.get(f"{ph}_ms") is not None]
+        if vals:
+            out[ph] = round(statistics.median(vals), 3)
+    return out
+
+
+def decode(raw: Any) -> dict[str, Any] | None:
+    try:
+        d = json.loads(raw.decode() if isinstance(raw, (bytes, bytearray)) else raw)
+        return d if isinstance(d, dict) else None
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+class Aggregator:
+    """Rank 0's side: read every rank's summary in O(1) store operations and condense it."""
+
+    def __init__(self, store: Any, world_size: int):
+        self.store = store
+        self.world_size = world_size
+        self.keys = [summary_key(r) for r in range(world_size)]
+        self.ops = 0
+
+    def ready(self) -> bool:
+        """All ranks have published once, so multi_get will not block on a missing key."""
+        self.ops += 1
+        return int(self.store.add(READY_KEY, 0)) >= self.world_size
+
+    def collect(self) -> dict[int, dict[str, Any]]:
+        self.ops += 1
+        raws = self.store.multi_get(self.keys)
+        out = {}
+        for r, raw in enumerate(raws):
+            d = decode(raw)
+            if d is not None:
+                out[r] = d
+        return out
+
+    def round(self, max_lag_steps: int | None = None) -> dict[str, Any] | None:
+        """One aggregation round -> `rank_times` data, or None when not every rank is there.
+        Summaries older than max_lag_steps behind the newest are left out (a stalled rank's
+        last numbers are the watchdog's business, not a timing sample)."""
+        from ...detect.straggler import round_stats
+        if not self.ready():
+            return None
+        sums = self.collect()
+        if max_lag_steps is not None and sums:
+            newest = max(int(s.get("step", 0)) for s in sums.values())
+            sums = {r: s for r, s in sums.items() if newest - int(s.get("step", 0)) <= max_lag_steps}
+        if len(sums) < 2:
+            return None
+        return round_stats(sums)
+
+
+class Exchange:
+    """A live part (start/stop): publishes this rank's summary every K steps and, on rank 0,
+    aggregates all ranks and emits `rank_times` events for the straggler detector."""
+
+    PART = "exchange"
+
+    def __init__(self, session: Any):
+        self.session = session
+        self.every = max(1, int(getattr(session.options, "exchange_every", 10) or 10))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._store: Any = None
+        self._agg: Aggregator | None = None
+        self._published_step: int | None = None
+        self._last_pub = 0.0
+        self._registered = False
+        self.rounds = 0
+
+    def start(self) -> None:
+        s = self.session
+        if s.store is None or s.world_size < 2:
+            return                         # nothing to compare against: a normal case, not an error
+        self._store = own_store(s.store)
+        if s.rank == 0:
+            self._agg = Aggregator(self._store, s.world_size)
+        self._thread = threading.Thread(target=self._run, name="dsdoctor-exchange", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(POLL_SECONDS):
+            if not self.session.enabled(self.PART):
+                return
+            with self.session.guard(self.PART):
+                self.tick()
+
+    def tick(self) -> None:
+        step = int(self.session.progress.step)
+        due = self._published_step is None or step - self._published_step >= self.every
+        if not due or time.monotonic() - self._last_pub < MIN_PERIOD:
+            return
+        summary = window_summary(self.session.progress, self.every)
+        if summary is None:
+            return
+        tele = getattr(self.session, "telemetry_latest", None) or {}
+        for k in ("sm_clock", "throttle"):
+            if tele.get(k):
+                summary[k] = tele[k]
+        self._store.set(summary_key(self.session.rank), json.dumps(summary, separators=(",", ":")))
+        if not self._registered:
+            self._store.add(READY_KEY, 1)
+            self._registered = True
+        self._published_step, self._last_pub = step, time.monotonic()
+        if self._agg is not None:
+            data = self._agg.round(max_lag_steps=3 * self.every)
+            if data is not None:
+                self.rounds += 1
+                self.session.emit("rank_times", step=step, **data)

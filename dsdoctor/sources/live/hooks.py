@@ -1,0 +1,375 @@
+"""Hooks on a DeepSpeed engine: wrap forward / backward / step and turn what happens into events.
+
+DeepSpeedEngine.forward/backward/step are plain methods (deepspeed-facts.md §4.2), so the hooks
+are instance attributes that shadow them; `remove()` deletes them again and the engine is as
+it was. Every bit of doctor work runs inside `session.guard(...)`: if it fails, that part is
+switched off and the original method still runs. Exceptions of the training itself are
+recorded and re-raised unchanged.
+
+No host-device synchronisation per step: the loss and the grad norm stay on the device in a
+small buffer (detached tensors); every `check_every` steps one `torch.isfinite(stack).all()`
+and one `.tolist()` read the whole batch (one sync per N steps instead of N). On the CPU
+there is nothing to synchronise, so the check runs every step and NaN is reported at once.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from typing import Any, Callable
+
+from .session import LiveSession
+
+MEMORY_EVERY = 20                 # steps between `memory` events
+PHASES = ("forward", "backward", "step")
+
+
+# ---------------------------------------------------------------- memory readings
+def gpu_memory(stats: dict[str, Any]) -> dict[str, int]:
+    """allocated / reserved / peak bytes from a torch.cuda.memory_stats() dict."""
+    keys = {"gpu_allocated": "allocated_bytes.all.current", "gpu_reserved": "reserved_bytes.all.current",
+            "gpu_peak": "allocated_bytes.all.peak"}
+    return {k: int(stats[v]) for k, v in keys.items() if v in stats}
+
+
+def host_memory() -> dict[str, int]:
+    import psutil
+    return {"rss": psutil.Process().memory_info().rss, "available": psutil.virtual_memory().available}
+
+
+def memory_now(device: str) -> dict[str, int]:
+    out = host_memory()
+    if device == "cuda":
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            out.update(gpu_memory(torch.cuda.memory_stats()))
+    return out
+
+
+# ---------------------------------------------------------------- OOM recognition
+_CUDA_OOM = re.compile(r"CUDA out of memory|CUBLAS_STATUS_ALLOC_FAILED|HIP out of memory|out of memory", re.I)
+_CPU_OOM = re.compile(r"DefaultCPUAllocator: can't allocate memory|CPU out of memory|can't allocate memory")
+_REQ_BYTES = re.compile(r"you tried to allocate (\d+) bytes")
+_REQ_SIZE = re.compile(r"Tried to allocate ([\d.]+) ?([KMGT]i?B)")
+_UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
+
+
+def classify_oom(exc: BaseException) -> str | None:
+    """'cuda' | 'cpu' | None: is this exception an out-of-memory, and where."""
+    torch = sys.modules.get("torch")
+    msg = str(exc)
+    if isinstance(exc, MemoryError):
+        return "cpu"
+    if not isinstance(exc, RuntimeError):
+        return None
+    if _CPU_OOM.search(msg):
+        return "cpu"
+    oom_cls = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if (oom_cls is not None and isinstance(exc, oom_cls)) or _CUDA_OOM.search(msg):
+        return "cuda"
+    return None
+
+
+def requested_bytes(msg: str) -> int | None:
+    m = _REQ_BYTES.search(msg)
+    if m:
+        return int(m.group(1))
+    m = _REQ_SIZE.search(msg)
+    if m and m.group(2) in _UNITS:
+        return int(float(m.group(1)) * _UNITS[m.group(2)])
+    return None
+
+
+def _scalar(x: Any) -> Any:
+    """A loss / norm as something we can stack later: a detached 1-element tensor or a float."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        if x.numel() != 1:
+            return None
+        return x.detach().reshape(())
+    if isinstance(x, (int, float)):
+        return float(x)
+    return None
+
+
+class EngineHooks:
+    """Installs the wrappers on one engine and keeps the per-step bookkeeping."""
+
+    def __init__(self, engine: Any, session: LiveSession, facts: dict[str, Any] | None = None):
+        self.engine = engine
+        self.session = session
+        self.facts = facts or {}
+        self.progress = session.progress
+        self._saved: dict[str, Any] = {}       # name -> previous instance attribute (or _MISSING)
+        self._installed = False
+        self._cur: dict[str, float] = {}       # phase times of the optimizer step in progress
+        self._micro = 0
+        self._step_end: float | None = None
+        self._buffer: list[tuple[int, Any, Any]] = []   # (step, loss, grad_norm) not yet checked
+        self._last_loss: Any = None
+        self._nonfinite_seen = False
+        self._localize_armed = False
+        self._localize_handles: list[Any] = []
+        self._scale: float | None = None
+        self._skipped = int(getattr(engine, "skipped_steps", 0) or 0)
+        self._streak = 0
+        self._steps_seen = 0
+        self.device = self.facts.get("device", "cpu")
+        self.check_every = 1 if self.device == "cpu" else max(1, session.options.check_every)
+        self.on_step: list[Callable[[int, dict[str, float]], None]] = []   # extra per-step listeners
+
+    # ------------------------------------------------------------ install / remove
+    def install(self) -> None:
+        for name, wrap in (("forward", self._wrap_forward), ("backward", self._wrap_backward),
+                           ("step", self._wrap_step)):
+            self._saved[name] = self.engine.__dict__.get(name, _MISSING)
+            orig = getattr(self.engine, name)
+            object.__setattr__(self.engine, name, wrap(orig))
+        self._installed = True
+
+    def remove(self) -> None:
+        """Put the engine back as it was: our instance attributes go, earlier ones come back."""
+        if not self._installed:
+            return
+        for name, prev in self._saved.items():
+            if prev is _MISSING:
+                self.engine.__dict__.pop(name, None)
+            else:
+                object.__setattr__(self.engine, name, prev)
+        self._remove_localizer()
+        self._installed = False
+        with self.session.guard("nonfinite"):
+            self._check_buffer(force=True)
+
+    # ------------------------------------------------------------ wrappers
+    def _wrap_forward(self, orig: Callable) -> Callable:
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if self.session.enabled("steps"):
+                with self.session.guard("steps"):
+                    self._begin("forward")
+            try:
+                out = orig(*args, **kwargs)
+            except BaseException as e:
+                self._failed(e, "forward")
+                raise
+            if self.session.enabled("steps"):
+                with self.session.guard("steps"):
+                    self._end("forward")
+            return out
+        forward.__wrapped__ = orig  # type: ignore[attr-defined]
+        return forward
+
+    def _wrap_backward(self, orig: Callable) -> Callable:
+        def backward(loss: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.session.enabled("steps"):
+                with self.session.guard("steps"):
+                    self._begin("backward")
+                    self._last_loss = _scalar(loss)
+            try:
+                out = orig(loss, *args, **kwargs)
+            except BaseException as e:
+                self._failed(e, "backward")
+                raise
+            if self.session.enabled("steps"):
+                with self.session.guard("steps"):
+                    self._end("backward")
+            return out
+        backward.__wrapped__ = orig  # type: ignore[attr-defined]
+        return backward
+
+    def _wrap_step(self, orig: Callable) -> Callable:
+        def step(*args: Any, **kwargs: Any) -> Any:
+            before = None
+            if self.session.enabled("steps"):
+                with self.session.guard("steps"):
+                    self._begin("step")
+                    before = (int(self.engine.global_steps), self._read_scale())
+            try:
+                out = orig(*args, **kwargs)
+            except BaseException as e:
+                self._failed(e, "step")
+                raise
+            if before is not None and self.session.enabled("steps"):
+                with self.session.guard("steps"):
+                    self._end("step")
+                    if int(self.engine.global_steps) != before[0]:     # an optimizer step happened
+                        self._optimizer_step_done(before[0], before[1])
+            return out
+        step.__wrapped__ = orig  # type: ignore[attr-defined]
+        return step
+
+    # ------------------------------------------------------------ bookkeeping
+    def _begin(self, phase: str) -> None:
+        now = self.progress.set_phase(phase)
+        if phase == "forward":
+            if self._step_end is not None:
+                self._cur["data_ms"] = self._cur.get("data_ms", 0.0) + (now - self._step_end) * 1e3
+                self._step_end = None
+            self.progress.step = int(self.engine.global_steps)
+            if self._localize_armed and self.session.enabled("localize"):
+                with self.session.guard("localize"):
+                    self._install_localizer()
+
+    def _end(self, phase: str) -> None:
+        now = time.monotonic()
+        key = {"forward": "fwd_ms", "backward": "bwd_ms", "step": "step_ms"}[phase]
+        self._cur[key] = self._cur.get(key, 0.0) + (now - self.progress.phase_started) * 1e3
+        if phase == "forward" and self._localize_handles:
+            self._remove_localizer()          # hooks live for one forward only
+        if phase == "step":
+            self._micro += 1
+            self.progress.micro_step += 1
+            self._step_end = now
+            self.progress.last_step_end = now
+        self.progress.set_phase("data" if phase == "step" else "idle")
+
+    def _optimizer_step_done(self, step: int, scale_before: float | None) -> None:
+        times = {k: round(v, 3) for k, v in self._cur.items()}
+        for k in ("fwd_ms", "bwd_ms", "step_ms", "data_ms"):
+            times.setdefault(k, 0.0)
+        self.progress.window.append(dict(times))
+        self.progress.step = step + 1
+        self.session.emit("step", step=step, micro_steps=self._micro, **times)
+        for fn in self.on_step:
+            fn(step, times)
+        self._cur, self._micro = {}, 0
+        if self.session.enabled("nonfinite"):
+            with self.session.guard("nonfinite"):
+                norm = _scalar(self.engine.get_global_grad_norm()) if hasattr(self.engine, "get_global_grad_norm") else None
+                self._buffer.append((step, self._last_loss, norm))
+                self._check_buffer()
+        if self.session.enabled("loss_scale"):
+            with self.session.guard("loss_scale"):
+                self._watch_scale(step, scale_before)
+        self._steps_seen += 1
+        if (self._steps_seen == 1 or step % MEMORY_EVERY == 0) and self.session.enabled("memory"):
+            with self.session.guard("memory"):
+                self.session.emit("memory", step=step, **memory_now(self.device))
+
+    # ------------------------------------------------------------ NaN / Inf
+    def _check_buffer(self, force: bool = False) -> None:
+        if not self._buffer or (len(self._buffer) < self.check_every and not force):
+            return
+        import torch
+        batch, self._buffer = self._buffer, []
+        # Device tensors are stacked and read with ONE .tolist(): one host-device sync for the
+        # whole batch, and the values also feed the loss curve. Python floats need no read.
+        items = [v for _, v, _ in batch] + [n for _, _, n in batch]
+        tensors = [v for v in items if isinstance(v, torch.Tensor)]
+        read = iter(torch.stack([t.float().to(tensors[0].device) for t in tensors]).tolist() if tensors else [])
+        host = [next(read) if isinstance(v, torch.Tensor) else v for v in items]
+        n = len(batch)
+        for i, (step, loss, norm) in enumerate(batch):
+            lv = host[i] if loss is not None else None
+            nv = host[n + i] if norm is not None else None
+            if lv is not None:
+                self.session.emit("loss", step=step, value=lv, name="loss")
+            if nv is not None:
+                self.session.emit("grad_norm", step=step, value=nv)
+            if lv is not None and not _finite(lv) and not self._nonfinite_seen:
+                self._nonfinite_seen = True
+                if self.session.options.localize_nan:
+                    self._localize_armed = True
+
+    def _install_localizer(self) -> None:
+        """Forward hooks on every submodule for one forward: the first module (in execution
+        order; children finish before their parent) whose output is non-finite is the culprit."""
+        import torch
+        self._localize_armed = False
+        module = getattr(self.engine, "module", None)
+        if module is None:
+            return
+        found: list[str] = []
+        step = int(self.engine.global_steps)
+
+        def make(name: str) -> Callable:
+            def hook(mod: Any, inputs: Any, output: Any) -> None:
+                if found:
+                    return
+                with self.session.guard("localize"):
+                    outs = output if isinstance(output, (tuple, list)) else (output,)
+                    for o in outs:
+                        if isinstance(o, torch.Tensor) and o.is_floating_point() and not bool(torch.isfinite(o).all()):
+                            ins_ok = all(bool(torch.isfinite(t).all()) for t in inputs
+                                         if isinstance(t, torch.Tensor) and t.is_floating_point())
+                            found.append(name)
+                            self.session.emit("nonfinite_module", step=step, module=name or "<model>",
+                                              module_type=type(mod).__name__, inputs_finite=ins_ok)
+                            return
+            return hook
+
+        for name, sub in module.named_modules():
+            self._localize_handles.append(sub.register_forward_hook(make(name)))
+
+    def _remove_localizer(self) -> None:
+        for h in self._localize_handles:
+            try:
+                h.remove()
+            except Exception:
+                pass
+        self._localize_handles = []
+
+    # ------------------------------------------------------------ fp16 loss scale
+    def _read_scale(self) -> float | None:
+        if not self.facts.get("fp16"):
+            return None
+        get = getattr(self.engine, "_get_optimizer_loss_scale", None)   # portable: §2
+        v = get() if get is not None else None
+        return float(v) if v is not None else None
+
+    def _hysteresis(self) -> int | None:
+        scaler = getattr(getattr(self.engine, "optimizer", None), "loss_scaler", None)
+        h = getattr(scaler, "cur_hysteresis", None)
+        return int(h) if h is not None else None
+
+    def _watch_scale(self, step: int, scale_before: float | None) -> None:
+        skipped = int(getattr(self.engine, "skipped_steps", 0) or 0)
+        scale = self._read_scale()
+        if skipped > self._skipped:
+            self._streak += skipped - self._skipped
+            self.session.emit("overflow", step=step, prev_scale=scale_before, new_scale=scale,
+                              hysteresis=self._hysteresis(), dtype=self.facts.get("dtype"),
+                              streak=self._streak)
+            self.session.emit("skipped", step=step, skipped=skipped)
+        elif skipped == self._skipped:
+            self._streak = 0
+        self._skipped = skipped
+        if scale is not None and scale != self._scale:
+            self.session.emit("loss_scale", step=step, value=scale, hysteresis=self._hysteresis(),
+                              min_scale=self.facts.get("min_loss_scale"))
+            self._scale = scale
+
+    # ------------------------------------------------------------ failures of training
+    def _failed(self, exc: BaseException, phase: str) -> None:
+        """The training raised: record what it was, then the caller re-raises it unchanged."""
+        if getattr(exc, "_dsdoctor_seen", False):
+            return
+        with self.session.guard("errors"):
+            try:
+                exc._dsdoctor_seen = True  # type: ignore[attr-defined]   # nested wrappers: once
+            except Exception:
+                pass
+            step = int(getattr(self.engine, "global_steps", 0))
+            self._check_buffer(force=True)
+            msg = str(exc)
+            device = classify_oom(exc)
+            if device is not None:
+                mem: dict[str, Any] = {}
+                with self.session.guard("memory"):
+                    mem = memory_now(device)
+                self.session.emit("oom", step=step, device=device, phase=phase,
+                                  requested=requested_bytes(msg), wording=msg.splitlines()[0][:300] if msg else "",
+                                  micro_batch=self.facts.get("micro_batch"), zero_stage=self.facts.get("zero_stage"),
+                                  offload_optimizer=self.facts.get("offload_optimizer"),
+                                  offload_param=self.facts.get("offload_param"), **mem)
+            if "loss scale already at minimum" in msg:
+                self.session.emit("scale_at_minimum", step=step, scale=self._read_scale())
+            self.session.emit("exception", step=step, type=type(exc).__name__, message=msg[:500], phase=phase)
+            self.session.flush()
+
+
+_MISSING = object()
+
+
+def _finite(v: float) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))

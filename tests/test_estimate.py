@@ -1,0 +1,73 @@
+"""dsdoctor estimate: numbers equal DeepSpeed's own estimators; fallback formulas too; CLI."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from dsdoctor.cli import _register, app
+from dsdoctor.config import memory
+
+_register()
+COMBOS = [(1_000_000_000, 100_000_000, 8, 1), (7_000_000_000, 250_000_000, 8, 4),
+          (350_000_000, 50_000_000, 1, 1), (70_000_000_000, 1_000_000_000, 4, 16)]
+
+
+@pytest.mark.parametrize("P,L,g,n", COMBOS)
+def test_rows_equal_deepspeed_estimators(P, L, g, n):
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs as z3
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs as z2
+    rows = {(r.stage, r.offload_optimizer, r.offload_param): r for r in memory.estimates(P, L, g, n)}
+    cpu, gpu = z2(P, g, n, False, 1.5)
+    assert (rows[2, "none", "none"].cpu_bytes, rows[2, "none", "none"].gpu_bytes) == (int(cpu), int(gpu))
+    cpu, gpu = z2(P, g, n, True, 1.5)
+    assert (rows[2, "cpu", "none"].cpu_bytes, rows[2, "cpu", "none"].gpu_bytes) == (int(cpu), int(gpu))
+    assert rows[0, "none", "none"].gpu_bytes == int(z2(P, 1, 1, False, 1.5)[1])
+    for opt, par in ((False, False), (True, False), (True, True)):
+        cpu, gpu, _ = z3(P, L, g, n, opt, par, True, 1.5)
+        r = rows[3, "cpu" if opt else "none", "cpu" if par else "none"]
+        assert (r.cpu_bytes, r.gpu_bytes) == (int(cpu), int(gpu))
+
+
+@pytest.mark.parametrize("P,L,g,n", COMBOS)
+def test_fallback_formulas_equal_deepspeed(monkeypatch, P, L, g, n):
+    real = [r.to_dict() for r in memory.estimates(P, L, g, n)]
+    monkeypatch.setattr(memory, "deepspeed_module", lambda: None)
+    assert [r.to_dict() for r in memory.estimates(P, L, g, n)] == real
+
+
+def test_activation_formula():
+    # Korthikanti et al. 2022: s*b*h*(34 + 5*a*s/h) per layer
+    assert memory.activation_bytes(2048, 4096, 32, 1, 32) == 32 * 2048 * 4096 * (34 + 5 * 32 * 2048 / 4096)
+    assert memory.activation_bytes(2048, 4096, 32, 1) == 32 * 2048 * 4096 * 34
+
+
+def test_cli_json_and_cheapest_fit():
+    res = CliRunner().invoke(app, ["estimate", "--params", "7B", "--gpus-per-node", "8", "--gpu-memory", "24GiB",
+                                   "--cpu-memory", "512GiB", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert {"stage", "offload_optimizer", "offload_param", "gpu_bytes", "cpu_bytes", "fits"} <= set(doc["estimates"][0])
+    c = doc["cheapest"]
+    assert c["fits"] and c["gpu_bytes"] <= 24 * 2**30
+    assert all(not r["fits"] for r in doc["estimates"][:doc["estimates"].index(c)])
+    assert doc["config_patch"]["zero_optimization"]["stage"] == c["stage"]
+
+
+def test_cli_nothing_fits_and_bad_input():
+    res = CliRunner().invoke(app, ["estimate", "--params", "1T", "--gpu-memory", "16GiB", "--cpu-memory", "64GiB"])
+    assert res.exit_code == 1 and "Nothing fits" in res.stdout
+    res = CliRunner().invoke(app, ["estimate", "--params", "seven"])
+    assert res.exit_code == 2 and "not a parameter count" in res.stderr
+
+
+def test_hf_config_params(tmp_path):
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps({"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12,
+                             "vocab_size": 50257, "n_positions": 1024}))
+    res = CliRunner().invoke(app, ["estimate", "--params", str(p), "--json", "--gpu-memory", "16GiB",
+                                   "--micro-batch", "4"])
+    doc = json.loads(res.stdout)
+    assert 120e6 < doc["params"] < 130e6          # GPT-2 small: 124M
+    assert doc["activation_bytes"] > 0

@@ -1,0 +1,494 @@
+"""Communication, host-memory and hardware messages: the recognisers (every wording of
+../shared/log-formats.md §2-§5.7, §8, §9), the comm detector, and the root-cause order across ranks.
+Log lines are written from the catalogue's templates and the installed torch sources; no DeepSpeed run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsdoctor.context import Context
+from dsdoctor.pipeline import Diagnoser
+from dsdoctor.rules import RuleSet
+from dsdoctor.sources.logs import events_from_text
+
+RULES = RuleSet.load()
+REAL = Path(__file__).resolve().parents[2] / "shared" / "realworld-logs"
+
+
+def events(text: str, kind: str | None = None):
+    evs = events_from_text(text)
+    return [e for e in evs if kind is None or e.kind == kind]
+
+
+def one(text: str, kind: str):
+    evs = events(text, kind)
+    assert len(evs) == 1, [(e.kind, e.data) for e in events(text)]
+    return evs[0]
+
+
+def findings(text: str, **ctx):
+    d = Diagnoser(Context.from_config(None, **ctx), RULES)
+    d.feed_all(events_from_text(text))
+    return d.finish()
+
+
+# ---------------------------------------------------------------- collective timeouts (§2.2)
+TIMEOUTS = {
+    "1.8-1.10": ("[E ProcessGroupNCCL.cpp:566] [Rank 5] Watchdog caught collective operation timeout: "
+                 "WorkNCCL(OpType=ALLREDUCE, TensorShape=[1024, 1024], Timeout(ms)=1800000) ran for 1800563 milliseconds before timing out.",
+                 dict(rank=5, op="ALLREDUCE", seq=None, timeout_ms=1800000, elapsed_ms=1800563, shape="[1024, 1024]")),
+    "1.11-2.0": ("[E ProcessGroupNCCL.cpp:737] [Rank 2] Watchdog caught collective operation timeout: "
+                 "WorkNCCL(SeqNum=41, OpType=BROADCAST, TensorShape=[1], Timeout(ms)=600000) ran for 600311 milliseconds before timing out.",
+                 dict(rank=2, op="BROADCAST", seq=41, timeout_ms=600000, elapsed_ms=600311)),
+    "2.1-2.3 rank prefix": ("[rank1]:[E ProcessGroupNCCL.cpp:523] [Rank 1] Watchdog caught collective operation timeout: "
+                            "WorkNCCL(SeqNum=1235, OpType=_ALLGATHER_BASE, NumelIn=4096, NumelOut=32768, Timeout(ms)=1800000) ran for 1800174 milliseconds before timing out.",
+                            dict(rank=1, op="_ALLGATHER_BASE", seq=1235, numel_in=4096, numel_out=32768)),
+    "2.4 PG desc": ("[rank3]:[E1015 06:12:31.462585216 ProcessGroupNCCL.cpp:607] [PG 0 (default_pg) Rank 3] Watchdog caught collective operation timeout: "
+                    "WorkNCCL(SeqNum=7, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600012 milliseconds before timing out.",
+                    dict(rank=3, seq=7, pg="0(default_pg)")),
+    "2.5+ PG GUID": ("[rank6]:[E1015 06:12:31.462585216 ProcessGroupNCCL.cpp:616] [PG ID 0 PG GUID 0(default_pg) Rank 6] Watchdog caught collective operation timeout: "
+                     "WorkNCCL(SeqNum=88, OpType=REDUCE_SCATTER, NumelIn=8, NumelOut=1, Timeout(ms)=600000) ran for 600088 milliseconds before timing out.",
+                     dict(rank=6, seq=88, op="REDUCE_SCATTER", pg="0(default_pg)")),
+    "2.5+ PG without desc, no rank prefix": ("[PG ID 1 PG GUID 1 Rank 9] Watchdog caught collective operation timeout: "
+                                             "WorkNCCL(SeqNum=3, OpType=ALLREDUCE, NumelIn=2, NumelOut=2, Timeout(ms)=60000) ran for 60001 milliseconds before timing out.",
+                                             dict(rank=9, seq=3, pg="1")),
+    "blocking 1.8-2.0": ("[Rank 4] Caught collective operation timeout: WorkNCCL(SeqNum=12, OpType=BARRIER, Timeout(ms)=600000) ran for 600100 milliseconds before timing out.",
+                         dict(rank=4, op="BARRIER", seq=12, blocking=True)),
+    "blocking wait()": ("[Rank 4] Work WorkNCCL(SeqNum=12, OpType=BARRIER, Timeout(ms)=600000) timed out in call to wait().",
+                        dict(rank=4, seq=12, blocking=True)),
+    "blocking 2.2-2.5": ("[PG 0 Rank 4] Work WorkNCCL(SeqNum=12, OpType=BARRIER, NumelIn=1, NumelOut=1, Timeout(ms)=600000) timed out in blocking wait (TORCH_NCCL_BLOCKING_WAIT=1).",
+                         dict(rank=4, seq=12, blocking=True)),
+    "blocking 2.6+": ("[PG ID 0 PG GUID 0(default_pg) Rank 4] Work WorkNCCL(SeqNum=12, OpType=BARRIER, NumelIn=1, NumelOut=1, Timeout(ms)=600000) timed out in blocking wait.",
+                      dict(rank=4, seq=12, blocking=True)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TIMEOUTS))
+def test_collective_timeout_wordings(name):
+    text, want = TIMEOUTS[name]
+    ev = one(text, "collective_timeout")
+    got = {"rank": ev.rank, **ev.data}
+    for k, v in want.items():
+        assert got.get(k) == v, (k, got)
+
+
+def test_timeout_repeated_by_watchdog_exit_counts_once():
+    line = ("[rank0]:[E ProcessGroupNCCL.cpp:523] [Rank 0] Watchdog caught collective operation timeout: "
+            "WorkNCCL(SeqNum=5, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600001 milliseconds before timing out.")
+    text = line + "\n" + "[rank0]:[E ProcessGroupNCCL.cpp:1182] [PG 0 Rank 0] Process group watchdog thread terminated with exception: " + \
+        line.split("] ", 2)[2] + "\n"
+    assert len(events(text, "collective_timeout")) == 1
+
+
+WATCHDOG = {
+    "2.6+": "[rank2]:[E1015 06:12:31.462585216 ProcessGroupNCCL.cpp:1595] [PG ID 0 PG GUID 0(default_pg) Rank 2]  failure detected by watchdog at work sequence id: 1235 PG status: last enqueued work: 1235, last completed work: 1234",
+    "2.3-2.5 timeout": "[rank2]:[E ProcessGroupNCCL.cpp:565] [PG 0 Rank 2] Timeout at NCCL work: 1235, last enqueued NCCL work: 1235, last completed NCCL work: 1234.",
+    "2.4-2.5 exception": "[rank2]:[E ProcessGroupNCCL.cpp:1316] [PG 0 (default_pg) Rank 2] Exception (either an error or timeout) detected by watchdog at work: 1235, last enqueued NCCL work: 1235, last completed NCCL work: 1234.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(WATCHDOG))
+def test_watchdog_state_wordings(name):
+    ev = one(WATCHDOG[name], "watchdog_state")
+    assert (ev.rank, ev.data["seq"], ev.data["last_enqueued"], ev.data["last_completed"]) == (2, 1235, 1235, 1234)
+
+
+def test_dump_signal_line_has_work_status():
+    ev = one("[rank1]:[E ProcessGroupNCCL.cpp:1400] [PG ID 0 PG GUID 0 Rank 1] Received a dump signal due to a collective timeout from this local rank "
+             "and we will try our best to dump the debug info. Last enqueued NCCL work: 40, last completed NCCL work: 39.This is most likely caused by "
+             "incorrect usages of collectives", "watchdog_state")
+    assert (ev.rank, ev.data["seq"], ev.data["last_enqueued"], ev.data["last_completed"]) == (1, None, 40, 39)
+
+
+def test_desync_report_lines():
+    text = ("[rank0]:\t - To our best knowledge, ranks [3, 5] are the lagging ranks that caused this timeout. They never joined any collectives\n"
+            "[rank0]:\t   - [0, 1, 2] joined but didn't finish collective #12 (count from 1)\n"
+            "[rank0]:\t     [4] finished collective #12, but didn't join collective #13 (count from 1)\n")
+    evs = events(text, "desync_report")
+    assert [(e.data["lagging"], e.data["detail"]) for e in evs] == [
+        ([3, 5], "never_joined"), ([0, 1, 2], "not_finished"), ([4], "not_joined_next")]
+
+
+@pytest.mark.parametrize("text", [
+    "[Rank 0] NCCL monitor thread timeout. Basically, this could be due to CUDA or NCCL calls being unexpectedly blocking",
+    "[rank0]:[E ProcessGroupNCCL.cpp:1200] [PG 0 Rank 0] Heartbeat monitor timed out! Process will be terminated after dumping debug info.",
+    "[rank0]:[E ProcessGroupNCCL.cpp:1375] [PG ID 0 PG GUID 0(default_pg) Rank 0] ProcessGroupNCCL's watchdog got stuck for 480 seconds without making progress in monitoring enqueued collectives.",
+])
+def test_heartbeat_monitor_is_a_watchdog_hang(text):
+    fs = findings(text)
+    assert fs[0].rule == "comm-watchdog-hang"
+
+
+# ---------------------------------------------------------------- comm detector across ranks
+def _timeout(rank: int, seq: int, numel: int = 1024, op: str = "ALLREDUCE") -> str:
+    return (f"[rank{rank}]:[E1015 06:12:31.462585216 ProcessGroupNCCL.cpp:616] [PG ID 0 PG GUID 0(default_pg) Rank {rank}] "
+            f"Watchdog caught collective operation timeout: WorkNCCL(SeqNum={seq}, OpType={op}, NumelIn={numel}, NumelOut={numel}, "
+            f"Timeout(ms)=600000) ran for 600088 milliseconds before timing out.\n")
+
+
+def test_suspect_rank_named_from_differing_seqnums():
+    text = "".join(_timeout(r, 1235 if r != 5 else 1234) for r in range(8))
+    f = findings(text)[0]
+    assert f.rule == "comm-timeout-desync"
+    assert "rank(s) 5 fell behind" in f.title
+    assert "SeqNum 1234 on rank 5" in f.summary
+
+
+def test_suspect_rank_from_last_enqueued():
+    text = "".join(
+        f"[rank{r}]:[E ProcessGroupNCCL.cpp:1595] [PG ID 0 PG GUID 0(default_pg) Rank {r}]  failure detected by watchdog at work "
+        f"sequence id: {20 if r != 1 else 19} PG status: last enqueued work: {20 if r != 1 else 19}, last completed work: 19\n"
+        for r in range(4))
+    f = findings(text)[0]
+    assert f.rule == "comm-timeout-desync" and "rank(s) 1 fell behind" in f.title
+
+
+def test_silent_rank_named_with_world_size():
+    text = "".join(_timeout(r, 50) for r in (0, 1, 2, 4, 5, 6, 7))
+    f = findings(text, world_size=8)[0]
+    assert f.rule == "comm-timeout-silent-rank" and "rank(s) 3 never reached" in f.title
+    # without the world size, a hole in the ranks seen says the same
+    assert findings(text)[0].rule == "comm-timeout-silent-rank"
+
+
+def test_512_ranks_same_timeout_is_one_finding():
+    text = "".join(_timeout(r, 900) for r in range(512))
+    fs = findings(text)
+    assert len(fs) == 1
+    f = fs[0]
+    assert f.rule == "comm-timeout-all-stuck"
+    assert f.ranks_text == "0-511"
+    assert len(f.evidence) <= 8
+
+
+def test_numel_mismatch():
+    text = _timeout(0, 88, 4096) + _timeout(1, 88, 2048)
+    assert findings(text)[0].rule == "comm-timeout-numel-mismatch"
+
+
+def test_desync_report_names_lagging_ranks():
+    text = _timeout(0, 12) + "[rank0]:\t - To our best knowledge, ranks [3] are the lagging ranks that caused this timeout. They never joined any collectives\n"
+    f = findings(text)[0]
+    assert f.rule == "comm-timeout-desync-report" and "rank(s) 3" in f.title
+
+
+def test_oom_on_rank3_comes_before_timeouts_on_the_others():
+    text = "".join(_timeout(r, 77) for r in (0, 1, 2))
+    text += ("[rank3]:Traceback (most recent call last):\n"
+             '[rank3]:  File "/x/deepspeed/runtime/engine.py", line 1976, in backward\n'
+             "[rank3]:    self.optimizer.backward(loss, retain_graph=retain_graph)\n"
+             "[rank3]:torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 3.91 GiB. GPU 3 has a total capacity of 79.25 GiB "
+             "of which 1.02 GiB is free. Of the allocated memory 75.12 GiB is allocated by PyTorch, and 1.55 GiB is reserved by PyTorch but unallocated.\n")
+    text += "".join(_timeout(r, 77) for r in (4, 5, 6, 7))
+    fs = findings(text)
+    assert fs[0].category == "oom" and fs[0].ranks == [3]
+    comm = [f for f in fs if f.category == "comm_stall"]
+    assert comm and comm[0].consequence_of == fs[0].rule
+    assert "3" in comm[0].title          # and the timeout finding names rank 3 as the one that never arrived
+
+
+def test_killed_rank_explains_timeouts_and_closed_connections():
+    text = ("[rank0]:RuntimeError: [../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 1800000ms for recv operation to complete\n"
+            "[rank1]:RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:14522\n"
+            "[2024-05-01 10:00:00,001] [ERROR] [launch.py:322:sigkill_handler] ['/usr/bin/python', '-u', 'train.py', '--local_rank=2'] exits with return code = -9\n")
+    fs = findings(text)
+    assert fs[0].category == "host_oom" and fs[0].rule == "host-oom-killed"
+    rest = {f.rule: f.consequence_of for f in fs[1:]}
+    assert rest == {"comm-timeout": "host-oom-killed", "gloo-connection-closed": "host-oom-killed"}
+
+
+def test_comm_rules_never_explain_memory_or_hardware():
+    for r in RULES.rules:
+        if r.category in ("comm_stall", "nccl_error", "straggler") and r.file.endswith("comm.yaml"):
+            assert not set(r.explains) & {"oom", "host_oom", "hardware"}, r.id
+
+
+# ---------------------------------------------------------------- NCCL errors (§2.7, §3)
+@pytest.mark.parametrize("text,error,version", [
+    ("RuntimeError: NCCL error in: /pytorch/torch/lib/c10d/ProcessGroupNCCL.cpp:825, unhandled system error, NCCL version 2.7.8",
+     "unhandled system error", "2.7.8"),
+    ("torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/NCCLUtils.hpp:275, unhandled cuda error (run with NCCL_DEBUG=INFO for details), NCCL version 2.19.3",
+     "unhandled cuda error", "2.19.3"),
+    ("[rank0]: torch.distributed.DistBackendError: NCCL error in: /pytorch/torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:3356, remote process exited or there was a network error, NCCL version 2.21.5",
+     "remote process exited or there was a network error", "2.21.5"),
+])
+def test_nccl_error_line(text, error, version):
+    ev = one(text, "nccl_error")
+    assert (ev.data["error"], ev.data["nccl_version"]) == (error, version)
+
+
+WARN_CAUSES = {
+    "shm <=2.21": ("node1:1234:1290 [0] include/shm.h:28 NCCL WARN Error while creating shared memory segment /dev/shm/nccl-kF3Kqj (size 9637888)", "shm", None),
+    "shm 2.26 timestamp": ("[2025-03-01 10:00:00] node1:1234:1290 [0] misc/shmutils.cc:89 NCCL WARN Error while creating shared memory segment /dev/shm/nccl-x (size 9637888), error: No space left on device (28)", "shm", None),
+    "refused 2.7": ("r11i6n2:486514:486651 [1] include/socket.h:403 NCCL WARN Connect to 10.148.3.247<56821> failed : Connection refused", "connection_refused", "10.148.3.247"),
+    "refused 2.16": ("node2:1:2 [3] misc/socket.cc:484 NCCL WARN socketStartConnect: Connect to 10.0.0.9<40211> failed : Connection refused", "connection_refused", "10.0.0.9"),
+    "refused 2.27": ("node2:1:2 [3] misc/socket.cc:600 NCCL WARN socketPollConnect: connect to 10.0.0.9<40211> returned Connection refused, exceeded error retry count after 35 attempts", "connection_refused", "10.0.0.9"),
+    "ib completion": ("gpu-60:1112:1250 [3] transport/net_ib.cc:1295 NCCL WARN NET/IB : Got completion from peer 10.1.2.3<43210> with error 12, opcode 32753, len 0, vendor err 129", "ib", "10.1.2.3"),
+    "closed by peer": ("node3:1212:1300 [2] misc/socket.cc:538 NCCL WARN socketProgress: Connection closed by remote peer node4<48122>", "remote_exit", None),
+    "truncated": ("node2:3345:3402 [0] include/socket.h:423 NCCL WARN NET/Socket : peer 10.0.0.3<51234> message truncated : receiving 1048576 bytes instead of 524288", "mismatch", "10.0.0.3"),
+    "2.30 func": ("node2:1:2 [0] misc/socket.cc:600 (socketPollConnect) NCCL WARN connect to 10.0.0.9<40211> failed : Connection refused", "connection_refused", "10.0.0.9"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WARN_CAUSES))
+def test_nccl_warn_cause(name):
+    text, cause, peer = WARN_CAUSES[name]
+    ev = one(text, "nccl_warn")
+    assert (ev.data["cause"], ev.data["peer"]) == (cause, peer)
+
+
+@pytest.mark.parametrize("warn,rule", [
+    (WARN_CAUSES["shm 2.26 timestamp"][0], "nccl-error-shm"),
+    (WARN_CAUSES["refused 2.16"][0], "nccl-error-connection-refused"),
+    (WARN_CAUSES["ib completion"][0], "nccl-error-ib"),
+    (WARN_CAUSES["closed by peer"][0], "nccl-error-remote-exit"),
+])
+def test_warn_line_gives_the_cause_of_the_error(warn, rule):
+    text = ("torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:1970, "
+            "unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.18.1\n"
+            "ncclSystemError: System call (e.g. socket, malloc) or external library call failed or device error. \n" + warn + "\n")
+    fs = findings(text)
+    assert [f.rule for f in fs] == [rule]
+
+
+def test_shm_warn_is_not_also_a_dataloader_shm_finding():
+    fs = findings(WARN_CAUSES["shm 2.26 timestamp"][0])
+    assert [f.rule for f in fs] == ["nccl-error-shm"]
+
+
+def test_socket_transport_only_when_ib_missing_or_multi_node():
+    single = "node1:1:1 [0] NCCL INFO NET/Socket : Using [0]eth0:10.0.0.1<0>\nnode1:1:1 [0] NCCL INFO Using network Socket\n"
+    assert findings(single) == []
+    multi = single + "node2:1:1 [0] NCCL INFO NET/Socket : Using [0]eth0:10.0.0.2<0>\nnode2:1:1 [0] NCCL INFO Using network Socket\n"
+    f = findings(multi)[0]
+    assert (f.rule, f.category, f.severity) == ("nccl-socket-transport", "straggler", "warning")
+    ib = "node1:1:1 [0] NCCL INFO NET/IB : No device found.\n" + single
+    assert findings(ib)[0].rule == "nccl-socket-transport"
+
+
+# ---------------------------------------------------------------- gloo (§2.9)
+def test_gloo_messages():
+    ev = one("RuntimeError: [../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting 10000ms for recv operation to complete",
+             "collective_timeout")
+    assert (ev.data["backend"], ev.data["op"], ev.data["timeout_ms"]) == ("gloo", "RECV", 10000)
+    ev = one("RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:14522", "gloo_error")
+    assert (ev.data["cause"], ev.data["peer"]) == ("remote_exit", "10.0.0.2")
+    assert one("RuntimeError: [/x/gloo/transport/tcp/unbound_buffer.cc:133] Application timeout caused pair closure",
+               "gloo_error").data["cause"] == "timeout_secondary"
+    assert one("RuntimeError: Gloo connectFullMesh failed with [../third_party/gloo/gloo/transport/tcp/pair.cc:144] no error",
+               "gloo_error").data["cause"] == "connect"
+    assert findings("RuntimeError: Gloo connectFullMesh failed with [x/pair.cc:144] no error")[0].category == "nccl_error"
+
+
+def test_gloo_real_torch_213_pair():
+    # printed by torch 2.13 (gloo, 2 ranks, timeout 3 s, rank 1 late then gone)
+    text = ("[rank0]:builtins.RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] "
+            "Timed out waiting 3000ms for recv operation to complete\n"
+            "[rank1]:builtins.RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+            "[127.0.0.1]:22671. This is typically caused by a remote worker crashing. Check the logs of the remote worker before reporting "
+            "an error. GLHF! \U0001f3d6\ufe0f\n")
+    fs = findings(text)
+    assert [(f.rule, f.ranks) for f in fs] == [("comm-timeout", [0]), ("gloo-connection-closed", [1])]
+    assert fs[1].consequence_of == "comm-timeout"
+    assert "127.0.0.1" in fs[1].title
+
+
+@pytest.mark.parametrize("text,rdzv,rule", [
+    ("torch.distributed.DistNetworkError: The client socket has timed out after 1800s while trying to connect to (10.0.0.1, 29500).",
+     "connect_timeout", "rendezvous-timeout"),
+    ("TCP client failed to connect/validate to host node1:29500 - timed out (try=3, timeout=600000ms, delay=100ms): timeout", "connect_timeout",
+     "rendezvous-timeout"),
+    ("torch.distributed.DistStoreError: Timeout waiting for key: default_pg/0//cuda//0 after 1800000 ms", "key_timeout", "rendezvous-timeout"),
+    ("RuntimeError: The server socket has failed to bind to [::]:29500 (errno: 98 - Address already in use).", "address_in_use",
+     "rendezvous-address-in-use"),
+])
+def test_rendezvous_errors(text, rdzv, rule):
+    assert one(text, "nccl_error").data["rdzv"] == rdzv
+    assert findings(text)[0].rule == rule
+
+
+def test_rendezvous_retries_are_not_errors():
+    assert events("TCP client failed to connect/validate to host node1:29500 - retrying (try=0, timeout=600000ms, delay=100ms): refused") == []
+
+
+# ---------------------------------------------------------------- stack dumps
+def test_pyspy_dump_rank_waiting_for_dataloader():
+    text = ('Thread 1 (active): "MainThread"\nThread 2 (active): "MainThread"\n'
+            "    broadcast (torch/distributed/distributed_c10d.py:1191)\n"
+            "    eval_batch (deepspeed/runtime/pipe/engine.py:455)\n"
+            'Thread 3 (idle): "pt_data_pin"\n'
+            "    all_reduce (torch/distributed/distributed_c10d.py:2050)\n"
+            'Thread 4 (idle): "MainThread"\n'
+            "    wait (threading.py:306)\n"
+            "    _try_get_data (torch/utils/data/dataloader.py:1011)\n"
+            "    _next_data (torch/utils/data/dataloader.py:1207)\n")
+    evs = events(text, "stack")
+    assert [(e.data["thread"], e.data["where"]) for e in evs] == [("1", "collective"), ("2", "collective"), ("4", "dataloader")]
+    f = findings(text)[0]
+    assert f.rule == "comm-stall-dataloader" and "2 rank(s) wait in broadcast" in f.title
+
+
+# ---------------------------------------------------------------- how ranks ended (§4, §5.6, §5.7, §9)
+KILLS = {
+    "deepspeed -9": ("[2024-05-01 10:00:00,001] [ERROR] [launch.py:322:sigkill_handler] ['/usr/bin/python', '-u', 'train.py', '--local_rank=3'] exits with return code = -9",
+                     dict(signal=9, exitcode=-9, who="launcher", local_rank=3)),
+    "deepspeed -6": ("['python', 'train.py', '--local_rank=0'] exits with return code = -6", dict(signal=6, who="launcher")),
+    "elastic signal": ("  traceback : Signal 9 (SIGKILL) received by PID 4242", dict(signal=9, pid=4242, who="torchelastic")),
+    "elastic agent": ("E0717 18:07:41.412000 139939 torch/distributed/elastic/multiprocessing/api.py:874] failed (exitcode: -9) local_rank: 1 (pid: 4243) of binary: /usr/bin/python",
+                      dict(signal=9, pid=4243, local_rank=1)),
+    "bare Killed": ("Killed", dict(signal=9, who="shell")),
+    "bash Killed": ("/var/spool/slurmd/job123/slurm_script: line 12: 4567 Killed                  python train.py", dict(signal=9, pid=4567, who="shell")),
+    "kernel 5.x": ("[1234567.890123] Out of memory: Killed process 4242 (python) total-vm:412345676kB, anon-rss:198765432kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0",
+                   dict(signal=9, pid=4242, who="kernel", memcg=False, anon_rss=198765432 * 1024)),
+    "kernel cgroup": ("Memory cgroup out of memory: Killed process 4242 (python) total-vm:1kB, anon-rss:2kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0",
+                      dict(pid=4242, memcg=True)),
+    "kernel 4.x": ("Out of memory: Kill process 4242 (python) score 912 or sacrifice child", dict(pid=4242, who="kernel")),
+    "pdsh": ("pdsh@head: node7: ssh exited with exit code 1\npdsh@head: node7: python train.py killed by signal 9", dict(signal=9, who="pdsh", node="node7")),
+    "slurm": ("srun: error: node12: task 3: Out Of Memory", dict(signal=9, who="slurm", memcg=True)),
+    "dataloader killed": ("RuntimeError: DataLoader worker (pid 4242) is killed by signal: Killed. ", dict(signal=9, who="dataloader")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KILLS))
+def test_killed_wordings(name):
+    text, want = KILLS[name]
+    ev = one(text, "killed")
+    for k, v in want.items():
+        assert ev.data.get(k) == v, (k, ev.data)
+
+
+def test_elastic_summary_reports_the_root_cause_once():
+    text = """============================================================
+train.py FAILED
+------------------------------------------------------------
+Failures:
+[1]:
+  time      : 2024-05-01_10:00:05
+  host      : node7
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 4243)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4243
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2024-05-01_10:00:00
+  host      : node7
+  rank      : 3 (local_rank: 3)
+  exitcode  : -9 (pid: 4242)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4242
+============================================================
+"""
+    evs = events(text, "killed")
+    assert [(e.rank, e.data["pid"], e.data["root_cause"]) for e in evs] == [(3, 4242, True)]
+    f = findings(text)[0]
+    assert f.rule == "host-oom-killed" and f.ranks == [3]
+
+
+def test_elastic_agent_line_then_1_9_summary():
+    text = """E0717 18:07:41.412000 139939 torch/distributed/elastic/multiprocessing/api.py:874] failed (exitcode: -9) local_rank: 3 (pid: 4242) of binary: /usr/bin/python
+Root Cause:
+[0]:
+  time: 2021-06-01_10:00:00
+  rank: 3 (local_rank: 3)
+  exitcode: -9 (pid: 4242)
+  error_file: <N/A>
+  msg: "Signal 9 (SIGKILL) received by PID 4242"
+Other Failures:
+[1]:
+  time: 2021-06-01_10:00:01
+  rank: 2 (local_rank: 2)
+  exitcode: -9 (pid: 4241)
+  error_file: <N/A>
+  msg: "Signal 9 (SIGKILL) received by PID 4241"
+"""
+    evs = events(text, "killed")
+    assert [(e.rank, e.data["pid"]) for e in evs] == [(None, 4242), (3, 4242)]
+    fs = findings(text)
+    assert len(fs) == 1 and fs[0].ranks == [3]
+
+
+def test_sigterm_and_python_exit_are_not_host_oom():
+    text = ("['python', 'train.py', '--local_rank=0'] exits with return code = 1\n"
+            "  exitcode  : -15 (pid: 11)  (SIGTERM)\n")
+    assert not [f for f in findings(text) if f.category == "host_oom"]
+
+
+def test_cpu_allocator_oom_with_offload_context():
+    cfg = {"train_micro_batch_size_per_gpu": 1,
+           "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": True}}}
+    d = Diagnoser(Context.from_config(cfg), RULES)
+    d.feed_all(events_from_text("RuntimeError: [enforce fail at alloc_cpu.cpp:83] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                                "you tried to allocate 26843545600 bytes. Error code 12 (Cannot allocate memory)\n"))
+    f = d.finish()[0]
+    assert f.rule == "host-oom-allocator"
+    assert f.fixes[0].config_patch == {"zero_optimization": {"offload_optimizer": {"pin_memory": False}}}
+    assert "25.00 GiB" in f.title
+
+
+@pytest.mark.parametrize("text,where", [
+    ("ERROR: Unexpected bus error encountered in worker. This might be caused by insufficient shared memory (shm).", "dataloader"),
+    ("RuntimeError: DataLoader worker (pid 30882) is killed by signal: Bus error. It is possible that dataloader's workers are out of shared memory. Please try to raise your shared memory limit.", "dataloader"),
+    ("RuntimeError: unable to write to file </torch_18693_3026385734_0>: No space left on device (28)", "dataloader"),
+    ("OSError: [Errno 28] No space left on device: '/dev/shm/cache_123'", "/dev/shm"),
+])
+def test_shm_errors(text, where):
+    ev = one(text, "shm_error")
+    assert ev.data["where"] == where
+    assert findings(text)[0].rule == "shm-exhausted"
+
+
+def test_disk_full_is_not_shm():
+    assert events("OSError: [Errno 28] No space left on device: '/checkpoints/global_step100/mp_rank_00_model_states.pt'", "shm_error") == []
+
+
+# ---------------------------------------------------------------- hardware (§1.1, §8)
+@pytest.mark.parametrize("text,error,xid", [
+    ("[Mon May  6 10:00:00 2024] NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', name=<unknown>, GPU has fallen off the bus.", "fell_off_bus", 79),
+    ("NVRM: Xid (PCI:0000:3b:00): 48, pid=4242, name=python, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 6, subpartition 0.", "ecc", 48),
+    ("NVRM: Xid (PCI:0000:3b:00): 13, pid=4242, Graphics Exception: ESR 0x504648=0x84000e", "xid", 13),
+    ("NVRM: Xid (PCI:0000:01:00 GPU-I:05 GPU-CI:01): 94, pid=4242, name=python, Contained: SM (0x1). RST: No, D-RST: No", "ecc", 94),
+    ("NVRM: Xid (PCI:0000:ca:00): 119, pid=91234, name=python, Timeout after 6s of waiting for RPC response from GPU1 GSP!", "gsp", 119),
+    ("RuntimeError: CUDA error: uncorrectable ECC error encountered", "ecc", None),
+    ("RuntimeError: transform: failed to synchronize: cudaErrorECCUncorrectable: uncorrectable ECC error encountered", "ecc", None),
+    ("  what():  CUDA error: unknown error", "cuda_unknown", None),
+    ("RuntimeError: cuda runtime error (999) : unknown error at /pytorch/aten/src/THC/THCGeneral.cpp:47", "cuda_unknown", None),
+    ("torch.AcceleratorError: CUDA error: an illegal memory access was encountered", "illegal_access", None),
+    ("RuntimeError: CUDA error: unspecified launch failure", "launch_failure", None),
+    ("RuntimeError: CUDA error: GPU has fallen off the bus", "fell_off_bus", None),
+])
+def test_hardware_wordings(text, error, xid):
+    ev = one(text, "hardware")
+    assert (ev.data["error"], ev.data["xid"]) == (error, xid)
+    assert findings(text)[0].category == "hardware"
+
+
+def test_ecc_error_comes_before_the_misleading_cuda_oom():
+    text = ("RuntimeError: CUDA error: out of memory\n"            # order in the file must not matter
+            "terminate called after throwing an instance of 'c10::Error'\n"
+            "  what():  CUDA error: uncorrectable ECC error encountered\n")
+    fs = findings(text)
+    assert [f.category for f in fs] == ["hardware", "oom"]
+    assert fs[1].consequence_of == "hw-ecc"
+
+
+def test_cuda_oom_alone_is_still_oom():
+    assert findings("RuntimeError: CUDA error: out of memory\n")[0].category == "oom"
+
+
+# ---------------------------------------------------------------- real logs (labels.yaml; not copied)
+@pytest.mark.parametrize("prefix,category,rule", [
+    ("027", "comm_stall", "comm-stall-dataloader"),
+    ("028", "hardware", "hw-cuda-unknown-error"),
+    ("030", "hardware", "hw-ecc"),
+    ("031", "host_oom", "shm-exhausted"),
+    ("053", "nccl_error", "nccl-error-connection-refused"),
+])
+def test_realworld_logs(prefix, category, rule):
+    paths = sorted(REAL.glob(f"{prefix}_*.log"))
+    if not paths:
+        pytest.skip("../shared/realworld-logs not available")
+    fs = findings(paths[0].read_text(encoding="utf-8", errors="replace"))
+    assert (fs[0].category, fs[0].rule) == (category, rule)

@@ -1,0 +1,56 @@
+"""Golden tests: every fixture (real DeepSpeed runs with injected faults, and hand-written
+excerpts of the formats in ../shared/log-formats.md) gets the diagnosis in
+fixtures/expected.yaml: the top finding's category, and its rank/step where known."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dsdoctor import cli
+
+if not cli.app.registered_commands:
+    cli._register()
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+EXPECTED = yaml.safe_load((FIXTURES / "expected.yaml").read_text(encoding="utf-8"))
+runner = CliRunner()
+
+
+def analyze(path: Path) -> tuple[int, dict]:
+    res = runner.invoke(cli.app, ["analyze", "--json", str(path)])
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert "Traceback" not in res.stderr
+    return res.exit_code, json.loads(res.stdout)
+
+
+def describe(doc: dict) -> str:
+    return "; ".join(f"{f['rule']}({f['category']}, {f['severity']}, ranks {f['ranks']}, steps {f['steps'][:3]})"
+                     for f in doc["findings"]) or "no findings"
+
+
+def test_every_fixture_has_an_expectation():
+    listed = {e["file"] for e in EXPECTED}
+    present = {str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*.log")}
+    assert present == listed
+
+
+@pytest.mark.parametrize("exp", EXPECTED, ids=[e["file"] for e in EXPECTED])
+def test_golden(exp):
+    path = FIXTURES / exp["file"]
+    code, doc = analyze(path)
+    problems = [f for f in doc["findings"] if f["severity"] != "info"]
+    if exp.get("healthy"):
+        assert code == 0 and not problems, describe(doc)
+        return
+    assert code == 1 and problems, f"expected {exp['category']}, got {describe(doc)}"
+    top = doc["findings"][0]
+    assert top["category"] == exp["category"], describe(doc)
+    for r in exp.get("ranks", []):
+        assert r in top["ranks"], describe(doc)
+    if "steps" in exp:
+        assert top["steps"] and top["steps"][0] in exp["steps"], describe(doc)
+    assert top["evidence"], "a finding without evidence"

@@ -1,0 +1,321 @@
+"""Live mode, single-process side: `dsdoctor run` over the real demo training script (DeepSpeed
+on the CPU, gloo), attach/close, and failure containment. The cross-rank parts (straggler,
+stall) are in test_live_xrank.py.
+
+Every run is a subprocess in its own process group with a timeout; the group is killed
+whatever happens. Runs are module-scoped fixtures so several asserts share one run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deepspeed")
+
+from dsdoctor.pipeline import Diagnoser
+from dsdoctor.events import read_events
+from dsdoctor.sources.inputs import expand
+from dsdoctor.sources.logs import read_log
+from dsdoctor.sources.live import hooks as live_hooks
+
+pytestmark = pytest.mark.slow
+
+TRAIN = str(Path(__file__).resolve().parent.parent / "dsdoctor" / "demo" / "train.py")
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env or ENV, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        out = ""
+        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return proc.returncode, out
+
+
+class Run:
+    def __init__(self, out: Path, rc: int, console: str):
+        self.out, self.rc, self.console = out, rc, console
+        self.events = []
+        for f in sorted(out.glob("events-rank*.jsonl")):
+            self.events += list(read_events(f.read_text().splitlines(), str(f)))
+        diag = Diagnoser()
+        for inp in expand([str(out)]):
+            diag.feed_all(read_log(inp))
+        self.findings = diag.finish()
+
+    def kinds(self, kind: str) -> list:
+        return [e for e in self.events if e.kind == kind]
+
+    def finding(self, category: str):
+        return next((f for f in self.findings if f.category == category), None)
+
+
+def dsdoctor_run(tmp: Path, train_args: list[str], nproc: int = 1, run_args: list[str] = (),
+                 timeout: float = 150) -> Run:
+    out = tmp / "run"
+    if nproc == 1:
+        cmd = [sys.executable, TRAIN]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_port", "0", TRAIN]
+    rc, console = _run([sys.executable, "-m", "dsdoctor", "run", "--out", str(out), *run_args, "--",
+                        *cmd, *train_args], timeout)
+    return Run(out, rc, console)
+
+
+# ------------------------------------------------------------------ NaN at step k
+@pytest.fixture(scope="module")
+def nan_run(tmp_path_factory):
+    return dsdoctor_run(tmp_path_factory.mktemp("nan"), ["--steps", "15", "--fault", "nan", "--fault-step", "6"],
+                        run_args=["--localize-nan"])
+
+
+def test_nan_loss_at_the_injected_step(nan_run):
+    assert nan_run.rc == 0, nan_run.console[-2000:]
+    f = nan_run.finding("nan_loss")
+    assert f is not None, [x.rule for x in nan_run.findings]
+    assert min(f.steps) == 6 and f.ranks == [0]
+
+
+def test_nan_events_written_and_module_localized(nan_run):
+    losses = {e.step: e.data["value"] for e in nan_run.kinds("loss")}
+    assert losses[5] == losses[5] and losses[6] != losses[6]      # finite at 5, NaN at 6
+    # fp32: the NaN gradient poisons the weights, so the next forward's first layer is named
+    loc = nan_run.kinds("nonfinite_module")
+    assert loc and loc[0].data["module"] == "body.0" and loc[0].step == 7
+    assert len(nan_run.kinds("step")) == 15
+    assert (nan_run.out / "console.log").read_text().count("loss") >= 2
+    assert "nan" in nan_run.console.lower()               # the diagnosis was printed
+
+
+# ------------------------------------------------------------------ fp16 loss-scale collapse
+@pytest.fixture(scope="module")
+def overflow_run(tmp_path_factory):
+    return dsdoctor_run(tmp_path_factory.mktemp("ovf"),
+                        ["--steps", "60", "--dtype", "fp16", "--zero-stage", "1", "--initial-scale-power", "16",
+                         "--fault", "overflow", "--fault-step", "25"])
+
+
+def test_loss_scale_collapse_warned_before_deepspeed_aborts(overflow_run):
+    r = overflow_run
+    assert r.rc != 0                                          # DeepSpeed's own exception ended it
+    exc = r.kinds("exception")
+    assert exc and "loss scale already at minimum" in exc[0].data["message"] and exc[0].data["phase"] == "step"
+    abort_step = r.kinds("scale_at_minimum")[0].step
+    # replay the live events in order, as the rank's Diagnoser saw them: when did the warning come?
+    diag = Diagnoser()
+    warned_at = None
+    for ev in r.events:
+        for f in diag.feed(ev):
+            if f.category == "loss_scale_collapse" and warned_at is None:
+                warned_at = ev.step
+    assert warned_at is not None, "no loss_scale_collapse finding from the live events"
+    assert abort_step - warned_at >= 3, (warned_at, abort_step)
+    f = r.finding("loss_scale_collapse")
+    assert f is not None and f.severity in ("warning", "error", "critical")
+
+
+def test_overflow_events_carry_scale_and_hysteresis(overflow_run):
+    ovf = overflow_run.kinds("overflow")
+    assert ovf[0].step == 25 and ovf[0].data["hysteresis"] == 1
+    assert ovf[1].data["prev_scale"] == 65536 and ovf[1].data["new_scale"] == 32768
+    ctx = overflow_run.kinds("context")[0].data
+    assert ctx["dtype"] == "fp16" and ctx["min_loss_scale"] == 1 and ctx["zero_stage"] == 1
+
+
+# ------------------------------------------------------------------ real host OOM
+@pytest.fixture(scope="module")
+def oom_run(tmp_path_factory):
+    return dsdoctor_run(tmp_path_factory.mktemp("oom"), ["--steps", "10", "--fault", "oom", "--fault-step", "3"])
+
+
+def test_host_oom_in_forward(oom_run):
+    r = oom_run
+    assert r.rc != 0
+    oom = r.kinds("oom")
+    assert oom and oom[0].data["device"] == "cpu" and oom[0].data["phase"] == "forward" and oom[0].step == 3
+    assert oom[0].data["rss"] > 0 and oom[0].data["available"] > 0 and oom[0].data["requested"] == 64 << 30
+    # re-raised unchanged: the user's traceback is intact
+    assert "DefaultCPUAllocator: can't allocate memory" in (r.out / "console.log").read_text()
+    f = r.finding("host_oom")
+    assert f is not None, [x.rule for x in r.findings]
+    assert any("forward" in (f.summary + f.title).lower() or 3 in f.steps for _ in [0])
+
+
+# ------------------------------------------------------------------ healthy, 2 ranks
+@pytest.fixture(scope="module")
+def healthy_run(tmp_path_factory):
+    return dsdoctor_run(tmp_path_factory.mktemp("ok"), ["--steps", "30", "--zero-stage", "2", "--dtype", "bf16"],
+                        nproc=2, timeout=200)
+
+
+def test_healthy_two_ranks_no_finding_above_info(healthy_run):
+    r = healthy_run
+    assert r.rc == 0, r.console[-2000:]
+    assert {e.rank for e in r.kinds("step")} == {0, 1}
+    assert len(r.kinds("step")) == 60
+    assert [f.rule for f in r.findings if f.severity != "info"] == []
+    assert not r.kinds("doctor_error")
+    assert (r.out / "tb" / "rank0").is_dir()
+
+
+# ------------------------------------------------------------------ in-process: attach/close, containment
+INPROC = textwrap.dedent("""
+    import json, os, sys, tempfile
+    from pathlib import Path
+    sys.path.insert(0, os.path.dirname(TRAIN))
+    import train as demo
+    demo.single_process_env()
+    import deepspeed, torch
+    from deepspeed.runtime.engine import DeepSpeedEngine
+    import dsdoctor
+    from dsdoctor.sources.live import hooks as H, tboard as T
+    from dsdoctor import pipeline
+
+    deepspeed.init_distributed(dist_backend="gloo")
+    args = demo.parse_args(["--hidden", "64"])
+    model, _ = demo.build_model(args, 0)
+    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()),
+                                      config={"train_micro_batch_size_per_gpu": 4, "train_batch_size": 4})
+    tmp = Path(tempfile.mkdtemp())
+    res = {}
+
+    def train(n, nan_at=None):
+        start = engine.global_steps
+        for i in range(n):
+            x = torch.randn(4, 64)
+            if i == nan_at:
+                x[0, 0] = float("nan")
+            loss = engine(x, x.sum(1))
+            engine.backward(loss)
+            engine.step()
+        return engine.global_steps - start
+
+    def nhooks():
+        return sum(len(m._forward_hooks) for m in engine.module.modules())
+
+    def pristine():
+        return (all(k not in engine.__dict__ for k in ("forward", "backward", "step"))
+                and engine.forward.__func__ is DeepSpeedEngine.forward and nhooks() == hooks0)
+
+    hooks0 = nhooks()
+    res["pristine_before"] = pristine()
+    doc = dsdoctor.attach(engine, out=tmp / "a", quiet=True)
+    res["wrapped"] = "forward" in engine.__dict__ and "step" in engine.__dict__
+    res["steps_attached"] = train(5)
+    doc.close(); doc.close()
+    res["pristine_after"] = pristine()
+    res["events_a"] = sorted({json.loads(l)["kind"] for l in (tmp / "a" / "events-rank0.jsonl").read_text().splitlines()})
+
+    # containment: each part made to fail; training must do the same number of steps
+    def contained(name, out, patch=None):
+        undo = patch() if patch else None
+        doc = dsdoctor.attach(engine, out=out, quiet=True)
+        n = train(5)
+        errs = [p for p, _ in doc.session.errors]
+        doc.close()
+        if undo:
+            undo()
+        res[name] = {"steps": n, "errors": errs, "pristine": pristine()}
+
+    blocker = tmp / "file"; blocker.write_text("x")
+    contained("unwritable_dir", blocker / "sub")
+
+    def boom(*a, **k):
+        raise RuntimeError("injected")
+
+    def patch(obj, attr):
+        def do():
+            old = getattr(obj, attr); setattr(obj, attr, boom)
+            return lambda: setattr(obj, attr, old)
+        return do
+
+    contained("hook_raises", tmp / "b", patch(H.EngineHooks, "_optimizer_step_done"))
+    contained("begin_raises", tmp / "c", patch(H.EngineHooks, "_begin"))
+    contained("tensorboard_fails", tmp / "d", patch(T.TensorBoard, "_write"))
+    contained("tensorboard_missing", tmp / "e", patch(T.TensorBoard, "start"))
+    contained("diagnoser_fails", tmp / "f", patch(pipeline.Diagnoser, "feed"))
+    contained("memory_fails", tmp / "g", patch(H, "memory_now"))
+
+    # localize NaN (last: the NaN poisons the weights) - the hooks are gone afterwards
+    doc = dsdoctor.attach(engine, out=tmp / "n", quiet=True, localize_nan=True)
+    res["steps_nan"] = train(4, nan_at=1)
+    ev = [json.loads(l) for l in (tmp / "n" / "events-rank0.jsonl").read_text().splitlines()]
+    res["nonfinite_module"] = [(e["step"], e["data"]["module"]) for e in ev if e["kind"] == "nonfinite_module"]
+    res["nan_findings"] = [f.category for f in doc.findings]
+    doc.close()
+    res["pristine_end"] = pristine()
+    print("RESULT " + json.dumps(res))
+""")
+
+
+@pytest.fixture(scope="module")
+def inproc(tmp_path_factory):
+    script = tmp_path_factory.mktemp("inproc") / "inproc.py"
+    script.write_text(f"TRAIN = {TRAIN!r}\n" + INPROC)
+    rc, out = _run([sys.executable, str(script)], timeout=150)
+    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
+    assert rc == 0 and line, out[-3000:]
+    return json.loads(line[len("RESULT "):])
+
+
+def test_attach_then_close_leaves_engine_as_it_was(inproc):
+    assert inproc["pristine_before"] and inproc["wrapped"]
+    assert inproc["steps_attached"] == 5
+    assert inproc["pristine_after"]
+    assert {"context", "step", "loss"} <= set(inproc["events_a"])
+
+
+@pytest.mark.parametrize("case,part", [
+    ("unwritable_dir", "events"), ("hook_raises", "steps"), ("begin_raises", "steps"),
+    ("tensorboard_fails", "tensorboard"), ("tensorboard_missing", "tensorboard"),
+    ("diagnoser_fails", "diagnose"), ("memory_fails", "memory")])
+def test_containment(inproc, case, part):
+    r = inproc[case]
+    assert r["steps"] == 5                 # training did every step
+    assert part in r["errors"], r["errors"]  # the failure was recorded against that part only
+    assert r["pristine"]
+
+
+def test_localize_nan_names_module_and_removes_hooks(inproc):
+    assert inproc["steps_nan"] == 4
+    assert [m for _, m in inproc["nonfinite_module"]] == ["body.0"]     # one step of hooks, one name
+    assert inproc["pristine_end"]
+    assert "nan_loss" in inproc["nan_findings"]
+
+
+# ------------------------------------------------------------------ pure helpers (fakes)
+def test_gpu_memory_from_fake_stats():
+    stats = {"allocated_bytes.all.current": 10, "reserved_bytes.all.current": 20,
+             "allocated_bytes.all.peak": 15, "num_alloc_retries": 3}
+    assert live_hooks.gpu_memory(stats) == {"gpu_allocated": 10, "gpu_reserved": 20, "gpu_peak": 15}
+    assert live_hooks.gpu_memory({}) == {}
+
+
+def test_classify_oom_messages():
+    torch = pytest.importorskip("torch")
+    assert live_hooks.classify_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")) == "cuda"
+    assert live_hooks.classify_oom(RuntimeError("CUDA error: out of memory")) == "cuda"
+    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                       "you tried to allocate 4294967296 bytes. Error code 12 (Cannot allocate memory)")
+    assert live_hooks.classify_oom(cpu) == "cpu"
+    assert live_hooks.requested_bytes(str(cpu)) == 4294967296
+    assert live_hooks.requested_bytes("Tried to allocate 2.00 GiB. GPU 0") == 2 << 30
+    assert live_hooks.classify_oom(ValueError("out of memory")) is None
+    assert live_hooks.classify_oom(RuntimeError("shape mismatch")) is None
