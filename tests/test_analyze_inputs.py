@@ -137,8 +137,8 @@ def test_good_gz(tmp_path):
 
 
 def test_truncated_gz_analyses_the_part_before_the_cut(tmp_path):
-    healthy = HEALTHY.encode()
-    text = OOM.encode() + b"\n" + healthy * (8 << 20 // len(healthy) * 2)   # > one 8 MiB block
+    filler = b"epoch 3 batch 17 tokens 16384 data_wait_ms 1.2\n"
+    text = HEALTHY.encode() + OOM.encode() + b"\n" + filler * ((12 << 20) // len(filler))   # > one 8 MiB block
     data = gzip.compress(text, compresslevel=1)
     p = tmp_path / "train.log.gz"
     p.write_bytes(data[: len(data) // 2])

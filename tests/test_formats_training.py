@@ -97,6 +97,25 @@ def test_healthy_calibration_gives_nothing_above_info():
     assert [f.rule for f in fs] == ["loss-scale-calibration"]
 
 
+def test_calibration_from_2_to_the_32_is_healthy():
+    scale, text, step = 2 ** 32, "", 1
+    while scale > 2 ** 16:
+        hyst = ("[deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: "
+                f"{scale}, but hysteresis is 2. Reducing hysteresis to 1\n") if step == 1 else ""
+        text += hyst + _ds_overflow(scale, scale // 2) + _ds_progress(step, step)
+        scale //= 2
+        step += 1
+    text += "".join(_ds_progress(s, step) for s in range(step, step + 300))
+    fs = findings(text)
+    assert serious(fs) == [] and [f.rule for f in fs] == ["loss-scale-calibration"]
+
+
+def test_overflows_without_step_numbers_falling_to_the_floor():
+    text = "".join(_ds_overflow(2 ** p, 2 ** (p - 1)) for p in range(16, 3, -1))
+    (f,) = serious(findings(text))
+    assert f.rule == "loss-scale-collapse" and "to 8 " in f.summary
+
+
 def test_collapsing_scale_is_found_with_its_trend():
     text = _ds_overflow(65536, 32768) + _ds_progress(1, 1)
     text += "".join(_ds_progress(s, 1) for s in range(2, 300))
@@ -126,6 +145,54 @@ def test_scaler_detector_reports_from_feed_with_steps_left():
     assert facts["end_scale"] == 1024 and facts["halvings"] == 6 and facts["late"]
     assert facts["steps_left"] == 10          # one halving per step, 2^10 -> 1
     assert list(det.finish()) == []
+
+
+def test_optimizer_creation_line_tells_dtype_and_stage():
+    (ev,) = events("[2026-11-22 07:46:14,741] [INFO] [logging.py:123:log_dist] [Rank 0] Creating torch.bfloat16 "
+                   "ZeRO stage 2 optimizer\n", "context")
+    assert ev.data == {"dtype": "bf16", "zero_stage": 2}
+    (ev,) = events("[Rank 0] Creating fp16 optimizer with dynamic loss scale\n", "context")
+    assert ev.data == {"dtype": "fp16", "zero_stage": 0}
+
+
+# ------------------------------------------------------------------ a real DeepSpeed 0.19.8 run
+# Our own run (CPU accelerator patched for fp16, ZeRO-2, initial_scale_power 8, a NaN input from
+# step 5 on, log_level info): the lines as DeepSpeed printed them, up to its exception.
+REAL_FP16_NAN = """\
+[2026-11-22 07:46:22,694] [INFO] [logging.py:123:log_dist] [Rank 0] step=5, skipped=0, lr=[0.001], mom=[(0.9, 0.999)]
+[2026-11-22 07:46:22,715] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 256, reducing to 128
+[2026-11-22 07:46:22,715] [INFO] [logging.py:123:log_dist] [Rank 0] step=6, skipped=1, lr=[0.001], mom=[(0.9, 0.999)]
+step 5 loss: nan
+[2026-11-22 07:46:22,735] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 128, reducing to 64
+[2026-11-22 07:46:22,735] [INFO] [logging.py:123:log_dist] [Rank 0] step=7, skipped=2, lr=[0.001], mom=[(0.9, 0.999)]
+step 6 loss: nan
+[2026-11-22 07:46:22,755] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 64, reducing to 32
+[2026-11-22 07:46:22,755] [INFO] [logging.py:123:log_dist] [Rank 0] step=8, skipped=3, lr=[0.001], mom=[(0.9, 0.999)]
+step 7 loss: nan
+[2026-11-22 07:46:22,772] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 32, reducing to 16
+[2026-11-22 07:46:22,772] [INFO] [logging.py:123:log_dist] [Rank 0] step=9, skipped=4, lr=[0.001], mom=[(0.9, 0.999)]
+step 8 loss: nan
+[2026-11-22 07:46:22,788] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 16, reducing to 8
+[2026-11-22 07:46:22,788] [INFO] [logging.py:123:log_dist] [Rank 0] step=10, skipped=5, lr=[0.001], mom=[(0.9, 0.999)]
+step 9 loss: nan
+[2026-11-22 07:46:22,800] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 8, reducing to 4
+[2026-11-22 07:46:22,800] [INFO] [logging.py:123:log_dist] [Rank 0] step=11, skipped=6, lr=[0.001], mom=[(0.9, 0.999)]
+step 10 loss: nan
+[2026-11-22 07:46:22,818] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 4, reducing to 2
+[2026-11-22 07:46:22,818] [INFO] [logging.py:123:log_dist] [Rank 0] step=12, skipped=7, lr=[0.001], mom=[(0.9, 0.999)]
+step 11 loss: nan
+[2026-11-22 07:46:22,838] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. Attempted loss scale: 2, reducing to 1
+[2026-11-22 07:46:22,839] [INFO] [logging.py:123:log_dist] [Rank 0] step=13, skipped=8, lr=[0.001], mom=[(0.9, 0.999)]
+step 12 loss: nan
+[rank0]: Exception: Current loss scale already at minimum - cannot decrease scale anymore. Exiting run.
+"""
+
+
+def test_real_fp16_nan_run():
+    fs = findings(REAL_FP16_NAN)
+    assert [f.rule for f in fs] == ["nan-loss", "loss-scale-collapse"]
+    assert fs[1].consequence_of == "nan-loss"          # the NaN input made every step overflow
+    assert fs[0].steps[0] == 5 and "fp16" in fs[0].summary
 
 
 # ------------------------------------------------------------------ loss and NaN

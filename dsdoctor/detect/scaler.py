@@ -43,7 +43,6 @@ class LossScaleDetector(Detector):
         self.cur: float | None = None
         self.settled: float | None = None
         self.last_step: int | None = None
-        self.clean_since: int | None = None      # step of the last overflow (None: none yet)
         self.clean_count = 0                     # progress events since the last overflow
         self.overflows = 0
         self.one_to_one = 0
@@ -58,7 +57,6 @@ class LossScaleDetector(Detector):
         self.streak_events: deque[Event] = deque(maxlen=6)   # evidence: the current streak
         self.first_seq = 0
         self.symptom: Symptom | None = None
-        self.fp16_seen = False
 
     # ------------------------------------------------------------------ events
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -116,7 +114,6 @@ class LossScaleDetector(Detector):
             self.streak = 0
 
     def _overflow(self, ev: Event, seq: int, prev, new, n: int) -> Iterable[Symptom]:
-        self.fp16_seen = True
         step = ev.step
         if step is not None and (self.last_step is None or step > self.last_step):
             self.last_step = step

@@ -7,8 +7,10 @@ noise (median absolute deviation), and nearly every recent point is worse than t
 BLOOM-176B's slow GPU (105 s -> 111 s per iteration, 149 -> 141 TFLOPs, 5 log lines) is the
 size of drop this must catch.
 
-(b) per-rank timers (`timers` from DeepSpeed's wall_clock_breakdown lines, `step` phase times
-from live hooks): each rank's median per phase, compared across ranks with median/MAD. In
+(b) per-rank timers (`timers` from wall_clock_breakdown lines, `step` phase times from live
+hooks): each rank's median per phase, compared across ranks with median/MAD. DeepSpeed 0.19
+prints rank 0's timer lines only, so from logs this needs lines of several ranks (a custom
+timers.log(ranks=...)); live runs always have them. In
 synchronous data parallelism the fast ranks wait for the slow one inside the allreduce, so
 the slow rank is the one whose compute (forward/backward/step) is long, not its allreduce.
 

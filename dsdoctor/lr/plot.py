@@ -22,8 +22,7 @@ def _y_range(a: Analysis) -> tuple[float, float]:
 
 
 def text_plot(a: Analysis, width: int = 64, height: int = 14) -> str:
-    lrs = [lr for lr, loss in zip(a.all_lrs, a.all_losses)]
-    x0, x1 = math.log10(min(lrs)), math.log10(max(max(lrs), a.lr_diverge))
+    x0, x1 = math.log10(min(a.all_lrs)), math.log10(max(max(a.all_lrs), a.lr_diverge))
     y0, y1 = _y_range(a)
     span_x = (x1 - x0) or 1.0
 

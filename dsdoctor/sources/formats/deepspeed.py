@@ -239,6 +239,27 @@ def version(line: Line, st: StreamState):
     return line.event("context", ds_version=m.group(1)) if m else None
 
 
+# 'Creating torch.bfloat16 ZeRO stage 2 optimizer' (also 'fp16'/'bf16' spellings),
+# 'Creating fp16 optimizer with dynamic loss scale' (ZeRO-0), 'Creating BF16 optimizer'
+# (engine.py:2578-2746, INFO): the dtype and stage rules need when no --config is given.
+_CREATING = re.compile(r"Creating (?:torch\.)?(\w+) ZeRO stage (\d) optimizer")
+_DTYPES = {"float16": "fp16", "fp16": "fp16", "half": "fp16", "bfloat16": "bf16", "bf16": "bf16",
+           "float32": "fp32", "float": "fp32", "fp32": "fp32"}
+
+
+@on("Creating torch.", "ZeRO stage", "Creating fp16 ", "Creating BF16 optimizer")
+def creating_optimizer(line: Line, st: StreamState):
+    t = line.text
+    m = _CREATING.search(t)
+    if m:
+        return line.event("context", dtype=_DTYPES.get(m.group(1).lower()), zero_stage=int(m.group(2)))
+    if "Creating fp16 optimizer with" in t or "Creating fp16 unfused optimizer with" in t:
+        return line.event("context", dtype="fp16", zero_stage=0)
+    if "Creating BF16 optimizer" in t:
+        return line.event("context", dtype="bf16")
+    return None
+
+
 # ---------------------------------------------------------------- runtime config errors
 _BATCH = re.compile(r"world_size\s*(\d+) != (\d+) \* (\d+) \* (\d+)")
 
@@ -370,15 +391,15 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
 _UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'|"
                          r"__init__\(\) got an unexpected keyword argument '(\w+)'")
 _SCHEDULERS = {"LRRangeTest", "OneCycle", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR"}
-_SCHED_PARAMS = {
-    "OneCycle": "cycle_min_lr, cycle_max_lr, decay_lr_rate, cycle_first_step_size, cycle_second_step_size, "
-                "cycle_first_stair_count, cycle_second_stair_count, decay_step_size, cycle_momentum, "
-                "cycle_min_mom, cycle_max_mom, decay_mom_rate",
-    "WarmupLR": "warmup_min_lr, warmup_max_lr, warmup_num_steps, warmup_type",
-    "WarmupDecayLR": "total_num_steps, warmup_min_lr, warmup_max_lr, warmup_num_steps, warmup_type",
-    "WarmupCosineLR": "total_num_steps, warmup_min_ratio, warmup_num_steps, cos_min_ratio, warmup_type",
-    "LRRangeTest": "lr_range_test_min_lr, lr_range_test_step_size, lr_range_test_step_rate, lr_range_test_staircase",
-}
+
+
+def _valid_params(cls: str | None) -> str | None:
+    """The real params of a DeepSpeed scheduler, from the one catalogue the doctor uses too."""
+    if cls not in _SCHEDULERS:
+        return None
+    from ...config.schedulers import FALLBACK     # the checked table, no deepspeed import here
+    params = FALLBACK.get(cls)
+    return ", ".join(p for p in params if p != "last_batch_iteration") if params else None
 
 
 @on("got an unexpected keyword argument")
@@ -396,7 +417,7 @@ def unexpected_kwarg(line: Line, st: StreamState):
         return None           # some other function: not a ds_config key
     patch = nested(f"{section}.params.{arg}", None)
     return line.event("config_error", error=f"{section}_param", key=f"{section}.params.{arg}", cls=cls,
-                      param=arg, valid_params=_SCHED_PARAMS.get(cls or ""), message=line.text[-300:],
+                      param=arg, valid_params=_valid_params(cls), message=line.text[-300:],
                       patch=patch)
 
 
