@@ -50,6 +50,7 @@ KINDS: dict[str, str] = {
     # precision
     "overflow": "prev_scale, new_scale (None for bf16/static), hysteresis (int or None), dtype",
     "loss_scale": "value: the live fp16 loss scale",
+    "nonfinite_module": "module, module_type, inputs_finite: first module whose output was NaN/Inf (live, --localize-nan)",
     "scale_at_minimum": "DeepSpeed's 'Current loss scale already at minimum' exception",
     # memory
     "oom": "device ('cuda'|'cpu'), phase, requested, total, free, reserved, allocated (bytes), wording",

@@ -164,6 +164,10 @@ def test_stdin():
     assert doc["findings"][0]["evidence"][0]["source"] == "-"
 
 
+def test_empty_stdin():
+    assert_one_line_error(run("-", input=b""), "stdin", "empty")
+
+
 def test_stdin_in_a_real_process():
     p = subprocess.run([sys.executable, "-m", "dsdoctor", "analyze", "--json", "-"],
                        input=(HEALTHY + OOM + "\n").encode(), capture_output=True, timeout=120)
@@ -267,6 +271,9 @@ def test_write_config_writes_a_new_file_and_keeps_the_input(tmp_path):
     patched = json.loads(out.read_text())
     assert patched != json.loads(original)
     assert doc["written_config"] == str(out)
+    # a folder, or a path in a folder that does not exist: one line, exit 2
+    for bad in (tmp_path, tmp_path / "no" / "such" / "dir.json"):
+        assert_one_line_error(run("--config", str(cfg), "--write-config", str(bad), str(log)), "cannot write")
     # refusing to write over the input
     res = run("--config", str(cfg), "--write-config", str(cfg), str(log))
     assert_one_line_error(res, "refusing to overwrite")

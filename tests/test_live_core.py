@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -32,14 +33,37 @@ ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNB
 
 
 def _run(cmd: list[str], timeout: float, env: dict | None = None) -> tuple[int, str]:
+    """Run with a wall-clock limit; afterwards nothing it started is left (dsdoctor run puts
+    the training in its own process group, so the whole process tree is collected)."""
+    import psutil
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env or ENV, start_new_session=True)
+    tree: dict[int, psutil.Process] = {}
+
+    def collect() -> None:
+        try:
+            for c in psutil.Process(proc.pid).children(recursive=True):
+                tree.setdefault(c.pid, c)
+        except psutil.Error:
+            pass
     try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        out = ""
-        pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}")
+        deadline = time.monotonic() + timeout
+        while True:
+            collect()
+            try:
+                out, _ = proc.communicate(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"timed out after {timeout}s: {' '.join(cmd)}")
     finally:
+        for p in [psutil.Process(proc.pid)] if proc.poll() is None else []:
+            tree.setdefault(p.pid, p)
+        for p in tree.values():
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -72,8 +96,8 @@ def dsdoctor_run(tmp: Path, train_args: list[str], nproc: int = 1, run_args: lis
     if nproc == 1:
         cmd = [sys.executable, TRAIN]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-               "--master_port", "0", TRAIN]
+        # --standalone: torchrun picks a free port itself (no race with other tests' ports)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), TRAIN]
     rc, console = _run([sys.executable, "-m", "dsdoctor", "run", "--out", str(out), *run_args, "--",
                         *cmd, *train_args], timeout)
     return Run(out, rc, console)
@@ -167,10 +191,11 @@ def healthy_run(tmp_path_factory):
 
 def test_healthy_two_ranks_no_finding_above_info(healthy_run):
     r = healthy_run
-    assert r.rc == 0, r.console[-2000:]
+    assert r.rc == 0, r.console[-4000:]
     assert {e.rank for e in r.kinds("step")} == {0, 1}
     assert len(r.kinds("step")) == 60
-    assert [f.rule for f in r.findings if f.severity != "info"] == []
+    assert [f.rule for f in r.findings if f.severity != "info"] == [], \
+        [(f.rule, f.summary) for f in r.findings]
     assert not r.kinds("doctor_error")
     assert (r.out / "tb" / "rank0").is_dir()
 
@@ -211,13 +236,14 @@ INPROC = textwrap.dedent("""
         return sum(len(m._forward_hooks) for m in engine.module.modules())
 
     def pristine():
-        return (all(k not in engine.__dict__ for k in ("forward", "backward", "step"))
+        return (all(k not in engine.__dict__ for k in ("forward", "backward", "step", "_dsdoctor"))
                 and engine.forward.__func__ is DeepSpeedEngine.forward and nhooks() == hooks0)
 
     hooks0 = nhooks()
     res["pristine_before"] = pristine()
     doc = dsdoctor.attach(engine, out=tmp / "a", quiet=True)
     res["wrapped"] = "forward" in engine.__dict__ and "step" in engine.__dict__
+    res["attach_twice_same"] = dsdoctor.attach(engine, out=tmp / "a2", quiet=True) is doc
     res["steps_attached"] = train(5)
     doc.close(); doc.close()
     res["pristine_after"] = pristine()
@@ -276,7 +302,7 @@ def inproc(tmp_path_factory):
 
 
 def test_attach_then_close_leaves_engine_as_it_was(inproc):
-    assert inproc["pristine_before"] and inproc["wrapped"]
+    assert inproc["pristine_before"] and inproc["wrapped"] and inproc["attach_twice_same"]
     assert inproc["steps_attached"] == 5
     assert inproc["pristine_after"]
     assert {"context", "step", "loss"} <= set(inproc["events_a"])
@@ -319,3 +345,86 @@ def test_classify_oom_messages():
     assert live_hooks.requested_bytes("Tried to allocate 2.00 GiB. GPU 0") == 2 << 30
     assert live_hooks.classify_oom(ValueError("out of memory")) is None
     assert live_hooks.classify_oom(RuntimeError("shape mismatch")) is None
+
+
+# ------------------------------------------------------------------ HF Trainer (skipped without transformers)
+HF_SCRIPT = textwrap.dedent("""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=256, n_positions=64))
+    class DS(torch.utils.data.Dataset):
+        def __len__(self): return 64
+        def __getitem__(self, i):
+            ids = torch.randint(0, 256, (32,), generator=torch.Generator().manual_seed(i))
+            return {"input_ids": ids, "labels": ids}
+    ds_cfg = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+              "train_batch_size": "auto", "zero_optimization": {"stage": 2}, "bf16": {"enabled": "auto"}}
+    args = TrainingArguments(output_dir=OUT, per_device_train_batch_size=4, max_steps=6, use_cpu=True, bf16=True,
+                             deepspeed=ds_cfg, logging_steps=2, report_to=[], save_strategy="no")
+    Trainer(model=model, args=args, train_dataset=DS()).train()
+""")
+
+
+def test_hf_trainer_engine_is_attached(tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    script = tmp_path / "hf_train.py"
+    script.write_text(f"OUT = {str(tmp_path / 'hf')!r}\n" + HF_SCRIPT)
+    out = tmp_path / "run"
+    rc, console = _run([sys.executable, "-m", "dsdoctor", "run", "--out", str(out), "--", sys.executable, "-m",
+                        "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                        str(script)], timeout=240)
+    assert rc == 0, console[-2000:]
+    r = Run(out, rc, console)
+    assert len(r.kinds("step")) == 6 and len(r.kinds("loss")) == 6
+    assert r.kinds("context")[0].data["zero_stage"] == 2
+
+
+# ------------------------------------------------------------------ dsdoctor run: SIGTERM forwarded
+def test_run_forwards_sigterm_and_still_diagnoses(tmp_path):
+    import psutil
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dsdoctor", "run", "--out", str(out), "--", sys.executable, TRAIN,
+                             "--steps", "50", "--fault", "stall", "--fault-step", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                            start_new_session=True)
+    tree = {}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for c in psutil.Process(proc.pid).children(recursive=True):
+                tree.setdefault(c.pid, c)
+            if "stalling before backward" in (out / "console.log").read_text() if (out / "console.log").exists() else False:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the stall fault never started")
+        proc.send_signal(signal.SIGTERM)
+        console, _ = proc.communicate(timeout=60)
+        time.sleep(1)
+        left = [p.pid for p in tree.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        for p in [*tree.values()]:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "dsdoctor run" in console and "exit code 143" in console
+    steps = [json.loads(ln) for ln in (out / "events-rank0.jsonl").read_text().splitlines()]
+    assert sum(1 for e in steps if e["kind"] == "step") == 3      # buffered step events reached the disk
+    assert left == []                      # the training process went with the signal
+
+
+def test_sitecustomize_fallback_when_pth_missing(tmp_path, monkeypatch):
+    """Installs without dsdoctor_autoattach.pth: `dsdoctor run` puts a sitecustomize on PYTHONPATH."""
+    from dsdoctor.commands import run as run_cmd
+    monkeypatch.setattr(run_cmd, "_pth_installed", lambda: False)
+    env = run_cmd.child_env(tmp_path, None, None, False, None, base=dict(ENV))
+    code = ("import sys; sc = sys.modules.get('sitecustomize'); "
+            "print(getattr(sc, '__file__', ''), type(sys.meta_path[0]).__name__, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60).stdout
+    assert "_site" in out and "_DeepSpeedFinder" in out and out.strip().endswith("False")

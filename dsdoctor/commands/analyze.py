@@ -31,11 +31,11 @@ def load_rules(rules_dir: Optional[Path]) -> RuleSet:
     raise AssertionError  # unreachable
 
 
-def _events_with_progress(inputs: list[Input], warnings: list[str]) -> Iterator:
+def _events_with_progress(inputs: list[Input], warnings: list[str], sample: bool = True) -> Iterator:
     total = sum(i.path.stat().st_size for i in inputs if i.path is not None)
     if not sys.stderr.isatty() or total < (256 << 20):
         for inp in inputs:
-            yield from read_log(inp, warnings)
+            yield from read_log(inp, warnings, sample)
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
@@ -44,7 +44,7 @@ def _events_with_progress(inputs: list[Input], warnings: list[str]) -> Iterator:
         for inp in inputs:
             prog.update(task, description=Path(inp.name).name[:40])
             size = inp.path.stat().st_size if inp.path else 0
-            yield from read_log(inp, warnings)
+            yield from read_log(inp, warnings, sample)
             prog.advance(task, size)
 
 
@@ -54,6 +54,7 @@ def analyze(
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
     write_config_to: Optional[Path] = typer.Option(None, "--write-config", help="Write the config with the top finding's fix applied to this new file."),
     world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of ranks, if the log does not say."),
+    all_lines: bool = typer.Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
     rules_dir: Optional[Path] = typer.Option(None, "--rules", hidden=True, help="Use rules from this folder."),
 ) -> None:
     """Diagnose a finished (or crashed) run from what it left behind."""
@@ -87,7 +88,7 @@ def analyze(
     ctx = Context.from_config(cfg, world_size=world_size)
     diag = Diagnoser(ctx, rules)
     try:
-        for ev in _events_with_progress(inputs, warnings):
+        for ev in _events_with_progress(inputs, warnings, not all_lines):
             diag.feed(ev)
     except InputError as e:
         fail(str(e))
@@ -108,8 +109,10 @@ def analyze(
             try:
                 written = write_config(apply_patch(cfg, patch), write_config_to, config)
                 notes.append(f"Patched config written to {written} (the input was not modified).")
-            except (ConfigError, OSError) as e:
+            except ConfigError as e:
                 fail(str(e))
+            except OSError as e:
+                fail(f"{write_config_to}: cannot write: {e.strerror or e}")
     for w in warnings:          # stderr in both modes: stdout stays one JSON document
         print(f"dsdoctor: warning: {w}", file=sys.stderr)
     if as_json:

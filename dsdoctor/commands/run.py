@@ -80,10 +80,21 @@ class Tee(threading.Thread):
         self.log.close()
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if `dsdoctor run` itself is killed (Linux), so the launcher
+    (which passes it on to its ranks) does not outlive us."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)    # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def run_command(command: List[str], out: Path, env: dict[str, str]) -> int:
     """Start the command in its own process group, forward SIGINT/SIGTERM, return its exit code."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     tee = Tee(proc.stdout, out / "console.log")
     tee.start()
     interrupts = 0

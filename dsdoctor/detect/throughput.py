@@ -210,6 +210,11 @@ class ThroughputDetector(Detector):
                     continue
                 if r not in worst or ratio > worst[r][1]:
                     worst[r] = (ph, ratio, v, med)
+        # A rank long only in backward/step while another is slow in forward/data is waiting for
+        # that one inside backward's all-reduce: not a straggler itself (live `step` bwd_ms includes the wait).
+        own = {r for r, w in worst.items() if w[0] in ("forward", "data")}
+        if own:
+            worst = {r: w for r, w in worst.items() if r in own or w[0] not in ("backward", "step")}
         out = []
         for r, (ph, ratio, v, med) in sorted(worst.items()):
             ev = self.rank_event[r]

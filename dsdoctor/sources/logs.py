@@ -8,6 +8,7 @@ Memory is bounded by the block size plus a little state per rank.
 """
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -136,6 +137,35 @@ def on(*triggers: str) -> Callable[[Handler], Handler]:
     return deco
 
 
+# Steady metric lines (per-step timers, step/throughput lines, healthy Megatron iteration
+# lines) are most of a big log and each costs ~25 us of Python. After the first
+# STEADY_KEEP_ALL lines of a group, they are sampled with a stride that doubles every
+# STEADY_KEEP_ALL kept lines (about STEADY_KEEP_ALL * log2(n) lines parsed of n), so trends
+# and baselines survive. A line is only "steady" if its group's check says so on the raw
+# bytes (no nan/inf, no skipped steps, ...): anything unusual is always parsed, and the last
+# skipped line of each group is parsed before any other line, so state such as the current
+# step is exact when an error comes. `--all-lines` turns sampling off.
+STEADY_KEEP_ALL = 2000
+_STEADY: dict[str, tuple[str, Callable[[bytes], bool]]] = {}
+_NONFINITE = re.compile(rb"(?i)(?<![a-z])(?:nan|inf)(?![a-z])")
+
+
+def steady(group: str, *triggers: str, check: Callable[[bytes], bool] | None = None) -> None:
+    """Declare lines whose only triggers are `triggers` as a steady metric group (sampled
+    when `check(raw_line)` is true; by default: when the line has no nan/inf)."""
+    fn = check or no_nonfinite
+    for t in triggers:
+        _STEADY[t] = (group, fn)
+
+
+def no_nonfinite(raw: bytes) -> bool:
+    """No nan/inf token. Plain `find`s first (~50 ns each): the regex runs only on lines that
+    contain one of the fragments; '[INFO]' does not, the search is case-sensitive there."""
+    if b"nan" in raw or b"inf" in raw or b"NaN" in raw or b"Inf" in raw or b"NAN" in raw:
+        return not _NONFINITE.search(raw)
+    return True
+
+
 @dataclass
 class StreamState:
     """Per-input state the recognisers share: last step per rank, open tracebacks, ..."""
@@ -170,44 +200,35 @@ class _Matcher:
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(expressions=[re.escape(t) for t in literals], ids=list(range(len(literals))), elements=len(literals),
                        flags=[0] * len(literals))
-            # per-line lookups want each literal once, not every hit (tqdm bars repeat '| ')
-            line_db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            line_db.compile(expressions=[re.escape(t) for t in literals], ids=list(range(len(literals))),
-                            elements=len(literals), flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(literals))
-            self.hs, self.hs_line = db, line_db
+            self.hs = db
         except Exception:          # not installed, or no wheel for this platform
             self.hs = None
         self.names = [t.decode() for t in literals]
+        self.index = {t: i for i, t in enumerate(literals)}
 
-    def line_triggers(self, line: bytes) -> list[str] | None:
-        """The trigger literals in one line, in _trigger_list order (hyperscan: ~1 us a line,
-        against ~12 us for testing all ~150 literals with `in`); None without hyperscan."""
-        if self.hs is None:
-            return None
-        ids: list[int] = []
-        self.hs_line.scan(line, match_event_handler=lambda i, _f, _t, _fl, _c: ids.append(i))
-        names = self.names
-        return [names[i] for i in sorted(ids)]
-
-    def ends(self, body: bytes) -> Iterator[int]:
+    def hits(self, body: bytes) -> list[tuple[int, int]]:
+        """(end offset, literal id) of the hits in `body`, in increasing offset order. The
+        `re` fallback reports the first hit of each line only (its caller asks for the
+        line's other literals itself)."""
+        out: list[tuple[int, int]] = []
         if self.hs is not None:
-            hits: list[int] = []
-            self.hs.scan(body, match_event_handler=lambda _id, _f, to, _fl, _c: hits.append(to))
-            return iter(hits)
-        return self._re_ends(body)
-
-    def _re_ends(self, body: bytes) -> Iterator[int]:
-        pos, search = 0, self.rx.search
+            add = out.append
+            self.hs.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)))
+            return out
+        pos, search, index = 0, self.rx.search, self.index
         while True:
             m = search(body, pos)
             if not m:
-                return
-            yield m.end()
-            # the caller skips the rest of this line; so can the regex
-            nl = body.find(b"\n", m.end())
+                return out
+            out.append((m.end(), index[m.group()]))
+            nl = body.find(b"\n", m.end())     # the caller skips the rest of this line
             if nl < 0:
-                return
+                return out
             pos = nl + 1
+
+    def ids_in(self, line: bytes) -> list[int]:
+        """All literal ids in one line (for the `re` fallback)."""
+        return sorted({self.index[t] for t in self.rx.findall(line)})
 
 
 def _triggers() -> _Matcher:
@@ -221,7 +242,13 @@ def _triggers() -> _Matcher:
 
 # ---------------------------------------------------------------- scanning
 def candidate_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Yield (line number, raw line) for lines that contain a trigger literal.
+    """Yield (line number, raw line) for lines that contain a trigger literal."""
+    for lineno, line, _ids in candidate_hits(blocks):
+        yield lineno, line
+
+
+def candidate_hits(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes, list[int]]]:
+    """Yield (line number, raw line, ids of the trigger literals in it) for candidate lines.
 
     Works on whole blocks: the matcher skips uninteresting text in C, and Python only
     touches the lines that matched. A line longer than MAX_LINE is not buffered whole: its
@@ -249,42 +276,64 @@ def candidate_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         yield from _scan(m, tail + b"\n", lineno)
 
 
-def _giant(m: _Matcher, piece: bytes, lineno: int) -> Iterator[tuple[int, bytes]]:
+def _giant(m: _Matcher, piece: bytes, lineno: int) -> Iterator[tuple[int, bytes, list[int]]]:
     last = -1
-    for end in m.ends(piece):
+    for end, _id in m.hits(piece):
         if end <= last:
             continue
         start = max(piece.rfind(b"\r", 0, end) + 1, end - MAX_LINE)
         stop = piece.find(b"\r", end)
         stop = len(piece) if stop < 0 else stop
         last = stop
-        yield lineno, piece[start:min(stop, start + MAX_LINE)]
+        window = piece[start:min(stop, start + MAX_LINE)]
+        yield lineno, window, m.ids_in(window)
 
 
-def _scan(m: _Matcher, body: bytes, lineno: int) -> Iterator[tuple[int, bytes]]:
+def _scan(m: _Matcher, body: bytes, lineno: int) -> Iterator[tuple[int, bytes, list[int]]]:
+    # The hot loop of `analyze`: one iteration per trigger hit, so it stays flat.
     counted_to = 0
     line_end = -1
-    for end in m.ends(body):
+    ids: list[int] = []
+    line = b""
+    exact = m.hs is not None          # hyperscan reports every hit; `re` only the first
+    rfind, find, count = body.rfind, body.find, body.count
+    for end, i in m.hits(body):
         if end <= line_end:
-            continue                       # another hit on a line already yielded
-        start = body.rfind(b"\n", 0, end) + 1
-        line_end = body.find(b"\n", end)
-        lineno += body.count(b"\n", counted_to, start)
+            ids.append(i)                  # another literal on the current line
+            continue
+        if ids:
+            if len(line) > MAX_LINE:
+                yield from _giant(m, line, lineno)
+            else:
+                yield lineno, line, (ids if len(ids) == 1 else sorted(set(ids))) if exact else m.ids_in(line)
+        start = rfind(b"\n", 0, end) + 1
+        line_end = find(b"\n", end)
+        lineno += count(b"\n", counted_to, start)
         counted_to = start
         line = body[start:line_end]
+        ids = [i]
+    if ids:
         if len(line) > MAX_LINE:
             yield from _giant(m, line, lineno)
         else:
-            yield lineno, line
+            yield lineno, line, (ids if len(ids) == 1 else sorted(set(ids))) if exact else m.ids_in(line)
 
 
-def parse_line(raw: bytes, lineno: int, st: StreamState) -> Iterator[Event]:
+def _line_triggers(raw: bytes, ids: list[int] | None = None) -> list[str]:
+    """Which literals are in this line (from the scanner's hits, in _trigger_list order). An
+    ANSI code removed by clean() could join a literal, so such lines test them all."""
+    if b"\x1b" in raw or _matcher is None:
+        return _trigger_list
+    if ids is None:
+        ids = _matcher.ids_in(raw)
+    names = _matcher.names
+    return [names[i] for i in ids]
+
+
+def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None = None) -> Iterator[Event]:
     text = raw.decode("utf-8", errors="replace")
-    # Which literals can be in this line: found once on the raw bytes (an ANSI code removed by
-    # clean() could join a literal, so such lines test them all).
-    cands = None if b"\x1b" in raw or _matcher is None else _matcher.line_triggers(raw)
     if cands is None:
-        cands = _trigger_list
+        cands = _line_triggers(raw)
     # progress bars share a physical line with log records through carriage returns
     for seg in (text.split("\r") if "\r" in text else (text,)):
         if not seg.strip():
@@ -309,7 +358,59 @@ def parse_line(raw: bytes, lineno: int, st: StreamState) -> Iterator[Event]:
                         yield from out
 
 
-def read_log(inp: Input, warnings: list[str] | None = None) -> Iterator[Event]:
+class SteadySampler:
+    """Thins steady metric lines (see `steady`); every other candidate line passes."""
+
+    def __init__(self, keep_all: int = STEADY_KEEP_ALL):
+        self.keep_all = keep_all
+        self.count: dict[str, int] = {}
+        self.pending: dict[str, tuple[int, bytes, list[int]]] = {}
+        m = _triggers()
+        # literal id -> (group, check) or None, so a line's group costs a few list lookups
+        self.table = [_STEADY.get(name) for name in m.names]
+
+    def _group(self, raw: bytes, ids: list[int]) -> str | None:
+        table = self.table
+        first = table[ids[0]]
+        if first is None:
+            return None
+        group, check = first
+        for i in ids[1:]:
+            e = table[i]
+            if e is None or e[0] != group:
+                return None
+        return group if check(raw) else None
+
+    def _keep(self, n: int) -> bool:
+        k = self.keep_all
+        if n <= k:
+            return True
+        period = (n // k + 1).bit_length() - 1        # 1, 2, 3 ... as n doubles past k
+        return n % (1 << period) == 0
+
+    def filter(self, hits: Iterable[tuple[int, bytes, list[int]]]) -> Iterator[tuple[int, bytes, list[int]]]:
+        pending, count = self.pending, self.count
+        for item in hits:
+            lineno, raw, ids = item
+            group = self._group(raw, ids) if ids else None
+            if group is None:
+                if pending:
+                    yield from sorted(pending.values())
+                    pending.clear()
+                yield item
+                continue
+            n = count[group] = count.get(group, 0) + 1
+            if self._keep(n):
+                pending.pop(group, None)
+                yield item
+            else:
+                pending[group] = item
+        if pending:
+            yield from sorted(pending.values())
+            pending.clear()
+
+
+def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True) -> Iterator[Event]:
     """All events of one input. An unreadable tail (truncated .gz) ends the input with a
     warning; the events before it are kept."""
     st = StreamState(inp.name, inp.rank_hint)
@@ -319,9 +420,18 @@ def read_log(inp: Input, warnings: list[str] | None = None) -> Iterator[Event]:
         if inp.kind == "events":
             yield from read_events(_text_lines(iter_blocks(fh)), inp.name)
             return
+        blocks: Iterable[bytes] = iter_blocks(fh)
+        if inp.path is None:              # stdin: an empty pipe is an input error, not a healthy run
+            first = next(iter(blocks), None)
+            if first is None:
+                raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
+            blocks = itertools.chain([first], blocks)
         errors: list[InputError] = []
-        for lineno, raw in candidate_lines(_until_error(iter_blocks(fh), errors)):
-            yield from parse_line(raw, lineno, st)
+        hits = candidate_hits(_until_error(blocks, errors))
+        if sample:
+            hits = SteadySampler().filter(hits)
+        for lineno, raw, ids in hits:
+            yield from parse_line(raw, lineno, st, _line_triggers(raw, ids))
         if errors:
             if warnings is None:
                 raise errors[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-from ..logs import Line, StreamState, on
+from ..logs import Line, StreamState, no_nonfinite, on, steady
 
 # ---------------------------------------------------------------- shared helpers
 _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|infinity)"
@@ -518,3 +518,11 @@ def ds_opt_adam(line: Line, st: StreamState):
 @on("Ninja is required to load C++ extensions")
 def ninja_missing(line: Line, st: StreamState):
     return _env(line, st, "ninja")
+
+
+# Per-step metric lines are sampled when steady (sources/logs.py `steady`): a step line
+# only while no step was skipped, and none of them when a value is nan/inf.
+_SKIPPED0 = re.compile(rb"skipped=0\b")
+steady("ds_timers", "time (ms) |")
+steady("ds_throughput", "SamplesPerSec=")
+steady("ds_step", ", skipped=", check=lambda raw: bool(_SKIPPED0.search(raw)) and no_nonfinite(raw))

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Iterator
 
 from ...events import Event
-from ..logs import Line, StreamState, on
+from ..logs import Line, StreamState, no_nonfinite, on, steady
 from .deepspeed import num, scale, set_step
 
 _START = re.compile(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
@@ -161,3 +161,16 @@ def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> 
 
 def _pretty(compact: str) -> str:
     return "lm loss" if compact == "lmloss" else compact
+
+
+# A complete, healthy iteration line (has its lm loss, no skipped or nan iterations, nothing
+# non-finite) is a steady metric line and may be sampled; wrapped pieces never are.
+_NONZERO_COUNTER = re.compile(rb"iterations: +[1-9]")
+
+
+def _healthy_iteration(raw: bytes) -> bool:
+    return (b"lm loss" in raw and b"iteration " in raw and raw.rstrip().endswith(b"|")
+            and not _NONZERO_COUNTER.search(raw) and no_nonfinite(raw.replace(b"of nan iterations", b"")))
+
+
+steady("megatron", *_PIECES, check=_healthy_iteration)

@@ -98,6 +98,9 @@ class Doctor:
         if self.hooks is not None:
             with self.session.guard("hooks"):
                 self.hooks.remove()
+        with self.session.guard("hooks"):
+            if self.engine.__dict__.get("_dsdoctor") is self:
+                del self.engine.__dict__["_dsdoctor"]
         self.session.close()
 
     def __enter__(self) -> "Doctor":
@@ -112,6 +115,9 @@ def attach(engine: Any, out: Any = None, *, session: LiveSession | None = None, 
     """Start watching `engine`. Options are LiveOptions fields (stall_timeout, on_stall,
     localize_nan, exchange_every, telemetry_interval, tensorboard, check_every); DSDOCTOR_*
     environment variables fill what is not given. Never raises because of the doctor itself."""
+    existing = getattr(engine, "_dsdoctor", None)
+    if isinstance(existing, Doctor) and not existing._closed:
+        return existing               # attach() in the script and `dsdoctor run`: one set of hooks
     if session is None:
         session = LiveSession(LiveOptions.from_env(out=out, **options), quiet=quiet)
     facts: dict[str, Any] = {}
@@ -136,6 +142,8 @@ def attach(engine: Any, out: Any = None, *, session: LiveSession | None = None, 
                 raise
             session.add_part(getattr(m, cls)(session))
     doctor = Doctor(engine, session, hooks)
+    with session.guard("hooks"):
+        object.__setattr__(engine, "_dsdoctor", doctor)
     atexit.register(_close_quietly, doctor)
     return doctor
 

@@ -11,7 +11,8 @@ Cost, per K steps (options.exchange_every) and at most once per MIN_PERIOD secon
   rank 0       1 `add(ready, 0)` + 1 `multi_get` over all ranks' keys (one round trip that
                returns world_size values), then median/MAD in Python on its own thread.
 At 4,096 ranks: 4,096 small sets spread over the K-step window, and one 4,096-key multi_get
-(~0.5 MB) on rank 0: see benchmarks/store_scale.py for measured figures. Nothing is kept
+(~0.5 MB) on rank 0, ~0.1 s of work per round (benchmarks/store_scale.py); rank 0 then spaces
+its rounds so this stays under 1 % of its time (GIL_BUDGET). Nothing is kept
 per round except the straggler detector's counters for the current outliers.
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ PREFIX = "dsdoctor/sum/"
 READY_KEY = "dsdoctor/sum/ready"
 POLL_SECONDS = 0.5       # how often the thread looks at the training thread's step counter
 MIN_PERIOD = 1.0         # at most one publication per second, whatever K and the step time
+GIL_BUDGET = 100         # rank 0 aggregates at most once per 100 x the last round's cost: its
+                         # decoding holds the GIL next to the training thread (<= 1 %)
 
 
 def summary_key(rank: int) -> str:
@@ -118,6 +121,8 @@ class Exchange:
         self._published_step: int | None = None
         self._last_pub = 0.0
         self._registered = False
+        self._last_round = 0.0
+        self._round_cost = 0.0
         self.rounds = 0
 
     def start(self) -> None:
@@ -159,8 +164,11 @@ class Exchange:
             self._store.add(READY_KEY, 1)
             self._registered = True
         self._published_step, self._last_pub = step, time.monotonic()
-        if self._agg is not None:
+        now = time.monotonic()
+        if self._agg is not None and now - self._last_round >= max(MIN_PERIOD, GIL_BUDGET * self._round_cost):
             data = self._agg.round(max_lag_steps=3 * self.every)
+            self._last_round = now
+            self._round_cost = time.monotonic() - now
             if data is not None:
                 self.rounds += 1
                 self.session.emit("rank_times", step=step, **data)

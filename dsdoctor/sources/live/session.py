@@ -157,6 +157,17 @@ class LiveSession:
         with self.guard("diagnose"):
             from ...pipeline import Diagnoser
             self._diag = Diagnoser()
+        # step events are buffered; this thread makes sure they reach the disk within a second
+        # even when no other event comes (a stalled rank killed later keeps its last steps)
+        self._stop_flusher = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_loop, name="dsdoctor-flush", daemon=True)
+        with self.guard("events"):
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop_flusher.wait(STEP_FLUSH_SECONDS):
+            if self._pending_steps:
+                self.flush()
 
     # ------------------------------------------------------------------ containment
     def enabled(self, part: str) -> bool:
@@ -214,7 +225,7 @@ class LiveSession:
             if self._fh is not None and self.enabled("events"):
                 with self.guard("events"):
                     self._fh.flush()
-                    self._last_flush = time.monotonic()
+                    self._pending_steps, self._last_flush = 0, time.monotonic()
 
     def add_listener(self, fn: Any) -> None:
         self._listeners.append(fn)
@@ -250,6 +261,7 @@ class LiveSession:
     def close(self) -> None:
         if self._closed:
             return
+        self._stop_flusher.set()
         for part in reversed(self._parts):
             with self.guard(type(part).__name__.lower()):
                 part.stop()

@@ -82,7 +82,7 @@ def verdict(heartbeats: dict[int, dict[str, Any]], ages: dict[int, float], stopp
         "ranks": behind,
         "last_step": first.get("step"),
         "last_phase": first.get("phase"),
-        "waited_s": round(max(ages.get(r, 0.0) for r in behind), 1),
+        "waited_s": round(max(ages.get(r, 0.0) for r in stuck | set(behind)), 1),
         "timeout_s": round(timeout, 1),
         "heartbeat_stopped": sorted(stopped),
         "all_ranks_same_place": all_same,
@@ -242,7 +242,8 @@ class Watchdog:
             fh = self._stacks_fh = open(self.stacks_path, "a", encoding="utf-8")
         fh.write(f"# dsdoctor stall on rank {self.rank} (pid {os.getpid()}) at "
                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}: this rank at step {self.session.progress.step}, "
-                 f"phase {self.session.progress.phase}; behind: ranks {v.get('ranks')}\n")
+                 f"phase {self.session.progress.phase}; behind: ranks {v.get('ranks')}. The training loop is the "
+                 f"main thread, listed last.\n")
         fh.flush()
         faulthandler.dump_traceback(file=fh, all_threads=True)
         fh.flush()
