@@ -308,12 +308,21 @@ def test_e2e_stall_is_named_and_aborted(tmp_path):
 
 @needs_run
 def test_e2e_doctor_parts_failing_do_not_stop_training(tmp_path):
-    """A failing NVML in every rank: telemetry is switched off, training finishes (exit code 0).
+    """A failing NVML in every rank: GPU telemetry is switched off, training finishes (exit code 0).
     (No store and a broken store are covered by the unit test above.)"""
     fake = tmp_path / "fake"
     fake.mkdir()
-    (fake / "pynvml.py").write_text("def nvmlInit():\n    raise RuntimeError('NVML is broken')\n")
+    (fake / "pynvml.py").write_text(
+        "def nvmlInit():\n    pass\n"
+        "def nvmlDeviceGetHandleByIndex(i):\n    return i\n"
+        "def nvmlDeviceGetMemoryInfo(h):\n    raise RuntimeError('NVML: GPU is lost')\n")
     rc, text, out = run_doctor(tmp_path, ["--steps", "20"],
                                env_extra={"PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert rc == 0, text[-3000:]
     assert "done: 20 steps" in text
+    for r in (0, 1):
+        evs = list(read_events((out / f"events-rank{r}.jsonl").open(), "x"))
+        errors = [e.data.get("part") for e in evs if e.kind == "doctor_error"]
+        assert errors == ["telemetry.gpu"], errors
+        assert any(e.kind == "telemetry" for e in evs)      # host readings went on
+        assert sum(e.kind == "step" for e in evs) == 20

@@ -45,7 +45,8 @@ RESUME_STEP = 100         # a run whose first step is beyond this was resumed
 _UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
-def _value(v) -> float | None:
+def first_float(v) -> float | None:
+    """An LR or loss value as a float: the first param group's when it is a list."""
     if isinstance(v, (list, tuple)):
         v = v[0] if v else None
     try:
@@ -98,7 +99,7 @@ class LRScheduleDetector(Detector):
 
     # ------------------------------------------------------------------ lr
     def _lr(self, ev: Event, seq: int) -> list[Symptom]:
-        lr = _value(ev.data.get("value"))
+        lr = first_float(ev.data.get("value"))
         if lr is None or not math.isfinite(lr):
             return []
         out: list[Symptom] = []
@@ -154,7 +155,7 @@ class LRScheduleDetector(Detector):
 
     # ---------------------------------------------------------------- loss
     def _loss(self, ev: Event, seq: int) -> list[Symptom]:
-        v = _value(ev.data.get("value"))
+        v = first_float(ev.data.get("value"))
         if v is None:
             return []
         out: list[Symptom] = []

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..sources.inputs import Input, InputError, check_readable, expand
 from ..sources.logs import read_log
+from ..detect.lr import first_float as _first
 from .curve import Curve, LRRangeError
 
 LR_TAGS = ("Train/Samples/lr", "train/learning_rate", "learning_rate", "lr")
@@ -106,15 +107,6 @@ def read_csv(path: Path) -> Curve:
         except (csv.Error, UnicodeDecodeError) as e:
             raise LRRangeError(f"{path}: not a CSV file: {e}") from None
     return Curve.from_points(points, str(path))
-
-
-def _first(v) -> float | None:
-    if isinstance(v, (list, tuple)):
-        v = v[0] if v else None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
 
 
 def read_events_and_logs(inputs: list[Input], src: str) -> Curve:

@@ -233,6 +233,12 @@ class EngineHooks:
         for fn in self.on_step:
             fn(step, times)
         self._cur, self._micro = {}, 0
+        if self.session.enabled("lr"):
+            with self.session.guard("lr"):
+                # get_lr() reads the optimizer's param groups: host floats, no device sync.
+                lrs = self.engine.get_lr() if hasattr(self.engine, "get_lr") else None
+                if lrs:
+                    self.session.emit("lr", step=step, value=float(lrs[0]))
         if self.session.enabled("nonfinite"):
             with self.session.guard("nonfinite"):
                 norm = _scalar(self.engine.get_global_grad_norm()) if hasattr(self.engine, "get_global_grad_norm") else None
