@@ -32,6 +32,8 @@ NOISE_Z = 3.0
 RANK_WINDOW = 32
 SLOW_RATIO = 1.25        # a rank >= 25 % slower than the median rank ...
 SLOW_Z = 4.0             # ... and far outside the spread of the others
+SLOW_MIN_MS = 5.0        # ... and by a gap that costs something (the live detector's floor too):
+                         # 1.5 ms against 0.9 ms of data wait is noise on a busy machine
 
 # metric -> True when larger is better
 _METRICS = {"iter_ms": False, "samples_per_sec": True, "tflops": True}
@@ -197,7 +199,7 @@ class ThroughputDetector(Detector):
             for r, v in per.items():
                 others = [x for rr, x in per.items() if rr != r]
                 med = median(others)
-                if med <= 0 or v < SLOW_RATIO * med:
+                if med <= 0 or v < SLOW_RATIO * med or v - med < SLOW_MIN_MS:
                     continue
                 spread = 1.4826 * _mad(others) if len(others) >= 3 else 0.0
                 if spread and (v - med) / spread < SLOW_Z:
