@@ -321,3 +321,80 @@ def test_nccl_socket_ifname_checked_against_interfaces():
     assert env["ifname_missing"] == ["nosuchif0"]
     assert "nccl_ifname_missing" in [p.name for p in env_problems({"env": env})]
     assert probe_env_vars({"NCCL_SOCKET_IFNAME": "lo"})["ifname_missing"] == []
+
+
+# --- data_efficiency at every level; optimizer params for Muon / mup and without deepspeed ------
+
+def test_data_efficiency_block_passes(rules_dir):
+    code, doc = doctor_json(rules_dir, "-c", str(CONFIGS / "data_efficiency.json"), "--world-size", "64")
+    assert code == 0, [f["rule"] for f in doc["findings"]]
+    assert not [f for f in doc["findings"] if (f.get("key") or "").startswith("data_efficiency")]
+
+
+def test_data_efficiency_deep_unknown_key(rules_dir, tmp_path):
+    cfg = json.loads((CONFIGS / "data_efficiency.json").read_text())
+    metric = cfg["data_efficiency"]["data_sampling"]["curriculum_learning"]["curriculum_metrics"]["seqlen_truncate"]
+    metric["schedule_config"]["max_stepp"] = metric["schedule_config"].pop("max_step")
+    cfg["data_efficiency"]["data_routing"]["random_ltd"]["model_mask_nam"] = "attention_mask"
+    path = tmp_path / "de.json"
+    path.write_text(json.dumps(cfg))
+    code, doc = doctor_json(rules_dir, "-c", str(path), "--world-size", "64")
+    assert code == 1
+    found = by_key(doc)
+    deep = ("data_efficiency.data_sampling.curriculum_learning.curriculum_metrics.seqlen_truncate."
+            "schedule_config.max_stepp")
+    assert found[deep]["rule"] == "cfg-unknown-key"
+    assert "Did you mean max_step?" in found[deep]["summary"]
+    ltd = found["data_efficiency.data_routing.random_ltd.model_mask_nam"]
+    assert "Did you mean model_mask_name?" in ltd["summary"]
+    # a user-chosen metric name is not a typo
+    assert not [k for k in found if k.endswith(".seqlen_truncate") or k.endswith(".vocabularyrarity")]
+
+
+def test_muon_and_mup_params_checked():
+    from dsdoctor.config.lint import lint
+    base = {"train_micro_batch_size_per_gpu": 1, "steps_per_print": 10}
+    muon = lint({**base, "optimizer": {"type": "Muon", "params": {"lr": 0.02, "momentun": 0.95, "adam_lr": 3e-4}}})
+    [p] = [p for p in muon if p.name == "optimizer_unknown_param"]
+    assert p.key == "optimizer.params.momentun" and p.facts["suggestion"] == "momentum"
+    assert p.facts["ignored"] is True          # Muon drops unknown keys instead of raising
+    ok = lint({**base, "optimizer": {"type": "Muon", "params": {"lr": 0.02, "momentum": 0.95, "ns_method": "gram"}}})
+    assert not [p for p in ok if p.name.startswith("optimizer_")]
+    mu = lint({**base, "optimizer": {"type": "MuAdamW", "params": {"lr": 1e-3, "weight_decai": 0.1}}})
+    assert [p.facts["suggestion"] for p in mu if p.name == "optimizer_unknown_param"] == ["weight_decay"]
+
+
+@pytest.fixture
+def without_deepspeed(monkeypatch):
+    """The lint as it runs when deepspeed does not import: catalogue and optimizers from the snapshot."""
+    from dsdoctor.config import catalogue, optimizers
+    for mod in (catalogue, optimizers):
+        monkeypatch.setattr(mod, "deepspeed_module", lambda: None)
+    catalogue.catalogue.cache_clear()
+    optimizers._table.cache_clear()
+    yield
+    catalogue.catalogue.cache_clear()
+    optimizers._table.cache_clear()
+
+
+def test_no_deepspeed_checks_adam_params_and_data_efficiency(without_deepspeed):
+    from dsdoctor.config.catalogue import catalogue
+    from dsdoctor.config.lint import lint
+    assert "snapshot" in catalogue().source
+    cfg = json.loads((CONFIGS / "data_efficiency.json").read_text())
+    assert not [p for p in lint(cfg, world_size=64) if p.name.startswith(("optimizer_", "unknown_key"))]
+    cfg["optimizer"]["params"]["betas1"] = 0.9
+    cfg["data_efficiency"]["data_routing"]["random_ltd"]["random_ltd_schedule"]["schedule_config"]["require_step"] = 1
+    found = {p.key: p for p in lint(cfg, world_size=64)}
+    adam = found["optimizer.params.betas1"]
+    assert adam.name == "optimizer_unknown_param" and adam.facts["cls"] == "FusedAdam"
+    assert adam.facts["suggestion"] is None and "betas" in adam.facts["allowed"]
+    deep = found["data_efficiency.data_routing.random_ltd.random_ltd_schedule.schedule_config.require_step"]
+    assert deep.facts["suggestion"] == "require_steps"
+
+
+def test_optimizer_snapshot_is_current():
+    from dsdoctor.config.catalogue import SNAPSHOT
+    from dsdoctor.config.optimizers import introspect_table
+    assert introspect_table() == json.loads(SNAPSHOT.read_text())["optimizers"], \
+        "run: python -m dsdoctor.config.catalogue"

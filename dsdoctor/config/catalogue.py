@@ -4,11 +4,14 @@ Introspected, not hand-copied:
 - top-level keys and the sub-keys of the dict sections read by hand (activation_checkpointing,
   flops_profiler, checkpoint, data_types, aio, autotuning, torch_autocast, ...) are recorded by
   running DeepSpeedConfig on a config whose dicts note every key looked up;
+- data_efficiency, read by hand at every level, is recorded by running DeepSpeed's readers
+  (data_efficiency.py);
 - sections modelled by pydantic (zero_optimization and its offload blocks, fp16, bf16,
   monitors, comms_logger, timers.throughput, compile, hybrid_engine, tensor_parallel) are read
   from the models' fields and aliases, recursing into nested models.
 Without deepspeed, a snapshot of the same catalogue taken from deepspeed 0.19.8
-(catalogue_snapshot.json, regenerated with `python -m dsdoctor.config.catalogue`) is used.
+(catalogue_snapshot.json, regenerated with `python -m dsdoctor.config.catalogue`) is used; it
+also holds the params of DeepSpeed's own optimizers (optimizers.py).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from . import data_efficiency
 from .deepspeed_import import deepspeed_module
 
 SNAPSHOT = Path(__file__).with_name("catalogue_snapshot.json")
@@ -38,10 +42,13 @@ PYDANTIC_SECTIONS = {
     "compile": "deepspeed.compile.config:CompileConfig",
     "hybrid_engine": "deepspeed.runtime.config:HybridEngineConfig",
     "tensor_parallel": "deepspeed.runtime.tensor_parallel.config:TPTrainingConfig",
+    "weight_quantization": "deepspeed.inference.config:WeightQuantConfig",
 }
 # sections DeepSpeed reads with dict lookups (unknown keys silently ignored): record them
 RECORDED_SECTIONS = ("activation_checkpointing", "flops_profiler", "checkpoint", "data_types", "aio",
-                     "autotuning", "torch_autocast", "optimizer", "scheduler", "timers")
+                     "autotuning", "torch_autocast", "optimizer", "scheduler", "timers", "expert_parallel")
+# probes that must not be empty for DeepSpeed to read the section (parse_autoep_config returns early on {})
+PROBE_VALUES = {"expert_parallel": {"enabled": False}}
 
 
 @dataclass
@@ -187,7 +194,7 @@ def _introspect() -> Catalogue:
              "scheduler": _rec({"type": "WarmupLR", "params": {}}, "scheduler", seen),
              "timers": _rec({}, "timers", seen)}
     for s in RECORDED_SECTIONS:
-        probe.setdefault(s, _rec({}, s, seen))
+        probe.setdefault(s, _rec(dict(PROBE_VALUES.get(s, {})), s, seen))
     import contextlib
     import io
     import logging
@@ -208,6 +215,10 @@ def _introspect() -> Catalogue:
     root.children["pipeline"] = Section(keys=set(dsc.get_pipeline_config({})))
     root.children["timers"].children["throughput"] = _model_section(
         _import("deepspeed.utils.config:DeepSpeedThroughputTimerConfig"))
+    try:
+        _add_paths(root, data_efficiency.record(_rec))
+    except Exception:           # another layout: data_efficiency stays checked at its first level only
+        pass
     for name, ref in PYDANTIC_SECTIONS.items():
         try:
             root.children[name] = _model_section(_import(ref))
@@ -218,6 +229,16 @@ def _introspect() -> Catalogue:
         root.types[k] = "int"
     root.types["gradient_clipping"] = "float"
     return Catalogue(root, removed, removed_zero, f"deepspeed {ds.__version__} (introspected)")
+
+
+def _add_paths(root: Section, paths: dict[str, set[str]]) -> None:
+    """Merge recorded {"a.b.c": keys} into the tree; "*" in keys means any key."""
+    for path, keys in paths.items():
+        sec = root
+        for part in path.split("."):
+            sec.keys.add(part)
+            sec = sec.children.setdefault(part, Section())
+        sec.keys |= keys
 
 
 @lru_cache(maxsize=None)
@@ -235,8 +256,10 @@ def catalogue() -> Catalogue:
 def dump_snapshot(path: Path = SNAPSHOT) -> None:
     cat = _introspect()
     ds = deepspeed_module()
+    from .optimizers import introspect_table
     path.write_text(json.dumps({"version": ds.__version__, "root": cat.root.to_dict(),
-                                "removed": cat.removed, "removed_zero": cat.removed_zero},
+                                "removed": cat.removed, "removed_zero": cat.removed_zero,
+                                "optimizers": introspect_table()},
                                indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 

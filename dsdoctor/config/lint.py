@@ -107,7 +107,7 @@ def _walk(obj: dict[str, Any], sec: Section, path: list[str], cat: Catalogue, cf
         if k == "nvme_path" and k not in sec.keys:
             out.append(_misplaced_nvme(p, v, cfg, sec.strict))
             continue
-        if k not in sec.keys:
+        if k not in sec.keys and "*" not in sec.keys:       # "*": names the user chooses
             if path in (["optimizer", "params"], ["scheduler", "params"]):
                 continue
             real = _did_you_mean(k, sec.keys)
@@ -123,7 +123,7 @@ def _walk(obj: dict[str, Any], sec: Section, path: list[str], cat: Catalogue, cf
         if t and not _type_ok(t, v, lax=sec.strict):
             out.append(_wrong_type(p, v, t))
             continue
-        child = sec.children.get(k)
+        child = sec.children.get(k, sec.children.get("*"))
         if child is not None and isinstance(v, dict) and child.keys:
             _walk(v, child, p, cat, cfg, out)
         elif child is not None and child.keys and v is not None and not isinstance(v, dict) and not (
