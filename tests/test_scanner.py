@@ -55,3 +55,43 @@ def test_decorations_are_stripped_and_rank_read(prefix):
     assert [e.kind for e in evs] == ["oom"]
     assert evs[0].rank == 3
     assert evs[0].data["requested"] == 2 << 30
+
+
+WRAPPED = (
+    "[default7]: iteration   42783/ 115311 | consumed samples:    71461808 | elapsed time per iteration (s): 110.17 | learning\n"
+    " rate: 4.475E-05 | global batch size: 2048 | lm loss: 2.124820E+00 | grad norm: 0.135 | num zeros: 0.0 | number of skipped iterations:  0 | number of nan\n"
+    "iterations:  0 | samples per second: 18.589 | TFLOPs: 142.32 |\n"
+    "unrelated line\n"
+)
+
+
+def test_wrapped_record_is_joined_wherever_the_block_is_cut():
+    """Continuation pieces (a Megatron line wrapped over three physical lines) are looked for
+    only right after their record's first line, also across a block boundary."""
+    from dsdoctor.sources.inputs import Input
+    from dsdoctor.sources.logs import read_log
+    import io
+
+    data = WRAPPED.encode()
+
+    def events(cut: int):
+        inp = Input("wrapped.log", None, "log", None)
+        blocks = [data[:cut], data[cut:]] if cut else [data]
+        inp.open = lambda: io.BytesIO(b"".join(blocks))    # noqa: E731
+        import dsdoctor.sources.inputs as inputs_mod
+        saved = inputs_mod.iter_blocks
+        inputs_mod.iter_blocks = lambda fh, size=0: iter(blocks)
+        import dsdoctor.sources.logs as logs_mod
+        saved_l = logs_mod.iter_blocks
+        logs_mod.iter_blocks = inputs_mod.iter_blocks
+        try:
+            return [(e.kind, e.step, sorted(e.data.items(), key=str)) for e in read_log(inp)]
+        finally:
+            inputs_mod.iter_blocks = saved
+            logs_mod.iter_blocks = saved_l
+
+    whole = events(0)
+    assert any(k == "loss" and s == 42783 for k, s, _ in whole)
+    assert any(k == "throughput" for k, _, _ in whole)
+    for cut in range(1, len(data)):
+        assert events(cut) == whole, cut

@@ -51,6 +51,10 @@ _PHASES = {
     "step_microstep": "step", "step": "step", "step_ms": "step", "data_ms": "data",
 }
 _COMPUTE = ("forward", "backward_compute", "backward", "step", "data")
+# Live `step` events time backward and step from the hooks, so these include the wait inside
+# the gradient all-reduce / ZeRO all-gather: on a healthy but busy machine the rank that was
+# a little faster elsewhere waits there and looks "slow". They count as collective time.
+_LIVE_WAITS = ("bwd_ms", "step_ms")
 
 
 def _mad(xs: list[float]) -> float:
@@ -134,8 +138,9 @@ class ThroughputDetector(Detector):
             return ()
         phases = self.rank_phase.setdefault(ev.rank, {})
         got = False
+        live = ev.kind == "step"
         for name, v in ev.data.items():
-            ph = _PHASES.get(name)
+            ph = "allreduce" if live and name in _LIVE_WAITS else _PHASES.get(name)
             if ph and isinstance(v, (int, float)):
                 phases.setdefault(ph, deque(maxlen=RANK_WINDOW)).append(float(v))
                 got = True

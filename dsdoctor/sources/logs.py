@@ -126,13 +126,25 @@ def clean(raw: str) -> tuple[str, int | None, float | None, str | None]:
 # ---------------------------------------------------------------- recogniser registry
 Handler = Callable[[Line, "StreamState"], "Iterable[Event] | Event | None"]
 _HANDLERS: dict[str, list[Handler]] = {}
+_TRIGGERS: set[str] = set()
+# continuation literal -> the literals whose lines it may continue (see `on`)
+_CONTINUES: dict[str, set[str]] = {}
 
 
-def on(*triggers: str) -> Callable[[Handler], Handler]:
-    """Register a recogniser for lines containing any of the literal `triggers`."""
+def on(*triggers: str, continuation: Iterable[str] = ()) -> Callable[[Handler], Handler]:
+    """Register a recogniser for lines containing any of the literal `triggers`.
+
+    `continuation` literals (pieces of a record wrapped over several lines) are only looked
+    for in the line right after a line with one of this recogniser's literals: the block
+    scanner does not search for them, so a common word such as 'rate:' costs nothing
+    elsewhere (a Megatron iteration line holds a dozen of them)."""
     def deco(fn: Handler) -> Handler:
         for t in triggers:
             _HANDLERS.setdefault(t, []).append(fn)
+            _TRIGGERS.add(t)
+        for t in continuation:
+            _HANDLERS.setdefault(t, []).append(fn)
+            _CONTINUES.setdefault(t, set()).update(triggers, continuation)
         return fn
     return deco
 
@@ -159,9 +171,11 @@ def steady(group: str, *triggers: str, check: Callable[[bytes], bool] | None = N
 
 
 def no_nonfinite(raw: bytes) -> bool:
-    """No nan/inf token. Plain `find`s first (~50 ns each): the regex runs only on lines that
-    contain one of the fragments; '[INFO]' does not, the search is case-sensitive there."""
-    if b"nan" in raw or b"inf" in raw or b"NaN" in raw or b"Inf" in raw or b"NAN" in raw:
+    """No nan/inf token. Runs on every steady line, so plain `in`s on the lower-cased line
+    come first (two searches instead of one per spelling); the regex runs only on lines that
+    contain 'nan' or 'inf' in any case ('info', as in '[INFO]', is not a token)."""
+    low = raw.lower()
+    if b"nan" in low or (b"inf" in low and b"inf" in low.replace(b"info", b"")):
         return not _NONFINITE.search(raw)
     return True
 
@@ -183,6 +197,9 @@ _trigger_list: list[str] = []
 _matcher: "_Matcher | None" = None
 
 
+Follow = tuple[tuple[tuple[int, bytes], ...], re.Pattern]
+
+
 class _Matcher:
     """Finds trigger literals in a block of bytes.
 
@@ -193,18 +210,38 @@ class _Matcher:
 
     def __init__(self, literals: list[bytes]):
         self.literals = literals
-        self.rx = re.compile(b"|".join(re.escape(t) for t in literals))
+        self.names = [t.decode() for t in literals]
+        self.index = {t: i for i, t in enumerate(literals)}
+        # continuation-only literals are not searched for in the block (see `on`); `follow[i]`
+        # lists the (id, literal) of those that may continue a line holding literal i
+        only = [n in _CONTINUES and n not in _TRIGGERS for n in self.names]
+        self.follow: list[Follow | None] = [
+            self.follow_of(tuple((j, literals[j]) for j, m in enumerate(self.names) if only[j] and n in _CONTINUES[m]))
+            for n in self.names]
+        scanned = [i for i in range(len(literals)) if not only[i]]
+        self.rx = re.compile(b"|".join(re.escape(literals[i]) for i in scanned))
+        self.rx_all = re.compile(b"|".join(re.escape(t) for t in literals))
         self.hs = None
         try:
             import hyperscan
             db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(expressions=[re.escape(t) for t in literals], ids=list(range(len(literals))), elements=len(literals),
-                       flags=[0] * len(literals))
+            db.compile(expressions=[re.escape(literals[i]) for i in scanned], ids=scanned,
+                       elements=len(scanned), flags=[0] * len(scanned))
             self.hs = db
         except Exception:          # not installed, or no wheel for this platform
             self.hs = None
-        self.names = [t.decode() for t in literals]
-        self.index = {t: i for i, t in enumerate(literals)}
+
+    _follow_cache: dict[tuple, "Follow"] = {}
+
+    def follow_of(self, pairs: tuple[tuple[int, bytes], ...]) -> "Follow | None":
+        """(the (id, literal) pairs, one regex for them all): the regex tells in one call
+        whether a line holds any of them (most lines after a record line do not)."""
+        if not pairs:
+            return None
+        f = self._follow_cache.get(pairs)
+        if f is None:
+            f = self._follow_cache[pairs] = (pairs, re.compile(b"|".join(re.escape(t) for _, t in pairs)))
+        return f
 
     def hits(self, body: bytes) -> list[tuple[int, int]]:
         """(end offset, literal id) of the hits in `body`, in increasing offset order. The
@@ -226,9 +263,11 @@ class _Matcher:
                 return out
             pos = nl + 1
 
-    def ids_in(self, line: bytes) -> list[int]:
-        """All literal ids in one line (for the `re` fallback)."""
-        return sorted({self.index[t] for t in self.rx.findall(line)})
+    def ids_in(self, line: bytes, continuations: bool = False) -> list[int]:
+        """The literal ids in one line (for the `re` fallback), with the continuation
+        literals too if asked."""
+        rx = self.rx_all if continuations else self.rx
+        return sorted({self.index[t] for t in rx.findall(line)})
 
 
 def _triggers() -> _Matcher:
@@ -247,33 +286,39 @@ def candidate_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         yield lineno, line
 
 
-def candidate_hits(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes, list[int]]]:
+def candidate_hits(blocks: Iterable[bytes],
+                   sampler: "SteadySampler | None" = None) -> Iterator[tuple[int, bytes, list[int]]]:
     """Yield (line number, raw line, ids of the trigger literals in it) for candidate lines.
 
     Works on whole blocks: the matcher skips uninteresting text in C, and Python only
     touches the lines that matched. A line longer than MAX_LINE is not buffered whole: its
     hits are yielded as windows around each hit, so a 50 MB progress-bar line costs no
-    memory and the error message at its end is not lost.
+    memory and the error message at its end is not lost. With a `sampler`, steady lines
+    are thinned in the scanning loop itself (see `steady`).
     """
     m = _triggers()
     lineno = 1            # number of the first line in `buf`
     tail = b""
+    carry: list[tuple[int, bytes]] = []     # continuation literals for the next block's first line
     for block in blocks:
         buf = tail + block if tail else block
         cut = buf.rfind(b"\n")
         if cut < 0:
             if len(buf) > 4 * MAX_LINE:         # inside a giant line
                 keep = MAX_LINE
-                yield from _giant(m, buf[:-keep], lineno)
+                carry.clear()
+                yield from _sampled(sampler, _giant(m, buf[:-keep], lineno))
                 tail = buf[-keep:]
             else:
                 tail = buf
             continue
         body, tail = buf[:cut + 1], buf[cut + 1:]
-        yield from _scan(m, body, lineno)
+        yield from _scan(m, body, lineno, carry, sampler)
         lineno += body.count(b"\n")
     if tail:
-        yield from _scan(m, tail + b"\n", lineno)
+        yield from _scan(m, tail + b"\n", lineno, carry, sampler)
+    if sampler is not None and sampler.pending:
+        yield from sampler.flush()
 
 
 def _giant(m: _Matcher, piece: bytes, lineno: int) -> Iterator[tuple[int, bytes, list[int]]]:
@@ -289,34 +334,90 @@ def _giant(m: _Matcher, piece: bytes, lineno: int) -> Iterator[tuple[int, bytes,
         yield lineno, window, m.ids_in(window)
 
 
-def _scan(m: _Matcher, body: bytes, lineno: int) -> Iterator[tuple[int, bytes, list[int]]]:
+def _sampled(sampler: "SteadySampler | None", items: Iterable[tuple[int, bytes, list[int]]]):
+    return items if sampler is None else sampler.filter(items, final=False)
+
+
+def _scan(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
+          sampler: "SteadySampler | None") -> Iterator[tuple[int, bytes, list[int]]]:
     # The hot loop of `analyze`: one iteration per trigger hit, so it stays flat.
     counted_to = 0
     line_end = -1
-    ids: list[int] = []
+    ids: list[int] | tuple = ()       # scanner hits on the open line
+    extra: list[int] | tuple = ()     # continuation literals found on it (see `on`)
     line = b""
     exact = m.hs is not None          # hyperscan reports every hit; `re` only the first
+    follow = m.follow
     rfind, find, count = body.rfind, body.find, body.count
-    for end, i in m.hits(body):
+    admit = sampler.admit if sampler is not None else None
+    if carry:                         # the previous block's last line may continue here
+        line_end = find(b"\n")
+        line = body[:line_end]
+        ids = []
+        extra = [j for j, lit in carry if lit in line]
+        carry.clear()
+    hits = m.hits(body)
+    hits.append((len(body) + 1, -1))  # a sentinel closes the last line
+    for end, i in hits:
         if end <= line_end:
             ids.append(i)                  # another literal on the current line
             continue
-        if ids:
+        while ids or extra:                # close the open line (and the lines continuing it)
             if len(line) > MAX_LINE:
-                yield from _giant(m, line, lineno)
+                yield from _sampled(sampler, _giant(m, line, lineno))
+                ids = extra = ()
+                break
+            if exact:
+                got = [*ids, *extra] if extra else ids
+                if len(got) > 1:
+                    got = sorted(set(got))
             else:
-                yield lineno, line, (ids if len(ids) == 1 else sorted(set(ids))) if exact else m.ids_in(line)
+                got = sorted(set(m.ids_in(line)).union(extra)) if extra else m.ids_in(line)
+            item = (lineno, line, got)
+            if admit is None:
+                yield item
+            else:                          # SteadySampler.filter, inlined: no generator hop
+                verdict = admit(item)
+                if verdict is not False:
+                    if verdict is None and sampler.pending:
+                        yield from sampler.flush()
+                    yield item
+            ids = extra = ()
+            fl = follow[got[0]] if len(got) == 1 else _follows(m, got)
+            if fl is None:
+                break
+            nxt_start = line_end + 1
+            if nxt_start >= len(body):
+                carry.extend(fl[0])
+                break
+            nxt_end = find(b"\n", nxt_start)
+            nxt = body[nxt_start:nxt_end]
+            if not fl[1].search(nxt):
+                break
+            extra = [j for j, lit in fl[0] if lit in nxt]
+            lineno += count(b"\n", counted_to, nxt_start)
+            counted_to = nxt_start
+            line, line_end = nxt, nxt_end
+            if end <= line_end:
+                ids = [i]
+                break
+        if end <= line_end or i < 0:       # the hit went to a continued line, or the sentinel
+            continue
         start = rfind(b"\n", 0, end) + 1
         line_end = find(b"\n", end)
         lineno += count(b"\n", counted_to, start)
         counted_to = start
         line = body[start:line_end]
         ids = [i]
-    if ids:
-        if len(line) > MAX_LINE:
-            yield from _giant(m, line, lineno)
-        else:
-            yield lineno, line, (ids if len(ids) == 1 else sorted(set(ids))) if exact else m.ids_in(line)
+
+
+def _follows(m: _Matcher, ids: list[int]) -> Follow | None:
+    pairs: tuple[tuple[int, bytes], ...] = ()
+    for i in ids:
+        f = m.follow[i]
+        if f is not None:
+            pairs += f[0]
+    return m.follow_of(tuple(sorted(set(pairs)))) if pairs else None
 
 
 def _line_triggers(raw: bytes, ids: list[int] | None = None) -> list[str]:
@@ -324,8 +425,8 @@ def _line_triggers(raw: bytes, ids: list[int] | None = None) -> list[str]:
     ANSI code removed by clean() could join a literal, so such lines test them all."""
     if b"\x1b" in raw or _matcher is None:
         return _trigger_list
-    if ids is None:
-        ids = _matcher.ids_in(raw)
+    if ids is None:                    # a line on its own: no previous line to tell
+        ids = _matcher.ids_in(raw, continuations=True)
     names = _matcher.names
     return [names[i] for i in ids]
 
@@ -365,6 +466,7 @@ class SteadySampler:
         self.keep_all = keep_all
         self.count: dict[str, int] = {}
         self.pending: dict[str, tuple[int, bytes, list[int]]] = {}
+        self.next_kept: dict[str, int] = {}       # per group: the next count that `_keep` keeps
         m = _triggers()
         # literal id -> (group, check) or None, so a line's group costs a few list lookups
         self.table = [_STEADY.get(name) for name in m.names]
@@ -388,26 +490,56 @@ class SteadySampler:
         period = (n // k + 1).bit_length() - 1        # 1, 2, 3 ... as n doubles past k
         return n % (1 << period) == 0
 
-    def filter(self, hits: Iterable[tuple[int, bytes, list[int]]]) -> Iterator[tuple[int, bytes, list[int]]]:
-        pending, count = self.pending, self.count
+    def _next_kept(self, n: int) -> int:
+        """The smallest m > n that `_keep` keeps: the next multiple of m's stride (strides only
+        grow, so no kept count lies before it; if the stride grew by then, go on from there)."""
+        m = n + 1
+        while not self._keep(m):
+            stride = 1 << ((m // self.keep_all + 1).bit_length() - 1)
+            m = -(-m // stride) * stride
+        return m
+
+    def admit(self, item: tuple[int, bytes, list[int]]) -> bool | None:
+        """The sampler's decision for one candidate line: True (a steady line to parse now),
+        False (steady, held back in `pending`), None (not steady: parse it, after `flush`).
+        Runs for every candidate line, so `_group` and `_keep` are inlined for the common
+        case (one literal, a steady group, past the first keep_all lines)."""
+        ids = item[2]
+        if len(ids) == 1:
+            e = self.table[ids[0]]
+            group = e[0] if e is not None and e[1](item[1]) else None
+        else:
+            group = self._group(item[1], ids) if ids else None
+        if group is None:
+            return None
+        count = self.count
+        n = count[group] = count.get(group, 0) + 1
+        if n < self.next_kept.get(group, 0):
+            self.pending[group] = item
+            return False
+        self.next_kept[group] = self._next_kept(n)
+        if self.pending:
+            self.pending.pop(group, None)
+        return True
+
+    def flush(self) -> list[tuple[int, bytes, list[int]]]:
+        """The held-back lines (the last of each group), in line order."""
+        out = sorted(self.pending.values())
+        self.pending.clear()
+        return out
+
+    def filter(self, hits: Iterable[tuple[int, bytes, list[int]]],
+               final: bool = True) -> Iterator[tuple[int, bytes, list[int]]]:
+        """Thin a stream of candidate lines; `final`: it is the end of the input."""
         for item in hits:
-            lineno, raw, ids = item
-            group = self._group(raw, ids) if ids else None
-            if group is None:
-                if pending:
-                    yield from sorted(pending.values())
-                    pending.clear()
-                yield item
+            verdict = self.admit(item)
+            if verdict is False:
                 continue
-            n = count[group] = count.get(group, 0) + 1
-            if self._keep(n):
-                pending.pop(group, None)
-                yield item
-            else:
-                pending[group] = item
-        if pending:
-            yield from sorted(pending.values())
-            pending.clear()
+            if verdict is None and self.pending:
+                yield from self.flush()
+            yield item
+        if final and self.pending:
+            yield from self.flush()
 
 
 def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True) -> Iterator[Event]:
@@ -427,9 +559,7 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True)
                 raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
             blocks = itertools.chain([first], blocks)
         errors: list[InputError] = []
-        hits = candidate_hits(_until_error(blocks, errors))
-        if sample:
-            hits = SteadySampler().filter(hits)
+        hits = candidate_hits(_until_error(blocks, errors), SteadySampler() if sample else None)
         for lineno, raw, ids in hits:
             yield from parse_line(raw, lineno, st, _line_triggers(raw, ids))
         if errors:

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState, on
+from ..logs import Line, StreamState, on, steady
 from .deepspeed import nested, num
 
 _PAIR = re.compile(r"'(\w+)': '?([^,'}]*)'?")
 
 
-@on("{'loss': ", "{'train_runtime': ", "{'eval_loss': ", "'grad_norm': ")
+# The Trainer prints a metric dict every `logging_steps`: most of an HF log, so the dicts
+# with a loss are sampled like DeepSpeed's step lines when all values are finite.
+_LOSS, _GRAD_NORM = "{'loss': ", "'grad_norm': "
+steady("hf_metrics", _LOSS, _GRAD_NORM)
+
+
+@on(_LOSS, "{'train_runtime': ", "{'eval_loss': ", _GRAD_NORM)
 def metrics(line: Line, st: StreamState):
     t = line.text
     i = t.find("{'")

@@ -45,12 +45,14 @@ _OTHER_FIELDS = {"consumedsamples", "consumedtokens", "globalbatchsize", "numzer
 
 
 # Every piece of a wrapped record of useful width holds one of these (a bare '|' would also
-# catch every tqdm bar); a piece without any only delays the record to the next one.
+# catch every tqdm bar); a piece without any only delays the record to the next one. A record
+# starts with 'iteration'; the other pieces only matter on the line right after a record
+# line, so they are continuation literals (a healthy line would otherwise hit ~15 times).
 _PIECES = ("iteration", "consumed ", "rate:", "batch size", "loss:", "loss scale", "grad norm", "num zeros",
            "params norm", "number of", "iterations:", "per second", "TFLOP", "elapsed time")
 
 
-@on(*_PIECES)
+@on(_PIECES[0], continuation=_PIECES[1:])
 def iteration_piece(line: Line, st: StreamState):
     rec = st.scratch.get(_KEY)
     i = line.text.find("iteration")

@@ -15,7 +15,7 @@ import importlib
 import sys
 from typing import Any
 
-from .hooks import EngineHooks
+from .hooks import EngineHooks, PipelineHooks, is_pipeline_engine
 from .session import LiveOptions, LiveSession
 
 # LIVE-XRANK's parts: (module, class). A module that is not there yet is skipped.
@@ -126,7 +126,7 @@ def attach(engine: Any, out: Any = None, *, session: LiveSession | None = None, 
         session.emit("context", **{k: v for k, v in facts.items() if k != "device"})
     hooks: EngineHooks | None = None
     with session.guard("hooks"):
-        hooks = EngineHooks(engine, session, facts)
+        hooks = (PipelineHooks if is_pipeline_engine(engine) else EngineHooks)(engine, session, facts)
         hooks.install()
     if session.options.tensorboard:
         with session.guard("tensorboard"):

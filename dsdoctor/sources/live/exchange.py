@@ -45,11 +45,12 @@ def own_store(store: Any) -> Any:
 
 
 def window_summary(progress: Any, last: int = 10) -> dict[str, Any] | None:
-    """Median phase times (ms) over this rank's `last` steps (at least 5)."""
+    """Median phase times (ms) over this rank's `last` steps (at least 5). `at` is the global
+    step (not `step`: that key is the optimizer-step phase time, as in round_stats)."""
     window = list(getattr(progress, "window", ()) or ())[-max(5, last):]
     if not window:
         return None
-    out: dict[str, Any] = {"step": int(progress.step), "n": len(window), "t": round(time.time(), 3)}
+    out: dict[str, Any] = {"at": int(progress.step), "n": len(window), "t": round(time.time(), 3)}
     for ph in ("fwd", "bwd", "step", "data"):
         vals = [w[f"{ph}_ms"] for w in window if w.get(f"{ph}_ms") is not None]
         if vals:
@@ -98,8 +99,8 @@ class Aggregator:
             return None
         sums = self.collect()
         if max_lag_steps is not None and sums:
-            newest = max(int(s.get("step", 0)) for s in sums.values())
-            sums = {r: s for r, s in sums.items() if newest - int(s.get("step", 0)) <= max_lag_steps}
+            newest = max(int(s.get("at", 0)) for s in sums.values())
+            sums = {r: s for r, s in sums.items() if newest - int(s.get("at", 0)) <= max_lag_steps}
         if len(sums) < 2:
             return None
         return round_stats(sums)

@@ -9,7 +9,8 @@ recorded and re-raised unchanged.
 No host-device synchronisation per step: the loss and the grad norm stay on the device in a
 small buffer (detached tensors); every `check_every` steps one `torch.isfinite(stack).all()`
 and one `.tolist()` read the whole batch (one sync per N steps instead of N). On the CPU
-there is nothing to synchronise, so the check runs every step and NaN is reported at once.
+there is nothing to synchronise: the values are read with float() at the optimizer step, so
+a NaN is seen at once.
 """
 from __future__ import annotations
 
@@ -81,12 +82,24 @@ def requested_bytes(msg: str) -> int | None:
 
 
 def _scalar(x: Any) -> Any:
-    """A loss / norm as something we can stack later: a detached 1-element tensor or a float."""
+    """A loss / norm as something we can stack later: a detached 0-d tensor or a float."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         if x.numel() != 1:
             return None
-        return x.detach().reshape(())
+        x = x.detach()
+        return x if x.dim() == 0 else x.reshape(())
+    if isinstance(x, (int, float)):
+        return float(x)
+    return None
+
+
+def _host_float(x: Any) -> float | None:
+    """A loss / norm read at once as a Python float: for CPU tensors, where reading costs
+    ~1 us and synchronises nothing."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return float(x) if x.numel() == 1 else None
     if isinstance(x, (int, float)):
         return float(x)
     return None
@@ -94,6 +107,8 @@ def _scalar(x: Any) -> Any:
 
 class EngineHooks:
     """Installs the wrappers on one engine and keeps the per-step bookkeeping."""
+
+    STEP_KEYS = ("fwd_ms", "bwd_ms", "step_ms", "data_ms")     # always in a `step` event
 
     def __init__(self, engine: Any, session: LiveSession, facts: dict[str, Any] | None = None):
         self.engine = engine
@@ -115,7 +130,8 @@ class EngineHooks:
         self._streak = 0
         self._steps_seen = 0
         self.device = self.facts.get("device", "cpu")
-        self.check_every = 1 if self.device == "cpu" else max(1, session.options.check_every)
+        self.on_host = self.device == "cpu"    # values read at once with float(), no batching
+        self.check_every = 1 if self.on_host else max(1, session.options.check_every)
         self.on_step: list[Callable[[int, dict[str, float]], None]] = []   # extra per-step listeners
 
     # ------------------------------------------------------------ install / remove
@@ -164,7 +180,9 @@ class EngineHooks:
             if self.session.enabled("steps"):
                 with self.session.guard("steps"):
                     self._begin("backward")
-                    self._last_loss = _scalar(loss)
+                    # CPU: kept as it is until the optimizer step reads it with float();
+                    # elsewhere detached, to be read in a batch (no sync per step)
+                    self._last_loss = loss if self.on_host else _scalar(loss)
             try:
                 out = orig(loss, *args, **kwargs)
             except BaseException as e:
@@ -225,7 +243,7 @@ class EngineHooks:
 
     def _optimizer_step_done(self, step: int, scale_before: float | None) -> None:
         times = {k: round(v, 3) for k, v in self._cur.items()}
-        for k in ("fwd_ms", "bwd_ms", "step_ms", "data_ms"):
+        for k in self.STEP_KEYS:
             times.setdefault(k, 0.0)
         self.progress.window.append(dict(times))
         self.progress.step = step + 1
@@ -241,9 +259,14 @@ class EngineHooks:
                     self.session.emit("lr", step=step, value=float(lrs[0]))
         if self.session.enabled("nonfinite"):
             with self.session.guard("nonfinite"):
-                norm = _scalar(self.engine.get_global_grad_norm()) if hasattr(self.engine, "get_global_grad_norm") else None
-                self._buffer.append((step, self._last_loss, norm))
-                self._check_buffer()
+                get_norm = getattr(self.engine, "get_global_grad_norm", None)
+                norm = get_norm() if get_norm is not None else None
+                if self.on_host:
+                    self._record(step, _host_float(self._last_loss), _host_float(norm))
+                else:
+                    self._buffer.append((step, self._last_loss, _scalar(norm)))
+                    self._check_buffer()
+                self._last_loss = None
         if self.session.enabled("loss_scale"):
             with self.session.guard("loss_scale"):
                 self._watch_scale(step, scale_before)
@@ -260,22 +283,29 @@ class EngineHooks:
         batch, self._buffer = self._buffer, []
         # Device tensors are stacked and read with ONE .tolist(): one host-device sync for the
         # whole batch, and the values also feed the loss curve. Python floats need no read.
+        # CPU tensors are read one by one (float() of a 0-d CPU tensor costs ~1 us; a stack
+        # would cost more than it saves).
         items = [v for _, v, _ in batch] + [n for _, _, n in batch]
         tensors = [v for v in items if isinstance(v, torch.Tensor)]
-        read = iter(torch.stack([t.float().to(tensors[0].device) for t in tensors]).tolist() if tensors else [])
-        host = [next(read) if isinstance(v, torch.Tensor) else v for v in items]
+        if all(t.device.type == "cpu" for t in tensors):
+            host = [float(v) if isinstance(v, torch.Tensor) else v for v in items]
+        else:
+            read = iter(torch.stack([t.float().to(tensors[0].device) for t in tensors]).tolist())
+            host = [next(read) if isinstance(v, torch.Tensor) else v for v in items]
         n = len(batch)
         for i, (step, loss, norm) in enumerate(batch):
-            lv = host[i] if loss is not None else None
-            nv = host[n + i] if norm is not None else None
-            if lv is not None:
-                self.session.emit("loss", step=step, value=lv, name="loss")
-            if nv is not None:
-                self.session.emit("grad_norm", step=step, value=nv)
-            if lv is not None and not _finite(lv) and not self._nonfinite_seen:
-                self._nonfinite_seen = True
-                if self.session.options.localize_nan:
-                    self._localize_armed = True
+            self._record(step, host[i] if loss is not None else None, host[n + i] if norm is not None else None)
+
+    def _record(self, step: int, lv: float | None, nv: float | None) -> None:
+        """Loss and grad norm of one step as host floats: events, and the NaN trigger."""
+        if lv is not None:
+            self.session.emit("loss", step=step, value=lv, name="loss")
+        if nv is not None:
+            self.session.emit("grad_norm", step=step, value=nv)
+        if lv is not None and not _finite(lv) and not self._nonfinite_seen:
+            self._nonfinite_seen = True
+            if self.session.options.localize_nan:
+                self._localize_armed = True
 
     def _install_localizer(self) -> None:
         """Forward hooks on every submodule for one forward: the first module (in execution
@@ -372,6 +402,85 @@ class EngineHooks:
                 self.session.emit("scale_at_minimum", step=step, scale=self._read_scale())
             self.session.emit("exception", step=step, type=type(exc).__name__, message=msg[:500], phase=phase)
             self.session.flush()
+
+
+# PipelineEngine instruction (engine._exec_instr, set by _exec_schedule) -> phase of a failure
+PIPE_PHASES = {"_exec_forward_pass": "forward", "_exec_backward_pass": "backward",
+               "_exec_optimizer_step": "step", "_exec_load_micro_batch": "data",
+               "_exec_reduce_grads": "backward", "_exec_reduce_tied_grads": "backward",
+               "_exec_send_activations": "forward", "_exec_recv_activations": "forward",
+               "_exec_send_grads": "backward", "_exec_recv_grads": "backward"}
+
+
+def is_pipeline_engine(engine: Any) -> bool:
+    return callable(getattr(type(engine), "train_batch", None)) and hasattr(type(engine), "_exec_schedule")
+
+
+class PipelineHooks(EngineHooks):
+    """DeepSpeed's PipelineEngine: the user calls train_batch() / eval_batch(), and forward,
+    backward and step run inside them through super() (which instance attributes cannot
+    shadow), so these two are wrapped instead. One `step` event per train_batch with batch_ms
+    (the whole batch: every micro-batch's forward and backward, the p2p waits between stages,
+    the optimizer step) and data_ms (time between batches); no per-phase split, and stages do
+    different work by design, so cross-rank comparison only sees whole batches (the same on
+    every rank of a pipeline). The loss is train_batch's return value (the mean over the
+    batch, broadcast to every stage). The phase of a failure (OOM) is the pipeline instruction
+    that was running (engine._exec_instr)."""
+
+    STEP_KEYS = ("batch_ms", "data_ms")
+
+    def install(self) -> None:
+        for name, train in (("train_batch", True), ("eval_batch", False)):
+            self._saved[name] = self.engine.__dict__.get(name, _MISSING)
+            object.__setattr__(self.engine, name, self._wrap_batch(getattr(self.engine, name), train))
+        self._installed = True
+
+    def _wrap_batch(self, orig: Callable, train: bool) -> Callable:
+        def batch(*args: Any, **kwargs: Any) -> Any:
+            before = None
+            if train and self.session.enabled("steps"):
+                with self.session.guard("steps"):
+                    before = self._batch_begin()
+            try:
+                out = orig(*args, **kwargs)
+            except BaseException as e:
+                self._failed(e, self._pipe_phase(train))
+                raise
+            if before is not None and self.session.enabled("steps"):
+                with self.session.guard("steps"):
+                    self._batch_end(before, out)
+            return out
+        batch.__wrapped__ = orig  # type: ignore[attr-defined]
+        return batch
+
+    def _pipe_phase(self, train: bool) -> str:
+        instr = getattr(self.engine, "_exec_instr", None)
+        name = getattr(getattr(instr, "__func__", None), "__name__", "")
+        return PIPE_PHASES.get(name, "train_batch" if train else "eval")
+
+    def _batch_begin(self) -> tuple[int, float | None, float]:
+        now = self.progress.set_phase("train_batch")
+        if self._step_end is not None:
+            self._cur["data_ms"] = self._cur.get("data_ms", 0.0) + (now - self._step_end) * 1e3
+            self._step_end = None
+        self.progress.step = int(self.engine.global_steps)
+        if self._localize_armed and self.session.enabled("localize"):
+            with self.session.guard("localize"):
+                self._install_localizer()          # removed at the end of this batch
+        return int(self.engine.global_steps), self._read_scale(), now
+
+    def _batch_end(self, before: tuple[int, float | None, float], loss: Any) -> None:
+        now = time.monotonic()
+        self._cur["batch_ms"] = self._cur.get("batch_ms", 0.0) + (now - before[2]) * 1e3
+        if self._localize_handles:
+            self._remove_localizer()
+        self._micro += int(getattr(self.engine, "micro_batches", 1) or 1)
+        self.progress.micro_step += 1
+        self._step_end = self.progress.last_step_end = now
+        self.progress.set_phase("data")
+        if int(self.engine.global_steps) != before[0]:
+            self._last_loss = loss if self.on_host else _scalar(loss)
+            self._optimizer_step_done(before[0], before[1])
 
 
 _MISSING = object()

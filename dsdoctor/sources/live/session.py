@@ -9,18 +9,26 @@ recorded as a `doctor_error` event and switches that part off; it never reaches 
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ...events import Event, _finite_or_str
 
-STEP_FLUSH_SECONDS = 1.0       # step events are buffered at most this long
+# Per-step events (these kinds) are only queued by the training thread: a deque append, no
+# JSON, no file write, no detector, no TensorBoard on the hot path. The writer thread
+# drains the queue every STEP_FLUSH_SECONDS (JSON line, flush, Diagnoser, TensorBoard).
+# Every other kind (exception, oom, overflow, stall, ...) drains the queue first, so the
+# order is kept, and is written and flushed at once. A SIGKILL therefore loses at most
+# ~STEP_FLUSH_SECONDS of step events and never a non-step event.
+STEP_KINDS = frozenset({"step", "loss", "grad_norm", "lr", "memory"})
+MAX_QUEUED = 4096
+STEP_FLUSH_SECONDS = 0.25      # step events wait at most this long (+ one drain) for the disk;
+                               # a wake-up costs ~20 us, per-event work is the same either way
 PHASE_WINDOW = 64              # recent steps kept for per-phase statistics
 
 
@@ -142,11 +150,11 @@ class LiveSession:
         self.errors: list[tuple[str, str]] = []
         self.quiet = quiet
         self._disabled: set[str] = set()
+        self._guards: dict[str, _Guard] = {}
+        self._queue: collections.deque[Event] = collections.deque()   # STEP_KINDS not yet written
         self._parts: list[Any] = []
         self._lock = threading.RLock()
         self._fh = None
-        self._pending_steps = 0
-        self._last_flush = time.monotonic()
         self._diag = None
         self._closed = False
         self._listeners: list[Any] = []    # callables(ev) fed after each event (tensorboard)
@@ -157,8 +165,9 @@ class LiveSession:
         with self.guard("diagnose"):
             from ...pipeline import Diagnoser
             self._diag = Diagnoser()
-        # step events are buffered; this thread makes sure they reach the disk within a second
-        # even when no other event comes (a stalled rank killed later keeps its last steps)
+        # the writer thread: step events reach the disk (and the detectors) within
+        # STEP_FLUSH_SECONDS even when no other event comes (a stalled rank killed later keeps
+        # its last steps)
         self._stop_flusher = threading.Event()
         self._flusher = threading.Thread(target=self._flush_loop, name="dsdoctor-flush", daemon=True)
         with self.guard("events"):
@@ -166,8 +175,9 @@ class LiveSession:
 
     def _flush_loop(self) -> None:
         while not self._stop_flusher.wait(STEP_FLUSH_SECONDS):
-            if self._pending_steps:
-                self.flush()
+            if self._queue:
+                with self.guard("events.writer"):
+                    self.flush()
 
     # ------------------------------------------------------------------ containment
     def enabled(self, part: str) -> bool:
@@ -176,14 +186,14 @@ class LiveSession:
     def disable(self, part: str) -> None:
         self._disabled.add(part)
 
-    @contextlib.contextmanager
-    def guard(self, part: str) -> Iterator[None]:
-        """Run doctor code; an exception is recorded and disables `part`, never propagates.
-        Callers skip disabled parts with `if session.enabled(part)`."""
-        try:
-            yield
-        except Exception as e:  # noqa: BLE001 - containment is the point
-            self._record_error(part, e)
+    def guard(self, part: str) -> "_Guard":
+        """`with session.guard(part):` runs doctor code; an exception is recorded and disables
+        `part`, never propagates. Callers skip disabled parts with `if session.enabled(part)`.
+        A small class, not @contextmanager: it runs several times per training step."""
+        g = self._guards.get(part)
+        if g is None:
+            g = self._guards[part] = _Guard(self, part)
+        return g
 
     def _record_error(self, part: str, e: BaseException) -> None:
         msg = f"{type(e).__name__}: {e}"[:500]
@@ -199,33 +209,47 @@ class LiveSession:
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, step: int | None = None, **data: Any) -> Event:
-        """Record one event (thread-safe). Step events are buffered up to a second; every
-        other kind is flushed at once."""
+        """Record one event (thread-safe). STEP_KINDS are queued for the writer thread;
+        every other kind is written, flushed and diagnosed at once."""
         ev = Event(kind=kind, rank=self.rank, step=step, time=time.time(), data=data)
+        if kind in STEP_KINDS and not self._closed:
+            self._queue.append(ev)          # atomic under the GIL: no lock on the hot path
+            if len(self._queue) > MAX_QUEUED:
+                self.flush()                # the writer thread is gone or starved
+            return ev
         with self._lock:
-            if self._fh is not None and self.enabled("events"):
-                with self.guard("events"):
-                    line = _to_line(ev)
-                    self._fh.write(line)
-                    self._pending_steps += 1
-                    now = time.monotonic()
-                    if kind != "step" or now - self._last_flush >= STEP_FLUSH_SECONDS:
-                        self._fh.flush()
-                        self._pending_steps, self._last_flush = 0, now
-            if self._diag is not None and self.enabled("diagnose"):
-                with self.guard("diagnose"):
-                    for f in self._diag.feed(ev):
-                        self._new_finding(f)
-            for fn in list(self._listeners):
-                fn(ev)
+            self._drain()
+            self._handle(ev)
+            self._flush_file()
         return ev
 
     def flush(self) -> None:
+        """Write and diagnose every queued event and flush the file."""
         with self._lock:
-            if self._fh is not None and self.enabled("events"):
-                with self.guard("events"):
-                    self._fh.flush()
-                    self._pending_steps, self._last_flush = 0, time.monotonic()
+            self._drain()
+            self._flush_file()
+
+    def _drain(self) -> None:
+        q = self._queue
+        while q:
+            self._handle(q.popleft())
+
+    def _handle(self, ev: Event) -> None:
+        """Write one event (not flushed), feed the Diagnoser, then the listeners. Lock held."""
+        if self._fh is not None and self.enabled("events"):
+            with self.guard("events"):
+                self._fh.write(_to_line(ev))
+        if self._diag is not None and self.enabled("diagnose"):
+            with self.guard("diagnose"):
+                for f in self._diag.feed(ev):
+                    self._new_finding(f)
+        for fn in self._listeners:
+            fn(ev)
+
+    def _flush_file(self) -> None:
+        if self._fh is not None and self.enabled("events"):
+            with self.guard("events"):
+                self._fh.flush()
 
     def add_listener(self, fn: Any) -> None:
         self._listeners.append(fn)
@@ -246,6 +270,7 @@ class LiveSession:
         """Every finding this rank's Diagnoser holds now (including finish()-time ones)."""
         if self._diag is None:
             return list(self.findings)
+        self.flush()
         with self._lock, self.guard("diagnose"):
             return self._diag.finish()
         return list(self.findings)
@@ -262,11 +287,13 @@ class LiveSession:
         if self._closed:
             return
         self._stop_flusher.set()
+        self.flush()                       # queued steps reach TensorBoard before it closes
         for part in reversed(self._parts):
             with self.guard(type(part).__name__.lower()):
                 part.stop()
         self._parts.clear()
         with self._lock:
+            self._drain()
             if self._fh is not None:
                 with self.guard("events"):
                     self._fh.flush()
@@ -275,8 +302,30 @@ class LiveSession:
             self._closed = True
 
 
+class _Guard:
+    """The context manager behind LiveSession.guard (one per part, reused)."""
+    __slots__ = ("session", "part")
+
+    def __init__(self, session: LiveSession, part: str):
+        self.session, self.part = session, part
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: Any, exc: Any, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False                   # KeyboardInterrupt / SystemExit go through
+        self.session._record_error(self.part, exc)
+        return True                        # containment is the point
+
+
 def _to_line(ev: Event) -> str:
     """JSON line with nan/inf as strings (events.read_events restores them); the event
-    itself keeps its float values for the live detectors."""
+    itself keeps its float values for the live detectors. Fast path: to_json refuses nan/inf
+    (allow_nan=False), and only then is the data copied with them as strings."""
+    try:
+        return ev.to_json() + "\n"
+    except ValueError:
+        pass
     out = Event(ev.kind, ev.rank, ev.step, ev.time, _finite_or_str(ev.data))
     return out.to_json() + "\n"
