@@ -6,7 +6,9 @@ One training session per rank: the same engine alternates blocks of steps withou
 and with it (dsdoctor.attach with its defaults: hooks, exchange, watchdog, telemetry,
 TensorBoard; closed after the block, which leaves the engine as it was). The order flips every
 round so drift and warm-up hit both sides equally. Rank 0 prints the median step time of each
-side and their ratio (goal <= 1.01). Measured, not asserted: a busy 2-core machine is noisy.
+side and their ratio (goal <= 1.01). Measured, not asserted: a busy 2-core machine is noisy;
+longer blocks (--steps 150) amortise what each attach starts (threads, the TensorBoard file),
+which a real run pays once.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=60, help="steps per block")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--micro-batch", type=int, default=32)
+    ap.add_argument("--no-tensorboard", action="store_true", help="attach with tensorboard=False")
     return ap.parse_args()
 
 
@@ -85,7 +88,8 @@ def train(args: argparse.Namespace) -> None:
     for r in range(args.rounds):
         for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
             if mode == "on":
-                doc = dsdoctor.attach(engine, out=out, quiet=True)
+                doc = dsdoctor.attach(engine, out=out, quiet=True,
+                                      tensorboard=False if args.no_tensorboard else None)
                 t = block(args.steps, "on")
                 doc.close()
                 on += t

@@ -41,8 +41,9 @@ def main() -> None:
         t0, nbytes = time.perf_counter(), 0
         for r in range(n):
             c = clients[r % len(clients)]
-            s = {"step": step, "n": 10, "t": time.time(), "fwd": 40 * rnd.lognormvariate(0, 0.05),
-                 "bwd": 80 * rnd.lognormvariate(0, 0.05), "step_ms": 5.0, "data": 1.0}
+            # the shape of exchange.window_summary: `at` is the global step, `step` the step phase (ms)
+            s = {"at": step, "n": 10, "t": time.time(), "fwd": 40 * rnd.lognormvariate(0, 0.05),
+                 "bwd": 80 * rnd.lognormvariate(0, 0.05), "step": 5.0, "data": 1.0}
             if r == 1234:
                 s["fwd"] *= 1.6                     # one straggler among 4,096
             hb = {"seq": step, "step": step, "micro_step": step, "phase": "forward", "age": 0.01,

@@ -254,8 +254,8 @@ INPROC = textwrap.dedent("""
         undo = patch() if patch else None
         doc = dsdoctor.attach(engine, out=out, quiet=True)
         n = train(5)
+        doc.close()                  # per-step events reach TensorBoard/detectors on the writer thread
         errs = [p for p, _ in doc.session.errors]
-        doc.close()
         if undo:
             undo()
         res[name] = {"steps": n, "errors": errs, "pristine": pristine()}
@@ -399,6 +399,9 @@ def test_run_forwards_sigterm_and_still_diagnoses(tmp_path):
             time.sleep(0.5)
         else:
             pytest.fail("the stall fault never started")
+        # step events reach the disk within STEP_FLUSH_SECONDS (the writer thread); a kill
+        # sooner than that may lose the last ones by design
+        time.sleep(1.5)
         proc.send_signal(signal.SIGTERM)
         console, _ = proc.communicate(timeout=60)
         time.sleep(1)

@@ -82,6 +82,40 @@ def test_round_stats_data_and_waiting_and_scale():
     assert list(out["outliers"]) == ["9"] and out["outliers"]["9"]["which"] == "waiting"
 
 
+def test_two_ranks_waiting_in_collectives_is_not_a_straggler():
+    # healthy 2-rank run on a busy machine: rank 0's optimizer step a little longer, rank 1
+    # waits for it in backward's all-reduce. Neither the exchange round nor the post-mortem
+    # over the live step events may call that a slow rank (the flaky healthy-run test).
+    sums = {0: {"at": 20, "fwd": 1.5, "bwd": 15.2, "step": 9.9, "data": 0.2},
+            1: {"at": 20, "fwd": 1.5, "bwd": 22.3, "step": 7.7, "data": 0.2}}
+    out = round_stats(sums)
+    assert out["outliers"] == {}
+    from dsdoctor.pipeline import Diagnoser
+    diag = Diagnoser()
+    for step in range(30):
+        for r, (bwd, st) in {0: (15.0, 9.3), 1: (24.0, 15.4)}.items():
+            diag.feed(Event("step", rank=r, step=step, data={"fwd_ms": 1.5, "bwd_ms": bwd, "step_ms": st,
+                                                             "data_ms": 0.2, "micro_steps": 1}))
+    assert [f.rule for f in diag.finish() if f.severity != "info"] == []
+    for step in range(30):                   # ... while a slow forward is still named
+        diag.feed(Event("step", rank=1, step=30 + step, data={"fwd_ms": 40.0, "bwd_ms": 15.0, "step_ms": 9.0,
+                                                              "data_ms": 0.2, "micro_steps": 1}))
+        diag.feed(Event("step", rank=0, step=30 + step, data={"fwd_ms": 1.5, "bwd_ms": 52.0, "step_ms": 9.0,
+                                                              "data_ms": 0.2, "micro_steps": 1}))
+    assert [(f.rule, f.ranks) for f in diag.finish() if f.severity != "info"] == [("slow-rank", [1])]
+
+
+def test_summary_keeps_the_global_step_apart_from_the_step_phase():
+    from dsdoctor.sources.live.exchange import window_summary
+    from dsdoctor.sources.live.session import Progress
+    p = Progress()
+    fill(p, 10.0, 20.0, step=7.0, n=10, start=40)
+    s = window_summary(p, 10)
+    assert s["at"] == 50 and s["step"] == 7.0
+    out = round_stats({0: s, 1: dict(s, fwd=60.0)})
+    assert out["outliers"]["1"]["step"] == 50
+
+
 def test_detector_needs_consecutive_windows_and_has_no_false_positives():
     """1,000 healthy steps of 8 noisy ranks (K=10: 100 rounds) -> nothing; then rank 3
     slowed by 40 % -> named after exactly 3 rounds, once."""
@@ -326,3 +360,90 @@ def test_e2e_doctor_parts_failing_do_not_stop_training(tmp_path):
         assert errors == ["telemetry.gpu"], errors
         assert any(e.kind == "telemetry" for e in evs)      # host readings went on
         assert sum(e.kind == "step" for e in evs) == 20
+
+
+# ---------------------------------------------------------------------------- pipeline engines
+PIPE_SCRIPT = '''
+import os, logging
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+import torch, deepspeed
+from torch import nn
+from deepspeed.pipe import PipelineModule
+deepspeed.init_distributed(dist_backend="gloo")
+logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+torch.manual_seed(0)
+NAN_AT, OOM_AT, STEPS = int(os.environ["NAN_AT"]), int(os.environ["OOM_AT"]), 8
+state = {"step": 0}
+
+class Boom(nn.Module):              # on stage 1: a host allocator failure in forward at step OOM_AT
+    def forward(self, x):
+        if state["step"] == OOM_AT:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                               "can't allocate memory: you tried to allocate 4294967296 bytes.")
+        return x
+
+net = PipelineModule(layers=[nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), Boom(), nn.Linear(16, 1)],
+                     num_stages=2, loss_fn=nn.MSELoss())
+cfg = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2, "steps_per_print": 10 ** 9,
+       "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}}}
+engine, *_ = deepspeed.initialize(model=net, model_parameters=list(net.parameters()), config=cfg)
+
+def batches():
+    g = torch.Generator().manual_seed(1)
+    while True:
+        x = torch.randn(4, 16, generator=g)
+        if state["step"] == NAN_AT:
+            x[0, 0] = float("nan")
+        yield x, x.sum(1, keepdim=True)
+
+it = batches()
+for i in range(STEPS):
+    state["step"] = i
+    engine.train_batch(it)
+'''
+
+
+def run_pipe(tmp_path, nan_at=-1, oom_at=-1):
+    script = tmp_path / "pipe_train.py"
+    script.write_text(PIPE_SCRIPT)
+    out = tmp_path / "run"
+    tag = f"xrank-pipe-{os.getpid()}-{time.time_ns()}"
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", DSDOCTOR_TENSORBOARD="0",
+               DSDOCTOR_TELEMETRY_INTERVAL="2", DSDOCTOR_TEST_TAG=tag, NAN_AT=str(nan_at), OOM_AT=str(oom_at))
+    cmd = [sys.executable, "-m", "dsdoctor", "run", "--out", str(out), "--", sys.executable, "-m",
+           "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()), str(script)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                         start_new_session=True)
+    try:
+        text, _ = p.communicate(timeout=E2E_LIMIT)
+    except subprocess.TimeoutExpired:
+        kill_tagged(tag)
+        text, _ = p.communicate()
+        pytest.fail(f"pipeline run did not end within {E2E_LIMIT} s:\n{text[-3000:]}")
+    finally:
+        kill_tagged(tag)
+    evs = []
+    for f in sorted(out.glob("events-rank*.jsonl")):
+        evs += list(read_events(f.open(encoding="utf-8"), str(f)))
+    return p.returncode, text, out, evs
+
+
+def test_e2e_pipeline_engine_steps_loss_and_nan(tmp_path):
+    """2-stage PipelineModule (train_batch): step timing and the loss on both stages, NaN at step 3."""
+    rc, text, out, evs = run_pipe(tmp_path, nan_at=3)
+    assert rc == 0, text[-3000:]
+    steps = [e for e in evs if e.kind == "step"]
+    assert {e.rank for e in steps} == {0, 1} and len(steps) == 16, text[-3000:]
+    assert all(e.data["batch_ms"] > 0 and e.data["micro_steps"] == 2 for e in steps)
+    losses = {(e.rank, e.step) for e in evs if e.kind == "loss"}
+    assert (0, 0) in losses and (1, 0) in losses
+    nan = [f for f in live_findings(out) if f["category"] == "nan_loss"]
+    assert nan and 3 in nan[0]["steps"], [(f["rule"], f["steps"]) for f in live_findings(out)]
+
+
+def test_e2e_pipeline_engine_oom_phase(tmp_path):
+    rc, text, out, evs = run_pipe(tmp_path, oom_at=2)
+    assert rc != 0
+    ooms = [e for e in evs if e.kind == "oom"]
+    assert [(e.rank, e.step, e.data["phase"], e.data["device"]) for e in ooms] == [(1, 2, "forward", "cpu")], text[-3000:]
+    assert any(f["category"] == "host_oom" for f in live_findings(out))

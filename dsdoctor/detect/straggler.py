@@ -28,6 +28,7 @@ MIN_RATIO = 1.3            # an outlier is at least 30 % above the others' media
 MIN_EXCESS_MS = 5.0        # ... and at least 5 ms above it ...
 MAD_SIGMAS = 4.0           # ... and 4 robust sigmas (1.4826 x MAD) above it
 CONSECUTIVE = 3            # rounds in a row before a rank is named
+MIN_RANKS_WAITING = 3      # ranks needed before "waiting in collectives" can single one out
 
 
 def _spread(values: list[float]) -> float:
@@ -87,7 +88,11 @@ def round_stats(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
                 waiting[r] = {"which": "waiting", "phase": phase, "value_ms": round(v, 3),
                               "median_ms": round(base, 3), "ratio": round(v / base, 2) if base else None}
     outliers = dict(stragglers)
-    if not stragglers:       # ranks slow only in collectives: waiting on communication
+    # Ranks slow only in collectives: waiting on communication. Not with two ranks: one of them
+    # always waits for the other inside the collectives, whatever made the other a little later
+    # (its optimizer step, the script's own work between the engine calls); a rank waiting
+    # longer than the rest only means something from MIN_RANKS_WAITING ranks on.
+    if not stragglers and len(summaries) >= MIN_RANKS_WAITING:
         outliers.update(waiting)
     clocks = [s["sm_clock"] for s in summaries.values() if s.get("sm_clock")]
     med_clock = statistics.median(clocks) if clocks else None
@@ -97,8 +102,8 @@ def round_stats(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
             o["sm_clock"], o["median_sm_clock"] = s["sm_clock"], med_clock
         if s.get("throttle"):
             o["throttle"] = s["throttle"]
-        if s.get("step") is not None:
-            o["step"] = s["step"]
+        if s.get("at") is not None:                 # the rank's global step ("step" is a phase time)
+            o["step"] = s["at"]
     return {"nranks": len(summaries), "median": med, "waiting_ranks": len(waiting) if stragglers else 0,
             "outliers": {str(r): o for r, o in outliers.items()}}
 

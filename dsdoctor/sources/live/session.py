@@ -27,6 +27,7 @@ from ...events import Event, _finite_or_str
 # ~STEP_FLUSH_SECONDS of step events and never a non-step event.
 STEP_KINDS = frozenset({"step", "loss", "grad_norm", "lr", "memory"})
 MAX_QUEUED = 4096
+DRAIN_CHUNK = 8                # events handled per GIL hold by the writer thread
 STEP_FLUSH_SECONDS = 0.25      # step events wait at most this long (+ one drain) for the disk;
                                # a wake-up costs ~20 us, per-event work is the same either way
 PHASE_WINDOW = 64              # recent steps kept for per-phase statistics
@@ -177,7 +178,21 @@ class LiveSession:
         while not self._stop_flusher.wait(STEP_FLUSH_SECONDS):
             if self._queue:
                 with self.guard("events.writer"):
-                    self.flush()
+                    self._drain_in_chunks()
+
+    def _drain_in_chunks(self) -> None:
+        """The writer thread's drain: DRAIN_CHUNK events at a time, then the GIL is given back
+        (sleep(0)). Otherwise the training thread, back from a torch op, could wait for the
+        whole drain (up to the 5 ms switch interval) and its step would grow: CPU time equal,
+        wall time not."""
+        q = self._queue
+        while q:
+            with self._lock:
+                for _ in range(min(len(q), DRAIN_CHUNK)):
+                    self._handle(q.popleft())
+            time.sleep(0)
+        with self._lock:
+            self._flush_file()
 
     # ------------------------------------------------------------------ containment
     def enabled(self, part: str) -> bool:
