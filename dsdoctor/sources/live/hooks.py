@@ -158,42 +158,38 @@ class EngineHooks:
             self._check_buffer(force=True)
 
     # ------------------------------------------------------------ wrappers
-    def _wrap_forward(self, orig: Callable) -> Callable:
-        def forward(*args: Any, **kwargs: Any) -> Any:
+    def _wrap_phase(self, phase: str, orig: Callable,
+                    on_begin: Callable[[tuple, dict], None] | None = None) -> Callable:
+        """Time one phase around `orig`; an exception is recorded (OOM phase) and re-raised."""
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             if self.session.enabled("steps"):
                 with self.session.guard("steps"):
-                    self._begin("forward")
+                    self._begin(phase)
+                    if on_begin is not None:
+                        on_begin(args, kwargs)
             try:
                 out = orig(*args, **kwargs)
             except BaseException as e:
-                self._failed(e, "forward")
+                self._failed(e, phase)
                 raise
             if self.session.enabled("steps"):
                 with self.session.guard("steps"):
-                    self._end("forward")
+                    self._end(phase)
             return out
-        forward.__wrapped__ = orig  # type: ignore[attr-defined]
-        return forward
+        wrapper.__name__ = phase
+        wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
+        return wrapper
+
+    def _wrap_forward(self, orig: Callable) -> Callable:
+        return self._wrap_phase("forward", orig)
 
     def _wrap_backward(self, orig: Callable) -> Callable:
-        def backward(loss: Any, *args: Any, **kwargs: Any) -> Any:
-            if self.session.enabled("steps"):
-                with self.session.guard("steps"):
-                    self._begin("backward")
-                    # CPU: kept as it is until the optimizer step reads it with float();
-                    # elsewhere detached, to be read in a batch (no sync per step)
-                    self._last_loss = loss if self.on_host else _scalar(loss)
-            try:
-                out = orig(loss, *args, **kwargs)
-            except BaseException as e:
-                self._failed(e, "backward")
-                raise
-            if self.session.enabled("steps"):
-                with self.session.guard("steps"):
-                    self._end("backward")
-            return out
-        backward.__wrapped__ = orig  # type: ignore[attr-defined]
-        return backward
+        def keep_loss(args: tuple, kwargs: dict) -> None:
+            loss = args[0] if args else kwargs.get("loss")
+            # CPU: kept as it is until the optimizer step reads it with float();
+            # elsewhere detached, to be read in a batch (no sync per step)
+            self._last_loss = loss if self.on_host else _scalar(loss)
+        return self._wrap_phase("backward", orig, keep_loss)
 
     def _wrap_step(self, orig: Callable) -> Callable:
         def step(*args: Any, **kwargs: Any) -> Any:
