@@ -63,8 +63,9 @@ def build_command(fault: str, ranks: int | None, out: Path, steps: int | None = 
                   "--master_port", str(free_port()), "-m", "dsdoctor.demo.train"]
     else:
         launch = [sys.executable, "-m", "dsdoctor.demo.train"]
+    stage = [] if "--zero-stage" in train_args else ["--zero-stage", "2" if n > 1 else "0"]
     cmd = [sys.executable, "-m", "dsdoctor", "run", "--out", str(out), *run_opts, "--", *launch,
-           "--zero-stage", "2" if n > 1 else "0", *train_args]
+           *stage, *train_args]
     env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **env_extra}
     return cmd, env, expect
 

@@ -99,7 +99,7 @@ def _host_float(x: Any) -> float | None:
     ~1 us and synchronises nothing."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
-        return float(x) if x.numel() == 1 else None
+        return float(x.detach()) if x.numel() == 1 else None   # detach: no autograd warning
     if isinstance(x, (int, float)):
         return float(x)
     return None
