@@ -15,7 +15,7 @@ all the others, then the torchrun summary.
 
 Then, side by side in one run (page cache warmed first, each command run twice, best time
 kept): `dsdoctor analyze --json DIR` and `LC_ALL=C grep -E -c` with the same trigger literals
-dsdoctor's block scanner looks for (dsdoctor.sources.logs._trigger_list). Prints both times,
+dsdoctor's block scanner looks for (dsdoctor.sources.scanner._trigger_list). Prints both times,
 the ratio, dsdoctor's peak RSS (from wait4() on the child), and whether dsdoctor found the
 buried story (top finding: the OOM, on the right rank).
 
@@ -320,9 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"input: {folder} · {len(paths)} files · {total / 2**20:.0f} MiB")
 
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from dsdoctor.sources import logs
-        logs._triggers()
-        literals = list(logs._trigger_list)
+        from dsdoctor.sources import scanner
+        scanner._triggers()
+        literals = list(scanner._trigger_list)
         grep_cmd = ["grep", "-E", "-c"] + [a for lit in literals for a in ("-e", ere_escape(lit))] + [str(p) for p in paths]
         ds_cmd = [sys.executable, "-m", "dsdoctor", "analyze", "--json", str(folder)]
         env_c = dict(os.environ, LC_ALL="C")

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from dsdoctor import cli
 from dsdoctor.events import Event, EventWriter
-from dsdoctor.sources.logs import _triggers, candidate_lines
+from dsdoctor.sources.scanner import _triggers, candidate_lines
 
 if not cli.app.registered_commands:
     cli._register()

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-import dsdoctor.sources.logs as logs
-from dsdoctor.sources.logs import MAX_LINE, _Matcher, _triggers, candidate_lines, events_from_text
+import dsdoctor.sources.scanner as scanner
+from dsdoctor.sources.logs import events_from_text
+from dsdoctor.sources.scanner import MAX_LINE, _Matcher, _triggers, candidate_lines
 
 PARTS = [b"Traceback (most recent call last)", b'  File "x.py", line 3, in forward', b"CUDA error: bad",
          b"noise noise", b"DefaultCPUAllocator: can't allocate memory", b"\r", b"\xff\xfe",
@@ -19,11 +20,11 @@ def _lines(data: bytes, cut: int, use_hs: bool):
     alt = _Matcher(m.literals)
     if not use_hs:
         alt.hs = None
-    saved, logs._matcher = logs._matcher, alt
+    saved, scanner._matcher = scanner._matcher, alt
     try:
         return list(candidate_lines([data[:cut], data[cut:]]))
     finally:
-        logs._matcher = saved
+        scanner._matcher = saved
 
 
 def test_matchers_agree_at_any_block_cut():

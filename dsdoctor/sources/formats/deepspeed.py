@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import re
 
-from ..logs import Line, StreamState, no_nonfinite, on, steady
+from ..logs import Line, StreamState
+from ..registry import on, steady
 
 # ---------------------------------------------------------------- shared helpers
 _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|infinity)"
@@ -520,9 +521,10 @@ def ninja_missing(line: Line, st: StreamState):
     return _env(line, st, "ninja")
 
 
-# Per-step metric lines are sampled when steady (sources/logs.py `steady`): a step line
-# only while no step was skipped, and none of them when a value is nan/inf.
-_SKIPPED0 = re.compile(rb"skipped=0\b")
+# Per-step metric lines are sampled when steady (sources/registry.py `steady`): none of them
+# when a value is nan/inf. A step line's `skipped=` is the run's running total, so it stays
+# non-zero after the first fp16 overflow: each skipped step has its own OVERFLOW line, which
+# is always read, and a sampled step line still carries the right total.
 steady("ds_timers", "time (ms) |")
 steady("ds_throughput", "SamplesPerSec=")
-steady("ds_step", ", skipped=", check=lambda raw: bool(_SKIPPED0.search(raw)) and no_nonfinite(raw))
+steady("ds_step", ", skipped=")

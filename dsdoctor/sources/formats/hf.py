@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState, on, steady
+from ..logs import Line, StreamState
+from ..registry import on, steady
 from .deepspeed import nested, num
 
 _PAIR = re.compile(r"'(\w+)': '?([^,'}]*)'?")

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState, on
+from ..logs import Line, StreamState
+from ..registry import on
 
 
 def _once(st: StreamState, key: tuple) -> bool:

@@ -20,7 +20,8 @@ from functools import lru_cache
 from typing import Iterator
 
 from ...events import Event
-from ..logs import Line, StreamState, no_nonfinite, on, steady
+from ..logs import Line, StreamState
+from ..registry import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 from .deepspeed import num, scale, set_step
 
 _START = re.compile(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
@@ -175,4 +176,12 @@ def _healthy_iteration(raw: bytes) -> bool:
             and not _NONZERO_COUNTER.search(raw) and no_nonfinite(raw.replace(b"of nan iterations", b"")))
 
 
-steady("megatron", *_PIECES, check=_healthy_iteration)
+def _every_record_has_its_loss(block: bytes, losses: int) -> bool:
+    # A missing 'lm loss' field is the NaN signal, and no pattern can match an absence: the
+    # counts must agree (each record holds both once), else the block is read line by line.
+    # A wrapped record is fine: a sampled 'lm loss' piece is parsed from its record's start.
+    return losses == block.count(b"nan iterations")
+
+
+steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss", block_ok=_every_record_has_its_loss,
+       anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0)))

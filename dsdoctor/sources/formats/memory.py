@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState, on
+from ..logs import Line, StreamState
+from ..registry import on
 from .traceback import take_phase
 
 _SIZE = r"([\d.]+ ?(?:bytes|[KMGT]i?B))"

@@ -1,0 +1,109 @@
+"""Thinning of steady metric lines (the groups declared with registry.steady).
+
+The sampler keeps per group a count of the lines seen and the next count it keeps: all of
+the first STEADY_KEEP_ALL, then one in 2, one in 4, ... (the stride doubles every
+STEADY_KEEP_ALL kept lines). The scanner asks it line by line (`admit`) or, on its fast
+path, for a whole block at once (`kept_in`).
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+from .registry import STEADY, STEADY_KEEP_ALL
+
+
+class SteadySampler:
+    """Thins steady metric lines (see `steady`); every other candidate line passes."""
+
+    def __init__(self, names: list[str], keep_all: int = STEADY_KEEP_ALL):
+        self.keep_all = keep_all
+        self.count: dict[str, int] = {}
+        self.pending: dict[str, tuple[int, bytes, list[int]]] = {}
+        self.next_kept: dict[str, int] = {}       # per group: the next count that `_keep` keeps
+        # literal id -> (group name, check) or None, so a line's group costs a few list lookups
+        self.table = [(g.name, g.check) if (g := STEADY.get(name)) else None for name in names]
+
+    def _group(self, raw: bytes, ids: list[int]) -> str | None:
+        table = self.table
+        first = table[ids[0]]
+        if first is None:
+            return None
+        group, check = first
+        for i in ids[1:]:
+            e = table[i]
+            if e is None or e[0] != group:
+                return None
+        return group if check(raw) else None
+
+    def _keep(self, n: int) -> bool:
+        k = self.keep_all
+        if n <= k:
+            return True
+        period = (n // k + 1).bit_length() - 1        # 1, 2, 3 ... as n doubles past k
+        return n % (1 << period) == 0
+
+    def _next_kept(self, n: int) -> int:
+        """The smallest m > n that `_keep` keeps: the next multiple of m's stride (strides only
+        grow, so no kept count lies before it; if the stride grew by then, go on from there)."""
+        m = n + 1
+        while not self._keep(m):
+            stride = 1 << ((m // self.keep_all + 1).bit_length() - 1)
+            m = -(-m // stride) * stride
+        return m
+
+    def admit(self, item: tuple[int, bytes, list[int]]) -> bool | None:
+        """The sampler's decision for one candidate line: True (a steady line to parse now),
+        False (steady, held back in `pending`), None (not steady: parse it, after `flush`).
+        Runs for every candidate line, so `_group` and `_keep` are inlined for the common
+        case (one literal, a steady group, past the first keep_all lines)."""
+        ids = item[2]
+        if len(ids) == 1:
+            e = self.table[ids[0]]
+            group = e[0] if e is not None and e[1](item[1]) else None
+        else:
+            group = self._group(item[1], ids) if ids else None
+        if group is None:
+            return None
+        count = self.count
+        n = count[group] = count.get(group, 0) + 1
+        if n < self.next_kept.get(group, 0):
+            self.pending[group] = item
+            return False
+        self.next_kept[group] = self._next_kept(n)
+        if self.pending:
+            self.pending.pop(group, None)
+        return True
+
+    def kept_in(self, group: str, count: int) -> list[int]:
+        """The fast path's decision for a block holding `count` lines of `group`: the indexes
+        (0-based, increasing) of the lines to parse. Same counting as `admit`."""
+        n0 = self.count.get(group, 0)
+        self.count[group] = n0 + count
+        k = self.next_kept.get(group, 1)
+        while k <= n0:
+            k = self._next_kept(k)
+        out = []
+        while k <= n0 + count:
+            out.append(k - n0 - 1)
+            k = self._next_kept(k)
+        self.next_kept[group] = k
+        return out
+
+    def flush(self) -> list[tuple[int, bytes, list[int]]]:
+        """The held-back lines (the last of each group), in line order."""
+        out = sorted(self.pending.values())
+        self.pending.clear()
+        return out
+
+    def filter(self, hits: Iterable[tuple[int, bytes, list[int]]],
+               final: bool = True) -> Iterator[tuple[int, bytes, list[int]]]:
+        """Thin a stream of candidate lines; `final`: it is the end of the input."""
+        for item in hits:
+            verdict = self.admit(item)
+            if verdict is False:
+                continue
+            if verdict is None and self.pending:
+                yield from self.flush()
+            yield item
+        if final and self.pending:
+            yield from self.flush()

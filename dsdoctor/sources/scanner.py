@@ -1,0 +1,444 @@
+"""Block scanning: which lines of a log are worth parsing, found in C.
+
+The input comes in 8 MiB blocks; one compiled set of trigger literals (registry.on) finds the
+few lines worth parsing, and Python only touches those. Two paths:
+
+  line by line  every hit comes back to Python, and steady metric lines are thinned one by one
+                (SteadySampler.admit). Used without hyperscan (Python's `re` then finds the
+                literals), with --all-lines, and for blocks the fast path declines.
+  fast          hyperscan and sampling: steady literals are reported once per block, hyperscan
+                patterns report the unusual steady lines (registry.SteadyGroup.anomalies), and
+                the sampled lines are found with bytes.count/find. A steady line costs no
+                Python at all, which is what keeps a 10 GB log close to grep's time.
+
+Both yield (line number, raw line, ids of the literals in it), in line order.
+"""
+from __future__ import annotations
+
+import re
+from typing import Generator, Iterable, Iterator
+
+from .registry import CONTINUES, HANDLERS, STEADY, TRIGGERS, SteadyGroup
+from .sampler import SteadySampler
+
+MAX_LINE = 64 * 1024          # longer lines are cut: a 50 MB line is noise, not evidence
+MAX_WALK_BACK = 8             # physical lines a wrapped record may span before its unusual piece
+
+_trigger_list: list[str] = []
+_matcher: "_Matcher | None" = None
+Item = tuple[int, bytes, list[int]]
+
+
+Follow = tuple[tuple[tuple[int, bytes], ...], re.Pattern]
+
+
+class _Matcher:
+    """Finds trigger literals in a block of bytes.
+
+    Hyperscan (Intel's multi-literal matcher, ~3 GB/s here) when it is installed; Python's
+    `re` otherwise (~200 MB/s for an alternation of literals: sre has no multi-literal
+    search). Both report the end offset of each hit, in increasing order.
+    """
+
+    def __init__(self, literals: list[bytes]):
+        self.literals = literals
+        self.names = [t.decode() for t in literals]
+        self.index = {t: i for i, t in enumerate(literals)}
+        # continuation-only literals are not searched for in the block (see `on`); `follow[i]`
+        # lists the (id, literal) of those that may continue a line holding literal i
+        only = [n in CONTINUES and n not in TRIGGERS for n in self.names]
+        self.follow: list[Follow | None] = [
+            self.follow_of(tuple((j, literals[j]) for j, m in enumerate(self.names) if only[j] and n in CONTINUES[m]))
+            for n in self.names]
+        scanned = [i for i in range(len(literals)) if not only[i]]
+        self.rx = re.compile(b"|".join(re.escape(literals[i]) for i in scanned))
+        self.rx_all = re.compile(b"|".join(re.escape(t) for t in literals))
+        # literal id -> its steady group (registry.steady), or None
+        self.groups: list[SteadyGroup | None] = [STEADY.get(n) for n in self.names]
+        self.hs = self.fast = None
+        try:
+            import hyperscan
+        except Exception:          # not installed, or no wheel for this platform
+            return
+        exprs = [re.escape(literals[i]) for i in scanned]
+        self.hs = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        self.hs.compile(expressions=exprs, ids=scanned, elements=len(scanned), flags=[0] * len(scanned))
+        self.fast = self._fast_database(hyperscan, exprs, scanned)
+
+    def _fast_database(self, hyperscan, exprs: list[bytes], scanned: list[int]):
+        """The fast path's database: the literals, steady ones reported once per block
+        (SINGLEMATCH: that says the group is there), plus every group's anomaly patterns
+        with ids from len(literals) up."""
+        flags = [hyperscan.HS_FLAG_SINGLEMATCH if self.groups[i] else 0 for i in scanned]
+        ids, exprs = list(scanned), list(exprs)
+        patterns: dict[tuple[bytes, int], int] = {}
+        for g in {g.name: g for g in self.groups if g and g.anomalies}.values():
+            for pat in g.anomalies:
+                patterns.setdefault(pat, len(self.literals) + len(patterns))
+        for (rx, fl), i in patterns.items():
+            exprs.append(rx)
+            flags.append(fl)
+            ids.append(i)
+        try:
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            db.compile(expressions=exprs, ids=ids, elements=len(ids), flags=flags)
+            return db
+        except Exception:        # a pattern hyperscan cannot compile: the line-by-line path only
+            return None
+
+    _follow_cache: dict[tuple, "Follow"] = {}
+
+    def follow_of(self, pairs: tuple[tuple[int, bytes], ...]) -> "Follow | None":
+        """(the (id, literal) pairs, one regex for them all): the regex tells in one call
+        whether a line holds any of them (most lines after a record line do not)."""
+        if not pairs:
+            return None
+        f = self._follow_cache.get(pairs)
+        if f is None:
+            f = self._follow_cache[pairs] = (pairs, re.compile(b"|".join(re.escape(t) for _, t in pairs)))
+        return f
+
+    def hits(self, body: bytes) -> list[tuple[int, int]]:
+        """(end offset, literal id) of the hits in `body`, in increasing offset order. The
+        `re` fallback reports the first hit of each line only (its caller asks for the
+        line's other literals itself)."""
+        out: list[tuple[int, int]] = []
+        if self.hs is not None:
+            add = out.append
+            self.hs.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)))
+            return out
+        pos, search, index = 0, self.rx.search, self.index
+        while True:
+            m = search(body, pos)
+            if not m:
+                return out
+            out.append((m.end(), index[m.group()]))
+            nl = body.find(b"\n", m.end())     # the caller skips the rest of this line
+            if nl < 0:
+                return out
+            pos = nl + 1
+
+    def fast_hits(self, body: bytes) -> list[tuple[int, int]]:
+        """(end offset, id) from the fast database: the other literals' hits, the first hit
+        of each steady literal, and anomaly hits (id >= len(literals)), in offset order."""
+        out: list[tuple[int, int]] = []
+        add = out.append
+        self.fast.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)))
+        return out
+
+    def line_ids(self, line: bytes) -> list[int]:
+        """The (scanned) literal ids in one line, every one of them."""
+        if self.hs is None:
+            return self.ids_in(line)
+        got = {i for _, i in self.hits(line)}
+        return sorted(got)
+
+    def ids_in(self, line: bytes, continuations: bool = False) -> list[int]:
+        """The literal ids in one line (for the `re` fallback), with the continuation
+        literals too if asked."""
+        rx = self.rx_all if continuations else self.rx
+        return sorted({self.index[t] for t in rx.findall(line)})
+
+
+def _triggers() -> _Matcher:
+    global _matcher, _trigger_list
+    if _matcher is None:
+        from . import formats  # noqa: F401 - importing registers the recognisers
+        _trigger_list = sorted(HANDLERS, key=len, reverse=True)
+        _matcher = _Matcher([t.encode() for t in _trigger_list])
+    return _matcher
+
+
+# ---------------------------------------------------------------- scanning
+def candidate_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, raw line) for lines that contain a trigger literal."""
+    for lineno, line, _ids in candidate_hits(blocks):
+        yield lineno, line
+
+
+def candidate_hits(blocks: Iterable[bytes],
+                   sampler: "SteadySampler | None" = None) -> Iterator[tuple[int, bytes, list[int]]]:
+    """Yield (line number, raw line, ids of the trigger literals in it) for candidate lines.
+
+    Works on whole blocks: the matcher skips uninteresting text in C, and Python only
+    touches the lines that matched. A line longer than MAX_LINE is not buffered whole: its
+    hits are yielded as windows around each hit, so a 50 MB progress-bar line costs no
+    memory and the error message at its end is not lost. With a `sampler`, steady lines
+    are thinned in the scanning loop itself, on the fast path when hyperscan is there.
+    """
+    m = _triggers()
+    lineno = 1            # number of the first line in `buf`
+    tail = b""
+    carry: list[tuple[int, bytes]] = []     # continuation literals for the next block's first line
+    scan = _scan_fast if sampler is not None and m.fast is not None else _scan
+    for block in blocks:
+        buf = tail + block if tail else block
+        cut = buf.rfind(b"\n")
+        if cut < 0:
+            if len(buf) > 4 * MAX_LINE:         # inside a giant line
+                keep = MAX_LINE
+                carry.clear()
+                yield from _sampled(sampler, _giant(m, buf[:-keep], lineno))
+                tail = buf[-keep:]
+            else:
+                tail = buf
+            continue
+        body, tail = buf[:cut + 1], buf[cut + 1:]
+        lineno += yield from scan(m, body, lineno, carry, sampler)
+    if tail:
+        yield from scan(m, tail + b"\n", lineno, carry, sampler)
+    if sampler is not None and sampler.pending:
+        yield from sampler.flush()
+
+
+def _giant(m: _Matcher, piece: bytes, lineno: int) -> Iterator[tuple[int, bytes, list[int]]]:
+    last = -1
+    for end, _id in m.hits(piece):
+        if end <= last:
+            continue
+        start = max(piece.rfind(b"\r", 0, end) + 1, end - MAX_LINE)
+        stop = piece.find(b"\r", end)
+        stop = len(piece) if stop < 0 else stop
+        last = stop
+        window = piece[start:min(stop, start + MAX_LINE)]
+        yield lineno, window, m.ids_in(window)
+
+
+def _sampled(sampler: "SteadySampler | None", items: Iterable[tuple[int, bytes, list[int]]]):
+    return items if sampler is None else sampler.filter(items, final=False)
+
+
+def _scan(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
+          sampler: "SteadySampler | None") -> Generator[Item, None, int]:
+    """The line-by-line path for one block; returns the number of lines in `body`."""
+    # The hot loop of `analyze`: one iteration per trigger hit, so it stays flat.
+    first = lineno
+    counted_to = 0
+    line_end = -1
+    ids: list[int] | tuple = ()       # scanner hits on the open line
+    extra: list[int] | tuple = ()     # continuation literals found on it (see `on`)
+    line = b""
+    exact = m.hs is not None          # hyperscan reports every hit; `re` only the first
+    follow = m.follow
+    rfind, find, count = body.rfind, body.find, body.count
+    admit = sampler.admit if sampler is not None else None
+    if carry:                         # the previous block's last line may continue here
+        line_end = find(b"\n")
+        line = body[:line_end]
+        ids = []
+        extra = [j for j, lit in carry if lit in line]
+        carry.clear()
+    hits = m.hits(body)
+    hits.append((len(body) + 1, -1))  # a sentinel closes the last line
+    for end, i in hits:
+        if end <= line_end:
+            ids.append(i)                  # another literal on the current line
+            continue
+        while ids or extra:                # close the open line (and the lines continuing it)
+            if len(line) > MAX_LINE:
+                yield from _sampled(sampler, _giant(m, line, lineno))
+                ids = extra = ()
+                break
+            if exact:
+                got = [*ids, *extra] if extra else ids
+                if len(got) > 1:
+                    got = sorted(set(got))
+            else:
+                got = sorted(set(m.ids_in(line)).union(extra)) if extra else m.ids_in(line)
+            item = (lineno, line, got)
+            if admit is None:
+                yield item
+            else:                          # SteadySampler.filter, inlined: no generator hop
+                verdict = admit(item)
+                if verdict is not False:
+                    if verdict is None and sampler.pending:
+                        yield from sampler.flush()
+                    yield item
+            ids = extra = ()
+            fl = follow[got[0]] if len(got) == 1 else _follows(m, got)
+            if fl is None:
+                break
+            nxt_start = line_end + 1
+            if nxt_start >= len(body):
+                carry.extend(fl[0])
+                break
+            nxt_end = find(b"\n", nxt_start)
+            nxt = body[nxt_start:nxt_end]
+            if not fl[1].search(nxt):
+                break
+            extra = [j for j, lit in fl[0] if lit in nxt]
+            lineno += count(b"\n", counted_to, nxt_start)
+            counted_to = nxt_start
+            line, line_end = nxt, nxt_end
+            if end <= line_end:
+                ids = [i]
+                break
+        if end <= line_end or i < 0:       # the hit went to a continued line, or the sentinel
+            continue
+        start = rfind(b"\n", 0, end) + 1
+        line_end = find(b"\n", end)
+        lineno += count(b"\n", counted_to, start)
+        counted_to = start
+        line = body[start:line_end]
+        ids = [i]
+    return lineno - first + count(b"\n", counted_to)
+
+
+def _scan_fast(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
+               sampler: SteadySampler) -> Generator[Item, None, int]:
+    """The fast path for one block (see the module docstring). Steady lines reach Python only
+    when sampled, unusual (an anomaly pattern), or the last of their group before another
+    candidate line or the block's end; a group without anomaly patterns, or whose
+    `block_ok` says no, sends the block down the line-by-line path."""
+    n_literals = len(m.literals)
+    groups: dict[str, SteadyGroup] = {}
+    starts: list[int] = []               # starts of the lines to parse
+    rfind = body.rfind
+    for end, i in m.fast_hits(body):
+        g = m.groups[i] if i < n_literals else None
+        if g is None:                    # another literal, or an anomaly pattern
+            starts.append(rfind(b"\n", 0, end) + 1)
+        else:
+            groups[g.name] = g
+    counts = {}
+    for g in groups.values():
+        counts[g.name] = n = body.count(g.anchor)
+        if g.anomalies is None or (g.block_ok is not None and not g.block_ok(body, n)):
+            return (yield from _scan(m, body, lineno, carry, sampler))
+    if sampler.pending:                  # held back by the line-by-line path in an earlier block
+        yield from sampler.flush()
+    others = sorted(set(starts))
+    for g in groups.values():
+        count = counts[g.name]
+        starts += _sampled_starts(body, g.anchor, count, sampler.kept_in(g.name, count))
+        lo = 0
+        for p in (*others, len(body)):   # the group's last line before each other line, and the block's last
+            q = rfind(g.anchor, lo, p)
+            if q >= 0:
+                starts.append(rfind(b"\n", 0, q) + 1)
+            lo = p
+    last = rfind(b"\n", 0, len(body) - 1) + 1
+    ids = m.line_ids(body[last:-1])
+    if ids and not _is_steady(m, body[last:-1], ids) and follow_of_ids(m, ids) is not None:
+        starts.append(last)              # a record the next block may continue: parse it (and carry)
+    first_extra: list[int] = []
+    if carry:                            # the previous block's last line may continue here
+        head = body[:body.find(b"\n")]
+        first_extra = [j for j, lit in carry if lit in head]
+        carry.clear()
+        if first_extra:
+            starts.append(0)
+    return (yield from _emit(m, body, lineno, sorted(set(starts)), first_extra, carry))
+
+
+def _sampled_starts(body: bytes, anchor: bytes, count: int, picks: list[int]) -> list[int]:
+    """Starts of the lines holding the anchor occurrences numbered `picks` (0-based, of
+    `count` in `body`). Close picks (the keep-all phase) are walked to exactly; far ones are
+    looked for where they would be if the lines were evenly spread (sampling only needs
+    lines spread over the block, and a walk would cost a call per skipped line)."""
+    out: list[int] = []
+    pos = nxt = 0                        # search from `pos`; the next occurrence there is number `nxt`
+    find, size = body.find, len(body)
+    for k in picks:
+        if k - nxt > 16:
+            pos, nxt = max(pos, size * k // count), k
+        while True:
+            q = find(anchor, pos)
+            if q < 0:
+                return out
+            pos, nxt = q + 1, nxt + 1
+            if nxt > k:
+                break
+        out.append(body.rfind(b"\n", 0, q) + 1)
+    return out
+
+
+def _emit(m: _Matcher, body: bytes, lineno: int, starts: list[int], first_extra: list[int],
+          carry: list[tuple[int, bytes]]) -> Generator[Item, None, int]:
+    """Yield the lines at `starts` (sorted) with the lines that continue them (see `on`);
+    return the number of lines in `body`."""
+    find, count = body.find, body.count
+    first = lineno
+    counted_to, done_to = 0, 0           # newlines counted up to; lines yielded up to
+    for s in starts:
+        if s < done_to:
+            continue
+        e = find(b"\n", s)
+        line = body[s:e]
+        ids = m.line_ids(line)
+        if s == 0 and first_extra:
+            ids = sorted({*ids, *first_extra})
+        if not ids:                      # an anomaly in a piece of a wrapped record: from its start
+            s = _record_start(m, body, s, done_to)
+            if s is None:
+                continue
+            e = find(b"\n", s)
+            line = body[s:e]
+            ids = m.line_ids(line)
+        lineno += count(b"\n", counted_to, s)
+        counted_to = s
+        if len(line) > MAX_LINE:
+            yield from _giant(m, line, lineno)
+            done_to = e + 1
+            continue
+        yield lineno, line, ids
+        # a complete steady record is not continued: the next one is on the next line
+        while not _is_steady(m, line, ids) and (fl := follow_of_ids(m, ids)) is not None:
+            nxt_s = e + 1
+            if nxt_s >= len(body):
+                carry.extend(fl[0])
+                break
+            nxt_e = find(b"\n", nxt_s)
+            nxt = body[nxt_s:nxt_e]
+            if not fl[1].search(nxt):
+                break
+            ids = sorted({*m.line_ids(nxt), *(j for j, lit in fl[0] if lit in nxt)})
+            lineno += count(b"\n", counted_to, nxt_s)
+            counted_to = nxt_s
+            e, line = nxt_e, nxt
+            yield lineno, nxt, ids
+        done_to = e + 1
+    return lineno - first + count(b"\n", counted_to)
+
+
+def _record_start(m: _Matcher, body: bytes, s: int, done_to: int) -> int | None:
+    """The start of the nearest line above `s` (a few at most) holding a literal whose
+    continuations may reach line `s`, or None."""
+    for _ in range(MAX_WALK_BACK):
+        if s <= done_to:
+            return None
+        s = body.rfind(b"\n", 0, s - 1) + 1
+        ids = m.line_ids(body[s:body.find(b"\n", s)])
+        if ids:
+            return s if follow_of_ids(m, ids) is not None else None
+    return None
+
+
+def _is_steady(m: _Matcher, line: bytes, ids: list[int]) -> bool:
+    g = m.groups[ids[0]]
+    return g is not None and all(m.groups[i] is g for i in ids[1:]) and g.check(line)
+
+
+def follow_of_ids(m: _Matcher, ids: list[int]) -> Follow | None:
+    return m.follow[ids[0]] if len(ids) == 1 else _follows(m, ids)
+
+
+def _follows(m: _Matcher, ids: list[int]) -> Follow | None:
+    pairs: tuple[tuple[int, bytes], ...] = ()
+    for i in ids:
+        f = m.follow[i]
+        if f is not None:
+            pairs += f[0]
+    return m.follow_of(tuple(sorted(set(pairs)))) if pairs else None
+
+
+def line_triggers(raw: bytes, ids: list[int] | None = None) -> list[str]:
+    """Which literals are in this line (from the scanner's hits, in _trigger_list order). An
+    ANSI code removed by clean() could join a literal, so such lines test them all."""
+    if b"\x1b" in raw or _matcher is None:
+        return _trigger_list
+    if ids is None:                    # a line on its own: no previous line to tell
+        ids = _matcher.ids_in(raw, continuations=True)
+    names = _matcher.names
+    return [names[i] for i in ids]
+
