@@ -81,8 +81,8 @@ def main() -> None:
           f"median {ms(agg_times):.1f} ms, max {1000 * max(agg_times):.1f} ms; outliers named: {found}")
     print(f"  watchdog round on rank 0 (1 add + 1 multi_get of {n} heartbeats + verdict): "
           f"median {ms(hb_times):.1f} ms, max {1000 * max(hb_times):.1f} ms")
-    print(f"  store ops per rank per K steps: 1 set (summary); per heartbeat interval: 1 set + 1 check; "
-          f"rank 0 adds 2 ops per round in total, whatever the rank count")
+    print("  store ops per rank per K steps: 1 set (summary); per heartbeat interval: 1 set (heartbeat) + "
+          "1 add (stall notices); rank 0 adds 2 ops per round in total, rank 1 one get, whatever the rank count")
     print(f"  payload: {nbytes / n:.0f} bytes per rank per round, {nbytes / 1e6:.2f} MB read by rank 0 per round "
           f"(summaries + heartbeats)")
     print(f"  publishing all {n} ranks' 2 keys from {len(clients)} connections: {pub_s * 1000:.0f} ms "

@@ -67,7 +67,8 @@ KINDS: dict[str, str] = {
     "gloo_error": "msg, cause ('remote_exit'|'connect'|'timeout_secondary'), peer",
     "desync_report": "lagging ranks, seq, detail",
     "heartbeat": "phase, step (live)",
-    "stall": "ranks behind, last_step, last_phase, waited_s, stacks (path)",
+    "stall": "id (verdict number), ranks behind, last_step, last_phase, waited_s, stacks (path), on_stall, abort_after_s, signalled",
+    "stall_resolved": "id (of the stall verdict), ranks, stalled_s: every rank moved on after that stall",
     "stack": "thread, where ('collective'|'dataloader'), func, file, op: a thread in a py-spy/faulthandler dump",
     "rank_times": "rank 0's cross-rank round (live exchange): nranks, median {fwd,bwd,step,data} ms, outliers {rank: which, phase, value_ms, median_ms, ratio}",
     # configuration and environment

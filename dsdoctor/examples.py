@@ -81,7 +81,6 @@ def run_example(rule: Rule, ex: dict[str, Any], rules: RuleSet) -> list[Finding]
 
 def check_rule_examples(rule: Rule, rules: RuleSet) -> list[str]:
     """Problems with a rule's examples ([] when all pass)."""
-    from .fixes import apply_patch  # noqa: F401  (documented: expect_patch compares the merge patch)
     problems = []
     for i, ex in enumerate(rule.examples.get("match", [])):
         found = [f for f in run_example(rule, ex, rules) if f.rule == rule.id]

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import yaml
 
 from .expr import ExprError, check_syntax, evaluate, render
-from .findings import CATEGORIES, SEVERITIES, Finding, Fix, Symptom
+from .findings import CATEGORIES, SEVERITIES, Finding, Symptom
 
 
 class RuleError(ValueError):
@@ -214,14 +214,28 @@ class RuleSet:
             seen[r.id] = r
         self.by_id = seen
 
+    # Parsed rule sets by (folder, the files' names, sizes and mtimes): a live run creates a
+    # Diagnoser per attach, and parsing the YAML costs ~100 ms on the training thread. A rule
+    # set is never changed after loading, so sharing it is safe; an edited file is re-read.
+    _cache: dict[tuple, "RuleSet"] = {}
+
     @classmethod
     def load(cls, directory: Path | None = None) -> "RuleSet":
         directory = directory or rules_dir()
         files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+        try:
+            key = (str(directory), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+        except OSError:
+            key = None
+        if key is not None and key in cls._cache:
+            return cls._cache[key]
         rules: list[Rule] = []
         for f in files:
             rules.extend(load_rule_file(f))
-        return cls(rules)
+        rs = cls(rules)
+        if key is not None:
+            cls._cache[key] = rs
+        return rs
 
     def match(self, symptom: Symptom, ctx_names: dict[str, Any]) -> Rule | None:
         """The first rule (highest priority, then file order) that matches the symptom."""

@@ -347,6 +347,46 @@ def test_classify_oom_messages():
     assert live_hooks.classify_oom(RuntimeError("shape mismatch")) is None
 
 
+def test_tensorboard_files_read_back_by_tensorboard(tmp_path, monkeypatch):
+    """The hand-written event file, read by TensorBoard's own EventAccumulator: window means,
+    a NaN at its own step, rare scalars as they come, telemetry, texts; nothing is written
+    before the first window (lazy file) and never on the emitting thread."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from dsdoctor.sources.live import tboard
+    from dsdoctor.sources.live.session import LiveOptions, LiveSession
+    monkeypatch.setattr(tboard, "PERIOD", 0.0)           # windows by steps only: EVERY = 10
+    s = LiveSession(LiveOptions(out=tmp_path, telemetry_interval=0), rank=0, world_size=1, store=None, quiet=True)
+    tb = tboard.TensorBoard(s)
+    s.add_part(tb)
+    tb_dir = tmp_path / "tb" / "rank0"
+    s.emit("loss_scale", step=0, value=65536.0)           # a rare event, on this thread: queued only
+    assert not tb_dir.exists()
+    for step in range(25):
+        s.emit("step", step=step, fwd_ms=2.0, bwd_ms=4.0, step_ms=1.0, data_ms=0.5, micro_steps=1)
+        s.emit("loss", step=step, value=float("nan") if step == 13 else float(step), name="loss")
+    s.emit("telemetry", step=25, cpu_percent=50.0, rss=1000, throttle=["hw_slowdown"])
+    s.emit("exception", step=25, type="RuntimeError", message="boom", phase="forward")
+    deadline = time.monotonic() + 10
+    while not tb_dir.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)                                   # the writer thread's tick creates it
+    assert tb_dir.is_dir()
+    s.close()
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    loss = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert loss[0] == (9, 4.5)                             # mean of steps 0-9, at the window's last step
+    assert (13, pytest.approx(float("nan"), nan_ok=True)) in loss   # the NaN at its own step
+    assert loss[-1] == (24, pytest.approx((20 + 21 + 22 + 23 + 24) / 5))  # the last window, at close
+    assert [(e.step, e.value) for e in acc.Scalars("time_ms/backward")][0] == (9, 4.0)
+    assert [(e.step, e.value) for e in acc.Scalars("fp16/loss_scale")] == [(0, 65536.0)]
+    assert [e.value for e in acc.Scalars("telemetry/cpu_percent")] == [50.0]
+    assert [e.value for e in acc.Scalars("telemetry/throttle_count")] == [1.0]
+    text = acc.Tensors("events/exception/text_summary")[0]
+    assert text.step == 25 and b"boom" in text.tensor_proto.string_val[0]
+    assert not s.errors
+
+
 # ------------------------------------------------------------------ HF Trainer (skipped without transformers)
 HF_SCRIPT = textwrap.dedent("""
     import torch
@@ -431,3 +471,19 @@ def test_sitecustomize_fallback_when_pth_missing(tmp_path, monkeypatch):
             "print(getattr(sc, '__file__', ''), type(sys.meta_path[0]).__name__, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60).stdout
     assert "_site" in out and "_DeepSpeedFinder" in out and out.strip().endswith("False")
+
+
+def test_run_options_reach_every_rank_and_bad_numbers_keep_defaults(tmp_path, monkeypatch):
+    """`dsdoctor run` options travel as DSDOCTOR_* variables; a malformed one must not stop training."""
+    from dsdoctor.commands import run as run_cmd
+    from dsdoctor.sources.live.session import LiveOptions
+    env = run_cmd.child_env(tmp_path, 30.0, "abort", True, False, base={}, stall_abort_after=120.0)
+    for k, v in env.items():
+        if k.startswith("DSDOCTOR_"):
+            monkeypatch.setenv(k, v)
+    o = LiveOptions.from_env()
+    assert (o.stall_timeout, o.on_stall, o.stall_abort_after, o.localize_nan, o.tensorboard) == (30.0, "abort", 120.0, True, False)
+    monkeypatch.setenv("DSDOCTOR_STALL_TIMEOUT", "3O")
+    monkeypatch.setenv("DSDOCTOR_EXCHANGE_EVERY", "ten")
+    o = LiveOptions.from_env()
+    assert o.stall_timeout is None and o.exchange_every == 10

@@ -254,6 +254,217 @@ def test_watchdog_single_rank_without_store(tmp_path):
     s.close()
 
 
+class CountingStore:
+    """A real TCPStore client that counts the operations made through it (O(1) per interval)."""
+
+    def __init__(self, store):
+        self.store, self.ops = store, 0
+
+    def __getattr__(self, name):
+        fn = getattr(self.store, name)
+
+        def call(*a, **k):
+            self.ops += 1
+            return fn(*a, **k)
+        return call
+
+
+def stall_pair(tmp_path, **opts):
+    """Two ranks' sessions and watchdogs on one real TCPStore, ticked by hand; rank 1 stuck
+    before backward at step 10 for 5 s, rank 0 waiting for it in backward for 4 s."""
+    master = tcp_store()
+    ss = sessions(tmp_path, 2, lambda r: master if r == 0 else client(master), stall_timeout=0.5, **opts)
+    dogs = [Watchdog(s) for s in ss]
+    exits = []
+    for d in dogs:
+        d._store = CountingStore(d.session.store)
+        d.exit = exits.append
+        d.session.progress.step = 10
+    ss[0].progress.set_phase("backward")
+    ss[1].progress.set_phase("idle")
+    ss[1].progress.phase_started -= 5
+    ss[0].progress.phase_started -= 4
+    return ss, dogs, exits
+
+
+def resume(ss, step):
+    for s in ss:
+        s.progress.step = step
+        s.progress.set_phase("forward")
+
+
+def events_of(tmp_path, rank, kind):
+    return [e for e in read_events((tmp_path / f"events-rank{rank}.jsonl").open(), "x") if e.kind == kind]
+
+
+def test_watchdog_rearms_after_a_resolved_stall(tmp_path):
+    """Stall 1 (rank 1 paused, --on-stall report), every rank moves on -> resolved and re-armed;
+    stall 2 hours later -> a second verdict with its own stack files; the hang is the error,
+    the pause a warning. Store operations per tick stay constant throughout."""
+    ss, dogs, exits = stall_pair(tmp_path)
+    dogs[1].tick()
+    dogs[0].tick()                          # rank 0 judges: verdict 1, rank 1 behind
+    dogs[1].tick()                          # rank 1 reads it and dumps its stacks
+    assert [d.open_stall["id"] for d in dogs] == [1, 1] and exits == []
+    dogs[0].tick()
+    dogs[1].tick()                          # still stuck: no second verdict for the same stall
+    assert [len(d.verdicts) for d in dogs] == [1, 1]
+    resume(ss, 11)
+    dogs[1].tick()
+    dogs[0].tick()                          # every rank left its place: resolved
+    dogs[1].tick()
+    assert [d.open_stall for d in dogs] == [None, None]
+    assert [r["id"] for r in dogs[1].resolved] == [1]
+    for _ in range(3):                      # healthy training: no verdict, constant cost per tick
+        resume(ss, ss[0].progress.step + 1)
+        before = [d._store.ops for d in dogs]
+        dogs[1].tick()
+        dogs[0].tick()
+        # rank 0 (judge): set, add (notices), add (ready), multi_get; rank 1 (deputy): set, add, get
+        assert [d._store.ops - b for d, b in zip(dogs, before)] == [4, 3]
+    ss[1].progress.step = ss[0].progress.step = 900
+    ss[1].progress.set_phase("idle")
+    ss[0].progress.set_phase("backward")
+    ss[1].progress.phase_started -= 5
+    ss[0].progress.phase_started -= 4
+    dogs[1].tick()
+    dogs[0].tick()                          # verdict 2
+    dogs[1].tick()
+    assert [[v["id"] for v in d.verdicts] for d in dogs] == [[1, 2], [1, 2]]
+    assert dogs[0].verdicts[1]["stacks"].endswith("stacks-rank<N>-stall2.txt")
+    for d in dogs:
+        d.stop()
+    for r in (0, 1):
+        assert "dsdoctor stall 1 on rank" in (tmp_path / f"stacks-rank{r}.txt").read_text()
+        text = (tmp_path / f"stacks-rank{r}-stall2.txt").read_text()
+        assert "dsdoctor stall 2 on rank" in text and "test_watchdog_rearms_after_a_resolved_stall" in text
+        assert [e.data["id"] for e in events_of(tmp_path, r, "stall")] == [1, 2]
+        assert [e.data["id"] for e in events_of(tmp_path, r, "stall_resolved")] == [1]
+    for s in ss:
+        found = [(f.rule, f.severity, f.ranks, f.steps) for f in s.live_findings()]
+        assert found == [("stall-rank-behind", "error", [1], [900]),
+                         ("stall-resolved", "warning", [1], [10])], found
+        s.close()
+    # the post-mortem of both ranks' files (what `dsdoctor analyze DIR` reads) agrees
+    assert [(f["rule"], f["steps"]) for f in live_findings(tmp_path)] == [("stall-rank-behind", [900]),
+                                                                          ("stall-resolved", [10])]
+
+
+def test_watchdog_abort_after_rides_out_a_short_stall(tmp_path, monkeypatch):
+    """--on-stall abort with DSDOCTOR_STALL_ABORT_AFTER: the verdict is reported at the stall
+    timeout without ending the run; a pause shorter than the abort time resolves; a hang that
+    lasts ends every rank."""
+    monkeypatch.setenv("DSDOCTOR_STALL_ABORT_AFTER", "8")
+    ss, dogs, exits = stall_pair(tmp_path, on_stall="abort")
+    for d in dogs:
+        d._wait_for_dumps = lambda: None
+    dogs[1].tick()
+    dogs[0].tick()
+    dogs[1].tick()
+    assert exits == [] and dogs[0].verdicts[0]["abort"] is False and dogs[0].verdicts[0]["abort_after_s"] == 8.0
+    resume(ss, 11)
+    dogs[1].tick()
+    dogs[0].tick()
+    dogs[1].tick()
+    assert exits == [] and [len(d.resolved) for d in dogs] == [1, 1]
+    ss[1].progress.set_phase("idle")
+    ss[0].progress.set_phase("backward")
+    ss[1].progress.phase_started -= 5
+    ss[0].progress.phase_started -= 5
+    dogs[1].tick()
+    dogs[0].tick()                          # verdict 2 at 5 s: reported, not yet ended
+    dogs[1].tick()
+    assert exits == [] and [len(d.verdicts) for d in dogs] == [2, 2]
+    ss[1].progress.phase_started -= 5       # 10 s without progress >= 8 s: abort
+    dogs[1].tick()
+    dogs[0].tick()
+    dogs[1].tick()
+    assert exits == [STALL_EXIT_CODE, STALL_EXIT_CODE] and all(d.ended for d in dogs)
+    for d in dogs:
+        d.stop()
+    for s in ss:
+        s.close()
+    found = [(f["rule"], f["steps"]) for f in live_findings(tmp_path)]
+    assert found == [("stall-rank-behind", [11]), ("stall-resolved", [10])]
+
+
+def test_deputy_judges_when_rank0_watchdog_cannot_run(tmp_path):
+    """Rank 0's watchdog thread stops beating (its main thread holds the GIL): rank 1, stuck
+    waiting for it, issues the verdict naming rank 0, and every rank that can still answer dumps."""
+    ss, dogs, exits = stall_pair(tmp_path)
+    ss[0].progress.set_phase("idle")
+    ss[1].progress.set_phase("backward")
+    ss[0].progress.phase_started -= 5
+    ss[1].progress.phase_started -= 5
+    dogs[0].tick()                          # rank 0's last beat
+    dogs[1].tick()                          # rank 1 sees rank 0's heartbeat for the first time
+    assert dogs[1].verdicts == []
+    time.sleep(0.6)                         # > stall timeout (0.5 s) with no beat from rank 0
+    dogs[1].tick()
+    (v,) = dogs[1].verdicts
+    assert v["ranks"] == [0] and v["heartbeat_stopped"] == [0] and v["judge"] == 1
+    assert v["signalled"] == []             # same process here: nothing to signal
+    assert "dsdoctor stall 1 on rank 1" in (tmp_path / "stacks-rank1.txt").read_text()
+    assert rules_of(ss[1].live_findings()) == [("stall-heartbeat-stopped", [0])]
+    dogs[0].tick()                          # rank 0 is back: it reads the verdict, and no second one
+    assert [x["id"] for x in dogs[0].verdicts] == [1]
+    for d in dogs:
+        d.stop()
+    for s in ss:
+        s.close()
+
+
+def test_deputy_judges_a_rank0_that_hung_before_its_first_beat(tmp_path):
+    ss, dogs, exits = stall_pair(tmp_path)
+    ss[1].progress.set_phase("backward")
+    ss[1].progress.phase_started -= 5
+    dogs[1].tick()                          # rank 0 never beat: the deputy starts its clock
+    assert dogs[1].verdicts == []
+    time.sleep(0.6)
+    dogs[1].tick()
+    (v,) = dogs[1].verdicts
+    assert v["ranks"] == [0] and v["heartbeat_stopped"] == [0] and v["last_step"] is None
+    found = [f.title for f in ss[1].live_findings()]
+    assert found == ["Rank(s) 0 stopped sending heartbeats before the first one"], found
+    for d in dogs:
+        d.stop()
+    for s in ss:
+        s.close()
+
+
+def test_deputy_stays_quiet_while_it_trains(tmp_path):
+    """Rank 0's watchdog was switched off (an internal error) but training goes on: rank 1 keeps
+    moving, so a silent rank 0 is not a hang."""
+    ss, dogs, exits = stall_pair(tmp_path)
+    resume(ss, 10)
+    dogs[0].tick()
+    dogs[1].tick()
+    time.sleep(0.6)
+    resume(ss, 11)
+    dogs[1].tick()
+    assert dogs[1].verdicts == [] and exits == []
+    for d in dogs:
+        d.stop()
+    for s in ss:
+        s.close()
+
+
+def test_a_resolved_stall_is_not_the_root_cause_of_a_later_timeout():
+    from dsdoctor.pipeline import diagnose
+    t = 1_700_000_000.0
+    evs = [Event("stall", rank=0, step=10, time=t, data={"id": 1, "ranks": [1], "last_step": 10, "last_phase": "idle",
+                                                         "waited_s": 61.0, "timeout_s": 60.0, "heartbeat_stopped": [],
+                                                         "stacks": "run/stacks-rank<N>.txt", "on_stall": "report"}),
+           Event("stall_resolved", rank=0, step=11, time=t + 90, data={"id": 1, "ranks": [1], "stalled_s": 90.0}),
+           Event("collective_timeout", rank=0, step=5000, time=t + 9000,
+                 data={"op": "ALLREDUCE", "seq": 4021, "timeout_ms": 600000, "elapsed_ms": 600013})]
+    fs = diagnose(evs)
+    resolved = [f for f in fs if f.rule == "stall-resolved"]
+    assert resolved and resolved[0].severity == "warning" and "about 90 s" in resolved[0].title
+    assert all(f.consequence_of != "stall-resolved" for f in fs)
+    assert fs[0].rule != "stall-resolved"
+
+
 # ---------------------------------------------------------------------------- end to end: 2 ranks, torchrun, DeepSpeed
 
 E2E_LIMIT = 150
@@ -338,6 +549,50 @@ def test_e2e_stall_is_named_and_aborted(tmp_path):
         assert "dsdoctor stall" in (out / f"stacks-rank{r}.txt").read_text()
     assert "train.py" in (out / "stacks-rank1.txt").read_text()
     assert took < 100, f"stall took {took:.0f} s to end the run"
+
+
+@needs_run
+def test_e2e_transient_stall_then_hang(tmp_path):
+    """Rank 1 pauses 12 s at step 5 (stall timeout 5 s: verdict 1), trains on, and hangs for good at
+    step 150 (verdict 2). With --on-stall abort and DSDOCTOR_STALL_ABORT_AFTER=20 the pause is
+    reported and ridden out, the hang ends the run: two verdicts, the first resolved."""
+    rc, text, out = run_doctor(tmp_path, ["--pause-s", "12", "--pause-step", "5", "--fault", "stall",
+                                          "--fault-rank", "1", "--fault-step", "150", "--steps", "100000"],
+                               "--stall-timeout", "5", "--on-stall", "abort",
+                               env_extra={"DSDOCTOR_STALL_ABORT_AFTER": "20"}, limit=240)
+    assert rc != 0, text[-3000:]
+    assert "resuming at step 5" in text and "stalling before backward at step 150" in text, text[-3000:]
+    assert "stall 1 resolved" in text and "ending the run (--on-stall abort)" in text, text[-3000:]
+    for r in (0, 1):
+        evs = list(read_events((out / f"events-rank{r}.jsonl").open(encoding="utf-8"), "x"))
+        assert [(e.data["id"], e.step) for e in evs if e.kind == "stall"] == [(1, 5), (2, 150)], text[-3000:]
+        assert [e.data["id"] for e in evs if e.kind == "stall_resolved"] == [1]
+        assert "dsdoctor stall 1 on rank" in (out / f"stacks-rank{r}.txt").read_text()
+        assert "dsdoctor stall 2 on rank" in (out / f"stacks-rank{r}-stall2.txt").read_text()
+    assert "train.py" in (out / "stacks-rank1.txt").read_text()
+    assert "train.py" in (out / "stacks-rank1-stall2.txt").read_text()
+    stalls = [(f["rule"], f["severity"], f["ranks"], f["steps"]) for f in live_findings(out)
+              if f["category"] == "comm_stall"]
+    assert stalls == [("stall-rank-behind", "error", [1], [150]), ("stall-resolved", "warning", [1], [5])], stalls
+
+
+@needs_run
+def test_e2e_rank0_holding_the_gil_is_judged_by_rank1(tmp_path):
+    """Rank 0 hangs in C code holding the GIL: its watchdog cannot run. Rank 1 (the deputy) names
+    it, has its faulthandler write its stacks through SIGUSR1, and ends the run."""
+    rc, text, out = run_doctor(tmp_path, ["--fault", "gil-hang", "--fault-rank", "0", "--fault-step", "300",
+                                          "--steps", "100000"], "--stall-timeout", "5", "--on-stall", "abort")
+    assert rc != 0, text[-3000:]
+    assert "hanging with the GIL held" in text and "ending the run (--on-stall abort)" in text, text[-3000:]
+    stalls = [(f["rule"], f["ranks"], f["steps"]) for f in live_findings(out) if f["category"] == "comm_stall"]
+    # the step of rank 0's last heartbeat, at most one interval before it hung at step 300
+    assert [(rule, ranks) for rule, ranks, _ in stalls] == [("stall-heartbeat-stopped", [0])], text[-3000:]
+    assert 0 < stalls[0][2][0] <= 300
+    (v,) = [e.data for e in read_events((out / "events-rank1.jsonl").open(encoding="utf-8"), "x") if e.kind == "stall"]
+    assert v["judge"] == 1 and v["signalled"] == [0] and v["heartbeat_stopped"] == [0]
+    stacks0 = (out / "stacks-rank0.txt").read_text()
+    assert "train.py" in stacks0, stacks0[-2000:]            # written by rank 0's faulthandler, GIL held
+    assert "dsdoctor stall 1 on rank 1" in (out / "stacks-rank1.txt").read_text()
 
 
 @needs_run

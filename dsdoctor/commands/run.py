@@ -29,7 +29,8 @@ def _pth_installed() -> bool:
 
 
 def child_env(out: Path, stall_timeout: Optional[float], on_stall: Optional[str], localize_nan: bool,
-              tensorboard: Optional[bool], base: Optional[dict] = None) -> dict[str, str]:
+              tensorboard: Optional[bool], base: Optional[dict] = None,
+              stall_abort_after: Optional[float] = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env["DSDOCTOR_AUTOATTACH"] = "1"
     env["DSDOCTOR_OUT"] = str(out.resolve())
@@ -38,6 +39,8 @@ def child_env(out: Path, stall_timeout: Optional[float], on_stall: Optional[str]
         env["DSDOCTOR_STALL_TIMEOUT"] = str(stall_timeout)
     if on_stall is not None:
         env["DSDOCTOR_ON_STALL"] = on_stall
+    if stall_abort_after is not None:
+        env["DSDOCTOR_STALL_ABORT_AFTER"] = str(stall_abort_after)
     if localize_nan:
         env["DSDOCTOR_LOCALIZE_NAN"] = "1"
     if tensorboard is not None:
@@ -170,6 +173,7 @@ def run(
     out: Optional[Path] = typer.Option(None, "--out", "-o", envvar="DSDOCTOR_OUT", help="Run folder (default ./dsdoctor-<timestamp>)."),
     stall_timeout: Optional[float] = typer.Option(None, "--stall-timeout", envvar="DSDOCTOR_STALL_TIMEOUT", help="Seconds without progress before a stall is reported (default max(60, 10 x median step))."),
     on_stall: str = typer.Option("report", "--on-stall", envvar="DSDOCTOR_ON_STALL", help="report | abort (end the run with the diagnosis)."),
+    stall_abort_after: Optional[float] = typer.Option(None, "--stall-abort-after", envvar="DSDOCTOR_STALL_ABORT_AFTER", help="With --on-stall abort: end the run only after this many seconds without progress (default: the stall timeout); a shorter pause is reported and ridden out."),
     localize_nan: bool = typer.Option(False, "--localize-nan", envvar="DSDOCTOR_LOCALIZE_NAN", help="On the first NaN/Inf loss, name the first module whose output is non-finite."),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", envvar="DSDOCTOR_TENSORBOARD", help="Write scalars and findings under DIR/tb."),
 ) -> None:
@@ -186,7 +190,7 @@ def run(
         (out / "console.log").touch()
     except OSError as e:
         fail(f"cannot write the run folder {out}: {e.strerror or e}")
-    env = child_env(out, stall_timeout, on_stall, localize_nan, tensorboard)
+    env = child_env(out, stall_timeout, on_stall, localize_nan, tensorboard, stall_abort_after=stall_abort_after)
     try:
         rc = run_command(command, out, env)
     except FileNotFoundError:

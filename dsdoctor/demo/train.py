@@ -13,6 +13,11 @@ Faults (injected at optimizer step --fault-step K on rank --fault-rank R):
   oom        RLIMIT_AS lowered in this process, then a huge allocation inside forward
   slow-rank  rank R sleeps in forward on every step
   stall      rank R blocks forever before backward at step K
+  gil-hang   rank R blocks forever before backward at step K inside C code that holds the
+             GIL (libc sleep through ctypes.PyDLL): none of its Python threads can run
+
+A transient pause, alone or before one of the faults above (a slow checkpoint save, say):
+  --pause-s S --pause-step P   rank R sleeps S seconds before backward at step P, then trains on
 """
 from __future__ import annotations
 
@@ -35,10 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--initial-scale-power", type=int, default=8, help="fp16 initial loss scale 2**N")
-    p.add_argument("--fault", default="none", choices=("none", "nan", "overflow", "oom", "slow-rank", "stall"))
+    p.add_argument("--fault", default="none",
+                   choices=("none", "nan", "overflow", "oom", "slow-rank", "stall", "gil-hang"))
     p.add_argument("--fault-step", type=int, default=10)
     p.add_argument("--fault-rank", type=int, default=0)
     p.add_argument("--slow-ms", type=float, default=60.0, help="extra forward time of the slow rank")
+    p.add_argument("--pause-s", type=float, default=0.0, help="rank --fault-rank pauses this long once (0: never)")
+    p.add_argument("--pause-step", type=int, default=5, help="step of the --pause-s pause")
     p.add_argument("--step-sleep-ms", type=float, default=0.0, help="pad every step (data loading time)")
     p.add_argument("--print-every", type=int, default=10)
     return p.parse_args(argv)
@@ -155,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     w_true = torch.randn(args.hidden, generator=gen)
 
     t0 = time.time()
+    paused = False
     for step in range(args.steps):
         fault.step = step
         for _ in range(args.gas):
@@ -165,10 +174,20 @@ def main(argv: list[str] | None = None) -> int:
             if args.step_sleep_ms:
                 time.sleep(args.step_sleep_ms / 1000)
             loss = engine(x.to(dtype), y)
+            if args.pause_s > 0 and step == args.pause_step and rank == args.fault_rank and not paused:
+                paused = True
+                print(f"[rank {rank}] pausing {args.pause_s:g} s before backward at step {step}", flush=True)
+                time.sleep(args.pause_s)
+                print(f"[rank {rank}] resuming at step {step}", flush=True)
             if fault.active("stall"):
                 print(f"[rank {rank}] stalling before backward at step {step}", flush=True)
                 while True:
                     time.sleep(3600)
+            if fault.active("gil-hang"):
+                print(f"[rank {rank}] hanging with the GIL held before backward at step {step}", flush=True)
+                import ctypes
+                while True:
+                    ctypes.PyDLL(None).sleep(3600)     # PyDLL: the GIL is not released
             engine.backward(loss)
             engine.step()
         if rank == 0 and (step % args.print_every == 0 or step == args.steps - 1):

@@ -43,11 +43,22 @@ def _env_bool(v: str | None) -> bool | None:
     return v.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_num(name: str, cast: Any, default: Any) -> Any:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return cast(raw.strip())
+    except ValueError:
+        return default
+
+
 @dataclass
 class LiveOptions:
     out: Path = field(default_factory=default_out)   # run folder
     stall_timeout: float | None = None     # None = auto: max(60 s, 10 x median step time)
     on_stall: str = "report"               # "report" | "abort"
+    stall_abort_after: float | None = None  # with abort: end the run after this long (None = the stall timeout)
     localize_nan: bool = False
     exchange_every: int = 10               # K: steps between cross-rank publications
     telemetry_interval: float = 10.0
@@ -62,20 +73,18 @@ class LiveOptions:
         o = cls()
         if env.get("DSDOCTOR_OUT"):
             o.out = Path(env["DSDOCTOR_OUT"])
-        if env.get("DSDOCTOR_STALL_TIMEOUT"):
-            o.stall_timeout = float(env["DSDOCTOR_STALL_TIMEOUT"])
+        # a malformed number keeps the default: an option typo must not stop the training
+        o.stall_timeout = _env_num("DSDOCTOR_STALL_TIMEOUT", float, o.stall_timeout)
         if env.get("DSDOCTOR_ON_STALL"):
             o.on_stall = env["DSDOCTOR_ON_STALL"].strip().lower()
+        o.stall_abort_after = _env_num("DSDOCTOR_STALL_ABORT_AFTER", float, o.stall_abort_after)
         if _env_bool(env.get("DSDOCTOR_LOCALIZE_NAN")) is not None:
             o.localize_nan = bool(_env_bool(env.get("DSDOCTOR_LOCALIZE_NAN")))
-        if env.get("DSDOCTOR_EXCHANGE_EVERY"):
-            o.exchange_every = max(1, int(env["DSDOCTOR_EXCHANGE_EVERY"]))
-        if env.get("DSDOCTOR_TELEMETRY_INTERVAL"):
-            o.telemetry_interval = float(env["DSDOCTOR_TELEMETRY_INTERVAL"])
+        o.exchange_every = max(1, _env_num("DSDOCTOR_EXCHANGE_EVERY", int, o.exchange_every))
+        o.telemetry_interval = _env_num("DSDOCTOR_TELEMETRY_INTERVAL", float, o.telemetry_interval)
         if _env_bool(env.get("DSDOCTOR_TENSORBOARD")) is not None:
             o.tensorboard = bool(_env_bool(env.get("DSDOCTOR_TENSORBOARD")))
-        if env.get("DSDOCTOR_CHECK_EVERY"):
-            o.check_every = max(1, int(env["DSDOCTOR_CHECK_EVERY"]))
+        o.check_every = max(1, _env_num("DSDOCTOR_CHECK_EVERY", int, o.check_every))
         for k, v in overrides.items():
             if v is not None:
                 if k == "out":
@@ -159,6 +168,7 @@ class LiveSession:
         self._diag = None
         self._closed = False
         self._listeners: list[Any] = []    # callables(ev) fed after each event (tensorboard)
+        self._tickers: list[Any] = []      # callables() run by the writer thread after each drain
         self._console = None
         with self.guard("events"):
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +189,9 @@ class LiveSession:
             if self._queue:
                 with self.guard("events.writer"):
                     self._drain_in_chunks()
+            for fn in self._tickers:       # TensorBoard writes here, outside the lock
+                with self.guard("events.writer"):
+                    fn()
 
     def _drain_in_chunks(self) -> None:
         """The writer thread's drain: DRAIN_CHUNK events at a time, then the GIL is given back
@@ -267,7 +280,14 @@ class LiveSession:
                 self._fh.flush()
 
     def add_listener(self, fn: Any) -> None:
+        """fn(ev) after each event, lock held, on whichever thread handles it (the training
+        thread for non-step kinds): bookkeeping only, no I/O."""
         self._listeners.append(fn)
+
+    def add_ticker(self, fn: Any) -> None:
+        """fn() on the writer thread every STEP_FLUSH_SECONDS, after the drain, without the
+        lock: where a listener does its I/O, off the training thread."""
+        self._tickers.append(fn)
 
     def _new_finding(self, f: Any) -> None:
         self.findings.append(f)
