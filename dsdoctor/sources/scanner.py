@@ -258,15 +258,10 @@ def _scan(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
             fl = follow[got[0]] if len(got) == 1 else _follows(m, got)
             if fl is None:
                 break
-            nxt_start = line_end + 1
-            if nxt_start >= len(body):
-                carry.extend(fl[0])
+            cont = _continuation(body, line_end, fl, carry)
+            if cont is None:
                 break
-            nxt_end = find(b"\n", nxt_start)
-            nxt = body[nxt_start:nxt_end]
-            if not fl[1].search(nxt):
-                break
-            extra = [j for j, lit in fl[0] if lit in nxt]
+            nxt_start, nxt_end, nxt, extra = cont
             lineno += count(b"\n", counted_to, nxt_start)
             counted_to = nxt_start
             line, line_end = nxt, nxt_end
@@ -384,15 +379,11 @@ def _emit(m: _Matcher, body: bytes, lineno: int, starts: list[int], first_extra:
         yield lineno, line, ids
         # a complete steady record is not continued: the next one is on the next line
         while not _is_steady(m, line, ids) and (fl := follow_of_ids(m, ids)) is not None:
-            nxt_s = e + 1
-            if nxt_s >= len(body):
-                carry.extend(fl[0])
+            cont = _continuation(body, e, fl, carry)
+            if cont is None:
                 break
-            nxt_e = find(b"\n", nxt_s)
-            nxt = body[nxt_s:nxt_e]
-            if not fl[1].search(nxt):
-                break
-            ids = sorted({*m.line_ids(nxt), *(j for j, lit in fl[0] if lit in nxt)})
+            nxt_s, nxt_e, nxt, extra = cont
+            ids = sorted({*m.line_ids(nxt), *extra})
             lineno += count(b"\n", counted_to, nxt_s)
             counted_to = nxt_s
             e, line = nxt_e, nxt
@@ -412,6 +403,22 @@ def _record_start(m: _Matcher, body: bytes, s: int, done_to: int) -> int | None:
         if ids:
             return s if follow_of_ids(m, ids) is not None else None
     return None
+
+
+def _continuation(body: bytes, line_end: int, fl: Follow,
+                  carry: list[tuple[int, bytes]]) -> tuple[int, int, bytes, list[int]] | None:
+    """The line after the one ending at `line_end`, if it continues it (holds one of the
+    continuation literals `fl`): (start, end, line, ids of those literals). At the block's
+    end the literals are left in `carry` for the next block's first line."""
+    start = line_end + 1
+    if start >= len(body):
+        carry.extend(fl[0])
+        return None
+    end = body.find(b"\n", start)
+    nxt = body[start:end]
+    if not fl[1].search(nxt):
+        return None
+    return start, end, nxt, [j for j, lit in fl[0] if lit in nxt]
 
 
 def _is_steady(m: _Matcher, line: bytes, ids: list[int]) -> bool:
