@@ -217,8 +217,8 @@ def test_doctor_positional_config(tmp_path, monkeypatch):
     assert (tmp_path / "out.json").exists(), res.output
     res = run("doctor", "--config", cfg, tmp_path / "other.json")
     assert res.exit_code == 2 and "did you mean --fix" in res.stderr
-    res = run("doctor", cfg, tmp_path / "a.json", tmp_path / "b.json", "--fix")
-    assert res.exit_code == 2 and "expected [CONFIG] [OUT]" in res.stderr
+    res = run("doctor", "--config", cfg, tmp_path / "a.json", tmp_path / "b.json", "--fix")
+    assert res.exit_code == 2 and "unexpected argument" in res.stderr
 
 
 def test_key_position_hjson():

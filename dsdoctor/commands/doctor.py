@@ -22,8 +22,10 @@ from .analyze import fail
 
 
 def doctor(
-    args: Optional[List[Path]] = typer.Argument(None, metavar="[CONFIG] [OUT]", show_default=False,
-                                               help="The ds_config.json to check (or --config), and where --fix writes the corrected config."),
+    config_arg: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default=False,
+                                                help="The ds_config.json to check (or --config)."),
+    fix_out: Optional[Path] = typer.Argument(None, metavar="OUT", show_default=False,
+                                             help="Where --fix writes the corrected config."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="The ds_config.json to check."),
     fix: bool = typer.Option(False, "--fix", help="Write the corrected config to a new file (default <name>.fixed.json; give OUT after --fix) and show the diff."),
     world_size: Optional[int] = typer.Option(None, "--world-size", min=1, help="Number of ranks (default: $WORLD_SIZE or the GPUs seen)."),
@@ -42,7 +44,7 @@ def doctor(
     """Check a ds_config against the installed DeepSpeed, and this machine's environment."""
     fmt = ci.output_format(fmt, as_json)
     as_json = fmt == "json"
-    config, fix_out = _positionals(list(args or []), config, fix)
+    config, fix_out = _positionals([a for a in (config_arg, fix_out) if a is not None], config, fix)
     if fix and config is None:
         fail("--fix needs a config to correct: dsdoctor doctor ds_config.json --fix")
     cfg, text = None, None
@@ -119,8 +121,8 @@ def _positionals(args: list[Path], config: Path | None, fix: bool) -> tuple[Path
     """`doctor ds.json`, `doctor ds.json --fix [OUT]`, and the older `doctor --config ds.json --fix [OUT]`."""
     if config is None and args:
         config = args.pop(0)
-    if len(args) > 1:
-        fail(f"unexpected arguments {' '.join(map(str, args))} (expected [CONFIG] [OUT])")
+    if len(args) > 1:                   # --config and two more
+        fail(f"unexpected arguments {' '.join(map(str, args))} (the config was given with --config)")
     out = args[0] if args else None
     if out is not None and not fix:
         fail(f"unexpected argument {out} (did you mean --fix {out}?)")
