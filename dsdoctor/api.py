@@ -33,6 +33,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)   # inputs skipped, truncated files
     events_seen: int = 0
     config: dict[str, Any] | None = None
+    rules: Any = field(default=None, repr=False)         # the RuleSet that ran
 
     @property
     def worst(self) -> str | None:
@@ -53,7 +54,7 @@ class Report:
         """The `--format sarif` document (SARIF 2.1.0)."""
         from .output.sarif import to_sarif
         from .rules import RuleSet
-        return to_sarif(self.findings, RuleSet.load().by_id)
+        return to_sarif(self.findings, (self.rules or RuleSet.load()).by_id)
 
     def __str__(self) -> str:
         from rich.console import Console
@@ -132,4 +133,4 @@ def analyze(paths: str | os.PathLike | Iterable[str | os.PathLike], config: str 
         raise AnalyzeError(str(e)) from None
     findings = diag.finish()
     resolve_fixes(findings, cfg, ctx.facts.get("world_size"), validate=validate)
-    return Report(findings, [i.name for i in usable], warnings, diag.events_seen, cfg)
+    return Report(findings, [i.name for i in usable], warnings, diag.events_seen, cfg, rule_set)

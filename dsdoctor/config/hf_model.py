@@ -36,7 +36,8 @@ def _flat(c: dict[str, Any]) -> dict[str, Any]:
     if c.get("model_type") != "dbrx" and "ffn_config" not in c:
         return c
     out = dict(c)
-    attn, ffn = c.get("attn_config") or {}, c.get("ffn_config") or {}
+    attn = c["attn_config"] if isinstance(c.get("attn_config"), dict) else {}
+    ffn = c["ffn_config"] if isinstance(c.get("ffn_config"), dict) else {}
     out.setdefault("hidden_size", c.get("d_model"))
     out.setdefault("num_attention_heads", c.get("n_heads"))
     out.setdefault("num_hidden_layers", c.get("n_layers"))
@@ -115,7 +116,10 @@ def count_on_meta_device(raw: dict[str, Any]) -> tuple[int, int] | str:
     except Exception as e:           # not installed, or broken: count from the config instead
         return f"transformers not importable ({type(e).__name__})"
     mt = raw.get("model_type")
-    if mt not in CONFIG_MAPPING:
+    # the architecture transformers itself ships, never the repo's remote code (auto_map), and
+    # no quantizer set-up: neither changes the parameter count
+    raw = {k: v for k, v in raw.items() if k not in ("auto_map", "quantization_config")}
+    if not isinstance(mt, str) or mt not in CONFIG_MAPPING:
         return f"transformers {transformers.__version__} does not know model_type {mt!r}"
     level = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
@@ -136,7 +140,11 @@ def count_on_meta_device(raw: dict[str, Any]) -> tuple[int, int] | str:
 
 
 def params_from_config_dict(raw: dict[str, Any], use_transformers: bool = True) -> dict[str, Any]:
-    shape = count_from_config(raw)
+    """ValueError (one line) when the config lacks the basics or its numbers do not add up."""
+    try:
+        shape = count_from_config(raw)
+    except (TypeError, ZeroDivisionError) as e:
+        raise ValueError(f"the config's numbers are not usable ({e})") from None
     if not use_transformers:
         return shape
     meta = count_on_meta_device(raw)
