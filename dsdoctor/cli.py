@@ -13,6 +13,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 COMMANDS = ("analyze", "rules", "doctor", "estimate", "run", "demo", "lr_range")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        print(f"dsdoctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                        help="Print dsdoctor's version and exit.")) -> None:
+    """Diagnose DeepSpeed training runs and print the ds_config fix."""
+
+
 def _register() -> None:
     import importlib
     for name in COMMANDS:

@@ -16,9 +16,16 @@ SCHEMA = "dsdoctor.report/1"
 _STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "bold yellow", "info": "cyan"}
 
 
-def exit_code(findings: list[Finding]) -> int:
-    """0: nothing wrong (no finding above info); 1: problems found."""
-    return 1 if any(f.severity != "info" for f in findings) else 0
+# --fail-on LEVEL: the severities that make the exit code 1.
+FAIL_ON = {"info": ("critical", "error", "warning", "info"), "warning": ("critical", "error", "warning"),
+           "error": ("critical", "error"), "never": ()}
+
+
+def exit_code(findings: list[Finding], fail_on: str = "warning") -> int:
+    """0: no finding at or above `fail_on`; 1: at least one (default: any warning, error or
+    critical finding; an info note never fails). Unusable input exits 2 elsewhere."""
+    levels = FAIL_ON[fail_on]
+    return 1 if any(f.severity in levels for f in findings) else 0
 
 
 def to_json(findings: list[Finding], **extra: Any) -> dict[str, Any]:

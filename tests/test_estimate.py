@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -71,3 +72,55 @@ def test_hf_config_params(tmp_path):
     doc = json.loads(res.stdout)
     assert 120e6 < doc["params"] < 130e6          # GPT-2 small: 124M
     assert doc["activation_bytes"] > 0
+
+
+# Mixture-of-experts configs written from transformers' own config classes' defaults
+# (transformers/models/*/configuration_*.py; MixtralConfig's defaults are Mixtral-8x7B,
+# Qwen2MoeConfig's Qwen1.5-MoE-A2.7B, DeepseekV3Config's DeepSeek-V3), with the key names
+# their config.json files use. Expected: the parameters of the model transformers 5.25 builds
+# from each on the meta device.
+HF = Path(__file__).parent / "configs" / "hf"
+MOE = {"mixtral-8x7b.json": 46_702_792_704, "qwen1.5-moe-a2.7b.json": 14_315_784_192,
+       "qwen3-moe.json": 15_350_731_776, "deepseek-v3.json": 671_026_404_352,
+       "deepseek-v2.json": 38_612_307_968, "dbrx.json": 2_459_207_680, "olmoe.json": 13_361_612_800}
+
+
+@pytest.mark.parametrize("name", sorted(MOE))
+def test_moe_counted_from_config(name):
+    from dsdoctor.config.hf_model import params_from_config_dict
+    shape = params_from_config_dict(json.loads((HF / name).read_text()), use_transformers=False)
+    assert shape["params"] == pytest.approx(MOE[name], rel=1e-3)
+    assert shape["experts"] and shape["moe_layers"] and "experts in" in shape["params_source"]
+
+
+def test_moe_on_meta_device_mixtral_cli():
+    pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    res = CliRunner().invoke(app, ["estimate", "--params", str(HF / "mixtral-8x7b.json"), "--json",
+                                   "--gpu-memory", "80GiB"])
+    doc = json.loads(res.stdout)
+    assert doc["params"] == pytest.approx(46.7e9, rel=2e-3)          # Mixtral-8x7B: 46.7 B, not 7.24 B
+    assert "meta device" in doc["params_source"]
+    assert doc["largest_layer_params"] > 100e6
+
+
+@pytest.mark.parametrize("name", sorted(set(MOE) - {"mixtral-8x7b.json"}))
+def test_moe_on_meta_device(name):
+    pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    from dsdoctor.config.hf_model import count_on_meta_device
+    got = count_on_meta_device(json.loads((HF / name).read_text()))
+    assert not isinstance(got, str), got
+    assert got[0] == pytest.approx(MOE[name], rel=1e-3)
+
+
+def test_unknown_model_type_falls_back_to_counting(tmp_path):
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps({"model_type": "my_private_moe", "hidden_size": 1024, "num_hidden_layers": 4,
+                             "num_attention_heads": 8, "vocab_size": 1000, "intermediate_size": 2048,
+                             "num_local_experts": 4, "tie_word_embeddings": False}))
+    res = CliRunner().invoke(app, ["estimate", "--params", str(p), "--json"])
+    doc = json.loads(res.stdout)
+    per_layer = 4 * 1024 * 1024 + 4 * 3 * 1024 * 2048 + 4 * 1024 + 4 * 1024
+    assert doc["params"] == 4 * per_layer + 2 * 1000 * 1024
+    assert doc["params_source"].startswith("counted from config.json (4 experts in 4 of 4 layers)")

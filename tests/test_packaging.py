@@ -45,3 +45,40 @@ def test_wheel_contains_rules(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"dsdoctor/rules/{p.name}" for p in (ROOT / "rules").glob("*.yaml")}
     assert shipped and shipped <= names, sorted(shipped - names)
+
+
+IMPORT_NAME = {"pyyaml": "yaml", "json-merge-patch": "json_merge_patch", "nvidia-ml-py": "pynvml"}
+
+
+def _pyproject():
+    import tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_declared_dependency_is_imported():
+    """No dead weight in the install: each core and optional dependency is imported by dsdoctor
+    (test-only packages by the tests)."""
+    import re
+    from packaging.requirements import Requirement
+    proj = _pyproject()["project"]
+    code = "\n".join(p.read_text() for p in (ROOT / "dsdoctor").rglob("*.py"))
+    tests = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("*.py"))
+    groups = {"core": proj["dependencies"], **proj["optional-dependencies"]}
+    for group, reqs in groups.items():
+        for spec in reqs:
+            name = Requirement(spec).name.lower()
+            if name.startswith("pytest-"):           # plugins: used through pytest's configuration
+                continue
+            mod = IMPORT_NAME.get(name, name.replace("-", "_"))
+            where = code + tests if group == "test" else code
+            assert re.search(rf"^\s*(import|from) {mod}\b", where, re.M) or \
+                re.search(rf"importorskip\([\"']{mod}[\"']", where), f"{group}: {spec} is never imported"
+
+
+def test_hyperscan_marker_covers_the_wheel_platforms():
+    from packaging.requirements import Requirement
+    hs = next(Requirement(r) for r in _pyproject()["project"]["dependencies"] if r.startswith("hyperscan"))
+    wheels = [("linux", "x86_64"), ("linux", "aarch64"), ("darwin", "x86_64"), ("darwin", "arm64"), ("win32", "AMD64")]
+    for plat, machine in wheels:
+        assert hs.marker.evaluate({"sys_platform": plat, "platform_machine": machine}), (plat, machine)
+    assert not hs.marker.evaluate({"sys_platform": "linux", "platform_machine": "ppc64le"})

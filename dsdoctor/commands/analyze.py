@@ -16,6 +16,7 @@ from ..report import exit_code, print_json, print_report
 from ..rules import RuleError, RuleSet
 from ..sources.inputs import Input, InputError, check_readable, expand
 from ..sources.logs import read_log
+from . import ci_options as ci
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -55,9 +56,14 @@ def analyze(
     write_config_to: Optional[Path] = typer.Option(None, "--write-config", help="Write the config with the top finding's fix applied to this new file."),
     world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of ranks, if the log does not say."),
     all_lines: bool = typer.Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
-    rules_dir: Optional[Path] = typer.Option(None, "--rules", hidden=True, help="Use rules from this folder."),
+    rules_dir: Optional[Path] = typer.Option(None, "--rules", help="Replace the built-in rules with the rules of this folder."),
+    fmt: Optional[str] = ci.format_option(), fail_on: Optional[str] = ci.fail_on_option(),
+    select: Optional[List[str]] = ci.select_option(), ignore: Optional[List[str]] = ci.ignore_option(),
+    rules_dirs: Optional[List[Path]] = ci.rules_dir_option(),
 ) -> None:
     """Diagnose a finished (or crashed) run from what it left behind."""
+    fmt = ci.output_format(fmt, as_json)
+    as_json = fmt == "json"
     cfg = None
     if config is not None:
         try:
@@ -84,7 +90,7 @@ def analyze(
         fail(warnings[0].removesuffix("; skipped") if len(inputs) == 1
              else f"none of the {len(inputs)} inputs is a readable text log ({warnings[0]})")
     inputs = usable
-    rules = load_rules(rules_dir)
+    rules, fail_on = ci.setup(rules_dir, rules_dirs, select, ignore, fail_on)
     ctx = Context.from_config(cfg, world_size=world_size)
     diag = Diagnoser(ctx, rules)
     try:
@@ -115,13 +121,15 @@ def analyze(
                 fail(f"{write_config_to}: cannot write: {e.strerror or e}")
     for w in warnings:          # stderr in both modes: stdout stays one JSON document
         print(f"dsdoctor: warning: {w}", file=sys.stderr)
-    if as_json:
+    if fmt in ("sarif", "github"):
+        ci.emit(fmt, findings, rules)
+    elif as_json:
         print_json(findings, inputs=[i.name for i in inputs], warnings=warnings,
                    written_config=str(written) if written else None)
     else:
         print_report(findings, title=f"dsdoctor analyze · {diag.events_seen} events from {len(inputs)} input(s)",
                      notes=[n for n in notes if n not in warnings])
-    raise typer.Exit(exit_code(findings))
+    raise typer.Exit(exit_code(findings, fail_on))
 
 
 def register(app: typer.Typer) -> None:

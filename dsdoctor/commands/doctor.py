@@ -1,4 +1,4 @@
-"""`dsdoctor doctor [--config ds.json]`: check a ds_config and the environment before a run.
+"""`dsdoctor doctor [ds.json]`: check a ds_config and the environment before a run.
 
 Config lint + environment probe -> Problems -> symptoms -> rules (rules/config.yaml,
 rules/env.yaml) -> findings, reported like `dsdoctor analyze` (same JSON schema).
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -17,13 +17,17 @@ from ..context import Context
 from ..findings import Finding, order_findings
 from ..fixes import apply_patch, config_diff, validate_with_deepspeed
 from ..report import exit_code, print_json, print_report
-from .analyze import fail, load_rules
+from . import ci_options as ci
+from .analyze import fail
 
 
 def doctor(
+    config_arg: Optional[Path] = typer.Argument(None, metavar="CONFIG", show_default=False,
+                                                help="The ds_config.json to check (or --config)."),
+    fix_out: Optional[Path] = typer.Argument(None, metavar="OUT", show_default=False,
+                                             help="Where --fix writes the corrected config."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="The ds_config.json to check."),
     fix: bool = typer.Option(False, "--fix", help="Write the corrected config to a new file (default <name>.fixed.json; give OUT after --fix) and show the diff."),
-    fix_out: Optional[Path] = typer.Argument(None, metavar="[OUT]", help="Where --fix writes the corrected config."),
     world_size: Optional[int] = typer.Option(None, "--world-size", min=1, help="Number of ranks (default: $WORLD_SIZE or the GPUs seen)."),
     params: Optional[str] = typer.Option(None, "--params", help="Model parameters (7B, 7e9) or HF config.json: adds the memory fit check."),
     gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", min=1),
@@ -31,14 +35,18 @@ def doctor(
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="Per-GPU memory for the fit check (default: NVML)."),
     cpu_memory: Optional[str] = typer.Option(None, "--cpu-memory", help="Host memory per node for the fit check (default: this host)."),
     hf: bool = typer.Option(False, "--hf", help="The config is used through the Hugging Face integration (\"auto\" values are filled)."),
-    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
-    rules_dir: Optional[Path] = typer.Option(None, "--rules", hidden=True),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1); --format json."),
+    rules_dir: Optional[Path] = ci.replace_option(),
+    fmt: Optional[str] = ci.format_option(), fail_on: Optional[str] = ci.fail_on_option(),
+    select: Optional[List[str]] = ci.select_option(), ignore: Optional[List[str]] = ci.ignore_option(),
+    rules_dirs: Optional[List[Path]] = ci.rules_dir_option(),
 ) -> None:
     """Check a ds_config against the installed DeepSpeed, and this machine's environment."""
-    if fix_out is not None and not fix:
-        fail(f"unexpected argument {fix_out} (did you mean --fix {fix_out}?)")
+    fmt = ci.output_format(fmt, as_json)
+    as_json = fmt == "json"
+    config, fix_out = _positionals([a for a in (config_arg, fix_out) if a is not None], config, fix)
     if fix and config is None:
-        fail("--fix needs --config (the config to correct)")
+        fail("--fix needs a config to correct: dsdoctor doctor ds_config.json --fix")
     cfg, text = None, None
     if config is not None:
         from ..config.loader import read_config
@@ -46,7 +54,7 @@ def doctor(
             cfg, text = read_config(config)
         except ConfigError as e:
             fail(str(e))
-    rules = load_rules(rules_dir)
+    rules, fail_on = ci.setup(rules_dir, rules_dirs, select, ignore, fail_on)
     from ..env import env_problems, probe, world_size_from
     facts = probe(cfg)
     ws, ws_src = (world_size, "--world-size") if world_size else world_size_from(facts)
@@ -96,15 +104,29 @@ def doctor(
                      f" ({human(c['gpu_bytes'])} of model states per GPU; activations not included).")
     written = None
     if fix and cfg is not None:
-        written = _write_fixed(cfg, findings, config, fix_out, ws, notes, as_json)
+        written = _write_fixed(cfg, findings, config, fix_out, ws, notes, fmt != "text")
     extra["written_config"] = str(written) if written else None
     extra["notes"] = notes
-    if as_json:
+    if fmt in ("sarif", "github"):
+        ci.emit(fmt, findings, rules, {str(config): text} if text is not None else None)
+    elif as_json:
         print_json(findings, **extra)
     else:
         title = f"dsdoctor doctor · {config}" if config else "dsdoctor doctor · environment"
         print_report(findings, title=title, notes=notes)
-    raise typer.Exit(exit_code(findings))
+    raise typer.Exit(exit_code(findings, fail_on))
+
+
+def _positionals(args: list[Path], config: Path | None, fix: bool) -> tuple[Path | None, Path | None]:
+    """`doctor ds.json`, `doctor ds.json --fix [OUT]`, and the older `doctor --config ds.json --fix [OUT]`."""
+    if config is None and args:
+        config = args.pop(0)
+    if len(args) > 1:                   # --config and two more
+        fail(f"unexpected arguments {' '.join(map(str, args))} (the config was given with --config)")
+    out = args[0] if args else None
+    if out is not None and not fix:
+        fail(f"unexpected argument {out} (did you mean --fix {out}?)")
+    return config, out
 
 
 def _without_auto(cfg: Any) -> Any:

@@ -36,24 +36,19 @@ def parse_count(text: str) -> int:
 
 
 def params_from_hf_config(path: Path) -> dict[str, Any]:
-    """Approximate parameter counts and shapes from a Hugging Face config.json (decoder LMs)."""
+    """Parameter count and shapes from a Hugging Face config.json, experts included
+    (config/hf_model.py: transformers on the meta device when installed, else counted)."""
     try:
         c = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read HF config: {e}") from None
-    g = lambda *ks: next((c[k] for k in ks if isinstance(c.get(k), int)), None)  # noqa: E731
-    h, layers, vocab = g("hidden_size", "n_embd", "d_model"), g("num_hidden_layers", "n_layer", "num_layers"), g("vocab_size")
-    if not (h and layers and vocab):
-        raise ValueError(f"{path}: needs hidden_size, num_hidden_layers and vocab_size")
-    inter = g("intermediate_size", "n_inner") or 4 * h
-    gated = c.get("model_type") in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "mixtral", "phi3")
-    heads = g("num_attention_heads", "n_head")
-    kv = g("num_key_value_heads") or heads
-    attn = 2 * h * h + (2 * h * h * kv // heads if heads else 2 * h * h)
-    layer = attn + (3 if gated else 2) * h * inter + 4 * h
-    emb = vocab * h * (1 if c.get("tie_word_embeddings", True) else 2)
-    return {"params": layers * layer + emb, "largest": max(layer, vocab * h), "hidden": h,
-            "layers": layers, "heads": heads, "seq": g("max_position_embeddings", "n_positions")}
+    if not isinstance(c, dict):
+        raise ValueError(f"{path}: an HF config.json must be a JSON object")
+    from ..config.hf_model import params_from_config_dict
+    try:
+        return params_from_config_dict(c)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def estimate(
@@ -127,7 +122,8 @@ def run_estimate(params: str, largest: str | None = None, gpus_per_node: int = 1
     act = activation_bytes(s, h, l, mb, a) if (s and h and l and mb) else None
     rows = estimates(total, big, gpus_per_node, nodes)
     best = check_fit(rows, gmem, cmem, act or 0)
-    notes = ["Model states only (params, gradients, optimizer states); activations, CUDA context and "
+    notes = [f"Parameters: {total / 1e9:.2f}B, {shape['params_source']}."] if shape.get("params_source") else []
+    notes += ["Model states only (params, gradients, optimizer states); activations, CUDA context and "
              "fragmentation are not included" + ("." if act is None else f"; activations added: {human_bytes(act)} per GPU.")]
     if act is None:
         notes.append("Give --seq-len, --hidden, --layers and --micro-batch (and --heads) to add activations "
@@ -138,7 +134,8 @@ def run_estimate(params: str, largest: str | None = None, gpus_per_node: int = 1
             "activation_bytes": act,
             "estimates": [r.to_dict() for r in rows],
             "cheapest": best.to_dict() if best else None,
-            "config_patch": best.patch() if best else None, "notes": notes, "_config": cfg}
+            "config_patch": best.patch() if best else None, "notes": notes, "_config": cfg,
+            **({"params_source": shape["params_source"]} if shape.get("params_source") else {})}
 
 
 def print_estimate(doc: dict[str, Any], con: Console) -> None:

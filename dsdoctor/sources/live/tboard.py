@@ -13,14 +13,13 @@ importing it costs ~0.15 s of CPU per process, creating one ~0.7 ms plus a threa
 and each add_scalar ~55 us (protobuf objects, a queue hand-off to that thread, which then
 competes for the GIL). The event-file format is small and stable (TFRecord framing of
 `Event` protos, tensorboard/compat/proto), so `EventFile` writes it directly: no import,
-no thread, ~20 us per record. Files are created lazily at the first write. Without the
-`tensorboard` package (nothing could read the files) or if writing fails, the part is switched
-off and training goes on.
+no thread, ~20 us per record. Files are created lazily at the first write. The `tensorboard`
+package is not needed to write them (only to view them, often on another machine); if writing
+fails, the part is switched off and training goes on.
 """
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
 import socket
 import struct
@@ -69,8 +68,6 @@ class TensorBoard:
         self._stopped = False
 
     def start(self) -> None:
-        if importlib.util.find_spec("tensorboard") is None:
-            raise ModuleNotFoundError("the tensorboard package is not installed: no TensorBoard files")
         self.session.add_listener(self.on_event)
         self.session.add_ticker(self.tick)
 

@@ -1,0 +1,136 @@
+"""The Python API for notebooks and scripts: `dsdoctor.analyze(paths)` returns a Report.
+
+    import dsdoctor
+    report = dsdoctor.analyze("logs/", config="ds_config.json")
+    report.findings[0].rule, report.findings[0].fixes[0].config_patch
+    print(report)                    # the same text as `dsdoctor analyze`
+    report.to_dict()                 # the same document as `dsdoctor analyze --json`
+
+It runs the same steps as the `analyze` command (sources.inputs.expand, sources.logs.read_log,
+pipeline.Diagnoser, fixes.resolve_fixes); bad input raises AnalyzeError (a ValueError) with
+the command's one-line message instead of exiting. Settings files (pyproject.toml,
+dsdoctor.toml) are not read: pass select/ignore/rules_dirs explicitly.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .findings import Finding, worst_severity
+
+
+class AnalyzeError(ValueError):
+    """The input cannot be analysed. str() is one line, as the CLI prints it."""
+
+
+@dataclass
+class Report:
+    findings: list[Finding]                  # most likely root cause first
+    inputs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # inputs skipped, truncated files
+    events_seen: int = 0
+    config: dict[str, Any] | None = None
+    rules: Any = field(default=None, repr=False)         # the RuleSet that ran
+
+    @property
+    def worst(self) -> str | None:
+        """The most severe finding's severity (critical, error, warning, info), or None."""
+        return worst_severity(self.findings)
+
+    def exit_code(self, fail_on: str = "warning") -> int:
+        """What `dsdoctor analyze --fail-on LEVEL` would exit with (0 or 1)."""
+        from .report import exit_code
+        return exit_code(self.findings, fail_on)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `dsdoctor analyze --json` document (schema dsdoctor.report/1)."""
+        from .report import to_json
+        return to_json(self.findings, inputs=self.inputs, warnings=self.warnings, written_config=None)
+
+    def to_sarif(self) -> dict[str, Any]:
+        """The `--format sarif` document (SARIF 2.1.0)."""
+        from .output.sarif import to_sarif
+        from .rules import RuleSet
+        return to_sarif(self.findings, (self.rules or RuleSet.load()).by_id)
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        from .report import print_report
+        buf = io.StringIO()
+        print_report(self.findings, Console(file=buf, width=100, no_color=True, highlight=False),
+                     title=f"dsdoctor analyze · {self.events_seen} events from {len(self.inputs)} input(s)")
+        return buf.getvalue()
+
+    def __repr__(self) -> str:
+        rules = ", ".join(f"{f.rule} ({f.severity})" for f in self.findings[:5])
+        more = f", … {len(self.findings) - 5} more" if len(self.findings) > 5 else ""
+        return f"<dsdoctor Report: {len(self.findings)} finding(s) from {len(self.inputs)} input(s): {rules}{more}>"
+
+
+def _paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    return [os.fspath(p) for p in paths]
+
+
+def analyze(paths: str | os.PathLike | Iterable[str | os.PathLike], config: str | os.PathLike | dict | None = None,
+            *, world_size: int | None = None, all_lines: bool = False,
+            select: list[str] | None = None, ignore: list[str] | None = None,
+            rules_dirs: Iterable[str | os.PathLike] = (), rules: str | os.PathLike | None = None,
+            validate: bool = True) -> Report:
+    """Diagnose the logs / event files / folders in `paths`, like `dsdoctor analyze`.
+
+    config: the run's ds_config (a path, or the dict) — fixes are then computed against it and,
+    with `validate`, checked by DeepSpeed's config parser. select/ignore: rule selectors (id
+    prefix, glob or category). rules_dirs: extra rule folders added to the built-in rules;
+    rules: a folder that replaces them.
+    """
+    from . import rule_selection
+    from .config_io import ConfigError, load_config
+    from .context import Context
+    from .fixes import resolve_fixes
+    from .pipeline import Diagnoser
+    from .rules import RuleError
+    from .sources.inputs import InputError, check_readable, expand
+    from .sources.logs import read_log
+
+    cfg = config if isinstance(config, dict) or config is None else None
+    if cfg is None and config is not None:
+        try:
+            cfg = load_config(config)
+        except ConfigError as e:
+            raise AnalyzeError(str(e)) from None
+    try:
+        rule_set = rule_selection.load(Path(rules) if rules else None, [Path(d) for d in rules_dirs], select, ignore)
+    except RuleError as e:
+        raise AnalyzeError(str(e)) from None
+    try:
+        inputs = expand(_paths(paths))
+    except InputError as e:
+        raise AnalyzeError(str(e)) from None
+    warnings: list[str] = []
+    usable = []
+    for inp in inputs:
+        try:
+            check_readable(inp)
+            usable.append(inp)
+        except InputError as e:
+            warnings.append(f"{e}; skipped")
+    if not usable:
+        raise AnalyzeError(warnings[0].removesuffix("; skipped") if len(inputs) == 1 else
+                           f"none of the {len(inputs)} inputs is a readable text log ({warnings[0]})")
+    ctx = Context.from_config(cfg, world_size=world_size)
+    diag = Diagnoser(ctx, rule_set)
+    try:
+        for inp in usable:
+            for ev in read_log(inp, warnings, not all_lines):
+                diag.feed(ev)
+    except InputError as e:
+        raise AnalyzeError(str(e)) from None
+    findings = diag.finish()
+    resolve_fixes(findings, cfg, ctx.facts.get("world_size"), validate=validate)
+    return Report(findings, [i.name for i in usable], warnings, diag.events_seen, cfg, rule_set)
