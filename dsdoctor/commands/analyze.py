@@ -56,6 +56,7 @@ def analyze(
     world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of ranks, if the log does not say."),
     all_lines: bool = typer.Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
     rules_dir: Optional[Path] = typer.Option(None, "--rules", hidden=True, help="Use rules from this folder."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report (findings and plots) to this file."),
 ) -> None:
     """Diagnose a finished (or crashed) run from what it left behind."""
     cfg = None
@@ -87,9 +88,15 @@ def analyze(
     rules = load_rules(rules_dir)
     ctx = Context.from_config(cfg, world_size=world_size)
     diag = Diagnoser(ctx, rules)
+    series = None
+    if html_out is not None:
+        from ..report_series import RunSeries
+        series = RunSeries()            # the report draws the very events the findings came from
     try:
         for ev in _events_with_progress(inputs, warnings, not all_lines):
             diag.feed(ev)
+            if series is not None:
+                series.feed(ev)
     except InputError as e:
         fail(str(e))
     findings = diag.finish()
@@ -113,11 +120,20 @@ def analyze(
                 fail(str(e))
             except OSError as e:
                 fail(f"{write_config_to}: cannot write: {e.strerror or e}")
+    if html_out is not None and series is not None:
+        from ..report_html import write as write_html
+        try:
+            write_html(html_out, findings, series, title="dsdoctor analyze", inputs=[i.name for i in inputs],
+                       notes=[n for n in notes], events_seen=diag.events_seen)
+        except OSError as e:
+            fail(f"{html_out}: cannot write: {e.strerror or e}")
+        notes.append(f"HTML report written to {html_out}")
     for w in warnings:          # stderr in both modes: stdout stays one JSON document
         print(f"dsdoctor: warning: {w}", file=sys.stderr)
     if as_json:
         print_json(findings, inputs=[i.name for i in inputs], warnings=warnings,
-                   written_config=str(written) if written else None)
+                   written_config=str(written) if written else None,
+                   **({"html_report": str(html_out)} if html_out is not None else {}))
     else:
         print_report(findings, title=f"dsdoctor analyze · {diag.events_seen} events from {len(inputs)} input(s)",
                      notes=[n for n in notes if n not in warnings])
