@@ -32,7 +32,7 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 10px} h3{font-
 .where{color:#5f6570;font-size:13px;margin:6px 0}
 table{border-collapse:collapse;width:100%;font-size:12px;margin:6px 0}
 td{border-top:1px solid #eceef1;padding:3px 6px;vertical-align:top}
-td.loc{white-space:nowrap;color:#5f6570;font-family:ui-monospace,Menlo,Consolas,monospace;max-width:360px;overflow:hidden;text-overflow:ellipsis}
+td.loc{color:#5f6570;font-family:ui-monospace,Menlo,Consolas,monospace;width:30%;word-break:break-all}
 td.txt{font-family:ui-monospace,Menlo,Consolas,monospace;word-break:break-all}
 pre{background:#f3f4f6;border:1px solid #e2e5e9;border-radius:6px;padding:8px 10px;font-size:12px;overflow-x:auto;user-select:all;margin:6px 0}
 .fix{margin-top:10px}.fix b{color:#2e7d32}.advice{font-style:italic;color:#3d4148;font-size:13px}
@@ -60,7 +60,26 @@ def _where(f: Finding) -> str:
     return " · ".join(parts)
 
 
-def _finding(f: Finding, i: int) -> str:
+def _short(source: str, base: str | None) -> str:
+    """An evidence path relative to the folder the inputs share (the full path is in the tooltip)."""
+    if base and source.startswith(base + "/"):
+        return source[len(base) + 1:]
+    return source
+
+
+def _base(inputs: list[str] | None) -> str | None:
+    import os
+    paths = [i for i in inputs or [] if i != "-"]
+    if not paths:
+        return None
+    try:
+        common = os.path.commonpath(paths)
+    except ValueError:
+        return None
+    return os.path.dirname(common) or None
+
+
+def _finding(f: Finding, i: int, base: str | None = None) -> str:
     out = [f'<section class="card" id="finding-{i}">',
            f'<h3><span class="sev" style="background:{_SEV_COLOUR.get(f.severity, "#555")}">{_e(f.severity.upper())}</span>'
            f'{i}. {_e(f.title)}</h3>',
@@ -73,7 +92,8 @@ def _finding(f: Finding, i: int) -> str:
         out.append("<div><b>Evidence</b></div><table>")
         for ev in f.evidence:
             loc = f"{ev.source}:{ev.line}" if ev.line else ev.source
-            out.append(f'<tr><td class="loc" title="{_e(loc)}">{_e(loc)}</td><td class="txt">{_e(ev.text)}</td></tr>')
+            out.append(f'<tr><td class="loc" title="{_e(loc)}">{_e(_short(loc, base))}</td>'
+                       f'<td class="txt">{_e(ev.text)}</td></tr>')
         out.append("</table>")
     for n, fx in enumerate(f.fixes, 1):
         label = "Fix" if len(f.fixes) == 1 else f"Fix {n}"
@@ -120,7 +140,8 @@ def figures(findings: list[Finding], series: RunSeries) -> tuple[list[tuple[str,
                        "all-reduce) and the whole step, in which the others wait for a slow rank"
                        + (f"; slow rank(s) {', '.join(map(str, sorted(slow)))} in red" if slow else "") + ".",
          lambda: P.step_times(series, slow) if len(series.step_ms) > 1 or slow else None),
-        ("memory", "Memory before the OOM (dashed red line: the OOM; bars: the OOM message's own numbers).",
+        ("memory", "Memory over time before the OOM (dashed red line: the OOM)." if series.memory else
+                   "Memory at the OOM, from the numbers in the OOM message itself.",
          lambda: P.memory(series) if series.ooms or cats & {"oom", "host_oom"} else None),
         ("stall", "Stall timeline: when each rank last made progress"
                   + (f"; rank(s) {', '.join(map(str, sorted(stalled)))} stopped first" if stalled else "") + ".",
@@ -168,7 +189,8 @@ def render(findings: list[Finding], series: RunSeries, *, title: str, inputs: li
              f"<h1>{_e(title)}</h1>", f'<div class="meta">{_e(" · ".join(meta))}</div>', banner]
     if findings:
         parts.append("<h2>Findings</h2>")
-        parts.extend(_finding(f, i) for i, f in enumerate(findings, 1))
+        base = _base(inputs)
+        parts.extend(_finding(f, i, base) for i, f in enumerate(findings, 1))
     if figs:
         parts.append("<h2>Pictures</h2>")
         for fid, caption, svg in figs:

@@ -53,7 +53,11 @@ def _lowest(keys: list) -> Any:
 # --------------------------------------------------------------------- training curves
 def training_curves(s: RunSeries) -> str | None:
     import matplotlib
-    kinds = [k for k in ("loss", "grad_norm", "loss_scale", "lr") if any(kk == k for kk, _ in s.curves)]
+    kinds = [k for k in ("loss", "grad_norm", "loss_scale", "lr")
+             if any(kk == k and len(p.xs) > 1 for (kk, _), p in s.curves.items())]
+    if s.nonfinite:                     # a single NaN point is worth a panel of its own
+        kinds = [k for k in ("loss", "grad_norm", "loss_scale", "lr")
+                 if k in kinds or any(kk == k for kk, _, _ in s.nonfinite)]
     if not kinds:
         return None
     with matplotlib.rc_context(_RC):
@@ -211,11 +215,15 @@ def memory(s: RunSeries) -> str | None:
             for o in s.ooms[:8]:
                 if o.time is not None:
                     ax.axvline(o.time - t0, color=COLOURS["bad"], lw=1.4, ls="--")
-                    req = o.data.get("requested")
-                    ax.annotate("OOM" + (f" (asked {req / 2 ** 30:.2f} GiB)" if isinstance(req, (int, float)) else "")
-                                + (f" rank {o.rank}" if o.rank is not None else ""),
-                                xy=(o.time - t0, 1), xycoords=("data", "axes fraction"), xytext=(-4, -4),
-                                textcoords="offset points", ha="right", va="top", color=COLOURS["bad"], fontsize=8)
+                    req, avail = o.data.get("requested"), o.data.get("available")
+                    label = "OOM" + (f" rank {o.rank}" if o.rank is not None else "")
+                    if isinstance(req, (int, float)):
+                        label += f": asked {req / 2 ** 30:.2f} GiB"
+                    if isinstance(avail, (int, float)):
+                        label += f", {avail / 2 ** 30:.2f} GiB available"
+                    ax.annotate(label, xy=(o.time - t0, 0.5), xycoords=("data", "axes fraction"), xytext=(-6, 0),
+                                textcoords="offset points", ha="right", va="center", color=COLOURS["bad"], fontsize=8,
+                                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85})
             ax.set_xlabel("seconds since the first event")
             ax.set_ylabel("GiB")
             ax.legend(loc="center left", fontsize=7, frameon=False)

@@ -47,7 +47,7 @@ SCENARIOS = {
     "nan": ([], ["--steps", "30", "--dtype", "fp16", "--zero-stage", "1", "--fault", "nan", "--fault-step", "10"], 1,
             "curves", ["first non-finite value: loss at step 10", "loss scale", "overflow"]),
     "oom": ([], ["--steps", "10", "--fault", "oom", "--fault-step", "6"], 1,
-            "memory", ["OOM (asked 64.00 GiB)", "host RSS"]),
+            "memory", ["OOM rank 0: asked 64.00 GiB", "GiB available", "host RSS"]),
     "straggler": ([], ["--zero-stage", "2", "--hidden", "64", "--layers", "2", "--fault", "slow-rank",
                        "--fault-rank", "1", "--slow-ms", "80", "--steps", "40"], 2,
                   "step-times", ["rank 1 (slow)", "own compute"]),
@@ -198,3 +198,18 @@ def test_analyze_html_unwritable_path_is_one_line(tmp_path):
     res = runner.invoke(cli.app, ["analyze", str(log), "--html", str(tmp_path / "no" / "such" / "dir" / "r.html")])
     assert res.exit_code == 2 and res.stderr.startswith("dsdoctor: error: ") and "cannot write" in res.stderr
     assert "\n" not in res.stderr.strip()
+
+
+def test_cuda_oom_message_numbers_become_the_memory_picture(tmp_path):
+    """A log with only torch's OOM message (c10/cuda/CUDACachingAllocator.cpp wording): the
+    picture is the message's own breakdown of the device memory next to the request."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "r.html"
+    res = runner.invoke(cli.app, ["analyze", str(ROOT / "fixtures" / "excerpts" / "cuda_oom_torch21_step.log"),
+                                  "--html", str(out)])
+    assert res.exit_code == 1
+    html = out.read_text(encoding="utf-8")
+    fig = re.search(r'<figure id="fig-memory">(.*?)</figure>', html, re.S).group(1)
+    assert "requested: 1.95 GiB" in fig and "allocated by PyTorch: 20.93 GiB" in fig
+    assert html.index('id="fig-memory"') < html.index("</main>")
+    assert 'id="fig-curves"' not in html          # one lr point is no curve
