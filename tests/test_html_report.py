@@ -213,3 +213,22 @@ def test_cuda_oom_message_numbers_become_the_memory_picture(tmp_path):
     assert "requested: 1.95 GiB" in fig and "allocated by PyTorch: 20.93 GiB" in fig
     assert html.index('id="fig-memory"') < html.index("</main>")
     assert 'id="fig-curves"' not in html          # one lr point is no curve
+
+
+def test_many_ranks_are_a_heatmap_with_the_slow_rank_named():
+    """64 ranks of DeepSpeed timer events (as the per-rank timer lines give them): a rank x step
+    heatmap of each rank's own compute, the slow rank labelled."""
+    pytest.importorskip("matplotlib")
+    from dsdoctor.events import Event
+    s = RunSeries()
+    for step in range(120):
+        for r in range(64):
+            fwd = 20.0 + (r % 5) * 0.3 + (25.0 if r == 37 and step >= 40 else 0.0)
+            s.feed(Event("timers", rank=r, step=step, time=1000.0 + step,
+                         data={"fwd": fwd, "bwd_inner": 30.0, "bwd": 60.0, "step": 10.0}))
+    f = Finding(rule="slow-rank", category="straggler", severity="warning", title="Rank 37 is slow",
+                summary="forward", ranks=[37])
+    html = render([f], s, title="t")
+    fig = re.search(r'<figure id="fig-step-times">(.*?)</figure>', html, re.S).group(1)
+    assert "<image" in fig and "rank 37 (slow)" in fig and "own compute per step" in fig
+    assert len(html) < 200_000
