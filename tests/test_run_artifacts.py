@@ -296,3 +296,17 @@ def test_a_folder_of_foreign_csvs_is_not_a_monitor_folder(tmp_path):
     (tmp_path / "data.csv").write_text("a,b,c\n1,2,3\n")
     res = runner.invoke(cli.app, ["analyze", str(tmp_path)])
     assert res.exit_code == 2 and "folder contains no log files" in res.stderr
+
+
+def test_broken_artifacts_are_warnings_not_tracebacks(tmp_path):
+    pytest.importorskip("tensorboard")
+    tb = tmp_path / "tb"
+    tb.mkdir()
+    (tb / "events.out.tfevents.1.host").write_bytes(bytes(range(256)) * 8)     # not TensorBoard records
+    code, doc, err = analyze_json(str(tb))
+    assert code == 0 and "no scalar values in these TensorBoard event files" in err
+    bad = tmp_path / "logs" / "attempt_0" / "3"
+    bad.mkdir(parents=True)
+    (bad / "error.json").write_text('{"message": ')                              # cut short by a kill
+    code, doc, err = analyze_json(str(tmp_path / "logs"))
+    assert code == 0 and "not a torchelastic error file" in err

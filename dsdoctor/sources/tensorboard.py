@@ -68,6 +68,10 @@ def read(inp, warnings: list[str] | None) -> Iterator[Event]:
         if warnings is not None:
             warnings.append(f"{inp.name}: cannot read TensorBoard events ({type(e).__name__}: {e}); skipped")
         return
+    if not series:
+        if warnings is not None:
+            warnings.append(f"{inp.name}: no scalar values in these TensorBoard event files; nothing read")
+        return
     files = sorted(f for f in inp.path.iterdir() if is_event_file(f)) if inp.path.is_dir() else [inp.path]
     source = str(files[-1]) if len(files) == 1 else inp.name
     yield from to_events(series, source, inp.rank_hint if inp.rank_hint is not None else 0)
