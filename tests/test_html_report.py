@@ -49,7 +49,7 @@ SCENARIOS = {
     "oom": ([], ["--steps", "10", "--fault", "oom", "--fault-step", "6"], 1,
             "memory", ["OOM rank 0: asked 64.00 GiB", "GiB available", "host RSS"]),
     "straggler": ([], ["--zero-stage", "2", "--hidden", "64", "--layers", "2", "--fault", "slow-rank",
-                       "--fault-rank", "1", "--slow-ms", "80", "--steps", "40"], 2,
+                       "--fault-rank", "1", "--slow-ms", "80", "--steps", "50"], 2,
                   "step-times", ["rank 1 (slow)", "own compute"]),
     "stall": (["--stall-timeout", "5", "--on-stall", "abort"],
               ["--zero-stage", "2", "--hidden", "64", "--layers", "2", "--fault", "stall", "--fault-rank", "1",
