@@ -98,7 +98,7 @@ def training_curves(s: RunSeries) -> str | None:
                             label=f"overflow ({len(ovf_steps)})")
             elif kind == "lr":
                 ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-            elif kind == "grad_norm" or (kind == "loss" and _wide(s, kind)):
+            elif (kind == "grad_norm" and _wide(s, kind, 10)) or (kind == "loss" and _wide(s, kind, 100)):
                 ax.set_yscale("log")
             name = s.loss_names.get(_lowest(ranks), "loss") if kind == "loss" else kind.replace("_", " ")
             ax.set_ylabel(name)
@@ -114,9 +114,11 @@ def training_curves(s: RunSeries) -> str | None:
         return _svg(fig)
 
 
-def _wide(s: RunSeries, kind: str) -> bool:
-    ys = [y for (k, _), p in s.curves.items() if k == kind for y in p.ys if math.isfinite(y) and y > 0]
-    return bool(ys) and min(ys) > 0 and max(ys) / min(ys) > 100
+def _wide(s: RunSeries, kind: str, ratio: float) -> bool:
+    """Log scale: all values positive and spanning more than `ratio` (a spike of 1e4 flattens
+    everything else on a linear axis)."""
+    ys = [y for (k, _), p in s.curves.items() if k == kind for y in p.ys if math.isfinite(y)]
+    return bool(ys) and min(ys) > 0 and max(ys) / min(ys) > ratio
 
 
 # --------------------------------------------------------------------- step time per rank

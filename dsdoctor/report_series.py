@@ -14,6 +14,7 @@ from typing import Any
 from .events import Event
 
 MAX_POINTS = 4000
+KEEP_NONFINITE = 200
 CURVES = ("loss", "grad_norm", "loss_scale", "lr")
 # top-level DeepSpeed timer names (timer lines, the monitor's elapsed_time_ms_*) whose sum is
 # the time of one step; the *_microstep variants when only those were logged
@@ -33,17 +34,34 @@ def first_float(v: Any) -> float | None:
 
 @dataclass
 class Points:
-    """(x, value) pairs of one series, thinned to stay bounded."""
+    """(x, value) pairs of one series, thinned evenly to stay bounded: when full, every other
+    point goes and from then on only every `stride`-th new one is taken. Non-finite values are
+    taken whatever the stride (the first KEEP_NONFINITE of them: a run that stays NaN for 100k
+    steps must not keep them all)."""
     xs: list[float] = field(default_factory=list)
     ys: list[float] = field(default_factory=list)
+    stride: int = 1
+    seen: int = 0
+    nonfinite: int = 0
 
     def add(self, x: float, y: float) -> None:
+        self.seen += 1
+        special = not math.isfinite(y) and self.nonfinite < KEEP_NONFINITE
+        if special:
+            self.nonfinite += 1
+        elif (self.seen - 1) % self.stride:
+            return
         self.xs.append(x)
         self.ys.append(y)
         if len(self.xs) > MAX_POINTS:
-            keep = [i for i in range(len(self.xs)) if i % 2 == 0 or not math.isfinite(self.ys[i])]
+            keep, bad = [], 0
+            for i, v in enumerate(self.ys):
+                bad += not math.isfinite(v)
+                if i % 2 == 0 or (not math.isfinite(v) and bad <= KEEP_NONFINITE):
+                    keep.append(i)
             self.xs = [self.xs[i] for i in keep]
             self.ys = [self.ys[i] for i in keep]
+            self.stride *= 2
 
 
 @dataclass

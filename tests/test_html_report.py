@@ -232,3 +232,15 @@ def test_many_ranks_are_a_heatmap_with_the_slow_rank_named():
     fig = re.search(r'<figure id="fig-step-times">(.*?)</figure>', html, re.S).group(1)
     assert "<image" in fig and "rank 37 (slow)" in fig and "own compute per step" in fig
     assert len(html) < 200_000
+
+
+def test_series_stay_bounded_and_keep_the_first_nan():
+    import math
+    from dsdoctor.report_series import MAX_POINTS, Points
+    p = Points()
+    for i in range(300_000):
+        p.add(i, math.nan if i >= 123_457 else 1.0)
+    assert len(p.xs) <= MAX_POINTS
+    assert 123_457 in p.xs                          # the first non-finite value, whatever the stride
+    gaps = {b - a for a, b in zip(p.xs, p.xs[1:]) if b < 123_457}
+    assert len(gaps) == 1                           # evenly thinned before it
