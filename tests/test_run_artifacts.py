@@ -290,6 +290,12 @@ def test_deepspeed_tags_become_the_events_the_detectors_read():
     # the csv_monitor file names (tag with '/' -> '_') classify the same
     evs2 = to_events({"Train_Samples_lr": series["Train/Samples/lr"]}, "csv")
     assert [(e.kind, e.step) for e in evs2] == [("lr", 1), ("lr", 2), ("lr", 3)]
+    # other writers' names, with their own step as x: HF's TensorBoardCallback, dashes
+    from dsdoctor.sources.scalars import classify
+    assert [classify(t) for t in ("train/loss", "train/grad_norm", "train/learning_rate", "loss-scale",
+                                  "grad-norm", "eval/loss", "train/epoch")] == \
+        [("loss", "train_loss"), ("grad_norm", "value"), ("lr", "value"), ("loss_scale", "value"),
+         ("grad_norm", "value"), None, None]
 
 
 def test_a_folder_of_foreign_csvs_is_not_a_monitor_folder(tmp_path):

@@ -49,11 +49,11 @@ def normalise(tag: str) -> str:
 
 def classify(tag: str) -> tuple[str, str] | None:
     """(event kind, data key or name) for a tag, or None for tags no detector reads."""
-    t = normalise(tag)
+    t = normalise(tag).replace("-", "_")        # Megatron-style names: loss-scale, grad-norm
     leaf = t.removeprefix("train_samples_")
     if leaf in _TIMERS:
         return "timers", _TIMERS[leaf]
-    if re.search(r"(^|_)loss_scale$|(^|_)loss-scale$|(^|_)scaler_scale$", t):
+    if re.search(r"(^|_)loss_scale$|(^|_)scaler_scale$", t):
         return "loss_scale", "value"
     if re.search(r"(^|_)(lr|learning_rate)(_\d+)?$", t):
         return "lr", "value"
