@@ -167,8 +167,20 @@ def figures(findings: list[Finding], series: RunSeries) -> tuple[list[tuple[str,
     return [made[k] for k in order if k in made], notes
 
 
+# run facts worth a line at the top (context.FACTS), in this order
+_RUN_FACTS = (("world_size", "ranks"), ("dtype", "dtype"), ("zero_stage", "ZeRO stage"), ("micro_batch", "micro-batch"),
+              ("gas", "grad. accumulation"), ("train_batch", "global batch"), ("offload_optimizer", "optimizer offload"),
+              ("gpu_name", "GPU"), ("ds_version", "DeepSpeed"), ("torch_version", "torch"))
+
+
+def _run_line(facts: dict[str, Any] | None) -> str:
+    parts = [f"{label} {facts[k]}" for k, label in _RUN_FACTS if facts and facts.get(k) not in (None, "", "none")]
+    return f'<div class="meta">Run: {_e(" · ".join(parts))}</div>' if parts else ""
+
+
 def render(findings: list[Finding], series: RunSeries, *, title: str, inputs: list[str] | None = None,
-           notes: list[str] | None = None, events_seen: int | None = None) -> str:
+           notes: list[str] | None = None, events_seen: int | None = None,
+           facts: dict[str, Any] | None = None) -> str:
     figs, fig_notes = figures(findings, series)
     problems = sum(1 for f in findings if f.severity != "info")
     if not findings:
@@ -186,7 +198,7 @@ def render(findings: list[Finding], series: RunSeries, *, title: str, inputs: li
     parts = ['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
              f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
-             f"<h1>{_e(title)}</h1>", f'<div class="meta">{_e(" · ".join(meta))}</div>', banner]
+             f"<h1>{_e(title)}</h1>", f'<div class="meta">{_e(" · ".join(meta))}</div>', _run_line(facts), banner]
     if findings:
         parts.append("<h2>Findings</h2>")
         base = _base(inputs)
@@ -197,7 +209,8 @@ def render(findings: list[Finding], series: RunSeries, *, title: str, inputs: li
             parts.append(f'<figure id="fig-{fid}">{svg}<figcaption>{_e(caption)}</figcaption></figure>')
     all_notes = list(notes or []) + fig_notes
     if not figs and not fig_notes:
-        all_notes.append("Nothing to draw: the inputs hold no per-step metrics, step times, memory readings or stalls.")
+        all_notes.append("Nothing to draw: the inputs hold no per-step metrics, step times, memory readings or "
+                         "stalls (a run watched with `dsdoctor run` records them).")
     if all_notes:
         parts.append('<h2>Notes</h2><ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in all_notes) + "</ul>")
     if inputs:

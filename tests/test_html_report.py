@@ -150,6 +150,7 @@ def test_report_renders_in_chromium(runs, name, tmp_path):
     assert len(html) < 400_000, len(html)          # a few dozen kB per picture
     # the findings, as in the terminal: evidence with file:line, fixes as JSON
     assert f"· {EXPECTED_FINDING[name]}</div>" in html
+    assert re.search(r'<div class="meta">Run: ranks [12] · dtype \w+ · ZeRO stage \d', html)
     if name != "nan":       # live NaN events carry no log text, so that finding has no evidence lines
         assert re.search(r'<td class="loc"[^>]*>[^<]+:\d+</td>', html)
     if name in ("nan", "straggler"):

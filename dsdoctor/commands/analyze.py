@@ -124,7 +124,7 @@ def analyze(
         from ..report_html import write as write_html
         try:
             write_html(html_out, findings, series, title="dsdoctor analyze", inputs=[i.name for i in inputs],
-                       notes=[n for n in notes], events_seen=diag.events_seen)
+                       notes=[n for n in notes], events_seen=diag.events_seen, facts=diag.context.facts)
         except OSError as e:
             fail(f"{html_out}: cannot write: {e.strerror or e}")
         notes.append(f"HTML report written to {html_out}")

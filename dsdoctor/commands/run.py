@@ -168,7 +168,8 @@ def post_mortem(out: Path, rc: int, command: List[str]) -> int:
     try:                 # the HTML report of every watched run: DIR/report.html
         from ..report_html import write as write_html
         write_html(html, findings, series, title=f"dsdoctor run · exit code {rc}", inputs=inputs,
-                   notes=[f"Command: {' '.join(command)[:500]}"], events_seen=diag.events_seen)
+                   notes=[f"Command: {' '.join(command)[:500]}"], events_seen=diag.events_seen,
+                   facts=diag.context.facts)
     except Exception as e:   # never costs the diagnosis in the terminal
         warnings.append(f"{html}: HTML report not written ({type(e).__name__}: {e})")
     for w_ in warnings:
