@@ -60,6 +60,7 @@ def analyze(
     fmt: Optional[str] = ci.format_option(), fail_on: Optional[str] = ci.fail_on_option(),
     select: Optional[List[str]] = ci.select_option(), ignore: Optional[List[str]] = ci.ignore_option(),
     rules_dirs: Optional[List[Path]] = ci.rules_dir_option(),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report (findings and plots) to this file."),
 ) -> None:
     """Diagnose a finished (or crashed) run from what it left behind."""
     fmt = ci.output_format(fmt, as_json)
@@ -93,9 +94,15 @@ def analyze(
     rules, fail_on = ci.setup(rules_dir, rules_dirs, select, ignore, fail_on)
     ctx = Context.from_config(cfg, world_size=world_size)
     diag = Diagnoser(ctx, rules)
+    series = None
+    if html_out is not None:
+        from ..report_series import RunSeries
+        series = RunSeries()            # the report draws the very events the findings came from
     try:
         for ev in _events_with_progress(inputs, warnings, not all_lines):
             diag.feed(ev)
+            if series is not None:
+                series.feed(ev)
     except InputError as e:
         fail(str(e))
     findings = diag.finish()
@@ -119,13 +126,22 @@ def analyze(
                 fail(str(e))
             except OSError as e:
                 fail(f"{write_config_to}: cannot write: {e.strerror or e}")
+    if html_out is not None and series is not None:
+        from ..report_html import write as write_html
+        try:
+            write_html(html_out, findings, series, title="dsdoctor analyze", inputs=[i.name for i in inputs],
+                       notes=[n for n in notes], events_seen=diag.events_seen, facts=diag.context.facts)
+        except OSError as e:
+            fail(f"{html_out}: cannot write: {e.strerror or e}")
+        notes.append(f"HTML report written to {html_out}")
     for w in warnings:          # stderr in both modes: stdout stays one JSON document
         print(f"dsdoctor: warning: {w}", file=sys.stderr)
     if fmt in ("sarif", "github"):
         ci.emit(fmt, findings, rules)
     elif as_json:
         print_json(findings, inputs=[i.name for i in inputs], warnings=warnings,
-                   written_config=str(written) if written else None)
+                   written_config=str(written) if written else None,
+                   **({"html_report": str(html_out)} if html_out is not None else {}))
     else:
         print_report(findings, title=f"dsdoctor analyze · {diag.events_seen} events from {len(inputs)} input(s)",
                      notes=[n for n in notes if n not in warnings])

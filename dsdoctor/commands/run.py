@@ -150,19 +150,32 @@ def post_mortem(out: Path, rc: int, command: List[str]) -> int:
         w.close()
     except OSError:
         pass
+    from ..report_series import RunSeries
     diag = Diagnoser()
+    series = RunSeries()
     warnings: list[str] = []
+    inputs: list[str] = []
     try:
         for inp in expand([str(out)]):
+            inputs.append(inp.name)
             for ev in read_log(inp, warnings):
                 diag.feed(ev)
+                series.feed(ev)
     except InputError as e:
         warnings.append(str(e))
     findings = diag.finish()
+    html = out / "report.html"
+    try:                 # the HTML report of every watched run: DIR/report.html
+        from ..report_html import write as write_html
+        write_html(html, findings, series, title=f"dsdoctor run · exit code {rc}", inputs=inputs,
+                   notes=[f"Command: {' '.join(command)[:500]}"], events_seen=diag.events_seen,
+                   facts=diag.context.facts)
+    except Exception as e:   # never costs the diagnosis in the terminal
+        warnings.append(f"{html}: HTML report not written ({type(e).__name__}: {e})")
     for w_ in warnings:
         print(f"dsdoctor: warning: {w_}", file=sys.stderr)
     print_report(findings, title=f"dsdoctor run · exit code {rc} · {diag.events_seen} events · {out}",
-                 notes=[f"Evidence kept in {out}/ (events-rank*.jsonl, console.log, tb/). "
+                 notes=[f"Evidence kept in {out}/ (events-rank*.jsonl, console.log, tb/, report.html). "
                         f"Re-read it any time with: dsdoctor analyze {out}"])
     return exit_code(findings)
 

@@ -25,8 +25,9 @@ class InputError(Exception):
 class Input:
     name: str                 # what evidence lines cite
     path: Path | None         # None for stdin
-    kind: str                 # 'log' | 'events'
+    kind: str                 # 'log' | 'events' | a kind of sources.artifacts.READERS
     rank_hint: int | None     # rank read from the file name (events-rank3.jsonl, rank3.log)
+                              # or a torchrun log-dir path (attempt_0/3/stderr.log)
 
     def open(self) -> BinaryIO:
         if self.path is None:
@@ -36,9 +37,14 @@ class Input:
         return open(self.path, "rb")
 
 
-def _rank_hint(name: str) -> int | None:
+def _rank_hint(name: str, path: Path | None = None) -> int | None:
     m = _RANK_IN_NAME.search(name)
-    return int(m.group(1)) if m else None
+    if m:
+        return int(m.group(1))
+    if path is not None:
+        from .torchrun_logdir import rank_from_path
+        return rank_from_path(path)
+    return None
 
 
 def _kind(p: Path) -> str:
@@ -58,15 +64,20 @@ def expand(paths: list[str]) -> list[Input]:
             raise InputError(f"{raw}: no such file or directory")
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and _is_log_file(f))
-            if not files:
-                raise InputError(f"{raw}: folder contains no log files ({', '.join(LOG_SUFFIXES)})")
+            from .artifacts import artifacts_in
+            found = artifacts_in(p)
+            if not files and not found:
+                raise InputError(f"{raw}: folder contains no log files ({', '.join(LOG_SUFFIXES)}), "
+                                 "TensorBoard event files, csv_monitor CSVs, trainer_state.json or error.json")
             # dsdoctor's own events and the console capture of a watched run both go in:
             # the events carry what the hooks saw, the console what the program printed.
-            out.extend(Input(str(f), f, _kind(f), _rank_hint(f.name)) for f in files)
+            out.extend(Input(str(f), f, _kind(f), _rank_hint(f.name, f)) for f in files)
+            out.extend(found)
             continue
         if not os.access(p, os.R_OK):
             raise InputError(f"{raw}: permission denied")
-        out.append(Input(str(p), p, _kind(p), _rank_hint(p.name)))
+        from .artifacts import artifact_kind
+        out.append(Input(str(p), p, artifact_kind(p) or _kind(p), _rank_hint(p.name, p)))
     return out
 
 
@@ -82,8 +93,8 @@ def _is_log_file(f: Path) -> bool:
 def check_readable(inp: Input) -> None:
     """Fail early, with one line, on empty, unreadable or binary files. A truncated .gz is
     not refused here: the part before the cut is still evidence (see iter_blocks)."""
-    if inp.path is None:
-        return
+    if inp.path is None or inp.kind not in ("log", "events"):
+        return                   # folders and files with their own reader (sources.artifacts)
     try:
         if inp.path.stat().st_size == 0:
             raise InputError(f"{inp.name}: empty file, nothing to analyse")

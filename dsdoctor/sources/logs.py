@@ -172,6 +172,10 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True,
              block_size: int = 8 << 20) -> Iterator[Event]:
     """All events of one input. An unreadable tail (truncated .gz) ends the input with a
     warning; the events before it are kept."""
+    if inp.kind not in ("log", "events"):       # TensorBoard, csv_monitor, trainer_state, error.json
+        from .artifacts import read as read_artifact
+        yield from read_artifact(inp, warnings)
+        return
     st = StreamState(inp.name, inp.rank_hint)
     _triggers()
     fh = inp.open()
