@@ -254,6 +254,16 @@ def _dsdoctor_run(out: Path, cmd: list[str], timeout: float = 180) -> tuple[int,
     return p.returncode, text
 
 
+def _post_mortem(out: Path):
+    """What `dsdoctor analyze DIR` finds in a run folder (the report `dsdoctor run` printed)."""
+    from dsdoctor.sources.inputs import expand
+    from dsdoctor.sources.logs import read_log
+    d = Diagnoser()
+    for inp in expand([str(out)]):
+        d.feed_all(read_log(inp, []))
+    return [f for f in d.finish() if f.severity != "info"]
+
+
 @pytest.mark.slow
 def test_run_killed_by_sigkill_says_killed_signal_and_last_step(tmp_path):
     pytest.importorskip("deepspeed")
@@ -262,7 +272,8 @@ def test_run_killed_by_sigkill_says_killed_signal_and_last_step(tmp_path):
     assert rc == 128 + signal.SIGKILL
     assert "No problems found" not in text
     assert "killed by SIGKILL" in text and "exit code 137" in text
-    assert "training step 4" in text or "last step seen" in text
+    f = _post_mortem(tmp_path / "run")[0]
+    assert f.rule == "host-oom-killed" and "killed by SIGKILL (dsdoctor run, exit code 137) at training step 4" in f.summary
 
 
 @pytest.mark.slow
@@ -286,3 +297,31 @@ def test_run_hostfile_with_unreachable_host(tmp_path):
     rc, text = _dsdoctor_run(tmp_path / "run", [ds, "--hostfile", str(hostfile), TRAIN, "--steps", "2"], timeout=120)
     assert rc != 0 and "No problems found" not in text
     assert "launcher-ssh-unreachable" in text
+
+
+def test_script_refusing_the_launchers_local_rank(tmp_path):
+    # the deepspeed launcher passes --local_rank=N (launch.py); argparse refuses it and exits 2
+    script = tmp_path / "train.py"
+    script.write_text("import argparse\np = argparse.ArgumentParser()\np.add_argument('--steps', type=int)\np.parse_args()\n")
+    log = output_of("", cmd=[sys.executable, str(script), "--local_rank=0", "--steps", "3"])
+    f = top(log)
+    assert (f.rule, f.category) == ("failure-environment-exception", "environment")
+    assert any("--no_local_rank" in (fx.advice or "") for fx in f.fixes)
+
+
+@pytest.mark.slow
+def test_deepspeed_launcher_rank_killed_by_sigkill(tmp_path):
+    pytest.importorskip("deepspeed")
+    import shutil
+    import socket
+    ds = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    if not Path(ds).exists():
+        pytest.skip("needs the deepspeed runner")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc, text = _dsdoctor_run(tmp_path / "run", [ds, "--num_gpus", "1", "--master_port", str(port), TRAIN,
+                                                "--steps", "20", "--fault", "sigkill", "--fault-step", "5"])
+    assert rc != 0 and "exits with return code = -9" in text
+    f = _post_mortem(tmp_path / "run")[0]
+    assert f.rule == "host-oom-killed" and "killed by SIGKILL (launcher, exit code -9) at training step" in f.summary

@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pause-step", type=int, default=5, help="step of the --pause-s pause")
     p.add_argument("--step-sleep-ms", type=float, default=0.0, help="pad every step (data loading time)")
     p.add_argument("--print-every", type=int, default=10)
+    p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)   # passed by the deepspeed launcher
     return p.parse_args(argv)
 
 

@@ -77,12 +77,13 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "engine.py:_configure_zero_optimizer"),
      "DeepSpeed (or the HF/accelerate integration) refused the configuration"),
     # deepspeed/launcher/runner.py main(): hostfile parsing, the ssh check ('was not reachable via ssh'),
-    # 'Unable to proceed, no GPU resources available', "launcher '{x}' not installed"
+    # 'Unable to proceed, no GPU resources available', "launcher '{x}' not installed"; the launcher's
+    # --local_rank=N argument refused by the script's argparse ('unrecognized arguments: --local_rank=0')
     ("launcher", "environment", 3, (),
      ("was not reachable via ssh", "Hostfile", "hostfile", "no GPU resources available", "not installed.",
-      "Unable to detect suitable master address"),
+      "Unable to detect suitable master address", "--local_rank"),
      ("deepspeed/launcher/",),
-     "the launcher could not start the ranks"),
+     "a launch problem (the ranks could not be started as launched)"),
     # the peers of a failed rank: torch.distributed DistBackendError / DistNetworkError / DistStoreError,
     # ProcessGroupNCCL ('NCCL error', 'Watchdog caught collective operation timeout'), gloo
     # ('Connection closed by peer', 'Connection reset by peer')

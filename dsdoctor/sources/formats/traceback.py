@@ -203,3 +203,28 @@ def finish(st: StreamState):
                           name="(unknown)", message="", phase=phase_of(frames), in_traceback=True,
                           raise_site=frames[-1] if frames else None, frames=list(frames[-6:]), chained=None,
                           chain_of=start.lineno, truncated=True)
+
+
+# argparse (Lib/argparse.py ArgumentParser.error): 'usage: ...' then '{prog}: error: {message}', exit
+# code 2. The DeepSpeed launcher passes --local_rank to every rank unless --no_local_rank is given
+# (deepspeed/launcher/runner.py, launch.py), so a script that does not declare it stops here.
+_ARGPARSE = re.compile(r"^(\S+): error: (.+)$")
+
+
+@on("usage: ")
+def _usage(line: Line, st: StreamState) -> None:
+    if line.text.startswith("usage: "):
+        st.scratch.setdefault("argparse.usage", {})[line.rank] = line.lineno
+
+
+@on(": error: ")
+def argparse_error(line: Line, st: StreamState):
+    m = _ARGPARSE.match(line.text.strip())
+    if not m:
+        return None
+    usage = st.scratch.get("argparse.usage", {}).pop(line.rank, None)
+    if usage is None or line.lineno - usage > 40:
+        return None                     # 'srun: error: ...', 'pdsh@x: error' and the like are not argparse
+    return line.event("exception", step=st.step_of(line.rank), type="argparse error", name="ArgumentError",
+                      message=m.group(2)[:500], phase=None, in_traceback=False, raise_site=f"argparse:{m.group(1)}",
+                      frames=[], chained=None, chain_of=line.lineno, prog=m.group(1))
