@@ -213,8 +213,11 @@ class FailureDetector(Detector):
             conf = {"high": "medium", "medium": "low"}.get(conf, conf)
         if primary is not None:
             pev, _ = primary.decisive()
-            why.append(f"but a rank raised {pev.data.get('name')} first")
-            conf = "low"
+            if primary.seq < seq:
+                why.append(f"but a rank raised {pev.data.get('name')} before the kill")
+                conf = "low"
+            else:
+                why.append(f"a rank also raised {pev.data.get('name')} (after the kill: likely a consequence)")
         s = Symptom(name="host_oom", seq=seq, time=ev.time, key=(how,),
                     facts=dict(how=how, confidence=conf, why="; ".join(why), phase=phase, phase_text=phase_text,
                                last_step=self.last_step, host_percent=self.host_percent,

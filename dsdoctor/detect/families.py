@@ -40,7 +40,7 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # Python's MemoryError; c10/core/impl/alloc_cpu.cpp 'DefaultCPUAllocator: can't allocate memory'; errno 12
     ("host_memory", "host_oom", 3, ("MemoryError",),
      ("DefaultCPUAllocator", "Cannot allocate memory", "std::bad_alloc"), (),
-     "the host (CPU) ran out of memory"),
+     "a host (CPU) out-of-memory error"),
     # deepspeed/ops/op_builder/builder.py: MissingCUDAException ('CUDA_HOME does not exist', 'Unable to run
     # nvcc'), CUDAMismatchException, 'Unable to JIT load the {op} op', 'PyTorch version mismatch! DeepSpeed ops
     # were compiled...'; torch/utils/cpp_extension.py: "Error building extension '{name}'", 'Ninja is required
@@ -75,7 +75,7 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "accelerate/utils/dataclasses.py", "engine.py:_do_sanity_check", "engine.py:_do_args_sanity_check",
       "engine.py:_configure_optimizer", "engine.py:_configure_basic_optimizer", "engine.py:_configure_lr_scheduler",
       "engine.py:_configure_zero_optimizer"),
-     "DeepSpeed (or the HF/accelerate integration) refused the configuration"),
+     "a configuration that DeepSpeed (or the HF/accelerate integration) refused"),
     # deepspeed/launcher/runner.py main(): hostfile parsing, the ssh check ('was not reachable via ssh'),
     # 'Unable to proceed, no GPU resources available', "launcher '{x}' not installed"; the launcher's
     # --local_rank=N argument refused by the script's argparse ('unrecognized arguments: --local_rank=0')
@@ -100,7 +100,7 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("wrapper", "other", 0,
      ("ChildFailedError", "ProcessRaisedException", "ProcessExitedException", "SignalException", "CalledProcessError"),
      (), (), "the launcher reporting that a rank failed"),
-    ("interrupt", "other", 2, ("KeyboardInterrupt",), (), (), "the run was interrupted (Ctrl-C / SIGINT)"),
+    ("interrupt", "other", 2, ("KeyboardInterrupt",), (), (), "an interruption (Ctrl-C / SIGINT)"),
 ]
 
 OTHER = Family("other", "other", 3, "an error in the training script or a library that no rule knows")
