@@ -325,3 +325,16 @@ def test_deepspeed_launcher_rank_killed_by_sigkill(tmp_path):
     assert rc != 0 and "exits with return code = -9" in text
     f = _post_mortem(tmp_path / "run")[0]
     assert f.rule == "host-oom-killed" and "killed by SIGKILL (launcher, exit code -9) at training step" in f.summary
+
+
+def test_a_caught_exception_the_run_survived_is_not_a_failure():
+    # a real traceback printed by traceback.print_exc(), then training goes on (DeepSpeed's step line format)
+    p = subprocess.run([sys.executable, "-c",
+                        "import traceback\ntry:\n    {}['shard']\nexcept KeyError:\n    traceback.print_exc()\n"
+                        "for s in range(1, 8):\n    print(f'[2024-05-01 10:00:0{s},000] [INFO] [logging.py:128:log_dist] [Rank 0] "
+                        "step={s}, skipped=0, lr=[0.001], mom=[(0.9, 0.999)]', flush=True)"],
+                       capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0 and "KeyError: 'shard'" in p.stderr
+    assert [f for f in diagnose(p.stderr + p.stdout) if f.severity != "info"] == []
+    # the same traceback as the last thing the run printed is a failure
+    assert top(p.stdout + p.stderr).rule == "unexplained-failure"

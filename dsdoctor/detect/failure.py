@@ -36,7 +36,8 @@ PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, be
               "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint"}
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
-EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
+EXTERNAL = {1, 2, 15}
+SURVIVED_STEPS = 3          # an exception followed by this many new steps in its input was not fatal       # stop requests from outside (a user, the scheduler's time limit)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class _Group:
     rank: int | None
     members: list[tuple[Event, Family]] = field(default_factory=list)
     link: str | None = None       # 'cause' (raise from) or 'context' (during handling)
+    advances_at: int = 0          # steps its input had made when it was raised
 
     def decisive(self) -> tuple[Event, Family]:
         # 'raise X from e': the last names what failed, the first why; keep the one whose family
@@ -79,6 +81,8 @@ class FailureDetector(Detector):
         self.phase: tuple[str, int, str | None, Event] | None = None   # (phase, seq, detail, event)
         self.last_step: int | None = None
         self.step_seq = 0
+        self.advances: dict[str, int] = {}                # per input: how often its step went up
+        self.source_step: dict[str, int] = {}
         self.host_percent: float | None = None
         self.host_percent_max: float | None = None
 
@@ -89,6 +93,9 @@ class FailureDetector(Detector):
             if self.last_step is None or ev.step >= self.last_step:
                 self.last_step = ev.step
                 self.step_seq = seq
+            if ev.step > self.source_step.get(ev.source, -1):
+                self.source_step[ev.source] = ev.step
+                self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
         if k == "exception":
             self._exception(ev, seq)
         elif k == "killed":
@@ -142,7 +149,7 @@ class FailureDetector(Detector):
         if g is None:
             if len(self.groups) >= MAX_GROUPS:
                 return
-            g = self.groups[key] = _Group(seq, ev.rank)
+            g = self.groups[key] = _Group(seq, ev.rank, advances_at=self.advances.get(ev.source, 0))
         if d.get("chained") and g.link is None:
             g.link = d["chained"]
         if len(g.members) < 6:
@@ -166,13 +173,17 @@ class FailureDetector(Detector):
         return out
 
     def _decisive_group(self) -> _Group | None:
-        if not self.groups:
+        # an exception after which its input went on training (a caught error printed with its
+        # traceback, a retried download) did not end the run
+        fatal = [g for g in self.groups.values()
+                 if self.advances.get(g.members[0][0].source, 0) - g.advances_at < SURVIVED_STEPS]
+        if not fatal:
             return None
-        return min(self.groups.values(), key=lambda g: (-g.weight, g.seq))
+        return min(fatal, key=lambda g: (-g.weight, g.seq))
 
     def _vanished(self) -> bool:
         """Ranks stopped by the launcher with no exit code, signal or traceback anywhere."""
-        return bool(self.killing) and not self.exits and not self.signals and not self.groups
+        return bool(self.killing) and not self.exits and not self.signals and self._decisive_group() is None
 
     def _phase(self) -> tuple[str | None, str | None]:
         """(phase, text) of what the run was doing at its end."""
