@@ -338,3 +338,10 @@ def test_a_caught_exception_the_run_survived_is_not_a_failure():
     assert [f for f in diagnose(p.stderr + p.stdout) if f.severity != "info"] == []
     # the same traceback as the last thing the run printed is a failure
     assert top(p.stdout + p.stderr).rule == "unexplained-failure"
+
+
+def test_run_command_exiting_non_zero_without_traceback(tmp_path):
+    rc, text = _dsdoctor_run(tmp_path / "run", [sys.executable, "-c", "import sys; print('step 1'); sys.exit(3)"], timeout=60)
+    assert rc == 3 and "No problems found" not in text
+    f = _post_mortem(tmp_path / "run")[0]
+    assert f.rule == "unexplained-failure" and "exit code 3" in f.title and "The command exited with code 3" in f.summary
