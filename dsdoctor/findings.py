@@ -7,7 +7,7 @@ from typing import Any
 from .expr import ranks_text
 
 CATEGORIES = ("oom", "host_oom", "nan_loss", "loss_scale_collapse", "comm_stall", "nccl_error",
-              "straggler", "config_error", "lr_schedule", "hardware", "environment")
+              "straggler", "config_error", "lr_schedule", "hardware", "environment", "other")
 SEVERITIES = ("critical", "error", "warning", "info")
 MAX_EVIDENCE = 8          # per symptom: enough to convince, not a dump of 512 ranks
 
@@ -57,7 +57,8 @@ class Symptom:
         if other.seq < self.seq:
             self.seq, self.time = other.seq, other.time
         for k, v in other.facts.items():
-            self.facts.setdefault(k, v)
+            if self.facts.get(k) is None:       # a fact unknown at the first sighting is learnt later
+                self.facts[k] = v
 
     def names(self) -> dict[str, Any]:
         """Values a rule's expressions can use, besides the run context."""
@@ -108,6 +109,7 @@ class Finding:
     consequence_of: str | None = None       # set when another finding explains this one
     key: str | None = None                  # dotted config key (config findings)
     source_ref: str | None = None           # where the rule's advice comes from
+    fallback: bool = False                  # a generic failure finding: dropped when a specific one explains the run
 
     @property
     def ranks_text(self) -> str:
@@ -135,6 +137,10 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
     that follow it on the other ranks; an ECC error explains a later 'CUDA error: out of
     memory') is placed before it, and the other is marked as its consequence. Then by
     severity, then by what happened first.
+
+    A fallback finding (a failure no specific rule knows, rules/failure.yaml) is dropped when a
+    specific error-level finding stands as a root cause (that one explains how the run ended),
+    or when a specific finding of any severity quotes the fallback's decisive line.
     """
     for g in findings:
         for f in findings:
@@ -142,6 +148,14 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
                 continue
             if (g.category in f.explains or g.rule in f.explains) and _not_after(f, g):
                 g.consequence_of = f.rule
+    if any(f.fallback for f in findings):
+        specific = [f for f in findings if not f.fallback and f.severity != "info"]
+        if any(not f.consequence_of and f.severity in ("critical", "error") for f in specific):
+            findings = [f for f in findings if not f.fallback]
+        else:           # a specific rule that read the same line knows it better, whatever its severity
+            seen = {(e.source, e.line) for f in specific for e in f.evidence}
+            findings = [f for f in findings if not (f.fallback and f.evidence
+                                                    and (f.evidence[0].source, f.evidence[0].line) in seen)]
     return sorted(findings, key=lambda f: (f.consequence_of is not None,
                                            _SEV_ORDER.get(f.severity, 9), f.seq))
 

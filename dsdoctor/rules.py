@@ -54,7 +54,7 @@ def strip_lines(obj: Any) -> Any:
 
 _RULE_KEYS = {"id", "category", "severity", "title", "description", "source", "references",
               "match", "summary", "explains", "falsepositives", "fixes", "examples", "priority",
-              "key"}
+              "key", "fallback"}
 _FIX_KEYS = {"title", "when", "config_patch", "env", "advice"}
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -86,6 +86,7 @@ class Rule:
     examples: dict[str, list[dict]] = field(default_factory=dict)
     priority: int = 0
     key: str | None = None          # template for the dotted config key of config findings
+    fallback: bool = False          # generic failure rule: shown only when no specific finding explains the run
     file: str = ""
     line: int = 0
 
@@ -183,7 +184,7 @@ def parse_rule(d: Any, file: str) -> Rule:
                 explains=tuple(d.get("explains") or ()),
                 falsepositives=list(d.get("falsepositives") or []), fixes=fixes,
                 examples=strip_lines(ex), priority=int(d.get("priority", 0)),
-                key=d.get("key"), file=file, line=line)
+                key=d.get("key"), fallback=bool(d.get("fallback", False)), file=file, line=line)
 
 
 def load_rule_file(path: Path) -> list[Rule]:
@@ -265,4 +266,4 @@ def make_finding(rule: Rule, symptom: Symptom, ctx_names: dict[str, Any]) -> Fin
                    ranks=sorted(symptom.ranks), steps=sorted(symptom.steps)[:64],
                    evidence=list(symptom.evidence), fixes=fixes, seq=symptom.seq, time=symptom.time,
                    explains=rule.explains, key=render(rule.key, names) if rule.key else None,
-                   source_ref=rule.source)
+                   source_ref=rule.source, fallback=rule.fallback)

@@ -137,6 +137,17 @@ def _reap_group(pgid: int) -> None:
         time.sleep(1.0)
 
 
+def _exit_text(rc: int, command: List[str]) -> str:
+    """The evidence line of the command's end: detect/failure.py reads the code (128+N: signal N)."""
+    text = f"dsdoctor run: `{' '.join(command)[:200]}` exited with code {rc}"
+    if 128 < rc < 160:
+        try:
+            text += f" (killed by {signal.Signals(rc - 128).name})"
+        except ValueError:
+            pass
+    return text
+
+
 def post_mortem(out: Path, rc: int, command: List[str]) -> int:
     """The analyze pipeline over everything the run left in DIR; returns the report's exit code."""
     from ..events import Event, EventWriter
@@ -146,7 +157,8 @@ def post_mortem(out: Path, rc: int, command: List[str]) -> int:
     from ..sources.logs import read_log
     try:
         w = EventWriter(out / "events-run.jsonl")
-        w.write(Event("exit", data={"exitcode": rc, "command": " ".join(command)[:500]}, time=time.time()))
+        w.write(Event("exit", data={"exitcode": rc, "command": " ".join(command)[:500]}, time=time.time(),
+                      text=_exit_text(rc, command)))
         w.close()
     except OSError:
         pass

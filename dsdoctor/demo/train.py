@@ -15,6 +15,8 @@ Faults (injected at optimizer step --fault-step K on rank --fault-rank R):
   stall      rank R blocks forever before backward at step K
   gil-hang   rank R blocks forever before backward at step K inside C code that holds the
              GIL (libc sleep through ctypes.PyDLL): none of its Python threads can run
+  sigkill    rank R sends itself SIGKILL before backward at step K, as the kernel's OOM killer would
+  raise      rank R raises an exception no rule knows (a LookupError) before backward at step K
 
 A transient pause, alone or before one of the faults above (a slow checkpoint save, say):
   --pause-s S --pause-step P   rank R sleeps S seconds before backward at step P, then trains on
@@ -41,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--initial-scale-power", type=int, default=8, help="fp16 initial loss scale 2**N")
     p.add_argument("--fault", default="none",
-                   choices=("none", "nan", "overflow", "oom", "slow-rank", "stall", "gil-hang"))
+                   choices=("none", "nan", "overflow", "oom", "slow-rank", "stall", "gil-hang", "sigkill", "raise"))
     p.add_argument("--fault-step", type=int, default=10)
     p.add_argument("--fault-rank", type=int, default=0)
     p.add_argument("--slow-ms", type=float, default=60.0, help="extra forward time of the slow rank")
@@ -49,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pause-step", type=int, default=5, help="step of the --pause-s pause")
     p.add_argument("--step-sleep-ms", type=float, default=0.0, help="pad every step (data loading time)")
     p.add_argument("--print-every", type=int, default=10)
+    p.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)   # passed by the deepspeed launcher
     return p.parse_args(argv)
 
 
@@ -188,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                 import ctypes
                 while True:
                     ctypes.PyDLL(None).sleep(3600)     # PyDLL: the GIL is not released
+            if fault.active("sigkill"):
+                time.sleep(1.5)         # let the step events of the steps before reach the disk
+                os.kill(os.getpid(), 9)
+            if fault.active("raise"):
+                raise LookupError(f"demo fault: no entry for sample {step} in the index")
             engine.backward(loss)
             engine.step()
         if rank == 0 and (step % args.print_every == 0 or step == args.steps - 1):

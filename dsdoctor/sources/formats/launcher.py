@@ -28,8 +28,16 @@ def _once(st: StreamState, key: tuple) -> bool:
 def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = None, rank: int | None = None,
             **extra):
     """A rank that exited with `code` (negative: killed by signal -code)."""
-    if code >= 0:
-        return None     # a Python exception: that rank's traceback says more than its exit code
+    if code == 0:
+        return None
+    if code > 0:
+        # most often a Python exception, whose traceback says more than the exit code; the exit
+        # line is still the evidence of a failed run when that traceback is elsewhere
+        if pid is not None and not _once(st, ("exit", pid, rank)):
+            return None
+        extra.pop("memcg", None)
+        return line.event("process_exit", step=st.step_of(rank if rank is not None else line.rank), rank=rank,
+                          exitcode=code, signal=None, pid=pid, who=who, **extra)
     sig = -code
     # once per pid; again only when a later line names the rank (torchrun's summary after its agent line)
     if pid is not None and not _once(st, ("pid", pid, rank)):
@@ -104,6 +112,8 @@ def elastic_exitcode(line: Line, st: StreamState):
         _once(st, ("pid", pid, None))
         _once(st, ("pid", pid, rank))
         return None
+    if code > 0 and st.scratch.get("elastic.root") is False:
+        return None     # a rank torchrun stopped after the root cause
     return _killed(line, st, code, "torchelastic", pid=pid, rank=rank, local_rank=local,
                    host=st.scratch.get("elastic.host"), root_cause=bool(st.scratch.get("elastic.root")))
 
@@ -219,3 +229,105 @@ def shm_full(line: Line, st: StreamState):
 @on("Bus error (core dumped)")
 def shell_bus_error(line: Line, st: StreamState):
     return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="process")
+
+
+# ---------------------------------------------------------------- how a failed run ended
+# deepspeed/launcher/launch.py: main.sigkill_handler logs 'Killing subprocess {pid}' for every
+# rank when one rank exits non-zero (then '{cmd} exits with return code = {code}') or when the
+# launcher itself gets SIGINT/SIGTERM (then 'Main process received SIGTERM, exiting').
+_DS_KILLING = re.compile(r"Killing subprocess (\d+)")
+_DS_RECEIVED = re.compile(r"Main process received (SIG\w+), exiting")
+_SIGNUM = {"SIGINT": 2, "SIGTERM": 15, "SIGKILL": 9, "SIGSEGV": 11, "SIGABRT": 6, "SIGBUS": 7, "SIGHUP": 1}
+
+
+@on("Killing subprocess ")
+def deepspeed_killing(line: Line, st: StreamState):
+    m = _DS_KILLING.search(line.text)
+    if not m or not _once(st, ("killing", int(m.group(1)))):
+        return None
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=None,
+                      pid=int(m.group(1)), who="launcher", killing=True)
+
+
+@on("Main process received ")
+def deepspeed_received(line: Line, st: StreamState):
+    m = _DS_RECEIVED.search(line.text)
+    if not m:
+        return None
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=_SIGNUM.get(m.group(1)),
+                      who="launcher", external=True)
+
+
+# torch/distributed/elastic/agent/server/api.py: 'Received %s death signal, shutting down
+# workers' (%s of a signal.Signals: 'Signals.SIGTERM' before Python 3.11, '15' since)
+_TE_DEATH = re.compile(r"Received (?:Signals\.)?(SIG\w+|\d+) death signal")
+
+
+@on(" death signal")
+def elastic_death_signal(line: Line, st: StreamState):
+    m = _TE_DEATH.search(line.text)
+    if not m:
+        return None
+    v = m.group(1)
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None,
+                      signal=int(v) if v.isdigit() else _SIGNUM.get(v), who="torchelastic", external=True)
+
+
+# Slurm srun: 'srun: error: {node}: task {n}: Exited with exit code {code}' and
+# 'srun: error: {node}: tasks {list}: Killed' (a signal; other tasks are killed this way too
+# once one failed with --kill-on-bad-exit, so this is weighed in detect/failure.py, not taken
+# for an OOM kill on its own).
+_SRUN = re.compile(r"srun: error: (\S+): tasks? ([\d,-]+): (Exited with exit code (\d+)|Killed|Segmentation fault|Aborted)")
+
+
+@on("srun: error: ")
+def srun_task(line: Line, st: StreamState):
+    m = _SRUN.search(line.text)
+    if not m:
+        return None
+    task = m.group(2).split(",")[0].split("-")[0]
+    what = m.group(3)
+    code = int(m.group(4)) if m.group(4) else None
+    sig = None if code is not None else {"Killed": 9, "Segmentation fault": 11, "Aborted": 6}[what]
+    if code == 0:
+        return None
+    return line.event("process_exit", step=st.step_of(line.rank), rank=int(task) if task.isdigit() else None,
+                      exitcode=code, signal=sig, who="slurm", node=m.group(1), tasks=m.group(2))
+
+
+# A process that crashed in native code: bash's job report ('Segmentation fault (core dumped)',
+# '/path/run.sh: line 3: 4567 Aborted (core dumped) python train.py') and CPython's faulthandler
+# ('Fatal Python error: Segmentation fault', Python/faulthandler.c).
+_NATIVE = {"Segmentation fault": 11, "Aborted": 6, "Floating point exception": 8, "Illegal instruction": 4}
+_SHELL_CRASH = re.compile(r"^(?:.*: line \d+:\s+(\d+) )?(Segmentation fault|Aborted|Floating point exception|"
+                          r"Illegal instruction)(?: \(core dumped\))?(?:\s{2,}.*)?$")
+_FAULTHANDLER = re.compile(r"^Fatal Python error: (Segmentation fault|Aborted|Floating point exception|"
+                           r"Illegal instruction|Bus error)")
+
+
+@on("Segmentation fault", "Aborted", "Floating point exception", "Illegal instruction", "Fatal Python error: ")
+def native_crash(line: Line, st: StreamState):
+    t = line.text.strip()
+    m = _SHELL_CRASH.match(t)
+    if m:
+        return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=_NATIVE[m.group(2)],
+                          pid=int(m.group(1)) if m.group(1) else None, who="shell")
+    m = _FAULTHANDLER.match(t)
+    if m and m.group(1) != "Bus error":       # a bus error is /dev/shm (shm_error, below)
+        return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=_NATIVE[m.group(1)],
+                          who="faulthandler")
+    return None
+
+
+# deepspeed/launcher/runner.py main(): the runner checks passwordless ssh to the first host of
+# the hostfile before it launches anything.
+_SSH = re.compile(r"Using hostfile at (\S+) but host=(\S+) was not reachable via ssh")
+
+
+@on("was not reachable via ssh")
+def runner_ssh(line: Line, st: StreamState):
+    m = _SSH.search(line.text)
+    if not m:
+        return None
+    return line.event("env_error", error="ssh_unreachable", op=None, host=m.group(2), hostfile=m.group(1),
+                      message=line.text.strip()[-300:])

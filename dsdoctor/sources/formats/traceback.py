@@ -1,5 +1,13 @@
 """Python tracebacks and stack dumps: remember the frames so an error line can say in which
-phase of training it happened (init, forward, backward, ZeRO-3 fetch, step, checkpoint)."""
+phase of training it happened (init, forward, backward, ZeRO-3 fetch, step, checkpoint), and
+report the exception line that ends a traceback as an `exception` event, whatever its type
+and wording (detect/failure.py picks the decisive one of a run).
+
+Texts: CPython's traceback module (Lib/traceback.py: 'Traceback (most recent call last):',
+'  File "{}", line {}, in {}', the chain separators _cause_message / _context_message, and
+'{type}: {message}' as the last line); Python/errors.c ('Exception ignored in: ...', printed
+for errors in __del__ and the like, which do not stop the program); libstdc++'s
+'terminate called after throwing an instance of ...' for a C++ exception that aborts."""
 from __future__ import annotations
 
 import re
@@ -15,6 +23,7 @@ MAX_FRAMES = 60
 @on("Traceback (most recent call last)")
 def _start(line: Line, st: StreamState) -> None:
     st.frames[line.rank] = []
+    st.scratch.setdefault("tb.open", {})[line.rank] = line
 
 
 @on('File "')
@@ -58,9 +67,164 @@ def phase_of(frames: list[str] | None) -> str | None:
     return None
 
 
-def take_phase(line: Line, st: StreamState) -> str | None:
-    """Phase of the traceback that `line` (an exception line) ends; clears it."""
+def take_frames(line: Line, st: StreamState) -> list[str] | None:
+    """The frames of the traceback that `line` (an exception line) ends; clears them. Kept
+    for the generic exception recogniser below, which runs after the specific ones."""
     fr = st.frames.pop(line.rank, None)
     if fr is None and line.rank is not None:
         fr = st.frames.pop(None, None)
-    return phase_of(fr)
+    if fr is not None:
+        st.scratch["tb.taken"] = (line.lineno, line.rank, fr)
+    return fr
+
+
+def take_phase(line: Line, st: StreamState) -> str | None:
+    """Phase of the traceback that `line` (an exception line) ends; clears it."""
+    return phase_of(take_frames(line, st))
+
+
+# ---------------------------------------------------------------- the exception line
+# '{module.}Type: message' or 'Type' alone, at the start of the line (Lib/traceback.py
+# format_exception_only). Without an open traceback only names that say they are an error are
+# taken (ValueError, ZeRORuntimeException, SystemExit, KeyboardInterrupt): pasted excerpts often
+# start below the 'Traceback' line.
+_EXC = re.compile(r"^(?P<type>(?:[A-Za-z_][\w]*\.)*(?P<name>[A-Z][\w]*))(?::\s(?P<msg>.*)|:?\s*)$")
+_ERROR_NAME = re.compile(r"(?:Error|Exception|Exit|Interrupt|Failure|Fault)$")
+_CHAIN = {"The above exception was the direct cause of the following exception": "cause",
+          "During handling of the above exception, another exception occurred": "context"}
+_TERMINATE = re.compile(r"terminate called after throwing an instance of '([^']+)'")
+
+
+@on(*_CHAIN)
+def _chain(line: Line, st: StreamState) -> None:
+    links = st.scratch.setdefault("tb.link", {})
+    last = st.scratch.get("tb.last", {}).get(line.rank)
+    if last is not None:
+        links[line.rank] = (next(v for k, v in _CHAIN.items() if k in line.text), last)
+
+
+@on("Exception ignored in")
+def _ignored(line: Line, st: StreamState) -> None:
+    # errors in __del__ / atexit / threads are printed and the program goes on
+    st.scratch.setdefault("tb.ignored", set()).add(line.rank)
+
+
+@on("Error", "Exception", "KeyboardInterrupt", "SystemExit")
+def exception_line(line: Line, st: StreamState):
+    text = line.text.rstrip()
+    m = _EXC.match(text.lstrip())
+    if not m:
+        return None
+    name = m.group("name")
+    frames = st.frames.get(line.rank)
+    if frames is None and line.rank is not None:
+        frames = st.frames.get(None)
+    taken = st.scratch.get("tb.taken")
+    if frames is None and taken and taken[0] == line.lineno:
+        frames = taken[2]                   # a specific recogniser of this line took them first
+    in_tb = frames is not None
+    if not _ERROR_NAME.search(name) and not (in_tb and name[:1].isupper() and text[:1] != " "):
+        return None
+    if text[:1] in " \t" and not in_tb:
+        return None                         # indented: a quoted message, not a raised exception
+    if m.group("msg") is None and "." not in m.group("type") and not _ERROR_NAME.search(name):
+        return None
+    opened = st.scratch.get("tb.open", {})
+    opened.pop(line.rank, None) if line.rank in opened else opened.pop(None, None)
+    ignored = st.scratch.get("tb.ignored", set())
+    if line.rank in ignored:
+        ignored.discard(line.rank)
+        st.frames.pop(line.rank, None)
+        return None
+    if frames is not None:
+        st.frames.pop(line.rank, None) if line.rank in st.frames else st.frames.pop(None, None)
+    link = st.scratch.get("tb.link", {}).pop(line.rank, None)
+    chain_of, chained = (link[1], link[0]) if link else (line.lineno, None)
+    st.scratch.setdefault("tb.last", {})[line.rank] = chain_of
+    msg = (m.group("msg") or "").strip()
+    return line.event("exception", step=st.step_of(line.rank), type=m.group("type"), name=name,
+                      message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
+                      raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
+                      chained=chained, chain_of=chain_of)
+
+
+@on("terminate called after throwing an instance of")
+def cxx_terminate(line: Line, st: StreamState):
+    m = _TERMINATE.search(line.text)
+    if not m:
+        return None
+    # the message follows on the '  what():  ...' line; hardware.py reads CUDA errors there
+    return line.event("exception", step=st.step_of(line.rank), type=m.group(1), name=m.group(1).split("::")[-1],
+                      message="", phase=None, in_traceback=False, raise_site=None, frames=[],
+                      chained=None, chain_of=line.lineno, aborted=True)
+
+
+# c10::Error's backtrace header (c10/util/Exception.cpp): 'Exception raised from {func} at {file}:{line}
+# (most recent call first):'. The frames that follow name the C++ function that raised; the
+# NCCL watchdog's timeout is raised in ProcessGroupNCCL's WorkNCCL::checkTimeout.
+_C10 = re.compile(r"Exception raised from (\S+) at (\S+?):(\d+) \(most recent call first\)")
+
+
+@on("Exception raised from ")
+def c10_error(line: Line, st: StreamState):
+    m = _C10.search(line.text)
+    if not m:
+        return None
+    seen = st.scratch.setdefault("c10.seen", set())
+    if (line.rank, m.group(1)) in seen:
+        return None             # the same error's backtrace printed again (what() and the log)
+    seen.add((line.rank, m.group(1)))
+    st.scratch.setdefault("c10.last", {})[line.rank] = line.lineno
+    return line.event("exception", step=st.step_of(line.rank), type="c10::Error", name="c10::Error",
+                      message=f"raised from {m.group(1)} at {m.group(2)}:{m.group(3)}", phase=None, in_traceback=False,
+                      raise_site=f"{m.group(2)}:{m.group(1)}", frames=[], chained=None, chain_of=line.lineno)
+
+
+@on("WorkNCCL::checkTimeout")
+def c10_nccl_timeout(line: Line, st: StreamState):
+    seen = st.scratch.setdefault("c10.seen", set())
+    if (line.rank, "checkTimeout") in seen:
+        return None
+    seen.add((line.rank, "checkTimeout"))
+    first = st.scratch.get("c10.last", {}).pop(line.rank, None)
+    return line.event("exception", step=st.step_of(line.rank), type="c10::Error", name="c10::Error",
+                      message="collective operation timeout (ProcessGroupNCCL WorkNCCL::checkTimeout)", phase=None,
+                      in_traceback=False, raise_site="ProcessGroupNCCL.cpp:checkTimeout", frames=[],
+                      chained="cause" if first is not None else None,
+                      chain_of=first if first is not None else line.lineno)
+
+
+def finish(st: StreamState):
+    """End of input: a traceback whose exception line never came (a log cut short, a process
+    killed while printing) still says the run failed."""
+    for rank, start in (st.scratch.get("tb.open") or {}).items():
+        frames = st.frames.get(rank) or []
+        yield start.event("exception", step=st.step_of(rank), type="(traceback without its exception line)",
+                          name="(unknown)", message="", phase=phase_of(frames), in_traceback=True,
+                          raise_site=frames[-1] if frames else None, frames=list(frames[-6:]), chained=None,
+                          chain_of=start.lineno, truncated=True)
+
+
+# argparse (Lib/argparse.py ArgumentParser.error): 'usage: ...' then '{prog}: error: {message}', exit
+# code 2. The DeepSpeed launcher passes --local_rank to every rank unless --no_local_rank is given
+# (deepspeed/launcher/runner.py, launch.py), so a script that does not declare it stops here.
+_ARGPARSE = re.compile(r"^(\S+): error: (.+)$")
+
+
+@on("usage: ")
+def _usage(line: Line, st: StreamState) -> None:
+    if line.text.startswith("usage: "):
+        st.scratch.setdefault("argparse.usage", {})[line.rank] = line.lineno
+
+
+@on(": error: ")
+def argparse_error(line: Line, st: StreamState):
+    m = _ARGPARSE.match(line.text.strip())
+    if not m:
+        return None
+    usage = st.scratch.get("argparse.usage", {}).pop(line.rank, None)
+    if usage is None or line.lineno - usage > 40:
+        return None                     # 'srun: error: ...', 'pdsh@x: error' and the like are not argparse
+    return line.event("exception", step=st.step_of(line.rank), type="argparse error", name="ArgumentError",
+                      message=m.group(2)[:500], phase=None, in_traceback=False, raise_site=f"argparse:{m.group(1)}",
+                      frames=[], chained=None, chain_of=line.lineno, prog=m.group(1))

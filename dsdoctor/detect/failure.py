@@ -1,0 +1,333 @@
+"""How a run ended: a failed run is never reported healthy.
+
+Evidence of a failure is generic: the exception line that ends a Python traceback (any type),
+a launcher's exit and kill lines, a signal, a non-zero exit code. At the end of the input this
+detector picks the decisive piece and says what it knows:
+
+  failure         the decisive exception (causes before consequences: the one rank that raised a
+                  ValueError, not the seven that then lost their NCCL peer; the first of a chain
+                  that 'During handling ...' piles up, the last of one that 'raise ... from' wraps),
+                  its family (detect/families.py), rank, phase and step; or, without a traceback,
+                  the signal or exit code. Rules in rules/failure.yaml turn it into a finding that
+                  is shown only when no specific rule explains the run (Finding.fallback).
+  host_oom        a rank killed by SIGKILL (or vanished without any traceback), weighed: what the
+                  run was doing (checkpoint load, ZeRO-Offload partitions, model load), DeepSpeed's
+                  host-memory readings, kernel OOM lines; `confidence` and `why` say how sure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from ..events import Event
+from ..findings import Evidence, Symptom
+from . import Detector, register
+from .families import Family, classify
+
+MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
+HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds a full copy in host RAM)",
+                "checkpoint_load": "while loading a checkpoint (optimizer states are read into host RAM on every rank)",
+                "zero_init": "while DeepSpeed built the ZeRO partitions (with offload: fp32 master weights and "
+                             "optimizer states are allocated in host RAM)",
+                "optimizer_init": "while the optimizer states were allocated"}
+PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, before the first logged step",
+              "op_build": "while building a DeepSpeed op", "init": "during deepspeed.initialize",
+              "forward": "in the forward pass", "backward": "in the backward pass", "step": "in the optimizer step",
+              "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint"}
+SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
+           11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
+EXTERNAL = {1, 2, 15}
+SURVIVED_STEPS = 3          # an exception followed by this many new steps in its input was not fatal       # stop requests from outside (a user, the scheduler's time limit)
+
+
+@dataclass
+class _Group:
+    """One exception chain on one rank of one input."""
+    seq: int
+    rank: int | None
+    members: list[tuple[Event, Family]] = field(default_factory=list)
+    link: str | None = None       # 'cause' (raise from) or 'context' (during handling)
+    advances_at: int = 0          # steps its input had made when it was raised
+
+    def decisive(self) -> tuple[Event, Family]:
+        # 'raise X from e': the last names what failed, the first why; keep the one whose family
+        # says more (a known family over 'other'), else the last. 'During handling': the first.
+        if self.link == "context":
+            return max(self.members[:1] + self.members[1:], key=lambda m: (m[1].weight, m is self.members[0]))
+        known = [m for m in self.members if m[1].name != "other"]
+        return (known or self.members)[-1]
+
+    @property
+    def weight(self) -> int:
+        return max(f.weight for _, f in self.members)
+
+
+def _evidence(ev: Event, text: str | None = None) -> Evidence:
+    t = ev.text if ev.text is not None else text
+    return Evidence(ev.source, ev.line, t or "")
+
+
+class FailureDetector(Detector):
+    kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
+             "throughput", "timers", "skipped", "grad_norm", "lr")
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple, _Group] = {}
+        self.kills: list[tuple[int, Event]] = []          # SIGKILL seen (any source)
+        self.signals: list[tuple[int, Event]] = []        # other deaths by signal
+        self.exits: list[tuple[int, Event]] = []          # exit codes > 0
+        self.killing: list[tuple[int, Event]] = []        # the launcher stopping its ranks
+        self.kernel = False                               # the kernel / cgroup / Slurm said OOM
+        self.phase: tuple[str, int, str | None, Event] | None = None   # (phase, seq, detail, event)
+        self.last_step: int | None = None
+        self.step_seq = 0
+        self.advances: dict[str, int] = {}                # per input: how often its step went up
+        self.source_step: dict[str, int] = {}
+        self.host_percent: float | None = None
+        self.host_percent_max: float | None = None
+
+    # ------------------------------------------------------------ feeding
+    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        k = ev.kind
+        if ev.step is not None and k not in ("exception", "killed", "process_exit", "exit"):
+            if self.last_step is None or ev.step >= self.last_step:
+                self.last_step = ev.step
+                self.step_seq = seq
+            if ev.step > self.source_step.get(ev.source, -1):
+                self.source_step[ev.source] = ev.step
+                self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
+        if k == "exception":
+            self._exception(ev, seq)
+        elif k == "killed":
+            sig = ev.data.get("signal")
+            if ev.data.get("who") in ("kernel", "slurm") or ev.data.get("memcg"):
+                self.kernel = True
+            if sig == 9:
+                self._keep(self.kills, seq, ev)
+            elif sig not in (7, None):
+                self._keep(self.signals, seq, ev)
+        elif k == "process_exit":
+            d = ev.data
+            if d.get("signal") == 9:
+                self._keep(self.kills, seq, ev)
+            elif d.get("signal") is not None:
+                self._keep(self.signals, seq, ev)
+            elif d.get("exitcode"):
+                self._keep(self.exits, seq, ev)
+            elif d.get("killing"):
+                self._keep(self.killing, seq, ev)
+        elif k == "exit":
+            code = ev.data.get("exitcode")
+            if isinstance(code, int) and code != 0:
+                sig = -code if code < 0 else (code - 128 if 128 < code < 160 and code - 128 in SIGNALS else None)
+                if sig == 9:
+                    self._keep(self.kills, seq, ev)
+                elif sig is not None:
+                    self._keep(self.signals, seq, ev)
+                else:
+                    self._keep(self.exits, seq, ev)
+        elif k == "phase_mark":
+            if ev.data.get("phase"):
+                self.phase = (ev.data["phase"], seq, ev.data.get("detail"), ev)
+        elif k == "memory":
+            p = ev.data.get("host_percent")
+            if isinstance(p, (int, float)):
+                self.host_percent = float(p)
+                self.host_percent_max = max(self.host_percent_max or 0.0, float(p))
+        return ()
+
+    @staticmethod
+    def _keep(lst: list, seq: int, ev: Event) -> None:
+        if len(lst) < 64:
+            lst.append((seq, ev))
+
+    def _exception(self, ev: Event, seq: int) -> None:
+        d = ev.data
+        fam = classify(str(d.get("type") or ""), str(d.get("message") or ""), d.get("raise_site"), d.get("frames"))
+        key = (ev.source, d.get("chain_of") if d.get("chain_of") is not None else ("seq", seq), ev.rank)
+        g = self.groups.get(key)
+        if g is None:
+            if len(self.groups) >= MAX_GROUPS:
+                return
+            g = self.groups[key] = _Group(seq, ev.rank, advances_at=self.advances.get(ev.source, 0))
+        if d.get("chained") and g.link is None:
+            g.link = d["chained"]
+        if len(g.members) < 6:
+            g.members.append((ev, fam))
+
+    # ------------------------------------------------------------ the verdict
+    def finish(self) -> Iterable[Symptom]:
+        out: list[Symptom] = []
+        decisive = self._decisive_group()
+        primary = decisive if decisive is not None and decisive.weight >= 2 else None
+        if self.kills or (primary is None and self._vanished()):
+            out.append(self._host_oom(primary))
+            if primary is None:
+                return out
+        if decisive is not None and (primary is not None or not (self.exits or self.signals)):
+            out.append(self._exception_symptom(decisive))
+        elif self.signals:
+            out.append(self._signal_symptom(decisive))
+        elif self.exits:
+            out.append(self._exit_symptom(decisive))
+        return out
+
+    def _decisive_group(self) -> _Group | None:
+        # an exception after which its input went on training (a caught error printed with its
+        # traceback, a retried download) did not end the run
+        fatal = [g for g in self.groups.values()
+                 if self.advances.get(g.members[0][0].source, 0) - g.advances_at < SURVIVED_STEPS]
+        if not fatal:
+            return None
+        return min(fatal, key=lambda g: (-g.weight, g.seq))
+
+    def _vanished(self) -> bool:
+        """Ranks stopped by the launcher with no exit code, signal or traceback anywhere."""
+        return bool(self.killing) and not self.exits and not self.signals and self._decisive_group() is None
+
+    def _phase(self) -> tuple[str | None, str | None]:
+        """(phase, text) of what the run was doing at its end."""
+        if self.phase is not None and self.phase[1] > self.step_seq:
+            p = self.phase[0]
+            return p, PHASE_TEXT.get(p, p)
+        if self.last_step is not None:
+            return "training", f"at training step {self.last_step}"
+        if self.phase is not None:
+            return self.phase[0], PHASE_TEXT.get(self.phase[0], self.phase[0])
+        return None, None
+
+    def _host_oom(self, primary: _Group | None) -> Symptom:
+        phase, phase_text = self._phase()
+        why: list[str] = []
+        if self.kills:
+            seq, ev = self.kills[0]
+            how, conf = "killed", "medium"
+            why.append("SIGKILL is the signal of the kernel's OOM killer (a scheduler or a person can send it too)")
+        else:
+            seq, ev = self.killing[0]
+            how, conf = "vanished", "low"
+            why.append("the launcher stopped the ranks and no rank left a traceback, an exit code or a signal "
+                       "in this log: a rank that dies silently was most often killed by the OOM killer")
+        strong = []
+        if self.kernel:
+            strong.append("the kernel (or the job's memory cgroup) reported an out-of-memory kill")
+        if phase in HEAVY_PHASES:
+            strong.append(f"it died {HEAVY_PHASES[phase]}")
+        if self.host_percent_max is not None and self.host_percent_max >= 90:
+            strong.append(f"DeepSpeed's last host-memory reading was {self.host_percent:g}% "
+                          f"(peak {self.host_percent_max:g}%)")
+        if strong:
+            why += strong
+            conf = "high" if how == "killed" or len(strong) > 1 else "medium"
+        if self.host_percent_max is not None and self.host_percent_max < 60 and not self.kernel:
+            why.append(f"but host memory was only at {self.host_percent_max:g}% in DeepSpeed's last reading")
+            conf = {"high": "medium", "medium": "low"}.get(conf, conf)
+        if primary is not None:
+            pev, _ = primary.decisive()
+            if primary.seq < seq:
+                why.append(f"but a rank raised {pev.data.get('name')} before the kill")
+                conf = "low"
+            else:
+                why.append(f"a rank also raised {pev.data.get('name')} (after the kill: likely a consequence)")
+        s = Symptom(name="host_oom", seq=seq, time=ev.time, key=(how,),
+                    facts=dict(how=how, confidence=conf, why="; ".join(why), phase=phase, phase_text=phase_text,
+                               last_step=self.last_step, host_percent=self.host_percent,
+                               host_percent_max=self.host_percent_max, kernel_oom=self.kernel,
+                               signal=9 if how == "killed" else None,
+                               who=ev.data.get("who") or ("dsdoctor run" if ev.kind == "exit" else None),
+                               exitcode=ev.data.get("exitcode")))
+        for _, e in (self.kills or self.killing)[:4]:
+            self._add(s, e)
+        if self.phase is not None and phase == self.phase[0]:
+            s.evidence.append(_evidence(self.phase[3]))
+        return s
+
+    def _exception_symptom(self, g: _Group) -> Symptom:
+        ev, fam = g.decisive()
+        d = ev.data
+        same = [x for x in self.groups.values()
+                if x.decisive()[0].data.get("type") == d.get("type")
+                and str(x.decisive()[0].data.get("message"))[:80] == str(d.get("message"))[:80]]
+        others = sorted({str(x.decisive()[0].data.get("name")) for x in self.groups.values() if x not in same})
+        phase = d.get("phase")
+        if phase is None:
+            phase = self._phase()[0] if self.phase is not None and self.phase[1] > self.step_seq else None
+        chain = [f"{m.data.get('type')}: {str(m.data.get('message'))[:120]}" for m, _ in g.members if m is not ev]
+        s = Symptom(name="failure", seq=g.seq, time=ev.time, key=("exception",),
+                    facts=dict(how="exception", type=d.get("type"), name=d.get("name"), message=str(d.get("message"))[:300],
+                               family=fam.name, family_category=fam.category, family_why=fam.why,
+                               rank=ev.rank, phase=phase, phase_text=PHASE_TEXT.get(phase, phase) if phase else None,
+                               raise_site=d.get("raise_site"), at=f"{ev.source}:{ev.line}" if ev.line else ev.source,
+                               chain=chain, others=others, last_step=self.last_step if ev.step is None else ev.step,
+                               exitcode=self._exitcode()))
+        for x in same:
+            if x.rank is not None:
+                s.ranks.add(x.rank)
+        s.evidence.append(_evidence(ev, f"{d.get('type')}: {d.get('message')}"))
+        for m, _ in g.members:
+            if m is not ev:
+                self._add(s, m, f"{m.data.get('type')}: {m.data.get('message')}")
+        for _, e in (self.exits + self.signals)[:2]:
+            self._add(s, e)
+        if ev.step is not None:
+            s.steps.append(ev.step)
+        return s
+
+    def _signal_symptom(self, g: _Group | None) -> Symptom:
+        seq, ev = self.signals[0]
+        sig = ev.data.get("signal")
+        if sig is None:
+            code = ev.data.get("exitcode") or 0
+            sig = -code if code < 0 else code - 128
+        external = sig in EXTERNAL
+        phase, phase_text = self._phase()
+        s = Symptom(name="failure", seq=seq, time=ev.time, key=("signal",),
+                    facts=dict(how="signal", signal=sig, signal_name=SIGNALS.get(sig, f"signal {sig}"),
+                               external=external, who=ev.data.get("who") or ("dsdoctor run" if ev.kind == "exit" else None),
+                               rank=ev.data.get("rank", ev.rank), phase=phase, phase_text=phase_text,
+                               last_step=self.last_step, family="interrupt" if external else "crash",
+                               at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode")))
+        for _, e in self.signals[:4]:
+            self._add(s, e)
+        if g is not None:
+            gev, _ = g.decisive()
+            self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+        return s
+
+    def _exit_symptom(self, g: _Group | None) -> Symptom:
+        seq, ev = self.exits[0]
+        d = ev.data
+        phase, phase_text = self._phase()
+        s = Symptom(name="failure", seq=seq, time=ev.time, key=("exit",),
+                    facts=dict(how="exit", exitcode=d.get("exitcode"), who=d.get("who") or
+                               ("dsdoctor run" if ev.kind == "exit" else None),
+                               rank=d.get("rank", ev.rank), host=d.get("host") or d.get("node"), phase=phase,
+                               phase_text=phase_text, last_step=self.last_step, family="other",
+                               at=f"{ev.source}:{ev.line}" if ev.line else ev.source,
+                               wrapper=g.decisive()[0].data.get("type") if g is not None else None))
+        for _, e in self.exits[:4]:
+            self._add(s, e)
+        if g is not None:
+            gev, _ = g.decisive()
+            self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+        return s
+
+    def _exitcode(self) -> int | None:
+        for _, e in self.exits:
+            return e.data.get("exitcode")
+        return None
+
+    @staticmethod
+    def _add(s: Symptom, ev: Event, text: str | None = None) -> None:
+        if ev.rank is not None and ev.kind != "exit":
+            s.ranks.add(ev.rank)
+        if ev.kind == "exit" and ev.text is None:
+            code = ev.data.get("exitcode")
+            text = f"the command exited with code {code}" + (
+                f" ({SIGNALS[code - 128]})" if isinstance(code, int) and code - 128 in SIGNALS else "")
+        e = _evidence(ev, text)
+        if e.text and len(s.evidence) < 8 and e not in s.evidence:
+            s.evidence.append(e)
+
+
+register(FailureDetector)

@@ -1,0 +1,152 @@
+"""Exception families: which kind of trouble an exception says, from its type, its message and
+the file that raised it, so a failure no specific rule knows still lands in the right category.
+
+The tables come from the raise sites of the installed libraries (cited per entry); a family is
+a *class* of errors, not one wording. First match wins, so the texts that say the most come
+first: a 'CUDA error: unknown error' is the GPU whatever exception type carries it.
+
+weight: how likely an exception is the cause rather than a consequence. Communication errors
+(the peers of a rank that died) and launcher wrappers (torchelastic's ChildFailedError, which
+only repeats that a child failed) are consequences; a user's Ctrl-C is a cause, but a weak one.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str               # environment | config | hardware | gpu_memory | host_memory | launcher | comm | wrapper | interrupt | other
+    category: str           # the dsdoctor category of a failure of this family
+    weight: int             # 3 cause, 2 weak cause (interrupt), 1 consequence (comm), 0 wrapper
+    why: str                # one line: what in the exception said so
+
+
+# (family, category, weight, names, message texts, raise-site texts, why)
+_TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]] = [
+    # cudaGetErrorString texts of a failing GPU (torch c10/cuda/CUDAException.cpp 'CUDA error: %s';
+    # the driver's Xid codes, open-gpu-kernel-modules nverror.h)
+    ("hardware", "hardware", 3, (),
+     ("uncorrectable ECC error", "cudaErrorECCUncorrectable", "GPU has fallen off the bus", "unspecified launch failure",
+      "an illegal memory access was encountered", "CUDA error: unknown error", "uncorrectable NVLink error",
+      "Xid (PCI:"), (),
+     "a CUDA error that a failing GPU produces"),
+    # torch/cuda/memory.py & c10 CUDACachingAllocator: torch.OutOfMemoryError 'CUDA out of memory'
+    ("gpu_memory", "oom", 3, ("OutOfMemoryError",),
+     ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "HIP out of memory",
+      "XPU out of memory"), (),
+     "a GPU out-of-memory error"),
+    # Python's MemoryError; c10/core/impl/alloc_cpu.cpp 'DefaultCPUAllocator: can't allocate memory'; errno 12
+    ("host_memory", "host_oom", 3, ("MemoryError",),
+     ("DefaultCPUAllocator", "Cannot allocate memory", "std::bad_alloc"), (),
+     "a host (CPU) out-of-memory error"),
+    # deepspeed/ops/op_builder/builder.py: MissingCUDAException ('CUDA_HOME does not exist', 'Unable to run
+    # nvcc'), CUDAMismatchException, 'Unable to JIT load the {op} op', 'PyTorch version mismatch! DeepSpeed ops
+    # were compiled...'; torch/utils/cpp_extension.py: "Error building extension '{name}'", 'Ninja is required
+    # to load C++ extensions', CUDA_NOT_FOUND_MESSAGE, CUDA_MISMATCH_MESSAGE, _run_ninja_build's
+    # CalledProcessError "Command '['ninja', '-v']'"; torch/cuda/__init__.py: 'Torch not compiled with CUDA
+    # enabled', 'Found no NVIDIA driver', 'The NVIDIA driver on your system is too old', 'No CUDA GPUs are
+    # available'; the dynamic loader: 'undefined symbol', 'cannot open shared object file', GLIBCXX.
+    ("environment", "environment", 3,
+     ("ImportError", "ModuleNotFoundError", "MissingCUDAException", "CUDAMismatchException"),
+     ("CUDA_HOME", "nvcc", "ninja", "Ninja", "Error building extension", "Unable to JIT load", "undefined symbol",
+      "cannot open shared object file", "GLIBC", "version mismatch! DeepSpeed ops were compiled",
+      "Torch not compiled with CUDA enabled", "compiled without CUDA support", "Found no NVIDIA driver",
+      "NVIDIA driver on your system is too old", "CUDA driver version is insufficient", "No CUDA GPUs are available",
+      "no kernel image is available", "CUDA was not found on the system", "mismatches the version that was used to compile",
+      "Unsupported gpu architecture", "libcudart", "libcuda.so", "op_builder"),
+     ("op_builder/", "cpp_extension.py", "importlib/__init__.py:import_module"),
+     "an install problem (a DeepSpeed op that did not build, a missing package, CUDA/driver mismatch)"),
+    # deepspeed/runtime/config.py DeepSpeedConfigError and its asserts; runtime/config_utils.py
+    # DeepSpeedConfigModel (pydantic ValidationError); runtime/zero/utils.py ZeRORuntimeException
+    # (engine.py: client optimizer under ZeRO-Offload, checkpoint DP world size); transformers
+    # integrations/deepspeed.py HfTrainerDeepSpeedConfig ('Please correct the following DeepSpeed config
+    # values that mismatch TrainingArguments values'); accelerate utils/deepspeed.py and dataclasses.py
+    # DeepSpeedPlugin
+    ("config", "config_error", 3,
+     ("DeepSpeedConfigError", "ZeRORuntimeException", "ValidationError"),
+     ("DeepSpeed config", "deepspeed config", "ds_config", "DeepSpeed Config", "zero_optimization",
+      "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "zero_force_ds_cpu_optimizer",
+      "offload_optimizer", "offload_param", "validation error for DeepSpeed"),
+     ("deepspeed/runtime/config.py", "deepspeed/runtime/config_utils.py", "deepspeed/runtime/zero/config.py",
+      "deepspeed/runtime/zero/offload_config.py", "deepspeed/runtime/precision_config.py",
+      "integrations/deepspeed.py", "transformers/deepspeed.py", "accelerate/utils/deepspeed.py",
+      "accelerate/utils/dataclasses.py", "engine.py:_do_sanity_check", "engine.py:_do_args_sanity_check",
+      "engine.py:_configure_optimizer", "engine.py:_configure_basic_optimizer", "engine.py:_configure_lr_scheduler",
+      "engine.py:_configure_zero_optimizer"),
+     "a configuration that DeepSpeed (or the HF/accelerate integration) refused"),
+    # deepspeed/launcher/runner.py main(): hostfile parsing, the ssh check ('was not reachable via ssh'),
+    # 'Unable to proceed, no GPU resources available', "launcher '{x}' not installed"; the launcher's
+    # --local_rank=N argument refused by the script's argparse ('unrecognized arguments: --local_rank=0')
+    ("launcher", "environment", 3, (),
+     ("was not reachable via ssh", "Hostfile", "hostfile", "no GPU resources available", "not installed.",
+      "Unable to detect suitable master address", "--local_rank"),
+     ("deepspeed/launcher/",),
+     "a launch problem (the ranks could not be started as launched)"),
+    # the peers of a failed rank: torch.distributed DistBackendError / DistNetworkError / DistStoreError,
+    # ProcessGroupNCCL ('NCCL error', 'Watchdog caught collective operation timeout'), gloo
+    # ('Connection closed by peer', 'Connection reset by peer')
+    ("comm", "nccl_error", 1,
+     ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError", "RendezvousConnectionError",
+      "RendezvousTimeoutError", "RendezvousClosedError"),
+     ("NCCL error", "ProcessGroupNCCL", "NCCL communicator", "Connection closed by peer", "Connection reset by peer",
+      "Broken pipe", "Socket Timeout", "collective operation timeout", "third_party/gloo", "ncclSystemError",
+      "ncclInternalError", "ncclUnhandledCudaError", "ncclRemoteError"),
+     ("distributed_c10d.py", "torch/distributed/elastic/rendezvous"),
+     "a communication error, usually what the other ranks see when one rank died"),
+    # torch/distributed/elastic/multiprocessing/errors: ChildFailedError (the launcher's summary of a failed
+    # child), api.py SignalException; torch/multiprocessing/spawn.py ProcessRaisedException / ProcessExitedException
+    ("wrapper", "other", 0,
+     ("ChildFailedError", "ProcessRaisedException", "ProcessExitedException", "SignalException", "CalledProcessError"),
+     (), (), "the launcher reporting that a rank failed"),
+    ("interrupt", "other", 2, ("KeyboardInterrupt",), (), (), "an interruption (Ctrl-C / SIGINT)"),
+]
+
+OTHER = Family("other", "other", 3, "an error in the training script or a library that no rule knows")
+TRUNCATED = Family("unknown", "other", 1, "a traceback cut off before its exception line")
+
+
+def classify(type_: str, message: str = "", raise_site: str | None = None, frames: list[str] | None = None) -> Family:
+    """The family of one exception."""
+    if type_.startswith("(traceback without"):
+        return TRUNCATED
+    name = re.split(r"[.:]+", type_)[-1]          # torch.distributed.DistBackendError, c10::DistBackendError
+    if type_.startswith("pydantic") and name == "ValidationError":
+        name = "ValidationError"
+    # CalledProcessError of a ninja build (torch cpp_extension._run_ninja_build) is the op build itself
+    if name == "CalledProcessError" and "ninja" in message:
+        return _family("environment")
+    sites = [raise_site] if raise_site else []
+    sites += frames or []
+    for fam, cat, weight, names, texts, site_texts, why in _TABLE:
+        if name in names or any(t in message for t in texts) or \
+                (site_texts and raise_site and any(s in raise_site for s in site_texts)) or \
+                (fam == "config" and _SETTINGS_REFUSED.search(message)):
+            if fam == "config" and name not in names and not _config_shaped(name):
+                continue
+            if fam == "comm" and "timeout" in message.lower() or fam == "comm" and "timed out" in message.lower():
+                return Family("comm", "comm_stall", 1, why)
+            return Family(fam, cat, weight, why)
+    return OTHER
+
+
+# transformers (modeling_utils, integrations/deepspeed.py, trainer.py) and accelerate (accelerator.py,
+# utils/dataclasses.py DeepSpeedPlugin) refuse a combination of settings with a ValueError /
+# NotImplementedError that names DeepSpeed or ZeRO ('DeepSpeed Zero-3 is not compatible with
+# `low_cpu_mem_usage=True`', 'ZeRO inference only makes sense with ZeRO Stage 3', 'Please specify
+# the ZeRO optimization config in the DeepSpeed config.')
+_SETTINGS_REFUSED = re.compile(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
+
+
+def _config_shaped(name: str) -> bool:
+    # a configuration mistake is refused with these; a TypeError in a forward is not one
+    return name in ("ValueError", "AssertionError", "KeyError", "TypeError", "NotImplementedError", "RuntimeError",
+                    "Exception", "AttributeError")
+
+
+def _family(name: str) -> Family:
+    for fam, cat, weight, _n, _t, _s, why in _TABLE:
+        if fam == name:
+            return Family(fam, cat, weight, why)
+    return OTHER

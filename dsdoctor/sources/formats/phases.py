@@ -1,0 +1,71 @@
+"""What a run was doing when it died: lines that start a memory-hungry phase (`phase_mark`
+events) and DeepSpeed's host-memory readings (`memory` events with host_percent).
+
+A rank that vanishes without a traceback is weighed by these (detect/failure.py): a SIGKILL
+while every rank loads a checkpoint or builds ZeRO-Offload partitions is the host's OOM killer
+far more often than anything else.
+
+Texts, from the installed sources:
+  deepspeed/runtime/engine.py          'Creating ZeRO Offload' (_configure_zero_optimizer),
+                                       'Creating {dtype} ZeRO stage {n} optimizer',
+                                       'loading {n} zero partition checkpoints for rank {r}',
+                                       'loaded universal zero checkpoints from {dir} for rank {r}'
+                                       (_load_zero_checkpoint)
+  deepspeed/runtime/zero/stage_1_and_2.py  'Flattening param group {i} on ...', 'optimizer state initialized'
+  deepspeed/runtime/zero/stage3.py     see_memory_usage('Stage 3 initialize beginning', 'Before creating
+                                       fp32 partitions', 'Before initializing optimizer states')
+  deepspeed/runtime/utils.py           see_memory_usage: 'CPU Virtual Memory:  used = {x} GB, percent = {y}%'
+  transformers core_model_loading.py   tqdm desc 'Loading weights' (5.x); 'Loading checkpoint shards' (4.x
+                                       modeling_utils.py)
+  torch/utils/cpp_extension.py         'Building extension module {name}...' (_jit_compile)
+"""
+from __future__ import annotations
+
+import re
+
+from ..logs import Line, StreamState
+from ..registry import on
+
+_MARKS: list[tuple[str, str]] = [
+    ("Loading checkpoint shards", "model_load"),
+    ("Loading weights", "model_load"),
+    ("zero partition checkpoints for rank", "checkpoint_load"),
+    ("loaded universal zero checkpoints", "checkpoint_load"),
+    ("Creating ZeRO Offload", "zero_init"),
+    ("ZeRO stage", "zero_init"),
+    ("Flattening param group", "zero_init"),
+    ("Stage 3 initialize beginning", "zero_init"),
+    ("Before creating fp32 partitions", "zero_init"),
+    ("Before creating fp16 partitions", "zero_init"),
+    ("Before initializing optimizer states", "optimizer_init"),
+    ("optimizer state initialized", "init_done"),
+    ("Building extension module", "op_build"),
+]
+
+
+@on(*(lit for lit, _ in _MARKS))
+def phase_mark(line: Line, st: StreamState):
+    t = line.text
+    phase = next(p for lit, p in _MARKS if lit in t)
+    if phase == "zero_init" and "ZeRO stage" in t and "Creating" not in t:
+        return None
+    if phase == "model_load" and "Loading weights" in t and "%|" not in t and "Loading weights:" not in t:
+        return None           # the tqdm bar ('Loading weights:  40%|...'), not any sentence with the words
+    # a progress bar repeats on every refresh: one mark per phase and rank in a row
+    last = st.scratch.setdefault("phase.last", {})
+    if last.get(line.rank) == phase:
+        return None
+    last[line.rank] = phase
+    return line.event("phase_mark", step=st.step_of(line.rank), phase=phase, detail=t.strip()[:160])
+
+
+_VM = re.compile(r"CPU Virtual Memory:\s+used = ([\d.]+) GB, percent = ([\d.]+)%")
+
+
+@on("CPU Virtual Memory:")
+def host_memory(line: Line, st: StreamState):
+    m = _VM.search(line.text)
+    if not m:
+        return None
+    return line.event("memory", step=st.step_of(line.rank), host_used=int(float(m.group(1)) * (1 << 30)),
+                      host_percent=float(m.group(2)))

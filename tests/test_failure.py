@@ -1,0 +1,347 @@
+"""A failed run is never reported healthy (detect/failure.py, rules/failure.yaml, host_oom.yaml).
+
+The texts come from real processes run here: Python's own tracebacks, torch's cpp_extension
+ninja build, DeepSpeed's config parser, torchrun's ChildFailedError summary, bash's crash
+report, and `dsdoctor run` over the demo script killed by SIGKILL or raising; the launcher
+and Slurm line formats are the installed sources' templates (cited in launcher.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from dsdoctor.detect.families import classify
+from dsdoctor.pipeline import Diagnoser
+from dsdoctor.sources.logs import events_from_text
+
+ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+SITE = Path(__import__("torch").__file__).resolve().parent.parent
+
+
+def diagnose(text: str):
+    d = Diagnoser()
+    d.feed_all(events_from_text(text, "run.log"))
+    return d.finish()
+
+
+def top(text: str):
+    fs = [f for f in diagnose(text) if f.severity != "info"]
+    assert fs, "reported healthy"
+    return fs[0]
+
+
+def output_of(code: str, timeout: float = 120, cmd: list[str] | None = None) -> str:
+    """Run a real Python process; its stdout+stderr, as a log would hold them."""
+    p = subprocess.run(cmd or [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=timeout)
+    assert p.returncode != 0, p.stdout + p.stderr
+    return p.stdout + p.stderr
+
+
+# ---------------------------------------------------------------- Python tracebacks, real ones
+def test_any_exception_type_is_a_failure_with_type_line_and_triage():
+    log = "step 1 loss 2.0\n" + output_of("import json\njson.loads('{not json')")
+    f = top(log)
+    assert f.rule == "unexplained-failure" and f.category == "other" and f.severity == "error"
+    assert "JSONDecodeError" in f.title and "run.log:" in f.summary
+    assert f.evidence[0].text.startswith("json.decoder.JSONDecodeError: Expecting property name")
+    assert f.fixes and "traceback" in f.fixes[0].advice
+
+
+def test_during_handling_keeps_the_first_exception():
+    log = output_of("d = {}\ntry:\n    d['model']\nexcept KeyError:\n    raise ValueError('cleanup failed')")
+    assert "During handling of the above exception" in log
+    f = top(log)
+    assert "KeyError" in f.title
+    assert any("ValueError: cleanup failed" in e.text for e in f.evidence)
+
+
+def test_raise_from_of_a_real_ninja_build_is_environment():
+    if not any((Path(p) / "ninja").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        pytest.skip("ninja not installed")
+    log = output_of("import tempfile\nfrom torch.utils import cpp_extension\n"
+                    "cpp_extension._run_ninja_build(tempfile.mkdtemp(), False, error_prefix=\"Error building extension 'demo_op'\")")
+    assert "The above exception was the direct cause" in log
+    assert top(log).category == "environment"
+    # without the specific 'Error building extension' line: the chain's ninja CalledProcessError says it
+    cut = log.split("The above exception was the direct cause")[0]
+    f = top(cut)
+    assert (f.rule, f.category) == ("failure-environment-exception", "environment")
+
+
+def test_missing_module_is_environment():
+    f = top(output_of("import dsdoctor_no_such_module_xyz"))
+    assert (f.rule, f.category) == ("failure-environment-exception", "environment")
+
+
+def test_memory_error_is_host_memory():
+    f = top(output_of("b = bytearray(1 << 60)"))
+    assert f.category == "host_oom"
+
+
+def test_real_deepspeed_config_error_is_config_error():
+    pytest.importorskip("deepspeed")
+    log = output_of("from deepspeed.runtime.config import DeepSpeedConfig\n"
+                    "DeepSpeedConfig({'train_batch_size': 3, 'train_micro_batch_size_per_gpu': 2,"
+                    " 'gradient_accumulation_steps': 1})")
+    assert top(log).category == "config_error"
+
+
+def test_exception_ignored_in_del_is_not_a_failure():
+    p = subprocess.run([sys.executable, "-c", "class A:\n    def __del__(self):\n        raise AttributeError('gone')\n"
+                        "a = A()\ndel a\nprint('step 3 loss 1.0')"], capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0 and "Exception ignored in" in p.stderr
+    assert [f for f in diagnose(p.stderr + p.stdout) if f.severity != "info"] == []
+
+
+def test_traceback_cut_off_before_its_exception_line():
+    log = output_of("def f():\n    raise IndexError('x')\nf()")
+    cut = log.rsplit("IndexError", 1)[0]
+    assert top(cut).rule == "failure-cut-off-traceback"
+
+
+def test_quoted_error_words_in_a_healthy_log_are_not_failures():
+    log = ("[INFO] checking ValueError handling in the data pipeline\n"
+           "  RuntimeError: would be raised if the file were missing\n"
+           "Epoch: 1 | loss: 2.0\n")
+    assert [f for f in diagnose(log) if f.severity != "info"] == []
+
+
+# ---------------------------------------------------------------- ranks: cause before consequence
+def test_the_rank_that_raised_beats_the_ranks_that_lost_their_peer():
+    log = ("[rank1]:Traceback (most recent call last):\n"
+           '[rank1]:  File "train.py", line 9, in <module>\n'
+           "[rank1]:KeyError: 'input_ids'\n"
+           "[rank0]:torch.distributed.DistBackendError: [2] is setting up NCCL communicator and retrieving ncclUniqueId from [0] via c10d key-value store by key '0:1', but store->get('0:1') got error: Connection reset by peer\n")
+    f = top(log)
+    assert "KeyError" in f.title and f.ranks == [1]
+
+
+# ---------------------------------------------------------------- torchrun, bash, faulthandler: real
+@pytest.mark.slow
+def test_torchrun_child_exit_without_traceback_names_rank_and_code(tmp_path):
+    script = tmp_path / "die.py"
+    script.write_text("import os\nos._exit(3)\n")
+    log = output_of("", cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                             str(script)])
+    assert "Root Cause (first observed failure)" in log
+    f = top(log)
+    assert f.rule == "unexplained-failure" and "exit code 3" in f.title and f.ranks == [0]
+    assert any("exitcode" in e.text for e in f.evidence)
+
+
+@pytest.mark.slow
+def test_torchrun_child_exception_is_decisive_not_child_failed_error(tmp_path):
+    script = tmp_path / "boom.py"
+    script.write_text("raise LookupError('no such shard: 7')\n")
+    log = output_of("", cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                             str(script)])
+    assert "ChildFailedError" in log
+    f = top(log)
+    assert "LookupError" in f.title and "ChildFailedError" not in f.title
+
+
+def test_segfault_reported_by_bash_and_by_faulthandler():
+    # a command followed by another, so bash forks it and reports how it ended
+    out = subprocess.run(["bash", "-c", f"{sys.executable} -c 'import ctypes; ctypes.string_at(0)'; echo rc=$?"],
+                         capture_output=True, text=True, env=ENV)
+    assert "Segmentation fault" in out.stderr and f"rc={128 + signal.SIGSEGV}" in out.stdout
+    f = top(out.stderr)
+    assert (f.rule, f.category) == ("failure-crash-signal", "other") and "SIGSEGV" in f.title
+    fh = output_of("import ctypes; ctypes.string_at(0)", cmd=[sys.executable, "-X", "faulthandler", "-c",
+                                                              "import ctypes; ctypes.string_at(0)"])
+    assert top(fh).rule == "failure-crash-signal"
+
+
+# ---------------------------------------------------------------- launcher lines (installed templates)
+def test_launcher_stop_from_outside_is_a_warning():
+    # deepspeed/launcher/launch.py sigkill_handler after SIGTERM
+    f = top("[2024-05-01 10:00:00,000] [INFO] [launch.py:253:sigkill_handler] Killing subprocess 101\n"
+            "[2024-05-01 10:00:00,001] [INFO] [launch.py:263:sigkill_handler] Main process received SIGTERM, exiting\n")
+    assert (f.rule, f.severity) == ("failure-stopped-from-outside", "warning")
+
+
+@pytest.mark.parametrize("line,sig,code", [
+    ("srun: error: node12: task 3: Exited with exit code 2", None, 2),
+    ("srun: error: node12: tasks 0-7: Killed", 9, None),
+    ("srun: error: node12: task 1: Segmentation fault", 11, None),
+])
+def test_srun_task_lines(line, sig, code):
+    ev = next(e for e in events_from_text(line + "\n") if e.kind == "process_exit")
+    assert (ev.data["signal"], ev.data["exitcode"], ev.data["node"]) == (sig, code, "node12")
+
+
+def test_silent_death_during_offload_partitioning_is_a_host_oom_suspect():
+    # engine.py 'Creating ZeRO Offload', runtime/utils.py see_memory_usage, launch.py sigkill_handler
+    log = ("[2024-05-01 10:00:00,000] [INFO] [logging.py:107:log_dist] [Rank 0] Creating ZeRO Offload\n"
+           "CPU Virtual Memory:  used = 230.5 GB, percent = 91.6%\n"
+           "[2024-05-01 10:01:00,000] [INFO] [launch.py:253:sigkill_handler] Killing subprocess 101\n"
+           "[2024-05-01 10:01:00,000] [INFO] [launch.py:253:sigkill_handler] Killing subprocess 102\n")
+    f = top(log)
+    assert (f.rule, f.category) == ("host-oom-suspect", "host_oom")
+    assert "How sure that this is the host running out of RAM: high" in f.summary and "91.6%" in f.summary
+    assert "ZeRO partitions" in f.title
+
+
+def test_sigkill_while_loading_zero_checkpoints_is_sure():
+    log = ("[2024-05-01 10:00:00,000] [INFO] [engine.py:4770:_load_zero_checkpoint] loading 8 zero partition checkpoints for rank 3\n"
+           "[2024-05-01 10:00:09,000] [ERROR] [launch.py:259:sigkill_handler] ['/usr/bin/python', '-u', 'train.py', '--local_rank=3'] exits with return code = -9\n")
+    f = top(log)
+    assert f.rule == "host-oom-killed" and "How sure: high" in f.summary and "loading a checkpoint" in f.summary
+
+
+def test_sigkill_alone_is_medium():
+    f = top("[2024-05-01 10:00:09,000] [ERROR] [launch.py:259:sigkill_handler] ['python', 'train.py', '--local_rank=0'] exits with return code = -9\n")
+    assert f.rule == "host-oom-killed" and "How sure: medium" in f.summary
+
+
+def test_specific_rule_hides_the_fallback():
+    log = output_of("import torch\nraise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
+                    "total capacity of 8.00 GiB of which 1.00 MiB is free. Of the allocated memory 7.00 GiB is allocated by "
+                    "PyTorch, and 100.00 MiB is reserved by PyTorch but unallocated.')")
+    fs = diagnose(log)
+    assert fs[0].category == "oom" and not any(f.rule.startswith(("unexplained", "failure-")) for f in fs)
+
+
+# ---------------------------------------------------------------- families from the installed raise sites
+def _installed(rel: str, text: str) -> str:
+    src = (SITE / rel).read_text()
+    assert text in src, f"{text!r} is no longer in {rel}"
+    return text
+
+
+@pytest.mark.parametrize("rel,type_,text,family", [
+    ("deepspeed/ops/op_builder/builder.py", "deepspeed.ops.op_builder.builder.MissingCUDAException",
+     "CUDA_HOME does not exist, unable to compile CUDA op(s)", "environment"),
+    ("torch/utils/cpp_extension.py", "RuntimeError", "Ninja is required to load C++ extensions", "environment"),
+    ("torch/cuda/__init__.py", "AssertionError", "Torch not compiled with CUDA enabled", "environment"),
+    ("deepspeed/runtime/engine.py", "deepspeed.runtime.zero.utils.ZeRORuntimeException",
+     "You are using ZeRO-Offload with a client provided optimizer", "config"),
+    ("deepspeed/launcher/runner.py", "RuntimeError", "Unable to proceed, no GPU resources available", "launcher"),
+    ("transformers/integrations/deepspeed.py", "ValueError",
+     "ZeRO inference only makes sense with ZeRO Stage 3 - please adjust your config", "config"),
+])
+def test_families_of_installed_messages(rel, type_, text, family):
+    pytest.importorskip(rel.split("/")[0])
+    assert classify(type_, _installed(rel, text)).name == family
+
+
+def test_families_of_runtime_errors():
+    assert classify("RuntimeError", "CUDA error: an illegal memory access was encountered").name == "hardware"
+    assert classify("torch.distributed.DistBackendError", "NCCL error in: x, remote process exited").weight < 3
+    assert classify("c10::DistBackendError", "").name == "comm"
+    assert classify("torch.distributed.elastic.multiprocessing.errors.ChildFailedError", "").weight == 0
+    assert classify("KeyError", "'labels'").name == "other"
+
+
+# ---------------------------------------------------------------- dsdoctor run: real runs
+TRAIN = str(Path(__file__).resolve().parent.parent / "dsdoctor" / "demo" / "train.py")
+
+
+def _dsdoctor_run(out: Path, cmd: list[str], timeout: float = 180) -> tuple[int, str]:
+    p = subprocess.Popen([sys.executable, "-m", "dsdoctor", "run", "--out", str(out), "--", *cmd],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True)
+    try:
+        text, _ = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    return p.returncode, text
+
+
+def _post_mortem(out: Path):
+    """What `dsdoctor analyze DIR` finds in a run folder (the report `dsdoctor run` printed)."""
+    from dsdoctor.sources.inputs import expand
+    from dsdoctor.sources.logs import read_log
+    d = Diagnoser()
+    for inp in expand([str(out)]):
+        d.feed_all(read_log(inp, []))
+    return [f for f in d.finish() if f.severity != "info"]
+
+
+@pytest.mark.slow
+def test_run_killed_by_sigkill_says_killed_signal_and_last_step(tmp_path):
+    pytest.importorskip("deepspeed")
+    rc, text = _dsdoctor_run(tmp_path / "run", [sys.executable, TRAIN, "--steps", "20", "--fault", "sigkill",
+                                                "--fault-step", "5"])
+    assert rc == 128 + signal.SIGKILL
+    assert "No problems found" not in text
+    assert "killed by SIGKILL" in text and "exit code 137" in text
+    f = _post_mortem(tmp_path / "run")[0]
+    assert f.rule == "host-oom-killed" and "killed by SIGKILL (dsdoctor run, exit code 137) at training step 4" in f.summary
+
+
+@pytest.mark.slow
+def test_run_with_an_arbitrary_exception_is_an_unexplained_failure(tmp_path):
+    pytest.importorskip("deepspeed")
+    rc, text = _dsdoctor_run(tmp_path / "run", [sys.executable, TRAIN, "--steps", "20", "--fault", "raise",
+                                                "--fault-step", "3"])
+    assert rc == 1 and "No problems found" not in text
+    assert "Unexplained failure: LookupError" in text and "console.log:" in text
+
+
+@pytest.mark.slow
+def test_run_hostfile_with_unreachable_host(tmp_path):
+    pytest.importorskip("deepspeed")
+    import shutil
+    if not (shutil.which("deepspeed") or Path(sys.executable).with_name("deepspeed").exists()) or not shutil.which("ssh"):
+        pytest.skip("needs the deepspeed runner and an ssh client")
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("127.0.0.3 slots=1\n127.0.0.4 slots=1\n")     # loopback: nothing listens on port 22
+    ds = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    rc, text = _dsdoctor_run(tmp_path / "run", [ds, "--hostfile", str(hostfile), TRAIN, "--steps", "2"], timeout=120)
+    assert rc != 0 and "No problems found" not in text
+    assert "launcher-ssh-unreachable" in text
+
+
+def test_script_refusing_the_launchers_local_rank(tmp_path):
+    # the deepspeed launcher passes --local_rank=N (launch.py); argparse refuses it and exits 2
+    script = tmp_path / "train.py"
+    script.write_text("import argparse\np = argparse.ArgumentParser()\np.add_argument('--steps', type=int)\np.parse_args()\n")
+    log = output_of("", cmd=[sys.executable, str(script), "--local_rank=0", "--steps", "3"])
+    f = top(log)
+    assert (f.rule, f.category) == ("failure-environment-exception", "environment")
+    assert any("--no_local_rank" in (fx.advice or "") for fx in f.fixes)
+
+
+@pytest.mark.slow
+def test_deepspeed_launcher_rank_killed_by_sigkill(tmp_path):
+    pytest.importorskip("deepspeed")
+    import shutil
+    import socket
+    ds = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+    if not Path(ds).exists():
+        pytest.skip("needs the deepspeed runner")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc, text = _dsdoctor_run(tmp_path / "run", [ds, "--num_gpus", "1", "--master_port", str(port), TRAIN,
+                                                "--steps", "20", "--fault", "sigkill", "--fault-step", "5"])
+    assert rc != 0 and "exits with return code = -9" in text
+    f = _post_mortem(tmp_path / "run")[0]
+    assert f.rule == "host-oom-killed" and "killed by SIGKILL (launcher, exit code -9) at training step" in f.summary
+
+
+def test_a_caught_exception_the_run_survived_is_not_a_failure():
+    # a real traceback printed by traceback.print_exc(), then training goes on (DeepSpeed's step line format)
+    p = subprocess.run([sys.executable, "-c",
+                        "import traceback\ntry:\n    {}['shard']\nexcept KeyError:\n    traceback.print_exc()\n"
+                        "for s in range(1, 8):\n    print(f'[2024-05-01 10:00:0{s},000] [INFO] [logging.py:128:log_dist] [Rank 0] "
+                        "step={s}, skipped=0, lr=[0.001], mom=[(0.9, 0.999)]', flush=True)"],
+                       capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0 and "KeyError: 'shard'" in p.stderr
+    assert [f for f in diagnose(p.stderr + p.stdout) if f.severity != "info"] == []
+    # the same traceback as the last thing the run printed is a failure
+    assert top(p.stdout + p.stderr).rule == "unexplained-failure"
+
+
+def test_run_command_exiting_non_zero_without_traceback(tmp_path):
+    rc, text = _dsdoctor_run(tmp_path / "run", [sys.executable, "-c", "import sys; print('step 1'); sys.exit(3)"], timeout=60)
+    assert rc == 3 and "No problems found" not in text
+    f = _post_mortem(tmp_path / "run")[0]
+    assert f.rule == "unexplained-failure" and "exit code 3" in f.title and "The command exited with code 3" in f.summary
