@@ -27,3 +27,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("dsdoctor: interrupted", file=sys.stderr)
         sys.exit(130)
+    except ValueError as e:
+        # A --rules expression the evaluator refuses only when a run reaches it (RuleError)
+        # is the user's input: one line and exit 2, like every other bad input.
+        from .rules import RuleError
+        if not isinstance(e, RuleError):
+            raise
+        print(f"dsdoctor: error: bad rule file: {e}", file=sys.stderr)
+        sys.exit(2)

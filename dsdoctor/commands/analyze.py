@@ -8,7 +8,7 @@ from typing import Iterator, List, Optional
 import typer
 from rich.console import Console
 
-from ..config_io import ConfigError, load_config, write_config
+from ..config_io import ConfigError, check_output, load_config, write_config
 from ..context import Context
 from ..fixes import apply_patch, resolve_fixes
 from ..pipeline import Diagnoser
@@ -56,6 +56,7 @@ def analyze(
     world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of ranks, if the log does not say."),
     all_lines: bool = typer.Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
     rules_dir: Optional[Path] = typer.Option(None, "--rules", hidden=True, help="Use rules from this folder."),
+    force: bool = typer.Option(False, "--force", help="Let --write-config replace an existing file (never the input itself)."),
 ) -> None:
     """Diagnose a finished (or crashed) run from what it left behind."""
     cfg = None
@@ -66,6 +67,11 @@ def analyze(
             fail(str(e))
     if write_config_to is not None and cfg is None:
         fail("--write-config needs --config (the config to patch)")
+    if write_config_to is not None:
+        try:                 # before the analysis: an output we would refuse is said at once
+            check_output(write_config_to, [config, *paths], force)
+        except ConfigError as e:
+            fail(str(e))
     try:
         inputs = expand(paths)
     except InputError as e:
@@ -90,9 +96,11 @@ def analyze(
     try:
         for ev in _events_with_progress(inputs, warnings, not all_lines):
             diag.feed(ev)
+        findings = diag.finish()
     except InputError as e:
         fail(str(e))
-    findings = diag.finish()
+    except RuleError as e:          # a --rules expression the evaluator refuses when it runs
+        fail(f"bad rule file: {e}")
     resolve_fixes(findings, cfg, ctx.facts.get("world_size"))
     notes = list(warnings)
     if cfg is None and any(fx.config_patch for f in findings for fx in f.fixes):
@@ -107,7 +115,7 @@ def analyze(
             notes.append(f"No config change to write; {write_config_to} not written.")
         else:
             try:
-                written = write_config(apply_patch(cfg, patch), write_config_to, config)
+                written = write_config(apply_patch(cfg, patch), write_config_to, config, force)
                 notes.append(f"Patched config written to {written} (the input was not modified).")
             except ConfigError as e:
                 fail(str(e))

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from ..config_io import ConfigError, write_config
+from ..config_io import ConfigError, check_output, write_config
 from ..context import Context
 from ..findings import Finding, order_findings
 from ..fixes import apply_patch, config_diff, validate_with_deepspeed
@@ -33,6 +33,7 @@ def doctor(
     hf: bool = typer.Option(False, "--hf", help="The config is used through the Hugging Face integration (\"auto\" values are filled)."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
     rules_dir: Optional[Path] = typer.Option(None, "--rules", hidden=True),
+    force: bool = typer.Option(False, "--force", help="Let --fix replace an existing OUT (never the input itself)."),
 ) -> None:
     """Check a ds_config against the installed DeepSpeed, and this machine's environment."""
     if fix_out is not None and not fix:
@@ -46,6 +47,11 @@ def doctor(
             cfg, text = read_config(config)
         except ConfigError as e:
             fail(str(e))
+        if fix:
+            try:             # before any work: an output we would refuse is said at once
+                check_output(fix_out or _fixed_name(config), [config], force)
+            except ConfigError as e:
+                fail(str(e))
     rules = load_rules(rules_dir)
     from ..env import env_problems, probe, world_size_from
     facts = probe(cfg)
@@ -96,7 +102,7 @@ def doctor(
                      f" ({human(c['gpu_bytes'])} of model states per GPU; activations not included).")
     written = None
     if fix and cfg is not None:
-        written = _write_fixed(cfg, findings, config, fix_out, ws, notes, as_json)
+        written = _write_fixed(cfg, findings, config, fix_out, ws, notes, as_json, force)
     extra["written_config"] = str(written) if written else None
     extra["notes"] = notes
     if as_json:
@@ -206,16 +212,16 @@ def _validate_fixes(findings: list[Finding], cfg: dict[str, Any], ws: int | None
 
 
 def _write_fixed(cfg: dict[str, Any], findings: list[Finding], source: Path, out: Path | None,
-                 ws: int | None, notes: list[str], quiet: bool) -> Path | None:
+                 ws: int | None, notes: list[str], quiet: bool, force: bool = False) -> Path | None:
     fixed = cfg
     for p in _first_patches(findings):
         fixed = apply_patch(fixed, p)
     if fixed == cfg:
         notes.append("--fix: nothing to change; no file written.")
         return None
-    out = out or source.with_name(f"{source.stem}.fixed.json")
+    out = out or _fixed_name(source)
     try:
-        written = write_config(fixed, out, source)
+        written = write_config(fixed, out, source, force)
     except (ConfigError, OSError) as e:
         fail(str(e))
     ok, err = validate_with_deepspeed(fixed, ws)
@@ -227,6 +233,10 @@ def _write_fixed(cfg: dict[str, Any], findings: list[Finding], source: Path, out
         Console().print(Syntax(config_diff(cfg, fixed, source.name), "diff", theme="ansi_dark",
                                background_color="default"))
     return written
+
+
+def _fixed_name(source: Path) -> Path:
+    return source.with_name(f"{source.stem}.fixed.json")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -18,33 +19,61 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20,
 _COUNT = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
 
+MAX_PARAMS = 10**15              # a quadrillion parameters: beyond that it is a typo
+MAX_BYTES = 1 << 60             # 1 EiB
+MAX_HF_CONFIG_BYTES = 4 << 20
+_NUMBER = r"([0-9]{1,30}(?:\.[0-9]{0,30})?(?:[eE][+]?[0-9]{1,3})?)"
+
+
+def _number(text: str, what: str, example: str) -> tuple[float, str]:
+    m = re.fullmatch(r"\s*" + _NUMBER + r"\s*([a-zA-Z]*)\s*", text or "")
+    if not m:
+        raise ValueError(f"not {what}: {str(text)[:40]!r} (e.g. {example})")
+    v = float(m.group(1))
+    if not math.isfinite(v):
+        raise ValueError(f"{what} too large: {str(text)[:40]!r}")
+    return v, m.group(2).lower()
+
+
 def parse_bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text or "")
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (e.g. 80GiB, 512GB, 1TiB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    v, unit = _number(text, "a size", "80GiB, 512GB, 1TiB")
+    if unit not in _UNITS:
+        raise ValueError(f"not a size: {str(text)[:40]!r} (e.g. 80GiB, 512GB, 1TiB)")
+    n = v * _UNITS[unit]
+    if not 1 <= n <= MAX_BYTES:
+        raise ValueError(f"size out of range: {str(text)[:40]!r} (between 1 byte and 1 EiB)")
+    return int(n)
 
 
 def parse_count(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]?)\s*", text or "")
-    if not m or m.group(2).lower() not in _COUNT:
-        raise ValueError(f"not a parameter count: {text!r} (e.g. 7e9, 7B, 350M)")
-    n = int(float(m.group(1)) * _COUNT[m.group(2).lower()])
-    if n <= 0:
-        raise ValueError(f"parameter count must be positive: {text!r}")
-    return n
+    v, unit = _number(text, "a parameter count", "7e9, 7B, 350M")
+    if unit not in _COUNT:
+        raise ValueError(f"not a parameter count: {str(text)[:40]!r} (e.g. 7e9, 7B, 350M)")
+    n = v * _COUNT[unit]
+    if n < 1:
+        raise ValueError(f"parameter count must be positive: {str(text)[:40]!r}")
+    if n > MAX_PARAMS:
+        raise ValueError(f"parameter count out of range: {str(text)[:40]!r} (at most 1e15)")
+    return int(n)
 
 
 def params_from_hf_config(path: Path) -> dict[str, Any]:
     """Approximate parameter counts and shapes from a Hugging Face config.json (decoder LMs)."""
+    from ..safe_read import ReadError, read_regular_text
     try:
-        c = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read HF config: {e}") from None
-    g = lambda *ks: next((c[k] for k in ks if isinstance(c.get(k), int)), None)  # noqa: E731
+        c = json.loads(read_regular_text(path, MAX_HF_CONFIG_BYTES, "Hugging Face config.json"))
+    except ReadError as e:
+        raise ValueError(str(e)) from None
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: cannot read HF config: {str(e).splitlines()[0] if str(e) else 'nested too deeply'}") from None
+    if not isinstance(c, dict):
+        raise ValueError(f"{path}: a Hugging Face config.json is a JSON object, got {type(c).__name__}")
+    # a shape number outside 1..2**24 is not a real model's: refuse rather than overflow later
+    g = lambda *ks: next((c[k] for k in ks if isinstance(c.get(k), int) and not isinstance(c.get(k), bool)  # noqa: E731
+                          and 1 <= c[k] <= 1 << 24), None)
     h, layers, vocab = g("hidden_size", "n_embd", "d_model"), g("num_hidden_layers", "n_layer", "num_layers"), g("vocab_size")
     if not (h and layers and vocab):
-        raise ValueError(f"{path}: needs hidden_size, num_hidden_layers and vocab_size")
+        raise ValueError(f"{path}: needs hidden_size, num_hidden_layers and vocab_size (whole numbers from 1 to {1 << 24})")
     inter = g("intermediate_size", "n_inner") or 4 * h
     gated = c.get("model_type") in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "mixtral", "phi3")
     heads = g("num_attention_heads", "n_head")
@@ -52,8 +81,18 @@ def params_from_hf_config(path: Path) -> dict[str, Any]:
     attn = 2 * h * h + (2 * h * h * kv // heads if heads else 2 * h * h)
     layer = attn + (3 if gated else 2) * h * inter + 4 * h
     emb = vocab * h * (1 if c.get("tie_word_embeddings", True) else 2)
-    return {"params": layers * layer + emb, "largest": max(layer, vocab * h), "hidden": h,
+    total = layers * layer + emb
+    if total > MAX_PARAMS:
+        raise ValueError(f"{path}: {total:.3g} parameters is out of range (at most 1e15)")
+    return {"params": total, "largest": max(layer, vocab * h), "hidden": h,
             "layers": layers, "heads": heads, "seq": g("max_position_embeddings", "n_positions")}
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):        # name too long, NUL byte
+        return False
 
 
 def estimate(
@@ -88,7 +127,7 @@ def run_estimate(params: str, largest: str | None = None, gpus_per_node: int = 1
     from ..config.memory import activation_bytes, check_fit, estimates
     shape: dict[str, Any] = {}
     try:
-        if params.endswith(".json") or Path(params).is_file():
+        if params.endswith(".json") or _is_file(params):
             shape = params_from_hf_config(Path(params))
             total = shape["params"]
         else:
