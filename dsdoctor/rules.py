@@ -7,6 +7,7 @@ rule file cannot run code. Schema errors name the file, the rule id and the line
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,8 +146,6 @@ def _check_types(d: dict, file: str, line: int, rid: str) -> None:
     p = d.get("priority", 0)
     if isinstance(p, bool) or not isinstance(p, int) or not -MAX_PRIORITY <= p <= MAX_PRIORITY:
         raise _fail(file, line, rid, f"'priority' must be a whole number from {-MAX_PRIORITY} to {MAX_PRIORITY}")
-    if not isinstance(d.get("fixes") or [], list):
-        raise _fail(file, line, rid, "'fixes' must be a list")
     for k in ("match", "nomatch"):
         cases = d["examples"].get(k)
         if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
@@ -183,6 +182,8 @@ def parse_rule(d: Any, file: str) -> Rule:
     extra = set(m) - {"symptom", "where", "__line__"}
     if extra:
         raise _fail(file, m.get("__line__", line), rid, f"unknown match field(s): {', '.join(sorted(map(str, extra)))}")
+    if not isinstance(d.get("fixes") or [], list):
+        raise _fail(file, line, rid, "'fixes' must be a list")
     fixes = []
     for fx in d.get("fixes") or []:
         fl = fx.get("__line__", line) if isinstance(fx, dict) else line
@@ -277,12 +278,12 @@ class RuleSet:
     @classmethod
     def load(cls, directory: Path | None = None) -> "RuleSet":
         directory = Path(directory) if directory is not None else rules_dir()
-        if directory.is_file():
-            files = [directory]                    # --rules one-file.yaml
-        elif directory.is_dir():
+        if directory.is_dir():
             files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
             if not files:
                 raise RuleError(f"{directory}: no rule files (*.yaml) in this folder")
+        elif os.path.lexists(directory):
+            files = [directory]                    # --rules one-file.yaml (a FIFO is refused on reading)
         else:       # a typo must not read as "no problems found"
             raise RuleError(f"{directory}: no such rules folder or file")
         try:
