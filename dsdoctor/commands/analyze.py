@@ -101,6 +101,8 @@ def analyze(
         fail(str(e))
     except RuleError as e:          # a --rules expression the evaluator refuses when it runs
         fail(f"bad rule file: {e}")
+    if diag.bad_events:
+        warnings.append(f"{diag.bad_events} event(s) in events files had fields of the wrong type and were skipped")
     resolve_fixes(findings, cfg, ctx.facts.get("world_size"))
     notes = list(warnings)
     if cfg is None and any(fx.config_patch for f in findings for fx in f.fixes):

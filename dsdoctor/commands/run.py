@@ -235,7 +235,7 @@ def run(
     if not command:
         fail("no command given: dsdoctor run [OPTIONS] -- COMMAND ...")
     stall_timeout, on_stall, stall_abort_after = _checked_options(stall_timeout, on_stall, stall_abort_after)
-    out, lock = claim_run_folder(out, force)
+    out, _lock = claim_run_folder(out, force)     # held (open) until this process exits
     env = child_env(out, stall_timeout, on_stall, localize_nan, tensorboard, stall_abort_after=stall_abort_after)
     try:
         rc = run_command(command, out, env)

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-MIN_STALL_TIMEOUT = 5.0          # seconds: below this an ordinary slow step reads as a stall
+MIN_STALL_TIMEOUT = 2.0          # seconds: below this ordinary step jitter (GC, a slow batch) reads as a stall
 MAX_SECONDS = 7 * 24 * 3600.0    # a week: larger is a typo (and time.sleep overflows near 1e9)
 MIN_TELEMETRY_INTERVAL = 1.0     # seconds; 0 switches telemetry off
 MAX_STEPS_EVERY = 1_000_000
