@@ -228,6 +228,30 @@ def option_values(draw) -> tuple[str, str]:
     return draw(st.sampled_from(OPTION_FIELDS + ["params", "bytes", "environment"])), draw(OPTION_VALUES)
 
 
+CLI_OPTIONS = {
+    "estimate": ["--params", "--largest-layer-params", "--gpus-per-node", "--nodes", "--gpu-memory", "--cpu-memory",
+                 "--seq-len", "--hidden", "--layers", "--heads", "--micro-batch"],
+    "analyze": ["--world-size"],
+    "lr-range": ["--total-steps", "--loss-tag", "--lr-tag"],
+}
+NUMBERS = st.one_of(OPTION_VALUES, st.integers(-5, 10 ** 25).map(str), st.floats().map(repr))
+
+
+@st.composite
+def cli_calls(draw) -> tuple[str, ...]:
+    """A command with some of its options set to odd values, run through the real CLI."""
+    cmd = draw(st.sampled_from(sorted(CLI_OPTIONS)))
+    args = [cmd]
+    if cmd == "estimate":
+        args += ["--gpu-memory", "80GiB", "--cpu-memory", "512GiB"]
+    for opt in draw(st.lists(st.sampled_from(CLI_OPTIONS[cmd]), max_size=3)):
+        args += [opt, draw(NUMBERS)]
+    if cmd == "estimate" and "--params" not in args:
+        args += ["--params", "7B"]
+    args += {"analyze": ["{log}"], "lr-range": ["{csv}"]}.get(cmd, [])
+    return tuple(args)
+
+
 # ---------------------------------------------------------------- the targets
 def run_log(data: bytes) -> None:
     from dsdoctor.pipeline import Diagnoser
@@ -326,6 +350,29 @@ def run_option(pair: tuple[str, str]) -> None:
         pass
 
 
+_CLI_FILES: dict[str, Path] = {}
+
+
+def run_cli(call: tuple[str, ...]) -> None:
+    """In-process CLI: exit 0/1/2 are fine (2 is a usage or input error), an exception is not."""
+    from typer.testing import CliRunner
+
+    from dsdoctor import cli
+    if not cli.app.registered_commands:
+        cli._register()
+    if not _CLI_FILES:
+        _CLI_FILES["log"] = _tmpfile(LOG_PIECES[4].encode() + LOG_PIECES[1].encode(), ".log")
+        rows = ["step,lr,loss"] + [f"{i},{1e-5 * 1.1 ** i!r},{2 - 0.02 * i + (0.01 * (i - 60) ** 2 if i > 60 else 0)!r}"
+                                   for i in range(100)]
+        _CLI_FILES["csv"] = _tmpfile(("\n".join(rows) + "\n").encode(), ".csv")
+    args = [a.format(log=_CLI_FILES["log"], csv=_CLI_FILES["csv"]) if a in ("{log}", "{csv}") else a for a in call]
+    res = CliRunner().invoke(cli.app, args)
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    if res.exit_code not in (0, 1, 2):
+        raise RuntimeError(f"exit code {res.exit_code}")
+
+
 TARGETS: dict[str, tuple[Any, Callable[[Any], None], str]] = {
     # name: (strategy, run, file suffix for the corpus)
     "log": (text_logs(), run_log, ".log"),
@@ -334,12 +381,14 @@ TARGETS: dict[str, tuple[Any, Callable[[Any], None], str]] = {
     "rules": (rule_files(), run_rules, ".yaml"),
     "lr_csv": (csv_files(), run_csv, ".csv"),
     "options": (option_values(), run_option, ".txt"),
+    "cli": (cli_calls(), run_cli, ".txt"),
 }
 
 
 WARM = {"log": b"step 1 loss 2.0\n", "events": b'{"kind": "loss", "rank": 0, "step": 1, "data": {"value": 1.0}}\n',
         "config": '{"train_batch_size": "8", "zero_optimization": {"stage": 2}}', "rules": "rules: []\n",
-        "lr_csv": "step,lr,loss\n1,0.1,1\n", "options": ("params", "7B")}
+        "lr_csv": "step,lr,loss\n1,0.1,1\n", "options": ("params", "7B"),
+        "cli": ("estimate", "--params", "7B", "--gpu-memory", "80GiB")}
 _warmed: set[str] = set()
 
 
@@ -388,7 +437,7 @@ def load(path: Path) -> tuple[str, Any]:
     """(target, value) of a saved corpus file."""
     target = path.name.rsplit("-", 1)[0]
     raw = path.read_bytes()
-    if target == "options":
+    if target in ("options", "cli"):
         return target, tuple(json.loads(raw))
     if target in ("log", "events"):
         return target, raw

@@ -53,7 +53,7 @@ def analyze(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="The run's ds_config.json: fixes are computed against its values."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
     write_config_to: Optional[Path] = typer.Option(None, "--write-config", help="Write the config with the top finding's fix applied to this new file."),
-    world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of ranks, if the log does not say."),
+    world_size: Optional[int] = typer.Option(None, "--world-size", min=1, max=1 << 20, help="Number of ranks, if the log does not say."),
     all_lines: bool = typer.Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
     rules_dir: Optional[Path] = typer.Option(None, "--rules", hidden=True, help="Use rules from this folder."),
     force: bool = typer.Option(False, "--force", help="Let --write-config replace an existing file (never the input itself)."),

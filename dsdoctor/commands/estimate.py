@@ -98,16 +98,16 @@ def _is_file(text: str) -> bool:
 def estimate(
     params: str = typer.Option(..., "--params", help="Parameter count (7e9, 7B, 350M) or a Hugging Face config.json."),
     largest_layer_params: Optional[str] = typer.Option(None, "--largest-layer-params", help="Largest layer's params (ZeRO-3). Default: 10% of --params."),
-    gpus_per_node: int = typer.Option(1, "--gpus-per-node", min=1),
-    nodes: int = typer.Option(1, "--nodes", min=1),
+    gpus_per_node: int = typer.Option(1, "--gpus-per-node", min=1, max=1024),
+    nodes: int = typer.Option(1, "--nodes", min=1, max=1 << 20),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="Per-GPU memory, e.g. 80GiB (default: NVML)."),
     cpu_memory: Optional[str] = typer.Option(None, "--cpu-memory", help="Host memory per node, e.g. 1TiB (default: this host)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="ds_config: micro-batch for activations; the fix is shown as a diff."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1),
-    hidden: Optional[int] = typer.Option(None, "--hidden", min=1),
-    layers: Optional[int] = typer.Option(None, "--layers", min=1),
-    heads: Optional[int] = typer.Option(None, "--heads", min=1),
-    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", min=1),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, max=1 << 24),
+    hidden: Optional[int] = typer.Option(None, "--hidden", min=1, max=1 << 24),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, max=1 << 20),
+    heads: Optional[int] = typer.Option(None, "--heads", min=1, max=1 << 20),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", min=1, max=1 << 24),
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """Model-state memory per GPU and per node for ZeRO 0-3 and each offload choice."""

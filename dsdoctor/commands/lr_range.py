@@ -21,7 +21,7 @@ def lr_range(
     run: str = typer.Argument(..., help="CSV step,lr,loss; dsdoctor events-rank*.jsonl or a run folder; or a DeepSpeed TensorBoard folder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document: recommendation, alternatives, lr_steepest, lr_min_loss, lr_diverge."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write the curve to this PNG (needs matplotlib)."),
-    total_steps: int = typer.Option(DEFAULT_TOTAL_STEPS, "--total-steps", min=20, help="Optimizer steps of the run the schedule is for."),
+    total_steps: int = typer.Option(DEFAULT_TOTAL_STEPS, "--total-steps", min=20, max=10**12, help="Optimizer steps of the run the schedule is for."),
     loss_tag: Optional[str] = typer.Option(None, "--loss-tag", help="TensorBoard scalar tag holding the training loss."),
     lr_tag: Optional[str] = typer.Option(None, "--lr-tag", help="TensorBoard scalar tag holding the LR (default Train/Samples/lr)."),
     force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file."),
