@@ -114,6 +114,23 @@ def test_full_disk_keeps_the_console_flowing(full_disk, tmp_path):
     assert len(warned) == 1 and "No space left on device" in warned[0], r.stderr
 
 
+@pytest.mark.timeout(60)
+def test_a_disk_full_before_the_start_does_not_stop_the_run(full_disk):
+    """Not one free block left: the run still starts (the lock needs no data block), the
+    output is shown, and console.log's failure is said once."""
+    with open(full_disk / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 1024)
+        except OSError:
+            pass
+    r = dsdoctor(["run", "--out", str(full_disk / "s"), "--", sys.executable, "-c",
+                  "print('hello from the training', flush=True)"], timeout=40)
+    assert r.returncode == 0, r.stderr
+    assert "hello from the training" in r.stdout
+    assert r.stderr.count("stopped saving the console") == 1, r.stderr
+
+
 @pytest.mark.timeout(240)
 def test_full_disk_deepspeed_run_finishes_every_step(full_disk):
     """A real DeepSpeed run on the full disk: console copy, events, TensorBoard all hit ENOSPC;

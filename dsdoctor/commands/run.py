@@ -316,11 +316,14 @@ def claim_run_folder(out: Optional[Path], force: bool) -> tuple[Path, object]:
         except OSError as e:
             fail(f"cannot move the earlier run's files from {out} to {aside}: {e.strerror or e}")
         print(f"dsdoctor: the earlier run's files in {out} were moved to {aside}", file=sys.stderr)
-    try:
+    try:                 # the pid only names the holder in the error above: a full disk must not stop the run
         lock.seek(0)
         lock.truncate()
         lock.write(str(os.getpid()))
         lock.flush()
+    except OSError:
+        pass
+    try:
         (out / "console.log").touch()
     except OSError as e:
         fail(f"cannot write the run folder {out}: {e.strerror or e}")
