@@ -33,10 +33,44 @@ def _register() -> None:
         mod.register(app)
 
 
+def _click_exceptions():
+    try:                               # typer >= 0.26 carries its own copy of click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
 def main(argv: list[str] | None = None) -> None:
+    cx = _click_exceptions()
     _register()
     try:
-        app(args=argv, prog_name="dsdoctor")
+        rv = app(args=argv, prog_name="dsdoctor", standalone_mode=False)
+    except cx.NoArgsIsHelpError as e:
+        e.show()                       # `dsdoctor` alone: the help, as before
+        sys.exit(e.exit_code)
+    except cx.UsageError as e:
+        # A bad option value (also from a DSDOCTOR_* variable): one line, exit 2, like every
+        # other bad input, instead of click's three-line usage block.
+        cmd = e.ctx.command_path if e.ctx else "dsdoctor"
+        msg = " ".join(e.format_message().split())
+        print(f"dsdoctor: error: {msg} (see: {cmd} --help)", file=sys.stderr)
+        sys.exit(2)
+    except cx.ClickException as e:
+        print(f"dsdoctor: error: {' '.join(e.format_message().split())}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("dsdoctor: interrupted", file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
         print("dsdoctor: interrupted", file=sys.stderr)
         sys.exit(130)
+    except ValueError as e:
+        # A --rules expression the evaluator refuses only when a run reaches it (RuleError)
+        # is the user's input: one line and exit 2, like every other bad input.
+        from .rules import RuleError
+        if not isinstance(e, RuleError):
+            raise
+        print(f"dsdoctor: error: bad rule file: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)

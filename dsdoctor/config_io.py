@@ -1,13 +1,21 @@
-"""Read and write ds_config files the way DeepSpeed does (a path is parsed with hjson)."""
+"""Read and write ds_config files the way DeepSpeed does (a path is parsed with hjson), and
+create output files without ever replacing one the user did not name for replacement."""
 from __future__ import annotations
 
 import json
+import os
+import stat
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 
 class ConfigError(Exception):
     """The config cannot be read. str() is one line."""
+
+
+class OutputError(ConfigError):
+    """An output file cannot be created. str() is one line."""
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -17,9 +25,82 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return read_config(path)[0]
 
 
-def write_config(cfg: dict[str, Any], out: str | Path, source: str | Path | None = None) -> Path:
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_output(out: str | Path, inputs: Iterable[str | Path | None] = (), force: bool = False) -> Path:
+    """Refuse, before any work is done, an output path that is an input (the same file by
+    device and inode: a hardlink or a symlink to it counts), that exists (unless force), or
+    that is not a regular file (a FIFO would block the writer, a device would take the bytes)."""
     p = Path(out)
-    if source is not None and p.resolve() == Path(source).resolve():
-        raise ConfigError(f"{p}: refusing to overwrite the input config; choose another file")
-    p.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if not p.parent.is_dir():
+            raise OutputError(f"{p}: cannot write: the folder {p.parent} does not exist") from None
+        return p
+    except OSError as e:
+        raise OutputError(f"{p}: cannot write: {e.strerror or e}") from None
+    for src in inputs:
+        if src is None:
+            continue
+        try:
+            if _same_file(st, os.stat(src)):
+                raise OutputError(f"{p}: is the same file as the input {src}; refusing to overwrite it "
+                                  "(choose another file)")
+        except OSError:
+            continue
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{p}: cannot write: is a directory; give a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputError(f"{p}: cannot write: exists and is not a regular file (a FIFO or device); refusing to write to it")
+    if not force:
+        raise OutputError(f"{p}: already exists; refusing to replace it (pass --force, or choose another file)")
     return p
+
+
+def create_output(out: str | Path, data: bytes | str, inputs: Iterable[str | Path | None] = (),
+                  force: bool = False) -> Path:
+    """Write `data` to a new file `out`, created exclusively (O_EXCL: a file that appears
+    meanwhile is not replaced). With force an existing regular file is replaced atomically
+    (a temporary file in the same folder, then rename), so a full disk never leaves half a
+    config. Never writes to a file that is one of `inputs`."""
+    inputs = list(inputs)
+    p = check_output(out, inputs, force)
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    if p.exists():                          # force, checked above
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent))
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
+            os.replace(tmp, p)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return p
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise OutputError(f"{p}: already exists; refusing to replace it (pass --force, or choose another file)") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+    except BaseException:
+        _unlink(p)                          # no half-written file left behind
+        raise
+    return p
+
+
+def _unlink(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_config(cfg: dict[str, Any], out: str | Path, source: str | Path | None = None,
+                 force: bool = False) -> Path:
+    """The config as JSON in a new file (see create_output); OutputError (a ConfigError) or
+    OSError with the reason."""
+    return create_output(out, json.dumps(cfg, indent=2) + "\n", [source], force)

@@ -137,14 +137,46 @@ class EventWriter:
             pass
 
 
+_MAX_INT = 1 << 62                  # a rank or step beyond this is not one (detectors do float math on it)
+
+
+def _opt_int(v: Any) -> int | None:
+    """An int field (rank, step, line) or None; ValueError for anything else ("abc", 1e400, true)."""
+    if v is None:
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or abs(v) > _MAX_INT:
+        raise ValueError(f"not an integer: {v!r}"[:80])
+    return v
+
+
+def _opt_time(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        raise ValueError(f"not a time: {v!r}"[:80])
+    return float(v)
+
+
 def event_from_dict(d: dict[str, Any], source: str, line: int) -> Event:
-    return Event(kind=str(d["kind"]), rank=d.get("rank"), step=d.get("step"), time=d.get("time"),
-                 data=_restore_nonfinite(d.get("data") or {}),
-                 source=d.get("source", source), line=d.get("line", line), text=d.get("text"))
+    """An Event from one parsed JSON line; ValueError when a field has the wrong type (the
+    line is then skipped like a truncated one: a detector must never see step="abc")."""
+    kind, data = d["kind"], d.get("data") or {}
+    if not isinstance(kind, str) or not isinstance(data, dict):
+        raise ValueError("kind must be a string and data an object")
+    src, text = d.get("source", source), d.get("text")
+    src_line = d.get("line", line)
+    return Event(kind=kind, rank=_opt_int(d.get("rank")), step=_opt_int(d.get("step")),
+                 time=_opt_time(d.get("time")), data=_restore_nonfinite(data),
+                 source=src if isinstance(src, str) else source,
+                 line=src_line if isinstance(src_line, int) and not isinstance(src_line, bool) else line,
+                 text=text if isinstance(text, str) else None)
 
 
 def read_events(lines: Iterable[str], source: str) -> Iterator[Event]:
-    """Parse dsdoctor JSONL lines. A bad line (truncated by a kill) is skipped, not fatal."""
+    """Parse dsdoctor JSONL lines. A bad line (truncated by a kill, a field of the wrong type,
+    nested deeper than the parser goes) is skipped, not fatal."""
     for n, raw in enumerate(lines, 1):
         raw = raw.strip()
         if not raw:
@@ -152,6 +184,9 @@ def read_events(lines: Iterable[str], source: str) -> Iterator[Event]:
         try:
             d = json.loads(raw)
             if isinstance(d, dict) and "kind" in d:
-                yield event_from_dict(d, source, n)
-        except (ValueError, TypeError, KeyError):
+                ev = event_from_dict(d, source, n)
+            else:
+                continue
+        except (ValueError, TypeError, KeyError, RecursionError):
             continue
+        yield ev

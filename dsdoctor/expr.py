@@ -111,12 +111,52 @@ def evaluate(expr: str, names: Mapping[str, Any]) -> Any:
         raise ExprError(f"{expr!r}: {e}") from e
 
 
+MAX_EXPR_CHARS = 2000        # the longest shipped expression is ~450 characters
+MAX_EXPR_DEPTH = 40          # nesting of the syntax tree: deep operator chains end here
+
+
+def _allowed_nodes() -> frozenset[str]:
+    """What the evaluator runs (simpleeval's nodes and operators), minus statements; anything
+    else (lambda, walrus, set comprehension, star-args ...) is refused at load time rather
+    than when a run first reaches the rule."""
+    ev = EvalWithCompoundTypes()
+    names = {n.__name__ for n in ev.nodes} | {o.__name__ for o in ev.operators}
+    # f-strings go too: a format spec like {x:>999999999} builds a gigabyte string
+    names -= {"Assign", "AugAssign", "Import", "JoinedStr", "FormattedValue"}
+    return frozenset(names | {"Expression", "Load", "Store", "comprehension", "keyword", "And", "Or"})
+
+
+_ALLOWED = _allowed_nodes()
+_CALLABLE = frozenset(FUNCTIONS) | {"get", "defined"}
+
+
 def check_syntax(expr: str) -> None:
-    """Parse an expression without evaluating it (rule load-time validation)."""
+    """Parse an expression without evaluating it (rule load-time validation): syntax, size,
+    depth and only what the evaluator supports."""
+    import ast
+    if len(expr) > MAX_EXPR_CHARS:
+        raise ExprError(f"{expr[:40]!r}...: longer than {MAX_EXPR_CHARS} characters")
     try:
-        compile(expr, "<rule>", "eval")
+        tree = ast.parse(expr, "<rule>", "eval")
     except SyntaxError as e:
-        raise ExprError(f"{expr!r}: {e.msg}") from e
+        raise ExprError(f"{expr[:200]!r}: {e.msg}") from None
+    except (RecursionError, MemoryError, ValueError):     # deep nesting, NUL bytes
+        raise ExprError(f"{expr[:40]!r}...: nested too deeply or not parsable") from None
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXPR_DEPTH:
+            raise ExprError(f"{expr[:80]!r}: nested deeper than {MAX_EXPR_DEPTH} levels")
+        name = type(node).__name__
+        if name not in _ALLOWED:
+            raise ExprError(f"{expr[:80]!r}: {name} is not allowed in a rule expression")
+        if isinstance(node, ast.Name) and node.id.startswith("_") or \
+                isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise ExprError(f"{expr[:80]!r}: names starting with '_' are not allowed")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id not in _CALLABLE:
+            raise ExprError(f"{expr[:80]!r}: unknown function {node.func.id}() "
+                            f"(known: {', '.join(sorted(_CALLABLE))})")
+        stack.extend((c, depth + 1) for c in ast.iter_child_nodes(node))
 
 
 _TEMPLATE = re.compile(r"\{([^{}]+)\}")

@@ -7,6 +7,7 @@ rule file cannot run code. Schema errors name the file, the rule id and the line
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,8 +98,8 @@ class Rule:
             return True
         try:
             return bool(evaluate(self.where, names))
-        except ExprError:
-            raise
+        except ExprError as e:  # refused by the evaluator (a power too large, a lambda): the rule's fault
+            raise _fail(self.file, self.line, self.id, f"match.where: {_one_line(e)}") from None
         except Exception:       # None arithmetic on an unknown fact: the condition does not hold
             return False
 
@@ -107,13 +108,17 @@ def _fail(file: str, line: int, rid: str | None, msg: str) -> RuleError:
     return RuleError(f"{file}:{line}: rule {rid or '?'}: {msg}")
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
+
+
 def _check_expr(expr: Any, file: str, line: int, rid: str, what: str) -> None:
     if not isinstance(expr, str):
         raise _fail(file, line, rid, f"{what} must be a string expression")
     try:
         check_syntax(expr)
     except ExprError as e:
-        raise _fail(file, line, rid, f"{what}: {e}") from None
+        raise _fail(file, line, rid, f"{what}: {_one_line(e)}") from None
 
 
 def _check_patch_exprs(patch: Any, file: str, line: int, rid: str) -> None:
@@ -122,6 +127,30 @@ def _check_patch_exprs(patch: Any, file: str, line: int, rid: str) -> None:
             _check_patch_exprs(v, file, line, rid)
     elif isinstance(patch, str) and patch.startswith("="):
         _check_expr(patch[1:], file, line, rid, "config_patch value")
+
+
+_TEXT_FIELDS = ("title", "summary", "source", "description", "key")
+_LIST_FIELDS = ("references", "explains", "falsepositives")
+MAX_PRIORITY = 1000
+
+
+def _check_types(d: dict, file: str, line: int, rid: str) -> None:
+    """Wrong types are one-line load errors, not a traceback (priority: "a") or a silent
+    surprise (explains: "x" read as the letters of x)."""
+    for k in _TEXT_FIELDS:
+        if d.get(k) is not None and not isinstance(d[k], str):
+            raise _fail(file, line, rid, f"'{k}' must be text, not {type(d[k]).__name__}")
+    for k in _LIST_FIELDS:
+        v = d.get(k)
+        if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
+            raise _fail(file, line, rid, f"'{k}' must be a list of names or texts")
+    p = d.get("priority", 0)
+    if isinstance(p, bool) or not isinstance(p, int) or not -MAX_PRIORITY <= p <= MAX_PRIORITY:
+        raise _fail(file, line, rid, f"'priority' must be a whole number from {-MAX_PRIORITY} to {MAX_PRIORITY}")
+    for k in ("match", "nomatch"):
+        cases = d["examples"].get(k)
+        if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+            raise _fail(file, line, rid, f"'examples.{k}' must be a list of cases (mappings)")
 
 
 def parse_rule(d: Any, file: str) -> Rule:
@@ -133,7 +162,7 @@ def parse_rule(d: Any, file: str) -> Rule:
         raise _fail(file, line, rid, "'id' must be lowercase letters, digits and dashes")
     unknown = set(d) - _RULE_KEYS - {"__line__"}
     if unknown:
-        raise _fail(file, line, rid, f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise _fail(file, line, rid, f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
     for req in ("category", "severity", "title", "summary", "match", "source"):
         if req not in d:
             raise _fail(file, line, rid, f"missing required field '{req}'")
@@ -153,7 +182,9 @@ def parse_rule(d: Any, file: str) -> Rule:
         _check_expr(where, file, m.get("__line__", line), rid, "match.where")
     extra = set(m) - {"symptom", "where", "__line__"}
     if extra:
-        raise _fail(file, m.get("__line__", line), rid, f"unknown match field(s): {', '.join(sorted(extra))}")
+        raise _fail(file, m.get("__line__", line), rid, f"unknown match field(s): {', '.join(sorted(map(str, extra)))}")
+    if not isinstance(d.get("fixes") or [], list):
+        raise _fail(file, line, rid, "'fixes' must be a list")
     fixes = []
     for fx in d.get("fixes") or []:
         fl = fx.get("__line__", line) if isinstance(fx, dict) else line
@@ -161,7 +192,7 @@ def parse_rule(d: Any, file: str) -> Rule:
             raise _fail(file, fl, rid, "each fix needs a 'title'")
         bad = set(fx) - _FIX_KEYS - {"__line__"}
         if bad:
-            raise _fail(file, fl, rid, f"unknown fix field(s): {', '.join(sorted(bad))}")
+            raise _fail(file, fl, rid, f"unknown fix field(s): {', '.join(sorted(map(str, bad)))}")
         if fx.get("when") is not None:
             _check_expr(fx["when"], file, fl, rid, "fix.when")
         patch = fx.get("config_patch")
@@ -171,12 +202,19 @@ def parse_rule(d: Any, file: str) -> Rule:
         env = fx.get("env")
         if env is not None and not isinstance(env, dict):
             raise _fail(file, fl, rid, "env must be a mapping of variable to value")
+        for k in ("title", "advice"):
+            if fx.get(k) is not None and not isinstance(fx[k], str):
+                raise _fail(file, fl, rid, f"fix.{k} must be text, not {type(fx[k]).__name__}")
+        if env is not None and not all(isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+                                       for k, v in env.items() if k != "__line__"):
+            raise _fail(file, fl, rid, "env must map variable names to text or numbers")
         fixes.append(FixSpec(title=str(fx["title"]), when=fx.get("when"),
                              config_patch=strip_lines(patch), env=strip_lines(env),
                              advice=fx.get("advice")))
     ex = d.get("examples")
     if not isinstance(ex, dict) or not ex.get("match") or not ex.get("nomatch"):
         raise _fail(file, line, rid, "'examples' needs at least one 'match' and one 'nomatch' case")
+    _check_types(d, file, line, rid)
     return Rule(id=rid, category=d["category"], severity=d["severity"], title=str(d["title"]),
                 summary=str(d["summary"]), symptoms=tuple(syms), where=where,
                 source=str(d["source"]), description=str(d.get("description", "")),
@@ -187,19 +225,37 @@ def parse_rule(d: Any, file: str) -> Rule:
                 key=d.get("key"), fallback=bool(d.get("fallback", False)), file=file, line=line)
 
 
+MAX_RULE_FILE_BYTES = 4 << 20      # the shipped files are tens of KiB
+
+
+def _refuse_aliases(text: str, name: str) -> None:
+    """YAML anchors and aliases are refused: a 'billion laughs' file (each level aliasing the
+    one before four times) grows x4 per level when constructed (level 11: 3 GB). Rules never
+    need them. The token scan is linear in the text and builds nothing."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for tok in yaml.scan(text, Loader=loader):
+        if isinstance(tok, (yaml.AnchorToken, yaml.AliasToken)):
+            raise RuleError(f"{name}:{tok.start_mark.line + 1}: YAML anchors and aliases (&name, *name) "
+                            "are not allowed in rule files; write the value out")
+
+
 def load_rule_file(path: Path) -> list[Rule]:
+    from .safe_read import ReadError, read_regular_text
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise RuleError(f"{name}: cannot read rule file: {e}") from None
+        text = read_regular_text(path, MAX_RULE_FILE_BYTES, "rule file (YAML)")
+    except ReadError as e:
+        raise RuleError(f"cannot read rule file: {e}") from None
     try:
+        _refuse_aliases(text, name)
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise RuleError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise RuleError(f"{name}: invalid YAML: nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
         raise RuleError(f"{name}:1: a rule file must be a mapping with a 'rules' list")
     return [parse_rule(r, name) for r in doc["rules"]]
@@ -222,8 +278,15 @@ class RuleSet:
 
     @classmethod
     def load(cls, directory: Path | None = None) -> "RuleSet":
-        directory = directory or rules_dir()
-        files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+        directory = Path(directory) if directory is not None else rules_dir()
+        if directory.is_dir():
+            files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+            if not files:
+                raise RuleError(f"{directory}: no rule files (*.yaml) in this folder")
+        elif os.path.lexists(directory):
+            files = [directory]                    # --rules one-file.yaml (a FIFO is refused on reading)
+        else:       # a typo must not read as "no problems found"
+            raise RuleError(f"{directory}: no such rules folder or file")
         try:
             key = (str(directory), *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
         except OSError:
@@ -256,8 +319,8 @@ def make_finding(rule: Rule, symptom: Symptom, ctx_names: dict[str, Any]) -> Fin
             try:
                 if not evaluate(spec.when, names):
                     continue
-            except ExprError:
-                raise
+            except ExprError as e:
+                raise _fail(rule.file, rule.line, rule.id, f"fix.when: {_one_line(e)}") from None
             except Exception:
                 pass      # unknown context: the fix may apply, keep it
         fixes.append(build_fix(spec, names))

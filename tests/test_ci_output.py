@@ -147,7 +147,9 @@ def test_select_and_ignore(logs):
     rules_of = lambda res: [f["rule"] for f in json.loads(res.stdout)["findings"]]  # noqa: E731
     assert rules_of(run("analyze", *both, "--json")) == ["oom-unknown-phase", "slow-rank"]
     assert rules_of(run("analyze", *both, "--json", "--select", "oom")) == ["oom-unknown-phase"]
-    assert rules_of(run("analyze", *both, "--json", "--ignore", "oom-*,slow")) == []
+    # an ignored specific rule leaves the failure to the generic fallback (rules/failure.yaml)
+    assert rules_of(run("analyze", *both, "--json", "--ignore", "oom-*,slow")) == ["failure-gpu-memory-exception"]
+    assert rules_of(run("analyze", *both, "--json", "--ignore", "oom-*,slow,failure-*,unexplained-*")) == []
     assert rules_of(run("analyze", *both, "--json", "--select", "straggler")) == ["slow-rank"]   # a category
     # the more specific selector wins: ignore a prefix, select one id under it
     assert rules_of(run("analyze", *both, "--json", "--ignore", "oom", "--ignore", "slow",
@@ -169,7 +171,7 @@ def test_settings_file_and_extra_rules_dir(logs, tmp_path, monkeypatch):
     rule = dict(rule, id="team-early-overflow", severity="warning", priority=99)
     (extra / "team.yaml").write_text(yaml.safe_dump({"rules": [rule]}))
     (project / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.dsdoctor]\nfail-on = "error"\n'
-                                            'ignore = ["oom"]\nrules-dir = ["ci-rules"]\n')
+                                            'ignore = ["oom", "failure", "unexplained"]\nrules-dir = ["ci-rules"]\n')
     monkeypatch.chdir(project / "sub")           # found from the cwd upward
     res = run("analyze", logs["error"], logs["info"], "--json")
     assert [f["rule"] for f in json.loads(res.stdout)["findings"]] == ["team-early-overflow"]

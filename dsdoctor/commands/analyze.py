@@ -8,7 +8,7 @@ from typing import Iterator, List, Optional
 import typer
 from rich.console import Console
 
-from ..config_io import ConfigError, load_config, write_config
+from ..config_io import ConfigError, check_output, load_config, write_config
 from ..context import Context
 from ..fixes import apply_patch, resolve_fixes
 from ..pipeline import Diagnoser
@@ -54,13 +54,14 @@ def analyze(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="The run's ds_config.json: fixes are computed against its values."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
     write_config_to: Optional[Path] = typer.Option(None, "--write-config", help="Write the config with the top finding's fix applied to this new file."),
-    world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of ranks, if the log does not say."),
+    world_size: Optional[int] = typer.Option(None, "--world-size", min=1, max=1 << 20, help="Number of ranks, if the log does not say."),
     all_lines: bool = typer.Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
     rules_dir: Optional[Path] = typer.Option(None, "--rules", help="Replace the built-in rules with the rules of this folder."),
     fmt: Optional[str] = ci.format_option(), fail_on: Optional[str] = ci.fail_on_option(),
     select: Optional[List[str]] = ci.select_option(), ignore: Optional[List[str]] = ci.ignore_option(),
     rules_dirs: Optional[List[Path]] = ci.rules_dir_option(),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report (findings and plots) to this file."),
+    force: bool = typer.Option(False, "--force", help="Let --write-config replace an existing file (never the input itself)."),
 ) -> None:
     """Diagnose a finished (or crashed) run from what it left behind."""
     fmt = ci.output_format(fmt, as_json)
@@ -73,6 +74,11 @@ def analyze(
             fail(str(e))
     if write_config_to is not None and cfg is None:
         fail("--write-config needs --config (the config to patch)")
+    if write_config_to is not None:
+        try:                 # before the analysis: an output we would refuse is said at once
+            check_output(write_config_to, [config, *paths], force)
+        except ConfigError as e:
+            fail(str(e))
     try:
         inputs = expand(paths)
     except InputError as e:
@@ -103,9 +109,13 @@ def analyze(
             diag.feed(ev)
             if series is not None:
                 series.feed(ev)
+        findings = diag.finish()
     except InputError as e:
         fail(str(e))
-    findings = diag.finish()
+    except RuleError as e:          # a --rules expression the evaluator refuses when it runs
+        fail(f"bad rule file: {e}")
+    if diag.bad_events:
+        warnings.append(f"{diag.bad_events} event(s) in events files had fields of the wrong type and were skipped")
     resolve_fixes(findings, cfg, ctx.facts.get("world_size"))
     notes = list(warnings)
     if cfg is None and any(fx.config_patch for f in findings for fx in f.fixes):
@@ -120,7 +130,7 @@ def analyze(
             notes.append(f"No config change to write; {write_config_to} not written.")
         else:
             try:
-                written = write_config(apply_patch(cfg, patch), write_config_to, config)
+                written = write_config(apply_patch(cfg, patch), write_config_to, config, force)
                 notes.append(f"Patched config written to {written} (the input was not modified).")
             except ConfigError as e:
                 fail(str(e))

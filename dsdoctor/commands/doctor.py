@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 import typer
 from rich.console import Console
 
-from ..config_io import ConfigError, write_config
+from ..config_io import ConfigError, check_output, write_config
 from ..context import Context
 from ..findings import Finding, order_findings
 from ..fixes import apply_patch, config_diff, validate_with_deepspeed
@@ -28,10 +28,10 @@ def doctor(
                                              help="Where --fix writes the corrected config."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="The ds_config.json to check."),
     fix: bool = typer.Option(False, "--fix", help="Write the corrected config to a new file (default <name>.fixed.json; give OUT after --fix) and show the diff."),
-    world_size: Optional[int] = typer.Option(None, "--world-size", min=1, help="Number of ranks (default: $WORLD_SIZE or the GPUs seen)."),
+    world_size: Optional[int] = typer.Option(None, "--world-size", min=1, max=1 << 20, help="Number of ranks (default: $WORLD_SIZE or the GPUs seen)."),
     params: Optional[str] = typer.Option(None, "--params", help="Model parameters (7B, 7e9) or HF config.json: adds the memory fit check."),
-    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", min=1),
-    nodes: int = typer.Option(1, "--nodes", min=1),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", min=1, max=1024),
+    nodes: int = typer.Option(1, "--nodes", min=1, max=1 << 20),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="Per-GPU memory for the fit check (default: NVML)."),
     cpu_memory: Optional[str] = typer.Option(None, "--cpu-memory", help="Host memory per node for the fit check (default: this host)."),
     hf: bool = typer.Option(False, "--hf", help="The config is used through the Hugging Face integration (\"auto\" values are filled)."),
@@ -40,6 +40,7 @@ def doctor(
     fmt: Optional[str] = ci.format_option(), fail_on: Optional[str] = ci.fail_on_option(),
     select: Optional[List[str]] = ci.select_option(), ignore: Optional[List[str]] = ci.ignore_option(),
     rules_dirs: Optional[List[Path]] = ci.rules_dir_option(),
+    force: bool = typer.Option(False, "--force", help="Let --fix replace an existing OUT (never the input itself)."),
 ) -> None:
     """Check a ds_config against the installed DeepSpeed, and this machine's environment."""
     fmt = ci.output_format(fmt, as_json)
@@ -54,6 +55,11 @@ def doctor(
             cfg, text = read_config(config)
         except ConfigError as e:
             fail(str(e))
+        if fix:
+            try:             # before any work: an output we would refuse is said at once
+                check_output(fix_out or _fixed_name(config), [config], force)
+            except ConfigError as e:
+                fail(str(e))
     rules, fail_on = ci.setup(rules_dir, rules_dirs, select, ignore, fail_on)
     from ..env import env_problems, probe, world_size_from
     facts = probe(cfg)
@@ -104,7 +110,7 @@ def doctor(
                      f" ({human(c['gpu_bytes'])} of model states per GPU; activations not included).")
     written = None
     if fix and cfg is not None:
-        written = _write_fixed(cfg, findings, config, fix_out, ws, notes, fmt != "text")
+        written = _write_fixed(cfg, findings, config, fix_out, ws, notes, fmt != "text", force)
     extra["written_config"] = str(written) if written else None
     extra["notes"] = notes
     if fmt in ("sarif", "github"):
@@ -228,16 +234,16 @@ def _validate_fixes(findings: list[Finding], cfg: dict[str, Any], ws: int | None
 
 
 def _write_fixed(cfg: dict[str, Any], findings: list[Finding], source: Path, out: Path | None,
-                 ws: int | None, notes: list[str], quiet: bool) -> Path | None:
+                 ws: int | None, notes: list[str], quiet: bool, force: bool = False) -> Path | None:
     fixed = cfg
     for p in _first_patches(findings):
         fixed = apply_patch(fixed, p)
     if fixed == cfg:
         notes.append("--fix: nothing to change; no file written.")
         return None
-    out = out or source.with_name(f"{source.stem}.fixed.json")
+    out = out or _fixed_name(source)
     try:
-        written = write_config(fixed, out, source)
+        written = write_config(fixed, out, source, force)
     except (ConfigError, OSError) as e:
         fail(str(e))
     ok, err = validate_with_deepspeed(fixed, ws)
@@ -249,6 +255,10 @@ def _write_fixed(cfg: dict[str, Any], findings: list[Finding], source: Path, out
         Console().print(Syntax(config_diff(cfg, fixed, source.name), "diff", theme="ansi_dark",
                                background_color="default"))
     return written
+
+
+def _fixed_name(source: Path) -> Path:
+    return source.with_name(f"{source.stem}.fixed.json")
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Optional
@@ -18,52 +19,86 @@ _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20,
 _COUNT = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9, "t": 10**12}
 
 
+MAX_PARAMS = 10**15              # a quadrillion parameters: beyond that it is a typo
+MAX_BYTES = 1 << 60             # 1 EiB
+MAX_HF_CONFIG_BYTES = 4 << 20
+_NUMBER = r"([0-9]{1,30}(?:\.[0-9]{0,30})?(?:[eE][+]?[0-9]{1,3})?)"
+
+
+def _number(text: str, what: str, example: str) -> tuple[float, str]:
+    m = re.fullmatch(r"\s*" + _NUMBER + r"\s*([a-zA-Z]*)\s*", text or "")
+    if not m:
+        raise ValueError(f"not {what}: {str(text)[:40]!r} (e.g. {example})")
+    v = float(m.group(1))
+    if not math.isfinite(v):
+        raise ValueError(f"{what} too large: {str(text)[:40]!r}")
+    return v, m.group(2).lower()
+
+
 def parse_bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", text or "")
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (e.g. 80GiB, 512GB, 1TiB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    v, unit = _number(text, "a size", "80GiB, 512GB, 1TiB")
+    if unit not in _UNITS:
+        raise ValueError(f"not a size: {str(text)[:40]!r} (e.g. 80GiB, 512GB, 1TiB)")
+    n = v * _UNITS[unit]
+    if not 1 <= n <= MAX_BYTES:
+        raise ValueError(f"size out of range: {str(text)[:40]!r} (between 1 byte and 1 EiB)")
+    return int(n)
 
 
 def parse_count(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]?)\s*", text or "")
-    if not m or m.group(2).lower() not in _COUNT:
-        raise ValueError(f"not a parameter count: {text!r} (e.g. 7e9, 7B, 350M)")
-    n = int(float(m.group(1)) * _COUNT[m.group(2).lower()])
-    if n <= 0:
-        raise ValueError(f"parameter count must be positive: {text!r}")
-    return n
+    v, unit = _number(text, "a parameter count", "7e9, 7B, 350M")
+    if unit not in _COUNT:
+        raise ValueError(f"not a parameter count: {str(text)[:40]!r} (e.g. 7e9, 7B, 350M)")
+    n = v * _COUNT[unit]
+    if n < 1:
+        raise ValueError(f"parameter count must be positive: {str(text)[:40]!r}")
+    if n > MAX_PARAMS:
+        raise ValueError(f"parameter count out of range: {str(text)[:40]!r} (at most 1e15)")
+    return int(n)
 
 
 def params_from_hf_config(path: Path) -> dict[str, Any]:
     """Parameter count and shapes from a Hugging Face config.json, experts included
     (config/hf_model.py: transformers on the meta device when installed, else counted)."""
+    from ..safe_read import ReadError, read_regular_text
     try:
-        c = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read HF config: {e}") from None
+        c = json.loads(read_regular_text(path, MAX_HF_CONFIG_BYTES, "Hugging Face config.json"))
+    except ReadError as e:
+        raise ValueError(str(e)) from None
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: cannot read HF config: {str(e).splitlines()[0] if str(e) else 'nested too deeply'}") from None
     if not isinstance(c, dict):
-        raise ValueError(f"{path}: an HF config.json must be a JSON object")
+        raise ValueError(f"{path}: a Hugging Face config.json is a JSON object, got {type(c).__name__}")
     from ..config.hf_model import params_from_config_dict
     try:
-        return params_from_config_dict(c)
+        shape = params_from_config_dict(c)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+    if shape["params"] > MAX_PARAMS:
+        raise ValueError(f"{path}: {shape['params']:.3g} parameters is out of range (at most 1e15)")
+    return shape
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):        # name too long, NUL byte
+        return False
 
 
 def estimate(
     params: str = typer.Option(..., "--params", help="Parameter count (7e9, 7B, 350M) or a Hugging Face config.json."),
     largest_layer_params: Optional[str] = typer.Option(None, "--largest-layer-params", help="Largest layer's params (ZeRO-3). Default: 10% of --params."),
-    gpus_per_node: int = typer.Option(1, "--gpus-per-node", min=1),
-    nodes: int = typer.Option(1, "--nodes", min=1),
+    gpus_per_node: int = typer.Option(1, "--gpus-per-node", min=1, max=1024),
+    nodes: int = typer.Option(1, "--nodes", min=1, max=1 << 20),
     gpu_memory: Optional[str] = typer.Option(None, "--gpu-memory", help="Per-GPU memory, e.g. 80GiB (default: NVML)."),
     cpu_memory: Optional[str] = typer.Option(None, "--cpu-memory", help="Host memory per node, e.g. 1TiB (default: this host)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="ds_config: micro-batch for activations; the fix is shown as a diff."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1),
-    hidden: Optional[int] = typer.Option(None, "--hidden", min=1),
-    layers: Optional[int] = typer.Option(None, "--layers", min=1),
-    heads: Optional[int] = typer.Option(None, "--heads", min=1),
-    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", min=1),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, max=1 << 24),
+    hidden: Optional[int] = typer.Option(None, "--hidden", min=1, max=1 << 24),
+    layers: Optional[int] = typer.Option(None, "--layers", min=1, max=1 << 20),
+    heads: Optional[int] = typer.Option(None, "--heads", min=1, max=1 << 20),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", min=1, max=1 << 24),
     as_json: bool = typer.Option(False, "--json", help="One JSON document."),
 ) -> None:
     """Model-state memory per GPU and per node for ZeRO 0-3 and each offload choice."""
@@ -83,7 +118,7 @@ def run_estimate(params: str, largest: str | None = None, gpus_per_node: int = 1
     from ..config.memory import activation_bytes, check_fit, estimates
     shape: dict[str, Any] = {}
     try:
-        if params.endswith(".json") or Path(params).is_file():
+        if params.endswith(".json") or _is_file(params):
             shape = params_from_hf_config(Path(params))
             total = shape["params"]
         else:

@@ -21,22 +21,28 @@ def lr_range(
     run: str = typer.Argument(..., help="CSV step,lr,loss; dsdoctor events-rank*.jsonl or a run folder; or a DeepSpeed TensorBoard folder."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document: recommendation, alternatives, lr_steepest, lr_min_loss, lr_diverge."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also write the curve to this PNG (needs matplotlib)."),
-    total_steps: int = typer.Option(DEFAULT_TOTAL_STEPS, "--total-steps", min=20, help="Optimizer steps of the run the schedule is for."),
+    total_steps: int = typer.Option(DEFAULT_TOTAL_STEPS, "--total-steps", min=20, max=10**12, help="Optimizer steps of the run the schedule is for."),
     loss_tag: Optional[str] = typer.Option(None, "--loss-tag", help="TensorBoard scalar tag holding the training loss."),
     lr_tag: Optional[str] = typer.Option(None, "--lr-tag", help="TensorBoard scalar tag holding the LR (default Train/Samples/lr)."),
+    force: bool = typer.Option(False, "--force", help="Let --plot replace an existing file."),
 ) -> None:
     """Find the LR range from an LR range test and recommend a OneCycle schedule."""
+    from ..config_io import ConfigError, check_output
     try:
+        if plot is not None:
+            check_output(plot, [run], force)     # before reading: said at once
         curve = read_run(run, loss_tag=loss_tag, lr_tag=lr_tag)
         a = analyze(curve)
         doc = recommendation(a, total_steps)
         if plot is not None:
-            png_plot(a, plot, doc["recommendation"])
-    except LRRangeError as e:
+            plot = png_plot(a, plot, doc["recommendation"], force)
+    except (LRRangeError, ConfigError) as e:
         fail(str(e))
         return
     if as_json:
         print(json.dumps(doc, indent=2))
+        if plot is not None:         # stdout stays one JSON document
+            print(f"dsdoctor: plot written to {plot}", file=sys.stderr)
         return
     _print_report(a, doc, total_steps, plot)
 

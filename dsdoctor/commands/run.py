@@ -56,31 +56,82 @@ def child_env(out: Path, stall_timeout: Optional[float], on_stall: Optional[str]
 
 class Tee(threading.Thread):
     """Copies the child's output to our stdout and to console.log, bytes as they come
-    (progress bars with carriage returns stay intact)."""
+    (progress bars with carriage returns stay intact).
+
+    It must drain the pipe until the child closes it, whatever happens to the copies: if it
+    stopped, the child would block on its next print and the training would hang (a full
+    disk did exactly that). A copy that fails (ENOSPC, EIO, a vanished folder, a closed
+    terminal) is stopped, said once on stderr, and the other copy and the draining go on."""
 
     def __init__(self, src, log_path: Path):
-        super().__init__(daemon=True)
+        super().__init__(daemon=True, name="dsdoctor-console")
         self.src = src
-        self.log = open(log_path, "ab")
+        self.log_path = log_path
+        self.log = None
+        self.log_error: str | None = None      # why console.log stopped, once
+        self.out_error: str | None = None
+        try:
+            self.log = open(log_path, "ab")
+        except OSError as e:
+            self._log_failed(e)
+
+    def _log_failed(self, e: BaseException) -> None:
+        self.log_error = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        if self.log is not None:
+            try:
+                self.log.close()     # may try to flush the rest again and fail: the fd is closed anyway
+            except (OSError, ValueError):
+                pass
+        self.log = None
+        try:
+            print(f"dsdoctor: warning: {self.log_path}: stopped saving the console ({self.log_error}); "
+                  "the output is still shown here and the training goes on", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def run(self) -> None:
-        out = sys.stdout.buffer
+        try:
+            self._copy()
+        except Exception:           # a bug here must not hang the training: drain to the end
+            try:
+                while os.read(self.src.fileno(), 65536):
+                    pass
+            except OSError:
+                pass
+
+    def _copy(self) -> None:
+        try:
+            out = sys.stdout.buffer
+        except (AttributeError, ValueError):
+            out = None
         fd = self.src.fileno()
         while True:
             try:
                 b = os.read(fd, 65536)
+            except InterruptedError:
+                continue
             except OSError:
                 break
             if not b:
                 break
-            self.log.write(b)
-            self.log.flush()
+            if self.log is not None:
+                try:
+                    self.log.write(b)
+                    self.log.flush()
+                except (OSError, ValueError) as e:
+                    self._log_failed(e)
+            if out is not None:
+                try:
+                    out.write(b)
+                    out.flush()
+                except (OSError, ValueError) as e:
+                    self.out_error = getattr(e, "strerror", None) or str(e)
+                    out = None               # keep draining: the child must never block on us
+        if self.log is not None:
             try:
-                out.write(b)
-                out.flush()
-            except (OSError, ValueError):
-                pass
-        self.log.close()
+                self.log.close()
+            except (OSError, ValueError) as e:
+                self._log_failed(e)
 
 
 def _die_with_parent() -> None:
@@ -201,20 +252,15 @@ def run(
     stall_abort_after: Optional[float] = typer.Option(None, "--stall-abort-after", envvar="DSDOCTOR_STALL_ABORT_AFTER", help="With --on-stall abort: end the run only after this many seconds without progress (default: the stall timeout); a shorter pause is reported and ridden out."),
     localize_nan: bool = typer.Option(False, "--localize-nan", envvar="DSDOCTOR_LOCALIZE_NAN", help="On the first NaN/Inf loss, name the first module whose output is non-finite."),
     tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", envvar="DSDOCTOR_TENSORBOARD", help="Write scalars and findings under DIR/tb."),
+    force: bool = typer.Option(False, "--force", help="Reuse a run folder that holds an earlier run: its files are first moved to DIR.previous-<time>/."),
 ) -> None:
     """Run a training command unchanged, watch every rank, and diagnose the run when it ends."""
     from .analyze import fail
     command = list(command or []) + list(ctx.args)
     if not command:
         fail("no command given: dsdoctor run [OPTIONS] -- COMMAND ...")
-    if on_stall not in ("report", "abort"):
-        fail(f"--on-stall must be 'report' or 'abort', not {on_stall!r}")
-    out = out or Path(f"dsdoctor-{time.strftime('%Y%m%d-%H%M%S')}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "console.log").touch()
-    except OSError as e:
-        fail(f"cannot write the run folder {out}: {e.strerror or e}")
+    stall_timeout, on_stall, stall_abort_after = _checked_options(stall_timeout, on_stall, stall_abort_after)
+    out, _lock = claim_run_folder(out, force)     # held (open) until this process exits
     env = child_env(out, stall_timeout, on_stall, localize_nan, tensorboard, stall_abort_after=stall_abort_after)
     try:
         rc = run_command(command, out, env)
@@ -230,6 +276,83 @@ def run(
         print(f"dsdoctor: error: diagnosis failed ({type(e).__name__}: {e}); "
               f"try: dsdoctor analyze {out}", file=sys.stderr)
     raise typer.Exit(rc)
+
+
+def _checked_options(stall_timeout: Optional[float], on_stall: str,
+                     stall_abort_after: Optional[float]) -> tuple[Optional[float], str, Optional[float]]:
+    """Every option and DSDOCTOR_* value in range, or a one-line error before anything starts."""
+    from ..sources.live.options import OptionError, check_environment, parse_option
+    from .analyze import fail
+    try:
+        if stall_timeout is not None:
+            stall_timeout = parse_option("stall_timeout", stall_timeout)
+        if stall_abort_after is not None:
+            stall_abort_after = parse_option("stall_abort_after", stall_abort_after)
+        on_stall = parse_option("on_stall", on_stall)
+    except OptionError as e:
+        fail(str(e))
+    bad = check_environment()
+    if bad:
+        fail(bad[0] + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+    return stall_timeout, on_stall, stall_abort_after
+
+
+LOCK_NAME = ".dsdoctor-run.lock"
+EVIDENCE = ("events-*.jsonl", "stacks-rank*.txt", "console.log", "tb")
+
+
+def claim_run_folder(out: Optional[Path], force: bool) -> tuple[Path, object]:
+    """One run, one folder. The folder is locked (flock on DIR/.dsdoctor-run.lock, held until
+    this process exits, released by the kernel even after a SIGKILL, so it never goes stale):
+    a second `dsdoctor run` on it is refused instead of mixing its events into this one. A
+    folder that holds an earlier run's evidence is refused too (its NaN would be reported
+    again), unless --force, which moves those files to a sibling DIR.previous-<time>/ first
+    (outside DIR, so `dsdoctor analyze DIR` reads only the new run; nothing is deleted).
+    Returns the folder and the open lock file (keep it open)."""
+    import fcntl
+    from .analyze import fail
+    if out is None:
+        out = Path(f"dsdoctor-{time.strftime('%Y%m%d-%H%M%S')}")
+        if out.exists():                          # two runs started in the same second
+            out = Path(f"{out}-{os.getpid()}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / LOCK_NAME, "a+")
+    except OSError as e:
+        fail(f"cannot write the run folder {out}: {e.strerror or e}")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read(64).strip()
+        fail(f"{out} is in use by another dsdoctor run{f' (pid {holder})' if holder.isdigit() else ''}; "
+             "give each run its own --out")
+    earlier = sorted({p.name for pat in EVIDENCE for p in out.glob(pat)
+                      if not (p.name == "console.log" and p.stat().st_size == 0)})
+    if earlier and not force:
+        fail(f"{out} already holds an earlier run ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); "
+             "choose a new --out, or pass --force to move those files aside first")
+    if earlier:
+        aside = out.parent / f"{out.name}.previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        try:
+            aside.mkdir()
+            for name in earlier:
+                os.replace(out / name, aside / name)
+        except OSError as e:
+            fail(f"cannot move the earlier run's files from {out} to {aside}: {e.strerror or e}")
+        print(f"dsdoctor: the earlier run's files in {out} were moved to {aside}", file=sys.stderr)
+    try:                 # the pid only names the holder in the error above: a full disk must not stop the run
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+    except OSError:
+        pass
+    try:
+        (out / "console.log").touch()
+    except OSError as e:
+        fail(f"cannot write the run folder {out}: {e.strerror or e}")
+    return out, lock
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,9 @@ GATED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "mix
 
 
 def _int(c: dict[str, Any], *keys: str) -> int | None:
-    return next((c[k] for k in keys if isinstance(c.get(k), int) and not isinstance(c.get(k), bool)), None)
+    # a shape number outside 1..2**24 is no real model's: treated as absent, never multiplied out
+    return next((c[k] for k in keys if isinstance(c.get(k), int) and not isinstance(c.get(k), bool)
+                 and 1 <= c[k] <= 1 << 24), None)
 
 
 def _flat(c: dict[str, Any]) -> dict[str, Any]:

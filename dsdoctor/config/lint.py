@@ -8,6 +8,7 @@ in rules/config.yaml turn them into findings.
 from __future__ import annotations
 
 import difflib
+import math
 from typing import Any
 
 from .catalogue import Catalogue, Section, catalogue
@@ -197,7 +198,9 @@ def _wrong_type(p: list[str], v: Any, t: str) -> Problem:
     elif t in ("int", "float") and isinstance(v, str):
         try:
             fixed = int(float(v)) if t == "int" else float(v)
-        except ValueError:
+        except (ValueError, OverflowError):    # "inf" as an int: no fix to offer
+            fixed = None
+        if isinstance(fixed, float) and not math.isfinite(fixed):
             fixed = None
     elif t == "bool" and isinstance(v, str):
         fixed = v.strip().lower() in ("true", "yes", "on", "1", "enabled")

@@ -38,12 +38,31 @@ def _outside_strings(text: str, index: int) -> bool:
     return text.count('"', line_start, index) % 2 == 0
 
 
+class _QuoteParity:
+    """Is a position outside a string (an even number of quotes before it on its line)?
+    Asked for increasing positions, so it counts each character once: linear, where counting
+    from the line start for every hit was quadratic on a long line full of hits."""
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.line_start, self.quotes = text, 0, 0, 0
+
+    def outside(self, index: int) -> bool:
+        t = self.text
+        nl = t.rfind("\n", self.pos, index)
+        if nl >= 0:
+            self.line_start, self.pos, self.quotes = nl + 1, nl + 1, 0
+        self.quotes += t.count('"', self.pos, index)
+        self.pos = index
+        return self.quotes % 2 == 0
+
+
 def parse_config_text(text: str, name: str = "ds_config.json") -> dict[str, Any]:
     """Parse; raise ConfigError with a one-line message (file:line:col: problem)."""
     if not text.strip():
         raise ConfigError(f"{name}: empty file")
+    parity = _QuoteParity(text)
     for m in _UNDERSCORE_NUM.finditer(text):
-        if _outside_strings(text, m.start()):
+        if parity.outside(m.start()):
             line, col = _pos(text, m.start())
             raise ConfigError(f"{name}:{line}:{col}: {m.group(1)} is a Python literal, not JSON "
                               f"(DeepSpeed's hjson parser fails on it): write {m.group(1).replace('_', '')}")
@@ -102,19 +121,18 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
+MAX_CONFIG_BYTES = 8 << 20      # a ds_config is a few KiB; hjson is pure Python
+
+
 def read_config(path: str | Path) -> tuple[dict[str, Any], str]:
-    """(config, text). ConfigError for a missing file, a directory, not UTF-8, bad syntax."""
+    """(config, text). ConfigError for a missing file, a directory, a FIFO or device, a file
+    too large to be a config, not UTF-8, bad syntax."""
+    from ..safe_read import ReadError, read_regular_text
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: no such file")
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory, expected a ds_config JSON file")
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not UTF-8 text") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
+        text = read_regular_text(p, MAX_CONFIG_BYTES, "ds_config JSON file")
+    except ReadError as e:
+        raise ConfigError(str(e)) from None
     return parse_config_text(text, str(p)), text
 
 

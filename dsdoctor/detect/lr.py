@@ -51,7 +51,7 @@ def first_float(v) -> float | None:
         v = v[0] if v else None
     try:
         return float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):     # OverflowError: a 400-digit integer
         return None
 
 

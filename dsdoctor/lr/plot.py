@@ -60,7 +60,7 @@ def text_plot(a: Analysis, width: int = 64, height: int = 14) -> str:
     return "\n".join(lines)
 
 
-def png_plot(a: Analysis, out: Path, recommendation: dict | None = None) -> Path:
+def png_plot(a: Analysis, out: Path, recommendation: dict | None = None, force: bool = False) -> Path:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -87,10 +87,17 @@ def png_plot(a: Analysis, out: Path, recommendation: dict | None = None) -> Path
     ax.set_title(f"LR range test · {Path(a.source).name}")
     ax.legend(fontsize=8)
     fig.tight_layout()
+    import io
+
+    from ..config_io import ConfigError, create_output
+    buf = io.BytesIO()
     try:
-        fig.savefig(out)
-    except OSError as e:
-        raise LRRangeError(f"{out}: cannot write the plot: {e.strerror or e}") from None
+        fig.savefig(buf, format="png")      # PNG whatever the name: "/dir" must not become "/dir.png"
     finally:
         plt.close(fig)
-    return out
+    try:
+        return create_output(out, buf.getvalue(), [a.source] if a.source else (), force)
+    except ConfigError as e:
+        raise LRRangeError(str(e)) from None
+    except OSError as e:
+        raise LRRangeError(f"{out}: cannot write the plot: {e.strerror or e}") from None

@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -47,11 +49,7 @@ def read_run(path: str | Path, loss_tag: str | None = None, lr_tag: str | None =
         raise LRRangeError(f"{p}: no dsdoctor events-rank*.jsonl, logs, TensorBoard event files or single CSV in this folder")
     if _TB_FILE in p.name:
         return read_tensorboard(p.parent, loss_tag, lr_tag)
-    try:
-        with open(p, encoding="utf-8", errors="replace") as fh:
-            head = fh.readline().strip()
-    except OSError as e:
-        raise LRRangeError(f"{p}: cannot read: {e.strerror or e}") from None
+    head = _head_line(p)
     if p.suffix in (".jsonl", ".json") or _is_event_line(head):
         return read_events_and_logs([Input(str(p), p, "events", None)], str(p))
     cells = {c.strip().lower() for c in head.split(",")}
@@ -60,26 +58,57 @@ def read_run(path: str | Path, loss_tag: str | None = None, lr_tag: str | None =
     return read_events_and_logs([Input(str(p), p, "log", None)], str(p))   # a training log
 
 
+MAX_POINTS = 200_000        # an LR range test has hundreds to a few thousand steps
+MAX_HEAD = 1 << 20          # the first line, read to tell a CSV from events or a log
+
+
+def _head_line(p: Path) -> str:
+    """The first line (at most MAX_HEAD bytes) of a regular file: a FIFO or /dev/zero is
+    refused before anything is read."""
+    from ..safe_read import ReadError, open_regular
+    try:
+        with open_regular(p, "CSV, events file or log") as fh:
+            head = fh.readline(MAX_HEAD)
+    except ReadError as e:
+        raise LRRangeError(str(e)) from None
+    except OSError as e:
+        raise LRRangeError(f"{p}: cannot read: {e.strerror or e}") from None
+    return head.decode("utf-8", errors="replace").strip()
+
+
 def _is_event_line(line: str) -> bool:
     try:
         d = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(d, dict) and "kind" in d
+
+
+def _too_many(src: object) -> LRRangeError:
+    return LRRangeError(f"{src}: more than {MAX_POINTS} points; an LR range test has hundreds to a few "
+                        "thousand steps: keep one row per optimizer step of the sweep")
 
 
 def _num(text: str, where: str, column: str) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
-        raise LRRangeError(f"{where}: {text!r} in column {column} is not a number") from None
+        raise LRRangeError(f"{where}: {text[:40]!r} in column {column} is not a number") from None
+
+
+def _step(text: str, where: str) -> int:
+    v = _num(text, where, "step")
+    if not math.isfinite(v) or abs(v) > 1 << 53:
+        raise LRRangeError(f"{where}: {text[:40]!r} in column step is not a step number")
+    return int(v)
 
 
 def read_csv(path: Path) -> Curve:
+    from ..safe_read import ReadError, open_regular
     try:
-        fh = open(path, encoding="utf-8", newline="")
-    except OSError as e:
-        raise LRRangeError(f"{path}: cannot read: {e}") from None
+        fh = io.TextIOWrapper(open_regular(path, "CSV file"), encoding="utf-8", newline="")
+    except ReadError as e:
+        raise LRRangeError(str(e)) from None
     with fh:
         rows = csv.reader(fh)
         try:
@@ -102,10 +131,14 @@ def read_csv(path: Path) -> Curve:
                 where = f"{path}:{n}"
                 if len(row) < len(header):
                     raise LRRangeError(f"{where}: {len(row)} columns, the header has {len(header)}")
-                step = int(_num(row[step_col], where, "step")) if step_col is not None else n - 1
+                step = _step(row[step_col], where) if step_col is not None else n - 1
                 points[step] = (_num(row[lr_col], where, "lr"), _num(row[loss_col], where, "loss"))
+                if len(points) > MAX_POINTS:
+                    raise _too_many(path)
         except (csv.Error, UnicodeDecodeError) as e:
             raise LRRangeError(f"{path}: not a CSV file: {e}") from None
+        except OSError as e:
+            raise LRRangeError(f"{path}: cannot read: {e.strerror or e}") from None
     return Curve.from_points(points, str(path))
 
 
@@ -132,10 +165,13 @@ def read_events_and_logs(inputs: list[Input], src: str) -> Curve:
                 if v is None:
                     continue
                 order[ev.rank].setdefault(key)
+                if len(order[ev.rank]) > MAX_POINTS:
+                    raise _too_many(src)
                 if ev.kind == "lr":
                     lrs[ev.rank][key] = v
                 else:
-                    losses[ev.rank][key].append(v)   # micro-steps: averaged below
+                    if len(losses[ev.rank][key]) < 4096:     # micro-steps: averaged below
+                        losses[ev.rank][key].append(v)
         except InputError as e:
             raise LRRangeError(str(e)) from None
         except OSError as e:

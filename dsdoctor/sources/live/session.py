@@ -43,14 +43,15 @@ def _env_bool(v: str | None) -> bool | None:
     return v.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _env_num(name: str, cast: Any, default: Any) -> Any:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        return cast(raw.strip())
-    except ValueError:
-        return default
+_warned: set[str] = set()
+
+
+def _warn_once(msg: str) -> None:
+    """A bad DSDOCTOR_* value: said once per process, by rank 0 only (64 ranks, one line)."""
+    if msg in _warned or os.environ.get("RANK", "0") not in ("", "0"):
+        return
+    _warned.add(msg)
+    print(f"dsdoctor: warning: {msg}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -69,22 +70,15 @@ class LiveOptions:
     def from_env(cls, **overrides: Any) -> "LiveOptions":
         """Options from DSDOCTOR_* variables (what `dsdoctor run` passes to every rank);
         keyword arguments that are not None win."""
+        from .options import from_environment
         env = os.environ
         o = cls()
         if env.get("DSDOCTOR_OUT"):
             o.out = Path(env["DSDOCTOR_OUT"])
-        # a malformed number keeps the default: an option typo must not stop the training
-        o.stall_timeout = _env_num("DSDOCTOR_STALL_TIMEOUT", float, o.stall_timeout)
-        if env.get("DSDOCTOR_ON_STALL"):
-            o.on_stall = env["DSDOCTOR_ON_STALL"].strip().lower()
-        o.stall_abort_after = _env_num("DSDOCTOR_STALL_ABORT_AFTER", float, o.stall_abort_after)
-        if _env_bool(env.get("DSDOCTOR_LOCALIZE_NAN")) is not None:
-            o.localize_nan = bool(_env_bool(env.get("DSDOCTOR_LOCALIZE_NAN")))
-        o.exchange_every = max(1, _env_num("DSDOCTOR_EXCHANGE_EVERY", int, o.exchange_every))
-        o.telemetry_interval = _env_num("DSDOCTOR_TELEMETRY_INTERVAL", float, o.telemetry_interval)
-        if _env_bool(env.get("DSDOCTOR_TENSORBOARD")) is not None:
-            o.tensorboard = bool(_env_bool(env.get("DSDOCTOR_TENSORBOARD")))
-        o.check_every = max(1, _env_num("DSDOCTOR_CHECK_EVERY", int, o.check_every))
+        # a value out of range keeps the default with one warning: an option typo must not
+        # stop (or slow down) the training; `dsdoctor run` refuses it before starting
+        for k, v in from_environment(o, env, warn=_warn_once).items():
+            setattr(o, k, v)
         for k, v in overrides.items():
             if v is not None:
                 if k == "out":
@@ -224,6 +218,8 @@ class LiveSession:
         return g
 
     def _record_error(self, part: str, e: BaseException) -> None:
+        if part in self._disabled:
+            return                         # said once: a full disk fails the close() again
         msg = f"{type(e).__name__}: {e}"[:500]
         self._disabled.add(part)
         self.errors.append((part, msg))
@@ -233,7 +229,11 @@ class LiveSession:
             except Exception:
                 pass
         if not self.quiet and self.rank == 0:
-            print(f"dsdoctor: {part} disabled after an internal error: {msg}", file=sys.stderr)
+            if isinstance(e, OSError):     # ENOSPC, EIO, a vanished folder: not a dsdoctor bug
+                print(f"dsdoctor: {part}: stopped writing to {self.out_dir} ({e.strerror or msg}); "
+                      "the training goes on", file=sys.stderr)
+            else:
+                print(f"dsdoctor: {part} disabled after an internal error: {msg}", file=sys.stderr)
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, step: int | None = None, **data: Any) -> Event:

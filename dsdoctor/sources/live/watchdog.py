@@ -53,6 +53,7 @@ has no deputy.
 from __future__ import annotations
 
 import faulthandler
+import math
 import json
 import os
 import signal
@@ -90,10 +91,13 @@ def abort_after(options: Any, timeout: float) -> float:
     """Seconds without progress before --on-stall abort ends the run: options.stall_abort_after
     or $DSDOCTOR_STALL_ABORT_AFTER, never less than the stall timeout (the default)."""
     raw = getattr(options, "stall_abort_after", None) or os.environ.get(ABORT_AFTER_ENV)
+    if not raw:
+        return timeout
     try:
-        return max(timeout, float(raw)) if raw else timeout
+        v = float(raw)
     except ValueError:
         return timeout
+    return max(timeout, v) if math.isfinite(v) else timeout     # nan/inf: the default
 
 
 def progress_age(progress: Any, now: float | None = None) -> float:
