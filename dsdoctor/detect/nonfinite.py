@@ -66,6 +66,13 @@ class NonFiniteDetector(Detector):
         if k == "loss":
             return self._loss(ev, seq)
         if k == "skipped":
+            bad = self.bad_gnorm
+            if bad is not None and d.get("per_interval") and d.get("skipped") == 0 and bad.step == ev.step:
+                # Megatron: a non-finite grad norm on an iteration its counters say was not skipped.
+                # The update went through (bf16/fp32 have no overflow check unless
+                # --check-for-nan-in-loss-and-grad), so the weights are now non-finite.
+                self.bad_gnorm = None
+                return self._nonfinite(bad, seq, bad.data.get("value"), "grad norm", how="grad_norm_not_skipped")
             nn = d.get("nan_iters")
             if isinstance(nn, int) and nn > 0:
                 # Megatron counts NaN iterations per logging interval; live/DS counters are cumulative

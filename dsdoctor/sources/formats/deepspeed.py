@@ -210,7 +210,7 @@ def pipeline_progress(line: Line, st: StreamState):
 
 # A script's own 'loss: nan' (print(f"loss: {loss}")): only non-finite values, which cannot be
 # mistaken for something else; Megatron/pipeline/HF lines have their own recognisers.
-_LOOSE_LOSS = re.compile(r"\bloss\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b", re.I)
+_LOOSE_LOSS = re.compile(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b", re.I)
 
 
 @on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",
@@ -228,7 +228,7 @@ def loose_loss(line: Line, st: StreamState):
         step = int(ms.group(1))
         set_step(st, line.rank, step)
     return line.event("loss", step=step if step is not None else st.step_of(line.rank),
-                      value=num(m.group(1)), name="loss")
+                      value=num(m.group(2)), name=m.group(1))
 
 
 _VERSION = re.compile(r"DeepSpeed info: version=([\w.+-]+)")
@@ -455,6 +455,23 @@ def max_grad_norm(line: Line, st: StreamState):
     st.scratch["ds_mgn"] = True       # warned once at config parse, raised again by the engine
     return line.event("config_error", error="max_grad_norm", key="optimizer.params.max_grad_norm",
                       message=line.text[-300:])
+
+
+# runtime/engine.py: DeepSpeedEngine._configure_optimizer raises ZeRORuntimeException when ZeRO-Offload
+# (offload_optimizer.device cpu/nvme) gets a client optimizer that is not DeepSpeedCPUAdam/DeepSpeedCPULion
+# and zero_force_ds_cpu_optimizer is true (its default, runtime/constants.py).
+_CLIENT_OPT = re.compile(r"client provided optimizer \(<class '([\w.]+)")
+
+
+@on("You are using ZeRO-Offload with a client provided optimizer")
+def client_optimizer_offload(line: Line, st: StreamState):
+    if st.scratch.get("ds_client_opt"):
+        return None                       # every rank raises it; one finding
+    st.scratch["ds_client_opt"] = True
+    m = _CLIENT_OPT.search(line.text)
+    return line.event("config_error", step=st.step_of(line.rank), error="client_optimizer_offload",
+                      key="zero_force_ds_cpu_optimizer", cls=m.group(1) if m else None,
+                      message=line.text.strip()[-300:])
 
 
 # ---------------------------------------------------------------- op build / environment
