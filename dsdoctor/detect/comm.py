@@ -79,6 +79,7 @@ class CommDetector(Detector):
         self.err_facts: dict = {}
         self.warn_by_cause: dict[str, Event] = {}
         self.warn_seq: dict[str, int] = {}
+        self.first_warn: Event | None = None
         self.hang = _Collector()
         self.hang_s: int | None = None
         self.rdzv: dict[str, _Collector] = {}
@@ -143,6 +144,8 @@ class CommDetector(Detector):
             if c and c not in self.warn_by_cause:
                 self.warn_by_cause[c] = ev
                 self.warn_seq[c] = seq
+            elif not c and self.first_warn is None:
+                self.first_warn = ev          # a WARN with no known cause: quoted, never guessed at
             if d.get("host"):
                 self._host(d["host"])
         elif k == "nccl_transport":
@@ -292,13 +295,18 @@ class CommDetector(Detector):
         if not col.count:         # WARN lines only (an excerpt without the exception)
             for c, ev in self.warn_by_cause.items():
                 col.add(ev, self.warn_seq[c])
-        first = [warn] if warn is not None else []
+        if warn is None and cause == "unknown" and self.first_warn is not None and col.count:
+            first = [self.first_warn]
+        else:
+            first = [warn] if warn is not None else []
         f = self.err_facts
         return col.symptom("nccl_error", first=first, error=f.get("error") or f.get("code"), cause=cause,
                            peer=warn.data.get("peer") if warn is not None else None,
                            warn=warn.data.get("msg") if warn is not None else None,
                            warn_host=warn.data.get("host") if warn is not None else None,
-                           nccl_version=f.get("nccl_version"), code=f.get("code"), detail=f.get("detail"))
+                           nccl_version=f.get("nccl_version"), code=f.get("code"), detail=f.get("detail"),
+                           other_warn=self.first_warn.data.get("msg") if self.first_warn is not None and warn is None
+                           else None)
 
     def _transport_symptom(self) -> Symptom | None:
         socket = self.transports.get("Socket", 0)

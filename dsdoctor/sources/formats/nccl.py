@@ -76,6 +76,54 @@ def collective_timeout(line: Line, st: StreamState):
                       pg=pg, blocking=blocking, **d)
 
 
+# A C++ stack trace of the watchdog thread whose head was cut off (pasted excerpts keep the
+# frames): WorkNCCL::checkTimeout is where torch's ProcessGroupNCCL raises the collective
+# timeout (torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp: WorkNCCL::checkTimeout, called
+# from watchdogHandler / workCleanupLoop). Only counted when no timeout line came before it.
+@on("WorkNCCL::checkTimeout")
+def watchdog_timeout_frame(line: Line, st: StreamState):
+    if st.scratch.get("nccl.timeouts") or st.scratch.get("nccl.frame_timeout"):
+        return None
+    st.scratch["nccl.frame_timeout"] = True
+    return line.event("collective_timeout", step=st.step_of(line.rank), backend="nccl", op=None, seq=None,
+                      timeout_ms=None, elapsed_ms=None, numel_in=None, numel_out=None, pg=None,
+                      blocking=False, from_frame=True)
+
+
+# gloo's monitored barrier (torch/csrc/distributed/c10d/ProcessGroupGloo.cpp: monitoredBarrier),
+# used by torch.distributed.monitored_barrier and by TORCH_DISTRIBUTED_DEBUG=DETAIL's wrapper:
+#   "Rank 3 successfully reached monitoredBarrier, but received errors while waiting for send/recv
+#    from rank 0. Please check rank 0 logs for faulty rank."       (a non-zero rank)
+#   "[Rank 0]: Ranks 1, 2 failed to pass monitoredBarrier in 1800000 ms"   (rank 0)
+#   "Rank 1 timed out in monitoredBarrier after 1800000 ms."
+_MB_WAIT = re.compile(r"Rank (\d+) successfully reached monitoredBarrier, but received errors while waiting for "
+                      r"send/recv from rank (\d+)")
+_MB_FAILED = re.compile(r"Ranks? ([\d, ]+?) failed to pass monitoredBarrier in (\d+) ms")
+_MB_TIMED_OUT = re.compile(r"Rank (\d+) timed out in monitoredBarrier after (\d+) ms")
+
+
+@on("successfully reached monitoredBarrier", "failed to pass monitoredBarrier", "timed out in monitoredBarrier")
+def monitored_barrier(line: Line, st: StreamState):
+    t = line.text
+    rank, lagging, timeout = line.rank, [], None
+    m = _MB_WAIT.search(t)
+    if m:
+        rank, lagging = int(m.group(1)), [int(m.group(2))]
+    elif (m := _MB_FAILED.search(t)):
+        rank, lagging, timeout = 0, _rank_list(m.group(1)), int(m.group(2))
+    elif (m := _MB_TIMED_OUT.search(t)):
+        lagging, timeout = [int(m.group(1))], int(m.group(2))
+    else:
+        return None
+    out = [line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend="gloo",
+                      op="monitoredBarrier", seq=None, timeout_ms=timeout, elapsed_ms=None, numel_in=None,
+                      numel_out=None, pg=None, blocking=True)]
+    if lagging:
+        out.append(line.event("desync_report", step=st.step_of(rank), rank=rank, lagging=lagging, seq=None,
+                              detail="monitored_barrier"))
+    return out
+
+
 # ---------------------------------------------------------------- watchdog work status (§2.3)
 _WD = [
     # 2.6+: "failure detected by watchdog at work sequence id: 5 PG status: last enqueued work: 5, last completed work: 4"
@@ -158,7 +206,13 @@ _DETAIL = re.compile(r"\b(ncclUnhandledCudaError|ncclSystemError|ncclInternalErr
 def nccl_error(line: Line, st: StreamState):
     m = _NCCL_ERR.search(line.text)
     if not m:
-        return None
+        # cut off (a pasted excerpt, a line limit): the error is still an NCCL error
+        i = line.text.find("NCCL error in: ")
+        if i < 0:
+            return None
+        st.scratch["nccl.last_error_line"] = line.lineno
+        return line.event("nccl_error", step=st.step_of(line.rank), error=None,
+                          file=line.text[i + 15:].strip()[:200] or None, nccl_version=None)
     err = m.group(4).strip()
     err = re.sub(r"\s*\((?:run with NCCL_DEBUG=\w+ for details)\)$", "", err)
     if m.group(1) == "timeout":
