@@ -49,7 +49,13 @@ _PHASES = {
     "bwd_allreduce_microstep": "allreduce", "backward_allreduce_microstep": "allreduce",
     "bwd_allreduce": "allreduce", "backward_allreduce": "allreduce",
     "step_microstep": "step", "step": "step", "step_ms": "step", "data_ms": "data",
+    # Megatron(-DeepSpeed) timers.log: 'time (ms) | forward: .. | backward: .. | optimizer: .. |
+    # batch generator: ..' (older) and 'forward-compute', 'backward-compute', 'optimizer' (newer)
+    "optimizer": "step", "forward-compute": "forward", "backward-compute": "backward",
+    "batch generator": "data", "batch-generator": "data",
 }
+DOMINATE_RATIO = 1.0     # a step/allreduce phase longer than forward + backward together ...
+DOMINATE_MIN_MS = 1000.0  # ... and by at least a second: the job is bound by that phase
 _COMPUTE = ("forward", "backward_compute", "backward", "step", "data")
 # Live `step` events time backward and step from the hooks, so these include the wait inside
 # the gradient all-reduce / ZeRO all-gather: on a healthy but busy machine the rank that was
@@ -124,8 +130,29 @@ class ThroughputDetector(Detector):
         self.rank_phase: dict[int, dict[str, deque]] = {}
         self.rank_event: dict[int, Event] = {}
         self.first_seq: dict[int, int] = {}
+        self.share: dict[str, list[tuple[float, float, Event, int]]] = {}
+
+    def _phase_share(self, ev: Event, seq: int) -> None:
+        """Per timer line: how long the optimizer step / gradient all-reduce took against the
+        compute (forward + backward). Any rank, also lines without one."""
+        ph: dict[str, float] = {}
+        for name, v in ev.data.items():
+            p = _PHASES.get(name)
+            if p and isinstance(v, (int, float)) and p not in ph:
+                ph[p] = float(v)
+        compute = ph.get("forward", 0.0) + ph.get("backward_compute", ph.get("backward", 0.0))
+        if compute <= 0:
+            return
+        for p in ("step", "allreduce"):
+            v = ph.get(p)
+            if v is not None:
+                lst = self.share.setdefault(p, [])
+                if len(lst) < MAX_POINTS:
+                    lst.append((v, compute, ev, seq))
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "timers":
+            self._phase_share(ev, seq)
         if ev.kind == "throughput":
             if ev.data.get("summary"):
                 return ()                   # an end-of-training average is not a point in time
@@ -155,7 +182,35 @@ class ThroughputDetector(Detector):
         if drop:
             out.append(drop)
         out.extend(self._slow_ranks())
+        dom = self._dominating_phase()
+        if dom:
+            out.append(dom)
         return out
+
+    # ------------------------------------------------------------------ (c) one phase dominates
+    def _dominating_phase(self) -> Symptom | None:
+        """The optimizer step (ZeRO's parameter all-gather, a CPU optimizer) or the gradient
+        all-reduce taking longer than forward + backward, by the median over the timer lines:
+        the whole job is bound by that phase, typically by slow links between GPUs."""
+        best = None
+        for phase, pts in self.share.items():
+            # the line with the median ratio: its own numbers are quoted, so they agree with each other
+            mid = sorted(pts, key=lambda p: p[0] / p[1])[(len(pts) - 1) // 2]
+            ratio = mid[0] / mid[1]
+            if ratio >= DOMINATE_RATIO and mid[0] >= DOMINATE_MIN_MS and (best is None or ratio > best[1]):
+                best = (phase, ratio, mid, pts)
+        if best is None:
+            return None
+        phase, ratio, mid, pts = best
+        worst = max(pts, key=lambda p: p[0] / p[1])
+        s = symptom_from(mid[2], mid[3], "phase_dominates", key=(phase,), phase=phase, ratio=round(ratio, 2),
+                         value_ms=round(mid[0], 1), compute_ms=round(mid[1], 1),
+                         lines=len(pts), worst_ms=round(worst[0], 1), worst_compute_ms=round(worst[1], 1),
+                         worst_ratio=round(worst[0] / worst[1], 2))
+        if worst[2] is not mid[2]:
+            s.add_evidence(worst[2])
+        s.seq = 10 ** 9                      # a consequence of anything else that is wrong
+        return s
 
     # ------------------------------------------------------------------ (a) drop over time
     def _drop(self) -> Symptom | None:
