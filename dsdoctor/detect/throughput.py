@@ -159,7 +159,10 @@ class ThroughputDetector(Detector):
             for m in _METRICS:
                 v = ev.data.get(m)
                 if isinstance(v, (int, float)) and v > 0:
-                    self.series.setdefault((m, ev.source), _Series()).add(float(v), ev)
+                    # one series per rank and per progress bar: interleaved ranks or an evaluation
+                    # bar must not read as a change over time
+                    key = (m, ev.source, ev.rank, ev.data.get("series"))
+                    self.series.setdefault(key, _Series()).add(float(v), ev)
             return ()
         if ev.rank is None:
             return ()
@@ -215,7 +218,7 @@ class ThroughputDetector(Detector):
     # ------------------------------------------------------------------ (a) drop over time
     def _drop(self) -> Symptom | None:
         best = None
-        for (metric, src), s in self.series.items():
+        for (metric, _src, _rank, _bar), s in self.series.items():
             d = find_drop(s.values, _METRICS[metric])
             if d and (best is None or d["change"] > best[2]["change"]):
                 best = (metric, s, d)

@@ -276,6 +276,8 @@ def warn_cause(msg: str) -> str | None:
     m = msg
     if "shared memory" in m or "/dev/shm" in m:
         return "shm"
+    if _NO_INTERFACE.search(m):
+        return "interface"
     if "Connection refused" in m or "exceeded error retry count" in m or "No route to host" in m:
         return "connection_refused"
     if "message truncated" in m:
@@ -287,6 +289,23 @@ def warn_cause(msg: str) -> str | None:
     if "Cuda failure" in m or "CUDA failure" in m or "cudaError" in m:
         return "cuda"
     return None
+
+
+# NCCL found no network interface to bootstrap / talk over: NCCL_SOCKET_IFNAME names one that
+# does not exist (or filters all out). nccl src/bootstrap.cc: bootstrapNetInit
+# 'Bootstrap : no socket interface found'; src/transport/net_socket.cc: ncclNetSocketInit
+# 'NET/Socket : no interface found'. torch repeats the last NCCL warning after
+# 'NCCL error in: ...', often on its own line without the 'NCCL WARN' head.
+_NO_INTERFACE = re.compile(r"(?i)no socket interface found|NET/Socket : no interface found|"
+                           r"no usable listening interface found")
+
+
+@on("no socket interface found", "no interface found", "o usable listening interface found")
+def no_interface(line: Line, st: StreamState):
+    if "NCCL WARN " in line.text or not _NO_INTERFACE.search(line.text):
+        return None                     # an NCCL WARN line: nccl_warn reads it
+    return line.event("nccl_warn", step=st.step_of(line.rank), msg=line.text.strip()[-200:], cause="interface",
+                      peer=None, host=line.host, pid=None, device=None)
 
 
 @on("NCCL WARN ")
