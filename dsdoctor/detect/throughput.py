@@ -218,7 +218,18 @@ class ThroughputDetector(Detector):
     # ------------------------------------------------------------------ (a) drop over time
     def _drop(self) -> Symptom | None:
         best = None
-        for (metric, _src, _rank, _bar), s in self.series.items():
+        # progress bars: only the longest-running bar of an input is the training loop (evaluation
+        # and data bars come and go, and their rates swing with what they process)
+        main_bar: dict[tuple, tuple] = {}
+        for key, s in self.series.items():
+            if key[3] is not None:
+                g = key[:3]
+                if g not in main_bar or len(s.values) > len(self.series[main_bar[g]].values):
+                    main_bar[g] = key
+        for key, s in self.series.items():
+            metric = key[0]
+            if key[3] is not None and main_bar.get(key[:3]) != key:
+                continue
             d = find_drop(s.values, _METRICS[metric])
             if d and (best is None or d["change"] > best[2]["change"]):
                 best = (metric, s, d)
