@@ -434,3 +434,25 @@ def test_scorer_bad_labels_is_one_line_error(tmp_path, capsys):
     (tmp_path / "labels.yaml").write_text("just a string\n")
     assert _scorer().main([str(tmp_path)]) == 2
     assert "score_realworld: error:" in capsys.readouterr().err
+
+
+def test_bf16_skips_reported_by_every_rank_count_once():
+    # runtime/fp16/loss_scaler.py: LossScaler.update_scale (bf16 / static scale) via log_dist: copies of the
+    # same line from several ranks (a run whose ranks all print, e.g. log_dist(ranks=[-1]) or a wrapper)
+    text = ""
+    for step in (100, 101, 102):
+        text += f"[Rank 0] step={step}, skipped={step - 99}, lr=[1e-05], mom=[(0.9, 0.999)]\n"
+        text += "".join(f"[rank{r}]: [deepspeed] OVERFLOW! Skipping step. Gradients are non-finite, weights were "
+                        f"not updated.\n" for r in range(4))
+    fs = [f for f in findings(text) if f.rule == "bf16-nonfinite-grads"]
+    assert fs and "skipped 3 step(s)" in fs[0].summary
+
+
+def test_the_same_throughput_line_from_every_rank_is_one_reading():
+    from dsdoctor.detect.throughput import ThroughputDetector
+    from dsdoctor.events import Event
+    d = ThroughputDetector()
+    for step in range(10):
+        for _ in range(8):
+            d.feed(Event("throughput", step=step, data={"samples_per_sec": 100.0}), 0)
+    assert len(next(iter(d.series.values())).values) == 10

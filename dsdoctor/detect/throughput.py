@@ -77,6 +77,8 @@ class _Series:
         self._skip = 0
 
     def add(self, v: float, ev: Event) -> None:
+        if self.events and ev.step is not None and self.events[-1].step == ev.step and self.values[-1] == v:
+            return              # the same reading printed again by another rank into the same stream
         self._skip += 1
         if self._skip < self.stride:
             return
