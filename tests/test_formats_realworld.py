@@ -456,3 +456,23 @@ def test_the_same_throughput_line_from_every_rank_is_one_reading():
         for _ in range(8):
             d.feed(Event("throughput", step=step, data={"samples_per_sec": 100.0}), 0)
     assert len(next(iter(d.series.values())).values) == 10
+
+
+def test_a_rank_whose_own_iterations_are_slower_is_named():
+    # one Megatron-style line per pipeline stage's last rank, each with its rank prefix
+    text = ""
+    for it in range(1, 11):
+        for r, ms in ((0, 1000.0), (1, 1010.0), (2, 995.0), (3, 1600.0)):
+            text += (f"[rank{r}]: iteration {it:8d}/    1000 | elapsed time per iteration (ms): {ms + it:.1f} | "
+                     f"lm loss: 2.1E+00 | number of skipped iterations:   0 | number of nan iterations:   0 |\n")
+    f = top(text)
+    assert f.rule == "slow-rank" and "Rank 3" in f.summary and "iteration" in f.summary
+
+
+def test_ranks_with_equal_iteration_times_are_quiet():
+    text = ""
+    for it in range(1, 11):
+        for r in range(4):
+            text += (f"[rank{r}]: iteration {it:8d}/    1000 | elapsed time per iteration (ms): {1000.0 + r + it:.1f} | "
+                     f"lm loss: 2.1E+00 | number of skipped iterations:   0 | number of nan iterations:   0 |\n")
+    assert top(text) is None

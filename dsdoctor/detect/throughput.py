@@ -133,6 +133,7 @@ class ThroughputDetector(Detector):
         self.rank_event: dict[int, Event] = {}
         self.first_seq: dict[int, int] = {}
         self.share: dict[str, list[tuple[float, float, Event, int]]] = {}
+        self.series_of_rank: dict[int, _Series] = {}
 
     def _phase_share(self, ev: Event, seq: int) -> None:
         """Per timer line: how long the optimizer step / gradient all-reduce took against the
@@ -266,7 +267,8 @@ class ThroughputDetector(Detector):
     def _slow_ranks(self) -> list[Symptom]:
         ranks = sorted(self.rank_phase)
         if len(ranks) < 2:
-            return []
+            its = self._slow_iterations(exclude=set())
+            return [self._slow_symptom(r, w, len(self._iter_by_rank())) for r, w in sorted(its.items())]
         worst: dict[int, tuple[str, float, float, float]] = {}
         for ph in _COMPUTE + ("allreduce",):
             per = {r: median(self.rank_phase[r][ph]) for r in ranks if self.rank_phase[r].get(ph)}
@@ -294,10 +296,50 @@ class ThroughputDetector(Detector):
         if own:
             worst = {r: w for r, w in worst.items() if r in own or w[0] not in ("backward", "step")}
         out = []
-        for r, (ph, ratio, v, med) in sorted(worst.items()):
-            ev = self.rank_event[r]
-            s = symptom_from(ev, self.first_seq[r], "slow_rank", key=(r,), rank=r, phase=ph,
-                             ratio=round(ratio, 2), value_ms=round(v, 2), median_ms=round(med, 2),
-                             ranks_compared=len(ranks))
-            out.append(s)
+        worst.update(self._slow_iterations(exclude=set(worst)))
+        for r, w in sorted(worst.items()):
+            out.append(self._slow_symptom(r, w, len(ranks) if w[0] != "iteration" else len(self._iter_by_rank())))
+        return out
+
+    def _slow_symptom(self, r: int, w: tuple, compared: int) -> Symptom:
+        ph, ratio, v, med = w
+        if ph == "iteration":
+            s = self.series_of_rank[r]
+            ev, seq = s.events[-1], 0
+        else:
+            ev, seq = self.rank_event[r], self.first_seq[r]
+        return symptom_from(ev, seq, "slow_rank", key=(r,), rank=r, phase=ph, ratio=round(ratio, 2),
+                            value_ms=round(v, 2), median_ms=round(med, 2), ranks_compared=compared)
+
+    def _iter_by_rank(self) -> dict[int, float]:
+        """Median iteration time per rank, from the ranks' own progress lines (rank prefixes,
+        one file per rank): in synchronous training they agree unless the ranks do not wait for
+        each other in between (pipeline stages, independent jobs), so a clear outlier is slow."""
+        self.series_of_rank = {}
+        per: dict[int, float] = {}
+        for (metric, _src, rank, _bar), s in self.series.items():
+            if metric == "iter_ms" and rank is not None and len(s.values) >= 3:
+                if rank not in self.series_of_rank or len(s.values) > len(self.series_of_rank[rank].values):
+                    self.series_of_rank[rank] = s
+                    per[rank] = median(s.values)
+        return per
+
+    def _slow_iterations(self, exclude: set[int]) -> dict[int, tuple]:
+        per = self._iter_by_rank()
+        out: dict[int, tuple] = {}
+        if len(per) < 2:
+            return out
+        for r, v in per.items():
+            if r in exclude:
+                continue
+            others = [x for q, x in per.items() if q != r]
+            med = median(others)
+            if med <= 0 or v < SLOW_RATIO * med or v - med < SLOW_MIN_MS:
+                continue
+            spread = 1.4826 * _mad(others) if len(others) >= 3 else 0.0
+            if spread and (v - med) / spread < SLOW_Z:
+                continue
+            if len(others) < 2 and v < 1.5 * med:
+                continue
+            out[r] = ("iteration", v / med, v, med)
         return out
