@@ -476,3 +476,20 @@ def test_ranks_with_equal_iteration_times_are_quiet():
             text += (f"[rank{r}]: iteration {it:8d}/    1000 | elapsed time per iteration (ms): {1000.0 + r + it:.1f} | "
                      f"lm loss: 2.1E+00 | number of skipped iterations:   0 | number of nan iterations:   0 |\n")
     assert top(text) is None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("cfg,rule", [
+    ({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"},
+     "log-cfg-auto-outside-hf"),
+    ({"gradient_accumulation_steps": 2}, "log-cfg-batch-missing"),
+])
+def test_batch_config_errors_from_deepspeeds_own_parser(cfg, rule):
+    pytest.importorskip("deepspeed")
+    code = ("import json, sys\nfrom deepspeed.runtime.config import DeepSpeedConfig\n"
+            f"DeepSpeedConfig(json.loads({json.dumps(json.dumps(cfg))}))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110,
+                       env=dict(os.environ, DS_ACCELERATOR="cpu"))
+    assert p.returncode != 0
+    f = top(p.stderr)
+    assert f is not None and f.rule == rule

@@ -292,6 +292,33 @@ def batch_not_positive(line: Line, st: StreamState):
                       message=m.group(0), numbers={"value": int(m.group(2))}, value=int(m.group(2)))
 
 
+# runtime/config.py: DeepSpeedConfig._set_batch_related_parameters, when neither batch size is given
+@on("Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided")
+def batch_missing(line: Line, st: StreamState):
+    return line.event("config_error", error="batch_missing", key="train_micro_batch_size_per_gpu",
+                      message=line.text.strip()[-300:])
+
+
+# "auto" reaching DeepSpeed itself (only the HF Trainer / accelerate replace it): the batch
+# arithmetic of runtime/config.py (_set_batch_related_parameters / _batch_assertion) then fails
+# with a TypeError on a str. The frame line arms it, the TypeError right after fires.
+@on("in _batch_assertion", "in _set_batch_related_parameters")
+def batch_frame(line: Line, st: StreamState):
+    st.scratch["ds_batch_frame"] = line.lineno
+    return None
+
+
+@on("not supported between instances of 'str'", "can't multiply sequence by non-int of type 'str'",
+    "unsupported operand type(s) for", "can only concatenate str")
+def batch_str(line: Line, st: StreamState):
+    armed = st.scratch.get("ds_batch_frame")
+    if armed is None or not 0 < line.lineno - armed <= 6 or "TypeError" not in line.text:
+        return None
+    st.scratch.pop("ds_batch_frame", None)
+    return line.event("config_error", error="auto_outside_hf", key="train_batch_size",
+                      message=line.text.strip()[-300:])
+
+
 # pydantic: '1 validation error for DeepSpeedZeroConfig' / 'offload_params' /
 # '  Extra inputs are not permitted [type=extra_forbidden, ...]' (v2) or
 # '  extra fields not permitted (type=value_error.extra)' (v1). The header opens a short
