@@ -493,3 +493,25 @@ def test_batch_config_errors_from_deepspeeds_own_parser(cfg, rule):
     assert p.returncode != 0
     f = top(p.stderr)
     assert f is not None and f.rule == rule
+
+
+@pytest.mark.parametrize("line,name", [
+    ("{'objective/kl': nan, 'objective/entropy': 3.2, 'ppo/loss/total': nan, 'epoch': 0.1}", "objective/kl"),
+    ('{"loss": NaN, "learning_rate": 1e-05, "epoch": 0.5}', "loss"),            # json.dumps of a float nan
+    ("Epoch 3 | Train Loss: nan | lr 1e-4", "Loss"),
+])
+def test_non_finite_metrics_in_other_dicts_and_lines(line, name):
+    f = top(line + "\n")
+    assert f is not None and f.rule == "nan-loss" and f"The {name} became" in f.summary
+
+
+def test_a_nan_in_an_evaluation_score_is_not_a_nan_loss():
+    assert top("{'eval_bleu': nan, 'eval_loss': 2.3, 'epoch': 1.0}\n") is None
+
+
+def test_store_based_barrier_timeout_is_a_start_up_failure():
+    # torch/distributed/distributed_c10d.py: _store_based_barrier
+    text = ("RuntimeError: Timed out initializing process group in store based barrier on rank: 3, for key: "
+            "store_based_barrier_key:1 (world_size=8, worker_count=5, timeout=0:30:00)\n")
+    f = top(text)
+    assert f.rule == "rendezvous-timeout" and f.category == "nccl_error"

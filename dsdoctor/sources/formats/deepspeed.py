@@ -214,7 +214,7 @@ _LOOSE_LOSS = re.compile(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\
 
 
 @on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",
-    "loss: tensor(nan", "loss: NaN", "loss: Inf")
+    "loss: tensor(nan", "loss: NaN", "loss: Inf", "Loss: nan", "Loss: inf", "Loss: NaN", "Loss = nan")
 def loose_loss(line: Line, st: StreamState):
     t = line.text
     if "iter time (s)" in t or "{'" in t or re.search(r"iteration\s+\d+/", t):

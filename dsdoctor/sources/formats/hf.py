@@ -14,11 +14,11 @@ from ..logs import Line, StreamState
 from ..registry import on, steady
 from .deepspeed import nested, num
 
-_PAIR = re.compile(r"'([\w/.\-]+)': '?([^,'}]*)'?")
+_PAIR = re.compile(r"['\"]([\w/.\-]+)['\"]: ['\"]?([^,'\"}]*)['\"]?")
 # Metrics that are training quantities: a NaN/Inf in any of them means the loss computation
 # diverged (TRL's DPO/KTO/ORPO/PPO trainers log 'rewards/chosen', 'logps/rejected',
 # 'logits/chosen', 'kl', ... next to 'loss', and may log 'loss': 0.0 while those are nan).
-_TRAINING_METRIC = re.compile(r"(?i)loss|reward|logp|logit|(?:^|/)kl|entropy|advantage|score|value")
+_TRAINING_METRIC = re.compile(r"(?i)loss|reward|logp|logit|(?:^|/|_)kl(?:$|/|_)|entropy|advantage")
 
 
 # The Trainer prints a metric dict every `logging_steps`: most of an HF log, so the dicts
@@ -27,10 +27,14 @@ _LOSS, _GRAD_NORM = "{'loss': ", "'grad_norm': "
 steady("hf_metrics", _LOSS, _GRAD_NORM)
 
 
-@on(_LOSS, "{'train_runtime': ", "{'eval_loss': ", _GRAD_NORM, "'rewards/chosen': ")
+@on(_LOSS, "{'train_runtime': ", "{'eval_loss': ", _GRAD_NORM, "'rewards/chosen': ",
+    # any metric dict (TRL/PPO 'objective/kl', JSON lines) with a non-finite value
+    "': nan", "': inf", "': -inf", "\": NaN", "\": Infinity", "\": -Infinity", "\": nan", "\": inf")
 def metrics(line: Line, st: StreamState):
     t = line.text
     i = t.find("{'")
+    if i < 0:
+        i = t.find('{"')
     if i < 0:
         return None
     d = {k: v.strip() for k, v in _PAIR.findall(t[i:t.find("}", i) + 1 if "}" in t[i:] else len(t)])}

@@ -246,7 +246,9 @@ _RDZV_PEER = re.compile(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) |fa
 
 
 @on("The client socket has timed out after", "TCP client failed to connect/validate to host",
-    "The server socket has failed to", "Wait timeout for name(s)", "Timeout waiting for key: ", "wait timeout after ")
+    "The server socket has failed to", "Wait timeout for name(s)", "Timeout waiting for key: ", "wait timeout after ",
+    # torch/distributed/distributed_c10d.py: _store_based_barrier (not every rank joined the new group)
+    "Timed out initializing process group in store based barrier")
 def rendezvous_error(line: Line, st: StreamState):
     t = line.text
     if "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
