@@ -515,3 +515,10 @@ def test_store_based_barrier_timeout_is_a_start_up_failure():
             "store_based_barrier_key:1 (world_size=8, worker_count=5, timeout=0:30:00)\n")
     f = top(text)
     assert f.rule == "rendezvous-timeout" and f.category == "nccl_error"
+
+
+def test_stuck_at_the_floor_without_iteration_numbers_still_counts():
+    text = "".join("[INFO] [fused_optimizer.py:363:_update_scale] Reducing dynamic loss scale from 1 to 1\n"
+                   for _ in range(3))
+    f = top(text)
+    assert f.rule == "loss-scale-collapse" and "stuck at the minimum" in f.summary

@@ -117,6 +117,8 @@ class LossScaleDetector(Detector):
         d = ev.data
         prev, new = d.get("prev_scale"), d.get("new_scale")
         key = (ev.step, prev, new, d.get("hysteresis"))
+        if ev.step is None and prev == new and isinstance(new, (int, float)) and new <= max(1, self.min_scale):
+            return False          # 'from 1 to 1' at the floor: stuck whichever rank printed it
         if key in self.recent:
             return True
         if (isinstance(prev, (int, float)) and self.cur is not None and prev > self.cur
