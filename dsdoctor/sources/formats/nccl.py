@@ -248,12 +248,14 @@ _RDZV_PEER = re.compile(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) |fa
 @on("The client socket has timed out after", "TCP client failed to connect/validate to host",
     "The server socket has failed to", "Wait timeout for name(s)", "Timeout waiting for key: ", "wait timeout after ",
     # torch/distributed/distributed_c10d.py: _store_based_barrier (not every rank joined the new group)
-    "Timed out initializing process group in store based barrier")
+    "Timed out initializing process group in store based barrier",
+    # torch/distributed/elastic/rendezvous/c10d_rendezvous_backend.py: _create_tcp_store (torchrun --rdzv-backend c10d)
+    "The connection to the C10d store has failed")
 def rendezvous_error(line: Line, st: StreamState):
     t = line.text
     if "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
         cause = "address_in_use"
-    elif "client socket has timed out" in t or "failed to connect/validate" in t:
+    elif "client socket has timed out" in t or "failed to connect/validate" in t or "C10d store has failed" in t:
         if "retrying" in t:
             return None           # the client retries while the server starts: only the final timeout counts
         cause = "connect_timeout"
