@@ -522,3 +522,10 @@ def test_stuck_at_the_floor_without_iteration_numbers_still_counts():
                    for _ in range(3))
     f = top(text)
     assert f.rule == "loss-scale-collapse" and "stuck at the minimum" in f.summary
+
+
+def test_client_optimizer_message_cut_off_after_the_class_still_names_it():
+    text = ("deepspeed.runtime.zero.utils.ZeRORuntimeException: You are using ZeRO-Offload with a client provided "
+            "optimizer (<class 'apex.optimizers.fused_adam.FusedAdam\n")
+    f = top(text)
+    assert f.rule == "log-cfg-client-optimizer-offload" and "apex.optimizers.fused_adam.FusedAdam" in f.summary
