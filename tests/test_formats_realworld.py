@@ -485,11 +485,14 @@ def test_ranks_with_equal_iteration_times_are_quiet():
     ({"gradient_accumulation_steps": 2}, "log-cfg-batch-missing"),
 ])
 def test_batch_config_errors_from_deepspeeds_own_parser(cfg, rule):
+    _deepspeed_config_error(f"json.loads({json.dumps(json.dumps(cfg))})", rule)
+
+
+def _deepspeed_config_error(arg: str, rule: str, cwd: Path | None = None) -> None:
     pytest.importorskip("deepspeed")
-    code = ("import json, sys\nfrom deepspeed.runtime.config import DeepSpeedConfig\n"
-            f"DeepSpeedConfig(json.loads({json.dumps(json.dumps(cfg))}))\n")
+    code = f"import json, sys\nfrom deepspeed.runtime.config import DeepSpeedConfig\nDeepSpeedConfig({arg})\n"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110,
-                       env=dict(os.environ, DS_ACCELERATOR="cpu"))
+                       env=dict(os.environ, DS_ACCELERATOR="cpu"), cwd=cwd)
     assert p.returncode != 0
     f = top(p.stderr)
     assert f is not None and f.rule == rule
@@ -529,3 +532,27 @@ def test_client_optimizer_message_cut_off_after_the_class_still_names_it():
             "optimizer (<class 'apex.optimizers.fused_adam.FusedAdam\n")
     f = top(text)
     assert f.rule == "log-cfg-client-optimizer-offload" and "apex.optimizers.fused_adam.FusedAdam" in f.summary
+
+
+@pytest.mark.timeout(120)
+def test_missing_config_file_from_deepspeeds_own_parser(tmp_path):
+    # 0.19: a path that does not exist is tried as base64 -> binascii.Error
+    _deepspeed_config_error("'ds_config_zero3.json'", "log-cfg-config-path", cwd=tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_duplicate_keys_from_deepspeeds_own_parser(tmp_path):
+    (tmp_path / "ds.json").write_text('{"train_micro_batch_size_per_gpu": 1, "fp16": {"enabled": true}, '
+                                      '"fp16": {"enabled": false}}')
+    _deepspeed_config_error("'ds.json'", "log-cfg-duplicate-keys", cwd=tmp_path)
+
+
+@pytest.mark.parametrize("text,rule", [
+    ("ValueError: Expected a string path to an existing deepspeed config, or a dictionary, or a base64 encoded "
+     "string. Received: configs/ds_z3.json", "log-cfg-config-path"),                  # accelerate's wording
+    ("ValueError: `auto_find_batch_size` isn't supported yet with DeepSpeed Zero-3. Please consider using Zero-2, "
+     "Zero-1, or FSDP", "log-cfg-auto-find-batch-size-zero3"),
+])
+def test_more_integration_errors(text, rule):
+    f = top(text + "\n")
+    assert f is not None and f.rule == rule

@@ -319,6 +319,51 @@ def batch_str(line: Line, st: StreamState):
                       message=line.text.strip()[-300:])
 
 
+# runtime/config.py: DeepSpeedConfig.__init__ (and accelerate utils/deepspeed.py: HfDeepSpeedConfig)
+# when the config argument is neither a dict nor an existing file nor base64
+_CFG_PATH = re.compile(r"Expected a string path to an existing deepspeed config.*?Received: (.+)$")
+
+
+@on("Expected a string path to an existing deepspeed config")
+def config_path(line: Line, st: StreamState):
+    if st.scratch.get("ds_cfg_path"):
+        return None
+    st.scratch["ds_cfg_path"] = True
+    m = _CFG_PATH.search(line.text)
+    return line.event("config_error", error="config_path", key="(config file)",
+                      path=m.group(1).strip()[:200] if m else None, message=line.text.strip()[-300:])
+
+
+# DeepSpeed 0.19 tries a non-existing path as base64 first: the user sees a binascii.Error from
+# base64.urlsafe_b64decode(config) inside DeepSpeedConfig.__init__ instead of the ValueError above.
+@on("urlsafe_b64decode(config)")
+def config_base64_frame(line: Line, st: StreamState):
+    st.scratch["ds_cfg_b64"] = line.lineno
+    return None
+
+
+@on("binascii.Error: ")
+def config_base64_error(line: Line, st: StreamState):
+    armed = st.scratch.get("ds_cfg_b64")
+    if armed is None or not 0 < line.lineno - armed <= 12 or st.scratch.get("ds_cfg_path"):
+        return None
+    st.scratch["ds_cfg_path"] = True
+    return line.event("config_error", error="config_path", key="(config file)", path=None,
+                      message=line.text.strip()[-300:])
+
+
+# runtime/config_utils.py: dict_raise_error_on_duplicate_keys (the JSON has the same key twice)
+_DUP = re.compile(r"Duplicate keys in DeepSpeed config: \[([^\]]*)\]")
+
+
+@on("Duplicate keys in DeepSpeed config: ")
+def duplicate_keys(line: Line, st: StreamState):
+    m = _DUP.search(line.text)
+    keys = [k.strip(" '\"") for k in m.group(1).split(",")] if m else []
+    return line.event("config_error", error="duplicate_keys", key=keys[0] if keys else "(config file)",
+                      keys=keys, message=line.text.strip()[-300:])
+
+
 # pydantic: '1 validation error for DeepSpeedZeroConfig' / 'offload_params' /
 # '  Extra inputs are not permitted [type=extra_forbidden, ...]' (v2) or
 # '  extra fields not permitted (type=value_error.extra)' (v1). The header opens a short

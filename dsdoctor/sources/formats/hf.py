@@ -121,6 +121,9 @@ _INTEGRATION_ERRORS: tuple[tuple[str, str, str], ...] = (
      "accelerate_scheduler_twice", "scheduler"),
     ("You cannot create a `DummyOptim` without specifying an optimizer in the config file",
      "accelerate_dummy_optim", "optimizer"),
+    # transformers trainer.py: Trainer.__init__ (TrainingArguments auto_find_batch_size under ZeRO-3)
+    ("`auto_find_batch_size` isn't supported yet with DeepSpeed Zero-3", "auto_find_batch_size_zero3",
+     "zero_optimization.stage"),
 )
 _AUTO_KEYS = re.compile(r"auto` entries in the DeepSpeed config file: \[([^\]]*)\]")
 
