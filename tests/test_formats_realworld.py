@@ -556,3 +556,22 @@ def test_duplicate_keys_from_deepspeeds_own_parser(tmp_path):
 def test_more_integration_errors(text, rule):
     f = top(text + "\n")
     assert f is not None and f.rule == rule
+
+
+@pytest.mark.filterwarnings("ignore:Error detected in")
+def test_autograd_anomaly_nan_from_a_real_backward():
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(1, requires_grad=True)
+    with torch.autograd.set_detect_anomaly(True, check_nan=True):
+        with pytest.raises(RuntimeError) as ei:
+            (x / x).sum().backward()
+    f = top(f"RuntimeError: {ei.value}\n")
+    assert f is not None and f.rule == "nan-loss" and "DivBackward0" in f.summary
+
+
+def test_megatron_nan_check():
+    text = ("AssertionError: Rank 3, node node-7, device 3, iteration 1200: Unexpected result nan "
+            "(message='found NaN in local grad norm for bucket #0 in backward pass before data-parallel "
+            "communication collective')\n")
+    f = top(text)
+    assert f.rule == "nan-loss" and "grad norm" in f.summary
