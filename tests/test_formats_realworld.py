@@ -575,3 +575,21 @@ def test_megatron_nan_check():
             "communication collective')\n")
     f = top(text)
     assert f.rule == "nan-loss" and "grad norm" in f.summary
+
+
+def test_apex_amp_overflows_down_to_nothing():
+    # apex/amp/scaler.py: LossScaler.update_scale
+    text = "".join(f"Gradient overflow.  Skipping step, loss scaler 0 reducing loss scale to {2.0 ** -i}\n"
+                   for i in range(0, 8))
+    f = top(text)
+    assert f.rule == "loss-scale-collapse" and "over 8 overflows" in f.summary
+
+
+def test_rank_waiting_for_rank0s_nccl_id_names_rank0():
+    # torch ProcessGroupNCCL.cpp: broadcastUniqueNCCLID
+    text = "".join(f"[rank{r}]: torch.distributed.DistBackendError: [{r}] is setting up NCCL communicator and "
+                   f"retrieving ncclUniqueId from [0] via c10d key-value store by key '0', but store->get('0') got "
+                   f"error: Socket Timeout\n" for r in (1, 2, 3))
+    f = top(text)
+    assert f.rule == "comm-timeout-desync-report" and "rank(s) 0 are the lagging" in f.summary.replace("\n", " ")
+    assert "The waiting rank says" in f.summary

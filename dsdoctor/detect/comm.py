@@ -258,6 +258,7 @@ class CommDetector(Detector):
             desync=desync, numel_mismatch=numel_mismatch, all_same_seq=bool(seqs) and not desync,
             suspects=suspects, suspects_text=ranks_text(suspects) if suspects else None,
             suspect_reason=reason, silent_ranks=silent, reporting=len(reporting),
+            lagging_from=self.desync_events[0].data.get("detail") if self.desync_events else None,
             known_world_size=self._world_size(),
             last_completed=min((w["last_completed"] for w in self.wd.values()
                                 if w.get("last_completed") is not None), default=None),

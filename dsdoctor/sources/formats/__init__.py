@@ -10,7 +10,7 @@ from typing import Iterator
 from ...events import Event
 from ..logs import StreamState
 from . import traceback, memory, context_lines  # noqa: F401  (registration)
-from . import deepspeed, nccl, launcher, hf, megatron, hardware, fairseq, progress, anomaly  # noqa: F401
+from . import deepspeed, nccl, launcher, hf, megatron, hardware, fairseq, progress, anomaly, apex  # noqa: F401
 
 _FINISHERS = [megatron.finish]
 

@@ -124,6 +124,31 @@ def monitored_barrier(line: Line, st: StreamState):
     return out
 
 
+# torch ProcessGroupNCCL.cpp: broadcastUniqueNCCLID - a rank creating its first NCCL communicator
+# waits in the store for rank 0's ncclUniqueId; rank 0 never published it in time (it was busy
+# elsewhere before its first collective, or died):
+#   "[3] is setting up NCCL communicator and retrieving ncclUniqueId from [0] via c10d key-value
+#    store by key '0', but store->get('0') got error: Socket Timeout"
+_UNIQUE_ID = re.compile(r"\[(\d+)\] is setting up NCCL communicator and retrieving ncclUniqueId from \[(\d+)\]")
+
+
+@on("is setting up NCCL communicator and retrieving ncclUniqueId from [")
+def unique_id_wait(line: Line, st: StreamState):
+    m = _UNIQUE_ID.search(line.text)
+    if not m:
+        return None
+    rank, root = int(m.group(1)), int(m.group(2))
+    seen = st.scratch.setdefault("nccl.uid_wait", set())
+    if rank in seen:
+        return None
+    seen.add(rank)
+    return [line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend="nccl",
+                       op="NCCL communicator setup", seq=None, timeout_ms=None, elapsed_ms=None, numel_in=None,
+                       numel_out=None, pg=None, blocking=True),
+            line.event("desync_report", step=st.step_of(rank), rank=rank, lagging=[root], seq=None,
+                       detail="unique_id_wait")]
+
+
 # ---------------------------------------------------------------- watchdog work status (§2.3)
 _WD = [
     # 2.6+: "failure detected by watchdog at work sequence id: 5 PG status: last enqueued work: 5, last completed work: 4"
