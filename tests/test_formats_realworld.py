@@ -593,3 +593,18 @@ def test_rank_waiting_for_rank0s_nccl_id_names_rank0():
     f = top(text)
     assert f.rule == "comm-timeout-desync-report" and "rank(s) 0 are the lagging" in f.summary.replace("\n", " ")
     assert "The waiting rank says" in f.summary
+
+
+@pytest.mark.parametrize("line,name", [
+    ("step:10 - actor/pg_loss:nan - critic/vf_loss:0.3 - actor/entropy:1.2", "pg_loss"),       # verl console logger
+    ("| epoch 003 | loss nan | nll_loss nan | ppl nan | wps 30690.8 | num_updates 700", "loss"),  # fairseq progress
+    ("Epoch 1/1 with loss nan", "loss"),
+])
+def test_loss_without_a_separator_or_space(line, name):
+    f = top(line + "\n")
+    assert f is not None and f.rule == "nan-loss" and f"The {name} became nan" in f.summary
+
+
+@pytest.mark.parametrize("line", ["loss information follows", "step 3 loss inflated by 2%", "no loss: infinite patience"])
+def test_words_after_loss_are_not_values(line):
+    assert top(line + "\n") is None

@@ -210,11 +210,13 @@ def pipeline_progress(line: Line, st: StreamState):
 
 # A script's own 'loss: nan' (print(f"loss: {loss}")): only non-finite values, which cannot be
 # mistaken for something else; Megatron/pipeline/HF lines have their own recognisers.
-_LOOSE_LOSS = re.compile(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b", re.I)
+_LOOSE_LOSS = re.compile(r"\b(\w*loss)\s*[:=]?\s*(?:tensor\()?\s*(-?(?:nan|inf))\b", re.I)
 
 
 @on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",
-    "loss: tensor(nan", "loss: NaN", "loss: Inf", "Loss: nan", "Loss: inf", "Loss: NaN", "Loss = nan")
+    "loss: tensor(nan", "loss: NaN", "loss: Inf", "Loss: nan", "Loss: inf", "Loss: NaN", "Loss = nan",
+    # verl/OpenRLHF 'actor/pg_loss:nan', fairseq '| loss nan |', DeepSpeed-Chat 'with loss nan'
+    "loss:nan", "loss:inf", "loss:-inf", "loss nan", "loss inf", "loss -inf")
 def loose_loss(line: Line, st: StreamState):
     t = line.text
     if "iter time (s)" in t or "{'" in t or re.search(r"iteration\s+\d+/", t):
