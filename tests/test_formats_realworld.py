@@ -605,6 +605,7 @@ def test_loss_without_a_separator_or_space(line, name):
     assert f is not None and f.rule == "nan-loss" and f"The {name} became nan" in f.summary
 
 
-@pytest.mark.parametrize("line", ["loss information follows", "step 3 loss inflated by 2%", "no loss: infinite patience"])
+@pytest.mark.parametrize("line", ["loss information follows", "step 3 loss inflated by 2%", "no loss: infinite patience",
+                                  "enable loss nan checks for this run"])
 def test_words_after_loss_are_not_values(line):
     assert top(line + "\n") is None

@@ -210,7 +210,9 @@ def pipeline_progress(line: Line, st: StreamState):
 
 # A script's own 'loss: nan' (print(f"loss: {loss}")): only non-finite values, which cannot be
 # mistaken for something else; Megatron/pipeline/HF lines have their own recognisers.
-_LOOSE_LOSS = re.compile(r"\b(\w*loss)\s*[:=]?\s*(?:tensor\()?\s*(-?(?:nan|inf))\b", re.I)
+_LOOSE_LOSS = re.compile(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b|"
+                         # no separator ('| loss nan |', 'with loss nan'): only where a value ends
+                         r"\b(\w*loss)\s+(-?(?:nan|inf))(?=\s*(?:$|[|,;)\]}]|-\s))", re.I)
 
 
 @on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",
@@ -229,8 +231,9 @@ def loose_loss(line: Line, st: StreamState):
     if ms:
         step = int(ms.group(1))
         set_step(st, line.rank, step)
+    name, value = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
     return line.event("loss", step=step if step is not None else st.step_of(line.rank),
-                      value=num(m.group(2)), name=m.group(1))
+                      value=num(value), name=name)
 
 
 _VERSION = re.compile(r"DeepSpeed info: version=([\w.+-]+)")
