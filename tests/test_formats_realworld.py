@@ -609,3 +609,9 @@ def test_loss_without_a_separator_or_space(line, name):
                                   "enable loss nan checks for this run"])
 def test_words_after_loss_are_not_values(line):
     assert top(line + "\n") is None
+
+
+def test_tqdm_dip_after_a_late_evaluation_is_not_a_slowdown():
+    rates = [1.20] * 190 + [2.5, 2.0, 1.6, 1.35, 1.25] + [1.20] * 4
+    segs = [_bar(2 * (i + 1), 400, r) for i, r in enumerate(rates)]
+    assert top("\r".join(segs) + "\n") is None

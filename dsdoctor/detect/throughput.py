@@ -91,13 +91,13 @@ class _Series:
             self.stride *= 2
 
 
-def find_drop(values: list[float], higher_is_better: bool) -> dict | None:
+def find_drop(values: list[float], higher_is_better: bool, min_after: int | None = None) -> dict | None:
     """The split with the largest lasting worsening, or None. Pure, for tests."""
     n = len(values)
     if n < 4:
         return None
     sign = 1.0 if higher_is_better else -1.0      # 'worse' = lower samples/s, longer iterations
-    min_after = max(2, min(5, n // 5))
+    min_after = max(2, min(5, n // 5)) if min_after is None else min(max(2, min_after), n - 2)
     best = None
     cands = range(2, n - min_after + 1)
     if n > 200:                                  # bounded work on long series
@@ -233,7 +233,9 @@ class ThroughputDetector(Detector):
             metric = key[0]
             if key[3] is not None and main_bar.get(key[:3]) != key:
                 continue
-            d = find_drop(s.values, _METRICS[metric])
+            # a progress bar's smoothed rate dips for a few updates after every evaluation pause:
+            # only a slowdown over at least a tenth of the bar counts
+            d = find_drop(s.values, _METRICS[metric], min_after=max(5, len(s.values) // 10) if key[3] else None)
             if d and (best is None or d["change"] > best[2]["change"]):
                 best = (metric, s, d)
         if best is None:
