@@ -10,7 +10,10 @@ from typing import Iterator
 from ...events import Event
 from ..logs import StreamState
 from . import traceback, memory, context_lines  # noqa: F401  (registration)
-from . import deepspeed, nccl, launcher, hf, megatron, hardware, fairseq, progress, anomaly, apex  # noqa: F401
+from . import deepspeed, nccl, launcher, hf, megatron, hardware  # noqa: F401
+
+# other trainers' loss scalers, progress bars, framework NaN checks
+from . import fairseq, apex, progress, anomaly  # noqa: F401,E402
 
 _FINISHERS = [megatron.finish]
 
