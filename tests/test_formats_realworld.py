@@ -615,3 +615,20 @@ def test_tqdm_dip_after_a_late_evaluation_is_not_a_slowdown():
     rates = [1.20] * 190 + [2.5, 2.0, 1.6, 1.35, 1.25] + [1.20] * 4
     segs = [_bar(2 * (i + 1), 400, r) for i, r in enumerate(rates)]
     assert top("\r".join(segs) + "\n") is None
+
+
+def test_gradual_slowdown_and_step_change_are_told_apart():
+    from dsdoctor.detect.throughput import find_gradual, worsening
+    import random
+    rnd = random.Random(7)
+    creep = [1000 * (1 + 0.002 * i) + rnd.uniform(-5, 5) for i in range(200)]        # +40 % over the run
+    step = [1000 + rnd.uniform(-5, 5) for _ in range(150)] + [1100 + rnd.uniform(-5, 5) for _ in range(50)]
+    flat = [1000 + rnd.uniform(-20, 20) for _ in range(200)]
+    assert find_gradual(creep, False) and worsening(creep, False) > 0.9
+    assert find_gradual(flat, False) is None
+    lines = lambda vals: "".join(  # noqa: E731
+        f" iteration {i + 1:8d}/ 1000 | elapsed time per iteration (ms): {v:.1f} | lm loss: 2.1E+00 | "
+        f"number of skipped iterations:   0 | number of nan iterations:   0 |\n" for i, v in enumerate(vals))
+    assert top(lines(creep)).rule == "throughput-gradual"
+    assert top(lines(step)).rule == "throughput-drop"
+    assert top(lines(flat)) is None

@@ -124,6 +124,60 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
     return best
 
 
+GRADUAL_MIN_POINTS = 10
+GRADUAL_MIN_CHANGE = 0.10   # the last fifth >= 10 % worse than the first fifth ...
+GRADUAL_MIN_RHO = 0.8       # ... and the readings worsen steadily (Spearman rank correlation with time)
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=xs.__getitem__)
+    r = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2.0
+        i = j + 1
+    return r
+
+
+def worsening(values: list[float], higher_is_better: bool) -> float:
+    """Spearman rank correlation of 'how bad' with time: 1 = every reading worse than the last."""
+    n = len(values)
+    if n < 3:
+        return 0.0
+    sign = 1.0 if higher_is_better else -1.0
+    worse = _ranks([-sign * v for v in values])           # larger rank = worse
+    mean = (n - 1) / 2.0
+    cov = sum((i - mean) * (w - mean) for i, w in enumerate(worse))
+    var = sum((i - mean) ** 2 for i in range(n))
+    var_w = sum((w - mean) ** 2 for w in worse)
+    return cov / (var * var_w) ** 0.5 if var_w else 0.0
+
+
+def find_gradual(values: list[float], higher_is_better: bool) -> dict | None:
+    """A slowdown that grows over the whole series instead of stepping (a leak, fragmentation,
+    a heating GPU): no single split stands out of the noise, but the readings get worse
+    steadily. Pure, for tests."""
+    n = len(values)
+    if n < GRADUAL_MIN_POINTS:
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    fifth = max(2, n // 5)
+    b, a = median(values[:fifth]), median(values[-fifth:])
+    if b == 0:
+        return None
+    change = sign * (b - a) / abs(b)
+    if change < GRADUAL_MIN_CHANGE:
+        return None
+    rho = worsening(values, higher_is_better)
+    if rho < GRADUAL_MIN_RHO:
+        return None
+    return {"before": b, "after": a, "change": change, "rho": rho, "points": n, "fifth": fifth}
+
+
 class ThroughputDetector(Detector):
     kinds = ("throughput", "timers", "step")
 
@@ -239,9 +293,14 @@ class ThroughputDetector(Detector):
             if d and (best is None or d["change"] > best[2]["change"]):
                 best = (metric, s, d)
         if best is None:
-            return None
+            return self._gradual(main_bar)
         metric, s, d = best
         k = d["split"]
+        if len(s.values) - k >= 3 and worsening(s.values[k:], _METRICS[metric]) >= 0.6:
+            # still getting worse after the 'step': a trend, not a step change
+            g = self._gradual(main_bar)
+            if g is not None:
+                return g
         ev = s.events[k]
         sym = symptom_from(ev, 0, "throughput_drop", key=(metric,), metric=metric,
                            before=round(d["before"], 4), after=round(d["after"], 4),
@@ -252,6 +311,28 @@ class ThroughputDetector(Detector):
         sym.evidence = []
         for e in (s.events[k - 1], ev, s.events[-1]):
             if e is not None and all(x.line != e.line or x.source != e.source for x in sym.evidence):
+                sym.add_evidence(e)
+        return sym
+
+    def _gradual(self, main_bar: dict) -> Symptom | None:
+        best = None
+        for key, s in self.series.items():
+            if key[3] is not None and main_bar.get(key[:3]) != key:
+                continue
+            g = find_gradual(s.values, _METRICS[key[0]])
+            if g and (best is None or g["change"] > best[2]["change"]):
+                best = (key[0], s, g)
+        if best is None:
+            return None
+        metric, s, g = best
+        sym = symptom_from(s.events[0], 0, "throughput_drop", key=(metric,), metric=metric, gradual=True,
+                           before=round(g["before"], 4), after=round(g["after"], 4),
+                           change_pct=round(100 * g["change"], 1), at_step=s.steps[0], last_step=s.steps[-1],
+                           points=g["points"], points_each=g["fifth"], rho=round(g["rho"], 2), lasting=True)
+        sym.seq = 10 ** 9
+        sym.evidence = []
+        for e in (s.events[0], s.events[-1]):
+            if all(x.line != e.line or x.source != e.source for x in sym.evidence):
                 sym.add_evidence(e)
         return sym
 
