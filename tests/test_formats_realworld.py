@@ -632,3 +632,20 @@ def test_gradual_slowdown_and_step_change_are_told_apart():
     assert top(lines(creep)).rule == "throughput-gradual"
     assert top(lines(step)).rule == "throughput-drop"
     assert top(lines(flat)) is None
+
+
+@pytest.mark.timeout(180)
+def test_zero_without_an_optimizer_from_a_real_deepspeed_run(tmp_path):
+    pytest.importorskip("deepspeed")
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import torch, deepspeed
+        model = torch.nn.Linear(4, 4)
+        deepspeed.initialize(model=model, config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}})
+    """))
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
+               LOCAL_RANK="0", DS_ACCELERATOR="cpu")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=170, env=env)
+    assert p.returncode != 0
+    f = top(p.stdout + p.stderr)
+    assert f.rule == "log-cfg-zero-needs-optimizer" and "stage 2" in f.title

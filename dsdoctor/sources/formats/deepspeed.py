@@ -339,6 +339,20 @@ def config_path(line: Line, st: StreamState):
                       path=m.group(1).strip()[:200] if m else None, message=line.text.strip()[-300:])
 
 
+# runtime/engine.py: DeepSpeedEngine._configure_zero_optimizer - ZeRO 1/2 partition optimizer
+# states, so deepspeed.initialize needs an optimizer (from the ds_config or the client)
+_ZERO_OPT = re.compile(r"zero stage (\d) requires an optimizer")
+
+
+@on("requires an optimizer")
+def zero_needs_optimizer(line: Line, st: StreamState):
+    m = _ZERO_OPT.search(line.text)
+    if not m:
+        return None
+    return line.event("config_error", error="zero_needs_optimizer", key="optimizer", stage=int(m.group(1)),
+                      message=line.text.strip()[-300:])
+
+
 # DeepSpeed 0.19 tries a non-existing path as base64 first: the user sees a binascii.Error from
 # base64.urlsafe_b64decode(config) inside DeepSpeedConfig.__init__ instead of the ValueError above.
 @on("urlsafe_b64decode(config)")
