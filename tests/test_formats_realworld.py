@@ -649,3 +649,12 @@ def test_zero_without_an_optimizer_from_a_real_deepspeed_run(tmp_path):
     assert p.returncode != 0
     f = top(p.stdout + p.stderr)
     assert f.rule == "log-cfg-zero-needs-optimizer" and "stage 2" in f.title
+
+
+def test_nan_seen_first_in_a_console_log_takes_the_earliest_step_and_rank():
+    from dsdoctor.events import Event
+    d = Diagnoser(rules=RULES)
+    d.feed_all(events_from_text("step 10 loss nan\n"))                      # the console, read first
+    d.feed_all([Event("loss", rank=0, step=s, data={"value": float("nan"), "name": "loss"}) for s in (6, 7)])
+    f = next(f for f in d.finish() if f.category == "nan_loss")
+    assert "at step 6" in f.summary and f.ranks == [0]

@@ -129,6 +129,14 @@ class NonFiniteDetector(Detector):
         if self.nan_symptom is not None:
             s = self.nan_symptom
             s.facts["nan_count"] = s.facts.get("nan_count", 1) + 1
+            # inputs are read one after the other (a console log, then the ranks' event files):
+            # the earliest step and the rank that saw it may come from a later input
+            first = s.facts.get("first_step")
+            if ev.step is not None and (first is None or ev.step < first):
+                s.facts["first_step"] = ev.step
+            if ev.rank is not None and (not s.ranks or (first is not None and ev.step is not None
+                                                        and ev.step < first)):
+                s.ranks.add(ev.rank)
             if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
                 s.steps.append(ev.step)
             return ()
