@@ -62,7 +62,7 @@ KINDS: dict[str, str] = {
     "collective_timeout": "op, seq, timeout_ms, elapsed_ms, numel_in, numel_out, backend, pg, blocking",
     "watchdog_state": "seq, last_enqueued, last_completed, pg",
     "nccl_error": "error ('unhandled system error', ...), detail, code ('ncclSystemError', ...), nccl_version, cause (set when the line itself says: 'watchdog_hang', 'remote_exit', 'rendezvous' + rdzv, peer)",
-    "nccl_warn": "msg, cause ('shm'|'connection_refused'|'ib'|'remote_exit'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
+    "nccl_warn": "msg, cause ('shm'|'interface'|'connection_refused'|'ib'|'remote_exit'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
     "nccl_transport": "transport ('Socket'|'IB'|...), detail ('ib_not_found'|None), host",
     "gloo_error": "msg, cause ('remote_exit'|'connect'|'timeout_secondary'), peer",
     "desync_report": "lagging ranks, seq, detail",

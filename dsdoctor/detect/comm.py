@@ -19,7 +19,7 @@ from ..findings import MAX_EVIDENCE, Symptom
 from . import Detector
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
-CAUSE_ORDER = ("shm", "connection_refused", "ib", "cuda", "mismatch", "invalid_usage", "internal",
+CAUSE_ORDER = ("shm", "interface", "connection_refused", "ib", "cuda", "mismatch", "invalid_usage", "internal",
                "remote_exit", "unknown")
 _CODE_CAUSE = {"ncclUnhandledCudaError": "cuda", "ncclInvalidUsage": "invalid_usage",
                "ncclInvalidArgument": "invalid_usage", "ncclInternalError": "internal",
@@ -79,6 +79,7 @@ class CommDetector(Detector):
         self.err_facts: dict = {}
         self.warn_by_cause: dict[str, Event] = {}
         self.warn_seq: dict[str, int] = {}
+        self.first_warn: Event | None = None
         self.hang = _Collector()
         self.hang_s: int | None = None
         self.rdzv: dict[str, _Collector] = {}
@@ -143,6 +144,8 @@ class CommDetector(Detector):
             if c and c not in self.warn_by_cause:
                 self.warn_by_cause[c] = ev
                 self.warn_seq[c] = seq
+            elif not c and self.first_warn is None:
+                self.first_warn = ev          # a WARN with no known cause: quoted, never guessed at
             if d.get("host"):
                 self._host(d["host"])
         elif k == "nccl_transport":
@@ -255,6 +258,7 @@ class CommDetector(Detector):
             desync=desync, numel_mismatch=numel_mismatch, all_same_seq=bool(seqs) and not desync,
             suspects=suspects, suspects_text=ranks_text(suspects) if suspects else None,
             suspect_reason=reason, silent_ranks=silent, reporting=len(reporting),
+            lagging_from=self.desync_events[0].data.get("detail") if self.desync_events else None,
             known_world_size=self._world_size(),
             last_completed=min((w["last_completed"] for w in self.wd.values()
                                 if w.get("last_completed") is not None), default=None),
@@ -292,13 +296,18 @@ class CommDetector(Detector):
         if not col.count:         # WARN lines only (an excerpt without the exception)
             for c, ev in self.warn_by_cause.items():
                 col.add(ev, self.warn_seq[c])
-        first = [warn] if warn is not None else []
+        if warn is None and cause == "unknown" and self.first_warn is not None and col.count:
+            first = [self.first_warn]
+        else:
+            first = [warn] if warn is not None else []
         f = self.err_facts
         return col.symptom("nccl_error", first=first, error=f.get("error") or f.get("code"), cause=cause,
                            peer=warn.data.get("peer") if warn is not None else None,
                            warn=warn.data.get("msg") if warn is not None else None,
                            warn_host=warn.data.get("host") if warn is not None else None,
-                           nccl_version=f.get("nccl_version"), code=f.get("code"), detail=f.get("detail"))
+                           nccl_version=f.get("nccl_version"), code=f.get("code"), detail=f.get("detail"),
+                           other_warn=self.first_warn.data.get("msg") if self.first_warn is not None and warn is None
+                           else None)
 
     def _transport_symptom(self) -> Symptom | None:
         socket = self.transports.get("Socket", 0)

@@ -43,6 +43,8 @@ class NonFiniteDetector(Detector):
         self.nan_symptom: Symptom | None = None
         self.bf16_symptom: Symptom | None = None
         self.nan_iters = 0
+        self.bf16_rank: int | None = None
+        self.bf16_seen: set[int] = set()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data
@@ -66,6 +68,13 @@ class NonFiniteDetector(Detector):
         if k == "loss":
             return self._loss(ev, seq)
         if k == "skipped":
+            bad = self.bad_gnorm
+            if bad is not None and d.get("per_interval") and d.get("skipped") == 0 and bad.step == ev.step:
+                # Megatron: a non-finite grad norm on an iteration its counters say was not skipped.
+                # The update went through (bf16/fp32 have no overflow check unless
+                # --check-for-nan-in-loss-and-grad), so the weights are now non-finite.
+                self.bad_gnorm = None
+                return self._nonfinite(bad, seq, bad.data.get("value"), "grad norm", how="grad_norm_not_skipped")
             nn = d.get("nan_iters")
             if isinstance(nn, int) and nn > 0:
                 # Megatron counts NaN iterations per logging interval; live/DS counters are cumulative
@@ -120,6 +129,14 @@ class NonFiniteDetector(Detector):
         if self.nan_symptom is not None:
             s = self.nan_symptom
             s.facts["nan_count"] = s.facts.get("nan_count", 1) + 1
+            # inputs are read one after the other (a console log, then the ranks' event files):
+            # the earliest step and the rank that saw it may come from a later input
+            first = s.facts.get("first_step")
+            if ev.step is not None and (first is None or ev.step < first):
+                s.facts["first_step"] = ev.step
+            if ev.rank is not None and (not s.ranks or (first is not None and ev.step is not None
+                                                        and ev.step < first)):
+                s.ranks.add(ev.rank)
             if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
                 s.steps.append(ev.step)
             return ()
@@ -138,11 +155,20 @@ class NonFiniteDetector(Detector):
     def _bf16(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if self.bf16_symptom is not None:
             s = self.bf16_symptom
+            if ev.step is not None and ev.step in self.bf16_seen:
+                return ()             # the same skipped step, reported by another rank
+            if ev.rank is not None and self.bf16_rank is not None and ev.rank != self.bf16_rank and ev.step is None:
+                return ()             # count one rank's reports when the steps are unknown
             s.facts["skipped_steps"] += 1
+            if ev.step is not None and len(self.bf16_seen) < 100_000:
+                self.bf16_seen.add(ev.step)
             s.add_evidence(ev) if len(s.evidence) < 3 else None
             if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
                 s.steps.append(ev.step)
             return ()
+        self.bf16_rank = ev.rank
+        if ev.step is not None:
+            self.bf16_seen.add(ev.step)
         s = symptom_from(ev, seq, "bf16_nonfinite_grads", key=(), skipped_steps=1, first_step=ev.step,
                          dtype="bf16", preceded_by_spike=self.spike is not None)
         self.bf16_symptom = s

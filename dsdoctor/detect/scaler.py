@@ -57,6 +57,9 @@ class LossScaleDetector(Detector):
         self.streak_events: deque[Event] = deque(maxlen=6)   # evidence: the current streak
         self.first_seq = 0
         self.symptom: Symptom | None = None
+        self.recent: deque[tuple] = deque(maxlen=16)      # recent overflow keys (see _replica)
+        self.replicas = 0
+        self.lowest: float | None = None
 
     # ------------------------------------------------------------------ events
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -69,8 +72,17 @@ class LossScaleDetector(Detector):
         if k == "overflow":
             if d.get("dtype") == "bf16" or (d.get("new_scale") is None and not d.get("static")):
                 return ()            # bf16 skips: see nonfinite.py
+            mls = d.get("min_scale")          # a scaler whose floor is not DeepSpeed's (fairseq: 1e-4)
+            if isinstance(mls, (int, float)) and mls > 0:
+                self.min_scale = mls
+            if self._replica(ev):
+                self.replicas += 1
+                return ()
             return self._overflow(ev, seq, d.get("prev_scale"), d.get("new_scale"), 1)
         if k == "scale_at_minimum":
+            mls = d.get("min_scale")
+            if isinstance(mls, (int, float)) and mls > 0:
+                self.min_scale = mls
             self.at_minimum = True
             return self._judge(ev, seq)
         if k == "loss_scale":
@@ -93,6 +105,28 @@ class LossScaleDetector(Detector):
         self._progress(ev)
         self._settle()
         return ()
+
+    def _replica(self, ev: Event) -> bool:
+        """The same overflow printed again by another rank. The loss scale is one value for the
+        whole job (the overflow check is all-reduced), so every rank logs the same transition for
+        the same iteration; when several ranks print into one stream without prefixes, counting
+        each copy would make calibration look like a streak. A copy is an overflow already seen
+        for this iteration (same step and scales), or one that claims to reduce from a scale
+        above the current one while the step has not moved on (a scale only grows after
+        loss_scale_window clean steps)."""
+        d = ev.data
+        prev, new = d.get("prev_scale"), d.get("new_scale")
+        key = (ev.step, prev, new, d.get("hysteresis"))
+        if ev.step is None and prev == new and isinstance(new, (int, float)) and new <= max(1, self.min_scale):
+            return False          # 'from 1 to 1' at the floor: stuck whichever rank printed it
+        if key in self.recent:
+            return True
+        if (isinstance(prev, (int, float)) and self.cur is not None and prev > self.cur
+                and (ev.step is None or self.last_ovf_step is None or ev.step <= self.last_ovf_step)
+                and self.overflows and self.clean_count <= STREAK_GAP):
+            return True
+        self.recent.append(key)
+        return False
 
     def _progress(self, ev: Event) -> None:
         if ev.step is not None:
@@ -145,6 +179,7 @@ class LossScaleDetector(Detector):
             self.last_ovf_step = step
         if isinstance(new, (int, float)):
             self.cur = new
+            self.lowest = new if self.lowest is None else min(self.lowest, new)
         self.late = self.late or (self.streak_late and self.streak >= 2)
         return self._judge(ev, seq)
 
@@ -170,8 +205,12 @@ class LossScaleDetector(Detector):
         rate = halved / max(span, 1)
         return int(math.ceil(remaining / rate)) if rate > 0 else None
 
+    def floor(self) -> float:
+        """Near the minimum: within 4 halvings of it (DeepSpeed: 16 for min_loss_scale 1)."""
+        return max(FLOOR, self.min_scale) if self.min_scale >= 1 else FLOOR * self.min_scale
+
     def collapsed(self) -> bool:
-        floor = max(FLOOR, self.min_scale)
+        floor = self.floor()
         return (self.at_minimum or self.one_to_one >= 2
                 or (self.cur is not None and self.overflows > 0 and self.cur <= floor)
                 or (self.settled is not None and self.halvings() >= FAR_HALVINGS)
@@ -181,7 +220,8 @@ class LossScaleDetector(Detector):
         return dict(start_scale=self.start_scale, settled_scale=self.settled, end_scale=self.cur,
                     halvings=self.halvings(), overflows=self.overflows, streak=self.max_streak,
                     at_minimum=self.at_minimum, one_to_one=self.one_to_one, late=self.late,
-                    steps_left=self.steps_left(), scale_floor=self.min_scale)
+                    steps_left=self.steps_left(), scale_floor=self.min_scale, replicas=self.replicas,
+                    lowest_scale=self.lowest)
 
     def _judge(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if self.symptom is not None:

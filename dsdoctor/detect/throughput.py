@@ -49,7 +49,13 @@ _PHASES = {
     "bwd_allreduce_microstep": "allreduce", "backward_allreduce_microstep": "allreduce",
     "bwd_allreduce": "allreduce", "backward_allreduce": "allreduce",
     "step_microstep": "step", "step": "step", "step_ms": "step", "data_ms": "data",
+    # Megatron(-DeepSpeed) timers.log: 'time (ms) | forward: .. | backward: .. | optimizer: .. |
+    # batch generator: ..' (older) and 'forward-compute', 'backward-compute', 'optimizer' (newer)
+    "optimizer": "step", "forward-compute": "forward", "backward-compute": "backward",
+    "batch generator": "data", "batch-generator": "data",
 }
+DOMINATE_RATIO = 1.0     # a step/allreduce phase longer than forward + backward together ...
+DOMINATE_MIN_MS = 1000.0  # ... and by at least a second: the job is bound by that phase
 _COMPUTE = ("forward", "backward_compute", "backward", "step", "data")
 # Live `step` events time backward and step from the hooks, so these include the wait inside
 # the gradient all-reduce / ZeRO all-gather: on a healthy but busy machine the rank that was
@@ -71,6 +77,8 @@ class _Series:
         self._skip = 0
 
     def add(self, v: float, ev: Event) -> None:
+        if self.events and ev.step is not None and self.events[-1].step == ev.step and self.values[-1] == v:
+            return              # the same reading printed again by another rank into the same stream
         self._skip += 1
         if self._skip < self.stride:
             return
@@ -83,13 +91,13 @@ class _Series:
             self.stride *= 2
 
 
-def find_drop(values: list[float], higher_is_better: bool) -> dict | None:
+def find_drop(values: list[float], higher_is_better: bool, min_after: int | None = None) -> dict | None:
     """The split with the largest lasting worsening, or None. Pure, for tests."""
     n = len(values)
     if n < 4:
         return None
     sign = 1.0 if higher_is_better else -1.0      # 'worse' = lower samples/s, longer iterations
-    min_after = max(2, min(5, n // 5))
+    min_after = max(2, min(5, n // 5)) if min_after is None else min(max(2, min_after), n - 2)
     best = None
     cands = range(2, n - min_after + 1)
     if n > 200:                                  # bounded work on long series
@@ -116,6 +124,60 @@ def find_drop(values: list[float], higher_is_better: bool) -> dict | None:
     return best
 
 
+GRADUAL_MIN_POINTS = 10
+GRADUAL_MIN_CHANGE = 0.10   # the last fifth >= 10 % worse than the first fifth ...
+GRADUAL_MIN_RHO = 0.8       # ... and the readings worsen steadily (Spearman rank correlation with time)
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=xs.__getitem__)
+    r = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2.0
+        i = j + 1
+    return r
+
+
+def worsening(values: list[float], higher_is_better: bool) -> float:
+    """Spearman rank correlation of 'how bad' with time: 1 = every reading worse than the last."""
+    n = len(values)
+    if n < 3:
+        return 0.0
+    sign = 1.0 if higher_is_better else -1.0
+    worse = _ranks([-sign * v for v in values])           # larger rank = worse
+    mean = (n - 1) / 2.0
+    cov = sum((i - mean) * (w - mean) for i, w in enumerate(worse))
+    var = sum((i - mean) ** 2 for i in range(n))
+    var_w = sum((w - mean) ** 2 for w in worse)
+    return cov / (var * var_w) ** 0.5 if var_w else 0.0
+
+
+def find_gradual(values: list[float], higher_is_better: bool) -> dict | None:
+    """A slowdown that grows over the whole series instead of stepping (a leak, fragmentation,
+    a heating GPU): no single split stands out of the noise, but the readings get worse
+    steadily. Pure, for tests."""
+    n = len(values)
+    if n < GRADUAL_MIN_POINTS:
+        return None
+    sign = 1.0 if higher_is_better else -1.0
+    fifth = max(2, n // 5)
+    b, a = median(values[:fifth]), median(values[-fifth:])
+    if b == 0:
+        return None
+    change = sign * (b - a) / abs(b)
+    if change < GRADUAL_MIN_CHANGE:
+        return None
+    rho = worsening(values, higher_is_better)
+    if rho < GRADUAL_MIN_RHO:
+        return None
+    return {"before": b, "after": a, "change": change, "rho": rho, "points": n, "fifth": fifth}
+
+
 class ThroughputDetector(Detector):
     kinds = ("throughput", "timers", "step")
 
@@ -124,15 +186,40 @@ class ThroughputDetector(Detector):
         self.rank_phase: dict[int, dict[str, deque]] = {}
         self.rank_event: dict[int, Event] = {}
         self.first_seq: dict[int, int] = {}
+        self.share: dict[str, list[tuple[float, float, Event, int]]] = {}
+        self.series_of_rank: dict[int, _Series] = {}
+
+    def _phase_share(self, ev: Event, seq: int) -> None:
+        """Per timer line: how long the optimizer step / gradient all-reduce took against the
+        compute (forward + backward). Any rank, also lines without one."""
+        ph: dict[str, float] = {}
+        for name, v in ev.data.items():
+            p = _PHASES.get(name)
+            if p and isinstance(v, (int, float)) and p not in ph:
+                ph[p] = float(v)
+        compute = ph.get("forward", 0.0) + ph.get("backward_compute", ph.get("backward", 0.0))
+        if compute <= 0:
+            return
+        for p in ("step", "allreduce"):
+            v = ph.get(p)
+            if v is not None:
+                lst = self.share.setdefault(p, [])
+                if len(lst) < MAX_POINTS:
+                    lst.append((v, compute, ev, seq))
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "timers":
+            self._phase_share(ev, seq)
         if ev.kind == "throughput":
             if ev.data.get("summary"):
                 return ()                   # an end-of-training average is not a point in time
             for m in _METRICS:
                 v = ev.data.get(m)
                 if isinstance(v, (int, float)) and v > 0:
-                    self.series.setdefault((m, ev.source), _Series()).add(float(v), ev)
+                    # one series per rank and per progress bar: interleaved ranks or an evaluation
+                    # bar must not read as a change over time
+                    key = (m, ev.source, ev.rank, ev.data.get("series"))
+                    self.series.setdefault(key, _Series()).add(float(v), ev)
             return ()
         if ev.rank is None:
             return ()
@@ -155,19 +242,65 @@ class ThroughputDetector(Detector):
         if drop:
             out.append(drop)
         out.extend(self._slow_ranks())
+        dom = self._dominating_phase()
+        if dom:
+            out.append(dom)
         return out
+
+    # ------------------------------------------------------------------ (c) one phase dominates
+    def _dominating_phase(self) -> Symptom | None:
+        """The optimizer step (ZeRO's parameter all-gather, a CPU optimizer) or the gradient
+        all-reduce taking longer than forward + backward, by the median over the timer lines:
+        the whole job is bound by that phase, typically by slow links between GPUs."""
+        best = None
+        for phase, pts in self.share.items():
+            # the line with the median ratio: its own numbers are quoted, so they agree with each other
+            mid = sorted(pts, key=lambda p: p[0] / p[1])[(len(pts) - 1) // 2]
+            ratio = mid[0] / mid[1]
+            if ratio >= DOMINATE_RATIO and mid[0] >= DOMINATE_MIN_MS and (best is None or ratio > best[1]):
+                best = (phase, ratio, mid, pts)
+        if best is None:
+            return None
+        phase, ratio, mid, pts = best
+        worst = max(pts, key=lambda p: p[0] / p[1])
+        s = symptom_from(mid[2], mid[3], "phase_dominates", key=(phase,), phase=phase, ratio=round(ratio, 2),
+                         value_ms=round(mid[0], 1), compute_ms=round(mid[1], 1),
+                         lines=len(pts), worst_ms=round(worst[0], 1), worst_compute_ms=round(worst[1], 1),
+                         worst_ratio=round(worst[0] / worst[1], 2))
+        if worst[2] is not mid[2]:
+            s.add_evidence(worst[2])
+        s.seq = 10 ** 9                      # a consequence of anything else that is wrong
+        return s
 
     # ------------------------------------------------------------------ (a) drop over time
     def _drop(self) -> Symptom | None:
         best = None
-        for (metric, src), s in self.series.items():
-            d = find_drop(s.values, _METRICS[metric])
+        # progress bars: only the longest-running bar of an input is the training loop (evaluation
+        # and data bars come and go, and their rates swing with what they process)
+        main_bar: dict[tuple, tuple] = {}
+        for key, s in self.series.items():
+            if key[3] is not None:
+                g = key[:3]
+                if g not in main_bar or len(s.values) > len(self.series[main_bar[g]].values):
+                    main_bar[g] = key
+        for key, s in self.series.items():
+            metric = key[0]
+            if key[3] is not None and main_bar.get(key[:3]) != key:
+                continue
+            # a progress bar's smoothed rate dips for a few updates after every evaluation pause:
+            # only a slowdown over at least a tenth of the bar counts
+            d = find_drop(s.values, _METRICS[metric], min_after=max(5, len(s.values) // 10) if key[3] else None)
             if d and (best is None or d["change"] > best[2]["change"]):
                 best = (metric, s, d)
         if best is None:
-            return None
+            return self._gradual(main_bar)
         metric, s, d = best
         k = d["split"]
+        if len(s.values) - k >= 3 and worsening(s.values[k:], _METRICS[metric]) >= 0.6:
+            # still getting worse after the 'step': a trend, not a step change
+            g = self._gradual(main_bar)
+            if g is not None:
+                return g
         ev = s.events[k]
         sym = symptom_from(ev, 0, "throughput_drop", key=(metric,), metric=metric,
                            before=round(d["before"], 4), after=round(d["after"], 4),
@@ -178,6 +311,28 @@ class ThroughputDetector(Detector):
         sym.evidence = []
         for e in (s.events[k - 1], ev, s.events[-1]):
             if e is not None and all(x.line != e.line or x.source != e.source for x in sym.evidence):
+                sym.add_evidence(e)
+        return sym
+
+    def _gradual(self, main_bar: dict) -> Symptom | None:
+        best = None
+        for key, s in self.series.items():
+            if key[3] is not None and main_bar.get(key[:3]) != key:
+                continue
+            g = find_gradual(s.values, _METRICS[key[0]])
+            if g and (best is None or g["change"] > best[2]["change"]):
+                best = (key[0], s, g)
+        if best is None:
+            return None
+        metric, s, g = best
+        sym = symptom_from(s.events[0], 0, "throughput_drop", key=(metric,), metric=metric, gradual=True,
+                           before=round(g["before"], 4), after=round(g["after"], 4),
+                           change_pct=round(100 * g["change"], 1), at_step=s.steps[0], last_step=s.steps[-1],
+                           points=g["points"], points_each=g["fifth"], rho=round(g["rho"], 2), lasting=True)
+        sym.seq = 10 ** 9
+        sym.evidence = []
+        for e in (s.events[0], s.events[-1]):
+            if all(x.line != e.line or x.source != e.source for x in sym.evidence):
                 sym.add_evidence(e)
         return sym
 
@@ -195,7 +350,8 @@ class ThroughputDetector(Detector):
     def _slow_ranks(self) -> list[Symptom]:
         ranks = sorted(self.rank_phase)
         if len(ranks) < 2:
-            return []
+            its = self._slow_iterations(exclude=set())
+            return [self._slow_symptom(r, w, len(self._iter_by_rank())) for r, w in sorted(its.items())]
         worst: dict[int, tuple[str, float, float, float]] = {}
         for ph in _COMPUTE + ("allreduce",):
             per = {r: median(self.rank_phase[r][ph]) for r in ranks if self.rank_phase[r].get(ph)}
@@ -223,10 +379,50 @@ class ThroughputDetector(Detector):
         if own:
             worst = {r: w for r, w in worst.items() if r in own or w[0] not in ("backward", "step")}
         out = []
-        for r, (ph, ratio, v, med) in sorted(worst.items()):
-            ev = self.rank_event[r]
-            s = symptom_from(ev, self.first_seq[r], "slow_rank", key=(r,), rank=r, phase=ph,
-                             ratio=round(ratio, 2), value_ms=round(v, 2), median_ms=round(med, 2),
-                             ranks_compared=len(ranks))
-            out.append(s)
+        worst.update(self._slow_iterations(exclude=set(worst)))
+        for r, w in sorted(worst.items()):
+            out.append(self._slow_symptom(r, w, len(ranks) if w[0] != "iteration" else len(self._iter_by_rank())))
+        return out
+
+    def _slow_symptom(self, r: int, w: tuple, compared: int) -> Symptom:
+        ph, ratio, v, med = w
+        if ph == "iteration":
+            s = self.series_of_rank[r]
+            ev, seq = s.events[-1], 0
+        else:
+            ev, seq = self.rank_event[r], self.first_seq[r]
+        return symptom_from(ev, seq, "slow_rank", key=(r,), rank=r, phase=ph, ratio=round(ratio, 2),
+                            value_ms=round(v, 2), median_ms=round(med, 2), ranks_compared=compared)
+
+    def _iter_by_rank(self) -> dict[int, float]:
+        """Median iteration time per rank, from the ranks' own progress lines (rank prefixes,
+        one file per rank): in synchronous training they agree unless the ranks do not wait for
+        each other in between (pipeline stages, independent jobs), so a clear outlier is slow."""
+        self.series_of_rank = {}
+        per: dict[int, float] = {}
+        for (metric, _src, rank, _bar), s in self.series.items():
+            if metric == "iter_ms" and rank is not None and len(s.values) >= 3:
+                if rank not in self.series_of_rank or len(s.values) > len(self.series_of_rank[rank].values):
+                    self.series_of_rank[rank] = s
+                    per[rank] = median(s.values)
+        return per
+
+    def _slow_iterations(self, exclude: set[int]) -> dict[int, tuple]:
+        per = self._iter_by_rank()
+        out: dict[int, tuple] = {}
+        if len(per) < 2:
+            return out
+        for r, v in per.items():
+            if r in exclude:
+                continue
+            others = [x for q, x in per.items() if q != r]
+            med = median(others)
+            if med <= 0 or v < SLOW_RATIO * med or v - med < SLOW_MIN_MS:
+                continue
+            spread = 1.4826 * _mad(others) if len(others) >= 3 else 0.0
+            if spread and (v - med) / spread < SLOW_Z:
+                continue
+            if len(others) < 2 and v < 1.5 * med:
+                continue
+            out[r] = ("iteration", v / med, v, med)
         return out

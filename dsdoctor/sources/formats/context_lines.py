@@ -25,7 +25,8 @@ def _num(v: str):
 
 
 def _offload(text: str, name: str) -> str | None:
-    m = re.search(name + r"=(None|\w+\(device=<?(?:\w+\.)?(\w+))", text)
+    # 0.19 pydantic repr: device='cpu'; older enum repr: device=<OffloadDeviceEnum.cpu: 'cpu'>
+    m = re.search(name + r"=(None|\w+\(device=<?'?(?:\w+\.)?(\w+))", text)
     if not m:
         return None
     return "none" if m.group(1) == "None" else m.group(2)

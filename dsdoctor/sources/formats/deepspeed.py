@@ -210,11 +210,15 @@ def pipeline_progress(line: Line, st: StreamState):
 
 # A script's own 'loss: nan' (print(f"loss: {loss}")): only non-finite values, which cannot be
 # mistaken for something else; Megatron/pipeline/HF lines have their own recognisers.
-_LOOSE_LOSS = re.compile(r"\bloss\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b", re.I)
+_LOOSE_LOSS = re.compile(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b|"
+                         # no separator ('| loss nan |', 'with loss nan'): only where a value ends
+                         r"\b(\w*loss)\s+(-?(?:nan|inf))(?=\s*(?:$|[|,;)\]}]|-\s))", re.I)
 
 
 @on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",
-    "loss: tensor(nan", "loss: NaN", "loss: Inf")
+    "loss: tensor(nan", "loss: NaN", "loss: Inf", "Loss: nan", "Loss: inf", "Loss: NaN", "Loss = nan",
+    # verl/OpenRLHF 'actor/pg_loss:nan', fairseq '| loss nan |', DeepSpeed-Chat 'with loss nan'
+    "loss:nan", "loss:inf", "loss:-inf", "loss nan", "loss inf", "loss -inf")
 def loose_loss(line: Line, st: StreamState):
     t = line.text
     if "iter time (s)" in t or "{'" in t or re.search(r"iteration\s+\d+/", t):
@@ -227,8 +231,9 @@ def loose_loss(line: Line, st: StreamState):
     if ms:
         step = int(ms.group(1))
         set_step(st, line.rank, step)
+    name, value = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
     return line.event("loss", step=step if step is not None else st.step_of(line.rank),
-                      value=num(m.group(1)), name="loss")
+                      value=num(value), name=name)
 
 
 _VERSION = re.compile(r"DeepSpeed info: version=([\w.+-]+)")
@@ -290,6 +295,92 @@ def batch_not_positive(line: Line, st: StreamState):
         return None
     return line.event("config_error", error="batch_not_positive", key=_GT0_KEYS[m.group(1)],
                       message=m.group(0), numbers={"value": int(m.group(2))}, value=int(m.group(2)))
+
+
+# runtime/config.py: DeepSpeedConfig._set_batch_related_parameters, when neither batch size is given
+@on("Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided")
+def batch_missing(line: Line, st: StreamState):
+    return line.event("config_error", error="batch_missing", key="train_micro_batch_size_per_gpu",
+                      message=line.text.strip()[-300:])
+
+
+# "auto" reaching DeepSpeed itself (only the HF Trainer / accelerate replace it): the batch
+# arithmetic of runtime/config.py (_set_batch_related_parameters / _batch_assertion) then fails
+# with a TypeError on a str. The frame line arms it, the TypeError right after fires.
+@on("in _batch_assertion", "in _set_batch_related_parameters")
+def batch_frame(line: Line, st: StreamState):
+    st.scratch["ds_batch_frame"] = line.lineno
+    return None
+
+
+@on("not supported between instances of 'str'", "can't multiply sequence by non-int of type 'str'",
+    "unsupported operand type(s) for", "can only concatenate str")
+def batch_str(line: Line, st: StreamState):
+    armed = st.scratch.get("ds_batch_frame")
+    if armed is None or not 0 < line.lineno - armed <= 6 or "TypeError" not in line.text:
+        return None
+    st.scratch.pop("ds_batch_frame", None)
+    return line.event("config_error", error="auto_outside_hf", key="train_batch_size",
+                      message=line.text.strip()[-300:])
+
+
+# runtime/config.py: DeepSpeedConfig.__init__ (and accelerate utils/deepspeed.py: HfDeepSpeedConfig)
+# when the config argument is neither a dict nor an existing file nor base64
+_CFG_PATH = re.compile(r"Expected a string path to an existing deepspeed config.*?Received: (.+)$")
+
+
+@on("Expected a string path to an existing deepspeed config")
+def config_path(line: Line, st: StreamState):
+    if st.scratch.get("ds_cfg_path"):
+        return None
+    st.scratch["ds_cfg_path"] = True
+    m = _CFG_PATH.search(line.text)
+    return line.event("config_error", error="config_path", key="(config file)",
+                      path=m.group(1).strip()[:200] if m else None, message=line.text.strip()[-300:])
+
+
+# runtime/engine.py: DeepSpeedEngine._configure_zero_optimizer - ZeRO 1/2 partition optimizer
+# states, so deepspeed.initialize needs an optimizer (from the ds_config or the client)
+_ZERO_OPT = re.compile(r"zero stage (\d) requires an optimizer")
+
+
+@on("requires an optimizer")
+def zero_needs_optimizer(line: Line, st: StreamState):
+    m = _ZERO_OPT.search(line.text)
+    if not m:
+        return None
+    return line.event("config_error", error="zero_needs_optimizer", key="optimizer", stage=int(m.group(1)),
+                      message=line.text.strip()[-300:])
+
+
+# DeepSpeed 0.19 tries a non-existing path as base64 first: the user sees a binascii.Error from
+# base64.urlsafe_b64decode(config) inside DeepSpeedConfig.__init__ instead of the ValueError above.
+@on("urlsafe_b64decode(config)")
+def config_base64_frame(line: Line, st: StreamState):
+    st.scratch["ds_cfg_b64"] = line.lineno
+    return None
+
+
+@on("binascii.Error: ")
+def config_base64_error(line: Line, st: StreamState):
+    armed = st.scratch.get("ds_cfg_b64")
+    if armed is None or not 0 < line.lineno - armed <= 12 or st.scratch.get("ds_cfg_path"):
+        return None
+    st.scratch["ds_cfg_path"] = True
+    return line.event("config_error", error="config_path", key="(config file)", path=None,
+                      message=line.text.strip()[-300:])
+
+
+# runtime/config_utils.py: dict_raise_error_on_duplicate_keys (the JSON has the same key twice)
+_DUP = re.compile(r"Duplicate keys in DeepSpeed config: \[([^\]]*)\]")
+
+
+@on("Duplicate keys in DeepSpeed config: ")
+def duplicate_keys(line: Line, st: StreamState):
+    m = _DUP.search(line.text)
+    keys = [k.strip(" '\"") for k in m.group(1).split(",")] if m else []
+    return line.event("config_error", error="duplicate_keys", key=keys[0] if keys else "(config file)",
+                      keys=keys, message=line.text.strip()[-300:])
 
 
 # pydantic: '1 validation error for DeepSpeedZeroConfig' / 'offload_params' /
@@ -455,6 +546,23 @@ def max_grad_norm(line: Line, st: StreamState):
     st.scratch["ds_mgn"] = True       # warned once at config parse, raised again by the engine
     return line.event("config_error", error="max_grad_norm", key="optimizer.params.max_grad_norm",
                       message=line.text[-300:])
+
+
+# runtime/engine.py: DeepSpeedEngine._configure_optimizer raises ZeRORuntimeException when ZeRO-Offload
+# (offload_optimizer.device cpu/nvme) gets a client optimizer that is not DeepSpeedCPUAdam/DeepSpeedCPULion
+# and zero_force_ds_cpu_optimizer is true (its default, runtime/constants.py).
+_CLIENT_OPT = re.compile(r"client provided optimizer \(<class '([\w.]+)")
+
+
+@on("You are using ZeRO-Offload with a client provided optimizer")
+def client_optimizer_offload(line: Line, st: StreamState):
+    if st.scratch.get("ds_client_opt"):
+        return None                       # every rank raises it; one finding
+    st.scratch["ds_client_opt"] = True
+    m = _CLIENT_OPT.search(line.text)
+    return line.event("config_error", step=st.step_of(line.rank), error="client_optimizer_offload",
+                      key="zero_force_ds_cpu_optimizer", cls=m.group(1) if m else None,
+                      message=line.text.strip()[-300:])
 
 
 # ---------------------------------------------------------------- op build / environment

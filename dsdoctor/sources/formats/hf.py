@@ -7,13 +7,18 @@ error lists one '- ds key=value vs hf key=value' line per mismatch.
 """
 from __future__ import annotations
 
+import math
 import re
 
 from ..logs import Line, StreamState
 from ..registry import on, steady
 from .deepspeed import nested, num
 
-_PAIR = re.compile(r"'(\w+)': '?([^,'}]*)'?")
+_PAIR = re.compile(r"['\"]([\w/.\-]+)['\"]: ['\"]?([^,'\"}]*)['\"]?")
+# Metrics that are training quantities: a NaN/Inf in any of them means the loss computation
+# diverged (TRL's DPO/KTO/ORPO/PPO trainers log 'rewards/chosen', 'logps/rejected',
+# 'logits/chosen', 'kl', ... next to 'loss', and may log 'loss': 0.0 while those are nan).
+_TRAINING_METRIC = re.compile(r"(?i)loss|reward|logp|logit|(?:^|/|_)kl(?:$|/|_)|entropy|advantage")
 
 
 # The Trainer prints a metric dict every `logging_steps`: most of an HF log, so the dicts
@@ -22,10 +27,14 @@ _LOSS, _GRAD_NORM = "{'loss': ", "'grad_norm': "
 steady("hf_metrics", _LOSS, _GRAD_NORM)
 
 
-@on(_LOSS, "{'train_runtime': ", "{'eval_loss': ", _GRAD_NORM)
+@on(_LOSS, "{'train_runtime': ", "{'eval_loss': ", _GRAD_NORM, "'rewards/chosen': ",
+    # any metric dict (TRL/PPO 'objective/kl', JSON lines) with a non-finite value
+    "': nan", "': inf", "': -inf", "\": NaN", "\": Infinity", "\": -Infinity", "\": nan", "\": inf")
 def metrics(line: Line, st: StreamState):
     t = line.text
     i = t.find("{'")
+    if i < 0:
+        i = t.find('{"')
     if i < 0:
         return None
     d = {k: v.strip() for k, v in _PAIR.findall(t[i:t.find("}", i) + 1 if "}" in t[i:] else len(t)])}
@@ -38,6 +47,12 @@ def metrics(line: Line, st: StreamState):
     for key in ("loss", "eval_loss"):
         if key in d and num(d[key]) is not None:
             out.append(ev("loss", value=num(d[key]), name=key, epoch=num(d.get("epoch"))))
+    for key, raw in d.items():
+        v = num(raw)
+        if key not in ("loss", "eval_loss", "grad_norm") and v is not None and not math.isfinite(v) \
+                and _TRAINING_METRIC.search(key):
+            out.append(ev("loss", value=v, name=key, epoch=num(d.get("epoch"))))
+            break                       # the first one names the problem; the others are echoes
     if "learning_rate" in d and num(d["learning_rate"]) is not None:
         out.append(ev("lr", value=num(d["learning_rate"])))
     if "train_samples_per_second" in d and num(d["train_samples_per_second"]) is not None:
@@ -45,7 +60,10 @@ def metrics(line: Line, st: StreamState):
     return out
 
 
-_MISMATCH = re.compile(r"- ds ([\w.]+)=(\S+) vs hf ([\w.]+)=(\S+)")
+# transformers integrations/deepspeed.py: HfTrainerDeepSpeedConfig.fill_match appends
+# f"- ds {ds_key_long}={ds_val} vs hf {hf_key}={hf_val}", where hf_key may be a computed value
+# such as "num_training_steps (calculated)" or "train_batch_size (calculated)".
+_MISMATCH = re.compile(r"- ds ([\w.]+)=(\S+) vs hf ([\w.]+(?: \(calculated\))?)=(\S+)")
 
 
 @on("mismatch TrainingArguments values")
@@ -73,3 +91,62 @@ def _mismatch(line: Line, m: re.Match):
                       hf_value=m.group(4) if hf_val is None else hf_val,
                       numbers={"ds": ds_val, "hf": hf_val}, message=m.group(0),
                       patch=nested(m.group(1), "auto"))
+
+
+# ---------------------------------------------------------------- integration errors
+# ValueErrors raised by transformers / accelerate when the ds_config and the script disagree.
+# Each literal is the stable part of the message at its raise site (the wording around it
+# changed between versions); the rule for `error` gives the fix.
+_INTEGRATION_ERRORS: tuple[tuple[str, str, str], ...] = (
+    # transformers modeling_utils.py: PreTrainedModel.from_pretrained (4.2x-4.4x):
+    #   "DeepSpeed Zero-3 is not compatible with `low_cpu_mem_usage=True` or with passing a `device_map`."
+    # transformers integrations/accelerate.py: check_and_set_device_map (5.x):
+    #   "DeepSpeed Zero-3 is not compatible with passing a `device_map`."
+    ("DeepSpeed Zero-3 is not compatible with", "zero3_device_map", "zero_optimization.stage"),
+    # transformers deepspeed.py: deepspeed_init (4.2-4.8, relaxed by huggingface/transformers#12690)
+    ("ZeRO Offload can only work with DeepSpeed optimizers", "client_optimizer_offload",
+     "zero_force_ds_cpu_optimizer"),
+    # transformers integrations/deepspeed.py: HfTrainerDeepSpeedConfig.trainer_config_finalize
+    ("not possible to automatically fill out the following `auto` entries", "auto_hidden_size",
+     "zero_optimization.reduce_bucket_size"),
+    # accelerate accelerator.py: Accelerator._prepare_deepspeed (0.1x-1.x; the comma after
+    # "DeepSpeed" came later, so the literal starts after it)
+    ("requires you to pass at least one of training or evaluation dataloaders", "accelerate_micro_batch",
+     "train_micro_batch_size_per_gpu"),
+    ("has `None` as batch size. Please set an integer value in `train_micro_batch_size_per_gpu`",
+     "accelerate_micro_batch", "train_micro_batch_size_per_gpu"),
+    ("You cannot specify an optimizer in the config file and in the code at the same time",
+     "accelerate_optimizer_twice", "optimizer"),
+    ("You cannot specify a scheduler in the config file and in the code at the same time",
+     "accelerate_scheduler_twice", "scheduler"),
+    ("You cannot create a `DummyOptim` without specifying an optimizer in the config file",
+     "accelerate_dummy_optim", "optimizer"),
+    # transformers trainer.py: Trainer.__init__ (TrainingArguments auto_find_batch_size under ZeRO-3)
+    ("`auto_find_batch_size` isn't supported yet with DeepSpeed Zero-3", "auto_find_batch_size_zero3",
+     "zero_optimization.stage"),
+)
+_AUTO_KEYS = re.compile(r"auto` entries in the DeepSpeed config file: \[([^\]]*)\]")
+
+
+@on(*(lit for lit, _, _ in _INTEGRATION_ERRORS))
+def integration_error(line: Line, st: StreamState):
+    t = line.text
+    for lit, err, key in _INTEGRATION_ERRORS:
+        if lit in t:
+            break
+    else:
+        return None
+    # the same error is printed by every rank and once more by the launcher's summary
+    seen = st.scratch.setdefault("hf_integration_seen", set())
+    if err in seen:
+        return None
+    seen.add(err)
+    data = dict(error=err, key=key, message=t.strip()[-300:])
+    if err == "zero3_device_map":
+        data["low_cpu_mem_usage"] = "low_cpu_mem_usage" in t
+    elif err in ("accelerate_optimizer_twice", "accelerate_scheduler_twice"):
+        data["patch"] = {key: None}          # merge patch: remove the ds_config section
+    elif err == "auto_hidden_size":
+        m = _AUTO_KEYS.search(t)
+        data["auto_keys"] = [k.strip(" '\"") for k in m.group(1).split(",")] if m else None
+    return line.event("config_error", step=st.step_of(line.rank), **data)

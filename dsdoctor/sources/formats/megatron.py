@@ -36,6 +36,8 @@ def _compact(name: str) -> str:
 # compacted field name -> handler key
 _FIELDS = {
     "elapsedtimeperiteration(ms)": "iter_ms", "elapsedtimeperiteration(s)": "iter_s",
+    # Megatron-LM core_v0.1x+ training_log: 'elapsed time per iteration: 21392.5 ms |' (unit after the value)
+    "elapsedtimeperiteration": "iter_unit",
     "throughputpergpu(tflop/s/gpu)": "tflops", "tflops": "tflops",
     "samplespersecond": "samples_per_sec",
     "learningrate": "lr", "lossscale": "loss_scale", "gradnorm": "grad_norm",
@@ -148,6 +150,10 @@ def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> 
         tp["iter_ms"] = num(vals["iter_ms"])
     elif "iter_s" in vals and num(vals["iter_s"]) is not None:
         tp["iter_ms"] = num(vals["iter_s"]) * 1000.0
+    elif "iter_unit" in vals:
+        v, _, unit = vals["iter_unit"].partition(" ")
+        if num(v) is not None and unit.strip() in ("ms", "s"):
+            tp["iter_ms"] = num(v) * (1.0 if unit.strip() == "ms" else 1000.0)
     for k in ("samples_per_sec", "tflops"):
         if k in vals and num(vals[k]) is not None:
             tp[k] = num(vals[k])

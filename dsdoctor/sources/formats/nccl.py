@@ -76,6 +76,79 @@ def collective_timeout(line: Line, st: StreamState):
                       pg=pg, blocking=blocking, **d)
 
 
+# A C++ stack trace of the watchdog thread whose head was cut off (pasted excerpts keep the
+# frames): WorkNCCL::checkTimeout is where torch's ProcessGroupNCCL raises the collective
+# timeout (torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp: WorkNCCL::checkTimeout, called
+# from watchdogHandler / workCleanupLoop). Only counted when no timeout line came before it.
+@on("WorkNCCL::checkTimeout")
+def watchdog_timeout_frame(line: Line, st: StreamState):
+    if st.scratch.get("nccl.timeouts") or st.scratch.get("nccl.frame_timeout"):
+        return None
+    st.scratch["nccl.frame_timeout"] = True
+    return line.event("collective_timeout", step=st.step_of(line.rank), backend="nccl", op=None, seq=None,
+                      timeout_ms=None, elapsed_ms=None, numel_in=None, numel_out=None, pg=None,
+                      blocking=False, from_frame=True)
+
+
+# gloo's monitored barrier (torch/csrc/distributed/c10d/ProcessGroupGloo.cpp: monitoredBarrier),
+# used by torch.distributed.monitored_barrier and by TORCH_DISTRIBUTED_DEBUG=DETAIL's wrapper:
+#   "Rank 3 successfully reached monitoredBarrier, but received errors while waiting for send/recv
+#    from rank 0. Please check rank 0 logs for faulty rank."       (a non-zero rank)
+#   "[Rank 0]: Ranks 1, 2 failed to pass monitoredBarrier in 1800000 ms"   (rank 0)
+#   "Rank 1 timed out in monitoredBarrier after 1800000 ms."
+_MB_WAIT = re.compile(r"Rank (\d+) successfully reached monitoredBarrier, but received errors while waiting for "
+                      r"send/recv from rank (\d+)")
+_MB_FAILED = re.compile(r"Ranks? ([\d, ]+?) failed to pass monitoredBarrier in (\d+) ms")
+_MB_TIMED_OUT = re.compile(r"Rank (\d+) timed out in monitoredBarrier after (\d+) ms")
+
+
+@on("successfully reached monitoredBarrier", "failed to pass monitoredBarrier", "timed out in monitoredBarrier")
+def monitored_barrier(line: Line, st: StreamState):
+    t = line.text
+    rank, lagging, timeout = line.rank, [], None
+    m = _MB_WAIT.search(t)
+    if m:
+        rank, lagging = int(m.group(1)), [int(m.group(2))]
+    elif (m := _MB_FAILED.search(t)):
+        rank, lagging, timeout = 0, _rank_list(m.group(1)), int(m.group(2))
+    elif (m := _MB_TIMED_OUT.search(t)):
+        lagging, timeout = [int(m.group(1))], int(m.group(2))
+    else:
+        return None
+    out = [line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend="gloo",
+                      op="monitoredBarrier", seq=None, timeout_ms=timeout, elapsed_ms=None, numel_in=None,
+                      numel_out=None, pg=None, blocking=True)]
+    if lagging:
+        out.append(line.event("desync_report", step=st.step_of(rank), rank=rank, lagging=lagging, seq=None,
+                              detail="monitored_barrier"))
+    return out
+
+
+# torch ProcessGroupNCCL.cpp: broadcastUniqueNCCLID - a rank creating its first NCCL communicator
+# waits in the store for rank 0's ncclUniqueId; rank 0 never published it in time (it was busy
+# elsewhere before its first collective, or died):
+#   "[3] is setting up NCCL communicator and retrieving ncclUniqueId from [0] via c10d key-value
+#    store by key '0', but store->get('0') got error: Socket Timeout"
+_UNIQUE_ID = re.compile(r"\[(\d+)\] is setting up NCCL communicator and retrieving ncclUniqueId from \[(\d+)\]")
+
+
+@on("is setting up NCCL communicator and retrieving ncclUniqueId from [")
+def unique_id_wait(line: Line, st: StreamState):
+    m = _UNIQUE_ID.search(line.text)
+    if not m:
+        return None
+    rank, root = int(m.group(1)), int(m.group(2))
+    seen = st.scratch.setdefault("nccl.uid_wait", set())
+    if rank in seen:
+        return None
+    seen.add(rank)
+    return [line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend="nccl",
+                       op="NCCL communicator setup", seq=None, timeout_ms=None, elapsed_ms=None, numel_in=None,
+                       numel_out=None, pg=None, blocking=True),
+            line.event("desync_report", step=st.step_of(rank), rank=rank, lagging=[root], seq=None,
+                       detail="unique_id_wait")]
+
+
 # ---------------------------------------------------------------- watchdog work status (§2.3)
 _WD = [
     # 2.6+: "failure detected by watchdog at work sequence id: 5 PG status: last enqueued work: 5, last completed work: 4"
@@ -158,7 +231,13 @@ _DETAIL = re.compile(r"\b(ncclUnhandledCudaError|ncclSystemError|ncclInternalErr
 def nccl_error(line: Line, st: StreamState):
     m = _NCCL_ERR.search(line.text)
     if not m:
-        return None
+        # cut off (a pasted excerpt, a line limit): the error is still an NCCL error
+        i = line.text.find("NCCL error in: ")
+        if i < 0:
+            return None
+        st.scratch["nccl.last_error_line"] = line.lineno
+        return line.event("nccl_error", step=st.step_of(line.rank), error=None,
+                          file=line.text[i + 15:].strip()[:200] or None, nccl_version=None)
     err = m.group(4).strip()
     err = re.sub(r"\s*\((?:run with NCCL_DEBUG=\w+ for details)\)$", "", err)
     if m.group(1) == "timeout":
@@ -192,12 +271,16 @@ _RDZV_PEER = re.compile(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) |fa
 
 
 @on("The client socket has timed out after", "TCP client failed to connect/validate to host",
-    "The server socket has failed to", "Wait timeout for name(s)", "Timeout waiting for key: ", "wait timeout after ")
+    "The server socket has failed to", "Wait timeout for name(s)", "Timeout waiting for key: ", "wait timeout after ",
+    # torch/distributed/distributed_c10d.py: _store_based_barrier (not every rank joined the new group)
+    "Timed out initializing process group in store based barrier",
+    # torch/distributed/elastic/rendezvous/c10d_rendezvous_backend.py: _create_tcp_store (torchrun --rdzv-backend c10d)
+    "The connection to the C10d store has failed")
 def rendezvous_error(line: Line, st: StreamState):
     t = line.text
     if "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
         cause = "address_in_use"
-    elif "client socket has timed out" in t or "failed to connect/validate" in t:
+    elif "client socket has timed out" in t or "failed to connect/validate" in t or "C10d store has failed" in t:
         if "retrying" in t:
             return None           # the client retries while the server starts: only the final timeout counts
         cause = "connect_timeout"
@@ -222,6 +305,8 @@ def warn_cause(msg: str) -> str | None:
     m = msg
     if "shared memory" in m or "/dev/shm" in m:
         return "shm"
+    if _NO_INTERFACE.search(m):
+        return "interface"
     if "Connection refused" in m or "exceeded error retry count" in m or "No route to host" in m:
         return "connection_refused"
     if "message truncated" in m:
@@ -233,6 +318,23 @@ def warn_cause(msg: str) -> str | None:
     if "Cuda failure" in m or "CUDA failure" in m or "cudaError" in m:
         return "cuda"
     return None
+
+
+# NCCL found no network interface to bootstrap / talk over: NCCL_SOCKET_IFNAME names one that
+# does not exist (or filters all out). nccl src/bootstrap.cc: bootstrapNetInit
+# 'Bootstrap : no socket interface found'; src/transport/net_socket.cc: ncclNetSocketInit
+# 'NET/Socket : no interface found'. torch repeats the last NCCL warning after
+# 'NCCL error in: ...', often on its own line without the 'NCCL WARN' head.
+_NO_INTERFACE = re.compile(r"(?i)no socket interface found|NET/Socket : no interface found|"
+                           r"no usable listening interface found")
+
+
+@on("no socket interface found", "no interface found", "o usable listening interface found")
+def no_interface(line: Line, st: StreamState):
+    if "NCCL WARN " in line.text or not _NO_INTERFACE.search(line.text):
+        return None                     # an NCCL WARN line: nccl_warn reads it
+    return line.event("nccl_warn", step=st.step_of(line.rank), msg=line.text.strip()[-200:], cause="interface",
+                      peer=None, host=line.host, pid=None, device=None)
 
 
 @on("NCCL WARN ")

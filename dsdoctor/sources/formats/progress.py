@@ -1,0 +1,46 @@
+"""Recogniser: tqdm progress bars (HF Trainer, accelerate and most training scripts).
+
+tqdm/std.py: tqdm.format_meter prints '{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}
+[{elapsed}<{remaining}, {rate_fmt}{postfix}]', where rate_fmt is '{rate:.2f}{unit}/s', or
+'{1/rate:.2f}s/{unit}' once an iteration takes longer than a second. Only bars counting
+iterations (unit 'it', tqdm's default) become points of an iteration-time series: dataset
+bars count examples/batches ('examples/s', 'ba/s'). Each bar (its description and total) is
+a series of its own, so an evaluation bar does not mix with the training bar. The rate tqdm
+shows is already smoothed (exponential moving average, smoothing=0.3).
+"""
+from __future__ import annotations
+
+import re
+
+from ..logs import Line, StreamState
+from ..registry import on, steady
+
+_BAR = re.compile(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
+                  r"\[[\d:]+<[\d:?]+,\s*(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)[,\]]")
+MAX_POINTS_PER_BAR = 200
+_S_IT, _IT_S = "s/it]", "it/s]"
+steady("tqdm", _S_IT, _IT_S)
+
+
+@on(_S_IT, _IT_S, "s/it, ", "it/s, ")
+def progress_bar(line: Line, st: StreamState):
+    m = None
+    for m in _BAR.finditer(line.text):       # a pasted line may hold several updates: the last counts
+        pass
+    if m is None:
+        return None
+    n, total = int(m.group("n")), int(m.group("total"))
+    rate = float(m.group("rate"))
+    if n < 2 or total <= 0 or rate <= 0:
+        return None                          # tqdm's first rate is start-up, not steady state
+    desc = (m.group("desc") or "").strip()[-60:]
+    series = f"{desc}|{total}"
+    last = st.scratch.setdefault("tqdm_last", {})
+    gap = max(1, total // MAX_POINTS_PER_BAR)
+    if series in last and n < last[series] + gap:
+        return None
+    if len(last) > 1000:
+        return None
+    last[series] = n
+    iter_ms = rate * 1000.0 if m.group("unit") == "s/it" else 1000.0 / rate
+    return line.event("throughput", step=n, iter_ms=round(iter_ms, 3), series=series, bar=True)
