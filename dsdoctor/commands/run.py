@@ -51,7 +51,21 @@ def child_env(out: Path, stall_timeout: Optional[float], on_stall: Optional[str]
         site_dir = str(Path(__file__).resolve().parent.parent / "sources" / "live" / "_site")
         pkg_root = str(Path(__file__).resolve().parent.parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site_dir, pkg_root, env.get("PYTHONPATH")) if p)
+    _for_other_nodes(env, out)
     return env
+
+
+def _for_other_nodes(env: dict[str, str], out: Path) -> None:
+    """Flight Recorder on, and the variables carried to ranks on other nodes through the
+    deepspeed runner's own env file (sources/live/propagate.py explains each launcher)."""
+    from ..sources.live import flight_recorder, propagate
+    env.update(flight_recorder.env_for_run(env, out))
+    try:
+        path = propagate.write_env_file(env, propagate.for_other_nodes(env), out)
+        env[propagate.ENV_FILE_VAR] = str(path)
+    except OSError as e:
+        print(f"dsdoctor: warning: cannot write {out}/{propagate.FILE_NAME} ({e.strerror or e}): ranks on "
+              f"other nodes of a deepspeed --hostfile launch will not attach", file=sys.stderr)
 
 
 class Tee(threading.Thread):

@@ -25,8 +25,9 @@ class InputError(Exception):
 class Input:
     name: str                 # what evidence lines cite
     path: Path | None         # None for stdin
-    kind: str                 # 'log' | 'events'
+    kind: str                 # 'log' | 'events' | 'flight_recorder'
     rank_hint: int | None     # rank read from the file name (events-rank3.jsonl, rank3.log)
+    group: tuple[Path, ...] = ()   # flight_recorder: every rank's dump of one stall/timeout
 
     def open(self) -> BinaryIO:
         if self.path is None:
@@ -47,8 +48,26 @@ def _kind(p: Path) -> str:
 
 
 def expand(paths: list[str]) -> list[Input]:
-    """Resolve the command-line paths into inputs, in a stable order."""
+    """Resolve the command-line paths into inputs, in a stable order.
+
+    Several folders (`analyze DIR1 DIR2`: one per node), or a folder of node folders, are one
+    run: every file is read once, and Flight Recorder dumps from all of them are grouped into
+    one input per stall/timeout (a dump is analysed together with the other ranks' dumps)."""
+    from .flight_recorder import dump_rank, group_key
     out: list[Input] = []
+    seen: set[Path] = set()
+    dumps: dict[str, list[Path]] = {}
+
+    def add(f: Path) -> None:
+        key = f.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        if dump_rank(f) is not None:
+            dumps.setdefault(group_key(f), []).append(f)
+        else:
+            out.append(Input(str(f), f, _kind(f), _rank_hint(f.name)))
+
     for raw in paths:
         if raw == "-":
             out.append(Input("-", None, "log", None))
@@ -57,16 +76,22 @@ def expand(paths: list[str]) -> list[Input]:
         if not p.exists():
             raise InputError(f"{raw}: no such file or directory")
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and _is_log_file(f))
+            all_files = sorted(f for f in p.rglob("*") if f.is_file())
+            files = [f for f in all_files if _is_log_file(f) or dump_rank(f) is not None]
             if not files:
                 raise InputError(f"{raw}: folder contains no log files ({', '.join(LOG_SUFFIXES)})")
             # dsdoctor's own events and the console capture of a watched run both go in:
             # the events carry what the hooks saw, the console what the program printed.
-            out.extend(Input(str(f), f, _kind(f), _rank_hint(f.name)) for f in files)
+            for f in files:
+                add(f)
             continue
         if not os.access(p, os.R_OK):
             raise InputError(f"{raw}: permission denied")
-        out.append(Input(str(p), p, _kind(p), _rank_hint(p.name)))
+        add(p)
+    for key, group in sorted(dumps.items()):
+        group.sort(key=lambda f: (dump_rank(f) or 0, str(f)))
+        out.append(Input(f"{group[0].parent}/{key}<rank> ({len(group)} Flight Recorder dumps)", group[0],
+                         "flight_recorder", None, tuple(group)))
     return out
 
 
@@ -82,7 +107,7 @@ def _is_log_file(f: Path) -> bool:
 def check_readable(inp: Input) -> None:
     """Fail early, with one line, on empty, unreadable or binary files. A truncated .gz is
     not refused here: the part before the cut is still evidence (see iter_blocks)."""
-    if inp.path is None:
+    if inp.path is None or inp.kind == "flight_recorder":    # a pickle, checked by its reader
         return
     try:
         if inp.path.stat().st_size == 0:
