@@ -41,7 +41,7 @@ def where_text(missing_hosts: dict[str, Any]) -> str:
 
 @register
 class MultiNodeDetector(Detector):
-    kinds = ("roll_call", "flight_recorder")
+    kinds = ("roll_call", "flight_recorder", "node_exit")
 
     def __init__(self) -> None:
         self._roll: Symptom | None = None
@@ -49,6 +49,8 @@ class MultiNodeDetector(Detector):
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "roll_call":
             return self._roll_call(ev, seq)
+        if ev.kind == "node_exit":
+            return self._node_exit(ev, seq)
         return self._flight_recorder(ev, seq)
 
     def _roll_call(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -70,6 +72,17 @@ class MultiNodeDetector(Detector):
                                    f"{d.get('world_size')} ranks attached; not watched: {s.facts['where']}"))
         if self._roll is None:
             self._roll = s
+        return (s,)
+
+    def _node_exit(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        """The first node whose launch failed (pdsh reports them in the order they ended)."""
+        d = ev.data
+        if not d.get("first"):
+            return ()
+        ranks = [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
+        s = symptom_from(ev, seq, "node_exit", key=(), node=d.get("node"), exitcode=d.get("exitcode"),
+                         who=d.get("who"), ranks_known=bool(ranks))
+        s.ranks = set(ranks)
         return (s,)
 
     def _flight_recorder(self, ev: Event, seq: int) -> Iterable[Symptom]:

@@ -71,20 +71,23 @@ def load(path: Path) -> dict[str, Any]:
     return d
 
 
-def _fill_pg_config(dump: dict[str, Any]) -> dict[str, Any]:
-    """gloo dumps list the groups under '' without names (only NCCL registers them,
-    ProcessGroupNCCL::getNCCLComm): rebuild {pg name: desc, ranks} from the entries, with the
-    ranks of the group the dump does list (the default group)."""
-    cfg = dict(dump.get("pg_config") or {})
-    names = {e["process_group"][0] for e in dump["entries"] if e.get("process_group")}
-    if names and names <= set(cfg):
-        return cfg
-    default_ranks = next((v.get("ranks") for v in cfg.values() if isinstance(v, dict) and v.get("ranks")), None)
-    for e in dump["entries"]:
-        name, desc = e["process_group"]
-        if name not in cfg:
-            cfg[name] = {"name": name, "desc": desc, "ranks": default_ranks or "[]"}
-    return cfg
+def _fill_pg_configs(dumps: dict[int, dict[str, Any]]) -> None:
+    """gloo dumps list no groups by name (only NCCL registers them, ProcessGroupNCCL::getNCCLComm;
+    gloo leaves `'': ranks '[]'`). A group's members are then the ranks whose dumps hold
+    entries of that group: a rank stuck outside it still has its earlier calls in the buffer."""
+    members: dict[str, set[int]] = {}
+    for rank, d in dumps.items():
+        for e in d["entries"]:
+            if e.get("process_group"):
+                members.setdefault(e["process_group"][0], set()).add(rank)
+    for rank, d in dumps.items():
+        cfg = {k: v for k, v in (d.get("pg_config") or {}).items()
+               if isinstance(v, dict) and str(v.get("ranks", "[]")).strip() not in ("", "[]")}
+        for e in d["entries"]:
+            name, desc = e["process_group"]
+            if name not in cfg:
+                cfg[name] = {"name": name, "desc": desc, "ranks": str(sorted(members.get(name, {rank})))}
+        d["pg_config"] = cfg
 
 
 def _user_frame(frames: list[dict[str, Any]] | None) -> str | None:
@@ -140,9 +143,8 @@ def read_dumps(paths: list[Path], warnings: list[str] | None = None) -> Iterator
                         f"then re-run dsdoctor analyze)")
         return
     build_db, JobConfig = tools
-    details: dict[str, dict[str, Any]] = {}
-    positions: dict[int, dict[str, Any]] = {}
-    version = ""
+    dumps: dict[int, dict[str, Any]] = {}
+    files: dict[int, Path] = {}
     for p in paths:
         rank = dump_rank(p)
         try:
@@ -150,13 +152,18 @@ def read_dumps(paths: list[Path], warnings: list[str] | None = None) -> Iterator
         except Exception as e:
             warnings.append(f"{p}: not a readable Flight Recorder dump ({type(e).__name__}: {e}); skipped")
             continue
-        d["pg_config"] = _fill_pg_config(d)
-        version = version or str(d.get("version", ""))
-        details[str(p)] = {"host_name": p.parent.name, "rank": rank, "entries": d["entries"],
-                           "version": str(d.get("version", "")), "pg_config": d["pg_config"]}
-        positions[int(rank or 0)] = {**_position(d), "folder": p.parent.name}
-    if not details:
+        if rank in dumps:
+            warnings.append(f"{p}: a second dump of rank {rank} in one group; skipped")
+            continue
+        dumps[int(rank or 0)], files[int(rank or 0)] = d, p
+    if not dumps:
         return
+    _fill_pg_configs(dumps)
+    version = str(next(iter(dumps.values())).get("version", ""))
+    details = {str(files[r]): {"host_name": files[r].parent.name, "rank": r, "entries": d["entries"],
+                               "version": str(d.get("version", "")), "pg_config": d["pg_config"]}
+               for r, d in dumps.items()}
+    positions = {r: {**_position(d), "folder": files[r].parent.name} for r, d in dumps.items()}
     args = JobConfig().parse_args([str(paths[0].parent), "--allow-incomplete-ranks"])
     prev = logging.root.manager.disable
     logging.disable(logging.CRITICAL)

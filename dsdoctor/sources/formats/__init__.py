@@ -11,6 +11,7 @@ from ...events import Event
 from ..logs import StreamState
 from . import traceback, memory, context_lines  # noqa: F401  (registration)
 from . import deepspeed, nccl, launcher, hf, megatron, hardware  # noqa: F401
+from . import multinode  # noqa: F401
 
 _FINISHERS = [megatron.finish]
 

@@ -76,7 +76,10 @@ class RollCall:
 
     def _run(self) -> None:
         with self.session.guard(self.PART):
+            t0 = time.monotonic()
             self.call(grace_seconds())
+            if self.report is not None and self.report["missing"]:
+                self.watch_late(t0)
 
     def count(self) -> int:
         return int(self._store.add(ATTACH_COUNT, 0))
@@ -91,15 +94,18 @@ class RollCall:
         self.session.emit("roll_call", **self.report)
         if self.report["missing"]:
             self._print(self.report)
-            # a slow node may still come: say so if it does
-            while not self._stop.wait(max(POLL, 5.0)) and time.monotonic() - t0 < LATE_WATCH:
-                if self.count() >= world:
-                    late = self.build(time.monotonic() - t0)
-                    self.session.emit("roll_call", **late)
-                    if not getattr(self.session, "quiet", False):
-                        print(f"dsdoctor: every rank has attached now ({world} of {world}, after "
-                              f"{late['waited_s']} s)", file=sys.stderr, flush=True)
-                    return
+
+    def watch_late(self, t0: float) -> None:
+        """A slow node may still come: say so if it does."""
+        world = self.session.world_size
+        while not self._stop.wait(5.0) and time.monotonic() - t0 < LATE_WATCH:
+            if self.count() >= world:
+                late = self.build(time.monotonic() - t0)
+                self.session.emit("roll_call", **late)
+                if not getattr(self.session, "quiet", False):
+                    print(f"dsdoctor: every rank has attached now ({world} of {world}, after "
+                          f"{late['waited_s']} s)", file=sys.stderr, flush=True)
+                return
 
     def build(self, waited: float) -> dict[str, Any]:
         """Who attached (one check per rank: once, at the end of the grace period)."""
