@@ -181,6 +181,33 @@ def post_mortem(out: Path, rc: int, command: List[str]) -> int:
     return exit_code(findings)
 
 
+def _missing_node_folders(out: Path) -> list[str]:
+    """After a run over several nodes without a shared file system, the other nodes' folders
+    (DIR/node<K>-<host>/, sources/live/nodes.py) are on their own disks: say how to fetch them."""
+    try:
+        from ..events import read_events
+        here = {p.name for p in out.glob("node*-*") if p.is_dir()}
+        if not here:
+            return []
+        attached: dict[str, str] = {}          # host label -> its folder name, from rank 0's roll call
+        for f in out.glob("node*-*/events-rank0.jsonl"):
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                for ev in read_events(fh, str(f)):
+                    if ev.kind == "roll_call":
+                        for label in ev.data.get("hosts") or {}:
+                            attached[label] = label
+        missing = []
+        for label in attached:
+            host, _, node = label.partition(" (node ")
+            name = f"node{node.rstrip(')')}-{host}" if node else host
+            if name not in here:
+                missing.append((host, name))
+    except Exception:
+        return []
+    return [f"{name}/ is not here (its node wrote to its own disk): `rsync -a {host}:{out.resolve()}/ {out}/`, "
+            f"then `dsdoctor analyze {out}`" for host, name in missing]
+
+
 def run(
     ctx: typer.Context,
     command: List[str] = typer.Argument(None, help="The training command, after --: deepspeed/torchrun/python ..."),
@@ -218,6 +245,8 @@ def run(
     except Exception as e:          # the diagnosis must never hide the command's exit code
         print(f"dsdoctor: error: diagnosis failed ({type(e).__name__}: {e}); "
               f"try: dsdoctor analyze {out}", file=sys.stderr)
+    for note in _missing_node_folders(out):
+        print(f"dsdoctor: {note}", file=sys.stderr)
     raise typer.Exit(rc)
 
 
