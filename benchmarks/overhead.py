@@ -283,19 +283,60 @@ def fr_variant(args: argparse.Namespace) -> int:
             os.unlink(path)
     off, on = results["0"], results[str(BUFFER_SIZE)]
     ratios = sorted(b["step_ms"] / a["step_ms"] for a, b in zip(off, on))
-    per_coll = statistics.median(b["coll_us"] for b in on) - statistics.median(a["coll_us"] for a in off)
+    micro = fr_micro(args.fr_pairs * 3)
+    per_coll = micro
     n_coll = statistics.median(b["collectives_per_step"] for b in on)
     step_ms = statistics.median(a["step_ms"] for a in off)
     print(f"Flight Recorder (TORCH_FR_BUFFER_SIZE={BUFFER_SIZE} vs 0), {args.ranks} ranks, {args.fr_pairs} launch pairs "
           f"of {args.rounds * args.steps} steps:")
     print(f"  step time ratio with/without: median {statistics.median(ratios):.4f} "
           f"(pairs: {', '.join(f'{r:.4f}' for r in ratios)}; between-launch noise included)")
-    print(f"  recorder cost per collective: {per_coll:+.1f} us (gloo all_reduce of 1 float: "
-          f"{statistics.median(a['coll_us'] for a in off):.1f} us without, "
-          f"{statistics.median(b['coll_us'] for b in on):.1f} us with)")
+    print(f"  in the 2-rank launches, a gloo all_reduce of 1 float: {statistics.median(a['coll_us'] for a in off):.1f} us "
+          f"without, {statistics.median(b['coll_us'] for b in on):.1f} us with (between-launch noise included)")
     print(f"  {n_coll:.0f} collectives per step x {per_coll:.1f} us = {n_coll * per_coll / 1000:.3f} ms of a "
           f"{step_ms:.2f} ms step: {1 + n_coll * per_coll / 1000 / step_ms:.4f}")
     return 0
+
+
+FR_MICRO = """
+import os, time, torch, torch.distributed as dist
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:%d", rank=0, world_size=1)
+t = torch.ones(1)
+for _ in range(2000):
+    dist.all_reduce(t)
+best = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    for _ in range(20000):
+        dist.all_reduce(t)
+    best.append((time.perf_counter() - t0) / 20000 * 1e6)
+print(min(best))
+dist.destroy_process_group()
+"""
+
+
+def fr_micro(pairs: int) -> float:
+    """The recorder's own cost per collective: a 1-rank gloo all_reduce (no network, ~10 us) in
+    fresh processes with TORCH_FR_BUFFER_SIZE=0 and =BUFFER_SIZE, alternating; the median of
+    the paired differences, in microseconds (printed with every pair)."""
+    import socket
+    from dsdoctor.sources.live.flight_recorder import BUFFER_SIZE
+    diffs = []
+    for i in range(pairs):
+        us = {}
+        for size in (("0", str(BUFFER_SIZE)) if i % 2 == 0 else (str(BUFFER_SIZE), "0")):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            out = subprocess.run([sys.executable, "-c", FR_MICRO % port], capture_output=True, text=True,
+                                 env=dict(os.environ, TORCH_FR_BUFFER_SIZE=size, OMP_NUM_THREADS="1"), timeout=300)
+            us[size] = float(out.stdout.strip().splitlines()[-1])
+        diffs.append((us["0"], us[str(BUFFER_SIZE)]))
+    d = sorted(b - a for a, b in diffs)
+    print(f"  recorder cost per collective (1-rank gloo all_reduce of 1 float, best of 5 x 20,000 calls, {pairs} "
+          f"process pairs): median {statistics.median(d):+.2f} us; pairs (without -> with): "
+          + ", ".join(f"{a:.1f}->{b:.1f}" for a, b in diffs))
+    return statistics.median(d)
 
 
 def fr_worker(args: argparse.Namespace) -> None:

@@ -253,3 +253,17 @@ def test_hosts_named_in_findings():
     (f,) = diagnose(evs)
     assert f.hosts == {1: "b (node 1)"} and f.to_dict()["hosts"] == {"1": "b (node 1)"}
     assert "rank 1 on b (node 1)" in f.title
+
+
+def test_run_names_node_folders_left_on_other_disks(tmp_path):
+    from dsdoctor.commands.run import _missing_node_folders
+    here = tmp_path / "node0-a"
+    here.mkdir()
+    roll = {"kind": "roll_call", "rank": 0, "data": {"world_size": 2, "attached": 2, "missing": [], "complete": True,
+                                                       "hosts": {"a (node 0)": [0], "b (node 1)": [1]}}}
+    (here / "events-rank0.jsonl").write_text(json.dumps(roll) + "\n")
+    (notes,) = _missing_node_folders(tmp_path)
+    assert notes.startswith("node1-b/ is not here") and f"rsync -a b:{tmp_path.resolve()}/ {tmp_path}/" in notes
+    (tmp_path / "node1-b").mkdir()
+    assert _missing_node_folders(tmp_path) == []
+    assert _missing_node_folders(tmp_path / "node1-b") == []        # a single-node layout: nothing to say
