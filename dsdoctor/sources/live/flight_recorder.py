@@ -42,14 +42,16 @@ def env_for_run(env: dict[str, str], out: Path) -> dict[str, str]:
 
 
 def enabled() -> bool:
+    """False only when the user turned the recorder off (torch >= 2.6 records by default:
+    FlightRecorder.hpp reads TORCH_FR_BUFFER_SIZE with a default of 2000)."""
     for k in BUFFER_ENV:
         v = os.environ.get(k)
         if v:
             try:
                 return int(v) > 0
             except ValueError:
-                return False
-    return False
+                return True
+    return True
 
 
 def dump(out_dir: Path, rank: int, stall_id: int = 1) -> Path | None:
@@ -61,7 +63,7 @@ def dump(out_dir: Path, rank: int, stall_id: int = 1) -> Path | None:
     if fn is None:
         return None
     data = fn()
-    if not data:
+    if not data or not _has_entries(data):
         return None
     path = Path(out_dir) / dump_name(rank, stall_id)
     tmp = path.with_name(path.name + ".tmp")
@@ -69,3 +71,15 @@ def dump(out_dir: Path, rank: int, stall_id: int = 1) -> Path | None:
         fh.write(data)
     os.replace(tmp, path)          # analyze never sees half a dump
     return path
+
+
+def _has_entries(data: bytes) -> bool:
+    """A dump of a recorder that recorded nothing (off, or no collective yet) is not written."""
+    import io
+
+    from ..flight_recorder import _NoGlobals
+    try:
+        d = _NoGlobals(io.BytesIO(data)).load()
+    except Exception:
+        return True                   # a format we do not know: keep it for torch's own tools
+    return not isinstance(d, dict) or bool(d.get("entries"))
