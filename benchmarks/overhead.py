@@ -388,7 +388,10 @@ def fr_worker(args: argparse.Namespace) -> None:
             json.dump({"step_ms": statistics.median(times) * 1000, "coll_us": coll_us,
                        "collectives_per_step": per_step}, fh)
     dist.barrier()
-    dist.destroy_process_group()      # gloo's threads stopped before exit (else std::terminate)
+    # no destructors: gloo/DeepSpeed threads torn down at interpreter exit sometimes end in
+    # std::terminate ("terminate called without an active exception") and a failed launch
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def _fr_entries() -> int | None:

@@ -426,7 +426,7 @@ class Watchdog:
         self._wait_for_dumps()
         if self.rank == 0 or v.get("judge") == self.rank:
             print(f"dsdoctor: stall: rank(s) {_where(v)} made no progress for {v.get('waited_s')} s "
-                  f"(last step {v.get('last_step')}, phase {v.get('last_phase')}); stacks in {self.out_dir}; "
+                  f"(last step {v.get('last_step')}, phase {v.get('last_phase')}); stacks in {self._stacks_dir}; "
                   f"ending the run (--on-stall abort)", file=sys.stderr, flush=True)
         with self.session.guard("watchdog.flush"):
             self.session.flush()
