@@ -108,14 +108,18 @@ class RollCall:
                 return
 
     def build(self, waited: float) -> dict[str, Any]:
-        """Who attached (one check per rank: once, at the end of the grace period)."""
+        """Who attached: one multi_get when every rank has (the usual case; multi_get would block
+        on a missing key), else one check per rank, once, at the end of the grace period."""
         world = self.session.world_size
         st = self._store
         attached: dict[int, dict[str, Any]] = {}
-        for r in range(world):
-            key = ATTACH_PREFIX + str(r)
-            if st.check([key]):
-                attached[r] = decode(st.get(key)) or {}
+        keys = [ATTACH_PREFIX + str(r) for r in range(world)]
+        if self.count() >= world:
+            attached = {r: decode(raw) or {} for r, raw in enumerate(st.multi_get(keys))}
+        else:
+            for r, key in enumerate(keys):
+                if st.check([key]):
+                    attached[r] = decode(st.get(key)) or {}
         missing = [r for r in range(world) if r not in attached]
         by_host: dict[str, list[int]] = {}
         for r, d in attached.items():
