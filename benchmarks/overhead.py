@@ -74,6 +74,13 @@ def parse() -> argparse.Namespace:
                     help="let the OS move ranks between cores (default: rank r runs on core r mod ncpu)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the block order")
     ap.add_argument("--dump", help="write every block's step times (rank 0) to this JSON file")
+    ap.add_argument("--flight-recorder", action="store_true",
+                    help="variant: the cost of the Flight Recorder `dsdoctor run` turns on. The recorder's size is "
+                         "read once per process, so blocks cannot alternate inside one process: --fr-pairs pairs "
+                         "of short launches, TORCH_FR_BUFFER_SIZE=0 then the dsdoctor setting, alternating, no "
+                         "doctor attached; each launch times --steps x --rounds steps after --settle")
+    ap.add_argument("--fr-pairs", type=int, default=4, help="launch pairs of the --flight-recorder variant")
+    ap.add_argument("--fr-worker", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args()
 
 
@@ -250,10 +257,167 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
     print(f"  events written under {out}")
 
 
+# ---------------------------------------------------------------- variant: the Flight Recorder
+def fr_variant(args: argparse.Namespace) -> int:
+    """Paired launches without / with the recorder; prints the median paired ratio of the step
+    time, its range, and the recorder's own cost per collective (a gloo all_reduce of 1 float)."""
+    from dsdoctor.sources.live.flight_recorder import BUFFER_SIZE
+    import socket
+    results: dict[str, list[dict[str, float]]] = {"0": [], str(BUFFER_SIZE): []}
+    for i in range(args.fr_pairs):
+        for size in (("0", str(BUFFER_SIZE)) if i % 2 == 0 else (str(BUFFER_SIZE), "0")):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            fd, path = tempfile.mkstemp(suffix=".json")
+            os.close(fd)
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.ranks),
+                   "--master_port", str(port), __file__, "--fr-worker", "--steps", str(args.steps),
+                   "--rounds", str(args.rounds), "--settle", str(args.settle), "--dump", path]
+            env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", TORCH_FR_BUFFER_SIZE=size)
+            if subprocess.call(cmd, env=env, stdout=subprocess.DEVNULL) != 0:
+                print(f"launch with TORCH_FR_BUFFER_SIZE={size} failed", file=sys.stderr)
+                return 1
+            with open(path) as fh:
+                results[size].append(json.load(fh))
+            os.unlink(path)
+    off, on = results["0"], results[str(BUFFER_SIZE)]
+    ratios = sorted(b["step_ms"] / a["step_ms"] for a, b in zip(off, on))
+    micro = fr_micro(args.fr_pairs * 3)
+    per_coll = micro
+    n_coll = statistics.median(b["collectives_per_step"] for b in on)
+    step_ms = statistics.median(a["step_ms"] for a in off)
+    print(f"Flight Recorder (TORCH_FR_BUFFER_SIZE={BUFFER_SIZE} vs 0), {args.ranks} ranks, {args.fr_pairs} launch pairs "
+          f"of {args.rounds * args.steps} steps:")
+    print(f"  step time ratio with/without: median {statistics.median(ratios):.4f} "
+          f"(pairs: {', '.join(f'{r:.4f}' for r in ratios)}; between-launch noise included)")
+    print(f"  in the 2-rank launches, a gloo all_reduce of 1 float: {statistics.median(a['coll_us'] for a in off):.1f} us "
+          f"without, {statistics.median(b['coll_us'] for b in on):.1f} us with (between-launch noise included)")
+    print(f"  {n_coll:.0f} collectives per step x {per_coll:.1f} us = {n_coll * per_coll / 1000:.3f} ms of a "
+          f"{step_ms:.2f} ms step: {1 + n_coll * per_coll / 1000 / step_ms:.4f}")
+    return 0
+
+
+FR_MICRO = """
+import os, time, torch, torch.distributed as dist
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:%d", rank=0, world_size=1)
+t = torch.ones(1)
+for _ in range(2000):
+    dist.all_reduce(t)
+best = []
+for _ in range(5):
+    t0 = time.perf_counter()
+    for _ in range(20000):
+        dist.all_reduce(t)
+    best.append((time.perf_counter() - t0) / 20000 * 1e6)
+print(min(best))
+dist.destroy_process_group()
+"""
+
+
+def fr_micro(pairs: int) -> float:
+    """The recorder's own cost per collective: a 1-rank gloo all_reduce (no network, ~10 us) in
+    fresh processes with TORCH_FR_BUFFER_SIZE=0 and =BUFFER_SIZE, alternating; the median of
+    the paired differences, in microseconds (printed with every pair)."""
+    import socket
+    from dsdoctor.sources.live.flight_recorder import BUFFER_SIZE
+    diffs = []
+    for i in range(pairs):
+        us = {}
+        for size in (("0", str(BUFFER_SIZE)) if i % 2 == 0 else (str(BUFFER_SIZE), "0")):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            out = subprocess.run([sys.executable, "-c", FR_MICRO % port], capture_output=True, text=True,
+                                 env=dict(os.environ, TORCH_FR_BUFFER_SIZE=size, OMP_NUM_THREADS="1"), timeout=300)
+            us[size] = float(out.stdout.strip().splitlines()[-1])
+        diffs.append((us["0"], us[str(BUFFER_SIZE)]))
+    d = sorted(b - a for a, b in diffs)
+    print(f"  recorder cost per collective (1-rank gloo all_reduce of 1 float, best of 5 x 20,000 calls, {pairs} "
+          f"process pairs): median {statistics.median(d):+.2f} us; pairs (without -> with): "
+          + ", ".join(f"{a:.1f}->{b:.1f}" for a, b in diffs)
+          + f"; fastest process of each side (least disturbed by other jobs): {min(a for a, _ in diffs):.1f} us without, "
+            f"{min(b for _, b in diffs):.1f} us with")
+    return statistics.median(d)
+
+
+def fr_worker(args: argparse.Namespace) -> None:
+    import logging
+
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+    rank = int(os.environ["RANK"])
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[rank % len(cores)]})
+    deepspeed.init_distributed(dist_backend="gloo")
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(args.hidden, args.hidden), nn.GELU(), nn.Linear(args.hidden, args.hidden),
+                          nn.GELU(), nn.Linear(args.hidden, 1))
+    cfg = {"train_micro_batch_size_per_gpu": args.micro_batch, "gradient_accumulation_steps": 1,
+           "zero_optimization": {"stage": 2}, "steps_per_print": 10 ** 9}
+    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4),
+                                      config=cfg)
+    x = torch.randn(args.micro_batch, args.hidden)
+    y = torch.randn(args.micro_batch)
+
+    def step() -> None:
+        loss = nn.functional.mse_loss(engine(x).squeeze(-1), y)
+        engine.backward(loss)
+        engine.step()
+
+    for _ in range(args.settle):
+        step()
+    c0 = _fr_entries()
+    dist.barrier()
+    times = []
+    for _ in range(args.rounds * args.steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    per_step = (_fr_entries() - c0) / len(times) if c0 is not None else float("nan")
+    one = torch.ones(1)
+    dist.barrier()
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        dist.all_reduce(one)
+    coll_us = (time.perf_counter() - t0) / 2000 * 1e6
+    if rank == 0:
+        with open(args.dump, "w") as fh:
+            json.dump({"step_ms": statistics.median(times) * 1000, "coll_us": coll_us,
+                       "collectives_per_step": per_step}, fh)
+    dist.barrier()
+    # no destructors: gloo/DeepSpeed threads torn down at interpreter exit sometimes end in
+    # std::terminate ("terminate called without an active exception") and a failed launch
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _fr_entries() -> int | None:
+    """The last recorded collective's id (record_id counts every entry ever made)."""
+    import pickle
+
+    import torch
+    try:
+        entries = pickle.loads(torch._C._distributed_c10d._dump_fr_trace(True, False, False)).get("entries") or []
+    except Exception:
+        return None
+    return int(entries[-1]["record_id"]) + 1 if entries else 0
+
+
 def main() -> None:
     args = parse()
+    if args.flight_recorder and "RANK" not in os.environ:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        sys.exit(fr_variant(args))
     if "RANK" not in os.environ:
         sys.exit(launch(args))
+    if args.fr_worker:
+        fr_worker(args)
+        return
     train(args)
 
 

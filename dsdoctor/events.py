@@ -70,6 +70,9 @@ KINDS: dict[str, str] = {
     "stall": "id (verdict number), ranks behind, last_step, last_phase, waited_s, stacks (path), on_stall, abort_after_s, signalled",
     "stall_resolved": "id (of the stall verdict), ranks, stalled_s: every rank moved on after that stall",
     "stack": "thread, where ('collective'|'dataloader'), func, file, op: a thread in a py-spy/faulthandler dump",
+    "attach": "a rank started watching (live): host, node (index or None), nnodes, label, launcher, pid, out",
+    "roll_call": "rank 0's count of attached ranks (live): world_size, attached, missing, missing_hosts {label: ranks}, hosts, complete",
+    "flight_recorder": "torch's Flight Recorder analysis: verdict ('missing'|'size_mismatch'|'dtype_mismatch'|'op_mismatch'|'state_mismatch'|'consistent'), seq, op, culprit_ranks, sizes, positions",
     "rank_times": "rank 0's cross-rank round (live exchange): nranks, median {fwd,bwd,step,data} ms, outliers {rank: which, phase, value_ms, median_ms, ratio}",
     # configuration and environment
     "config_error": "error (short id), key, message, numbers (dict)",

@@ -110,6 +110,7 @@ class Finding:
     key: str | None = None                  # dotted config key (config findings)
     source_ref: str | None = None           # where the rule's advice comes from
     fallback: bool = False                  # a generic failure finding: dropped when a specific one explains the run
+    hosts: dict[int, str] = field(default_factory=dict)   # rank -> host label (multi-node runs)
 
     @property
     def ranks_text(self) -> str:
@@ -124,7 +125,17 @@ class Finding:
             d["key"] = self.key
         if self.consequence_of:
             d["consequence_of"] = self.consequence_of
+        if self.hosts:
+            d["hosts"] = {str(r): h for r, h in sorted(self.hosts.items())}
         return d
+
+    @property
+    def hosts_text(self) -> str:
+        """'vm1 (node 0): rank 0; vm2 (node 1): rank 1' — the hosts of the finding's ranks."""
+        by: dict[str, list[int]] = {}
+        for r, h in sorted(self.hosts.items()):
+            by.setdefault(h, []).append(r)
+        return "; ".join(f"{h}: rank{'s' if len(rs) > 1 else ''} {ranks_text(rs)}" for h, rs in by.items())
 
 
 _SEV_ORDER = {s: i for i, s in enumerate(SEVERITIES)}

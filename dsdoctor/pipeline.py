@@ -12,6 +12,9 @@ from .detect import Detector, default_detectors
 from .events import Event
 from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
+from .detect.multinode import learn_hosts
+
+_HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
 
 
 _BAD_DATA = (TypeError, ValueError, OverflowError, KeyError, AttributeError, IndexError)
@@ -35,6 +38,7 @@ class Diagnoser:
         self.seq = 0
         self.events_seen = 0
         self.bad_events = 0              # events-file events a detector could not use
+        self.hosts: dict[int, str] = {}      # rank -> host label (detect/multinode.py learn_hosts)
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -42,6 +46,8 @@ class Diagnoser:
         self.events_seen += 1
         if ev.kind == "context":
             self.context.learn(ev.data)
+        elif ev.kind in _HOST_KINDS:
+            learn_hosts(ev, self.hosts)
         new: list[Finding] = []
         for det in self._by_kind.get(ev.kind, ()):
             try:
@@ -72,7 +78,13 @@ class Diagnoser:
             return None
         self.symptoms[k] = s
         rule = self.rules.match(s, self.context.names())
-        return make_finding(rule, s, self.context.names()) if rule else None
+        return self._hosted(make_finding(rule, s, self.context.names())) if rule else None
+
+    def _hosted(self, f: Finding) -> Finding:
+        """Name the hosts of the finding's ranks, when the run said them (multi-node runs)."""
+        if self.hosts:
+            f.hosts = {r: self.hosts[r] for r in f.ranks if r in self.hosts}
+        return f
 
     def finish(self) -> list[Finding]:
         for det in self.detectors:
@@ -86,7 +98,7 @@ class Diagnoser:
         for s in self.symptoms.values():
             rule = self.rules.match(s, names)
             if rule:
-                out.append(make_finding(rule, s, names))
+                out.append(self._hosted(make_finding(rule, s, names)))
         return order_findings(out)
 
 

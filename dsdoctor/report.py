@@ -50,7 +50,13 @@ def render_finding(con: Console, f: Finding, index: int | None = None, *, brief:
     con.print(head)
     where = []
     if f.ranks:
-        where.append(f"rank{'s' if len(f.ranks) > 1 else ''} {f.ranks_text}")
+        ranks = f"rank{'s' if len(f.ranks) > 1 else ''} {f.ranks_text}"
+        hosts = set(f.hosts.values()) if f.hosts else set()
+        if len(hosts) == 1 and len(f.hosts) == len(f.ranks):
+            ranks += f" on {hosts.pop()}"
+        elif hosts:
+            ranks += f" ({f.hosts_text})"
+        where.append(ranks)
     if f.steps:
         st = f.steps
         where.append(f"step {st[0]}" if len(st) == 1 else f"steps {st[0]}..{st[-1]} ({len(st)} seen)")

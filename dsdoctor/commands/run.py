@@ -51,7 +51,21 @@ def child_env(out: Path, stall_timeout: Optional[float], on_stall: Optional[str]
         site_dir = str(Path(__file__).resolve().parent.parent / "sources" / "live" / "_site")
         pkg_root = str(Path(__file__).resolve().parent.parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site_dir, pkg_root, env.get("PYTHONPATH")) if p)
+    _for_other_nodes(env, out)
     return env
+
+
+def _for_other_nodes(env: dict[str, str], out: Path) -> None:
+    """Flight Recorder on, and the variables carried to ranks on other nodes through the
+    deepspeed runner's own env file (sources/live/propagate.py explains each launcher)."""
+    from ..sources.live import flight_recorder, propagate
+    env.update(flight_recorder.env_for_run(env, out))
+    try:
+        path = propagate.write_env_file(env, propagate.for_other_nodes(env), out)
+        env[propagate.ENV_FILE_VAR] = str(path)
+    except OSError as e:
+        print(f"dsdoctor: warning: cannot write {out}/{propagate.FILE_NAME} ({e.strerror or e}): ranks on "
+              f"other nodes of a deepspeed --hostfile launch will not attach", file=sys.stderr)
 
 
 class Tee(threading.Thread):
@@ -243,6 +257,33 @@ def post_mortem(out: Path, rc: int, command: List[str]) -> int:
     return exit_code(findings)
 
 
+def _missing_node_folders(out: Path) -> list[str]:
+    """After a run over several nodes without a shared file system, the other nodes' folders
+    (DIR/node<K>-<host>/, sources/live/nodes.py) are on their own disks: say how to fetch them."""
+    try:
+        from ..events import read_events
+        here = {p.name for p in out.glob("node*-*") if p.is_dir()}
+        if not here:
+            return []
+        attached: dict[str, str] = {}          # host label -> its folder name, from rank 0's roll call
+        for f in out.glob("node*-*/events-rank0.jsonl"):
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                for ev in read_events(fh, str(f)):
+                    if ev.kind == "roll_call":
+                        for label in ev.data.get("hosts") or {}:
+                            attached[label] = label
+        missing = []
+        for label in attached:
+            host, _, node = label.partition(" (node ")
+            name = f"node{node.rstrip(')')}-{host}" if node else host
+            if name not in here:
+                missing.append((host, name))
+    except Exception:
+        return []
+    return [f"{name}/ is not here (its node wrote to its own disk): `rsync -a {host}:{out.resolve()}/ {out}/`, "
+            f"then `dsdoctor analyze {out}`" for host, name in missing]
+
+
 def run(
     ctx: typer.Context,
     command: List[str] = typer.Argument(None, help="The training command, after --: deepspeed/torchrun/python ..."),
@@ -275,6 +316,8 @@ def run(
     except Exception as e:          # the diagnosis must never hide the command's exit code
         print(f"dsdoctor: error: diagnosis failed ({type(e).__name__}: {e}); "
               f"try: dsdoctor analyze {out}", file=sys.stderr)
+    for note in _missing_node_folders(out):
+        print(f"dsdoctor: {note}", file=sys.stderr)
     raise typer.Exit(rc)
 
 

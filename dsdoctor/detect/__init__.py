@@ -40,6 +40,7 @@ def default_detectors() -> list[Detector]:
     from . import stall, straggler  # noqa: F401  (live detectors: they register themselves)
     from . import localize  # noqa: F401  (live: module of the first NaN, --localize-nan)
     from . import failure  # noqa: F401  (how the run ended: the fallback for failed runs)
+    from . import multinode  # noqa: F401  (roll call, Flight Recorder)
     dets: list[Detector] = [memory.MemoryDetector(), nonfinite.NonFiniteDetector(),
                             scaler.LossScaleDetector(), comm.CommDetector(),
                             throughput.ThroughputDetector(), passthrough.PassThroughDetector()]

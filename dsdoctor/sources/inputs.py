@@ -25,9 +25,10 @@ class InputError(Exception):
 class Input:
     name: str                 # what evidence lines cite
     path: Path | None         # None for stdin
-    kind: str                 # 'log' | 'events' | a kind of sources.artifacts.READERS
+    kind: str                 # 'log' | 'events' | 'flight_recorder' | a kind of sources.artifacts.READERS
     rank_hint: int | None     # rank read from the file name (events-rank3.jsonl, rank3.log)
                               # or a torchrun log-dir path (attempt_0/3/stderr.log)
+    group: tuple[Path, ...] = ()   # flight_recorder: every rank's dump of one stall/timeout
 
     def open(self) -> BinaryIO:
         if self.path is None:
@@ -53,8 +54,26 @@ def _kind(p: Path) -> str:
 
 
 def expand(paths: list[str]) -> list[Input]:
-    """Resolve the command-line paths into inputs, in a stable order."""
+    """Resolve the command-line paths into inputs, in a stable order.
+
+    Several folders (`analyze DIR1 DIR2`: one per node), or a folder of node folders, are one
+    run: every file is read once, and Flight Recorder dumps from all of them are grouped into
+    one input per stall/timeout (a dump is analysed together with the other ranks' dumps)."""
+    from .flight_recorder import dump_rank, group_key
     out: list[Input] = []
+    seen: set[Path] = set()
+    dumps: dict[str, list[Path]] = {}
+
+    def add(f: Path) -> None:
+        key = f.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        if dump_rank(f) is not None:
+            dumps.setdefault(group_key(f), []).append(f)
+        else:
+            out.append(Input(str(f), f, _kind(f), _rank_hint(f.name, f)))
+
     for raw in paths:
         if raw == "-":
             out.append(Input("-", None, "log", None))
@@ -63,7 +82,8 @@ def expand(paths: list[str]) -> list[Input]:
         if not p.exists():
             raise InputError(f"{raw}: no such file or directory")
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and _is_log_file(f))
+            all_files = sorted(f for f in p.rglob("*") if f.is_file())
+            files = [f for f in all_files if _is_log_file(f) or dump_rank(f) is not None]
             from .artifacts import artifacts_in
             found = artifacts_in(p)
             if not files and not found:
@@ -71,13 +91,28 @@ def expand(paths: list[str]) -> list[Input]:
                                  "TensorBoard event files, csv_monitor CSVs, trainer_state.json or error.json")
             # dsdoctor's own events and the console capture of a watched run both go in:
             # the events carry what the hooks saw, the console what the program printed.
-            out.extend(Input(str(f), f, _kind(f), _rank_hint(f.name, f)) for f in files)
-            out.extend(found)
+            for f in files:
+                add(f)
+            for inp in found:             # TensorBoard, csv_monitor, trainer_state.json, error.json
+                if inp.path is None or inp.path.resolve() not in seen:
+                    if inp.path is not None:
+                        seen.add(inp.path.resolve())
+                    out.append(inp)
             continue
         if not os.access(p, os.R_OK):
             raise InputError(f"{raw}: permission denied")
         from .artifacts import artifact_kind
-        out.append(Input(str(p), p, artifact_kind(p) or _kind(p), _rank_hint(p.name, p)))
+        kind = artifact_kind(p)
+        if kind is not None:
+            if p.resolve() not in seen:
+                seen.add(p.resolve())
+                out.append(Input(str(p), p, kind, _rank_hint(p.name, p)))
+        else:
+            add(p)
+    for key, group in sorted(dumps.items()):
+        group.sort(key=lambda f: (dump_rank(f) or 0, str(f)))
+        out.append(Input(f"{group[0].parent}/{key}<rank> ({len(group)} Flight Recorder dumps)", group[0],
+                         "flight_recorder", None, tuple(group)))
     return out
 
 
@@ -94,7 +129,7 @@ def check_readable(inp: Input) -> None:
     """Fail early, with one line, on empty, unreadable or binary files. A truncated .gz is
     not refused here: the part before the cut is still evidence (see iter_blocks)."""
     if inp.path is None or inp.kind not in ("log", "events"):
-        return                   # folders and files with their own reader (sources.artifacts)
+        return      # folders and files with their own reader (sources.artifacts, flight_recorder)
     try:
         if inp.path.stat().st_size == 0:
             raise InputError(f"{inp.name}: empty file, nothing to analyse")

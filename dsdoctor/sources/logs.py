@@ -172,6 +172,10 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True,
              block_size: int = 8 << 20) -> Iterator[Event]:
     """All events of one input. An unreadable tail (truncated .gz) ends the input with a
     warning; the events before it are kept."""
+    if inp.kind == "flight_recorder":        # every rank's dump at once (sources/flight_recorder.py)
+        from .flight_recorder import read_dumps
+        yield from read_dumps(list(inp.group), warnings)
+        return
     if inp.kind not in ("log", "events"):       # TensorBoard, csv_monitor, trainer_state, error.json
         from .artifacts import read as read_artifact
         yield from read_artifact(inp, warnings)

@@ -11,6 +11,7 @@ from ...events import Event
 from ..logs import StreamState
 from . import traceback, memory, context_lines  # noqa: F401  (registration)
 from . import deepspeed, nccl, launcher, hf, megatron, hardware, phases  # noqa: F401
+from . import multinode  # noqa: F401
 
 # other trainers' loss scalers, progress bars, framework NaN checks
 from . import fairseq, apex, progress, anomaly  # noqa: F401,E402

@@ -19,7 +19,8 @@ from .hooks import EngineHooks, PipelineHooks, is_pipeline_engine
 from .session import LiveOptions, LiveSession
 
 # LIVE-XRANK's parts: (module, class). A module that is not there yet is skipped.
-PARTS = (("exchange", "Exchange"), ("watchdog", "Watchdog"), ("telemetry", "Telemetry"))
+PARTS = (("rollcall", "RollCall"), ("exchange", "Exchange"), ("watchdog", "Watchdog"),
+         ("telemetry", "Telemetry"))
 
 
 def engine_facts(engine: Any) -> dict[str, Any]:

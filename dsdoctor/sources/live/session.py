@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ...events import Event, _finite_or_str
+from .nodes import node_info
 
 # Per-step events (these kinds) are only queued by the training thread: a deque append, no
 # JSON, no file write, no detector, no TensorBoard on the hot path. The writer thread
@@ -148,7 +149,10 @@ class LiveSession:
         self.world_size = ws if world_size is None else world_size
         self.local_rank = lr if local_rank is None else local_rank
         self.store = _default_store() if store == "auto" else store
-        self.out_dir = Path(self.options.out)
+        self.node = node_info()
+        self.run_dir = Path(self.options.out)
+        # over several nodes each node writes to its own DIR/node<K>-<host>/ (live/nodes.py)
+        self.out_dir = self.run_dir / self.node.folder if self.node.multi_node(self.world_size) else self.run_dir
         self.progress = Progress()
         self.findings: list = []           # findings made live on this rank, in order
         self.errors: list[tuple[str, str]] = []

@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import flight_recorder
 from .exchange import decode, own_store
 
 HB_PREFIX = "dsdoctor/hb/"
@@ -153,6 +154,7 @@ def verdict(heartbeats: dict[int, dict[str, Any]], ages: dict[int, float], stopp
                     "phase": heartbeats.get(r, {}).get("phase"),
                     "age_s": round(ages.get(r, 0.0), 1),
                     "host": heartbeats.get(r, {}).get("host"),
+                    "node": heartbeats.get(r, {}).get("node"),
                     "pid": heartbeats.get(r, {}).get("pid")} for r in behind[:16]],
         "others": {str(r): [hb.get("step"), hb.get("phase")] for r, hb in list(heartbeats.items())[:16]
                    if r not in behind},
@@ -171,6 +173,11 @@ class Watchdog:
         self.world = session.world_size
         self.out_dir = Path(session.out_dir)
         self.stacks_path = self.out_dir / stacks_name(self.rank, 1)
+        node = getattr(session, "node", None)
+        self._node_label = node.label if node is not None else socket.gethostname()
+        # where every rank's stacks go, as the verdict names them: DIR, or DIR/node*/ over several nodes
+        run_dir = Path(getattr(session, "run_dir", self.out_dir))
+        self._stacks_dir = run_dir / "node*" if self.out_dir != run_dir else self.out_dir
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._store: Any = None
@@ -245,7 +252,7 @@ class Watchdog:
         self._seq += 1
         return {"seq": self._seq, "step": int(p.step), "micro_step": int(getattr(p, "micro_step", 0) or 0),
                 "phase": p.phase, "age": round(progress_age(p), 2), "pid": os.getpid(),
-                "host": socket.gethostname()}
+                "host": socket.gethostname(), "node": self._node_label}
 
     def tick(self) -> None:
         if self.ended:
@@ -313,7 +320,7 @@ class Watchdog:
         sid = int(self._store.add(VERDICT_COUNT, 1)) if self._store is not None else len(self.verdicts) + 1
         wait_abort = abort_after(self.session.options, timeout)
         v["id"] = sid
-        v["stacks"] = str(self.out_dir / stacks_name("<N>", sid))
+        v["stacks"] = str(self._stacks_dir / stacks_name("<N>", sid))
         v["on_stall"] = self.session.options.on_stall
         v["abort"] = v["on_stall"] == "abort" and wait_abort <= timeout
         if v["on_stall"] == "abort" and not v["abort"]:
@@ -394,6 +401,10 @@ class Watchdog:
         self.verdicts.append(v)
         with self.session.guard("watchdog.stacks"):
             self.dump_stacks(v, sid)
+        with self.session.guard("watchdog.flight_recorder"):
+            fr = flight_recorder.dump(self.out_dir, self.rank, sid)
+            if fr is not None:
+                v = {**v, "flight_recorder": str(fr)}
         if self._store is not None:
             with self.session.guard("watchdog.store"):
                 self._store.add(DUMPED_PREFIX + str(sid), 1)
@@ -418,8 +429,8 @@ class Watchdog:
         self.diagnosis = v
         self._wait_for_dumps()
         if self.rank == 0 or v.get("judge") == self.rank:
-            print(f"dsdoctor: stall: rank(s) {v.get('ranks')} made no progress for {v.get('waited_s')} s "
-                  f"(last step {v.get('last_step')}, phase {v.get('last_phase')}); stacks in {self.out_dir}; "
+            print(f"dsdoctor: stall: rank(s) {_where(v)} made no progress for {v.get('waited_s')} s "
+                  f"(last step {v.get('last_step')}, phase {v.get('last_phase')}); stacks in {self._stacks_dir}; "
                   f"ending the run (--on-stall abort)", file=sys.stderr, flush=True)
         with self.session.guard("watchdog.flush"):
             self.session.flush()
@@ -460,3 +471,10 @@ class Watchdog:
             time.sleep(0.2)
         if not judge:
             time.sleep(1.0)          # let the judge print the verdict before the launcher tears down
+
+
+def _where(v: dict[str, Any]) -> str:
+    """'[1] (on vm (node 1))': the ranks behind and their hosts, for the messages printed."""
+    hosts = sorted({str(b.get("node") or b.get("host")) for b in v.get("behind") or []
+                    if b.get("node") or b.get("host")})
+    return f"{v.get('ranks')}" + (f" (on {', '.join(hosts)})" if hosts else "")

@@ -1,0 +1,110 @@
+"""Symptoms of a job over several nodes: ranks that were not watched (the live roll call,
+sources/live/rollcall.py) and collectives torch's Flight Recorder analysis found broken
+(sources/flight_recorder.py). Rules: rules/multinode.yaml.
+
+Also `hosts_of(events)`: the host label of each rank, as the `attach`, `roll_call` and
+`stall` events give it — how findings name hosts next to ranks (pipeline.Diagnoser).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from ..events import Event
+from ..expr import ranks_text
+from ..findings import Evidence, Symptom
+from . import Detector, register, symptom_from
+
+
+def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:
+    """Update rank -> host label from one event (bounded by the world size)."""
+    d = ev.data
+    if ev.kind == "attach" and ev.rank is not None:
+        label = d.get("label") or d.get("host")
+        if label:
+            hosts[int(ev.rank)] = str(label)
+    elif ev.kind == "roll_call":
+        for key in ("hosts", "missing_hosts"):
+            for label, ranks in (d.get(key) or {}).items():
+                for r in ranks or ():
+                    if isinstance(r, int) and label != "unknown host":
+                        hosts.setdefault(r, str(label))
+    elif ev.kind == "stall":
+        for b in d.get("behind") or ():
+            if isinstance(b, dict) and isinstance(b.get("rank"), int) and (b.get("node") or b.get("host")):
+                hosts.setdefault(b["rank"], str(b.get("node") or b.get("host")))
+
+
+def where_text(missing_hosts: dict[str, Any]) -> str:
+    return "; ".join(f"rank{'s' if len(rs) > 1 else ''} {ranks_text(rs)} on {h}"
+                     for h, rs in (missing_hosts or {}).items())
+
+
+@register
+class MultiNodeDetector(Detector):
+    kinds = ("roll_call", "flight_recorder", "node_exit")
+
+    def __init__(self) -> None:
+        self._roll: Symptom | None = None
+
+    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "roll_call":
+            return self._roll_call(ev, seq)
+        if ev.kind == "node_exit":
+            return self._node_exit(ev, seq)
+        return self._flight_recorder(ev, seq)
+
+    def _roll_call(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        d = ev.data
+        if d.get("complete"):
+            if self._roll is not None and not self._roll.facts.get("complete"):
+                self._roll.facts["complete"] = True
+                self._roll.evidence.append(Evidence(ev.source, ev.line,
+                                                    f"every rank had attached after {d.get('waited_s')} s"))
+            return ()
+        missing = [int(r) for r in d.get("missing") or [] if isinstance(r, int)]
+        s = symptom_from(ev, seq, "ranks_not_attached", key=(), world_size=d.get("world_size"),
+                         attached=d.get("attached"), missing_count=d.get("missing_count", len(missing)),
+                         waited_s=d.get("waited_s"), where=where_text(d.get("missing_hosts") or {}),
+                         complete=False)
+        s.ranks = set(missing)
+        s.evidence.append(Evidence(ev.source, ev.line,
+                                   f"roll call after {d.get('waited_s')} s: {d.get('attached')} of "
+                                   f"{d.get('world_size')} ranks attached; not watched: {s.facts['where']}"))
+        if self._roll is None:
+            self._roll = s
+        return (s,)
+
+    def _node_exit(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        """The first node whose launch failed (pdsh reports them in the order they ended)."""
+        d = ev.data
+        if not d.get("first"):
+            return ()
+        ranks = [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
+        s = symptom_from(ev, seq, "node_exit", key=(), node=d.get("node"), exitcode=d.get("exitcode"),
+                         who=d.get("who"), ranks_known=bool(ranks))
+        s.ranks = set(ranks)
+        return (s,)
+
+    def _flight_recorder(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        d = ev.data
+        verdict = str(d.get("verdict") or "")
+        if verdict in ("", "consistent"):
+            return ()
+        culprits = [int(r) for r in d.get("culprit_ranks") or [] if isinstance(r, int)]
+        sizes = d.get("culprit_sizes") or {}
+        facts: dict[str, Any] = {k: d.get(k) for k in ("seq", "op", "group", "caller", "positions", "expected_sizes",
+                                                         "state", "detail")}
+        facts.update(verdict=verdict, culprit_text=ranks_text(culprits),
+                     joined_text=ranks_text(d.get("joined_ranks") or []),
+                     culprit_sizes_text="; ".join(f"rank {r} passed {v}" for r, v in list(sizes.items())[:8]),
+                     culprit_ops_text="; ".join(f"rank {r} called {v}" for r, v in list((d.get("culprit_ops") or {}).items())[:8]),
+                     sizes=d.get("sizes"))
+        s = symptom_from(ev, seq, f"fr_{verdict}", key=(d.get("group"), d.get("seq")), **facts)
+        s.ranks = set(culprits)
+        text = (f"Flight Recorder: collective #{d.get('seq')} {d.get('op')} ({d.get('group')}): "
+                + (f"rank(s) {ranks_text(culprits)} never joined it" if verdict == "missing"
+                   else f"{verdict.replace('_', ' ')}: expected {d.get('expected_sizes')}, {facts['culprit_sizes_text']}"))
+        s.evidence.append(Evidence(ev.source, ev.line, text))
+        if d.get("positions"):
+            s.evidence.append(Evidence(ev.source, ev.line, f"where each rank was: {d['positions']}"))
+        return (s,)

@@ -1,0 +1,118 @@
+"""Two "nodes" that are this machine, reached the way a real multi-node launch reaches them:
+an sshd started here on a free 127.0.0.1 port with a throw-away host key and client key, and
+an `ssh` wrapper first on PATH that adds a test-owned ssh config (aliases node1/node2 ->
+127.0.0.1:port). So the deepspeed runner's own ssh check and pdsh's ssh module
+(PDSH_RCMD_TYPE=ssh) both go through the real sshd, and ~/.ssh is never touched.
+
+Used by tests/test_multinode*.py; everything lives in one temp folder that close() removes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+SSH = shutil.which("ssh")
+PDSH = shutil.which("pdsh")
+KEYGEN = shutil.which("ssh-keygen")
+PRIVSEP_DIR = Path("/run/sshd")       # sshd refuses to start without its privilege-separation dir
+
+
+def missing_tools() -> str | None:
+    """Why the loopback nodes cannot be set up here, or None."""
+    absent = [n for n, p in (("sshd (openssh-server)", SSHD), ("ssh", SSH), ("ssh-keygen", KEYGEN),
+                             ("pdsh", PDSH)) if not p]
+    if absent:
+        return "not installed: " + ", ".join(absent) + " (apt-get install -y openssh-server pdsh)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackNodes:
+    """start() -> env additions for the launcher; close() stops sshd and removes everything."""
+
+    def __init__(self, hosts: tuple[str, ...] = ("node1", "node2")):
+        self.hosts = hosts
+        self.dir = Path(tempfile.mkdtemp(prefix="dsdoctor-nodes-"))
+        os.chmod(self.dir, 0o700)                  # sshd's StrictModes checks the key's folders
+        self.port = _free_port()
+        self.proc: subprocess.Popen | None = None
+        self._made_privsep = False
+
+    def start(self, timeout: float = 15.0) -> dict[str, str]:
+        d = self.dir
+        for name in ("host_key", "client_key"):
+            subprocess.run([KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
+                           check=True, timeout=30, stdin=subprocess.DEVNULL)
+        shutil.copy(d / "client_key.pub", d / "authorized_keys")
+        os.chmod(d / "authorized_keys", 0o600)
+        (d / "sshd_config").write_text(
+            f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {d / 'host_key'}\n"
+            f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+            "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nMaxStartups 50\n"
+            "AcceptEnv no\nPrintMotd no\nLogLevel ERROR\n")
+        cfg = "".join(
+            f"Host {h}\n  HostName 127.0.0.1\n  Port {self.port}\n  IdentityFile {d / 'client_key'}\n"
+            f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile {d / 'known_hosts'}\n"
+            f"  LogLevel ERROR\n  BatchMode yes\n  ConnectTimeout 10\n" for h in self.hosts)
+        (d / "ssh_config").write_text(cfg)
+        bin_dir = d / "bin"
+        bin_dir.mkdir()
+        wrapper = bin_dir / "ssh"
+        wrapper.write_text(f'#!/bin/sh\nexec {SSH} -F {d / "ssh_config"} "$@"\n')
+        wrapper.chmod(0o755)
+        if not PRIVSEP_DIR.exists():
+            PRIVSEP_DIR.mkdir(mode=0o755, parents=True)
+            self._made_privsep = True
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
+                                     stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb"),
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sshd exited: {(d / 'sshd.log').read_text()[-500:]}")
+            r = subprocess.run([str(wrapper), self.hosts[0], "true"], capture_output=True, timeout=15,
+                               stdin=subprocess.DEVNULL)
+            if r.returncode == 0:
+                break
+            time.sleep(0.3)
+        else:
+            self.close()
+            raise RuntimeError(f"sshd on port {self.port} did not accept the test key within {timeout} s")
+        return {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "PDSH_RCMD_TYPE": "ssh"}
+
+    def hostfile(self, folder: Path, slots: int = 1) -> Path:
+        p = folder / "hostfile"
+        p.write_text("".join(f"{h} slots={slots}\n" for h in self.hosts))
+        return p
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._made_privsep:
+            try:
+                PRIVSEP_DIR.rmdir()
+            except OSError:
+                pass
+            self._made_privsep = False

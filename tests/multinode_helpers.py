@@ -1,0 +1,82 @@
+"""Running `dsdoctor run` launches in the multi-node tests: a wall-clock limit, and every process
+of the launch ended afterwards (found by the run folder in its environment, so only ours)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TASK = Path(__file__).resolve().parent / "multinode_task.py"
+LIMIT = float(os.environ.get("DSDOCTOR_TEST_MULTINODE_LIMIT", "420"))
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p),
+               DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", DSDOCTOR_ATTACH_GRACE="3")
+    env.update(extra)
+    return env
+
+
+def start(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def finish(procs: list[subprocess.Popen], marker: str, limit: float = LIMIT) -> list[int | None]:
+    """Wait for every process (together at most `limit` s), then end whatever is left of the
+    launch: the process groups we started and any process whose environment names `marker`
+    (our run folder) — remote ranks started by sshd are in no group of ours."""
+    deadline = time.monotonic() + limit
+    for p in procs:
+        try:
+            p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    codes = [p.poll() for p in procs]
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=30)
+    kill_marked(marker)
+    return codes
+
+
+def kill_marked(marker: str) -> None:
+    needle = marker.encode()
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == os.getpid():
+            continue
+        try:
+            if needle in (pid_dir / "environ").read_bytes():
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def dsdoctor(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dsdoctor", *args]
+
+
+def events(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+def analyze_json(*dirs: Path) -> dict:
+    r = subprocess.run(dsdoctor("analyze", "--json", *map(str, dirs)), capture_output=True, text=True,
+                       timeout=300, env=base_env())
+    return json.loads(r.stdout)
