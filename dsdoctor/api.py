@@ -6,8 +6,9 @@
     print(report)                    # the same text as `dsdoctor analyze`
     report.to_dict()                 # the same document as `dsdoctor analyze --json`
 
-It runs the same steps as the `analyze` command (sources.inputs.expand, sources.logs.read_log,
-pipeline.Diagnoser, fixes.resolve_fixes); bad input raises AnalyzeError (a ValueError) with
+The command and this function share one application layer (`usable_inputs`,
+`diagnose_inputs`: sources.inputs.expand, sources.logs.read_log, pipeline.Diagnoser,
+fixes.resolve_fixes), which `dsdoctor run`'s post-mortem uses too; bad input raises AnalyzeError (a ValueError) with
 the command's one-line message instead of exiting. Settings files (pyproject.toml,
 dsdoctor.toml) are not read: pass select/ignore/rules_dirs explicitly.
 """
@@ -17,8 +18,9 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+from .events import Event
 from .findings import Finding, worst_severity
 
 
@@ -34,6 +36,7 @@ class Report:
     events_seen: int = 0
     config: dict[str, Any] | None = None
     rules: Any = field(default=None, repr=False)         # the RuleSet that ran
+    facts: dict[str, Any] = field(default_factory=dict)  # what the run told about itself (Context)
 
     @property
     def worst(self) -> str | None:
@@ -77,37 +80,11 @@ def _paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
     return [os.fspath(p) for p in paths]
 
 
-def analyze(paths: str | os.PathLike | Iterable[str | os.PathLike], config: str | os.PathLike | dict | None = None,
-            *, world_size: int | None = None, all_lines: bool = False,
-            select: list[str] | None = None, ignore: list[str] | None = None,
-            rules_dirs: Iterable[str | os.PathLike] = (), rules: str | os.PathLike | None = None,
-            validate: bool = True) -> Report:
-    """Diagnose the logs / event files / folders in `paths`, like `dsdoctor analyze`.
-
-    config: the run's ds_config (a path, or the dict) — fixes are then computed against it and,
-    with `validate`, checked by DeepSpeed's config parser. select/ignore: rule selectors (id
-    prefix, glob or category). rules_dirs: extra rule folders added to the built-in rules;
-    rules: a folder that replaces them.
-    """
-    from . import rule_selection
-    from .config_io import ConfigError, load_config
-    from .context import Context
-    from .fixes import resolve_fixes
-    from .pipeline import Diagnoser
-    from .rules import RuleError
+def usable_inputs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[list, list[str]]:
+    """The readable inputs among `paths` (files, folders, node folders, '-'), and a warning for
+    each one skipped (an empty or binary file among 64 rank logs). AnalyzeError when nothing
+    usable is left."""
     from .sources.inputs import InputError, check_readable, expand
-    from .sources.logs import read_log
-
-    cfg = config if isinstance(config, dict) or config is None else None
-    if cfg is None and config is not None:
-        try:
-            cfg = load_config(config)
-        except ConfigError as e:
-            raise AnalyzeError(str(e)) from None
-    try:
-        rule_set = rule_selection.load(Path(rules) if rules else None, [Path(d) for d in rules_dirs], select, ignore)
-    except RuleError as e:
-        raise AnalyzeError(str(e)) from None
     try:
         inputs = expand(_paths(paths))
     except InputError as e:
@@ -123,14 +100,77 @@ def analyze(paths: str | os.PathLike | Iterable[str | os.PathLike], config: str 
     if not usable:
         raise AnalyzeError(warnings[0].removesuffix("; skipped") if len(inputs) == 1 else
                            f"none of the {len(inputs)} inputs is a readable text log ({warnings[0]})")
+    return usable, warnings
+
+
+def plain_events(inputs: list, warnings: list[str], sample: bool = True) -> Iterator[Event]:
+    """Every event of every input, in order (sources.logs.read_log)."""
+    from .sources.logs import read_log
+    for inp in inputs:
+        yield from read_log(inp, warnings, sample)
+
+
+def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict | None = None, *,
+                    world_size: int | None = None, rule_set: Any = None, sample: bool = True,
+                    validate: bool = True, on_event: Callable[[Event], None] | None = None,
+                    events: Callable[[list, list[str], bool], Iterable[Event]] = plain_events) -> Report:
+    """The application layer every front door that reads evidence shares (analyze, the
+    post-mortem of `dsdoctor run`, this API): inputs -> events -> pipeline -> findings with
+    their fixes resolved against `cfg`. `on_event` sees every event too (the HTML report's
+    series); `events` may wrap the reading (a progress bar)."""
+    from .context import Context
+    from .fixes import resolve_fixes
+    from .pipeline import Diagnoser
+    from .rules import RuleError, RuleSet
+    from .sources.inputs import InputError
+
+    warnings = [] if warnings is None else warnings
+    rule_set = rule_set if rule_set is not None else RuleSet.load()
     ctx = Context.from_config(cfg, world_size=world_size)
     diag = Diagnoser(ctx, rule_set)
     try:
-        for inp in usable:
-            for ev in read_log(inp, warnings, not all_lines):
-                diag.feed(ev)
+        for ev in events(inputs, warnings, sample):
+            diag.feed(ev)
+            if on_event is not None:
+                on_event(ev)
+        findings = diag.finish()
     except InputError as e:
         raise AnalyzeError(str(e)) from None
-    findings = diag.finish()
+    except RuleError as e:          # a rule expression the evaluator refuses when it runs
+        raise AnalyzeError(f"bad rule file: {e}") from None
+    if diag.bad_events:
+        warnings.append(f"{diag.bad_events} event(s) in events files had fields of the wrong type and were skipped")
     resolve_fixes(findings, cfg, ctx.facts.get("world_size"), validate=validate)
-    return Report(findings, [i.name for i in usable], warnings, diag.events_seen, cfg, rule_set)
+    return Report(findings, [i.name for i in inputs], warnings, diag.events_seen, cfg, rule_set,
+                  facts=dict(diag.context.facts))
+
+
+def analyze(paths: str | os.PathLike | Iterable[str | os.PathLike], config: str | os.PathLike | dict | None = None,
+            *, world_size: int | None = None, all_lines: bool = False,
+            select: list[str] | None = None, ignore: list[str] | None = None,
+            rules_dirs: Iterable[str | os.PathLike] = (), rules: str | os.PathLike | None = None,
+            validate: bool = True) -> Report:
+    """Diagnose the logs / event files / folders in `paths`, like `dsdoctor analyze`.
+
+    config: the run's ds_config (a path, or the dict) — fixes are then computed against it and,
+    with `validate`, checked by DeepSpeed's config parser. select/ignore: rule selectors (id
+    prefix, glob or category). rules_dirs: extra rule folders added to the built-in rules;
+    rules: a folder that replaces them.
+    """
+    from . import rule_selection
+    from .config_io import ConfigError, load_config
+    from .rules import RuleError
+
+    cfg = config if isinstance(config, dict) or config is None else None
+    if cfg is None and config is not None:
+        try:
+            cfg = load_config(config)
+        except ConfigError as e:
+            raise AnalyzeError(str(e)) from None
+    try:
+        rule_set = rule_selection.load(Path(rules) if rules else None, [Path(d) for d in rules_dirs], select, ignore)
+    except RuleError as e:
+        raise AnalyzeError(str(e)) from None
+    usable, warnings = usable_inputs(paths)
+    return diagnose_inputs(usable, warnings, cfg, world_size=world_size, rule_set=rule_set,
+                           sample=not all_lines, validate=validate)

@@ -8,35 +8,20 @@ from typing import Iterator, List, Optional
 import typer
 from rich.console import Console
 
+from ..api import AnalyzeError, diagnose_inputs, plain_events, usable_inputs
 from ..config_io import ConfigError, check_output, load_config, write_config
-from ..context import Context
-from ..fixes import apply_patch, resolve_fixes
-from ..pipeline import Diagnoser
+from ..fixes import apply_patch
 from ..report import exit_code, print_json, print_report
-from ..rules import RuleError, RuleSet
-from ..sources.inputs import Input, InputError, check_readable, expand
+from ..sources.inputs import Input
 from ..sources.logs import read_log
 from . import ci_options as ci
-
-
-def fail(msg: str, code: int = 2) -> None:
-    print(f"dsdoctor: error: {msg}", file=sys.stderr)
-    raise typer.Exit(code)
-
-
-def load_rules(rules_dir: Optional[Path]) -> RuleSet:
-    try:
-        return RuleSet.load(rules_dir)
-    except RuleError as e:
-        fail(f"bad rule file: {e}")
-    raise AssertionError  # unreachable
+from .common import fail
 
 
 def _events_with_progress(inputs: list[Input], warnings: list[str], sample: bool = True) -> Iterator:
     total = sum(i.path.stat().st_size for i in inputs if i.path is not None)
     if not sys.stderr.isatty() or total < (256 << 20):
-        for inp in inputs:
-            yield from read_log(inp, warnings, sample)
+        yield from plain_events(inputs, warnings, sample)
         return
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
@@ -79,44 +64,19 @@ def analyze(
             check_output(write_config_to, [config, *paths], force)
         except ConfigError as e:
             fail(str(e))
-    try:
-        inputs = expand(paths)
-    except InputError as e:
-        fail(str(e))
-    # An empty or binary file among 64 rank logs is skipped with a warning; only when
-    # nothing usable is left is the input as a whole unusable.
-    warnings: list[str] = []
-    usable: list[Input] = []
-    for inp in inputs:
-        try:
-            check_readable(inp)
-            usable.append(inp)
-        except InputError as e:
-            warnings.append(f"{e}; skipped")
-    if not usable:
-        fail(warnings[0].removesuffix("; skipped") if len(inputs) == 1
-             else f"none of the {len(inputs)} inputs is a readable text log ({warnings[0]})")
-    inputs = usable
     rules, fail_on = ci.setup(rules_dir, rules_dirs, select, ignore, fail_on)
-    ctx = Context.from_config(cfg, world_size=world_size)
-    diag = Diagnoser(ctx, rules)
     series = None
     if html_out is not None:
         from ..report_series import RunSeries
         series = RunSeries()            # the report draws the very events the findings came from
     try:
-        for ev in _events_with_progress(inputs, warnings, not all_lines):
-            diag.feed(ev)
-            if series is not None:
-                series.feed(ev)
-        findings = diag.finish()
-    except InputError as e:
+        inputs, warnings = usable_inputs(paths)
+        report = diagnose_inputs(inputs, warnings, cfg, world_size=world_size, rule_set=rules,
+                                 sample=not all_lines, events=_events_with_progress,
+                                 on_event=series.feed if series is not None else None)
+    except AnalyzeError as e:
         fail(str(e))
-    except RuleError as e:          # a --rules expression the evaluator refuses when it runs
-        fail(f"bad rule file: {e}")
-    if diag.bad_events:
-        warnings.append(f"{diag.bad_events} event(s) in events files had fields of the wrong type and were skipped")
-    resolve_fixes(findings, cfg, ctx.facts.get("world_size"))
+    findings = report.findings
     notes = list(warnings)
     if cfg is None and any(fx.config_patch for f in findings for fx in f.fixes):
         notes.append("Fixes are shown as patches; pass --config ds_config.json to get them computed "
@@ -140,7 +100,7 @@ def analyze(
         from ..report_html import write as write_html
         try:
             write_html(html_out, findings, series, title="dsdoctor analyze", inputs=[i.name for i in inputs],
-                       notes=[n for n in notes], events_seen=diag.events_seen, facts=diag.context.facts)
+                       notes=[n for n in notes], events_seen=report.events_seen, facts=report.facts)
         except OSError as e:
             fail(f"{html_out}: cannot write: {e.strerror or e}")
         notes.append(f"HTML report written to {html_out}")
@@ -153,7 +113,7 @@ def analyze(
                    written_config=str(written) if written else None,
                    **({"html_report": str(html_out)} if html_out is not None else {}))
     else:
-        print_report(findings, title=f"dsdoctor analyze · {diag.events_seen} events from {len(inputs)} input(s)",
+        print_report(findings, title=f"dsdoctor analyze · {report.events_seen} events from {len(inputs)} input(s)",
                      notes=[n for n in notes if n not in warnings])
     raise typer.Exit(exit_code(findings, fail_on))
 

@@ -10,11 +10,7 @@ import typer
 from ..output import FORMATS
 from ..report import FAIL_ON
 from ..rules import RuleError, RuleSet
-
-
-def fail(msg: str) -> None:
-    from .analyze import fail as _fail     # analyze imports this module
-    _fail(msg)
+from .common import fail
 
 FORMAT_HELP = "Output: text (default), json (one JSON document, schema dsdoctor.report/1), sarif (SARIF 2.1.0), github (GitHub Actions annotations)."
 FAIL_ON_HELP = ("Exit 1 when a finding is at least this severe: info | warning (default) | error | never. "

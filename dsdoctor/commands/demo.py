@@ -77,7 +77,7 @@ def demo(
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the number of training steps."),
 ) -> None:
     """Train a tiny model with DeepSpeed on the CPU, inject a fault, and show dsdoctor's diagnosis."""
-    from .analyze import fail
+    from .common import fail
     if fault not in FAULTS:
         fail(f"unknown fault {fault!r}; choose one of: {', '.join(FAULTS)}")
     import importlib.util

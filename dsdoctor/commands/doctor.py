@@ -18,7 +18,7 @@ from ..findings import Finding, order_findings
 from ..fixes import apply_patch, config_diff, validate_with_deepspeed
 from ..report import exit_code, print_json, print_report
 from . import ci_options as ci
-from .analyze import fail
+from .common import fail
 
 
 def doctor(

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..expr import human_bytes
-from .analyze import fail
+from .common import fail
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
           "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}

@@ -14,7 +14,7 @@ from ..lr.curve import LRRangeError
 from ..lr.plot import png_plot, text_plot
 from ..lr.readers import read_run
 from ..lr.recommend import DEFAULT_TOTAL_STEPS, recommendation
-from .analyze import fail
+from .common import fail
 
 
 def lr_range(

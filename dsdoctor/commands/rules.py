@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ..rules import Rule, RuleSet
 from . import ci_options as ci
-from .analyze import fail
+from .common import fail
 
 
 RULES_SCHEMA = "dsdoctor.rules/1"

@@ -216,10 +216,7 @@ def _exit_text(rc: int, command: List[str]) -> str:
 def post_mortem(out: Path, rc: int, command: List[str]) -> int:
     """The analyze pipeline over everything the run left in DIR; returns the report's exit code."""
     from ..events import Event, EventWriter
-    from ..pipeline import Diagnoser
     from ..report import exit_code, print_report
-    from ..sources.inputs import InputError, expand
-    from ..sources.logs import read_log
     try:
         w = EventWriter(out / "events-run.jsonl")
         w.write(Event("exit", data={"exitcode": rc, "command": " ".join(command)[:500]}, time=time.time(),
@@ -227,31 +224,28 @@ def post_mortem(out: Path, rc: int, command: List[str]) -> int:
         w.close()
     except OSError:
         pass
+    from ..api import AnalyzeError, Report, diagnose_inputs, usable_inputs
     from ..report_series import RunSeries
-    diag = Diagnoser()
     series = RunSeries()
     warnings: list[str] = []
-    inputs: list[str] = []
     try:
-        for inp in expand([str(out)]):
-            inputs.append(inp.name)
-            for ev in read_log(inp, warnings):
-                diag.feed(ev)
-                series.feed(ev)
-    except InputError as e:
+        inputs, warnings = usable_inputs([str(out)])
+        report = diagnose_inputs(inputs, warnings, on_event=series.feed)
+    except AnalyzeError as e:
         warnings.append(str(e))
-    findings = diag.finish()
+        report = Report([], [], warnings)
+    findings = report.findings
     html = out / "report.html"
     try:                 # the HTML report of every watched run: DIR/report.html
         from ..report_html import write as write_html
-        write_html(html, findings, series, title=f"dsdoctor run · exit code {rc}", inputs=inputs,
-                   notes=[f"Command: {' '.join(command)[:500]}"], events_seen=diag.events_seen,
-                   facts=diag.context.facts)
+        write_html(html, findings, series, title=f"dsdoctor run · exit code {rc}", inputs=report.inputs,
+                   notes=[f"Command: {' '.join(command)[:500]}"], events_seen=report.events_seen,
+                   facts=report.facts)
     except Exception as e:   # never costs the diagnosis in the terminal
         warnings.append(f"{html}: HTML report not written ({type(e).__name__}: {e})")
     for w_ in warnings:
         print(f"dsdoctor: warning: {w_}", file=sys.stderr)
-    print_report(findings, title=f"dsdoctor run · exit code {rc} · {diag.events_seen} events · {out}",
+    print_report(findings, title=f"dsdoctor run · exit code {rc} · {report.events_seen} events · {out}",
                  notes=[f"Evidence kept in {out}/ (events-rank*.jsonl, console.log, tb/, report.html). "
                         f"Re-read it any time with: dsdoctor analyze {out}"])
     return exit_code(findings)
@@ -296,7 +290,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Reuse a run folder that holds an earlier run: its files are first moved to DIR.previous-<time>/."),
 ) -> None:
     """Run a training command unchanged, watch every rank, and diagnose the run when it ends."""
-    from .analyze import fail
+    from .common import fail
     command = list(command or []) + list(ctx.args)
     if not command:
         fail("no command given: dsdoctor run [OPTIONS] -- COMMAND ...")
@@ -325,7 +319,7 @@ def _checked_options(stall_timeout: Optional[float], on_stall: str,
                      stall_abort_after: Optional[float]) -> tuple[Optional[float], str, Optional[float]]:
     """Every option and DSDOCTOR_* value in range, or a one-line error before anything starts."""
     from ..sources.live.options import OptionError, check_environment, parse_option
-    from .analyze import fail
+    from .common import fail
     try:
         if stall_timeout is not None:
             stall_timeout = parse_option("stall_timeout", stall_timeout)
@@ -353,7 +347,7 @@ def claim_run_folder(out: Optional[Path], force: bool) -> tuple[Path, object]:
     (outside DIR, so `dsdoctor analyze DIR` reads only the new run; nothing is deleted).
     Returns the folder and the open lock file (keep it open)."""
     import fcntl
-    from .analyze import fail
+    from .common import fail
     if out is None:
         out = Path(f"dsdoctor-{time.strftime('%Y%m%d-%H%M%S')}")
         if out.exists():                          # two runs started in the same second
