@@ -18,7 +18,7 @@ from dsdoctor.sources.sampler import SteadySampler
 
 pytestmark = pytest.mark.skipif(scanner._triggers().fast is None, reason="needs hyperscan (the fast path)")
 
-STEPS = 8 * STEADY_KEEP_ALL + 321
+STEPS = max(8 * STEADY_KEEP_ALL, 8000) + 321       # the stride phase is reached, and the events below
 OVERFLOW_AT, HF_NAN_AT, MG_NAN_AT, MG_MISSING_AT, MG_WRAPPED_AT = 1500, 2222, 3001, 3500, 3777
 
 
@@ -126,8 +126,9 @@ def test_block_decisions_match_line_decisions():
     """kept_in (the fast path, a block at a time) keeps the same line numbers as admit."""
     names = scanner._triggers().names
     lit = scanner._triggers().index[b"SamplesPerSec="]
-    one, many = SteadySampler(names, keep_all=10), SteadySampler(names, keep_all=10)
-    kept_one = [n for n in range(1, 400) if one.admit((n, b"x SamplesPerSec=1", [lit])) is True]
+    one, many = SteadySampler(names, 10, per_doubling=3), SteadySampler(names, 10, per_doubling=3)
+    line = b"epoch=0/micro_step=8/global_step=1, RunningAvgSamplesPerSec=1.5, CurrSamplesPerSec=1.5"
+    kept_one = [n for n in range(1, 400) if one.admit((n, line, [lit])) is True]
     kept_many, seen = [], 0
     for size in (3, 1, 50, 7, 0, 200, 138):
         kept_many += [seen + 1 + k for k in many.kept_in("ds_throughput", size)]

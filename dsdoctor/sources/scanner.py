@@ -15,7 +15,11 @@ Both yield (line number, raw line, ids of the literals in it), in line order.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import re
+from pathlib import Path
 from typing import Generator, Iterable, Iterator
 
 from .registry import CONTINUES, HANDLERS, STEADY, TRIGGERS, SteadyGroup
@@ -51,8 +55,7 @@ class _Matcher:
             self.follow_of(tuple((j, literals[j]) for j, m in enumerate(self.names) if only[j] and n in CONTINUES[m]))
             for n in self.names]
         scanned = [i for i in range(len(literals)) if not only[i]]
-        self.rx = re.compile(b"|".join(re.escape(literals[i]) for i in scanned))
-        self.rx_all = re.compile(b"|".join(re.escape(t) for t in literals))
+        self._scanned = scanned
         # literal id -> its steady group (registry.steady), or None
         self.groups: list[SteadyGroup | None] = [STEADY.get(n) for n in self.names]
         self.hs = self.fast = None
@@ -61,9 +64,18 @@ class _Matcher:
         except Exception:          # not installed, or no wheel for this platform
             return
         exprs = [re.escape(literals[i]) for i in scanned]
-        self.hs = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self.hs.compile(expressions=exprs, ids=scanned, elements=len(scanned), flags=[0] * len(scanned))
+        self.hs = _compiled(hyperscan, exprs, scanned, [0] * len(scanned))
         self.fast = self._fast_database(hyperscan, exprs, scanned)
+
+    # `re` alternations of the literals: only the fallback and lines looked at on their own
+    # need them, and compiling ~170 alternatives costs ~0.1 s of every start-up
+    @functools.cached_property
+    def rx(self) -> re.Pattern:
+        return re.compile(b"|".join(re.escape(self.literals[i]) for i in self._scanned))
+
+    @functools.cached_property
+    def rx_all(self) -> re.Pattern:
+        return re.compile(b"|".join(re.escape(t) for t in self.literals))
 
     def _fast_database(self, hyperscan, exprs: list[bytes], scanned: list[int]):
         """The fast path's database: the literals, steady ones reported once per block
@@ -80,9 +92,7 @@ class _Matcher:
             flags.append(fl)
             ids.append(i)
         try:
-            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(expressions=exprs, ids=ids, elements=len(ids), flags=flags)
-            return db
+            return _compiled(hyperscan, exprs, ids, flags)
         except Exception:        # a pattern hyperscan cannot compile: the line-by-line path only
             return None
 
@@ -138,6 +148,32 @@ class _Matcher:
         literals too if asked."""
         rx = self.rx_all if continuations else self.rx
         return sorted({self.index[t] for t in rx.findall(line)})
+
+
+def _compiled(hyperscan, exprs: list[bytes], ids: list[int], flags: list[int]):
+    """A hyperscan block database, from the on-disk cache when it holds this exact set
+    (compiling both databases costs ~0.25 s, a third of a small `analyze`). The key covers
+    the expressions, ids, flags and hyperscan's version; any cache trouble just compiles."""
+    key = hashlib.sha256(repr((exprs, ids, flags, getattr(hyperscan, "__version__", ""),
+                               hyperscan.__file__)).encode()).hexdigest()[:32]
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdoctor" / "hyperscan"
+    path = folder / f"{key}.db"
+    try:
+        db = hyperscan.loadb(path.read_bytes(), mode=hyperscan.HS_MODE_BLOCK)
+        db.scratch = hyperscan.Scratch(db)      # a loaded database comes without one
+        return db
+    except Exception:            # not cached yet, unreadable, or written by another build
+        pass
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=exprs, ids=ids, elements=len(ids), flags=flags)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{key}.{os.getpid()}.tmp"
+        tmp.write_bytes(hyperscan.dumpb(db))
+        os.replace(tmp, path)    # atomic: a concurrent reader sees a whole file or none
+    except Exception:            # read-only home, full disk: compile next time too
+        pass
+    return db
 
 
 def _triggers() -> _Matcher:
@@ -297,7 +333,7 @@ def _scan_fast(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, byt
             groups[g.name] = g
     counts = {}
     for g in groups.values():
-        counts[g.name] = n = body.count(g.anchor)
+        counts[g.name] = n = _anchor_count(body, g, sampler)
         if g.anomalies is None or (g.block_ok is not None and not g.block_ok(body, n)):
             return (yield from _scan(m, body, lineno, carry, sampler))
     if sampler.pending:                  # held back by the line-by-line path in an earlier block
@@ -324,6 +360,22 @@ def _scan_fast(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, byt
         if first_extra:
             starts.append(0)
     return (yield from _emit(m, body, lineno, sorted(set(starts)), first_extra, carry))
+
+
+ESTIMATE_FROM = 1 << 20      # bytes of a block in which a sampled group's lines are counted
+
+
+def _anchor_count(body: bytes, g: SteadyGroup, sampler: SteadySampler) -> int:
+    """The number of lines of group `g` in `body`: counted exactly while the group is in its
+    keep-all phase, for small blocks and for groups with a `block_ok` test; past that phase
+    counted in the first ESTIMATE_FROM bytes and scaled to the block. A count is a pass over
+    the block (~1 GB/s, as slow as the whole Hyperscan scan), and in the stride phase it only
+    sizes the sample and places its lines: unusual lines come from the anomaly patterns and
+    the last line before any other candidate from `rfind`, exactly, whatever the estimate."""
+    size = len(body)
+    if size <= 2 * ESTIMATE_FROM or g.block_ok is not None or sampler.count.get(g.name, 0) < sampler.keep_all:
+        return body.count(g.anchor)
+    return max(1, body.count(g.anchor, 0, ESTIMATE_FROM) * size // ESTIMATE_FROM)
 
 
 def _sampled_starts(body: bytes, anchor: bytes, count: int, picks: list[int]) -> list[int]:
@@ -363,13 +415,19 @@ def _emit(m: _Matcher, body: bytes, lineno: int, starts: list[int], first_extra:
         ids = m.line_ids(line)
         if s == 0 and first_extra:
             ids = sorted({*ids, *first_extra})
-        if not ids:                      # an anomaly in a piece of a wrapped record: from its start
-            s = _record_start(m, body, s, done_to)
-            if s is None:
+        if not ids or not _is_steady(m, line, ids):
+            # an anomaly or a sampled piece in a wrapped record: read from the record's start,
+            # when the line above is the (incomplete, so not steady) start of one
+            r = _record_start(m, body, s, done_to)
+            if r is not None and r != s:
+                e_r = find(b"\n", r)
+                ids_r = m.line_ids(body[r:e_r])
+                if ids and _is_steady(m, body[r:e_r], ids_r):
+                    r = None             # a complete record above: this line stands alone
+                else:
+                    s, e, line, ids = r, e_r, body[r:e_r], ids_r
+            if r is None and not ids:
                 continue
-            e = find(b"\n", s)
-            line = body[s:e]
-            ids = m.line_ids(line)
         lineno += count(b"\n", counted_to, s)
         counted_to = s
         if len(line) > MAX_LINE:
