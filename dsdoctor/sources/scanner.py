@@ -383,16 +383,20 @@ ESTIMATE_FROM = 256 << 10    # bytes of a block in which a sampled group's lines
 
 
 def _anchor_count(body: bytes, g: SteadyGroup, sampler: SteadySampler) -> int:
-    """The number of lines of group `g` in `body`: counted exactly while the group is in its
-    keep-all phase, for small blocks and for groups with a `block_ok` test; past that phase
-    counted in the first ESTIMATE_FROM bytes and scaled to the block. A count is a pass over
+    """The number of lines of group `g` in `body`: counted exactly for small blocks, for groups
+    with a `block_ok` test and when the keep-all phase may end past the first ESTIMATE_FROM
+    bytes; otherwise counted in those bytes and scaled to the block (the keep-all picks all
+    lie in the counted part, where they are walked to one by one). A count is a pass over
     the block (~1 GB/s, as slow as the whole Hyperscan scan), and in the stride phase it only
     sizes the sample and places its lines: unusual lines come from the anomaly patterns and
     the last line before any other candidate from `rfind`, exactly, whatever the estimate."""
     size = len(body)
-    if size <= 2 * ESTIMATE_FROM or g.block_ok is not None or sampler.count.get(g.name, 0) < sampler.keep_all:
+    if size <= 2 * ESTIMATE_FROM or g.block_ok is not None:
         return body.count(g.anchor)
-    return max(1, body.count(g.anchor, 0, ESTIMATE_FROM) * size // ESTIMATE_FROM)
+    part = body.count(g.anchor, 0, ESTIMATE_FROM)
+    if part < sampler.keep_all - sampler.count.get(g.name, 0):
+        return body.count(g.anchor)     # the keep-all phase may reach past the counted part
+    return max(1, part * size // ESTIMATE_FROM)
 
 
 def _sampled_starts(body: bytes, anchor: bytes, count: int, picks: list[int]) -> list[int]:
