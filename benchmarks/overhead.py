@@ -199,18 +199,20 @@ def train(args: argparse.Namespace) -> None:
             own_ns.append((wrapped[0] - w0) - (inner[0] - i0))
         return times
 
-    def doctor_threads_ns() -> int:
-        """CPU time so far of the doctor's background threads (writer, watchdog, exchange,
-        telemetry), from their per-thread clocks."""
+    per_thread: dict[str, list[float]] = {}   # thread name -> CPU us per step, each "on" block
+
+    def doctor_threads_ns() -> dict[str, int]:
+        """CPU time so far of each of the doctor's background threads (writer, watchdog,
+        exchange, telemetry), from their per-thread clocks."""
         import threading
-        total = 0
+        out = {}
         for th in threading.enumerate():
             if th.name.startswith("dsdoctor") and th.ident is not None:
                 try:
-                    total += time.clock_gettime_ns(time.pthread_getcpuclockid(th.ident))
+                    out[th.name] = time.clock_gettime_ns(time.pthread_getcpuclockid(th.ident))
                 except (OSError, AttributeError):
                     pass
-        return total
+        return out
 
     def block(mode: str) -> tuple[list[float], list[float], float, float, tuple[float, float, float, float]]:
         """Step times of the settle steps and of the measured steps, CPU seconds of this
@@ -233,7 +235,11 @@ def train(args: argparse.Namespace) -> None:
         t = steps(args.steps)
         b2 = doctor_threads_ns()
         c2 = time.process_time()
-        clocks = (statistics.median(thread_ns) / 1e3, statistics.mean(outside_ns) / 1e3, (b2 - b1) / args.steps / 1e3,
+        for name, ns in b2.items():
+            if attached:
+                per_thread.setdefault(name, []).append((ns - b1.get(name, 0)) / args.steps / 1e3)
+        bg_ns = sum(ns - b1.get(name, 0) for name, ns in b2.items())
+        clocks = (statistics.median(thread_ns) / 1e3, statistics.mean(outside_ns) / 1e3, bg_ns / args.steps / 1e3,
                   statistics.mean(own_ns) / 1e3)
         for n, fn in saved.items():
             object.__setattr__(engine, n, fn)
@@ -280,7 +286,7 @@ def train(args: argparse.Namespace) -> None:
     elapsed = time.monotonic() - started
     dist.all_reduce(cpu)                       # after the timing: CPU of every rank, summed
     if rank == 0:
-        report(args, ratios, med, settled, cpu, elapsed, first_attach, out, thread_us)
+        report(args, ratios, med, settled, cpu, elapsed, first_attach, out, thread_us, per_thread)
         if args.dump:
             with open(args.dump, "w") as f:
                 json.dump(blocks, f)
@@ -290,7 +296,8 @@ def train(args: argparse.Namespace) -> None:
 
 def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[float]],
            settled: dict[str, list[float]], cpu: Any, elapsed: float, first_attach: float, out: str,
-           thread_us: dict[str, list[float]]) -> None:
+           thread_us: dict[str, list[tuple[float, float, float, float]]],
+           per_thread: dict[str, list[float]]) -> None:
     cpu_ratios = [float(cpu[r, 1] / cpu[r, 0]) for r in range(args.rounds)]
     p, lo, hi, cov = median_ci(ratios)
     cp, clo, chi, _ = median_ci(cpu_ratios)
@@ -319,6 +326,8 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
           f"on minus off): {ap:.1f} us per step, 95 % CI [{alo:.1f}, {ahi:.1f}]; its background threads: "
           f"{bg:.1f} us CPU per step (median of blocks)")
     print(f"  of which in the doctor's wrappers' own code: {op:.1f} us per step, 95 % CI [{olo:.1f}, {ohi:.1f}]")
+    print("  background threads, CPU us per step (median of blocks): "
+          + ", ".join(f"{n} {statistics.median(v):.1f}" for n, v in sorted(per_thread.items())))
     if settled["on"]:
         print(f"  start-up, left out above (a real run pays it once): the first {args.settle} steps after attach, "
               f"step-time ratio {statistics.median(settled['on']) / statistics.median(settled['off']):.4f}; attach + "
