@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast is `dsdoctor analyze` next to what a user would type, on logs that look real?
 
-    python benchmarks/log_throughput.py                    # 8x1G, 1x1G, 1x64M (~3 min)
+    python benchmarks/log_throughput.py                    # 8x1G, 1x1G, 1x64M (3-5 min)
     python benchmarks/log_throughput.py 1x64M --rounds 5   # one quick set
     python benchmarks/log_throughput.py --scaling          # + size 1x256M and 64 files (1x,4x,16x; 1/8/64 files)
     python benchmarks/log_throughput.py 1x4G 1x16G         # big inputs (needs the disk space)

@@ -20,6 +20,11 @@ threads spend competes with training, and other jobs come and go):
 - the same for the process CPU time of both ranks over the steps, summed (every thread: the
   doctor's writer, watchdog, exchange and telemetry threads included; also what the
   collectives burn while waiting, so it partly follows the step time);
+- the doctor's CPU on the training thread, measured exactly in the same process: a clock
+  inside DeepSpeed's forward/backward/step and one around each step; the step's CPU outside
+  DeepSpeed's methods, on minus off (the compute's +-10 % noise cancels out), and the CPU of
+  each background thread per step (per-thread clocks);
+- `--ranks 1 --no-pin --threads 2`: a plain user script, torch using both cores;
 - the verdict: the goal (<= 1.01) is demonstrated when the upper 95 % bound is <= 1.01; if
   only the point estimate is, the script says so.
 
