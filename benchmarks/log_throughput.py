@@ -1,25 +1,46 @@
 #!/usr/bin/env python3
-"""How fast is `dsdoctor analyze` next to grep, and how much memory does it take?
+"""How fast is `dsdoctor analyze` next to what a user would type, on logs that look real?
 
-    python benchmarks/log_throughput.py                 # 1 GiB over 8 rank logs
-    python benchmarks/log_throughput.py --size 200M     # a quicker run
-    python benchmarks/log_throughput.py --keep --dir /tmp/bench   # keep the logs
+    python benchmarks/log_throughput.py                    # 8x1G, 1x1G, 1x64M (3-5 min)
+    python benchmarks/log_throughput.py 1x64M --rounds 5   # one quick set
+    python benchmarks/log_throughput.py --scaling          # + size 1x256M and 64 files (1x,4x,16x; 1/8/64 files)
+    python benchmarks/log_throughput.py 1x4G 1x16G         # big inputs (needs the disk space)
 
-Generates realistic multi-rank logs of a DeepSpeed job into a temporary folder (deleted
-afterwards unless --keep): mostly healthy lines in the proportions a real run prints them
-(DeepSpeed INFO, step, throughput and wall_clock_breakdown timer lines on rank 0, NCCL INFO
-init lines on every rank, tqdm bars glued with carriage returns, HF Trainer metric dicts,
-Megatron iteration lines on the last rank, the training script's own per-rank lines), with a
-failure buried at the end: a CUDA OOM in backward on one rank, then NCCL watchdog timeouts on
-all the others, then the torchrun summary.
+Each set is FILESxSIZE: that many rank logs of one run, SIZE in all, written to a temporary
+folder and deleted after its measurement (--keep keeps them). The content is what a DeepSpeed
+job's console capture holds, every line drawn at random from seven healthy kinds, each in the
+exact format the library prints:
 
-Then, side by side in one run (page cache warmed first, each command run twice, best time
-kept): `dsdoctor analyze --json DIR` and `LC_ALL=C grep -E -c` with the same trigger literals
-dsdoctor's block scanner looks for (dsdoctor.sources.scanner._trigger_list). Prints both times,
-the ratio, dsdoctor's peak RSS (from wait4() on the child), and whether dsdoctor found the
-buried story (top finding: the OOM, on the right rank).
+  - `step=..., skipped=..., lr=[...], mom=[...]`     deepspeed/runtime/engine.py: DeepSpeedEngine._report_progress (log_dist)
+  - `epoch=/micro_step=/global_step=, RunningAvgSamplesPerSec=...`
+                                                     deepspeed/utils/timer.py: ThroughputTimer.stop (logger.info)
+  - `time (ms) | fwd_microstep: ... | step_microstep: ...` and the global `fwd: ... | step: ...`
+                                                     deepspeed/utils/timer.py: SynchronizedWallClockTimer.log (print_dist)
+  - HF Trainer metric dicts, 5.x strings (`{'loss': '2.134', ...}`) or 4.x numbers, written with
+    tqdm.write, which clears the bar first     transformers/trainer_callback.py: ProgressCallback.on_log
+  - tqdm bars: 1-4 carriage-return redraws with no newline, so the next record is glued to
+    the last frame                                   tqdm/std.py: tqdm.display / status_printer
+  - Megatron iteration lines (core_v0.6+ layout)     megatron/training/training.py: training_log
 
-Goals (issue 2): ratio <= 2.0, peak RSS < 300 MB whatever the input size.
+At 93 % of each file the run's failure is written: an fp16 loss-scale collapse on rank 0
+(OVERFLOW lines from 65536 down to the minimum, then DeepSpeed's 'Current loss scale already
+at minimum' exception), a CUDA OOM in backward on rank 3, NCCL watchdog timeouts on the others;
+healthy lines go on after it (the tail of a log is not where the story is). A single file holds
+all ranks' stories with torchrun's `[rankN]:` prefixes.
+
+Measured side by side, in rounds (page cache warmed first; the order of the commands rotates
+from round to round, so a burst of load from other jobs does not always hit the same one):
+  - `cat FILES > /dev/null` (the floor: reading the bytes),
+  - `LC_ALL=C grep -E -c` with a short error pattern of 14 alternatives (what a user types),
+  - `dsdoctor analyze --json FILES`.
+Per round: the ratio dsdoctor/grep in wall time and in CPU time (user+sys of the child, from
+wait4(): other jobs on the machine inflate wall time, much less CPU time). Printed: median and
+min-max over the rounds, throughput, dsdoctor's peak RSS, its fixed start-up cost (the same
+command on a 10-line log: ~0.3 s of imports, rules and the cached Hyperscan databases, which
+is most of a 64 MB run) and whether the buried stories were found. dsdoctor runs as installed
+(its .pyc files cached, even where PYTHONDONTWRITEBYTECODE is set).
+
+Goals (issue 13): ratio <= 2.0 at 1 GB and at 64 MB, peak RSS < 300 MB whatever the size.
 """
 from __future__ import annotations
 
@@ -29,15 +50,22 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 RATIO_GOAL = 2.0
 RSS_GOAL_MB = 300
+FAIL_AT = 0.93
+OOM_RANK = 3
+# What a user greps a crashed run's logs for: 14 alternatives.
+GREP_PATTERN = ("Traceback|Error|error:|OVERFLOW|out of memory|Watchdog|timed out|Timeout|Exception|"
+                "FAILED|Killed|SIGABRT|NCCL WARN|nan")
+DEFAULT_SETS = ("8x1G", "1x1G", "1x64M")
+SCALING_SETS = ("1x256M", "64x1G")
 
 
 # ---------------------------------------------------------------- log generation
@@ -46,6 +74,13 @@ def _size(s: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"not a size: {s!r} (e.g. 200M, 1G)")
     return int(float(m.group(1)) * 1024 ** "_KMGT".index(m.group(2).upper() or "_"))
+
+
+def _set(s: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(.+)", s.strip())
+    if not m or int(m.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"not a set: {s!r} (FILESxSIZE, e.g. 8x1G)")
+    return int(m.group(1)), _size(m.group(2))
 
 
 def _nccl_init(rank: int, world: int, host: str, pid: int) -> list[str]:
@@ -77,65 +112,189 @@ def _preamble(rank: int, world: int, ts: str) -> list[str]:
            f"[{ts}] [INFO] [comm.py:658:init_distributed] cdb=None",
            f"[{ts}] [INFO] [comm.py:689:init_distributed] Initializing TorchBackend in DeepSpeed with backend nccl"]
     if rank == 0:
-        out += [f"[{ts}] [INFO] [logging.py:128:log_dist] [Rank 0] DeepSpeed info: version=0.19.8, git-hash=unknown, git-branch=unknown",
+        out += [f"[{ts}] [INFO] [logging.py:123:log_dist] [Rank 0] DeepSpeed info: version=0.19.8, git-hash=unknown, git-branch=unknown",
                 f"[{ts}] [INFO] [config.py:735:__init__] Config mesh_device None world_size = {world}",
-                f"[{ts}] [INFO] [logging.py:128:log_dist] [Rank 0] Creating torch.bfloat16 ZeRO stage 2 optimizer",
+                f"[{ts}] [INFO] [logging.py:123:log_dist] [Rank 0] Creating torch.float16 ZeRO stage 2 optimizer",
                 f"[{ts}] [INFO] [stage_1_and_2.py:151:__init__] Reduce bucket size 500000000",
                 f"[{ts}] [INFO] [stage_1_and_2.py:152:__init__] Allgather bucket size 500000000",
-                f"[{ts}] [INFO] [logging.py:128:log_dist] [Rank 0] DeepSpeed Final Optimizer = DeepSpeedZeroOptimizer",
+                f"[{ts}] [INFO] [logging.py:123:log_dist] [Rank 0] DeepSpeed Final Optimizer = DeepSpeedZeroOptimizer",
                 f"[{ts}] [INFO] [config.py:1003:print] DeepSpeedEngine configuration:",
                 f"[{ts}] [INFO] [config.py:1007:print]   train_batch_size ............. 256",
                 f"[{ts}] [INFO] [config.py:1007:print]   train_micro_batch_size_per_gpu  4",
                 f"[{ts}] [INFO] [config.py:1007:print]   gradient_accumulation_steps .. {256 // 4 // world}",
                 f"[{ts}] [INFO] [config.py:1007:print]   wall_clock_breakdown ......... True",
-                f"[{ts}] [INFO] [logging.py:128:log_dist] [Rank 0] step=0, skipped=0, lr=[0.0003], mom=[(0.9, 0.95)]"]
+                f"[{ts}] [INFO] [logging.py:123:log_dist] [Rank 0] step=0, skipped=0, lr=[0.0003], mom=[(0.9, 0.95)]"]
     return out
 
 
-# Templates of one training step. `%(...)s` fields are filled per step; numbers come from
-# small pools of pre-drawn values so generation is fast and the run looks steady.
-STEP_RANK0 = (
-    "[%(ts)s] [INFO] [logging.py:128:log_dist] [Rank 0] step=%(step)d, skipped=0, lr=[%(lr)s], mom=[(0.9, 0.95)]\n"
-    "[%(ts)s] [INFO] [timer.py:264:stop] epoch=0/micro_step=%(micro)d/global_step=%(step)d, "
-    "RunningAvgSamplesPerSec=%(ravg)s, CurrSamplesPerSec=%(cur)s, MemAllocated=31.42GB, MaxMemAllocated=58.9GB\n"
-    "[Rank 0] time (ms) | fwd_microstep: %(fwd)s | bwd_microstep: %(bwd)s | bwd_inner_microstep: %(bwdi)s | "
-    "bwd_allreduce_microstep: %(bwda)s | step_microstep: %(stp)s\n"
-    "[Rank 0] time (ms) | fwd: %(fwd)s | bwd: %(bwd)s | bwd_inner: %(bwdi)s | bwd_allreduce: %(bwda)s | step: %(stp)s\n"
-    "%(tqdm)s\n"
-)
-STEP_ANY = (
-    "%(ts)s - INFO - train.py:214 - rank=%(rank)d step=%(step)d micro_batch=%(mb)d tokens=16384 "
-    "loss=%(loss)s data_wait_ms=%(dw)s\n"
-    "[%(ts)s] [INFO] [data.py:88:__iter__] prefetched shard %(shard)05d (%(ns)d samples) into pinned buffer\n"
-)
-STEP_LAST = (
-    " [%(ts)s] iteration %(step)8d/  500000 | consumed samples: %(cons)12d | elapsed time per iteration (ms): %(it)s | "
-    "throughput per GPU (TFLOP/s/GPU): %(tf)s | learning rate: %(lr6)s | global batch size:   256 | lm loss: %(lml)s | "
-    "loss scale: 1.0 | grad norm: %(gn)s | number of skipped iterations:   0 | number of nan iterations:   0 |\n"
-)
-HF_EVERY = 10
-HF_LINE = "{'loss': %(loss)s, 'grad_norm': %(gn)s, 'learning_rate': %(lr)s, 'epoch': %(ep)s}\n"
-
-
-def _tqdm(step: int, total: int) -> str:
-    """tqdm redraws its bar with carriage returns: several frames on one physical line."""
-    frames = []
-    for k in range(3):
-        n = step * 3 + k
-        pct = 100 * n // (total * 3)
-        bar = "█" * (pct // 10) + " " * (10 - pct // 10)
-        frames.append(f"\r{pct:3d}%|{bar}| {n}/{total * 3} [1:02:03<4:05:06,  2.{(n * 7) % 100:02d}it/s]")
-    return "".join(frames)
+# The seven healthy kinds and how often each is drawn (a run prints them all the time).
+KINDS = ("ds_step", "ds_throughput", "ds_timers_micro", "ds_timers_global", "hf_metrics", "tqdm", "megatron")
+WEIGHTS = (3, 3, 3, 3, 2, 3, 3)
+TRAIN_ITERS = 500000
+DS_PY = "/usr/local/lib/python3.11/site-packages/deepspeed"
 
 
 def _pools(rnd: random.Random) -> dict[str, list[str]]:
-    def pool(lo: float, hi: float, fmt: str, n: int = 997) -> list[str]:
-        return [fmt % rnd.uniform(lo, hi) for _ in range(n)]
-    return {"fwd": pool(110, 118, "%.2f"), "bwd": pool(230, 245, "%.2f"), "bwdi": pool(200, 210, "%.2f"),
-            "bwda": pool(28, 36, "%.2f"), "stp": pool(40, 44, "%.2f"), "cur": pool(88, 92, "%.6f"),
-            "ravg": pool(89.5, 90.5, "%.6f"), "loss": pool(2.1, 2.4, "%.4f"), "dw": pool(0.2, 3.0, "%.1f"),
-            "it": pool(2830, 2890, "%.1f"), "tf": pool(148, 151, "%.1f"), "lml": pool(2.1, 2.4, "%.6E"),
-            "gn": pool(0.2, 0.4, "%.3f")}
+    """Pre-drawn values (generation must be fast), formatted as each library formats them."""
+    def pool(lo: float, hi: float, fmt) -> list[str]:
+        return [fmt(rnd.uniform(lo, hi)) for _ in range(997)]
+    ms = lambda x: f"{x:.2f}"                    # noqa: E731  SynchronizedWallClockTimer.log
+    return {"fwd": pool(110, 118, ms), "bwd": pool(230, 245, ms), "bwdi": pool(200, 210, ms),
+            "bwda": pool(28, 36, ms), "stp": pool(40, 44, ms),
+            "cur": pool(88, 92, repr), "ravg": pool(89.5, 90.5, repr),    # ThroughputTimer: str(float)
+            "lr": pool(2.9e-4, 3.0e-4, repr),                              # log_dist(f"lr={lr}"): a list of floats
+            "hf_loss4": pool(2.1, 2.4, lambda x: repr(round(x, 4))),       # 4.x: round(loss, 4)
+            "hf_gn4": pool(0.2, 0.4, repr),
+            "hf_loss5": pool(2.1, 2.4, lambda x: repr(f"{x:.4g}")),        # 5.x: f"{v:.4g}" strings
+            "hf_gn5": pool(0.2, 0.4, lambda x: repr(f"{x:.4g}")),
+            "mg_it": pool(2830, 2890, lambda x: f"{x:.1f}"), "mg_tf": pool(148, 151, lambda x: f"{x:.1f}"),
+            "mg_lr": pool(2.9e-4, 3.0e-4, lambda x: f"{x:.6E}"), "mg_loss": pool(2.1, 2.4, lambda x: f"{x:.6E}"),
+            "mg_gn": pool(0.2, 0.4, lambda x: f"{x:.3f}"), "rate": pool(1.2, 1.4, lambda x: f"{x:5.2f}")}
+
+
+class Healthy:
+    """Healthy lines of one rank's console, drawn at random from KINDS; keeps the step, the
+    running skipped total, the tqdm counter and the clock."""
+
+    def __init__(self, rnd: random.Random, hf5: bool):
+        self.rnd, self.hf5 = rnd, hf5
+        self.p = _pools(rnd)
+        self.step = self.skipped = self.bar = self.i = 0
+        self.t0 = 1773478800.0                  # 2026-03-14 09:00:00 UTC
+        self.last_frame = ""
+        self.ts = ""
+        self._tick()
+
+    def _tick(self) -> None:
+        t = self.t0 + 2.86 * self.step
+        self.ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f",{int(t * 1000) % 1000:03d}"
+
+    def _frames(self, k: int) -> str:
+        """tqdm redraws: '\\r' + the bar, no newline (tqdm/std.py: tqdm.status_printer)."""
+        out = []
+        for _ in range(k):
+            self.bar += 1
+            n, total = self.bar, TRAIN_ITERS
+            pct = n * 100 / total
+            full = int(pct / 10)
+            bar = "█" * full + (" ▏▎▍▌▋▊▉"[int(pct % 10 * 8 / 10)] if full < 10 else "")
+            el, rem = int(n / 1.31), int((total - n) / 1.31)
+            self.last_frame = (f"\r{pct:3.0f}%|{bar:<10}| {n}/{total} [{el // 3600}:{el // 60 % 60:02d}:{el % 60:02d}"
+                               f"<{rem // 3600}:{rem // 60 % 60:02d}:{rem % 60:02d}, {self.p['rate'][n % 997]}it/s]")
+            out.append(self.last_frame)
+        return "".join(out)
+
+    def step_line(self) -> str:
+        self.step += 1
+        self._tick()
+        return (f"[{self.ts}] [INFO] [logging.py:123:log_dist] [Rank 0] step={self.step}, skipped={self.skipped}, "
+                f"lr=[{self.p['lr'][self.step % 997]}], mom=[(0.9, 0.999)]\n")
+
+    def lines(self, kinds: list[int]) -> str:
+        p, out, s = self.p, [], self.step
+        for k in kinds:
+            self.i += 1
+            i = self.i % 997
+            if k == 0:
+                out.append(self.step_line())
+                s = self.step
+            elif k == 1:
+                out.append(f"[{self.ts}] [INFO] [timer.py:264:stop] epoch=0/micro_step={s * 8}/global_step={s}, "
+                           f"RunningAvgSamplesPerSec={p['ravg'][i]}, CurrSamplesPerSec={p['cur'][i]}, "
+                           f"MemAllocated=31.42GB, MaxMemAllocated=58.9GB\n")
+            elif k == 2:
+                out.append(f"[Rank 0] time (ms) | fwd_microstep: {p['fwd'][i]} | bwd_microstep: {p['bwd'][i]} | "
+                           f"bwd_inner_microstep: {p['bwdi'][i]} | bwd_allreduce_microstep: {p['bwda'][i]} | "
+                           f"step_microstep: {p['stp'][i]}\n")
+            elif k == 3:
+                out.append(f"[Rank 0] time (ms) | fwd: {p['fwd'][i]} | bwd: {p['bwd'][i]} | bwd_inner: {p['bwdi'][i]} | "
+                           f"bwd_allreduce: {p['bwda'][i]} | step: {p['stp'][i]}\n")
+            elif k == 4:
+                # tqdm.write: clear the bar ('\r' + blanks + '\r'), the message, redraw the bar
+                v = "5" if self.hf5 else "4"
+                lr = repr(f"{float(p['lr'][i]):.4g}") if self.hf5 else p["lr"][i]
+                ep = repr(f"{s / 40000:.4g}") if self.hf5 else repr(round(s / 40000, 2))
+                clear = "\r" + " " * len(self.last_frame) + "\r" if self.last_frame else ""
+                out.append(f"{clear}{{'loss': {p['hf_loss' + v][i]}, 'grad_norm': {p['hf_gn' + v][i]}, "
+                           f"'learning_rate': {lr}, 'epoch': {ep}}}\n{self.last_frame}")
+            elif k == 5:
+                out.append(self._frames(1 + i % 4))
+            else:
+                out.append(f" [{self.ts[:19]}] iteration {s:8d}/{TRAIN_ITERS:8d} | consumed samples: {s * 256:12d} | "
+                           f"elapsed time per iteration (ms): {p['mg_it'][i]} | throughput per GPU (TFLOP/s/GPU): "
+                           f"{p['mg_tf'][i]} | learning rate: {p['mg_lr'][i]} | global batch size:   256 | "
+                           f"lm loss: {p['mg_loss'][i]} | loss scale: 65536.0 | grad norm: {p['mg_gn'][i]} | "
+                           f"number of skipped iterations:   0 | number of nan iterations:   0 |\n")
+        return "".join(out)
+
+
+def _collapse(h: Healthy, pre: str) -> str:
+    """fp16 loss-scale collapse: an overflow on every step from 65536 down to the minimum (1),
+    then DeepSpeed raises (deepspeed/runtime/fp16/loss_scaler.py: DynamicLossScaler.update_scale)."""
+    out = []
+    scale = 65536
+    while scale > 1:
+        out.append(f"[{h.ts}] [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. "
+                   f"Attempted loss scale: {scale}, reducing to {scale // 2}\n")
+        scale //= 2
+        h.skipped += 1
+        out.append(h.step_line())
+        out.append(h.lines(h.rnd.choices(range(1, 7), WEIGHTS[1:], k=3)))
+    tb = ["Traceback (most recent call last):",
+          '  File "/workspace/train.py", line 201, in <module>',
+          "    engine.step()",
+          f'  File "{DS_PY}/runtime/engine.py", line 3615, in step',
+          "    self._take_model_step(lr_kwargs)",
+          f'  File "{DS_PY}/runtime/engine.py", line 3516, in _take_model_step',
+          "    self.optimizer.step()",
+          f'  File "{DS_PY}/runtime/zero/stage_1_and_2.py", line 3047, in step',
+          "    self._update_scale(self.overflow)",
+          f'  File "{DS_PY}/runtime/zero/stage_1_and_2.py", line 3291, in _update_scale',
+          "    self.loss_scaler.update_scale(has_overflow)",
+          f'  File "{DS_PY}/runtime/fp16/loss_scaler.py", line 258, in update_scale',
+          "    raise Exception(",
+          "Exception: Current loss scale already at minimum - cannot decrease scale anymore. Exiting run."]
+    return "".join(out) + "".join(f"{pre}{ln}\n" for ln in tb)
+
+
+def _story(rank: int, world: int, h: Healthy, prefix: bool) -> str:
+    pre = f"[rank{rank}]:" if prefix else ""
+    fail_ts = h.ts[:19]
+    timeout_ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h.t0 + 2.86 * h.step + 600))
+    if rank == 0:
+        return _collapse(h, pre)
+    text = _failure(rank, world, OOM_RANK, fail_ts, timeout_ts, h.step * 2 + 17)
+    return text if prefix else text.replace(f"[rank{rank}]:", "")
+
+
+def generate(folder: Path, total_bytes: int, files: int, seed: int = 0) -> list[Path]:
+    """`files` rank logs of one run, `total_bytes` in all. One file: the whole job's console
+    (every rank's story, `[rankN]:` prefixed); several: one rank each, 8 ranks at least."""
+    world = max(files, 8)
+    paths = []
+    per_file = total_bytes // files
+    for r in range(files):
+        rnd = random.Random(seed * 1000 + r)
+        h = Healthy(rnd, hf5=r % 2 == 0)
+        p = folder / f"rank{r}.log"
+        paths.append(p)
+        ts0 = h.ts
+        head = _preamble(r, world, ts0) + _nccl_init(r, world, f"node-a{r // 8 + 1}", 2100 + r)
+        stories = list(range(world)) if files == 1 else [r]
+        with open(p, "w", encoding="utf-8", buffering=1 << 20) as fh:
+            written = fh.write("\n".join(head) + "\n")
+            fail_at = int(per_file * FAIL_AT)
+            failed = False
+            while written < per_file:
+                if not failed and written >= fail_at:
+                    for rank in stories:
+                        written += fh.write(_story(rank, world, h, prefix=files == 1))
+                    failed = True
+                    continue
+                chunk = h.lines(rnd.choices(range(len(KINDS)), WEIGHTS, k=2048))
+                written += len(chunk.encode()) if not chunk.isascii() else len(chunk)
+                fh.write(chunk)
+    return paths
 
 
 def _failure(rank: int, world: int, bad: int, ts_fail: str, ts_timeout: str, seq: int) -> str:
@@ -205,66 +364,7 @@ def _failure(rank: int, world: int, bad: int, ts_fail: str, ts_timeout: str, seq
     return out
 
 
-def generate(folder: Path, total_bytes: int, ranks: int, bad_rank: int, seed: int = 0) -> list[Path]:
-    """Write `ranks` logs of one run, about `total_bytes` in all (rank 0 prints the most)."""
-    rnd = random.Random(seed)
-    pools = _pools(rnd)
-    t0 = datetime(2026, 3, 14, 9, 0, 0, tzinfo=timezone.utc)
-    paths = []
-    # bytes per step, to know how many steps fill the budget (rank 0 prints the most)
-    sample = {k: v[0] for k, v in pools.items()}
-    sample.update(ts="2026-03-14 09:00:00,000", step=100000, micro=100000, rank=0, mb=4, shard=1, ns=4096,
-                  lr="0.0003", lr6="3.000000E-04", cons=25600000, ep="1.25",
-                  tqdm=_tqdm(100000, 500000))
-    # every rank prints STEP_ANY; rank 0 also the DeepSpeed/tqdm lines, the last rank Megatron's
-    def nbytes(tpl: str) -> int:
-        return len((tpl % sample).encode())
-    step_bytes = (nbytes(STEP_RANK0) + ranks * nbytes(STEP_ANY) + nbytes(STEP_LAST)
-                  + nbytes(HF_LINE) // HF_EVERY)
-    steps = max(50, total_bytes // step_bytes)
-    stamps = [(t0 + timedelta(seconds=2.86 * i)).strftime("%Y-%m-%d %H:%M:%S") for i in range(steps + 1)]
-    seq_fail = steps * 2 + 17          # the gradient all-reduce of the last step
-    for r in range(ranks):
-        p = folder / f"rank{r}.log"
-        paths.append(p)
-        with open(p, "w", encoding="utf-8", buffering=1 << 20) as fh:
-            ts0 = stamps[0] + ",001"
-            head = _preamble(r, ranks, ts0) + _nccl_init(r, ranks, f"node-a{r // 8 + 1}", 2100 + r)
-            fh.write("\n".join(head) + "\n")
-            d = {"rank": r, "mb": 4, "ns": 4096, "lr": "0.0003", "lr6": "3.000000E-04"}
-            parts = []
-            for s in range(1, steps + 1):
-                i = s % 997
-                d.update(ts=f"{stamps[s]},{(s * 37) % 1000:03d}", step=s, micro=s * 8, shard=s // 50,
-                         fwd=pools["fwd"][i], bwd=pools["bwd"][i], bwdi=pools["bwdi"][i], bwda=pools["bwda"][i],
-                         stp=pools["stp"][i], cur=pools["cur"][i], ravg=pools["ravg"][i],
-                         loss=pools["loss"][(i + r) % 997], dw=pools["dw"][(i * 3 + r) % 997], it=pools["it"][i],
-                         tf=pools["tf"][i], lml=pools["lml"][i], gn=pools["gn"][i], cons=s * 256)
-                if r == 0:
-                    d["tqdm"] = _tqdm(s, steps)
-                    parts.append(STEP_RANK0 % d)
-                    if s % HF_EVERY == 0:
-                        d["ep"] = f"{s / steps:.2f}"
-                        parts.append(HF_LINE % d)
-                parts.append(STEP_ANY % d)
-                if r == ranks - 1:
-                    parts.append(STEP_LAST % d)
-                if len(parts) > 2000:
-                    fh.write("".join(parts))
-                    parts = []
-            fh.write("".join(parts))
-            fail_ts = stamps[steps]
-            timeout_ts = (datetime.strptime(fail_ts, "%Y-%m-%d %H:%M:%S") + timedelta(seconds=600)).strftime(
-                "%Y-%m-%d %H:%M:%S")
-            fh.write(_failure(r, ranks, bad_rank, fail_ts, timeout_ts, seq_fail))
-    return paths
-
-
 # ---------------------------------------------------------------- measuring
-def ere_escape(lit: str) -> str:
-    return re.sub(r"([.\[\]()*+?{}|^$\\])", r"\\\1", lit)
-
-
 class _Popen(subprocess.Popen):
     """Popen that reaps its child with wait4() so the child's own rusage is kept."""
     rusage = None
@@ -279,99 +379,128 @@ class _Popen(subprocess.Popen):
         return (pid, sts)
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, bytes, int, bytes]:
-    """(seconds, peak RSS bytes, stdout, exit code, stderr) of one run of `cmd`."""
+def timed(cmd: list[str], env: dict[str, str] | None = None, stdout=subprocess.PIPE) -> dict:
+    """Wall seconds, CPU seconds (user+sys), peak RSS bytes, stdout, exit code, stderr of one run."""
     t = time.perf_counter()
-    p = _Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p = _Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
     out, err = p.communicate()
-    dt = time.perf_counter() - t
-    rss = p.rusage.ru_maxrss * 1024 if p.rusage is not None else 0
-    return dt, rss, out, p.returncode, err
+    wall = time.perf_counter() - t
+    ru = p.rusage
+    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime if ru else 0.0,
+            "rss": ru.ru_maxrss * 1024 if ru else 0, "out": out, "code": p.returncode, "err": err}
 
 
-def warm(paths: list[Path]) -> None:
-    for p in paths:
-        with open(p, "rb") as fh:
-            while fh.read(16 << 20):
-                pass
+def _spread(xs: list[float]) -> str:
+    return f"{statistics.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
+
+
+def _findings(doc: dict | None, files: int) -> str:
+    """Which of the buried stories came out, and the top findings."""
+    found = (doc or {}).get("findings") or []
+    want = {"oom": OOM_RANK, "loss_scale_collapse": 0}
+    got = {c: any(f["category"] == c and r in f["ranks"] for f in found) for c, r in want.items()}
+    timeouts = any("timeout" in f["category"] or "timeout" in f["rule"] or f["category"] in ("hang", "comm")
+                   for f in found)
+    top = "; ".join(f"{f['rule']} ranks {f['ranks'][:4]}{'…' if len(f['ranks']) > 4 else ''}" for f in found[:4])
+    ok = all(got.values()) and timeouts
+    return (f"{'found' if ok else 'MISSED some'}: OOM rank {OOM_RANK} {'yes' if got['oom'] else 'NO'}, fp16 "
+            f"collapse rank 0 {'yes' if got['loss_scale_collapse'] else 'NO'}, watchdog timeouts "
+            f"{'yes' if timeouts else 'NO'} | top: {top}")
+
+
+def measure(paths: list[Path], rounds: int, startup: dict) -> dict:
+    env_c = dict(os.environ, LC_ALL="C")
+    env_ds = _installed_env()
+    files = [str(p) for p in paths]
+    cmds = {"cat": ["cat", *files],
+            "grep": ["grep", "-E", "-c", GREP_PATTERN, *files],
+            "dsdoctor": [sys.executable, "-m", "dsdoctor", "analyze", "--json", *files]}
+    runs: dict[str, list[dict]] = {k: [] for k in cmds}
+    order = list(cmds)
+    doc = None
+    timed(cmds["cat"], stdout=subprocess.DEVNULL)          # warm the page cache
+    for r in range(rounds):
+        for name in order[r % 3:] + order[:r % 3]:
+            res = timed(cmds[name], env_c if name == "grep" else env_ds,
+                        stdout=subprocess.DEVNULL if name == "cat" else subprocess.PIPE)
+            if name != "cat" and res["code"] not in (0, 1):
+                raise SystemExit(f"{name} failed ({res['code']}): {res['err'].decode(errors='replace')[-1000:]}")
+            if name == "dsdoctor":
+                doc = json.loads(res["out"])
+            runs[name].append(res)
+    total = sum(p.stat().st_size for p in paths)
+    mib = total / 2 ** 20
+    g, d, c = runs["grep"], runs["dsdoctor"], runs["cat"]
+    wall = [x["wall"] / y["wall"] for x, y in zip(d, g)]
+    cpu = [x["cpu"] / max(y["cpu"], 1e-3) for x, y in zip(d, g)]
+    med = lambda rs, k: statistics.median(x[k] for x in rs)   # noqa: E731
+    rss = max(x["rss"] for x in d)
+    print(f"  cat > /dev/null   wall {med(c, 'wall'):6.2f} s  cpu {med(c, 'cpu'):6.2f} s  {mib / med(c, 'wall'):6.0f} MiB/s")
+    print(f"  grep -E -c (14)   wall {med(g, 'wall'):6.2f} s  cpu {med(g, 'cpu'):6.2f} s  {mib / med(g, 'wall'):6.0f} MiB/s")
+    print(f"  dsdoctor analyze  wall {med(d, 'wall'):6.2f} s  cpu {med(d, 'cpu'):6.2f} s  {mib / med(d, 'wall'):6.0f} MiB/s"
+          f"  (of which start-up ~{startup['wall']:.2f} s wall, {startup['cpu']:.2f} s cpu)")
+    w = statistics.median(wall)
+    print(f"  ratio dsdoctor/grep: wall {_spread(wall)}  cpu {_spread(cpu)}  (median [min-max] of {rounds} rounds; "
+          f"goal <= {RATIO_GOAL}: {'OK' if w <= RATIO_GOAL else 'OVER'})")
+    print(f"  dsdoctor peak RSS {rss / 2 ** 20:.0f} MB (goal < {RSS_GOAL_MB} MB: {'OK' if rss < RSS_GOAL_MB * 2 ** 20 else 'OVER'})")
+    print(f"  {_findings(doc, len(paths))}")
+    return {"ratio_wall": w, "ratio_cpu": statistics.median(cpu), "rss": rss}
+
+
+def _installed_env() -> dict[str, str]:
+    """dsdoctor's environment as after `pip install`: compiled modules (.pyc) cached. With
+    PYTHONDONTWRITEBYTECODE set (as on the development machines) every run would compile
+    ~40 modules again, ~0.1 s that no installed copy pays."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def startup_cost(folder: Path) -> dict:
+    """dsdoctor's fixed cost: the same command on a 10-line log (imports, rules, matcher)."""
+    p = folder / "tiny.log"
+    p.write_text("".join(Healthy(random.Random(1), True).lines([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])))
+    runs = [timed([sys.executable, "-m", "dsdoctor", "analyze", "--json", str(p)], _installed_env()) for _ in range(4)][1:]
+    p.unlink()
+    return {"wall": statistics.median(r["wall"] for r in runs), "cpu": statistics.median(r["cpu"] for r in runs)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=_size, default=_size("1G"), help="total log size (default 1G)")
-    ap.add_argument("--ranks", type=int, default=8, help="number of rank logs (default 8)")
+    ap.add_argument("sets", nargs="*", type=_set, help=f"FILESxSIZE sets (default {' '.join(DEFAULT_SETS)})")
+    ap.add_argument("--scaling", action="store_true",
+                    help=f"add {' '.join(SCALING_SETS)}: size 1x/4x/16x (64M/256M/1G) and 1/8/64 files at 1G")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the three commands per set (default 3)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write the logs (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated logs")
-    ap.add_argument("--reuse", action="store_true", help="reuse logs already in --dir instead of generating")
-    ap.add_argument("--runs", type=int, default=2, help="runs of each command; the best is kept (default 2)")
     args = ap.parse_args(argv)
-    bad_rank = min(3, args.ranks - 1)
-
-    folder = args.dir or Path(tempfile.mkdtemp(prefix="dsdoctor-bench-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    sets = list(args.sets) or [_set(s) for s in DEFAULT_SETS]
+    if args.scaling:
+        sets += [_set(s) for s in SCALING_SETS if _set(s) not in sets]
+    root = args.dir or Path(tempfile.mkdtemp(prefix="dsdoctor-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     try:
-        if args.reuse and any(folder.glob("rank*.log")):
-            paths = sorted(folder.glob("rank*.log"))
-        else:
+        startup = startup_cost(root)
+        print(f"dsdoctor start-up (analyze --json on a 10-line log): {startup['wall']:.2f} s wall, "
+              f"{startup['cpu']:.2f} s cpu")
+        for files, size in sets:
+            folder = root / f"{files}x{size}"
+            folder.mkdir(exist_ok=True)
             t = time.perf_counter()
-            paths = generate(folder, args.size, args.ranks, bad_rank)
-            print(f"generated {len(paths)} logs in {time.perf_counter() - t:.1f} s")
-        total = sum(p.stat().st_size for p in paths)
-        print(f"input: {folder} · {len(paths)} files · {total / 2**20:.0f} MiB")
-
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from dsdoctor.sources import scanner
-        scanner._triggers()
-        literals = list(scanner._trigger_list)
-        grep_cmd = ["grep", "-E", "-c"] + [a for lit in literals for a in ("-e", ere_escape(lit))] + [str(p) for p in paths]
-        ds_cmd = [sys.executable, "-m", "dsdoctor", "analyze", "--json", str(folder)]
-        env_c = dict(os.environ, LC_ALL="C")
-
-        warm(paths)
-        best = {"grep": None, "dsdoctor": None}
-        rss = 0
-        doc = None
-        grep_hits = 0
-        for _ in range(args.runs):
-            dt, _, out, code, err = timed(grep_cmd, env_c)
-            if code not in (0, 1):
-                print(f"grep failed ({code}): {err.decode(errors='replace')[:500]}", file=sys.stderr)
-                return 2
-            grep_hits = sum(int(ln.rsplit(b":", 1)[-1]) for ln in out.splitlines() if ln)
-            best["grep"] = dt if best["grep"] is None else min(best["grep"], dt)
-            dt, r, out, code, err = timed(ds_cmd)
-            if code not in (0, 1):
-                print(f"dsdoctor failed ({code}): {err.decode(errors='replace')[-1000:]}", file=sys.stderr)
-                return 2
-            rss = max(rss, r)
-            doc = json.loads(out)
-            best["dsdoctor"] = dt if best["dsdoctor"] is None else min(best["dsdoctor"], dt)
-
-        g, d = best["grep"], best["dsdoctor"]
-        ratio = d / g
-        mib = total / 2**20
-        print(f"grep -E -c ({len(literals)} literals): {g:6.2f} s  {mib / g:7.0f} MiB/s  {grep_hits} matching lines")
-        print(f"dsdoctor analyze --json:      {d:6.2f} s  {mib / d:7.0f} MiB/s")
-        print(f"ratio dsdoctor/grep: {ratio:.2f}  (goal <= {RATIO_GOAL})  {'OK' if ratio <= RATIO_GOAL else 'OVER'}")
-        print(f"dsdoctor peak RSS: {rss / 2**20:.0f} MB  (goal < {RSS_GOAL_MB} MB)  "
-              f"{'OK' if rss < RSS_GOAL_MB * 2**20 else 'OVER'}")
-        top = (doc or {}).get("findings") or []
-        if top:
-            f = top[0]
-            found = f["category"] == "oom" and bad_rank in f["ranks"]
-            print(f"top finding: {f['rule']} ({f['category']}) ranks {f['ranks']} -> "
-                  f"{'the buried OOM on rank %d: found' % bad_rank if found else 'NOT the buried OOM'}")
-            for other in top[1:4]:
-                print(f"  then: {other['rule']} ({other['category']}) ranks {other['ranks']}"
-                      f"{' [consequence of ' + other['consequence_of'] + ']' if other.get('consequence_of') else ''}")
-        else:
-            print("top finding: none -> the buried OOM was NOT found")
+            paths = generate(folder, size, files)
+            total = sum(p.stat().st_size for p in paths)
+            print(f"\n{files} file{'s' if files > 1 else ''}, {total / 2 ** 20:.0f} MiB "
+                  f"(generated in {time.perf_counter() - t:.0f} s)")
+            measure(paths, args.rounds, startup)
+            if not args.keep:
+                shutil.rmtree(folder, ignore_errors=True)
         return 0
     finally:
         if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
         else:
-            print(f"logs kept in {folder}")
+            print(f"logs kept in {root}")
 
 
 if __name__ == "__main__":

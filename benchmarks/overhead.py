@@ -20,6 +20,11 @@ threads spend competes with training, and other jobs come and go):
 - the same for the process CPU time of both ranks over the steps, summed (every thread: the
   doctor's writer, watchdog, exchange and telemetry threads included; also what the
   collectives burn while waiting, so it partly follows the step time);
+- the doctor's CPU on the training thread, measured exactly in the same process: a clock
+  inside DeepSpeed's forward/backward/step and one around each step; the step's CPU outside
+  DeepSpeed's methods, on minus off (the compute's +-10 % noise cancels out), and the CPU of
+  each background thread per step (per-thread clocks);
+- `--ranks 1 --no-pin --threads 2`: a plain user script, torch using both cores;
 - the verdict: the goal (<= 1.01) is demonstrated when the upper 95 % bound is <= 1.01; if
   only the point estimate is, the script says so.
 
@@ -73,6 +78,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--no-pin", action="store_true",
                     help="let the OS move ranks between cores (default: rank r runs on core r mod ncpu)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the block order")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads per rank (default 1; a plain 1-rank script: --ranks 1 "
+                         "--no-pin --threads 2, torch using both cores)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 training (ZeRO-2 bf16, as a plain user script)")
     ap.add_argument("--dump", help="write every block's step times (rank 0) to this JSON file")
     ap.add_argument("--flight-recorder", action="store_true",
                     help="variant: the cost of the Flight Recorder `dsdoctor run` turns on. The recorder's size is "
@@ -91,7 +100,7 @@ def launch(args: argparse.Namespace) -> int:
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.ranks),
            "--master_port", str(port), __file__, *sys.argv[1:]]
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS=str(args.threads))
     return subprocess.call(cmd, env=env)
 
 
@@ -145,41 +154,110 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(args.hidden, args.hidden), nn.GELU(), nn.Linear(args.hidden, args.hidden),
                           nn.GELU(), nn.Linear(args.hidden, 1))
+    torch.set_num_threads(args.threads)
     cfg = {"train_micro_batch_size_per_gpu": args.micro_batch, "gradient_accumulation_steps": 1,
            "zero_optimization": {"stage": 2}, "steps_per_print": 10 ** 9}
+    if args.bf16:
+        cfg["bf16"] = {"enabled": True}
     engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4),
                                       config=cfg)
     gen = torch.Generator().manual_seed(rank)
     x = torch.randn(args.micro_batch, args.hidden, generator=gen)
     y = torch.randn(args.micro_batch, generator=gen)
+    if args.bf16:
+        x, y = x.to(torch.bfloat16), y.to(torch.bfloat16)
     out = tempfile.mkdtemp(prefix="dsdoctor-overhead-")
     tb = False if args.no_tensorboard else None
 
+    # The doctor's own CPU on the training thread, measured exactly: engine.forward/backward/
+    # step are first wrapped (both sides, for the whole run) by a layer that adds up the
+    # thread's CPU time spent inside them; the doctor wraps that layer when attached. Per
+    # step, (CPU of the whole step) - (CPU inside DeepSpeed's methods) is the loop's own
+    # cost off and the loop's plus the doctor's hooks on: the difference is what the hooks
+    # add, free of the +-10 % noise of the step's compute on a shared machine.
+    inner, wrapped = [0], [0]
+
+    def clocked(fn: Any, acc: list[int]) -> Any:
+        def call(*a: Any, **k: Any) -> Any:
+            t = time.thread_time_ns()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[0] += time.thread_time_ns() - t
+        return call
+
+    for name in ("forward", "backward", "step"):
+        object.__setattr__(engine, name, clocked(getattr(engine, name), inner))
+    thread_ns: list[int] = []                  # the training thread's own CPU time of each step
+    outside_ns: list[int] = []                 # ... of it outside DeepSpeed's methods
+    own_ns: list[int] = []                     # ... in the doctor's wrappers themselves (see block)
+
     def steps(n: int) -> list[float]:
         times = []
+        thread_ns.clear()
+        outside_ns.clear()
+        own_ns.clear()
         for _ in range(n):
+            i0, w0 = inner[0], wrapped[0]
+            c0 = time.thread_time_ns()
             t0 = time.perf_counter()
             loss = nn.functional.mse_loss(engine(x).squeeze(-1), y)
             engine.backward(loss)
             engine.step()
             times.append(time.perf_counter() - t0)
+            c = time.thread_time_ns() - c0
+            thread_ns.append(c)
+            outside_ns.append(c - (inner[0] - i0))
+            own_ns.append((wrapped[0] - w0) - (inner[0] - i0))
         return times
 
-    def block(mode: str) -> tuple[list[float], list[float], float, float]:
+    per_thread: dict[str, list[float]] = {}   # thread name -> CPU us per step, each "on" block
+
+    def doctor_threads_ns() -> dict[str, int]:
+        """CPU time so far of each of the doctor's background threads (writer, watchdog,
+        exchange, telemetry), from their per-thread clocks."""
+        import threading
+        out = {}
+        for th in threading.enumerate():
+            if th.name.startswith("dsdoctor") and th.ident is not None:
+                try:
+                    out[th.name] = time.clock_gettime_ns(time.pthread_getcpuclockid(th.ident))
+                except (OSError, AttributeError):
+                    pass
+        return out
+
+    def block(mode: str) -> tuple[list[float], list[float], float, float, tuple[float, float, float, float]]:
         """Step times of the settle steps and of the measured steps, CPU seconds of this
         process over the measured steps (every thread), and CPU seconds of attach + settle +
         close (the start-up and shut-down a real run pays once, reported apart)."""
         attached = mode == "on" and not args.null
         c0 = time.process_time()
         doc = dsdoctor.attach(engine, out=out, quiet=True, tensorboard=tb) if attached else None
+        # a second clock around whatever engine.forward/backward/step now are (the doctor's
+        # wrappers when attached): time in them minus time in DeepSpeed's methods is the CPU of
+        # the doctor's own code, without what its presence costs elsewhere (GIL hand-offs,
+        # caches), which `outside` includes
+        saved = {n: engine.__dict__[n] for n in ("forward", "backward", "step")}
+        for n, fn in saved.items():
+            object.__setattr__(engine, n, clocked(fn, wrapped))
         dist.barrier()                  # both sides: the timing starts when every rank is ready
         settle = steps(args.settle)
         c1 = time.process_time()
+        b1 = doctor_threads_ns()
         t = steps(args.steps)
+        b2 = doctor_threads_ns()
         c2 = time.process_time()
+        for name, ns in b2.items():
+            if attached:
+                per_thread.setdefault(name, []).append((ns - b1.get(name, 0)) / args.steps / 1e3)
+        bg_ns = sum(ns - b1.get(name, 0) for name, ns in b2.items())
+        clocks = (statistics.median(thread_ns) / 1e3, statistics.mean(outside_ns) / 1e3, bg_ns / args.steps / 1e3,
+                  statistics.mean(own_ns) / 1e3)
+        for n, fn in saved.items():
+            object.__setattr__(engine, n, fn)
         if doc is not None:
             doc.close()
-        return settle, t, c2 - c1, (c1 - c0) + (time.process_time() - c2)
+        return settle, t, c2 - c1, (c1 - c0) + (time.process_time() - c2), clocks
 
     steps(30)                                  # warm-up of the training itself
     c0 = time.process_time()                   # one-time per process: imports of the live parts
@@ -194,6 +272,9 @@ def train(args: argparse.Namespace) -> None:
     ratios, med, blocks, settled = [], {"off": [], "on": []}, [], {"off": [], "on": []}
     # CPU seconds per round: [off steps, on steps, off settle, on attach + settle + close]
     cpu = torch.zeros(args.rounds, 4, dtype=torch.float64)
+    # rank 0, per round and side: (training thread CPU per step, median; its part outside
+    # DeepSpeed's methods, mean; the doctor's background threads' CPU per step)
+    thread_us: dict[str, list[tuple[float, float, float, float]]] = {"off": [], "on": []}
     rng = random.Random(args.seed)             # the same on every rank: they attach together
     order: tuple[str, str] = ("off", "on")
     started = time.monotonic()
@@ -204,7 +285,8 @@ def train(args: argparse.Namespace) -> None:
         else:
             order = order[::-1]
         for mode in order:
-            settle, t, c, c_start = block(mode)
+            settle, t, c, c_start, tus = block(mode)
+            thread_us[mode].append(tus)
             blocks.append({"round": r, "mode": mode, "settle": settle, "times": t})
             got[mode] = statistics.median(t)
             cpu[r, 0 if mode == "off" else 1] = c
@@ -216,7 +298,7 @@ def train(args: argparse.Namespace) -> None:
     elapsed = time.monotonic() - started
     dist.all_reduce(cpu)                       # after the timing: CPU of every rank, summed
     if rank == 0:
-        report(args, ratios, med, settled, cpu, elapsed, first_attach, out)
+        report(args, ratios, med, settled, cpu, elapsed, first_attach, out, thread_us, per_thread)
         if args.dump:
             with open(args.dump, "w") as f:
                 json.dump(blocks, f)
@@ -225,7 +307,9 @@ def train(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[float]],
-           settled: dict[str, list[float]], cpu: Any, elapsed: float, first_attach: float, out: str) -> None:
+           settled: dict[str, list[float]], cpu: Any, elapsed: float, first_attach: float, out: str,
+           thread_us: dict[str, list[tuple[float, float, float, float]]],
+           per_thread: dict[str, list[float]]) -> None:
     cpu_ratios = [float(cpu[r, 1] / cpu[r, 0]) for r in range(args.rounds)]
     p, lo, hi, cov = median_ci(ratios)
     cp, clo, chi, _ = median_ci(cpu_ratios)
@@ -242,6 +326,20 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
           f"95 % CI [{lo:.4f}, {hi:.4f}] (order statistics, coverage {cov:.1%})")
     print(f"  CPU-time ratio over the steps, both ranks, every thread: median of rounds {cp:.4f} "
           f"95 % CI [{clo:.4f}, {chi:.4f}]; over the whole run {cpu_total:.4f}")
+    on, off = thread_us["on"], thread_us["off"]
+    tp, tlo, thi, _ = median_ci([a[0] / b[0] for a, b in zip(on, off)])
+    ap, alo, ahi, _ = median_ci([a[1] - b[1] for a, b in zip(on, off)])
+    bg = statistics.median(a[2] for a in on)
+    op, olo, ohi, _ = median_ci([a[3] - b[3] for a, b in zip(on, off)])
+    print(f"  training thread's CPU per step (rank 0, thread_time): {statistics.median(b[0] for b in off):.0f} us "
+          f"without, {statistics.median(a[0] for a in on):.0f} us with, ratio {tp:.4f} [{tlo:.4f}, {thi:.4f}] "
+          f"(the step's compute: noisy)")
+    print(f"  added by the doctor's hooks on the training thread (CPU outside DeepSpeed's forward/backward/step, "
+          f"on minus off): {ap:.1f} us per step, 95 % CI [{alo:.1f}, {ahi:.1f}]; its background threads: "
+          f"{bg:.1f} us CPU per step (median of blocks)")
+    print(f"  of which in the doctor's wrappers' own code: {op:.1f} us per step, 95 % CI [{olo:.1f}, {ohi:.1f}]")
+    print("  background threads, CPU us per step (median of blocks): "
+          + ", ".join(f"{n} {statistics.median(v):.1f}" for n, v in sorted(per_thread.items())))
     if settled["on"]:
         print(f"  start-up, left out above (a real run pays it once): the first {args.settle} steps after attach, "
               f"step-time ratio {statistics.median(settled['on']) / statistics.median(settled['off']):.4f}; attach + "

@@ -33,7 +33,7 @@ class Event:
             d["line"] = self.line
         if self.text is not None:
             d["text"] = self.text
-        return json.dumps(d, default=_json_default, allow_nan=False)
+        return _ENCODER.encode(d)
 
 
 # Event kinds and the `data` keys each carries. Parsers and hooks must stick to these
@@ -95,6 +95,11 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):          # numpy / torch scalars
         return o.item()
     return str(o)
+
+
+# One encoder for every event: json.dumps with options builds a new JSONEncoder per call
+# (~3 us, a fifth of writing a live step event).
+_ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False)
 
 
 def _finite_or_str(v: Any) -> Any:

@@ -18,7 +18,7 @@ from dsdoctor.sources.sampler import SteadySampler
 
 pytestmark = pytest.mark.skipif(scanner._triggers().fast is None, reason="needs hyperscan (the fast path)")
 
-STEPS = 8 * STEADY_KEEP_ALL + 321
+STEPS = max(8 * STEADY_KEEP_ALL, 8000) + 321       # the stride phase is reached, and the events below
 OVERFLOW_AT, HF_NAN_AT, MG_NAN_AT, MG_MISSING_AT, MG_WRAPPED_AT = 1500, 2222, 3001, 3500, 3777
 
 
@@ -126,10 +126,97 @@ def test_block_decisions_match_line_decisions():
     """kept_in (the fast path, a block at a time) keeps the same line numbers as admit."""
     names = scanner._triggers().names
     lit = scanner._triggers().index[b"SamplesPerSec="]
-    one, many = SteadySampler(names, keep_all=10), SteadySampler(names, keep_all=10)
-    kept_one = [n for n in range(1, 400) if one.admit((n, b"x SamplesPerSec=1", [lit])) is True]
+    one, many = SteadySampler(names, 10, per_doubling=3), SteadySampler(names, 10, per_doubling=3)
+    line = b"epoch=0/micro_step=8/global_step=1, RunningAvgSamplesPerSec=1.5, CurrSamplesPerSec=1.5"
+    kept_one = [n for n in range(1, 400) if one.admit((n, line, [lit])) is True]
     kept_many, seen = [], 0
     for size in (3, 1, 50, 7, 0, 200, 138):
         kept_many += [seen + 1 + k for k in many.kept_in("ds_throughput", size)]
         seen += size
     assert kept_one == kept_many
+
+
+# ------------------------------------------------------------------ mixed console capture
+# What a DeepSpeed job's console really holds: the kinds above randomly interleaved, tqdm
+# bars redrawn with carriage returns and the next record glued to the last frame, HF dicts
+# written through tqdm.write (which clears the bar first), 4.x numbers and 5.x strings.
+# Formats: deepspeed/runtime/engine.py (_report_progress), deepspeed/utils/timer.py
+# (ThroughputTimer.stop, SynchronizedWallClockTimer.log), transformers/trainer_callback.py
+# (ProgressCallback.on_log), tqdm/std.py (tqdm.display), Megatron training_log.
+MIXED_LINES = 24000
+MIXED_NAN_HF, MIXED_NAN_MG, MIXED_MISSING_MG, MIXED_OVERFLOW = 6100, 9400, 13300, 15500
+
+
+def _mixed_log() -> str:
+    import random
+    rnd = random.Random(7)
+    out, step, bar, frame = [], 0, 0, ""
+    for i in range(MIXED_LINES):
+        k = rnd.choices(range(7), (3, 3, 3, 3, 2, 3, 3))[0]
+        ts = f"[2024-05-01 10:{step // 60 % 60:02d}:{step % 60:02d},{i % 1000:03d}]"
+        if i == MIXED_OVERFLOW:
+            out.append(f"{ts} [INFO] [loss_scaler.py:266:update_scale] [deepspeed] OVERFLOW! Rank 0 Skipping step. "
+                       "Attempted loss scale: 65536, reducing to 32768\n")
+        if k == 0:
+            step += 1
+            out.append(f"{ts} [INFO] [logging.py:123:log_dist] [Rank 0] step={step}, skipped={int(i > MIXED_OVERFLOW)}, "
+                       f"lr=[0.00029{i % 97:02d}], mom=[(0.9, 0.999)]\n")
+        elif k == 1:
+            out.append(f"{ts} [INFO] [timer.py:264:stop] epoch=0/micro_step={step * 8}/global_step={step}, "
+                       f"RunningAvgSamplesPerSec=90.{i % 89}1234, CurrSamplesPerSec=9{i % 7}.5, MemAllocated=31.42GB, "
+                       "MaxMemAllocated=58.9GB\n")
+        elif k == 2:
+            out.append(f"[Rank 0] time (ms) | fwd_microstep: 11{i % 9}.21 | bwd_microstep: 23{i % 7}.50 | "
+                       "bwd_inner_microstep: 201.00 | bwd_allreduce_microstep: 30.12 | step_microstep: 41.00\n")
+        elif k == 3:
+            out.append(f"[Rank 0] time (ms) | fwd: 11{i % 9}.21 | bwd: 23{i % 7}.50 | bwd_inner: 201.00 | "
+                       "bwd_allreduce: 30.12 | step: 41.00\n")
+        elif k == 4:
+            nan = MIXED_NAN_HF <= i < MIXED_NAN_HF + 40 and "nan" not in "".join(out[-40:])
+            loss = ("'nan'" if i % 2 else "nan") if nan else (f"'2.{i % 97:02d}'" if i % 2 else f"2.{i % 97:02d}31")
+            clear = "\r" + " " * len(frame) + "\r" if frame else ""
+            out.append(f"{clear}{{'loss': {loss}, 'grad_norm': 0.3{i % 9}, 'learning_rate': 0.0003, "
+                       f"'epoch': 0.{i % 10}}}\n{frame}")
+        elif k == 5:
+            for _ in range(1 + i % 3):
+                bar += 1
+                frame = f"\r{bar * 100 // 90000:3d}%|{'█' * (bar * 10 // 90000):<10}| {bar}/90000 [1:02:03<4:05:06,  1.3{i % 10}it/s]"
+                out.append(frame)
+        else:
+            mg_nan = MIXED_NAN_MG <= i < MIXED_NAN_MG + 40 and "lm loss: nan" not in "".join(out[-40:])
+            missing = MIXED_MISSING_MG <= i < MIXED_MISSING_MG + 40 and "batch size:   256 | loss scale" not in "".join(out[-40:])
+            loss = "" if missing else f"lm loss: {'nan' if mg_nan else '2.1%05dE+00' % i} | "
+            out.append(f" [2024-05-01 10:00:00] iteration {step:8d}/  500000 | consumed samples: {step * 256:12d} | "
+                       f"elapsed time per iteration (ms): 28{i % 9}0.5 | learning rate: 3.000000E-04 | global batch size:   256 | "
+                       f"{loss}loss scale: {32768.0 if i > MIXED_OVERFLOW else 65536.0} | grad norm: 0.3{i % 7} | "
+                       "number of skipped iterations:   0 | "
+                       "number of nan iterations:   0 |\n")
+    out.append("\n" + OOM)
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def mixed_log(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("mixed") / "rank0.log"
+    p.write_text(_mixed_log(), encoding="utf-8")
+    return p
+
+
+def test_mixed_console_same_findings_on_every_path(mixed_log):
+    """Randomly interleaved real formats with tqdm redraws: the fast path and the line-by-line
+    path keep every non-finite value, missing loss, overflow and error of --all-lines, find the
+    same, and the error's step is exact."""
+    every = _read(mixed_log, 8 << 20, "all")
+    expected = _unusual(every)
+    kinds = {k for k, *_ in expected}
+    assert {"loss", "overflow", "oom"} <= kinds, expected
+    assert any(m for k, _s, _l, m in expected if k == "loss"), "the missing Megatron loss is among them"
+    last_step = max(e.step for e in every if e.kind == "loss" and e.step is not None)
+    for block in (8 << 20, 64 << 10, 9973):
+        for mode in ("fast", "line-by-line"):
+            got = _read(mixed_log, block, mode)
+            assert _unusual(got) == expected, (mode, block)
+            assert _findings(got) == _findings(every), (mode, block)
+            oom = [e for e in got if e.kind == "oom"]
+            assert oom and oom[0].step == last_step, (mode, block)
+            assert len(got) < 0.5 * len(every), "steady lines are sampled"

@@ -153,7 +153,8 @@ def read_events_and_logs(inputs: list[Input], src: str) -> Curve:
     for inp in inputs:
         try:
             check_readable(inp)
-            for ev in read_log(inp):
+            # every line: a range test's curve is the point (a steady-line sample would thin it)
+            for ev in read_log(inp, sample=False):
                 if ev.kind not in ("lr", "loss"):
                     continue
                 if ev.kind == "loss" and re.search(r"eval|val", str(ev.data.get("name") or "")):

@@ -42,8 +42,10 @@ def on(*triggers: str, continuation: Iterable[str] = ()) -> Callable[[Handler], 
 # ---------------------------------------------------------------- steady metric groups
 # Steady metric lines (per-step timers, step/throughput lines, healthy Megatron iteration
 # lines, HF metric dicts) are most of a big log. After the first STEADY_KEEP_ALL lines of a
-# group they are sampled with a stride that doubles every STEADY_KEEP_ALL kept lines (about
-# STEADY_KEEP_ALL * log2(n) lines parsed of n), so trends and baselines survive, and the last
+# group they are sampled with a stride that doubles every STEADY_PER_DOUBLING kept lines
+# (STEADY_KEEP_ALL + STEADY_PER_DOUBLING * log2(n / STEADY_PER_DOUBLING) lines parsed of n:
+# ~370 of 100,000; parsing one costs ~30 us, so this is what bounds the Python part of a big
+# `analyze` per rank log and group), so trends and baselines survive, and the last
 # steady line of each group before any other candidate line is parsed too, so state such as
 # the current step is exact when an error comes. Anything unusual is always parsed.
 # `--all-lines` turns sampling off.
@@ -58,7 +60,8 @@ def on(*triggers: str, continuation: Iterable[str] = ()) -> Callable[[Handler], 
 #              (a field that is missing); False sends the block down the line-by-line path.
 #   anchor     a literal printed exactly once per line of the group: counted per block to
 #              size the sample, and searched for to find the sampled lines.
-STEADY_KEEP_ALL = 1000
+STEADY_KEEP_ALL = 100
+STEADY_PER_DOUBLING = 25
 
 HS_CASELESS, HS_MULTILINE = 1, 4          # hyperscan's flag values (no import needed here)
 

@@ -2,21 +2,23 @@
 
 The sampler keeps per group a count of the lines seen and the next count it keeps: all of
 the first STEADY_KEEP_ALL, then one in 2, one in 4, ... (the stride doubles every
-STEADY_KEEP_ALL kept lines). The scanner asks it line by line (`admit`) or, on its fast
+STEADY_PER_DOUBLING kept lines). The scanner asks it line by line (`admit`) or, on its fast
 path, for a whole block at once (`kept_in`).
 """
 from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from .registry import STEADY, STEADY_KEEP_ALL
+from .registry import STEADY, STEADY_KEEP_ALL, STEADY_PER_DOUBLING
 
 
 class SteadySampler:
     """Thins steady metric lines (see `steady`); every other candidate line passes."""
 
-    def __init__(self, names: list[str], keep_all: int = STEADY_KEEP_ALL):
+    def __init__(self, names: list[str], keep_all: int = STEADY_KEEP_ALL,
+                 per_doubling: int = STEADY_PER_DOUBLING):
         self.keep_all = keep_all
+        self.per_doubling = per_doubling
         self.count: dict[str, int] = {}
         self.pending: dict[str, tuple[int, bytes, list[int]]] = {}
         self.next_kept: dict[str, int] = {}       # per group: the next count that `_keep` keeps
@@ -35,20 +37,23 @@ class SteadySampler:
                 return None
         return group if check(raw) else None
 
+    def _stride(self, n: int) -> int:
+        """The stride at count n > keep_all: 2 for the next 2 * per_doubling lines, then 4 for
+        4 * per_doubling lines, ... (per_doubling kept lines per stride)."""
+        return 1 << (((n - self.keep_all - 1) // self.per_doubling + 2).bit_length() - 1)
+
     def _keep(self, n: int) -> bool:
         k = self.keep_all
-        if n <= k:
-            return True
-        period = (n // k + 1).bit_length() - 1        # 1, 2, 3 ... as n doubles past k
-        return n % (1 << period) == 0
+        return n <= k or (n - k) % self._stride(n) == 0
 
     def _next_kept(self, n: int) -> int:
-        """The smallest m > n that `_keep` keeps: the next multiple of m's stride (strides only
-        grow, so no kept count lies before it; if the stride grew by then, go on from there)."""
-        m = n + 1
+        """The smallest m > n that `_keep` keeps: the next multiple of m's stride (counted from
+        keep_all; strides only grow, so no kept count lies before it; if the stride grew by
+        then, go on from there)."""
+        m, k = n + 1, self.keep_all
         while not self._keep(m):
-            stride = 1 << ((m // self.keep_all + 1).bit_length() - 1)
-            m = -(-m // stride) * stride
+            stride = self._stride(m)
+            m = k + -(-(m - k) // stride) * stride
         return m
 
     def admit(self, item: tuple[int, bytes, list[int]]) -> bool | None:

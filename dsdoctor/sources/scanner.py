@@ -15,7 +15,11 @@ Both yield (line number, raw line, ids of the literals in it), in line order.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import re
+from pathlib import Path
 from typing import Generator, Iterable, Iterator
 
 from .registry import CONTINUES, HANDLERS, STEADY, TRIGGERS, SteadyGroup
@@ -51,8 +55,7 @@ class _Matcher:
             self.follow_of(tuple((j, literals[j]) for j, m in enumerate(self.names) if only[j] and n in CONTINUES[m]))
             for n in self.names]
         scanned = [i for i in range(len(literals)) if not only[i]]
-        self.rx = re.compile(b"|".join(re.escape(literals[i]) for i in scanned))
-        self.rx_all = re.compile(b"|".join(re.escape(t) for t in literals))
+        self._scanned = scanned
         # literal id -> its steady group (registry.steady), or None
         self.groups: list[SteadyGroup | None] = [STEADY.get(n) for n in self.names]
         self.hs = self.fast = None
@@ -61,9 +64,18 @@ class _Matcher:
         except Exception:          # not installed, or no wheel for this platform
             return
         exprs = [re.escape(literals[i]) for i in scanned]
-        self.hs = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self.hs.compile(expressions=exprs, ids=scanned, elements=len(scanned), flags=[0] * len(scanned))
+        self.hs = _compiled(hyperscan, exprs, scanned, [0] * len(scanned))
         self.fast = self._fast_database(hyperscan, exprs, scanned)
+
+    # `re` alternations of the literals: only the fallback and lines looked at on their own
+    # need them, and compiling ~170 alternatives costs ~0.1 s of every start-up
+    @functools.cached_property
+    def rx(self) -> re.Pattern:
+        return re.compile(b"|".join(re.escape(self.literals[i]) for i in self._scanned))
+
+    @functools.cached_property
+    def rx_all(self) -> re.Pattern:
+        return re.compile(b"|".join(re.escape(t) for t in self.literals))
 
     def _fast_database(self, hyperscan, exprs: list[bytes], scanned: list[int]):
         """The fast path's database: the literals, steady ones reported once per block
@@ -80,9 +92,7 @@ class _Matcher:
             flags.append(fl)
             ids.append(i)
         try:
-            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-            db.compile(expressions=exprs, ids=ids, elements=len(ids), flags=flags)
-            return db
+            return _compiled(hyperscan, exprs, ids, flags)
         except Exception:        # a pattern hyperscan cannot compile: the line-by-line path only
             return None
 
@@ -140,9 +150,52 @@ class _Matcher:
         return sorted({self.index[t] for t in rx.findall(line)})
 
 
+def _compiled(hyperscan, exprs: list[bytes], ids: list[int], flags: list[int]):
+    """A hyperscan block database, from the on-disk cache when it holds this exact set
+    (compiling both databases costs ~0.25 s, a third of a small `analyze`). The key covers
+    the expressions, ids, flags and hyperscan's version; any cache trouble just compiles."""
+    key = hashlib.sha256(repr((exprs, ids, flags, getattr(hyperscan, "__version__", ""),
+                               hyperscan.__file__)).encode()).hexdigest()[:32]
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdoctor" / "hyperscan"
+    path = folder / f"{key}.db"
+    try:
+        db = hyperscan.loadb(path.read_bytes(), mode=hyperscan.HS_MODE_BLOCK)
+        db.scratch = hyperscan.Scratch(db)      # a loaded database comes without one
+        return db
+    except Exception:            # not cached yet, unreadable, or written by another build
+        pass
+    db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    db.compile(expressions=exprs, ids=ids, elements=len(ids), flags=flags)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{key}.{os.getpid()}.tmp"
+        tmp.write_bytes(hyperscan.dumpb(db))
+        os.replace(tmp, path)    # atomic: a concurrent reader sees a whole file or none
+    except Exception:            # read-only home, full disk: compile next time too
+        pass
+    return db
+
+
+def _keep_freed_blocks() -> None:
+    """Let glibc reuse the memory of freed blocks instead of returning it to the kernel: each
+    8 MiB block (the read, the line-aligned body) otherwise comes from a fresh mmap whose every
+    page faults on first touch, which cost a fifth of `analyze`'s CPU (in the kernel). At most
+    a few blocks are alive at once, so the heap kept stays under ~50 MB."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):     # not glibc (musl, macOS): nothing to tune
+        return
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    mallopt(M_MMAP_THRESHOLD, 64 << 20)
+    mallopt(M_TRIM_THRESHOLD, 128 << 20)
+
+
 def _triggers() -> _Matcher:
     global _matcher, _trigger_list
     if _matcher is None:
+        _keep_freed_blocks()
         from . import formats  # noqa: F401 - importing registers the recognisers
         _trigger_list = sorted(HANDLERS, key=len, reverse=True)
         _matcher = _Matcher([t.encode() for t in _trigger_list])
@@ -297,7 +350,7 @@ def _scan_fast(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, byt
             groups[g.name] = g
     counts = {}
     for g in groups.values():
-        counts[g.name] = n = body.count(g.anchor)
+        counts[g.name] = n = _anchor_count(body, g, sampler)
         if g.anomalies is None or (g.block_ok is not None and not g.block_ok(body, n)):
             return (yield from _scan(m, body, lineno, carry, sampler))
     if sampler.pending:                  # held back by the line-by-line path in an earlier block
@@ -326,6 +379,26 @@ def _scan_fast(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, byt
     return (yield from _emit(m, body, lineno, sorted(set(starts)), first_extra, carry))
 
 
+ESTIMATE_FROM = 256 << 10    # bytes of a block in which a sampled group's lines are counted
+
+
+def _anchor_count(body: bytes, g: SteadyGroup, sampler: SteadySampler) -> int:
+    """The number of lines of group `g` in `body`: counted exactly for small blocks, for groups
+    with a `block_ok` test and when the keep-all phase may end past the first ESTIMATE_FROM
+    bytes; otherwise counted in those bytes and scaled to the block (the keep-all picks all
+    lie in the counted part, where they are walked to one by one). A count is a pass over
+    the block (~1 GB/s, as slow as the whole Hyperscan scan), and in the stride phase it only
+    sizes the sample and places its lines: unusual lines come from the anomaly patterns and
+    the last line before any other candidate from `rfind`, exactly, whatever the estimate."""
+    size = len(body)
+    if size <= 2 * ESTIMATE_FROM or g.block_ok is not None:
+        return body.count(g.anchor)
+    part = body.count(g.anchor, 0, ESTIMATE_FROM)
+    if part < sampler.keep_all - sampler.count.get(g.name, 0):
+        return body.count(g.anchor)     # the keep-all phase may reach past the counted part
+    return max(1, part * size // ESTIMATE_FROM)
+
+
 def _sampled_starts(body: bytes, anchor: bytes, count: int, picks: list[int]) -> list[int]:
     """Starts of the lines holding the anchor occurrences numbered `picks` (0-based, of
     `count` in `body`). Close picks (the keep-all phase) are walked to exactly; far ones are
@@ -348,11 +421,22 @@ def _sampled_starts(body: bytes, anchor: bytes, count: int, picks: list[int]) ->
     return out
 
 
+def _newlines(body: bytes, start: int, end: int) -> int:
+    """Newlines in body[start:end]. Long spans: the length lost by deleting them, which runs
+    at memchr/memcpy speed, about twice bytes.count's (a block's line count is a full pass
+    over it, as costly as half the Hyperscan scan)."""
+    if end - start < 1 << 16:
+        return body.count(b"\n", start, end)
+    piece = body[start:end]
+    return len(piece) - len(piece.replace(b"\n", b""))
+
+
 def _emit(m: _Matcher, body: bytes, lineno: int, starts: list[int], first_extra: list[int],
           carry: list[tuple[int, bytes]]) -> Generator[Item, None, int]:
     """Yield the lines at `starts` (sorted) with the lines that continue them (see `on`);
     return the number of lines in `body`."""
-    find, count = body.find, body.count
+    find = body.find
+    count = functools.partial(_newlines, body)
     first = lineno
     counted_to, done_to = 0, 0           # newlines counted up to; lines yielded up to
     for s in starts:
@@ -363,14 +447,20 @@ def _emit(m: _Matcher, body: bytes, lineno: int, starts: list[int], first_extra:
         ids = m.line_ids(line)
         if s == 0 and first_extra:
             ids = sorted({*ids, *first_extra})
-        if not ids:                      # an anomaly in a piece of a wrapped record: from its start
-            s = _record_start(m, body, s, done_to)
-            if s is None:
+        if not ids or not _is_steady(m, line, ids):
+            # an anomaly or a sampled piece in a wrapped record: read from the record's start,
+            # when the line above is the (incomplete, so not steady) start of one
+            r = _record_start(m, body, s, done_to)
+            if r is not None and r != s:
+                e_r = find(b"\n", r)
+                ids_r = m.line_ids(body[r:e_r])
+                if ids and _is_steady(m, body[r:e_r], ids_r):
+                    r = None             # a complete record above: this line stands alone
+                else:
+                    s, e, line, ids = r, e_r, body[r:e_r], ids_r
+            if r is None and not ids:
                 continue
-            e = find(b"\n", s)
-            line = body[s:e]
-            ids = m.line_ids(line)
-        lineno += count(b"\n", counted_to, s)
+        lineno += count(counted_to, s)
         counted_to = s
         if len(line) > MAX_LINE:
             yield from _giant(m, line, lineno)
@@ -384,12 +474,12 @@ def _emit(m: _Matcher, body: bytes, lineno: int, starts: list[int], first_extra:
                 break
             nxt_s, nxt_e, nxt, extra = cont
             ids = sorted({*m.line_ids(nxt), *extra})
-            lineno += count(b"\n", counted_to, nxt_s)
+            lineno += count(counted_to, nxt_s)
             counted_to = nxt_s
             e, line = nxt_e, nxt
             yield lineno, nxt, ids
         done_to = e + 1
-    return lineno - first + count(b"\n", counted_to)
+    return lineno - first + count(counted_to, len(body))
 
 
 def _record_start(m: _Matcher, body: bytes, s: int, done_to: int) -> int | None:

@@ -10,7 +10,7 @@ import math
 import re
 
 from ..logs import Line, StreamState
-from ..registry import on, steady
+from ..registry import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 
 # ---------------------------------------------------------------- shared helpers
 _NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|infinity)"
@@ -633,6 +633,18 @@ def ninja_missing(line: Line, st: StreamState):
 # when a value is nan/inf. A step line's `skipped=` is the run's running total, so it stays
 # non-zero after the first fp16 overflow: each skipped step has its own OVERFLOW line, which
 # is always read, and a sampled step line still carries the right total.
+# The anchor of the throughput group is printed once per line (the fast path counts it):
+# 'SamplesPerSec=' is there twice since v0.7 (RunningAvg..., Curr...). Lines of the older
+# layouts ('{epoch}/{step}, SamplesPerSec=' and v0.7's '{epoch}/{step}, RunningAvg...') are
+# never steady: all of them are read (deepspeed/utils/timer.py: ThroughputTimer.stop).
+_OLD_THROUGHPUT = re.compile(rb"[0-9]/[0-9]+, (?:RunningAvg)?SamplesPerSec=")
+
+
+def _current_throughput_line(raw: bytes) -> bool:
+    return b"/global_step=" in raw and no_nonfinite(raw)
+
+
 steady("ds_timers", "time (ms) |")
-steady("ds_throughput", "SamplesPerSec=")
+steady("ds_throughput", "SamplesPerSec=", check=_current_throughput_line, anchor="CurrSamplesPerSec=",
+       anomalies=(*NONFINITE_ANOMALIES, (_OLD_THROUGHPUT.pattern, 0)))
 steady("ds_step", ", skipped=")

@@ -182,12 +182,11 @@ def _healthy_iteration(raw: bytes) -> bool:
             and not _NONZERO_COUNTER.search(raw) and no_nonfinite(raw.replace(b"of nan iterations", b"")))
 
 
-def _every_record_has_its_loss(block: bytes, losses: int) -> bool:
-    # A missing 'lm loss' field is the NaN signal, and no pattern can match an absence: the
-    # counts must agree (each record holds both once), else the block is read line by line.
-    # A wrapped record is fine: a sampled 'lm loss' piece is parsed from its record's start.
-    return losses == block.count(b"nan iterations")
+# A missing 'lm loss' field is the NaN signal (Megatron prints a loss only when its average
+# is > 0): the field before the loss (global batch size since v2.0, learning rate in v1.0) is
+# then followed by 'loss scale'. A pattern for the absence, so the fast path needs no count
+# of every record (megatron/training/training.py: training_log).
+_LOSS_MISSING = re.compile(rb"(?:batch size: *[0-9]+|learning rate: *[-+.0-9Ee]+) *\| *loss scale:")
 
-
-steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss", block_ok=_every_record_has_its_loss,
-       anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0)))
+steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",
+       anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0)))
