@@ -153,12 +153,15 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
     specific error-level finding stands as a root cause (that one explains how the run ended),
     or when a specific finding of any severity quotes the fallback's decisive line.
     """
-    for g in findings:
-        for f in findings:
-            if f is g or f.consequence_of or g.consequence_of:
-                continue
-            if (g.category in f.explains or g.rule in f.explains) and _not_after(f, g):
-                g.consequence_of = f.rule
+    # Specific findings explain first: a generic fallback ("the run failed") explains the
+    # timeouts a failure causes, but not a specific finding that names the failing rank itself.
+    for explainers in ([f for f in findings if not f.fallback], [f for f in findings if f.fallback]):
+        for g in findings:
+            for f in explainers:
+                if f is g or f.consequence_of or g.consequence_of:
+                    continue
+                if (g.category in f.explains or g.rule in f.explains) and _not_after(f, g):
+                    g.consequence_of = f.rule
     if any(f.fallback for f in findings):
         specific = [f for f in findings if not f.fallback and f.severity != "info"]
         if any(not f.consequence_of and f.severity in ("critical", "error") for f in specific):

@@ -26,16 +26,21 @@ class SteadySampler:
         self.table = [(g.name, g.check) if (g := STEADY.get(name)) else None for name in names]
 
     def _group(self, raw: bytes, ids: list[int]) -> str | None:
+        """The steady group of a line with several literals, or None. A line may hold records
+        of two groups: a tqdm bar redrawn with '\r' and no newline is glued to whatever is
+        printed next, so in a console capture nearly every record follows a bar. Such a line
+        is steady when each of its groups finds it steady, and is sampled under the pair."""
         table = self.table
-        first = table[ids[0]]
-        if first is None:
-            return None
-        group, check = first
-        for i in ids[1:]:
+        names: list[str] = []
+        for i in ids:
             e = table[i]
-            if e is None or e[0] != group:
+            if e is None:
                 return None
-        return group if check(raw) else None
+            if e[0] not in names:
+                if not e[1](raw):
+                    return None
+                names.append(e[0])
+        return names[0] if len(names) == 1 else "+".join(sorted(names))
 
     def _stride(self, n: int) -> int:
         """The stride at count n > keep_all: 2 for the next 2 * per_doubling lines, then 4 for

@@ -512,8 +512,18 @@ def _continuation(body: bytes, line_end: int, fl: Follow,
 
 
 def _is_steady(m: _Matcher, line: bytes, ids: list[int]) -> bool:
-    g = m.groups[ids[0]]
-    return g is not None and all(m.groups[i] is g for i in ids[1:]) and g.check(line)
+    """Every literal of the line is in a steady group that finds the line steady (a line may
+    hold two groups' records: see SteadySampler._group)."""
+    seen: list[SteadyGroup] = []
+    for i in ids:
+        g = m.groups[i]
+        if g is None:
+            return False
+        if g not in seen:
+            if not g.check(line):
+                return False
+            seen.append(g)
+    return True
 
 
 def follow_of_ids(m: _Matcher, ids: list[int]) -> Follow | None:
