@@ -33,7 +33,12 @@ from ..events import Event
 DUMP_NAME = re.compile(r"^(?P<prefix>.*?\D)(?P<rank>\d+)$")
 DUMP_PREFIX_WORDS = re.compile(r"flight|trace|(^|[^a-z])fr([^a-z]|$)", re.I)
 MAX_DUMP_BYTES = 512 << 20
-USER_FRAME_SKIP = ("/torch/", "/deepspeed/", "c10d_logger.py", "distributed_c10d.py")
+# frames that are not the program's own: torch and DeepSpeed, the doctor's own hook wrappers
+# (dsdoctor's live package, wherever it sits), and decorators' wrappers (typing_extensions'
+# @deprecated, functools, contextlib)
+USER_FRAME_SKIP = ("/torch/", "/deepspeed/", "c10d_logger.py", "distributed_c10d.py",
+                   "/dsdoctor/sources/live/", "/dsdoctor/live/", "typing_extensions.py",
+                   "/functools.py", "/contextlib.py")
 
 
 def dump_rank(path: Path) -> int | None:
