@@ -511,3 +511,20 @@ def test_one_run_one_folder(tmp_path):
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("shared.previous-")]
     assert len(aside) == 1 and (aside[0] / "events-rank0.jsonl").exists() and (aside[0] / "console.log").exists()
     assert not (out / "events-rank0.jsonl").exists()
+
+
+def test_attach_keyword_values_that_never_work_keep_the_default(capsys):
+    """dsdoctor.attach(engine, stall_timeout=nan) must not break (or spin) the training: the
+    value is refused with one warning and the default kept; deliberate short values stay."""
+    from dsdoctor.sources.live import session as live_session
+    from dsdoctor.sources.live.session import LiveOptions
+    live_session._warned.clear()
+    o = LiveOptions.from_env(stall_timeout=float("nan"), telemetry_interval=float("inf"),
+                             exchange_every=0, on_stall="explode", check_every=2.5)
+    d = LiveOptions()
+    assert (o.stall_timeout, o.telemetry_interval, o.exchange_every, o.on_stall, o.check_every) == \
+        (d.stall_timeout, d.telemetry_interval, d.exchange_every, d.on_stall, d.check_every)
+    err = capsys.readouterr().err
+    assert err.count("dsdoctor: warning: dsdoctor.attach:") == 5 and "Traceback" not in err
+    o = LiveOptions.from_env(stall_timeout=0.5, telemetry_interval=0)     # deliberate: kept
+    assert o.stall_timeout == 0.5 and o.telemetry_interval == 0

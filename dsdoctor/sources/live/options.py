@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -127,3 +128,28 @@ def from_environment(defaults: Any, environ: Mapping[str, str] | None = None,
             if warn is not None:
                 warn(f"{spec.env}={raw[:40]}: {e}; using the default ({getattr(defaults, field)})")
     return out
+
+
+def api_value_problem(field: str, value: Any) -> str | None:
+    """Why a keyword argument of `dsdoctor.attach(engine, field=value)` is unusable, or None.
+    Code that calls attach() chooses its values on purpose, so the floors that guard the command
+    line and the environment (a 2 s stall timeout) do not apply: a test or a short demo may watch
+    with 0.5 s. What never works is refused: nan, inf, zero or negative times, steps that are not
+    whole numbers from 1 to MAX_STEPS_EVERY, an unknown --on-stall action."""
+    if field not in SPECS or isinstance(value, Path):
+        return None
+    if field == "on_stall":
+        return None if value in ("report", "abort") else f"on_stall={value!r}: choose 'report' or 'abort'"
+    if field in ("localize_nan", "tensorboard"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{field}={value!r} is not a number"
+    if field in ("exchange_every", "check_every"):
+        if not isinstance(value, int) or not 1 <= value <= MAX_STEPS_EVERY:
+            return f"{field}={value!r}: give whole steps between 1 and {MAX_STEPS_EVERY}"
+        return None
+    if field == "telemetry_interval" and value == 0:
+        return None                                  # 0 switches telemetry off
+    if not math.isfinite(value) or value <= 0 or value > MAX_SECONDS:
+        return f"{field}={value!r}: give a finite number of seconds above 0 (at most {MAX_SECONDS:g})"
+    return None

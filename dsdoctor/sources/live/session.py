@@ -80,10 +80,14 @@ class LiveOptions:
         # stop (or slow down) the training; `dsdoctor run` refuses it before starting
         for k, v in from_environment(o, env, warn=_warn_once).items():
             setattr(o, k, v)
+        from .options import api_value_problem
         for k, v in overrides.items():
             if v is not None:
                 if k == "out":
                     v = Path(v)
+                elif (why := api_value_problem(k, v)) is not None:
+                    _warn_once(f"dsdoctor.attach: {why}; keeping {getattr(o, k)!r}")
+                    continue              # never break the training over the doctor's options
                 setattr(o, k, v)
         if o.on_stall not in ("report", "abort"):
             o.on_stall = "report"
