@@ -9,6 +9,9 @@ An example is a mapping with one input key and optional context:
 plus optional `config` (the user's ds_config, so patches are computed against it),
 `context` (facts such as world_size) and `expect_patch` (the merge patch the first fix of
 this rule must produce: the semgrep `.fixed` idea).
+
+Every runner ends in pipeline.Diagnoser (`feed` for events, `absorb` for ready symptoms), so an
+example goes the same way from symptom to finding as the front door it stands for.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Any, Callable
 from .context import Context
 from .events import Event
 from .findings import Finding, Symptom
-from .rules import Rule, RuleSet, make_finding
+from .rules import Rule, RuleSet
 
 Runner = Callable[[dict[str, Any], Context, RuleSet], list[Finding]]
 RUNNERS: dict[str, Runner] = {}
@@ -53,10 +56,11 @@ def _run_events(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Findin
 @runner("symptom")
 def _run_symptom(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
     s = ex["symptom"]
-    sym = Symptom(name=s["name"], facts=dict(s.get("facts") or {}), ranks=set(s.get("ranks") or []),
-                  steps=list(s.get("steps") or []))
-    rule = rules.match(sym, ctx.names())
-    return [make_finding(rule, sym, ctx.names())] if rule else []
+    from .pipeline import Diagnoser
+    d = Diagnoser(ctx, rules, detectors=[])
+    d.absorb([Symptom(name=s["name"], facts=dict(s.get("facts") or {}), ranks=set(s.get("ranks") or []),
+                      steps=list(s.get("steps") or []))])
+    return d.finish()
 
 
 def _load_optional_runners() -> None:
