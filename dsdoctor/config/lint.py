@@ -3,7 +3,7 @@ keys blog posts spread mapped to the real feature, and the semantic checks DeepS
 does not make (silently ignored keys, batch equation for the real world size, ...).
 
 Output: Problems (symptom name, dotted key, facts incl. a ready merge `patch`); the YAML rules
-in rules/config.yaml turn them into findings.
+in rules/config_error.yaml turn them into findings.
 """
 from __future__ import annotations
 

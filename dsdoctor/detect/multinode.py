@@ -1,6 +1,6 @@
 """Symptoms of a job over several nodes: ranks that were not watched (the live roll call,
 sources/live/rollcall.py) and collectives torch's Flight Recorder analysis found broken
-(sources/flight_recorder.py). Rules: rules/multinode.yaml.
+(sources/flight_recorder.py). Rules: rules/comm_stall.yaml, nccl_error.yaml, environment.yaml (the multi-node sections).
 
 Also `hosts_of(events)`: the host label of each rank, as the `attach`, `roll_call` and
 `stall` events give it — how findings name hosts next to ranks (pipeline.Diagnoser).
