@@ -1,5 +1,5 @@
 """Communication, host-memory and hardware messages: the recognisers (every wording of
-../shared/log-formats.md §2-§5.7, §8, §9), the comm detector, and the root-cause order across ranks.
+torch c10d, NCCL, gloo and launcher message formats), the comm detector, and the root-cause order across ranks.
 Log lines are written from the catalogue's templates and the installed torch sources; no DeepSpeed run."""
 from __future__ import annotations
 
