@@ -21,7 +21,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector, register
+from . import Detector
 from .families import Family, classify
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
@@ -329,5 +329,3 @@ class FailureDetector(Detector):
         if e.text and len(s.evidence) < 8 and e not in s.evidence:
             s.evidence.append(e)
 
-
-register(FailureDetector)
