@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-GLOO_TIMEOUT_S = 1800     # torch default for gloo groups; DeepSpeed's ZeRO groups use it (deepspeed-facts.md §7)
+GLOO_TIMEOUT_S = 1800     # torch default for gloo groups; DeepSpeed's ZeRO groups use it (torch/distributed/constants.py: default_pg_timeout)
 NCCL_TIMEOUT_S = 600      # torch default for NCCL process groups (10 min)
 
 

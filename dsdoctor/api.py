@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from .checkup import Checkup, check_config  # noqa: F401  (the doctor's application layer)
 from .events import Event
 from .findings import Finding, worst_severity
 

@@ -1,6 +1,6 @@
 """The environment probe for `dsdoctor doctor`: versions, DeepSpeed ops, GPUs (NVML), host
 limits, NCCL/launcher variables. `probe()` returns plain facts; `env_problems()` turns them
-into Problems that rules/env.yaml diagnoses. Nothing here raises: a missing library, a
+into Problems that rules/environment.yaml (and hardware, host_oom, nccl_error) diagnose. Nothing here raises: a missing library, a
 broken install or an NVML failure is a fact.
 
 Tests pass a fake `nvml` module (same names as nvidia-ml-py's `pynvml`) to `probe_gpus`.

@@ -4,11 +4,14 @@ An example is a mapping with one input key and optional context:
   log:       log text, parsed by the same code as `dsdoctor analyze`
   events:    a list of events (mappings with kind, rank, step, data) as live hooks emit them
   symptom:   {name, facts, ranks, steps}: the rule alone, for rules fed by other front doors
-  ds_config: a config for the doctor's lint (registered by dsdoctor.config)
+  ds_config: a config for the doctor's lint (config/examples.py)
   env:       probed environment facts for the doctor's environment rules
 plus optional `config` (the user's ds_config, so patches are computed against it),
 `context` (facts such as world_size) and `expect_patch` (the merge patch the first fix of
 this rule must produce: the semgrep `.fixed` idea).
+
+Every runner ends in pipeline.Diagnoser (`feed` for events, `absorb` for ready symptoms), so an
+example goes the same way from symptom to finding as the front door it stands for.
 """
 from __future__ import annotations
 
@@ -17,20 +20,11 @@ from typing import Any, Callable
 from .context import Context
 from .events import Event
 from .findings import Finding, Symptom
-from .rules import Rule, RuleSet, make_finding
+from .rules import Rule, RuleSet
 
 Runner = Callable[[dict[str, Any], Context, RuleSet], list[Finding]]
-RUNNERS: dict[str, Runner] = {}
 
 
-def runner(key: str) -> Callable[[Runner], Runner]:
-    def deco(fn: Runner) -> Runner:
-        RUNNERS[key] = fn
-        return fn
-    return deco
-
-
-@runner("log")
 def _run_log(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
     from .pipeline import Diagnoser
     from .sources.logs import events_from_text
@@ -39,7 +33,6 @@ def _run_log(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
     return d.finish()
 
 
-@runner("events")
 def _run_events(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
     from .pipeline import Diagnoser
     d = Diagnoser(ctx, rules)
@@ -50,28 +43,31 @@ def _run_events(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Findin
     return d.finish()
 
 
-@runner("symptom")
 def _run_symptom(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
     s = ex["symptom"]
-    sym = Symptom(name=s["name"], facts=dict(s.get("facts") or {}), ranks=set(s.get("ranks") or []),
-                  steps=list(s.get("steps") or []))
-    rule = rules.match(sym, ctx.names())
-    return [make_finding(rule, sym, ctx.names())] if rule else []
+    from .pipeline import Diagnoser
+    d = Diagnoser(ctx, rules, detectors=[])
+    d.absorb([Symptom(name=s["name"], facts=dict(s.get("facts") or {}), ranks=set(s.get("ranks") or []),
+                      steps=list(s.get("steps") or []))])
+    return d.finish()
 
 
-def _load_optional_runners() -> None:
-    # Other front doors register their example kinds (ds_config, env) on import.
-    import importlib
-    for mod in ("dsdoctor.config.examples",):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+def _run_ds_config(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
+    from .config.examples import run_ds_config
+    return run_ds_config(ex, ctx, rules)
+
+
+def _run_env(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
+    from .config.examples import run_env
+    return run_env(ex, ctx, rules)
+
+
+# The example kinds, one per front door (the doctor's two are in config/examples.py).
+RUNNERS: dict[str, Runner] = {"log": _run_log, "events": _run_events, "symptom": _run_symptom,
+                              "ds_config": _run_ds_config, "env": _run_env}
 
 
 def run_example(rule: Rule, ex: dict[str, Any], rules: RuleSet) -> list[Finding]:
-    _load_optional_runners()
     keys = [k for k in RUNNERS if k in ex]
     if len(keys) != 1:
         raise ValueError(f"rule {rule.id}: an example needs exactly one of {sorted(RUNNERS)}; got {sorted(ex)}")

@@ -149,7 +149,7 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
     memory') is placed before it, and the other is marked as its consequence. Then by
     severity, then by what happened first.
 
-    A fallback finding (a failure no specific rule knows, rules/failure.yaml) is dropped when a
+    A fallback finding (a failure no specific rule knows, the failure-* rules) is dropped when a
     specific error-level finding stands as a root cause (that one explains how the run ended),
     or when a specific finding of any severity quotes the fallback's decisive line.
     """

@@ -134,19 +134,77 @@ def _has_cuda_env() -> bool:
     return bool(os.environ.get("CUDA_VISIBLE_DEVICES")) or os.path.exists("/dev/nvidiactl")
 
 
+def _leaves(patch: dict[str, Any], prefix: tuple = ()) -> dict[tuple, Any]:
+    out: dict[tuple, Any] = {}
+    for k, v in patch.items():
+        if isinstance(v, dict) and v:
+            out.update(_leaves(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+def _conflicts(a: dict[tuple, Any], b: dict[tuple, Any]) -> bool:
+    """Two patches conflict when one sets a key (or a section above it) the other sets differently."""
+    for pa, va in a.items():
+        for pb, vb in b.items():
+            n = min(len(pa), len(pb))
+            if pa[:n] == pb[:n] and not (pa == pb and va == vb):
+                return True
+    return False
+
+
+def chosen_patches(findings: list[Finding], skip: Finding | None = None) -> list[dict[str, Any]]:
+    """The patches `doctor --fix` and `analyze --write-config` apply (one rule for both).
+
+    The first config patch of every finding that is not the consequence of another, in the
+    findings' order (most likely root cause first); a patch that would change a key an earlier
+    chosen patch sets is left out. A consequence's fix treats the symptom, not the cause
+    (a longer NCCL timeout after an OOM on another rank), and of two conflicting fixes the one
+    of the likelier cause wins."""
+    chosen: list[dict[str, Any]] = []
+    leaves: list[dict[tuple, Any]] = []
+    for f in findings:
+        if f.consequence_of:
+            continue
+        patch = next((fx.config_patch for fx in f.fixes if fx.config_patch), None)
+        if not patch:
+            continue
+        mine = _leaves(patch)
+        if any(_conflicts(mine, other) for other in leaves):
+            continue
+        leaves.append(mine)
+        if f is not skip:
+            chosen.append(patch)
+    return chosen
+
+
+def fixed_config(config: dict[str, Any], findings: list[Finding]) -> dict[str, Any]:
+    """The config with the chosen patches applied (chosen_patches)."""
+    for p in chosen_patches(findings):
+        config = apply_patch(config, p)
+    return config
+
+
 def resolve_fixes(findings: list[Finding], config: dict[str, Any] | None,
                   world_size: int | None = None, validate: bool = True) -> None:
-    """With the user's config: add a diff per fix and validate the patched config."""
+    """With the user's config: add a diff per fix and check by DeepSpeed's parser the config
+    with this fix and the chosen fixes of the other findings (chosen_patches): another
+    finding's mistake would otherwise mask whether this fix works."""
     if not config:
         return
     cache: dict[str, tuple[bool | None, str | None]] = {}
     for f in findings:
+        base = config
+        if validate and any(fx.config_patch for fx in f.fixes):
+            for p in chosen_patches(findings, skip=f):
+                base = apply_patch(base, p)
         for fx in f.fixes:
             if not fx.config_patch:
                 continue
-            patched = apply_patch(config, fx.config_patch)
-            fx.diff = config_diff(config, patched)
+            fx.diff = config_diff(config, apply_patch(config, fx.config_patch))
             if validate:
+                patched = apply_patch(base, fx.config_patch)
                 key = json.dumps(patched, sort_keys=True, default=str)
                 if key not in cache:
                     cache[key] = validate_with_deepspeed(patched, world_size)

@@ -1,7 +1,8 @@
 """The one pipeline: events -> detectors -> symptoms -> rules -> findings.
 
 Every front door (log analysis, live hooks, the doctor) ends here, so a rule works the same
-whatever produced the evidence.
+whatever produced the evidence. Log and live evidence comes in as events (`feed`); the
+doctor's config lint and environment probe produce ready symptoms (`absorb`).
 """
 from __future__ import annotations
 
@@ -69,6 +70,11 @@ class Diagnoser:
     def feed_all(self, events: Iterable[Event]) -> None:
         for ev in events:
             self.feed(ev)
+
+    def absorb(self, symptoms: Iterable[Symptom]) -> list[Finding]:
+        """Take symptoms a front door found without events (the doctor's config and
+        environment problems, config/diagnose.py); return findings for the new ones."""
+        return [f for f in (self._absorb(s) for s in symptoms) if f]
 
     def _absorb(self, s: Symptom) -> Finding | None:
         k = (s.name, s.key)

@@ -17,7 +17,7 @@ last TAIL_BYTES, cut at line boundaries, with one line in between saying how man
 dropped. The failure is always at the end of a run, so the tail keeps it.
 
 The worker (`make_fixtures.py worker ...`) is an ordinary DeepSpeed training loop; the fp16
-run uses the test-only CPU accelerator patch of ../shared/deepspeed-facts.md §7.
+run uses the test-only CPU accelerator patch (deepspeed/accelerator/cpu_accelerator.py: CPU_Accelerator.is_fp16_supported returns False).
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def worker(argv: list[str]) -> int:
     from torch import nn
 
     if config.get("fp16", {}).get("enabled"):
-        # TEST-ONLY (deepspeed-facts.md §7): the CPU accelerator refuses fp16; claim support so
+        # TEST-ONLY (cpu_accelerator.py: CPU_Accelerator.is_fp16_supported): the CPU accelerator refuses fp16; claim support so
         # the real fp16 loss scaler runs.
         from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator
         CPU_Accelerator.is_fp16_supported = lambda self: True

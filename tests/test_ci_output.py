@@ -147,7 +147,7 @@ def test_select_and_ignore(logs):
     rules_of = lambda res: [f["rule"] for f in json.loads(res.stdout)["findings"]]  # noqa: E731
     assert rules_of(run("analyze", *both, "--json")) == ["oom-unknown-phase", "slow-rank"]
     assert rules_of(run("analyze", *both, "--json", "--select", "oom")) == ["oom-unknown-phase"]
-    # an ignored specific rule leaves the failure to the generic fallback (rules/failure.yaml)
+    # an ignored specific rule leaves the failure to the generic fallback (a failure-* rule)
     assert rules_of(run("analyze", *both, "--json", "--ignore", "oom-*,slow")) == ["failure-gpu-memory-exception"]
     assert rules_of(run("analyze", *both, "--json", "--ignore", "oom-*,slow,failure-*,unexplained-*")) == []
     assert rules_of(run("analyze", *both, "--json", "--select", "straggler")) == ["slow-rank"]   # a category
@@ -163,7 +163,7 @@ def test_settings_file_and_extra_rules_dir(logs, tmp_path, monkeypatch):
     extra.mkdir()
     # an extra rule, added to the built-in ones: a copy of loss-scale-calibration's shape at
     # higher priority and severity warning, under another id
-    base = (ROOT / "rules" / "loss_scale.yaml").read_text()
+    base = (ROOT / "rules" / "loss_scale_collapse.yaml").read_text()
     assert "id: loss-scale-calibration" in base
     import yaml
     doc = yaml.safe_load(base)

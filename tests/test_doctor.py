@@ -23,7 +23,7 @@ _register()
 def rules_dir(tmp_path_factory):
     # only this front door's rules: other rule files are being edited in parallel
     d = tmp_path_factory.mktemp("rules")
-    for f in ("config.yaml", "env.yaml"):
+    for f in ("config_error.yaml", "environment.yaml", "hardware.yaml", "host_oom.yaml", "nccl_error.yaml", "oom.yaml"):
         shutil.copy(ROOT / "rules" / f, d / f)
     return d
 

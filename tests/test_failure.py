@@ -1,4 +1,4 @@
-"""A failed run is never reported healthy (detect/failure.py, rules/failure.yaml, host_oom.yaml).
+"""A failed run is never reported healthy (detect/failure.py, the failure-* rules, rules/host_oom.yaml).
 
 The texts come from real processes run here: Python's own tracebacks, torch's cpp_extension
 ninja build, DeepSpeed's config parser, torchrun's ChildFailedError summary, bash's crash

@@ -379,7 +379,7 @@ def test_batch_assertion_both_spellings(spacing):
 def test_batch_assertion_finding_computes_the_patch():
     fs = findings("AssertionError: Check batch related parameters. train_batch_size is not equal to "
                   "micro_batch_per_gpu * gradient_acc_step * world_size 512 != 4 * 8 * 8\n")
-    assert fs[0].rule == "log-cfg-batch-mismatch" and fs[0].key == "train_batch_size"
+    assert fs[0].rule == "cfg-batch-mismatch" and fs[0].key == "train_batch_size"
     assert fs[0].fixes[0].config_patch == {"gradient_accumulation_steps": 16}
 
 
@@ -412,7 +412,7 @@ def test_unknown_extra_key_still_names_the_section():
      "optimizer.params.freeze_step"),
     ("AssertionError: DeepSpeed does not recognize LR scheduler WarmupOneCycle", "log-cfg-unknown-scheduler", "scheduler.type"),
     ("AssertionError: OneBitAdam is not a supported DeepSpeed Optimizer", "log-cfg-unknown-optimizer", "optimizer.type"),
-    ("AssertionError: bfloat16 and fp16 modes cannot be simultaneously enabled", "log-cfg-bf16-and-fp16", "fp16.enabled"),
+    ("AssertionError: bfloat16 and fp16 modes cannot be simultaneously enabled", "cfg-fp16-and-bf16", "fp16.enabled"),
     ("ValueError: 'max_grad_norm' is not supported as an optimizer parameter, please switch to using the deepspeed "
      "parameter 'gradient_clipping'", "log-cfg-max-grad-norm", "optimizer.params.max_grad_norm"),
 ])

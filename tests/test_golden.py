@@ -1,5 +1,5 @@
 """Golden tests: every fixture (real DeepSpeed runs with injected faults, and hand-written
-excerpts of the formats in ../shared/log-formats.md) gets the diagnosis in
+excerpts of the message formats of the installed torch/deepspeed) gets the diagnosis in
 fixtures/expected.yaml: the top finding's category, and its rank/step where known."""
 from __future__ import annotations
 

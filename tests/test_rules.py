@@ -14,6 +14,17 @@ def test_rule_examples(rule):
     assert check_rule_examples(rule, RULES) == []
 
 
+def test_one_rule_file_per_category():
+    """rules/<category>.yaml holds exactly the rules of that category (findings.CATEGORIES)."""
+    from pathlib import Path
+
+    from dsdoctor.findings import CATEGORIES
+    rules = RuleSet.load()
+    assert {Path(r.file).stem for r in rules.rules} <= set(CATEGORIES)
+    for r in rules.rules:
+        assert Path(r.file).stem == r.category, f"{r.id} ({r.category}) is in {r.file}"
+
+
 def test_rules_loaded():
     assert len(RULES.rules) >= 5
     assert len({r.id for r in RULES.rules}) == len(RULES.rules)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from ..api import AnalyzeError, diagnose_inputs, plain_events, usable_inputs
 from ..config_io import ConfigError, check_output, load_config, write_config
-from ..fixes import apply_patch
+from ..fixes import fixed_config
 from ..report import exit_code, print_json, print_report
 from ..sources.inputs import Input
 from ..sources.logs import read_log
@@ -38,7 +38,7 @@ def analyze(
     paths: List[str] = typer.Argument(..., help="Log files, folders (one log per rank), .gz, '-' for stdin, or dsdoctor run folders."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="The run's ds_config.json: fixes are computed against its values."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
-    write_config_to: Optional[Path] = typer.Option(None, "--write-config", help="Write the config with the top finding's fix applied to this new file."),
+    write_config_to: Optional[Path] = typer.Option(None, "--write-config", help="Write the config with the findings' fixes applied (the first fix of each root cause) to this new file."),
     world_size: Optional[int] = typer.Option(None, "--world-size", min=1, max=1 << 20, help="Number of ranks, if the log does not say."),
     all_lines: bool = typer.Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
     rules_dir: Optional[Path] = typer.Option(None, "--rules", help="Replace the built-in rules with the rules of this folder."),
@@ -85,12 +85,12 @@ def analyze(
         notes.append("deepspeed is not importable here: the patched configs were not validated.")
     written = None
     if write_config_to is not None and cfg is not None:
-        patch = next((fx.config_patch for f in findings for fx in f.fixes if fx.config_patch), None)
-        if patch is None:
+        fixed = fixed_config(cfg, findings)
+        if fixed == cfg:
             notes.append(f"No config change to write; {write_config_to} not written.")
         else:
             try:
-                written = write_config(apply_patch(cfg, patch), write_config_to, config, force)
+                written = write_config(fixed, write_config_to, config, force)
                 notes.append(f"Patched config written to {written} (the input was not modified).")
             except ConfigError as e:
                 fail(str(e))

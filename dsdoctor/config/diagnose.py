@@ -1,12 +1,14 @@
-"""Problems (config lint, environment probe) -> symptoms -> the same rules and findings as analyze."""
+"""Problems (config lint, environment probe) -> symptoms, which go through the same pipeline
+(pipeline.Diagnoser.absorb), rules and findings as analyze."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
 from ..context import Context
-from ..findings import Evidence, Finding, Symptom, order_findings
-from ..rules import RuleSet, make_finding
+from ..findings import Evidence, Finding, Symptom
+from ..pipeline import Diagnoser
+from ..rules import RuleSet
 from .loader import key_line
 from .problems import Problem
 
@@ -41,10 +43,7 @@ def to_symptoms(problems: list[Problem], cfg: dict[str, Any] | None = None, text
 
 def findings_for(problems: list[Problem], rules: RuleSet, ctx: Context, cfg: dict[str, Any] | None = None,
                  text: str | None = None, source: str = "ds_config.json") -> list[Finding]:
-    names = ctx.names()
-    out = []
-    for sym in to_symptoms(problems, cfg, text, source):
-        rule = rules.match(sym, {**names, **sym.names()})
-        if rule:
-            out.append(make_finding(rule, sym, names))
-    return order_findings(out)
+    """The findings for these problems alone, through the pipeline (pipeline.Diagnoser.absorb)."""
+    diag = Diagnoser(ctx, rules, detectors=[])
+    diag.absorb(to_symptoms(problems, cfg, text, source))
+    return diag.finish()

@@ -4,14 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..context import Context
-from ..examples import runner
 from ..findings import Finding
 from ..rules import RuleSet
 from .diagnose import findings_for
 
 
-@runner("ds_config")
-def _run_ds_config(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
+def run_ds_config(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
     from .lint import lint
     cfg = ex["ds_config"]
     problems = lint(cfg, world_size=ctx.facts.get("world_size"), env=ex.get("probe") or {},
@@ -19,7 +17,6 @@ def _run_ds_config(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Fin
     return findings_for(problems, rules, Context.from_config(cfg, **(ex.get("context") or {})), cfg)
 
 
-@runner("env")
-def _run_env(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
+def run_env(ex: dict[str, Any], ctx: Context, rules: RuleSet) -> list[Finding]:
     from ..env import env_problems
     return findings_for(env_problems(ex["env"], ex.get("config")), rules, ctx)

@@ -3,7 +3,7 @@ keys blog posts spread mapped to the real feature, and the semantic checks DeepS
 does not make (silently ignored keys, batch equation for the real world size, ...).
 
 Output: Problems (symptom name, dotted key, facts incl. a ready merge `patch`); the YAML rules
-in rules/config.yaml turn them into findings.
+in rules/config_error.yaml turn them into findings.
 """
 from __future__ import annotations
 
@@ -309,13 +309,13 @@ def _semantic(cfg: dict[str, Any], ws: int | None, ws_source: str | None, env: d
         fix_gas = tb // (mb * ws) if tb % (mb * ws) == 0 and tb // (mb * ws) >= 1 else None
         patch = ({"gradient_accumulation_steps": fix_gas} if fix_gas
                  else {"train_batch_size": mb * gas * ws})
-        out.append(Problem("batch_mismatch", "train_batch_size",
-                           {"train_batch": tb, "micro_batch": mb, "gas": gas, "world_size": ws,
-                            "world_size_source": ws_source, "product": mb * gas * ws, "patch": patch}))
+        out.append(Problem("config_error.batch_mismatch", "train_batch_size",   # the name the log's assertion gets too
+                           {"train_batch_size": tb, "micro_batch": mb, "gas": gas, "world_size": ws,
+                            "world_size_source": ws_source, "patch": patch}))
     elif ws and ints(tb, mb) and gas is None and tb % (mb * ws) != 0:
-        out.append(Problem("batch_mismatch", "train_batch_size",
-                           {"train_batch": tb, "micro_batch": mb, "gas": None, "world_size": ws,
-                            "world_size_source": ws_source, "product": None,
+        out.append(Problem("config_error.batch_mismatch", "train_batch_size",
+                           {"train_batch_size": tb, "micro_batch": mb, "gas": None, "world_size": ws,
+                            "world_size_source": ws_source,
                             "patch": {"train_batch_size": max(1, tb // (mb * ws)) * mb * ws}}))
 
     if not uses_hf and "train_batch_size" not in cfg and "train_micro_batch_size_per_gpu" not in cfg:
@@ -323,7 +323,7 @@ def _semantic(cfg: dict[str, Any], ws: int | None, ws_source: str | None, env: d
                            {"patch": {"train_micro_batch_size_per_gpu": 1}}))
 
     if _enabled(cfg, "fp16") and (_enabled(cfg, "bf16") or _enabled(cfg, "bfloat16")):
-        out.append(Problem("fp16_and_bf16", "fp16.enabled", {"patch": {"fp16": {"enabled": False}}}))
+        out.append(Problem("config_error.bf16_and_fp16", "fp16.enabled"))   # the log's assertion's name too
 
     if stage < 3:
         op = z.get("offload_param")

@@ -1,6 +1,6 @@
 """Model-state memory per GPU / per node for each ZeRO stage and offload choice.
 
-Numbers come from DeepSpeed's own estimators (deepspeed-facts.md §5):
+Numbers come from DeepSpeed's own estimators (deepspeed/runtime/zero/stage_1_and_2.py: estimate_zero2_model_states_mem_needs, stage3.py: estimate_zero3_model_states_mem_needs):
   deepspeed.runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs  (stage 2; stage 0 = one GPU)
   deepspeed.runtime.zero.stage3.estimate_zero3_model_states_mem_needs          (stage 3, zero_init=True)
 When deepspeed does not import, the same formulas (checked against 0.19.8) are used.

@@ -19,3 +19,23 @@ class Problem:
 
     def fact(self, k: str, default: Any = None) -> Any:
         return self.facts.get(k, default)
+
+
+def deepspeed_rejects(err: str | None) -> Problem:
+    """DeepSpeed's config parser refused the config: a Problem on the field it names."""
+    return Problem("deepspeed_rejects", _field_of(err), {"message": err})
+
+
+def _field_of(err: str | None) -> str:
+    """DeepSpeed's pydantic message names the model, then the field: make a dotted key of it
+    (the models of deepspeed/runtime/zero/config.py: DeepSpeedZeroConfig,
+    deepspeed/runtime/precision_config.py: DeepSpeedFP16Config, DeepSpeedBF16Config)."""
+    if not err:
+        return "?"
+    models = {"DeepSpeedZeroConfig": "zero_optimization", "DeepSpeedFP16Config": "fp16",
+              "DeepSpeedBF16Config": "bf16", "CommsLoggerConfig": "comms_logger"}
+    for model, section in models.items():
+        if model in err:
+            rest = err.split(model, 1)[1].split()
+            return f"{section}.{rest[0]}" if rest else section
+    return "ds_config"

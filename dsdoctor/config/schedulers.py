@@ -4,7 +4,7 @@ DeepSpeed resolves `scheduler.type` as an attribute of deepspeed.runtime.lr_sche
 a torch.optim.lr_scheduler class, and calls it with `**params` (engine.py:1923-1938): an
 unknown param is a TypeError at deepspeed.initialize, a missing required one too. The params
 are read from the installed classes' signatures; without deepspeed the checked table below
-(deepspeed 0.19.8 runtime/lr_schedules.py, ../shared/deepspeed-facts.md §1.4) is used.
+(deepspeed 0.19.8 runtime/lr_schedules.py: the scheduler classes' __init__) is used.
 
 Shared by the doctor's lint and the LR-schedule diagnostics.
 """

@@ -35,25 +35,12 @@ def symptom_from(ev: Event, seq: int, name: str, /, key: tuple = (), **facts) ->
 
 
 def default_detectors() -> list[Detector]:
-    from . import comm, memory, nonfinite, passthrough, scaler, throughput
-    from . import lr  # noqa: F401  (registers the LR-schedule detector)
-    from . import stall, straggler  # noqa: F401  (live detectors: they register themselves)
-    from . import localize  # noqa: F401  (live: module of the first NaN, --localize-nan)
-    from . import failure  # noqa: F401  (how the run ended: the fallback for failed runs)
-    from . import multinode  # noqa: F401  (roll call, Flight Recorder)
-    dets: list[Detector] = [memory.MemoryDetector(), nonfinite.NonFiniteDetector(),
-                            scaler.LossScaleDetector(), comm.CommDetector(),
-                            throughput.ThroughputDetector(), passthrough.PassThroughDetector()]
-    for extra in _EXTRA_DETECTORS:
-        dets.append(extra())
-    return dets
-
-
-# Detectors added by other front doors (live stall/straggler, LR schedule) register here.
-_EXTRA_DETECTORS: list[type[Detector]] = []
-
-
-def register(cls: type[Detector]) -> type[Detector]:
-    if cls not in _EXTRA_DETECTORS:
-        _EXTRA_DETECTORS.append(cls)
-    return cls
+    """Every detector, in one table (a new detector is added here)."""
+    from . import comm, failure, localize, lr, memory, multinode, nonfinite, passthrough, scaler, stall, straggler, throughput
+    return [memory.MemoryDetector(), nonfinite.NonFiniteDetector(), scaler.LossScaleDetector(),
+            comm.CommDetector(), throughput.ThroughputDetector(), passthrough.PassThroughDetector(),
+            lr.LRScheduleDetector(),                  # LR schedule, live or post-mortem
+            stall.StallDetector(), straggler.StragglerDetector(),   # live: watchdog, cross-rank exchange
+            localize.NonFiniteModuleDetector(),       # live: module of the first NaN (--localize-nan)
+            failure.FailureDetector(),                # how the run ended: the fallback for failed runs
+            multinode.MultiNodeDetector()]            # roll call, Flight Recorder

@@ -8,7 +8,7 @@ detector picks the decisive piece and says what it knows:
                   ValueError, not the seven that then lost their NCCL peer; the first of a chain
                   that 'During handling ...' piles up, the last of one that 'raise ... from' wraps),
                   its family (detect/families.py), rank, phase and step; or, without a traceback,
-                  the signal or exit code. Rules in rules/failure.yaml turn it into a finding that
+                  the signal or exit code. Rules named failure-* (rules/other.yaml and each category's file) turn it into a finding that
                   is shown only when no specific rule explains the run (Finding.fallback).
   host_oom        a rank killed by SIGKILL (or vanished without any traceback), weighed: what the
                   run was doing (checkpoint load, ZeRO-Offload partitions, model load), DeepSpeed's
@@ -21,7 +21,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector, register
+from . import Detector
 from .families import Family, classify
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
@@ -329,5 +329,3 @@ class FailureDetector(Detector):
         if e.text and len(s.evidence) < 8 and e not in s.evidence:
             s.evidence.append(e)
 
-
-register(FailureDetector)

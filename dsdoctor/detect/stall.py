@@ -9,7 +9,7 @@ verdicts had ids count as verdict 1.
 A `stall_resolved` event for verdict K (every rank moved on afterwards) marks that symptom
 `resolved` with how long the stall lasted. Why it matters to the diagnosis: a run that paused
 for a slow checkpoint save, trained on for hours and then hung must name the hang as the
-problem, not the pause. The rules (rules/live.yaml) therefore give a resolved stall its own
+problem, not the pause. The rules (rules/comm_stall.yaml) therefore give a resolved stall its own
 rule, `stall-resolved`: a warning (all ranks lost that time, and with --on-stall abort the same
 pause would have ended the run, so the user should know), below the error of a hang, and
 with no `explains`, so it is never put forward as the root cause of a later failure (a
@@ -23,7 +23,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector, register, symptom_from
+from . import Detector, symptom_from
 
 MAX_TRACKED = 1000      # verdicts remembered for their resolution (one per stall timeout at most)
 
@@ -35,7 +35,6 @@ def _stall_id(d: dict) -> int:
         return 1
 
 
-@register
 class StallDetector(Detector):
     kinds = ("stall", "stall_resolved")
 

@@ -10,7 +10,7 @@ build_db (what `fr_trace` runs) pairs every rank's entries by sequence id and ma
 collective that some ranks never joined (Collective.missing_ranks) or joined with another op,
 size or dtype (Collective.mismatch_collectives, keyed by the culprit rank). This module only
 loads the dumps safely, fills what gloo dumps leave out, and turns the result into `flight_recorder`
-events for the rules (rules/multinode.yaml). Without torch the dumps are listed and not read (a
+events for the rules (rules/comm_stall.yaml, nccl_error.yaml). Without torch the dumps are listed and not read (a
 warning says so): analyze itself never needs torch.
 
 Safety: a dump is a pickle, and unpickling runs code. The loader refuses every global, so only

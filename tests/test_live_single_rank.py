@@ -1,6 +1,6 @@
 """Live mode, single-process side: `dsdoctor run` over the real demo training script (DeepSpeed
 on the CPU, gloo), attach/close, and failure containment. The cross-rank parts (straggler,
-stall) are in test_live_xrank.py.
+stall) are in test_live_cross_rank.py.
 
 Every run is a subprocess in its own process group with a timeout; the group is killed
 whatever happens. Runs are module-scoped fixtures so several asserts share one run.
