@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
 # Xid -> (error id, meaning) from open-gpu-kernel-modules nverror.h (log-formats §8)
 XID: dict[int, tuple[str, str]] = {

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on, steady
+from ..lines import Line, StreamState
+from ..recogniser import on, steady
 from .deepspeed import nested, num
 
 _PAIR = re.compile(r"['\"]([\w/.\-]+)['\"]: ['\"]?([^,'\"}]*)['\"]?")
@@ -24,7 +24,7 @@ _TRAINING_METRIC = re.compile(r"(?i)loss|reward|logp|logit|(?:^|/|_)kl(?:$|/|_)|
 # The Trainer prints a metric dict every `logging_steps`: most of an HF log, so the dicts
 # with a loss are sampled like DeepSpeed's step lines when all values are finite.
 _LOSS, _GRAD_NORM = "{'loss': ", "'grad_norm': "
-steady("hf_metrics", _LOSS, _GRAD_NORM)
+STEADY_GROUPS = (steady("hf_metrics", _LOSS, _GRAD_NORM),)
 
 
 @on(_LOSS, "{'train_runtime': ", "{'eval_loss': ", _GRAD_NORM, "'rewards/chosen': ",

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
 
 def _once(st: StreamState, key: tuple) -> bool:

@@ -20,8 +20,8 @@ from functools import lru_cache
 from typing import Iterator
 
 from ...events import Event
-from ..logs import Line, StreamState
-from ..registry import NONFINITE_ANOMALIES, no_nonfinite, on, steady
+from ..lines import Line, StreamState
+from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 from .deepspeed import num, scale, set_step
 
 _START = re.compile(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
@@ -188,5 +188,7 @@ def _healthy_iteration(raw: bytes) -> bool:
 # of every record (megatron/training/training.py: training_log).
 _LOSS_MISSING = re.compile(rb"(?:batch size: *[0-9]+|learning rate: *[-+.0-9Ee]+) *\| *loss scale:")
 
-steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",
-       anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0)))
+STEADY_GROUPS = (
+    steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",
+           anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0))),
+)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 from .traceback import take_phase
 
 _SIZE = r"([\d.]+ ?(?:bytes|[KMGT]i?B))"
