@@ -1,5 +1,7 @@
 """dsdoctor: diagnose DeepSpeed training runs and print the ds_config change that fixes them."""
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "attach", "analyze"]
 
 
 def attach(engine, out=None, **options):

@@ -21,7 +21,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector, register
+from .base import Detector
 from .families import Family, classify
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
@@ -330,4 +330,3 @@ class FailureDetector(Detector):
             s.evidence.append(e)
 
 
-register(FailureDetector)

@@ -6,10 +6,9 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from . import Detector, register, symptom_from
+from .base import Detector, symptom_from
 
 
-@register
 class NonFiniteModuleDetector(Detector):
     kinds = ("nonfinite_module",)
 

@@ -29,7 +29,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from . import Detector, register, symptom_from
+from .base import Detector, symptom_from
 
 EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike
@@ -65,7 +65,6 @@ def _nice_steps(n: float) -> int:
     return int(10 * mag)
 
 
-@register
 class LRScheduleDetector(Detector):
     kinds = ("lr", "loss", "config_error")
 

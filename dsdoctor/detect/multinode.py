@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from ..events import Event
 from ..expr import ranks_text
 from ..findings import Evidence, Symptom
-from . import Detector, register, symptom_from
+from .base import Detector, symptom_from
 
 
 def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:
@@ -39,7 +39,6 @@ def where_text(missing_hosts: dict[str, Any]) -> str:
                      for h, rs in (missing_hosts or {}).items())
 
 
-@register
 class MultiNodeDetector(Detector):
     kinds = ("roll_call", "flight_recorder", "node_exit")
 

@@ -23,7 +23,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector, register, symptom_from
+from .base import Detector, symptom_from
 
 MAX_TRACKED = 1000      # verdicts remembered for their resolution (one per stall timeout at most)
 
@@ -35,7 +35,6 @@ def _stall_id(d: dict) -> int:
         return 1
 
 
-@register
 class StallDetector(Detector):
     kinds = ("stall", "stall_resolved")
 

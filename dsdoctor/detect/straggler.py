@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector, register, symptom_from
+from .base import Detector, symptom_from
 
 OWN_PHASES = {"fwd": ("compute", "forward"), "data": ("data", "data")}
 WAIT_PHASES = {"bwd": "backward", "step": "step"}
@@ -108,7 +108,6 @@ def round_stats(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
             "outliers": {str(r): o for r, o in outliers.items()}}
 
 
-@register
 class StragglerDetector(Detector):
     """`rank_times` rounds -> `slow_rank` once a rank was an outlier with the same cause
     CONSECUTIVE rounds in a row. Memory: one small counter per currently-suspect rank."""

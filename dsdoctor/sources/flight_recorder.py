@@ -58,14 +58,14 @@ def group_key(path: Path) -> str:
     return m.group("prefix") if m else path.name
 
 
-class _NoGlobals(pickle.Unpickler):
+class NoGlobals(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"refused global {module}.{name} in a Flight Recorder dump")
 
 
 def load(path: Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
-        d = _NoGlobals(fh).load()
+        d = NoGlobals(fh).load()
     if not isinstance(d, dict) or "entries" not in d:
         raise ValueError("not a Flight Recorder dump (no 'entries')")
     return d

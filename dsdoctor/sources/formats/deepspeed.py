@@ -1,4 +1,7 @@
-"""Recognisers: DeepSpeed's own messages (../shared/log-formats.md §5, deepspeed-facts.md §3).
+"""Recognisers: DeepSpeed's own messages (deepspeed/runtime/fp16/loss_scaler.py:
+DynamicLossScaler.update_scale, deepspeed/utils/timer.py: ThroughputTimer and
+SynchronizedWallClockTimer, deepspeed/runtime/config.py batch assertions,
+deepspeed/runtime/config_utils.py pydantic validation, op_builder/builder.py).
 
 Training health (loss scaler overflows, progress, throughput, wall-clock timers), runtime
 config errors (batch assertion, pydantic validation, optimizer/scheduler parameters) and

@@ -1,4 +1,5 @@
-"""Recognisers: HF Transformers Trainer (../shared/log-formats.md §6).
+"""Recognisers: HF Transformers Trainer (transformers/trainer_callback.py: ProgressCallback.on_log,
+transformers/trainer.py: Trainer.log).
 
 Metric dicts in both forms: 4.x numbers ({'loss': 2.345, 'grad_norm': nan, ...}; a float NaN
 prints as a bare `nan`, so ast.literal_eval cannot read them) and 5.x strings

@@ -1,4 +1,5 @@
-"""Recognisers: Megatron-LM / Megatron-DeepSpeed iteration lines (../shared/log-formats.md §7).
+"""Recognisers: Megatron-LM / Megatron-DeepSpeed iteration lines (Megatron-LM
+megatron/training/training.py: training_log; megatron/training.py before core_v0.6.0).
 
 ' iteration 8738/ 159576 | consumed samples: ... | elapsed time per iteration (ms): 61947.6 |
 learning rate: 6.000E-05 | global batch size: 176 | lm loss: 3.317482E+00 | loss scale: 65536.0 |

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...events import Event, _finite_or_str
+from ...events import Event, EventWriter
 from .nodes import node_info
 
 # Per-step events (these kinds) are only queued by the training thread: a deque append, no
@@ -162,7 +162,7 @@ class LiveSession:
         self._queue: collections.deque[Event] = collections.deque()   # STEP_KINDS not yet written
         self._parts: list[Any] = []
         self._lock = threading.RLock()
-        self._fh = None
+        self._fh: EventWriter | None = None
         self._diag = None
         self._closed = False
         self._listeners: list[Any] = []    # callables(ev) fed after each event (tensorboard)
@@ -170,7 +170,7 @@ class LiveSession:
         self._console = None
         with self.guard("events"):
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.out_dir / f"events-rank{self.rank}.jsonl", "a", encoding="utf-8")
+            self._fh = EventWriter(self.out_dir / f"events-rank{self.rank}.jsonl", flush_each=False)
         with self.guard("diagnose"):
             from ...pipeline import Diagnoser
             self._diag = Diagnoser()
@@ -270,7 +270,7 @@ class LiveSession:
         """Write one event (not flushed), feed the Diagnoser, then the listeners. Lock held."""
         if self._fh is not None and self.enabled("events"):
             with self.guard("events"):
-                self._fh.write(_to_line(ev))
+                self._fh.write(ev)
         if self._diag is not None and self.enabled("diagnose"):
             with self.guard("diagnose"):
                 for f in self._diag.feed(ev):
@@ -335,7 +335,6 @@ class LiveSession:
             self._drain()
             if self._fh is not None:
                 with self.guard("events"):
-                    self._fh.flush()
                     self._fh.close()
                 self._fh = None
             self._closed = True
@@ -356,15 +355,3 @@ class _Guard:
             return False                   # KeyboardInterrupt / SystemExit go through
         self.session._record_error(self.part, exc)
         return True                        # containment is the point
-
-
-def _to_line(ev: Event) -> str:
-    """JSON line with nan/inf as strings (events.read_events restores them); the event
-    itself keeps its float values for the live detectors. Fast path: to_json refuses nan/inf
-    (allow_nan=False), and only then is the data copied with them as strings."""
-    try:
-        return ev.to_json() + "\n"
-    except ValueError:
-        pass
-    out = Event(ev.kind, ev.rank, ev.step, ev.time, _finite_or_str(ev.data))
-    return out.to_json() + "\n"
