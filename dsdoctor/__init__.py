@@ -6,7 +6,7 @@ __all__ = ["__version__", "attach", "analyze"]
 
 def attach(engine, out=None, **options):
     """Watch a running DeepSpeed engine: `handle = dsdoctor.attach(engine)`; see README."""
-    from .sources.live.attach import attach as _attach   # torch is imported only here
+    from .live.attach import attach as _attach   # torch is imported only here
     return _attach(engine, out=out, **options)
 
 

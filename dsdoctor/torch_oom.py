@@ -1,5 +1,5 @@
 """What torch prints about memory, read once for the log recognisers
-(sources/formats/memory.py) and the live hooks (sources/live/hooks.py).
+(sources/formats/memory.py) and the live hooks (live/hooks.py).
 
 Sizes come from c10/core/Allocator.h: format_size (used by the CUDA caching allocator's
 OutOfMemoryError message, c10/cuda/CUDACachingAllocator.cpp): "N bytes" up to 1 KiB, then

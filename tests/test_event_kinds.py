@@ -46,7 +46,7 @@ def test_every_emitted_kind_is_listed():
 def test_every_consumed_kind_is_listed():
     from dsdoctor import pipeline
     from dsdoctor.sources import hf_state
-    from dsdoctor.sources.live import session, tboard
+    from dsdoctor.live import session, tboard
     consumed = {f"{d.__name__}.kinds": set(d.kinds) for d in DETECTORS}
     consumed["live.session.STEP_KINDS"] = set(session.STEP_KINDS)
     consumed["live.tboard.TEXT_KINDS"] = set(tboard.TEXT_KINDS)

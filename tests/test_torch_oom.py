@@ -1,6 +1,6 @@
 """One reader of torch's memory sizes, shared by the log recognisers and the live hooks."""
 from dsdoctor.sources.formats import memory as log_memory
-from dsdoctor.sources.live import hooks as live_hooks
+from dsdoctor.live import hooks as live_hooks
 from dsdoctor.torch_oom import requested_bytes, size
 
 

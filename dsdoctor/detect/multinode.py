@@ -1,5 +1,5 @@
 """Symptoms of a job over several nodes: ranks that were not watched (the live roll call,
-sources/live/rollcall.py) and collectives torch's Flight Recorder analysis found broken
+live/rollcall.py) and collectives torch's Flight Recorder analysis found broken
 (sources/flight_recorder.py). Rules: rules/multinode.yaml.
 
 Also `hosts_of(events)`: the host label of each rank, as the `attach`, `roll_call` and

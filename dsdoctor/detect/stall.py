@@ -1,4 +1,4 @@
-"""Stalls seen by the live watchdog (sources/live/watchdog.py): `stall` and `stall_resolved`
+"""Stalls seen by the live watchdog (live/watchdog.py): `stall` and `stall_resolved`
 events -> one `stall` symptom per verdict.
 
 Every rank records the same verdict (the judge decides it, the others read it from the store

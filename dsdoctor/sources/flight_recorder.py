@@ -1,7 +1,7 @@
 """Read PyTorch Flight Recorder dumps and let torch's own analysis say which collective went wrong.
 
 Dumps come from two places: the ones the dsdoctor watchdog writes on a stall
-(DIR/flight-recorder-rank<N>, sources/live/flight_recorder.py) and the ones torch writes itself on
+(DIR/flight-recorder-rank<N>, live/flight_recorder.py) and the ones torch writes itself on
 an NCCL timeout (TORCH_FR_DUMP_TEMP_FILE / TORCH_NCCL_DEBUG_INFO_TEMP_FILE + rank, by default
 /tmp/nccl_trace_rank_<N>). Both are the pickle of torch's `_dump_fr_trace()`.
 

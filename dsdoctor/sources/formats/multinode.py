@@ -17,7 +17,7 @@ from ..recogniser import on
 
 _MAPPING = re.compile(r"global_rank_mapping=(?:defaultdict\(<class 'list'>, )?(\{[^}]*\})")
 _PDSH_EXIT = re.compile(r"pdsh@\S+: (\S+): ssh exited with exit code (\d+)")
-STALL_EXIT_CODE = 86          # dsdoctor's watchdog ended the run (sources/live/watchdog.py): not a cause
+STALL_EXIT_CODE = 86          # dsdoctor's watchdog ended the run (live/watchdog.py): not a cause
 
 
 @on("global_rank_mapping=")

@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any, Callable
 
-from ...torch_oom import requested_bytes
+from ..torch_oom import requested_bytes
 from .session import LiveSession
 
 MEMORY_EVERY = 20                 # steps between `memory` events ...

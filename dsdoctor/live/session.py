@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...events import Event, EventWriter
+from ..events import Event, EventWriter
 from .nodes import node_info
 
 # Per-step events (these kinds) are only queued by the training thread: a deque append, no
@@ -172,7 +172,7 @@ class LiveSession:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._fh = EventWriter(self.out_dir / f"events-rank{self.rank}.jsonl", flush_each=False)
         with self.guard("diagnose"):
-            from ...pipeline import Diagnoser
+            from ..pipeline import Diagnoser
             self._diag = Diagnoser()
         # the writer thread: step events reach the disk (and the detectors) within
         # STEP_FLUSH_SECONDS even when no other event comes (a stalled rank killed later keeps
@@ -299,7 +299,7 @@ class LiveSession:
             with self.guard("print"):
                 from rich.console import Console
 
-                from ...report import render_finding
+                from ..report import render_finding
                 if self._console is None:
                     self._console = Console(stderr=True)
                 self._console.rule(f"dsdoctor live · rank {self.rank} · step {self.progress.step}")

@@ -77,7 +77,7 @@ def _has_entries(data: bytes) -> bool:
     """A dump of a recorder that recorded nothing (off, or no collective yet) is not written."""
     import io
 
-    from ..flight_recorder import NoGlobals
+    from ..sources.flight_recorder import NoGlobals
     try:
         d = NoGlobals(io.BytesIO(data)).load()
     except Exception:
