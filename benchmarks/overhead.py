@@ -359,7 +359,7 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
 def fr_variant(args: argparse.Namespace) -> int:
     """Paired launches without / with the recorder; prints the median paired ratio of the step
     time, its range, and the recorder's own cost per collective (a gloo all_reduce of 1 float)."""
-    from dsdoctor.sources.live.flight_recorder import BUFFER_SIZE
+    from dsdoctor.live.flight_recorder import BUFFER_SIZE
     import socket
     results: dict[str, list[dict[str, float]]] = {"0": [], str(BUFFER_SIZE): []}
     for i in range(args.fr_pairs):
@@ -418,7 +418,7 @@ def fr_micro(pairs: int) -> float:
     fresh processes with TORCH_FR_BUFFER_SIZE=0 and =BUFFER_SIZE, alternating; the median of
     the paired differences, in microseconds (printed with every pair)."""
     import socket
-    from dsdoctor.sources.live.flight_recorder import BUFFER_SIZE
+    from dsdoctor.live.flight_recorder import BUFFER_SIZE
     diffs = []
     for i in range(pairs):
         us = {}

@@ -27,8 +27,8 @@ def main() -> None:
 
     import torch.distributed as dist
 
-    from dsdoctor.sources.live.exchange import READY_KEY, Aggregator, summary_key
-    from dsdoctor.sources.live.watchdog import HB_PREFIX, HB_READY, verdict
+    from dsdoctor.live.exchange import READY_KEY, Aggregator, summary_key
+    from dsdoctor.live.watchdog import HB_PREFIX, HB_READY, verdict
 
     n = args.ranks
     t = datetime.timedelta(seconds=60)

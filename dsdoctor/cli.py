@@ -21,7 +21,7 @@ COMMANDS = ("analyze", "rules", "doctor", "estimate", "run", "demo", "lr_range")
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .version import __version__
         print(f"dsdoctor {__version__}")
         raise typer.Exit()
 

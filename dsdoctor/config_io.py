@@ -9,13 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import ConfigError, OutputError
 
-class ConfigError(Exception):
-    """The config cannot be read. str() is one line."""
-
-
-class OutputError(ConfigError):
-    """An output file cannot be created. str() is one line."""
+__all__ = ["ConfigError", "OutputError", "load_config", "check_output", "create_output", "write_config"]
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

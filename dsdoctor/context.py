@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .expr import _get_path
+from .expr import get_path
 
 # name -> meaning. Every name is always present in `names()`, None when unknown.
 FACTS = {
@@ -87,7 +87,7 @@ class Context:
 
 def facts_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Read the facts rules use from a ds_config, with DeepSpeed's defaults where they matter."""
-    g = lambda path, default=None: _get_path(cfg, path, default)  # noqa: E731
+    g = lambda path, default=None: get_path(cfg, path, default)  # noqa: E731
     zero = cfg.get("zero_optimization")
     stage = None
     if isinstance(zero, dict):

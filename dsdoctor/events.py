@@ -36,8 +36,8 @@ class Event:
         return _ENCODER.encode(d)
 
 
-# Event kinds and the `data` keys each carries. Parsers and hooks must stick to these
-# names; detectors read only these.
+# Event kinds and the `data` keys each carries: the one list (tests/test_event_kinds.py checks
+# that every kind emitted or consumed anywhere is here, and nothing here is dead).
 KINDS: dict[str, str] = {
     # progress and metrics
     "step": "phase times of one optimizer step: fwd_ms, bwd_ms, step_ms, data_ms, micro_steps",
@@ -66,13 +66,13 @@ KINDS: dict[str, str] = {
     "nccl_transport": "transport ('Socket'|'IB'|...), detail ('ib_not_found'|None), host",
     "gloo_error": "msg, cause ('remote_exit'|'connect'|'timeout_secondary'), peer",
     "desync_report": "lagging ranks, seq, detail",
-    "heartbeat": "phase, step (live)",
     "stall": "id (verdict number), ranks behind, last_step, last_phase, waited_s, stacks (path), on_stall, abort_after_s, signalled",
     "stall_resolved": "id (of the stall verdict), ranks, stalled_s: every rank moved on after that stall",
     "stack": "thread, where ('collective'|'dataloader'), func, file, op: a thread in a py-spy/faulthandler dump",
     "attach": "a rank started watching (live): host, node (index or None), nnodes, label, launcher, pid, out",
     "roll_call": "rank 0's count of attached ranks (live): world_size, attached, missing, missing_hosts {label: ranks}, hosts, complete",
     "flight_recorder": "torch's Flight Recorder analysis: verdict ('missing'|'size_mismatch'|'dtype_mismatch'|'op_mismatch'|'state_mismatch'|'consistent'), seq, op, culprit_ranks, sizes, positions",
+    "node_exit": "a node's processes ended (pdsh: 'node: exited with code N'): node, exitcode, who, ranks, first",
     "rank_times": "rank 0's cross-rank round (live exchange): nranks, median {fwd,bwd,step,data} ms, outliers {rank: which, phase, value_ms, median_ms, ratio}",
     # configuration and environment
     "config_error": "error (short id), key, message, numbers (dict)",
@@ -85,7 +85,6 @@ KINDS: dict[str, str] = {
     "context": "facts about the run: world_size, zero_stage, dtype, micro_batch, gas, versions ...",
     "doctor_error": "part, error: a part of dsdoctor failed and was disabled",
     "telemetry": "gpu/host readings: gpu_util, gpu_temp, sm_clock, throttle, ecc, power, ram, swap",
-    "finding": "a finding already made live (rule, ...)",
 }
 
 
@@ -102,14 +101,14 @@ def _json_default(o: Any) -> Any:
 _ENCODER = json.JSONEncoder(default=_json_default, allow_nan=False)
 
 
-def _finite_or_str(v: Any) -> Any:
+def finite_or_str(v: Any) -> Any:
     """JSON has no NaN/Infinity: write them as the strings 'nan', 'inf', '-inf'."""
     if isinstance(v, float) and not math.isfinite(v):
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     if isinstance(v, dict):
-        return {k: _finite_or_str(x) for k, x in v.items()}
+        return {k: finite_or_str(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_finite_or_str(x) for x in v]
+        return [finite_or_str(x) for x in v]
     return v
 
 
@@ -126,22 +125,69 @@ def _restore_nonfinite(v: Any) -> Any:
     return v
 
 
-class EventWriter:
-    """Appends events to a JSONL file and flushes each one, so a SIGKILL keeps the evidence."""
+def event_line(ev: Event) -> str:
+    """One JSONL line with nan/inf as strings (read_events restores them); the event itself
+    keeps its float values (the live detectors see them). Fast path: to_json refuses nan/inf
+    (allow_nan=False), and only then is the data copied with them as strings."""
+    try:
+        return ev.to_json() + "\n"
+    except ValueError:
+        pass
+    return Event(ev.kind, ev.rank, ev.step, ev.time, finite_or_str(ev.data), ev.source, ev.line,
+                 ev.text).to_json() + "\n"
 
-    def __init__(self, path: str | os.PathLike):
+
+class EventWriter:
+    """Appends events to a JSONL file: the one writer of dsdoctor's event files (live mode,
+    `dsdoctor run`, tests).
+
+    `flush_each` (default) flushes every event, so a SIGKILL keeps the evidence; the live
+    session batches step events and calls flush() itself. The first OSError (a full disk,
+    EIO, a vanished folder) stops the writer: it is raised once and kept in `error`; later
+    writes do nothing, so the caller reports it once and the training goes on."""
+
+    def __init__(self, path: str | os.PathLike, flush_each: bool = True):
         self.path = os.fspath(path)
-        self._fh: IO[str] = open(self.path, "a", encoding="utf-8", buffering=1)
+        self.flush_each = flush_each
+        self.error: str | None = None
+        self._fh: IO[str] | None = open(self.path, "a", encoding="utf-8", buffering=1 if flush_each else -1)
 
     def write(self, ev: Event) -> None:
-        ev.data = _finite_or_str(ev.data)
-        self._fh.write(ev.to_json() + "\n")
-        self._fh.flush()
+        if self._fh is None:
+            return
+        try:
+            self._fh.write(event_line(ev))
+            if self.flush_each:
+                self._fh.flush()
+        except OSError as e:
+            self._stop(e)
+            raise
+
+    def flush(self) -> None:
+        if self._fh is None:
+            return
+        try:
+            self._fh.flush()
+        except OSError as e:
+            self._stop(e)
+            raise
 
     def close(self) -> None:
+        if self._fh is None:
+            return
+        fh, self._fh = self._fh, None
         try:
-            self._fh.close()
-        except OSError:
+            fh.close()                     # flushes: a full disk says so here
+        except OSError as e:
+            self.error = self.error or (e.strerror or str(e))
+            raise
+
+    def _stop(self, e: OSError) -> None:
+        self.error = self.error or (e.strerror or str(e))
+        fh, self._fh = self._fh, None
+        try:
+            fh.close()
+        except (OSError, AttributeError):
             pass
 
 

@@ -44,7 +44,7 @@ def ranks_text(ranks: Any) -> str:
     return ",".join(parts)
 
 
-def _get_path(obj: Any, path: str, default: Any = None) -> Any:
+def get_path(obj: Any, path: str, default: Any = None) -> Any:
     cur = obj
     for part in path.split("."):
         if isinstance(cur, Mapping) and part in cur:
@@ -84,7 +84,7 @@ def make_evaluator(names: Mapping[str, Any]) -> EvalWithCompoundTypes:
     config = names.get("config") or {}
     names = {**names, "omit": OMIT}
     funcs = dict(FUNCTIONS)
-    funcs["get"] = lambda path, default=None: _get_path(config, path, default)
+    funcs["get"] = lambda path, default=None: get_path(config, path, default)
     funcs["defined"] = lambda name: names.get(name) is not None
     return EvalWithCompoundTypes(names=_Names(names, funcs), functions=funcs)
 

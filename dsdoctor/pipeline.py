@@ -15,7 +15,7 @@ from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
 from .detect.multinode import learn_hosts
 
-_HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
+HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
 
 
 _BAD_DATA = (TypeError, ValueError, OverflowError, KeyError, AttributeError, IndexError)
@@ -47,7 +47,7 @@ class Diagnoser:
         self.events_seen += 1
         if ev.kind == "context":
             self.context.learn(ev.data)
-        elif ev.kind in _HOST_KINDS:
+        elif ev.kind in HOST_KINDS:
             learn_hosts(ev, self.hosts)
         new: list[Finding] = []
         for det in self._by_kind.get(ev.kind, ()):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .version import __version__
 from .findings import Finding, worst_severity
 from .report_series import RunSeries
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from dsdoctor import cli
 from dsdoctor.events import Event, EventWriter
-from dsdoctor.sources.scanner import _triggers, candidate_lines
+from dsdoctor.sources.scanner import candidate_lines, matcher
 
 if not cli.app.registered_commands:
     cli._register()
@@ -286,7 +286,7 @@ def test_candidate_lines_match_a_line_by_line_scan(monkeypatch, backend):
     """Block boundaries anywhere (mid-line, mid-trigger, right after a newline) change
     nothing: same lines, same line numbers as a naive per-line search. With hyperscan
     (when installed) and with the `re` fallback."""
-    rx = _triggers()
+    rx = matcher()
     if backend == "re":
         monkeypatch.setattr(rx, "hs", None)
     rnd = random.Random(7)
@@ -311,6 +311,6 @@ def test_per_line_trigger_lookup_gives_the_same_events(monkeypatch):
     def key(evs):
         return [(e.kind, e.rank, e.step, e.line, sorted(map(str, e.data.items()))) for e in evs]
     with_hs = key(events_from_text(text))
-    monkeypatch.setattr(_triggers(), "hs", None)
+    monkeypatch.setattr(matcher(), "hs", None)
     assert key(events_from_text(text)) == with_hs
     assert with_hs

@@ -20,9 +20,9 @@ import pytest
 
 from dsdoctor.detect.straggler import StragglerDetector, round_stats
 from dsdoctor.events import Event, read_events
-from dsdoctor.sources.live.exchange import Exchange
-from dsdoctor.sources.live.session import LiveOptions, LiveSession
-from dsdoctor.sources.live.watchdog import STALL_EXIT_CODE, Watchdog, verdict
+from dsdoctor.live.exchange import Exchange
+from dsdoctor.live.session import LiveOptions, LiveSession
+from dsdoctor.live.watchdog import STALL_EXIT_CODE, Watchdog, verdict
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -106,8 +106,8 @@ def test_two_ranks_waiting_in_collectives_is_not_a_straggler():
 
 
 def test_summary_keeps_the_global_step_apart_from_the_step_phase():
-    from dsdoctor.sources.live.exchange import window_summary
-    from dsdoctor.sources.live.session import Progress
+    from dsdoctor.live.exchange import window_summary
+    from dsdoctor.live.session import Progress
     p = Progress()
     fill(p, 10.0, 20.0, step=7.0, n=10, start=40)
     s = window_summary(p, 10)
@@ -149,7 +149,7 @@ def test_exchange_names_the_straggler_through_the_store(tmp_path):
     for p in parts:                     # the threads are not started: tick() by hand, in order
         p._store = p.session.store
         if p.session.rank == 0:
-            from dsdoctor.sources.live.exchange import Aggregator
+            from dsdoctor.live.exchange import Aggregator
             p._agg = Aggregator(p._store, 3)
     for rnd in range(4):
         for s, p in zip(ss, parts):

@@ -24,7 +24,7 @@ from dsdoctor.pipeline import Diagnoser
 from dsdoctor.events import read_events
 from dsdoctor.sources.inputs import expand
 from dsdoctor.sources.logs import read_log
-from dsdoctor.sources.live import hooks as live_hooks
+from dsdoctor.live import hooks as live_hooks
 
 pytestmark = pytest.mark.slow
 
@@ -210,7 +210,7 @@ INPROC = textwrap.dedent("""
     import deepspeed, torch
     from deepspeed.runtime.engine import DeepSpeedEngine
     import dsdoctor
-    from dsdoctor.sources.live import hooks as H, tboard as T
+    from dsdoctor.live import hooks as H, tboard as T
     from dsdoctor import pipeline
 
     deepspeed.init_distributed(dist_backend="gloo")
@@ -353,8 +353,8 @@ def test_tensorboard_files_read_back_by_tensorboard(tmp_path, monkeypatch):
     before the first window (lazy file) and never on the emitting thread."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from dsdoctor.sources.live import tboard
-    from dsdoctor.sources.live.session import LiveOptions, LiveSession
+    from dsdoctor.live import tboard
+    from dsdoctor.live.session import LiveOptions, LiveSession
     monkeypatch.setattr(tboard, "PERIOD", 0.0)           # windows by steps only: EVERY = 10
     s = LiveSession(LiveOptions(out=tmp_path, telemetry_interval=0), rank=0, world_size=1, store=None, quiet=True)
     tb = tboard.TensorBoard(s)
@@ -476,7 +476,7 @@ def test_sitecustomize_fallback_when_pth_missing(tmp_path, monkeypatch):
 def test_run_options_reach_every_rank_and_bad_numbers_keep_defaults(tmp_path, monkeypatch):
     """`dsdoctor run` options travel as DSDOCTOR_* variables; a malformed one must not stop training."""
     from dsdoctor.commands import run as run_cmd
-    from dsdoctor.sources.live.session import LiveOptions
+    from dsdoctor.live.session import LiveOptions
     env = run_cmd.child_env(tmp_path, 30.0, "abort", True, False, base={}, stall_abort_after=120.0)
     for k, v in env.items():
         if k.startswith("DSDOCTOR_"):

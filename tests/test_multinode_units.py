@@ -18,10 +18,10 @@ from dsdoctor.events import Event
 from dsdoctor.pipeline import diagnose
 from dsdoctor.sources.flight_recorder import dump_rank, load
 from dsdoctor.sources.inputs import expand
-from dsdoctor.sources.live import propagate
-from dsdoctor.sources.live.nodes import host_of_rank, launcher_hosts, node_info
-from dsdoctor.sources.live.rollcall import RollCall
-from dsdoctor.sources.live.session import LiveOptions, LiveSession
+from dsdoctor.live import propagate
+from dsdoctor.live.nodes import host_of_rank, launcher_hosts, node_info
+from dsdoctor.live.rollcall import RollCall
+from dsdoctor.live.session import LiveOptions, LiveSession
 from dsdoctor.sources.logs import read_log
 
 ROOT = Path(__file__).resolve().parent.parent

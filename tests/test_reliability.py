@@ -208,9 +208,9 @@ def test_session_writers_survive_a_vanished_and_a_full_folder(tmp_path, full_dis
     """Events, TensorBoard and stack dumps: the folder deleted under a live session, then a
     session on a full disk. Nothing raises into the caller (the training); each failing part
     is said once."""
-    from dsdoctor.sources.live.session import LiveOptions, LiveSession
-    from dsdoctor.sources.live.tboard import TensorBoard
-    from dsdoctor.sources.live.watchdog import Watchdog
+    from dsdoctor.live.session import LiveOptions, LiveSession
+    from dsdoctor.live.tboard import TensorBoard
+    from dsdoctor.live.watchdog import Watchdog
     gone = tmp_path / "gone"
     s = LiveSession(LiveOptions(out=gone), rank=0, world_size=1, store=None)
     s.add_part(TensorBoard(s))
@@ -319,7 +319,7 @@ def test_run_refuses_bad_options(tmp_path, flag, value):
 
 
 def test_environment_only_values_fall_back_with_one_warning(monkeypatch, capsys):
-    from dsdoctor.sources.live import session as sess
+    from dsdoctor.live import session as sess
     monkeypatch.setattr(sess, "_warned", set())
     monkeypatch.setenv("DSDOCTOR_TELEMETRY_INTERVAL", "nan")
     monkeypatch.setenv("DSDOCTOR_STALL_TIMEOUT", "0.01")
@@ -516,8 +516,8 @@ def test_one_run_one_folder(tmp_path):
 def test_attach_keyword_values_that_never_work_keep_the_default(capsys):
     """dsdoctor.attach(engine, stall_timeout=nan) must not break (or spin) the training: the
     value is refused with one warning and the default kept; deliberate short values stay."""
-    from dsdoctor.sources.live import session as live_session
-    from dsdoctor.sources.live.session import LiveOptions
+    from dsdoctor.live import session as live_session
+    from dsdoctor.live.session import LiveOptions
     live_session._warned.clear()
     o = LiveOptions.from_env(stall_timeout=float("nan"), telemetry_interval=float("inf"),
                              exchange_every=0, on_stall="explode", check_every=2.5)

@@ -16,7 +16,7 @@ from dsdoctor.sources.logs import read_log
 from dsdoctor.sources.registry import STEADY_KEEP_ALL
 from dsdoctor.sources.sampler import SteadySampler
 
-pytestmark = pytest.mark.skipif(scanner._triggers().fast is None, reason="needs hyperscan (the fast path)")
+pytestmark = pytest.mark.skipif(scanner.matcher().fast is None, reason="needs hyperscan (the fast path)")
 
 STEPS = max(8 * STEADY_KEEP_ALL, 8000) + 321       # the stride phase is reached, and the events below
 OVERFLOW_AT, HF_NAN_AT, MG_NAN_AT, MG_MISSING_AT, MG_WRAPPED_AT = 1500, 2222, 3001, 3500, 3777
@@ -64,7 +64,7 @@ def logs(tmp_path_factory) -> list[Path]:
 
 def _read(path: Path, block: int, mode: str, monkeypatch=None):
     inp = Input(path.name, path, "log", None)
-    m = scanner._triggers()
+    m = scanner.matcher()
     saved = m.fast
     if mode == "line-by-line":
         m.fast = None
@@ -124,8 +124,8 @@ def test_wrapped_megatron_record_is_read_whole(logs):
 
 def test_block_decisions_match_line_decisions():
     """kept_in (the fast path, a block at a time) keeps the same line numbers as admit."""
-    names = scanner._triggers().names
-    lit = scanner._triggers().index[b"SamplesPerSec="]
+    names = scanner.matcher().names
+    lit = scanner.matcher().index[b"SamplesPerSec="]
     one, many = SteadySampler(names, 10, per_doubling=3), SteadySampler(names, 10, per_doubling=3)
     line = b"epoch=0/micro_step=8/global_step=1, RunningAvgSamplesPerSec=1.5, CurrSamplesPerSec=1.5"
     kept_one = [n for n in range(1, 400) if one.admit((n, line, [lit])) is True]

@@ -8,7 +8,7 @@ import pytest
 
 import dsdoctor.sources.scanner as scanner
 from dsdoctor.sources.logs import events_from_text
-from dsdoctor.sources.scanner import MAX_LINE, _Matcher, _triggers, candidate_lines
+from dsdoctor.sources.scanner import MAX_LINE, Matcher, candidate_lines, matcher
 
 PARTS = [b"Traceback (most recent call last)", b'  File "x.py", line 3, in forward', b"CUDA error: bad",
          b"noise noise", b"DefaultCPUAllocator: can't allocate memory", b"\r", b"\xff\xfe",
@@ -16,8 +16,8 @@ PARTS = [b"Traceback (most recent call last)", b'  File "x.py", line 3, in forwa
 
 
 def _lines(data: bytes, cut: int, use_hs: bool):
-    m = _triggers()
-    alt = _Matcher(m.literals)
+    m = matcher()
+    alt = Matcher(m.literals)
     if not use_hs:
         alt.hs = None
     saved, scanner._matcher = scanner._matcher, alt
@@ -34,7 +34,7 @@ def test_matchers_agree_at_any_block_cut():
         cut = rnd.randrange(len(data))
         expected = _lines(data, 0, use_hs=False)
         assert _lines(data, cut, use_hs=False) == expected
-        if _triggers().hs is not None:
+        if matcher().hs is not None:
             assert _lines(data, cut, use_hs=True) == expected
 
 

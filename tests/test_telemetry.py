@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from dsdoctor.sources.live.session import LiveOptions, LiveSession
-from dsdoctor.sources.live.telemetry import Telemetry, nvml_index, throttle_names
+from dsdoctor.live.session import LiveOptions, LiveSession
+from dsdoctor.live.telemetry import Telemetry, nvml_index, throttle_names
 
 
 class NVMLError(Exception):

@@ -48,7 +48,7 @@ def child_env(out: Path, stall_timeout: Optional[float], on_stall: Optional[str]
     if not _pth_installed():
         # An install without the .pth (e.g. copied sources): a sitecustomize on PYTHONPATH
         # does the same job and chains to the user's own sitecustomize.
-        site_dir = str(Path(__file__).resolve().parent.parent / "sources" / "live" / "_site")
+        site_dir = str(Path(__file__).resolve().parent.parent / "live" / "_site")
         pkg_root = str(Path(__file__).resolve().parent.parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site_dir, pkg_root, env.get("PYTHONPATH")) if p)
     _for_other_nodes(env, out)
@@ -57,8 +57,8 @@ def child_env(out: Path, stall_timeout: Optional[float], on_stall: Optional[str]
 
 def _for_other_nodes(env: dict[str, str], out: Path) -> None:
     """Flight Recorder on, and the variables carried to ranks on other nodes through the
-    deepspeed runner's own env file (sources/live/propagate.py explains each launcher)."""
-    from ..sources.live import flight_recorder, propagate
+    deepspeed runner's own env file (live/propagate.py explains each launcher)."""
+    from ..live import flight_recorder, propagate
     env.update(flight_recorder.env_for_run(env, out))
     try:
         path = propagate.write_env_file(env, propagate.for_other_nodes(env), out)
@@ -253,7 +253,7 @@ def post_mortem(out: Path, rc: int, command: List[str]) -> int:
 
 def _missing_node_folders(out: Path) -> list[str]:
     """After a run over several nodes without a shared file system, the other nodes' folders
-    (DIR/node<K>-<host>/, sources/live/nodes.py) are on their own disks: say how to fetch them."""
+    (DIR/node<K>-<host>/, live/nodes.py) are on their own disks: say how to fetch them."""
     try:
         from ..events import read_events
         here = {p.name for p in out.glob("node*-*") if p.is_dir()}
@@ -318,7 +318,7 @@ def run(
 def _checked_options(stall_timeout: Optional[float], on_stall: str,
                      stall_abort_after: Optional[float]) -> tuple[Optional[float], str, Optional[float]]:
     """Every option and DSDOCTOR_* value in range, or a one-line error before anything starts."""
-    from ..sources.live.options import OptionError, check_environment, parse_option
+    from ..live.options import OptionError, check_environment, parse_option
     from .common import fail
     try:
         if stall_timeout is not None:

@@ -25,8 +25,8 @@ from typing import Any
 
 from . import data_efficiency
 from .deepspeed_import import deepspeed_module
+from .snapshot import SNAPSHOT
 
-SNAPSHOT = Path(__file__).with_name("catalogue_snapshot.json")
 
 # top-level section -> pydantic model ("module:Class"); the fields come from the model.
 PYDANTIC_SECTIONS = {

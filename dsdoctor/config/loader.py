@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config_io import ConfigError
+from ..errors import ConfigError
 
 # 500_000_000: a Python literal, not JSON (hjson then fails with a confusing "Bad key name")
 _UNDERSCORE_NUM = re.compile(r'(?<![\w."\'])(\d{1,3}(?:_\d+)+)(?![\w"\'])')

@@ -22,6 +22,7 @@ from typing import Any
 from .deepspeed_import import deepspeed_module, torch_module
 from .problems import Problem
 from .schedulers import _signature_params
+from .snapshot import SNAPSHOT
 
 POPPED = {"adam": {"adam_w_mode", "torch_adam", "fp32_optimizer_states"},
           "adamw": {"adam_w_mode", "torch_adam", "fp32_optimizer_states"},
@@ -86,7 +87,6 @@ def _table() -> tuple[dict[str, dict[str, Any]], bool]:
     """(table, introspected). Without deepspeed: the snapshot."""
     if deepspeed_module() is not None:
         return introspect_table(), True
-    from .catalogue import SNAPSHOT
     try:
         return json.loads(SNAPSHOT.read_text(encoding="utf-8")).get("optimizers", {}), False
     except (OSError, ValueError):

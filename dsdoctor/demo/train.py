@@ -69,7 +69,8 @@ def single_process_env() -> None:
 
 
 def allow_fp16_on_cpu() -> None:
-    """TEST-ONLY PATCH (deepspeed-facts.md §7): DeepSpeed's CPU accelerator refuses fp16.
+    """TEST-ONLY PATCH: DeepSpeed's CPU accelerator refuses fp16 (deepspeed/accelerator/
+    cpu_accelerator.py: CPU_Accelerator.is_fp16_supported, supported_dtypes).
     Claim support so the real fp16 loss scaler can be exercised on a CPU-only machine.
     Never do this for real training."""
     import torch

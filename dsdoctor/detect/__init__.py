@@ -7,40 +7,34 @@ counters and small windows, never the events themselves.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from .base import Detector, symptom_from
+from .comm import CommDetector
+from .failure import FailureDetector
+from .localize import NonFiniteModuleDetector
+from .lr import LRScheduleDetector
+from .memory import MemoryDetector
+from .multinode import MultiNodeDetector
+from .nonfinite import NonFiniteDetector
+from .passthrough import PassThroughDetector
+from .scaler import LossScaleDetector
+from .stall import StallDetector
+from .straggler import StragglerDetector
+from .throughput import ThroughputDetector
 
-from ..events import Event
-from ..findings import Symptom
+__all__ = ["Detector", "symptom_from", "DETECTORS", "default_detectors"]
 
-
-class Detector:
-    kinds: tuple[str, ...] = ()
-
-    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
-        return ()
-
-    def finish(self) -> Iterable[Symptom]:
-        return ()
-
-
-def symptom_from(ev: Event, seq: int, name: str, /, key: tuple = (), **facts) -> Symptom:
-    # positional-only: an event's data may hold a 'name' fact (loss name)
-    s = Symptom(name=name, facts=facts, seq=seq, time=ev.time, key=key)
-    if ev.rank is not None:
-        s.ranks.add(ev.rank)
-    if ev.step is not None:
-        s.steps.append(ev.step)
-    s.add_evidence(ev)
-    return s
+# Every detector, in the order they see each event (one place: a new detector is added here).
+DETECTORS: tuple[type[Detector], ...] = (
+    MemoryDetector, NonFiniteDetector, LossScaleDetector, CommDetector, ThroughputDetector,
+    PassThroughDetector,
+    LRScheduleDetector,                      # the LR schedule
+    StallDetector, StragglerDetector,        # live: stalls, stragglers
+    NonFiniteModuleDetector,                 # live: module of the first NaN, --localize-nan
+    FailureDetector,                         # how the run ended: the fallback for failed runs
+    MultiNodeDetector,                       # roll call, Flight Recorder
+)
 
 
 def default_detectors() -> list[Detector]:
-    """Every detector, in one table (a new detector is added here)."""
-    from . import comm, failure, localize, lr, memory, multinode, nonfinite, passthrough, scaler, stall, straggler, throughput
-    return [memory.MemoryDetector(), nonfinite.NonFiniteDetector(), scaler.LossScaleDetector(),
-            comm.CommDetector(), throughput.ThroughputDetector(), passthrough.PassThroughDetector(),
-            lr.LRScheduleDetector(),                  # LR schedule, live or post-mortem
-            stall.StallDetector(), straggler.StragglerDetector(),   # live: watchdog, cross-rank exchange
-            localize.NonFiniteModuleDetector(),       # live: module of the first NaN (--localize-nan)
-            failure.FailureDetector(),                # how the run ended: the fallback for failed runs
-            multinode.MultiNodeDetector()]            # roll call, Flight Recorder
+    """A fresh instance of every detector (they keep per-run state)."""
+    return [cls() for cls in DETECTORS]

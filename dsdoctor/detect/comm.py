@@ -16,7 +16,7 @@ from typing import Iterable
 from ..events import Event
 from ..expr import ranks_text
 from ..findings import MAX_EVIDENCE, Symptom
-from . import Detector
+from .base import Detector
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
 CAUSE_ORDER = ("shm", "interface", "connection_refused", "ib", "cuda", "mismatch", "invalid_usage", "internal",

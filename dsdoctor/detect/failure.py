@@ -21,7 +21,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector
+from .base import Detector
 from .families import Family, classify
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
@@ -328,4 +328,5 @@ class FailureDetector(Detector):
         e = _evidence(ev, text)
         if e.text and len(s.evidence) < 8 and e not in s.evidence:
             s.evidence.append(e)
+
 

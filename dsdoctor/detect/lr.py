@@ -29,7 +29,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from . import Detector, symptom_from
+from .base import Detector, symptom_from
 
 EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike

@@ -6,7 +6,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from . import Detector, symptom_from
+from .base import Detector, symptom_from
 
 
 class MemoryDetector(Detector):

@@ -1,6 +1,6 @@
 """Symptoms of a job over several nodes: ranks that were not watched (the live roll call,
-sources/live/rollcall.py) and collectives torch's Flight Recorder analysis found broken
-(sources/flight_recorder.py). Rules: rules/comm_stall.yaml, nccl_error.yaml, environment.yaml (the multi-node sections).
+live/rollcall.py) and collectives torch's Flight Recorder analysis found broken
+(sources/flight_recorder.py). Rules: rules/multinode.yaml.
 
 Also `hosts_of(events)`: the host label of each rank, as the `attach`, `roll_call` and
 `stall` events give it — how findings name hosts next to ranks (pipeline.Diagnoser).
@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from ..events import Event
 from ..expr import ranks_text
 from ..findings import Evidence, Symptom
-from . import Detector, symptom_from
+from .base import Detector, symptom_from
 
 
 def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:

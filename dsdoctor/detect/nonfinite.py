@@ -15,7 +15,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from . import Detector, symptom_from
+from .base import Detector, symptom_from
 
 HISTORY = 64           # finite values kept to judge a spike
 SPIKE_FACTOR = 1.5     # loss above 1.5x the running median ...

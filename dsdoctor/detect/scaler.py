@@ -24,7 +24,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from . import Detector, symptom_from
+from .base import Detector, symptom_from
 
 SETTLE_STEPS = 20        # clean steps that make the current scale the settled one
 CALIBRATION_STEPS = 200  # overflows before this step (with no settled scale yet) calibrate

@@ -1,4 +1,4 @@
-"""Stalls seen by the live watchdog (sources/live/watchdog.py): `stall` and `stall_resolved`
+"""Stalls seen by the live watchdog (live/watchdog.py): `stall` and `stall_resolved`
 events -> one `stall` symptom per verdict.
 
 Every rank records the same verdict (the judge decides it, the others read it from the store
@@ -23,7 +23,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector, symptom_from
+from .base import Detector, symptom_from
 
 MAX_TRACKED = 1000      # verdicts remembered for their resolution (one per stall timeout at most)
 

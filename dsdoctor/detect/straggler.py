@@ -1,6 +1,6 @@
 """Stragglers: a rank whose phase times stay above the others' over several windows.
 
-Live runs feed this from the cross-rank exchange (sources/live/exchange.py): every K steps
+Live runs feed this from the cross-rank exchange (live/exchange.py): every K steps
 rank 0 reads each rank's median phase times from the store, `round_stats` condenses them
 into one `rank_times` event (medians, spreads and the outlier ranks only, so the event stays
 small at 4,096 ranks), and `StragglerDetector` names a rank once it was an outlier with the
@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from ..events import Event
 from ..findings import Evidence, Symptom
-from . import Detector, symptom_from
+from .base import Detector, symptom_from
 
 OWN_PHASES = {"fwd": ("compute", "forward"), "data": ("data", "data")}
 WAIT_PHASES = {"bwd": "backward", "step": "step"}

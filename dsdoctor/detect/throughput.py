@@ -24,7 +24,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from . import Detector, symptom_from
+from .base import Detector, symptom_from
 
 MAX_POINTS = 2048
 MIN_DROP = 0.04

@@ -14,7 +14,7 @@ import re
 import sys
 from typing import Any, TextIO
 
-from .. import __version__
+from ..version import __version__
 from ..findings import Finding
 from ..rules import Rule
 from . import file_uri, locations, message

@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from ..events import Event
 from . import hf_state, monitor_csv, tensorboard, torchrun_logdir
+from .input_spec import Input
 
 
 def _readers() -> dict[str, Callable]:
@@ -54,7 +55,6 @@ def _own_tensorboard(d: Path, root: Path) -> bool:
 
 def artifacts_in(root: Path) -> list:
     """Inputs for the non-log artifacts under a folder, in a stable order."""
-    from .inputs import Input
     tb_dirs: set[Path] = set()
     csv_dirs: set[Path] = set()
     states: list[tuple[int, Path]] = []

@@ -1,7 +1,7 @@
 """Read PyTorch Flight Recorder dumps and let torch's own analysis say which collective went wrong.
 
 Dumps come from two places: the ones the dsdoctor watchdog writes on a stall
-(DIR/flight-recorder-rank<N>, sources/live/flight_recorder.py) and the ones torch writes itself on
+(DIR/flight-recorder-rank<N>, live/flight_recorder.py) and the ones torch writes itself on
 an NCCL timeout (TORCH_FR_DUMP_TEMP_FILE / TORCH_NCCL_DEBUG_INFO_TEMP_FILE + rank, by default
 /tmp/nccl_trace_rank_<N>). Both are the pickle of torch's `_dump_fr_trace()`.
 
@@ -37,7 +37,7 @@ MAX_DUMP_BYTES = 512 << 20
 # (dsdoctor's live package, wherever it sits), and decorators' wrappers (typing_extensions'
 # @deprecated, functools, contextlib)
 USER_FRAME_SKIP = ("/torch/", "/deepspeed/", "c10d_logger.py", "distributed_c10d.py",
-                   "/dsdoctor/sources/live/", "/dsdoctor/live/", "typing_extensions.py",
+                   "/dsdoctor/live/", "typing_extensions.py",
                    "/functools.py", "/contextlib.py")
 
 
@@ -63,14 +63,14 @@ def group_key(path: Path) -> str:
     return m.group("prefix") if m else path.name
 
 
-class _NoGlobals(pickle.Unpickler):
+class NoGlobals(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         raise pickle.UnpicklingError(f"refused global {module}.{name} in a Flight Recorder dump")
 
 
 def load(path: Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
-        d = _NoGlobals(fh).load()
+        d = NoGlobals(fh).load()
     if not isinstance(d, dict) or "entries" not in d:
         raise ValueError("not a Flight Recorder dump (no 'entries')")
     return d

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from ..events import Event
 
 _STEP_LINE = re.compile(r'^\s*"step":\s*(\d+)')
-_KINDS = (("loss", "loss"), ("grad_norm", "grad_norm"), ("learning_rate", "lr"))
+METRIC_KINDS = (("loss", "loss"), ("grad_norm", "grad_norm"), ("learning_rate", "lr"))
 
 
 def load(path: Path) -> dict[str, Any] | None:
@@ -67,7 +67,7 @@ def read(inp, warnings: list[str] | None) -> Iterator[Event]:
         step = entry.get("step")
         step = int(step) if isinstance(step, (int, float)) else None
         text = json.dumps({k_: entry[k_] for k_ in sorted(entry)})[:400]
-        for key, kind in _KINDS:
+        for key, kind in METRIC_KINDS:
             v = entry.get(key)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 data = {"value": float(v), "name": "loss"} if kind == "loss" else {"value": float(v)}

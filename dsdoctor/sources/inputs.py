@@ -8,34 +8,15 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+from .input_spec import Input, InputError
 
 LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".stderr")
 _RANK_IN_NAME = re.compile(r"(?:rank|node|worker|proc)[_-]?(\d+)", re.I)
 
-
-class InputError(Exception):
-    """The input cannot be used. str() is a one-line message for the user."""
-
-
-@dataclass
-class Input:
-    name: str                 # what evidence lines cite
-    path: Path | None         # None for stdin
-    kind: str                 # 'log' | 'events' | 'flight_recorder' | a kind of sources.artifacts.READERS
-    rank_hint: int | None     # rank read from the file name (events-rank3.jsonl, rank3.log)
-                              # or a torchrun log-dir path (attempt_0/3/stderr.log)
-    group: tuple[Path, ...] = ()   # flight_recorder: every rank's dump of one stall/timeout
-
-    def open(self) -> BinaryIO:
-        if self.path is None:
-            return sys.stdin.buffer
-        if self.path.suffix == ".gz":
-            return gzip.open(self.path, "rb")   # type: ignore[return-value]
-        return open(self.path, "rb")
+__all__ = ["Input", "InputError", "expand", "check_readable", "iter_blocks", "LOG_SUFFIXES"]
 
 
 def _rank_hint(name: str, path: Path | None = None) -> int | None:

@@ -3,169 +3,23 @@
 Speed matters (a 10 GB log at 3 a.m.), so lines are not all parsed: the block scanner
 (sources/scanner.py) finds the few lines worth parsing; only those are decoded, cleaned of
 decorations (rank prefixes, timestamps, ANSI colours, carriage-return progress bars) and
-handed to the recognisers in sources/formats (registered through sources/registry.py).
+handed to the recognisers in sources/formats (listed in sources/registry.py).
 Memory is bounded by the block size plus a little state per rank.
 """
 from __future__ import annotations
 
 import itertools
-import re
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 from ..events import Event, read_events
 from .inputs import Input, InputError, iter_blocks
-from .registry import HANDLERS
+from .lines import Line, StreamState
+from .parse import parse_line
+from .registry import finish_stream
 from .sampler import SteadySampler
-from .scanner import _triggers, candidate_hits, candidate_lines, line_triggers
+from .scanner import candidate_hits, candidate_lines, line_triggers, matcher
 
-MAX_EVIDENCE_TEXT = 400
-
-
-# ---------------------------------------------------------------- line decorations
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_PREFIXES = [
-    # [rank3]: (torch 2.2+), [default3]: (torchrun --tee / log_line_prefix_template)
-    (re.compile(r"^\[(?:rank|default)(\d+)\]:\s?"), "rank"),
-    # srun --label / torchrun's "0: " prefix
-    (re.compile(r"^(\d{1,5}):\s"), "rank"),
-    # Ray actors: "(RayTrainWorker pid=123, ip=10.0.0.1) "
-    (re.compile(r"^\((?:[\w.]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s"), None),
-    # pdsh "host: " (lowercase host names with a digit, so 'ERROR: ...' is not a host)
-    (re.compile(r"^([a-z][a-z0-9_.-]*\d[a-z0-9_.-]*):\s"), "host"),
-]
-_TS = [
-    (re.compile(r"^\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?\]\s*"), "%Y-%m-%d %H:%M:%S"),
-    (re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?(?:Z|[+-]\d\d:?\d\d)?\s+"), "%Y-%m-%d %H:%M:%S"),
-]
-_RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank=?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b")
-
-
-@dataclass
-class Line:
-    """One cleaned log line and where it came from."""
-    text: str
-    source: str
-    lineno: int
-    rank: int | None
-    time: float | None
-    host: str | None = None
-
-    def event(self, kind: str, step: int | None = None, rank: int | None = None, **data) -> Event:
-        t = self.text if len(self.text) <= MAX_EVIDENCE_TEXT else self.text[:MAX_EVIDENCE_TEXT] + "…"
-        return Event(kind=kind, rank=self.rank if rank is None else rank, step=step, time=self.time,
-                     data=data, source=self.source, line=self.lineno, text=t)
-
-
-_TIME_CACHE: dict[str, float | None] = {}
-
-
-def _parse_time(m: re.Match, fmt: str) -> float | None:
-    # Called for almost every candidate line: parse the fixed-width 'YYYY-mm-dd HH:MM:SS'
-    # by slicing (strptime costs ~25 us) and cache the whole seconds (lines share them).
-    # `fmt` is the layout the regex guarantees; kept for the table in _TS.
-    key = m.group(1)
-    base = _TIME_CACHE.get(key, False)
-    if base is False:
-        try:
-            base = datetime(int(key[0:4]), int(key[5:7]), int(key[8:10]), int(key[11:13]), int(key[14:16]),
-                            int(key[17:19]), tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            base = None
-        if len(_TIME_CACHE) > 4096:
-            _TIME_CACHE.clear()
-        _TIME_CACHE[key] = base
-    if base is None:
-        return None
-    frac = m.group(2)
-    return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
-
-
-def _may_start(s: str) -> bool:
-    """Can a decoration (_PREFIXES, _TS) start `s`? Most log lines start with something else
-    (a space, a capital, '{', '[INFO]', '[Rank 0]'), and then no regex needs to run."""
-    c = s[:1]
-    if c == "[":                      # [rank3]: [default3]: [2024-...]
-        n = s[1:2]
-        return n == "r" or n == "d" or n.isdecimal()
-    return c == "(" or c.isdecimal() or "a" <= c <= "z"
-
-
-def clean(raw: str) -> tuple[str, int | None, float | None, str | None]:
-    """Strip decorations; return (text, rank, time, host)."""
-    s = (_ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip("\r\n")
-    rank = host = None
-    t = None
-    for _ in range(4):                      # prefixes stack: "host: [rank3]:[2024-..] ..."
-        if not _may_start(s):
-            break
-        changed = False
-        for rx, what in _PREFIXES:
-            m = rx.match(s)
-            if m:
-                if what == "rank" and rank is None:
-                    rank = int(m.group(1))
-                elif what == "host":
-                    host = m.group(1)
-                s = s[m.end():]
-                changed = True
-        for rx, fmt in _TS:
-            m = rx.match(s)
-            if m and t is None:
-                t = _parse_time(m, fmt)
-                s = s[m.end():]
-                changed = True
-        if not changed:
-            break
-    if rank is None and "ank" in s:      # every _RANK_IN_MSG form has it; the regex is slow
-        m = _RANK_IN_MSG.search(s)
-        if m:
-            rank = int(next(g for g in m.groups() if g is not None))
-    return s, rank, t, host
-
-
-@dataclass
-class StreamState:
-    """Per-input state the recognisers share: last step per rank, open tracebacks, ..."""
-    source: str
-    rank_hint: int | None
-    last_step: dict[int | None, int] = field(default_factory=dict)
-    frames: dict[int | None, list[str]] = field(default_factory=dict)   # open traceback frames
-    scratch: dict[str, object] = field(default_factory=dict)            # per-recogniser state
-
-    def step_of(self, rank: int | None) -> int | None:
-        return self.last_step.get(rank, self.last_step.get(None))
-
-
-
-def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None = None) -> Iterator[Event]:
-    text = raw.decode("utf-8", errors="replace")
-    if cands is None:
-        cands = line_triggers(raw)
-    # progress bars share a physical line with log records through carriage returns
-    for seg in (text.split("\r") if "\r" in text else (text,)):
-        if not seg.strip():
-            continue
-        s, rank, t, host = clean(seg)
-        if rank is None:
-            rank = st.rank_hint
-        line = Line(s, st.source, lineno, rank, t, host)
-        done: set[int] = set()
-        for trig in cands:
-            if trig in s:
-                for h in HANDLERS[trig]:
-                    if id(h) in done:
-                        continue
-                    done.add(id(h))
-                    out = h(line, st)
-                    if out is None:
-                        continue
-                    if isinstance(out, Event):
-                        yield out
-                    else:
-                        yield from out
-
+__all__ = ["Line", "StreamState", "parse_line", "read_log", "events_from_text"]
 
 
 def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True,
@@ -181,7 +35,6 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True,
         yield from read_artifact(inp, warnings)
         return
     st = StreamState(inp.name, inp.rank_hint)
-    _triggers()
     fh = inp.open()
     try:
         if inp.kind == "events":
@@ -194,14 +47,13 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True,
                 raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
             blocks = itertools.chain([first], blocks)
         errors: list[InputError] = []
-        hits = candidate_hits(_until_error(blocks, errors), SteadySampler(_triggers().names) if sample else None)
+        hits = candidate_hits(_until_error(blocks, errors), SteadySampler(matcher().names) if sample else None)
         for lineno, raw, ids in hits:
             yield from parse_line(raw, lineno, st, line_triggers(raw, ids))
         if errors:
             if warnings is None:
                 raise errors[0]
             warnings.append(f"{inp.name}: {errors[0]}; the part before it was analysed")
-        from .formats import finish_stream
         yield from finish_stream(st)
     finally:
         if inp.path is not None:
@@ -232,10 +84,8 @@ def _text_lines(blocks: Iterable[bytes]) -> Iterator[str]:
 def events_from_text(text: str, source: str = "<example>") -> list[Event]:
     """Parse a log held in a string (rule examples, tests)."""
     st = StreamState(source, None)
-    _triggers()
     out: list[Event] = []
     for lineno, raw in candidate_lines([text.encode()]):
         out.extend(parse_line(raw, lineno, st))
-    from .formats import finish_stream
     out.extend(finish_stream(st))
     return out

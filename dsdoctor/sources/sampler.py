@@ -1,4 +1,4 @@
-"""Thinning of steady metric lines (the groups declared with registry.steady).
+"""Thinning of steady metric lines (the groups declared with recogniser.steady).
 
 The sampler keeps per group a count of the lines seen and the next count it keeps: all of
 the first STEADY_KEEP_ALL, then one in 2, one in 4, ... (the stride doubles every
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Iterable, Iterator
 
-from .registry import STEADY, STEADY_KEEP_ALL, STEADY_PER_DOUBLING
+from .recogniser import STEADY_KEEP_ALL, STEADY_PER_DOUBLING
+from .registry import STEADY
 
 
 class SteadySampler:

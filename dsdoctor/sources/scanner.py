@@ -1,13 +1,13 @@
 """Block scanning: which lines of a log are worth parsing, found in C.
 
-The input comes in 8 MiB blocks; one compiled set of trigger literals (registry.on) finds the
+The input comes in 8 MiB blocks; one compiled set of trigger literals (recogniser.on) finds the
 few lines worth parsing, and Python only touches those. Two paths:
 
   line by line  every hit comes back to Python, and steady metric lines are thinned one by one
                 (SteadySampler.admit). Used without hyperscan (Python's `re` then finds the
                 literals), with --all-lines, and for blocks the fast path declines.
   fast          hyperscan and sampling: steady literals are reported once per block, hyperscan
-                patterns report the unusual steady lines (registry.SteadyGroup.anomalies), and
+                patterns report the unusual steady lines (recogniser.SteadyGroup.anomalies), and
                 the sampled lines are found with bytes.count/find. A steady line costs no
                 Python at all, which is what keeps a 10 GB log close to grep's time.
 
@@ -22,21 +22,22 @@ import re
 from pathlib import Path
 from typing import Generator, Iterable, Iterator
 
-from .registry import CONTINUES, HANDLERS, STEADY, TRIGGERS, SteadyGroup
+from .recogniser import SteadyGroup
+from .registry import CONTINUES, HANDLERS, STEADY, TRIGGERS
 from .sampler import SteadySampler
 
 MAX_LINE = 64 * 1024          # longer lines are cut: a 50 MB line is noise, not evidence
 MAX_WALK_BACK = 8             # physical lines a wrapped record may span before its unusual piece
 
 _trigger_list: list[str] = []
-_matcher: "_Matcher | None" = None
+_matcher: "Matcher | None" = None
 Item = tuple[int, bytes, list[int]]
 
 
 Follow = tuple[tuple[tuple[int, bytes], ...], re.Pattern]
 
 
-class _Matcher:
+class Matcher:
     """Finds trigger literals in a block of bytes.
 
     Hyperscan (Intel's multi-literal matcher, ~3 GB/s here) when it is installed; Python's
@@ -56,7 +57,7 @@ class _Matcher:
             for n in self.names]
         scanned = [i for i in range(len(literals)) if not only[i]]
         self._scanned = scanned
-        # literal id -> its steady group (registry.steady), or None
+        # literal id -> its steady group (recogniser.steady), or None
         self.groups: list[SteadyGroup | None] = [STEADY.get(n) for n in self.names]
         self.hs = self.fast = None
         try:
@@ -192,13 +193,14 @@ def _keep_freed_blocks() -> None:
     mallopt(M_TRIM_THRESHOLD, 128 << 20)
 
 
-def _triggers() -> _Matcher:
+def matcher() -> Matcher:
+    """The matcher of every trigger literal of the registry (built once: compiling the
+    hyperscan database costs ~0.1 s)."""
     global _matcher, _trigger_list
     if _matcher is None:
         _keep_freed_blocks()
-        from . import formats  # noqa: F401 - importing registers the recognisers
         _trigger_list = sorted(HANDLERS, key=len, reverse=True)
-        _matcher = _Matcher([t.encode() for t in _trigger_list])
+        _matcher = Matcher([t.encode() for t in _trigger_list])
     return _matcher
 
 
@@ -219,7 +221,7 @@ def candidate_hits(blocks: Iterable[bytes],
     memory and the error message at its end is not lost. With a `sampler`, steady lines
     are thinned in the scanning loop itself, on the fast path when hyperscan is there.
     """
-    m = _triggers()
+    m = matcher()
     lineno = 1            # number of the first line in `buf`
     tail = b""
     carry: list[tuple[int, bytes]] = []     # continuation literals for the next block's first line
@@ -244,7 +246,7 @@ def candidate_hits(blocks: Iterable[bytes],
         yield from sampler.flush()
 
 
-def _giant(m: _Matcher, piece: bytes, lineno: int) -> Iterator[tuple[int, bytes, list[int]]]:
+def _giant(m: Matcher, piece: bytes, lineno: int) -> Iterator[tuple[int, bytes, list[int]]]:
     last = -1
     for end, _id in m.hits(piece):
         if end <= last:
@@ -261,7 +263,7 @@ def _sampled(sampler: "SteadySampler | None", items: Iterable[tuple[int, bytes, 
     return items if sampler is None else sampler.filter(items, final=False)
 
 
-def _scan(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
+def _scan(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
           sampler: "SteadySampler | None") -> Generator[Item, None, int]:
     """The line-by-line path for one block; returns the number of lines in `body`."""
     # The hot loop of `analyze`: one iteration per trigger hit, so it stays flat.
@@ -332,7 +334,7 @@ def _scan(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
     return lineno - first + count(b"\n", counted_to)
 
 
-def _scan_fast(m: _Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
+def _scan_fast(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
                sampler: SteadySampler) -> Generator[Item, None, int]:
     """The fast path for one block (see the module docstring). Steady lines reach Python only
     when sampled, unusual (an anomaly pattern), or the last of their group before another
@@ -431,7 +433,7 @@ def _newlines(body: bytes, start: int, end: int) -> int:
     return len(piece) - len(piece.replace(b"\n", b""))
 
 
-def _emit(m: _Matcher, body: bytes, lineno: int, starts: list[int], first_extra: list[int],
+def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: list[int],
           carry: list[tuple[int, bytes]]) -> Generator[Item, None, int]:
     """Yield the lines at `starts` (sorted) with the lines that continue them (see `on`);
     return the number of lines in `body`."""
@@ -482,7 +484,7 @@ def _emit(m: _Matcher, body: bytes, lineno: int, starts: list[int], first_extra:
     return lineno - first + count(counted_to, len(body))
 
 
-def _record_start(m: _Matcher, body: bytes, s: int, done_to: int) -> int | None:
+def _record_start(m: Matcher, body: bytes, s: int, done_to: int) -> int | None:
     """The start of the nearest line above `s` (a few at most) holding a literal whose
     continuations may reach line `s`, or None."""
     for _ in range(MAX_WALK_BACK):
@@ -511,7 +513,7 @@ def _continuation(body: bytes, line_end: int, fl: Follow,
     return start, end, nxt, [j for j, lit in fl[0] if lit in nxt]
 
 
-def _is_steady(m: _Matcher, line: bytes, ids: list[int]) -> bool:
+def _is_steady(m: Matcher, line: bytes, ids: list[int]) -> bool:
     """Every literal of the line is in a steady group that finds the line steady (a line may
     hold two groups' records: see SteadySampler._group)."""
     seen: list[SteadyGroup] = []
@@ -526,11 +528,11 @@ def _is_steady(m: _Matcher, line: bytes, ids: list[int]) -> bool:
     return True
 
 
-def follow_of_ids(m: _Matcher, ids: list[int]) -> Follow | None:
+def follow_of_ids(m: Matcher, ids: list[int]) -> Follow | None:
     return m.follow[ids[0]] if len(ids) == 1 else _follows(m, ids)
 
 
-def _follows(m: _Matcher, ids: list[int]) -> Follow | None:
+def _follows(m: Matcher, ids: list[int]) -> Follow | None:
     pairs: tuple[tuple[int, bytes], ...] = ()
     for i in ids:
         f = m.follow[i]
@@ -542,10 +544,11 @@ def _follows(m: _Matcher, ids: list[int]) -> Follow | None:
 def line_triggers(raw: bytes, ids: list[int] | None = None) -> list[str]:
     """Which literals are in this line (from the scanner's hits, in _trigger_list order). An
     ANSI code removed by clean() could join a literal, so such lines test them all."""
-    if b"\x1b" in raw or _matcher is None:
+    m = matcher()
+    if b"\x1b" in raw:
         return _trigger_list
     if ids is None:                    # a line on its own: no previous line to tell
-        ids = _matcher.ids_in(raw, continuations=True)
-    names = _matcher.names
+        ids = m.ids_in(raw, continuations=True)
+    names = m.names
     return [names[i] for i in ids]
 

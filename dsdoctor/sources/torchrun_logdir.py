@@ -58,8 +58,9 @@ def callstack(d: dict) -> tuple[str, float | None]:
 
 
 def read(inp, warnings: list[str] | None) -> Iterator[Event]:
-    from .logs import StreamState, parse_line
-    from .scanner import _triggers, candidate_lines
+    from .lines import StreamState
+    from .parse import parse_line
+    from .scanner import candidate_lines
     try:
         with open(inp.path, encoding="utf-8", errors="replace") as fh:
             d = json.load(fh)
@@ -71,12 +72,11 @@ def read(inp, warnings: list[str] | None) -> Iterator[Event]:
     if not text.strip():
         return
     st = StreamState(f"{inp.name} (py_callstack)", inp.rank_hint)
-    _triggers()
     # line numbers are lines of the traceback inside py_callstack (the file itself is one line)
     for lineno, raw in candidate_lines([text.encode("utf-8", errors="replace")]):
         for ev in parse_line(raw, lineno, st):
             if ev.time is None:
                 ev.time = ts
             yield ev
-    from .formats import finish_stream
+    from .registry import finish_stream
     yield from finish_stream(st)

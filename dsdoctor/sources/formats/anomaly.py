@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
 _FN = re.compile(r"Function '(\w+)' returned (nan|inf) values in its (\d+)\w* output")
 

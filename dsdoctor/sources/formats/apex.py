@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
-from .deepspeed import _NUM, num, scale
+from ..lines import Line, StreamState
+from ..recogniser import on
+from .deepspeed import NUM, num, scale
 
-_APEX = re.compile(r"Gradient overflow\.\s+Skipping step, loss scaler \d+ reducing loss scale to (" + _NUM + ")")
+_APEX = re.compile(r"Gradient overflow\.\s+Skipping step, loss scaler \d+ reducing loss scale to (" + NUM + ")")
 
 
 @on("Skipping step, loss scaler ")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
 # "[config.py:678:print]   zero_optimization_stage ...... 2"
 _ARG = re.compile(r":print\]\s{3}(\w+) \.*\s*(.*)$")

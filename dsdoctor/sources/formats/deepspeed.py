@@ -1,4 +1,7 @@
-"""Recognisers: DeepSpeed's own messages (../shared/log-formats.md §5, deepspeed-facts.md §3).
+"""Recognisers: DeepSpeed's own messages (deepspeed/runtime/fp16/loss_scaler.py:
+DynamicLossScaler.update_scale, deepspeed/utils/timer.py: ThroughputTimer and
+SynchronizedWallClockTimer, deepspeed/runtime/config.py batch assertions,
+deepspeed/runtime/config_utils.py pydantic validation, op_builder/builder.py).
 
 Training health (loss scaler overflows, progress, throughput, wall-clock timers), runtime
 config errors (batch assertion, pydantic validation, optimizer/scheduler parameters) and
@@ -9,11 +12,11 @@ from __future__ import annotations
 import math
 import re
 
-from ..logs import Line, StreamState
-from ..registry import NONFINITE_ANOMALIES, no_nonfinite, on, steady
+from ..lines import Line, StreamState
+from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 
 # ---------------------------------------------------------------- shared helpers
-_NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|infinity)"
+NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|infinity)"
 
 
 def num(s: str | None) -> float | None:
@@ -55,8 +58,8 @@ def nested(dotted: str, value) -> dict:
 
 
 # ---------------------------------------------------------------- fp16 / bf16 loss scaler
-_ATTEMPT = re.compile(r"Attempted loss scale: (" + _NUM + r"), reducing to (" + _NUM + r")")
-_HYST = re.compile(r"Attempted loss scale: (" + _NUM + r"), but hysteresis is (\d+)\. Reducing hysteresis to (\d+)")
+_ATTEMPT = re.compile(r"Attempted loss scale: (" + NUM + r"), reducing to (" + NUM + r")")
+_HYST = re.compile(r"Attempted loss scale: (" + NUM + r"), but hysteresis is (\d+)\. Reducing hysteresis to (\d+)")
 
 
 @on("OVERFLOW!", "loss scale overflow!")
@@ -81,9 +84,9 @@ def overflow(line: Line, st: StreamState):
 # ZeRO-0 fp16 (FP16_Optimizer / FP16_UnfusedOptimizer): the iteration and the new scale
 # come on two lines; no hysteresis, no exception at the floor ('from 1 to 1' forever).
 _GRAD_OVF = re.compile(r"Grad overflow on iteration:? (\d+)")
-_REDUCE = re.compile(r"Reducing dynamic loss scale from (" + _NUM + r") to (" + _NUM + r")")
-_INCREASE = re.compile(r"Increasing dynamic loss scale from (" + _NUM + r") to (" + _NUM + r")")
-_STATIC = re.compile(r"Using static loss scale of:? (" + _NUM + r")")
+_REDUCE = re.compile(r"Reducing dynamic loss scale from (" + NUM + r") to (" + NUM + r")")
+_INCREASE = re.compile(r"Increasing dynamic loss scale from (" + NUM + r") to (" + NUM + r")")
+_STATIC = re.compile(r"Using static loss scale of:? (" + NUM + r")")
 
 
 @on("Grad overflow on iteration")
@@ -149,8 +152,8 @@ def progress(line: Line, st: StreamState):
 
 
 _GLOBAL_STEP = re.compile(r"global_step=(\d+)")
-_CURR_SPS = re.compile(r"CurrSamplesPerSec=(" + _NUM + ")")
-_SPS = re.compile(r"(?<![A-Za-z])SamplesPerSec=(" + _NUM + ")")
+_CURR_SPS = re.compile(r"CurrSamplesPerSec=(" + NUM + ")")
+_SPS = re.compile(r"(?<![A-Za-z])SamplesPerSec=(" + NUM + ")")
 
 
 @on("SamplesPerSec=")
@@ -171,7 +174,7 @@ def samples_per_sec(line: Line, st: StreamState):
 # '[Rank 0] time (ms) | fwd_microstep: 2.96 | bwd_microstep: 17.78 | ...' (v0.10.1+) and
 # 'rank=0 time (ms) | forward_microstep: 2.96 | ...' (v0.3-v0.10.0); Megatron's own timer lines
 # ('time (ms) | forward-compute: ...') have the same shape.
-_TIMER = re.compile(r"([A-Za-z_][\w\- ]*?): (" + _NUM + ")")
+_TIMER = re.compile(r"([A-Za-z_][\w\- ]*?): (" + NUM + ")")
 
 
 @on("time (ms) |")
@@ -192,7 +195,7 @@ def timers(line: Line, st: StreamState):
 
 
 # PipelineEngine: 'steps: 12 loss: 2.3456 iter time (s): 1.234 samples/sec: 51.9'
-_PIPE = re.compile(r"steps: (\d+) loss: (" + _NUM + r") .*?iter time \(s\): (" + _NUM + r") samples/sec: (" + _NUM + ")")
+_PIPE = re.compile(r"steps: (\d+) loss: (" + NUM + r") .*?iter time \(s\): (" + NUM + r") samples/sec: (" + NUM + ")")
 
 
 @on("iter time (s):")
@@ -629,7 +632,7 @@ def ninja_missing(line: Line, st: StreamState):
     return _env(line, st, "ninja")
 
 
-# Per-step metric lines are sampled when steady (sources/registry.py `steady`): none of them
+# Per-step metric lines are sampled when steady (sources/recogniser.py `steady`): none of them
 # when a value is nan/inf. A step line's `skipped=` is the run's running total, so it stays
 # non-zero after the first fp16 overflow: each skipped step has its own OVERFLOW line, which
 # is always read, and a sampled step line still carries the right total.
@@ -644,7 +647,9 @@ def _current_throughput_line(raw: bytes) -> bool:
     return b"/global_step=" in raw and no_nonfinite(raw)
 
 
-steady("ds_timers", "time (ms) |")
-steady("ds_throughput", "SamplesPerSec=", check=_current_throughput_line, anchor="CurrSamplesPerSec=",
-       anomalies=(*NONFINITE_ANOMALIES, (_OLD_THROUGHPUT.pattern, 0)))
-steady("ds_step", ", skipped=")
+STEADY_GROUPS = (
+    steady("ds_timers", "time (ms) |"),
+    steady("ds_throughput", "SamplesPerSec=", check=_current_throughput_line, anchor="CurrSamplesPerSec=",
+           anomalies=(*NONFINITE_ANOMALIES, (_OLD_THROUGHPUT.pattern, 0))),
+    steady("ds_step", ", skipped="),
+)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
-from .deepspeed import _NUM, num, scale
+from ..lines import Line, StreamState
+from ..recogniser import on
+from .deepspeed import NUM, num, scale
 
-_SET = re.compile(r"overflow detected, setting loss scale to: (" + _NUM + ")")
-_MIN = re.compile(r"Minimum loss scale reached \((" + _NUM + r")\)")
+_SET = re.compile(r"overflow detected, setting loss scale to: (" + NUM + ")")
+_MIN = re.compile(r"Minimum loss scale reached \((" + NUM + r")\)")
 FAIRSEQ_MIN_LOSS_SCALE = 1e-4        # fairseq/dataclass/configs.py: CommonConfig.min_loss_scale
 SCALE_FACTOR = 2.0                   # fairseq/optim/dynamic_loss_scaler.py: DynamicLossScaler(scale_factor=2.0)
 

@@ -4,16 +4,18 @@ fallen off the bus', 'illegal memory access').
 
 formats/memory.py also emits `cuda_error` for every 'CUDA error: X'; the handlers here add a
 `hardware` event for the hardware ones (detect/passthrough.py turns it into `hardware.<error>`).
-Templates: ../shared/log-formats.md §1.1 and §8 (nverror.h codes).
+Templates: c10/cuda/CUDAException.cpp: c10_cuda_check_implementation ('CUDA error: X') and the
+NVIDIA driver (open-gpu-kernel-modules src/nvidia/src/kernel/gpu/rc/kernel_rc.c: the
+'NVRM: Xid' line; src/common/sdk/nvidia/inc/nverror.h: the codes).
 """
 from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
-# Xid -> (error id, meaning) from open-gpu-kernel-modules nverror.h (log-formats §8)
+# Xid -> (error id, meaning) from open-gpu-kernel-modules nverror.h
 XID: dict[int, tuple[str, str]] = {
     13: ("xid", "Graphics Engine Exception: a kernel fault (application bug or hardware)"),
     31: ("xid", "GPU memory page fault (MMU error): usually an application or driver bug, sometimes hardware"),

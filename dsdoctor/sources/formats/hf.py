@@ -1,4 +1,5 @@
-"""Recognisers: HF Transformers Trainer (../shared/log-formats.md §6).
+"""Recognisers: HF Transformers Trainer (transformers/trainer_callback.py: ProgressCallback.on_log,
+transformers/trainer.py: Trainer.log).
 
 Metric dicts in both forms: 4.x numbers ({'loss': 2.345, 'grad_norm': nan, ...}; a float NaN
 prints as a bare `nan`, so ast.literal_eval cannot read them) and 5.x strings
@@ -10,8 +11,8 @@ from __future__ import annotations
 import math
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on, steady
+from ..lines import Line, StreamState
+from ..recogniser import on, steady
 from .deepspeed import nested, num
 
 _PAIR = re.compile(r"['\"]([\w/.\-]+)['\"]: ['\"]?([^,'\"}]*)['\"]?")
@@ -24,7 +25,7 @@ _TRAINING_METRIC = re.compile(r"(?i)loss|reward|logp|logit|(?:^|/|_)kl(?:$|/|_)|
 # The Trainer prints a metric dict every `logging_steps`: most of an HF log, so the dicts
 # with a loss are sampled like DeepSpeed's step lines when all values are finite.
 _LOSS, _GRAD_NORM = "{'loss': ", "'grad_norm': "
-steady("hf_metrics", _LOSS, _GRAD_NORM)
+STEADY_GROUPS = (steady("hf_metrics", _LOSS, _GRAD_NORM),)
 
 
 @on(_LOSS, "{'train_runtime': ", "{'eval_loss': ", _GRAD_NORM, "'rewards/chosen': ",

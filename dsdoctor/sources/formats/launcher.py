@@ -2,17 +2,18 @@
 the kernel's OOM killer (-> `killed`), and shared-memory failures: DataLoader bus errors,
 /dev/shm full (-> `shm_error`).
 
-Templates: ../shared/log-formats.md §4 (torchelastic, checked against the installed
-torch/distributed/elastic sources), §5.6 (deepspeed/launcher/launch.py: `{cmd} exits with return
-code = {code}`), §5.7 (pdsh), §9 (mm/oom_kill.c); DataLoader texts from libtorch_python.
+Templates: torch/distributed/elastic/multiprocessing/errors/__init__.py: ChildFailedError and
+agent/server/api.py (torchelastic), deepspeed/launcher/launch.py: main (`{cmd} exits with return
+code = {code}`), pdsh's 'exited with exit code', Linux mm/oom_kill.c: oom_kill_process;
+DataLoader texts from libtorch_python (torch/csrc/DataLoader.cpp, compiled in).
 A signal is reported once per pid: torchelastic prints the same death three times.
 """
 from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
 
 def _once(st: StreamState, key: tuple) -> bool:
@@ -51,7 +52,7 @@ def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = 
                       signal=sig, exitcode=code, pid=pid, who=who, first=order == 0, **extra)
 
 
-# ---------------------------------------------------------------- DeepSpeed launcher (§5.6)
+# ---------------------------------------------------------------- DeepSpeed launcher (launch.py)
 _DS_RC = re.compile(r"exits with return code = (-?\d+)")
 _LOCAL_RANK = re.compile(r"--local_rank=(\d+)")
 
@@ -68,7 +69,7 @@ def deepspeed_launcher(line: Line, st: StreamState):
     return _killed(line, st, code, "launcher", local_rank=int(lr.group(1)) if lr else None)
 
 
-# ---------------------------------------------------------------- torchelastic (§4)
+# ---------------------------------------------------------------- torchelastic (elastic/)
 _TE_RANK = re.compile(r"^\s*rank\s*: (\d+) \(local_rank: (\d+)\)")
 _TE_HOST = re.compile(r"^\s*host\s*: (\S+)")
 _TE_EXIT = re.compile(r"^\s*exitcode\s*: (-?\d+) \(pid: (\d+)\)(?:\s+\((SIG\w+)\))?")
@@ -134,7 +135,7 @@ def elastic_failed(line: Line, st: StreamState):
     return _killed(line, st, int(m.group(1)), "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
 
 
-# ---------------------------------------------------------------- pdsh (§5.7), Slurm, shell
+# ---------------------------------------------------------------- pdsh, Slurm, shell
 _PDSH = re.compile(r"pdsh@\S+: (\S+): .* killed by signal (\d+)")
 
 
@@ -176,7 +177,7 @@ def shell_killed(line: Line, st: StreamState):
     return _killed(line, st, -9, "shell", pid=int(m.group(1)) if m.group(1) else None)
 
 
-# ---------------------------------------------------------------- kernel OOM killer (§9)
+# ---------------------------------------------------------------- kernel OOM killer (oom_kill.c)
 _KERNEL = re.compile(r"(Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): "
                      r"Kill(?:ed)? process (\d+) \(([^)]*)\)(?:.*?anon-rss:(\d+)kB)?")
 

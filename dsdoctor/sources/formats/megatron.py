@@ -1,4 +1,5 @@
-"""Recognisers: Megatron-LM / Megatron-DeepSpeed iteration lines (../shared/log-formats.md §7).
+"""Recognisers: Megatron-LM / Megatron-DeepSpeed iteration lines (Megatron-LM
+megatron/training/training.py: training_log; megatron/training.py before core_v0.6.0).
 
 ' iteration 8738/ 159576 | consumed samples: ... | elapsed time per iteration (ms): 61947.6 |
 learning rate: 6.000E-05 | global batch size: 176 | lm loss: 3.317482E+00 | loss scale: 65536.0 |
@@ -20,8 +21,8 @@ from functools import lru_cache
 from typing import Iterator
 
 from ...events import Event
-from ..logs import Line, StreamState
-from ..registry import NONFINITE_ANOMALIES, no_nonfinite, on, steady
+from ..lines import Line, StreamState
+from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 from .deepspeed import num, scale, set_step
 
 _START = re.compile(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
@@ -188,5 +189,7 @@ def _healthy_iteration(raw: bytes) -> bool:
 # of every record (megatron/training/training.py: training_log).
 _LOSS_MISSING = re.compile(rb"(?:batch size: *[0-9]+|learning rate: *[-+.0-9Ee]+) *\| *loss scale:")
 
-steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",
-       anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0)))
+STEADY_GROUPS = (
+    steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",
+           anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0))),
+)

@@ -4,37 +4,25 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ...torch_oom import SIZE, size
+from ..lines import Line, StreamState
+from ..recogniser import on
 from .traceback import take_phase
 
-_SIZE = r"([\d.]+ ?(?:bytes|[KMGT]i?B))"
-_UNITS = {"bytes": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
-          "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 
-
-def size(s: str | None) -> int | None:
-    if not s:
-        return None
-    m = re.match(r"([\d.]+) ?(bytes|[KMGT]i?B)", s)
-    if not m:
-        return None
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
-
-
-_REQ = re.compile(r"Tried to allocate " + _SIZE)
+_REQ = re.compile(r"Tried to allocate " + SIZE)
 _GPU = re.compile(r"\(GPU (\d+);|GPU (\d+) has a total (?:capacity|capacty) of")
 # 1a/1b/1c: "(GPU 0; 15.78 GiB total capacity; 14.2 GiB already allocated; 10.19 MiB free; 14.4 GiB reserved in total by PyTorch)"
-_OLD = re.compile(_SIZE + r" total capacity; " + _SIZE + r" already allocated; " + _SIZE + r" free;"
-                  r"(?: " + _SIZE + r" allowed;)? " + _SIZE + r" (?:reserved in total by PyTorch|cached)")
+_OLD = re.compile(SIZE + r" total capacity; " + SIZE + r" already allocated; " + SIZE + r" free;"
+                  r"(?: " + SIZE + r" allowed;)? " + SIZE + r" (?:reserved in total by PyTorch|cached)")
 # 1d-1g: "GPU 0 has a total capacity of 79.15 GiB of which 3.44 MiB is free. ... Of the allocated memory 77.1 GiB is
 # allocated by PyTorch, and 1.2 GiB is reserved by PyTorch but unallocated."
-_NEW_TOTAL = re.compile(r"total (?:capacity|capacty) of " + _SIZE + r" of which " + _SIZE + r" is free")
-_NEW_ALLOC = re.compile(r"Of the allocated memory " + _SIZE + r" is allocated by PyTorch,(?: with " + _SIZE +
-                        r" allocated in private pools \(e\.g\., CUDA Graphs\),)? and " + _SIZE +
+_NEW_TOTAL = re.compile(r"total (?:capacity|capacty) of " + SIZE + r" of which " + SIZE + r" is free")
+_NEW_ALLOC = re.compile(r"Of the allocated memory " + SIZE + r" is allocated by PyTorch,(?: with " + SIZE +
+                        r" allocated in private pools \(e\.g\., CUDA Graphs\),)? and " + SIZE +
                         r" is reserved by PyTorch but unallocated")
-_PROCS = re.compile(r"Process (\d+) has " + _SIZE + r" memory in use")
-_THIS_PROC = re.compile(r"this process has " + _SIZE + r" memory in use")
+_PROCS = re.compile(r"Process (\d+) has " + SIZE + r" memory in use")
+_THIS_PROC = re.compile(r"this process has " + SIZE + r" memory in use")
 
 
 @on("CUDA out of memory")

@@ -12,12 +12,12 @@ from __future__ import annotations
 import ast
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
 _MAPPING = re.compile(r"global_rank_mapping=(?:defaultdict\(<class 'list'>, )?(\{[^}]*\})")
 _PDSH_EXIT = re.compile(r"pdsh@\S+: (\S+): ssh exited with exit code (\d+)")
-STALL_EXIT_CODE = 86          # dsdoctor's watchdog ended the run (sources/live/watchdog.py): not a cause
+STALL_EXIT_CODE = 86          # dsdoctor's watchdog ended the run (live/watchdog.py): not a cause
 
 
 @on("global_rank_mapping=")

@@ -2,7 +2,10 @@
 desync reports, heartbeat monitor, NCCL errors), NCCL's own WARN/INFO lines, gloo errors,
 and py-spy / faulthandler stack dumps that show ranks waiting in a collective.
 
-Templates and version ranges: ../shared/log-formats.md §2, §2.9 and §3. Every regex searches
+Templates: torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp (watchdog, WorkNCCL::checkTimeout,
+HeartbeatMonitor), TraceUtils.h: retrieveDesyncReport, NCCLUtils.hpp: C10D_NCCL_CHECK and
+getNcclErrorDetailStr, TCPStore, gloo (bundled in libtorch_cpu), and NCCL's src/debug.cc:
+ncclDebugLog and src/init.cc: ncclGetErrorString. Every regex searches
 (not matches) so the rank prefixes, C++ log heads (`[E ProcessGroupNCCL.cpp:475] `,
 `[E1015 06:12:31.462585216 ProcessGroupNCCL.cpp:616] `) and `[PG ID 0 PG GUID 0(default_pg)
 Rank 3] ` prefixes of every torch version are all accepted.
@@ -11,10 +14,10 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
-# ---------------------------------------------------------------- collective timeouts (§2.2)
+# ---------------------------------------------------------------- collective timeouts (ProcessGroupNCCL.cpp: WorkNCCL::checkTimeout)
 _FIELD = re.compile(r"(SeqNum|OpType|NumelIn|NumelOut|Timeout\(ms\)|TensorShape)=(\[[^\]]*\]|[^,)]+)")
 _RAN_FOR = re.compile(r"ran for (\d+) milliseconds")
 # "[PG ID 0 PG GUID 0(default_pg) Rank 3]" (2.5+), "[PG 0 (default_pg) Rank 3]" / "[PG 0 Rank 3]" (2.3-2.4)
@@ -149,7 +152,7 @@ def unique_id_wait(line: Line, st: StreamState):
                        detail="unique_id_wait")]
 
 
-# ---------------------------------------------------------------- watchdog work status (§2.3)
+# ---------------------------------------------------------------- watchdog work status (ProcessGroupNCCL.cpp: the watchdog)
 _WD = [
     # 2.6+: "failure detected by watchdog at work sequence id: 5 PG status: last enqueued work: 5, last completed work: 4"
     re.compile(r"at work sequence id: (\d+) PG status: last enqueued work: (-?\d+), last completed work: (-?\d+)"),
@@ -173,7 +176,7 @@ def watchdog_state(line: Line, st: StreamState):
     return None
 
 
-# ---------------------------------------------------------------- desync report (§2.4)
+# ---------------------------------------------------------------- desync report (TraceUtils.h: retrieveDesyncReport)
 _LAGGING = re.compile(r"ranks \[([\d,\s]*)\] are the lagging ranks")
 _NOT_FINISHED = re.compile(r"\[([\d,\s-]*)\] joined but didn't finish collective #(\d+)")
 _NOT_JOINED = re.compile(r"\[([\d,\s-]*)\] finished collective #(\d+), but didn't join collective #(\d+)")
@@ -208,7 +211,7 @@ def desync_report(line: Line, st: StreamState):
     return None
 
 
-# ---------------------------------------------------------------- heartbeat monitor (§2.5)
+# ---------------------------------------------------------------- heartbeat monitor (ProcessGroupNCCL.cpp: HeartbeatMonitor)
 _STUCK = re.compile(r"watchdog got stuck for (\d+) seconds")
 
 
@@ -221,7 +224,7 @@ def watchdog_hang(line: Line, st: StreamState):
                       cause="watchdog_hang", stuck_s=int(m.group(1)) if m else None)
 
 
-# ---------------------------------------------------------------- NCCL errors via torch (§2.7)
+# ---------------------------------------------------------------- NCCL errors via torch (NCCLUtils.hpp)
 _NCCL_ERR = re.compile(r"NCCL (error|timeout) in: (\S+?):(\d+), (.+?)(?:, NCCL version ([\w.+-]+))?\s*$")
 _DETAIL = re.compile(r"\b(ncclUnhandledCudaError|ncclSystemError|ncclInternalError|ncclInvalidArgument|"
                      r"ncclInvalidUsage|ncclRemoteError|ncclInProgress)\b:?\s*(.*)$")
@@ -266,7 +269,7 @@ def nccl_aborted(line: Line, st: StreamState):
                       cause="remote_exit")
 
 
-# ---------------------------------------------------------------- rendezvous / TCPStore (§2.8)
+# ---------------------------------------------------------------- rendezvous / TCPStore (c10d)
 _RDZV_PEER = re.compile(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) |failed to bind to (\S+)")
 
 
@@ -294,7 +297,7 @@ def rendezvous_error(line: Line, st: StreamState):
                       rdzv=cause, peer=peer, detail=t.strip()[:300])
 
 
-# ---------------------------------------------------------------- NCCL's own lines (§3)
+# ---------------------------------------------------------------- NCCL's own lines (src/debug.cc)
 # "{host}:{pid}:{tid} [{dev}] {file}:{line} NCCL WARN {msg}" (2.26+: "[{date time}] " before; 2.30: "({func}) ")
 _NCCL_LINE = re.compile(r"(?:(\S+?):(\d+):(\d+) )?\[(\d+)\] (?:(\S+):(\d+) )?(?:\(\w+\) )?NCCL (WARN|INFO) (.*)$")
 _PEER = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(?:<(\d+)>|:(\d+))?")
@@ -371,7 +374,7 @@ def _host_of(line: Line) -> str | None:
     return (m.group(1) if m and m.group(1) else None) or line.host
 
 
-# ---------------------------------------------------------------- gloo (§2.9)
+# ---------------------------------------------------------------- gloo
 _GLOO_TIMEOUT = re.compile(r"Timed out waiting (\d+)ms for (recv|send) operation to complete")
 
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
 _MARKS: list[tuple[str, str]] = [
     ("Loading checkpoint shards", "model_load"),

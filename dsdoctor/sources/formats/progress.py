@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on, steady
+from ..lines import Line, StreamState
+from ..recogniser import on, steady
 
 _BAR = re.compile(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
                   r"\[[\d:]+<[\d:?]+,\s*(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)[,\]]")
 MAX_POINTS_PER_BAR = 200
 _S_IT, _IT_S = "s/it]", "it/s]"
-steady("tqdm", _S_IT, _IT_S)
+STEADY_GROUPS = (steady("tqdm", _S_IT, _IT_S),)
 
 
 @on(_S_IT, _IT_S, "s/it, ", "it/s, ")

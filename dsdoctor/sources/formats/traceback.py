@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 
-from ..logs import Line, StreamState
-from ..registry import on
+from ..lines import Line, StreamState
+from ..recogniser import on
 
 _FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
 _PYSPY = re.compile(r"^\s+(\S+) \(([^:()]+\.py):\d+\)")

@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from ...events import Event
+from ..events import Event
 
 # event kind -> ((data key, scalar tag), ...)
 AVERAGED = {                               # per-step kinds: mean over a window

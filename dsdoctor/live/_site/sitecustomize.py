@@ -6,7 +6,7 @@ import os
 import sys
 
 try:
-    from dsdoctor.sources.live.bootstrap import maybe_install
+    from dsdoctor.live.bootstrap import maybe_install
     maybe_install()
 except Exception:
     pass

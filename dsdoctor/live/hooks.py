@@ -1,6 +1,6 @@
 """Hooks on a DeepSpeed engine: wrap forward / backward / step and turn what happens into events.
 
-DeepSpeedEngine.forward/backward/step are plain methods (deepspeed-facts.md §4.2), so the hooks
+DeepSpeedEngine.forward/backward/step are plain methods (deepspeed/runtime/engine.py), so the hooks
 are instance attributes that shadow them; `remove()` deletes them again and the engine is as
 it was. Every bit of doctor work runs inside `session.guard(...)`: if it fails, that part is
 switched off and the original method still runs. Exceptions of the training itself are
@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from ..torch_oom import requested_bytes
 from .session import LiveSession
 
 MEMORY_EVERY = 20                 # steps between `memory` events ...
@@ -53,9 +54,6 @@ def memory_now(device: str) -> dict[str, int]:
 # ---------------------------------------------------------------- OOM recognition
 _CUDA_OOM = re.compile(r"CUDA out of memory|CUBLAS_STATUS_ALLOC_FAILED|HIP out of memory|out of memory", re.I)
 _CPU_OOM = re.compile(r"DefaultCPUAllocator: can't allocate memory|CPU out of memory|can't allocate memory")
-_REQ_BYTES = re.compile(r"you tried to allocate (\d+) bytes")
-_REQ_SIZE = re.compile(r"Tried to allocate ([\d.]+) ?([KMGT]i?B)")
-_UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12}
 
 
 def classify_oom(exc: BaseException) -> str | None:
@@ -71,16 +69,6 @@ def classify_oom(exc: BaseException) -> str | None:
     oom_cls = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
     if (oom_cls is not None and isinstance(exc, oom_cls)) or _CUDA_OOM.search(msg):
         return "cuda"
-    return None
-
-
-def requested_bytes(msg: str) -> int | None:
-    m = _REQ_BYTES.search(msg)
-    if m:
-        return int(m.group(1))
-    m = _REQ_SIZE.search(msg)
-    if m and m.group(2) in _UNITS:
-        return int(float(m.group(1)) * _UNITS[m.group(2)])
     return None
 
 
@@ -397,7 +385,7 @@ class EngineHooks:
     def _read_scale(self) -> float | None:
         if not self.facts.get("fp16"):
             return None
-        get = getattr(self.engine, "_get_optimizer_loss_scale", None)   # portable: §2
+        get = getattr(self.engine, "_get_optimizer_loss_scale", None)   # every optimizer class (engine.py)
         v = get() if get is not None else None
         return float(v) if v is not None else None
 

@@ -77,9 +77,9 @@ def _has_entries(data: bytes) -> bool:
     """A dump of a recorder that recorded nothing (off, or no collective yet) is not written."""
     import io
 
-    from ..flight_recorder import _NoGlobals
+    from ..sources.flight_recorder import NoGlobals
     try:
-        d = _NoGlobals(io.BytesIO(data)).load()
+        d = NoGlobals(io.BytesIO(data)).load()
     except Exception:
         return True                   # a format we do not know: keep it for torch's own tools
     return not isinstance(d, dict) or bool(d.get("entries"))

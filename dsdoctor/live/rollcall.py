@@ -166,5 +166,5 @@ class RollCall:
 
 
 def _ranks(rs: list[int]) -> str:
-    from ...findings import ranks_text
+    from ..findings import ranks_text
     return ranks_text(rs)

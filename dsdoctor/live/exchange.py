@@ -94,7 +94,7 @@ class Aggregator:
         """One aggregation round -> `rank_times` data, or None when not every rank is there.
         Summaries older than max_lag_steps behind the newest are left out (a stalled rank's
         last numbers are the watchdog's business, not a timing sample)."""
-        from ...detect.straggler import round_stats
+        from ..detect.straggler import round_stats
         if not self.ready():
             return None
         sums = self.collect()

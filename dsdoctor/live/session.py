@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...events import Event, _finite_or_str
+from ..events import Event, EventWriter
 from .nodes import node_info
 
 # Per-step events (these kinds) are only queued by the training thread: a deque append, no
@@ -166,7 +166,7 @@ class LiveSession:
         self._queue: collections.deque[Event] = collections.deque()   # STEP_KINDS not yet written
         self._parts: list[Any] = []
         self._lock = threading.RLock()
-        self._fh = None
+        self._fh: EventWriter | None = None
         self._diag = None
         self._closed = False
         self._listeners: list[Any] = []    # callables(ev) fed after each event (tensorboard)
@@ -174,9 +174,9 @@ class LiveSession:
         self._console = None
         with self.guard("events"):
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.out_dir / f"events-rank{self.rank}.jsonl", "a", encoding="utf-8")
+            self._fh = EventWriter(self.out_dir / f"events-rank{self.rank}.jsonl", flush_each=False)
         with self.guard("diagnose"):
-            from ...pipeline import Diagnoser
+            from ..pipeline import Diagnoser
             self._diag = Diagnoser()
         # the writer thread: step events reach the disk (and the detectors) within
         # STEP_FLUSH_SECONDS even when no other event comes (a stalled rank killed later keeps
@@ -274,7 +274,7 @@ class LiveSession:
         """Write one event (not flushed), feed the Diagnoser, then the listeners. Lock held."""
         if self._fh is not None and self.enabled("events"):
             with self.guard("events"):
-                self._fh.write(_to_line(ev))
+                self._fh.write(ev)
         if self._diag is not None and self.enabled("diagnose"):
             with self.guard("diagnose"):
                 for f in self._diag.feed(ev):
@@ -303,7 +303,7 @@ class LiveSession:
             with self.guard("print"):
                 from rich.console import Console
 
-                from ...report import render_finding
+                from ..report import render_finding
                 if self._console is None:
                     self._console = Console(stderr=True)
                 self._console.rule(f"dsdoctor live · rank {self.rank} · step {self.progress.step}")
@@ -339,7 +339,6 @@ class LiveSession:
             self._drain()
             if self._fh is not None:
                 with self.guard("events"):
-                    self._fh.flush()
                     self._fh.close()
                 self._fh = None
             self._closed = True
@@ -360,15 +359,3 @@ class _Guard:
             return False                   # KeyboardInterrupt / SystemExit go through
         self.session._record_error(self.part, exc)
         return True                        # containment is the point
-
-
-def _to_line(ev: Event) -> str:
-    """JSON line with nan/inf as strings (events.read_events restores them); the event
-    itself keeps its float values for the live detectors. Fast path: to_json refuses nan/inf
-    (allow_nan=False), and only then is the data copied with them as strings."""
-    try:
-        return ev.to_json() + "\n"
-    except ValueError:
-        pass
-    out = Event(ev.kind, ev.rank, ev.step, ev.time, _finite_or_str(ev.data))
-    return out.to_json() + "\n"
