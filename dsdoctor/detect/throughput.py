@@ -68,6 +68,20 @@ def _mad(xs: list[float]) -> float:
     return median(abs(x - m) for x in xs)
 
 
+def _slower_than_others(v: float, others: list[float]) -> float | None:
+    """The others' median when `v` stands out as slow against them (a ratio, an absolute gap,
+    a robust z-score; with two ranks a clear gap), else None."""
+    med = median(others)
+    if med <= 0 or v < SLOW_RATIO * med or v - med < SLOW_MIN_MS:
+        return None
+    spread = 1.4826 * _mad(others) if len(others) >= 3 else 0.0
+    if spread and (v - med) / spread < SLOW_Z:
+        return None
+    if len(others) < 2 and v < 1.5 * med:      # two ranks: need a clear gap
+        return None
+    return med
+
+
 class _Series:
     def __init__(self) -> None:
         self.values: list[float] = []
@@ -358,14 +372,8 @@ class ThroughputDetector(Detector):
             if len(per) < 2:
                 continue
             for r, v in per.items():
-                others = [x for rr, x in per.items() if rr != r]
-                med = median(others)
-                if med <= 0 or v < SLOW_RATIO * med or v - med < SLOW_MIN_MS:
-                    continue
-                spread = 1.4826 * _mad(others) if len(others) >= 3 else 0.0
-                if spread and (v - med) / spread < SLOW_Z:
-                    continue
-                if len(others) < 2 and v < 1.5 * med:      # two ranks: need a clear gap
+                med = _slower_than_others(v, [x for rr, x in per.items() if rr != r])
+                if med is None:
                     continue
                 ratio = v / med
                 if ph == "allreduce":
@@ -415,14 +423,7 @@ class ThroughputDetector(Detector):
         for r, v in per.items():
             if r in exclude:
                 continue
-            others = [x for q, x in per.items() if q != r]
-            med = median(others)
-            if med <= 0 or v < SLOW_RATIO * med or v - med < SLOW_MIN_MS:
-                continue
-            spread = 1.4826 * _mad(others) if len(others) >= 3 else 0.0
-            if spread and (v - med) / spread < SLOW_Z:
-                continue
-            if len(others) < 2 and v < 1.5 * med:
-                continue
-            out[r] = ("iteration", v / med, v, med)
+            med = _slower_than_others(v, [x for q, x in per.items() if q != r])
+            if med is not None:
+                out[r] = ("iteration", v / med, v, med)
         return out
