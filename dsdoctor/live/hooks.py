@@ -216,13 +216,19 @@ class EngineHooks:
     def _begin(self, phase: str) -> None:
         now = self.progress.set_phase(phase)
         if phase == "forward":
-            if self._step_end is not None:
-                self._cur["data_ms"] = self._cur.get("data_ms", 0.0) + (now - self._step_end) * 1e3
-                self._step_end = None
-            self.progress.step = int(self.engine.global_steps)
-            if self._localize_armed and self.session.enabled("localize"):
-                with self.session.guard("localize"):
-                    self._install_localizer()
+            self._step_begins(now)
+
+    def _step_begins(self, now: float) -> None:
+        """A step's first phase (forward; a pipeline engine's train_batch): the time since the
+        last step ended was data loading, the step number is the engine's, and an armed NaN
+        localizer goes on (it comes off at the end of this step)."""
+        if self._step_end is not None:
+            self._cur["data_ms"] = self._cur.get("data_ms", 0.0) + (now - self._step_end) * 1e3
+            self._step_end = None
+        self.progress.step = int(self.engine.global_steps)
+        if self._localize_armed and self.session.enabled("localize"):
+            with self.session.guard("localize"):
+                self._install_localizer()
 
     def _end(self, phase: str) -> None:
         now = time.monotonic()
@@ -499,13 +505,7 @@ class PipelineHooks(EngineHooks):
 
     def _batch_begin(self) -> tuple[int, float | None, float]:
         now = self.progress.set_phase("train_batch")
-        if self._step_end is not None:
-            self._cur["data_ms"] = self._cur.get("data_ms", 0.0) + (now - self._step_end) * 1e3
-            self._step_end = None
-        self.progress.step = int(self.engine.global_steps)
-        if self._localize_armed and self.session.enabled("localize"):
-            with self.session.guard("localize"):
-                self._install_localizer()          # removed at the end of this batch
+        self._step_begins(now)
         return int(self.engine.global_steps), self._read_scale(), now
 
     def _batch_end(self, before: tuple[int, float | None, float], loss: Any) -> None:
