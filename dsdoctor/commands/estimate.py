@@ -115,7 +115,7 @@ def run_estimate(params: str, largest: str | None = None, gpus_per_node: int = 1
                  gpu_memory: str | None = None, cpu_memory: str | None = None, config: Path | None = None,
                  seq_len: int | None = None, hidden: int | None = None, layers: int | None = None,
                  heads: int | None = None, micro_batch: int | None = None) -> dict[str, Any]:
-    from ..config.memory import activation_bytes, check_fit, estimates
+    from ..config.model_states import activation_bytes, check_fit, estimates
     shape: dict[str, Any] = {}
     try:
         if params.endswith(".json") or _is_file(params):
