@@ -11,11 +11,17 @@ The command and this function share one application layer (`usable_inputs`,
 fixes.resolve_fixes), which `dsdoctor run`'s post-mortem uses too; bad input raises AnalyzeError (a ValueError) with
 the command's one-line message instead of exiting. Settings files (pyproject.toml,
 dsdoctor.toml) are not read: pass select/ignore/rules_dirs explicitly.
+
+The three front doors meet here: `diagnose_inputs` (analyze, the post-mortem), `check_config`
+(the doctor, checkup.py) and `Watch` (live mode: every rank's LiveSession feeds its events to
+one, live/session.py). Each goes through pipeline.Diagnoser and gives findings whose fixes are
+resolved by fixes.resolve_fixes; the commands only parse arguments and print.
 """
 from __future__ import annotations
 
 import io
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -144,6 +150,67 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
     resolve_fixes(findings, cfg, ctx.facts.get("world_size"), validate=validate)
     return Report(findings, [i.name for i in inputs], warnings, diag.events_seen, cfg, rule_set,
                   facts=dict(diag.context.facts))
+
+
+def post_mortem(out: str | os.PathLike, rc: int, command: list[str]) -> tuple[Report, list[str]]:
+    """`dsdoctor run`'s diagnosis when the command has ended: the command's exit recorded as
+    evidence (DIR/events-run.jsonl), then everything the run left in DIR through
+    diagnose_inputs, and DIR/report.html. Returns the report and the warnings to show."""
+    from .events import Event, EventWriter
+    from .report_series import RunSeries
+    from .supervise import exit_text
+    out = Path(out)
+    try:
+        w = EventWriter(out / "events-run.jsonl")
+        w.write(Event("exit", data={"exitcode": rc, "command": " ".join(command)[:500]}, time=time.time(),
+                      text=exit_text(rc, command)))
+        w.close()
+    except OSError:
+        pass
+    series = RunSeries()
+    warnings: list[str] = []
+    try:
+        inputs, warnings = usable_inputs([str(out)])
+        report = diagnose_inputs(inputs, warnings, on_event=series.feed)
+    except AnalyzeError as e:
+        warnings.append(str(e))
+        report = Report([], [], warnings)
+    html = out / "report.html"
+    try:                 # the HTML report of every watched run: DIR/report.html
+        from .report_html import write as write_html
+        write_html(html, report.findings, series, title=f"dsdoctor run · exit code {rc}", inputs=report.inputs,
+                   notes=[f"Command: {' '.join(command)[:500]}"], events_seen=report.events_seen,
+                   facts=report.facts)
+    except Exception as e:   # never costs the diagnosis in the terminal
+        warnings.append(f"{html}: HTML report not written ({type(e).__name__}: {e})")
+    return report, warnings
+
+
+class Watch:
+    """Live mode's application layer: one rank's events as they happen -> the findings that
+    appear with each one (a live session prints them at once), and the whole Report at any
+    time. Not thread-safe: live/session.py calls it under its lock."""
+
+    def __init__(self, cfg: dict[str, Any] | None = None, *, world_size: int | None = None,
+                 rule_set: Any = None) -> None:
+        from .context import Context
+        from .pipeline import Diagnoser
+        self.config = cfg
+        self._diag = Diagnoser(Context.from_config(cfg, world_size=world_size), rule_set)
+
+    def feed(self, ev: Event) -> list[Finding]:
+        """Feed one event; return the findings it made appear (each is returned once)."""
+        return self._diag.feed(ev)
+
+    def report(self, *, validate: bool = False) -> Report:
+        """Every finding so far (finish()-time ones too: a slope, a missing rank), fixes
+        resolved against the config given. `validate` runs DeepSpeed's config parser per fix:
+        off by default, since a live caller is inside the training process."""
+        from .fixes import resolve_fixes
+        findings = self._diag.finish()
+        resolve_fixes(findings, self.config, self._diag.context.facts.get("world_size"), validate=validate)
+        return Report(findings, [], [], self._diag.events_seen, self.config, self._diag.rules,
+                      facts=dict(self._diag.context.facts))
 
 
 def analyze(paths: str | os.PathLike | Iterable[str | os.PathLike], config: str | os.PathLike | dict | None = None,

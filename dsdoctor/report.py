@@ -40,6 +40,12 @@ def print_json(findings: list[Finding], out: TextIO | None = None, **extra: Any)
     out.write("\n")
 
 
+def render_live_finding(con: Console, f: Finding, rank: int, step: int) -> None:
+    """A finding made while the run goes on (live/session.py, rank 0): a rule, then the brief form."""
+    con.rule(f"dsdoctor live · rank {rank} · step {step}")
+    render_finding(con, f, brief=True)
+
+
 def render_finding(con: Console, f: Finding, index: int | None = None, *, brief: bool = False) -> None:
     head = Text()
     if index is not None:

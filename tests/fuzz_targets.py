@@ -331,7 +331,7 @@ def run_csv(text: str) -> None:
 
 
 def run_option(pair: tuple[str, str]) -> None:
-    from dsdoctor.commands.estimate import parse_bytes, parse_count
+    from dsdoctor.estimate import parse_bytes, parse_count
     from dsdoctor.live.options import OptionError, SPECS, check_environment, from_environment, parse_option
     from dsdoctor.live.session import LiveOptions
     field, raw = pair

@@ -48,3 +48,17 @@ def test_bad_input_raises_one_line(kwargs, msg):
     with pytest.raises(AnalyzeError) as ei:
         dsdoctor.analyze(**kwargs)
     assert msg in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_watch_is_the_live_door_to_the_same_pipeline():
+    """Live mode's application layer (api.Watch, what every rank's LiveSession feeds) gives,
+    event by event, the findings analyze gives for the same events, each announced once."""
+    from dsdoctor.api import Watch, plain_events, usable_inputs
+    inputs, warnings = usable_inputs(FIXTURES / "nan.log")
+    watch, announced = Watch(), []
+    for ev in plain_events(inputs, warnings):
+        announced += watch.feed(ev)
+    report = watch.report()
+    assert [f.rule for f in report.findings] == [f.rule for f in dsdoctor.analyze(FIXTURES / "nan.log").findings]
+    assert announced and len({f.rule for f in announced}) == len(announced)
+    assert report.findings[0].category == "nan_loss" and report.events_seen > 0

@@ -125,16 +125,11 @@ def test_no_import_cycles():
     assert not cycles, "import cycles in dsdoctor/:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
-# Known, to be removed (config/ is being reworked): (importer, name, source).
-KNOWN_PRIVATE = {("dsdoctor.config.optimizers", "_signature_params", "dsdoctor.config.schedulers")}
-
-
 def test_no_private_names_imported_across_modules():
     _, names = _graph()
     bad = sorted({f"{mod} imports {name} from {src}" for mod, src, name in names
                   if name.startswith("_") and not name.startswith("__")
-                  and src.startswith("dsdoctor") and src != mod
-                  and (mod, name, src) not in KNOWN_PRIVATE})
+                  and src.startswith("dsdoctor") and src != mod})
     assert not bad, "private names used outside their module:\n" + "\n".join(bad)
 
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dsdoctor.cli import _register, app
-from dsdoctor.config import memory
+from dsdoctor.config import model_states as memory
 
 _register()
 COMBOS = [(1_000_000_000, 100_000_000, 8, 1), (7_000_000_000, 250_000_000, 8, 4),

@@ -6,7 +6,6 @@ case here; the detectors are also fed events directly, the way the live mode pro
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -453,16 +452,3 @@ def test_hf_mismatch_list_sets_each_key_to_auto():
 def test_environment_errors(text, rule):
     fs = findings(text + "\n")
     assert [f.rule for f in fs] == [rule] and fs[0].category == "environment"
-
-
-# ------------------------------------------------------------------ real-world logs (not shipped)
-REAL = Path("/work/shared/realworld-logs")
-
-
-@pytest.mark.skipif(not REAL.is_dir(), reason="third-party logs are not part of the repo")
-@pytest.mark.parametrize("prefix,category", [("026", "straggler"), ("029", "loss_scale_collapse"),
-                                             ("032", "nan_loss"), ("046", None)])
-def test_realworld_logs(prefix, category):
-    (path,) = REAL.glob(f"{prefix}_*.log")
-    got = [f.category for f in serious(findings(path.read_text()))]
-    assert got == ([category] if category else [])

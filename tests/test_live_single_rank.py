@@ -464,8 +464,8 @@ def test_run_forwards_sigterm_and_still_diagnoses(tmp_path):
 
 def test_sitecustomize_fallback_when_pth_missing(tmp_path, monkeypatch):
     """Installs without dsdoctor_autoattach.pth: `dsdoctor run` puts a sitecustomize on PYTHONPATH."""
-    from dsdoctor.commands import run as run_cmd
-    monkeypatch.setattr(run_cmd, "_pth_installed", lambda: False)
+    from dsdoctor import supervise as run_cmd
+    monkeypatch.setattr(run_cmd, "pth_installed", lambda: False)
     env = run_cmd.child_env(tmp_path, None, None, False, None, base=dict(ENV))
     code = ("import sys; sc = sys.modules.get('sitecustomize'); "
             "print(getattr(sc, '__file__', ''), type(sys.meta_path[0]).__name__, 'torch' in sys.modules)")
@@ -475,7 +475,7 @@ def test_sitecustomize_fallback_when_pth_missing(tmp_path, monkeypatch):
 
 def test_run_options_reach_every_rank_and_bad_numbers_keep_defaults(tmp_path, monkeypatch):
     """`dsdoctor run` options travel as DSDOCTOR_* variables; a malformed one must not stop training."""
-    from dsdoctor.commands import run as run_cmd
+    from dsdoctor import supervise as run_cmd
     from dsdoctor.live.session import LiveOptions
     env = run_cmd.child_env(tmp_path, 30.0, "abort", True, False, base={}, stall_abort_after=120.0)
     for k, v in env.items():

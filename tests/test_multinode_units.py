@@ -79,7 +79,7 @@ def test_env_file_merges_the_users_files_and_leaves_them_alone(tmp_path):
 
 
 def test_run_env_points_the_runner_at_the_file_and_turns_the_recorder_on(tmp_path):
-    from dsdoctor.commands.run import child_env
+    from dsdoctor.supervise import child_env
     env = child_env(tmp_path, 30.0, "abort", False, False, base={"HOME": str(tmp_path / "nohome"), "PATH": "/bin"})
     assert env["DS_ENV_FILE"] == str(tmp_path.resolve() / "deepspeed_env")
     text = Path(env["DS_ENV_FILE"]).read_text()
@@ -256,7 +256,7 @@ def test_hosts_named_in_findings():
 
 
 def test_run_names_node_folders_left_on_other_disks(tmp_path):
-    from dsdoctor.commands.run import _missing_node_folders
+    from dsdoctor.supervise import missing_node_folders as _missing_node_folders
     here = tmp_path / "node0-a"
     here.mkdir()
     roll = {"kind": "roll_call", "rank": 0, "data": {"world_size": 2, "attached": 2, "missing": [], "complete": True,

@@ -165,7 +165,7 @@ class _FailingFile:
 
 @pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC])
 def test_console_copy_survives_a_failing_log(tmp_path, monkeypatch, capsys, err):
-    from dsdoctor.commands.run import Tee
+    from dsdoctor.supervise import Tee
     rfd, wfd = os.pipe()
     out = io.BytesIO()
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out))
@@ -184,7 +184,7 @@ def test_console_copy_survives_a_failing_log(tmp_path, monkeypatch, capsys, err)
 
 def test_console_copy_survives_a_closed_terminal(tmp_path, monkeypatch):
     """stdout gone (the terminal closed, `| head` ended): console.log still gets everything."""
-    from dsdoctor.commands.run import Tee
+    from dsdoctor.supervise import Tee
 
     class Closed(io.RawIOBase):
         def writable(self) -> bool:

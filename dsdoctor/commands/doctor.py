@@ -65,9 +65,12 @@ def doctor(
     facts = probe(cfg)
     est = None
     if params is not None:
-        from .estimate import run_estimate
-        est = run_estimate(params, None, gpus_per_node or max(1, facts.get("gpu_count") or 1), nodes,
-                           gpu_memory, cpu_memory, config)
+        from ..estimate import EstimateError, estimate_memory
+        try:
+            est = estimate_memory(params, None, gpus_per_node or max(1, facts.get("gpu_count") or 1), nodes,
+                                  gpu_memory, cpu_memory, config)
+        except EstimateError as e:
+            fail(str(e))
     checkup = check_config(cfg, text, str(config), rule_set=rules, world_size=world_size, estimate=est,
                            uses_hf=hf, facts=facts)
     findings, notes, extra = checkup.findings, checkup.notes, checkup.extra

@@ -1,5 +1,5 @@
 """The memory fit check of `dsdoctor doctor --params`: the config's own ZeRO stage/offload row
-of the estimate (config/memory.py) against the GPU."""
+of the estimate (config/model_states.py) against the GPU."""
 from __future__ import annotations
 
 from typing import Any

@@ -21,7 +21,7 @@ from typing import Any
 
 from .deepspeed_import import deepspeed_module, torch_module
 from .problems import Problem
-from .schedulers import _signature_params
+from .schedulers import signature_params
 from .snapshot import SNAPSHOT
 
 POPPED = {"adam": {"adam_w_mode", "torch_adam", "fp32_optimizer_states"},
@@ -70,7 +70,7 @@ def introspect_table() -> dict[str, dict[str, Any]]:
         if cls is None:
             continue
         try:
-            params = set(_signature_params(cls)) - {"params", "model_params"}
+            params = set(signature_params(cls)) - {"params", "model_params"}
         except (TypeError, ValueError):
             continue
         params = (params - ENGINE_KWARGS.get(key, set())) | POPPED.get(key.split("+")[0], set())
@@ -99,7 +99,7 @@ def _torch_entry(name: str, extra: set[str] = frozenset()) -> dict[str, Any] | N
     if not isinstance(cls, type):
         return None
     try:
-        params = set(_signature_params(cls)) - {"params"}
+        params = set(signature_params(cls)) - {"params"}
     except (TypeError, ValueError):
         return None
     return {"cls": cls.__name__, "params": sorted(params | extra), "ignored": False}

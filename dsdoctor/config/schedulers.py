@@ -47,7 +47,9 @@ DEEPSPEED_SCHEDULERS = tuple(FALLBACK)
 WARMUP_TYPES = ("log", "linear")
 
 
-def _signature_params(cls: type) -> dict[str, Any]:
+def signature_params(cls: type) -> dict[str, Any]:
+    """A DeepSpeed scheduler's or optimizer's constructor keywords and defaults (REQUIRED when
+    it has none), read from the installed class: the keys its ds_config "params" accept."""
     sig = inspect.signature(cls.__init__)
     out: dict[str, Any] = {}
     for i, (name, p) in enumerate(sig.parameters.items()):
@@ -89,7 +91,7 @@ def scheduler_params(type_name: str) -> dict[str, Any] | None:
     cls = _deepspeed_class(type_name) or _torch_class(type_name)
     if cls is not None:
         try:
-            return _signature_params(cls)
+            return signature_params(cls)
         except (TypeError, ValueError):
             pass
     if deepspeed_module() is None and type_name in FALLBACK:

@@ -135,12 +135,7 @@ def attach(engine: Any, out: Any = None, *, session: LiveSession | None = None, 
             session.add_part(TensorBoard(session))
     for mod, cls in PARTS:
         with session.guard(mod):
-            try:
-                m = importlib.import_module(f"{__package__}.{mod}")
-            except ModuleNotFoundError as e:
-                if e.name and e.name.endswith(f"live.{mod}"):
-                    continue                      # that part is not built yet
-                raise
+            m = importlib.import_module(f"{__package__}.{mod}")   # imported only when attached
             session.add_part(getattr(m, cls)(session))
     doctor = Doctor(engine, session, hooks)
     with session.guard("hooks"):

@@ -2,7 +2,8 @@
 
 Every observation becomes an `events.Event` that is (1) appended to
 DIR/events-rank<N>.jsonl, so a SIGKILL still leaves the evidence, (2) fed to this rank's
-Diagnoser, so findings appear while the run goes on (rank 0 prints each one once), and
+`api.Watch` (the application layer's live door: the same pipeline as analyze), so findings
+appear while the run goes on (rank 0 prints each one once, report.render_live_finding), and
 (3) shown in TensorBoard. Doctor code runs inside `guard(part)`: an exception there is
 recorded as a `doctor_error` event and switches that part off; it never reaches training.
 """
@@ -167,7 +168,7 @@ class LiveSession:
         self._parts: list[Any] = []
         self._lock = threading.RLock()
         self._fh: EventWriter | None = None
-        self._diag = None
+        self._watch = None                 # api.Watch: this rank's diagnosis
         self._closed = False
         self._listeners: list[Any] = []    # callables(ev) fed after each event (tensorboard)
         self._tickers: list[Any] = []      # callables() run by the writer thread after each drain
@@ -176,8 +177,8 @@ class LiveSession:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self._fh = EventWriter(self.out_dir / f"events-rank{self.rank}.jsonl", flush_each=False)
         with self.guard("diagnose"):
-            from ..pipeline import Diagnoser
-            self._diag = Diagnoser()
+            from ..api import Watch
+            self._watch = Watch()
         # the writer thread: step events reach the disk (and the detectors) within
         # STEP_FLUSH_SECONDS even when no other event comes (a stalled rank killed later keeps
         # its last steps)
@@ -275,9 +276,9 @@ class LiveSession:
         if self._fh is not None and self.enabled("events"):
             with self.guard("events"):
                 self._fh.write(ev)
-        if self._diag is not None and self.enabled("diagnose"):
+        if self._watch is not None and self.enabled("diagnose"):
             with self.guard("diagnose"):
-                for f in self._diag.feed(ev):
+                for f in self._watch.feed(ev):
                     self._new_finding(f)
         for fn in self._listeners:
             fn(ev)
@@ -301,21 +302,19 @@ class LiveSession:
         self.findings.append(f)
         if self.rank == 0 and not self.quiet and self.enabled("print"):
             with self.guard("print"):
-                from rich.console import Console
-
-                from ..report import render_finding
+                from ..report import render_live_finding
                 if self._console is None:
+                    from rich.console import Console
                     self._console = Console(stderr=True)
-                self._console.rule(f"dsdoctor live · rank {self.rank} · step {self.progress.step}")
-                render_finding(self._console, f, brief=True)
+                render_live_finding(self._console, f, self.rank, self.progress.step)
 
     def live_findings(self) -> list:
-        """Every finding this rank's Diagnoser holds now (including finish()-time ones)."""
-        if self._diag is None:
+        """Every finding this rank's diagnosis holds now (including finish()-time ones)."""
+        if self._watch is None:
             return list(self.findings)
         self.flush()
         with self._lock, self.guard("diagnose"):
-            return self._diag.finish()
+            return self._watch.report().findings
         return list(self.findings)
 
     # ------------------------------------------------------------------ parts
