@@ -98,11 +98,12 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      "a launch problem (the ranks could not be started as launched)"),
     # the peers of a failed rank: torch.distributed DistBackendError / DistNetworkError / DistStoreError,
     # ProcessGroupNCCL ('NCCL error', 'Watchdog caught collective operation timeout'), gloo
-    # ('Connection closed by peer', 'Connection reset by peer')
+    # ('Connection closed by peer', 'Connection reset by peer'); torch.cuda.nccl's own calls
+    # (torch/csrc/cuda/nccl.cpp: throw_nccl_error 'NCCL Error {code}: {ncclGetErrorString}')
     ("comm", "nccl_error", 1,
      ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError", "RendezvousConnectionError",
       "RendezvousTimeoutError", "RendezvousClosedError"),
-     ("NCCL error", "ProcessGroupNCCL", "NCCL communicator", "Connection closed by peer", "Connection reset by peer",
+     ("NCCL error", "NCCL Error ", "ProcessGroupNCCL", "NCCL communicator", "Connection closed by peer", "Connection reset by peer",
       "Broken pipe", "Socket Timeout", "collective operation timeout", "third_party/gloo", "ncclSystemError",
       "ncclInternalError", "ncclUnhandledCudaError", "ncclRemoteError"),
      ("distributed_c10d.py", "torch/distributed/elastic/rendezvous"),
