@@ -74,6 +74,15 @@ def test_a_dataloader_worker_segfault_is_a_crash():
             "for b in DataLoader(D(), num_workers=1, batch_size=1): pass\n")
     f = top(output_of(code))
     assert f.rule == "failure-crash-signal" and "SIGSEGV" in f.title and "DataLoader worker" in f.summary
+    # how the main process may report it instead (libtorch_python 'DataLoader worker (pid {}) is
+    # killed by signal: {}. ', torch/utils/data/dataloader.py 'DataLoader worker (pid(s) {}) exited
+    # unexpectedly'): a report of the worker's death, not a cause of its own
+    for end in ("RuntimeError: DataLoader worker (pid 4242) is killed by signal: Segmentation fault. \n",
+                "ERROR: Unexpected segmentation fault encountered in worker.\nTraceback (most recent call last):\n"
+                '  File "train.py", line 9, in <module>\n'
+                "RuntimeError: DataLoader worker (pid(s) 4242) exited unexpectedly\n"):
+        f = top("step 3 loss 1.0\n" + end)
+        assert f.rule == "failure-crash-signal" and "SIGSEGV" in f.title, (f.rule, f.title)
 
 
 def test_during_handling_keeps_the_first_exception():

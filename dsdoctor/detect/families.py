@@ -113,6 +113,11 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("wrapper", "other", 0,
      ("ChildFailedError", "ProcessRaisedException", "ProcessExitedException", "SignalException", "CalledProcessError"),
      (), (), "the launcher reporting that a rank failed"),
+    # torch/utils/data/_utils/signal_handling.py & dataloader.py: the main process reporting a
+    # worker's death ('DataLoader worker (pid N) is killed by signal: Segmentation fault.',
+    # 'DataLoader worker (pid(s) N) exited unexpectedly'): the cause is the worker's signal
+    # (launcher.py reads it from the same line and from the worker's own handler)
+    ("wrapper", "other", 0, (), ("DataLoader worker (pid",), (), "the DataLoader reporting that a worker died"),
     ("interrupt", "other", 2, ("KeyboardInterrupt",), (), (), "an interruption (Ctrl-C / SIGINT)"),
 ]
 

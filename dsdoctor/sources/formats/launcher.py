@@ -240,6 +240,10 @@ def dataloader_killed(line: Line, st: StreamState):
         return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="dataloader", pid=pid)
     if what == "Killed":
         return _killed(line, st, -9, "dataloader", pid=None, worker_pid=pid)
+    sig = {"Segmentation fault": 11, "Floating point exception": 8, "Aborted": 6}.get(what)
+    if sig is not None and _once(st, ("dl-crash", line.rank)):
+        return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig,
+                          who="DataLoader worker", worker_pid=pid)
     return None
 
 
