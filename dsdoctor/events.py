@@ -54,6 +54,7 @@ KINDS: dict[str, str] = {
     "scale_at_minimum": "DeepSpeed's 'Current loss scale already at minimum' exception",
     # memory
     "oom": "device ('cuda'|'cpu'), phase, requested, total, free, reserved, allocated (bytes), wording",
+    "alloc_flushes": "flushes (int): ZeRO-3's warning that the CUDA caching allocator flushed its cache (retried an allocation) since the last step",
     "cuda_error": "error (text after 'CUDA error: '), phase",
     "killed": "signal (9, 7, ...), exitcode, pid, who ('launcher'|'torchelastic'|'kernel'|'shell'|'pdsh'|'slurm'|'dataloader'), memcg, first",
     "shm_error": "detail: /dev/shm, bus error or 'No space left on device'; where ('dataloader'|'/dev/shm'|'process')",

@@ -162,6 +162,16 @@ def check_syntax(expr: str) -> None:
 _TEMPLATE = re.compile(r"\{([^{}]+)\}")
 
 
+def check_template(template: str) -> None:
+    """ExprError unless every `{expr}` piece parses and no brace is left outside one: a dict
+    literal or nested braces inside a piece would print the raw template to the user."""
+    for piece in _TEMPLATE.findall(template):
+        check_syntax(piece)
+    rest = _TEMPLATE.sub("", template)
+    if "{" in rest or "}" in rest:
+        raise ExprError(f"{template[:80]!r}: a brace outside a {{expr}} piece (pieces cannot nest braces)")
+
+
 def render(template: str, names: Mapping[str, Any]) -> str:
     """Fill `{expr}` pieces of a rule's text. An unknown value renders as '?'."""
     ev = make_evaluator(names)

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from .expr import ExprError, check_syntax, evaluate, render
+from .expr import ExprError, check_syntax, check_template, evaluate, render
 from .findings import CATEGORIES, SEVERITIES, Finding, Symptom
 
 
@@ -170,6 +170,12 @@ def parse_rule(d: Any, file: str) -> Rule:
         raise _fail(file, line, rid, f"category {d['category']!r} is not one of {', '.join(CATEGORIES)}")
     if d["severity"] not in SEVERITIES:
         raise _fail(file, line, rid, f"severity {d['severity']!r} is not one of {', '.join(SEVERITIES)}")
+    for k in ("title", "summary", "key"):
+        if isinstance(d.get(k), str):
+            try:
+                check_template(d[k])
+            except ExprError as e:
+                raise _fail(file, line, rid, f"{k}: {_one_line(e)}") from None
     m = d["match"]
     if not isinstance(m, dict) or "symptom" not in m:
         raise _fail(file, m.get("__line__", line) if isinstance(m, dict) else line, rid,

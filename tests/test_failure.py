@@ -52,6 +52,39 @@ def test_any_exception_type_is_a_failure_with_type_line_and_triage():
     assert f.fixes and "traceback" in f.fixes[0].advice
 
 
+def test_a_full_disk_under_torch_save_is_storage():
+    """torch.save onto a device that is full (/dev/full: every write fails with ENOSPC), for real."""
+    log = "step 7 loss 1.0\n" + output_of("import torch; torch.save({'w': torch.zeros(1000)}, '/dev/full')")
+    f = top(log)
+    assert (f.rule, f.category) == ("failure-storage-full", "environment"), (f.rule, f.title)
+    log = output_of("open('/dev/full', 'wb').write(b'x' * 65536)")
+    assert "No space left on device" in log and top(log).rule == "failure-storage-full"
+
+
+def test_a_dataloader_worker_segfault_is_a_crash():
+    """A real DataLoader worker killed by SIGSEGV: torch's worker handler prints 'Unexpected
+    segmentation fault encountered in worker', the main process then fails on its lost pipe."""
+    code = ("import os, signal, torch\n"
+            "from torch.utils.data import DataLoader, Dataset\n"
+            "class D(Dataset):\n"
+            "    def __len__(self): return 8\n"
+            "    def __getitem__(self, i):\n"
+            "        if i == 3: os.kill(os.getpid(), signal.SIGSEGV)\n"
+            "        return torch.zeros(2)\n"
+            "for b in DataLoader(D(), num_workers=1, batch_size=1): pass\n")
+    f = top(output_of(code))
+    assert f.rule == "failure-crash-signal" and "SIGSEGV" in f.title and "DataLoader worker" in f.summary
+    # how the main process may report it instead (libtorch_python 'DataLoader worker (pid {}) is
+    # killed by signal: {}. ', torch/utils/data/dataloader.py 'DataLoader worker (pid(s) {}) exited
+    # unexpectedly'): a report of the worker's death, not a cause of its own
+    for end in ("RuntimeError: DataLoader worker (pid 4242) is killed by signal: Segmentation fault. \n",
+                "ERROR: Unexpected segmentation fault encountered in worker.\nTraceback (most recent call last):\n"
+                '  File "train.py", line 9, in <module>\n'
+                "RuntimeError: DataLoader worker (pid(s) 4242) exited unexpectedly\n"):
+        f = top("step 3 loss 1.0\n" + end)
+        assert f.rule == "failure-crash-signal" and "SIGSEGV" in f.title, (f.rule, f.title)
+
+
 def test_during_handling_keeps_the_first_exception():
     log = output_of("d = {}\ntry:\n    d['model']\nexcept KeyError:\n    raise ValueError('cleanup failed')")
     assert "During handling of the above exception" in log

@@ -42,6 +42,11 @@ BAD = {
                  "    source: s\n    match: {symptom: a}\n", "rule x-3: 'examples' needs"),
     "python-tag": ("rules: !!python/object/apply:os.system ['echo hi']\n", "invalid YAML"),
     "unknown-field": ("rules:\n  - id: x-4\n    categroy: oom\n", "unknown field(s): categroy"),
+    # a dict literal inside a template piece would print the raw template: refused at load
+    "template": ("rules:\n  - id: x-5\n    category: oom\n    severity: error\n    title: t\n"
+                 "    summary: \"{ {'a': 'b'}.get(reason) }\"\n"
+                 "    source: s\n    match: {symptom: a}\n    examples: {match: [{log: a}], nomatch: [{log: b}]}\n",
+                 "rule x-5: summary:"),
 }
 
 

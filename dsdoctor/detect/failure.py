@@ -160,6 +160,12 @@ class FailureDetector(Detector):
         out: list[Symptom] = []
         decisive = self._decisive_group()
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
+        stop = self._scheduler_stop()
+        if stop is not None and (primary is None or primary.seq > stop[0]):
+            # Slurm ended the job (time limit, preemption, scancel): the SIGKILLs after its
+            # SIGTERM are its echo, not the kernel's OOM killer
+            out.append(self._signal_symptom(decisive, stop))
+            return out
         if self.kills or (primary is None and self._vanished()):
             out.append(self._host_oom(primary))
             if primary is None:
@@ -171,6 +177,10 @@ class FailureDetector(Detector):
         elif self.exits:
             out.append(self._exit_symptom(decisive))
         return out
+
+    def _scheduler_stop(self) -> tuple[int, Event] | None:
+        """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line)."""
+        return next(((seq, ev) for seq, ev in self.signals if ev.data.get("reason")), None)
 
     def _decisive_group(self) -> _Group | None:
         # an exception after which its input went on training (a caught error printed with its
@@ -273,8 +283,8 @@ class FailureDetector(Detector):
             s.steps.append(ev.step)
         return s
 
-    def _signal_symptom(self, g: _Group | None) -> Symptom:
-        seq, ev = self.signals[0]
+    def _signal_symptom(self, g: _Group | None, chosen: tuple[int, Event] | None = None) -> Symptom:
+        seq, ev = chosen or self.signals[0]
         sig = ev.data.get("signal")
         if sig is None:
             code = ev.data.get("exitcode") or 0
@@ -286,8 +296,10 @@ class FailureDetector(Detector):
                                external=external, who=ev.data.get("who") or ("dsdoctor run" if ev.kind == "exit" else None),
                                rank=ev.data.get("rank", ev.rank), phase=phase, phase_text=phase_text,
                                last_step=self.last_step, family="interrupt" if external else "crash",
-                               at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode")))
-        for _, e in self.signals[:4]:
+                               at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode"),
+                               reason=ev.data.get("reason"), host=ev.data.get("node")))
+        self._add(s, ev)
+        for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
             self._add(s, e)
         if g is not None:
             gev, _ = g.decisive()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Family:
-    name: str               # environment | config | hardware | gpu_memory | host_memory | launcher | comm | wrapper | interrupt | other
+    name: str               # environment | storage | config | hardware | gpu_memory | host_memory | launcher | comm | wrapper | interrupt | other
     category: str           # the dsdoctor category of a failure of this family
     weight: int             # 3 cause, 2 weak cause (interrupt), 1 consequence (comm), 0 wrapper
     why: str                # one line: what in the exception said so
@@ -58,6 +58,18 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "Unsupported gpu architecture", "libcudart", "libcuda.so", "op_builder"),
      ("op_builder/", "cpp_extension.py", "importlib/__init__.py:import_module"),
      "an install problem (a DeepSpeed op that did not build, a missing package, CUDA/driver mismatch)"),
+    # a full disk or quota while writing (a checkpoint, a cache, a log): errno 28 ENOSPC / 122 EDQUOT / 30 EROFS
+    # (OSError '[Errno 28] No space left on device'); torch.save's writer caffe2/serialize/inline_container.cc
+    # PyTorchStreamWriter ('PytorchStreamWriter failed writing file ...: file write failed', '[enforce fail at
+    # inline_container.cc] . unexpected pos N vs M': the file came out shorter than written). /dev/shm is
+    # host memory, not disk: launcher.py makes that an shm_error before it gets here. torch 2.13's
+    # torch.save to a full device raises 'basic_ios::clear: iostream error' first (its std::ostream
+    # write failing), then 'unexpected pos' while handling it (seen writing to /dev/full).
+    ("storage", "environment", 3, (),
+     ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]", "Read-only file system",
+      "[Errno 30]", "PytorchStreamWriter failed writing file", "file write failed", "unexpected pos ",
+      "basic_ios::clear: iostream error"),
+     (), "a full disk (or quota, or a read-only file system) while writing"),
     # deepspeed/runtime/config.py DeepSpeedConfigError and its asserts; runtime/config_utils.py
     # DeepSpeedConfigModel (pydantic ValidationError); runtime/zero/utils.py ZeRORuntimeException
     # (engine.py: client optimizer under ZeRO-Offload, checkpoint DP world size); transformers
@@ -86,11 +98,12 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      "a launch problem (the ranks could not be started as launched)"),
     # the peers of a failed rank: torch.distributed DistBackendError / DistNetworkError / DistStoreError,
     # ProcessGroupNCCL ('NCCL error', 'Watchdog caught collective operation timeout'), gloo
-    # ('Connection closed by peer', 'Connection reset by peer')
+    # ('Connection closed by peer', 'Connection reset by peer'); torch.cuda.nccl's own calls
+    # (torch/csrc/cuda/nccl.cpp: throw_nccl_error 'NCCL Error {code}: {ncclGetErrorString}')
     ("comm", "nccl_error", 1,
      ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError", "RendezvousConnectionError",
       "RendezvousTimeoutError", "RendezvousClosedError"),
-     ("NCCL error", "ProcessGroupNCCL", "NCCL communicator", "Connection closed by peer", "Connection reset by peer",
+     ("NCCL error", "NCCL Error ", "ProcessGroupNCCL", "NCCL communicator", "Connection closed by peer", "Connection reset by peer",
       "Broken pipe", "Socket Timeout", "collective operation timeout", "third_party/gloo", "ncclSystemError",
       "ncclInternalError", "ncclUnhandledCudaError", "ncclRemoteError"),
      ("distributed_c10d.py", "torch/distributed/elastic/rendezvous"),
@@ -100,6 +113,11 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("wrapper", "other", 0,
      ("ChildFailedError", "ProcessRaisedException", "ProcessExitedException", "SignalException", "CalledProcessError"),
      (), (), "the launcher reporting that a rank failed"),
+    # torch/utils/data/_utils/signal_handling.py & dataloader.py: the main process reporting a
+    # worker's death ('DataLoader worker (pid N) is killed by signal: Segmentation fault.',
+    # 'DataLoader worker (pid(s) N) exited unexpectedly'): the cause is the worker's signal
+    # (launcher.py reads it from the same line and from the worker's own handler)
+    ("wrapper", "other", 0, (), ("DataLoader worker (pid",), (), "the DataLoader reporting that a worker died"),
     ("interrupt", "other", 2, ("KeyboardInterrupt",), (), (), "an interruption (Ctrl-C / SIGINT)"),
 ]
 

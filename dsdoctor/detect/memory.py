@@ -10,15 +10,25 @@ from .base import Detector, symptom_from
 
 
 class MemoryDetector(Detector):
-    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory")
+    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes")
+    FLUSH_STEPS = 3         # DeepSpeed: "if this is happening frequently ..."; one flush at warm-up is normal
 
     def __init__(self) -> None:
         self.last_memory: dict[int | None, dict] = {}
+        self.flush_lines = 0
+        self.flushes = 0
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
         if ev.kind == "memory":          # live readings: remembered to describe a later OOM
             self.last_memory[ev.rank] = d
+            return ()
+        if ev.kind == "alloc_flushes":
+            self.flush_lines += 1
+            self.flushes += int(d.get("flushes") or 0)
+            if self.flush_lines == self.FLUSH_STEPS:
+                return (symptom_from(ev, seq, "alloc_flushes", key=(), flushes=self.flushes,
+                                     flush_steps=self.flush_lines),)
             return ()
         if ev.kind == "oom":
             facts = {k: v for k, v in d.items()}

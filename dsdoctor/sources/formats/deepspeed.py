@@ -128,6 +128,20 @@ def static_scale(line: Line, st: StreamState):
                       hysteresis=None, dtype="fp16", static=True)
 
 
+# deepspeed/runtime/zero/stage3.py: DeepSpeedZeroOptimizer_Stage3._post_step callers (step):
+# logger.warning("%d pytorch allocator cache flushes since last step. this happens when there is
+# high memory pressure ...") on rank 0, whenever memory_stats()["num_alloc_retries"] grew.
+_ALLOC_FLUSHES = re.compile(r"(\d+) pytorch allocator cache flushes since last step")
+
+
+@on("pytorch allocator cache flushes since last step")
+def allocator_flushes(line: Line, st: StreamState):
+    m = _ALLOC_FLUSHES.search(line.text)
+    if not m:
+        return None
+    return line.event("alloc_flushes", step=st.step_of(line.rank), flushes=int(m.group(1)))
+
+
 @on("Current loss scale already at minimum")
 def at_minimum(line: Line, st: StreamState):
     return line.event("scale_at_minimum", step=st.step_of(line.rank))

@@ -165,6 +165,24 @@ def slurm_oom(line: Line, st: StreamState):
     return None
 
 
+# slurmstepd, when Slurm ends a job or step itself (format strings in slurmstepd 22.05, from
+# src/slurmd/slurmstepd/req.c and slurmstepd.c): '*** %s ON %s CANCELLED AT %s ***' (scancel),
+# '... DUE TO TIME LIMIT ***', '... DUE TO PREEMPTION ***', '... DUE TO JOB REQUEUE ***',
+# '... DUE TO NODE FAILURE, SEE SLURMCTLD LOG FOR DETAILS ***'; %s = 'JOB 4242' or 'STEP 4242.0'.
+# The ranks get SIGTERM, then SIGKILL after KillWait: the SIGKILLs that follow are its echo.
+_SLURM_CANCEL = re.compile(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT (\S+)(?: DUE TO ([A-Za-z ]+?))?(?:,| \*\*\*|$)")
+
+
+@on(" CANCELLED AT ")
+def slurm_cancelled(line: Line, st: StreamState):
+    m = _SLURM_CANCEL.search(line.text)
+    if not m or not _once(st, ("slurm-cancel",)):
+        return None
+    reason = (m.group(4) or "scancel").strip().lower()
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=15, who="slurm",
+                      external=True, reason=reason, node=m.group(2), job=m.group(1))
+
+
 # bash: "Killed" alone, or "/path/script.sh: line 12: 4567 Killed    python train.py"
 _SHELL_KILLED = re.compile(r"^(?:.*: line \d+:\s+(\d+) )?Killed(?:\s{2,}.*)?$")
 
@@ -175,6 +193,20 @@ def shell_killed(line: Line, st: StreamState):
     if not m:
         return None
     return _killed(line, st, -9, "shell", pid=int(m.group(1)) if m.group(1) else None)
+
+
+# bash's job report for SIGTERM: "Terminated" alone, or "./run.sh: line 7: 4567 Terminated  python ..."
+# (bash jobs.c: the strsignal() text of the signal that ended the job)
+_SHELL_TERMINATED = re.compile(r"^(?:.*: line \d+:\s+(\d+) )?Terminated(?:\s{2,}.*)?$")
+
+
+@on("Terminated")
+def shell_terminated(line: Line, st: StreamState):
+    m = _SHELL_TERMINATED.match(line.text.strip())
+    if not m:
+        return None
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=15, who="shell",
+                      pid=int(m.group(1)) if m.group(1) else None)
 
 
 # ---------------------------------------------------------------- kernel OOM killer (oom_kill.c)
@@ -208,12 +240,33 @@ def dataloader_killed(line: Line, st: StreamState):
         return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="dataloader", pid=pid)
     if what == "Killed":
         return _killed(line, st, -9, "dataloader", pid=None, worker_pid=pid)
+    sig = {"Segmentation fault": 11, "Floating point exception": 8, "Aborted": 6}.get(what)
+    if sig is not None and _once(st, ("dl-crash", line.rank)):
+        return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig,
+                          who="DataLoader worker", worker_pid=pid)
     return None
 
 
 @on("Unexpected bus error encountered in worker")
 def dataloader_bus_error(line: Line, st: StreamState):
     return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="dataloader")
+
+
+# torch/csrc/DataLoader.cpp (compiled into libtorch_python): a worker's own signal handler prints
+# 'ERROR: Unexpected segmentation fault encountered in worker.' / '... floating-point exception ...'
+# (the bus error one is /dev/shm, above), then the main process raises 'DataLoader worker (pid N)
+# is killed by signal: Segmentation fault.'
+_DL_CRASH = {"segmentation fault": 11, "floating-point exception": 8}
+
+
+@on("encountered in worker")
+def dataloader_worker_crash(line: Line, st: StreamState):
+    t = line.text
+    for what, sig in _DL_CRASH.items():
+        if f"Unexpected {what} encountered in worker" in t and _once(st, ("dl-crash", line.rank)):
+            return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig,
+                              who="DataLoader worker")
+    return None
 
 
 @on("No space left on device")
@@ -278,7 +331,7 @@ def elastic_death_signal(line: Line, st: StreamState):
 # 'srun: error: {node}: tasks {list}: Killed' (a signal; other tasks are killed this way too
 # once one failed with --kill-on-bad-exit, so this is weighed in detect/failure.py, not taken
 # for an OOM kill on its own).
-_SRUN = re.compile(r"srun: error: (\S+): tasks? ([\d,-]+): (Exited with exit code (\d+)|Killed|Segmentation fault|Aborted)")
+_SRUN = re.compile(r"srun: error: (\S+): tasks? ([\d,-]+): (Exited with exit code (\d+)|Killed|Segmentation fault|Aborted|Terminated)")
 
 
 @on("srun: error: ")
@@ -289,7 +342,7 @@ def srun_task(line: Line, st: StreamState):
     task = m.group(2).split(",")[0].split("-")[0]
     what = m.group(3)
     code = int(m.group(4)) if m.group(4) else None
-    sig = None if code is not None else {"Killed": 9, "Segmentation fault": 11, "Aborted": 6}[what]
+    sig = None if code is not None else {"Killed": 9, "Segmentation fault": 11, "Aborted": 6, "Terminated": 15}[what]
     if code == 0:
         return None
     return line.event("process_exit", step=st.step_of(line.rank), rank=int(task) if task.isdigit() else None,
