@@ -65,6 +65,7 @@ KINDS: dict[str, str] = {
     "nccl_error": "error ('unhandled system error', ...), detail, code ('ncclSystemError', ...), nccl_version, cause (set when the line itself says: 'watchdog_hang', 'remote_exit', 'rendezvous' + rdzv, peer)",
     "nccl_warn": "msg, cause ('shm'|'interface'|'connection_refused'|'ib'|'remote_exit'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
     "nccl_transport": "transport ('Socket'|'IB'|...), detail ('ib_not_found'|None), host",
+    "comm_abort": "error ('watchdog_abort'): ProcessGroupNCCL's watchdog took the process down after a collective failed or timed out",
     "gloo_error": "msg, cause ('remote_exit'|'connect'|'timeout_secondary'), peer",
     "desync_report": "lagging ranks, seq, detail",
     "stall": "id (verdict number), ranks behind, last_step, last_phase, waited_s, stacks (path), on_stall, abort_after_s, signalled",
