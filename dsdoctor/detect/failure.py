@@ -69,7 +69,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
-             "throughput", "timers", "skipped", "grad_norm", "lr")
+             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -85,6 +85,7 @@ class FailureDetector(Detector):
         self.source_step: dict[str, int] = {}
         self.host_percent: float | None = None
         self.host_percent_max: float | None = None
+        self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -96,7 +97,10 @@ class FailureDetector(Detector):
             if ev.step > self.source_step.get(ev.source, -1):
                 self.source_step[ev.source] = ev.step
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
-        if k == "exception":
+        if k == "error_line":
+            if len(self.error_lines) < 4096 or ev.source in self.error_lines:
+                self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
+        elif k == "exception":
             self._exception(ev, seq)
         elif k == "killed":
             sig = ev.data.get("signal")
@@ -176,7 +180,26 @@ class FailureDetector(Detector):
             out.append(self._signal_symptom(decisive))
         elif self.exits:
             out.append(self._exit_symptom(decisive))
+        elif decisive is None and (last := self._last_words()) is not None:
+            out.append(self._error_line_symptom(*last))
         return out
+
+    def _last_words(self) -> tuple[int, Event] | None:
+        """The last error-level line after which its input made no progress: the only trace a
+        run may leave when nothing else says how it ended."""
+        fatal = [(seq, ev) for seq, ev, at in self.error_lines.values()
+                 if self.advances.get(ev.source, 0) - at < SURVIVED_STEPS]
+        return max(fatal, key=lambda x: x[0]) if fatal else None
+
+    def _error_line_symptom(self, seq: int, ev: Event) -> Symptom:
+        phase, phase_text = self._phase()
+        d = ev.data
+        s = Symptom(name="failure", seq=seq, time=ev.time, key=("error_line",),
+                    facts=dict(how="error_line", level=d.get("level"), message=d.get("message"), family="other",
+                               rank=ev.rank, phase=phase, phase_text=phase_text, last_step=self.last_step,
+                               at=f"{ev.source}:{ev.line}" if ev.line else ev.source))
+        self._add(s, ev)
+        return s
 
     def _scheduler_stop(self) -> tuple[int, Event] | None:
         """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line)."""

@@ -32,6 +32,13 @@ STREAK_GAP = 2           # overflows at most this many steps apart belong to one
 STREAK_COLLAPSE = 4      # a streak this long after settling is a collapse
 FAR_HALVINGS = 8
 FLOOR = 16               # 2^4
+# DeepSpeed's step lines carry the running total of skipped steps ('step=N, skipped=M'). A
+# dynamic scaler cannot skip more steps in a row than it takes to halve from its initial
+# scale (2^initial_scale_power, at most 2^32) to the floor, twice that with hysteresis 2:
+# 90 % of SKIP_RUN steps or more skipped is overflow on step after step, even when the
+# OVERFLOW lines themselves are not in the log (a pasted excerpt, rank-0-only logging).
+SKIP_RUN = 50
+SKIP_RATIO = 0.9
 
 
 class LossScaleDetector(Detector):
@@ -60,6 +67,10 @@ class LossScaleDetector(Detector):
         self.recent: deque[tuple] = deque(maxlen=16)      # recent overflow keys (see _replica)
         self.replicas = 0
         self.lowest: float | None = None
+        self.skip_point: tuple[int, int] | None = None    # last (step, cumulative skipped) seen
+        self.skip_run = (0, 0)                           # (steps, skipped) of the current mostly-skipped run
+        self.skip_events: deque[Event] = deque(maxlen=3)
+        self.skip_from_start = False
 
     # ------------------------------------------------------------------ events
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -104,7 +115,37 @@ class LossScaleDetector(Detector):
             return ()
         self._progress(ev)
         self._settle()
+        if k == "skipped" and not d.get("per_interval"):
+            return self._skipped_total(ev, seq)
         return ()
+
+    def _skipped_total(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        """A step line's running total of skipped steps: a long run in which nearly every
+        step was skipped is a collapse, whatever else the log shows."""
+        step, total = ev.step, ev.data.get("skipped")
+        if not isinstance(step, int) or not isinstance(total, int) or isinstance(total, bool):
+            return ()
+        prev = self.skip_point
+        if prev is None and total >= SKIP_RATIO * step > 0:
+            prev = (0, 0)                 # skipping from the very first step
+            self.skip_from_start = True
+        self.skip_point = (step, total)
+        if prev is None or step <= prev[0] or total < prev[1]:
+            return ()                     # the first line, a replica, or a restart
+        dstep, dskip = step - prev[0], total - prev[1]
+        if dskip >= SKIP_RATIO * dstep:
+            self.skip_run = (self.skip_run[0] + dstep, self.skip_run[1] + dskip)
+            self.skip_events.append(ev)
+        else:
+            self.skip_run = (0, 0)
+            self.skip_events.clear()
+        if self.skip_run[0] < SKIP_RUN or self.symptom is not None:
+            return ()
+        self.late = not self.skip_from_start   # from step 1: the scale never found a level that fits
+        if self.first_overflow is None:
+            self.first_overflow, self.first_seq = self.skip_events[0], seq
+        self.streak_events.extend(self.skip_events)
+        return self._judge(ev, seq)
 
     def _replica(self, ev: Event) -> bool:
         """The same overflow printed again by another rank. The loss scale is one value for the
@@ -214,14 +255,16 @@ class LossScaleDetector(Detector):
         return (self.at_minimum or self.one_to_one >= 2
                 or (self.cur is not None and self.overflows > 0 and self.cur <= floor)
                 or (self.settled is not None and self.halvings() >= FAR_HALVINGS)
-                or (self.streak_late and self.streak >= STREAK_COLLAPSE))
+                or (self.streak_late and self.streak >= STREAK_COLLAPSE)
+                or self.skip_run[0] >= SKIP_RUN)
 
     def facts(self) -> dict:
         return dict(start_scale=self.start_scale, settled_scale=self.settled, end_scale=self.cur,
                     halvings=self.halvings(), overflows=self.overflows, streak=self.max_streak,
                     at_minimum=self.at_minimum, one_to_one=self.one_to_one, late=self.late,
                     steps_left=self.steps_left(), scale_floor=self.min_scale, replicas=self.replicas,
-                    lowest_scale=self.lowest)
+                    lowest_scale=self.lowest, skipped_run_steps=self.skip_run[0] or None,
+                    skipped_run=self.skip_run[1] or None)
 
     def _judge(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if self.symptom is not None:

@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Iterator
 
 from ..events import Event
-from .formats import (anomaly, apex, context_lines, deepspeed, fairseq, hardware, hf, launcher,
-                      megatron, memory, multinode, nccl, phases, progress, traceback)
+from .formats import (anomaly, apex, context_lines, deepspeed, error_lines, fairseq, hardware, hf,
+                      launcher, megatron, memory, multinode, nccl, phases, progress, traceback)
 from .lines import StreamState
 from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGroup,
                          declarations)
@@ -25,6 +25,7 @@ FORMATS: tuple[ModuleType, ...] = (
     traceback, memory, context_lines, deepspeed, nccl, launcher, hf, megatron, hardware,
     phases, multinode,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
+    error_lines,                           # any logger's error level: the last resort of a failed run
 )
 
 __all__ = ["FORMATS", "HANDLERS", "TRIGGERS", "CONTINUES", "STEADY", "FINISHERS", "finish_stream",

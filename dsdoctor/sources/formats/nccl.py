@@ -263,6 +263,21 @@ def nccl_error_detail(line: Line, st: StreamState):
                       detail=m.group(2).strip() or None)
 
 
+# ProcessGroupNCCL's watchdog after a collective failed or timed out (torch 1.8-1.12 one line,
+# 1.13-2.12 '[Rank {rank}] Some NCCL operations have failed or timed out. Due to the asynchronous
+# nature of CUDA kernels, subsequent GPU operations might run on corrupted/incomplete data.' then
+# '[Rank {rank}] To avoid data inconsistency, we are taking the entire process down.'): the rank
+# aborts itself (SIGABRT). Often the only trace left when the timeout line itself was cut off.
+_ABORT_RANK = re.compile(r"\[Rank (\d+)\] Some NCCL operations")
+
+
+@on("Some NCCL operations have failed or timed out")
+def nccl_watchdog_abort(line: Line, st: StreamState):
+    m = _ABORT_RANK.search(line.text)
+    rank = int(m.group(1)) if m else line.rank
+    return line.event("comm_abort", step=st.step_of(rank), rank=rank, error="watchdog_abort")
+
+
 @on("NCCL communicator was aborted on rank")
 def nccl_aborted(line: Line, st: StreamState):
     return line.event("nccl_error", step=st.step_of(line.rank), error="communicator aborted",

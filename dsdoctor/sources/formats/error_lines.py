@@ -1,0 +1,35 @@
+"""Recogniser: error-level lines of any logger, the last resort of a failed run's evidence.
+
+A run can end with nothing a specific recogniser knows: no traceback, no exit code, no
+signal, only a logger's last words. These are the level markers the common loggers print:
+Python logging's default formats ('ERROR:name:msg' from logging.BASIC_FORMAT, 'LEVEL msg'
+layouts, DeepSpeed's '[ERROR] [file:line:func] msg', deepspeed/utils/logging.py),
+libstdc++'s 'terminate called without an active exception', and FATAL/CRITICAL markers.
+(torch's own C++ 'E0501 ... file.cc:10]' lines are read by the recognisers of their messages.) detect/failure.py uses one only when nothing else says the run failed and the
+training made no progress after it; wandb's own errors (its upload, its login) are not the
+run's (except its 'Run X errored: ...', which quotes the run's exception).
+"""
+from __future__ import annotations
+
+import re
+
+from ..lines import Line, StreamState
+from ..recogniser import on
+
+# the level marker near the start of the (decoration-free) line
+_LEVEL = re.compile(r"^.{0,40}?(?:\[(ERROR|FATAL|CRITICAL)\]|\b(ERROR|FATAL|CRITICAL)(?::[\w.]*:|:|\s{1,8}(?=\S)|$))")
+_NOT_THE_RUN = ("wandb: ", "wandb:ERROR", "tensorboard", "comet_ml", "mlflow")
+
+
+@on("ERROR", "FATAL", "CRITICAL", "terminate called without an active exception")
+def error_line(line: Line, st: StreamState):
+    t = line.text.strip()
+    if any(x in t for x in _NOT_THE_RUN) and "errored" not in t:   # wandb's 'Run X errored: <the exception>' is the run's
+        return None
+    if t.startswith("terminate called without an active exception"):
+        return line.event("error_line", step=st.step_of(line.rank), level="fatal", message=t[:300])
+    m = _LEVEL.match(t)
+    if not m:
+        return None
+    level = (m.group(1) or m.group(2)).lower()
+    return line.event("error_line", step=st.step_of(line.rank), level=level, message=t[m.end():].strip()[:300] or t[:300])
