@@ -106,6 +106,20 @@ def test_raise_from_of_a_real_ninja_build_is_environment():
     assert (f.rule, f.category) == ("failure-environment-exception", "environment")
 
 
+def test_a_real_op_build_missing_a_header_names_the_header():
+    """torch's JIT build (the path DeepSpeed's op_builder takes) of a source that includes a
+    header this machine lacks: the compiler's 'fatal error' line is the cause, the build
+    error its consequence."""
+    if not any((Path(p) / "ninja").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        pytest.skip("ninja not installed")
+    log = output_of("import tempfile\nfrom torch.utils.cpp_extension import load_inline\n"
+                    "load_inline(name='demo_missing_header', cpp_sources=['#include <demo_no_such_header.h>\\nint f() { return 1; }'],"
+                    " functions=['f'], build_directory=tempfile.mkdtemp(), verbose=True)", timeout=300)
+    fs = [f for f in diagnose(log) if f.severity != "info"]
+    assert fs[0].rule == "log-env-missing-header" and "demo_no_such_header.h" in fs[0].title
+    assert fs[1].rule == "log-env-op-build" and fs[1].consequence_of == "log-env-missing-header"
+
+
 def test_missing_module_is_environment():
     f = top(output_of("import dsdoctor_no_such_module_xyz"))
     assert (f.rule, f.category) == ("failure-environment-exception", "environment")

@@ -636,6 +636,23 @@ def cuda_mismatch(line: Line, st: StreamState):
                 torch_cuda=m.group(2) if m else None)
 
 
+# The compiler's own error in an op build's ninja output (gcc/nvcc: 'fatal error: {file}: No such
+# file or directory'; clang: "fatal error: '{file}' file not found"): a development header the
+# build needs is not installed (CUDA toolkit headers, Python.h).
+_HEADER = re.compile(r"fatal error: '?([\w./+-]+\.(?:h|hpp|cuh))'?(?:: No such file or directory| file not found)")
+_CUDA_HEADER = re.compile(r"^(?:cuda|cub|cublas|cufft|curand|cusparse|cusolver|nv|thrust/|cutlass/)", re.I)
+
+
+@on("fatal error: ")
+def missing_header(line: Line, st: StreamState):
+    m = _HEADER.search(line.text)
+    if not m:
+        return None
+    header = m.group(1)
+    kind = "cuda" if _CUDA_HEADER.match(header) else "python" if header.startswith("Python") else "other"
+    return _env(line, st, "missing_header", None, header=header, header_kind=kind)
+
+
 @on("object has no attribute 'ds_opt_adam'")
 def ds_opt_adam(line: Line, st: StreamState):
     return _env(line, st, "op_build", "cpu_adam", downstream=True)
