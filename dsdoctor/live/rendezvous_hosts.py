@@ -12,8 +12,8 @@ What torch keeps, by rendezvous backend (torch/distributed/elastic, read in torc
           FQDN, or torchrun --local_addr) to its group rank (= the node index of its ranks).
 The workers are not told the endpoint: it is read from their parent's command line (the torchrun
 agent, as nodes.launcher_hosts does for deepspeed's --world_info), parsed with torchrun's own
-argument parser. The state is unpickled with an unpickler that admits only the three classes it
-is made of, so a store cannot make a rank run code.
+argument parser. The state is unpickled with an unpickler that admits only the classes it is made
+of (the two above, datetime's), so a store cannot make a rank run code.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ STATE_KEY = "torch.rendezvous."          # + run id: c10d_rendezvous_backend.py 
 DEFAULT_PORT = 29400                      # c10d_rendezvous_backend.py DEFAULT_PORT
 _ALLOWED = {("torch.distributed.elastic.rendezvous.dynamic_rendezvous", "_RendezvousState"),
             ("torch.distributed.elastic.rendezvous.dynamic_rendezvous", "_NodeDesc"),
-            ("datetime", "datetime")}
+            ("datetime", "datetime"), ("datetime", "timezone"), ("datetime", "timedelta")}
 
 
 class _StateOnly(pickle.Unpickler):
