@@ -13,6 +13,7 @@ prepare_deepspeed_cmd_env):
   sshd of tests/loopback_nodes.py, from an accelerate config file.
 
 Skipped (with the reason) when accelerate, or sshd/ssh/pdsh for the second test, is missing.
+HF_HOME points into the test's folder, so no accelerate default_config.yaml of the machine is read.
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def test_standard_launcher_hang_on_the_second_node(tmp_path):
                         "--mixed_precision", "no", "--dynamo_backend", "no",
                         str(TASK), "--fault", "stall", "--fault-rank", "1", "--fault-step", "5")
 
-    procs = [start(node(k), tmp_path, base_env(), tmp_path / f"node{k}.out") for k in (0, 1)]
+    env = base_env(HF_HOME=str(tmp_path / "hf"))
+    procs = [start(node(k), tmp_path, env, tmp_path / f"node{k}.out") for k in (0, 1)]
     codes = finish(procs, str(tmp_path))
     logs = [(tmp_path / f"node{k}.out").read_text(errors="replace") for k in (0, 1)]
     assert all(c not in (0, None) for c in codes) and "ending the run (--on-stall abort)" in logs[0], \
@@ -135,8 +137,9 @@ def test_pdsh_launcher_rank_dying_on_the_second_node(nodes, tmp_path):
     out = tmp_path / "run"
     cmd = dsdoctor("run", "--out", str(out), "--stall-timeout", str(STALL_TIMEOUT), "--on-stall", "abort",
                    "--no-tensorboard", "--", _accelerate(), "launch", "--config_file", "accelerate.yaml",
-                   str(TASK), "--fault", "exit", "--fault-rank", "1", "--fault-step", "5")
-    p = start(cmd, work, base_env(**nodes.extra_env), tmp_path / "dsdoctor-run.out")
+                   str(TASK), "--fault", "exit", "--fault-rank", "1", "--fault-step", "30",
+                   "--step-sleep", "0.05")
+    p = start(cmd, work, base_env(HF_HOME=str(tmp_path / "hf"), **nodes.extra_env), tmp_path / "dsdoctor-run.out")
     (rc,) = finish([p], str(out))
     text = (tmp_path / "dsdoctor-run.out").read_text(errors="replace")
     assert rc not in (0, None), text[-3000:]
@@ -148,6 +151,7 @@ def test_pdsh_launcher_rank_dying_on_the_second_node(nodes, tmp_path):
     # both ranks attached through pdsh, into their node folders
     ev1 = events(next(out.glob("node1-*/events-rank1.jsonl")))
     assert any(e["kind"] == "attach" and e["data"]["node"] == 1 and e["data"]["launcher"] == "deepspeed" for e in ev1)
+    # (rank 1 exits > 1.5 s into training: after rank 0's roll call, which polls every 0.5 s)
     roll = next(e["data"] for e in events(next(out.glob("node0-*/events-rank0.jsonl"))) if e["kind"] == "roll_call")
     assert roll["complete"] and roll["attached"] == 2
     doc = analyze_json(out)
