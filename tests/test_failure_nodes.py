@@ -97,6 +97,23 @@ def test_the_watchdogs_own_exit_code_is_not_a_failure():
     assert rules and rules[0].startswith("stall-") and "unexplained-failure" not in rules, rules
 
 
+# deepspeed_multinode_launcher 'pdsh': deepspeed/launcher/launch.py stops its ranks when one ends
+DS_LAUNCH_STALLED = """node2: [rank 1] stalling at step 5
+node1: [2026-12-05 10:32:01,047] [INFO] [launch.py:253:sigkill_handler] Killing subprocess 10365
+node1: [2026-12-05 10:32:01,048] [ERROR] [launch.py:259:sigkill_handler] ['/venv/bin/python3', '-u', 'train.py'] exits with return code = 86
+node2: [2026-12-05 10:32:01,577] [INFO] [launch.py:253:sigkill_handler] Killing subprocess 10366
+node2: [2026-12-05 10:32:01,577] [ERROR] [launch.py:259:sigkill_handler] ['/venv/bin/python3', '-u', 'train.py'] exits with return code = 86
+pdsh@vm: node1: ssh exited with exit code 86
+pdsh@vm: node2: ssh exited with exit code 86
+"""
+
+
+def test_the_launcher_stopping_ranks_the_watchdog_ended_is_not_a_vanished_rank():
+    fs = diagnose(("console.log", DS_LAUNCH_STALLED), extra=[_stall(abort=True)])
+    rules = [f.rule for f in fs]
+    assert rules and rules[0].startswith("stall-") and not any(r.startswith("host-oom") for r in rules), rules
+
+
 def test_exit_code_86_without_the_watchdogs_verdict_is_still_a_failure():
     fs = diagnose(("node0/console.log", STALLED))
     assert fs and fs[0].rule == "unexplained-failure" and "86" in fs[0].title

@@ -14,8 +14,9 @@ detector picks the decisive piece and says what it knows:
                   abort, every rank exiting with WATCHDOG_EXIT_CODE), the exit codes it caused, the
                   command's code that repeats them and the launcher's wrapper errors
                   (ChildFailedError, accelerate's CalledProcessError) are not a failure of their own:
-                  the stall finding is what ended the run. A real cause stays (an exception of the
-                  script, a kill, another exit code).
+                  the stall finding is what ended the run, and the launcher stopping the other
+                  ranks is not a rank that vanished. A real cause stays (an exception of the
+                  script, a SIGKILL, another exit code).
   host_oom        a rank killed by SIGKILL (or vanished without any traceback), weighed: what the
                   run was doing (checkpoint load, ZeRO-Offload partitions, model load), DeepSpeed's
                   host-memory readings, kernel OOM lines; `confidence` and `why` say how sure.
@@ -176,7 +177,7 @@ class FailureDetector(Detector):
                 and not (self.exits or self.signals or self.kills):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
-        if self.kills or (primary is None and self._vanished()):
+        if self.kills or (primary is None and not self.watchdog_abort and self._vanished()):
             out.append(self._host_oom(primary))
             if primary is None:
                 return out
