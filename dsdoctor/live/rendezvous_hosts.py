@@ -67,9 +67,10 @@ def decode_state(raw: bytes) -> dict[int, str]:
     return {int(rank): str(node.addr) for node, rank in participants.items()}
 
 
-def agent_hosts(env: Any = None, cmdline: list[str] | None = None, timeout: float = 5.0) -> dict[int, str] | None:
+def agent_hosts(env: Any = None, cmdline: list[str] | None = None, timeout: float = 2.0) -> dict[int, str] | None:
     """group rank (node index) -> host of each torchrun agent of this job, or None when torch
-    does not keep it (static rendezvous, not torchrun) or it cannot be read."""
+    does not keep it (static rendezvous, not torchrun) or it cannot be read. Asked only when
+    ranks are missing; `timeout` bounds how long that report can wait for an unreachable store."""
     env = os.environ if env is None else env
     if env.get("TORCHELASTIC_RUN_ID") is None:
         return None
