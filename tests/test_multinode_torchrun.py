@@ -58,3 +58,26 @@ def test_a_node_started_without_dsdoctor_is_reported_at_once(tmp_path):
     doc = analyze_json(out)
     f = next(f for f in doc["findings"] if f["rule"] == "attach-incomplete")
     assert f["ranks"] == [1] and "1 of 2" in f["title"]
+
+
+def test_a_missing_node_is_named_by_its_host_from_the_c10d_rendezvous(tmp_path):
+    """--rdzv_backend c10d: torch's rendezvous state holds every agent's address (torchrun
+    --local_addr, else the node's FQDN), so the roll call names the host of the node whose ranks did
+    not attach. Group ranks follow the sorted addresses: '127.0.0.1' (watched) becomes node 0."""
+    port = _free_port()
+    out = tmp_path / "run"
+
+    def c10d(addr: str) -> list[str]:
+        return ["torchrun", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+                "--rdzv_endpoint", f"127.0.0.1:{port}", "--local_addr", addr, str(TASK), "--steps", "60",
+                "--step-sleep", "0.1"]
+
+    watched = start(dsdoctor("run", "--out", str(out), "--no-tensorboard", "--", *c10d("127.0.0.1")),
+                    tmp_path, base_env(), tmp_path / "node0.out")
+    plain = start(c10d("node7"), tmp_path, base_env(PYTHONPATH=str(tmp_path), MARK=str(out)), tmp_path / "node1.out")
+    codes = finish([watched, plain], str(out))
+    text = (tmp_path / "node0.out").read_text(errors="replace")
+    assert codes[0] == 0, text[-3000:]
+    assert "rank(s) 1 on node7 (node 1) are NOT watched" in text, text[-3000:]
+    roll = next(e["data"] for e in events(next(out.glob("node0-*/events-rank0.jsonl"))) if e["kind"] == "roll_call")
+    assert roll["missing_hosts"] == {"node7 (node 1)": [1]}

@@ -10,6 +10,13 @@ detector picks the decisive piece and says what it knows:
                   its family (detect/families.py), rank, phase and step; or, without a traceback,
                   the signal or exit code. Rules named failure-* (rules/other.yaml and each category's file) turn it into a finding that
                   is shown only when no specific rule explains the run (Finding.fallback).
+  (none)          when dsdoctor's watchdog ended the run (--on-stall abort: a `stall` event with
+                  abort, every rank exiting with WATCHDOG_EXIT_CODE), the exit codes it caused, the
+                  command's code that repeats them and the launcher's wrapper errors
+                  (ChildFailedError, accelerate's CalledProcessError) are not a failure of their own:
+                  the stall finding is what ended the run, and the launcher stopping the other
+                  ranks is not a rank that vanished. A real cause stays (an exception of the
+                  script, a SIGKILL, another exit code).
   host_oom        a rank killed by SIGKILL (or vanished without any traceback), weighed: what the
                   run was doing (checkpoint load, ZeRO-Offload partitions, model load), DeepSpeed's
                   host-memory readings, kernel OOM lines; `confidence` and `why` say how sure.
@@ -37,6 +44,7 @@ PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, be
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}
+WATCHDOG_EXIT_CODE = 86     # dsdoctor/live/watchdog.py STALL_EXIT_CODE: --on-stall abort ended the rank
 SURVIVED_STEPS = 3          # an exception followed by this many new steps in its input was not fatal       # stop requests from outside (a user, the scheduler's time limit)
 
 
@@ -69,7 +77,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
-             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line")
+             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -86,6 +94,7 @@ class FailureDetector(Detector):
         self.host_percent: float | None = None
         self.host_percent_max: float | None = None
         self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
+        self.watchdog_abort = False                       # a stall verdict with --on-stall abort
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -130,6 +139,9 @@ class FailureDetector(Detector):
                     self._keep(self.signals, seq, ev)
                 else:
                     self._keep(self.exits, seq, ev)
+        elif k == "stall":
+            if ev.data.get("abort"):
+                self.watchdog_abort = True
         elif k == "phase_mark":
             if ev.data.get("phase"):
                 self.phase = (ev.data["phase"], seq, ev.data.get("detail"), ev)
@@ -162,7 +174,12 @@ class FailureDetector(Detector):
     # ------------------------------------------------------------ the verdict
     def finish(self) -> Iterable[Symptom]:
         out: list[Symptom] = []
+        if self.watchdog_abort:
+            self._drop_watchdog_exits()
         decisive = self._decisive_group()
+        if self.watchdog_abort and decisive is not None and decisive.weight == 0 \
+                and not (self.exits or self.signals or self.kills):
+            decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
         stop = self._scheduler_stop()
         if stop is not None and (primary is None or primary.seq > stop[0]):
@@ -170,11 +187,15 @@ class FailureDetector(Detector):
             # SIGTERM are its echo, not the kernel's OOM killer
             out.append(self._signal_symptom(decisive, stop))
             return out
-        if self.kills or (primary is None and self._vanished()):
+        if self.kills or (primary is None and not self.watchdog_abort and self._vanished()):
             out.append(self._host_oom(primary))
             if primary is None:
                 return out
-        if decisive is not None and (primary is not None or not (self.exits or self.signals)):
+        # exits that only echo a lost peer (a rank that raised a communication error, then exited)
+        # do not outrank that error: the peer that died first is on another node's log
+        echo_exits = bool(self.exits) and decisive is not None and decisive.weight == 1 and not self._own_exits()
+        if decisive is not None and (primary is not None or not (self.exits or self.signals) or
+                                     (echo_exits and not self.signals)):
             out.append(self._exception_symptom(decisive))
         elif self.signals:
             out.append(self._signal_symptom(decisive))
@@ -204,6 +225,15 @@ class FailureDetector(Detector):
     def _scheduler_stop(self) -> tuple[int, Event] | None:
         """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line)."""
         return next(((seq, ev) for seq, ev in self.signals if ev.data.get("reason")), None)
+
+    def _drop_watchdog_exits(self) -> None:
+        """The exit codes of a run the watchdog ended: the ranks' WATCHDOG_EXIT_CODE and, when
+        that was all the ranks exited with, the command's own code (torchrun turns a worker's
+        86 into its own 1)."""
+        kept = [(s, e) for s, e in self.exits if e.data.get("exitcode") != WATCHDOG_EXIT_CODE]
+        if len(kept) < len(self.exits) and all(e.kind == "exit" for _, e in kept):
+            kept = []
+        self.exits = kept
 
     def _decisive_group(self) -> _Group | None:
         # an exception after which its input went on training (a caught error printed with its
@@ -329,22 +359,52 @@ class FailureDetector(Detector):
             self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
         return s
 
+    def _rank_of(self, ev: Event) -> int | None:
+        """The rank of an exit line; torchelastic names it only in its summary, so a line with
+        just the pid takes the rank another line of the same input gave that pid."""
+        r = ev.data.get("rank", ev.rank)
+        if r is None and ev.data.get("pid") is not None:
+            for _, e in self.exits:
+                if e.source == ev.source and e.data.get("pid") == ev.data.get("pid") \
+                        and e.data.get("rank", e.rank) is not None:
+                    return e.data.get("rank", e.rank)
+        return r
+
+    def _causal_exits(self) -> list[tuple[int, Event]]:
+        """The exits that started the end, first. Read one node's log after the other, input
+        order says nothing: a rank that raised a communication error (it lost its peer) and then
+        exited is an echo of the rank that exited without one; the command's own code comes last."""
+        return self._own_exits() or sorted(self.exits, key=lambda x: (x[1].kind == "exit", x[0]))
+
+    def _own_exits(self) -> list[tuple[int, Event]]:
+        echo = {g.rank for g in self.groups.values() if g.rank is not None and g.weight == 1}
+        return [(s, e) for s, e in self.exits if e.kind != "exit" and self._rank_of(e) not in echo]
+
     def _exit_symptom(self, g: _Group | None) -> Symptom:
-        seq, ev = self.exits[0]
+        exits = self._causal_exits()
+        seq, ev = exits[0]
         d = ev.data
         phase, phase_text = self._phase()
         s = Symptom(name="failure", seq=seq, time=ev.time, key=("exit",),
                     facts=dict(how="exit", exitcode=d.get("exitcode"), who=d.get("who") or
                                ("dsdoctor run" if ev.kind == "exit" else None),
-                               rank=d.get("rank", ev.rank), host=d.get("host") or d.get("node"), phase=phase,
+                               rank=self._rank_of(ev), host=d.get("host") or d.get("node"), phase=phase,
                                phase_text=phase_text, last_step=self.last_step, family="other",
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source,
                                wrapper=g.decisive()[0].data.get("type") if g is not None else None))
-        for _, e in self.exits[:4]:
+        for _, e in exits[:4]:
             self._add(s, e)
+            r = self._rank_of(e)
+            if r is not None and e.kind != "exit":
+                s.ranks.add(r)
         if g is not None:
             gev, _ = g.decisive()
-            self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+            if g.weight == 1 and g.rank not in s.ranks:   # a peer's lost connection: evidence, not a culprit
+                e = _evidence(gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+                if e.text and len(s.evidence) < 8:
+                    s.evidence.append(e)
+            else:
+                self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
         return s
 
     def _exitcode(self) -> int | None:

@@ -135,6 +135,12 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # CalledProcessError of a ninja build (torch cpp_extension._run_ninja_build) is the op build itself
     if name == "CalledProcessError" and "ninja" in message:
         return _family("environment")
+    # a launcher re-reporting its child's exit (CPython subprocess.CalledProcessError.__str__
+    # "Command '[...]' returned non-zero exit status N"; accelerate/commands/launch.py:
+    # _run_subprocess raises it for `deepspeed --hostfile ...`): the command's words (a hostfile
+    # path, --local_rank) must not make it look like the launch problem itself
+    if name == "CalledProcessError" and "returned non-zero exit status" in message:
+        return _family("wrapper")
     sites = [raise_site] if raise_site else []
     sites += frames or []
     for fam, cat, weight, names, texts, site_texts, why in _TABLE:

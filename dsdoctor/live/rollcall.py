@@ -10,7 +10,8 @@ as if it were all of it would be wrong. So:
                (default 15: every rank returns from deepspeed.initialize within moments of the
                others, its collectives see to that), then emits one `roll_call` event: the ranks
                attached, per host, and the ranks missing with their host when it can be known (the
-               deepspeed launcher's --world_info, or the node of an attached neighbour). A missing
+               deepspeed launcher's --world_info, the node of an attached neighbour, or the host
+               torchrun's c10d rendezvous recorded: live/rendezvous_hosts.py). A missing
                rank is printed on stderr at once. If the missing ranks show up later (a slow
                node), a second `roll_call` says the job is complete after all.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from .exchange import decode, own_store
 from .nodes import host_of_rank, launcher_hosts
+from .rendezvous_hosts import agent_hosts
 
 ATTACH_PREFIX = "dsdoctor/attach/"
 ATTACH_COUNT = "dsdoctor/attach/count"
@@ -152,8 +154,12 @@ class RollCall:
         node_label = {}
         for r, d in attached.items():
             node_label.setdefault(r // size, str(d.get("label") or d.get("host")))
+        agents: dict[int, str] | None = None
+        if any(r // size not in node_label for r in missing):
+            agents = agent_hosts() or {}        # torchrun's c10d rendezvous knows every node's host
         for r in missing:
-            out[r] = node_label.get(r // size, f"node {r // size}")
+            k = r // size
+            out[r] = node_label.get(k) or (f"{agents[k]} (node {k})" if agents and k in agents else f"node {k}")
         return out
 
     def _print(self, rep: dict[str, Any]) -> None:
