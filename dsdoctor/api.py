@@ -103,11 +103,20 @@ def usable_inputs(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> tup
             check_readable(inp)
             usable.append(inp)
         except InputError as e:
+            if _no_stall_recorded(inp):
+                continue        # the watchdog's stack file, made at attach, stays empty when no stall came
             warnings.append(f"{e}; skipped")
     if not usable:
         raise AnalyzeError(warnings[0].removesuffix("; skipped") if len(inputs) == 1 else
                            f"none of the {len(inputs)} inputs is a readable text log ({warnings[0]})")
     return usable, warnings
+
+
+def _no_stall_recorded(inp: Any) -> bool:
+    try:
+        return inp.path is not None and inp.path.name.startswith("stacks-rank") and inp.path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def plain_events(inputs: list, warnings: list[str], sample: bool = True) -> Iterator[Event]:

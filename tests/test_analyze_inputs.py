@@ -108,6 +108,17 @@ def test_binary_file_among_good_logs_is_skipped_with_a_warning(tmp_path):
     assert "rank0.log" in err and "skipped" in err
 
 
+def test_an_empty_stack_file_of_a_run_folder_is_no_warning(tmp_path):
+    """The live watchdog makes DIR/stacks-rank<N>.txt at attach (the file `kill -USR1` writes to);
+    it stays empty when no stall came, which is nothing to warn about. Any other empty log is."""
+    (tmp_path / "stacks-rank1.txt").write_text("")
+    (tmp_path / "rank1.log").write_text(OOM + "\n")
+    code, doc, err = run_json(str(tmp_path))
+    assert code == 1 and categories(doc)[0] == "oom" and "stacks-rank1.txt" not in err
+    (tmp_path / "rank2.log").write_text("")
+    assert "rank2.log" in run_json(str(tmp_path))[2]
+
+
 # ---------------------------------------------------------------- never lose data
 def test_invalid_utf8_keeps_the_finding(tmp_path):
     p = tmp_path / "train.log"
