@@ -43,6 +43,11 @@ def test_node_info_from_each_launcher():
     assert (sl.node, sl.nnodes, sl.local_size) == (3, 4, 8)
     mpi = node_info({"OMPI_COMM_WORLD_LOCAL_SIZE": "4"})
     assert mpi.node is None and mpi.multi_node(8) and mpi.folder == socket.gethostname().replace("/", "_")
+    # what Open MPI 4.1 (Debian) sets on a rank of `mpirun -hostfile` on the second of two hosts
+    ompi = node_info({"OMPI_COMM_WORLD_LOCAL_SIZE": "1", "OMPI_COMM_WORLD_RANK": "1", "OMPI_MCA_orte_num_nodes": "2",
+                      "OMPI_MCA_orte_local_daemon_uri": "1912143872.2;tcp://127.0.0.1:39011"})
+    assert (ompi.node, ompi.nnodes, ompi.local_size, ompi.launcher) == (2, 2, 1, "mpi") and ompi.multi_node(2)
+    assert node_info({"OMPI_COMM_WORLD_LOCAL_SIZE": "1", "OMPI_MCA_orte_local_daemon_uri": "junk"}).node is None
     assert not node_info({}).multi_node(1)
 
 
