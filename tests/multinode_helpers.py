@@ -80,3 +80,35 @@ def analyze_json(*dirs: Path) -> dict:
     r = subprocess.run(dsdoctor("analyze", "--json", *map(str, dirs)), capture_output=True, text=True,
                        timeout=300, env=base_env())
     return json.loads(r.stdout)
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root` (by /proc/<pid>/stat's parent pid)."""
+    parent: dict[int, int] = {}
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit():
+            try:
+                parent[int(pid_dir.name)] = int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def marked(marker: str) -> set[int]:
+    """Processes whose environment names `marker` (our run folder)."""
+    needle, out = marker.encode(), set()
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit():
+            try:
+                if needle in (pid_dir / "environ").read_bytes():
+                    out.add(int(pid_dir.name))
+            except OSError:
+                continue
+    return out
