@@ -27,7 +27,13 @@ def main() -> int:
     # under mpirun deepspeed finds its rank through mpi4py and takes this port for MASTER_PORT
     # (deepspeed/comm/comm.py: init_distributed -> mpi_discovery); the launcher's --master_port is not used
     p.add_argument("--dist-port", type=int, default=29500)
+    # `srun python train.py`: the script maps Slurm's task variables to torch's, as users do
+    p.add_argument("--env-from-slurm", action="store_true")
     args = p.parse_args()
+    if args.env_from_slurm:
+        os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=os.environ["SLURM_NTASKS"],
+                          LOCAL_RANK=os.environ["SLURM_LOCALID"], MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(args.dist_port))
     import deepspeed
     import torch
     import torch.distributed as dist

@@ -6,7 +6,8 @@ Launchers and the variables they set on every rank (checked in the installed sou
             CROSS_RANK (node index), CROSS_SIZE (nodes), LOCAL_SIZE (ranks on this node)
   torchrun  (torch/distributed/elastic/agent/server/local_elastic_agent.py _start_workers)
             GROUP_RANK, GROUP_WORLD_SIZE, LOCAL_WORLD_SIZE
-  srun      SLURM_NODEID, SLURM_NNODES, SLURM_NTASKS_PER_NODE / SLURM_LOCALID
+  srun      SLURM_NODEID, SLURM_NNODES, SLURM_NTASKS_PER_NODE (only with --ntasks-per-node) or
+            SLURM_TASKS_PER_NODE ('2(x3)': 2 tasks on each of 3 nodes; srun -n sets only this one)
   mpirun    Open MPI 4 (orte): OMPI_COMM_WORLD_LOCAL_SIZE, OMPI_MCA_orte_num_nodes, and the node
             index from OMPI_MCA_orte_local_daemon_uri '<jobid>.<daemon vpid>;tcp://...': one orted
             daemon per node, numbered in the order of the allocation, mpirun's own node being 0
@@ -82,7 +83,7 @@ def node_info(env: Any = None) -> NodeInfo:
                         _int(env, "LOCAL_WORLD_SIZE"), "torchrun")
     if env.get("SLURM_NODEID") is not None and env.get("SLURM_PROCID") is not None:
         return NodeInfo(host, _int(env, "SLURM_NODEID"), _int(env, "SLURM_NNODES", "SLURM_JOB_NUM_NODES"),
-                        _int(env, "SLURM_NTASKS_PER_NODE"), "slurm")
+                        _int(env, "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"), "slurm")
     if env.get("OMPI_COMM_WORLD_LOCAL_SIZE") is not None:
         m = _ORTE_DAEMON.match(env.get("OMPI_MCA_orte_local_daemon_uri") or "")
         return NodeInfo(host, int(m.group(1)) if m else None, _int(env, "OMPI_MCA_orte_num_nodes"),

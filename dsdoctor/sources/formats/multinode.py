@@ -99,3 +99,36 @@ def mpirun_signal(line: Line, st: StreamState):
     rank = int(m.group(1))
     return line.event("process_exit", step=st.step_of(rank), rank=rank, exitcode=None, signal=int(m.group(3)),
                       pid=None, who="mpirun", node=m.group(2))
+
+
+# Slurm srun prints one line per node whose tasks failed, in the order they ended
+# (src/srun/srun_job.c / launch plugin _handle_task_exit: 'srun: error: %s: task%s %s: Exited with
+# exit code %d', or the signal's name instead of 'Exited ...'); the task id is SLURM_PROCID, the
+# rank. The first line names the node and task that failed first; the others are its echo.
+# (formats/launcher.py turns every such line into a process_exit as well.)
+_SRUN_EXIT = re.compile(r"srun: error: (\S+): tasks? ([\d,-]+): (?:Exited with exit code (\d+))?")
+
+
+def _task_ids(spec: str) -> list[int]:
+    out: list[int] = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        if a.isdigit() and (not b or b.isdigit()):
+            out.extend(range(int(a), int(b or a) + 1)[:1024 - len(out)])
+    return out
+
+
+@on("srun: error: ")
+def srun_first_exit(line: Line, st: StreamState):
+    m = _SRUN_EXIT.search(line.text)
+    if not m:
+        return None
+    order = int(st.scratch.get("multinode.srun_exits", 0))
+    st.scratch["multinode.srun_exits"] = order + 1
+    if order or m.group(3) is None:           # not the first, or a signal: the failure rules take it
+        return None
+    code = int(m.group(3))
+    if code == 0 or code == STALL_EXIT_CODE:
+        return None
+    return line.event("node_exit", node=m.group(1), exitcode=code, who="slurm", ranks=_task_ids(m.group(2)),
+                      first=True)
