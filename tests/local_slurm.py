@@ -10,7 +10,9 @@ execute on a node this parameter must be set"); Debian's Slurm 22.05 runs them (
 one task on each). So every connection (srun <-> slurmctld <-> slurmd <-> srun's I/O ports) is
 on loopback. Each slurmd runs in its own UTS namespace (`unshare --uts`) whose host name is its
 node name, so its tasks see `node1`, `node2` as on separate machines (deepspeed's
-mpi_discovery and Open MPI tell nodes apart by host name).
+mpi_discovery and Open MPI tell nodes apart by host name), and slurmctld and the slurmds run with
+an /etc/hosts that maps the node names to loopback addresses (tests/private_hosts.py): no lookup of them
+asks a DNS server. `hosts_file` is that file, for the launch command.
 """
 from __future__ import annotations
 
@@ -23,13 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import private_hosts
+
 MUNGED = shutil.which("munged") or ("/usr/sbin/munged" if os.path.exists("/usr/sbin/munged") else None)
 SLURMCTLD = shutil.which("slurmctld") or ("/usr/sbin/slurmctld" if os.path.exists("/usr/sbin/slurmctld") else None)
 SLURMD = shutil.which("slurmd") or ("/usr/sbin/slurmd" if os.path.exists("/usr/sbin/slurmd") else None)
 SRUN = shutil.which("srun")
 SINFO = shutil.which("sinfo")
 SCANCEL = shutil.which("scancel")
-UNSHARE = shutil.which("unshare")
+UNSHARE = private_hosts.UNSHARE
 
 
 def missing_tools() -> str | None:
@@ -65,6 +69,7 @@ class LocalSlurm:
         os.chmod(self.dir, 0o700)                 # munged checks its key's and socket's folders
         self.host = socket.gethostname()
         self.procs: list[subprocess.Popen] = []
+        self.hosts_file = private_hosts.hosts_file(self.dir, self.nodes)
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=open(self.dir / f"{name}.out", "wb"),
@@ -80,7 +85,7 @@ class LocalSlurm:
 
     def start(self, timeout: float = 60.0) -> dict[str, str]:
         d = self.dir
-        for sub in ("munge", "state", "spool"):
+        for sub in ("munge", "state", "spool", "tmp", *(f"tmp/{n}" for n in self.nodes)):
             (d / sub).mkdir(mode=0o700)
         key = d / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
@@ -100,6 +105,8 @@ class LocalSlurm:
             f"AuthType=auth/munge\nCredType=cred/munge\nAuthInfo=socket={sock}\n"
             "SlurmUser=root\nSlurmdUser=root\n"
             f"StateSaveLocation={d / 'state'}\nSlurmdSpoolDir={d / 'spool'}/%n\n"
+            # per node: srun --mpi=pmix keeps its client folders in TmpFS, named by job and step only
+            f"TmpFS={d / 'tmp'}/%n\n"
             f"SlurmctldPidFile={d / 'slurmctld.pid'}\nSlurmdPidFile={d / 'slurmd-%n.pid'}\n"
             f"SlurmctldLogFile={d / 'slurmctld.log'}\nSlurmdLogFile={d / 'slurmd-%n.log'}\n"
             "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nMpiDefault=none\n"
@@ -120,10 +127,10 @@ class LocalSlurm:
                 self.close()
                 raise RuntimeError(f"munged did not start: {self.log('munged')}")
             time.sleep(0.1)
-        self._spawn("slurmctld", [SLURMCTLD, "-D", "-i", "-f", str(conf)], env)
+        self._spawn("slurmctld", private_hosts.command([SLURMCTLD, "-D", "-i", "-f", str(conf)], self.hosts_file), env)
         for n in self.nodes:
-            self._spawn(f"slurmd-{n}", [UNSHARE, "--uts", "sh", "-c", f'hostname {n} && exec "$@"', "sh",
-                                        SLURMD, "-D", "-f", str(conf), "-N", n], env)
+            self._spawn(f"slurmd-{n}", private_hosts.command([SLURMD, "-D", "-f", str(conf), "-N", n],
+                                                             self.hosts_file, hostname=n), env)
         while time.monotonic() < deadline:
             for name, p in zip(("munged", "slurmctld", *(f"slurmd-{n}" for n in self.nodes)), self.procs):
                 if p.poll() is not None:

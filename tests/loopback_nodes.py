@@ -7,7 +7,9 @@ an `ssh` wrapper first on PATH that adds a test-owned ssh config (aliases node1/
 With own_hostnames=True each node also has its own host name (node1, node2): sshd runs every
 command through `unshare --uts` + `hostname <node>`, a UTS namespace that changes nothing but the
 name. MPI needs it: deepspeed/comm/comm.py mpi_discovery counts a rank's local rank by host name
-("assuming hostnames are unique"), and Open MPI names its nodes by them.
+("assuming hostnames are unique"), and Open MPI names its nodes by them. sshd then also runs
+with an /etc/hosts that maps the node names to loopback addresses (tests/private_hosts.py), so looking
+them up asks no DNS server; `hosts_file` is that file, for the launch command.
 
 Used by tests/test_multinode*.py; everything lives in one temp folder that close() removes.
 """
@@ -21,6 +23,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+import private_hosts
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 SSH = shutil.which("ssh")
@@ -56,6 +60,7 @@ class LoopbackNodes:
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
         self._made_privsep = False
+        self.hosts_file: Path | None = None
 
     def start(self, timeout: float = 15.0) -> dict[str, str]:
         d = self.dir
@@ -95,7 +100,11 @@ class LoopbackNodes:
         if not PRIVSEP_DIR.exists():
             PRIVSEP_DIR.mkdir(mode=0o755, parents=True)
             self._made_privsep = True
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
+        sshd = [SSHD, "-D", "-e", "-f", str(d / "sshd_config")]
+        if self.own_hostnames:
+            self.hosts_file = private_hosts.hosts_file(d, self.hosts)
+            sshd = private_hosts.command(sshd, self.hosts_file)
+        self.proc = subprocess.Popen(sshd,
                                      stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb"),
                                      start_new_session=True)
         deadline = time.monotonic() + timeout

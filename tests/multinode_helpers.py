@@ -112,3 +112,18 @@ def marked(marker: str) -> set[int]:
             except OSError:
                 continue
     return out
+
+
+def hostname_shim(folder: Path) -> Path:
+    """A folder with a `hostname` that answers `-I` with 127.0.0.1 (and runs the real one for
+    anything else), to put first on the ranks' PATH: deepspeed/comm/comm.py mpi_discovery takes
+    the torch master address from the first word of `hostname -I`, which on this machine is an
+    eth0 address; the tests keep every connection on loopback."""
+    import shutil
+    folder.mkdir(parents=True, exist_ok=True)
+    real = shutil.which("hostname") or "/usr/bin/hostname"
+    shim = folder / "hostname"
+    shim.write_text("#!/bin/sh\n# tests: keep mpi_discovery's master address on loopback\n"
+                    f'if [ "$1" = "-I" ]; then echo 127.0.0.1; exit 0; fi\nexec {real} "$@"\n')
+    shim.chmod(0o755)
+    return folder

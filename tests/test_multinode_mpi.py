@@ -29,8 +29,10 @@ from pathlib import Path
 
 import pytest
 
+import private_hosts
 from loopback_nodes import LoopbackNodes, missing_tools
-from multinode_helpers import TASK, analyze_json, base_env, descendants, dsdoctor, events, finish, marked, start
+from multinode_helpers import (TASK, analyze_json, base_env, descendants, dsdoctor, events, finish, hostname_shim,
+                               marked, start)
 from netwatch import SS, NetWatch
 
 
@@ -56,7 +58,11 @@ pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=str(_why_skip())
 STALL_TIMEOUT = 4.0
 # mpirun may run as root only when told so twice (orte/tools/orterun: orterun)
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_oob_tcp_if_include": "lo", "OMPI_MCA_btl_tcp_if_include": "lo"}
+           "OMPI_MCA_oob_tcp_if_include": "lo", "OMPI_MCA_btl_tcp_if_include": "lo",
+           # Debian's Open MPI also has libfabric's btl (ofi), whose tcp provider listens on eth0's
+           # address (strace): shm only; no mtl ofi, and the ob1 pml (no UCX). mpirun passes
+           # OMPI_MCA_* on to the ranks by itself.
+           "OMPI_MCA_btl_ofi_provider_include": "shm", "OMPI_MCA_mtl": "^ofi", "OMPI_MCA_pml": "ob1"}
 LAUNCHER_ARGS = "--mca btl_tcp_if_include lo -x PATH"
 
 
@@ -68,12 +74,7 @@ def nodes(tmp_path_factory):
     except Exception as e:      # a broken sshd setup must say why, not hang
         n.close()
         pytest.fail(f"cannot start the loopback sshd: {e}")
-    shim = tmp_path_factory.mktemp("hostname-shim")
-    real = shutil.which("hostname") or "/usr/bin/hostname"
-    (shim / "hostname").write_text(
-        "#!/bin/sh\n# deepspeed/comm/comm.py mpi_discovery: the master address is `hostname -I`'s first word\n"
-        f'if [ "$1" = "-I" ]; then echo 127.0.0.1; exit 0; fi\nexec {real} "$@"\n')
-    (shim / "hostname").chmod(0o755)
+    shim = hostname_shim(tmp_path_factory.mktemp("hostname-shim"))
     extra["PATH"] = f"{shim}{os.pathsep}{extra['PATH']}"
     n.extra_env = extra
     yield n
@@ -109,7 +110,7 @@ def launch(nodes, tmp_path: Path, fault: str):
     log = tmp_path / "dsdoctor-run.out"
     sshd = nodes.proc.pid
     net = NetWatch(lambda: marked(str(out)) | descendants(sshd)).start()
-    p = start(cmd, work, base_env(**nodes.extra_env, **MPI_ENV), log)
+    p = start(private_hosts.command(cmd, nodes.hosts_file), work, base_env(**nodes.extra_env, **MPI_ENV), log)
     try:
         (rc,) = finish([p], str(out))
     finally:

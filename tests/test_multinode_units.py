@@ -60,6 +60,49 @@ def test_hosts_of_missing_ranks_from_the_deepspeed_world_info():
     assert launcher_hosts(["x", "--world_info=!!notbase64"]) is None
 
 
+def _node_exits(tmp_path, text: str) -> list[dict]:
+    log = tmp_path / "console.log"
+    log.write_text(textwrap.dedent(text))
+    (inp,) = expand([str(log)])
+    return [dict(e.data, text=e.text) for e in read_log(inp) if e.kind == "node_exit"]
+
+
+def test_mpirun_names_the_first_rank_that_exited(tmp_path):
+    # Open MPI 4.1's help-orterun.txt [orterun:non-zero-exit], as mpirun printed it here
+    (ev,) = _node_exits(tmp_path, """\
+        --------------------------------------------------------------------------
+        mpirun detected that one or more processes exited with non-zero status, thus causing
+        the job to be terminated. The first process to do so was:
+
+          Process name: [[21337,1],1]
+          Exit code:    3
+        --------------------------------------------------------------------------
+        """)
+    assert (ev["who"], ev["ranks"], ev["exitcode"], ev["first"]) == ("mpirun", [1], 3, True)
+    assert "[[21337,1],1]" in ev["text"]
+    # an 'Exit code:' line without mpirun's heading is someone else's
+    assert _node_exits(tmp_path, "  Process name: [[1,1],0]\n  Exit code:    3\n") == []
+
+
+def test_srun_names_the_first_task_that_failed(tmp_path):
+    evs = _node_exits(tmp_path, """\
+        srun: error: node2: tasks 4-5,7: Exited with exit code 3
+        srun: error: node1: task 0: Exited with exit code 1
+        """)
+    assert [(e["node"], e["ranks"], e["exitcode"]) for e in evs] == [("node2", [4, 5, 7], 3)]
+    # a signal first: the failure rules take it, no 'first exit' after it
+    assert _node_exits(tmp_path, "srun: error: node2: task 1: Killed\n"
+                                 "srun: error: node1: task 0: Exited with exit code 1\n") == []
+
+
+def test_loopback_check_of_the_network_watch():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from netwatch import is_loopback
+    assert all(map(is_loopback, ("127.0.0.1:22", "127.0.0.3:1024", "[::1]:80", "[::ffff:127.0.0.1]:29500")))
+    assert not any(map(is_loopback, ("192.0.2.2:1024", "0.0.0.0:1024", "*:1024", "[::]:80", "[fd00::2]:5",
+                                     "10.255.255.53:53", "junk")))
+
+
 # ---------------------------------------------------------------------------- env file for the runner
 
 
