@@ -40,3 +40,16 @@ def command(cmd: list[str], hosts: Path, hostname: str | None = None) -> list[st
     return [UNSHARE, "--mount", "--propagation", "private", *(["--uts"] if hostname else []),
             "sh", "-c", setup + 'exec "$@"', str(hosts), *cmd]
 
+
+
+def missing() -> str | None:
+    """Why namespaces cannot be made here (not root, a container without CAP_SYS_ADMIN), or None."""
+    import subprocess
+    if UNSHARE is None:
+        return "unshare (util-linux) is not installed"
+    try:
+        r = subprocess.run([UNSHARE, "--mount", "--uts", "--propagation", "private", "true"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unshare failed: {e}"
+    return None if r.returncode == 0 else f"cannot make mount/UTS namespaces here: {r.stderr.strip()[:200]}"

@@ -42,8 +42,8 @@ def _why_skip() -> str | None:
         return f"loopback nodes: {why}"
     if not (shutil.which("mpirun") and shutil.which("ompi_info")):
         return "Open MPI is not installed (apt-get install -y openmpi-bin)"
-    if not shutil.which("unshare"):
-        return "unshare (util-linux) is not installed"
+    if private_hosts.missing():
+        return private_hosts.missing()
     if not SS:
         return "ss (iproute2) is not installed"
     try:

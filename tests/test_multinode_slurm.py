@@ -32,8 +32,8 @@ from multinode_helpers import (TASK, analyze_json, base_env, descendants, dsdoct
                                marked, start)
 from netwatch import SS, NetWatch
 
-pytestmark = pytest.mark.skipif(missing_tools() is not None or SS is None,
-                                reason=f"local Slurm: {missing_tools() or 'ss (iproute2) is not installed'}")
+_WHY = missing_tools() or private_hosts.missing() or (None if SS else "ss (iproute2) is not installed")
+pytestmark = pytest.mark.skipif(_WHY is not None, reason=f"local Slurm: {_WHY}")
 
 STALL_TIMEOUT = 4.0
 # as in tests/test_multinode_mpi.py: Open MPI's traffic on lo, libfabric's shm provider only
