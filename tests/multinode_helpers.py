@@ -80,3 +80,50 @@ def analyze_json(*dirs: Path) -> dict:
     r = subprocess.run(dsdoctor("analyze", "--json", *map(str, dirs)), capture_output=True, text=True,
                        timeout=300, env=base_env())
     return json.loads(r.stdout)
+
+
+def descendants(root: int) -> set[int]:
+    """Every live process below `root` (by /proc/<pid>/stat's parent pid)."""
+    parent: dict[int, int] = {}
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit():
+            try:
+                parent[int(pid_dir.name)] = int((pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = set(), [root]
+    while todo:
+        p = todo.pop()
+        for c, pp in parent.items():
+            if pp == p and c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def marked(marker: str) -> set[int]:
+    """Processes whose environment names `marker` (our run folder)."""
+    needle, out = marker.encode(), set()
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit():
+            try:
+                if needle in (pid_dir / "environ").read_bytes():
+                    out.add(int(pid_dir.name))
+            except OSError:
+                continue
+    return out
+
+
+def hostname_shim(folder: Path) -> Path:
+    """A folder with a `hostname` that answers `-I` with 127.0.0.1 (and runs the real one for
+    anything else), to put first on the ranks' PATH: deepspeed/comm/comm.py mpi_discovery takes
+    the torch master address from the first word of `hostname -I`, which on this machine is an
+    eth0 address; the tests keep every connection on loopback."""
+    import shutil
+    folder.mkdir(parents=True, exist_ok=True)
+    real = shutil.which("hostname") or "/usr/bin/hostname"
+    shim = folder / "hostname"
+    shim.write_text("#!/bin/sh\n# tests: keep mpi_discovery's master address on loopback\n"
+                    f'if [ "$1" = "-I" ]; then echo 127.0.0.1; exit 0; fi\nexec {real} "$@"\n')
+    shim.chmod(0o755)
+    return folder

@@ -24,12 +24,21 @@ def main() -> int:
     p.add_argument("--fault-rank", type=int, default=1)
     p.add_argument("--step-sleep", type=float, default=0.02)
     p.add_argument("--local_rank", type=int, default=0)       # the deepspeed launcher passes it
+    # under mpirun deepspeed finds its rank through mpi4py and takes this port for MASTER_PORT
+    # (deepspeed/comm/comm.py: init_distributed -> mpi_discovery); the launcher's --master_port is not used
+    p.add_argument("--dist-port", type=int, default=29500)
+    # `srun python train.py`: the script maps Slurm's task variables to torch's, as users do
+    p.add_argument("--env-from-slurm", action="store_true")
     args = p.parse_args()
+    if args.env_from_slurm:
+        os.environ.update(RANK=os.environ["SLURM_PROCID"], WORLD_SIZE=os.environ["SLURM_NTASKS"],
+                          LOCAL_RANK=os.environ["SLURM_LOCALID"], MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(args.dist_port))
     import deepspeed
     import torch
     import torch.distributed as dist
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    deepspeed.init_distributed(dist_backend="gloo", distributed_port=args.dist_port)
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
@@ -37,7 +46,7 @@ def main() -> int:
               "train_batch_size": 4 * world, "zero_optimization": {"stage": 0}}
     engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
                                       config=config)
-    print(f"[rank {rank}] host {os.uname().nodename} node {os.environ.get('CROSS_RANK', os.environ.get('GROUP_RANK'))} "
+    print(f"[rank {rank}] host {os.uname().nodename} node {os.environ.get('CROSS_RANK', os.environ.get('GROUP_RANK', os.environ.get('SLURM_NODEID')))} "
           f"attached={'dsdoctor' in sys.modules}", flush=True)
     for step in range(args.steps):
         x = torch.randn(4, 32)

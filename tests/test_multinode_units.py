@@ -43,6 +43,11 @@ def test_node_info_from_each_launcher():
     assert (sl.node, sl.nnodes, sl.local_size) == (3, 4, 8)
     mpi = node_info({"OMPI_COMM_WORLD_LOCAL_SIZE": "4"})
     assert mpi.node is None and mpi.multi_node(8) and mpi.folder == socket.gethostname().replace("/", "_")
+    # what Open MPI 4.1 (Debian) sets on a rank of `mpirun -hostfile` on the second of two hosts
+    ompi = node_info({"OMPI_COMM_WORLD_LOCAL_SIZE": "1", "OMPI_COMM_WORLD_RANK": "1", "OMPI_MCA_orte_num_nodes": "2",
+                      "OMPI_MCA_orte_local_daemon_uri": "1912143872.2;tcp://127.0.0.1:39011"})
+    assert (ompi.node, ompi.nnodes, ompi.local_size, ompi.launcher) == (2, 2, 1, "mpi") and ompi.multi_node(2)
+    assert node_info({"OMPI_COMM_WORLD_LOCAL_SIZE": "1", "OMPI_MCA_orte_local_daemon_uri": "junk"}).node is None
     assert not node_info({}).multi_node(1)
 
 
@@ -53,6 +58,49 @@ def test_hosts_of_missing_ranks_from_the_deepspeed_world_info():
     assert host_of_rank(3, hosts) == ("b", 1) and host_of_rank(4, hosts) is None
     assert launcher_hosts(["python", "train.py"]) is None
     assert launcher_hosts(["x", "--world_info=!!notbase64"]) is None
+
+
+def _node_exits(tmp_path, text: str) -> list[dict]:
+    log = tmp_path / "console.log"
+    log.write_text(textwrap.dedent(text))
+    (inp,) = expand([str(log)])
+    return [dict(e.data, text=e.text) for e in read_log(inp) if e.kind == "node_exit"]
+
+
+def test_mpirun_names_the_first_rank_that_exited(tmp_path):
+    # Open MPI 4.1's help-orterun.txt [orterun:non-zero-exit], as mpirun printed it here
+    (ev,) = _node_exits(tmp_path, """\
+        --------------------------------------------------------------------------
+        mpirun detected that one or more processes exited with non-zero status, thus causing
+        the job to be terminated. The first process to do so was:
+
+          Process name: [[21337,1],1]
+          Exit code:    3
+        --------------------------------------------------------------------------
+        """)
+    assert (ev["who"], ev["ranks"], ev["exitcode"], ev["first"]) == ("mpirun", [1], 3, True)
+    assert "[[21337,1],1]" in ev["text"]
+    # an 'Exit code:' line without mpirun's heading is someone else's
+    assert _node_exits(tmp_path, "  Process name: [[1,1],0]\n  Exit code:    3\n") == []
+
+
+def test_srun_names_the_first_task_that_failed(tmp_path):
+    evs = _node_exits(tmp_path, """\
+        srun: error: node2: tasks 4-5,7: Exited with exit code 3
+        srun: error: node1: task 0: Exited with exit code 1
+        """)
+    assert [(e["node"], e["ranks"], e["exitcode"]) for e in evs] == [("node2", [4, 5, 7], 3)]
+    # a signal first: the failure rules take it, no 'first exit' after it
+    assert _node_exits(tmp_path, "srun: error: node2: task 1: Killed\n"
+                                 "srun: error: node1: task 0: Exited with exit code 1\n") == []
+
+
+def test_loopback_check_of_the_network_watch():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from netwatch import is_loopback
+    assert all(map(is_loopback, ("127.0.0.1:22", "127.0.0.3:1024", "[::1]:80", "[::ffff:127.0.0.1]:29500")))
+    assert not any(map(is_loopback, ("192.0.2.2:1024", "0.0.0.0:1024", "*:1024", "[::]:80", "[fd00::2]:5",
+                                     "10.255.255.53:53", "junk")))
 
 
 # ---------------------------------------------------------------------------- env file for the runner

@@ -6,8 +6,13 @@ Launchers and the variables they set on every rank (checked in the installed sou
             CROSS_RANK (node index), CROSS_SIZE (nodes), LOCAL_SIZE (ranks on this node)
   torchrun  (torch/distributed/elastic/agent/server/local_elastic_agent.py _start_workers)
             GROUP_RANK, GROUP_WORLD_SIZE, LOCAL_WORLD_SIZE
-  srun      SLURM_NODEID, SLURM_NNODES, SLURM_NTASKS_PER_NODE / SLURM_LOCALID
-  mpirun    OMPI_COMM_WORLD_LOCAL_SIZE (node index: not given; the host name is the label)
+  srun      SLURM_NODEID, SLURM_NNODES, SLURM_NTASKS_PER_NODE (only with --ntasks-per-node) or
+            SLURM_TASKS_PER_NODE ('2(x3)': 2 tasks on each of 3 nodes; srun -n sets only this one)
+  mpirun    Open MPI 4 (orte): OMPI_COMM_WORLD_LOCAL_SIZE, OMPI_MCA_orte_num_nodes, and the node
+            index from OMPI_MCA_orte_local_daemon_uri '<jobid>.<daemon vpid>;tcp://...': one orted
+            daemon per node, numbered in the order of the allocation, mpirun's own node being 0
+            (orte/mca/plm/base/plm_base_launch_support.c). When mpirun runs on a host without
+            ranks, the first node with ranks is therefore node 1. Other MPIs: the host name only.
 
 In a run over several nodes every rank writes to DIR/node<K>-<host>/: on a shared file system
 all nodes' folders sit side by side in DIR; otherwise each node has its own folder on its own
@@ -23,6 +28,9 @@ import re
 import socket
 from dataclasses import dataclass
 from typing import Any
+
+
+_ORTE_DAEMON = re.compile(r"\d+\.(\d+);")      # '<jobid>.<vpid>;tcp://127.0.0.1:39011'
 
 
 def _int(env: Any, *names: str) -> int | None:
@@ -75,9 +83,11 @@ def node_info(env: Any = None) -> NodeInfo:
                         _int(env, "LOCAL_WORLD_SIZE"), "torchrun")
     if env.get("SLURM_NODEID") is not None and env.get("SLURM_PROCID") is not None:
         return NodeInfo(host, _int(env, "SLURM_NODEID"), _int(env, "SLURM_NNODES", "SLURM_JOB_NUM_NODES"),
-                        _int(env, "SLURM_NTASKS_PER_NODE"), "slurm")
+                        _int(env, "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"), "slurm")
     if env.get("OMPI_COMM_WORLD_LOCAL_SIZE") is not None:
-        return NodeInfo(host, None, None, _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE"), "mpi")
+        m = _ORTE_DAEMON.match(env.get("OMPI_MCA_orte_local_daemon_uri") or "")
+        return NodeInfo(host, int(m.group(1)) if m else None, _int(env, "OMPI_MCA_orte_num_nodes"),
+                        _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE"), "mpi")
     return NodeInfo(host, None, None, _int(env, "LOCAL_WORLD_SIZE", "LOCAL_SIZE"), "unknown")
 
 
