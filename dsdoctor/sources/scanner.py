@@ -59,6 +59,13 @@ class Matcher:
         self._scanned = scanned
         # literal id -> its steady group (recogniser.steady), or None
         self.groups: list[SteadyGroup | None] = [STEADY.get(n) for n in self.names]
+        # group name -> the literal id of its anchor when the anchor is one of the group's
+        # scanned literals (the fast scan then says whether a block holds it), else None
+        self.anchor_id: dict[str, int | None] = {}
+        for g in self.groups:
+            if g is not None:
+                i = self.index.get(g.anchor)
+                self.anchor_id[g.name] = i if i is not None and not only[i] and self.groups[i] is g else None
         self.hs = self.fast = None
         try:
             import hyperscan
@@ -342,6 +349,7 @@ def _scan_fast(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, byte
     `block_ok` says no, sends the block down the line-by-line path."""
     n_literals = len(m.literals)
     groups: dict[str, SteadyGroup] = {}
+    seen: set[int] = set()               # steady literals in the block (reported once each)
     starts: list[int] = []               # starts of the lines to parse
     rfind = body.rfind
     for end, i in m.fast_hits(body):
@@ -350,20 +358,28 @@ def _scan_fast(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, byte
             starts.append(rfind(b"\n", 0, end) + 1)
         else:
             groups[g.name] = g
-    counts = {}
+            seen.add(i)
+    counts, anchors = {}, {}
     for g in groups.values():
-        counts[g.name] = n = _anchor_count(body, g, sampler)
+        # A group is there when any of its literals is, not always its anchor (a tqdm bar in
+        # 'it/s]' has no 's/it]'): an anchor hyperscan did not see is not counted or looked
+        # for (each count, find or rfind of an absent anchor is a pass over the block).
+        i = m.anchor_id[g.name]
+        anchors[g.name] = a = g.anchor if i is None or i in seen else None
+        counts[g.name] = n = _anchor_count(body, g, a, sampler) if a is not None else 0
         if g.anomalies is None or (g.block_ok is not None and not g.block_ok(body, n)):
             return (yield from _scan(m, body, lineno, carry, sampler))
     if sampler.pending:                  # held back by the line-by-line path in an earlier block
         yield from sampler.flush()
     others = sorted(set(starts))
     for g in groups.values():
-        count = counts[g.name]
-        starts += _sampled_starts(body, g.anchor, count, sampler.kept_in(g.name, count))
+        count, a = counts[g.name], anchors[g.name]
+        picks = sampler.kept_in(g.name, count)
+        if a is not None:
+            starts += _sampled_starts(body, a, count, picks)
         lo = 0
         for p in (*others, len(body)):   # the group's last line before each other line, and the block's last
-            q = rfind(g.anchor, lo, p)
+            q = rfind(a, lo, p) if a is not None else -1
             if q >= 0:
                 starts.append(rfind(b"\n", 0, q) + 1)
             lo = p
@@ -384,7 +400,7 @@ def _scan_fast(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, byte
 ESTIMATE_FROM = 256 << 10    # bytes of a block in which a sampled group's lines are counted
 
 
-def _anchor_count(body: bytes, g: SteadyGroup, sampler: SteadySampler) -> int:
+def _anchor_count(body: bytes, g: SteadyGroup, anchor: bytes, sampler: SteadySampler) -> int:
     """The number of lines of group `g` in `body`: counted exactly for small blocks, for groups
     with a `block_ok` test and when the keep-all phase may end past the first ESTIMATE_FROM
     bytes; otherwise counted in those bytes and scaled to the block (the keep-all picks all
@@ -394,10 +410,10 @@ def _anchor_count(body: bytes, g: SteadyGroup, sampler: SteadySampler) -> int:
     the last line before any other candidate from `rfind`, exactly, whatever the estimate."""
     size = len(body)
     if size <= 2 * ESTIMATE_FROM or g.block_ok is not None:
-        return body.count(g.anchor)
-    part = body.count(g.anchor, 0, ESTIMATE_FROM)
+        return body.count(anchor)
+    part = body.count(anchor, 0, ESTIMATE_FROM)
     if part < sampler.keep_all - sampler.count.get(g.name, 0):
-        return body.count(g.anchor)     # the keep-all phase may reach past the counted part
+        return body.count(anchor)     # the keep-all phase may reach past the counted part
     return max(1, part * size // ESTIMATE_FROM)
 
 
