@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from . import rule_cache
 from .expr import ExprError, check_syntax, evaluate, render
 from .findings import CATEGORIES, SEVERITIES, Finding, Symptom
 
@@ -239,6 +240,14 @@ def _refuse_aliases(text: str, name: str) -> None:
                             "are not allowed in rule files; write the value out")
 
 
+_YAML_FLAVOUR = f"yaml {yaml.__version__} {_LineLoader.__mro__[1].__name__}"
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    _refuse_aliases(text, name)
+    return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+
+
 def load_rule_file(path: Path) -> list[Rule]:
     from .safe_read import ReadError, read_regular_text
     name = str(path)
@@ -247,8 +256,7 @@ def load_rule_file(path: Path) -> list[Rule]:
     except ReadError as e:
         raise RuleError(f"cannot read rule file: {e}") from None
     try:
-        _refuse_aliases(text, name)
-        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        doc = rule_cache.parsed(text, lambda t: _parse_yaml(t, name), _YAML_FLAVOUR)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
