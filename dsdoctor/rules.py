@@ -249,14 +249,17 @@ def _refuse_aliases(text: str, name: str) -> None:
 
 def _yaml_flavour() -> str:
     """What a parse depends on besides the text: the installed PyYAML (its file's path and
-    mtime change with each install), found without importing it."""
+    mtime change with each install, found without importing it) and this module (the loader
+    above)."""
     import importlib.util
     spec = importlib.util.find_spec("yaml")
-    origin = (spec.origin if spec else None) or ""
-    try:
-        return f"{origin} {os.stat(origin).st_mtime_ns}"
-    except OSError:
-        return origin
+    out = []
+    for f in ((spec.origin if spec else None) or "", __file__):
+        try:
+            out.append(f"{f} {os.stat(f).st_mtime_ns}")
+        except OSError:
+            out.append(f)
+    return " ".join(out)
 
 
 def _parse_yaml(text: str, name: str) -> Any:
