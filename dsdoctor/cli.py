@@ -2,6 +2,7 @@
 registers itself on the typer app; this module only assembles them."""
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -56,11 +57,56 @@ def _click_exceptions():
     return exceptions
 
 
+def _direct(argv: list[str] | None):
+    """`analyze` with a plain command line, called without typer's parsing (see
+    commands/fast_args.py: ~90 ms of start-up), as a function returning the exit code as
+    typer's `app(...)` would; None: typer reads the line."""
+    import os
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] != "analyze" or any(k.endswith("_COMPLETE") for k in os.environ):
+        return None
+    from .commands import analyze as command
+    from .commands.fast_args import parse
+    kwargs = parse(command.analyze, args[1:])
+    if kwargs is None:
+        return None
+
+    def call() -> int:
+        # what typer's core._main does around a command in standalone_mode=False
+        try:
+            command.analyze(**kwargs)
+        except EOFError as e:
+            print(file=sys.stderr)
+            raise typer.Abort() from e
+        except KeyboardInterrupt:
+            return 130
+        except typer.Exit as e:
+            return e.exit_code
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+            sys.stdout = _click_utils().PacifyFlushWrapper(sys.stdout)
+            sys.stderr = _click_utils().PacifyFlushWrapper(sys.stderr)
+            sys.exit(1)
+        return 0
+    return call
+
+
+def _click_utils():
+    try:
+        from typer._click import utils
+    except ImportError:
+        from click import utils
+    return utils
+
+
 def main(argv: list[str] | None = None) -> None:
     cx = _click_exceptions()
-    _register(_subcommand(argv))
+    direct = _direct(argv)
+    if direct is None:
+        _register(_subcommand(argv))
     try:
-        rv = app(args=argv, prog_name="dsdoctor", standalone_mode=False)
+        rv = direct() if direct is not None else app(args=argv, prog_name="dsdoctor", standalone_mode=False)
     except cx.NoArgsIsHelpError as e:
         e.show()                       # `dsdoctor` alone: the help, as before
         sys.exit(e.exit_code)

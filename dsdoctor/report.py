@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.panel import Panel
-from rich.syntax import Syntax
-from rich.text import Text
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .findings import Finding, worst_severity
+
+if TYPE_CHECKING:         # rich (and pygments under it) only when text is printed: ~50 ms
+    from rich.console import Console
 
 SCHEMA = "dsdoctor.report/1"
 _STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -47,6 +45,8 @@ def render_live_finding(con: Console, f: Finding, rank: int, step: int) -> None:
 
 
 def render_finding(con: Console, f: Finding, index: int | None = None, *, brief: bool = False) -> None:
+    from rich.syntax import Syntax
+    from rich.text import Text
     head = Text()
     if index is not None:
         head.append(f"{index}. ", style="bold")
@@ -102,6 +102,9 @@ def render_finding(con: Console, f: Finding, index: int | None = None, *, brief:
 
 def print_report(findings: list[Finding], con: Console | None = None, *, title: str = "dsdoctor",
                  notes: list[str] | None = None) -> None:
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.text import Text
     con = con or Console()
     if not findings:
         con.print(Panel("No problems found.", title=title, border_style="green"))

@@ -7,14 +7,15 @@ rule file cannot run code. Schema errors name the file, the rule id and the line
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
 
+from . import rule_cache
 from .expr import ExprError, check_syntax, check_template, evaluate, render
 from .findings import CATEGORIES, SEVERITIES, Finding, Symptom
 
@@ -32,17 +33,23 @@ def rules_dir() -> Path:
     raise RuleError(f"no rules directory found next to {here}")
 
 
-class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):   # libyaml: 10x faster start-up
-    """SafeLoader that remembers the line of every mapping (for error messages)."""
+@functools.lru_cache(maxsize=None)
+def _line_loader() -> type:
+    """SafeLoader (libyaml's: 10x faster) that remembers the line of every mapping (for error
+    messages). Made on first use: with the parsed rule files cached (rule_cache.py) most
+    commands never import yaml (~20 ms)."""
+    import yaml
 
+    class _LineLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+        pass
 
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
-    mapping = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    return mapping
+    def _construct_mapping(loader, node) -> dict:
+        mapping = loader.construct_mapping(node, deep=True)
+        mapping["__line__"] = node.start_mark.line + 1
+        return mapping
 
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    return _LineLoader
 
 
 def strip_lines(obj: Any) -> Any:
@@ -238,11 +245,42 @@ def _refuse_aliases(text: str, name: str) -> None:
     """YAML anchors and aliases are refused: a 'billion laughs' file (each level aliasing the
     one before four times) grows x4 per level when constructed (level 11: 3 GB). Rules never
     need them. The token scan is linear in the text and builds nothing."""
+    import yaml
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     for tok in yaml.scan(text, Loader=loader):
         if isinstance(tok, (yaml.AnchorToken, yaml.AliasToken)):
             raise RuleError(f"{name}:{tok.start_mark.line + 1}: YAML anchors and aliases (&name, *name) "
                             "are not allowed in rule files; write the value out")
+
+
+def _yaml_flavour() -> str:
+    """What a parse depends on besides the text: the installed PyYAML (its file's path and
+    mtime change with each install, found without importing it) and this module (the loader
+    above)."""
+    import importlib.util
+    spec = importlib.util.find_spec("yaml")
+    out = []
+    for f in ((spec.origin if spec else None) or "", __file__):
+        try:
+            out.append(f"{f} {os.stat(f).st_mtime_ns}")
+        except OSError:
+            out.append(f)
+    return " ".join(out)
+
+
+def _parse_yaml(text: str, name: str) -> Any:
+    """The YAML document of a rule file; bad YAML is a RuleError naming the line."""
+    import yaml
+    try:
+        _refuse_aliases(text, name)
+        return yaml.load(text, Loader=_line_loader())  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark else name
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise RuleError(f"{where}: invalid YAML: {problem}") from None
+    except RecursionError:
+        raise RuleError(f"{name}: invalid YAML: nested too deeply") from None
 
 
 def load_rule_file(path: Path) -> list[Rule]:
@@ -252,16 +290,7 @@ def load_rule_file(path: Path) -> list[Rule]:
         text = read_regular_text(path, MAX_RULE_FILE_BYTES, "rule file (YAML)")
     except ReadError as e:
         raise RuleError(f"cannot read rule file: {e}") from None
-    try:
-        _refuse_aliases(text, name)
-        doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}" if mark else name
-        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
-        raise RuleError(f"{where}: invalid YAML: {problem}") from None
-    except RecursionError:
-        raise RuleError(f"{name}: invalid YAML: nested too deeply") from None
+    doc = rule_cache.parsed(text, lambda t: _parse_yaml(t, name), _yaml_flavour())
     if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
         raise RuleError(f"{name}:1: a rule file must be a mapping with a 'rules' list")
     return [parse_rule(r, name) for r in doc["rules"]]

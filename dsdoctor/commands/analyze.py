@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 import typer
-from rich.console import Console
 
 from ..api import AnalyzeError, diagnose_inputs, plain_events, usable_inputs
 from ..config_io import ConfigError, check_output, load_config, write_config
@@ -23,6 +22,7 @@ def _events_with_progress(inputs: list[Input], warnings: list[str], sample: bool
     if not sys.stderr.isatty() or total < (256 << 20):
         yield from plain_events(inputs, warnings, sample)
         return
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Generator, Iterable, Iterator
 
@@ -59,7 +60,15 @@ class Matcher:
         self._scanned = scanned
         # literal id -> its steady group (recogniser.steady), or None
         self.groups: list[SteadyGroup | None] = [STEADY.get(n) for n in self.names]
+        # group name -> the literal id of its anchor when the anchor is one of the group's
+        # scanned literals (the fast scan then says whether a block holds it), else None
+        self.anchor_id: dict[str, int | None] = {}
+        for g in self.groups:
+            if g is not None:
+                i = self.index.get(g.anchor)
+                self.anchor_id[g.name] = i if i is not None and not only[i] and self.groups[i] is g else None
         self.hs = self.fast = None
+        self._fast_lock = threading.Lock()
         try:
             import hyperscan
         except Exception:          # not installed, or no wheel for this platform
@@ -134,7 +143,8 @@ class Matcher:
         of each steady literal, and anomaly hits (id >= len(literals)), in offset order."""
         out: list[tuple[int, int]] = []
         add = out.append
-        self.fast.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)))
+        with self._fast_lock:             # one scratch per database: one scan at a time
+            self.fast.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)))
         return out
 
     def line_ids(self, line: bytes) -> list[int]:
@@ -225,25 +235,69 @@ def candidate_hits(blocks: Iterable[bytes],
     lineno = 1            # number of the first line in `buf`
     tail = b""
     carry: list[tuple[int, bytes]] = []     # continuation literals for the next block's first line
-    scan = _scan_fast if sampler is not None and m.fast is not None else _scan
-    for block in blocks:
-        buf = tail + block if tail else block
-        cut = buf.rfind(b"\n")
-        if cut < 0:
-            if len(buf) > 4 * MAX_LINE:         # inside a giant line
-                keep = MAX_LINE
-                carry.clear()
-                yield from _sampled(sampler, _giant(m, buf[:-keep], lineno))
-                tail = buf[-keep:]
-            else:
-                tail = buf
-            continue
-        body, tail = buf[:cut + 1], buf[cut + 1:]
-        lineno += yield from scan(m, body, lineno, carry, sampler)
+    fast = sampler is not None and m.fast is not None
+    scan = _scan_fast if fast else _scan
+    # On the fast path the next block is scanned in a thread while this one's lines are
+    # parsed: hs_scan releases the GIL, so a second core takes most of the scan's time off
+    # the wall clock (the CPU time is the same). The order of everything yielded is kept.
+    prev: tuple[bytes, _Ahead | None] | None = None
+    ahead: _Ahead | None = None          # the scan of the block after `prev`
+    try:
+        for block in blocks:
+            buf = tail + block if tail else block
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                if len(buf) > 4 * MAX_LINE:         # inside a giant line
+                    if prev is not None:
+                        lineno += yield from scan(m, prev[0], lineno, carry, sampler, prev[1])
+                        prev = None
+                    keep = MAX_LINE
+                    carry.clear()
+                    yield from _sampled(sampler, _giant(m, buf[:-keep], lineno))
+                    tail = buf[-keep:]
+                else:
+                    tail = buf
+                continue
+            body, tail = buf[:cut + 1], buf[cut + 1:]
+            ahead = _Ahead(m.fast_hits, body) if fast else None
+            if prev is not None:
+                lineno += yield from scan(m, prev[0], lineno, carry, sampler, prev[1])
+            prev = (body, ahead)
+        if prev is not None:
+            lineno += yield from scan(m, prev[0], lineno, carry, sampler, prev[1])
+            prev = None
+    finally:                                # an abandoned read: no scan left running
+        for running in (prev[1] if prev is not None else None, ahead):
+            if running is not None:
+                running.wait()
     if tail:
         yield from scan(m, tail + b"\n", lineno, carry, sampler)
     if sampler is not None and sampler.pending:
         yield from sampler.flush()
+
+
+class _Ahead:
+    """`fn(arg)` computed in a thread; `result()` waits for it (and raises what it raised)."""
+
+    def __init__(self, fn, arg):
+        self._out = self._err = None
+        self._thread = threading.Thread(target=self._run, args=(fn, arg), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, arg) -> None:
+        try:
+            self._out = fn(arg)
+        except BaseException as e:       # handed to the reader in result()
+            self._err = e
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self):
+        self._thread.join()
+        if self._err is not None:
+            raise self._err
+        return self._out
 
 
 def _giant(m: Matcher, piece: bytes, lineno: int) -> Iterator[tuple[int, bytes, list[int]]]:
@@ -264,7 +318,7 @@ def _sampled(sampler: "SteadySampler | None", items: Iterable[tuple[int, bytes, 
 
 
 def _scan(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
-          sampler: "SteadySampler | None") -> Generator[Item, None, int]:
+          sampler: "SteadySampler | None", ahead: "_Ahead | None" = None) -> Generator[Item, None, int]:
     """The line-by-line path for one block; returns the number of lines in `body`."""
     # The hot loop of `analyze`: one iteration per trigger hit, so it stays flat.
     first = lineno
@@ -335,35 +389,44 @@ def _scan(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
 
 
 def _scan_fast(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, bytes]],
-               sampler: SteadySampler) -> Generator[Item, None, int]:
+               sampler: SteadySampler, ahead: "_Ahead | None" = None) -> Generator[Item, None, int]:
     """The fast path for one block (see the module docstring). Steady lines reach Python only
     when sampled, unusual (an anomaly pattern), or the last of their group before another
     candidate line or the block's end; a group without anomaly patterns, or whose
     `block_ok` says no, sends the block down the line-by-line path."""
     n_literals = len(m.literals)
     groups: dict[str, SteadyGroup] = {}
+    seen: set[int] = set()               # steady literals in the block (reported once each)
     starts: list[int] = []               # starts of the lines to parse
     rfind = body.rfind
-    for end, i in m.fast_hits(body):
+    for end, i in (ahead.result() if ahead is not None else m.fast_hits(body)):
         g = m.groups[i] if i < n_literals else None
         if g is None:                    # another literal, or an anomaly pattern
             starts.append(rfind(b"\n", 0, end) + 1)
         else:
             groups[g.name] = g
-    counts = {}
+            seen.add(i)
+    counts, anchors = {}, {}
     for g in groups.values():
-        counts[g.name] = n = _anchor_count(body, g, sampler)
+        # A group is there when any of its literals is, not always its anchor (a tqdm bar in
+        # 'it/s]' has no 's/it]'): an anchor hyperscan did not see is not counted or looked
+        # for (each count, find or rfind of an absent anchor is a pass over the block).
+        i = m.anchor_id[g.name]
+        anchors[g.name] = a = g.anchor if i is None or i in seen else None
+        counts[g.name] = n = _anchor_count(body, g, a, sampler) if a is not None else 0
         if g.anomalies is None or (g.block_ok is not None and not g.block_ok(body, n)):
             return (yield from _scan(m, body, lineno, carry, sampler))
     if sampler.pending:                  # held back by the line-by-line path in an earlier block
         yield from sampler.flush()
     others = sorted(set(starts))
     for g in groups.values():
-        count = counts[g.name]
-        starts += _sampled_starts(body, g.anchor, count, sampler.kept_in(g.name, count))
+        count, a = counts[g.name], anchors[g.name]
+        picks = sampler.kept_in(g.name, count)
+        if a is not None:
+            starts += _sampled_starts(body, a, count, picks)
         lo = 0
         for p in (*others, len(body)):   # the group's last line before each other line, and the block's last
-            q = rfind(g.anchor, lo, p)
+            q = rfind(a, lo, p) if a is not None else -1
             if q >= 0:
                 starts.append(rfind(b"\n", 0, q) + 1)
             lo = p
@@ -384,7 +447,7 @@ def _scan_fast(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, byte
 ESTIMATE_FROM = 256 << 10    # bytes of a block in which a sampled group's lines are counted
 
 
-def _anchor_count(body: bytes, g: SteadyGroup, sampler: SteadySampler) -> int:
+def _anchor_count(body: bytes, g: SteadyGroup, anchor: bytes, sampler: SteadySampler) -> int:
     """The number of lines of group `g` in `body`: counted exactly for small blocks, for groups
     with a `block_ok` test and when the keep-all phase may end past the first ESTIMATE_FROM
     bytes; otherwise counted in those bytes and scaled to the block (the keep-all picks all
@@ -394,10 +457,10 @@ def _anchor_count(body: bytes, g: SteadyGroup, sampler: SteadySampler) -> int:
     the last line before any other candidate from `rfind`, exactly, whatever the estimate."""
     size = len(body)
     if size <= 2 * ESTIMATE_FROM or g.block_ok is not None:
-        return body.count(g.anchor)
-    part = body.count(g.anchor, 0, ESTIMATE_FROM)
+        return body.count(anchor)
+    part = body.count(anchor, 0, ESTIMATE_FROM)
     if part < sampler.keep_all - sampler.count.get(g.name, 0):
-        return body.count(g.anchor)     # the keep-all phase may reach past the counted part
+        return body.count(anchor)     # the keep-all phase may reach past the counted part
     return max(1, part * size // ESTIMATE_FROM)
 
 
