@@ -73,19 +73,21 @@ class TensorBoard:
 
     # ---------------------------------------------------------------- bookkeeping (no I/O)
     def on_event(self, ev: Event) -> None:
+        """Per event, on the writer thread (the lock held): session.guard written out as
+        try/except, the same containment without two context-manager calls per event."""
         s = self.session
-        keys = AVERAGED.get(ev.kind)
-        if keys is not None:
-            if s.enabled(self.PART):
-                with s.guard(self.PART):
-                    self._average(ev, keys)
-        elif ev.kind in RARE or ev.kind in TEXT_KINDS:
-            if s.enabled(self.PART):
-                with s.guard(self.PART):
-                    self._queue_rare(ev)
-        if len(s.findings) > self._findings_seen and s.enabled(self.PART):
-            with s.guard(self.PART):
+        if not s.enabled(self.PART):
+            return
+        try:
+            keys = AVERAGED.get(ev.kind)
+            if keys is not None:
+                self._average(ev, keys)
+            elif ev.kind in RARE or ev.kind in TEXT_KINDS:
+                self._queue_rare(ev)
+            if len(s.findings) > self._findings_seen:
                 self._queue_findings(ev)
+        except Exception as e:
+            s._record_error(self.PART, e)
 
     def _queue_findings(self, ev: Event) -> None:
         s = self.session
