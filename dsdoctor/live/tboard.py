@@ -4,7 +4,7 @@ A listener on the session (`on_event`, any thread, session lock held) that only 
 bookkeeping: per-step scalars (loss, grad norm, phase times, memory) are summed over a window
 of at least EVERY steps and PERIOD seconds; rare scalars (loss scale, skipped steps,
 telemetry), non-finite values, event texts and new findings are queued. Writing happens in
-`tick`, on the session's writer thread after each drain (every ~0.25 s), never on the training
+`tick`, on the session's writer thread after each drain (every ~0.5 s), never on the training
 thread: one record per window holding every mean, one per rare item. A non-finite value is
 written at its own step in the same drain (a NaN is not averaged away).
 
