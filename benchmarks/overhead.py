@@ -359,9 +359,13 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
     ap, alo, ahi, _ = median_ci([a[1] - b[1] for a, b in zip(on, off)])
     bg = statistics.median(a[2] for a in on)
     op, olo, ohi, _ = median_ci([a[3] - b[3] for a, b in zip(on, off)])
+    aa_thread = ""
+    if "off2" in thread_us:
+        qp, qlo, qhi, _ = median_ci([a[0] / b[0] for a, b in zip(thread_us["off2"], off)])
+        aa_thread = f"; A/A off2/off {qp:.4f} [{qlo:.4f}, {qhi:.4f}]"
     print(f"  training thread's CPU per step (rank 0, thread_time): {statistics.median(b[0] for b in off):.0f} us "
           f"without, {statistics.median(a[0] for a in on):.0f} us with, ratio {tp:.4f} [{tlo:.4f}, {thi:.4f}] "
-          f"(the step's compute: noisy)")
+          f"(the step's compute: noisy){aa_thread}")
     print(f"  added by the doctor's hooks on the training thread (CPU outside DeepSpeed's forward/backward/step, "
           f"on minus off): {ap:.1f} us per step, 95 % CI [{alo:.1f}, {ahi:.1f}]; its background threads: "
           f"{bg:.1f} us CPU per step (median of blocks)")
