@@ -1,6 +1,6 @@
 """Step-time overhead of the doctor on a real DeepSpeed CPU training (2 ranks, gloo, ZeRO-2).
 
-    python benchmarks/overhead.py [--ranks 2] [--rounds 60] [--steps 50] [--no-tensorboard] [--null]
+    python benchmarks/overhead.py [--ranks 2] [--rounds 60] [--steps 50] [--no-tensorboard] [--null] [--aa]
 
 One training session per rank: the same engine alternates blocks of steps without the doctor
 and with it (dsdoctor.attach with its defaults: hooks, exchange, watchdog, telemetry,
@@ -41,9 +41,20 @@ What is left out or over-weighted, honestly:
 - rank r is pinned to core r (--no-pin to let the OS schedule): one core per rank, as on a
   real node, so the doctor's threads compete with their own rank.
 - the noise floor: `--null` runs the same schedule without ever attaching (an A/A test);
-  with the defaults its interval is about +-1.2 % on this machine (0.984-1.008), which is
-  what the rounds have to beat; --rounds 180 (~7.5 min) narrows it by ~sqrt(3).
-Defaults take ~2.5 minutes on the 2-core reference machine.
+  with the defaults its interval is about +-1.2 % on a quiet machine (0.984-1.008), which is
+  what the rounds have to beat; --rounds 180 (~7.5 min) narrows it by ~sqrt(3). `--aa` puts
+  a third block in every round, also without the doctor ("off2", the three in a random
+  order): the A/A ratio off2/off and its interval are then measured under the same load as
+  on/off, in the same run (the machine is shared: a floor measured an hour earlier says
+  little about now).
+- what resolves the cost when the wall-clock floor is wider than the effect: the doctor's
+  CPU per step, from per-thread clocks (the training thread's added CPU outside DeepSpeed's
+  methods + every background thread of the doctor), as a share of the rank's own CPU per
+  step (process CPU time over the measured steps of the blocks without the doctor). That
+  share is what the doctor takes from a rank whose core is busy; it is exact where the
+  wall clock is not.
+Defaults take ~2.5 minutes on the 2-core reference machine (~4 with --aa), longer when it is
+loaded.
 """
 from __future__ import annotations
 
@@ -75,6 +86,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--no-tensorboard", action="store_true", help="attach with tensorboard=False")
     ap.add_argument("--null", action="store_true",
                     help="A/A run: both sides without the doctor, to see the noise floor of this machine")
+    ap.add_argument("--aa", action="store_true",
+                    help="a third block per round without the doctor (off2): the A/A noise floor measured "
+                         "in the same run, under the same load, beside on/off")
     ap.add_argument("--no-pin", action="store_true",
                     help="let the OS move ranks between cores (default: rank r runs on core r mod ncpu)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the block order")
@@ -269,18 +283,23 @@ def train(args: argparse.Namespace) -> None:
     first_attach += time.process_time() - c0
     steps(30)
 
-    ratios, med, blocks, settled = [], {"off": [], "on": []}, [], {"off": [], "on": []}
-    # CPU seconds per round: [off steps, on steps, off settle, on attach + settle + close]
-    cpu = torch.zeros(args.rounds, 4, dtype=torch.float64)
+    modes = ("off", "on", "off2") if args.aa else ("off", "on")
+    ratios, med, blocks = [], {m: [] for m in modes}, []
+    settled: dict[str, list[float]] = {m: [] for m in modes}
+    aa_ratios: list[float] = []
+    # CPU seconds per round: [off steps, on steps, off settle, on attach + settle + close, off2 steps]
+    cpu = torch.zeros(args.rounds, 5, dtype=torch.float64)
     # rank 0, per round and side: (training thread CPU per step, median; its part outside
     # DeepSpeed's methods, mean; the doctor's background threads' CPU per step)
-    thread_us: dict[str, list[tuple[float, float, float, float]]] = {"off": [], "on": []}
+    thread_us: dict[str, list[tuple[float, float, float, float]]] = {m: [] for m in modes}
     rng = random.Random(args.seed)             # the same on every rank: they attach together
-    order: tuple[str, str] = ("off", "on")
+    order: tuple[str, ...] = ("off", "on")
     started = time.monotonic()
     for r in range(args.rounds):
         got = {}
-        if r % 2 == 0:                         # random order, balanced over each two rounds
+        if args.aa:                            # three blocks: a random order every round
+            order = tuple(rng.sample(modes, len(modes)))
+        elif r % 2 == 0:                       # random order, balanced over each two rounds
             order = ("off", "on") if rng.random() < 0.5 else ("on", "off")
         else:
             order = order[::-1]
@@ -289,16 +308,18 @@ def train(args: argparse.Namespace) -> None:
             thread_us[mode].append(tus)
             blocks.append({"round": r, "mode": mode, "settle": settle, "times": t})
             got[mode] = statistics.median(t)
-            cpu[r, 0 if mode == "off" else 1] = c
-            cpu[r, 2 if mode == "off" else 3] += c_start
+            cpu[r, {"off": 0, "on": 1, "off2": 4}[mode]] = c
+            cpu[r, 3 if mode == "on" else 2] += c_start if mode != "off2" else 0.0
             settled[mode] += settle
-        med["off"].append(got["off"])
-        med["on"].append(got["on"])
+        for m in modes:
+            med[m].append(got[m])
         ratios.append(got["on"] / got["off"])
+        if args.aa:
+            aa_ratios.append(got["off2"] / got["off"])
     elapsed = time.monotonic() - started
     dist.all_reduce(cpu)                       # after the timing: CPU of every rank, summed
     if rank == 0:
-        report(args, ratios, med, settled, cpu, elapsed, first_attach, out, thread_us, per_thread)
+        report(args, ratios, med, settled, cpu, elapsed, first_attach, out, thread_us, per_thread, aa_ratios)
         if args.dump:
             with open(args.dump, "w") as f:
                 json.dump(blocks, f)
@@ -309,7 +330,7 @@ def train(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[float]],
            settled: dict[str, list[float]], cpu: Any, elapsed: float, first_attach: float, out: str,
            thread_us: dict[str, list[tuple[float, float, float, float]]],
-           per_thread: dict[str, list[float]]) -> None:
+           per_thread: dict[str, list[float]], aa_ratios: list[float]) -> None:
     cpu_ratios = [float(cpu[r, 1] / cpu[r, 0]) for r in range(args.rounds)]
     p, lo, hi, cov = median_ci(ratios)
     cp, clo, chi, _ = median_ci(cpu_ratios)
@@ -326,20 +347,46 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
           f"95 % CI [{lo:.4f}, {hi:.4f}] (order statistics, coverage {cov:.1%})")
     print(f"  CPU-time ratio over the steps, both ranks, every thread: median of rounds {cp:.4f} "
           f"95 % CI [{clo:.4f}, {chi:.4f}]; over the whole run {cpu_total:.4f}")
+    if aa_ratios:
+        ap_, alo_, ahi_, acov = median_ci(aa_ratios)
+        aa_cpu = [float(cpu[r, 4] / cpu[r, 0]) for r in range(args.rounds)]
+        ccp, cclo, cchi, _ = median_ci(aa_cpu)
+        print(f"  A/A floor in the same run (off2/off, both without the doctor, {args.rounds} rounds): step-time "
+              f"ratio {ap_:.4f} 95 % CI [{alo_:.4f}, {ahi_:.4f}] (coverage {acov:.1%}); CPU-time ratio {ccp:.4f} "
+              f"[{cclo:.4f}, {cchi:.4f}]")
     on, off = thread_us["on"], thread_us["off"]
     tp, tlo, thi, _ = median_ci([a[0] / b[0] for a, b in zip(on, off)])
     ap, alo, ahi, _ = median_ci([a[1] - b[1] for a, b in zip(on, off)])
     bg = statistics.median(a[2] for a in on)
     op, olo, ohi, _ = median_ci([a[3] - b[3] for a, b in zip(on, off)])
+    aa_thread = ""
+    if "off2" in thread_us:
+        qp, qlo, qhi, _ = median_ci([a[0] / b[0] for a, b in zip(thread_us["off2"], off)])
+        aa_thread = f"; A/A off2/off {qp:.4f} [{qlo:.4f}, {qhi:.4f}]"
     print(f"  training thread's CPU per step (rank 0, thread_time): {statistics.median(b[0] for b in off):.0f} us "
           f"without, {statistics.median(a[0] for a in on):.0f} us with, ratio {tp:.4f} [{tlo:.4f}, {thi:.4f}] "
-          f"(the step's compute: noisy)")
+          f"(the step's compute: noisy){aa_thread}")
     print(f"  added by the doctor's hooks on the training thread (CPU outside DeepSpeed's forward/backward/step, "
           f"on minus off): {ap:.1f} us per step, 95 % CI [{alo:.1f}, {ahi:.1f}]; its background threads: "
           f"{bg:.1f} us CPU per step (median of blocks)")
     print(f"  of which in the doctor's wrappers' own code: {op:.1f} us per step, 95 % CI [{olo:.1f}, {ohi:.1f}]")
     print("  background threads, CPU us per step (median of blocks): "
           + ", ".join(f"{n} {statistics.median(v):.1f}" for n, v in sorted(per_thread.items())))
+    # the doctor's whole CPU per step on rank 0 (training thread added + background threads),
+    # per round, against the rank's process CPU per step without the doctor in that round
+    rank_cpu_us = [float(cpu[r, 0]) / args.ranks / args.steps * 1e6 for r in range(args.rounds)]
+    doc_us = [(a[1] - b[1]) + a[2] for a, b in zip(on, off)]
+    dp, dlo, dhi, _ = median_ci(doc_us)
+    share = [d / c for d, c in zip(doc_us, rank_cpu_us) if c > 0]
+    sp, slo, shi, _ = median_ci(share) if share else (math.nan,) * 4
+    print(f"  the doctor's CPU per step (rank 0: training thread added + background threads): {dp:.0f} us, 95 % CI "
+          f"[{dlo:.0f}, {dhi:.0f}], of a rank's {statistics.median(rank_cpu_us):.0f} us CPU per step without it "
+          f"(every thread, both ranks averaged): {100 * sp:.2f} % [{100 * slo:.2f}, {100 * shi:.2f}] "
+          f"-> CPU-based ratio {1 + sp:.4f} [{1 + slo:.4f}, {1 + shi:.4f}]")
+    try:
+        print(f"  load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    except OSError:
+        pass
     if settled["on"]:
         print(f"  start-up, left out above (a real run pays it once): the first {args.settle} steps after attach, "
               f"step-time ratio {statistics.median(settled['on']) / statistics.median(settled['off']):.4f}; attach + "

@@ -92,8 +92,11 @@ class NonFiniteDetector(Detector):
         v = ev.data.get("value")
         self.bad_gnorm = ev if _nonfinite(v) else None
         if _finite(v):
-            if len(self.gnorms) >= 3 and v > GNORM_FACTOR * max(median(self.gnorms), 1e-12):
-                self._mark_spike("grad norm", v, median(self.gnorms), ev.step)
+            # the median (a sort of HISTORY values) only when the min does not already rule a spike out
+            if len(self.gnorms) >= 3 and v > GNORM_FACTOR * max(min(self.gnorms), 1e-12):
+                m = median(self.gnorms)
+                if v > GNORM_FACTOR * max(m, 1e-12):
+                    self._mark_spike("grad norm", v, m, ev.step)
             self.gnorms.append(v)
         return ()
 
@@ -112,8 +115,10 @@ class NonFiniteDetector(Detector):
                                    how="grad_norm_with_zero_loss")
         if name.startswith("eval"):
             return ()
-        if len(self.losses) >= 3 and v > SPIKE_FACTOR * median(self.losses) and v - median(self.losses) > 0.5:
-            self._mark_spike("loss", v, median(self.losses), ev.step)
+        if len(self.losses) >= 3 and v > SPIKE_FACTOR * min(self.losses):    # else below 1.5x the median too
+            m = median(self.losses)
+            if v > SPIKE_FACTOR * m and v - m > 0.5:
+                self._mark_spike("loss", v, m, ev.step)
         self.losses.append(v)
         self.spike_age += 1
         return ()

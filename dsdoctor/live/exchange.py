@@ -142,11 +142,18 @@ class Exchange:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
+        while not self._stop.wait(self._pause()):
             if not self.session.enabled(self.PART):
                 return
             with self.session.guard(self.PART):
                 self.tick()
+
+    def _pause(self) -> float:
+        """Seconds until the next look: none is due before MIN_PERIOD after the last
+        publication, then every POLL_SECONDS. One wake-up a second instead of two when steps
+        are fast: a wake-up of this thread costs ~70 us of CPU on a busy core (measured with a
+        per-thread clock), taken from the training's core."""
+        return max(POLL_SECONDS, self._last_pub + MIN_PERIOD + 0.01 - time.monotonic())
 
     def tick(self) -> None:
         step = int(self.session.progress.step)

@@ -17,9 +17,11 @@ from __future__ import annotations
 import collections
 import re
 import sys
+import threading
 import time
 from typing import Any, Callable
 
+from ..events import Event
 from ..torch_oom import requested_bytes
 from .session import LiveSession
 
@@ -37,9 +39,17 @@ def gpu_memory(stats: dict[str, Any]) -> dict[str, int]:
     return {k: int(stats[v]) for k, v in keys.items() if v in stats}
 
 
+_process: Any = None                  # psutil.Process of this pid, made once (its constructor reads /proc)
+
+
 def host_memory() -> dict[str, int]:
+    global _process
+    import os
+
     import psutil
-    return {"rss": psutil.Process().memory_info().rss, "available": psutil.virtual_memory().available}
+    if _process is None or _process.pid != os.getpid():      # a fork gets its own
+        _process = psutil.Process()
+    return {"rss": _process.memory_info().rss, "available": psutil.virtual_memory().available}
 
 
 def memory_now(device: str) -> dict[str, int]:
@@ -128,6 +138,8 @@ class EngineHooks:
         # (step, micro steps, phase ms, lr, loss, grad norm, wall time) per optimizer step, made
         # into events off the training thread (expand_pending)
         self._pending: collections.deque[tuple] = collections.deque()
+        self._expanding = threading.Lock()      # the writer and the training thread both expand:
+                                                # one at a time, so the file keeps step order
         self.read_now = bool(session.options.localize_nan)      # then made into events at once
 
     # ------------------------------------------------------------ install / remove
@@ -137,7 +149,7 @@ class EngineHooks:
             self._saved[name] = self.engine.__dict__.get(name, _MISSING)
             orig = getattr(self.engine, name)
             object.__setattr__(self.engine, name, wrap(orig))
-        self.session.add_ticker(self.expand_pending)
+        self.session.add_producer(self.expand_pending)
         self._installed = True
 
     def remove(self) -> None:
@@ -156,25 +168,44 @@ class EngineHooks:
             self._check_buffer(force=True)
 
     # ------------------------------------------------------------ wrappers
+    # The three wrappers run on the training thread at every step. Measured there (not in a
+    # tight loop: after a step's compute the doctor's code and data are out of the CPU caches,
+    # so each Python call costs several times what a micro-benchmark says), they are written
+    # flat: the phase bookkeeping inline, session.enabled(part) as the same test on the
+    # session's fields, session.guard(part) as try/except with the same containment
+    # (session._record_error), everything looked up once at install.
     def _wrap_phase(self, phase: str, orig: Callable,
                     on_begin: Callable[[tuple, dict], None] | None = None) -> Callable:
-        """Time one phase around `orig`; an exception is recorded (OOM phase) and re-raised."""
-        enabled, guard = self.session.enabled, self.session.guard("steps")   # looked up once, not per call
+        """Time one phase (forward, backward) around `orig`; an exception is recorded (OOM
+        phase) and re-raised."""
+        s, progress = self.session, self.progress
+        disabled, failed, monotonic = s._disabled, s._record_error, time.monotonic
+        key, first = _PHASE_KEY[phase], phase == "forward"
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if enabled("steps"):
-                with guard:
+            on = "steps" not in disabled and not s._closed          # s.enabled("steps")
+            if on:
+                try:
                     self._begin(phase)
                     if on_begin is not None:
                         on_begin(args, kwargs)
+                except Exception as e:
+                    failed("steps", e)
             try:
                 out = orig(*args, **kwargs)
             except BaseException as e:
                 self._failed(e, phase)
                 raise
-            if enabled("steps"):
-                with guard:
-                    self._end(phase)
+            if on and "steps" not in disabled and not s._closed:
+                try:
+                    now = monotonic()
+                    cur = self._cur
+                    cur[key] = cur.get(key, 0.0) + (now - progress.phase_started) * 1e3
+                    if first and self._localize_handles:
+                        self._remove_localizer()      # hooks live for one forward only
+                    progress.phase, progress.phase_started = "idle", now
+                except Exception as e:
+                    failed("steps", e)
             return out
         wrapper.__name__ = phase
         wrapper.__wrapped__ = orig  # type: ignore[attr-defined]
@@ -184,37 +215,55 @@ class EngineHooks:
         return self._wrap_phase("forward", orig)
 
     def _wrap_backward(self, orig: Callable) -> Callable:
+        on_host = self.on_host
+
         def keep_loss(args: tuple, kwargs: dict) -> None:
             loss = args[0] if args else kwargs.get("loss")
             # CPU: kept as it is until the optimizer step reads it with float();
             # elsewhere detached, to be read in a batch (no sync per step)
-            self._last_loss = loss if self.on_host else _scalar(loss)
+            self._last_loss = loss if on_host else _scalar(loss)
         return self._wrap_phase("backward", orig, keep_loss)
 
     def _wrap_step(self, orig: Callable) -> Callable:
+        s, progress, engine = self.session, self.progress, self.engine
+        disabled, failed, monotonic = s._disabled, s._record_error, time.monotonic
+        fp16 = bool(self.facts.get("fp16"))        # only fp16 has a loss scale to read
+
         def step(*args: Any, **kwargs: Any) -> Any:
             before = None
-            if self.session.enabled("steps"):
-                with self.session.guard("steps"):
+            if "steps" not in disabled and not s._closed:
+                try:
                     self._begin("step")
-                    before = (int(self.engine.global_steps), self._read_scale())
+                    before = (int(engine.global_steps), self._read_scale() if fp16 else None)
+                except Exception as e:
+                    failed("steps", e)
             try:
                 out = orig(*args, **kwargs)
             except BaseException as e:
                 self._failed(e, "step")
                 raise
-            if before is not None and self.session.enabled("steps"):
-                with self.session.guard("steps"):
-                    self._end("step")
-                    if int(self.engine.global_steps) != before[0]:     # an optimizer step happened
+            if before is not None and "steps" not in disabled and not s._closed:
+                try:
+                    now = monotonic()
+                    cur = self._cur
+                    cur["step_ms"] = cur.get("step_ms", 0.0) + (now - progress.phase_started) * 1e3
+                    self._micro += 1
+                    progress.micro_step += 1
+                    self._step_end = progress.last_step_end = now
+                    progress.phase, progress.phase_started = "data", now
+                    if int(engine.global_steps) != before[0]:          # an optimizer step happened
                         self._optimizer_step_done(before[0], before[1])
+                except Exception as e:
+                    failed("steps", e)
             return out
         step.__wrapped__ = orig  # type: ignore[attr-defined]
         return step
 
     # ------------------------------------------------------------ bookkeeping
     def _begin(self, phase: str) -> None:
-        now = self.progress.set_phase(phase)
+        now = time.monotonic()
+        progress = self.progress
+        progress.phase, progress.phase_started = phase, now      # Progress.set_phase, inlined
         if phase == "forward":
             self._step_begins(now)
 
@@ -230,44 +279,36 @@ class EngineHooks:
             with self.session.guard("localize"):
                 self._install_localizer()
 
-    def _end(self, phase: str) -> None:
-        now = time.monotonic()
-        progress, cur = self.progress, self._cur
-        key = _PHASE_KEY[phase]
-        cur[key] = cur.get(key, 0.0) + (now - progress.phase_started) * 1e3
-        if phase == "step":
-            self._micro += 1
-            progress.micro_step += 1
-            self._step_end = progress.last_step_end = now
-            progress.phase, progress.phase_started = "data", now     # Progress.set_phase, inlined
-            return
-        if self._localize_handles and phase == "forward":
-            self._remove_localizer()          # hooks live for one forward only
-        progress.phase, progress.phase_started = "idle", now
-
     def _optimizer_step_done(self, step: int, scale_before: float | None) -> None:
         """What the training thread does per optimizer step: read the few values that change
         (phase times, lr, loss and grad norm as they are) into one tuple. The writer thread
         turns it into the step / lr / loss / grad_norm events (`expand_pending`): building
         four events and reading two tensors cost ~60 us of this thread per step on a busy
-        CPU, twice the rest of the hooks."""
+        CPU, twice the rest of the hooks. session.guard(part) is written out as try/except
+        here (no context-manager calls on the hot path), with the same containment."""
+        s, engine = self.session, self.engine
+        enabled, failed = s.enabled, s._record_error
+        disabled = s._disabled                   # "x" not in disabled: s.enabled("x") while training
         cur = self._cur
-        self.progress.window.append(cur)         # never changed after this: no copy
-        self.progress.step = step + 1
+        progress = self.progress
+        progress.window.append(cur)              # never changed after this: no copy
+        progress.step = step + 1
         if self.on_step:
             times = _step_times(cur, self.STEP_KEYS)
             for fn in self.on_step:
                 fn(step, times)
         lr = loss = norm = None
-        if self.session.enabled("lr"):
-            with self.session.guard("lr"):
+        if "lr" not in disabled:
+            try:
                 # get_lr() reads the optimizer's param groups: host floats, no device sync.
-                lrs = self.engine.get_lr() if hasattr(self.engine, "get_lr") else None
+                lrs = engine.get_lr() if hasattr(engine, "get_lr") else None
                 if lrs:
                     lr = lrs[0]
-        if self.session.enabled("nonfinite"):
-            with self.session.guard("nonfinite"):
-                get_norm = getattr(self.engine, "get_global_grad_norm", None)
+            except Exception as e:
+                failed("lr", e)
+        if "nonfinite" not in disabled:
+            try:
+                get_norm = getattr(engine, "get_global_grad_norm", None)
                 norm = get_norm() if get_norm is not None else None
                 if self.on_host:
                     loss = self._last_loss       # read with float() by expand_pending
@@ -276,41 +317,60 @@ class EngineHooks:
                     self._check_buffer()
                     norm = None
                 self._last_loss = None
+            except Exception as e:
+                failed("nonfinite", e)
         self._pending.append((step, self._micro, cur, lr, loss, norm, time.time()))
         self._cur, self._micro = {}, 0
         if self.read_now:
             self.expand_pending()                # the NaN must arm the localizer for the next forward
-        if self.session.enabled("loss_scale"):
-            with self.session.guard("loss_scale"):
+        if "loss_scale" not in disabled:
+            try:
                 self._watch_scale(step, scale_before)
+            except Exception as e:
+                failed("loss_scale", e)
         self._steps_seen += 1
-        if (self._steps_seen == 1 or step % MEMORY_EVERY == 0) and self.session.enabled("memory"):
+        if (self._steps_seen == 1 or step % MEMORY_EVERY == 0) and enabled("memory"):
             now = time.monotonic()
             if self._steps_seen == 1 or now - self._memory_at >= MEMORY_MIN_SECONDS:
                 self._memory_at = now
-                with self.session.guard("memory"):
+                with s.guard("memory"):
                     self.expand_pending()        # the step events first: the file keeps step order
-                    self.session.emit("memory", step=step, **memory_now(self.device))
+                    s.emit("memory", step=step, **memory_now(self.device))
 
     def expand_pending(self) -> None:
-        """The per-step tuples as events, in step order: on the writer thread after each drain
-        (a session ticker), and on the training thread before any event that must come after
-        them (overflow, memory, an exception) and at remove()."""
-        q, s = self._pending, self.session
-        while q:
-            try:
+        """The per-step tuples as events, in step order: on the writer thread before each drain
+        (a session producer), and on the training thread before any event that must come after
+        them (overflow, memory, an exception) and at remove(). The events carry the step's
+        own wall time and are queued together (session.queue)."""
+        if not self._pending:
+            return
+        s = self.session
+        with self._expanding:
+            q, rank, keys = self._pending, s.rank, self.STEP_KEYS
+            steps_on, lr_on, nf_on = s.enabled("steps"), s.enabled("lr"), s.enabled("nonfinite")
+            out: list[Event] = []
+            while q:
                 step, micro, cur, lr, loss, norm, t = q.popleft()
-            except IndexError:                   # the other thread took the last one
-                return
-            if s.enabled("steps"):
-                with s.guard("steps"):
-                    s.emit("step", step=step, micro_steps=micro, **_step_times(cur, self.STEP_KEYS)).time = t
-            if lr is not None and s.enabled("lr"):
-                with s.guard("lr"):
-                    s.emit("lr", step=step, value=float(lr)).time = t
-            if (loss is not None or norm is not None) and s.enabled("nonfinite"):
-                with s.guard("nonfinite"):
-                    self._record(step, _host_float(loss), _host_float(norm), t)
+                if steps_on:
+                    try:
+                        out.append(Event("step", rank, step, t, {"micro_steps": micro, **_step_times(cur, keys)}))
+                    except Exception as e:
+                        s._record_error("steps", e)
+                        steps_on = False
+                if lr is not None and lr_on:
+                    try:
+                        out.append(Event("lr", rank, step, t, {"value": float(lr)}))
+                    except Exception as e:
+                        s._record_error("lr", e)
+                        lr_on = False
+                if (loss is not None or norm is not None) and nf_on:
+                    try:
+                        self._record(step, _host_float(loss), _host_float(norm), t, out)
+                    except Exception as e:
+                        s._record_error("nonfinite", e)
+                        nf_on = False
+            if out:
+                s.queue(out)
 
     # ------------------------------------------------------------ NaN / Inf
     def _check_buffer(self, force: bool = False) -> None:
@@ -333,17 +393,20 @@ class EngineHooks:
         for i, (step, loss, norm) in enumerate(batch):
             self._record(step, host[i] if loss is not None else None, host[n + i] if norm is not None else None)
 
-    def _record(self, step: int, lv: float | None, nv: float | None, t: float | None = None) -> None:
+    def _record(self, step: int, lv: float | None, nv: float | None, t: float | None = None,
+                out: list[Event] | None = None) -> None:
         """Loss and grad norm of one step as host floats: events, and the NaN trigger. `t`:
-        the wall time of the step, when the events are made later."""
+        the wall time of the step, when the events are made later; `out`: a batch to add the
+        events to (queued by the caller), else they are queued now."""
+        rank, evs = self.session.rank, out if out is not None else []
+        if t is None:
+            t = time.time()
         if lv is not None:
-            ev = self.session.emit("loss", step=step, value=lv, name="loss")
-            if t is not None:
-                ev.time = t
+            evs.append(Event("loss", rank, step, t, {"value": lv, "name": "loss"}))
         if nv is not None:
-            ev = self.session.emit("grad_norm", step=step, value=nv)
-            if t is not None:
-                ev.time = t
+            evs.append(Event("grad_norm", rank, step, t, {"value": nv}))
+        if out is None and evs:
+            self.session.queue(evs)
         if lv is not None and not _finite(lv) and not self._nonfinite_seen:
             self._nonfinite_seen = True
             if self.session.options.localize_nan:
@@ -478,6 +541,7 @@ class PipelineHooks(EngineHooks):
         for name, train in (("train_batch", True), ("eval_batch", False)):
             self._saved[name] = self.engine.__dict__.get(name, _MISSING)
             object.__setattr__(self.engine, name, self._wrap_batch(getattr(self.engine, name), train))
+        self.session.add_producer(self.expand_pending)     # each batch's events within one writer round
         self._installed = True
 
     def _wrap_batch(self, orig: Callable, train: bool) -> Callable:

@@ -4,7 +4,7 @@ A listener on the session (`on_event`, any thread, session lock held) that only 
 bookkeeping: per-step scalars (loss, grad norm, phase times, memory) are summed over a window
 of at least EVERY steps and PERIOD seconds; rare scalars (loss scale, skipped steps,
 telemetry), non-finite values, event texts and new findings are queued. Writing happens in
-`tick`, on the session's writer thread after each drain (every ~0.25 s), never on the training
+`tick`, on the session's writer thread after each drain (every ~0.5 s), never on the training
 thread: one record per window holding every mean, one per rare item. A non-finite value is
 written at its own step in the same drain (a NaN is not averaged away).
 
@@ -73,19 +73,21 @@ class TensorBoard:
 
     # ---------------------------------------------------------------- bookkeeping (no I/O)
     def on_event(self, ev: Event) -> None:
+        """Per event, on the writer thread (the lock held): session.guard written out as
+        try/except, the same containment without two context-manager calls per event."""
         s = self.session
-        keys = AVERAGED.get(ev.kind)
-        if keys is not None:
-            if s.enabled(self.PART):
-                with s.guard(self.PART):
-                    self._average(ev, keys)
-        elif ev.kind in RARE or ev.kind in TEXT_KINDS:
-            if s.enabled(self.PART):
-                with s.guard(self.PART):
-                    self._queue_rare(ev)
-        if len(s.findings) > self._findings_seen and s.enabled(self.PART):
-            with s.guard(self.PART):
+        if not s.enabled(self.PART):
+            return
+        try:
+            keys = AVERAGED.get(ev.kind)
+            if keys is not None:
+                self._average(ev, keys)
+            elif ev.kind in RARE or ev.kind in TEXT_KINDS:
+                self._queue_rare(ev)
+            if len(s.findings) > self._findings_seen:
                 self._queue_findings(ev)
+        except Exception as e:
+            s._record_error(self.PART, e)
 
     def _queue_findings(self, ev: Event) -> None:
         s = self.session
@@ -189,7 +191,7 @@ def _md(d: dict[str, Any]) -> str:
 # double), step (2, int64), file_version (3) or summary (5). Summary.value (1, repeated
 # Value): tag (1), simple_value (2, float), tensor (8), metadata (9). Text is what the text
 # plugin reads: metadata.plugin_data.plugin_name = "text", a DT_STRING tensor of shape [1].
-# tests/test_live_core.py reads the files back with TensorBoard's own EventAccumulator.
+# tests/test_live_single_rank.py reads the files back with TensorBoard's own EventAccumulator.
 
 def _crc_table() -> list[int]:
     table = []

@@ -1,0 +1,129 @@
+"""CPU per step of the doctor's own code paths, without training: a floor that noise does not move.
+
+    python benchmarks/live_path.py [--steps 2000] [--repeats 9]
+
+benchmarks/overhead.py measures the doctor in real DeepSpeed training, where a shared
+machine's noise is large. This one times the two paths the doctor adds per step in a tight
+loop, on one thread, with `time.thread_time_ns`, median of --repeats:
+- the training thread's path: the three wrappers on a stand-in engine whose forward/backward/
+  step do nothing (minus the same loop without the wrappers);
+- the writer thread's path: the per-step tuples made into step/lr/loss/grad_norm events,
+  written as JSON lines, fed to the Diagnoser and to TensorBoard's averages, in writer rounds
+  of 10 steps (LiveSession._writer_round, as the writer thread runs it), with its parts
+  switched off one at a time to show where the time goes.
+In training the same code costs 1.5-3x more (the step's compute pushes it out of the CPU
+caches; compare overhead.py's per-thread figures), so read these as the floor, and their
+changes as the changes of the code.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import types
+from typing import Any
+
+
+def _session(tensorboard: bool) -> Any:
+    from dsdoctor.live.session import LiveOptions, LiveSession
+    s = LiveSession(LiveOptions(out=tempfile.mkdtemp(prefix="dsdoctor-livepath-"), tensorboard=tensorboard),
+                    rank=0, world_size=1, local_rank=0, store=None, quiet=True)
+    s._stop_flusher.set()                  # rounds are run here, on this thread
+    return s
+
+
+def writer_path(steps: int, diagnose: bool = True, file: bool = True, tensorboard: bool = True) -> float:
+    """Writer thread CPU per step (us)."""
+    import torch
+
+    from dsdoctor.live.hooks import EngineHooks
+    from dsdoctor.live.tboard import TensorBoard
+    s = _session(tensorboard)
+    hooks = EngineHooks(types.SimpleNamespace(global_steps=0, skipped_steps=0), s, {"device": "cpu"})
+    s.add_producer(hooks.expand_pending)
+    if tensorboard:
+        s.add_part(TensorBoard(s))
+    s.emit("context", dtype="fp32", zero_stage=2)
+    if not diagnose:
+        s._diag = None
+    if not file:
+        s._fh = None
+    losses = [torch.tensor(1.0 + (i % 5) * 0.01) for i in range(steps)]
+    t = time.time()
+    c0 = time.thread_time_ns()
+    for i in range(steps):
+        cur = {"fwd_ms": 3.1 + i % 7, "bwd_ms": 5.2, "step_ms": 4.4, "data_ms": 0.05}
+        hooks._pending.append((i, 1, cur, 1e-4, losses[i], 0.5, t + i * 0.02))
+        if i % 10 == 9:
+            s._writer_round()
+    us = (time.thread_time_ns() - c0) / steps / 1e3
+    s.close()
+    return us
+
+
+class _Engine:
+    """The attributes the hooks read, methods that do nothing: only the wrappers are timed."""
+
+    def __init__(self) -> None:
+        self.global_steps, self.skipped_steps = 0, 0
+        self.optimizer = types.SimpleNamespace(param_groups=[{"lr": 1e-4}])
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+    def backward(self, loss: Any) -> None:
+        return None
+
+    def step(self) -> None:
+        self.global_steps += 1
+
+    def get_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def get_global_grad_norm(self) -> float:
+        return 0.5
+
+
+def hook_path(steps: int, repeats: int) -> tuple[float, float]:
+    """(bare loop, hooked loop) training thread CPU per step (us)."""
+    import torch
+
+    from dsdoctor.live.hooks import EngineHooks
+    s = _session(False)
+    eng, loss = _Engine(), torch.tensor(1.0)
+
+    def loop() -> float:
+        c0 = time.thread_time_ns()
+        for _ in range(steps):
+            eng.forward(loss)
+            eng.backward(loss)
+            eng.step()
+        return (time.thread_time_ns() - c0) / steps / 1e3
+
+    bare = statistics.median(loop() for _ in range(repeats))
+    EngineHooks(eng, s, {"device": "cpu"}).install()
+    hooked = []
+    for _ in range(repeats):
+        hooked.append(loop())
+        s._queue.clear()
+    return bare, statistics.median(hooked)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=9)
+    args = ap.parse_args()
+    bare, hooked = hook_path(args.steps * 5, args.repeats)
+    print(f"training thread: the wrappers add {hooked - bare:.2f} us CPU per step (loop {bare:.2f} us bare, "
+          f"{hooked:.2f} us hooked)")
+    for name, kw in (("everything", {}), ("without the Diagnoser", {"diagnose": False}),
+                     ("without the JSON file", {"file": False}), ("without TensorBoard", {"tensorboard": False}),
+                     ("none of the three", {"diagnose": False, "file": False, "tensorboard": False})):
+        xs = [writer_path(args.steps, **kw) for _ in range(args.repeats)]
+        print(f"writer thread, {name}: {statistics.median(xs):.1f} us CPU per step (min {min(xs):.1f})")
+
+
+if __name__ == "__main__":
+    main()
