@@ -62,6 +62,20 @@ def kill_marked(marker: str) -> None:
             continue
 
 
+USER_DEEPSPEED_ENV = "DS_ACCELERATOR=cpu\nOMP_NUM_THREADS=1\n"
+
+
+def user_work_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """The folder a user launches from, holding their own .deepspeed_env (it carries
+    DS_ACCELERATOR to the remote side); a launch under dsdoctor must leave that file as it was
+    (compare with USER_DEEPSPEED_ENV). Returns (folder, its .deepspeed_env)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    user_env = work / ".deepspeed_env"
+    user_env.write_text(USER_DEEPSPEED_ENV)
+    return work, user_env
+
+
 def dsdoctor(*args: str) -> list[str]:
     return [sys.executable, "-m", "dsdoctor", *args]
 

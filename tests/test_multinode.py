@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from loopback_nodes import LoopbackNodes, missing_tools
-from multinode_helpers import TASK, analyze_json, base_env, dsdoctor, events, finish, start
+from multinode_helpers import (USER_DEEPSPEED_ENV, TASK, analyze_json, base_env, dsdoctor, events, finish, start,
+                               user_work_folder)
 
 pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=f"loopback nodes: {missing_tools()}")
 
@@ -32,10 +33,7 @@ def nodes():
 def launch(nodes, tmp_path, fault: str, port: int):
     """dsdoctor run -- deepspeed --hostfile (2 nodes x 1 rank) from a working folder that holds the
     user's own .deepspeed_env (DS_ACCELERATOR for the remote side), which must stay as it was."""
-    work = tmp_path / "work"
-    work.mkdir()
-    user_env = work / ".deepspeed_env"
-    user_env.write_text("DS_ACCELERATOR=cpu\nOMP_NUM_THREADS=1\n")
+    work, user_env = user_work_folder(tmp_path)
     hostfile = nodes.hostfile(work)
     out = tmp_path / "run"
     cmd = dsdoctor("run", "--out", str(out), "--stall-timeout", str(STALL_TIMEOUT), "--on-stall", "abort",
@@ -46,7 +44,7 @@ def launch(nodes, tmp_path, fault: str, port: int):
     p = start(cmd, work, base_env(**nodes.extra_env), log)
     (rc,) = finish([p], str(out))
     text = log.read_text(errors="replace")
-    assert user_env.read_text() == "DS_ACCELERATOR=cpu\nOMP_NUM_THREADS=1\n"
+    assert user_env.read_text() == USER_DEEPSPEED_ENV
     assert sorted(f.name for f in work.iterdir()) == [".deepspeed_env", "hostfile"], "files left behind"
     return rc, out, text
 

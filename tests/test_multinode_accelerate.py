@@ -27,7 +27,8 @@ import pytest
 pytest.importorskip("accelerate")
 
 from loopback_nodes import LoopbackNodes, missing_tools  # noqa: E402
-from multinode_helpers import analyze_json, base_env, dsdoctor, events, finish, start  # noqa: E402
+from multinode_helpers import (USER_DEEPSPEED_ENV, analyze_json, base_env, dsdoctor, events, finish,  # noqa: E402
+                               start, user_work_folder)
 
 TASK = Path(__file__).resolve().parent / "accelerate_task.py"
 STALL_TIMEOUT = 4.0
@@ -121,10 +122,7 @@ def test_pdsh_launcher_rank_dying_on_the_second_node(nodes, tmp_path):
     node2 exits -> both ranks attached into node folders, the node that ended first is named with
     its rank, the other node's lost connection is its echo, accelerate's CalledProcessError is not
     taken for a launch problem, and the user's .deepspeed_env is neither appended to nor left changed."""
-    work = tmp_path / "work"
-    work.mkdir()
-    user_env = work / ".deepspeed_env"
-    user_env.write_text("DS_ACCELERATOR=cpu\nOMP_NUM_THREADS=1\n")
+    work, user_env = user_work_folder(tmp_path)
     (work / "ds.json").write_text(DS_CONFIG)
     hostfile = nodes.hostfile(work)
     # accelerate/commands/config/config_args.py: ClusterConfig (deepspeed_config -> the --deepspeed_* flags)
@@ -143,7 +141,7 @@ def test_pdsh_launcher_rank_dying_on_the_second_node(nodes, tmp_path):
     (rc,) = finish([p], str(out))
     text = (tmp_path / "dsdoctor-run.out").read_text(errors="replace")
     assert rc not in (0, None), text[-3000:]
-    assert user_env.read_text() == "DS_ACCELERATOR=cpu\nOMP_NUM_THREADS=1\n"
+    assert user_env.read_text() == USER_DEEPSPEED_ENV
     assert sorted(f.name for f in work.iterdir()) == [".deepspeed_env", "accelerate.yaml", "ds.json", "hostfile"]
     # accelerate's own environment went into dsdoctor's env file, after the user's lines and ours
     env_lines = (out / "deepspeed_env").read_text().splitlines()

@@ -31,8 +31,8 @@ import pytest
 
 import private_hosts
 from loopback_nodes import LoopbackNodes, missing_tools
-from multinode_helpers import (TASK, analyze_json, base_env, descendants, dsdoctor, events, finish, hostname_shim,
-                               marked, start)
+from multinode_helpers import (USER_DEEPSPEED_ENV, TASK, analyze_json, base_env, descendants, dsdoctor, events, finish, hostname_shim,
+                               marked, start, user_work_folder)
 from netwatch import SS, NetWatch
 
 
@@ -95,10 +95,7 @@ def _free_port() -> int:
 def launch(nodes, tmp_path: Path, fault: str):
     """dsdoctor run -- deepspeed --launcher openmpi (2 nodes x 1 rank); the user's .deepspeed_env
     (DS_ACCELERATOR for the remote side) must stay as it was. Returns (rc, out, text, net)."""
-    work = tmp_path / "work"
-    work.mkdir()
-    user_env = work / ".deepspeed_env"
-    user_env.write_text("DS_ACCELERATOR=cpu\nOMP_NUM_THREADS=1\n")
+    work, user_env = user_work_folder(tmp_path)
     hostfile = nodes.hostfile(work)
     out = tmp_path / "run"
     cmd = dsdoctor("run", "--out", str(out), "--stall-timeout", str(STALL_TIMEOUT), "--on-stall", "abort",
@@ -116,7 +113,7 @@ def launch(nodes, tmp_path: Path, fault: str):
     finally:
         net.stop()
     text = log.read_text(errors="replace")
-    assert user_env.read_text() == "DS_ACCELERATOR=cpu\nOMP_NUM_THREADS=1\n"
+    assert user_env.read_text() == USER_DEEPSPEED_ENV
     assert sorted(f.name for f in work.iterdir()) == [".deepspeed_env", "hostfile"], "files left behind"
     return rc, out, text, net
 
