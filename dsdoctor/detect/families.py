@@ -118,6 +118,11 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # 'DataLoader worker (pid(s) N) exited unexpectedly'): the cause is the worker's signal
     # (launcher.py reads it from the same line and from the worker's own handler)
     ("wrapper", "other", 0, (), ("DataLoader worker (pid",), (), "the DataLoader reporting that a worker died"),
+    # the pipe to a process that died, as the survivor sees it: EOFError / ConnectionResetError
+    # raised inside multiprocessing (connection.py: Connection._recv, queues.py) while the
+    # DataLoader or a launcher was reading from a worker; the worker's own end says why
+    ("ipc", "other", 1, (), (), ("multiprocessing/connection.py", "multiprocessing/queues.py"),
+     "a lost pipe to another process (one that died first)"),
     ("interrupt", "other", 2, ("KeyboardInterrupt",), (), (), "an interruption (Ctrl-C / SIGINT)"),
 ]
 
