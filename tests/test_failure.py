@@ -138,6 +138,13 @@ def test_memory_error_is_host_memory():
     assert f.category == "host_oom"
 
 
+def test_the_open_files_limit_is_environment():
+    """A real EMFILE: the process's open-files limit lowered, then more files opened."""
+    f = top(output_of("import resource\nresource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))\n"
+                      "fs = [open('/dev/null') for _ in range(100)]"))
+    assert (f.rule, f.category) == ("failure-open-files-limit", "environment") and "[Errno 24]" in f.summary
+
+
 def test_real_deepspeed_config_error_is_config_error():
     pytest.importorskip("deepspeed")
     log = output_of("from deepspeed.runtime.config import DeepSpeedConfig\n"

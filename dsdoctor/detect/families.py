@@ -70,6 +70,15 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "[Errno 30]", "PytorchStreamWriter failed writing file", "file write failed", "unexpected pos ",
       "basic_ios::clear: iostream error"),
      (), "a full disk (or quota, or a read-only file system) while writing"),
+    # a per-process limit (errno 24 EMFILE, 'Too many open files'): torch's DataLoader shares each
+    # batch's tensors through file descriptors by default (torch/multiprocessing/reductions.py,
+    # libshm 'unable to open shared memory object <...> in read-write mode: Too many open files (24)')
+    ("open_files", "environment", 3, (), ("Too many open files", "[Errno 24]"), (),
+     "the open-files limit of the process (ulimit -n) reached"),
+    # CUDA's device-side assert (c10/cuda/CUDAException.cpp 'CUDA error: device-side assert triggered'):
+    # a kernel's index check failed, nearly always an index out of range in the data or the model
+    ("device_assert", "other", 3, (), ("device-side assert triggered",), (),
+     "a CUDA kernel's own index check (an index out of range)"),
     # deepspeed/runtime/config.py DeepSpeedConfigError and its asserts; runtime/config_utils.py
     # DeepSpeedConfigModel (pydantic ValidationError); runtime/zero/utils.py ZeRORuntimeException
     # (engine.py: client optimizer under ZeRO-Offload, checkpoint DP world size); transformers
