@@ -582,6 +582,25 @@ def client_optimizer_offload(line: Line, st: StreamState):
                       message=line.text.strip()[-300:])
 
 
+# runtime/engine.py: DeepSpeedEngine._load_zero_checkpoint raises ZeRORuntimeException when the
+# ZeRO optimizer states of a checkpoint were saved with another data-parallel world size:
+# 'The checkpoint being loaded used a DP world size of {saved} but the current world size is
+# {now}. Automatic adjustment of ZeRO's optimizer state partitioning with a new world size is
+# not currently supported.'
+_CKPT_DP = re.compile(r"used a DP world size of (\d+) but the current world size is (\d+)")
+
+
+@on("The checkpoint being loaded used a DP world size of")
+def checkpoint_world_size(line: Line, st: StreamState):
+    if st.scratch.get("ds_ckpt_dp"):
+        return None                       # every rank raises it; one finding
+    st.scratch["ds_ckpt_dp"] = True
+    m = _CKPT_DP.search(line.text)
+    return line.event("config_error", step=st.step_of(line.rank), error="checkpoint_dp_world_size",
+                      key="checkpoint.load_universal", saved=int(m.group(1)) if m else None,
+                      now=int(m.group(2)) if m else None, message=line.text.strip()[-300:])
+
+
 # ---------------------------------------------------------------- op build / environment
 _JIT = re.compile(r"Unable to JIT load the (\w+) op due to (.*)")
 _BUILD = re.compile(r"Error building extension '(\w+)'")
