@@ -128,3 +128,13 @@ class StreamState:
 
     def step_of(self, rank: int | None) -> int | None:
         return self.last_step.get(rank, self.last_step.get(None))
+
+    def once(self, key: tuple) -> bool:
+        """True the first time `key` is seen in this input: a message every rank prints (or a
+        launcher repeats) becomes one event. At most 100,000 keys are remembered."""
+        seen = self.scratch.setdefault("once.seen", set())
+        if key in seen:
+            return False
+        if len(seen) < 100_000:
+            seen.add(key)
+        return True

@@ -573,9 +573,8 @@ _CLIENT_OPT = re.compile(r"client provided optimizer \(<class '([\w.]+)")
 
 @on("You are using ZeRO-Offload with a client provided optimizer")
 def client_optimizer_offload(line: Line, st: StreamState):
-    if st.scratch.get("ds_client_opt"):
+    if not st.once(("client_optimizer_offload",)):
         return None                       # every rank raises it; one finding
-    st.scratch["ds_client_opt"] = True
     m = _CLIENT_OPT.search(line.text)
     return line.event("config_error", step=st.step_of(line.rank), error="client_optimizer_offload",
                       key="zero_force_ds_cpu_optimizer", cls=m.group(1) if m else None,
@@ -592,9 +591,8 @@ _CKPT_DP = re.compile(r"used a DP world size of (\d+) but the current world size
 
 @on("The checkpoint being loaded used a DP world size of")
 def checkpoint_world_size(line: Line, st: StreamState):
-    if st.scratch.get("ds_ckpt_dp"):
+    if not st.once(("checkpoint_dp_world_size",)):
         return None                       # every rank raises it; one finding
-    st.scratch["ds_ckpt_dp"] = True
     m = _CKPT_DP.search(line.text)
     return line.event("config_error", step=st.step_of(line.rank), error="checkpoint_dp_world_size",
                       key="checkpoint.load_universal", saved=int(m.group(1)) if m else None,

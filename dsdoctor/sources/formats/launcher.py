@@ -16,16 +16,6 @@ from ..lines import Line, StreamState
 from ..recogniser import on
 
 
-def _once(st: StreamState, key: tuple) -> bool:
-    """True the first time `key` is seen in this input."""
-    seen = st.scratch.setdefault("launcher.seen", set())
-    if key in seen:
-        return False
-    if len(seen) < 100_000:
-        seen.add(key)
-    return True
-
-
 def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = None, rank: int | None = None,
             **extra):
     """A rank that exited with `code` (negative: killed by signal -code)."""
@@ -34,17 +24,17 @@ def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = 
     if code > 0:
         # most often a Python exception, whose traceback says more than the exit code; the exit
         # line is still the evidence of a failed run when that traceback is elsewhere
-        if pid is not None and not _once(st, ("exit", pid, rank)):
+        if pid is not None and not st.once(("exit", pid, rank)):
             return None
         extra.pop("memcg", None)
         return line.event("process_exit", step=st.step_of(rank if rank is not None else line.rank), rank=rank,
                           exitcode=code, signal=None, pid=pid, who=who, **extra)
     sig = -code
     # once per pid; again only when a later line names the rank (torchrun's summary after its agent line)
-    if pid is not None and not _once(st, ("pid", pid, rank)):
+    if pid is not None and not st.once(("pid", pid, rank)):
         return None
     if pid is not None and rank is not None:
-        _once(st, ("pid", pid, None))
+        st.once(("pid", pid, None))
     order = st.scratch.get("launcher.kills", 0)
     st.scratch["launcher.kills"] = order + 1
     extra.setdefault("memcg", None)
@@ -110,8 +100,8 @@ def elastic_exitcode(line: Line, st: StreamState):
     rank, local = st.scratch.pop("elastic.rank", (None, None))
     if st.scratch.get("elastic.root") is False and code < 0:
         # "Failures:" lists the ranks torchrun itself stopped after the root cause: not a cause
-        _once(st, ("pid", pid, None))
-        _once(st, ("pid", pid, rank))
+        st.once(("pid", pid, None))
+        st.once(("pid", pid, rank))
         return None
     if code > 0 and st.scratch.get("elastic.root") is False:
         return None     # a rank torchrun stopped after the root cause
@@ -160,7 +150,7 @@ def slurm_oom(line: Line, st: StreamState):
         task = m.group(2).split(",")[0].split("-")[0]
         return _killed(line, st, -9, "slurm", rank=int(task) if task.isdigit() else None, node=m.group(1),
                        memcg=True)
-    if "oom-kill event" in line.text and _once(st, ("slurm-oom",)):
+    if "oom-kill event" in line.text and st.once(("slurm-oom",)):
         return _killed(line, st, -9, "slurm", memcg=True)
     return None
 
@@ -176,7 +166,7 @@ _SLURM_CANCEL = re.compile(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT (\S
 @on(" CANCELLED AT ")
 def slurm_cancelled(line: Line, st: StreamState):
     m = _SLURM_CANCEL.search(line.text)
-    if not m or not _once(st, ("slurm-cancel",)):
+    if not m or not st.once(("slurm-cancel",)):
         return None
     reason = (m.group(4) or "scancel").strip().lower()
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=15, who="slurm",
@@ -234,14 +224,14 @@ def dataloader_killed(line: Line, st: StreamState):
     if not m:
         return None
     pid, what = int(m.group(1)), m.group(2)
-    if not _once(st, ("dl", pid)):
+    if not st.once(("dl", pid)):
         return None
     if "Bus error" in what:
         return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="dataloader", pid=pid)
     if what == "Killed":
         return _killed(line, st, -9, "dataloader", pid=None, worker_pid=pid)
     sig = {"Segmentation fault": 11, "Floating point exception": 8, "Aborted": 6}.get(what)
-    if sig is not None and _once(st, ("dl-crash", line.rank)):
+    if sig is not None and st.once(("dl-crash", line.rank)):
         return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig,
                           who="DataLoader worker", worker_pid=pid)
     return None
@@ -263,7 +253,7 @@ _DL_CRASH = {"segmentation fault": 11, "floating-point exception": 8}
 def dataloader_worker_crash(line: Line, st: StreamState):
     t = line.text
     for what, sig in _DL_CRASH.items():
-        if f"Unexpected {what} encountered in worker" in t and _once(st, ("dl-crash", line.rank)):
+        if f"Unexpected {what} encountered in worker" in t and st.once(("dl-crash", line.rank)):
             return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig,
                               who="DataLoader worker")
     return None
@@ -297,7 +287,7 @@ _SIGNUM = {"SIGINT": 2, "SIGTERM": 15, "SIGKILL": 9, "SIGSEGV": 11, "SIGABRT": 6
 @on("Killing subprocess ")
 def deepspeed_killing(line: Line, st: StreamState):
     m = _DS_KILLING.search(line.text)
-    if not m or not _once(st, ("killing", int(m.group(1)))):
+    if not m or not st.once(("killing", int(m.group(1)))):
         return None
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=None,
                       pid=int(m.group(1)), who="launcher", killing=True)
