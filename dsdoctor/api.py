@@ -134,31 +134,25 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
     post-mortem of `dsdoctor run`, this API): inputs -> events -> pipeline -> findings with
     their fixes resolved against `cfg`. `on_event` sees every event too (the HTML report's
     series); `events` may wrap the reading (a progress bar)."""
-    from .context import Context
-    from .fixes import resolve_fixes
-    from .pipeline import Diagnoser
     from .rules import RuleError, RuleSet
     from .sources.inputs import InputError
 
     warnings = [] if warnings is None else warnings
-    rule_set = rule_set if rule_set is not None else RuleSet.load()
-    ctx = Context.from_config(cfg, world_size=world_size)
-    diag = Diagnoser(ctx, rule_set)
+    watch = Watch(cfg, world_size=world_size, rule_set=rule_set if rule_set is not None else RuleSet.load())
     try:
         for ev in events(inputs, warnings, sample):
-            diag.feed(ev)
+            watch.feed(ev)
             if on_event is not None:
                 on_event(ev)
-        findings = diag.finish()
+        report = watch.report(validate=validate)
     except InputError as e:
         raise AnalyzeError(str(e)) from None
     except RuleError as e:          # a rule expression the evaluator refuses when it runs
         raise AnalyzeError(f"bad rule file: {e}") from None
-    if diag.bad_events:
-        warnings.append(f"{diag.bad_events} event(s) in events files had fields of the wrong type and were skipped")
-    resolve_fixes(findings, cfg, ctx.facts.get("world_size"), validate=validate)
-    return Report(findings, [i.name for i in inputs], warnings, diag.events_seen, cfg, rule_set,
-                  facts=dict(diag.context.facts))
+    if watch.bad_events:
+        warnings.append(f"{watch.bad_events} event(s) in events files had fields of the wrong type and were skipped")
+    report.inputs, report.warnings = [i.name for i in inputs], warnings
+    return report
 
 
 def post_mortem(out: str | os.PathLike, rc: int, command: list[str]) -> tuple[Report, list[str]]:
@@ -196,9 +190,10 @@ def post_mortem(out: str | os.PathLike, rc: int, command: list[str]) -> tuple[Re
 
 
 class Watch:
-    """Live mode's application layer: one rank's events as they happen -> the findings that
-    appear with each one (a live session prints them at once), and the whole Report at any
-    time. Not thread-safe: live/session.py calls it under its lock."""
+    """Events -> findings, one event at a time: live mode's application layer (one rank's
+    events as they happen; the findings that appear with each one are printed at once) and the
+    core of diagnose_inputs. report() is the whole Report at any time. Not thread-safe:
+    live/session.py calls it under its lock."""
 
     def __init__(self, cfg: dict[str, Any] | None = None, *, world_size: int | None = None,
                  rule_set: Any = None) -> None:
@@ -210,6 +205,11 @@ class Watch:
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return the findings it made appear (each is returned once)."""
         return self._diag.feed(ev)
+
+    @property
+    def bad_events(self) -> int:
+        """Events-file events a detector could not use (fields of the wrong type)."""
+        return self._diag.bad_events
 
     def report(self, *, validate: bool = False) -> Report:
         """Every finding so far (finish()-time ones too: a slope, a missing rank), fixes
