@@ -407,3 +407,67 @@ def test_run_command_exiting_non_zero_without_traceback(tmp_path):
     assert rc == 3 and "No problems found" not in text
     f = _post_mortem(tmp_path / "run")[0]
     assert f.rule == "unexplained-failure" and "exit code 3" in f.title and "The command exited with code 3" in f.summary
+
+
+def test_a_cxx_exception_reaching_terminate_is_reported_with_its_what_message(tmp_path):
+    # a real libstdc++ terminate: the C++ exception's type on one line, its what() on the next,
+    # then bash's report of the SIGABRT that terminate ends the process with
+    src = tmp_path / "boom.cpp"
+    src.write_text('#include <stdexcept>\nint main() { throw std::runtime_error("Failed to open shared memory '
+                   'segment /torch_42"); }\n')
+    try:
+        subprocess.run(["g++", "-o", str(tmp_path / "boom"), str(src)], check=True, capture_output=True, timeout=120)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"no C++ compiler: {e}")
+    text = output_of("", cmd=["bash", "-c", f"{tmp_path / 'boom'}; exit 1"])
+    assert "what():" in text and "Aborted" in text, text
+    f = top(text)
+    assert f.rule == "unexplained-failure" and "Failed to open shared memory segment" in f.summary, f
+    assert not any(g.rule == "failure-crash-signal" for g in diagnose(text))
+
+
+# torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp (CUDA builds only): the watchdog's timeout is
+# thrown as c10::DistBackendError from the watchdog thread, which std::terminate()s the process;
+# faulthandler then reports the SIGABRT and torchrun the exit code -6.
+NCCL_WATCHDOG_ABORT = """\
+[rank1]:[E1205 10:00:00.000000 1234 ProcessGroupNCCL.cpp:1595] [PG ID 0 PG GUID 0(default_pg) Rank 1] Process group watchdog thread terminated with exception: [Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=1234, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600001 milliseconds before timing out.
+terminate called after throwing an instance of 'c10::DistBackendError'
+  what():  [PG ID 0 PG GUID 0(default_pg) Rank 1] Process group watchdog thread terminated with exception: [Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=1234, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600001 milliseconds before timing out.
+Fatal Python error: Aborted
+[2026-12-05 10:00:05,000] torch.distributed.elastic.multiprocessing.api: [ERROR] failed (exitcode: -6) local_rank: 1 (pid: 1234) of binary: /usr/bin/python
+"""
+
+
+def test_the_nccl_watchdogs_abort_is_a_communication_timeout_not_a_native_crash():
+    f = top(NCCL_WATCHDOG_ABORT)
+    assert f.category == "comm_stall", f
+    assert not any(g.rule == "failure-crash-signal" for g in diagnose(NCCL_WATCHDOG_ABORT))
+
+
+# Open MPI help-mpi-api.txt [mpi-abort]
+MPI_ABORT = """\
+--------------------------------------------------------------------------
+MPI_ABORT was invoked on rank 3 in communicator MPI_COMM_WORLD
+with errorcode 1.
+
+NOTE: invoking MPI_ABORT causes Open MPI to kill all MPI processes.
+--------------------------------------------------------------------------
+"""
+TRACEBACK = """\
+Traceback (most recent call last):
+  File "train.py", line 30, in <module>
+    main()
+ValueError: the tokenizer has no pad token
+"""
+
+
+def test_mpi_abort_names_the_rank_that_called_it():
+    f = top(MPI_ABORT)
+    assert f.rule == "mpi-rank-exited-first" and f.ranks == [3], f
+
+
+def test_the_exception_is_the_cause_and_the_launchers_first_exit_its_echo():
+    fs = [f for f in diagnose(TRACEBACK + MPI_ABORT) if f.severity != "info"]
+    assert fs[0].rule == "unexplained-failure" and "pad token" in fs[0].summary, fs
+    mpi = next(f for f in fs if f.rule == "mpi-rank-exited-first")
+    assert mpi.consequence_of == "unexplained-failure"

@@ -95,6 +95,7 @@ class FailureDetector(Detector):
         self.host_percent_max: float | None = None
         self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
         self.watchdog_abort = False                       # a stall verdict with --on-stall abort
+        self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -160,6 +161,8 @@ class FailureDetector(Detector):
     def _exception(self, ev: Event, seq: int) -> None:
         d = ev.data
         fam = classify(str(d.get("type") or ""), str(d.get("message") or ""), d.get("raise_site"), d.get("frames"))
+        if d.get("aborted"):
+            self.terminated.add(ev.rank)
         key = (ev.source, d.get("chain_of") if d.get("chain_of") is not None else ("seq", seq), ev.rank)
         g = self.groups.get(key)
         if g is None:
@@ -176,6 +179,8 @@ class FailureDetector(Detector):
         out: list[Symptom] = []
         if self.watchdog_abort:
             self._drop_watchdog_exits()
+        if self.terminated:
+            self._drop_terminate_aborts()
         decisive = self._decisive_group()
         if self.watchdog_abort and decisive is not None and decisive.weight == 0 \
                 and not (self.exits or self.signals or self.kills):
@@ -234,6 +239,19 @@ class FailureDetector(Detector):
         if len(kept) < len(self.exits) and all(e.kind == "exit" for _, e in kept):
             kept = []
         self.exits = kept
+
+    def _drop_terminate_aborts(self) -> None:
+        """SIGABRT of a rank whose C++ exception reached std::terminate: abort() is how terminate
+        ends the process, so the signal (faulthandler's 'Fatal Python error: Aborted', the
+        launcher's exit code -6) echoes that exception, which says why."""
+        def echo(ev: Event) -> bool:
+            sig = ev.data.get("signal")
+            if sig is None:
+                code = ev.data.get("exitcode")
+                sig = -code if isinstance(code, int) and code < 0 else None
+            rank = ev.data.get("rank", ev.rank)
+            return sig == 6 and (rank is None or None in self.terminated or rank in self.terminated)
+        self.signals = [(s, e) for s, e in self.signals if not echo(e)]
 
     def _decisive_group(self) -> _Group | None:
         # an exception after which its input went on training (a caught error printed with its

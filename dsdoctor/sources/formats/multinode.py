@@ -101,6 +101,32 @@ def mpirun_signal(line: Line, st: StreamState):
                       pid=None, who="mpirun", node=m.group(2))
 
 
+# A rank that called MPI_Abort (mpi4py's `python -m mpi4py` does on an uncaught exception):
+# Open MPI's help-mpi-api.txt [mpi-abort] 'MPI_ABORT was invoked on rank %d in communicator %s' /
+# 'with errorcode %d.', then it kills every other rank.
+_MPI_ABORT = re.compile(r"MPI_ABORT was invoked on rank (\d+) in communicator (\S+)")
+_MPI_ABORT_CODE = re.compile(r"with errorcode (-?\d+)")
+
+
+@on("MPI_ABORT was invoked on rank ")
+def mpi_abort(line: Line, st: StreamState):
+    m = _MPI_ABORT.search(line.text)
+    if m:
+        st.scratch["multinode.mpi_abort"] = (line.lineno, int(m.group(1)), m.group(0))
+    return None
+
+
+@on("with errorcode ")
+def mpi_abort_code(line: Line, st: StreamState):
+    pending = st.scratch.pop("multinode.mpi_abort", None)
+    m = _MPI_ABORT_CODE.search(line.text)
+    if pending is None or not m or line.lineno - pending[0] > 2 or not st.once(("mpi_abort", pending[1])):
+        return None
+    ev = line.event("node_exit", node=None, exitcode=int(m.group(1)), who="mpirun", ranks=[pending[1]], first=True)
+    ev.text = f"{pending[2]} {m.group(0)}"
+    return ev
+
+
 # Slurm srun prints one line per node whose tasks failed, in the order they ended
 # (src/srun/srun_job.c / launch plugin _handle_task_exit: 'srun: error: %s: task%s %s: Exited with
 # exit code %d', or the signal's name instead of 'Exited ...'); the task id is SLURM_PROCID, the

@@ -153,10 +153,32 @@ def cxx_terminate(line: Line, st: StreamState):
     m = _TERMINATE.search(line.text)
     if not m:
         return None
-    # the message follows on the '  what():  ...' line; hardware.py reads CUDA errors there
+    # the message follows on the '  what():  ...' line (cxx_what); hardware.py reads CUDA errors there
+    st.scratch.setdefault("tb.terminate", {})[line.rank] = (line.lineno, m.group(1))
     return line.event("exception", step=st.step_of(line.rank), type=m.group(1), name=m.group(1).split("::")[-1],
                       message="", phase=None, in_traceback=False, raise_site=None, frames=[],
                       chained=None, chain_of=line.lineno, aborted=True)
+
+
+# libstdc++'s verbose terminate handler (libstdc++-v3/libsupc++/vterminate.cc) prints the
+# exception's what() on the next line: '  what():  <message>'. It is the message of the
+# exception above, so it joins that exception's group (detect/failure.py reads one verdict
+# from the pair: a c10::DistBackendError whose what() is the NCCL watchdog's timeout is a
+# communication timeout, not an anonymous native crash).
+_WHAT_MAX_GAP = 3        # lines between the terminate line and its what(): interleaved ranks
+
+
+@on("what():")
+def cxx_what(line: Line, st: StreamState):
+    opened = st.scratch.get("tb.terminate", {})
+    at = opened.pop(line.rank, None)
+    if at is None or not 0 < line.lineno - at[0] <= _WHAT_MAX_GAP:
+        return None
+    msg = line.text.split("what():", 1)[1].strip()
+    type_ = at[1]
+    return line.event("exception", step=st.step_of(line.rank), type=type_, name=type_.split("::")[-1],
+                      message=msg[:500], phase=None, in_traceback=False, raise_site=None, frames=[],
+                      chained="cause", chain_of=at[0], aborted=True)
 
 
 # c10::Error's backtrace header (c10/util/Exception.cpp): 'Exception raised from {func} at {file}:{line}
