@@ -68,6 +68,7 @@ KINDS: dict[str, str] = {
     "comm_abort": "error ('watchdog_abort'): ProcessGroupNCCL's watchdog took the process down after a collective failed or timed out",
     "gloo_error": "msg, cause ('remote_exit'|'connect'|'timeout_secondary'), peer",
     "desync_report": "lagging ranks, seq, detail",
+    "collective_mismatch": "error ('fingerprint'): TORCH_DISTRIBUTED_DEBUG=DETAIL's check found two ranks in different collectives: seq, op, shape, other_rank, other_op, other_shape, aspects",
     "stall": "id (verdict number), ranks behind, last_step, last_phase, waited_s, stacks (path), on_stall, abort_after_s, signalled",
     "stall_resolved": "id (of the stall verdict), ranks, stalled_s: every rank moved on after that stall",
     "stack": "thread, where ('collective'|'dataloader'), func, file, op: a thread in a py-spy/faulthandler dump",

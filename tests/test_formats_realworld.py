@@ -370,6 +370,56 @@ def test_monitored_barrier_names_the_rank_that_did_not_arrive(tmp_path, slow):
     assert f"rank(s) {slow} are the lagging" in f.summary.replace("\n", " ")
 
 
+def _run_two_gloo_ranks(tmp_path: Path, body: str, env: dict | None = None) -> str:
+    """Two real gloo ranks on loopback running `body` (rank in `rank`); their output, joined."""
+    script = tmp_path / "two.py"
+    script.write_text(textwrap.dedent("""
+        import datetime, sys, time
+        import torch, torch.distributed as dist
+        rank, port = int(sys.argv[1]), sys.argv[2]
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                                timeout=datetime.timedelta(seconds=30))
+    """) + textwrap.dedent(body))
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(script), str(r), port], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+             for r in range(2)]
+    out = []
+    try:
+        for p in procs:
+            out.append(p.communicate(timeout=60)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return "".join(out)
+
+
+@pytest.mark.timeout(150)
+def test_ranks_in_different_collectives_are_named_with_both_calls(tmp_path):
+    # TORCH_DISTRIBUTED_DEBUG=DETAIL's fingerprint check, for real: rank 0 all_reduces while rank 1 broadcasts
+    out = _run_two_gloo_ranks(tmp_path, """
+        t = torch.ones(4)
+        dist.all_reduce(t) if rank == 0 else dist.broadcast(t, 0)
+    """, env={"TORCH_DISTRIBUTED_DEBUG": "DETAIL"})
+    assert "Detected mismatch between collectives" in out, out[-2000:]
+    fs = [f for f in findings(out) if f.severity != "info"]
+    assert fs[0].rule == "comm-collective-mismatch", [f.rule for f in fs]
+    assert {"ALLREDUCE", "BROADCAST"} <= set(fs[0].title.replace(",", " ").split()), fs[0].title
+    assert all(f.consequence_of for f in fs[1:]), [(f.rule, f.consequence_of) for f in fs]
+
+
+def test_same_collective_with_other_shapes_names_the_shapes():
+    text = ("RuntimeError: Detected mismatch between collectives on ranks. Rank 2 is running collective: "
+            "CollectiveFingerPrint(SequenceNumber=41, OpType=ALLREDUCE, TensorShape=[1024], TensorDtypes=Float), "
+            "but Rank 0 is running collective: CollectiveFingerPrint(SequenceNumber=41, OpType=ALLREDUCE, "
+            "TensorShape=[2048], TensorDtypes=Float).Collectives differ in the following aspects:   "
+            "Tensor Tensor shapes: 1024vs 2048\n")
+    f = top(text)
+    assert f.rule == "comm-collective-mismatch" and "[1024]" in f.title and "[2048]" in f.title, f.title
+
+
 def test_cut_off_nccl_error_quotes_the_unexplained_warn():
     text = ("node1: node1:3048:4991 [2] graph/rings.cc:38 NCCL WARN Error : ring 2 does not loop back to start (7 != 2)\n"
             "node2: RuntimeError: NCCL error in: ../torch/lib/c10d/ProcessG\n")

@@ -10,7 +10,7 @@ from .base import Detector, symptom_from
 
 
 class PassThroughDetector(Detector):
-    kinds = ("config_error", "env_error", "hardware", "comm_abort")
+    kinds = ("config_error", "env_error", "hardware", "comm_abort", "collective_mismatch")
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = dict(ev.data)

@@ -127,6 +127,40 @@ def monitored_barrier(line: Line, st: StreamState):
     return out
 
 
+# TORCH_DISTRIBUTED_DEBUG=DETAIL wraps every process group in ProcessGroupWrapper, which checks each
+# collective's fingerprint against the other ranks' before running it
+# (torch/csrc/distributed/c10d/ProcessGroupWrapper.cpp: CollectiveFingerPrint::verify):
+#   "Detected mismatch between collectives on ranks. Rank 1 is running collective:
+#    CollectiveFingerPrint(SequenceNumber=23, OpType=BROADCAST, TensorShape=[4], ...), but Rank 0 is running
+#    collective: CollectiveFingerPrint(SequenceNumber=23, OpType=ALLREDUCE, ...).Collectives differ in the
+#    following aspects:   Op type: BROADCASTvs ALLREDUCE"
+_MISMATCH = re.compile(r"Rank (\d+) is running collective: CollectiveFingerPrint\((.*?)\), but Rank (\d+) is running "
+                       r"collective: CollectiveFingerPrint\((.*?)\)\.\s*(?:Collectives differ in the following aspects:\s*(.*))?$")
+_FP_SEQ = re.compile(r"SequenceNumber=(\d+)")
+_FP_OP = re.compile(r"OpType=(\w+)")
+_FP_SHAPE = re.compile(r"TensorShape=(\[[^\]]*\])")
+
+
+@on("Detected mismatch between collectives on ranks")
+def collective_mismatch(line: Line, st: StreamState):
+    m = _MISMATCH.search(line.text)
+    if not m:
+        return None
+    rank, other = int(m.group(1)), int(m.group(3))
+    if not st.once(("collective_mismatch", *sorted((rank, other)))):
+        return None                  # both ranks raise it, each naming the other
+    mine, theirs = m.group(2), m.group(4)
+
+    def field(rx: re.Pattern, fp: str) -> str | None:
+        f = rx.search(fp)
+        return f.group(1) if f else None
+    seq = field(_FP_SEQ, mine)
+    return line.event("collective_mismatch", step=st.step_of(rank), rank=rank, error="fingerprint",
+                      seq=int(seq) if seq else None, op=field(_FP_OP, mine), shape=field(_FP_SHAPE, mine),
+                      other_rank=other, other_op=field(_FP_OP, theirs), other_shape=field(_FP_SHAPE, theirs),
+                      aspects=re.sub(r"(\S)vs ", r"\1 vs ", " ".join((m.group(5) or "").split()))[:300] or None)
+
+
 # torch ProcessGroupNCCL.cpp: broadcastUniqueNCCLID - a rank creating its first NCCL communicator
 # waits in the store for rank 0's ncclUniqueId; rank 0 never published it in time (it was busy
 # elsewhere before its first collective, or died):
