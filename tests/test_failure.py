@@ -471,3 +471,17 @@ def test_the_exception_is_the_cause_and_the_launchers_first_exit_its_echo():
     assert fs[0].rule == "unexplained-failure" and "pad token" in fs[0].summary, fs
     mpi = next(f for f in fs if f.rule == "mpi-rank-exited-first")
     assert mpi.consequence_of == "unexplained-failure"
+
+
+@pytest.mark.parametrize("text", [
+    "    State:          Terminated\n      Reason:       OOMKilled\n      Exit Code:    137\n",     # kubectl describe pod
+    "NAME              READY   STATUS      RESTARTS   AGE\ntrainer-3         0/1     OOMKilled   2          14m\n",
+    '        "OOMKilled": true,\n        "Dead": false,\n',                                   # docker inspect
+])
+def test_a_container_killed_at_its_memory_limit(text):
+    f = top(text)
+    assert f.rule == "host-oom-killed-cgroup", f
+
+
+def test_docker_saying_the_container_was_not_oom_killed_is_not_a_failure():
+    assert not [f for f in diagnose('        "OOMKilled": false,\n        "ExitCode": 0,\n') if f.severity != "info"]

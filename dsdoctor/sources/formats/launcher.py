@@ -155,6 +155,20 @@ def slurm_oom(line: Line, st: StreamState):
     return None
 
 
+# A container killed at its memory limit: the kubelet's container status reason (k8s.io/api core/v1
+# ContainerStateTerminated.Reason, set from the runtime's OOMKilled flag), as `kubectl describe pod`
+# ('Reason:       OOMKilled'), `kubectl get pods` (STATUS 'OOMKilled') and events print it; Docker's
+# `docker inspect` State '"OOMKilled": true' (false when it was not).
+_OOMKILLED = re.compile(r'\bOOMKilled\b(?!"?\s*:\s*false)')
+
+
+@on("OOMKilled")
+def container_oom(line: Line, st: StreamState):
+    if _OOMKILLED.search(line.text) and st.once(("container-oom",)):
+        return _killed(line, st, -9, "kubernetes", memcg=True)
+    return None
+
+
 # slurmstepd, when Slurm ends a job or step itself (format strings in slurmstepd 22.05, from
 # src/slurmd/slurmstepd/req.c and slurmstepd.c): '*** %s ON %s CANCELLED AT %s ***' (scancel),
 # '... DUE TO TIME LIMIT ***', '... DUE TO PREEMPTION ***', '... DUE TO JOB REQUEUE ***',
