@@ -262,7 +262,12 @@ def test_socket_transport_only_when_ib_missing_or_multi_node():
     f = findings(multi)[0]
     assert (f.rule, f.category, f.severity) == ("nccl-socket-transport", "straggler", "warning")
     ib = "node1:1:1 [0] NCCL INFO NET/IB : No device found.\n" + single
-    assert findings(ib)[0].rule == "nccl-socket-transport"
+    f = findings(ib)[0]        # one node's log, nothing says the job spans nodes: a note, not a warning
+    assert (f.rule, f.severity) == ("nccl-ib-not-found", "info")
+    for spans in ("node1:1:1 [0] NCCL INFO Channel 00/0 : 0[0] -> 8[0] [send] via NET/Socket/0\n",
+                  "node1:1:1 [0] NCCL INFO comm 0x55d0 rank 0 nRanks 16 nNodes 2 localRanks 8 localRank 0 MNNVL 0\n"):
+        f = findings(ib + spans)[0]
+        assert (f.rule, f.severity) == ("nccl-socket-transport", "warning"), spans
 
 
 # ---------------------------------------------------------------- gloo (§2.9)

@@ -87,6 +87,7 @@ class CommDetector(Detector):
         # transport
         self.transport = _Collector()
         self.transports: Counter = Counter()
+        self.spans_nodes = False          # a network channel or nNodes > 1 in NCCL's init lines
         self.hosts: set[str] = set()
         self.ib_not_found = False
         # gloo
@@ -149,7 +150,12 @@ class CommDetector(Detector):
             if d.get("host"):
                 self._host(d["host"])
         elif k == "nccl_transport":
-            self.transports[d.get("transport")] += 1
+            if d.get("detail") in ("channel", "nodes"):
+                self.spans_nodes = True
+                if d.get("detail") == "channel":
+                    self.transports[d.get("transport")] += 1
+            else:
+                self.transports[d.get("transport")] += 1
             if d.get("detail") == "ib_not_found":
                 self.ib_not_found = True
             if d.get("host"):
@@ -313,10 +319,12 @@ class CommDetector(Detector):
         socket = self.transports.get("Socket", 0)
         if not socket:
             return None
-        if not self.ib_not_found and (len(self.hosts) < 2 or self.transports.get("IB", 0)):
+        multi_node = len(self.hosts) >= 2 or self.spans_nodes
+        if not self.ib_not_found and (not multi_node or self.transports.get("IB", 0)):
             return None          # one node (Socket between nodes is not in play), or IB is in use
         return self.transport.symptom("nccl_transport", transport="Socket", ib_not_found=self.ib_not_found,
-                                      hosts=len(self.hosts), ib_used=self.transports.get("IB", 0) > 0)
+                                      hosts=len(self.hosts), ib_used=self.transports.get("IB", 0) > 0,
+                                      multi_node=multi_node)
 
     def _stack_symptom(self) -> Symptom | None:
         n_coll = self.stack_where.get("collective", 0)

@@ -418,6 +418,28 @@ def nccl_transport(line: Line, st: StreamState):
     return line.event("nccl_transport", transport=transport, detail=None, host=_host_of(line))
 
 
+# Signs that the job spans nodes, which one node's log can show even when the other nodes' lines are
+# elsewhere: a channel through the network transport (NCCL src/transport.cc, 'Channel 00/0 : 0[0] -> 8[0]
+# [send] via NET/Socket/0') and the communicator's node count (NCCL 2.19+ src/init.cc, 'comm 0x.. rank 0
+# nRanks 16 nNodes 2 localRanks 8 localRank 0 MNNVL 0').
+_NET_CHANNEL = re.compile(r"via NET/(Socket|IB)")
+_NNODES = re.compile(r"nRanks \d+ nNodes (\d+)")
+
+
+@on("via NET/", "nNodes ")
+def nccl_span(line: Line, st: StreamState):
+    if "NCCL INFO" not in line.text:
+        return None
+    m = _NET_CHANNEL.search(line.text)
+    if m and st.once(("nccl-net-channel", m.group(1))):
+        return line.event("nccl_transport", transport=m.group(1), detail="channel", host=_host_of(line))
+    n = _NNODES.search(line.text)
+    if n and int(n.group(1)) > 1 and st.once(("nccl-nnodes",)):
+        return line.event("nccl_transport", transport=None, detail="nodes", nodes=int(n.group(1)),
+                          host=_host_of(line))
+    return None
+
+
 def _host_of(line: Line) -> str | None:
     m = _NCCL_LINE.search(line.text)
     return (m.group(1) if m and m.group(1) else None) or line.host
