@@ -100,6 +100,25 @@ def test_binary_file(tmp_path):
     assert_one_line_error(run(str(p)), "ckpt.log", "binary")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_log_with_its_byte_order_mark_is_read(tmp_path, encoding):
+    # Windows PowerShell's `>` / Tee-Object write UTF-16 with a BOM; the other two get one written here
+    text = HEALTHY + "Traceback (most recent call last):\n" + OOM + "\n"
+    bom = {"utf-16": b"", "utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff"}[encoding]
+    p = tmp_path / "train.log"
+    p.write_bytes(bom + text.encode(encoding))
+    for path in (p, _gz(p)):
+        code, doc, _ = run_json(str(path))
+        assert code == 1 and doc["findings"][0]["category"] == "oom", doc
+        assert doc["findings"][0]["evidence"][0]["line"] == text.splitlines().index(OOM) + 1
+
+
+def _gz(p):
+    out = p.with_name(p.name + ".gz")
+    out.write_bytes(gzip.compress(p.read_bytes()))
+    return out
+
+
 def test_binary_file_among_good_logs_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "rank0.log").write_bytes(random.Random(1).randbytes(4096))
     (tmp_path / "rank1.log").write_text(OOM + "\n")

@@ -60,3 +60,27 @@ def test_bad_rule_files_give_one_line_errors(tmp_path, name):
     msg = str(ei.value)
     assert expected in msg
     assert "\n" not in msg
+
+
+_PLACEHOLDER = __import__("re").compile(r"(?<![\w?/'\"])\?(?![\w?])")
+_BARE_LOGS = [  # the bare messages users paste: no rank prefix, no traceback, no numbers
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.\n",
+    "CUDA out of memory\n",
+    "RuntimeError: CUDA error: an illegal memory access was encountered\n",
+    "RuntimeError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:14522\n",
+]
+
+
+def test_no_finding_shows_a_question_mark_for_an_unknown_value():
+    # a rank, an amount or a setting the log does not give is left out of the sentence, not printed as '?'
+    from dsdoctor.pipeline import Diagnoser
+    from dsdoctor.sources.logs import events_from_text
+    logs = [c["log"] for r in RULES.rules for c in r.examples.get("match", []) if c.get("log")] + _BARE_LOGS
+    bad = []
+    for log in logs:
+        d = Diagnoser(rules=RULES)
+        d.feed_all(events_from_text(log, "x.log"))
+        for f in d.finish():
+            bad += [f"{f.rule}: ...{part[max(0, m.start() - 40):m.end() + 10]}..."
+                    for part in (f.title, f.summary) for m in _PLACEHOLDER.finditer(part)]
+    assert not bad, bad

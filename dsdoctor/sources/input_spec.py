@@ -5,7 +5,9 @@ Its own module so that the expansion of paths (sources/inputs.py) and the artifa
 """
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,50 @@ class Input:
 
     def open(self) -> BinaryIO:
         if self.path is None:
-            return sys.stdin.buffer
+            return utf8_view(sys.stdin.buffer)
         if self.path.suffix == ".gz":
-            return gzip.open(self.path, "rb")   # type: ignore[return-value]
-        return open(self.path, "rb")
+            return utf8_view(gzip.open(self.path, "rb"))   # type: ignore[arg-type]
+        return utf8_view(open(self.path, "rb"))
+
+
+def utf8_view(fh: BinaryIO) -> BinaryIO:
+    """`fh`, or a UTF-8 view of it when it starts with a UTF-16 byte-order mark (Windows
+    PowerShell's `>` and Tee-Object write UTF-16): every reader downstream scans UTF-8 bytes."""
+    try:
+        head = fh.peek(2)[:2]            # type: ignore[attr-defined]
+    except (AttributeError, OSError, EOFError):
+        return fh
+    return _Utf16AsUtf8(fh) if head in (b"\xff\xfe", b"\xfe\xff") else fh
+
+
+class _Utf16AsUtf8(io.RawIOBase):
+    """Reads a UTF-16 stream as UTF-8 bytes, decoded piece by piece (the stdlib's
+    codecs.StreamRecoder reads its whole input on read() without a size)."""
+
+    def __init__(self, fh: BinaryIO):
+        self._fh = fh
+        self._decoder = codecs.getincrementaldecoder("utf-16")(errors="replace")
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._left) < size:
+            raw = self._fh.read(1 << 20 if size < 0 else max(2 * (size - len(self._left)), 2))
+            self._left += self._decoder.decode(raw, final=not raw).encode("utf-8", "surrogatepass")
+            if not raw:
+                break
+        out, self._left = (self._left, b"") if size < 0 else (self._left[:size], self._left[size:])
+        return out
+
+    read1 = read
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
