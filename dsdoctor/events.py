@@ -48,7 +48,7 @@ KINDS: dict[str, str] = {
     "timers": "rank-level DeepSpeed timer line: {timer_name: ms}",
     "skipped": "skipped (cumulative skipped steps), nan_iters (cumulative)",
     # precision
-    "overflow": "prev_scale, new_scale (None for bf16/static), hysteresis (int or None), dtype",
+    "overflow": "prev_scale, new_scale (None for bf16/static), hysteresis (int or None), dtype; static (True: a fixed fp16.loss_scale, whose value is `scale`)",
     "loss_scale": "value: the live fp16 loss scale",
     "nonfinite_module": "module, module_type, inputs_finite: first module whose output was NaN/Inf (live, --localize-nan)",
     "scale_at_minimum": "DeepSpeed's 'Current loss scale already at minimum' exception",

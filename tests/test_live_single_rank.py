@@ -155,6 +155,18 @@ def test_loss_scale_collapse_warned_before_deepspeed_aborts(overflow_run):
     assert f is not None and f.severity in ("warning", "error", "critical")
 
 
+def test_overflows_at_a_static_loss_scale_are_not_calibration(tmp_path):
+    # fp16.loss_scale 128 (static): DeepSpeed's FP16_UnfusedOptimizer skips every overflowing step and
+    # never changes the scale, so it is no calibration (the verdict once was 'calibrated (normal)')
+    r = dsdoctor_run(tmp_path, ["--steps", "16", "--dtype", "fp16", "--zero-stage", "0", "--static-loss-scale", "128",
+                                "--fault", "overflow", "--fault-step", "6"])
+    assert r.rc == 0, r.console[-2000:]
+    f = r.finding("loss_scale_collapse")
+    assert f is not None and f.rule == "loss-scale-static-overflow", [x.rule for x in r.findings]
+    assert "static fp16 loss scale 128" in f.title and min(f.steps) >= 6, (f.title, f.steps)
+    assert any(fx.config_patch == {"fp16": {"loss_scale": 0, "initial_scale_power": 16}} for fx in f.fixes), f.fixes
+
+
 def test_overflow_events_carry_scale_and_hysteresis(overflow_run):
     ovf = overflow_run.kinds("overflow")
     assert ovf[0].step == 25 and ovf[0].data["hysteresis"] == 1

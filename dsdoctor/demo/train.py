@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--initial-scale-power", type=int, default=8, help="fp16 initial loss scale 2**N")
+    p.add_argument("--static-loss-scale", type=float, default=0, help="fp16 static loss scale (0: dynamic)")
     p.add_argument("--fault", default="none",
                    choices=("none", "nan", "overflow", "oom", "slow-rank", "stall", "gil-hang", "sigkill", "raise"))
     p.add_argument("--fault-step", type=int, default=10)
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         config["bf16"] = {"enabled": True}
     elif args.dtype == "fp16":
         config["fp16"] = {"enabled": True, "initial_scale_power": args.initial_scale_power,
-                          "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+                          "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1,
+                          "loss_scale": args.static_loss_scale}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]

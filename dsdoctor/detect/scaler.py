@@ -71,6 +71,11 @@ class LossScaleDetector(Detector):
         self.skip_run = (0, 0)                           # (steps, skipped) of the current mostly-skipped run
         self.skip_events: deque[Event] = deque(maxlen=3)
         self.skip_from_start = False
+        self.static: Symptom | None = None                 # overflows at a static (fixed) loss scale
+        self.static_config: float | None = None            # the static scale the run context names
+        self.static_overflows = 0
+        self.static_streak = 0
+        self.static_last: int | None = None
 
     # ------------------------------------------------------------------ events
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -79,6 +84,9 @@ class LossScaleDetector(Detector):
             mls = d.get("min_loss_scale")
             if isinstance(mls, (int, float)) and mls > 0:
                 self.min_scale = mls
+            fixed = d.get("static_loss_scale")      # live: fp16.loss_scale > 0, a scale that never moves
+            if isinstance(fixed, (int, float)) and fixed > 0:
+                self.static_config = fixed
             return ()
         if k == "overflow":
             if d.get("dtype") == "bf16" or (d.get("new_scale") is None and not d.get("static")):
@@ -89,6 +97,9 @@ class LossScaleDetector(Detector):
             if self._replica(ev):
                 self.replicas += 1
                 return ()
+            if d.get("static") or (self.static_config is not None and d.get("new_scale") == self.static_config
+                                   and d.get("prev_scale") in (None, self.static_config)):
+                return self._static_overflow(ev, seq)
             return self._overflow(ev, seq, d.get("prev_scale"), d.get("new_scale"), 1)
         if k == "scale_at_minimum":
             mls = d.get("min_scale")
@@ -146,6 +157,25 @@ class LossScaleDetector(Detector):
             self.first_overflow, self.first_seq = self.skip_events[0], seq
         self.streak_events.extend(self.skip_events)
         return self._judge(ev, seq)
+
+    def _static_overflow(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        """An overflow at a static loss scale (fp16.loss_scale > 0): nothing calibrates, the step
+        is skipped and the next one overflows the same way. A run of them is no progress at all."""
+        self.static_overflows += 1
+        step = ev.step
+        near = step is not None and self.static_last is not None and 0 < step - self.static_last <= STREAK_GAP
+        self.static_streak = self.static_streak + 1 if near or (step is None and self.static_streak) else 1
+        self.static_last = step if step is not None else self.static_last
+        facts = dict(static_scale=ev.data.get("scale") or ev.data.get("new_scale") or self.static_config,
+                     overflows=self.static_overflows, streak=self.static_streak)
+        if self.static is not None:
+            self.static.facts.update(facts)
+            self.static.add_evidence(ev)
+            return ()
+        if self.static_streak < STREAK_COLLAPSE:
+            return ()
+        self.static = symptom_from(ev, seq, "loss_scale_static_overflow", key=(), **facts)
+        return (self.static,)
 
     def _replica(self, ev: Event) -> bool:
         """The same overflow printed again by another rank. The loss scale is one value for the

@@ -124,8 +124,9 @@ def static_scale(line: Line, st: StreamState):
     p = st.scratch.get("ds_overflow_iter")
     if not p or line.lineno - p[0] > 3:
         return None          # the init message 'Creating fp16 optimizer with static loss scale'
+    m = _STATIC.search(line.text)
     return line.event("overflow", step=_pending_iter(line, st), prev_scale=None, new_scale=None,
-                      hysteresis=None, dtype="fp16", static=True)
+                      hysteresis=None, dtype="fp16", static=True, scale=scale(m.group(1)) if m else None)
 
 
 # deepspeed/runtime/zero/stage3.py: DeepSpeedZeroOptimizer_Stage3._post_step callers (step):
