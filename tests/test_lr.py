@@ -300,3 +300,19 @@ def test_detector_quiet_on_a_healthy_warmup_run():
         evs.append(Event("lr", rank=0, step=s, data={"value": 1e-3 * min(1.0, s / 100)}))
         evs.append(Event("loss", rank=0, step=s, data={"value": 2.0 * math.exp(-s / 200) + 0.1 + 0.01 * math.sin(s)}))
     assert _feed(evs) == {}
+
+
+def test_hf_loss_dicts_beside_deepspeeds_rank_0_lines_are_one_series():
+    # HF Trainer + DeepSpeed: the LR comes from DeepSpeed's '[Rank 0] step=' lines, the loss from HF's
+    # metric dicts, which carry no rank; both are the run's series (the loss used to be ignored)
+    ds = "[2026-01-01 00:00:0{i},000] [INFO] [logging.py:128:log_dist] [Rank 0] step={s}, skipped=0, lr=[0.001], mom=[(0.9, 0.999)]\n"
+    hf = "{{'loss': {v}, 'grad_norm': 1.0, 'learning_rate': 0.001, 'epoch': {e}}}\n"
+    losses = [2.1, 2.0, 2.0, 1.9, 1.9, 1.9, 25.0, 41.0, 77.0, 150.0, 310.0]
+    text = "".join(ds.format(i=i % 10, s=10 * (i + 1)) + hf.format(v=v, e=i / 10) for i, v in enumerate(losses))
+    from dsdoctor.pipeline import Diagnoser
+    from dsdoctor.sources.logs import events_from_text
+    d = Diagnoser()
+    d.feed_all(events_from_text(text, "run.log"))
+    fs = [f for f in d.finish() if f.severity != "info"]
+    assert fs and fs[0].rule == "loss-diverged", [f.rule for f in fs]
+    assert "310" in fs[0].title and fs[0].steps, fs[0].title

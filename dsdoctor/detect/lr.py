@@ -5,6 +5,8 @@
                           one): no or too short a warm-up.
 - lr_diverge_after_peak:  the LR rose (a warm-up, or OneCycle's first half), and within a few
                           steps of its peak the loss blew up (non-finite or DIVERGE x its best).
+- loss_diverged:          at any point of the run, the loss climbed to FAR x its best and kept
+                          rising for FAR_RUN observations: a divergence that has not (yet) reached NaN.
 - lr_stuck:               the LR sits at 0, or flat at a small fraction of its peak, for many
                           steps (WarmupDecayLR / WarmupCosineLR past total_num_steps).
 - lr_restart:             the LR drops back to its warm-up start mid-run, or a resumed run
@@ -41,6 +43,9 @@ STUCK_STEPS = 20          # consecutive flat LR observations before we call it s
 STUCK_FRACTION = 0.01     # flat at <= 1% of the peak
 UNBOUNDED_STEPS = 2000    # rising for this long without a peak: not a warm-up
 RESUME_STEP = 100         # a run whose first step is beyond this was resumed
+FAR = 10.0                # a finite loss this many times its best ...
+FAR_ABOVE = 1.0           # ... and at least this much above it (a loss near 0 may wander by x10) ...
+FAR_RUN = 5               # ... for this many observations in a row, still rising: diverged without a NaN
 
 _UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
@@ -93,6 +98,8 @@ class LRScheduleDetector(Detector):
         self.spike_ev: Event | None = None
         self.early_done = False
         self.high_run = 0
+        self.far: list[tuple[int | None, float]] = []   # the current run of (step, loss) far above the best
+        self.far_ev: Event | None = None
         self.reported: set[str] = set()
         self.emitted: list[Symptom] = []     # their last_step is brought up to date in finish()
 
@@ -173,6 +180,7 @@ class LRScheduleDetector(Detector):
                                   warmup_steps=self.warmup_steps, lr_suggested=float(f"{self.peak_lr / 2:.2g}"))
         if not finite:
             return out
+        out += self._far_above_best(ev, seq, v)
         early = (self.first_step is None or self.first_step <= RESUME_STEP) and step is not None and step <= EARLY_STEPS
         if early and len(self.recent_loss) >= 5:
             med = statistics.median(self.recent_loss)
@@ -189,6 +197,26 @@ class LRScheduleDetector(Detector):
         # best loss so far, on a median of the window so one lucky batch does not set it
         if len(self.recent_loss) >= 5:
             self.best_loss = min(self.best_loss, statistics.median(self.recent_loss))
+        return out
+
+    def _far_above_best(self, ev: Event, seq: int, v: float) -> list[Symptom]:
+        """A finite divergence: FAR_RUN losses in a row far above the best so far, each the
+        highest of the run (a spike comes back down; a divergence does not)."""
+        best = self.best_loss
+        if not (math.isfinite(best) and best > 0 and v >= FAR * best and v - best >= FAR_ABOVE):
+            self.far.clear()
+            return []
+        if self.far and v < self.far[-1][1]:
+            self.far.clear()             # it came down: restart the run here
+        if not self.far:
+            self.far_ev = ev
+        self.far.append((ev.step, v))
+        if len(self.far) < FAR_RUN or "lr_diverge_after_peak" in self.reported:
+            return []
+        out = self._once("loss_diverged", self.far_ev or ev, seq, best_loss=round(best, 4), loss=v,
+                         ratio=round(v / best, 1), first_step=self.far[0][0], lr=self.lr_now)
+        for sym in out:
+            sym.add_evidence(ev)
         return out
 
     def _early_verdict(self, seq: int) -> list[Symptom]:
@@ -250,8 +278,8 @@ class LRScheduleDetector(Detector):
             return self._config_error(ev, seq)
         if self.rank is None and ev.kind == "lr":
             self.rank = ev.rank
-        if ev.rank != self.rank and self.rank is not None:
-            return ()
+        if ev.rank != self.rank and self.rank is not None and ev.rank is not None:
+            return ()          # another rank's copy; a line without a rank (HF's metric dicts) is the run's
         return self._lr(ev, seq) if ev.kind == "lr" else self._loss(ev, seq)
 
     def finish(self) -> Iterable[Symptom]:
