@@ -47,6 +47,7 @@ FAR = 10.0                # a finite loss this many times its best ...
 FAR_ABOVE = 1.0           # ... and at least this much above it (a loss near 0 may wander by x10) ...
 FAR_RUN = 5               # ... for this many observations in a row, still rising: diverged without a NaN
 
+_EVAL_NAME = re.compile(r"(?i)(?:eval|val|valid|validation|test)\b|(?:eval|val|valid|validation|test)[_/ ]")
 _UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
@@ -180,7 +181,8 @@ class LRScheduleDetector(Detector):
                                   warmup_steps=self.warmup_steps, lr_suggested=float(f"{self.peak_lr / 2:.2g}"))
         if not finite:
             return out
-        out += self._far_above_best(ev, seq, v)
+        if not _EVAL_NAME.match(str(ev.data.get("name") or "")):
+            out += self._far_above_best(ev, seq, v)
         early = (self.first_step is None or self.first_step <= RESUME_STEP) and step is not None and step <= EARLY_STEPS
         if early and len(self.recent_loss) >= 5:
             med = statistics.median(self.recent_loss)
