@@ -44,6 +44,16 @@ PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, be
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}
+# A run stopped from outside after this long without progress (and at least HUNG_INTERVALS of its
+# own step intervals) was hung: the stop is what a person or the scheduler did about it.
+HUNG_MIN_S = 600.0
+HUNG_INTERVALS = 20
+PROGRESS_KINDS = frozenset(("step", "loss", "throughput", "timers", "skipped", "grad_norm", "lr"))
+# Frames of a stack that waits in a collective / for the DataLoader (an interrupted hang's traceback)
+_WAIT_FRAMES = (("collective", ("distributed_c10d.py", "work.wait", "comm/torch.py", "deepspeed/comm/comm.py",
+                                "partitioned_param_coordinator.py", "allreduce", "all_reduce", "all_gather",
+                                "reduce_scatter", "barrier", "broadcast")),
+                ("dataloader", ("dataloader.py", "multiprocessing/queues.py", "_next_data", "_get_data")))
 WATCHDOG_EXIT_CODE = 86     # dsdoctor/live/watchdog.py STALL_EXIT_CODE: --on-stall abort ended the rank
 SURVIVED_STEPS = 3          # an exception followed by this many new steps in its input was not fatal       # stop requests from outside (a user, the scheduler's time limit)
 
@@ -96,6 +106,7 @@ class FailureDetector(Detector):
         self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
         self.watchdog_abort = False                       # a stall verdict with --on-stall abort
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
+        self.progress_times: list[float] = []             # times of the last progress events (distinct)
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -107,6 +118,12 @@ class FailureDetector(Detector):
             if ev.step > self.source_step.get(ev.source, -1):
                 self.source_step[ev.source] = ev.step
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
+        if k in PROGRESS_KINDS and ev.time is not None:
+            pt = self.progress_times
+            if not pt or ev.time > pt[-1]:
+                pt.append(ev.time)
+                if len(pt) > 64:
+                    del pt[:32]
         if k == "error_line":
             if len(self.error_lines) < 4096 or ev.source in self.error_lines:
                 self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
@@ -341,6 +358,8 @@ class FailureDetector(Detector):
                                raise_site=d.get("raise_site"), at=f"{ev.source}:{ev.line}" if ev.line else ev.source,
                                chain=chain, others=others, last_step=self.last_step if ev.step is None else ev.step,
                                exitcode=self._exitcode()))
+        if fam.name == "interrupt":
+            s.facts.update(self._hung(ev.time, g))
         for x in same:
             if x.rank is not None:
                 s.ranks.add(x.rank)
@@ -369,6 +388,8 @@ class FailureDetector(Detector):
                                last_step=self.last_step, family="interrupt" if external else "crash",
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode"),
                                reason=ev.data.get("reason"), host=ev.data.get("node")))
+        if external:
+            s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g))
         self._add(s, ev)
         for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
             self._add(s, e)
@@ -376,6 +397,31 @@ class FailureDetector(Detector):
             gev, _ = g.decisive()
             self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
         return s
+
+    def _hung(self, stop_time: float | None, g: "_Group | None") -> dict:
+        """Was the run hung when it was stopped from outside? From the time since its last progress
+        (timestamped logs) and from where the interrupted stack waited (a KeyboardInterrupt's frames)."""
+        hung_s = None
+        pt = self.progress_times
+        if stop_time is not None and len(pt) >= 2 and stop_time > pt[-1]:     # a cadence to compare with
+            gaps = sorted(b - a for a, b in zip(pt, pt[1:]))
+            typical = gaps[len(gaps) // 2] if gaps else 0.0
+            gap = stop_time - pt[-1]
+            if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * typical):
+                hung_s = int(gap)
+        stuck_in = stuck_call = None
+        if g is not None:
+            for m, _ in g.members:
+                frames = list(m.data.get("frames") or []) + [m.data.get("raise_site") or ""]
+                for where, keys in _WAIT_FRAMES:
+                    hit = next((f for f in reversed(frames) if f and any(k in f for k in keys)), None)
+                    if hit:
+                        stuck_in, stuck_call = where, hit
+                        break
+                if stuck_in:
+                    break
+        return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, stuck_in=stuck_in,
+                    stuck_call=stuck_call)
 
     def _rank_of(self, ev: Event) -> int | None:
         """The rank of an exit line; torchelastic names it only in its summary, so a line with
@@ -443,3 +489,12 @@ class FailureDetector(Detector):
             s.evidence.append(e)
 
 
+
+
+def _duration(seconds: int) -> str:
+    """'2 h 10 min', '45 min', '90 s'."""
+    h, rest = divmod(int(seconds), 3600)
+    m = rest // 60
+    if h:
+        return f"{h} h {m} min" if m else f"{h} h"
+    return f"{m} min" if m else f"{int(seconds)} s"

@@ -155,6 +155,10 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # path, --local_rank) must not make it look like the launch problem itself
     if name == "CalledProcessError" and "returned non-zero exit status" in message:
         return _family("wrapper")
+    # Ctrl-C lands wherever the program waited (a collective in distributed_c10d.py, a DataLoader
+    # queue): where it was raised says where the run hung, not that communication failed
+    if name == "KeyboardInterrupt":
+        return _family("interrupt")
     sites = [raise_site] if raise_site else []
     sites += frames or []
     for fam, cat, weight, names, texts, site_texts, why in _TABLE:
