@@ -119,6 +119,21 @@ def _gz(p):
     return out
 
 
+def test_a_log_truncated_under_its_writer_starts_with_nul_bytes_and_is_read(tmp_path):
+    # logrotate's copytruncate (or `> train.log` while the job runs): the writer goes on at its old
+    # offset, so the file starts with a hole that reads as zeros, then the text
+    p = tmp_path / "train.log"
+    p.write_bytes(b"\x00" * (3 << 20) + (HEALTHY + OOM + "\n").encode())
+    code, doc, _ = run_json(str(p))
+    assert code == 1 and doc["findings"][0]["category"] == "oom", doc
+
+
+def test_a_log_of_nothing_but_nul_bytes(tmp_path):
+    p = tmp_path / "train.log"
+    p.write_bytes(b"\x00" * 100_000)
+    assert_one_line_error(run(str(p)), "train.log", "only NUL bytes")
+
+
 def test_binary_file_among_good_logs_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "rank0.log").write_bytes(random.Random(1).randbytes(4096))
     (tmp_path / "rank1.log").write_text(OOM + "\n")

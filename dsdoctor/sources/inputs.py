@@ -120,8 +120,35 @@ def check_readable(inp: Input) -> None:
         raise InputError(f"{inp.name}: cannot read: {getattr(e, 'strerror', None) or e}") from None
     if not head:
         raise InputError(f"{inp.name}: empty (or truncated before any data), nothing to analyse")
+    if not head.strip(b"\x00"):
+        head = _after_leading_nuls(inp)
+        if not head:
+            raise InputError(f"{inp.name}: only NUL bytes, nothing to analyse")
     if _looks_binary(head):
         raise InputError(f"{inp.name}: looks like a binary file, not a text log")
+
+
+MAX_LEADING_NULS = 1 << 30
+
+
+def _after_leading_nuls(inp: Input) -> bytes:
+    """The first 8 KiB after a run of NUL bytes at the start of a log: what a writer leaves when
+    its file is truncated under it (logrotate's copytruncate, `> file` while the job runs: the
+    writer goes on at its old offset, and the gap reads as zeros). Judged on what follows it."""
+    try:
+        with inp.open() as fh:
+            skipped = 0
+            while skipped < MAX_LEADING_NULS:
+                block = fh.read(1 << 20)
+                if not block:
+                    return b""
+                rest = block.lstrip(b"\x00")
+                if rest:
+                    return (rest + fh.read(8192))[:8192]
+                skipped += len(block)
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return b""
+    return b""
 
 
 def _read_head(fh: BinaryIO, n: int) -> bytes:
