@@ -39,10 +39,16 @@ def utf8_view(fh: BinaryIO) -> BinaryIO:
     """`fh`, or a UTF-8 view of it when it starts with a UTF-16 byte-order mark (Windows
     PowerShell's `>` and Tee-Object write UTF-16): every reader downstream scans UTF-8 bytes."""
     try:
-        head = fh.peek(2)[:2]            # type: ignore[attr-defined]
+        head = fh.peek(258)[:258]        # type: ignore[attr-defined]
     except (AttributeError, OSError, EOFError):
         return fh
-    return _Utf16AsUtf8(fh) if head in (b"\xff\xfe", b"\xfe\xff") else fh
+    if head[:2] not in (b"\xff\xfe", b"\xfe\xff"):
+        return fh
+    # the mark alone proves little (a garbled UTF-8 log may start with those bytes): UTF-16 text
+    # of a log is mostly ASCII, so the high byte of most units is 0
+    units = head[2:len(head) - len(head) % 2]
+    high = units[1::2] if head[:2] == b"\xff\xfe" else units[0::2]
+    return _Utf16AsUtf8(fh) if high and high.count(0) >= 0.7 * len(high) else fh
 
 
 class _Utf16AsUtf8(io.RawIOBase):
