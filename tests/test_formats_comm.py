@@ -479,3 +479,17 @@ def test_ecc_error_comes_before_the_misleading_cuda_oom():
 
 def test_cuda_oom_alone_is_still_oom():
     assert findings("RuntimeError: CUDA error: out of memory\n")[0].category == "oom"
+
+
+# torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp checkForNCCLErrorsInternal (CUDA builds only): an
+# asynchronous NCCL error reaches the watchdog as 'NCCL error: <ncclGetErrorString>, NCCL version V',
+# without the 'in: file:line' of the synchronous C10D_NCCL_CHECK form
+@pytest.mark.parametrize("prefix", [
+    "[rank3]:[E1205 10:00:00.000000 1234 ProcessGroupNCCL.cpp:1785] [PG ID 0 PG GUID 0(default_pg) Rank 3] "
+    "Process group watchdog thread terminated with exception: ",
+    "[E ProcessGroupNCCL.cpp:1316] [Rank 3] NCCL watchdog thread terminated with exception: ",
+    "  what():  [PG ID 0 PG GUID 0(default_pg) Rank 3] Process group watchdog thread terminated with exception: ",
+])
+def test_the_watchdogs_asynchronous_nccl_error(prefix):
+    text = prefix + "NCCL error: remote process exited or there was a network error, NCCL version 2.21.5\n"
+    assert findings(text)[0].rule == "nccl-error-remote-exit"

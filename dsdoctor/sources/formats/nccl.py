@@ -284,6 +284,25 @@ def nccl_error(line: Line, st: StreamState):
                       nccl_version=m.group(5))
 
 
+# The same error as the watchdog sees it later, asynchronously (torch/csrc/distributed/c10d/
+# ProcessGroupNCCL.cpp checkForNCCLErrorsInternal: "NCCL error: " + ncclGetErrorWithVersion(err), no
+# file:line), usually inside 'NCCL watchdog thread terminated with exception: ...' (<= 2.2) or
+# '[PG ...] Process group watchdog thread terminated with exception: ...' (2.3+) and its what().
+_NCCL_ASYNC = re.compile(r"NCCL error: (.+?)(?:, NCCL version ([\w.+-]+))?\s*$")
+
+
+@on("NCCL error: ")
+def nccl_async_error(line: Line, st: StreamState):
+    m = _NCCL_ASYNC.search(line.text)
+    if not m or "NCCL error in: " in line.text:
+        return None
+    err = re.sub(r"\s*\((?:run with NCCL_DEBUG=\w+ for details)\)$", "", m.group(1).strip())
+    if not st.once(("nccl-async", line.rank, err)):
+        return None              # the log line and the what() of the same exception
+    st.scratch["nccl.last_error_line"] = line.lineno
+    return line.event("nccl_error", step=st.step_of(line.rank), error=err, file=None, nccl_version=m.group(2))
+
+
 @on("ncclUnhandledCudaError", "ncclSystemError", "ncclInternalError", "ncclInvalidArgument",
     "ncclInvalidUsage", "ncclRemoteError")
 def nccl_error_detail(line: Line, st: StreamState):
