@@ -708,3 +708,40 @@ def test_nan_seen_first_in_a_console_log_takes_the_earliest_step_and_rank():
     d.feed_all([Event("loss", rank=0, step=s, data={"value": float("nan"), "name": "loss"}) for s in (6, 7)])
     f = next(f for f in d.finish() if f.category == "nan_loss")
     assert "at step 6" in f.summary and f.ranks == [0]
+
+
+@pytest.mark.timeout(240)
+def test_hf_trainer_stopping_early_on_an_exhausted_iterable_dataset(tmp_path):
+    # a real HF Trainer whose one-shot stream holds 8 batches while max_steps is 50: the next epoch
+    # gets no batch; transformers warns and ends the training at step 8 (exit 0), or accelerate's
+    # dispatcher raises (the installed accelerate 1.16 does)
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    script = tmp_path / "hf_short.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch
+        from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+        model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=64, n_positions=16))
+        class Stream(torch.utils.data.IterableDataset):      # a one-shot stream: empty when read again
+            read = False
+            def __iter__(self):
+                if Stream.read:
+                    return
+                Stream.read = True
+                for i in range(16):
+                    ids = torch.randint(0, 64, (8,), generator=torch.Generator().manual_seed(i))
+                    yield {{"input_ids": ids, "labels": ids}}
+        args = TrainingArguments(output_dir={str(tmp_path / 'out')!r}, per_device_train_batch_size=2, max_steps=50,
+                                 use_cpu=True, logging_steps=2, report_to=[], save_strategy="no")
+        Trainer(model=model, args=args, train_dataset=Stream()).train()
+    """))
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=200,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = p.stdout + p.stderr
+    f = top(out)
+    if p.returncode == 0:        # transformers' own warning: training ends at step 8
+        assert "stopping training at step" in out, out[-3000:]
+        assert f is not None and f.rule == "log-cfg-hf-dataset-exhausted" and "step 8 of 50" in f.title, f
+    else:                        # accelerate >= 1.x dispatching the stream: it raises instead
+        assert "Batch does not contain any data" in out, out[-3000:]
+        assert f is not None and f.rule == "log-cfg-dataset-exhausted-crash", f

@@ -151,3 +151,34 @@ def integration_error(line: Line, st: StreamState):
         m = _AUTO_KEYS.search(t)
         data["auto_keys"] = [k.strip(" '\"") for k in m.group(1).split(",")] if m else None
     return line.event("config_error", step=st.step_of(line.rank), **data)
+
+
+# transformers/trainer.py Trainer._inner_training_loop: an epoch whose iterator gave no batch ends
+# the training early, as a warning: 'There seems not to be a single sample in your epoch_iterator,
+# stopping training at step {global_step}! This is expected if you're using an IterableDataset and
+# set num_steps ({max_steps}) higher than the number of available samples.'
+_NO_SAMPLE = re.compile(r"stopping training at step (\d+)!.*?num_steps \((\d+)\)")
+
+
+@on("There seems not to be a single sample in your epoch_iterator")
+def dataset_exhausted(line: Line, st: StreamState):
+    m = _NO_SAMPLE.search(line.text)
+    if not st.once(("hf-no-sample",)):
+        return None
+    stopped, planned = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+    return line.event("config_error", step=stopped, error="hf_dataset_exhausted", key="max_steps",
+                      stopped_step=stopped, max_steps=planned, crashed=False, message=line.text.strip()[:300],
+                      numbers={"stopped": stopped, "max_steps": planned})
+
+
+# accelerate/data_loader.py DataLoaderDispatcher.__iter__ (an IterableDataset dispatched from rank
+# 0): the same exhausted stream raises instead, "ValueError: Batch does not contain any data
+# (`None`). At the end of all iterable data available before expected stop iteration."
+@on("Batch does not contain any data")
+def dispatcher_exhausted(line: Line, st: StreamState):
+    if "At the end of all iterable data available" not in line.text or not st.once(("hf-no-sample",)):
+        return None
+    stopped = st.step_of(line.rank)
+    return line.event("config_error", step=stopped, error="hf_dataset_exhausted", key="max_steps",
+                      stopped_step=stopped, max_steps=None, crashed=True, message=line.text.strip()[:300],
+                      numbers={"stopped": stopped, "max_steps": None})
