@@ -87,7 +87,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
-             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall")
+             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -107,6 +107,7 @@ class FailureDetector(Detector):
         self.watchdog_abort = False                       # a stall verdict with --on-stall abort
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
         self.progress_times: list[float] = []             # times of the last progress events (distinct)
+        self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -124,7 +125,9 @@ class FailureDetector(Detector):
                 pt.append(ev.time)
                 if len(pt) > 64:
                     del pt[:32]
-        if k == "error_line":
+        if k == "node_exit" and ev.data.get("first"):
+            self.launcher_named_first = True
+        elif k == "error_line":
             if len(self.error_lines) < 4096 or ev.source in self.error_lines:
                 self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
         elif k == "exception":
@@ -221,7 +224,8 @@ class FailureDetector(Detector):
             out.append(self._exception_symptom(decisive))
         elif self.signals:
             out.append(self._signal_symptom(decisive))
-        elif self.exits:
+        elif self.exits and not self.launcher_named_first:
+            # (a bare exit code the launcher already tied to its rank and node: the node_exit rules say it)
             out.append(self._exit_symptom(decisive))
         elif decisive is None and (last := self._last_words()) is not None:
             out.append(self._error_line_symptom(*last))
