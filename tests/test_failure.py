@@ -485,3 +485,35 @@ def test_a_container_killed_at_its_memory_limit(text):
 
 def test_docker_saying_the_container_was_not_oom_killed_is_not_a_failure():
     assert not [f for f in diagnose('        "OOMKilled": false,\n        "ExitCode": 0,\n') if f.severity != "info"]
+
+
+ZERO3_DIRECT_USE = """
+import sys, torch, deepspeed
+import torch.nn.functional as F
+deepspeed.init_distributed(dist_backend="gloo")
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(64, 16)
+        self.lin = torch.nn.Linear(16, 16)
+    def forward(self, ids):
+        return self.lin(self.embed(ids)).sum()
+m = M()
+cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+       "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}
+engine, _, _, _ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=cfg)
+ids = torch.randint(0, 64, (2, 4))
+loss = engine(ids); engine.backward(loss); engine.step()
+F.embedding(ids, engine.module.embed.weight)      # outside the engine: the weight is partitioned
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_zero3_weight_read_outside_the_engine(tmp_path):
+    script = tmp_path / "z3.py"
+    script.write_text(ZERO3_DIRECT_USE)
+    text = output_of("", timeout=240, cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                           "--nproc_per_node", "1", str(script)])
+    assert "'weight' must be 2-D" in text, text[-3000:]
+    f = top(text)
+    assert f.rule == "zero3-partitioned-param-used" and f.ranks == [0], f

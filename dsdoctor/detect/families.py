@@ -155,6 +155,9 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # path, --local_rank) must not make it look like the launch problem itself
     if name == "CalledProcessError" and "returned non-zero exit status" in message:
         return _family("wrapper")
+    if _ZERO3_EMPTY.search(message):
+        return Family("zero3_partitioned", "config_error", 3,
+                      "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
     # Ctrl-C lands wherever the program waited (a collective in distributed_c10d.py, a DataLoader
     # queue): where it was raised says where the run hung, not that communication failed
     if name == "KeyboardInterrupt":
@@ -179,6 +182,14 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
 # `low_cpu_mem_usage=True`', 'ZeRO inference only makes sense with ZeRO Stage 3', 'Please specify
 # the ZeRO optimization config in the DeepSpeed config.')
 _SETTINGS_REFUSED = re.compile(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
+
+
+# torch's checks that fail on a ZeRO-3 parameter read outside the engine's forward, where DeepSpeed
+# leaves it partitioned (a 1-D tensor of 0 elements on each rank): aten/src/ATen/native/Embedding.cpp
+# "'weight' must be 2-D", aten addmv "size mismatch, got input (N), mat (AxB), vec (0)", and the
+# broadcasting check "The size of tensor a (0) must match the size of tensor b (N)" (seen on a real
+# ZeRO-3 run here with stage3_param_persistence_threshold 0).
+_ZERO3_EMPTY = re.compile(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match")
 
 
 def _config_shaped(name: str) -> bool:
