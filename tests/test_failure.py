@@ -517,3 +517,15 @@ def test_a_zero3_weight_read_outside_the_engine(tmp_path):
     assert "'weight' must be 2-D" in text, text[-3000:]
     f = top(text)
     assert f.rule == "zero3-partitioned-param-used" and f.ranks == [0], f
+
+
+@pytest.mark.parametrize("message", [
+    "RuntimeError: CUDA error: invalid device ordinal",
+    "RuntimeError: CUDA error: all CUDA-capable devices are busy or unavailable",
+    "RuntimeError: Unexpected error from cudaGetDeviceCount(). Did you run some cuda functions before calling "
+    "NumCudaDevices() that might have already set an error? Error 804: forward compatibility was attempted on non "
+    "supported HW",
+])
+def test_a_gpu_the_process_cannot_use_is_an_environment_problem(message):
+    assert classify("RuntimeError", message.split(": ", 1)[1]).category == "environment"
+    assert top(message + "\n").rule == "failure-environment-exception"

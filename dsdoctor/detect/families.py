@@ -97,6 +97,17 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "engine.py:_configure_optimizer", "engine.py:_configure_basic_optimizer", "engine.py:_configure_lr_scheduler",
       "engine.py:_configure_zero_optimizer"),
      "a configuration that DeepSpeed (or the HF/accelerate integration) refused"),
+    # a GPU this process cannot use (cudaGetErrorString texts; c10/cuda/CUDAFunctions.cpp
+    # 'Unexpected error from cudaGetDeviceCount()'): more ranks than GPUs on the node or a wrong
+    # CUDA_VISIBLE_DEVICES ('invalid device ordinal'), GPUs in exclusive-process mode or held by
+    # another job ('all CUDA-capable devices are busy or unavailable'), a driver that does not
+    # match the CUDA runtime ('forward compatibility was attempted on non supported HW')
+    ("environment", "environment", 3, (),
+     ("invalid device ordinal", "all CUDA-capable devices are busy or unavailable",
+      "forward compatibility was attempted", "Unexpected error from cudaGetDeviceCount"), (),
+     "a GPU this process cannot use: more ranks than GPUs on the node or a wrong CUDA_VISIBLE_DEVICES "
+     "(invalid device ordinal), GPUs busy with another job or in exclusive mode, or a driver that does not "
+     "match the CUDA runtime"),
     # deepspeed/launcher/runner.py main(): hostfile parsing, the ssh check ('was not reachable via ssh'),
     # 'Unable to proceed, no GPU resources available', "launcher '{x}' not installed"; the launcher's
     # --local_rank=N argument refused by the script's argparse ('unrecognized arguments: --local_rank=0')
