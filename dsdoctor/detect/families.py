@@ -166,6 +166,11 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # path, --local_rank) must not make it look like the launch problem itself
     if name == "CalledProcessError" and "returned non-zero exit status" in message:
         return _family("wrapper")
+    # another process's output raised again as a message (accelerate/commands/launch.py
+    # _run_subprocess: CalledProcessError(...) from RuntimeError(<the child's stderr tail>)): the
+    # child's own traceback, read on its own lines, is the cause
+    if "Traceback (most recent call last)" in message:
+        return _family("wrapper")
     if _ZERO3_EMPTY.search(message):
         return Family("zero3_partitioned", "config_error", 3,
                       "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
