@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..lazy_regex import compile_later
+
 
 @dataclass(frozen=True)
 class Family:
@@ -174,7 +176,7 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
 # NotImplementedError that names DeepSpeed or ZeRO ('DeepSpeed Zero-3 is not compatible with
 # `low_cpu_mem_usage=True`', 'ZeRO inference only makes sense with ZeRO Stage 3', 'Please specify
 # the ZeRO optimization config in the DeepSpeed config.')
-_SETTINGS_REFUSED = re.compile(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
+_SETTINGS_REFUSED = compile_later(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
 
 
 def _config_shaped(name: str) -> bool:

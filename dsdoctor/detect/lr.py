@@ -22,11 +22,11 @@ Memory is bounded: counters and short windows only.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import deque
 from typing import Iterable
 
+from ..lazy_regex import compile_later
 from ..events import Event
 from ..findings import Symptom
 from .base import Detector, symptom_from
@@ -42,7 +42,7 @@ STUCK_FRACTION = 0.01     # flat at <= 1% of the peak
 UNBOUNDED_STEPS = 2000    # rising for this long without a peak: not a warm-up
 RESUME_STEP = 100         # a run whose first step is beyond this was resumed
 
-_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+_UNEXPECTED = compile_later(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
 def first_float(v) -> float | None:
