@@ -266,10 +266,11 @@ def _refuse_aliases(text: str, name: str) -> None:
                             "are not allowed in rule files; write the value out")
 
 
+@functools.lru_cache(maxsize=None)
 def _yaml_flavour() -> str:
     """What a parse depends on besides the text: the installed PyYAML (its file's path and
     mtime change with each install, found without importing it) and this module (the loader
-    above)."""
+    above). Looked up once per process (find_spec walks sys.path)."""
     import importlib.util
     spec = importlib.util.find_spec("yaml")
     out = []
