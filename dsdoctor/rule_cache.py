@@ -6,9 +6,9 @@ file is stored as JSON under the hash of its text (and of the YAML library's ver
 edited file is parsed again and its errors reported as before. Only documents JSON gives back
 unchanged are stored (no dates, sets or non-string keys); any cache trouble just parses.
 
-Checking the parsed rules (~190 rules, ~1000 expressions parsed with `ast`) costs another
-~50 ms; a text the same checking code accepted before is marked (an empty `<hash>.ok` file,
-keyed by the text and the checker's version), so only new or edited files are checked again.
+The same store keeps the checked rules (rules.py: checking ~190 rules parses ~1000
+expressions with `ast`, another ~50 ms) under the hash of the text and of the checking code,
+so only new or edited files are checked again, and their errors reported as on a first load.
 """
 from __future__ import annotations
 
@@ -50,20 +50,3 @@ def parsed(text: str, parse: Callable[[str], Any], flavour: str = "") -> Any:
         pass
     return doc
 
-
-def accepted(text: str, flavour: str) -> bool:
-    """Whether `mark_accepted(text, flavour)` was called before (by any process)."""
-    try:
-        return (folder() / f"{_key(text, flavour)}.ok").is_file()
-    except Exception:            # a strange home or cache variable: check again
-        return False
-
-
-def mark_accepted(text: str, flavour: str) -> None:
-    """Remember that the checker `flavour` names accepted this text; any trouble is ignored."""
-    try:
-        path = folder() / f"{_key(text, flavour)}.ok"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    except Exception:
-        pass

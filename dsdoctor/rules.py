@@ -284,9 +284,10 @@ def _yaml_flavour() -> str:
 
 @functools.lru_cache(maxsize=None)
 def _checker_flavour() -> str:
-    """What accepting a parsed rule file depends on besides its text: the checks here and in
-    expr.py, the categories and severities (findings.py), the expression evaluator (simpleeval:
-    which syntax nodes it runs) and Python's own grammar (ast.parse)."""
+    """What the checked rules of a text depend on besides the text: the YAML parse and this
+    module (the checks, the Rule layout: _yaml_flavour), expr.py's checks, the categories and
+    severities (findings.py), the expression evaluator (simpleeval: which syntax nodes it
+    runs) and Python's own grammar (ast.parse)."""
     import sys
 
     import simpleeval
@@ -316,6 +317,30 @@ def _parse_yaml(text: str, name: str) -> Any:
         raise RuleError(f"{name}: invalid YAML: nested too deeply") from None
 
 
+def _checked_rules(text: str, name: str) -> list[dict]:
+    """The rules of a rule file's text, checked (RuleError otherwise), as JSON-shaped data
+    (`_rule_data`): what the cache keeps for a text these checks accepted."""
+    doc = rule_cache.parsed(text, lambda t: _parse_yaml(t, name), _yaml_flavour())
+    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+        raise RuleError(f"{name}:1: a rule file must be a mapping with a 'rules' list")
+    return [_rule_data(parse_rule(r, name)) for r in doc["rules"]]
+
+
+def _rule_data(rule: Rule) -> dict:
+    """A Rule as JSON gives it back (lists, not tuples), without its file: the cache is keyed
+    by the text, and the same text may sit in another file."""
+    import dataclasses
+    d = dataclasses.asdict(rule)
+    del d["file"]
+    d["symptoms"], d["explains"] = list(rule.symptoms), list(rule.explains)
+    return d
+
+
+def _rule_from_data(d: dict, name: str) -> Rule:
+    return Rule(**{**d, "symptoms": tuple(d["symptoms"]), "explains": tuple(d["explains"]),
+                   "fixes": [FixSpec(**f) for f in d["fixes"]], "file": name})
+
+
 def load_rule_file(path: Path) -> list[Rule]:
     from .safe_read import ReadError, read_regular_text
     name = str(path)
@@ -323,15 +348,9 @@ def load_rule_file(path: Path) -> list[Rule]:
         text = read_regular_text(path, MAX_RULE_FILE_BYTES, "rule file (YAML)")
     except ReadError as e:
         raise RuleError(f"cannot read rule file: {e}") from None
-    doc = rule_cache.parsed(text, lambda t: _parse_yaml(t, name), _yaml_flavour())
-    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
-        raise RuleError(f"{name}:1: a rule file must be a mapping with a 'rules' list")
-    flavour = _checker_flavour()
-    if rule_cache.accepted(text, flavour):      # this very text passed these very checks before
-        return [_build_rule(r, name) for r in doc["rules"]]
-    rules = [parse_rule(r, name) for r in doc["rules"]]
-    rule_cache.mark_accepted(text, flavour)
-    return rules
+    # a text these very checks accepted before comes back checked, without YAML or checks
+    data = rule_cache.parsed(text, lambda t: _checked_rules(t, name), _checker_flavour())
+    return [_rule_from_data(d, name) for d in data]
 
 
 class RuleSet:
