@@ -30,8 +30,6 @@ def test_each_method_compiles_on_its_own_first_call():
 
 
 def test_recognisers_patterns_are_compiled_later():
-    import dsdoctor.detect
-    import dsdoctor.sources.registry
     from dsdoctor.detect import families
     from dsdoctor.sources.formats import deepspeed
     assert isinstance(deepspeed._ATTEMPT, LazyPattern) and isinstance(families._SETTINGS_REFUSED, LazyPattern)
