@@ -1,36 +1,44 @@
 """The `dsdoctor` command line. Each subcommand lives in dsdoctor/commands/<name>.py and
-registers itself on the typer app; this module only assembles them."""
+registers itself on the typer app; this module only assembles them.
+
+The typer app (`cli.app`) is built when first needed: a plain `analyze` command line runs
+without importing typer at all (commands/fast_args.py, commands/params.py), which is most of
+the start-up of an `analyze` of a small log."""
 from __future__ import annotations
 
 import errno
+import functools
 import sys
-
-import typer
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
-                  help="Diagnose DeepSpeed training runs and print the ds_config fix.")
-
-
-@app.callback()
-def _group() -> None:
-    """A group even when only one subcommand is registered (see main)."""
-
+from typing import Any
 
 COMMANDS = ("analyze", "rules", "doctor", "estimate", "run", "demo", "lr_range")
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        from .version import __version__
-        print(f"dsdoctor {__version__}")
-        raise typer.Exit()
+@functools.lru_cache(maxsize=None)
+def _app() -> Any:
+    import typer
+
+    app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                      rich_markup_mode=None,
+                      help="Diagnose DeepSpeed training runs and print the ds_config fix.")
+
+    def _print_version(value: bool) -> None:
+        if value:
+            from .version import __version__
+            print(f"dsdoctor {__version__}")
+            raise typer.Exit()
+
+    @app.callback()
+    def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                            help="Print dsdoctor's version and exit.")) -> None:
+        """Diagnose DeepSpeed training runs and print the ds_config fix."""
+    return app
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                        help="Print dsdoctor's version and exit.")) -> None:
-    """Diagnose DeepSpeed training runs and print the ds_config fix."""
+def __getattr__(name: str) -> Any:
+    if name == "app":                  # `from dsdoctor.cli import app`: typer's app, built now
+        return _app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _register(only: str | None = None) -> None:
@@ -38,7 +46,7 @@ def _register(only: str | None = None) -> None:
     for name in COMMANDS:
         if only is None or name == only:
             mod = importlib.import_module(f"dsdoctor.commands.{name}")
-            mod.register(app)
+            mod.register(_app())
 
 
 def _subcommand(argv: list[str] | None) -> str | None:
@@ -57,10 +65,18 @@ def _click_exceptions():
     return exceptions
 
 
+def _click_utils():
+    try:
+        from typer._click import utils
+    except ImportError:
+        from click import utils
+    return utils
+
+
 def _direct(argv: list[str] | None):
-    """`analyze` with a plain command line, called without typer's parsing (see
-    commands/fast_args.py: ~90 ms of start-up), as a function returning the exit code as
-    typer's `app(...)` would; None: typer reads the line."""
+    """`analyze` with a plain command line, called without typer (see commands/fast_args.py:
+    importing typer and its parsing are most of a small run's start-up), as a function
+    returning the exit code as typer's `app(...)` would; None: typer reads the line."""
     import os
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] != "analyze" or any(k.endswith("_COMPLETE") for k in os.environ):
@@ -72,16 +88,15 @@ def _direct(argv: list[str] | None):
         return None
 
     def call() -> int:
-        # what typer's core._main does around a command in standalone_mode=False
+        # what typer's core._main does around a command in standalone_mode=False; the command
+        # ends with SystemExit (commands/common.py), which passes through as under typer
         try:
             command.analyze(**kwargs)
-        except EOFError as e:
+        except EOFError:
             print(file=sys.stderr)
-            raise typer.Abort() from e
+            _interrupted()
         except KeyboardInterrupt:
             return 130
-        except typer.Exit as e:
-            return e.exit_code
         except OSError as e:
             if e.errno != errno.EPIPE:
                 raise
@@ -92,21 +107,36 @@ def _direct(argv: list[str] | None):
     return call
 
 
-def _click_utils():
-    try:
-        from typer._click import utils
-    except ImportError:
-        from click import utils
-    return utils
+def _interrupted() -> None:
+    print("dsdoctor: interrupted", file=sys.stderr)
+    sys.exit(130)
+
+
+def _bad_rule_file(e: ValueError) -> None:
+    """A --rules expression the evaluator refuses only when a run reaches it (RuleError) is
+    the user's input: one line and exit 2, like every other bad input."""
+    from .rules import RuleError
+    if not isinstance(e, RuleError):
+        raise e
+    print(f"dsdoctor: error: bad rule file: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
-    cx = _click_exceptions()
     direct = _direct(argv)
-    if direct is None:
-        _register(_subcommand(argv))
+    if direct is not None:
+        try:
+            rv = direct()
+        except KeyboardInterrupt:
+            _interrupted()
+        except ValueError as e:
+            _bad_rule_file(e)
+        sys.exit(rv)
+    _register(_subcommand(argv))
+    import typer
+    cx = _click_exceptions()
     try:
-        rv = direct() if direct is not None else app(args=argv, prog_name="dsdoctor", standalone_mode=False)
+        rv = _app()(args=argv, prog_name="dsdoctor", standalone_mode=False)
     except cx.NoArgsIsHelpError as e:
         e.show()                       # `dsdoctor` alone: the help, as before
         sys.exit(e.exit_code)
@@ -121,17 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"dsdoctor: error: {' '.join(e.format_message().split())}", file=sys.stderr)
         sys.exit(e.exit_code)
     except typer.Abort:
-        print("dsdoctor: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except KeyboardInterrupt:
-        print("dsdoctor: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except ValueError as e:
-        # A --rules expression the evaluator refuses only when a run reaches it (RuleError)
-        # is the user's input: one line and exit 2, like every other bad input.
-        from .rules import RuleError
-        if not isinstance(e, RuleError):
-            raise
-        print(f"dsdoctor: error: bad rule file: {e}", file=sys.stderr)
-        sys.exit(2)
+        _bad_rule_file(e)
     sys.exit(rv if isinstance(rv, int) else 0)

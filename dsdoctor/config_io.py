@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -66,6 +65,7 @@ def create_output(out: str | Path, data: bytes | str, inputs: Iterable[str | Pat
     p = check_output(out, inputs, force)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if p.exists():                          # force, checked above
+        import tempfile          # only when writing (tempfile imports shutil, random: ~2 ms)
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=str(p.parent))
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -3,7 +3,6 @@ diff against the user's config and checked by DeepSpeed's own config parser."""
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 from typing import Any
 
@@ -88,6 +87,7 @@ def apply_patch(config: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
 
 
 def config_diff(before: dict[str, Any], after: dict[str, Any], name: str = "ds_config.json") -> str:
+    import difflib               # only with --config: not on every start-up
     a = json.dumps(before, indent=2, sort_keys=False).splitlines()
     b = json.dumps(after, indent=2, sort_keys=False).splitlines()
     return "\n".join(difflib.unified_diff(a, b, f"a/{name}", f"b/{name}", lineterm="", n=2))

@@ -5,6 +5,10 @@ libyaml) costs ~60 ms of each start-up, a fifth of an `analyze` of a small log. 
 file is stored as JSON under the hash of its text (and of the YAML library's version), so an
 edited file is parsed again and its errors reported as before. Only documents JSON gives back
 unchanged are stored (no dates, sets or non-string keys); any cache trouble just parses.
+
+The same store keeps the checked rules (rules.py: checking ~190 rules parses ~1000
+expressions with `ast`, another ~50 ms) under the hash of the text and of the checking code,
+so only new or edited files are checked again, and their errors reported as on a first load.
 """
 from __future__ import annotations
 
@@ -21,10 +25,14 @@ def folder() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdoctor" / "rules"
 
 
+def _key(text: str, flavour: str) -> str:
+    return hashlib.sha256(f"{FORMAT}\0{flavour}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 def parsed(text: str, parse: Callable[[str], Any], flavour: str = "") -> Any:
     """`parse(text)`, or the document cached for this exact text. `parse` raising (a bad
     file) is not cached and propagates."""
-    key = hashlib.sha256(f"{FORMAT}\0{flavour}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    key = _key(text, flavour)
     path = folder() / f"{key}.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -41,3 +49,4 @@ def parsed(text: str, parse: Callable[[str], Any], flavour: str = "") -> Any:
     except Exception:            # not JSON-shaped, read-only home, full disk: parse next time too
         pass
     return doc
+

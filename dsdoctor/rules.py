@@ -160,7 +160,8 @@ def _check_types(d: dict, file: str, line: int, rid: str) -> None:
             raise _fail(file, line, rid, f"'examples.{k}' must be a list of cases (mappings)")
 
 
-def parse_rule(d: Any, file: str) -> Rule:
+def _check_rule(d: Any, file: str) -> None:
+    """RuleError (file:line: rule id: problem) unless `d` is a well-formed rule."""
     if not isinstance(d, dict):
         raise _fail(file, 0, None, "each rule must be a mapping")
     line = d.get("__line__", 0)
@@ -198,7 +199,6 @@ def parse_rule(d: Any, file: str) -> Rule:
         raise _fail(file, m.get("__line__", line), rid, f"unknown match field(s): {', '.join(sorted(map(str, extra)))}")
     if not isinstance(d.get("fixes") or [], list):
         raise _fail(file, line, rid, "'fixes' must be a list")
-    fixes = []
     for fx in d.get("fixes") or []:
         fl = fx.get("__line__", line) if isinstance(fx, dict) else line
         if not isinstance(fx, dict) or "title" not in fx:
@@ -221,21 +221,34 @@ def parse_rule(d: Any, file: str) -> Rule:
         if env is not None and not all(isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
                                        for k, v in env.items() if k != "__line__"):
             raise _fail(file, fl, rid, "env must map variable names to text or numbers")
-        fixes.append(FixSpec(title=str(fx["title"]), when=fx.get("when"),
-                             config_patch=strip_lines(patch), env=strip_lines(env),
-                             advice=fx.get("advice")))
     ex = d.get("examples")
     if not isinstance(ex, dict) or not ex.get("match") or not ex.get("nomatch"):
         raise _fail(file, line, rid, "'examples' needs at least one 'match' and one 'nomatch' case")
     _check_types(d, file, line, rid)
-    return Rule(id=rid, category=d["category"], severity=d["severity"], title=str(d["title"]),
-                summary=str(d["summary"]), symptoms=tuple(syms), where=where,
+
+
+def _build_rule(d: dict, file: str) -> Rule:
+    """The Rule of a mapping _check_rule accepted."""
+    m = d["match"]
+    syms = m["symptom"] if isinstance(m["symptom"], list) else [m["symptom"]]
+    fixes = [FixSpec(title=str(fx["title"]), when=fx.get("when"),
+                     config_patch=strip_lines(fx.get("config_patch")), env=strip_lines(fx.get("env")),
+                     advice=fx.get("advice"))
+             for fx in d.get("fixes") or []]
+    return Rule(id=d["id"], category=d["category"], severity=d["severity"], title=str(d["title"]),
+                summary=str(d["summary"]), symptoms=tuple(syms), where=m.get("where"),
                 source=str(d["source"]), description=str(d.get("description", "")),
                 references=list(d.get("references") or []),
                 explains=tuple(d.get("explains") or ()),
                 falsepositives=list(d.get("falsepositives") or []), fixes=fixes,
-                examples=strip_lines(ex), priority=int(d.get("priority", 0)),
-                key=d.get("key"), fallback=bool(d.get("fallback", False)), file=file, line=line)
+                examples=strip_lines(d["examples"]), priority=int(d.get("priority", 0)),
+                key=d.get("key"), fallback=bool(d.get("fallback", False)), file=file,
+                line=d.get("__line__", 0))
+
+
+def parse_rule(d: Any, file: str) -> Rule:
+    _check_rule(d, file)
+    return _build_rule(d, file)
 
 
 MAX_RULE_FILE_BYTES = 4 << 20      # the shipped files are tens of KiB
@@ -253,10 +266,11 @@ def _refuse_aliases(text: str, name: str) -> None:
                             "are not allowed in rule files; write the value out")
 
 
+@functools.lru_cache(maxsize=None)
 def _yaml_flavour() -> str:
     """What a parse depends on besides the text: the installed PyYAML (its file's path and
     mtime change with each install, found without importing it) and this module (the loader
-    above)."""
+    above). Looked up once per process (find_spec walks sys.path)."""
     import importlib.util
     spec = importlib.util.find_spec("yaml")
     out = []
@@ -266,6 +280,26 @@ def _yaml_flavour() -> str:
         except OSError:
             out.append(f)
     return " ".join(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _checker_flavour() -> str:
+    """What the checked rules of a text depend on besides the text: the YAML parse and this
+    module (the checks, the Rule layout: _yaml_flavour), expr.py's checks, the categories and
+    severities (findings.py), the expression evaluator (simpleeval: which syntax nodes it
+    runs) and Python's own grammar (ast.parse)."""
+    import sys
+
+    import simpleeval
+
+    from . import expr, findings
+    out = [sys.version, _yaml_flavour()]
+    for f in (expr.__file__, findings.__file__, simpleeval.__file__):
+        try:
+            out.append(f"{f} {os.stat(f).st_mtime_ns}")
+        except OSError:
+            out.append(f)
+    return "check " + " ".join(out)
 
 
 def _parse_yaml(text: str, name: str) -> Any:
@@ -283,6 +317,30 @@ def _parse_yaml(text: str, name: str) -> Any:
         raise RuleError(f"{name}: invalid YAML: nested too deeply") from None
 
 
+def _checked_rules(text: str, name: str) -> list[dict]:
+    """The rules of a rule file's text, checked (RuleError otherwise), as JSON-shaped data
+    (`_rule_data`): what the cache keeps for a text these checks accepted."""
+    doc = rule_cache.parsed(text, lambda t: _parse_yaml(t, name), _yaml_flavour())
+    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+        raise RuleError(f"{name}:1: a rule file must be a mapping with a 'rules' list")
+    return [_rule_data(parse_rule(r, name)) for r in doc["rules"]]
+
+
+def _rule_data(rule: Rule) -> dict:
+    """A Rule as JSON gives it back (lists, not tuples), without its file: the cache is keyed
+    by the text, and the same text may sit in another file."""
+    import dataclasses
+    d = dataclasses.asdict(rule)
+    del d["file"]
+    d["symptoms"], d["explains"] = list(rule.symptoms), list(rule.explains)
+    return d
+
+
+def _rule_from_data(d: dict, name: str) -> Rule:
+    return Rule(**{**d, "symptoms": tuple(d["symptoms"]), "explains": tuple(d["explains"]),
+                   "fixes": [FixSpec(**f) for f in d["fixes"]], "file": name})
+
+
 def load_rule_file(path: Path) -> list[Rule]:
     from .safe_read import ReadError, read_regular_text
     name = str(path)
@@ -290,10 +348,9 @@ def load_rule_file(path: Path) -> list[Rule]:
         text = read_regular_text(path, MAX_RULE_FILE_BYTES, "rule file (YAML)")
     except ReadError as e:
         raise RuleError(f"cannot read rule file: {e}") from None
-    doc = rule_cache.parsed(text, lambda t: _parse_yaml(t, name), _yaml_flavour())
-    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
-        raise RuleError(f"{name}:1: a rule file must be a mapping with a 'rules' list")
-    return [parse_rule(r, name) for r in doc["rules"]]
+    # a text these very checks accepted before comes back checked, without YAML or checks
+    data = rule_cache.parsed(text, lambda t: _checked_rules(t, name), _checker_flavour())
+    return [_rule_from_data(d, name) for d in data]
 
 
 class RuleSet:

@@ -21,10 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:                                  # Python 3.10: the same parser, from PyPI
-    import tomli as tomllib
 
 FAIL_ON = ("info", "warning", "error", "never")
 _KEYS = {"select", "ignore", "rules-dir", "fail-on"}
@@ -43,7 +39,17 @@ class Settings:
     file: Path | None = None            # where they came from (None: defaults)
 
 
+def _toml() -> Any:
+    """The TOML parser, imported when a settings file is found (~2 ms of every start-up)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:                              # Python 3.10: the same parser, from PyPI
+        import tomli as tomllib
+    return tomllib
+
+
 def _table(path: Path) -> dict[str, Any] | None:
+    tomllib = _toml()
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as e:

@@ -13,6 +13,7 @@ import typer
 from dsdoctor import cli
 from dsdoctor.commands import analyze as command
 from dsdoctor.commands.fast_args import parse
+from dsdoctor.commands.params import for_typer
 
 
 def _typer_kwargs(args: list[str]):
@@ -24,7 +25,7 @@ def _typer_kwargs(args: list[str]):
         seen.update(kw)
 
     app = typer.Typer()
-    app.command("analyze")(capture)
+    app.command("analyze")(for_typer(capture))       # as commands/analyze.py registers it
 
     @app.callback()
     def _group() -> None:

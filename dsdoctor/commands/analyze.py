@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator, List, Optional
-
-import typer
+from typing import TYPE_CHECKING, Iterator, List, Optional
 
 from ..api import AnalyzeError, diagnose_inputs, plain_events, usable_inputs
 from ..config_io import ConfigError, check_output, load_config, write_config
@@ -15,6 +13,10 @@ from ..sources.inputs import Input
 from ..sources.logs import read_log
 from . import ci_options as ci
 from .common import fail
+from .params import Argument, Option, for_typer
+
+if TYPE_CHECKING:
+    import typer
 
 
 def _events_with_progress(inputs: list[Input], warnings: list[str], sample: bool = True) -> Iterator:
@@ -35,18 +37,18 @@ def _events_with_progress(inputs: list[Input], warnings: list[str], sample: bool
 
 
 def analyze(
-    paths: List[str] = typer.Argument(..., help="Log files, folders (one log per rank), .gz, '-' for stdin, or dsdoctor run folders."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="The run's ds_config.json: fixes are computed against its values."),
-    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
-    write_config_to: Optional[Path] = typer.Option(None, "--write-config", help="Write the config with the findings' fixes applied (the first fix of each root cause) to this new file."),
-    world_size: Optional[int] = typer.Option(None, "--world-size", min=1, max=1 << 20, help="Number of ranks, if the log does not say."),
-    all_lines: bool = typer.Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
-    rules_dir: Optional[Path] = typer.Option(None, "--rules", help="Replace the built-in rules with the rules of this folder."),
+    paths: List[str] = Argument(..., help="Log files, folders (one log per rank), .gz, '-' for stdin, or dsdoctor run folders."),
+    config: Optional[Path] = Option(None, "--config", "-c", help="The run's ds_config.json: fixes are computed against its values."),
+    as_json: bool = Option(False, "--json", help="Print exactly one JSON document (schema dsdoctor.report/1)."),
+    write_config_to: Optional[Path] = Option(None, "--write-config", help="Write the config with the findings' fixes applied (the first fix of each root cause) to this new file."),
+    world_size: Optional[int] = Option(None, "--world-size", min=1, max=1 << 20, help="Number of ranks, if the log does not say."),
+    all_lines: bool = Option(False, "--all-lines", help="Parse every metric line (default: steady per-step metric lines are sampled once a baseline exists; anything unusual is always parsed)."),
+    rules_dir: Optional[Path] = Option(None, "--rules", help="Replace the built-in rules with the rules of this folder."),
     fmt: Optional[str] = ci.format_option(), fail_on: Optional[str] = ci.fail_on_option(),
     select: Optional[List[str]] = ci.select_option(), ignore: Optional[List[str]] = ci.ignore_option(),
     rules_dirs: Optional[List[Path]] = ci.rules_dir_option(),
-    html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML report (findings and plots) to this file."),
-    force: bool = typer.Option(False, "--force", help="Let --write-config replace an existing file (never the input itself)."),
+    html_out: Optional[Path] = Option(None, "--html", help="Also write a self-contained HTML report (findings and plots) to this file."),
+    force: bool = Option(False, "--force", help="Let --write-config replace an existing file (never the input itself)."),
 ) -> None:
     """Diagnose a finished (or crashed) run from what it left behind."""
     fmt = ci.output_format(fmt, as_json)
@@ -115,8 +117,8 @@ def analyze(
     else:
         print_report(findings, title=f"dsdoctor analyze · {report.events_seen} events from {len(inputs)} input(s)",
                      notes=[n for n in notes if n not in warnings])
-    raise typer.Exit(exit_code(findings, fail_on))
+    raise SystemExit(exit_code(findings, fail_on))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("analyze")(analyze)
+    app.command("analyze")(for_typer(analyze))

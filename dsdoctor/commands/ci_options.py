@@ -1,16 +1,16 @@
 """Options shared by analyze, doctor and rules for CI: --format, --fail-on, --select, --ignore,
---rules-dir, merged with the project's settings file (dsdoctor/settings.py)."""
+--rules-dir, merged with the project's settings file (dsdoctor/settings.py). Declared with
+commands/params.py (no typer import): `analyze` reads plain command lines without typer."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, List, Optional
 
-import typer
-
 from ..output import FORMATS
 from ..report import FAIL_ON
 from ..rules import RuleError, RuleSet
 from .common import fail
+from .params import Option
 
 FORMAT_HELP = "Output: text (default), json (one JSON document, schema dsdoctor.report/1), sarif (SARIF 2.1.0), github (GitHub Actions annotations)."
 FAIL_ON_HELP = ("Exit 1 when a finding is at least this severe: info | warning (default) | error | never. "
@@ -22,27 +22,27 @@ REPLACE_HELP = "Replace the built-in rules with the rules of this folder."
 
 
 def format_option() -> Any:
-    return typer.Option(None, "--format", "-f", help=FORMAT_HELP, metavar="text|json|sarif|github")
+    return Option(None, "--format", "-f", help=FORMAT_HELP, metavar="text|json|sarif|github")
 
 
 def fail_on_option() -> Any:
-    return typer.Option(None, "--fail-on", help=FAIL_ON_HELP, metavar="info|warning|error|never")
+    return Option(None, "--fail-on", help=FAIL_ON_HELP, metavar="info|warning|error|never")
 
 
 def select_option() -> Any:
-    return typer.Option(None, "--select", help=SELECT_HELP, metavar="RULE")
+    return Option(None, "--select", help=SELECT_HELP, metavar="RULE")
 
 
 def ignore_option() -> Any:
-    return typer.Option(None, "--ignore", help=IGNORE_HELP, metavar="RULE")
+    return Option(None, "--ignore", help=IGNORE_HELP, metavar="RULE")
 
 
 def rules_dir_option() -> Any:
-    return typer.Option(None, "--rules-dir", help=RULES_DIR_HELP, metavar="DIR")
+    return Option(None, "--rules-dir", help=RULES_DIR_HELP, metavar="DIR")
 
 
 def replace_option() -> Any:
-    return typer.Option(None, "--rules", help=REPLACE_HELP, metavar="DIR")
+    return Option(None, "--rules", help=REPLACE_HELP, metavar="DIR")
 
 
 def output_format(fmt: Optional[str], as_json: bool) -> str:

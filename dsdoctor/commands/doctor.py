@@ -18,6 +18,7 @@ from ..fixes import config_diff, fixed_config, validate_with_deepspeed
 from ..report import exit_code, print_json, print_report
 from . import ci_options as ci
 from .common import fail
+from .params import for_typer
 
 
 def doctor(
@@ -128,4 +129,4 @@ def _fixed_name(source: Path) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("doctor")(doctor)
+    app.command("doctor")(for_typer(doctor))     # its CI options are commands/params.py's

@@ -1,18 +1,19 @@
 """A command's options read without typer's parsing, for plain command lines.
 
-typer (>= 0.26) checks every parameter with a pydantic TypeAdapter: importing pydantic and
-building the adapters costs ~90 ms of each start-up, a third of an `analyze` of a small log
-and more than grep needs for 64 MB. The command's own signature (its typer.Option/Argument
-defaults and annotations) says everything a plain command line needs, so such a line is read
-here, with click's rules (long options with a value as `--opt V` or `--opt=V`, short ones as
-`-o V`, options anywhere among the arguments, `--` ends the options, the last of a repeated
-single option wins), and the command function is called directly.
+Importing typer costs ~40 ms and its parsing (typer >= 0.26 checks every parameter with a
+pydantic TypeAdapter) ~90 ms more: most of an `analyze` of a small log, and more than grep
+needs for 64 MB. The command's own signature (its commands/params.py Option/Argument
+defaults and annotations) says everything a plain command line needs, so such a line is
+read here, with click's rules (long options with a value as `--opt V` or `--opt=V`, short
+ones as `-o V`, options anywhere among the arguments, `--` ends the options, the last of a
+repeated single option wins), and the command function is called directly, typer unloaded.
 
 Anything else returns None and typer reads the line as before: --help, an unknown or
 abbreviated option, a missing or dash-led value, a number out of range or not plainly
-written, a parameter with a callback, envvar, parser, path checks or any other typer setting
-this reader does not implement. So help texts, error messages and exit codes are typer's
-own; tests/test_fast_args.py checks both readers give the command the same values.
+written, a parameter declared with typer.Option/Argument (a callback, envvar, parser, path
+checks or any other typer setting this reader does not implement). So help texts, error
+messages and exit codes are typer's own; tests/test_fast_args.py checks both readers give
+the command the same values.
 """
 from __future__ import annotations
 
@@ -21,9 +22,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-# typer settings that only label the help or bound a number (bounds are checked here)
-_COSMETIC = {"param_decls", "default", "help", "metavar", "show_default", "show_choices", "show_envvar",
-             "hidden", "rich_help_panel", "min", "max"}
+from .params import Param, defaults
+
 _INT = re.compile(r"[1-9][0-9]{0,9}|0")
 
 
@@ -41,51 +41,35 @@ def _kind(hint: Any) -> tuple[str, type] | None:
 
 
 def _spec(fn: Callable) -> tuple[dict[str, tuple], tuple | None, dict[str, Any]] | None:
-    """(option name -> (parameter, kind, type, info), the argument's (parameter, kind, type),
-    the defaults) from `fn`'s signature, or None when a parameter needs typer."""
-    import inspect
-
-    from typer.models import ArgumentInfo, OptionInfo
+    """(option name -> (parameter, kind, type, param), the argument's (parameter, kind, type),
+    the defaults) from `fn`'s signature, or None when a parameter needs typer (one declared
+    with typer.Option/Argument rather than commands/params.py)."""
     try:
         hints = typing.get_type_hints(fn)
-        params = inspect.signature(fn).parameters
+        params = defaults(fn)
     except Exception:
         return None
     options: dict[str, tuple] = {}
     argument = None
-    defaults: dict[str, Any] = {}
-    for name, p in params.items():
-        info = p.default
+    values: dict[str, Any] = {}
+    for name, info in params.items():
         kind = _kind(hints.get(name))
-        if kind is None or not isinstance(info, (OptionInfo, ArgumentInfo)):
+        if kind is None or not isinstance(info, Param):
             return None
-        plain = (typer_option if isinstance(info, OptionInfo) else typer_argument)(info.default)
-        if any(v != getattr(plain, k, None) for k, v in vars(info).items() if k not in _COSMETIC):
-            return None
-        if isinstance(info, ArgumentInfo):
+        if info.argument:
             if argument is not None or kind[0] != "many" or info.default is not ...:
                 return None
             argument = (name, *kind)
             continue
-        decls = info.param_decls or ()
+        decls = info.decls
         if not decls or any("/" in d or not d.startswith("-") for d in decls):
             return None
         if kind[0] == "flag" and info.default is not False:
             return None
         for d in decls:
             options[d] = (name, *kind, info)
-        defaults[name] = info.default
-    return options, argument, defaults
-
-
-def typer_option(default: Any) -> Any:
-    import typer
-    return typer.Option(default)
-
-
-def typer_argument(default: Any) -> Any:
-    import typer
-    return typer.Argument(default)
+        values[name] = info.default
+    return options, argument, values
 
 
 def _value(opt: str, raw: str, typ: type, info: Any) -> Any:

@@ -12,6 +12,7 @@ from rich.text import Text
 from ..rules import Rule, RuleSet
 from . import ci_options as ci
 from .common import fail
+from .params import for_typer
 
 
 RULES_SCHEMA = "dsdoctor.rules/1"
@@ -76,4 +77,4 @@ def _find(rs: RuleSet, rule_id: str) -> Rule:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("rules")(rules)
+    app.command("rules")(for_typer(rules))     # its CI options are commands/params.py's

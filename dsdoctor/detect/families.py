@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..lazy_regex import compile_later
+
 
 @dataclass(frozen=True)
 class Family:
@@ -197,7 +199,7 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
 # NotImplementedError that names DeepSpeed or ZeRO ('DeepSpeed Zero-3 is not compatible with
 # `low_cpu_mem_usage=True`', 'ZeRO inference only makes sense with ZeRO Stage 3', 'Please specify
 # the ZeRO optimization config in the DeepSpeed config.')
-_SETTINGS_REFUSED = re.compile(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
+_SETTINGS_REFUSED = compile_later(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
 
 
 # torch's checks that fail on a ZeRO-3 parameter read outside the engine's forward, where DeepSpeed
@@ -205,7 +207,7 @@ _SETTINGS_REFUSED = re.compile(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
 # "'weight' must be 2-D", aten addmv "size mismatch, got input (N), mat (AxB), vec (0)", and the
 # broadcasting check "The size of tensor a (0) must match the size of tensor b (N)" (seen on a real
 # ZeRO-3 run here with stage3_param_persistence_threshold 0).
-_ZERO3_EMPTY = re.compile(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match")
+_ZERO3_EMPTY = compile_later(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match")
 
 
 def _config_shaped(name: str) -> bool:

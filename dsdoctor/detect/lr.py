@@ -24,11 +24,11 @@ Memory is bounded: counters and short windows only.
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections import deque
 from typing import Iterable
 
+from ..lazy_regex import compile_later
 from ..events import Event
 from ..findings import Symptom
 from .base import Detector, symptom_from
@@ -47,8 +47,8 @@ FAR = 10.0                # a finite loss this many times its best ...
 FAR_ABOVE = 1.0           # ... and at least this much above it (a loss near 0 may wander by x10) ...
 FAR_RUN = 5               # ... for this many observations in a row, still rising: diverged without a NaN
 
-_EVAL_NAME = re.compile(r"(?i)(?:eval|val|valid|validation|test)\b|(?:eval|val|valid|validation|test)[_/ ]")
-_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
+_EVAL_NAME = compile_later(r"(?i)(?:eval|val|valid|validation|test)\b|(?:eval|val|valid|validation|test)[_/ ]")
+_UNEXPECTED = compile_later(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
 def first_float(v) -> float | None:

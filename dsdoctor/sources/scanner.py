@@ -53,8 +53,9 @@ class Matcher:
         # continuation-only literals are not searched for in the block (see `on`); `follow[i]`
         # lists the (id, literal) of those that may continue a line holding literal i
         only = [n in CONTINUES and n not in TRIGGERS for n in self.names]
+        conts = [(j, m) for j, m in enumerate(self.names) if only[j]]      # a dozen: not n x n
         self.follow: list[Follow | None] = [
-            self.follow_of(tuple((j, literals[j]) for j, m in enumerate(self.names) if only[j] and n in CONTINUES[m]))
+            self.follow_of(tuple((j, literals[j]) for j, m in conts if n in CONTINUES[m]))
             for n in self.names]
         scanned = [i for i in range(len(literals)) if not only[i]]
         self._scanned = scanned

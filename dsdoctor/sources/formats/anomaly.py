@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import math
-import re
 
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
-_FN = re.compile(r"Function '(\w+)' returned (nan|inf) values in its (\d+)\w* output")
+_FN = compile_later(r"Function '(\w+)' returned (nan|inf) values in its (\d+)\w* output")
 
 
 @on("' returned nan values in its ", "' returned inf values in its ")

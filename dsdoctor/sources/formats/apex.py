@@ -8,13 +8,12 @@ floor unless min_loss_scale is given, so a collapse runs towards 0.
 """
 from __future__ import annotations
 
-import re
-
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 from .deepspeed import NUM, num, scale
 
-_APEX = re.compile(r"Gradient overflow\.\s+Skipping step, loss scaler \d+ reducing loss scale to (" + NUM + ")")
+_APEX = compile_later(r"Gradient overflow\.\s+Skipping step, loss scaler \d+ reducing loss scale to (" + NUM + ")")
 
 
 @on("Skipping step, loss scaler ")

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import re
 
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
 # "[config.py:678:print]   zero_optimization_stage ...... 2"
-_ARG = re.compile(r":print\]\s{3}(\w+) \.*\s*(.*)$")
+_ARG = compile_later(r":print\]\s{3}(\w+) \.*\s*(.*)$")
 _INT_ARGS = {"train_batch_size": "train_batch", "train_micro_batch_size_per_gpu": "micro_batch",
              "gradient_accumulation_steps": "gas", "world_size": "world_size",
              "zero_optimization_stage": "zero_stage"}
-_KV = re.compile(r"(\w+)=([^\s()]+)")
+_KV = compile_later(r"(\w+)=([^\s()]+)")
 
 
 def _num(v: str):
@@ -70,7 +71,7 @@ def engine_config(line: Line, st: StreamState):
     return line.event("context", **facts) if facts else None
 
 
-_VERSION = re.compile(r"DeepSpeed info: version=([\w.+-]+)")
+_VERSION = compile_later(r"DeepSpeed info: version=([\w.+-]+)")
 
 
 @on("DeepSpeed info: version=")

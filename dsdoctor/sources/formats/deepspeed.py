@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 
@@ -58,8 +59,8 @@ def nested(dotted: str, value) -> dict:
 
 
 # ---------------------------------------------------------------- fp16 / bf16 loss scaler
-_ATTEMPT = re.compile(r"Attempted loss scale: (" + NUM + r"), reducing to (" + NUM + r")")
-_HYST = re.compile(r"Attempted loss scale: (" + NUM + r"), but hysteresis is (\d+)\. Reducing hysteresis to (\d+)")
+_ATTEMPT = compile_later(r"Attempted loss scale: (" + NUM + r"), reducing to (" + NUM + r")")
+_HYST = compile_later(r"Attempted loss scale: (" + NUM + r"), but hysteresis is (\d+)\. Reducing hysteresis to (\d+)")
 
 
 @on("OVERFLOW!", "loss scale overflow!")
@@ -83,10 +84,10 @@ def overflow(line: Line, st: StreamState):
 
 # ZeRO-0 fp16 (FP16_Optimizer / FP16_UnfusedOptimizer): the iteration and the new scale
 # come on two lines; no hysteresis, no exception at the floor ('from 1 to 1' forever).
-_GRAD_OVF = re.compile(r"Grad overflow on iteration:? (\d+)")
-_REDUCE = re.compile(r"Reducing dynamic loss scale from (" + NUM + r") to (" + NUM + r")")
-_INCREASE = re.compile(r"Increasing dynamic loss scale from (" + NUM + r") to (" + NUM + r")")
-_STATIC = re.compile(r"Using static loss scale of:? (" + NUM + r")")
+_GRAD_OVF = compile_later(r"Grad overflow on iteration:? (\d+)")
+_REDUCE = compile_later(r"Reducing dynamic loss scale from (" + NUM + r") to (" + NUM + r")")
+_INCREASE = compile_later(r"Increasing dynamic loss scale from (" + NUM + r") to (" + NUM + r")")
+_STATIC = compile_later(r"Using static loss scale of:? (" + NUM + r")")
 
 
 @on("Grad overflow on iteration")
@@ -132,7 +133,7 @@ def static_scale(line: Line, st: StreamState):
 # deepspeed/runtime/zero/stage3.py: DeepSpeedZeroOptimizer_Stage3._post_step callers (step):
 # logger.warning("%d pytorch allocator cache flushes since last step. this happens when there is
 # high memory pressure ...") on rank 0, whenever memory_stats()["num_alloc_retries"] grew.
-_ALLOC_FLUSHES = re.compile(r"(\d+) pytorch allocator cache flushes since last step")
+_ALLOC_FLUSHES = compile_later(r"(\d+) pytorch allocator cache flushes since last step")
 
 
 @on("pytorch allocator cache flushes since last step")
@@ -149,7 +150,7 @@ def at_minimum(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- progress and throughput
-_PROGRESS = re.compile(r"\bstep=(\d+), skipped=(\d+), lr=(\[[^\]]*\]|\S+)")
+_PROGRESS = compile_later(r"\bstep=(\d+), skipped=(\d+), lr=(\[[^\]]*\]|\S+)")
 
 
 @on(", skipped=")
@@ -166,9 +167,9 @@ def progress(line: Line, st: StreamState):
     return out
 
 
-_GLOBAL_STEP = re.compile(r"global_step=(\d+)")
-_CURR_SPS = re.compile(r"CurrSamplesPerSec=(" + NUM + ")")
-_SPS = re.compile(r"(?<![A-Za-z])SamplesPerSec=(" + NUM + ")")
+_GLOBAL_STEP = compile_later(r"global_step=(\d+)")
+_CURR_SPS = compile_later(r"CurrSamplesPerSec=(" + NUM + ")")
+_SPS = compile_later(r"(?<![A-Za-z])SamplesPerSec=(" + NUM + ")")
 
 
 @on("SamplesPerSec=")
@@ -189,7 +190,7 @@ def samples_per_sec(line: Line, st: StreamState):
 # '[Rank 0] time (ms) | fwd_microstep: 2.96 | bwd_microstep: 17.78 | ...' (v0.10.1+) and
 # 'rank=0 time (ms) | forward_microstep: 2.96 | ...' (v0.3-v0.10.0); Megatron's own timer lines
 # ('time (ms) | forward-compute: ...') have the same shape.
-_TIMER = re.compile(r"([A-Za-z_][\w\- ]*?): (" + NUM + ")")
+_TIMER = compile_later(r"([A-Za-z_][\w\- ]*?): (" + NUM + ")")
 
 
 @on("time (ms) |")
@@ -210,7 +211,7 @@ def timers(line: Line, st: StreamState):
 
 
 # PipelineEngine: 'steps: 12 loss: 2.3456 iter time (s): 1.234 samples/sec: 51.9'
-_PIPE = re.compile(r"steps: (\d+) loss: (" + NUM + r") .*?iter time \(s\): (" + NUM + r") samples/sec: (" + NUM + ")")
+_PIPE = compile_later(r"steps: (\d+) loss: (" + NUM + r") .*?iter time \(s\): (" + NUM + r") samples/sec: (" + NUM + ")")
 
 
 @on("iter time (s):")
@@ -228,7 +229,7 @@ def pipeline_progress(line: Line, st: StreamState):
 
 # A script's own 'loss: nan' (print(f"loss: {loss}")): only non-finite values, which cannot be
 # mistaken for something else; Megatron/pipeline/HF lines have their own recognisers.
-_LOOSE_LOSS = re.compile(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b|"
+_LOOSE_LOSS = compile_later(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b|"
                          # no separator ('| loss nan |', 'with loss nan'): only where a value ends
                          r"\b(\w*loss)\s+(-?(?:nan|inf))(?=\s*(?:$|[|,;)\]}]|-\s))", re.I)
 
@@ -254,7 +255,7 @@ def loose_loss(line: Line, st: StreamState):
                       value=num(value), name=name)
 
 
-_VERSION = re.compile(r"DeepSpeed info: version=([\w.+-]+)")
+_VERSION = compile_later(r"DeepSpeed info: version=([\w.+-]+)")
 
 
 @on("DeepSpeed info: version=")
@@ -266,7 +267,7 @@ def version(line: Line, st: StreamState):
 # 'Creating torch.bfloat16 ZeRO stage 2 optimizer' (also 'fp16'/'bf16' spellings),
 # 'Creating fp16 optimizer with dynamic loss scale' (ZeRO-0), 'Creating BF16 optimizer'
 # (engine.py:2578-2746, INFO): the dtype and stage rules need when no --config is given.
-_CREATING = re.compile(r"Creating (?:torch\.)?(\w+) ZeRO stage (\d) optimizer")
+_CREATING = compile_later(r"Creating (?:torch\.)?(\w+) ZeRO stage (\d) optimizer")
 _DTYPES = {"float16": "fp16", "fp16": "fp16", "half": "fp16", "bfloat16": "bf16", "bf16": "bf16",
            "float32": "fp32", "float": "fp32", "fp32": "fp32"}
 
@@ -285,7 +286,7 @@ def creating_optimizer(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- runtime config errors
-_BATCH = re.compile(r"world_size\s*(\d+) != (\d+) \* (\d+) \* (\d+)")
+_BATCH = compile_later(r"world_size\s*(\d+) != (\d+) \* (\d+) \* (\d+)")
 
 
 @on("train_batch_size is not equal to micro_batch_per_gpu")
@@ -301,7 +302,7 @@ def batch_assertion(line: Line, st: StreamState):
                        train_batch_size=tb, micro_batch=mb, gas=gas, world_size=ws)]
 
 
-_GT0 = re.compile(r"(Train batch size|Micro batch size per gpu|Gradient accumulation steps): (-?\d+) has to be greater than 0")
+_GT0 = compile_later(r"(Train batch size|Micro batch size per gpu|Gradient accumulation steps): (-?\d+) has to be greater than 0")
 _GT0_KEYS = {"Train batch size": "train_batch_size", "Micro batch size per gpu": "train_micro_batch_size_per_gpu",
              "Gradient accumulation steps": "gradient_accumulation_steps"}
 
@@ -344,7 +345,7 @@ def batch_str(line: Line, st: StreamState):
 
 # runtime/config.py: DeepSpeedConfig.__init__ (and accelerate utils/deepspeed.py: HfDeepSpeedConfig)
 # when the config argument is neither a dict nor an existing file nor base64
-_CFG_PATH = re.compile(r"Expected a string path to an existing deepspeed config.*?Received: (.+)$")
+_CFG_PATH = compile_later(r"Expected a string path to an existing deepspeed config.*?Received: (.+)$")
 
 
 @on("Expected a string path to an existing deepspeed config")
@@ -359,7 +360,7 @@ def config_path(line: Line, st: StreamState):
 
 # runtime/engine.py: DeepSpeedEngine._configure_zero_optimizer - ZeRO 1/2 partition optimizer
 # states, so deepspeed.initialize needs an optimizer (from the ds_config or the client)
-_ZERO_OPT = re.compile(r"zero stage (\d) requires an optimizer")
+_ZERO_OPT = compile_later(r"zero stage (\d) requires an optimizer")
 
 
 @on("requires an optimizer")
@@ -390,7 +391,7 @@ def config_base64_error(line: Line, st: StreamState):
 
 
 # runtime/config_utils.py: dict_raise_error_on_duplicate_keys (the JSON has the same key twice)
-_DUP = re.compile(r"Duplicate keys in DeepSpeed config: \[([^\]]*)\]")
+_DUP = compile_later(r"Duplicate keys in DeepSpeed config: \[([^\]]*)\]")
 
 
 @on("Duplicate keys in DeepSpeed config: ")
@@ -410,8 +411,8 @@ _SECTIONS = {"DeepSpeedZeroConfig": "zero_optimization", "DeepSpeedFP16Config": 
              "DeepSpeedMonitorConfig": "", "DeepSpeedZeroOffloadParamConfig": "zero_optimization.offload_param",
              "DeepSpeedZeroOffloadOptimizerConfig": "zero_optimization.offload_optimizer",
              "DeepSpeedConfigModel": ""}
-_VAL_HEAD = re.compile(r"(\d+) validation errors? for (\w+)")
-_FIELD = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*$")
+_VAL_HEAD = compile_later(r"(\d+) validation errors? for (\w+)")
+_FIELD = compile_later(r"^\s*([A-Za-z_][\w.]*)\s*$")
 
 
 @on("validation error for", "validation errors for")
@@ -498,7 +499,7 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
     return line.event("config_error", **data)
 
 
-_UNEXPECTED = re.compile(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'|"
+_UNEXPECTED = compile_later(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'|"
                          r"__init__\(\) got an unexpected keyword argument '(\w+)'")
 _SCHEDULERS = {"LRRangeTest", "OneCycle", "WarmupLR", "WarmupDecayLR", "WarmupCosineLR"}
 
@@ -531,7 +532,7 @@ def unexpected_kwarg(line: Line, st: StreamState):
                       patch=patch)
 
 
-_BAD_SCHED = re.compile(r"DeepSpeed does not recognize LR scheduler (\w+)")
+_BAD_SCHED = compile_later(r"DeepSpeed does not recognize LR scheduler (\w+)")
 
 
 @on("DeepSpeed does not recognize LR scheduler")
@@ -541,7 +542,7 @@ def bad_scheduler(line: Line, st: StreamState):
                       value=m.group(1) if m else None, message=line.text[-300:])
 
 
-_BAD_OPT = re.compile(r"(\w+) is not a supported DeepSpeed Optimizer")
+_BAD_OPT = compile_later(r"(\w+) is not a supported DeepSpeed Optimizer")
 
 
 @on("is not a supported DeepSpeed Optimizer")
@@ -569,7 +570,7 @@ def max_grad_norm(line: Line, st: StreamState):
 # runtime/engine.py: DeepSpeedEngine._configure_optimizer raises ZeRORuntimeException when ZeRO-Offload
 # (offload_optimizer.device cpu/nvme) gets a client optimizer that is not DeepSpeedCPUAdam/DeepSpeedCPULion
 # and zero_force_ds_cpu_optimizer is true (its default, runtime/constants.py).
-_CLIENT_OPT = re.compile(r"client provided optimizer \(<class '([\w.]+)")
+_CLIENT_OPT = compile_later(r"client provided optimizer \(<class '([\w.]+)")
 
 
 @on("You are using ZeRO-Offload with a client provided optimizer")
@@ -587,7 +588,7 @@ def client_optimizer_offload(line: Line, st: StreamState):
 # 'The checkpoint being loaded used a DP world size of {saved} but the current world size is
 # {now}. Automatic adjustment of ZeRO's optimizer state partitioning with a new world size is
 # not currently supported.'
-_CKPT_DP = re.compile(r"used a DP world size of (\d+) but the current world size is (\d+)")
+_CKPT_DP = compile_later(r"used a DP world size of (\d+) but the current world size is (\d+)")
 
 
 @on("The checkpoint being loaded used a DP world size of")
@@ -601,10 +602,10 @@ def checkpoint_world_size(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- op build / environment
-_JIT = re.compile(r"Unable to JIT load the (\w+) op due to (.*)")
-_BUILD = re.compile(r"Error building extension '(\w+)'")
-_GLIBCXX = re.compile(r"(GLIBCXX_[\d.]+|CXXABI_[\d.]+)' not found")
-_CUDA_MISMATCH = re.compile(r"Installed CUDA version ([\d.]+) does not match the version torch was compiled with ([\d.]+)")
+_JIT = compile_later(r"Unable to JIT load the (\w+) op due to (.*)")
+_BUILD = compile_later(r"Error building extension '(\w+)'")
+_GLIBCXX = compile_later(r"(GLIBCXX_[\d.]+|CXXABI_[\d.]+)' not found")
+_CUDA_MISMATCH = compile_later(r"Installed CUDA version ([\d.]+) does not match the version torch was compiled with ([\d.]+)")
 
 
 def _env(line: Line, st: StreamState, error: str, op: str | None = None, **data):
@@ -657,8 +658,8 @@ def cuda_mismatch(line: Line, st: StreamState):
 # The compiler's own error in an op build's ninja output (gcc/nvcc: 'fatal error: {file}: No such
 # file or directory'; clang: "fatal error: '{file}' file not found"): a development header the
 # build needs is not installed (CUDA toolkit headers, Python.h).
-_HEADER = re.compile(r"fatal error: '?([\w./+-]+\.(?:h|hpp|cuh))'?(?:: No such file or directory| file not found)")
-_CUDA_HEADER = re.compile(r"^(?:cuda|cub|cublas|cufft|curand|cusparse|cusolver|nv|thrust/|cutlass/)", re.I)
+_HEADER = compile_later(r"fatal error: '?([\w./+-]+\.(?:h|hpp|cuh))'?(?:: No such file or directory| file not found)")
+_CUDA_HEADER = compile_later(r"^(?:cuda|cub|cublas|cufft|curand|cusparse|cusolver|nv|thrust/|cutlass/)", re.I)
 
 
 @on("fatal error: ")
@@ -689,7 +690,7 @@ def ninja_missing(line: Line, st: StreamState):
 # 'SamplesPerSec=' is there twice since v0.7 (RunningAvg..., Curr...). Lines of the older
 # layouts ('{epoch}/{step}, SamplesPerSec=' and v0.7's '{epoch}/{step}, RunningAvg...') are
 # never steady: all of them are read (deepspeed/utils/timer.py: ThroughputTimer.stop).
-_OLD_THROUGHPUT = re.compile(rb"[0-9]/[0-9]+, (?:RunningAvg)?SamplesPerSec=")
+_OLD_THROUGHPUT = compile_later(rb"[0-9]/[0-9]+, (?:RunningAvg)?SamplesPerSec=")
 
 
 def _current_throughput_line(raw: bytes) -> bool:

@@ -11,13 +11,12 @@ run's (except its 'Run X errored: ...', which quotes the run's exception).
 """
 from __future__ import annotations
 
-import re
-
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
 # the level marker near the start of the (decoration-free) line
-_LEVEL = re.compile(r"^.{0,40}?(?:\[(ERROR|FATAL|CRITICAL)\]|\b(ERROR|FATAL|CRITICAL)(?::[\w.]*:|:|\s{1,8}(?=\S)|$))")
+_LEVEL = compile_later(r"^.{0,40}?(?:\[(ERROR|FATAL|CRITICAL)\]|\b(ERROR|FATAL|CRITICAL)(?::[\w.]*:|:|\s{1,8}(?=\S)|$))")
 _NOT_THE_RUN = ("wandb: ", "wandb:ERROR", "tensorboard", "comet_ml", "mlflow")
 
 

@@ -11,14 +11,13 @@ to 1e-4, so fairseq scales live far below DeepSpeed's (which start at 2^16 with 
 """
 from __future__ import annotations
 
-import re
-
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 from .deepspeed import NUM, num, scale
 
-_SET = re.compile(r"overflow detected, setting loss scale to: (" + NUM + ")")
-_MIN = re.compile(r"Minimum loss scale reached \((" + NUM + r")\)")
+_SET = compile_later(r"overflow detected, setting loss scale to: (" + NUM + ")")
+_MIN = compile_later(r"Minimum loss scale reached \((" + NUM + r")\)")
 FAIRSEQ_MIN_LOSS_SCALE = 1e-4        # fairseq/dataclass/configs.py: CommonConfig.min_loss_scale
 SCALE_FACTOR = 2.0                   # fairseq/optim/dynamic_loss_scaler.py: DynamicLossScaler(scale_factor=2.0)
 

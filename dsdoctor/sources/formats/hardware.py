@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
@@ -35,7 +36,7 @@ XID: dict[int, tuple[str, str]] = {
 # codes that say the GPU itself is unhealthy (the rest are mostly software faults)
 HARDWARE_XIDS = frozenset({48, 63, 64, 74, 79, 92, 94, 95, 119, 120})
 
-_XID = re.compile(r"\b(S?)Xid \(PCI:([0-9a-fA-F:.]+)(?: GPU-I:\d+)?(?: GPU-CI:\d+)?\): (\d+),\s*(.*)$")
+_XID = compile_later(r"\b(S?)Xid \(PCI:([0-9a-fA-F:.]+)(?: GPU-I:\d+)?(?: GPU-CI:\d+)?\): (\d+),\s*(.*)$")
 
 
 @on("Xid (PCI:")

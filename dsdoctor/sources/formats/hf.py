@@ -11,15 +11,16 @@ from __future__ import annotations
 import math
 import re
 
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on, steady
 from .deepspeed import nested, num
 
-_PAIR = re.compile(r"['\"]([\w/.\-]+)['\"]: ['\"]?([^,'\"}]*)['\"]?")
+_PAIR = compile_later(r"['\"]([\w/.\-]+)['\"]: ['\"]?([^,'\"}]*)['\"]?")
 # Metrics that are training quantities: a NaN/Inf in any of them means the loss computation
 # diverged (TRL's DPO/KTO/ORPO/PPO trainers log 'rewards/chosen', 'logps/rejected',
 # 'logits/chosen', 'kl', ... next to 'loss', and may log 'loss': 0.0 while those are nan).
-_TRAINING_METRIC = re.compile(r"(?i)loss|reward|logp|logit|(?:^|/|_)kl(?:$|/|_)|entropy|advantage")
+_TRAINING_METRIC = compile_later(r"(?i)loss|reward|logp|logit|(?:^|/|_)kl(?:$|/|_)|entropy|advantage")
 
 
 # The Trainer prints a metric dict every `logging_steps`: most of an HF log, so the dicts
@@ -64,7 +65,7 @@ def metrics(line: Line, st: StreamState):
 # transformers integrations/deepspeed.py: HfTrainerDeepSpeedConfig.fill_match appends
 # f"- ds {ds_key_long}={ds_val} vs hf {hf_key}={hf_val}", where hf_key may be a computed value
 # such as "num_training_steps (calculated)" or "train_batch_size (calculated)".
-_MISMATCH = re.compile(r"- ds ([\w.]+)=(\S+) vs hf ([\w.]+(?: \(calculated\))?)=(\S+)")
+_MISMATCH = compile_later(r"- ds ([\w.]+)=(\S+) vs hf ([\w.]+(?: \(calculated\))?)=(\S+)")
 
 
 @on("mismatch TrainingArguments values")
@@ -126,7 +127,7 @@ _INTEGRATION_ERRORS: tuple[tuple[str, str, str], ...] = (
     ("`auto_find_batch_size` isn't supported yet with DeepSpeed Zero-3", "auto_find_batch_size_zero3",
      "zero_optimization.stage"),
 )
-_AUTO_KEYS = re.compile(r"auto` entries in the DeepSpeed config file: \[([^\]]*)\]")
+_AUTO_KEYS = compile_later(r"auto` entries in the DeepSpeed config file: \[([^\]]*)\]")
 
 
 @on(*(lit for lit, _, _ in _INTEGRATION_ERRORS))
@@ -157,7 +158,7 @@ def integration_error(line: Line, st: StreamState):
 # the training early, as a warning: 'There seems not to be a single sample in your epoch_iterator,
 # stopping training at step {global_step}! This is expected if you're using an IterableDataset and
 # set num_steps ({max_steps}) higher than the number of available samples.'
-_NO_SAMPLE = re.compile(r"stopping training at step (\d+)!.*?num_steps \((\d+)\)")
+_NO_SAMPLE = compile_later(r"stopping training at step (\d+)!.*?num_steps \((\d+)\)")
 
 
 @on("There seems not to be a single sample in your epoch_iterator")

@@ -10,8 +10,7 @@ A signal is reported once per pid: torchelastic prints the same death three time
 """
 from __future__ import annotations
 
-import re
-
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
@@ -43,8 +42,8 @@ def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = 
 
 
 # ---------------------------------------------------------------- DeepSpeed launcher (launch.py)
-_DS_RC = re.compile(r"exits with return code = (-?\d+)")
-_LOCAL_RANK = re.compile(r"--local_rank=(\d+)")
+_DS_RC = compile_later(r"exits with return code = (-?\d+)")
+_LOCAL_RANK = compile_later(r"--local_rank=(\d+)")
 
 
 @on("exits with return code = ")
@@ -60,11 +59,11 @@ def deepspeed_launcher(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- torchelastic (elastic/)
-_TE_RANK = re.compile(r"^\s*rank\s*: (\d+) \(local_rank: (\d+)\)")
-_TE_HOST = re.compile(r"^\s*host\s*: (\S+)")
-_TE_EXIT = re.compile(r"^\s*exitcode\s*: (-?\d+) \(pid: (\d+)\)(?:\s+\((SIG\w+)\))?")
-_TE_SIGNAL = re.compile(r"Signal (\d+) \((SIG\w+)\) received by PID (\d+)")
-_TE_FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+) \(pid: (\d+)\)")
+_TE_RANK = compile_later(r"^\s*rank\s*: (\d+) \(local_rank: (\d+)\)")
+_TE_HOST = compile_later(r"^\s*host\s*: (\S+)")
+_TE_EXIT = compile_later(r"^\s*exitcode\s*: (-?\d+) \(pid: (\d+)\)(?:\s+\((SIG\w+)\))?")
+_TE_SIGNAL = compile_later(r"Signal (\d+) \((SIG\w+)\) received by PID (\d+)")
+_TE_FAILED = compile_later(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+) \(pid: (\d+)\)")
 
 
 @on("Root Cause (first observed failure)", "Root Cause:", "Failures:")
@@ -126,7 +125,7 @@ def elastic_failed(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- pdsh, Slurm, shell
-_PDSH = re.compile(r"pdsh@\S+: (\S+): .* killed by signal (\d+)")
+_PDSH = compile_later(r"pdsh@\S+: (\S+): .* killed by signal (\d+)")
 
 
 @on(" killed by signal ")
@@ -140,7 +139,7 @@ def pdsh_killed(line: Line, st: StreamState):
 # Slurm (wording not in the catalogue: match loosely): "slurmstepd: error: Detected 1 oom-kill
 # event(s) in StepId=123.0. Some of your processes may have been killed by the cgroup out-of-memory
 # handler." and "srun: error: node12: task 3: Out Of Memory"
-_SRUN_OOM = re.compile(r"srun: error: (\S+): tasks? ([\d,-]+): Out Of Memory")
+_SRUN_OOM = compile_later(r"srun: error: (\S+): tasks? ([\d,-]+): Out Of Memory")
 
 
 @on("oom-kill event", ": Out Of Memory")
@@ -159,7 +158,7 @@ def slurm_oom(line: Line, st: StreamState):
 # ContainerStateTerminated.Reason, set from the runtime's OOMKilled flag), as `kubectl describe pod`
 # ('Reason:       OOMKilled'), `kubectl get pods` (STATUS 'OOMKilled') and events print it; Docker's
 # `docker inspect` State '"OOMKilled": true' (false when it was not).
-_OOMKILLED = re.compile(r'\bOOMKilled\b(?!"?\s*:\s*false)')
+_OOMKILLED = compile_later(r'\bOOMKilled\b(?!"?\s*:\s*false)')
 
 
 @on("OOMKilled")
@@ -174,7 +173,7 @@ def container_oom(line: Line, st: StreamState):
 # '... DUE TO TIME LIMIT ***', '... DUE TO PREEMPTION ***', '... DUE TO JOB REQUEUE ***',
 # '... DUE TO NODE FAILURE, SEE SLURMCTLD LOG FOR DETAILS ***'; %s = 'JOB 4242' or 'STEP 4242.0'.
 # The ranks get SIGTERM, then SIGKILL after KillWait: the SIGKILLs that follow are its echo.
-_SLURM_CANCEL = re.compile(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT (\S+)(?: DUE TO ([A-Za-z ]+?))?(?:,| \*\*\*|$)")
+_SLURM_CANCEL = compile_later(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT (\S+)(?: DUE TO ([A-Za-z ]+?))?(?:,| \*\*\*|$)")
 
 
 @on(" CANCELLED AT ")
@@ -198,7 +197,7 @@ def _iso_time(text: str) -> float | None:
 
 
 # bash: "Killed" alone, or "/path/script.sh: line 12: 4567 Killed    python train.py"
-_SHELL_KILLED = re.compile(r"^(?:.*: line \d+:\s+(\d+) )?Killed(?:\s{2,}.*)?$")
+_SHELL_KILLED = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?Killed(?:\s{2,}.*)?$")
 
 
 @on("Killed")
@@ -211,7 +210,7 @@ def shell_killed(line: Line, st: StreamState):
 
 # bash's job report for SIGTERM: "Terminated" alone, or "./run.sh: line 7: 4567 Terminated  python ..."
 # (bash jobs.c: the strsignal() text of the signal that ended the job)
-_SHELL_TERMINATED = re.compile(r"^(?:.*: line \d+:\s+(\d+) )?Terminated(?:\s{2,}.*)?$")
+_SHELL_TERMINATED = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?Terminated(?:\s{2,}.*)?$")
 
 
 @on("Terminated")
@@ -224,7 +223,7 @@ def shell_terminated(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- kernel OOM killer (oom_kill.c)
-_KERNEL = re.compile(r"(Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): "
+_KERNEL = compile_later(r"(Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): "
                      r"Kill(?:ed)? process (\d+) \(([^)]*)\)(?:.*?anon-rss:(\d+)kB)?")
 
 
@@ -239,7 +238,7 @@ def kernel_oom(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- shared memory (/dev/shm)
-_DL_SIGNAL = re.compile(r"DataLoader worker \(pid (\d+)\) is killed by signal: (.+?)\.")
+_DL_SIGNAL = compile_later(r"DataLoader worker \(pid (\d+)\) is killed by signal: (.+?)\.")
 
 
 @on("is killed by signal: ")
@@ -303,8 +302,8 @@ def shell_bus_error(line: Line, st: StreamState):
 # deepspeed/launcher/launch.py: main.sigkill_handler logs 'Killing subprocess {pid}' for every
 # rank when one rank exits non-zero (then '{cmd} exits with return code = {code}') or when the
 # launcher itself gets SIGINT/SIGTERM (then 'Main process received SIGTERM, exiting').
-_DS_KILLING = re.compile(r"Killing subprocess (\d+)")
-_DS_RECEIVED = re.compile(r"Main process received (SIG\w+), exiting")
+_DS_KILLING = compile_later(r"Killing subprocess (\d+)")
+_DS_RECEIVED = compile_later(r"Main process received (SIG\w+), exiting")
 _SIGNUM = {"SIGINT": 2, "SIGTERM": 15, "SIGKILL": 9, "SIGSEGV": 11, "SIGABRT": 6, "SIGBUS": 7, "SIGHUP": 1}
 
 
@@ -328,7 +327,7 @@ def deepspeed_received(line: Line, st: StreamState):
 
 # torch/distributed/elastic/agent/server/api.py: 'Received %s death signal, shutting down
 # workers' (%s of a signal.Signals: 'Signals.SIGTERM' before Python 3.11, '15' since)
-_TE_DEATH = re.compile(r"Received (?:Signals\.)?(SIG\w+|\d+) death signal")
+_TE_DEATH = compile_later(r"Received (?:Signals\.)?(SIG\w+|\d+) death signal")
 
 
 @on(" death signal")
@@ -345,7 +344,7 @@ def elastic_death_signal(line: Line, st: StreamState):
 # 'srun: error: {node}: tasks {list}: Killed' (a signal; other tasks are killed this way too
 # once one failed with --kill-on-bad-exit, so this is weighed in detect/failure.py, not taken
 # for an OOM kill on its own).
-_SRUN = re.compile(r"srun: error: (\S+): tasks? ([\d,-]+): (Exited with exit code (\d+)|Killed|Segmentation fault|Aborted|Terminated)")
+_SRUN = compile_later(r"srun: error: (\S+): tasks? ([\d,-]+): (Exited with exit code (\d+)|Killed|Segmentation fault|Aborted|Terminated)")
 
 
 @on("srun: error: ")
@@ -367,9 +366,9 @@ def srun_task(line: Line, st: StreamState):
 # '/path/run.sh: line 3: 4567 Aborted (core dumped) python train.py') and CPython's faulthandler
 # ('Fatal Python error: Segmentation fault', Python/faulthandler.c).
 _NATIVE = {"Segmentation fault": 11, "Aborted": 6, "Floating point exception": 8, "Illegal instruction": 4}
-_SHELL_CRASH = re.compile(r"^(?:.*: line \d+:\s+(\d+) )?(Segmentation fault|Aborted|Floating point exception|"
+_SHELL_CRASH = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?(Segmentation fault|Aborted|Floating point exception|"
                           r"Illegal instruction)(?: \(core dumped\))?(?:\s{2,}.*)?$")
-_FAULTHANDLER = re.compile(r"^Fatal Python error: (Segmentation fault|Aborted|Floating point exception|"
+_FAULTHANDLER = compile_later(r"^Fatal Python error: (Segmentation fault|Aborted|Floating point exception|"
                            r"Illegal instruction|Bus error)")
 
 
@@ -389,7 +388,7 @@ def native_crash(line: Line, st: StreamState):
 
 # deepspeed/launcher/runner.py main(): the runner checks passwordless ssh to the first host of
 # the hostfile before it launches anything.
-_SSH = re.compile(r"Using hostfile at (\S+) but host=(\S+) was not reachable via ssh")
+_SSH = compile_later(r"Using hostfile at (\S+) but host=(\S+) was not reachable via ssh")
 
 
 @on("was not reachable via ssh")

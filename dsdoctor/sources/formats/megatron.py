@@ -15,17 +15,17 @@ is now missing means NaN (or a whole logging interval of skipped iterations).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 from functools import lru_cache
 from typing import Iterator
 
+from ...lazy_regex import compile_later
 from ...events import Event
 from ..lines import Line, StreamState
 from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 from .deepspeed import num, scale, set_step
 
-_START = re.compile(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
+_START = compile_later(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
 _KEY = "mg_rec"
 
 
@@ -175,7 +175,7 @@ def _pretty(compact: str) -> str:
 
 # A complete, healthy iteration line (has its lm loss, no skipped or nan iterations, nothing
 # non-finite) is a steady metric line and may be sampled; wrapped pieces never are.
-_NONZERO_COUNTER = re.compile(rb"iterations: +[1-9]")
+_NONZERO_COUNTER = compile_later(rb"iterations: +[1-9]")
 
 
 def _healthy_iteration(raw: bytes) -> bool:
@@ -187,7 +187,7 @@ def _healthy_iteration(raw: bytes) -> bool:
 # is > 0): the field before the loss (global batch size since v2.0, learning rate in v1.0) is
 # then followed by 'loss scale'. A pattern for the absence, so the fast path needs no count
 # of every record (megatron/training/training.py: training_log).
-_LOSS_MISSING = re.compile(rb"(?:batch size: *[0-9]+|learning rate: *[-+.0-9Ee]+) *\| *loss scale:")
+_LOSS_MISSING = compile_later(rb"(?:batch size: *[0-9]+|learning rate: *[-+.0-9Ee]+) *\| *loss scale:")
 
 STEADY_GROUPS = (
     steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import re
 
+from ...lazy_regex import compile_later
 from ...torch_oom import SIZE, size
 from ..lines import Line, StreamState
 from ..recogniser import on
 from .traceback import take_phase
 
 
-_REQ = re.compile(r"Tried to allocate " + SIZE)
-_GPU = re.compile(r"\(GPU (\d+);|GPU (\d+) has a total (?:capacity|capacty) of")
+_REQ = compile_later(r"Tried to allocate " + SIZE)
+_GPU = compile_later(r"\(GPU (\d+);|GPU (\d+) has a total (?:capacity|capacty) of")
 # 1a/1b/1c: "(GPU 0; 15.78 GiB total capacity; 14.2 GiB already allocated; 10.19 MiB free; 14.4 GiB reserved in total by PyTorch)"
-_OLD = re.compile(SIZE + r" total capacity; " + SIZE + r" already allocated; " + SIZE + r" free;"
+_OLD = compile_later(SIZE + r" total capacity; " + SIZE + r" already allocated; " + SIZE + r" free;"
                   r"(?: " + SIZE + r" allowed;)? " + SIZE + r" (?:reserved in total by PyTorch|cached)")
 # 1d-1g: "GPU 0 has a total capacity of 79.15 GiB of which 3.44 MiB is free. ... Of the allocated memory 77.1 GiB is
 # allocated by PyTorch, and 1.2 GiB is reserved by PyTorch but unallocated."
-_NEW_TOTAL = re.compile(r"total (?:capacity|capacty) of " + SIZE + r" of which " + SIZE + r" is free")
-_NEW_ALLOC = re.compile(r"Of the allocated memory " + SIZE + r" is allocated by PyTorch,(?: with " + SIZE +
+_NEW_TOTAL = compile_later(r"total (?:capacity|capacty) of " + SIZE + r" of which " + SIZE + r" is free")
+_NEW_ALLOC = compile_later(r"Of the allocated memory " + SIZE + r" is allocated by PyTorch,(?: with " + SIZE +
                         r" allocated in private pools \(e\.g\., CUDA Graphs\),)? and " + SIZE +
                         r" is reserved by PyTorch but unallocated")
-_PROCS = re.compile(r"Process (\d+) has " + SIZE + r" memory in use")
-_THIS_PROC = re.compile(r"this process has " + SIZE + r" memory in use")
+_PROCS = compile_later(r"Process (\d+) has " + SIZE + r" memory in use")
+_THIS_PROC = compile_later(r"this process has " + SIZE + r" memory in use")
 
 
 @on("CUDA out of memory")
@@ -62,7 +63,7 @@ def cuda_oom(line: Line, st: StreamState):
     return line.event("oom", step=st.step_of(line.rank), **d)
 
 
-_CUDA_ERR = re.compile(r"CUDA error: ([^.\n]+?)(?:\s*$|\.?\s*(?:CUDA kernel|Search for|Compile with|For debugging))")
+_CUDA_ERR = compile_later(r"CUDA error: ([^.\n]+?)(?:\s*$|\.?\s*(?:CUDA kernel|Search for|Compile with|For debugging))")
 
 
 @on("CUDA error: ")
@@ -81,7 +82,7 @@ def cublas_alloc(line: Line, st: StreamState):
                       via="CUBLAS_STATUS_ALLOC_FAILED", phase=take_phase(line, st))
 
 
-_CPU = re.compile(r"DefaultCPUAllocator: (?:can't allocate memory|not enough memory): you tried to allocate (\d+) bytes")
+_CPU = compile_later(r"DefaultCPUAllocator: (?:can't allocate memory|not enough memory): you tried to allocate (\d+) bytes")
 
 
 @on("DefaultCPUAllocator")

@@ -10,13 +10,13 @@ other nodes' ranks then fail in their next collective ('Connection reset by peer
 from __future__ import annotations
 
 import ast
-import re
 
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
-_MAPPING = re.compile(r"global_rank_mapping=(?:defaultdict\(<class 'list'>, )?(\{[^}]*\})")
-_PDSH_EXIT = re.compile(r"pdsh@\S+: (\S+): ssh exited with exit code (\d+)")
+_MAPPING = compile_later(r"global_rank_mapping=(?:defaultdict\(<class 'list'>, )?(\{[^}]*\})")
+_PDSH_EXIT = compile_later(r"pdsh@\S+: (\S+): ssh exited with exit code (\d+)")
 STALL_EXIT_CODE = 86          # dsdoctor's watchdog ended the run (live/watchdog.py): not a cause
 
 
@@ -57,9 +57,9 @@ def pdsh_exit(line: Line, st: StreamState):
 #   [orterun:proc-aborted-strsignal]  '%s noticed that process rank %lu with PID %lu on node %s
 #       exited on signal %d (%s).'
 _MPI_FIRST = "detected that one or more processes exited with non-zero status"
-_MPI_NAME = re.compile(r"Process name:\s+\[\[\d+,\d+\],(\d+)\]")
-_MPI_CODE = re.compile(r"Exit code:\s+(-?\d+)")
-_MPI_SIGNAL = re.compile(r"noticed that process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)")
+_MPI_NAME = compile_later(r"Process name:\s+\[\[\d+,\d+\],(\d+)\]")
+_MPI_CODE = compile_later(r"Exit code:\s+(-?\d+)")
+_MPI_SIGNAL = compile_later(r"noticed that process rank (\d+) with PID \d+ on node (\S+) exited on signal (\d+)")
 
 
 @on(_MPI_FIRST)
@@ -104,8 +104,8 @@ def mpirun_signal(line: Line, st: StreamState):
 # A rank that called MPI_Abort (mpi4py's `python -m mpi4py` does on an uncaught exception):
 # Open MPI's help-mpi-api.txt [mpi-abort] 'MPI_ABORT was invoked on rank %d in communicator %s' /
 # 'with errorcode %d.', then it kills every other rank.
-_MPI_ABORT = re.compile(r"MPI_ABORT was invoked on rank (\d+) in communicator (\S+)")
-_MPI_ABORT_CODE = re.compile(r"with errorcode (-?\d+)")
+_MPI_ABORT = compile_later(r"MPI_ABORT was invoked on rank (\d+) in communicator (\S+)")
+_MPI_ABORT_CODE = compile_later(r"with errorcode (-?\d+)")
 
 
 @on("MPI_ABORT was invoked on rank ")
@@ -132,7 +132,7 @@ def mpi_abort_code(line: Line, st: StreamState):
 # exit code %d', or the signal's name instead of 'Exited ...'); the task id is SLURM_PROCID, the
 # rank. The first line names the node and task that failed first; the others are its echo.
 # (formats/launcher.py turns every such line into a process_exit as well.)
-_SRUN_EXIT = re.compile(r"srun: error: (\S+): tasks? ([\d,-]+): (?:Exited with exit code (\d+))?")
+_SRUN_EXIT = compile_later(r"srun: error: (\S+): tasks? ([\d,-]+): (?:Exited with exit code (\d+))?")
 
 
 def _task_ids(spec: str) -> list[int]:

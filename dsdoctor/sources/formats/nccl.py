@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import re
 
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
 # ---------------------------------------------------------------- collective timeouts (ProcessGroupNCCL.cpp: WorkNCCL::checkTimeout)
-_FIELD = re.compile(r"(SeqNum|OpType|NumelIn|NumelOut|Timeout\(ms\)|TensorShape)=(\[[^\]]*\]|[^,)]+)")
-_RAN_FOR = re.compile(r"ran for (\d+) milliseconds")
+_FIELD = compile_later(r"(SeqNum|OpType|NumelIn|NumelOut|Timeout\(ms\)|TensorShape)=(\[[^\]]*\]|[^,)]+)")
+_RAN_FOR = compile_later(r"ran for (\d+) milliseconds")
 # "[PG ID 0 PG GUID 0(default_pg) Rank 3]" (2.5+), "[PG 0 (default_pg) Rank 3]" / "[PG 0 Rank 3]" (2.3-2.4)
-_PG = re.compile(r"\[PG (?:ID (\S+) PG GUID (\S+?)(?:\(([^)]*)\))?|(\S+)(?: \(([^)]*)\))?) Rank (\d+)\]")
-_RANK = re.compile(r"\[Rank (\d+)\]")
+_PG = compile_later(r"\[PG (?:ID (\S+) PG GUID (\S+?)(?:\(([^)]*)\))?|(\S+)(?: \(([^)]*)\))?) Rank (\d+)\]")
+_RANK = compile_later(r"\[Rank (\d+)\]")
 
 
 def _int(s: str | None) -> int | None:
@@ -99,10 +100,10 @@ def watchdog_timeout_frame(line: Line, st: StreamState):
 #    from rank 0. Please check rank 0 logs for faulty rank."       (a non-zero rank)
 #   "[Rank 0]: Ranks 1, 2 failed to pass monitoredBarrier in 1800000 ms"   (rank 0)
 #   "Rank 1 timed out in monitoredBarrier after 1800000 ms."
-_MB_WAIT = re.compile(r"Rank (\d+) successfully reached monitoredBarrier, but received errors while waiting for "
+_MB_WAIT = compile_later(r"Rank (\d+) successfully reached monitoredBarrier, but received errors while waiting for "
                       r"send/recv from rank (\d+)")
-_MB_FAILED = re.compile(r"Ranks? ([\d, ]+?) failed to pass monitoredBarrier in (\d+) ms")
-_MB_TIMED_OUT = re.compile(r"Rank (\d+) timed out in monitoredBarrier after (\d+) ms")
+_MB_FAILED = compile_later(r"Ranks? ([\d, ]+?) failed to pass monitoredBarrier in (\d+) ms")
+_MB_TIMED_OUT = compile_later(r"Rank (\d+) timed out in monitoredBarrier after (\d+) ms")
 
 
 @on("successfully reached monitoredBarrier", "failed to pass monitoredBarrier", "timed out in monitoredBarrier")
@@ -134,11 +135,11 @@ def monitored_barrier(line: Line, st: StreamState):
 #    CollectiveFingerPrint(SequenceNumber=23, OpType=BROADCAST, TensorShape=[4], ...), but Rank 0 is running
 #    collective: CollectiveFingerPrint(SequenceNumber=23, OpType=ALLREDUCE, ...).Collectives differ in the
 #    following aspects:   Op type: BROADCASTvs ALLREDUCE"
-_MISMATCH = re.compile(r"Rank (\d+) is running collective: CollectiveFingerPrint\((.*?)\), but Rank (\d+) is running "
+_MISMATCH = compile_later(r"Rank (\d+) is running collective: CollectiveFingerPrint\((.*?)\), but Rank (\d+) is running "
                        r"collective: CollectiveFingerPrint\((.*?)\)\.\s*(?:Collectives differ in the following aspects:\s*(.*))?$")
-_FP_SEQ = re.compile(r"SequenceNumber=(\d+)")
-_FP_OP = re.compile(r"OpType=(\w+)")
-_FP_SHAPE = re.compile(r"TensorShape=(\[[^\]]*\])")
+_FP_SEQ = compile_later(r"SequenceNumber=(\d+)")
+_FP_OP = compile_later(r"OpType=(\w+)")
+_FP_SHAPE = compile_later(r"TensorShape=(\[[^\]]*\])")
 
 
 @on("Detected mismatch between collectives on ranks")
@@ -166,7 +167,7 @@ def collective_mismatch(line: Line, st: StreamState):
 # elsewhere before its first collective, or died):
 #   "[3] is setting up NCCL communicator and retrieving ncclUniqueId from [0] via c10d key-value
 #    store by key '0', but store->get('0') got error: Socket Timeout"
-_UNIQUE_ID = re.compile(r"\[(\d+)\] is setting up NCCL communicator and retrieving ncclUniqueId from \[(\d+)\]")
+_UNIQUE_ID = compile_later(r"\[(\d+)\] is setting up NCCL communicator and retrieving ncclUniqueId from \[(\d+)\]")
 
 
 @on("is setting up NCCL communicator and retrieving ncclUniqueId from [")
@@ -189,13 +190,13 @@ def unique_id_wait(line: Line, st: StreamState):
 # ---------------------------------------------------------------- watchdog work status (ProcessGroupNCCL.cpp: the watchdog)
 _WD = [
     # 2.6+: "failure detected by watchdog at work sequence id: 5 PG status: last enqueued work: 5, last completed work: 4"
-    re.compile(r"at work sequence id: (\d+) PG status: last enqueued work: (-?\d+), last completed work: (-?\d+)"),
+    compile_later(r"at work sequence id: (\d+) PG status: last enqueued work: (-?\d+), last completed work: (-?\d+)"),
     # 2.3-2.5: "Timeout at NCCL work: 5, last enqueued NCCL work: 5, last completed NCCL work: 4."
-    re.compile(r"Timeout at NCCL work: (\d+), last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
+    compile_later(r"Timeout at NCCL work: (\d+), last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
     # 2.4-2.5: "Exception (either an error or timeout) detected by watchdog at work: 5, last enqueued ..."
-    re.compile(r"detected by watchdog at work: (\d+), last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
+    compile_later(r"detected by watchdog at work: (\d+), last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
     # 2.5+: "Received a dump signal due to a collective timeout from ... Last enqueued NCCL work: 5, last completed NCCL work: 4."
-    re.compile(r"()Last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
+    compile_later(r"()Last enqueued NCCL work: (-?\d+), last completed NCCL work: (-?\d+)"),
 ]
 
 
@@ -211,9 +212,9 @@ def watchdog_state(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- desync report (TraceUtils.h: retrieveDesyncReport)
-_LAGGING = re.compile(r"ranks \[([\d,\s]*)\] are the lagging ranks")
-_NOT_FINISHED = re.compile(r"\[([\d,\s-]*)\] joined but didn't finish collective #(\d+)")
-_NOT_JOINED = re.compile(r"\[([\d,\s-]*)\] finished collective #(\d+), but didn't join collective #(\d+)")
+_LAGGING = compile_later(r"ranks \[([\d,\s]*)\] are the lagging ranks")
+_NOT_FINISHED = compile_later(r"\[([\d,\s-]*)\] joined but didn't finish collective #(\d+)")
+_NOT_JOINED = compile_later(r"\[([\d,\s-]*)\] finished collective #(\d+), but didn't join collective #(\d+)")
 
 
 def _rank_list(s: str) -> list[int]:
@@ -246,7 +247,7 @@ def desync_report(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- heartbeat monitor (ProcessGroupNCCL.cpp: HeartbeatMonitor)
-_STUCK = re.compile(r"watchdog got stuck for (\d+) seconds")
+_STUCK = compile_later(r"watchdog got stuck for (\d+) seconds")
 
 
 @on("NCCL monitor thread timeout", "monitoring thread detects no heartbeat", "Heartbeat monitor timed out",
@@ -259,8 +260,8 @@ def watchdog_hang(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- NCCL errors via torch (NCCLUtils.hpp)
-_NCCL_ERR = re.compile(r"NCCL (error|timeout) in: (\S+?):(\d+), (.+?)(?:, NCCL version ([\w.+-]+))?\s*$")
-_DETAIL = re.compile(r"\b(ncclUnhandledCudaError|ncclSystemError|ncclInternalError|ncclInvalidArgument|"
+_NCCL_ERR = compile_later(r"NCCL (error|timeout) in: (\S+?):(\d+), (.+?)(?:, NCCL version ([\w.+-]+))?\s*$")
+_DETAIL = compile_later(r"\b(ncclUnhandledCudaError|ncclSystemError|ncclInternalError|ncclInvalidArgument|"
                      r"ncclInvalidUsage|ncclRemoteError|ncclInProgress)\b:?\s*(.*)$")
 
 
@@ -288,7 +289,7 @@ def nccl_error(line: Line, st: StreamState):
 # ProcessGroupNCCL.cpp checkForNCCLErrorsInternal: "NCCL error: " + ncclGetErrorWithVersion(err), no
 # file:line), usually inside 'NCCL watchdog thread terminated with exception: ...' (<= 2.2) or
 # '[PG ...] Process group watchdog thread terminated with exception: ...' (2.3+) and its what().
-_NCCL_ASYNC = re.compile(r"NCCL error: (.+?)(?:, NCCL version ([\w.+-]+))?\s*$")
+_NCCL_ASYNC = compile_later(r"NCCL error: (.+?)(?:, NCCL version ([\w.+-]+))?\s*$")
 
 
 @on("NCCL error: ")
@@ -321,7 +322,7 @@ def nccl_error_detail(line: Line, st: StreamState):
 # nature of CUDA kernels, subsequent GPU operations might run on corrupted/incomplete data.' then
 # '[Rank {rank}] To avoid data inconsistency, we are taking the entire process down.'): the rank
 # aborts itself (SIGABRT). Often the only trace left when the timeout line itself was cut off.
-_ABORT_RANK = re.compile(r"\[Rank (\d+)\] Some NCCL operations")
+_ABORT_RANK = compile_later(r"\[Rank (\d+)\] Some NCCL operations")
 
 
 @on("Some NCCL operations have failed or timed out")
@@ -338,7 +339,7 @@ def nccl_aborted(line: Line, st: StreamState):
 
 
 # ---------------------------------------------------------------- rendezvous / TCPStore (c10d)
-_RDZV_PEER = re.compile(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) |failed to bind to (\S+)")
+_RDZV_PEER = compile_later(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) |failed to bind to (\S+)")
 
 
 @on("The client socket has timed out after", "TCP client failed to connect/validate to host",
@@ -367,8 +368,8 @@ def rendezvous_error(line: Line, st: StreamState):
 
 # ---------------------------------------------------------------- NCCL's own lines (src/debug.cc)
 # "{host}:{pid}:{tid} [{dev}] {file}:{line} NCCL WARN {msg}" (2.26+: "[{date time}] " before; 2.30: "({func}) ")
-_NCCL_LINE = re.compile(r"(?:(\S+?):(\d+):(\d+) )?\[(\d+)\] (?:(\S+):(\d+) )?(?:\(\w+\) )?NCCL (WARN|INFO) (.*)$")
-_PEER = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(?:<(\d+)>|:(\d+))?")
+_NCCL_LINE = compile_later(r"(?:(\S+?):(\d+):(\d+) )?\[(\d+)\] (?:(\S+):(\d+) )?(?:\(\w+\) )?NCCL (WARN|INFO) (.*)$")
+_PEER = compile_later(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(?:<(\d+)>|:(\d+))?")
 
 
 def warn_cause(msg: str) -> str | None:
@@ -396,7 +397,7 @@ def warn_cause(msg: str) -> str | None:
 # 'Bootstrap : no socket interface found'; src/transport/net_socket.cc: ncclNetSocketInit
 # 'NET/Socket : no interface found'. torch repeats the last NCCL warning after
 # 'NCCL error in: ...', often on its own line without the 'NCCL WARN' head.
-_NO_INTERFACE = re.compile(r"(?i)no socket interface found|NET/Socket : no interface found|"
+_NO_INTERFACE = compile_later(r"(?i)no socket interface found|NET/Socket : no interface found|"
                            r"no usable listening interface found")
 
 
@@ -420,7 +421,7 @@ def nccl_warn(line: Line, st: StreamState):
                       device=_int(m.group(4)) if m else None)
 
 
-_TRANSPORT = re.compile(r"Using network (\S+)|NET/(Socket|IB) : Using|NET/IB : No device found")
+_TRANSPORT = compile_later(r"Using network (\S+)|NET/(Socket|IB) : Using|NET/IB : No device found")
 
 
 @on("Using network ", "NET/Socket : Using", "NET/IB : Using", "NET/IB : No device found")
@@ -441,8 +442,8 @@ def nccl_transport(line: Line, st: StreamState):
 # elsewhere: a channel through the network transport (NCCL src/transport.cc, 'Channel 00/0 : 0[0] -> 8[0]
 # [send] via NET/Socket/0') and the communicator's node count (NCCL 2.19+ src/init.cc, 'comm 0x.. rank 0
 # nRanks 16 nNodes 2 localRanks 8 localRank 0 MNNVL 0').
-_NET_CHANNEL = re.compile(r"via NET/(Socket|IB)")
-_NNODES = re.compile(r"nRanks \d+ nNodes (\d+)")
+_NET_CHANNEL = compile_later(r"via NET/(Socket|IB)")
+_NNODES = compile_later(r"nRanks \d+ nNodes (\d+)")
 
 
 @on("via NET/", "nNodes ")
@@ -465,7 +466,7 @@ def _host_of(line: Line) -> str | None:
 
 
 # ---------------------------------------------------------------- gloo
-_GLOO_TIMEOUT = re.compile(r"Timed out waiting (\d+)ms for (recv|send) operation to complete")
+_GLOO_TIMEOUT = compile_later(r"Timed out waiting (\d+)ms for (recv|send) operation to complete")
 
 
 @on("for recv operation to complete", "for send operation to complete")
@@ -478,7 +479,7 @@ def gloo_timeout(line: Line, st: StreamState):
                       pg=None, blocking=False)
 
 
-_GLOO_PEER = re.compile(r"(?:peer|Read error|Write timeout|Read timeout|Socket closed|writev)\s+\[?([0-9a-fA-F.:]+?)\]?:(\d+)")
+_GLOO_PEER = compile_later(r"(?:peer|Read error|Write timeout|Read timeout|Socket closed|writev)\s+\[?([0-9a-fA-F.:]+?)\]?:(\d+)")
 
 
 @on("Connection closed by peer", "Application timeout caused pair closure", "Gloo connectFullMesh failed",
@@ -499,10 +500,10 @@ def gloo_error(line: Line, st: StreamState):
 # ---------------------------------------------------------------- stack dumps (py-spy, faulthandler)
 # py-spy:        'Thread 688510 (active): "MainThread"' then '    broadcast (torch/distributed/distributed_c10d.py:1191)'
 # faulthandler:  'Thread 0x00007f... (most recent call first):' then '  File "/x/distributed_c10d.py", line 1191 in broadcast'
-_PYSPY_HEAD = re.compile(r"^\s*Thread (\d+|0x[0-9a-f]+) \((?:active|idle)[^)]*\)(?::\s*\"([^\"]*)\")?")
-_FH_HEAD = re.compile(r"^\s*(?:Current thread|Thread) (0x[0-9a-f]+) \(most recent call first\):")
-_PYSPY_FRAME = re.compile(r"^\s+([\w<>.]+) \(([^():]+\.py):\d+\)\s*$")
-_FH_FRAME = re.compile(r'^\s*File "([^"]+)", line \d+ in ([\w<>.]+)\s*$')
+_PYSPY_HEAD = compile_later(r"^\s*Thread (\d+|0x[0-9a-f]+) \((?:active|idle)[^)]*\)(?::\s*\"([^\"]*)\")?")
+_FH_HEAD = compile_later(r"^\s*(?:Current thread|Thread) (0x[0-9a-f]+) \(most recent call first\):")
+_PYSPY_FRAME = compile_later(r"^\s+([\w<>.]+) \(([^():]+\.py):\d+\)\s*$")
+_FH_FRAME = compile_later(r'^\s*File "([^"]+)", line \d+ in ([\w<>.]+)\s*$')
 _DATALOADER_FUNCS = ("_try_get_data", "_get_data", "_next_data", "__next__")
 
 

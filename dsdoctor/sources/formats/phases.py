@@ -21,8 +21,7 @@ Texts, from the installed sources:
 """
 from __future__ import annotations
 
-import re
-
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
@@ -59,7 +58,7 @@ def phase_mark(line: Line, st: StreamState):
     return line.event("phase_mark", step=st.step_of(line.rank), phase=phase, detail=t.strip()[:160])
 
 
-_VM = re.compile(r"CPU Virtual Memory:\s+used = ([\d.]+) GB, percent = ([\d.]+)%")
+_VM = compile_later(r"CPU Virtual Memory:\s+used = ([\d.]+) GB, percent = ([\d.]+)%")
 
 
 @on("CPU Virtual Memory:")

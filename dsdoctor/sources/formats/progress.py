@@ -10,12 +10,11 @@ shows is already smoothed (exponential moving average, smoothing=0.3).
 """
 from __future__ import annotations
 
-import re
-
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on, steady
 
-_BAR = re.compile(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
+_BAR = compile_later(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
                   r"\[[\d:]+<[\d:?]+,\s*(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)[,\]]")
 MAX_POINTS_PER_BAR = 200
 _S_IT, _IT_S = "s/it]", "it/s]"

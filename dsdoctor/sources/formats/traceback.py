@@ -10,13 +10,12 @@ for errors in __del__ and the like, which do not stop the program); libstdc++'s
 'terminate called after throwing an instance of ...' for a C++ exception that aborts."""
 from __future__ import annotations
 
-import re
-
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
-_FRAME = re.compile(r'File "([^"]+)", line \d+, in (\S+)')
-_PYSPY = re.compile(r"^\s+(\S+) \(([^:()]+\.py):\d+\)")
+_FRAME = compile_later(r'File "([^"]+)", line \d+, in (\S+)')
+_PYSPY = compile_later(r"^\s+(\S+) \(([^:()]+\.py):\d+\)")
 MAX_FRAMES = 60
 
 
@@ -88,11 +87,11 @@ def take_phase(line: Line, st: StreamState) -> str | None:
 # format_exception_only). Without an open traceback only names that say they are an error are
 # taken (ValueError, ZeRORuntimeException, SystemExit, KeyboardInterrupt): pasted excerpts often
 # start below the 'Traceback' line.
-_EXC = re.compile(r"^(?P<type>(?:[A-Za-z_][\w]*\.)*(?P<name>[A-Z][\w]*))(?::\s(?P<msg>.*)|:?\s*)$")
-_ERROR_NAME = re.compile(r"(?:Error|Exception|Exit|Interrupt|Failure|Fault)$")
+_EXC = compile_later(r"^(?P<type>(?:[A-Za-z_][\w]*\.)*(?P<name>[A-Z][\w]*))(?::\s(?P<msg>.*)|:?\s*)$")
+_ERROR_NAME = compile_later(r"(?:Error|Exception|Exit|Interrupt|Failure|Fault)$")
 _CHAIN = {"The above exception was the direct cause of the following exception": "cause",
           "During handling of the above exception, another exception occurred": "context"}
-_TERMINATE = re.compile(r"terminate called after throwing an instance of '([^']+)'")
+_TERMINATE = compile_later(r"terminate called after throwing an instance of '([^']+)'")
 
 
 @on(*_CHAIN)
@@ -184,7 +183,7 @@ def cxx_what(line: Line, st: StreamState):
 # c10::Error's backtrace header (c10/util/Exception.cpp): 'Exception raised from {func} at {file}:{line}
 # (most recent call first):'. The frames that follow name the C++ function that raised; the
 # NCCL watchdog's timeout is raised in ProcessGroupNCCL's WorkNCCL::checkTimeout.
-_C10 = re.compile(r"Exception raised from (\S+) at (\S+?):(\d+) \(most recent call first\)")
+_C10 = compile_later(r"Exception raised from (\S+) at (\S+?):(\d+) \(most recent call first\)")
 
 
 @on("Exception raised from ")
@@ -230,7 +229,7 @@ def finish(st: StreamState):
 # argparse (Lib/argparse.py ArgumentParser.error): 'usage: ...' then '{prog}: error: {message}', exit
 # code 2. The DeepSpeed launcher passes --local_rank to every rank unless --no_local_rank is given
 # (deepspeed/launcher/runner.py, launch.py), so a script that does not declare it stops here.
-_ARGPARSE = re.compile(r"^(\S+): error: (.+)$")
+_ARGPARSE = compile_later(r"^(\S+): error: (.+)$")
 
 
 @on("usage: ")
