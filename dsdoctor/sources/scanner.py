@@ -512,7 +512,10 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
         ids = m.line_ids(line)
         if s == 0 and first_extra:
             ids = sorted({*ids, *first_extra})
-        if not ids or not _is_steady(m, line, ids):
+        # whether `line` is a complete steady record: asked once per line (its checks run
+        # the group's Python test); None while not known yet
+        steady: bool | None = bool(ids) and _is_steady(m, line, ids)
+        if not steady:
             # an anomaly or a sampled piece in a wrapped record: read from the record's start,
             # when the line above is the (incomplete, so not steady) start of one
             r = _record_start(m, body, s, done_to)
@@ -521,7 +524,8 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
                 ids_r = m.line_ids(body[r:e_r])
                 if ids and _is_steady(m, body[r:e_r], ids_r):
                     r = None             # a complete record above: this line stands alone
-                else:
+                else:            # (the record line was found not steady just above when `ids`)
+                    steady = False if ids else None
                     s, e, line, ids = r, e_r, body[r:e_r], ids_r
             if r is None and not ids:
                 continue
@@ -533,7 +537,11 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
             continue
         yield lineno, line, ids
         # a complete steady record is not continued: the next one is on the next line
-        while not _is_steady(m, line, ids) and (fl := follow_of_ids(m, ids)) is not None:
+        while True:
+            if steady is None:
+                steady = _is_steady(m, line, ids)
+            if steady or (fl := follow_of_ids(m, ids)) is None:
+                break
             cont = _continuation(body, e, fl, carry)
             if cont is None:
                 break
@@ -541,7 +549,7 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
             ids = sorted({*m.line_ids(nxt), *extra})
             lineno += count(counted_to, nxt_s)
             counted_to = nxt_s
-            e, line = nxt_e, nxt
+            e, line, steady = nxt_e, nxt, None
             yield lineno, nxt, ids
         done_to = e + 1
     return lineno - first + count(counted_to, len(body))
