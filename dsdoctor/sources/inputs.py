@@ -158,6 +158,13 @@ def iter_blocks(fh: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
     that a truncated stream still yields everything decompressed before the cut, then
     raises InputError."""
     piecewise = isinstance(fh, gzip.GzipFile)
+    # A seekable file is read in blocks that end at a line end (the next read starts at the
+    # cut line): the scanner then joins no tail to the next block, one 8 MiB copy less per
+    # block (two were ~0.2 s per GiB, a fifth of the whole Hyperscan scan).
+    try:
+        aligned = not piecewise and fh.seekable()
+    except (OSError, ValueError):
+        aligned = False
     while True:
         parts: list[bytes] = []
         got = 0
@@ -171,6 +178,11 @@ def iter_blocks(fh: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
                     got += len(b)
             else:
                 b = fh.read(size)
+                if aligned and len(b) == size:
+                    cut = b.rfind(b"\n")
+                    if 0 <= cut < size - 1:
+                        fh.seek(cut + 1 - size, 1)
+                        b = b[:cut + 1]
                 if b:
                     parts.append(b)
         except EOFError:          # truncated .gz: what was read so far is still evidence
