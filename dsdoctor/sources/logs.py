@@ -23,7 +23,7 @@ __all__ = ["Line", "StreamState", "parse_line", "read_log", "events_from_text"]
 
 
 def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunSampling" = True,
-             block_size: int = 8 << 20) -> Iterator[Event]:
+             block_size: int = 16 << 20) -> Iterator[Event]:
     """All events of one input. An unreadable tail (truncated .gz) ends the input with a
     warning; the events before it are kept. `sample`: False reads every line; True samples
     steady lines at full density; a RunSampling (one per run, shared by its inputs) at full
