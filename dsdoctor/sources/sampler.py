@@ -3,7 +3,8 @@
 The sampler keeps per group a count of the lines seen and the next count it keeps: all of
 the first STEADY_KEEP_ALL, then one in 2, one in 4, ... (the stride doubles every
 STEADY_PER_DOUBLING kept lines). The scanner asks it line by line (`admit`) or, on its fast
-path, for a whole block at once (`kept_in`).
+path, for a whole block at once (`kept_in`). A run's rank logs share one budget (`RunSampling`):
+the first at that density, the others thinner.
 """
 from __future__ import annotations
 
