@@ -138,6 +138,9 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
     from .sources.inputs import InputError
 
     warnings = [] if warnings is None else warnings
+    if sample is True:           # one steady-line budget for the run's rank logs (sources/sampler.py)
+        from .sources.sampler import RunSampling
+        sample = RunSampling()
     watch = Watch(cfg, world_size=world_size, rule_set=rule_set if rule_set is not None else RuleSet.load())
     try:
         for ev in events(inputs, warnings, sample):

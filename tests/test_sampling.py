@@ -220,3 +220,31 @@ def test_mixed_console_same_findings_on_every_path(mixed_log):
             oom = [e for e in got if e.kind == "oom"]
             assert oom and oom[0].step == last_step, (mode, block)
             assert len(got) < 0.5 * len(every), "steady lines are sampled"
+
+
+# ------------------------------------------------------------------ one budget per run
+def test_rank_logs_after_the_first_are_sampled_thinner_and_keep_what_matters(logs, tmp_path):
+    """A run's rank logs share one steady-line budget (sources/sampler.py RunSampling): the
+    first log with steady lines at full density, the others thinner; every unusual line, the
+    step of the error and the findings stay those of reading every line."""
+    from dsdoctor.api import plain_events
+    from dsdoctor.sources.sampler import OTHER_RANKS_KEEP_ALL, RunSampling
+    ranks = []
+    for r in range(3):                    # three rank logs of the same DeepSpeed run
+        p = tmp_path / f"rank{r}.log"
+        p.write_bytes(logs[0].read_bytes())
+        ranks.append(Input(p.name, p, "log", r))
+    every = list(plain_events(ranks, [], False))
+    got = list(plain_events(ranks, [], RunSampling()))
+    alone = list(plain_events(ranks, [], True))          # each log sampled on its own (the old budget)
+    per_source = lambda evs: [sum(e.source == i.name for e in evs) for i in ranks]   # noqa: E731
+    first, *others = per_source(got)
+    assert first == per_source(alone)[0], "the first rank log is sampled as on its own"
+    assert all(n < 0.6 * first for n in others), "the other rank logs are sampled thinner"
+    assert _unusual(got) == _unusual(every)
+    assert _findings(got) == _findings(every)
+    for i in ranks:                       # the step of each rank's error is exact
+        oom = [e for e in got if e.kind == "oom" and e.source == i.name]
+        assert oom and oom[0].step == STEPS
+        steps = sorted({e.step for e in got if e.source == i.name and e.kind == "throughput"})
+        assert steps[:OTHER_RANKS_KEEP_ALL] == list(range(1, OTHER_RANKS_KEEP_ALL + 1))

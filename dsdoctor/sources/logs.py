@@ -16,16 +16,18 @@ from .inputs import Input, InputError, iter_blocks
 from .lines import Line, StreamState
 from .parse import parse_line
 from .registry import finish_stream
-from .sampler import SteadySampler
+from .sampler import RunSampling, SteadySampler
 from .scanner import candidate_hits, candidate_lines, line_triggers, matcher
 
 __all__ = ["Line", "StreamState", "parse_line", "read_log", "events_from_text"]
 
 
-def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True,
-             block_size: int = 8 << 20) -> Iterator[Event]:
+def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunSampling" = True,
+             block_size: int = 16 << 20) -> Iterator[Event]:
     """All events of one input. An unreadable tail (truncated .gz) ends the input with a
-    warning; the events before it are kept."""
+    warning; the events before it are kept. `sample`: False reads every line; True samples
+    steady lines at full density; a RunSampling (one per run, shared by its inputs) at full
+    density for the run's first rank log with steady lines and thinner for the others."""
     if inp.kind == "flight_recorder":        # every rank's dump at once (sources/flight_recorder.py)
         from .flight_recorder import read_dumps
         yield from read_dumps(list(inp.group), warnings)
@@ -47,9 +49,15 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: bool = True,
                 raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
             blocks = itertools.chain([first], blocks)
         errors: list[InputError] = []
-        hits = candidate_hits(_until_error(blocks, errors), SteadySampler(matcher().names) if sample else None)
+        sampler = None
+        if sample:
+            names = matcher().names
+            sampler = sample.sampler(names) if isinstance(sample, RunSampling) else SteadySampler(names)
+        hits = candidate_hits(_until_error(blocks, errors), sampler)
         for lineno, raw, ids in hits:
             yield from parse_line(raw, lineno, st, line_triggers(raw, ids))
+        if isinstance(sample, RunSampling):
+            sample.finished(sampler)
         if errors:
             if warnings is None:
                 raise errors[0]

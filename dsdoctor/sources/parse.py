@@ -6,37 +6,43 @@ Shared by the log reader (sources/logs.py) and the readers of artifacts that emb
 """
 from __future__ import annotations
 
-from typing import Iterator
-
 from ..events import Event
 from .lines import Line, StreamState, clean
 from .registry import HANDLERS
 from .scanner import line_triggers
 
 
-def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None = None) -> Iterator[Event]:
+def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None = None) -> list[Event]:
+    """The events of one candidate line, in order. Runs for every parsed line (thousands per
+    rank log), so it returns a list (no generator hop per event) and does the common case, one
+    segment and one literal, without the de-duplication set."""
     text = raw.decode("utf-8", errors="replace")
     if cands is None:
         cands = line_triggers(raw)
+    out: list[Event] = []
+    rank_hint, source = st.rank_hint, st.source
     # progress bars share a physical line with log records through carriage returns
     for seg in (text.split("\r") if "\r" in text else (text,)):
-        if not seg.strip():
+        if not seg or seg.isspace():
             continue
         s, rank, t, host = clean(seg)
-        if rank is None:
-            rank = st.rank_hint
-        line = Line(s, st.source, lineno, rank, t, host)
-        done: set[int] = set()
+        line = Line(s, source, lineno, rank_hint if rank is None else rank, t, host)
+        done: set[int] | None = None       # handlers already run on this segment (a literal may share one)
         for trig in cands:
-            if trig in s:
-                for h in HANDLERS[trig]:
-                    if id(h) in done:
-                        continue
+            if trig not in s:
+                continue
+            for h in HANDLERS[trig]:
+                if done is None:
+                    done = {id(h)}
+                elif id(h) in done:
+                    continue
+                else:
                     done.add(id(h))
-                    out = h(line, st)
-                    if out is None:
-                        continue
-                    if isinstance(out, Event):
-                        yield out
-                    else:
-                        yield from out
+                got = h(line, st)
+                if got is None:
+                    continue
+                if type(got) is Event or isinstance(got, Event):
+                    out.append(got)
+                else:
+                    out.extend(got)
+    return out

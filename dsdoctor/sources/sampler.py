@@ -3,7 +3,8 @@
 The sampler keeps per group a count of the lines seen and the next count it keeps: all of
 the first STEADY_KEEP_ALL, then one in 2, one in 4, ... (the stride doubles every
 STEADY_PER_DOUBLING kept lines). The scanner asks it line by line (`admit`) or, on its fast
-path, for a whole block at once (`kept_in`).
+path, for a whole block at once (`kept_in`). A run's rank logs share one budget (`RunSampling`):
+the first at that density, the others thinner.
 """
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from typing import Iterable, Iterator
 
 from .recogniser import STEADY_KEEP_ALL, STEADY_PER_DOUBLING
 from .registry import STEADY
+
+# The density of the rank logs of a run after the first one with steady lines (RunSampling):
+# ~120 lines per group of a 128 MiB rank log instead of ~385
+OTHER_RANKS_KEEP_ALL = 20
+OTHER_RANKS_PER_DOUBLING = 8
 
 
 class SteadySampler:
@@ -118,3 +124,32 @@ class SteadySampler:
             yield item
         if final and self.pending:
             yield from self.flush()
+
+
+class RunSampling:
+    """The steady-line budget of one run: the inputs of one `analyze` (its rank logs), read one
+    after the other. The first input that holds steady lines is sampled at full density
+    (STEADY_KEEP_ALL, STEADY_PER_DOUBLING), the others at OTHER_RANKS_*: 64 rank logs then
+    parse ~20x the lines of one, not 64x.
+
+    Why that is enough: what needs the dense sample is one stream's story in time (the LR
+    detector follows the first rank that prints a learning rate; warm-up, settling of the
+    loss scale, loss spikes against their recent history), and that is the first rank log
+    (rank 0, which DeepSpeed's log_dist prints on). The other ranks' logs serve comparisons
+    across ranks (the slow-rank medians over the last 32 timer lines and over the iteration
+    times, each rank's throughput series) and their own errors: anything unusual is always
+    parsed, and so is the last steady line of each group before any other candidate line (the
+    step of an error stays exact)."""
+
+    def __init__(self) -> None:
+        self.dense_given = False
+
+    def sampler(self, names: list[str]) -> SteadySampler:
+        if self.dense_given:
+            return SteadySampler(names, OTHER_RANKS_KEEP_ALL, OTHER_RANKS_PER_DOUBLING)
+        return SteadySampler(names)
+
+    def finished(self, sampler: SteadySampler) -> None:
+        """An input was read with `sampler`: had it steady lines, the dense sample is given."""
+        if sampler.count:
+            self.dense_given = True

@@ -417,24 +417,6 @@ def _scan_fast(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, byte
         counts[g.name] = n = _anchor_count(body, g, a, sampler) if a is not None else 0
         if g.anomalies is None or (g.block_ok is not None and not g.block_ok(body, n)):
             return (yield from _scan(m, body, lineno, carry, sampler))
-    if sampler.pending:                  # held back by the line-by-line path in an earlier block
-        yield from sampler.flush()
-    others = sorted(set(starts))
-    for g in groups.values():
-        count, a = counts[g.name], anchors[g.name]
-        picks = sampler.kept_in(g.name, count)
-        if a is not None:
-            starts += _sampled_starts(body, a, count, picks)
-        lo = 0
-        for p in (*others, len(body)):   # the group's last line before each other line, and the block's last
-            q = rfind(a, lo, p) if a is not None else -1
-            if q >= 0:
-                starts.append(rfind(b"\n", 0, q) + 1)
-            lo = p
-    last = rfind(b"\n", 0, len(body) - 1) + 1
-    ids = m.line_ids(body[last:-1])
-    if ids and not _is_steady(m, body[last:-1], ids) and follow_of_ids(m, ids) is not None:
-        starts.append(last)              # a record the next block may continue: parse it (and carry)
     first_extra: list[int] = []
     if carry:                            # the previous block's last line may continue here
         head = body[:body.find(b"\n")]
@@ -442,7 +424,32 @@ def _scan_fast(m: Matcher, body: bytes, lineno: int, carry: list[tuple[int, byte
         carry.clear()
         if first_extra:
             starts.append(0)
-    return (yield from _emit(m, body, lineno, sorted(set(starts)), first_extra, carry))
+    others = sorted(set(starts))
+    if sampler.pending:                  # steady lines held back in earlier blocks (below, or line by line)
+        yield from _release(m, sampler, body, anchors, others[0] if others else None)
+    hold: set[int] = set()
+    for g in groups.values():
+        count, a = counts[g.name], anchors[g.name]
+        picks = sampler.kept_in(g.name, count)
+        if a is None:
+            continue
+        starts += _sampled_starts(body, a, count, picks)
+        lo = 0
+        for p in others:                 # the group's last line before each other line
+            q = rfind(a, lo, p)
+            if q >= 0:
+                starts.append(rfind(b"\n", 0, q) + 1)
+            lo = p
+        q = rfind(a, lo)                 # its last line in the block: held back, parsed only if an
+        if q >= 0:                       # other line comes before the group's next one (or at the end)
+            hold.add(rfind(b"\n", 0, q) + 1)
+    last = rfind(b"\n", 0, len(body) - 1) + 1
+    ids = m.line_ids(body[last:-1])
+    if ids and not _is_steady(m, body[last:-1], ids) and follow_of_ids(m, ids) is not None:
+        starts.append(last)              # a record the next block may continue: parse it (and carry)
+        starts += hold                   # an other line: the groups' last lines before it are parsed
+        hold = set()
+    return (yield from _emit(m, body, lineno, starts, first_extra, carry, hold, sampler))
 
 
 ESTIMATE_FROM = 256 << 10    # bytes of a block in which a sampled group's lines are counted
@@ -498,22 +505,34 @@ def _newlines(body: bytes, start: int, end: int) -> int:
 
 
 def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: list[int],
-          carry: list[tuple[int, bytes]]) -> Generator[Item, None, int]:
-    """Yield the lines at `starts` (sorted) with the lines that continue them (see `on`);
-    return the number of lines in `body`."""
+          carry: list[tuple[int, bytes]], hold: set[int] = frozenset(),
+          sampler: SteadySampler | None = None) -> Generator[Item, None, int]:
+    """Yield the lines at `starts` with the lines that continue them (see `on`); the steady
+    lines at `hold` are numbered and left in `sampler.pending` (a later block or the end of
+    the input decides whether they are parsed). Return the number of lines in `body`."""
     find = body.find
     count = functools.partial(_newlines, body)
     first = lineno
     counted_to, done_to = 0, 0           # newlines counted up to; lines yielded up to
-    for s in starts:
+    emit = set(starts)
+    for s in sorted(emit | hold) if hold else sorted(emit):
         if s < done_to:
             continue
         e = find(b"\n", s)
         line = body[s:e]
         ids = m.line_ids(line)
+        if s not in emit:                # held back, when it is a steady line (else parsed now)
+            if ids and _is_steady(m, line, ids):
+                lineno += count(counted_to, s)
+                counted_to = s
+                sampler.pending["+".join(sorted({m.groups[i].name for i in ids}))] = (lineno, line, ids)
+                continue
         if s == 0 and first_extra:
             ids = sorted({*ids, *first_extra})
-        if not ids or not _is_steady(m, line, ids):
+        # whether `line` is a complete steady record: asked once per line (its checks run
+        # the group's Python test); None while not known yet
+        steady: bool | None = bool(ids) and _is_steady(m, line, ids)
+        if not steady:
             # an anomaly or a sampled piece in a wrapped record: read from the record's start,
             # when the line above is the (incomplete, so not steady) start of one
             r = _record_start(m, body, s, done_to)
@@ -522,7 +541,8 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
                 ids_r = m.line_ids(body[r:e_r])
                 if ids and _is_steady(m, body[r:e_r], ids_r):
                     r = None             # a complete record above: this line stands alone
-                else:
+                else:            # (the record line was found not steady just above when `ids`)
+                    steady = False if ids else None
                     s, e, line, ids = r, e_r, body[r:e_r], ids_r
             if r is None and not ids:
                 continue
@@ -534,7 +554,11 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
             continue
         yield lineno, line, ids
         # a complete steady record is not continued: the next one is on the next line
-        while not _is_steady(m, line, ids) and (fl := follow_of_ids(m, ids)) is not None:
+        while True:
+            if steady is None:
+                steady = _is_steady(m, line, ids)
+            if steady or (fl := follow_of_ids(m, ids)) is None:
+                break
             cont = _continuation(body, e, fl, carry)
             if cont is None:
                 break
@@ -542,10 +566,28 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
             ids = sorted({*m.line_ids(nxt), *extra})
             lineno += count(counted_to, nxt_s)
             counted_to = nxt_s
-            e, line = nxt_e, nxt
+            e, line, steady = nxt_e, nxt, None
             yield lineno, nxt, ids
         done_to = e + 1
     return lineno - first + count(counted_to, len(body))
+
+
+def _release(m: Matcher, sampler: SteadySampler, body: bytes, anchors: dict[str, bytes | None],
+             first_other: int | None) -> list[Item]:
+    """The held-back steady lines (sampler.pending) a new block makes necessary, in line order:
+    a group's last line before an other candidate line is parsed (the step of an error stays
+    exact), so a held line is parsed when this block has an other line before the next line
+    of one of its groups; it is dropped when every group of it has a line before that (or in
+    the block, when there is no other line), and stays held otherwise."""
+    out = []
+    end = len(body) if first_other is None else first_other
+    for key, item in list(sampler.pending.items()):
+        newer = all((a := anchors.get(n)) is not None and body.find(a, 0, end) >= 0 for n in key.split("+"))
+        if newer or first_other is not None:
+            del sampler.pending[key]
+            if not newer:
+                out.append(item)
+    return sorted(out)
 
 
 def _record_start(m: Matcher, body: bytes, s: int, done_to: int) -> int | None:

@@ -24,6 +24,10 @@ def num(s: str | None) -> float | None:
     """'2.1E+00', 'nan', 'NAN', '-inf', '1048576.0' -> float; None when unparsable."""
     if s is None:
         return None
+    try:
+        return float(s)            # float() skips surrounding whitespace itself: most values are plain
+    except ValueError:
+        pass
     s = s.strip().strip("'\"")
     try:
         return float(s)
