@@ -331,45 +331,6 @@ def test_check_timeout_frame_after_the_timeout_line_adds_nothing():
     assert len(evs) == 1 and evs[0].data["seq"] == 7
 
 
-def _run_monitored_barrier(tmp_path: Path, slow: int) -> str:
-    script = tmp_path / "mb.py"
-    script.write_text(textwrap.dedent("""
-        import datetime, sys, time
-        import torch.distributed as dist
-        rank, port, slow = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-                                timeout=datetime.timedelta(seconds=30))
-        if rank == slow:
-            time.sleep(4)
-        else:
-            dist.monitored_barrier(timeout=datetime.timedelta(seconds=1))
-    """))
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(script), str(r), port, str(slow)], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    out = []
-    try:
-        for p in procs:
-            out.append(p.communicate(timeout=60)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return "".join(out)
-
-
-@pytest.mark.timeout(150)
-@pytest.mark.parametrize("slow", [0, 1])
-def test_monitored_barrier_names_the_rank_that_did_not_arrive(tmp_path, slow):
-    pytest.importorskip("torch")
-    out = _run_monitored_barrier(tmp_path, slow)
-    assert "monitoredBarrier" in out
-    f = top(out)
-    assert f.rule == "comm-timeout-desync-report" and f.category == "comm_stall"
-    assert f"rank(s) {slow} are the lagging" in f.summary.replace("\n", " ")
-
-
 def _run_two_gloo_ranks(tmp_path: Path, body: str, env: dict | None = None) -> str:
     """Two real gloo ranks on loopback running `body` (rank in `rank`); their output, joined."""
     script = tmp_path / "two.py"
@@ -394,6 +355,22 @@ def _run_two_gloo_ranks(tmp_path: Path, body: str, env: dict | None = None) -> s
                 p.kill()
                 p.wait()
     return "".join(out)
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("slow", [0, 1])
+def test_monitored_barrier_names_the_rank_that_did_not_arrive(tmp_path, slow):
+    pytest.importorskip("torch")
+    out = _run_two_gloo_ranks(tmp_path, f"""
+        if rank == {slow}:
+            time.sleep(4)
+        else:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=1))
+    """)
+    assert "monitoredBarrier" in out
+    f = top(out)
+    assert f.rule == "comm-timeout-desync-report" and f.category == "comm_stall"
+    assert f"rank(s) {slow} are the lagging" in f.summary.replace("\n", " ")
 
 
 @pytest.mark.timeout(150)

@@ -136,7 +136,7 @@ def monitored_barrier(line: Line, st: StreamState):
 #    collective: CollectiveFingerPrint(SequenceNumber=23, OpType=ALLREDUCE, ...).Collectives differ in the
 #    following aspects:   Op type: BROADCASTvs ALLREDUCE"
 _MISMATCH = compile_later(r"Rank (\d+) is running collective: CollectiveFingerPrint\((.*?)\), but Rank (\d+) is running "
-                       r"collective: CollectiveFingerPrint\((.*?)\)\.\s*(?:Collectives differ in the following aspects:\s*(.*))?$")
+                          r"collective: CollectiveFingerPrint\((.*?)\)\.\s*(?:Collectives differ in the following aspects:\s*(.*))?$")
 _FP_SEQ = compile_later(r"SequenceNumber=(\d+)")
 _FP_OP = compile_later(r"OpType=(\w+)")
 _FP_SHAPE = compile_later(r"TensorShape=(\[[^\]]*\])")
