@@ -113,10 +113,13 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
     sign = 1.0 if higher_is_better else -1.0      # 'worse' = lower samples/s, longer iterations
     min_after = max(2, min(5, n // 5)) if min_after is None else min(max(2, min_after), n - 2)
     best = None
-    cands = range(2, n - min_after + 1)
+    # the noise of the 'before' readings gates a drop: two or three readings say little about it, so
+    # they only count in a short series (BLOOM's 5 Megatron lines: 3 before, 2 after the slow-down)
+    min_before = 2 if n < 10 else 5
+    cands = range(min_before, n - min_after + 1)
     if n > 200:                                  # bounded work on long series
         step = max(1, n // 100)
-        cands = sorted(set(range(2, n - min_after + 1, step)) | set(range(max(2, n - 20), n - min_after + 1)))
+        cands = sorted(set(range(min_before, n - min_after + 1, step)) | set(range(max(min_before, n - 20), n - min_after + 1)))
     for k in cands:
         before, after = values[:k], values[k:]
         b, a = median(before), median(after)
@@ -130,12 +133,21 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
             continue
         # nearly every later point is worse than the typical earlier one
         worse = sum(1 for x in after if sign * (b - x) > 0.5 * abs(b - a))
-        if worse < 0.8 * len(after):
+        if worse < 0.8 * len(after) or sign * (b - after[-1]) <= 0.5 * abs(b - a):
+            continue              # ... and still is at the last reading ("stayed down")
+        # with enough readings, the later level lies beyond nearly all earlier readings: a few
+        # unlucky readings of steady noise (a tqdm rate, sampled) pass the median tests above
+        if len(before) >= 10 and sign * (_quantile(before, 0.1 if sign > 0 else 0.9) - a) <= 0:
             continue
         if best is None or change > best["change"]:
             best = {"split": k, "before": b, "after": a, "change": change, "points_after": len(after),
                     "points_before": len(before)}
     return best
+
+
+def _quantile(values: list[float], q: float) -> float:
+    xs = sorted(values)
+    return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
 GRADUAL_MIN_POINTS = 10
