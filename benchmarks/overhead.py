@@ -281,7 +281,7 @@ def train(args: argparse.Namespace) -> None:
         clocks = (statistics.median(thread_ns) / 1e3, statistics.mean(outside_ns) / 1e3, bg_ns / args.steps / 1e3,
                   statistics.mean(own_ns) / 1e3, statistics.mean(thread_ns) / 1e3,
                   (r2.ru_utime - r1.ru_utime) / args.steps * 1e6, (r2.ru_stime - r1.ru_stime) / args.steps * 1e6,
-                  (r2.ru_minflt - r1.ru_minflt) / args.steps)
+                  (r2.ru_minflt - r1.ru_minflt) / args.steps, (r2.ru_nvcsw - r1.ru_nvcsw) / args.steps)
         for n, fn in saved.items():
             object.__setattr__(engine, n, fn)
         if doc is not None:
@@ -313,7 +313,8 @@ def train(args: argparse.Namespace) -> None:
     cpu = torch.zeros(args.rounds, 5, dtype=torch.float64)
     # rank 0, per round and side: (training thread CPU per step, median; its part outside
     # DeepSpeed's methods, mean; the doctor's background threads' CPU per step)
-    # (+ mean CPU per step, user us, system us, minor faults per step: getrusage(RUSAGE_THREAD))
+    # (+ mean CPU per step, user us, system us, minor faults and voluntary switches per step:
+    # getrusage(RUSAGE_THREAD))
     thread_us: dict[str, list[tuple[float, ...]]] = {m: [] for m in modes}
     rng = random.Random(args.seed)             # the same on every rank: they attach together
     order: tuple[str, ...] = ("off", "on")
@@ -412,6 +413,16 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
         ap2, alo2, ahi2, _ = median_ci([a[7] - b[7] for a, b in zip(thread_us["off2"], off)])
         fline += f" (A/A {ap2:+.1f} [{alo2:+.1f}, {ahi2:+.1f}])"
     print(fline)
+    # a voluntary switch of the training thread is a wait: for the GIL (held by a background
+    # thread when it comes back from a torch op), a lock, a futex of torch's thread pool
+    vp, vlo, vhi, _ = median_ci([a[8] - b[8] for a, b in zip(on, off)])
+    vline = (f"  voluntary context switches of the training thread per step (waits: the GIL, locks): "
+             f"{statistics.median(b[8] for b in off):.3f} without, {statistics.median(a[8] for a in on):.3f} with, "
+             f"{vp:+.3f} [{vlo:+.3f}, {vhi:+.3f}]")
+    if "off2" in thread_us:
+        vq, vqlo, vqhi, _ = median_ci([a[8] - b[8] for a, b in zip(thread_us["off2"], off)])
+        vline += f" (A/A {vq:+.3f} [{vqlo:+.3f}, {vqhi:+.3f}])"
+    print(vline)
     print(f"  added by the doctor's hooks on the training thread (CPU outside DeepSpeed's forward/backward/step, "
           f"on minus off): {ap:.1f} us per step, 95 % CI [{alo:.1f}, {ahi:.1f}]; its background threads: "
           f"{bg:.1f} us CPU per step (median of blocks)")
