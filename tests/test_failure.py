@@ -529,3 +529,58 @@ def test_a_zero3_weight_read_outside_the_engine(tmp_path):
 def test_a_gpu_the_process_cannot_use_is_an_environment_problem(message):
     assert classify("RuntimeError", message.split(": ", 1)[1]).category == "environment"
     assert top(message + "\n").rule == "failure-environment-exception"
+
+
+ZERO2_REENTRANT_SHARED = """
+import torch, deepspeed
+from torch.utils.checkpoint import checkpoint
+deepspeed.init_distributed(dist_backend="gloo")
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.shared = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Linear(16, 1)
+    def forward(self, x):          # one module in two reentrant checkpointed segments
+        x = checkpoint(self.shared, x, use_reentrant=True)
+        x = checkpoint(self.shared, x, use_reentrant=True)
+        return self.head(x).sum()
+m = M()
+cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+       "zero_optimization": {"stage": 2}}
+engine, _, _, _ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=cfg)
+loss = engine(torch.randn(2, 16, requires_grad=True)); engine.backward(loss); engine.step()
+"""
+
+
+@pytest.mark.timeout(300)
+def test_zero2_gradient_reduced_twice_under_reentrant_checkpointing(tmp_path):
+    script = tmp_path / "z2.py"
+    script.write_text(ZERO2_REENTRANT_SHARED)
+    text = output_of("", timeout=240, cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                           "--nproc_per_node", "1", str(script)])
+    assert "has already been reduced" in text, text[-3000:]
+    f = top(text)
+    assert f.rule == "log-cfg-grad-reduced-twice" and "shared." in f.title, f
+    assert any("use_reentrant" in (fx.advice or "") for fx in f.fixes)
+
+
+BF16_FLOAT_BATCH = """
+import torch, deepspeed
+deepspeed.init_distributed(dist_backend="gloo")
+m = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 1))
+cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+       "bf16": {"enabled": True}, "zero_optimization": {"stage": 1}}
+engine, _, _, _ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=cfg)
+loss = engine(torch.randn(2, 16)).sum()      # a float32 batch into the bf16 engine
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_float32_batch_into_a_bf16_engine(tmp_path):
+    script = tmp_path / "bf16.py"
+    script.write_text(BF16_FLOAT_BATCH)
+    text = output_of("", timeout=240, cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                           "--nproc_per_node", "1", str(script)])
+    assert "must have the same dtype" in text, text[-3000:]
+    f = top(text)
+    assert f.rule == "failure-dtype-mismatch" and f.category == "config_error", f

@@ -173,6 +173,8 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # child's own traceback, read on its own lines, is the cause
     if "Traceback (most recent call last)" in message:
         return _family("wrapper")
+    if _DTYPE_MISMATCH.search(message):
+        return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
     if _ZERO3_EMPTY.search(message):
         return Family("zero3_partitioned", "config_error", 3,
                       "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
@@ -208,6 +210,15 @@ _SETTINGS_REFUSED = compile_later(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
 # broadcasting check "The size of tensor a (0) must match the size of tensor b (N)" (seen on a real
 # ZeRO-3 run here with stage3_param_persistence_threshold 0).
 _ZERO3_EMPTY = compile_later(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match")
+
+
+# torch's dtype checks (aten: matmul/addmm 'mat1 and mat2 must have the same dtype, but got Float and
+# BFloat16', older 'expected mat1 and mat2 to have the same dtype' / 'expected m1 and m2 to have the same
+# dtype', 'expected scalar type Half but found Float', convolutions 'Input type (...) and weight type
+# (...) should be the same'): under DeepSpeed's fp16/bf16 the engine casts the weights, not the batch
+# (seen on a real bf16 run here, a float32 batch into the engine)
+_DTYPE_MISMATCH = compile_later(r"(?:mat1 and mat2|m1 and m2) (?:must|to) have the same dtype|expected scalar type \w+ but "
+                                r"found \w+|Input type \(.*?\) and weight type \(.*?\) should be the same")
 
 
 def _config_shaped(name: str) -> bool:

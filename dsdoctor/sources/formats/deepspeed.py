@@ -137,6 +137,24 @@ def static_scale(line: Line, st: StreamState):
 # deepspeed/runtime/zero/stage3.py: DeepSpeedZeroOptimizer_Stage3._post_step callers (step):
 # logger.warning("%d pytorch allocator cache flushes since last step. this happens when there is
 # high memory pressure ...") on rank 0, whenever memory_stats()["num_alloc_retries"] grew.
+# deepspeed/runtime/zero/stage_1_and_2.py (ZeRO 1-2, reduce_ready_partitions_and_remove_grads /
+# reduce_ipg_grads): a parameter whose gradient hook fires twice in one backward ("The parameter
+# {name} has already been reduced. Gradient computed twice for this partition. Multiple gradient
+# reduction(s) is/are currently not supported"; {name} is 'unknown' unless DeepSpeed's debug names
+# are set). Seen here on a real ZeRO-2 run: a module used twice under reentrant checkpointing.
+_REDUCED_TWICE = compile_later(r"The parameter (\S+) has already been reduced")
+
+
+@on("has already been reduced")
+def gradient_reduced_twice(line: Line, st: StreamState):
+    m = _REDUCED_TWICE.search(line.text)
+    if not m or "Gradient computed twice" not in line.text or not st.once(("reduced-twice", line.rank)):
+        return None
+    param = m.group(1).rstrip(".")
+    return line.event("config_error", step=st.step_of(line.rank), error="grad_reduced_twice", key=None,
+                      param=None if param == "unknown" else param, message=" ".join(line.text.split())[:300])
+
+
 _ALLOC_FLUSHES = compile_later(r"(\d+) pytorch allocator cache flushes since last step")
 
 
