@@ -487,6 +487,14 @@ def test_docker_saying_the_container_was_not_oom_killed_is_not_a_failure():
     assert not [f for f in diagnose('        "OOMKilled": false,\n        "ExitCode": 0,\n') if f.severity != "info"]
 
 
+def _one_torchrun_rank(tmp_path: Path, source: str) -> str:
+    """`source` run as one rank under torchrun (real DeepSpeed on the CPU); its output."""
+    script = tmp_path / "task.py"
+    script.write_text(source)
+    return output_of("", timeout=240, cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                           "--nproc_per_node", "1", str(script)])
+
+
 ZERO3_DIRECT_USE = """
 import sys, torch, deepspeed
 import torch.nn.functional as F
@@ -510,10 +518,7 @@ F.embedding(ids, engine.module.embed.weight)      # outside the engine: the weig
 
 @pytest.mark.timeout(300)
 def test_a_zero3_weight_read_outside_the_engine(tmp_path):
-    script = tmp_path / "z3.py"
-    script.write_text(ZERO3_DIRECT_USE)
-    text = output_of("", timeout=240, cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                           "--nproc_per_node", "1", str(script)])
+    text = _one_torchrun_rank(tmp_path, ZERO3_DIRECT_USE)
     assert "'weight' must be 2-D" in text, text[-3000:]
     f = top(text)
     assert f.rule == "zero3-partitioned-param-used" and f.ranks == [0], f
@@ -554,10 +559,7 @@ loss = engine(torch.randn(2, 16, requires_grad=True)); engine.backward(loss); en
 
 @pytest.mark.timeout(300)
 def test_zero2_gradient_reduced_twice_under_reentrant_checkpointing(tmp_path):
-    script = tmp_path / "z2.py"
-    script.write_text(ZERO2_REENTRANT_SHARED)
-    text = output_of("", timeout=240, cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                           "--nproc_per_node", "1", str(script)])
+    text = _one_torchrun_rank(tmp_path, ZERO2_REENTRANT_SHARED)
     assert "has already been reduced" in text, text[-3000:]
     f = top(text)
     assert f.rule == "log-cfg-grad-reduced-twice" and "shared." in f.title, f
@@ -577,10 +579,7 @@ loss = engine(torch.randn(2, 16)).sum()      # a float32 batch into the bf16 eng
 
 @pytest.mark.timeout(300)
 def test_a_float32_batch_into_a_bf16_engine(tmp_path):
-    script = tmp_path / "bf16.py"
-    script.write_text(BF16_FLOAT_BATCH)
-    text = output_of("", timeout=240, cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                           "--nproc_per_node", "1", str(script)])
+    text = _one_torchrun_rank(tmp_path, BF16_FLOAT_BATCH)
     assert "must have the same dtype" in text, text[-3000:]
     f = top(text)
     assert f.rule == "failure-dtype-mismatch" and f.category == "config_error", f
