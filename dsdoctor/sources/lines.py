@@ -53,6 +53,16 @@ class Line:
 _TIME_CACHE: dict[str, float | None] = {}
 
 
+def utc_seconds(text: str) -> float | None:
+    """'YYYY-mm-dd HH:MM:SS' (or with a 'T') as unix seconds, read as UTC like every log timestamp
+    here (only differences are used), or None."""
+    try:
+        return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
+                        int(text[17:19]), tzinfo=timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
 def _parse_time(m: re.Match, fmt: str) -> float | None:
     # Called for almost every candidate line: parse the fixed-width 'YYYY-mm-dd HH:MM:SS'
     # by slicing (strptime costs ~25 us) and cache the whole seconds (lines share them).
@@ -60,11 +70,7 @@ def _parse_time(m: re.Match, fmt: str) -> float | None:
     key = m.group(1)
     base = _TIME_CACHE.get(key, False)
     if base is False:
-        try:
-            base = datetime(int(key[0:4]), int(key[5:7]), int(key[8:10]), int(key[11:13]), int(key[14:16]),
-                            int(key[17:19]), tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            base = None
+        base = utc_seconds(key)
         if len(_TIME_CACHE) > 4096:
             _TIME_CACHE.clear()
         _TIME_CACHE[key] = base

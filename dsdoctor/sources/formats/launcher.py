@@ -11,7 +11,7 @@ A signal is reported once per pid: torchelastic prints the same death three time
 from __future__ import annotations
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, utc_seconds
 from ..recogniser import on
 
 
@@ -183,17 +183,7 @@ def slurm_cancelled(line: Line, st: StreamState):
         return None
     reason = (m.group(4) or "scancel").strip().lower()
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=15, who="slurm",
-                      external=True, reason=reason, node=m.group(2), job=m.group(1), at_time=_iso_time(m.group(3)))
-
-
-def _iso_time(text: str) -> float | None:
-    """slurmstepd's 'CANCELLED AT 2026-01-01T04:00:00' (local time, read as UTC like the log's other
-    timestamps: only differences are used)."""
-    from datetime import datetime, timezone
-    try:
-        return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
-        return None
+                      external=True, reason=reason, node=m.group(2), job=m.group(1), at_time=utc_seconds(m.group(3)))
 
 
 # bash: "Killed" alone, or "/path/script.sh: line 12: 4567 Killed    python train.py"
