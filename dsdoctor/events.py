@@ -82,7 +82,7 @@ KINDS: dict[str, str] = {
     "env_error": "error (short id: op_build, glibcxx, import), op, message",
     "hardware": "error ('xid'|'ecc'|'fell_off_bus'|'gsp'|'sxid'|'cuda_unknown'|'launch_failure'|'illegal_access'), xid, pci, message, meaning, gpu_fault",
     "error_line": "level ('error'|'fatal'|'critical'), message: an error-level line of any logger (the last resort of a failed run's evidence)",
-    "exception": "type, message, phase (the last Python exception of a traceback); from logs also name, in_traceback, raise_site, frames, chained ('cause'|'context'|None), chain_of (line of the chain's first exception), aborted (C++ terminate)",
+    "exception": "type, message, phase (the last Python exception of a traceback); from logs also name, in_traceback, raise_site, frames, chained ('cause'|'context'|None), chain_of (line of the chain's first exception), aborted (C++ terminate), waits_in ('collective'|'dataloader'|None: where the innermost waiting frame is) and wait_frame ('path:func')",
     "process_exit": "a process ended badly without a signal the memory rules take: exitcode (>0 or None), signal (None, 11, 15, ...), pid, rank, who ('launcher'|'torchelastic'|'slurm'|'shell'|'faulthandler'), killing (the launcher stopping its ranks), external (a signal sent to the launcher), host, node; Slurm's own stop: reason, job, at_time (unix seconds it names)",
     "phase_mark": "what the run was doing (a log line that starts a phase): phase ('model_load'|'checkpoint_load'|'zero_init'|'optimizer_init'|'op_build'|'training'), detail",
     "exit": "exitcode of the run (live: the command's exit code)",

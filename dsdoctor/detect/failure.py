@@ -43,19 +43,14 @@ PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, be
               "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint"}
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
-EXTERNAL = {1, 2, 15}
+EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
+WATCHDOG_EXIT_CODE = 86     # dsdoctor/live/watchdog.py STALL_EXIT_CODE: --on-stall abort ended the rank
+SURVIVED_STEPS = 3          # an exception followed by this many new steps in its input was not fatal
 # A run stopped from outside after this long without progress (and at least HUNG_INTERVALS of its
 # own step intervals) was hung: the stop is what a person or the scheduler did about it.
 HUNG_MIN_S = 600.0
 HUNG_INTERVALS = 20
 PROGRESS_KINDS = frozenset(("step", "loss", "throughput", "timers", "skipped", "grad_norm", "lr"))
-# Frames of a stack that waits in a collective / for the DataLoader (an interrupted hang's traceback)
-_WAIT_FRAMES = (("collective", ("distributed_c10d.py", "work.wait", "comm/torch.py", "deepspeed/comm/comm.py",
-                                "partitioned_param_coordinator.py", "allreduce", "all_reduce", "all_gather",
-                                "reduce_scatter", "barrier", "broadcast")),
-                ("dataloader", ("dataloader.py", "multiprocessing/queues.py", "_next_data", "_get_data")))
-WATCHDOG_EXIT_CODE = 86     # dsdoctor/live/watchdog.py STALL_EXIT_CODE: --on-stall abort ended the rank
-SURVIVED_STEPS = 3          # an exception followed by this many new steps in its input was not fatal       # stop requests from outside (a user, the scheduler's time limit)
 
 
 @dataclass
@@ -413,17 +408,9 @@ class FailureDetector(Detector):
             gap = stop_time - pt[-1]
             if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * typical):
                 hung_s = int(gap)
-        stuck_in = stuck_call = None
-        if g is not None:
-            for m, _ in g.members:
-                frames = list(m.data.get("frames") or []) + [m.data.get("raise_site") or ""]
-                for where, keys in _WAIT_FRAMES:
-                    hit = next((f for f in reversed(frames) if f and any(k in f for k in keys)), None)
-                    if hit:
-                        stuck_in, stuck_call = where, hit
-                        break
-                if stuck_in:
-                    break
+        waiting = next((m for m, _ in g.members if m.data.get("waits_in")), None) if g is not None else None
+        stuck_in = waiting.data["waits_in"] if waiting is not None else None
+        stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
         return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, stuck_in=stuck_in,
                     stuck_call=stuck_call)
 

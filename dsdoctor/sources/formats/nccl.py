@@ -17,6 +17,7 @@ import re
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
+from .traceback import wait_site
 
 # ---------------------------------------------------------------- collective timeouts (ProcessGroupNCCL.cpp: WorkNCCL::checkTimeout)
 _FIELD = compile_later(r"(SeqNum|OpType|NumelIn|NumelOut|Timeout\(ms\)|TensorShape)=(\[[^\]]*\]|[^,)]+)")
@@ -504,7 +505,6 @@ _PYSPY_HEAD = compile_later(r"^\s*Thread (\d+|0x[0-9a-f]+) \((?:active|idle)[^)]
 _FH_HEAD = compile_later(r"^\s*(?:Current thread|Thread) (0x[0-9a-f]+) \(most recent call first\):")
 _PYSPY_FRAME = compile_later(r"^\s+([\w<>.]+) \(([^():]+\.py):\d+\)\s*$")
 _FH_FRAME = compile_later(r'^\s*File "([^"]+)", line \d+ in ([\w<>.]+)\s*$')
-_DATALOADER_FUNCS = ("_try_get_data", "_get_data", "_next_data", "__next__")
 
 
 @on(" (active", " (idle)", "(most recent call first):")
@@ -539,12 +539,10 @@ def stack_frame(line: Line, st: StreamState):
         if not m:
             return None           # a Python traceback frame ('line N, in f'): not a dump
         path, func = m.group(1), m.group(2)
-    if "torch/utils/data/" in path:
-        if func not in _DATALOADER_FUNCS:
-            return None
-        where, op = "dataloader", None
-    else:
-        where, op = "collective", func
+    where = wait_site(path, func)
+    if where is None:
+        return None
+    op = func if where == "collective" else None
     cur["done"] = True          # the innermost classified frame says where the thread waits
     return [line.event("stack", thread=th, where=where, func=func, file=path, op=op)
             for th in cur["threads"]]

@@ -66,6 +66,30 @@ def phase_of(frames: list[str] | None) -> str | None:
     return None
 
 
+_DATALOADER_FUNCS = ("_try_get_data", "_get_data", "_next_data", "__next__")
+
+
+def wait_site(path: str, func: str) -> str | None:
+    """Where a thread with this frame waits: 'collective' (torch.distributed, deepspeed.comm),
+    'dataloader' (the DataLoader fetching a batch), or None. Read the innermost frame first:
+    a stack dump's thread and an interrupted traceback wait where the first such frame is."""
+    if "torch/utils/data/" in path:
+        return "dataloader" if func in _DATALOADER_FUNCS else None
+    if "distributed_c10d.py" in path or "deepspeed/comm/" in path:
+        return "collective"
+    return None
+
+
+def waits_in(frames: list[str] | None) -> tuple[str, str] | None:
+    """(where, 'path:func') of the innermost waiting frame of a traceback's 'path:func' frames."""
+    for fr in reversed(frames or []):
+        path, _, func = fr.rpartition(":")
+        where = wait_site(path, func)
+        if where:
+            return where, fr
+    return None
+
+
 def take_frames(line: Line, st: StreamState) -> list[str] | None:
     """The frames of the traceback that `line` (an exception line) ends; clears them. Kept
     for the generic exception recogniser below, which runs after the specific ones."""
@@ -141,10 +165,12 @@ def exception_line(line: Line, st: StreamState):
     chain_of, chained = (link[1], link[0]) if link else (line.lineno, None)
     st.scratch.setdefault("tb.last", {})[line.rank] = chain_of
     msg = (m.group("msg") or "").strip()
+    wait = waits_in(frames)
     return line.event("exception", step=st.step_of(line.rank), type=m.group("type"), name=name,
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
                       raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
-                      chained=chained, chain_of=chain_of)
+                      chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
+                      wait_frame=wait[1] if wait else None)
 
 
 @on("terminate called after throwing an instance of")
