@@ -27,6 +27,9 @@ class Family:
 
 # (family, category, weight, names, message texts, raise-site texts, why)
 _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, ...], str]] = [
+    # Ctrl-C lands wherever the program waited (a collective in distributed_c10d.py, a DataLoader
+    # queue): where it was raised says where the run hung, not that communication failed
+    ("interrupt", "other", 2, ("KeyboardInterrupt",), (), (), "an interruption (Ctrl-C / SIGINT)"),
     # cudaGetErrorString texts of a failing GPU (torch c10/cuda/CUDAException.cpp 'CUDA error: %s';
     # the driver's Xid codes, open-gpu-kernel-modules nverror.h)
     ("hardware", "hardware", 3, (),
@@ -145,7 +148,6 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # DataLoader or a launcher was reading from a worker; the worker's own end says why
     ("ipc", "other", 1, (), (), ("multiprocessing/connection.py", "multiprocessing/queues.py"),
      "a lost pipe to another process (one that died first)"),
-    ("interrupt", "other", 2, ("KeyboardInterrupt",), (), (), "an interruption (Ctrl-C / SIGINT)"),
 ]
 
 OTHER = Family("other", "other", 3, "an error in the training script or a library that no rule knows")
@@ -178,10 +180,6 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     if _ZERO3_EMPTY.search(message):
         return Family("zero3_partitioned", "config_error", 3,
                       "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
-    # Ctrl-C lands wherever the program waited (a collective in distributed_c10d.py, a DataLoader
-    # queue): where it was raised says where the run hung, not that communication failed
-    if name == "KeyboardInterrupt":
-        return _family("interrupt")
     sites = [raise_site] if raise_site else []
     sites += frames or []
     for fam, cat, weight, names, texts, site_texts, why in _TABLE:
