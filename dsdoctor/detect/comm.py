@@ -269,6 +269,7 @@ class CommDetector(Detector):
             last_completed=min((w["last_completed"] for w in self.wd.values()
                                 if w.get("last_completed") is not None), default=None),
             blocking=any(t.get("blocking") for t in to.values()))
+        s.ranks.update(suspects)        # the ranks everybody waited for are what the finding is about
         return s
 
     def _numel_mismatch(self) -> bool:

@@ -179,6 +179,9 @@ class FailureDetector(Detector):
         if d.get("aborted"):
             self.terminated.add(ev.rank)
         key = (ev.source, d.get("chain_of") if d.get("chain_of") is not None else ("seq", seq), ev.rank)
+        if key not in self.groups and ev.rank is not None and d.get("chained") and \
+                (ev.source, d.get("chain_of"), None) in self.groups:
+            key = (ev.source, d.get("chain_of"), None)   # libstdc++'s what() names the rank its terminate line did not
         g = self.groups.get(key)
         if g is None:
             if len(self.groups) >= MAX_GROUPS:
@@ -186,6 +189,8 @@ class FailureDetector(Detector):
             g = self.groups[key] = _Group(seq, ev.rank, advances_at=self.advances.get(ev.source, 0))
         if d.get("chained") and g.link is None:
             g.link = d["chained"]
+        if g.rank is None:
+            g.rank = ev.rank
         if len(g.members) < 6:
             g.members.append((ev, fam))
 
@@ -433,7 +438,11 @@ class FailureDetector(Detector):
 
     def _own_exits(self) -> list[tuple[int, Event]]:
         echo = {g.rank for g in self.groups.values() if g.rank is not None and g.weight == 1}
-        return [(s, e) for s, e in self.exits if e.kind != "exit" and self._rank_of(e) not in echo]
+        # a communication error printed without a rank prefix may be any rank's: an exit code 1 (the
+        # Python exception's own exit) is then its echo, not a failure of its own
+        anon = any(g.rank is None and g.weight == 1 for g in self.groups.values())
+        return [(s, e) for s, e in self.exits if e.kind != "exit" and self._rank_of(e) not in echo
+                and not (anon and e.data.get("exitcode") == 1)]
 
     def _exit_symptom(self, g: _Group | None) -> Symptom:
         exits = self._causal_exits()
