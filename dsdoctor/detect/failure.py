@@ -358,7 +358,8 @@ class FailureDetector(Detector):
         s = Symptom(name="failure", seq=g.seq, time=ev.time, key=("exception",),
                     facts=dict(how="exception", type=d.get("type"), name=d.get("name"), message=str(d.get("message"))[:300],
                                family=fam.name, family_category=fam.category, family_why=fam.why,
-                               rank=ev.rank, phase=phase, phase_text=PHASE_TEXT.get(phase, phase) if phase else None,
+                               rank=ev.rank, host=d.get("host"), phase=phase,
+                               phase_text=PHASE_TEXT.get(phase, phase) if phase else None,
                                raise_site=d.get("raise_site"), at=f"{ev.source}:{ev.line}" if ev.line else ev.source,
                                chain=chain, others=others, last_step=self.last_step if ev.step is None else ev.step,
                                exitcode=self._exitcode()))

@@ -383,6 +383,8 @@ _CONNECT_FAILED = compile_later(r"[Cc]onnect to \S+ failed : ")
 def warn_cause(msg: str) -> str | None:
     """What an NCCL WARN (or a gloo/socket message) says the cause is."""
     m = msg
+    if "Duplicate GPU detected" in m:
+        return "duplicate_gpu"          # nccl src/init.cc: two ranks of one communicator on one device
     if "shared memory" in m or "/dev/shm" in m:
         return "shm"
     if _NO_INTERFACE.search(m):

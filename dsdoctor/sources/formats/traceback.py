@@ -170,7 +170,7 @@ def exception_line(line: Line, st: StreamState):
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
                       raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
                       chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
-                      wait_frame=wait[1] if wait else None)
+                      wait_frame=wait[1] if wait else None, host=line.host)
 
 
 @on("terminate called after throwing an instance of")
