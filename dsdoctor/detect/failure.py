@@ -82,7 +82,8 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
-             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit")
+             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
+             "collective_timeout")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -100,6 +101,7 @@ class FailureDetector(Detector):
         self.host_percent_max: float | None = None
         self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
         self.watchdog_abort = False                       # a stall verdict with --on-stall abort
+        self.watchdog_timeouts = False                    # ProcessGroupNCCL's watchdog reported a timeout
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
         self.progress_times: list[float] = []             # times of the last progress events (distinct)
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
@@ -127,6 +129,14 @@ class FailureDetector(Detector):
                 self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
         elif k == "exception":
             self._exception(ev, seq)
+        elif k == "collective_timeout":
+            # ProcessGroupNCCL's watchdog takes a timed-out rank down with std::terminate (torch
+            # ProcessGroupNCCL.cpp: 'To avoid data inconsistency, we are taking the entire process
+            # down'): that rank's SIGABRT (exit code -6) echoes the timeout even when the terminate lines
+            # did not make it into the log
+            if (ev.data.get("backend") or "nccl") == "nccl" and not ev.data.get("blocking"):
+                self.terminated.add(ev.rank)
+                self.watchdog_timeouts = True
         elif k == "killed":
             sig = ev.data.get("signal")
             if ev.data.get("who") in ("kernel", "slurm") or ev.data.get("memcg"):
@@ -202,7 +212,7 @@ class FailureDetector(Detector):
         if self.terminated:
             self._drop_terminate_aborts()
         decisive = self._decisive_group()
-        if self.watchdog_abort and decisive is not None and decisive.weight == 0 \
+        if (self.watchdog_abort or self.watchdog_timeouts) and decisive is not None and decisive.weight == 0 \
                 and not (self.exits or self.signals or self.kills):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
