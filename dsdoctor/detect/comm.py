@@ -19,7 +19,7 @@ from ..findings import MAX_EVIDENCE, Symptom
 from .base import Detector
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
-CAUSE_ORDER = ("shm", "interface", "connection_refused", "ib", "cuda", "mismatch", "invalid_usage", "internal",
+CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "cuda", "mismatch", "invalid_usage", "internal",
                "remote_exit", "unknown")
 _CODE_CAUSE = {"ncclUnhandledCudaError": "cuda", "ncclInvalidUsage": "invalid_usage",
                "ncclInvalidArgument": "invalid_usage", "ncclInternalError": "internal",
@@ -269,6 +269,7 @@ class CommDetector(Detector):
             last_completed=min((w["last_completed"] for w in self.wd.values()
                                 if w.get("last_completed") is not None), default=None),
             blocking=any(t.get("blocking") for t in to.values()))
+        s.ranks.update(suspects)        # the ranks everybody waited for are what the finding is about
         return s
 
     def _numel_mismatch(self) -> bool:

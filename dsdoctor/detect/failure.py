@@ -82,7 +82,8 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
-             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit")
+             "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
+             "collective_timeout")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -100,6 +101,7 @@ class FailureDetector(Detector):
         self.host_percent_max: float | None = None
         self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
         self.watchdog_abort = False                       # a stall verdict with --on-stall abort
+        self.watchdog_timeouts = False                    # ProcessGroupNCCL's watchdog reported a timeout
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
         self.progress_times: list[float] = []             # times of the last progress events (distinct)
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
@@ -127,6 +129,14 @@ class FailureDetector(Detector):
                 self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
         elif k == "exception":
             self._exception(ev, seq)
+        elif k == "collective_timeout":
+            # ProcessGroupNCCL's watchdog takes a timed-out rank down with std::terminate (torch
+            # ProcessGroupNCCL.cpp: 'To avoid data inconsistency, we are taking the entire process
+            # down'): that rank's SIGABRT (exit code -6) echoes the timeout even when the terminate lines
+            # did not make it into the log
+            if (ev.data.get("backend") or "nccl") == "nccl" and not ev.data.get("blocking"):
+                self.terminated.add(ev.rank)
+                self.watchdog_timeouts = True
         elif k == "killed":
             sig = ev.data.get("signal")
             if ev.data.get("who") in ("kernel", "slurm") or ev.data.get("memcg"):
@@ -179,6 +189,9 @@ class FailureDetector(Detector):
         if d.get("aborted"):
             self.terminated.add(ev.rank)
         key = (ev.source, d.get("chain_of") if d.get("chain_of") is not None else ("seq", seq), ev.rank)
+        if key not in self.groups and ev.rank is not None and d.get("chained") and \
+                (ev.source, d.get("chain_of"), None) in self.groups:
+            key = (ev.source, d.get("chain_of"), None)   # libstdc++'s what() names the rank its terminate line did not
         g = self.groups.get(key)
         if g is None:
             if len(self.groups) >= MAX_GROUPS:
@@ -186,6 +199,8 @@ class FailureDetector(Detector):
             g = self.groups[key] = _Group(seq, ev.rank, advances_at=self.advances.get(ev.source, 0))
         if d.get("chained") and g.link is None:
             g.link = d["chained"]
+        if g.rank is None:
+            g.rank = ev.rank
         if len(g.members) < 6:
             g.members.append((ev, fam))
 
@@ -197,7 +212,7 @@ class FailureDetector(Detector):
         if self.terminated:
             self._drop_terminate_aborts()
         decisive = self._decisive_group()
-        if self.watchdog_abort and decisive is not None and decisive.weight == 0 \
+        if (self.watchdog_abort or self.watchdog_timeouts) and decisive is not None and decisive.weight == 0 \
                 and not (self.exits or self.signals or self.kills):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
@@ -353,7 +368,8 @@ class FailureDetector(Detector):
         s = Symptom(name="failure", seq=g.seq, time=ev.time, key=("exception",),
                     facts=dict(how="exception", type=d.get("type"), name=d.get("name"), message=str(d.get("message"))[:300],
                                family=fam.name, family_category=fam.category, family_why=fam.why,
-                               rank=ev.rank, phase=phase, phase_text=PHASE_TEXT.get(phase, phase) if phase else None,
+                               rank=ev.rank, host=d.get("host"), phase=phase,
+                               phase_text=PHASE_TEXT.get(phase, phase) if phase else None,
                                raise_site=d.get("raise_site"), at=f"{ev.source}:{ev.line}" if ev.line else ev.source,
                                chain=chain, others=others, last_step=self.last_step if ev.step is None else ev.step,
                                exitcode=self._exitcode()))
@@ -433,7 +449,11 @@ class FailureDetector(Detector):
 
     def _own_exits(self) -> list[tuple[int, Event]]:
         echo = {g.rank for g in self.groups.values() if g.rank is not None and g.weight == 1}
-        return [(s, e) for s, e in self.exits if e.kind != "exit" and self._rank_of(e) not in echo]
+        # a communication error printed without a rank prefix may be any rank's: an exit code 1 (the
+        # Python exception's own exit) is then its echo, not a failure of its own
+        anon = any(g.rank is None and g.weight == 1 for g in self.groups.values())
+        return [(s, e) for s, e in self.exits if e.kind != "exit" and self._rank_of(e) not in echo
+                and not (anon and e.data.get("exitcode") == 1)]
 
     def _exit_symptom(self, g: _Group | None) -> Symptom:
         exits = self._causal_exits()

@@ -109,6 +109,7 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # match the CUDA runtime ('forward compatibility was attempted on non supported HW')
     ("environment", "environment", 3, (),
      ("invalid device ordinal", "all CUDA-capable devices are busy or unavailable",
+      "device(s) is/are busy or unavailable",     # cudaErrorDevicesUnavailable's cudaGetErrorString text
       "forward compatibility was attempted", "Unexpected error from cudaGetDeviceCount"), (),
      "a GPU this process cannot use: more ranks than GPUs on the node or a wrong CUDA_VISIBLE_DEVICES "
      "(invalid device ordinal), GPUs busy with another job or in exclusive mode, or a driver that does not "

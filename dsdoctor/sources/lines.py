@@ -18,8 +18,9 @@ MAX_EVIDENCE_TEXT = 400
 # ---------------------------------------------------------------- line decorations
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PREFIXES = [
-    # [rank3]: (torch 2.2+), [default3]: (torchrun --tee / log_line_prefix_template)
-    (re.compile(r"^\[(?:rank|default)(\d+)\]:\s?"), "rank"),
+    # [rank3]: (torch 2.2+), [default3]: (torchrun --tee / log_line_prefix_template),
+    # [1,3]<stderr>: (Open MPI mpirun --tag-output: [jobid,rank]<stream>:)
+    (re.compile(r"^\[(?:rank|default|\d+,)(\d+)\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
     # srun --label / torchrun's "0: " prefix
     (re.compile(r"^(\d{1,5}):\s"), "rank"),
     # Ray actors: "(RayTrainWorker pid=123, ip=10.0.0.1) "

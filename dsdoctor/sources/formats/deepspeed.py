@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import lru_cache
 
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
@@ -512,8 +513,17 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
                 message=text.strip()[:300], input_value=m.group(1) if m else None)
     if known:
         data.update(real_key=known[0], note=known[1])
+    elif kind == "extra_key" and field and section:
+        near = _misspelt(section, field)
+        if near:
+            data.update(real_key=f"{section}.{near}", note="It looks like a misspelling")
     if kind == "extra_key" and field:
         data["patch"] = nested(key, None)             # remove the key DeepSpeed rejects
+        if not known and data.get("real_key") and data["input_value"] is not None:
+            value = _json_value(data["input_value"])
+            if value is not None:                     # and write its value under the real name
+                data["patch"] = _merge(data["patch"], nested(data["real_key"], value))
+                data["renamed"] = True
     elif kind == "not_integer" and leaf == "min_loss_scale":
         data["patch"] = nested(key, 1)
     head["line"] = line.lineno          # several errors follow one header
@@ -725,3 +735,46 @@ STEADY_GROUPS = (
            anomalies=(*NONFINITE_ANOMALIES, (_OLD_THROUGHPUT.pattern, 0))),
     steady("ds_step", ", skipped="),
 )
+
+
+def _misspelt(section: str, field: str) -> str | None:
+    """The real key of `section` closest to `field` (a typo DeepSpeed's pydantic models refuse), from the
+    checked key catalogue of the installed DeepSpeed's config models (config/catalogue_snapshot.json;
+    reading it needs no deepspeed import)."""
+    import difflib
+    keys = _section_keys(section)
+    m = difflib.get_close_matches(field, sorted(keys), n=1, cutoff=0.8) if keys else []
+    return m[0] if m else None
+
+
+@lru_cache(maxsize=1)
+def _snapshot() -> dict:
+    import json
+    from pathlib import Path
+    try:
+        return json.loads((Path(__file__).resolve().parents[2] / "config" / "catalogue_snapshot.json")
+                          .read_text(encoding="utf-8"))["root"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def _section_keys(section: str) -> set[str]:
+    node = _snapshot()
+    for part in section.split("."):
+        node = (node.get("children") or {}).get(part) if node else None
+    return set(node.get("keys") or ()) if node else set()
+
+
+def _json_value(text: str):
+    import json
+    try:
+        return json.loads(text.strip().strip("'\""))
+    except ValueError:
+        return None
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out

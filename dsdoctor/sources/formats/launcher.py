@@ -388,3 +388,23 @@ def runner_ssh(line: Line, st: StreamState):
         return None
     return line.event("env_error", error="ssh_unreachable", op=None, host=m.group(2), hostfile=m.group(1),
                       message=line.text.strip()[-300:])
+
+
+# OpenSSH's own client errors, relayed by pdsh ('{host}: ssh: ...' then 'pdsh@x: {host}: ssh exited with
+# exit code 255'; ssh exits 255 on its own errors): sshconnect.c ssh_connect_direct 'ssh: connect to host
+# %s port %s: %s', ssh.c 'ssh: Could not resolve hostname %s: %s', sshconnect.c 'Host key verification
+# failed.', and the server refusing the keys 'Permission denied (publickey,...)'. The remote command never ran.
+_SSH_CLIENT = compile_later(r"ssh: connect to host (\S+) port \d+: (.+)$|ssh: Could not resolve hostname ([^:\s]+): (.+)$|"
+                            r"(Host key verification failed)\.|(Permission denied \(publickey[^)]*\))")
+
+
+@on("ssh: connect to host ", "ssh: Could not resolve hostname ", "Host key verification failed",
+    "Permission denied (publickey")
+def ssh_client_error(line: Line, st: StreamState):
+    m = _SSH_CLIENT.search(line.text)
+    if not m:
+        return None
+    host = m.group(1) or m.group(3) or line.host
+    reason = m.group(2) or m.group(4) or m.group(5) or m.group(6)
+    return line.event("env_error", error="ssh_failed", op=None, host=host, reason=reason.strip(),
+                      message=line.text.strip()[-300:])

@@ -21,12 +21,13 @@ from typing import Iterator
 
 from ...lazy_regex import compile_later
 from ...events import Event
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, utc_seconds
 from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 from .deepspeed import num, scale, set_step
 
 _START = compile_later(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
 _KEY = "mg_rec"
+_STAMP = compile_later(r"\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)\]")
 
 
 @lru_cache(maxsize=512)
@@ -65,6 +66,12 @@ def iteration_piece(line: Line, st: StreamState):
         out = list(_flush(st)) if rec else []
         step = int(m.group(1))
         set_step(st, line.rank, step)
+        if line.time is None and i > 0:
+            # Megatron-LM training_log starts the record with f" [{datetime.now():%Y-%m-%d %H:%M:%S}]";
+            # after a launcher's 'N: ' label the leading space keeps lines.clean from reading it
+            ts = _STAMP.search(line.text, 0, i)
+            if ts:
+                line = replace(line, time=utc_seconds(ts.group(1)))
         rec = {"line": line, "text": line.text[m.start():], "last": line.lineno, "step": step,
                "emitted": False}
         st.scratch[_KEY] = rec
@@ -131,7 +138,11 @@ def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> 
     seen = st.scratch.setdefault("mg_loss_names", set())
     vals = {_FIELDS[k]: v for k, v in f.items() if k in _FIELDS}
     skipped_now = num(vals.get("skipped"))
-    if not supplement and not skipped_now:
+    # a record cut off before its loss fields (the log ends mid-line) does not say the loss is gone:
+    # Megatron prints the losses before 'loss scale', 'grad norm' and the iteration counters
+    # (megatron/training.py training_log), so a missing loss counts only when the record reached one
+    reached = _complete(text) or any(k in vals for k in ("loss_scale", "grad_norm", "skipped", "nan_iters"))
+    if not supplement and not skipped_now and reached:
         # a skipped iteration (fp16 overflow, Megatron's own optimizer) also drops the loss, but
         # then 'number of skipped iterations' says so
         for name in sorted(seen - set(losses)):

@@ -373,14 +373,23 @@ _NCCL_LINE = compile_later(r"(?:(\S+?):(\d+):(\d+) )?\[(\d+)\] (?:(\S+):(\d+) )?
 _PEER = compile_later(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(?:<(\d+)>|:(\d+))?")
 
 
+# NCCL's socket connect failing with any errno (src/misc/socket.cc: 'Connect to {addr} failed : {strerror}',
+# 2.16-2.23 'socketStartConnect: Connect to ...', 2.27+ '{func}: connect to {addr} failed : {strerror}'):
+# Connection refused, Connection timed out, No route to host, Network is unreachable, Software caused
+# connection abort all say the peer could not be reached
+_CONNECT_FAILED = compile_later(r"[Cc]onnect to \S+ failed : ")
+
+
 def warn_cause(msg: str) -> str | None:
     """What an NCCL WARN (or a gloo/socket message) says the cause is."""
     m = msg
+    if "Duplicate GPU detected" in m:
+        return "duplicate_gpu"          # nccl src/init.cc: two ranks of one communicator on one device
     if "shared memory" in m or "/dev/shm" in m:
         return "shm"
     if _NO_INTERFACE.search(m):
         return "interface"
-    if "Connection refused" in m or "exceeded error retry count" in m or "No route to host" in m:
+    if "Connection refused" in m or "exceeded error retry count" in m or "No route to host" in m or _CONNECT_FAILED.search(m):
         return "connection_refused"
     if "message truncated" in m:
         return "mismatch"

@@ -170,7 +170,7 @@ def exception_line(line: Line, st: StreamState):
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
                       raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
                       chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
-                      wait_frame=wait[1] if wait else None)
+                      wait_frame=wait[1] if wait else None, host=line.host)
 
 
 @on("terminate called after throwing an instance of")
@@ -197,6 +197,10 @@ _WHAT_MAX_GAP = 3        # lines between the terminate line and its what(): inte
 def cxx_what(line: Line, st: StreamState):
     opened = st.scratch.get("tb.terminate", {})
     at = opened.pop(line.rank, None)
+    if at is None and line.rank is not None:
+        # the message names its rank ('[Rank 3] Watchdog caught ...', lines.clean reads it) while
+        # libstdc++'s terminate line above it, printed without a rank prefix, names none
+        at = opened.pop(None, None)
     if at is None or not 0 < line.lineno - at[0] <= _WHAT_MAX_GAP:
         return None
     msg = line.text.split("what():", 1)[1].strip()
