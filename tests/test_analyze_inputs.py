@@ -359,3 +359,12 @@ def test_per_line_trigger_lookup_gives_the_same_events(monkeypatch):
     monkeypatch.setattr(matcher(), "hs", None)
     assert key(events_from_text(text)) == with_hs
     assert with_hs
+
+
+def test_rank_from_file_name_but_not_from_a_node_name(tmp_path):
+    """rank3.log is rank 3; node2.log holds every rank of node 2, so its number is no rank."""
+    from dsdoctor.sources.inputs import expand
+    for name in ("rank3.log", "node2.log", "worker-5.log", "train.log"):
+        (tmp_path / name).write_text("hello\n")
+    hints = {p.path.name: p.rank_hint for p in expand([str(tmp_path)])}
+    assert hints == {"rank3.log": 3, "node2.log": None, "worker-5.log": 5, "train.log": None}

@@ -14,7 +14,8 @@ from typing import BinaryIO, Iterator
 from .input_spec import Input, InputError
 
 LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".stderr")
-_RANK_IN_NAME = re.compile(r"(?:rank|node|worker|proc)[_-]?(\d+)", re.I)
+# A file named after a node (node2.log) holds all of that node's ranks: its number is no rank.
+_RANK_IN_NAME = re.compile(r"(?:rank|worker|proc)[_-]?(\d+)", re.I)
 
 __all__ = ["Input", "InputError", "expand", "check_readable", "iter_blocks", "LOG_SUFFIXES"]
 
