@@ -23,7 +23,7 @@ from collections import deque
 from typing import Iterable
 
 from ..events import Event
-from ..findings import Symptom
+from ..findings import MAX_EVIDENCE, Evidence, Symptom
 from .base import Detector, symptom_from
 
 SETTLE_STEPS = 20        # clean steps that make the current scale the settled one
@@ -301,6 +301,7 @@ class LossScaleDetector(Detector):
             # already reported: keep the facts current (live mode reads steps_left), add evidence
             self.symptom.facts.update(self.facts())
             self.symptom.add_evidence(ev)
+            _decisive_first(self.symptom, ev)
             if ev.step is not None and ev.step not in self.symptom.steps and len(self.symptom.steps) < 64:
                 self.symptom.steps.append(ev.step)
             return ()
@@ -314,6 +315,7 @@ class LossScaleDetector(Detector):
             if e.step is not None and e.step not in s.steps:
                 s.steps.append(e.step)
         self.symptom = s
+        _decisive_first(s, ev)
         return (s,)
 
     def finish(self) -> Iterable[Symptom]:
@@ -325,3 +327,12 @@ class LossScaleDetector(Detector):
             return (symptom_from(self.first_overflow, self.first_seq, "loss_scale_calibration", key=(),
                                  **self.facts()),)
         return ()
+
+
+def _decisive_first(s: Symptom, ev: Event) -> None:
+    """DeepSpeed's 'Current loss scale already at minimum' ends the run: quote it first (the
+    overflow lines before it are the story, it is the verdict), even when the evidence is full."""
+    if ev.kind != "scale_at_minimum" or ev.text is None:
+        return
+    rest = [e for e in s.evidence if not (e.source == ev.source and e.line == ev.line)]
+    s.evidence[:] = [Evidence(ev.source, ev.line, ev.text)] + rest[:MAX_EVIDENCE - 1]
