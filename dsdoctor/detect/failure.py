@@ -202,6 +202,10 @@ class FailureDetector(Detector):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
         stop = self._scheduler_stop()
+        if stop is not None and stop[1].data.get("reason") == "scancel" and self.kills and self.kills[0][0] < stop[0]:
+            # a task SIGKILLed before its step was cancelled: srun tore the step down because that
+            # task died (srun's '_step_signal: Terminating StepId'), so the kill is the cause
+            stop = None
         if stop is not None and (primary is None or primary.seq > stop[0]):
             # Slurm ended the job (time limit, preemption, scancel): the SIGKILLs after its
             # SIGTERM are its echo, not the kernel's OOM killer
