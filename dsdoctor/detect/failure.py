@@ -40,7 +40,8 @@ HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds
 PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, before the first logged step",
               "op_build": "while building a DeepSpeed op", "init": "during deepspeed.initialize",
               "forward": "in the forward pass", "backward": "in the backward pass", "step": "in the optimizer step",
-              "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint"}
+              "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint",
+              "eval": "during evaluation", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs"}
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
