@@ -42,7 +42,8 @@ SKIP_RATIO = 0.9
 
 
 class LossScaleDetector(Detector):
-    kinds = ("overflow", "loss_scale", "scale_at_minimum", "context", "loss", "step", "skipped", "throughput")
+    kinds = ("overflow", "loss_scale", "scale_at_minimum", "context", "loss", "step", "skipped", "throughput",
+             "grad_norm")
 
     def __init__(self) -> None:
         self.min_scale: float = 1
@@ -54,6 +55,7 @@ class LossScaleDetector(Detector):
         self.overflows = 0
         self.one_to_one = 0
         self.at_minimum = False
+        self.nan_seen = False          # a non-finite loss / grad norm came before the collapse was judged
         self.streak = 0
         self.max_streak = 0
         self.streak_start: tuple[int | None, float | None] = (None, None)   # (step, scale)
@@ -123,6 +125,16 @@ class LossScaleDetector(Detector):
                 self.start_scale = v
             self.cur = v
             self._settle()
+            return ()
+        if (k in ("loss", "grad_norm") and isinstance(d.get("value"), float) and not math.isfinite(d["value"])) \
+                or (k == "skipped" and isinstance(d.get("nan_iters"), int) and d["nan_iters"] > 0):
+            # a NaN before the scale had collapsed is the cause (rule nan-loss); one after it, the
+            # collapse's last stage (rule loss-scale-collapse-before-nan)
+            if self.symptom is None:
+                self.nan_seen = True
+            elif not self.nan_seen:
+                self.symptom.facts["nan_after_collapse"] = True
+        if k == "grad_norm":
             return ()
         self._progress(ev)
         self._settle()
@@ -308,7 +320,8 @@ class LossScaleDetector(Detector):
         if not self.collapsed():
             return ()
         first = self.first_overflow or ev
-        s = symptom_from(first, self.first_seq or seq, "loss_scale_collapse", key=(), **self.facts())
+        s = symptom_from(first, self.first_seq or seq, "loss_scale_collapse", key=(), **self.facts(),
+                         nan_after_collapse=False)
         for e in list(self.streak_events) + [ev]:
             if e is not first and all(x.line != e.line for x in s.evidence):
                 s.add_evidence(e)
