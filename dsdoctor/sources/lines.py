@@ -40,7 +40,7 @@ _TS = [
 # TorchLogsFormatter). Only the time is read; the head stays (its level letter is the message's).
 _GLOG = re.compile(r"^\[?[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d)\.(\d+) +\d+ ")
 _YEARLESS = 1972          # the year of a glog time before the log has shown its own (a leap year: 02/29 parses)
-_DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
+DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
 _RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank=?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b")
 
 

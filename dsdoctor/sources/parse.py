@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..events import Event
 import time
 
-from .lines import _DATED, Line, StreamState, clean
+from .lines import DATED, Line, StreamState, clean
 from .registry import HANDLERS
 from .scanner import line_triggers
 
@@ -28,7 +28,7 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
         if not seg or seg.isspace():
             continue
         s, rank, t, host = clean(seg, st.year)
-        if t is not None and st.year is None and t >= _DATED:
+        if t is not None and st.year is None and t >= DATED:
             st.year = time.gmtime(t).tm_year
         line = Line(s, source, lineno, rank_hint if rank is None else rank, t, host)
         done: set[int] | None = None       # handlers already run on this segment (a literal may share one)
