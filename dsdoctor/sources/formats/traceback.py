@@ -59,7 +59,8 @@ _PHASES: list[tuple[str, tuple[str, ...]]] = [
               "_optimizer_step", "fused_optimizer.py:step", "bf16_optimizer.py:step")),
     ("backward", ("engine.py:backward", "autograd/__init__.py:backward", "_engine_run_backward", "run_backward",
                   "_tensor.py:backward", "reduce_ipg_grads", "allreduce_bucket", "reduce_partition_and_remove_grads")),
-    ("forward", (":forward", "_call_impl", "_wrapped_call_impl", "module.py:__call__")),
+    # transformers/trainer.py Trainer.compute_loss: the model's forward (training_step also holds the backward)
+    ("forward", (":forward", "_call_impl", "_wrapped_call_impl", "module.py:__call__", "trainer.py:compute_loss")),
 ]
 
 
