@@ -176,9 +176,14 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
 
 def _not_after(f: Finding, g: Finding) -> bool:
     """f could have caused g. With timestamps on both, f must not come later; without them
-    (one log file per rank, read one after the other) the input order says nothing."""
+    (one log file per rank, read one after the other) the input order says nothing, except
+    between two findings that explain each other (a loss-scale collapse and a NaN loss) read
+    from the same input: there the one written first is the cause."""
     if f.time is not None and g.time is not None:
         return f.time <= g.time + 1.0
+    if (f.category in g.explains or f.rule in g.explains) and f.evidence and g.evidence \
+            and f.evidence[0].source == g.evidence[0].source:
+        return f.seq <= g.seq
     return True
 
 

@@ -40,7 +40,8 @@ HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds
 PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, before the first logged step",
               "op_build": "while building a DeepSpeed op", "init": "during deepspeed.initialize",
               "forward": "in the forward pass", "backward": "in the backward pass", "step": "in the optimizer step",
-              "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint"}
+              "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint",
+              "eval": "during evaluation", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs"}
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
@@ -217,6 +218,10 @@ class FailureDetector(Detector):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
         stop = self._scheduler_stop()
+        if stop is not None and stop[1].data.get("reason") == "scancel" and self.kills and self.kills[0][0] < stop[0]:
+            # a task SIGKILLed before its step was cancelled: srun tore the step down because that
+            # task died (srun's '_step_signal: Terminating StepId'), so the kill is the cause
+            stop = None
         if stop is not None and (primary is None or primary.seq > stop[0]):
             # Slurm ended the job (time limit, preemption, scancel): the SIGKILLs after its
             # SIGTERM are its echo, not the kernel's OOM killer

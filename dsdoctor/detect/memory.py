@@ -12,11 +12,14 @@ from .base import Detector, symptom_from
 class MemoryDetector(Detector):
     kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes")
     FLUSH_STEPS = 3         # DeepSpeed: "if this is happening frequently ..."; one flush at warm-up is normal
+    FLUSH_EVERY = 10        # ... and frequently: on one step in 10 or more
 
     def __init__(self) -> None:
         self.last_memory: dict[int | None, dict] = {}
         self.flush_lines = 0
         self.flushes = 0
+        self.first_flush_step: int | None = None
+        self.flush_reported = False
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
@@ -26,7 +29,15 @@ class MemoryDetector(Detector):
         if ev.kind == "alloc_flushes":
             self.flush_lines += 1
             self.flushes += int(d.get("flushes") or 0)
-            if self.flush_lines == self.FLUSH_STEPS:
+            if self.first_flush_step is None:
+                self.first_flush_step = ev.step
+            # "frequently": on at least 1 step in FLUSH_EVERY since the first one (a flush every
+            # few hundred steps is the allocator settling, not pressure); steps unknown: the count
+            span = ev.step - self.first_flush_step + 1 if ev.step is not None and self.first_flush_step is not None \
+                else None
+            if self.flush_lines >= self.FLUSH_STEPS and not self.flush_reported \
+                    and (span is None or self.flush_lines * self.FLUSH_EVERY >= span):
+                self.flush_reported = True
                 return (symptom_from(ev, seq, "alloc_flushes", key=(), flushes=self.flushes,
                                      flush_steps=self.flush_lines),)
             return ()

@@ -20,6 +20,7 @@ from .base import Detector, symptom_from
 HISTORY = 64           # finite values kept to judge a spike
 SPIKE_FACTOR = 1.5     # loss above 1.5x the running median ...
 GNORM_FACTOR = 5.0     # ... or grad norm above 5x its running median
+ZERO_RUN = 3           # logged steps in a row with loss 0 and grad norm 0: nothing is trained
 
 
 def _finite(v) -> bool:
@@ -39,6 +40,9 @@ class NonFiniteDetector(Detector):
         self.spike: dict | None = None          # last spike seen: {what, value, baseline, step}
         self.spike_age = 0                      # loss events since that spike
         self.bad_gnorm: Event | None = None     # last event if it was a non-finite grad norm
+        self.zero_gnorm: Event | None = None    # last event if it was a grad norm of exactly 0
+        self.zero_first: Event | None = None    # first of the loss 0 / grad norm 0 readings in a row
+        self.zero_count = 0
         self.dtype: str | None = None
         self.nan_symptom: Symptom | None = None
         self.bf16_symptom: Symptom | None = None
@@ -91,6 +95,7 @@ class NonFiniteDetector(Detector):
     def _grad_norm(self, ev: Event, seq: int) -> Iterable[Symptom]:
         v = ev.data.get("value")
         self.bad_gnorm = ev if _nonfinite(v) else None
+        self.zero_gnorm = ev if v == 0 and not isinstance(v, bool) else None
         if _finite(v):
             # the median (a sort of HISTORY values) only when the min does not already rule a spike out
             if len(self.gnorms) >= 3 and v > GNORM_FACTOR * max(min(self.gnorms), 1e-12):
@@ -107,14 +112,29 @@ class NonFiniteDetector(Detector):
             return self._nonfinite(ev, seq, v, name, how="missing_field" if ev.data.get("missing") else "value")
         if not _finite(v):
             return ()
-        bad = self.bad_gnorm
-        self.bad_gnorm = None
+        bad, zero = self.bad_gnorm, self.zero_gnorm
+        self.bad_gnorm = self.zero_gnorm = None
         if v == 0.0 and bad is not None and (bad.step == ev.step or bad.line == ev.line):
             # HF Trainer: after a NaN every step is skipped and logs loss 0 with grad_norm nan/inf
             return self._nonfinite(ev, seq, "0 with grad_norm " + _text(bad.data.get("value")), name,
                                    how="grad_norm_with_zero_loss")
         if name.startswith("eval"):
             return ()
+        if v == 0.0 and zero is not None and (zero.step == ev.step or zero.line == ev.line):
+            # transformers/trainer.py _inner_training_loop: with logging_nan_inf_filter (default True)
+            # a NaN/Inf step adds nothing to the logged loss, so a window of NaN steps logs 'loss' 0.0;
+            # with the step's gradients never computed or skipped the grad norm reads 0 as well.
+            # A real loss is never exactly 0 step after step.
+            self.zero_first = self.zero_first or ev
+            self.zero_count += 1
+            if self.zero_count == ZERO_RUN:
+                return self._nonfinite(self.zero_first, seq, "0 with grad_norm 0", name,
+                                       how="zero_loss_zero_grad_norm", zero_run=ZERO_RUN)
+            if self.zero_count > ZERO_RUN and self.nan_symptom is not None \
+                    and self.nan_symptom.facts.get("how") == "zero_loss_zero_grad_norm":
+                self.nan_symptom.facts["zero_run"] = self.zero_count
+            return ()
+        self.zero_first, self.zero_count = None, 0
         if len(self.losses) >= 3 and v > SPIKE_FACTOR * min(self.losses):    # else below 1.5x the median too
             m = median(self.losses)
             if v > SPIKE_FACTOR * m and v - m > 0.5:
@@ -130,7 +150,7 @@ class NonFiniteDetector(Detector):
         self.spike["count"] += 1
         self.spike_age = 0
 
-    def _nonfinite(self, ev: Event, seq: int, value, name: str, how: str) -> Iterable[Symptom]:
+    def _nonfinite(self, ev: Event, seq: int, value, name: str, how: str, **more) -> Iterable[Symptom]:
         if self.nan_symptom is not None:
             s = self.nan_symptom
             s.facts["nan_count"] = s.facts.get("nan_count", 1) + 1
@@ -150,7 +170,7 @@ class NonFiniteDetector(Detector):
                      source=ev.source, nan_count=1,
                      preceded_by_spike=bool(recent),
                      spike=self.spike if recent else None,
-                     last_finite_loss=self.losses[-1] if self.losses else None)
+                     last_finite_loss=self.losses[-1] if self.losses else None, **more)
         if self.dtype:
             facts["dtype"] = self.dtype      # else the run context's dtype (--config) shows through
         s = symptom_from(ev, seq, "nonfinite_loss", key=(), **facts)

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Iterable
 
 from ..events import Event
-from ..findings import Symptom
+from ..findings import MAX_EVIDENCE, Evidence, Symptom
 from .base import Detector, symptom_from
 
 SETTLE_STEPS = 20        # clean steps that make the current scale the settled one
@@ -42,7 +42,8 @@ SKIP_RATIO = 0.9
 
 
 class LossScaleDetector(Detector):
-    kinds = ("overflow", "loss_scale", "scale_at_minimum", "context", "loss", "step", "skipped", "throughput")
+    kinds = ("overflow", "loss_scale", "scale_at_minimum", "context", "loss", "step", "skipped", "throughput",
+             "grad_norm")
 
     def __init__(self) -> None:
         self.min_scale: float = 1
@@ -54,6 +55,7 @@ class LossScaleDetector(Detector):
         self.overflows = 0
         self.one_to_one = 0
         self.at_minimum = False
+        self.nan_seen = False          # a non-finite loss / grad norm came before the collapse was judged
         self.streak = 0
         self.max_streak = 0
         self.streak_start: tuple[int | None, float | None] = (None, None)   # (step, scale)
@@ -123,6 +125,16 @@ class LossScaleDetector(Detector):
                 self.start_scale = v
             self.cur = v
             self._settle()
+            return ()
+        if (k in ("loss", "grad_norm") and isinstance(d.get("value"), float) and not math.isfinite(d["value"])) \
+                or (k == "skipped" and isinstance(d.get("nan_iters"), int) and d["nan_iters"] > 0):
+            # a NaN before the scale had collapsed is the cause (rule nan-loss); one after it, the
+            # collapse's last stage (rule loss-scale-collapse-before-nan)
+            if self.symptom is None:
+                self.nan_seen = True
+            elif not self.nan_seen:
+                self.symptom.facts["nan_after_collapse"] = True
+        if k == "grad_norm":
             return ()
         self._progress(ev)
         self._settle()
@@ -301,19 +313,22 @@ class LossScaleDetector(Detector):
             # already reported: keep the facts current (live mode reads steps_left), add evidence
             self.symptom.facts.update(self.facts())
             self.symptom.add_evidence(ev)
+            _decisive_first(self.symptom, ev)
             if ev.step is not None and ev.step not in self.symptom.steps and len(self.symptom.steps) < 64:
                 self.symptom.steps.append(ev.step)
             return ()
         if not self.collapsed():
             return ()
         first = self.first_overflow or ev
-        s = symptom_from(first, self.first_seq or seq, "loss_scale_collapse", key=(), **self.facts())
+        s = symptom_from(first, self.first_seq or seq, "loss_scale_collapse", key=(), **self.facts(),
+                         nan_after_collapse=False)
         for e in list(self.streak_events) + [ev]:
             if e is not first and all(x.line != e.line for x in s.evidence):
                 s.add_evidence(e)
             if e.step is not None and e.step not in s.steps:
                 s.steps.append(e.step)
         self.symptom = s
+        _decisive_first(s, ev)
         return (s,)
 
     def finish(self) -> Iterable[Symptom]:
@@ -325,3 +340,12 @@ class LossScaleDetector(Detector):
             return (symptom_from(self.first_overflow, self.first_seq, "loss_scale_calibration", key=(),
                                  **self.facts()),)
         return ()
+
+
+def _decisive_first(s: Symptom, ev: Event) -> None:
+    """DeepSpeed's 'Current loss scale already at minimum' ends the run: quote it first (the
+    overflow lines before it are the story, it is the verdict), even when the evidence is full."""
+    if ev.kind != "scale_at_minimum" or ev.text is None:
+        return
+    rest = [e for e in s.evidence if not (e.source == ev.source and e.line == ev.line)]
+    s.evidence[:] = [Evidence(ev.source, ev.line, ev.text)] + rest[:MAX_EVIDENCE - 1]

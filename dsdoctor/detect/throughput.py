@@ -19,7 +19,7 @@ Memory: each series keeps at most MAX_POINTS values (older ones are thinned by h
 from __future__ import annotations
 
 from collections import deque
-from statistics import median
+from statistics import fmean, median
 from typing import Iterable
 
 from ..events import Event
@@ -139,9 +139,13 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
         # unlucky readings of steady noise (a tqdm rate, sampled) pass the median tests above
         if len(before) >= 10 and sign * (_quantile(before, 0.1 if sign > 0 else 0.9) - a) <= 0:
             continue
-        if best is None or change > best["change"]:
+        # medians tie over a range of splits around a clean step (the 'after' median is already the
+        # new level before the step): the means, which count the readings still at the old level,
+        # put the split where the step is
+        mean_change = sign * (fmean(before) - fmean(after)) / abs(b)
+        if best is None or (change, mean_change) > (best["change"], best["mean_change"]):
             best = {"split": k, "before": b, "after": a, "change": change, "points_after": len(after),
-                    "points_before": len(before)}
+                    "points_before": len(before), "mean_change": mean_change}
     return best
 
 

@@ -23,6 +23,8 @@ _PREFIXES = [
     (re.compile(r"^\[(?:rank|default|\d+,)(\d+)\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
     # srun --label / torchrun's "0: " prefix
     (re.compile(r"^(\d{1,5}):\s"), "rank"),
+    # Open MPI's mpirun --tag-output: "[jobid,rank]<stderr>:" (orte/mca/iof/base/iof_base_output.c)
+    (re.compile(r"^\[\d+,(\d+)\]<std(?:out|err)>:\s?"), "rank"),
     # Ray actors: "(RayTrainWorker pid=123, ip=10.0.0.1) "
     (re.compile(r"^\((?:[\w.]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s"), None),
     # pdsh "host: " (lowercase host names with a digit, so 'ERROR: ...' is not a host)
@@ -31,7 +33,15 @@ _PREFIXES = [
 _TS = [
     (re.compile(r"^\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?\]\s*"), "%Y-%m-%d %H:%M:%S"),
     (re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?(?:Z|[+-]\d\d:?\d\d)?\s+"), "%Y-%m-%d %H:%M:%S"),
+    # transformers' examples: logging.basicConfig(datefmt="%m/%d/%Y %H:%M:%S") then " - LEVEL - name - msg"
+    (re.compile(r"^(\d\d/\d\d/\d{4} \d\d:\d\d:\d\d)(?:[,.](\d+))?\s+(?:-\s+)?"), "%m/%d/%Y %H:%M:%S"),
 ]
+# glog heads without a year: c10's "[E1205 10:00:00.123456 1234 File.cpp:12] " and torch's Python
+# logging "W1205 10:00:00.123000 1234 torch/distributed/run.py:872] " (torch/_logging/_internal.py:
+# TorchLogsFormatter). Only the time is read; the head stays (its level letter is the message's).
+_GLOG = re.compile(r"^\[?[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d)\.(\d+) +\d+ ")
+_YEARLESS = 1972          # the year of a glog time before the log has shown its own (a leap year: 02/29 parses)
+DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
 _RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank=?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b")
 
 
@@ -69,6 +79,8 @@ def _parse_time(m: re.Match, fmt: str) -> float | None:
     # by slicing (strptime costs ~25 us) and cache the whole seconds (lines share them).
     # `fmt` is the layout the regex guarantees; kept for the table in _TS.
     key = m.group(1)
+    if fmt[1] == "m":                       # '%m/%d/%Y ...' -> 'YYYY-mm-dd ...'
+        key = f"{key[6:10]}-{key[0:2]}-{key[3:5]} {key[11:]}"
     base = _TIME_CACHE.get(key, False)
     if base is False:
         base = utc_seconds(key)
@@ -85,14 +97,20 @@ def _may_start(s: str) -> bool:
     """Can a decoration (_PREFIXES, _TS) start `s`? Most log lines start with something else
     (a space, a capital, '{', '[INFO]', '[Rank 0]'), and then no regex needs to run."""
     c = s[:1]
-    if c == "[":                      # [rank3]: [default3]: [2024-...]
+    if c == "[":                      # [rank3]: [default3]: [2024-...] [E1205 ...
         n = s[1:2]
-        return n == "r" or n == "d" or n.isdecimal()
-    return c == "(" or c.isdecimal() or "a" <= c <= "z"
+        return n == "r" or n == "d" or n.isdecimal() or (n in "IWEF" and s[2:3].isdecimal())
+    return c == "(" or c.isdecimal() or "a" <= c <= "z" or (c in "IWEF" and s[1:2].isdecimal())
 
 
-def clean(raw: str) -> tuple[str, int | None, float | None, str | None]:
-    """Strip decorations; return (text, rank, time, host)."""
+def _glog_time(m: re.Match, year: int | None) -> float | None:
+    base = utc_seconds(f"{year or _YEARLESS}-{m.group(1)}-{m.group(2)} {m.group(3)}")
+    return None if base is None else base + int(m.group(4)) / 10 ** len(m.group(4))
+
+
+def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | None, str | None]:
+    """Strip decorations; return (text, rank, time, host). `year` completes a glog time (which has
+    none); without it such a time is only good for differences within the input."""
     s = (_ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip("\r\n")
     rank = host = None
     t = None
@@ -116,6 +134,10 @@ def clean(raw: str) -> tuple[str, int | None, float | None, str | None]:
                 s = s[m.end():]
                 changed = True
         if not changed:
+            if t is None and s[:1] in "[IWEF" and s[:2] != "[r":
+                m = _GLOG.match(s)
+                if m:
+                    t = _glog_time(m, year)
             break
     if rank is None and "ank" in s:      # every _RANK_IN_MSG form has it; the regex is slow
         m = _RANK_IN_MSG.search(s)
@@ -132,6 +154,7 @@ class StreamState:
     last_step: dict[int | None, int] = field(default_factory=dict)
     frames: dict[int | None, list[str]] = field(default_factory=dict)   # open traceback frames
     scratch: dict[str, object] = field(default_factory=dict)            # per-recogniser state
+    year: int | None = None           # of the input's first dated timestamp: completes glog times
 
     def step_of(self, rank: int | None) -> int | None:
         return self.last_step.get(rank, self.last_step.get(None))

@@ -7,7 +7,9 @@ Shared by the log reader (sources/logs.py) and the readers of artifacts that emb
 from __future__ import annotations
 
 from ..events import Event
-from .lines import Line, StreamState, clean
+import time
+
+from .lines import DATED, Line, StreamState, clean
 from .registry import HANDLERS
 from .scanner import line_triggers
 
@@ -25,7 +27,9 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
     for seg in (text.split("\r") if "\r" in text else (text,)):
         if not seg or seg.isspace():
             continue
-        s, rank, t, host = clean(seg)
+        s, rank, t, host = clean(seg, st.year)
+        if t is not None and st.year is None and t >= DATED:
+            st.year = time.gmtime(t).tm_year
         line = Line(s, source, lineno, rank_hint if rank is None else rank, t, host)
         done: set[int] | None = None       # handlers already run on this segment (a literal may share one)
         for trig in cands:

@@ -35,3 +35,26 @@ def megatron_check(line: Line, st: StreamState):
     name = "grad norm" if "grad norm" in t else "loss" if "loss" in t else "gradients"
     return line.event("loss", step=st.step_of(line.rank), value=math.nan if "NaN" in t else math.inf,
                       name=name, check="megatron")
+
+
+# A training script's own NaN stop, the wording of the reference training loops most scripts copy:
+# facebookresearch/detr engine.py train_one_epoch and facebookresearch/mae engine_pretrain.py
+# ('print("Loss is {}, stopping training".format(loss_value))' then sys.exit(1)); the same sentence
+# without the stop ('loss is nan') is a script's own check too.
+_LOSS_IS = compile_later(r"\b[Ll]oss is (nan|NaN|inf|Inf|-inf)\b")
+
+
+@on("oss is nan", "oss is NaN", "oss is inf", "oss is Inf", "oss is -inf")
+def script_nan_check(line: Line, st: StreamState):
+    m = _LOSS_IS.search(line.text)
+    if not m:
+        return None
+    v = math.nan if m.group(1).lower() == "nan" else -math.inf if m.group(1) == "-inf" else math.inf
+    return line.event("loss", step=st.step_of(line.rank), value=v, name="loss", check="script")
+
+
+# torch/nn/utils/clip_grad.py _clip_grads_with_norm_ / clip_grad_norm_(error_if_nonfinite=True):
+# "The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be clipped."
+@on("is non-finite, so it cannot be clipped")
+def clip_nonfinite(line: Line, st: StreamState):
+    return line.event("loss", step=st.step_of(line.rank), value=math.nan, name="grad norm", check="clip_grad_norm_")

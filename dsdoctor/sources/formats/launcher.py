@@ -55,7 +55,30 @@ def deepspeed_launcher(line: Line, st: StreamState):
     if code == 0:
         return None
     lr = _LOCAL_RANK.search(line.text)
-    return _killed(line, st, code, "launcher", local_rank=int(lr.group(1)) if lr else None)
+    local = int(lr.group(1)) if lr else None
+    node = st.scratch.get("launcher.node", {}).get(line.host)
+    rank = node[0] * node[1] + local if node and local is not None and local < node[1] else None
+    return _killed(line, st, code, "launcher", rank=rank, local_rank=local)
+
+
+# launch.py main: 'nnodes={n}, num_local_procs={k}, node_rank={r}' (v0.9.0+) and, in every version,
+# 'WORLD INFO DICT: {world_info}' (one key per host): the node's place, so that the local rank of
+# 'exits with return code' is a global rank (launch.py numbers ranks node by node, k per node)
+_NODE = compile_later(r"nnodes=(\d+), num_local_procs=(\d+), node_rank=(\d+)")
+_ONE_HOST = compile_later(r"WORLD INFO DICT: \{'[^']+': \[([\d, ]+)\]\}\s*$")
+
+
+@on("num_local_procs=", "WORLD INFO DICT: ")
+def deepspeed_launcher_node(line: Line, st: StreamState):
+    nodes = st.scratch.setdefault("launcher.node", {})
+    m = _NODE.search(line.text)
+    if m and int(m.group(3)) < int(m.group(1)):
+        nodes[line.host] = (int(m.group(3)), int(m.group(2)))
+        return None
+    m = _ONE_HOST.search(line.text)
+    if m and line.host not in nodes:           # one host: local ranks are the global ranks
+        nodes[line.host] = (0, len(m.group(1).split(",")))
+    return None
 
 
 # ---------------------------------------------------------------- torchelastic (elastic/)

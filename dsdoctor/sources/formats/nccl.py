@@ -393,13 +393,22 @@ def warn_cause(msg: str) -> str | None:
         return "connection_refused"
     if "message truncated" in m:
         return "mismatch"
-    if ("NET/IB" in m or "ibv_" in m) and any(k in m for k in ("completion", "async", "rror", "failed")):
+    if ("NET/IB" in m or "ibv_" in m) and any(k in m for k in ("completion", "async", "rror", "failed")) \
+            and not _IB_BENIGN_EVENT.search(m):
         return "ib"
     if "closed by remote peer" in m or "Connection reset by peer" in m or "Call to recv" in m:
         return "remote_exit"
     if "Cuda failure" in m or "CUDA failure" in m or "cudaError" in m:
         return "cuda"
     return None
+
+
+# NCCL transport/net_ib.cc ncclIbAsyncThreadMain warns every async event but COMM_EST ('NET/IB :
+# {dev}:{port} Got async event : {ibv_event_type_str}'); the informational ones (rdma-core
+# libibverbs/verbs.c ibv_event_type_str: a port coming up, an SM/LID/P_Key/GID change, a client
+# re-registration) are no fault
+_IB_BENIGN_EVENT = compile_later(r"async event : (?:port active|LID change|P_Key change|SM change|"
+                                 r"client reregistration|GID table change|communication established)")
 
 
 # NCCL found no network interface to bootstrap / talk over: NCCL_SOCKET_IFNAME names one that

@@ -41,18 +41,26 @@ _PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("checkpoint_load", ("load_checkpoint", "_load_checkpoint", "load_state_dict_from", "serialization.py:load",
                          "_load_zero_checkpoint", "load_module_state_dict")),
     ("checkpoint_save", ("save_checkpoint", "_save_checkpoint", "_save_zero_checkpoint", "serialization.py:save")),
+    # DeepSpeed-Inference placing / kernel-injecting the model: deepspeed/__init__.py init_inference ->
+    # inference/engine.py InferenceEngine.__init__ -> module_inject (replace_module, containers' create_module)
+    ("inference_init", ("init_inference", "inference/engine.py:__init__", "/module_inject/")),
     ("init", ("deepspeed/__init__.py:initialize", "_configure_optimizer", "_configure_zero_optimizer",
               "initialize_optimizer_states", "_configure_basic_optimizer", "_create_fp32_partitions",
               "_setup_for_real_optimizer", "engine.py:__init__", "stage_1_and_2.py:__init__", "stage3.py:__init__")),
     ("zero3_fetch", ("fetch_sub_module", "partitioned_param_coordinator.py", "_all_gather", "allgather_params",
                      "pre_sub_module_forward_function", "pre_sub_module_backward_function",
                      "_pre_forward_module_hook", "all_gather_coalesced")),
+    # transformers/trainer.py Trainer.evaluate -> evaluation_loop -> prediction_step (and the
+    # logits gathered across ranks in _nested_gather / distributed_concat)
+    ("eval", ("trainer.py:evaluate", "evaluation_loop", "prediction_step", "prediction_loop", "_nested_gather",
+              "trainer.py:predict")),
     ("step", ("engine.py:step", "_take_model_step", "engine.py:_step", "stage_1_and_2.py:step", "stage3.py:step",
               "fused_adam.py:step", "cpu_adam.py:step", "optimizer.py:step", "optim/adam", "optim/adamw",
               "_optimizer_step", "fused_optimizer.py:step", "bf16_optimizer.py:step")),
     ("backward", ("engine.py:backward", "autograd/__init__.py:backward", "_engine_run_backward", "run_backward",
                   "_tensor.py:backward", "reduce_ipg_grads", "allreduce_bucket", "reduce_partition_and_remove_grads")),
-    ("forward", (":forward", "_call_impl", "_wrapped_call_impl", "module.py:__call__")),
+    # transformers/trainer.py Trainer.compute_loss: the model's forward (training_step also holds the backward)
+    ("forward", (":forward", "_call_impl", "_wrapped_call_impl", "module.py:__call__", "trainer.py:compute_loss")),
 ]
 
 

@@ -1,0 +1,125 @@
+"""Line decorations and run endings that real logs of every front-end carry: glog heads (no year),
+transformers examples' '%m/%d/%Y' timestamps, Open MPI's --tag-output prefix, the DeepSpeed
+launcher's local rank, Slurm's step teardown after a killed task, NCCL's informational IB events.
+
+Fast: text in (message templates from the installed torch/deepspeed/transformers sources), no
+DeepSpeed needed.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dsdoctor.pipeline import Diagnoser
+from dsdoctor.rules import RuleSet
+from dsdoctor.sources.formats.nccl import warn_cause
+from dsdoctor.sources.lines import clean
+from dsdoctor.sources.logs import events_from_text
+
+RULES = RuleSet.load()
+
+WATCHDOG = ("[Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=7, OpType=ALLREDUCE, NumelIn=8, "
+            "NumelOut=8, Timeout(ms)=600000) ran for 600081 milliseconds before timing out.")
+
+
+def findings(text: str):
+    d = Diagnoser(rules=RULES)
+    d.feed_all(events_from_text(text))
+    return [f for f in d.finish() if f.severity != "info"]
+
+
+def ymd_hms(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+# ---------------------------------------------------------------- timestamps
+@pytest.mark.parametrize("raw", [
+    "[rank1]:[E1205 10:00:00.123456 2201 torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:616] " + WATCHDOG,
+    "E1205 10:00:00.123456 2201 torch/distributed/elastic/multiprocessing/api.py:869] failed (exitcode: 1)",
+])
+def test_glog_head_gives_a_time_and_keeps_its_text(raw):
+    text, rank, t, _ = clean(raw)
+    assert text.lstrip("[").startswith("E1205 10:00:00.123456")        # the head (its level) stays
+    assert t is not None and ymd_hms(t).endswith("12-05 10:00:00") and abs(t % 1 - 0.123456) < 1e-6
+    assert ymd_hms(clean(raw, 2026)[2]) == "2026-12-05 10:00:00"
+
+
+def test_glog_time_takes_the_year_of_the_log():
+    log = ("[2026-12-05 09:59:00,000] [INFO] [logging.py:128:log_dist] [Rank 0] step=10, skipped=0, lr=[1e-05], mom=[(0.9, 0.95)]\n"
+           f"[rank1]:[E1205 10:00:00.500000 2201 ProcessGroupNCCL.cpp:616] {WATCHDOG}\n")
+    (ev,) = [e for e in events_from_text(log) if e.kind == "collective_timeout"]
+    assert ymd_hms(ev.time) == "2026-12-05 10:00:00" and ev.rank == 1
+
+
+def test_glog_times_without_a_dated_line_stay_relative():
+    log = (f"[E1205 10:00:00.000000 2201 ProcessGroupNCCL.cpp:616] {WATCHDOG}\n"
+           f"[E1205 10:00:05.000000 2202 ProcessGroupNCCL.cpp:616] {WATCHDOG.replace('[Rank 1]', '[Rank 2]')}\n")
+    a, b = [e for e in events_from_text(log) if e.kind == "collective_timeout"]
+    assert b.time - a.time == pytest.approx(5.0)
+
+
+def test_feb_29_of_a_year_without_it_is_no_time():
+    assert clean("I0229 00:00:01.5 1 a.cc:1] x", 2026)[2] is None
+
+
+def test_transformers_examples_timestamp():
+    # transformers examples: logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+    # datefmt="%m/%d/%Y %H:%M:%S")
+    text, _, t, _ = clean("12/05/2026 10:00:00 - ERROR - __main__ - the dataset is empty")
+    assert ymd_hms(t) == "2026-12-05 10:00:00" and text.startswith("ERROR - __main__")
+    (ev,) = [e for e in events_from_text("12/05/2026 10:00:00 - ERROR - __main__ - the dataset is empty\n")
+             if e.kind == "error_line"]
+    assert ev.time == t and "dataset is empty" in ev.data["message"]
+
+
+# ---------------------------------------------------------------- ranks
+def test_open_mpi_tag_output_prefix_names_the_rank():
+    text, rank, _, _ = clean("[1,3]<stderr>:torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.")
+    assert rank == 3 and text.startswith("torch.OutOfMemoryError")
+    assert clean("[1,12]<stdout>:hello")[1] == 12
+
+
+LAUNCH_EXIT = ("[2026-12-05 10:00:00,000] [ERROR] [launch.py:325:sigkill_handler] ['/usr/bin/python3', '-u', "
+               "'train.py', '--local_rank={lr}'] exits with return code = -9\n")
+
+
+@pytest.mark.parametrize("prelude,local,rank", [
+    # launch.py main: 'nnodes={n}, num_local_procs={k}, node_rank={r}'
+    ("[2026-12-05 10:00:00,000] [INFO] [launch.py:152:main] nnodes=2, num_local_procs=8, node_rank=1\n", 3, 11),
+    # 'WORLD INFO DICT: {world_info}' with one host: local ranks are global ranks
+    ("[2026-12-05 10:00:00,000] [INFO] [launch.py:146:main] WORLD INFO DICT: {'localhost': [0, 1, 2, 3]}\n", 2, 2),
+    ("", 2, None),
+    ("[2026-12-05 10:00:00,000] [INFO] [launch.py:146:main] WORLD INFO DICT: {'a': [0, 1], 'b': [0, 1]}\n", 1, None),
+])
+def test_deepspeed_launcher_local_rank_is_a_global_rank_when_the_node_is_known(prelude, local, rank):
+    (ev,) = [e for e in events_from_text(prelude + LAUNCH_EXIT.format(lr=local)) if e.kind == "killed"]
+    assert ev.rank == rank and ev.data["local_rank"] == local
+
+
+# ---------------------------------------------------------------- endings
+def test_task_killed_before_srun_cancels_the_step_is_the_cause():
+    log = ("srun: error: gpu-node-09: task 3: Killed\n"
+           "srun: launch/slurm: _step_signal: Terminating StepId=77001.0\n"
+           "slurmstepd: error: *** STEP 77001.0 ON gpu-node-09 CANCELLED AT 2026-12-05T09:30:01 ***\n"
+           "srun: error: gpu-node-09: tasks 0-2: Terminated\n")
+    top = findings(log)[0]
+    assert top.category == "host_oom" and 3 in top.ranks
+
+
+def test_scancel_then_killed_tasks_is_a_stop_from_outside():
+    log = ("slurmstepd: error: *** STEP 77001.0 ON gpu-node-09 CANCELLED AT 2026-12-05T09:30:01 ***\n"
+           "srun: error: gpu-node-09: task 3: Killed\n"
+           "srun: error: gpu-node-09: tasks 0-2: Terminated\n")
+    assert findings(log)[0].category != "host_oom"
+
+
+@pytest.mark.parametrize("msg,cause", [
+    ("NET/IB : mlx5_2:1 Got async event : port active", None),
+    ("NET/IB : mlx5_2:1 Got async event : client reregistration", None),
+    ("NET/IB : mlx5_2:1 Got async event : port error", "ib"),
+    ("NET/IB : mlx5_2:1 Got async event : local catastrophic error", "ib"),
+])
+def test_nccl_ib_async_events(msg, cause):
+    # nccl transport/net_ib.cc ncclIbAsyncThreadMain; the strings are libibverbs' ibv_event_type_str
+    assert warn_cause(msg) == cause
