@@ -19,12 +19,11 @@ MAX_EVIDENCE_TEXT = 400
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PREFIXES = [
     # [rank3]: (torch 2.2+), [default3]: (torchrun --tee / log_line_prefix_template),
-    # [1,3]<stderr>: (Open MPI mpirun --tag-output: [jobid,rank]<stream>:)
+    # [1,3]<stderr>: (Open MPI mpirun --tag-output: [jobid,rank]<stream>:,
+    # orte/mca/iof/base/iof_base_output.c)
     (re.compile(r"^\[(?:rank|default|\d+,)(\d+)\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
     # srun --label / torchrun's "0: " prefix
     (re.compile(r"^(\d{1,5}):\s"), "rank"),
-    # Open MPI's mpirun --tag-output: "[jobid,rank]<stderr>:" (orte/mca/iof/base/iof_base_output.c)
-    (re.compile(r"^\[\d+,(\d+)\]<std(?:out|err)>:\s?"), "rank"),
     # Ray actors: "(RayTrainWorker pid=123, ip=10.0.0.1) "
     (re.compile(r"^\((?:[\w.]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s"), None),
     # pdsh "host: " (lowercase host names with a digit, so 'ERROR: ...' is not a host)
