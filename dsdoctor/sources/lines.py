@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from ..events import Event
 
@@ -56,6 +55,7 @@ _TIME_CACHE: dict[str, float | None] = {}
 def utc_seconds(text: str) -> float | None:
     """'YYYY-mm-dd HH:MM:SS' (or with a 'T') as unix seconds, read as UTC like every log timestamp
     here (only differences are used), or None."""
+    from datetime import datetime, timezone      # here: a log without timestamps never needs it
     try:
         return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
                         int(text[17:19]), tzinfo=timezone.utc).timestamp()
