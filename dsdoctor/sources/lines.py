@@ -117,10 +117,29 @@ def clean(raw: str) -> tuple[str, int | None, float | None, str | None]:
         if not changed:
             break
     if rank is None and "ank" in s:      # every _RANK_IN_MSG form has it; the regex is slow
-        m = _RANK_IN_MSG.search(s)
+        m = _rank_in_msg(s)
         if m:
             rank = int(next(g for g in m.groups() if g is not None))
     return s, rank, t, host
+
+
+def _rank_in_msg(s: str) -> re.Match | None:
+    """_RANK_IN_MSG.search(s), found from the 'ank' every form holds (2 characters in for
+    '[Rank'/'[rank', 1 for 'Rank'/'rank'): `search` tries its four alternatives at every
+    position of the line (~3 us), this two `match`es per 'ank' (~0.4 us). The first match is
+    the leftmost, as search's: the 'ank's are tried in order and cannot overlap."""
+    p = s.find("ank")
+    while p >= 0:
+        if p >= 2:
+            m = _RANK_IN_MSG.match(s, p - 2)
+            if m:
+                return m
+        if p >= 1:
+            m = _RANK_IN_MSG.match(s, p - 1)
+            if m:
+                return m
+        p = s.find("ank", p + 1)
+    return None
 
 
 @dataclass
