@@ -26,9 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .checkup import Checkup, check_config  # noqa: F401  (the doctor's application layer)
 from .events import Event
 from .findings import Finding, worst_severity
+
+
+def __getattr__(name: str) -> Any:
+    # the doctor's application layer (checkup.py), imported when asked for: not by `analyze`
+    if name in ("Checkup", "check_config"):
+        from . import checkup
+        return getattr(checkup, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class AnalyzeError(ValueError):

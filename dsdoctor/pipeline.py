@@ -43,16 +43,17 @@ class Diagnoser:
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
-        self.seq += 1
+        self.seq = seq = self.seq + 1
         self.events_seen += 1
-        if ev.kind == "context":
+        kind = ev.kind
+        if kind == "context":
             self.context.learn(ev.data)
-        elif ev.kind in HOST_KINDS:
+        elif kind in HOST_KINDS:
             learn_hosts(ev, self.hosts)
         new: list[Finding] = []
-        for det in self._by_kind.get(ev.kind, ()):
+        for det in self._by_kind.get(kind, ()):
             try:
-                syms = det.feed(ev, self.seq)
+                syms = det.feed(ev, seq)
             except _BAD_DATA:
                 # An events file edited or damaged by hand ("ranks": "all", a 400-digit value):
                 # that event is skipped for that detector. Only for events files, so a

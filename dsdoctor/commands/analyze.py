@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 def _events_with_progress(inputs: list[Input], warnings: list[str], sample: bool = True) -> Iterator:
     total = sum(i.path.stat().st_size for i in inputs if i.path is not None)
     if not sys.stderr.isatty() or total < (256 << 20):
-        yield from plain_events(inputs, warnings, sample)
-        return
+        return plain_events(inputs, warnings, sample)     # (returned: no generator hop per event)
+    return _with_progress_bar(inputs, warnings, sample, total)
+
+
+def _with_progress_bar(inputs: list[Input], warnings: list[str], sample: bool, total: int) -> Iterator:
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),

@@ -10,36 +10,49 @@ read_log dispatches here), so the NaN, loss-scale, slow-down and LR rules work o
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ..events import Event
-from . import hf_state, monitor_csv, tensorboard, torchrun_logdir
+from . import tensorboard, torchrun_logdir
 from .input_spec import Input
 
+# monitor_csv (csv, scalars) and hf_state are imported when a .csv / .json file or a folder
+# asks for them: every `analyze` of a plain log passes through artifact_kind (~2 ms of start-up)
 
+
+@functools.lru_cache(maxsize=None)
 def _readers() -> dict[str, Callable]:
+    from . import hf_state, monitor_csv
     return {"tensorboard": tensorboard.read, "monitor_csv": monitor_csv.read,
             "hf_state": hf_state.read, "torchrun_error": torchrun_logdir.read}
 
 
-READERS = _readers()
+def __getattr__(name: str) -> Any:
+    if name == "READERS":              # the kinds and their readers (built on first use)
+        return _readers()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read(inp, warnings: list[str] | None) -> Iterator[Event]:
-    yield from READERS[inp.kind](inp, warnings)
+    yield from _readers()[inp.kind](inp, warnings)
 
 
 def artifact_kind(p: Path) -> str | None:
     """The kind of one file named on the command line, or None for a text log."""
     if tensorboard.is_event_file(p):
         return "tensorboard"
-    if p.suffix == ".csv" and monitor_csv.header(p):
-        return "monitor_csv"
+    if p.suffix == ".csv":
+        from . import monitor_csv
+        if monitor_csv.header(p):
+            return "monitor_csv"
     if torchrun_logdir.is_error_file(p):
         return "torchrun_error"
-    if p.suffix == ".json" and hf_state.load(p) is not None:
-        return "hf_state"
+    if p.suffix == ".json":
+        from . import hf_state
+        if hf_state.load(p) is not None:
+            return "hf_state"
     return None
 
 
@@ -55,6 +68,7 @@ def _own_tensorboard(d: Path, root: Path) -> bool:
 
 def artifacts_in(root: Path) -> list:
     """Inputs for the non-log artifacts under a folder, in a stable order."""
+    from . import hf_state, monitor_csv
     tb_dirs: set[Path] = set()
     csv_dirs: set[Path] = set()
     states: list[tuple[int, Path]] = []

@@ -19,18 +19,19 @@ plain containers, strings and numbers (all a dump holds) can be built.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..events import Event
+from ..lazy_regex import compile_later
 
 # names: ours (flight-recorder[-stallK]-rank<N>) and torch's default (nccl_trace_rank_<N>) or any
 # prefix ending in 'trace...<N>' / 'fr...<N>' (a TORCH_FR_DUMP_TEMP_FILE the user chose)
 DUMP_NAME = re.compile(r"^(?P<prefix>.*?\D)(?P<rank>\d+)$")
-DUMP_PREFIX_WORDS = re.compile(r"flight|trace|(^|[^a-z])fr([^a-z]|$)", re.I)
+DUMP_PREFIX_WORDS = compile_later(r"flight|trace|(^|[^a-z])fr([^a-z]|$)", re.I)
 MAX_DUMP_BYTES = 512 << 20
 # frames that are not the program's own: torch and DeepSpeed, the doctor's own hook wrappers
 # (dsdoctor's live package, wherever it sits), and decorators' wrappers (typing_extensions'
@@ -62,14 +63,27 @@ def group_key(path: Path) -> str:
     return m.group("prefix") if m else path.name
 
 
-class NoGlobals(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refused global {module}.{name} in a Flight Recorder dump")
+@functools.lru_cache(maxsize=None)
+def _no_globals() -> type:
+    """The unpickler that refuses every global (built on first use: every `analyze` imports
+    this module for dump_rank, and pickle costs ~1 ms of its start-up)."""
+    import pickle
+
+    class NoGlobals(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} in a Flight Recorder dump")
+    return NoGlobals
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NoGlobals":            # live/flight_recorder.py reads its dumps with it too
+        return _no_globals()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load(path: Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
-        d = NoGlobals(fh).load()
+        d = _no_globals()(fh).load()
     if not isinstance(d, dict) or "entries" not in d:
         raise ValueError("not a Flight Recorder dump (no 'entries')")
     return d

@@ -5,9 +5,9 @@ never held in memory. Errors the user can act on are InputError with a one-line 
 """
 from __future__ import annotations
 
-import gzip
 import os
 import re
+import sys
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -117,7 +117,7 @@ def check_readable(inp: Input) -> None:
             raise InputError(f"{inp.name}: empty file, nothing to analyse")
         with inp.open() as fh:
             head = _read_head(fh, 8192)
-    except (OSError, gzip.BadGzipFile) as e:
+    except OSError as e:           # (gzip.BadGzipFile is one)
         raise InputError(f"{inp.name}: cannot read: {getattr(e, 'strerror', None) or e}") from None
     if not head:
         raise InputError(f"{inp.name}: empty (or truncated before any data), nothing to analyse")
@@ -147,7 +147,7 @@ def _after_leading_nuls(inp: Input) -> bytes:
                 if rest:
                     return (rest + fh.read(8192))[:8192]
                 skipped += len(block)
-    except (OSError, EOFError, gzip.BadGzipFile):
+    except (OSError, EOFError):     # (gzip.BadGzipFile is an OSError)
         return b""
     return b""
 
@@ -188,7 +188,8 @@ def iter_blocks(fh: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
     """Blocks of about `size` bytes. For a .gz, blocks are assembled from read1() pieces so
     that a truncated stream still yields everything decompressed before the cut, then
     raises InputError."""
-    piecewise = isinstance(fh, gzip.GzipFile)
+    gz = sys.modules.get("gzip")       # imported by Input.open for a .gz (not at start-up)
+    piecewise = gz is not None and isinstance(fh, gz.GzipFile)
     # A plain file is read in blocks that end at a line end: the end of the next block is
     # peeked at first (os.pread of its last PEEK bytes, the file position unchanged) and the
     # read stops after its last newline. The scanner then neither joins a partial line to the
@@ -225,7 +226,7 @@ def iter_blocks(fh: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
             if parts:
                 yield b"".join(parts)
             raise InputError("truncated gzip stream (the file was cut short)") from None
-        except (OSError, gzip.BadGzipFile) as e:
+        except OSError as e:           # (gzip.BadGzipFile is one)
             if parts:
                 yield b"".join(parts)
             raise InputError(f"read error: {e}") from None

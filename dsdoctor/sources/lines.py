@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from ..events import Event
 
@@ -66,6 +65,7 @@ _TIME_CACHE: dict[str, float | None] = {}
 def utc_seconds(text: str) -> float | None:
     """'YYYY-mm-dd HH:MM:SS' (or with a 'T') as unix seconds, read as UTC like every log timestamp
     here (only differences are used), or None."""
+    from datetime import datetime, timezone      # here: a log without timestamps never needs it
     try:
         return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
                         int(text[17:19]), tzinfo=timezone.utc).timestamp()
@@ -139,10 +139,29 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
                     t = _glog_time(m, year)
             break
     if rank is None and "ank" in s:      # every _RANK_IN_MSG form has it; the regex is slow
-        m = _RANK_IN_MSG.search(s)
+        m = _rank_in_msg(s)
         if m:
             rank = int(next(g for g in m.groups() if g is not None))
     return s, rank, t, host
+
+
+def _rank_in_msg(s: str) -> re.Match | None:
+    """_RANK_IN_MSG.search(s), found from the 'ank' every form holds (2 characters in for
+    '[Rank'/'[rank', 1 for 'Rank'/'rank'): `search` tries its four alternatives at every
+    position of the line (~3 us), this two `match`es per 'ank' (~0.4 us). The first match is
+    the leftmost, as search's: the 'ank's are tried in order and cannot overlap."""
+    p = s.find("ank")
+    while p >= 0:
+        if p >= 2:
+            m = _RANK_IN_MSG.match(s, p - 2)
+            if m:
+                return m
+        if p >= 1:
+            m = _RANK_IN_MSG.match(s, p - 1)
+            if m:
+                return m
+        p = s.find("ank", p + 1)
+    return None
 
 
 @dataclass

@@ -7,9 +7,10 @@ the scanner's tables from the marked functions and each module's `STEADY_GROUPS`
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
+
+from ..lazy_regex import compile_later
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -101,14 +102,27 @@ def steady(group: str, *triggers: str, check: Callable[[bytes], bool] | None = N
                        (anchor or triggers[0]).encode(), block_ok)
 
 
-_NONFINITE = re.compile(rb"(?i)(?<![a-z])(?:nan|inf)(?![a-z])")
+_NONFINITE = compile_later(rb"(?i)(?<![a-z])(?:nan|inf)(?![a-z])")     # the definition (tests)
+
+
+_LETTERS = frozenset(b"abcdefghijklmnopqrstuvwxyz")
 
 
 def no_nonfinite(raw: bytes) -> bool:
-    """No nan/inf token. Plain `in`s on the lower-cased line come first (two searches instead
-    of one per spelling); the regex runs only on lines that contain 'nan' or 'inf' in any
-    case ('info', as in '[INFO]', is not a token)."""
+    """No nan/inf token: not _NONFINITE.search(raw), which is what the hyperscan form
+    (NONFINITE_ANOMALIES) says too. Asked for every steady line parsed, so it looks at each
+    'nan' and 'inf' of the lower-cased line and at the bytes around it (a letter on either
+    side: not a token, as the 'inf' of '[INFO]') instead of running the case-blind regex over
+    the line (a Megatron record always holds 'nan': ~3x faster)."""
     low = raw.lower()
-    if b"nan" in low or (b"inf" in low and b"inf" in low.replace(b"info", b"")):
-        return not _NONFINITE.search(raw)
-    return True
+    return not (_token(low, b"nan") or _token(low, b"inf"))
+
+
+def _token(low: bytes, word: bytes) -> bool:
+    """`word` (3 lower-case letters) in `low` with no ASCII letter just before or after it."""
+    i = low.find(word)
+    while i >= 0:
+        if (i == 0 or low[i - 1] not in _LETTERS) and (i + 3 >= len(low) or low[i + 3] not in _LETTERS):
+            return True
+        i = low.find(word, i + 1)
+    return False

@@ -63,10 +63,15 @@ class SteadySampler:
         keep_all; strides only grow, so no kept count lies before it; if the stride grew by
         then, go on from there)."""
         m, k = n + 1, self.keep_all
-        while not self._keep(m):
-            stride = self._stride(m)
-            m = k + -(-(m - k) // stride) * stride
-        return m
+        if m <= k:
+            return m
+        pd = self.per_doubling
+        while True:                        # _keep and _stride written out: called per kept line
+            stride = 1 << (((m - k - 1) // pd + 2).bit_length() - 1)
+            r = (m - k) % stride
+            if r == 0:
+                return m
+            m += stride - r
 
     def admit(self, item: tuple[int, bytes, list[int]]) -> bool | None:
         """The sampler's decision for one candidate line: True (a steady line to parse now),

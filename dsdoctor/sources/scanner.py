@@ -152,7 +152,9 @@ class Matcher:
         """The (scanned) literal ids in one line, every one of them."""
         if self.hs is None:
             return self.ids_in(line)
-        got = {i for _, i in self.hits(line)}
+        got: set[int] = set()             # (called for every line parsed: no list of hits first)
+        add = got.add
+        self.hs.scan(line, match_event_handler=lambda i, _f, _to, _fl, _c: add(i))
         return sorted(got)
 
     def ids_in(self, line: bytes, continuations: bool = False) -> list[int]:
