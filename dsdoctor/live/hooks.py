@@ -194,10 +194,7 @@ class EngineHooks:
             on = "steps" not in disabled and not s._closed          # s.enabled("steps")
             if on:
                 try:
-                    now = monotonic()                               # self._begin(phase), inlined
-                    progress.phase, progress.phase_started = phase, now
-                    if first:
-                        self._step_begins(now)
+                    self._begin(phase)
                     if on_begin is not None:
                         on_begin(args, kwargs)
                 except Exception as e:
@@ -244,7 +241,7 @@ class EngineHooks:
             before = None
             if "steps" not in disabled and not s._closed:
                 try:
-                    progress.phase, progress.phase_started = "step", monotonic()   # self._begin("step")
+                    self._begin("step")
                     before = (int(engine.global_steps), self._read_scale() if fp16 else None)
                 except Exception as e:
                     failed("steps", e)
@@ -365,13 +362,23 @@ class EngineHooks:
         s = self.session
         with self._expanding:
             q, rank, keys = self._pending, s.rank, self.STEP_KEYS
+            known = frozenset(keys)
             steps_on, lr_on, nf_on = s.enabled("steps"), s.enabled("lr"), s.enabled("nonfinite")
             out: list[Event] = []
             while q:
                 step, micro, cur, lr, loss, norm, t = q.popleft()
                 if steps_on:
                     try:
-                        out.append(Event("step", rank, step, t, {"micro_steps": micro, **_step_times(cur, keys)}))
+                        # {"micro_steps": micro, **_step_times(cur, keys)}, built in place
+                        data = {"micro_steps": micro}
+                        get = cur.get
+                        for k in keys:
+                            data[k] = round(get(k, 0.0), 3)
+                        if not cur.keys() <= known:
+                            for k, v in cur.items():
+                                if k not in known:
+                                    data[k] = round(v, 3)
+                        out.append(Event("step", rank, step, t, data))
                     except Exception as e:
                         s._record_error("steps", e)
                         steps_on = False
