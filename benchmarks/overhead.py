@@ -86,6 +86,7 @@ from typing import Any
 
 GOAL = 1.01                 # step-time ratio ...
 GOAL_HIGH = 1.02            # ... with its upper 95 % bound at most this
+MIN_ROUNDS = 20             # fewer rounds: figures, no verdict
 BLOCK_SECONDS = 1.5         # --steps 0: a block measures at least this long
 
 
@@ -524,6 +525,11 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
     if args.null:
         print(f"  A/A run: both sides identical, so this interval ({tlo_:.4f}-{thi_:.4f}) is the noise floor, "
               f"not a result")
+    elif args.rounds < MIN_ROUNDS:
+        print(f"  no verdict: {args.rounds} rounds (a bootstrap interval needs >= {MIN_ROUNDS})")
+    elif aa_ratios and not alo0 <= 1 <= ahi0:
+        print(f"  no verdict: the A/A floor's interval [{alo0:.4f}, {ahi0:.4f}] does not hold 1 (the load changed "
+              f"under the run)")
     else:
         print(f"  {verdict(thi_, tp_)}")
     print(f"  events written under {out}")
