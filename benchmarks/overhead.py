@@ -334,12 +334,18 @@ def train(args: argparse.Namespace) -> None:
             doc.close()
         return settle, t, c2 - c1, (c1 - c0) + (time.process_time() - c2), clocks
 
-    warm = steps(30)                           # warm-up of the training itself
+    # warm-up of the training itself; the block length is set from its last 15 steps: the first
+    # steps after deepspeed.initialize take up to ~0.5 s each, and a median over them made blocks
+    # of 50 steps (0.3 s: often no writer round in a block)
+    warm = steps(40)[-15:]
     if args.steps <= 0:
         # blocks of at least BLOCK_SECONDS: several rounds of the writer thread (every 0.5 s)
         # fall in each block, as in a real run; 50 steps of 5.7 ms (0.3 s) often held none,
         # and kept the per-step tuples (and, then, the loss tensors) for the whole block
         n = torch.tensor([max(50, math.ceil(BLOCK_SECONDS / statistics.median(warm)))])
+        if rank == 0:
+            print(f"warm-up: median of the last {len(warm)} steps {statistics.median(warm) * 1e3:.2f} ms: blocks of "
+                  f"{int(n)} steps", flush=True)
         dist.all_reduce(n, op=dist.ReduceOp.MAX)
         args.steps = int(n)
     c0 = time.process_time()                   # one-time per process: imports of the live parts
