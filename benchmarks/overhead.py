@@ -20,7 +20,10 @@ threads spend competes with training, and other jobs come and go):
   t(3) noise: width 0.75x the median's, coverage 94 %); the same estimator for the A/A floor
   and, on a second line, for block means (every step counts: the writer thread's rounds,
   which touch a few steps per block, do not move a median). The median of the ratios with
-  its order-statistics interval (distribution-free, wider) is printed too;
+  its order-statistics interval (distribution-free, wider) is printed too. When many rounds
+  are wild (a loaded hour: a third of them off by 10-3000 %) the trimmed mean breaks down
+  where the median does not, so there is no verdict when over 10 % of the A/A rounds are
+  off by over 10 %;
 - the first --warmup-rounds (2) rounds are run and left out of every figure;
 - the same for the process CPU time of both ranks over the steps, summed (every thread: the
   doctor's writer, watchdog, exchange and telemetry threads included; also what the
@@ -87,6 +90,7 @@ from typing import Any
 GOAL = 1.01                 # step-time ratio ...
 GOAL_HIGH = 1.02            # ... with its upper 95 % bound at most this
 MIN_ROUNDS = 20             # fewer rounds: figures, no verdict
+WILD, MAX_WILD = 0.10, 0.10  # nor when over 10 % of the A/A rounds are off by over 10 %: noise out of control
 BLOCK_SECONDS = 1.5         # --steps 0: a block measures at least this long
 
 
@@ -533,6 +537,9 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
               f"not a result")
     elif args.rounds < MIN_ROUNDS:
         print(f"  no verdict: {args.rounds} rounds (a bootstrap interval needs >= {MIN_ROUNDS})")
+    elif aa_ratios and sum(abs(math.log(r)) > math.log(1 + WILD) for r in aa_ratios) > MAX_WILD * len(aa_ratios):
+        print(f"  no verdict: more than {MAX_WILD:.0%} of the A/A rounds are off by more than {WILD:.0%} (the machine's "
+              f"load; the trimmed mean is made for a few wild rounds, not for many)")
     elif aa_ratios and not alo0 <= 1 <= ahi0:
         print(f"  no verdict: the A/A floor's interval [{alo0:.4f}, {ahi0:.4f}] does not hold 1 (the load changed "
               f"under the run)")
