@@ -99,7 +99,7 @@ def _host_float(x: Any) -> float | None:
     """A loss / norm read at once as a Python float: for CPU tensors, where reading
     synchronises nothing. Tensor.item() (one call, no autograd warning, no detached copy):
     float(x.detach()) cost ~10 us per value on the training thread in real training (two
-    dispatched ops and a new tensor), item() ~4 us (benchmarks/overhead.py, 'own code')."""
+    dispatched ops and a new tensor), item() ~4 us (benchmarks/kept_tensors.py, modes on/onfloat)."""
     if x is None or type(x) is float:
         return x
     item = getattr(x, "item", None)            # torch tensors (numpy scalars too)
