@@ -35,7 +35,6 @@ def _session(tensorboard: bool) -> Any:
 
 def writer_path(steps: int, diagnose: bool = True, file: bool = True, tensorboard: bool = True) -> float:
     """Writer thread CPU per step (us)."""
-    import torch
 
     from dsdoctor.live.hooks import EngineHooks
     from dsdoctor.live.tboard import TensorBoard
@@ -46,10 +45,11 @@ def writer_path(steps: int, diagnose: bool = True, file: bool = True, tensorboar
         s.add_part(TensorBoard(s))
     s.emit("context", dtype="fp32", zero_stage=2)
     if not diagnose:
-        s._diag = None
+        s._watch = None                    # the session's Diagnoser (api.Watch)
     if not file:
         s._fh = None
-    losses = [torch.tensor(1.0 + (i % 5) * 0.01) for i in range(steps)]
+    # on the CPU the hooks read the loss and grad norm as floats at the optimizer step
+    losses = [1.0 + (i % 5) * 0.01 for i in range(steps)]
     t = time.time()
     c0 = time.thread_time_ns()
     for i in range(steps):
@@ -81,8 +81,8 @@ class _Engine:
     def get_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
 
-    def get_global_grad_norm(self) -> float:
-        return 0.5
+    def get_global_grad_norm(self) -> Any:
+        return self.norm                   # ZeRO 1-2: a 0-d tensor (stage_1_and_2.py: _global_grad_norm)
 
 
 def hook_path(steps: int, repeats: int) -> tuple[float, float]:
@@ -91,7 +91,10 @@ def hook_path(steps: int, repeats: int) -> tuple[float, float]:
 
     from dsdoctor.live.hooks import EngineHooks
     s = _session(False)
-    eng, loss = _Engine(), torch.tensor(1.0)
+    eng = _Engine()
+    eng.norm = torch.tensor(0.5)
+    w = torch.ones(4, requires_grad=True)
+    loss = (w * w).sum()                   # as in training: a loss with a grad_fn
 
     def loop() -> float:
         c0 = time.thread_time_ns()
