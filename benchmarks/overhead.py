@@ -209,6 +209,17 @@ def verdict(high: float, point: float) -> str:
 
 
 # ---------------------------------------------------------------- the training
+def clocked(fn: Any, acc: list[int]) -> Any:
+    """`fn`, adding the calling thread's CPU time spent inside it to acc[0]."""
+    def call(*a: Any, **k: Any) -> Any:
+        t = time.thread_time_ns()
+        try:
+            return fn(*a, **k)
+        finally:
+            acc[0] += time.thread_time_ns() - t
+    return call
+
+
 def train(args: argparse.Namespace) -> None:
     import logging
 
@@ -251,15 +262,6 @@ def train(args: argparse.Namespace) -> None:
     # cost off and the loop's plus the doctor's hooks on: the difference is what the hooks
     # add, free of the +-10 % noise of the step's compute on a shared machine.
     inner, wrapped = [0], [0]
-
-    def clocked(fn: Any, acc: list[int]) -> Any:
-        def call(*a: Any, **k: Any) -> Any:
-            t = time.thread_time_ns()
-            try:
-                return fn(*a, **k)
-            finally:
-                acc[0] += time.thread_time_ns() - t
-        return call
 
     for name in ("forward", "backward", "step"):
         object.__setattr__(engine, name, clocked(getattr(engine, name), inner))
