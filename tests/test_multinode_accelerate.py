@@ -154,7 +154,8 @@ def test_pdsh_launcher_rank_dying_on_the_second_node(nodes, tmp_path):
     assert roll["complete"] and roll["attached"] == 2
     doc = analyze_json(out)
     top = doc["findings"][0]
-    assert top["rule"] == "node-exited-first" and top["ranks"] == [1] and "node2" in top["title"], _rules(doc)
+    assert top["rule"] == "node-exited-first" and top["ranks"] == [1] and "node2" in top["title"], \
+        (_rules(doc), top["ranks"], top["title"], top.get("hosts"), [e["text"] for e in top["evidence"]][:6])
     assert "(node 1)" in top["hosts"]["1"]
     assert not any(r.startswith("failure-") or r == "unexplained-failure" for r in _rules(doc)), _rules(doc)
     echo = [f for f in doc["findings"] if f["rule"].startswith("gloo-")]
