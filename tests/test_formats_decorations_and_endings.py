@@ -123,3 +123,16 @@ def test_scancel_then_killed_tasks_is_a_stop_from_outside():
 def test_nccl_ib_async_events(msg, cause):
     # nccl transport/net_ib.cc ncclIbAsyncThreadMain; the strings are libibverbs' ibv_event_type_str
     assert warn_cause(msg) == cause
+
+
+# ---------------------------------------------------------------- exception names without Error
+def test_tracebacks_ending_in_stopiteration_or_queue_empty_name_their_exception():
+    """CPython prints a message-less exception as its bare name (Lib/traceback.py
+    format_exception_only): StopIteration from next() on an exhausted loader, _queue.Empty from a
+    get() with a timeout. They are the exception, not a traceback cut off before one."""
+    for frame, last in (("    batch = next(iter(train_loader))", "StopIteration"),
+                        ("    raise Empty", "_queue.Empty")):
+        text = f'Traceback (most recent call last):\n  File "train.py", line 5, in <module>\n{frame}\n{last}\n'
+        top = findings(text)[0]
+        assert top.rule == "unexplained-failure" and last in top.summary and ': ""' not in top.summary
+    assert not findings("Empty\nqueue.Empty is raised when the queue is empty\n")

@@ -120,7 +120,7 @@ def take_phase(line: Line, st: StreamState) -> str | None:
 # taken (ValueError, ZeRORuntimeException, SystemExit, KeyboardInterrupt): pasted excerpts often
 # start below the 'Traceback' line.
 _EXC = compile_later(r"^(?P<type>(?:[A-Za-z_][\w]*\.)*(?P<name>[A-Z][\w]*))(?::\s(?P<msg>.*)|:?\s*)$")
-_ERROR_NAME = compile_later(r"(?:Error|Exception|Exit|Interrupt|Failure|Fault)$")
+_ERROR_NAME = compile_later(r"(?:Error|Exception|Exit|Interrupt|Failure|Fault|StopIteration)$")
 _CHAIN = {"The above exception was the direct cause of the following exception": "cause",
           "During handling of the above exception, another exception occurred": "context"}
 _TERMINATE = compile_later(r"terminate called after throwing an instance of '([^']+)'")
@@ -140,7 +140,9 @@ def _ignored(line: Line, st: StreamState) -> None:
     st.scratch.setdefault("tb.ignored", set()).add(line.rank)
 
 
-@on("Error", "Exception", "KeyboardInterrupt", "SystemExit")
+# StopIteration (next() on an exhausted iterator) and queue.Empty (a get() with a timeout) end
+# tracebacks with names that say neither Error nor Exception
+@on("Error", "Exception", "KeyboardInterrupt", "SystemExit", "StopIteration", ".Empty")
 def exception_line(line: Line, st: StreamState):
     text = line.text.rstrip()
     m = _EXC.match(text.lstrip())
