@@ -3,7 +3,7 @@ the same values and the same event data as before.
 
 - hooks._host_float reads a loss / grad norm with Tensor.item(): the float that float(x.detach())
   gave, no autograd warning, None for a tensor of several elements;
-- expand_pending builds a step event's data in place: the keys, order and rounding of
+- expand_pending's step event data: the keys, order and rounding of
   {"micro_steps": n, **_step_times(cur, keys)}, an extra phase key included.
 Unit tests of small pieces (the real engine is trained in test_live_single_rank.py)."""
 from __future__ import annotations

@@ -362,23 +362,13 @@ class EngineHooks:
         s = self.session
         with self._expanding:
             q, rank, keys = self._pending, s.rank, self.STEP_KEYS
-            known = frozenset(keys)
             steps_on, lr_on, nf_on = s.enabled("steps"), s.enabled("lr"), s.enabled("nonfinite")
             out: list[Event] = []
             while q:
                 step, micro, cur, lr, loss, norm, t = q.popleft()
                 if steps_on:
                     try:
-                        # {"micro_steps": micro, **_step_times(cur, keys)}, built in place
-                        data = {"micro_steps": micro}
-                        get = cur.get
-                        for k in keys:
-                            data[k] = round(get(k, 0.0), 3)
-                        if not cur.keys() <= known:
-                            for k, v in cur.items():
-                                if k not in known:
-                                    data[k] = round(v, 3)
-                        out.append(Event("step", rank, step, t, data))
+                        out.append(Event("step", rank, step, t, {"micro_steps": micro, **_step_times(cur, keys)}))
                     except Exception as e:
                         s._record_error("steps", e)
                         steps_on = False
