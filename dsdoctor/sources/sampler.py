@@ -65,9 +65,8 @@ class SteadySampler:
         m, k = n + 1, self.keep_all
         if m <= k:
             return m
-        pd = self.per_doubling
-        while True:                        # _keep and _stride written out: called per kept line
-            stride = 1 << (((m - k - 1) // pd + 2).bit_length() - 1)
+        while True:
+            stride = self._stride(m)
             r = (m - k) % stride
             if r == 0:
                 return m
