@@ -12,6 +12,15 @@ from .expr import OMIT, evaluate
 from .findings import Finding, Fix
 
 
+def combine_patches(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """One merge patch doing what `a` then `b` do (b's keys win, mappings combined key by key);
+    a null of either stays a deletion."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = combine_patches(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 class _Unknown(Exception):
     """A computed patch value needs a fact the context does not have."""
 

@@ -11,6 +11,7 @@ import difflib
 import math
 from typing import Any
 
+from ..fixes import combine_patches
 from .catalogue import Catalogue, Section, catalogue
 from .problems import Problem
 from .schedulers import check_scheduler_block
@@ -44,14 +45,7 @@ def _delete_patch(path: list[str], extra: dict[str, Any] | None = None) -> dict[
     for p in path[:-1]:
         cur = cur.setdefault(p, {})
     cur[path[-1]] = None
-    return _merge(patch, extra or {})
-
-
-def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    return combine_patches(patch, extra or {})
 
 
 def _stage(cfg: dict[str, Any]) -> int:

@@ -522,7 +522,8 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
         if not known and data.get("real_key") and data["input_value"] is not None:
             value = _json_value(data["input_value"])
             if value is not None:                     # and write its value under the real name
-                data["patch"] = _merge(data["patch"], nested(data["real_key"], value))
+                from ...fixes import combine_patches
+                data["patch"] = combine_patches(data["patch"], nested(data["real_key"], value))
                 data["renamed"] = True
     elif kind == "not_integer" and leaf == "min_loss_scale":
         data["patch"] = nested(key, 1)
@@ -771,10 +772,3 @@ def _json_value(text: str):
         return json.loads(text.strip().strip("'\""))
     except ValueError:
         return None
-
-
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
-    return out
