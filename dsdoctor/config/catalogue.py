@@ -248,6 +248,12 @@ def catalogue() -> Catalogue:
             return _introspect()
         except Exception:      # an unexpected DeepSpeed layout: the checked snapshot is still right for 0.19
             pass
+    return snapshot_catalogue()
+
+
+@lru_cache(maxsize=None)
+def snapshot_catalogue() -> Catalogue:
+    """The checked snapshot alone: no deepspeed import (analyze reads it for a key's spelling)."""
     d = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
     return Catalogue(Section.from_dict(d["root"]), d["removed"], d["removed_zero"],
                      f"snapshot of deepspeed {d['version']} (deepspeed not importable)")

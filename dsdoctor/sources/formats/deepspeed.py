@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
 
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
@@ -740,30 +739,13 @@ STEADY_GROUPS = (
 
 def _misspelt(section: str, field: str) -> str | None:
     """The real key of `section` closest to `field` (a typo DeepSpeed's pydantic models refuse), from the
-    checked key catalogue of the installed DeepSpeed's config models (config/catalogue_snapshot.json;
-    reading it needs no deepspeed import)."""
+    checked key catalogue of the installed DeepSpeed's config models (its snapshot: no deepspeed import)."""
     import difflib
-    keys = _section_keys(section)
-    m = difflib.get_close_matches(field, sorted(keys), n=1, cutoff=0.8) if keys else []
+
+    from ...config.catalogue import snapshot_catalogue
+    sec = snapshot_catalogue().section(tuple(section.split(".")))
+    m = difflib.get_close_matches(field, sorted(sec.keys), n=1, cutoff=0.8) if sec and sec.keys else []
     return m[0] if m else None
-
-
-@lru_cache(maxsize=1)
-def _snapshot() -> dict:
-    import json
-    from pathlib import Path
-    try:
-        return json.loads((Path(__file__).resolve().parents[2] / "config" / "catalogue_snapshot.json")
-                          .read_text(encoding="utf-8"))["root"]
-    except (OSError, ValueError, KeyError):
-        return {}
-
-
-def _section_keys(section: str) -> set[str]:
-    node = _snapshot()
-    for part in section.split("."):
-        node = (node.get("children") or {}).get(part) if node else None
-    return set(node.get("keys") or ()) if node else set()
 
 
 def _json_value(text: str):
