@@ -127,3 +127,40 @@ def test_a_launchers_called_process_error_is_a_wrapper_not_a_launch_problem():
     assert classify("subprocess.CalledProcessError", msg).name == "wrapper"
     assert classify("subprocess.CalledProcessError", "Command '['ninja', '-v']' returned non-zero exit status 1.").name \
         == "environment"
+
+
+# pdsh prints 'ssh exited' in the order the ssh sessions ended, which is not always the order the
+# ranks died: node2's rank os._exit()s first, node1's rank then loses its gloo peer, yet node1's
+# ssh can be torn down first (seen here under load). Both orders must name node2.
+_PDSH_HEAD = ("node1: [2026-12-05 18:49:40,100] [INFO] [launch.py:169:main] global_rank_mapping=defaultdict("
+              "<class 'list'>, {'node1': [0], 'node2': [1]})\n")
+_PDSH_ECHO = """node1: [rank0]: Traceback (most recent call last):
+node1: [rank0]:   File "/venv/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py", line 3252, in all_reduce
+node1: [rank0]:     work.wait()
+node1: [rank0]: RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:15762: Connection reset by peer. This is typically caused by a remote worker hanging or bugs in the application.
+"""
+_PDSH_NODE1 = """node1: [2026-12-05 18:49:46,597] [ERROR] [launch.py:259:sigkill_handler] ['/venv/bin/python3', '-u', 'train.py', '--local_rank=0'] exits with return code = 1
+pdsh@vm: node1: ssh exited with exit code 1
+"""
+_PDSH_NODE2 = """node2: [2026-12-05 18:49:45,769] [ERROR] [launch.py:259:sigkill_handler] ['/venv/bin/python3', '-u', 'train.py', '--local_rank=0'] exits with return code = 3
+pdsh@vm: node2: ssh exited with exit code 3
+"""
+
+
+def test_the_node_pdsh_saw_end_first_is_not_the_culprit_when_its_ranks_only_lost_their_peer():
+    for tail in (_PDSH_NODE2 + _PDSH_NODE1, _PDSH_NODE1 + _PDSH_NODE2):
+        fs = diagnose(("console.log", _PDSH_HEAD + _PDSH_ECHO + tail))
+        top = fs[0]
+        assert top.rule == "node-exited-first" and sorted(top.ranks) == [1] and "node2" in top.title, \
+            [(f.rule, f.ranks, f.title) for f in fs]
+        assert "exited with code 3" in top.title
+        gloo = [f for f in fs if f.rule.startswith("gloo-")]
+        assert gloo and gloo[0].consequence_of == "node-exited-first"
+
+
+def test_pdshs_order_stands_when_every_node_only_lost_a_peer():
+    # both nodes' ranks failed on the network (no silent death): nothing to correct
+    echo2 = _PDSH_ECHO.replace("node1: [rank0]", "node2: [rank1]")
+    fs = diagnose(("console.log", _PDSH_HEAD + _PDSH_ECHO + echo2 + _PDSH_NODE1 + _PDSH_NODE2))
+    exits = [f for f in fs if f.rule == "node-exited-first"]
+    assert exits and "node1" in exits[0].title, [(f.rule, f.ranks, f.title) for f in fs]

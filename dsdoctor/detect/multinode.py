@@ -13,6 +13,7 @@ from ..events import Event
 from ..expr import ranks_text
 from ..findings import Evidence, Symptom
 from .base import Detector, symptom_from
+from .families import classify
 
 
 def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:
@@ -40,17 +41,27 @@ def where_text(missing_hosts: dict[str, Any]) -> str:
 
 
 class MultiNodeDetector(Detector):
-    kinds = ("roll_call", "flight_recorder", "node_exit")
+    kinds = ("roll_call", "flight_recorder", "node_exit", "exception")
 
     def __init__(self) -> None:
         self._roll: Symptom | None = None
+        self._first_exit: Symptom | None = None
+        self._later_exits: list[Event] = []         # pdsh's other failed nodes, in the order it saw them end
+        self._echo_ranks: set[int] = set()          # ranks that failed because a peer went away
+        self._echo_hosts: set[str] = set()          # ... and the pdsh host labels they printed under
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "roll_call":
             return self._roll_call(ev, seq)
         if ev.kind == "node_exit":
             return self._node_exit(ev, seq)
+        if ev.kind == "exception":
+            return self._learn_echo(ev)
         return self._flight_recorder(ev, seq)
+
+    def finish(self) -> Iterable[Symptom]:
+        self._first_exit_not_an_echo()
+        return ()
 
     def _roll_call(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
@@ -77,12 +88,54 @@ class MultiNodeDetector(Detector):
         """The first node whose launch failed (pdsh reports them in the order they ended)."""
         d = ev.data
         if not d.get("first"):
+            if d.get("who") == "pdsh" and len(self._later_exits) < 64:
+                self._later_exits.append(ev)
             return ()
         ranks = [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
         s = symptom_from(ev, seq, "node_exit", key=(), node=d.get("node"), exitcode=d.get("exitcode"),
                          who=d.get("who"), ranks_known=bool(ranks))
         s.ranks = set(ranks)
+        if self._first_exit is None:
+            self._first_exit = s
         return (s,)
+
+    def _learn_echo(self, ev: Event) -> Iterable[Symptom]:
+        """A rank whose exception is a lost peer (gloo 'Connection reset by peer', NCCL 'remote
+        process exited', a collective timeout): it ended because another rank had ended."""
+        d = ev.data
+        fam = classify(str(d.get("type") or ""), str(d.get("message") or ""), d.get("raise_site"), d.get("frames"))
+        if fam.name == "comm":
+            if ev.rank is not None:
+                self._echo_ranks.add(int(ev.rank))
+            if d.get("host"):
+                self._echo_hosts.add(str(d["host"]))
+        return ()
+
+    def _is_echo(self, node: Any, ranks: list[int]) -> bool:
+        if ranks:
+            return set(ranks) <= self._echo_ranks
+        return node in self._echo_hosts
+
+    def _first_exit_not_an_echo(self) -> None:
+        """pdsh names the nodes in the order their ssh ended, which is not always the order their
+        ranks died: a rank that dies silently (os._exit, a kill) can take longer to tear down its
+        ssh than the peer that then fails with 'Connection reset by peer'. When the node pdsh saw
+        first only has such echoes and a later one has none, the later one ended first."""
+        s = self._first_exit
+        if s is None or s.facts.get("who") != "pdsh" or not self._is_echo(s.facts.get("node"), sorted(s.ranks)):
+            return
+        for ev in self._later_exits:
+            d = ev.data
+            ranks = [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
+            if self._is_echo(d.get("node"), ranks):
+                continue
+            echo = (f"pdsh saw {s.facts.get('node')} end first (exit code {s.facts.get('exitcode')}), but its "
+                    f"rank(s) failed on a lost peer: the echo of {d.get('node')}")
+            s.facts.update(node=d.get("node"), exitcode=d.get("exitcode"), ranks_known=bool(ranks))
+            s.ranks = set(ranks)
+            s.evidence = [Evidence(ev.source, ev.line, ev.text or "")] if ev.text else []
+            s.evidence.append(Evidence(ev.source, ev.line, echo))
+            return
 
     def _flight_recorder(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
