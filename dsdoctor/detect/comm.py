@@ -329,9 +329,14 @@ class CommDetector(Detector):
 
     def _stack_symptom(self) -> Symptom | None:
         n_coll = self.stack_where.get("collective", 0)
-        if not n_coll:
-            return None
         n_dl = self.stack_where.get("dataloader", 0)
+        if not n_coll:
+            if not n_dl:
+                return None
+            # a dump of main threads that all wait for a batch (py-spy of a process that stopped
+            # moving): the DataLoader's workers deliver nothing
+            return self.stack.symptom("comm_stall", key=("stacks",), first=self.stack_dl_events[:2],
+                                      cause="dataloader_only", op=None, n_waiting=0, n_dataloader=n_dl)
         op = self.stack_ops.most_common(1)[0][0] if self.stack_ops else None
         return self.stack.symptom("comm_stall", key=("stacks",), first=self.stack_dl_events[:2],
                                   cause="dataloader" if n_dl else "collective", op=op,

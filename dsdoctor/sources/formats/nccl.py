@@ -547,9 +547,13 @@ def stack_header(line: Line, st: StreamState):
 @on("distributed_c10d.py", "torch/utils/data/", "deepspeed/comm/")
 def stack_frame(line: Line, st: StreamState):
     cur = st.scratch.get("stack.cur")
+    m = _PYSPY_FRAME.match(line.text)
+    if cur is None and m:
+        # a py-spy dump pasted without its 'Thread N (active)' head: its 'func (file.py:N)' frame
+        # lines are py-spy's own format, which nothing else prints
+        cur = st.scratch["stack.cur"] = {"threads": ["?"], "main": True, "done": False}
     if not isinstance(cur, dict) or cur["done"] or not cur["main"]:
         return None
-    m = _PYSPY_FRAME.match(line.text)
     if m:
         func, path = m.group(1), m.group(2)
     else:
