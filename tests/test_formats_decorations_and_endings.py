@@ -80,6 +80,34 @@ def test_open_mpi_tag_output_prefix_names_the_rank():
     assert clean("[1,12]<stdout>:hello")[1] == 12
 
 
+@pytest.mark.parametrize("raw,host", [
+    # kubectl logs --prefix (staging/src/k8s.io/kubectl/pkg/cmd/logs: "[pod/NAME/CONTAINER] ")
+    ("[pod/llama-worker-1/pytorch] [rank1]: torch.OutOfMemoryError: CUDA out of memory.", "llama-worker-1"),
+    # syslog / journald's short format: "MON DD HH:MM:SS HOST IDENT[PID]: "
+    ("Dec 05 10:00:01 gpu-node-3 python[4242]: [rank1]: torch.OutOfMemoryError: CUDA out of memory.", "gpu-node-3"),
+    ("Dec 05 10:00:01 [rank1]: torch.OutOfMemoryError: CUDA out of memory.", None),       # `ts`
+    # a log quoted in a GitHub issue or an e-mail
+    ("> [rank1]: torch.OutOfMemoryError: CUDA out of memory.", None),
+    (">> [rank1]: torch.OutOfMemoryError: CUDA out of memory.", None),
+])
+def test_wrappers_a_pasted_log_picks_up_are_stripped(raw, host):
+    text, rank, _, h = clean(raw)
+    assert text.startswith("torch.OutOfMemoryError") and rank == 1 and h == host
+
+
+def test_a_time_alone_is_not_taken_for_a_syslog_host():
+    text, _, _, host = clean("Dec 05 10:00:01 [2026-12-05 10:00:01,123] [INFO] [engine.py:1] step=4")
+    assert host is None and text.startswith("[INFO] [engine.py:1]")
+
+
+def test_a_quoted_traceback_is_still_a_traceback():
+    tb = ("Traceback (most recent call last):\n  File \"train.py\", line 3, in <module>\n    main()\n"
+          "ModuleNotFoundError: No module named 'deepspeed'\n")
+    quoted = "".join(f"> {l}\n" for l in tb.splitlines())
+    (ev,) = [e for e in events_from_text(quoted) if e.kind == "exception"]
+    assert ev.data["type"] == "ModuleNotFoundError"
+
+
 LAUNCH_EXIT = ("[2026-12-05 10:00:00,000] [ERROR] [launch.py:325:sigkill_handler] ['/usr/bin/python3', '-u', "
                "'train.py', '--local_rank={lr}'] exits with return code = -9\n")
 

@@ -27,7 +27,16 @@ _PREFIXES = [
     (re.compile(r"^\((?:[\w.]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s"), None),
     # pdsh "host: " (lowercase host names with a digit, so 'ERROR: ...' is not a host)
     (re.compile(r"^([a-z][a-z0-9_.-]*\d[a-z0-9_.-]*):\s"), "host"),
+    # wrappers a log picks up on its way to the user: `kubectl logs --prefix` ("[pod/NAME/CONTAINER] ",
+    # the pod names the worker), syslog/journald ("Dec 05 10:00:00 HOST python[4242]: "), and the
+    # "> " of a log quoted in a GitHub issue or an e-mail
+    (re.compile(r"^\[pod/([^/\]\s]+)/[^\]\s]*\]\s"), "host"),
+    # (moreutils' `ts` writes the time alone)
+    (re.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
+                r"(?: ([\w.-]+) [\w./-]+(?:\[\d+\])?:)? "), "host"),
+    (re.compile(r"^(?:> ?)+"), None),
 ]
+_MONTHS = frozenset(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
 _TS = [
     (re.compile(r"^\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?\]\s*"), "%Y-%m-%d %H:%M:%S"),
     (re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?(?:Z|[+-]\d\d:?\d\d)?\s+"), "%Y-%m-%d %H:%M:%S"),
@@ -96,10 +105,11 @@ def _may_start(s: str) -> bool:
     """Can a decoration (_PREFIXES, _TS) start `s`? Most log lines start with something else
     (a space, a capital, '{', '[INFO]', '[Rank 0]'), and then no regex needs to run."""
     c = s[:1]
-    if c == "[":                      # [rank3]: [default3]: [2024-...] [E1205 ...
+    if c == "[":                      # [rank3]: [default3]: [2024-...] [E1205 ... [pod/...]
         n = s[1:2]
-        return n == "r" or n == "d" or n.isdecimal() or (n in "IWEF" and s[2:3].isdecimal())
-    return c == "(" or c.isdecimal() or "a" <= c <= "z" or (c in "IWEF" and s[1:2].isdecimal())
+        return n == "r" or n == "d" or n == "p" or n.isdecimal() or (n in "IWEF" and s[2:3].isdecimal())
+    return c == "(" or c.isdecimal() or "a" <= c <= "z" or (c in "IWEF" and s[1:2].isdecimal()) or c == ">" \
+        or (s[3:4] == " " and s[:3] in _MONTHS)
 
 
 def _glog_time(m: re.Match, year: int | None) -> float | None:
