@@ -48,6 +48,7 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
             if first is None:
                 raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
             blocks = itertools.chain([first], blocks)
+        blocks = _rejoined_if_wrapped(blocks)
         errors: list[InputError] = []
         sampler = None
         if sample:
@@ -66,6 +67,27 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
     finally:
         if inp.path is not None:
             fh.close()
+
+
+def _rejoined_if_wrapped(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """A log that fits in one block may have been copied out of a terminal, hard-wrapped
+    (sources/unwrap.py); a longer one was written by a program."""
+    it = iter(blocks)
+    first = next(it, None)
+    if first is None:
+        return
+    try:
+        second = next(it, None)
+    except InputError:
+        yield first                 # a truncated .gz: what came before the cut is kept
+        raise
+    if second is None:
+        from .unwrap import rejoin
+        yield rejoin(first)
+        return
+    yield first
+    yield second
+    yield from it
 
 
 def _until_error(blocks: Iterable[bytes], errors: list[InputError]) -> Iterator[bytes]:

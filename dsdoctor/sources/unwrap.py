@@ -1,0 +1,69 @@
+"""Logs copied out of a terminal come hard-wrapped: every line longer than the pane is cut into
+pieces of exactly the pane's width, and a traceback's exception line or a loss record ends up
+on two lines that no recogniser knows. This module finds such a width and joins the pieces again.
+
+Written here because no library undoes terminal wrapping (textwrap only wraps). The cue is
+structural: a wrapped log has a spike of lines of exactly one length W (the pieces) and none
+longer, where an unwrapped log's longest lines are spread out. Line numbers stay the user's: the
+joined line keeps the number of its first piece and each later piece leaves an empty line behind.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+MIN_WIDTH = 60                # narrower panes do not hold a log line's head
+SAMPLE = 256 << 10            # the width is found in the first 256 KiB
+MAX_INPUT = 16 << 20          # only pasted-size inputs (one block): programs do not wrap their logs
+
+
+def wrap_width(text: str) -> int | None:
+    """The width the text was hard-wrapped at, or None."""
+    lines = [ln.rstrip("\r") for ln in text[:SAMPLE].split("\n") if ln.strip()]
+    lengths = Counter(len(ln) for ln in lines)
+    if not lengths:
+        return None
+    width = max(lengths)
+    # the pieces differ from each other; rules of one character ('=' * 60 around torchelastic's
+    # error table) do not count
+    spike = len({ln for ln in lines if len(ln) == width and len(set(ln.strip())) > 1})
+    if width < MIN_WIDTH or spike < 3:
+        return None
+    # the 20 lengths just below the width: natural lines that end near it, about as many per
+    # length as the spike in an unwrapped log, far fewer in a wrapped one
+    near = sum(lengths.get(n, 0) for n in range(width - 20, width)) / 20
+    if spike < 4 * max(near, 0.5):
+        return None
+    # records printed at a fixed width (Megatron's ' iteration %8d/%8d | ...') are all as long as
+    # the longest, and each is followed by the next record, which starts the same way; a piece
+    # is followed by the rest of its line
+    follow = same = 0
+    for a, b in zip(lines, lines[1:]):
+        if len(a) == width:
+            follow += 1
+            same += a[:8] == b[:8]
+    return None if same * 2 >= follow else width
+
+
+def rejoin(block: bytes) -> bytes:
+    """`block` with its hard-wrapped lines joined again (unchanged if it was not wrapped)."""
+    if len(block) > MAX_INPUT:
+        return block
+    width = wrap_width(block[:SAMPLE].decode("utf-8", errors="surrogateescape"))
+    if width is None:
+        return block
+    text = block.decode("utf-8", errors="surrogateescape")
+    out: list[str] = []
+    pending: list[str] = []         # the pieces of one wrapped line so far
+    for ln in text.split("\n"):
+        piece = ln.rstrip("\r")
+        if len(piece) == width:
+            pending.append(piece)
+            continue                # cut at the pane's edge: the next line goes on
+        pending.append(ln)
+        out.append("".join(pending))
+        out.extend("" for _ in range(len(pending) - 1))      # keep the line count
+        pending = []
+    if pending:
+        out.append("".join(pending))
+        out.extend("" for _ in range(len(pending) - 1))
+    return "\n".join(out).encode("utf-8", errors="surrogateescape")
