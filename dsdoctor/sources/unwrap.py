@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 MIN_WIDTH = 60                # narrower panes do not hold a log line's head
-SAMPLE = 256 << 10            # the width is found in the first 256 KiB
+SAMPLE = 64 << 10             # the width is found in the first 64 KiB (~500 lines)
 MAX_INPUT = 16 << 20          # only pasted-size inputs (one block): programs do not wrap their logs
 
 
