@@ -521,7 +521,7 @@ def gloo_error(line: Line, st: StreamState):
 # faulthandler:  'Thread 0x00007f... (most recent call first):' then '  File "/x/distributed_c10d.py", line 1191 in broadcast'
 _PYSPY_HEAD = compile_later(r"^\s*Thread (\d+|0x[0-9a-f]+) \((?:active|idle)[^)]*\)(?::\s*\"([^\"]*)\")?")
 _FH_HEAD = compile_later(r"^\s*(?:Current thread|Thread) (0x[0-9a-f]+) \(most recent call first\):")
-_PYSPY_FRAME = compile_later(r"^\s+([\w<>.]+) \(([^():]+\.py):\d+\)\s*$")
+_PYSPY_FRAME = compile_later(r"^\s*([\w<>.]+) \(([^():]+\.py):\d+\)\s*$")      # (indentation lost in a paste)
 _FH_FRAME = compile_later(r'^\s*File "([^"]+)", line \d+ in ([\w<>.]+)\s*$')
 
 
