@@ -89,6 +89,8 @@ def test_open_mpi_tag_output_prefix_names_the_rank():
     # a log quoted in a GitHub issue or an e-mail
     ("> [rank1]: torch.OutOfMemoryError: CUDA out of memory.", None),
     (">> [rank1]: torch.OutOfMemoryError: CUDA out of memory.", None),
+    # `cat -n`
+    ("   412\t[rank1]: torch.OutOfMemoryError: CUDA out of memory.", None),
 ])
 def test_wrappers_a_pasted_log_picks_up_are_stripped(raw, host):
     text, rank, _, h = clean(raw)

@@ -35,6 +35,8 @@ _PREFIXES = [
     (re.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
                 r"(?: ([\w.-]+) [\w./-]+(?:\[\d+\])?:)? "), "host"),
     (re.compile(r"^(?:> ?)+"), None),
+    # `cat -n` / `nl` line numbers (the tab tells them from srun's "0: ")
+    (re.compile(r"^ *\d+\t"), None),
 ]
 _MONTHS = frozenset(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
 _TS = [
@@ -109,7 +111,7 @@ def _may_start(s: str) -> bool:
         n = s[1:2]
         return n == "r" or n == "d" or n == "p" or n.isdecimal() or (n in "IWEF" and s[2:3].isdecimal())
     return c == "(" or c.isdecimal() or "a" <= c <= "z" or (c in "IWEF" and s[1:2].isdecimal()) or c == ">" \
-        or (s[3:4] == " " and s[:3] in _MONTHS)
+        or (s[3:4] == " " and s[:3] in _MONTHS) or (c == " " and "\t" in s[:8])
 
 
 def _glog_time(m: re.Match, year: int | None) -> float | None:
