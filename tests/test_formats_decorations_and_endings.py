@@ -166,3 +166,30 @@ def test_tracebacks_ending_in_stopiteration_or_queue_empty_name_their_exception(
         top = findings(text)[0]
         assert top.rule == "unexplained-failure" and last in top.summary and ': ""' not in top.summary
     assert not findings("Empty\nqueue.Empty is raised when the queue is empty\n")
+
+
+# ---------------------------------------------------------------- excerpts that start mid-way
+def test_an_excerpt_that_starts_inside_a_traceback_is_a_cut_off_traceback():
+    text = ('[rank0]:     trainer.train()\n'
+            '[rank0]:   File "/venv/lib/python3.11/site-packages/transformers/trainer.py", line 2325, in train\n'
+            '[rank0]:     return inner_training_loop(\n'
+            '[rank0]:   File "/venv/lib/python3.11/site-packages/deepspeed/runtime/engine.py", line 2243, in backward\n')
+    (ev,) = [e for e in events_from_text(text) if e.kind == "exception"]
+    assert ev.data["truncated"] and ev.rank == 0 and ev.data["phase"] == "backward"
+
+
+def test_a_stack_printed_further_down_a_healthy_log_is_not_a_failure():
+    text = "".join(f"step={s}, loss=2.{s}\n" for s in range(8)) + (
+        '  File "/work/train.py", line 10, in <module>\n    main()\n'
+        '  File "/work/train.py", line 7, in main\n    traceback.print_stack()\n') + "step=9, loss=2.9\n"
+    assert not [e for e in events_from_text(text) if e.kind == "exception"]
+
+
+def test_the_cuda_errors_advice_without_its_first_line_is_still_a_cuda_error():
+    advice = ("CUDA kernel errors might be asynchronously reported at some other API call, so the stacktrace below "
+              "might be incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1\n")
+    (ev,) = [e for e in events_from_text(advice) if e.kind == "exception"]
+    assert "CUDA error" in ev.data["name"]
+    whole = "RuntimeError: CUDA error: an illegal memory access was encountered\n" + advice
+    (ev,) = [e for e in events_from_text(whole) if e.kind == "exception"]
+    assert ev.data["name"] == "RuntimeError"

@@ -25,10 +25,17 @@ def _start(line: Line, st: StreamState) -> None:
     st.scratch.setdefault("tb.open", {})[line.rank] = line
 
 
+HEADLESS_WITHIN = 5       # lines: an excerpt that starts inside a traceback
+
+
 @on('File "')
 def _frame(line: Line, st: StreamState) -> None:
     m = _FRAME.search(line.text)
     if m:
+        if line.lineno <= HEADLESS_WITHIN and line.rank not in st.frames:
+            # the excerpt starts below its 'Traceback' line: the frames still belong to one (a
+            # print_stack() further down a log has no exception line and stays unreported)
+            st.scratch.setdefault("tb.open", {})[line.rank] = line
         fr = st.frames.setdefault(line.rank, [])
         fr.append(f"{m.group(1)}:{m.group(2)}")
         if len(fr) > MAX_FRAMES:
@@ -253,6 +260,28 @@ def c10_nccl_timeout(line: Line, st: StreamState):
                       in_traceback=False, raise_site="ProcessGroupNCCL.cpp:checkTimeout", frames=[],
                       chained="cause" if first is not None else None,
                       chain_of=first if first is not None else line.lineno)
+
+
+# c10/cuda/CUDAException.cpp c10_cuda_check_implementation: 'CUDA error: {msg}' then these
+# lines; an excerpt that starts below the first one still holds a CUDA error
+_CUDA_ADVICE = "CUDA kernel errors might be asynchronously reported at some other API call"
+
+
+@on(_CUDA_ADVICE)
+def cuda_error_without_its_line(line: Line, st: StreamState):
+    last = st.scratch.get("tb.last_cuda")
+    if last is not None and line.lineno - last <= 2:
+        return None
+    if "CUDA error" in line.text:                 # the message and the advice on one line
+        return None
+    return line.event("exception", step=st.step_of(line.rank), type="(CUDA error, its first line cut)",
+                      name="CUDA error (its first line is not in the log)", message=line.text.strip()[:500], phase=None, in_traceback=False,
+                      raise_site=None, frames=[], chained=None, chain_of=line.lineno, host=line.host)
+
+
+@on("CUDA error: ")
+def _cuda_error_line(line: Line, st: StreamState) -> None:
+    st.scratch["tb.last_cuda"] = line.lineno
 
 
 def finish(st: StreamState):
