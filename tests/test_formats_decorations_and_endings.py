@@ -193,3 +193,18 @@ def test_the_cuda_errors_advice_without_its_first_line_is_still_a_cuda_error():
     whole = "RuntimeError: CUDA error: an illegal memory access was encountered\n" + advice
     (ev,) = [e for e in events_from_text(whole) if e.kind == "exception"]
     assert ev.data["name"] == "RuntimeError"
+
+
+C10_FRAMES = ("frame #0: c10::Error::Error(c10::SourceLocation, std::string) + 0x42 (0x1518a06137d2 in /venv/torch/lib/libc10.so)\n"
+              "frame #1: c10d::ProcessGroupNCCL::WorkNCCL::finishedGPUExecutionInternal() const + 0x11a (0x15190c6c29ea in "
+              "/venv/torch/lib/libtorch_cuda.so)\n"
+              "frame #2: c10d::ProcessGroupNCCL::workCleanupLoop() + 0x145 (0x15190c6c6265 in /venv/torch/lib/libtorch_cuda.so)\n")
+
+
+def test_a_c10_backtrace_without_its_head_is_an_error_thrown_where_frame_1_says():
+    (ev,) = [e for e in events_from_text(C10_FRAMES) if e.kind == "exception"]
+    assert ev.data["type"] == "c10::Error" and "finishedGPUExecutionInternal" in ev.data["message"]
+    head = ("terminate called after throwing an instance of 'c10::Error'\n  what():  CUDA error: unknown error\n"
+            "Exception raised from c10_cuda_check_implementation at ../c10/cuda/CUDAException.cpp:44 (most recent call first):\n")
+    evs = [e for e in events_from_text(head + C10_FRAMES) if e.kind == "exception"]
+    assert not any("its message is not in the log" in e.data["message"] for e in evs), [e.data for e in evs]

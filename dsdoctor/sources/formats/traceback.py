@@ -248,6 +248,34 @@ def c10_error(line: Line, st: StreamState):
                       raise_site=f"{m.group(2)}:{m.group(1)}", frames=[], chained=None, chain_of=line.lineno)
 
 
+# c10's backtrace of a c10::Error ('frame #0: c10::Error::Error(...) + 0x42 (0x... in libc10.so)',
+# c10/util/Backtrace.cpp) follows its 'Exception raised from ...' line; an excerpt that starts at
+# the frames still shows an error thrown, and frame #1 says where
+_C10_FRAME = compile_later(r"^frame #(\d+): (.+?)(?: \+ 0x[0-9a-f]+)? \(0x[0-9a-f]+ in ([^)]+)\)")
+
+
+@on("frame #0: ", "frame #1: ")
+def c10_frames_without_their_head(line: Line, st: StreamState):
+    m = _C10_FRAME.match(line.text)
+    if not m:
+        return None
+    if m.group(1) == "0":
+        if "c10::Error" in m.group(2):
+            st.scratch.setdefault("c10.frame0", {})[line.rank] = line.lineno
+        return None
+    frame0 = st.scratch.get("c10.frame0", {}).pop(line.rank, None)
+    if frame0 is None or line.lineno - frame0 > 2:
+        return None
+    head = st.scratch.get("c10.last", {}).get(line.rank)
+    if head is not None and frame0 - head <= 3:
+        return None                 # its 'Exception raised from' line was read
+    func = m.group(2)
+    return line.event("exception", step=st.step_of(line.rank), type="c10::Error", name="c10::Error",
+                      message=f"thrown in {func} (its message is not in the log)"[:500], phase=None,
+                      in_traceback=False, raise_site=f"{m.group(3).rsplit('/', 1)[-1]}:{func}", frames=[],
+                      chained=None, chain_of=line.lineno)
+
+
 @on("WorkNCCL::checkTimeout")
 def c10_nccl_timeout(line: Line, st: StreamState):
     seen = st.scratch.setdefault("c10.seen", set())
