@@ -35,6 +35,8 @@ _PREFIXES = [
     (re.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
                 r"(?: ([\w.-]+) [\w./-]+(?:\[\d+\])?:)? "), "host"),
     (re.compile(r"^(?:> ?)+"), None),
+    # containerd's CRI log format after its time: "stderr F " (F a full line, P a part of one)
+    (re.compile(r"^std(?:out|err) [FP] "), None),
     # `cat -n` / `nl` line numbers (the tab tells them from srun's "0: ")
     (re.compile(r"^ *\d+\t"), None),
 ]

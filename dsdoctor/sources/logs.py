@@ -48,7 +48,7 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
             if first is None:
                 raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
             blocks = itertools.chain([first], blocks)
-        blocks = _rejoined_if_wrapped(blocks)
+        blocks = _as_printed(blocks)
         errors: list[InputError] = []
         sampler = None
         if sample:
@@ -69,9 +69,10 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
             fh.close()
 
 
-def _rejoined_if_wrapped(blocks: Iterable[bytes]) -> Iterator[bytes]:
-    """A log that fits in one block may have been copied out of a terminal, hard-wrapped
-    (sources/unwrap.py); a longer one was written by a program."""
+def _as_printed(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines as the program printed them: a container runtime's json-file log is decoded
+    (sources/container_logs.py); a log that fits in one block may have been copied out of a
+    terminal, hard-wrapped (sources/unwrap.py); a longer one was written by a program."""
     it = iter(blocks)
     first = next(it, None)
     if first is None:
@@ -81,6 +82,11 @@ def _rejoined_if_wrapped(blocks: Iterable[bytes]) -> Iterator[bytes]:
     except InputError:
         yield first                 # a truncated .gz: what came before the cut is kept
         raise
+    from . import container_logs
+    if container_logs.is_docker_json(first):
+        rest = [first] if second is None else [first, second]
+        yield from container_logs.decode_blocks(itertools.chain(rest, it))
+        return
     if second is None:
         from .unwrap import rejoin
         yield rejoin(first)
