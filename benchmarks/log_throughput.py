@@ -466,6 +466,75 @@ def startup_cost(folder: Path) -> dict:
     return {"wall": statistics.median(r["wall"] for r in runs), "cpu": statistics.median(r["cpu"] for r in runs)}
 
 
+_SCAN_ONLY = """import sys, hyperscan
+db = hyperscan.loadb(open(sys.argv[1], 'rb').read(), mode=hyperscan.HS_MODE_BLOCK)
+db.scratch = hyperscan.Scratch(db)
+with open(sys.argv[2], 'rb') as f:
+    while b := f.read(16 << 20):
+        db.scan(b, match_event_handler=lambda *a: None)
+"""
+_READ_COUNT = """import sys
+n = 0
+with open(sys.argv[1], 'rb') as f:
+    while b := f.read(16 << 20):
+        n += len(b) - len(b.replace(b'\\n', b''))
+"""
+
+
+def _scan_database(path: Path, folder: Path) -> Path:
+    """The Hyperscan database analyze's fast path scans `path` with (its first block's),
+    written where a bare process can load it."""
+    import hyperscan
+    from dsdoctor.sources import scanner
+    m = scanner.matcher()
+    with open(path, "rb") as f:
+        head = f.read(scanner.STEADY_WINDOW)
+    rest = tuple(i for i, lit in m.steady_literals if lit not in head)
+    db = m._fast_database(rest) if len(rest) < len(m.steady_literals) else m.fast
+    out = folder / "fast.hsdb"
+    out.write_bytes(hyperscan.dumpb(db))
+    return out
+
+
+def floor(path: Path, runs: int) -> None:
+    """What a Python process cannot avoid on one input, each part in its own process, CPU
+    (user+sys) median [min-max] of `runs` interleaved runs, beside grep and analyze: is
+    <= 2x grep possible at this size at all?"""
+    import hyperscan
+    py, env = sys.executable, _installed_env()
+    bare = dict(env, PYTHONPATH=str(Path(hyperscan.__file__).resolve().parent.parent))   # for -S
+    tiny = path.parent / "tiny.log"
+    tiny.write_text("".join(Healthy(random.Random(1), True).lines([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])))
+    db = _scan_database(path, path.parent)
+    rows = [
+        ("python -S -c pass (the interpreter)", [py, "-S", "-c", "pass"], env),
+        ("python -c pass (+ site, the venv)", [py, "-c", "pass"], env),
+        ("python -c 'import dsdoctor.cli'", [py, "-c", "import dsdoctor.cli"], env),
+        ("analyze --json of a 10-line log (start-up)", [py, "-m", "dsdoctor", "analyze", "--json", str(tiny)], env),
+        ("python -S: read in 16 MiB blocks + count lines", [py, "-S", "-c", _READ_COUNT, str(path)], bare),
+        ("python -S: read + Hyperscan scan (analyze's database)", [py, "-S", "-c", _SCAN_ONLY, str(db), str(path)], bare),
+        ("cat > /dev/null", ["cat", str(path)], env),
+        ("LC_ALL=C grep -E -c (14 alternatives)", ["grep", "-E", "-c", GREP_PATTERN, str(path)], dict(env, LC_ALL="C")),
+        ("dsdoctor analyze --json", [py, "-m", "dsdoctor", "analyze", "--json", str(path)], env),
+    ]
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+    timed(rows[-1][1], env)                    # caches warm (page cache, Hyperscan databases, .pyc)
+    for r in range(runs):
+        for name, cmd, e in rows[r % len(rows):] + rows[:r % len(rows)]:
+            res = timed(cmd, e, stdout=subprocess.DEVNULL if name.startswith("cat") else subprocess.PIPE)
+            if res["code"] not in (0, 1):
+                raise SystemExit(f"{name} failed ({res['code']}): {res['err'].decode(errors='replace')[-500:]}")
+            cpu[name].append(res["cpu"])
+    g = statistics.median(cpu[rows[-2][0]])
+    print(f"\nfloor at {path.stat().st_size / 2 ** 20:.0f} MiB, CPU seconds (user+sys), median [min-max] of {runs} "
+          f"interleaved runs, and the median as a multiple of grep's:")
+    for name, _, _ in rows:
+        xs = cpu[name]
+        print(f"  {name:<56} {statistics.median(xs):6.3f} [{min(xs):.3f}-{max(xs):.3f}]  {statistics.median(xs) / g:5.2f}x")
+    tiny.unlink()
+    db.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sets", nargs="*", type=_set, help=f"FILESxSIZE sets (default {' '.join(DEFAULT_SETS)})")
@@ -474,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the three commands per set (default 3)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write the logs (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated logs")
+    ap.add_argument("--floor", type=int, metavar="RUNS", default=0,
+                    help="instead of the ratio rounds: the floor table of each set's first file (interpreter, "
+                         "imports, read, Hyperscan scan alone, grep, analyze), RUNS interleaved runs")
     args = ap.parse_args(argv)
     sets = list(args.sets) or [_set(s) for s in DEFAULT_SETS]
     if args.scaling:
@@ -493,7 +565,10 @@ def main(argv: list[str] | None = None) -> int:
             total = sum(p.stat().st_size for p in paths)
             print(f"\n{files} file{'s' if files > 1 else ''}, {total / 2 ** 20:.0f} MiB "
                   f"(generated in {time.perf_counter() - t:.0f} s)")
-            measure(paths, args.rounds, startup)
+            if args.floor:
+                floor(paths[0], args.floor)
+            else:
+                measure(paths, args.rounds, startup)
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
         return 0

@@ -17,13 +17,13 @@ Both yield (line number, raw line, ids of the literals in it), in line order.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import threading
 from pathlib import Path
 from typing import Generator, Iterable, Iterator
 
+from ..digest import sha256_hex
 from .recogniser import SteadyGroup
 from .registry import CONTINUES, HANDLERS, STEADY, TRIGGERS
 from .sampler import SteadySampler
@@ -206,8 +206,8 @@ def _compiled(hyperscan, exprs: list[bytes], ids: list[int], flags: list[int]):
     """A hyperscan block database, from the on-disk cache when it holds this exact set
     (compiling both databases costs ~0.25 s, a third of a small `analyze`). The key covers
     the expressions, ids, flags and hyperscan's version; any cache trouble just compiles."""
-    key = hashlib.sha256(repr((exprs, ids, flags, getattr(hyperscan, "__version__", ""),
-                               hyperscan.__file__)).encode()).hexdigest()[:32]
+    key = sha256_hex(repr((exprs, ids, flags, getattr(hyperscan, "__version__", ""),
+                           hyperscan.__file__)).encode())[:32]
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdoctor" / "hyperscan"
     path = folder / f"{key}.db"
     try:
