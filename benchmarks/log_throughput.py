@@ -38,7 +38,10 @@ wait4(): other jobs on the machine inflate wall time, much less CPU time). Print
 min-max over the rounds, throughput, dsdoctor's peak RSS, its fixed start-up cost (the same
 command on a 10-line log: ~0.15 s of imports, the cached rules and Hyperscan databases, which
 is a third of a 64 MB run) and whether the buried stories were found. dsdoctor runs as installed
-(its .pyc files cached, even where PYTHONDONTWRITEBYTECODE is set).
+(its .pyc files cached, even where PYTHONDONTWRITEBYTECODE is set); the one measured is the one
+PYTHONPATH names, else this script's checkout, whatever the working directory (printed first).
+`--floor RUNS` prints instead what no Python process can avoid at each set's size (interpreter,
+imports, reading, counting lines, the Hyperscan scan alone) beside grep and analyze.
 
 Goals (issue 13): ratio <= 2.0 at 1 GB and at 64 MB, peak RSS < 300 MB whatever the size.
 """
@@ -379,10 +382,16 @@ class _Popen(subprocess.Popen):
         return (pid, sts)
 
 
+# The commands run in the logs' folder: `python -m dsdoctor` puts its working directory first on
+# sys.path, so started from another checkout it would measure that one whatever PYTHONPATH says.
+# Measured: the dsdoctor PYTHONPATH names, else this script's checkout (main() prints which).
+_CHILD_CWD: str | None = None
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None, stdout=subprocess.PIPE) -> dict:
     """Wall seconds, CPU seconds (user+sys), peak RSS bytes, stdout, exit code, stderr of one run."""
     t = time.perf_counter()
-    p = _Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    p = _Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=_CHILD_CWD)
     out, err = p.communicate()
     wall = time.perf_counter() - t
     ru = p.rusage
@@ -419,6 +428,9 @@ def measure(paths: list[Path], rounds: int, startup: dict) -> dict:
     order = list(cmds)
     doc = None
     timed(cmds["cat"], stdout=subprocess.DEVNULL)          # warm the page cache
+    # and the on-disk cache of the Hyperscan databases this content needs (compiled once per
+    # machine and set of steady literals, ~0.1 s, sources/scanner.py: Matcher.fast_hits)
+    timed([sys.executable, "-m", "dsdoctor", "analyze", "--json", files[0]], env_ds)
     for r in range(rounds):
         for name in order[r % 3:] + order[:r % 3]:
             res = timed(cmds[name], env_c if name == "grep" else env_ds,
@@ -454,6 +466,8 @@ def _installed_env() -> dict[str, str]:
     ~40 modules again, ~0.1 s that no installed copy pays."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # the dsdoctor of this checkout, unless PYTHONPATH names another (the children run elsewhere)
+    env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     return env
 
 
@@ -559,7 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     root = args.dir or Path(tempfile.mkdtemp(prefix="dsdoctor-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    global _CHILD_CWD
+    _CHILD_CWD = str(root)
     try:
+        where = timed([sys.executable, "-c", "import dsdoctor; print(dsdoctor.__file__)"], _installed_env())
+        print(f"measuring dsdoctor from {where['out'].decode().strip()}")
         startup = startup_cost(root)
         print(f"dsdoctor start-up (analyze --json on a 10-line log): {startup['wall']:.2f} s wall, "
               f"{startup['cpu']:.2f} s cpu")
