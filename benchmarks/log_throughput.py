@@ -38,7 +38,10 @@ wait4(): other jobs on the machine inflate wall time, much less CPU time). Print
 min-max over the rounds, throughput, dsdoctor's peak RSS, its fixed start-up cost (the same
 command on a 10-line log: ~0.15 s of imports, the cached rules and Hyperscan databases, which
 is a third of a 64 MB run) and whether the buried stories were found. dsdoctor runs as installed
-(its .pyc files cached, even where PYTHONDONTWRITEBYTECODE is set).
+(its .pyc files cached, even where PYTHONDONTWRITEBYTECODE is set); the one measured is the one
+PYTHONPATH names, else this script's checkout, whatever the working directory (printed first).
+`--floor RUNS` prints instead what no Python process can avoid at each set's size (interpreter,
+imports, reading, counting lines, the Hyperscan scan alone) beside grep and analyze.
 
 Goals (issue 13): ratio <= 2.0 at 1 GB and at 64 MB, peak RSS < 300 MB whatever the size.
 """
@@ -379,10 +382,16 @@ class _Popen(subprocess.Popen):
         return (pid, sts)
 
 
+# The commands run in the logs' folder: `python -m dsdoctor` puts its working directory first on
+# sys.path, so started from another checkout it would measure that one whatever PYTHONPATH says.
+# Measured: the dsdoctor PYTHONPATH names, else this script's checkout (main() prints which).
+_CHILD_CWD: str | None = None
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None, stdout=subprocess.PIPE) -> dict:
     """Wall seconds, CPU seconds (user+sys), peak RSS bytes, stdout, exit code, stderr of one run."""
     t = time.perf_counter()
-    p = _Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env)
+    p = _Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, cwd=_CHILD_CWD)
     out, err = p.communicate()
     wall = time.perf_counter() - t
     ru = p.rusage
@@ -419,6 +428,9 @@ def measure(paths: list[Path], rounds: int, startup: dict) -> dict:
     order = list(cmds)
     doc = None
     timed(cmds["cat"], stdout=subprocess.DEVNULL)          # warm the page cache
+    # and the on-disk cache of the Hyperscan databases this content needs (compiled once per
+    # machine and set of steady literals, ~0.1 s, sources/scanner.py: Matcher.fast_hits)
+    timed([sys.executable, "-m", "dsdoctor", "analyze", "--json", files[0]], env_ds)
     for r in range(rounds):
         for name in order[r % 3:] + order[:r % 3]:
             res = timed(cmds[name], env_c if name == "grep" else env_ds,
@@ -454,6 +466,8 @@ def _installed_env() -> dict[str, str]:
     ~40 modules again, ~0.1 s that no installed copy pays."""
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    # the dsdoctor of this checkout, unless PYTHONPATH names another (the children run elsewhere)
+    env.setdefault("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
     return env
 
 
@@ -466,6 +480,81 @@ def startup_cost(folder: Path) -> dict:
     return {"wall": statistics.median(r["wall"] for r in runs), "cpu": statistics.median(r["cpu"] for r in runs)}
 
 
+# both as analyze does it: glibc keeps freed blocks (sources/scanner.py: _keep_freed_blocks),
+# else every 16 MiB read is a fresh mmap whose every page faults
+_KEEP_BLOCKS = "import ctypes; ctypes.CDLL(None).mallopt(-3, 64 << 20); ctypes.CDLL(None).mallopt(-1, 128 << 20)\n"
+_SCAN_ONLY = _KEEP_BLOCKS + """import sys, hyperscan
+db = hyperscan.loadb(open(sys.argv[1], 'rb').read(), mode=hyperscan.HS_MODE_BLOCK)
+db.scratch = hyperscan.Scratch(db)
+with open(sys.argv[2], 'rb') as f:
+    while b := f.read(16 << 20):
+        db.scan(b, match_event_handler=lambda *a: None)
+"""
+_SCAN_COUNT = _SCAN_ONLY.replace("lambda *a: None)", "lambda *a: None)\n        len(b) - len(b.replace(b'\\n', b''))")
+_READ_COUNT = _KEEP_BLOCKS + """import sys
+n = 0
+with open(sys.argv[1], 'rb') as f:
+    while b := f.read(16 << 20):
+        n += len(b) - len(b.replace(b'\\n', b''))
+"""
+
+
+def _scan_database(path: Path, folder: Path) -> Path:
+    """The Hyperscan database analyze's fast path scans `path` with (its first block's),
+    written where a bare process can load it."""
+    import hyperscan
+    from dsdoctor.sources import scanner
+    m = scanner.matcher()
+    with open(path, "rb") as f:
+        head = f.read(scanner.STEADY_WINDOW)
+    rest = tuple(i for i, lit in m.steady_literals if lit not in head)
+    db = m._fast_database(rest) if len(rest) < len(m.steady_literals) else m.fast
+    out = folder / "fast.hsdb"
+    out.write_bytes(hyperscan.dumpb(db))
+    return out
+
+
+def floor(path: Path, runs: int) -> None:
+    """What a Python process cannot avoid on one input, each part in its own process, CPU
+    (user+sys) median [min-max] of `runs` interleaved runs, beside grep and analyze: is
+    <= 2x grep possible at this size at all?"""
+    import hyperscan
+    py, env = sys.executable, _installed_env()
+    bare = dict(env, PYTHONPATH=str(Path(hyperscan.__file__).resolve().parent.parent))   # for -S
+    tiny = path.parent / "tiny.log"
+    tiny.write_text("".join(Healthy(random.Random(1), True).lines([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])))
+    db = _scan_database(path, path.parent)
+    rows = [
+        ("python -S -c pass (the interpreter)", [py, "-S", "-c", "pass"], env),
+        ("python -c pass (+ site, the venv)", [py, "-c", "pass"], env),
+        ("python -c 'import dsdoctor.cli'", [py, "-c", "import dsdoctor.cli"], env),
+        ("analyze --json of a 10-line log (start-up)", [py, "-m", "dsdoctor", "analyze", "--json", str(tiny)], env),
+        ("python -S: read in 16 MiB blocks + count lines", [py, "-S", "-c", _READ_COUNT, str(path)], bare),
+        ("python -S: read + Hyperscan scan (analyze's database)", [py, "-S", "-c", _SCAN_ONLY, str(db), str(path)], bare),
+        ("python -S: read + scan + count lines (the three together)", [py, "-S", "-c", _SCAN_COUNT, str(db), str(path)],
+         bare),
+        ("cat > /dev/null", ["cat", str(path)], env),
+        ("LC_ALL=C grep -E -c (14 alternatives)", ["grep", "-E", "-c", GREP_PATTERN, str(path)], dict(env, LC_ALL="C")),
+        ("dsdoctor analyze --json", [py, "-m", "dsdoctor", "analyze", "--json", str(path)], env),
+    ]
+    cpu: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+    timed(rows[-1][1], env)                    # caches warm (page cache, Hyperscan databases, .pyc)
+    for r in range(runs):
+        for name, cmd, e in rows[r % len(rows):] + rows[:r % len(rows)]:
+            res = timed(cmd, e, stdout=subprocess.DEVNULL if name.startswith("cat") else subprocess.PIPE)
+            if res["code"] not in (0, 1):
+                raise SystemExit(f"{name} failed ({res['code']}): {res['err'].decode(errors='replace')[-500:]}")
+            cpu[name].append(res["cpu"])
+    g = statistics.median(cpu[rows[-2][0]])
+    print(f"\nfloor at {path.stat().st_size / 2 ** 20:.0f} MiB, CPU seconds (user+sys), median [min-max] of {runs} "
+          f"interleaved runs, and the median as a multiple of grep's:")
+    for name, _, _ in rows:
+        xs = cpu[name]
+        print(f"  {name:<56} {statistics.median(xs):6.3f} [{min(xs):.3f}-{max(xs):.3f}]  {statistics.median(xs) / g:5.2f}x")
+    tiny.unlink()
+    db.unlink()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sets", nargs="*", type=_set, help=f"FILESxSIZE sets (default {' '.join(DEFAULT_SETS)})")
@@ -474,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the three commands per set (default 3)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write the logs (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated logs")
+    ap.add_argument("--floor", type=int, metavar="RUNS", default=0,
+                    help="instead of the ratio rounds: the floor table of each set's first file (interpreter, "
+                         "imports, read, Hyperscan scan alone, grep, analyze), RUNS interleaved runs")
     args = ap.parse_args(argv)
     sets = list(args.sets) or [_set(s) for s in DEFAULT_SETS]
     if args.scaling:
@@ -481,7 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     root = args.dir or Path(tempfile.mkdtemp(prefix="dsdoctor-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    global _CHILD_CWD
+    _CHILD_CWD = str(root)
     try:
+        where = timed([sys.executable, "-c", "import dsdoctor; print(dsdoctor.__file__)"], _installed_env())
+        print(f"measuring dsdoctor from {where['out'].decode().strip()}")
         startup = startup_cost(root)
         print(f"dsdoctor start-up (analyze --json on a 10-line log): {startup['wall']:.2f} s wall, "
               f"{startup['cpu']:.2f} s cpu")
@@ -493,7 +589,10 @@ def main(argv: list[str] | None = None) -> int:
             total = sum(p.stat().st_size for p in paths)
             print(f"\n{files} file{'s' if files > 1 else ''}, {total / 2 ** 20:.0f} MiB "
                   f"(generated in {time.perf_counter() - t:.0f} s)")
-            measure(paths, args.rounds, startup)
+            if args.floor:
+                floor(paths[0], args.floor)
+            else:
+                measure(paths, args.rounds, startup)
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
         return 0

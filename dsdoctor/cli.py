@@ -122,7 +122,18 @@ def _bad_rule_file(e: ValueError) -> None:
     sys.exit(2)
 
 
+def _fewer_collections() -> None:
+    """`analyze` is a short process that makes many small objects (imports: ~100 modules of
+    classes and functions; then events) and few reference cycles: the cyclic collector's
+    default (a pass every 700 allocations) ran dozens of times during the imports alone, ~4 ms
+    of its ~90 ms start-up. Garbage without cycles is freed as before (reference counts)."""
+    import gc
+    gc.set_threshold(100_000, 50, 100)
+
+
 def main(argv: list[str] | None = None) -> None:
+    if _subcommand(argv) == "analyze":
+        _fewer_collections()
     direct = _direct(argv)
     if direct is not None:
         try:

@@ -12,11 +12,12 @@ so only new or edited files are checked again, and their errors reported as on a
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from .digest import sha256_hex
 
 FORMAT = "1"        # bump when what `parse` returns changes for the same text
 
@@ -26,7 +27,7 @@ def folder() -> Path:
 
 
 def _key(text: str, flavour: str) -> str:
-    return hashlib.sha256(f"{FORMAT}\0{flavour}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return sha256_hex(f"{FORMAT}\0{flavour}\0{text}".encode("utf-8", "surrogatepass"))[:32]
 
 
 def parsed(text: str, parse: Callable[[str], Any], flavour: str = "") -> Any:

@@ -66,6 +66,11 @@ class Line:
     time: float | None
     host: str | None = None
 
+    def with_text(self, text: str) -> "Line":
+        """This line with another text (a wrapped record joined), every other field kept: what
+        dataclasses.replace does, ~4x faster (per Megatron record)."""
+        return Line(text, self.source, self.lineno, self.rank, self.time, self.host)
+
     def event(self, kind: str, step: int | None = None, rank: int | None = None, **data) -> Event:
         t = self.text if len(self.text) <= MAX_EVIDENCE_TEXT else self.text[:MAX_EVIDENCE_TEXT] + "…"
         return Event(kind=kind, rank=self.rank if rank is None else rank, step=step, time=self.time,

@@ -6,7 +6,8 @@ few lines worth parsing, and Python only touches those. Two paths:
   line by line  every hit comes back to Python, and steady metric lines are thinned one by one
                 (SteadySampler.admit). Used without hyperscan (Python's `re` then finds the
                 literals), with --all-lines, and for blocks the fast path declines.
-  fast          hyperscan and sampling: steady literals are reported once per block, hyperscan
+  fast          hyperscan and sampling: steady literals are only said to be in the block (found
+                in its first bytes with bytes.find, or reported once by hyperscan), hyperscan
                 patterns report the unusual steady lines (recogniser.SteadyGroup.anomalies), and
                 the sampled lines are found with bytes.count/find. A steady line costs no
                 Python at all, which is what keeps a 10 GB log close to grep's time.
@@ -16,19 +17,23 @@ Both yield (line number, raw line, ids of the literals in it), in line order.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import threading
 from pathlib import Path
 from typing import Generator, Iterable, Iterator
 
+from ..digest import sha256_hex
 from .recogniser import SteadyGroup
 from .registry import CONTINUES, HANDLERS, STEADY, TRIGGERS
 from .sampler import SteadySampler
 
 MAX_LINE = 64 * 1024          # longer lines are cut: a 50 MB line is noise, not evidence
 MAX_WALK_BACK = 8             # physical lines a wrapped record may span before its unusual piece
+# fast_hits: blocks from this size look for the steady literals in their first STEADY_WINDOW
+# bytes before the Hyperscan scan (smaller ones, e.g. whole small logs, keep one database)
+STEADY_SPLIT_FROM = 4 << 20
+STEADY_WINDOW = 256 << 10
 
 _trigger_list: list[str] = []
 _matcher: "Matcher | None" = None
@@ -76,7 +81,11 @@ class Matcher:
             return
         exprs = [re.escape(literals[i]) for i in scanned]
         self.hs = _compiled(hyperscan, exprs, scanned, [0] * len(scanned))
-        self.fast = self._fast_database(hyperscan, exprs, scanned)
+        self._hyperscan, self._exprs = hyperscan, exprs
+        # the steady literals, and the fast databases by the steady literals they hold (fast_hits)
+        self.steady_literals = [(i, literals[i]) for i in scanned if self.groups[i]]
+        self._fast_dbs: dict[tuple[int, ...], object] = {}
+        self.fast = self._fast_database(tuple(i for i, _ in self.steady_literals))
 
     # `re` alternations of the literals: only the fallback and lines looked at on their own
     # need them, and compiling ~170 alternatives costs ~0.1 s of every start-up
@@ -88,12 +97,17 @@ class Matcher:
     def rx_all(self) -> re.Pattern:
         return re.compile(b"|".join(re.escape(t) for t in self.literals))
 
-    def _fast_database(self, hyperscan, exprs: list[bytes], scanned: list[int]):
-        """The fast path's database: the literals, steady ones reported once per block
-        (SINGLEMATCH: that says the group is there), plus every group's anomaly patterns
-        with ids from len(literals) up."""
-        flags = [hyperscan.HS_FLAG_SINGLEMATCH if self.groups[i] else 0 for i in scanned]
-        ids, exprs = list(scanned), list(exprs)
+    def _fast_database(self, steady: tuple[int, ...]):
+        """A fast path database: the literals in no steady group, the steady literals `steady`
+        reported once per block (SINGLEMATCH: that says the group is there), plus every
+        group's anomaly patterns with ids from len(literals) up. Built once per set of steady
+        literals (and cached on disk, see _compiled); `self.fast` holds them all."""
+        if steady in self._fast_dbs:
+            return self._fast_dbs[steady]
+        hyperscan, scanned = self._hyperscan, self._scanned
+        keep = [k for k, i in enumerate(scanned) if not self.groups[i] or i in steady]
+        ids, exprs = [scanned[k] for k in keep], [self._exprs[k] for k in keep]
+        flags = [hyperscan.HS_FLAG_SINGLEMATCH if self.groups[i] else 0 for i in ids]
         patterns: dict[tuple[bytes, int], int] = {}
         for g in {g.name: g for g in self.groups if g and g.anomalies}.values():
             for pat in g.anomalies:
@@ -103,9 +117,11 @@ class Matcher:
             flags.append(fl)
             ids.append(i)
         try:
-            return _compiled(hyperscan, exprs, ids, flags)
+            db = _compiled(hyperscan, exprs, ids, flags)
         except Exception:        # a pattern hyperscan cannot compile: the line-by-line path only
-            return None
+            db = None
+        self._fast_dbs[steady] = db
+        return db
 
     _follow_cache: dict[tuple, "Follow"] = {}
 
@@ -140,12 +156,34 @@ class Matcher:
             pos = nl + 1
 
     def fast_hits(self, body: bytes) -> list[tuple[int, int]]:
-        """(end offset, id) from the fast database: the other literals' hits, the first hit
-        of each steady literal, and anomaly hits (id >= len(literals)), in offset order."""
+        """(end offset, id) of one hit of each steady literal in `body` (not always its first,
+        in no order), then the other literals' hits and anomaly hits (id >= len(literals)), in
+        offset order.
+
+        The steady literals are on nearly every line, and even reported once per block each
+        of their occurrences costs Hyperscan a confirmation: a fifth of the block's scan. So
+        in a large block they are first looked for with `bytes.find` in its first
+        STEADY_WINDOW bytes (microseconds: a group that is in a block is nearly always in its
+        start), and the block is scanned with a database that holds only the steady literals
+        not found there (a group that starts later in the block, or is not in it: absent
+        literals cost Hyperscan next to nothing)."""
         out: list[tuple[int, int]] = []
         add = out.append
+        db = self.fast
+        if len(body) >= STEADY_SPLIT_FROM:
+            rest = []
+            find = body.find
+            for i, lit in self.steady_literals:
+                q = find(lit, 0, STEADY_WINDOW)
+                if q >= 0:
+                    add((q + len(lit), i))
+                else:
+                    rest.append(i)
+            if out:
+                with self._fast_lock:
+                    db = self._fast_database(tuple(rest)) or db
         with self._fast_lock:             # one scratch per database: one scan at a time
-            self.fast.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)))
+            db.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)))
         return out
 
     def line_ids(self, line: bytes) -> list[int]:
@@ -168,8 +206,8 @@ def _compiled(hyperscan, exprs: list[bytes], ids: list[int], flags: list[int]):
     """A hyperscan block database, from the on-disk cache when it holds this exact set
     (compiling both databases costs ~0.25 s, a third of a small `analyze`). The key covers
     the expressions, ids, flags and hyperscan's version; any cache trouble just compiles."""
-    key = hashlib.sha256(repr((exprs, ids, flags, getattr(hyperscan, "__version__", ""),
-                               hyperscan.__file__)).encode()).hexdigest()[:32]
+    key = sha256_hex(repr((exprs, ids, flags, getattr(hyperscan, "__version__", ""),
+                           hyperscan.__file__)).encode())[:32]
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdoctor" / "hyperscan"
     path = folder / f"{key}.db"
     try:

@@ -130,7 +130,7 @@ def _fields(text: str) -> dict[str, str]:
 
 def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> Iterator[Event]:
     # evidence: the joined record, not just its first physical line
-    line: Line = replace(rec["line"], text=text) if not supplement else rec["line"]
+    line: Line = rec["line"].with_text(text) if not supplement else rec["line"]
     step = rec["step"]
     f = _fields(text)
     ev = lambda kind, **d: line.event(kind, step=step, **d)  # noqa: E731
