@@ -488,7 +488,8 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
     col = {"off": 0, "on": 1, "off2": 4}
     others = [[(thread_us[m][r][10] - float(cpu[r, col[m]])) / max(thread_us[m][r][9], 1e-9) for m in modes]
               for r in range(args.rounds)]
-    disturbance_report(args, others, thread_us, ratios, aa_ratios)
+    own = [[float(cpu[r, col[m]]) / max(thread_us[m][r][9], 1e-9) for m in modes] for r in range(args.rounds)]
+    disturbance_report(args, others, own, thread_us, ratios, aa_ratios)
     kept = [r for r in range(args.rounds) if args.max_others < 0 or max(others[r]) <= args.max_others]
     if len(kept) < args.rounds:
         tp0, tlo0, thi0 = ratio_ci(ratios)
@@ -636,12 +637,13 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
     print(f"  events written under {out}")
 
 
-def disturbance_report(args: argparse.Namespace, others: list[list[float]], thread_us: dict[str, list[tuple]],
-                       ratios: list[float], aa_ratios: list[float]) -> None:
+def disturbance_report(args: argparse.Namespace, others: list[list[float]], own: list[list[float]],
+                       thread_us: dict[str, list[tuple]], ratios: list[float], aa_ratios: list[float]) -> None:
     """What the machine did in the blocks of the wild rounds (off by > WILD) against the calm
-    ones, over every round: the rest of the machine's CPU (cores), steal, CPU migrations of
-    the rank's threads per second, garbage collections per block, preemptions of the training
-    thread per step. Where a wild round's blocks differ, that is the cause to look at."""
+    ones, over every round: the rest of the machine's CPU (cores), the ranks' own (cores: ~1 with
+    2 torch threads means they shared one core), steal, CPU migrations of the rank's threads
+    per second, garbage collections per block, preemptions of the training thread per step.
+    Where a wild round's blocks differ, that is the cause to look at."""
     def row(rs: list[int]) -> str:
         if not rs:
             return "none"
@@ -649,7 +651,8 @@ def disturbance_report(args: argparse.Namespace, others: list[list[float]], thre
         med = lambda f: statistics.median(f(r, m) for r, m in blocks)           # noqa: E731
         idx = {m: i for i, m in enumerate(thread_us)}
         return (f"{len(rs)} rounds: rest of the machine {med(lambda r, m: others[r][idx[m]]):.3f} cores (max "
-                f"{max(others[r][idx[m]] for r, m in blocks):.3f}), steal "
+                f"{max(others[r][idx[m]] for r, m in blocks):.3f}), the ranks {med(lambda r, m: own[r][idx[m]]):.2f} "
+                f"cores (min {min(own[r][idx[m]] for r, m in blocks):.2f}), steal "
                 f"{med(lambda r, m: thread_us[m][r][11] / thread_us[m][r][9]):.3f} cores, migrations "
                 f"{med(lambda r, m: thread_us[m][r][12] / thread_us[m][r][9]):.1f}/s, collections "
                 f"{med(lambda r, m: thread_us[m][r][13]):.0f} per block, training thread preempted "
