@@ -482,6 +482,11 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
            thread_us: dict[str, list[tuple[float, ...]]],
            per_thread: dict[str, list[float]], aa_ratios: list[float], mean_ratios: list[float],
            aa_mean_ratios: list[float]) -> None:
+    print(f"overhead: {args.ranks} rank(s), ZeRO-2 fp32 on the CPU, doctor with defaults"
+          f"{' but --no-tensorboard' if args.no_tensorboard else ' (TensorBoard on)'}"
+          f"{' -- NULL RUN: the doctor is never attached' if args.null else ''}; {args.rounds} rounds of "
+          f"interleaved off/on blocks of {args.settle} + {args.steps} steps after {args.warmup_rounds} warm-up "
+          f"round(s) ({elapsed:.0f} s measured)")
     # the disturbance rule (fixed before the run, --max-others): a round is kept or left out
     # whole, on/off and A/A together, from what the rest of the machine did, never from its ratios
     modes = list(thread_us)
@@ -517,11 +522,6 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
     cpu_total = float(cpu[:, 1].sum() / cpu[:, 0].sum())
     start_ms = float((cpu[:, 3] - cpu[:, 2]).mean()) * 1000 / args.ranks
     with_start = float((cpu[:, 1] + cpu[:, 3]).sum() / (cpu[:, 0] + cpu[:, 2]).sum())
-    print(f"overhead: {args.ranks} rank(s), ZeRO-2 fp32 on the CPU, doctor with defaults"
-          f"{' but --no-tensorboard' if args.no_tensorboard else ' (TensorBoard on)'}"
-          f"{' -- NULL RUN: the doctor is never attached' if args.null else ''}; {args.rounds} rounds of "
-          f"interleaved off/on blocks of {args.settle} + {args.steps} steps after {args.warmup_rounds} warm-up "
-          f"round(s) ({elapsed:.0f} s measured)")
     print(f"  median step time: {statistics.median(med['off']) * 1000:.2f} ms without the doctor, "
           f"{statistics.median(med['on']) * 1000:.2f} ms with")
     tp_, tlo_, thi_ = ratio_ci(ratios)
