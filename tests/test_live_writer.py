@@ -1,6 +1,8 @@
 """The live writer path made cheaper per step (issue 13): the same output as before, faster.
 
 - events._encode (one C JSON encoder built once) writes exactly what json.JSONEncoder wrote;
+- a step's preformatted JSON lines (hooks.step_lines) are the bytes events.event_line writes,
+  or None (a nan, a bool) and event_line writes them;
 - the hooks' per-step tuples become events in step order, with each step's own wall time,
   in ONE writer round (made and drained together), and a part that fails is switched off;
 - the non-finite detector's spike test (the median only when the min allows a spike) marks
