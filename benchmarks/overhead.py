@@ -25,6 +25,14 @@ threads spend competes with training, and other jobs come and go):
   where the median does not, so there is no verdict when over 10 % of the A/A rounds are
   off by over 10 %;
 - the first --warmup-rounds (2) rounds are run and left out of every figure;
+- the disturbance rule, fixed before the run (--max-others, 0.10 cores): a round is left out
+  whole, on/off and A/A alike, when in any of its blocks the rest of the machine (other
+  processes, the kernel, steal: /proc/stat busy minus the ranks' own CPU) used more than that
+  on average; the figures with every round are printed beside it. It looks at the machine,
+  never at the ratios. Every block starts with gc.collect() + gc.freeze() (--no-gc-freeze:
+  not), and the machine in the blocks of the wild rounds (rest of the machine, steal, CPU
+  migrations, collections, preemptions) is printed against the calm ones: where the A/A
+  floor's wild rounds come from;
 - the same for the process CPU time of both ranks over the steps, summed (every thread: the
   doctor's writer, watchdog, exchange and telemetry threads included; also what the
   collectives burn while waiting, so it partly follows the step time);
@@ -75,6 +83,8 @@ and --rounds 100 ~9 min (+2 warm-up rounds), longer when the machine is loaded.
 from __future__ import annotations
 
 import argparse
+import gc
+import glob
 import json
 import math
 import os
@@ -92,6 +102,9 @@ GOAL_HIGH = 1.02            # ... with its upper 95 % bound at most this
 MIN_ROUNDS = 20             # fewer rounds: figures, no verdict
 WILD, MAX_WILD = 0.10, 0.10  # nor when over 10 % of the A/A rounds are off by over 10 %: noise out of control
 BLOCK_SECONDS = 1.5         # --steps 0: a block measures at least this long
+MAX_OTHERS = 0.10           # --max-others: a round is left out when, over the measured steps of any of its
+                            # blocks, the rest of the machine (other processes, the kernel, the hypervisor's
+                            # steal) used more than this many cores on average (fixed in advance, every side alike)
 
 
 def parse() -> argparse.Namespace:
@@ -123,6 +136,15 @@ def parse() -> argparse.Namespace:
                          "--no-pin --threads 2, torch using both cores)")
     ap.add_argument("--bf16", action="store_true", help="bf16 training (ZeRO-2 bf16, as a plain user script)")
     ap.add_argument("--dump", help="write every block's step times (rank 0) to this JSON file")
+    ap.add_argument("--max-others", type=float, default=MAX_OTHERS,
+                    help="the disturbance rule, fixed before the run and applied to every round alike (on/off "
+                         "and A/A): leave a round out when, in any of its blocks, the CPU used outside the "
+                         f"benchmark's ranks (/proc/stat busy + steal minus the ranks' own CPU) averaged more than "
+                         f"this many cores (default {MAX_OTHERS}; a negative value keeps every round)")
+    ap.add_argument("--no-gc-freeze", action="store_true",
+                    help="do not gc.collect() + gc.freeze() before each block (default: each block starts with "
+                         "no garbage and the objects of earlier blocks frozen, so a full collection in one block "
+                         "does not walk what another block left)")
     ap.add_argument("--flight-recorder", action="store_true",
                     help="variant: the cost of the Flight Recorder `dsdoctor run` turns on. The recorder's size is "
                          "read once per process, so blocks cannot alternate inside one process: --fr-pairs pairs "
@@ -206,6 +228,34 @@ def verdict(high: float, point: float) -> str:
         return (f"point estimate {point:.4f} <= {GOAL}, but the upper 95 % bound {high:.4f} is above {GOAL_HIGH}: "
                 f"not demonstrated (more --rounds narrow the interval; compare the A/A floor's)")
     return f"goal <= {GOAL} NOT met (point estimate {point:.4f})"
+
+
+# ---------------------------------------------------------------- disturbance
+def machine_sample() -> tuple[float, float, int, int]:
+    """(CPU seconds the machine spent busy, steal included, /proc/stat's first line; of them
+    steal; CPU migrations of this process's threads so far, /proc/self/task/*/sched
+    se.nr_migrations; garbage collections so far, every generation). Zeros where the kernel
+    does not say (not Linux, no CONFIG_SCHED_DEBUG)."""
+    busy = steal = 0.0
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+        # user nice system idle iowait irq softirq steal
+        busy, steal = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz, v[7] / hz
+    except (OSError, ValueError, IndexError):
+        pass
+    migrations = 0
+    for path in glob.glob("/proc/self/task/*/sched"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("se.nr_migrations"):
+                        migrations += int(line.split(":")[1])
+                        break
+        except (OSError, ValueError):
+            pass
+    return busy, steal, migrations, sum(g["collections"] for g in gc.get_stats())
 
 
 # ---------------------------------------------------------------- the training
@@ -308,6 +358,9 @@ def train(args: argparse.Namespace) -> None:
         process over the measured steps (every thread), and CPU seconds of attach + settle +
         close (the start-up and shut-down a real run pays once, reported apart)."""
         attached = mode == "on" and not args.null
+        if not args.no_gc_freeze:
+            gc.collect()                # every block alike: no garbage of the earlier blocks left to walk
+            gc.freeze()
         c0 = time.process_time()
         doc = dsdoctor.attach(engine, out=out, quiet=True, tensorboard=tb) if attached else None
         # a second clock around whatever engine.forward/backward/step now are (the doctor's
@@ -322,7 +375,9 @@ def train(args: argparse.Namespace) -> None:
         c1 = time.process_time()
         b1 = doctor_threads_ns()
         r1 = resource.getrusage(resource.RUSAGE_THREAD)
+        m1, w1 = machine_sample(), time.perf_counter()
         t = steps(args.steps)
+        m2, w2 = machine_sample(), time.perf_counter()
         r2 = resource.getrusage(resource.RUSAGE_THREAD)
         b2 = doctor_threads_ns()
         c2 = time.process_time()
@@ -333,7 +388,10 @@ def train(args: argparse.Namespace) -> None:
         clocks = (statistics.median(thread_ns) / 1e3, statistics.mean(outside_ns) / 1e3, bg_ns / args.steps / 1e3,
                   statistics.mean(own_ns) / 1e3, statistics.mean(thread_ns) / 1e3,
                   (r2.ru_utime - r1.ru_utime) / args.steps * 1e6, (r2.ru_stime - r1.ru_stime) / args.steps * 1e6,
-                  (r2.ru_minflt - r1.ru_minflt) / args.steps, (r2.ru_nvcsw - r1.ru_nvcsw) / args.steps)
+                  (r2.ru_minflt - r1.ru_minflt) / args.steps, (r2.ru_nvcsw - r1.ru_nvcsw) / args.steps,
+                  # the machine over the measured steps: wall s, busy CPU s, steal s, migrations, collections,
+                  # involuntary switches of the training thread (preempted)
+                  w2 - w1, m2[0] - m1[0], m2[1] - m1[1], m2[2] - m1[2], m2[3] - m1[3], r2.ru_nivcsw - r1.ru_nivcsw)
         for n, fn in saved.items():
             object.__setattr__(engine, n, fn)
         if doc is not None:
@@ -424,17 +482,46 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
            thread_us: dict[str, list[tuple[float, ...]]],
            per_thread: dict[str, list[float]], aa_ratios: list[float], mean_ratios: list[float],
            aa_mean_ratios: list[float]) -> None:
+    print(f"overhead: {args.ranks} rank(s), ZeRO-2 fp32 on the CPU, doctor with defaults"
+          f"{' but --no-tensorboard' if args.no_tensorboard else ' (TensorBoard on)'}"
+          f"{' -- NULL RUN: the doctor is never attached' if args.null else ''}; {args.rounds} rounds of "
+          f"interleaved off/on blocks of {args.settle} + {args.steps} steps after {args.warmup_rounds} warm-up "
+          f"round(s) ({elapsed:.0f} s measured)")
+    # the disturbance rule (fixed before the run, --max-others): a round is kept or left out
+    # whole, on/off and A/A together, from what the rest of the machine did, never from its ratios
+    modes = list(thread_us)
+    col = {"off": 0, "on": 1, "off2": 4}
+    others = [[(thread_us[m][r][10] - float(cpu[r, col[m]])) / max(thread_us[m][r][9], 1e-9) for m in modes]
+              for r in range(args.rounds)]
+    own = [[float(cpu[r, col[m]]) / max(thread_us[m][r][9], 1e-9) for m in modes] for r in range(args.rounds)]
+    disturbance_report(args, others, own, thread_us, ratios, aa_ratios)
+    kept = [r for r in range(args.rounds) if args.max_others < 0 or max(others[r]) <= args.max_others]
+    if len(kept) < args.rounds:
+        tp0, tlo0, thi0 = ratio_ci(ratios)
+        line = (f"  DISTURBANCE RULE: {args.rounds - len(kept)} of {args.rounds} rounds left out (in one of their "
+                f"blocks the rest of the machine used > {args.max_others:.2f} cores); with every round: ratio "
+                f"{tp0:.4f} [{tlo0:.4f}, {thi0:.4f}]")
+        if aa_ratios:
+            ap9, alo9, ahi9 = ratio_ci(aa_ratios)
+            line += f", A/A {ap9:.4f} [{alo9:.4f}, {ahi9:.4f}]"
+        print(line + "; the figures below are of the kept rounds")
+        if not kept:
+            print("  no verdict: every round was disturbed")
+            return
+        pick = lambda xs: [xs[r] for r in kept] if len(xs) == args.rounds else xs   # noqa: E731
+        ratios, mean_ratios, aa_ratios, aa_mean_ratios = (pick(ratios), pick(mean_ratios), pick(aa_ratios),
+                                                          pick(aa_mean_ratios))
+        med = {m: pick(v) for m, v in med.items()}
+        thread_us = {m: pick(v) for m, v in thread_us.items()}
+        per_thread = {n: pick(v) for n, v in per_thread.items()}
+        cpu = cpu[kept]
+        args.rounds = len(kept)
     cpu_ratios = [float(cpu[r, 1] / cpu[r, 0]) for r in range(args.rounds)]
     p, lo, hi, cov = median_ci(ratios)
     cp, clo, chi, _ = median_ci(cpu_ratios)
     cpu_total = float(cpu[:, 1].sum() / cpu[:, 0].sum())
     start_ms = float((cpu[:, 3] - cpu[:, 2]).mean()) * 1000 / args.ranks
     with_start = float((cpu[:, 1] + cpu[:, 3]).sum() / (cpu[:, 0] + cpu[:, 2]).sum())
-    print(f"overhead: {args.ranks} rank(s), ZeRO-2 fp32 on the CPU, doctor with defaults"
-          f"{' but --no-tensorboard' if args.no_tensorboard else ' (TensorBoard on)'}"
-          f"{' -- NULL RUN: the doctor is never attached' if args.null else ''}; {args.rounds} rounds of "
-          f"interleaved off/on blocks of {args.settle} + {args.steps} steps after {args.warmup_rounds} warm-up "
-          f"round(s) ({elapsed:.0f} s measured)")
     print(f"  median step time: {statistics.median(med['off']) * 1000:.2f} ms without the doctor, "
           f"{statistics.median(med['on']) * 1000:.2f} ms with")
     tp_, tlo_, thi_ = ratio_ci(ratios)
@@ -548,6 +635,35 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
     else:
         print(f"  {verdict(thi_, tp_)}")
     print(f"  events written under {out}")
+
+
+def disturbance_report(args: argparse.Namespace, others: list[list[float]], own: list[list[float]],
+                       thread_us: dict[str, list[tuple]], ratios: list[float], aa_ratios: list[float]) -> None:
+    """What the machine did in the blocks of the wild rounds (off by > WILD) against the calm
+    ones, over every round: the rest of the machine's CPU (cores), the ranks' own (cores: ~1 with
+    2 torch threads means they shared one core), steal, CPU migrations of the rank's threads
+    per second, garbage collections per block, preemptions of the training thread per step.
+    Where a wild round's blocks differ, that is the cause to look at."""
+    def row(rs: list[int]) -> str:
+        if not rs:
+            return "none"
+        blocks = [(r, m) for r in rs for m in thread_us]
+        med = lambda f: statistics.median(f(r, m) for r, m in blocks)           # noqa: E731
+        idx = {m: i for i, m in enumerate(thread_us)}
+        return (f"{len(rs)} rounds: rest of the machine {med(lambda r, m: others[r][idx[m]]):.3f} cores (max "
+                f"{max(others[r][idx[m]] for r, m in blocks):.3f}), the ranks {med(lambda r, m: own[r][idx[m]]):.2f} "
+                f"cores (min {min(own[r][idx[m]] for r, m in blocks):.2f}), steal "
+                f"{med(lambda r, m: thread_us[m][r][11] / thread_us[m][r][9]):.3f} cores, migrations "
+                f"{med(lambda r, m: thread_us[m][r][12] / thread_us[m][r][9]):.1f}/s, collections "
+                f"{med(lambda r, m: thread_us[m][r][13]):.0f} per block, training thread preempted "
+                f"{med(lambda r, m: thread_us[m][r][14] / args.steps):.3f} per step")
+    for name, rs in (("A/A", aa_ratios), ("on/off", ratios)):
+        if not rs:
+            continue
+        wild = [r for r, q in enumerate(rs) if abs(math.log(q)) > math.log(1 + WILD)]
+        calm = [r for r in range(len(rs)) if r not in wild]
+        print(f"  the machine in the blocks of wild {name} rounds (off by > {WILD:.0%}): {row(wild)}")
+        print(f"    ... and of the others: {row(calm)}")
 
 
 # ---------------------------------------------------------------- variant: the Flight Recorder

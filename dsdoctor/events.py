@@ -191,6 +191,19 @@ class EventWriter:
             self._stop(e)
             raise
 
+    def write_text(self, text: str) -> None:
+        """Lines already made (the live writer's per-step lines, hooks.step_lines): the same
+        containment as write()."""
+        if self._fh is None:
+            return
+        try:
+            self._fh.write(text)
+            if self.flush_each:
+                self._fh.flush()
+        except OSError as e:
+            self._stop(e)
+            raise
+
     def flush(self) -> None:
         if self._fh is None:
             return

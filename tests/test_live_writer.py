@@ -1,6 +1,8 @@
 """The live writer path made cheaper per step (issue 13): the same output as before, faster.
 
 - events._encode (one C JSON encoder built once) writes exactly what json.JSONEncoder wrote;
+- a step's preformatted JSON lines (hooks.step_lines) are the bytes events.event_line writes,
+  or None (a nan, a bool) and event_line writes them;
 - the hooks' per-step tuples become events in step order, with each step's own wall time,
   in ONE writer round (made and drained together), and a part that fails is switched off;
 - the non-finite detector's spike test (the median only when the min allows a spike) marks
@@ -108,3 +110,39 @@ def test_spike_prefilter_marks_the_same_spikes():
             for i, v in enumerate(vals):
                 det.feed(Event(kind, 0, i, None, {"value": v, "name": "loss"}), i)
             assert got == old_spikes(vals, factor, kind == "loss"), (trial, kind)
+
+
+def test_step_lines_are_the_bytes_event_line_writes(tmp_path):
+    """expand_pending's preformatted lines (hooks.step_lines) against events.event_line, over
+    random plain and odd values: the same bytes, or None and event_line writes each event."""
+    from dsdoctor.live.hooks import step_lines
+    from dsdoctor.live.session import Prewritten
+    rng = random.Random(5)
+    odd = [math.nan, math.inf, -math.inf, -0.0, 0.0, 1e-300, 1e300, 5e-324, 123456789.0, 0.1 + 0.2, True, 3]
+
+    def val() -> object:
+        return rng.choice(odd) if rng.random() < 0.1 else rng.uniform(-1e3, 1e3) * 10.0 ** rng.randint(-9, 9)
+    s = _session(tmp_path)
+    hooks = EngineHooks(types.SimpleNamespace(global_steps=0, skipped_steps=0), s, {"device": "cpu"})
+    made = fallback = 0
+    for step in range(400):
+        cur = {k: val() for k in ("fwd_ms", "bwd_ms", "step_ms") if rng.random() < 0.9}
+        if rng.random() < 0.1:
+            cur["batch_ms"] = rng.random()
+        lr, loss, norm = rng.choice([None, 1e-4, val()]), rng.choice([None, val(), 2.5]), rng.choice([None, val()])
+        hooks._pending.append((step, rng.randint(1, 4), cur, lr, loss, norm, 1733400000.0 + rng.random() * 1e5))
+        hooks.expand_pending()
+        items = list(s._queue)
+        if len(items) == 1 and isinstance(items[0], Prewritten):
+            made += 1
+            evs = items[0].events
+            assert items[0].text == step_lines(evs, 0, step, evs[0].time) == "".join(event_line(e) for e in evs)
+        else:
+            fallback += 1
+            assert not any(isinstance(e, Prewritten) for e in items)
+            assert step_lines(items, 0, step, items[0].time) is None
+        s.flush()
+    s.close()
+    assert made > 200 and fallback > 10
+    lines = (tmp_path / "events-rank0.jsonl").read_text().splitlines()
+    assert len(lines) > 2 * 400 and {json.loads(ln)["kind"] for ln in lines} == {"step", "lr", "loss", "grad_norm"}

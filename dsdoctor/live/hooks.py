@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import re
+from json.encoder import encode_basestring_ascii as _json_str
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import Any, Callable
 
 from ..events import Event
 from ..torch_oom import requested_bytes
-from .session import LiveSession
+from .session import LiveSession, Prewritten
 
 MEMORY_EVERY = 20                 # steps between `memory` events ...
 MEMORY_MIN_SECONDS = 2.0          # ... and at least this long: a psutil read costs ~150 us of the
@@ -182,21 +183,27 @@ class EngineHooks:
     # flat: the phase bookkeeping inline, session.enabled(part) as the same test on the
     # session's fields, session.guard(part) as try/except with the same containment
     # (session._record_error), everything looked up once at install.
-    def _wrap_phase(self, phase: str, orig: Callable,
-                    on_begin: Callable[[tuple, dict], None] | None = None) -> Callable:
+    def _wrap_phase(self, phase: str, orig: Callable) -> Callable:
         """Time one phase (forward, backward) around `orig`; an exception is recorded (OOM
-        phase) and re-raised."""
+        phase) and re-raised. Backward also keeps its loss argument for the optimizer step,
+        written out here: each Python call a wrapper makes costs ~1-2 us of the training thread
+        in training (cold caches after the step's compute: the forward and backward wrappers
+        cost ~8 us each there, ~1.5 us in a tight loop)."""
         s, progress = self.session, self.progress
         disabled, failed, monotonic = s._disabled, s._record_error, time.monotonic
         key, first = _PHASE_KEY[phase], phase == "forward"
+        keep_loss, on_host = phase == "backward", self.on_host
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             on = "steps" not in disabled and not s._closed          # s.enabled("steps")
             if on:
                 try:
                     self._begin(phase)
-                    if on_begin is not None:
-                        on_begin(args, kwargs)
+                    if keep_loss:
+                        loss = args[0] if args else kwargs.get("loss")
+                        # CPU: kept as it is until the optimizer step reads it as a float (within
+                        # this step); elsewhere detached, to be read in a batch (no sync per step)
+                        self._last_loss = loss if on_host else _scalar(loss)
                 except Exception as e:
                     failed("steps", e)
             try:
@@ -223,14 +230,7 @@ class EngineHooks:
         return self._wrap_phase("forward", orig)
 
     def _wrap_backward(self, orig: Callable) -> Callable:
-        on_host = self.on_host
-
-        def keep_loss(args: tuple, kwargs: dict) -> None:
-            loss = args[0] if args else kwargs.get("loss")
-            # CPU: kept as it is until the optimizer step reads it as a float (within this
-            # step); elsewhere detached, to be read in a batch (no sync per step)
-            self._last_loss = loss if on_host else _scalar(loss)
-        return self._wrap_phase("backward", orig, keep_loss)
+        return self._wrap_phase("backward", orig)
 
     def _wrap_step(self, orig: Callable) -> Callable:
         s, progress, engine = self.session, self.progress, self.engine
@@ -241,7 +241,7 @@ class EngineHooks:
             before = None
             if "steps" not in disabled and not s._closed:
                 try:
-                    self._begin("step")
+                    progress.phase, progress.phase_started = "step", monotonic()
                     before = (int(engine.global_steps), self._read_scale() if fp16 else None)
                 except Exception as e:
                     failed("steps", e)
@@ -340,7 +340,10 @@ class EngineHooks:
             self.expand_pending()                # the NaN must arm the localizer for the next forward
         if "loss_scale" not in disabled:
             try:
-                self._watch_scale(step, scale_before)
+                if self.facts.get("fp16") or getattr(engine, "skipped_steps", 0) != self._skipped:
+                    self._watch_scale(step, scale_before)
+                else:
+                    self._streak = 0             # _watch_scale's common case, without the call
             except Exception as e:
                 failed("loss_scale", e)
         self._steps_seen += 1
@@ -363,27 +366,35 @@ class EngineHooks:
         with self._expanding:
             q, rank, keys = self._pending, s.rank, self.STEP_KEYS
             steps_on, lr_on, nf_on = s.enabled("steps"), s.enabled("lr"), s.enabled("nonfinite")
-            out: list[Event] = []
+            lines_on = s._fh is not None and s.enabled("events")       # no file: no lines to make
+            out: list[Event | Prewritten] = []
             while q:
                 step, micro, cur, lr, loss, norm, t = q.popleft()
+                evs: list[Event] = []
                 if steps_on:
                     try:
-                        out.append(Event("step", rank, step, t, {"micro_steps": micro, **_step_times(cur, keys)}))
+                        evs.append(Event("step", rank, step, t, {"micro_steps": micro, **_step_times(cur, keys)}))
                     except Exception as e:
                         s._record_error("steps", e)
                         steps_on = False
                 if lr is not None and lr_on:
                     try:
-                        out.append(Event("lr", rank, step, t, {"value": float(lr)}))
+                        evs.append(Event("lr", rank, step, t, {"value": float(lr)}))
                     except Exception as e:
                         s._record_error("lr", e)
                         lr_on = False
                 if (loss is not None or norm is not None) and nf_on:
                     try:
-                        self._record(step, _host_float(loss), _host_float(norm), t, out)
+                        self._record(step, _host_float(loss), _host_float(norm), t, evs)
                     except Exception as e:
                         s._record_error("nonfinite", e)
                         nf_on = False
+                if evs:
+                    text = step_lines(evs, rank, step, t) if lines_on else None
+                    if text is None:
+                        out.extend(evs)              # a nan, an odd value: event_line writes them
+                    else:
+                        out.append(Prewritten(evs, text))
             if out:
                 s.queue(out)
 
@@ -616,6 +627,44 @@ def _step_times(cur: dict[str, float], keys: tuple[str, ...]) -> dict[str, float
         if k not in times:
             times[k] = round(v, 3)
     return times
+
+
+def step_lines(evs: list[Event], rank: Any, step: Any, t: Any) -> str | None:
+    """The JSON lines of one step's step / lr / loss / grad_norm events (expand_pending made
+    them, all with this rank, step and wall time), byte for byte what events.event_line
+    writes, or None when a value is not a plain int / finite float / string (a nan loss, a
+    bool): then event_line writes each event. One f-string per event, the time's repr made
+    once, instead of a dict and a C-encoder call per event: ~2 us per step against ~9
+    (benchmarks/live_path.py). What json writes (json/encoder.py, c_make_encoder): a float as
+    float.__repr__, an int as int.__repr__, a string through encode_basestring_ascii, keys in
+    order, ", " and ": " as separators. tests/test_live_writer.py compares the two."""
+    if type(t) is not float or t - t != 0.0 or type(step) is not int or type(rank) is not int:
+        return None
+    tail = f'", "rank": {rank}, "step": {step}, "time": {t!r}, "data": {{'
+    lines = []
+    for ev in evs:
+        d = ev.data
+        if len(d) == 1:                          # lr, grad_norm: {"value": v}
+            v = d.get("value")
+            if type(v) is not float or v - v != 0.0:
+                return None
+            lines.append(f'{{"kind": "{ev.kind}{tail}"value": {v!r}}}}}\n')
+            continue
+        parts = []
+        for k, v in d.items():                   # step, loss: keys are dsdoctor's own identifiers
+            tv = type(v)
+            if tv is float:
+                if v - v != 0.0:                 # nan / inf: event_line writes them as strings
+                    return None
+                parts.append(f'"{k}": {v!r}')
+            elif tv is int:
+                parts.append(f'"{k}": {v!r}')
+            elif tv is str:
+                parts.append(f'"{k}": {_json_str(v)}')
+            else:
+                return None
+        lines.append(f'{{"kind": "{ev.kind}{tail}{", ".join(parts)}}}}}\n')
+    return "".join(lines)
 
 
 def _finite(v: float) -> bool:

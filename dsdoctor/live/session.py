@@ -30,7 +30,8 @@ from .nodes import node_info
 STEP_KINDS = frozenset({"step", "loss", "grad_norm", "lr", "memory"})
 MAX_QUEUED = 4096
 DRAIN_CHUNK = 16               # events handled per GIL hold by the writer thread (~0.2 ms on a
-                               # busy core); each hand-off (sleep(0)) costs ~14 us of CPU there
+                               # busy core); each hand-off (sleep(0)) costs ~14 us of CPU there.
+                               # A step's Prewritten counts as its events
 STEP_FLUSH_SECONDS = 0.5       # step events wait at most this long (+ one drain) for the disk
                                # and the detectors (before: up to 2 x 0.25 s, made into events
                                # in one round, drained in the next); a wake-up of an idle thread
@@ -96,6 +97,16 @@ class LiveOptions:
         if o.on_stall not in ("report", "abort"):
             o.on_stall = "report"
         return o
+
+
+class Prewritten:
+    """One optimizer step's step-kind events with their JSON lines already made
+    (hooks.step_lines: one f-string per step instead of one encoder call per event); queued as
+    one item, written with one file write, each event then diagnosed as usual."""
+    __slots__ = ("events", "text")
+
+    def __init__(self, events: list[Event], text: str):
+        self.events, self.text = events, text
 
 
 class Progress:
@@ -167,7 +178,7 @@ class LiveSession:
         self.quiet = quiet
         self._disabled: set[str] = set()
         self._guards: dict[str, _Guard] = {}
-        self._queue: collections.deque[Event] = collections.deque()   # STEP_KINDS not yet written
+        self._queue: collections.deque[Event | Prewritten] = collections.deque()   # STEP_KINDS not yet written
         self._parts: list[Any] = []
         self._lock = threading.RLock()
         self._fh: EventWriter | None = None
@@ -227,8 +238,11 @@ class LiveSession:
         handle = self._handle
         while q:
             with self._lock:
-                for _ in range(min(len(q), DRAIN_CHUNK)):
-                    handle(q.popleft())
+                n = 0
+                while q and n < DRAIN_CHUNK:
+                    item = q.popleft()
+                    handle(item)
+                    n += len(item.events) if type(item) is Prewritten else 1
             if q:
                 time.sleep(0)
         with self._lock:
@@ -284,12 +298,14 @@ class LiveSession:
             self._flush_file()
         return ev
 
-    def queue(self, events: list[Event]) -> None:
+    def queue(self, events: list[Event | Prewritten]) -> None:
         """Step-kind events made elsewhere (the hooks' expand_pending, with the step's own wall
-        time): queued as emit() queues them, without building them twice."""
+        time), or a step's Prewritten: queued as emit() queues them, without building them
+        twice."""
         if self._closed:
-            for ev in events:
-                self.emit(ev.kind, ev.step, **ev.data)
+            for item in events:
+                for ev in (item.events if type(item) is Prewritten else (item,)):
+                    self.emit(ev.kind, ev.step, **ev.data)
             return
         self._queue.extend(events)
         if len(self._queue) > MAX_QUEUED:
@@ -306,24 +322,31 @@ class LiveSession:
         while q:
             self._handle(q.popleft())
 
-    def _handle(self, ev: Event) -> None:
-        """Write one event (not flushed), feed the diagnosis (api.Watch), then the listeners. Lock held.
-        The writer thread's per-event path: guard() written out as try/except (no context
-        manager calls), the same containment."""
+    def _handle(self, item: Event | Prewritten) -> None:
+        """Write one event or one step's Prewritten (not flushed), feed the diagnosis
+        (api.Watch), then the listeners, event by event. Lock held. The writer thread's
+        per-event path: guard() written out as try/except (no context manager calls), the same
+        containment."""
         disabled = self._disabled
+        pre = type(item) is Prewritten
         if self._fh is not None and "events" not in disabled and not self._closed:
             try:
-                self._fh.write(ev)
+                if pre:
+                    self._fh.write_text(item.text)
+                else:
+                    self._fh.write(item)
             except Exception as e:
                 self._record_error("events", e)
-        if self._watch is not None and "diagnose" not in disabled and not self._closed:
-            try:
-                for f in self._watch.feed(ev):
-                    self._new_finding(f)
-            except Exception as e:
-                self._record_error("diagnose", e)
-        for fn in self._listeners:
-            fn(ev)
+        listeners = self._listeners
+        for ev in (item.events if pre else (item,)):
+            if self._watch is not None and "diagnose" not in disabled and not self._closed:
+                try:
+                    for f in self._watch.feed(ev):
+                        self._new_finding(f)
+                except Exception as e:
+                    self._record_error("diagnose", e)
+            for fn in listeners:
+                fn(ev)
 
     def _flush_file(self) -> None:
         if self._fh is not None and self.enabled("events"):

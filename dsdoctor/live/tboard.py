@@ -76,7 +76,7 @@ class TensorBoard:
         """Per event, on the writer thread (the lock held): session.guard written out as
         try/except, the same containment without two context-manager calls per event."""
         s = self.session
-        if not s.enabled(self.PART):
+        if self.PART in s._disabled or s._closed:        # s.enabled(PART), without the call
             return
         try:
             keys = AVERAGED.get(ev.kind)
@@ -98,14 +98,18 @@ class TensorBoard:
                            [("findings", f"**{f.severity}** {f.title}\n\n{f.summary}") for f in new]))
 
     def _average(self, ev: Event, keys: tuple[tuple[str, str], ...]) -> None:
-        step = ev.step if ev.step is not None else self.session.progress.step
+        step = ev.step
+        if step is None:
+            step = self.session.progress.step
         t = ev.time or 0.0
         if self._window_start is None:
             self._window_start, self._window_time = step, t
         elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
             self._close_window()
             self._window_start, self._window_time = step, t
-        self._last = (step, t)
+        last = self._last
+        if last is None or last[0] != step or last[1] != t:
+            self._last = (step, t)           # a step's four events share both: one tuple per step
         data, acc = ev.data, self._acc
         for key, tag in keys:
             v = data.get(key)
