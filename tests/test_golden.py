@@ -54,3 +54,43 @@ def test_golden(exp):
     if "steps" in exp:
         assert top["steps"] and top["steps"][0] in exp["steps"], describe(doc)
     assert top["evidence"], "a finding without evidence"
+
+
+# The same fixtures the ways a log reaches us when a user pastes it (scripts/perturb_realworld.py
+# does this to the real-world development set): behind `kubectl logs --prefix`, hard-wrapped by a
+# terminal 100 columns wide, quoted in an issue. The diagnosis must not change.
+def _kubectl(t: str) -> str:
+    return "".join(f"[pod/trainer-worker-0/pytorch] {ln}\n" for ln in t.splitlines())
+
+
+def _wrapped(t: str, width: int = 100) -> str:
+    out = []
+    for ln in t.splitlines():
+        while len(ln) > width:
+            out.append(ln[:width])
+            ln = ln[width:]
+        out.append(ln)
+    return "".join(f"{ln}\n" for ln in out)
+
+
+def _quoted(t: str) -> str:
+    return "".join(f"> {ln}\n" for ln in t.splitlines())
+
+
+PASTED = {"kubectl": _kubectl, "wrap100": _wrapped, "quoted": _quoted}
+
+
+@pytest.mark.parametrize("how", sorted(PASTED))
+@pytest.mark.parametrize("exp", EXPECTED, ids=[e["file"] for e in EXPECTED])
+def test_golden_pasted(exp, how, tmp_path):
+    path = tmp_path / Path(exp["file"]).name
+    path.write_text(PASTED[how]((FIXTURES / exp["file"]).read_text(encoding="utf-8", errors="replace")),
+                    encoding="utf-8")
+    code, doc = analyze(path)
+    problems = [f for f in doc["findings"] if f["severity"] != "info"]
+    if exp.get("healthy"):
+        assert code == 0 and not problems, describe(doc)
+        return
+    assert problems and doc["findings"][0]["category"] == exp["category"], describe(doc)
+    for r in exp.get("ranks", []):
+        assert r in doc["findings"][0]["ranks"], describe(doc)
