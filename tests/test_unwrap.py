@@ -67,3 +67,7 @@ def test_records_printed_at_a_fixed_width_are_not_a_wrap():
                  f"28{s % 9}0.5 | learning rate: 3.000E-04 | lm loss: 2.1{s:04d} |\n" for s in range(1, 200))
     assert wrap_width(mg) is None and rejoin(mg.encode()) == mg.encode()
     assert wrap_width(wrapped(mg, 90)) == 90
+    # per-rank timer lines of one length, each starting with its own rank
+    timers = "".join(f"[Rank {r}] time (ms) | fwd_microstep: {30 + r}.10 | bwd_microstep: 60.20 | step_microstep: 5.00\n"
+                     for r in range(4))
+    assert wrap_width(timers) is None and rejoin(timers.encode()) == timers.encode()

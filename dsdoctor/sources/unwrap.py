@@ -40,8 +40,16 @@ def wrap_width(text: str) -> int | None:
     for a, b in zip(lines, lines[1:]):
         if len(a) == width:
             follow += 1
-            same += a[:8] == b[:8]
+            same += _head(a) == _head(b)
     return None if same * 2 >= follow else width
+
+
+_DIGITS = str.maketrans("123456789", "000000000")
+
+
+def _head(line: str) -> str:
+    """How a line starts, digits aside ('[Rank 3] time (ms)' and '[Rank 0] time (ms)' alike)."""
+    return line[:10].translate(_DIGITS)
 
 
 def rejoin(block: bytes) -> bytes:
