@@ -271,9 +271,11 @@ class ThroughputDetector(Detector):
         drop = self._drop()
         if drop:
             out.append(drop)
-        out.extend(self._slow_ranks())
+        slow = self._slow_ranks()
+        out.extend(slow)
         dom = self._dominating_phase()
-        if dom:
+        # the others' long all-reduce is their wait for the slow rank(s), not slow links
+        if dom and not (slow and dom.facts.get("phase") == "allreduce"):
             out.append(dom)
         return out
 
@@ -402,11 +404,43 @@ class ThroughputDetector(Detector):
         own = {r for r, w in worst.items() if w[0] in ("forward", "data")}
         if own:
             worst = {r: w for r, w in worst.items() if r in own or w[0] not in ("backward", "step")}
-        out = []
+        if not worst:
+            worst = self._late_ranks(ranks)
         worst.update(self._slow_iterations(exclude=set(worst)))
+        # ranks slow in the same phase (the GPUs of one node) are one finding
+        by_phase: dict[str, list[int]] = {}
         for r, w in sorted(worst.items()):
-            out.append(self._slow_symptom(r, w, len(ranks) if w[0] != "iteration" else len(self._iter_by_rank())))
+            by_phase.setdefault(w[0], []).append(r)
+        out = []
+        for ph, rs in by_phase.items():
+            compared = len(ranks) if ph != "iteration" else len(self._iter_by_rank())
+            sym = self._slow_symptom(rs[0], worst[rs[0]], compared)
+            for r in rs[1:]:
+                sym.merge(self._slow_symptom(r, worst[r], compared))
+            if len(rs) > 1:
+                sym.facts.update(value_ms=round(median(worst[r][2] for r in rs), 2),
+                                 ratio=round(min(worst[r][1] for r in rs), 2),
+                                 median_ms=round(median(worst[r][3] for r in rs), 2))
+            out.append(sym)
         return out
+
+    def _late_ranks(self, ranks: list[int]) -> dict[int, tuple]:
+        """No rank computes slower, but a few ranks wait far less in the gradient all-reduce than
+        all the others: they arrive last at every all-reduce, so the others wait for them. What
+        delays them is outside forward/backward (input data, host work). The tuple holds the
+        others' wait (value) against the late ranks' own (median)."""
+        per = {r: median(self.rank_phase[r]["allreduce"]) for r in ranks if self.rank_phase[r].get("allreduce")}
+        if len(per) < 3:
+            return {}
+        out = {}
+        for r, v in per.items():
+            others = [x for q, x in per.items() if q != r]
+            med = median(others)
+            spread = 1.4826 * _mad(others)
+            if med - v < max(SLOW_MIN_MS, 0.5 * med) or (spread and (med - v) / spread < SLOW_Z):
+                continue
+            out[r] = ("arrival", med / max(v, 1e-3), med, v)
+        return out if 0 < len(out) < len(per) / 2 else {}
 
     def _slow_symptom(self, r: int, w: tuple, compared: int) -> Symptom:
         ph, ratio, v, med = w
