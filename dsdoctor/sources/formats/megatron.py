@@ -204,3 +204,41 @@ STEADY_GROUPS = (
     steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",
            anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0))),
 )
+
+
+# Megatron-LM's timers with --timing-log-option all (megatron/core/timers.py:
+# Timers._get_all_ranks_time_string): 'times across ranks (ms):', then per timer
+# '\n  {name}:' and one '\n     rank {rank:2d}: {ms:.2f}' line per rank. Each rank line is that
+# rank's `timers` event ({name: ms}), so the slow-rank comparison works as for DeepSpeed's
+# per-rank timer lines. The name and rank lines carry no literal of their own: they are
+# continuations of the header (the block ends at the first line of another shape).
+_ALL_RANKS_KEY = "mg_all_ranks"
+_TIMER_NAME = compile_later(r"^\s{1,4}([A-Za-z][\w\- ]*?):\s*$")
+_TIMER_RANK = compile_later(r"^\s+rank\s+(\d+):\s+(" + r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?" + r")\s*$")
+
+
+@on("times across ranks (ms):", continuation=(":",))
+def all_ranks_times(line: Line, st: StreamState):
+    text = line.text
+    if "times across ranks (ms):" in text:
+        st.scratch[_ALL_RANKS_KEY] = {"name": None, "last": line.lineno}
+        return None
+    blk = st.scratch.get(_ALL_RANKS_KEY)
+    if not blk or line.lineno != blk["last"] + 1:
+        st.scratch.pop(_ALL_RANKS_KEY, None)
+        return None
+    blk["last"] = line.lineno
+    m = _TIMER_RANK.match(text)
+    if m and blk["name"]:
+        v = num(m.group(2))
+        if v is None:
+            return None
+        ev = line.event("timers", step=st.step_of(None), rank=int(m.group(1)))
+        ev.data = {blk["name"]: v}
+        return ev
+    m = _TIMER_NAME.match(text)
+    if m:
+        blk["name"] = m.group(1).strip()
+        return None
+    st.scratch.pop(_ALL_RANKS_KEY, None)
+    return None
