@@ -39,6 +39,8 @@ HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds
                 "optimizer_init": "while the optimizer states were allocated"}
 PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, before the first logged step",
               "op_build": "while building a DeepSpeed op", "init": "during deepspeed.initialize",
+              "dist_init": "while torch.distributed was set up (the process group's rendezvous and first collectives), "
+                           "before the model and optimizer were built",
               "forward": "in the forward pass", "backward": "in the backward pass", "step": "in the optimizer step",
               "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint",
               "eval": "during evaluation", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs"}
@@ -51,6 +53,9 @@ SURVIVED_STEPS = 3          # an exception followed by this many new steps in it
 # own step intervals) was hung: the stop is what a person or the scheduler did about it.
 HUNG_MIN_S = 600.0
 HUNG_INTERVALS = 20
+# With no progress line at all, a stop this long after the last start-up mark (phases.py), with
+# nothing after it, is a hang at start-up: longer than torch's default process-group timeout.
+HUNG_START_S = 1800.0
 PROGRESS_KINDS = frozenset(("step", "loss", "throughput", "timers", "skipped", "grad_norm", "lr"))
 
 
@@ -380,6 +385,8 @@ class FailureDetector(Detector):
                                exitcode=self._exitcode()))
         if fam.name == "interrupt":
             s.facts.update(self._hung(ev.time, g))
+            if s.facts.get("hung_from") == "start-up":
+                self._add(s, self.phase[3])
         for x in same:
             if x.rank is not None:
                 s.ranks.add(x.rank)
@@ -411,6 +418,8 @@ class FailureDetector(Detector):
         if external:
             s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g))
         self._add(s, ev)
+        if s.facts.get("hung_from") == "start-up":
+            self._add(s, self.phase[3])           # the last line before the silence
         for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
             self._add(s, e)
         if g is not None:
@@ -421,18 +430,22 @@ class FailureDetector(Detector):
     def _hung(self, stop_time: float | None, g: "_Group | None") -> dict:
         """Was the run hung when it was stopped from outside? From the time since its last progress
         (timestamped logs) and from where the interrupted stack waited (a KeyboardInterrupt's frames)."""
-        hung_s = None
+        hung_s, hung_from = None, None
         pt = self.progress_times
         if stop_time is not None and len(pt) >= 2 and stop_time > pt[-1]:     # a cadence to compare with
             gaps = sorted(b - a for a, b in zip(pt, pt[1:]))
             typical = gaps[len(gaps) // 2] if gaps else 0.0
             gap = stop_time - pt[-1]
             if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * typical):
-                hung_s = int(gap)
+                hung_s, hung_from = int(gap), "progress"
+        elif stop_time is not None and not pt and self.phase is not None and self.phase[3].time is not None:
+            gap = stop_time - self.phase[3].time
+            if gap >= HUNG_START_S:
+                hung_s, hung_from = int(gap), "start-up"
         waiting = next((m for m, _ in g.members if m.data.get("waits_in")), None) if g is not None else None
         stuck_in = waiting.data["waits_in"] if waiting is not None else None
         stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
-        return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, stuck_in=stuck_in,
+        return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from, stuck_in=stuck_in,
                     stuck_call=stuck_call)
 
     def _rank_of(self, ev: Event) -> int | None:
