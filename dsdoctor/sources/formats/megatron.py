@@ -73,7 +73,7 @@ def iteration_piece(line: Line, st: StreamState):
             if ts:
                 line = replace(line, time=utc_seconds(ts.group(1)))
         rec = {"line": line, "text": line.text[m.start():], "last": line.lineno, "step": step,
-               "emitted": False}
+               "total": int(m.group(2)), "emitted": False}
         st.scratch[_KEY] = rec
         if _complete(rec["text"]):
             out.extend(_flush(st, keep=True))
@@ -170,6 +170,8 @@ def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> 
         if k in vals and num(vals[k]) is not None:
             tp[k] = num(vals[k])
     if tp:
+        if rec.get("total"):
+            tp["total"] = rec["total"]          # train_iters: where the run is (detect/run_end.py)
         yield ev("throughput", **tp)
     if "skipped" in vals or "nan_iters" in vals:
         sk = num(vals.get("skipped"))
