@@ -9,9 +9,9 @@
                           rising for FAR_RUN observations: a divergence that has not (yet) reached NaN.
 - lr_stuck:               the LR sits at 0, or flat at a small fraction of its peak, for many
                           steps (WarmupDecayLR / WarmupCosineLR past total_num_steps).
-- lr_restart:             the LR drops back to its warm-up start mid-run, or a resumed run
-                          (first step far from 0) starts at the warm-up start: a resume without
-                          the scheduler state.
+- lr_restart:             the LR drops back to its warm-up start mid-run, jumps back up to its
+                          peak in the middle of a decay, or a resumed run (first step far from 0)
+                          starts at the warm-up start: a resume without the scheduler state.
 - lr_unbounded:           the LR rose the whole run, over many steps: an LRRangeTest
                           scheduler left on in a real run.
 - lr_scheduler_param:     a config_error about a scheduler param (the TypeError DeepSpeed raises
@@ -116,6 +116,12 @@ class LRScheduleDetector(Detector):
         prev = self.prev_lr
         if prev is not None:
             if lr > prev * (1 + 1e-9):
+                # back up near the peak in one jump, in the middle of a decay (not from the bottom of a
+                # cycle, as cosine-with-restarts does): the schedule started over without its warm-up
+                if (self.decreasing >= 3 and self.peak_lr > 0 and lr >= 0.8 * self.peak_lr and lr >= 1.15 * prev
+                        and prev >= 0.1 * self.peak_lr):
+                    out += self._once("lr_restart", ev, seq, restart_step=step, lr_before=prev, lr_after=lr,
+                                      how="jumped", lr_peak=self.peak_lr)
                 self.rise_steps += 1
                 self.decreasing = 0
             elif lr < prev * (1 - 1e-9):
