@@ -110,6 +110,7 @@ class FailureDetector(Detector):
         self.watchdog_timeouts = False                    # ProcessGroupNCCL's watchdog reported a timeout
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
         self.progress_times: list[float] = []             # times of the last progress events (distinct)
+        self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
 
     # ------------------------------------------------------------ feeding
@@ -122,6 +123,8 @@ class FailureDetector(Detector):
             if ev.step > self.source_step.get(ev.source, -1):
                 self.source_step[ev.source] = ev.step
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
+        if k in PROGRESS_KINDS and not ev.data.get("summary"):
+            self.last_progress = ev
         if k in PROGRESS_KINDS and ev.time is not None:
             pt = self.progress_times
             if not pt or ev.time > pt[-1]:
@@ -420,6 +423,11 @@ class FailureDetector(Detector):
         self._add(s, ev)
         if s.facts.get("hung_from") == "start-up":
             self._add(s, self.phase[3])           # the last line before the silence
+        elif s.facts.get("progress_untimed"):
+            # where the training was, for the reader to judge (its rank is not the stopped one)
+            e = _evidence(self.last_progress, None)
+            if e.text and len(s.evidence) < 8 and e not in s.evidence:
+                s.evidence.append(e)
         for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
             self._add(s, e)
         if g is not None:
@@ -445,7 +453,10 @@ class FailureDetector(Detector):
         waiting = next((m for m, _ in g.members if m.data.get("waits_in")), None) if g is not None else None
         stuck_in = waiting.data["waits_in"] if waiting is not None else None
         stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
-        return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from, stuck_in=stuck_in,
+        # progress lines without a time (tqdm, Lightning bars, HF dicts): a hang cannot be told apart
+        untimed = hung_s is None and stuck_in is None and self.last_progress is not None and len(pt) < 2
+        return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from,
+                    progress_untimed=untimed, stuck_in=stuck_in,
                     stuck_call=stuck_call)
 
     def _rank_of(self, ev: Event) -> int | None:
