@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..events import Event
+from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
 from .families import Family, classify
@@ -423,7 +424,7 @@ class FailureDetector(Detector):
         self._add(s, ev)
         if s.facts.get("hung_from") == "start-up":
             self._add(s, self.phase[3])           # the last line before the silence
-        elif s.facts.get("progress_untimed"):
+        elif s.facts.get("progress_untimed") and self.last_progress is not None:
             # where the training was, for the reader to judge (its rank is not the stopped one)
             e = _evidence(self.last_progress, None)
             if e.text and len(s.evidence) < 8 and e not in s.evidence:
@@ -440,13 +441,16 @@ class FailureDetector(Detector):
         (timestamped logs) and from where the interrupted stack waited (a KeyboardInterrupt's frames)."""
         hung_s, hung_from = None, None
         pt = self.progress_times
+        if stop_time is not None and (stop_time >= DATED) != (pt[-1] >= DATED if pt else stop_time >= DATED):
+            stop_time = None     # a year-less glog time against a dated one (sources/lines.py): no gap to read
         if stop_time is not None and len(pt) >= 2 and stop_time > pt[-1]:     # a cadence to compare with
             gaps = sorted(b - a for a, b in zip(pt, pt[1:]))
             typical = gaps[len(gaps) // 2] if gaps else 0.0
             gap = stop_time - pt[-1]
             if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * typical):
                 hung_s, hung_from = int(gap), "progress"
-        elif stop_time is not None and not pt and self.phase is not None and self.phase[3].time is not None:
+        elif (stop_time is not None and not pt and self.phase is not None and self.phase[3].time is not None
+              and (self.phase[3].time >= DATED) == (stop_time >= DATED)):
             gap = stop_time - self.phase[3].time
             if gap >= HUNG_START_S:
                 hung_s, hung_from = int(gap), "start-up"
@@ -454,7 +458,7 @@ class FailureDetector(Detector):
         stuck_in = waiting.data["waits_in"] if waiting is not None else None
         stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
         # progress lines without a time (tqdm, Lightning bars, HF dicts): a hang cannot be told apart
-        untimed = hung_s is None and stuck_in is None and self.last_progress is not None and len(pt) < 2
+        untimed = hung_s is None and stuck_in is None and len(pt) < 2 and hung_from is None
         return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from,
                     progress_untimed=untimed, stuck_in=stuck_in,
                     stuck_call=stuck_call)
