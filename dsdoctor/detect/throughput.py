@@ -215,6 +215,7 @@ class ThroughputDetector(Detector):
         self.series: dict[tuple, _Series] = {}
         self.rank_phase: dict[int, dict[str, deque]] = {}
         self.rank_event: dict[int, Event] = {}
+        self.phase_event: dict[tuple[int, str], Event] = {}    # (rank, phase) -> its last line: the evidence
         self.first_seq: dict[int, int] = {}
         self.share: dict[str, list[tuple[float, float, Event, int]]] = {}
         self.series_of_rank: dict[int, _Series] = {}
@@ -260,6 +261,8 @@ class ThroughputDetector(Detector):
             ph = "allreduce" if live and name in _LIVE_WAITS else _PHASES.get(name)
             if ph and isinstance(v, (int, float)):
                 phases.setdefault(ph, deque(maxlen=RANK_WINDOW)).append(float(v))
+                if len(self.phase_event) < 65536:
+                    self.phase_event[(ev.rank, ph)] = ev
                 got = True
         if got:
             self.rank_event[ev.rank] = ev
@@ -448,7 +451,9 @@ class ThroughputDetector(Detector):
             s = self.series_of_rank[r]
             ev, seq = s.events[-1], 0
         else:
-            ev, seq = self.rank_event[r], self.first_seq[r]
+            # the line of the phase that is slow (Megatron prints one timer per line)
+            ev = self.phase_event.get((r, "allreduce" if ph == "arrival" else ph), self.rank_event[r])
+            seq = self.first_seq[r]
         return symptom_from(ev, seq, "slow_rank", key=(r,), rank=r, phase=ph, ratio=round(ratio, 2),
                             value_ms=round(v, 2), median_ms=round(med, 2), ranks_compared=compared)
 

@@ -237,6 +237,7 @@ def all_ranks_times(line: Line, st: StreamState):
             return None
         ev = line.event("timers", step=st.step_of(None), rank=int(m.group(1)))
         ev.data = {blk["name"]: v}
+        ev.text = f"{blk['name']}: {line.text.strip()}"     # the timer's name is on its own line above
         return ev
     m = _TIMER_NAME.match(text)
     if m:
