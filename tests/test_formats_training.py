@@ -239,7 +239,7 @@ def test_megatron_lines_all_versions():
     assert all(e.step == 100 for e in a)
     b = events(MEGATRON_TS)
     tp = [e for e in b if e.kind == "throughput"][0]
-    assert tp.data == {"iter_ms": 512.3, "tflops": 180.5} and tp.time is not None
+    assert tp.data == {"iter_ms": 512.3, "tflops": 180.5, "total": 1000} and tp.time is not None
     assert [e.data["value"] for e in b if e.kind == "grad_norm"] == [1.234]
 
 
@@ -249,7 +249,7 @@ def test_megatron_wrapped_record_is_joined():
             "iterations:  0 | samples per second: 19.474 | TFLOPs: 149.10 |\n")
     evs = events(text)
     tp = [e for e in evs if e.kind == "throughput"]
-    assert len(tp) == 1 and tp[0].data == {"iter_ms": 105160.0, "samples_per_sec": 19.474, "tflops": 149.1}
+    assert len(tp) == 1 and tp[0].data == {"iter_ms": 105160.0, "samples_per_sec": 19.474, "tflops": 149.1, "total": 115311}
     assert tp[0].rank == 7 and tp[0].step == 42780 and tp[0].line == 1
     assert [e.data["nan_iters"] for e in evs if e.kind == "skipped"] == [0]
     assert [e.data["value"] for e in evs if e.kind == "lr"] == [4.475e-05]
