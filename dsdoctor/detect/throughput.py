@@ -209,7 +209,7 @@ def find_gradual(values: list[float], higher_is_better: bool) -> dict | None:
 
 
 class ThroughputDetector(Detector):
-    kinds = ("throughput", "timers", "step")
+    kinds = ("throughput", "timers", "step", "telemetry")
 
     def __init__(self) -> None:
         self.series: dict[tuple, _Series] = {}
@@ -219,6 +219,8 @@ class ThroughputDetector(Detector):
         self.first_seq: dict[int, int] = {}
         self.share: dict[str, list[tuple[float, float, Event, int]]] = {}
         self.series_of_rank: dict[int, _Series] = {}
+        self.throttle: set[str] = set()          # clock slowdown reasons an `nvidia-smi -q` in the log showed
+        self.throttle_ev: Event | None = None
 
     def _phase_share(self, ev: Event, seq: int) -> None:
         """Per timer line: how long the optimizer step / gradient all-reduce took against the
@@ -239,6 +241,12 @@ class ThroughputDetector(Detector):
                     lst.append((v, compute, ev, seq))
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "telemetry":
+            # only readings printed in a log (formats/hardware.py); live telemetry goes to the exchange
+            if ev.data.get("reading") == "nvidia-smi" and isinstance(ev.data.get("throttle"), list):
+                self.throttle.update(ev.data["throttle"])
+                self.throttle_ev = self.throttle_ev or ev
+            return ()
         if ev.kind == "timers":
             self._phase_share(ev, seq)
         if ev.kind == "throughput":
@@ -274,6 +282,15 @@ class ThroughputDetector(Detector):
         drop = self._drop()
         if drop:
             out.append(drop)
+        if self.throttle and self.throttle_ev is not None:
+            names = ", ".join(sorted(self.throttle))
+            if drop:
+                drop.facts["throttle"] = names
+                drop.add_evidence(self.throttle_ev)
+            else:
+                s = symptom_from(self.throttle_ev, 0, "gpu_throttled_log", key=(), throttle=names)
+                s.seq = 10 ** 9
+                out.append(s)
         slow = self._slow_ranks()
         out.extend(slow)
         dom = self._dominating_phase()
