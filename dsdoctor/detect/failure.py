@@ -361,7 +361,7 @@ class FailureDetector(Detector):
                                host_percent_max=self.host_percent_max, kernel_oom=self.kernel,
                                signal=9 if how == "killed" else None,
                                who=ev.data.get("who") or ("dsdoctor run" if ev.kind == "exit" else None),
-                               exitcode=ev.data.get("exitcode")))
+                               exitcode=ev.data.get("exitcode"), local_rank=ev.data.get("local_rank")))
         for _, e in (self.kills or self.killing)[:4]:
             self._add(s, e)
         if self.phase is not None and phase == self.phase[0]:
