@@ -48,7 +48,7 @@ class NonFiniteDetector(Detector):
         self.bf16_symptom: Symptom | None = None
         self.nan_iters = 0
         self.bf16_rank: int | None = None
-        self.bf16_seen: set[int] = set()
+        self.bf16_seen: dict[int, int | None] = {}   # step -> the rank that reported it first
         self.real_loss_seen = False             # a finite, non-zero training loss was logged
         self.masked = 0                         # collator warnings: examples with every label masked
         self.masked_event: Event | None = None
@@ -200,20 +200,21 @@ class NonFiniteDetector(Detector):
     def _bf16(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if self.bf16_symptom is not None:
             s = self.bf16_symptom
-            if ev.step is not None and ev.step in self.bf16_seen:
+            if ev.step is not None and ev.step in self.bf16_seen and self.bf16_seen[ev.step] != ev.rank:
                 return ()             # the same skipped step, reported by another rank
+            # (the same rank again at the same step: the log's step counter lags, each line is a skip)
             if ev.rank is not None and self.bf16_rank is not None and ev.rank != self.bf16_rank and ev.step is None:
                 return ()             # count one rank's reports when the steps are unknown
             s.facts["skipped_steps"] += 1
             if ev.step is not None and len(self.bf16_seen) < 100_000:
-                self.bf16_seen.add(ev.step)
+                self.bf16_seen.setdefault(ev.step, ev.rank)
             s.add_evidence(ev) if len(s.evidence) < 3 else None
             if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
                 s.steps.append(ev.step)
             return ()
         self.bf16_rank = ev.rank
         if ev.step is not None:
-            self.bf16_seen.add(ev.step)
+            self.bf16_seen[ev.step] = ev.rank
         s = symptom_from(ev, seq, "bf16_nonfinite_grads", key=(), skipped_steps=1, first_step=ev.step,
                          dtype="bf16", preceded_by_spike=self.spike is not None)
         self.bf16_symptom = s
