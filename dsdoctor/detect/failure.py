@@ -44,7 +44,7 @@ PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, be
                            "before the model and optimizer were built",
               "forward": "in the forward pass", "backward": "in the backward pass", "step": "in the optimizer step",
               "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint",
-              "eval": "during evaluation", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs"}
+              "eval": "during evaluation", "generate": "while generating text (model.generate)", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs"}
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
