@@ -487,3 +487,9 @@ def test_megatron_times_across_ranks_are_per_rank_timers():
 def test_megatron_times_block_ends_at_a_line_of_another_shape():
     text = _ALL_RANKS.replace("  all-grads-sync:", "some other line: here")
     assert [e.rank for e in events(text, "timers")] == [0, 1, 2, 3]
+
+
+def test_megatron_times_across_ranks_are_not_compared_across_pipeline_stages():
+    head = "using world size: 8, data-parallel size: 4, context-parallel size: 1, tensor-model-parallel size: 1, pipeline-model-parallel size: 2 \n"
+    assert events(head + _ALL_RANKS, "timers") == []
+    assert events(_ALL_RANKS.replace("times across ranks (ms):", "(min, max) time across ranks (ms):"), "timers") == []

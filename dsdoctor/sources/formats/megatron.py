@@ -215,6 +215,19 @@ STEADY_GROUPS = (
 # per-rank timer lines. The name and rank lines carry no literal of their own: they are
 # continuations of the header (the block ends at the first line of another shape).
 _ALL_RANKS_KEY = "mg_all_ranks"
+_PP_KEY = "mg_pipeline_size"
+# megatron/training/arguments.py: validate_args prints 'using world size: {}, data-parallel size: {}, ...
+# pipeline-model-parallel size: {}' (older 'pipeline-model-parallel size: {} ' with the same words), and
+# _print_args lists '  pipeline_model_parallel_size ............ {}'
+_PP = compile_later(r"pipeline[-_]model[-_]parallel[ _]size\s*[:.]+\s*(\d+)")
+
+
+@on("pipeline-model-parallel size", "pipeline_model_parallel_size")
+def pipeline_size(line: Line, st: StreamState):
+    m = _PP.search(line.text)
+    if m:
+        st.scratch[_PP_KEY] = int(m.group(1))
+    return None
 _TIMER_NAME = compile_later(r"^\s{1,4}([A-Za-z][\w\- ]*?):\s*$")
 _TIMER_RANK = compile_later(r"^\s+rank\s+(\d+):\s+(" + r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?" + r")\s*$")
 
@@ -223,6 +236,11 @@ _TIMER_RANK = compile_later(r"^\s+rank\s+(\d+):\s+(" + r"[-+]?\d+(?:\.\d+)?(?:[e
 def all_ranks_times(line: Line, st: StreamState):
     text = line.text
     if "times across ranks (ms):" in text:
+        if "(min, max)" in text or (st.scratch.get(_PP_KEY) or 1) > 1:
+            # min/max names no rank; with pipeline stages the ranks do different work by design
+            # (the last stage computes the LM head and the loss), so their times are not comparable
+            st.scratch.pop(_ALL_RANKS_KEY, None)
+            return None
         st.scratch[_ALL_RANKS_KEY] = {"name": None, "last": line.lineno}
         return None
     blk = st.scratch.get(_ALL_RANKS_KEY)
