@@ -105,6 +105,8 @@ class LRScheduleDetector(Detector):
         self.far_ev: Event | None = None
         self.reported: set[str] = set()
         self.ended: Event | None = None     # the training loop said it finished (run_end, HF's summary)
+        self.rise_run = 0                   # LR readings in a row, up to the latest, that rose
+        self.lr_seen = 0
         self.first_lr_ev: Event | None = None
         self.last_lr_ev: Event | None = None
         self.ever_fell = False
@@ -122,7 +124,9 @@ class LRScheduleDetector(Detector):
             self.first_lr_ev = ev
         self.last_lr_ev = ev
         prev = self.prev_lr
+        self.lr_seen += 1
         if prev is not None:
+            self.rise_run = self.rise_run + 1 if lr > prev * (1 + 1e-9) else 0
             if lr > prev * (1 + 1e-9):
                 # back up near the peak in one jump, in the middle of a decay (not from the bottom of a
                 # cycle, as cosine-with-restarts does): the schedule started over without its warm-up
@@ -309,12 +313,14 @@ class LRScheduleDetector(Detector):
             self.early_done = True
             out += self._early_verdict(0)
         # the run finished normally while its LR was still rising: the warm-up outlasted the training
+        # (rising up to the last reading, over most of the run: a warm-up that ended in a constant LR is fine)
         if (self.ended is not None and self.lr_now is not None and self.first_lr is not None and not self.ever_fell
-                and self.rise_steps >= 5 and self.lr_now >= 2 * max(self.first_lr, 1e-12)
+                and self.rise_run >= 5 and self.rise_run >= 0.8 * (self.lr_seen - 1)
+                and self.lr_now >= 2 * max(self.first_lr, 1e-12)
                 and "lr_unbounded" not in self.reported):
             got = self._once("lr_warmup_unfinished", self.last_lr_ev or self.ended, 0, lr_first=self.first_lr,
                              lr_now=self.lr_now, first_step=self.first_step, end_step=self.last_step,
-                             rising=self.rise_steps)
+                             rising=self.rise_run)
             for sym in got:
                 for e in (self.first_lr_ev, self.ended):
                     if e is not None:
