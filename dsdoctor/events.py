@@ -44,7 +44,9 @@ KINDS: dict[str, str] = {
     "loss": "value (float, may be nan/inf), name ('loss', 'lm loss', ...)",
     "grad_norm": "value (float, may be nan/inf)",
     "lr": "value (float or list)",
-    "throughput": "samples_per_sec, iter_ms, tflops (any subset)",
+    "throughput": "samples_per_sec, iter_ms, tflops (any subset); series ('desc|total' of a progress bar), bar; total (Megatron's train_iters); summary (an end-of-training average)",
+    "labels_masked": "a data collator found no answer to train on in an example and masked all its labels (TRL 'Could not find response key'): detail",
+    "run_end": "a front-end said its training loop finished: how ('lightning'|'megatron')",
     "timers": "rank-level DeepSpeed timer line: {timer_name: ms}",
     "skipped": "skipped (cumulative skipped steps), nan_iters (cumulative)",
     # precision

@@ -208,3 +208,40 @@ def test_a_c10_backtrace_without_its_head_is_an_error_thrown_where_frame_1_says(
             "Exception raised from c10_cuda_check_implementation at ../c10/cuda/CUDAException.cpp:44 (most recent call first):\n")
     evs = [e for e in events_from_text(head + C10_FRAMES) if e.kind == "exception"]
     assert not any("its message is not in the log" in e.data["message"] for e in evs), [e.data for e in evs]
+
+
+def test_glog_time_before_the_first_dated_line_gets_its_year(tmp_path):
+    # torch's c10 glog head has no year; the input's first dated line (later in the file) gives it
+    text = ("[E1205 10:00:00.000000 140245 ProcessGroupNCCL.cpp:616] [Rank 1] Watchdog caught collective operation timeout: "
+            "WorkNCCL(SeqNum=4, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600021 milliseconds before timing out.\n"
+            "[2026-12-05 10:00:05,000] [INFO] [logging.py:128:log_dist] [Rank 0] step=10, skipped=0, lr=[1e-05], mom=[(0.9, 0.95)]\n")
+    evs = [e for e in events_from_text(text) if e.kind in ("collective_timeout", "lr")]
+    assert [time.gmtime(e.time).tm_year for e in evs] == [2026, 2026]
+    log = tmp_path / "rank1.log"
+    log.write_text(text)
+    from dsdoctor.sources.inputs import expand
+    from dsdoctor.sources.logs import read_log
+    evs = [e for inp in expand([str(log)]) for e in read_log(inp) if e.kind == "collective_timeout"]
+    assert time.gmtime(evs[0].time).tm_year == 2026
+
+
+def test_lightning_and_megatron_end_lines_are_run_ends():
+    evs = events_from_text("`Trainer.fit` stopped: `max_epochs=2` reached.\n"
+                           "[after training is done] datetime: 2026-12-05 12:00:00 \n"
+                           "[exiting program after 1190.03 minutes] datetime: 2026-12-05 12:00:00 \n")
+    assert [e.data["how"] for e in evs if e.kind == "run_end"] == ["lightning", "megatron", "megatron"]
+
+
+def all_findings(text: str):
+    d = Diagnoser(rules=RULES)
+    d.feed_all(events_from_text(text))
+    return d.finish()
+
+
+def test_a_log_cut_off_mid_bar_gets_a_note_and_a_finished_one_does_not():
+    findings = all_findings
+    frames = "\n".join(f" 40%|████      | {n}/1000 [10:00<15:00,  1.50s/it]" for n in range(390, 401))
+    cut = findings("{'loss': 1.9, 'grad_norm': 0.5, 'learning_rate': 2e-05, 'epoch': 0.4}\n" + frames + "\n")
+    assert [(f.rule, f.severity) for f in cut] == [("log-ends-mid-run", "info")]
+    done = findings(frames + "\n100%|██████████| 1000/1000 [25:00<00:00,  1.50s/it]\n")
+    assert done == []

@@ -239,7 +239,7 @@ def test_megatron_lines_all_versions():
     assert all(e.step == 100 for e in a)
     b = events(MEGATRON_TS)
     tp = [e for e in b if e.kind == "throughput"][0]
-    assert tp.data == {"iter_ms": 512.3, "tflops": 180.5} and tp.time is not None
+    assert tp.data == {"iter_ms": 512.3, "tflops": 180.5, "total": 1000} and tp.time is not None
     assert [e.data["value"] for e in b if e.kind == "grad_norm"] == [1.234]
 
 
@@ -249,7 +249,7 @@ def test_megatron_wrapped_record_is_joined():
             "iterations:  0 | samples per second: 19.474 | TFLOPs: 149.10 |\n")
     evs = events(text)
     tp = [e for e in evs if e.kind == "throughput"]
-    assert len(tp) == 1 and tp[0].data == {"iter_ms": 105160.0, "samples_per_sec": 19.474, "tflops": 149.1}
+    assert len(tp) == 1 and tp[0].data == {"iter_ms": 105160.0, "samples_per_sec": 19.474, "tflops": 149.1, "total": 115311}
     assert tp[0].rank == 7 and tp[0].step == 42780 and tp[0].line == 1
     assert [e.data["nan_iters"] for e in evs if e.kind == "skipped"] == [0]
     assert [e.data["value"] for e in evs if e.kind == "lr"] == [4.475e-05]
@@ -456,3 +456,40 @@ def test_hf_mismatch_list_sets_each_key_to_auto():
 def test_environment_errors(text, rule):
     fs = findings(text + "\n")
     assert [f.rule for f in fs] == [rule] and fs[0].category == "environment"
+
+
+# Megatron-LM megatron/core/timers.py: Timers._get_all_ranks_time_string (--timing-log-option all)
+_ALL_RANKS = """\
+ [2026-12-05 10:01:00] iteration       10/   10000 | consumed samples:         5120 | elapsed time per iteration (ms): 3012.4 | learning rate: 1.500000E-04 | global batch size:   512 | lm loss: 2.890000E+00 | loss scale: 1.0 | number of skipped iterations:   0 | number of nan iterations:   0 |
+times across ranks (ms):
+  forward-compute:
+     rank  0: 640.20
+     rank  1: 641.20
+     rank  2: 1301.40
+     rank  3: 643.20
+  all-grads-sync:
+     rank  0: 1010.30
+     rank  1: 1011.30
+     rank  2: 40.20
+     rank  3: 1013.30
+"""
+
+
+def test_megatron_times_across_ranks_are_per_rank_timers():
+    evs = events(_ALL_RANKS, "timers")
+    assert [(e.rank, e.data) for e in evs[:3]] == [(0, {"forward-compute": 640.2}), (1, {"forward-compute": 641.2}),
+                                                  (2, {"forward-compute": 1301.4})]
+    assert len(evs) == 8 and evs[-1].data == {"all-grads-sync": 1013.3}
+    slow = [f for f in findings(_ALL_RANKS * 3) if f.rule == "slow-rank"]
+    assert slow and slow[0].ranks == [2]
+
+
+def test_megatron_times_block_ends_at_a_line_of_another_shape():
+    text = _ALL_RANKS.replace("  all-grads-sync:", "some other line: here")
+    assert [e.rank for e in events(text, "timers")] == [0, 1, 2, 3]
+
+
+def test_megatron_times_across_ranks_are_not_compared_across_pipeline_stages():
+    head = "using world size: 8, data-parallel size: 4, context-parallel size: 1, tensor-model-parallel size: 1, pipeline-model-parallel size: 2 \n"
+    assert events(head + _ALL_RANKS, "timers") == []
+    assert events(_ALL_RANKS.replace("times across ranks (ms):", "(min, max) time across ranks (ms):"), "timers") == []

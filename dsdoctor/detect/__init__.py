@@ -16,6 +16,7 @@ from .memory import MemoryDetector
 from .multinode import MultiNodeDetector
 from .nonfinite import NonFiniteDetector
 from .passthrough import PassThroughDetector
+from .run_end import RunEndDetector
 from .scaler import LossScaleDetector
 from .stall import StallDetector
 from .straggler import StragglerDetector
@@ -32,6 +33,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     NonFiniteModuleDetector,                 # live: module of the first NaN, --localize-nan
     FailureDetector,                         # how the run ended: the fallback for failed runs
     MultiNodeDetector,                       # roll call, Flight Recorder
+    RunEndDetector,                          # a log that ends mid-run with no error
 )
 
 

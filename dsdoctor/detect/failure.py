@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..events import Event
+from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
 from .families import Family, classify
@@ -39,9 +40,11 @@ HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds
                 "optimizer_init": "while the optimizer states were allocated"}
 PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, before the first logged step",
               "op_build": "while building a DeepSpeed op", "init": "during deepspeed.initialize",
+              "dist_init": "while torch.distributed was set up (the process group's rendezvous and first collectives), "
+                           "before the model and optimizer were built",
               "forward": "in the forward pass", "backward": "in the backward pass", "step": "in the optimizer step",
               "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint",
-              "eval": "during evaluation", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs"}
+              "eval": "during evaluation", "generate": "while generating text (model.generate)", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs"}
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
@@ -51,6 +54,9 @@ SURVIVED_STEPS = 3          # an exception followed by this many new steps in it
 # own step intervals) was hung: the stop is what a person or the scheduler did about it.
 HUNG_MIN_S = 600.0
 HUNG_INTERVALS = 20
+# With no progress line at all, a stop this long after the last start-up mark (phases.py), with
+# nothing after it, is a hang at start-up: longer than torch's default process-group timeout.
+HUNG_START_S = 1800.0
 PROGRESS_KINDS = frozenset(("step", "loss", "throughput", "timers", "skipped", "grad_norm", "lr"))
 
 
@@ -105,6 +111,7 @@ class FailureDetector(Detector):
         self.watchdog_timeouts = False                    # ProcessGroupNCCL's watchdog reported a timeout
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
         self.progress_times: list[float] = []             # times of the last progress events (distinct)
+        self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
 
     # ------------------------------------------------------------ feeding
@@ -117,6 +124,8 @@ class FailureDetector(Detector):
             if ev.step > self.source_step.get(ev.source, -1):
                 self.source_step[ev.source] = ev.step
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
+        if k in PROGRESS_KINDS and not ev.data.get("summary"):
+            self.last_progress = ev
         if k in PROGRESS_KINDS and ev.time is not None:
             pt = self.progress_times
             if not pt or ev.time > pt[-1]:
@@ -352,7 +361,7 @@ class FailureDetector(Detector):
                                host_percent_max=self.host_percent_max, kernel_oom=self.kernel,
                                signal=9 if how == "killed" else None,
                                who=ev.data.get("who") or ("dsdoctor run" if ev.kind == "exit" else None),
-                               exitcode=ev.data.get("exitcode")))
+                               exitcode=ev.data.get("exitcode"), local_rank=ev.data.get("local_rank")))
         for _, e in (self.kills or self.killing)[:4]:
             self._add(s, e)
         if self.phase is not None and phase == self.phase[0]:
@@ -380,6 +389,8 @@ class FailureDetector(Detector):
                                exitcode=self._exitcode()))
         if fam.name == "interrupt":
             s.facts.update(self._hung(ev.time, g))
+            if s.facts.get("hung_from") == "start-up":
+                self._add(s, self.phase[3])
         for x in same:
             if x.rank is not None:
                 s.ranks.add(x.rank)
@@ -411,6 +422,13 @@ class FailureDetector(Detector):
         if external:
             s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g))
         self._add(s, ev)
+        if s.facts.get("hung_from") == "start-up":
+            self._add(s, self.phase[3])           # the last line before the silence
+        elif s.facts.get("progress_untimed") and self.last_progress is not None:
+            # where the training was, for the reader to judge (its rank is not the stopped one)
+            e = _evidence(self.last_progress, None)
+            if e.text and len(s.evidence) < 8 and e not in s.evidence:
+                s.evidence.append(e)
         for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
             self._add(s, e)
         if g is not None:
@@ -421,18 +439,28 @@ class FailureDetector(Detector):
     def _hung(self, stop_time: float | None, g: "_Group | None") -> dict:
         """Was the run hung when it was stopped from outside? From the time since its last progress
         (timestamped logs) and from where the interrupted stack waited (a KeyboardInterrupt's frames)."""
-        hung_s = None
+        hung_s, hung_from = None, None
         pt = self.progress_times
+        if stop_time is not None and (stop_time >= DATED) != (pt[-1] >= DATED if pt else stop_time >= DATED):
+            stop_time = None     # a year-less glog time against a dated one (sources/lines.py): no gap to read
         if stop_time is not None and len(pt) >= 2 and stop_time > pt[-1]:     # a cadence to compare with
             gaps = sorted(b - a for a, b in zip(pt, pt[1:]))
             typical = gaps[len(gaps) // 2] if gaps else 0.0
             gap = stop_time - pt[-1]
             if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * typical):
-                hung_s = int(gap)
+                hung_s, hung_from = int(gap), "progress"
+        elif (stop_time is not None and not pt and self.phase is not None and self.phase[3].time is not None
+              and (self.phase[3].time >= DATED) == (stop_time >= DATED)):
+            gap = stop_time - self.phase[3].time
+            if gap >= HUNG_START_S:
+                hung_s, hung_from = int(gap), "start-up"
         waiting = next((m for m, _ in g.members if m.data.get("waits_in")), None) if g is not None else None
         stuck_in = waiting.data["waits_in"] if waiting is not None else None
         stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
-        return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, stuck_in=stuck_in,
+        # progress lines without a time (tqdm, Lightning bars, HF dicts): a hang cannot be told apart
+        untimed = hung_s is None and stuck_in is None and len(pt) < 2 and hung_from is None
+        return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from,
+                    progress_untimed=untimed, stuck_in=stuck_in,
                     stuck_call=stuck_call)
 
     def _rank_of(self, ev: Event) -> int | None:

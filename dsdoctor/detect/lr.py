@@ -9,9 +9,11 @@
                           rising for FAR_RUN observations: a divergence that has not (yet) reached NaN.
 - lr_stuck:               the LR sits at 0, or flat at a small fraction of its peak, for many
                           steps (WarmupDecayLR / WarmupCosineLR past total_num_steps).
-- lr_restart:             the LR drops back to its warm-up start mid-run, or a resumed run
-                          (first step far from 0) starts at the warm-up start: a resume without
-                          the scheduler state.
+- lr_restart:             the LR drops back to its warm-up start mid-run, jumps back up to its
+                          peak in the middle of a decay, or a resumed run (first step far from 0)
+                          starts at the warm-up start: a resume without the scheduler state.
+- lr_warmup_unfinished:   the run finished normally (HF's summary, Lightning's or Megatron's end
+                          line) while its LR was still rising: the warm-up is longer than the run.
 - lr_unbounded:           the LR rose the whole run, over many steps: an LRRangeTest
                           scheduler left on in a real run.
 - lr_scheduler_param:     a config_error about a scheduler param (the TypeError DeepSpeed raises
@@ -72,7 +74,7 @@ def _nice_steps(n: float) -> int:
 
 
 class LRScheduleDetector(Detector):
-    kinds = ("lr", "loss", "config_error")
+    kinds = ("lr", "loss", "config_error", "run_end", "throughput")
 
     def __init__(self) -> None:
         self.rank: int | None = None
@@ -102,6 +104,12 @@ class LRScheduleDetector(Detector):
         self.far: list[tuple[int | None, float]] = []   # the current run of (step, loss) far above the best
         self.far_ev: Event | None = None
         self.reported: set[str] = set()
+        self.ended: Event | None = None     # the training loop said it finished (run_end, HF's summary)
+        self.rise_run = 0                   # LR readings in a row, up to the latest, that rose
+        self.lr_seen = 0
+        self.first_lr_ev: Event | None = None
+        self.last_lr_ev: Event | None = None
+        self.ever_fell = False
         self.emitted: list[Symptom] = []     # their last_step is brought up to date in finish()
 
     # ------------------------------------------------------------------ lr
@@ -111,15 +119,26 @@ class LRScheduleDetector(Detector):
             return []
         out: list[Symptom] = []
         step = ev.step
-        if self.first_step is None:
+        if self.first_lr is None:         # (HF's metric dicts carry no step: the first LR is still the first)
             self.first_step, self.first_lr = step, lr
+            self.first_lr_ev = ev
+        self.last_lr_ev = ev
         prev = self.prev_lr
+        self.lr_seen += 1
         if prev is not None:
+            self.rise_run = self.rise_run + 1 if lr > prev * (1 + 1e-9) else 0
             if lr > prev * (1 + 1e-9):
+                # back up near the peak in one jump, in the middle of a decay (not from the bottom of a
+                # cycle, as cosine-with-restarts does): the schedule started over without its warm-up
+                if (self.decreasing >= 3 and self.peak_lr > 0 and lr >= 0.8 * self.peak_lr and lr >= 1.15 * prev
+                        and prev >= 0.1 * self.peak_lr):
+                    out += self._once("lr_restart", ev, seq, restart_step=step, lr_before=prev, lr_after=lr,
+                                      how="jumped", lr_peak=self.peak_lr)
                 self.rise_steps += 1
                 self.decreasing = 0
             elif lr < prev * (1 - 1e-9):
                 self.decreasing += 1
+                self.ever_fell = True
                 # a fall to the warm-up start mid-run: the schedule restarted
                 if (self.first_lr is not None and self.peak_lr >= 5 * max(self.first_lr, 1e-12)
                         and lr <= max(2 * self.first_lr, 1e-12) and prev >= 0.5 * self.peak_lr):
@@ -278,6 +297,10 @@ class LRScheduleDetector(Detector):
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "config_error":
             return self._config_error(ev, seq)
+        if ev.kind in ("run_end", "throughput"):
+            if ev.kind == "run_end" or ev.data.get("summary"):
+                self.ended = ev
+            return ()
         if self.rank is None and ev.kind == "lr":
             self.rank = ev.rank
         if ev.rank != self.rank and self.rank is not None and ev.rank is not None:
@@ -289,6 +312,20 @@ class LRScheduleDetector(Detector):
         if not self.early_done:
             self.early_done = True
             out += self._early_verdict(0)
+        # the run finished normally while its LR was still rising: the warm-up outlasted the training
+        # (rising up to the last reading, over most of the run: a warm-up that ended in a constant LR is fine)
+        if (self.ended is not None and self.lr_now is not None and self.first_lr is not None and not self.ever_fell
+                and self.rise_run >= 5 and self.rise_run >= 0.8 * (self.lr_seen - 1)
+                and self.lr_now >= 2 * max(self.first_lr, 1e-12)
+                and "lr_unbounded" not in self.reported):
+            got = self._once("lr_warmup_unfinished", self.last_lr_ev or self.ended, 0, lr_first=self.first_lr,
+                             lr_now=self.lr_now, first_step=self.first_step, end_step=self.last_step,
+                             rising=self.rise_run)
+            for sym in got:
+                for e in (self.first_lr_ev, self.ended):
+                    if e is not None:
+                        sym.add_evidence(e)
+            out += got
         for sym in self.emitted:
             if self.last_step is not None:
                 sym.facts["last_step"] = self.last_step

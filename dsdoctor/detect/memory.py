@@ -63,7 +63,7 @@ class MemoryDetector(Detector):
             if sig == 9:
                 return (symptom_from(ev, seq, "host_oom", key=("killed",), how="killed",
                                      exitcode=d.get("exitcode"), who=d.get("who"), phase=d.get("phase"),
-                                     memcg=d.get("memcg")),)
+                                     memcg=d.get("memcg"), local_rank=d.get("local_rank")),)
             if sig == 7:
                 return (symptom_from(ev, seq, "shm_exhausted", key=("sigbus",), detail="SIGBUS"),)
             return ()

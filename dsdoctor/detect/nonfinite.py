@@ -32,7 +32,7 @@ def _nonfinite(v) -> bool:
 
 
 class NonFiniteDetector(Detector):
-    kinds = ("loss", "grad_norm", "skipped", "overflow", "context", "loss_scale")
+    kinds = ("loss", "grad_norm", "skipped", "overflow", "context", "loss_scale", "labels_masked")
 
     def __init__(self) -> None:
         self.losses: deque[float] = deque(maxlen=HISTORY)
@@ -48,7 +48,10 @@ class NonFiniteDetector(Detector):
         self.bf16_symptom: Symptom | None = None
         self.nan_iters = 0
         self.bf16_rank: int | None = None
-        self.bf16_seen: set[int] = set()
+        self.bf16_seen: dict[int, int | None] = {}   # step -> the rank that reported it first
+        self.real_loss_seen = False             # a finite, non-zero training loss was logged
+        self.masked = 0                         # collator warnings: examples with every label masked
+        self.masked_event: Event | None = None
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data
@@ -59,6 +62,15 @@ class NonFiniteDetector(Detector):
                     self.nan_symptom.facts["dtype"] = self.dtype
             elif d.get("bf16") or d.get("fp16"):
                 self.dtype = "bf16" if d.get("bf16") else "fp16"
+            return ()
+        if k == "labels_masked":
+            self.masked += 1
+            self.masked_event = self.masked_event or ev
+            s = self.nan_symptom
+            if s is not None and s.facts.get("how") == "zero_loss_zero_grad_norm":
+                s.facts["masked_warnings"] = self.masked
+                if self.masked == 1:
+                    s.add_evidence(ev)
             return ()
         if k == "loss_scale":
             v = d.get("value")
@@ -128,13 +140,21 @@ class NonFiniteDetector(Detector):
             self.zero_first = self.zero_first or ev
             self.zero_count += 1
             if self.zero_count == ZERO_RUN:
-                return self._nonfinite(self.zero_first, seq, "0 with grad_norm 0", name,
-                                       how="zero_loss_zero_grad_norm", zero_run=ZERO_RUN)
+                # from the first logged step with no real loss before, and with a collator saying it
+                # masked whole examples: no token carries a label, rather than a divergence
+                out = self._nonfinite(self.zero_first, seq, "0 with grad_norm 0", name,
+                                      how="zero_loss_zero_grad_norm", zero_run=ZERO_RUN,
+                                      from_start=not self.real_loss_seen, masked_warnings=self.masked)
+                if self.masked_event is not None and self.nan_symptom is not None:
+                    self.nan_symptom.add_evidence(self.masked_event)
+                return out
             if self.zero_count > ZERO_RUN and self.nan_symptom is not None \
                     and self.nan_symptom.facts.get("how") == "zero_loss_zero_grad_norm":
                 self.nan_symptom.facts["zero_run"] = self.zero_count
             return ()
         self.zero_first, self.zero_count = None, 0
+        if v != 0.0:
+            self.real_loss_seen = True
         if len(self.losses) >= 3 and v > SPIKE_FACTOR * min(self.losses):    # else below 1.5x the median too
             m = median(self.losses)
             if v > SPIKE_FACTOR * m and v - m > 0.5:
@@ -180,20 +200,21 @@ class NonFiniteDetector(Detector):
     def _bf16(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if self.bf16_symptom is not None:
             s = self.bf16_symptom
-            if ev.step is not None and ev.step in self.bf16_seen:
+            if ev.step is not None and ev.step in self.bf16_seen and self.bf16_seen[ev.step] != ev.rank:
                 return ()             # the same skipped step, reported by another rank
+            # (the same rank again at the same step: the log's step counter lags, each line is a skip)
             if ev.rank is not None and self.bf16_rank is not None and ev.rank != self.bf16_rank and ev.step is None:
                 return ()             # count one rank's reports when the steps are unknown
             s.facts["skipped_steps"] += 1
             if ev.step is not None and len(self.bf16_seen) < 100_000:
-                self.bf16_seen.add(ev.step)
+                self.bf16_seen.setdefault(ev.step, ev.rank)
             s.add_evidence(ev) if len(s.evidence) < 3 else None
             if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
                 s.steps.append(ev.step)
             return ()
         self.bf16_rank = ev.rank
         if ev.step is not None:
-            self.bf16_seen.add(ev.step)
+            self.bf16_seen[ev.step] = ev.rank
         s = symptom_from(ev, seq, "bf16_nonfinite_grads", key=(), skipped_steps=1, first_step=ev.step,
                          dtype="bf16", preceded_by_spike=self.spike is not None)
         self.bf16_symptom = s

@@ -209,15 +209,18 @@ def find_gradual(values: list[float], higher_is_better: bool) -> dict | None:
 
 
 class ThroughputDetector(Detector):
-    kinds = ("throughput", "timers", "step")
+    kinds = ("throughput", "timers", "step", "telemetry")
 
     def __init__(self) -> None:
         self.series: dict[tuple, _Series] = {}
         self.rank_phase: dict[int, dict[str, deque]] = {}
         self.rank_event: dict[int, Event] = {}
+        self.phase_event: dict[tuple[int, str], Event] = {}    # (rank, phase) -> its last line: the evidence
         self.first_seq: dict[int, int] = {}
         self.share: dict[str, list[tuple[float, float, Event, int]]] = {}
         self.series_of_rank: dict[int, _Series] = {}
+        self.throttle: set[str] = set()          # clock slowdown reasons an `nvidia-smi -q` in the log showed
+        self.throttle_ev: Event | None = None
 
     def _phase_share(self, ev: Event, seq: int) -> None:
         """Per timer line: how long the optimizer step / gradient all-reduce took against the
@@ -238,6 +241,12 @@ class ThroughputDetector(Detector):
                     lst.append((v, compute, ev, seq))
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "telemetry":
+            # only readings printed in a log (formats/hardware.py); live telemetry goes to the exchange
+            if ev.data.get("reading") == "nvidia-smi" and isinstance(ev.data.get("throttle"), list):
+                self.throttle.update(ev.data["throttle"])
+                self.throttle_ev = self.throttle_ev or ev
+            return ()
         if ev.kind == "timers":
             self._phase_share(ev, seq)
         if ev.kind == "throughput":
@@ -260,6 +269,8 @@ class ThroughputDetector(Detector):
             ph = "allreduce" if live and name in _LIVE_WAITS else _PHASES.get(name)
             if ph and isinstance(v, (int, float)):
                 phases.setdefault(ph, deque(maxlen=RANK_WINDOW)).append(float(v))
+                if len(self.phase_event) < 65536:
+                    self.phase_event[(ev.rank, ph)] = ev
                 got = True
         if got:
             self.rank_event[ev.rank] = ev
@@ -271,9 +282,20 @@ class ThroughputDetector(Detector):
         drop = self._drop()
         if drop:
             out.append(drop)
-        out.extend(self._slow_ranks())
+        if self.throttle and self.throttle_ev is not None:
+            names = ", ".join(sorted(self.throttle))
+            if drop:
+                drop.facts["throttle"] = names
+                drop.add_evidence(self.throttle_ev)
+            else:
+                s = symptom_from(self.throttle_ev, 0, "gpu_throttled_log", key=(), throttle=names)
+                s.seq = 10 ** 9
+                out.append(s)
+        slow = self._slow_ranks()
+        out.extend(slow)
         dom = self._dominating_phase()
-        if dom:
+        # the others' long all-reduce is their wait for the slow rank(s), not slow links
+        if dom and not (slow and dom.facts.get("phase") == "allreduce"):
             out.append(dom)
         return out
 
@@ -402,11 +424,43 @@ class ThroughputDetector(Detector):
         own = {r for r, w in worst.items() if w[0] in ("forward", "data")}
         if own:
             worst = {r: w for r, w in worst.items() if r in own or w[0] not in ("backward", "step")}
-        out = []
+        if not worst:
+            worst = self._late_ranks(ranks)
         worst.update(self._slow_iterations(exclude=set(worst)))
+        # ranks slow in the same phase (the GPUs of one node) are one finding
+        by_phase: dict[str, list[int]] = {}
         for r, w in sorted(worst.items()):
-            out.append(self._slow_symptom(r, w, len(ranks) if w[0] != "iteration" else len(self._iter_by_rank())))
+            by_phase.setdefault(w[0], []).append(r)
+        out = []
+        for ph, rs in by_phase.items():
+            compared = len(ranks) if ph != "iteration" else len(self._iter_by_rank())
+            sym = self._slow_symptom(rs[0], worst[rs[0]], compared)
+            for r in rs[1:]:
+                sym.merge(self._slow_symptom(r, worst[r], compared))
+            if len(rs) > 1:
+                sym.facts.update(value_ms=round(median(worst[r][2] for r in rs), 2),
+                                 ratio=round(min(worst[r][1] for r in rs), 2),
+                                 median_ms=round(median(worst[r][3] for r in rs), 2))
+            out.append(sym)
         return out
+
+    def _late_ranks(self, ranks: list[int]) -> dict[int, tuple]:
+        """No rank computes slower, but a few ranks wait far less in the gradient all-reduce than
+        all the others: they arrive last at every all-reduce, so the others wait for them. What
+        delays them is outside forward/backward (input data, host work). The tuple holds the
+        others' wait (value) against the late ranks' own (median)."""
+        per = {r: median(self.rank_phase[r]["allreduce"]) for r in ranks if self.rank_phase[r].get("allreduce")}
+        if len(per) < 3:
+            return {}
+        out = {}
+        for r, v in per.items():
+            others = [x for q, x in per.items() if q != r]
+            med = median(others)
+            spread = 1.4826 * _mad(others)
+            if med - v < max(SLOW_MIN_MS, 0.5 * med) or (spread and (med - v) / spread < SLOW_Z):
+                continue
+            out[r] = ("arrival", med / max(v, 1e-3), med, v)
+        return out if 0 < len(out) < len(per) / 2 else {}
 
     def _slow_symptom(self, r: int, w: tuple, compared: int) -> Symptom:
         ph, ratio, v, med = w
@@ -414,7 +468,9 @@ class ThroughputDetector(Detector):
             s = self.series_of_rank[r]
             ev, seq = s.events[-1], 0
         else:
-            ev, seq = self.rank_event[r], self.first_seq[r]
+            # the line of the phase that is slow (Megatron prints one timer per line)
+            ev = self.phase_event.get((r, "allreduce" if ph == "arrival" else ph), self.rank_event[r])
+            seq = self.first_seq[r]
         return symptom_from(ev, seq, "slow_rank", key=(r,), rank=r, phase=ph, ratio=round(ratio, 2),
                             value_ms=round(v, 2), median_ms=round(med, 2), ranks_compared=compared)
 

@@ -9,6 +9,7 @@ Memory is bounded by the block size plus a little state per rank.
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Iterable, Iterator
 
 from ..events import Event, read_events
@@ -42,12 +43,13 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
         if inp.kind == "events":
             yield from read_events(_text_lines(iter_blocks(fh)), inp.name)
             return
-        blocks: Iterable[bytes] = iter_blocks(fh, block_size)
-        if inp.path is None:              # stdin: an empty pipe is an input error, not a healthy run
-            first = next(iter(blocks), None)
-            if first is None:
-                raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
+        blocks: Iterable[bytes] = iter(iter_blocks(fh, block_size))
+        first = next(blocks, None)
+        if first is None and inp.path is None:   # stdin: an empty pipe is an input error, not a healthy run
+            raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
+        if first is not None:
             blocks = itertools.chain([first], blocks)
+            st.year = first_year(first)
         blocks = _as_printed(blocks)
         errors: list[InputError] = []
         sampler = None
@@ -96,6 +98,18 @@ def _as_printed(blocks: Iterable[bytes]) -> Iterator[bytes]:
     yield from it
 
 
+# The year of the first dated timestamp of an input ('2026-12-05 10:00:00', '12/05/2026 10:00:00'),
+# looked up in its first block before parsing: glog heads (c10 '[E1205 ...', torch's 'W1205 ...')
+# carry no year, and those printed before the first dated line would otherwise keep a placeholder
+# year (lines.clean), far from every later time of the same input.
+_DATED = re.compile(rb"\b((?:19|20)\d\d)-[01]\d-[0-3]\d[ T][0-2]\d:[0-5]\d:[0-5]\d|\b[01]\d/[0-3]\d/((?:19|20)\d\d) [0-2]\d:[0-5]\d:[0-5]\d")
+
+
+def first_year(block: bytes) -> int | None:
+    m = _DATED.search(block, 0, 1 << 20)     # the first MiB: a log shows its first date early or never
+    return int(m.group(1) or m.group(2)) if m else None
+
+
 def _until_error(blocks: Iterable[bytes], errors: list[InputError]) -> Iterator[bytes]:
     """End the blocks quietly at a read error (truncated .gz) so the scanner still sees the
     last, unterminated line before the cut; the error is kept in `errors`."""
@@ -120,8 +134,10 @@ def _text_lines(blocks: Iterable[bytes]) -> Iterator[str]:
 def events_from_text(text: str, source: str = "<example>") -> list[Event]:
     """Parse a log held in a string (rule examples, tests)."""
     st = StreamState(source, None)
+    data = text.encode()
+    st.year = first_year(data[:16 << 20])
     out: list[Event] = []
-    for lineno, raw in candidate_lines([text.encode()]):
+    for lineno, raw in candidate_lines([data]):
         out.extend(parse_line(raw, lineno, st))
     out.extend(finish_stream(st))
     return out

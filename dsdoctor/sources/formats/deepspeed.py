@@ -83,6 +83,10 @@ def overflow(line: Line, st: StreamState):
     if "Gradients are non-finite" in t:
         # LossScaler (bf16, or fp16 with a static loss_scale > 0): no scale to report
         return line.event("overflow", step=step, prev_scale=None, new_scale=None, hysteresis=None, dtype="bf16")
+    if t.rstrip().endswith("Skipping step."):
+        # DynamicLossScaler.update_scale (runtime/fp16/loss_scaler.py, v0.8.3+) adds the scale only when its
+        # dtype is torch.half: '[deepspeed] OVERFLOW! Rank 0 Skipping step.' alone is a bf16 run's skipped step
+        return line.event("overflow", step=step, prev_scale=None, new_scale=None, hysteresis=None, dtype="bf16")
     return None
 
 

@@ -81,3 +81,21 @@ def cuda_hardware(line: Line, st: StreamState):
     aborted = "what():" in t
     return line.event("hardware", step=st.step_of(line.rank), error=err, xid=None, pci=None,
                       message=t.strip()[:200], aborted=aborted)
+
+
+# `nvidia-smi -q` (-d PERFORMANCE) pasted next to a slow run: its "Clocks Event Reasons" section
+# ("Clocks Throttle Reasons" before driver 535) lists each reason as '        HW Thermal Slowdown   : Active'.
+# The reasons that slow a busy GPU down (NVML nvml.h nvmlClocksEventReason*: HwSlowdown, HwThermalSlowdown,
+# HwPowerBrakeSlowdown, SwThermalSlowdown), named as the live telemetry names them (live/telemetry.py).
+_SLOWDOWN = compile_later(r"^\s*(HW Slowdown|HW Thermal Slowdown|HW Power Brake Slowdown|SW Thermal Slowdown)\s*:\s*Active\s*$")
+_SLOWDOWN_NAMES = {"HW Slowdown": "hw_slowdown", "HW Thermal Slowdown": "hw_thermal",
+                   "HW Power Brake Slowdown": "hw_power_brake", "SW Thermal Slowdown": "sw_thermal"}
+
+
+@on("Slowdown")
+def clocks_event_reason(line: Line, st: StreamState):
+    m = _SLOWDOWN.match(line.text)
+    if not m:
+        return None
+    return line.event("telemetry", step=st.step_of(line.rank), throttle=[_SLOWDOWN_NAMES[m.group(1)]],
+                      reading="nvidia-smi")

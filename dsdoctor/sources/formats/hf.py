@@ -183,3 +183,15 @@ def dispatcher_exhausted(line: Line, st: StreamState):
     return line.event("config_error", step=stopped, error="hf_dataset_exhausted", key="max_steps",
                       stopped_step=stopped, max_steps=None, crashed=True, message=line.text.strip()[:300],
                       numbers={"stopped": stopped, "max_steps": None})
+
+
+# TRL's completion-only collator (trl/trainer/utils.py: DataCollatorForCompletionOnlyLM.torch_call;
+# TRL is not installed here, the text is cited): when the response/instruction template is not
+# found in an example, every label of it is set to -100 and it warns "Could not find response key
+# `{template}` in the following instance: {text} This instance will be ignored in loss
+# calculation. Note, if this happens often, consider increasing the `max_seq_length`."
+# A batch of such examples has no trained token: its loss is 0/0.
+@on("Could not find response key", "Could not find instruction key")
+def labels_masked(line: Line, st: StreamState):
+    i = line.text.find("Could not find ")
+    return line.event("labels_masked", step=st.step_of(line.rank), detail=line.text[i:i + 200])

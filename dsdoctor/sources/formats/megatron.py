@@ -73,7 +73,7 @@ def iteration_piece(line: Line, st: StreamState):
             if ts:
                 line = replace(line, time=utc_seconds(ts.group(1)))
         rec = {"line": line, "text": line.text[m.start():], "last": line.lineno, "step": step,
-               "emitted": False}
+               "total": int(m.group(2)), "emitted": False}
         st.scratch[_KEY] = rec
         if _complete(rec["text"]):
             out.extend(_flush(st, keep=True))
@@ -170,6 +170,8 @@ def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> 
         if k in vals and num(vals[k]) is not None:
             tp[k] = num(vals[k])
     if tp:
+        if rec.get("total"):
+            tp["total"] = rec["total"]          # train_iters: where the run is (detect/run_end.py)
         yield ev("throughput", **tp)
     if "skipped" in vals or "nan_iters" in vals:
         sk = num(vals.get("skipped"))
@@ -204,3 +206,60 @@ STEADY_GROUPS = (
     steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",
            anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0))),
 )
+
+
+# Megatron-LM's timers with --timing-log-option all (megatron/core/timers.py:
+# Timers._get_all_ranks_time_string): 'times across ranks (ms):', then per timer
+# '\n  {name}:' and one '\n     rank {rank:2d}: {ms:.2f}' line per rank. Each rank line is that
+# rank's `timers` event ({name: ms}), so the slow-rank comparison works as for DeepSpeed's
+# per-rank timer lines. The name and rank lines carry no literal of their own: they are
+# continuations of the header (the block ends at the first line of another shape).
+_ALL_RANKS_KEY = "mg_all_ranks"
+_PP_KEY = "mg_pipeline_size"
+# megatron/training/arguments.py: validate_args prints 'using world size: {}, data-parallel size: {}, ...
+# pipeline-model-parallel size: {}' (older 'pipeline-model-parallel size: {} ' with the same words), and
+# _print_args lists '  pipeline_model_parallel_size ............ {}'
+_PP = compile_later(r"pipeline[-_]model[-_]parallel[ _]size\s*[:.]+\s*(\d+)")
+
+
+@on("pipeline-model-parallel size", "pipeline_model_parallel_size")
+def pipeline_size(line: Line, st: StreamState):
+    m = _PP.search(line.text)
+    if m:
+        st.scratch[_PP_KEY] = int(m.group(1))
+    return None
+_TIMER_NAME = compile_later(r"^\s{1,4}([A-Za-z][\w\- ]*?):\s*$")
+_TIMER_RANK = compile_later(r"^\s+rank\s+(\d+):\s+(" + r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?" + r")\s*$")
+
+
+@on("times across ranks (ms):", continuation=(":",))
+def all_ranks_times(line: Line, st: StreamState):
+    text = line.text
+    if "times across ranks (ms):" in text:
+        if "(min, max)" in text or (st.scratch.get(_PP_KEY) or 1) > 1:
+            # min/max names no rank; with pipeline stages the ranks do different work by design
+            # (the last stage computes the LM head and the loss), so their times are not comparable
+            st.scratch.pop(_ALL_RANKS_KEY, None)
+            return None
+        st.scratch[_ALL_RANKS_KEY] = {"name": None, "last": line.lineno}
+        return None
+    blk = st.scratch.get(_ALL_RANKS_KEY)
+    if not blk or line.lineno != blk["last"] + 1:
+        st.scratch.pop(_ALL_RANKS_KEY, None)
+        return None
+    blk["last"] = line.lineno
+    m = _TIMER_RANK.match(text)
+    if m and blk["name"]:
+        v = num(m.group(2))
+        if v is None:
+            return None
+        ev = line.event("timers", step=st.step_of(None), rank=int(m.group(1)))
+        ev.data = {blk["name"]: v}
+        ev.text = f"{blk['name']}: {line.text.strip()}"     # the timer's name is on its own line above
+        return ev
+    m = _TIMER_NAME.match(text)
+    if m:
+        blk["name"] = m.group(1).strip()
+        return None
+    st.scratch.pop(_ALL_RANKS_KEY, None)
+    return None

@@ -18,6 +18,9 @@ Texts, from the installed sources:
   transformers core_model_loading.py   tqdm desc 'Loading weights' (5.x); 'Loading checkpoint shards' (4.x
                                        modeling_utils.py)
   torch/utils/cpp_extension.py         'Building extension module {name}...' (_jit_compile)
+  deepspeed/comm/comm.py               'Initializing TorchBackend in DeepSpeed with backend {b}' (init_distributed)
+  lightning/fabric/utilities/distributed.py  'Initializing distributed: GLOBAL_RANK: {r}, MEMBER: {r+1}/{n}'
+                                       (_init_dist_connection; not installed here, cited)
 """
 from __future__ import annotations
 
@@ -39,6 +42,10 @@ _MARKS: list[tuple[str, str]] = [
     ("Before initializing optimizer states", "optimizer_init"),
     ("optimizer state initialized", "init_done"),
     ("Building extension module", "op_build"),
+    # torch.distributed set-up: a run stopped long after this with no step since hung at start-up
+    # (the rendezvous or the first collective), see detect/failure.py: _hung
+    ("Initializing TorchBackend in DeepSpeed with backend", "dist_init"),
+    ("Initializing distributed: GLOBAL_RANK:", "dist_init"),
 ]
 
 

@@ -48,3 +48,17 @@ def progress_bar(line: Line, st: StreamState):
     last[series] = n
     iter_ms = rate * 1000.0 if m.group("unit") == "s/it" else 1000.0 / rate
     return line.event("throughput", step=n, iter_ms=round(iter_ms, 3), series=series, bar=True)
+
+
+# The training loop's own end-of-run lines: lightning/pytorch/loops/fit_loop.py: _FitLoop.done
+# ('`Trainer.fit` stopped: `max_epochs=2` reached.' / '`max_steps=1000` reached.'; Lightning is not
+# installed here, the text is cited) and Megatron-LM megatron/training/training.py: pretrain,
+# print_datetime('after training is done') ('[after training is done] datetime: 2026-...') and its
+# planned exits (train: print_datetime('exiting program after {} minutes' / 'at iteration {}'),
+# --exit-duration-in-mins, --exit-interval, --exit-signal-handler: the run saves and stops on purpose).
+# A log whose progress stops short of its total without one of these (or HF's train_runtime
+# summary) ends mid-run (detect/run_end.py).
+@on("`Trainer.fit` stopped:", "[after training is done]", "[exiting program ")
+def run_end(line: Line, st: StreamState):
+    how = "lightning" if "Trainer.fit" in line.text else "megatron"
+    return line.event("run_end", step=st.step_of(line.rank), how=how)

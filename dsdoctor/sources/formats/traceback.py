@@ -57,6 +57,9 @@ _PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("zero3_fetch", ("fetch_sub_module", "partitioned_param_coordinator.py", "_all_gather", "allgather_params",
                      "pre_sub_module_forward_function", "pre_sub_module_backward_function",
                      "_pre_forward_module_hook", "all_gather_coalesced")),
+    # transformers/generation/utils.py GenerationMixin.generate -> _sample / _beam_search / _assisted_decoding
+    # (RL trainers' rollouts, predict_with_generate): the KV cache grows with every generated token
+    ("generate", ("/generation/utils.py:",)),
     # transformers/trainer.py Trainer.evaluate -> evaluation_loop -> prediction_step (and the
     # logits gathered across ranks in _nested_gather / distributed_concat)
     ("eval", ("trainer.py:evaluate", "evaluation_loop", "prediction_step", "prediction_loop", "_nested_gather",
