@@ -14,6 +14,7 @@ from collections import Counter
 MIN_WIDTH = 60                # narrower panes do not hold a log line's head
 SAMPLE = 64 << 10             # the width is found in the first 64 KiB (~500 lines)
 MAX_INPUT = 16 << 20          # only pasted-size inputs (one block): programs do not wrap their logs
+TRIAL = 256 << 10             # the recognisers read this much of both texts to choose
 
 
 def wrap_width(text: str) -> int | None:
@@ -53,13 +54,33 @@ def _head(line: str) -> str:
 
 
 def rejoin(block: bytes) -> bytes:
-    """`block` with its hard-wrapped lines joined again (unchanged if it was not wrapped)."""
+    """`block` with its hard-wrapped lines joined again (unchanged if it was not wrapped).
+
+    The shape alone also fits logs whose longest lines are records of one template (the same
+    timeout message from every rank, HF metric dicts): so the joined text is kept only when the
+    recognisers read more in it than in the text as it came (a wrap cut records the recognisers
+    know; joining natural lines glues records together and reads fewer)."""
     if len(block) > MAX_INPUT:
         return block
     width = wrap_width(block[:SAMPLE].decode("utf-8", errors="surrogateescape"))
     if width is None:
         return block
-    text = block.decode("utf-8", errors="surrogateescape")
+    joined = _joined(block.decode("utf-8", errors="surrogateescape"), width)
+    trial = slice(0, TRIAL)
+    before = _read_score(block[trial])
+    after = _read_score(joined[trial])
+    return joined if after > before else block
+
+
+def _read_score(data: bytes) -> int:
+    """How much the recognisers read in a text: events, and the facts and times they carry (a
+    record cut in two loses its time or its loss to the piece no recogniser knows)."""
+    from .logs import events_from_text      # (logs imports this module)
+    return sum(1 + (ev.time is not None) + sum(v is not None for v in ev.data.values())
+               for ev in events_from_text(data.decode("utf-8", errors="replace")))
+
+
+def _joined(text: str, width: int) -> bytes:
     out: list[str] = []
     pending: list[str] = []         # the pieces of one wrapped line so far
     for ln in text.split("\n"):
