@@ -300,7 +300,10 @@ def shm_full(line: Line, st: StreamState):
     t = line.text
     # torch's shared-memory tensors ("unable to write to file </torch_123_456>") live in /dev/shm;
     # NCCL's own segments are handled as an NCCL WARN (nccl.py), other files are disk, not memory.
-    if "NCCL WARN" in t or not ("/dev/shm" in t or "</torch_" in t or "shared memory" in t):
+    # NCCL's wording (src/misc/shmutils.cc 'Error while creating shared memory segment', 2.22+ 'failed
+    # to create shared memory file') also comes back without its WARN head in torch's 'Last error:' line.
+    if "NCCL WARN" in t or "shared memory segment" in t or "create shared memory file" in t \
+            or not ("/dev/shm" in t or "</torch_" in t or "shared memory" in t):
         return None
     return line.event("shm_error", step=st.step_of(line.rank), detail="No space left on device",
                       where="dataloader" if "</torch_" in t else "/dev/shm")
