@@ -14,6 +14,7 @@ from .localize import NonFiniteModuleDetector
 from .lr import LRScheduleDetector
 from .memory import MemoryDetector
 from .multinode import MultiNodeDetector
+from .nccl_version import NcclVersionDetector
 from .nonfinite import NonFiniteDetector
 from .passthrough import PassThroughDetector
 from .scaler import LossScaleDetector
@@ -32,6 +33,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     NonFiniteModuleDetector,                 # live: module of the first NaN, --localize-nan
     FailureDetector,                         # how the run ended: the fallback for failed runs
     MultiNodeDetector,                       # roll call, Flight Recorder
+    NcclVersionDetector,                     # ranks running different NCCL releases
 )
 
 

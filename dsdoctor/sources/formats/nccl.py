@@ -479,6 +479,24 @@ def nccl_span(line: Line, st: StreamState):
     return None
 
 
+# NCCL's version banner, printed once per process at communicator init (NCCL src/init.cc showVersion:
+# INFO 'NCCL version %d.%d.%d%s+cuda%d.%d'; rank 0 prints it with NCCL_DEBUG=VERSION too, without the
+# INFO head). The '+cuda' part sets it apart from torch's 'NCCL error in: ..., NCCL version 2.21.5', which
+# names the NCCL torch was linked with, not the one a peer runs.
+_NCCL_BANNER = compile_later(r"NCCL version (\d+\.\d+\.\d+)[\w.-]*\+cuda(\d+\.\d+)")
+
+
+@on("NCCL version ")
+def nccl_version(line: Line, st: StreamState):
+    m = _NCCL_BANNER.search(line.text)
+    if not m:
+        return None
+    host = _host_of(line)
+    if not st.once(("nccl-version", m.group(1), host, line.rank)):
+        return None
+    return line.event("nccl_version", version=m.group(1), cuda=m.group(2), host=host)
+
+
 def _host_of(line: Line) -> str | None:
     m = _NCCL_LINE.search(line.text)
     return (m.group(1) if m and m.group(1) else None) or line.host
