@@ -291,6 +291,11 @@ class CommDetector(Detector):
         else:
             expected = set(range(max(reporting) + 1))
         silent = sorted(expected - reporting)
+        # a paste that begins inside the burst of timeouts (its first line is one) and lacks exactly
+        # the ranks before the lowest it shows has lost their lines: they may well have reported there
+        if silent == list(range(min(reporting))) and \
+                any(e.line == 1 for e in list(self.timeout_events.values()) + list(self.wd_events.values())):
+            return []
         return silent if 0 < len(silent) < len(reporting) else []
 
     def _nccl_symptom(self) -> Symptom | None:

@@ -84,7 +84,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout")
+             "collective_timeout", "nccl_error")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -136,6 +136,12 @@ class FailureDetector(Detector):
             # down'): that rank's SIGABRT (exit code -6) echoes the timeout even when the terminate lines
             # did not make it into the log
             if (ev.data.get("backend") or "nccl") == "nccl" and not ev.data.get("blocking"):
+                self.terminated.add(ev.rank)
+                self.watchdog_timeouts = True
+        elif k == "nccl_error":
+            # ProcessGroupNCCL's heartbeat monitor ends a rank whose watchdog hung the same way
+            # (HeartbeatMonitor::runLoop -> terminateProcess, a LOG(FATAL) that aborts): SIGABRT
+            if ev.data.get("cause") == "watchdog_hang":
                 self.terminated.add(ev.rank)
                 self.watchdog_timeouts = True
         elif k == "killed":
@@ -286,7 +292,12 @@ class FailureDetector(Detector):
                 code = ev.data.get("exitcode")
                 sig = -code if isinstance(code, int) and code < 0 else None
             rank = ev.data.get("rank", ev.rank)
-            return sig == 6 and (rank is None or None in self.terminated or rank in self.terminated)
+            if sig != 6:
+                return False
+            # srun names a node's tasks as one range ('tasks 0-7: Aborted'): an echo when any of them
+            # was taken down (a pasted tail may hold the timeouts of only some of them)
+            tasks = _task_ranks(ev.data.get("tasks"))
+            return rank is None or None in self.terminated or rank in self.terminated or bool(tasks & self.terminated)
         self.signals = [(s, e) for s, e in self.signals if not echo(e)]
 
     def _decisive_group(self) -> _Group | None:
@@ -407,7 +418,8 @@ class FailureDetector(Detector):
                                rank=ev.data.get("rank", ev.rank), phase=phase, phase_text=phase_text,
                                last_step=self.last_step, family="interrupt" if external else "crash",
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode"),
-                               reason=ev.data.get("reason"), host=ev.data.get("node")))
+                               reason=ev.data.get("reason"), host=ev.data.get("node"),
+                               local_rank=ev.data.get("local_rank")))
         if external:
             s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g))
         self._add(s, ev)
@@ -514,3 +526,14 @@ def _duration(seconds: int) -> str:
     if h:
         return f"{h} h {m} min" if m else f"{h} h"
     return f"{m} min" if m else f"{int(seconds)} s"
+
+
+def _task_ranks(tasks) -> set[int]:
+    """srun's task list ('0-7', '3', '0,2,4-5') as ranks; empty when there is none."""
+    out: set[int] = set()
+    for part in str(tasks or "").split(","):
+        a, _, b = part.partition("-")
+        if a.strip().isdigit() and (not b or b.strip().isdigit()):
+            lo, hi = int(a), int(b or a)
+            out.update(range(lo, min(hi, lo + 4096) + 1))
+    return out

@@ -19,8 +19,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PREFIXES = [
     # [rank3]: (torch 2.2+), [default3]: (torchrun --tee / log_line_prefix_template),
     # [1,3]<stderr>: (Open MPI mpirun --tag-output: [jobid,rank]<stream>:,
-    # orte/mca/iof/base/iof_base_output.c)
-    (re.compile(r"^\[(?:rank|default|\d+,)(\d+)\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
+    # orte/mca/iof/base/iof_base_output.c; SageMaker / Horovod jobs show it as
+    # [1,mpirank:3,algo-2]<stderr>:, the rank then the host)
+    (re.compile(r"^\[(?:rank|default|\d+,(?:mpirank:)?)(\d+)(?:,[\w.-]+)?\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
     # srun --label / torchrun's "0: " prefix
     (re.compile(r"^(\d{1,5}):\s"), "rank"),
     # Ray actors: "(RayTrainWorker pid=123, ip=10.0.0.1) "
