@@ -41,7 +41,8 @@ _TS = [
 _GLOG = re.compile(r"^\[?[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d)\.(\d+) +\d+ ")
 _YEARLESS = 1972          # the year of a glog time before the log has shown its own (a leap year: 02/29 parses)
 DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
-_RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank=?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b")
+# (the last form: a JSON-lines logger's record field, {"level": "ERROR", "rank": 3, "msg": ...})
+_RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank=?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
 
 
 @dataclass
