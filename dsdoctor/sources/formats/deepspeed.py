@@ -495,6 +495,27 @@ def pydantic_field(line: Line, st: StreamState):
     return None
 
 
+# The field line itself ('enable', 'offload_param.pin_memroy': pydantic's error loc, joined by dots)
+# holds no literal of its own: it is handed over as the one line right after the header or after
+# the previous error's reason line (a continuation by any identifier character, not chained).
+_IDENT_CHARS = tuple("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+
+
+@on("validation error for", "validation errors for", "Extra inputs are not permitted",
+    "extra fields not permitted", "[type=", "(type=", "errors.pydantic.dev/", continuation=_IDENT_CHARS, chain=False)
+def pydantic_field_line(line: Line, st: StreamState):
+    head = st.scratch.get("ds_pyd")
+    if head and "For further information visit https://errors.pydantic.dev/" in line.text:
+        if head.get("field") is None and 0 < line.lineno - head["line"] <= 2:
+            head["line"] = line.lineno       # pydantic 2's link line closes an error: the next field follows it
+        return None
+    if head and head.get("field") is None and line.lineno - head["line"] == 1:
+        m = _FIELD.match(line.text)
+        if m:
+            head["field"] = m.group(1)
+    return None
+
+
 def _pydantic_reason(line: Line, st: StreamState, text: str):
     head = st.scratch.get("ds_pyd")
     if not head or line.lineno - head["line"] > 6:
