@@ -533,8 +533,9 @@ def test_a_zero3_weight_read_outside_the_engine(tmp_path):
 ])
 def test_a_gpu_the_process_cannot_use_is_an_environment_problem(message):
     assert classify("RuntimeError", message.split(": ", 1)[1]).category == "environment"
-    # a busy GPU has its own rule (compute mode, one GPU per rank); the others the generic advice
-    assert top(message + "\n").rule == ("env-cuda-devices-busy" if "busy" in message else "failure-environment-exception")
+    # a busy GPU and a missing ordinal have their own rules (compute mode; one rank per visible GPU)
+    own = {"busy": "env-cuda-devices-busy", "ordinal": "env-invalid-device-ordinal"}
+    assert top(message + "\n").rule == next((r for w, r in own.items() if w in message), "failure-environment-exception")
 
 
 ZERO2_REENTRANT_SHARED = """
