@@ -120,6 +120,7 @@ def elastic_exitcode(line: Line, st: StreamState):
         return None
     code, pid = int(m.group(1)), int(m.group(2))
     rank, local = st.scratch.pop("elastic.rank", (None, None))
+    st.scratch["elastic.record"] = rank         # whose traceback the record's 'traceback :' field holds
     if st.scratch.get("elastic.root") is False and code < 0:
         # "Failures:" lists the ranks torchrun itself stopped after the root cause: not a cause
         st.once(("pid", pid, None))
@@ -129,6 +130,31 @@ def elastic_exitcode(line: Line, st: StreamState):
         return None     # a rank torchrun stopped after the root cause
     return _killed(line, st, code, "torchelastic", pid=pid, rank=rank, local_rank=local,
                    host=st.scratch.get("elastic.host"), root_cause=bool(st.scratch.get("elastic.root")))
+
+
+# The record's last field is the rank's own error (errors/__init__.py _FAILURE_FORMAT_TEMPLATE
+# '  traceback : ${message}', the error_file's traceback when the rank used @record): its lines carry
+# no rank prefix, so the record's 'rank : N' is lent to them until the traceback ends
+# (traceback.py exception_line gives it back; a chained exception right after borrows it again).
+@on("traceback : ")
+def elastic_traceback(line: Line, st: StreamState):
+    rank = st.scratch.pop("elastic.record", None)
+    if rank is not None and line.rank is None and "Traceback (most recent call last)" in line.text:
+        lend_rank(st, rank)
+    return None
+
+
+def lend_rank(st: StreamState, rank: int) -> None:
+    if "elastic.saved_hint" not in st.scratch:
+        st.scratch["elastic.saved_hint"] = st.rank_hint
+    st.rank_hint = rank
+    st.scratch["elastic.lent"] = rank
+
+
+def give_back_rank(st: StreamState, lineno: int) -> None:
+    if "elastic.saved_hint" in st.scratch:
+        st.rank_hint = st.scratch.pop("elastic.saved_hint")
+        st.scratch["elastic.given_back"] = (st.scratch.pop("elastic.lent", None), lineno)
 
 
 @on(") received by PID ")

@@ -1,0 +1,135 @@
+"""How runs end, as users paste them (generalisation round 3, part D): the rank of a traceback
+inside torchelastic's error record, SageMaker's Open MPI prefix, JSON-lines records, pasted tails,
+aborts that echo the NCCL watchdog, NCCL version banners that differ between nodes.
+
+Fast: text in, built from the message templates of the installed torch (elastic/multiprocessing/
+errors/__init__.py, ProcessGroupNCCL), deepspeed (runtime/config.py) and NCCL's src/init.cc banner.
+"""
+from __future__ import annotations
+
+import pytest
+
+from dsdoctor.detect.failure import _task_ranks
+from dsdoctor.pipeline import Diagnoser
+from dsdoctor.rules import RuleSet
+from dsdoctor.sources.lines import clean
+from dsdoctor.sources.logs import events_from_text
+
+RULES = RuleSet.load()
+
+
+def findings(text: str):
+    d = Diagnoser(rules=RULES)
+    d.feed_all(events_from_text(text))
+    return [f for f in d.finish() if f.severity != "info"]
+
+
+def record(rank: int, code: int, message: list[str], prefix: str = "") -> str:
+    """One torchelastic ChildFailedError table (errors/__init__.py _MSG_FORMAT_TEMPLATE) whose root
+    cause record holds `message` in its 'traceback :' field."""
+    lines = ["torch.distributed.elastic.multiprocessing.errors.ChildFailedError: ", "=" * 40, "train.py FAILED",
+             "-" * 40, "Failures:", "  <NO_OTHER_FAILURES>", "-" * 40, "Root Cause (first observed failure):", "[0]:",
+             "  time      : 2026-12-05_10:42:17", "  host      : node-a", f"  rank      : {rank} (local_rank: {rank % 8})",
+             f"  exitcode  : {code} (pid: 4242)", "  error_file: /tmp/torchelastic_x/none_0/attempt_0/0/error.json",
+             "  traceback : " + message[0], *message[1:], "=" * 40]
+    return "".join(prefix + ln + "\n" for ln in lines)
+
+
+BATCH_TB = ["Traceback (most recent call last):",
+            '  File "/usr/lib/python3/site-packages/deepspeed/runtime/config.py", line 649, in _set_batch_related_parameters',
+            "    assert False, \\",
+            "AssertionError: Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided"]
+
+
+@pytest.mark.parametrize("prefix", ["", "node1: "])
+def test_a_traceback_inside_the_error_record_takes_the_records_rank(prefix):
+    (f,) = findings(record(5, 1, BATCH_TB, prefix))
+    assert f.category == "config_error" and f.ranks == [5]
+
+
+def test_the_lent_rank_ends_with_the_traceback():
+    text = record(5, 1, BATCH_TB) + "some later line\nValueError: an unrelated error\n"
+    evs = [e for e in events_from_text(text) if e.kind == "exception" and "ChildFailedError" not in e.data["type"]]
+    assert [e.rank for e in evs] == [5, None]
+
+
+def test_a_chained_exception_inside_the_record_keeps_the_rank():
+    chained = ["Traceback (most recent call last):", '  File "train.py", line 3, in <module>', "    cfg = load()",
+               "KeyError: 'train_batch_size'", "", "The above exception was the direct cause of the following exception:",
+               "", "Traceback (most recent call last):", '  File "train.py", line 5, in <module>', "    raise RuntimeError('bad config')",
+               "RuntimeError: bad config"]
+    evs = [e for e in events_from_text(record(6, 1, chained)) if e.kind == "exception" and "ChildFailedError" not in e.data["type"]]
+    assert [e.rank for e in evs] == [6, 6]
+
+
+def test_a_signal_record_lends_no_rank():
+    text = record(2, -6, ["Signal 6 (SIGABRT) received by PID 4242"]) + "ValueError: later\n"
+    assert [e.rank for e in events_from_text(text) if e.kind == "exception" and "ChildFailedError" not in e.data["type"]] == [None]
+
+
+@pytest.mark.parametrize("raw,rank", [
+    ("[1,mpirank:3,algo-1]<stderr>:RuntimeError: CUDA error: an illegal memory access was encountered", 3),
+    ("[1,mpirank:12,algo-2]<stdout>:hello", 12),
+    ('{"level": "ERROR", "rank": 6, "msg": "RuntimeError: CUDA error: uncorrectable ECC error encountered"}', 6),
+    ('{"level": "ERROR", "local_rank": 6, "msg": "x"}', None),
+])
+def test_rank_of_sagemaker_prefix_and_json_records(raw, rank):
+    assert clean(raw)[1] == rank
+
+
+def timeout(r: int) -> str:
+    return (f"{r}: [E1205 10:41:1{r % 10}.1 ProcessGroupNCCL.cpp:632] [PG ID 0 PG GUID 0(default_pg) Rank {r}] Watchdog caught "
+            f"collective operation timeout: WorkNCCL(SeqNum=44, OpType=ALLREDUCE, NumelIn=8, NumelOut=8, "
+            f"Timeout(ms)=600000) ran for 600081 milliseconds before timing out.\n")
+
+
+def test_a_tail_that_starts_inside_the_timeouts_names_no_silent_rank():
+    text = "".join(timeout(r) for r in range(4, 8)) + "srun: error: node-a: tasks 0-7: Aborted (core dumped)\n"
+    (f,) = findings(text)
+    assert f.category == "comm_stall" and f.rule != "comm-timeout-silent-rank"
+
+
+def test_a_rank_missing_in_the_middle_is_still_silent():
+    text = "training...\n" + "".join(timeout(r) for r in (0, 1, 3))
+    assert findings(text)[0].rule == "comm-timeout-silent-rank"
+
+
+def test_heartbeat_monitor_abort_is_not_a_native_crash():
+    text = ("[1,mpirank:9,algo-2]<stderr>:[E1205 10:40:01.223 ProcessGroupNCCL.cpp:1484] [PG ID 0 PG GUID 0(default_pg) "
+            "Rank 9] Heartbeat monitor timed out! Process will be terminated after dumping debug info. workMetaList_.size()=3\n"
+            "mpirun.real noticed that process rank 9 with PID 0 on node algo-2 exited on signal 6 (Aborted).\n")
+    assert findings(text)[0].category == "comm_stall"
+
+
+def test_srun_task_lists():
+    assert _task_ranks("0-3,8") == {0, 1, 2, 3, 8} and _task_ranks(None) == set() and _task_ranks("x") == set()
+
+
+BANNER = "{h}: {h}:55{n}:55{n} [0] NCCL INFO NCCL version {v}\n"
+
+
+def test_nodes_with_different_nccl_releases():
+    text = BANNER.format(h="node-a", n=10, v="2.18.1+cuda12.1") + BANNER.format(h="node-b", n=11, v="2.21.5+cuda12.4")
+    (f,) = findings(text)
+    assert f.rule == "nccl-version-mismatch" and "2.18.1" in f.title and "2.21.5" in f.title
+
+
+def test_the_same_process_printing_a_new_release_is_a_rerun():
+    text = "[rank0]:" + BANNER.format(h="node-a", n=10, v="2.18.1+cuda12.1") + "[rank0]:" + BANNER.format(
+        h="node-a", n=10, v="2.21.5+cuda12.4") + "[rank1]:" + BANNER.format(h="node-b", n=11, v="2.21.5+cuda12.4")
+    assert findings(text) == []
+
+
+def test_torchs_nccl_version_in_an_error_is_no_banner():
+    evs = events_from_text("torch.distributed.DistBackendError: NCCL error in: /pytorch/torch/csrc/distributed/c10d/"
+                           "NCCLUtils.hpp:317, unhandled system error, NCCL version 2.21.5\n")
+    assert not [e for e in evs if e.kind == "nccl_version"]
+
+
+def test_nccls_shm_segment_in_torchs_last_error_line_is_ncclS():
+    text = ("torch.distributed.DistBackendError: NCCL error in: /pytorch/torch/csrc/distributed/c10d/NCCLUtils.hpp:317, "
+            "unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5\n"
+            "ncclSystemError: System call (e.g. socket, malloc) or external library call failed or device error. \n"
+            "Last error:\n"
+            "Error while creating shared memory segment /dev/shm/nccl-0cN1hV (size 9637888), error: No space left on device (28)\n")
+    assert findings(text)[0].category == "nccl_error"
