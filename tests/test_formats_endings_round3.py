@@ -133,3 +133,22 @@ def test_nccls_shm_segment_in_torchs_last_error_line_is_ncclS():
             "Last error:\n"
             "Error while creating shared memory segment /dev/shm/nccl-0cN1hV (size 9637888), error: No space left on device (28)\n")
     assert findings(text)[0].category == "nccl_error"
+
+
+PDSH_TIMEOUT = ("{h}: [E ProcessGroupNCCL.cpp:821] [Rank {r}] Watchdog caught collective operation timeout: WorkNCCL("
+                "SeqNum=77, OpType=ALLREDUCE, Timeout(ms)=1800000) ran for 1806271 milliseconds before timing out.\n")
+
+
+def test_pdsh_node_whose_ranks_only_timed_out_is_not_the_root_cause():
+    text = PDSH_TIMEOUT.format(h="node1", r=0) + PDSH_TIMEOUT.format(h="node1", r=1) + \
+        "pdsh@vm: node1: ssh exited with exit code 250\n"
+    assert findings(text)[0].category == "comm_stall"
+
+
+def test_pdsh_node_with_an_error_of_its_own_stays_first():
+    text = (PDSH_TIMEOUT.format(h="node1", r=0) +
+            "node1: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 1 has a total capacity of 79.15 GiB of which 1.10 GiB is free.\n"
+            + PDSH_TIMEOUT.format(h="node2", r=8) +
+            "pdsh@vm: node1: ssh exited with exit code 1\npdsh@vm: node2: ssh exited with exit code 1\n")
+    fs = findings(text)
+    assert fs[0].category == "oom" and not any("node2" in f.title for f in fs)

@@ -78,7 +78,7 @@ def collective_timeout(line: Line, st: StreamState):
         seen.add(k)
     blocking = "Watchdog" not in t
     return line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend="nccl",
-                      pg=pg, blocking=blocking, **d)
+                      pg=pg, blocking=blocking, host=line.host, **d)
 
 
 # A C++ stack trace of the watchdog thread whose head was cut off (pasted excerpts keep the
