@@ -152,3 +152,22 @@ def test_pdsh_node_with_an_error_of_its_own_stays_first():
             "pdsh@vm: node1: ssh exited with exit code 1\npdsh@vm: node2: ssh exited with exit code 1\n")
     fs = findings(text)
     assert fs[0].category == "oom" and not any("node2" in f.title for f in fs)
+
+
+XID74 = "kernel: NVRM: Xid (PCI:0000:3b:00): 74, pid={pid}, name=python, NVLink: fatal error detected on link 4\n"
+
+
+@pytest.mark.parametrize("text,ranks", [
+    # the pid of the Xid is the pid of rank 3's NCCL WARN line
+    ("[1,mpirank:3,algo-1]<stderr>:algo-1:311:402 [3] enqueue.cc:1403 NCCL WARN Cuda failure 'an illegal memory access was encountered'\n"
+     "[1,mpirank:5,algo-1]<stderr>:algo-1:313:404 [5] enqueue.cc:1403 NCCL WARN Cuda failure 'an illegal memory access was encountered'\n"
+     + XID74.format(pid=311), [3]),
+    # no pid to match: the only rank with a GPU error
+    ("[1,6]<stderr>:RuntimeError: CUDA error: uncorrectable ECC error encountered\n" + XID74.format(pid=999), [6]),
+    # two ranks and no pid: none named
+    ("[1,6]<stderr>:RuntimeError: CUDA error: uncorrectable ECC error encountered\n"
+     "[1,7]<stderr>:RuntimeError: CUDA error: uncorrectable ECC error encountered\n" + XID74.format(pid=999), []),
+])
+def test_the_rank_behind_a_driver_xid(text, ranks):
+    (f,) = [f for f in findings(text) if f.rule == "hw-xid-gpu-fault"]
+    assert f.ranks == ranks
