@@ -171,3 +171,24 @@ XID74 = "kernel: NVRM: Xid (PCI:0000:3b:00): 74, pid={pid}, name=python, NVLink:
 def test_the_rank_behind_a_driver_xid(text, ranks):
     (f,) = [f for f in findings(text) if f.rule == "hw-xid-gpu-fault"]
     assert f.ranks == ranks
+
+
+def test_a_watchdog_abort_reported_by_the_launcher_is_no_vanished_rank():
+    # launch.py's 'exits with return code = -6' of a rank the watchdog took down: no host OOM
+    text = ("[2026-12-05 10:00:00,000] [INFO] [launch.py:146:main] WORLD INFO DICT: {'localhost': [0, 1, 2, 3]}\n"
+            "[2026-12-05 10:00:00,000] [INFO] [launch.py:163:main] dist_world_size=4\n"
+            + "".join(f"[E ProcessGroupNCCL.cpp:828] [Rank {r}] Watchdog caught collective operation timeout: WorkNCCL("
+                      f"SeqNum=2412, OpType=ALLREDUCE, Timeout(ms)=1800000) ran for 1800572 milliseconds before timing out.\n"
+                      for r in (0, 1, 2))
+            + "[2026-12-05 10:41:00,001] [INFO] [launch.py:315:sigkill_handler] Killing subprocess 5501\n"
+            "[2026-12-05 10:41:00,002] [ERROR] [launch.py:321:sigkill_handler] ['/usr/bin/python', '-u', 'train.py', "
+            "'--local_rank=0'] exits with return code = -6\n")
+    f = findings(text)[0]
+    assert f.rule == "comm-timeout-silent-rank" and 3 in f.ranks     # dist_world_size=4: rank 3 never reported
+
+
+def test_a_task_that_crashed_before_srun_cancelled_the_step_is_the_cause():
+    text = ("srun: error: gpu-node-07: task 3: Segmentation fault (core dumped)\nsrun: Terminating StepId=5512.0\n"
+            "0: slurmstepd: error: *** STEP 5512.0 ON gpu-node-07 CANCELLED AT 2026-12-05T10:50:01 ***\n")
+    f = findings(text)[0]
+    assert f.rule == "failure-crash-signal" and 3 in f.ranks

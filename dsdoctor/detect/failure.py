@@ -106,6 +106,7 @@ class FailureDetector(Detector):
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
         self.progress_times: list[float] = []             # times of the last progress events (distinct)
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
+        self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -224,9 +225,10 @@ class FailureDetector(Detector):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
         stop = self._scheduler_stop()
-        if stop is not None and stop[1].data.get("reason") == "scancel" and self.kills and self.kills[0][0] < stop[0]:
-            # a task SIGKILLed before its step was cancelled: srun tore the step down because that
-            # task died (srun's '_step_signal: Terminating StepId'), so the kill is the cause
+        died_first = [sq for sq, e in self.kills + self.signals if not e.data.get("reason")]
+        if stop is not None and stop[1].data.get("reason") == "scancel" and died_first and min(died_first) < stop[0]:
+            # a task SIGKILLed (or crashed: 'task 3: Segmentation fault') before its step was cancelled:
+            # srun tore the step down because that task died (srun's 'Terminating StepId'), so the death is the cause
             stop = None
         if stop is not None and (primary is None or primary.seq > stop[0]):
             # Slurm ended the job (time limit, preemption, scancel): the SIGKILLs after its
@@ -298,7 +300,9 @@ class FailureDetector(Detector):
             # was taken down (a pasted tail may hold the timeouts of only some of them)
             tasks = _task_ranks(ev.data.get("tasks"))
             return rank is None or None in self.terminated or rank in self.terminated or bool(tasks & self.terminated)
-        self.signals = [(s, e) for s, e in self.signals if not echo(e)]
+        kept = [(s, e) for s, e in self.signals if not echo(e)]
+        self.aborts_echoed = len(kept) < len(self.signals)
+        self.signals = kept
 
     def _decisive_group(self) -> _Group | None:
         # an exception after which its input went on training (a caught error printed with its
@@ -310,8 +314,10 @@ class FailureDetector(Detector):
         return min(fatal, key=lambda g: (-g.weight, g.seq))
 
     def _vanished(self) -> bool:
-        """Ranks stopped by the launcher with no exit code, signal or traceback anywhere."""
-        return bool(self.killing) and not self.exits and not self.signals and self._decisive_group() is None
+        """Ranks stopped by the launcher with no exit code, signal or traceback anywhere (a SIGABRT
+        that echoed the NCCL watchdog is an exit code that says why: nothing vanished)."""
+        return bool(self.killing) and not self.exits and not self.signals and not self.aborts_echoed \
+            and self._decisive_group() is None
 
     def _phase(self) -> tuple[str | None, str | None]:
         """(phase, text) of what the run was doing at its end."""

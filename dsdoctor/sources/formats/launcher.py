@@ -81,6 +81,18 @@ def deepspeed_launcher_node(line: Line, st: StreamState):
     return None
 
 
+# launch.py main: 'dist_world_size={n}' (every node's launcher, once): the job's world size
+_DIST_WS = compile_later(r"\bdist_world_size=(\d+)\s*$")
+
+
+@on("dist_world_size=")
+def deepspeed_launcher_world_size(line: Line, st: StreamState):
+    m = _DIST_WS.search(line.text)
+    if not m or int(m.group(1)) < 1 or not st.once(("dist_world_size", m.group(1))):
+        return None
+    return line.event("context", world_size=int(m.group(1)))
+
+
 # ---------------------------------------------------------------- torchelastic (elastic/)
 _TE_RANK = compile_later(r"^\s*rank\s*: (\d+) \(local_rank: (\d+)\)")
 _TE_HOST = compile_later(r"^\s*host\s*: (\S+)")
