@@ -192,3 +192,13 @@ def test_a_task_that_crashed_before_srun_cancelled_the_step_is_the_cause():
             "0: slurmstepd: error: *** STEP 5512.0 ON gpu-node-07 CANCELLED AT 2026-12-05T10:50:01 ***\n")
     f = findings(text)[0]
     assert f.rule == "failure-crash-signal" and 3 in f.ranks
+
+
+def test_a_config_value_left_as_a_string_is_named_by_its_engine_accessor():
+    # a real DeepSpeed 0.19 run with "gradient_clipping": "auto" given to deepspeed.initialize
+    text = ("[rank0]:   File \"/usr/lib/python3/site-packages/deepspeed/runtime/engine.py\", line 3506, in _take_model_step\n"
+            "[rank0]:     if self.gradient_clipping() > 0.0:\n"
+            "[rank0]:        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+            "[rank0]: TypeError: '>' not supported between instances of 'str' and 'float'\n")
+    f = findings(text)[0]
+    assert f.rule == "log-cfg-auto-left" and f.key == "gradient_clipping" and f.ranks == [0]

@@ -365,6 +365,41 @@ def batch_str(line: Line, st: StreamState):
                       message=line.text.strip()[-300:])
 
 
+# The same elsewhere in the engine: a config value read through its accessor (runtime/engine.py
+# DeepSpeedEngine._take_model_step 'if self.gradient_clipping() > 0.0:', the optimizer / scheduler
+# params, bucket sizes) is still a string ("auto", or a quoted number) and the comparison or
+# arithmetic on it raises a TypeError naming 'str'. The frame in deepspeed/runtime/ arms it; the code
+# line right after the frame (handed over by any identifier character, not chained) names the
+# accessor when it is `self.<name>()`.
+_DS_ACCESSOR = compile_later(r"\bself\.(\w+)\(\)")
+
+
+@on('deepspeed/runtime/', continuation=tuple("abcdefghijklmnopqrstuvwxyz_"), chain=False)
+def runtime_frame(line: Line, st: StreamState):
+    if 'deepspeed/runtime/' in line.text and 'File "' in line.text:
+        st.scratch["ds_runtime_frame"] = [line.lineno, None]
+        return None
+    armed = st.scratch.get("ds_runtime_frame")
+    if armed is not None and line.lineno - armed[0] == 1:
+        m = _DS_ACCESSOR.search(line.text)
+        armed[1] = m.group(1) if m else None
+    return None
+
+
+@on("not supported between instances of 'str'", "unsupported operand type(s) for",
+    "must be real number, not str", "can't multiply sequence by non-int of type")
+def runtime_str(line: Line, st: StreamState):
+    armed = st.scratch.get("ds_runtime_frame")
+    t = line.text
+    if armed is None or not 0 < line.lineno - armed[0] <= 6 or "TypeError" not in t or "'str'" not in t and " str" not in t:
+        return None
+    if st.scratch.get("ds_batch_frame") is not None:
+        return None             # the batch arithmetic: batch_str has it
+    st.scratch.pop("ds_runtime_frame", None)
+    return line.event("config_error", error="auto_left", key=armed[1] or "(a config value)", accessor=armed[1],
+                      message=t.strip()[-300:])
+
+
 # runtime/config.py: DeepSpeedConfig.__init__ (and accelerate utils/deepspeed.py: HfDeepSpeedConfig)
 # when the config argument is neither a dict nor an existing file nor base64
 _CFG_PATH = compile_later(r"Expected a string path to an existing deepspeed config.*?Received: (.+)$")
