@@ -202,3 +202,14 @@ def test_a_config_value_left_as_a_string_is_named_by_its_engine_accessor():
             "[rank0]: TypeError: '>' not supported between instances of 'str' and 'float'\n")
     f = findings(text)[0]
     assert f.rule == "log-cfg-auto-left" and f.key == "gradient_clipping" and f.ranks == [0]
+
+
+def test_auto_passed_to_a_compiled_optimizer_op():
+    # a real DeepSpeed 0.19 run with optimizer.params {"lr": "auto", "weight_decay": "auto"} (FusedAdam's op)
+    text = ("[rank0]:   File \"/usr/lib/python3/site-packages/deepspeed/ops/adam/multi_tensor_apply.py\", line 17, in __call__\n"
+            "[rank0]: TypeError: multi_tensor_adam(): incompatible function arguments. The following argument types are supported:\n"
+            "[rank0]:     1. (arg0: typing.SupportsInt | typing.SupportsIndex, arg1: torch.Tensor) -> None\n"
+            "[rank0]: \n[rank0]: Invoked with: 65536, tensor([0], dtype=torch.int32), [[tensor([[-0.0971, -0.1312],\n"
+            "[rank0]:         [0., 0.]])]], 'auto', 0.9, 0.999, 1e-08, 1, 1, 1, 'auto'\n")
+    f = findings(text)[0]
+    assert f.rule == "log-cfg-auto-left" and f.key == "optimizer.params"

@@ -397,7 +397,33 @@ def runtime_str(line: Line, st: StreamState):
         return None             # the batch arithmetic: batch_str has it
     st.scratch.pop("ds_runtime_frame", None)
     return line.event("config_error", error="auto_left", key=armed[1] or "(a config value)", accessor=armed[1],
-                      message=t.strip()[-300:])
+                      op=None, message=t.strip()[-300:])
+
+
+# The same value reaching a compiled DeepSpeed op: pybind11 refuses the call ('multi_tensor_adam():
+# incompatible function arguments. The following argument types are supported: ...' then 'Invoked with:
+# ...' and the arguments, lr / weight_decay among them, on the lines after), as a real run with
+# optimizer.params {"lr": "auto"} given to deepspeed.initialize prints it (deepspeed/ops/adam/fused_adam.py
+# FusedAdam.step -> multi_tensor_apply.py). A quoted 'auto' among the arguments names the cause.
+_PYBIND_FN = compile_later(r"(\w+)\(\): incompatible function arguments")
+
+
+@on("incompatible function arguments")
+def pybind_refused(line: Line, st: StreamState):
+    m = _PYBIND_FN.search(line.text)
+    st.scratch["ds_pybind"] = [line.lineno, m.group(1) if m else None, line.text.strip()[-300:]]
+    return None
+
+
+@on("'auto'")
+def pybind_auto_argument(line: Line, st: StreamState):
+    armed = st.scratch.get("ds_pybind")
+    if armed is None or not 0 < line.lineno - armed[0] <= 60:
+        return None
+    st.scratch.pop("ds_pybind", None)
+    op = armed[1] or ""
+    key = "optimizer.params" if any(w in op for w in ("adam", "lamb", "lion", "adagrad", "muon")) else "(a config value)"
+    return line.event("config_error", error="auto_left", key=key, accessor=None, op=op or None, message=armed[2])
 
 
 # runtime/config.py: DeepSpeedConfig.__init__ (and accelerate utils/deepspeed.py: HfDeepSpeedConfig)
