@@ -134,13 +134,16 @@ class MultiNodeDetector(Detector):
         """pdsh names the nodes in the order their ssh ended, which is not always the order their
         ranks died: a rank that dies silently (os._exit, a kill) can take longer to tear down its
         ssh than the peer that then fails with 'Connection reset by peer'. When the node pdsh saw
-        first only has such echoes and a later one has none, the later one ended first; when no
-        node pdsh names has more than echoes, the one that ended first is not in this log
-        (`only_echoes`: the node-exited-first rule then leaves the timeouts to speak)."""
+        first only has such echoes and a later one has none, the later one ended first. When it is
+        the only node pdsh names and it only has echoes, the node that ended first is not in this log
+        (`only_echoes`: the node-exited-first rule then leaves the timeouts to speak); with several
+        nodes that all only lost a peer, pdsh's order is the best word there is."""
         s = self._first_exit
         if s is None or s.facts.get("who") != "pdsh" or not self._is_echo(s.facts.get("node"), sorted(s.ranks)):
             return
-        s.facts["only_echoes"] = True
+        if not self._later_exits:
+            s.facts["only_echoes"] = True
+            return
         for ev in self._later_exits:
             d = ev.data
             ranks = [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
