@@ -399,8 +399,13 @@ def warn_cause(msg: str) -> str | None:
     if "closed by remote peer" in m or "Connection reset by peer" in m or "Call to recv" in m:
         return "remote_exit"
     if "Cuda failure" in m or "CUDA failure" in m or "cudaError" in m:
-        return "cuda"
+        # the CUDA error NCCL quotes (cudaGetErrorString) names a build or a driver, not a GPU fault
+        return "cuda_env" if _CUDA_ENV.search(m) else "cuda"
     return None
+
+
+_CUDA_ENV = compile_later(r"no kernel image is available|driver version is insufficient|"
+                          r"forward compatibility was attempted|cudaErrorNoKernelImageForDevice|cudaErrorInsufficientDriver")
 
 
 # NCCL transport/net_ib.cc ncclIbAsyncThreadMain warns every async event but COMM_EST ('NET/IB :
