@@ -77,6 +77,14 @@ def test_rank_of_sagemaker_prefix_and_json_records(raw, rank):
     assert clean(raw)[1] == rank
 
 
+def test_kubectl_prefix_is_the_pods_and_comes_off():
+    # kubectl logs --prefix: '[pod/{pod}/{container}] ' before every line, a traceback's too
+    assert clean("[pod/ft-worker-2/pytorch] [rank3]:RuntimeError: CUDA error: x") == \
+        ("RuntimeError: CUDA error: x", 3, None, "ft-worker-2")
+    text = "".join("[pod/ft-worker-2/pytorch] " + ln + "\n" for ln in BATCH_TB)
+    assert findings(text)[0].category == "config_error"
+
+
 def timeout(r: int) -> str:
     return (f"{r}: [E1205 10:41:1{r % 10}.1 ProcessGroupNCCL.cpp:632] [PG ID 0 PG GUID 0(default_pg) Rank {r}] Watchdog caught "
             f"collective operation timeout: WorkNCCL(SeqNum=44, OpType=ALLREDUCE, NumelIn=8, NumelOut=8, "

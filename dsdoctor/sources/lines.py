@@ -24,6 +24,8 @@ _PREFIXES = [
     (re.compile(r"^\[(?:rank|default|\d+,(?:mpirank:)?)(\d+)(?:,[\w.-]+)?\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
     # srun --label / torchrun's "0: " prefix
     (re.compile(r"^(\d{1,5}):\s"), "rank"),
+    # kubectl logs --prefix (Kubeflow PyTorchJob pods): "[pod/{pod}/{container}] ", the pod standing for the node
+    (re.compile(r"^\[pod/([\w.-]+)/[\w.-]+\]\s"), "host"),
     # Ray actors: "(RayTrainWorker pid=123, ip=10.0.0.1) "
     (re.compile(r"^\((?:[\w.]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s"), None),
     # pdsh "host: " (lowercase host names with a digit, so 'ERROR: ...' is not a host)
@@ -100,7 +102,7 @@ def _may_start(s: str) -> bool:
     c = s[:1]
     if c == "[":                      # [rank3]: [default3]: [2024-...] [E1205 ...
         n = s[1:2]
-        return n == "r" or n == "d" or n.isdecimal() or (n in "IWEF" and s[2:3].isdecimal())
+        return n == "r" or n == "d" or n.isdecimal() or (n in "IWEF" and s[2:3].isdecimal()) or s[1:5] == "pod/"
     return c == "(" or c.isdecimal() or "a" <= c <= "z" or (c in "IWEF" and s[1:2].isdecimal())
 
 
