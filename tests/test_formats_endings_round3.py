@@ -221,3 +221,16 @@ def test_auto_passed_to_a_compiled_optimizer_op():
             "[rank0]:         [0., 0.]])]], 'auto', 0.9, 0.999, 1e-08, 1, 1, 1, 'auto'\n")
     f = findings(text)[0]
     assert f.rule == "log-cfg-auto-left" and f.key == "optimizer.params"
+
+
+@pytest.mark.parametrize("model,field,value,patch", [
+    # pydantic prints input_value as a Python repr; a nested field as its dotted path
+    ("DeepSpeedBF16Config", "enable", "True", {"bf16": {"enable": None, "enabled": True}}),
+    ("DeepSpeedZeroConfig", "offload_param.pin_memroy", "True",
+     {"zero_optimization": {"offload_param": {"pin_memroy": None, "pin_memory": True}}}),
+])
+def test_a_misspelt_pydantic_field_is_renamed_with_its_value(model, field, value, patch):
+    text = (f"pydantic_core._pydantic_core.ValidationError: 1 validation error for {model}\n{field}\n"
+            f"  Extra inputs are not permitted [type=extra_forbidden, input_value={value}, input_type=bool]\n")
+    (ev,) = [e for e in events_from_text(text) if e.kind == "config_error"]
+    assert ev.data["patch"] == patch

@@ -595,9 +595,12 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
     if known:
         data.update(real_key=known[0], note=known[1])
     elif kind == "extra_key" and field and section:
-        near = _misspelt(section, field)
+        # a nested field comes as its dotted path ('offload_param.pin_memroy'): its own sub-section
+        sub, _, leaf_name = field.rpartition(".")
+        where = f"{section}.{sub}" if sub else section
+        near = _misspelt(where, leaf_name)
         if near:
-            data.update(real_key=f"{section}.{near}", note="It looks like a misspelling")
+            data.update(real_key=f"{where}.{near}", note="It looks like a misspelling")
     if kind == "extra_key" and field:
         data["patch"] = nested(key, None)             # remove the key DeepSpeed rejects
         if not known and data.get("real_key") and data["input_value"] is not None:
@@ -835,4 +838,11 @@ def _json_value(text: str):
     try:
         return json.loads(text.strip().strip("'\""))
     except ValueError:
+        pass
+    # pydantic prints input_value as a Python repr (True, False, None, 'cpu'): read it as a literal
+    import ast
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None
+    return value if isinstance(value, (bool, int, float, str)) or value is None else None
