@@ -67,6 +67,7 @@ KINDS: dict[str, str] = {
     "nccl_error": "error ('unhandled system error', ...), detail, code ('ncclSystemError', ...), nccl_version, cause (set when the line itself says: 'watchdog_hang', 'remote_exit', 'rendezvous' + rdzv, peer)",
     "nccl_warn": "msg, cause ('duplicate_gpu'|'shm'|'interface'|'connection_refused'|'ib'|'remote_exit'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
     "nccl_transport": "transport ('Socket'|'IB'|...|None), detail ('ib_not_found'|'channel': a channel through the network|'nodes': the communicator's node count in `nodes`|None), host",
+    "nccl_version": "version (e.g. '2.21.5'), cuda ('12.4'), host: NCCL's banner 'NCCL version {v}+cuda{c}' one process printed",
     "comm_abort": "error ('watchdog_abort'): ProcessGroupNCCL's watchdog took the process down after a collective failed or timed out",
     "gloo_error": "msg, cause ('remote_exit'|'connect'|'timeout_secondary'), peer",
     "desync_report": "lagging ranks, seq, detail",

@@ -404,8 +404,27 @@ def test_pydantic_errors_name_the_key(text, field, rule):
     assert fs[0].rule == rule and fs[0].key.endswith(field)
 
 
-def test_unknown_extra_key_still_names_the_section():
+def test_unknown_extra_key_is_named_with_its_section():
+    # the field line holds no known word: it is read as the line right after the header
     fs = findings("1 validation error for DeepSpeedZeroConfig\nmy_custom_thing\n  Extra inputs are not permitted "
+                  "[type=extra_forbidden, input_value=1, input_type=int]\n")
+    assert fs[0].rule == "log-cfg-extra-key" and fs[0].key == "zero_optimization.my_custom_thing"
+
+
+def test_every_field_of_a_multi_error_pydantic_report_is_named():
+    # pydantic 2 (DeepSpeed 0.15+ config_utils.DeepSpeedConfigModel): each error is the field,
+    # the reason, then the errors.pydantic.dev link; the next field follows the link
+    link = "    For further information visit https://errors.pydantic.dev/2.14/v/extra_forbidden\n"
+    fs = findings("pydantic_core._pydantic_core.ValidationError: 2 validation errors for DeepSpeedZeroConfig\n"
+                  "overlap_com\n  Extra inputs are not permitted [type=extra_forbidden, input_value=True, input_type=bool]\n"
+                  + link + "round_robin_gradient\n  Extra inputs are not permitted [type=extra_forbidden, "
+                  "input_value=True, input_type=bool]\n" + link)
+    assert {f.key for f in fs if f.rule == "log-cfg-extra-key"} == {
+        "zero_optimization.overlap_com", "zero_optimization.round_robin_gradient"}
+
+
+def test_unknown_extra_key_without_its_field_line_still_names_the_section():
+    fs = findings("1 validation error for DeepSpeedZeroConfig\n  Extra inputs are not permitted "
                   "[type=extra_forbidden, input_value=1, input_type=int]\n")
     assert fs[0].rule == "log-cfg-extra-key" and fs[0].key == "zero_optimization"
 

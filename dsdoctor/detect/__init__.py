@@ -14,6 +14,7 @@ from .localize import NonFiniteModuleDetector
 from .lr import LRScheduleDetector
 from .memory import MemoryDetector
 from .multinode import MultiNodeDetector
+from .nccl_version import NcclVersionDetector
 from .nonfinite import NonFiniteDetector
 from .passthrough import PassThroughDetector
 from .run_end import RunEndDetector
@@ -34,6 +35,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     FailureDetector,                         # how the run ended: the fallback for failed runs
     MultiNodeDetector,                       # roll call, Flight Recorder
     RunEndDetector,                          # a log that ends mid-run with no error
+    NcclVersionDetector,                     # ranks running different NCCL releases
 )
 
 

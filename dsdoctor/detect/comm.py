@@ -19,7 +19,7 @@ from ..findings import MAX_EVIDENCE, Symptom
 from .base import Detector
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
-CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "cuda", "mismatch", "invalid_usage", "internal",
+CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "cuda_env", "cuda", "mismatch", "invalid_usage", "internal",
                "remote_exit", "unknown")
 _CODE_CAUSE = {"ncclUnhandledCudaError": "cuda", "ncclInvalidUsage": "invalid_usage",
                "ncclInvalidArgument": "invalid_usage", "ncclInternalError": "internal",
@@ -291,6 +291,11 @@ class CommDetector(Detector):
         else:
             expected = set(range(max(reporting) + 1))
         silent = sorted(expected - reporting)
+        # a paste that begins inside the burst of timeouts (its first line is one) and lacks exactly
+        # the ranks before the lowest it shows has lost their lines: they may well have reported there
+        if silent == list(range(min(reporting))) and \
+                any(e.line == 1 for e in list(self.timeout_events.values()) + list(self.wd_events.values())):
+            return []
         return silent if 0 < len(silent) < len(reporting) else []
 
     def _nccl_symptom(self) -> Symptom | None:

@@ -90,7 +90,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout")
+             "collective_timeout", "nccl_error")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -113,6 +113,7 @@ class FailureDetector(Detector):
         self.progress_times: list[float] = []             # times of the last progress events (distinct)
         self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
+        self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -145,6 +146,12 @@ class FailureDetector(Detector):
             # down'): that rank's SIGABRT (exit code -6) echoes the timeout even when the terminate lines
             # did not make it into the log
             if (ev.data.get("backend") or "nccl") == "nccl" and not ev.data.get("blocking"):
+                self.terminated.add(ev.rank)
+                self.watchdog_timeouts = True
+        elif k == "nccl_error":
+            # ProcessGroupNCCL's heartbeat monitor ends a rank whose watchdog hung the same way
+            # (HeartbeatMonitor::runLoop -> terminateProcess, a LOG(FATAL) that aborts): SIGABRT
+            if ev.data.get("cause") == "watchdog_hang":
                 self.terminated.add(ev.rank)
                 self.watchdog_timeouts = True
         elif k == "killed":
@@ -227,9 +234,10 @@ class FailureDetector(Detector):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
         stop = self._scheduler_stop()
-        if stop is not None and stop[1].data.get("reason") == "scancel" and self.kills and self.kills[0][0] < stop[0]:
-            # a task SIGKILLed before its step was cancelled: srun tore the step down because that
-            # task died (srun's '_step_signal: Terminating StepId'), so the kill is the cause
+        died_first = [sq for sq, e in self.kills + self.signals if not e.data.get("reason")]
+        if stop is not None and stop[1].data.get("reason") == "scancel" and died_first and min(died_first) < stop[0]:
+            # a task SIGKILLed (or crashed: 'task 3: Segmentation fault') before its step was cancelled:
+            # srun tore the step down because that task died (srun's 'Terminating StepId'), so the death is the cause
             stop = None
         if stop is not None and (primary is None or primary.seq > stop[0]):
             # Slurm ended the job (time limit, preemption, scancel): the SIGKILLs after its
@@ -295,8 +303,15 @@ class FailureDetector(Detector):
                 code = ev.data.get("exitcode")
                 sig = -code if isinstance(code, int) and code < 0 else None
             rank = ev.data.get("rank", ev.rank)
-            return sig == 6 and (rank is None or None in self.terminated or rank in self.terminated)
-        self.signals = [(s, e) for s, e in self.signals if not echo(e)]
+            if sig != 6:
+                return False
+            # srun names a node's tasks as one range ('tasks 0-7: Aborted'): an echo when any of them
+            # was taken down (a pasted tail may hold the timeouts of only some of them)
+            tasks = _task_ranks(ev.data.get("tasks"))
+            return rank is None or None in self.terminated or rank in self.terminated or bool(tasks & self.terminated)
+        kept = [(s, e) for s, e in self.signals if not echo(e)]
+        self.aborts_echoed = len(kept) < len(self.signals)
+        self.signals = kept
 
     def _decisive_group(self) -> _Group | None:
         # an exception after which its input went on training (a caught error printed with its
@@ -308,8 +323,10 @@ class FailureDetector(Detector):
         return min(fatal, key=lambda g: (-g.weight, g.seq))
 
     def _vanished(self) -> bool:
-        """Ranks stopped by the launcher with no exit code, signal or traceback anywhere."""
-        return bool(self.killing) and not self.exits and not self.signals and self._decisive_group() is None
+        """Ranks stopped by the launcher with no exit code, signal or traceback anywhere (a SIGABRT
+        that echoed the NCCL watchdog is an exit code that says why: nothing vanished)."""
+        return bool(self.killing) and not self.exits and not self.signals and not self.aborts_echoed \
+            and self._decisive_group() is None
 
     def _phase(self) -> tuple[str | None, str | None]:
         """(phase, text) of what the run was doing at its end."""
@@ -418,7 +435,8 @@ class FailureDetector(Detector):
                                rank=ev.data.get("rank", ev.rank), phase=phase, phase_text=phase_text,
                                last_step=self.last_step, family="interrupt" if external else "crash",
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode"),
-                               reason=ev.data.get("reason"), host=ev.data.get("node")))
+                               reason=ev.data.get("reason"), host=ev.data.get("node"),
+                               local_rank=ev.data.get("local_rank")))
         if external:
             s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g))
         self._add(s, ev)
@@ -542,3 +560,14 @@ def _duration(seconds: int) -> str:
     if h:
         return f"{h} h {m} min" if m else f"{h} h"
     return f"{m} min" if m else f"{int(seconds)} s"
+
+
+def _task_ranks(tasks) -> set[int]:
+    """srun's task list ('0-7', '3', '0,2,4-5') as ranks; empty when there is none."""
+    out: set[int] = set()
+    for part in str(tasks or "").split(","):
+        a, _, b = part.partition("-")
+        if a.strip().isdigit() and (not b or b.strip().isdigit()):
+            lo, hi = int(a), int(b or a)
+            out.update(range(lo, min(hi, lo + 4096) + 1))
+    return out

@@ -41,7 +41,7 @@ def where_text(missing_hosts: dict[str, Any]) -> str:
 
 
 class MultiNodeDetector(Detector):
-    kinds = ("roll_call", "flight_recorder", "node_exit", "exception")
+    kinds = ("roll_call", "flight_recorder", "node_exit", "exception", "collective_timeout")
 
     def __init__(self) -> None:
         self._roll: Symptom | None = None
@@ -49,6 +49,8 @@ class MultiNodeDetector(Detector):
         self._later_exits: list[Event] = []         # pdsh's other failed nodes, in the order it saw them end
         self._echo_ranks: set[int] = set()          # ranks that failed because a peer went away
         self._echo_hosts: set[str] = set()          # ... and the pdsh host labels they printed under
+        self._own_ranks: set[int] = set()           # ranks with an error of their own (not a lost peer)
+        self._own_hosts: set[str] = set()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "roll_call":
@@ -57,6 +59,9 @@ class MultiNodeDetector(Detector):
             return self._node_exit(ev, seq)
         if ev.kind == "exception":
             return self._learn_echo(ev)
+        if ev.kind == "collective_timeout":     # the watchdog's timeout: this rank waited on another
+            self._echo(ev.rank, ev.data.get("host"))
+            return ()
         return self._flight_recorder(ev, seq)
 
     def finish(self) -> Iterable[Symptom]:
@@ -93,7 +98,7 @@ class MultiNodeDetector(Detector):
             return ()
         ranks = [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
         s = symptom_from(ev, seq, "node_exit", key=(), node=d.get("node"), exitcode=d.get("exitcode"),
-                         who=d.get("who"), ranks_known=bool(ranks))
+                         who=d.get("who"), ranks_known=bool(ranks), only_echoes=False)
         s.ranks = set(ranks)
         if self._first_exit is None:
             self._first_exit = s
@@ -105,24 +110,39 @@ class MultiNodeDetector(Detector):
         d = ev.data
         fam = classify(str(d.get("type") or ""), str(d.get("message") or ""), d.get("raise_site"), d.get("frames"))
         if fam.name == "comm":
-            if ev.rank is not None:
-                self._echo_ranks.add(int(ev.rank))
-            if d.get("host"):
-                self._echo_hosts.add(str(d["host"]))
+            self._echo(ev.rank, d.get("host"))
+        else:
+            if ev.rank is not None and len(self._own_ranks) < 100_000:
+                self._own_ranks.add(int(ev.rank))
+            if d.get("host") and len(self._own_hosts) < 4096:
+                self._own_hosts.add(str(d["host"]))
         return ()
 
+    def _echo(self, rank: Any, host: Any) -> None:
+        if rank is not None and len(self._echo_ranks) < 100_000:
+            self._echo_ranks.add(int(rank))
+        if host and len(self._echo_hosts) < 4096:
+            self._echo_hosts.add(str(host))
+
     def _is_echo(self, node: Any, ranks: list[int]) -> bool:
+        # (a node with timeouts on some ranks and an error of its own on another is no echo)
         if ranks:
-            return set(ranks) <= self._echo_ranks
-        return node in self._echo_hosts
+            return set(ranks) <= self._echo_ranks and not set(ranks) & self._own_ranks
+        return node in self._echo_hosts and node not in self._own_hosts
 
     def _first_exit_not_an_echo(self) -> None:
         """pdsh names the nodes in the order their ssh ended, which is not always the order their
         ranks died: a rank that dies silently (os._exit, a kill) can take longer to tear down its
         ssh than the peer that then fails with 'Connection reset by peer'. When the node pdsh saw
-        first only has such echoes and a later one has none, the later one ended first."""
+        first only has such echoes and a later one has none, the later one ended first. When it is
+        the only node pdsh names and it only has echoes, the node that ended first is not in this log
+        (`only_echoes`: the node-exited-first rule then leaves the timeouts to speak); with several
+        nodes that all only lost a peer, pdsh's order is the best word there is."""
         s = self._first_exit
         if s is None or s.facts.get("who") != "pdsh" or not self._is_echo(s.facts.get("node"), sorted(s.ranks)):
+            return
+        if not self._later_exits:
+            s.facts["only_echoes"] = True
             return
         for ev in self._later_exits:
             d = ev.data
@@ -131,7 +151,7 @@ class MultiNodeDetector(Detector):
                 continue
             echo = (f"pdsh saw {s.facts.get('node')} end first (exit code {s.facts.get('exitcode')}), but its "
                     f"rank(s) failed on a lost peer: the echo of {d.get('node')}")
-            s.facts.update(node=d.get("node"), exitcode=d.get("exitcode"), ranks_known=bool(ranks))
+            s.facts.update(node=d.get("node"), exitcode=d.get("exitcode"), ranks_known=bool(ranks), only_echoes=False)
             s.ranks = set(ranks)
             s.evidence = [Evidence(ev.source, ev.line, ev.text or "")] if ev.text else []
             s.evidence.append(Evidence(ev.source, ev.line, echo))

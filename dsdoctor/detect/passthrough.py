@@ -12,6 +12,10 @@ from .base import Detector, symptom_from
 class PassThroughDetector(Detector):
     kinds = ("config_error", "env_error", "hardware", "comm_abort", "collective_mismatch")
 
+    def __init__(self) -> None:
+        self._xids: list[Symptom] = []                 # driver Xid lines: no rank of their own
+        self._gpu_error_ranks: dict[int, set[int | None]] = {}   # rank -> pids of its GPU errors
+
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = dict(ev.data)
         err = str(d.pop("error", "unknown"))
@@ -19,4 +23,23 @@ class PassThroughDetector(Detector):
         key = (d.get("key"), d.get("xid"), d.get("op"))
         s = symptom_from(ev, seq, name, key=key)
         s.facts.update(d)              # not as **d: config errors carry a 'key' fact
+        if ev.kind == "hardware":
+            if d.get("xid") is not None and ev.rank is None and len(self._xids) < 64:
+                self._xids.append(s)
+            elif d.get("xid") is None and ev.rank is not None and len(self._gpu_error_ranks) < 4096:
+                self._gpu_error_ranks.setdefault(ev.rank, set()).add(d.get("pid"))
         return (s,)
+
+    def finish(self) -> Iterable[Symptom]:
+        """The rank behind a driver Xid: the one whose process the Xid names (pid=, as NCCL's WARN
+        line of that rank does), or else the only rank whose process hit a GPU error."""
+        for s in self._xids:
+            if s.ranks:
+                continue
+            pid = s.facts.get("pid")
+            by_pid = {r for r, pids in self._gpu_error_ranks.items() if pid is not None and pid in pids}
+            if by_pid:
+                s.ranks |= by_pid
+            elif len(self._gpu_error_ranks) == 1:
+                s.ranks |= set(self._gpu_error_ranks)
+        return ()

@@ -19,19 +19,20 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PREFIXES = [
     # [rank3]: (torch 2.2+), [default3]: (torchrun --tee / log_line_prefix_template),
     # [1,3]<stderr>: (Open MPI mpirun --tag-output: [jobid,rank]<stream>:,
-    # orte/mca/iof/base/iof_base_output.c)
-    (re.compile(r"^\[(?:rank|default|\d+,)(\d+)\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
+    # orte/mca/iof/base/iof_base_output.c; SageMaker / Horovod jobs show it as
+    # [1,mpirank:3,algo-2]<stderr>:, the rank then the host)
+    (re.compile(r"^\[(?:rank|default|\d+,(?:mpirank:)?)(\d+)(?:,[\w.-]+)?\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
     # srun --label / torchrun's "0: " prefix
     (re.compile(r"^(\d{1,5}):\s"), "rank"),
+    # kubectl logs --prefix (Kubeflow PyTorchJob pods): "[pod/{pod}/{container}] ", the pod standing for the node
+    (re.compile(r"^\[pod/([\w.-]+)/[\w.-]+\]\s"), "host"),
     # Ray actors: "(RayTrainWorker pid=123, ip=10.0.0.1) "
     (re.compile(r"^\((?:[\w.]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s"), None),
     # pdsh "host: " (lowercase host names with a digit, so 'ERROR: ...' is not a host)
     (re.compile(r"^([a-z][a-z0-9_.-]*\d[a-z0-9_.-]*):\s"), "host"),
-    # wrappers a log picks up on its way to the user: `kubectl logs --prefix` ("[pod/NAME/CONTAINER] ",
-    # the pod names the worker), syslog/journald ("Dec 05 10:00:00 HOST python[4242]: "), and the
-    # "> " of a log quoted in a GitHub issue or an e-mail
-    (re.compile(r"^\[pod/([^/\]\s]+)/[^\]\s]*\]\s"), "host"),
-    # (moreutils' `ts` writes the time alone)
+    # wrappers a log picks up on its way to the user: syslog/journald ("Dec 05 10:00:00 HOST
+    # python[4242]: "; moreutils' `ts` writes the time alone), and the "> " of a log quoted in a
+    # GitHub issue or an e-mail
     (re.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
                 r"(?: ([\w.-]+) [\w./-]+(?:\[\d+\])?:)? "), "host"),
     (re.compile(r"^(?:> ?)+"), None),
@@ -53,7 +54,8 @@ _TS = [
 _GLOG = re.compile(r"^\[?[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d)\.(\d+) +\d+ ")
 _YEARLESS = 1972          # the year of a glog time before the log has shown its own (a leap year: 02/29 parses)
 DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
-_RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank=?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b")
+# (the last form: a JSON-lines logger's record field, {"level": "ERROR", "rank": 3, "msg": ...})
+_RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank=?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
 
 
 @dataclass

@@ -24,17 +24,20 @@ class Recognises:
     """One `@on` declaration: the trigger literals and the continuation literals."""
     triggers: tuple[str, ...]
     continuation: tuple[str, ...]
+    chain: bool = True
 
 
-def on(*triggers: str, continuation: Iterable[str] = ()) -> Callable[[Handler], Handler]:
+def on(*triggers: str, continuation: Iterable[str] = (), chain: bool = True) -> Callable[[Handler], Handler]:
     """Mark a recogniser for lines containing any of the literal `triggers`.
 
     `continuation` literals (pieces of a record wrapped over several lines) are only looked
     for in the line right after a line with one of this recogniser's literals: the block
     scanner does not search for them, so a common word such as 'rate:' costs nothing
-    elsewhere (a Megatron iteration line holds a dozen of them)."""
+    elsewhere (a Megatron iteration line holds a dozen of them). A continued line may itself be
+    continued by the next; `chain=False` hands over only the one line right after a trigger line
+    (continuation literals as common as letters would otherwise run on through the log)."""
     def deco(fn: Handler) -> Handler:
-        decl = Recognises(tuple(triggers), tuple(continuation))
+        decl = Recognises(tuple(triggers), tuple(continuation), chain)
         fn.recognises = (*getattr(fn, "recognises", ()), decl)      # type: ignore[attr-defined]
         return fn
     return deco

@@ -369,6 +369,67 @@ def batch_str(line: Line, st: StreamState):
                       message=line.text.strip()[-300:])
 
 
+# The same elsewhere in the engine: a config value read through its accessor (runtime/engine.py
+# DeepSpeedEngine._take_model_step 'if self.gradient_clipping() > 0.0:', the optimizer / scheduler
+# params, bucket sizes) is still a string ("auto", or a quoted number) and the comparison or
+# arithmetic on it raises a TypeError naming 'str'. The frame in deepspeed/runtime/ arms it; the code
+# line right after the frame (handed over by any identifier character, not chained) names the
+# accessor when it is `self.<name>()`.
+_DS_ACCESSOR = compile_later(r"\bself\.(\w+)\(\)")
+
+
+@on('deepspeed/runtime/', continuation=tuple("abcdefghijklmnopqrstuvwxyz_"), chain=False)
+def runtime_frame(line: Line, st: StreamState):
+    if 'deepspeed/runtime/' in line.text and 'File "' in line.text:
+        st.scratch["ds_runtime_frame"] = [line.lineno, None]
+        return None
+    armed = st.scratch.get("ds_runtime_frame")
+    if armed is not None and line.lineno - armed[0] == 1:
+        m = _DS_ACCESSOR.search(line.text)
+        armed[1] = m.group(1) if m else None
+    return None
+
+
+@on("not supported between instances of 'str'", "unsupported operand type(s) for",
+    "must be real number, not str", "can't multiply sequence by non-int of type")
+def runtime_str(line: Line, st: StreamState):
+    armed = st.scratch.get("ds_runtime_frame")
+    t = line.text
+    if armed is None or not 0 < line.lineno - armed[0] <= 6 or "TypeError" not in t or "'str'" not in t and " str" not in t:
+        return None
+    if st.scratch.get("ds_batch_frame") is not None:
+        return None             # the batch arithmetic: batch_str has it
+    st.scratch.pop("ds_runtime_frame", None)
+    return line.event("config_error", error="auto_left", key=armed[1] or "(a config value)", accessor=armed[1],
+                      op=None, message=t.strip()[-300:])
+
+
+# The same value reaching a compiled DeepSpeed op: pybind11 refuses the call ('multi_tensor_adam():
+# incompatible function arguments. The following argument types are supported: ...' then 'Invoked with:
+# ...' and the arguments, lr / weight_decay among them, on the lines after), as a real run with
+# optimizer.params {"lr": "auto"} given to deepspeed.initialize prints it (deepspeed/ops/adam/fused_adam.py
+# FusedAdam.step -> multi_tensor_apply.py). A quoted 'auto' among the arguments names the cause.
+_PYBIND_FN = compile_later(r"(\w+)\(\): incompatible function arguments")
+
+
+@on("incompatible function arguments")
+def pybind_refused(line: Line, st: StreamState):
+    m = _PYBIND_FN.search(line.text)
+    st.scratch["ds_pybind"] = [line.lineno, m.group(1) if m else None, line.text.strip()[-300:]]
+    return None
+
+
+@on("'auto'")
+def pybind_auto_argument(line: Line, st: StreamState):
+    armed = st.scratch.get("ds_pybind")
+    if armed is None or not 0 < line.lineno - armed[0] <= 60:
+        return None
+    st.scratch.pop("ds_pybind", None)
+    op = armed[1] or ""
+    key = "optimizer.params" if any(w in op for w in ("adam", "lamb", "lion", "adagrad", "muon")) else "(a config value)"
+    return line.event("config_error", error="auto_left", key=key, accessor=None, op=op or None, message=armed[2])
+
+
 # runtime/config.py: DeepSpeedConfig.__init__ (and accelerate utils/deepspeed.py: HfDeepSpeedConfig)
 # when the config argument is neither a dict nor an existing file nor base64
 _CFG_PATH = compile_later(r"Expected a string path to an existing deepspeed config.*?Received: (.+)$")
@@ -499,6 +560,27 @@ def pydantic_field(line: Line, st: StreamState):
     return None
 
 
+# The field line itself ('enable', 'offload_param.pin_memroy': pydantic's error loc, joined by dots)
+# holds no literal of its own: it is handed over as the one line right after the header or after
+# the previous error's reason line (a continuation by any identifier character, not chained).
+_IDENT_CHARS = tuple("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+
+
+@on("validation error for", "validation errors for", "Extra inputs are not permitted",
+    "extra fields not permitted", "[type=", "(type=", "errors.pydantic.dev/", continuation=_IDENT_CHARS, chain=False)
+def pydantic_field_line(line: Line, st: StreamState):
+    head = st.scratch.get("ds_pyd")
+    if head and "For further information visit https://errors.pydantic.dev/" in line.text:
+        if head.get("field") is None and 0 < line.lineno - head["line"] <= 2:
+            head["line"] = line.lineno       # pydantic 2's link line closes an error: the next field follows it
+        return None
+    if head and head.get("field") is None and line.lineno - head["line"] == 1:
+        m = _FIELD.match(line.text)
+        if m:
+            head["field"] = m.group(1)
+    return None
+
+
 def _pydantic_reason(line: Line, st: StreamState, text: str):
     head = st.scratch.get("ds_pyd")
     if not head or line.lineno - head["line"] > 6:
@@ -517,9 +599,12 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
     if known:
         data.update(real_key=known[0], note=known[1])
     elif kind == "extra_key" and field and section:
-        near = _misspelt(section, field)
+        # a nested field comes as its dotted path ('offload_param.pin_memroy'): its own sub-section
+        sub, _, leaf_name = field.rpartition(".")
+        where = f"{section}.{sub}" if sub else section
+        near = _misspelt(where, leaf_name)
         if near:
-            data.update(real_key=f"{section}.{near}", note="It looks like a misspelling")
+            data.update(real_key=f"{where}.{near}", note="It looks like a misspelling")
     if kind == "extra_key" and field:
         data["patch"] = nested(key, None)             # remove the key DeepSpeed rejects
         if not known and data.get("real_key") and data["input_value"] is not None:
@@ -757,4 +842,11 @@ def _json_value(text: str):
     try:
         return json.loads(text.strip().strip("'\""))
     except ValueError:
+        pass
+    # pydantic prints input_value as a Python repr (True, False, None, 'cpu'): read it as a literal
+    import ast
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None
+    return value if isinstance(value, (bool, int, float, str)) or value is None else None

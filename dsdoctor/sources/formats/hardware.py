@@ -79,8 +79,11 @@ def cuda_hardware(line: Line, st: StreamState):
     err = next(e for lit, e in _CUDA_HW if lit in t)
     # 'terminate called after throwing ...' then '  what():  CUDA error: ...': the process aborted
     aborted = "what():" in t
+    # NCCL's own report of it ('{host}:{pid}:{tid} [{dev}] enqueue.cc:N NCCL WARN Cuda failure ...', NCCL
+    # src/debug.cc) names the process: the pid an Xid line of the driver names too
+    pid = _NCCL_PID.search(t)
     return line.event("hardware", step=st.step_of(line.rank), error=err, xid=None, pci=None,
-                      message=t.strip()[:200], aborted=aborted)
+                      message=t.strip()[:200], aborted=aborted, pid=int(pid.group(1)) if pid else None)
 
 
 # `nvidia-smi -q` (-d PERFORMANCE) pasted next to a slow run: its "Clocks Event Reasons" section
@@ -99,3 +102,6 @@ def clocks_event_reason(line: Line, st: StreamState):
         return None
     return line.event("telemetry", step=st.step_of(line.rank), throttle=[_SLOWDOWN_NAMES[m.group(1)]],
                       reading="nvidia-smi")
+
+
+_NCCL_PID = re.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")

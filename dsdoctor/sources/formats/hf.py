@@ -65,10 +65,14 @@ def metrics(line: Line, st: StreamState):
 # transformers integrations/deepspeed.py: HfTrainerDeepSpeedConfig.fill_match appends
 # f"- ds {ds_key_long}={ds_val} vs hf {hf_key}={hf_val}", where hf_key may be a computed value
 # such as "num_training_steps (calculated)" or "train_batch_size (calculated)".
-_MISMATCH = compile_later(r"- ds ([\w.]+)=(\S+) vs hf ([\w.]+(?: \(calculated\))?)=(\S+)")
+# accelerate's DeepSpeedPlugin.fill_match (accelerate/utils/dataclasses.py) says the same of the
+# arguments given to the Accelerator / accelerate launch: f"- ds {ds_key_long}={ds_val} vs arg
+# {ds_key_long}={kwargs[ds_key_long]}" under 'Please correct the following DeepSpeed config values
+# that mismatch kwargs  values:'.
+_MISMATCH = compile_later(r"- ds ([\w.]+)=(\S+) vs (hf|arg) ([\w.]+(?: \(calculated\))?)=(\S+)")
 
 
-@on("mismatch TrainingArguments values")
+@on("mismatch TrainingArguments values", "values that mismatch kwargs")
 def mismatch_head(line: Line, st: StreamState):
     st.scratch["hf_mismatch"] = line.lineno
     return [_mismatch(line, m) for m in _MISMATCH.finditer(line.text)]
@@ -77,7 +81,8 @@ def mismatch_head(line: Line, st: StreamState):
 @on("- ds ")
 def mismatch_item(line: Line, st: StreamState):
     head = st.scratch.get("hf_mismatch")
-    if head is None or line.lineno - head > 40 or "mismatch TrainingArguments" in line.text:
+    if head is None or line.lineno - head > 40 or "mismatch TrainingArguments" in line.text \
+            or "values that mismatch kwargs" in line.text:
         return None
     m = _MISMATCH.search(line.text)
     if not m:
@@ -87,10 +92,11 @@ def mismatch_item(line: Line, st: StreamState):
 
 
 def _mismatch(line: Line, m: re.Match):
-    ds_val, hf_val = num(m.group(2)), num(m.group(4))
-    return line.event("config_error", error="hf_mismatch", key=m.group(1), hf_key=m.group(3),
+    ds_val, hf_val = num(m.group(2)), num(m.group(5))
+    return line.event("config_error", error="hf_mismatch", key=m.group(1), hf_key=m.group(4),
+                      against="accelerate" if m.group(3) == "arg" else "trainer",
                       ds_value=m.group(2) if ds_val is None else ds_val,
-                      hf_value=m.group(4) if hf_val is None else hf_val,
+                      hf_value=m.group(5) if hf_val is None else hf_val,
                       numbers={"ds": ds_val, "hf": hf_val}, message=m.group(0),
                       patch=nested(m.group(1), "auto"))
 

@@ -81,6 +81,18 @@ def deepspeed_launcher_node(line: Line, st: StreamState):
     return None
 
 
+# launch.py main: 'dist_world_size={n}' (every node's launcher, once): the job's world size
+_DIST_WS = compile_later(r"\bdist_world_size=(\d+)\s*$")
+
+
+@on("dist_world_size=")
+def deepspeed_launcher_world_size(line: Line, st: StreamState):
+    m = _DIST_WS.search(line.text)
+    if not m or int(m.group(1)) < 1 or not st.once(("dist_world_size", m.group(1))):
+        return None
+    return line.event("context", world_size=int(m.group(1)))
+
+
 # ---------------------------------------------------------------- torchelastic (elastic/)
 _TE_RANK = compile_later(r"^\s*rank\s*: (\d+) \(local_rank: (\d+)\)")
 _TE_HOST = compile_later(r"^\s*host\s*: (\S+)")
@@ -120,6 +132,7 @@ def elastic_exitcode(line: Line, st: StreamState):
         return None
     code, pid = int(m.group(1)), int(m.group(2))
     rank, local = st.scratch.pop("elastic.rank", (None, None))
+    st.scratch["elastic.record"] = rank         # whose traceback the record's 'traceback :' field holds
     if st.scratch.get("elastic.root") is False and code < 0:
         # "Failures:" lists the ranks torchrun itself stopped after the root cause: not a cause
         st.once(("pid", pid, None))
@@ -129,6 +142,31 @@ def elastic_exitcode(line: Line, st: StreamState):
         return None     # a rank torchrun stopped after the root cause
     return _killed(line, st, code, "torchelastic", pid=pid, rank=rank, local_rank=local,
                    host=st.scratch.get("elastic.host"), root_cause=bool(st.scratch.get("elastic.root")))
+
+
+# The record's last field is the rank's own error (errors/__init__.py _FAILURE_FORMAT_TEMPLATE
+# '  traceback : ${message}', the error_file's traceback when the rank used @record): its lines carry
+# no rank prefix, so the record's 'rank : N' is lent to them until the traceback ends
+# (traceback.py exception_line gives it back; a chained exception right after borrows it again).
+@on("traceback : ")
+def elastic_traceback(line: Line, st: StreamState):
+    rank = st.scratch.pop("elastic.record", None)
+    if rank is not None and line.rank is None and "Traceback (most recent call last)" in line.text:
+        lend_rank(st, rank)
+    return None
+
+
+def lend_rank(st: StreamState, rank: int) -> None:
+    if "elastic.saved_hint" not in st.scratch:
+        st.scratch["elastic.saved_hint"] = st.rank_hint
+    st.rank_hint = rank
+    st.scratch["elastic.lent"] = rank
+
+
+def give_back_rank(st: StreamState, lineno: int) -> None:
+    if "elastic.saved_hint" in st.scratch:
+        st.rank_hint = st.scratch.pop("elastic.saved_hint")
+        st.scratch["elastic.given_back"] = (st.scratch.pop("elastic.lent", None), lineno)
 
 
 @on(") received by PID ")
@@ -300,7 +338,10 @@ def shm_full(line: Line, st: StreamState):
     t = line.text
     # torch's shared-memory tensors ("unable to write to file </torch_123_456>") live in /dev/shm;
     # NCCL's own segments are handled as an NCCL WARN (nccl.py), other files are disk, not memory.
-    if "NCCL WARN" in t or not ("/dev/shm" in t or "</torch_" in t or "shared memory" in t):
+    # NCCL's wording (src/misc/shmutils.cc 'Error while creating shared memory segment', 2.22+ 'failed
+    # to create shared memory file') also comes back without its WARN head in torch's 'Last error:' line.
+    if "NCCL WARN" in t or "shared memory segment" in t or "create shared memory file" in t \
+            or not ("/dev/shm" in t or "</torch_" in t or "shared memory" in t):
         return None
     return line.event("shm_error", step=st.step_of(line.rank), detail="No space left on device",
                       where="dataloader" if "</torch_" in t else "/dev/shm")

@@ -78,7 +78,7 @@ def collective_timeout(line: Line, st: StreamState):
         seen.add(k)
     blocking = "Watchdog" not in t
     return line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend="nccl",
-                      pg=pg, blocking=blocking, **d)
+                      pg=pg, blocking=blocking, host=line.host, **d)
 
 
 # A C++ stack trace of the watchdog thread whose head was cut off (pasted excerpts keep the
@@ -399,8 +399,13 @@ def warn_cause(msg: str) -> str | None:
     if "closed by remote peer" in m or "Connection reset by peer" in m or "Call to recv" in m:
         return "remote_exit"
     if "Cuda failure" in m or "CUDA failure" in m or "cudaError" in m:
-        return "cuda"
+        # the CUDA error NCCL quotes (cudaGetErrorString) names a build or a driver, not a GPU fault
+        return "cuda_env" if _CUDA_ENV.search(m) else "cuda"
     return None
+
+
+_CUDA_ENV = compile_later(r"no kernel image is available|driver version is insufficient|"
+                          r"forward compatibility was attempted|cudaErrorNoKernelImageForDevice|cudaErrorInsufficientDriver")
 
 
 # NCCL transport/net_ib.cc ncclIbAsyncThreadMain warns every async event but COMM_EST ('NET/IB :
@@ -477,6 +482,24 @@ def nccl_span(line: Line, st: StreamState):
         return line.event("nccl_transport", transport=None, detail="nodes", nodes=int(n.group(1)),
                           host=_host_of(line))
     return None
+
+
+# NCCL's version banner, printed once per process at communicator init (NCCL src/init.cc showVersion:
+# INFO 'NCCL version %d.%d.%d%s+cuda%d.%d'; rank 0 prints it with NCCL_DEBUG=VERSION too, without the
+# INFO head). The '+cuda' part sets it apart from torch's 'NCCL error in: ..., NCCL version 2.21.5', which
+# names the NCCL torch was linked with, not the one a peer runs.
+_NCCL_BANNER = compile_later(r"NCCL version (\d+\.\d+\.\d+)[\w.-]*\+cuda(\d+\.\d+)")
+
+
+@on("NCCL version ")
+def nccl_version(line: Line, st: StreamState):
+    m = _NCCL_BANNER.search(line.text)
+    if not m:
+        return None
+    host = _host_of(line)
+    if not st.once(("nccl-version", m.group(1), host, line.rank)):
+        return None
+    return line.event("nccl_version", version=m.group(1), cuda=m.group(2), host=host)
 
 
 def _host_of(line: Line) -> str | None:

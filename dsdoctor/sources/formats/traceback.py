@@ -138,6 +138,10 @@ _TERMINATE = compile_later(r"terminate called after throwing an instance of '([^
 
 @on(*_CHAIN)
 def _chain(line: Line, st: StreamState) -> None:
+    back = st.scratch.get("elastic.given_back")
+    if back is not None and back[0] is not None and 0 < line.lineno - back[1] <= 3:
+        from .launcher import lend_rank        # a chained exception inside a torchelastic record
+        lend_rank(st, back[0])
     links = st.scratch.setdefault("tb.link", {})
     last = st.scratch.get("tb.last", {}).get(line.rank)
     if last is not None:
@@ -185,6 +189,9 @@ def exception_line(line: Line, st: StreamState):
     chain_of, chained = (link[1], link[0]) if link else (line.lineno, None)
     st.scratch.setdefault("tb.last", {})[line.rank] = chain_of
     msg = (m.group("msg") or "").strip()
+    if "elastic.saved_hint" in st.scratch:
+        from .launcher import give_back_rank   # the end of a traceback inside a torchelastic record
+        give_back_rank(st, line.lineno)
     wait = waits_in(frames)
     return line.event("exception", step=st.step_of(line.rank), type=m.group("type"), name=name,
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
