@@ -83,6 +83,8 @@ PASTED = {"kubectl": _kubectl, "wrap100": _wrapped, "quoted": _quoted}
 @pytest.mark.parametrize("how", sorted(PASTED))
 @pytest.mark.parametrize("exp", EXPECTED, ids=[e["file"] for e in EXPECTED])
 def test_golden_pasted(exp, how, tmp_path):
+    if how in exp.get("not_pasted", ()):
+        pytest.skip(f"known limit: {exp['file']} pasted as {how} (fixtures/expected.yaml)")
     path = tmp_path / Path(exp["file"]).name
     path.write_text(PASTED[how]((FIXTURES / exp["file"]).read_text(encoding="utf-8", errors="replace")),
                     encoding="utf-8")

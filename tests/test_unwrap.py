@@ -5,7 +5,12 @@ import json
 import subprocess
 import sys
 
-from dsdoctor.sources.unwrap import rejoin, wrap_width
+from dsdoctor.sources.logs import events_from_text
+from dsdoctor.sources.unwrap import rejoin as _rejoin, wrap_width
+
+
+def rejoin(block: bytes) -> bytes:
+    return _rejoin(block, events_from_text)
 
 LOG = """[2026-12-05 10:00:00,100] [INFO] [real_accelerator.py:239:get_accelerator] Setting ds_accelerator to cuda (auto detect)
 [2026-12-05 10:00:02,000] [INFO] [logging.py:107:log_dist] [Rank 0] DeepSpeed info: version=0.19.8, git-hash=unknown, git-branch=unknown

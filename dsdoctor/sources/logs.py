@@ -91,7 +91,7 @@ def _as_printed(blocks: Iterable[bytes]) -> Iterator[bytes]:
         return
     if second is None:
         from .unwrap import rejoin
-        yield rejoin(first)
+        yield rejoin(first, events_from_text)
         return
     yield first
     yield second

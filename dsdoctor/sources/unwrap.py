@@ -9,7 +9,9 @@ joined line keeps the number of its first piece and each later piece leaves an e
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
+from typing import Callable
 
 MIN_WIDTH = 60                # narrower panes do not hold a log line's head
 SAMPLE = 64 << 10             # the width is found in the first 64 KiB (~500 lines)
@@ -53,13 +55,14 @@ def _head(line: str) -> str:
     return line[:10].translate(_DIGITS)
 
 
-def rejoin(block: bytes) -> bytes:
+def rejoin(block: bytes, read: Callable[[str], list]) -> bytes:
     """`block` with its hard-wrapped lines joined again (unchanged if it was not wrapped).
 
     The shape alone also fits logs whose longest lines are records of one template (the same
     timeout message from every rank, HF metric dicts): so the joined text is kept only when the
     recognisers read more in it than in the text as it came (a wrap cut records the recognisers
-    know; joining natural lines glues records together and reads fewer)."""
+    know; joining natural lines glues records together and reads fewer). `read` turns a text
+    into its events (sources/logs.py: events_from_text)."""
     if len(block) > MAX_INPUT:
         return block
     width = wrap_width(block[:SAMPLE].decode("utf-8", errors="surrogateescape"))
@@ -67,25 +70,31 @@ def rejoin(block: bytes) -> bytes:
         return block
     joined = _joined(block.decode("utf-8", errors="surrogateescape"), width)
     trial = slice(0, TRIAL)
-    before = _read_score(block[trial])
-    after = _read_score(joined[trial])
+    before = _read_score(block[trial], read)
+    after = _read_score(joined[trial], read)
     return joined if after > before else block
 
 
-def _read_score(data: bytes) -> int:
+def _read_score(data: bytes, read: Callable[[str], list]) -> int:
     """How much the recognisers read in a text: events, and the facts and times they carry (a
     record cut in two loses its time or its loss to the piece no recogniser knows)."""
-    from .logs import events_from_text      # (logs imports this module)
     return sum(1 + (ev.time is not None) + sum(v is not None for v in ev.data.values())
-               for ev in events_from_text(data.decode("utf-8", errors="replace")))
+               for ev in read(data.decode("utf-8", errors="replace")))
+
+
+# what only the start of a line looks like: a line of exactly the pane's width before one of
+# these was a whole line, not a piece
+_LINE_START = re.compile(r"Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b"
+                         r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:")
 
 
 def _joined(text: str, width: int) -> bytes:
     out: list[str] = []
     pending: list[str] = []         # the pieces of one wrapped line so far
-    for ln in text.split("\n"):
+    lines = text.split("\n")
+    for i, ln in enumerate(lines):
         piece = ln.rstrip("\r")
-        if len(piece) == width:
+        if len(piece) == width and not (i + 1 < len(lines) and _LINE_START.match(lines[i + 1])):
             pending.append(piece)
             continue                # cut at the pane's edge: the next line goes on
         pending.append(ln)

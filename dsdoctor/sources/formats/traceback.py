@@ -307,9 +307,9 @@ _CUDA_ADVICE = "CUDA kernel errors might be asynchronously reported at some othe
 
 @on(_CUDA_ADVICE)
 def cuda_error_without_its_line(line: Line, st: StreamState):
-    last = st.scratch.get("tb.last_cuda")
-    if last is not None and line.lineno - last <= 2:
-        return None
+    for last in (st.scratch.get("tb.last_cuda"), st.scratch.get("tb.last", {}).get(line.rank)):
+        if last is not None and 0 <= line.lineno - last <= 2:
+            return None             # the error line just above (a CUDA error, or the exception carrying it)
     if "CUDA error" in line.text:                 # the message and the advice on one line
         return None
     return line.event("exception", step=st.step_of(line.rank), type="(CUDA error, its first line cut)",
