@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from dsdoctor import cli
+from test_unwrap import wrapped      # a terminal's hard wrap
 
 if not cli.app.registered_commands:
     cli._register()
@@ -63,21 +64,11 @@ def _kubectl(t: str) -> str:
     return "".join(f"[pod/trainer-worker-0/pytorch] {ln}\n" for ln in t.splitlines())
 
 
-def _wrapped(t: str, width: int = 100) -> str:
-    out = []
-    for ln in t.splitlines():
-        while len(ln) > width:
-            out.append(ln[:width])
-            ln = ln[width:]
-        out.append(ln)
-    return "".join(f"{ln}\n" for ln in out)
-
-
 def _quoted(t: str) -> str:
     return "".join(f"> {ln}\n" for ln in t.splitlines())
 
 
-PASTED = {"kubectl": _kubectl, "wrap100": _wrapped, "quoted": _quoted}
+PASTED = {"kubectl": _kubectl, "wrap100": lambda t: wrapped(t, 100), "quoted": _quoted}
 
 
 @pytest.mark.parametrize("how", sorted(PASTED))
