@@ -43,14 +43,14 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
         if inp.kind == "events":
             yield from read_events(_text_lines(iter_blocks(fh)), inp.name)
             return
-        blocks: Iterable[bytes] = iter(iter_blocks(fh, block_size))
-        first = next(blocks, None)
+        rest: Iterator[bytes] = iter(iter_blocks(fh, block_size))
+        first = next(rest, None)
         if first is None and inp.path is None:   # stdin: an empty pipe is an input error, not a healthy run
             raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
+        blocks: Iterable[bytes] = ()
         if first is not None:
-            blocks = itertools.chain([first], blocks)
             st.year = first_year(first)
-        blocks = _as_printed(blocks)
+            blocks = _as_printed(first, rest)
         errors: list[InputError] = []
         sampler = None
         if sample:
@@ -71,14 +71,11 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
             fh.close()
 
 
-def _as_printed(blocks: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines as the program printed them: a container runtime's json-file log is decoded
-    (sources/container_logs.py); a log that fits in one block may have been copied out of a
-    terminal, hard-wrapped (sources/unwrap.py); a longer one was written by a program."""
-    it = iter(blocks)
-    first = next(it, None)
-    if first is None:
-        return
+def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines as the program printed them, from an input's first block and the blocks after
+    it: a container runtime's json-file log is decoded (sources/container_logs.py); a log that
+    fits in one block may have been copied out of a terminal, hard-wrapped (sources/unwrap.py);
+    a longer one was written by a program."""
     try:
         second = next(it, None)
     except InputError:
@@ -135,7 +132,7 @@ def events_from_text(text: str, source: str = "<example>") -> list[Event]:
     """Parse a log held in a string (rule examples, tests)."""
     st = StreamState(source, None)
     data = text.encode()
-    st.year = first_year(data[:16 << 20])
+    st.year = first_year(data)
     out: list[Event] = []
     for lineno, raw in candidate_lines([data]):
         out.extend(parse_line(raw, lineno, st))

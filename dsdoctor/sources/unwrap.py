@@ -94,14 +94,11 @@ def _joined(text: str, width: int) -> bytes:
     lines = text.split("\n")
     for i, ln in enumerate(lines):
         piece = ln.rstrip("\r")
-        if len(piece) == width and not (i + 1 < len(lines) and _LINE_START.match(lines[i + 1])):
+        if len(piece) == width and i + 1 < len(lines) and not _LINE_START.match(lines[i + 1]):
             pending.append(piece)
             continue                # cut at the pane's edge: the next line goes on
         pending.append(ln)
         out.append("".join(pending))
         out.extend("" for _ in range(len(pending) - 1))      # keep the line count
         pending = []
-    if pending:
-        out.append("".join(pending))
-        out.extend("" for _ in range(len(pending) - 1))
     return "\n".join(out).encode("utf-8", errors="surrogateescape")
