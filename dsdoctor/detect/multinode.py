@@ -40,6 +40,19 @@ def where_text(missing_hosts: dict[str, Any]) -> str:
                      for h, rs in (missing_hosts or {}).items())
 
 
+def _remember(rank: Any, host: Any, ranks: set[int], hosts: set[str]) -> None:
+    """Add a rank and a host label to bounded sets (100,000 ranks, 4,096 hosts)."""
+    if rank is not None and len(ranks) < 100_000:
+        ranks.add(int(rank))
+    if host and len(hosts) < 4096:
+        hosts.add(str(host))
+
+
+def _exit_ranks(d: dict) -> list[int]:
+    """The ranks a node_exit event names (the launcher's host -> ranks mapping)."""
+    return [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
+
+
 class MultiNodeDetector(Detector):
     kinds = ("roll_call", "flight_recorder", "node_exit", "exception", "collective_timeout")
 
@@ -96,7 +109,7 @@ class MultiNodeDetector(Detector):
             if d.get("who") == "pdsh" and len(self._later_exits) < 64:
                 self._later_exits.append(ev)
             return ()
-        ranks = [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
+        ranks = _exit_ranks(d)
         s = symptom_from(ev, seq, "node_exit", key=(), node=d.get("node"), exitcode=d.get("exitcode"),
                          who=d.get("who"), ranks_known=bool(ranks), only_echoes=False)
         s.ranks = set(ranks)
@@ -112,17 +125,11 @@ class MultiNodeDetector(Detector):
         if fam.name == "comm":
             self._echo(ev.rank, d.get("host"))
         else:
-            if ev.rank is not None and len(self._own_ranks) < 100_000:
-                self._own_ranks.add(int(ev.rank))
-            if d.get("host") and len(self._own_hosts) < 4096:
-                self._own_hosts.add(str(d["host"]))
+            _remember(ev.rank, d.get("host"), self._own_ranks, self._own_hosts)
         return ()
 
     def _echo(self, rank: Any, host: Any) -> None:
-        if rank is not None and len(self._echo_ranks) < 100_000:
-            self._echo_ranks.add(int(rank))
-        if host and len(self._echo_hosts) < 4096:
-            self._echo_hosts.add(str(host))
+        _remember(rank, host, self._echo_ranks, self._echo_hosts)
 
     def _is_echo(self, node: Any, ranks: list[int]) -> bool:
         # (a node with timeouts on some ranks and an error of its own on another is no echo)
@@ -146,7 +153,7 @@ class MultiNodeDetector(Detector):
             return
         for ev in self._later_exits:
             d = ev.data
-            ranks = [int(r) for r in d.get("ranks") or [] if isinstance(r, int)]
+            ranks = _exit_ranks(d)
             if self._is_echo(d.get("node"), ranks):
                 continue
             echo = (f"pdsh saw {s.facts.get('node')} end first (exit code {s.facts.get('exitcode')}), but its "
