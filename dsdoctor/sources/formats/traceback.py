@@ -200,6 +200,17 @@ def exception_line(line: Line, st: StreamState):
                       wait_frame=wait[1] if wait else None, host=line.host)
 
 
+def frameless_exception(line: Line, st: StreamState, type_: str, name: str, message: str,
+                        raise_site: str | None = None, chained: str | None = None, chain_of: int | None = None,
+                        **extra):
+    """An `exception` event read from a line with no Python frames behind it (a C++ terminate,
+    a c10 error, argparse's error line): its message cut at 500 characters, its chain starting
+    at `chain_of` or at this line."""
+    return line.event("exception", step=st.step_of(line.rank), type=type_, name=name, message=message[:500],
+                      phase=None, in_traceback=False, raise_site=raise_site, frames=[], chained=chained,
+                      chain_of=line.lineno if chain_of is None else chain_of, **extra)
+
+
 @on("terminate called after throwing an instance of")
 def cxx_terminate(line: Line, st: StreamState):
     m = _TERMINATE.search(line.text)
@@ -207,9 +218,7 @@ def cxx_terminate(line: Line, st: StreamState):
         return None
     # the message follows on the '  what():  ...' line (cxx_what); hardware.py reads CUDA errors there
     st.scratch.setdefault("tb.terminate", {})[line.rank] = (line.lineno, m.group(1))
-    return line.event("exception", step=st.step_of(line.rank), type=m.group(1), name=m.group(1).split("::")[-1],
-                      message="", phase=None, in_traceback=False, raise_site=None, frames=[],
-                      chained=None, chain_of=line.lineno, aborted=True)
+    return frameless_exception(line, st, m.group(1), m.group(1).split("::")[-1], "", aborted=True)
 
 
 # libstdc++'s verbose terminate handler (libstdc++-v3/libsupc++/vterminate.cc) prints the
@@ -232,9 +241,8 @@ def cxx_what(line: Line, st: StreamState):
         return None
     msg = line.text.split("what():", 1)[1].strip()
     type_ = at[1]
-    return line.event("exception", step=st.step_of(line.rank), type=type_, name=type_.split("::")[-1],
-                      message=msg[:500], phase=None, in_traceback=False, raise_site=None, frames=[],
-                      chained="cause", chain_of=at[0], aborted=True)
+    return frameless_exception(line, st, type_, type_.split("::")[-1], msg, chained="cause", chain_of=at[0],
+                               aborted=True)
 
 
 # c10::Error's backtrace header (c10/util/Exception.cpp): 'Exception raised from {func} at {file}:{line}
@@ -253,9 +261,8 @@ def c10_error(line: Line, st: StreamState):
         return None             # the same error's backtrace printed again (what() and the log)
     seen.add((line.rank, m.group(1)))
     st.scratch.setdefault("c10.last", {})[line.rank] = line.lineno
-    return line.event("exception", step=st.step_of(line.rank), type="c10::Error", name="c10::Error",
-                      message=f"raised from {m.group(1)} at {m.group(2)}:{m.group(3)}", phase=None, in_traceback=False,
-                      raise_site=f"{m.group(2)}:{m.group(1)}", frames=[], chained=None, chain_of=line.lineno)
+    return frameless_exception(line, st, "c10::Error", "c10::Error", f"raised from {m.group(1)} at {m.group(2)}:{m.group(3)}",
+                               raise_site=f"{m.group(2)}:{m.group(1)}")
 
 
 # c10's backtrace of a c10::Error ('frame #0: c10::Error::Error(...) + 0x42 (0x... in libc10.so)',
@@ -280,10 +287,8 @@ def c10_frames_without_their_head(line: Line, st: StreamState):
     if head is not None and frame0 - head <= 3:
         return None                 # its 'Exception raised from' line was read
     func = m.group(2)
-    return line.event("exception", step=st.step_of(line.rank), type="c10::Error", name="c10::Error",
-                      message=f"thrown in {func} (its message is not in the log)"[:500], phase=None,
-                      in_traceback=False, raise_site=f"{m.group(3).rsplit('/', 1)[-1]}:{func}", frames=[],
-                      chained=None, chain_of=line.lineno)
+    return frameless_exception(line, st, "c10::Error", "c10::Error", f"thrown in {func} (its message is not in the log)",
+                               raise_site=f"{m.group(3).rsplit('/', 1)[-1]}:{func}")
 
 
 @on("WorkNCCL::checkTimeout")
@@ -293,11 +298,10 @@ def c10_nccl_timeout(line: Line, st: StreamState):
         return None
     seen.add((line.rank, "checkTimeout"))
     first = st.scratch.get("c10.last", {}).pop(line.rank, None)
-    return line.event("exception", step=st.step_of(line.rank), type="c10::Error", name="c10::Error",
-                      message="collective operation timeout (ProcessGroupNCCL WorkNCCL::checkTimeout)", phase=None,
-                      in_traceback=False, raise_site="ProcessGroupNCCL.cpp:checkTimeout", frames=[],
-                      chained="cause" if first is not None else None,
-                      chain_of=first if first is not None else line.lineno)
+    return frameless_exception(line, st, "c10::Error", "c10::Error",
+                               "collective operation timeout (ProcessGroupNCCL WorkNCCL::checkTimeout)",
+                               raise_site="ProcessGroupNCCL.cpp:checkTimeout",
+                               chained="cause" if first is not None else None, chain_of=first)
 
 
 # c10/cuda/CUDAException.cpp c10_cuda_check_implementation: 'CUDA error: {msg}' then these
@@ -312,9 +316,8 @@ def cuda_error_without_its_line(line: Line, st: StreamState):
             return None             # the error line just above (a CUDA error, or the exception carrying it)
     if "CUDA error" in line.text:                 # the message and the advice on one line
         return None
-    return line.event("exception", step=st.step_of(line.rank), type="(CUDA error, its first line cut)",
-                      name="CUDA error (its first line is not in the log)", message=line.text.strip()[:500], phase=None, in_traceback=False,
-                      raise_site=None, frames=[], chained=None, chain_of=line.lineno, host=line.host)
+    return frameless_exception(line, st, "(CUDA error, its first line cut)", "CUDA error (its first line is not in the log)",
+                               line.text.strip(), host=line.host)
 
 
 @on("CUDA error: ")
@@ -353,6 +356,5 @@ def argparse_error(line: Line, st: StreamState):
     usage = st.scratch.get("argparse.usage", {}).pop(line.rank, None)
     if usage is None or line.lineno - usage > 40:
         return None                     # 'srun: error: ...', 'pdsh@x: error' and the like are not argparse
-    return line.event("exception", step=st.step_of(line.rank), type="argparse error", name="ArgumentError",
-                      message=m.group(2)[:500], phase=None, in_traceback=False, raise_site=f"argparse:{m.group(1)}",
-                      frames=[], chained=None, chain_of=line.lineno, prog=m.group(1))
+    return frameless_exception(line, st, "argparse error", "ArgumentError", m.group(2),
+                               raise_site=f"argparse:{m.group(1)}", prog=m.group(1))
