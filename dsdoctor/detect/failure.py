@@ -107,6 +107,7 @@ class FailureDetector(Detector):
         self.host_percent: float | None = None
         self.host_percent_max: float | None = None
         self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
+        self.ended: set[str] = set()                      # inputs whose run printed its normal end (train_runtime, ...)
         self.watchdog_abort = False                       # a stall verdict with --on-stall abort
         self.watchdog_timeouts = False                    # ProcessGroupNCCL's watchdog reported a timeout
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
@@ -127,6 +128,9 @@ class FailureDetector(Detector):
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
         if k in PROGRESS_KINDS and not ev.data.get("summary"):
             self.last_progress = ev
+            self.ended.discard(ev.source)                 # progress after an end: the next run in one log
+        elif ev.data.get("summary") and len(self.ended) < 4096:
+            self.ended.add(ev.source)
         if k in PROGRESS_KINDS and ev.time is not None:
             pt = self.progress_times
             if not pt or ev.time > pt[-1]:
@@ -136,6 +140,10 @@ class FailureDetector(Detector):
         if k == "node_exit" and ev.data.get("first"):
             self.launcher_named_first = True
         elif k == "error_line":
+            # an error-level line after the run's own normal end is a complaint at shutdown (a logger,
+            # a process group torn down), not how the run ended; a fatal one still is
+            if ev.source in self.ended and ev.data.get("level") == "error":
+                return ()
             if len(self.error_lines) < 4096 or ev.source in self.error_lines:
                 self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
         elif k == "exception":

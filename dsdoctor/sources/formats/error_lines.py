@@ -5,7 +5,9 @@ signal, only a logger's last words. These are the level markers the common logge
 Python logging's default formats ('ERROR:name:msg' from logging.BASIC_FORMAT, 'LEVEL msg'
 layouts, DeepSpeed's '[ERROR] [file:line:func] msg', deepspeed/utils/logging.py),
 libstdc++'s 'terminate called without an active exception', and FATAL/CRITICAL markers.
-(torch's own C++ 'E0501 ... file.cc:10]' lines are read by the recognisers of their messages.) detect/failure.py uses one only when nothing else says the run failed and the
+glog's heads (c10's '[E1205 10:00:00.123456 1234 File.cpp:12] msg', glog's FATAL 'F1205 ... ] Check
+failed: ...') carry the level as their first letter; the messages torch prints that way are read by the
+recognisers of their messages too, and those events come first. detect/failure.py uses one only when nothing else says the run failed and the
 training made no progress after it; wandb's own errors (its upload, its login) are not the
 run's (except its 'Run X errored: ...', which quotes the run's exception).
 """
@@ -32,3 +34,20 @@ def error_line(line: Line, st: StreamState):
         return None
     level = (m.group(1) or m.group(2)).lower()
     return line.event("error_line", step=st.step_of(line.rank), level=level, message=t[m.end():].strip()[:300] or t[:300])
+
+
+# glog's head: level letter, MMDD, time, thread id, file:line (glog/logging.cc LogMessage::Init; c10's
+# c10/util/Logging.cpp wraps it in brackets). Only E and F: I and W are not the end of a run.
+_GLOG_LEVEL = compile_later(r"^\[?([EF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]\s]+\]\s*(.*)$")
+
+
+@on(".cpp:", ".cc:", ".cu:")
+def glog_error_line(line: Line, st: StreamState):
+    t = line.text.strip()
+    if t[:1] not in "[EF":
+        return None
+    m = _GLOG_LEVEL.match(t)
+    if not m:
+        return None
+    level = "fatal" if m.group(1) == "F" else "error"
+    return line.event("error_line", step=st.step_of(line.rank), level=level, message=(m.group(2) or t)[:300])

@@ -440,6 +440,28 @@ def native_crash(line: Line, st: StreamState):
     return None
 
 
+# glibc's own last words before it calls abort(): heap corruption found by malloc's checks
+# (malloc/malloc.c malloc_printerr: 'free(): invalid pointer', 'double free or corruption (!prev)',
+# 'corrupted size vs. prev_size', 'malloc(): unaligned tcache chunk detected', ...; glibc < 2.26 wrapped
+# them as "*** Error in `python': free(): invalid pointer: 0x... ***") and the stack protector
+# (debug/stack_chk_fail.c '*** stack smashing detected ***: terminated'). The process dies of SIGABRT
+# right after; often only this line is left (the shell's 'Aborted' goes to the terminal, not the log).
+_GLIBC_ABORT = compile_later(r"^(?:\*\*\* Error in `[^']*': )?((?:free|malloc|realloc|munmap_chunk|malloc_consolidate|"
+                             r"tcache_thread_shutdown)\(\): .+|double free or corruption \(\S+\)|corrupted size vs\. prev_size.*|"
+                             r"corrupted double-linked list.*)$|^\*\*\* stack smashing detected \*\*\*")
+
+
+@on("(): ", "double free or corruption", "corrupted size vs. prev_size", "corrupted double-linked list",
+    "*** stack smashing detected ***")
+def glibc_abort(line: Line, st: StreamState):
+    t = line.text.strip()
+    m = _GLIBC_ABORT.match(t)
+    if not m:
+        return None
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=6, who="glibc",
+                      message=t[:300])
+
+
 # deepspeed/launcher/runner.py main(): the runner checks passwordless ssh to the first host of
 # the hostfile before it launches anything.
 _SSH = compile_later(r"Using hostfile at (\S+) but host=(\S+) was not reachable via ssh")
