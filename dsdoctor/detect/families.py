@@ -178,6 +178,12 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
         return _family("wrapper")
     if _DTYPE_MISMATCH.search(message):
         return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
+    if _META_TENSOR.search(message):
+        return Family("meta_tensor", "config_error", 3,
+                      "a weight still on the meta device (never loaded) was moved or read")
+    if name == "ValueError" and _AMP_FP16_GRADS in message:
+        return Family("amp_fp16_grads", "config_error", 3,
+                      "torch AMP's GradScaler met gradients that are already fp16 (fp16 trainable weights)")
     if _ZERO3_EMPTY.search(message):
         return Family("zero3_partitioned", "config_error", 3,
                       "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
@@ -208,6 +214,15 @@ _SETTINGS_REFUSED = compile_later(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
 # "'weight' must be 2-D", aten addmv "size mismatch, got input (N), mat (AxB), vec (0)", and the
 # broadcasting check "The size of tensor a (0) must match the size of tensor b (N)" (seen on a real
 # ZeRO-3 run here with stage3_param_persistence_threshold 0).
+# a tensor on the meta device (shape, no data) reached a copy: aten's _to_copy 'Cannot copy out of meta
+# tensor; no data!' (torch/nn/modules/module.py Module.to adds 'Please use torch.nn.Module.to_empty()
+# ...'), and '.item()' on one (aten 'Tensor.item() cannot be called on meta tensors'). Weights are on the
+# meta device when the model was built empty (low_cpu_mem_usage=True, a device_map, accelerate's
+# init_empty_weights) and the loading that fills them did not happen for them.
+_META_TENSOR = compile_later(r"Cannot copy out of meta tensor|cannot be called on meta tensors")
+# torch/amp/grad_scaler.py GradScaler._unscale_grads_ (and fsdp/sharded_grad_scaler.py):
+# raise ValueError("Attempting to unscale FP16 gradients.") when a trainable parameter is fp16
+_AMP_FP16_GRADS = "Attempting to unscale FP16 gradients"
 _ZERO3_EMPTY = compile_later(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match")
 
 
