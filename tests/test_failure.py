@@ -585,3 +585,44 @@ def test_a_float32_batch_into_a_bf16_engine(tmp_path):
     assert "must have the same dtype" in text, text[-3000:]
     f = top(text)
     assert f.rule == "failure-dtype-mismatch" and f.category == "config_error", f
+
+
+# ---------------------------------------------------------------- re-raised worker errors, meta weights, AMP, glibc (real processes)
+def test_a_dataloader_worker_exception_quotes_the_workers_own_error():
+    """torch/_utils.py ExceptionWrapper: 'Caught KeyError in DataLoader worker process 0.' wraps the
+    worker's traceback; its exception is the cause and the evidence quotes it."""
+    log = "step 3 loss 2.0\n" + output_of(
+        "import torch\nfrom torch.utils.data import DataLoader\n"
+        "class D(torch.utils.data.Dataset):\n    def __len__(self): return 4\n"
+        "    def __getitem__(self, i): return {}['input_ids']\n"
+        "for b in DataLoader(D(), num_workers=1): pass\n")
+    assert "Caught KeyError in DataLoader worker process 0" in log
+    f = top(log)
+    assert f.evidence[0].text == "KeyError: 'input_ids'", f.evidence
+    assert classify("KeyError", "Caught KeyError in DataLoader worker process 0.").name == "wrapper"
+
+
+def test_weights_left_on_the_meta_device_are_named():
+    log = output_of("import torch\ntorch.nn.Linear(4, 4, device='meta').to('cpu')")
+    f = top(log)
+    assert (f.rule, f.category) == ("meta-tensor-not-loaded", "config_error"), (f.rule, f.title)
+    assert "Cannot copy out of meta tensor" in f.evidence[0].text
+
+
+def test_amp_refusing_fp16_weights_is_a_config_error():
+    log = "step 1 loss 2.0\n" + output_of(
+        "import torch\nm = torch.nn.Linear(4, 4).half()\nopt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+        "s = torch.amp.GradScaler('cpu')\ns.scale(m(torch.randn(2, 4).half()).sum()).backward()\ns.unscale_(opt)\n")
+    f = top(log)
+    assert (f.rule, f.category) == ("amp-fp16-trainable-weights", "config_error"), (f.rule, f.title)
+
+
+def test_glibc_heap_corruption_is_a_native_crash():
+    """glibc's malloc check prints its message and abort()s: often the only line a log keeps."""
+    log = "step 5 loss 2.0\n" + output_of(
+        "import ctypes\nlibc = ctypes.CDLL('libc.so.6')\nlibc.malloc.restype = ctypes.c_void_p\n"
+        "libc.free.argtypes = [ctypes.c_void_p]\np = libc.malloc(32)\nlibc.free(p); libc.free(p)\n")
+    assert "double free" in log
+    f = top(log)
+    assert f.rule == "failure-crash-signal" and "SIGABRT" in f.title, (f.rule, f.title)
+    assert "double free" in f.evidence[0].text

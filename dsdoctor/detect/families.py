@@ -176,6 +176,11 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # child's own traceback, read on its own lines, is the cause
     if "Traceback (most recent call last)" in message:
         return _family("wrapper")
+    # torch/_utils.py ExceptionWrapper.reraise: 'Caught {type} {where}.' then 'Original Traceback (most recent
+    # call last):' and the worker's own traceback, whose exception is the cause (where: 'in DataLoader worker
+    # process N', 'in replica N on device M' of DataParallel, 'in pin memory thread for device N')
+    if message.startswith("Caught ") and _RERAISED.match(message):
+        return _family("wrapper")
     if _DTYPE_MISMATCH.search(message):
         return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
     if _META_TENSOR.search(message):
@@ -223,6 +228,7 @@ _META_TENSOR = compile_later(r"Cannot copy out of meta tensor|cannot be called o
 # torch/amp/grad_scaler.py GradScaler._unscale_grads_ (and fsdp/sharded_grad_scaler.py):
 # raise ValueError("Attempting to unscale FP16 gradients.") when a trainable parameter is fp16
 _AMP_FP16_GRADS = "Attempting to unscale FP16 gradients"
+_RERAISED = compile_later(r"Caught \w+ in (?:DataLoader worker process \d+|replica \d+ on device \d+|pin memory thread)")
 _ZERO3_EMPTY = compile_later(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match")
 
 
