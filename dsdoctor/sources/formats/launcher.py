@@ -199,18 +199,19 @@ def pdsh_killed(line: Line, st: StreamState):
 
 # Slurm (wording not in the catalogue: match loosely): "slurmstepd: error: Detected 1 oom-kill
 # event(s) in StepId=123.0. Some of your processes may have been killed by the cgroup out-of-memory
-# handler." and "srun: error: node12: task 3: Out Of Memory"
+# handler." (19.05-21.x cgroup v1), "... Detected 1 oom_kill event in StepId=123.0. Some of the step tasks
+# have been OOM Killed." (22.05+, src/plugins/cgroup) and "srun: error: node12: task 3: Out Of Memory"
 _SRUN_OOM = compile_later(r"srun: error: (\S+): tasks? ([\d,-]+): Out Of Memory")
 
 
-@on("oom-kill event", ": Out Of Memory")
+@on("oom-kill event", "oom_kill event", ": Out Of Memory")
 def slurm_oom(line: Line, st: StreamState):
     m = _SRUN_OOM.search(line.text)
     if m:
         task = m.group(2).split(",")[0].split("-")[0]
         return _killed(line, st, -9, "slurm", rank=int(task) if task.isdigit() else None, node=m.group(1),
                        memcg=True)
-    if "oom-kill event" in line.text and st.once(("slurm-oom",)):
+    if ("oom-kill event" in line.text or "oom_kill event" in line.text) and st.once(("slurm-oom",)):
         return _killed(line, st, -9, "slurm", memcg=True)
     return None
 
