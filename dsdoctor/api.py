@@ -51,6 +51,7 @@ class Report:
     config: dict[str, Any] | None = None
     rules: Any = field(default=None, repr=False)         # the RuleSet that ran
     facts: dict[str, Any] = field(default_factory=dict)  # what the run told about itself (Context)
+    log_end: dict[str, Any] | None = None    # the last training progress and whether a normal end followed
 
     @property
     def worst(self) -> str | None:
@@ -65,7 +66,8 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The `dsdoctor analyze --json` document (schema dsdoctor.report/1)."""
         from .report import to_json
-        return to_json(self.findings, inputs=self.inputs, warnings=self.warnings, written_config=None)
+        return to_json(self.findings, inputs=self.inputs, warnings=self.warnings, written_config=None,
+                       log_end=self.log_end)
 
     def to_sarif(self) -> dict[str, Any]:
         """The `--format sarif` document (SARIF 2.1.0)."""
@@ -229,7 +231,7 @@ class Watch:
         findings = self._diag.finish()
         resolve_fixes(findings, self.config, self._diag.context.facts.get("world_size"), validate=validate)
         return Report(findings, [], [], self._diag.events_seen, self.config, self._diag.rules,
-                      facts=dict(self._diag.context.facts))
+                      facts=dict(self._diag.context.facts), log_end=self._diag.log_end())
 
 
 def analyze(paths: str | os.PathLike | Iterable[str | os.PathLike], config: str | os.PathLike | dict | None = None,

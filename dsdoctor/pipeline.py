@@ -99,6 +99,10 @@ class Diagnoser:
                 self._absorb(s)
         return self.findings()
 
+    def log_end(self) -> dict | None:
+        """How the logs' training ended (detect/failure.py FailureDetector.log_end), or None."""
+        return next((e for d in self.detectors if hasattr(d, "log_end") and (e := d.log_end()) is not None), None)
+
     def findings(self) -> list[Finding]:
         names = self.context.names()
         out = []

@@ -368,3 +368,30 @@ def test_rank_from_file_name_but_not_from_a_node_name(tmp_path):
         (tmp_path / name).write_text("hello\n")
     hints = {p.path.name: p.rank_hint for p in expand([str(tmp_path)])}
     assert hints == {"rank3.log": 3, "node2.log": None, "worker-5.log": 5, "train.log": None}
+
+
+def test_a_report_without_problems_says_how_far_the_logs_got(tmp_path):
+    """'No problems found' is not 'healthy': the note (and --json's log_end) says whether the run
+    printed its own normal end, or where the logs stop with neither an error nor an end."""
+    steps = "".join(f"[2026-12-05 10:00:{i:02d},000] [INFO] [logging.py:107:log_dist] [Rank 0] step={i}, skipped=0, "
+                    f"lr=[0.0001], mom=[(0.9, 0.999)]\n" for i in range(1, 6))
+    cut = tmp_path / "cut.log"
+    cut.write_text(steps)
+    code, doc, _ = run_json(str(cut))
+    assert code == 0 and doc["findings"] == []
+    assert doc["log_end"]["last_step"] == 5 and doc["log_end"]["normal_end"] is False
+    assert doc["log_end"]["at"].endswith("cut.log:5")
+    text = run(str(cut)).stdout
+    assert "no error and no normal end" in " ".join(text.split())
+    done = tmp_path / "done.log"
+    done.write_text(steps + "{'train_runtime': 12.5, 'train_samples_per_second': 3.2, 'train_steps_per_second': 0.4, "
+                            "'train_loss': 1.5, 'epoch': 1.0}\n")
+    code, doc, _ = run_json(str(done))
+    assert code == 0 and doc["log_end"]["normal_end"] is True and doc["log_end"]["at"].endswith("done.log:6")
+    assert "its own normal end" in " ".join(run(str(done)).stdout.split())
+    start = tmp_path / "start.log"
+    start.write_text("[2026-12-05 10:00:00,000] [INFO] [comm.py:700:init_distributed] Initializing TorchBackend in "
+                     "DeepSpeed with backend nccl\n")
+    code, doc, _ = run_json(str(start))
+    assert doc["log_end"]["phase"] == "dist_init" and doc["log_end"]["last_step"] is None
+    assert "during start-up" in " ".join(run(str(start)).stdout.split())

@@ -39,6 +39,23 @@ def _with_progress_bar(inputs: list[Input], warnings: list[str], sample: bool, t
             prog.advance(task, size)
 
 
+def log_end_note(end: dict | None) -> str | None:
+    """What a report that found no problem says about the end of the logs: a log without an
+    error is not a healthy run unless the run said it finished."""
+    if end is None:
+        return "The logs hold no training progress (no step, loss or progress bar): nothing says how far the run got."
+    if end.get("last_step") is None and end.get("phase"):
+        return (f"The logs end during start-up ({end['phase'].replace('_', ' ')}, {end['at']}) before any training "
+                f"step, with no error: if the run hung or stopped there, its cause is not in these logs (read every "
+                f"rank's log, the launcher's or scheduler's output, and the kernel log: dmesg).")
+    step = f"step {end['last_step']}" if end.get("last_step") is not None else "its last progress line"
+    if end.get("normal_end"):
+        return f"The run printed its own normal end ({end['at']}) after {step}."
+    return (f"The logs end at {step} ({end['at']}) with no error and no normal end: if the run stopped or hung "
+            f"there, its cause is not in these logs (read every rank's log, the launcher's or scheduler's "
+            f"output, and the kernel log: dmesg).")
+
+
 def analyze(
     paths: List[str] = Argument(..., help="Log files, folders (one log per rank), .gz, '-' for stdin, or dsdoctor run folders."),
     config: Optional[Path] = Option(None, "--config", "-c", help="The run's ds_config.json: fixes are computed against its values."),
@@ -83,6 +100,8 @@ def analyze(
         fail(str(e))
     findings = report.findings
     notes = list(warnings)
+    if not any(f.severity != "info" for f in findings) and (end := log_end_note(report.log_end)):
+        notes.append(end)
     if cfg is None and any(fx.config_patch for f in findings for fx in f.fixes):
         notes.append("Fixes are shown as patches; pass --config ds_config.json to get them computed "
                      "against your values, shown as a diff and checked by DeepSpeed's config parser.")
@@ -114,7 +133,7 @@ def analyze(
     if fmt in ("sarif", "github"):
         ci.emit(fmt, findings, rules)
     elif as_json:
-        print_json(findings, inputs=[i.name for i in inputs], warnings=warnings,
+        print_json(findings, inputs=[i.name for i in inputs], warnings=warnings, log_end=report.log_end,
                    written_config=str(written) if written else None,
                    **({"html_report": str(html_out)} if html_out is not None else {}))
     else:

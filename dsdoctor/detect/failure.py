@@ -90,7 +90,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout", "nccl_error")
+             "collective_timeout", "nccl_error", "run_end")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -108,6 +108,7 @@ class FailureDetector(Detector):
         self.host_percent_max: float | None = None
         self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
         self.ended: set[str] = set()                      # inputs whose run printed its normal end (train_runtime, ...)
+        self.end_event: Event | None = None               # the last of those ends
         self.watchdog_abort = False                       # a stall verdict with --on-stall abort
         self.watchdog_timeouts = False                    # ProcessGroupNCCL's watchdog reported a timeout
         self.terminated: set[int | None] = set()          # ranks whose C++ exception called std::terminate
@@ -115,6 +116,23 @@ class FailureDetector(Detector):
         self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
+
+    def log_end(self) -> dict | None:
+        """How the training in the logs ended, for a report that found nothing wrong: the last
+        progress (step, where) and whether the run printed its own normal end after it. None
+        when the logs hold no training progress at all."""
+        last = self.last_progress
+        if last is None:
+            if self.phase is None:
+                return None
+            phase, _, detail, ev = self.phase          # start-up reached a phase, then no step came
+            return dict(last_step=None, normal_end=False, phase=phase,
+                        at=f"{ev.source}:{ev.line}" if ev.line else ev.source, text=detail)
+        end = self.end_event
+        normal = end is not None and end.source in self.ended
+        at = end if normal else last
+        return dict(last_step=self.last_step, normal_end=normal,
+                    at=f"{at.source}:{at.line}" if at.line else at.source, text=(at.text or "")[:200] or None)
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -129,8 +147,9 @@ class FailureDetector(Detector):
         if k in PROGRESS_KINDS and not ev.data.get("summary"):
             self.last_progress = ev
             self.ended.discard(ev.source)                 # progress after an end: the next run in one log
-        elif ev.data.get("summary") and len(self.ended) < 4096:
+        elif (k == "run_end" or ev.data.get("summary")) and len(self.ended) < 4096:
             self.ended.add(ev.source)
+            self.end_event = ev
         if k in PROGRESS_KINDS and ev.time is not None:
             pt = self.progress_times
             if not pt or ev.time > pt[-1]:
