@@ -364,7 +364,7 @@ def _semantic(cfg: dict[str, Any], ws: int | None, ws_source: str | None, env: d
     if not uses_hf:
         autos = [p for p in _auto_paths(cfg)]
         if autos:
-            out.append(Problem("auto_outside_hf", autos[0], {"paths": autos, "count": len(autos)}))
+            out.append(Problem("auto_outside_hf", autos[0], {"paths": autos, "n_auto": len(autos)}))
     return out
 
 
