@@ -16,6 +16,10 @@ from .rules import RuleSet, make_finding
 from .detect.multinode import learn_hosts
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
+# the failures whose events carry the host their line was printed under (a pdsh / kubectl pod /
+# Ray worker prefix): `learn_hosts` ties it to the rank; a finding with no rank is placed by it
+LINE_HOST_KINDS = frozenset({"exception", "killed"})
+MAX_LINE_HOSTS = 4096
 
 
 _BAD_DATA = (TypeError, ValueError, OverflowError, KeyError, AttributeError, IndexError)
@@ -40,6 +44,7 @@ class Diagnoser:
         self.events_seen = 0
         self.bad_events = 0              # events-file events a detector could not use
         self.hosts: dict[int, str] = {}      # rank -> host label (detect/multinode.py learn_hosts)
+        self.line_hosts: dict[tuple[str, int | None], str] = {}   # (source, line) of a failure -> its host
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -50,6 +55,10 @@ class Diagnoser:
             self.context.learn(ev.data)
         elif kind in HOST_KINDS:
             learn_hosts(ev, self.hosts)
+        elif kind in LINE_HOST_KINDS and ev.data.get("host"):
+            learn_hosts(ev, self.hosts)
+            if len(self.line_hosts) < MAX_LINE_HOSTS:
+                self.line_hosts[(ev.source, ev.line)] = str(ev.data["host"])
         new: list[Finding] = []
         for det in self._by_kind.get(kind, ()):
             try:
@@ -91,6 +100,11 @@ class Diagnoser:
         """Name the hosts of the finding's ranks, when the run said them (multi-node runs)."""
         if self.hosts:
             f.hosts = {r: self.hosts[r] for r in f.ranks if r in self.hosts}
+        if not f.ranks and self.line_hosts:
+            # no rank number (a Ray actor's line, a pod's): the one host its evidence was printed on
+            found = {self.line_hosts.get((e.source, e.line)) for e in f.evidence} - {None}
+            if len(found) == 1:
+                f.node = found.pop()
         return f
 
     def finish(self) -> list[Finding]:
