@@ -70,7 +70,8 @@ _PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("step", ("engine.py:step", "_take_model_step", "engine.py:_step", "stage_1_and_2.py:step", "stage3.py:step",
               "fused_adam.py:step", "cpu_adam.py:step", "optimizer.py:step", "optim/adam", "optim/adamw",
               "_optimizer_step", "fused_optimizer.py:step", "bf16_optimizer.py:step")),
-    ("backward", ("engine.py:backward", "autograd/__init__.py:backward", "_engine_run_backward", "run_backward",
+    # (DeepSpeed before 0.16 also had the ZeRO optimizers' own backward: stage3.py / stage_1_and_2.py backward)
+    ("backward", ("engine.py:backward", "stage3.py:backward", "stage_1_and_2.py:backward", "autograd/__init__.py:backward", "_engine_run_backward", "run_backward",
                   "_tensor.py:backward", "reduce_ipg_grads", "allreduce_bucket", "reduce_partition_and_remove_grads")),
     # transformers/trainer.py Trainer.compute_loss: the model's forward (training_step also holds the backward)
     ("forward", (":forward", "_call_impl", "_wrapped_call_impl", "module.py:__call__", "trainer.py:compute_loss")),
