@@ -118,8 +118,17 @@ def ray_oom_node(line: Line, st: StreamState):
 
 @on("cannot be scheduled right now")
 def ray_unschedulable(line: Line, st: StreamState):
-    # the autoscaler waiting for resources no node offers: only the last words of a run that never
-    # started (detect/failure.py reads an error_line only when no progress followed it)
+    # the autoscaler waiting for resources no node offers. Once is the normal wait for a node to
+    # start; printed again with no training step in between, it is a run that cannot start: the
+    # last words of such a run (detect/failure.py reads an error_line only when no progress followed)
     if "The following resource request cannot be scheduled right now" not in line.text:
+        return None
+    seen = st.scratch.get("ray.unschedulable")
+    steps = dict(st.last_step)
+    if seen is None or seen[1] != steps:
+        st.scratch["ray.unschedulable"] = (1, steps)
+        return None
+    st.scratch["ray.unschedulable"] = (seen[0] + 1, steps)
+    if seen[0] != 1:
         return None
     return line.event("error_line", step=st.step_of(line.rank), level="warning", message=line.text.strip()[:300])
