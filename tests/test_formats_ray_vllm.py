@@ -117,3 +117,14 @@ def test_the_deepspeed_launcher_names_the_rank_of_an_unprefixed_oom():
         "[2026-12-05 10:41:12,610] [ERROR] [launch.py:325:sigkill_handler] ['/usr/bin/python', '-u', 'main.py', "
         "'--local_rank=6', '--zero_stage', '2'] exits with return code = 1"]) + "\n"
     assert findings(text)[0].ranks == [6]
+
+
+UNSCHEDULABLE = ("(autoscaler +{t}) Warning: The following resource request cannot be scheduled right now: {{'GPU': 1.0}}. "
+                 "This is likely due to all cluster resources being claimed by actors. Consider creating fewer actors or "
+                 "adding more nodes to this Ray cluster.\n")
+
+
+def test_the_autoscaler_waiting_once_is_a_node_starting_twice_a_run_that_cannot_start():
+    assert not findings(UNSCHEDULABLE.format(t="14s"))
+    fs = findings(UNSCHEDULABLE.format(t="14s") + UNSCHEDULABLE.format(t="49s"))
+    assert fs and "cannot be scheduled" in fs[0].evidence[0].text
