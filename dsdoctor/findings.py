@@ -111,6 +111,7 @@ class Finding:
     source_ref: str | None = None           # where the rule's advice comes from
     fallback: bool = False                  # a generic failure finding: dropped when a specific one explains the run
     hosts: dict[int, str] = field(default_factory=dict)   # rank -> host label (multi-node runs)
+    node: str | None = None                 # the host of a finding with no rank number (a Ray worker's ip)
 
     @property
     def ranks_text(self) -> str:
@@ -127,6 +128,8 @@ class Finding:
             d["consequence_of"] = self.consequence_of
         if self.hosts:
             d["hosts"] = {str(r): h for r, h in sorted(self.hosts.items())}
+        if self.node:
+            d["node"] = self.node
         return d
 
     @property

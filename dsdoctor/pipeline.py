@@ -16,6 +16,16 @@ from .rules import RuleSet, make_finding
 from .detect.multinode import learn_hosts
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
+# the failures whose events carry the host their line was printed under (a pdsh / kubectl pod /
+# Ray worker prefix): `learn_hosts` ties it to the rank; a finding with no rank is placed by it
+LINE_HOST_KINDS = frozenset({"exception", "killed"})
+MAX_LINE_HOSTS = 4096
+# A launcher's line that names the rank whose process failed (DeepSpeed's launch.py 'exits with return
+# code', torchelastic's failure record): the rank of a rank-less error above it, in the same input,
+# when it names only one. The DeepSpeed launcher prints every rank's output unprefixed by default.
+EXIT_KINDS = frozenset({"process_exit", "killed"})
+EXIT_WHO = frozenset({"launcher", "torchelastic"})
+RANK_FROM_EXIT = frozenset({"oom", "hardware"})     # errors of one process, not of the whole job
 
 
 _BAD_DATA = (TypeError, ValueError, OverflowError, KeyError, AttributeError, IndexError)
@@ -40,6 +50,8 @@ class Diagnoser:
         self.events_seen = 0
         self.bad_events = 0              # events-file events a detector could not use
         self.hosts: dict[int, str] = {}      # rank -> host label (detect/multinode.py learn_hosts)
+        self.line_hosts: dict[tuple[str, int | None], str] = {}   # (source, line) of a failure -> its host
+        self.failed_ranks: dict[str, dict[int, int | None]] = {}  # input -> rank a launcher said failed -> line
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -50,6 +62,12 @@ class Diagnoser:
             self.context.learn(ev.data)
         elif kind in HOST_KINDS:
             learn_hosts(ev, self.hosts)
+        elif kind in LINE_HOST_KINDS and ev.data.get("host"):
+            learn_hosts(ev, self.hosts)
+            if len(self.line_hosts) < MAX_LINE_HOSTS:
+                self.line_hosts[(ev.source, ev.line)] = str(ev.data["host"])
+        if kind in EXIT_KINDS and ev.rank is not None and ev.data.get("who") in EXIT_WHO:
+            self._failed_rank(ev)
         new: list[Finding] = []
         for det in self._by_kind.get(kind, ()):
             try:
@@ -91,7 +109,30 @@ class Diagnoser:
         """Name the hosts of the finding's ranks, when the run said them (multi-node runs)."""
         if self.hosts:
             f.hosts = {r: self.hosts[r] for r in f.ranks if r in self.hosts}
+        if not f.ranks and self.line_hosts:
+            # no rank number (a Ray actor's line, a pod's): the one host its evidence was printed on
+            found = {self.line_hosts.get((e.source, e.line)) for e in f.evidence} - {None}
+            if len(found) == 1:
+                f.node = found.pop()
         return f
+
+    def _failed_rank(self, ev: Event) -> None:
+        d = ev.data
+        code, sig = d.get("exitcode"), d.get("signal")
+        own = (sig is None and isinstance(code, int) and code > 0) or sig not in (None, 1, 2, 15)
+        if own and len(self.failed_ranks) < MAX_LINE_HOSTS:
+            ranks = self.failed_ranks.setdefault(ev.source, {})
+            if len(ranks) < 64:
+                ranks.setdefault(int(ev.rank), ev.line)
+
+    def _rank_from_exit(self, s: Symptom) -> None:
+        """The one rank a launcher said failed, for a rank-less error printed above its line."""
+        e = s.evidence[0]
+        failed = self.failed_ranks.get(e.source)
+        if failed and len(failed) == 1:
+            rank, line = next(iter(failed.items()))
+            if e.line is None or line is None or line > e.line:
+                s.ranks.add(rank)
 
     def finish(self) -> list[Finding]:
         for det in self.detectors:
@@ -109,6 +150,8 @@ class Diagnoser:
         for s in self.symptoms.values():
             rule = self.rules.match(s, names)
             if rule:
+                if not s.ranks and s.evidence and self.failed_ranks and rule.category in RANK_FROM_EXIT:
+                    self._rank_from_exit(s)
                 out.append(self._hosted(make_finding(rule, s, names)))
         return order_findings(out)
 

@@ -63,6 +63,8 @@ def render_finding(con: Console, f: Finding, index: int | None = None, *, brief:
         elif hosts:
             ranks += f" ({f.hosts_text})"
         where.append(ranks)
+    elif f.node:
+        where.append(f"on {f.node}")
     if f.steps:
         st = f.steps
         where.append(f"step {st[0]}" if len(st) == 1 else f"steps {st[0]}..{st[-1]} ({len(st)} seen)")

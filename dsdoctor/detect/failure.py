@@ -44,7 +44,8 @@ PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, be
                            "before the model and optimizer were built",
               "forward": "in the forward pass", "backward": "in the backward pass", "step": "in the optimizer step",
               "zero3_fetch": "while ZeRO-3 gathered parameters", "checkpoint_save": "while saving a checkpoint",
-              "eval": "during evaluation", "generate": "while generating text (model.generate)", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs"}
+              "eval": "during evaluation", "generate": "while generating text (model.generate)", "inference_init": "while DeepSpeed-Inference placed the model on the GPUs",
+              "vllm_engine": "inside the vLLM engine (generation, not the DeepSpeed-trained model)"}
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
@@ -183,7 +184,7 @@ class FailureDetector(Detector):
                 self.watchdog_timeouts = True
         elif k == "killed":
             sig = ev.data.get("signal")
-            if ev.data.get("who") in ("kernel", "slurm") or ev.data.get("memcg"):
+            if ev.data.get("who") in ("kernel", "slurm", "ray_memory_monitor") or ev.data.get("memcg"):
                 self.kernel = True
             if sig == 9:
                 self._keep(self.kills, seq, ev)
@@ -405,7 +406,10 @@ class FailureDetector(Detector):
                                host_percent_max=self.host_percent_max, kernel_oom=self.kernel,
                                signal=9 if how == "killed" else None,
                                who=ev.data.get("who") or ("dsdoctor run" if ev.kind == "exit" else None),
-                               exitcode=ev.data.get("exitcode"), local_rank=ev.data.get("local_rank")))
+                               exitcode=ev.data.get("exitcode"), local_rank=ev.data.get("local_rank"),
+                               host=ev.data.get("host"), killed_what=ev.data.get("what"),
+                               memory_used=ev.data.get("used"), memory_total=ev.data.get("total"),
+                               threshold=ev.data.get("threshold")))
         for _, e in (self.kills or self.killing)[:4]:
             self._add(s, e)
         if self.phase is not None and phase == self.phase[0]:

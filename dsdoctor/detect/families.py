@@ -37,6 +37,16 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "an illegal memory access was encountered", "CUDA error: unknown error", "uncorrectable NVLink error",
       "Xid (PCI:"), (),
      "a CUDA error that a failing GPU produces"),
+    # vLLM's engine refusing to start or to serve for lack of GPU memory: its KV cache (vllm/worker/worker.py
+    # raise_if_cache_size_invalid 'No available memory for the cache blocks. Try increasing
+    # `gpu_memory_utilization` ...', vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory '... larger than
+    # the available KV cache memory ...'), its start-up check (vllm/v1/worker/gpu_worker.py init_device 'Free
+    # memory on device ... is less than desired GPU memory utilization'). gpu_memory_utilization is vLLM's
+    # argument (TRL vllm_gpu_memory_utilization, OpenRLHF --vllm_gpu_memory_utilization), not DeepSpeed's.
+    ("vllm_memory", "oom", 3, (),
+     ("gpu_memory_utilization", "desired GPU memory utilization", "memory for the cache blocks",
+      "available KV cache memory", "can be stored in KV cache"), (),
+     "vLLM's engine (the rollout / generation side) had too little GPU memory for its weights and KV cache"),
     # torch/cuda/memory.py & c10 CUDACachingAllocator: torch.OutOfMemoryError 'CUDA out of memory'
     ("gpu_memory", "oom", 3, ("OutOfMemoryError",),
      ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "HIP out of memory",
@@ -139,6 +149,21 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("wrapper", "other", 0,
      ("ChildFailedError", "ProcessRaisedException", "ProcessExitedException", "SignalException", "CalledProcessError"),
      (), (), "the launcher reporting that a rank failed"),
+    # Ray re-raising in the driver what a task or actor raised (ray/exceptions.py: RayTaskError, printed as
+    # 'ray.exceptions.RayTaskError(OutOfMemoryError): ray::Actor.method() (pid=.., ip=..)' above the worker's
+    # own traceback; ActorDiedError 'The actor died because of an error raised in its creation task' likewise,
+    # or 'The actor died unexpectedly' with the worker's exit detail on the next lines; Ray Train's
+    # TrainingFailedError); vLLM V1's 'Engine core initialization failed. See root cause above.'
+    ("wrapper", "other", 0,
+     ("RayTaskError", "ActorDiedError", "RayActorError", "TrainingFailedError", "WorkerCrashedError",
+      "TaskCancelledError"),
+     ("See root cause above",), (), "a wrapper (Ray, a vLLM engine client) re-raising another process's error"),
+    # the raylet losing its pipe to a worker that died without a Python error (node_manager.cc: 'Worker
+    # unexpectedly exits with a connection error code 2. End of file. There are some potential root causes.
+    # (1) The process is killed by SIGKILL by OOM killer ...'): the worker's own end (an NCCL watchdog's
+    # abort, the kernel's OOM killer) says why
+    ("wrapper", "other", 0, (), ("Worker unexpectedly exits with",), (),
+     "Ray reporting that a worker process died without a Python error (its own log or the kernel's says why)"),
     # torch/utils/data/_utils/signal_handling.py & dataloader.py: the main process reporting a
     # worker's death ('DataLoader worker (pid N) is killed by signal: Segmentation fault.',
     # 'DataLoader worker (pid(s) N) exited unexpectedly'): the cause is the worker's signal
@@ -181,6 +206,12 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # process N', 'in replica N on device M' of DataParallel, 'in pin memory thread for device N')
     if message.startswith("Caught ") and _RERAISED.match(message):
         return _family("wrapper")
+    # bitsandbytes' native library not loaded (bitsandbytes/cextension.py leaves `lib` None after 'The
+    # installed version of bitsandbytes was compiled without GPU support'; functional.py then calls
+    # lib.c...): an install problem, whatever op it reached first
+    if name == "AttributeError" and "'NoneType' object has no attribute" in message and \
+            "bitsandbytes/" in (raise_site or ""):
+        return _family("environment")
     if _DTYPE_MISMATCH.search(message):
         return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
     if _META_TENSOR.search(message):

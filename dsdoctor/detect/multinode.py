@@ -29,6 +29,10 @@ def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:
                 for r in ranks or ():
                     if isinstance(r, int) and label != "unknown host":
                         hosts.setdefault(r, str(label))
+    elif ev.kind in ("exception", "killed"):
+        # the host prefix of the line that failed (pdsh, a pod, a Ray worker's ip) with its rank
+        if ev.rank is not None and d.get("host"):
+            hosts.setdefault(int(ev.rank), str(d["host"]))
     elif ev.kind == "stall":
         for b in d.get("behind") or ():
             if isinstance(b, dict) and isinstance(b.get("rank"), int) and (b.get("node") or b.get("host")):

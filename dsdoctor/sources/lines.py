@@ -26,8 +26,11 @@ _PREFIXES = [
     (re.compile(r"^(\d{1,5}):\s"), "rank"),
     # kubectl logs --prefix (Kubeflow PyTorchJob pods): "[pod/{pod}/{container}] ", the pod standing for the node
     (re.compile(r"^\[pod/([\w.-]+)/[\w.-]+\]\s"), "host"),
-    # Ray actors: "(RayTrainWorker pid=123, ip=10.0.0.1) "
-    (re.compile(r"^\((?:[\w.]+ )?pid=\d+(?:, ip=[\d.]+)?\)\s"), None),
+    # Ray's driver prefixes every worker's line (ray/_private/worker.py: print_worker_logs):
+    # "({actor or task name} pid={pid}, ip={ip}) ", "(pid=123) ", "(raylet, ip=10.0.0.3) ",
+    # "(autoscaler +1m2s) "; ", ip=" only for another node than the driver's: that ip is the node
+    (re.compile(r"^\((?:(?:[\w.<>-]+(?:\([^()]*\))? (?:rank=\d+ )?)?pid=\d+|raylet|autoscaler \+\w+|gcs_server)"
+                r"(?:, ip=([\d.]+|[\da-fA-F:]+))?\)\s"), "host"),
     # pdsh "host: " (lowercase host names with a digit, so 'ERROR: ...' is not a host)
     (re.compile(r"^([a-z][a-z0-9_.-]*\d[a-z0-9_.-]*):\s"), "host"),
     # wrappers a log picks up on its way to the user: syslog/journald ("Dec 05 10:00:00 HOST
@@ -36,11 +39,17 @@ _PREFIXES = [
     (re.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
                 r"(?: ([\w.-]+) [\w./-]+(?:\[\d+\])?:)? "), "host"),
     (re.compile(r"^(?:> ?)+"), None),
+    # vLLM's logger (vllm/logger.py: _FORMAT "%(levelname)s %(asctime)s [%(filename)s:%(lineno)d]
+    # %(message)s", datefmt "%m-%d %H:%M:%S"; before v0.8 without the brackets: "file.py:12] "): its
+    # engine's tracebacks are printed line by line under this head
+    (re.compile(r"^(?:INFO|WARNING|ERROR|DEBUG|CRITICAL) \d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \[?[\w./-]+:\d+\] "), None),
     # containerd's CRI log format after its time: "stderr F " (F a full line, P a part of one)
     (re.compile(r"^std(?:out|err) [FP] "), None),
     # `cat -n` / `nl` line numbers (the tab tells them from srun's "0: ")
     (re.compile(r"^ *\d+\t"), None),
 ]
+_RAY_REPEATED = re.compile(r" \[repeated \d+x across cluster\](?: \(Ray deduplicates logs by default\..*\))?$")
+_LOG_LEVELS = frozenset(("INFO", "WARN", "ERRO", "DEBU", "CRIT"))
 _MONTHS = frozenset(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
 _TS = [
     (re.compile(r"^\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?\]\s*"), "%Y-%m-%d %H:%M:%S"),
@@ -119,6 +128,8 @@ def _may_start(s: str) -> bool:
     if c == "[":                      # [rank3]: [default3]: [2024-...] [E1205 ... [pod/...]
         n = s[1:2]
         return n == "r" or n == "d" or n == "p" or n.isdecimal() or (n in "IWEF" and s[2:3].isdecimal())
+    if c in "IWEDC" and s[:4] in _LOG_LEVELS:   # vLLM's "INFO 12-05 10:00:00 [file.py:12] "
+        return True
     return c == "(" or c.isdecimal() or "a" <= c <= "z" or (c in "IWEF" and s[1:2].isdecimal()) or c == ">" \
         or (s[3:4] == " " and s[:3] in _MONTHS) or (c == " " and "\t" in s[:8])
 
@@ -144,7 +155,7 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
                 if what == "rank" and rank is None:
                     rank = int(m.group(1))
                 elif what == "host":
-                    host = m.group(1)
+                    host = m.group(1) or host
                 s = s[m.end():]
                 changed = True
         for rx, fmt in _TS:
@@ -159,6 +170,10 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
                 if m:
                     t = _glog_time(m, year)
             break
+    if s[-1:] in "])" and "x across cluster]" in s:
+        # Ray's log deduplication (ray/_private/ray_logging: LogDeduplicator) ends a line that
+        # several workers printed with " [repeated 7x across cluster]" (and, once, a note)
+        s = _RAY_REPEATED.sub("", s)
     if rank is None and "ank" in s:      # every _RANK_IN_MSG form has it; the regex is slow
         m = _rank_in_msg(s)
         if m:

@@ -45,6 +45,9 @@ def _frame(line: Line, st: StreamState) -> None:
 # (phase, frame predicates). Checked in this order: specific phases first, because a
 # ZeRO-3 fetch or an optimizer step also has forward()/backward() frames further out.
 _PHASES: list[tuple[str, tuple[str, ...]]] = [
+    # inside vLLM's engine (site-packages/vllm/: an RL trainer's rollouts, TRL use_vllm, OpenRLHF's
+    # LLMRayActor): its memory is vLLM's gpu_memory_utilization share, not the DeepSpeed engine's
+    ("vllm_engine", ("/vllm/",)),
     ("checkpoint_load", ("load_checkpoint", "_load_checkpoint", "load_state_dict_from", "serialization.py:load",
                          "_load_zero_checkpoint", "load_module_state_dict")),
     ("checkpoint_save", ("save_checkpoint", "_save_checkpoint", "_save_zero_checkpoint", "serialization.py:save")),
@@ -67,7 +70,8 @@ _PHASES: list[tuple[str, tuple[str, ...]]] = [
     ("step", ("engine.py:step", "_take_model_step", "engine.py:_step", "stage_1_and_2.py:step", "stage3.py:step",
               "fused_adam.py:step", "cpu_adam.py:step", "optimizer.py:step", "optim/adam", "optim/adamw",
               "_optimizer_step", "fused_optimizer.py:step", "bf16_optimizer.py:step")),
-    ("backward", ("engine.py:backward", "autograd/__init__.py:backward", "_engine_run_backward", "run_backward",
+    # (DeepSpeed before 0.16 also had the ZeRO optimizers' own backward: stage3.py / stage_1_and_2.py backward)
+    ("backward", ("engine.py:backward", "stage3.py:backward", "stage_1_and_2.py:backward", "autograd/__init__.py:backward", "_engine_run_backward", "run_backward",
                   "_tensor.py:backward", "reduce_ipg_grads", "allreduce_bucket", "reduce_partition_and_remove_grads")),
     # transformers/trainer.py Trainer.compute_loss: the model's forward (training_step also holds the backward)
     ("forward", (":forward", "_call_impl", "_wrapped_call_impl", "module.py:__call__", "trainer.py:compute_loss")),
@@ -197,7 +201,20 @@ def exception_line(line: Line, st: StreamState):
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
                       raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
                       chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
-                      wait_frame=wait[1] if wait else None, host=line.host)
+                      wait_frame=wait[1] if wait else None, host=line.host or _wrapped_host(line, st))
+
+
+RAY_WRAPPED = "ray.wrapped"     # scratch: (line, ip) of the last Ray wrapper line (formats/ray.py)
+
+
+def _wrapped_host(line: Line, st: StreamState) -> str | None:
+    """The node of the worker whose traceback a Ray wrapper line ('RayTaskError(...): ray::A.f()
+    (pid=.., ip=..)') introduced: the driver prints it without the worker's prefix."""
+    w = st.scratch.get(RAY_WRAPPED)
+    if w is None or not 0 < line.lineno - w[0] <= 2 * MAX_FRAMES + 20:
+        return None
+    del st.scratch[RAY_WRAPPED]
+    return w[1]
 
 
 def frameless_exception(line: Line, st: StreamState, type_: str, name: str, message: str,

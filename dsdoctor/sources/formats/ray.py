@@ -1,0 +1,134 @@
+"""Ray: what its driver prints when a task or actor fails (RLHF trainers such as OpenRLHF, Ray
+Train's TorchTrainer), read so that the worker's own error stays the cause and its node is named.
+
+Texts (Ray 2.x): ray/exceptions.py RayTaskError.__str__ (the worker's traceback under a head
+'{proctitle}() (pid={pid}, ip={ip}, actor_id=..., repr=...)', raised in the driver as
+'ray.exceptions.RayTaskError({Cause}): ray::Actor.method() (pid=.., ip=..)'), ActorDiedError ('The
+actor died because of an error raised in its creation task, ...', 'The actor died unexpectedly before
+finishing this task.' then '\\tpid: N' / '\\tip: X' and the worker's exit: 'Worker exit type: {type}
+Worker exit detail: {detail}'); the raylet's messages (src/ray/raylet/node_manager.cc, worker_killing_policy,
+memory_monitor): 'A worker died or was killed while executing a task by an unexpected system error. ...
+Worker IP address: X ... Worker PID: N Worker exit type: SYSTEM_ERROR Worker exit detail: ...', 'N
+Workers (tasks / actors) killed due to memory pressure (OOM), M Workers crashed due to other reasons at
+node (ID: .., IP: X)', 'Task was killed due to the node running low on memory.' / 'Memory on the node
+(IP: X, ID: ..) where the task (..., name=.., pid=N, memory used=..GB) was running was U GB / T GB
+(f), which exceeds the memory usage threshold of h.'; the autoscaler's 'Warning: The following
+resource request cannot be scheduled right now: {...}' (ray/autoscaler/_private/resource_demand_scheduler.py).
+The worker prefixes '(Actor pid=N, ip=X) ' are read by sources/lines.py (the ip is the line's host).
+"""
+from __future__ import annotations
+
+from ...lazy_regex import compile_later
+from ..lines import Line, StreamState
+from ..recogniser import on
+from .traceback import RAY_WRAPPED, frameless_exception
+
+_TASK_ERROR = compile_later(r"^ray\.exceptions\.RayTaskError\((\w+)\): (.*?)\s*\(pid=(\d+), ip=([^,)\s]+)")
+_WRAPPER_AT = compile_later(r"(ray::\S+?)(?:\(\))? \(pid=(\d+), ip=([^,)\s]+)")
+_EXIT = compile_later(r"Worker exit type: (\w+) Worker exit detail: (.*)$")
+_WORKER_IP = compile_later(r"Worker IP address: ([^\s]+)")
+_WORKER_PID = compile_later(r"Worker PID: (\d+)")
+_OOM_SUMMARY = compile_later(r"(\d+) Workers \(tasks / actors\) killed due to memory pressure \(OOM\), \d+ Workers "
+                             r"crashed due to other reasons at node \(ID: \w+, IP: ([^)\s]+)\)")
+_OOM_NODE = compile_later(r"Memory on the node \(IP: ([^,\s]+), ID: \w+\) where the task \((?:.*?name=([^,]+), )?"
+                          r"pid=(\d+), memory used=([\d.]+)GB\) was running was ([\d.]+)GB / ([\d.]+)GB \([\d.]+\), "
+                          r"which exceeds the memory usage threshold of (\d+(?:\.\d+)?)")
+_GB = 1024 ** 3
+
+
+@on("ray.exceptions.")
+def ray_wrapper(line: Line, st: StreamState):
+    """The driver's head of a worker's traceback: remember the worker's node for its exception
+    below (traceback.exception_line reads it), and report the wrapper itself (a consequence:
+    detect/families.py gives it weight 0) for a paste that stops here."""
+    t = line.text
+    m = _WRAPPER_AT.search(t)
+    if m:
+        st.scratch[RAY_WRAPPED] = (line.lineno, m.group(3))
+    m = _TASK_ERROR.match(t.strip())
+    if not m:
+        return None
+    st.frames.pop(line.rank, None)          # the worker's frames follow: the driver's are not theirs
+    return frameless_exception(line, st, "ray.exceptions.RayTaskError", "RayTaskError",
+                               f"{m.group(1)} raised in {m.group(2)} (pid={m.group(3)}, ip={m.group(4)})",
+                               host=m.group(4), cause=m.group(1))
+
+
+@on("\tip: ", "\tpid: ")
+def ray_actor_fields(line: Line, st: StreamState) -> None:
+    # ActorDiedError's fields ('\tpid: 2213', '\tip: 10.0.0.3') above its exit detail
+    t = line.text.strip()
+    if t.startswith("ip: "):
+        st.scratch["ray.actor_ip"] = (line.lineno, t[4:].strip())
+    elif t.startswith("pid: ") and t[5:].strip().isdecimal():
+        st.scratch["ray.actor_pid"] = (line.lineno, int(t[5:].strip()))
+
+
+def _near(st: StreamState, key: str, line: Line, within: int = 8):
+    v = st.scratch.get(key)
+    return v[1] if v is not None and 0 <= line.lineno - v[0] <= within else None
+
+
+@on("Worker exit type: ")
+def ray_worker_exit(line: Line, st: StreamState):
+    """How a Ray worker process ended, as the raylet or ActorDiedError says: killed by Ray's
+    memory monitor (NODE_OUT_OF_MEMORY), or dead without a Python error (SYSTEM_ERROR: SIGKILL,
+    a segfault, `ray stop --force`)."""
+    m = _EXIT.search(line.text)
+    if not m:
+        return None
+    kind, detail = m.group(1), m.group(2).strip()
+    ip = _WORKER_IP.search(line.text)
+    host = ip.group(1) if ip else (line.host or _near(st, "ray.actor_ip", line))
+    pid = _WORKER_PID.search(line.text)
+    pid = int(pid.group(1)) if pid else _near(st, "ray.actor_pid", line)
+    if kind == "NODE_OUT_OF_MEMORY":
+        return _memory_kill(line, st, host, pid)
+    if kind != "SYSTEM_ERROR" or not st.once(("ray.died", pid, host)):
+        return None       # USER_ERROR and the intended exits: the worker's own traceback says why
+    return frameless_exception(line, st, "Ray worker died (SYSTEM_ERROR)", "WorkerDied", detail,
+                               host=host, pid=pid)
+
+
+def _memory_kill(line: Line, st: StreamState, host: str | None, pid: int | None, **facts):
+    # one event per line kind (the raylet's count, the exit detail, the memory reading): the
+    # evidence quotes each once
+    if not st.once(("ray.oom", line.text[:24], host, pid)):
+        return None
+    return line.event("killed", step=st.step_of(line.rank), signal=9, exitcode=None, pid=pid,
+                      who="ray_memory_monitor", memcg=None, host=host, first=True, **facts)
+
+
+@on("killed due to memory pressure (OOM)")
+def ray_oom_summary(line: Line, st: StreamState):
+    m = _OOM_SUMMARY.search(line.text)
+    if not m or int(m.group(1)) == 0:
+        return None
+    return _memory_kill(line, st, m.group(2), None)
+
+
+@on("which exceeds the memory usage threshold of")
+def ray_oom_node(line: Line, st: StreamState):
+    m = _OOM_NODE.search(line.text)
+    if not m:
+        return None
+    return _memory_kill(line, st, m.group(1), int(m.group(3)), what=m.group(2),
+                        used=float(m.group(5)) * _GB, total=float(m.group(6)) * _GB, threshold=float(m.group(7)))
+
+
+@on("cannot be scheduled right now")
+def ray_unschedulable(line: Line, st: StreamState):
+    # the autoscaler waiting for resources no node offers. Once is the normal wait for a node to
+    # start; printed again with no training step in between, it is a run that cannot start: the
+    # last words of such a run (detect/failure.py reads an error_line only when no progress followed)
+    if "The following resource request cannot be scheduled right now" not in line.text:
+        return None
+    seen = st.scratch.get("ray.unschedulable")
+    steps = dict(st.last_step)
+    if seen is None or seen[1] != steps:
+        st.scratch["ray.unschedulable"] = (1, steps)
+        return None
+    st.scratch["ray.unschedulable"] = (seen[0] + 1, steps)
+    if seen[0] != 1:
+        return None
+    return line.event("error_line", step=st.step_of(line.rank), level="warning", message=line.text.strip()[:300])
