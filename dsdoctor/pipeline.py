@@ -40,6 +40,7 @@ class Diagnoser:
         self.events_seen = 0
         self.bad_events = 0              # events-file events a detector could not use
         self.hosts: dict[int, str] = {}      # rank -> host label (detect/multinode.py learn_hosts)
+        self.reruns: list[int] = []          # seqs of a paste's prose opening a later attempt
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -50,6 +51,8 @@ class Diagnoser:
             self.context.learn(ev.data)
         elif kind in HOST_KINDS:
             learn_hosts(ev, self.hosts)
+        elif kind == "rerun":
+            self.reruns.append(seq)
         new: list[Finding] = []
         for det in self._by_kind.get(kind, ()):
             try:
@@ -106,7 +109,18 @@ class Diagnoser:
             rule = self.rules.match(s, names)
             if rule:
                 out.append(self._hosted(make_finding(rule, s, names)))
-        return order_findings(out)
+        return last_attempt_first(order_findings(out), self.reruns)
+
+
+def last_attempt_first(findings: list[Finding], reruns: list[int]) -> list[Finding]:
+    """A paste of two attempts ('after I changed X I now get'): the failures after the last such
+    prose that has a failure on both sides come first (the earlier attempt's problem is the one the
+    user already worked on); the order within each attempt stays."""
+    failed = [f.seq for f in findings if not f.consequence_of and f.severity in ("critical", "error")]
+    cut = next((r for r in reversed(reruns) if any(s < r for s in failed) and any(s > r for s in failed)), None)
+    if cut is None:
+        return findings
+    return sorted(findings, key=lambda f: f.seq < cut)      # stable: the order within each part stays
 
 
 def diagnose(events: Iterable[Event], context: Context | None = None,

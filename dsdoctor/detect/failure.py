@@ -90,7 +90,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout", "nccl_error")
+             "collective_timeout", "nccl_error", "rerun")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -114,6 +114,7 @@ class FailureDetector(Detector):
         self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
+        self.reruns: list[int] = []                       # a paste's prose opening a later attempt
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -133,7 +134,9 @@ class FailureDetector(Detector):
                 pt.append(ev.time)
                 if len(pt) > 64:
                     del pt[:32]
-        if k == "node_exit" and ev.data.get("first"):
+        if k == "rerun":
+            self.reruns.append(seq)
+        elif k == "node_exit" and ev.data.get("first"):
             self.launcher_named_first = True
         elif k == "error_line":
             if len(self.error_lines) < 4096 or ev.source in self.error_lines:
@@ -320,6 +323,11 @@ class FailureDetector(Detector):
                  if self.advances.get(g.members[0][0].source, 0) - g.advances_at < SURVIVED_STEPS]
         if not fatal:
             return None
+        # two attempts pasted one after the other ('after I changed X I now get'): the last one's
+        cut = next((r for r in reversed(self.reruns)
+                    if any(g.seq < r for g in fatal) and any(g.seq > r for g in fatal)), None)
+        if cut is not None:
+            fatal = [g for g in fatal if g.seq > cut]
         return min(fatal, key=lambda g: (-g.weight, g.seq))
 
     def _vanished(self) -> bool:

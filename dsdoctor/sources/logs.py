@@ -87,8 +87,9 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
         yield from container_logs.decode_blocks(itertools.chain(rest, it))
         return
     if second is None:
+        from .ungrep import ungrep
         from .unwrap import rejoin
-        yield rejoin(first, events_from_text)
+        yield rejoin(ungrep(first), events_from_text)
         return
     yield first
     yield second
