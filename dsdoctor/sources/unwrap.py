@@ -17,6 +17,7 @@ MIN_WIDTH = 60                # narrower panes do not hold a log line's head
 SAMPLE = 64 << 10             # the width is found in the first 64 KiB (~500 lines)
 MAX_INPUT = 16 << 20          # only pasted-size inputs (one block): programs do not wrap their logs
 TRIAL = 256 << 10             # the recognisers read this much of both texts to choose
+SHORT_PASTE = 12              # non-empty lines: a paste this short may hold one wrapped line
 
 
 def wrap_width(text: str) -> int | None:
@@ -29,8 +30,12 @@ def wrap_width(text: str) -> int | None:
     # the pieces differ from each other; rules of one character ('=' * 60 around torchelastic's
     # error table) do not count
     spike = len({ln for ln in lines if len(ln) == width and len(set(ln.strip())) > 1})
-    if width < MIN_WIDTH or spike < 3:
+    if width < MIN_WIDTH:
         return None
+    if spike < 3:
+        # a paste of a few lines with one of them cut in two (the longest line, then the rest of
+        # it): no spike to see, so the recognisers decide (rejoin keeps the join only if they read more)
+        return width if spike == 1 and len(lines) <= SHORT_PASTE else None
     # the 20 lengths just below the width: natural lines that end near it, about as many per
     # length as the spike in an unwrapped log, far fewer in a wrapped one
     near = sum(lengths.get(n, 0) for n in range(width - 20, width)) / 20

@@ -14,6 +14,8 @@ from ..lines import Line, StreamState
 from ..recogniser import on
 
 # "after I changed / after setting / after switching ...", "now I get", "second attempt", "Attempt 2"
+# and a prose line that opens the next block with "now" ("Now:", "Now it fails with:")
+# ("then I get" is left out: "it runs 100 steps and then I get" opens the only attempt)
 _VERBS = ("changed", "changing", "set", "setting", "added", "adding", "removed", "removing", "switched",
           "switching", "reduced", "reducing", "increased", "increasing", "enabled", "enabling", "disabled",
           "disabling", "updated", "updating", "upgraded", "upgrading", "installed", "installing", "lowered",
@@ -23,11 +25,11 @@ _TRIGGERS = ("after I ", "After I ", "after we ", "After we ",
              *(f"{a} {v}" for a in ("after", "After") for v in _VERBS if v.endswith("ing")),
              "now I get", "now I got", "I now get", "now I'm getting", "now getting", "now it fails",
              "second attempt", "Second attempt", "second run", "Second run", "second try", "Attempt 2", "attempt 2",
-             "2nd attempt", "2nd run", "Run 2", "then I get", "then I got")
+             "2nd attempt", "2nd run", "Run 2", "run #2", "Now:", "now:", "Now ", "And now", "and now")
 _RERUN = compile_later(
     r"(?i)(?:\bafter (?:I |we )?(?:" + "|".join(_VERBS) + r")\b|\bnow (?:I |we )?(?:get|got|am getting|'m getting|getting)\b"
-    r"|\bI now get\b|\bnow it fails\b|\b(?:second|2nd) (?:attempt|run|try)\b|\b(?:attempt|run|try) (?:#)?2\b"
-    r"|\bthen I (?:get|got)\b)")
+    r"|\bI now get\b|\bnow it fails\b|\b(?:second|2nd) (?:attempt|run|try)\b|\b(?:attempt|try) #?2\b|\brun #2\b"
+    r"|(?-i:^Run 2\b)|^(?:and )?now\b[^.]{0,60}:$)")
 # a log line, not prose: a timestamp, a level, a traceback or a rank prefix
 _LOGGY = compile_later(r"\d\d:\d\d:\d\d|\[(?:INFO|WARNING|ERROR|DEBUG)\]|\b(?:INFO|WARNING|ERROR)\b[:\s-]|Traceback|File \"|"
                        r"^\s*(?:\[?rank\d|\w+(?:Error|Exception):)|\|")
