@@ -17,7 +17,8 @@ MAX_INPUT = 16 << 20          # only pasted-size inputs (one block)
 SAMPLE = 64 << 10
 
 # [file(: or -)]N(: or -): a file part holds a letter, '.', '/' or '_' (a bare number is the line's)
-_GREP = re.compile(r"^(?:(?=[^\s:]*[A-Za-z_./])[^\s:]+?[:-])?(\d+)([:-])")
+_GREP = re.compile(r"^((?:> ?)*|\[pod/[^\]\s]+\] )(?:(?=[^\s:]*[A-Za-z_./])[^\s:]+?[:-])?(\d+)([:-])")
+# (a wrapper the paste got after grep stays in front: the "> " of a quote, `kubectl logs --prefix`)
 
 
 # what follows a log line's own leading number when it is no grep prefix: a time's minutes
@@ -37,11 +38,15 @@ def _shape(lines: list[str]) -> bool:
         rest = ln[m.end():]
         if _NOT_GREP.match(rest):
             continue
-        if m.group(2) == "-" or (rest[:1] and not rest[:1].isspace()):
+        if m.group(3) == "-" or (rest[:1] and not rest[:1].isspace()):
             own += 1
             if own >= 2:
                 return True
     return False
+
+
+def ungrep_text(text: str) -> str:
+    return ungrep(text.encode("utf-8", errors="surrogateescape")).decode("utf-8", errors="surrogateescape")
 
 
 def ungrep(block: bytes) -> bytes:
@@ -56,6 +61,6 @@ def ungrep(block: bytes) -> bytes:
     for ln in lines:
         m = _GREP.match(ln)
         if m and not _NOT_GREP.match(ln, m.end()):
-            ln = ln[m.end():]
+            ln = m.group(1) + ln[m.end():]
         out.append("" if ln.rstrip("\r") == "--" else ln)
     return "\n".join(out).encode("utf-8", errors="surrogateescape")

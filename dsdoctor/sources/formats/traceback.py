@@ -302,10 +302,12 @@ _CT_PLUMBING = ("c10::Error::Error(", "c10::SetStackTraceFetcher", "std::_Functi
                 "c10::detail::torchCheckMsgImpl", "c10::get_backtrace", "c10::get_lazy_backtrace")
 
 
-@on("C++ CapturedTraceback:", continuation=(" from ",))
+# (the error's own constructor frame is a trigger too: a blank line, as a wrapped frame rejoined
+# leaves behind, ends a chain of continued lines)
+@on("C++ CapturedTraceback:", "c10::Error::Error(", continuation=(" from ",))
 def captured_traceback_without_its_head(line: Line, st: StreamState):
     armed = st.scratch.setdefault("c10.ct", {})
-    if "CapturedTraceback" in line.text:
+    if "CapturedTraceback:" in line.text:
         head = st.scratch.get("c10.last", {}).get(line.rank)
         armed[line.rank] = None if head is not None and 0 < line.lineno - head <= 2 else (line.lineno, None)
         return None
