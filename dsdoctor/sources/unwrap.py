@@ -30,12 +30,8 @@ def wrap_width(text: str) -> int | None:
     # the pieces differ from each other; rules of one character ('=' * 60 around torchelastic's
     # error table) do not count
     spike = len({ln for ln in lines if len(ln) == width and len(set(ln.strip())) > 1})
-    if width < MIN_WIDTH:
+    if width < MIN_WIDTH or spike < 3:
         return None
-    if spike < 3:
-        # a paste of a few lines with one of them cut in two (the longest line, then the rest of
-        # it): no spike to see, so the recognisers decide (rejoin keeps the join only if they read more)
-        return width if spike == 1 and len(lines) <= SHORT_PASTE else None
     # the 20 lengths just below the width: natural lines that end near it, about as many per
     # length as the spike in an unwrapped log, far fewer in a wrapped one
     near = sum(lengths.get(n, 0) for n in range(width - 20, width)) / 20
@@ -55,6 +51,17 @@ def wrap_width(text: str) -> int | None:
 _DIGITS = str.maketrans("123456789", "000000000")
 
 
+def one_cut_line_width(text: str) -> int | None:
+    """A paste of a few lines with one of them cut in two by a browser or terminal (the longest
+    line, then the rest of it): no spike to see, so its length is only a candidate width, and
+    the recognisers decide (rejoin keeps the join only if they read more in it)."""
+    lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
+    if not lines or len(lines) > SHORT_PASTE:
+        return None
+    width = max(len(ln) for ln in lines)
+    return width if width >= MIN_WIDTH and sum(len(ln) == width for ln in lines) == 1 else None
+
+
 def _head(line: str) -> str:
     """How a line starts, digits aside ('[Rank 3] time (ms)' and '[Rank 0] time (ms)' alike)."""
     return line[:10].translate(_DIGITS)
@@ -70,7 +77,8 @@ def rejoin(block: bytes, read: Callable[[str], list]) -> bytes:
     into its events (sources/logs.py: events_from_text)."""
     if len(block) > MAX_INPUT:
         return block
-    width = wrap_width(block[:SAMPLE].decode("utf-8", errors="surrogateescape"))
+    head = block[:SAMPLE].decode("utf-8", errors="surrogateescape")
+    width = wrap_width(head) or one_cut_line_width(head)
     if width is None:
         return block
     joined = _joined(block.decode("utf-8", errors="surrogateescape"), width)

@@ -494,10 +494,10 @@ _DUP = compile_later(r"Duplicate keys in DeepSpeed config: \[([^\]]*)\]")
 
 @on("Duplicate keys in DeepSpeed config: ")
 def duplicate_keys(line: Line, st: StreamState):
-    if _code_echo(line):
-        return None
     m = _DUP.search(line.text)
-    keys = [k.strip(" '\"") for k in m.group(1).split(",")] if m else []
+    if _code_echo(line) or not m:
+        return None                 # the source line's '{}' is no list of keys: the message follows
+    keys = [k.strip(" '\"") for k in m.group(1).split(",")]
     return line.event("config_error", error="duplicate_keys", key=keys[0] if keys else "(config file)",
                       keys=keys, message=line.text.strip()[-300:])
 
