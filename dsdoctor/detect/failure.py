@@ -324,6 +324,7 @@ class FailureDetector(Detector):
         if not fatal:
             return None
         # two attempts pasted one after the other ('after I changed X I now get'): the last one's
+        # exceptions decide (sources/formats/paste.py reads the prose between them)
         cut = next((r for r in reversed(self.reruns)
                     if any(g.seq < r for g in fatal) and any(g.seq > r for g in fatal)), None)
         if cut is not None:
