@@ -76,6 +76,12 @@ def test_the_last_attempt_of_a_paste_is_diagnosed_first():
     assert _top("\n".join([OOM, *BUSY])).category == "oom"
 
 
+def test_other_wordings_of_a_later_attempt():
+    for prose in ("EDIT: setting the micro batch to 1 gives a different error:", "修改之后：", "Now:"):
+        text = "\n".join(["```", OOM, "```", prose, "```", *BUSY, "```"])
+        assert _top(text).category == "environment", prose
+
+
 def test_prose_before_every_failure_or_after_the_last_changes_nothing():
     before = "\n".join(["After I changed the batch size I now get:", OOM, *BUSY])
     after = "\n".join([OOM, *BUSY, "", "After I set offload_optimizer to cpu it works now."])
