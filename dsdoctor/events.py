@@ -89,6 +89,7 @@ KINDS: dict[str, str] = {
     "process_exit": "a process ended badly without a signal the memory rules take: exitcode (>0 or None), signal (None, 11, 15, ...), pid, rank, who ('launcher'|'torchelastic'|'slurm'|'shell'|'faulthandler'), killing (the launcher stopping its ranks), external (a signal sent to the launcher), host, node; Slurm's own stop: reason, job, at_time (unix seconds it names)",
     "phase_mark": "what the run was doing (a log line that starts a phase): phase ('model_load'|'checkpoint_load'|'zero_init'|'optimizer_init'|'op_build'|'training'), detail",
     "exit": "exitcode of the run (live: the command's exit code)",
+    "rerun": "phrase: a pasted log's prose that opens a later attempt ('after I changed X I now get'); the last attempt's failures rank first",
     "context": "facts about the run: world_size, zero_stage, dtype, micro_batch, gas, versions ...",
     "doctor_error": "part, error: a part of dsdoctor failed and was disabled",
     "telemetry": "gpu/host readings: gpu_util, gpu_temp, sm_clock, throttle, ecc, power, ram, swap",

@@ -52,6 +52,7 @@ class Diagnoser:
         self.hosts: dict[int, str] = {}      # rank -> host label (detect/multinode.py learn_hosts)
         self.line_hosts: dict[tuple[str, int | None], str] = {}   # (source, line) of a failure -> its host
         self.failed_ranks: dict[str, dict[int, int | None]] = {}  # input -> rank a launcher said failed -> line
+        self.reruns: list[int] = []          # seqs of a paste's prose opening a later attempt
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -66,6 +67,8 @@ class Diagnoser:
             learn_hosts(ev, self.hosts)
             if len(self.line_hosts) < MAX_LINE_HOSTS:
                 self.line_hosts[(ev.source, ev.line)] = str(ev.data["host"])
+        elif kind == "rerun":
+            self.reruns.append(seq)
         if kind in EXIT_KINDS and ev.rank is not None and ev.data.get("who") in EXIT_WHO:
             self._failed_rank(ev)
         new: list[Finding] = []
@@ -153,7 +156,18 @@ class Diagnoser:
                 if not s.ranks and s.evidence and self.failed_ranks and rule.category in RANK_FROM_EXIT:
                     self._rank_from_exit(s)
                 out.append(self._hosted(make_finding(rule, s, names)))
-        return order_findings(out)
+        return last_attempt_first(order_findings(out), self.reruns)
+
+
+def last_attempt_first(findings: list[Finding], reruns: list[int]) -> list[Finding]:
+    """A paste of two attempts ('after I changed X I now get'): the failures after the last such
+    prose that has a failure on both sides come first (the earlier attempt's problem is the one the
+    user already worked on); the order within each attempt stays."""
+    failed = [f.seq for f in findings if not f.consequence_of and f.severity in ("critical", "error")]
+    cut = next((r for r in reversed(reruns) if any(s < r for s in failed) and any(s > r for s in failed)), None)
+    if cut is None:
+        return findings
+    return sorted(findings, key=lambda f: f.seq < cut)      # stable: the order within each part stays
 
 
 def diagnose(events: Iterable[Event], context: Context | None = None,

@@ -91,7 +91,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout", "nccl_error", "run_end")
+             "collective_timeout", "nccl_error", "run_end", "rerun")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -117,6 +117,7 @@ class FailureDetector(Detector):
         self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
+        self.reruns: list[int] = []                       # a paste's prose opening a later attempt
 
     def log_end(self) -> dict | None:
         """How the training in the logs ended, for a report that found nothing wrong: the last
@@ -157,7 +158,9 @@ class FailureDetector(Detector):
                 pt.append(ev.time)
                 if len(pt) > 64:
                     del pt[:32]
-        if k == "node_exit" and ev.data.get("first"):
+        if k == "rerun":
+            self.reruns.append(seq)
+        elif k == "node_exit" and ev.data.get("first"):
             self.launcher_named_first = True
         elif k == "error_line":
             # an error-level line after the run's own normal end is a complaint at shutdown (a logger,
@@ -348,6 +351,12 @@ class FailureDetector(Detector):
                  if self.advances.get(g.members[0][0].source, 0) - g.advances_at < SURVIVED_STEPS]
         if not fatal:
             return None
+        # two attempts pasted one after the other ('after I changed X I now get'): the last one's
+        # exceptions decide (sources/formats/paste.py reads the prose between them)
+        cut = next((r for r in reversed(self.reruns)
+                    if any(g.seq < r for g in fatal) and any(g.seq > r for g in fatal)), None)
+        if cut is not None:
+            fatal = [g for g in fatal if g.seq > cut]
         return min(fatal, key=lambda g: (-g.weight, g.seq))
 
     def _vanished(self) -> bool:

@@ -223,6 +223,9 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     if _ZERO3_EMPTY.search(message):
         return Family("zero3_partitioned", "config_error", 3,
                       "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
+    if name in ("JSONDecodeError", "HjsonDecodeError") and \
+            any(loader in f for f in frames or () for loader in _CONFIG_LOADERS):
+        return Family("config_json", "config_error", 3, "a ds_config file that is not valid JSON")
     sites = [raise_site] if raise_site else []
     sites += frames or []
     for fam, cat, weight, names, texts, site_texts, why in _TABLE:
@@ -235,6 +238,13 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
                 return Family("comm", "comm_stall", 1, why)
             return Family(fam, cat, weight, why)
     return OTHER
+
+
+# the readers of a ds_config file: accelerate utils/deepspeed.py HfDeepSpeedConfig.__init__ (json.load;
+# transformers integrations/deepspeed.py HfDeepSpeedConfig subclasses it) and deepspeed/runtime/config.py
+# DeepSpeedConfig.__init__ (hjson.load): a JSONDecodeError under one of them is the user's config file
+_CONFIG_LOADERS = ("accelerate/utils/deepspeed.py", "integrations/deepspeed.py", "transformers/deepspeed.py",
+                   "deepspeed/runtime/config.py")
 
 
 # transformers (modeling_utils, integrations/deepspeed.py, trainer.py) and accelerate (accelerator.py,

@@ -87,8 +87,10 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
         yield from container_logs.decode_blocks(itertools.chain(rest, it))
         return
     if second is None:
+        # grep -n's prefixes came first, then the terminal's wrap: undone in the other order
+        from .ungrep import ungrep, ungrep_text
         from .unwrap import rejoin
-        yield rejoin(first, events_from_text)
+        yield ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text))))
         return
     yield first
     yield second

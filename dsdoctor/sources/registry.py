@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Iterator
 
 from ..events import Event
-from .formats import (anomaly, apex, context_lines, deepspeed, error_lines, fairseq, hardware, hf,
-                      launcher, megatron, memory, multinode, nccl, phases, progress, ray, traceback)
+from .formats import (anomaly, apex, bitsandbytes, context_lines, deepspeed, error_lines, fairseq, hardware,
+                      hf, launcher, megatron, memory, multinode, nccl, paste, phases, progress, ray, traceback)
 from .lines import StreamState
 from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGroup,
                          declarations)
@@ -23,9 +23,10 @@ from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGr
 # Order matters where two recognisers share a literal: the first listed runs first.
 FORMATS: tuple[ModuleType, ...] = (
     traceback, memory, context_lines, deepspeed, nccl, launcher, hf, megatron, hardware,
-    phases, multinode, ray,
+    phases, multinode, ray, bitsandbytes,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
     error_lines,                           # any logger's error level: the last resort of a failed run
+    paste,                                 # an issue paste's prose between two attempts
 )
 
 __all__ = ["FORMATS", "HANDLERS", "TRIGGERS", "CONTINUES", "STEADY", "FINISHERS", "finish_stream",

@@ -17,6 +17,7 @@ MIN_WIDTH = 60                # narrower panes do not hold a log line's head
 SAMPLE = 64 << 10             # the width is found in the first 64 KiB (~500 lines)
 MAX_INPUT = 16 << 20          # only pasted-size inputs (one block): programs do not wrap their logs
 TRIAL = 256 << 10             # the recognisers read this much of both texts to choose
+SHORT_PASTE = 12              # non-empty lines: a paste this short may hold one wrapped line
 
 
 def wrap_width(text: str) -> int | None:
@@ -50,6 +51,17 @@ def wrap_width(text: str) -> int | None:
 _DIGITS = str.maketrans("123456789", "000000000")
 
 
+def one_cut_line_width(text: str) -> int | None:
+    """A paste of a few lines with one of them cut in two by a browser or terminal (the longest
+    line, then the rest of it): no spike to see, so its length is only a candidate width, and
+    the recognisers decide (rejoin keeps the join only if they read more in it)."""
+    lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
+    if not lines or len(lines) > SHORT_PASTE:
+        return None
+    width = max(len(ln) for ln in lines)
+    return width if width >= MIN_WIDTH and sum(len(ln) == width for ln in lines) == 1 else None
+
+
 def _head(line: str) -> str:
     """How a line starts, digits aside ('[Rank 3] time (ms)' and '[Rank 0] time (ms)' alike)."""
     return line[:10].translate(_DIGITS)
@@ -65,7 +77,8 @@ def rejoin(block: bytes, read: Callable[[str], list]) -> bytes:
     into its events (sources/logs.py: events_from_text)."""
     if len(block) > MAX_INPUT:
         return block
-    width = wrap_width(block[:SAMPLE].decode("utf-8", errors="surrogateescape"))
+    head = block[:SAMPLE].decode("utf-8", errors="surrogateescape")
+    width = wrap_width(head) or one_cut_line_width(head)
     if width is None:
         return block
     joined = _joined(block.decode("utf-8", errors="surrogateescape"), width)

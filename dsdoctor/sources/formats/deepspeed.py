@@ -477,6 +477,17 @@ def config_base64_error(line: Line, st: StreamState):
                       message=line.text.strip()[-300:])
 
 
+# A traceback prints each frame's source line under its 'File "..."' line, indented: when the
+# message is a literal in that code ("raise ValueError('Duplicate keys ...')", "assert not (...),
+# 'bfloat16 and fp16 ...'"), the code line holds the trigger too but is not the message (its
+# values are still placeholders); the exception line below it is.
+_CODE_ECHO = ("raise ", "assert ", "logger.", "print(", 'f"', "f'", '"', "'")
+
+
+def _code_echo(line: Line) -> bool:
+    return line.text[:1].isspace() and line.text.lstrip().startswith(_CODE_ECHO)
+
+
 # runtime/config_utils.py: dict_raise_error_on_duplicate_keys (the JSON has the same key twice)
 _DUP = compile_later(r"Duplicate keys in DeepSpeed config: \[([^\]]*)\]")
 
@@ -484,7 +495,9 @@ _DUP = compile_later(r"Duplicate keys in DeepSpeed config: \[([^\]]*)\]")
 @on("Duplicate keys in DeepSpeed config: ")
 def duplicate_keys(line: Line, st: StreamState):
     m = _DUP.search(line.text)
-    keys = [k.strip(" '\"") for k in m.group(1).split(",")] if m else []
+    if _code_echo(line) or not m:
+        return None                 # the source line's '{}' is no list of keys: the message follows
+    keys = [k.strip(" '\"") for k in m.group(1).split(",")]
     return line.event("config_error", error="duplicate_keys", key=keys[0] if keys else "(config file)",
                       keys=keys, message=line.text.strip()[-300:])
 
@@ -553,10 +566,13 @@ _FIELD_TRIGGERS = ("offload_params", "nvme_path", "fp16_override_modules", "zero
 @on(*_FIELD_TRIGGERS)
 def pydantic_field(line: Line, st: StreamState):
     head = st.scratch.get("ds_pyd")
+    m = _FIELD.match(line.text)
     if head and 0 < line.lineno - head["line"] <= 2:
-        m = _FIELD.match(line.text)
         if m:
             head["field"] = m.group(1)
+    elif m:
+        # a paste that starts at the field line (its header cut off): the reason line follows
+        st.scratch["ds_pyd_field"] = (line.lineno, m.group(1))
     return None
 
 
@@ -581,10 +597,17 @@ def pydantic_field_line(line: Line, st: StreamState):
     return None
 
 
+# pydantic 2's error line: '  <msg> [type=<kind>, input_value=<repr>, input_type=<type>]' (pydantic_core
+# ValidationError.__str__): with no header above it (the paste starts below it), still a config error
+_PYD2_LINE = compile_later(r"\[type=\w+, input_value=.*, input_type=\w+\]")
+
+
 def _pydantic_reason(line: Line, st: StreamState, text: str):
     head = st.scratch.get("ds_pyd")
     if not head or line.lineno - head["line"] > 6:
-        return None
+        head = _headless(line, st, text)
+        if head is None:
+            return None
     kind = next((k for frag, k in _REASON_KIND if frag in text), None)
     if kind is None:
         return None
@@ -618,6 +641,31 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
     head["line"] = line.lineno          # several errors follow one header
     head["field"] = None
     return line.event("config_error", **data)
+
+
+def _headless(line: Line, st: StreamState, text: str) -> dict | None:
+    """The header of a pydantic report whose header line is not in the log (pasted from the field
+    line or the reason line on): the model is unknown; the section is the one of DeepSpeed's config
+    whose keys hold the field's first part (offload_param -> zero_optimization)."""
+    if st.scratch.get("ds_pyd") is not None or not _PYD2_LINE.search(text):
+        return None
+    at = st.scratch.pop("ds_pyd_field", None)
+    field = at[1] if at and line.lineno - at[0] == 1 else None
+    model = "(its header is not in the log)"
+    if field:
+        from ...config.catalogue import snapshot_catalogue
+        cat = snapshot_catalogue()
+        first = field.split(".")[0]
+        top = cat.section(())
+        if top and first not in top.keys and first not in top.children:
+            for sec in ("zero_optimization", "fp16", "bf16"):
+                s = cat.section((sec,))
+                if s and (first in s.keys or first in s.children):
+                    model = next(k for k, v in _SECTIONS.items() if v == sec)
+                    break
+    head = {"model": model, "line": line.lineno - 1, "field": field}
+    st.scratch["ds_pyd"] = head
+    return head
 
 
 _UNEXPECTED = compile_later(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'|"
@@ -658,6 +706,8 @@ _BAD_SCHED = compile_later(r"DeepSpeed does not recognize LR scheduler (\w+)")
 
 @on("DeepSpeed does not recognize LR scheduler")
 def bad_scheduler(line: Line, st: StreamState):
+    if _code_echo(line):
+        return None
     m = _BAD_SCHED.search(line.text)
     return line.event("config_error", error="unknown_scheduler", key="scheduler.type",
                       value=m.group(1) if m else None, message=line.text[-300:])
@@ -668,6 +718,8 @@ _BAD_OPT = compile_later(r"(\w+) is not a supported DeepSpeed Optimizer")
 
 @on("is not a supported DeepSpeed Optimizer")
 def bad_optimizer(line: Line, st: StreamState):
+    if _code_echo(line):
+        return None
     m = _BAD_OPT.search(line.text)
     v = m.group(1) if m else None
     return line.event("config_error", error="unknown_optimizer", key="optimizer.type", value=v,
@@ -676,6 +728,8 @@ def bad_optimizer(line: Line, st: StreamState):
 
 @on("bfloat16 and fp16 modes cannot be simultaneously enabled")
 def both_precisions(line: Line, st: StreamState):
+    if _code_echo(line):
+        return None
     return line.event("config_error", error="bf16_and_fp16", key="fp16.enabled", message=line.text[-300:])
 
 

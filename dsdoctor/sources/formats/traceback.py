@@ -308,6 +308,44 @@ def c10_frames_without_their_head(line: Line, st: StreamState):
                                raise_site=f"{m.group(3).rsplit('/', 1)[-1]}:{func}")
 
 
+# torch 2.13's form of that backtrace (c10/util/Exception.cpp with TORCH_SHOW_CPP_STACKTRACES=1,
+# torch/csrc/profiler/combined_traceback.cpp): 'C++ CapturedTraceback:' then '#4 {func} from {file}:{line}'
+# ('??:0' when unsymbolised). Its 'Exception raised from' head may be cut off a paste: the frames
+# still show an error thrown, the first frame past the error's own construction says where, and a
+# constructor frame ('c10d::DistBackendError::DistBackendError(...)') names the error's class.
+_CT_FRAME = compile_later(r"^#(\d+) (.+?) from (\S+)$")
+_CT_CTOR = compile_later(r"^((?:\w+::)*(\w*Error))::\2\(")
+_CT_PLUMBING = ("c10::Error::Error(", "c10::SetStackTraceFetcher", "std::_Function_handler", "c10::detail::torchCheckFail",
+                "c10::detail::torchCheckMsgImpl", "c10::get_backtrace", "c10::get_lazy_backtrace")
+
+
+# (the error's own constructor frame is a trigger too: a blank line, as a wrapped frame rejoined
+# leaves behind, ends a chain of continued lines)
+@on("C++ CapturedTraceback:", "c10::Error::Error(", continuation=(" from ",))
+def captured_traceback_without_its_head(line: Line, st: StreamState):
+    armed = st.scratch.setdefault("c10.ct", {})
+    if "CapturedTraceback:" in line.text:
+        head = st.scratch.get("c10.last", {}).get(line.rank)
+        armed[line.rank] = None if head is not None and 0 < line.lineno - head <= 2 else (line.lineno, None)
+        return None
+    at = armed.get(line.rank)
+    m = _CT_FRAME.match(line.text.strip())
+    if at is None or not m or line.lineno - at[0] > 12:
+        return None
+    func, where = m.group(2), m.group(3)
+    ctor = _CT_CTOR.match(func)
+    if ctor:
+        armed[line.rank] = (at[0], ctor.group(1))
+        return None
+    if func.startswith(_CT_PLUMBING):
+        return None
+    del armed[line.rank]
+    type_ = at[1] or "c10::Error"
+    name = func.split("(", 1)[0]
+    return frameless_exception(line, st, type_, type_.split("::")[-1], f"thrown in {name} (its message is not in the log)",
+                               raise_site=f"{where.rsplit('/', 1)[-1]}:{name}", chain_of=at[0])
+
+
 @on("WorkNCCL::checkTimeout")
 def c10_nccl_timeout(line: Line, st: StreamState):
     seen = st.scratch.setdefault("c10.seen", set())
