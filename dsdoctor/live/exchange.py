@@ -17,6 +17,8 @@ per round except the straggler detector's counters for the current outliers.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import statistics
 import threading
@@ -47,7 +49,12 @@ def own_store(store: Any) -> Any:
 def window_summary(progress: Any, last: int = 10) -> dict[str, Any] | None:
     """Median phase times (ms) over this rank's `last` steps (at least 5). `at` is the global
     step (not `step`: that key is the optimizer-step phase time, as in round_stats)."""
-    window = list(getattr(progress, "window", ()) or ())[-max(5, last):]
+    window = getattr(progress, "window", None) or ()
+    n = max(5, last)
+    # the last n steps without copying the whole window (64 steps): newest first, the medians
+    # do not depend on the order
+    window = list(itertools.islice(reversed(window), n)) if isinstance(window, collections.deque) \
+        else list(window)[-n:]
     if not window:
         return None
     out: dict[str, Any] = {"at": int(progress.step), "n": len(window), "t": round(time.time(), 3)}
@@ -74,11 +81,17 @@ class Aggregator:
         self.world_size = world_size
         self.keys = [summary_key(r) for r in range(world_size)]
         self.ops = 0
+        self._all_ready = False
 
     def ready(self) -> bool:
-        """All ranks have published once, so multi_get will not block on a missing key."""
+        """All ranks have published once, so multi_get will not block on a missing key. Asked
+        of the store until it is true, then known: a published key stays (one store round
+        trip less per round on rank 0)."""
+        if self._all_ready:
+            return True
         self.ops += 1
-        return int(self.store.add(READY_KEY, 0)) >= self.world_size
+        self._all_ready = int(self.store.add(READY_KEY, 0)) >= self.world_size
+        return self._all_ready
 
     def collect(self) -> dict[int, dict[str, Any]]:
         self.ops += 1
