@@ -33,6 +33,19 @@ threads spend competes with training, and other jobs come and go):
   not), and the machine in the blocks of the wild rounds (rest of the machine, steal, CPU
   migrations, collections, preemptions) is printed against the calm ones: where the A/A
   floor's wild rounds come from;
+- the core's speed, which no in-guest counter shows (a busy SMT sibling or another guest on
+  the host: no steal, no load; hardware counters would be immune, but perf_event_open has no
+  hardware events in this VM, `perf stat -e instructions` says "<not supported>"): a canary,
+  a fixed matmul job timed on every rank before attach and after close of every block (the
+  doctor cannot touch it), and the forward's CPU per step inside the block (pure compute on
+  the training thread). Both are printed for the wild rounds against the calm ones, with
+  their rank correlation to |log ratio|. The speed rule, fixed before the run (--max-slow,
+  5 %): a round is left out, every side alike, when a rank's canary around one of its blocks
+  is that far from its run median (the canary only: the doctor's cache pollution could move
+  the forward's CPU);
+- --abba: every round runs its random order and then backwards (A B B A; A B C C B A with
+  --aa), each side's value the median of its two blocks' steps: a drift within the round
+  cancels (twice the blocks per round);
 - the same for the process CPU time of both ranks over the steps, summed (every thread: the
   doctor's writer, watchdog, exchange and telemetry threads included; also what the
   collectives burn while waiting, so it partly follows the step time);
