@@ -539,6 +539,9 @@ def train(args: argparse.Namespace) -> None:
         report(args, ratios, med, settled, cpu, elapsed, first_attach, out, thread_us, per_thread, aa_ratios,
                mean_ratios, aa_mean_ratios, speed.tolist())
         if args.dump:
+            sp = speed.tolist()
+            for b in blocks:           # the speed signals of each side, per round: every rank's [canary before,
+                b["speed"] = sp[b["round"]][modes.index(b["mode"])]    # after (us), forward CPU per step (us)]
             with open(args.dump, "w") as f:
                 json.dump(blocks, f)
     dist.barrier()                             # an orderly end: no rank tears gloo down under another
