@@ -85,8 +85,11 @@ class _Engine:
         return self.norm                   # ZeRO 1-2: a 0-d tensor (stage_1_and_2.py: _global_grad_norm)
 
 
-def hook_path(steps: int, repeats: int) -> tuple[float, float]:
-    """(bare loop, hooked loop) training thread CPU per step (us)."""
+def hook_path(steps: int, repeats: int, cold_mb: float = 0.0) -> tuple[float, float]:
+    """(bare loop, hooked loop) training thread CPU per step (us). cold_mb > 0: before each
+    of forward, backward and step, a sweep over that many MB (torch add_ in place), on both
+    sides: as in training, where each phase's compute pushes the doctor's code and data out
+    of the CPU caches, so the difference is the wrappers' cold cost (~8x the warm one).")"""
     import torch
 
     from dsdoctor.live.hooks import EngineHooks
@@ -96,36 +99,114 @@ def hook_path(steps: int, repeats: int) -> tuple[float, float]:
     w = torch.ones(4, requires_grad=True)
     loss = (w * w).sum()                   # as in training: a loss with a grad_fn
 
+    if cold_mb > 0:
+        buf = torch.zeros(int(cold_mb * 2 ** 20 / 4))
+        sweep = buf.add_
+    else:
+        sweep = None
+
     def loop() -> float:
         c0 = time.thread_time_ns()
-        for _ in range(steps):
-            eng.forward(loss)
-            eng.backward(loss)
-            eng.step()
+        if sweep is None:
+            for _ in range(steps):
+                eng.forward(loss)
+                eng.backward(loss)
+                eng.step()
+        else:
+            for _ in range(steps):
+                sweep(1.0)
+                eng.forward(loss)
+                sweep(1.0)
+                eng.backward(loss)
+                sweep(1.0)
+                eng.step()
         return (time.thread_time_ns() - c0) / steps / 1e3
 
-    bare = statistics.median(loop() for _ in range(repeats))
-    EngineHooks(eng, s, {"device": "cpu"}).install()
-    hooked = []
-    for _ in range(repeats):
+    hooks = EngineHooks(eng, s, {"device": "cpu"})
+    bare, hooked = [], []
+    for _ in range(repeats):               # alternating: a slow spell of the machine hits both
+        bare.append(loop())
+        hooks.install()
         hooked.append(loop())
+        hooks.remove()
+        hooks._pending.clear()
         s._queue.clear()
-    return bare, statistics.median(hooked)
+    return statistics.median(bare), statistics.median(hooked)
+
+
+def rank0_parts(repeats: int) -> tuple[float, float, float]:
+    """Rank 0's extra work at 2 ranks, per wake-up, in a tight loop (us CPU): the exchange's
+    tick (publish its summary, read both ranks' with one multi_get, round_stats, emit the
+    `rank_times` event: written, diagnosed) and the watchdog's tick (heartbeat, notices,
+    judge), against a real TCPStore on loopback; rank 1's ticks run between them (untimed)."""
+    import torch.distributed as dist
+
+    from dsdoctor.live.exchange import Aggregator, Exchange
+    from dsdoctor.live.watchdog import Watchdog
+    from dsdoctor.live.session import LiveOptions, LiveSession
+    store = dist.TCPStore("127.0.0.1", 0, 1, True, wait_for_workers=False)
+    sessions = []
+    for rank in (0, 1):
+        s = LiveSession(LiveOptions(out=tempfile.mkdtemp(prefix="dsdoctor-livepath-"), tensorboard=False),
+                        rank=rank, world_size=2, local_rank=rank, store=store, quiet=True)
+        s._stop_flusher.set()
+        for i in range(64):
+            s.progress.window.append({"fwd_ms": 3.1 + i % 3 * 0.1, "bwd_ms": 5.0, "step_ms": 4.0, "data_ms": 0.05})
+        sessions.append(s)
+    ex = [Exchange(s) for s in sessions]
+    wd = [Watchdog(s) for s in sessions]
+    for e, w in zip(ex, wd):
+        e._store, w._store = store.clone(), store.clone()
+    try:
+        ex[0]._agg = Aggregator(ex[0]._store, 2, own_rank=0)     # as Exchange.start() makes it
+    except TypeError:                                            # before rank 0 kept its own summary
+        ex[0]._agg = Aggregator(ex[0]._store, 2)
+    t_ex, t_wd = [], []
+    for i in range(50 + repeats * 40):
+        for s in sessions:
+            s.progress.step += 10
+        ex[1]._last_pub = 0.0
+        ex[1].tick()
+        ex[0]._last_pub = ex[0]._last_round = 0.0
+        c = time.thread_time_ns()
+        ex[0].tick()
+        t_ex.append(time.thread_time_ns() - c)
+        wd[1].tick()
+        c = time.thread_time_ns()
+        wd[0].tick()
+        t_wd.append(time.thread_time_ns() - c)
+    agg = ex[0]._agg
+    c = time.thread_time_ns()
+    for _ in range(200):
+        agg.round(30)
+    t_agg = (time.thread_time_ns() - c) / 200 / 1e3
+    for s in sessions:
+        s.close()
+    return statistics.median(t_ex[50:]) / 1e3, t_agg, statistics.median(t_wd[50:]) / 1e3
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--cold-mb", type=float, default=0.0,
+                    help="the wrappers again with this many MB swept before each phase (default 0: not; 8 gave +69 us on a quiet moment, as in training; under load the sweeps vary by +-30 %% and swamp it)")
     args = ap.parse_args()
     bare, hooked = hook_path(args.steps * 5, args.repeats)
     print(f"training thread: the wrappers add {hooked - bare:.2f} us CPU per step (loop {bare:.2f} us bare, "
           f"{hooked:.2f} us hooked)")
+    if args.cold_mb > 0:
+        bare, hooked = hook_path(args.steps, args.repeats, args.cold_mb)
+        print(f"training thread, caches swept ({args.cold_mb:g} MB before each phase, as a step's compute does): the "
+              f"wrappers add {hooked - bare:.2f} us CPU per step (loop {bare:.0f} us bare, {hooked:.0f} us hooked)")
     for name, kw in (("everything", {}), ("without the Diagnoser", {"diagnose": False}),
                      ("without the JSON file", {"file": False}), ("without TensorBoard", {"tensorboard": False}),
                      ("none of the three", {"diagnose": False, "file": False, "tensorboard": False})):
         xs = [writer_path(args.steps, **kw) for _ in range(args.repeats)]
         print(f"writer thread, {name}: {statistics.median(xs):.1f} us CPU per step (min {min(xs):.1f})")
+    ex, agg, wd = rank0_parts(args.repeats)
+    print(f"rank 0 at 2 ranks, per wake-up: exchange tick {ex:.0f} us (of it the aggregation, multi_get + "
+          f"round_stats, {agg:.0f} us), watchdog tick {wd:.0f} us")
 
 
 if __name__ == "__main__":

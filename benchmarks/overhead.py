@@ -33,6 +33,19 @@ threads spend competes with training, and other jobs come and go):
   not), and the machine in the blocks of the wild rounds (rest of the machine, steal, CPU
   migrations, collections, preemptions) is printed against the calm ones: where the A/A
   floor's wild rounds come from;
+- the core's speed, which no in-guest counter shows (a busy SMT sibling or another guest on
+  the host: no steal, no load; hardware counters would be immune, but perf_event_open has no
+  hardware events in this VM, `perf stat -e instructions` says "<not supported>"): a canary,
+  a fixed matmul job timed on every rank before attach and after close of every block (the
+  doctor cannot touch it), and the forward's CPU per step inside the block (pure compute on
+  the training thread). Both are printed for the wild rounds against the calm ones, with
+  their rank correlation to |log ratio|. The speed rule, fixed before the run (--max-slow,
+  5 %): a round is left out, every side alike, when a rank's canary around one of its blocks
+  is that far from its run median (the canary only: the doctor's cache pollution could move
+  the forward's CPU);
+- --abba: every round runs its random order and then backwards (A B B A; A B C C B A with
+  --aa), each side's value the median of its two blocks' steps: a drift within the round
+  cancels (twice the blocks per round);
 - the same for the process CPU time of both ranks over the steps, summed (every thread: the
   doctor's writer, watchdog, exchange and telemetry threads included; also what the
   collectives burn while waiting, so it partly follows the step time);
@@ -105,6 +118,7 @@ BLOCK_SECONDS = 1.5         # --steps 0: a block measures at least this long
 MAX_OTHERS = 0.10           # --max-others: a round is left out when, over the measured steps of any of its
                             # blocks, the rest of the machine (other processes, the kernel, the hypervisor's
                             # steal) used more than this many cores on average (fixed in advance, every side alike)
+MAX_SLOW = 0.05             # --max-slow: ... or when a rank's canary around one of its blocks ran > 5 % off its median
 
 
 def parse() -> argparse.Namespace:
@@ -128,6 +142,11 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--aa", action="store_true",
                     help="a third block per round without the doctor (off2): the A/A noise floor measured "
                          "in the same run, under the same load, beside on/off")
+    ap.add_argument("--abba", action="store_true",
+                    help="every round runs its (random) order and then the same backwards (A B B A; with --aa "
+                         "A B C C B A): each side's blocks sit at the same mean time, so a drift of the machine "
+                         "within the round cancels; each side's value is the median of its two blocks' steps. "
+                         "Twice the blocks per round: half the --rounds for the same time")
     ap.add_argument("--no-pin", action="store_true",
                     help="let the OS move ranks between cores (default: rank r runs on core r mod ncpu)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the block order")
@@ -141,6 +160,11 @@ def parse() -> argparse.Namespace:
                          "and A/A): leave a round out when, in any of its blocks, the CPU used outside the "
                          f"benchmark's ranks (/proc/stat busy + steal minus the ranks' own CPU) averaged more than "
                          f"this many cores (default {MAX_OTHERS}; a negative value keeps every round)")
+    ap.add_argument("--max-slow", type=float, default=MAX_SLOW,
+                    help="the speed rule, fixed before the run, every round alike: leave a round out when a "
+                         "rank's canary (a fixed matmul job timed before attach and after close of each block) "
+                         f"is off that rank's run median by more than this (default {MAX_SLOW}: 5 %%; negative: "
+                         "keep every round)")
     ap.add_argument("--no-gc-freeze", action="store_true",
                     help="do not gc.collect() + gc.freeze() before each block (default: each block starts with "
                          "no garbage and the objects of earlier blocks frozen, so a full collection in one block "
@@ -270,6 +294,28 @@ def clocked(fn: Any, acc: list[int]) -> Any:
     return call
 
 
+CANARY_N, CANARY_REPS = 96, 7    # 7 x a fixed chain of 8 96x96 matmuls (~160 us each on the 2-core reference machine)
+
+
+def canary(torch: Any) -> float:
+    """Wall time (us) of a fixed pure-CPU job, the fastest of CANARY_REPS: the speed of this
+    core right now. The fastest, not the median: a preemption lengthens one repetition, a
+    slower core every one (at load 4-5, 60 canaries 50 ms apart: the fastest within 0.5 % of
+    their median at most, the median of the repetitions off by up to 20 %). A busy SMT
+    sibling or another guest on the host slows it and shows in no in-guest counter (no steal,
+    no load); hardware counters (instructions retired) would be immune, but perf_event_open
+    has no hardware events in this VM ('<not supported>')."""
+    a = torch.full((CANARY_N, CANARY_N), 1.0 / CANARY_N)
+    reps = []
+    for _ in range(CANARY_REPS):
+        t = time.perf_counter()
+        b = a
+        for _ in range(8):
+            b = torch.mm(b, a)
+        reps.append(time.perf_counter() - t)
+    return min(reps) * 1e6
+
+
 def train(args: argparse.Namespace) -> None:
     import logging
 
@@ -311,10 +357,14 @@ def train(args: argparse.Namespace) -> None:
     # step, (CPU of the whole step) - (CPU inside DeepSpeed's methods) is the loop's own
     # cost off and the loop's plus the doctor's hooks on: the difference is what the hooks
     # add, free of the +-10 % noise of the step's compute on a shared machine.
-    inner, wrapped = [0], [0]
+    inner, wrapped, fwd = [0], [0], [0]
 
     for name in ("forward", "backward", "step"):
         object.__setattr__(engine, name, clocked(getattr(engine, name), inner))
+    # the forward's own CPU per step: pure compute on this thread, which the doctor does not
+    # touch; a speed signal of the core measured on the very steps of the block
+    object.__setattr__(engine, "forward", clocked(engine.__dict__["forward"], fwd))
+    fwd_ns: list[int] = []
     thread_ns: list[int] = []                  # the training thread's own CPU time of each step
     outside_ns: list[int] = []                 # ... of it outside DeepSpeed's methods
     own_ns: list[int] = []                     # ... in the doctor's wrappers themselves (see block)
@@ -324,8 +374,9 @@ def train(args: argparse.Namespace) -> None:
         thread_ns.clear()
         outside_ns.clear()
         own_ns.clear()
+        fwd_ns.clear()
         for _ in range(n):
-            i0, w0 = inner[0], wrapped[0]
+            i0, w0, f0 = inner[0], wrapped[0], fwd[0]
             c0 = time.thread_time_ns()
             t0 = time.perf_counter()
             loss = nn.functional.mse_loss(engine(x).squeeze(-1), y)
@@ -335,6 +386,7 @@ def train(args: argparse.Namespace) -> None:
             c = time.thread_time_ns() - c0
             thread_ns.append(c)
             outside_ns.append(c - (inner[0] - i0))
+            fwd_ns.append(fwd[0] - f0)
             own_ns.append((wrapped[0] - w0) - (inner[0] - i0))
         return times
 
@@ -358,6 +410,7 @@ def train(args: argparse.Namespace) -> None:
         process over the measured steps (every thread), and CPU seconds of attach + settle +
         close (the start-up and shut-down a real run pays once, reported apart)."""
         attached = mode == "on" and not args.null
+        can0 = canary(torch)            # before attach and after close: the doctor cannot touch it
         if not args.no_gc_freeze:
             gc.collect()                # every block alike: no garbage of the earlier blocks left to walk
             gc.freeze()
@@ -396,7 +449,8 @@ def train(args: argparse.Namespace) -> None:
             object.__setattr__(engine, n, fn)
         if doc is not None:
             doc.close()
-        return settle, t, c2 - c1, (c1 - c0) + (time.process_time() - c2), clocks
+        speed = (can0, canary(torch), statistics.median(fwd_ns) / 1e3)
+        return settle, t, c2 - c1, (c1 - c0) + (time.process_time() - c2), clocks + speed
 
     # warm-up of the training itself; the block length is set from its last 15 steps: the first
     # steps after deepspeed.initialize take up to ~0.5 s each, and a median over them made blocks
@@ -433,6 +487,9 @@ def train(args: argparse.Namespace) -> None:
     aa_mean_ratios: list[float] = []
     # CPU seconds per round: [off steps, on steps, off settle, on attach + settle + close, off2 steps]
     cpu = torch.zeros(args.rounds, 5, dtype=torch.float64)
+    # the machine's speed around / in every block, every rank: canary before, after (us), the
+    # forward's median CPU per step (us); summed over ranks below, each rank fills its own slot
+    speed = torch.zeros(args.rounds, len(modes), int(os.environ.get("WORLD_SIZE", "1")), 3, dtype=torch.float64)
     # rank 0, per round and side: (training thread CPU per step, median; its part outside
     # DeepSpeed's methods, mean; the doctor's background threads' CPU per step)
     # (+ mean CPU per step, user us, system us, minor faults and voluntary switches per step:
@@ -449,15 +506,25 @@ def train(args: argparse.Namespace) -> None:
             order = ("off", "on") if rng.random() < 0.5 else ("on", "off")
         else:
             order = order[::-1]
+        if args.abba:                          # the order, then backwards: every side at the same mean time
+            order = tuple(order) + tuple(order)[::-1]
+        share = 1 / order.count("off")         # 1/2 with --abba: every side's two blocks are averaged
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        tus_of: dict[str, list[tuple]] = {m: [] for m in modes}
         for mode in order:
             settle, t, c, c_start, tus = block(mode)
-            thread_us[mode].append(tus)
+            tus_of[mode].append(tus)
             blocks.append({"round": r, "mode": mode, "settle": settle, "times": t})
-            got[mode] = statistics.median(t)
-            got_mean[mode] = statistics.fmean(t)
-            cpu[r, {"off": 0, "on": 1, "off2": 4}[mode]] = c
-            cpu[r, 3 if mode == "on" else 2] += c_start if mode != "off2" else 0.0
+            times[mode] += t
+            cpu[r, {"off": 0, "on": 1, "off2": 4}[mode]] += c * share
+            cpu[r, 3 if mode == "on" else 2] += c_start * share if mode != "off2" else 0.0
             settled[mode] += settle
+        for mode in modes:
+            tus = tuple(statistics.fmean(x) for x in zip(*tus_of[mode]))
+            thread_us[mode].append(tus)
+            speed[r, modes.index(mode), rank] = torch.tensor(tus[-3:], dtype=torch.float64)
+            got[mode] = statistics.median(times[mode])
+            got_mean[mode] = statistics.fmean(times[mode])
         for m in modes:
             med[m].append(got[m])
         ratios.append(got["on"] / got["off"])
@@ -467,10 +534,14 @@ def train(args: argparse.Namespace) -> None:
             aa_mean_ratios.append(got_mean["off2"] / got_mean["off"])
     elapsed = time.monotonic() - started
     dist.all_reduce(cpu)                       # after the timing: CPU of every rank, summed
+    dist.all_reduce(speed)
     if rank == 0:
         report(args, ratios, med, settled, cpu, elapsed, first_attach, out, thread_us, per_thread, aa_ratios,
-               mean_ratios, aa_mean_ratios)
+               mean_ratios, aa_mean_ratios, speed.tolist())
         if args.dump:
+            sp = speed.tolist()
+            for b in blocks:           # the speed signals of each side, per round: every rank's [canary before,
+                b["speed"] = sp[b["round"]][modes.index(b["mode"])]    # after (us), forward CPU per step (us)]
             with open(args.dump, "w") as f:
                 json.dump(blocks, f)
     dist.barrier()                             # an orderly end: no rank tears gloo down under another
@@ -481,7 +552,7 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
            settled: dict[str, list[float]], cpu: Any, elapsed: float, first_attach: float, out: str,
            thread_us: dict[str, list[tuple[float, ...]]],
            per_thread: dict[str, list[float]], aa_ratios: list[float], mean_ratios: list[float],
-           aa_mean_ratios: list[float]) -> None:
+           aa_mean_ratios: list[float], speed: list | None = None) -> None:
     print(f"overhead: {args.ranks} rank(s), ZeRO-2 fp32 on the CPU, doctor with defaults"
           f"{' but --no-tensorboard' if args.no_tensorboard else ' (TensorBoard on)'}"
           f"{' -- NULL RUN: the doctor is never attached' if args.null else ''}; {args.rounds} rounds of "
@@ -495,11 +566,14 @@ def report(args: argparse.Namespace, ratios: list[float], med: dict[str, list[fl
               for r in range(args.rounds)]
     own = [[float(cpu[r, col[m]]) / max(thread_us[m][r][9], 1e-9) for m in modes] for r in range(args.rounds)]
     disturbance_report(args, others, own, thread_us, ratios, aa_ratios)
-    kept = [r for r in range(args.rounds) if args.max_others < 0 or max(others[r]) <= args.max_others]
+    slow = speed_report(args, speed, ratios, aa_ratios) if speed else [0.0] * args.rounds
+    kept = [r for r in range(args.rounds) if (args.max_others < 0 or max(others[r]) <= args.max_others)
+            and (args.max_slow < 0 or slow[r] <= args.max_slow)]
     if len(kept) < args.rounds:
         tp0, tlo0, thi0 = ratio_ci(ratios)
         line = (f"  DISTURBANCE RULE: {args.rounds - len(kept)} of {args.rounds} rounds left out (in one of their "
-                f"blocks the rest of the machine used > {args.max_others:.2f} cores); with every round: ratio "
+                f"blocks the rest of the machine used > {args.max_others:.2f} cores, or a rank's canary before or "
+                f"after it was off its run median by > {args.max_slow:.0%}); with every round: ratio "
                 f"{tp0:.4f} [{tlo0:.4f}, {thi0:.4f}]")
         if aa_ratios:
             ap9, alo9, ahi9 = ratio_ci(aa_ratios)
@@ -664,6 +738,52 @@ def disturbance_report(args: argparse.Namespace, others: list[list[float]], own:
         calm = [r for r in range(len(rs)) if r not in wild]
         print(f"  the machine in the blocks of wild {name} rounds (off by > {WILD:.0%}): {row(wild)}")
         print(f"    ... and of the others: {row(calm)}")
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float:
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        out = [0.0] * len(v)
+        for i, j in enumerate(order):
+            out[j] = float(i)
+        return out
+    if len(xs) < 3:
+        return math.nan
+    try:
+        return statistics.correlation(ranks(xs), ranks(ys))
+    except statistics.StatisticsError:
+        return math.nan
+
+
+def speed_report(args: argparse.Namespace, speed: list, ratios: list[float], aa_ratios: list[float]) -> list[float]:
+    """The core speed around and in every block: the canary's wall time before and after
+    it (outside attach/close) and the forward's CPU per step, every rank, each as |log| of its
+    distance to that rank's median over the run. Printed for the wild rounds against the calm
+    ones with the rank correlation to |log ratio|: do the wild rounds come from a slower
+    machine? Returns, per round, the canary's largest distance (the --max-slow rule's input)."""
+    rounds, nm, world = len(speed), len(speed[0]), len(speed[0][0])
+    med = [[statistics.median(speed[r][m][k][j] for r in range(rounds) for m in range(nm)) for j in range(3)]
+           for k in range(world)]
+
+    def dev(r: int, js: tuple[int, ...]) -> float:
+        return max(abs(math.log(max(speed[r][m][k][j], 1e-9) / max(med[k][j], 1e-9)))
+                   for m in range(nm) for k in range(world) for j in js)
+    can = [dev(r, (0, 1)) for r in range(rounds)]
+    fw = [dev(r, (2,)) for r in range(rounds)]
+    print(f"  core speed: canary {', '.join(f'rank {k} {med[k][0]:.0f} us' for k in range(world))} (median), the "
+          f"forward's CPU per step {', '.join(f'rank {k} {med[k][2]:.0f} us' for k in range(world))}")
+    for name, rs in (("A/A", aa_ratios), ("on/off", ratios)):
+        if not rs:
+            continue
+        off = [abs(math.log(q)) for q in rs]
+        wild = [r for r in range(rounds) if off[r] > math.log(1 + WILD)]
+        calm = [r for r in range(rounds) if r not in wild]
+        md = lambda xs, rr: statistics.median(xs[r] for r in rr) if rr else math.nan     # noqa: E731
+        print(f"  {name} rounds: largest distance to the median, canary around the blocks / forward CPU in them: "
+              f"wild ({len(wild)}) {md(can, wild):.1%} / {md(fw, wild):.1%}, calm ({len(calm)}) {md(can, calm):.1%} / "
+              f"{md(fw, calm):.1%}; rank correlation with |log ratio|: canary {_spearman(can, off):+.2f}, forward "
+              f"{_spearman(fw, off):+.2f}")
+    return can
 
 
 # ---------------------------------------------------------------- variant: the Flight Recorder

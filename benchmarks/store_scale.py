@@ -67,7 +67,7 @@ def main() -> None:
         t0 = time.perf_counter()
         data = agg.round()
         agg_times.append(time.perf_counter() - t0)
-        assert agg.ops - ops_before == 2
+        assert agg.ops - ops_before <= 2          # add(ready) until every rank is in, then multi_get only
         found = sorted(int(r) for r in (data or {}).get("outliers", {}))
         t0 = time.perf_counter()
         int(master.add(HB_READY, 0))

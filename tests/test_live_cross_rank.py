@@ -167,6 +167,29 @@ def test_exchange_names_the_straggler_through_the_store(tmp_path):
     assert kinds.count("rank_times") == 4
 
 
+def test_rank0_keeps_its_own_summary_out_of_the_store(tmp_path):
+    """As Exchange.start() sets it up: rank 0 hands its summary to the aggregation directly
+    (no `set` of its key), reads the others with one multi_get, and names the same straggler."""
+    from dsdoctor.live.exchange import Aggregator, summary_key
+    master = tcp_store()
+    ss = sessions(tmp_path, 3, lambda r: master if r == 0 else client(master), exchange_every=10)
+    parts = [Exchange(s) for s in ss]
+    for p in parts:
+        p._store = p.session.store
+    parts[0]._agg = Aggregator(parts[0]._store, 3, own_rank=0)
+    for rnd in range(4):
+        for s, p in zip(ss, parts):
+            fill(s.progress, fwd=60.0 if s.rank == 1 else 10.0, bwd=20.0, start=rnd * 10)
+            p._last_pub = p._last_round = 0.0
+        for p in reversed(parts):
+            p.tick()
+    assert parts[0].rounds == 4
+    assert not master.check([summary_key(0)]) and master.check([summary_key(1), summary_key(2)])
+    assert ("straggler-live-compute", [1]) in rules_of(ss[0].live_findings())
+    for s in ss:
+        s.close()
+
+
 def test_exchange_without_store_or_with_a_broken_store_never_raises(tmp_path):
     class Broken:
         def __getattr__(self, name):

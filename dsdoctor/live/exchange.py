@@ -8,8 +8,10 @@ keeps answering while NCCL/gloo is stuck.
 Cost, per K steps (options.exchange_every) and at most once per MIN_PERIOD seconds:
   every rank   1 `set` of ~120 bytes (its key `dsdoctor/sum/<rank>`), from a background
                thread, never from the training thread; plus one `add` at start-up.
-  rank 0       1 `add(ready, 0)` + 1 `multi_get` over all ranks' keys (one round trip that
-               returns world_size values), then median/MAD in Python on its own thread.
+  rank 0       no `set` (its own summary stays in the process); `add(ready, 0)` until every
+               rank has published once, then 1 `multi_get` over the other ranks' keys (one
+               round trip that returns world_size - 1 values), then median/MAD in Python on
+               its own thread.
 At 4,096 ranks: 4,096 small sets spread over the K-step window, and one 4,096-key multi_get
 (~0.5 MB) on rank 0, ~0.1 s of work per round (benchmarks/store_scale.py); rank 0 then spaces
 its rounds so this stays under 1 % of its time (GIL_BUDGET). Nothing is kept
@@ -17,6 +19,8 @@ per round except the straggler detector's counters for the current outliers.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import statistics
 import threading
@@ -47,7 +51,12 @@ def own_store(store: Any) -> Any:
 def window_summary(progress: Any, last: int = 10) -> dict[str, Any] | None:
     """Median phase times (ms) over this rank's `last` steps (at least 5). `at` is the global
     step (not `step`: that key is the optimizer-step phase time, as in round_stats)."""
-    window = list(getattr(progress, "window", ()) or ())[-max(5, last):]
+    window = getattr(progress, "window", None) or ()
+    n = max(5, last)
+    # the last n steps without copying the whole window (64 steps): newest first, the medians
+    # do not depend on the order
+    window = list(itertools.islice(reversed(window), n)) if isinstance(window, collections.deque) \
+        else list(window)[-n:]
     if not window:
         return None
     out: dict[str, Any] = {"at": int(progress.step), "n": len(window), "t": round(time.time(), 3)}
@@ -69,35 +78,47 @@ def decode(raw: Any) -> dict[str, Any] | None:
 class Aggregator:
     """Rank 0's side: read every rank's summary in O(1) store operations and condense it."""
 
-    def __init__(self, store: Any, world_size: int):
+    def __init__(self, store: Any, world_size: int, own_rank: int | None = None):
         self.store = store
         self.world_size = world_size
-        self.keys = [summary_key(r) for r in range(world_size)]
+        # own_rank: this rank's summary is handed to round() and never goes through the store
+        # (one `set` round trip less per round on rank 0)
+        self.own_rank = own_rank
+        self._ranks = [r for r in range(world_size) if r != own_rank]
+        self.keys = [summary_key(r) for r in self._ranks]
         self.ops = 0
+        self._all_ready = False
 
     def ready(self) -> bool:
-        """All ranks have published once, so multi_get will not block on a missing key."""
+        """All ranks have published once, so multi_get will not block on a missing key. Asked
+        of the store until it is true, then known: a published key stays (one store round
+        trip less per round on rank 0)."""
+        if self._all_ready:
+            return True
         self.ops += 1
-        return int(self.store.add(READY_KEY, 0)) >= self.world_size
+        self._all_ready = int(self.store.add(READY_KEY, 0)) >= self.world_size
+        return self._all_ready
 
-    def collect(self) -> dict[int, dict[str, Any]]:
+    def collect(self, own: dict[str, Any] | None = None) -> dict[int, dict[str, Any]]:
         self.ops += 1
         raws = self.store.multi_get(self.keys)
         out = {}
-        for r, raw in enumerate(raws):
+        if own is not None and self.own_rank is not None:
+            out[self.own_rank] = own
+        for r, raw in zip(self._ranks, raws):
             d = decode(raw)
             if d is not None:
                 out[r] = d
-        return out
+        return dict(sorted(out.items()))
 
-    def round(self, max_lag_steps: int | None = None) -> dict[str, Any] | None:
+    def round(self, max_lag_steps: int | None = None, own: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """One aggregation round -> `rank_times` data, or None when not every rank is there.
         Summaries older than max_lag_steps behind the newest are left out (a stalled rank's
         last numbers are the watchdog's business, not a timing sample)."""
         from ..detect.straggler import round_stats
         if not self.ready():
             return None
-        sums = self.collect()
+        sums = self.collect(own)
         if max_lag_steps is not None and sums:
             newest = max(int(s.get("at", 0)) for s in sums.values())
             sums = {r: s for r, s in sums.items() if newest - int(s.get("at", 0)) <= max_lag_steps}
@@ -132,7 +153,7 @@ class Exchange:
             return                         # nothing to compare against: a normal case, not an error
         self._store = own_store(s.store)
         if s.rank == 0:
-            self._agg = Aggregator(self._store, s.world_size)
+            self._agg = Aggregator(self._store, s.world_size, own_rank=0)
         self._thread = threading.Thread(target=self._run, name="dsdoctor-exchange", daemon=True)
         self._thread.start()
 
@@ -167,14 +188,16 @@ class Exchange:
         for k in ("sm_clock", "throttle"):
             if tele.get(k):
                 summary[k] = tele[k]
-        self._store.set(summary_key(self.session.rank), json.dumps(summary, separators=(",", ":")))
+        agg = self._agg
+        if agg is None or agg.own_rank != self.session.rank:
+            self._store.set(summary_key(self.session.rank), json.dumps(summary, separators=(",", ":")))
         if not self._registered:
             self._store.add(READY_KEY, 1)
             self._registered = True
         self._published_step, self._last_pub = step, time.monotonic()
         now = time.monotonic()
-        if self._agg is not None and now - self._last_round >= max(MIN_PERIOD, GIL_BUDGET * self._round_cost):
-            data = self._agg.round(max_lag_steps=3 * self.every)
+        if agg is not None and now - self._last_round >= max(MIN_PERIOD, GIL_BUDGET * self._round_cost):
+            data = agg.round(max_lag_steps=3 * self.every, own=summary)
             self._last_round = now
             self._round_cost = time.monotonic() - now
             if data is not None:

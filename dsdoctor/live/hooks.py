@@ -150,6 +150,11 @@ class EngineHooks:
         self._expanding = threading.Lock()      # the writer and the training thread both expand:
                                                 # one at a time, so the file keeps step order
         self.read_now = bool(session.options.localize_nan)      # then made into events at once
+        # looked up once, not per step (each lookup makes a bound method; in training, with the
+        # caches cold after the step's compute, every Python-level operation counts)
+        self._get_lr = getattr(engine, "get_lr", None)
+        self._get_norm = getattr(engine, "get_global_grad_norm", None)
+        self._fp16 = bool(self.facts.get("fp16"))
 
     # ------------------------------------------------------------ install / remove
     def install(self) -> None:
@@ -272,8 +277,15 @@ class EngineHooks:
         now = time.monotonic()
         progress = self.progress
         progress.phase, progress.phase_started = phase, now      # Progress.set_phase, inlined
-        if phase == "forward":
-            self._step_begins(now)
+        if phase == "forward":                 # _step_begins(now), inlined (one call less per step)
+            if self._step_end is not None:
+                cur = self._cur
+                cur["data_ms"] = cur.get("data_ms", 0.0) + (now - self._step_end) * 1e3
+                self._step_end = None
+            progress.step = int(self.engine.global_steps)
+            if self._localize_armed and self.session.enabled("localize"):
+                with self.session.guard("localize"):
+                    self._install_localizer()
 
     def _step_begins(self, now: float) -> None:
         """A step's first phase (forward; a pipeline engine's train_batch): the time since the
@@ -309,14 +321,15 @@ class EngineHooks:
         if "lr" not in disabled:
             try:
                 # get_lr() reads the optimizer's param groups: host floats, no device sync.
-                lrs = engine.get_lr() if hasattr(engine, "get_lr") else None
+                get_lr = self._get_lr
+                lrs = get_lr() if get_lr is not None else None
                 if lrs:
                     lr = lrs[0]
             except Exception as e:
                 failed("lr", e)
         if "nonfinite" not in disabled:
             try:
-                get_norm = getattr(engine, "get_global_grad_norm", None)
+                get_norm = self._get_norm
                 norm = get_norm() if get_norm is not None else None
                 if self.on_host:
                     # read now (~1.5 us each, nothing to synchronise on the CPU), not kept as
@@ -340,7 +353,7 @@ class EngineHooks:
             self.expand_pending()                # the NaN must arm the localizer for the next forward
         if "loss_scale" not in disabled:
             try:
-                if self.facts.get("fp16") or getattr(engine, "skipped_steps", 0) != self._skipped:
+                if self._fp16 or getattr(engine, "skipped_steps", 0) != self._skipped:
                     self._watch_scale(step, scale_before)
                 else:
                     self._streak = 0             # _watch_scale's common case, without the call
