@@ -14,6 +14,7 @@ from .events import Event
 from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
 from .detect.multinode import learn_hosts
+from .detect.relaunch import earlier_runs
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
 
@@ -106,6 +107,9 @@ class Diagnoser:
             rule = self.rules.match(s, names)
             if rule:
                 out.append(self._hosted(make_finding(rule, s, names)))
+        for det in self.detectors:          # a log of several runs: an earlier run's findings are history
+            if hasattr(det, "boundaries"):
+                earlier_runs(out, det.boundaries())
         return order_findings(out)
 
 

@@ -17,6 +17,7 @@ from .multinode import MultiNodeDetector
 from .nccl_version import NcclVersionDetector
 from .nonfinite import NonFiniteDetector
 from .passthrough import PassThroughDetector
+from .relaunch import RelaunchDetector
 from .run_end import RunEndDetector
 from .scaler import LossScaleDetector
 from .stall import StallDetector
@@ -36,6 +37,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     MultiNodeDetector,                       # roll call, Flight Recorder
     RunEndDetector,                          # a log that ends mid-run with no error
     NcclVersionDetector,                     # ranks running different NCCL releases
+    RelaunchDetector,                        # a log that holds several runs: where the last one starts
 )
 
 

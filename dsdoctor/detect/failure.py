@@ -114,6 +114,9 @@ class FailureDetector(Detector):
         self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
+        # a scheduler's stop (seq) -> the last progress event and progress times before it (a log
+        # that holds a later run goes on after the stop)
+        self.progress_before: dict[int, tuple[Event | None, list[float]]] = {}
 
     # ------------------------------------------------------------ feeding
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -164,6 +167,8 @@ class FailureDetector(Detector):
                 self._keep(self.signals, seq, ev)
         elif k == "process_exit":
             d = ev.data
+            if d.get("reason") and len(self.progress_before) < 64:
+                self.progress_before[seq] = (self.last_progress, self.progress_times[-16:])
             if d.get("signal") == 9:
                 self._keep(self.kills, seq, ev)
             elif d.get("signal") is not None:
@@ -437,14 +442,16 @@ class FailureDetector(Detector):
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode"),
                                reason=ev.data.get("reason"), host=ev.data.get("node"),
                                local_rank=ev.data.get("local_rank")))
+        before = self.progress_before.get(seq, (self.last_progress, self.progress_times))
         if external:
-            s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g))
+            s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g, before[1]))
         self._add(s, ev)
         if s.facts.get("hung_from") == "start-up":
             self._add(s, self.phase[3])           # the last line before the silence
-        elif s.facts.get("progress_untimed") and self.last_progress is not None:
-            # where the training was, for the reader to judge (its rank is not the stopped one)
-            e = _evidence(self.last_progress, None)
+        elif s.facts.get("progress_untimed") and before[0] is not None:
+            # where the training was when it was stopped, for the reader to judge (its rank is
+            # not the stopped one; a later run's progress in the same log is not this stop's)
+            e = _evidence(before[0], None)
             if e.text and len(s.evidence) < 8 and e not in s.evidence:
                 s.evidence.append(e)
         for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
@@ -454,11 +461,11 @@ class FailureDetector(Detector):
             self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
         return s
 
-    def _hung(self, stop_time: float | None, g: "_Group | None") -> dict:
+    def _hung(self, stop_time: float | None, g: "_Group | None", pt: list[float] | None = None) -> dict:
         """Was the run hung when it was stopped from outside? From the time since its last progress
         (timestamped logs) and from where the interrupted stack waited (a KeyboardInterrupt's frames)."""
         hung_s, hung_from = None, None
-        pt = self.progress_times
+        pt = self.progress_times if pt is None else pt
         if stop_time is not None and (stop_time >= DATED) != (pt[-1] >= DATED if pt else stop_time >= DATED):
             stop_time = None     # a year-less glog time against a dated one (sources/lines.py): no gap to read
         if stop_time is not None and len(pt) >= 2 and stop_time > pt[-1]:     # a cadence to compare with
