@@ -57,6 +57,11 @@ HUNG_INTERVALS = 20
 # With no progress line at all, a stop this long after the last start-up mark (phases.py), with
 # nothing after it, is a hang at start-up: longer than torch's default process-group timeout.
 HUNG_START_S = 1800.0
+# A progress bar with no time of its own (tqdm, Lightning) is placed in time by its elapsed
+# counter from the last time the log stated before its first frame (a `date` echoed by the job
+# script, a timestamped start-up line): the bar may have started up to this much later (model
+# load, data set-up), so a hang is only called when the silence is this much longer too.
+BAR_START_ALLOWANCE_S = 1800.0
 PROGRESS_KINDS = frozenset(("step", "loss", "throughput", "timers", "skipped", "grad_norm", "lr"))
 
 
@@ -90,7 +95,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout", "nccl_error")
+             "collective_timeout", "nccl_error", "clock")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -114,6 +119,9 @@ class FailureDetector(Detector):
         self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
+        self.last_dated: float | None = None              # the last time the log stated (any event seen)
+        # the last untimed progress bar: [series, anchor time, first elapsed, last elapsed, frames]
+        self.bar: list | None = None
         # a scheduler's stop (seq) -> the last progress event and progress times before it (a log
         # that holds a later run goes on after the stop)
         self.progress_before: dict[int, tuple[Event | None, list[float]]] = {}
@@ -130,6 +138,14 @@ class FailureDetector(Detector):
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
         if k in PROGRESS_KINDS and not ev.data.get("summary"):
             self.last_progress = ev
+        if ev.time is not None and ev.time >= DATED:
+            self.last_dated = ev.time
+        elif k == "throughput" and ev.data.get("elapsed_s") is not None:
+            el, b = ev.data["elapsed_s"], self.bar
+            if b is None or b[0] != ev.data.get("series") or el < b[3]:
+                self.bar = [ev.data.get("series"), self.last_dated, el, el, 1]
+            else:
+                b[3], b[4] = el, b[4] + 1
         if k in PROGRESS_KINDS and ev.time is not None:
             pt = self.progress_times
             if not pt or ev.time > pt[-1]:
@@ -448,7 +464,7 @@ class FailureDetector(Detector):
         self._add(s, ev)
         if s.facts.get("hung_from") == "start-up":
             self._add(s, self.phase[3])           # the last line before the silence
-        elif s.facts.get("progress_untimed") and before[0] is not None:
+        elif (s.facts.get("progress_untimed") or s.facts.get("hung_from") == "progress_bar") and before[0] is not None:
             # where the training was when it was stopped, for the reader to judge (its rank is
             # not the stopped one; a later run's progress in the same log is not this stop's)
             e = _evidence(before[0], None)
@@ -474,6 +490,8 @@ class FailureDetector(Detector):
             gap = stop_time - pt[-1]
             if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * typical):
                 hung_s, hung_from = int(gap), "progress"
+        elif stop_time is not None and len(pt) < 2 and (est := self._bar_silence(stop_time)) is not None:
+            hung_s, hung_from = est, "progress_bar"
         elif (stop_time is not None and not pt and self.phase is not None and self.phase[3].time is not None
               and (self.phase[3].time >= DATED) == (stop_time >= DATED)):
             gap = stop_time - self.phase[3].time
@@ -487,6 +505,18 @@ class FailureDetector(Detector):
         return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from,
                     progress_untimed=untimed, stuck_in=stuck_in,
                     stuck_call=stuck_call)
+
+    def _bar_silence(self, stop_time: float) -> int | None:
+        """Seconds an untimed progress bar had been still when the run was stopped, counted
+        from its own elapsed time and the time the log stated before its first frame; None
+        when that cannot tell a hang (see BAR_START_ALLOWANCE_S)."""
+        b = self.bar
+        if b is None or b[1] is None or b[4] < 3 or stop_time < DATED:
+            return None
+        _, anchor, first, last, frames = b
+        interval = (last - first) / (frames - 1)
+        gap = stop_time - (anchor + (last - first)) - BAR_START_ALLOWANCE_S
+        return int(gap) if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * interval) else None
 
     def _rank_of(self, ev: Event) -> int | None:
         """The rank of an exit line; torchelastic names it only in its summary, so a line with
