@@ -119,6 +119,7 @@ class FailureDetector(Detector):
         self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
+        self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
         self.last_dated: float | None = None              # the last time the log stated (any event seen)
         # the last untimed progress bar: [series, anchor time, first elapsed, last elapsed, frames]
         self.bar: list | None = None
@@ -167,6 +168,8 @@ class FailureDetector(Detector):
             if (ev.data.get("backend") or "nccl") == "nccl" and not ev.data.get("blocking"):
                 self.terminated.add(ev.rank)
                 self.watchdog_timeouts = True
+                if self.first_timeout_seq is None:
+                    self.first_timeout_seq = seq
         elif k == "nccl_error":
             # ProcessGroupNCCL's heartbeat monitor ends a rank whose watchdog hung the same way
             # (HeartbeatMonitor::runLoop -> terminateProcess, a LOG(FATAL) that aborts): SIGABRT
@@ -318,7 +321,7 @@ class FailureDetector(Detector):
         """SIGABRT of a rank whose C++ exception reached std::terminate: abort() is how terminate
         ends the process, so the signal (faulthandler's 'Fatal Python error: Aborted', the
         launcher's exit code -6) echoes that exception, which says why."""
-        def echo(ev: Event) -> bool:
+        def echo(seq: int, ev: Event) -> bool:
             sig = ev.data.get("signal")
             if sig is None:
                 code = ev.data.get("exitcode")
@@ -329,8 +332,12 @@ class FailureDetector(Detector):
             # srun names a node's tasks as one range ('tasks 0-7: Aborted'): an echo when any of them
             # was taken down (a pasted tail may hold the timeouts of only some of them)
             tasks = _task_ranks(ev.data.get("tasks"))
-            return rank is None or None in self.terminated or rank in self.terminated or bool(tasks & self.terminated)
-        kept = [(s, e) for s, e in self.signals if not echo(e)]
+            # a task that aborted after the watchdog timed out (srun reports each task as it
+            # exits): the watchdog took it down too, though its own timeout line was not pasted
+            late = self.first_timeout_seq is not None and seq > self.first_timeout_seq
+            return rank is None or None in self.terminated or rank in self.terminated or bool(tasks & self.terminated) \
+                or late
+        kept = [(s, e) for s, e in self.signals if not echo(s, e)]
         self.aborts_echoed = len(kept) < len(self.signals)
         self.signals = kept
 
