@@ -89,6 +89,7 @@ KINDS: dict[str, str] = {
     "process_exit": "a process ended badly without a signal the memory rules take: exitcode (>0 or None), signal (None, 11, 15, ...), pid, rank, who ('launcher'|'torchelastic'|'slurm'|'shell'|'faulthandler'), killing (the launcher stopping its ranks), external (a signal sent to the launcher), host, node; Slurm's own stop: reason, job, at_time (unix seconds it names)",
     "phase_mark": "what the run was doing (a log line that starts a phase): phase ('model_load'|'checkpoint_load'|'zero_init'|'optimizer_init'|'op_build'|'training'), detail",
     "clock": "at (unix seconds): a time the log states on a line of its own (`date`'s output echoed by a job script)",
+    "checkpoint_save": "ms: how long one checkpoint save took (Megatron's 'save-checkpoint' timer, the slowest rank)",
     "run_start": "a line that starts a run (again): how ('engine_start'|'trainer_start'|'trainer_resume'|'elastic_restart'|'checkpoint_loaded'), strong (a resume or restart by itself)",
     "exit": "exitcode of the run (live: the command's exit code)",
     "context": "facts about the run: world_size, zero_stage, dtype, micro_batch, gas, versions ...",

@@ -8,6 +8,7 @@ counters and small windows, never the events themselves.
 from __future__ import annotations
 
 from .base import Detector, symptom_from
+from .ckpt_save import CheckpointSaveDetector
 from .comm import CommDetector
 from .failure import FailureDetector
 from .localize import NonFiniteModuleDetector
@@ -38,6 +39,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     RunEndDetector,                          # a log that ends mid-run with no error
     NcclVersionDetector,                     # ranks running different NCCL releases
     RelaunchDetector,                        # a log that holds several runs: where the last one starts
+    CheckpointSaveDetector,                  # checkpoint saves that take longer each time
 )
 
 
