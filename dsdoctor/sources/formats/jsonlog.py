@@ -62,7 +62,9 @@ def _number(v) -> float | None:
         return None
 
 
-@on('"loss"', '"msg": "', '"message": "', '"event": "', '"train_loss"', '"train/loss"')
+# One literal, the object's opening: a field name with its quotes would overlap other recognisers'
+# literals on the same line ('"loss": NaN', hf.py) and hide them from the scanner.
+@on('{"')
 def json_record(line: Line, st: StreamState):
     text = line.text.strip()
     if not (text.startswith("{") and text.endswith("}")) or len(text) > 8192:
