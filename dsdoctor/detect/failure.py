@@ -305,8 +305,14 @@ class FailureDetector(Detector):
         return s
 
     def _scheduler_stop(self) -> tuple[int, Event] | None:
-        """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line)."""
-        return next(((seq, ev) for seq, ev in self.signals if ev.data.get("reason")), None)
+        """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line): the last
+        one (a requeued job's log holds the stops of its earlier runs too), the first line of it
+        (slurmstepd says it for the step and for the job)."""
+        stops = [(seq, ev) for seq, ev in self.signals if ev.data.get("reason")]
+        if not stops:
+            return None
+        last = stops[-1][1].data.get("job")
+        return next(x for x in stops if x[1].data.get("job") == last) if last is not None else stops[-1]
 
     def _drop_watchdog_exits(self) -> None:
         """The exit codes of a run the watchdog ended: the ranks' WATCHDOG_EXIT_CODE and, when
