@@ -90,6 +90,7 @@ KINDS: dict[str, str] = {
     "phase_mark": "what the run was doing (a log line that starts a phase): phase ('model_load'|'checkpoint_load'|'zero_init'|'optimizer_init'|'op_build'|'training'), detail",
     "clock": "at (unix seconds): a time the log states on a line of its own (`date`'s output echoed by a job script)",
     "checkpoint_save": "ms: how long one checkpoint save took (Megatron's 'save-checkpoint' timer, the slowest rank)",
+    "block_head": "name: the head line of one host's/pod's/file's log pasted after another's ('==> worker-1.log <==', '=== gpu-node-02 ===')",
     "run_start": "a line that starts a run (again): how ('engine_start'|'trainer_start'|'trainer_resume'|'elastic_restart'|'checkpoint_loaded'), strong (a resume or restart by itself)",
     "exit": "exitcode of the run (live: the command's exit code)",
     "context": "facts about the run: world_size, zero_stage, dtype, micro_batch, gas, versions ...",

@@ -14,7 +14,6 @@ from .events import Event
 from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
 from .detect.multinode import learn_hosts
-from .detect.relaunch import earlier_runs
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
 
@@ -107,9 +106,9 @@ class Diagnoser:
             rule = self.rules.match(s, names)
             if rule:
                 out.append(self._hosted(make_finding(rule, s, names)))
-        for det in self.detectors:          # a log of several runs: an earlier run's findings are history
-            if hasattr(det, "boundaries"):
-                earlier_runs(out, det.boundaries())
+        for det in self.detectors:          # several runs or several hosts' logs in one input
+            if hasattr(det, "annotate"):
+                det.annotate(out)
         return order_findings(out)
 
 

@@ -65,10 +65,11 @@ class _Input:
 
 
 class RelaunchDetector(Detector):
-    kinds = ("run_start", "phase_mark") + ENDS + PROGRESS
+    kinds = ("run_start", "phase_mark", "block_head") + ENDS + PROGRESS
 
     def __init__(self) -> None:
         self.inputs: dict[str, _Input] = {}
+        self.heads: dict[str, list[tuple[int, str]]] = {}     # input -> (line, name) of its block heads
 
     def _input(self, source: str) -> _Input | None:
         st = self.inputs.get(source)
@@ -81,6 +82,15 @@ class RelaunchDetector(Detector):
         if st is None:
             return ()
         k = ev.kind
+        if k == "block_head":
+            # another host's log pasted after this one: its start lines and steps are not a relaunch
+            heads = self.heads.setdefault(ev.source, [])
+            if ev.line is not None and len(heads) < 256:
+                heads.append((ev.line, str(ev.data.get("name"))))
+            boundary = st.boundary
+            st.__init__()
+            st.boundary = boundary
+            return ()
         if k in PROGRESS:
             if ev.data.get("summary"):
                 return ()
@@ -143,6 +153,12 @@ class RelaunchDetector(Detector):
         """input -> the start of its last run (inputs that hold one run are not listed)."""
         return {src: st.boundary for src, st in self.inputs.items() if st.boundary is not None}
 
+    def annotate(self, findings: list[Finding]) -> None:
+        """What the input's structure says about the findings: an earlier run's are history,
+        and one host's block among several names where each happened."""
+        earlier_runs(findings, self.boundaries())
+        name_blocks(findings, {src: h for src, h in self.heads.items() if len(h) >= 2})
+
 
 def earlier_runs(findings: list[Finding], starts: dict[str, _Start]) -> None:
     """Findings about a run that is over (all their evidence before their input's last run
@@ -163,3 +179,22 @@ def earlier_runs(findings: list[Finding], starts: dict[str, _Start]) -> None:
         f.summary = (f"{f.summary} This was in an earlier run of this log: the run was started again "
                      f"at line {b.line} and went on training, so it is not what the last run is about; "
                      f"it is kept here as history.")
+
+
+def name_blocks(findings: list[Finding], heads: dict[str, list[tuple[int, str]]]) -> None:
+    """Several hosts' logs pasted one after the other, each under its own head line: a finding
+    whose ranks name no host says in whose block its first evidence is."""
+    if not heads:
+        return
+    for f in findings:
+        if f.hosts or not f.evidence or f.severity == "info":
+            continue
+        e = f.evidence[0]
+        hs = heads.get(e.source)
+        if not hs or e.line is None:
+            continue
+        name = next((n for ln, n in reversed(hs) if ln < e.line), None)
+        if name is None:
+            continue
+        f.title = f"{f.title} (in the log of {name})"
+        f.summary = f"{f.summary} Its evidence is in the log of {name} (the block under '{name}' in this input)."

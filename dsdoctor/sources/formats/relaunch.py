@@ -13,6 +13,7 @@ Texts, from the installed sources (and Megatron-LM, cited):
 """
 from __future__ import annotations
 
+from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
 
@@ -31,3 +32,31 @@ _STARTS = {
 def run_start(line: Line, st: StreamState):
     how, strong = next(v for lit, v in _STARTS.items() if lit in line.text)
     return line.event("run_start", how=how, strong=strong)
+
+
+# The head line of one host's (pod's, file's) log when several are pasted one after the other
+# without line prefixes: coreutils head/tail's multi-file header '==> {file} <==' (tail.c
+# write_header) and the hand-made ones ('=== gpu-node-02 ===', '----- worker-1 -----', '### node-b',
+# '==> pod trainer-worker-1 <=='). Only a name that looks like a host, pod or file counts (a digit, a
+# dot or a hyphen, no spaces): a Markdown heading ('### System Info') or a date is not one.
+_HEAD = compile_later(r"^\s*(?:==>|={2,}|-{3,}|#{2,4}|\*{3,})\s*(?:(?:pod|node|host|worker|rank)s?\s+)?"
+                      r"([A-Za-z][\w.\-/:]*[\d.\-][\w.\-/:]*)(?:\s*\([^)]{0,40}\))?\s*:?\s*(?:<==|={2,}|-{3,}|#{2,4}|\*{3,})?\s*$")
+_DATE_LIKE = compile_later(r"\d{4}-\d\d-\d\d|\d\d:\d\d")
+
+
+@on("==> ", "== ", "--- ", "## ", "*** ")
+def block_head(line: Line, st: StreamState):
+    t = line.text
+    if len(t) > 120 or line.rank is not None:
+        return None
+    m = _HEAD.match(t)
+    if m is None or _DATE_LIKE.search(m.group(1)):
+        return None
+    s = t.strip()
+    if not (s.startswith(("==>", "#")) or s.endswith(("=", "-", "*", "<=="))):
+        return None                  # '--- a/config.json' opens a diff, not a host's log
+    name = m.group(1).rstrip(":.")
+    for ext in (".log", ".txt", ".out", ".err"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return line.event("block_head", name=name)
