@@ -581,7 +581,7 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
                 ids_r = m.line_ids(body[r:e_r])
                 fl_r = follow_of_ids(m, ids_r)
                 if ids and (_is_steady(m, body[r:e_r], ids_r) or
-                            not set(ids) <= {j for j, _ in fl_r[0]}):
+                            not set(ids) <= {j for j, _ in fl_r[0]}.union(ids_r)):
                     r = None             # a complete record above, or a literal of its own: it stands alone
                 else:            # (the record line was found not steady just above when `ids`)
                     steady = False if ids else None

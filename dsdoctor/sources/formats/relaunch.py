@@ -37,14 +37,15 @@ def run_start(line: Line, st: StreamState):
 # The head line of one host's (pod's, file's) log when several are pasted one after the other
 # without line prefixes: coreutils head/tail's multi-file header '==> {file} <==' (tail.c
 # write_header) and the hand-made ones ('=== gpu-node-02 ===', '----- worker-1 -----', '### node-b',
-# '==> pod trainer-worker-1 <=='). Only a name that looks like a host, pod or file counts (a digit, a
+# '==> pod trainer-worker-1 <=='; a '### node-b' heading only when another literal is on its line). Only a name that looks like a host, pod or file counts (a digit, a
 # dot or a hyphen, no spaces): a Markdown heading ('### System Info') or a date is not one.
 _HEAD = compile_later(r"^\s*(?:==>|={2,}|-{3,}|#{2,4}|\*{3,})\s*(?:(?:pod|node|host|worker|rank)s?\s+)?"
                       r"([A-Za-z][\w.\-/:]*[\d.\-][\w.\-/:]*)(?:\s*\([^)]{0,40}\))?\s*:?\s*(?:<==|={2,}|-{3,}|#{2,4}|\*{3,})?\s*$")
 _DATE_LIKE = compile_later(r"\d{4}-\d\d-\d\d|\d\d:\d\d")
 
 
-@on("==> ", "== ", "--- ", "## ", "*** ")
+# (no '#' head among the literals: tqdm's ascii bars are runs of '#' and spaces)
+@on("==> ", "== ", "--- ", "*** ")
 def block_head(line: Line, st: StreamState):
     t = line.text
     if len(t) > 120 or line.rank is not None:
