@@ -156,6 +156,9 @@ class Diagnoser:
                 if not s.ranks and s.evidence and self.failed_ranks and rule.category in RANK_FROM_EXIT:
                     self._rank_from_exit(s)
                 out.append(self._hosted(make_finding(rule, s, names)))
+        for det in self.detectors:          # several runs or several hosts' logs in one input
+            if hasattr(det, "annotate"):
+                det.annotate(out)
         return last_attempt_first(order_findings(out), self.reruns)
 
 

@@ -8,6 +8,7 @@ counters and small windows, never the events themselves.
 from __future__ import annotations
 
 from .base import Detector, symptom_from
+from .ckpt_save import CheckpointSaveDetector
 from .comm import CommDetector
 from .failure import FailureDetector
 from .localize import NonFiniteModuleDetector
@@ -17,6 +18,7 @@ from .multinode import MultiNodeDetector
 from .nccl_version import NcclVersionDetector
 from .nonfinite import NonFiniteDetector
 from .passthrough import PassThroughDetector
+from .relaunch import RelaunchDetector
 from .run_end import RunEndDetector
 from .scaler import LossScaleDetector
 from .stall import StallDetector
@@ -36,6 +38,8 @@ DETECTORS: tuple[type[Detector], ...] = (
     MultiNodeDetector,                       # roll call, Flight Recorder
     RunEndDetector,                          # a log that ends mid-run with no error
     NcclVersionDetector,                     # ranks running different NCCL releases
+    RelaunchDetector,                        # a log that holds several runs: where the last one starts
+    CheckpointSaveDetector,                  # checkpoint saves that take longer each time
 )
 
 

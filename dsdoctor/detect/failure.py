@@ -58,6 +58,11 @@ HUNG_INTERVALS = 20
 # With no progress line at all, a stop this long after the last start-up mark (phases.py), with
 # nothing after it, is a hang at start-up: longer than torch's default process-group timeout.
 HUNG_START_S = 1800.0
+# A progress bar with no time of its own (tqdm, Lightning) is placed in time by its elapsed
+# counter from the last time the log stated before its first frame (a `date` echoed by the job
+# script, a timestamped start-up line): the bar may have started up to this much later (model
+# load, data set-up), so a hang is only called when the silence is this much longer too.
+BAR_START_ALLOWANCE_S = 1800.0
 PROGRESS_KINDS = frozenset(("step", "loss", "throughput", "timers", "skipped", "grad_norm", "lr"))
 
 
@@ -91,7 +96,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout", "nccl_error", "run_end", "rerun")
+             "collective_timeout", "nccl_error", "run_end", "rerun", "clock")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -118,6 +123,13 @@ class FailureDetector(Detector):
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
         self.reruns: list[int] = []                       # a paste's prose opening a later attempt
+        self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
+        self.last_dated: float | None = None              # the last time the log stated (any event seen)
+        # the last untimed progress bar: [series, anchor time, first elapsed, last elapsed, frames]
+        self.bar: list | None = None
+        # a scheduler's stop (seq) -> the last progress event and progress times before it (a log
+        # that holds a later run goes on after the stop)
+        self.progress_before: dict[int, tuple[Event | None, list[float]]] = {}
 
     def log_end(self) -> dict | None:
         """How the training in the logs ended, for a report that found nothing wrong: the last
@@ -152,6 +164,14 @@ class FailureDetector(Detector):
         elif (k == "run_end" or ev.data.get("summary")) and len(self.ended) < 4096:
             self.ended.add(ev.source)
             self.end_event = ev
+        if ev.time is not None and ev.time >= DATED:
+            self.last_dated = ev.time
+        elif k == "throughput" and ev.data.get("elapsed_s") is not None:
+            el, b = ev.data["elapsed_s"], self.bar
+            if b is None or b[0] != ev.data.get("series") or el < b[3]:
+                self.bar = [ev.data.get("series"), self.last_dated, el, el, 1]
+            else:
+                b[3], b[4] = el, b[4] + 1
         if k in PROGRESS_KINDS and ev.time is not None:
             pt = self.progress_times
             if not pt or ev.time > pt[-1]:
@@ -179,6 +199,8 @@ class FailureDetector(Detector):
             if (ev.data.get("backend") or "nccl") == "nccl" and not ev.data.get("blocking"):
                 self.terminated.add(ev.rank)
                 self.watchdog_timeouts = True
+                if self.first_timeout_seq is None:
+                    self.first_timeout_seq = seq
         elif k == "nccl_error":
             # ProcessGroupNCCL's heartbeat monitor ends a rank whose watchdog hung the same way
             # (HeartbeatMonitor::runLoop -> terminateProcess, a LOG(FATAL) that aborts): SIGABRT
@@ -195,6 +217,8 @@ class FailureDetector(Detector):
                 self._keep(self.signals, seq, ev)
         elif k == "process_exit":
             d = ev.data
+            if d.get("reason") and len(self.progress_before) < 64:
+                self.progress_before[seq] = (self.last_progress, self.progress_times[-16:])
             if d.get("signal") == 9:
                 self._keep(self.kills, seq, ev)
             elif d.get("signal") is not None:
@@ -312,8 +336,14 @@ class FailureDetector(Detector):
         return s
 
     def _scheduler_stop(self) -> tuple[int, Event] | None:
-        """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line)."""
-        return next(((seq, ev) for seq, ev in self.signals if ev.data.get("reason")), None)
+        """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line): the last
+        one (a requeued job's log holds the stops of its earlier runs too), the first line of it
+        (slurmstepd says it for the step and for the job)."""
+        stops = [(seq, ev) for seq, ev in self.signals if ev.data.get("reason")]
+        if not stops:
+            return None
+        last = stops[-1][1].data.get("job")
+        return next(x for x in stops if x[1].data.get("job") == last) if last is not None else stops[-1]
 
     def _drop_watchdog_exits(self) -> None:
         """The exit codes of a run the watchdog ended: the ranks' WATCHDOG_EXIT_CODE and, when
@@ -328,7 +358,7 @@ class FailureDetector(Detector):
         """SIGABRT of a rank whose C++ exception reached std::terminate: abort() is how terminate
         ends the process, so the signal (faulthandler's 'Fatal Python error: Aborted', the
         launcher's exit code -6) echoes that exception, which says why."""
-        def echo(ev: Event) -> bool:
+        def echo(seq: int, ev: Event) -> bool:
             sig = ev.data.get("signal")
             if sig is None:
                 code = ev.data.get("exitcode")
@@ -339,8 +369,12 @@ class FailureDetector(Detector):
             # srun names a node's tasks as one range ('tasks 0-7: Aborted'): an echo when any of them
             # was taken down (a pasted tail may hold the timeouts of only some of them)
             tasks = _task_ranks(ev.data.get("tasks"))
-            return rank is None or None in self.terminated or rank in self.terminated or bool(tasks & self.terminated)
-        kept = [(s, e) for s, e in self.signals if not echo(e)]
+            # a task that aborted after the watchdog timed out (srun reports each task as it
+            # exits): the watchdog took it down too, though its own timeout line was not pasted
+            late = self.first_timeout_seq is not None and seq > self.first_timeout_seq
+            return rank is None or None in self.terminated or rank in self.terminated or bool(tasks & self.terminated) \
+                or late
+        kept = [(s, e) for s, e in self.signals if not echo(s, e)]
         self.aborts_echoed = len(kept) < len(self.signals)
         self.signals = kept
 
@@ -477,14 +511,16 @@ class FailureDetector(Detector):
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode"),
                                reason=ev.data.get("reason"), host=ev.data.get("node"),
                                local_rank=ev.data.get("local_rank")))
+        before = self.progress_before.get(seq, (self.last_progress, self.progress_times))
         if external:
-            s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g))
+            s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g, before[1]))
         self._add(s, ev)
         if s.facts.get("hung_from") == "start-up":
             self._add(s, self.phase[3])           # the last line before the silence
-        elif s.facts.get("progress_untimed") and self.last_progress is not None:
-            # where the training was, for the reader to judge (its rank is not the stopped one)
-            e = _evidence(self.last_progress, None)
+        elif (s.facts.get("progress_untimed") or s.facts.get("hung_from") == "progress_bar") and before[0] is not None:
+            # where the training was when it was stopped, for the reader to judge (its rank is
+            # not the stopped one; a later run's progress in the same log is not this stop's)
+            e = _evidence(before[0], None)
             if e.text and len(s.evidence) < 8 and e not in s.evidence:
                 s.evidence.append(e)
         for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
@@ -494,11 +530,11 @@ class FailureDetector(Detector):
             self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
         return s
 
-    def _hung(self, stop_time: float | None, g: "_Group | None") -> dict:
+    def _hung(self, stop_time: float | None, g: "_Group | None", pt: list[float] | None = None) -> dict:
         """Was the run hung when it was stopped from outside? From the time since its last progress
         (timestamped logs) and from where the interrupted stack waited (a KeyboardInterrupt's frames)."""
         hung_s, hung_from = None, None
-        pt = self.progress_times
+        pt = self.progress_times if pt is None else pt
         if stop_time is not None and (stop_time >= DATED) != (pt[-1] >= DATED if pt else stop_time >= DATED):
             stop_time = None     # a year-less glog time against a dated one (sources/lines.py): no gap to read
         if stop_time is not None and len(pt) >= 2 and stop_time > pt[-1]:     # a cadence to compare with
@@ -507,6 +543,8 @@ class FailureDetector(Detector):
             gap = stop_time - pt[-1]
             if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * typical):
                 hung_s, hung_from = int(gap), "progress"
+        elif stop_time is not None and len(pt) < 2 and (est := self._bar_silence(stop_time)) is not None:
+            hung_s, hung_from = est, "progress_bar"
         elif (stop_time is not None and not pt and self.phase is not None and self.phase[3].time is not None
               and (self.phase[3].time >= DATED) == (stop_time >= DATED)):
             gap = stop_time - self.phase[3].time
@@ -520,6 +558,18 @@ class FailureDetector(Detector):
         return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from,
                     progress_untimed=untimed, stuck_in=stuck_in,
                     stuck_call=stuck_call)
+
+    def _bar_silence(self, stop_time: float) -> int | None:
+        """Seconds an untimed progress bar had been still when the run was stopped, counted
+        from its own elapsed time and the time the log stated before its first frame; None
+        when that cannot tell a hang (see BAR_START_ALLOWANCE_S)."""
+        b = self.bar
+        if b is None or b[1] is None or b[4] < 3 or stop_time < DATED:
+            return None
+        _, anchor, first, last, frames = b
+        interval = (last - first) / (frames - 1)
+        gap = stop_time - (anchor + (last - first)) - BAR_START_ALLOWANCE_S
+        return int(gap) if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * interval) else None
 
     def _rank_of(self, ev: Event) -> int | None:
         """The rank of an exit line; torchelastic names it only in its summary, so a line with

@@ -48,6 +48,14 @@ RESUME_STEP = 100         # a run whose first step is beyond this was resumed
 FAR = 10.0                # a finite loss this many times its best ...
 FAR_ABOVE = 1.0           # ... and at least this much above it (a loss near 0 may wander by x10) ...
 FAR_RUN = 5               # ... for this many observations in a row, still rising: diverged without a NaN
+# A language model's loss cannot reach FAR x its best (it tops out near ln(vocabulary size), ~11,
+# from a best of 2-3): a climb to MID x its best that goes on for MID_RUN observations without
+# coming back (none below MID_BACK of the highest so far) and ends at least MID_CLIMB x where it
+# crossed is the same divergence. A spike comes back down within a few observations.
+MID = 3.0
+MID_RUN = 8
+MID_BACK = 0.9
+MID_CLIMB = 1.5
 
 _EVAL_NAME = compile_later(r"(?i)(?:eval|val|valid|validation|test)\b|(?:eval|val|valid|validation|test)[_/ ]")
 _UNEXPECTED = compile_later(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
@@ -103,6 +111,7 @@ class LRScheduleDetector(Detector):
         self.high_run = 0
         self.far: list[tuple[int | None, float]] = []   # the current run of (step, loss) far above the best
         self.far_ev: Event | None = None
+        self.mid: list[tuple[int | None, float]] = []   # the current climb above MID x the best
         self.reported: set[str] = set()
         self.ended: Event | None = None     # the training loop said it finished (run_end, HF's summary)
         self.rise_run = 0                   # LR readings in a row, up to the latest, that rose
@@ -224,18 +233,37 @@ class LRScheduleDetector(Detector):
         """A finite divergence: FAR_RUN losses in a row far above the best so far, each the
         highest of the run (a spike comes back down; a divergence does not)."""
         best = self.best_loss
+        climb = self._climb(ev, v, best)
         if not (math.isfinite(best) and best > 0 and v >= FAR * best and v - best >= FAR_ABOVE):
             self.far.clear()
-            return []
+            return self._diverged(climb[0][1], ev, seq, v, best, climb[0][0]) if climb else []
         if self.far and v < self.far[-1][1]:
             self.far.clear()             # it came down: restart the run here
         if not self.far:
             self.far_ev = ev
         self.far.append((ev.step, v))
         if len(self.far) < FAR_RUN or "lr_diverge_after_peak" in self.reported:
-            return []
-        out = self._once("loss_diverged", self.far_ev or ev, seq, best_loss=round(best, 4), loss=v,
-                         ratio=round(v / best, 1), first_step=self.far[0][0], lr=self.lr_now)
+            return self._diverged(climb[0][1], ev, seq, v, best, climb[0][0]) if climb else []
+        return self._diverged(self.far_ev or ev, ev, seq, v, best, self.far[0][0])
+
+    def _climb(self, ev: Event, v: float, best: float) -> list | None:
+        """The climb above MID x the best, when it is long and steep enough to be a divergence:
+        [(first step, first event), ...] (its first entry names where it started), else None."""
+        if not (math.isfinite(best) and best > 0 and v >= MID * best and v - best >= FAR_ABOVE):
+            self.mid.clear()
+            return None
+        if self.mid and v < MID_BACK * max(x for _, x, _ in self.mid):
+            self.mid.clear()             # it came back down: a spike, restart here
+        self.mid.append((ev.step, v, ev))
+        if len(self.mid) > 4 * MID_RUN:
+            del self.mid[1:MID_RUN]      # bounded: the start and the recent climb are what count
+        if len(self.mid) < MID_RUN or v < MID_CLIMB * self.mid[0][1] or "lr_diverge_after_peak" in self.reported:
+            return None
+        return [(self.mid[0][0], self.mid[0][2])]
+
+    def _diverged(self, first_ev: Event, ev: Event, seq: int, v: float, best: float, first_step) -> list[Symptom]:
+        out = self._once("loss_diverged", first_ev, seq, best_loss=round(best, 4), loss=v,
+                         ratio=round(v / best, 1), first_step=first_step, lr=self.lr_now)
         for sym in out:
             sym.add_evidence(ev)
         return out

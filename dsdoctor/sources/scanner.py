@@ -579,8 +579,10 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
             if r is not None and r != s:
                 e_r = find(b"\n", r)
                 ids_r = m.line_ids(body[r:e_r])
-                if ids and _is_steady(m, body[r:e_r], ids_r):
-                    r = None             # a complete record above: this line stands alone
+                fl_r = follow_of_ids(m, ids_r)
+                if ids and (_is_steady(m, body[r:e_r], ids_r) or
+                            not set(ids) <= {j for j, _ in fl_r[0]}.union(ids_r)):
+                    r = None             # a complete record above, or a literal of its own: it stands alone
                 else:            # (the record line was found not steady just above when `ids`)
                     steady = False if ids else None
                     s, e, line, ids = r, e_r, body[r:e_r], ids_r

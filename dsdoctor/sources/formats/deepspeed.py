@@ -263,7 +263,9 @@ _LOOSE_LOSS = compile_later(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf
 @on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",
     "loss: tensor(nan", "loss: NaN", "loss: Inf", "Loss: nan", "Loss: inf", "Loss: NaN", "Loss = nan",
     # verl/OpenRLHF 'actor/pg_loss:nan', fairseq '| loss nan |', DeepSpeed-Chat 'with loss nan'
-    "loss:nan", "loss:inf", "loss:-inf", "loss nan", "loss inf", "loss -inf")
+    "loss:nan", "loss:inf", "loss:-inf", "loss nan", "loss inf", "loss -inf",
+    # the same words capitalised ('Epoch 0 | Step 80 | Loss nan'; the pattern ignores case, the literals do not)
+    "Loss nan", "Loss inf", "Loss NaN", "loss NaN", "Loss:nan", "Loss = inf")
 def loose_loss(line: Line, st: StreamState):
     t = line.text
     if "iter time (s)" in t or "{'" in t or re.search(r"iteration\s+\d+/", t):

@@ -241,7 +241,8 @@ _SLURM_CANCEL = compile_later(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT 
 @on(" CANCELLED AT ")
 def slurm_cancelled(line: Line, st: StreamState):
     m = _SLURM_CANCEL.search(line.text)
-    if not m or not st.once(("slurm-cancel",)):
+    # once per job (its step and the job say it together; a requeued job's log holds each run's stop)
+    if not m or not st.once(("slurm-cancel", m.group(1).split(".")[0])):
         return None
     reason = (m.group(4) or "scancel").strip().lower()
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=15, who="slurm",

@@ -263,3 +263,22 @@ def all_ranks_times(line: Line, st: StreamState):
         return None
     st.scratch.pop(_ALL_RANKS_KEY, None)
     return None
+
+
+# Megatron's checkpoint save time: megatron/training/checkpointing.py save_checkpoint runs under
+# timers('save-checkpoint', log_level=0) and training.py logs it with timers.log(['save-checkpoint'])
+# after each save: in the default min/max layout (megatron/core/timers.py
+# _get_global_min_max_time_string) a line '    save-checkpoint ....: ({min:.2f}, {max:.2f})'
+# under '(min, max) time across ranks (ms):', in older ones 'time (ms) | save-checkpoint: {ms:.2f}'.
+_SAVE = compile_later(r"save-checkpoint[ .]*:\s*(?:\(\s*([\d.]+),\s*([\d.]+)\s*\)|([\d.]+))")
+
+
+@on("save-checkpoint")
+def checkpoint_save_time(line: Line, st: StreamState):
+    m = _SAVE.search(line.text)
+    if m is None:
+        return None
+    ms = num(m.group(2) or m.group(3))
+    if ms is None or ms <= 0:
+        return None
+    return line.event("checkpoint_save", step=st.step_of(None), ms=ms)

@@ -15,7 +15,7 @@ from ..lines import Line, StreamState
 from ..recogniser import on, steady
 
 _BAR = compile_later(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
-                  r"\[[\d:]+<[\d:?]+,\s*(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)[,\]]")
+                  r"\[(?P<elapsed>[\d:]+)<[\d:?]+,\s*(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)[,\]]")
 MAX_POINTS_PER_BAR = 200
 _S_IT, _IT_S = "s/it]", "it/s]"
 STEADY_GROUPS = (steady("tqdm", _S_IT, _IT_S),)
@@ -47,7 +47,12 @@ def progress_bar(line: Line, st: StreamState):
         return None
     last[series] = n
     iter_ms = rate * 1000.0 if m.group("unit") == "s/it" else 1000.0 / rate
-    return line.event("throughput", step=n, iter_ms=round(iter_ms, 3), series=series, bar=True)
+    # tqdm's elapsed ('{elapsed}' = format_interval: [H:]MM:SS): the bar's own clock, which
+    # places an untimed bar in time against a time the log states (detect/failure.py)
+    secs = 0
+    for part in m.group("elapsed").split(":"):
+        secs = secs * 60 + int(part or 0)
+    return line.event("throughput", step=n, iter_ms=round(iter_ms, 3), series=series, bar=True, elapsed_s=secs)
 
 
 # The training loop's own end-of-run lines: lightning/pytorch/loops/fit_loop.py: _FitLoop.done

@@ -1,0 +1,90 @@
+"""Logs that hold several runs or several hosts' logs (detect/relaunch.py), and the times of
+untimed progress (JSON-lines records, tqdm's elapsed counter against a stated time)."""
+from __future__ import annotations
+
+from dsdoctor.pipeline import diagnose
+from dsdoctor.sources.logs import events_from_text
+
+
+def findings(text: str):
+    return diagnose(events_from_text(text, "run.log"))
+
+
+def problems(text: str):
+    return [f for f in findings(text) if f.severity != "info"]
+
+
+def ds_steps(hour: int, start: int, n: int) -> str:
+    return "".join(f"[2024-01-01 {hour:02d}:{i // 2:02d}:{i % 2 * 30:02d},000] [INFO] [logging.py:107:log_dist] "
+                   f"[Rank 0] step={start + 10 * i}, skipped=0, lr=[2e-05], mom=[(0.9, 0.999)]\n" for i in range(n))
+
+
+BANNER = "[2024-01-01 {h:02d}:00:00,000] [INFO] [__init__.py:128:initialize] DeepSpeed info: version=0.14.2, git-hash=x, git-branch=y\n"
+ECC = ("Traceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n    engine.step()\n"
+       "RuntimeError: CUDA error: uncorrectable ECC error encountered\n")
+
+
+def test_a_crash_before_a_relaunch_that_trained_on_is_history():
+    text = BANNER.format(h=1) + ds_steps(1, 10, 6) + ECC + BANNER.format(h=3) + ds_steps(3, 70, 20)
+    assert not problems(text)
+    earlier = [f for f in findings(text) if f.title.startswith("Earlier run")]
+    assert earlier and earlier[0].category == "hardware" and earlier[0].severity == "info"
+
+
+def test_a_crash_in_the_last_run_stays_the_finding():
+    text = BANNER.format(h=1) + ds_steps(1, 10, 6) + ECC + BANNER.format(h=3) + ds_steps(3, 70, 20) + ECC
+    top = problems(text)[0]
+    assert top.category == "hardware" and not top.title.startswith("Earlier run")
+
+
+def test_another_hosts_log_pasted_after_is_not_a_relaunch():
+    # host B's banner is earlier than host A's last step: the same time span, not a later run
+    text = BANNER.format(h=1) + ds_steps(1, 10, 6) + ECC + BANNER.format(h=1) + ds_steps(1, 10, 20)
+    top = problems(text)[0]
+    assert top.category == "hardware" and not top.title.startswith("Earlier run")
+
+
+def test_block_heads_name_the_host_of_the_finding():
+    text = ("==> worker-0.log <==\n" + ds_steps(1, 10, 4) + "==> worker-1.log <==\n" + ds_steps(1, 10, 2) + ECC)
+    top = problems(text)[0]
+    assert top.category == "hardware" and "worker-1" in top.title
+
+
+def test_a_markdown_heading_or_a_diff_is_not_a_block_head():
+    evs = events_from_text("### System Info\n## 2024-01-02\n--- a/config.json\n=== gpu-node-02 ===\n", "x.log")
+    assert [e.data["name"] for e in evs if e.kind == "block_head"] == ["gpu-node-02"]
+
+
+def test_json_lines_records_carry_their_own_time():
+    text = "".join('{"time": "2024-01-01T10:%02d:00Z", "msg": "step %d loss %.2f"}\n' % (i, 10 * i, 2 - i / 100)
+                   for i in range(20))
+    text += "slurmstepd: error: *** JOB 7 ON n1 CANCELLED AT 2024-01-01T13:00:00 DUE TO TIME LIMIT ***\n"
+    evs = [e for e in events_from_text(text, "x.log") if e.kind == "loss"]
+    assert len(evs) == 20 and evs[0].step == 0 and evs[-1].time - evs[0].time == 19 * 60
+    assert problems(text)[0].rule == "stopped-while-hung"
+
+
+def bars(n: int, rate: float = 2.0) -> str:
+    return "".join(f"  1%|          | {10 * i}/4000 [{int(10 * i * rate) // 60:02d}:{int(10 * i * rate) % 60:02d}<2:10:00,  {rate:.2f}s/it]\n"
+                   for i in range(1, n + 1))
+
+
+def test_an_untimed_bar_still_long_before_a_time_limit_hung():
+    text = ("START TIME: Mon Jan  1 08:00:00 UTC 2024\n" + bars(20)
+            + "slurmstepd: error: *** JOB 8 ON n1 CANCELLED AT 2024-01-01T20:00:00 DUE TO TIME LIMIT ***\n")
+    top = problems(text)[0]
+    assert top.rule == "stopped-while-hung" and any("%|" in e.text for e in top.evidence)
+
+
+def test_an_untimed_bar_moving_until_the_time_limit_did_not_hang():
+    text = ("START TIME: Mon Jan  1 08:00:00 UTC 2024\n" + bars(20, rate=120.0)
+            + "slurmstepd: error: *** JOB 9 ON n1 CANCELLED AT 2024-01-01T15:00:00 DUE TO TIME LIMIT ***\n")
+    assert problems(text)[0].rule == "failure-stopped-from-outside"
+
+
+def test_each_requeued_runs_stop_is_read_and_the_last_one_counts():
+    text = (ds_steps(1, 10, 10) + "slurmstepd: error: *** JOB 71 ON n3 CANCELLED AT 2024-01-01T01:05:10 DUE TO TIME LIMIT ***\n"
+            + BANNER.format(h=2) + ds_steps(2, 110, 10)
+            + "slurmstepd: error: *** JOB 72 ON n3 CANCELLED AT 2024-01-01T06:00:00 DUE TO TIME LIMIT ***\n")
+    top = problems(text)[0]
+    assert top.rule == "stopped-while-hung" and "72" in top.evidence[0].text
