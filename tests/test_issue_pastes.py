@@ -163,3 +163,17 @@ def test_a_traceback_code_line_is_not_the_message():
             "AssertionError: bfloat16 and fp16 modes cannot be simultaneously enabled\n")
     cfg = [e for e in events_from_text(text) if e.kind == "config_error"]
     assert len(cfg) == 1 and cfg[0].line == 3
+
+
+def test_an_exception_message_that_reads_like_prose_is_not_a_second_attempt():
+    """ray.train's TrainingFailedError says 'After fixing the issue ... restart the run': an exception
+    line, not the user's prose, so the NCCL error above it stays the cause."""
+    text = """step 3 loss 2.0
+Traceback (most recent call last):
+  File "/opt/conda/lib/python3.10/site-packages/torch/distributed/distributed_c10d.py", line 2501, in all_reduce
+    work = group.allreduce([tensor], opts)
+torch.distributed.DistBackendError: NCCL error in: /pytorch/torch/csrc/distributed/c10d/NCCLUtils.hpp:317, unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5
+ray.train.base_trainer.TrainingFailedError: The Ray Train run failed. Please inspect the previous error messages for a cause. After fixing the issue, you can restart the run from scratch or continue this run.
+"""
+    assert not [e for e in events_from_text(text) if e.kind == "rerun"]
+    assert _top(text).category == "nccl_error"

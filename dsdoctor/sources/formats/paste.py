@@ -37,9 +37,10 @@ _RERUN = compile_later(
     r"|(?-i:^Run 2\b)|^(?:and )?now\b[^.]{0,60}:$|\b(?:a |an )?(?:different|another|new) error\b"
     r"|^(?:edit|update)\b.{0,120}:$"
     r"|之后|修改后|改成|改为|现在报|又报|新的错误|另一个错误)")
-# a log line, not prose: a timestamp, a level, a traceback or a rank prefix
+# a log line, not prose: a timestamp, a level, a traceback, an exception line (its message may say
+# 'After fixing the issue ...': ray.train's TrainingFailedError) or a rank prefix
 _LOGGY = compile_later(r"\d\d:\d\d:\d\d|\[(?:INFO|WARNING|ERROR|DEBUG)\]|\b(?:INFO|WARNING|ERROR)\b[:\s-]|Traceback|File \"|"
-                       r"^\s*(?:\[?rank\d|\w+(?:Error|Exception):)|\|")
+                       r"^\s*(?:\[?rank\d|[\w.]+(?:Error|Exception|Warning)\b)|\|")
 
 
 @on(*_TRIGGERS)
