@@ -177,3 +177,9 @@ ray.train.base_trainer.TrainingFailedError: The Ray Train run failed. Please ins
 """
     assert not [e for e in events_from_text(text) if e.kind == "rerun"]
     assert _top(text).category == "nccl_error"
+
+
+def test_nccl_debug_lines_are_not_grep_output():
+    """NCCL's 'host:pid:tid [dev] NCCL INFO' head reads like grep's 'file:123:': it stays as printed."""
+    text = "".join(f"node-a1:2101:{2101 + i} [1] NCCL INFO Channel 0{i}/02 : 0[1] -> 1[1] via P2P/IPC\n" for i in range(5))
+    assert ungrep_text(text) == text
