@@ -13,6 +13,7 @@ from .detect import Detector, default_detectors
 from .events import Event
 from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
+from .detect.failure import attempt_cut
 from .detect.multinode import learn_hosts
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
@@ -167,7 +168,7 @@ def last_attempt_first(findings: list[Finding], reruns: list[int]) -> list[Findi
     prose that has a failure on both sides come first (the earlier attempt's problem is the one the
     user already worked on); the order within each attempt stays."""
     failed = [f.seq for f in findings if not f.consequence_of and f.severity in ("critical", "error")]
-    cut = next((r for r in reversed(reruns) if any(s < r for s in failed) and any(s > r for s in failed)), None)
+    cut = attempt_cut(reruns, failed)
     if cut is None:
         return findings
     return sorted(findings, key=lambda f: f.seq < cut)      # stable: the order within each part stays

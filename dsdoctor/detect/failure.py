@@ -66,6 +66,14 @@ BAR_START_ALLOWANCE_S = 1800.0
 PROGRESS_KINDS = frozenset(("step", "loss", "throughput", "timers", "skipped", "grad_norm", "lr"))
 
 
+def attempt_cut(reruns: list[int], failed: list[int]) -> int | None:
+    """Where a paste's last attempt starts: the last prose opening another attempt ('after I
+    changed X I now get', sources/formats/paste.py) with a failure on both sides of it (both given
+    as event sequence numbers), or None. The failure detector keeps the exceptions after it; the
+    pipeline (pipeline.last_attempt_first) ranks the findings after it first."""
+    return next((r for r in reversed(reruns) if any(s < r for s in failed) and any(s > r for s in failed)), None)
+
+
 @dataclass
 class _Group:
     """One exception chain on one rank of one input."""
@@ -387,8 +395,7 @@ class FailureDetector(Detector):
             return None
         # two attempts pasted one after the other ('after I changed X I now get'): the last one's
         # exceptions decide (sources/formats/paste.py reads the prose between them)
-        cut = next((r for r in reversed(self.reruns)
-                    if any(g.seq < r for g in fatal) and any(g.seq > r for g in fatal)), None)
+        cut = attempt_cut(self.reruns, [g.seq for g in fatal])
         if cut is not None:
             fatal = [g for g in fatal if g.seq > cut]
         return min(fatal, key=lambda g: (-g.weight, g.seq))
