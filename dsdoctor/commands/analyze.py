@@ -39,6 +39,10 @@ def _with_progress_bar(inputs: list[Input], warnings: list[str], sample: bool, t
             prog.advance(task, size)
 
 
+_CAUSE_ELSEWHERE = ("its cause is not in these logs (read every rank's log, the launcher's or scheduler's output, "
+                    "and the kernel log: dmesg).")
+
+
 def log_end_note(end: dict | None) -> str | None:
     """What a report that found no problem says about the end of the logs: a log without an
     error is not a healthy run unless the run said it finished."""
@@ -46,14 +50,12 @@ def log_end_note(end: dict | None) -> str | None:
         return "The logs hold no training progress (no step, loss or progress bar): nothing says how far the run got."
     if end.get("last_step") is None and end.get("phase"):
         return (f"The logs end during start-up ({end['phase'].replace('_', ' ')}, {end['at']}) before any training "
-                f"step, with no error: if the run hung or stopped there, its cause is not in these logs (read every "
-                f"rank's log, the launcher's or scheduler's output, and the kernel log: dmesg).")
+                f"step, with no error: if the run hung or stopped there, {_CAUSE_ELSEWHERE}")
     step = f"step {end['last_step']}" if end.get("last_step") is not None else "its last progress line"
     if end.get("normal_end"):
         return f"The run printed its own normal end ({end['at']}) after {step}."
     return (f"The logs end at {step} ({end['at']}) with no error and no normal end: if the run stopped or hung "
-            f"there, its cause is not in these logs (read every rank's log, the launcher's or scheduler's "
-            f"output, and the kernel log: dmesg).")
+            f"there, {_CAUSE_ELSEWHERE}")
 
 
 def analyze(

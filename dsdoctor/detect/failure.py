@@ -31,6 +31,7 @@ from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
 from .families import Family, classify
+from .unseen_hang import unseen_hang
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
 HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds a full copy in host RAM)",
@@ -104,7 +105,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout", "nccl_error", "run_end", "rerun", "clock")
+             "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -116,6 +117,7 @@ class FailureDetector(Detector):
         self.phase: tuple[str, int, str | None, Event] | None = None   # (phase, seq, detail, event)
         self.last_step: int | None = None
         self.step_seq = 0
+        self.step_at: tuple[str, int | None] | None = None   # (source, line) of the last step
         self.advances: dict[str, int] = {}                # per input: how often its step went up
         self.source_step: dict[str, int] = {}
         self.host_percent: float | None = None
@@ -131,6 +133,11 @@ class FailureDetector(Detector):
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
         self.reruns: list[int] = []                       # a paste's prose opening a later attempt
+        # what a hang leaves when no error does (detect/unseen_hang.py): a person's word, a wait at start-up
+        self.hang_said: tuple[int, Event] | None = None
+        self.op_wait: tuple[int, Event] | None = None     # 'Using DIR as PyTorch extensions root...' not yet loaded
+        self.store_wait: tuple[int, Event] | None = None  # torch's store-based barrier still waiting
+        self.mark_seq = 0                                 # seq of the last progress or start-up mark
         self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
         self.last_dated: float | None = None              # the last time the log stated (any event seen)
         # the last untimed progress bar: [series, anchor time, first elapsed, last elapsed, frames]
@@ -163,6 +170,7 @@ class FailureDetector(Detector):
             if self.last_step is None or ev.step >= self.last_step:
                 self.last_step = ev.step
                 self.step_seq = seq
+                self.step_at = (ev.source, ev.line)
             if ev.step > self.source_step.get(ev.source, -1):
                 self.source_step[ev.source] = ev.step
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
@@ -186,8 +194,17 @@ class FailureDetector(Detector):
                 pt.append(ev.time)
                 if len(pt) > 64:
                     del pt[:32]
+        if k in PROGRESS_KINDS or k == "phase_mark":
+            self.mark_seq = seq
         if k == "rerun":
             self.reruns.append(seq)
+        elif k == "hang_said":
+            if self.hang_said is None:
+                self.hang_said = (seq, ev)
+        elif k == "op_load":
+            self.op_wait = (seq, ev) if ev.data.get("state") == "wait" else None
+        elif k == "store_wait":
+            self.store_wait = (seq, ev)
         elif k == "node_exit" and ev.data.get("first"):
             self.launcher_named_first = True
         elif k == "error_line":
@@ -324,6 +341,16 @@ class FailureDetector(Detector):
             out.append(self._exit_symptom(decisive))
         elif decisive is None and (last := self._last_words()) is not None:
             out.append(self._error_line_symptom(*last))
+        if not out and decisive is None and not self.kills:
+            phase, phase_text = self._phase()
+            end = self.end_event
+            hang = unseen_hang(said=self.hang_said, op_wait=self.op_wait, store_wait=self.store_wait,
+                               last_seq=self.mark_seq, last_step=self.last_step if phase == "training" else None,
+                               phase=phase, phase_text=phase_text,
+                               last_event=self.last_progress or (self.phase[3] if self.phase else None),
+                               normal_end=end is not None and end.source in self.ended)
+            if hang is not None:
+                out.append(hang)
         return out
 
     def _last_words(self) -> tuple[int, Event] | None:
@@ -406,9 +433,15 @@ class FailureDetector(Detector):
         return bool(self.killing) and not self.exits and not self.signals and not self.aborts_echoed \
             and self._decisive_group() is None
 
+    def _phase_current(self) -> bool:
+        """The last start-up mark came after the last step, or is that step's own line (the
+        'Loading checkpoint shards: 67%|...| 2/3' bar counts shards, not training steps)."""
+        ph = self.phase[3]
+        return self.phase[1] > self.step_seq or (ph.source, ph.line) == self.step_at
+
     def _phase(self) -> tuple[str | None, str | None]:
         """(phase, text) of what the run was doing at its end."""
-        if self.phase is not None and self.phase[1] > self.step_seq:
+        if self.phase is not None and self._phase_current():
             p = self.phase[0]
             return p, PHASE_TEXT.get(p, p)
         if self.last_step is not None:
@@ -475,7 +508,7 @@ class FailureDetector(Detector):
         others = sorted({str(x.decisive()[0].data.get("name")) for x in self.groups.values() if x not in same})
         phase = d.get("phase")
         if phase is None:
-            phase = self._phase()[0] if self.phase is not None and self.phase[1] > self.step_seq else None
+            phase = self._phase()[0] if self.phase is not None and self._phase_current() else None
         chain = [f"{m.data.get('type')}: {str(m.data.get('message'))[:120]}" for m, _ in g.members if m is not ev]
         s = Symptom(name="failure", seq=g.seq, time=ev.time, key=("exception",),
                     facts=dict(how="exception", type=d.get("type"), name=d.get("name"), message=str(d.get("message"))[:300],
@@ -558,6 +591,11 @@ class FailureDetector(Detector):
             if gap >= HUNG_START_S:
                 hung_s, hung_from = int(gap), "start-up"
         waiting = next((m for m, _ in g.members if m.data.get("waits_in")), None) if g is not None else None
+        if waiting is None or waiting.data["waits_in"] != "op_lock":
+            # every rank's interrupted stack, when they print at once and interleave: one that waits
+            # for an op build's lock says why all of them waited (the others wait for it too)
+            waiting = next((m for gr in self.groups.values() for m, _ in gr.members
+                            if m.data.get("waits_in") == "op_lock"), waiting)
         stuck_in = waiting.data["waits_in"] if waiting is not None else None
         stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
         # progress lines without a time (tqdm, Lightning bars, HF dicts): a hang cannot be told apart

@@ -27,9 +27,10 @@ def wrap_width(text: str) -> int | None:
     if not lengths:
         return None
     width = max(lengths)
-    # the pieces differ from each other; rules of one character ('=' * 60 around torchelastic's
-    # error table) do not count
-    spike = len({ln for ln in lines if len(ln) == width and len(set(ln.strip())) > 1})
+    # rules of one character ('=' * 60 around torchelastic's error table) do not count; the same
+    # message from every rank makes identical first pieces, which count (a whole line repeated is
+    # told apart below: the next record starts the same way)
+    spike = sum(1 for ln in lines if len(ln) == width and len(set(ln.strip())) > 1)
     if width < MIN_WIDTH or spike < 3:
         return None
     # the 20 lengths just below the width: natural lines that end near it, about as many per
@@ -78,20 +79,25 @@ def rejoin(block: bytes, read: Callable[[str], list]) -> bytes:
     if len(block) > MAX_INPUT:
         return block
     head = block[:SAMPLE].decode("utf-8", errors="surrogateescape")
-    width = wrap_width(head) or one_cut_line_width(head)
+    width = wrap_width(head)
+    # one cut line: a time alone does not count (a whole untimed line after the longest timed one,
+    # 'Using DIR as PyTorch extensions root...' after DeepSpeed's dated line, reads the same
+    # events joined, each then with the first line's time)
+    timed = width is not None
+    width = width or one_cut_line_width(head)
     if width is None:
         return block
     joined = _joined(block.decode("utf-8", errors="surrogateescape"), width)
     trial = slice(0, TRIAL)
-    before = _read_score(block[trial], read)
-    after = _read_score(joined[trial], read)
+    before = _read_score(block[trial], read, timed)
+    after = _read_score(joined[trial], read, timed)
     return joined if after > before else block
 
 
-def _read_score(data: bytes, read: Callable[[str], list]) -> int:
+def _read_score(data: bytes, read: Callable[[str], list], timed: bool = True) -> int:
     """How much the recognisers read in a text: events, and the facts and times they carry (a
     record cut in two loses its time or its loss to the piece no recogniser knows)."""
-    return sum(1 + (ev.time is not None) + sum(v is not None for v in ev.data.values())
+    return sum(1 + (timed and ev.time is not None) + sum(v is not None for v in ev.data.values())
                for ev in read(data.decode("utf-8", errors="replace")))
 
 

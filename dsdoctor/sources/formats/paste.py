@@ -49,3 +49,42 @@ def rerun_prose(line: Line, st: StreamState):
     if len(text) > 400 or _LOGGY.search(text) or not _RERUN.search(text):
         return None
     return line.event("rerun", phrase=text[:200])
+
+
+# A hang said in prose ("it hangs at ...", "training gets stuck after ...", "nothing happens",
+# "卡住"): a log that stops with no error is what a hang leaves, and only the person who watched
+# it knows it stopped moving. The cue is the wording family of a hang said by a person; the
+# verb forms only (a noun "a hang" after "could/avoid/cause" is a question, not a report), and a
+# negated one ("it no longer hangs") is not a report either.
+_HANG_TRIGGERS = (" hang", "Hang", " hung", "stuck", "Stuck", "freez", "Freez", "froze", "Froze", "stall",
+                  "deadlock", "othing happens", "no progress", "No progress", "proceed", "move on", "forever",
+                  "卡住", "卡在", "卡死", "不动", "没有反应", "没反应", "无响应", "停在", "一直等", "フリーズ", "止まっ",
+                  "固まっ", "멈춰", "멈춤", "멈추")
+_HANG = compile_later(
+    r"(?i)\b(?:hangs?(?=\s+(?:at|on|in|after|when|while|during|forever|indefinitely|here|there|for|before|until|right|"
+    r"again|every|the|without|with|\.|!|,|:)|\s*[.!:,]|\s*$)|hanging|hung|(?:is|are|gets?|got|getting|was|were|stays?|"
+    r"remains?|seems?|be)\s+(?:\w+\s+)?stuck|stuck\s+(?:at|on|in|after|when|during|forever|there|here|for|while)|"
+    r"freez(?:es|ing|e)\b|froze|frozen|stall(?:s|ed|ing)|deadlock(?:s|ed)?|nothing happens|no (?:further )?progress|"
+    r"(?:does not|doesn't|never|won't|will not|didn't|did not|cannot|can't)\s+(?:proceed|progress|continue|move on|"
+    r"go on)|waits? forever|waiting forever)"
+    r"|卡住|卡在|卡死|不动|没有反应|没反应|无响应|停在|一直等|フリーズ|止まっ|固まっ|멈춰|멈춤|멈추")
+# "could this cause a hang", "to avoid a deadlock", "it no longer hangs", "without hanging"
+_HANG_NOT = compile_later(
+    r"(?i)\b(?:could|might|may|avoid|avoids|prevent|prevents|cause|causes|risk|debug|diagnose|detect)\b[^.]{0,30}?"
+    r"\b(?:hang|stuck|freez|deadlock|stall)|\b(?:not|no longer|never|without|n't)\s+(?:\w+\s+){0,2}?"
+    r"(?:hang|hung|stuck|freez|froze|stall|deadlock)"
+    r"|watchdog|heartbeat|ProcessGroup|NCCL_|TORCH_"      # a library's message quoted without its head ...
+    r"|\b(?:loss|losses|accuracy|acc|lr|learning rate|metrics?|ppl|perplexity|grad_?norm|gradient norm|scale|"
+    r"reward|score|value)\b[^.]{0,20}?\b(?:stuck|stall|froze|frozen|freez|hang|hung)|local minim"   # a number that stopped moving
+    r"|(?<!seems )(?<!appears )(?<!started )(?<!starts )\bto hang\b|\brecommended\b")   # ... or its advice ('can cause X to hang')
+
+
+@on(*_HANG_TRIGGERS)
+def hang_prose(line: Line, st: StreamState):
+    text = line.text.strip().lstrip("#*>- ").strip()
+    if len(text) > 400 or _LOGGY.search(text) or not _HANG.search(text) or _HANG_NOT.search(text):
+        return None
+    if st.scratch.get("hang_said"):
+        return None           # the first report is enough
+    st.scratch["hang_said"] = True
+    return line.event("hang_said", phrase=text[:200])

@@ -75,3 +75,37 @@ def host_memory(line: Line, st: StreamState):
         return None
     return line.event("memory", step=st.step_of(line.rank), host_used=int(float(m.group(1)) * (1 << 30)),
                       host_percent=float(m.group(2)))
+
+
+# A JIT-built op (DeepSpeed's op_builder -> torch/utils/cpp_extension.py load/_jit_compile): every
+# rank prints 'Using {root} as PyTorch extensions root...' (print in torch 1.x-2.11, logger.info
+# after), one builds while the others wait on the build directory's lock, then each prints
+# 'Loading extension module {name}...'; DeepSpeed's op_builder/builder.py jit_load adds
+# 'Time to load {name} op: {t} seconds'. A wait with no load after it is where a stale lock hangs.
+_OP_ROOT = compile_later(r"Using (\S+) as PyTorch extensions root")
+
+
+@on("as PyTorch extensions root", "Loading extension module", "Time to load ")
+def op_load(line: Line, st: StreamState):
+    t = line.text
+    m = _OP_ROOT.search(t)
+    if m:
+        return line.event("op_load", state="wait", root=m.group(1).rstrip("."))
+    if "Loading extension module" in t or (" op: " in t and "seconds" in t):
+        return line.event("op_load", state="loaded")
+    return None
+
+
+# torch/distributed/distributed_c10d.py: _store_based_barrier, while not every rank has joined a
+# new process group: 'Waiting in store based barrier to initialize process group for rank: {r},
+# key: {k} (world_size={n}, worker_count={j}, timeout={t})' (torch 1.x, logger.info), with
+# 'num_workers_joined=' (2.0-2.2) and '... for {s} seconds' before 'rank:' (2.3+, logger.debug)
+_STORE_WAIT = compile_later(r"world_size=(\d+), (?:worker_count|num_workers_joined)=(\d+)")
+
+
+@on("Waiting in store based barrier")
+def store_wait(line: Line, st: StreamState):
+    m = _STORE_WAIT.search(line.text)
+    if not m:
+        return None
+    return line.event("store_wait", world_size=int(m.group(1)), joined=int(m.group(2)))

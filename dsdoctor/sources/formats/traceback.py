@@ -93,12 +93,14 @@ _DATALOADER_FUNCS = ("_try_get_data", "_get_data", "_next_data", "__next__")
 
 def wait_site(path: str, func: str) -> str | None:
     """Where a thread with this frame waits: 'collective' (torch.distributed, deepspeed.comm),
-    'dataloader' (the DataLoader fetching a batch), or None. Read the innermost frame first:
+    'dataloader' (the DataLoader fetching a batch), 'op_lock' (a JIT op build's lock file), or None. Read the innermost frame first:
     a stack dump's thread and an interrupted traceback wait where the first such frame is."""
     if "torch/utils/data/" in path:
         return "dataloader" if func in _DATALOADER_FUNCS else None
-    if "distributed_c10d.py" in path or "deepspeed/comm/" in path:
-        return "collective"
+    if "torch/utils/file_baton.py" in path:
+        return "op_lock"        # cpp_extension._jit_compile waits for another process's build (its `lock` file)
+    if "distributed_c10d.py" in path or ("deepspeed/comm/" in path and not func.startswith("build")):
+        return "collective"     # (deepspeed/comm/torch.py build_shm_op loads an op: no collective)
     return None
 
 

@@ -1,0 +1,70 @@
+"""Hangs that leave no error behind: the log just stops.
+
+A hung run prints nothing at the moment it hangs, so its log ends like a log that was cut: no
+exception, no exit code, no normal end. Three things still tell a hang from a cut copy, and each
+becomes a symptom here (only when the run left no failure of its own: detect/failure.py calls
+`unseen_hang` at the end when it found nothing):
+
+  hang_said          the person who pasted the log says it hangs / is stuck / nothing happens
+                     (sources/formats/paste.py: hang_prose); where the log stops (start-up phase,
+                     last step, a JIT op it waits for, a store barrier) says what to look at
+  store_barrier_wait torch's store-based barrier reported fewer ranks than the world size and no
+                     step came after it: the missing ranks never reached init_process_group
+                     (torch/distributed/distributed_c10d.py: _store_based_barrier)
+  op_lock_wait       the last start-up line is torch's 'Using DIR as PyTorch extensions root...'
+                     with no 'Loading extension module' and no step after it: every rank waits for
+                     the lock file of a JIT build (torch/utils/cpp_extension.py: _jit_compile waits
+                     on FileBaton while another process builds, forever when a killed build left
+                     its `lock` behind)
+"""
+from __future__ import annotations
+
+from ..events import Event
+from ..findings import Evidence, Symptom
+
+
+def unseen_hang(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | None,
+                store_wait: tuple[int, Event] | None, last_seq: int, last_step: int | None,
+                phase: str | None, phase_text: str | None, last_event: Event | None,
+                normal_end: bool) -> Symptom | None:
+    """The symptom of a hang the log cannot show, or None. `last_seq` is the seq of the last
+    training progress or start-up mark: a wait before it ended."""
+    op = op_wait if op_wait is not None and op_wait[0] > last_seq else None
+    store = store_wait if store_wait is not None and store_wait[0] > last_seq else None
+    if store is not None:
+        d = store[1].data
+        if not (isinstance(d.get("joined"), int) and isinstance(d.get("world_size"), int)
+                and d["joined"] < d["world_size"]):
+            store = None
+    where = op or store
+    if said is None:
+        if store is not None:
+            return _symptom("store_barrier_wait", store, None, last_step, phase, phase_text,
+                            joined=store[1].data["joined"], world_size=store[1].data["world_size"])
+        if op is not None and last_step is None:
+            return _symptom("op_lock_wait", op, None, last_step, phase, phase_text,
+                            root=op[1].data.get("root"))
+        return None
+    s = _symptom("hang_said", said, where or ((last_seq, last_event) if last_event is not None else None),
+                 last_step, phase, phase_text, said=said[1].data.get("phrase"), normal_end=normal_end,
+                 op_wait=op is not None, root=op[1].data.get("root") if op else None,
+                 joined=store[1].data["joined"] if store else None,
+                 world_size=store[1].data["world_size"] if store else None,
+                 stops_at=(where[1].text if where else last_event.text if last_event is not None else None))
+    return s
+
+
+def _symptom(name: str, first: tuple[int, Event], then: tuple[int, Event] | None, last_step: int | None,
+             phase: str | None, phase_text: str | None, **facts) -> Symptom:
+    seq, ev = first
+    s = Symptom(name=name, seq=seq, time=ev.time, key=(name,),
+                facts=dict(last_step=last_step, phase=phase, phase_text=phase_text,
+                           at=f"{ev.source}:{ev.line}" if ev.line else ev.source, **facts))
+    for e in (ev, then[1] if then is not None else None):
+        if e is not None and e.text:
+            s.evidence.append(Evidence(e.source, e.line, e.text))
+            if e.rank is not None:
+                s.ranks.add(e.rank)
+    if last_step is not None:
+        s.steps.append(last_step)
+    return s
