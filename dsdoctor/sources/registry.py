@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Iterator
 
 from ..events import Event
-from .formats import (anomaly, apex, bitsandbytes, context_lines, deepspeed, error_lines, fairseq, hardware,
+from .formats import (anomaly, apex, bitsandbytes, context_lines, deepspeed, error_lines, exit_reports, fairseq, hardware,
                       hf, jsonlog, launcher, megatron, memory, multinode, nccl, paste, phases, progress, ray,
                       relaunch, traceback)
 from .lines import StreamState
@@ -23,7 +23,7 @@ from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGr
 
 # Order matters where two recognisers share a literal: the first listed runs first.
 FORMATS: tuple[ModuleType, ...] = (
-    traceback, memory, context_lines, deepspeed, nccl, launcher, hf, megatron, hardware,
+    traceback, memory, context_lines, deepspeed, nccl, launcher, exit_reports, hf, megatron, hardware,
     phases, multinode, ray, bitsandbytes, relaunch, jsonlog,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
     error_lines,                           # any logger's error level: the last resort of a failed run
