@@ -76,3 +76,25 @@ def test_records_printed_at_a_fixed_width_are_not_a_wrap():
     timers = "".join(f"[Rank {r}] time (ms) | fwd_microstep: {30 + r}.10 | bwd_microstep: 60.20 | step_microstep: 5.00\n"
                      for r in range(4))
     assert wrap_width(timers) is None and rejoin(timers.encode()) == timers.encode()
+
+
+def test_a_short_paste_with_one_line_cut_several_times_is_joined():
+    # one fp16 overflow line pasted from an 80-column pane: three pieces, two of them full width
+    line = ("[2021-06-01 05:04:21,527] [INFO] [stage2.py:1357:step] [deepscale] OVERFLOW! Rank 0 Skipping step. "
+            "Attempted loss scale: 0.0, reducing to 0.0")
+    text = "1622513061366 localhost info " + line + "\n"
+    w = wrapped(text, 80)
+    assert w.count("\n") == 3 and wrap_width(w) is None
+    assert rejoin(w.encode()).decode().splitlines()[0] == text.rstrip("\n")
+
+
+def test_a_long_record_split_in_pieces_under_a_wrap_is_joined_even_when_read_the_same():
+    # a Megatron record is read across its pieces line by line, but the sampled reading decides on whole
+    # lines: the pieces are joined when the spike says the text was wrapped
+    rec = (" iteration       10/     100 | consumed samples:           10 | elapsed time per iteration (ms): 2208.9 | "
+           "learning rate: 3.000E-04 | global batch size:     1 | lm loss: 1.461212E+01 | loss scale: 1.0 | grad norm: "
+           "nan | number of skipped iterations:   0 | number of nan iterations:   0")
+    text = "\n".join(["x" * 50 + f" tensor row {i} " + "y" * 40 for i in range(4)] + [rec]) + "\n"
+    w = wrapped(text, 80)
+    assert wrap_width(w) == 80
+    assert rec in rejoin(w.encode()).decode()

@@ -53,14 +53,17 @@ _DIGITS = str.maketrans("123456789", "000000000")
 
 
 def one_cut_line_width(text: str) -> int | None:
-    """A paste of a few lines with one of them cut in two by a browser or terminal (the longest
-    line, then the rest of it): no spike to see, so its length is only a candidate width, and
+    """A paste of a few lines with one of them cut in two (or more) by a browser or terminal (the
+    longest line, then the rest of it): no spike to see, so its length is only a candidate width, and
     the recognisers decide (rejoin keeps the join only if they read more in it)."""
     lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
     if not lines or len(lines) > SHORT_PASTE:
         return None
     width = max(len(ln) for ln in lines)
-    return width if width >= MIN_WIDTH and sum(len(ln) == width for ln in lines) == 1 else None
+    at = [i for i, ln in enumerate(lines) if len(ln) == width]
+    # the pieces of one line cut several times follow each other, the last one shorter
+    one_run = at == list(range(at[0], at[0] + len(at))) and at[-1] + 1 < len(lines)
+    return width if width >= MIN_WIDTH and (len(at) == 1 or one_run) else None
 
 
 def _head(line: str) -> str:
