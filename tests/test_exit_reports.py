@@ -54,3 +54,44 @@ def test_exit_lines_of_shells_containers_and_ides_end_the_run(line, category, wo
 ])
 def test_a_clean_exit_is_no_failure(line):
     assert _top(STEPS + line + "\n") is None
+
+
+DIE = "import os, signal, sys; os.kill(os.getpid(), getattr(signal, sys.argv[1]))"
+
+
+def _under_a_terminal(cmd: str, stdin: str | None = None) -> str:
+    # zsh and fish print a job's end only when interactive: `script` gives them a terminal
+    p = subprocess.run(["script", "-qc", cmd, "/dev/null"], input=stdin, capture_output=True, text=True, timeout=60)
+    return p.stdout + p.stderr
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None or shutil.which("script") is None, reason="no zsh (or script)")
+@pytest.mark.parametrize("sig, category, words", [("SIGKILL", "host_oom", "SIGKILL"), ("SIGSEGV", "other", "SIGSEGV"),
+                                                   ("SIGBUS", "other", "SIGBUS")])
+def test_a_run_killed_under_zsh(tmp_path, sig, category, words):
+    (tmp_path / "die.py").write_text(DIE)
+    out = _under_a_terminal(f"zsh -f -i -c 'python3 {tmp_path / 'die.py'} {sig}; true'")
+    assert "zsh: " in out, out
+    f = _top(STEPS + out)
+    assert f is not None and f.category == category and words in f.title + f.summary, (out, f)
+
+
+@pytest.mark.skipif(shutil.which("fish") is None or shutil.which("script") is None, reason="no fish (or script)")
+def test_a_run_killed_under_fish(tmp_path):
+    (tmp_path / "die.py").write_text(DIE)
+    out = _under_a_terminal("fish -i", stdin=f"python3 {tmp_path / 'die.py'} SIGKILL\nexit\n")
+    assert "terminated by signal SIGKILL" in out, out
+    f = _top(STEPS + out)
+    assert f is not None and f.category == "host_oom", (out, f)
+
+
+@pytest.mark.parametrize("line, rank, category", [
+    ("torch.multiprocessing.spawn.ProcessExitedException: process 1 terminated with signal SIGKILL", 1, "host_oom"),
+    ("torch.multiprocessing.spawn.ProcessExitedException: process 2 terminated with signal SIGSEGV", 2, "other"),
+    ("torch.multiprocessing.spawn.ProcessExitedException: process 0 terminated with exit code 1", 0, "other"),
+])
+def test_torch_spawn_names_the_process_that_ended(line, rank, category):
+    # torch/multiprocessing/spawn.py ProcessContext.join, its exact words
+    f = _top(STEPS + "Traceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n"
+             "    mp.spawn(main, nprocs=4)\n" + line + "\n")
+    assert f is not None and f.category == category and rank in f.ranks, f
