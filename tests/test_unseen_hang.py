@@ -33,6 +33,8 @@ def _problems(text: str):
     "the job does not proceed after this point",
     "训练卡住了，没有报错",
     "学習がここで止まってしまいます",
+    "When I use zero3 with 8 GPUs, the training freezes after the first step",
+    "All ranks are stuck in all_reduce after step 300",
 ])
 def test_a_hang_said_in_the_paste_is_a_finding_that_quotes_it(said):
     found = _problems(said + "\n" + STEPS)
@@ -47,6 +49,15 @@ def test_a_hang_said_in_the_paste_is_a_finding_that_quotes_it(said):
     "To avoid a deadlock, I set num_workers=0.",
     "I want to change the learning rate schedule.",
     "Detected kernel version 5.4.0, which is below the recommended minimum of 5.5.0; this can cause the process to hang.",
+    "I am stuck with this error for two days, please help",
+    "I froze the embedding layers and trained LoRA adapters only.",
+    # the libraries' own sentences (torch DataLoader, tokenizers, DeepSpeed ZeRO checkpoints)
+    "/usr/lib/python3/site-packages/torch/utils/data/dataloader.py:617: UserWarning: This DataLoader will create 16 "
+    "worker processes in total. Please be aware that excessive worker creation might get DataLoader running slow or "
+    "even freeze, lower the worker number to avoid potential slowness/freeze if necessary.",
+    "huggingface/tokenizers: The current process just got forked, after parallelism has already been used. "
+    "Disabling parallelism to avoid deadlocks...",
+    "Found frozen_param_shapes: {'lm_head.weight': torch.Size([32000, 4096])}",
 ])
 def test_words_about_hangs_that_report_none_are_no_finding(said):
     assert _problems(said + "\n" + STEPS) == []

@@ -53,27 +53,36 @@ def rerun_prose(line: Line, st: StreamState):
 
 # A hang said in prose ("it hangs at ...", "training gets stuck after ...", "nothing happens",
 # "卡住"): a log that stops with no error is what a hang leaves, and only the person who watched
-# it knows it stopped moving. The cue is the wording family of a hang said by a person; the
-# verb forms only (a noun "a hang" after "could/avoid/cause" is a question, not a report), and a
-# negated one ("it no longer hangs") is not a report either.
-_HANG_TRIGGERS = (" hang", "Hang", " hung", "stuck", "Stuck", "freez", "Freez", "froze", "Froze", "stall",
-                  "deadlock", "othing happens", "no progress", "No progress", "proceed", "move on", "forever",
+# it knows it stopped moving. The cue is the wording family of a hang said by a person: a verb
+# form of hanging/sticking/freezing whose subject is the run (it, the training, the job, the
+# process, a rank, a GPU ...), within a few words. Library sentences with the same words
+# (torch's, DeepSpeed's, transformers' and accelerate's warnings: "frozen parameters",
+# "torch.jit.freeze", "might ... freeze", "to avoid deadlocks", "can cause the process to hang")
+# have no such subject or say it as a possibility; a question ("could this cause a hang?"), a
+# negation ("it no longer hangs") and a number that stopped moving ("the loss is stuck") are not
+# reports. Chinese, Japanese and Korean verbs of a hang are reports on their own.
+_HANG_TRIGGERS = (" hang", "Hang", " hung", "stuck", "Stuck", "freezes", "Freezes", "froze", "Froze", "stall",
+                  "deadlock", "othing happens", "othing happened", "proceed", "move on", "forever",
                   "卡住", "卡在", "卡死", "不动", "没有反应", "没反应", "无响应", "停在", "一直等", "フリーズ", "止まっ",
                   "固まっ", "멈춰", "멈춤", "멈추")
+_SUBJECT = (r"(?:it|training|train|the run|run|job|process(?:es)?|program|script|code|everything|deepspeed|trainer|"
+            r"gpus?|nodes?|ranks?|rank \d+|workers?|machine|launcher|torchrun|accelerate|this|that|which)")
+_HANG_VERB = (r"(?:hangs?(?=\s+(?:at|on|in|after|when|while|during|forever|indefinitely|here|there|for|before|until|"
+              r"right|again|every|the|without|with)\b|\s*[.!?:,)]|\s*$)|hanging|hung|(?:is|are|gets?|got|getting|was|"
+              r"were|stays?|remains?|seems?|be|'s)\s+(?:\w+\s+)?stuck|stuck\s+(?:at|on|in|after|when|during|forever|"
+              r"there|here|for|while)|freezes\b|froze\b|stall(?:s|ed)\b|deadlock(?:s|ed)\b|waits? forever|"
+              r"(?:does not|doesn't|never|won't|will not|didn't|did not|cannot|can't)\s+(?:proceed|progress|continue|"
+              r"move on|go on))")
 _HANG = compile_later(
-    r"(?i)\b(?:hangs?(?=\s+(?:at|on|in|after|when|while|during|forever|indefinitely|here|there|for|before|until|right|"
-    r"again|every|the|without|with|\.|!|,|:)|\s*[.!:,]|\s*$)|hanging|hung|(?:is|are|gets?|got|getting|was|were|stays?|"
-    r"remains?|seems?|be)\s+(?:\w+\s+)?stuck|stuck\s+(?:at|on|in|after|when|during|forever|there|here|for|while)|"
-    r"freez(?:es|ing|e)\b|froze|frozen|stall(?:s|ed|ing)|deadlock(?:s|ed)?|nothing happens|no (?:further )?progress|"
-    r"(?:does not|doesn't|never|won't|will not|didn't|did not|cannot|can't)\s+(?:proceed|progress|continue|move on|"
-    r"go on)|waits? forever|waiting forever)"
+    r"(?i)\b" + _SUBJECT + r"\b(?:\W+\w+){0,3}?\W+" + _HANG_VERB + r"|\bnothing (?:happens|happened)\b"
     r"|卡住|卡在|卡死|不动|没有反应|没反应|无响应|停在|一直等|フリーズ|止まっ|固まっ|멈춰|멈춤|멈추")
 # "could this cause a hang", "to avoid a deadlock", "it no longer hangs", "without hanging"
 _HANG_NOT = compile_later(
-    r"(?i)\b(?:could|might|may|avoid|avoids|prevent|prevents|cause|causes|risk|debug|diagnose|detect)\b[^.]{0,30}?"
-    r"\b(?:hang|stuck|freez|deadlock|stall)|\b(?:not|no longer|never|without|n't)\s+(?:\w+\s+){0,2}?"
-    r"(?:hang|hung|stuck|freez|froze|stall|deadlock)"
-    r"|watchdog|heartbeat|ProcessGroup|NCCL_|TORCH_"      # a library's message quoted without its head ...
+    r"(?i)\b(?:could|might|may|would|should|can|avoid|avoids|prevent|prevents|cause|causes|risk|debug|diagnose|"
+    r"detect|possible)\b[^.]{0,60}?\b(?:hang|stuck|freez|deadlock|stall|wait forever)"
+    r"|\b(?:not|no longer|never|without|n't)\s+(?:\w+\s+){0,2}?(?:hang|hung|stuck|freez|froze|stall|deadlock)"
+    r"|\bstuck (?:with|on) (?:this|that|the|an?|my) (?:error|issue|problem|bug)"      # the user is stuck, not the run
+    r"|watchdog|heartbeat|ProcessGroup|NCCL_|TORCH_|Warning\b|\.py:\d+"   # a library's message quoted without its head ...
     r"|\b(?:loss|losses|accuracy|acc|lr|learning rate|metrics?|ppl|perplexity|grad_?norm|gradient norm|scale|"
     r"reward|score|value)\b[^.]{0,20}?\b(?:stuck|stall|froze|frozen|freez|hang|hung)|local minim"   # a number that stopped moving
     r"|(?<!seems )(?<!appears )(?<!started )(?<!starts )\bto hang\b|\brecommended\b")   # ... or its advice ('can cause X to hang')
