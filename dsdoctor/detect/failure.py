@@ -31,7 +31,7 @@ from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
 from .families import Family, classify
-from .unseen_hang import unseen_hang
+from .quiet_end import quiet_end
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
 HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds a full copy in host RAM)",
@@ -105,7 +105,7 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait")
+             "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -133,10 +133,11 @@ class FailureDetector(Detector):
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
         self.reruns: list[int] = []                       # a paste's prose opening a later attempt
-        # what a hang leaves when no error does (detect/unseen_hang.py): a person's word, a wait at start-up
+        # what a hang leaves when no error does (detect/quiet_end.py): a person's word, a wait at start-up
         self.hang_said: tuple[int, Event] | None = None
         self.op_wait: tuple[int, Event] | None = None     # 'Using DIR as PyTorch extensions root...' not yet loaded
         self.store_wait: tuple[int, Event] | None = None  # torch's store-based barrier still waiting
+        self.peer_lost: tuple[int, Event] | None = None   # NCCL's last warning that a peer closed the connection
         self.mark_seq = 0                                 # seq of the last progress or start-up mark
         self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
         self.last_dated: float | None = None              # the last time the log stated (any event seen)
@@ -205,6 +206,9 @@ class FailureDetector(Detector):
             self.op_wait = (seq, ev) if ev.data.get("state") == "wait" else None
         elif k == "store_wait":
             self.store_wait = (seq, ev)
+        elif k == "nccl_warn":
+            if ev.data.get("cause") == "remote_exit":
+                self.peer_lost = (seq, ev)
         elif k == "node_exit" and ev.data.get("first"):
             self.launcher_named_first = True
         elif k == "error_line":
@@ -344,7 +348,7 @@ class FailureDetector(Detector):
         if not out and decisive is None and not self.kills:
             phase, phase_text = self._phase()
             end = self.end_event
-            hang = unseen_hang(said=self.hang_said, op_wait=self.op_wait, store_wait=self.store_wait,
+            hang = quiet_end(said=self.hang_said, op_wait=self.op_wait, store_wait=self.store_wait, peer_lost=self.peer_lost,
                                last_seq=self.mark_seq, last_step=self.last_step if phase == "training" else None,
                                phase=phase, phase_text=phase_text,
                                last_event=self.last_progress or (self.phase[3] if self.phase else None),

@@ -24,7 +24,7 @@ import signal as _signal
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
-from .launcher import _killed
+from .launcher import process_ended as _killed
 
 # strsignal() texts (glibc) of the signals a training run dies of
 _SIGNALS = {"Killed": 9, "Segmentation fault": 11, "Aborted": 6, "Terminated": 15, "Bus error": 7,

@@ -41,6 +41,11 @@ def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = 
                       signal=sig, exitcode=code, pid=pid, who=who, first=order == 0, **extra)
 
 
+# The same event for the other readers of how a process ended (exit_reports.py: shells, containers,
+# IDEs, torch.multiprocessing.spawn)
+process_ended = _killed
+
+
 # ---------------------------------------------------------------- DeepSpeed launcher (launch.py)
 _DS_RC = compile_later(r"exits with return code = (-?\d+)")
 _LOCAL_RANK = compile_later(r"--local_rank=(\d+)")

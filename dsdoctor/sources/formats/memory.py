@@ -76,6 +76,25 @@ def cuda_error(line: Line, st: StreamState):
                       phase=take_phase(line, st) if "Error" in line.text.split("CUDA error")[0] else None)
 
 
+# torch <= 1.4's THC: 'RuntimeError: cuda runtime error (2) : out of memory at .../THCCachingAllocator.cpp:510'
+# (THCudaCheck: 'cuda runtime error (%d) : %s at %s:%d'); the same CUDA error, the older wording
+# ('unknown error' is hardware.py's)
+_THC = compile_later(r"cuda runtime error \((\d+)\) : (.+?) at \S+:\d+")
+
+
+@on("cuda runtime error (")
+def thc_cuda_error(line: Line, st: StreamState):
+    m = _THC.search(line.text)
+    if not m or m.group(2).strip() == "unknown error":
+        return None
+    if m.group(2).strip() == "out of memory" and "CachingAllocator" in line.text:
+        # the caching allocator's own OOM, before it printed sizes
+        return line.event("oom", step=st.step_of(line.rank), device="cuda", phase=take_phase(line, st),
+                          requested=None, wording="THC")
+    return line.event("cuda_error", step=st.step_of(line.rank), error=m.group(2).strip(), code=int(m.group(1)),
+                      phase=take_phase(line, st))
+
+
 @on("CUBLAS_STATUS_ALLOC_FAILED")
 def cublas_alloc(line: Line, st: StreamState):
     return line.event("cuda_error", step=st.step_of(line.rank), error="out of memory",

@@ -1,9 +1,9 @@
-"""Hangs that leave no error behind: the log just stops.
+"""Endings that leave no error of the log's own: the log just stops.
 
 A hung run prints nothing at the moment it hangs, so its log ends like a log that was cut: no
-exception, no exit code, no normal end. Three things still tell a hang from a cut copy, and each
-becomes a symptom here (only when the run left no failure of its own: detect/failure.py calls
-`unseen_hang` at the end when it found nothing):
+exception, no exit code, no normal end. A rank whose peer died may only warn. These still tell
+a failed run from a cut copy, and each becomes a symptom here (only when the run left no failure
+of its own: detect/failure.py calls `quiet_end` at the end when it found nothing):
 
   hang_said          the person who pasted the log says it hangs / is stuck / nothing happens
                      (sources/formats/paste.py: hang_prose); where the log stops (start-up phase,
@@ -16,6 +16,11 @@ becomes a symptom here (only when the run left no failure of its own: detect/fai
                      the lock file of a JIT build (torch/utils/cpp_extension.py: _jit_compile waits
                      on FileBaton while another process builds, forever when a killed build left
                      its `lock` behind)
+  peer_lost          the last word after the last progress is NCCL's warning that a peer closed the
+                     connection ('Net : Connection closed by remote peer', 'Call to recv ... failed :
+                     Connection reset by peer'; nccl src/misc/socket.cc) and the run printed no
+                     normal end: this rank lost a peer that died first (a rank of another node,
+                     whose own log has the cause). After a normal end the same warning is teardown.
 """
 from __future__ import annotations
 
@@ -23,9 +28,9 @@ from ..events import Event
 from ..findings import Evidence, Symptom
 
 
-def unseen_hang(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | None,
-                store_wait: tuple[int, Event] | None, last_seq: int, last_step: int | None,
-                phase: str | None, phase_text: str | None, last_event: Event | None,
+def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | None,
+                store_wait: tuple[int, Event] | None, peer_lost: tuple[int, Event] | None, last_seq: int,
+                last_step: int | None, phase: str | None, phase_text: str | None, last_event: Event | None,
                 normal_end: bool) -> Symptom | None:
     """The symptom of a hang the log cannot show, or None. `last_seq` is the seq of the last
     training progress or start-up mark: a wait before it ended."""
@@ -44,6 +49,10 @@ def unseen_hang(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | 
         if op is not None and last_step is None:
             return _symptom("op_lock_wait", op, None, last_step, phase, phase_text,
                             root=op[1].data.get("root"))
+        if peer_lost is not None and peer_lost[0] > last_seq and not normal_end:
+            d = peer_lost[1].data
+            return _symptom("peer_lost", peer_lost, None, last_step, phase, phase_text, peer=d.get("peer"),
+                            warn=d.get("msg"), host=d.get("host"))
         return None
     s = _symptom("hang_said", said, where or ((last_seq, last_event) if last_event is not None else None),
                  last_step, phase, phase_text, said=said[1].data.get("phrase"), normal_end=normal_end,

@@ -1,4 +1,4 @@
-"""Hangs that leave no error (detect/unseen_hang.py): a person's word that the run hangs
+"""Hangs that leave no error (detect/quiet_end.py): a person's word that the run hangs
 (sources/formats/paste.py: hang_prose), torch's store barrier still waiting, and a JIT op's build
 lock (torch/utils/cpp_extension.py: _jit_compile -> file_baton.py FileBaton.wait), the last one
 provoked for real: a stale `lock` in TORCH_EXTENSIONS_DIR, DeepSpeed's init_distributed, Ctrl-C."""
@@ -148,3 +148,28 @@ def test_a_stale_op_build_lock_is_named_from_a_real_interrupted_run(tmp_path):
     found = _problems(out)
     assert found[0].rule == "op-build-lock-stopped" and found[0].category == "environment", [f.rule for f in found]
     assert "TORCH_EXTENSIONS_DIR" in str(found[0].fixes)
+
+
+@pytest.mark.parametrize("warn", [
+    "node1:123:456 [0] misc/socket.cc:538 NCCL WARN Net : Connection closed by remote peer node2<56032>",
+    "node1:123:456 [0] NCCL WARN Call to recv from 10.0.0.2<43311> failed : Connection reset by peer",
+])
+def test_a_log_that_ends_on_nccl_losing_a_peer_is_an_echo_finding(warn):
+    f = _problems(STEPS + warn + "\n")[0]
+    assert f.rule == "nccl-peer-lost" and f.category == "nccl_error" and f.evidence[0].text.endswith(warn.split("WARN ")[1])
+    # after the run's own end the same warning is the teardown
+    end = "{'train_runtime': 51.2, 'train_samples_per_second': 75.3, 'train_steps_per_second': 0.588, 'train_loss': 1.71, 'epoch': 1.0}\n"
+    assert _problems(STEPS + end + warn + "\n") == []
+    # training went on after it: not the end
+    assert _problems(warn + "\n" + STEPS) == []
+
+
+@pytest.mark.parametrize("line, rule", [
+    # torch <= 1.4's THC wording (THCudaCheck 'cuda runtime error (%d) : %s at %s:%d')
+    ("RuntimeError: cuda runtime error (2) : out of memory at /opt/conda/conda-bld/pytorch_1565272279342/work/aten/"
+     "src/THC/THCCachingAllocator.cpp:510", "oom-unknown-phase"),
+    ("RuntimeError: cuda runtime error (77) : an illegal memory access was encountered at /pytorch/aten/src/THC/"
+     "THCCachingHostAllocator.cpp:265", "hw-illegal-access"),
+])
+def test_the_old_thc_wording_of_cuda_errors(line, rule):
+    assert _problems(STEPS + line + "\n")[0].rule == rule
