@@ -626,3 +626,26 @@ def test_glibc_heap_corruption_is_a_native_crash():
     f = top(log)
     assert f.rule == "failure-crash-signal" and "SIGABRT" in f.title, (f.rule, f.title)
     assert "double free" in f.evidence[0].text
+
+
+@pytest.mark.parametrize("rel,site,type_,text,family", [
+    # DeepSpeed refusing a combination of its features, wherever in its runtime (the installed texts)
+    ("deepspeed/runtime/engine.py", "_validate_zero3_moe_compatibility", "AssertionError", "MoE not supported with Stage 3",
+     "config"),
+    ("deepspeed/runtime/engine.py", "set_train_batch_size", "ValueError",
+     "Train batch size must be divisible by micro-batch data parallelism", "config"),
+    ("deepspeed/runtime/zero/stage3.py", "__init__", "ValueError", "Muon and reduce scatter cannot be used together", "config"),
+    ("deepspeed/runtime/base_optimizer.py", "_configure_master_weights", "AssertionError",
+     "fp16_master_weights_and_gradients and bf16_master_weights_and_gradients are mutually exclusive", "config"),
+    # an error of one of its config modules, whatever its wording
+    ("deepspeed/runtime/zenflow/zenflow_config.py", "validate_fields", "ValueError", "full_warm_up_rounds must be an integer",
+     "config"),
+    # not a configuration: a version, an internal check
+    ("deepspeed/runtime/engine.py", "compile", "RuntimeError", "compile is not supported in your version of PyTorch", "other"),
+    ("deepspeed/runtime/zero/stage_1_and_2.py", "reduce_ipg_grads", "AssertionError",
+     "more than 1 param in ipg bucket, this shouldn't happen", "other"),
+    ("deepspeed/runtime/lr_schedules.py", "get_lr", "AssertionError", "need to call step() first", "other"),
+])
+def test_deepspeed_refusing_its_features_is_the_config(rel, site, type_, text, family):
+    pytest.importorskip("deepspeed")
+    assert classify(type_, _installed(rel, text), raise_site=f"{rel}:{site}").name == family
