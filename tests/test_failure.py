@@ -649,3 +649,22 @@ def test_glibc_heap_corruption_is_a_native_crash():
 def test_deepspeed_refusing_its_features_is_the_config(rel, site, type_, text, family):
     pytest.importorskip("deepspeed")
     assert classify(type_, _installed(rel, text), raise_site=f"{rel}:{site}").name == family
+
+
+@pytest.mark.parametrize("rel,site,type_,text,family", [
+    # torch.distributed used before it was set up: a launch problem, not a lost peer
+    ("torch/distributed/distributed_c10d.py", "_get_default_group", "ValueError",
+     "Default process group has not been initialized, ", "dist_setup"),
+    ("torch/distributed/rendezvous.py", "_env_rendezvous_handler", "ValueError",
+     "environment variable {var} expected, but not set", "dist_setup"),
+    # distributed_c10d.py's own argument checks are the caller's mistake, not communication
+    ("torch/distributed/distributed_c10d.py", "_canonicalize_group_rank", "ValueError",
+     "Can't specify both group_rank and global_rank", "other"),
+])
+def test_torch_distributed_set_up_and_argument_errors_are_no_lost_peer(rel, site, type_, text, family):
+    msg = _installed(rel, text)
+    if msg.startswith("Default process group"):
+        msg += "please make sure to call init_process_group."     # the source splits the literal in two
+    if "{var}" in msg:
+        msg = "Error initializing torch.distributed using env:// rendezvous: " + msg.replace("{var}", "MASTER_ADDR")
+    assert classify(type_, msg, raise_site=f"/venv/lib/python3.11/site-packages/{rel}:{site}").name == family

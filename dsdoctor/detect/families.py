@@ -132,6 +132,16 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "Unable to detect suitable master address", "--local_rank"),
      ("deepspeed/launcher/",),
      "a launch problem (the ranks could not be started as launched)"),
+    # torch.distributed used before it was set up: distributed_c10d.py _get_default_group 'Default process
+    # group has not been initialized, please make sure to call init_process_group.' (ValueError; RuntimeError
+    # in 1.x), get_node_local_rank 'LOCAL_RANK is not in the environment', rendezvous.py _env_error
+    # 'Error initializing torch.distributed using env:// rendezvous: environment variable MASTER_ADDR
+    # expected, but not set': the script was started without a launcher, or before init_distributed
+    ("dist_setup", "environment", 3, (),
+     ("Default process group has not been initialized", "LOCAL_RANK is not in the environment",
+      "rendezvous: environment variable"), (),
+     "torch.distributed used before it was set up: the script was not started by a launcher (deepspeed, torchrun, "
+     "accelerate) or called a collective before deepspeed.init_distributed / init_process_group"),
     # the peers of a failed rank: torch.distributed DistBackendError / DistNetworkError / DistStoreError,
     # ProcessGroupNCCL ('NCCL error', 'Watchdog caught collective operation timeout'), gloo
     # ('Connection closed by peer', 'Connection reset by peer'); torch.cuda.nccl's own calls
@@ -234,6 +244,11 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
                 (fam == "config" and _SETTINGS_REFUSED.search(message)):
             if fam == "config" and name not in names and not _config_shaped(name):
                 continue
+            # distributed_c10d.py's own raises are argument and set-up checks (ValueError, TypeError,
+            # AssertionError, NotImplementedError); a failed collective comes up from C++ with its own
+            # type or text
+            if fam == "comm" and name in _USAGE_TYPES and name not in names and not any(t in message for t in texts):
+                continue
             if fam == "comm" and "timeout" in message.lower() or fam == "comm" and "timed out" in message.lower():
                 return Family("comm", "comm_stall", 1, why)
             return Family(fam, cat, weight, why)
@@ -307,6 +322,9 @@ _ZERO3_EMPTY = compile_later(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [
 # (seen on a real bf16 run here, a float32 batch into the engine)
 _DTYPE_MISMATCH = compile_later(r"(?:mat1 and mat2|m1 and m2) (?:must|to) have the same dtype|expected scalar type \w+ but "
                                 r"found \w+|Input type \(.*?\) and weight type \(.*?\) should be the same")
+
+
+_USAGE_TYPES = ("ValueError", "TypeError", "AssertionError", "NotImplementedError")
 
 
 def _config_shaped(name: str) -> bool:
