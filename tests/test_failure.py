@@ -668,3 +668,15 @@ def test_torch_distributed_set_up_and_argument_errors_are_no_lost_peer(rel, site
     if "{var}" in msg:
         msg = "Error initializing torch.distributed using env:// rendezvous: " + msg.replace("{var}", "MASTER_ADDR")
     assert classify(type_, msg, raise_site=f"/venv/lib/python3.11/site-packages/{rel}:{site}").name == family
+
+
+@pytest.mark.parametrize("rel,site,type_,text", [
+    # the layers above DeepSpeed refuse settings the same way (their installed texts)
+    ("accelerate/accelerator.py", "prepare_model", "ValueError",
+     "You can't train a model that has been loaded with `device_map='auto'` in any distributed mode."),
+    ("transformers/trainer.py", "__init__", "ValueError",
+     "Using --fsdp xxx together with --deepspeed is not possible, deactivate one of those flags."),
+])
+def test_hf_and_accelerate_refusing_a_setting_is_the_config(rel, site, type_, text):
+    pytest.importorskip(rel.split("/")[0])
+    assert classify(type_, _installed(rel, text), raise_site=f"/venv/lib/python3.11/site-packages/{rel}:{site}").name == "config"

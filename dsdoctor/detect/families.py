@@ -252,8 +252,9 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
             if fam == "comm" and "timeout" in message.lower() or fam == "comm" and "timed out" in message.lower():
                 return Family("comm", "comm_stall", 1, why)
             return Family(fam, cat, weight, why)
-    if _refused_by_deepspeed(name, message, raise_site):
-        return Family("config", "config_error", 3, "DeepSpeed refused a combination of its features or a config value")
+    if _refused_by_the_stack(name, message, raise_site):
+        return Family("config", "config_error", 3,
+                      "DeepSpeed (or the HF/accelerate layer above it) refused a combination of features or a setting")
     return OTHER
 
 
@@ -263,23 +264,33 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
 # 'compile.autoep_non_moe=True does not support pipeline parallelism yet', set_train_batch_size 'Train
 # batch size must be divisible by micro-batch data parallelism', base_optimizer.py 'fp16_master_weights_and_
 # gradients and bf16_master_weights_and_gradients are mutually exclusive'), or any error raised by one of
-# its config modules (runtime/zenflow/zenflow_config.py validate_fields, ...): the user's configuration. A
-# version requirement ('requires PyTorch >= 1.8') is the install, not the config.
+# its config modules (runtime/zenflow/zenflow_config.py validate_fields, ...): the user's configuration. The
+# layers above it refuse settings the same way (accelerate/accelerator.py prepare_model "You can't train a
+# model that has been loaded with `device_map='auto'` in any distributed mode", transformers/trainer.py
+# 'Using --fsdp xxx together with --deepspeed is not possible', accelerator.py __init__ 'You cannot pass in
+# both `deepspeed_plugins` and `deepspeed_plugin`.'). A version requirement ('requires PyTorch >= 1.8',
+# 'requires `torch_xla` 2.2 or higher') is the install, not the config.
 _FEATURE_REFUSED = compile_later(
     r"(?i)not supported (?:with|for|in|under|when|by|together)\b|cannot be (?:used|combined) (?:together|with)|"
     r"mutually exclusive|does not support|only supports?\b|is only (?:applicable|supported)|should also be enabled|"
     r"must be one of|must be divisible|not compatible with|incompatible with|"
-    r"requires? (?:\w+ ){0,3}?\w*[_=]\w*|(?:be|is|are) enabled\b")
-_VERSION_REQUIRED = compile_later(r"(?i)requires? (?:PyTorch|torch|CUDA|python|a newer|version)|>=\s*\d|version of|your version")
+    r"requires? (?:\w+ ){0,3}?\w*[_=]\w*|(?:be|is|are) enabled\b|"
+    r"\bYou can(?:'|no)t\b|\bis not possible\b|only works (?:in|with|when)\b|deactivate one|only pass in one|"
+    r"\btogether with\b")
+_VERSION_REQUIRED = compile_later(r"(?i)requires? (?:PyTorch|torch|CUDA|python|a newer|version)|>=\s*\d|version of|"
+                                  r"your version|or higher|or newer|at least version")
+# the libraries whose own refusals are about the run's settings (their config and argument checks)
+_SETTINGS_SITES = ("deepspeed/", "accelerate/", "transformers/trainer", "transformers/training_args.py",
+                   "transformers/integrations/", "transformers/modeling_utils.py", "peft/", "trl/")
 
 
-def _refused_by_deepspeed(name: str, message: str, raise_site: str | None) -> bool:
-    if not raise_site or "deepspeed/" not in raise_site or "deepspeed/comm/" in raise_site:
+def _refused_by_the_stack(name: str, message: str, raise_site: str | None) -> bool:
+    if not raise_site or not any(s in raise_site for s in _SETTINGS_SITES) or "deepspeed/comm/" in raise_site:
         return False
     if not _config_shaped(name) or name in ("KeyError", "AttributeError") or _VERSION_REQUIRED.search(message):
         return False
     module = raise_site.rsplit(":", 1)[0].rsplit("/", 1)[-1]
-    return "config" in module or bool(_FEATURE_REFUSED.search(message))
+    return ("config" in module and "deepspeed/" in raise_site) or bool(_FEATURE_REFUSED.search(message))
 
 
 # the readers of a ds_config file: accelerate utils/deepspeed.py HfDeepSpeedConfig.__init__ (json.load;
