@@ -680,3 +680,37 @@ def test_torch_distributed_set_up_and_argument_errors_are_no_lost_peer(rel, site
 def test_hf_and_accelerate_refusing_a_setting_is_the_config(rel, site, type_, text):
     pytest.importorskip(rel.split("/")[0])
     assert classify(type_, _installed(rel, text), raise_site=f"/venv/lib/python3.11/site-packages/{rel}:{site}").name == "config"
+
+
+# ---------------------------------------------------------------- the set-up's wiring, refused for real
+DDP_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+import torch.utils.checkpoint as cp
+dist.init_process_group("gloo", rank=0, world_size=1)
+class M(torch.nn.Module):
+    def __init__(s):
+        super().__init__(); s.a = torch.nn.Linear(4, 4); s.b = torch.nn.Linear(4, 4)
+    def forward(s, x):
+        if sys.argv[1] == "unused":
+            return s.a(x)                                   # s.b never gets a gradient
+        return cp.checkpoint(s.a, x, use_reentrant=True) + cp.checkpoint(s.a, x, use_reentrant=True)
+m = torch.nn.parallel.DistributedDataParallel(M(), find_unused_parameters=(sys.argv[1] == "twice"))
+for step in range(3):
+    m(torch.randn(2, 4, requires_grad=True)).sum().backward()
+"""
+
+
+@pytest.mark.parametrize("how, rule", [("unused", "ddp-unused-parameters"), ("twice", "ddp-ready-twice"),
+                                       ("nograd", "loss-not-connected-to-weights")])
+def test_the_set_ups_wiring_refused_by_torch_for_real(tmp_path, how, rule):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = "import torch; torch.zeros(1).sum().backward()\n" if how == "nograd" else DDP_SCRIPT
+    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    p = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode != 0
+    from dsdoctor.pipeline import diagnose as diagnose_events
+    found = [f for f in diagnose_events(events_from_text(p.stdout + p.stderr)) if f.severity != "info"]
+    assert found and found[0].rule == rule and found[0].category == "config_error", [f.rule for f in found]

@@ -230,6 +230,9 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     if name == "ValueError" and _AMP_FP16_GRADS in message:
         return Family("amp_fp16_grads", "config_error", 3,
                       "torch AMP's GradScaler met gradients that are already fp16 (fp16 trainable weights)")
+    for fam_name, (rx, why) in _GRAPH_SETUP.items():
+        if rx in message:
+            return Family(fam_name, "config_error", 3, why)
     if _ZERO3_EMPTY.search(message):
         return Family("zero3_partitioned", "config_error", 3,
                       "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
@@ -319,6 +322,22 @@ _SETTINGS_REFUSED = compile_later(r"\b(?:DeepSpeed|ZeRO|Zero-?[0-3])\b")
 # meta device when the model was built empty (low_cpu_mem_usage=True, a device_map, accelerate's
 # init_empty_weights) and the loading that fills them did not happen for them.
 _META_TENSOR = compile_later(r"Cannot copy out of meta tensor|cannot be called on meta tensors")
+# How the model and its training set-up are wired, as torch's autograd and DDP refuse it (their
+# C++ texts, libtorch_cpu.so; each seen for real here except the two-device one, which needs a GPU):
+# the loss not connected to any trainable weight (gradient checkpointing with frozen embeddings under
+# LoRA/PEFT, every weight frozen), tensors on two devices (a model placed by device_map or by hand, a
+# batch left on the CPU), DDP meeting parameters that got no gradient, and DDP marking a parameter
+# ready twice (reentrant gradient checkpointing of shared weights).
+_GRAPH_SETUP = {
+    "no_grad_graph": ("element 0 of tensors does not require grad and does not have a grad_fn",
+                      "the loss is not connected to any trainable weight"),
+    "two_devices": ("Expected all tensors to be on the same device",
+                    "tensors of one operation on two devices (a model placed by device_map or by hand, a batch on the CPU)"),
+    "ddp_unused": ("Expected to have finished reduction in the prior iteration",
+                   "DDP met parameters that received no gradient in the last step"),
+    "ddp_ready_twice": ("Expected to mark a variable ready only once",
+                        "DDP saw one parameter's gradient twice in a step (reentrant gradient checkpointing)"),
+}
 # torch/amp/grad_scaler.py GradScaler._unscale_grads_ (and fsdp/sharded_grad_scaler.py):
 # raise ValueError("Attempting to unscale FP16 gradients.") when a trainable parameter is fp16
 _AMP_FP16_GRADS = "Attempting to unscale FP16 gradients"
