@@ -268,7 +268,10 @@ class ThroughputDetector(Detector):
         for name, v in ev.data.items():
             ph = "allreduce" if live and name in _LIVE_WAITS else _PHASES.get(name)
             if ph and isinstance(v, (int, float)):
-                phases.setdefault(ph, deque(maxlen=RANK_WINDOW)).append(float(v))
+                q = phases.get(ph)
+                if q is None:                # (setdefault would build a deque per value: 4 per step live)
+                    q = phases[ph] = deque(maxlen=RANK_WINDOW)
+                q.append(float(v))
                 if len(self.phase_event) < 65536:
                     self.phase_event[(ev.rank, ph)] = ev
                 got = True
