@@ -258,7 +258,10 @@ class ThroughputDetector(Detector):
                     # one series per rank and per progress bar: interleaved ranks or an evaluation
                     # bar must not read as a change over time
                     key = (m, ev.source, ev.rank, ev.data.get("series"))
-                    self.series.setdefault(key, _Series()).add(float(v), ev)
+                    series = self.series.get(key)
+                    if series is None:
+                        series = self.series[key] = _Series()
+                    series.add(float(v), ev)
             return ()
         if ev.rank is None:
             return ()
