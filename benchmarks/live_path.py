@@ -10,7 +10,8 @@ loop, on one thread, with `time.thread_time_ns`, median of --repeats:
 - the writer thread's path: the per-step tuples made into step/lr/loss/grad_norm events,
   written as JSON lines, fed to the Diagnoser and to TensorBoard's averages, in writer rounds
   of 10 steps (LiveSession._writer_round, as the writer thread runs it), with its parts
-  switched off one at a time to show where the time goes.
+  switched off one at a time to show where the time goes, and the Diagnoser alone on a
+  step's four events (the least noisy figure of its cost).
 In training the same code costs 1.5-3x more (the step's compute pushes it out of the CPU
 caches; compare overhead.py's per-thread figures), so read these as the floor, and their
 changes as the changes of the code.
@@ -185,6 +186,30 @@ def rank0_parts(repeats: int) -> tuple[float, float, float]:
     return statistics.median(t_ex[50:]) / 1e3, t_agg, statistics.median(t_wd[50:]) / 1e3
 
 
+def diagnoser_path(steps: int) -> float:
+    """The writer's Diagnoser alone (api.Watch.feed): CPU per step (us) of one step's four
+    events as expand_pending makes them (step with its phase times, lr, loss, grad norm),
+    built beforehand, fed in a tight loop."""
+    from dsdoctor.api import Watch
+    from dsdoctor.events import Event
+    w = Watch({"zero_optimization": {"stage": 2}}, world_size=1)
+    w.feed(Event("context", 0, None, None, {"dtype": "fp32", "zero_stage": 2}))
+    t0 = time.time()
+    evs = []
+    for i in range(steps):
+        t = t0 + i * 0.02
+        evs += [Event("step", 0, i, t, {"micro_steps": 1, "fwd_ms": 3.1 + i % 7, "bwd_ms": 5.2, "step_ms": 4.4,
+                                         "data_ms": 0.05}),
+                Event("lr", 0, i, t, {"value": 1e-4}),
+                Event("loss", 0, i, t, {"value": 1.0 + (i % 5) * 0.01}),
+                Event("grad_norm", 0, i, t, {"value": 0.5})]
+    feed = w.feed
+    c0 = time.thread_time_ns()
+    for ev in evs:
+        feed(ev)
+    return (time.thread_time_ns() - c0) / steps / 1e3
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2000)
@@ -204,6 +229,9 @@ def main() -> None:
                      ("none of the three", {"diagnose": False, "file": False, "tensorboard": False})):
         xs = [writer_path(args.steps, **kw) for _ in range(args.repeats)]
         print(f"writer thread, {name}: {statistics.median(xs):.1f} us CPU per step (min {min(xs):.1f})")
+    xs = [diagnoser_path(args.steps) for _ in range(args.repeats)]
+    print(f"writer thread, the Diagnoser alone (a step's four events): {statistics.median(xs):.1f} us CPU per step "
+          f"(min {min(xs):.1f})")
     ex, agg, wd = rank0_parts(args.repeats)
     print(f"rank 0 at 2 ranks, per wake-up: exchange tick {ex:.0f} us (of it the aggregation, multi_get + "
           f"round_stats, {agg:.0f} us), watchdog tick {wd:.0f} us")

@@ -29,6 +29,8 @@ EXIT_WHO = frozenset({"launcher", "torchelastic"})
 RANK_FROM_EXIT = frozenset({"oom", "hardware"})     # errors of one process, not of the whole job
 
 
+_PIPELINE_KINDS = frozenset({"context", "rerun"}) | HOST_KINDS | LINE_HOST_KINDS | EXIT_KINDS
+
 _BAD_DATA = (TypeError, ValueError, OverflowError, KeyError, AttributeError, IndexError)
 _EVENT_FILES = (".jsonl", ".jsonl.gz")
 
@@ -46,6 +48,9 @@ class Diagnoser:
         for d in self.detectors:
             for k in d.kinds:
                 self._by_kind.setdefault(k, []).append(d)
+        # kind -> the bound feed methods of its detectors: feed() runs for every event (17,000 per
+        # GiB of log, 4 per step live), so no attribute lookup per detector per event
+        self._feeds: dict[str, tuple] = {k: tuple(d.feed for d in ds) for k, ds in self._by_kind.items()}
         self.symptoms: dict[tuple, Symptom] = {}
         self.seq = 0
         self.events_seen = 0
@@ -60,6 +65,30 @@ class Diagnoser:
         self.seq = seq = self.seq + 1
         self.events_seen += 1
         kind = ev.kind
+        if kind in _PIPELINE_KINDS:          # the few kinds the pipeline itself reads (not the metrics)
+            self._learn(ev, kind, seq)
+        new: list[Finding] = []
+        for feed in self._feeds.get(kind, ()):
+            try:
+                syms = feed(ev, seq)
+            except _BAD_DATA:
+                # An events file edited or damaged by hand ("ranks": "all", a 400-digit value):
+                # that event is skipped for that detector. Only for events files, so a
+                # detector bug on live or log events still shows.
+                if not ev.source.endswith(_EVENT_FILES):
+                    raise
+                self.bad_events += 1
+                continue
+            if syms:                         # nearly always () or []
+                for s in syms:
+                    f = self._absorb(s)
+                    if f:
+                        new.append(f)
+        return new
+
+    def _learn(self, ev: Event, kind: str, seq: int) -> None:
+        """What the pipeline keeps from an event besides its detectors: run facts, hosts, the
+        starts of a paste's later attempts, the rank a launcher said failed."""
         if kind == "context":
             self.context.learn(ev.data)
         elif kind in HOST_KINDS:
@@ -72,23 +101,6 @@ class Diagnoser:
             self.reruns.append(seq)
         if kind in EXIT_KINDS and ev.rank is not None and ev.data.get("who") in EXIT_WHO:
             self._failed_rank(ev)
-        new: list[Finding] = []
-        for det in self._by_kind.get(kind, ()):
-            try:
-                syms = det.feed(ev, seq)
-            except _BAD_DATA:
-                # An events file edited or damaged by hand ("ranks": "all", a 400-digit value):
-                # that event is skipped for that detector. Only for events files, so a
-                # detector bug on live or log events still shows.
-                if not ev.source.endswith(_EVENT_FILES):
-                    raise
-                self.bad_events += 1
-                continue
-            for s in syms:
-                f = self._absorb(s)
-                if f:
-                    new.append(f)
-        return new
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for ev in events:

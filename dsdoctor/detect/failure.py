@@ -165,8 +165,46 @@ class FailureDetector(Detector):
                     at=f"{at.source}:{at.line}" if at.line else at.source, text=(at.text or "")[:200] or None)
 
     # ------------------------------------------------------------ feeding
+    def _progress(self, ev: Event, k: str, seq: int) -> tuple:
+        """feed() for the progress kinds (nearly every event: 4 per step live), the same
+        bookkeeping without the other kinds' tests."""
+        step, d = ev.step, ev.data
+        if step is not None:
+            if self.last_step is None or step >= self.last_step:
+                self.last_step = step
+                self.step_seq = seq
+            src = ev.source
+            if step > self.source_step.get(src, -1):
+                self.source_step[src] = step
+                self.advances[src] = self.advances.get(src, 0) + 1
+        if not d.get("summary"):
+            self.last_progress = ev
+            if self.ended:
+                self.ended.discard(ev.source)             # progress after an end: the next run in one log
+        elif len(self.ended) < 4096:
+            self.ended.add(ev.source)
+            self.end_event = ev
+        t = ev.time
+        if t is not None:
+            if t >= DATED:
+                self.last_dated = t
+            pt = self.progress_times
+            if not pt or t > pt[-1]:
+                pt.append(t)
+                if len(pt) > 64:
+                    del pt[:32]
+        if k == "throughput" and (t is None or t < DATED) and d.get("elapsed_s") is not None:
+            el, b = d["elapsed_s"], self.bar
+            if b is None or b[0] != d.get("series") or el < b[3]:
+                self.bar = [d.get("series"), self.last_dated, el, el, 1]
+            else:
+                b[3], b[4] = el, b[4] + 1
+        return ()
+
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k = ev.kind
+        if k in PROGRESS_KINDS:
+            return self._progress(ev, k, seq)
         if ev.step is not None and k not in ("exception", "killed", "process_exit", "exit"):
             if self.last_step is None or ev.step >= self.last_step:
                 self.last_step = ev.step

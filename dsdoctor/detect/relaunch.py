@@ -78,10 +78,18 @@ class RelaunchDetector(Detector):
         return st
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
-        st = self._input(ev.source)
+        st = self.inputs.get(ev.source) or self._input(ev.source)
         if st is None:
             return ()
         k = ev.kind
+        if (k in PROGRESS and st.cand is None and not st.ended and st.max_step is not None
+                and ev.step is not None and ev.step <= st.max_step and st.progressed
+                and not ev.data.get("summary")):
+            # another event of a step already seen (a step's lr, loss and grad norm; most events):
+            # below, only its time would change (`progressed` is only ever tested for > 0)
+            if ev.time is not None:
+                st.last_time = ev.time
+            return ()
         if k == "block_head":
             # another host's log pasted after this one: its start lines and steps are not a relaunch
             heads = self.heads.setdefault(ev.source, [])

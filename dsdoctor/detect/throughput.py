@@ -258,7 +258,10 @@ class ThroughputDetector(Detector):
                     # one series per rank and per progress bar: interleaved ranks or an evaluation
                     # bar must not read as a change over time
                     key = (m, ev.source, ev.rank, ev.data.get("series"))
-                    self.series.setdefault(key, _Series()).add(float(v), ev)
+                    series = self.series.get(key)
+                    if series is None:
+                        series = self.series[key] = _Series()
+                    series.add(float(v), ev)
             return ()
         if ev.rank is None:
             return ()
@@ -268,7 +271,10 @@ class ThroughputDetector(Detector):
         for name, v in ev.data.items():
             ph = "allreduce" if live and name in _LIVE_WAITS else _PHASES.get(name)
             if ph and isinstance(v, (int, float)):
-                phases.setdefault(ph, deque(maxlen=RANK_WINDOW)).append(float(v))
+                q = phases.get(ph)
+                if q is None:                # (setdefault would build a deque per value: 4 per step live)
+                    q = phases[ph] = deque(maxlen=RANK_WINDOW)
+                q.append(float(v))
                 if len(self.phase_event) < 65536:
                     self.phase_event[(ev.rank, ph)] = ev
                 got = True
