@@ -169,10 +169,12 @@ class FailureDetector(Detector):
         """feed() for the progress kinds (nearly every event: 4 per step live), the same
         bookkeeping without the other kinds' tests."""
         step, d = ev.step, ev.data
+        self.mark_seq = seq
         if step is not None:
             if self.last_step is None or step >= self.last_step:
                 self.last_step = step
                 self.step_seq = seq
+                self.step_at = (ev.source, ev.line)
             src = ev.source
             if step > self.source_step.get(src, -1):
                 self.source_step[src] = step
@@ -213,27 +215,12 @@ class FailureDetector(Detector):
             if ev.step > self.source_step.get(ev.source, -1):
                 self.source_step[ev.source] = ev.step
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
-        if k in PROGRESS_KINDS and not ev.data.get("summary"):
-            self.last_progress = ev
-            self.ended.discard(ev.source)                 # progress after an end: the next run in one log
-        elif (k == "run_end" or ev.data.get("summary")) and len(self.ended) < 4096:
+        if (k == "run_end" or ev.data.get("summary")) and len(self.ended) < 4096:
             self.ended.add(ev.source)
             self.end_event = ev
         if ev.time is not None and ev.time >= DATED:
             self.last_dated = ev.time
-        elif k == "throughput" and ev.data.get("elapsed_s") is not None:
-            el, b = ev.data["elapsed_s"], self.bar
-            if b is None or b[0] != ev.data.get("series") or el < b[3]:
-                self.bar = [ev.data.get("series"), self.last_dated, el, el, 1]
-            else:
-                b[3], b[4] = el, b[4] + 1
-        if k in PROGRESS_KINDS and ev.time is not None:
-            pt = self.progress_times
-            if not pt or ev.time > pt[-1]:
-                pt.append(ev.time)
-                if len(pt) > 64:
-                    del pt[:32]
-        if k in PROGRESS_KINDS or k == "phase_mark":
+        if k == "phase_mark":
             self.mark_seq = seq
         if k == "rerun":
             self.reruns.append(seq)
