@@ -23,7 +23,7 @@ detector picks the decisive piece and says what it knows:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from ..events import Event
@@ -496,7 +496,13 @@ class FailureDetector(Detector):
         for m, _ in g.members:
             if m is not ev:
                 self._add(s, m, f"{m.data.get('type')}: {m.data.get('message')}")
+        # the launcher names the rank whose exit it saw first (deepspeed/launcher/launch.py
+        # sigkill_handler '[... --local_rank=1 ...] exits with return code = 1'): often a peer that
+        # died of the cause's echo; a rank that raised something else is evidence, not a rank of this
+        echoes = {x.rank for x in self.groups.values() if x not in same and x.rank is not None} - s.ranks
         for _, e in (self.exits + self.signals)[:2]:
+            if e.rank in echoes:
+                e = replace(e, rank=None)
             self._add(s, e)
         if ev.step is not None:
             s.steps.append(ev.step)
