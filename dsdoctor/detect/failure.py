@@ -30,7 +30,7 @@ from ..events import Event
 from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
-from .families import Family, classify
+from .families import CKPT_MISSING, Family, classify
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
 HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds a full copy in host RAM)",
@@ -108,6 +108,7 @@ class FailureDetector(Detector):
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
+        self.ckpt_absent: Event | None = None     # DeepSpeed's 'Unable to find latest file at ...' (nothing resumed)
         self.kills: list[tuple[int, Event]] = []          # SIGKILL seen (any source)
         self.signals: list[tuple[int, Event]] = []        # other deaths by signal
         self.exits: list[tuple[int, Event]] = []          # exit codes > 0
@@ -249,6 +250,8 @@ class FailureDetector(Detector):
             if ev.data.get("abort"):
                 self.watchdog_abort = True
         elif k == "phase_mark":
+            if ev.data.get("absent") and self.ckpt_absent is None:
+                self.ckpt_absent = ev
             if ev.data.get("phase"):
                 self.phase = (ev.data["phase"], seq, ev.data.get("detail"), ev)
         elif k == "memory":
@@ -469,6 +472,11 @@ class FailureDetector(Detector):
     def _exception_symptom(self, g: _Group) -> Symptom:
         ev, fam = g.decisive()
         d = ev.data
+        absent = None
+        if fam.name == "other" and self.ckpt_absent is not None and "NoneType" in str(d.get("message")):
+            # DeepSpeed's load_checkpoint found no `latest` and returned (None, None); the script then read
+            # the client state or the path it returned ('NoneType' object is not subscriptable)
+            fam, absent = CKPT_MISSING, self.ckpt_absent
         same = [x for x in self.groups.values()
                 if x.decisive()[0].data.get("type") == d.get("type")
                 and str(x.decisive()[0].data.get("message"))[:80] == str(d.get("message"))[:80]]
@@ -493,6 +501,8 @@ class FailureDetector(Detector):
             if x.rank is not None:
                 s.ranks.add(x.rank)
         s.evidence.append(_evidence(ev, f"{d.get('type')}: {d.get('message')}"))
+        if absent is not None:
+            s.evidence.append(_evidence(absent))
         for m, _ in g.members:
             if m is not ev:
                 self._add(s, m, f"{m.data.get('type')}: {m.data.get('message')}")

@@ -85,7 +85,9 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # under torch.save, DeepSpeed's save_checkpoint, HF Trainer._save_checkpoint (seen here writing into a
     # directory another user owns, and onto a read-only mount): a place the job may not write, not a full disk
     ("write_denied", "environment", 3, ("PermissionError",),
-     ("[Errno 13] Permission denied", "[Errno 30]", "Read-only file system"), (),
+     ("[Errno 13] Permission denied", "[Errno 30]", "Read-only file system",
+      # torch.save's writer (caffe2/serialize/inline_container.cc: 'open file failed with strerror: {strerror}')
+      "strerror: Permission denied"), (),
      "the operating system refused a write: a directory the job may not write, or a read-only mount"),
     # the Hugging Face Hub not reachable (or offline mode on) for a model, tokenizer or dataset not in the
     # local cache: transformers/utils/hub.py cached_files ("We couldn't connect to '{ENDPOINT}' to load the
