@@ -107,7 +107,9 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # a per-process limit (errno 24 EMFILE, 'Too many open files'): torch's DataLoader shares each
     # batch's tensors through file descriptors by default (torch/multiprocessing/reductions.py,
     # libshm 'unable to open shared memory object <...> in read-write mode: Too many open files (24)')
-    ("open_files", "environment", 3, (), ("Too many open files", "[Errno 24]"), (),
+    # CPython multiprocessing/reduction.py recvfds ('received 0 items of ancdata'): the descriptor of a shared
+    # tensor did not arrive (torch/multiprocessing/reductions.py rebuild_storage_fd), the receiver out of them
+    ("open_files", "environment", 3, (), ("Too many open files", "[Errno 24]", "items of ancdata"), (),
      "the open-files limit of the process (ulimit -n) reached"),
     # CUDA's device-side assert (c10/cuda/CUDAException.cpp 'CUDA error: device-side assert triggered'):
     # a kernel's index check failed, nearly always an index out of range in the data or the model
@@ -239,6 +241,9 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     if name == "AttributeError" and "'NoneType' object has no attribute" in message and \
             "bitsandbytes/" in (raise_site or ""):
         return _family("environment")
+    loader = _dataloader_family(message, raise_site, frames)
+    if loader is not None:
+        return loader
     ckpt = _checkpoint_family(name, message, raise_site, frames)
     if ckpt is not None:
         return ckpt
@@ -347,8 +352,18 @@ _STATE_DICT = compile_later(r"Error\(s\) in loading state_dict for|size mismatch
                             r"Missing key\(s\) in state_dict|Unexpected key\(s\) in state_dict")
 
 
+WEIGHTS_ONLY = Family("weights_only", "environment", 3,
+                      "torch.load's weights_only=True default (torch 2.6 and later) refusing a whole checkpoint that "
+                      "holds Python objects other than tensors")
+
+
 def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
     """Resuming from a checkpoint that is not there, not whole, or not this model's."""
+    # torch/serialization.py load: _get_wo_message ('Weights only load failed. This file can still be
+    # loaded ...'), 'Cannot use ``weights_only=True`` with files saved in the legacy .tar format': the file is
+    # whole, the loader (torch >= 2.6 default) refuses its pickled objects (seen here: an argparse.Namespace)
+    if "Weights only load failed" in message or "weights_only=True`` with files saved in the legacy" in message:
+        return WEIGHTS_ONLY
     if _STATE_DICT.search(message):
         if "torch.Size([0])" in message:
             # the shape of a ZeRO-3 partitioned parameter outside the engine (runtime/zero/partition_parameters.py)
@@ -376,4 +391,27 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
     # PyTorchFileReader (serialization.py _open_zipfile_reader.__init__; seen here on a truncated file)
     if (name == "OSError" and "[Errno 22]" in message) or name in ("UnpicklingError", "EOFError"):
         return CKPT_CORRUPT
+    return None
+
+
+DATALOADER_LOST = Family("dataloader_worker", "other", 3,
+                         "the main process lost a DataLoader worker (its pipe closed, or it sent nothing before "
+                         "the DataLoader's timeout): the worker died or hung, and its own error is not in this log")
+
+
+def _dataloader_family(message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
+    """The training process's side of a DataLoader worker that died or hung without a report."""
+    # torch/utils/data/dataloader.py _try_get_data: 'DataLoader timed out after {timeout} seconds'
+    if "DataLoader timed out after" in message:
+        return DATALOADER_LOST
+    # the pipe to a worker reset while a batch's tensors were received: CPython multiprocessing
+    # connection.py / resource_sharer.py under torch/multiprocessing/reductions.py rebuild_storage_fd (the
+    # 'file_descriptor' sharing strategy; seen here with a worker that called os._exit mid-epoch): not the
+    # network, whatever 'Connection reset by peer' says
+    site = raise_site or ""
+    if "ancdata" in message or "Too many open files" in message:
+        return None           # the descriptors ran out: the open-files family says so
+    if "multiprocessing/" in site and "torch/" not in site and \
+            any("resource_sharer.py" in f or "torch/utils/data/" in f or "torch/multiprocessing/" in f for f in frames or ()):
+        return DATALOADER_LOST
     return None
