@@ -394,7 +394,7 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
     return None
 
 
-DATALOADER_LOST = Family("dataloader_worker", "other", 3,
+DATALOADER_LOST = Family("dataloader_worker", "other", 1,
                          "the main process lost a DataLoader worker (its pipe closed, or it sent nothing before "
                          "the DataLoader's timeout): the worker died or hung, and its own error is not in this log")
 

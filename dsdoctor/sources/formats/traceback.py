@@ -274,7 +274,7 @@ def c10_error(line: Line, st: StreamState):
     if not m:
         return None
     logged = st.scratch.get("c10.logged")
-    if logged and 0 < line.lineno - logged.get(line.rank, -9) <= 2:
+    if logged and 0 < line.lineno - logged.get(line.rank, -9) <= 6:   # a few lines: the log line may come hard-wrapped
         # the backtrace of an error a log line reported (formats/nccl.py rendezvous_error): its
         # frames below are read as this head's too
         st.scratch.setdefault("c10.last", {})[line.rank] = line.lineno
