@@ -88,7 +88,7 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      ("[Errno 13] Permission denied", "[Errno 30]", "Read-only file system",
       # torch.save's writer (caffe2/serialize/inline_container.cc: 'open file failed with strerror: {strerror}')
       "strerror: Permission denied"), (),
-     "the operating system refused a write: a directory the job may not write, or a read-only mount"),
+     "a write the operating system refused: a directory the job may not write, or a read-only mount"),
     # the Hugging Face Hub not reachable (or offline mode on) for a model, tokenizer or dataset not in the
     # local cache: transformers/utils/hub.py cached_files ("We couldn't connect to '{ENDPOINT}' to load the
     # files, and couldn't find them in the cached files", 'There was a specific connection error when trying
@@ -98,7 +98,7 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("hub_unreachable", "environment", 3, ("LocalEntryNotFoundError", "OfflineModeIsEnabled"),
      ("couldn't find them in the cached files", "outgoing traffic has been disabled",
       "specific connection error when trying to load", "Couldn't reach '", "We couldn't connect to '"), (),
-     "the Hugging Face Hub was not reachable (or offline mode was on) and the files were not in the local cache"),
+     "a Hugging Face Hub that could not be reached (or offline mode on) for files that are not in the local cache"),
     ("storage", "environment", 3, (),
      ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]", "Read-only file system",
       "[Errno 30]", "PytorchStreamWriter failed writing file", "file write failed", "unexpected pos ",
@@ -199,13 +199,13 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
 
 OTHER = Family("other", "other", 3, "an error in the training script or a library that no rule knows")
 CKPT_MISSING = Family("checkpoint_missing", "config_error", 3,
-                      "the checkpoint to resume from is not where the run looked (a wrong directory or tag, or files "
-                      "another ZeRO stage writes)")
+                      "a checkpoint to resume from that is not where the run looked (a wrong directory or tag, or the "
+                      "files of another ZeRO stage)")
 CKPT_CORRUPT = Family("checkpoint_corrupt", "environment", 3,
                       "a checkpoint file that cannot be read: cut short or damaged (a save that died half-way, a full "
                       "disk, a copy that did not finish)")
 STATE_DICT_MISMATCH = Family("state_dict_mismatch", "config_error", 3,
-                             "the checkpoint's weights do not fit the model built: another architecture or size")
+                             "a checkpoint whose weights do not fit the model built: another architecture or size")
 TRUNCATED = Family("unknown", "other", 1, "a traceback cut off before its exception line")
 
 
@@ -395,7 +395,7 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
 
 
 DATALOADER_LOST = Family("dataloader_worker", "other", 1,
-                         "the main process lost a DataLoader worker (its pipe closed, or it sent nothing before "
+                         "a DataLoader worker the main process lost (its pipe closed, or it sent nothing before "
                          "the DataLoader's timeout): the worker died or hung, and its own error is not in this log")
 
 
