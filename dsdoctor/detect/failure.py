@@ -23,14 +23,14 @@ detector picks the decisive piece and says what it knows:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from ..events import Event
 from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
-from .families import Family, classify
+from .families import CKPT_MISSING, Family, classify
 from .quiet_end import quiet_end
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
@@ -109,6 +109,7 @@ class FailureDetector(Detector):
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
+        self.ckpt_absent: Event | None = None     # DeepSpeed's 'Unable to find latest file at ...' (nothing resumed)
         self.kills: list[tuple[int, Event]] = []          # SIGKILL seen (any source)
         self.signals: list[tuple[int, Event]] = []        # other deaths by signal
         self.exits: list[tuple[int, Event]] = []          # exit codes > 0
@@ -295,6 +296,8 @@ class FailureDetector(Detector):
             if ev.data.get("abort"):
                 self.watchdog_abort = True
         elif k == "phase_mark":
+            if ev.data.get("absent") and self.ckpt_absent is None:
+                self.ckpt_absent = ev
             if ev.data.get("phase"):
                 self.phase = (ev.data["phase"], seq, ev.data.get("detail"), ev)
         elif k == "memory":
@@ -531,6 +534,11 @@ class FailureDetector(Detector):
     def _exception_symptom(self, g: _Group) -> Symptom:
         ev, fam = g.decisive()
         d = ev.data
+        absent = None
+        if fam.name == "other" and self.ckpt_absent is not None and "NoneType" in str(d.get("message")):
+            # DeepSpeed's load_checkpoint found no `latest` and returned (None, None); the script then read
+            # the client state or the path it returned ('NoneType' object is not subscriptable)
+            fam, absent = CKPT_MISSING, self.ckpt_absent
         same = [x for x in self.groups.values()
                 if x.decisive()[0].data.get("type") == d.get("type")
                 and str(x.decisive()[0].data.get("message"))[:80] == str(d.get("message"))[:80]]
@@ -555,10 +563,18 @@ class FailureDetector(Detector):
             if x.rank is not None:
                 s.ranks.add(x.rank)
         s.evidence.append(_evidence(ev, f"{d.get('type')}: {d.get('message')}"))
+        if absent is not None:
+            s.evidence.append(_evidence(absent))
         for m, _ in g.members:
             if m is not ev:
                 self._add(s, m, f"{m.data.get('type')}: {m.data.get('message')}")
+        # the launcher names the rank whose exit it saw first (deepspeed/launcher/launch.py
+        # sigkill_handler '[... --local_rank=1 ...] exits with return code = 1'): often a peer that
+        # died of the cause's echo; a rank that raised something else is evidence, not a rank of this
+        echoes = {x.rank for x in self.groups.values() if x not in same and x.rank is not None} - s.ranks
         for _, e in (self.exits + self.signals)[:2]:
+            if e.rank in echoes:
+                e = replace(e, rank=None)
             self._add(s, e)
         if ev.step is not None:
             s.steps.append(ev.step)

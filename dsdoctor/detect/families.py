@@ -80,6 +80,25 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # host memory, not disk: launcher.py makes that an shm_error before it gets here. torch 2.13's
     # torch.save to a full device raises 'basic_ios::clear: iostream error' first (its std::ostream
     # write failing), then 'unexpected pos' while handling it (seen writing to /dev/full).
+    # a write (or read) the operating system refused: errno 13 EACCES ('[Errno 13] Permission denied: '
+    # '/ckpt/global_step100''), errno 30 EROFS ('[Errno 30] Read-only file system'), raised by open()/os.makedirs
+    # under torch.save, DeepSpeed's save_checkpoint, HF Trainer._save_checkpoint (seen here writing into a
+    # directory another user owns, and onto a read-only mount): a place the job may not write, not a full disk
+    ("write_denied", "environment", 3, ("PermissionError",),
+     ("[Errno 13] Permission denied", "[Errno 30]", "Read-only file system",
+      # torch.save's writer (caffe2/serialize/inline_container.cc: 'open file failed with strerror: {strerror}')
+      "strerror: Permission denied"), (),
+     "a write the operating system refused: a directory the job may not write, or a read-only mount"),
+    # the Hugging Face Hub not reachable (or offline mode on) for a model, tokenizer or dataset not in the
+    # local cache: transformers/utils/hub.py cached_files ("We couldn't connect to '{ENDPOINT}' to load the
+    # files, and couldn't find them in the cached files", 'There was a specific connection error when trying
+    # to load'), huggingface_hub/errors.py LocalEntryNotFoundError ('Cannot find the requested files in the
+    # disk cache and outgoing traffic has been disabled'), OfflineModeIsEnabled; datasets' "Couldn't reach
+    # '{path}' on the Hub" (seen here with HF_HUB_OFFLINE=1 and with HF_ENDPOINT on a closed loopback port)
+    ("hub_unreachable", "environment", 3, ("LocalEntryNotFoundError", "OfflineModeIsEnabled"),
+     ("couldn't find them in the cached files", "outgoing traffic has been disabled",
+      "specific connection error when trying to load", "Couldn't reach '", "We couldn't connect to '"), (),
+     "a Hugging Face Hub that could not be reached (or offline mode on) for files that are not in the local cache"),
     ("storage", "environment", 3, (),
      ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]", "Read-only file system",
       "[Errno 30]", "PytorchStreamWriter failed writing file", "file write failed", "unexpected pos ",
@@ -88,7 +107,9 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # a per-process limit (errno 24 EMFILE, 'Too many open files'): torch's DataLoader shares each
     # batch's tensors through file descriptors by default (torch/multiprocessing/reductions.py,
     # libshm 'unable to open shared memory object <...> in read-write mode: Too many open files (24)')
-    ("open_files", "environment", 3, (), ("Too many open files", "[Errno 24]"), (),
+    # CPython multiprocessing/reduction.py recvfds ('received 0 items of ancdata'): the descriptor of a shared
+    # tensor did not arrive (torch/multiprocessing/reductions.py rebuild_storage_fd), the receiver out of them
+    ("open_files", "environment", 3, (), ("Too many open files", "[Errno 24]", "items of ancdata"), (),
      "the open-files limit of the process (ulimit -n) reached"),
     # CUDA's device-side assert (c10/cuda/CUDAException.cpp 'CUDA error: device-side assert triggered'):
     # a kernel's index check failed, nearly always an index out of range in the data or the model
@@ -187,6 +208,14 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
 ]
 
 OTHER = Family("other", "other", 3, "an error in the training script or a library that no rule knows")
+CKPT_MISSING = Family("checkpoint_missing", "config_error", 3,
+                      "a checkpoint to resume from that is not where the run looked (a wrong directory or tag, or the "
+                      "files of another ZeRO stage)")
+CKPT_CORRUPT = Family("checkpoint_corrupt", "environment", 3,
+                      "a checkpoint file that cannot be read: cut short or damaged (a save that died half-way, a full "
+                      "disk, a copy that did not finish)")
+STATE_DICT_MISMATCH = Family("state_dict_mismatch", "config_error", 3,
+                             "a checkpoint whose weights do not fit the model built: another architecture or size")
 TRUNCATED = Family("unknown", "other", 1, "a traceback cut off before its exception line")
 
 
@@ -222,6 +251,12 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     if name == "AttributeError" and "'NoneType' object has no attribute" in message and \
             "bitsandbytes/" in (raise_site or ""):
         return _family("environment")
+    loader = _dataloader_family(message, raise_site, frames)
+    if loader is not None:
+        return loader
+    ckpt = _checkpoint_family(name, message, raise_site, frames)
+    if ckpt is not None:
+        return ckpt
     if _DTYPE_MISMATCH.search(message):
         return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
     if _META_TENSOR.search(message):
@@ -368,3 +403,90 @@ def _family(name: str) -> Family:
         if fam == name:
             return Family(fam, cat, weight, why)
     return OTHER
+
+
+# reading a checkpoint: torch/serialization.py load (its _open_file / _open_zipfile_reader), DeepSpeed's
+# runtime/engine.py load_checkpoint / _load_checkpoint / _load_zero_checkpoint, HF trainer.py
+# _load_from_checkpoint / _load_optimizer_and_scheduler / _load_rng_state, safetensors load_file / safe_open
+_CKPT_READERS = ("serialization.py:load", "serialization.py:_load", "engine.py:load_checkpoint", "engine.py:_load_checkpoint",
+                 "_load_zero_checkpoint", "trainer.py:_load_from_checkpoint", "trainer.py:_load_optimizer_and_scheduler",
+                 "trainer.py:_load_rng_state", "safetensors/torch.py:load", "modeling_utils.py:load_state_dict")
+# a checkpoint file that is not a whole one: caffe2/serialize/inline_container.cc PyTorchStreamReader
+# ('PytorchStreamReader failed reading zip archive: failed finding central directory', '... failed reading
+# file data/0: invalid header or archive is corrupted'), the safetensors header check ('Error while
+# deserializing header: MetadataIncompleteBuffer' / 'HeaderTooLarge' / 'invalid header length'), pickle's
+# ('invalid load key', 'pickle data was truncated', 'Ran out of input')
+_CKPT_CORRUPT = compile_later(r"PytorchStreamReader failed|failed finding central directory|archive is corrupted|"
+                              r"Error while deserializing header|invalid load key|pickle data was truncated|"
+                              r"MetadataIncompleteBuffer|HeaderTooLarge")
+# torch/nn/modules/module.py Module.load_state_dict: 'Error(s) in loading state_dict for {cls}:' with 'size
+# mismatch for {key}: copying a param with shape ... from checkpoint, the shape in current model is ...',
+# 'Missing key(s) in state_dict', 'Unexpected key(s) in state_dict' (transformers modeling_utils adds 'You
+# may consider adding `ignore_mismatched_sizes=True`')
+_STATE_DICT = compile_later(r"Error\(s\) in loading state_dict for|size mismatch for \S+: copying a param|"
+                            r"Missing key\(s\) in state_dict|Unexpected key\(s\) in state_dict")
+
+
+WEIGHTS_ONLY = Family("weights_only", "environment", 3,
+                      "torch.load's weights_only=True default (torch 2.6 and later) refusing a whole checkpoint that "
+                      "holds Python objects other than tensors")
+
+
+def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
+    """Resuming from a checkpoint that is not there, not whole, or not this model's."""
+    # torch/serialization.py load: _get_wo_message ('Weights only load failed. This file can still be
+    # loaded ...'), 'Cannot use ``weights_only=True`` with files saved in the legacy .tar format': the file is
+    # whole, the loader (torch >= 2.6 default) refuses its pickled objects (seen here: an argparse.Namespace)
+    if "Weights only load failed" in message or "weights_only=True`` with files saved in the legacy" in message:
+        return WEIGHTS_ONLY
+    if _STATE_DICT.search(message):
+        if "torch.Size([0])" in message:
+            # the shape of a ZeRO-3 partitioned parameter outside the engine (runtime/zero/partition_parameters.py)
+            return Family("zero3_partitioned", "config_error", 3,
+                          "a weight with no elements: a ZeRO-3 partitioned parameter read or loaded directly")
+        return STATE_DICT_MISMATCH
+    if _CKPT_CORRUPT.search(message):
+        return CKPT_CORRUPT
+    site = raise_site or ""
+    # DeepSpeed found no '*model_states.pt' for the tag (runtime/state_dict_factory.py
+    # SDLoaderBase.check_ckpt_list: 'assert len(self.ckpt_list) > 0'): a tag that does not exist, or a
+    # checkpoint of another ZeRO stage (stage 3 names them zero_pp_rank_N_mp_rank_00_model_states.pt)
+    if site.endswith("state_dict_factory.py:check_ckpt_list"):
+        return CKPT_MISSING
+    # HF Trainer's resume_from_checkpoint (trainer.py: "Can't find a valid checkpoint at {path}", "No valid
+    # checkpoint found in output directory ({output_dir})")
+    if "find a valid checkpoint at" in message or "No valid checkpoint found in output directory" in message:
+        return CKPT_MISSING
+    reading = [f for f in (frames or []) + ([site] if site else []) if any(r in f for r in _CKPT_READERS)]
+    if not reading:
+        return None
+    if name == "FileNotFoundError" or "[Errno 2]" in message:
+        return CKPT_MISSING
+    # torch 2.13's zip reader on a file cut short: 'OSError: [Errno 22] Invalid argument' from
+    # PyTorchFileReader (serialization.py _open_zipfile_reader.__init__; seen here on a truncated file)
+    if (name == "OSError" and "[Errno 22]" in message) or name in ("UnpicklingError", "EOFError"):
+        return CKPT_CORRUPT
+    return None
+
+
+DATALOADER_LOST = Family("dataloader_worker", "other", 1,
+                         "a DataLoader worker the main process lost (its pipe closed, or it sent nothing before "
+                         "the DataLoader's timeout): the worker died or hung, and its own error is not in this log")
+
+
+def _dataloader_family(message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
+    """The training process's side of a DataLoader worker that died or hung without a report."""
+    # torch/utils/data/dataloader.py _try_get_data: 'DataLoader timed out after {timeout} seconds'
+    if "DataLoader timed out after" in message:
+        return DATALOADER_LOST
+    # the pipe to a worker reset while a batch's tensors were received: CPython multiprocessing
+    # connection.py / resource_sharer.py under torch/multiprocessing/reductions.py rebuild_storage_fd (the
+    # 'file_descriptor' sharing strategy; seen here with a worker that called os._exit mid-epoch): not the
+    # network, whatever 'Connection reset by peer' says
+    site = raise_site or ""
+    if "ancdata" in message or "Too many open files" in message:
+        return None           # the descriptors ran out: the open-files family says so
+    if "multiprocessing/" in site and "torch/" not in site and \
+            any("resource_sharer.py" in f or "torch/utils/data/" in f or "torch/multiprocessing/" in f for f in frames or ()):
+        return DATALOADER_LOST
+    return None

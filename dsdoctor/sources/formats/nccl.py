@@ -348,9 +348,16 @@ _RDZV_PEER = compile_later(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) 
     # torch/distributed/distributed_c10d.py: _store_based_barrier (not every rank joined the new group)
     "Timed out initializing process group in store based barrier",
     # torch/distributed/elastic/rendezvous/c10d_rendezvous_backend.py: _create_tcp_store (torchrun --rdzv-backend c10d)
-    "The connection to the C10d store has failed")
+    "The connection to the C10d store has failed",
+    # torch/csrc/distributed/c10d/TCPStore.cpp: the server's waitForWorkers ('Timed out after {} seconds
+    # waiting for clients. {}/{} clients joined.'): the master's store, waiting for nodes that never came
+    "waiting for clients. ")
 def rendezvous_error(line: Line, st: StreamState):
     t = line.text
+    # c10's log of a TCPStore error carries the error's what(), whose backtrace ('Exception raised
+    # from throwTimeoutError at .../socket.cpp', torch/csrc/distributed/c10d/TCPStore.cpp: the
+    # client's retry loop) follows on the next line: it was logged, not raised (traceback.c10_error)
+    st.scratch.setdefault("c10.logged", {})[line.rank] = line.lineno
     if "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
         cause = "address_in_use"
     elif "client socket has timed out" in t or "failed to connect/validate" in t or "C10d store has failed" in t:

@@ -46,6 +46,10 @@ _MARKS: list[tuple[str, str]] = [
     # (the rendezvous or the first collective), see detect/failure.py: _hung
     ("Initializing TorchBackend in DeepSpeed with backend", "dist_init"),
     ("Initializing distributed: GLOBAL_RANK:", "dist_init"),
+    # deepspeed/runtime/engine.py load_checkpoint: 'Unable to find latest file at {path}, if trying to load
+    # latest checkpoint please ensure this file exists or pass an explicit checkpoint tag when loading a
+    # checkpoint.' (a warning; load_checkpoint then returns (None, None) and nothing was resumed)
+    ("Unable to find latest file at", "checkpoint_load"),
 ]
 
 
@@ -62,6 +66,8 @@ def phase_mark(line: Line, st: StreamState):
     if last.get(line.rank) == phase:
         return None
     last[line.rank] = phase
+    if "Unable to find latest file at" in t:
+        return line.event("phase_mark", step=st.step_of(line.rank), phase=phase, detail=t.strip()[:160], absent=True)
     return line.event("phase_mark", step=st.step_of(line.rank), phase=phase, detail=t.strip()[:160])
 
 

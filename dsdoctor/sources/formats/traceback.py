@@ -275,6 +275,12 @@ def c10_error(line: Line, st: StreamState):
     m = _C10.search(line.text)
     if not m:
         return None
+    logged = st.scratch.get("c10.logged")
+    if logged and 0 < line.lineno - logged.get(line.rank, -9) <= 6:   # a few lines: the log line may come hard-wrapped
+        # the backtrace of an error a log line reported (formats/nccl.py rendezvous_error): its
+        # frames below are read as this head's too
+        st.scratch.setdefault("c10.last", {})[line.rank] = line.lineno
+        return None
     seen = st.scratch.setdefault("c10.seen", set())
     if (line.rank, m.group(1)) in seen:
         return None             # the same error's backtrace printed again (what() and the log)
