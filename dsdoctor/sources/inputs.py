@@ -128,6 +128,10 @@ def check_readable(inp: Input) -> None:
             raise InputError(f"{inp.name}: only NUL bytes, nothing to analyse")
     if _looks_binary(head):
         raise InputError(f"{inp.name}: looks like a binary file, not a text log")
+    from . import notebook
+    if notebook.is_notebook(head) and not inp.name.endswith(".gz") and not notebook.has_outputs(inp.path):
+        raise InputError(f"{inp.name}: a Jupyter notebook with no cell outputs (saved before it ran, or cleared), "
+                         "nothing to analyse")
 
 
 MAX_LEADING_NULS = 1 << 30

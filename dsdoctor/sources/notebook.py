@@ -84,8 +84,13 @@ _TOKEN = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:)?')
 
 
 def _scan_strings(text: str) -> Iterator[str]:
+    # the string the cut fell in is closed, so its start is read too
+    quotes = len(re.findall(r'(?<!\\)(?:\\\\)*"', text))
+    if quotes % 2:
+        text = text.rstrip("\\") + '"'
     key = None
     in_outputs = False
+    error: dict[str, str] = {}          # the ename and evalue of the error output being read
     for m in _TOKEN.finditer(text):
         if m.group(2):
             key = _unescape(m.group(1))
@@ -94,8 +99,15 @@ def _scan_strings(text: str) -> Iterator[str]:
             elif key in ("source", "cell_type"):
                 in_outputs = False
             continue
-        if in_outputs and key in _OUTPUT_KEYS:
+        if not in_outputs:
+            continue
+        if key in ("ename", "evalue"):
+            error[key] = _unescape(m.group(1))
+        elif key in _OUTPUT_KEYS:
             yield from _unescape(m.group(1)).rstrip("\n").split("\n")
+    if key == "traceback" and error:
+        # cut inside a traceback: its last line, the exception, is what nbformat keeps as ename/evalue
+        yield f"{error.get('ename', 'Error')}: {error.get('evalue', '')}"
 
 
 def _unescape(s: str) -> str:
@@ -103,6 +115,14 @@ def _unescape(s: str) -> str:
         return json.loads(f'"{s}"')
     except ValueError:
         return s
+
+
+def has_outputs(path) -> bool:
+    """Whether the notebook file at `path` printed anything (check_readable's question: a notebook
+    saved before it ran, or with its outputs cleared, holds nothing to analyse)."""
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_NOTEBOOK + 1)
+    return len(data) > MAX_NOTEBOOK or bool(decode(data).strip())
 
 
 def decode_blocks(blocks: Iterable[bytes]) -> Iterator[bytes]:
