@@ -55,8 +55,15 @@ def test_a_translated_job_report_is_the_kill_it_stands_for(line):
     assert any(t == line.strip() or line.strip() in t for k, _, t in got if k == "killed")   # the user's own line
 
 
-def test_a_translated_segfault_with_core_dump():
-    got = kinds(STEP + "段错误（核心已转储）\n")
+@pytest.mark.parametrize("line", [
+    # real bash 5.2 output under LC_ALL=<locale> (locales built with localedef)
+    "bash: 第 1 行：18202 段错误               （核心已转储）python train.py --deepspeed ds_z3_offload.json",
+    "bash: 줄 1: 18212 세그멘테이션 오류 (코어 덤프됨) python train.py --deepspeed ds_z3_offload.json",
+    "bash, linha 1: 18217 Falha de segmentação  (imagem do núcleo gravada)python train.py --deepspeed ds_z3_offload.json",
+    "bash: 1 行: 18221 Segmentation fault      (コアダンプ) python train.py --deepspeed ds_z3_offload.json",
+    "段错误（核心已转储）"])                          # an interactive shell: the text alone
+def test_a_translated_segfault_with_core_dump(line):
+    got = kinds(STEP + line + "\n")
     assert [d["signal"] for k, d, _ in got if k == "process_exit"] == [11]
 
 

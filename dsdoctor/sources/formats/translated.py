@@ -26,9 +26,11 @@ from ..translations import TRANSLATIONS
 from .traceback import frameless_exception
 
 _LINE_HEAD_ID = "%s: line %d: "
+_UNANCHORED = (".traceback", ".error_lines")
 # the translated texts, longest first (one may hold a shorter one: 'Terminado (killed)' / 'Terminado')
-_WORDS = sorted(((tr, en) for en, tr, _ in TRANSLATIONS if en != _LINE_HEAD_ID),
-                key=lambda p: -len(p[0]))
+# (bash has ' (core dumped)' and '(core dumped) ', often translated alike: both read ' (core dumped) ')
+_WORDS = sorted(((tr, " (core dumped) " if "core dumped" in en else en) for en, tr, _ in TRANSLATIONS
+                 if en != _LINE_HEAD_ID), key=lambda p: -len(p[0]))
 _WORD_RE = re.compile("|".join(re.escape(tr) for tr, _ in _WORDS))
 _ENGLISH = dict(_WORDS)
 
@@ -63,17 +65,21 @@ def translated_line(line: Line, st: StreamState):
     if en == text:
         return None
     # the recognisers a trigger of the English text calls, except those the line already reached
-    # (a trigger outside the translated words: their recognisers had the line as it is)
+    # (a trigger outside the translated words: their recognisers had the line as it is). Under a
+    # translated bash head ('bash: 1 行: 4127 Segmentation fault', ja has no text for it) an English
+    # word is read again, now behind an English head, by all but the unanchored readers of any line
+    # (tracebacks, error levels), which had it already.
+    head = _HEAD_RE.match(text) is not None
     rest = _WORD_RE.sub(" ", text)
     out: list[Event] = []
     done = {id(translated_line)}
     eline = line.with_text(en)
     evidence = line.event("evidence").text
     for trig in line_triggers(en.encode("utf-8", errors="replace")):
-        if trig in rest or trig not in en:
+        if trig not in en or (trig in rest and not head):
             continue
         for h in HANDLERS.get(trig, ()):
-            if id(h) in done:
+            if id(h) in done or (trig in rest and h.__module__.endswith(_UNANCHORED)):
                 continue
             done.add(id(h))
             got = h(eline, st)
