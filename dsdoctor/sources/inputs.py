@@ -15,8 +15,8 @@ from .input_spec import Input, InputError
 
 LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".stderr", ".ipynb")
 # A file named after a node (node2.log) holds all of that node's ranks: its number is no rank.
-# AzureML writes one file per rank: user_logs/std_log_process_{N}.txt
-_RANK_IN_NAME = re.compile(r"(?:rank|worker|proc(?:ess)?)[_-]?(\d+)", re.I)
+# AzureML writes one file per rank: user_logs/std_log_process_{N}.txt ('preprocess_1.log' is no rank's)
+_RANK_IN_NAME = re.compile(r"(?:rank|worker|proc|(?<![a-z])process)[_-]?(\d+)", re.I)
 
 __all__ = ["Input", "InputError", "expand", "check_readable", "iter_blocks", "LOG_SUFFIXES"]
 
