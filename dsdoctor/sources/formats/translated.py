@@ -25,6 +25,8 @@ from ..recogniser import on
 from ..translations import TRANSLATIONS
 from .traceback import frameless_exception
 
+# literal -> recognisers, the registry's table (sources/registry.py fills it: it imports this module)
+HANDLERS: dict[str, list] = {}
 _LINE_HEAD_ID = "%s: line %d: "
 _UNANCHORED = (".traceback", ".error_lines")
 # the translated texts, longest first (one may hold a shorter one: 'Terminado (killed)' / 'Terminado')
@@ -58,8 +60,6 @@ def english(text: str) -> str:
 
 @on(*_LITERALS)
 def translated_line(line: Line, st: StreamState):
-    from ..registry import HANDLERS           # (the registry imports this module)
-    from ..scanner import line_triggers
     text = line.text
     en = english(text)
     if en == text:
@@ -75,10 +75,10 @@ def translated_line(line: Line, st: StreamState):
     done = {id(translated_line)}
     eline = line.with_text(en)
     evidence = line.event("evidence").text
-    for trig in line_triggers(en.encode("utf-8", errors="replace")):
+    for trig, handlers in HANDLERS.items():      # (a rare line: every literal is looked for)
         if trig not in en or (trig in rest and not head):
             continue
-        for h in HANDLERS.get(trig, ()):
+        for h in handlers:
             if id(h) in done or (trig in rest and h.__module__.endswith(_UNANCHORED)):
                 continue
             done.add(id(h))
