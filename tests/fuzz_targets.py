@@ -94,6 +94,34 @@ def text_logs(draw) -> bytes:
 
 
 @st.composite
+def notebooks(draw) -> bytes:
+    """A Jupyter notebook (nbformat 4 JSON) whose outputs hold log pieces, then cut or mangled."""
+    def output():
+        kind = draw(st.sampled_from(["stream", "error", "execute_result", "display_data", "other", None]))
+        text = draw(st.lists(st.one_of(st.sampled_from(LOG_PIECES), st.text(max_size=20)), max_size=6))
+        o: dict[str, Any] = {"output_type": kind}
+        if kind == "error":
+            o.update(ename=draw(JSON_SCALARS), evalue=draw(JSON_SCALARS),
+                     traceback=draw(st.one_of(st.just(text), JSON_VALUES)))
+        elif kind in ("execute_result", "display_data"):
+            o["data"] = draw(st.one_of(st.just({"text/plain": text}), JSON_VALUES))
+        else:
+            o["text"] = draw(st.one_of(st.just(text), st.just("".join(text)), JSON_VALUES))
+        return o
+    cells = [{"cell_type": "code", "source": draw(st.text(max_size=20)), "metadata": {},
+              "outputs": draw(st.one_of(st.lists(st.builds(output), max_size=4), JSON_VALUES))}
+             for _ in range(draw(st.integers(min_value=0, max_value=4)))]
+    raw = json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, indent=1).encode()
+    how = draw(st.sampled_from(["whole", "cut", "junk"]))
+    if how == "cut":
+        raw = raw[:draw(st.integers(min_value=0, max_value=len(raw)))]
+    elif how == "junk":
+        at = draw(st.integers(min_value=0, max_value=len(raw)))
+        raw = raw[:at] + draw(st.binary(max_size=16)) + raw[at:]
+    return raw
+
+
+@st.composite
 def event_lines(draw) -> bytes:
     lines = []
     for _ in range(draw(st.integers(min_value=0, max_value=25))):
@@ -269,6 +297,24 @@ def run_log(data: bytes) -> None:
         p.unlink()
 
 
+def run_notebook(data: bytes) -> None:
+    from dsdoctor.pipeline import Diagnoser
+    from dsdoctor.sources.inputs import Input, InputError, check_readable
+    from dsdoctor.sources.logs import read_log
+    p = _tmpfile(data, ".ipynb")
+    try:
+        inp = Input(str(p), p, "log", None)
+        check_readable(inp)
+        d = Diagnoser()
+        for ev in read_log(inp, []):
+            d.feed(ev)
+        d.finish()
+    except InputError:
+        pass
+    finally:
+        p.unlink()
+
+
 def run_events(data: bytes) -> None:
     from dsdoctor.pipeline import Diagnoser
     from dsdoctor.sources.inputs import Input, InputError
@@ -377,6 +423,7 @@ TARGETS: dict[str, tuple[Any, Callable[[Any], None], str]] = {
     # name: (strategy, run, file suffix for the corpus)
     "log": (text_logs(), run_log, ".log"),
     "events": (event_lines(), run_events, ".jsonl"),
+    "notebook": (notebooks(), run_notebook, ".ipynb"),
     "config": (configs(), run_config, ".json"),
     "rules": (rule_files(), run_rules, ".yaml"),
     "lr_csv": (csv_files(), run_csv, ".csv"),
@@ -386,6 +433,7 @@ TARGETS: dict[str, tuple[Any, Callable[[Any], None], str]] = {
 
 
 WARM = {"log": b"step 1 loss 2.0\n", "events": b'{"kind": "loss", "rank": 0, "step": 1, "data": {"value": 1.0}}\n',
+        "notebook": b'{"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": "step 1 loss 2.0"}]}]}',
         "config": '{"train_batch_size": "8", "zero_optimization": {"stage": 2}}', "rules": "rules: []\n",
         "lr_csv": "step,lr,loss\n1,0.1,1\n", "options": ("params", "7B"),
         "cli": ("estimate", "--params", "7B", "--gpu-memory", "80GiB")}

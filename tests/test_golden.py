@@ -35,7 +35,7 @@ def describe(doc: dict) -> str:
 
 def test_every_fixture_has_an_expectation():
     listed = {e["file"] for e in EXPECTED}
-    present = {str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*.log")}
+    present = {str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*") if p.suffix in (".log", ".ipynb")}
     assert present == listed
 
 

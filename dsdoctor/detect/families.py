@@ -53,8 +53,9 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "XPU out of memory"), (),
      "a GPU out-of-memory error"),
     # Python's MemoryError; c10/core/impl/alloc_cpu.cpp 'DefaultCPUAllocator: can't allocate memory'; errno 12
+    # (ENOMEM by its number too: its text is translated where a program set LC_MESSAGES)
     ("host_memory", "host_oom", 3, ("MemoryError",),
-     ("DefaultCPUAllocator", "Cannot allocate memory", "std::bad_alloc"), (),
+     ("DefaultCPUAllocator", "Cannot allocate memory", "std::bad_alloc", "[Errno 12]"), (),
      "a host (CPU) out-of-memory error"),
     # deepspeed/ops/op_builder/builder.py: MissingCUDAException ('CUDA_HOME does not exist', 'Unable to run
     # nvcc'), CUDAMismatchException, 'Unable to JIT load the {op} op', 'PyTorch version mismatch! DeepSpeed ops

@@ -13,9 +13,10 @@ from typing import BinaryIO, Iterator
 
 from .input_spec import Input, InputError
 
-LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".stderr")
+LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".stderr", ".ipynb")
 # A file named after a node (node2.log) holds all of that node's ranks: its number is no rank.
-_RANK_IN_NAME = re.compile(r"(?:rank|worker|proc)[_-]?(\d+)", re.I)
+# AzureML writes one file per rank: user_logs/std_log_process_{N}.txt ('preprocess_1.log' is no rank's)
+_RANK_IN_NAME = re.compile(r"(?:rank|worker|proc|(?<![a-z])process)[_-]?(\d+)", re.I)
 
 __all__ = ["Input", "InputError", "expand", "check_readable", "iter_blocks", "LOG_SUFFIXES"]
 
@@ -127,6 +128,10 @@ def check_readable(inp: Input) -> None:
             raise InputError(f"{inp.name}: only NUL bytes, nothing to analyse")
     if _looks_binary(head):
         raise InputError(f"{inp.name}: looks like a binary file, not a text log")
+    from . import notebook
+    if notebook.is_notebook(head) and not inp.name.endswith(".gz") and not notebook.has_outputs(inp.path):
+        raise InputError(f"{inp.name}: a Jupyter notebook with no cell outputs (saved before it ran, or cleared), "
+                         "nothing to analyse")
 
 
 MAX_LEADING_NULS = 1 << 30

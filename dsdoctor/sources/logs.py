@@ -73,7 +73,8 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
 
 def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     """The lines as the program printed them, from an input's first block and the blocks after
-    it: a container runtime's json-file log is decoded (sources/container_logs.py); a log that
+    it: a container runtime's json-file log is decoded (sources/container_logs.py), a notebook's
+    outputs unwrapped (sources/notebook.py); a log that
     fits in one block may have been copied out of a terminal, hard-wrapped (sources/unwrap.py);
     a longer one was written by a program."""
     try:
@@ -85,6 +86,10 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     if container_logs.is_docker_json(first):
         rest = [first] if second is None else [first, second]
         yield from container_logs.decode_blocks(itertools.chain(rest, it))
+        return
+    from . import notebook
+    if notebook.is_notebook(first):       # a Jupyter notebook: its cells' outputs, in order
+        yield from notebook.decode_blocks(itertools.chain([first] if second is None else [first, second], it))
         return
     if second is None:
         # grep -n's prefixes came first, then the terminal's wrap: undone in the other order

@@ -16,7 +16,7 @@ from typing import Iterator
 from ..events import Event
 from .formats import (anomaly, apex, bitsandbytes, context_lines, deepspeed, error_lines, exit_reports, fairseq, hardware,
                       hf, jsonlog, launcher, megatron, memory, multinode, nccl, paste, phases, progress, ray,
-                      relaunch, traceback)
+                      relaunch, traceback, translated)
 from .lines import StreamState
 from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGroup,
                          declarations)
@@ -26,6 +26,7 @@ FORMATS: tuple[ModuleType, ...] = (
     traceback, memory, context_lines, deepspeed, nccl, launcher, exit_reports, hf, megatron, hardware,
     phases, multinode, ray, bitsandbytes, relaunch, jsonlog,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
+    translated,                            # a translated shell/libc message, read as its English line
     error_lines,                           # any logger's error level: the last resort of a failed run
     paste,                                 # an issue paste's prose between two attempts
 )
@@ -62,6 +63,7 @@ def _build():
 
 
 HANDLERS, TRIGGERS, CONTINUES, STEADY = _build()
+translated.HANDLERS.update(HANDLERS)      # it hands a translated line to the recognisers of its English text
 # recognisers that buffer wrapped lines, flushed at the end of an input (in this order)
 FINISHERS = (megatron.finish, traceback.finish)
 

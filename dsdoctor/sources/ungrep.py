@@ -22,9 +22,10 @@ _GREP = re.compile(r"^((?:> ?)*|\[pod/[^\]\s]+\] )(?:(?=[^\s:]*[A-Za-z_./])[^\s:
 
 
 # what follows a log line's own leading number when it is no grep prefix: a time's minutes
-# ('10:13:10'), a date's month and day ('2024-07-02'), and NCCL's own head 'host:pid:tid [dev] NCCL
+# ('10:13:10'), a date's month and day ('2024-07-02', ISO 8601's '2026-12-05T10:00:23Z' of a
+# CloudWatch / Cloud Logging export), and NCCL's own head 'host:pid:tid [dev] NCCL
 # INFO ...' (src/debug.cc ncclDebugLog), which reads like grep's 'file:123:' up to the thread id
-_NOT_GREP = re.compile(r"\d\d[:.-]\d\d|\d+ \[\d+\] NCCL ")
+_NOT_GREP = re.compile(r"\d\d[:.T-]\d\d|\d+ \[\d+\] NCCL ")
 
 
 def _shape(lines: list[str]) -> bool:

@@ -427,8 +427,10 @@ def srun_task(line: Line, st: StreamState):
 # '/path/run.sh: line 3: 4567 Aborted (core dumped) python train.py') and CPython's faulthandler
 # ('Fatal Python error: Segmentation fault', Python/faulthandler.c).
 _NATIVE = {"Segmentation fault": 11, "Aborted": 6, "Floating point exception": 8, "Illegal instruction": 4}
+# (bash pads the signal's text to a column, then '(core dumped) ' and the command; a translated text
+# longer in bytes than the column gets one space: sources/formats/translated.py reads it in English)
 _SHELL_CRASH = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?(Segmentation fault|Aborted|Floating point exception|"
-                          r"Illegal instruction)(?: \(core dumped\))?(?:\s{2,}.*)?$")
+                          r"Illegal instruction)(?:\s+\(core dumped\)(?:\s*\S.*)?|\s{2,}.*)?$")
 _FAULTHANDLER = compile_later(r"^Fatal Python error: (Segmentation fault|Aborted|Floating point exception|"
                            r"Illegal instruction|Bus error)")
 

@@ -32,14 +32,48 @@ HEADLESS_WITHIN = 5       # lines: an excerpt that starts inside a traceback
 def _frame(line: Line, st: StreamState) -> None:
     m = _FRAME.search(line.text)
     if m:
-        if line.lineno <= HEADLESS_WITHIN and line.rank not in st.frames:
-            # the excerpt starts below its 'Traceback' line: the frames still belong to one (a
-            # print_stack() further down a log has no exception line and stays unreported)
-            st.scratch.setdefault("tb.open", {})[line.rank] = line
-        fr = st.frames.setdefault(line.rank, [])
-        fr.append(f"{m.group(1)}:{m.group(2)}")
-        if len(fr) > MAX_FRAMES:
-            del fr[: len(fr) - MAX_FRAMES]
+        _add_frame(line, st, m.group(1), m.group(2))
+
+
+def _add_frame(line: Line, st: StreamState, path: str, func: str) -> None:
+    if line.lineno <= HEADLESS_WITHIN and line.rank not in st.frames:
+        # the excerpt starts below its 'Traceback' line: the frames still belong to one (a
+        # print_stack() further down a log has no exception line and stays unreported)
+        st.scratch.setdefault("tb.open", {})[line.rank] = line
+    fr = st.frames.setdefault(line.rank, [])
+    fr.append(f"{path}:{func}")
+    if len(fr) > MAX_FRAMES:
+        del fr[: len(fr) - MAX_FRAMES]
+
+
+# IPython's own traceback (Jupyter, Colab, Kaggle; IPython/core/tbtools.py _format_filename and
+# ultratb.py VerboseTB): a frame head is 'File /path/to/file.py:1537, in Trainer.train(self, ...)'
+# (the path with ~ for the home folder, the function by its qualified name) or 'Cell In[5], line 3,
+# in train(steps)' for code typed into a cell; IPython 8.0-8.5 wrote 'Input In [5], in <cell line: 3>()'.
+# The frame is the same path:function a CPython frame gives (the method's own name: the phases and
+# families look for 'engine.py:__init__').
+_IPY_FRAME = compile_later(r"^\s*(?:File ((?:[~/]|[A-Za-z]:\\)\S*?):\d+|(Cell In\s?\[\d+\]|Input In \[\d+\])(?:, line \d+)?)"
+                           r"(?:, in ([\w.<>: ]+?)\()?")
+
+
+# (coloured, as a notebook stores it and a terminal copy keeps it, each token has its own colour code:
+# '\x1b[36mFile \x1b[39m\x1b[32m/path.py:12', '\x1b[36mCell\x1b[39m\x1b[36m \x1b[39m\x1b[32mIn[4]')
+# IPython 7 (Colab's for years; ultratb.py VerboseTB.format_record: '%s %s' % (link, call)) wrote
+# '/usr/local/lib/python3.10/dist-packages/transformers/trainer.py in train(self, ...)' and
+# '<ipython-input-5-3435b262f1ae> in <module>' (IPython/core/compilerop.py code_name).
+_IPY7_FRAME = compile_later(r"^\s*((?:[~/]|[A-Za-z]:\\)\S*?\.py|<ipython-input-\d+-[0-9a-f]+>) in ([\w.<>]+)")
+
+
+@on("File /", "File ~", "Cell In[", "Input In [", "File \x1b[", "Cell\x1b[", "<ipython-input-", ".py in ",
+    ".py\x1b[0m in ")
+def _ipython_frame(line: Line, st: StreamState) -> None:
+    m = _IPY_FRAME.match(line.text)
+    if m:
+        _add_frame(line, st, m.group(1) or m.group(2), (m.group(3) or "<module>").rsplit(".", 1)[-1])
+        return
+    m = _IPY7_FRAME.match(line.text)
+    if m:
+        _add_frame(line, st, m.group(1), m.group(2).rsplit(".", 1)[-1])
 
 
 # (phase, frame predicates). Checked in this order: specific phases first, because a
