@@ -93,6 +93,7 @@ KINDS: dict[str, str] = {
     "block_head": "name: the head line of one host's/pod's/file's log pasted after another's ('==> worker-1.log <==', '=== gpu-node-02 ===')",
     "run_start": "a line that starts a run (again): how ('engine_start'|'trainer_start'|'trainer_resume'|'elastic_restart'|'checkpoint_loaded'), strong (a resume or restart by itself)",
     "exit": "exitcode of the run (live: the command's exit code)",
+    "rank_head": "head_rank (None: the line does not prove one), world_size, local (the rank is a local rank), gpu (cuda:N): a front-end's start-up line naming its process ('Process rank: N, world size: W, device: cuda:N')",
     "rerun": "phrase: a pasted log's prose that opens a later attempt ('after I changed X I now get'); the last attempt's failures rank first",
     "context": "facts about the run: world_size, zero_stage, dtype, micro_batch, gas, versions ...",
     "doctor_error": "part, error: a part of dsdoctor failed and was disabled",

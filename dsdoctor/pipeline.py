@@ -54,6 +54,7 @@ class Diagnoser:
         self.line_hosts: dict[tuple[str, int | None], str] = {}   # (source, line) of a failure -> its host
         self.failed_ranks: dict[str, dict[int, int | None]] = {}  # input -> rank a launcher said failed -> line
         self.reruns: list[int] = []          # seqs of a paste's prose opening a later attempt
+        self.head_ranks: dict[str, set[int | None]] = {}   # input -> ranks its front-end's start-up lines named
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -70,6 +71,10 @@ class Diagnoser:
                 self.line_hosts[(ev.source, ev.line)] = str(ev.data["host"])
         elif kind == "rerun":
             self.reruns.append(seq)
+        elif kind == "rank_head" and len(self.head_ranks) < MAX_LINE_HOSTS:
+            heads = self.head_ranks.setdefault(ev.source, set())
+            if len(heads) < 2:
+                heads.add(ev.data.get("head_rank"))
         if kind in EXIT_KINDS and ev.rank is not None and ev.data.get("who") in EXIT_WHO:
             self._failed_rank(ev)
         new: list[Finding] = []
@@ -138,6 +143,15 @@ class Diagnoser:
             if e.line is None or line is None or line > e.line:
                 s.ranks.add(rank)
 
+    def _rank_from_head(self, s: Symptom) -> None:
+        """The rank a front-end's start-up line named (sources/formats/rank_head.py), for a rank-less
+        finding of an input that is that one rank's output (one distinct head, and it proves a rank)."""
+        heads = self.head_ranks.get(s.evidence[0].source)
+        if heads and len(heads) == 1:
+            rank = next(iter(heads))
+            if rank is not None:
+                s.ranks.add(rank)
+
     def finish(self) -> list[Finding]:
         for det in self.detectors:
             for s in det.finish():
@@ -156,7 +170,12 @@ class Diagnoser:
             if rule:
                 if not s.ranks and s.evidence and self.failed_ranks and rule.category in RANK_FROM_EXIT:
                     self._rank_from_exit(s)
-                out.append(self._hosted(make_finding(rule, s, names)))
+                if not s.ranks and s.evidence and self.head_ranks:
+                    self._rank_from_head(s)
+                f = self._hosted(make_finding(rule, s, names))
+                if not f.ranks and rule.category == "oom" and type(s.facts.get("gpu")) is int:
+                    f.title += f" (GPU {s.facts['gpu']})"     # torch's device index: not necessarily the rank
+                out.append(f)
         for det in self.detectors:          # several runs or several hosts' logs in one input
             if hasattr(det, "annotate"):
                 det.annotate(out)

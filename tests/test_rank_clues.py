@@ -1,0 +1,43 @@
+"""Where a rank-less failure happened: a front-end's start-up line naming its process
+(sources/formats/rank_head.py, pipeline.Diagnoser._rank_from_head) and torch's GPU index in an OOM
+(the device, said in the title, never taken for the rank)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dsdoctor
+
+EXCERPTS = Path(__file__).resolve().parent.parent / "fixtures" / "excerpts"
+
+
+def top(name: str):
+    return dsdoctor.analyze(EXCERPTS / name, validate=False).findings[0]
+
+
+@pytest.mark.parametrize("name, rank", [
+    ("gen_j_llamafactory_rank_head_illegal_access.log", 5),     # LLaMA-Factory: process_index
+    ("gen_j_hf_example_rank_head_nccl_error.log", 3),           # transformers' run_clm.py: local_rank
+    ("gen_j_swift_one_per_node_rank_head_oom.log", 2),          # ms-swift, local_world_size 1
+])
+def test_one_head_lends_its_rank(name, rank):
+    assert top(name).ranks == [rank]
+
+
+@pytest.mark.parametrize("name", [
+    "gen_j_llamafactory_merged_heads_no_rank.log",      # every rank's head in one merged output
+    "gen_j_swift_local_master_head_no_rank.log",         # ms-swift logs on the local master only
+])
+def test_heads_that_prove_no_rank_lend_none(name):
+    assert top(name).ranks == []
+
+
+def test_oom_gpu_index_is_named_not_taken_for_the_rank():
+    f = top("gen_j_oom_gpu_index_no_rank.log")
+    assert f.ranks == [] and "GPU 3" in f.title
+
+
+def test_oom_with_a_real_rank_keeps_it():
+    f = top("gen_j_oom_gpu_index_real_rank.log")
+    assert f.ranks == [5] and "GPU" not in f.title
