@@ -41,3 +41,10 @@ def test_oom_gpu_index_is_named_not_taken_for_the_rank():
 def test_oom_with_a_real_rank_keeps_it():
     f = top("gen_j_oom_gpu_index_real_rank.log")
     assert f.ranks == [5] and "GPU" not in f.title
+
+
+def test_store_lost_names_the_store_host_not_a_silent_rank():
+    f = top("gen_j_store_recv_zero_bytes_agent_midrun.log")
+    assert f.rule == "rendezvous-store-lost" and "node-0.cluster" in f.title
+    f = top("gen_j_store_reset_unique_id_node1.log")
+    assert f.rule == "rendezvous-store-lost" and f.ranks == [4, 5, 6, 7]     # the echoes, rank 0 in the summary

@@ -600,8 +600,11 @@ class FailureDetector(Detector):
         # a communication error printed without a rank prefix may be any rank's: an exit code 1 (the
         # Python exception's own exit) is then its echo, not a failure of its own
         anon = any(g.rank is None and g.weight == 1 for g in self.groups.values())
+        # likewise an exit code 1 that names only a local rank (torchelastic's 'failed (exitcode: 1)
+        # local_rank: 1' on another node than rank 0) when every rank that raised lost a peer
+        echoes_only = bool(echo) and all(g.weight <= 1 for g in self.groups.values())
         return [(s, e) for s, e in self.exits if e.kind != "exit" and self._rank_of(e) not in echo
-                and not (anon and e.data.get("exitcode") == 1)]
+                and not ((anon or echoes_only and self._rank_of(e) is None) and e.data.get("exitcode") == 1)]
 
     def _exit_symptom(self, g: _Group | None) -> Symptom:
         exits = self._causal_exits()
