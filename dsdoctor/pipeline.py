@@ -179,15 +179,27 @@ class Diagnoser:
         for det in self.detectors:          # several runs or several hosts' logs in one input
             if hasattr(det, "annotate"):
                 det.annotate(out)
-        return last_attempt_first(order_findings(out), self.reruns)
+        ordered = order_findings(out)
+        if self.reruns and attempt_cut(self.reruns, _failed(ordered)) is None:
+            # order_findings dropped the later attempt's fallback (an unknown failure) for the earlier
+            # attempt's specific finding: each attempt is a run of its own, ordered on its own
+            cut = attempt_cut(self.reruns, [f.seq for f in out if f.severity in ("critical", "error")])
+            if cut is not None:
+                for f in out:
+                    f.consequence_of = None      # set across the attempts by the first ordering
+                return order_findings([f for f in out if f.seq > cut]) + order_findings([f for f in out if f.seq < cut])
+        return last_attempt_first(ordered, self.reruns)
+
+
+def _failed(findings: list[Finding]) -> list[int]:
+    return [f.seq for f in findings if not f.consequence_of and f.severity in ("critical", "error")]
 
 
 def last_attempt_first(findings: list[Finding], reruns: list[int]) -> list[Finding]:
     """A paste of two attempts ('after I changed X I now get'): the failures after the last such
     prose that has a failure on both sides come first (the earlier attempt's problem is the one the
     user already worked on); the order within each attempt stays."""
-    failed = [f.seq for f in findings if not f.consequence_of and f.severity in ("critical", "error")]
-    cut = attempt_cut(reruns, failed)
+    cut = attempt_cut(reruns, _failed(findings))
     if cut is None:
         return findings
     return sorted(findings, key=lambda f: f.seq < cut)      # stable: the order within each part stays
