@@ -41,8 +41,8 @@ def progress_bar(line: Line, st: StreamState):
     series = f"{desc}|{total}"
     last = st.scratch.setdefault("tqdm_last", {})
     gap = max(1, total // MAX_POINTS_PER_BAR)
-    if series in last and n < last[series] + gap:
-        return None
+    if series in last and n < last[series] + gap and not (n <= 2 * gap + 1 < last[series]):
+        return None                          # (a bar back at its start is the loop started over: kept)
     if len(last) > 1000:
         return None
     last[series] = n
