@@ -88,7 +88,7 @@ KINDS: dict[str, str] = {
     "exception": "type, message, phase (the last Python exception of a traceback); from logs also name, in_traceback, raise_site, frames, chained ('cause'|'context'|None), chain_of (line of the chain's first exception), aborted (C++ terminate), waits_in ('collective'|'dataloader'|None: where the innermost waiting frame is), wait_frame ('path:func') and host (a pdsh 'host: ' label)",
     "process_exit": "a process ended badly without a signal the memory rules take: exitcode (>0 or None), signal (None, 11, 15, ...), pid, rank, who ('launcher'|'torchelastic'|'slurm'|'shell'|'faulthandler'), killing (the launcher stopping its ranks), external (a signal sent to the launcher), host, node; Slurm's own stop: reason, job, at_time (unix seconds it names)",
     "phase_mark": "what the run was doing (a log line that starts a phase): phase ('model_load'|'checkpoint_load'|'zero_init'|'optimizer_init'|'op_build'|'training'), detail",
-    "clock": "at (unix seconds): a time the log states on a line of its own (`date`'s output echoed by a job script)",
+    "clock": "at (unix seconds): a time the log states on a line of its own (`date`'s output echoed by a job script); mid_run: a trainer's timestamped checkpoint line printed between progress bar frames",
     "checkpoint_save": "ms: how long one checkpoint save took (Megatron's 'save-checkpoint' timer, the slowest rank)",
     "block_head": "name: the head line of one host's/pod's/file's log pasted after another's ('==> worker-1.log <==', '=== gpu-node-02 ===')",
     "run_start": "a line that starts a run (again): how ('engine_start'|'trainer_start'|'trainer_resume'|'elastic_restart'|'checkpoint_loaded'), strong (a resume or restart by itself)",

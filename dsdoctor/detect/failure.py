@@ -174,10 +174,12 @@ class FailureDetector(Detector):
             self.end_event = ev
         if ev.time is not None and ev.time >= DATED:
             self.last_dated = ev.time
+            if self.bar is not None and k == "clock" and ev.data.get("mid_run"):
+                self.bar[5] = ev.time - self.bar[3]    # a time stated while the bar runs: where it started
         elif k == "throughput" and ev.data.get("elapsed_s") is not None:
             el, b = ev.data["elapsed_s"], self.bar
             if b is None or b[0] != ev.data.get("series") or el < b[3]:
-                self.bar = [ev.data.get("series"), self.last_dated, el, el, 1]
+                self.bar = [ev.data.get("series"), self.last_dated, el, el, 1, None]
             else:
                 b[3], b[4] = el, b[4] + 1
         if k in PROGRESS_KINDS and ev.time is not None:
@@ -573,9 +575,12 @@ class FailureDetector(Detector):
         b = self.bar
         if b is None or b[1] is None or b[4] < 3 or stop_time < DATED:
             return None
-        _, anchor, first, last, frames = b
+        _, anchor, first, last, frames, started = b
         interval = (last - first) / (frames - 1)
-        gap = stop_time - (anchor + (last - first)) - BAR_START_ALLOWANCE_S
+        if started is not None:       # placed by a time stated while it ran: no start-up to allow for
+            gap = stop_time - (started + last)
+        else:
+            gap = stop_time - (anchor + (last - first)) - BAR_START_ALLOWANCE_S
         return int(gap) if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * interval) else None
 
     def _rank_of(self, ev: Event) -> int | None:
