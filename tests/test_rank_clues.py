@@ -48,3 +48,12 @@ def test_store_lost_names_the_store_host_not_a_silent_rank():
     assert f.rule == "rendezvous-store-lost" and "node-0.cluster" in f.title
     f = top("gen_j_store_reset_unique_id_node1.log")
     assert f.rule == "rendezvous-store-lost" and f.ranks == [4, 5, 6, 7]     # the echoes, rank 0 in the summary
+
+
+def test_a_block_heads_host_is_the_findings_host():
+    f = top("gen_j_block_heads_rankless_failure.log")
+    assert f.node == "worker-1" and "worker-1" in f.title
+    f = top("gen_j_block_heads_ranked_failure.log")
+    assert f.hosts == {9: "gpu-node-02"}
+    f = top("gen_j_block_heads_none_single_log.log")
+    assert not f.hosts and f.node is None

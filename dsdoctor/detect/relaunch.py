@@ -214,5 +214,12 @@ def name_blocks(findings: list[Finding], heads: dict[str, list[tuple[int, str]]]
         name = next((n for ln, n in reversed(hs) if ln < e.line), None)
         if name is None:
             continue
+        # the block's host is the finding's host (JSON hosts / node) when all its evidence is in it
+        if all(x.source == e.source and x.line is not None and
+               next((n for ln, n in reversed(hs) if ln < x.line), None) == name for x in f.evidence):
+            if f.ranks:
+                f.hosts = {r: name for r in f.ranks}
+            elif not f.node:
+                f.node = name
         f.title = f"{f.title} (in the log of {name})"
         f.summary = f"{f.summary} Its evidence is in the log of {name} (the block under '{name}' in this input)."
