@@ -57,3 +57,10 @@ def test_a_block_heads_host_is_the_findings_host():
     assert f.hosts == {9: "gpu-node-02"}
     f = top("gen_j_block_heads_none_single_log.log")
     assert not f.hosts and f.node is None
+
+
+def test_a_headless_pydantic_report_names_its_field_and_whether_deepspeed_has_it():
+    f = top("gen_j_pydantic_headless_unknown_field_fenced.log")
+    assert f.key == "reduce_bucket_sz" and "not a key of DeepSpeed" in f.summary and "'?'" not in f.fixes[0].title
+    f = top("gen_j_pydantic_headless_known_field_fenced.log")
+    assert f.key == "zero_optimization.offload_param.pin_memory" and "not a key" not in f.summary
