@@ -59,6 +59,7 @@ class Diagnoser:
         self.line_hosts: dict[tuple[str, int | None], str] = {}   # (source, line) of a failure -> its host
         self.failed_ranks: dict[str, dict[int, int | None]] = {}  # input -> rank a launcher said failed -> line
         self.reruns: list[int] = []          # seqs of a paste's prose opening a later attempt
+        self.head_ranks: dict[str, set[int | None]] = {}   # input -> ranks its front-end's start-up lines named
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -99,6 +100,10 @@ class Diagnoser:
                 self.line_hosts[(ev.source, ev.line)] = str(ev.data["host"])
         elif kind == "rerun":
             self.reruns.append(seq)
+        elif kind == "rank_head" and len(self.head_ranks) < MAX_LINE_HOSTS:
+            heads = self.head_ranks.setdefault(ev.source, set())
+            if len(heads) < 2:
+                heads.add(ev.data.get("head_rank"))
         if kind in EXIT_KINDS and ev.rank is not None and ev.data.get("who") in EXIT_WHO:
             self._failed_rank(ev)
 
@@ -150,6 +155,15 @@ class Diagnoser:
             if e.line is None or line is None or line > e.line:
                 s.ranks.add(rank)
 
+    def _rank_from_head(self, s: Symptom) -> None:
+        """The rank a front-end's start-up line named (sources/formats/rank_head.py), for a rank-less
+        finding of an input that is that one rank's output (one distinct head, and it proves a rank)."""
+        heads = self.head_ranks.get(s.evidence[0].source)
+        if heads and len(heads) == 1:
+            rank = next(iter(heads))
+            if rank is not None:
+                s.ranks.add(rank)
+
     def finish(self) -> list[Finding]:
         for det in self.detectors:
             for s in det.finish():
@@ -168,19 +182,36 @@ class Diagnoser:
             if rule:
                 if not s.ranks and s.evidence and self.failed_ranks and rule.category in RANK_FROM_EXIT:
                     self._rank_from_exit(s)
-                out.append(self._hosted(make_finding(rule, s, names)))
+                if not s.ranks and s.evidence and self.head_ranks:
+                    self._rank_from_head(s)
+                f = self._hosted(make_finding(rule, s, names))
+                if not f.ranks and rule.category == "oom" and type(s.facts.get("gpu")) is int:
+                    f.title += f" (GPU {s.facts['gpu']})"     # torch's device index: not necessarily the rank
+                out.append(f)
         for det in self.detectors:          # several runs or several hosts' logs in one input
             if hasattr(det, "annotate"):
                 det.annotate(out)
-        return last_attempt_first(order_findings(out), self.reruns)
+        ordered = order_findings(out)
+        if self.reruns and attempt_cut(self.reruns, _failed(ordered)) is None:
+            # order_findings dropped the later attempt's fallback (an unknown failure) for the earlier
+            # attempt's specific finding: each attempt is a run of its own, ordered on its own
+            cut = attempt_cut(self.reruns, [f.seq for f in out if f.severity in ("critical", "error")])
+            if cut is not None:
+                for f in out:
+                    f.consequence_of = None      # set across the attempts by the first ordering
+                return order_findings([f for f in out if f.seq > cut]) + order_findings([f for f in out if f.seq < cut])
+        return last_attempt_first(ordered, self.reruns)
+
+
+def _failed(findings: list[Finding]) -> list[int]:
+    return [f.seq for f in findings if not f.consequence_of and f.severity in ("critical", "error")]
 
 
 def last_attempt_first(findings: list[Finding], reruns: list[int]) -> list[Finding]:
     """A paste of two attempts ('after I changed X I now get'): the failures after the last such
     prose that has a failure on both sides come first (the earlier attempt's problem is the one the
     user already worked on); the order within each attempt stays."""
-    failed = [f.seq for f in findings if not f.consequence_of and f.severity in ("critical", "error")]
-    cut = attempt_cut(reruns, failed)
+    cut = attempt_cut(reruns, _failed(findings))
     if cut is None:
         return findings
     return sorted(findings, key=lambda f: f.seq < cut)      # stable: the order within each part stays

@@ -142,7 +142,7 @@ class FailureDetector(Detector):
         self.mark_seq = 0                                 # seq of the last progress or start-up mark
         self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
         self.last_dated: float | None = None              # the last time the log stated (any event seen)
-        # the last untimed progress bar: [series, anchor time, first elapsed, last elapsed, frames]
+        # the last untimed progress bar: [series, anchor time, first elapsed, last elapsed, frames, start seen mid-run]
         self.bar: list | None = None
         # a scheduler's stop (seq) -> the last progress event and progress times before it (a log
         # that holds a later run goes on after the stop)
@@ -199,7 +199,7 @@ class FailureDetector(Detector):
         if k == "throughput" and (t is None or t < DATED) and d.get("elapsed_s") is not None:
             el, b = d["elapsed_s"], self.bar
             if b is None or b[0] != d.get("series") or el < b[3]:
-                self.bar = [d.get("series"), self.last_dated, el, el, 1]
+                self.bar = [d.get("series"), self.last_dated, el, el, 1, None]
             else:
                 b[3], b[4] = el, b[4] + 1
         return ()
@@ -221,6 +221,8 @@ class FailureDetector(Detector):
             self.end_event = ev
         if ev.time is not None and ev.time >= DATED:
             self.last_dated = ev.time
+            if self.bar is not None and k == "clock" and ev.data.get("mid_run"):
+                self.bar[5] = ev.time - self.bar[3]    # a time stated while the bar runs: where it started
         if k == "phase_mark":
             self.mark_seq = seq
         if k == "rerun":
@@ -656,9 +658,12 @@ class FailureDetector(Detector):
         b = self.bar
         if b is None or b[1] is None or b[4] < 3 or stop_time < DATED:
             return None
-        _, anchor, first, last, frames = b
+        _, anchor, first, last, frames, started = b
         interval = (last - first) / (frames - 1)
-        gap = stop_time - (anchor + (last - first)) - BAR_START_ALLOWANCE_S
+        if started is not None:       # placed by a time stated while it ran: no start-up to allow for
+            gap = stop_time - (started + last)
+        else:
+            gap = stop_time - (anchor + (last - first)) - BAR_START_ALLOWANCE_S
         return int(gap) if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * interval) else None
 
     def _rank_of(self, ev: Event) -> int | None:
@@ -683,8 +688,11 @@ class FailureDetector(Detector):
         # a communication error printed without a rank prefix may be any rank's: an exit code 1 (the
         # Python exception's own exit) is then its echo, not a failure of its own
         anon = any(g.rank is None and g.weight == 1 for g in self.groups.values())
+        # likewise an exit code 1 that names only a local rank (torchelastic's 'failed (exitcode: 1)
+        # local_rank: 1' on another node than rank 0) when every rank that raised lost a peer
+        echoes_only = bool(echo) and all(g.weight <= 1 for g in self.groups.values())
         return [(s, e) for s, e in self.exits if e.kind != "exit" and self._rank_of(e) not in echo
-                and not (anon and e.data.get("exitcode") == 1)]
+                and not ((anon or echoes_only and self._rank_of(e) is None) and e.data.get("exitcode") == 1)]
 
     def _exit_symptom(self, g: _Group | None) -> Symptom:
         exits = self._causal_exits()

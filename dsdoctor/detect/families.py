@@ -174,7 +174,10 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      ("NCCL error", "NCCL Error ", "ProcessGroupNCCL", "NCCL communicator", "Connection closed by peer", "Connection reset by peer",
       "Broken pipe", "Socket Timeout", "collective operation timeout", "third_party/gloo", "ncclSystemError",
       "ncclInternalError", "ncclUnhandledCudaError", "ncclRemoteError"),
-     ("distributed_c10d.py", "torch/distributed/elastic/rendezvous"),
+     # c10d's own C++ (a c10::Error's 'Exception raised from recvBytes at .../c10d/Utils.hpp'): the store's
+     # and sockets' transport, not the DDP reducer's usage errors (c10d/reducer.cpp)
+     ("distributed_c10d.py", "torch/distributed/elastic/rendezvous", "c10d/Utils.hpp", "c10d/TCPStore",
+      "c10d/socket.cpp", "c10d/ProcessGroupNCCL", "c10d/ProcessGroupGloo", "c10d/NCCLUtils"),
      "a communication error, usually what the other ranks see when one rank died"),
     # torch/distributed/elastic/multiprocessing/errors: ChildFailedError (the launcher's summary of a failed
     # child), api.py SignalException; torch/multiprocessing/spawn.py ProcessRaisedException / ProcessExitedException

@@ -51,6 +51,8 @@ class _Start:
     first_after: int | None = None
     last_after: int | None = None
     marked: bool = True           # a start line (not only a step count that went back)
+    prev_max: int | None = None   # the last step of the run before it
+    from_scratch: bool = False    # the training loop's own count started over (step 1, a bar at 0%)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class _Input:
     last_time: float | None = None
     first_step: int | None = None
     max_step: int | None = None
+    max_series: str | None = None   # the progress bar (tqdm desc|total) that counted max_step, None: a step line
     ended: bool = False           # an end event since the last progress
     cand: _Start | None = None
     boundary: _Start | None = None
@@ -107,10 +110,12 @@ class RelaunchDetector(Detector):
                 st.ended = False
                 return ()
             c = st.cand
-            if c is None and st.progressed and st.ended and (st.max_step is None or ev.step < st.max_step):
+            if c is None and st.progressed and (st.max_step is None or ev.step < st.max_step) and \
+                    (st.ended or _from_scratch(st, ev)):
                 # training again after it ended, from a step count that went back (or the first
-                # one): a new run with no start line
-                c = st.cand = _Start(seq, ev.line, ev.time, False, True, st.last_time, st.first_step, marked=False)
+                # one), or the same loop counting from its start again: a new run with no start line
+                c = st.cand = _Start(seq, ev.line, ev.time, False, st.ended, st.last_time, st.first_step, marked=False,
+                                     prev_max=st.max_step, from_scratch=True)
             if c is not None:
                 if c.last_after != ev.step:
                     c.after += 1
@@ -125,7 +130,8 @@ class RelaunchDetector(Detector):
             st.progressed += 1
             if st.first_step is None:
                 st.first_step = ev.step
-            st.max_step = ev.step if st.max_step is None else max(st.max_step, ev.step)
+            if st.max_step is None or ev.step >= st.max_step:
+                st.max_step, st.max_series = ev.step, ev.data.get("series")
             if ev.time is not None:
                 st.last_time = ev.time
             st.ended = False
@@ -144,7 +150,8 @@ class RelaunchDetector(Detector):
                     st.ended = st.ended or st.progressed > 0
             if st.progressed and (st.cand is None or st.cand.after == 0):
                 if st.cand is None:
-                    st.cand = _Start(seq, ev.line, ev.time, strong, st.ended, st.last_time, st.first_step)
+                    st.cand = _Start(seq, ev.line, ev.time, strong, st.ended, st.last_time, st.first_step,
+                                     prev_max=st.max_step)
                 else:                       # the start lines of one launch: the first one, strong if any is
                     st.cand.strong = st.cand.strong or strong
                     st.cand.ended = st.cand.ended or st.ended
@@ -155,7 +162,11 @@ class RelaunchDetector(Detector):
         if c.time is not None and c.prev_time is not None and c.time < c.prev_time - PASTED_BACK_S:
             return False
         resumed = c.first_after is not None and c.prev_first is not None and c.first_after > c.prev_first
-        return c.strong or c.ended or resumed
+        # a start line, then the count from the start again (step 1, a bar at 0%) well below where the
+        # run before it got: a relaunch from scratch, with no end line between (a log just cut off)
+        again = c.first_after is not None and c.prev_first is not None and c.prev_max is not None and \
+            c.first_after <= max(c.prev_first, 1) + 1 and c.prev_max >= c.first_after + UNMARKED_RUN_STEPS
+        return c.strong or c.ended or resumed or again or c.from_scratch
 
     def boundaries(self) -> dict[str, _Start]:
         """input -> the start of its last run (inputs that hold one run are not listed)."""
@@ -166,6 +177,13 @@ class RelaunchDetector(Detector):
         and one host's block among several names where each happened."""
         earlier_runs(findings, self.boundaries())
         name_blocks(findings, {src: h for src, h in self.heads.items() if len(h) >= 2})
+
+
+def _from_scratch(st: _Input, ev: Event) -> bool:
+    """A step back to the count's start (step 1, tqdm's first frames) by the same counter that went
+    furthest (the training bar, not an evaluation bar counting its own batches), well after it."""
+    return st.first_step is not None and st.max_step is not None and ev.step <= max(st.first_step, 1) + 1 \
+        and st.max_step >= ev.step + UNMARKED_RUN_STEPS and ev.data.get("series") == st.max_series
 
 
 def earlier_runs(findings: list[Finding], starts: dict[str, _Start]) -> None:
@@ -204,5 +222,12 @@ def name_blocks(findings: list[Finding], heads: dict[str, list[tuple[int, str]]]
         name = next((n for ln, n in reversed(hs) if ln < e.line), None)
         if name is None:
             continue
+        # the block's host is the finding's host (JSON hosts / node) when all its evidence is in it
+        if all(x.source == e.source and x.line is not None and
+               next((n for ln, n in reversed(hs) if ln < x.line), None) == name for x in f.evidence):
+            if f.ranks:
+                f.hosts = {r: name for r in f.ranks}
+            elif not f.node:
+                f.node = name
         f.title = f"{f.title} (in the log of {name})"
         f.summary = f"{f.summary} Its evidence is in the log of {name} (the block under '{name}' in this input)."

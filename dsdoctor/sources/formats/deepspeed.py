@@ -584,10 +584,18 @@ def pydantic_field(line: Line, st: StreamState):
 _IDENT_CHARS = tuple("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 
 
+# A headless report pasted in a Markdown fence starts at the line right after the '```': a bare
+# identifier there is the field of the reason line that follows (remembered for _headless).
 @on("validation error for", "validation errors for", "Extra inputs are not permitted",
-    "extra fields not permitted", "[type=", "(type=", "errors.pydantic.dev/", continuation=_IDENT_CHARS, chain=False)
+    "extra fields not permitted", "[type=", "(type=", "errors.pydantic.dev/", "```", continuation=_IDENT_CHARS,
+    chain=False)
 def pydantic_field_line(line: Line, st: StreamState):
     head = st.scratch.get("ds_pyd")
+    if head is None and line.text[:1] not in ("`", " ", "\t"):
+        m = _FIELD.match(line.text)
+        if m and not line.text.startswith("```"):
+            st.scratch["ds_pyd_field"] = (line.lineno, m.group(1))
+        return None
     if head and "For further information visit https://errors.pydantic.dev/" in line.text:
         if head.get("field") is None and 0 < line.lineno - head["line"] <= 2:
             head["line"] = line.lineno       # pydantic 2's link line closes an error: the next field follows it
@@ -623,6 +631,10 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
                 message=text.strip()[:300], input_value=m.group(1) if m else None)
     if known:
         data.update(real_key=known[0], note=known[1])
+    elif head.get("not_ds") and kind != "extra_key":     # (an extra key's report says so itself)
+        data.update(not_ds_key=True, note=f"'{field}' is not a key of DeepSpeed's config models: this report "
+                                          f"may come from another library's settings (the training script's "
+                                          f"or front-end's arguments, vLLM's engine)")
     elif kind == "extra_key" and field and section:
         # a nested field comes as its dotted path ('offload_param.pin_memroy'): its own sub-section
         sub, _, leaf_name = field.rpartition(".")
@@ -666,8 +678,27 @@ def _headless(line: Line, st: StreamState, text: str) -> dict | None:
                     model = next(k for k, v in _SECTIONS.items() if v == sec)
                     break
     head = {"model": model, "line": line.lineno - 1, "field": field}
+    if field and not _ds_key(field):
+        head["not_ds"] = True
     st.scratch["ds_pyd"] = head
     return head
+
+
+def _ds_key(field: str) -> bool:
+    """Is `field` (pydantic's dotted loc) a key of DeepSpeed's config models, at the top level or in
+    one of its sections (config/catalogue.py: the installed deepspeed's models, or their snapshot)?"""
+    from ...config.catalogue import snapshot_catalogue
+    top = snapshot_catalogue().section(())
+    if top is None:
+        return True
+    parts = field.split(".")
+    for sec in (top, *top.children.values()):
+        s: object = sec
+        for p in parts[:-1]:
+            s = s.children.get(p) if s is not None else None
+        if s is not None and (parts[-1] in s.keys or parts[-1] in s.children):
+            return True
+    return False
 
 
 _UNEXPECTED = compile_later(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'|"

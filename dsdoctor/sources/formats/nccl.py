@@ -177,6 +177,9 @@ def unique_id_wait(line: Line, st: StreamState):
     if not m:
         return None
     rank, root = int(m.group(1)), int(m.group(2))
+    if _STORE_DROPPED.search(line.text):
+        # 'store->get('0') got error: Connection reset by peer': no wait, the store's connection broke
+        return store_lost(line, st, rank=rank)
     seen = st.scratch.setdefault("nccl.uid_wait", set())
     if rank in seen:
         return None
@@ -360,6 +363,10 @@ def rendezvous_error(line: Line, st: StreamState):
     st.scratch.setdefault("c10.logged", {})[line.rank] = line.lineno
     if "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
         cause = "address_in_use"
+    elif "C10d store has failed" in t and st.scratch.get("rdzv.store_lost"):
+        return None               # torchrun's agent wrapping the store's broken connection (store_connection_lost)
+    elif "C10d store has failed" in t and any(v is not None for v in st.last_step.values()):
+        return store_lost(line, st)   # after training started: the store was reachable, then went away
     elif "client socket has timed out" in t or "failed to connect/validate" in t or "C10d store has failed" in t:
         if "retrying" in t:
             return None           # the client retries while the server starts: only the final timeout counts
@@ -372,6 +379,43 @@ def rendezvous_error(line: Line, st: StreamState):
     peer = next((g for g in (m.groups() if m else ()) if g and not g.isdigit()), None)
     return line.event("nccl_error", step=st.step_of(line.rank), error="rendezvous", cause="rendezvous",
                       rdzv=cause, peer=peer, detail=t.strip()[:300])
+
+
+# The c10d store's connection broke (torch/csrc/distributed/c10d/Utils.hpp: tcputil recvBytes / sendBytes
+# 'Failed to recv, got 0 bytes. Connection was likely closed. Did the remote server shutdown or crash?',
+# or strerror: 'Connection reset by peer', 'Broken pipe'; TCPStore.cpp wraps it as 'recvValue failed on
+# SocketImpl(fd=N, addr=[a]:p, remote=[host]:port): ...'): the TCPStore server is rank 0's process
+# (init_method env://, MASTER_ADDR:MASTER_PORT) or torchrun's agent on the rendezvous node, so that
+# process went away (crashed, killed) and every other rank that touches the store next says so; the
+# cause is in that process's own log. A timeout ('Socket Timeout') is a wait, not this.
+_STORE_DROPPED = compile_later(r"Connection reset by peer|Failed to recv, got 0 bytes|Failed to send, sent 0 bytes|"
+                               r"Broken pipe|Connection was likely closed")
+_RAISED = compile_later(r"\w(?:Error|Exception): ")
+_STORE_REMOTE = compile_later(r"remote=\[?([^\]\s,)]+)\]?:\d+")
+
+
+@on("recvValue failed on", "recvValueWithTimeout failed on", "sendBytes failed on", "Failed to recv, got 0 bytes",
+    "Failed to send, sent 0 bytes", "DistNetworkError: ")
+def store_connection_lost(line: Line, st: StreamState):
+    t = line.text
+    if not _RAISED.search(t):
+        return None           # a warning quoting it (the heartbeat monitor's 'should dump' check at a normal end)
+    if "DistNetworkError: " in t and not ("recvValue" in t or "sendBytes" in t or "0 bytes" in t):
+        # torch < 2.4: the bare strerror of the store's socket
+        if not t.rstrip().endswith(("DistNetworkError: Connection reset by peer", "DistNetworkError: Broken pipe")):
+            return None
+    elif not _STORE_DROPPED.search(t):
+        return None
+    return store_lost(line, st)
+
+
+def store_lost(line: Line, st: StreamState, rank: int | None = None):
+    st.scratch["rdzv.store_lost"] = True
+    if not st.once(("store_lost", line.rank if rank is None else rank)):
+        return None
+    m = _STORE_REMOTE.search(line.text)
+    return line.event("nccl_error", step=st.step_of(line.rank), rank=rank, error="rendezvous", cause="rendezvous",
+                      rdzv="store_lost", peer=m.group(1) if m else None, detail=line.text.strip()[:300])
 
 
 # ---------------------------------------------------------------- NCCL's own lines (src/debug.cc)

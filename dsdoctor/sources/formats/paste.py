@@ -31,6 +31,15 @@ _TRIGGERS = ("after I ", "After I ", "after we ", "After we ",
              "2nd attempt", "2nd run", "Run 2", "run #2", "Now:", "now:", "Now ", "And now", "and now",
              "different error", "another error", "new error", "EDIT:", "Edit:", "UPDATE:", "Update:",
              "之后", "修改后", "改成", "改为", "现在报", "又报", "新的错误", "另一个错误")
+# the user saying what they did before the next block, in the first person, without "after" or "now":
+# "I reduced the micro batch to 1 and got:", "Then I tried ZeRO-3 with offload:", "We switched to bf16,
+# it crashes here:", "I've set pin_memory false", and "(it) still fails/crashes/OOMs with ..."
+_PAST = tuple(v for v in _VERBS if not v.endswith("ing")) + ("reran", "re-ran", "ran it again", "retried", "upgraded")
+_TRIGGERS += (*(f"{w} {v}" for w in ("I", "we", "We", "I've", "I have", "we've") for v in _PAST),
+              "still fail", "still crash", "still get", "still OOM", "still happen", "still the same", "same error")
+_FIRST_PERSON = compile_later(
+    r"(?i)(?:^|[\s,;(])(?:I|we)(?:'ve| have)?(?: then| also| just| now)? (?:" + "|".join(_PAST) + r")\b"
+    r"|\bstill (?:fail|crash|get|getting|got|OOM|happen)|\bstill the same\b|\bsame error\b")
 _RERUN = compile_later(
     r"(?i)(?:\bafter (?:I |we )?(?:" + "|".join(_VERBS) + r")\b|\bnow (?:I |we )?(?:get|got|am getting|'m getting|getting)\b"
     r"|\bI now get\b|\bnow it fails\b|\b(?:second|2nd) (?:attempt|run|try)\b|\b(?:attempt|try) #?2\b|\brun #2\b"
@@ -46,7 +55,7 @@ _LOGGY = compile_later(r"\d\d:\d\d:\d\d|\[(?:INFO|WARNING|ERROR|DEBUG)\]|\b(?:IN
 @on(*_TRIGGERS)
 def rerun_prose(line: Line, st: StreamState):
     text = line.text.strip().lstrip("#*>- ").strip()
-    if len(text) > 400 or _LOGGY.search(text) or not _RERUN.search(text):
+    if len(text) > 400 or _LOGGY.search(text) or not (_RERUN.search(text) or _FIRST_PERSON.search(text)):
         return None
     return line.event("rerun", phrase=text[:200])
 

@@ -11,7 +11,7 @@ shows is already smoothed (exponential moving average, smoothing=0.3).
 from __future__ import annotations
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, utc_seconds
 from ..recogniser import on, steady
 
 _BAR = compile_later(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
@@ -41,8 +41,8 @@ def progress_bar(line: Line, st: StreamState):
     series = f"{desc}|{total}"
     last = st.scratch.setdefault("tqdm_last", {})
     gap = max(1, total // MAX_POINTS_PER_BAR)
-    if series in last and n < last[series] + gap:
-        return None
+    if series in last and n < last[series] + gap and not (n <= 2 * gap + 1 < last[series]):
+        return None                          # (a bar back at its start is the loop started over: kept)
     if len(last) > 1000:
         return None
     last[series] = n
@@ -67,3 +67,27 @@ def progress_bar(line: Line, st: StreamState):
 def run_end(line: Line, st: StreamState):
     how = "lightning" if "Trainer.fit" in line.text else "megatron"
     return line.event("run_end", step=st.step_of(line.rank), how=how)
+
+
+# A timestamped line printed while an untimed bar runs places the bar in time exactly (its start is
+# that time less the bar's elapsed), where the time stated before the bar only bounds its start:
+# the trainers' own checkpoint lines, printed between bar frames (transformers/trainer.py:
+# Trainer._save 'Saving model checkpoint to {output_dir}'; deepspeed/runtime/engine.py:
+# DeepSpeedEngine._save_checkpoint 'Saving model checkpoint: {save_path}';
+# checkpoint_engine/torch_checkpoint_engine.py '[Torch] Checkpoint {tag} is about to be saved!').
+# (transformers' logging head '[INFO|trainer.py:3705] 2024-06-08 09:40:03,118 >> ' and LLaMA-Factory's
+# '[INFO|2024-06-08 09:40:03] ... >> ' are not cleaned off as timestamps: the time is read here)
+_STATED = compile_later(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)")
+
+
+@on("Saving model checkpoint", "is about to be saved!")
+def checkpoint_clock(line: Line, st: StreamState):
+    t = line.time
+    if t is None:
+        m = _STATED.search(line.text)
+        t = utc_seconds(f"{m.group(1)} {m.group(2)}") if m else None
+    if t is None:
+        return None
+    ev = line.event("clock", at=t, mid_run=True)
+    ev.time = t
+    return ev

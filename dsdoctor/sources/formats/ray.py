@@ -82,12 +82,43 @@ def ray_worker_exit(line: Line, st: StreamState):
     host = ip.group(1) if ip else (line.host or _near(st, "ray.actor_ip", line))
     pid = _WORKER_PID.search(line.text)
     pid = int(pid.group(1)) if pid else _near(st, "ray.actor_pid", line)
-    if kind == "NODE_OUT_OF_MEMORY":
+    if kind == "NODE_OUT_OF_MEMORY" or kind == "SYSTEM_ERROR" and _MEMORY_DETAIL.search(detail):
         return _memory_kill(line, st, host, pid)
+    if kind == "SYSTEM_ERROR" and _NODE_DIED.search(line.text):
+        return ray_node_died(line, st)
+    if "because its owner has died" in line.text:
+        return None       # an echo: the owner (the driver, a parent actor) failed first, in its own log
     if kind != "SYSTEM_ERROR" or not st.once(("ray.died", pid, host)):
         return None       # USER_ERROR and the intended exits: the worker's own traceback says why
     return frameless_exception(line, st, "Ray worker died (SYSTEM_ERROR)", "WorkerDied", detail,
                                host=host, pid=pid)
+
+
+# What a death record says beyond SYSTEM_ERROR (ray/exceptions.py ActorDiedError appends the GCS's
+# cause.error_message; raylet node_manager.cc / worker_killing_policy): the raylet killing the worker
+# for memory ('Task was killed due to the node running low on memory.', '... killed due to memory
+# pressure (OOM)', '... exceeds the memory usage threshold'), or the worker's node gone (the GCS
+# 'The actor is dead because its node has died. Node Id: ...', the raylet 'GCS consider this node to
+# be dead', 'marked dead because the detector has missed too many heartbeats'). The raylet's own
+# 'Worker unexpectedly exits with a connection error code N ... There are some potential root causes.
+# (1) ... OOM killer ... (2) ray stop --force ... (3) ... SIGSEGV' names no cause: it stays unexplained.
+_MEMORY_DETAIL = compile_later(r"running low on memory|killed due to memory pressure|exceeds the memory usage threshold")
+_NODE_DIED = compile_later(r"because its node has died|GCS consider this node to be dead|"
+                           r"missed too many heartbeats|node was terminated unexpectedly")
+
+
+@on("because its node has died", "GCS consider this node to be dead", "missed too many heartbeats",
+    "node was terminated unexpectedly")
+def ray_node_died(line: Line, st: StreamState):
+    ip = _WORKER_IP.search(line.text) or _NODE_IP.search(line.text)
+    host = ip.group(1) if ip else (line.host or _near(st, "ray.actor_ip", line))
+    if not st.once(("ray.node_died", host)):
+        return None
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=15, who="ray",
+                      external=True, reason="node failure", node=host)
+
+
+_NODE_IP = compile_later(r"\baddress: (\d{1,3}(?:\.\d{1,3}){3})\b")
 
 
 def _memory_kill(line: Line, st: StreamState, host: str | None, pid: int | None, **facts):

@@ -1,0 +1,55 @@
+"""The one line a fine-tuning front-end prints on every process at start-up naming that process:
+in a file that is one rank's output (a per-rank redirect, a pod's log) it is the only clue to
+which rank raised a traceback printed without a rank prefix.
+
+Texts:
+- LLaMA-Factory (llamafactory/hparams/parser.py: get_train_args, `logger.info` on every process):
+  'Process rank: {process_index}, world size: {world_size}, device: {device}, distributed training:
+  {bool}, compute dtype: {dtype}' (older releases: 'Process rank: {process_index}, device: {device},
+  n_gpu: {n_gpu}, distributed training: {bool}, compute dtype: {dtype}'); process_index is the
+  global rank.
+- transformers' examples (examples/pytorch/*/run_*.py, `logger.warning` on every process):
+  'Process rank: {local_rank}, device: {device}, n_gpu: {n_gpu}, distributed training: {bool},
+  16-bits training: {fp16}': the LOCAL rank (-1 when not distributed).
+- ms-swift (swift/arguments/base_args/base_args.py: BaseArguments.__post_init__): 'rank: {rank},
+  local_rank: {local_rank}, world_size: {world}, local_world_size: {local_world}'; its logger
+  (swift/utils/logger.py: get_logger) prints INFO on the local master only, so the line names the
+  file's one process only when each node runs one (local_world_size 1).
+
+The event (`rank_head`) carries the rank the line proves, or none; the pipeline
+(pipeline.Diagnoser) lends it to a rank-less finding of the same input when the input holds
+exactly one such rank (several heads: the launcher's merged output of every rank).
+"""
+from __future__ import annotations
+
+from ...lazy_regex import compile_later
+from ..lines import Line, StreamState
+from ..recogniser import on
+
+_PROCESS_RANK = compile_later(r"Process rank: (-?\d+),(?: world size: (\d+),)? device: ([\w:]+)")
+_SWIFT = compile_later(r"\brank: (-?\d+), local_rank: (-?\d+), world_size: (\d+), local_world_size: (\d+)")
+_CUDA_INDEX = compile_later(r"^cuda:(\d+)$")
+
+
+@on("Process rank: ")
+def process_rank(line: Line, st: StreamState):
+    m = _PROCESS_RANK.search(line.text)
+    if not m:
+        return None
+    rank, world, device = int(m.group(1)), m.group(2), m.group(3)
+    gpu = _CUDA_INDEX.match(device)
+    return line.event("rank_head", head_rank=rank if rank >= 0 else None,
+                      world_size=int(world) if world else None,
+                      local=world is None,          # the examples' local_rank; LLaMA-Factory's global rank
+                      gpu=int(gpu.group(1)) if gpu else None)
+
+
+@on(", local_rank: ")
+def swift_rank(line: Line, st: StreamState):
+    m = _SWIFT.search(line.text)
+    if not m:
+        return None
+    rank, world, local_world = int(m.group(1)), int(m.group(3)), int(m.group(4))
+    one_per_node = local_world == 1 or world == 1
+    return line.event("rank_head", head_rank=rank if rank >= 0 and one_per_node else None, world_size=world,
+                      local=False, gpu=None)
