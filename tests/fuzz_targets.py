@@ -282,29 +282,24 @@ def cli_calls(draw) -> tuple[str, ...]:
 
 # ---------------------------------------------------------------- the targets
 def run_log(data: bytes) -> None:
-    from dsdoctor.pipeline import Diagnoser
-    from dsdoctor.sources.inputs import Input, InputError
-    from dsdoctor.sources.logs import read_log
-    p = _tmpfile(data, ".log")
-    try:
-        d = Diagnoser()
-        for ev in read_log(Input(str(p), p, "log", None), []):
-            d.feed(ev)
-        d.finish()
-    except InputError:
-        pass
-    finally:
-        p.unlink()
+    _diagnose_file(data, ".log")
 
 
 def run_notebook(data: bytes) -> None:
+    _diagnose_file(data, ".ipynb", check=True)
+
+
+def _diagnose_file(data: bytes, suffix: str, check: bool = False) -> None:
+    """The bytes as an input file of this suffix, read and diagnosed (check: the up-front
+    readability check analyze runs first, which is where a notebook with no outputs is refused)."""
     from dsdoctor.pipeline import Diagnoser
     from dsdoctor.sources.inputs import Input, InputError, check_readable
     from dsdoctor.sources.logs import read_log
-    p = _tmpfile(data, ".ipynb")
+    p = _tmpfile(data, suffix)
     try:
         inp = Input(str(p), p, "log", None)
-        check_readable(inp)
+        if check:
+            check_readable(inp)
         d = Diagnoser()
         for ev in read_log(inp, []):
             d.feed(ev)
