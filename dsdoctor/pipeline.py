@@ -29,7 +29,7 @@ EXIT_WHO = frozenset({"launcher", "torchelastic"})
 RANK_FROM_EXIT = frozenset({"oom", "hardware"})     # errors of one process, not of the whole job
 
 
-_PIPELINE_KINDS = frozenset({"context", "rerun"}) | HOST_KINDS | LINE_HOST_KINDS | EXIT_KINDS
+_PIPELINE_KINDS = frozenset({"context", "rerun", "rank_head"}) | HOST_KINDS | LINE_HOST_KINDS | EXIT_KINDS
 
 _BAD_DATA = (TypeError, ValueError, OverflowError, KeyError, AttributeError, IndexError)
 _EVENT_FILES = (".jsonl", ".jsonl.gz")

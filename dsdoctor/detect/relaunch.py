@@ -86,10 +86,10 @@ class RelaunchDetector(Detector):
             return ()
         k = ev.kind
         if (k in PROGRESS and st.cand is None and not st.ended and st.max_step is not None
-                and ev.step is not None and ev.step <= st.max_step and st.progressed
-                and not ev.data.get("summary")):
-            # another event of a step already seen (a step's lr, loss and grad norm; most events):
-            # below, only its time would change (`progressed` is only ever tested for > 0)
+                and ev.step == st.max_step and st.progressed and not ev.data.get("summary")):
+            # another event of the last step seen (a step's lr, loss and grad norm; most events):
+            # below, only its time would change (`progressed` is only ever tested for > 0); a step
+            # that went back may be the loop counting from its start again (_from_scratch)
             if ev.time is not None:
                 st.last_time = ev.time
             return ()
