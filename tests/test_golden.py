@@ -69,10 +69,12 @@ def _quoted(t: str) -> str:
 
 
 PASTED = {"kubectl": _kubectl, "wrap100": lambda t: wrapped(t, 100), "quoted": _quoted}
+# a notebook file is not pasted text: its JSON behind a prefix is no notebook any more
+PASTABLE = [e for e in EXPECTED if not e["file"].endswith(".ipynb")]
 
 
 @pytest.mark.parametrize("how", sorted(PASTED))
-@pytest.mark.parametrize("exp", EXPECTED, ids=[e["file"] for e in EXPECTED])
+@pytest.mark.parametrize("exp", PASTABLE, ids=[e["file"] for e in PASTABLE])
 def test_golden_pasted(exp, how, tmp_path):
     if how in exp.get("not_pasted", ()):
         pytest.skip(f"known limit: {exp['file']} pasted as {how} (fixtures/expected.yaml)")
