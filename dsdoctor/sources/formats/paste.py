@@ -35,7 +35,9 @@ _TRIGGERS = ("after I ", "After I ", "after we ", "After we ",
 # "I reduced the micro batch to 1 and got:", "Then I tried ZeRO-3 with offload:", "We switched to bf16,
 # it crashes here:", "I've set pin_memory false", and "(it) still fails/crashes/OOMs with ..."
 _PAST = tuple(v for v in _VERBS if not v.endswith("ing")) + ("reran", "re-ran", "ran it again", "retried", "upgraded")
-_TRIGGERS += (*(f"{w} {v}" for w in ("I", "we", "We", "I've", "I have", "we've") for v in _PAST),
+# (the verb alone is the scanner's literal, with its leading space: a literal per subject and verb
+# made ~140 of them, and the scan of every log slows with their number; the regex below decides)
+_TRIGGERS += (*(f" {v}" for v in _PAST),
               "still fail", "still crash", "still get", "still OOM", "still happen", "still the same", "same error")
 _FIRST_PERSON = compile_later(
     r"(?i)(?:^|[\s,;(])(?:I|we)(?:'ve| have)?(?: then| also| just| now)? (?:" + "|".join(_PAST) + r")\b"
