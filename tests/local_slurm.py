@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import private_hosts
+from ports import free_ports
 
 MUNGED = shutil.which("munged") or ("/usr/sbin/munged" if os.path.exists("/usr/sbin/munged") else None)
 SLURMCTLD = shutil.which("slurmctld") or ("/usr/sbin/slurmctld" if os.path.exists("/usr/sbin/slurmctld") else None)
@@ -47,16 +48,6 @@ def missing_tools() -> str | None:
     return None
 
 
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 class LocalSlurm:
@@ -94,7 +85,7 @@ class LocalSlurm:
         self._spawn("munged", [MUNGED, "--foreground", "--force", f"--key-file={key}", f"--socket={sock}",
                                f"--pid-file={d / 'munge' / 'munged.pid'}", f"--log-file={d / 'munge' / 'munged.log'}",
                                f"--seed-file={d / 'munge' / 'munged.seed'}", "--num-threads=2"])
-        ctld_port, *node_ports = _free_ports(1 + len(self.nodes))
+        ctld_port, *node_ports = free_ports(1 + len(self.nodes))
         conf = d / "slurm.conf"
         plugstack = d / "plugstack.conf"           # no SPANK plugins (the default one is /etc/slurm's)
         plugstack.write_text("")

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import private_hosts
+from ports import free_port
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
 SSH = shutil.which("ssh")
@@ -43,12 +43,6 @@ def missing_tools(pdsh: bool = True) -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LoopbackNodes:
     """start() -> env additions for the launcher; close() stops sshd and removes everything."""
 
@@ -57,7 +51,7 @@ class LoopbackNodes:
         self.own_hostnames = own_hostnames
         self.dir = Path(tempfile.mkdtemp(prefix="dsdoctor-nodes-"))
         os.chmod(self.dir, 0o700)                  # sshd's StrictModes checks the key's folders
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self._made_privsep = False
         self.hosts_file: Path | None = None

@@ -15,6 +15,7 @@ from dsdoctor.detect.families import classify
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_failure import ENV, diagnose, output_of, top  # noqa: E402
+from ports import free_port  # noqa: E402
 
 
 def test_a_truncated_torch_checkpoint_is_a_damaged_file(tmp_path):
@@ -126,10 +127,7 @@ def test_deepspeed_resuming_from_a_tag_that_is_not_there(tmp_path):
         "    step = client['step']\n")
     env = {**ENV, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
     for mode in ("tag", "latest"):
-        import socket
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            env["MASTER_PORT"] = str(s.getsockname()[1])
+        env["MASTER_PORT"] = str(free_port())
         (tmp_path / mode).mkdir()
         p = subprocess.run([sys.executable, str(script), mode, str(tmp_path / mode)], capture_output=True, text=True,
                            env=env, timeout=300)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ import pytest
 from dsdoctor.pipeline import Diagnoser
 from dsdoctor.rules import RuleSet
 from dsdoctor.sources.logs import events_from_text
+from ports import free_port
 
 RULES = RuleSet.load()
 REPO = Path(__file__).resolve().parent.parent
@@ -45,12 +45,6 @@ def _source(module: str, rel: str) -> str:
     return (Path(list(spec.submodule_search_locations)[0]) / rel).read_text(encoding="utf-8")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ------------------------------------------------------------------ DeepSpeed: client optimizer under ZeRO-Offload
 CLIENT_OPT_RUN = textwrap.dedent("""
     import os, torch, deepspeed
@@ -67,7 +61,7 @@ def test_client_optimizer_under_offload_from_a_real_deepspeed_run(tmp_path):
     pytest.importorskip("deepspeed")
     script = tmp_path / "run.py"
     script.write_text(CLIENT_OPT_RUN)
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                LOCAL_RANK="0", DS_ACCELERATOR="cpu")
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=170, env=env)
     assert p.returncode != 0
@@ -343,7 +337,7 @@ def _run_two_gloo_ranks(tmp_path: Path, body: str, env: dict | None = None) -> s
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                                 timeout=datetime.timedelta(seconds=30))
     """) + textwrap.dedent(body))
-    port = str(_free_port())
+    port = str(free_port())
     procs = [subprocess.Popen([sys.executable, str(script), str(r), port], stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
              for r in range(2)]
@@ -672,7 +666,7 @@ def test_zero_without_an_optimizer_from_a_real_deepspeed_run(tmp_path):
         model = torch.nn.Linear(4, 4)
         deepspeed.initialize(model=model, config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}})
     """))
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                LOCAL_RANK="0", DS_ACCELERATOR="cpu")
     p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=170, env=env)
     assert p.returncode != 0

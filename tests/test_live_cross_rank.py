@@ -7,10 +7,8 @@ each have a wall-clock limit and kill their process group.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from dsdoctor.events import Event, read_events
 from dsdoctor.live.exchange import Exchange
 from dsdoctor.live.session import LiveOptions, LiveSession
 from dsdoctor.live.watchdog import STALL_EXIT_CODE, Watchdog, verdict
+from ports import free_port
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -491,13 +490,6 @@ def test_a_resolved_stall_is_not_the_root_cause_of_a_later_timeout():
 # ---------------------------------------------------------------------------- end to end: 2 ranks, torchrun, DeepSpeed
 
 E2E_LIMIT = 150
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:          # torchrun's --master_port 0 hangs the workers: pick one
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def kill_tagged(tag: str) -> None:

@@ -11,6 +11,7 @@ import pytest
 from loopback_nodes import LoopbackNodes, missing_tools
 from multinode_helpers import (USER_DEEPSPEED_ENV, TASK, analyze_json, base_env, dsdoctor, events, finish, start,
                                user_work_folder)
+from ports import free_port
 
 pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=f"loopback nodes: {missing_tools()}")
 
@@ -49,15 +50,8 @@ def launch(nodes, tmp_path, fault: str, port: int):
     return rc, out, text
 
 
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_hang_on_the_second_node_is_named_with_host_and_rank(nodes, tmp_path):
-    rc, out, text = launch(nodes, tmp_path, "stall", _free_port())
+    rc, out, text = launch(nodes, tmp_path, "stall", free_port())
     assert rc == 86, text[-3000:]                         # ended by the watchdog (--on-stall abort)
     # both nodes' ranks attached, each into its own node folder
     folders = sorted(p.name for p in out.glob("node*-*"))
@@ -85,7 +79,7 @@ def test_hang_on_the_second_node_is_named_with_host_and_rank(nodes, tmp_path):
 
 
 def test_a_rank_dying_on_the_second_node_is_named_first(nodes, tmp_path):
-    rc, out, text = launch(nodes, tmp_path, "exit", _free_port())
+    rc, out, text = launch(nodes, tmp_path, "exit", free_port())
     assert rc not in (0, None), text[-3000:]
     assert len(list(out.glob("node*-*/events-rank*.jsonl"))) == 2
     doc = analyze_json(out)

@@ -18,11 +18,11 @@ HF_HOME points into the test's folder, so no accelerate default_config.yaml of t
 from __future__ import annotations
 
 import shutil
-import socket
 import sys
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 pytest.importorskip("accelerate")
 
@@ -44,12 +44,6 @@ def _accelerate() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rules(doc: dict) -> list[str]:
     return [f["rule"] for f in doc["findings"]]
 
@@ -58,7 +52,7 @@ def test_standard_launcher_hang_on_the_second_node(tmp_path):
     """'standard': one dsdoctor run per node; rank 1 (node 1) hangs -> the watchdog names it with its
     node within the stall timeout, and `analyze DIR0 DIR1` names the collective it never joined."""
     (tmp_path / "ds.json").write_text(DS_CONFIG)
-    port = _free_port()
+    port = free_port()
     outs = [tmp_path / f"run-node{k}" for k in (0, 1)]
 
     def node(k: int) -> list[str]:
@@ -130,7 +124,7 @@ def test_pdsh_launcher_rank_dying_on_the_second_node(nodes, tmp_path):
         "compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\n"
         "deepspeed_config:\n  deepspeed_config_file: ds.json\n  deepspeed_multinode_launcher: pdsh\n"
         f"  deepspeed_hostfile: {hostfile}\n"
-        f"machine_rank: 0\nmain_process_ip: 127.0.0.1\nmain_process_port: {_free_port()}\n"
+        f"machine_rank: 0\nmain_process_ip: 127.0.0.1\nmain_process_port: {free_port()}\n"
         "num_machines: 2\nnum_processes: 2\ndynamo_config: {}\n")
     out = tmp_path / "run"
     cmd = dsdoctor("run", "--out", str(out), "--stall-timeout", str(STALL_TIMEOUT), "--on-stall", "abort",

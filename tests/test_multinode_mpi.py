@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from loopback_nodes import LoopbackNodes, missing_tools
 from multinode_helpers import (USER_DEEPSPEED_ENV, TASK, analyze_json, base_env, descendants, dsdoctor, events, finish, hostname_shim,
                                marked, start, user_work_folder)
 from netwatch import SS, NetWatch
+from ports import free_port
 
 
 def _why_skip() -> str | None:
@@ -86,12 +86,6 @@ def nodes(tmp_path_factory):
     n.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(nodes, tmp_path: Path, fault: str):
     """dsdoctor run -- deepspeed --launcher openmpi (2 nodes x 1 rank); the user's .deepspeed_env
     (DS_ACCELERATOR for the remote side) must stay as it was. Returns (rc, out, text, net)."""
@@ -103,7 +97,7 @@ def launch(nodes, tmp_path: Path, fault: str):
                    "deepspeed", "--launcher", "openmpi", "--launcher_args", LAUNCHER_ARGS,
                    "--hostfile", str(hostfile), "--master_addr", "127.0.0.1",
                    str(TASK), "--fault", fault, "--fault-rank", "1", "--fault-step", "5",
-                   "--dist-port", str(_free_port()))
+                   "--dist-port", str(free_port()))
     log = tmp_path / "dsdoctor-run.out"
     sshd = nodes.proc.pid
     net = NetWatch(lambda: marked(str(out)) | descendants(sshd)).start()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from local_slurm import SRUN, LocalSlurm, missing_tools
 from multinode_helpers import (TASK, analyze_json, base_env, descendants, dsdoctor, events, finish, hostname_shim,
                                marked, start)
 from netwatch import SS, NetWatch
+from ports import free_port
 
 _WHY = missing_tools() or private_hosts.missing() or (None if SS else "ss (iproute2) is not installed")
 pytestmark = pytest.mark.skipif(_WHY is not None, reason=f"local Slurm: {_WHY}")
@@ -67,12 +67,6 @@ def slurm(tmp_path_factory):
     cluster.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(slurm, tmp_path: Path, launch: list[str]):
     out = tmp_path / "run"
     cmd = dsdoctor("run", "--out", str(out), "--stall-timeout", str(STALL_TIMEOUT), "--on-stall", "abort",
@@ -99,7 +93,7 @@ def test_deepspeed_slurm_launcher_hang_on_node2_is_named(slurm, tmp_path):
     rc, out, text = run(slurm, tmp_path, [
         "deepspeed", "--launcher", "slurm", "--launcher_args", "--mpi=pmix --nodes 2", "--no_ssh_check",
         "--hostfile", str(hostfile), "--master_addr", "127.0.0.1",
-        str(TASK), "--fault", "stall", "--fault-rank", "1", "--fault-step", "5", "--dist-port", str(_free_port())])
+        str(TASK), "--fault", "stall", "--fault-rank", "1", "--fault-step", "5", "--dist-port", str(free_port())])
     assert rc == 86, text[-3000:]
     console = (out / "console.log").read_text(errors="replace")
     # DSDOCTOR_* reached the tasks through srun --export (from the DS_ENV_FILE dsdoctor run wrote)
@@ -128,7 +122,7 @@ def test_deepspeed_slurm_launcher_hang_on_node2_is_named(slurm, tmp_path):
 def test_srun_rank_dying_on_node2_is_named_first(slurm, tmp_path):
     rc, out, text = run(slurm, tmp_path, [
         SRUN, "-N", "2", "-n", "2", "python", "-u", str(TASK), "--env-from-slurm",
-        "--fault", "exit", "--fault-rank", "1", "--fault-step", "5", "--dist-port", str(_free_port())])
+        "--fault", "exit", "--fault-rank", "1", "--fault-step", "5", "--dist-port", str(free_port())])
     assert rc == 3, text[-3000:]                          # srun returns the first failed task's code
     assert "srun: error: node2: task 1: Exited with exit code 3" in text
     assert len(list(out.glob("node*-*/events-rank*.jsonl"))) == 2

@@ -4,15 +4,9 @@ shared file system, then `dsdoctor analyze DIR0 DIR1`; and a node started withou
 which the roll call must name at once."""
 from __future__ import annotations
 
-import socket
 
 from multinode_helpers import TASK, analyze_json, base_env, dsdoctor, events, finish, start
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 def torchrun(node_rank: int, port: int, *task_args: str) -> list[str]:
@@ -21,7 +15,7 @@ def torchrun(node_rank: int, port: int, *task_args: str) -> list[str]:
 
 
 def test_size_mismatch_on_one_node_is_named_by_the_flight_recorder(tmp_path):
-    port = _free_port()
+    port = free_port()
     outs = [tmp_path / f"run-node{k}" for k in (0, 1)]
     procs = [start(dsdoctor("run", "--out", str(outs[k]), "--stall-timeout", "4", "--on-stall", "abort",
                             "--no-tensorboard", "--", *torchrun(k, port, "--fault", "mismatch", "--fault-rank", "1")),
@@ -42,7 +36,7 @@ def test_size_mismatch_on_one_node_is_named_by_the_flight_recorder(tmp_path):
 
 
 def test_a_node_started_without_dsdoctor_is_reported_at_once(tmp_path):
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "run"
     args = ("--steps", "60", "--step-sleep", "0.1")
     watched = start(dsdoctor("run", "--out", str(out), "--no-tensorboard", "--", *torchrun(0, port, *args)),
@@ -64,7 +58,7 @@ def test_a_missing_node_is_named_by_its_host_from_the_c10d_rendezvous(tmp_path):
     """--rdzv_backend c10d: torch's rendezvous state holds every agent's address (torchrun
     --local_addr, else the node's FQDN), so the roll call names the host of the node whose ranks did
     not attach. Group ranks follow the sorted addresses: '127.0.0.1' (watched) becomes node 0."""
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "run"
 
     def c10d(addr: str) -> list[str]:

@@ -23,6 +23,7 @@ from dsdoctor.live.nodes import host_of_rank, launcher_hosts, node_info
 from dsdoctor.live.rollcall import RollCall
 from dsdoctor.live.session import LiveOptions, LiveSession
 from dsdoctor.sources.logs import read_log
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -184,12 +185,6 @@ FR_WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def fr_dumps(tmp_path_factory):
     """Real Flight Recorder dumps of two gloo processes: 'hang' (rank 1 never calls collective
@@ -201,7 +196,7 @@ def fr_dumps(tmp_path_factory):
     for mode in ("hang", "mismatch"):
         d = base / mode
         d.mkdir()
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ, TORCH_FR_BUFFER_SIZE="64")
         procs = [subprocess.Popen([sys.executable, str(script), mode, str(r), str(port), str(d)], env=env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for r in (0, 1)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from dsdoctor.pipeline import diagnose
 from dsdoctor.sources.logs import events_from_text
+from ports import free_port
 
 DS = "[2026-01-01 10:0{m}:00,000] [INFO] [logging.py:128:log_dist] [Rank 0] step={s}, skipped=0, lr=[1e-05], mom=[(0.9, 0.999)]"
 STEPS = "\n".join(DS.format(m=i, s=100 * i) for i in (1, 2, 3)) + "\n"
@@ -100,12 +100,6 @@ def test_the_store_barrier_names_how_many_ranks_never_joined():
     assert _problems(done) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 CHILD = """
 import faulthandler, signal, sys
 faulthandler.register(signal.SIGUSR1, file=open(sys.argv[1], "w"), all_threads=False)
@@ -124,7 +118,7 @@ def test_a_stale_op_build_lock_is_named_from_a_real_interrupted_run(tmp_path):
     (ext / "deepspeed_shm_comm" / "lock").touch()
     dump = tmp_path / "stack.txt"
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(ext), "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     p = subprocess.Popen([sys.executable, "-c", CHILD, str(dump)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          text=True, env=env, start_new_session=True)
