@@ -431,6 +431,30 @@ _STATE_DICT = compile_later(r"Error\(s\) in loading state_dict for|size mismatch
                             r"Missing key\(s\) in state_dict|Unexpected key\(s\) in state_dict")
 
 
+# deepspeed/utils/zero_to_fp32.py (save_checkpoint copies it into every save folder): the consolidation
+# script's own raises in get_fp32_state_dict_from_zero_checkpoint, get_model_state_files/_get_files and
+# parse_optim_states ('Unable to find 'latest' file at', "Directory '...' doesn't exist", "can't find ...
+# files in directory", 'is not a zero checkpoint', "Expected N of '*_optim_states.pt' under ... but found M")
+ZERO_TO_FP32 = Family("zero_to_fp32", "config_error", 3,
+                      "zero_to_fp32 (which consolidates a ZeRO checkpoint's shards into one state dict) not finding "
+                      "a whole ZeRO checkpoint where it was pointed")
+_ZERO_TO_FP32_RAISES = compile_later(r"Unable to find 'latest' file at|Directory '[^']*' doesn't exist|"
+                                     r"can't find (?:model states file at|\S+ files in directory)|"
+                                     r"is not a (?:zero|model state) checkpoint|_optim_states\.pt' under .* but found")
+
+# deepspeed/checkpoint/ds_to_universal.py main: _check_for_required_state ('Required universal_checkpoint_info
+# state is missing in checkpoint': a checkpoint not saved by Megatron-DeepSpeed, without
+# --inject_missing_state; seen here), _get_checkpoint_files ("can't find *_optim_states.pt files in directory":
+# --input_folder must be a tag folder), the ZeRO-3 rank-file checks ('Missing ZeRO-3 checkpoint file',
+# 'Missing ZeRO optimizer checkpoint for rank', 'rank sets do not match', 'has no model/optimizer rank files')
+DS_TO_UNIVERSAL = Family("ds_to_universal", "config_error", 3,
+                         "ds_to_universal (which converts a ZeRO checkpoint to the universal format) not finding the "
+                         "checkpoint or the state it needs")
+_DS_TO_UNIVERSAL_RAISES = compile_later(r"universal_checkpoint_info state is missing|can't find \S+ files in directory|"
+                                        r"Missing ZeRO(?:-3)? (?:optimizer )?checkpoint|rank sets do not match|"
+                                        r"has no model/optimizer rank files")
+
+
 WEIGHTS_ONLY = Family("weights_only", "environment", 3,
                       "torch.load's weights_only=True default (torch 2.6 and later) refusing a whole checkpoint that "
                       "holds Python objects other than tensors")
@@ -452,6 +476,13 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
     if _CKPT_CORRUPT.search(message):
         return CKPT_CORRUPT
     site = raise_site or ""
+    if "zero_to_fp32.py" in site and (_ZERO_TO_FP32_RAISES.search(message) or
+                                      # a checkpoint without ZeRO's keys (stage 0: param_shapes None; seen
+                                      # here), read by parse_model_states / parse_optim_states
+                                      ("parse_" in site and name in ("TypeError", "KeyError"))):
+        return ZERO_TO_FP32
+    if _DS_TO_UNIVERSAL_RAISES.search(message) and ("ds_to_universal.py" in site or "universal_checkpoint_info" in message):
+        return DS_TO_UNIVERSAL
     # DeepSpeed found no '*model_states.pt' for the tag (runtime/state_dict_factory.py
     # SDLoaderBase.check_ckpt_list: 'assert len(self.ckpt_list) > 0'): a tag that does not exist, or a
     # checkpoint of another ZeRO stage (stage 3 names them zero_pp_rank_N_mp_rank_00_model_states.pt)
