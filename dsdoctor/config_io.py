@@ -99,4 +99,27 @@ def write_config(cfg: dict[str, Any], out: str | Path, source: str | Path | None
                  force: bool = False) -> Path:
     """The config as JSON in a new file (see create_output); OutputError (a ConfigError) or
     OSError with the reason."""
+    if source is not None:
+        cfg = _as_written(cfg, _plain_json(source))
     return create_output(out, json.dumps(cfg, indent=2) + "\n", [source], force)
+
+
+def _plain_json(path: str | Path) -> Any:
+    """The source read as strict JSON (None when it is not): json keeps `1.0` a float where hjson, which
+    DeepSpeed reads configs with, makes it the int 1."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def _as_written(cfg: Any, literal: Any) -> Any:
+    """`cfg` with each value that equals the source's own (1 == 1.0) written as the source wrote it, so a
+    patched copy differs from its input only where a fix changed it."""
+    if isinstance(cfg, dict) and isinstance(literal, dict):
+        return {k: _as_written(v, literal.get(k)) for k, v in cfg.items()}
+    if isinstance(cfg, list) and isinstance(literal, list) and len(cfg) == len(literal):
+        return [_as_written(a, b) for a, b in zip(cfg, literal)]
+    if type(cfg) in (int, float) and type(literal) in (int, float) and cfg == literal:
+        return literal
+    return cfg

@@ -195,6 +195,29 @@ def fixed_config(config: dict[str, Any], findings: list[Finding]) -> dict[str, A
     return config
 
 
+def _offload_device(config: dict[str, Any]) -> Any:
+    zero = config.get("zero_optimization")
+    off = zero.get("offload_optimizer") if isinstance(zero, dict) else None
+    return off.get("device") if isinstance(off, dict) else None
+
+
+def _allow_client_optimizer(config: dict[str, Any], fx: Fix) -> None:
+    """A fix that turns optimizer offload on, in a ds_config with no "optimizer" section, also sets
+    zero_force_ds_cpu_optimizer false: the optimizer is then the script's own (or the HF Trainer's), and
+    runtime/engine.py DeepSpeedEngine._configure_optimizer refuses any client optimizer but
+    DeepSpeedCPUAdam/Lion under offload while that key is true (its default). Seen here: the plain
+    offload fix failed the next run with that refusal."""
+    patched = apply_patch(config, fx.config_patch)
+    if "optimizer" in patched or "zero_force_ds_cpu_optimizer" in patched or \
+            _offload_device(patched) not in ("cpu", "nvme") or _offload_device(config) in ("cpu", "nvme"):
+        return
+    fx.config_patch = {**fx.config_patch, "zero_force_ds_cpu_optimizer": False}
+    note = ("With no \"optimizer\" section the optimizer is the script's (or the HF Trainer's), which DeepSpeed "
+            "refuses under offload unless zero_force_ds_cpu_optimizer is false; an \"optimizer\" section instead "
+            "lets DeepSpeed step with its faster DeepSpeedCPUAdam.")
+    fx.advice = f"{fx.advice} {note}" if fx.advice else note
+
+
 def resolve_fixes(findings: list[Finding], config: dict[str, Any] | None,
                   world_size: int | None = None, validate: bool = True) -> None:
     """With the user's config: add a diff per fix and check by DeepSpeed's parser the config
@@ -203,6 +226,10 @@ def resolve_fixes(findings: list[Finding], config: dict[str, Any] | None,
     if not config:
         return
     cache: dict[str, tuple[bool | None, str | None]] = {}
+    for f in findings:
+        for fx in f.fixes:
+            if fx.config_patch:
+                _allow_client_optimizer(config, fx)
     for f in findings:
         base = config
         if validate and any(fx.config_patch for fx in f.fixes):

@@ -78,7 +78,7 @@ def worker(argv: list[str]) -> int:
     ap.add_argument("--config", required=True, help="ds_config as JSON text")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--fault", default="none", choices=("none", "nan", "overflow", "oom", "kill"))
+    ap.add_argument("--fault", default="none", choices=("none", "nan", "overflow", "fp16_range", "oom", "kill"))
     ap.add_argument("--fault-step", type=int, default=5)
     ap.add_argument("--fault-rank", type=int, default=0)
     args = ap.parse_args(argv)
@@ -111,14 +111,17 @@ def worker(argv: list[str]) -> int:
         return s >= args.fault_step if from_step_on else s == args.fault_step
 
     class GradOverflow(torch.autograd.Function):
-        """Identity forward; backward multiplies the gradient past fp16's range (-> inf)."""
+        """Identity forward; backward multiplies the gradient past fp16's range (-> inf). 'overflow':
+        by 1e30, past every half type's (its squares overflow bf16's grad norm too); 'fp16_range': by
+        1e9, past fp16's largest value (65504) at any loss scale but well inside bf16's, as a model
+        whose activations outgrow fp16 (what the bf16 fix is for)."""
         @staticmethod
         def forward(ctx, x):
             return x.view_as(x)
 
         @staticmethod
         def backward(ctx, g):
-            return g * 1e30
+            return g * (1e9 if args.fault == "fp16_range" else 1e30)
 
     class Net(nn.Module):
         def __init__(self) -> None:
@@ -135,7 +138,7 @@ def worker(argv: list[str]) -> int:
                 resource.setrlimit(resource.RLIMIT_AS, (vms + (256 << 20), resource.RLIM_INFINITY))
                 torch.empty(16 << 30, dtype=torch.uint8).fill_(1)     # 16 GiB: refused by the limit
             h = self.body(x)
-            if at_fault("overflow", from_step_on=True):
+            if at_fault("overflow", from_step_on=True) or at_fault("fp16_range", from_step_on=True):
                 h = GradOverflow.apply(h)
             return nn.functional.mse_loss(self.head(h).squeeze(-1).float(), y.float())
 

@@ -1,0 +1,116 @@
+"""The fix we print works: a real DeepSpeed run fails, `dsdoctor analyze --config --write-config`
+writes the config with the fix, and the same run with that config trains to its end.
+
+The user's loop at 3 a.m., end to end, with the real engine on the CPU (scripts/make_fixtures.py's
+worker: the same tiny model and faults as the golden fixtures). It caught two fixes that passed
+DeepSpeed's config parser but not the next run: offloading the optimizer states in a config without
+an "optimizer" section (DeepSpeed then refuses the script's own optimizer), and bf16 against
+gradients past every half type's range."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ports import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("make_fixtures", REPO / "scripts" / "make_fixtures.py")
+make_fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_fixtures)
+
+RUN_LIMIT = 300          # seconds per training run (a few steps; most of it is start-up on 2 cores)
+
+# name: (ranks, the user's config changes, worker flags, the rule that must name the failure)
+CASES = {
+    "batch_size": (2, {"train_batch_size": 24}, ["--steps", "3"], "cfg-batch-mismatch"),
+    "offload_params_on_stage_2": (1, {"zero_optimization": {"stage": 2, "offload_params": {"device": "cpu"}}},
+                                  ["--steps", "3"], "log-cfg-offload-params"),
+    "fp16_past_its_range": (2, {"bf16": None, "fp16": {"enabled": True, "initial_scale_power": 6, "hysteresis": 2,
+                                                      "loss_scale_window": 1000, "min_loss_scale": 1}},
+                            ["--steps", "16", "--fault", "fp16_range", "--fault-step", "2", "--fault-rank", "0"],
+                            "loss-scale-collapse"),
+}
+
+
+def train(config: Path, ranks: int, flags: list[str], log: Path) -> int:
+    worker = [str(REPO / "scripts" / "make_fixtures.py"), "worker", "--config", config.read_text(), *flags]
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("DSDOCTOR_AUTOATTACH", None)
+    if ranks > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={ranks}",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", *worker]
+    else:
+        cmd = [sys.executable, *worker]
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    with open(log, "wb") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+                             start_new_session=True)
+        try:
+            return p.wait(timeout=RUN_LIMIT)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)       # the launcher and every rank it started
+            p.wait()
+            pytest.fail(f"{log.name}: no end after {RUN_LIMIT} s")
+
+
+def dsdoctor(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsdoctor", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_written_fix_makes_the_same_run_train(name, tmp_path):
+    ranks, changes, flags, rule = CASES[name]
+    bad, fixed = tmp_path / "ds_config.json", tmp_path / "ds_config.fixed.json"
+    bad.write_text(json.dumps(make_fixtures.merged_config(changes), indent=2))
+
+    assert train(bad, ranks, flags, tmp_path / "bad.log") != 0
+    res = dsdoctor("analyze", "--json", "--config", str(bad), "--write-config", str(fixed), str(tmp_path / "bad.log"))
+    top = json.loads(res.stdout)["findings"][0]
+    assert top["rule"] == rule, res.stdout[:2000]
+    assert fixed.exists(), res.stdout[-2000:] + res.stderr[-2000:]
+
+    rc = train(fixed, ranks, flags, tmp_path / "fixed.log")
+    text = (tmp_path / "fixed.log").read_text(errors="replace")
+    assert rc == 0, f"the fixed config {fixed.read_text()} still fails:\n{text[-3000:]}"
+    assert "training done" in text
+    after = json.loads(dsdoctor("analyze", "--json", "--config", str(fixed), str(tmp_path / "fixed.log")).stdout)
+    assert [f["rule"] for f in after["findings"] if f["severity"] in ("warning", "error")] == []
+
+
+def _offload_finding():
+    from dsdoctor.findings import Finding, Fix
+    fix = Fix(title="offload", config_patch={"zero_optimization": {"offload_optimizer": {"device": "cpu"}}})
+    return Finding(rule="r", category="oom", severity="error", title="t", summary="s", fixes=[fix])
+
+
+def test_offload_without_an_optimizer_section_allows_the_client_optimizer():
+    from dsdoctor.fixes import resolve_fixes
+    f = _offload_finding()
+    resolve_fixes([f], {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}}, validate=False)
+    assert f.fixes[0].config_patch["zero_force_ds_cpu_optimizer"] is False
+    assert "DeepSpeedCPUAdam" in f.fixes[0].advice
+    for cfg in ({"optimizer": {"type": "AdamW"}, "zero_optimization": {"stage": 2}},           # DeepSpeed builds it
+                {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}):  # already offloading
+        f = _offload_finding()
+        resolve_fixes([f], cfg, validate=False)
+        assert "zero_force_ds_cpu_optimizer" not in f.fixes[0].config_patch
+
+
+def test_the_written_config_keeps_the_numbers_as_the_user_wrote_them(tmp_path):
+    from dsdoctor.config_io import load_config, write_config
+    src = tmp_path / "ds.json"
+    src.write_text('{"gradient_clipping": 1.0, "optimizer": {"params": {"lr": 1e-4, "betas": [0.9, 0.95]}}, '
+                   '"train_batch_size": 24}')
+    cfg = load_config(src)                        # hjson, as DeepSpeed reads it: 1.0 becomes 1
+    cfg["train_batch_size"] = 16
+    out = write_config(cfg, tmp_path / "fixed.json", src)
+    assert json.loads(out.read_text()) == {"gradient_clipping": 1.0, "optimizer": {"params": {"lr": 1e-4, "betas": [0.9, 0.95]}},
+                                           "train_batch_size": 16}
+    assert '"gradient_clipping": 1.0' in out.read_text()
