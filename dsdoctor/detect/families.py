@@ -297,6 +297,12 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     if _refused_by_the_stack(name, message, raise_site):
         return Family("config", "config_error", 3,
                       "DeepSpeed (or the HF/accelerate layer above it) refused a combination of features or a setting")
+    # the script's own argument parser refusing its command line: argparse's '{prog}: error: ...' line
+    # (sources/formats/traceback.py argparse_error; the launcher's --local_rank is the launcher family
+    # above), transformers hf_argparser.py HfArgumentParser.parse_args_into_dataclasses ('Some specified
+    # arguments are not used by the HfArgumentParser: [...]') and parse_dict ('Some keys are not used')
+    if (raise_site or "").startswith("argparse:") or "are not used by the HfArgumentParser" in message:
+        return COMMAND_LINE
     return OTHER
 
 
@@ -502,6 +508,10 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
     if (name == "OSError" and "[Errno 22]" in message) or name in ("UnpicklingError", "EOFError"):
         return CKPT_CORRUPT
     return None
+
+
+COMMAND_LINE = Family("command_line", "config_error", 3,
+                      "the script's argument parser refusing the command line it was started with")
 
 
 DATALOADER_LOST = Family("dataloader_worker", "other", 1,

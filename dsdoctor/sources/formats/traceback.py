@@ -436,7 +436,8 @@ def finish(st: StreamState):
 # argparse (Lib/argparse.py ArgumentParser.error): 'usage: ...' then '{prog}: error: {message}', exit
 # code 2. The DeepSpeed launcher passes --local_rank to every rank unless --no_local_rank is given
 # (deepspeed/launcher/runner.py, launch.py), so a script that does not declare it stops here.
-_ARGPARSE = compile_later(r"^(\S+): error: (.+)$")
+# A subcommand's prog is its parent's and its own name ('train.py worker', 'accelerate launch').
+_ARGPARSE = compile_later(r"^(\S+(?: [\w.-]+){0,2}): error: (.+)$")
 
 
 @on("usage: ")
