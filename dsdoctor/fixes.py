@@ -203,18 +203,21 @@ def _offload_device(config: dict[str, Any]) -> Any:
 
 def _allow_client_optimizer(config: dict[str, Any], fx: Fix) -> None:
     """A fix that turns optimizer offload on, in a ds_config with no "optimizer" section, also sets
-    zero_force_ds_cpu_optimizer false: the optimizer is then the script's own (or the HF Trainer's), and
-    runtime/engine.py DeepSpeedEngine._configure_optimizer refuses any client optimizer but
-    DeepSpeedCPUAdam/Lion under offload while that key is true (its default). Seen here: the plain
-    offload fix failed the next run with that refusal."""
+    zero_force_ds_cpu_optimizer false: the optimizer is then the script's own, and runtime/engine.py
+    DeepSpeedEngine._configure_optimizer refuses any client optimizer but DeepSpeedCPUAdam/Lion under
+    offload while that key is true (its default). Seen here: the plain offload fix failed the next run
+    of a DeepSpeed script with that refusal. The HF Trainer's run passed without the key (accelerate
+    accelerator.py _prepare_deepspeed maps a torch optimizer to DeepSpeedCPUAdam while the key is true)
+    and with it (the torch optimizer then steps on the CPU, slower): the advice says so."""
     patched = apply_patch(config, fx.config_patch)
     if "optimizer" in patched or "zero_force_ds_cpu_optimizer" in patched or \
             _offload_device(patched) not in ("cpu", "nvme") or _offload_device(config) in ("cpu", "nvme"):
         return
     fx.config_patch = {**fx.config_patch, "zero_force_ds_cpu_optimizer": False}
-    note = ("With no \"optimizer\" section the optimizer is the script's (or the HF Trainer's), which DeepSpeed "
-            "refuses under offload unless zero_force_ds_cpu_optimizer is false; an \"optimizer\" section instead "
-            "lets DeepSpeed step with its faster DeepSpeedCPUAdam.")
+    note = ("With no \"optimizer\" section the optimizer is the script's own, which DeepSpeed refuses under "
+            "offload unless zero_force_ds_cpu_optimizer is false; an \"optimizer\" section instead lets DeepSpeed "
+            "step with its faster DeepSpeedCPUAdam. Under the HF Trainer or accelerate leave that key out: they "
+            "swap in DeepSpeedCPUAdam themselves while it is true.")
     fx.advice = f"{fx.advice} {note}" if fx.advice else note
 
 
