@@ -653,6 +653,12 @@ class FailureDetector(Detector):
             gap = stop_time - self.phase[3].time
             if gap >= HUNG_START_S:
                 hung_s, hung_from = int(gap), "start-up"
+        elif (not pt and self.last_progress is None and self.bar is None and self.phase is not None
+              and self._phase_current() and (stop_time is None or self.phase[3].time is None)):
+            # stopped from outside before any progress, its last word a start-up line, and no time
+            # says how long it sat there: a start-up that was moving is rarely stopped, a hung one
+            # is (its length unknown: hung_s stays None)
+            hung_from = "start-up"
         waiting = next((m for m, _ in g.members if m.data.get("waits_in")), None) if g is not None else None
         if waiting is None or waiting.data["waits_in"] != "op_lock":
             # every rank's interrupted stack, when they print at once and interleave: one that waits
