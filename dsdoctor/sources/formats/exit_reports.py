@@ -170,3 +170,18 @@ def child_status(line: Line, st: StreamState):
     if m := _KUBECTL_EXIT.match(t):
         return _by_code(line, st, int(m.group(1)), "kubectl")
     return None
+
+
+# W&B's footer says the exit code its run hook saw (wandb 0.12-0.15 sdk/wandb_run.py Run._footer_exit_status_info,
+# cited: 'Waiting for W&B process to finish... (success).' / '... (failed {exit_code}).', then ' Press Control-C to
+# abort syncing.'). The rest of the footer ('Run history:', 'Run summary:', 'View run ... at:', 'Find logs at:',
+# 0.19's wandb_run.py _footer_*) is printed after a failed run as after a good one: it says neither.
+_WANDB_EXIT = compile_later(r"Waiting for W&B process to finish\.*\s*\(failed (\d+)\)")
+
+
+@on("Waiting for W&B process to finish")
+def wandb_exit_code(line: Line, st: StreamState):
+    m = _WANDB_EXIT.search(line.text)
+    if not m or not st.once(("wandb-exit",)):
+        return None
+    return _killed(line, st, int(m.group(1)), "wandb")
