@@ -145,12 +145,16 @@ def echoed_status(line: Line, st: StreamState):
     t = line.text.strip()
     if "$?" in t:
         if _ECHO_STATUS.search(t):
-            st.scratch["shell.status_asked"] = line.lineno
+            st.scratch["shell.status_asked"] = (line.lineno, t[:200])
         return None
-    if st.scratch.get("shell.status_asked") != line.lineno - 1 or not (m := _STATUS_LINE.match(t)):
+    asked = st.scratch.get("shell.status_asked")
+    if asked is None or asked[0] != line.lineno - 1 or not (m := _STATUS_LINE.match(t)):
         return None
     code = int(m.group(1))
-    return _by_code(line, st, code, "shell") if 0 < code < 256 else None
+    ev = _by_code(line, st, code, "shell") if 0 < code < 256 else None
+    if ev is not None:
+        ev.text = f"{asked[1]} -> {t}"        # a number alone says nothing: quote what printed it
+    return ev
 
 
 # A child's status inside an exception (its traceback is the wrapper's: families.py) or kubectl's report:
