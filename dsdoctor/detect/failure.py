@@ -83,6 +83,7 @@ class _Group:
     members: list[tuple[Event, Family]] = field(default_factory=list)
     link: str | None = None       # 'cause' (raise from) or 'context' (during handling)
     advances_at: int = 0          # steps its input had made when it was raised
+    details: list[Event] = field(default_factory=list)   # exception_detail: the lines its message went on with
 
     def decisive(self) -> tuple[Event, Family]:
         # 'raise X from e': the last names what failed, the first why; keep the one whose family
@@ -105,10 +106,12 @@ def _evidence(ev: Event, text: str | None = None) -> Evidence:
 class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
-             "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn")
+             "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn",
+             "exception_detail")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
+        self.detail_of: dict[tuple, _Group] = {}          # (source, line of an exception) -> its group
         self.ckpt_absent: Event | None = None     # DeepSpeed's 'Unable to find latest file at ...' (nothing resumed)
         self.kills: list[tuple[int, Event]] = []          # SIGKILL seen (any source)
         self.signals: list[tuple[int, Event]] = []        # other deaths by signal
@@ -248,6 +251,10 @@ class FailureDetector(Detector):
                 self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
         elif k == "exception":
             self._exception(ev, seq)
+        elif k == "exception_detail":
+            g = self.detail_of.get((ev.source, ev.data.get("of")))
+            if g is not None and len(g.details) < 3:
+                g.details.append(ev)
         elif k == "collective_timeout":
             # ProcessGroupNCCL's watchdog takes a timed-out rank down with std::terminate (torch
             # ProcessGroupNCCL.cpp: 'To avoid data inconsistency, we are taking the entire process
@@ -334,6 +341,8 @@ class FailureDetector(Detector):
             g.rank = ev.rank
         if len(g.members) < 6:
             g.members.append((ev, fam))
+            if ev.line is not None and len(self.detail_of) < MAX_GROUPS:
+                self.detail_of[(ev.source, ev.line)] = g     # its message's further lines (exception_detail)
 
     # ------------------------------------------------------------ the verdict
     def finish(self) -> Iterable[Symptom]:
@@ -565,6 +574,13 @@ class FailureDetector(Detector):
             if x.rank is not None:
                 s.ranks.add(x.rank)
         s.evidence.append(_evidence(ev, f"{d.get('type')}: {d.get('message')}"))
+        # what a bare message leaves out: the source line of a bare assert, the mismatch lines
+        # under torch's 'Error(s) in loading state_dict' (sources/formats/traceback.py)
+        for at, text in (d.get("detail") or [])[:2]:
+            s.evidence.append(Evidence(ev.source, at, str(text)))
+        for x in g.details:
+            if x.data.get("of") == ev.line:
+                s.evidence.append(Evidence(x.source, x.line, str(x.data.get("text") or x.text)))
         if absent is not None:
             s.evidence.append(_evidence(absent))
         for m, _ in g.members:
@@ -637,6 +653,12 @@ class FailureDetector(Detector):
             gap = stop_time - self.phase[3].time
             if gap >= HUNG_START_S:
                 hung_s, hung_from = int(gap), "start-up"
+        elif (not pt and self.last_progress is None and self.bar is None and self.phase is not None
+              and self._phase_current() and (stop_time is None or self.phase[3].time is None)):
+            # stopped from outside before any progress, its last word a start-up line, and no time
+            # says how long it sat there: a start-up that was moving is rarely stopped, a hung one
+            # is (its length unknown: hung_s stays None)
+            hung_from = "start-up"
         waiting = next((m for m, _ in g.members if m.data.get("waits_in")), None) if g is not None else None
         if waiting is None or waiting.data["waits_in"] != "op_lock":
             # every rank's interrupted stack, when they print at once and interleave: one that waits

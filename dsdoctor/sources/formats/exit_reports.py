@@ -16,6 +16,11 @@ Texts:
                                         its local rank)
   Docker Compose v2 (cmd/formatter, cited) '<service>-1 exited with code 137'
   JetBrains run console (cited)          'Process finished with exit code 137 (interrupted by signal 9:SIGKILL)'
+  the shell's own status, echoed          '$ echo $?' then '137' alone on the next line (bash/zsh: 128 + N for a
+                                        child ended by signal N)
+  CPython subprocess.CalledProcessError   "Command '[...]' returned non-zero exit status 137." /
+                                        "Command '[...]' died with <Signals.SIGKILL: 9>." (__str__)
+  kubectl exec (client-go remotecommand, cited) 'command terminated with exit code 137'
 """
 from __future__ import annotations
 
@@ -120,3 +125,67 @@ def spawn_process_end(line: Line, st: StreamState):
         return _killed(line, st, -9, "torch.multiprocessing", rank=rank)
     return line.event("process_exit", step=st.step_of(rank), rank=rank, exitcode=None, signal=sig,
                       who="torch.multiprocessing")
+
+
+def _by_code(line: Line, st: StreamState, code: int, who: str):
+    """An exit status as a shell reports it: above 128 a death by signal code - 128."""
+    if code > 128 and code - 128 in _SIGNALS.values():
+        return _end_by_signal(line, st, code - 128, who)
+    return _killed(line, st, code, who)
+
+
+# The status a person printed after the run ('echo $?', 'echo "exit: $?"'): the next line holds it
+# alone (a word and ':' / '=' before it at most). 0 is a clean end and says nothing.
+_ECHO_STATUS = compile_later(r"\b(?:echo|printf|print)\b.*\$\?")
+_STATUS_LINE = compile_later(r"^(?:[A-Za-z_ -]{0,20}[:=]\s*)?(\d{1,3})$")
+
+
+@on("$?", continuation=tuple("0123456789"), chain=False)
+def echoed_status(line: Line, st: StreamState):
+    t = line.text.strip()
+    if "$?" in t:
+        if _ECHO_STATUS.search(t):
+            st.scratch["shell.status_asked"] = (line.lineno, t[:200])
+        return None
+    asked = st.scratch.get("shell.status_asked")
+    if asked is None or asked[0] != line.lineno - 1 or not (m := _STATUS_LINE.match(t)):
+        return None
+    code = int(m.group(1))
+    ev = _by_code(line, st, code, "shell") if 0 < code < 256 else None
+    if ev is not None:
+        ev.text = f"{asked[1]} -> {t}"        # a number alone says nothing: quote what printed it
+    return ev
+
+
+# A child's status inside an exception (its traceback is the wrapper's: families.py) or kubectl's report:
+# a death by signal is the child's end and says how it ended (137: SIGKILL, 139: SIGSEGV, 134: SIGABRT).
+_CPE_STATUS = compile_later(r"returned non-zero exit status (\d+)\.")
+_CPE_SIGNAL = compile_later(r"died with <Signals\.(SIG[A-Z0-9]+): \d+>")
+_KUBECTL_EXIT = compile_later(r"^command terminated with exit code (\d+)\s*$")
+
+
+@on("returned non-zero exit status ", "died with <Signals.", "command terminated with exit code ")
+def child_status(line: Line, st: StreamState):
+    t = line.text.strip()
+    if (m := _CPE_SIGNAL.search(t)) and (sig := _signum(m.group(1))):
+        return _end_by_signal(line, st, sig, "subprocess")
+    if (m := _CPE_STATUS.search(t)) and (code := int(m.group(1))) > 128 and code - 128 in _SIGNALS.values():
+        return _end_by_signal(line, st, code - 128, "subprocess")
+    if m := _KUBECTL_EXIT.match(t):
+        return _by_code(line, st, int(m.group(1)), "kubectl")
+    return None
+
+
+# W&B's footer says the exit code its run hook saw (wandb 0.12-0.15 sdk/wandb_run.py Run._footer_exit_status_info,
+# cited: 'Waiting for W&B process to finish... (success).' / '... (failed {exit_code}).', then ' Press Control-C to
+# abort syncing.'). The rest of the footer ('Run history:', 'Run summary:', 'View run ... at:', 'Find logs at:',
+# 0.19's wandb_run.py _footer_*) is printed after a failed run as after a good one: it says neither.
+_WANDB_EXIT = compile_later(r"Waiting for W&B process to finish\.*\s*\(failed (\d+)\)")
+
+
+@on("Waiting for W&B process to finish")
+def wandb_exit_code(line: Line, st: StreamState):
+    m = _WANDB_EXIT.search(line.text)
+    if not m or not st.once(("wandb-exit",)):
+        return None
+    return _killed(line, st, int(m.group(1)), "wandb")

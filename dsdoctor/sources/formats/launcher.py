@@ -291,8 +291,36 @@ def kernel_oom(line: Line, st: StreamState):
     if not m:
         return None
     rss = int(m.group(4)) * 1024 if m.group(4) else None
+    st.once(("kernel-oom-pid", int(m.group(2))))      # its summary / reaper lines say the same kill
     return _killed(line, st, -9, "kernel", pid=int(m.group(2)), memcg=m.group(1).startswith("Memory cgroup"),
                    comm=m.group(3), anon_rss=rss)
+
+
+# The rest of the OOM killer's report, for a paste that lacks the 'Killed process' line (mm/oom_kill.c):
+# dump_header's '{comm} invoked oom-killer: gfp_mask=..., order=N, oom_score_adj=N' (the task whose
+# allocation failed, not always the victim) opens it; dump_oom_summary's
+# 'oom-kill:constraint=CONSTRAINT_{NONE|CPUSET|MEMORY_POLICY|MEMCG},...,task={comm},pid={pid},uid={uid}'
+# names the victim; oom_reap_task_mm's 'oom_reaper: reaped process {pid} ({comm}), now anon-rss:...'
+# follows the kill. Each is the kernel's word that the host ran out of memory.
+_OOM_INVOKED = compile_later(r"(\S+) invoked oom-killer: gfp_mask=")
+_OOM_SUMMARY = compile_later(r"oom-kill:constraint=(\w+),.*?task=([^,]*),pid=(\d+)")
+_OOM_REAPED = compile_later(r"oom_reaper: reaped process (\d+) \(([^)]*)\)")
+
+
+@on("invoked oom-killer", "oom-kill:constraint=", "oom_reaper: reaped process")
+def kernel_oom_report(line: Line, st: StreamState):
+    t = line.text
+    m = _OOM_INVOKED.search(t)
+    if m:
+        return _killed(line, st, -9, "kernel", pid=None, memcg=False, invoker=m.group(1))
+    m = _OOM_SUMMARY.search(t)
+    if m and st.once(("kernel-oom-pid", int(m.group(3)))):
+        return _killed(line, st, -9, "kernel", pid=int(m.group(3)), memcg=m.group(1) == "CONSTRAINT_MEMCG",
+                       comm=m.group(2))
+    m = _OOM_REAPED.search(t)
+    if m and st.once(("kernel-oom-pid", int(m.group(1)))):
+        return _killed(line, st, -9, "kernel", pid=int(m.group(1)), memcg=False, comm=m.group(2))
+    return None
 
 
 # ---------------------------------------------------------------- shared memory (/dev/shm)

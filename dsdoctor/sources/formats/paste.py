@@ -24,13 +24,17 @@ _VERBS = ("changed", "changing", "set", "setting", "added", "adding", "removed",
           "disabling", "updated", "updating", "upgraded", "upgrading", "installed", "installing", "lowered",
           "lowering", "turned", "turning", "tried", "used", "using", "replaced", "replacing", "modified",
           "modifying", "fixed", "fixing")
+# more Chinese of a re-run: "再跑" ran again, "再次" once more, "重新跑/运行" re-ran, "还是/仍然/依然报" still
+# reports, "又出现" appeared again, "换成" switched to, "调小/调大/减小/降低/增大" lowered/raised (a setting)
+_ZH_MORE = ("后再", "再跑", "再次", "重新跑", "重新运行", "还是报", "仍然报", "依然报", "又出现", "换成", "调小", "调大",
+            "减小", "降低", "增大")
 _TRIGGERS = ("after I ", "After I ", "after we ", "After we ",
              *(f"{a} {v}" for a in ("after", "After") for v in _VERBS if v.endswith("ing")),
              "now I get", "now I got", "I now get", "now I'm getting", "now getting", "now it fails",
              "second attempt", "Second attempt", "second run", "Second run", "second try", "Attempt 2", "attempt 2",
              "2nd attempt", "2nd run", "Run 2", "run #2", "Now:", "now:", "Now ", "And now", "and now",
-             "different error", "another error", "new error", "EDIT:", "Edit:", "UPDATE:", "Update:",
-             "之后", "修改后", "改成", "改为", "现在报", "又报", "新的错误", "另一个错误")
+             "different error", "another error", "new error", "EDIT:", "Edit:", "UPDATE:", "Update:", " instead",
+             "之后", "修改后", "改成", "改为", "现在报", "又报", "新的错误", "另一个错误", *_ZH_MORE)
 # the user saying what they did before the next block, in the first person, without "after" or "now":
 # "I reduced the micro batch to 1 and got:", "Then I tried ZeRO-3 with offload:", "We switched to bf16,
 # it crashes here:", "I've set pin_memory false", and "(it) still fails/crashes/OOMs with ..."
@@ -47,7 +51,7 @@ _RERUN = compile_later(
     r"|\bI now get\b|\bnow it fails\b|\b(?:second|2nd) (?:attempt|run|try)\b|\b(?:attempt|try) #?2\b|\brun #2\b"
     r"|(?-i:^Run 2\b)|^(?:and )?now\b[^.]{0,60}:$|\b(?:a |an )?(?:different|another|new) error\b"
     r"|^(?:edit|update)\b.{0,120}:$"
-    r"|之后|修改后|改成|改为|现在报|又报|新的错误|另一个错误)")
+    r"|之后|修改后|改成|改为|现在报|又报|新的错误|另一个错误|" + "|".join(_ZH_MORE) + r"|\binstead\b[^.]{0,60}:$)")
 # a log line, not prose: a timestamp, a level, a traceback, an exception line (its message may say
 # 'After fixing the issue ...': ray.train's TrainingFailedError) or a rank prefix
 _LOGGY = compile_later(r"\d\d:\d\d:\d\d|\[(?:INFO|WARNING|ERROR|DEBUG)\]|\b(?:INFO|WARNING|ERROR)\b[:\s-]|Traceback|File \"|"

@@ -21,6 +21,10 @@ Texts, from the installed sources:
   deepspeed/comm/comm.py               'Initializing TorchBackend in DeepSpeed with backend {b}' (init_distributed)
   lightning/fabric/utilities/distributed.py  'Initializing distributed: GLOBAL_RANK: {r}, MEMBER: {r+1}/{n}'
                                        (_init_dist_connection; not installed here, cited)
+  torch/distributed/distributed_c10d.py 'Added key: store_based_barrier_key:{n} to store for rank: {r}'
+  accelerate/state.py                  'Distributed environment: {type}  Backend: {b}' (PartialState.__repr__)
+  transformers/modeling_utils.py       'loading weights file {f}', 'Detected DeepSpeed ZeRO-3: activating zero.init()
+                                       for this model' (from_pretrained)
 """
 from __future__ import annotations
 
@@ -46,6 +50,14 @@ _MARKS: list[tuple[str, str]] = [
     # (the rendezvous or the first collective), see detect/failure.py: _hung
     ("Initializing TorchBackend in DeepSpeed with backend", "dist_init"),
     ("Initializing distributed: GLOBAL_RANK:", "dist_init"),
+    # torch/distributed/distributed_c10d.py _store_based_barrier (debug level) 'Added key: store_based_barrier_key:{n}
+    # to store for rank: {r}'; accelerate/state.py PartialState.__repr__ 'Distributed environment: {type}  Backend: {b}'
+    ("Added key: store_based_barrier_key", "dist_init"),
+    ("Distributed environment: ", "dist_init"),
+    # transformers/modeling_utils.py: 'loading weights file {file}' / '... from cache at {path}' (from_pretrained),
+    # 'Detected DeepSpeed ZeRO-3: activating zero.init() for this model' (the model built partitioned)
+    ("loading weights file ", "model_load"),
+    ("activating zero.init() for this model", "zero_init"),
     # deepspeed/runtime/engine.py load_checkpoint: 'Unable to find latest file at {path}, if trying to load
     # latest checkpoint please ensure this file exists or pass an explicit checkpoint tag when loading a
     # checkpoint.' (a warning; load_checkpoint then returns (None, None) and nothing was resumed)
@@ -56,16 +68,17 @@ _MARKS: list[tuple[str, str]] = [
 @on(*(lit for lit, _ in _MARKS))
 def phase_mark(line: Line, st: StreamState):
     t = line.text
-    phase = next(p for lit, p in _MARKS if lit in t)
+    lit, phase = next((lit, p) for lit, p in _MARKS if lit in t)
     if phase == "zero_init" and "ZeRO stage" in t and "Creating" not in t:
         return None
     if phase == "model_load" and "Loading weights" in t and "%|" not in t and "Loading weights:" not in t:
         return None           # the tqdm bar ('Loading weights:  40%|...'), not any sentence with the words
-    # a progress bar repeats on every refresh: one mark per phase and rank in a row
+    # a progress bar repeats on every refresh: one mark per line kind and rank in a row (another
+    # line of the same phase is a step further into it, and the last line before a silence)
     last = st.scratch.setdefault("phase.last", {})
-    if last.get(line.rank) == phase:
+    if last.get(line.rank) == lit:
         return None
-    last[line.rank] = phase
+    last[line.rank] = lit
     if "Unable to find latest file at" in t:
         return line.event("phase_mark", step=st.step_of(line.rank), phase=phase, detail=t.strip()[:160], absent=True)
     return line.event("phase_mark", step=st.step_of(line.rank), phase=phase, detail=t.strip()[:160])

@@ -38,10 +38,33 @@ def process_rank(line: Line, st: StreamState):
         return None
     rank, world, device = int(m.group(1)), m.group(2), m.group(3)
     gpu = _CUDA_INDEX.match(device)
-    return line.event("rank_head", head_rank=rank if rank >= 0 else None,
-                      world_size=int(world) if world else None,
-                      local=world is None,          # the examples' local_rank; LLaMA-Factory's global rank
-                      gpu=int(gpu.group(1)) if gpu else None)
+    local = world is None                           # the examples' local_rank; LLaMA-Factory's global rank
+    head = rank if rank >= 0 else None
+    if local and head is not None:
+        # a local rank is the global one on a single node only: with the DeepSpeed launcher's
+        # 'nnodes=N, num_local_procs=K, node_rank=M' (launcher.py) it is M*K + local; with only a
+        # sign of several nodes (torchrun's --nnodes/--node_rank) it names no global rank
+        node = st.scratch.get("launcher.node", {}).get(line.host)
+        if node is not None:
+            head = node[0] * node[1] + head
+        elif st.scratch.get(SEVERAL_NODES):
+            head = None
+    return line.event("rank_head", head_rank=head, world_size=int(world) if world else None, local=local,
+                      local_rank=rank if local and rank >= 0 else None, gpu=int(gpu.group(1)) if gpu else None)
+
+
+# torchrun / accelerate launch arguments echoed in a log (a job script's `set -x`, the command pasted
+# above the output): '--nnodes=2', '--nnodes 2:4', '--node_rank=1', '--machine_rank 1', '--num_machines 2'
+SEVERAL_NODES = "rank_head.several_nodes"
+_NODES_ARG = compile_later(r"--(?:nnodes|num_machines)[= ](\d+)(?::(\d+))?|--(?:node_rank|machine_rank)[= ](\d+)")
+
+
+@on("--nnodes", "--node_rank", "--num_machines", "--machine_rank")
+def launch_nodes_argument(line: Line, st: StreamState) -> None:
+    for m in _NODES_ARG.finditer(line.text):
+        n = max(int(m.group(1) or 0), int(m.group(2) or 0))
+        if n > 1 or int(m.group(3) or 0) > 0:
+            st.scratch[SEVERAL_NODES] = True
 
 
 @on(", local_rank: ")

@@ -233,11 +233,15 @@ def exception_line(line: Line, st: StreamState):
         from .launcher import give_back_rank   # the end of a traceback inside a torchelastic record
         give_back_rank(st, line.lineno)
     wait = waits_in(frames)
+    detail = _assert_source(line, st) if name == "AssertionError" and not msg and in_tb else None
+    if msg.startswith(STATE_DICT_HEAD):
+        st.scratch.setdefault("tb.state_dict", {})[line.rank] = [line.lineno, line.lineno, set()]
     return line.event("exception", step=st.step_of(line.rank), type=m.group("type"), name=name,
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
                       raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
                       chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
-                      wait_frame=wait[1] if wait else None, host=line.host or _wrapped_host(line, st))
+                      wait_frame=wait[1] if wait else None, host=line.host or _wrapped_host(line, st),
+                      **({"detail": [list(detail)]} if detail else {}))
 
 
 RAY_WRAPPED = "ray.wrapped"     # scratch: (line, ip) of the last Ray wrapper line (formats/ray.py)
@@ -456,3 +460,54 @@ def argparse_error(line: Line, st: StreamState):
         return None                     # 'srun: error: ...', 'pdsh@x: error' and the like are not argparse
     return frameless_exception(line, st, "argparse error", "ArgumentError", m.group(2),
                                raise_site=f"argparse:{m.group(1)}", prog=m.group(1))
+
+
+# ---------------------------------------------------------------- what a bare message leaves out
+# A bare `assert x` raises AssertionError with no message: the traceback's last frame shows the
+# statement's source line ('    assert numel % world_size == 0', Lib/traceback.py StackSummary.format:
+# the line under its 'File ...' line, then on 3.11+ a line of carets). That line is what failed.
+ASSERT_SOURCE_WITHIN = 3      # lines between the source line and the exception line (the carets)
+
+
+@on("assert ")
+def _assert_line(line: Line, st: StreamState) -> None:
+    t = line.text
+    if t[:1] in (" ", "\t") and t.lstrip().startswith("assert ") and line.rank in st.frames:
+        st.scratch.setdefault("tb.assert", {})[line.rank] = (line.lineno, t.strip())
+
+
+def _assert_source(line: Line, st: StreamState) -> tuple[int, str] | None:
+    src = st.scratch.get("tb.assert", {}).pop(line.rank, None)
+    if src is None or not 0 < line.lineno - src[0] <= ASSERT_SOURCE_WITHIN:
+        return None
+    return src
+
+
+# torch's load_state_dict ends its message with one tab-indented line per mismatch
+# (torch/nn/modules/module.py Module.load_state_dict: 'Error(s) in loading state_dict for {cls}:'
+# then '\tMissing key(s) in state_dict: "a", "b". ', '\tUnexpected key(s) in state_dict: ...',
+# '\tsize mismatch for {key}: copying a param with shape ... from checkpoint, the shape in current
+# model is ....', '\tWhile copying the parameter named "{key}", ...'; transformers'
+# modeling_utils._load_state_dict_into_model raises the same text). The exception line holds only
+# the head: the first line of each kind says what did not fit, and becomes an `exception_detail`.
+STATE_DICT_HEAD = "Error(s) in loading state_dict for "
+STATE_DICT_DETAIL = ("Missing key(s) in state_dict", "Unexpected key(s) in state_dict", "size mismatch for ",
+                     "While copying the parameter named")
+STATE_DICT_GAP = 4            # a detail line this close below the previous one continues the message
+DETAIL_CHARS = 240
+
+
+@on(*STATE_DICT_DETAIL)
+def state_dict_detail(line: Line, st: StreamState):
+    open_ = st.scratch.get("tb.state_dict", {})
+    at = open_.get(line.rank) or (open_.get(None) if line.rank is not None else None)
+    if at is None or not 0 < line.lineno - at[1] <= STATE_DICT_GAP:
+        return None
+    at[1] = line.lineno
+    text = line.text.strip()
+    kind = next(k for k in STATE_DICT_DETAIL if k in text)
+    if kind in at[2] or len(at[2]) >= 3:
+        return None                         # the first line of each kind says enough
+    at[2].add(kind)
+    short = text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "…"
+    return line.event("exception_detail", of=at[0], text=short)
