@@ -267,6 +267,19 @@ def _compiled(hyperscan, exprs: list[bytes], ids: list[int], flags: list[int]):
     return db
 
 
+_blocks_kept = False
+BIG_BLOCK = 1 << 20       # an input whose first block is this big is read in many large blocks
+
+
+def keep_freed_blocks() -> None:
+    """_keep_freed_blocks, once per process: called by the reader when an input's first
+    block is large (BIG_BLOCK), so a small log does not load ctypes for it (~1.7 ms)."""
+    global _blocks_kept
+    if not _blocks_kept:
+        _blocks_kept = True
+        _keep_freed_blocks()
+
+
 def _keep_freed_blocks() -> None:
     """Let glibc reuse the memory of freed blocks instead of returning it to the kernel: each
     8 MiB block (the read, the line-aligned body) otherwise comes from a fresh mmap whose every
@@ -288,7 +301,6 @@ def matcher() -> Matcher:
     hyperscan database costs ~0.1 s)."""
     global _matcher, _trigger_list
     if _matcher is None:
-        _keep_freed_blocks()
         _trigger_list = sorted(HANDLERS, key=len, reverse=True)
         _matcher = Matcher([t.encode() for t in _trigger_list])
     return _matcher
