@@ -205,7 +205,7 @@ class Matcher:
     def ids_in(self, line: bytes, continuations: bool = False) -> list[int]:
         """The literal ids in one line (for the `re` fallback), with the continuation
         literals too if asked."""
-        if continuations and self.hs is not None:
+        if continuations and self._hs_all is not None:
             return self._ids_in_all(line)
         rx = self.rx_all if continuations else self.rx
         return sorted({self.index[t] for t in rx.findall(line)})
@@ -213,10 +213,15 @@ class Matcher:
     @functools.cached_property
     def _hs_all(self):
         """A Hyperscan database of every literal, continuation-only ones too (from the
-        on-disk cache: ~1 ms, where compiling `rx_all`, ~840 alternatives, costs ~20 ms of
-        the start-up of every log that fits in one block)."""
+        on-disk cache: ~1 ms, where compiling `rx_all`, ~840 alternatives, costs ~20 ms:
+        small logs read both ways by sources/unwrap.py, rule examples, lines parsed alone)."""
+        if self.hs is None:
+            return None
         n = len(self.literals)
-        return _compiled(self._hyperscan, [re.escape(t) for t in self.literals], list(range(n)), [0] * n)
+        try:
+            return _compiled(self._hyperscan, [re.escape(t) for t in self.literals], list(range(n)), [0] * n)
+        except Exception:        # a literal Hyperscan refuses: `rx_all` then, as without Hyperscan
+            return None
 
     def _ids_in_all(self, line: bytes) -> list[int]:
         """`rx_all.findall(line)` as ids, from Hyperscan's hits: findall's matches do not
