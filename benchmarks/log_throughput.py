@@ -549,10 +549,11 @@ def _scan_database(path: Path, folder: Path) -> Path:
     return out
 
 
-def floor(path: Path, runs: int) -> None:
+def floor(path: Path, runs: int, against: Path | None = None) -> None:
     """What a Python process cannot avoid on one input, each part in its own process, CPU
     (user+sys) median [min-max] of `runs` interleaved runs, beside grep and analyze: is
-    <= 2x grep possible at this size at all?"""
+    <= 2x grep possible at this size at all? With `against`, that checkout's import, start-up
+    and analyze in the same rounds."""
     import hyperscan
     py, env = sys.executable, _installed_env()
     bare = dict(env, PYTHONPATH=str(Path(hyperscan.__file__).resolve().parent.parent))   # for -S
@@ -572,20 +573,24 @@ def floor(path: Path, runs: int) -> None:
         ("LC_ALL=C grep -E -c (14 alternatives)", ["grep", "-E", "-c", GREP_PATTERN, str(path)], dict(env, LC_ALL="C")),
         ("dsdoctor analyze --json", [py, "-m", "dsdoctor", "analyze", "--json", str(path)], env),
     ]
+    if against:
+        env_b = dict(env, PYTHONPATH=str(against))
+        rows += [(f"baseline: {name}", cmd, env_b) for name, cmd, _ in rows if "dsdoctor" in " ".join(cmd)]
+        timed(rows[-1][1], env_b)
     cpu: dict[str, list[float]] = {name: [] for name, _, _ in rows}
-    timed(rows[-1][1], env)                    # caches warm (page cache, Hyperscan databases, .pyc)
+    timed([py, "-m", "dsdoctor", "analyze", "--json", str(path)], env)   # caches warm (page cache, databases, .pyc)
     for r in range(runs):
         for name, cmd, e in rows[r % len(rows):] + rows[:r % len(rows)]:
             res = timed(cmd, e, stdout=subprocess.DEVNULL if name.startswith("cat") else subprocess.PIPE)
             if res["code"] not in (0, 1):
                 raise SystemExit(f"{name} failed ({res['code']}): {res['err'].decode(errors='replace')[-500:]}")
             cpu[name].append(res["cpu"])
-    g = statistics.median(cpu[rows[-2][0]])
+    g = statistics.median(cpu["LC_ALL=C grep -E -c (14 alternatives)"])
     print(f"\nfloor at {path.stat().st_size / 2 ** 20:.0f} MiB, CPU seconds (user+sys), median [min-max] of {runs} "
           f"interleaved runs, and the median as a multiple of grep's:")
     for name, _, _ in rows:
         xs = cpu[name]
-        print(f"  {name:<56} {statistics.median(xs):6.3f} [{min(xs):.3f}-{max(xs):.3f}]  {statistics.median(xs) / g:5.2f}x")
+        print(f"  {name:<66} {statistics.median(xs):6.3f} [{min(xs):.3f}-{max(xs):.3f}]  {statistics.median(xs) / g:5.2f}x")
     tiny.unlink()
     db.unlink()
 
@@ -629,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{files} file{'s' if files > 1 else ''}, {total / 2 ** 20:.0f} MiB "
                   f"(generated in {time.perf_counter() - t:.0f} s)")
             if args.floor:
-                floor(paths[0], args.floor)
+                floor(paths[0], args.floor, args.against)
             else:
                 measure(paths, args.rounds, startup, args.against)
             if not args.keep:
