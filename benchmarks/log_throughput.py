@@ -575,7 +575,8 @@ def floor(path: Path, runs: int, against: Path | None = None) -> None:
     ]
     if against:
         env_b = dict(env, PYTHONPATH=str(against))
-        rows += [(f"baseline: {name}", cmd, env_b) for name, cmd, _ in rows if "dsdoctor" in " ".join(cmd)]
+        rows += [(f"baseline: {name}", cmd, env_b) for name, cmd, _ in rows
+                 if cmd[1:3] == ["-m", "dsdoctor"] or "import dsdoctor.cli" in cmd]
         timed(rows[-1][1], env_b)
     cpu: dict[str, list[float]] = {name: [] for name, _, _ in rows}
     timed([py, "-m", "dsdoctor", "analyze", "--json", str(path)], env)   # caches warm (page cache, databases, .pyc)
