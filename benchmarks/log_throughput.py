@@ -5,6 +5,7 @@
     python benchmarks/log_throughput.py 1x64M --rounds 5   # one quick set
     python benchmarks/log_throughput.py --scaling          # + size 1x256M and 64 files (1x,4x,16x; 1/8/64 files)
     python benchmarks/log_throughput.py 1x4G 1x16G         # big inputs (needs the disk space)
+    python benchmarks/log_throughput.py 8x1G --against /tmp/base   # A/B: another checkout in the same rounds
 
 Each set is FILESxSIZE: that many rank logs of one run, SIZE in all, written to a temporary
 folder and deleted after its measurement (--keep keeps them). The content is what a DeepSpeed
@@ -417,28 +418,37 @@ def _findings(doc: dict | None, files: int) -> str:
             f"{'yes' if timeouts else 'NO'} | top: {top}")
 
 
-def measure(paths: list[Path], rounds: int, startup: dict) -> dict:
+def measure(paths: list[Path], rounds: int, startup: dict, against: Path | None = None) -> dict:
     env_c = dict(os.environ, LC_ALL="C")
     env_ds = _installed_env()
+    env_base = dict(env_ds, PYTHONPATH=str(against)) if against else None
     files = [str(p) for p in paths]
     cmds = {"cat": ["cat", *files],
             "grep": ["grep", "-E", "-c", GREP_PATTERN, *files],
             "dsdoctor": [sys.executable, "-m", "dsdoctor", "analyze", "--json", *files]}
+    if against:                        # another checkout's dsdoctor in the same rounds (A/B)
+        cmds["baseline"] = cmds["dsdoctor"]
+    envs = {"grep": env_c, "baseline": env_base}
     runs: dict[str, list[dict]] = {k: [] for k in cmds}
     order = list(cmds)
     doc = None
+    outs: dict[str, set[bytes]] = {"dsdoctor": set(), "baseline": set()}
     timed(cmds["cat"], stdout=subprocess.DEVNULL)          # warm the page cache
     # and the on-disk cache of the Hyperscan databases this content needs (compiled once per
     # machine and set of steady literals, ~0.1 s, sources/scanner.py: Matcher.fast_hits)
-    timed([sys.executable, "-m", "dsdoctor", "analyze", "--json", files[0]], env_ds)
+    for env in (env_ds, env_base) if against else (env_ds,):
+        timed([sys.executable, "-m", "dsdoctor", "analyze", "--json", files[0]], env)
     for r in range(rounds):
-        for name in order[r % 3:] + order[:r % 3]:
-            res = timed(cmds[name], env_c if name == "grep" else env_ds,
+        k = r % len(order)
+        for name in order[k:] + order[:k]:
+            res = timed(cmds[name], envs.get(name, env_ds),
                         stdout=subprocess.DEVNULL if name == "cat" else subprocess.PIPE)
             if name != "cat" and res["code"] not in (0, 1):
                 raise SystemExit(f"{name} failed ({res['code']}): {res['err'].decode(errors='replace')[-1000:]}")
             if name == "dsdoctor":
                 doc = json.loads(res["out"])
+            if name in outs:
+                outs[name].add(res["out"])
             runs[name].append(res)
     total = sum(p.stat().st_size for p in paths)
     mib = total / 2 ** 20
@@ -456,6 +466,14 @@ def measure(paths: list[Path], rounds: int, startup: dict) -> dict:
     print(f"  ratio dsdoctor/grep: wall {_spread(wall)}  cpu {_spread(cpu)}  (median [min-max] of {rounds} rounds; "
           f"goal <= {RATIO_GOAL}: cpu {verdict(c)}, wall {verdict(w)})")
     print(f"  dsdoctor peak RSS {rss / 2 ** 20:.0f} MB (goal < {RSS_GOAL_MB} MB: {'OK' if rss < RSS_GOAL_MB * 2 ** 20 else 'OVER'})")
+    if against:
+        b = runs["baseline"]
+        bcpu = [x["cpu"] / max(y["cpu"], 1e-3) for x, y in zip(b, g)]
+        paired = [x["cpu"] - y["cpu"] for x, y in zip(d, b)]
+        same = len(outs["dsdoctor"]) == 1 and outs["dsdoctor"] == outs["baseline"]
+        print(f"  baseline ({against}) cpu {med(b, 'cpu'):6.2f} s, ratio to grep cpu {_spread(bcpu)}; this "
+              f"checkout minus baseline, paired per round: {statistics.median(paired) * 1000:+.0f} ms cpu; "
+              f"--json output {'byte-identical' if same else 'DIFFERENT'}")
     print(f"  {_findings(doc, len(paths))}")
     return {"ratio_wall": w, "ratio_cpu": statistics.median(cpu), "rss": rss}
 
@@ -471,13 +489,30 @@ def _installed_env() -> dict[str, str]:
     return env
 
 
-def startup_cost(folder: Path) -> dict:
-    """dsdoctor's fixed cost: the same command on a 10-line log (imports, rules, matcher)."""
+def startup_cost(folder: Path, against: Path | None = None) -> dict:
+    """dsdoctor's fixed cost: the same command on a 10-line log (imports, rules, matcher). With
+    `against`, that checkout's too, alternately (20 runs each after a warm-up)."""
     p = folder / "tiny.log"
     p.write_text("".join(Healthy(random.Random(1), True).lines([0, 1, 2, 3, 4, 5, 6, 0, 1, 2])))
-    runs = [timed([sys.executable, "-m", "dsdoctor", "analyze", "--json", str(p)], _installed_env()) for _ in range(4)][1:]
+    cmd = [sys.executable, "-m", "dsdoctor", "analyze", "--json", str(p)]
+    env = _installed_env()
+    if against is None:
+        runs = [timed(cmd, env) for _ in range(4)][1:]
+        p.unlink()
+        return {"wall": statistics.median(r["wall"] for r in runs), "cpu": statistics.median(r["cpu"] for r in runs)}
+    env_b = dict(env, PYTHONPATH=str(against))
+    timed(cmd, env), timed(cmd, env_b)
+    a, b, wall = [], [], []
+    for i in range(20):
+        for e, out in ((env, a), (env_b, b)) if i % 2 == 0 else ((env_b, b), (env, a)):
+            res = timed(cmd, e)
+            out.append(res["cpu"])
+            if out is a:
+                wall.append(res["wall"])
     p.unlink()
-    return {"wall": statistics.median(r["wall"] for r in runs), "cpu": statistics.median(r["cpu"] for r in runs)}
+    print(f"start-up, CPU median of 20 alternating runs: this checkout {statistics.median(a) * 1000:.0f} ms, "
+          f"baseline {statistics.median(b) * 1000:.0f} ms (paired {statistics.median(x - y for x, y in zip(a, b)) * 1000:+.1f} ms)")
+    return {"wall": statistics.median(wall), "cpu": statistics.median(a)}
 
 
 # both as analyze does it: glibc keeps freed blocks (sources/scanner.py: _keep_freed_blocks),
@@ -514,10 +549,11 @@ def _scan_database(path: Path, folder: Path) -> Path:
     return out
 
 
-def floor(path: Path, runs: int) -> None:
+def floor(path: Path, runs: int, against: Path | None = None) -> None:
     """What a Python process cannot avoid on one input, each part in its own process, CPU
     (user+sys) median [min-max] of `runs` interleaved runs, beside grep and analyze: is
-    <= 2x grep possible at this size at all?"""
+    <= 2x grep possible at this size at all? With `against`, that checkout's import, start-up
+    and analyze in the same rounds."""
     import hyperscan
     py, env = sys.executable, _installed_env()
     bare = dict(env, PYTHONPATH=str(Path(hyperscan.__file__).resolve().parent.parent))   # for -S
@@ -537,20 +573,25 @@ def floor(path: Path, runs: int) -> None:
         ("LC_ALL=C grep -E -c (14 alternatives)", ["grep", "-E", "-c", GREP_PATTERN, str(path)], dict(env, LC_ALL="C")),
         ("dsdoctor analyze --json", [py, "-m", "dsdoctor", "analyze", "--json", str(path)], env),
     ]
+    if against:
+        env_b = dict(env, PYTHONPATH=str(against))
+        rows += [(f"baseline: {name}", cmd, env_b) for name, cmd, _ in rows
+                 if cmd[1:3] == ["-m", "dsdoctor"] or "import dsdoctor.cli" in cmd]
+        timed(rows[-1][1], env_b)
     cpu: dict[str, list[float]] = {name: [] for name, _, _ in rows}
-    timed(rows[-1][1], env)                    # caches warm (page cache, Hyperscan databases, .pyc)
+    timed([py, "-m", "dsdoctor", "analyze", "--json", str(path)], env)   # caches warm (page cache, databases, .pyc)
     for r in range(runs):
         for name, cmd, e in rows[r % len(rows):] + rows[:r % len(rows)]:
             res = timed(cmd, e, stdout=subprocess.DEVNULL if name.startswith("cat") else subprocess.PIPE)
             if res["code"] not in (0, 1):
                 raise SystemExit(f"{name} failed ({res['code']}): {res['err'].decode(errors='replace')[-500:]}")
             cpu[name].append(res["cpu"])
-    g = statistics.median(cpu[rows[-2][0]])
+    g = statistics.median(cpu["LC_ALL=C grep -E -c (14 alternatives)"])
     print(f"\nfloor at {path.stat().st_size / 2 ** 20:.0f} MiB, CPU seconds (user+sys), median [min-max] of {runs} "
           f"interleaved runs, and the median as a multiple of grep's:")
     for name, _, _ in rows:
         xs = cpu[name]
-        print(f"  {name:<56} {statistics.median(xs):6.3f} [{min(xs):.3f}-{max(xs):.3f}]  {statistics.median(xs) / g:5.2f}x")
+        print(f"  {name:<66} {statistics.median(xs):6.3f} [{min(xs):.3f}-{max(xs):.3f}]  {statistics.median(xs) / g:5.2f}x")
     tiny.unlink()
     db.unlink()
 
@@ -563,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the three commands per set (default 3)")
     ap.add_argument("--dir", type=Path, default=None, help="where to write the logs (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated logs")
+    ap.add_argument("--against", type=Path, metavar="CHECKOUT", default=None,
+                    help="also run the dsdoctor of another checkout (its folder, as PYTHONPATH) in the same rounds: "
+                         "its ratio, the paired CPU difference, and whether both print the same JSON")
     ap.add_argument("--floor", type=int, metavar="RUNS", default=0,
                     help="instead of the ratio rounds: the floor table of each set's first file (interpreter, "
                          "imports, read, Hyperscan scan alone, grep, analyze), RUNS interleaved runs")
@@ -578,9 +622,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         where = timed([sys.executable, "-c", "import dsdoctor; print(dsdoctor.__file__)"], _installed_env())
         print(f"measuring dsdoctor from {where['out'].decode().strip()}")
-        startup = startup_cost(root)
-        print(f"dsdoctor start-up (analyze --json on a 10-line log): {startup['wall']:.2f} s wall, "
-              f"{startup['cpu']:.2f} s cpu")
+        startup = startup_cost(root, args.against)
+        if args.against is None:
+            print(f"dsdoctor start-up (analyze --json on a 10-line log): {startup['wall']:.2f} s wall, "
+                  f"{startup['cpu']:.2f} s cpu")
         for files, size in sets:
             folder = root / f"{files}x{size}"
             folder.mkdir(exist_ok=True)
@@ -590,9 +635,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{files} file{'s' if files > 1 else ''}, {total / 2 ** 20:.0f} MiB "
                   f"(generated in {time.perf_counter() - t:.0f} s)")
             if args.floor:
-                floor(paths[0], args.floor)
+                floor(paths[0], args.floor, args.against)
             else:
-                measure(paths, args.rounds, startup)
+                measure(paths, args.rounds, startup, args.against)
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)
         return 0

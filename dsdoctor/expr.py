@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Mapping
 
-from simpleeval import EvalWithCompoundTypes, InvalidExpression
+if TYPE_CHECKING:
+    from simpleeval import EvalWithCompoundTypes
+# simpleeval (and the `random` it imports) is loaded when a rule is first evaluated or checked:
+# an `analyze` of a log with no problem never does (~2 ms of its start-up)
 
 
 class ExprError(ValueError):
@@ -81,6 +85,7 @@ OMIT = _Omit()
 
 
 def make_evaluator(names: Mapping[str, Any]) -> EvalWithCompoundTypes:
+    from simpleeval import EvalWithCompoundTypes
     config = names.get("config") or {}
     names = {**names, "omit": OMIT}
     funcs = dict(FUNCTIONS)
@@ -105,6 +110,7 @@ class _Names(dict):
 
 
 def evaluate(expr: str, names: Mapping[str, Any]) -> Any:
+    from simpleeval import InvalidExpression
     try:
         return make_evaluator(names).eval(expr)
     except (InvalidExpression, SyntaxError) as e:   # bad rule text: a load-time error
@@ -115,10 +121,12 @@ MAX_EXPR_CHARS = 2000        # the longest shipped expression is ~450 characters
 MAX_EXPR_DEPTH = 40          # nesting of the syntax tree: deep operator chains end here
 
 
+@lru_cache(maxsize=None)
 def _allowed_nodes() -> frozenset[str]:
     """What the evaluator runs (simpleeval's nodes and operators), minus statements; anything
     else (lambda, walrus, set comprehension, star-args ...) is refused at load time rather
     than when a run first reaches the rule."""
+    from simpleeval import EvalWithCompoundTypes
     ev = EvalWithCompoundTypes()
     names = {n.__name__ for n in ev.nodes} | {o.__name__ for o in ev.operators}
     # f-strings go too: a format spec like {x:>999999999} builds a gigabyte string
@@ -126,7 +134,6 @@ def _allowed_nodes() -> frozenset[str]:
     return frozenset(names | {"Expression", "Load", "Store", "comprehension", "keyword", "And", "Or"})
 
 
-_ALLOWED = _allowed_nodes()
 _CALLABLE = frozenset(FUNCTIONS) | {"get", "defined"}
 
 
@@ -148,7 +155,7 @@ def check_syntax(expr: str) -> None:
         if depth > MAX_EXPR_DEPTH:
             raise ExprError(f"{expr[:80]!r}: nested deeper than {MAX_EXPR_DEPTH} levels")
         name = type(node).__name__
-        if name not in _ALLOWED:
+        if name not in _allowed_nodes():
             raise ExprError(f"{expr[:80]!r}: {name} is not allowed in a rule expression")
         if isinstance(node, ast.Name) and node.id.startswith("_") or \
                 isinstance(node, ast.Attribute) and node.attr.startswith("_"):

@@ -288,13 +288,14 @@ def _checker_flavour() -> str:
     module (the checks, the Rule layout: _yaml_flavour), expr.py's checks, the categories and
     severities (findings.py), the expression evaluator (simpleeval: which syntax nodes it
     runs) and Python's own grammar (ast.parse)."""
+    import importlib.util
     import sys
 
-    import simpleeval
-
     from . import expr, findings
+    # simpleeval's file found without importing it (expr.py loads it when a rule is evaluated)
+    spec = importlib.util.find_spec("simpleeval")
     out = [sys.version, _yaml_flavour()]
-    for f in (expr.__file__, findings.__file__, simpleeval.__file__):
+    for f in (expr.__file__, findings.__file__, (spec.origin if spec else None) or "simpleeval"):
         try:
             out.append(f"{f} {os.stat(f).st_mtime_ns}")
         except OSError:

@@ -48,6 +48,11 @@ _PREFIXES = [
     # `cat -n` / `nl` line numbers (the tab tells them from srun's "0: ")
     (re.compile(r"^ *\d+\t"), None),
 ]
+# Only the decorations that begin with '[' can match a line that does (most parsed lines:
+# '[2026-..', '[rank3]:', '[Rank 0]'), so the others are not tried there: each regex tried on a
+# parsed line costs ~0.5-2 us, and clean() runs for every one (tests/test_lines_clean.py checks
+# that no other decoration can begin with '[').
+_PREFIX_TABLE = [(rx, what, rx.pattern.startswith("^\\[")) for rx, what in _PREFIXES]
 _RAY_REPEATED = re.compile(r" \[repeated \d+x across cluster\](?: \(Ray deduplicates logs by default\..*\))?$")
 _LOG_LEVELS = frozenset(("INFO", "WARN", "ERRO", "DEBU", "CRIT"))
 _MONTHS = frozenset(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
@@ -60,6 +65,7 @@ _TS = [
 # glog heads without a year: c10's "[E1205 10:00:00.123456 1234 File.cpp:12] " and torch's Python
 # logging "W1205 10:00:00.123000 1234 torch/distributed/run.py:872] " (torch/_logging/_internal.py:
 # TorchLogsFormatter). Only the time is read; the head stays (its level letter is the message's).
+_TS_TABLE = [(rx, fmt, rx.pattern.startswith("^\\[")) for rx, fmt in _TS]
 _GLOG = re.compile(r"^\[?[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d)\.(\d+) +\d+ ")
 _YEARLESS = 1972          # the year of a glog time before the log has shown its own (a leap year: 02/29 parses)
 DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
@@ -84,22 +90,39 @@ class Line:
 
     def event(self, kind: str, step: int | None = None, rank: int | None = None, **data) -> Event:
         t = self.text if len(self.text) <= MAX_EVIDENCE_TEXT else self.text[:MAX_EVIDENCE_TEXT] + "…"
-        return Event(kind=kind, rank=self.rank if rank is None else rank, step=step, time=self.time,
-                     data=data, source=self.source, line=self.lineno, text=t)
+        # (positional: ~0.4 us less per event than by keyword, ~17,000 events per GiB of log)
+        return Event(kind, self.rank if rank is None else rank, step, self.time, data, self.source, self.lineno, t)
 
 
 _TIME_CACHE: dict[str, float | None] = {}
 
 
+_DAYS_BEFORE_MONTH = (0, 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+_DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_EPOCH_DAYS = 719162        # days from 0001-01-01 to 1970-01-01 (proleptic Gregorian)
+
+
 def utc_seconds(text: str) -> float | None:
     """'YYYY-mm-dd HH:MM:SS' (or with a 'T') as unix seconds, read as UTC like every log timestamp
-    here (only differences are used), or None."""
-    from datetime import datetime, timezone      # here: a log without timestamps never needs it
+    here (only differences are used), or None.
+
+    What `datetime(..., tzinfo=timezone.utc).timestamp()` returns, and None where it raises
+    (a field that is not a number or out of range, Feb 29 of a common year), by arithmetic:
+    the datetime version cost ~3 us per parsed line (lines have their own seconds, so the
+    cache in _parse_time rarely holds them) and its import ~1 ms of start-up."""
     try:
-        return datetime(int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
-                        int(text[17:19]), tzinfo=timezone.utc).timestamp()
+        y, mo, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
+        hh, mm, ss = int(text[11:13]), int(text[14:16]), int(text[17:19])
     except ValueError:
         return None
+    if not (1 <= y <= 9999 and 1 <= mo <= 12 and 0 <= hh <= 23 and 0 <= mm <= 59 and 0 <= ss <= 59):
+        return None
+    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    if not 1 <= d <= _DAYS_IN_MONTH[mo] + (leap and mo == 2):
+        return None
+    p = y - 1
+    days = p * 365 + p // 4 - p // 100 + p // 400 + _DAYS_BEFORE_MONTH[mo] + (leap and mo > 2) + d - 1 - _EPOCH_DAYS
+    return float(days * 86400 + hh * 3600 + mm * 60 + ss)
 
 
 def _parse_time(m: re.Match, fmt: str) -> float | None:
@@ -149,7 +172,9 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
         if not _may_start(s):
             break
         changed = False
-        for rx, what in _PREFIXES:
+        for rx, what, bracket in _PREFIX_TABLE:
+            if not bracket and s[:1] == "[":
+                continue
             m = rx.match(s)
             if m:
                 if what == "rank" and rank is None:
@@ -158,12 +183,16 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
                     host = m.group(1) or host
                 s = s[m.end():]
                 changed = True
-        for rx, fmt in _TS:
-            m = rx.match(s)
-            if m and t is None:
-                t = _parse_time(m, fmt)
-                s = s[m.end():]
-                changed = True
+        if t is None:                       # (the first time found is kept)
+            for rx, fmt, bracket in _TS_TABLE:
+                if not bracket and s[:1] == "[":
+                    continue
+                m = rx.match(s)
+                if m:
+                    t = _parse_time(m, fmt)
+                    s = s[m.end():]
+                    changed = True
+                    break
         if not changed:
             if t is None and s[:1] in "[IWEF" and s[:2] != "[r":
                 m = _GLOG.match(s)

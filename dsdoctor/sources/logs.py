@@ -18,7 +18,7 @@ from .lines import Line, StreamState
 from .parse import parse_line
 from .registry import finish_stream
 from .sampler import RunSampling, SteadySampler
-from .scanner import candidate_hits, candidate_lines, line_triggers, matcher
+from .scanner import BIG_BLOCK, candidate_hits, candidate_lines, keep_freed_blocks, line_triggers, matcher
 
 __all__ = ["Line", "StreamState", "parse_line", "read_log", "events_from_text"]
 
@@ -49,6 +49,8 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
             raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
         blocks: Iterable[bytes] = ()
         if first is not None:
+            if len(first) >= BIG_BLOCK:          # (before the next block is read)
+                keep_freed_blocks()
             st.year = first_year(first)
             blocks = _as_printed(first, rest)
         errors: list[InputError] = []

@@ -58,10 +58,17 @@ class Matcher:
         # continuation-only literals are not searched for in the block (see `on`); `follow[i]`
         # lists the (id, literal) of those that may continue a line holding literal i
         only = [n in CONTINUES and n not in TRIGGERS for n in self.names]
-        conts = [(j, m) for j, m in enumerate(self.names) if only[j]]      # a dozen: not n x n
+        # (from each continuation literal to the literals it may continue: one pass over
+        # CONTINUES instead of a scan of every continuation literal per literal, ~3 ms)
+        follows: list[list[int]] = [[] for _ in literals]
+        for j, m in enumerate(self.names):
+            if only[j]:
+                for n in CONTINUES[m]:
+                    k = self.index.get(n.encode())
+                    if k is not None:
+                        follows[k].append(j)
         self.follow: list[Follow | None] = [
-            self.follow_of(tuple((j, literals[j]) for j, m in conts if n in CONTINUES[m]))
-            for n in self.names]
+            self.follow_of(tuple((j, literals[j]) for j in js)) if js else None for js in follows]
         scanned = [i for i in range(len(literals)) if not only[i]]
         self._scanned = scanned
         # literal id -> its steady group (recogniser.steady), or None
@@ -198,8 +205,45 @@ class Matcher:
     def ids_in(self, line: bytes, continuations: bool = False) -> list[int]:
         """The literal ids in one line (for the `re` fallback), with the continuation
         literals too if asked."""
+        if continuations and self._hs_all is not None:
+            return self._ids_in_all(line)
         rx = self.rx_all if continuations else self.rx
         return sorted({self.index[t] for t in rx.findall(line)})
+
+    @functools.cached_property
+    def _hs_all(self):
+        """A Hyperscan database of every literal, continuation-only ones too (from the
+        on-disk cache: ~1 ms, where compiling `rx_all`, ~840 alternatives, costs ~20 ms:
+        small logs read both ways by sources/unwrap.py, rule examples, lines parsed alone)."""
+        if self.hs is None:
+            return None
+        n = len(self.literals)
+        try:
+            return _compiled(self._hyperscan, [re.escape(t) for t in self.literals], list(range(n)), [0] * n)
+        except Exception:        # a literal Hyperscan refuses: `rx_all` then, as without Hyperscan
+            return None
+
+    def _ids_in_all(self, line: bytes) -> list[int]:
+        """`rx_all.findall(line)` as ids, from Hyperscan's hits: findall's matches do not
+        overlap, each the leftmost one from where the last ended, and at one position the
+        first alternative (the lowest id: the alternation lists the literals in id order)."""
+        hits: list[tuple[int, int]] = []
+        add, lens = hits.append, self._lens
+        self._hs_all.scan(line, match_event_handler=lambda i, _f, to, _fl, _c: add((to - lens[i], i)))
+        if not hits:
+            return []
+        hits.sort()
+        got: set[int] = set()
+        pos = 0
+        for start, i in hits:
+            if start >= pos:
+                got.add(i)
+                pos = start + lens[i]
+        return sorted(got)
+
+    @functools.cached_property
+    def _lens(self) -> list[int]:
+        return [len(t) for t in self.literals]
 
 
 def _compiled(hyperscan, exprs: list[bytes], ids: list[int], flags: list[int]):
@@ -228,6 +272,19 @@ def _compiled(hyperscan, exprs: list[bytes], ids: list[int], flags: list[int]):
     return db
 
 
+_blocks_kept = False
+BIG_BLOCK = 1 << 20       # an input whose first block is this big is read in many large blocks
+
+
+def keep_freed_blocks() -> None:
+    """_keep_freed_blocks, once per process: called by the reader when an input's first
+    block is large (BIG_BLOCK), so a small log does not load ctypes for it (~1.7 ms)."""
+    global _blocks_kept
+    if not _blocks_kept:
+        _blocks_kept = True
+        _keep_freed_blocks()
+
+
 def _keep_freed_blocks() -> None:
     """Let glibc reuse the memory of freed blocks instead of returning it to the kernel: each
     8 MiB block (the read, the line-aligned body) otherwise comes from a fresh mmap whose every
@@ -249,7 +306,6 @@ def matcher() -> Matcher:
     hyperscan database costs ~0.1 s)."""
     global _matcher, _trigger_list
     if _matcher is None:
-        _keep_freed_blocks()
         _trigger_list = sorted(HANDLERS, key=len, reverse=True)
         _matcher = Matcher([t.encode() for t in _trigger_list])
     return _matcher

@@ -33,7 +33,7 @@ _UNANCHORED = (".traceback", ".error_lines")
 # (bash has ' (core dumped)' and '(core dumped) ', often translated alike: both read ' (core dumped) ')
 _WORDS = sorted(((tr, " (core dumped) " if "core dumped" in en else en) for en, tr, _ in TRANSLATIONS
                  if en != _LINE_HEAD_ID), key=lambda p: -len(p[0]))
-_WORD_RE = re.compile("|".join(re.escape(tr) for tr, _ in _WORDS))
+_WORD_RE = compile_later("|".join(re.escape(tr) for tr, _ in _WORDS))
 _ENGLISH = dict(_WORDS)
 
 
@@ -43,7 +43,7 @@ def _head_pattern(fmt: str) -> str:
 
 # bash's translated job-report heads ('%s: 第 %d 行：', '%s: Zeile %d: '): one regex, one group pair each
 _HEADS = [fmt for en, fmt, _ in TRANSLATIONS if en == _LINE_HEAD_ID]
-_HEAD_RE = re.compile("^(?:" + "|".join(
+_HEAD_RE = compile_later("^(?:" + "|".join(
     _head_pattern(f).replace("{}", str(i), 2) for i, f in enumerate(_HEADS)) + ")")
 # the literals the scanner looks for: the translated words (a head alone says nothing)
 _LITERALS = tuple(dict.fromkeys([tr.strip() for tr, _ in _WORDS if tr.strip()]))
