@@ -527,7 +527,15 @@ class FailureDetector(Detector):
                                host=ev.data.get("host"), killed_what=ev.data.get("what"),
                                memory_used=ev.data.get("used"), memory_total=ev.data.get("total"),
                                threshold=ev.data.get("threshold")))
+        # Slurm's memory enforcement names the node over its limit ('slurmstepd-node2: error: StepId=12.0
+        # exceeded memory limit'); srun's 'task N: Killed' on the other nodes is the step torn down after it
+        over = {e.data.get("node") for _, e in self.kills if e.data.get("memcg") and e.data.get("node")}
         for _, e in (self.kills or self.killing)[:4]:
+            if over and e.data.get("node") and e.data.get("node") not in over:
+                ev_ = _evidence(e)
+                if ev_.text and len(s.evidence) < 8 and ev_ not in s.evidence:
+                    s.evidence.append(ev_)
+                continue
             self._add(s, e)
         if self.phase is not None and phase == self.phase[0]:
             s.evidence.append(_evidence(self.phase[3]))
@@ -611,10 +619,23 @@ class FailureDetector(Detector):
             if e.text and len(s.evidence) < 8 and e not in s.evidence:
                 s.evidence.append(e)
         for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
+            if s.facts["reason"] == "node failure" and e is not ev:
+                # the tasks Slurm ended on the nodes still up: evidence, not the failed node's ranks
+                e_ = _evidence(e)
+                if e_.text and len(s.evidence) < 8 and e_ not in s.evidence:
+                    s.evidence.append(e_)
+                continue
             self._add(s, e)
         if g is not None:
             gev, _ = g.decisive()
-            self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+            if g.weight == 1 and not external and g.rank not in s.ranks:
+                # a peer's lost connection (srun's 'task 1: Segmentation fault', rank 0's gloo
+                # 'Connection reset by peer'): evidence, not a second crashed rank
+                e = _evidence(gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+                if e.text and len(s.evidence) < 8 and e not in s.evidence:
+                    s.evidence.append(e)
+            else:
+                self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
         return s
 
     def _hung(self, stop_time: float | None, g: "_Group | None", pt: list[float] | None = None) -> dict:
