@@ -33,6 +33,9 @@ CASES = {
     "sbatch_step_time_limit": ("failure-stopped-from-outside", "time limit", None),
     "sbatch_usr1_then_time_limit": ("failure-stopped-from-outside", "time limit", None),
     "sbatch_scancel": ("failure-stopped-from-outside", "scancel", None),
+    "sbatch_requeued": ("failure-stopped-from-outside", "job requeue", None),
+    # the same job id run twice (scontrol requeue, --open-mode=append): the last run's stop is the one
+    "sbatch_requeued_then_scancel": ("failure-stopped-from-outside", "scancel", None),
     # slurmstepd's OverMemoryKill: the node over its limit holds the culprit; the other node's
     # 'task N: Killed' is the step torn down after it
     "sbatch_mem_limit_node2": ("host-oom-killed-cgroup", "memory limit (Slurm)", [1]),

@@ -348,7 +348,12 @@ class FailureDetector(Detector):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
         stop = self._scheduler_stop()
-        died_first = [sq for sq, e in self.kills + self.signals if not e.data.get("reason")]
+        # (deaths in this run only: a requeued job's log holds its earlier runs' stops, and the tasks
+        # those stops terminated: srun's 'task 0: Terminated' after them)
+        since = max((sq for sq, e in self.signals if e.data.get("reason") and stop is not None and sq < stop[0]),
+                    default=-1)
+        died_first = [sq for sq, e in self.kills + self.signals if not e.data.get("reason") and sq > since
+                      and not (since >= 0 and e.data.get("signal") == 15)]
         if stop is not None and stop[1].data.get("reason") == "scancel" and died_first and min(died_first) < stop[0]:
             # a task SIGKILLed (or crashed: 'task 3: Segmentation fault') before its step was cancelled:
             # srun tore the step down because that task died (srun's 'Terminating StepId'), so the death is the cause
@@ -411,8 +416,10 @@ class FailureDetector(Detector):
         stops = [(seq, ev) for seq, ev in self.signals if ev.data.get("reason")]
         if not stops:
             return None
-        last = stops[-1][1].data.get("job")
-        return next(x for x in stops if x[1].data.get("job") == last) if last is not None else stops[-1]
+        def run(ev: Event) -> tuple:      # a requeued job's runs share its id: the stop's time tells them apart
+            return ev.data.get("job"), ev.data.get("at_time")
+        last = run(stops[-1][1])
+        return next(x for x in stops if run(x[1]) == last) if last[0] is not None else stops[-1]
 
     def _drop_watchdog_exits(self) -> None:
         """The exit codes of a run the watchdog ended: the ranks' WATCHDOG_EXIT_CODE and, when

@@ -246,8 +246,9 @@ _SLURM_CANCEL = compile_later(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT 
 @on(" CANCELLED AT ")
 def slurm_cancelled(line: Line, st: StreamState):
     m = _SLURM_CANCEL.search(line.text)
-    # once per job (its step and the job say it together; a requeued job's log holds each run's stop)
-    if not m or not st.once(("slurm-cancel", m.group(1).split(".")[0])):
+    # once per job and stop time (its step and the job say it together, with one time; a requeued
+    # job keeps its id, and its log, with --open-mode=append, holds each run's stop)
+    if not m or not st.once(("slurm-cancel", m.group(1).split(".")[0], m.group(3))):
         return None
     reason = (m.group(4) or "scancel").strip().lower()
     node = m.group(2)
