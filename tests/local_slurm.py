@@ -53,9 +53,14 @@ def missing_tools() -> str | None:
 class LocalSlurm:
     """start() -> env additions for srun (SLURM_CONF); close() stops the daemons, removes all."""
 
-    def __init__(self, nodes: tuple[str, ...] = ("node1", "node2"), cpus: int = 2):
+    def __init__(self, nodes: tuple[str, ...] = ("node1", "node2"), cpus: int = 2,
+                 conf: dict[str, str] | None = None, node_conf: str = ""):
         self.nodes = nodes
         self.cpus = cpus
+        # slurm.conf keys to set (replacing the default's line, else added), and words added to each
+        # NodeName line (e.g. "RealMemory=4000"): for scratch runs that need another setting
+        self.conf = conf or {}
+        self.node_conf = node_conf
         self.dir = Path(tempfile.mkdtemp(prefix="dsdoctor-slurm-"))
         os.chmod(self.dir, 0o700)                 # munged checks its key's and socket's folders
         self.host = socket.gethostname()
@@ -89,7 +94,7 @@ class LocalSlurm:
         conf = d / "slurm.conf"
         plugstack = d / "plugstack.conf"           # no SPANK plugins (the default one is /etc/slurm's)
         plugstack.write_text("")
-        conf.write_text(
+        text = (
             "ClusterName=dsdoctor-test\n"
             f"SlurmctldHost={self.host}(127.0.0.1)\n"
             f"SlurmctldPort={ctld_port}\n"
@@ -109,8 +114,17 @@ class LocalSlurm:
             f"SlurmdParameters=config_overrides\nPlugStackConfig={plugstack}\nMailProg=/bin/true\n"
             "SlurmctldDebug=info\nSlurmdDebug=info\n"
             + "".join(f"NodeName={n} NodeAddr=127.0.0.1 NodeHostname={n} Port={port} CPUs={self.cpus} "
-                      "State=UNKNOWN\n" for n, port in zip(self.nodes, node_ports))
+                      f"{self.node_conf + ' ' if self.node_conf else ''}State=UNKNOWN\n"
+                      for n, port in zip(self.nodes, node_ports))
             + f"PartitionName=test Nodes={','.join(self.nodes)} Default=YES MaxTime=30 State=UP OverSubscribe=YES\n")
+        lines = text.splitlines()
+        for key, value in self.conf.items():
+            at = [i for i, ln in enumerate(lines) if ln.startswith(key + "=")]
+            if at:
+                lines[at[0]] = f"{key}={value}"
+            else:
+                lines.insert(len(lines) - 1 - len(self.nodes), f"{key}={value}")
+        conf.write_text("\n".join(lines) + "\n")
         env = {**os.environ, "SLURM_CONF": str(conf)}
         deadline = time.monotonic() + timeout
         while not sock.exists():

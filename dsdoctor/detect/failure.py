@@ -357,7 +357,12 @@ class FailureDetector(Detector):
             decisive = None           # the launcher re-reporting the watchdog's exit code
         primary = decisive if decisive is not None and decisive.weight >= 2 else None
         stop = self._scheduler_stop()
-        died_first = [sq for sq, e in self.kills + self.signals if not e.data.get("reason")]
+        # (deaths in this run only: a requeued job's log holds its earlier runs' stops, and the tasks
+        # those stops terminated: srun's 'task 0: Terminated' after them)
+        since = max((sq for sq, e in self.signals if e.data.get("reason") and stop is not None and sq < stop[0]),
+                    default=-1)
+        died_first = [sq for sq, e in self.kills + self.signals if not e.data.get("reason") and sq > since
+                      and not (since >= 0 and e.data.get("signal") == 15)]
         if stop is not None and stop[1].data.get("reason") == "scancel" and died_first and min(died_first) < stop[0]:
             # a task SIGKILLed (or crashed: 'task 3: Segmentation fault') before its step was cancelled:
             # srun tore the step down because that task died (srun's 'Terminating StepId'), so the death is the cause
@@ -420,8 +425,10 @@ class FailureDetector(Detector):
         stops = [(seq, ev) for seq, ev in self.signals if ev.data.get("reason")]
         if not stops:
             return None
-        last = stops[-1][1].data.get("job")
-        return next(x for x in stops if x[1].data.get("job") == last) if last is not None else stops[-1]
+        def run(ev: Event) -> tuple:      # a requeued job's runs share its id: the stop's time tells them apart
+            return ev.data.get("job"), ev.data.get("at_time")
+        last = run(stops[-1][1])
+        return next(x for x in stops if run(x[1]) == last) if last[0] is not None else stops[-1]
 
     def _drop_watchdog_exits(self) -> None:
         """The exit codes of a run the watchdog ended: the ranks' WATCHDOG_EXIT_CODE and, when
@@ -536,7 +543,15 @@ class FailureDetector(Detector):
                                host=ev.data.get("host"), killed_what=ev.data.get("what"),
                                memory_used=ev.data.get("used"), memory_total=ev.data.get("total"),
                                threshold=ev.data.get("threshold")))
+        # Slurm's memory enforcement names the node over its limit ('slurmstepd-node2: error: StepId=12.0
+        # exceeded memory limit'); srun's 'task N: Killed' on the other nodes is the step torn down after it
+        over = {e.data.get("node") for _, e in self.kills if e.data.get("memcg") and e.data.get("node")}
         for _, e in (self.kills or self.killing)[:4]:
+            if over and e.data.get("node") and e.data.get("node") not in over:
+                ev_ = _evidence(e)
+                if ev_.text and len(s.evidence) < 8 and ev_ not in s.evidence:
+                    s.evidence.append(ev_)
+                continue
             self._add(s, e)
         if self.phase is not None and phase == self.phase[0]:
             s.evidence.append(_evidence(self.phase[3]))
@@ -627,10 +642,23 @@ class FailureDetector(Detector):
             if e.text and len(s.evidence) < 8 and e not in s.evidence:
                 s.evidence.append(e)
         for _, e in (self.signals[:4] + self.kills[:2] if chosen else self.signals[:4]):
+            if s.facts["reason"] == "node failure" and e is not ev:
+                # the tasks Slurm ended on the nodes still up: evidence, not the failed node's ranks
+                e_ = _evidence(e)
+                if e_.text and len(s.evidence) < 8 and e_ not in s.evidence:
+                    s.evidence.append(e_)
+                continue
             self._add(s, e)
         if g is not None:
             gev, _ = g.decisive()
-            self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+            if g.weight == 1 and not external and g.rank not in s.ranks:
+                # a peer's lost connection (srun's 'task 1: Segmentation fault', rank 0's gloo
+                # 'Connection reset by peer'): evidence, not a second crashed rank
+                e = _evidence(gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+                if e.text and len(s.evidence) < 8 and e not in s.evidence:
+                    s.evidence.append(e)
+            else:
+                self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
         return s
 
     def _hung(self, stop_time: float | None, g: "_Group | None", pt: list[float] | None = None) -> dict:

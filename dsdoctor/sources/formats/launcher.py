@@ -246,12 +246,33 @@ _SLURM_CANCEL = compile_later(r"\*\*\* (?:JOB|STEP) (\S+) ON (\S+) CANCELLED AT 
 @on(" CANCELLED AT ")
 def slurm_cancelled(line: Line, st: StreamState):
     m = _SLURM_CANCEL.search(line.text)
-    # once per job (its step and the job say it together; a requeued job's log holds each run's stop)
-    if not m or not st.once(("slurm-cancel", m.group(1).split(".")[0])):
+    # once per job and stop time (its step and the job say it together, with one time; a requeued
+    # job keeps its id, and its log, with --open-mode=append, holds each run's stop)
+    if not m or not st.once(("slurm-cancel", m.group(1).split(".")[0], m.group(3))):
         return None
     reason = (m.group(4) or "scancel").strip().lower()
+    node = m.group(2)
+    if reason == "node failure":
+        # ' ON %s' is the node whose slurmstepd reports the stop (the batch host), not the one that
+        # failed: srun names that one ('srun: error: Node failure on node2', seen in a real run)
+        node = st.scratch.get("slurm.failed_node")
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=15, who="slurm",
-                      external=True, reason=reason, node=m.group(2), job=m.group(1), at_time=utc_seconds(m.group(3)))
+                      external=True, reason=reason, node=node, job=m.group(1), at_time=utc_seconds(m.group(3)),
+                      reporter=m.group(2))
+
+
+# srun, when slurmctld tells it a node of the step stopped responding (src/api/step_launch.c:
+# _node_fail_handler, error("Node failure on %s", ...)): the failed node, named before slurmstepd's
+# '*** JOB N ON <batch host> CANCELLED AT ... DUE TO NODE FAILURE ***'
+_SRUN_NODE_FAIL = compile_later(r"srun: error: Node failure on (\S+)")
+
+
+@on("Node failure on ")
+def srun_node_failure(line: Line, st: StreamState):
+    m = _SRUN_NODE_FAIL.search(line.text)
+    if m:
+        st.scratch.setdefault("slurm.failed_node", m.group(1).rstrip(".,"))
+    return None
 
 
 # bash: "Killed" alone, or "/path/script.sh: line 12: 4567 Killed    python train.py"
@@ -531,3 +552,49 @@ def ssh_client_error(line: Line, st: StreamState):
     reason = m.group(2) or m.group(4) or m.group(5) or m.group(6)
     return line.event("env_error", error="ssh_failed", op=None, host=host, reason=reason.strip(),
                       message=line.text.strip()[-300:])
+
+
+# Slurm's own memory enforcement without cgroups (JobAcctGatherParams=OverMemoryKill, the
+# jobacct_gather plugin polling the tasks' RSS; format strings in Slurm 22.05's
+# src/common/slurm_jobacct_gather.c: _poll_data): '%ps exceeded memory limit (%lu > %lu), being
+# killed' ('StepId=12.0 ...'; before 20.x 'Step 12.0' / 'Job 12'), '... exceeded virtual memory
+# limit ...', then slurmstepd's 'Exceeded job memory limit' (before 20.x also 'Exceeded step memory
+# limit at some point.'). The tasks get SIGKILL; srun then says 'task 1: Killed' and tears the step
+# down ('*** STEP 12.0 ON node1 CANCELLED AT ... ***'): those are its echo.
+_SLURM_MEM_LIMIT = compile_later(r"(?:StepId=|Step |Job )?(\d+(?:\.\w+)?) exceeded (?:virtual )?memory limit "
+                                 r"\((\d+) > (\d+)\), being killed")
+
+
+@on("exceeded memory limit (", "exceeded virtual memory limit (", "Exceeded job memory limit",
+    "Exceeded step memory limit")
+def slurm_memory_limit(line: Line, st: StreamState):
+    m = _SLURM_MEM_LIMIT.search(line.text)
+    if m is None and "xceeded job memory limit" not in line.text and "xceeded step memory limit" not in line.text:
+        return None
+    if not st.once(("slurm-memory-limit",)):
+        return None
+    node = line.host[len("slurmstepd-"):] if line.host and line.host.startswith("slurmstepd-") else None
+    extra = dict(used_bytes=int(m.group(2)), limit_bytes=int(m.group(3))) if m else {}
+    return _killed(line, st, -9, "slurm", memcg="slurm-jobacct", node=node, **extra)
+
+
+# MPICH's launcher (hydra: mpiexec.hydra / mpirun.mpich, src/pm/hydra/mpiexec/mpiexec.c) when a
+# process ended on a signal: a '=' box with '=   BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES',
+# '=   PID %d RUNNING AT %s', '=   EXIT CODE: %d', then 'YOUR APPLICATION TERMINATED WITH THE EXIT
+# STRING: %s (signal %d)' (MPICH 4.0, seen in a real run; a plain non-zero exit prints nothing). It
+# names the process's PID and host, not its rank.
+_HYDRA_AT = compile_later(r"^=\s+PID (\d+) RUNNING AT (\S+)")
+_HYDRA_SIGNAL = compile_later(r"YOUR APPLICATION TERMINATED WITH THE EXIT STRING: (.*?) \(signal (\d+)\)")
+
+
+@on("RUNNING AT ", "TERMINATED WITH THE EXIT STRING: ")
+def mpich_hydra_exit(line: Line, st: StreamState):
+    m = _HYDRA_AT.match(line.text.strip())
+    if m:
+        st.scratch["mpich.at"] = (int(m.group(1)), m.group(2))
+        return None
+    m = _HYDRA_SIGNAL.search(line.text)
+    if not m:
+        return None
+    pid, host = st.scratch.get("mpich.at", (None, None))
+    return _killed(line, st, -int(m.group(2)), "mpich", pid=pid, node=host)
