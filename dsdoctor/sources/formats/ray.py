@@ -18,6 +18,8 @@ The worker prefixes '(Actor pid=N, ip=X) ' are read by sources/lines.py (the ip 
 """
 from __future__ import annotations
 
+import re
+
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
@@ -163,3 +165,47 @@ def ray_unschedulable(line: Line, st: StreamState):
     if seen[0] != 1:
         return None
     return line.event("error_line", step=st.step_of(line.rank), level="warning", message=line.text.strip()[:300])
+
+
+# Ray >= 2.4x raylet (src/ray/raylet/node_manager.cc, memory monitor's kill): the driver's
+# 'ray.exceptions.OutOfMemoryError: 7 worker(s) were killed due to the node running low on memory.
+# Memory on the node (IP: X, ID: ..) was 22.41GB used / 23.54GB limit (0.95)' (the same text in a
+# worker's death record), then 'OOM kill reason: Memory usage NB exceeded threshold of NB (95.0% of NB
+# limit)' and 'Ray killed N worker(s) based on the killing policy'
+_OOM_KILLED_N = compile_later(r"(\d+) worker\(s\) were killed due to the node running low on memory\."
+                              r"(?: Memory on the node \(IP: ([^,\s]+), ID: \w+\) was ([\d.]+)GB used / ([\d.]+)GB limit)?")
+
+
+@on("were killed due to the node running low on memory")
+def ray_oom_killed(line: Line, st: StreamState):
+    m = _OOM_KILLED_N.search(line.text)
+    if not m or int(m.group(1)) == 0:
+        return None
+    facts = {} if m.group(3) is None else {"used": float(m.group(3)) * _GB, "total": float(m.group(4)) * _GB}
+    return _memory_kill(line, st, m.group(2) or line.host, None, **facts)
+
+
+# Ray Train's table of its workers (ray/train/v2/_internal/execution/worker_group/worker_group.py:
+# WorkerGroup._start 'Started training worker group of size N: \n- (ip=X, pid=N) world_rank=R,
+# local_rank=L, node_rank=K'; Ray Train v1 ray/train/_internal/backend_executor.py:
+# BackendExecutor._create_rank_world_size_mappings '- (node_id=.., ip=X, pid=N) world_rank=R, ...').
+# The driver prefixes each worker's line with its pid ('(RayTrainWorker pid=N) '): with this table a
+# worker's line gets the worker's rank (sources/parse.py reads RAY_PID_RANK).
+RAY_PID_RANK = "ray.pid_rank"
+_WORKER_ROW = compile_later(r"^- \((?:node_id=\w+, )?ip=[^,)\s]+, pid=(\d+)\) world_rank=(\d+),")
+_PREFIX_PID = re.compile(r"^(?:\x1b\[[0-9;]*m)?\([\w.<>:-]+(?:\([^()]*\))? pid=(\d+)[,)]")
+
+
+@on(") world_rank=")
+def ray_worker_table(line: Line, st: StreamState) -> None:
+    m = _WORKER_ROW.match(line.text.strip())
+    if m:
+        pids = st.scratch.setdefault(RAY_PID_RANK, {})
+        if len(pids) < 100_000:
+            pids[int(m.group(1))] = int(m.group(2))
+
+
+def rank_of_worker(raw: str, pids: dict[int, int]) -> int | None:
+    """The rank of the Ray Train worker whose pid prefixes `raw`, or None."""
+    m = _PREFIX_PID.match(raw)
+    return pids.get(int(m.group(1))) if m else None
