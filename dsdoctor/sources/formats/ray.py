@@ -193,7 +193,8 @@ def ray_oom_killed(line: Line, st: StreamState):
 # worker's line gets the worker's rank (sources/parse.py reads RAY_PID_RANK).
 RAY_PID_RANK = "ray.pid_rank"
 _WORKER_ROW = compile_later(r"^- \((?:node_id=\w+, )?ip=[^,)\s]+, pid=(\d+)\) world_rank=(\d+),")
-_PREFIX_PID = re.compile(r"^(?:\x1b\[[0-9;]*m)?\([\w.<>:-]+(?:\([^()]*\))? pid=(\d+)[,)]")
+# the prefix, also behind another one ('[pod/..] ', '> ', a colour code)
+_PREFIX_PID = re.compile(r"\([\w.<>:-]+(?:\([^()]*\))? pid=(\d+)(?:, ip=[^)\s]+)?\)")
 
 
 @on(") world_rank=")
@@ -207,5 +208,5 @@ def ray_worker_table(line: Line, st: StreamState) -> None:
 
 def rank_of_worker(raw: str, pids: dict[int, int]) -> int | None:
     """The rank of the Ray Train worker whose pid prefixes `raw`, or None."""
-    m = _PREFIX_PID.match(raw)
+    m = _PREFIX_PID.search(raw, 0, 160)
     return pids.get(int(m.group(1))) if m else None

@@ -1,0 +1,77 @@
+"""Ray Train as it prints when run for real (Ray 2.60, generalisation round 6 part M): the worker
+table that names each worker's rank, the memory monitor's kill as the driver raises it, and Ray
+Train v2's wrapper of a worker's error.
+
+Fast: text in. The lines are taken from runs of TorchTrainer + DeepSpeed on the CPU here (the whole
+captured consoles are fixtures/excerpts/gen_m_ray_train_*.log); the templates are in
+ray/train/v2/_internal/execution/worker_group/worker_group.py (WorkerGroup._start),
+ray/train/_internal/backend_executor.py, ray/train/v2/api/exceptions.py and the raylet's
+'%d worker(s) were killed due to the node running low on memory. %s'.
+"""
+from __future__ import annotations
+
+from dsdoctor.pipeline import Diagnoser
+from dsdoctor.rules import RuleSet
+from dsdoctor.sources.logs import events_from_text
+
+RULES = RuleSet.load()
+TABLE = ["(TrainController pid=22634) Started training worker group of size 2: ",
+         "(TrainController pid=22634) - (ip=10.0.0.2, pid=22930) world_rank=0, local_rank=0, node_rank=0",
+         "(TrainController pid=22634) - (ip=10.0.0.2, pid=22956) world_rank=1, local_rank=1, node_rank=0"]
+V1_TABLE = ["(TorchTrainer pid=811) Started distributed worker processes: ",
+            "(TorchTrainer pid=811) - (node_id=5b1a0e7c, ip=10.0.0.2, pid=22930) world_rank=0, local_rank=0, node_rank=0",
+            "(TorchTrainer pid=811) - (node_id=5b1a0e7c, ip=10.0.0.2, pid=22956) world_rank=1, local_rank=1, node_rank=0"]
+WORKER_ERROR = ["(RayTrainWorker pid=22956) Error in training function:",
+                "(RayTrainWorker pid=22956) Traceback (most recent call last):",
+                '(RayTrainWorker pid=22956)   File "/job/train.py", line 34, in train_loop',
+                "(RayTrainWorker pid=22956)     _ = labels[idx]",
+                "(RayTrainWorker pid=22956) IndexError: list index out of range"]
+
+
+def findings(lines: list[str]):
+    d = Diagnoser(rules=RULES)
+    d.feed_all(events_from_text("\n".join(lines) + "\n"))
+    return [f for f in d.finish() if f.severity != "info"]
+
+
+def test_the_worker_table_gives_a_worker_line_its_rank():
+    for table in (TABLE, V1_TABLE):
+        f = findings(table + ["(RayTrainWorker pid=22956) step 8 loss nan"])[0]
+        assert f.category == "nan_loss" and f.ranks == [1]
+        f = findings(table + WORKER_ERROR)[0]
+        assert f.category == "other" and f.ranks == [1] and "IndexError" in f.evidence[0].text
+
+
+def test_a_worker_line_without_the_table_or_from_another_pid_has_no_rank():
+    assert findings(["(RayTrainWorker pid=22956) step 8 loss nan"])[0].ranks == []
+    assert findings(TABLE + ["(RayTrainWorker pid=31337) step 8 loss nan"])[0].ranks == []
+    # behind kubectl's prefix the worker's pid still names it
+    f = findings([f"[pod/head-0/ray] {t}" for t in TABLE + ["(RayTrainWorker pid=22930) step 8 loss nan"]])[0]
+    assert f.ranks == [0]
+
+
+def test_ray_train_v2_wrapper_leaves_the_worker_error_the_cause():
+    driver = ["Traceback (most recent call last):",
+              '  File "/job/train.py", line 61, in <module>',
+              "    result = trainer.fit()",
+              "ray.train.WorkerGroupError: Training failed due to worker errors:",
+              "[Rank 1 Error Snippet]:",
+              "Traceback (most recent call last):",
+              '  File "/job/train.py", line 34, in train_loop',
+              "    _ = labels[idx]",
+              "IndexError: list index out of range"]
+    f = findings(TABLE + WORKER_ERROR + driver)[0]
+    assert "IndexError" in f.evidence[0].text and f.ranks == [1]
+
+
+def test_the_memory_monitor_kill_as_the_driver_raises_it_is_a_host_oom():
+    raised = ("ray.exceptions.OutOfMemoryError: 1 worker(s) were killed due to the node running low on memory. Memory "
+              "on the node (IP: 10.0.0.2, ID: 8465d20bf16b22ed) was 22.37GB used / 23.54GB limit (0.950308)")
+    f = findings(["Traceback (most recent call last):", '  File "/job/train.py", line 61, in <module>',
+                  "    result = trainer.fit()", raised,
+                  "OOM kill reason: Memory usage 24014938112B exceeded threshold of 24012392448B (95.0% of "
+                  "25276203008B limit)"])[0]
+    assert (f.category, f.rule, f.node) == ("host_oom", "host-oom-ray-memory-monitor", "10.0.0.2")
+    assert "were killed due to the node running low on memory" in f.evidence[0].text
+    # none killed: no finding
+    assert not findings(["0 worker(s) were killed due to the node running low on memory. "])
