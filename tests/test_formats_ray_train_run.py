@@ -75,3 +75,10 @@ def test_the_memory_monitor_kill_as_the_driver_raises_it_is_a_host_oom():
     assert "were killed due to the node running low on memory" in f.evidence[0].text
     # none killed: no finding
     assert not findings(["0 worker(s) were killed due to the node running low on memory. "])
+
+
+def test_ray_worker_log_file_names_hold_no_rank():
+    from dsdoctor.sources.inputs import _rank_hint
+    assert _rank_hint("worker-62ef00443d7756fc1957fe772b88edcfdc0598cddc4b65ae5f57b2fb-01000000-28043.err") is None
+    assert _rank_hint("python-core-worker-06b365bfc879d3542bd7c9ea54ce4a81540f106002260c4707877a22_5574.log") is None
+    assert _rank_hint("worker-3.log") == 3 and _rank_hint("rank1.out") == 1
