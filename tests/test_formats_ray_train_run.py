@@ -82,3 +82,20 @@ def test_ray_worker_log_file_names_hold_no_rank():
     assert _rank_hint("worker-62ef00443d7756fc1957fe772b88edcfdc0598cddc4b65ae5f57b2fb-01000000-28043.err") is None
     assert _rank_hint("python-core-worker-06b365bfc879d3542bd7c9ea54ce4a81540f106002260c4707877a22_5574.log") is None
     assert _rank_hint("worker-3.log") == 3 and _rank_hint("rank1.out") == 1
+
+
+def test_a_sigkilled_worker_is_the_raylets_death_record_with_the_workers_rank():
+    died = ("(raylet) A worker died or was killed while executing a task by an unexpected system error. To troubleshoot "
+            "the problem, check the logs for the dead worker. Lease ID: 05 Worker ID: 06 Node ID: e9 Worker IP address: "
+            "10.0.0.2 Worker port: 45687 Worker PID: 22956 Worker exit type: SYSTEM_ERROR Worker exit detail: Worker "
+            "unexpectedly exits with a connection error code 2. End of file. Some common causes include: (1) the "
+            "process was killed by the OOM killer due to high memory usage, (2) ray stop --force was called, or (3) the "
+            "worker crashed unexpectedly due to SIGSEGV or another unexpected error.")
+    summary = ["(TrainController pid=22634) Error: Training failed due to worker errors:",
+               "(TrainController pid=22634) [Rank 1 Error Snippet]:",
+               "(TrainController pid=22634) A worker health check failed."]
+    f = findings(TABLE + ["(RayTrainWorker pid=22956) step 5 loss 0.3982", died] + summary)[0]
+    assert f.ranks == [1] and "Worker PID: 22956" in f.evidence[0].text
+    # the controller's summary alone is still reported, quoting itself
+    f = findings(summary)[0]
+    assert "Training failed due to worker errors" in f.evidence[0].text

@@ -193,7 +193,9 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("wrapper", "other", 0,
      ("RayTaskError", "ActorDiedError", "RayActorError", "TrainingFailedError", "WorkerCrashedError",
       "TaskCancelledError", "WorkerGroupError", "ControllerError", "WorkerGroupStartupFailedError"),
-     ("See root cause above",), (), "a wrapper (Ray, a vLLM engine client) re-raising another process's error"),
+     # (Ray Train v2's controller prints the same summary as 'Error: Training failed due to worker errors:')
+     ("See root cause above", "Training failed due to worker errors", "Training failed due to controller error"),
+     (), "a wrapper (Ray, a vLLM engine client) re-raising another process's error"),
     # the raylet losing its pipe to a worker that died without a Python error (node_manager.cc: 'Worker
     # unexpectedly exits with a connection error code 2. End of file. There are some potential root causes.
     # (1) The process is killed by SIGKILL by OOM killer ...'): the worker's own end (an NCCL watchdog's

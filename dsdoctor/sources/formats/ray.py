@@ -84,6 +84,7 @@ def ray_worker_exit(line: Line, st: StreamState):
     host = ip.group(1) if ip else (line.host or _near(st, "ray.actor_ip", line))
     pid = _WORKER_PID.search(line.text)
     pid = int(pid.group(1)) if pid else _near(st, "ray.actor_pid", line)
+    line = _as_worker(line, st, pid)
     if kind == "NODE_OUT_OF_MEMORY" or kind == "SYSTEM_ERROR" and _MEMORY_DETAIL.search(detail):
         return _memory_kill(line, st, host, pid)
     if kind == "SYSTEM_ERROR" and _NODE_DIED.search(line.text):
@@ -210,3 +211,10 @@ def rank_of_worker(raw: str, pids: dict[int, int]) -> int | None:
     """The rank of the Ray Train worker whose pid prefixes `raw`, or None."""
     m = _PREFIX_PID.search(raw, 0, 160)
     return pids.get(int(m.group(1))) if m else None
+
+
+def _as_worker(line: Line, st: StreamState, pid: int | None) -> Line:
+    """`line` as said of the Ray Train worker with this pid (the raylet's 'Worker PID: N', an
+    ActorDiedError's 'pid: N'): with that worker's rank when Ray Train's table named it."""
+    rank = st.scratch.get(RAY_PID_RANK, {}).get(pid) if pid is not None and line.rank is None else None
+    return line if rank is None else Line(line.text, line.source, line.lineno, rank, line.time, line.host)
