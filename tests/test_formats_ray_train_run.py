@@ -99,3 +99,16 @@ def test_a_sigkilled_worker_is_the_raylets_death_record_with_the_workers_rank():
     # the controller's summary alone is still reported, quoting itself
     f = findings(summary)[0]
     assert "Training failed due to worker errors" in f.evidence[0].text
+
+
+def test_the_drivers_copy_under_a_rank_snippet_is_that_ranks_error():
+    def driver(head: str) -> list[str]:
+        return ["Traceback (most recent call last):", '  File "/job/train.py", line 61, in <module>',
+                "    result = trainer.fit()", "ray.train.WorkerGroupError: Training failed due to worker errors:",
+                head, "Traceback (most recent call last):", '  File "/job/train.py", line 34, in train_loop',
+                "    _ = labels[idx]", "IndexError: list index out of range"]
+    f = findings(driver("[Rank 1 Error Snippet]:"))[0]
+    assert "IndexError" in f.evidence[0].text and f.ranks == [1]
+    # one error from several ranks names none of them; no snippet, no rank
+    assert findings(driver("[Rank 0,1 Error Snippet]:"))[0].ranks == []
+    assert findings(driver(""))[0].ranks == []

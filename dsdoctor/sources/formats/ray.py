@@ -23,7 +23,7 @@ import re
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
-from .traceback import RAY_WRAPPED, frameless_exception
+from .traceback import RAY_SNIPPET, RAY_WRAPPED, frameless_exception
 
 _TASK_ERROR = compile_later(r"^ray\.exceptions\.RayTaskError\((\w+)\): (.*?)\s*\(pid=(\d+), ip=([^,)\s]+)")
 _WRAPPER_AT = compile_later(r"(ray::\S+?)(?:\(\))? \(pid=(\d+), ip=([^,)\s]+)")
@@ -218,3 +218,17 @@ def _as_worker(line: Line, st: StreamState, pid: int | None) -> Line:
     ActorDiedError's 'pid: N'): with that worker's rank when Ray Train's table named it."""
     rank = st.scratch.get(RAY_PID_RANK, {}).get(pid) if pid is not None and line.rank is None else None
     return line if rank is None else Line(line.text, line.source, line.lineno, rank, line.time, line.host)
+
+
+# Ray Train v2's summary of a failed worker group (WorkerGroupError 'Training failed due to worker
+# errors:', its body from ray/train/v2/_internal/execution/worker_group/poll.py: '[Rank {ranks} Error
+# Snippet]:' above the error those ranks raised): the driver's copy of the traceback below it is that
+# rank's (traceback.exception_line reads it). Several ranks with one error ('[Rank 0,1 ...'): none taken.
+_SNIPPET = compile_later(r"\[Rank (\d+) Error Snippet\]:")
+
+
+@on("Error Snippet]:")
+def ray_error_snippet(line: Line, st: StreamState) -> None:
+    m = _SNIPPET.search(line.text)
+    if m:
+        st.scratch[RAY_SNIPPET] = (line.lineno, int(m.group(1)))
