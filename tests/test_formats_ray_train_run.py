@@ -112,3 +112,37 @@ def test_the_drivers_copy_under_a_rank_snippet_is_that_ranks_error():
     # one error from several ranks names none of them; no snippet, no rank
     assert findings(driver("[Rank 0,1 Error Snippet]:"))[0].ranks == []
     assert findings(driver(""))[0].ranks == []
+
+
+TRANSIENT = ["(TrainController pid=22634) Failed to send resource request for train-e765. If this only happens "
+             "transiently during network partition or CPU being overloaded, it's safe to ignore this error. If this "
+             "error persists, file a GitHub issue.",
+             "(TrainController pid=22634) Traceback (most recent call last):",
+             '(TrainController pid=22634)   File "/venv/ray/_private/worker.py", line 1007, in get_objects',
+             "(TrainController pid=22634)     ] = self.core_worker.get_objects(",
+             '(TrainController pid=22634)   File "python/ray/includes/common.pxi", line 107, in ray._raylet.check_status',
+             "(TrainController pid=22634) ray.exceptions.GetTimeoutError: Get timed out: some object(s) not ready."]
+
+
+def report(n: int, pid: int = 22930, loss: str = "0.6256") -> str:
+    return (f"(RayTrainWorker pid={pid}) Reporting training result {n}: TrainingReport(checkpoint=None, "
+            f"metrics={{'loss': {loss}, 'step': {n}}}, validation=False) from rank 0")
+
+
+def test_ray_train_reports_are_progress_a_handled_error_before_them_is_not_the_failure():
+    assert not findings(TRANSIENT + TABLE + [report(n) for n in range(1, 6)])
+    # with no report after it, the same traceback is what the run ended with
+    assert "GetTimeoutError" in findings(TRANSIENT + TABLE + [report(1)])[0].evidence[0].text
+    f = findings(TABLE + [report(1), report(2), report(3, loss="nan")])[0]
+    assert f.category == "nan_loss" and f.ranks == [0] and f.steps[0] == 3
+
+
+def test_abseils_signal_record_is_how_the_run_ended():
+    stop = "*** SIGTERM received at time=1796531088 on cpu 0 ***"
+    f = findings(TABLE + [report(n) for n in range(1, 6)] + [stop, "PC: @     0x7efd73d162ec  (unknown)  __read", stop])[0]
+    assert f.rule == "failure-stopped-from-outside" and "SIGTERM received" in f.evidence[0].text
+    f = findings(TABLE + [report(1), "[2026-12-06 04:24:49,016 E 27310 27310] logging.cc:474: *** SIGSEGV received "
+                                     "at time=1796531089 on cpu 1 ***"])[0]
+    assert f.severity == "error" and "SIGSEGV" in f.evidence[0].text
+    # the words in prose are no signal
+    assert not findings(TABLE + [report(n) for n in range(1, 6)] + ["a SIGTERM received at time=noon is fine"])
