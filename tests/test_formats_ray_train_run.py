@@ -146,3 +146,14 @@ def test_abseils_signal_record_is_how_the_run_ended():
     assert f.severity == "error" and "SIGSEGV" in f.evidence[0].text
     # the words in prose are no signal
     assert not findings(TABLE + [report(n) for n in range(1, 6)] + ["a SIGTERM received at time=noon is fine"])
+
+
+def test_a_workers_own_file_takes_the_rank_its_reports_name():
+    own = [":job_id:01000000", ":actor_name:RayTrainWorker"] + [r[len("(RayTrainWorker pid=22930) "):].replace(
+        "from rank 0", "from rank 1") for r in (report(1), report(2))] + WORKER_ERROR[1:]
+    own = [ln.replace("(RayTrainWorker pid=22956) ", "") for ln in own]
+    f = findings(own)[0]
+    assert "IndexError" in f.evidence[0].text and f.ranks == [1]
+    # the driver's console holds every rank's reports: none is lent
+    both = own[:3] + [own[3].replace("from rank 1", "from rank 0")] + own[4:]
+    assert findings(both)[0].ranks == []

@@ -232,3 +232,18 @@ def ray_error_snippet(line: Line, st: StreamState) -> None:
     m = _SNIPPET.search(line.text)
     if m:
         st.scratch[RAY_SNIPPET] = (line.lineno, int(m.group(1)))
+
+
+# Ray Train v2's log of each report ('Reporting training result {N}: TrainingReport(...) from rank
+# {world_rank}', ray/train/v2/_internal/execution/context.py: TrainContext._wait_then_report; its
+# metrics are read by formats/hf.py): the rank of the worker that printed it. In a worker's own log
+# file (/tmp/ray/session_*/logs/worker-*.err, no prefix) it is the only clue to that worker's rank: a
+# rank head (formats/rank_head.py), lent to a rank-less finding of an input that names one rank.
+@on("Reporting training result ")
+def ray_report_rank(line: Line, st: StreamState):
+    head, sep, rank = line.text.rstrip().rpartition(" from rank ")
+    if not sep or not rank.isdecimal() or not head.startswith("Reporting training result "):
+        return None
+    if not st.once(("ray.report_rank", int(rank))):
+        return None
+    return line.event("rank_head", head_rank=int(rank), world_size=None, local=False, gpu=None)
