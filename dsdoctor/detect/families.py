@@ -189,7 +189,8 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # own traceback; ActorDiedError 'The actor died because of an error raised in its creation task' likewise,
     # or 'The actor died unexpectedly' with the worker's exit detail on the next lines; Ray Train's
     # TrainingFailedError; Ray Train v2's ray/train/v2/api/exceptions.py WorkerGroupError 'Training failed due
-    # to worker errors: [Rank N Error Snippet]: ...', ControllerError, WorkerGroupStartupFailedError); vLLM V1's 'Engine core initialization failed. See root cause above.'
+    # to worker errors: [Rank N Error Snippet]: ...', ControllerError, WorkerGroupStartupFailedError); vLLM
+    # V1's 'Engine core initialization failed. See root cause above.'
     ("wrapper", "other", 0,
      ("RayTaskError", "ActorDiedError", "RayActorError", "TrainingFailedError", "WorkerCrashedError",
       "TaskCancelledError", "WorkerGroupError", "ControllerError", "WorkerGroupStartupFailedError"),

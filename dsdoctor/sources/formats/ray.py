@@ -168,7 +168,8 @@ def ray_unschedulable(line: Line, st: StreamState):
     return line.event("error_line", step=st.step_of(line.rank), level="warning", message=line.text.strip()[:300])
 
 
-# Ray >= 2.4x raylet (src/ray/raylet/node_manager.cc, memory monitor's kill): the driver's
+# Ray 2.60's raylet (its binary's string '%d worker(s) were killed due to the node running low on
+# memory. %s', the memory monitor's kill; older releases: 'Task was killed due to ...' above): the driver's
 # 'ray.exceptions.OutOfMemoryError: 7 worker(s) were killed due to the node running low on memory.
 # Memory on the node (IP: X, ID: ..) was 22.41GB used / 23.54GB limit (0.95)' (the same text in a
 # worker's death record), then 'OOM kill reason: Memory usage NB exceeded threshold of NB (95.0% of NB
