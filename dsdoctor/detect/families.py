@@ -188,11 +188,15 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # 'ray.exceptions.RayTaskError(OutOfMemoryError): ray::Actor.method() (pid=.., ip=..)' above the worker's
     # own traceback; ActorDiedError 'The actor died because of an error raised in its creation task' likewise,
     # or 'The actor died unexpectedly' with the worker's exit detail on the next lines; Ray Train's
-    # TrainingFailedError); vLLM V1's 'Engine core initialization failed. See root cause above.'
+    # TrainingFailedError; Ray Train v2's ray/train/v2/api/exceptions.py WorkerGroupError 'Training failed due
+    # to worker errors: [Rank N Error Snippet]: ...', ControllerError, WorkerGroupStartupFailedError); vLLM
+    # V1's 'Engine core initialization failed. See root cause above.'
     ("wrapper", "other", 0,
      ("RayTaskError", "ActorDiedError", "RayActorError", "TrainingFailedError", "WorkerCrashedError",
-      "TaskCancelledError"),
-     ("See root cause above",), (), "a wrapper (Ray, a vLLM engine client) re-raising another process's error"),
+      "TaskCancelledError", "WorkerGroupError", "ControllerError", "WorkerGroupStartupFailedError"),
+     # (Ray Train v2's controller prints the same summary as 'Error: Training failed due to worker errors:')
+     ("See root cause above", "Training failed due to worker errors", "Training failed due to controller error"),
+     (), "a wrapper (Ray, a vLLM engine client) re-raising another process's error"),
     # the raylet losing its pipe to a worker that died without a Python error (node_manager.cc: 'Worker
     # unexpectedly exits with a connection error code 2. End of file. There are some potential root causes.
     # (1) The process is killed by SIGKILL by OOM killer ...'): the worker's own end (an NCCL watchdog's

@@ -17,11 +17,17 @@ LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".st
 # A file named after a node (node2.log) holds all of that node's ranks: its number is no rank.
 # AzureML writes one file per rank: user_logs/std_log_process_{N}.txt ('preprocess_1.log' is no rank's)
 _RANK_IN_NAME = re.compile(r"(?:rank|worker|proc|(?<![a-z])process)[_-]?(\d+)", re.I)
+# Ray's per-process files in /tmp/ray/session_*/logs are named by its C++ core worker after the
+# worker's id (hex), its job and its pid ('worker-{worker_id}-{job_id}-{pid}.out' / '.err',
+# 'python-core-worker-{worker_id}_{pid}.log', Ray 2.x): no rank in them
+_RAY_WORKER_FILE = re.compile(r"^(?:python-core-)?worker-[0-9a-f]{40,}[-_]")
 
 __all__ = ["Input", "InputError", "expand", "check_readable", "iter_blocks", "LOG_SUFFIXES"]
 
 
 def _rank_hint(name: str, path: Path | None = None) -> int | None:
+    if _RAY_WORKER_FILE.match(name):
+        return None
     m = _RANK_IN_NAME.search(name)
     if m:
         return int(m.group(1))

@@ -10,6 +10,7 @@ from ..events import Event
 import time
 
 from .lines import DATED, Line, StreamState, clean
+from .formats.ray import RAY_PID_RANK, rank_of_worker
 from .registry import HANDLERS
 from .scanner import line_triggers
 
@@ -30,6 +31,8 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
         s, rank, t, host = clean(seg, st.year)
         if t is not None and st.year is None and t >= DATED:
             st.year = time.gmtime(t).tm_year
+        if rank is None and RAY_PID_RANK in st.scratch:    # a Ray Train worker's line: its rank, by pid
+            rank = rank_of_worker(seg, st.scratch[RAY_PID_RANK])
         line = Line(s, source, lineno, rank_hint if rank is None else rank, t, host)
         done: set[int] | None = None       # handlers already run on this segment (a literal may share one)
         for trig in cands:

@@ -189,3 +189,23 @@ def wandb_exit_code(line: Line, st: StreamState):
     if not m or not st.once(("wandb-exit",)):
         return None
     return _killed(line, st, int(m.group(1)), "wandb")
+# abseil's failure signal handler (absl/debugging/failure_signal_handler.cc: WriteSignalMessage
+# '*** %s received at time=%ld on cpu %d ***'), installed by Ray's C++ core in every Ray process
+# (and by TensorFlow, JAX, gRPC): the process's own record of the signal that ended it, with the
+# unix time. SIGTERM/SIGINT is a stop from outside (a person, `timeout`, the scheduler); a crash
+# signal is a native crash. Every process of a Ray cluster prints it: one event per signal.
+_ABSL_SIGNAL = compile_later(r"\*\*\* (SIG[A-Z]+) received at time=(\d+)(?: on cpu \d+)? \*\*\*")
+_ABSL_SIGNUM = {"SIGTERM": 15, "SIGINT": 2, "SIGHUP": 1, "SIGSEGV": 11, "SIGABRT": 6, "SIGBUS": 7, "SIGFPE": 8,
+                "SIGILL": 4}
+
+
+@on(" received at time=")
+def absl_failure_signal(line: Line, st: StreamState):
+    m = _ABSL_SIGNAL.search(line.text)
+    sig = _ABSL_SIGNUM.get(m.group(1)) if m else None
+    if sig is None or not st.once(("absl-signal", sig)):
+        return None
+    if sig in (15, 2, 1):
+        return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="shell",
+                          external=True, at_time=float(m.group(2)))
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="faulthandler")

@@ -14,7 +14,7 @@ import re
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on, steady
-from .deepspeed import nested, num
+from .deepspeed import nested, num, set_step
 
 _PAIR = compile_later(r"['\"]([\w/.\-]+)['\"]: ['\"]?([^,'\"}]*)['\"]?")
 # Metrics that are training quantities: a NaN/Inf in any of them means the loss computation
@@ -41,6 +41,8 @@ def metrics(line: Line, st: StreamState):
         return None
     d = {k: v.strip() for k, v in _PAIR.findall(t[i:t.find("}", i) + 1 if "}" in t[i:] else len(t)])}
     step = st.step_of(line.rank)
+    if t.startswith(_RAY_REPORT):
+        step = _ray_report_index(line, st, t) or step
     out = []
     ev = lambda kind, **data: line.event(kind, step=step, **data)  # noqa: E731
     # grad_norm first: the detector pairs a non-finite grad norm with the loss of the same log
@@ -201,3 +203,17 @@ def dispatcher_exhausted(line: Line, st: StreamState):
 def labels_masked(line: Line, st: StreamState):
     i = line.text.find("Could not find ")
     return line.event("labels_masked", step=st.step_of(line.rank), detail=line.text[i:i + 200])
+
+
+# Ray Train v2 logs each ray.train.report() of a worker (ray/train/v2/_internal/execution/context.py:
+# TrainContext._wait_then_report 'Reporting training result {report_call_index}: TrainingReport(
+# checkpoint=.., metrics={...}, ...) from rank {world_rank}'): the report's index is the run's progress
+_RAY_REPORT = "Reporting training result "
+
+
+def _ray_report_index(line: Line, st: StreamState, t: str) -> int | None:
+    n = t[len(_RAY_REPORT):t.find(":", len(_RAY_REPORT))]
+    if not n.isdecimal():
+        return None
+    set_step(st, line.rank, int(n))
+    return int(n)

@@ -18,10 +18,12 @@ The worker prefixes '(Actor pid=N, ip=X) ' are read by sources/lines.py (the ip 
 """
 from __future__ import annotations
 
+import re
+
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
-from .traceback import RAY_WRAPPED, frameless_exception
+from .traceback import RAY_SNIPPET, RAY_WRAPPED, frameless_exception
 
 _TASK_ERROR = compile_later(r"^ray\.exceptions\.RayTaskError\((\w+)\): (.*?)\s*\(pid=(\d+), ip=([^,)\s]+)")
 _WRAPPER_AT = compile_later(r"(ray::\S+?)(?:\(\))? \(pid=(\d+), ip=([^,)\s]+)")
@@ -82,6 +84,7 @@ def ray_worker_exit(line: Line, st: StreamState):
     host = ip.group(1) if ip else (line.host or _near(st, "ray.actor_ip", line))
     pid = _WORKER_PID.search(line.text)
     pid = int(pid.group(1)) if pid else _near(st, "ray.actor_pid", line)
+    line = _as_worker(line, st, pid)
     if kind == "NODE_OUT_OF_MEMORY" or kind == "SYSTEM_ERROR" and _MEMORY_DETAIL.search(detail):
         return _memory_kill(line, st, host, pid)
     if kind == "SYSTEM_ERROR" and _NODE_DIED.search(line.text):
@@ -163,3 +166,85 @@ def ray_unschedulable(line: Line, st: StreamState):
     if seen[0] != 1:
         return None
     return line.event("error_line", step=st.step_of(line.rank), level="warning", message=line.text.strip()[:300])
+
+
+# Ray 2.60's raylet (its binary's string '%d worker(s) were killed due to the node running low on
+# memory. %s', the memory monitor's kill; older releases: 'Task was killed due to ...' above): the driver's
+# 'ray.exceptions.OutOfMemoryError: 7 worker(s) were killed due to the node running low on memory.
+# Memory on the node (IP: X, ID: ..) was 22.41GB used / 23.54GB limit (0.95)' (the same text in a
+# worker's death record), then 'OOM kill reason: Memory usage NB exceeded threshold of NB (95.0% of NB
+# limit)' and 'Ray killed N worker(s) based on the killing policy'
+_OOM_KILLED_N = compile_later(r"(\d+) worker\(s\) were killed due to the node running low on memory\."
+                              r"(?: Memory on the node \(IP: ([^,\s]+), ID: \w+\) was ([\d.]+)GB used / ([\d.]+)GB limit)?")
+
+
+@on("were killed due to the node running low on memory")
+def ray_oom_killed(line: Line, st: StreamState):
+    m = _OOM_KILLED_N.search(line.text)
+    if not m or int(m.group(1)) == 0:
+        return None
+    facts = {} if m.group(3) is None else {"used": float(m.group(3)) * _GB, "total": float(m.group(4)) * _GB}
+    return _memory_kill(line, st, m.group(2) or line.host, None, **facts)
+
+
+# Ray Train's table of its workers (ray/train/v2/_internal/execution/worker_group/worker_group.py:
+# WorkerGroup._start 'Started training worker group of size N: \n- (ip=X, pid=N) world_rank=R,
+# local_rank=L, node_rank=K'; Ray Train v1 ray/train/_internal/backend_executor.py:
+# BackendExecutor._create_rank_world_size_mappings '- (node_id=.., ip=X, pid=N) world_rank=R, ...').
+# The driver prefixes each worker's line with its pid ('(RayTrainWorker pid=N) '): with this table a
+# worker's line gets the worker's rank (sources/parse.py reads RAY_PID_RANK).
+RAY_PID_RANK = "ray.pid_rank"
+_WORKER_ROW = compile_later(r"^- \((?:node_id=\w+, )?ip=[^,)\s]+, pid=(\d+)\) world_rank=(\d+),")
+# the prefix, also behind another one ('[pod/..] ', '> ', a colour code)
+_PREFIX_PID = re.compile(r"\([\w.<>:-]+(?:\([^()]*\))? pid=(\d+)(?:, ip=[^)\s]+)?\)")
+
+
+@on(") world_rank=")
+def ray_worker_table(line: Line, st: StreamState) -> None:
+    m = _WORKER_ROW.match(line.text.strip())
+    if m:
+        pids = st.scratch.setdefault(RAY_PID_RANK, {})
+        if len(pids) < 100_000:
+            pids[int(m.group(1))] = int(m.group(2))
+
+
+def rank_of_worker(raw: str, pids: dict[int, int]) -> int | None:
+    """The rank of the Ray Train worker whose pid prefixes `raw`, or None."""
+    m = _PREFIX_PID.search(raw, 0, 160)
+    return pids.get(int(m.group(1))) if m else None
+
+
+def _as_worker(line: Line, st: StreamState, pid: int | None) -> Line:
+    """`line` as said of the Ray Train worker with this pid (the raylet's 'Worker PID: N', an
+    ActorDiedError's 'pid: N'): with that worker's rank when Ray Train's table named it."""
+    rank = st.scratch.get(RAY_PID_RANK, {}).get(pid) if pid is not None and line.rank is None else None
+    return line if rank is None else Line(line.text, line.source, line.lineno, rank, line.time, line.host)
+
+
+# Ray Train v2's summary of a failed worker group (WorkerGroupError 'Training failed due to worker
+# errors:', its body from ray/train/v2/_internal/execution/worker_group/poll.py: '[Rank {ranks} Error
+# Snippet]:' above the error those ranks raised): the driver's copy of the traceback below it is that
+# rank's (traceback.exception_line reads it). Several ranks with one error ('[Rank 0,1 ...'): none taken.
+_SNIPPET = compile_later(r"\[Rank (\d+) Error Snippet\]:")
+
+
+@on("Error Snippet]:")
+def ray_error_snippet(line: Line, st: StreamState) -> None:
+    m = _SNIPPET.search(line.text)
+    if m:
+        st.scratch[RAY_SNIPPET] = (line.lineno, int(m.group(1)))
+
+
+# Ray Train v2's log of each report ('Reporting training result {N}: TrainingReport(...) from rank
+# {world_rank}', ray/train/v2/_internal/execution/context.py: TrainContext._wait_then_report; its
+# metrics are read by formats/hf.py): the rank of the worker that printed it. In a worker's own log
+# file (/tmp/ray/session_*/logs/worker-*.err, no prefix) it is the only clue to that worker's rank: a
+# rank head (formats/rank_head.py), lent to a rank-less finding of an input that names one rank.
+@on("Reporting training result ")
+def ray_report_rank(line: Line, st: StreamState):
+    head, sep, rank = line.text.rstrip().rpartition(" from rank ")
+    if not sep or not rank.isdecimal() or not head.startswith("Reporting training result "):
+        return None
+    if not st.once(("ray.report_rank", int(rank))):
+        return None
+    return line.event("rank_head", head_rank=int(rank), world_size=None, local=False, gpu=None)

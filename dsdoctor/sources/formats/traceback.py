@@ -236,6 +236,8 @@ def exception_line(line: Line, st: StreamState):
     detail = _assert_source(line, st) if name == "AssertionError" and not msg and in_tb else None
     if msg.startswith(STATE_DICT_HEAD):
         st.scratch.setdefault("tb.state_dict", {})[line.rank] = [line.lineno, line.lineno, set()]
+    if line.rank is None and RAY_SNIPPET in st.scratch:
+        line = _snippet_rank(line, st)
     return line.event("exception", step=st.step_of(line.rank), type=m.group("type"), name=name,
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
                       raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
@@ -255,6 +257,19 @@ def _wrapped_host(line: Line, st: StreamState) -> str | None:
         return None
     del st.scratch[RAY_WRAPPED]
     return w[1]
+
+
+RAY_SNIPPET = "ray.snippet"     # scratch: (line, rank) of Ray Train's last '[Rank N Error Snippet]:' (formats/ray.py)
+
+
+def _snippet_rank(line: Line, st: StreamState) -> Line:
+    """The driver's copy of a worker's traceback under Ray Train's '[Rank N Error Snippet]:' is
+    that rank's (the driver prints it without the worker's prefix)."""
+    w = st.scratch[RAY_SNIPPET]
+    if not 0 < line.lineno - w[0] <= 2 * MAX_FRAMES + 20:
+        return line
+    del st.scratch[RAY_SNIPPET]
+    return Line(line.text, line.source, line.lineno, w[1], line.time, line.host)
 
 
 def frameless_exception(line: Line, st: StreamState, type_: str, name: str, message: str,
