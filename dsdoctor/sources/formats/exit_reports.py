@@ -120,3 +120,19 @@ def spawn_process_end(line: Line, st: StreamState):
         return _killed(line, st, -9, "torch.multiprocessing", rank=rank)
     return line.event("process_exit", step=st.step_of(rank), rank=rank, exitcode=None, signal=sig,
                       who="torch.multiprocessing")
+
+
+# A launcher that runs the training script with `subprocess` and re-raises its end (accelerate
+# commands/launch.py: simple_launcher / multi_gpu_launcher raise subprocess.CalledProcessError): CPython
+# Lib/subprocess.py CalledProcessError.__str__ words a death by signal as "Command '{cmd}' died with
+# <Signals.SIGKILL: 9>." (repr of signal.Signals) and an exit as "... returned non-zero exit status {n}."
+# (left to the traceback reader: the script's own traceback says more than its exit code).
+_CPE_SIGNAL = compile_later(r"\bCommand .* died with <Signals\.(SIG[A-Z0-9]+): (\d+)>")
+
+
+@on(" died with <Signals.")
+def subprocess_died(line: Line, st: StreamState):
+    m = _CPE_SIGNAL.search(line.text)
+    if not m:
+        return None
+    return _end_by_signal(line, st, int(m.group(2)), "subprocess")
