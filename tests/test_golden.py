@@ -55,6 +55,8 @@ def test_golden(exp):
     if "steps" in exp:
         assert top["steps"] and top["steps"][0] in exp["steps"], describe(doc)
     assert top["evidence"], "a finding without evidence"
+    if "evidence" in exp:       # the decisive line is quoted, not only an echo of it
+        assert exp["evidence"].lower() in json.dumps(top["evidence"], ensure_ascii=False).lower(), top["evidence"]
 
 
 # The same fixtures the ways a log reaches us when a user pastes it (scripts/perturb_realworld.py

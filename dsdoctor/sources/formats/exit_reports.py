@@ -189,6 +189,8 @@ def wandb_exit_code(line: Line, st: StreamState):
     if not m or not st.once(("wandb-exit",)):
         return None
     return _killed(line, st, int(m.group(1)), "wandb")
+
+
 # abseil's failure signal handler (absl/debugging/failure_signal_handler.cc: WriteSignalMessage
 # '*** %s received at time=%ld on cpu %d ***'), installed by Ray's C++ core in every Ray process
 # (and by TensorFlow, JAX, gRPC): the process's own record of the signal that ended it, with the

@@ -82,8 +82,18 @@ def cuda_hardware(line: Line, st: StreamState):
     # NCCL's own report of it ('{host}:{pid}:{tid} [{dev}] enqueue.cc:N NCCL WARN Cuda failure ...', NCCL
     # src/debug.cc) names the process: the pid an Xid line of the driver names too
     pid = _NCCL_PID.search(t)
+    # the driver's own line beside Xid 79 ('NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus.',
+    # open-gpu-kernel-modules kernel-open/nvidia/nv.c) is the same report, not a process's CUDA error:
+    # it carries the Xid so both lines are one finding
+    drv = _NVRM_GPU.search(t) if err == "fell_off_bus" else None
+    if drv:
+        return line.event("hardware", step=st.step_of(line.rank), error=err, xid=79, pci=drv.group(1),
+                          message=t.strip()[:200], meaning=XID[79][1], gpu_fault=True, pid=None)
     return line.event("hardware", step=st.step_of(line.rank), error=err, xid=None, pci=None,
                       message=t.strip()[:200], aborted=aborted, pid=int(pid.group(1)) if pid else None)
+
+
+_NVRM_GPU = re.compile(r"\bNVRM: GPU ([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.\d)?: GPU has fallen off the bus")
 
 
 # `nvidia-smi -q` (-d PERFORMANCE) pasted next to a slow run: its "Clocks Event Reasons" section

@@ -101,6 +101,19 @@ def cublas_alloc(line: Line, st: StreamState):
                       via="CUBLAS_STATUS_ALLOC_FAILED", phase=take_phase(line, st))
 
 
+# NCCL's CUDACHECK when its own cudaMalloc (buffers, proxy, P2P) fails (src/include/checks.h: WARN("Cuda failure
+# '%s'", cudaGetErrorString(err)); later NCCL "Cuda failure %d '%s'"), then 'unhandled cuda error' in torch: a CUDA
+# call outside the caching allocator that found the GPU full, what 'CUDA error: out of memory' says
+_NCCL_CUDA_OOM = compile_later(r"\bCuda failure (?:\d+ )?'out of memory'")
+
+
+@on("Cuda failure")
+def nccl_cuda_oom(line: Line, st: StreamState):
+    if not _NCCL_CUDA_OOM.search(line.text):
+        return None
+    return line.event("cuda_error", step=st.step_of(line.rank), error="out of memory", via="NCCL", phase=None)
+
+
 _CPU = compile_later(r"DefaultCPUAllocator: (?:can't allocate memory|not enough memory): you tried to allocate (\d+) bytes")
 
 

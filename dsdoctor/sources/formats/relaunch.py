@@ -13,6 +13,8 @@ Texts, from the installed sources (and Megatron-LM, cited):
 """
 from __future__ import annotations
 
+import re
+
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
@@ -48,7 +50,7 @@ _DATE_LIKE = compile_later(r"\d{4}-\d\d-\d\d|\d\d:\d\d")
 @on("==> ", "== ", "--- ", "*** ")
 def block_head(line: Line, st: StreamState):
     t = line.text
-    if len(t) > 120 or line.rank is not None:
+    if len(t) > 120 or (line.rank is not None and line.rank != st.rank_hint):   # a rank's own prefix
         return None
     m = _HEAD.match(t)
     if m is None or _DATE_LIKE.search(m.group(1)):
@@ -60,4 +62,13 @@ def block_head(line: Line, st: StreamState):
     for ext in (".log", ".txt", ".out", ".err"):
         if name.endswith(ext):
             name = name[: -len(ext)]
+    # a head naming one rank's file ('==> rank3.log <==' of `tail rank*.log`) gives the unprefixed lines
+    # under it that rank, as reading the file itself would (sources/inputs.py: a rank in the file name);
+    # any other head (a host, a pod, a worker: a node of several ranks) hands back the input's own
+    base = st.scratch.setdefault("block_head.rank_hint", st.rank_hint)
+    r = _RANK_FILE.search(name)
+    st.rank_hint = int(r.group(1)) if r else base
     return line.event("block_head", name=name)
+
+
+_RANK_FILE = compile_later(r"(?:^|[^a-z])rank[_-]?(\d+)$", re.I)
