@@ -322,7 +322,9 @@ def kernel_oom(line: Line, st: StreamState):
 # allocation failed, not always the victim) opens it; dump_oom_summary's
 # 'oom-kill:constraint=CONSTRAINT_{NONE|CPUSET|MEMORY_POLICY|MEMCG},...,task={comm},pid={pid},uid={uid}'
 # names the victim; oom_reap_task_mm's 'oom_reaper: reaped process {pid} ({comm}), now anon-rss:...'
-# follows the kill. Each is the kernel's word that the host ran out of memory.
+# follows the kill. Each is the kernel's word that the host ran out of memory (oom_report: the
+# 'Killed process' line, when the paste has it, is the one quoted first; the report lines do not
+# claim the pid, which dmesg's summary line names before that line).
 _OOM_INVOKED = compile_later(r"(\S+) invoked oom-killer: gfp_mask=")
 _OOM_SUMMARY = compile_later(r"oom-kill:constraint=(\w+),.*?task=([^,]*),pid=(\d+)")
 _OOM_REAPED = compile_later(r"oom_reaper: reaped process (\d+) \(([^)]*)\)")
@@ -333,14 +335,15 @@ def kernel_oom_report(line: Line, st: StreamState):
     t = line.text
     m = _OOM_INVOKED.search(t)
     if m:
-        return _killed(line, st, -9, "kernel", pid=None, memcg=False, invoker=m.group(1))
+        return _killed(line, st, -9, "kernel", pid=None, memcg=False, invoker=m.group(1), oom_report=True)
     m = _OOM_SUMMARY.search(t)
     if m and st.once(("kernel-oom-pid", int(m.group(3)))):
-        return _killed(line, st, -9, "kernel", pid=int(m.group(3)), memcg=m.group(1) == "CONSTRAINT_MEMCG",
-                       comm=m.group(2))
+        return _killed(line, st, -9, "kernel", pid=None, victim_pid=int(m.group(3)),
+                       memcg=m.group(1) == "CONSTRAINT_MEMCG", comm=m.group(2), oom_report=True)
     m = _OOM_REAPED.search(t)
     if m and st.once(("kernel-oom-pid", int(m.group(1)))):
-        return _killed(line, st, -9, "kernel", pid=int(m.group(1)), memcg=False, comm=m.group(2))
+        return _killed(line, st, -9, "kernel", pid=None, victim_pid=int(m.group(1)), memcg=False, comm=m.group(2),
+                       oom_report=True)
     return None
 
 
