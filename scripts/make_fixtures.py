@@ -195,9 +195,10 @@ def trim(data: bytes) -> bytes:
             + data[tail_start:])
 
 
-def run_scenario(name: str, out_dir: Path) -> tuple[int, float, int]:
-    ranks, changes, flags, timeout, _ = SCENARIOS[name]
-    cfg = json.dumps(merged_config(changes))
+def worker_command(ranks: int, config: dict, flags: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one run of the worker: `torchrun --standalone` for several
+    ranks, a plain `python` for one (tests/test_fixes_work.py runs the same)."""
+    cfg = json.dumps(config)
     me = str(Path(__file__).resolve())
     if ranks > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
@@ -207,6 +208,12 @@ def run_scenario(name: str, out_dir: Path) -> tuple[int, float, int]:
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
                TORCH_CPP_LOG_LEVEL="WARNING")
     env.pop("DSDOCTOR_AUTOATTACH", None)
+    return cmd, env
+
+
+def run_scenario(name: str, out_dir: Path) -> tuple[int, float, int]:
+    ranks, changes, flags, timeout, _ = SCENARIOS[name]
+    cmd, env = worker_command(ranks, merged_config(changes), flags)
     t = time.time()
     work = tempfile.mkdtemp(prefix=f"dsdoctor-fixture-{name}-")     # whatever a run leaves behind
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=work,

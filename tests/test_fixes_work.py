@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from ports import free_port
-
 REPO = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("make_fixtures", REPO / "scripts" / "make_fixtures.py")
 make_fixtures = importlib.util.module_from_spec(_spec)
@@ -40,15 +38,7 @@ CASES = {
 
 
 def train(config: Path, ranks: int, flags: list[str], log: Path) -> int:
-    worker = [str(REPO / "scripts" / "make_fixtures.py"), "worker", "--config", config.read_text(), *flags]
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.pop("DSDOCTOR_AUTOATTACH", None)
-    if ranks > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={ranks}",
-               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", *worker]
-    else:
-        cmd = [sys.executable, *worker]
-        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    cmd, env = make_fixtures.worker_command(ranks, json.loads(config.read_text()), flags)
     with open(log, "wb") as out:
         p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
                              start_new_session=True)

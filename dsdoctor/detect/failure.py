@@ -546,7 +546,7 @@ class FailureDetector(Detector):
         # Slurm's memory enforcement names the node over its limit ('slurmstepd-node2: error: StepId=12.0
         # exceeded memory limit'); srun's 'task N: Killed' on the other nodes is the step torn down after it
         over = {e.data.get("node") for _, e in self.kills if e.data.get("memcg") and e.data.get("node")}
-        # the kernel's 'Killed process N' line before the rest of its OOM report (formats/launcher.py)
+        # the kernel's 'Killed process N' line chosen before the rest of its OOM report (formats/launcher.py)
         for _, e in sorted((self.kills or self.killing)[:6], key=lambda k: bool(k[1].data.get("oom_report")))[:4]:
             if over and e.data.get("node") and e.data.get("node") not in over:
                 ev_ = _evidence(e)

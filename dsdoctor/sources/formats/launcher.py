@@ -323,7 +323,7 @@ def kernel_oom(line: Line, st: StreamState):
 # 'oom-kill:constraint=CONSTRAINT_{NONE|CPUSET|MEMORY_POLICY|MEMCG},...,task={comm},pid={pid},uid={uid}'
 # names the victim; oom_reap_task_mm's 'oom_reaper: reaped process {pid} ({comm}), now anon-rss:...'
 # follows the kill. Each is the kernel's word that the host ran out of memory (oom_report: the
-# 'Killed process' line, when the paste has it, is the one quoted first; the report lines do not
+# 'Killed process' line, when the paste has it, is among the lines quoted; the report lines do not
 # claim the pid, which dmesg's summary line names before that line).
 _OOM_INVOKED = compile_later(r"(\S+) invoked oom-killer: gfp_mask=")
 _OOM_SUMMARY = compile_later(r"oom-kill:constraint=(\w+),.*?task=([^,]*),pid=(\d+)")
