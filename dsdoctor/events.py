@@ -97,6 +97,7 @@ KINDS: dict[str, str] = {
     "hang_said": "phrase: a pasted log's prose saying the run hangs ('it gets stuck after ...', '卡住'); read when the log shows no failure",
     "op_load": "state ('wait'|'loaded'), root: torch's JIT op loading ('Using DIR as PyTorch extensions root...', 'Loading extension module X...')",
     "store_wait": "world_size, joined: torch's store-based barrier still waiting for ranks to join a new process group",
+    "connect_retry": "peer, errno, reason: torch's c10d client could not connect to the rendezvous store and tries again",
     "rank_head": "head_rank (None: the line does not prove one), world_size, local (the line names a local rank), local_rank (that local rank; head_rank is the global one only where the node is known: launcher.node, or a single node), gpu (cuda:N): a front-end's start-up line naming its process ('Process rank: N, world size: W, device: cuda:N')",
     "rerun": "phrase: a pasted log's prose that opens a later attempt ('after I changed X I now get'); the last attempt's failures rank first",
     "context": "facts about the run: world_size, zero_stage, dtype, micro_batch, gas, versions ...",

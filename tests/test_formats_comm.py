@@ -312,7 +312,8 @@ def test_rendezvous_errors(text, rdzv, rule):
 
 
 def test_rendezvous_retries_are_not_errors():
-    assert events("TCP client failed to connect/validate to host node1:29500 - retrying (try=0, timeout=600000ms, delay=100ms): refused") == []
+    evs = events("TCP client failed to connect/validate to host node1:29500 - retrying (try=0, timeout=600000ms, delay=100ms): refused")
+    assert [e.kind for e in evs] == ["connect_retry"]      # a wait (detect/quiet_end.py), not an error
 
 
 # ---------------------------------------------------------------- stack dumps
@@ -493,3 +494,52 @@ def test_cuda_oom_alone_is_still_oom():
 def test_the_watchdogs_asynchronous_nccl_error(prefix):
     text = prefix + "NCCL error: remote process exited or there was a network error, NCCL version 2.21.5\n"
     assert findings(text)[0].rule == "nccl-error-remote-exit"
+
+
+# ---------------------------------------------------------------- the c10d client retrying the store
+# torch/csrc/distributed/c10d/socket.cpp and TCPStore.cpp (their templates read in libtorch_cpu.so of
+# torch 2.13; the 'errno' forms as older torch prints them)
+CONNECT_RETRIES = {
+    "socket 110": ("[W1202 14:00:31.000000 5522 torch/csrc/distributed/c10d/socket.cpp:752] [c10d] The client socket "
+                   "has failed to connect to [node-1]:29500 (errno: 110 - Connection timed out).",
+                   dict(peer="node-1:29500", errno=110, reason="Connection timed out")),
+    "socket old": ("[W socket.cpp:601] [c10d] The client socket has failed to connect to [kubernetes.docker.internal]:29500 "
+                   "(errno: 22 - Invalid argument).",
+                   dict(peer="kubernetes.docker.internal:29500", errno=22, reason="Invalid argument")),
+    "any address": ("[W socket.cpp:426] [c10d] The client socket has failed to connect to any network address of (node-1, 29500).",
+                    dict(peer="node-1:29500", errno=None, reason=None)),
+    "trace 111": ("[I1206 07:19:53.082038049 socket.cpp:931] [c10d - trace] The server socket on [::ffff:127.0.0.1]:60993 "
+                  "is not yet listening (errno: 111 - Connection refused), will retry.",
+                  dict(peer="127.0.0.1:60993", errno=111, reason="Connection refused")),
+    "tcpstore": ("[W1206 07:09:39.535067433 TCPStore.cpp:340] [c10d] TCP client failed to connect/validate to host "
+                 "127.0.0.1:60985 - retrying (try=0, timeout=900000ms, delay=10063ms): Interrupted system call",
+                 dict(peer="127.0.0.1:60985", errno=None, reason="Interrupted system call")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONNECT_RETRIES))
+def test_connect_retry_wordings(name):
+    text, want = CONNECT_RETRIES[name]
+    ev = one(text, "connect_retry")
+    assert {k: ev.data[k] for k in want} == want
+    assert not events(text, "nccl_error")          # a retry is a wait, not the rendezvous error
+
+
+def test_log_ending_on_connect_retries_is_a_rendezvous_wait():
+    start = "[2026-12-02 14:00:00,002] [INFO] [launch.py:152:main] nnodes=2, num_local_procs=8, node_rank=1\n"
+    retry = CONNECT_RETRIES["socket 110"][0] + "\n"
+    top = findings(start + retry * 3)[0]
+    assert top.rule == "rendezvous-connect-wait" and top.category == "nccl_error"
+    assert "errno: 110" in top.evidence[0].text
+    step = "[2026-12-02 14:05:00,000] [INFO] [logging.py:128:log_dist] [Rank 0] step=10, skipped=0, lr=[0.0001], mom=[(0.9, 0.999)]\n"
+    assert not [f for f in findings(start + retry + step) if f.severity != "info"]   # it connected, training went on
+
+
+def test_nccl_warning_repeated_after_last_error_names_its_cause():
+    text = ("[rank1]: torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:1970, "
+            "invalid usage (run with NCCL_DEBUG=WARN for details), NCCL version 2.20.5\n"
+            "[rank1]: ncclInvalidUsage: This usually reflects invalid usage of NCCL library.\n"
+            "[rank1]: Last error:\n"
+            "[rank1]: Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1b000\n")
+    assert one(text, "nccl_warn").data["cause"] == "duplicate_gpu"
+    assert findings(text)[0].rule == "nccl-error-duplicate-gpu"

@@ -16,6 +16,11 @@ of its own: detect/failure.py calls `quiet_end` at the end when it found nothing
                      the lock file of a JIT build (torch/utils/cpp_extension.py: _jit_compile waits
                      on FileBaton while another process builds, forever when a killed build left
                      its `lock` behind)
+  rendezvous_connect_wait
+                     the last word after the last progress or start-up mark is the c10d client's
+                     warning that it failed to connect to the rendezvous store and tries again
+                     (torch/csrc/distributed/c10d/socket.cpp), and no step came after: the log stops
+                     while this rank still cannot reach MASTER_ADDR:MASTER_PORT
   peer_lost          the last word after the last progress is NCCL's warning that a peer closed the
                      connection ('Net : Connection closed by remote peer', 'Call to recv ... failed :
                      Connection reset by peer'; nccl src/misc/socket.cc) and the run printed no
@@ -30,6 +35,7 @@ from ..findings import Evidence, Symptom
 
 def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | None,
                 store_wait: tuple[int, Event] | None, peer_lost: tuple[int, Event] | None, last_seq: int,
+                connect_wait: tuple[int, Event] | None = None,
                 last_step: int | None, phase: str | None, phase_text: str | None, last_event: Event | None,
                 normal_end: bool) -> Symptom | None:
     """The symptom of a hang the log cannot show, or None. `last_seq` is the seq of the last
@@ -41,7 +47,8 @@ def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | No
         if not (isinstance(d.get("joined"), int) and isinstance(d.get("world_size"), int)
                 and d["joined"] < d["world_size"]):
             store = None
-    where = op or store
+    connect = connect_wait if connect_wait is not None and connect_wait[0] > last_seq and not normal_end else None
+    where = op or store or connect
     if said is None:
         if store is not None:
             return _symptom("store_barrier_wait", store, None, last_step, phase, phase_text,
@@ -49,6 +56,10 @@ def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | No
         if op is not None and last_step is None:
             return _symptom("op_lock_wait", op, None, last_step, phase, phase_text,
                             root=op[1].data.get("root"))
+        if connect is not None:
+            d = connect[1].data
+            return _symptom("rendezvous_connect_wait", connect, None, last_step, phase, phase_text,
+                            peer=d.get("peer"), errno=d.get("errno"), reason=d.get("reason"))
         if peer_lost is not None and peer_lost[0] > last_seq and not normal_end:
             d = peer_lost[1].data
             return _symptom("peer_lost", peer_lost, None, last_step, phase, phase_text, peer=d.get("peer"),

@@ -369,7 +369,7 @@ def rendezvous_error(line: Line, st: StreamState):
         return store_lost(line, st)   # after training started: the store was reachable, then went away
     elif "client socket has timed out" in t or "failed to connect/validate" in t or "C10d store has failed" in t:
         if "retrying" in t:
-            return None           # the client retries while the server starts: only the final timeout counts
+            return connect_retry(line, st)   # the client retries while the server starts: a wait, not an error
         cause = "connect_timeout"
     elif "wait timeout after " in t and "keys:" not in t:
         return None
@@ -379,6 +379,28 @@ def rendezvous_error(line: Line, st: StreamState):
     peer = next((g for g in (m.groups() if m else ()) if g and not g.isdigit()), None)
     return line.event("nccl_error", step=st.step_of(line.rank), error="rendezvous", cause="rendezvous",
                       rdzv=cause, peer=peer, detail=t.strip()[:300])
+
+
+# The c10d client retrying to reach the store, in libtorch_cpu's words (torch/csrc/distributed/c10d/
+# socket.cpp: 'The client socket has failed to connect to {} {}.' with '[host]:port' and '(errno: 110 -
+# Connection timed out)', '... failed to connect to any network address of ({}, {}).', and at trace level
+# (TORCH_DISTRIBUTED_DEBUG=DETAIL) 'The server socket on {} is not yet listening (errno: 111 - Connection
+# refused), will retry.'; TCPStore.cpp: 'TCP client failed to connect/validate to host {}:{} - retrying
+# (try={}, timeout={}ms, delay={}ms): {}'): a warning while the master starts, until the client's timeout
+# ('has timed out after', above). A log that ends on it was still waiting for the rendezvous
+# (detect/quiet_end.py).
+_RETRY = compile_later(r"(?:failed to connect to (?:any network address of )?|server socket on |to host )"
+                       r"(\(.*?\)|\S+?)\.?(?: is not yet listening)?(?: \(errno: (-?\d+) - ([^)]*)\)|(?: - retrying \(.*?\))?: (.+?))?[.,]?(?: will retry\.)?\s*$")
+
+
+@on("The client socket has failed to connect to ", "is not yet listening (errno: ")
+def connect_retry(line: Line, st: StreamState):
+    m = _RETRY.search(line.text)
+    if m is None:
+        return None
+    peer = m.group(1).strip("()").replace(", ", ":").replace("[", "").replace("]", "").removeprefix("::ffff:")
+    return line.event("connect_retry", step=st.step_of(line.rank), peer=peer or None,
+                      errno=int(m.group(2)) if m.group(2) else None, reason=m.group(3) or m.group(4))
 
 
 # The c10d store's connection broke (torch/csrc/distributed/c10d/Utils.hpp: tcputil recvBytes / sendBytes
@@ -467,20 +489,28 @@ _IB_BENIGN_EVENT = compile_later(r"async event : (?:port active|LID change|P_Key
                                  r"client reregistration|GID table change|communication established)")
 
 
-# NCCL found no network interface to bootstrap / talk over: NCCL_SOCKET_IFNAME names one that
-# does not exist (or filters all out). nccl src/bootstrap.cc: bootstrapNetInit
-# 'Bootstrap : no socket interface found'; src/transport/net_socket.cc: ncclNetSocketInit
-# 'NET/Socket : no interface found'. torch repeats the last NCCL warning after
-# 'NCCL error in: ...', often on its own line without the 'NCCL WARN' head.
+# torch (1.13+) repeats NCCL's last warning after 'NCCL error in: ...' (NCCLUtils.cpp
+# getNcclErrorDetailStr: '\nLast error:\n' + ncclGetLastError()), on its own line without the
+# 'NCCL WARN' head. The warnings that name their cause are read here as the warning they are:
+# no network interface to bootstrap / talk over (NCCL_SOCKET_IFNAME names one that does not exist
+# or filters all out; nccl src/bootstrap.cc: bootstrapNetInit 'Bootstrap : no socket interface
+# found', src/transport/net_socket.cc: ncclNetSocketInit 'NET/Socket : no interface found'), and
+# two ranks of one communicator on one GPU (src/init.cc 'Duplicate GPU detected : rank %d and rank
+# %d both on CUDA device %lx').
 _NO_INTERFACE = compile_later(r"(?i)no socket interface found|NET/Socket : no interface found|"
                            r"no usable listening interface found")
 
 
-@on("no socket interface found", "no interface found", "o usable listening interface found")
-def no_interface(line: Line, st: StreamState):
-    if "NCCL WARN " in line.text or not _NO_INTERFACE.search(line.text):
+@on("no socket interface found", "no interface found", "o usable listening interface found",
+    "Duplicate GPU detected : rank ")
+def headless_warn(line: Line, st: StreamState):
+    t = line.text
+    if "NCCL WARN " in t:
         return None                     # an NCCL WARN line: nccl_warn reads it
-    return line.event("nccl_warn", step=st.step_of(line.rank), msg=line.text.strip()[-200:], cause="interface",
+    cause = "duplicate_gpu" if "Duplicate GPU detected" in t else "interface" if _NO_INTERFACE.search(t) else None
+    if cause is None:
+        return None
+    return line.event("nccl_warn", step=st.step_of(line.rank), msg=t.strip()[-200:], cause=cause,
                       peer=None, host=line.host, pid=None, device=None)
 
 
