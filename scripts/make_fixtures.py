@@ -81,6 +81,8 @@ def worker(argv: list[str]) -> int:
     ap.add_argument("--fault", default="none", choices=("none", "nan", "overflow", "fp16_range", "oom", "kill"))
     ap.add_argument("--fault-step", type=int, default=5)
     ap.add_argument("--fault-rank", type=int, default=0)
+    ap.add_argument("--no-fp16-claim", action="store_true",
+                    help="leave the CPU accelerator's own answer: no fp16 (DeepSpeed then refuses an fp16 config)")
     args = ap.parse_args(argv)
     config = json.loads(args.config)
 
@@ -92,7 +94,7 @@ def worker(argv: list[str]) -> int:
     import torch
     from torch import nn
 
-    if config.get("fp16", {}).get("enabled"):
+    if config.get("fp16", {}).get("enabled") and not args.no_fp16_claim:
         # TEST-ONLY (cpu_accelerator.py: CPU_Accelerator.is_fp16_supported): the CPU accelerator refuses fp16; claim support so
         # the real fp16 loss scaler runs.
         from deepspeed.accelerator.cpu_accelerator import CPU_Accelerator

@@ -34,6 +34,9 @@ CASES = {
                                                       "loss_scale_window": 1000, "min_loss_scale": 1}},
                             ["--steps", "16", "--fault", "fp16_range", "--fault-step", "2", "--fault-rank", "0"],
                             "loss-scale-collapse"),
+    # DeepSpeed's engine refuses fp16 where its accelerator has none (the CPU's own answer here, as bf16 on a V100)
+    "fp16_on_a_device_without_it": (1, {"bf16": None, "fp16": {"enabled": True}}, ["--steps", "3", "--no-fp16-claim"],
+                                    "failure-precision-unsupported"),
 }
 
 

@@ -116,6 +116,14 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # a kernel's index check failed, nearly always an index out of range in the data or the model
     ("device_assert", "other", 3, (), ("device-side assert triggered",), (),
      "a CUDA kernel's own index check (an index out of range)"),
+    # a precision the device cannot compute in: deepspeed/runtime/engine.py _do_sanity_check ('Type fp16 is not
+    # supported on your device.', 'Type bf16 ...': get_accelerator().is_fp16_supported() / is_bf16_supported(),
+    # seen here with fp16 on the CPU accelerator); transformers training_args.py ("Your setup doesn't support
+    # bf16/gpu. ... You need Ampere+ GPU with cuda>=11.0."; 4.x: '... You need torch>=1.10, using Ampere GPU
+    # with cuda>=11.0'): the config asks for it, so another precision is the fix (config_error)
+    ("precision_unsupported", "config_error", 3, (),
+     ("is not supported on your device", "doesn't support bf16/gpu"), (),
+     "a mixed precision this device cannot compute in"),
     # deepspeed/runtime/config.py DeepSpeedConfigError and its asserts; runtime/config_utils.py
     # DeepSpeedConfigModel (pydantic ValidationError); runtime/zero/utils.py ZeRORuntimeException
     # (engine.py: client optimizer under ZeRO-Offload, checkpoint DP world size); transformers
