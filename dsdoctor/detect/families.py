@@ -100,6 +100,21 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      ("couldn't find them in the cached files", "outgoing traffic has been disabled",
       "specific connection error when trying to load", "Couldn't reach '", "We couldn't connect to '"), (),
      "a Hugging Face Hub that could not be reached (or offline mode on) for files that are not in the local cache"),
+    # a kernel this GPU is too old for: transformers modeling_utils.py ('FlashAttention{v} requires compute
+    # capability >= {x}, but found ...'), integrations ('Blocked attention requires CUDA compute capability >=
+    # 8.0', 'FP8 quantized models is only supported on GPUs with compute capability >= 8.9'), deepspeed
+    # inference/v2 blocked_flash.cpp ('FlashAttention only supports Ampere GPUs or newer.', 'bfloat16 is only
+    # supported on Ampere GPUs or newer'): the machine, not a failing GPU and not the DeepSpeed config
+    ("gpu_capability", "environment", 3, (),
+     ("Ampere GPUs or newer", "requires compute capability >=", "requires CUDA compute capability >=",
+      "only supported on GPUs with compute capability"), (),
+     "a kernel or data type this GPU is too old for (its compute capability)"),
+    # the experiment tracker, not the training: an exception raised inside wandb (wandb 0.31 provoked here
+    # with WANDB_BASE_URL on a closed loopback port: wandb/sdk/wandb_init.py re-raises the service's
+    # 'CommError: Timed out while retrying: Post ".../graphql": ... connection refused' with 'Consider
+    # increasing the init_timeout setting')
+    ("tracker", "environment", 3, (), ("Consider increasing the init_timeout setting",), ("wandb/sdk/", "wandb/apis/"),
+     "the experiment tracker (Weights & Biases) failing: its server out of reach, or its set-up refused"),
     ("storage", "environment", 3, (),
      ("No space left on device", "[Errno 28]", "Disk quota exceeded", "[Errno 122]", "Read-only file system",
       "[Errno 30]", "PytorchStreamWriter failed writing file", "file write failed", "unexpected pos ",
