@@ -543,3 +543,16 @@ def test_nccl_warning_repeated_after_last_error_names_its_cause():
             "[rank1]: Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 1b000\n")
     assert one(text, "nccl_warn").data["cause"] == "duplicate_gpu"
     assert findings(text)[0].rule == "nccl-error-duplicate-gpu"
+
+
+def test_nccl_set_up_without_init_complete_is_a_hang_and_with_it_is_not():
+    start = ("gpu1:3301:3420 [0] NCCL INFO comm 0x55d5c3c0 rank 0 nranks 2 cudaDev 0 nvmlDev 0 busId 1b000 commId 0x5a1 - Init START\n"
+             "gpu1:3301:3420 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via SHM/direct/direct\n")
+    assert [e.data["state"] for e in events(start, "nccl_init")] == ["start", "channel"]
+    top = findings(start)[0]
+    assert top.rule == "nccl-init-hang" and "NCCL_SHM_DISABLE=1" in top.fixes[0].advice
+    # another process's COMPLETE does not close this one's set-up
+    other = "gpu1:3302:3421 [1] NCCL INFO ncclCommInitRank comm 0x55e1a7d0 rank 1 nranks 2 cudaDev 1 nvmlDev 1 busId 1c000 commId 0x5a1 - Init COMPLETE\n"
+    assert findings(start + other)[0].rule == "nccl-init-hang"
+    done = "gpu1:3301:3420 [0] NCCL INFO ncclCommInitRank comm 0x55d5c3c0 rank 0 nranks 2 cudaDev 0 nvmlDev 0 busId 1b000 commId 0x5a1 - Init COMPLETE\n"
+    assert not [f for f in findings(start + done) if f.severity != "info"]

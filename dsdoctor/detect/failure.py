@@ -107,7 +107,7 @@ class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
              "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn",
-             "exception_detail", "connect_retry")
+             "exception_detail", "connect_retry", "nccl_init")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -142,6 +142,8 @@ class FailureDetector(Detector):
         self.op_wait: tuple[int, Event] | None = None     # 'Using DIR as PyTorch extensions root...' not yet loaded
         self.store_wait: tuple[int, Event] | None = None  # torch's store-based barrier still waiting
         self.connect_wait: tuple[int, Event] | None = None   # the c10d client still retrying the store
+        # per process: the first and the last NCCL set-up line (seq, event) since its last 'Init COMPLETE'
+        self.nccl_connecting: dict[str | None, tuple[tuple[int, Event], tuple[int, Event]]] = {}
         self.peer_lost: tuple[int, Event] | None = None   # NCCL's last warning that a peer closed the connection
         self.mark_seq = 0                                 # seq of the last progress or start-up mark
         self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
@@ -240,6 +242,14 @@ class FailureDetector(Detector):
             self.store_wait = (seq, ev)
         elif k == "connect_retry":
             self.connect_wait = (seq, ev)
+        elif k == "nccl_init":
+            proc, open_ = ev.data.get("proc"), self.nccl_connecting
+            if ev.data.get("state") == "complete":
+                open_.pop(proc, None)
+            elif proc in open_:
+                open_[proc] = (open_[proc][0], (seq, ev))
+            elif len(open_) < 4096:
+                open_[proc] = ((seq, ev), (seq, ev))
         elif k == "nccl_warn":
             if ev.data.get("cause") == "remote_exit":
                 self.peer_lost = (seq, ev)
@@ -397,6 +407,7 @@ class FailureDetector(Detector):
             end = self.end_event
             hang = quiet_end(said=self.hang_said, op_wait=self.op_wait, store_wait=self.store_wait, peer_lost=self.peer_lost,
                                connect_wait=self.connect_wait,
+                               nccl_connecting=max(self.nccl_connecting.values(), key=lambda fl: fl[1][0], default=None),
                                last_seq=self.mark_seq, last_step=self.last_step if phase == "training" else None,
                                phase=phase, phase_text=phase_text,
                                last_event=self.last_progress or (self.phase[3] if self.phase else None),

@@ -21,6 +21,10 @@ of its own: detect/failure.py calls `quiet_end` at the end when it found nothing
                      warning that it failed to connect to the rendezvous store and tries again
                      (torch/csrc/distributed/c10d/socket.cpp), and no step came after: the log stops
                      while this rank still cannot reach MASTER_ADDR:MASTER_PORT
+  nccl_init_wait     the last words are NCCL's communicator set-up (NCCL_DEBUG=INFO: 'Init START', the
+                     channels it connects 'via P2P/IPC', 'via SHM', 'via NET/...') of a process that
+                     printed no 'Init COMPLETE' after them, and no step came after: the ranks hang while
+                     connecting (the transport of the last channel says which path to suspect)
   peer_lost          the last word after the last progress is NCCL's warning that a peer closed the
                      connection ('Net : Connection closed by remote peer', 'Call to recv ... failed :
                      Connection reset by peer'; nccl src/misc/socket.cc) and the run printed no
@@ -36,6 +40,7 @@ from ..findings import Evidence, Symptom
 def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | None,
                 store_wait: tuple[int, Event] | None, peer_lost: tuple[int, Event] | None, last_seq: int,
                 connect_wait: tuple[int, Event] | None = None,
+                nccl_connecting: tuple[tuple[int, Event], tuple[int, Event]] | None = None,
                 last_step: int | None, phase: str | None, phase_text: str | None, last_event: Event | None,
                 normal_end: bool) -> Symptom | None:
     """The symptom of a hang the log cannot show, or None. `last_seq` is the seq of the last
@@ -48,7 +53,9 @@ def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | No
                 and d["joined"] < d["world_size"]):
             store = None
     connect = connect_wait if connect_wait is not None and connect_wait[0] > last_seq and not normal_end else None
-    where = op or store or connect
+    nccl = nccl_connecting if nccl_connecting is not None and nccl_connecting[1][0] > last_seq and not normal_end \
+        else None
+    where = op or store or connect or (nccl[1] if nccl else None)
     if said is None:
         if store is not None:
             return _symptom("store_barrier_wait", store, None, last_step, phase, phase_text,
@@ -60,6 +67,11 @@ def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | No
             d = connect[1].data
             return _symptom("rendezvous_connect_wait", connect, None, last_step, phase, phase_text,
                             peer=d.get("peer"), errno=d.get("errno"), reason=d.get("reason"))
+        if nccl is not None:
+            first, last = nccl
+            via = last[1].data.get("via")
+            return _symptom("nccl_init_wait", first, last if last is not first else None, last_step, phase, phase_text,
+                            via=via, proc=last[1].data.get("proc"))
         if peer_lost is not None and peer_lost[0] > last_seq and not normal_end:
             d = peer_lost[1].data
             return _symptom("peer_lost", peer_lost, None, last_step, phase, phase_text, peer=d.get("peer"),

@@ -583,6 +583,31 @@ def nccl_version(line: Line, st: StreamState):
     return line.event("nccl_version", version=m.group(1), cuda=m.group(2), host=host)
 
 
+# NCCL's communicator set-up with NCCL_DEBUG=INFO (src/init.cc: 'ncclCommInitRank comm {p} rank {r} nranks {n}
+# cudaDev {d} nvmlDev {d} busId {id} commId 0x{id} - Init START' and '... - Init COMPLETE', 2.23+ '{func} comm
+# ...'), and between them the channels it connects (src/transport.cc: 'Channel {c}/{n} : {r}[{d}] -> {p}[{d}]
+# via P2P/IPC', 'via SHM/direct/direct', 'via NET/Socket/0'). A log that stops after a START or a channel line
+# of a process with no COMPLETE of that process stopped while the ranks were connecting (detect/quiet_end.py).
+_VIA = compile_later(r"via (P2P|SHM|NET/\w+|CollNet\w*)")
+
+
+@on("- Init START", "- Init COMPLETE", "via P2P/", "via SHM/", "via NET/")
+def nccl_init(line: Line, st: StreamState):
+    t = line.text
+    if "NCCL INFO" not in t:
+        return None
+    m = _NCCL_LINE.search(t)
+    proc = f"{m.group(1) or line.host or ''}:{m.group(2)}" if m and m.group(2) else None
+    if "Init COMPLETE" in t:
+        return line.event("nccl_init", state="complete", via=None, proc=proc)
+    if "Init START" in t:
+        return line.event("nccl_init", state="start", via=None, proc=proc)
+    v = _VIA.search(t)
+    if v is None or not st.once(("nccl-channel", proc, v.group(1))):
+        return None           # one event per process and transport: a job prints hundreds of channel lines
+    return line.event("nccl_init", state="channel", via=v.group(1), proc=proc)
+
+
 def _host_of(line: Line) -> str | None:
     m = _NCCL_LINE.search(line.text)
     return (m.group(1) if m and m.group(1) else None) or line.host
