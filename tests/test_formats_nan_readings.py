@@ -84,3 +84,16 @@ def test_loss_scale_at_minimum_is_quoted_first():
         "Exception: Current loss scale already at minimum - cannot decrease scale anymore. Exiting run.\n")
     top = findings(log)[0]
     assert top.category == "loss_scale_collapse" and "already at minimum" in top.evidence[0].text
+
+
+def test_the_same_loss_with_zero_grad_norm_is_no_gradient_not_nan():
+    from dsdoctor.context import Context
+    from dsdoctor.pipeline import Diagnoser
+    from dsdoctor.rules import RuleSet
+    from dsdoctor.sources.logs import events_from_text
+    rows = "".join(f"{{'loss': 10.8231, 'grad_norm': 0.0, 'learning_rate': 2e-05, 'epoch': 0.0{i}}}\n" for i in range(1, 7))
+    d = Diagnoser(Context.from_config(None), RuleSet.load())
+    d.feed_all(events_from_text(rows))
+    fs = d.finish()
+    assert fs[0].rule == "no-gradient-flows" and len(fs[0].evidence) == 2
+    assert not [f for f in fs if f.category == "nan_loss"]

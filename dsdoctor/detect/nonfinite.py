@@ -21,6 +21,7 @@ HISTORY = 64           # finite values kept to judge a spike
 SPIKE_FACTOR = 1.5     # loss above 1.5x the running median ...
 GNORM_FACTOR = 5.0     # ... or grad norm above 5x its running median
 ZERO_RUN = 3           # logged steps in a row with loss 0 and grad norm 0: nothing is trained
+FLAT_RUN = 5           # logged steps in a row with the same non-zero loss and grad norm 0: no gradient flows
 
 
 def _finite(v) -> bool:
@@ -52,6 +53,8 @@ class NonFiniteDetector(Detector):
         self.real_loss_seen = False             # a finite, non-zero training loss was logged
         self.masked = 0                         # collator warnings: examples with every label masked
         self.masked_event: Event | None = None
+        self.flat: list | None = None           # [first event, loss, count]: the same loss with grad norm 0
+        self.flat_said = False
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data
@@ -155,6 +158,12 @@ class NonFiniteDetector(Detector):
         self.zero_first, self.zero_count = None, 0
         if v != 0.0:
             self.real_loss_seen = True
+            if zero is not None and (zero.step == ev.step or zero.line == ev.line):
+                flat = self._flat(ev, seq, v, name)
+                if flat:
+                    return flat
+            else:
+                self.flat = None
         if len(self.losses) >= 3 and v > SPIKE_FACTOR * min(self.losses):    # else below 1.5x the median too
             m = median(self.losses)
             if v > SPIKE_FACTOR * m and v - m > 0.5:
@@ -162,6 +171,22 @@ class NonFiniteDetector(Detector):
         self.losses.append(v)
         self.spike_age += 1
         return ()
+
+    def _flat(self, ev: Event, seq: int, v: float, name: str) -> list[Symptom]:
+        """The same training loss logged again and again with a grad norm of exactly 0: different batches
+        never give the same loss to the printed digits, so the output does not depend on the weights being
+        trained, and no gradient reaches them (every parameter frozen, the graph cut, a learning rate of 0)."""
+        if self.flat is None or self.flat[1] != v:
+            self.flat = [ev, v, 1]
+            return []
+        self.flat[2] += 1
+        if self.flat[2] != FLAT_RUN or self.flat_said:
+            return []
+        self.flat_said = True
+        s = symptom_from(self.flat[0], seq, "no_gradient", key=("no_gradient",), loss=v, name=name, run=FLAT_RUN,
+                         last_step=ev.step)
+        s.add_evidence(ev)
+        return [s]
 
     def _mark_spike(self, what: str, value: float, base: float, step) -> None:
         # keep the first spike of a run-up to a NaN (resume before it); an old one is forgotten
