@@ -50,7 +50,9 @@ def metrics(line: Line, st: StreamState):
         out.append(ev("grad_norm", value=num(d["grad_norm"])))
     for key in ("loss", "eval_loss"):
         if key in d and num(d[key]) is not None:
-            out.append(ev("loss", value=num(d[key]), name=key, epoch=num(d.get("epoch"))))
+            # transformers 4.36 logs no grad_norm (detect/nonfinite.py reads 'loss' 0.0 without it)
+            out.append(ev("loss", value=num(d[key]), name=key, epoch=num(d.get("epoch")),
+                          no_grad_norm=key == "loss" and "grad_norm" not in d))
     for key, raw in d.items():
         v = num(raw)
         if key not in ("loss", "eval_loss", "grad_norm") and v is not None and not math.isfinite(v) \
