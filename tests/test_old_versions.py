@@ -28,13 +28,22 @@ def test_recogniser_marks_a_loss_row_without_grad_norm():
     evs = [e for e in events_from_text(hf_436(5.5) + "{'loss': 5.4, 'grad_norm': 1.2, 'learning_rate': 2e-05}\n"
                                       "{'eval_loss': 0.0, 'eval_runtime': 1.0, 'epoch': 1.0}\n")
            if e.kind == "loss"]
-    assert [e.data.get("no_grad_norm") for e in evs] == [True, False, False]
+    assert [e.data.get("grad_norm_logged") for e in evs] == [False, True, None]
 
 
 def test_real_loss_then_exact_zeros_without_grad_norm_is_a_hidden_nan():
     (f,) = findings(hf_436(5.56, 5.55, 5.56, 0.0, 0.0, 0.0, 0.0))
     assert f.rule == "nan-loss-zero-loss-filtered" and f.category == "nan_loss"
     assert "'loss': 0.0" in f.evidence[0].text and "4 logged steps" in f.summary
+
+
+def test_real_loss_then_exact_zeros_beside_a_finite_grad_norm_is_a_hidden_nan():
+    # transformers 4.46 + DeepSpeed 0.16.9 (bf16, ZeRO-2), a NaN written into the weights at step 4
+    rows = [(5.5625, 1.589), (5.5938, 1.7667)] + [(0.0, 1.4142135381698608)] * 5
+    log = "".join(f"{{'loss': {v}, 'grad_norm': {g}, 'learning_rate': 2e-05, 'epoch': 0.0{i}}}\n"
+                  for i, (v, g) in enumerate(rows))
+    (f,) = findings(log)
+    assert f.rule == "nan-loss-zero-loss-filtered" and "does not show it either" in f.summary
 
 
 def test_loss_converging_to_zero_or_two_zeros_is_not_nan():
