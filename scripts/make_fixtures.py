@@ -230,7 +230,16 @@ def run_scenario(name: str, out_dir: Path) -> tuple[int, float, int]:
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)       # the launcher and every rank it started
+        # the launcher and every rank it started (torchrun 2.13 starts the ranks in sessions of their own,
+        # which the launcher's process group does not reach: seen leaving ranks behind)
+        import psutil
+        ranks = psutil.Process(p.pid).children(recursive=True)
+        os.killpg(p.pid, signal.SIGKILL)
+        for r in ranks:
+            try:
+                r.kill()
+            except psutil.Error:
+                pass
         out, _ = p.communicate()
         out += f"\n[make_fixtures: killed after {timeout} s]\n".encode()
     data = trim(out)

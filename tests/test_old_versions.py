@@ -74,3 +74,14 @@ def test_torch_without_nccl_is_the_install_not_the_network():
            "[rank1]: RuntimeError: Distributed package doesn't have NCCL built in\n")
     f = findings(log)[0]
     assert f.rule == "env-torch-without-nccl" and f.category == "environment"
+
+
+def test_a_library_calling_another_with_a_keyword_it_lacks_is_a_version_mismatch():
+    from dsdoctor.detect.families import classify
+    msg = "Accelerator.unwrap_model() got an unexpected keyword argument 'keep_torch_compile'"
+    assert classify("TypeError", msg, "/opt/venv/lib/python3.11/site-packages/transformers/trainer.py:_wrap_model").name \
+        == "api_mismatch"
+    assert classify("TypeError", msg, "train.py:main").name != "api_mismatch"          # the script's own call
+    assert classify("TypeError", "WarmupLR.__init__() got an unexpected keyword argument 'warmup_max'",
+                    "/opt/venv/lib/python3.11/site-packages/deepspeed/runtime/engine.py:_scheduler_from_config"
+                    ).name != "api_mismatch"                                            # a constructor: passed-through
