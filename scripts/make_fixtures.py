@@ -78,11 +78,13 @@ def worker(argv: list[str]) -> int:
     ap.add_argument("--config", required=True, help="ds_config as JSON text")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--fault", default="none", choices=("none", "nan", "overflow", "fp16_range", "oom", "kill"))
+    ap.add_argument("--fault", default="none", choices=("none", "nan", "overflow", "fp16_range", "oom", "kill", "stall"))
     ap.add_argument("--fault-step", type=int, default=5)
     ap.add_argument("--fault-rank", type=int, default=0)
     ap.add_argument("--no-fp16-claim", action="store_true",
                     help="leave the CPU accelerator's own answer: no fp16 (DeepSpeed then refuses an fp16 config)")
+    ap.add_argument("--dist-timeout", type=float, default=0,
+                    help="collective timeout in seconds (0: torch's default), so a 'stall' ends soon")
     args = ap.parse_args(argv)
     config = json.loads(args.config)
 
@@ -101,7 +103,11 @@ def worker(argv: list[str]) -> int:
         CPU_Accelerator.is_fp16_supported = lambda self: True
         CPU_Accelerator.supported_dtypes = lambda self: [torch.float, torch.bfloat16, torch.float16]
 
-    deepspeed.init_distributed(dist_backend="gloo")
+    if args.dist_timeout:
+        from datetime import timedelta
+        deepspeed.init_distributed(dist_backend="gloo", timeout=timedelta(seconds=args.dist_timeout))
+    else:
+        deepspeed.init_distributed(dist_backend="gloo")
     rank = int(os.environ["RANK"])
     torch.manual_seed(1234)
     step_now = {"step": 0}
@@ -157,6 +163,9 @@ def worker(argv: list[str]) -> int:
         if at_fault("kill"):
             print(f"rank={rank} step={step}: sending SIGKILL to myself (fault injection)", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
+        if at_fault("stall"):        # the other ranks wait in the next collective until its timeout
+            print(f"rank={rank} step={step}: stalling (fault injection)", flush=True)
+            time.sleep(3600)
         x = torch.randn(micro, args.hidden, generator=gen)
         y = x @ w / args.hidden ** 0.5
         if at_fault("nan"):
@@ -223,7 +232,16 @@ def run_scenario(name: str, out_dir: Path) -> tuple[int, float, int]:
     try:
         out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)       # the launcher and every rank it started
+        # the launcher and every rank it started (torchrun 2.13 starts the ranks in sessions of their own,
+        # which the launcher's process group does not reach: seen leaving ranks behind)
+        import psutil
+        ranks = psutil.Process(p.pid).children(recursive=True)
+        os.killpg(p.pid, signal.SIGKILL)
+        for r in ranks:
+            try:
+                r.kill()
+            except psutil.Error:
+                pass
         out, _ = p.communicate()
         out += f"\n[make_fixtures: killed after {timeout} s]\n".encode()
     data = trim(out)

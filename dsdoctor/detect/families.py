@@ -288,6 +288,8 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     ckpt = _checkpoint_family(name, message, raise_site, frames)
     if ckpt is not None:
         return ckpt
+    if name == "TypeError" and _LIBRARY_CALL.search(message) and _in_a_library(raise_site):
+        return API_MISMATCH
     if _DTYPE_MISMATCH.search(message):
         return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
     if _META_TENSOR.search(message):
@@ -535,6 +537,22 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
     if (name == "OSError" and "[Errno 22]" in message) or name in ("UnpicklingError", "EOFError"):
         return CKPT_CORRUPT
     return None
+
+
+# One installed library calling another's method with a keyword that method does not have, raised in the
+# caller's own code (transformers 4.53.3 trainer.py _wrap_model 'Accelerator.unwrap_model() got an unexpected
+# keyword argument 'keep_torch_compile'' beside accelerate 1.0.1, run here; its declared minimum, accelerate>=0.26.0,
+# allowed it): the two versions do not match. __init__ is left out: a constructor also receives keywords passed
+# through from the user's code or config (DeepSpeed's scheduler params, from_pretrained's **kwargs).
+API_MISMATCH = Family("api_mismatch", "environment", 3,
+                      "two installed libraries whose versions do not match: one calls a method of the other with "
+                      "a keyword argument that version does not have")
+_LIBRARY_CALL = compile_later(r"\b\w+\.(?!__init__\(\))\w+\(\) got an unexpected keyword argument '\w+'")
+_LIBRARY_DIRS = ("-packages/", "/transformers/", "/accelerate/", "/deepspeed/", "/peft/", "/trl/")
+
+
+def _in_a_library(raise_site: str | None) -> bool:
+    return bool(raise_site) and any(d in raise_site for d in _LIBRARY_DIRS)
 
 
 COMMAND_LINE = Family("command_line", "config_error", 3,

@@ -22,6 +22,7 @@ SPIKE_FACTOR = 1.5     # loss above 1.5x the running median ...
 GNORM_FACTOR = 5.0     # ... or grad norm above 5x its running median
 ZERO_RUN = 3           # logged steps in a row with loss 0 and grad norm 0: nothing is trained
 FLAT_RUN = 5           # logged steps in a row with the same non-zero loss and grad norm 0: no gradient flows
+ZERO_AFTER_LOSS = 0.01  # a Trainer's real loss right before a run of exact 0.0: a hidden NaN, not convergence
 
 
 def _finite(v) -> bool:
@@ -135,7 +136,13 @@ class NonFiniteDetector(Detector):
                                    how="grad_norm_with_zero_loss")
         if name.startswith("eval"):
             return ()
-        if v == 0.0 and zero is not None and (zero.step == ev.step or zero.line == ev.line):
+        zero_gn = zero is not None and (zero.step == ev.step or zero.line == ev.line)
+        # a Trainer row whose real loss drops at once to exactly 0.0: the filter's mark whatever the grad
+        # norm says (transformers 4.36 logs none; 4.46 with DeepSpeed 0.16 a finite one), while a loss
+        # converging to 0 logs 0.0003, 0.0001 first
+        sudden = ev.data.get("grad_norm_logged") is not None and bool(self.losses) \
+            and self.losses[-1] >= ZERO_AFTER_LOSS
+        if v == 0.0 and (zero_gn or sudden):
             # transformers/trainer.py _inner_training_loop: with logging_nan_inf_filter (default True)
             # a NaN/Inf step adds nothing to the logged loss, so a window of NaN steps logs 'loss' 0.0;
             # with the step's gradients never computed or skipped the grad norm reads 0 as well.
@@ -145,14 +152,16 @@ class NonFiniteDetector(Detector):
             if self.zero_count == ZERO_RUN:
                 # from the first logged step with no real loss before, and with a collator saying it
                 # masked whole examples: no token carries a label, rather than a divergence
-                out = self._nonfinite(self.zero_first, seq, "0 with grad_norm 0", name,
-                                      how="zero_loss_zero_grad_norm", zero_run=ZERO_RUN,
-                                      from_start=not self.real_loss_seen, masked_warnings=self.masked)
+                out = self._nonfinite(self.zero_first, seq, "0 with grad_norm 0" if zero_gn else "0", name,
+                                      how="zero_loss_zero_grad_norm" if zero_gn else "zero_loss_sudden",
+                                      grad_norm_logged=ev.data.get("grad_norm_logged"),
+                                      zero_run=ZERO_RUN, from_start=not self.real_loss_seen,
+                                      masked_warnings=self.masked)
                 if self.masked_event is not None and self.nan_symptom is not None:
                     self.nan_symptom.add_evidence(self.masked_event)
                 return out
             if self.zero_count > ZERO_RUN and self.nan_symptom is not None \
-                    and self.nan_symptom.facts.get("how") == "zero_loss_zero_grad_norm":
+                    and self.nan_symptom.facts.get("how") in ("zero_loss_zero_grad_norm", "zero_loss_sudden"):
                 self.nan_symptom.facts["zero_run"] = self.zero_count
             return ()
         self.zero_first, self.zero_count = None, 0

@@ -50,7 +50,10 @@ def metrics(line: Line, st: StreamState):
         out.append(ev("grad_norm", value=num(d["grad_norm"])))
     for key in ("loss", "eval_loss"):
         if key in d and num(d[key]) is not None:
-            out.append(ev("loss", value=num(d[key]), name=key, epoch=num(d.get("epoch"))))
+            # a Trainer row (logging_nan_inf_filter logs a NaN as 0.0): detect/nonfinite.py reads a sudden
+            # 'loss' 0.0 whether a grad_norm is logged (4.46: a finite one) or not (4.36)
+            out.append(ev("loss", value=num(d[key]), name=key, epoch=num(d.get("epoch")),
+                          grad_norm_logged=("grad_norm" in d) if key == "loss" else None))
     for key, raw in d.items():
         v = num(raw)
         if key not in ("loss", "eval_loss", "grad_norm") and v is not None and not math.isfinite(v) \
