@@ -77,8 +77,9 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     """The lines as the program printed them, from an input's first block and the blocks after
     it: a container runtime's json-file log is decoded (sources/container_logs.py), a notebook's
     outputs unwrapped (sources/notebook.py); a log that
-    fits in one block may have been copied out of a terminal, hard-wrapped (sources/unwrap.py);
-    a longer one was written by a program."""
+    fits in one block may have been copied out of a terminal, hard-wrapped (sources/unwrap.py),
+    and may hold rich's traceback boxes (sources/rich_traceback.py); a longer one was written by a
+    program (a rich box in it is read as it is: its exception line's first piece still names the error)."""
     try:
         second = next(it, None)
     except InputError:
@@ -94,10 +95,12 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
         yield from notebook.decode_blocks(itertools.chain([first] if second is None else [first, second], it))
         return
     if second is None:
-        # grep -n's prefixes came first, then the terminal's wrap: undone in the other order
+        # grep -n's prefixes came first, then the terminal's wrap: undone in the other order; rich's
+        # traceback boxes (sources/rich_traceback.py) were drawn before either
+        from .rich_traceback import unbox
         from .ungrep import ungrep, ungrep_text
         from .unwrap import rejoin
-        yield ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text))))
+        yield unbox(ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text)))))
         return
     yield first
     yield second
