@@ -53,6 +53,9 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
                 if type(got) is Event or isinstance(got, Event):
                     out.append(got)
                 elif type(got) is ReadAs:      # the segment stands for other lines: their events alone
+                    got = _read_as(got, line, st)
+                    if not got:
+                        continue
                     del out[first:]
                     out.extend(got)
                     break
@@ -61,4 +64,20 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
             else:
                 continue
             break
+    return out
+
+
+def _read_as(lines: list[str], line: Line, st: StreamState) -> list[Event]:
+    """The events of the lines one line stands for (recogniser.ReadAs), at that line's number,
+    with its rank where theirs is not said and its time where they have none."""
+    saved = st.rank_hint
+    if line.rank is not None:
+        st.rank_hint = line.rank
+    try:
+        out = [ev for ln in lines for ev in parse_line(ln.encode("utf-8", errors="replace"), line.lineno, st)]
+    finally:
+        st.rank_hint = saved
+    for ev in out:
+        if ev.time is None:
+            ev.time = line.time
     return out

@@ -17,13 +17,13 @@ Written here because rich has no way back from its rendering. Only inputs that h
 """
 from __future__ import annotations
 
-import re
+from ..lazy_regex import compile_later
 
 MARK = "╭─".encode()
-_HEAD = re.compile(r"^(.*?)╭─+ Traceback \(most recent call last\) ─+╮\s*$")
+_HEAD = compile_later(r"^(.*?)╭─+ Traceback \(most recent call last\) ─+╮\s*$")
 # '│ /path/to/file.py:139 in forward   │' (rich makes a script's path absolute; '~' not expanded)
-_FRAME = re.compile(r"^│ ((?:[/~]|[A-Za-z]:\\)\S*?):(\d+) in ?(\S*)\s*│$")
-_ONE_WORD = re.compile(r"^│ (\S+)\s*│$")
+_FRAME = compile_later(r"^│ ((?:[/~]|[A-Za-z]:\\)\S*?):(\d+) in ?(\S*)\s*│$")
+_ONE_WORD = compile_later(r"^│ (\S+)\s*│$")
 
 
 def unbox(block: bytes) -> bytes:

@@ -9,7 +9,7 @@ chain: {"exc_type", "exc_value", "frames": [{"filename", "lineno", "name"}, ...]
 Read as one line, such a record holds 'Traceback (most recent call last):' and no exception line the
 recognisers can see (the failure reads as a traceback cut off), and the dict form holds neither (the
 failed run read as healthy). Each is turned into the traceback's own lines, handed to every recogniser
-like any log line, at the record's line number, rank and time.
+like any log line, at the record's line number, rank and time (sources/parse.py).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ _TB = "Traceback (most recent call last)"
 @on(_TB, 'exc_type": "', 'exc_type":"')
 def json_traceback(line: Line, st: StreamState):
     text = line.text.strip()
-    if not text.startswith("{") or not text.endswith("}") or len(text) > MAX_RECORD or st.scratch.get("jtb.busy"):
+    if not text.startswith("{") or not text.endswith("}") or len(text) > MAX_RECORD:
         return None
     try:
         rec = json.loads(text)
@@ -38,24 +38,7 @@ def json_traceback(line: Line, st: StreamState):
     if not isinstance(rec, dict):
         return None
     lines = traceback_lines(rec)
-    if not lines:
-        return None
-    from ..parse import parse_line        # (parse imports the recognisers: not at module level)
-    saved = st.rank_hint
-    st.scratch["jtb.busy"] = True
-    if line.rank is not None:
-        st.rank_hint = line.rank
-    out = ReadAs()
-    try:
-        for ln in lines:
-            for ev in parse_line(ln.encode("utf-8", errors="replace"), line.lineno, st):
-                if ev.time is None:
-                    ev.time = line.time
-                out.append(ev)
-    finally:
-        st.rank_hint = saved
-        del st.scratch["jtb.busy"]
-    return out or None
+    return ReadAs(lines) if lines else None
 
 
 def traceback_lines(rec: dict) -> list[str]:
