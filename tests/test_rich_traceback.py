@@ -67,3 +67,26 @@ def test_the_real_capture_is_read_whole():
     text = FIXTURE.read_text()
     oom = [e for e in events_from_text(unbox(text.encode()).decode()) if e.kind == "oom"]
     assert oom[0].data["requested"] == 17179869184
+
+
+def test_coloured_boxes_and_rich_logging_handlers_indent_are_read_too():
+    # structlog's ConsoleRenderer colours the box into a file; rich.logging.RichHandler(rich_tracebacks=True)
+    # indents it under its time and level columns and pads every line to the console width (real lines from
+    # fixtures/excerpts/gen_p_structlog_console_rich_config.log and gen_p_rich_logging_handler_host_oom.log)
+    pad = " " * 20
+    handler = (f"{pad}╭────── Traceback (most recent call last) ───────╮          \n"
+               f"{pad}│ /work/probes/gen-p/pw.py:127 in <module>       │          \n"
+               f"{pad}╰────────────────────────────────────────────────╯          \n"
+               f"{pad}RuntimeError: [enforce fail at alloc_cpu.cpp:127]           \n"
+               f"{pad}err == 0. DefaultCPUAllocator: can't allocate               \n")
+    out = unbox(handler.encode()).decode().split("\n")
+    assert out[0] == "Traceback (most recent call last):"
+    assert out[1] == '  File "/work/probes/gen-p/pw.py", line 127, in <module>'
+    assert out[3] == "RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate"
+    coloured = ("\x1b[31m╭─\x1b[0m\x1b[31m──────\x1b[0m\x1b[31m \x1b[0m\x1b[1;31mTraceback \x1b[0m\x1b[1;2;31m(most recent call "
+                "last)\x1b[0m\x1b[31m ──────╮\x1b[0m\n\x1b[31m╰─────────────────────────────────────────╯\x1b[0m\n"
+                "\x1b[1;91mAssertionError: \x1b[0mCheck batch related parameters. train_batch\n"
+                "micro_batch_per_gpu * gradient_acc_step\n")
+    out = unbox(coloured.encode()).decode().split("\n")
+    assert out[0] == "Traceback (most recent call last):"
+    assert out[2] == "AssertionError: Check batch related parameters. train_batch micro_batch_per_gpu * gradient_acc_step"

@@ -24,14 +24,17 @@ _HEAD = compile_later(r"^(.*?)╭─+ Traceback \(most recent call last\) ─+�
 # '│ /path/to/file.py:139 in forward   │' (rich makes a script's path absolute; '~' not expanded)
 _FRAME = compile_later(r"^│ ((?:[/~]|[A-Za-z]:\\)\S*?):(\d+) in ?(\S*)\s*│$")
 _ONE_WORD = compile_later(r"^│ (\S+)\s*│$")
+_ANSI = compile_later(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def unbox(block: bytes) -> bytes:
     """`block` with rich's traceback boxes written as CPython tracebacks (unchanged without one)."""
     if MARK not in block:
         return block
-    lines = block.decode("utf-8", errors="surrogateescape").split("\n")
-    return "\n".join(unbox_lines(lines)).encode("utf-8", errors="surrogateescape")
+    text = block.decode("utf-8", errors="surrogateescape")
+    if "\x1b" in text:          # structlog's ConsoleRenderer colours its box even into a file
+        text = _ANSI.sub("", text)
+    return "\n".join(unbox_lines(text.split("\n"))).encode("utf-8", errors="surrogateescape")
 
 
 def unbox_lines(lines: list[str]) -> list[str]:
@@ -40,12 +43,12 @@ def unbox_lines(lines: list[str]) -> list[str]:
     open_: dict[str, list] = {}
     i = 0
     while i < len(out):
-        ln = out[i].rstrip("\r")
+        ln = out[i].rstrip()           # (rich.logging.RichHandler pads its message column with spaces)
         m = _HEAD.match(ln) if "╭─" in ln else None
         if m:
             prefix = m.group(1)
             open_[prefix] = ["box", len(ln) - len(prefix), None, 0]
-            out[i] = prefix + "Traceback (most recent call last):"
+            out[i] = _kept(prefix) + "Traceback (most recent call last):"
             i += 1
             continue
         if not open_:
@@ -65,24 +68,31 @@ def unbox_lines(lines: list[str]) -> list[str]:
                 if f:
                     func = f.group(3)
                     if not func and i + 1 < len(out):       # the name wrapped onto the next box line
-                        nxt = _ONE_WORD.match(out[i + 1].rstrip("\r")[len(prefix):])
+                        nxt = _ONE_WORD.match(out[i + 1].rstrip()[len(prefix):])
                         if nxt and out[i + 1].startswith(prefix):
                             func = nxt.group(1)
                             out[i + 1] = prefix
-                    out[i] = f'{prefix}  File "{f.group(1)}", line {f.group(2)}, in {func or "?"}'
+                    out[i] = f'{_kept(prefix)}  File "{f.group(1)}", line {f.group(2)}, in {func or "?"}'
         elif st[0] == "exception":               # the exception line right under the box
             st[0], st[2], st[3] = "message", i, len(body.rstrip())
+            out[i] = _kept(prefix) + body.rstrip()
         else:                                    # a piece of the message rich wrapped?
             piece = body.strip()
             word = piece.split(" ", 1)[0]
             if piece and len(body.rstrip()) <= st[1] and st[3] + 1 + len(word) > st[1]:
-                out[st[2]] = out[st[2]].rstrip("\r").rstrip() + " " + piece
+                out[st[2]] = out[st[2]].rstrip() + " " + piece
                 st[3] = len(body.rstrip())
                 out[i] = prefix
             else:
                 del open_[prefix]
         i += 1
     return out
+
+
+def _kept(prefix: str) -> str:
+    """The prefix written in front of a rewritten line: a rank's or a logger's head stays; the blank
+    indent rich.logging.RichHandler gives its message column goes (CPython's layout has none)."""
+    return prefix if prefix.strip() else ""
 
 
 def _owner(line: str, open_: dict[str, list]) -> tuple[str | None, str]:
