@@ -95,3 +95,18 @@ def test_torch_spawn_names_the_process_that_ended(line, rank, category):
     f = _top(STEPS + "Traceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n"
              "    mp.spawn(main, nprocs=4)\n" + line + "\n")
     assert f is not None and f.category == category and rank in f.ranks, f
+
+
+def test_lightnings_launcher_names_the_child_rank_that_died():
+    # lightning_fabric/strategies/launchers/subprocess_script.py _ChildProcessObserver._run, with
+    # lightning_utilities' rank_prefixed_message; real line from fixtures/excerpts/gen_p_lightning_child_killed.log
+    from dsdoctor.sources.logs import events_from_text
+    line = ("[rank: 1] Child process with PID 25443 terminated with code -9. Forcefully terminating all other "
+            "processes to avoid zombies 🧟\n")
+    ev = [e for e in events_from_text(line) if e.kind == "killed"]
+    assert len(ev) == 1 and ev[0].rank == 1 and ev[0].data["signal"] == 9 and ev[0].data["who"] == "lightning"
+    ev = [e for e in events_from_text(line.replace("-9.", "1.")) if e.kind == "process_exit"]
+    assert len(ev) == 1 and ev[0].rank == 1 and ev[0].data["exitcode"] == 1
+    assert not [e for e in events_from_text("[rank: 1] Seed set to 42\n") if e.kind in ("killed", "process_exit")]
+    from dsdoctor.sources.lines import clean
+    assert clean("[rank: 1] Seed set to 42")[1] == 1        # Lightning's own rank-prefixed messages

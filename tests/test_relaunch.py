@@ -88,3 +88,17 @@ def test_each_requeued_runs_stop_is_read_and_the_last_one_counts():
             + "slurmstepd: error: *** JOB 72 ON n3 CANCELLED AT 2024-01-01T06:00:00 DUE TO TIME LIMIT ***\n")
     top = problems(text)[0]
     assert top.rule == "stopped-while-hung" and "72" in top.evidence[0].text
+
+
+def test_one_ranks_whole_output_after_anothers_is_not_a_relaunch():
+    # a real 2-rank torchrun capture (part P): rank 0's lines, its NaN and its exit, then rank 1's from
+    # step 0: rank 1's own count never went back
+    def lines(rank: int) -> str:
+        return "".join(f"rank={rank} step={s} loss: {'nan' if s >= 20 else '1.0'}\n" for s in range(30))
+    top = problems(lines(0) + f"rank 0: loss is nan at step 20\n" + lines(1))[0]
+    assert top.category == "nan_loss" and not top.title.startswith("Earlier run")
+
+
+def test_a_relaunch_that_counts_again_on_the_same_rank_still_is_one():
+    text = (BANNER.format(h=1) + ds_steps(1, 10, 6) + ECC + BANNER.format(h=3) + ds_steps(3, 10, 20))
+    assert not problems(text)

@@ -63,6 +63,7 @@ class _Input:
     max_step: int | None = None
     max_series: str | None = None   # the progress bar (tqdm desc|total) that counted max_step, None: a step line
     ended: bool = False           # an end event since the last progress
+    rank_max: dict | None = None  # the last step of each rank (a count goes back on its own rank, not across ranks)
     cand: _Start | None = None
     boundary: _Start | None = None
 
@@ -110,8 +111,17 @@ class RelaunchDetector(Detector):
                 st.ended = False
                 return ()
             c = st.cand
+            # one rank's whole output after another's (block-buffered ranks flushed when they exit): its
+            # steps are below where the other got, but its own count did not go back: no relaunch
+            if st.rank_max is None:
+                st.rank_max = {}
+            own = st.rank_max.get(ev.rank)
+            other_rank = ev.rank is not None and (own is None or own <= ev.step) and \
+                any(r != ev.rank for r in st.rank_max)
+            if ev.rank is not None and (own is None or ev.step > own) and len(st.rank_max) < 64:
+                st.rank_max[ev.rank] = ev.step
             if c is None and st.progressed and (st.max_step is None or ev.step < st.max_step) and \
-                    (st.ended or _from_scratch(st, ev)):
+                    (st.ended or _from_scratch(st, ev)) and not other_rank:
                 # training again after it ended, from a step count that went back (or the first
                 # one), or the same loop counting from its start again: a new run with no start line
                 c = st.cand = _Start(seq, ev.line, ev.time, False, st.ended, st.last_time, st.first_step, marked=False,

@@ -69,8 +69,9 @@ _TS_TABLE = [(rx, fmt, rx.pattern.startswith("^\\[")) for rx, fmt in _TS]
 _GLOG = re.compile(r"^\[?[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d)\.(\d+) +\d+ ")
 _YEARLESS = 1972          # the year of a glog time before the log has shown its own (a leap year: 02/29 parses)
 DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
-# (the last form: a JSON-lines logger's record field, {"level": "ERROR", "rank": 3, "msg": ...})
-_RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank=?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
+# (the last form: a JSON-lines logger's record field, {"level": "ERROR", "rank": 3, "msg": ...}; '[rank: 1] ' is
+# Lightning's rank_prefixed_message, lightning_utilities/core/rank_zero.py)
+_RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank(?:=|: )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
 
 
 @dataclass

@@ -76,28 +76,31 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
 def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     """The lines as the program printed them, from an input's first block and the blocks after
     it: a container runtime's json-file log is decoded (sources/container_logs.py), a notebook's
-    outputs unwrapped (sources/notebook.py); a log that
-    fits in one block may have been copied out of a terminal, hard-wrapped (sources/unwrap.py);
-    a longer one was written by a program."""
+    outputs unwrapped (sources/notebook.py), both with rich's traceback boxes undone; a log that
+    fits in one block may have been copied out of a terminal, hard-wrapped (sources/unwrap.py),
+    and may hold rich's traceback boxes (sources/rich_traceback.py); a longer one was written by a
+    program (a rich box in it is read as it is: its exception line's first piece still names the error)."""
     try:
         second = next(it, None)
     except InputError:
         yield first                 # a truncated .gz: what came before the cut is kept
         raise
     from . import container_logs
+    from .rich_traceback import unbox
     if container_logs.is_docker_json(first):
         rest = [first] if second is None else [first, second]
-        yield from container_logs.decode_blocks(itertools.chain(rest, it))
+        yield from map(unbox, container_logs.decode_blocks(itertools.chain(rest, it)))
         return
     from . import notebook
     if notebook.is_notebook(first):       # a Jupyter notebook: its cells' outputs, in order
-        yield from notebook.decode_blocks(itertools.chain([first] if second is None else [first, second], it))
+        yield from map(unbox, notebook.decode_blocks(itertools.chain([first] if second is None else [first, second], it)))
         return
     if second is None:
-        # grep -n's prefixes came first, then the terminal's wrap: undone in the other order
+        # grep -n's prefixes came first, then the terminal's wrap: undone in the other order; rich's
+        # traceback boxes (sources/rich_traceback.py) were drawn before either
         from .ungrep import ungrep, ungrep_text
         from .unwrap import rejoin
-        yield ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text))))
+        yield unbox(ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text)))))
         return
     yield first
     yield second

@@ -11,6 +11,7 @@ import time
 
 from .lines import DATED, Line, StreamState, clean
 from .formats.ray import RAY_PID_RANK, rank_of_worker
+from .recogniser import ReadAs
 from .registry import HANDLERS
 from .scanner import line_triggers
 
@@ -35,6 +36,7 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
             rank = rank_of_worker(seg, st.scratch[RAY_PID_RANK])
         line = Line(s, source, lineno, rank_hint if rank is None else rank, t, host)
         done: set[int] | None = None       # handlers already run on this segment (a literal may share one)
+        first = len(out)
         for trig in cands:
             if trig not in s:
                 continue
@@ -50,6 +52,32 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
                     continue
                 if type(got) is Event or isinstance(got, Event):
                     out.append(got)
+                elif type(got) is ReadAs:      # the segment stands for other lines: their events alone
+                    got = _read_as(got, line, st)
+                    if not got:
+                        continue
+                    del out[first:]
+                    out.extend(got)
+                    break
                 else:
                     out.extend(got)
+            else:
+                continue
+            break
+    return out
+
+
+def _read_as(lines: list[str], line: Line, st: StreamState) -> list[Event]:
+    """The events of the lines one line stands for (recogniser.ReadAs), at that line's number,
+    with its rank where theirs is not said and its time where they have none."""
+    saved = st.rank_hint
+    if line.rank is not None:
+        st.rank_hint = line.rank
+    try:
+        out = [ev for ln in lines for ev in parse_line(ln.encode("utf-8", errors="replace"), line.lineno, st)]
+    finally:
+        st.rank_hint = saved
+    for ev in out:
+        if ev.time is None:
+            ev.time = line.time
     return out

@@ -43,6 +43,13 @@ def on(*triggers: str, continuation: Iterable[str] = (), chain: bool = True) -> 
     return deco
 
 
+class ReadAs(list):
+    """What a recogniser returns for a line that stands for other lines (a JSON record holding a
+    whole traceback, formats/json_traceback.py): those lines' texts. sources/parse.py reads them
+    at the line's number, rank and time, and their events replace those every other recogniser
+    read in the line itself."""
+
+
 def declarations(fn: object) -> tuple[Recognises, ...]:
     """The `@on` declarations of `fn` (empty: not a recogniser)."""
     return getattr(fn, "recognises", ()) if callable(fn) else ()

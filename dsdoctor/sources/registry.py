@@ -15,7 +15,7 @@ from typing import Iterator
 
 from ..events import Event
 from .formats import (anomaly, apex, bitsandbytes, context_lines, deepspeed, error_lines, exit_reports, fairseq, hardware,
-                      hf, jsonlog, launcher, loader, megatron, memory, multinode, nccl, paste, phases, progress, ray,
+                      hf, json_traceback, jsonlog, launcher, loader, megatron, memory, multinode, nccl, paste, phases, progress, ray,
                       rank_head, relaunch, traceback, translated)
 from .lines import StreamState
 from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGroup,
@@ -23,7 +23,7 @@ from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGr
 
 # Order matters where two recognisers share a literal: the first listed runs first.
 FORMATS: tuple[ModuleType, ...] = (
-    traceback, memory, context_lines, deepspeed, nccl, launcher, exit_reports, hf, megatron, hardware,
+    traceback, json_traceback, memory, context_lines, deepspeed, nccl, launcher, exit_reports, hf, megatron, hardware,
     phases, multinode, ray, bitsandbytes, loader, relaunch, jsonlog, rank_head,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
     translated,                            # a translated shell/libc message, read as its English line

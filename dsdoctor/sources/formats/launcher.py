@@ -190,6 +190,23 @@ def elastic_failed(line: Line, st: StreamState):
     return _killed(line, st, int(m.group(1)), "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
 
 
+# Lightning's own launcher (lightning_fabric/strategies/launchers/subprocess_script.py _ChildProcessObserver._run:
+# rank_prefixed_message(f"Child process with PID {proc.pid} terminated with code {proc.returncode}. Forcefully
+# terminating all other processes to avoid zombies 🧟", rank=i + 1)): the main process is local rank 0 and
+# starts the others, so its children are the local ranks from 1 on; on one node (where this launcher runs
+# unless NODE_RANK is set by hand) the local rank is the rank
+_LIGHTNING_CHILD = compile_later(r"(?:\[rank: (\d+)\] )?Child process with PID (\d+) terminated with code (-?\d+)\.")
+
+
+@on("Child process with PID ")
+def lightning_child(line: Line, st: StreamState):
+    m = _LIGHTNING_CHILD.search(line.text)
+    if not m:
+        return None
+    local = int(m.group(1)) if m.group(1) else None
+    return _killed(line, st, int(m.group(3)), "lightning", pid=int(m.group(2)), rank=local, local_rank=local)
+
+
 # ---------------------------------------------------------------- pdsh, Slurm, shell
 _PDSH = compile_later(r"pdsh@\S+: (\S+): .* killed by signal (\d+)")
 

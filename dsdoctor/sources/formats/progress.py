@@ -55,6 +55,36 @@ def progress_bar(line: Line, st: StreamState):
     return line.event("throughput", step=n, iter_ms=round(iter_ms, 3), series=series, bar=True, elapsed_s=secs)
 
 
+# Lightning's RichProgressBar (the default bar when rich is installed; pytorch_lightning/callbacks/progress/
+# rich_progress.py configure_columns): '{description} {bar} {completed}/{total} {elapsed} • {remaining}
+# {speed:.2f}it/s {metrics}', elapsed and remaining as str(timedelta) ('0:00:01', '-:--:--' unknown),
+# the description 'Epoch {n}[/{max_epochs - 1}]', the bar '━' / '╸' / '╺'. Into a file rich prints the
+# bar once, when it stops (the end of the run or the exception that ends it).
+_RICH_BAR = compile_later(r"(?P<n>\d+)/(?P<total>\d+|--) +(?P<elapsed>\d+:\d\d:\d\d) • (?:\d+:\d\d:\d\d|-:--:--) +"
+                          r"(?P<rate>\d+(?:\.\d+)?)it/s\b")
+_BAR_CHARS = "━╸╺ "
+
+
+@on(" • ")
+def rich_progress_bar(line: Line, st: StreamState):
+    m = _RICH_BAR.search(line.text)
+    if m is None or m.group("total") == "--":
+        return None
+    n, total, rate = int(m.group("n")), int(m.group("total")), float(m.group("rate"))
+    if n < 2 or total <= 0 or rate <= 0:
+        return None
+    desc = line.text[:m.start()].rstrip(_BAR_CHARS).strip()[-60:]
+    h, mi, sec = (int(x) for x in m.group("elapsed").split(":"))
+    ev = line.event("throughput", step=n, iter_ms=round(1000.0 / rate, 3), series=f"{desc}|{total}", bar=True,
+                    elapsed_s=h * 3600 + mi * 60 + sec)
+    ended = st.scratch.get("progress.ended")
+    if ended is None:
+        return ev
+    # the bar printed when the fit loop stops comes after its '`Trainer.fit` stopped': the same end, not
+    # progress of another run in the log
+    return [ev, line.event("run_end", step=n, how=ended)]
+
+
 # The training loop's own end-of-run lines: lightning/pytorch/loops/fit_loop.py: _FitLoop.done
 # ('`Trainer.fit` stopped: `max_epochs=2` reached.' / '`max_steps=1000` reached.'; Lightning is not
 # installed here, the text is cited) and Megatron-LM megatron/training/training.py: pretrain,
@@ -66,6 +96,7 @@ def progress_bar(line: Line, st: StreamState):
 @on("`Trainer.fit` stopped:", "[after training is done]", "[exiting program ")
 def run_end(line: Line, st: StreamState):
     how = "lightning" if "Trainer.fit" in line.text else "megatron"
+    st.scratch["progress.ended"] = how
     return line.event("run_end", step=st.step_of(line.rank), how=how)
 
 
