@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import deque
-from statistics import fmean, median
+from ..stats import fmean, median
 from typing import Iterable
 
 from ..events import Event
