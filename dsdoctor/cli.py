@@ -131,6 +131,17 @@ def _fewer_collections() -> None:
     gc.set_threshold(100_000, 50, 100)
 
 
+def _skip_final_collection() -> None:
+    """The interpreter's exit runs a full cyclic collection over every object still alive (the
+    ~100 modules, the rules, the recognisers' tables): ~10 ms of CPU, a tenth of a small
+    log's `analyze`, to free memory the process is about to give back anyway. Frozen objects
+    are left out of it; everything is still finalised and flushed as before. Only for a
+    process that ends with this command (main() called with its own sys.argv), not for a
+    caller that goes on."""
+    import gc
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
     if _subcommand(argv) == "analyze":
         _fewer_collections()
@@ -142,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
             _interrupted()
         except ValueError as e:
             _bad_rule_file(e)
+        finally:                   # (the command ends with SystemExit)
+            if argv is None:       # the process's own command line: it ends here
+                _skip_final_collection()
         sys.exit(rv)
     _register(_subcommand(argv))
     import typer

@@ -109,10 +109,18 @@ class _Names(dict):
         return None
 
 
+@lru_cache(maxsize=4096)
+def _parsed(expr: str) -> Any:
+    """simpleeval's syntax tree of `expr`, parsed once per process: a report evaluates ~200
+    expressions, most of them the same few rules' over and over (the tree is only read)."""
+    from simpleeval import SimpleEval
+    return SimpleEval.parse(expr)
+
+
 def evaluate(expr: str, names: Mapping[str, Any]) -> Any:
     from simpleeval import InvalidExpression
     try:
-        return make_evaluator(names).eval(expr)
+        return make_evaluator(names).eval(expr, _parsed(expr))
     except (InvalidExpression, SyntaxError) as e:   # bad rule text: a load-time error
         raise ExprError(f"{expr!r}: {e}") from e
 
@@ -185,7 +193,7 @@ def render(template: str, names: Mapping[str, Any]) -> str:
 
     def sub(m: re.Match) -> str:
         try:
-            v = ev.eval(m.group(1))
+            v = ev.eval(m.group(1), _parsed(m.group(1)))
         except Exception:
             return "?"
         if v is None:

@@ -26,10 +26,10 @@ Memory is bounded: counters and short windows only.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from typing import Iterable
 
+from ..stats import median
 from ..lazy_regex import compile_later
 from ..events import Event
 from ..findings import Symptom
@@ -213,7 +213,7 @@ class LRScheduleDetector(Detector):
             out += self._far_above_best(ev, seq, v)
         early = (self.first_step is None or self.first_step <= RESUME_STEP) and step is not None and step <= EARLY_STEPS
         if early and len(self.recent_loss) >= 5:
-            med = statistics.median(self.recent_loss)
+            med = median(self.recent_loss)
             # only spikes while the LR is at its peak count: during a warm-up they are the warm-up's business
             at_peak = self.peaked or (self.first_lr is not None and self.peak_lr <= 1.05 * self.first_lr)
             if med > 0 and v > SPIKE * med and at_peak:
@@ -226,7 +226,7 @@ class LRScheduleDetector(Detector):
         self.recent_loss.append(v)
         # best loss so far, on a median of the window so one lucky batch does not set it
         if len(self.recent_loss) >= 5:
-            self.best_loss = min(self.best_loss, statistics.median(self.recent_loss))
+            self.best_loss = min(self.best_loss, median(self.recent_loss))
         return out
 
     def _far_above_best(self, ev: Event, seq: int, v: float) -> list[Symptom]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from statistics import median
+from ..stats import median
 from typing import Iterable
 
 from ..events import Event

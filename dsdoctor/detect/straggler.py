@@ -15,9 +15,9 @@ slow in forward or data, is waiting on communication (its link, NIC or PCIe).
 """
 from __future__ import annotations
 
-import statistics
 from typing import Any, Iterable, Mapping
 
+from ..stats import median
 from ..events import Event
 from ..findings import Evidence, Symptom
 from .base import Detector, symptom_from
@@ -35,8 +35,8 @@ def _spread(values: list[float]) -> float:
     """Robust sigma: 1.4826 x median absolute deviation (0 with fewer than 3 values)."""
     if len(values) < 3:
         return 0.0
-    m = statistics.median(values)
-    return 1.4826 * statistics.median(abs(v - m) for v in values)
+    m = median(values)
+    return 1.4826 * median(abs(v - m) for v in values)
 
 
 def _outliers(values: Mapping[int, float]) -> dict[int, tuple[float, float]]:
@@ -49,14 +49,14 @@ def _outliers(values: Mapping[int, float]) -> dict[int, tuple[float, float]]:
         return {}
     vals = list(values.values())
     many = len(vals) > 8
-    med_all, spread_all = (statistics.median(vals), _spread(vals)) if many else (0.0, 0.0)
+    med_all, spread_all = (median(vals), _spread(vals)) if many else (0.0, 0.0)
     out = {}
     for r, v in values.items():
         if many:
             base, spread = med_all, spread_all
         else:
             others = [x for q, x in values.items() if q != r]
-            base, spread = statistics.median(others), _spread(others)
+            base, spread = median(others), _spread(others)
         if v >= MIN_RATIO * base and v - base >= max(MIN_EXCESS_MS, MAD_SIGMAS * spread):
             out[r] = (v, base)
     return out
@@ -73,7 +73,7 @@ def round_stats(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
         vals = {r: float(s[ph]) for r, s in summaries.items() if s.get(ph) is not None}
         per_phase[ph] = vals
         if vals:
-            med[ph] = round(statistics.median(vals.values()), 3)
+            med[ph] = round(median(vals.values()), 3)
     stragglers: dict[int, dict[str, Any]] = {}
     for ph, (which, phase) in OWN_PHASES.items():
         for r, (v, base) in _outliers(per_phase.get(ph, {})).items():
@@ -95,7 +95,7 @@ def round_stats(summaries: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     if not stragglers and len(summaries) >= MIN_RANKS_WAITING:
         outliers.update(waiting)
     clocks = [s["sm_clock"] for s in summaries.values() if s.get("sm_clock")]
-    med_clock = statistics.median(clocks) if clocks else None
+    med_clock = median(clocks) if clocks else None
     for r, o in outliers.items():
         s = summaries[r]
         if s.get("sm_clock"):

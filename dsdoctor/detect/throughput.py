@@ -18,8 +18,9 @@ Memory: each series keeps at most MAX_POINTS values (older ones are thinned by h
 """
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import deque
-from statistics import fmean, median
+from ..stats import fmean, median
 from typing import Iterable
 
 from ..events import Event
@@ -120,14 +121,28 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
     if n > 200:                                  # bounded work on long series
         step = max(1, n // 100)
         cands = sorted(set(range(min_before, n - min_after + 1, step)) | set(range(max(min_before, n - 20), n - min_after + 1)))
+    # the medians of both sides from two sorted lists kept as the split moves right (a candidate
+    # split used to sort both sides: most of a report's time on a long series); the same values
+    # (a NaN, which no caller passes, has no place in a sorted list: then each side is sorted)
+    ordered = all(x == x for x in values)
+    ahead = sorted(values)
+    behind: list[float] = []
+    moved = 0
     for k in cands:
-        before, after = values[:k], values[k:]
-        b, a = median(before), median(after)
+        if ordered:
+            for x in values[moved:k]:
+                insort(behind, x)
+                del ahead[bisect_left(ahead, x)]
+            moved = k
+            b, a = _sorted_median(behind), _sorted_median(ahead)
+        else:
+            b, a = median(values[:k]), median(values[k:])
         if b == 0:
             continue
         change = sign * (b - a) / abs(b)          # > 0: worse
         if change < MIN_DROP:
             continue
+        before, after = values[:k], values[k:]
         noise = 1.4826 * _mad(before)
         if abs(a - b) <= NOISE_Z * noise:
             continue
@@ -147,6 +162,13 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
             best = {"split": k, "before": b, "after": a, "change": change, "points_after": len(after),
                     "points_before": len(before), "mean_change": mean_change}
     return best
+
+
+def _sorted_median(xs: list[float]) -> float:
+    """statistics.median of a list already sorted (the same arithmetic)."""
+    n = len(xs)
+    i = n // 2
+    return xs[i] if n % 2 else (xs[i - 1] + xs[i]) / 2
 
 
 def _quantile(values: list[float], q: float) -> float:

@@ -24,8 +24,6 @@ Texts:
 """
 from __future__ import annotations
 
-import signal as _signal
-
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
@@ -97,6 +95,7 @@ _SPAWN = compile_later(r"\bprocess (\d+) terminated with (?:signal (SIG[A-Z0-9]+
 
 
 def _signum(name: str) -> int | None:
+    import signal as _signal     # here: its enums cost ~2 ms of every start-up, a signal name is rare
     try:
         return int(_signal.Signals[name])
     except (KeyError, ValueError):
