@@ -265,6 +265,10 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     ckpt = _checkpoint_family(name, message, raise_site, frames)
     if ckpt is not None:
         return ckpt
+    from .ds_misuse import misuse_family     # here: ds_misuse imports Family from this module
+    misuse = misuse_family(name, message, raise_site, frames)
+    if misuse is not None:
+        return misuse
     if _DTYPE_MISMATCH.search(message):
         return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
     if _META_TENSOR.search(message):
