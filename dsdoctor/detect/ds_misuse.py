@@ -75,3 +75,13 @@ def misuse_family(name: str, message: str, raise_site: str | None, frames: list[
                       "the object saved holds something pickle cannot write (a lock, a lambda, an open file, a "
                       "generator; in save_checkpoint: client_state)")
     return None
+
+
+def zero3_empty_checkpoint(detail_lines: list[str]) -> Family | None:
+    """torch module.py load_state_dict's lines under 'Error(s) in loading state_dict' ('size mismatch for
+    a.weight: copying a param with shape torch.Size([0]) from checkpoint'): weights saved from a ZeRO-3
+    engine's module.state_dict(), its empty local partitions (a real run here), not another architecture."""
+    if any("torch.Size([0]) from checkpoint" in t for t in detail_lines):
+        return Family("zero3_partitioned", "config_error", 3,
+                      "weights saved as ZeRO-3's empty partitions (module.state_dict() without gathering)")
+    return None
