@@ -31,6 +31,7 @@ from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
 from .families import CKPT_MISSING, Family, classify
+from .ds_misuse import zero3_empty_checkpoint
 from .quiet_end import quiet_end
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
@@ -581,6 +582,10 @@ class FailureDetector(Detector):
             # DeepSpeed's load_checkpoint found no `latest` and returned (None, None); the script then read
             # the client state or the path it returned ('NoneType' object is not subscriptable)
             fam, absent = CKPT_MISSING, self.ckpt_absent
+        if fam.name == "state_dict_mismatch":        # its mismatch lines are the message's further lines
+            lines = [str(t) for _, t in (d.get("detail") or [])]
+            lines += [str(x.data.get("text") or x.text) for x in g.details if x.data.get("of") == ev.line]
+            fam = zero3_empty_checkpoint(lines) or fam
         same = [x for x in self.groups.values()
                 if x.decisive()[0].data.get("type") == d.get("type")
                 and str(x.decisive()[0].data.get("message"))[:80] == str(d.get("message"))[:80]]

@@ -282,6 +282,10 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     if name == "AttributeError" and "'NoneType' object has no attribute" in message and \
             "bitsandbytes/" in (raise_site or ""):
         return _family("environment")
+    from .ds_misuse import misuse_family     # here: ds_misuse imports Family from this module
+    misuse = misuse_family(name, message, raise_site, frames)
+    if misuse is not None:
+        return misuse
     loader = _dataloader_family(message, raise_site, frames)
     if loader is not None:
         return loader
@@ -416,7 +420,10 @@ _GRAPH_SETUP = {
 # raise ValueError("Attempting to unscale FP16 gradients.") when a trainable parameter is fp16
 _AMP_FP16_GRADS = "Attempting to unscale FP16 gradients"
 _RERAISED = compile_later(r"Caught \w+ in (?:DataLoader worker process \d+|replica \d+ on device \d+|pin memory thread)")
-_ZERO3_EMPTY = compile_later(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match")
+# and matmul's "mat1 and mat2 shapes cannot be multiplied (1x0 and 16x16)" (a real ZeRO-3 run here,
+# stage3_param_persistence_threshold 0, a weight used in a matmul after training)
+_ZERO3_EMPTY = compile_later(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match|"
+                             r"shapes cannot be multiplied \((?:\d+x0|0x\d+) and|and (?:\d+x0|0x\d+)\)")
 
 
 # torch's dtype checks (aten: matmul/addmm 'mat1 and mat2 must have the same dtype, but got Float and
