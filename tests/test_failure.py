@@ -155,7 +155,8 @@ def test_real_deepspeed_config_error_is_config_error():
 
 def test_exception_ignored_in_del_is_not_a_failure():
     p = subprocess.run([sys.executable, "-c", "class A:\n    def __del__(self):\n        raise AttributeError('gone')\n"
-                        "a = A()\ndel a\nprint('step 3 loss 1.0')"], capture_output=True, text=True, env=ENV)
+                        "a = A()\ndel a\nprint('step 3 loss 1.0')"], capture_output=True, text=True, env=ENV,
+                       timeout=120)
     assert p.returncode == 0 and "Exception ignored in" in p.stderr
     assert [f for f in diagnose(p.stderr + p.stdout) if f.severity != "info"] == []
 
@@ -210,7 +211,7 @@ def test_torchrun_child_exception_is_decisive_not_child_failed_error(tmp_path):
 def test_segfault_reported_by_bash_and_by_faulthandler():
     # a command followed by another, so bash forks it and reports how it ended
     out = subprocess.run(["bash", "-c", f"{sys.executable} -c 'import ctypes; ctypes.string_at(0)'; echo rc=$?"],
-                         capture_output=True, text=True, env=ENV)
+                         capture_output=True, text=True, env=ENV, timeout=120)
     assert "Segmentation fault" in out.stderr and f"rc={128 + signal.SIGSEGV}" in out.stdout
     f = top(out.stderr)
     assert (f.rule, f.category) == ("failure-crash-signal", "other") and "SIGSEGV" in f.title
@@ -305,14 +306,17 @@ TRAIN = str(Path(__file__).resolve().parent.parent / "dsdoctor" / "demo" / "trai
 
 
 def _dsdoctor_run(out: Path, cmd: list[str], timeout: float = 180) -> tuple[int, str]:
+    from multinode_helpers import kill_marked
     p = subprocess.Popen([sys.executable, "-m", "dsdoctor", "run", "--out", str(out), "--", *cmd],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**ENV, "DSDOCTOR_TEST_MARK": str(out)}, start_new_session=True)
     try:
         text, _ = p.communicate(timeout=timeout)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+        kill_marked(str(out))           # ranks a launcher started in sessions of their own
     return p.returncode, text
 
 
@@ -395,7 +399,7 @@ def test_a_caught_exception_the_run_survived_is_not_a_failure():
                         "import traceback\ntry:\n    {}['shard']\nexcept KeyError:\n    traceback.print_exc()\n"
                         "for s in range(1, 8):\n    print(f'[2024-05-01 10:00:0{s},000] [INFO] [logging.py:128:log_dist] [Rank 0] "
                         "step={s}, skipped=0, lr=[0.001], mom=[(0.9, 0.999)]', flush=True)"],
-                       capture_output=True, text=True, env=ENV)
+                       capture_output=True, text=True, env=ENV, timeout=120)
     assert p.returncode == 0 and "KeyError: 'shard'" in p.stderr
     assert [f for f in diagnose(p.stderr + p.stdout) if f.severity != "info"] == []
     # the same traceback as the last thing the run printed is a failure
@@ -487,14 +491,31 @@ def test_docker_saying_the_container_was_not_oom_killed_is_not_a_failure():
     assert not [f for f in diagnose('        "OOMKilled": false,\n        "ExitCode": 0,\n') if f.severity != "info"]
 
 
-def _one_torchrun_rank(tmp_path: Path, source: str) -> str:
-    """`source` run as one rank under torchrun (real DeepSpeed on the CPU); its output."""
+def _one_torchrun_rank(tmp_path: Path, source: str, timeout: float = 240) -> str:
+    """`source` run as one rank under torchrun (real DeepSpeed on the CPU); its output. torchrun
+    starts its rank in a session of its own: at a timeout the rank is found by its script's path
+    and killed too (it was left behind, waiting, when only torchrun was killed)."""
+    from multinode_helpers import kill_marked
     script = tmp_path / "task.py"
     script.write_text(source)
-    return output_of("", timeout=240, cmd=[sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                           "--nproc_per_node", "1", str(script)])
+    p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+                          str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env={**ENV, "DSDOCTOR_TEST_MARK": str(script)}, start_new_session=True)
+    try:
+        text, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        text = p.communicate()[0]
+        pytest.fail(f"torchrun {script.name} did not end within {timeout} s:\n{text[-3000:]}")
+    finally:
+        kill_marked(str(script))
+    assert p.returncode != 0, text
+    return text
 
 
+# The scripts below train with DeepSpeed's basic optimizer on torch's AdamW ("torch_adam": True):
+# its FusedAdam would first JIT-compile a C++ op on the CPU (minutes on 2 cores, under each test's
+# time limit), and the failures they provoke are the engine's, not the optimizer's.
 ZERO3_DIRECT_USE = """
 import sys, torch, deepspeed
 import torch.nn.functional as F
@@ -507,7 +528,7 @@ class M(torch.nn.Module):
     def forward(self, ids):
         return self.lin(self.embed(ids)).sum()
 m = M()
-cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
        "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}
 engine, _, _, _ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=cfg)
 ids = torch.randint(0, 64, (2, 4))
@@ -552,7 +573,7 @@ class M(torch.nn.Module):
         x = checkpoint(self.shared, x, use_reentrant=True)
         return self.head(x).sum()
 m = M()
-cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
        "zero_optimization": {"stage": 2}}
 engine, _, _, _ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=cfg)
 loss = engine(torch.randn(2, 16, requires_grad=True)); engine.backward(loss); engine.step()
@@ -572,7 +593,7 @@ BF16_FLOAT_BATCH = """
 import torch, deepspeed
 deepspeed.init_distributed(dist_backend="gloo")
 m = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 1))
-cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}},
        "bf16": {"enabled": True}, "zero_optimization": {"stage": 1}}
 engine, _, _, _ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=cfg)
 loss = engine(torch.randn(2, 16)).sum()      # a float32 batch into the bf16 engine

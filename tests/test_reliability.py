@@ -83,13 +83,14 @@ def full_disk(tmp_path):
     mnt.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("a full-disk test needs root to mount a 64 KiB tmpfs")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True,
+                       timeout=60)
     if r.returncode != 0:
         pytest.skip(f"mounting a tmpfs is not permitted here: {r.stderr.strip()[:200]}")
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=60)
 
 
 LOUD = """\
