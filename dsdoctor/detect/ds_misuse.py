@@ -5,7 +5,7 @@ the script or the config must change, so these are config_error, not an unexplai
 """
 from __future__ import annotations
 
-from .families import Family
+from .family import Family
 
 # (family, why, message texts, raise-site texts any of which must also match, or () for none)
 _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [

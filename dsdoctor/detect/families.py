@@ -12,17 +12,10 @@ only repeats that a child failed) are consequences; a user's Ctrl-C is a cause, 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ..lazy_regex import compile_later
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str               # environment | storage | config | hardware | gpu_memory | host_memory | launcher | comm | wrapper | interrupt | other
-    category: str           # the dsdoctor category of a failure of this family
-    weight: int             # 3 cause, 2 weak cause (interrupt), 1 consequence (comm), 0 wrapper
-    why: str                # one line: what in the exception said so
+from .ds_misuse import misuse_family
+from .family import Family
 
 
 # (family, category, weight, names, message texts, raise-site texts, why)
@@ -282,7 +275,6 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     if name == "AttributeError" and "'NoneType' object has no attribute" in message and \
             "bitsandbytes/" in (raise_site or ""):
         return _family("environment")
-    from .ds_misuse import misuse_family     # here: ds_misuse imports Family from this module
     misuse = misuse_family(name, message, raise_site, frames)
     if misuse is not None:
         return misuse

@@ -13,10 +13,9 @@ like any log line, at the record's line number, rank and time (sources/parse.py)
 """
 from __future__ import annotations
 
-import json
-
 from ..lines import Line, StreamState
 from ..recogniser import ReadAs, on
+from .jsonlog import record_in
 
 MAX_RECORD = 1 << 20            # a traceback with rich locals runs to a few hundred KiB
 _TB = "Traceback (most recent call last)"
@@ -28,14 +27,8 @@ _TB = "Traceback (most recent call last)"
 # the literals of a line on its own are found without overlaps)
 @on(_TB, 'exc_type": "', 'exc_type":"')
 def json_traceback(line: Line, st: StreamState):
-    text = line.text.strip()
-    if not text.startswith("{") or not text.endswith("}") or len(text) > MAX_RECORD:
-        return None
-    try:
-        rec = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(rec, dict):
+    rec = record_in(line, MAX_RECORD)
+    if rec is None:
         return None
     lines = traceback_lines(rec)
     return ReadAs(lines) if lines else None

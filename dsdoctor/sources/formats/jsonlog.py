@@ -62,18 +62,24 @@ def _number(v) -> float | None:
         return None
 
 
-# One literal, the object's opening: a field name with its quotes would overlap other recognisers'
-# literals on the same line ('"loss": NaN', hf.py) and hide them from the scanner.
-@on('{"')
-def json_record(line: Line, st: StreamState):
+def record_in(line: Line, limit: int) -> dict | None:
+    """The JSON object a whole line holds (at most `limit` characters), or None."""
     text = line.text.strip()
-    if not (text.startswith("{") and text.endswith("}")) or len(text) > 8192:
+    if not (text.startswith("{") and text.endswith("}")) or len(text) > limit:
         return None
     try:
         rec = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(rec, dict):
+    return rec if isinstance(rec, dict) else None
+
+
+# One literal, the object's opening: a field name with its quotes would overlap other recognisers'
+# literals on the same line ('"loss": NaN', hf.py) and hide them from the scanner.
+@on('{"')
+def json_record(line: Line, st: StreamState):
+    rec = record_in(line, 8192)
+    if rec is None:
         return None
     step, loss, lr, gn = (_first(rec, _STEP_KEYS), _first(rec, _LOSS_KEYS), _first(rec, _LR_KEYS),
                           _first(rec, _GN_KEYS))
