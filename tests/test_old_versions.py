@@ -85,3 +85,11 @@ def test_a_library_calling_another_with_a_keyword_it_lacks_is_a_version_mismatch
     assert classify("TypeError", "WarmupLR.__init__() got an unexpected keyword argument 'warmup_max'",
                     "/opt/venv/lib/python3.11/site-packages/deepspeed/runtime/engine.py:_scheduler_from_config"
                     ).name != "api_mismatch"                                            # a constructor: passed-through
+
+
+def test_an_rl_trainers_zero_policy_loss_is_not_the_nan_filter():
+    # TRL's GRPO logs its policy loss as 0.0 on many healthy steps (group-normalised advantages, beta 0)
+    row = ("{{'loss': {loss}, 'grad_norm': 0.41, 'learning_rate': 1e-06, 'reward': 0.31, 'reward_std': 0.22, "
+           "'rewards/accuracy_reward/mean': 0.31, 'kl': 0.0, 'epoch': 0.0{i}}}\n")
+    text = row.format(loss=0.0123, i=1) + "".join(row.format(loss=0.0, i=i) for i in range(2, 7))
+    assert not [f for f in findings(text) if f.category == "nan_loss"]

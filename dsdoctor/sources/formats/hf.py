@@ -29,6 +29,10 @@ _LOSS, _GRAD_NORM = "{'loss': ", "'grad_norm': "
 STEADY_GROUPS = (steady("hf_metrics", _LOSS, _GRAD_NORM),)
 
 
+_RL_KEYS = ("reward", "kl", "reward_std")
+_RL_PREFIXES = ("rewards/", "objective/", "policy/")
+
+
 @on(_LOSS, "{'train_runtime': ", "{'eval_loss': ", _GRAD_NORM, "'rewards/chosen': ",
     # any metric dict (TRL/PPO 'objective/kl', JSON lines) with a non-finite value
     "': nan", "': inf", "': -inf", "\": NaN", "\": Infinity", "\": -Infinity", "\": nan", "\": inf")
@@ -51,9 +55,12 @@ def metrics(line: Line, st: StreamState):
     for key in ("loss", "eval_loss"):
         if key in d and num(d[key]) is not None:
             # a Trainer row (logging_nan_inf_filter logs a NaN as 0.0): detect/nonfinite.py reads a sudden
-            # 'loss' 0.0 whether a grad_norm is logged (4.46: a finite one) or not (4.36)
+            # 'loss' 0.0 whether a grad_norm is logged (4.46: a finite one) or not (4.36); not an RL
+            # trainer's row (TRL's GRPO/PPO log 'reward', 'kl', 'rewards/...'), whose policy loss is 0.0
+            # to the printed digits on many healthy steps (group-normalised advantages, beta 0)
+            sudden_ok = key == "loss" and not any(k in _RL_KEYS or k.startswith(_RL_PREFIXES) for k in d)
             out.append(ev("loss", value=num(d[key]), name=key, epoch=num(d.get("epoch")),
-                          grad_norm_logged=("grad_norm" in d) if key == "loss" else None))
+                          grad_norm_logged=("grad_norm" in d) if sudden_ok else None))
     for key, raw in d.items():
         v = num(raw)
         if key not in ("loss", "eval_loss", "grad_norm") and v is not None and not math.isfinite(v) \
