@@ -110,3 +110,26 @@ def test_lightnings_launcher_names_the_child_rank_that_died():
     assert not [e for e in events_from_text("[rank: 1] Seed set to 42\n") if e.kind in ("killed", "process_exit")]
     from dsdoctor.sources.lines import clean
     assert clean("[rank: 1] Seed set to 42")[1] == 1        # Lightning's own rank-prefixed messages
+
+
+# Slurm's own programs refusing to launch ('srun: error: ...', src/common/log.c; the pmix plugin that
+# could not load, seen here): the error line is the evidence, not 'No problems found'
+SRUN_REFUSED = ("srun: error: MPI: Cannot create context for mpi/pmix\n"
+                "srun: error: MPI: Unable to load any plugin\n"
+                "srun: error: Invalid MPI type 'pmix', --mpi=list for acceptable types\n")
+
+
+def test_srun_refusing_to_launch_is_quoted():
+    evs = [e for e in events_from_text(SRUN_REFUSED) if e.kind == "error_line"]
+    assert [e.data["message"] for e in evs][-1] == "Invalid MPI type 'pmix', --mpi=list for acceptable types"
+    f = _top(SRUN_REFUSED)
+    assert f is not None and "Invalid MPI type" in f.evidence[-1].text
+    # a task's exit line is an exit, not an error line of srun's own
+    assert not [e for e in events_from_text("srun: error: node2: task 1: Exited with exit code 3\n")
+                if e.kind == "error_line"]
+
+
+def test_an_exit_without_a_traceback_quotes_the_last_error_line():
+    text = SRUN_REFUSED + "[1]+  Exit 1                  srun python train.py\n"     # bash's job table
+    f = _top(text)
+    assert f is not None and any("Invalid MPI type" in e.text for e in f.evidence), f.evidence

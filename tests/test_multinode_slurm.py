@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def _pmix_missing(slurm) -> str | None:
                        env={**os.environ, **slurm.extra_env})
     if "pmix" not in r.stdout + r.stderr:
         return "Slurm has no pmix plugin (srun --mpi=list)"
+    # the plugin dlopens the unversioned libpmix.so (Debian: libpmix-dev); without it srun says
+    # 'MPI: Cannot create context for mpi/pmix' and the job never starts
+    libs = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=30).stdout
+    if not re.search(r"^\s*libpmix\.so \(", libs, re.M):
+        return "Slurm's pmix plugin cannot load: no libpmix.so (Debian: apt-get install libpmix-dev)"
     return None
 
 

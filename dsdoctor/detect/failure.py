@@ -790,6 +790,12 @@ class FailureDetector(Detector):
                     s.evidence.append(e)
             else:
                 self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+        elif (last := self._last_words()) is not None and len(s.evidence) < 8 and \
+                not any((e.source, e.line) == (last[1].source, last[1].line) for _, e in exits):
+            # no exception: the last error-level line before the exit (not the exit's own report) is the
+            # nearest thing to a cause (a launcher refusing to start: 'srun: error: Invalid MPI type ...')
+            s.evidence.append(_evidence(last[1]))
+            s.facts["last_error"] = last[1].data.get("message")
         return s
 
     def _exitcode(self) -> int | None:

@@ -36,6 +36,22 @@ def error_line(line: Line, st: StreamState):
     return line.event("error_line", step=st.step_of(line.rank), level=level, message=t[m.end():].strip()[:300] or t[:300])
 
 
+# Slurm's own programs log '{prog}: error: {msg}' and '{prog}: fatal: {msg}' (src/common/log.c), e.g. srun
+# refusing to launch ('srun: error: Invalid MPI type 'pmix', --mpi=list for acceptable types', seen here
+# with the pmix plugin unable to load). The per-task exit lines ('srun: error: node2: task 1: Exited with
+# exit code 3') are read as exits (formats/multinode.py, launcher.py).
+_SLURM_LEVEL = compile_later(r"^(srun|salloc|sbatch|slurmstepd\S*): (error|fatal): (.*)$")
+_TASK_REPORT = compile_later(r"^\S+: tasks? [\d,-]+: ")
+
+
+@on("srun: error: ", "srun: fatal: ", "salloc: error: ", "salloc: fatal: ", "sbatch: error: ", "sbatch: fatal: ")
+def slurm_error_line(line: Line, st: StreamState):
+    m = _SLURM_LEVEL.match(line.text.strip())
+    if not m or _TASK_REPORT.match(m.group(3)):
+        return None
+    return line.event("error_line", step=st.step_of(line.rank), level=m.group(2), message=m.group(3)[:300])
+
+
 # glog's head: level letter, MMDD, time, thread id, file:line (glog/logging.cc LogMessage::Init; c10's
 # c10/util/Logging.cpp wraps it in brackets). Only E and F: I and W are not the end of a run.
 _GLOG_LEVEL = compile_later(r"^\[?([EF])\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]\s]+\]\s*(.*)$")
