@@ -512,3 +512,20 @@ def test_megatron_times_across_ranks_are_not_compared_across_pipeline_stages():
     head = "using world size: 8, data-parallel size: 4, context-parallel size: 1, tensor-model-parallel size: 1, pipeline-model-parallel size: 2 \n"
     assert events(head + _ALL_RANKS, "timers") == []
     assert events(_ALL_RANKS.replace("times across ranks (ms):", "(min, max) time across ranks (ms):"), "timers") == []
+
+
+def test_a_timer_record_glued_to_another_ranks_print_is_the_records_rank():
+    # two processes writing to one stream: rank 1's print had no newline yet when rank 0's timer record came
+    # (a real 2-rank CPU run here); the record names its own rank right before 'time (ms)'
+    glued = "rank=1 step=0 loss: 1.2293[Rank 0] time (ms) | fwd_microstep: 0.49 | bwd_microstep: 8.80 | step_microstep: 8.05\n"
+    assert [e.rank for e in events(glued, "timers")] == [0]
+
+
+def test_one_slow_first_reading_does_not_make_a_slow_rank():
+    def rec(rank, bwd):
+        return f"rank={rank} time (ms) | forward_microstep: 0.50 | backward_microstep: {bwd:.2f} | step_microstep: 2.00\n"
+    warm_up = rec(1, 8.8)                                  # rank 1's only reading: its first step
+    text = warm_up + "".join(rec(0, 1.9) for _ in range(12))
+    assert not [f for f in findings(text) if f.rule == "slow-rank"]
+    slow = "".join(rec(0, 1.9) + rec(1, 12.0) for _ in range(6))   # a rank slow on every reading still is one
+    assert [f.ranks for f in findings(slow) if f.rule == "slow-rank"] == [[1]]

@@ -35,6 +35,7 @@ SLOW_RATIO = 1.25        # a rank >= 25 % slower than the median rank ...
 SLOW_Z = 4.0             # ... and far outside the spread of the others
 SLOW_MIN_MS = 5.0        # ... and by a gap that costs something (the live detector's floor too):
                          # 1.5 ms against 0.9 ms of data wait is noise on a busy machine
+SLOW_MIN_READINGS = 3    # timer readings of a phase a rank needs before it is compared
 
 # metric -> True when larger is better
 _METRICS = {"iter_ms": False, "samples_per_sec": True, "tflops": True}
@@ -434,7 +435,9 @@ class ThroughputDetector(Detector):
             return [self._slow_symptom(r, w, len(self._iter_by_rank())) for r, w in sorted(its.items())]
         worst: dict[int, tuple[str, float, float, float]] = {}
         for ph in _COMPUTE + ("allreduce",):
-            per = {r: median(self.rank_phase[r][ph]) for r in ranks if self.rank_phase[r].get(ph)}
+            # a rank judged on a few readings of its own: one slow first step is warm-up, not a straggler
+            per = {r: median(self.rank_phase[r][ph]) for r in ranks
+                   if len(self.rank_phase[r].get(ph) or ()) >= SLOW_MIN_READINGS}
             if len(per) < 2:
                 continue
             for r, v in per.items():

@@ -217,11 +217,15 @@ def samples_per_sec(line: Line, st: StreamState):
 # 'rank=0 time (ms) | forward_microstep: 2.96 | ...' (v0.3-v0.10.0); Megatron's own timer lines
 # ('time (ms) | forward-compute: ...') have the same shape.
 _TIMER = compile_later(r"([A-Za-z_][\w\- ]*?): (" + NUM + ")")
+# the rank the record itself names, right before 'time (ms)': it wins over the line's own when two
+# processes' output is glued into one line ('rank=1 step=0 loss: 1.2293[Rank 0] time (ms) | ...', seen
+# here: rank 1's print without its newline yet, then rank 0's timer record)
+_OWN_RANK = compile_later(r"(?:\[Rank (\d+)\]|\brank=(\d+)) ?$")
 
 
 @on("time (ms) |")
 def timers(line: Line, st: StreamState):
-    body = line.text.split("time (ms) |", 1)[1]
+    head, body = line.text.split("time (ms) |", 1)
     vals = {}
     for part in body.split("|"):
         m = _TIMER.search(part.split("(")[0])
@@ -231,7 +235,9 @@ def timers(line: Line, st: StreamState):
                 vals[m.group(1).strip()] = v
     if not vals:
         return None
-    ev = line.event("timers", step=st.step_of(line.rank))
+    m = _OWN_RANK.search(head[-24:])
+    rank = int(m.group(1) or m.group(2)) if m else line.rank
+    ev = line.event("timers", step=st.step_of(rank), rank=rank)
     ev.data = vals          # data is {timer_name: ms}; names like 'step' must not clash with arguments
     return ev
 
