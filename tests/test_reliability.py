@@ -140,7 +140,11 @@ def test_full_disk_deepspeed_run_finishes_every_step(full_disk):
                   "--steps", "300", "--print-every", "1", "--hidden", "32", "--layers", "2"], timeout=200)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     shown = [int(ln.split()[1]) for ln in r.stdout.splitlines() if ln.startswith("step ")]
-    assert shown == list(range(1, 301)) or shown == list(range(300)), shown[:5]
+    # (once in CI one 'step N' line did not come out as a line of its own: the lines that hold a missing
+    # step are shown, to see what it was glued to)
+    missing = sorted(set(range(300)) - set(shown)) if shown[:1] == [0] else sorted(set(range(1, 301)) - set(shown))
+    glued = [ln for ln in r.stdout.splitlines() for m in missing[:3] if f"step {m} " in ln + " "]
+    assert shown == list(range(1, 301)) or shown == list(range(300)), (shown[:5], missing[:5], glued[:5])
     assert "done: 300 steps" in r.stdout
     said = r.stdout + r.stderr
     assert said.count("events: stopped writing") == 1, said[-3000:]
