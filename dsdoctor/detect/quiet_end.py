@@ -39,8 +39,8 @@ from ..findings import Evidence, Symptom
 
 def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | None,
                 store_wait: tuple[int, Event] | None, peer_lost: tuple[int, Event] | None, last_seq: int,
-                connect_wait: tuple[int, Event] | None = None,
-                nccl_connecting: tuple[tuple[int, Event], tuple[int, Event]] | None = None,
+                connect_wait: tuple[int, Event] | None,
+                nccl_connecting: tuple[tuple[int, Event], tuple[int, Event]] | None,
                 last_step: int | None, phase: str | None, phase_text: str | None, last_event: Event | None,
                 normal_end: bool) -> Symptom | None:
     """The symptom of a hang the log cannot show, or None. `last_seq` is the seq of the last
