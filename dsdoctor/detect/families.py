@@ -229,6 +229,22 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # DataLoader or a launcher was reading from a worker; the worker's own end says why
     ("ipc", "other", 1, (), (), ("multiprocessing/connection.py", "multiprocessing/queues.py"),
      "a lost pipe to another process (one that died first)"),
+    # torch.compile's toolchain missing (run here, torch 2.13: inductor on the CPU with no working C++ compiler,
+    # torch/_inductor/cpp_builder.py cpp_compiler_search 'InvalidCxxCompiler: No working C++ compiler found in
+    # torch._inductor.config.cpp.cxx: ...'; on the GPU torch/utils/_triton.py / _inductor 'Cannot find a working
+    # triton installation'): the machine, not the model. Last in the table: a CUDA OOM or an NCCL error raised
+    # from compiled code is that, not this
+    ("compile_toolchain", "environment", 3, ("InvalidCxxCompiler",),
+     ("InvalidCxxCompiler", "No working C++ compiler found", "Cannot find a working triton installation"), (),
+     "torch.compile's compiler toolchain missing on this machine (a C++ compiler for Inductor on the CPU, Triton "
+     "on the GPU)"),
+    # torch.compile failing to trace or compile the model (torch/_dynamo/exc.py: BackendCompilerFailed, Unsupported,
+    # UserError 'Could not guard on data-dependent expression' - run here with fullgraph=True over a branch on
+    # .item() -, TorchRuntimeError; torch/_inductor/exc.py InductorError), raised from dynamo's or inductor's own
+    # frames
+    ("compile", "config_error", 3, ("BackendCompilerFailed", "InductorError", "TorchRuntimeError"), (),
+     ("torch/_dynamo/", "torch/_inductor/"),
+     "torch.compile (TorchDynamo / Inductor) failing to trace or compile the model"),
 ]
 
 OTHER = Family("other", "other", 3, "an error in the training script or a library that no rule knows")
