@@ -15,6 +15,7 @@ def test_azureml_names_each_rank_file_by_its_process():
     assert _rank_hint("std_log_process_13.txt") == 13
     assert _rank_hint("preprocess_1.log") is None          # a word ending in 'process' is not the rank's
     assert _rank_hint("rank3.log") == 3 and _rank_hint("node2.log") is None
+    assert _rank_hint("nproc_8.log") is None and _rank_hint("proc_3.log") == 3   # a limit named nproc is no rank
 
 
 def test_iso_8601_times_are_not_grep_prefixes():

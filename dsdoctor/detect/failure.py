@@ -99,6 +99,13 @@ class _Group:
         return max(f.weight for _, f in self.members)
 
 
+def _error_line_family(message: str) -> tuple[str, str | None]:
+    """The family an error line's words name, and why (a rule may know it: libgomp's 'Thread creation
+    failed' is the same limit as CPython's "can't start new thread"); 'other' when they name none."""
+    fam = classify("error_line", message)
+    return ("other", None) if fam.category == "other" else (fam.name, fam.why)
+
+
 def _evidence(ev: Event, text: str | None = None) -> Evidence:
     t = ev.text if ev.text is not None else text
     return Evidence(ev.source, ev.line, t or "")
@@ -427,8 +434,10 @@ class FailureDetector(Detector):
     def _error_line_symptom(self, seq: int, ev: Event) -> Symptom:
         phase, phase_text = self._phase()
         d = ev.data
+        family, family_why = _error_line_family(d.get("message") or "")
         s = Symptom(name="failure", seq=seq, time=ev.time, key=("error_line",),
-                    facts=dict(how="error_line", level=d.get("level"), message=d.get("message"), family="other",
+                    facts=dict(how="error_line", level=d.get("level"), message=d.get("message"),
+                               family=family, family_why=family_why,
                                rank=ev.rank, phase=phase, phase_text=phase_text, last_step=self.last_step,
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source))
         self._add(s, ev)

@@ -120,6 +120,13 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # tensor did not arrive (torch/multiprocessing/reductions.py rebuild_storage_fd), the receiver out of them
     ("open_files", "environment", 3, (), ("Too many open files", "[Errno 24]", "items of ancdata"), (),
      "the open-files limit of the process (ulimit -n) reached"),
+    # the process/thread limit (RLIMIT_NPROC, a container's or cgroup's pids.max): CPython Modules/_threadmodule.c
+    # "can't start new thread" (run here under pids.max: DataLoader workers starting their threads), libgomp's
+    # fatal 'libgomp: Thread creation failed: Resource temporarily unavailable' (run here: torch's OpenMP pool),
+    # OpenBLAS 'pthread_create failed for thread N of M'
+    ("thread_limit", "environment", 3, (),
+     ("can't start new thread", "Thread creation failed", "pthread_create failed"), (),
+     "the limit on processes and threads (ulimit -u, a container's or cgroup's pids limit) reached"),
     # CUDA's device-side assert (c10/cuda/CUDAException.cpp 'CUDA error: device-side assert triggered'):
     # a kernel's index check failed, nearly always an index out of range in the data or the model
     ("device_assert", "other", 3, (), ("device-side assert triggered",), (),

@@ -16,7 +16,8 @@ from .input_spec import Input, InputError
 LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".stderr", ".ipynb")
 # A file named after a node (node2.log) holds all of that node's ranks: its number is no rank.
 # AzureML writes one file per rank: user_logs/std_log_process_{N}.txt ('preprocess_1.log' is no rank's)
-_RANK_IN_NAME = re.compile(r"(?:rank|worker|proc|(?<![a-z])process)[_-]?(\d+)", re.I)
+# ('nproc_8.log', a file named after a process limit, is no rank's either)
+_RANK_IN_NAME = re.compile(r"(?:rank|worker|(?<![a-z])proc|(?<![a-z])process)[_-]?(\d+)", re.I)
 # Ray's per-process files in /tmp/ray/session_*/logs are named by its C++ core worker after the
 # worker's id (hex), its job and its pid ('worker-{worker_id}-{job_id}-{pid}.out' / '.err',
 # 'python-core-worker-{worker_id}_{pid}.log', Ray 2.x): no rank in them

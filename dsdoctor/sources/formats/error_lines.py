@@ -67,3 +67,14 @@ def glog_error_line(line: Line, st: StreamState):
         return None
     level = "fatal" if m.group(1) == "F" else "error"
     return line.event("error_line", step=st.step_of(line.rank), level=level, message=(m.group(2) or t)[:300])
+
+
+# libgomp's fatal errors (libgomp/error.c gomp_fatal: '\nlibgomp: ' + message, then exit(1)), e.g. 'libgomp:
+# Thread creation failed: Resource temporarily unavailable' (run here: torch's OpenMP pool under a pids limit):
+# the process ends on this line with no traceback
+@on("libgomp: ")
+def libgomp_fatal(line: Line, st: StreamState):
+    t = line.text.strip()
+    if not t.startswith("libgomp: "):
+        return None
+    return line.event("error_line", step=st.step_of(line.rank), level="fatal", message=t[:300])
