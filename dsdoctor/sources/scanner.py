@@ -278,7 +278,7 @@ BIG_BLOCK = 1 << 20       # an input whose first block is this big is read in ma
 
 def keep_freed_blocks() -> None:
     """_keep_freed_blocks, once per process: called by the reader when an input's first
-    block is large (BIG_BLOCK), so a small log does not load ctypes for it (~1.7 ms)."""
+    block is large (BIG_BLOCK), so a small log does not load _ctypes for it."""
     global _blocks_kept
     if not _blocks_kept:
         _blocks_kept = True
@@ -289,12 +289,20 @@ def _keep_freed_blocks() -> None:
     """Let glibc reuse the memory of freed blocks instead of returning it to the kernel: each
     8 MiB block (the read, the line-aligned body) otherwise comes from a fresh mmap whose every
     page faults on first touch, which cost a fifth of `analyze`'s CPU (in the kernel). At most
-    a few blocks are alive at once, so the heap kept stays under ~50 MB."""
+    a few blocks are alive at once, so the heap kept stays under ~50 MB. The call goes through
+    `_ctypes` itself: the `ctypes` package (its ~40 types, `struct`) cost ~7 ms of import."""
     try:
-        import ctypes
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):     # not glibc (musl, macOS): nothing to tune
+        import _ctypes
+
+        class CInt(_ctypes._SimpleCData):        # ctypes.c_int
+            _type_ = "i"
+
+        class CFunction(_ctypes.CFuncPtr):       # a CDLL's function: cdecl, returns an int
+            _flags_ = _ctypes.FUNCFLAG_CDECL
+            _restype_ = CInt
+
+        mallopt = CFunction(_ctypes.dlsym(_ctypes.dlopen(None), "mallopt"))
+    except (ImportError, OSError, AttributeError):     # not glibc (musl, macOS), no dlopen: nothing to tune
         return
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     mallopt(M_MMAP_THRESHOLD, 64 << 20)
