@@ -23,6 +23,7 @@ import threading
 from pathlib import Path
 from typing import Generator, Iterable, Iterator
 
+from .. import regex_cache
 from ..digest import sha256_hex
 from .recogniser import SteadyGroup
 from .registry import CONTINUES, HANDLERS, STEADY, TRIGGERS
@@ -139,7 +140,7 @@ class Matcher:
             return None
         f = self._follow_cache.get(pairs)
         if f is None:
-            f = self._follow_cache[pairs] = (pairs, re.compile(b"|".join(re.escape(t) for _, t in pairs)))
+            f = self._follow_cache[pairs] = (pairs, regex_cache.compile(b"|".join(re.escape(t) for _, t in pairs)))
         return f
 
     def hits(self, body: bytes) -> list[tuple[int, int]]:
