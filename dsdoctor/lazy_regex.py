@@ -4,12 +4,15 @@ Python's `re` keeps no compiled patterns on disk: the ~180 module-level patterns
 recognisers (sources/formats/*) and detectors cost ~50 ms of every start-up when compiled at
 import, yet most are only used when a line holds their recogniser's trigger literal, which
 most logs never print. `compile_later(...)` stands in for `re.compile(...)` at module level.
+The code of the ones a log does use comes from regex_cache.py's disk cache.
 """
 from __future__ import annotations
 
 import re
 from functools import partial
 from typing import Any
+
+from . import regex_cache
 
 _METHODS = ("search", "match", "fullmatch", "finditer", "findall", "sub", "subn", "split")
 
@@ -35,7 +38,7 @@ class LazyPattern:
 
     def compiled(self) -> re.Pattern:
         if self._rx is None:
-            self._rx = rx = re.compile(self.pattern, self._flags)
+            self._rx = rx = regex_cache.compile(self.pattern, self._flags)
             for name in _METHODS:
                 setattr(self, name, getattr(rx, name))
         return self._rx

@@ -10,14 +10,14 @@ The CPU allocator (c10/core/impl/alloc_cpu.cpp: alloc_cpu) prints the exact coun
 """
 from __future__ import annotations
 
-import re
+from . import regex_cache
 
 SIZE = r"([\d.]+ ?(?:bytes|[KMGT]i?B))"        # a regex group holding one printed size
 _UNITS = {"bytes": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
           "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-_ONE_SIZE = re.compile(r"([\d.]+) ?(bytes|[KMGT]i?B)")
-_REQ_EXACT = re.compile(r"you tried to allocate (\d+) bytes")
-_REQ_SIZE = re.compile(r"Tried to allocate " + SIZE)
+_ONE_SIZE = regex_cache.compile(r"([\d.]+) ?(bytes|[KMGT]i?B)")
+_REQ_EXACT = regex_cache.compile(r"you tried to allocate (\d+) bytes")
+_REQ_SIZE = regex_cache.compile(r"Tried to allocate " + SIZE)
 
 
 def size(s: str | None) -> int | None:

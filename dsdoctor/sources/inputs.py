@@ -12,16 +12,17 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from .input_spec import Input, InputError
+from .. import regex_cache
 
 LOG_SUFFIXES = (".log", ".txt", ".out", ".err", ".gz", ".jsonl", ".stdout", ".stderr", ".ipynb")
 # A file named after a node (node2.log) holds all of that node's ranks: its number is no rank.
 # AzureML writes one file per rank: user_logs/std_log_process_{N}.txt ('preprocess_1.log' is no rank's)
 # ('nproc_8.log', a file named after a process limit, is no rank's either)
-_RANK_IN_NAME = re.compile(r"(?:rank|worker|(?<![a-z])proc|(?<![a-z])process)[_-]?(\d+)", re.I)
+_RANK_IN_NAME = regex_cache.compile(r"(?:rank|worker|(?<![a-z])proc|(?<![a-z])process)[_-]?(\d+)", re.I)
 # Ray's per-process files in /tmp/ray/session_*/logs are named by its C++ core worker after the
 # worker's id (hex), its job and its pid ('worker-{worker_id}-{job_id}-{pid}.out' / '.err',
 # 'python-core-worker-{worker_id}_{pid}.log', Ray 2.x): no rank in them
-_RAY_WORKER_FILE = re.compile(r"^(?:python-core-)?worker-[0-9a-f]{40,}[-_]")
+_RAY_WORKER_FILE = regex_cache.compile(r"^(?:python-core-)?worker-[0-9a-f]{40,}[-_]")
 
 __all__ = ["Input", "InputError", "expand", "check_readable", "iter_blocks", "LOG_SUFFIXES"]
 

@@ -10,68 +10,69 @@ import re
 from dataclasses import dataclass, field
 
 from ..events import Event
+from .. import regex_cache
 
 MAX_EVIDENCE_TEXT = 400
 
 
 # ---------------------------------------------------------------- line decorations
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_ANSI = regex_cache.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _PREFIXES = [
     # [rank3]: (torch 2.2+), [default3]: (torchrun --tee / log_line_prefix_template),
     # [1,3]<stderr>: (Open MPI mpirun --tag-output: [jobid,rank]<stream>:,
     # orte/mca/iof/base/iof_base_output.c; SageMaker / Horovod jobs show it as
     # [1,mpirank:3,algo-2]<stderr>:, the rank then the host)
-    (re.compile(r"^\[(?:rank|default|\d+,(?:mpirank:)?)(\d+)(?:,[\w.-]+)?\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
+    (regex_cache.compile(r"^\[(?:rank|default|\d+,(?:mpirank:)?)(\d+)(?:,[\w.-]+)?\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
     # srun --label / torchrun's "0: " prefix
-    (re.compile(r"^(\d{1,5}):\s"), "rank"),
+    (regex_cache.compile(r"^(\d{1,5}):\s"), "rank"),
     # kubectl logs --prefix (Kubeflow PyTorchJob pods): "[pod/{pod}/{container}] ", the pod standing for the node
-    (re.compile(r"^\[pod/([\w.-]+)/[\w.-]+\]\s"), "host"),
+    (regex_cache.compile(r"^\[pod/([\w.-]+)/[\w.-]+\]\s"), "host"),
     # Ray's driver prefixes every worker's line (ray/_private/worker.py: print_worker_logs):
     # "({actor or task name} pid={pid}, ip={ip}) ", "(pid=123) ", "(raylet, ip=10.0.0.3) ",
     # "(autoscaler +1m2s) "; ", ip=" only for another node than the driver's: that ip is the node
-    (re.compile(r"^\((?:(?:[\w.<>-]+(?:\([^()]*\))? (?:rank=\d+ )?)?pid=\d+|raylet|autoscaler \+\w+|gcs_server)"
-                r"(?:, ip=([\d.]+|[\da-fA-F:]+))?\)\s"), "host"),
+    (regex_cache.compile(r"^\((?:(?:[\w.<>-]+(?:\([^()]*\))? (?:rank=\d+ )?)?pid=\d+|raylet|autoscaler \+\w+|gcs_server)"
+                        r"(?:, ip=([\d.]+|[\da-fA-F:]+))?\)\s"), "host"),
     # pdsh "host: " (lowercase host names with a digit, so 'ERROR: ...' is not a host)
-    (re.compile(r"^([a-z][a-z0-9_.-]*\d[a-z0-9_.-]*):\s"), "host"),
+    (regex_cache.compile(r"^([a-z][a-z0-9_.-]*\d[a-z0-9_.-]*):\s"), "host"),
     # wrappers a log picks up on its way to the user: syslog/journald ("Dec 05 10:00:00 HOST
     # python[4242]: "; moreutils' `ts` writes the time alone), and the "> " of a log quoted in a
     # GitHub issue or an e-mail
-    (re.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
-                r"(?: ([\w.-]+) [\w./-]+(?:\[\d+\])?:)? "), "host"),
-    (re.compile(r"^(?:> ?)+"), None),
+    (regex_cache.compile(r"^(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d"
+                        r"(?: ([\w.-]+) [\w./-]+(?:\[\d+\])?:)? "), "host"),
+    (regex_cache.compile(r"^(?:> ?)+"), None),
     # vLLM's logger (vllm/logger.py: _FORMAT "%(levelname)s %(asctime)s [%(filename)s:%(lineno)d]
     # %(message)s", datefmt "%m-%d %H:%M:%S"; before v0.8 without the brackets: "file.py:12] "): its
     # engine's tracebacks are printed line by line under this head
-    (re.compile(r"^(?:INFO|WARNING|ERROR|DEBUG|CRITICAL) \d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \[?[\w./-]+:\d+\] "), None),
+    (regex_cache.compile(r"^(?:INFO|WARNING|ERROR|DEBUG|CRITICAL) \d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \[?[\w./-]+:\d+\] "), None),
     # containerd's CRI log format after its time: "stderr F " (F a full line, P a part of one)
-    (re.compile(r"^std(?:out|err) [FP] "), None),
+    (regex_cache.compile(r"^std(?:out|err) [FP] "), None),
     # `cat -n` / `nl` line numbers (the tab tells them from srun's "0: ")
-    (re.compile(r"^ *\d+\t"), None),
+    (regex_cache.compile(r"^ *\d+\t"), None),
 ]
 # Only the decorations that begin with '[' can match a line that does (most parsed lines:
 # '[2026-..', '[rank3]:', '[Rank 0]'), so the others are not tried there: each regex tried on a
 # parsed line costs ~0.5-2 us, and clean() runs for every one (tests/test_lines_clean.py checks
 # that no other decoration can begin with '[').
 _PREFIX_TABLE = [(rx, what, rx.pattern.startswith("^\\[")) for rx, what in _PREFIXES]
-_RAY_REPEATED = re.compile(r" \[repeated \d+x across cluster\](?: \(Ray deduplicates logs by default\..*\))?$")
+_RAY_REPEATED = regex_cache.compile(r" \[repeated \d+x across cluster\](?: \(Ray deduplicates logs by default\..*\))?$")
 _LOG_LEVELS = frozenset(("INFO", "WARN", "ERRO", "DEBU", "CRIT"))
 _MONTHS = frozenset(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"))
 _TS = [
-    (re.compile(r"^\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?\]\s*"), "%Y-%m-%d %H:%M:%S"),
-    (re.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?(?:Z|[+-]\d\d:?\d\d)?\s+"), "%Y-%m-%d %H:%M:%S"),
+    (regex_cache.compile(r"^\[(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?\]\s*"), "%Y-%m-%d %H:%M:%S"),
+    (regex_cache.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?(?:Z|[+-]\d\d:?\d\d)?\s+"), "%Y-%m-%d %H:%M:%S"),
     # transformers' examples: logging.basicConfig(datefmt="%m/%d/%Y %H:%M:%S") then " - LEVEL - name - msg"
-    (re.compile(r"^(\d\d/\d\d/\d{4} \d\d:\d\d:\d\d)(?:[,.](\d+))?\s+(?:-\s+)?"), "%m/%d/%Y %H:%M:%S"),
+    (regex_cache.compile(r"^(\d\d/\d\d/\d{4} \d\d:\d\d:\d\d)(?:[,.](\d+))?\s+(?:-\s+)?"), "%m/%d/%Y %H:%M:%S"),
 ]
 # glog heads without a year: c10's "[E1205 10:00:00.123456 1234 File.cpp:12] " and torch's Python
 # logging "W1205 10:00:00.123000 1234 torch/distributed/run.py:872] " (torch/_logging/_internal.py:
 # TorchLogsFormatter). Only the time is read; the head stays (its level letter is the message's).
 _TS_TABLE = [(rx, fmt, rx.pattern.startswith("^\\[")) for rx, fmt in _TS]
-_GLOG = re.compile(r"^\[?[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d)\.(\d+) +\d+ ")
+_GLOG = regex_cache.compile(r"^\[?[IWEF](\d\d)(\d\d) (\d\d:\d\d:\d\d)\.(\d+) +\d+ ")
 _YEARLESS = 1972          # the year of a glog time before the log has shown its own (a leap year: 02/29 parses)
 DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
 # (the last form: a JSON-lines logger's record field, {"level": "ERROR", "rank": 3, "msg": ...}; '[rank: 1] ' is
 # Lightning's rank_prefixed_message, lightning_utilities/core/rank_zero.py)
-_RANK_IN_MSG = re.compile(r"\[Rank (\d+)\]|\[rank(?:=|: )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
+_RANK_IN_MSG = regex_cache.compile(r"\[Rank (\d+)\]|\[rank(?:=|: )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
 
 
 @dataclass

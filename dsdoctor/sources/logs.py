@@ -9,9 +9,9 @@ Memory is bounded by the block size plus a little state per rank.
 from __future__ import annotations
 
 import itertools
-import re
 from typing import Iterable, Iterator
 
+from .. import regex_cache
 from ..events import Event, read_events
 from .inputs import Input, InputError, iter_blocks
 from .lines import Line, StreamState
@@ -111,7 +111,7 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
 # looked up in its first block before parsing: glog heads (c10 '[E1205 ...', torch's 'W1205 ...')
 # carry no year, and those printed before the first dated line would otherwise keep a placeholder
 # year (lines.clean), far from every later time of the same input.
-_DATED = re.compile(rb"\b((?:19|20)\d\d)-[01]\d-[0-3]\d[ T][0-2]\d:[0-5]\d:[0-5]\d|\b[01]\d/[0-3]\d/((?:19|20)\d\d) [0-2]\d:[0-5]\d:[0-5]\d")
+_DATED = regex_cache.compile(rb"\b((?:19|20)\d\d)-[01]\d-[0-3]\d[ T][0-2]\d:[0-5]\d:[0-5]\d|\b[01]\d/[0-3]\d/((?:19|20)\d\d) [0-2]\d:[0-5]\d:[0-5]\d")
 
 
 def first_year(block: bytes) -> int | None:

@@ -11,13 +11,13 @@ and numbers that go up one by one across a context group.
 """
 from __future__ import annotations
 
-import re
+from .. import regex_cache
 
 MAX_INPUT = 16 << 20          # only pasted-size inputs (one block)
 SAMPLE = 64 << 10
 
 # [file(: or -)]N(: or -): a file part holds a letter, '.', '/' or '_' (a bare number is the line's)
-_GREP = re.compile(r"^((?:> ?)*|\[pod/[^\]\s]+\] )(?:(?=[^\s:]*[A-Za-z_./])[^\s:]+?[:-])?(\d+)([:-])")
+_GREP = regex_cache.compile(r"^((?:> ?)*|\[pod/[^\]\s]+\] )(?:(?=[^\s:]*[A-Za-z_./])[^\s:]+?[:-])?(\d+)([:-])")
 # (a wrapper the paste got after grep stays in front: the "> " of a quote, `kubectl logs --prefix`)
 
 
@@ -25,7 +25,7 @@ _GREP = re.compile(r"^((?:> ?)*|\[pod/[^\]\s]+\] )(?:(?=[^\s:]*[A-Za-z_./])[^\s:
 # ('10:13:10'), a date's month and day ('2024-07-02', ISO 8601's '2026-12-05T10:00:23Z' of a
 # CloudWatch / Cloud Logging export), and NCCL's own head 'host:pid:tid [dev] NCCL
 # INFO ...' (src/debug.cc ncclDebugLog), which reads like grep's 'file:123:' up to the thread id
-_NOT_GREP = re.compile(r"\d\d[:.T-]\d\d|\d+ \[\d+\] NCCL ")
+_NOT_GREP = regex_cache.compile(r"\d\d[:.T-]\d\d|\d+ \[\d+\] NCCL ")
 
 
 def _shape(lines: list[str]) -> bool:

@@ -9,9 +9,10 @@ joined line keeps the number of its first piece and each later piece leaves an e
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Callable
+
+from .. import regex_cache
 
 MIN_WIDTH = 60                # narrower panes do not hold a log line's head
 SAMPLE = 64 << 10             # the width is found in the first 64 KiB (~500 lines)
@@ -109,8 +110,8 @@ def _read_score(data: bytes, read: Callable[[str], list], timed: bool = True) ->
 
 # what only the start of a line looks like: a line of exactly the pane's width before one of
 # these was a whole line, not a piece
-_LINE_START = re.compile(r"Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b"
-                         r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:")
+_LINE_START = regex_cache.compile(r"Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b"
+                                 r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:")
 
 
 def _joined(text: str, width: int) -> bytes:

@@ -15,6 +15,7 @@ import re
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on
+from ... import regex_cache
 
 # Xid -> (error id, meaning) from open-gpu-kernel-modules nverror.h
 XID: dict[int, tuple[str, str]] = {
@@ -93,7 +94,7 @@ def cuda_hardware(line: Line, st: StreamState):
                       message=t.strip()[:200], aborted=aborted, pid=int(pid.group(1)) if pid else None)
 
 
-_NVRM_GPU = re.compile(r"\bNVRM: GPU ([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.\d)?: GPU has fallen off the bus")
+_NVRM_GPU = regex_cache.compile(r"\bNVRM: GPU ([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.\d)?: GPU has fallen off the bus")
 
 
 # `nvidia-smi -q` (-d PERFORMANCE) pasted next to a slow run: its "Clocks Event Reasons" section
@@ -114,4 +115,4 @@ def clocks_event_reason(line: Line, st: StreamState):
                       reading="nvidia-smi")
 
 
-_NCCL_PID = re.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")
+_NCCL_PID = regex_cache.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")
