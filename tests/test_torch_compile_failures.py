@@ -37,3 +37,19 @@ def test_an_oom_raised_from_compiled_code_stays_an_oom():
 
 def test_a_user_error_outside_dynamo_is_not_compile():
     assert classify("UserError", "bad input", "/home/u/train.py:main").name != "compile"
+
+
+def test_recompile_limit_is_read_from_its_three_lines():
+    from dsdoctor.sources.formats.torch_compile import (recompile_limit_function, recompile_limit_hit,
+                                                         recompile_limit_reason)
+    from dsdoctor.sources.lines import Line, StreamState
+    st = StreamState("x.log", None)
+    head = "W1206 11:05:23.060000 22731 torch/_dynamo/convert_frame.py:1994] [0/8] "
+    assert recompile_limit_hit(Line(head + "torch._dynamo hit config.cache_size_limit (8)", "x.log", 10, 0, None), st) is None
+    recompile_limit_function(Line(head + "   function: 'forward' (/m.py:60)", "x.log", 11, 0, None), st)
+    ev = recompile_limit_reason(Line(head + "   last reason: 0/7: tensor 'x' size mismatch at index 1. expected 23, "
+                                     "actual 24", "x.log", 12, 0, None), st)
+    assert ev.kind == "env_error" and ev.data["error"] == "recompile_limit"
+    assert (ev.data["limit_type"], ev.data["limit"], ev.data["function"]) == ("cache_size_limit", 8, "'forward' (/m.py:60)")
+    # a 'last reason' line with no limit line before it (TORCH_LOGS=recompiles prints reasons) is not the limit
+    assert recompile_limit_reason(Line(head + "   last reason: 0/1: x", "x.log", 40, 0, None), st) is None
