@@ -622,7 +622,6 @@ class FailureDetector(Detector):
                                exitcode=self._exitcode()))
         if fam.name == "interrupt":
             s.facts.update(self._hung(ev.time, g))
-            self._add_unresponsive(s)
             if s.facts.get("hung_from") == "start-up":
                 self._add(s, self.phase[3])
         for x in same:
@@ -649,6 +648,8 @@ class FailureDetector(Detector):
             if e.rank in echoes:
                 e = replace(e, rank=None)
             self._add(s, e)
+        if fam.name == "interrupt":
+            self._add_unresponsive(s)
         if ev.step is not None:
             s.steps.append(ev.step)
         return s
@@ -748,17 +749,18 @@ class FailureDetector(Detector):
                     stuck_call=stuck_call, unresponsive=None)
 
     def _rank_waits(self) -> dict[int, tuple[int, Event]]:
-        """Per rank, the first exception of its tracebacks that waited in a collective."""
+        """Per rank, the first exception of its tracebacks that waited in a collective or its DataLoader."""
         out: dict[int, tuple[int, Event]] = {}
         for g in sorted(self.groups.values(), key=lambda g: g.seq):
             for m, _ in g.members:
-                if m.rank is not None and m.rank not in out and m.data.get("waits_in") == "collective":
+                if m.rank is not None and m.rank not in out and m.data.get("waits_in") in ("collective", "dataloader"):
                     out[m.rank] = (g.seq, m)
         return out
 
     def _add_unresponsive(self, s: Symptom) -> None:
-        """The launcher's lines that its workers outlived the stop signal, as evidence (and how many)."""
-        if s.facts.get("stuck_in") != "unresponsive":
+        """The launcher's lines that its workers outlived the stop signal, as evidence (and how many):
+        with a stack that waits, they say which other ranks were stuck too."""
+        if not self.stop_ignored or not (s.facts.get("hung_s") or s.facts.get("stuck_in")):
             return
         s.facts["unresponsive"] = len({e.data.get("pid") for _, e in self.stop_ignored})
         for _, e in self.stop_ignored[:2]:

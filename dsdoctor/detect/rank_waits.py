@@ -6,7 +6,8 @@ Ranks that wait in *different* collectives (rank 0 in the barrier of `engine.sav
 in the all_reduce of the next backward pass) disagree about what comes next: the code took a
 rank-dependent path (`if rank == 0:` around saving, evaluation, generation, logging that calls a
 collective; one rank with more batches). Seen for real on 2-rank gloo DeepSpeed runs (gen-s probes):
-the gloo timeout's and the lost peer's tracebacks hold exactly this.
+the gloo timeout's and the lost peer's tracebacks hold exactly this. A rank that waits for its own
+DataLoader (a worker stuck in a read) while the others wait in a collective is the one they wait for.
 """
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ _PLUMBING = ("torch/distributed/", "deepspeed/comm/", "c10d_logger", "deepspeed/
 def _wait(ev: Event) -> tuple[str, str | None, str | None] | None:
     """(collective, phase, caller) of one rank's waiting traceback, or None."""
     d = ev.data
-    if d.get("waits_in") != "collective" or not d.get("wait_frame"):
+    if d.get("waits_in") not in ("collective", "dataloader") or not d.get("wait_frame"):
         return None
-    op = str(d["wait_frame"]).rsplit(":", 1)[-1]
-    caller = next((f for f in reversed(d.get("frames") or []) if not any(p in f for p in _PLUMBING)), None)
+    # a rank waiting for its own DataLoader (a worker stuck reading) while the others wait for it
+    op = "DataLoader" if d["waits_in"] == "dataloader" else str(d["wait_frame"]).rsplit(":", 1)[-1]
+    caller = None if op == "DataLoader" else \
+        next((f for f in reversed(d.get("frames") or []) if not any(p in f for p in _PLUMBING)), None)
     return op, d.get("phase"), caller
 
 
@@ -37,7 +40,7 @@ def _short(frame: str | None) -> str | None:
 
 def ranks_wait_apart(per_rank: dict[int, tuple[int, Event]], last_step: int | None) -> Symptom | None:
     """The symptom when at least two ranks' tracebacks wait in different collectives (op or phase), else
-    None. `per_rank`: rank -> (seq, its first exception event that waits in a collective)."""
+    None. `per_rank`: rank -> (seq, its first exception event that waits in a collective or its DataLoader)."""
     waits = {r: (seq, ev, w) for r, (seq, ev) in per_rank.items() if (w := _wait(ev)) is not None}
     if len(waits) < 2 or len({(w[0], w[1]) for _, _, w in waits.values()}) < 2:
         return None
@@ -52,6 +55,8 @@ def ranks_wait_apart(per_rank: dict[int, tuple[int, Event]], last_step: int | No
     first = min(waits.values(), key=lambda x: x[0])[1]
     s = Symptom(name="ranks_wait_apart", seq=seq, time=first.time, key=("ranks_wait_apart",),
                 facts=dict(waits="; ".join(described), ops=sorted({w[0] for _, _, w in waits.values()}),
+                           data_wait_ranks=[r for r in ranks if waits[r][2][0] == "DataLoader"],
+                           data_wait_text=", ".join(str(r) for r in ranks if waits[r][2][0] == "DataLoader"),
                            last_step=last_step))
     s.ranks.update(ranks)
     for r in ranks[:4]:
