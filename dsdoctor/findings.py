@@ -158,13 +158,16 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
     """
     # Specific findings explain first: a generic fallback ("the run failed") explains the
     # timeouts a failure causes, but not a specific finding that names the failing rank itself.
+    # A rule that names another rule in `explains` claims it before any rule that only names its category
+    # (two comm_stall rules that explain each other by category: the one naming the other wins).
     for explainers in ([f for f in findings if not f.fallback], [f for f in findings if f.fallback]):
-        for g in findings:
-            for f in explainers:
-                if f is g or f.consequence_of or g.consequence_of:
-                    continue
-                if (g.category in f.explains or g.rule in f.explains) and _not_after(f, g):
-                    g.consequence_of = f.rule
+        for by_id in (True, False):
+            for g in findings:
+                for f in explainers:
+                    if f is g or f.consequence_of or g.consequence_of:
+                        continue
+                    if (g.rule in f.explains or (not by_id and g.category in f.explains)) and _not_after(f, g):
+                        g.consequence_of = f.rule
     if any(f.fallback for f in findings):
         specific = [f for f in findings if not f.fallback and f.severity != "info"]
         if any(not f.consequence_of and f.severity in ("critical", "error") for f in specific):

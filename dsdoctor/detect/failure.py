@@ -33,6 +33,8 @@ from .base import Detector
 from .families import CKPT_MISSING, Family, classify
 from .ds_misuse import zero3_empty_checkpoint
 from .quiet_end import quiet_end
+from .early_exit import rank_left_early
+from .rank_waits import ranks_wait_apart
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
 HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds a full copy in host RAM)",
@@ -115,7 +117,7 @@ class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
              "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn",
-             "exception_detail", "connect_retry", "nccl_init")
+             "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -153,6 +155,9 @@ class FailureDetector(Detector):
         # per process: the first and the last NCCL set-up line (seq, event) since its last 'Init COMPLETE'
         self.nccl_connecting: dict[str | None, tuple[tuple[int, Event], tuple[int, Event]]] = {}
         self.peer_lost: tuple[int, Event] | None = None   # NCCL's last warning that a peer closed the connection
+        # workers that outlived a stop request (torchrun's 'Unable to shutdown process N via 2'): blocked in native code
+        self.stop_ignored: list[tuple[int, Event]] = []
+        self.rank_done: list[tuple[int, Event]] = []      # ranks the launcher saw return 0 (detect/early_exit.py)
         self.mark_seq = 0                                 # seq of the last progress or start-up mark
         self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
         self.last_dated: float | None = None              # the last time the log stated (any event seen)
@@ -261,6 +266,11 @@ class FailureDetector(Detector):
         elif k == "nccl_warn":
             if ev.data.get("cause") == "remote_exit":
                 self.peer_lost = (seq, ev)
+        elif k == "rank_done":
+            self._keep(self.rank_done, seq, ev)
+        elif k == "stop_ignored":
+            if ev.data.get("signal") in EXTERNAL:
+                self._keep(self.stop_ignored, seq, ev)
         elif k == "node_exit" and ev.data.get("first"):
             self.launcher_named_first = True
         elif k == "error_line":
@@ -410,6 +420,14 @@ class FailureDetector(Detector):
             out.append(self._exit_symptom(decisive))
         elif decisive is None and (last := self._last_words()) is not None:
             out.append(self._error_line_symptom(*last))
+        early = rank_left_early(self.rank_done, decisive.decisive()[0] if decisive is not None else None,
+                                decisive.weight if decisive is not None else 0, bool(self.ended) or bool(self.kills),
+                                bool(self.exits or self.signals or self.killing), self.last_step)
+        if early is not None:
+            out.insert(0, early)
+        apart = ranks_wait_apart(self._rank_waits(), self.last_step)
+        if apart is not None:
+            out.insert(0, apart)
         if not out and decisive is None and not self.kills:
             phase, phase_text = self._phase()
             end = self.end_event
@@ -639,6 +657,8 @@ class FailureDetector(Detector):
             if e.rank in echoes:
                 e = replace(e, rank=None)
             self._add(s, e)
+        if fam.name == "interrupt":
+            self._add_unresponsive(s)
         if ev.step is not None:
             s.steps.append(ev.step)
         return s
@@ -663,6 +683,8 @@ class FailureDetector(Detector):
         if external:
             s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g, before[1]))
         self._add(s, ev)
+        if external:
+            self._add_unresponsive(s)
         if s.facts.get("hung_from") == "start-up":
             self._add(s, self.phase[3])           # the last line before the silence
         elif (s.facts.get("progress_untimed") or s.facts.get("hung_from") == "progress_bar") and before[0] is not None:
@@ -725,11 +747,35 @@ class FailureDetector(Detector):
                             if m.data.get("waits_in") == "op_lock"), waiting)
         stuck_in = waiting.data["waits_in"] if waiting is not None else None
         stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
+        if stuck_in is None and self.stop_ignored:
+            # no stack says where, but a worker sat 30 s in one native call after the stop signal
+            # (a training step returns to Python within milliseconds): it waited for a peer
+            stuck_in = "unresponsive"
         # progress lines without a time (tqdm, Lightning bars, HF dicts): a hang cannot be told apart
         untimed = hung_s is None and stuck_in is None and len(pt) < 2 and hung_from is None
         return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from,
                     progress_untimed=untimed, stuck_in=stuck_in,
-                    stuck_call=stuck_call)
+                    stuck_call=stuck_call, unresponsive=None)
+
+    def _rank_waits(self) -> dict[int, tuple[int, Event]]:
+        """Per rank, the first exception of its tracebacks that waited in a collective or its DataLoader."""
+        out: dict[int, tuple[int, Event]] = {}
+        for g in sorted(self.groups.values(), key=lambda g: g.seq):
+            for m, _ in g.members:
+                if m.rank is not None and m.rank not in out and m.data.get("waits_in") in ("collective", "dataloader"):
+                    out[m.rank] = (g.seq, m)
+        return out
+
+    def _add_unresponsive(self, s: Symptom) -> None:
+        """The launcher's lines that its workers outlived the stop signal, as evidence (and how many):
+        with a stack that waits, they say which other ranks were stuck too."""
+        if not self.stop_ignored or not (s.facts.get("hung_s") or s.facts.get("stuck_in")):
+            return
+        s.facts["unresponsive"] = len({e.data.get("pid") for _, e in self.stop_ignored})
+        for _, e in self.stop_ignored[:2]:
+            ev_ = _evidence(e)
+            if ev_.text and len(s.evidence) < 8 and ev_ not in s.evidence:
+                s.evidence.append(ev_)
 
     def _bar_silence(self, stop_time: float) -> int | None:
         """Seconds an untimed progress bar had been still when the run was stopped, counted

@@ -62,8 +62,43 @@ def deepspeed_launcher(line: Line, st: StreamState):
     lr = _LOCAL_RANK.search(line.text)
     local = int(lr.group(1)) if lr else None
     node = st.scratch.get("launcher.node", {}).get(line.host)
+    if node and node[1] > 1 and local == node[1] - 1:
+        # '{cmd}' is launch.py's variable of its spawn loop: the LAST rank it started, whichever rank
+        # failed (deepspeed/launcher/launch.py main, 0.19): the last local rank names none of them
+        local = None
     rank = node[0] * node[1] + local if node and local is not None and local < node[1] else None
     return _killed(line, st, code, "launcher", rank=rank, local_rank=local)
+
+
+# launch.py main: 'process {pid} spawned with command: [..., '--local_rank=N', ...]' (which rank a pid is) and,
+# when a rank returns 0, 'Process {pid} exits successfully.' while the others may still run: a rank that
+# left before the others (fewer batches, an early return) leaves them waiting in their next collective
+_DS_SPAWNED = compile_later(r"process (\d+) spawned with command: .*--local_rank=(\d+)")
+_DS_DONE = compile_later(r"Process (\d+) exits successfully\.")
+
+
+@on("spawned with command: ")
+def deepspeed_launcher_spawned(line: Line, st: StreamState):
+    m = _DS_SPAWNED.search(line.text)
+    if m:
+        pids = st.scratch.setdefault("launcher.pids", {})
+        if len(pids) < 4096:
+            pids[(line.host, int(m.group(1)))] = int(m.group(2))
+    return None
+
+
+@on("exits successfully.")
+def deepspeed_launcher_rank_done(line: Line, st: StreamState):
+    m = _DS_DONE.search(line.text)
+    if not m:
+        return None
+    pid = int(m.group(1))
+    pids = st.scratch.get("launcher.pids", {})
+    local = pids.get((line.host, pid))
+    node = st.scratch.get("launcher.node", {}).get(line.host)
+    rank = node[0] * node[1] + local if node and local is not None and local < node[1] else None
+    return line.event("rank_done", step=st.step_of(line.rank), rank=rank, pid=pid, local_rank=local,
+                      spawned=sum(1 for h, _ in pids if h == line.host) or None, who="launcher")
 
 
 # launch.py main: 'nnodes={n}, num_local_procs={k}, node_rank={r}' (v0.9.0+) and, in every version,
@@ -468,6 +503,24 @@ def elastic_death_signal(line: Line, st: StreamState):
     v = m.group(1)
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None,
                       signal=int(v) if v.isdigit() else _SIGNUM.get(v), who="torchelastic", external=True)
+
+
+# torch/distributed/elastic/multiprocessing/api.py (_close): 'Unable to shutdown process %s via %s,
+# forcefully exiting via %s' -- a worker still alive 30 s after torchrun sent it the stop signal
+# (SIGINT/SIGTERM): Python runs its handler only between bytecodes, so the worker sat in one native
+# call all that time (a collective that waits for a peer, a blocking read): a rank that was hung.
+_TE_STOP_IGNORED = compile_later(
+    r"Unable to shutdown process (\d+) via (?:Signals\.)?(SIG\w+|\d+), forcefully exiting via (?:Signals\.)?(SIG\w+|\d+)")
+
+
+@on("Unable to shutdown process ")
+def elastic_stop_ignored(line: Line, st: StreamState):
+    m = _TE_STOP_IGNORED.search(line.text)
+    if not m:
+        return None
+    v = m.group(2)
+    return line.event("stop_ignored", step=st.step_of(line.rank), pid=int(m.group(1)),
+                      signal=int(v) if v.isdigit() else _SIGNUM.get(v), who="torchelastic")
 
 
 # Slurm srun: 'srun: error: {node}: task {n}: Exited with exit code {code}' and

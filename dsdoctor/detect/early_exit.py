@@ -1,0 +1,42 @@
+"""A rank that returned 0 while the others still trained: they wait for it in their next collective.
+
+The DeepSpeed launcher says when a rank's process returns 0 ('Process N exits successfully.',
+deepspeed/launcher/launch.py) and which rank that pid is ('process N spawned with command: [...
+--local_rank=K ...]'). In a run that did not end normally, one rank done while another then failed
+by losing its peer (gloo's 'Connection closed by peer', NCCL's remote error) or was stopped is the
+classic mismatch: that rank ran out of batches first (uneven shards, no drop_last), or returned early
+(an `if rank == ...: return` / `sys.exit(0)`). A rank that raised an error of its own (family weight
+>= 2, detect/families.py) is that error's finding, not this one; a run that ended normally (every
+rank done, or the trainer's own end) is no mismatch.
+"""
+from __future__ import annotations
+
+from ..events import Event
+from ..findings import Evidence, Symptom
+
+
+def rank_left_early(done: list[tuple[int, Event]], failure: Event | None, failure_weight: int,
+                    ended: bool, stopped: bool, last_step: int | None) -> Symptom | None:
+    """The symptom, or None. `done`: the launcher's 'exits successfully' events (seq, event);
+    `failure`: the decisive exception (None when no rank raised), of family weight `failure_weight`;
+    `stopped`: another rank exited non-zero or by a signal. A log that only stops after some ranks'
+    'exits successfully' is no evidence (a healthy run's excerpt, the other ranks a second later)."""
+    if not done or ended or failure_weight >= 2 or (failure is None and not stopped):
+        return None
+    pids = {e.data.get("pid") for _, e in done}
+    spawned = max((e.data.get("spawned") or 0 for _, e in done), default=0)
+    if spawned and len(pids) >= spawned:
+        return None                  # every rank it started returned 0: a normal end
+    seq, ev = done[0]
+    ranks = sorted({e.rank for _, e in done if e.rank is not None})
+    s = Symptom(name="rank_exited_early", seq=seq, time=ev.time, key=("rank_exited_early",),
+                facts=dict(pids=sorted(p for p in pids if p is not None), done_ranks=ranks, last_step=last_step,
+                           peer_lost=failure is not None, at=f"{ev.source}:{ev.line}" if ev.line else ev.source))
+    s.ranks.update(ranks)
+    for _, e in done[:2]:
+        s.evidence.append(Evidence(e.source, e.line, e.text or ""))
+    if failure is not None and failure.text:
+        s.evidence.append(Evidence(failure.source, failure.line, failure.text))
+    if last_step is not None:
+        s.steps.append(last_step)
+    return s
