@@ -5,31 +5,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from unittest import mock
 
 import pytest
-import typer.main
-import typer.testing
 import yaml
-from typer.testing import CliRunner
 
-from dsdoctor import cli
+from cli_invoke import invoke_cli    # the app's click command built once for ~2,500 calls
 from test_unwrap import wrapped      # a terminal's hard wrap
-
-if not cli.app.registered_commands:
-    cli._register()
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 EXPECTED = yaml.safe_load((FIXTURES / "expected.yaml").read_text(encoding="utf-8"))
-runner = CliRunner()
-# Typer's CliRunner rebuilds the click command from the app's signatures on every invoke (half of a
-# golden call, measured); the ~2,500 calls here run the same app's command, built once
-COMMAND = typer.main.get_command(cli.app)
 
 
 def analyze(path: Path) -> tuple[int, dict]:
-    with mock.patch.object(typer.testing, "_get_command", lambda app: COMMAND):
-        res = runner.invoke(cli.app, ["analyze", "--json", str(path)])
+    res = invoke_cli(["analyze", "--json", str(path)])
     assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
     assert "Traceback" not in res.stderr
     return res.exit_code, json.loads(res.stdout)
