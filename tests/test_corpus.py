@@ -10,12 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dsdoctor import cli
-
-if not cli.app.registered_commands:
-    cli._register()
+from cli_invoke import invoke_cli    # the app's click command built once
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 TIME_LIMIT_S = 20.0
@@ -58,7 +54,7 @@ def test_corpus_input(tmp_path, args):
     signal.alarm(int(TIME_LIMIT_S))
     t0 = time.monotonic()
     try:
-        res = CliRunner().invoke(cli.app, args)
+        res = invoke_cli(args)
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
