@@ -475,10 +475,12 @@ def _sweep_csv(path: Path, n: int) -> Path:
 def test_lr_range_is_linear_in_rows(tmp_path):
     """100k rows: 25 s before (a rolling median over n/15 points); now a capped window."""
     f = _sweep_csv(tmp_path / "big.csv", 100_000)
-    t0 = time.monotonic()
+    # CPU time, not wall time: the claim is the work done (the quadratic version took 25 s of it);
+    # on the shared CI host (load ~20 on 2 cores) the same 1.6 s of work took 17.8 s of wall time
+    t0 = time.process_time()
     res = invoke("lr-range", str(f), "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["lr_min_loss"] > 0
-    assert time.monotonic() - t0 < 12
+    assert time.process_time() - t0 < 12
     big = tmp_path / "huge.csv"
     big.write_text("step,lr,loss\n" + "".join(f"{i},0.1,1\n" for i in range(200_002)))
     one_line_error(invoke("lr-range", str(big)), "more than 200000 points")
@@ -487,9 +489,9 @@ def test_lr_range_is_linear_in_rows(tmp_path):
 def test_yaml_alias_bomb_is_refused_at_once(tmp_path):
     log = tmp_path / "train.log"
     log.write_text(OOM + "\n")
-    t0 = time.monotonic()
+    t0 = time.process_time()          # the bomb's cost is CPU (100 s before): not the host's load
     one_line_error(invoke("analyze", str(log), "--rules", str(CORPUS / "rules" / "alias-bomb.yaml")), "aliases")
-    assert time.monotonic() - t0 < 5
+    assert time.process_time() - t0 < 5
 
 
 # ================================================================ 6. wrong answers on the edges
