@@ -455,9 +455,7 @@ def test_run_forwards_sigterm_and_still_diagnoses(tmp_path):
                             start_new_session=True)
     tree = {}
     try:
-        # the start (torch, deepspeed, its shm op) took over 120 s on the shared CI host at load ~18:
-        # the bound is for a hang, not for the host's speed
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             for c in psutil.Process(proc.pid).children(recursive=True):
                 tree.setdefault(c.pid, c)
