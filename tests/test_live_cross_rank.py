@@ -138,6 +138,22 @@ def test_detector_needs_consecutive_windows_and_has_no_false_positives():
     assert fired[0][1].ranks == {3}
 
 
+def test_a_window_read_twice_counts_once():
+    """A healthy 2-rank run on a loaded CI host (30 steps, K=10): rank 1's exchange thread did not
+    publish between the rounds at steps 2 and 15, so its warm-up window (step 2: 3 steps, the first
+    forward 33 ms) was an outlier in both, and a third noisy window named rank 1 a straggler
+    '3 windows in a row' out of 2 windows. The rounds' figures are that run's rank_times events."""
+    def out(fwd, base, at):
+        return Event("rank_times", rank=0, step=at, data={"nranks": 2, "outliers": {
+            "1": {"which": "compute", "phase": "forward", "value_ms": fwd, "median_ms": base, "step": at}}})
+
+    det = StragglerDetector()
+    rounds = [out(22.423, 14.403, 2), out(22.423, 2.551, 2), out(10.11, 1.894, 15)]
+    assert [s for i, ev in enumerate(rounds) for s in det.feed(ev, i)] == []
+    fired = [s for s in det.feed(out(10.5, 1.9, 25), 3)]        # a third window of its own: named
+    assert [s.facts["rank"] for s in fired] == [1]
+
+
 # ---------------------------------------------------------------------------- exchange through a real store
 
 

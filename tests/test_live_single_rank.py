@@ -463,7 +463,8 @@ def test_run_forwards_sigterm_and_still_diagnoses(tmp_path):
                 break
             time.sleep(0.5)
         else:
-            pytest.fail("the stall fault never started")
+            log = out / "console.log"
+            pytest.fail("the stall fault never started: " + (log.read_text()[-2000:] if log.exists() else "no console.log"))
         # step events reach the disk within STEP_FLUSH_SECONDS (the writer thread); a kill
         # sooner than that may lose the last ones by design
         time.sleep(1.5)

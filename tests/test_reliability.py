@@ -151,6 +151,40 @@ def test_full_disk_deepspeed_run_finishes_every_step(full_disk):
     assert "Traceback" not in said
 
 
+GLUE_CHILD = """\
+import errno, os, sys, threading
+from pathlib import Path
+from dsdoctor.live.session import LiveSession, LiveOptions
+s = LiveSession(LiveOptions(out=Path(sys.argv[1]), tensorboard=False), rank=0, world_size=1, local_rank=0, store=None)
+def fail():                 # the event writer's thread meeting a full disk, once per part
+    for k in range(10000):
+        s._record_error(f"part{k}", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+t = threading.Thread(target=fail)
+t.start()
+for i in range(60000):
+    print(f"step {i} loss 0.1", flush=True)
+t.join()
+s.close()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_doctor_warning_from_a_thread_never_hides_a_training_line(tmp_path):
+    """The cause of the full-disk run's missing 'step N' line (1 run in ~20): the event writer's
+    thread printed 'dsdoctor: events: stopped writing ...' with print(), text and newline in two
+    writes (PYTHONUNBUFFERED), and the training's line landed between them:
+    '...the training goes onstep 189 loss 0.01'. Before: 2-9 such lines in this run of 10,000
+    warnings against 60,000 prints; the doctor now writes each line whole (live/say.py)."""
+    p = subprocess.run([sys.executable, "-c", GLUE_CHILD, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env(PYTHONUNBUFFERED="1"), timeout=100)
+    assert p.returncode == 0, p.stdout[-2000:]
+    lines = p.stdout.decode().splitlines()
+    hidden = [ln for ln in lines if "goes onstep " in ln]
+    assert not hidden, hidden[:3]
+    assert [ln.split()[1] for ln in lines if ln.startswith("step ")] == [str(i) for i in range(60000)]
+    assert sum(ln.count("stopped writing") for ln in lines) == 10000
+
+
 class _FailingFile:
     """A log file object whose writes fail like a dying disk (EIO)."""
 
@@ -441,10 +475,12 @@ def _sweep_csv(path: Path, n: int) -> Path:
 def test_lr_range_is_linear_in_rows(tmp_path):
     """100k rows: 25 s before (a rolling median over n/15 points); now a capped window."""
     f = _sweep_csv(tmp_path / "big.csv", 100_000)
-    t0 = time.monotonic()
+    # CPU time, not wall time: the claim is the work done (the quadratic version took 25 s of it);
+    # on the shared CI host (load ~20 on 2 cores) the same 1.6 s of work took 17.8 s of wall time
+    t0 = time.process_time()
     res = invoke("lr-range", str(f), "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["lr_min_loss"] > 0
-    assert time.monotonic() - t0 < 12
+    assert time.process_time() - t0 < 12
     big = tmp_path / "huge.csv"
     big.write_text("step,lr,loss\n" + "".join(f"{i},0.1,1\n" for i in range(200_002)))
     one_line_error(invoke("lr-range", str(big)), "more than 200000 points")
@@ -453,9 +489,9 @@ def test_lr_range_is_linear_in_rows(tmp_path):
 def test_yaml_alias_bomb_is_refused_at_once(tmp_path):
     log = tmp_path / "train.log"
     log.write_text(OOM + "\n")
-    t0 = time.monotonic()
+    t0 = time.process_time()          # the bomb's cost is CPU (100 s before): not the host's load
     one_line_error(invoke("analyze", str(log), "--rules", str(CORPUS / "rules" / "alias-bomb.yaml")), "aliases")
-    assert time.monotonic() - t0 < 5
+    assert time.process_time() - t0 < 5
 
 
 # ================================================================ 6. wrong answers on the edges

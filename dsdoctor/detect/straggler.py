@@ -115,12 +115,13 @@ class StragglerDetector(Detector):
 
     def __init__(self, consecutive: int = CONSECUTIVE):
         self.consecutive = consecutive
-        self.streak: dict[int, tuple[str, int]] = {}     # rank -> (cause, rounds in a row)
+        # rank -> (cause, windows in a row, the step of its last window)
+        self.streak: dict[int, tuple[str, int, Any]] = {}
         self.named: set[int] = set()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         outliers = ev.data.get("outliers") or {}
-        seen: dict[int, tuple[str, int]] = {}
+        seen: dict[int, tuple[str, int, Any]] = {}
         out: list[Symptom] = []
         for key, o in outliers.items():
             try:
@@ -129,8 +130,14 @@ class StragglerDetector(Detector):
                 continue
             cause = f"{o.get('which')}/{o.get('phase')}"
             prev = self.streak.get(r)
-            n = prev[1] + 1 if prev and prev[0] == cause else 1
-            seen[r] = (cause, n)
+            at = o.get("step")
+            if prev and prev[0] == cause:
+                # a rank that has not published since (its thread starved on a busy host) is
+                # read again with the same window: no new evidence, the streak holds
+                n = prev[1] if at is not None and at == prev[2] else prev[1] + 1
+            else:
+                n = 1
+            seen[r] = (cause, n, at)
             if n >= self.consecutive and r not in self.named:
                 self.named.add(r)
                 out.append(self._symptom(ev, seq, r, o, n))

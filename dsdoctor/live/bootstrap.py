@@ -85,8 +85,8 @@ def _patch(deepspeed: Any) -> None:
             from .attach import attach
             _doctors.append(attach(engine))
         except Exception as e:       # the doctor must never break training
-            print(f"dsdoctor: could not attach ({type(e).__name__}: {e}); training continues",
-                  file=sys.stderr)
+            from .say import say
+            say(f"dsdoctor: could not attach ({type(e).__name__}: {e}); training continues")
         return result
 
     initialize._dsdoctor = True          # type: ignore[attr-defined]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from .exchange import decode, own_store
 from .nodes import host_of_rank, launcher_hosts
 from .rendezvous_hosts import agent_hosts
+from .say import say
 
 ATTACH_PREFIX = "dsdoctor/attach/"
 ATTACH_COUNT = "dsdoctor/attach/count"
@@ -105,8 +105,8 @@ class RollCall:
                 late = self.build(time.monotonic() - t0)
                 self.session.emit("roll_call", **late)
                 if not getattr(self.session, "quiet", False):
-                    print(f"dsdoctor: every rank has attached now ({world} of {world}, after "
-                          f"{late['waited_s']} s)", file=sys.stderr, flush=True)
+                    say(f"dsdoctor: every rank has attached now ({world} of {world}, after "
+                        f"{late['waited_s']} s)")
                 return
 
     def build(self, waited: float) -> dict[str, Any]:
@@ -166,9 +166,9 @@ class RollCall:
         if getattr(self.session, "quiet", False):
             return
         where = "; ".join(f"{_ranks(rs)} on {h}" for h, rs in rep["missing_hosts"].items())
-        print(f"dsdoctor: only {rep['attached']} of {rep['world_size']} ranks attached after {rep['waited_s']} s: "
-              f"rank(s) {where} are NOT watched (their launcher did not pass DSDOCTOR_* on; see README "
-              f"'Multi-node'). Findings cover the attached ranks only.", file=sys.stderr, flush=True)
+        say(f"dsdoctor: only {rep['attached']} of {rep['world_size']} ranks attached after {rep['waited_s']} s: "
+            f"rank(s) {where} are NOT watched (their launcher did not pass DSDOCTOR_* on; see README "
+            f"'Multi-node'). Findings cover the attached ranks only.")
 
 
 def _ranks(rs: list[int]) -> str:

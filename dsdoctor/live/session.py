@@ -20,6 +20,7 @@ from typing import Any
 
 from ..events import Event, EventWriter
 from .nodes import node_info
+from .say import say
 
 # Per-step events (these kinds) are only queued by the training thread: a deque append, no
 # JSON, no file write, no detector, no TensorBoard on the hot path. The writer thread
@@ -57,7 +58,7 @@ def _warn_once(msg: str) -> None:
     if msg in _warned or os.environ.get("RANK", "0") not in ("", "0"):
         return
     _warned.add(msg)
-    print(f"dsdoctor: warning: {msg}", file=sys.stderr, flush=True)
+    say(f"dsdoctor: warning: {msg}")
 
 
 @dataclass
@@ -277,10 +278,10 @@ class LiveSession:
                 pass
         if not self.quiet and self.rank == 0:
             if isinstance(e, OSError):     # ENOSPC, EIO, a vanished folder: not a dsdoctor bug
-                print(f"dsdoctor: {part}: stopped writing to {self.out_dir} ({e.strerror or msg}); "
-                      "the training goes on", file=sys.stderr)
+                say(f"dsdoctor: {part}: stopped writing to {self.out_dir} ({e.strerror or msg}); "
+                    "the training goes on")
             else:
-                print(f"dsdoctor: {part} disabled after an internal error: {msg}", file=sys.stderr)
+                say(f"dsdoctor: {part} disabled after an internal error: {msg}")
 
     # ------------------------------------------------------------------ events
     def emit(self, kind: str, step: int | None = None, **data: Any) -> Event:

@@ -58,7 +58,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -66,6 +65,7 @@ from typing import Any
 
 from . import flight_recorder
 from .exchange import decode, own_store
+from .say import say
 
 HB_PREFIX = "dsdoctor/hb/"
 HB_READY = "dsdoctor/hb/ready"
@@ -420,18 +420,17 @@ class Watchdog:
         data = {k: v for k, v in r.items() if k != "step"}
         self.session.emit("stall_resolved", step=r.get("step"), **data)
         if self.rank == 0 and not getattr(self.session, "quiet", False):
-            print(f"dsdoctor: stall {r.get('id')} resolved: every rank had moved on about {r.get('stalled_s')} s "
-                  f"after it began (now at step {r.get('step')}); watching for the next one",
-                  file=sys.stderr, flush=True)
+            say(f"dsdoctor: stall {r.get('id')} resolved: every rank had moved on about {r.get('stalled_s')} s "
+                f"after it began (now at step {r.get('step')}); watching for the next one")
 
     def _abort(self, v: dict[str, Any]) -> None:
         self.ended = True
         self.diagnosis = v
         self._wait_for_dumps()
         if self.rank == 0 or v.get("judge") == self.rank:
-            print(f"dsdoctor: stall: rank(s) {_where(v)} made no progress for {v.get('waited_s')} s "
-                  f"(last step {v.get('last_step')}, phase {v.get('last_phase')}); stacks in {self._stacks_dir}; "
-                  f"ending the run (--on-stall abort)", file=sys.stderr, flush=True)
+            say(f"dsdoctor: stall: rank(s) {_where(v)} made no progress for {v.get('waited_s')} s "
+                f"(last step {v.get('last_step')}, phase {v.get('last_phase')}); stacks in {self._stacks_dir}; "
+                f"ending the run (--on-stall abort)")
         with self.session.guard("watchdog.flush"):
             self.session.flush()
         self.exit(STALL_EXIT_CODE)
