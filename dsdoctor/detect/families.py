@@ -286,6 +286,8 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
         return ckpt
     if name == "TypeError" and _LIBRARY_CALL.search(message) and _in_a_library(raise_site):
         return API_MISMATCH
+    if name == "TypeError" and _STACK_CALL.search(message) and raise_site and not _in_a_library(raise_site):
+        return SCRIPT_API_VERSION
     if _DTYPE_MISMATCH.search(message):
         return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
     if _META_TENSOR.search(message):
@@ -552,6 +554,18 @@ _LIBRARY_DIRS = ("-packages/", "/transformers/", "/accelerate/", "/deepspeed/", 
 
 def _in_a_library(raise_site: str | None) -> bool:
     return bool(raise_site) and any(d in raise_site for d in _LIBRARY_DIRS)
+
+
+# The script calling a class of the fine-tuning stack with a keyword the installed version does not have
+# (trl 1.16 run here: 'SFTConfig.__init__() got an unexpected keyword argument 'max_seq_length'', renamed
+# max_length in trl's sft_config.py; transformers 5 training_args.py has eval_strategy, trainer.py
+# processing_class): the script was written for another release. Raised in the script's own frame (a
+# library's call is API_MISMATCH; DeepSpeed's scheduler/optimizer params are read from the ds_config line).
+SCRIPT_API_VERSION = Family("script_api_version", "config_error", 3,
+                            "the script passing a keyword argument the installed version of a library does not "
+                            "have (renamed or removed between releases)")
+_STACK_CALL = compile_later(r"\b\w+(?:Config|Arguments|Trainer|Model|ForCausalLM)\.\w+\(\) got an unexpected keyword "
+                            r"argument '\w+'")
 
 
 COMMAND_LINE = Family("command_line", "config_error", 3,
