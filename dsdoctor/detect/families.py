@@ -241,6 +241,18 @@ CKPT_CORRUPT = Family("checkpoint_corrupt", "environment", 3,
 STATE_DICT_MISMATCH = Family("state_dict_mismatch", "config_error", 3,
                              "a checkpoint whose weights do not fit the model built: another architecture or size")
 TRUNCATED = Family("unknown", "other", 1, "a traceback cut off before its exception line")
+# A pretrained model's files (not a training checkpoint) missing or cut short, read by from_pretrained
+# (transformers 5.25 modeling_utils.py _load_pretrained_model: safetensors' safe_open 'No such file or
+# directory: {dir}/model-00006-of-00006.safetensors' for a shard the index names, 'Error while deserializing
+# header: incomplete metadata, file not fully covered' for a truncated one; both run here): a download or
+# copy that did not finish, so fetching the files again is the fix, not resuming from another checkpoint
+MODEL_FILES = Family("model_files_incomplete", "environment", 3,
+                     "a pretrained model's files that are missing or cut short (a download or copy that did not "
+                     "finish)")
+_MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_pretrained_model",
+                  "auto_factory.py:from_pretrained", "peft_model.py:from_pretrained")
+# huggingface_hub / transformers shard names: '{prefix}-{i:05d}-of-{n:05d}.safetensors' (or .bin)
+_SHARD_NAME = compile_later(r"-\d{5}-of-\d{5}\.(?:safetensors|bin)\b")
 
 
 def classify(type_: str, message: str = "", raise_site: str | None = None, frames: list[str] | None = None) -> Family:
@@ -509,9 +521,12 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
             return Family("zero3_partitioned", "config_error", 3,
                           "a weight with no elements: a ZeRO-3 partitioned parameter read or loaded directly")
         return STATE_DICT_MISMATCH
+    site = raise_site or ""
+    from_pretrained = any(r in f for f in (frames or []) + [site] for r in _MODEL_LOADERS)
+    if from_pretrained and (_CKPT_CORRUPT.search(message) or name == "FileNotFoundError" and _SHARD_NAME.search(message)):
+        return MODEL_FILES
     if _CKPT_CORRUPT.search(message):
         return CKPT_CORRUPT
-    site = raise_site or ""
     if "zero_to_fp32.py" in site and (_ZERO_TO_FP32_RAISES.search(message) or
                                       # a checkpoint without ZeRO's keys (stage 0: param_shapes None; seen
                                       # here), read by parse_model_states / parse_optim_states
