@@ -298,6 +298,8 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
         return ckpt
     if name == "TypeError" and _LIBRARY_CALL.search(message) and _in_a_library(raise_site):
         return API_MISMATCH
+    if (name == "KeyError" and "datasets/formatting/" in (raise_site or "")) or "Current columns in the dataset" in message:
+        return DATASET_COLUMN
     if name == "TypeError" and _STACK_CALL.search(message) and raise_site and not _in_a_library(raise_site):
         return SCRIPT_API_VERSION
     if _DTYPE_MISMATCH.search(message):
@@ -581,6 +583,15 @@ SCRIPT_API_VERSION = Family("script_api_version", "config_error", 3,
                             "have (renamed or removed between releases)")
 _STACK_CALL = compile_later(r"\b\w+(?:Config|Arguments|Trainer|Model|ForCausalLM)\.\w+\(\) got an unexpected keyword "
                             r"argument '\w+'")
+
+
+# A column the code reads that the dataset does not have: datasets 5.2 formatting/formatting.py
+# LazyDict.__getitem__ (KeyError '{column}' from a map function: trl 1.16 sft_trainer.py tokenize_fn reading
+# dataset_text_field, dpo_trainer.py reading 'rejected', a script's own lambda; run here) and arrow_dataset.py's
+# column checks ('Column name [...] not in the dataset. Current columns in the dataset: [...]')
+DATASET_COLUMN = Family("dataset_column", "other", 3,
+                        "the data set lacks a column the code (the trainer's preprocessing or the script's map "
+                        "function) reads")
 
 
 COMMAND_LINE = Family("command_line", "config_error", 3,
