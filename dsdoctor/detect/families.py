@@ -93,6 +93,22 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      ("couldn't find them in the cached files", "outgoing traffic has been disabled",
       "specific connection error when trying to load", "Couldn't reach '", "We couldn't connect to '"), (),
      "a Hugging Face Hub that could not be reached (or offline mode on) for files that are not in the local cache"),
+    # a model name that is neither a local folder nor a Hub repository (transformers 5.25 utils/hub.py
+    # cached_files: '{path} is not a local folder and is not a valid model identifier listed on ...', '{path}
+    # does not appear to have a file named {file}', '{revision} is not a valid git identifier'; huggingface_hub
+    # 2.4 utils/_validators.py validate_repo_id "Repo id must be in the form 'repo_name' or
+    # 'namespace/repo_name': '{id}'" re-raised as OSError, seen here with a local path that did not exist)
+    ("model_path", "config_error", 3, ("RepositoryNotFoundError", "HFValidationError", "RevisionNotFoundError"),
+     ("is not a local folder and is not a valid model identifier", "Repo id must be in the form",
+      "Repo id must use alphanumeric chars", "does not appear to have a file named", "is not a valid git identifier"), (),
+     "a model path or Hub id that names nothing there: a local directory that does not exist (or lacks the model's "
+     "files), or a misspelt repository id"),
+    # a gated or private repository this machine's token may not read (transformers utils/hub.py 'You are trying
+    # to access a gated repo.', '{path} is a gated repository. Make sure to request access at'; huggingface_hub
+    # GatedRepoError; cited, not run: the network here is loopback only)
+    ("hub_access", "environment", 3, ("GatedRepoError",),
+     ("You are trying to access a gated repo", "is a gated repository"), (),
+     "a gated (or private) Hugging Face repository that the token on this machine may not read"),
     # a kernel this GPU is too old for: transformers modeling_utils.py ('FlashAttention{v} requires compute
     # capability >= {x}, but found ...'), integrations ('Blocked attention requires CUDA compute capability >=
     # 8.0', 'FP8 quantized models is only supported on GPUs with compute capability >= 8.9'), deepspeed
