@@ -329,7 +329,11 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     for fam_name, (rx, why) in _GRAPH_SETUP.items():
         if rx in message:
             return Family(fam_name, "config_error", 3, why)
-    if _ZERO3_EMPTY.search(message):
+    # transformers 5.25 modeling_utils.py _get_resized_embeddings / _get_resized_lm_head unpack weight.size()
+    # into two numbers, and gather the weight first only when is_deepspeed_zero3_enabled() (an HfDeepSpeedConfig
+    # alive, or the Trainer's): resize_token_embeddings on a ZeRO-3 engine's module from a plain script meets the
+    # 1-D empty partition ('not enough values to unpack (expected 2, got 1)'; run here, 2 ranks)
+    if _ZERO3_EMPTY.search(message) or ("expected 2, got 1" in message and "modeling_utils.py:_get_resized" in (raise_site or "")):
         return Family("zero3_partitioned", "config_error", 3,
                       "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
     if name in ("JSONDecodeError", "HjsonDecodeError") and \
