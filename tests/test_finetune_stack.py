@@ -74,3 +74,10 @@ def test_resize_token_embeddings_on_a_zero3_module_is_the_partitioned_weight():
     assert classify("ValueError", "not enough values to unpack (expected 2, got 1)", site).name == "zero3_partitioned"
     assert classify("ValueError", "not enough values to unpack (expected 2, got 1)", "train.py:main").name \
         != "zero3_partitioned"
+
+
+def test_a_token_id_past_the_embedding_table():
+    frames = ["/opt/venv/lib/python3.11/site-packages/torch/nn/modules/sparse.py:forward",
+              "/opt/venv/lib/python3.11/site-packages/torch/nn/functional.py:embedding"]
+    assert classify("IndexError", "index out of range in self", frames[-1], frames).name == "token_id_range"
+    assert classify("IndexError", "list index out of range", "train.py:main").name != "token_id_range"

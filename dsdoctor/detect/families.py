@@ -314,6 +314,9 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
         return ckpt
     if name == "TypeError" and _LIBRARY_CALL.search(message) and _in_a_library(raise_site):
         return API_MISMATCH
+    if name == "IndexError" and "index out of range in self" in message and \
+            any("functional.py:embedding" in f for f in (frames or []) + [raise_site or ""]):
+        return TOKEN_ID_RANGE
     if (name == "KeyError" and "datasets/formatting/" in (raise_site or "")) or "Current columns in the dataset" in message:
         return DATASET_COLUMN
     if name == "TypeError" and _STACK_CALL.search(message) and raise_site and not _in_a_library(raise_site):
@@ -612,6 +615,14 @@ _STACK_CALL = compile_later(r"\b\w+(?:Config|Arguments|Trainer|Model|ForCausalLM
 DATASET_COLUMN = Family("dataset_column", "other", 3,
                         "the data set lacks a column the code (the trainer's preprocessing or the script's map "
                         "function) reads")
+
+
+# A token id past the embedding's rows: torch's CPU embedding check (aten Embedding / index_select: 'IndexError:
+# index out of range in self', raised in torch/nn/functional.py embedding; on a GPU the same is a device-side
+# assert). Run here: a tokenizer given added tokens and the model not resized (transformers 5.25, DeepSpeed ZeRO-2).
+TOKEN_ID_RANGE = Family("token_id_range", "other", 3,
+                        "a token id larger than the model's embedding table: a tokenizer with more tokens than the "
+                        "model's vocabulary (added tokens without resize_token_embeddings, or another model's tokenizer)")
 
 
 COMMAND_LINE = Family("command_line", "config_error", 3,
