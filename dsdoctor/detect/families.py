@@ -93,6 +93,22 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      ("couldn't find them in the cached files", "outgoing traffic has been disabled",
       "specific connection error when trying to load", "Couldn't reach '", "We couldn't connect to '"), (),
      "a Hugging Face Hub that could not be reached (or offline mode on) for files that are not in the local cache"),
+    # a model name that is neither a local folder nor a Hub repository (transformers 5.25 utils/hub.py
+    # cached_files: '{path} is not a local folder and is not a valid model identifier listed on ...', '{path}
+    # does not appear to have a file named {file}', '{revision} is not a valid git identifier'; huggingface_hub
+    # 2.4 utils/_validators.py validate_repo_id "Repo id must be in the form 'repo_name' or
+    # 'namespace/repo_name': '{id}'" re-raised as OSError, seen here with a local path that did not exist)
+    ("model_path", "config_error", 3, ("RepositoryNotFoundError", "HFValidationError", "RevisionNotFoundError"),
+     ("is not a local folder and is not a valid model identifier", "Repo id must be in the form",
+      "Repo id must use alphanumeric chars", "does not appear to have a file named", "is not a valid git identifier"), (),
+     "a model path or Hub id that names nothing there: a local directory that does not exist (or lacks the model's "
+     "files), or a misspelt repository id"),
+    # a gated or private repository this machine's token may not read (transformers utils/hub.py 'You are trying
+    # to access a gated repo.', '{path} is a gated repository. Make sure to request access at'; huggingface_hub
+    # GatedRepoError; cited, not run: the network here is loopback only)
+    ("hub_access", "environment", 3, ("GatedRepoError",),
+     ("You are trying to access a gated repo", "is a gated repository"), (),
+     "a gated (or private) Hugging Face repository that the token on this machine may not read"),
     # a kernel this GPU is too old for: transformers modeling_utils.py ('FlashAttention{v} requires compute
     # capability >= {x}, but found ...'), integrations ('Blocked attention requires CUDA compute capability >=
     # 8.0', 'FP8 quantized models is only supported on GPUs with compute capability >= 8.9'), deepspeed
@@ -264,6 +280,18 @@ CKPT_CORRUPT = Family("checkpoint_corrupt", "environment", 3,
 STATE_DICT_MISMATCH = Family("state_dict_mismatch", "config_error", 3,
                              "a checkpoint whose weights do not fit the model built: another architecture or size")
 TRUNCATED = Family("unknown", "other", 1, "a traceback cut off before its exception line")
+# A pretrained model's files (not a training checkpoint) missing or cut short, read by from_pretrained
+# (transformers 5.25 modeling_utils.py _load_pretrained_model: safetensors' safe_open 'No such file or
+# directory: {dir}/model-00006-of-00006.safetensors' for a shard the index names, 'Error while deserializing
+# header: incomplete metadata, file not fully covered' for a truncated one; both run here): a download or
+# copy that did not finish, so fetching the files again is the fix, not resuming from another checkpoint
+MODEL_FILES = Family("model_files_incomplete", "environment", 3,
+                     "a pretrained model's files that are missing or cut short (a download or copy that did not "
+                     "finish)")
+_MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_pretrained_model",
+                  "auto_factory.py:from_pretrained", "peft_model.py:from_pretrained")
+# huggingface_hub / transformers shard names: '{prefix}-{i:05d}-of-{n:05d}.safetensors' (or .bin)
+_SHARD_NAME = compile_later(r"-\d{5}-of-\d{5}\.(?:safetensors|bin)\b")
 
 
 def classify(type_: str, message: str = "", raise_site: str | None = None, frames: list[str] | None = None) -> Family:
@@ -309,6 +337,13 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
         return ckpt
     if name == "TypeError" and _LIBRARY_CALL.search(message) and _in_a_library(raise_site):
         return API_MISMATCH
+    if name == "IndexError" and "index out of range in self" in message and \
+            any("functional.py:embedding" in f for f in (frames or []) + [raise_site or ""]):
+        return TOKEN_ID_RANGE
+    if (name == "KeyError" and "datasets/formatting/" in (raise_site or "")) or "Current columns in the dataset" in message:
+        return DATASET_COLUMN
+    if name == "TypeError" and _STACK_CALL.search(message) and raise_site and not _in_a_library(raise_site):
+        return SCRIPT_API_VERSION
     if _DTYPE_MISMATCH.search(message):
         return Family("dtype", "config_error", 3, "a tensor of one dtype met weights of another")
     if _META_TENSOR.search(message):
@@ -320,7 +355,11 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     for fam_name, (rx, why) in _GRAPH_SETUP.items():
         if rx in message:
             return Family(fam_name, "config_error", 3, why)
-    if _ZERO3_EMPTY.search(message):
+    # transformers 5.25 modeling_utils.py _get_resized_embeddings / _get_resized_lm_head unpack weight.size()
+    # into two numbers, and gather the weight first only when is_deepspeed_zero3_enabled() (an HfDeepSpeedConfig
+    # alive, or the Trainer's): resize_token_embeddings on a ZeRO-3 engine's module from a plain script meets the
+    # 1-D empty partition ('not enough values to unpack (expected 2, got 1)'; run here, 2 ranks)
+    if _ZERO3_EMPTY.search(message) or ("expected 2, got 1" in message and "modeling_utils.py:_get_resized" in (raise_site or "")):
         return Family("zero3_partitioned", "config_error", 3,
                       "a weight with no elements or no second dimension: a ZeRO-3 partitioned parameter read directly")
     if name in ("JSONDecodeError", "HjsonDecodeError") and \
@@ -530,9 +569,12 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
             return Family("zero3_partitioned", "config_error", 3,
                           "a weight with no elements: a ZeRO-3 partitioned parameter read or loaded directly")
         return STATE_DICT_MISMATCH
+    site = raise_site or ""
+    from_pretrained = any(r in f for f in (frames or []) + [site] for r in _MODEL_LOADERS)
+    if from_pretrained and (_CKPT_CORRUPT.search(message) or name == "FileNotFoundError" and _SHARD_NAME.search(message)):
+        return MODEL_FILES
     if _CKPT_CORRUPT.search(message):
         return CKPT_CORRUPT
-    site = raise_site or ""
     if "zero_to_fp32.py" in site and (_ZERO_TO_FP32_RAISES.search(message) or
                                       # a checkpoint without ZeRO's keys (stage 0: param_shapes None; seen
                                       # here), read by parse_model_states / parse_optim_states
@@ -575,6 +617,35 @@ _LIBRARY_DIRS = ("-packages/", "/transformers/", "/accelerate/", "/deepspeed/", 
 
 def _in_a_library(raise_site: str | None) -> bool:
     return bool(raise_site) and any(d in raise_site for d in _LIBRARY_DIRS)
+
+
+# The script calling a class of the fine-tuning stack with a keyword the installed version does not have
+# (trl 1.16 run here: 'SFTConfig.__init__() got an unexpected keyword argument 'max_seq_length'', renamed
+# max_length in trl's sft_config.py; transformers 5 training_args.py has eval_strategy, trainer.py
+# processing_class): the script was written for another release. Raised in the script's own frame (a
+# library's call is API_MISMATCH; DeepSpeed's scheduler/optimizer params are read from the ds_config line).
+SCRIPT_API_VERSION = Family("script_api_version", "config_error", 3,
+                            "the script passing a keyword argument the installed version of a library does not "
+                            "have (renamed or removed between releases)")
+_STACK_CALL = compile_later(r"\b\w+(?:Config|Arguments|Trainer|Model|ForCausalLM)\.\w+\(\) got an unexpected keyword "
+                            r"argument '\w+'")
+
+
+# A column the code reads that the dataset does not have: datasets 5.2 formatting/formatting.py
+# LazyDict.__getitem__ (KeyError '{column}' from a map function: trl 1.16 sft_trainer.py tokenize_fn reading
+# dataset_text_field, dpo_trainer.py reading 'rejected', a script's own lambda; run here) and arrow_dataset.py's
+# column checks ('Column name [...] not in the dataset. Current columns in the dataset: [...]')
+DATASET_COLUMN = Family("dataset_column", "other", 3,
+                        "the data set lacks a column the code (the trainer's preprocessing or the script's map "
+                        "function) reads")
+
+
+# A token id past the embedding's rows: torch's CPU embedding check (aten Embedding / index_select: 'IndexError:
+# index out of range in self', raised in torch/nn/functional.py embedding; on a GPU the same is a device-side
+# assert). Run here: a tokenizer given added tokens and the model not resized (transformers 5.25, DeepSpeed ZeRO-2).
+TOKEN_ID_RANGE = Family("token_id_range", "other", 3,
+                        "a token id larger than the model's embedding table: a tokenizer with more tokens than the "
+                        "model's vocabulary (added tokens without resize_token_embeddings, or another model's tokenizer)")
 
 
 COMMAND_LINE = Family("command_line", "config_error", 3,

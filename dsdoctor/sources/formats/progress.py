@@ -19,6 +19,10 @@ _BAR = compile_later(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?
 MAX_POINTS_PER_BAR = 200
 _S_IT, _IT_S = "s/it]", "it/s]"
 STEADY_GROUPS = (steady("tqdm", _S_IT, _IT_S),)
+# Bars that count a model's tensors or files, not training iterations: transformers 5.x
+# core_model_loading.py 'Loading weights' (total = the tensors, 21 for a 2-layer Llama, read as
+# the run's last step before), modeling_utils.py 'Writing model shards', 4.x 'Loading checkpoint shards'
+_NOT_TRAINING = ("Loading weights", "Writing model shards", "Loading checkpoint shards")
 
 
 @on(_S_IT, _IT_S, "s/it, ", "it/s, ")
@@ -38,6 +42,8 @@ def progress_bar(line: Line, st: StreamState):
     if n < 2 or total <= 0 or rate <= 0:
         return None                          # tqdm's first rate is start-up, not steady state
     desc = (m.group("desc") or "").strip()[-60:]
+    if desc.endswith(_NOT_TRAINING):
+        return None
     series = f"{desc}|{total}"
     last = st.scratch.setdefault("tqdm_last", {})
     gap = max(1, total // MAX_POINTS_PER_BAR)
