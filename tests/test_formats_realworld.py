@@ -718,3 +718,14 @@ def test_hf_trainer_stopping_early_on_an_exhausted_iterable_dataset(tmp_path):
     else:                        # accelerate >= 1.x dispatching the stream: it raises instead
         assert "Batch does not contain any data" in out, out[-3000:]
         assert f is not None and f.rule == "log-cfg-dataset-exhausted-crash", f
+
+
+def test_a_slowdown_in_a_run_of_seconds_is_no_lasting_drop():
+    # a healthy 16-step run on a busy machine (tests/test_fixes_work.py's fixed fp16 run showed one): the same
+    # shape over minutes is a drop
+    lines = lambda vals: "".join(  # noqa: E731
+        f" iteration {i + 1:8d}/ 16 | elapsed time per iteration (ms): {v:.1f} | lm loss: 2.1E+00 | "
+        f"number of skipped iterations:   0 | number of nan iterations:   0 |\n" for i, v in enumerate(vals))
+    short = [200.0, 201.0, 199.0, 200.0, 202.0, 200.0, 199.0, 201.0, 200.0, 200.0, 300.0, 305.0, 298.0, 301.0, 300.0, 302.0]
+    assert top(lines(short)) is None
+    assert top(lines([v * 100 for v in short])).rule == "throughput-drop"

@@ -30,6 +30,10 @@ from .base import Detector, symptom_from
 MAX_POINTS = 2048
 MIN_DROP = 0.04
 NOISE_Z = 3.0
+# a series that covers less than this (by the lines' own times, or the iteration times themselves) holds no drop
+# that "stayed": its slowdowns are hiccups of the host (another process, a save, a loaded CI machine); a healthy
+# 16-step run of a few seconds on a busy 2-core machine showed one in its last steps
+MIN_SERIES_SECONDS = 60.0
 RANK_WINDOW = 32
 SLOW_RATIO = 1.25        # a rank >= 25 % slower than the median rank ...
 SLOW_Z = 4.0             # ... and far outside the spread of the others
@@ -163,6 +167,21 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
             best = {"split": k, "before": b, "after": a, "change": change, "points_after": len(after),
                     "points_before": len(before), "mean_change": mean_change}
     return best
+
+
+def _span(s: "_Series", k: int, metric: str) -> float:
+    """Seconds the readings from split k on cover: by the lines' times, else by the iteration times
+    themselves; infinite when neither is known (a tqdm rate with no clock: judged as before)."""
+    first, last = s.events[k], s.events[-1]
+    if first is not None and last is not None and first.time is not None and last.time is not None:
+        return last.time - first.time + (last.time - first.time) / max(1, len(s.values) - k - 1)
+    if metric == "iter_ms":
+        # sampled lines (sources/sampler.py) keep one reading in several: count the iterations by their numbers
+        a, b = s.steps[k], s.steps[-1]
+        if a is not None and b is not None and b >= a:
+            return (b - a + 1) * median(s.values[k:]) / 1000.0
+        return sum(s.values[k:]) / 1000.0
+    return float("inf")
 
 
 def _sorted_median(xs: list[float]) -> float:
@@ -371,6 +390,8 @@ class ThroughputDetector(Detector):
             # a progress bar's smoothed rate dips for a few updates after every evaluation pause:
             # only a slowdown over at least a tenth of the bar counts
             d = find_drop(s.values, _METRICS[metric], min_after=max(5, len(s.values) // 10) if key[3] else None)
+            if d and _span(s, 0, metric) < MIN_SERIES_SECONDS:
+                continue
             if d and (best is None or d["change"] > best[2]["change"]):
                 best = (metric, s, d)
         if best is None:
