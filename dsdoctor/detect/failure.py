@@ -32,7 +32,7 @@ from ..findings import Evidence, Symptom
 from .base import Detector
 from .families import CKPT_MISSING, Family, classify
 from .ds_misuse import zero3_empty_checkpoint
-from .quiet_end import quiet_end
+from .quiet_end import Waits, quiet_end
 from .early_exit import rank_left_early
 from .rank_waits import ranks_wait_apart
 
@@ -431,13 +431,13 @@ class FailureDetector(Detector):
         if not out and decisive is None and not self.kills:
             phase, phase_text = self._phase()
             end = self.end_event
-            hang = quiet_end(said=self.hang_said, op_wait=self.op_wait, store_wait=self.store_wait, peer_lost=self.peer_lost,
-                               connect_wait=self.connect_wait,
-                               nccl_connecting=max(self.nccl_connecting.values(), key=lambda fl: fl[1][0], default=None),
-                               last_seq=self.mark_seq, last_step=self.last_step if phase == "training" else None,
-                               phase=phase, phase_text=phase_text,
-                               last_event=self.last_progress or (self.phase[3] if self.phase else None),
-                               normal_end=end is not None and end.source in self.ended)
+            waits = Waits(said=self.hang_said, op_lock=self.op_wait, store=self.store_wait, connect=self.connect_wait,
+                          nccl_connecting=max(self.nccl_connecting.values(), key=lambda fl: fl[1][0], default=None),
+                          peer_lost=self.peer_lost)
+            hang = quiet_end(waits, last_seq=self.mark_seq, last_step=self.last_step if phase == "training" else None,
+                             phase=phase, phase_text=phase_text,
+                             last_event=self.last_progress or (self.phase[3] if self.phase else None),
+                             normal_end=end is not None and end.source in self.ended)
             if hang is not None:
                 out.append(hang)
         return out

@@ -33,28 +33,41 @@ of its own: detect/failure.py calls `quiet_end` at the end when it found nothing
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..events import Event
 from ..findings import Evidence, Symptom
 
+Seen = tuple[int, Event]          # (seq, event): where in the input a wait was last said
 
-def quiet_end(*, said: tuple[int, Event] | None, op_wait: tuple[int, Event] | None,
-                store_wait: tuple[int, Event] | None, peer_lost: tuple[int, Event] | None, last_seq: int,
-                connect_wait: tuple[int, Event] | None,
-                nccl_connecting: tuple[tuple[int, Event], tuple[int, Event]] | None,
-                last_step: int | None, phase: str | None, phase_text: str | None, last_event: Event | None,
-                normal_end: bool) -> Symptom | None:
+
+@dataclass(frozen=True)
+class Waits:
+    """What the log last said it waited on (each the last such line, or None); detect/failure.py
+    collects them while it reads and hands them over at the end."""
+    said: Seen | None = None                  # the person's own word that it hangs (sources/formats/paste.py)
+    op_lock: Seen | None = None               # a JIT op build's lock (torch cpp_extension 'Using DIR as ...')
+    store: Seen | None = None                 # torch's store-based barrier short of the world size
+    connect: Seen | None = None               # the c10d client's connect-and-retry warning
+    nccl_connecting: tuple[Seen, Seen] | None = None   # the first and last NCCL set-up line of one process
+    peer_lost: Seen | None = None             # NCCL's warning that a peer closed the connection
+
+
+def quiet_end(waits: Waits, *, last_seq: int, last_step: int | None, phase: str | None, phase_text: str | None,
+              last_event: Event | None, normal_end: bool) -> Symptom | None:
     """The symptom of a hang the log cannot show, or None. `last_seq` is the seq of the last
     training progress or start-up mark: a wait before it ended."""
-    op = op_wait if op_wait is not None and op_wait[0] > last_seq else None
-    store = store_wait if store_wait is not None and store_wait[0] > last_seq else None
+    said, peer_lost = waits.said, waits.peer_lost
+    op = waits.op_lock if waits.op_lock is not None and waits.op_lock[0] > last_seq else None
+    store = waits.store if waits.store is not None and waits.store[0] > last_seq else None
     if store is not None:
         d = store[1].data
         if not (isinstance(d.get("joined"), int) and isinstance(d.get("world_size"), int)
                 and d["joined"] < d["world_size"]):
             store = None
-    connect = connect_wait if connect_wait is not None and connect_wait[0] > last_seq and not normal_end else None
-    nccl = nccl_connecting if nccl_connecting is not None and nccl_connecting[1][0] > last_seq and not normal_end \
-        else None
+    connect = waits.connect if waits.connect is not None and waits.connect[0] > last_seq and not normal_end else None
+    nccl = waits.nccl_connecting if waits.nccl_connecting is not None and waits.nccl_connecting[1][0] > last_seq \
+        and not normal_end else None
     where = op or store or connect or (nccl[1] if nccl else None)
     if said is None:
         if store is not None:
