@@ -169,18 +169,18 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
     return best
 
 
-def _span(s: "_Series", k: int, metric: str) -> float:
-    """Seconds the readings from split k on cover: by the lines' times, else by the iteration times
-    themselves; infinite when neither is known (a tqdm rate with no clock: judged as before)."""
-    first, last = s.events[k], s.events[-1]
+def _span(s: "_Series", metric: str) -> float:
+    """Seconds the series covers: by the lines' times, else by the iteration times themselves;
+    infinite when neither is known (a tqdm rate with no clock: judged as before)."""
+    first, last = s.events[0], s.events[-1]
     if first is not None and last is not None and first.time is not None and last.time is not None:
-        return last.time - first.time + (last.time - first.time) / max(1, len(s.values) - k - 1)
+        return last.time - first.time + (last.time - first.time) / max(1, len(s.values) - 1)
     if metric == "iter_ms":
         # sampled lines (sources/sampler.py) keep one reading in several: count the iterations by their numbers
-        a, b = s.steps[k], s.steps[-1]
+        a, b = s.steps[0], s.steps[-1]
         if a is not None and b is not None and b >= a:
-            return (b - a + 1) * median(s.values[k:]) / 1000.0
-        return sum(s.values[k:]) / 1000.0
+            return (b - a + 1) * median(s.values) / 1000.0
+        return sum(s.values) / 1000.0
     return float("inf")
 
 
@@ -390,7 +390,7 @@ class ThroughputDetector(Detector):
             # a progress bar's smoothed rate dips for a few updates after every evaluation pause:
             # only a slowdown over at least a tenth of the bar counts
             d = find_drop(s.values, _METRICS[metric], min_after=max(5, len(s.values) // 10) if key[3] else None)
-            if d and _span(s, 0, metric) < MIN_SERIES_SECONDS:
+            if d and _span(s, metric) < MIN_SERIES_SECONDS:
                 continue
             if d and (best is None or d["change"] > best[2]["change"]):
                 best = (metric, s, d)

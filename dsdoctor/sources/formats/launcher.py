@@ -66,8 +66,14 @@ def deepspeed_launcher(line: Line, st: StreamState):
         # '{cmd}' is launch.py's variable of its spawn loop: the LAST rank it started, whichever rank
         # failed (deepspeed/launcher/launch.py main, 0.19): the last local rank names none of them
         local = None
-    rank = node[0] * node[1] + local if node and local is not None and local < node[1] else None
-    return _killed(line, st, code, "launcher", rank=rank, local_rank=local)
+    return _killed(line, st, code, "launcher", rank=_global_rank(st, line.host, local), local_rank=local)
+
+
+def _global_rank(st: StreamState, host: str | None, local: int | None) -> int | None:
+    """The global rank of a local rank of the DeepSpeed launcher on `host`, from its 'nnodes=N,
+    num_local_procs=K, node_rank=M' line (launch.py numbers ranks node by node, K per node)."""
+    node = st.scratch.get("launcher.node", {}).get(host)
+    return node[0] * node[1] + local if node and local is not None and local < node[1] else None
 
 
 # launch.py main: 'process {pid} spawned with command: [..., '--local_rank=N', ...]' (which rank a pid is) and,
@@ -95,9 +101,8 @@ def deepspeed_launcher_rank_done(line: Line, st: StreamState):
     pid = int(m.group(1))
     pids = st.scratch.get("launcher.pids", {})
     local = pids.get((line.host, pid))
-    node = st.scratch.get("launcher.node", {}).get(line.host)
-    rank = node[0] * node[1] + local if node and local is not None and local < node[1] else None
-    return line.event("rank_done", step=st.step_of(line.rank), rank=rank, pid=pid, local_rank=local,
+    return line.event("rank_done", step=st.step_of(line.rank), rank=_global_rank(st, line.host, local), pid=pid,
+                      local_rank=local,
                       spawned=sum(1 for h, _ in pids if h == line.host) or None, who="launcher")
 
 
