@@ -90,6 +90,16 @@ _TORCH = "/usr/lib/python3/site-packages/torch/"
      "failed", _TORCH + "serialization.py:_save", [], "unpicklable_save"),
     ("RuntimeError", "Trying to backward through the graph a second time (or directly access saved tensors after "
      "they have already been freed).", _TORCH + "autograd/graph.py:_engine_run_backward", [], "backward_twice"),
+    # torch autograd's words, real runs here (tests: fixtures lead13_*)
+    ("RuntimeError", "one of the variables needed for gradient computation has been modified by an inplace "
+     "operation: [torch.FloatTensor [4, 16]], which is output 0 of Sigmoid, is at version 1; expected version 0 "
+     "instead.", _TORCH + "autograd/graph.py:_engine_run_backward", [], "autograd_inplace"),
+    ("RuntimeError", "Cannot re-initialize CUDA in forked subprocess. To use CUDA with multiprocessing, you must "
+     "use the 'spawn' start method", _TORCH + "cuda/__init__.py:_lazy_init", [], "cuda_in_fork"),
+    ("RuntimeError", "No backend type associated with device type cpu", "/w/train.py:<module>", [],
+     "collective_device"),
+    ("AssertionError", "no_sync context manager is incompatible with gradient partitioning logic of ZeRO stage 2",
+     _DS + "runtime/engine.py:no_sync", [], "ds_no_sync"),
 ])
 def test_each_raise_site_is_its_family(type_, message, site, frames, family):
     fam = classify(type_, message, site, frames)

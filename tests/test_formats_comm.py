@@ -305,10 +305,16 @@ def test_gloo_real_torch_213_pair():
     ("torch.distributed.DistStoreError: Timeout waiting for key: default_pg/0//cuda//0 after 1800000 ms", "key_timeout", "rendezvous-timeout"),
     ("RuntimeError: The server socket has failed to bind to [::]:29500 (errno: 98 - Address already in use).", "address_in_use",
      "rendezvous-address-in-use"),
+    ("torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError", "join_timeout", "rendezvous-timeout"),
 ])
 def test_rendezvous_errors(text, rdzv, rule):
     assert one(text, "nccl_error").data["rdzv"] == rdzv
     assert findings(text)[0].rule == rule
+
+
+def test_rendezvous_timeout_named_in_a_frame_is_not_the_error():
+    assert not [e for e in events("    except RendezvousTimeoutError:  # torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError")
+                if e.kind == "nccl_error"]
 
 
 def test_rendezvous_retries_are_not_errors():

@@ -22,9 +22,11 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # accessible in pipeline mode.')
     ("ds_pipe_api", "a PipelineEngine driven like the plain engine (engine(x), backward, step)",
      ("is accessible in pipeline mode",), ()),
-    # runtime/engine.py DeepSpeedEngine.backward 'loss must be a scalar tensor...': a PipelineModule
-    # without loss_fn hands its last layer's output to backward
-    ("ds_loss_not_scalar", "engine.backward() got a tensor that is not one number (the loss)",
+    # runtime/engine.py DeepSpeedEngine.backward 'loss must be a scalar tensor...' (runtime/utils.py
+    # maybe_loss_for_backward: one element AND a grad_fn): a PipelineModule without loss_fn hands its last
+    # layer's output to backward; a loss made under torch.no_grad() or from frozen parameters has no grad_fn
+    ("ds_loss_not_scalar", "engine.backward() got no loss it can differentiate (a tensor of more than one "
+     "number, or one with no gradient graph)",
      ("loss must be a scalar tensor",), ()),
     # zero/stage_1_and_2.py _configure_moe_settings: "The model has moe layers, but None of the param groups
     # are marked as MoE. Create a param group with 'moe' key set to True before creating optimizer"
@@ -37,12 +39,29 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # runtime/engine.py _do_optimizer_sanity_check 'unsupported mix of model_dtype=... and grad_accum_dtype=...'
     ("ds_grad_accum_dtype", "data_types.grad_accum_dtype set to a dtype this precision and ZeRO stage cannot "
      "accumulate in", ("unsupported mix of model_dtype",), ()),
+    # runtime/engine.py DeepSpeedEngine.no_sync 'no_sync context manager is incompatible with gradient
+    # partitioning logic of ZeRO stage {n}' (a real run here: DDP's accumulation idiom under ZeRO-2)
+    ("ds_no_sync", "DDP's `with model.no_sync():` gradient-accumulation idiom used on a ZeRO stage 2/3 engine",
+     ("no_sync context manager is incompatible with gradient partitioning",), ()),
 ]
 
 _EMPTY_PARAMS = "optimizer got an empty parameter list"      # torch/optim/optimizer.py Optimizer.__init__
 # torch/autograd: a second backward through a freed graph (engine.backward twice, or loss.backward()
 # and engine.backward(loss))
 _BACKWARD_TWICE = "Trying to backward through the graph a second time"
+# The script's own use of torch, not DeepSpeed: torch/csrc/autograd (libtorch_cpu: 'one of the variables needed
+# for gradient computation has been modified by an inplace operation': a real run here; 'element 0 of tensors does
+# not require grad' is families.py's no_grad_graph); torch/cuda/__init__.py _lazy_init ('Cannot re-initialize CUDA in
+# forked subprocess'); c10d ProcessGroup::getBackend (libtorch_cpu: 'No backend type associated with device type
+# {}': a collective on a tensor whose device the group has no backend for, e.g. a CPU tensor in an NCCL group)
+_TORCH_SCRIPT = [
+    ("autograd_inplace", "an in-place operation changed a tensor autograd had saved for the backward pass",
+     "modified by an inplace operation"),
+    ("cuda_in_fork", "CUDA used in a forked child process (a DataLoader worker or multiprocessing pool touching "
+     "the GPU)", "Cannot re-initialize CUDA in forked subprocess"),
+    ("collective_device", "a collective called on a tensor whose device the process group has no backend for (a "
+     "CPU tensor in an NCCL group, or a GPU tensor in a gloo one)", "No backend type associated with device type"),
+]
 
 
 def misuse_family(name: str, message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
@@ -55,6 +74,9 @@ def misuse_family(name: str, message: str, raise_site: str | None, frames: list[
         return Family("backward_twice", "config_error", 3,
                       "backward() run twice over one forward's graph (engine.backward twice, or loss.backward() "
                       "and engine.backward(loss))")
+    for fam, why, text in _TORCH_SCRIPT:
+        if text in message:
+            return Family(fam, "config_error", 3, why)
     in_ds = any("deepspeed/" in w for w in where)
     # pipe/engine.py PipelineEngine._next_batch: next(self.data_iterator) ran dry inside train_batch
     if name == "StopIteration" and any("pipe/engine.py" in w for w in where):

@@ -129,6 +129,14 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "[Errno 30]", "PytorchStreamWriter failed writing file", "file write failed", "unexpected pos ",
       "basic_ios::clear: iostream error"),
      (), "a full disk (or quota, or a read-only file system) while writing"),
+    # a file system that failed under the run, not a full one: errno 116 ESTALE ('[Errno 116] Stale file handle':
+    # an NFS file replaced or its export remounted), 107 ENOTCONN ('Transport endpoint is not connected': a FUSE
+    # mount, s3fs / gcsfuse / blobfuse / sshfs, whose daemon died), 5 EIO ('Input/output error': the disk or the
+    # network file system failing, or a print() to a terminal that closed); CPython's OSError wording of strerror
+    ("storage_io", "environment", 3, (),
+     ("Stale file handle", "[Errno 116]", "Transport endpoint is not connected", "[Errno 107]",
+      "Input/output error", "[Errno 5]"), (),
+     "a file system that failed under the run: a network or FUSE mount that dropped or went stale, or an I/O error"),
     # a per-process limit (errno 24 EMFILE, 'Too many open files'): torch's DataLoader shares each
     # batch's tensors through file descriptors by default (torch/multiprocessing/reductions.py,
     # libshm 'unable to open shared memory object <...> in read-write mode: Too many open files (24)')
@@ -669,6 +677,8 @@ def _dataloader_family(message: str, raise_site: str | None, frames: list[str] |
     site = raise_site or ""
     if "ancdata" in message or "Too many open files" in message:
         return None           # the descriptors ran out: the open-files family says so
+    if "[Errno 12]" in message or "Cannot allocate memory" in message:
+        return None           # os.fork of a worker refused for want of memory: host_memory says so
     if "multiprocessing/" in site and "torch/" not in site and \
             any("resource_sharer.py" in f or "torch/utils/data/" in f or "torch/multiprocessing/" in f for f in frames or ()):
         return DATALOADER_LOST

@@ -354,14 +354,21 @@ _RDZV_PEER = compile_later(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) 
     "The connection to the C10d store has failed",
     # torch/csrc/distributed/c10d/TCPStore.cpp: the server's waitForWorkers ('Timed out after {} seconds
     # waiting for clients. {}/{} clients joined.'): the master's store, waiting for nodes that never came
-    "waiting for clients. ")
+    "waiting for clients. ",
+    # torch/distributed/elastic/rendezvous/dynamic_rendezvous.py: torchrun's agents did not gather --nnodes
+    # within join_timeout (600 s by default; `raise RendezvousTimeoutError`, no message; a real run here)
+    "rendezvous.api.RendezvousTimeoutError")
 def rendezvous_error(line: Line, st: StreamState):
     t = line.text
     # c10's log of a TCPStore error carries the error's what(), whose backtrace ('Exception raised
     # from throwTimeoutError at .../socket.cpp', torch/csrc/distributed/c10d/TCPStore.cpp: the
     # client's retry loop) follows on the next line: it was logged, not raised (traceback.c10_error)
     st.scratch.setdefault("c10.logged", {})[line.rank] = line.lineno
-    if "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
+    if "RendezvousTimeoutError" in t:
+        if not t.lstrip().startswith("torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError"):
+            return None           # the name inside a frame or a sentence, not the raised exception's line
+        cause = "join_timeout"
+    elif "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
         cause = "address_in_use"
     elif "C10d store has failed" in t and st.scratch.get("rdzv.store_lost"):
         return None               # torchrun's agent wrapping the store's broken connection (store_connection_lost)
