@@ -137,6 +137,14 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      ("Stale file handle", "[Errno 116]", "Transport endpoint is not connected", "[Errno 107]",
       "Input/output error", "[Errno 5]"), (),
      "a file system that failed under the run: a network or FUSE mount that dropped or went stale, or an I/O error"),
+    # a batch the tokenizer cannot make rectangular: transformers 5.25 tokenization_utils_base.py _get_padding_truncation_
+    # strategies ('Asking to pad but the tokenizer does not have a padding token'), BatchEncoding.convert_to_tensors
+    # ('Unable to create tensor, you should probably activate truncation and/or padding'); both run here
+    ("tokenizer_batch", "other", 3, (),
+     ("Asking to pad but the tokenizer does not have a padding token",
+      "Unable to create tensor, you should probably activate truncation and/or padding"), (),
+     "a batch the tokenizer or data collator cannot pad into one tensor (no pad token, or rows of different "
+     "lengths with padding off)"),
     # a per-process limit (errno 24 EMFILE, 'Too many open files'): torch's DataLoader shares each
     # batch's tensors through file descriptors by default (torch/multiprocessing/reductions.py,
     # libshm 'unable to open shared memory object <...> in read-write mode: Too many open files (24)')
