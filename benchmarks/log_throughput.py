@@ -298,6 +298,9 @@ def generate(folder: Path, total_bytes: int, files: int, seed: int = 0) -> list[
                 chunk = h.lines(rnd.choices(range(len(KINDS)), WEIGHTS, k=2048))
                 written += len(chunk.encode()) if not chunk.isascii() else len(chunk)
                 fh.write(chunk)
+            if not failed:        # a small set whose last chunk jumped past FAIL_AT: the story still ends it
+                for rank in stories:
+                    fh.write(_story(rank, world, h, prefix=files == 1))
     return paths
 
 
