@@ -729,3 +729,16 @@ def test_a_slowdown_in_a_run_of_seconds_is_no_lasting_drop():
     short = [200.0, 201.0, 199.0, 200.0, 202.0, 200.0, 199.0, 201.0, 200.0, 200.0, 300.0, 305.0, 298.0, 301.0, 300.0, 302.0]
     assert top(lines(short)) is None
     assert top(lines([v * 100 for v in short])).rule == "throughput-drop"
+
+
+def test_one_export_time_on_every_line_leaves_the_length_to_the_iteration_times():
+    # docker's json-file export with a single "time" (the copy's, not the print's): the lines' times span 0 s,
+    # the iteration times minutes; the drop stays a drop (the dev set's BLOOM log pasted that way lost it)
+    import json
+    vals = [20000.0, 20100.0, 19900.0, 20000.0, 20200.0, 20000.0, 19900.0, 20100.0, 20000.0, 20000.0,
+            30000.0, 30500.0, 29800.0, 30100.0, 30000.0, 30200.0]
+    text = "".join(json.dumps({"log": f" iteration {i + 1:8d}/ 16 | elapsed time per iteration (ms): {v:.1f} | "
+                                      "lm loss: 2.1E+00 | number of skipped iterations:   0 | number of nan "
+                                      "iterations:   0 |\n", "stream": "stderr", "time": "2026-12-05T10:00:00Z"}) + "\n"
+                   for i, v in enumerate(vals))
+    assert top(text).rule == "throughput-drop"

@@ -173,7 +173,10 @@ def _span(s: "_Series", metric: str) -> float:
     """Seconds the series covers: by the lines' times, else by the iteration times themselves;
     infinite when neither is known (a tqdm rate with no clock: judged as before)."""
     first, last = s.events[0], s.events[-1]
-    if first is not None and last is not None and first.time is not None and last.time is not None:
+    # one time on every line (a log export that stamps the copy, not the print: docker's json-file with one
+    # "time") says nothing about the run's length: the iteration times then do
+    if first is not None and last is not None and first.time is not None and last.time is not None and \
+            last.time > first.time:
         return last.time - first.time + (last.time - first.time) / max(1, len(s.values) - 1)
     if metric == "iter_ms":
         # sampled lines (sources/sampler.py) keep one reading in several: count the iterations by their numbers
