@@ -59,6 +59,10 @@ class NonFiniteDetector(Detector):
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data
+        if k == "grad_norm":             # (the kinds of nearly every event first)
+            return self._grad_norm(ev, seq)
+        if k == "loss":
+            return self._loss(ev, seq)
         if k == "context":
             if d.get("dtype"):
                 self.dtype = d["dtype"]
@@ -83,10 +87,6 @@ class NonFiniteDetector(Detector):
             return ()
         if k == "overflow" and self.dtype is None and d.get("dtype"):
             self.dtype = d["dtype"]
-        if k == "grad_norm":
-            return self._grad_norm(ev, seq)
-        if k == "loss":
-            return self._loss(ev, seq)
         if k == "skipped":
             bad = self.bad_gnorm
             if bad is not None and d.get("per_interval") and d.get("skipped") == 0 and bad.step == ev.step:

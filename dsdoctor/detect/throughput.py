@@ -267,14 +267,10 @@ class ThroughputDetector(Detector):
         self.throttle: set[str] = set()          # clock slowdown reasons an `nvidia-smi -q` in the log showed
         self.throttle_ev: Event | None = None
 
-    def _phase_share(self, ev: Event, seq: int) -> None:
+    def _share(self, ph: dict[str, float], ev: Event, seq: int) -> None:
         """Per timer line: how long the optimizer step / gradient all-reduce took against the
-        compute (forward + backward). Any rank, also lines without one."""
-        ph: dict[str, float] = {}
-        for name, v in ev.data.items():
-            p = _PHASES.get(name)
-            if p and isinstance(v, (int, float)) and p not in ph:
-                ph[p] = float(v)
+        compute (forward + backward), from the line's first value of each phase (`ph`). Any
+        rank, also lines without one."""
         compute = ph.get("forward", 0.0) + ph.get("backward_compute", ph.get("backward", 0.0))
         if compute <= 0:
             return
@@ -285,6 +281,32 @@ class ThroughputDetector(Detector):
                 if len(lst) < MAX_POINTS:
                     lst.append((v, compute, ev, seq))
 
+    def _timers(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        """A timer line: its phase shares (_share) and the rank's phase windows (as `feed` does
+        for a live step), from one pass over its timers (~10 per line, one line per record)."""
+        first: dict[str, float] = {}
+        rank = ev.rank
+        phases = self.rank_phase.setdefault(rank, {}) if rank is not None else None
+        got = False
+        for name, v in ev.data.items():
+            p = _PHASES.get(name)
+            if p and isinstance(v, (int, float)):
+                if p not in first:
+                    first[p] = float(v)
+                if phases is not None:
+                    q = phases.get(p)
+                    if q is None:
+                        q = phases[p] = deque(maxlen=RANK_WINDOW)
+                    q.append(float(v))
+                    if len(self.phase_event) < 65536:
+                        self.phase_event[(rank, p)] = ev
+                    got = True
+        self._share(first, ev, seq)
+        if got:
+            self.rank_event[rank] = ev
+            self.first_seq.setdefault(rank, seq)
+        return ()
+
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "telemetry":
             # only readings printed in a log (formats/hardware.py); live telemetry goes to the exchange
@@ -293,7 +315,7 @@ class ThroughputDetector(Detector):
                 self.throttle_ev = self.throttle_ev or ev
             return ()
         if ev.kind == "timers":
-            self._phase_share(ev, seq)
+            return self._timers(ev, seq)
         if ev.kind == "throughput":
             if ev.data.get("summary"):
                 return ()                   # an end-of-training average is not a point in time

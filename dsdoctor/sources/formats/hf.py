@@ -48,29 +48,29 @@ def metrics(line: Line, st: StreamState):
     if t.startswith(_RAY_REPORT):
         step = _ray_report_index(line, st, t) or step
     out = []
-    ev = lambda kind, **data: line.event(kind, step=step, **data)  # noqa: E731
+    event = line.event
+    vals = {k: num(v) for k, v in d.items()}     # each value read once (a dict per parsed line)
     # grad_norm first: the detector pairs a non-finite grad norm with the loss of the same log
-    if "grad_norm" in d and num(d["grad_norm"]) is not None:
-        out.append(ev("grad_norm", value=num(d["grad_norm"])))
+    if (v := vals.get("grad_norm")) is not None:
+        out.append(event("grad_norm", step, value=v))
     for key in ("loss", "eval_loss"):
-        if key in d and num(d[key]) is not None:
+        if (v := vals.get(key)) is not None:
             # a Trainer row (logging_nan_inf_filter logs a NaN as 0.0): detect/nonfinite.py reads a sudden
             # 'loss' 0.0 whether a grad_norm is logged (4.46: a finite one) or not (4.36); not an RL
             # trainer's row (TRL's GRPO/PPO log 'reward', 'kl', 'rewards/...'), whose policy loss is 0.0
             # to the printed digits on many healthy steps (group-normalised advantages, beta 0)
             sudden_ok = key == "loss" and not any(k in _RL_KEYS or k.startswith(_RL_PREFIXES) for k in d)
-            out.append(ev("loss", value=num(d[key]), name=key, epoch=num(d.get("epoch")),
-                          grad_norm_logged=("grad_norm" in d) if sudden_ok else None))
-    for key, raw in d.items():
-        v = num(raw)
+            out.append(event("loss", step, value=v, name=key, epoch=vals.get("epoch"),
+                             grad_norm_logged=("grad_norm" in d) if sudden_ok else None))
+    for key, v in vals.items():
         if key not in ("loss", "eval_loss", "grad_norm") and v is not None and not math.isfinite(v) \
                 and _TRAINING_METRIC.search(key):
-            out.append(ev("loss", value=v, name=key, epoch=num(d.get("epoch"))))
+            out.append(event("loss", step, value=v, name=key, epoch=vals.get("epoch")))
             break                       # the first one names the problem; the others are echoes
-    if "learning_rate" in d and num(d["learning_rate"]) is not None:
-        out.append(ev("lr", value=num(d["learning_rate"])))
-    if "train_samples_per_second" in d and num(d["train_samples_per_second"]) is not None:
-        out.append(ev("throughput", samples_per_sec=num(d["train_samples_per_second"]), summary=True))
+    if (v := vals.get("learning_rate")) is not None:
+        out.append(event("lr", step, value=v))
+    if (v := vals.get("train_samples_per_second")) is not None:
+        out.append(event("throughput", step, samples_per_sec=v, summary=True))
     return out
 
 

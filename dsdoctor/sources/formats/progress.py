@@ -32,9 +32,18 @@ def progress_bar(line: Line, st: StreamState):
     # may stop after the last unit: the same matches, without trying the record a bar is glued
     # to ('...1.3it/s][Rank 0] time (ms) | fwd: ...' cost 12 us instead of 2)
     endpos = max(text.rfind("s/it"), text.rfind("it/s")) + 5
-    m = None
-    for m in _BAR.finditer(text, 0, endpos):  # a pasted line may hold several updates: the last counts
-        pass
+    # Every match holds its own '%|': with one in the text there is one match at most, and
+    # `search` finds it without trying the rest of the line for another (a bar glued to a
+    # record: 17 us instead of 33); with none there is no match
+    bars = text.count("%|", 0, endpos)
+    if bars == 0:
+        return None
+    if bars == 1:
+        m = _BAR.search(text, 0, endpos)
+    else:
+        m = None
+        for m in _BAR.finditer(text, 0, endpos):  # a pasted line may hold several updates: the last counts
+            pass
     if m is None:
         return None
     n, total = int(m.group("n")), int(m.group("total"))
