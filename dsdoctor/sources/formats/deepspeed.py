@@ -357,6 +357,21 @@ def batch_missing(line: Line, st: StreamState):
                       message=line.text.strip()[-300:])
 
 
+# runtime/config.py _reject_removed_config_keys: a key of a feature removed in 0.19 (#8489) stops
+# DeepSpeedConfig with the message DeepSpeed keeps for that key (_REMOVED_TOP_LEVEL_CONFIG_KEYS /
+# _REMOVED_ZERO_CONFIG_KEYS, copied into the key catalogue's snapshot): the message names the key.
+@on("DeepSpeedConfigError: ")
+def removed_key(line: Line, st: StreamState):
+    from ...config.catalogue import snapshot_catalogue      # a json read, once, on such a line only
+    cat = snapshot_catalogue()
+    for table, prefix in ((cat.removed, ""), (cat.removed_zero, "zero_optimization.")):
+        for k, msg in table.items():
+            if msg.split(" See https:")[0][:150] in line.text:     # the two MiCS keys share 60 characters
+                return line.event("config_error", error="removed_key", key=prefix + k,
+                                  message=line.text.strip()[-300:], patch=nested(prefix + k, None))
+    return None
+
+
 # "auto" reaching DeepSpeed itself (only the HF Trainer / accelerate replace it): the batch
 # arithmetic of runtime/config.py (_set_batch_related_parameters / _batch_assertion) then fails
 # with a TypeError on a str. The frame line arms it, the TypeError right after fires.
