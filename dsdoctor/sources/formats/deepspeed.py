@@ -372,6 +372,30 @@ def removed_key(line: Line, st: StreamState):
     return None
 
 
+# utils/logging.py get_log_level_from_string: the ds_config's log_level (runtime/engine.py
+# set_log_level_from_string(self.log_level())) or the launcher's --log_level (launcher/runner.py,
+# launch.py: set_log_level_from_string(args.log_level), whose code line in the traceback says so).
+_LOG_LEVEL = compile_later(r"ValueError: (.*?) is not one of the valid logging levels")
+
+
+@on("set_log_level_from_string(args.log_level)")
+def log_level_launcher_frame(line: Line, st: StreamState):
+    st.scratch["ds_log_level_launcher"] = line.lineno
+    return None
+
+
+@on("is not one of the valid logging levels")
+def bad_log_level(line: Line, st: StreamState):
+    m = _LOG_LEVEL.search(line.text)
+    if not m or not st.once(("bad_log_level",)):
+        return None                       # every rank raises it; one finding
+    armed = st.scratch.get("ds_log_level_launcher")
+    launcher = armed is not None and 0 < line.lineno - armed <= 12
+    return line.event("config_error", error="bad_log_level", key="--log_level" if launcher else "log_level",
+                      value=m.group(1), launcher=launcher, message=line.text.strip()[-300:],
+                      patch=None if launcher else {"log_level": "info"})
+
+
 # "auto" reaching DeepSpeed itself (only the HF Trainer / accelerate replace it): the batch
 # arithmetic of runtime/config.py (_set_batch_related_parameters / _batch_assertion) then fails
 # with a TypeError on a str. The frame line arms it, the TypeError right after fires.
@@ -776,8 +800,14 @@ def bad_optimizer(line: Line, st: StreamState):
         return None
     m = _BAD_OPT.search(line.text)
     v = m.group(1) if m else None
-    return line.event("config_error", error="unknown_optimizer", key="optimizer.type", value=v,
-                      removed=v in ("OneBitAdam", "ZeroOneAdam", "OneBitLamb"), message=line.text[-300:])
+    removed = v in ("OneBitAdam", "ZeroOneAdam", "OneBitLamb")
+    real = None
+    if v and not removed:         # a misspelt name: the closest of DeepSpeed's own (the doctor's lint does the same)
+        import difflib
+        from ...config.lint import DS_OPTIMIZERS_FALLBACK
+        real = next(iter(difflib.get_close_matches(v.lower(), DS_OPTIMIZERS_FALLBACK, n=1, cutoff=0.6)), None)
+    return line.event("config_error", error="unknown_optimizer", key="optimizer.type", value=v, removed=removed,
+                      suggestion=real, patch={"optimizer": {"type": real}} if real else None, message=line.text[-300:])
 
 
 @on("bfloat16 and fp16 modes cannot be simultaneously enabled")
@@ -808,7 +838,7 @@ def client_optimizer_offload(line: Line, st: StreamState):
         return None                       # every rank raises it; one finding
     m = _CLIENT_OPT.search(line.text)
     return line.event("config_error", step=st.step_of(line.rank), error="client_optimizer_offload",
-                      key="zero_force_ds_cpu_optimizer", cls=m.group(1) if m else None,
+                      key="zero_force_ds_cpu_optimizer", cls=m.group(1) if m else None, engine_refused=True,
                       message=line.text.strip()[-300:])
 
 
