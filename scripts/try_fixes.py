@@ -34,7 +34,8 @@ _spec.loader.exec_module(make_fixtures)
 RUN_LIMIT = 300
 S3 = ["--steps", "3"]
 OPT = ["--steps", "3", "--ds-optimizer"]                 # DeepSpeed builds the optimizer from the config
-ADAMW = {"type": "AdamW", "params": {"lr": 1e-3}}
+# torch_adam: torch.optim.AdamW, not the FusedAdam op DeepSpeed would JIT-build on the CPU (minutes under load)
+ADAMW = {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True}}
 FP16 = {"bf16": None, "fp16": {"enabled": True}}
 
 # name: (the rule that must be top, ranks, the user's config changes, worker flags, a patch is expected)
@@ -65,21 +66,22 @@ CASES: dict[str, tuple[str, int, dict, list[str], bool]] = {
                                  {"bf16": None, "fp16": {"enabled": True, "loss_scale": -1}}, S3, True),
     "fp16_on_cpu": ("failure-precision-unsupported", 1, FP16, ["--steps", "3", "--no-fp16-claim"], True),
     "partial_offload_stage_2": ("log-cfg-partial-offload-stage", 1,
-                                {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "ratio": 0.5}}},
+                                {"optimizer": ADAMW,
+                                 "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "ratio": 0.5}}},
                                 OPT, True),
     "client_optimizer_offload": ("log-cfg-client-optimizer-offload", 1,
                                  {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, S3, True),
-    "wrong_type": ("cfg-wrong-type", 1, {"gradient_accumulation_steps": "two"}, S3, True),
-    "log_level_bad": ("cfg-bad-log-level", 1, {"log_level": "verbose"}, S3, True),
+    "wrong_type": ("log-cfg-auto-outside-hf", 1, {"gradient_accumulation_steps": "two"}, S3, True),
+    "log_level_bad": ("log-cfg-bad-log-level", 1, {"log_level": "verbose"}, S3, True),
     # the optimizer and the scheduler sections (DeepSpeed builds them)
-    "optimizer_removed": ("cfg-optimizer-removed", 1, {"optimizer": {"type": "OneBitAdam", "params": {"lr": 1e-3}}},
+    "optimizer_removed": ("log-cfg-unknown-optimizer", 1, {"optimizer": {"type": "OneBitAdam", "params": {"lr": 1e-3, "torch_adam": True}}},
                           OPT, True),
-    "optimizer_unknown": ("cfg-optimizer-unknown", 1, {"optimizer": {"type": "AdamWW", "params": {"lr": 1e-3}}},
+    "optimizer_unknown": ("log-cfg-unknown-optimizer", 1, {"optimizer": {"type": "AdamWW", "params": {"lr": 1e-3, "torch_adam": True}}},
                           OPT, True),
-    "optimizer_param_typo": ("cfg-optimizer-unknown-param", 1,
-                             {"optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "beta": [0.9, 0.99]}}}, OPT, True),
+    "optimizer_param_typo": ("log-cfg-optimizer-param", 1,
+                             {"optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True, "beta": [0.9, 0.99]}}}, OPT, True),
     "optimizer_max_grad_norm": ("cfg-optimizer-max-grad-norm", 1,
-                                {"optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "max_grad_norm": 1.0}}}, OPT, True),
+                                {"optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "torch_adam": True, "max_grad_norm": 1.0}}}, OPT, True),
     "scheduler_unknown": ("cfg-scheduler-unknown-type", 1,
                           {"optimizer": ADAMW, "scheduler": {"type": "CosineAnnealing", "params": {}}}, OPT, True),
     "scheduler_param_typo": ("cfg-scheduler-unknown-param", 1,
@@ -100,7 +102,7 @@ CASES: dict[str, tuple[str, int, dict, list[str], bool]] = {
         "enabled": True, "initial_scale_power": 6, "hysteresis": 2, "loss_scale_window": 1000, "min_loss_scale": 1}},
         ["--steps", "16", "--fault", "fp16_range", "--fault-step", "2"], True),
     "nan_in_the_data": ("nan-loss", 1, {}, ["--steps", "8", "--fault", "nan", "--fault-step", "3"], False),
-    "lr_too_high": ("loss-diverged", 1, {"optimizer": {"type": "AdamW", "params": {"lr": 30.0}}, "gradient_clipping": None},
+    "lr_too_high": ("loss-diverged", 1, {"optimizer": {"type": "AdamW", "params": {"lr": 30.0, "torch_adam": True}}, "gradient_clipping": None},
                     ["--steps", "40", "--ds-optimizer"], True),
     "warmup_longer_than_run": ("lr-warmup-longer-than-run", 1,
                                {"optimizer": ADAMW, "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 1000}}},

@@ -760,6 +760,12 @@ def _valid_params(cls: str | None) -> str | None:
     return ", ".join(p for p in params if p != "last_batch_iteration") if params else None
 
 
+# The keyword arguments of DeepSpeed's optimizers and the torch ones they fall back to (ops/adam/fused_adam.py
+# FusedAdam, ops/adam/cpu_adam.py DeepSpeedCPUAdam, ops/lamb, ops/lion, torch.optim.AdamW / SGD / Adagrad).
+_OPTIMIZER_PARAMS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "bias_correction", "adam_w_mode", "adamw_mode",
+                     "momentum", "dampening", "nesterov", "lr_decay", "max_coeff", "min_coeff", "fp32_optimizer_states")
+
+
 @on("got an unexpected keyword argument")
 def unexpected_kwarg(line: Line, st: StreamState):
     m = _UNEXPECTED.search(line.text)
@@ -774,9 +780,13 @@ def unexpected_kwarg(line: Line, st: StreamState):
     else:
         return None           # some other function: not a ds_config key
     patch = nested(f"{section}.params.{arg}", None)
+    real = None
+    if section == "optimizer":     # a misspelt parameter keeps its value under the real name
+        import difflib
+        real = next(iter(difflib.get_close_matches(arg, _OPTIMIZER_PARAMS, n=1, cutoff=0.75)), None)
     return line.event("config_error", error=f"{section}_param", key=f"{section}.params.{arg}", cls=cls,
                       param=arg, valid_params=_valid_params(cls), message=line.text[-300:],
-                      patch=patch)
+                      patch=patch, real_param=real)
 
 
 _BAD_SCHED = compile_later(r"DeepSpeed does not recognize LR scheduler (\w+)")
