@@ -789,6 +789,21 @@ def unexpected_kwarg(line: Line, st: StreamState):
                       patch=patch, real_param=real)
 
 
+# runtime/engine.py _scheduler_from_config: `scheduler(optimizer, **scheduler_params)` with a required
+# argument of DeepSpeed's scheduler left out ("WarmupDecayLR.__init__() missing 1 required positional
+# argument: 'total_num_steps'", a real run here).
+_SCHED_MISSING = compile_later(r"TypeError: (\w+)\.__init__\(\) missing \d+ required positional arguments?: '(\w+)'")
+
+
+@on("required positional argument")
+def scheduler_missing_param(line: Line, st: StreamState):
+    m = _SCHED_MISSING.search(line.text)
+    if not m or m.group(1) not in _SCHEDULERS or not st.once(("scheduler_missing_param",)):
+        return None
+    return line.event("config_error", error="scheduler_missing_param", key=f"scheduler.params.{m.group(2)}",
+                      cls=m.group(1), param=m.group(2), message=line.text.strip()[-300:])
+
+
 _BAD_SCHED = compile_later(r"DeepSpeed does not recognize LR scheduler (\w+)")
 
 
@@ -797,8 +812,14 @@ def bad_scheduler(line: Line, st: StreamState):
     if _code_echo(line):
         return None
     m = _BAD_SCHED.search(line.text)
-    return line.event("config_error", error="unknown_scheduler", key="scheduler.type",
-                      value=m.group(1) if m else None, message=line.text[-300:])
+    v = m.group(1) if m else None
+    # a misspelling of one of DeepSpeed's own (its check is case-sensitive): the closest one
+    lower = {s.lower(): s for s in _SCHEDULERS}
+    import difflib
+    close = difflib.get_close_matches(v.lower(), list(lower), n=1, cutoff=0.85) if v else []
+    real = lower[close[0]] if close else None
+    return line.event("config_error", error="unknown_scheduler", key="scheduler.type", value=v, suggestion=real,
+                      message=line.text[-300:])
 
 
 _BAD_OPT = compile_later(r"(\w+) is not a supported DeepSpeed Optimizer")
