@@ -107,14 +107,9 @@ CASES: dict[str, tuple[str, int, dict, list[str], bool]] = {
         "enabled": True, "initial_scale_power": 6, "hysteresis": 2, "loss_scale_window": 1000, "min_loss_scale": 1}},
         ["--steps", "16", "--fault", "fp16_range", "--fault-step", "2"], True),
     "nan_in_the_data": ("nan-loss", 1, {}, ["--steps", "8", "--fault", "nan", "--fault-step", "3"], False),
-    "lr_too_high": ("loss-diverged", 1, {"optimizer": {"type": "AdamW", "params": {"lr": 30.0, "torch_adam": True}}, "gradient_clipping": None},
-                    ["--steps", "40", "--ds-optimizer"], True),
-    "warmup_longer_than_run": ("lr-warmup-longer-than-run", 1,
-                               {"optimizer": ADAMW, "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 1000}}},
-                               ["--steps", "20", "--ds-optimizer"], True),
     "decayed_past_total": ("lr-decayed-past-total", 1,
                            {"optimizer": ADAMW, "scheduler": {"type": "WarmupDecayLR", "params": {
-                               "warmup_num_steps": 2, "total_num_steps": 6}}}, ["--steps", "20", "--ds-optimizer"], True),
+                               "warmup_num_steps": 2, "total_num_steps": 6}}}, ["--steps", "40", "--ds-optimizer"], True),
 }
 
 
@@ -148,14 +143,15 @@ def try_case(name: str, work: Path) -> dict:
     config = make_fixtures.merged_config(changes)
     bad.write_text(json.dumps(config, indent=2))
     rc = train(config, ranks, flags, d / "bad.log")
-    if rc == 0:     # DeepSpeed let it pass: the check before launch is the front door (doctor --fix)
-        report = dsdoctor("doctor", "--world-size", str(ranks), "--config", str(bad), "--fix", "--force", str(fixed))
-    else:
-        report = dsdoctor("analyze", "--config", str(bad), "--write-config", str(fixed), "--force", str(d / "bad.log"))
+    report = dsdoctor("analyze", "--config", str(bad), "--write-config", str(fixed), "--force", str(d / "bad.log"))
     findings = report.get("findings", [])
+    if rc == 0 and not any(f["severity"] in ("warning", "error") for f in findings):
+        # DeepSpeed let the mistake pass and the log shows nothing: the check before launch is the front door
+        report = dsdoctor("doctor", "--world-size", str(ranks), "--config", str(bad), "--fix", "--force", str(fixed))
+        findings = report.get("findings", [])
     top = findings[0]["rule"] if findings else "-"
-    lint_only = rc == 0 and any(f["rule"] == rule for f in findings)     # found by doctor --config
-    row = {"case": name, "rule": rule, "provoked": rc != 0 or lint_only, "exit": rc, "top": top,
+    named = any(f["rule"] == rule for f in findings)     # a run that went on: by its log or by doctor --config
+    row = {"case": name, "rule": rule, "provoked": rc != 0 or named, "exit": rc, "top": top,
            "found": top == rule, "patch": "-", "trains": "-"}
     if not fixed.exists():
         row["patch"] = "none (right)" if not want_patch else "MISSING"
@@ -198,13 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     good = 0
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         for row in pool.map(lambda n: try_case(n, work), names):
+            good += row["found"] and row["trains"] in ("yes", "-") and row["patch"] in ("valid", "none (right)")
             if args.json:
                 print(json.dumps(row, default=str), flush=True)
                 continue
             found = "yes" if row["found"] else f"no: {row['top']}"
             print(f"{row['case']:30} {row['rule']:38} {'yes' if row['provoked'] else 'NO':8} {found:5} "
                   f"{row['patch']:14} {row['trains']}", flush=True)
-            good += row["found"] and row["trains"] in ("yes", "-") and row["patch"] in ("valid", "none (right)")
     print(f"{good}/{len(names)} cases: found, right patch, and the rerun trains (logs in {work})")
     return 0 if good == len(names) else 1
 
