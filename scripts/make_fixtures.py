@@ -83,6 +83,9 @@ def worker(argv: list[str]) -> int:
     ap.add_argument("--fault-rank", type=int, default=0)
     ap.add_argument("--no-fp16-claim", action="store_true",
                     help="leave the CPU accelerator's own answer: no fp16 (DeepSpeed then refuses an fp16 config)")
+    ap.add_argument("--ds-optimizer", action="store_true",
+                    help="pass no optimizer of the script's own when the config has an \"optimizer\" section: DeepSpeed "
+                         "builds it (as the HF Trainer does); with a client optimizer DeepSpeed ignores that section")
     ap.add_argument("--dist-timeout", type=float, default=0,
                     help="collective timeout in seconds (0: torch's default), so a 'stall' ends soon")
     args = ap.parse_args(argv)
@@ -151,8 +154,11 @@ def worker(argv: list[str]) -> int:
             return nn.functional.mse_loss(self.head(h).squeeze(-1).float(), y.float())
 
     model = Net()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=config)
+    if args.ds_optimizer and "optimizer" in config:
+        engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=config)
     dtype = torch.bfloat16 if config.get("bf16", {}).get("enabled") else (
         torch.float16 if config.get("fp16", {}).get("enabled") else torch.float32)
     gen = torch.Generator().manual_seed(100 + rank)

@@ -5,7 +5,8 @@ The user's loop at 3 a.m., end to end, with the real engine on the CPU (scripts/
 worker: the same tiny model and faults as the golden fixtures). It caught two fixes that passed
 DeepSpeed's config parser but not the next run: offloading the optimizer states in a config without
 an "optimizer" section (DeepSpeed then refuses the script's own optimizer), and bf16 against
-gradients past every half type's range."""
+gradients past every half type's range. scripts/try_fixes.py runs the loop over every rule that can be
+provoked here; the cases below from it are those that found a wrong or missing fix."""
 from __future__ import annotations
 
 import importlib.util
@@ -37,6 +38,15 @@ CASES = {
     # DeepSpeed's engine refuses fp16 where its accelerator has none (the CPU's own answer here, as bf16 on a V100)
     "fp16_on_a_device_without_it": (1, {"bf16": None, "fp16": {"enabled": True}}, ["--steps", "3", "--no-fp16-claim"],
                                     "failure-precision-unsupported"),
+    # found by scripts/try_fixes.py (the same loop over every provokable rule): each had no patch or one that
+    # left the same run failing
+    "removed_key": (1, {"amp": {"enabled": True}}, ["--steps", "3"], "log-cfg-removed-key"),
+    "log_level": (1, {"log_level": "verbose"}, ["--steps", "3"], "log-cfg-bad-log-level"),
+    "client_optimizer_under_offload": (1, {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}},
+                                       ["--steps", "3"], "log-cfg-client-optimizer-offload"),
+    # torch_adam: no FusedAdam op to JIT-build on the CPU
+    "optimizer_typo": (1, {"optimizer": {"type": "AdamWW", "params": {"lr": 1e-3, "torch_adam": True}}},
+                       ["--steps", "3", "--ds-optimizer"], "log-cfg-unknown-optimizer"),
 }
 
 

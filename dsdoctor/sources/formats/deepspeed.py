@@ -357,6 +357,49 @@ def batch_missing(line: Line, st: StreamState):
                       message=line.text.strip()[-300:])
 
 
+# runtime/config.py _reject_removed_config_keys: a key of a feature removed in 0.19 (#8489) stops
+# DeepSpeedConfig with the message DeepSpeed keeps for that key (_REMOVED_TOP_LEVEL_CONFIG_KEYS /
+# _REMOVED_ZERO_CONFIG_KEYS, copied into the key catalogue's snapshot): the message names the key.
+# (not "DeepSpeedConfigError: " as the trigger: the scanner's literals do not overlap, and that one would
+# hide "Error" from the exception reader)
+@on("has been removed")
+def removed_key(line: Line, st: StreamState):
+    if "DeepSpeedConfigError" not in line.text:
+        return None
+    from ...config.catalogue import snapshot_catalogue      # a json read, once, on such a line only
+    cat = snapshot_catalogue()
+    for table, prefix in ((cat.removed, ""), (cat.removed_zero, "zero_optimization.")):
+        for k, msg in table.items():
+            if msg.split(" See https:")[0][:150] in line.text:     # the two MiCS keys share 60 characters
+                return line.event("config_error", error="removed_key", key=prefix + k,
+                                  message=line.text.strip()[-300:], patch=nested(prefix + k, None))
+    return None
+
+
+# utils/logging.py get_log_level_from_string: the ds_config's log_level (runtime/engine.py
+# set_log_level_from_string(self.log_level())) or the launcher's --log_level (launcher/runner.py,
+# launch.py: set_log_level_from_string(args.log_level), whose code line in the traceback says so).
+_LOG_LEVEL = compile_later(r"ValueError: (.*?) is not one of the valid logging levels")
+
+
+@on("set_log_level_from_string(args.log_level)")
+def log_level_launcher_frame(line: Line, st: StreamState):
+    st.scratch["ds_log_level_launcher"] = line.lineno
+    return None
+
+
+@on("is not one of the valid logging levels")
+def bad_log_level(line: Line, st: StreamState):
+    m = _LOG_LEVEL.search(line.text)
+    if not m or not st.once(("bad_log_level",)):
+        return None                       # every rank raises it; one finding
+    armed = st.scratch.get("ds_log_level_launcher")
+    launcher = armed is not None and 0 < line.lineno - armed <= 12
+    return line.event("config_error", error="bad_log_level", key="--log_level" if launcher else "log_level",
+                      value=m.group(1), launcher=launcher, message=line.text.strip()[-300:],
+                      patch=None if launcher else {"log_level": "info"})
+
+
 # "auto" reaching DeepSpeed itself (only the HF Trainer / accelerate replace it): the batch
 # arithmetic of runtime/config.py (_set_batch_related_parameters / _batch_assertion) then fails
 # with a TypeError on a str. The frame line arms it, the TypeError right after fires.
@@ -721,6 +764,12 @@ def _valid_params(cls: str | None) -> str | None:
     return ", ".join(p for p in params if p != "last_batch_iteration") if params else None
 
 
+# The keyword arguments of DeepSpeed's optimizers and the torch ones they fall back to (ops/adam/fused_adam.py
+# FusedAdam, ops/adam/cpu_adam.py DeepSpeedCPUAdam, ops/lamb, ops/lion, torch.optim.AdamW / SGD / Adagrad).
+_OPTIMIZER_PARAMS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "bias_correction", "adam_w_mode", "adamw_mode",
+                     "momentum", "dampening", "nesterov", "lr_decay", "max_coeff", "min_coeff", "fp32_optimizer_states")
+
+
 @on("got an unexpected keyword argument")
 def unexpected_kwarg(line: Line, st: StreamState):
     m = _UNEXPECTED.search(line.text)
@@ -735,9 +784,28 @@ def unexpected_kwarg(line: Line, st: StreamState):
     else:
         return None           # some other function: not a ds_config key
     patch = nested(f"{section}.params.{arg}", None)
+    real = None
+    if section == "optimizer":     # a misspelt parameter keeps its value under the real name
+        import difflib
+        real = next(iter(difflib.get_close_matches(arg, _OPTIMIZER_PARAMS, n=1, cutoff=0.75)), None)
     return line.event("config_error", error=f"{section}_param", key=f"{section}.params.{arg}", cls=cls,
                       param=arg, valid_params=_valid_params(cls), message=line.text[-300:],
-                      patch=patch)
+                      patch=patch, real_param=real)
+
+
+# runtime/engine.py _scheduler_from_config: `scheduler(optimizer, **scheduler_params)` with a required
+# argument of DeepSpeed's scheduler left out ("WarmupDecayLR.__init__() missing 1 required positional
+# argument: 'total_num_steps'", a real run here).
+_SCHED_MISSING = compile_later(r"TypeError: (\w+)\.__init__\(\) missing \d+ required positional arguments?: '(\w+)'")
+
+
+@on("required positional argument")
+def scheduler_missing_param(line: Line, st: StreamState):
+    m = _SCHED_MISSING.search(line.text)
+    if not m or m.group(1) not in _SCHEDULERS or not st.once(("scheduler_missing_param",)):
+        return None
+    return line.event("config_error", error="scheduler_missing_param", key=f"scheduler.params.{m.group(2)}",
+                      cls=m.group(1), param=m.group(2), message=line.text.strip()[-300:])
 
 
 _BAD_SCHED = compile_later(r"DeepSpeed does not recognize LR scheduler (\w+)")
@@ -748,8 +816,14 @@ def bad_scheduler(line: Line, st: StreamState):
     if _code_echo(line):
         return None
     m = _BAD_SCHED.search(line.text)
-    return line.event("config_error", error="unknown_scheduler", key="scheduler.type",
-                      value=m.group(1) if m else None, message=line.text[-300:])
+    v = m.group(1) if m else None
+    # a misspelling of one of DeepSpeed's own (its check is case-sensitive): the closest one
+    lower = {s.lower(): s for s in _SCHEDULERS}
+    import difflib
+    close = difflib.get_close_matches(v.lower(), list(lower), n=1, cutoff=0.85) if v else []
+    real = lower[close[0]] if close else None
+    return line.event("config_error", error="unknown_scheduler", key="scheduler.type", value=v, suggestion=real,
+                      message=line.text[-300:])
 
 
 _BAD_OPT = compile_later(r"(\w+) is not a supported DeepSpeed Optimizer")
@@ -761,8 +835,14 @@ def bad_optimizer(line: Line, st: StreamState):
         return None
     m = _BAD_OPT.search(line.text)
     v = m.group(1) if m else None
-    return line.event("config_error", error="unknown_optimizer", key="optimizer.type", value=v,
-                      removed=v in ("OneBitAdam", "ZeroOneAdam", "OneBitLamb"), message=line.text[-300:])
+    removed = v in ("OneBitAdam", "ZeroOneAdam", "OneBitLamb")
+    real = None
+    if v and not removed:         # a misspelt name: the closest of DeepSpeed's own (the doctor's lint does the same)
+        import difflib
+        from ...config.lint import DS_OPTIMIZERS_FALLBACK
+        real = next(iter(difflib.get_close_matches(v.lower(), DS_OPTIMIZERS_FALLBACK, n=1, cutoff=0.6)), None)
+    return line.event("config_error", error="unknown_optimizer", key="optimizer.type", value=v, removed=removed,
+                      suggestion=real, patch={"optimizer": {"type": real}} if real else None, message=line.text[-300:])
 
 
 @on("bfloat16 and fp16 modes cannot be simultaneously enabled")
@@ -793,7 +873,7 @@ def client_optimizer_offload(line: Line, st: StreamState):
         return None                       # every rank raises it; one finding
     m = _CLIENT_OPT.search(line.text)
     return line.event("config_error", step=st.step_of(line.rank), error="client_optimizer_offload",
-                      key="zero_force_ds_cpu_optimizer", cls=m.group(1) if m else None,
+                      key="zero_force_ds_cpu_optimizer", cls=m.group(1) if m else None, engine_refused=True,
                       message=line.text.strip()[-300:])
 
 
