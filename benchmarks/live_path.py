@@ -63,12 +63,29 @@ def writer_path(steps: int, diagnose: bool = True, file: bool = True, tensorboar
     return us
 
 
-class _Engine:
-    """The attributes the hooks read, methods that do nothing: only the wrappers are timed."""
+class _ZeroOptimizer:
+    """DeepSpeed's ZeRO optimizer as get_lr() sees it: param_groups is a property returning its
+    torch optimizer's (zero/stage_1_and_2.py _get_param_groups)."""
+
+    def __init__(self) -> None:
+        self.optimizer = types.SimpleNamespace(param_groups=[{"lr": 1e-4}])
+
+    def _get_param_groups(self) -> list:
+        return self.optimizer.param_groups
+
+    param_groups = property(_get_param_groups)
+
+
+class DeepSpeedEngine:
+    """The attributes the hooks read, methods that do nothing: only the wrappers are timed.
+    Named and built as DeepSpeed's engine is where the hooks look (its get_lr,
+    _get_optimizer_param and get_global_grad_norm are engine.py's code), so the hooks read the
+    LR and the grad norm as they do in training."""
 
     def __init__(self) -> None:
         self.global_steps, self.skipped_steps = 0, 0
-        self.optimizer = types.SimpleNamespace(param_groups=[{"lr": 1e-4}])
+        self.optimizer = _ZeroOptimizer()
+        self._global_grad_norm = None          # ZeRO 1-2: a 0-d tensor (stage_1_and_2.py: _global_grad_norm)
 
     def forward(self, x: Any) -> Any:
         return x
@@ -79,11 +96,22 @@ class _Engine:
     def step(self) -> None:
         self.global_steps += 1
 
-    def get_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
     def get_global_grad_norm(self) -> Any:
-        return self.norm                   # ZeRO 1-2: a 0-d tensor (stage_1_and_2.py: _global_grad_norm)
+        return self._global_grad_norm
+
+    def _get_optimizer_param(self, param_name: str) -> list:
+        result = []
+        if not self.optimizer:
+            return result
+        for group in self.optimizer.param_groups:
+            if param_name in group:
+                result.append(group[param_name])
+            else:
+                result.append(0.0)
+        return result
+
+    def get_lr(self) -> list:
+        return self._get_optimizer_param("lr")
 
 
 def hook_path(steps: int, repeats: int, cold_mb: float = 0.0) -> tuple[float, float]:
@@ -95,8 +123,8 @@ def hook_path(steps: int, repeats: int, cold_mb: float = 0.0) -> tuple[float, fl
 
     from dsdoctor.live.hooks import EngineHooks
     s = _session(False)
-    eng = _Engine()
-    eng.norm = torch.tensor(0.5)
+    eng = DeepSpeedEngine()
+    eng._global_grad_norm = torch.tensor(0.5)
     w = torch.ones(4, requires_grad=True)
     loss = (w * w).sum()                   # as in training: a loss with a grad_fn
 

@@ -119,3 +119,39 @@ def test_tensorboard_on_step_keeps_what_on_event_keeps(tmp_path):
     assert one == each
     assert any(texts for _, _, _, texts in one)                       # the findings are there
     assert any(v == float("inf") for _, _, scalars, _ in one for _, v in scalars)   # and the inf, at its step
+
+
+def test_four_lines_are_the_bytes_step_lines_writes():
+    import math
+    import random
+
+    from dsdoctor.live.hooks import four_lines, step_lines
+    rnd = random.Random(13)
+    odd = [float("nan"), float("inf"), -float("inf"), 1e308, -0.0, 0.0, 5e-324, 1, True, None, "x"]
+    made = 0
+    for i in range(3000):
+        def val():
+            return rnd.choice(odd) if rnd.random() < 0.05 else rnd.uniform(-1e3, 1e3) * 10 ** rnd.randint(-8, 8)
+        t = val() if rnd.random() < 0.02 else 1.7e9 + rnd.random() * 1e6
+        step = rnd.choice([i, i, i, None, True, 2.0])
+        d = {"micro_steps": rnd.choice([1, 2, 1, True, 1.0]), "fwd_ms": val(), "bwd_ms": val(), "step_ms": val(),
+             "data_ms": val()}
+        if rnd.random() < 0.05:
+            d["extra_ms"] = 1.5
+        if rnd.random() < 0.05:
+            del d["data_ms"]
+        loss = {"value": val(), "name": rnd.choice(["loss"] * 20 + ["lm loss"])}
+        evs = [Event("step", 0, step, t, d), Event("lr", 0, step, t, {"value": val()}),
+               Event("loss", 0, step, t, loss), Event("grad_norm", 0, step, t, {"value": val()})]
+        if rnd.random() < 0.05:
+            evs[1], evs[2] = evs[2], evs[1]
+        fast, slow = four_lines(evs, 0, step, t), step_lines(evs, 0, step, t)
+        assert fast is None or fast == slow, (fast, slow)
+        made += fast is not None
+        if fast is None and slow is not None:           # only shapes four_lines leaves to step_lines
+            vals = [v for ev in evs for v in ev.data.values()]
+            assert (evs[0].kind != "step" or "extra_ms" in d or "data_ms" not in d or loss["name"] != "loss"
+                    or evs[1].kind != "lr" or any(type(v) is not float for v in vals[1:5] + vals[5:6] + vals[6:7])
+                    or type(d["micro_steps"]) is not int or not math.isfinite(sum(v for v in vals if type(v) is float))
+                    ), evs
+    assert made > 300                                    # the usual shape is taken by four_lines
