@@ -13,7 +13,8 @@ loop, on one thread, with `time.thread_time_ns`, median of --repeats:
   switched off one at a time to show where the time goes, and the Diagnoser alone on a
   step's four events (the least noisy figure of its cost).
 --opcodes counts instead of timing: the Python opcodes and calls each path runs per step
-(sys.settrace), which the machine's load does not move. In training the same code costs 1.5-3x more (the step's compute pushes it out of the CPU
+(sys.settrace), which the machine's load does not move.
+In training the same code costs 1.5-3x more (the step's compute pushes it out of the CPU
 caches; compare overhead.py's per-thread figures), so read these as the floor, and their
 changes as the changes of the code.
 """
@@ -320,11 +321,12 @@ def main() -> None:
     ap.add_argument("--cold-mb", type=float, default=0.0,
                     help="the wrappers again with this many MB swept before each phase (default 0: not; 8 gave +69 us on a quiet moment, as in training; under load the sweeps vary by +-30 %% and swamp it)")
     ap.add_argument("--opcodes", action="store_true",
-                    help="only count the Python opcodes and calls per step of both paths (not timed: the same on any machine)")
+                    help="only count the Python opcodes and calls per step of both paths (not timed)")
     args = ap.parse_args()
     if args.opcodes:
         ho, hc, wo, wc = opcodes()
-        print(f"training thread: the wrappers add {ho:.0f} Python opcodes and {hc:.1f} Python calls per step")
+        print(f"training thread: the wrappers add {ho:.0f} Python opcodes and {hc:.1f} Python calls "
+              "per step")
         print(f"writer thread (rounds of 40 steps, every part on): {wo:.0f} Python opcodes and {wc:.1f} Python calls "
               f"per step")
         return

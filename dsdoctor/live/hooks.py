@@ -193,9 +193,9 @@ class EngineHooks:
         self._lr_from = _lr_from(engine)       # how DeepSpeed's get_lr() reads the param groups
         self._get_norm = getattr(engine, "get_global_grad_norm", None)
         # DeepSpeedEngine.get_global_grad_norm() is `return self._global_grad_norm` (engine.py)
-        self._norm_direct = (getattr(getattr(type(engine), "get_global_grad_norm", None), "__qualname__", "")
-                             == "DeepSpeedEngine.get_global_grad_norm"
-                             and "get_global_grad_norm" not in getattr(engine, "__dict__", ()) and hasattr(engine, "_global_grad_norm"))
+        own = getattr(getattr(type(engine), "get_global_grad_norm", None), "__qualname__", "")
+        self._norm_direct = (own == "DeepSpeedEngine.get_global_grad_norm" and hasattr(engine, "_global_grad_norm")
+                             and "get_global_grad_norm" not in getattr(engine, "__dict__", ()))
         self._fp16 = bool(self.facts.get("fp16"))
         global _Tensor
         torch = sys.modules.get("torch")
