@@ -1,6 +1,6 @@
 """CPU per step of the doctor's own code paths, without training: a floor that noise does not move.
 
-    python benchmarks/live_path.py [--steps 2000] [--repeats 9]
+    python benchmarks/live_path.py [--steps 2000] [--repeats 9] [--opcodes]
 
 benchmarks/overhead.py measures the doctor in real DeepSpeed training, where a shared
 machine's noise is large. This one times the two paths the doctor adds per step in a tight
@@ -12,6 +12,8 @@ loop, on one thread, with `time.thread_time_ns`, median of --repeats:
   of 10 steps (LiveSession._writer_round, as the writer thread runs it), with its parts
   switched off one at a time to show where the time goes, and the Diagnoser alone on a
   step's four events (the least noisy figure of its cost).
+--opcodes counts instead of timing: the Python opcodes and calls each path runs per step
+(sys.settrace), which the machine's load does not move.
 In training the same code costs 1.5-3x more (the step's compute pushes it out of the CPU
 caches; compare overhead.py's per-thread figures), so read these as the floor, and their
 changes as the changes of the code.
@@ -63,12 +65,29 @@ def writer_path(steps: int, diagnose: bool = True, file: bool = True, tensorboar
     return us
 
 
-class _Engine:
-    """The attributes the hooks read, methods that do nothing: only the wrappers are timed."""
+class _ZeroOptimizer:
+    """DeepSpeed's ZeRO optimizer as get_lr() sees it: param_groups is a property returning its
+    torch optimizer's (zero/stage_1_and_2.py _get_param_groups)."""
+
+    def __init__(self) -> None:
+        self.optimizer = types.SimpleNamespace(param_groups=[{"lr": 1e-4}])
+
+    def _get_param_groups(self) -> list:
+        return self.optimizer.param_groups
+
+    param_groups = property(_get_param_groups)
+
+
+class DeepSpeedEngine:
+    """The attributes the hooks read, methods that do nothing: only the wrappers are timed.
+    Named and built as DeepSpeed's engine is where the hooks look (its get_lr,
+    _get_optimizer_param and get_global_grad_norm are engine.py's code), so the hooks read the
+    LR and the grad norm as they do in training."""
 
     def __init__(self) -> None:
         self.global_steps, self.skipped_steps = 0, 0
-        self.optimizer = types.SimpleNamespace(param_groups=[{"lr": 1e-4}])
+        self.optimizer = _ZeroOptimizer()
+        self._global_grad_norm = None          # ZeRO 1-2: a 0-d tensor (stage_1_and_2.py: _global_grad_norm)
 
     def forward(self, x: Any) -> Any:
         return x
@@ -79,11 +98,22 @@ class _Engine:
     def step(self) -> None:
         self.global_steps += 1
 
-    def get_lr(self) -> list[float]:
-        return [g["lr"] for g in self.optimizer.param_groups]
-
     def get_global_grad_norm(self) -> Any:
-        return self.norm                   # ZeRO 1-2: a 0-d tensor (stage_1_and_2.py: _global_grad_norm)
+        return self._global_grad_norm
+
+    def _get_optimizer_param(self, param_name: str) -> list:
+        result = []
+        if not self.optimizer:
+            return result
+        for group in self.optimizer.param_groups:
+            if param_name in group:
+                result.append(group[param_name])
+            else:
+                result.append(0.0)
+        return result
+
+    def get_lr(self) -> list:
+        return self._get_optimizer_param("lr")
 
 
 def hook_path(steps: int, repeats: int, cold_mb: float = 0.0) -> tuple[float, float]:
@@ -95,8 +125,8 @@ def hook_path(steps: int, repeats: int, cold_mb: float = 0.0) -> tuple[float, fl
 
     from dsdoctor.live.hooks import EngineHooks
     s = _session(False)
-    eng = _Engine()
-    eng.norm = torch.tensor(0.5)
+    eng = DeepSpeedEngine()
+    eng._global_grad_norm = torch.tensor(0.5)
     w = torch.ones(4, requires_grad=True)
     loss = (w * w).sum()                   # as in training: a loss with a grad_fn
 
@@ -210,13 +240,96 @@ def diagnoser_path(steps: int) -> float:
     return (time.thread_time_ns() - c0) / steps / 1e3
 
 
+def _count(run: Any) -> tuple[int, int]:
+    """(Python opcodes, Python calls) that run() executes on this thread (sys.settrace with
+    per-opcode events): a count that the machine's load does not move."""
+    import sys
+    n = [0, 0]
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call":
+            n[1] += 1
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            n[0] += 1
+        return tracer
+    sys.settrace(tracer)
+    try:
+        run()
+    finally:
+        sys.settrace(None)
+    return n[0], n[1]
+
+
+def opcodes(steps: int = 400) -> tuple[float, float, float, float]:
+    """Per step: (opcodes, calls) the wrappers add on the training thread (hooked minus bare
+    loop; the memory reading, every >= 2 s, left out), and (opcodes, calls) of the writer
+    thread's rounds of 40 steps with every part on (events, JSON lines, Diagnoser,
+    TensorBoard)."""
+    import torch
+
+    from dsdoctor.live import hooks as H
+    from dsdoctor.live.hooks import EngineHooks
+    from dsdoctor.live.tboard import TensorBoard
+    s = _session(False)
+    eng = DeepSpeedEngine()
+    eng._global_grad_norm = torch.tensor(0.5)
+    w = torch.ones(4, requires_grad=True)
+    loss = (w * w).sum()
+
+    def loop() -> None:
+        for _ in range(steps):
+            eng.forward(loss)
+            eng.backward(loss)
+            eng.step()
+    bare = _count(loop)
+    hooks = EngineHooks(eng, s, {"device": "cpu"})
+    hooks.install()
+    loop()                                  # the first step's memory reading
+    keep, H.MEMORY_MIN_SECONDS = H.MEMORY_MIN_SECONDS, 1e9
+    try:
+        hooked = _count(loop)
+    finally:
+        H.MEMORY_MIN_SECONDS = keep
+    hooks.remove()
+    s.close()
+    s = _session(True)
+    hooks = EngineHooks(types.SimpleNamespace(global_steps=0, skipped_steps=0), s, {"device": "cpu"})
+    s.add_producer(hooks.expand_pending)
+    s.add_part(TensorBoard(s))
+    s.emit("context", dtype="fp32", zero_stage=2)
+    t, i = time.time(), 0
+
+    def rounds(n: int) -> None:
+        nonlocal i
+        for _ in range(n):
+            for _ in range(40):
+                cur = {"fwd_ms": 3.1 + i % 7, "bwd_ms": 5.2, "step_ms": 4.4, "data_ms": 0.05}
+                hooks._pending.append((i, 1, cur, 1e-4, 1.0 + (i % 5) * 0.01, 0.5, t + i * 0.012))
+                i += 1
+            s._writer_round()
+    rounds(5)
+    writer = _count(lambda: rounds(10))
+    s.close()
+    return ((hooked[0] - bare[0]) / steps, (hooked[1] - bare[1]) / steps, writer[0] / 400, writer[1] / 400)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--cold-mb", type=float, default=0.0,
                     help="the wrappers again with this many MB swept before each phase (default 0: not; 8 gave +69 us on a quiet moment, as in training; under load the sweeps vary by +-30 %% and swamp it)")
+    ap.add_argument("--opcodes", action="store_true",
+                    help="only count the Python opcodes and calls per step of both paths (not timed)")
     args = ap.parse_args()
+    if args.opcodes:
+        ho, hc, wo, wc = opcodes()
+        print(f"training thread: the wrappers add {ho:.0f} Python opcodes and {hc:.1f} Python calls "
+              "per step")
+        print(f"writer thread (rounds of 40 steps, every part on): {wo:.0f} Python opcodes and {wc:.1f} Python calls "
+              f"per step")
+        return
     bare, hooked = hook_path(args.steps * 5, args.repeats)
     print(f"training thread: the wrappers add {hooked - bare:.2f} us CPU per step (loop {bare:.2f} us bare, "
           f"{hooked:.2f} us hooked)")

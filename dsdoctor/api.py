@@ -213,6 +213,8 @@ class Watch:
         from .pipeline import Diagnoser
         self.config = cfg
         self._diag = Diagnoser(Context.from_config(cfg, world_size=world_size), rule_set)
+        if type(self).feed is Watch.feed:  # (not a subclass's own feed)
+            self.feed = self._diag.feed    # type: ignore[method-assign]  # one call less per event (4 per step live)
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return the findings it made appear (each is returned once)."""

@@ -96,6 +96,37 @@ def _scalar(x: Any) -> Any:
     return None
 
 
+def _lr_from(engine: Any) -> tuple[Any, bool] | None:
+    """(the engine's optimizer, wrapped) when DeepSpeedEngine.get_lr() can be read directly:
+    it is [group['lr'] (0.0 if absent) for group in optimizer.param_groups] ([] with no
+    optimizer; engine.py _get_optimizer_param), and a DeepSpeed wrapper's param_groups (ZeRO
+    1-3, the fp16 optimizers) is a property returning its torch optimizer's (wrapped: read
+    through `.optimizer`). None when get_lr is not DeepSpeed's own (a subclass's, a stand-in)
+    or the optimizer is of another shape: then get_lr() is called."""
+    meth = getattr(type(engine), "get_lr", None)
+    inner = getattr(type(engine), "_get_optimizer_param", None)
+    if (getattr(meth, "__qualname__", "") != "DeepSpeedEngine.get_lr" or "get_lr" in getattr(engine, "__dict__", ())
+            or getattr(inner, "__qualname__", "") != "DeepSpeedEngine._get_optimizer_param"):
+        return None
+    opt = getattr(engine, "optimizer", None)
+    if not opt:
+        return None
+    prop = getattr(type(opt), "param_groups", None)
+    if isinstance(prop, property):
+        if getattr(prop.fget, "__name__", "") != "_get_param_groups" or \
+                not isinstance(getattr(getattr(opt, "optimizer", None), "param_groups", None), list):
+            return None
+        return opt, True
+    return (opt, False) if isinstance(getattr(opt, "param_groups", None), list) else None
+
+
+class _NoTensor:
+    pass
+
+
+_Tensor: Any = _NoTensor        # torch.Tensor once EngineHooks sees torch imported (not imported here)
+
+
 def _host_float(x: Any) -> float | None:
     """A loss / norm read at once as a Python float: for CPU tensors, where reading
     synchronises nothing. Tensor.item() (one call, no autograd warning, no detached copy):
@@ -103,6 +134,12 @@ def _host_float(x: Any) -> float | None:
     dispatched ops and a new tensor), item() ~4 us (benchmarks/kept_tensors.py, modes on/onfloat)."""
     if x is None or type(x) is float:
         return x
+    if type(x) is _Tensor:                     # the common case: one test, then item()
+        try:
+            v = x.item()
+        except (RuntimeError, ValueError):     # more than one element
+            return None
+        return v if type(v) is float else (float(v) if isinstance(v, (int, float)) else None)
     item = getattr(x, "item", None)            # torch tensors (numpy scalars too)
     if item is not None and not isinstance(x, (int, float)):
         try:
@@ -153,8 +190,17 @@ class EngineHooks:
         # looked up once, not per step (each lookup makes a bound method; in training, with the
         # caches cold after the step's compute, every Python-level operation counts)
         self._get_lr = getattr(engine, "get_lr", None)
+        self._lr_from = _lr_from(engine)       # how DeepSpeed's get_lr() reads the param groups
         self._get_norm = getattr(engine, "get_global_grad_norm", None)
+        # DeepSpeedEngine.get_global_grad_norm() is `return self._global_grad_norm` (engine.py)
+        own = getattr(getattr(type(engine), "get_global_grad_norm", None), "__qualname__", "")
+        self._norm_direct = (own == "DeepSpeedEngine.get_global_grad_norm" and hasattr(engine, "_global_grad_norm")
+                             and "get_global_grad_norm" not in getattr(engine, "__dict__", ()))
         self._fp16 = bool(self.facts.get("fp16"))
+        global _Tensor
+        torch = sys.modules.get("torch")
+        if torch is not None and _Tensor is _NoTensor:
+            _Tensor = torch.Tensor
 
     # ------------------------------------------------------------ install / remove
     def install(self) -> None:
@@ -307,7 +353,7 @@ class EngineHooks:
         CPU, twice the rest of the hooks. session.guard(part) is written out as try/except
         here (no context-manager calls on the hot path), with the same containment."""
         s, engine = self.session, self.engine
-        enabled, failed = s.enabled, s._record_error
+        failed = s._record_error
         disabled = s._disabled                   # "x" not in disabled: s.enabled("x") while training
         cur = self._cur
         progress = self.progress
@@ -321,16 +367,28 @@ class EngineHooks:
         if "lr" not in disabled:
             try:
                 # get_lr() reads the optimizer's param groups: host floats, no device sync.
-                get_lr = self._get_lr
-                lrs = get_lr() if get_lr is not None else None
-                if lrs:
-                    lr = lrs[0]
+                # DeepSpeed's get_lr()[0] read here directly (three Python calls less: get_lr,
+                # _get_optimizer_param, the ZeRO optimizer's param_groups property) while the
+                # engine's optimizer is the one seen at install
+                how = self._lr_from
+                if how is not None and engine.optimizer is how[0]:
+                    groups = (how[0].optimizer if how[1] else how[0]).param_groups
+                    if groups:
+                        lr = groups[0].get("lr", 0.0)
+                else:
+                    get_lr = self._get_lr
+                    lrs = get_lr() if get_lr is not None else None
+                    if lrs:
+                        lr = lrs[0]
             except Exception as e:
                 failed("lr", e)
         if "nonfinite" not in disabled:
             try:
-                get_norm = self._get_norm
-                norm = get_norm() if get_norm is not None else None
+                if self._norm_direct:            # DeepSpeed's get_global_grad_norm(), read directly
+                    norm = engine._global_grad_norm
+                else:
+                    get_norm = self._get_norm
+                    norm = get_norm() if get_norm is not None else None
                 if self.on_host:
                     # read now (~1.5 us each, nothing to synchronise on the CPU), not kept as
                     # tensors for the writer thread: a kept loss keeps its autograd graph (grad_fn
@@ -339,7 +397,27 @@ class EngineHooks:
                     # malloc fault in ~115 more pages per step, ~300 us of the training thread's
                     # CPU inside DeepSpeed's methods (1 rank, 2 torch threads; minor faults of the
                     # thread, getrusage(RUSAGE_THREAD): benchmarks/overhead.py)
-                    loss, norm = _host_float(self._last_loss), _host_float(norm)
+                    # _host_float(loss), _host_float(norm), with their common case written out
+                    # (a 0-d tensor: item(); a float; None): two calls less per step
+                    loss = self._last_loss
+                    if type(loss) is _Tensor:
+                        try:
+                            loss = loss.item()
+                        except (RuntimeError, ValueError):
+                            loss = None
+                        if loss is not None and type(loss) is not float:
+                            loss = _host_float(loss)
+                    elif loss is not None and type(loss) is not float:
+                        loss = _host_float(loss)
+                    if type(norm) is _Tensor:
+                        try:
+                            norm = norm.item()
+                        except (RuntimeError, ValueError):
+                            norm = None
+                        if norm is not None and type(norm) is not float:
+                            norm = _host_float(norm)
+                    elif norm is not None and type(norm) is not float:
+                        norm = _host_float(norm)
                 else:
                     self._buffer.append((step, self._last_loss, _scalar(norm)))
                     self._check_buffer()
@@ -360,7 +438,7 @@ class EngineHooks:
             except Exception as e:
                 failed("loss_scale", e)
         self._steps_seen += 1
-        if (self._steps_seen == 1 or step % MEMORY_EVERY == 0) and enabled("memory"):
+        if (self._steps_seen == 1 or step % MEMORY_EVERY == 0) and s.enabled("memory"):
             now = time.monotonic()
             if self._steps_seen == 1 or now - self._memory_at >= MEMORY_MIN_SECONDS:
                 self._memory_at = now
@@ -381,12 +459,21 @@ class EngineHooks:
             steps_on, lr_on, nf_on = s.enabled("steps"), s.enabled("lr"), s.enabled("nonfinite")
             lines_on = s._fh is not None and s.enabled("events")       # no file: no lines to make
             out: list[Event | Prewritten] = []
+            nkeys, key_set = len(keys), frozenset(keys)
             while q:
                 step, micro, cur, lr, loss, norm, t = q.popleft()
                 evs: list[Event] = []
                 if steps_on:
                     try:
-                        evs.append(Event("step", rank, step, t, {"micro_steps": micro, **_step_times(cur, keys)}))
+                        # {"micro_steps": micro, **_step_times(cur, keys)}, built in place
+                        d = {"micro_steps": micro}
+                        for k in keys:
+                            d[k] = round(cur.get(k, 0.0), 3)
+                        if len(cur) > nkeys or not key_set.issuperset(cur):
+                            for k, v in cur.items():
+                                if k not in d:
+                                    d[k] = round(v, 3)
+                        evs.append(Event("step", rank, step, t, d))
                     except Exception as e:
                         s._record_error("steps", e)
                         steps_on = False
@@ -398,12 +485,24 @@ class EngineHooks:
                         lr_on = False
                 if (loss is not None or norm is not None) and nf_on:
                     try:
-                        self._record(step, _host_float(loss), _host_float(norm), t, evs)
+                        # _record(step, lv, nv, t, evs), written out; on the CPU both are floats
+                        lv = loss if loss is None or type(loss) is float else _host_float(loss)
+                        nv = norm if norm is None or type(norm) is float else _host_float(norm)
+                        if lv is not None:
+                            evs.append(Event("loss", rank, step, t, {"value": lv, "name": "loss"}))
+                            if lv - lv != 0.0:           # nan / inf (not _finite)
+                                self._nonfinite_at()
+                        if nv is not None:
+                            evs.append(Event("grad_norm", rank, step, t, {"value": nv}))
                     except Exception as e:
                         s._record_error("nonfinite", e)
                         nf_on = False
                 if evs:
-                    text = step_lines(evs, rank, step, t) if lines_on else None
+                    text = None
+                    if lines_on:
+                        text = four_lines(evs, rank, step, t) if len(evs) == 4 else None
+                        if text is None:
+                            text = step_lines(evs, rank, step, t)
                     if text is None:
                         out.extend(evs)              # a nan, an odd value: event_line writes them
                     else:
@@ -446,7 +545,12 @@ class EngineHooks:
             evs.append(Event("grad_norm", rank, step, t, {"value": nv}))
         if out is None and evs:
             self.session.queue(evs)
-        if lv is not None and not _finite(lv) and not self._nonfinite_seen:
+        if lv is not None and not _finite(lv):
+            self._nonfinite_at()
+
+    def _nonfinite_at(self) -> None:
+        """A non-finite loss: the first one arms the NaN localizer (--localize-nan)."""
+        if not self._nonfinite_seen:
             self._nonfinite_seen = True
             if self.session.options.localize_nan:
                 self._localize_armed = True
@@ -640,6 +744,39 @@ def _step_times(cur: dict[str, float], keys: tuple[str, ...]) -> dict[str, float
         if k not in times:
             times[k] = round(v, 3)
     return times
+
+
+_FOUR = ("step", "lr", "loss", "grad_norm")
+_STEP_DATA = ("micro_steps", "fwd_ms", "bwd_ms", "step_ms", "data_ms")
+
+
+def four_lines(evs: list[Event], rank: Any, step: Any, t: Any) -> str | None:
+    """step_lines for the usual step of EngineHooks (a step with the four phase times, an lr, a
+    loss named 'loss', a grad norm: finite floats), in one f-string, without step_lines' loops
+    over the events and their data (~450 -> ~150 Python opcodes per step on the writer thread);
+    None for any other shape, and step_lines takes it. The same bytes
+    (tests/test_live_step_cost.py)."""
+    a, b, c, e = evs
+    if (a.kind, b.kind, c.kind, e.kind) != _FOUR or type(t) is not float or type(step) is not int \
+            or type(rank) is not int or t - t != 0.0:
+        return None
+    d = a.data
+    if tuple(d) != _STEP_DATA or type(d["micro_steps"]) is not int:
+        return None
+    fw, bw, st, da = d["fwd_ms"], d["bwd_ms"], d["step_ms"], d["data_ms"]
+    lr, lv, nv, cd = b.data.get("value"), c.data.get("value"), e.data.get("value"), c.data
+    if (type(fw) is not float or type(bw) is not float or type(st) is not float or type(da) is not float
+            or type(lr) is not float or type(lv) is not float or type(nv) is not float
+            or fw + bw + st + da + lr + lv + nv - (fw + bw + st + da + lr + lv + nv) != 0.0
+            or len(b.data) != 1 or len(e.data) != 1 or len(cd) != 2 or cd.get("name") != "loss"
+            or tuple(cd) != ("value", "name")):
+        return None                              # (a sum of finite floats can overflow to inf: then step_lines)
+    tail = f'", "rank": {rank}, "step": {step}, "time": {t!r}, "data": {{'
+    return (f'{{"kind": "step{tail}"micro_steps": {d["micro_steps"]!r}, "fwd_ms": {fw!r}, "bwd_ms": {bw!r}, '
+            f'"step_ms": {st!r}, "data_ms": {da!r}}}}}\n'
+            f'{{"kind": "lr{tail}"value": {lr!r}}}}}\n'
+            f'{{"kind": "loss{tail}"value": {lv!r}, "name": "loss"}}}}\n'
+            f'{{"kind": "grad_norm{tail}"value": {nv!r}}}}}\n')
 
 
 def step_lines(evs: list[Event], rank: Any, step: Any, t: Any) -> str | None:

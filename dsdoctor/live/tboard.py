@@ -68,7 +68,7 @@ class TensorBoard:
         self._stopped = False
 
     def start(self) -> None:
-        self.session.add_listener(self.on_event)
+        self.session.add_listener(self.on_event, self.on_step)
         self.session.add_ticker(self.tick)
 
     # ---------------------------------------------------------------- bookkeeping (no I/O)
@@ -86,6 +86,53 @@ class TensorBoard:
                 self._queue_rare(ev)
             if len(s.findings) > self._findings_seen:
                 self._queue_findings(ev)
+        except Exception as e:
+            s._record_error(self.PART, e)
+
+    def on_step(self, evs: list[Event]) -> None:
+        """on_event for a step's Prewritten events (session._handle: one step, one wall time,
+        finite values, no rare or text kind) in one call: the window is looked at once, the
+        values summed, new findings queued once at the end (the same step and time)."""
+        s = self.session
+        if self.PART in s._disabled or s._closed:
+            return
+        try:
+            acc, first = self._acc, True
+            for ev in evs:
+                keys = AVERAGED.get(ev.kind)
+                if keys is None:
+                    continue
+                if first:                        # the window bookkeeping of _average, once
+                    first = False
+                    step = ev.step
+                    if step is None:
+                        step = s.progress.step
+                    t = ev.time or 0.0
+                    if self._window_start is None:
+                        self._window_start, self._window_time = step, t
+                    elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
+                        self._close_window()
+                        acc = self._acc
+                        self._window_start, self._window_time = step, t
+                    last = self._last
+                    if last is None or last[0] != step or last[1] != t:
+                        self._last = (step, t)
+                data = ev.data
+                for key, tag in keys:
+                    v = data.get(key)
+                    if v is None:
+                        continue
+                    if v - v == 0:
+                        a = acc.get(tag)
+                        if a is None:
+                            acc[tag] = [v, 1]
+                        else:
+                            a[0] += v
+                            a[1] += 1
+                    else:                        # (not in a Prewritten; as _average, should one come)
+                        self._todo.append((step, t, [(tag, float(v))], []))
+            if len(s.findings) > self._findings_seen and evs:
+                self._queue_findings(evs[-1])
         except Exception as e:
             s._record_error(self.PART, e)
 
