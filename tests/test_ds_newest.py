@@ -68,6 +68,19 @@ _SP = _DS + "runtime/sequence_parallel/ulysses_sp.py:"
      "ds_ulysses"),
     ("ValueError", "The Muon optimizer needs every parameter tagged with use_muon, and 1 are not.",
      _DS + "runtime/engine.py:_muon_param_groups", [], "ds_muon_params"),
+    ("ValueError", "Zenflow must be used with cpu offload", _DS + "runtime/zenflow/zenflow_stage_1_and_2.py:"
+     "_configure_zenflow", [], "ds_zenflow"),
+    ("ValueError", "Select interval must be greater or equal to update interval",
+     _DS + "runtime/zenflow/engine.py:configure_zenflow", [], "ds_zenflow"),
+    ("Warning", "If use auto select strategy, select_interval will be set to 1 and select_strategy will be set to "
+     "epoch, thus select_interval would be overwritten.", _DS + "runtime/zenflow/engine.py:configure_zenflow", [],
+     "ds_zenflow"),
+    ("RuntimeError", 'The Triton chunked cross-entropy backend needs CUDA logits and Triton; use backend="torch" to '
+     "run elsewhere", _DS + "runtime/chunked_cross_entropy.py:_resolve_backend", [], "ds_chunked_ce"),
+    ("AssertionError", "SuperOffload only supports NVIDIA CUDA GPUs, but found accelerator 'cpu'.",
+     _DS + "runtime/superoffload/superoffload_stage3.py:<module>", [], "ds_superoffload"),
+    ("ValueError", "Invalid for universal checkpoint: /ck/latest_universal does not exist",
+     _DS + "runtime/engine.py:load_checkpoint", [], "checkpoint_missing"),
     ("huggingface_hub.errors.StrictDataclassClassValidationError", "Class validation error for validator "
      "'validate_architecture': ValueError: The hidden size (32) is not a multiple of the number of attention heads "
      "(3).", "/usr/lib/python3/site-packages/huggingface_hub/dataclasses.py:validate", [], "model_heads"),
@@ -75,6 +88,19 @@ _SP = _DS + "runtime/sequence_parallel/ulysses_sp.py:"
 def test_each_raise_site_is_its_family(type_, message, site, frames, family):
     fam = classify(type_, message, site, frames)
     assert (fam.name, fam.category) == (family, "config_error")
+
+
+@pytest.mark.parametrize("type_,message,site,frames", [
+    # runtime/torch_autocast.py _validate_auto_cast_settings; runtime/config.py get_torch_autocast_dtype's enum
+    ("AssertionError", "Cannot enable both torch autocast and zero quantized weights",
+     _DS + "runtime/torch_autocast.py:_validate_auto_cast_settings", []),
+    ("ValueError", "'float8' is not a valid DtypeEnum", "/usr/lib/python3.11/enum.py:__new__",
+     ["/usr/lib/python3.11/enum.py:__call__", _DS + "runtime/config.py:get_torch_autocast_dtype"]),
+])
+def test_refused_settings_are_the_config_family(type_, message, site, frames):
+    assert classify(type_, message, site, frames).name == "config"
+    # the same words from the script's own code are not DeepSpeed's config
+    assert classify(type_, message, "/w/train.py:<module>", []).name != "config"
 
 
 @pytest.mark.parametrize("type_,message,site,frames", [

@@ -51,6 +51,27 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
      ("is not divisible by SP size", "does not match model config attn_implementation",
       "isn't currently supported by Ulysses sequence parallelism", "Either `seq_length_is_variable` needs to be",
       "isn't divisible by sp-size", "Ulysses SP requires", "input tensor does not match the required shape"), ()),
+    # ZenFlow (part T): runtime/zenflow/zenflow_stage_1_and_2.py _configure_zenflow 'Zenflow must be used with cpu
+    # offload', __init__ 'offload selective optimizer should be used with overlap_comm', zenflow/engine.py
+    # configure_zenflow 'Select interval must be greater or equal to update interval', "If don't use auto select
+    # strategy, select_interval must be a number.", and a Warning raised as an exception: 'If use auto select
+    # strategy, select_interval will be set to 1 ...' (select_interval given with the default strategy "auto")
+    ("ds_zenflow", "a zero_optimization.zenflow block without the offload it runs on or with intervals it refuses",
+     ("Zenflow must be used with cpu offload", "offload selective optimizer should be used with overlap_comm",
+      "Select interval must be greater or equal to update interval", "select_interval must be a number",
+      "If use auto select strategy, select_interval will be set to 1"), ()),
+    # runtime/chunked_cross_entropy.py (part T): _resolve_backend 'The Triton chunked cross-entropy backend needs CUDA
+    # logits and Triton; use backend="torch" to run elsewhere' (run here on the CPU), 'Unsupported chunked
+    # cross-entropy backend', _validate_block_rows 'block_rows must be a positive integer', _refuse_create_graph
+    # 'The chunked cross entropy has no second derivative'
+    ("ds_chunked_ce", "DeepSpeed's chunked cross-entropy called with a backend or arguments it does not take",
+     ("chunked cross-entropy backend", "chunked cross entropy has no second derivative"), ()),
+    ("ds_chunked_ce", "DeepSpeed's chunked cross-entropy called with a backend or arguments it does not take",
+     ("block_rows must be a positive integer",), ("chunked_cross_entropy.py",)),
+    # runtime/superoffload/superoffload_stage3.py: "SuperOffload only supports NVIDIA CUDA GPUs, but found
+    # accelerator 'cpu'." (offload_optimizer.super_offload under ZeRO-3, run here)
+    ("ds_superoffload", "offload_optimizer.super_offload on an accelerator other than NVIDIA CUDA",
+     ("SuperOffload only supports NVIDIA CUDA GPUs",), ()),
     # runtime/engine.py _configure_basic_optimizer (Muon): 'The Muon optimizer needs every parameter tagged with
     # use_muon, and N are not.'
     ("ds_muon_params", "the Muon optimizer given parameters the model passed to deepspeed.initialize does not hold",
@@ -98,6 +119,12 @@ def misuse_family(name: str, message: str, raise_site: str | None, frames: list[
                       "backward() run twice over one forward's graph (engine.backward twice, or loss.backward() "
                       "and engine.backward(loss))")
     in_ds = any("deepspeed/" in w for w in where)
+    # runtime/engine.py load_checkpoint with checkpoint.load_universal: 'Invalid for universal checkpoint:
+    # <dir>/latest_universal does not exist' (run here: a checkpoint never converted by ds_to_universal, which
+    # writes latest_universal): the rule failure-checkpoint-missing, whose fix names the conversion
+    if "Invalid for universal checkpoint" in message:
+        return Family("checkpoint_missing", "config_error", 3,
+                      "checkpoint.load_universal set on a checkpoint never converted to the universal format")
     # torch/distributed/_pycute/layout.py complement: a bare AssertionError when a DeviceMesh's shape does not
     # multiply to the world size (deepspeed/utils/groups.py _init_tp_mesh_device builds (world // autotp_size,
     # autotp_size): autotp_size 3 on 2 ranks, run here); only the innermost frames are kept, so the mesh is named
