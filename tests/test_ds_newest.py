@@ -12,7 +12,7 @@ import pytest
 from dsdoctor.detect.families import classify
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_failure import output_of, top  # noqa: E402
+from test_failure import diagnose, output_of, top  # noqa: E402
 from test_ds_misuse import _PRELUDE  # noqa: E402
 
 _NET = "m = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 1))\n"
@@ -110,3 +110,19 @@ def test_refused_settings_are_the_config_family(type_, message, site, frames):
 ])
 def test_look_alikes_are_not_misuse(type_, message, site, frames):
     assert not classify(type_, message, site, frames).name.startswith(("ds_", "model_heads"))
+
+
+def test_a_warning_raised_as_an_exception_ends_its_traceback():
+    # deepspeed/runtime/zenflow/engine.py configure_zenflow raises Warning(...) (the lines of a real run here)
+    f = top("[rank0]: Traceback (most recent call last):\n"
+            '[rank0]:   File "/w/train.py", line 40, in <module>\n'
+            "[rank0]:     engine, *_ = deepspeed.initialize(model=m, config=cfg)\n"
+            '[rank0]:   File "/usr/lib/python3/site-packages/deepspeed/runtime/zenflow/engine.py", line 38, in '
+            "configure_zenflow\n"
+            "[rank0]:     raise Warning(\n"
+            "[rank0]: Warning: If use auto select strategy, select_interval will be set to 1 and select_strategy "
+            "will be set to epoch, thus select_interval would be overwritten.\n")
+    assert f.rule == "failure-deepspeed-misuse" and "select_strategy" in f.fixes[0].advice
+    # a warnings.warn line outside a traceback stays a warning
+    assert not [g for g in diagnose("UserWarning: the default of use_reentrant will change\nstep 1 loss 0.5\n")
+                if g.severity != "info"]
