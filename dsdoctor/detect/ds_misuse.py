@@ -36,6 +36,52 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # min_capacity. Either set min_capacity to 0 or increase your batch size.'
     ("ds_moe_capacity", "a MoE layer given fewer tokens per batch than its min_capacity",
      ("should be greater than min_capacity",), ()),
+    # AutoTP (part T): runtime/engine.py _apply_autotp_partitioning 'tensor_parallel.tp.tp_size (N) does not
+    # match tensor_parallel.autotp_size (M).'; module_inject/auto_tp.py AutoTP.tp_parser 'Not able to determine
+    # model policy automatically. Please provide policy.' (a model with no HF layer names AutoTP knows)
+    ("ds_autotp", "tensor_parallel.autotp_size set on a model or world AutoTP cannot shard",
+     ("does not match tensor_parallel.autotp_size", "Not able to determine model policy automatically"), ()),
+    # Ulysses sequence parallelism (part T), runtime/sequence_parallel/ulysses_sp.py: UlyssesSPAttentionHF.__init__
+    # 'Attention head count N is not divisible by SP size M', 'KV attention head count N is not divisible by SP
+    # size M or vice versa'; register_with_transformers "core_attn_implementation='x' does not match model config
+    # attn_implementation='y'", 'eager attn_implementation isn't currently supported by Ulysses sequence
+    # parallelism', 'Either `seq_length_is_variable` needs to be `True` or `seq_length` ...';
+    # UlyssesSPDataLoaderAdapter.refill "batch's seqlen=N isn't divisible by sp-size=M", 'Ulysses SP requires
+    # `position_ids` in every dataloader batch'; forward 'Ulysses SP requires position_ids in every forward()',
+    # '[r]: query input tensor does not match the required shape' (a fixed seq_length the batches do not have)
+    ("ds_ulysses", "Ulysses sequence parallelism given a model, attention or batch it cannot split",
+     ("is not divisible by SP size", "does not match model config attn_implementation",
+      "isn't currently supported by Ulysses sequence parallelism", "Either `seq_length_is_variable` needs to be",
+      "isn't divisible by sp-size", "Ulysses SP requires", "input tensor does not match the required shape"), ()),
+    # ZenFlow (part T): runtime/zenflow/zenflow_stage_1_and_2.py _configure_zenflow 'Zenflow must be used with cpu
+    # offload', __init__ 'offload selective optimizer should be used with overlap_comm', zenflow/engine.py
+    # configure_zenflow 'Select interval must be greater or equal to update interval', "If don't use auto select
+    # strategy, select_interval must be a number.", and a Warning raised as an exception: 'If use auto select
+    # strategy, select_interval will be set to 1 ...' (select_interval given with the default strategy "auto")
+    ("ds_zenflow", "a zero_optimization.zenflow block without the offload it runs on or with intervals it refuses",
+     ("Zenflow must be used with cpu offload", "offload selective optimizer should be used with overlap_comm",
+      "Select interval must be greater or equal to update interval", "select_interval must be a number",
+      "If use auto select strategy, select_interval will be set to 1"), ()),
+    # runtime/chunked_cross_entropy.py (part T): _resolve_backend 'The Triton chunked cross-entropy backend needs CUDA
+    # logits and Triton; use backend="torch" to run elsewhere' (run here on the CPU), 'Unsupported chunked
+    # cross-entropy backend', _validate_block_rows 'block_rows must be a positive integer', _refuse_create_graph
+    # 'The chunked cross entropy has no second derivative'
+    ("ds_chunked_ce", "DeepSpeed's chunked cross-entropy called with a backend or arguments it does not take",
+     ("chunked cross-entropy backend", "chunked cross entropy has no second derivative"), ()),
+    ("ds_chunked_ce", "DeepSpeed's chunked cross-entropy called with a backend or arguments it does not take",
+     ("block_rows must be a positive integer",), ("chunked_cross_entropy.py",)),
+    # runtime/superoffload/superoffload_stage3.py: "SuperOffload only supports NVIDIA CUDA GPUs, but found
+    # accelerator 'cpu'." (offload_optimizer.super_offload under ZeRO-3, run here)
+    ("ds_superoffload", "offload_optimizer.super_offload on an accelerator other than NVIDIA CUDA",
+     ("SuperOffload only supports NVIDIA CUDA GPUs",), ()),
+    # runtime/engine.py _configure_basic_optimizer (Muon): 'The Muon optimizer needs every parameter tagged with
+    # use_muon, and N are not.'
+    ("ds_muon_params", "the Muon optimizer given parameters the model passed to deepspeed.initialize does not hold",
+     ("The Muon optimizer needs every parameter tagged with use_muon",), ()),
+    # transformers configuration_utils.py validate_architecture 'The hidden size (N) is not a multiple of the
+    # number of attention heads (M).': met here changing the head count to fit the SP / TP size
+    ("model_heads", "a model config whose hidden_size is not a multiple of num_attention_heads",
+     ("is not a multiple of the number of attention heads",), ()),
     # runtime/engine.py _do_optimizer_sanity_check 'unsupported mix of model_dtype=... and grad_accum_dtype=...'
     ("ds_grad_accum_dtype", "data_types.grad_accum_dtype set to a dtype this precision and ZeRO stage cannot "
      "accumulate in", ("unsupported mix of model_dtype",), ()),
@@ -64,9 +110,26 @@ _TORCH_SCRIPT = [
 ]
 
 
+# DeepSpeed refusing two features together in words detect/families.py's _FEATURE_REFUSED does not know:
+# runtime/torch_autocast.py _validate_auto_cast_settings 'Cannot enable both torch autocast and zero quantized
+# weights' (run here): the generic config rule, whose advice is the setting the message names
+_FEATURES_REFUSED = ("Cannot enable both",)
+
+
+def _config_value_refused(name: str, message: str, where: list[str]) -> bool:
+    """A value of the ds_config DeepSpeed could not read: runtime/config.py get_torch_autocast_dtype calls
+    DtypeEnum(value) and enum.py raises "ValueError: 'float8' is not a valid DtypeEnum" (run here) from
+    below DeepSpeed's config module, so the raise site is enum.py, not a config file."""
+    return name == "ValueError" and "is not a valid" in message and \
+        any("deepspeed/" in w and "config" in w.rsplit("/", 1)[-1] for w in where)
+
+
 def misuse_family(name: str, message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
     site = raise_site or ""
     where = [site, *(frames or ())]
+    if (any(t in message for t in _FEATURES_REFUSED) and "deepspeed/" in site) or \
+            _config_value_refused(name, message, where):
+        return Family("config", "config_error", 3, "a configuration that DeepSpeed refused")
     for fam, why, texts, sites in _MISUSE:
         if any(t in message for t in texts) and (not sites or any(s in site for s in sites)):
             return Family(fam, "config_error", 3, why)
@@ -78,6 +141,18 @@ def misuse_family(name: str, message: str, raise_site: str | None, frames: list[
         if text in message:
             return Family(fam, "config_error", 3, why)
     in_ds = any("deepspeed/" in w for w in where)
+    # runtime/engine.py load_checkpoint with checkpoint.load_universal: 'Invalid for universal checkpoint:
+    # <dir>/latest_universal does not exist' (run here: a checkpoint never converted by ds_to_universal, which
+    # writes latest_universal): the rule failure-checkpoint-missing, whose fix names the conversion
+    if "Invalid for universal checkpoint" in message:
+        return Family("checkpoint_missing", "config_error", 3,
+                      "checkpoint.load_universal set on a checkpoint never converted to the universal format")
+    # torch/distributed/_pycute/layout.py complement: a bare AssertionError when a DeviceMesh's shape does not
+    # multiply to the world size (deepspeed/utils/groups.py _init_tp_mesh_device builds (world // autotp_size,
+    # autotp_size): autotp_size 3 on 2 ranks, run here); only the innermost frames are kept, so the mesh is named
+    if name == "AssertionError" and "_pycute/" in site and any("device_mesh.py" in w for w in where):
+        return Family("ds_autotp", "config_error", 3,
+                      "a device mesh (tensor_parallel.autotp_size x data parallel) that does not fill the world")
     # pipe/engine.py PipelineEngine._next_batch: next(self.data_iterator) ran dry inside train_batch
     if name == "StopIteration" and any("pipe/engine.py" in w for w in where):
         return Family("ds_pipe_data", "config_error", 3,
