@@ -41,7 +41,8 @@ MIN_SPIKES = 2
 DIVERGE = 3.0             # loss this many times its best so far ...
 DIVERGE_RUN = 3           # ... this many times in a row (or once non-finite): diverged
 POST_PEAK_STEPS = 100     # "right after the peak"
-STUCK_STEPS = 20          # consecutive flat LR observations before we call it stuck
+STUCK_STEPS = 20          # consecutive flat LR observations before we call it stuck ...
+STUCK_MIN_READINGS = 4    # ... or this many readings spanning STUCK_STEPS steps (steps_per_print > 1 samples the LR)
 STUCK_FRACTION = 0.01     # flat at <= 1% of the peak
 UNBOUNDED_STEPS = 2000    # rising for this long without a peak: not a warm-up
 RESUME_STEP = 100         # a run whose first step is beyond this was resumed
@@ -82,7 +83,7 @@ def _nice_steps(n: float) -> int:
 
 
 class LRScheduleDetector(Detector):
-    kinds = ("lr", "loss", "config_error", "run_end", "throughput")
+    kinds = ("lr", "loss", "config_error", "run_end", "throughput", "context")
 
     def __init__(self) -> None:
         self.rank: int | None = None
@@ -90,6 +91,7 @@ class LRScheduleDetector(Detector):
         self.first_lr: float | None = None
         self.prev_lr: float | None = None
         self.prev_step: int | None = None
+        self.fall_rate: float | None = None    # LR lost per step between the last two readings, while falling
         self.peak_lr = 0.0
         self.peak_step: int | None = None
         self.peak_ev: Event | None = None
@@ -98,6 +100,7 @@ class LRScheduleDetector(Detector):
         self.decreasing = 0              # consecutive observations with a falling LR
         self.flat_run = 0
         self.flat_from: int | None = None
+        self.flat_since: int | None = None
         self.flat_ev: Event | None = None
         self.decayed_before_flat = False
         self.last_step: int | None = None
@@ -120,6 +123,8 @@ class LRScheduleDetector(Detector):
         self.last_lr_ev: Event | None = None
         self.ever_fell = False
         self.emitted: list[Symptom] = []     # their last_step is brought up to date in finish()
+        self.client_sched_ev: Event | None = None    # 'DeepSpeed using client LR scheduler'
+        self.config_sched_ev: Event | None = None    # the engine's config print naming a scheduler type
 
     # ------------------------------------------------------------------ lr
     def _lr(self, ev: Event, seq: int) -> list[Symptom]:
@@ -133,6 +138,7 @@ class LRScheduleDetector(Detector):
             self.first_lr_ev = ev
         self.last_lr_ev = ev
         prev = self.prev_lr
+
         self.lr_seen += 1
         if prev is not None:
             self.rise_run = self.rise_run + 1 if lr > prev * (1 + 1e-9) else 0
@@ -148,9 +154,11 @@ class LRScheduleDetector(Detector):
             elif lr < prev * (1 - 1e-9):
                 self.decreasing += 1
                 self.ever_fell = True
-                # a fall to the warm-up start mid-run: the schedule restarted
+                # a fall to the warm-up start mid-run: the schedule restarted (not a fall at the pace the
+                # LR was already falling: OneCycle's second half, read every steps_per_print steps)
                 if (self.first_lr is not None and self.peak_lr >= 5 * max(self.first_lr, 1e-12)
-                        and lr <= max(2 * self.first_lr, 1e-12) and prev >= 0.5 * self.peak_lr):
+                        and lr <= max(2 * self.first_lr, 1e-12) and prev >= 0.5 * self.peak_lr
+                        and not self._falls_on_course(lr, prev, step)):
                     out += self._once("lr_restart", ev, seq, restart_step=step, lr_before=prev, lr_after=lr,
                                       how="dropped")
                 self.rise_steps = 0
@@ -166,9 +174,12 @@ class LRScheduleDetector(Detector):
         if flat_low and prev is not None and abs(lr - prev) <= 1e-9 * max(prev, 1e-12):
             if self.flat_run == 0:
                 self.flat_from, self.flat_ev = step, ev
+                self.flat_since = self.prev_step      # the first reading at the flat value
                 self.decayed_before_flat = self.decreasing > 0 or (self.peak_lr > 0 and self.peaked)
             self.flat_run += 1
-            if self.flat_run == STUCK_STEPS and (self.peak_lr > 0 or lr <= 1e-12):
+            spans = (step is not None and self.flat_since is not None and self.flat_run >= STUCK_MIN_READINGS
+                     and step - self.flat_since >= STUCK_STEPS)
+            if (self.flat_run >= STUCK_STEPS or spans) and (self.peak_lr > 0 or lr <= 1e-12):
                 out += self._once("lr_stuck", self.flat_ev or ev, seq, stuck_value=lr, stuck_from_step=self.flat_from,
                                   peak_lr=self.peak_lr, decayed=self.decayed_before_flat,
                                   resumed=bool(self.first_step and self.first_step > RESUME_STEP))
@@ -183,10 +194,21 @@ class LRScheduleDetector(Detector):
         if (self.rise_steps >= UNBOUNDED_STEPS and self.first_lr is not None and lr >= 10 * max(self.first_lr, 1e-12)):
             out += self._once("lr_unbounded", ev, seq, rising_steps=self.rise_steps, lr_first=self.first_lr,
                               lr_now=lr, linear=True)
+        if prev is not None and lr < prev and step is not None and self.prev_step is not None and step > self.prev_step:
+            self.fall_rate = (prev - lr) / (step - self.prev_step)
+        elif prev is not None and lr >= prev:
+            self.fall_rate = None
         self.prev_lr, self.prev_step, self.lr_now = lr, step, lr
         if step is not None:
             self.last_step = step if self.last_step is None else max(self.last_step, step)
         return out
+
+    def _falls_on_course(self, lr: float, prev: float, step) -> bool:
+        """The LR fell from `prev` to `lr` no faster than it was already falling per step (with
+        room for a readings' gap): a linear decay read sparsely, not a schedule that started over."""
+        if self.fall_rate is None or step is None or self.prev_step is None or step <= self.prev_step:
+            return False
+        return prev - lr <= 1.5 * self.fall_rate * (step - self.prev_step)
 
     # ---------------------------------------------------------------- loss
     def _loss(self, ev: Event, seq: int) -> list[Symptom]:
@@ -322,7 +344,28 @@ class LRScheduleDetector(Detector):
         self.emitted.append(sym)
         return [sym]
 
+    def _context(self, ev: Event, seq: int) -> list[Symptom]:
+        """A scheduler passed to deepspeed.initialize() AND a `scheduler` section in the config:
+        DeepSpeed uses the client's and drops the config's without a word (engine.py
+        _configure_lr_scheduler). The config print comes after the 'client' line."""
+        if ev.data.get("lr_scheduler_source") == "client":
+            self.client_sched_ev = self.client_sched_ev or ev
+        elif ev.data.get("scheduler"):
+            self.config_sched_ev = self.config_sched_ev or ev
+        if self.client_sched_ev is None or self.config_sched_ev is None:
+            return []
+        if self.client_sched_ev.source != self.config_sched_ev.source and \
+                self.client_sched_ev.rank != self.config_sched_ev.rank:
+            return []
+        got = self._once("lr_config_scheduler_ignored", self.config_sched_ev, seq,
+                         config_scheduler=self.config_sched_ev.data.get("scheduler"))
+        for sym in got:
+            sym.add_evidence(self.client_sched_ev)
+        return got
+
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "context":
+            return self._context(ev, seq)
         if ev.kind == "config_error":
             return self._config_error(ev, seq)
         if ev.kind in ("run_end", "throughput"):
