@@ -38,6 +38,8 @@ from .base import Detector, symptom_from
 EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike
 MIN_SPIKES = 2
+SPIKE_MIN_SHARE = 0.05    # ... and by at least this share of the run's first losses (their median)
+SPIKE_NOISE_SIGMAS = 4.0  # ... and this many robust sigmas (1.4826 x MAD) of the recent window above its median
 DIVERGE = 3.0             # loss this many times its best so far ...
 DIVERGE_RUN = 3           # ... this many times in a row (or once non-finite): diverged
 POST_PEAK_STEPS = 100     # "right after the peak"
@@ -107,6 +109,8 @@ class LRScheduleDetector(Detector):
         self.lr_now: float | None = None
         self.warmup_steps: int | None = None   # steps from the first LR to the peak
         self.recent_loss: deque[float] = deque(maxlen=9)
+        self.start_loss: float | None = None
+        self.noise_window: deque[float] = deque(maxlen=32)
         self.best_loss = math.inf
         self.spikes: list[tuple[int | None, float, float]] = []
         self.spike_ev: Event | None = None
@@ -133,6 +137,8 @@ class LRScheduleDetector(Detector):
             return []
         out: list[Symptom] = []
         step = ev.step
+        if step is not None and step == self.prev_step:
+            return []                     # the same step's LR again (DeepSpeed's line and the script's own)
         if self.first_lr is None:         # (HF's metric dicts carry no step: the first LR is still the first)
             self.first_step, self.first_lr = step, lr
             self.first_lr_ev = ev
@@ -238,7 +244,13 @@ class LRScheduleDetector(Detector):
             med = median(self.recent_loss)
             # only spikes while the LR is at its peak count: during a warm-up they are the warm-up's business
             at_peak = self.peaked or (self.first_lr is not None and self.peak_lr <= 1.05 * self.first_lr)
-            if med > 0 and v > SPIKE * med and at_peak:
+            # above the window's own noise too: a script's per-batch loss of a small batch scatters by
+            # more than SPIKE x its median without anything wrong (HF's logged loss is a mean over steps)
+            # (the spread over a longer window: nine values' MAD is itself too noisy to be a bound)
+            noise = SPIKE_NOISE_SIGMAS * 1.4826 * median([abs(x - med) for x in self.noise_window])
+            # and by a share of where the loss started: near 0 (an easy task, leaked labels) x1.5 is nothing
+            floor = SPIKE_MIN_SHARE * (self.start_loss or 0.0)
+            if med > 0 and v > SPIKE * med and v > med + max(noise, floor) and at_peak:
                 self.spikes.append((step, v, med))
                 if self.spike_ev is None:
                     self.spike_ev = ev
@@ -246,6 +258,9 @@ class LRScheduleDetector(Detector):
             self.early_done = True
             out += self._early_verdict(seq)
         self.recent_loss.append(v)
+        self.noise_window.append(v)
+        if self.start_loss is None and len(self.recent_loss) >= 5:
+            self.start_loss = min(self.recent_loss)      # (a loss that blew up from step 2 on must not set it)
         # best loss so far, on a median of the window so one lucky batch does not set it
         if len(self.recent_loss) >= 5:
             self.best_loss = min(self.best_loss, median(self.recent_loss))
