@@ -39,7 +39,7 @@ EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike
 MIN_SPIKES = 2
 SPIKE_MIN_SHARE = 0.05    # ... and by at least this share of the run's first losses (their median)
-SPIKE_NOISE_SIGMAS = 4.0  # ... and this many robust sigmas (1.4826 x MAD) of the recent window above its median
+SPIKE_NOISE_SIGMAS = 4.0  # ... and this many robust sigmas of the step-to-step changes above the recent median
 DIVERGE = 3.0             # loss this many times its best so far ...
 DIVERGE_RUN = 3           # ... this many times in a row (or once non-finite): diverged
 POST_PEAK_STEPS = 100     # "right after the peak"
@@ -246,8 +246,9 @@ class LRScheduleDetector(Detector):
             at_peak = self.peaked or (self.first_lr is not None and self.peak_lr <= 1.05 * self.first_lr)
             # above the window's own noise too: a script's per-batch loss of a small batch scatters by
             # more than SPIKE x its median without anything wrong (HF's logged loss is a mean over steps)
-            # (the spread over a longer window: nine values' MAD is itself too noisy to be a bound)
-            noise = SPIKE_NOISE_SIGMAS * 1.4826 * median([abs(x - med) for x in self.noise_window])
+            # (sigma from the steps between readings, median |diff| / (0.6745 x sqrt 2): a falling loss's
+            # trend does not count as noise, and 32 steps are a steadier bound than nine values)
+            noise = SPIKE_NOISE_SIGMAS * 1.0484 * median(self.noise_window) if self.noise_window else 0.0
             # and by a share of where the loss started: near 0 (an easy task, leaked labels) x1.5 is nothing
             floor = SPIKE_MIN_SHARE * (self.start_loss or 0.0)
             if med > 0 and v > SPIKE * med and v > med + max(noise, floor) and at_peak:
@@ -257,8 +258,9 @@ class LRScheduleDetector(Detector):
         if not early and not self.early_done and step is not None and step > EARLY_STEPS:
             self.early_done = True
             out += self._early_verdict(seq)
+        if self.recent_loss:
+            self.noise_window.append(abs(v - self.recent_loss[-1]))
         self.recent_loss.append(v)
-        self.noise_window.append(v)
         if self.start_loss is None and len(self.recent_loss) >= 5:
             self.start_loss = min(self.recent_loss)      # (a loss that blew up from step 2 on must not set it)
         # best loss so far, on a median of the window so one lucky batch does not set it
