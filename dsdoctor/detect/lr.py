@@ -38,6 +38,7 @@ from .base import Detector, symptom_from
 EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike
 MIN_SPIKES = 2
+SPIKE_UNDO = 0.5          # ... and by this share of the way back from the recent median to that level
 SPIKE_MIN_SHARE = 0.05    # ... and by at least this share of the run's first losses (their median)
 SPIKE_NOISE_SIGMAS = 4.0  # ... and this many robust sigmas of the step-to-step changes above the recent median
 DIVERGE = 3.0             # loss this many times its best so far ...
@@ -251,6 +252,10 @@ class LRScheduleDetector(Detector):
             noise = SPIKE_NOISE_SIGMAS * 1.0484 * median(self.noise_window) if self.noise_window else 0.0
             # and by a share of where the loss started: near 0 (an easy task, leaked labels) x1.5 is nothing
             floor = SPIKE_MIN_SHARE * (self.start_loss or 0.0)
+            # once the loss has come down, a spike undoes at least half of that progress: a converged
+            # loss's unlucky batches (x3 of a tiny median, still far below the start) are not instability
+            if self.start_loss is not None and self.start_loss > med:
+                floor = max(floor, SPIKE_UNDO * (self.start_loss - med))
             if med > 0 and v > SPIKE * med and v > med + max(noise, floor) and at_peak:
                 self.spikes.append((step, v, med))
                 if self.spike_ev is None:
