@@ -111,6 +111,8 @@ class LRScheduleDetector(Detector):
         self.warmup_steps: int | None = None   # steps from the first LR to the peak
         self.recent_loss: deque[float] = deque(maxlen=9)
         self.start_loss: float | None = None
+        self.loss_steps_seen: deque[tuple] = deque(maxlen=8)    # (step, name) of the latest losses
+        self.series_src: dict[str, tuple] = {}      # kind -> (the input it is read from, its highest step)
         self.noise_window: deque[float] = deque(maxlen=32)
         self.best_loss = math.inf
         self.spikes: list[tuple[int | None, float, float]] = []
@@ -224,6 +226,10 @@ class LRScheduleDetector(Detector):
             return []
         out: list[Symptom] = []
         step = ev.step
+        seen = (step, ev.data.get("name"))
+        if step is not None and seen in self.loss_steps_seen:
+            return []        # the same step's loss again: a live hook's and the console's, or two copies of a line
+        self.loss_steps_seen.append(seen)
         finite = math.isfinite(v)
         # divergence shortly after the LR peak (a warm-up or a cycle that climbed too high)
         if (self.peaked and self.peak_step is not None and step is not None and self.warmup_steps
@@ -398,7 +404,21 @@ class LRScheduleDetector(Detector):
             self.rank = ev.rank
         if ev.rank != self.rank and self.rank is not None and ev.rank is not None:
             return ()          # another rank's copy; a line without a rank (HF's metric dicts) is the run's
+        if self._replayed(ev):
+            return ()
         return self._lr(ev, seq) if ev.kind == "lr" else self._loss(ev, seq)
+
+    def _replayed(self, ev: Event) -> bool:
+        """A second input's view of steps another input already gave (a watched run's console and
+        its hooks' events-rank<N>.jsonl): read as a series, it would start over at step 0. A later
+        input that goes on past them (the log of a resumed run) is read on."""
+        if ev.step is None:
+            return False
+        src, top = self.series_src.get(ev.kind, (None, None))
+        if src is not None and ev.source != src and top is not None and ev.step <= top:
+            return True
+        self.series_src[ev.kind] = (ev.source, ev.step if top is None else max(top, ev.step))
+        return False
 
     def finish(self) -> Iterable[Symptom]:
         out: list[Symptom] = []
