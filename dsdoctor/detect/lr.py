@@ -86,7 +86,7 @@ def _nice_steps(n: float) -> int:
 
 
 class LRScheduleDetector(Detector):
-    kinds = ("lr", "loss", "config_error", "run_end", "throughput", "context")
+    kinds = ("lr", "loss", "config_error", "run_end", "throughput", "context", "rank_done")
 
     def __init__(self) -> None:
         self.rank: int | None = None
@@ -396,8 +396,9 @@ class LRScheduleDetector(Detector):
             return self._context(ev, seq)
         if ev.kind == "config_error":
             return self._config_error(ev, seq)
-        if ev.kind in ("run_end", "throughput"):
-            if ev.kind == "run_end" or ev.data.get("summary"):
+        if ev.kind in ("run_end", "throughput", "rank_done"):
+            # (rank_done: the DeepSpeed launcher's 'Process N exits successfully': the script returned)
+            if ev.kind in ("run_end", "rank_done") or ev.data.get("summary"):
                 self.ended = ev
             return ()
         if self.rank is None and ev.kind == "lr":
