@@ -41,8 +41,8 @@ def test_script_step_line_gives_loss_lr_and_grad_norm():
 
 
 def test_script_step_line_wordings():
-    for line, step, loss in (("step: 5, loss: 0.4472, lr: 6.99e-04", 5, 0.4472),
-                             ("Epoch 0 | Step 80 | Loss: 2.31 | grad norm: 1.2", 80, 2.31),
+    for line, step, loss in (("step: 5, loss=0.4472, lr=6.99e-04", 5, 0.4472),
+                             ("Epoch 0 | Step 80 | Loss = 2.31 | grad_norm = 1.2", 80, 2.31),
                              ("Step 3/100 loss=1.5", 3, 1.5),
                              ("[iter 12] train_loss=0.75", 12, 0.75)):
         got = events(line + "\n", "loss")
@@ -51,7 +51,7 @@ def test_script_step_line_wordings():
 
 def test_script_step_line_leaves_other_lines_alone():
     # evaluation losses, a line without a step, HF's dict and Megatron's iteration line (their own readers)
-    assert not events("step 10 eval loss: 2.3\n", "loss")
+    assert not events("step 10 eval loss = 2.3\n", "loss")
     assert not events("step=5 val_loss=2.3\n", "loss")
     assert not events("loss=0.5 after warm-up\n", "loss")
     hf = "{'loss': 0.4472, 'grad_norm': 1.2, 'learning_rate': 6.99e-04, 'epoch': 0.1}\n"
@@ -59,6 +59,9 @@ def test_script_step_line_leaves_other_lines_alone():
     meg = (" iteration       10/     100 | consumed samples:          640 | elapsed time per iteration (ms): 812.3 |"
            " learning rate: 1.000E-04 | global batch size:    64 | lm loss: 2.300000E+00 | loss scale: 1.0 |\n")
     assert len(events(meg, "loss")) == 1
+    # 'loss: ' is not a trigger: a piece of Megatron's record wrapped at 120 columns must reach megatron.py
+    wrapped = meg[:120] + "\n" + meg[120:]
+    assert [e.data["value"] for e in events(wrapped, "loss")] == [2.3]
     # 'loss: nan' stays loose_loss's: one event
     assert len(events("step=5 loss: nan\n", "loss")) == 1
 

@@ -1,11 +1,11 @@
 """Recogniser: a training script's own step line, printed as text.
 
     print(f"rank={rank} step={step} loss={loss:.4f} lr={lr:.3e}")      -> 'rank=0 step=5 loss=0.4472 lr=6.990e-04'
-    logger.info(f"step: {step}, loss: {loss}, lr: {lr}, grad_norm: {gn}")
-    print(f"Epoch 0 | Step 80 | Loss: 2.31 | grad norm: 1.2")
+    logger.info(f"step: {step}, loss={loss}, lr={lr}, grad_norm={gn}")
+    print(f"Epoch 0 | Step 80 | Loss = 2.31 | grad norm = 1.2")
 
 A line is a step line when it names a step (step/global_step/iter/iteration with a number) and,
-after it, a loss with '=' or ':'. The loss, and an lr / learning_rate and a grad norm on the same
+after it, a loss with '=' (a 'loss:' line is left alone: see the trigger). The loss, and an lr / learning_rate and a grad norm on the same
 line, become the same events as a JSON-lines record's (formats/jsonlog.py), so the LR schedule,
 divergence and grad-norm detectors read scripts that log in plain text. Only finite losses:
 'loss: nan' is formats/deepspeed.py loose_loss's. Lines other recognisers own are left to them
@@ -30,7 +30,9 @@ _EVAL = ("eval", "val", "valid", "validation", "test", "dev")
 _OWNED = ("{'", '{"', "iter time (s)", "lm loss:", "| consumed samples")
 
 
-@on("loss=", "loss:", "loss =", "Loss=", "Loss:", "Loss =", "LOSS:", "LOSS=")
+# (only 'loss=' forms: 'loss: ' hits the pieces of Megatron's wrapped iteration record, whose
+# continuation lines must reach megatron.py with nothing else triggered on them)
+@on("loss=", "loss =", "Loss=", "Loss =", "LOSS=")
 def script_step(line: Line, st: StreamState):
     t = line.text
     if len(t) > 400 or any(o in t for o in _OWNED):
