@@ -32,6 +32,7 @@ FACTS = {
     "loss_scale_window": "fp16.loss_scale_window (default 1000)",
     "hysteresis": "fp16.hysteresis (default 2)",
     "scheduler": "scheduler.type",
+    "total_num_steps": "scheduler.params.total_num_steps (WarmupDecayLR, WarmupCosineLR)",
     "gpu_name": "GPU model",
     "gpu_count": "GPUs on this node",
     "bf16_supported": "the GPU supports bf16 (compute capability >= 8.0)",
@@ -135,4 +136,5 @@ def facts_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "loss_scale_window": num(g("fp16.loss_scale_window", 1000)) if fp16 else None,
         "hysteresis": num(g("fp16.hysteresis", 2)) if fp16 else None,
         "scheduler": sched if isinstance(sched, str) else None,
+        "total_num_steps": num(g("scheduler.params.total_num_steps")),
     }

@@ -38,10 +38,14 @@ from .base import Detector, symptom_from
 EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike
 MIN_SPIKES = 2
+SPIKE_UNDO = 0.5          # ... and by this share of the way back from the recent median to that level
+SPIKE_MIN_SHARE = 0.05    # ... and by at least this share of the run's first losses (their median)
+SPIKE_NOISE_SIGMAS = 4.0  # ... and this many robust sigmas of the step-to-step changes above the recent median
 DIVERGE = 3.0             # loss this many times its best so far ...
 DIVERGE_RUN = 3           # ... this many times in a row (or once non-finite): diverged
 POST_PEAK_STEPS = 100     # "right after the peak"
-STUCK_STEPS = 20          # consecutive flat LR observations before we call it stuck
+STUCK_STEPS = 20          # consecutive flat LR observations before we call it stuck ...
+STUCK_MIN_READINGS = 4    # ... or this many readings spanning STUCK_STEPS steps (steps_per_print > 1 samples the LR)
 STUCK_FRACTION = 0.01     # flat at <= 1% of the peak
 UNBOUNDED_STEPS = 2000    # rising for this long without a peak: not a warm-up
 RESUME_STEP = 100         # a run whose first step is beyond this was resumed
@@ -82,7 +86,7 @@ def _nice_steps(n: float) -> int:
 
 
 class LRScheduleDetector(Detector):
-    kinds = ("lr", "loss", "config_error", "run_end", "throughput")
+    kinds = ("lr", "loss", "config_error", "run_end", "throughput", "context", "rank_done")
 
     def __init__(self) -> None:
         self.rank: int | None = None
@@ -90,6 +94,7 @@ class LRScheduleDetector(Detector):
         self.first_lr: float | None = None
         self.prev_lr: float | None = None
         self.prev_step: int | None = None
+        self.fall_rate: float | None = None    # LR lost per step between the last two readings, while falling
         self.peak_lr = 0.0
         self.peak_step: int | None = None
         self.peak_ev: Event | None = None
@@ -98,12 +103,17 @@ class LRScheduleDetector(Detector):
         self.decreasing = 0              # consecutive observations with a falling LR
         self.flat_run = 0
         self.flat_from: int | None = None
+        self.flat_since: int | None = None
         self.flat_ev: Event | None = None
         self.decayed_before_flat = False
         self.last_step: int | None = None
         self.lr_now: float | None = None
         self.warmup_steps: int | None = None   # steps from the first LR to the peak
         self.recent_loss: deque[float] = deque(maxlen=9)
+        self.start_loss: float | None = None
+        self.loss_steps_seen: deque[tuple] = deque(maxlen=8)    # (step, name) of the latest losses
+        self.series_src: dict[str, tuple] = {}      # kind -> (the input it is read from, its highest step)
+        self.noise_window: deque[float] = deque(maxlen=32)
         self.best_loss = math.inf
         self.spikes: list[tuple[int | None, float, float]] = []
         self.spike_ev: Event | None = None
@@ -120,6 +130,8 @@ class LRScheduleDetector(Detector):
         self.last_lr_ev: Event | None = None
         self.ever_fell = False
         self.emitted: list[Symptom] = []     # their last_step is brought up to date in finish()
+        self.client_sched_ev: Event | None = None    # 'DeepSpeed using client LR scheduler'
+        self.config_sched_ev: Event | None = None    # the engine's config print naming a scheduler type
 
     # ------------------------------------------------------------------ lr
     def _lr(self, ev: Event, seq: int) -> list[Symptom]:
@@ -128,11 +140,14 @@ class LRScheduleDetector(Detector):
             return []
         out: list[Symptom] = []
         step = ev.step
+        if step is not None and step == self.prev_step:
+            return []                     # the same step's LR again (DeepSpeed's line and the script's own)
         if self.first_lr is None:         # (HF's metric dicts carry no step: the first LR is still the first)
             self.first_step, self.first_lr = step, lr
             self.first_lr_ev = ev
         self.last_lr_ev = ev
         prev = self.prev_lr
+
         self.lr_seen += 1
         if prev is not None:
             self.rise_run = self.rise_run + 1 if lr > prev * (1 + 1e-9) else 0
@@ -148,9 +163,11 @@ class LRScheduleDetector(Detector):
             elif lr < prev * (1 - 1e-9):
                 self.decreasing += 1
                 self.ever_fell = True
-                # a fall to the warm-up start mid-run: the schedule restarted
+                # a fall to the warm-up start mid-run: the schedule restarted (not a fall at the pace the
+                # LR was already falling: OneCycle's second half, read every steps_per_print steps)
                 if (self.first_lr is not None and self.peak_lr >= 5 * max(self.first_lr, 1e-12)
-                        and lr <= max(2 * self.first_lr, 1e-12) and prev >= 0.5 * self.peak_lr):
+                        and lr <= max(2 * self.first_lr, 1e-12) and prev >= 0.5 * self.peak_lr
+                        and not self._falls_on_course(lr, prev, step)):
                     out += self._once("lr_restart", ev, seq, restart_step=step, lr_before=prev, lr_after=lr,
                                       how="dropped")
                 self.rise_steps = 0
@@ -166,9 +183,12 @@ class LRScheduleDetector(Detector):
         if flat_low and prev is not None and abs(lr - prev) <= 1e-9 * max(prev, 1e-12):
             if self.flat_run == 0:
                 self.flat_from, self.flat_ev = step, ev
+                self.flat_since = self.prev_step      # the first reading at the flat value
                 self.decayed_before_flat = self.decreasing > 0 or (self.peak_lr > 0 and self.peaked)
             self.flat_run += 1
-            if self.flat_run == STUCK_STEPS and (self.peak_lr > 0 or lr <= 1e-12):
+            spans = (step is not None and self.flat_since is not None and self.flat_run >= STUCK_MIN_READINGS
+                     and step - self.flat_since >= STUCK_STEPS)
+            if (self.flat_run >= STUCK_STEPS or spans) and (self.peak_lr > 0 or lr <= 1e-12):
                 out += self._once("lr_stuck", self.flat_ev or ev, seq, stuck_value=lr, stuck_from_step=self.flat_from,
                                   peak_lr=self.peak_lr, decayed=self.decayed_before_flat,
                                   resumed=bool(self.first_step and self.first_step > RESUME_STEP))
@@ -183,10 +203,21 @@ class LRScheduleDetector(Detector):
         if (self.rise_steps >= UNBOUNDED_STEPS and self.first_lr is not None and lr >= 10 * max(self.first_lr, 1e-12)):
             out += self._once("lr_unbounded", ev, seq, rising_steps=self.rise_steps, lr_first=self.first_lr,
                               lr_now=lr, linear=True)
+        if prev is not None and lr < prev and step is not None and self.prev_step is not None and step > self.prev_step:
+            self.fall_rate = (prev - lr) / (step - self.prev_step)
+        elif prev is not None and lr >= prev:
+            self.fall_rate = None
         self.prev_lr, self.prev_step, self.lr_now = lr, step, lr
         if step is not None:
             self.last_step = step if self.last_step is None else max(self.last_step, step)
         return out
+
+    def _falls_on_course(self, lr: float, prev: float, step) -> bool:
+        """The LR fell from `prev` to `lr` no faster than it was already falling per step (with
+        room for a readings' gap): a linear decay read sparsely, not a schedule that started over."""
+        if self.fall_rate is None or step is None or self.prev_step is None or step <= self.prev_step:
+            return False
+        return prev - lr <= 1.5 * self.fall_rate * (step - self.prev_step)
 
     # ---------------------------------------------------------------- loss
     def _loss(self, ev: Event, seq: int) -> list[Symptom]:
@@ -195,6 +226,10 @@ class LRScheduleDetector(Detector):
             return []
         out: list[Symptom] = []
         step = ev.step
+        seen = (step, ev.data.get("name"))
+        if step is not None and seen in self.loss_steps_seen:
+            return []        # the same step's loss again: a live hook's and the console's, or two copies of a line
+        self.loss_steps_seen.append(seen)
         finite = math.isfinite(v)
         # divergence shortly after the LR peak (a warm-up or a cycle that climbed too high)
         if (self.peaked and self.peak_step is not None and step is not None and self.warmup_steps
@@ -216,14 +251,29 @@ class LRScheduleDetector(Detector):
             med = median(self.recent_loss)
             # only spikes while the LR is at its peak count: during a warm-up they are the warm-up's business
             at_peak = self.peaked or (self.first_lr is not None and self.peak_lr <= 1.05 * self.first_lr)
-            if med > 0 and v > SPIKE * med and at_peak:
+            # above the window's own noise too: a script's per-batch loss of a small batch scatters by
+            # more than SPIKE x its median without anything wrong (HF's logged loss is a mean over steps)
+            # (sigma from the steps between readings, median |diff| / (0.6745 x sqrt 2): a falling loss's
+            # trend does not count as noise, and 32 steps are a steadier bound than nine values)
+            noise = SPIKE_NOISE_SIGMAS * 1.0484 * median(self.noise_window) if self.noise_window else 0.0
+            # and by a share of where the loss started: near 0 (an easy task, leaked labels) x1.5 is nothing
+            floor = SPIKE_MIN_SHARE * (self.start_loss or 0.0)
+            # once the loss has come down, a spike undoes at least half of that progress: a converged
+            # loss's unlucky batches (x3 of a tiny median, still far below the start) are not instability
+            if self.start_loss is not None and self.start_loss > med:
+                floor = max(floor, SPIKE_UNDO * (self.start_loss - med))
+            if med > 0 and v > SPIKE * med and v > med + max(noise, floor) and at_peak:
                 self.spikes.append((step, v, med))
                 if self.spike_ev is None:
                     self.spike_ev = ev
         if not early and not self.early_done and step is not None and step > EARLY_STEPS:
             self.early_done = True
             out += self._early_verdict(seq)
+        if self.recent_loss:
+            self.noise_window.append(abs(v - self.recent_loss[-1]))
         self.recent_loss.append(v)
+        if self.start_loss is None and len(self.recent_loss) >= 5:
+            self.start_loss = min(self.recent_loss)      # (a loss that blew up from step 2 on must not set it)
         # best loss so far, on a median of the window so one lucky batch does not set it
         if len(self.recent_loss) >= 5:
             self.best_loss = min(self.best_loss, median(self.recent_loss))
@@ -322,18 +372,54 @@ class LRScheduleDetector(Detector):
         self.emitted.append(sym)
         return [sym]
 
+    def _context(self, ev: Event, seq: int) -> list[Symptom]:
+        """A scheduler passed to deepspeed.initialize() AND a `scheduler` section in the config:
+        DeepSpeed uses the client's and drops the config's without a word (engine.py
+        _configure_lr_scheduler). The config print comes after the 'client' line."""
+        if ev.data.get("lr_scheduler_source") == "client":
+            self.client_sched_ev = self.client_sched_ev or ev
+        elif ev.data.get("scheduler"):
+            self.config_sched_ev = self.config_sched_ev or ev
+        if self.client_sched_ev is None or self.config_sched_ev is None:
+            return []
+        if self.client_sched_ev.source != self.config_sched_ev.source and \
+                self.client_sched_ev.rank != self.config_sched_ev.rank:
+            return []
+        got = self._once("lr_config_scheduler_ignored", self.config_sched_ev, seq,
+                         config_scheduler=self.config_sched_ev.data.get("scheduler"))
+        for sym in got:
+            sym.add_evidence(self.client_sched_ev)
+        return got
+
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "context":
+            return self._context(ev, seq)
         if ev.kind == "config_error":
             return self._config_error(ev, seq)
-        if ev.kind in ("run_end", "throughput"):
-            if ev.kind == "run_end" or ev.data.get("summary"):
+        if ev.kind in ("run_end", "throughput", "rank_done"):
+            # (rank_done: the DeepSpeed launcher's 'Process N exits successfully': the script returned)
+            if ev.kind in ("run_end", "rank_done") or ev.data.get("summary"):
                 self.ended = ev
             return ()
         if self.rank is None and ev.kind == "lr":
             self.rank = ev.rank
         if ev.rank != self.rank and self.rank is not None and ev.rank is not None:
             return ()          # another rank's copy; a line without a rank (HF's metric dicts) is the run's
+        if self._replayed(ev):
+            return ()
         return self._lr(ev, seq) if ev.kind == "lr" else self._loss(ev, seq)
+
+    def _replayed(self, ev: Event) -> bool:
+        """A second input's view of steps another input already gave (a watched run's console and
+        its hooks' events-rank<N>.jsonl): read as a series, it would start over at step 0. A later
+        input that goes on past them (the log of a resumed run) is read on."""
+        if ev.step is None:
+            return False
+        src, top = self.series_src.get(ev.kind, (None, None))
+        if src is not None and ev.source != src and top is not None and ev.step <= top:
+            return True
+        self.series_src[ev.kind] = (ev.source, ev.step if top is None else max(top, ev.step))
+        return False
 
     def finish(self) -> Iterable[Symptom]:
         out: list[Symptom] = []

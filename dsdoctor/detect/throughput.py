@@ -18,6 +18,7 @@ Memory: each series keeps at most MAX_POINTS values (older ones are thinned by h
 """
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections import deque
 from ..stats import fmean, median
@@ -111,6 +112,18 @@ class _Series:
             self.stride *= 2
 
 
+BIG_DROP = 0.5      # a rate halved (an iteration twice as long): its noise is judged on a log scale
+
+
+def _beyond_log_noise(before: list[float], b: float, a: float) -> bool:
+    """A rate that scattered by a factor (CPU-bound steps: 500 to 2,500 samples/s) and then fell
+    by far more than that factor: the spread of the logarithms, not of the values, is the noise."""
+    if a <= 0 or b <= 0 or any(x <= 0 for x in before):
+        return False
+    logs = [math.log(x) for x in before]
+    return abs(math.log(b) - math.log(a)) > NOISE_Z * 1.4826 * _mad(logs)
+
+
 def find_drop(values: list[float], higher_is_better: bool, min_after: int | None = None) -> dict | None:
     """The split with the largest lasting worsening, or None. Pure, for tests."""
     n = len(values)
@@ -149,7 +162,7 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
             continue
         before, after = values[:k], values[k:]
         noise = 1.4826 * _mad(before)
-        if abs(a - b) <= NOISE_Z * noise:
+        if abs(a - b) <= NOISE_Z * noise and not (change >= BIG_DROP and _beyond_log_noise(before, b, a)):
             continue
         # nearly every later point is worse than the typical earlier one
         worse = sum(1 for x in after if sign * (b - x) > 0.5 * abs(b - a))
@@ -166,7 +179,29 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
         if best is None or (change, mean_change) > (best["change"], best["mean_change"]):
             best = {"split": k, "before": b, "after": a, "change": change, "points_after": len(after),
                     "points_before": len(before), "mean_change": mean_change}
+    if best is not None:
+        best = _start_of_new_level(values, best, sign, min_after)
     return best
+
+
+def _start_of_new_level(values: list[float], best: dict, sign: float, min_after: int) -> dict:
+    """Move a split right past readings still at the old level: with a noisy 'before', the largest
+    relative change can come from a split that starts among the old readings (its 'before' median
+    the highest), which would date the slowdown too early."""
+    k, b, a = best["split"], best["before"], best["after"]
+    mid = math.sqrt(b * a) if a > 0 and b > 0 else (b + a) / 2     # rates: halfway on a log scale
+    j = k
+    while j < len(values) - min_after and sign * (values[j] - mid) > 0:
+        j += 1
+    if j == k:
+        return best
+    before, after = values[:j], values[j:]
+    nb, na = median(before), median(after)
+    if nb == 0 or sign * (nb - na) / abs(nb) < MIN_DROP:
+        return best
+    return {**best, "split": j, "before": nb, "after": na, "change": sign * (nb - na) / abs(nb),
+            "points_after": len(after), "points_before": len(before),
+            "mean_change": sign * (fmean(before) - fmean(after)) / abs(nb)}
 
 
 def _span(s: "_Series", metric: str) -> float:

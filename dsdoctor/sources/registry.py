@@ -16,7 +16,7 @@ from typing import Iterator
 from ..events import Event
 from .formats import (anomaly, apex, bitsandbytes, context_lines, deepspeed, error_lines, exit_reports, fairseq, hardware,
                       hf, json_traceback, jsonlog, launcher, loader, megatron, memory, multinode, nccl, paste, phases, progress, ray,
-                      rank_head, relaunch, torch_compile, traceback, translated)
+                      rank_head, relaunch, script_steps, torch_compile, traceback, translated)
 from .lines import StreamState
 from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGroup,
                          declarations)
@@ -26,6 +26,7 @@ FORMATS: tuple[ModuleType, ...] = (
     traceback, json_traceback, memory, context_lines, deepspeed, nccl, launcher, exit_reports, hf, megatron, hardware,
     phases, multinode, ray, bitsandbytes, loader, relaunch, jsonlog, rank_head, torch_compile,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
+    script_steps,                          # a script's own 'step=N loss=X lr=Y' line
     translated,                            # a translated shell/libc message, read as its English line
     error_lines,                           # any logger's error level: the last resort of a failed run
     paste,                                 # an issue paste's prose between two attempts

@@ -15,6 +15,7 @@ _INT_ARGS = {"train_batch_size": "train_batch", "train_micro_batch_size_per_gpu"
              "gradient_accumulation_steps": "gas", "world_size": "world_size",
              "zero_optimization_stage": "zero_stage"}
 _KV = compile_later(r"(\w+)=([^\s()]+)")
+_TOTAL_STEPS = compile_later(r"'total_num_steps': (\d+)\b")
 
 
 def _num(v: str):
@@ -67,8 +68,20 @@ def engine_config(line: Line, st: StreamState):
                 facts[name] = dev
     elif arg == "scheduler_name" and val != "None":
         facts["scheduler"] = val
+    elif arg == "scheduler_params":
+        # "{'warmup_min_lr': 0, ..., 'total_num_steps': 120}": the printed dict of the config's params
+        m = _TOTAL_STEPS.search(val)
+        if m:
+            facts["total_num_steps"] = _num(m.group(1))
     facts = {k: v for k, v in facts.items() if v is not None}
     return line.event("context", **facts) if facts else None
+
+
+# runtime/engine.py DeepSpeedEngine._configure_lr_scheduler: a scheduler passed to initialize() wins over
+# the config's `scheduler` section, which is then dropped without a warning
+@on("DeepSpeed using client LR scheduler", "DeepSpeed using client callable to create LR scheduler")
+def client_scheduler(line: Line, st: StreamState):
+    return line.event("context", lr_scheduler_source="client")
 
 
 _VERSION = compile_later(r"DeepSpeed info: version=([\w.+-]+)")
