@@ -59,6 +59,8 @@ def get_path(obj: Any, path: str, default: Any = None) -> Any:
 
 
 def _fmt_num(x: Any) -> str:
+    if isinstance(x, float) and abs(x) >= 1e12 and math.isfinite(x):
+        return f"{x:.3g}"              # a blown-up loss: 1e+15, not 1000000000000000
     if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
         return str(int(x))
     return str(x)

@@ -316,3 +316,17 @@ def test_hf_loss_dicts_beside_deepspeeds_rank_0_lines_are_one_series():
     fs = [f for f in d.finish() if f.severity != "info"]
     assert fs and fs[0].rule == "loss-diverged", [f.rule for f in fs]
     assert "310" in fs[0].title and fs[0].steps, fs[0].title
+
+
+def test_a_loss_that_blows_up_at_once_and_stays_is_diverged():
+    # AdamW at lr 30 (fix13's real run): 0.59 at step 0, ~1e15 from step 1 on, exit 0: the best-so-far needs five
+    # readings and a plateau is not "still rising", so this was "No problems found"
+    loss = lambda s, v: Event("loss", rank=0, step=s, data={"value": v, "name": "loss"})  # noqa: E731
+    got = _feed([loss(0, 0.59)] + [loss(s, 1e15 * (1 + 0.01 * (s % 3))) for s in range(1, 40)])
+    assert got["loss_diverged"]["jumped"] is True and got["loss_diverged"]["first_step"] == 1
+    # a loss whose first reading is near 0 and then trains at a usual level is not a blow-up
+    got = _feed([loss(0, 1e-5)] + [loss(s, 2.5 - 0.01 * s) for s in range(1, 40)])
+    assert "loss_diverged" not in got
+    # one huge batch that comes back down is not either
+    got = _feed([loss(0, 0.59)] + [loss(s, 1e15 if s in (5, 6) else 0.5) for s in range(1, 40)])
+    assert "loss_diverged" not in got

@@ -56,6 +56,11 @@ FAR_RUN = 5               # ... for this many observations in a row, still risin
 # from a best of 2-3): a climb to MID x its best that goes on for MID_RUN observations without
 # coming back (none below MID_BACK of the highest so far) and ends at least MID_CLIMB x where it
 # crossed is the same divergence. A spike comes back down within a few observations.
+# A loss that jumps to BLOWN_UP x its first reading and stays there for DIVERGE_RUN readings has blown up
+# at once (AdamW at lr 30: 0.59 at step 0, ~1e15 from step 1 on, the run going on to exit 0, run here): the
+# best-so-far needs five readings, so it never sees the start, and a plateau is not "still rising"
+BLOWN_UP = 1.0e4
+BLOWN_UP_MIN = 1.0e3      # ... and at least this high (a first reading near 0 makes x1e4 of nothing)
 MID = 3.0
 MID_RUN = 8
 MID_BACK = 0.9
@@ -121,6 +126,8 @@ class LRScheduleDetector(Detector):
         self.high_run = 0
         self.far: list[tuple[int | None, float]] = []   # the current run of (step, loss) far above the best
         self.far_ev: Event | None = None
+        self.first_loss: float | None = None     # the first training loss read (BLOWN_UP is x this)
+        self.blown: list[Event] = []             # the current run of losses BLOWN_UP x above it
         self.mid: list[tuple[int | None, float]] = []   # the current climb above MID x the best
         self.reported: set[str] = set()
         self.ended: Event | None = None     # the training loop said it finished (run_end, HF's summary)
@@ -282,6 +289,19 @@ class LRScheduleDetector(Detector):
     def _far_above_best(self, ev: Event, seq: int, v: float) -> list[Symptom]:
         """A finite divergence: FAR_RUN losses in a row far above the best so far, each the
         highest of the run (a spike comes back down; a divergence does not)."""
+        if self.first_loss is None:
+            self.first_loss = v
+        elif self.first_loss > 0 and v >= BLOWN_UP * self.first_loss and v >= BLOWN_UP_MIN:
+            self.blown.append(ev)
+            if len(self.blown) >= DIVERGE_RUN and "lr_diverge_after_peak" not in self.reported:
+                out = self._once("loss_diverged", self.blown[0], seq, best_loss=round(self.first_loss, 4), loss=v,
+                                 ratio=float(f"{v / self.first_loss:.3g}"), first_step=self.blown[0].step,
+                                 lr=self.lr_now, jumped=True)
+                for sym in out:
+                    sym.add_evidence(ev)
+                return out
+        else:
+            self.blown.clear()
         best = self.best_loss
         climb = self._climb(ev, v, best)
         if not (math.isfinite(best) and best > 0 and v >= FAR * best and v - best >= FAR_ABOVE):
