@@ -12,9 +12,10 @@ written when the process ends. Any trouble: `exec` of the text, as dataclasses d
 from __future__ import annotations
 
 import builtins
-import os
 import sys
 from pathlib import Path
+
+from . import marshal_cache
 
 FORMAT = "1"        # bump when an entry's layout changes
 MAX_ENTRIES = 2000  # then start afresh: texts of classes since changed pile up otherwise
@@ -24,18 +25,11 @@ _new: dict = {}
 
 
 def path() -> Path:
-    from .digest import sha256_hex
-    key = sha256_hex(f"{FORMAT}\0{sys.version}\0{sys.implementation.cache_tag}".encode())[:24]
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdoctor" / "dataclass" / f"{key}.marshal"
+    return marshal_cache.path_for("dataclass", f"{FORMAT}\0{sys.version}\0{sys.implementation.cache_tag}")
 
 
 def _read() -> dict:
-    import marshal
-    try:
-        got = marshal.loads(path().read_bytes())
-        return got if isinstance(got, dict) and len(got) < MAX_ENTRIES else {}
-    except Exception:            # not cached yet, unreadable, or damaged
-        return {}
+    return marshal_cache.read(path(), MAX_ENTRIES)
 
 
 def cached_exec(source, globals=None, locals=None, /):
@@ -64,16 +58,5 @@ def install() -> None:
 
 
 def _save() -> None:
-    """Add this process's new texts to the file (merged with what other processes wrote
-    meanwhile; atomic: a concurrent reader sees a whole file or none)."""
-    import marshal
-    try:
-        codes = _read()
-        codes.update(_new)
-        p = path()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(marshal.dumps(codes))
-        os.replace(tmp, p)
-    except Exception:            # read-only home, full disk: compile next time too
-        pass
+    """Add this process's new texts to the file."""
+    marshal_cache.save(path(), _new, MAX_ENTRIES)

@@ -10,11 +10,12 @@ process ends. Any trouble, or a Python without these internals: plain `re.compil
 """
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from . import marshal_cache
 
 try:
     import _sre
@@ -29,18 +30,11 @@ _new: dict = {}
 
 
 def path() -> Path:
-    from .digest import sha256_hex
-    key = sha256_hex(f"{FORMAT}\0{sys.version}\0{_sre.MAGIC}\0{_sre.CODESIZE}".encode())[:24]
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dsdoctor" / "regex" / f"{key}.marshal"
+    return marshal_cache.path_for("regex", f"{FORMAT}\0{sys.version}\0{_sre.MAGIC}\0{_sre.CODESIZE}")
 
 
 def _read() -> dict:
-    import marshal
-    try:
-        got = marshal.loads(path().read_bytes())
-        return got if isinstance(got, dict) else {}
-    except Exception:            # not cached yet, unreadable, or damaged
-        return {}
+    return marshal_cache.read(path())
 
 
 def _entry(pattern: str | bytes, flags: int) -> tuple:
@@ -85,16 +79,5 @@ def compile(pattern: str | bytes, flags: int = 0) -> re.Pattern:
 
 
 def _save() -> None:
-    """Add this process's new patterns to the file (merged with what other processes wrote
-    meanwhile; atomic: a concurrent reader sees a whole file or none)."""
-    import marshal
-    try:
-        entries = _read()
-        entries.update(_new)
-        p = path()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(marshal.dumps(entries))
-        os.replace(tmp, p)
-    except Exception:            # read-only home, full disk: compile next time too
-        pass
+    """Add this process's new patterns to the file."""
+    marshal_cache.save(path(), _new)
