@@ -209,12 +209,13 @@ def test_torchrun_log_dir_tree_has_ranks_and_reads_error_json(tmp_path):
     assert oom["ranks"] == [1]
     assert any(e["source"].endswith("error.json (py_callstack)") for e in oom["evidence"]), oom["evidence"]
     # rank 0 only lost its peer: named as rank 0, and as the consequence. Whether rank 0 says so at all is a race
-    # (torchrun may stop it before its collective fails: seen once in CI, its stderr.log without a traceback),
-    # so an echo is required exactly when rank 0's own log holds a traceback
+    # (torchrun may stop it before its collective fails: seen once in CI, its stderr.log without a traceback; and
+    # once it logged gloo's closed connection without one), so an echo is required when rank 0's own log holds a
+    # traceback, and any echo must be rank 0's and the consequence
     echo = [f for f in doc["findings"] if f["rule"] != "host-oom-allocator" and f["severity"] != "info"]
     rank0_said = any("Traceback" in Path(i.name).read_text(errors="replace") for i in ins
                      if Path(i.name).name == "stderr.log" and i.rank_hint == 0)
-    assert bool(echo) == rank0_said, (echo, rank0_said)
+    assert echo or not rank0_said, (echo, rank0_said)
     assert all(f["ranks"] == [0] and f["consequence_of"] == "host-oom-allocator" for f in echo), echo
     # error.json alone is an input too
     code, doc, _ = analyze_json(str(errs[-1]))
