@@ -89,25 +89,24 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # partitioning logic of ZeRO stage {n}' (a real run here: DDP's accumulation idiom under ZeRO-2)
     ("ds_no_sync", "DDP's `with model.no_sync():` gradient-accumulation idiom used on a ZeRO stage 2/3 engine",
      ("no_sync context manager is incompatible with gradient partitioning",), ()),
+    # The script's own use of torch, not DeepSpeed: torch/csrc/autograd (libtorch_cpu: 'one of the variables
+    # needed for gradient computation has been modified by an inplace operation': a real run here; 'element 0 of
+    # tensors does not require grad' is families.py's no_grad_graph); torch/cuda/__init__.py _lazy_init ('Cannot
+    # re-initialize CUDA in forked subprocess'); c10d ProcessGroup::getBackend (libtorch_cpu: 'No backend type
+    # associated with device type {}': a collective on a tensor of a device the group has no backend for)
+    ("autograd_inplace", "an in-place operation changed a tensor autograd had saved for the backward pass",
+     ("modified by an inplace operation",), ()),
+    ("cuda_in_fork", "CUDA used in a forked child process (a DataLoader worker or multiprocessing pool touching "
+     "the GPU)", ("Cannot re-initialize CUDA in forked subprocess",), ()),
+    ("collective_device", "a collective called on a tensor whose device the process group has no backend for (a "
+     "CPU tensor in an NCCL group, or a GPU tensor in a gloo one)",
+     ("No backend type associated with device type",), ()),
 ]
 
 _EMPTY_PARAMS = "optimizer got an empty parameter list"      # torch/optim/optimizer.py Optimizer.__init__
 # torch/autograd: a second backward through a freed graph (engine.backward twice, or loss.backward()
 # and engine.backward(loss))
 _BACKWARD_TWICE = "Trying to backward through the graph a second time"
-# The script's own use of torch, not DeepSpeed: torch/csrc/autograd (libtorch_cpu: 'one of the variables needed
-# for gradient computation has been modified by an inplace operation': a real run here; 'element 0 of tensors does
-# not require grad' is families.py's no_grad_graph); torch/cuda/__init__.py _lazy_init ('Cannot re-initialize CUDA in
-# forked subprocess'); c10d ProcessGroup::getBackend (libtorch_cpu: 'No backend type associated with device type
-# {}': a collective on a tensor whose device the group has no backend for, e.g. a CPU tensor in an NCCL group)
-_TORCH_SCRIPT = [
-    ("autograd_inplace", "an in-place operation changed a tensor autograd had saved for the backward pass",
-     "modified by an inplace operation"),
-    ("cuda_in_fork", "CUDA used in a forked child process (a DataLoader worker or multiprocessing pool touching "
-     "the GPU)", "Cannot re-initialize CUDA in forked subprocess"),
-    ("collective_device", "a collective called on a tensor whose device the process group has no backend for (a "
-     "CPU tensor in an NCCL group, or a GPU tensor in a gloo one)", "No backend type associated with device type"),
-]
 
 
 # DeepSpeed refusing two features together in words detect/families.py's _FEATURE_REFUSED does not know:
@@ -137,9 +136,6 @@ def misuse_family(name: str, message: str, raise_site: str | None, frames: list[
         return Family("backward_twice", "config_error", 3,
                       "backward() run twice over one forward's graph (engine.backward twice, or loss.backward() "
                       "and engine.backward(loss))")
-    for fam, why, text in _TORCH_SCRIPT:
-        if text in message:
-            return Family(fam, "config_error", 3, why)
     in_ds = any("deepspeed/" in w for w in where)
     # runtime/engine.py load_checkpoint with checkpoint.load_universal: 'Invalid for universal checkpoint:
     # <dir>/latest_universal does not exist' (run here: a checkpoint never converted by ds_to_universal, which
