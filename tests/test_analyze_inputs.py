@@ -395,3 +395,27 @@ def test_a_report_without_problems_says_how_far_the_logs_got(tmp_path):
     code, doc, _ = run_json(str(start))
     assert doc["log_end"]["phase"] == "dist_init" and doc["log_end"]["last_step"] is None
     assert "during start-up" in " ".join(run(str(start)).stdout.split())
+
+
+def test_every_process_the_deepspeed_launcher_started_returning_0_is_a_normal_end(tmp_path):
+    """A script that prints no end of its own, run by the deepspeed launcher (the usual way): the
+    launcher's 'Process N exits successfully.' for every process it spawned is the run's normal
+    end, not 'no error and no normal end' (lines from a real 2-rank run, DeepSpeed 0.19.8)."""
+    spawned = "".join(f"[2026-12-06 16:57:24,161] [INFO] [launch.py:245:main] process {1861 + r} spawned with command: "
+                      f"['/work/venv/bin/python3', '-u', 'train.py', '--local_rank={r}', '/tmp/ck']\n" for r in (0, 1))
+    steps = "".join(f"step={i} loss=0.0{i + 1}63\n" for i in range(4) for _ in (0, 1))
+    done = "".join(f"[2026-12-06 16:57:31,170] [INFO] [launch.py:285:main] Process {1861 + r} exits successfully.\n"
+                   for r in (0, 1))
+    both = tmp_path / "both.log"
+    both.write_text(spawned + steps + done)
+    code, doc, _ = run_json(str(both))
+    assert code == 0 and doc["findings"] == []
+    assert doc["log_end"]["normal_end"] is True and doc["log_end"]["at"].endswith("both.log:12")
+    one = tmp_path / "one.log"                 # one process done, the log cut: no end yet
+    one.write_text(spawned + steps + done.splitlines(keepends=True)[0])
+    code, doc, _ = run_json(str(one))
+    assert doc["log_end"]["normal_end"] is False
+    again = tmp_path / "again.log"             # both done, then a later run's steps: its end is not seen
+    again.write_text(spawned + steps + done + steps)
+    code, doc, _ = run_json(str(again))
+    assert doc["log_end"]["normal_end"] is False

@@ -180,9 +180,23 @@ class FailureDetector(Detector):
                         at=f"{ev.source}:{ev.line}" if ev.line else ev.source, text=detail)
         end = self.end_event
         normal = end is not None and end.source in self.ended
+        if not normal:
+            end = self._launcher_saw_all_done()
+            normal = end is not None
         at = end if normal else last
         return dict(last_step=self.last_step, normal_end=normal,
                     at=f"{at.source}:{at.line}" if at.line else at.source, text=(at.text or "")[:200] or None)
+
+    def _launcher_saw_all_done(self) -> Event | None:
+        """The DeepSpeed launcher's last 'Process N exits successfully.' when every process it
+        started on that host returned 0 after the last progress: the run's normal end, in the
+        launcher's words (a script that prints no end of its own ends this way)."""
+        done = [(seq, e) for seq, e in self.rank_done if seq > self.mark_seq]
+        if not done:
+            return None
+        spawned = max((e.data.get("spawned") or 0 for _, e in done), default=0)
+        pids = {e.data.get("pid") for _, e in done}
+        return done[-1][1] if spawned and len(pids) >= spawned else None
 
     # ------------------------------------------------------------ feeding
     def _progress(self, ev: Event, k: str, seq: int) -> tuple:
