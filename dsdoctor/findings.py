@@ -12,6 +12,16 @@ SEVERITIES = ("critical", "error", "warning", "info")
 MAX_EVIDENCE = 8          # per symptom: enough to convince, not a dump of 512 ranks
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` cut to about `limit` characters in its middle: a long line's decisive words sit at its
+    start (the error's name) or at its end (the exit code after a launcher's whole command line,
+    the message after a long prefix), rarely in between."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return text[:limit - tail] + " … " + text[-tail:]
+
+
 @dataclass(slots=True)
 class Evidence:
     source: str

@@ -5,7 +5,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .findings import Finding, worst_severity
+from .findings import Finding, clip, worst_severity
 
 if TYPE_CHECKING:         # rich (and pygments under it) only when text is printed: ~50 ms
     from rich.console import Console
@@ -77,7 +77,7 @@ def render_finding(con: Console, f: Finding, index: int | None = None, *, brief:
         con.print("   Evidence:", style="bold")
         for e in f.evidence[:5]:
             loc = f"{e.source}:{e.line}" if e.line else e.source
-            con.print(Text(f"     {loc}: ", style="dim") + Text(e.text[:240]))
+            con.print(Text(f"     {loc}: ", style="dim") + Text(clip(e.text, 240)))
         if len(f.evidence) > 5:
             con.print(f"     … {len(f.evidence) - 5} more", style="dim")
     for i, fx in enumerate(f.fixes):

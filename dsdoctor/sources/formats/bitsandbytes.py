@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from ..lines import Line, StreamState
 from ..recogniser import on
+from .deepspeed import code_echo
 
 
 @on("bitsandbytes library load error:", "No compatible CUDA binary found at", "No compatible ROCm binary found at",
     "Native code method attempted to call: lib.", "not available in CPU-only version of bitsandbytes",
     "CUDA Setup failed despite GPU being available")
 def bnb_native_library(line: Line, st: StreamState):
-    if line.text[:1].isspace() and line.text.lstrip().startswith(("f\"", "raise ", "\"")):
+    if code_echo(line):
         return None                       # a traceback's source line, not the message
     if not st.once(("bnb_native", line.rank)):
         return None                       # the load error, then every call into the missing library

@@ -535,7 +535,8 @@ def config_base64_error(line: Line, st: StreamState):
 _CODE_ECHO = ("raise ", "assert ", "logger.", "print(", 'f"', "f'", '"', "'")
 
 
-def _code_echo(line: Line) -> bool:
+def code_echo(line: Line) -> bool:
+    """A traceback's source line holding a message literal (indented code), not the message."""
     return line.text[:1].isspace() and line.text.lstrip().startswith(_CODE_ECHO)
 
 
@@ -546,7 +547,7 @@ _DUP = compile_later(r"Duplicate keys in DeepSpeed config: \[([^\]]*)\]")
 @on("Duplicate keys in DeepSpeed config: ")
 def duplicate_keys(line: Line, st: StreamState):
     m = _DUP.search(line.text)
-    if _code_echo(line) or not m:
+    if code_echo(line) or not m:
         return None                 # the source line's '{}' is no list of keys: the message follows
     keys = [k.strip(" '\"") for k in m.group(1).split(",")]
     return line.event("config_error", error="duplicate_keys", key=keys[0] if keys else "(config file)",
@@ -813,7 +814,7 @@ _BAD_SCHED = compile_later(r"DeepSpeed does not recognize LR scheduler (\w+)")
 
 @on("DeepSpeed does not recognize LR scheduler")
 def bad_scheduler(line: Line, st: StreamState):
-    if _code_echo(line):
+    if code_echo(line):
         return None
     m = _BAD_SCHED.search(line.text)
     v = m.group(1) if m else None
@@ -831,7 +832,7 @@ _BAD_OPT = compile_later(r"(\w+) is not a supported DeepSpeed Optimizer")
 
 @on("is not a supported DeepSpeed Optimizer")
 def bad_optimizer(line: Line, st: StreamState):
-    if _code_echo(line):
+    if code_echo(line):
         return None
     m = _BAD_OPT.search(line.text)
     v = m.group(1) if m else None
@@ -847,7 +848,7 @@ def bad_optimizer(line: Line, st: StreamState):
 
 @on("bfloat16 and fp16 modes cannot be simultaneously enabled")
 def both_precisions(line: Line, st: StreamState):
-    if _code_echo(line):
+    if code_echo(line):
         return None
     return line.event("config_error", error="bf16_and_fp16", key="fp16.enabled", message=line.text[-300:])
 
@@ -903,6 +904,8 @@ _CUDA_MISMATCH = compile_later(r"Installed CUDA version ([\d.]+) does not match 
 
 
 def _env(line: Line, st: StreamState, error: str, op: str | None = None, **data):
+    if code_echo(line):           # `assert cuda_home is not None, "CUDA_HOME does not exist..."`: the message follows
+        return None
     seen = st.scratch.setdefault("ds_env_seen", set())
     k = (error, op, line.rank)
     if k in seen:                 # the same build failure is printed by every retry

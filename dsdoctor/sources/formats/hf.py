@@ -14,7 +14,7 @@ import re
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState
 from ..recogniser import on, steady
-from .deepspeed import nested, num, set_step
+from .deepspeed import code_echo, nested, num, set_step
 
 _PAIR = compile_later(r"['\"]([\w/.\-]+)['\"]: ['\"]?([^,'\"}]*)['\"]?")
 # Metrics that are training quantities: a NaN/Inf in any of them means the loss computation
@@ -155,6 +155,8 @@ def integration_error(line: Line, st: StreamState):
         if lit in t:
             break
     else:
+        return None
+    if code_echo(line):                  # `raise ValueError("ZeRO Offload can ...")`: the message line follows
         return None
     # the same error is printed by every rank and once more by the launcher's summary
     seen = st.scratch.setdefault("hf_integration_seen", set())

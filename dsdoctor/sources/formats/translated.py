@@ -19,6 +19,7 @@ import dataclasses
 import re
 
 from ...events import Event
+from ...findings import clip
 from ...lazy_regex import compile_later
 from ..lines import MAX_EVIDENCE_TEXT, Line, StreamState
 from ..recogniser import on
@@ -74,7 +75,7 @@ def translated_line(line: Line, st: StreamState):
     out: list[Event] = []
     done = {id(translated_line)}
     eline = line.with_text(en)
-    evidence = text if len(text) <= MAX_EVIDENCE_TEXT else text[:MAX_EVIDENCE_TEXT] + "…"     # (as Line.event cuts it)
+    evidence = clip(text, MAX_EVIDENCE_TEXT)     # (as Line.event cuts it)
     for trig, handlers in HANDLERS.items():      # (a rare line: every literal is looked for)
         if trig not in en or (trig in rest and not head):
             continue
