@@ -37,3 +37,36 @@ def test_the_message_line_is_quoted_not_the_raise_statement(tmp_path):
     quoted = [e.text for e in top.evidence]
     assert "ValueError: ZeRO Offload can only work with DeepSpeed optimizers" in quoted
     assert not any(q.lstrip().startswith("raise ") for q in quoted)
+
+
+def _top(tmp_path, text: str):
+    log = tmp_path / "build.log"
+    log.write_text(text)
+    return analyze(log).findings[0]
+
+
+def test_an_op_build_quotes_the_compiler_error_first(tmp_path):
+    """torch's cpp_extension runs `ninja -v`: the compiler's first error is the line that says why
+    the op did not build; an excerpt may end at ninja's stop, before torch's 'Error building extension'."""
+    top = _top(tmp_path, "[1/2] c++ -MMD -MF main.o.d -DTORCH_EXTENSION_NAME=cpu_adam -c main.cpp -o main.o\n"
+                         "FAILED: [code=1] main.o\n"
+                         "main.cpp:2:27: error: 'undefined_name' was not declared in this scope\n"
+                         "ninja: build stopped: subcommand failed.\n")
+    assert top.rule == "log-env-op-build" and "cpu_adam" in top.title
+    assert top.evidence[0].text.startswith("main.cpp:2:27: error:") and top.evidence[0].line == 3
+    assert "The compiler said" in top.summary
+    top = _top(tmp_path, "nvcc fatal   : Unsupported gpu architecture 'compute_86'\n"
+                         "ninja: build stopped: subcommand failed.\n")
+    assert top.rule == "log-env-op-build" and top.evidence[0].line == 1
+    assert "TORCH_CUDA_ARCH_LIST" in top.fixes[0].advice
+    top = _top(tmp_path, "FAILED: cpu_adam.o\n/usr/bin/ld: cannot find -lcurand: No such file or directory\n"
+                         "ninja: build stopped: subcommand failed.\n")
+    assert top.evidence[0].text.startswith("/usr/bin/ld: cannot find -lcurand")
+    assert "TORCH_CUDA_ARCH_LIST" not in top.fixes[0].advice
+
+
+def test_an_argparse_error_is_no_compiler_error(tmp_path):
+    """'{prog}: error: ...' (argparse) holds ': error: ' but no file position: not kept as a compiler's."""
+    top = _top(tmp_path, "usage: train.py [-h]\ntrain.py: error: unrecognized arguments: --local_rank=0\n")
+    assert top.rule != "log-env-op-build"
+    assert not any("compiler" in k for k in top.summary.split())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..events import Event
-from ..findings import Symptom
+from ..findings import Evidence, Symptom
 from .base import Detector, symptom_from
 
 
@@ -23,6 +23,8 @@ class PassThroughDetector(Detector):
         key = (d.get("key"), d.get("xid"), d.get("op"))
         s = symptom_from(ev, seq, name, key=key)
         s.facts.update(d)              # not as **d: config errors carry a 'key' fact
+        if d.get("compiler_line") is not None:         # an op build's compiler error: the decisive line, first
+            s.evidence.insert(0, Evidence(ev.source, d["compiler_line"], str(d.get("compiler_error") or "")))
         if ev.kind == "hardware":
             if d.get("xid") is not None and ev.rank is None and len(self._xids) < 64:
                 self._xids.append(s)

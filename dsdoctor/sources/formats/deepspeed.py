@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import re
 
+from ...findings import clip
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import MAX_EVIDENCE_TEXT, Line, StreamState
 from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 
 # ---------------------------------------------------------------- shared helpers
@@ -908,9 +909,13 @@ def _env(line: Line, st: StreamState, error: str, op: str | None = None, **data)
         return None
     seen = st.scratch.setdefault("ds_env_seen", set())
     k = (error, op, line.rank)
-    if k in seen:                 # the same build failure is printed by every retry
-        return None
+    if k in seen or (error == "op_build" and ("op_build", "unnamed", line.rank) in seen):
+        return None               # the same build failure is printed by every retry (or, named, after ninja's stop)
     seen.add(k)
+    if error == "op_build":
+        said = st.scratch.get("compiler_error", {}).pop(line.rank, None)
+        if said:                  # the compiler's own words: why the build failed
+            data.update(compiler_line=said[0], compiler_error=said[1])
     return line.event("env_error", error=error, op=op, message=line.text[-300:], **data)
 
 
@@ -967,6 +972,43 @@ def missing_header(line: Line, st: StreamState):
     header = m.group(1)
     kind = "cuda" if _CUDA_HEADER.match(header) else "python" if header.startswith("Python") else "other"
     return _env(line, st, "missing_header", None, header=header, header_kind=kind)
+
+
+# An op build's ninja output (torch utils/cpp_extension.py _run_ninja_build runs `ninja -v`): each
+# compile command names the op (-DTORCH_EXTENSION_NAME=), the compiler prints its error
+# (gcc/clang '{file}:{line}:{col}: error: ...', nvcc's front end '{file}({line}): error: ...', the
+# nvcc driver 'nvcc fatal   : ...', the linker '/usr/bin/ld: cannot find -l{lib}', '{obj}: undefined
+# reference to ...'), and ninja ends with 'build stopped: subcommand failed.'. The
+# first compiler error is kept and quoted with the build failure: it is the line that says why
+# (an excerpt may end before torch's 'Error building extension' line, so ninja's stop reports it).
+_COMPILER_ERROR = compile_later(r"^(?:\S+:\d+(?::\d+)?: (?:fatal )?error: |\S+\(\d+\): (?:catastrophic )?error: |nvcc fatal\s*: "
+                                r"|\S*\bld(?:\.\w+)?: (?:cannot find|error)|\S+: undefined reference to )")
+_EXTENSION_NAME = compile_later(r"-DTORCH_EXTENSION_NAME=(\w+)|^Building extension module (\w+)\.\.\.")
+
+
+@on(": error: ", "): error: ", "fatal error: ", "nvcc fatal", "ld: cannot find", "ld: error", "undefined reference to ")
+def compiler_error(line: Line, st: StreamState):
+    said = st.scratch.setdefault("compiler_error", {})
+    if line.rank not in said and len(said) < 64 and _COMPILER_ERROR.search(line.text):
+        said[line.rank] = (line.lineno, clip(line.text.strip(), MAX_EVIDENCE_TEXT))
+    return None
+
+
+@on("-DTORCH_EXTENSION_NAME=", "Building extension module ")
+def extension_name(line: Line, st: StreamState):
+    m = _EXTENSION_NAME.search(line.text)
+    if m:
+        st.scratch["extension_name"] = m.group(1) or m.group(2)
+    return None
+
+
+@on("ninja: build stopped: subcommand failed.")
+def ninja_stopped(line: Line, st: StreamState):
+    op = st.scratch.get("extension_name")
+    ev = _env(line, st, "op_build", op)
+    if ev is not None and op is None:
+        st.scratch["ds_env_seen"].add(("op_build", "unnamed", line.rank))
+    return ev
 
 
 @on("object has no attribute 'ds_opt_adam'")
