@@ -312,7 +312,11 @@ class LossScaleDetector(Detector):
         if self.symptom is not None:
             # already reported: keep the facts current (live mode reads steps_left), add evidence
             self.symptom.facts.update(self.facts())
-            self.symptom.add_evidence(ev)
+            ev_list = self.symptom.evidence
+            if len(ev_list) >= MAX_EVIDENCE and ev.kind == "overflow" and ev.text is not None:
+                ev_list[-1] = Evidence(ev.source, ev.line, ev.text)   # full: the last slot shows how low it went
+            else:
+                self.symptom.add_evidence(ev)
             _decisive_first(self.symptom, ev)
             if ev.step is not None and ev.step not in self.symptom.steps and len(self.symptom.steps) < 64:
                 self.symptom.steps.append(ev.step)

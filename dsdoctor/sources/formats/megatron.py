@@ -65,7 +65,7 @@ def iteration_piece(line: Line, st: StreamState):
     i = line.text.find("iteration")
     m = _START.match(line.text, i) if i >= 0 and (i == 0 or line.text[i - 1] in " ]\t") else None
     if m:
-        out = _flush(st) if rec else []
+        out = (_flush(st) + _close(rec, st)) if rec else []
         step = int(m.group(1))
         set_step(st, line.rank, step)
         if line.time is None and i > 0:
@@ -93,8 +93,22 @@ def iteration_piece(line: Line, st: StreamState):
     first = _compact(t.split(":", 1)[0]) if ":" in t else ""
     if first in _FIELDS or first in _OTHER_FIELDS or first.endswith("loss"):
         rec["last"] = line.lineno
-        return _events(rec, t, st, supplement=True)
+        # quoted as its own line: the value that matters ('grad norm: nan |') is on it, not on the first
+        return _events(rec, t, st, supplement=line if line.time is not None else line.with_time(rec["line"].time))
     return None
+
+
+_AFTER_LOSSES = ("loss_scale", "grad_norm", "skipped", "nan_iters")
+
+
+def _close(rec: dict | None, st: StreamState) -> list[Event]:
+    """The end of a record a paste broke at its '|'s, each piece parsed alone: a loss printed by
+    the earlier records and in none of its pieces is gone (as for a whole record, in _events)."""
+    w = rec.get("pieces") if rec else None
+    if not w or w["line"] is None or w["skipped"]:
+        return []
+    gone = st.scratch.get("mg_loss_names", set()) - w["losses"]
+    return [w["line"].event("loss", rec["step"], value=math.nan, name=_pretty(n), missing=True) for n in sorted(gone)]
 
 
 def _complete(text: str) -> bool:
@@ -113,7 +127,9 @@ def _flush(st: StreamState, keep: bool = False) -> list[Event]:
 
 def finish(st: StreamState) -> Iterator[Event]:
     """End of input: a record still waiting for its continuation is emitted as it is."""
+    rec = st.scratch.get(_KEY)
     yield from _flush(st)
+    yield from _close(rec, st)
     st.scratch.pop(_KEY, None)
 
 
@@ -135,10 +151,11 @@ def _fields(text: str) -> dict[str, str]:
     return out
 
 
-def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> list[Event]:
-    """The events of one record, in order (a list: ~6 per record, one record per parsed line)."""
+def _events(rec: dict, text: str, st: StreamState, supplement: Line | None = None) -> list[Event]:
+    """The events of one record, in order (a list: ~6 per record, one record per parsed line);
+    `supplement`: the line of a record's later piece, parsed alone (the record looked complete)."""
     # evidence: the joined record, not just its first physical line
-    line: Line = rec["line"].with_text(text) if not supplement else rec["line"]
+    line: Line = rec["line"].with_text(text) if supplement is None else supplement
     step = rec["step"]
     f = _fields(text)
     out: list[Event] = []
@@ -153,16 +170,24 @@ def _events(rec: dict, text: str, st: StreamState, supplement: bool = False) -> 
             losses[k] = num(v)
     seen = st.scratch.setdefault("mg_loss_names", set())
     skipped_now = num(vals.get("skipped"))
-    # a record cut off before its loss fields (the log ends mid-line) does not say the loss is gone:
-    # Megatron prints the losses before 'loss scale', 'grad norm' and the iteration counters
-    # (megatron/training.py training_log), so a missing loss counts only when the record reached one
-    reached = _complete(text) or any(k in vals for k in ("loss_scale", "grad_norm", "skipped", "nan_iters"))
-    if not supplement and not skipped_now and reached:
-        # a skipped iteration (fp16 overflow, Megatron's own optimizer) also drops the loss, but
-        # then 'number of skipped iterations' says so
-        for name in sorted(seen - set(losses)):
-            # printed before, missing now: Megatron drops a loss whose average is not > 0 (NaN)
-            add(event("loss", step, value=math.nan, name=_pretty(name), missing=True))
+    # a record cut off before its loss fields (the log ends mid-line, or a paste broke it at a '|')
+    # does not say the loss is gone: Megatron prints the losses before 'loss scale', 'grad norm' and
+    # the iteration counters (megatron/training.py training_log), so a missing loss counts only when
+    # the record reached one of them
+    reached = any(k in vals for k in _AFTER_LOSSES)
+    if supplement is None and reached:
+        if not skipped_now:
+            # a skipped iteration (fp16 overflow, Megatron's own optimizer) also drops the loss, but
+            # then 'number of skipped iterations' says so
+            for name in sorted(seen - set(losses)):
+                # printed before, missing now: Megatron drops a loss whose average is not > 0 (NaN)
+                add(event("loss", step, value=math.nan, name=_pretty(name), missing=True))
+    else:                             # a piece of a record broken at its '|'s: judged when it ends (_close)
+        w = rec.setdefault("pieces", {"losses": set(), "line": None, "skipped": False})
+        w["losses"].update(losses)
+        w["skipped"] = w["skipped"] or bool(skipped_now)
+        if reached and w["line"] is None:
+            w["line"] = line
     for name, v in losses.items():
         seen.add(name)
         add(event("loss", step, value=v, name=_pretty(name)))
