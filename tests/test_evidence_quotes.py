@@ -3,6 +3,10 @@ literal; a long line cut in its middle, so its start (the error) and its end (an
 launcher's whole command line) both stay."""
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from dsdoctor.api import analyze
 from dsdoctor.findings import clip
 
@@ -72,32 +76,54 @@ def test_an_argparse_error_is_no_compiler_error(tmp_path):
     assert not any("compiler" in k for k in top.summary.split())
 
 
-def _megatron_record(it: int, loss: str, gnorm: str) -> str:
-    """Megatron-LM's training_log record (v2.x layout, log-formats.md section 7), wrapped at its '|'s
-    the way a terminal or an issue paste breaks it."""
-    return (f" iteration {it:8d}/{50:8d} | consumed samples: {it * 4096:12d} | elapsed time per iteration (ms): 21392.5 |\n"
-            f" learning rate: 1.350E-04 | global batch size:  4096 | lm loss: {loss} | loss scale: 1.0 |\n"
-            f" grad norm: {gnorm} | number of skipped iterations:   0 | number of nan iterations:   0 |\n")
+def _megatron_record(it: int, loss: str | None, gnorm: str, skipped: int = 0) -> str:
+    """Megatron-LM's training_log record (v2.x layout, log-formats.md section 7) on one line."""
+    lm = f"lm loss: {loss} | " if loss is not None else ""
+    return (f" iteration {it:8d}/{50:8d} | consumed samples: {it * 4096:12d} | elapsed time per iteration (ms): 21392.5 | "
+            f"learning rate: 1.350E-04 | global batch size:  4096 | {lm}loss scale: 1.0 | grad norm: {gnorm} | "
+            f"number of skipped iterations: {skipped:3d} | number of nan iterations:   0 |\n")
 
 
-def test_a_wrapped_megatron_record_quotes_the_piece_with_the_nan(tmp_path):
+def _broken_at_bars(text: str, width: int) -> str:
+    """Each line broken after a '|' so that no piece is wider than `width` (an issue paste)."""
+    out = []
+    for ln in text.splitlines():
+        cur = ""
+        for part in re.split(r"(?<=\|) ", ln):
+            if cur and len(cur) + 1 + len(part) > width:
+                out.append(cur)
+                cur = part
+            else:
+                cur = f"{cur} {part}" if cur else part
+        out.append(cur)
+    return "\n".join(out) + "\n"
+
+
+WIDTHS = (60, 80, 100)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_broken_megatron_record_quotes_the_piece_with_the_nan(tmp_path, width):
     text = "".join(_megatron_record(i, "2.113421E+00", "1.532") for i in range(1, 5)) + _megatron_record(5, "2.101234E+00", "nan")
-    top = _top(tmp_path, text)
-    assert top.category == "nan_loss"
-    assert "grad norm: nan" in top.evidence[0].text and top.evidence[0].line == 15
+    top = _top(tmp_path, _broken_at_bars(text, width))
+    assert top.category == "nan_loss" and 5 in top.steps
+    assert "grad norm: nan" in top.evidence[0].text
 
 
-def test_a_megatron_log_broken_at_every_bar_is_healthy_and_a_dropped_loss_still_shows(tmp_path):
-    """Each piece of a record broken at its '|'s is parsed alone: the first piece has no loss yet,
-    which is no dropped loss (it raised a false NaN before); a loss missing from every piece of a
-    record, after the earlier records printed it, is (Megatron drops a loss whose average is NaN)."""
+@pytest.mark.parametrize("width", WIDTHS)
+def test_a_megatron_log_broken_at_its_bars_is_healthy_and_a_dropped_loss_still_shows(tmp_path, width):
+    """Each piece of a record broken at its '|'s is read: the first piece has no loss yet, which is
+    no dropped loss (it raised a false NaN before); a loss missing from every piece of a record,
+    after the earlier records printed it, is (Megatron drops a loss whose average is NaN); the
+    sampled reading reaches the first piece too (it holds no 'lm loss', the sampler's anchor)."""
     healthy = "".join(_megatron_record(i, "2.113421E+00", "1.532") for i in range(1, 8))
     log = tmp_path / "healthy.log"
-    log.write_text(healthy)
-    assert not [f for f in analyze(log).findings if f.severity != "info"]
-    dropped = _megatron_record(8, "X", "1.532").replace("lm loss: X | ", "")
-    top = _top(tmp_path, healthy + dropped + _megatron_record(9, "2.101234E+00", "1.401"))
+    log.write_text(_broken_at_bars(healthy, width))
+    report = analyze(log)
+    assert not [f for f in report.findings if f.severity != "info"]
+    assert report.log_end["last_step"] == 7
+    after = _megatron_record(9, "2.101234E+00", "1.401")
+    top = _top(tmp_path, _broken_at_bars(healthy + _megatron_record(8, None, "1.532") + after, width))
     assert top.category == "nan_loss" and 8 in top.steps
-    skipped = dropped.replace("skipped iterations:   0", "skipped iterations:   1")
-    log.write_text(healthy + skipped + _megatron_record(9, "2.101234E+00", "1.401"))
+    log.write_text(_broken_at_bars(healthy + _megatron_record(8, None, "1.532", skipped=1) + after, width))
     assert all(f.category != "nan_loss" for f in analyze(log).findings)

@@ -20,7 +20,7 @@ from typing import Iterator
 from ...lazy_regex import compile_later
 from ...events import Event
 from ..lines import Line, StreamState, utc_seconds
-from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
+from ..recogniser import HS_MULTILINE, NONFINITE_ANOMALIES, no_nonfinite, on, steady
 from .deepspeed import num, scale, set_step
 
 _START = compile_later(r"iteration\s+(\d+)\s*/\s*(\d+)\s*\|")
@@ -244,9 +244,17 @@ def _healthy_iteration(raw: bytes) -> bool:
 # of every record (megatron/training/training.py: training_log).
 _LOSS_MISSING = compile_later(rb"(?:batch size: *[0-9]+|learning rate: *[-+.0-9Ee]+) *\| *loss scale:")
 
+# A piece of a record a paste broke at its '|'s, ending before the losses: no 'lm loss' (the
+# anchor) on it, so the sampler would never pick it, and the pieces after it (the loss, a NaN grad
+# norm) would have no record start to join. A line ending right after a field Megatron prints
+# before the losses is such a piece, and is always read (a whole record ends with its counters).
+_PIECE_BEFORE_LOSS = (rb"(?:consumed (?:samples|tokens): *[0-9]+|elapsed time per iteration \(ms\): *[0-9.]+"
+                      rb"|learning rate: *[-+.0-9Ee]+|global batch size: *[0-9]+|\(TFLOP/s/GPU\): *[0-9.]+) *\| *\r?$")
+
 STEADY_GROUPS = (
     steady("megatron", *_PIECES, check=_healthy_iteration, anchor="lm loss",
-           anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0))),
+           anomalies=(*NONFINITE_ANOMALIES, (_NONZERO_COUNTER.pattern, 0), (_LOSS_MISSING.pattern, 0),
+                      (_PIECE_BEFORE_LOSS, HS_MULTILINE))),
 )
 
 
