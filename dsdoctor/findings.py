@@ -127,6 +127,12 @@ class Finding:
     def ranks_text(self) -> str:
         return ranks_text(self.ranks)
 
+    @property
+    def steps_text(self) -> str:
+        """'step 12' or 'steps 12..40 (5 seen)': the finding's steps as the reports (console, HTML) say them."""
+        st = self.steps
+        return f"step {st[0]}" if len(st) == 1 else f"steps {st[0]}..{st[-1]} ({len(st)} seen)"
+
     def to_dict(self) -> dict[str, Any]:
         d = {"rule": self.rule, "category": self.category, "severity": self.severity,
              "title": self.title, "summary": self.summary, "ranks": self.ranks,

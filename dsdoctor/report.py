@@ -66,8 +66,7 @@ def render_finding(con: Console, f: Finding, index: int | None = None, *, brief:
     elif f.node:
         where.append(f"on {f.node}")
     if f.steps:
-        st = f.steps
-        where.append(f"step {st[0]}" if len(st) == 1 else f"steps {st[0]}..{st[-1]} ({len(st)} seen)")
+        where.append(f.steps_text)
     if f.consequence_of:
         where.append(f"likely a consequence of {f.consequence_of}")
     if where:

@@ -53,8 +53,7 @@ def _where(f: Finding) -> str:
     if f.ranks:
         parts.append(f"rank{'s' if len(f.ranks) > 1 else ''} {f.ranks_text}")
     if f.steps:
-        st = f.steps
-        parts.append(f"step {st[0]}" if len(st) == 1 else f"steps {st[0]}..{st[-1]} ({len(st)} seen)")
+        parts.append(f.steps_text)
     if f.consequence_of:
         parts.append(f"likely a consequence of {f.consequence_of}")
     return " · ".join(parts)

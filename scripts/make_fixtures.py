@@ -228,6 +228,22 @@ def worker_command(ranks: int, config: dict, flags: list[str]) -> tuple[list[str
     return cmd, env
 
 
+def run_worker(ranks: int, config: dict, flags: list[str], log: Path, limit: float) -> int | None:
+    """One run of the worker (worker_command) in `log`'s folder, its output in `log`: its exit code, or
+    None when it had not ended after `limit` seconds (its process group is then killed: the launcher and
+    every rank it started). scripts/try_fixes.py reports such a run, tests/test_fixes_work.py fails on it."""
+    cmd, env = worker_command(ranks, config, flags)
+    with open(log, "wb") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
+                             start_new_session=True)
+        try:
+            return p.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            return None
+
+
 def run_scenario(name: str, out_dir: Path) -> tuple[int, float, int]:
     ranks, changes, flags, timeout, _ = SCENARIOS[name]
     cmd, env = worker_command(ranks, merged_config(changes), flags)

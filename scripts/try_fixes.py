@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -114,16 +112,8 @@ CASES: dict[str, tuple[str, int, dict, list[str], bool]] = {
 
 
 def train(config: dict, ranks: int, flags: list[str], log: Path) -> int:
-    cmd, env = make_fixtures.worker_command(ranks, config, flags)
-    with open(log, "wb") as out:
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
-                             start_new_session=True)
-        try:
-            return p.wait(timeout=RUN_LIMIT)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)       # the launcher and every rank it started
-            p.wait()
-            return -9
+    rc = make_fixtures.run_worker(ranks, config, flags, log, RUN_LIMIT)
+    return -9 if rc is None else rc               # killed at RUN_LIMIT: reported as exit -9
 
 
 def dsdoctor(command: str, *args: str) -> dict:

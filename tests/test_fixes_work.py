@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,16 +49,10 @@ CASES = {
 
 
 def train(config: Path, ranks: int, flags: list[str], log: Path) -> int:
-    cmd, env = make_fixtures.worker_command(ranks, json.loads(config.read_text()), flags)
-    with open(log, "wb") as out:
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent,
-                             start_new_session=True)
-        try:
-            return p.wait(timeout=RUN_LIMIT)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)       # the launcher and every rank it started
-            p.wait()
-            pytest.fail(f"{log.name}: no end after {RUN_LIMIT} s")
+    rc = make_fixtures.run_worker(ranks, json.loads(config.read_text()), flags, log, RUN_LIMIT)
+    if rc is None:
+        pytest.fail(f"{log.name}: no end after {RUN_LIMIT} s")
+    return rc
 
 
 def dsdoctor(*args: str) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""What every detector is: `Detector` (kinds, feed, finish) and `symptom_from`.
+"""What every detector is: `Detector` (kinds, feed, finish), `symptom_from` and `symptom_at_end`.
 
 Its own module so that the detectors import it and the list of detectors
 (detect/__init__.py) imports them, without a cycle.
@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..events import Event
-from ..findings import Symptom
+from ..findings import Evidence, Symptom
 
 
 class Detector:
@@ -29,4 +29,19 @@ def symptom_from(ev: Event, seq: int, name: str, /, key: tuple = (), **facts) ->
     if ev.step is not None:
         s.steps.append(ev.step)
     s.add_evidence(ev)
+    return s
+
+
+def symptom_at_end(first: tuple[int, Event], name: str, ranks: Iterable[int], evidence: Iterable[Evidence],
+                   last_step: int | None, /, **facts) -> Symptom:
+    """A symptom read from several events once the input is read (a rank that left early, ranks that
+    wait apart, a hang the log cannot show): dated by `first` (seq, event), keyed by its name alone,
+    at the last step the run reached. Not `symptom_from`: that one takes the event's own rank, step
+    and line, where these take the ranks and lines of all their events and the run's last step."""
+    seq, ev = first
+    s = Symptom(name=name, facts=facts, seq=seq, time=ev.time, key=(name,))
+    s.ranks.update(ranks)
+    s.evidence.extend(evidence)
+    if last_step is not None:
+        s.steps.append(last_step)
     return s

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..events import Event
 from ..findings import Evidence, Symptom
+from .base import symptom_at_end
 
 
 def rank_left_early(done: list[tuple[int, Event]], failure: Event | None, failure_weight: int,
@@ -29,14 +30,9 @@ def rank_left_early(done: list[tuple[int, Event]], failure: Event | None, failur
         return None                  # every rank it started returned 0: a normal end
     seq, ev = done[0]
     ranks = sorted({e.rank for _, e in done if e.rank is not None})
-    s = Symptom(name="rank_exited_early", seq=seq, time=ev.time, key=("rank_exited_early",),
-                facts=dict(pids=sorted(p for p in pids if p is not None), done_ranks=ranks, last_step=last_step,
-                           peer_lost=failure is not None, at=f"{ev.source}:{ev.line}" if ev.line else ev.source))
-    s.ranks.update(ranks)
-    for _, e in done[:2]:
-        s.evidence.append(Evidence(e.source, e.line, e.text or ""))
+    evidence = [Evidence(e.source, e.line, e.text or "") for _, e in done[:2]]
     if failure is not None and failure.text:
-        s.evidence.append(Evidence(failure.source, failure.line, failure.text))
-    if last_step is not None:
-        s.steps.append(last_step)
-    return s
+        evidence.append(Evidence(failure.source, failure.line, failure.text))
+    return symptom_at_end((seq, ev), "rank_exited_early", ranks, evidence, last_step,
+                          pids=sorted(p for p in pids if p is not None), done_ranks=ranks, last_step=last_step,
+                          peer_lost=failure is not None, at=f"{ev.source}:{ev.line}" if ev.line else ev.source)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from ..events import Event
 from ..findings import Evidence, Symptom
+from .base import symptom_at_end
 
 Seen = tuple[int, Event]          # (seq, event): where in the input a wait was last said
 
@@ -101,15 +102,9 @@ def quiet_end(waits: Waits, *, last_seq: int, last_step: int | None, phase: str 
 
 def _symptom(name: str, first: tuple[int, Event], then: tuple[int, Event] | None, last_step: int | None,
              phase: str | None, phase_text: str | None, **facts) -> Symptom:
-    seq, ev = first
-    s = Symptom(name=name, seq=seq, time=ev.time, key=(name,),
-                facts=dict(last_step=last_step, phase=phase, phase_text=phase_text,
-                           at=f"{ev.source}:{ev.line}" if ev.line else ev.source, **facts))
-    for e in (ev, then[1] if then is not None else None):
-        if e is not None and e.text:
-            s.evidence.append(Evidence(e.source, e.line, e.text))
-            if e.rank is not None:
-                s.ranks.add(e.rank)
-    if last_step is not None:
-        s.steps.append(last_step)
-    return s
+    ev = first[1]
+    shown = [e for e in (ev, then[1] if then is not None else None) if e is not None and e.text]
+    return symptom_at_end(first, name, [e.rank for e in shown if e.rank is not None],
+                          [Evidence(e.source, e.line, e.text) for e in shown], last_step,
+                          last_step=last_step, phase=phase, phase_text=phase_text,
+                          at=f"{ev.source}:{ev.line}" if ev.line else ev.source, **facts)

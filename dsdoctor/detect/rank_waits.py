@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..events import Event
 from ..findings import Evidence, Symptom
+from .base import symptom_at_end
 
 _PLUMBING = ("torch/distributed/", "deepspeed/comm/", "c10d_logger", "deepspeed/utils/nvtx")
 
@@ -53,15 +54,10 @@ def ranks_wait_apart(per_rank: dict[int, tuple[int, Event]], last_step: int | No
                          + (f" ({phase})" if phase else ""))
     seq = min(s for s, _, _ in waits.values())
     first = min(waits.values(), key=lambda x: x[0])[1]
-    s = Symptom(name="ranks_wait_apart", seq=seq, time=first.time, key=("ranks_wait_apart",),
-                facts=dict(waits="; ".join(described), ops=sorted({w[0] for _, _, w in waits.values()}),
-                           data_wait_ranks=[r for r in ranks if waits[r][2][0] == "DataLoader"],
-                           data_wait_text=", ".join(str(r) for r in ranks if waits[r][2][0] == "DataLoader"),
-                           last_step=last_step))
-    s.ranks.update(ranks)
-    for r in ranks[:4]:
-        _, ev, _ = waits[r]
-        s.evidence.append(Evidence(ev.source, ev.line, ev.text or f"{ev.data.get('type')}: {ev.data.get('message')}"))
-    if last_step is not None:
-        s.steps.append(last_step)
-    return s
+    evidence = [Evidence(ev.source, ev.line, ev.text or f"{ev.data.get('type')}: {ev.data.get('message')}")
+                for _, ev, _ in (waits[r] for r in ranks[:4])]
+    return symptom_at_end((seq, first), "ranks_wait_apart", ranks, evidence, last_step,
+                          waits="; ".join(described), ops=sorted({w[0] for _, _, w in waits.values()}),
+                          data_wait_ranks=[r for r in ranks if waits[r][2][0] == "DataLoader"],
+                          data_wait_text=", ".join(str(r) for r in ranks if waits[r][2][0] == "DataLoader"),
+                          last_step=last_step)

@@ -101,6 +101,22 @@ class Line:
         return Event(kind, self.rank if rank is None else rank, step, self.time, data, self.source, self.lineno, t)
 
 
+def armed_within(at: int | tuple | list | None, line: Line, n: int, same_line: bool = False) -> bool:
+    """Does `line` come at most `n` lines below `at`, the line that armed a recogniser?
+
+    The idiom of every recogniser that one line arms and a line soon below it fires (a frame
+    line then its TypeError, 'usage:' then argparse's error, a terminate line then its what(),
+    a header then its items): the arming line leaves its number in the stream's scratch, alone or
+    as the first item of a tuple/list with what it read; `at` is that (None: not armed, False).
+    Line numbers never go down within an input, so the distance is 1 to `n`, or 0 to `n` with
+    `same_line` (the arming line itself may fire: a line split at '\\r', or read as other lines,
+    hands its number to each part). n=1: the very next line."""
+    if at is None:
+        return False
+    d = line.lineno - (at if type(at) is int else at[0])
+    return (0 <= d if same_line else 0 < d) and d <= n
+
+
 _TIME_CACHE: dict[str, float | None] = {}
 
 

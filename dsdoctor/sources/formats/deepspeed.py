@@ -14,7 +14,7 @@ import re
 
 from ...findings import clip
 from ...lazy_regex import compile_later
-from ..lines import MAX_EVIDENCE_TEXT, Line, StreamState
+from ..lines import MAX_EVIDENCE_TEXT, Line, StreamState, armed_within
 from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 
 # ---------------------------------------------------------------- shared helpers
@@ -109,7 +109,7 @@ def grad_overflow(line: Line, st: StreamState):
 
 def _pending_iter(line: Line, st: StreamState) -> int | None:
     p = st.scratch.pop("ds_overflow_iter", None)
-    if p and line.lineno - p[0] <= 3:
+    if armed_within(p, line, 3, same_line=True):
         return p[1]
     return st.step_of(line.rank)
 
@@ -132,7 +132,7 @@ def increase_scale(line: Line, st: StreamState):
 @on("Using static loss scale of")
 def static_scale(line: Line, st: StreamState):
     p = st.scratch.get("ds_overflow_iter")
-    if not p or line.lineno - p[0] > 3:
+    if not armed_within(p, line, 3, same_line=True):
         return None          # the init message 'Creating fp16 optimizer with static loss scale'
     m = _STATIC.search(line.text)
     return line.event("overflow", step=_pending_iter(line, st), prev_scale=None, new_scale=None,
@@ -395,7 +395,7 @@ def bad_log_level(line: Line, st: StreamState):
     if not m or not st.once(("bad_log_level",)):
         return None                       # every rank raises it; one finding
     armed = st.scratch.get("ds_log_level_launcher")
-    launcher = armed is not None and 0 < line.lineno - armed <= 12
+    launcher = armed_within(armed, line, 12)
     return line.event("config_error", error="bad_log_level", key="--log_level" if launcher else "log_level",
                       value=m.group(1), launcher=launcher, message=line.text.strip()[-300:],
                       patch=None if launcher else {"log_level": "info"})
@@ -414,7 +414,7 @@ def batch_frame(line: Line, st: StreamState):
     "unsupported operand type(s) for", "can only concatenate str")
 def batch_str(line: Line, st: StreamState):
     armed = st.scratch.get("ds_batch_frame")
-    if armed is None or not 0 < line.lineno - armed <= 6 or "TypeError" not in line.text:
+    if not armed_within(armed, line, 6) or "TypeError" not in line.text:
         return None
     st.scratch.pop("ds_batch_frame", None)
     return line.event("config_error", error="auto_outside_hf", key="train_batch_size",
@@ -436,7 +436,7 @@ def runtime_frame(line: Line, st: StreamState):
         st.scratch["ds_runtime_frame"] = [line.lineno, None]
         return None
     armed = st.scratch.get("ds_runtime_frame")
-    if armed is not None and line.lineno - armed[0] == 1:
+    if armed_within(armed, line, 1):
         m = _DS_ACCESSOR.search(line.text)
         armed[1] = m.group(1) if m else None
     return None
@@ -447,7 +447,7 @@ def runtime_frame(line: Line, st: StreamState):
 def runtime_str(line: Line, st: StreamState):
     armed = st.scratch.get("ds_runtime_frame")
     t = line.text
-    if armed is None or not 0 < line.lineno - armed[0] <= 6 or "TypeError" not in t or "'str'" not in t and " str" not in t:
+    if not armed_within(armed, line, 6) or "TypeError" not in t or "'str'" not in t and " str" not in t:
         return None
     if st.scratch.get("ds_batch_frame") is not None:
         return None             # the batch arithmetic: batch_str has it
@@ -474,7 +474,7 @@ def pybind_refused(line: Line, st: StreamState):
 @on("'auto'")
 def pybind_auto_argument(line: Line, st: StreamState):
     armed = st.scratch.get("ds_pybind")
-    if armed is None or not 0 < line.lineno - armed[0] <= 60:
+    if not armed_within(armed, line, 60):
         return None
     st.scratch.pop("ds_pybind", None)
     op = armed[1] or ""
@@ -522,7 +522,7 @@ def config_base64_frame(line: Line, st: StreamState):
 @on("binascii.Error: ")
 def config_base64_error(line: Line, st: StreamState):
     armed = st.scratch.get("ds_cfg_b64")
-    if armed is None or not 0 < line.lineno - armed <= 12 or st.scratch.get("ds_cfg_path"):
+    if not armed_within(armed, line, 12) or st.scratch.get("ds_cfg_path"):
         return None
     st.scratch["ds_cfg_path"] = True
     return line.event("config_error", error="config_path", key="(config file)", path=None,
@@ -620,7 +620,7 @@ _FIELD_TRIGGERS = ("offload_params", "nvme_path", "fp16_override_modules", "zero
 def pydantic_field(line: Line, st: StreamState):
     head = st.scratch.get("ds_pyd")
     m = _FIELD.match(line.text)
-    if head and 0 < line.lineno - head["line"] <= 2:
+    if head and armed_within(head["line"], line, 2):
         if m:
             head["field"] = m.group(1)
     elif m:
@@ -648,10 +648,10 @@ def pydantic_field_line(line: Line, st: StreamState):
             st.scratch["ds_pyd_field"] = (line.lineno, m.group(1))
         return None
     if head and "For further information visit https://errors.pydantic.dev/" in line.text:
-        if head.get("field") is None and 0 < line.lineno - head["line"] <= 2:
+        if head.get("field") is None and armed_within(head["line"], line, 2):
             head["line"] = line.lineno       # pydantic 2's link line closes an error: the next field follows it
         return None
-    if head and head.get("field") is None and line.lineno - head["line"] == 1:
+    if head and head.get("field") is None and armed_within(head["line"], line, 1):
         m = _FIELD.match(line.text)
         if m:
             head["field"] = m.group(1)
@@ -665,7 +665,7 @@ _PYD2_LINE = compile_later(r"\[type=\w+, input_value=.*, input_type=\w+\]")
 
 def _pydantic_reason(line: Line, st: StreamState, text: str):
     head = st.scratch.get("ds_pyd")
-    if not head or line.lineno - head["line"] > 6:
+    if not head or not armed_within(head["line"], line, 6, same_line=True):
         head = _headless(line, st, text)
         if head is None:
             return None
@@ -715,7 +715,7 @@ def _headless(line: Line, st: StreamState, text: str) -> dict | None:
     if st.scratch.get("ds_pyd") is not None or not _PYD2_LINE.search(text):
         return None
     at = st.scratch.pop("ds_pyd_field", None)
-    field = at[1] if at and line.lineno - at[0] == 1 else None
+    field = at[1] if armed_within(at, line, 1) else None
     model = "(its header is not in the log)"
     if field:
         from ...config.catalogue import snapshot_catalogue

@@ -25,7 +25,7 @@ Texts:
 from __future__ import annotations
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 from .launcher import process_ended as _killed
 
@@ -147,7 +147,7 @@ def echoed_status(line: Line, st: StreamState):
             st.scratch["shell.status_asked"] = (line.lineno, t[:200])
         return None
     asked = st.scratch.get("shell.status_asked")
-    if asked is None or asked[0] != line.lineno - 1 or not (m := _STATUS_LINE.match(t)):
+    if not armed_within(asked, line, 1) or not (m := _STATUS_LINE.match(t)):
         return None
     code = int(m.group(1))
     ev = _by_code(line, st, code, "shell") if 0 < code < 256 else None

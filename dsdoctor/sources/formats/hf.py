@@ -12,7 +12,7 @@ import math
 import re
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, armed_within
 from ..recogniser import on, steady
 from .deepspeed import code_echo, nested, num, set_step
 
@@ -93,7 +93,7 @@ def mismatch_head(line: Line, st: StreamState):
 @on("- ds ")
 def mismatch_item(line: Line, st: StreamState):
     head = st.scratch.get("hf_mismatch")
-    if head is None or line.lineno - head > 40 or "mismatch TrainingArguments" in line.text \
+    if not armed_within(head, line, 40, same_line=True) or "mismatch TrainingArguments" in line.text \
             or "values that mismatch kwargs" in line.text:
         return None
     m = _MISMATCH.search(line.text)

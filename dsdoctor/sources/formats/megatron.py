@@ -19,7 +19,7 @@ from typing import Iterator
 
 from ...lazy_regex import compile_later
 from ...events import Event
-from ..lines import Line, StreamState, utc_seconds
+from ..lines import Line, StreamState, armed_within, utc_seconds
 from ..recogniser import HS_MULTILINE, NONFINITE_ANOMALIES, no_nonfinite, on, steady
 from .deepspeed import num, scale, set_step
 
@@ -80,7 +80,7 @@ def iteration_piece(line: Line, st: StreamState):
         if _complete(rec["text"]):
             out.extend(_flush(st, keep=True))
         return out
-    if rec is None or line.lineno != rec["last"] + 1:
+    if rec is None or not armed_within(rec["last"], line, 1):
         return None
     t = line.text
     if t.lstrip().startswith(("[", "time (ms)")):
@@ -295,7 +295,7 @@ def all_ranks_times(line: Line, st: StreamState):
         st.scratch[_ALL_RANKS_KEY] = {"name": None, "last": line.lineno}
         return None
     blk = st.scratch.get(_ALL_RANKS_KEY)
-    if not blk or line.lineno != blk["last"] + 1:
+    if not blk or not armed_within(blk["last"], line, 1):
         st.scratch.pop(_ALL_RANKS_KEY, None)
         return None
     blk["last"] = line.lineno

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 
 _MAPPING = compile_later(r"global_rank_mapping=(?:defaultdict\(<class 'list'>, )?(\{[^}]*\})")
@@ -120,7 +120,7 @@ def mpi_abort(line: Line, st: StreamState):
 def mpi_abort_code(line: Line, st: StreamState):
     pending = st.scratch.pop("multinode.mpi_abort", None)
     m = _MPI_ABORT_CODE.search(line.text)
-    if pending is None or not m or line.lineno - pending[0] > 2 or not st.once(("mpi_abort", pending[1])):
+    if not m or not armed_within(pending, line, 2, same_line=True) or not st.once(("mpi_abort", pending[1])):
         return None
     ev = line.event("node_exit", node=None, exitcode=int(m.group(1)), who="mpirun", ranks=[pending[1]], first=True)
     ev.text = f"{pending[2]} {m.group(0)}"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 from .traceback import RAY_SNIPPET, RAY_WRAPPED, frameless_exception
 
@@ -68,7 +68,7 @@ def ray_actor_fields(line: Line, st: StreamState) -> None:
 
 def _near(st: StreamState, key: str, line: Line, within: int = 8):
     v = st.scratch.get(key)
-    return v[1] if v is not None and 0 <= line.lineno - v[0] <= within else None
+    return v[1] if armed_within(v, line, within, same_line=True) else None
 
 
 @on("Worker exit type: ")

@@ -16,7 +16,7 @@ on its 'last reason' line, with the limit and the function from the lines before
 from __future__ import annotations
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 
 _HIT = compile_later(r"torch\._dynamo hit config\.(\w+) \((\d+)\)")
@@ -35,7 +35,7 @@ def recompile_limit_hit(line: Line, st: StreamState):
 @on("   function: ")
 def recompile_limit_function(line: Line, st: StreamState):
     hit = st.scratch.get("dynamo.limit")
-    if hit and line.lineno - hit[0] <= 2 and (m := _FUNCTION.search(line.text)):
+    if armed_within(hit, line, 2, same_line=True) and (m := _FUNCTION.search(line.text)):
         st.scratch["dynamo.limit"] = hit[:3] + (m.group(1),)
     return None
 
@@ -43,7 +43,7 @@ def recompile_limit_function(line: Line, st: StreamState):
 @on("   last reason: ")
 def recompile_limit_reason(line: Line, st: StreamState):
     hit = st.scratch.pop("dynamo.limit", None)
-    if not hit or line.lineno - hit[0] > 3 or not (m := _REASON.search(line.text)):
+    if not armed_within(hit, line, 3, same_line=True) or not (m := _REASON.search(line.text)):
         return None
     _, limit_type, limit, function = hit
     if not st.once(("recompile_limit", function, line.rank)):

@@ -11,7 +11,7 @@ for errors in __del__ and the like, which do not stop the program); libstdc++'s
 from __future__ import annotations
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 
 _FRAME = compile_later(r'File "([^"]+)", line \d+, in (\S+)')
@@ -179,7 +179,7 @@ _TERMINATE = compile_later(r"terminate called after throwing an instance of '([^
 @on(*_CHAIN)
 def _chain(line: Line, st: StreamState) -> None:
     back = st.scratch.get("elastic.given_back")
-    if back is not None and back[0] is not None and 0 < line.lineno - back[1] <= 3:
+    if back is not None and back[0] is not None and armed_within(back[1], line, 3):
         from .launcher import lend_rank        # a chained exception inside a torchelastic record
         lend_rank(st, back[0])
     links = st.scratch.setdefault("tb.link", {})
@@ -255,7 +255,7 @@ def _wrapped_host(line: Line, st: StreamState) -> str | None:
     """The node of the worker whose traceback a Ray wrapper line ('RayTaskError(...): ray::A.f()
     (pid=.., ip=..)') introduced: the driver prints it without the worker's prefix."""
     w = st.scratch.get(RAY_WRAPPED)
-    if w is None or not 0 < line.lineno - w[0] <= 2 * MAX_FRAMES + 20:
+    if not armed_within(w, line, 2 * MAX_FRAMES + 20):
         return None
     del st.scratch[RAY_WRAPPED]
     return w[1]
@@ -268,7 +268,7 @@ def _snippet_rank(line: Line, st: StreamState) -> Line:
     """The driver's copy of a worker's traceback under Ray Train's '[Rank N Error Snippet]:' is
     that rank's (the driver prints it without the worker's prefix)."""
     w = st.scratch[RAY_SNIPPET]
-    if not 0 < line.lineno - w[0] <= 2 * MAX_FRAMES + 20:
+    if not armed_within(w, line, 2 * MAX_FRAMES + 20):
         return line
     del st.scratch[RAY_SNIPPET]
     return Line(line.text, line.source, line.lineno, w[1], line.time, line.host)
@@ -311,7 +311,7 @@ def cxx_what(line: Line, st: StreamState):
         # the message names its rank ('[Rank 3] Watchdog caught ...', lines.clean reads it) while
         # libstdc++'s terminate line above it, printed without a rank prefix, names none
         at = opened.pop(None, None)
-    if at is None or not 0 < line.lineno - at[0] <= _WHAT_MAX_GAP:
+    if not armed_within(at, line, _WHAT_MAX_GAP):
         return None
     msg = line.text.split("what():", 1)[1].strip()
     type_ = at[1]
@@ -331,7 +331,7 @@ def c10_error(line: Line, st: StreamState):
     if not m:
         return None
     logged = st.scratch.get("c10.logged")
-    if logged and 0 < line.lineno - logged.get(line.rank, -9) <= 6:   # a few lines: the log line may come hard-wrapped
+    if logged and armed_within(logged.get(line.rank), line, 6):   # a few lines: the log line may come hard-wrapped
         # the backtrace of an error a log line reported (formats/nccl.py rendezvous_error): its
         # frames below are read as this head's too
         st.scratch.setdefault("c10.last", {})[line.rank] = line.lineno
@@ -361,7 +361,7 @@ def c10_frames_without_their_head(line: Line, st: StreamState):
             st.scratch.setdefault("c10.frame0", {})[line.rank] = line.lineno
         return None
     frame0 = st.scratch.get("c10.frame0", {}).pop(line.rank, None)
-    if frame0 is None or line.lineno - frame0 > 2:
+    if not armed_within(frame0, line, 2, same_line=True):
         return None
     head = st.scratch.get("c10.last", {}).get(line.rank)
     if head is not None and frame0 - head <= 3:
@@ -389,11 +389,11 @@ def captured_traceback_without_its_head(line: Line, st: StreamState):
     armed = st.scratch.setdefault("c10.ct", {})
     if "CapturedTraceback:" in line.text:
         head = st.scratch.get("c10.last", {}).get(line.rank)
-        armed[line.rank] = None if head is not None and 0 < line.lineno - head <= 2 else (line.lineno, None)
+        armed[line.rank] = None if armed_within(head, line, 2) else (line.lineno, None)
         return None
     at = armed.get(line.rank)
     m = _CT_FRAME.match(line.text.strip())
-    if at is None or not m or line.lineno - at[0] > 12:
+    if not m or not armed_within(at, line, 12, same_line=True):
         return None
     func, where = m.group(2), m.group(3)
     ctor = _CT_CTOR.match(func)
@@ -430,7 +430,7 @@ _CUDA_ADVICE = "CUDA kernel errors might be asynchronously reported at some othe
 @on(_CUDA_ADVICE)
 def cuda_error_without_its_line(line: Line, st: StreamState):
     for last in (st.scratch.get("tb.last_cuda"), st.scratch.get("tb.last", {}).get(line.rank)):
-        if last is not None and 0 <= line.lineno - last <= 2:
+        if armed_within(last, line, 2, same_line=True):
             return None             # the error line just above (a CUDA error, or the exception carrying it)
     if "CUDA error" in line.text:                 # the message and the advice on one line
         return None
@@ -473,7 +473,7 @@ def argparse_error(line: Line, st: StreamState):
     if not m:
         return None
     usage = st.scratch.get("argparse.usage", {}).pop(line.rank, None)
-    if usage is None or line.lineno - usage > 40:
+    if not armed_within(usage, line, 40, same_line=True):
         return None                     # 'srun: error: ...', 'pdsh@x: error' and the like are not argparse
     return frameless_exception(line, st, "argparse error", "ArgumentError", m.group(2),
                                raise_site=f"argparse:{m.group(1)}", prog=m.group(1))
@@ -495,7 +495,7 @@ def _assert_line(line: Line, st: StreamState) -> None:
 
 def _assert_source(line: Line, st: StreamState) -> tuple[int, str] | None:
     src = st.scratch.get("tb.assert", {}).pop(line.rank, None)
-    if src is None or not 0 < line.lineno - src[0] <= ASSERT_SOURCE_WITHIN:
+    if not armed_within(src, line, ASSERT_SOURCE_WITHIN):
         return None
     return src
 
@@ -518,7 +518,7 @@ DETAIL_CHARS = 240
 def state_dict_detail(line: Line, st: StreamState):
     open_ = st.scratch.get("tb.state_dict", {})
     at = open_.get(line.rank) or (open_.get(None) if line.rank is not None else None)
-    if at is None or not 0 < line.lineno - at[1] <= STATE_DICT_GAP:
+    if at is None or not armed_within(at[1], line, STATE_DICT_GAP):
         return None
     at[1] = line.lineno
     text = line.text.strip()
