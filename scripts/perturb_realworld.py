@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -45,12 +46,31 @@ def hard_wrapped(width: int):
     return wrap
 
 
+def broken_at_bars(width: int):
+    """Lines broken after a '| ' separator so that no piece is wider than `width` (how an issue
+    paste or a narrow terminal leaves Megatron's and DeepSpeed's '|'-separated records)."""
+    def wrap(t: str) -> str:
+        out = []
+        for ln in _lines(t):
+            cur = ""
+            for part in re.split(r"(?<=\|) ", ln) if len(ln) > width else [ln]:
+                if cur and len(cur) + 1 + len(part) > width:
+                    out.append(cur)
+                    cur = part
+                else:
+                    cur = f"{cur} {part}" if cur else part
+            out.append(cur)
+        return _join(out)
+    return wrap
+
+
 PERTURBATIONS = {
     "tail40": lambda t: _join(_lines(t)[-40:]),
     "tail15": lambda t: _join(_lines(t)[-15:]),
     "nohead": lambda t: _join(_lines(t)[len(_lines(t)) // 3:]),
     "wrap80": hard_wrapped(80),
     "wrap120": hard_wrapped(120),
+    "bars80": broken_at_bars(80),
     "crlf": lambda t: t.replace("\n", "\r\n"),
     "ansi": lambda t: _join(f"\x1b[32m{ln}\x1b[0m" for ln in _lines(t)),
     "srun0": lambda t: _join(f"0: {ln}" for ln in _lines(t)),
