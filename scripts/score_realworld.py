@@ -22,7 +22,9 @@ It prints one line per file, then:
   environment variables, flags or action words the label's expected_fix names; a fix agrees
   when any of them appears (case-insensitive) in the text of the top finding's fixes (titles,
   advice, config patches and env, as JSON). Files missing from that table are reported as
-  'no keywords' and do not count.
+  'no keywords' and do not count;
+- evidence: of the failed runs whose label lists key_lines (the lines the thread pointed at), how
+  many have a top finding whose evidence quotes one of them (quotes_key_line).
 """
 from __future__ import annotations
 
@@ -139,6 +141,22 @@ def analyze(path: Path, timeout: float) -> tuple[dict | None, str]:
         return None, "stdout is not one JSON document"
 
 
+def _folded(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def quotes_key_line(top: dict, key_lines: list[str] | None) -> bool | None:
+    """Whether the top finding's evidence quotes one of the label's key lines (the lines the
+    thread pointed at): its first or its last 60 characters, whitespace folded, case ignored (a
+    quote may be cut in its middle, and a key line may be a piece of a longer line). None when
+    the label lists none."""
+    keys = [_folded(k) for k in key_lines or () if k and k.strip()]
+    if not keys:
+        return None
+    quoted = " ".join(_folded(e.get("text") or "") for e in top.get("evidence") or ())
+    return any(k[:60] in quoted or k[-60:] in quoted for k in keys)
+
+
 def score(labels: list[dict], folder: Path, timeout: float, out=print) -> dict:
     rows = []
     for item in labels:
@@ -159,8 +177,9 @@ def score(labels: list[dict], folder: Path, timeout: float, out=print) -> dict:
         if ok and label != HEALTHY and fix_known(item.get("expected_fix")):
             kws = FIX_KEYWORDS.get(prefix)
             fix = "no keywords" if not kws else ("agrees" if top and fix_agrees(top, kws) else "differs")
+        quoted = quotes_key_line(top, item.get("key_lines")) if label != HEALTHY and top else None
         rows.append(dict(file=name, label=label, expected=expected, got=got, rule=rule, ok=ok, fix=fix,
-                         severity=top.get("severity") if top else None))
+                         severity=top.get("severity") if top else None, quoted=quoted))
         out(f"{'ok  ' if ok else 'MISS'} {name[:44]:44} want={'|'.join(sorted(want)) or '?':<20} "
             f"got={got:<20} {rule}{'  fix: ' + fix if fix else ''}")
     return summarize(rows)
@@ -193,6 +212,9 @@ def summarize(rows: list[dict]) -> dict:
                 fix_counted=len(counted), fix_agree=len(agree),
                 fix_differs=[r["file"] for r in counted if r["fix"] == "differs"],
                 fix_no_keywords=[r["file"] for r in rows if r["fix"] == "no keywords"],
+                quote_counted=sum(r["quoted"] is not None for r in rows),
+                quote_agree=sum(r["quoted"] is True for r in rows),
+                quote_missing=[r["file"] for r in rows if r["quoted"] is False],
                 rows=rows)
 
 
@@ -226,6 +248,8 @@ def report(s: dict, out=print) -> None:
         f"{' (' + _pct(s['fix_agree'] / n).strip() + ')' if n else ''}"
         f"{'; differs: ' + ', '.join(s['fix_differs']) if s['fix_differs'] else ''}"
         f"{'; no keywords listed: ' + ', '.join(s['fix_no_keywords']) if s['fix_no_keywords'] else ''}")
+    out(f"evidence (the top finding of a failed run quotes a labelled key line): {s['quote_agree']}/{s['quote_counted']}"
+        f"{'; not quoted: ' + ', '.join(s['quote_missing']) if s['quote_missing'] else ''}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -426,9 +426,11 @@ def test_scorer_on_a_small_labelled_folder(tmp_path, capsys):
     (tmp_path / "902_nan_loss.log").write_text("epoch 0 step 7 loss: nan\n")
     (tmp_path / "903_straggler.log").write_text("".join(_ds_step(s, 0) for s in range(10, 60, 10)))
     labels = [
-        {"file": "900_config_error.log", "category": "config_error", "expected_fix": "remove device_map"},
+        {"file": "900_config_error.log", "category": "config_error", "expected_fix": "remove device_map",
+         "key_lines": ["DeepSpeed Zero-3 is not compatible with passing a `device_map`."]},
         {"file": "901_healthy.log", "category": "healthy", "expected_fix": "none"},
-        {"file": "902_nan_loss.log", "category": "nan_loss", "expected_fix": "unknown"},
+        {"file": "902_nan_loss.log", "category": "nan_loss", "expected_fix": "unknown",
+         "key_lines": ["a line the finding does not quote"]},
         {"file": "903_straggler.log", "category": "straggler", "expected_fix": "exclude the node"},
     ]
     (tmp_path / "labels.yaml").write_text(json.dumps(labels))          # JSON is YAML
@@ -439,6 +441,7 @@ def test_scorer_on_a_small_labelled_folder(tmp_path, capsys):
     assert "score: 3/4 top-1 category correct (75%)" in out
     assert "failed runs reported with no problem: 1 903_straggler.log" in out
     assert "fix agreement (category right, fix known): 1/1 (100%)" in out
+    assert "quotes a labelled key line): 1/2; not quoted: 902_nan_loss.log" in out
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["per_category"]["straggler"]["recall"] == 0.0
     assert s["per_category"]["healthy"]["precision"] == 0.5
