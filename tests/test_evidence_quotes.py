@@ -3,12 +3,15 @@ literal; a long line cut in its middle, so its start (the error) and its end (an
 launcher's whole command line) both stay."""
 from __future__ import annotations
 
-import re
+import importlib.util
+from pathlib import Path
 
 import pytest
 
 from dsdoctor.api import analyze
 from dsdoctor.findings import clip
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_clip_keeps_the_start_and_the_end():
@@ -85,18 +88,16 @@ def _megatron_record(it: int, loss: str | None, gnorm: str, skipped: int = 0) ->
 
 
 def _broken_at_bars(text: str, width: int) -> str:
-    """Each line broken after a '|' so that no piece is wider than `width` (an issue paste)."""
-    out = []
-    for ln in text.splitlines():
-        cur = ""
-        for part in re.split(r"(?<=\|) ", ln):
-            if cur and len(cur) + 1 + len(part) > width:
-                out.append(cur)
-                cur = part
-            else:
-                cur = f"{cur} {part}" if cur else part
-        out.append(cur)
-    return "\n".join(out) + "\n"
+    """Each line broken after a '| ' so that no piece is wider than `width` (an issue paste):
+    scripts/perturb_realworld.py's bars perturbation."""
+    return _perturbations().broken_at_bars(width)(text)
+
+
+def _perturbations():
+    spec = importlib.util.spec_from_file_location("perturb_realworld", REPO / "scripts" / "perturb_realworld.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 WIDTHS = (60, 80, 100)
