@@ -123,9 +123,39 @@ def _config_value_refused(name: str, message: str, where: list[str]) -> bool:
         any("deepspeed/" in w and "config" in w.rsplit("/", 1)[-1] for w in where)
 
 
+# A path the ds_config names, which DeepSpeed itself makes or opens (part X, each run here): zero/stage3.py
+# _configure_tensor_swapping os.path.join(nvme_path, 'zero_stage_3') then os.makedirs (nvme_path a file:
+# NotADirectoryError; under /proc: FileNotFoundError; no nvme_path at all: TypeError 'expected str, bytes or
+# os.PathLike object, not NoneType'), monitor/tensorboard.py get_summary_writer and monitor/csv_monitor.py
+# os.makedirs(output_path/job_name), profiling/flops_profiler/profiler.py print_model_profile open(output_file).
+# A denied or read-only write stays write_denied (environment): the place exists, the job may not write there.
+_CONFIG_PATH_SITES = (
+    ("stage3.py:_configure_tensor_swapping", "zero_optimization.offload_optimizer / offload_param nvme_path"),
+    ("swap_tensor/", "zero_optimization.offload_optimizer / offload_param nvme_path"),
+    ("monitor/tensorboard.py:", "tensorboard.output_path"),
+    ("monitor/csv_monitor.py:", "csv_monitor.output_path"),
+    ("flops_profiler/profiler.py:print_model_profile", "flops_profiler.output_file"),
+)
+_PATH_ERRORS = ("NotADirectoryError", "FileNotFoundError", "IsADirectoryError", "FileExistsError")
+
+
+def _config_path(name: str, message: str, where: list[str]) -> Family | None:
+    if name not in _PATH_ERRORS and not (name == "TypeError" and "os.PathLike object, not NoneType" in message):
+        return None
+    for site, key in _CONFIG_PATH_SITES:
+        if any("deepspeed/" in w and site in w for w in where):
+            return Family("ds_config_path", "config_error", 3,
+                          f"a path the ds_config gives DeepSpeed ({key}) that is missing or cannot be made a directory "
+                          "or file")
+    return None
+
+
 def misuse_family(name: str, message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
     site = raise_site or ""
     where = [site, *(frames or ())]
+    path = _config_path(name, message, where)
+    if path is not None:
+        return path
     if (any(t in message for t in _FEATURES_REFUSED) and "deepspeed/" in site) or \
             _config_value_refused(name, message, where):
         return Family("config", "config_error", 3, "a configuration that DeepSpeed refused")
