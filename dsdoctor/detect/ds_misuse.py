@@ -150,10 +150,29 @@ def _config_path(name: str, message: str, where: list[str]) -> Family | None:
     return None
 
 
+# ops/op_builder/cpu/no_impl.py NotImplementedBuilder.load: 'This op had not been implemented on CPU backend.'
+# (the CPU accelerator's stand-in for an op it has no kernel for): a ds_config feature this accelerator cannot
+# run, not a build to repair. Which feature, from the frames (part X, run here: zero_quantized_gradients reaches it
+# through runtime/comm/coalesced_collectives.py all_to_all_quant_reduce, zero_quantized_weights through
+# zero/partition_parameters.py's quantizer)
+_NO_KERNEL = "had not been implemented on CPU backend"
+_NO_KERNEL_FEATURES = (("coalesced_collectives.py:all_to_all_quant_reduce", "zero_quantized_gradients"),
+                       ("partition_parameters.py", "zero_quantized_weights"))
+
+
+def _no_kernel(message: str, where: list[str]) -> Family | None:
+    if _NO_KERNEL not in message:
+        return None
+    feature = next((f for site, f in _NO_KERNEL_FEATURES if any(site in w for w in where)), None)
+    return Family("ds_op_not_on_accelerator", "config_error", 3,
+                  f"a ds_config feature ({feature or 'the one whose op the traceback loads'}) that has no kernel on the "
+                  "CPU accelerator: DeepSpeed's stand-in op refuses it, no build can add it")
+
+
 def misuse_family(name: str, message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
     site = raise_site or ""
     where = [site, *(frames or ())]
-    path = _config_path(name, message, where)
+    path = _config_path(name, message, where) or _no_kernel(message, where)
     if path is not None:
         return path
     if (any(t in message for t in _FEATURES_REFUSED) and "deepspeed/" in site) or \
