@@ -82,6 +82,12 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # number of attention heads (M).': met here changing the head count to fit the SP / TP size
     ("model_heads", "a model config whose hidden_size is not a multiple of num_attention_heads",
      ("is not a multiple of the number of attention heads",), ()),
+    # an nn.Embedding(sparse=True) (or any sparse gradient) given an optimizer without sparse updates: torch/optim
+    # adam.py 'Adam does not support sparse gradients, please consider SparseAdam instead' (the config's AdamW with
+    # torch_adam, run here; adamw.py goes through adam.py), rmsprop.py, adamax.py, nadam.py, radam.py ... '{X} does not
+    # support sparse gradients'; deepspeed ops/adam/fused_adam.py, lamb/fused_lamb.py, lion/fused_lion.py the same
+    ("sparse_grad_optimizer", "a sparse gradient (an nn.Embedding(sparse=True)) given to an optimizer that only "
+     "takes dense ones", ("does not support sparse gradients",), ()),
     # runtime/engine.py _do_optimizer_sanity_check 'unsupported mix of model_dtype=... and grad_accum_dtype=...'
     ("ds_grad_accum_dtype", "data_types.grad_accum_dtype set to a dtype this precision and ZeRO stage cannot "
      "accumulate in", ("unsupported mix of model_dtype",), ()),
