@@ -88,6 +88,11 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # support sparse gradients'; deepspeed ops/adam/fused_adam.py, lamb/fused_lamb.py, lion/fused_lion.py the same
     ("sparse_grad_optimizer", "a sparse gradient (an nn.Embedding(sparse=True)) given to an optimizer that only "
      "takes dense ones", ("does not support sparse gradients",), ()),
+    # runtime/engine.py _checkpoint_tag_validation with checkpoint.tag_validation "FAIL": '[rank=N] The checkpoint tag
+    # name '{tag}' is not consistent across all ranks. Including rank unique information ...' (ranks given their own
+    # tags, run here on 2 ranks; "WARN", the default, logs the same words as a warning and goes on)
+    ("ds_ckpt_tag", "save_checkpoint given a different tag on each rank",
+     ("is not consistent across all ranks",), ()),
     # runtime/engine.py _do_optimizer_sanity_check 'unsupported mix of model_dtype=... and grad_accum_dtype=...'
     ("ds_grad_accum_dtype", "data_types.grad_accum_dtype set to a dtype this precision and ZeRO stage cannot "
      "accumulate in", ("unsupported mix of model_dtype",), ()),
