@@ -13,7 +13,7 @@ import pytest
 from dsdoctor.detect.families import classify
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_failure import output_of, top  # noqa: E402
+from test_failure import diagnose, output_of, top  # noqa: E402
 from test_ds_misuse import _PRELUDE  # noqa: E402
 
 _NET = "m = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 1))\n"
@@ -85,3 +85,30 @@ def test_autotuning_without_tabulate_is_the_environment():
     fam = classify("AssertionError", "Missing required package `tabulate`, please install with `pip install "
                    "deepspeed[autotuning]`.", _DS + "autotuning/autotuner.py:__init__", [])
     assert (fam.name, fam.category) == ("environment", "environment")
+
+
+_AUTOTUNER = ("[2026-12-06 17:15:58,869] [INFO] [scheduler.py:381:run_experiment] Launching exp_id = 0, exp_name = "
+              "profile_model_info, with resource = localhost:0, and ds_config = /w/at/results/profile_model_info/"
+              "ds_config.json\n")
+_CLEANUP_SSH = ("localhost: ssh: connect to host localhost port 22: Connection refused\n"
+                "pdsh@vm: localhost: ssh exited with exit code 255\n")
+
+
+def test_the_autotuners_clean_up_ssh_is_not_a_node_failure():
+    # deepspeed/autotuning/scheduler.py clean_up: pdsh ... pkill -f <exp> after each experiment, even on localhost
+    done = ("[2026-12-06 17:18:20,750] [INFO] [scheduler.py:396:run_experiment] Done running exp_id = 0, exp_name = "
+            "profile_model_info, with resource = localhost:0\n")
+    assert not [f for f in diagnose(_AUTOTUNER + _CLEANUP_SSH + done) if f.severity != "info"]
+    # the same lines from the launcher itself (no autotuner) stay a failed ssh
+    assert top(_CLEANUP_SSH).category == "environment"
+
+
+def test_checkpoint_tags_that_differ_under_warn_are_a_warning():
+    # runtime/engine.py _checkpoint_tag_validation under tag_validation WARN (the lines of a real 2-rank run here)
+    log = "".join(f"[2026-12-06 17:21:41,519] [WARNING] [engine.py:4867:_checkpoint_tag_validation] [rank={r}] The "
+                  f"checkpoint tag name 'step2_rank{r}' is not consistent across all ranks. Including rank unique "
+                  "information in checkpoint tag could cause issues when restoring with different world sizes.\n"
+                  for r in (0, 1)) + "step 2 loss 0.01\n"
+    fs = [f for f in diagnose(log) if f.severity != "info"]
+    assert [(f.rule, f.severity) for f in fs] == [("log-cfg-ckpt-tag-mismatch", "warning")]
+    assert "step2_rank0" in fs[0].title
