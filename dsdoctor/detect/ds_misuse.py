@@ -88,6 +88,11 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # support sparse gradients'; deepspeed ops/adam/fused_adam.py, lamb/fused_lamb.py, lion/fused_lion.py the same
     ("sparse_grad_optimizer", "a sparse gradient (an nn.Embedding(sparse=True)) given to an optimizer that only "
      "takes dense ones", ("does not support sparse gradients",), ()),
+    # the same sparse gradient under ZeRO 1-2, whose gradient buckets view it as dense: "Could not run 'aten::view' with
+    # arguments from the 'SparseCPU' backend" raised in zero/stage_1_and_2.py reduce_independent_p_g_buckets_and_
+    # remove_grads (optimizer "SGD" with zero_allow_untested_optimizer, run here on 2 ranks; stage 0 reduces it)
+    ("sparse_grad_zero", "a sparse gradient (an nn.Embedding(sparse=True)) under ZeRO, whose gradient buckets take "
+     "dense tensors only", ("with arguments from the 'Sparse",), ("zero/stage_1_and_2.py", "zero/stage3.py")),
     # runtime/engine.py _checkpoint_tag_validation with checkpoint.tag_validation "FAIL": '[rank=N] The checkpoint tag
     # name '{tag}' is not consistent across all ranks. Including rank unique information ...' (ranks given their own
     # tags, run here on 2 ranks; "WARN", the default, logs the same words as a warning and goes on)
