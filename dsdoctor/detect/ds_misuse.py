@@ -82,6 +82,22 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
     # number of attention heads (M).': met here changing the head count to fit the SP / TP size
     ("model_heads", "a model config whose hidden_size is not a multiple of num_attention_heads",
      ("is not a multiple of the number of attention heads",), ()),
+    # an nn.Embedding(sparse=True) (or any sparse gradient) given an optimizer without sparse updates: torch/optim
+    # adam.py 'Adam does not support sparse gradients, please consider SparseAdam instead' (the config's AdamW with
+    # torch_adam, run here; adamw.py goes through adam.py), rmsprop.py, adamax.py, nadam.py, radam.py ... '{X} does not
+    # support sparse gradients'; deepspeed ops/adam/fused_adam.py, lamb/fused_lamb.py, lion/fused_lion.py the same
+    ("sparse_grad_optimizer", "a sparse gradient (an nn.Embedding(sparse=True)) given to an optimizer that only "
+     "takes dense ones", ("does not support sparse gradients",), ()),
+    # the same sparse gradient under ZeRO 1-2, whose gradient buckets view it as dense: "Could not run 'aten::view' with
+    # arguments from the 'SparseCPU' backend" raised in zero/stage_1_and_2.py reduce_independent_p_g_buckets_and_
+    # remove_grads (optimizer "SGD" with zero_allow_untested_optimizer, run here on 2 ranks; stage 0 reduces it)
+    ("sparse_grad_zero", "a sparse gradient (an nn.Embedding(sparse=True)) under ZeRO, whose gradient buckets take "
+     "dense tensors only", ("with arguments from the 'Sparse",), ("zero/stage_1_and_2.py", "zero/stage3.py")),
+    # runtime/engine.py _checkpoint_tag_validation with checkpoint.tag_validation "FAIL": '[rank=N] The checkpoint tag
+    # name '{tag}' is not consistent across all ranks. Including rank unique information ...' (ranks given their own
+    # tags, run here on 2 ranks; "WARN", the default, logs the same words as a warning and goes on)
+    ("ds_ckpt_tag", "save_checkpoint given a different tag on each rank",
+     ("is not consistent across all ranks",), ()),
     # runtime/engine.py _do_optimizer_sanity_check 'unsupported mix of model_dtype=... and grad_accum_dtype=...'
     ("ds_grad_accum_dtype", "data_types.grad_accum_dtype set to a dtype this precision and ZeRO stage cannot "
      "accumulate in", ("unsupported mix of model_dtype",), ()),
@@ -123,9 +139,58 @@ def _config_value_refused(name: str, message: str, where: list[str]) -> bool:
         any("deepspeed/" in w and "config" in w.rsplit("/", 1)[-1] for w in where)
 
 
+# A path the ds_config names, which DeepSpeed itself makes or opens (part X, each run here): zero/stage3.py
+# _configure_tensor_swapping os.path.join(nvme_path, 'zero_stage_3') then os.makedirs (nvme_path a file:
+# NotADirectoryError; under /proc: FileNotFoundError; no nvme_path at all: TypeError 'expected str, bytes or
+# os.PathLike object, not NoneType'), monitor/tensorboard.py get_summary_writer and monitor/csv_monitor.py
+# os.makedirs(output_path/job_name), profiling/flops_profiler/profiler.py print_model_profile open(output_file).
+# A denied or read-only write stays write_denied (environment): the place exists, the job may not write there.
+_CONFIG_PATH_SITES = (
+    ("stage3.py:_configure_tensor_swapping", "zero_optimization.offload_optimizer / offload_param nvme_path"),
+    ("swap_tensor/", "zero_optimization.offload_optimizer / offload_param nvme_path"),
+    ("monitor/tensorboard.py:", "tensorboard.output_path"),
+    ("monitor/csv_monitor.py:", "csv_monitor.output_path"),
+    ("flops_profiler/profiler.py:print_model_profile", "flops_profiler.output_file"),
+)
+_PATH_ERRORS = ("NotADirectoryError", "FileNotFoundError", "IsADirectoryError", "FileExistsError")
+
+
+def _config_path(name: str, message: str, where: list[str]) -> Family | None:
+    if name not in _PATH_ERRORS and not (name == "TypeError" and "os.PathLike object, not NoneType" in message):
+        return None
+    for site, key in _CONFIG_PATH_SITES:
+        if any("deepspeed/" in w and site in w for w in where):
+            return Family("ds_config_path", "config_error", 3,
+                          f"a path the ds_config gives DeepSpeed ({key}) that is missing or cannot be made a directory "
+                          "or file")
+    return None
+
+
+# ops/op_builder/cpu/no_impl.py NotImplementedBuilder.load: 'This op had not been implemented on CPU backend.'
+# (the CPU accelerator's stand-in for an op it has no kernel for): a ds_config feature this accelerator cannot
+# run, not a build to repair. Which feature, from the frames (part X, run here: zero_quantized_gradients reaches it
+# through runtime/comm/coalesced_collectives.py all_to_all_quant_reduce, zero_quantized_weights through
+# zero/partition_parameters.py's quantizer)
+_NO_KERNEL = "had not been implemented on CPU backend"
+_NO_KERNEL_FEATURES = (("coalesced_collectives.py:all_to_all_quant_reduce", "zero_quantized_gradients"),
+                       ("partition_parameters.py", "zero_quantized_weights"))
+
+
+def _no_kernel(message: str, where: list[str]) -> Family | None:
+    if _NO_KERNEL not in message:
+        return None
+    feature = next((f for site, f in _NO_KERNEL_FEATURES if any(site in w for w in where)), None)
+    return Family("ds_op_not_on_accelerator", "config_error", 3,
+                  f"a ds_config feature ({feature or 'the one whose op the traceback loads'}) that has no kernel on the "
+                  "CPU accelerator: DeepSpeed's stand-in op refuses it, no build can add it")
+
+
 def misuse_family(name: str, message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
     site = raise_site or ""
     where = [site, *(frames or ())]
+    path = _config_path(name, message, where) or _no_kernel(message, where)
+    if path is not None:
+        return path
     if (any(t in message for t in _FEATURES_REFUSED) and "deepspeed/" in site) or \
             _config_value_refused(name, message, where):
         return Family("config", "config_error", 3, "a configuration that DeepSpeed refused")

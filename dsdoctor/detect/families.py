@@ -64,7 +64,10 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "Torch not compiled with CUDA enabled", "compiled without CUDA support", "Found no NVIDIA driver",
       "NVIDIA driver on your system is too old", "CUDA driver version is insufficient", "No CUDA GPUs are available",
       "no kernel image is available", "CUDA was not found on the system", "mismatches the version that was used to compile",
-      "Unsupported gpu architecture", "libcudart", "libcuda.so", "op_builder"),
+      "Unsupported gpu architecture", "libcudart", "libcuda.so", "op_builder",
+      # deepspeed/autotuning/autotuner.py Autotuner.__init__: 'Missing required package `tabulate`, please
+      # install with `pip install deepspeed[autotuning]`.' (an AssertionError; `deepspeed --autotuning run`, run here)
+      "Missing required package"),
      ("op_builder/", "cpp_extension.py", "importlib/__init__.py:import_module"),
      "an install problem (a DeepSpeed op that did not build, a missing package, CUDA/driver mismatch)"),
     # a full disk or quota while writing (a checkpoint, a cache, a log): errno 28 ENOSPC / 122 EDQUOT / 30 EROFS

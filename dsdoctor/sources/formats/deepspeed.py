@@ -897,6 +897,24 @@ def checkpoint_world_size(line: Line, st: StreamState):
                       now=int(m.group(2)) if m else None, message=line.text.strip()[-300:])
 
 
+# runtime/engine.py _checkpoint_tag_validation: save_checkpoint's tag hashed and compared across the ranks;
+# '[rank=N] The checkpoint tag name '{tag}' is not consistent across all ranks. ...' is a WARNING under
+# checkpoint.tag_validation "WARN" (the default) and the run goes on, each rank's part in another directory (run
+# here on 2 ranks); under "FAIL" the same words are an AssertionError, which the traceback reader reports.
+_TAG_MISMATCH = compile_later(r"\[rank=(\d+)\] The checkpoint tag name '([^']*)'")
+
+
+@on("is not consistent across all ranks")
+def checkpoint_tag_mismatch(line: Line, st: StreamState):
+    if "WARNING" not in line.text or not st.once(("ckpt_tag_mismatch",)):
+        return None                       # the assert's line is the traceback's; every rank warns: one finding
+    m = _TAG_MISMATCH.search(line.text)
+    return line.event("config_error", step=st.step_of(line.rank), rank=int(m.group(1)) if m else None,
+                      error="ckpt_tag_mismatch", key="checkpoint.tag_validation", tag=m.group(2) if m else None,
+                      tag_rank=int(m.group(1)) if m else None,
+                      message=line.text.strip()[-300:])
+
+
 # ---------------------------------------------------------------- op build / environment
 _JIT = compile_later(r"Unable to JIT load the (\w+) op due to (.*)")
 _BUILD = compile_later(r"Error building extension '(\w+)'")

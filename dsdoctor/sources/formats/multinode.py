@@ -40,7 +40,8 @@ def pdsh_exit(line: Line, st: StreamState):
     if not m:
         return None
     node, code = m.group(1), int(m.group(2))
-    if code == 0 or code == STALL_EXIT_CODE:
+    # the autotuner's clean-up pdsh after each experiment (formats/launcher.py autotuning_experiment), not a node
+    if code == 0 or code == STALL_EXIT_CODE or st.scratch.get("autotuning"):
         return None
     order = int(st.scratch.get("multinode.exits", 0))
     st.scratch["multinode.exits"] = order + 1
