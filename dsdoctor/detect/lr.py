@@ -39,7 +39,9 @@ from .base import Detector, symptom_from
 EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike
 MIN_SPIKES = 2
-SPIKE_UNDO = 0.5          # ... and by this share of the way back from the recent median to that level
+SPIKE_UNDO = 1.0          # ... and by this share of the way back from the recent median to that level
+                          # (all of it: a converged per-batch loss of batch 8 with label noise has single
+                          # batches at 2.6x its median, 80 % of the way back to the start, run here)
 SPIKE_MIN_SHARE = 0.05    # ... and by at least this share of the run's first losses (their median)
 SPIKE_NOISE_SIGMAS = 4.0  # ... and this many robust sigmas of the step-to-step changes above the recent median
 DIVERGE = 3.0             # loss this many times its best so far ...
@@ -269,7 +271,7 @@ class LRScheduleDetector(Detector):
             noise = SPIKE_NOISE_SIGMAS * 1.0484 * median(self.noise_window) if self.noise_window else 0.0
             # and by a share of where the loss started: near 0 (an easy task, leaked labels) x1.5 is nothing
             floor = SPIKE_MIN_SHARE * (self.start_loss or 0.0)
-            # once the loss has come down, a spike undoes at least half of that progress: a converged
+            # once the loss has come down, a spike undoes all of that progress: a converged
             # loss's unlucky batches (x3 of a tiny median, still far below the start) are not instability
             if self.start_loss is not None and self.start_loss > med:
                 floor = max(floor, SPIKE_UNDO * (self.start_loss - med))
@@ -284,7 +286,9 @@ class LRScheduleDetector(Detector):
             self.noise_window.append(abs(v - self.recent_loss[-1]))
         self.recent_loss.append(v)
         if self.start_loss is None and len(self.recent_loss) >= 5:
-            self.start_loss = min(self.recent_loss)      # (a loss that blew up from step 2 on must not set it)
+            # the median of the first five: one lucky batch among them must not set it (a loss that blew up
+            # from step 2 on sets it high, and then no spike counts: loss_diverged is that run's finding)
+            self.start_loss = median(self.recent_loss)
         # best loss so far, on a median of the window so one lucky batch does not set it
         if len(self.recent_loss) >= 5:
             self.best_loss = min(self.best_loss, median(self.recent_loss))
@@ -474,6 +478,7 @@ class LRScheduleDetector(Detector):
         if not self.early_done:
             self.early_done = True
             out += self._early_verdict(0)
+        out += self._range_test_whole_log()      # (first: a range test also rises to the end)
         # the run finished normally while its LR was still rising: the warm-up outlasted the training
         # (rising up to the last reading, over most of the run: a warm-up that ended in a constant LR is fine)
         if (self.ended is not None and self.lr_now is not None and self.first_lr is not None and not self.ever_fell
@@ -488,7 +493,6 @@ class LRScheduleDetector(Detector):
                     if e is not None:
                         sym.add_evidence(e)
             out += got
-        out += self._range_test_whole_log()
         for sym in self.emitted:
             if self.last_step is not None:
                 sym.facts["last_step"] = self.last_step

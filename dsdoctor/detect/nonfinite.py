@@ -302,7 +302,7 @@ class NonFiniteDetector(Detector):
         self.collapse_said = True
         return [symptom_from(ev, seq, "loss_collapsed", key=(), loss=round(median(recent), 6), start=round(start, 4),
                              ratio=float(f"{median(recent) / start:.2g}"), first_step=first_step, step=ev.step,
-                             steps=(ev.step - first_step) if ev.step is not None and first_step is not None else None,
+                             within_steps=(ev.step - first_step) if ev.step is not None and first_step is not None else None,
                              readings=self.loss_readings, name=name)]
 
     def _mark_spike(self, what: str, value: float, base: float, step) -> None:
