@@ -284,6 +284,8 @@ class NonFiniteDetector(Detector):
     def _collapsed(self, ev: Event, seq: int, v: float, name: str) -> list[Symptom]:
         """The training loss fell to COLLAPSE x where it started within COLLAPSE_STEPS steps."""
         self.loss_readings += 1
+        if v < 0:
+            self.collapse_said = True      # a loss that goes negative is no likelihood: its ratios say nothing
         if len(self.start_losses) < START:
             self.start_losses.append((v, ev.step))
             return []

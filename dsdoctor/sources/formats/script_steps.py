@@ -32,7 +32,10 @@ _LOSS = compile_later(r"(?i)(?:^|[\s,|(\[{;])(?P<pre>[A-Za-z]+[ _])?loss" + _SEP
 _LR = compile_later(r"(?i)\b(?:lr|learning[_ ]rate)" + _SEP + r"\[?(" + _N + r")(?![\w.])")
 _GN = compile_later(r"(?i)\bgrad(?:ient)?[_ ]?norm" + _SEP + r"(" + _N + r")(?![\w.])")
 _RANK = compile_later(r"(?i)\brank\s*[:=]?\s*(\d{1,6})\b")
-_EVAL = ("eval", "val", "valid", "validation", "test", "dev")
+# the training loss's own names: not an evaluation loss, nor one of an RL loop's several losses
+# (DeepSpeed-Chat step 3 'Step: 0 | PPO Epoch: 1 | Actor Loss: 0.0099 | Critic Loss: 0.2309', which
+# go negative and sit near 0 by design)
+_TRAIN = ("", "train", "training", "total", "avg", "average", "mean", "running", "batch", "lm", "smoothed")
 _OWNED = ("{'", '{"', "iter time (s)", "lm loss:", "| consumed samples")
 
 
@@ -54,7 +57,7 @@ def script_step(line: Line, st: StreamState):
     if ml is None:
         return None
     pre = (ml.group("pre") or "").strip(" _").lower()
-    if pre in _EVAL:
+    if pre not in _TRAIN:
         return None
     ms = _STEP.search(t, 0, ml.start() + 1)
     if ms is None:
