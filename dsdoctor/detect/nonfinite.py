@@ -45,6 +45,7 @@ GN_GROW_RUN = 5
 START = 5
 COLLAPSE = 0.01
 COLLAPSE_MIN_START = 0.05  # a loss that starts near 0 says nothing
+START_SPREAD = 10.0
 COLLAPSE_STEPS = 100
 COLLAPSE_READINGS = 20
 
@@ -297,9 +298,13 @@ class NonFiniteDetector(Detector):
                 return []
         elif self.loss_readings > COLLAPSE_READINGS:
             return []
-        start = median([x for x, _ in self.start_losses])
+        first = [x for x, _ in self.start_losses]
+        start = median(first)
         recent = list(self.losses)[-(START - 1):] + [v]
-        if start < COLLAPSE_MIN_START or len(recent) < START or median(recent) > COLLAPSE * start:
+        # (a start that scatters by more than START_SPREAD is no start: a loss that blew up at step 2 and then
+        # fell from 1e15 to 1e12, AdamW at lr 30, run here)
+        if (start < COLLAPSE_MIN_START or max(first) > START_SPREAD * min(first) or len(recent) < START
+                or median(recent) > COLLAPSE * start):
             return []
         self.collapse_said = True
         return [symptom_from(ev, seq, "loss_collapsed", key=(), loss=round(median(recent), 6), start=round(start, 4),
