@@ -163,3 +163,18 @@ def test_warmup_still_rising_when_the_script_says_done():
     # a warm-up that ended (constant LR after 50 steps), then 'training done': healthy
     lrs = "".join(_ds_lr(s, 0.001 * min(1.0, s / 50)) for s in range(10, 210, 10))
     assert top(head + lrs + "training done: 200 steps\n") is None
+
+
+# ---------------------------------------------------------------- the doctor's lint writes no made-up number
+def test_doctor_missing_total_num_steps_has_no_placeholder_patch(tmp_path):
+    import json
+
+    from cli_invoke import invoke_cli
+    cfg = tmp_path / "ds.json"
+    cfg.write_text(json.dumps({"train_micro_batch_size_per_gpu": 8, "steps_per_print": 10,
+                               "optimizer": {"type": "AdamW", "params": {"lr": 0.001}},
+                               "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 100}}}))
+    res = invoke_cli(["doctor", "--json", "-c", str(cfg)])
+    f = next(x for x in json.loads(res.stdout)["findings"] if x["rule"] == "cfg-scheduler-missing-param")
+    assert not any(x.get("config_patch") for x in f["fixes"]), f["fixes"]
+    assert "train_batch_size" in f["fixes"][0]["advice"]        # how to compute it, as the log rule says
