@@ -84,6 +84,22 @@ def test_script_end_line():
     assert events("training failed after 3 steps\n", "script_end") == []
 
 
+def test_kubectl_prefix_before_a_broken_megatron_record(tmp_path):
+    # a record broken at its '|'s behind kubectl's prefix, read from a file: the 'loss scale:' piece must still
+    # continue the record (a '] loss' trigger made it a line of its own: "No problems found", the NaN lost)
+    # (megatron/training/training.py training_log's fields, core_v0.1x's 'elapsed time per iteration: X ms')
+    import json
+
+    from cli_invoke import invoke_cli
+    rec = ("iteration 10/100 | elapsed time per iteration: 812.3 ms |", "learning rate: 1.000E-04 | global batch size: 64 |",
+           "loss scale: 1.0 | grad norm: nan |", "number of skipped iterations: 0 | number of nan iterations: 0", "",
+           "iteration 11/100 | elapsed time per iteration: 810.1 ms |")
+    log = tmp_path / "pod.log"
+    log.write_text("".join(f"[pod/trainer-worker-0/pytorch] {ln}\n" for ln in rec))
+    doc = json.loads(invoke_cli(["analyze", "--json", str(log)]).stdout)
+    assert doc["findings"] and doc["findings"][0]["category"] == "nan_loss", doc["findings"]
+
+
 # ---------------------------------------------------------------- numbers that go wrong without a NaN
 def _lines(fmt: str, rows) -> str:
     return "".join(fmt.format(*r) + "\n" for r in rows)

@@ -42,13 +42,16 @@ _OWNED = ("{'", '{"', "iter time (s)", "lm loss:", "| consumed samples")
 # A bare 'loss:' is not a trigger: it is a continuation literal of Megatron's wrapped iteration
 # record (formats/megatron.py), and a literal that triggers is no longer looked for as one, so the
 # record's pieces would stop reaching megatron.py (perturb_realworld.py wrap120). The lowercase
-# colon and space forms are found by what comes before 'loss' in a script's print instead: a step
-# number ('step=5 loss: 0.59', 'Step 5 loss 0.59'), '|', ',', '-', ']' (Megatron's is 'lm loss:').
-_DIGIT_LOSS = tuple(f"{d} {w}" for d in "0123456789" for w in ("loss", "Loss"))
+# colon form is found by what comes before 'loss' in a script's print instead: a step number
+# ('step=5 loss: 0.59'), '|', ',', '-' (Megatron's is 'lm loss:'); the space form by the digit after it
+# ('[step 5] loss 0.59', 'Epoch 0 Step 5 loss 0.59'). Nothing that a prefix puts before a wrapped record's
+# 'loss scale:' piece ('[pod/trainer-worker-0/pytorch] loss scale: 1.0': '] loss' broke that, perturb kubectl).
+_DIGIT_LOSS = tuple(f"{d} {w}:" for d in "0123456789" for w in ("loss", "Loss"))
+_LOSS_DIGIT = tuple(f"{w} {d}" for d in "0123456789" for w in ("loss", "Loss"))
 
 
-@on("loss=", "loss =", "Loss=", "Loss =", "LOSS=", "Loss:", "LOSS:", "| loss:", ", loss:", "- loss:", "] loss",
-    *_DIGIT_LOSS)
+@on("loss=", "loss =", "Loss=", "Loss =", "LOSS=", "Loss:", "LOSS:", "| loss:", ", loss:", "- loss:",
+    *_DIGIT_LOSS, *_LOSS_DIGIT)
 def script_step(line: Line, st: StreamState):
     t = line.text
     if len(t) > 400 or any(o in t for o in _OWNED):
