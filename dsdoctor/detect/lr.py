@@ -41,7 +41,7 @@ SPIKE = 1.5               # a loss this many times the recent median is a spike
 MIN_SPIKES = 2
 SPIKE_UNDO = 1.0          # ... and by this share of the way back from the recent median to that level
                           # (all of it: a converged per-batch loss of batch 8 with label noise has single
-                          # batches at 2.6x its median, 80 % of the way back to the start, run here)
+                          # batches at 2.6x its median, most of the way back to its start: run here)
 SPIKE_MIN_SHARE = 0.05    # ... and by at least this share of the run's first losses (their median)
 SPIKE_NOISE_SIGMAS = 4.0  # ... and this many robust sigmas of the step-to-step changes above the recent median
 DIVERGE = 3.0             # loss this many times its best so far ...

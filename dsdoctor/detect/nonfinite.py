@@ -85,7 +85,8 @@ class NonFiniteDetector(Detector):
         self.zero_losses_ev: Event | None = None
         self.gn_moved = False                   # a finite non-zero grad norm was read
         self.gn_start: list[float] = []         # the first START finite grad norms
-        self.gn_high: list[Event] = []          # the current run of grad norms GN_GROW x their start
+        self.gn_high: Event | None = None       # the first of the current run of grad norms GN_GROW x their start
+        self.gn_high_run = 0
         self.gn_said = False
         self.start_losses: list[tuple[float, int | None]] = []    # the first START training losses (value, step)
         self.loss_readings = 0
@@ -165,15 +166,16 @@ class NonFiniteDetector(Detector):
             return []
         base = median(self.gn_start)
         if base <= 0 or v < GN_GROW * base:
-            self.gn_high.clear()
+            self.gn_high, self.gn_high_run = None, 0
             return []
-        self.gn_high.append(ev)
-        if len(self.gn_high) < GN_GROW_RUN or self.gn_said:
+        self.gn_high = self.gn_high or ev
+        self.gn_high_run += 1
+        if self.gn_high_run < GN_GROW_RUN or self.gn_said:
             return []
         self.gn_said = True
-        first = self.gn_high[0]
+        first = self.gn_high
         s = symptom_from(first, seq, "grad_norm_exploding", key=(), grad_norm=v, start=round(base, 4),
-                         ratio=float(f"{v / base:.2g}"), first_step=first.step, last_step=ev.step, run=len(self.gn_high),
+                         ratio=float(f"{v / base:.2g}"), first_step=first.step, last_step=ev.step, run=self.gn_high_run,
                          last_loss=self.losses[-1] if self.losses else None, **({"dtype": self.dtype} if self.dtype else {}))
         s.add_evidence(ev)
         return [s]
