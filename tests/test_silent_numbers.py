@@ -194,3 +194,14 @@ def test_doctor_missing_total_num_steps_has_no_placeholder_patch(tmp_path):
     f = next(x for x in json.loads(res.stdout)["findings"] if x["rule"] == "cfg-scheduler-missing-param")
     assert not any(x.get("config_patch") for x in f["fixes"]), f["fixes"]
     assert "train_batch_size" in f["fixes"][0]["advice"]        # how to compute it, as the log rule says
+
+
+def test_warmup_still_rising_when_the_watched_command_exits_0():
+    # `dsdoctor run`: the hooks' LR per step and the command's exit code (no end line in the console)
+    evs = [Event("lr", rank=0, step=s, data={"value": 0.001 * s / 1000}) for s in range(1, 151)]
+    d = Diagnoser(rules=RULES)
+    d.feed_all(evs + [Event("exit", data={"exitcode": 0})])
+    assert [f.rule for f in d.finish() if f.severity != "info"][:1] == ["lr-warmup-longer-than-run"]
+    d = Diagnoser(rules=RULES)
+    d.feed_all(evs + [Event("exit", data={"exitcode": 1})])
+    assert "lr-warmup-longer-than-run" not in [f.rule for f in d.finish()]
