@@ -120,6 +120,12 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
 ]
 
 _EMPTY_PARAMS = "optimizer got an empty parameter list"      # torch/optim/optimizer.py Optimizer.__init__
+# 'IndexError: list index out of range' where DeepSpeed 0.19 indexes a list of trainable parameters that is
+# empty (run here, part V): every parameter frozen (zero/stage_1_and_2.py __init__ 'self.bit16_groups[i][0]';
+# ZeRO-0: runtime/utils.py clip_grad_norm_ 'parameters[0]'), or the one trainable module unused by the loss,
+# so it gets no gradient (stage_1_and_2.py reduce_ipg_grads 'bucket.buffer[bucket.index]')
+_EMPTY_INDEX_SITES = ("zero/stage_1_and_2.py:__init__", "zero/stage_1_and_2.py:reduce_ipg_grads",
+                      "runtime/utils.py:clip_grad_norm_")
 # torch/autograd: a second backward through a freed graph (engine.backward twice, or loss.backward()
 # and engine.backward(loss))
 _BACKWARD_TWICE = "Trying to backward through the graph a second time"
@@ -219,7 +225,7 @@ def misuse_family(name: str, message: str, raise_site: str | None, frames: list[
         return Family("ds_pipe_data", "config_error", 3,
                       "the data iterator ran out inside train_batch(), which takes gradient_accumulation_steps "
                       "micro-batches from it per call")
-    if _EMPTY_PARAMS in message and in_ds:
+    if (_EMPTY_PARAMS in message and in_ds) or (name == "IndexError" and any(s in site for s in _EMPTY_INDEX_SITES)):
         return Family("ds_empty_params", "config_error", 3,
                       "a rank (a pipeline stage) or the engine got no trainable parameters for its optimizer")
     # zero/stage_1_and_2.py scaled_global_norm reads averaged_gradients[i], filled only by backward

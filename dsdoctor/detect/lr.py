@@ -14,8 +14,9 @@
                           starts at the warm-up start: a resume without the scheduler state.
 - lr_warmup_unfinished:   the run finished normally (HF's summary, Lightning's or Megatron's end
                           line) while its LR was still rising: the warm-up is longer than the run.
-- lr_unbounded:           the LR rose the whole run, over many steps: an LRRangeTest
-                          scheduler left on in a real run.
+- lr_unbounded:           the LR rose the whole run, over many steps (or over the whole log when
+                          the engine's config print names LRRangeTest): an LRRangeTest scheduler
+                          left on in a real run.
 - lr_scheduler_param:     a config_error about a scheduler param (the TypeError DeepSpeed raises
                           for `scheduler.params`), checked with dsdoctor.config.schedulers, the
                           same code as the doctor's config lint.
@@ -38,7 +39,9 @@ from .base import Detector, symptom_from
 EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike
 MIN_SPIKES = 2
-SPIKE_UNDO = 0.5          # ... and by this share of the way back from the recent median to that level
+SPIKE_UNDO = 1.0          # ... and by this share of the way back from the recent median to that level
+                          # (all of it: a converged per-batch loss of batch 8 with label noise has single
+                          # batches at 2.6x its median, most of the way back to its start: run here)
 SPIKE_MIN_SHARE = 0.05    # ... and by at least this share of the run's first losses (their median)
 SPIKE_NOISE_SIGMAS = 4.0  # ... and this many robust sigmas of the step-to-step changes above the recent median
 DIVERGE = 3.0             # loss this many times its best so far ...
@@ -48,6 +51,8 @@ STUCK_STEPS = 20          # consecutive flat LR observations before we call it s
 STUCK_MIN_READINGS = 4    # ... or this many readings spanning STUCK_STEPS steps (steps_per_print > 1 samples the LR)
 STUCK_FRACTION = 0.01     # flat at <= 1% of the peak
 UNBOUNDED_STEPS = 2000    # rising for this long without a peak: not a warm-up
+RANGE_READINGS = 10       # LRRangeTest named in the config: rising over this many readings ...
+RANGE_RISE = 2.0          # ... to this many times the first LR is the range test left on
 RESUME_STEP = 100         # a run whose first step is beyond this was resumed
 FAR = 10.0                # a finite loss this many times its best ...
 FAR_ABOVE = 1.0           # ... and at least this much above it (a loss near 0 may wander by x10) ...
@@ -91,7 +96,8 @@ def _nice_steps(n: float) -> int:
 
 
 class LRScheduleDetector(Detector):
-    kinds = ("lr", "loss", "config_error", "run_end", "throughput", "context", "rank_done")
+    kinds = ("lr", "loss", "config_error", "run_end", "throughput", "context", "rank_done", "script_end",
+             "exit")
 
     def __init__(self) -> None:
         self.rank: int | None = None
@@ -265,7 +271,7 @@ class LRScheduleDetector(Detector):
             noise = SPIKE_NOISE_SIGMAS * 1.0484 * median(self.noise_window) if self.noise_window else 0.0
             # and by a share of where the loss started: near 0 (an easy task, leaked labels) x1.5 is nothing
             floor = SPIKE_MIN_SHARE * (self.start_loss or 0.0)
-            # once the loss has come down, a spike undoes at least half of that progress: a converged
+            # once the loss has come down, a spike undoes all of that progress: a converged
             # loss's unlucky batches (x3 of a tiny median, still far below the start) are not instability
             if self.start_loss is not None and self.start_loss > med:
                 floor = max(floor, SPIKE_UNDO * (self.start_loss - med))
@@ -280,7 +286,9 @@ class LRScheduleDetector(Detector):
             self.noise_window.append(abs(v - self.recent_loss[-1]))
         self.recent_loss.append(v)
         if self.start_loss is None and len(self.recent_loss) >= 5:
-            self.start_loss = min(self.recent_loss)      # (a loss that blew up from step 2 on must not set it)
+            # the median of the first five: one lucky batch among them must not set it (a loss that blew up
+            # from step 2 on sets it high, and then no spike counts: loss_diverged is that run's finding)
+            self.start_loss = median(self.recent_loss)
         # best loss so far, on a median of the window so one lucky batch does not set it
         if len(self.recent_loss) >= 5:
             self.best_loss = min(self.best_loss, median(self.recent_loss))
@@ -416,9 +424,14 @@ class LRScheduleDetector(Detector):
             return self._context(ev, seq)
         if ev.kind == "config_error":
             return self._config_error(ev, seq)
-        if ev.kind in ("run_end", "throughput", "rank_done"):
-            # (rank_done: the DeepSpeed launcher's 'Process N exits successfully': the script returned)
-            if ev.kind in ("run_end", "rank_done") or ev.data.get("summary"):
+        if ev.kind == "exit":
+            if ev.data.get("exitcode") == 0:      # `dsdoctor run`: the command returned 0
+                self.ended = ev
+            return ()
+        if ev.kind in ("run_end", "throughput", "rank_done", "script_end"):
+            # (rank_done: the DeepSpeed launcher's 'Process N exits successfully': the script returned;
+            # script_end: the script's own 'training done' under torchrun or python, which print no end)
+            if ev.kind != "throughput" or ev.data.get("summary"):
                 self.ended = ev
             return ()
         if self.rank is None and ev.kind == "lr":
@@ -428,6 +441,25 @@ class LRScheduleDetector(Detector):
         if self._replayed(ev):
             return ()
         return self._lr(ev, seq) if ev.kind == "lr" else self._loss(ev, seq)
+
+    def _range_test_whole_log(self) -> list[Symptom]:
+        """The engine's config print names LRRangeTest and the LR rose on (nearly) every reading of
+        the log, to RANGE_RISE x its first: the range test ran as the training schedule. (Without the
+        name, only UNBOUNDED_STEPS of rise tell it from a long warm-up.)"""
+        sched = self.config_sched_ev.data.get("scheduler") if self.config_sched_ev is not None else None
+        if (sched != "LRRangeTest" or self.first_lr is None or self.lr_now is None or self.ever_fell
+                or self.lr_seen < RANGE_READINGS or self.rise_run < 0.8 * (self.lr_seen - 1)
+                or self.lr_now < RANGE_RISE * max(self.first_lr, 1e-12)):
+            return []
+        span = (self.last_step - self.first_step) if self.last_step is not None and self.first_step is not None \
+            else self.rise_steps
+        got = self._once("lr_unbounded", self.last_lr_ev or self.config_sched_ev, 0, rising_steps=span,
+                         lr_first=self.first_lr, lr_now=self.lr_now, linear=True, scheduler=sched)
+        for sym in got:
+            for e in (self.config_sched_ev, self.first_lr_ev):
+                if e is not None:
+                    sym.add_evidence(e)
+        return got
 
     def _replayed(self, ev: Event) -> bool:
         """A second input's view of steps another input already gave (a watched run's console and
@@ -446,6 +478,7 @@ class LRScheduleDetector(Detector):
         if not self.early_done:
             self.early_done = True
             out += self._early_verdict(0)
+        out += self._range_test_whole_log()      # (first: a range test also rises to the end)
         # the run finished normally while its LR was still rising: the warm-up outlasted the training
         # (rising up to the last reading, over most of the run: a warm-up that ended in a constant LR is fine)
         if (self.ended is not None and self.lr_now is not None and self.first_lr is not None and not self.ever_fell

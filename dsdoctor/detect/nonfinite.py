@@ -5,6 +5,12 @@ Works on events from logs and from live hooks alike: `loss`, `grad_norm`, `skipp
 `overflow` (dtype bf16), `context` (dtype). A loss spike or a grad-norm explosion shortly
 before the first NaN is recorded (`preceded_by_spike`): it points at the learning rate or
 the data rather than at a numerics bug in the forward pass.
+
+Numbers that go wrong without a NaN, in the same series: a grad norm of exactly 0 next to a loss
+that only scatters (nothing is trained: `no_gradient`), a finite grad norm grown GN_GROW x its
+start and staying there while clipping keeps the loss calm (`grad_norm_exploding`), and a loss
+that falls to COLLAPSE x its start within COLLAPSE_STEPS steps (`loss_collapsed`: the answer is
+in the inputs).
 """
 from __future__ import annotations
 
@@ -23,6 +29,25 @@ GNORM_FACTOR = 5.0     # ... or grad norm above 5x its running median
 ZERO_RUN = 3           # logged steps in a row with loss 0 and grad norm 0: nothing is trained
 FLAT_RUN = 5           # logged steps in a row with the same non-zero loss and grad norm 0: no gradient flows
 ZERO_AFTER_LOSS = 0.01  # a Trainer's real loss right before a run of exact 0.0: a hidden NaN, not convergence
+# A frozen model: every grad norm since the first is exactly 0 and the loss of SCATTER_RUN readings
+# scatters around one level (its last readings' median at least SCATTER_KEEP x its first readings'):
+# different batches, different losses, no learning. (A loss that falls is trained: the integration
+# that reports a grad norm of 0 while training, transformers + DeepSpeed, is left alone.)
+SCATTER_RUN = 10
+SCATTER_KEEP = 0.8
+# A grad norm GN_GROW x its first readings' median for GN_GROW_RUN readings in a row: gradients
+# exploding while gradient_clipping keeps the update (and so the loss) small: a spike comes back
+GN_GROW = 1.0e3
+GN_GROW_RUN = 5
+# A training loss whose median of START readings falls to COLLAPSE x its first START readings' within
+# COLLAPSE_STEPS steps (COLLAPSE_READINGS readings when the steps are unknown): labels leaked into the
+# inputs (a target column among the features, a causal LM shown the token it predicts)
+START = 5
+COLLAPSE = 0.01
+COLLAPSE_MIN_START = 0.05  # a loss that starts near 0 says nothing
+START_SPREAD = 10.0
+COLLAPSE_STEPS = 100
+COLLAPSE_READINGS = 20
 
 
 def _finite(v) -> bool:
@@ -56,6 +81,16 @@ class NonFiniteDetector(Detector):
         self.masked_event: Event | None = None
         self.flat: list | None = None           # [first event, loss, count]: the same loss with grad norm 0
         self.flat_said = False
+        self.zero_losses: list[float] = []      # losses next to a grad norm of exactly 0, from the first reading
+        self.zero_losses_ev: Event | None = None
+        self.gn_moved = False                   # a finite non-zero grad norm was read
+        self.gn_start: list[float] = []         # the first START finite grad norms
+        self.gn_high: Event | None = None       # the first of the current run of grad norms GN_GROW x their start
+        self.gn_high_run = 0
+        self.gn_said = False
+        self.start_losses: list[tuple[float, int | None]] = []    # the first START training losses (value, step)
+        self.loss_readings = 0
+        self.collapse_said = False
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data
@@ -113,13 +148,37 @@ class NonFiniteDetector(Detector):
         self.bad_gnorm = ev if _nonfinite(v) else None
         self.zero_gnorm = ev if v == 0 and not isinstance(v, bool) else None
         if _finite(v):
+            if v != 0:
+                self.gn_moved = True
+            out = self._grad_norm_grown(ev, seq, v)
             # the median (a sort of HISTORY values) only when the min does not already rule a spike out
             if len(self.gnorms) >= 3 and v > GNORM_FACTOR * max(min(self.gnorms), 1e-12):
                 m = median(self.gnorms)
                 if v > GNORM_FACTOR * max(m, 1e-12):
                     self._mark_spike("grad norm", v, m, ev.step)
             self.gnorms.append(v)
+            return out
         return ()
+
+    def _grad_norm_grown(self, ev: Event, seq: int, v: float) -> list[Symptom]:
+        if len(self.gn_start) < START:
+            self.gn_start.append(v)
+            return []
+        base = median(self.gn_start)
+        if base <= 0 or v < GN_GROW * base:
+            self.gn_high, self.gn_high_run = None, 0
+            return []
+        self.gn_high = self.gn_high or ev
+        self.gn_high_run += 1
+        if self.gn_high_run < GN_GROW_RUN or self.gn_said:
+            return []
+        self.gn_said = True
+        first = self.gn_high
+        s = symptom_from(first, seq, "grad_norm_exploding", key=(), grad_norm=v, start=round(base, 4),
+                         ratio=float(f"{v / base:.2g}"), first_step=first.step, last_step=ev.step, run=self.gn_high_run,
+                         last_loss=self.losses[-1] if self.losses else None, **({"dtype": self.dtype} if self.dtype else {}))
+        s.add_evidence(ev)
+        return [s]
 
     def _loss(self, ev: Event, seq: int) -> Iterable[Symptom]:
         v = ev.data.get("value")
@@ -165,21 +224,29 @@ class NonFiniteDetector(Detector):
                 self.nan_symptom.facts["zero_run"] = self.zero_count
             return ()
         self.zero_first, self.zero_count = None, 0
+        collapsed: list[Symptom] = []
         if v != 0.0:
             self.real_loss_seen = True
             if zero is not None and (zero.step == ev.step or zero.line == ev.line):
-                flat = self._flat(ev, seq, v, name)
+                flat = self._flat(ev, seq, v, name) or self._scatter(ev, seq, v, name)
+                if flat:
+                    return flat
+            elif zero is not None:               # (live hooks write a step's grad norm after its loss)
+                self.flat = None
+                flat = self._scatter(ev, seq, v, name)
                 if flat:
                     return flat
             else:
                 self.flat = None
+                self.zero_losses.clear()
+            collapsed = self._collapsed(ev, seq, v, name)
         if len(self.losses) >= 3 and v > SPIKE_FACTOR * min(self.losses):    # else below 1.5x the median too
             m = median(self.losses)
             if v > SPIKE_FACTOR * m and v - m > 0.5:
                 self._mark_spike("loss", v, m, ev.step)
         self.losses.append(v)
         self.spike_age += 1
-        return ()
+        return collapsed
 
     def _flat(self, ev: Event, seq: int, v: float, name: str) -> list[Symptom]:
         """The same training loss logged again and again with a grad norm of exactly 0: different batches
@@ -193,9 +260,59 @@ class NonFiniteDetector(Detector):
             return []
         self.flat_said = True
         s = symptom_from(self.flat[0], seq, "no_gradient", key=("no_gradient",), loss=v, name=name, run=FLAT_RUN,
-                         last_step=ev.step)
+                         last_step=ev.step, how="same")
         s.add_evidence(ev)
         return [s]
+
+    def _scatter(self, ev: Event, seq: int, v: float, name: str) -> list[Symptom]:
+        """Every grad norm so far exactly 0 while the loss only scatters around one level: the output
+        moves with the batch, no weight learns (see SCATTER_RUN)."""
+        if self.gn_moved or self.flat_said:
+            self.zero_losses.clear()
+            return []
+        if not self.zero_losses:
+            self.zero_losses_ev = ev
+        self.zero_losses.append(v)
+        z = self.zero_losses
+        if len(z) < SCATTER_RUN or median(z[-START:]) < SCATTER_KEEP * median(z[:START]):
+            if len(z) >= 4 * SCATTER_RUN:
+                del z[START:-START]            # bounded: the first and the latest readings are what count
+            return []
+        self.flat_said = True
+        s = symptom_from(self.zero_losses_ev or ev, seq, "no_gradient", key=("no_gradient",), loss=round(median(z), 4),
+                         low=min(z), high=max(z), name=name, run=len(z), how="scatter", last_step=ev.step)
+        s.add_evidence(ev)
+        return [s]
+
+    def _collapsed(self, ev: Event, seq: int, v: float, name: str) -> list[Symptom]:
+        """The training loss fell to COLLAPSE x where it started within COLLAPSE_STEPS steps."""
+        self.loss_readings += 1
+        if v < 0:
+            self.collapse_said = True      # a loss that goes negative is no likelihood: its ratios say nothing
+        if len(self.start_losses) < START:
+            self.start_losses.append((v, ev.step))
+            return []
+        if self.collapse_said:
+            return []
+        first_step = self.start_losses[0][1]
+        if ev.step is not None and first_step is not None:
+            if ev.step - first_step > COLLAPSE_STEPS:
+                return []
+        elif self.loss_readings > COLLAPSE_READINGS:
+            return []
+        first = [x for x, _ in self.start_losses]
+        start = median(first)
+        recent = list(self.losses)[-(START - 1):] + [v]
+        # (a start that scatters by more than START_SPREAD is no start: a loss that blew up at step 2 and then
+        # fell from 1e15 to 1e12, AdamW at lr 30, run here)
+        if (start < COLLAPSE_MIN_START or max(first) > START_SPREAD * min(first) or len(recent) < START
+                or median(recent) > COLLAPSE * start):
+            return []
+        self.collapse_said = True
+        return [symptom_from(ev, seq, "loss_collapsed", key=(), loss=round(median(recent), 6), start=round(start, 4),
+                             ratio=float(f"{median(recent) / start:.2g}"), first_step=first_step, step=ev.step,
+                             within_steps=(ev.step - first_step) if ev.step is not None and first_step is not None else None,
+                             readings=self.loss_readings, name=name)]
 
     def _mark_spike(self, what: str, value: float, base: float, step) -> None:
         # keep the first spike of a run-up to a NaN (resume before it); an old one is forgotten

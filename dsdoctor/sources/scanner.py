@@ -210,7 +210,44 @@ class Matcher:
         if continuations and self._hs_all is not None:
             return self._ids_in_all(line)
         rx = self.rx_all if continuations else self.rx
-        return sorted({self.index[t] for t in rx.findall(line)})
+        return self._with_overlapped(sorted({self.index[t] for t in rx.findall(line)}), line)
+
+    def _with_overlapped(self, ids: list[int], line: bytes) -> list[int]:
+        """findall's matches do not overlap, so a trigger that starts inside another's match is
+        not reported ('step=5 loss: nan': '5 loss' hides 'loss: nan'); Hyperscan's scan of a block
+        reports both. Add the triggers that may start inside a found literal and are in the line."""
+        more: set[int] | None = None
+        for i in ids:
+            for j in self._overlapping(i):
+                if (more is None or j not in more) and j not in ids and self.literals[j] in line:
+                    more = more or set(ids)
+                    more.add(j)
+        return sorted(more) if more else ids
+
+    def _overlapping(self, i: int) -> tuple[int, ...]:
+        """The scanned literals that can start inside literal i (memoised: a few per log)."""
+        got = self._overlap_memo.get(i)
+        if got is None:
+            lit, found = self.literals[i], []
+            for k in range(1, len(lit)):
+                suffix = lit[k:]
+                for j in self._by_first_byte.get(suffix[0], ()):
+                    t = self.literals[j]
+                    if j != i and (t.startswith(suffix) or suffix.startswith(t)):
+                        found.append(j)
+            got = self._overlap_memo[i] = tuple(found)
+        return got
+
+    @functools.cached_property
+    def _overlap_memo(self) -> dict[int, tuple[int, ...]]:
+        return {}
+
+    @functools.cached_property
+    def _by_first_byte(self) -> dict[int, list[int]]:
+        by: dict[int, list[int]] = {}
+        for i in self._scanned:
+            by.setdefault(self.literals[i][0], []).append(i)
+        return by
 
     @functools.cached_property
     def _hs_all(self):
@@ -241,7 +278,7 @@ class Matcher:
             if start >= pos:
                 got.add(i)
                 pos = start + lens[i]
-        return sorted(got)
+        return self._with_overlapped(sorted(got), line)
 
     @functools.cached_property
     def _lens(self) -> list[int]:

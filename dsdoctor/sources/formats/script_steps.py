@@ -3,9 +3,13 @@
     print(f"rank={rank} step={step} loss={loss:.4f} lr={lr:.3e}")      -> 'rank=0 step=5 loss=0.4472 lr=6.990e-04'
     logger.info(f"step: {step}, loss={loss}, lr={lr}, grad_norm={gn}")
     print(f"Epoch 0 | Step 80 | Loss = 2.31 | grad norm = 1.2")
+    print(f"rank={rank} step={step} loss: {loss.item():.4f}")          -> 'rank=0 step=3 loss: 0.5912'
+    print(f"Step {step}/{total}, Loss: {loss:.4f}, LR: {lr:.3e}")
+    print(f"[step {step}] loss {loss:.4f}")   print(f"Epoch {e} Step {step} loss {loss:.4f}")
 
 A line is a step line when it names a step (step/global_step/iter/iteration with a number) and,
-after it, a loss with '=' (a 'loss:' line is left alone: see the trigger). The loss, and an lr / learning_rate and a grad norm on the same
+after it, a loss with '=', ':' or a space (the triggers keep lowercase 'loss:' off Megatron's
+records: see below). The loss, and an lr / learning_rate and a grad norm on the same
 line, become the same events as a JSON-lines record's (formats/jsonlog.py), so the LR schedule,
 divergence and grad-norm detectors read scripts that log in plain text. Only finite losses:
 'loss: nan' is formats/deepspeed.py loose_loss's. Lines other recognisers own are left to them
@@ -22,17 +26,32 @@ from ..recogniser import on
 
 _N = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)"
 _STEP = compile_later(r"(?i)\b(?:global[_ ]?step|step|iter(?:ation)?)\s*[:=#]?\s*\[?(\d+)(?:\s*/\s*\d+)?\]?(?![\d.])")
-_LOSS = compile_later(r"(?i)(?:^|[\s,|(\[{;])(?P<pre>[A-Za-z]+[ _])?loss\s*[:=]\s*(?:tensor\()?(?P<v>" + _N + r")(?![\w.])")
-_LR = compile_later(r"(?i)\b(?:lr|learning[_ ]rate)\s*[:=]\s*\[?(" + _N + r")(?![\w.])")
-_GN = compile_later(r"(?i)\bgrad(?:ient)?[_ ]?norm\s*[:=]\s*(" + _N + r")(?![\w.])")
+_SEP = r"(?:\s*[:=]\s*|\s+)"        # 'loss=0.5', 'loss: 0.5', 'loss 0.5'
+_LOSS = compile_later(r"(?i)(?:^|[\s,|(\[{;])(?P<pre>[A-Za-z]+[ _])?loss" + _SEP + r"(?:tensor\()?(?P<v>" + _N
+                      + r")(?![\w.])")
+_LR = compile_later(r"(?i)\b(?:lr|learning[_ ]rate)" + _SEP + r"\[?(" + _N + r")(?![\w.])")
+_GN = compile_later(r"(?i)\bgrad(?:ient)?[_ ]?norm" + _SEP + r"(" + _N + r")(?![\w.])")
 _RANK = compile_later(r"(?i)\brank\s*[:=]?\s*(\d{1,6})\b")
-_EVAL = ("eval", "val", "valid", "validation", "test", "dev")
+# the training loss's own names: not an evaluation loss, nor one of an RL loop's several losses
+# (DeepSpeed-Chat step 3 'Step: 0 | PPO Epoch: 1 | Actor Loss: 0.0099 | Critic Loss: 0.2309', which
+# go negative and sit near 0 by design)
+_TRAIN = ("", "train", "training", "total", "avg", "average", "mean", "running", "batch", "lm", "smoothed")
 _OWNED = ("{'", '{"', "iter time (s)", "lm loss:", "| consumed samples")
 
 
-# (only 'loss=' forms: 'loss: ' hits the pieces of Megatron's wrapped iteration record, whose
-# continuation lines must reach megatron.py with nothing else triggered on them)
-@on("loss=", "loss =", "Loss=", "Loss =", "LOSS=")
+# A bare 'loss:' is not a trigger: it is a continuation literal of Megatron's wrapped iteration
+# record (formats/megatron.py), and a literal that triggers is no longer looked for as one, so the
+# record's pieces would stop reaching megatron.py (perturb_realworld.py wrap120). The lowercase
+# colon form is found by what comes before 'loss' in a script's print instead: a step number
+# ('step=5 loss: 0.59'), '|', ',', '-' (Megatron's is 'lm loss:'); the space form by the digit after it
+# ('[step 5] loss 0.59', 'Epoch 0 Step 5 loss 0.59'). Nothing that a prefix puts before a wrapped record's
+# 'loss scale:' piece ('[pod/trainer-worker-0/pytorch] loss scale: 1.0': '] loss' broke that, perturb kubectl).
+_DIGIT_LOSS = tuple(f"{d} {w}:" for d in "0123456789" for w in ("loss", "Loss"))
+_LOSS_DIGIT = tuple(f"{w} {d}" for d in "0123456789" for w in ("loss", "Loss"))
+
+
+@on("loss=", "loss =", "Loss=", "Loss =", "LOSS=", "Loss:", "LOSS:", "| loss:", ", loss:", "- loss:",
+    *_DIGIT_LOSS, *_LOSS_DIGIT)
 def script_step(line: Line, st: StreamState):
     t = line.text
     if len(t) > 400 or any(o in t for o in _OWNED):
@@ -41,7 +60,7 @@ def script_step(line: Line, st: StreamState):
     if ml is None:
         return None
     pre = (ml.group("pre") or "").strip(" _").lower()
-    if pre in _EVAL:
+    if pre not in _TRAIN:
         return None
     ms = _STEP.search(t, 0, ml.start() + 1)
     if ms is None:
@@ -56,11 +75,29 @@ def script_step(line: Line, st: StreamState):
     st.last_step[rank] = step
     if rank is not None:
         st.last_step[None] = step
-    out = [line.event("loss", step=step, rank=rank, value=loss, name="loss")]
-    for kind, rx in (("lr", _LR), ("grad_norm", _GN)):
-        m = rx.search(t)
-        if m:
-            v = float(m.group(1))
-            if math.isfinite(v) or kind == "grad_norm":
-                out.append(line.event(kind, step=step, rank=rank, value=v))
+    # the grad norm before the loss, as HF's dicts give them: detect/nonfinite.py pairs a loss with the
+    # step's grad norm read just before it (a grad norm of exactly 0 next to the loss)
+    out = []
+    m = _GN.search(t)
+    if m:
+        out.append(line.event("grad_norm", step=step, rank=rank, value=float(m.group(1))))
+    out.append(line.event("loss", step=step, rank=rank, value=loss, name="loss"))
+    m = _LR.search(t)
+    if m and math.isfinite(v := float(m.group(1))):
+        out.append(line.event("lr", step=step, rank=rank, value=v))
     return out
+
+
+# A script's own last word, which torchrun and a plain `python` do not follow with an end line of
+# their own ('training done: 150 steps'); transformers trainer.py _inner_training_loop logs
+# 'Training completed. Do not forget to share your model on huggingface.co/models =)'. Only the LR
+# schedule reads it (detect/lr.py: a warm-up still rising at the end is longer than the run).
+@on("training done", "Training done", "Training complete", "training complete", "Training finished",
+    "training finished", "Finished training", "finished training", "Done training", "done training")
+def script_end(line: Line, st: StreamState):
+    t = line.text
+    low = t.lower()
+    if len(t) > 200 or any(w in low for w in ("error", "fail", "abort", "not done", "not complete", "not finished",
+                                              "n't ")):
+        return None
+    return line.event("script_end", step=st.step_of(line.rank))
