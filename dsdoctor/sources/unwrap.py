@@ -110,15 +110,26 @@ def rejoin(block: bytes, read: Callable[[str], list]) -> bytes:
 def _read_score(data: bytes, read: Callable[[str], list], timed: bool = True) -> int:
     """How much the recognisers read in a text: events, and the facts and times they carry (a
     record cut in two loses its time or its loss to the piece no recogniser knows)."""
-    return sum(1 + (timed and ev.time is not None) + sum(v is not None for v in ev.data.values())
-               for ev in read(data.decode("utf-8", errors="replace")))
+    # (an event read twice alike counts once: two lines that differ only in a cut-off tail, Slurm's
+    # 'STEP ... DUE TO TIME LIM' and 'JOB ... DUE TO TIME LIM', are one observation, which the joined
+    # text reads once, with the facts the tail held)
+    seen: set = set()
+    score = 0
+    for ev in read(data.decode("utf-8", errors="replace")):
+        key = (ev.kind, ev.rank, ev.step, ev.time, repr(ev.data))
+        if key not in seen:
+            seen.add(key)
+            score += 1 + (timed and ev.time is not None) + sum(v is not None for v in ev.data.values())
+    return score
 
 
 # what only the start of a line looks like: a line of exactly the pane's width before one of
 # these was a whole line, not a piece
 # (an exception's name then ':' or the line's end: a piece of a JSON record may begin inside one, 'ileNotFoundError", ...')
 _LINE_START = regex_cache.compile(r"Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)(?::|\s*$)"
-                                 r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:")
+                                 r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:|\s*\d{1,3}%\|")
+# (a tqdm bar starts with its percentage: a command line exactly as wide as the pane before the first
+# bar was whole, and gluing the bar to it lost the bar's anchor of the run's start)
 
 
 def _joined(text: str, width: int) -> bytes:
