@@ -12,9 +12,10 @@ top finding's category, a healthy run stays healthy, the expected ranks are the 
 
 The cuts (tail40, tail15, nohead) remove lines on purpose. A wrong answer there counts as a miss
 only when the fixture's decisive evidence survives the cut: `evidence:` of expected.yaml when it has
-one, else one of the lines the top finding quotes on the whole file. Otherwise it is reported apart
-as "evidence cut"; among those, a failed run that came out with no problems while a line that reads
-as an error survives is listed too (it should give at least the unexplained-failure finding).
+one, else the first line the top finding quotes on the whole file (the cause; the rest are echoes).
+Otherwise it is reported apart as "evidence cut"; among those, a failed run that came out with no
+problems while a line that reads as an error survives is listed too (it should give at least the
+unexplained-failure finding).
 """
 from __future__ import annotations
 
@@ -122,15 +123,13 @@ def what(doc: dict | None, err: str) -> str:
 def _survives(exp: dict, evidence: list[dict], name: str, text: str, cut: str) -> bool:
     if "evidence" in exp:
         return exp["evidence"].lower() in cut.lower()
-    keep = kept_lines(name, len(text.splitlines()))
-    for e in evidence:
-        quoted = (e.get("text") or "").strip()
-        if quoted and quoted in text:        # the line as the file has it: look for it in the cut
-            if quoted in cut:
-                return True
-        elif e.get("line") in keep:          # reworded by a reader: where it was
-            return True
-    return False
+    if not evidence:
+        return False
+    # the first quoted line is the decisive one (detect/failure.py: the cause, not its echoes)
+    quoted = (evidence[0].get("text") or "").strip()
+    if quoted and quoted in text:            # the line as the file has it: look for it in the cut
+        return quoted in cut
+    return evidence[0].get("line") in kept_lines(name, len(text.splitlines()))   # reworded: where it was
 
 
 def run_fixture(args: tuple[dict, list[str]]) -> list[dict]:
