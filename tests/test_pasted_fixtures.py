@@ -87,3 +87,22 @@ def test_the_last_lines_of_rays_memory_monitor_report():
         assert evs and evs[0].data["who"] == "ray_memory_monitor", line
     assert not [e for e in events_from_text("Ray killed 0 worker(s) based on the killing policy\n")
                 if e.kind == "killed"]
+
+
+# a real torch 2.13 backtrace (fixtures/excerpts/lead11_rdzv_retry_interrupted_torch213.log)
+_C10 = ["Exception raised from delay at /__w/pytorch/pytorch/torch/csrc/distributed/c10d/socket.cpp:113 (most recent call first):",
+        "frame #0: c10::Error::Error(c10::SourceLocation, std::__cxx11::basic_string<char, std::char_traits<char>, "
+        "std::allocator<char> >) + 0x9d (0x7f753f77ab8d in /work/venv/lib/python3.11/site-packages/torch/lib/libc10.so)",
+        "frame #1: c10::DistError::DistError(c10::SourceLocation, std::__cxx11::basic_string<char, std::char_traits<char>, "
+        "std::allocator<char> >) + 0x72 (0x7f753f77bb62 in /work/venv/lib/python3.11/site-packages/torch/lib/libc10.so)",
+        "frame #2: c10::DistNetworkError::DistNetworkError(c10::SourceLocation, std::__cxx11::basic_string<char, "
+        "std::char_traits<char>, std::allocator<char> >) + 0x72 (0x7f753f77c022 in /work/venv/lib/python3.11/site-packages/torch/lib/libc10.so)",
+        "frame #3: <unknown function> + 0x163c31e (0x7f752a83c31e in /work/venv/lib/python3.11/site-packages/torch/lib/libtorch_cpu.so)"]
+
+
+def test_a_c10_backtrace_cut_past_its_first_frames_still_names_the_error():
+    evs = [e for e in events_from_text("\n".join(_C10[3:]) + "\n") if e.kind == "exception"]
+    assert [e.data["name"] for e in evs] == ["DistNetworkError"]
+    for whole in (_C10, _C10[1:]):          # with its head, or its first frames: read as before, once
+        evs = [e for e in events_from_text("\n".join(whole) + "\n") if e.kind == "exception"]
+        assert len(evs) <= 1 and all(e.data["name"] != "DistNetworkError" for e in evs)
