@@ -95,3 +95,32 @@ def test_golden_pasted(exp, how, pasted_dir):
     assert problems and doc["findings"][0]["category"] == exp["category"], describe(doc)
     for r in exp.get("ranks", []):
         assert r in doc["findings"][0]["ranks"], describe(doc)
+
+
+# Only the last 40 lines: an issue thread's "here is the end of my log", the way logs nobody has seen
+# reach us most often (scripts/perturb_fixtures.py pastes every fixture the sixteen ways). Only the
+# fixtures longer than that (a shorter one is its own tail, tested above); a fixture whose decisive
+# lines are above its last 40 says so in not_pasted, with why.
+def _tail40(t: str) -> str:
+    return "".join(f"{ln}\n" for ln in t.splitlines()[-40:])
+
+
+LONG = [e for e in PASTABLE
+        if len((FIXTURES / e["file"]).read_text(encoding="utf-8", errors="replace").splitlines()) > 40]
+
+
+@pytest.mark.parametrize("exp", LONG, ids=[e["file"] for e in LONG])
+def test_golden_tail40(exp, pasted_dir):
+    if "tail40" in exp.get("not_pasted", ()):
+        pytest.skip(f"known limit: {exp['file']}'s last 40 lines (fixtures/expected.yaml)")
+    path = pasted_dir / "tail40" / exp["file"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_tail40((FIXTURES / exp["file"]).read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
+    code, doc = analyze(path)
+    problems = [f for f in doc["findings"] if f["severity"] != "info"]
+    if exp.get("healthy"):
+        assert code == 0 and not problems, describe(doc)
+        return
+    assert problems and doc["findings"][0]["category"] == exp["category"], describe(doc)
+    for r in exp.get("ranks", []):
+        assert r in doc["findings"][0]["ranks"], describe(doc)

@@ -67,7 +67,7 @@ def _clean_reference(raw: str, year: int | None = None):
         for rx, what in L._PREFIXES:
             m = rx.match(s)
             if m:
-                if what == "rank" and rank is None:
+                if what == "rank":             # the innermost rank prefix wins
                     rank = int(m.group(1))
                 elif what == "host":
                     host = m.group(1) or host

@@ -9,6 +9,7 @@ its head like a timestamp.)
 """
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Iterable, Iterator
 
@@ -21,21 +22,37 @@ def is_docker_json(block: bytes) -> bool:
 
 def decode(block: bytes) -> bytes:
     """The program's own lines of a json-file block; lines that are not such objects stay as they are."""
-    out = []
+    recs: list[bytes | tuple[str | None, str]] = []
     for raw in block.split(b"\n"):
         if not raw.startswith(_HEAD):
-            out.append(raw)
+            recs.append(raw)
             continue
         try:
             rec = json.loads(raw)
             text = rec["log"].rstrip("\n").replace("\n", " ")
         except (ValueError, KeyError, TypeError, AttributeError):
-            out.append(raw)            # cut in the middle of an object (a truncated file)
+            recs.append(raw)            # cut in the middle of an object (a truncated file)
             continue
         stamp = rec.get("time")
-        line = f"{stamp} {text}" if isinstance(stamp, str) and stamp[:4].isdigit() else text
+        recs.append((stamp if isinstance(stamp, str) and stamp[:4].isdigit() else None, text))
+    untimed = _untimed(recs)
+    out = []
+    for r in recs:
+        if type(r) is bytes:
+            out.append(r)
+            continue
+        stamp, text = r
+        line = text if untimed or stamp is None else f"{stamp} {text}"
         out.append(line.encode("utf-8", errors="surrogateescape"))
     return b"\n".join(out)
+
+
+def _untimed(recs: list, sample: int = 2000) -> bool:
+    """Docker's times have nanoseconds: a block of lines all behind one and the same time was not
+    timed as printed (rewritten by a tool), and a time that never advances tells nothing (a hang
+    would read as 0 s long): such a block is read as the program printed it, with its own times."""
+    stamps = [r[0] for r in itertools.islice((r for r in recs if type(r) is tuple), sample)]
+    return len(stamps) >= 5 and len(set(stamps)) == 1
 
 
 def decode_blocks(blocks: Iterable[bytes]) -> Iterator[bytes]:

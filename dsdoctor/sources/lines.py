@@ -200,8 +200,8 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
                 continue
             m = rx.match(s)
             if m:
-                if what == "rank" and rank is None:
-                    rank = int(m.group(1))
+                if what == "rank":          # the innermost wins: srun's "0: " is the task (a node's
+                    rank = int(m.group(1))  # torchrun), the "[rank5]: " behind it the process's own
                 elif what == "host":
                     host = m.group(1) or host
                 s = s[m.end():]

@@ -17,8 +17,9 @@ MAX_INPUT = 16 << 20          # only pasted-size inputs (one block)
 SAMPLE = 64 << 10
 
 # [file(: or -)]N(: or -): a file part holds a letter, '.', '/' or '_' (a bare number is the line's)
-_GREP = regex_cache.compile(r"^((?:> ?)*|\[pod/[^\]\s]+\] )(?:(?=[^\s:]*[A-Za-z_./])[^\s:]+?[:-])?(\d+)([:-])")
-# (a wrapper the paste got after grep stays in front: the "> " of a quote, `kubectl logs --prefix`)
+_GREP = regex_cache.compile(r"^((?:> ?)*|\[pod/[^\]\s]+\] )(?:(?=[^\s:\x1b\[]*[A-Za-z_./])[^\s:\x1b\[]+?[:-])?(\d+)([:-])")
+# (a wrapper the paste got after grep stays in front: the "> " of a quote, `kubectl logs --prefix`;
+# a file name holds no ESC or '[': a coloured line's '\x1b[32m[2024-03-02 ...' is no 'file-03-')
 
 
 # what follows a log line's own leading number when it is no grep prefix: a time's minutes

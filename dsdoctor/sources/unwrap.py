@@ -19,6 +19,7 @@ SAMPLE = 64 << 10             # the width is found in the first 64 KiB (~500 lin
 MAX_INPUT = 16 << 20          # only pasted-size inputs (one block): programs do not wrap their logs
 TRIAL = 256 << 10             # the recognisers read this much of both texts to choose
 SHORT_PASTE = 12              # non-empty lines: a paste this short may hold one wrapped line
+MID_PASTE = 200               # non-empty lines: a paste this short may hold two (read twice to choose: cheap)
 
 
 def wrap_width(text: str) -> int | None:
@@ -58,13 +59,18 @@ def one_cut_line_width(text: str) -> int | None:
     longest line, then the rest of it): no spike to see, so its length is only a candidate width, and
     the recognisers decide (rejoin keeps the join only if they read more in it)."""
     lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
-    if not lines or len(lines) > SHORT_PASTE:
+    if not lines or len(lines) > MID_PASTE:
         return None
     width = max(len(ln) for ln in lines)
     at = [i for i, ln in enumerate(lines) if len(ln) == width]
+    # two or three lines cut at one width, each followed by its shorter rest (the spike wrap_width
+    # wants needs three; a line that is naturally as long is glued to the next only if that reads more)
+    several = 2 <= len(at) <= 3 and all(i + 1 < len(lines) and len(lines[i + 1]) < width for i in at)
+    if len(lines) > SHORT_PASTE:            # a longer paste (an issue's tail of a log): only that shape
+        return width if width >= MIN_WIDTH and several else None
     # the pieces of one line cut several times follow each other, the last one shorter
     one_run = at == list(range(at[0], at[0] + len(at))) and at[-1] + 1 < len(lines)
-    return width if width >= MIN_WIDTH and (len(at) == 1 or one_run) else None
+    return width if width >= MIN_WIDTH and (len(at) == 1 or one_run or several) else None
 
 
 def _head(line: str) -> str:
@@ -104,14 +110,26 @@ def rejoin(block: bytes, read: Callable[[str], list]) -> bytes:
 def _read_score(data: bytes, read: Callable[[str], list], timed: bool = True) -> int:
     """How much the recognisers read in a text: events, and the facts and times they carry (a
     record cut in two loses its time or its loss to the piece no recogniser knows)."""
-    return sum(1 + (timed and ev.time is not None) + sum(v is not None for v in ev.data.values())
-               for ev in read(data.decode("utf-8", errors="replace")))
+    # (an event read twice alike counts once: two lines that differ only in a cut-off tail, Slurm's
+    # 'STEP ... DUE TO TIME LIM' and 'JOB ... DUE TO TIME LIM', are one observation, which the joined
+    # text reads once, with the facts the tail held)
+    seen: set = set()
+    score = 0
+    for ev in read(data.decode("utf-8", errors="replace")):
+        key = (ev.kind, ev.rank, ev.step, ev.time, repr(ev.data))
+        if key not in seen:
+            seen.add(key)
+            score += 1 + (timed and ev.time is not None) + sum(v is not None for v in ev.data.values())
+    return score
 
 
 # what only the start of a line looks like: a line of exactly the pane's width before one of
 # these was a whole line, not a piece
-_LINE_START = regex_cache.compile(r"Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)\b"
-                                 r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:")
+# (an exception's name then ':' or the line's end: a piece of a JSON record may begin inside one, 'ileNotFoundError", ...')
+_LINE_START = regex_cache.compile(r"Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)(?::|\s*$)"
+                                 r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:|\s*\d{1,3}%\|")
+# (a tqdm bar starts with its percentage: a command line exactly as wide as the pane before the first
+# bar was whole, and gluing the bar to it lost the bar's anchor of the run's start)
 
 
 def _joined(text: str, width: int) -> bytes:

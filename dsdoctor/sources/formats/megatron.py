@@ -279,8 +279,10 @@ def pipeline_size(line: Line, st: StreamState):
     if m:
         st.scratch[_PP_KEY] = int(m.group(1))
     return None
-_TIMER_NAME = compile_later(r"^\s{1,4}([A-Za-z][\w\- ]*?):\s*$")
-_TIMER_RANK = compile_later(r"^\s+rank\s+(\d+):\s+(" + r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?" + r")\s*$")
+# (the indentation tells nothing the shape does not: a paste that lost it, or a time stripped in
+# front of it with the spaces after it, still lists a name line then its rank lines)
+_TIMER_NAME = compile_later(r"^\s{0,4}([A-Za-z][\w\- ]*?):\s*$")
+_TIMER_RANK = compile_later(r"^\s*rank\s+(\d+):\s+(" + r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?" + r")\s*$")
 
 
 @on("times across ranks (ms):", continuation=(":",))

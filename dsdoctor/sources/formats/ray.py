@@ -187,6 +187,27 @@ def ray_oom_killed(line: Line, st: StreamState):
     return _memory_kill(line, st, m.group(2) or line.host, None, **facts)
 
 
+# the raylet's own count under its kill report, 'Ray killed 7 worker(s) based on the killing policy'
+# (the wording of fixtures/excerpts/gen_m_ray_train_memory_monitor_kills_*.log, real Ray runs): the
+# line a paste of the report's last lines still holds when the 'OutOfMemoryError' above it is cut
+_KILLED_BY_POLICY = compile_later(r"\bRay killed (\d+) worker\(s\) based on the killing policy")
+
+
+@on("worker(s) based on the killing policy")
+def ray_killing_policy(line: Line, st: StreamState):
+    m = _KILLED_BY_POLICY.search(line.text)
+    if not m or int(m.group(1)) == 0:
+        return None
+    return _memory_kill(line, st, line.host, None)
+
+
+# the report's last line, its advice: 'Refer to the documentation on how to address the out of memory
+# issue: https://docs.ray.io/...' (the same runs): only Ray's memory monitor kill ends with it
+@on("how to address the out of memory issue: https://docs.ray.io")
+def ray_oom_advice(line: Line, st: StreamState):
+    return _memory_kill(line, st, line.host, None)
+
+
 # Ray Train's table of its workers (ray/train/v2/_internal/execution/worker_group/worker_group.py:
 # WorkerGroup._start 'Started training worker group of size N: \n- (ip=X, pid=N) world_rank=R,
 # local_rank=L, node_rank=K'; Ray Train v1 ray/train/_internal/backend_executor.py:

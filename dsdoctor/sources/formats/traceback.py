@@ -356,6 +356,7 @@ def c10_frames_without_their_head(line: Line, st: StreamState):
     m = _C10_FRAME.match(line.text)
     if not m:
         return None
+    st.scratch.setdefault("c10.early", {})[line.rank] = line.lineno      # (for the handler below)
     if m.group(1) == "0":
         if "c10::Error" in m.group(2):
             st.scratch.setdefault("c10.frame0", {})[line.rank] = line.lineno
@@ -369,6 +370,29 @@ def c10_frames_without_their_head(line: Line, st: StreamState):
     func = m.group(2)
     return frameless_exception(line, st, "c10::Error", "c10::Error", f"thrown in {func} (its message is not in the log)",
                                raise_site=f"{m.group(3).rsplit('/', 1)[-1]}:{func}")
+
+
+# The same backtrace with frames #0 and #1 cut off too (a paste's last lines): a later frame that is
+# an error class's constructor ('frame #2: c10::DistNetworkError::DistNetworkError(c10::SourceLocation,
+# std::...)', c10/util/Exception.h: every c10 error is built from a SourceLocation) still shows that
+# error thrown, and names its class
+_C10_CTOR = compile_later(r"^((?:\w+::)*(\w*Error))::\2\(c10::SourceLocation")
+
+
+@on("Error(c10::SourceLocation")
+def c10_error_constructor_frame(line: Line, st: StreamState):
+    m = _C10_FRAME.match(line.text)
+    if not m or int(m.group(1)) < 2:
+        return None
+    ctor = _C10_CTOR.match(m.group(2))
+    if not ctor:
+        return None
+    near = lambda key: line.lineno - st.scratch.get(key, {}).get(line.rank, -99) <= 12   # noqa: E731
+    if near("c10.early") or near("c10.last") or near("c10.ctor"):
+        return None                 # its head or its first frames were read: the error is known
+    st.scratch.setdefault("c10.ctor", {})[line.rank] = line.lineno
+    return frameless_exception(line, st, ctor.group(1), ctor.group(2),
+                               "thrown by c10 (its message and first frames are not in the log)")
 
 
 # torch 2.13's form of that backtrace (c10/util/Exception.cpp with TORCH_SHOW_CPP_STACKTRACES=1,
