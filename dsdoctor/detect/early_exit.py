@@ -16,6 +16,13 @@ from ..findings import Evidence, Symptom
 from .base import symptom_at_end
 
 
+def all_spawned_done(done: list[tuple[int, Event]]) -> bool:
+    """Every process the launcher said it started on its host returned 0 ('exits successfully'
+    for as many pids as it spawned): a normal end, not a rank that left early."""
+    spawned = max((e.data.get("spawned") or 0 for _, e in done), default=0)
+    return bool(spawned) and len({e.data.get("pid") for _, e in done}) >= spawned
+
+
 def rank_left_early(done: list[tuple[int, Event]], failure: Event | None, failure_weight: int,
                     ended: bool, stopped: bool, last_step: int | None) -> Symptom | None:
     """The symptom, or None. `done`: the launcher's 'exits successfully' events (seq, event);
@@ -24,10 +31,9 @@ def rank_left_early(done: list[tuple[int, Event]], failure: Event | None, failur
     'exits successfully' is no evidence (a healthy run's excerpt, the other ranks a second later)."""
     if not done or ended or failure_weight >= 2 or (failure is None and not stopped):
         return None
-    pids = {e.data.get("pid") for _, e in done}
-    spawned = max((e.data.get("spawned") or 0 for _, e in done), default=0)
-    if spawned and len(pids) >= spawned:
+    if all_spawned_done(done):
         return None                  # every rank it started returned 0: a normal end
+    pids = {e.data.get("pid") for _, e in done}
     seq, ev = done[0]
     ranks = sorted({e.rank for _, e in done if e.rank is not None})
     evidence = [Evidence(e.source, e.line, e.text or "") for _, e in done[:2]]

@@ -33,7 +33,7 @@ from .base import Detector
 from .families import CKPT_MISSING, Family, classify
 from .ds_misuse import zero3_empty_checkpoint
 from .quiet_end import Waits, quiet_end
-from .early_exit import rank_left_early
+from .early_exit import all_spawned_done, rank_left_early
 from .rank_waits import ranks_wait_apart
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
@@ -192,11 +192,7 @@ class FailureDetector(Detector):
         started on that host returned 0 after the last progress: the run's normal end, in the
         launcher's words (a script that prints no end of its own ends this way)."""
         done = [(seq, e) for seq, e in self.rank_done if seq > self.mark_seq]
-        if not done:
-            return None
-        spawned = max((e.data.get("spawned") or 0 for _, e in done), default=0)
-        pids = {e.data.get("pid") for _, e in done}
-        return done[-1][1] if spawned and len(pids) >= spawned else None
+        return done[-1][1] if done and all_spawned_done(done) else None
 
     # ------------------------------------------------------------ feeding
     def _progress(self, ev: Event, k: str, seq: int) -> tuple:
