@@ -78,15 +78,13 @@ def pasted_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("pasted")
 
 
-@pytest.mark.parametrize("how", sorted(PASTED))
-@pytest.mark.parametrize("exp", PASTABLE, ids=[e["file"] for e in PASTABLE])
-def test_golden_pasted(exp, how, pasted_dir):
+def _check_pasted(exp: dict, how: str, paste, pasted_dir: Path) -> None:
+    """The fixture `exp` pasted as `how` (`paste` rewrites its text) keeps its diagnosis."""
     if how in exp.get("not_pasted", ()):
         pytest.skip(f"known limit: {exp['file']} pasted as {how} (fixtures/expected.yaml)")
     path = pasted_dir / how / exp["file"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(PASTED[how]((FIXTURES / exp["file"]).read_text(encoding="utf-8", errors="replace")),
-                    encoding="utf-8")
+    path.write_text(paste((FIXTURES / exp["file"]).read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
     code, doc = analyze(path)
     problems = [f for f in doc["findings"] if f["severity"] != "info"]
     if exp.get("healthy"):
@@ -95,6 +93,12 @@ def test_golden_pasted(exp, how, pasted_dir):
     assert problems and doc["findings"][0]["category"] == exp["category"], describe(doc)
     for r in exp.get("ranks", []):
         assert r in doc["findings"][0]["ranks"], describe(doc)
+
+
+@pytest.mark.parametrize("how", sorted(PASTED))
+@pytest.mark.parametrize("exp", PASTABLE, ids=[e["file"] for e in PASTABLE])
+def test_golden_pasted(exp, how, pasted_dir):
+    _check_pasted(exp, how, PASTED[how], pasted_dir)
 
 
 # Only the last 40 lines: an issue thread's "here is the end of my log", the way logs nobody has seen
@@ -111,16 +115,4 @@ LONG = [e for e in PASTABLE
 
 @pytest.mark.parametrize("exp", LONG, ids=[e["file"] for e in LONG])
 def test_golden_tail40(exp, pasted_dir):
-    if "tail40" in exp.get("not_pasted", ()):
-        pytest.skip(f"known limit: {exp['file']}'s last 40 lines (fixtures/expected.yaml)")
-    path = pasted_dir / "tail40" / exp["file"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_tail40((FIXTURES / exp["file"]).read_text(encoding="utf-8", errors="replace")), encoding="utf-8")
-    code, doc = analyze(path)
-    problems = [f for f in doc["findings"] if f["severity"] != "info"]
-    if exp.get("healthy"):
-        assert code == 0 and not problems, describe(doc)
-        return
-    assert problems and doc["findings"][0]["category"] == exp["category"], describe(doc)
-    for r in exp.get("ranks", []):
-        assert r in doc["findings"][0]["ranks"], describe(doc)
+    _check_pasted(exp, "tail40", _tail40, pasted_dir)
