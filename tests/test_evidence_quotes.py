@@ -128,3 +128,20 @@ def test_a_megatron_log_broken_at_its_bars_is_healthy_and_a_dropped_loss_still_s
     assert top.category == "nan_loss" and 8 in top.steps
     log.write_text(_broken_at_bars(healthy + _megatron_record(8, None, "1.532", skipped=1) + after, width))
     assert all(f.category != "nan_loss" for f in analyze(log).findings)
+
+
+# Exception classes whose names say neither Error nor Exception, in modules named for their
+# exceptions (torch/_dynamo/exc.py Unsupported; requests/exceptions.py ConnectTimeout): the traceback's
+# last line is still the exception quoted, not 'a traceback with no exception line'
+@pytest.mark.parametrize("last", [
+    "torch._dynamo.exc.Unsupported: Call to `torch._dynamo.graph_break()`",
+    "torch._inductor.exc.InvalidCxxCompiler: No working C++ compiler found in torch._inductor.config.cpp.cxx: (None, 'g++')",
+    "requests.exceptions.ConnectTimeout: HTTPSConnectionPool(host='huggingface.co', port=443)",
+])
+def test_an_exception_named_by_its_module_is_quoted(tmp_path, last):
+    log = tmp_path / "train.log"
+    log.write_text("step=1 loss=2.30\nTraceback (most recent call last):\n"
+                   '  File "/home/u/train.py", line 50, in main\n    out = model(x)\n' + last + "\n")
+    top = analyze([str(log)]).findings[0]
+    assert top.rule != "failure-cut-off-traceback"
+    assert any(last[:40] in ev.text for ev in top.evidence)

@@ -197,8 +197,12 @@ def _ignored(line: Line, st: StreamState) -> None:
 # StopIteration (next() on an exhausted iterator) and queue.Empty (a get() with a timeout) end
 # tracebacks with names that say neither Error nor Exception; so does a Warning raised as an exception
 # (deepspeed/runtime/zenflow/engine.py configure_zenflow `raise Warning(...)`, run here), taken only
-# inside an open traceback like every name that does not say Error
-@on("Error", "Exception", "KeyboardInterrupt", "SystemExit", "StopIteration", ".Empty", "Warning: ")
+# inside an open traceback like every name that does not say Error. Neither do many classes of a
+# module named for its exceptions (torch/_dynamo/exc.py Unsupported, FailOnRecompileLimitHit;
+# torch/_inductor/exc.py InvalidCxxCompiler; requests/exceptions.py ConnectTimeout, ReadTimeout):
+# their qualified name says it
+@on("Error", "Exception", "KeyboardInterrupt", "SystemExit", "StopIteration", ".Empty", "Warning: ", ".exc.",
+    ".exceptions.")
 def exception_line(line: Line, st: StreamState):
     text = line.text.rstrip()
     m = _EXC.match(text.lstrip())
