@@ -264,6 +264,7 @@ class CommDetector(Detector):
             desync=desync, numel_mismatch=numel_mismatch, all_same_seq=bool(seqs) and not desync,
             suspects=suspects, suspects_text=ranks_text(suspects) if suspects else None,
             suspect_reason=reason, silent_ranks=silent, reporting=len(reporting),
+            reporting_text=ranks_text(sorted(reporting)) if reporting else None,
             lagging_from=self.desync_events[0].data.get("detail") if self.desync_events else None,
             known_world_size=self._world_size(),
             last_completed=min((w["last_completed"] for w in self.wd.values()
@@ -282,10 +283,11 @@ class CommDetector(Detector):
     def _silent(self, reporting: set[int]) -> list[int]:
         """Ranks that never reported a timeout while most others did: the ones everybody waits for.
         Known only with the world size or from holes in the ranks seen, and only when at least two
-        ranks reported (one rank's log says nothing about the others)."""
-        if len(reporting) < 2:
-            return []
+        ranks reported (one rank's log says nothing about the others). With two ranks one report is
+        enough: a collective that times out on one of them is one the other never entered."""
         ws = self._world_size()
+        if len(reporting) < 2 and not (ws == 2 and reporting):
+            return []
         if ws:
             expected = set(range(ws))
         else:
@@ -296,7 +298,7 @@ class CommDetector(Detector):
         if silent == list(range(min(reporting))) and \
                 any(e.line == 1 for e in list(self.timeout_events.values()) + list(self.wd_events.values())):
             return []
-        return silent if 0 < len(silent) < len(reporting) else []
+        return silent if 0 < len(silent) < max(len(reporting), 2 if ws == 2 else 0) else []
 
     def _nccl_symptom(self) -> Symptom | None:
         causes = set(self.err_facts.get("causes", ())) | set(self.warn_by_cause)
