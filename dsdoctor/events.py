@@ -92,7 +92,7 @@ KINDS: dict[str, str] = {
     "stop_ignored": "a launcher's word that a worker outlived its stop signal (torchrun: 'Unable to shutdown process N via 2, forcefully exiting via 9'): pid, signal (the one ignored), who; the worker was blocked in one native call (a hung collective)",
     "script_end": "a training script's own end-of-training print ('training done', HF's 'Training completed.'), read by the LR schedule only",
     "rank_done": "a launcher's word that one rank returned 0 (deepspeed launch.py: 'Process N exits successfully.'): pid, local_rank and rank (from its 'spawned with command' line), spawned (ranks the launcher started on that host), who",
-    "phase_mark": "what the run was doing (a log line that starts a phase): phase ('model_load'|'checkpoint_load'|'zero_init'|'optimizer_init'|'op_build'|'training'), detail",
+    "phase_mark": "what the run was doing (a log line that starts a phase): phase ('model_load'|'checkpoint_load'|'checkpoint_convert'|'zero_init'|'optimizer_init'|'op_build'|'training'), detail",
     "clock": "at (unix seconds): a time the log states on a line of its own (`date`'s output echoed by a job script); mid_run: a trainer's timestamped checkpoint line printed between progress bar frames",
     "checkpoint_save": "ms: how long one checkpoint save took (Megatron's 'save-checkpoint' timer, the slowest rank)",
     "block_head": "name: the head line of one host's/pod's/file's log pasted after another's ('==> worker-1.log <==', '=== gpu-node-02 ===')",

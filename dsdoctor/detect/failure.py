@@ -41,7 +41,9 @@ HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds
                 "checkpoint_load": "while loading a checkpoint (optimizer states are read into host RAM on every rank)",
                 "zero_init": "while DeepSpeed built the ZeRO partitions (with offload: fp32 master weights and "
                              "optimizer states are allocated in host RAM)",
-                "optimizer_init": "while the optimizer states were allocated"}
+                "optimizer_init": "while the optimizer states were allocated",
+                "checkpoint_convert": "while zero_to_fp32 rebuilt the fp32 model from a ZeRO checkpoint (in host RAM, "
+                                      "outside training)"}
 PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, before the first logged step",
               "op_build": "while building a DeepSpeed op", "init": "during deepspeed.initialize",
               "dist_init": "while torch.distributed was set up (the process group's rendezvous and first collectives), "

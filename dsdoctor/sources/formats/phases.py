@@ -25,6 +25,8 @@ Texts, from the installed sources:
   accelerate/state.py                  'Distributed environment: {type}  Backend: {b}' (PartialState.__repr__)
   transformers/modeling_utils.py       'loading weights file {f}', 'Detected DeepSpeed ZeRO-3: activating zero.init()
                                        for this model' (from_pretrained)
+  deepspeed/utils/zero_to_fp32.py      'Processing zero checkpoint ...', 'Detected checkpoint of type zero stage ...',
+                                       tqdm descs 'Gathering sharded weights', 'Saving checkpoint shards'
 """
 from __future__ import annotations
 
@@ -62,6 +64,13 @@ _MARKS: list[tuple[str, str]] = [
     # latest checkpoint please ensure this file exists or pass an explicit checkpoint tag when loading a
     # checkpoint.' (a warning; load_checkpoint then returns (None, None) and nothing was resumed)
     ("Unable to find latest file at", "checkpoint_load"),
+    # deepspeed/utils/zero_to_fp32.py (copied next to every ZeRO checkpoint): "Processing zero checkpoint
+    # '{dir}'", "Detected checkpoint of type zero stage {stage}, world_size: {n}", its tqdm bars 'Gathering
+    # sharded weights' and 'Saving checkpoint shards': the whole fp32 model is rebuilt in host RAM
+    ("Processing zero checkpoint '", "checkpoint_convert"),
+    ("Detected checkpoint of type zero stage", "checkpoint_convert"),
+    ("Gathering sharded weights", "checkpoint_convert"),
+    ("Saving checkpoint shards", "checkpoint_convert"),
 ]
 
 

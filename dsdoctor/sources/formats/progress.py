@@ -22,7 +22,8 @@ STEADY_GROUPS = (steady("tqdm", _S_IT, _IT_S),)
 # Bars that count a model's tensors or files, not training iterations: transformers 5.x
 # core_model_loading.py 'Loading weights' (total = the tensors, 21 for a 2-layer Llama, read as
 # the run's last step before), modeling_utils.py 'Writing model shards', 4.x 'Loading checkpoint shards'
-_NOT_TRAINING = ("Loading weights", "Writing model shards", "Loading checkpoint shards")
+_NOT_TRAINING = ("Loading weights", "Writing model shards", "Loading checkpoint shards",
+                 "Gathering sharded weights", "Saving checkpoint shards")    # + deepspeed/utils/zero_to_fp32.py
 
 
 @on(_S_IT, _IT_S, "s/it, ", "it/s, ")

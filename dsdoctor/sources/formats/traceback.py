@@ -82,6 +82,9 @@ _PHASES: list[tuple[str, tuple[str, ...]]] = [
     # inside vLLM's engine (site-packages/vllm/: an RL trainer's rollouts, TRL use_vllm, OpenRLHF's
     # LLMRayActor): its memory is vLLM's gpu_memory_utilization share, not the DeepSpeed engine's
     ("vllm_engine", ("/vllm/",)),
+    # deepspeed/utils/zero_to_fp32.py (and its functions called from a script): the fp32 model rebuilt in host RAM
+    ("checkpoint_convert", ("zero_to_fp32.py:", "convert_zero_checkpoint_to_fp32_state_dict",
+                            "get_fp32_state_dict_from_zero_checkpoint", "load_state_dict_from_zero_checkpoint")),
     ("checkpoint_load", ("load_checkpoint", "_load_checkpoint", "load_state_dict_from", "serialization.py:load",
                          "_load_zero_checkpoint", "load_module_state_dict")),
     ("checkpoint_save", ("save_checkpoint", "_save_checkpoint", "_save_zero_checkpoint", "serialization.py:save")),
