@@ -133,3 +133,20 @@ def test_an_exit_without_a_traceback_quotes_the_last_error_line():
     text = SRUN_REFUSED + "[1]+  Exit 1                  srun python train.py\n"     # bash's job table
     f = _top(text)
     assert f is not None and any("Invalid MPI type" in e.text for e in f.evidence), f.evidence
+
+
+@pytest.mark.parametrize("bar_then_killed", [
+    # a terminal: bash's message lands where the cursor is, after a tqdm bar that never got its newline
+    "Loading checkpoint shards:  33%|███▎      | 1/3 [00:10<00:20, 10.12s/it]Killed",
+    "Gathering sharded weights:  40%|████      | 19/48 [00:41<01:02,  2.17s/it, rank=0]Killed",
+    # a script: 'NAME: line N: PID Killed  CMD' after the bar (real: bash 5.2 here, zero_to_fp32.py killed)
+    "Saving checkpoint shards:   0%|          | 0/1 [00:00<?, ?it/s]killer.sh: line 5: 32701 Killed"
+    "                  python zero_to_fp32.py ckpt out",
+])
+def test_killed_glued_to_a_progress_bar(bar_then_killed):
+    top = _top(bar_then_killed + "\n")
+    assert top is not None and top.category == "host_oom", top
+
+
+def test_a_word_ending_in_killed_after_a_bracket_is_not_a_kill():
+    assert _top(STEPS + "[worker] process was not Killed\n") is None

@@ -332,8 +332,10 @@ def srun_node_failure(line: Line, st: StreamState):
     return None
 
 
-# bash: "Killed" alone, or "/path/script.sh: line 12: 4567 Killed    python train.py"
-_SHELL_KILLED = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?Killed(?:\s{2,}.*)?$")
+# bash: "Killed" alone, or "/path/script.sh: line 12: 4567 Killed    python train.py"; on a terminal the
+# message lands where the cursor is: after a tqdm bar that never got its newline ('...| 1/3 [00:10<00:20,
+# 10.12s/it]Killed', a model or checkpoint load killed by the OOM killer)
+_SHELL_KILLED = compile_later(r"^(?:.*: line \d+:\s+(\d+) |.*(?:it/s|s/it)(?:, [^\]]*)?\])?Killed(?:\s{2,}.*)?$")
 
 
 @on("Killed")
