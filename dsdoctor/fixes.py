@@ -116,7 +116,7 @@ def validate_with_deepspeed(config: dict[str, Any], world_size: int | None = Non
         from deepspeed.runtime.config import DeepSpeedConfig
     except Exception as e:  # ImportError, or a broken install raising anything
         return None, f"deepspeed not importable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-    cfg = copy.deepcopy(config)
+    cfg = _without_auto(config)
     if world_size and world_size != 1:
         tb, mb, gas = (cfg.get("train_batch_size"), cfg.get("train_micro_batch_size_per_gpu"),
                        cfg.get("gradient_accumulation_steps"))
@@ -136,6 +136,28 @@ def validate_with_deepspeed(config: dict[str, Any], world_size: int | None = Non
         msg = " ".join(str(e).split())
         return False, f"{type(e).__name__}: {msg[:400]}"
     return True, None
+
+
+_BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+
+
+def _without_auto(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` as DeepSpeed would get it from the HF integration, for checking: every "auto" value
+    (transformers integrations/deepspeed.py HfTrainerDeepSpeedConfig.trainer_config_process and
+    fill_match fill them from TrainingArguments and the model) left to DeepSpeed's default, the
+    batch sizes to 1 when all of them are "auto". DeepSpeedConfig itself fails on the strings
+    ("'>' not supported between instances of 'str' and 'int'"), which says nothing about a patch."""
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if v != "auto"}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+    out = strip(config)
+    if all(config.get(k) == "auto" or k not in config for k in _BATCH_KEYS) and \
+            any(config.get(k) == "auto" for k in _BATCH_KEYS):
+        out["train_micro_batch_size_per_gpu"] = 1
+    return out
 
 
 def _has_cuda_env() -> bool:

@@ -401,3 +401,18 @@ def test_optimizer_snapshot_is_current():
     from dsdoctor.config.optimizers import introspect_table
     assert introspect_table() == json.loads(SNAPSHOT.read_text())["optimizers"], \
         "run: python -m dsdoctor.config.catalogue"
+
+
+def test_a_patch_of_an_hf_auto_config_is_checked_with_its_auto_values_left_to_the_integration():
+    """HF ds_configs hold "auto" (filled from TrainingArguments by transformers' integration):
+    DeepSpeedConfig fails on the strings themselves, which says nothing about the patch."""
+    from dsdoctor.fixes import validate_with_deepspeed
+    cfg = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+           "gradient_clipping": "auto", "bf16": {"enabled": "auto"},
+           "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "weight_decay": "auto"}},
+           "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+                                 "offload_param": {"device": "nvme", "nvme_path": "/local_nvme"}}}
+    assert validate_with_deepspeed(cfg) == (True, None)
+    bad = dict(cfg, zero_optimization={"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/x", "no_such": 1}})
+    ok, why = validate_with_deepspeed(bad)
+    assert ok is False and "no_such" in why
