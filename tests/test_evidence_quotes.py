@@ -145,3 +145,11 @@ def test_an_exception_named_by_its_module_is_quoted(tmp_path, last):
     top = analyze([str(log)]).findings[0]
     assert top.rule != "failure-cut-off-traceback"
     assert any(last[:40] in ev.text for ev in top.evidence)
+
+
+def test_accelerate_fields_beside_a_ds_config_file_get_the_accelerate_fix():
+    """accelerate's DeepSpeedPlugin refuses DeepSpeed fields in its own config file when a ds_config
+    file is given (a real `accelerate launch --config_file`): the fix is in the accelerate config."""
+    top = analyze([str(REPO / "fixtures/excerpts/lead15_accelerate_config_file_fields_with_ds_config_file.log")]).findings[0]
+    assert top.category == "config_error"
+    assert top.fixes[0].title.startswith("Keep only deepspeed_config_file in the accelerate config")
