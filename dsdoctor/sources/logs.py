@@ -20,7 +20,7 @@ from .registry import finish_stream
 from .sampler import RunSampling, SteadySampler
 from .scanner import BIG_BLOCK, candidate_hits, candidate_lines, keep_freed_blocks, line_triggers, matcher
 
-EVENT_BATCH = 256
+EVENT_BATCH = 2048
 
 __all__ = ["Line", "StreamState", "parse_line", "read_log", "events_from_text"]
 
