@@ -20,6 +20,7 @@ from .registry import finish_stream
 from .sampler import RunSampling, SteadySampler
 from .scanner import BIG_BLOCK, candidate_hits, candidate_lines, keep_freed_blocks, line_triggers, matcher
 
+# read_log hands on the events of its parsed lines in runs of this many (see there)
 EVENT_BATCH = 2048
 
 __all__ = ["Line", "StreamState", "parse_line", "read_log", "events_from_text"]
