@@ -20,6 +20,9 @@ from .registry import finish_stream
 from .sampler import RunSampling, SteadySampler
 from .scanner import BIG_BLOCK, candidate_hits, candidate_lines, keep_freed_blocks, line_triggers, matcher
 
+# read_log hands on the events of its parsed lines in runs of this many (see there)
+EVENT_BATCH = 2048
+
 __all__ = ["Line", "StreamState", "parse_line", "read_log", "events_from_text"]
 
 
@@ -59,8 +62,15 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
             names = matcher().names
             sampler = sample.sampler(names) if isinstance(sample, RunSampling) else SteadySampler(names)
         hits = candidate_hits(_until_error(blocks, errors), sampler)
+        # the events of many lines at once: the parser's code and data, then the detectors'
+        # (what reads the events), each stay in the caches for a run of lines
+        batch: list[Event] = []
         for lineno, raw, ids in hits:
-            yield from parse_line(raw, lineno, st, line_triggers(raw, ids))
+            batch += parse_line(raw, lineno, st, line_triggers(raw, ids))
+            if len(batch) >= EVENT_BATCH:
+                yield from batch
+                batch = []
+        yield from batch
         if isinstance(sample, RunSampling):
             sample.finished(sampler)
         if errors:

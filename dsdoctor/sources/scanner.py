@@ -655,7 +655,14 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
           sampler: SteadySampler | None = None) -> Generator[Item, None, int]:
     """Yield the lines at `starts` with the lines that continue them (see `on`); the steady
     lines at `hold` are numbered and left in `sampler.pending` (a later block or the end of
-    the input decides whether they are parsed). Return the number of lines in `body`."""
+    the input decides whether they are parsed). Return the number of lines in `body`.
+
+    The block's lines are all found and numbered before the first is yielded: numbering is
+    a pass over the whole block (~16 MiB, in the gaps between the lines), and done between
+    the yields it left each parsed line's parser and detectors with caches the count had
+    just flushed (sources/logs.py parses them in runs too; README, Benchmarks)."""
+    out: list[Item] = []
+    add = out.append
     find = body.find
     count = functools.partial(_newlines, body)
     first = lineno
@@ -697,10 +704,10 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
         lineno += count(counted_to, s)
         counted_to = s
         if len(line) > MAX_LINE:
-            yield from _giant(m, line, lineno)
+            out.extend(_giant(m, line, lineno))
             done_to = e + 1
             continue
-        yield lineno, line, ids
+        add((lineno, line, ids))
         # a complete steady record is not continued: the next one is on the next line
         while True:
             if steady is None:
@@ -715,9 +722,11 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
             lineno += count(counted_to, nxt_s)
             counted_to = nxt_s
             e, line, steady = nxt_e, nxt, None
-            yield lineno, nxt, ids
+            add((lineno, nxt, ids))
         done_to = e + 1
-    return lineno - first + count(counted_to, len(body))
+    lines = lineno - first + count(counted_to, len(body))
+    yield from out
+    return lines
 
 
 def _release(m: Matcher, sampler: SteadySampler, body: bytes, anchors: dict[str, bytes | None],
