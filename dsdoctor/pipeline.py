@@ -57,8 +57,8 @@ class Diagnoser:
         self._rest_feeds: dict[str, tuple] = {
             k: tuple(d.feed for d in ds if not (getattr(d, "rest_kinds", None) and k in d.rest_kinds))
             for k, ds in self._by_kind.items()}
-        self._rest_common = frozenset.intersection(*(frozenset(d.rest_kinds) for d in self._rest)) \
-            if self._rest else frozenset(self._feeds)
+        self._rest_common = (frozenset.intersection(*(frozenset(d.rest_kinds) for d in self._rest))
+                             if self._rest else frozenset(self._feeds)) - _PIPELINE_KINDS
         self.symptoms: dict[tuple, Symptom] = {}
         self.seq = 0
         self.events_seen = 0
@@ -109,14 +109,12 @@ class Diagnoser:
                 return [f for e in evs for f in self.feed(e)]
         new: list[Finding] = []
         feeds_of = self._feeds
-        seq0 = self.seq + 1
-        for ev in evs:
-            self.seq = seq = self.seq + 1
-            self.events_seen += 1
-            kind = ev.kind
-            if kind in _PIPELINE_KINDS:
-                self._learn(ev, kind, seq)
-            for feed in feeds_of.get(kind, ()):
+        seq0 = seq = self.seq
+        self.seq += n
+        self.events_seen += n
+        for ev in evs:                         # (no pipeline kind: _rest_common holds none)
+            seq += 1
+            for feed in feeds_of.get(ev.kind, ()):
                 syms = feed(ev, seq)
                 if syms:
                     for s in syms:
@@ -125,7 +123,7 @@ class Diagnoser:
                             new.append(f)
             feeds_of = self._rest_feeds
         if n > 1:
-            rest = list(zip(range(seq0 + 1, seq0 + n), evs[1:]))
+            rest = list(zip(range(seq0 + 2, seq0 + n + 1), evs[1:]))
             for det in self._rest:
                 det.feed_rest(rest)
         return new
