@@ -14,6 +14,7 @@ from dsdoctor.events import Event
 from dsdoctor.pipeline import Diagnoser
 
 STEP_KINDS = ("step", "lr", "loss", "grad_norm")
+SKIP = {"context"}               # (the run's Context: not a detector's own state)
 
 
 def _norm(x, seen=None):
@@ -39,7 +40,7 @@ def _norm(x, seen=None):
         for s in getattr(cls, "__slots__", ()):
             if hasattr(x, s):
                 fields[s] = getattr(x, s)
-    return (type(x).__name__, tuple((k, _norm(v, seen)) for k, v in sorted(fields.items()) if k != "context"))
+    return (type(x).__name__, tuple((k, _norm(v, seen)) for k, v in sorted(fields.items()) if k not in SKIP))
 
 
 def _run(rng: random.Random, n: int) -> list[list[Event] | Event]:
@@ -129,3 +130,22 @@ def test_watch_feed_step_of_a_subclass_feeds_each():
             return []
     Mine().feed_step([Event("step", 0, 1, 1.0, {}), Event("loss", 0, 1, 1.0, {"value": 1.0})])
     assert seen == ["step", "loss"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_nonfinite_keeps_the_min_of_its_windows(seed):
+    """NonFiniteDetector's losses_min / gnorms_min stand for min(losses) / min(gnorms), which it
+    used to compute per value: equal after every event, on series where the min falls out often."""
+    from dsdoctor.detect.nonfinite import NonFiniteDetector, _append_min
+    rng = random.Random(seed)
+    det = NonFiniteDetector()
+    for seq, it in enumerate(_run(rng, 600)):
+        for ev in (it if isinstance(it, list) else [it]):
+            if ev.kind in det.kinds:
+                det.feed(ev, seq)
+            for q, lo in ((det.losses, det.losses_min), (det.gnorms, det.gnorms_min)):
+                assert lo == (min(q) if q else math.inf)
+    q, lo = deque(maxlen=5), math.inf
+    for _ in range(3000):
+        lo = _append_min(q, lo, rng.choice([rng.random(), 0.5, 0, -0.0, 0.0, 1, rng.randint(0, 3)]))
+        assert lo == min(q)
