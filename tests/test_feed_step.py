@@ -149,3 +149,10 @@ def test_nonfinite_keeps_the_min_of_its_windows(seed):
     for _ in range(3000):
         lo = _append_min(q, lo, rng.choice([rng.random(), 0.5, 0, -0.0, 0.0, 1, rng.randint(0, 3)]))
         assert lo == min(q)
+
+
+def test_eval_names_remembered_as_the_regex_says():
+    from dsdoctor.detect.lr import _EVAL_NAME, _is_eval_name
+    for name in ["loss", "eval_loss", "val", "validation loss", "test/loss", "train_loss", None, "", 3,
+                 "Eval", "evaluate", "val_acc", "loss", "eval_loss"]:
+        assert _is_eval_name(name) == bool(_EVAL_NAME.match(str(name or "")))
