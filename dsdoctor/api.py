@@ -215,19 +215,10 @@ class Watch:
         self._diag = Diagnoser(Context.from_config(cfg, world_size=world_size), rule_set)
         if type(self).feed is Watch.feed:  # (not a subclass's own feed)
             self.feed = self._diag.feed    # type: ignore[method-assign]  # one call less per event (4 per step live)
-            if type(self).feed_step is Watch.feed_step:
-                self.feed_step = self._diag.feed_step    # type: ignore[method-assign]
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return the findings it made appear (each is returned once)."""
         return self._diag.feed(ev)
-
-    def feed_step(self, evs: list[Event]) -> list[Finding]:
-        """Feed one live step's events (live/session.py Prewritten: one rank, step and wall time);
-        the same findings as feed() of each, in order (pipeline.Diagnoser.feed_step)."""
-        if type(self).feed is not Watch.feed:  # a subclass's own feed sees every event
-            return [f for ev in evs for f in self.feed(ev)]
-        return self._diag.feed_step(evs)
 
     @property
     def bad_events(self) -> int:

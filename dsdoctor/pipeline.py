@@ -51,14 +51,6 @@ class Diagnoser:
         # kind -> the bound feed methods of its detectors: feed() runs for every event (17,000 per
         # GiB of log, 4 per step live), so no attribute lookup per detector per event
         self._feeds: dict[str, tuple] = {k: tuple(d.feed for d in ds) for k, ds in self._by_kind.items()}
-        # feed_step: the detectors that take a step's later events in one call (`rest_kinds`,
-        # `feed_rest`), left out of those events' feeds
-        self._rest = tuple(d for d in self.detectors if getattr(d, "rest_kinds", None))
-        self._rest_feeds: dict[str, tuple] = {
-            k: tuple(d.feed for d in ds if not (getattr(d, "rest_kinds", None) and k in d.rest_kinds))
-            for k, ds in self._by_kind.items()}
-        self._rest_common = (frozenset.intersection(*(frozenset(d.rest_kinds) for d in self._rest))
-                             if self._rest else frozenset(self._feeds)) - _PIPELINE_KINDS
         self.symptoms: dict[tuple, Symptom] = {}
         self.seq = 0
         self.events_seen = 0
@@ -93,39 +85,6 @@ class Diagnoser:
                     f = self._absorb(s)
                     if f:
                         new.append(f)
-        return new
-
-    def feed_step(self, evs: list[Event]) -> list[Finding]:
-        """feed() of each of one step's events as the live hooks make them (session.Prewritten:
-        one rank, source, step and wall time; step, lr, loss, grad_norm; no 'summary'): the same
-        findings, in the same order, and the same detector state. A detector whose feed of a
-        step's later events is bookkeeping that only the last one decides (`rest_kinds`: the
-        failure and relaunch detectors' progress, returning no symptom) takes them in one
-        `feed_rest` call after the others: 4 -> 1 of its calls per step live."""
-        n = len(evs)
-        common = self._rest_common
-        for ev in evs:
-            if ev.kind not in common:          # (not a step as the hooks make it)
-                return [f for e in evs for f in self.feed(e)]
-        new: list[Finding] = []
-        feeds_of = self._feeds
-        seq0 = seq = self.seq
-        self.seq += n
-        self.events_seen += n
-        for ev in evs:                         # (no pipeline kind: _rest_common holds none)
-            seq += 1
-            for feed in feeds_of.get(ev.kind, ()):
-                syms = feed(ev, seq)
-                if syms:
-                    for s in syms:
-                        f = self._absorb(s)
-                        if f:
-                            new.append(f)
-            feeds_of = self._rest_feeds
-        if n > 1:
-            rest = list(zip(range(seq0 + 2, seq0 + n + 1), evs[1:]))
-            for det in self._rest:
-                det.feed_rest(rest)
         return new
 
     def _learn(self, ev: Event, kind: str, seq: int) -> None:

@@ -195,16 +195,6 @@ class FailureDetector(Detector):
         return done[-1][1] if done and all_spawned_done(done) else None
 
     # ------------------------------------------------------------ feeding
-    rest_kinds = frozenset(("step", "loss", "grad_norm", "lr"))    # pipeline.feed_step
-
-    def feed_rest(self, items: list[tuple[int, Event]]) -> None:
-        """feed() of a live step's later events (pipeline.feed_step: after its first, of the same
-        source, step and time, no 'summary'): each would only set mark_seq, step_seq and
-        last_progress to itself (the step, its time and the source's count are the first's), so
-        the last one alone does the same."""
-        seq, ev = items[-1]
-        self._progress(ev, ev.kind, seq)
-
     def _progress(self, ev: Event, k: str, seq: int) -> tuple:
         """feed() for the progress kinds (nearly every event: 4 per step live), the same
         bookkeeping without the other kinds' tests."""

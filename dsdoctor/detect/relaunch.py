@@ -81,24 +81,6 @@ class RelaunchDetector(Detector):
             st = self.inputs[source] = _Input()
         return st
 
-    rest_kinds = frozenset(("step", "loss", "grad_norm", "lr"))    # pipeline.feed_step
-
-    def feed_rest(self, items: list[tuple[int, Event]]) -> None:
-        """feed() of a live step's later events (pipeline.feed_step: after its first, of the same
-        source, step and time, no 'summary'): when the first of them takes feed()'s "another event
-        of the last step" path, every one does (it changes only last_time), so the last alone
-        does the same; otherwise each is fed (feed() returns no symptom for these kinds)."""
-        seq, ev = items[0]
-        st = self.inputs.get(ev.source)
-        if (st is not None and st.cand is None and not st.ended and st.max_step is not None
-                and ev.step == st.max_step and st.progressed):
-            t = items[-1][1].time
-            if t is not None:
-                st.last_time = t
-            return
-        for seq, ev in items:
-            self.feed(ev, seq)
-
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         st = self.inputs.get(ev.source) or self._input(ev.source)
         if st is None:

@@ -354,10 +354,12 @@ class LiveSession:
         evs = item.events
         if self._watch is not None and "diagnose" not in disabled and not self._closed:
             try:
-                found = self._watch.feed_step(evs)      # the same findings as feed() of each
-                if found:
-                    for f in found:
-                        self._new_finding(f)
+                feed = self._watch.feed
+                for ev in evs:
+                    found = feed(ev)
+                    if found:
+                        for f in found:
+                            self._new_finding(f)
             except Exception as e:
                 self._record_error("diagnose", e)
         for fn in self._step_listeners:
