@@ -36,8 +36,10 @@ def _session(tensorboard: bool) -> Any:
     return s
 
 
-def writer_path(steps: int, diagnose: bool = True, file: bool = True, tensorboard: bool = True) -> float:
-    """Writer thread CPU per step (us)."""
+def writer_path(steps: int, diagnose: bool = True, file: bool = True, tensorboard: bool = True,
+                round_steps: int = 10) -> float:
+    """Writer thread CPU per step (us), in writer rounds of `round_steps` steps (training at ~12 ms
+    steps gives the 0.5 s rounds ~40)."""
 
     from dsdoctor.live.hooks import EngineHooks
     from dsdoctor.live.tboard import TensorBoard
@@ -58,7 +60,7 @@ def writer_path(steps: int, diagnose: bool = True, file: bool = True, tensorboar
     for i in range(steps):
         cur = {"fwd_ms": 3.1 + i % 7, "bwd_ms": 5.2, "step_ms": 4.4, "data_ms": 0.05}
         hooks._pending.append((i, 1, cur, 1e-4, losses[i], 0.5, t + i * 0.02))
-        if i % 10 == 9:
+        if i % round_steps == round_steps - 1:
             s._writer_round()
     us = (time.thread_time_ns() - c0) / steps / 1e3
     s.close()
@@ -320,6 +322,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--cold-mb", type=float, default=0.0,
                     help="the wrappers again with this many MB swept before each phase (default 0: not; 8 gave +69 us on a quiet moment, as in training; under load the sweeps vary by +-30 %% and swamp it)")
+    ap.add_argument("--round-steps", type=int, default=10,
+                    help="steps per writer round (default 10; 2 ranks at ~12 ms steps make ~40 per 0.5 s round)")
     ap.add_argument("--opcodes", action="store_true",
                     help="only count the Python opcodes and calls per step of both paths (not timed)")
     args = ap.parse_args()
@@ -340,7 +344,7 @@ def main() -> None:
     for name, kw in (("everything", {}), ("without the Diagnoser", {"diagnose": False}),
                      ("without the JSON file", {"file": False}), ("without TensorBoard", {"tensorboard": False}),
                      ("none of the three", {"diagnose": False, "file": False, "tensorboard": False})):
-        xs = [writer_path(args.steps, **kw) for _ in range(args.repeats)]
+        xs = [writer_path(args.steps, round_steps=args.round_steps, **kw) for _ in range(args.repeats)]
         print(f"writer thread, {name}: {statistics.median(xs):.1f} us CPU per step (min {min(xs):.1f})")
     xs = [diagnoser_path(args.steps) for _ in range(args.repeats)]
     print(f"writer thread, the Diagnoser alone (a step's four events): {statistics.median(xs):.1f} us CPU per step "

@@ -75,6 +75,20 @@ _EVAL_NAME = compile_later(r"(?i)(?:eval|val|valid|validation|test)\b|(?:eval|va
 _UNEXPECTED = compile_later(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'")
 
 
+_eval_names: dict[str, bool] = {}
+
+
+def _is_eval_name(name) -> bool:
+    """_EVAL_NAME.match(str(name or "")), remembered per name (a run has a few: 'loss' per step live)."""
+    key = str(name or "")
+    got = _eval_names.get(key)
+    if got is None:
+        got = _EVAL_NAME.match(key) is not None
+        if len(_eval_names) < 256:
+            _eval_names[key] = got
+    return got
+
+
 def first_float(v) -> float | None:
     """An LR or loss value as a float: the first param group's when it is a list."""
     if isinstance(v, (list, tuple)):
@@ -148,7 +162,9 @@ class LRScheduleDetector(Detector):
 
     # ------------------------------------------------------------------ lr
     def _lr(self, ev: Event, seq: int) -> list[Symptom]:
-        lr = first_float(ev.data.get("value"))
+        lr = ev.data.get("value")
+        if type(lr) is not float:        # (a float is first_float's answer already: one call less per step)
+            lr = first_float(lr)
         if lr is None or not math.isfinite(lr):
             return []
         out: list[Symptom] = []
@@ -234,7 +250,9 @@ class LRScheduleDetector(Detector):
 
     # ---------------------------------------------------------------- loss
     def _loss(self, ev: Event, seq: int) -> list[Symptom]:
-        v = first_float(ev.data.get("value"))
+        v = ev.data.get("value")
+        if type(v) is not float:
+            v = first_float(v)
         if v is None:
             return []
         out: list[Symptom] = []
@@ -257,7 +275,7 @@ class LRScheduleDetector(Detector):
                                   warmup_steps=self.warmup_steps, lr_suggested=float(f"{self.peak_lr / 2:.2g}"))
         if not finite:
             return out
-        if not _EVAL_NAME.match(str(ev.data.get("name") or "")):
+        if not _is_eval_name(ev.data.get("name")):
             out += self._far_above_best(ev, seq, v)
         early = (self.first_step is None or self.first_step <= RESUME_STEP) and step is not None and step <= EARLY_STEPS
         if early and len(self.recent_loss) >= 5:

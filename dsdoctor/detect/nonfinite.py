@@ -54,6 +54,17 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _append_min(window: deque, lo: float, v: float) -> float:
+    """Append a finite `v` to `window` (a bounded deque whose min is `lo`, inf when empty) and
+    return its new min: min(window) again only when the value that falls out was the min (1 in
+    HISTORY appends of a noisy series; a min() over 64 values was ~1-4 us, twice per step live)."""
+    out = window[0] if len(window) == window.maxlen else None
+    window.append(v)
+    if out is not None and out == lo:
+        return min(window)
+    return v if v < lo else lo
+
+
 def _nonfinite(v) -> bool:
     return isinstance(v, float) and not math.isfinite(v)
 
@@ -64,6 +75,7 @@ class NonFiniteDetector(Detector):
     def __init__(self) -> None:
         self.losses: deque[float] = deque(maxlen=HISTORY)
         self.gnorms: deque[float] = deque(maxlen=HISTORY)
+        self.losses_min = self.gnorms_min = math.inf     # min() of each, kept by _append_min
         self.spike: dict | None = None          # last spike seen: {what, value, baseline, step}
         self.spike_age = 0                      # loss events since that spike
         self.bad_gnorm: Event | None = None     # last event if it was a non-finite grad norm
@@ -152,11 +164,11 @@ class NonFiniteDetector(Detector):
                 self.gn_moved = True
             out = self._grad_norm_grown(ev, seq, v)
             # the median (a sort of HISTORY values) only when the min does not already rule a spike out
-            if len(self.gnorms) >= 3 and v > GNORM_FACTOR * max(min(self.gnorms), 1e-12):
+            if len(self.gnorms) >= 3 and v > GNORM_FACTOR * max(self.gnorms_min, 1e-12):
                 m = median(self.gnorms)
                 if v > GNORM_FACTOR * max(m, 1e-12):
                     self._mark_spike("grad norm", v, m, ev.step)
-            self.gnorms.append(v)
+            self.gnorms_min = _append_min(self.gnorms, self.gnorms_min, v)
             return out
         return ()
 
@@ -240,11 +252,11 @@ class NonFiniteDetector(Detector):
                 self.flat = None
                 self.zero_losses.clear()
             collapsed = self._collapsed(ev, seq, v, name)
-        if len(self.losses) >= 3 and v > SPIKE_FACTOR * min(self.losses):    # else below 1.5x the median too
+        if len(self.losses) >= 3 and v > SPIKE_FACTOR * self.losses_min:    # else below 1.5x the median too
             m = median(self.losses)
             if v > SPIKE_FACTOR * m and v - m > 0.5:
                 self._mark_spike("loss", v, m, ev.step)
-        self.losses.append(v)
+        self.losses_min = _append_min(self.losses, self.losses_min, v)
         self.spike_age += 1
         return collapsed
 

@@ -116,8 +116,9 @@ class RelaunchDetector(Detector):
             if st.rank_max is None:
                 st.rank_max = {}
             own = st.rank_max.get(ev.rank)
+            # (any(r != ev.rank for r in st.rank_max), without a generator per step: the keys are distinct)
             other_rank = ev.rank is not None and (own is None or own <= ev.step) and \
-                any(r != ev.rank for r in st.rank_max)
+                (len(st.rank_max) > 1 or (bool(st.rank_max) and ev.rank not in st.rank_max))
             if ev.rank is not None and (own is None or ev.step > own) and len(st.rank_max) < 64:
                 st.rank_max[ev.rank] = ev.step
             if c is None and st.progressed and (st.max_step is None or ev.step < st.max_step) and \

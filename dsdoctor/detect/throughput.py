@@ -367,7 +367,9 @@ class ThroughputDetector(Detector):
             return ()
         if ev.rank is None:
             return ()
-        phases = self.rank_phase.setdefault(ev.rank, {})
+        phases = self.rank_phase.get(ev.rank)
+        if phases is None:                   # (setdefault would build a dict per event: 1 per step live)
+            phases = self.rank_phase[ev.rank] = {}
         got = False
         live = ev.kind == "step"
         for name, v in ev.data.items():

@@ -22,10 +22,11 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-import statistics
 import threading
 import time
 from typing import Any
+
+from ..stats import median
 
 PREFIX = "dsdoctor/sum/"
 READY_KEY = "dsdoctor/sum/ready"
@@ -60,11 +61,14 @@ def window_summary(progress: Any, last: int = 10) -> dict[str, Any] | None:
     if not window:
         return None
     out: dict[str, Any] = {"at": int(progress.step), "n": len(window), "t": round(time.time(), 3)}
-    for ph in ("fwd", "bwd", "step", "data"):
-        vals = [w[f"{ph}_ms"] for w in window if w.get(f"{ph}_ms") is not None]
+    for ph, key in _PHASE_KEYS:            # (the keys made once, not two f-strings per step per phase)
+        vals = [v for w in window if (v := w.get(key)) is not None]
         if vals:
-            out[ph] = round(statistics.median(vals), 3)
+            out[ph] = round(median(vals), 3)
     return out
+
+
+_PHASE_KEYS = tuple((ph, f"{ph}_ms") for ph in ("fwd", "bwd", "step", "data"))
 
 
 def decode(raw: Any) -> dict[str, Any] | None:
