@@ -33,3 +33,11 @@ def test_ids_in_all_is_findall_of_every_literal():
     for line in lines:
         assert m._ids_in_all(line) == m._with_overlapped(sorted({m.index[t] for t in m.rx_all.findall(line)}),
                                                          line), line
+
+
+def test_a_literal_that_begins_a_longer_one_is_reported_with_it():
+    """'Error' and 'Error:' start at the same place: the alternation's findall reports only one,
+    so the other is added back (a new 'Error:' literal hid every exception line's 'Error')."""
+    m = scanner.Matcher([b"Error:", b"Error", b"rror: x"])
+    got = {m.literals[i] for i in m.ids_in(b"ValueError: x")}
+    assert got == {b"Error:", b"Error", b"rror: x"}

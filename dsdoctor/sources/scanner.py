@@ -225,11 +225,12 @@ class Matcher:
         return sorted(more) if more else ids
 
     def _overlapping(self, i: int) -> tuple[int, ...]:
-        """The scanned literals that can start inside literal i (memoised: a few per log)."""
+        """The scanned literals that can start inside literal i, or at its start (a shorter one
+        that begins it: the alternation reports only one of 'Error:' and 'Error'), memoised."""
         got = self._overlap_memo.get(i)
         if got is None:
             lit, found = self.literals[i], []
-            for k in range(1, len(lit)):
+            for k in range(len(lit)):
                 suffix = lit[k:]
                 for j in self._by_first_byte.get(suffix[0], ()):
                     t = self.literals[j]
