@@ -56,12 +56,20 @@ _RERUN = compile_later(
 # 'After fixing the issue ...': ray.train's TrainingFailedError) or a rank prefix
 _LOGGY = compile_later(r"\d\d:\d\d:\d\d|\[(?:INFO|WARNING|ERROR|DEBUG)\]|\b(?:INFO|WARNING|ERROR)\b[:\s-]|Traceback|File \"|"
                        r"^\s*(?:\[?rank\d|[\w.]+(?:Error|Exception|Warning)\b)|\|")
+# a line of the training script pasted with the log, not prose: a print/raise/logger call, an
+# f-string, an assignment ('print(f"[rank {rank}] hanging ...")' in an issue's code block)
+_CODE = compile_later(r"^(?:print|logger\.\w+|logging\.\w+|warnings\.warn)\s*\(|^(?:raise|assert|return|yield)\s+[\w.]+\("
+                      r"|\bf[\"']|^[A-Za-z_][\w.]*(?:\[[^\]]*\])?\s*[-+*/]?=\s*[^=\s]")
+
+
+def _not_prose(text: str) -> bool:
+    return len(text) > 400 or bool(_LOGGY.search(text)) or bool(_CODE.search(text))
 
 
 @on(*_TRIGGERS)
 def rerun_prose(line: Line, st: StreamState):
     text = line.text.strip().lstrip("#*>- ").strip()
-    if len(text) > 400 or _LOGGY.search(text) or not (_RERUN.search(text) or _FIRST_PERSON.search(text)):
+    if _not_prose(text) or not (_RERUN.search(text) or _FIRST_PERSON.search(text)):
         return None
     return line.event("rerun", phrase=text[:200])
 
@@ -106,7 +114,7 @@ _HANG_NOT = compile_later(
 @on(*_HANG_TRIGGERS)
 def hang_prose(line: Line, st: StreamState):
     text = line.text.strip().lstrip("#*>- ").strip()
-    if len(text) > 400 or _LOGGY.search(text) or not _HANG.search(text) or _HANG_NOT.search(text):
+    if _not_prose(text) or not _HANG.search(text) or _HANG_NOT.search(text):
         return None
     if st.scratch.get("hang_said"):
         return None           # the first report is enough
