@@ -66,6 +66,40 @@ def _not_prose(text: str) -> bool:
     return len(text) > 400 or bool(_LOGGY.search(text)) or bool(_CODE.search(text))
 
 
+# A block of pasted output inside an issue body or a forum post: a Markdown code fence ('```',
+# '```text', '~~~') opens it and the next one closes it. The block's first line is where that paste
+# begins, as line 1 is for a bare paste: an excerpt may begin inside a traceback (traceback.py) or
+# inside a burst of collective timeouts (detect/comm.py) there.
+_FENCE = compile_later(r"(?:```|~~~)[\w+.-]*")
+PASTE_BLOCK = "paste.block"       # scratch: the first line of the last block a fence opened
+
+
+@on("```", "~~~")
+def paste_fence(line: Line, st: StreamState):
+    if not _FENCE.fullmatch(line.text.strip().lstrip("> ").strip()):
+        return None
+    if st.scratch.get("paste.fence_open"):
+        st.scratch["paste.fence_open"] = False         # the closing fence
+        return None
+    st.scratch["paste.fence_open"] = True
+    st.scratch[PASTE_BLOCK] = line.lineno + 1
+    return line.event("paste_block", first_line=line.lineno + 1)
+
+
+# the user's line that introduces a bare (unfenced) paste: 'Here is the log:', 'Full output:', 'I get
+# this error:' (prose, ending with a colon, that names what follows)
+_INTRO = compile_later(r"(?i)\b(?:logs?|output|errors?|traceback|stack ?trace|trace)\b[^:.]{0,30}:$")
+
+
+@on("log:", "Log:", "LOG:", "logs:", "output:", "Output:", "error:", "Error:", "traceback:", "trace:", "below:")
+def paste_intro(line: Line, st: StreamState):
+    text = line.text.strip().lstrip("#*>- ").strip()
+    if not text.endswith(":") or line.text[:1] in " \t" or _not_prose(text) or not _INTRO.search(text):
+        return None
+    st.scratch[PASTE_BLOCK] = line.lineno + 1
+    return line.event("paste_block", first_line=line.lineno + 1)
+
+
 @on(*_TRIGGERS)
 def rerun_prose(line: Line, st: StreamState):
     text = line.text.strip().lstrip("#*>- ").strip()
