@@ -88,12 +88,15 @@ def paste_fence(line: Line, st: StreamState):
 
 # the user's line that introduces a bare (unfenced) paste: 'Here is the log:', 'Full output:', 'I get
 # this error:' (prose, ending with a colon, that names what follows)
-_INTRO = compile_later(r"(?i)\b(?:logs?|output|errors?|traceback|stack ?trace|trace)\b[^:.]{0,30}:$")
+# (not an exception line of a dotted name, 'torch._dynamo.exc.Unsupported: error:', nor a tool's own
+# 'srun: error:' line)
+_INTRO = compile_later(r"(?i)^(?![\w]+(?:\.\w+)+: |\S+: (?:error|warning)\b).*\b(?:logs?|output|errors?|traceback|"
+                       r"stack ?trace|trace)\b[^:.]{0,30}:$")
 
 
 @on("log:", "Log:", "LOG:", "logs:", "output:", "Output:", "error:", "Error:", "traceback:", "trace:", "below:")
 def paste_intro(line: Line, st: StreamState):
-    text = line.text.strip().lstrip("#*>- ").strip()
+    text = line.text.strip().lstrip("#*>- ").rstrip("* ")
     if not text.endswith(":") or line.text[:1] in " \t" or _not_prose(text) or not _INTRO.search(text):
         return None
     st.scratch[PASTE_BLOCK] = line.lineno + 1
