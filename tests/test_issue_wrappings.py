@@ -40,12 +40,27 @@ def test_a_fence_opens_a_pasted_block_and_the_next_one_closes_it():
 
 
 def test_a_line_that_introduces_a_bare_paste_opens_a_block():
-    for intro in ("Here is the log:", "Full output below:", "I get this error:", "**Log:**", "### Full log:"):
+    for intro in ("Here is the log:", "Full output below:", "I get this error:", "**Log:**", "### Full log:", "The output below:"):
         assert [e.data["first_line"] for e in _kinds(f"Hi.\n{intro}\nstep 1\n", "paste_block")] == [3], intro
     for line in ("RuntimeError: CUDA error:", "torch._dynamo.exc.Unsupported: error:",
                  "srun: error: node-1: task 3: Exited with exit code 1 error:", "    print('log:')",
                  "[2024-01-01 10:00:00] ERROR log:", "  File \"x.py\", line 3, in <module> log:"):
         assert _kinds(f"{line}\n", "paste_block") == [], line
+
+
+def test_the_literals_of_the_paste_recognisers_hide_no_other_recognisers_literal():
+    # the scanner keeps one literal per position: 'Error:' hid traceback.py's 'Error' on every
+    # exception line ('FileNotFoundError: ...' came out as a traceback without its exception line)
+    from dsdoctor.sources.formats import paste
+    from dsdoctor.sources.recogniser import declarations
+    from dsdoctor.sources.registry import HANDLERS
+    # (one-character literals are other recognisers' continuations, looked for only after their own line)
+    ours = {t for fn in (paste.paste_fence, paste.paste_intro) for d in declarations(fn) for t in d.triggers}
+    clashes = {(t, s) for t in ours for s in HANDLERS
+               if s != t and len(s) > 1 and (t.startswith(s) or s.startswith(t))}
+    assert not clashes
+    tb = 'Traceback (most recent call last):\n  File "a.py", line 7, in train\nFileNotFoundError: [Errno 2] No such file\n'
+    assert [e.data["type"] for e in _kinds(tb, "exception")] == ["FileNotFoundError"]
 
 
 def test_a_line_of_the_pasted_script_is_no_prose():

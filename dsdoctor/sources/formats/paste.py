@@ -94,7 +94,10 @@ _INTRO = compile_later(r"(?i)^(?![\w]+(?:\.\w+)+: |\S+: (?:error|warning)\b).*\b
                        r"stack ?trace|trace)\b[^:.]{0,30}:$")
 
 
-@on("log:", "Log:", "LOG:", "logs:", "output:", "Output:", "error:", "Error:", "traceback:", "trace:", "below:")
+# (each literal with its leading space or '*': one that extends a literal another recogniser has,
+# 'Error:' of 'Error', hides it where both start, sources/scanner.py keeps one match per position)
+@on(" log:", " logs:", " output:", " error:", " errors:", " traceback:", " trace:", " below:", "*Log:", "*Output:",
+    "*Error:")
 def paste_intro(line: Line, st: StreamState):
     text = line.text.strip().lstrip("#*>- ").rstrip("* ")
     if not text.endswith(":") or line.text[:1] in " \t" or _not_prose(text) or not _INTRO.search(text):
