@@ -5,7 +5,7 @@ the training loop's code.
 
 The tool output in scripts/issue_text/ was produced on this machine (ds_report's colours taken
 off, as a browser's copy takes them off); ds_config.json is tests/configs/hf_zero2_fp16.json with
-a `//` comment and a trailing comma; train_loop.py is dsdoctor/demo/train.py's training loop. The
+a `//` comment and a trailing comma; train_loop.txt is dsdoctor/demo/train.py's training loop. The
 prose is ours, with words that look like trouble on purpose (error, OOM?, nan, hang, EDIT:, "I
 also tried zero3") that say nothing about which failure the log holds.
 """
@@ -68,7 +68,7 @@ def issue_code(log: str) -> str:
     return _join(
         "**Describe the bug**", "Does it hang or crash? I cannot tell from the output. here is the log:",
         _fence(log),
-        "My training loop:", _fence(textwrap.dedent(_read("train_loop.py")), "python"),
+        "My training loop:", _fence(textwrap.dedent(_read("train_loop.txt")), "python"),
         "and the config:", _fence(_read("ds_config.json"), "json"),
         "<details><summary>pip list</summary>\n\n" + _fence(_read("pip_list.txt")) + "\n\n</details>")
 
