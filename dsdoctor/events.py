@@ -104,6 +104,7 @@ KINDS: dict[str, str] = {
     "connect_retry": "peer, errno, reason: torch's c10d client could not connect to the rendezvous store and tries again",
     "rank_head": "head_rank (None: the line does not prove one), world_size, local (the line names a local rank), local_rank (that local rank; head_rank is the global one only where the node is known: launcher.node, or a single node), gpu (cuda:N): a front-end's start-up line naming its process ('Process rank: N, world size: W, device: cuda:N')",
     "rerun": "phrase: a pasted log's prose that opens a later attempt ('after I changed X I now get'); the last attempt's failures rank first",
+    "paste_block": "first_line: an issue body's Markdown code fence opens a block of pasted output there (what line 1 is for a bare paste: an excerpt may begin inside a burst of timeouts)",
     "context": "facts about the run: world_size, zero_stage, dtype, micro_batch, gas, versions ...",
     "doctor_error": "part, error: a part of dsdoctor failed and was disabled",
     "telemetry": "gpu/host readings: gpu_util, gpu_temp, sm_clock, throttle, ecc, power, ram, swap",

@@ -86,6 +86,10 @@ PERTURBATIONS = {
     "catn": lambda t: _join(f"{i:6d}\t{ln}" for i, ln in enumerate(_lines(t), 1)),
 }
 
+# the log inside an issue body: prose, template headings, env dumps, the config and the code around it
+from issue_wrappings import ISSUE_WRAPPINGS  # noqa: E402
+PERTURBATIONS.update(ISSUE_WRAPPINGS)
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

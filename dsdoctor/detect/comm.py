@@ -59,13 +59,17 @@ class _Collector:
         return s
 
 
+PASTE_GAP = range(3)     # blank lines an issue body leaves between a fence or 'log:' and the paste
+
+
 class CommDetector(Detector):
     kinds = ("collective_timeout", "watchdog_state", "desync_report", "nccl_error", "nccl_warn",
-             "nccl_transport", "gloo_error", "stack", "context")
+             "nccl_transport", "gloo_error", "stack", "context", "paste_block")
 
     def __init__(self) -> None:
         self.world_size: int | None = None
         self.context = None
+        self.paste_starts: set[tuple] = set()    # (source, line): where an issue's fenced block begins
         # collective timeouts: one record per rank (its first timeout)
         self.timeouts: dict[int | None, dict] = {}
         self.timeout_events: dict[int | None, Event] = {}
@@ -116,6 +120,9 @@ class CommDetector(Detector):
             ws = d.get("world_size")
             if isinstance(ws, int) and ws > 0:
                 self.world_size = ws
+        elif k == "paste_block":
+            if len(self.paste_starts) < 64:
+                self.paste_starts.add((ev.source, d.get("first_line")))
         elif k == "collective_timeout":
             self.to.add(ev, seq, keep=False)
             if ev.rank not in self.timeouts and len(self.timeouts) < 100_000:
@@ -293,10 +300,12 @@ class CommDetector(Detector):
         else:
             expected = set(range(max(reporting) + 1))
         silent = sorted(expected - reporting)
-        # a paste that begins inside the burst of timeouts (its first line is one) and lacks exactly
+        # a paste that begins inside the burst of timeouts (its first line, or an issue's fenced
+        # block's, is one) and lacks exactly
         # the ranks before the lowest it shows has lost their lines: they may well have reported there
         if silent == list(range(min(reporting))) and \
-                any(e.line == 1 for e in list(self.timeout_events.values()) + list(self.wd_events.values())):
+                any(e.line == 1 or any((e.source, e.line - gap) in self.paste_starts for gap in PASTE_GAP)
+                    for e in list(self.timeout_events.values()) + list(self.wd_events.values())):
             return []
         return silent if 0 < len(silent) < max(len(reporting), 2 if ws == 2 else 0) else []
 

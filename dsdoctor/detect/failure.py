@@ -149,6 +149,7 @@ class FailureDetector(Detector):
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
         self.reruns: list[int] = []                       # a paste's prose opening a later attempt
+        self.rerun_lines: list[tuple[int, str | None, int | None]] = []   # the same: (seq, source, line)
         # what a hang leaves when no error does (detect/quiet_end.py): a person's word, a wait at start-up
         self.hang_said: tuple[int, Event] | None = None
         self.op_wait: tuple[int, Event] | None = None     # 'Using DIR as PyTorch extensions root...' not yet loaded
@@ -258,6 +259,7 @@ class FailureDetector(Detector):
             self.mark_seq = seq
         if k == "rerun":
             self.reruns.append(seq)
+            self.rerun_lines.append((seq, ev.source, ev.line))
         elif k == "hang_said":
             if self.hang_said is None:
                 self.hang_said = (seq, ev)
@@ -377,7 +379,8 @@ class FailureDetector(Detector):
         if g is None:
             if len(self.groups) >= MAX_GROUPS:
                 return
-            g = self.groups[key] = _Group(seq, ev.rank, advances_at=self.advances.get(ev.source, 0))
+            g = self.groups[key] = _Group(self._seq_in_text(ev, seq) if d.get("truncated") else seq, ev.rank,
+                                          advances_at=self.advances.get(ev.source, 0))
         if d.get("chained") and g.link is None:
             g.link = d["chained"]
         if g.rank is None:
@@ -386,6 +389,15 @@ class FailureDetector(Detector):
             g.members.append((ev, fam))
             if ev.line is not None and len(self.detail_of) < MAX_GROUPS:
                 self.detail_of[(ev.source, ev.line)] = g     # its message's further lines (exception_detail)
+
+    def _seq_in_text(self, ev: Event, seq: int) -> int:
+        """A traceback cut off before its exception line is reported at the end of its input
+        (formats/traceback.finish) but stands where its 'Traceback' line does: before a paste's
+        prose that opens a later attempt (or follows the log: 'EDIT: I also tried ...'), it
+        belongs to the attempt above that prose, not to a later one."""
+        later = [s for s, src, line in self.rerun_lines
+                 if src == ev.source and line is not None and ev.line is not None and line > ev.line]
+        return min(later) - 1 if later else seq
 
     # ------------------------------------------------------------ the verdict
     def finish(self) -> Iterable[Symptom]:

@@ -73,6 +73,37 @@ def one_cut_line_width(text: str) -> int | None:
     return width if width >= MIN_WIDTH and (len(at) == 1 or one_run or several) else None
 
 
+_FENCE_LINE = regex_cache.compile(r"^\s*(?:>\s*)?(?:```|~~~)")
+MAX_BLOCKS = 8                # fenced blocks looked at (an issue body holds a few)
+
+
+def fenced_widths(text: str) -> list[tuple[int, bool]]:
+    """The wrap widths of the blocks an issue body fences with ``` (at most three; True: a terminal's
+    wrap, False: one line cut in two): the prose, env dumps and config around the log hide the
+    log's own wrap from the whole text's count."""
+    if "```" not in text and "~~~" not in text:
+        return []
+    blocks: list[list[str]] = []
+    inside = False
+    for ln in text.split("\n"):
+        if _FENCE_LINE.match(ln):
+            inside = not inside
+            if inside:
+                if len(blocks) == MAX_BLOCKS:
+                    break
+                blocks.append([])
+        elif inside:
+            blocks[-1].append(ln)
+    out: dict[int, bool] = {}
+    for b in blocks:
+        t = "\n".join(b)
+        if (w := wrap_width(t)) is not None:
+            out[w] = True
+        elif (w := one_cut_line_width(t)) is not None:
+            out.setdefault(w, False)
+    return sorted(out.items())[:3]
+
+
 def _head(line: str) -> str:
     """How a line starts, digits aside ('[Rank 3] time (ms)' and '[Rank 0] time (ms)' alike)."""
     return line[:10].translate(_DIGITS)
@@ -93,18 +124,28 @@ def rejoin(block: bytes, read: Callable[[str], list]) -> bytes:
     # one cut line: a time alone does not count (a whole untimed line after the longest timed one,
     # 'Using DIR as PyTorch extensions root...' after DeepSpeed's dated line, reads the same
     # events joined, each then with the first line's time)
-    timed = width is not None
-    width = width or one_cut_line_width(head)
-    if width is None:
+    if width is not None:
+        widths = [(width, True)]
+    else:
+        one = one_cut_line_width(head)
+        widths = [(one, False)] if one else fenced_widths(head)
+    if not widths:
         return block
-    joined = _joined(block.decode("utf-8", errors="surrogateescape"), width)
+    text = block.decode("utf-8", errors="surrogateescape")
     trial = slice(0, TRIAL)
-    before = _read_score(block[trial], read, timed)
-    after = _read_score(joined[trial], read, timed)
-    # a tie under a real wrap (the spike) joins: the line-by-line reading may follow a record's
-    # pieces, but the sampled reading decides on whole lines (a Megatron record whose 'grad norm:
-    # nan' went to its third piece was sampled away as a steady line)
-    return joined if after > before or (timed and after == before) else block
+    before: dict[bool, int] = {}
+    best, best_score = block, -1
+    for width, timed in widths:
+        if timed not in before:
+            before[timed] = _read_score(block[trial], read, timed)
+        joined = _joined(text, width)
+        after = _read_score(joined[trial], read, timed)
+        # a tie under a real wrap (the spike) joins: the line-by-line reading may follow a record's
+        # pieces, but the sampled reading decides on whole lines (a Megatron record whose 'grad norm:
+        # nan' went to its third piece was sampled away as a steady line)
+        if (after > before[timed] or (timed and after == before[timed])) and after > best_score:
+            best, best_score = joined, after
+    return best
 
 
 def _read_score(data: bytes, read: Callable[[str], list], timed: bool = True) -> int:

@@ -56,12 +56,60 @@ _RERUN = compile_later(
 # 'After fixing the issue ...': ray.train's TrainingFailedError) or a rank prefix
 _LOGGY = compile_later(r"\d\d:\d\d:\d\d|\[(?:INFO|WARNING|ERROR|DEBUG)\]|\b(?:INFO|WARNING|ERROR)\b[:\s-]|Traceback|File \"|"
                        r"^\s*(?:\[?rank\d|[\w.]+(?:Error|Exception|Warning)\b)|\|")
+# a line of the training script pasted with the log, not prose: a print/raise/logger call, an
+# f-string, an assignment ('print(f"[rank {rank}] hanging ...")' in an issue's code block)
+_CODE = compile_later(r"^(?:print|logger\.\w+|logging\.\w+|warnings\.warn)\s*\(|^(?:raise|assert|return|yield)\s+[\w.]+\("
+                      r"|\bf[\"']|^[A-Za-z_][\w.]*(?:\[[^\]]*\])?\s*[-+*/]?=\s*[^=\s]")
+
+
+def _not_prose(text: str) -> bool:
+    return len(text) > 400 or bool(_LOGGY.search(text)) or bool(_CODE.search(text))
+
+
+# A block of pasted output inside an issue body or a forum post: a Markdown code fence ('```',
+# '```text', '~~~') opens it and the next one closes it. The block's first line is where that paste
+# begins, as line 1 is for a bare paste: an excerpt may begin inside a traceback (traceback.py) or
+# inside a burst of collective timeouts (detect/comm.py) there.
+_FENCE = compile_later(r"(?:```|~~~)[\w+.-]*")
+PASTE_BLOCK = "paste.block"       # scratch: the first line of the last block a fence opened
+
+
+@on("```", "~~~")
+def paste_fence(line: Line, st: StreamState):
+    if not _FENCE.fullmatch(line.text.strip().lstrip("> ").strip()):
+        return None
+    if st.scratch.get("paste.fence_open"):
+        st.scratch["paste.fence_open"] = False         # the closing fence
+        return None
+    st.scratch["paste.fence_open"] = True
+    st.scratch[PASTE_BLOCK] = line.lineno + 1
+    return line.event("paste_block", first_line=line.lineno + 1)
+
+
+# the user's line that introduces a bare (unfenced) paste: 'Here is the log:', 'Full output:', 'I get
+# this error:' (prose, ending with a colon, that names what follows)
+# (not an exception line of a dotted name, 'torch._dynamo.exc.Unsupported: error:', nor a tool's own
+# 'srun: error:' line)
+_INTRO = compile_later(r"(?i)^(?![\w]+(?:\.\w+)+: |\S+: (?:error|warning)\b).*\b(?:logs?|output|errors?|traceback|"
+                       r"stack ?trace|trace)\b[^:.]{0,30}:$")
+
+
+# (each literal with its leading space or '*': one that extends a literal another recogniser has,
+# 'Error:' of 'Error', hides it where both start, sources/scanner.py keeps one match per position)
+@on(" log:", " logs:", " output:", " error:", " errors:", " traceback:", " trace:", " below:", "*Log:", "*Output:",
+    "*Error:")
+def paste_intro(line: Line, st: StreamState):
+    text = line.text.strip().lstrip("#*>- ").rstrip("* ")
+    if not text.endswith(":") or line.text[:1] in " \t" or _not_prose(text) or not _INTRO.search(text):
+        return None
+    st.scratch[PASTE_BLOCK] = line.lineno + 1
+    return line.event("paste_block", first_line=line.lineno + 1)
 
 
 @on(*_TRIGGERS)
 def rerun_prose(line: Line, st: StreamState):
     text = line.text.strip().lstrip("#*>- ").strip()
-    if len(text) > 400 or _LOGGY.search(text) or not (_RERUN.search(text) or _FIRST_PERSON.search(text)):
+    if _not_prose(text) or not (_RERUN.search(text) or _FIRST_PERSON.search(text)):
         return None
     return line.event("rerun", phrase=text[:200])
 
@@ -106,7 +154,7 @@ _HANG_NOT = compile_later(
 @on(*_HANG_TRIGGERS)
 def hang_prose(line: Line, st: StreamState):
     text = line.text.strip().lstrip("#*>- ").strip()
-    if len(text) > 400 or _LOGGY.search(text) or not _HANG.search(text) or _HANG_NOT.search(text):
+    if _not_prose(text) or not _HANG.search(text) or _HANG_NOT.search(text):
         return None
     if st.scratch.get("hang_said"):
         return None           # the first report is enough

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
+from .paste import PASTE_BLOCK
 
 _FRAME = compile_later(r'File "([^"]+)", line \d+, in (\S+)')
 _PYSPY = compile_later(r"^\s+(\S+) \(([^:()]+\.py):\d+\)")
@@ -25,7 +26,7 @@ def _start(line: Line, st: StreamState) -> None:
     st.scratch.setdefault("tb.open", {})[line.rank] = line
 
 
-HEADLESS_WITHIN = 5       # lines: an excerpt that starts inside a traceback
+HEADLESS_WITHIN = 5       # lines: an excerpt (a file, or an issue's fenced block: paste.py) that starts inside a traceback
 
 
 @on('File "')
@@ -36,7 +37,8 @@ def _frame(line: Line, st: StreamState) -> None:
 
 
 def _add_frame(line: Line, st: StreamState, path: str, func: str) -> None:
-    if line.lineno <= HEADLESS_WITHIN and line.rank not in st.frames:
+    if (line.lineno <= HEADLESS_WITHIN or 0 <= line.lineno - st.scratch.get(PASTE_BLOCK, -HEADLESS_WITHIN) < HEADLESS_WITHIN) \
+            and line.rank not in st.frames:
         # the excerpt starts below its 'Traceback' line: the frames still belong to one (a
         # print_stack() further down a log has no exception line and stays unreported)
         st.scratch.setdefault("tb.open", {})[line.rank] = line
