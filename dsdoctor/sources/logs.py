@@ -89,7 +89,11 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     from .rich_traceback import unbox
     if container_logs.is_docker_json(first):
         rest = [first] if second is None else [first, second]
-        yield from map(unbox, container_logs.decode_blocks(itertools.chain(rest, it)))
+        decoded = map(unbox, container_logs.decode_blocks(itertools.chain(rest, it)))
+        if second is None:          # a pasted export: it may hold grep -n's output, as a terminal's paste
+            from .ungrep import ungrep
+            decoded = map(ungrep, decoded)
+        yield from decoded
         return
     from . import notebook
     if notebook.is_notebook(first):       # a Jupyter notebook: its cells' outputs, in order
