@@ -114,7 +114,8 @@ def _rests_undecorated(text: str, width: int) -> bool:
     not a line of its own (a tie between the two readings, a frame cut inside its function's name, then joins)."""
     lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
     cut = [i for i, ln in enumerate(lines) if len(ln) == width]
-    return bool(cut) and all(0 < i < len(lines) - 1 and _head(lines[i - 1]) == _head(lines[i]) != _head(lines[i + 1])
+    h = lambda ln: _head(ln)[:8]        # noqa: E731  (a decoration's width: '[rank0]:', '[2026-12-')
+    return bool(cut) and all(0 < i < len(lines) - 1 and h(lines[i - 1]) == h(lines[i]) != h(lines[i + 1])
                              and not _OWN_HEAD.match(lines[i + 1]) and not _LINE_START.match(lines[i + 1]) for i in cut)
 
 
