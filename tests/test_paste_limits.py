@@ -174,3 +174,38 @@ def test_a_docker_export_of_grep_output_is_read_as_the_log(tmp_path):
     doc = json.loads(invoke_cli(["analyze", "--json", str(p)]).stdout)
     top = doc["findings"][0]
     assert top["category"] == "config_error" and top["ranks"] == [3]
+
+
+def _problems(text: str):
+    from dsdoctor.pipeline import diagnose
+    return [f for f in diagnose(events_from_text(text)) if f.severity != "info"]
+
+
+_STEPS = "".join(f"[2023-06-03 01:00:{i:02d},000] [INFO] [logging.py:107:log_dist] step={i * 10}, skipped=0, "
+                 f"lr=[2e-05], mom=[(0.9, 0.999)]\n" for i in range(1, 8))
+
+
+def test_a_paste_that_begins_inside_a_failed_attempt_then_trains_again_is_healthy():
+    # deepspeed/runtime/fp16/loss_scaler.py: 'Current loss scale already at minimum - cannot decrease scale
+    # anymore. Exiting run.'; the paste's last 40 lines begin inside that attempt's traceback
+    failed = ('  File "/workspace/train.py", line 141, in <module>\n    trainer.train()\n'
+              "Exception: Current loss scale already at minimum - cannot decrease scale anymore. Exiting run.\n\n")
+    assert not _problems(failed + "attempt 2 (bf16 instead of fp16):\n" + _STEPS)
+    assert _problems(failed)                                       # the failure alone is still one
+    # transformers trainer.py '  Resuming training from checkpoint with epoch %s and global step %s' after a stop
+    stop = "slurmstepd: error: *** JOB 999 ON gpu-node-05 CANCELLED AT 2024-02-02T01:00:00 DUE TO PREEMPTION ***\n"
+    resume = "[INFO|trainer.py:1646] 2024-02-02 02:00:00,102 >>   Resuming training from checkpoint with epoch 0 and global step 100\n"
+    assert not _problems(stop + resume + _STEPS.replace("2023-06-03 01:", "2024-02-02 02:"))
+
+
+def test_loss_spikes_of_a_paste_that_begins_mid_run_are_no_missing_warm_up():
+    def run(first: int) -> list:
+        lines = []
+        for s in range(first, first + 200):
+            v = 2.0 * 0.99 ** s + 0.5
+            if s in (first + 40, first + 55, first + 70):
+                v = 2.6
+            lines.append(f"step={s} loss={v:.4f} lr=3.000e-01")
+        return [f.rule for f in _problems("\n".join(lines) + "\n")]
+    assert "lr-warmup-too-short" in run(1)
+    assert "lr-warmup-too-short" not in run(78)                  # its first steps (and any warm-up) cut off
