@@ -209,3 +209,17 @@ def test_loss_spikes_of_a_paste_that_begins_mid_run_are_no_missing_warm_up():
         return [f.rule for f in _problems("\n".join(lines) + "\n")]
     assert "lr-warmup-too-short" in run(1)
     assert "lr-warmup-too-short" not in run(78)                  # its first steps (and any warm-up) cut off
+
+
+def test_a_bare_exception_line_takes_the_family_another_rank_raised_it_with():
+    # deepspeed/runtime/state_dict_factory.py SDLoaderBase.check_ckpt_list 'assert len(self.ckpt_list) > 0':
+    # a paste whose last lines begin at rank 1's exception line, rank 0's traceback whole below it
+    tb = ('[rank0]: Traceback (most recent call last):\n'
+          '[rank0]:   File "/opt/venv/lib/python3.11/site-packages/deepspeed/runtime/engine.py", line 3010, in load_checkpoint\n'
+          '[rank0]:     load_path, client_states = self._load_checkpoint(load_dir,\n'
+          '[rank0]:   File "/opt/venv/lib/python3.11/site-packages/deepspeed/runtime/state_dict_factory.py", line 168, in check_ckpt_list\n'
+          '[rank0]:     assert len(self.ckpt_list) > 0\n'
+          '[rank0]: AssertionError\n')
+    fs = _problems("[rank1]: AssertionError\n" + tb)
+    assert fs and fs[0].category == "config_error"
+    assert _problems("[rank1]: AssertionError\n")[0].category == "other"      # alone it says nothing more
