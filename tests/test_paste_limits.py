@@ -223,3 +223,13 @@ def test_a_bare_exception_line_takes_the_family_another_rank_raised_it_with():
     fs = _problems("[rank1]: AssertionError\n" + tb)
     assert fs and fs[0].category == "config_error"
     assert _problems("[rank1]: AssertionError\n")[0].category == "other"      # alone it says nothing more
+
+
+def test_a_cat_n_traceback_keeps_its_lines_apart():
+    # `cat -n` of a traceback: its longest line (the assert) is no line cut in two, the next line its own
+    frames = [f'  File "/usr/local/lib/python3.10/dist-packages/deepspeed/runtime/config.py", line {i}, in f{i}' for i in range(6)]
+    body = ["Traceback (most recent call last):", *frames,
+            "    assert self.zero_enabled and self.zero_optimization_stage in (ZeroStageEnum.optimizer_states, "
+            "ZeroStageEnum.gradients)", "AssertionError"]
+    text = "".join(f"{i:6d}\t{ln}\n" for i, ln in enumerate(body, 1))
+    assert rejoin(text.encode(), events_from_text) == text.encode()

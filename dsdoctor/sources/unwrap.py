@@ -116,7 +116,9 @@ def _rests_undecorated(text: str, width: int) -> bool:
     cut = [i for i, ln in enumerate(lines) if len(ln) == width]
     h = lambda ln: _head(ln)[:8]        # noqa: E731  (a decoration's width: '[rank0]:', '[2026-12-')
     return bool(cut) and all(0 < i < len(lines) - 1 and h(lines[i - 1]) == h(lines[i]) != h(lines[i + 1])
-                             and not _OWN_HEAD.match(lines[i + 1]) and not _LINE_START.match(lines[i + 1]) for i in cut)
+                             and not _OWN_HEAD.match(lines[i + 1]) and not _LINE_START.match(lines[i + 1])
+                             # a word cut in two: no space on either side of the cut
+                             and not lines[i][-1:].isspace() and not lines[i + 1][:1].isspace() for i in cut)
 
 
 # a line with a head of its own ('srun: error: ...', 'node2: ...', 'W1206 ...'): a line, not a rest
@@ -142,9 +144,10 @@ def _read_score(data: bytes, read: Callable[[str], list], timed: bool = True) ->
 # what only the start of a line looks like: a line of exactly the pane's width before one of
 # these was a whole line, not a piece
 # (an exception's name then ':' or the line's end: a piece of a JSON record may begin inside one, 'ileNotFoundError", ...')
-_LINE_START = regex_cache.compile(r"(?:\d{1,9}[:-])?(?:Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)(?::|\s*$)"
+_LINE_START = regex_cache.compile(r"(?:\d{1,9}[:-]| *\d+\t)?(?:Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)(?::|\s*$)"
                                  r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:|\s*\d{1,3}%\|)")
-# (behind grep -n's 'N:' or 'N-' too: a paste's grep prefixes are taken off after the wrap is undone)
+# (behind grep -n's 'N:' or 'N-' too: a paste's grep prefixes are taken off after the wrap is undone; and
+# behind `cat -n`'s number)
 # (a tqdm bar starts with its percentage: a command line exactly as wide as the pane before the first
 # bar was whole, and gluing the bar to it lost the bar's anchor of the run's start)
 
