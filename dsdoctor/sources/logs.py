@@ -102,9 +102,10 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     if second is None:
         # grep -n's prefixes came first, then the terminal's wrap: undone in the other order; rich's
         # traceback boxes (sources/rich_traceback.py) were drawn before either
+        from .timer_bars import join_timer_pieces
         from .ungrep import ungrep, ungrep_text
         from .unwrap import rejoin
-        yield unbox(ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text)))))
+        yield join_timer_pieces(unbox(ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text))))))
         return
     yield first
     yield second

@@ -66,7 +66,7 @@ def _build():
 HANDLERS, TRIGGERS, CONTINUES, STEADY = _build()
 translated.HANDLERS.update(HANDLERS)      # it hands a translated line to the recognisers of its English text
 # recognisers that buffer wrapped lines, flushed at the end of an input (in this order)
-FINISHERS = (megatron.finish, traceback.finish, deepspeed.finish)
+FINISHERS = (megatron.finish, traceback.finish)
 
 
 def finish_stream(st: StreamState) -> Iterator[Event]:

@@ -15,7 +15,7 @@ import re
 from ...findings import clip
 from ...lazy_regex import compile_later
 from ..lines import MAX_EVIDENCE_TEXT, Line, StreamState, armed_within
-from ..recogniser import HS_MULTILINE, NONFINITE_ANOMALIES, no_nonfinite, on, steady
+from ..recogniser import NONFINITE_ANOMALIES, no_nonfinite, on, steady
 
 # ---------------------------------------------------------------- shared helpers
 NUM = r"[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|nan|NaN|NAN|inf|Inf|INF|infinity)"
@@ -224,71 +224,23 @@ _TIMER = compile_later(r"([A-Za-z_][\w\- ]*?): (" + NUM + ")")
 _OWN_RANK = compile_later(r"(?:\[Rank (\d+)\]|\brank=(\d+)) ?$")
 
 
-# A record a paste broke after its '|'s ('rank=0 time (ms) |' / 'forward_microstep: 812.30 |
-# backward_microstep: ... |' / 'step_microstep: 104.70'): the head ends with '|', each piece is
-# 'name: ms' fields; the pieces are read into the head's record until one does not end with '|'
-# (the record's end) or a line is no piece. The last piece has no '|': DeepSpeed's last timer is
-# the step's ('step_microstep', 'step': runtime/engine.py EngineTimers); a record ending on another
-# timer loses that last value (':' would do for all, but it chains through every timed line).
-_TIMER_KEY = "ds_timer_rec"
-_PIECE_FIELD = compile_later(r"\s*[A-Za-z_][\w\- ]*?: " + NUM + r"\s*(?:\(.*)?")
-
-
-def _timer_values(body: str, vals: dict) -> None:
+@on("time (ms) |")
+def timers(line: Line, st: StreamState):
+    head, body = line.text.split("time (ms) |", 1)
+    vals = {}
     for part in body.split("|"):
         m = _TIMER.search(part.split("(")[0])
         if m:
             v = num(m.group(2))
             if v is not None:
                 vals[m.group(1).strip()] = v
-
-
-def _timer_piece(text: str) -> bool:
-    parts = text.rstrip().rstrip("|").split("|")
-    return all(_PIECE_FIELD.fullmatch(p) for p in parts)
-
-
-@on("time (ms) |", continuation=("|", "step"))
-def timers(line: Line, st: StreamState):
-    rec = st.scratch.get(_TIMER_KEY)
-    if "time (ms) |" not in line.text:               # a continuation: a piece of a broken record?
-        if rec is None:
-            return None
-        if not armed_within(rec[0], line, 1) or not _timer_piece(line.text):
-            return close_timers(st)
-        _timer_values(line.text, rec[1].data)
-        rec[0] = line.lineno
-        # the evidence quotes the record whole, its values with it
-        rec[1].text = clip(f"{rec[1].text.rstrip()} {line.text.strip()}", MAX_EVIDENCE_TEXT)
-        if line.text.rstrip().endswith("|"):
-            return None
-        return close_timers(st)
-    out = close_timers(st) if rec is not None else []
-    head, body = line.text.split("time (ms) |", 1)
-    vals: dict = {}
-    _timer_values(body, vals)
-    broken = body.rstrip().endswith("|") or not body.strip()
-    if not vals and not broken:
-        return out or None
+    if not vals:
+        return None
     m = _OWN_RANK.search(head[-24:])
     rank = int(m.group(1) or m.group(2)) if m else line.rank
     ev = line.event("timers", step=st.step_of(rank), rank=rank)
     ev.data = vals          # data is {timer_name: ms}; names like 'step' must not clash with arguments
-    if broken:
-        st.scratch[_TIMER_KEY] = [line.lineno, ev]
-        return out or None
-    out.append(ev)
-    return out
-
-
-def close_timers(st: StreamState) -> list:
-    """The broken timer record read so far (at a line that is no piece of it, or the input's end)."""
-    rec = st.scratch.pop(_TIMER_KEY, None)
-    return [rec[1]] if rec is not None and rec[1].data else []
-
-
-def finish(st: StreamState):
-    yield from close_timers(st)
+    return ev
 
 
 # PipelineEngine: 'steps: 12 loss: 2.3456 iter time (s): 1.234 samples/sec: 51.9'
@@ -1098,18 +1050,12 @@ def ninja_missing(line: Line, st: StreamState):
 _OLD_THROUGHPUT = compile_later(rb"[0-9]/[0-9]+, (?:RunningAvg)?SamplesPerSec=")
 
 
-def _whole_timer_line(raw: bytes) -> bool:
-    return no_nonfinite(raw) and not raw.rstrip().endswith(b"|")
-
-
 def _current_throughput_line(raw: bytes) -> bool:
     return b"/global_step=" in raw and no_nonfinite(raw)
 
 
 STEADY_GROUPS = (
-    # a head broken after its '|' is read in full, with its pieces (timers above)
-    steady("ds_timers", "time (ms) |", check=_whole_timer_line,
-           anomalies=(*NONFINITE_ANOMALIES, (rb"time \(ms\) \|[^\n]*\|[ \t\r]*$", HS_MULTILINE))),
+    steady("ds_timers", "time (ms) |"),
     steady("ds_throughput", "SamplesPerSec=", check=_current_throughput_line, anchor="CurrSamplesPerSec=",
            anomalies=(*NONFINITE_ANOMALIES, (_OLD_THROUGHPUT.pattern, 0))),
     steady("ds_step", ", skipped="),
