@@ -60,6 +60,7 @@ def _clean_reference(raw: str, year: int | None = None):
     s = (L._ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip("\r\n")
     rank = host = None
     t = None
+    label = False
     for _ in range(4):
         if not L._may_start(s):
             break
@@ -69,6 +70,7 @@ def _clean_reference(raw: str, year: int | None = None):
             if m:
                 if what == "rank":             # the innermost rank prefix wins
                     rank = int(m.group(1))
+                    label = rx.pattern == r"^(\d{1,5}):\s"
                 elif what == "host":
                     host = m.group(1) or host
                 s = s[m.end():]
@@ -87,6 +89,10 @@ def _clean_reference(raw: str, year: int | None = None):
             break
     if s[-1:] in "])" and "x across cluster]" in s:
         s = L._RAY_REPEATED.sub("", s)
+    if label:                                  # srun's task label gives way to a rank the message opens with
+        m = L._RANK_IN_MSG.match(s)
+        if m:
+            rank = int(next(g for g in m.groups() if g is not None))
     if rank is None and "ank" in s:
         m = L._rank_in_msg(s)
         if m:

@@ -80,6 +80,17 @@ def attempt_cut(reruns: list[int], failed: list[int]) -> int | None:
     return next((r for r in reversed(reruns) if any(s < r for s in failed) and any(s > r for s in failed)), None)
 
 
+def _bare_echo(g: "_Group", groups: list["_Group"]) -> bool:
+    """An exception line without its frames (a paste cut inside that rank's traceback, 'AssertionError')
+    that another rank raised alike with frames that name its family: the same failure, told there."""
+    ev, fam = g.decisive()
+    if fam.name != "other" or ev.data.get("frames"):
+        return False
+    same = (ev.data.get("type"), ev.data.get("message"))
+    return any(h is not g and (h.decisive()[1].name != "other") and
+               (h.decisive()[0].data.get("type"), h.decisive()[0].data.get("message")) == same for h in groups)
+
+
 @dataclass
 class _Group:
     """One exception chain on one rank of one input."""
@@ -542,7 +553,7 @@ class FailureDetector(Detector):
         cut = attempt_cut(self.reruns, [g.seq for g in fatal])
         if cut is not None:
             fatal = [g for g in fatal if g.seq > cut]
-        return min(fatal, key=lambda g: (-g.weight, g.seq))
+        return min(fatal, key=lambda g: (-g.weight, _bare_echo(g, fatal), g.seq))
 
     def _vanished(self) -> bool:
         """Ranks stopped by the launcher with no exit code, signal or traceback anywhere (a SIGABRT

@@ -54,6 +54,7 @@ UNBOUNDED_STEPS = 2000    # rising for this long without a peak: not a warm-up
 RANGE_READINGS = 10       # LRRangeTest named in the config: rising over this many readings ...
 RANGE_RISE = 2.0          # ... to this many times the first LR is the range test left on
 RESUME_STEP = 100         # a run whose first step is beyond this was resumed
+START_SEEN = 20           # a log whose first LR reading is at or before this step shows the run's start
 FAR = 10.0                # a finite loss this many times its best ...
 FAR_ABOVE = 1.0           # ... and at least this much above it (a loss near 0 may wander by x10) ...
 FAR_RUN = 5               # ... for this many observations in a row, still rising: diverged without a NaN
@@ -281,7 +282,10 @@ class LRScheduleDetector(Detector):
         if early and len(self.recent_loss) >= 5:
             med = median(self.recent_loss)
             # only spikes while the LR is at its peak count: during a warm-up they are the warm-up's business
-            at_peak = self.peaked or (self.first_lr is not None and self.peak_lr <= 1.05 * self.first_lr)
+            # (a flat LR is "no warm-up" only when the log shows the run's start: a paste that begins at
+            # step 78 of a converged run may have cut a warm-up off, and its loss's start with it)
+            at_peak = self.peaked or (self.first_lr is not None and self.peak_lr <= 1.05 * self.first_lr
+                                      and (self.first_step is None or self.first_step <= START_SEEN))
             # above the window's own noise too: a script's per-batch loss of a small batch scatters by
             # more than SPIKE x its median without anything wrong (HF's logged loss is a mean over steps)
             # (sigma from the steps between readings, median |diff| / (0.6745 x sqrt 2): a falling loss's

@@ -8,6 +8,8 @@ its input, after training had made progress, shows
   - a start that is a resume or a restart by itself (`run_start` strong: a checkpoint loaded,
     transformers' 'Resuming training from checkpoint', torchelastic's 'will restart worker
     group', DeepSpeed loading its ZeRO partitions), or
+  - after a failure with no progress before it (a paste that begins inside the failed run), a
+    strong start or the paste's own words opening another attempt (`rerun`: 'attempt 2 ...'), or
   - any engine/trainer start (`run_start` weak, torch.distributed's set-up) or a step count that
     goes back, after something ended the training (an exception, a signal, an exit code, a
     scheduler's stop, a collective timeout), or when the new run resumes beyond the old one's
@@ -66,10 +68,11 @@ class _Input:
     rank_max: dict | None = None  # the last step of each rank (a count goes back on its own rank, not across ranks)
     cand: _Start | None = None
     boundary: _Start | None = None
+    failed: bool = False          # an end event seen, with or without progress before it (a paste's cut head)
 
 
 class RelaunchDetector(Detector):
-    kinds = ("run_start", "phase_mark", "block_head") + ENDS + PROGRESS
+    kinds = ("run_start", "phase_mark", "block_head", "rerun") + ENDS + PROGRESS
 
     def __init__(self) -> None:
         self.inputs: dict[str, _Input] = {}
@@ -149,6 +152,12 @@ class RelaunchDetector(Detector):
         elif k in ENDS:
             if k != "exit" or ev.data.get("exitcode"):
                 st.ended = st.ended or st.progressed > 0
+                st.failed = True
+        elif k == "rerun":
+            # the paste's own words opening another attempt ('attempt 2 (bf16 instead of fp16):') after a
+            # failure: a start even when the failed attempt's progress was cut off the paste's head
+            if st.failed and st.cand is None:
+                st.cand = _Start(seq, ev.line, ev.time, False, True, st.last_time, st.first_step, prev_max=st.max_step)
         elif k in ("run_start", "phase_mark"):
             if k == "phase_mark":
                 phase = ev.data.get("phase")
@@ -159,10 +168,11 @@ class RelaunchDetector(Detector):
                 strong = bool(ev.data.get("strong"))
                 if ev.data.get("how") == "elastic_restart":
                     st.ended = st.ended or st.progressed > 0
-            if st.progressed and (st.cand is None or st.cand.after == 0):
+            # (a resume after a failure whose run's progress was cut off a paste's head is a start too)
+            if (st.progressed or (strong and st.failed)) and (st.cand is None or st.cand.after == 0):
                 if st.cand is None:
-                    st.cand = _Start(seq, ev.line, ev.time, strong, st.ended, st.last_time, st.first_step,
-                                     prev_max=st.max_step)
+                    st.cand = _Start(seq, ev.line, ev.time, strong, st.ended or not st.progressed, st.last_time,
+                                     st.first_step, prev_max=st.max_step)
                 else:                       # the start lines of one launch: the first one, strong if any is
                     st.cand.strong = st.cand.strong or strong
                     st.cand.ended = st.cand.ended or st.ended

@@ -25,7 +25,7 @@ _PREFIXES = [
     # [1,mpirank:3,algo-2]<stderr>:, the rank then the host)
     (regex_cache.compile(r"^\[(?:rank|default|\d+,(?:mpirank:)?)(\d+)(?:,[\w.-]+)?\](?:<std(?:out|err|diag)>)?:\s?"), "rank"),
     # srun --label / torchrun's "0: " prefix
-    (regex_cache.compile(r"^(\d{1,5}):\s"), "rank"),
+    (_SRUN_LABEL := regex_cache.compile(r"^(\d{1,5}):\s"), "rank"),
     # kubectl logs --prefix (Kubeflow PyTorchJob pods): "[pod/{pod}/{container}] ", the pod standing for the node
     (regex_cache.compile(r"^\[pod/([\w.-]+)/[\w.-]+\]\s"), "host"),
     # Ray's driver prefixes every worker's line (ray/_private/worker.py: print_worker_logs):
@@ -191,6 +191,7 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
     s = (_ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip("\r\n")
     rank = host = None
     t = None
+    label = False                           # the rank is srun's task label ("0: ") alone
     for _ in range(4):                      # prefixes stack: "host: [rank3]:[2024-..] ..."
         if not _may_start(s):
             break
@@ -202,6 +203,7 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
             if m:
                 if what == "rank":          # the innermost wins: srun's "0: " is the task (a node's
                     rank = int(m.group(1))  # torchrun), the "[rank5]: " behind it the process's own
+                    label = rx is _SRUN_LABEL
                 elif what == "host":
                     host = m.group(1) or host
                 s = s[m.end():]
@@ -226,6 +228,12 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
         # Ray's log deduplication (ray/_private/ray_logging: LogDeduplicator) ends a line that
         # several workers printed with " [repeated 7x across cluster]" (and, once, a note)
         s = _RAY_REPEATED.sub("", s)
+    if label and s[:1] in "[rR":
+        # a message that opens with its rank ('rank=1 step=0 loss: ...', '[Rank 1] ...') says whose it
+        # is; srun's label only which task printed it (a node's torchrun prints all its ranks' lines)
+        m = _RANK_IN_MSG.match(s)
+        if m:
+            rank = int(next(g for g in m.groups() if g is not None))
     if rank is None and "ank" in s:      # every _RANK_IN_MSG form has it; the regex is slow
         m = _rank_in_msg(s)
         if m:

@@ -99,7 +99,11 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     from .rich_traceback import unbox
     if container_logs.is_docker_json(first):
         rest = [first] if second is None else [first, second]
-        yield from map(unbox, container_logs.decode_blocks(itertools.chain(rest, it)))
+        decoded = map(unbox, container_logs.decode_blocks(itertools.chain(rest, it)))
+        if second is None:          # a pasted export: it may hold grep -n's output, as a terminal's paste
+            from .ungrep import ungrep
+            decoded = map(ungrep, decoded)
+        yield from decoded
         return
     from . import notebook
     if notebook.is_notebook(first):       # a Jupyter notebook: its cells' outputs, in order
@@ -108,9 +112,10 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     if second is None:
         # grep -n's prefixes came first, then the terminal's wrap: undone in the other order; rich's
         # traceback boxes (sources/rich_traceback.py) were drawn before either
+        from .timer_bars import join_timer_pieces
         from .ungrep import ungrep, ungrep_text
         from .unwrap import rejoin
-        yield unbox(ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text)))))
+        yield join_timer_pieces(unbox(ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text))))))
         return
     yield first
     yield second

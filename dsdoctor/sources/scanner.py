@@ -761,6 +761,9 @@ def _record_start(m: Matcher, body: bytes, s: int, done_to: int) -> int | None:
     return None
 
 
+MAX_REJOIN_BLANKS = 3
+
+
 def _continuation(body: bytes, line_end: int, fl: Follow,
                   carry: list[tuple[int, bytes]]) -> tuple[int, int, bytes, list[int]] | None:
     """The line after the one ending at `line_end`, if it continues it (holds one of the
@@ -772,6 +775,14 @@ def _continuation(body: bytes, line_end: int, fl: Follow,
         return None
     end = body.find(b"\n", start)
     nxt = body[start:end]
+    # the empty lines a rejoined hard-wrapped line leaves behind (sources/unwrap.py keeps the line
+    # count) do not end a record: the next line after them may continue it
+    skip = 0
+    while not nxt and skip < MAX_REJOIN_BLANKS and end + 1 < len(body):
+        skip += 1
+        start = end + 1
+        end = body.find(b"\n", start)
+        nxt = body[start:end]
     if not fl[1].search(nxt):
         return None
     return start, end, nxt, [j for j, lit in fl[0] if lit in nxt]

@@ -17,8 +17,10 @@ MAX_INPUT = 16 << 20          # only pasted-size inputs (one block)
 SAMPLE = 64 << 10
 
 # [file(: or -)]N(: or -): a file part holds a letter, '.', '/' or '_' (a bare number is the line's)
-_GREP = regex_cache.compile(r"^((?:> ?)*|\[pod/[^\]\s]+\] )(?:(?=[^\s:\x1b\[]*[A-Za-z_./])[^\s:\x1b\[]+?[:-])?(\d+)([:-])")
-# (a wrapper the paste got after grep stays in front: the "> " of a quote, `kubectl logs --prefix`;
+_GREP = regex_cache.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z |(?:\x1b\[[0-9;]*m)?(?:> ?)*|\[pod/[^\]\s]+\] | *\d+\t"
+                            r"|(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [ \d]\d \d\d:\d\d:\d\d [\w.-]+ [\w./-]+(?:\[\d+\])?: )(?:(?=[^\s:\x1b\[]*[A-Za-z_./])[^\s:\x1b\[]+?[:-])?(\d+)([:-])")
+# (a wrapper the paste got after grep stays in front: the "> " of a quote, `kubectl logs --prefix`,
+# a terminal's colour code, `cat -n`'s number, journald's head, Docker's time;
 # a file name holds no ESC or '[': a coloured line's '\x1b[32m[2024-03-02 ...' is no 'file-03-')
 
 

@@ -18,7 +18,8 @@ MIN_WIDTH = 60                # narrower panes do not hold a log line's head
 SAMPLE = 64 << 10             # the width is found in the first 64 KiB (~500 lines)
 MAX_INPUT = 16 << 20          # only pasted-size inputs (one block): programs do not wrap their logs
 TRIAL = 256 << 10             # the recognisers read this much of both texts to choose
-SHORT_PASTE = 12              # non-empty lines: a paste this short may hold one wrapped line
+SHORT_PASTE = 40              # non-empty lines: a paste this short may hold one wrapped line (a traceback whose
+                              # exception line, its longest, was cut: 10-40 lines with its frames)
 MID_PASTE = 200               # non-empty lines: a paste this short may hold two (read twice to choose: cheap)
 
 
@@ -143,9 +144,28 @@ def rejoin(block: bytes, read: Callable[[str], list]) -> bytes:
         # a tie under a real wrap (the spike) joins: the line-by-line reading may follow a record's
         # pieces, but the sampled reading decides on whole lines (a Megatron record whose 'grad norm:
         # nan' went to its third piece was sampled away as a steady line)
-        if (after > before[timed] or (timed and after == before[timed])) and after > best_score:
+        # an untimed tie joins when each cut line's rest lacks the paste's decoration
+        tie = after == before[timed] and (timed or _rests_undecorated(head, width))
+        if (after > before[timed] or tie) and after > best_score:
             best, best_score = joined, after
     return best
+
+
+def _rests_undecorated(text: str, width: int) -> bool:
+    """Each line cut at `width` has the head of the line above it ('[rank0]:   File ...' in a paste where
+    every line has it) and the line after it does not ('global_norm'): that line is the cut line's rest,
+    not a line of its own (a tie between the two readings, a frame cut inside its function's name, then joins)."""
+    lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
+    cut = [i for i, ln in enumerate(lines) if len(ln) == width]
+    h = lambda ln: _head(ln)[:8]        # noqa: E731  (a decoration's width: '[rank0]:', '[2026-12-')
+    return bool(cut) and all(0 < i < len(lines) - 1 and h(lines[i - 1]) == h(lines[i]) != h(lines[i + 1])
+                             and not _OWN_HEAD.match(lines[i + 1]) and not _LINE_START.match(lines[i + 1])
+                             # a word cut in two: no space on either side of the cut
+                             and not lines[i][-1:].isspace() and not lines[i + 1][:1].isspace() for i in cut)
+
+
+# a line with a head of its own ('srun: error: ...', 'node2: ...', 'W1206 ...'): a line, not a rest
+_OWN_HEAD = regex_cache.compile(r"\S+: |[IWEF]\d{4} |\[")
 
 
 def _read_score(data: bytes, read: Callable[[str], list], timed: bool = True) -> int:
@@ -167,8 +187,10 @@ def _read_score(data: bytes, read: Callable[[str], list], timed: bool = True) ->
 # what only the start of a line looks like: a line of exactly the pane's width before one of
 # these was a whole line, not a piece
 # (an exception's name then ':' or the line's end: a piece of a JSON record may begin inside one, 'ileNotFoundError", ...')
-_LINE_START = regex_cache.compile(r"Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)(?::|\s*$)"
-                                 r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:|\s*\d{1,3}%\|")
+_LINE_START = regex_cache.compile(r"(?:\d{1,9}[:-]| *\d+\t)?(?:Traceback \(most recent call last\)|\s*File \"|[A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit)(?::|\s*$)"
+                                 r"|\[(?:rank|default)\d+\]:|\[?\d{4}-\d\d-\d\d[ T]\d\d:|\s*\d{1,3}%\|)")
+# (behind grep -n's 'N:' or 'N-' too: a paste's grep prefixes are taken off after the wrap is undone; and
+# behind `cat -n`'s number)
 # (a tqdm bar starts with its percentage: a command line exactly as wide as the pane before the first
 # bar was whole, and gluing the bar to it lost the bar's anchor of the run's start)
 

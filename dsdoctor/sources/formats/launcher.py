@@ -227,7 +227,12 @@ def elastic_failed(line: Line, st: StreamState):
     m = _TE_FAILED.search(line.text)
     if not m:
         return None
-    return _killed(line, st, int(m.group(1)), "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
+    ev = _killed(line, st, int(m.group(1)), "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
+    if ev is not None and ev.rank is not None and ev.rank == line.rank:
+        # the agent's own line: a prefix on it ('0: ' of srun --label) names the node's task, not a
+        # rank (the rank of local_rank N is unknown here); rank 0 read from it would be "the failed rank"
+        ev.rank = None
+    return ev
 
 
 # Lightning's own launcher (lightning_fabric/strategies/launchers/subprocess_script.py _ChildProcessObserver._run:
@@ -308,6 +313,10 @@ def slurm_cancelled(line: Line, st: StreamState):
     if not m or not st.once(("slurm-cancel", m.group(1).split(".")[0], m.group(3))):
         return None
     reason = (m.group(4) or "scancel").strip().lower()
+    if not m.group(4) and "***" not in line.text[m.end(3):] and st.scratch.get("slurm.failed_node"):
+        # the line cut after its time (a paste's wrap), srun having named a failed node: its reason
+        # is that node failure, the words cut off ('DUE TO NODE FAILURE'), not a plain scancel
+        reason = "node failure"
     node = m.group(2)
     if reason == "node failure":
         # ' ON %s' is the node whose slurmstepd reports the stop (the batch host), not the one that
@@ -619,7 +628,9 @@ def runner_ssh(line: Line, st: StreamState):
 # an ssh server that prints 'localhost: ssh: connect to host localhost port 22: Connection refused' after every
 # experiment, which still ran (its metrics.json written; run here). The experiments' own output (and a launch that
 # failed) is in <results_dir>/<exp>/stderr.log, not in this log, so the autotuner's ssh lines are not the cause.
-@on("Launching exp_id = ")
+# (the autotuner's own log lines say so too, '[autotuner.py:71:__init__] Created autotuning ...' first: a paste
+# wrapped at 80 columns cuts 'Launching exp_id' behind DeepSpeed's head)
+@on("Launching exp_id = ", "[autotuner.py:")
 def autotuning_experiment(line: Line, st: StreamState):
     st.scratch["autotuning"] = True
     return None

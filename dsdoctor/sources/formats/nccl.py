@@ -180,6 +180,10 @@ def unique_id_wait(line: Line, st: StreamState):
     if _STORE_DROPPED.search(line.text):
         # 'store->get('0') got error: Connection reset by peer': no wait, the store's connection broke
         return store_lost(line, st, rank=rank)
+    if "got error" not in line.text:
+        # the message cut before its reason (a paste's wrap): a timeout or a dropped store, unknown
+        # (the exception it raised is still read); a rejoined text then reads more
+        return None
     seen = st.scratch.setdefault("nccl.uid_wait", set())
     if rank in seen:
         return None

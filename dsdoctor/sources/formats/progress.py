@@ -16,6 +16,10 @@ from ..recogniser import on, steady
 
 _BAR = compile_later(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
                   r"\[(?P<elapsed>[\d:]+)<[\d:?]+,\s*(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)[,\]]")
+# the rest of a bar a paste broke after its '| ' ('Epoch 0:   2%|     |' / '20/1000 [00:08<06:46,
+# 2.41it/s, ...]'): the count, times and rate, without the description
+_BAR_REST = compile_later(r"\s*(?P<n>\d+)/(?P<total>\d+)\s*"
+                          r"\[(?P<elapsed>[\d:]+)<[\d:?]+,\s*(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)[,\]]")
 MAX_POINTS_PER_BAR = 200
 _S_IT, _IT_S = "s/it]", "it/s]"
 STEADY_GROUPS = (steady("tqdm", _S_IT, _IT_S),)
@@ -35,11 +39,11 @@ def progress_bar(line: Line, st: StreamState):
     endpos = max(text.rfind("s/it"), text.rfind("it/s")) + 5
     # Every match holds its own '%|': with one in the text there is one match at most, and
     # `search` finds it without trying the rest of the line for another (a bar glued to a
-    # record: 17 us instead of 33); with none there is no match
+    # record: 17 us instead of 33); with none only the rest of a broken bar can be one
     bars = text.count("%|", 0, endpos)
     if bars == 0:
-        return None
-    if bars == 1:
+        m = _BAR_REST.match(text) if text[:1].isdigit() or text[:1].isspace() else None
+    elif bars == 1:
         m = _BAR.search(text, 0, endpos)
     else:
         m = None
@@ -51,7 +55,7 @@ def progress_bar(line: Line, st: StreamState):
     rate = float(m.group("rate"))
     if n < 2 or total <= 0 or rate <= 0:
         return None                          # tqdm's first rate is start-up, not steady state
-    desc = (m.group("desc") or "").strip()[-60:]
+    desc = (m.groupdict().get("desc") or "").strip()[-60:]
     if desc.endswith(_NOT_TRAINING):
         return None
     series = f"{desc}|{total}"
