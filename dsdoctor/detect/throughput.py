@@ -484,6 +484,10 @@ class ThroughputDetector(Detector):
             if key[3] is not None and main_bar.get(key[:3]) != key:
                 continue
             g = find_gradual(s.values, _METRICS[key[0]])
+            # (as for a drop: a run of seconds is no trend; tqdm's rate is a moving average, so its
+            # readings of a short run worsen "steadily" whenever the machine got busier)
+            if g and _span(s, key[0]) < MIN_SERIES_SECONDS:
+                continue
             if g and (best is None or g["change"] > best[2]["change"]):
                 best = (key[0], s, g)
         if best is None:
