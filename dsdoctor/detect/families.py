@@ -307,6 +307,19 @@ TRUNCATED = Family("unknown", "other", 1, "a traceback cut off before its except
 MODEL_FILES = Family("model_files_incomplete", "environment", 3,
                      "a pretrained model's files that are missing or cut short (a download or copy that did not "
                      "finish)")
+# A model folder with no weights file at all (transformers modeling_utils.py _get_resolved_checkpoint_files:
+# 'Error no file named model.safetensors, or pytorch_model.bin, found in directory {dir}.'): run here, the HF
+# Trainer's save_model under ZeRO-3 without stage3_gather_16bit_weights_on_model_save writes config.json and
+# the ZeRO checkpoint but no weights, and a later from_pretrained of that folder raises this
+MODEL_WEIGHTS_ABSENT = Family("model_weights_absent", "config_error", 3,
+                              "a model folder with a config but no weights file: under ZeRO-3 the HF Trainer's "
+                              "save_model and engine.save_16bit_model write none unless the weights are gathered")
+# safetensors refusing tensors that share memory (safetensors/torch.py _evaluate_tensors_for_save: 'Some tensors
+# share memory, this will lead to duplicate memory on disk ...'): tied weights (an LM head tied to the
+# embedding) saved with save_file; run here by zero_to_fp32.py --safe_serialization of GPT-2
+SAFETENSORS_SHARED = Family("safetensors_shared_tensors", "config_error", 3,
+                            "tied weights (tensors that share memory) handed to safetensors' save_file, which refuses "
+                            "them")
 _MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_pretrained_model",
                   "auto_factory.py:from_pretrained", "peft_model.py:from_pretrained")
 # huggingface_hub / transformers shard names: '{prefix}-{i:05d}-of-{n:05d}.safetensors' (or .bin)
@@ -590,6 +603,10 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
         return STATE_DICT_MISMATCH
     site = raise_site or ""
     from_pretrained = any(r in f for f in (frames or []) + [site] for r in _MODEL_LOADERS)
+    if "Some tensors share memory, this will lead to duplicate memory on disk" in message:
+        return SAFETENSORS_SHARED
+    if "Error no file named " in message and " found in directory " in message:
+        return MODEL_WEIGHTS_ABSENT
     if from_pretrained and (_CKPT_CORRUPT.search(message) or name == "FileNotFoundError" and _SHARD_NAME.search(message)):
         return MODEL_FILES
     if _CKPT_CORRUPT.search(message):

@@ -1,0 +1,46 @@
+"""Part AA: what runs after and between training runs (saving, converting, reloading), run for real here."""
+from __future__ import annotations
+
+from dsdoctor.api import analyze
+from dsdoctor.detect.families import classify
+
+# safetensors/torch.py _evaluate_tensors_for_save raises a triple-quoted message: its first line is the
+# one after 'RuntimeError: ' (zero_to_fp32.py --safe_serialization of GPT-2, run here)
+TIED = """Traceback (most recent call last):
+  File "/ckpt/zero_to_fp32.py", line 592, in convert_zero_checkpoint_to_fp32_state_dict
+    save_file(shard_state_dict, output_path, metadata={"format": "pt"})
+  File "/venv/lib/python3.11/site-packages/safetensors/torch.py", line 557, in _evaluate_tensors_for_save
+    raise RuntimeError(
+RuntimeError: 
+            Some tensors share memory, this will lead to duplicate memory on disk and potential differences when loading them again: [{'lm_head.weight', 'transformer.wte.weight'}].
+            A potential way to correctly save your model is to use `save_model`.
+"""
+
+
+def _top(tmp_path, text):
+    log = tmp_path / "run.log"
+    log.write_text(text)
+    return analyze(log).findings[0]
+
+
+def test_a_message_on_the_line_after_the_exception_name_is_read(tmp_path):
+    top = _top(tmp_path, TIED)
+    assert top.rule == "failure-safetensors-shared-tensors"
+    assert any("Some tensors share memory" in e.text for e in top.evidence)
+
+
+def test_the_message_line_must_follow_an_empty_exception(tmp_path):
+    # the same words quoted far from any exception (a print, a warning) are no message of one
+    text = TIED.replace("RuntimeError: \n", "RuntimeError: boom\n")
+    top = _top(tmp_path, text)
+    assert top.rule != "failure-safetensors-shared-tensors"
+    assert "boom" in top.summary
+
+
+def test_a_model_folder_without_weights_is_its_own_family():
+    # transformers modeling_utils.py _get_resolved_checkpoint_files
+    fam = classify("OSError", "Error no file named model.safetensors, or pytorch_model.bin, found in directory out.")
+    assert fam.name == "model_weights_absent"
+    assert classify("OSError", "Error no file named model.safetensors found in directory out.").name == \
+        "model_weights_absent"
+    assert classify("OSError", "[Errno 2] No such file or directory: 'out'").name != "model_weights_absent"
