@@ -44,3 +44,12 @@ def test_a_model_folder_without_weights_is_its_own_family():
     assert classify("OSError", "Error no file named model.safetensors found in directory out.").name == \
         "model_weights_absent"
     assert classify("OSError", "[Errno 2] No such file or directory: 'out'").name != "model_weights_absent"
+
+
+def test_a_missing_16bit_weights_file_read_back_is_the_same_family():
+    # torch.load of save_16bit_model's file under ZeRO-3 without the gather key (run here)
+    msg = "[Errno 2] No such file or directory: '/tmp/out/pytorch_model.bin'"
+    assert classify("FileNotFoundError", msg, "torch/serialization.py:__init__").name == "model_weights_absent"
+    # a resume tag's file is not
+    msg = "[Errno 2] No such file or directory: '/ckpt/global_step9/mp_rank_00_model_states.pt'"
+    assert classify("FileNotFoundError", msg, "torch/serialization.py:__init__").name != "model_weights_absent"

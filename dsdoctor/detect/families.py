@@ -310,9 +310,10 @@ MODEL_FILES = Family("model_files_incomplete", "environment", 3,
 # A model folder with no weights file at all (transformers modeling_utils.py _get_resolved_checkpoint_files:
 # 'Error no file named model.safetensors, or pytorch_model.bin, found in directory {dir}.'): run here, the HF
 # Trainer's save_model under ZeRO-3 without stage3_gather_16bit_weights_on_model_save writes config.json and
-# the ZeRO checkpoint but no weights, and a later from_pretrained of that folder raises this
+# the ZeRO checkpoint but no weights, and a later from_pretrained of that folder raises this (engine.save_16bit_model
+# writes nothing either, and torch.load of its file raises FileNotFoundError)
 MODEL_WEIGHTS_ABSENT = Family("model_weights_absent", "config_error", 3,
-                              "a model folder with a config but no weights file: under ZeRO-3 the HF Trainer's "
+                              "a model's weights file that was never written: under ZeRO-3 the HF Trainer's "
                               "save_model and engine.save_16bit_model write none unless the weights are gathered")
 # safetensors refusing tensors that share memory (safetensors/torch.py _evaluate_tensors_for_save: 'Some tensors
 # share memory, this will lead to duplicate memory on disk ...'): tied weights (an LM head tied to the
@@ -606,6 +607,11 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
     if "Some tensors share memory, this will lead to duplicate memory on disk" in message:
         return SAFETENSORS_SHARED
     if "Error no file named " in message and " found in directory " in message:
+        return MODEL_WEIGHTS_ABSENT
+    # the one weights file a 16-bit save writes, read back and missing (torch.load of save_16bit_model's
+    # output under ZeRO-3 without the gather key, run here in parts Q and AA); shards are MODEL_FILES below
+    if (name == "FileNotFoundError" or "[Errno 2]" in message) and \
+            message.rstrip("'\" .").endswith(("/pytorch_model.bin", "/model.safetensors")):
         return MODEL_WEIGHTS_ABSENT
     if from_pretrained and (_CKPT_CORRUPT.search(message) or name == "FileNotFoundError" and _SHARD_NAME.search(message)):
         return MODEL_FILES
