@@ -53,3 +53,12 @@ def test_a_missing_16bit_weights_file_read_back_is_the_same_family():
     # a resume tag's file is not
     msg = "[Errno 2] No such file or directory: '/ckpt/global_step9/mp_rank_00_model_states.pt'"
     assert classify("FileNotFoundError", msg, "torch/serialization.py:__init__").name != "model_weights_absent"
+
+
+def test_a_zero_optimizer_layout_mismatch_is_not_only_the_setting():
+    # deepspeed/runtime/zero/stage_1_and_2.py _load_legacy_checkpoint, raised here by a changed model
+    msg = ("The ZeRO checkpoint parameter-alignment layout does not match the current "
+           "zero_optimization.parameter_alignment setting. Load with the setting used to save the checkpoint, "
+           "or disable optimizer-state loading for a module-only warm start.")
+    assert classify("RuntimeError", msg, "deepspeed/runtime/zero/stage_1_and_2.py:_load_legacy_checkpoint").name == \
+        "zero_optimizer_layout"

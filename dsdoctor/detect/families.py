@@ -321,6 +321,13 @@ MODEL_WEIGHTS_ABSENT = Family("model_weights_absent", "config_error", 3,
 SAFETENSORS_SHARED = Family("safetensors_shared_tensors", "config_error", 3,
                             "tied weights (tensors that share memory) handed to safetensors' save_file, which refuses "
                             "them")
+# ZeRO-1/2's optimizer states whose padding does not fit this model's parameters (runtime/zero/stage_1_and_2.py
+# _load_legacy_checkpoint: 'The ZeRO checkpoint parameter-alignment layout does not match the current
+# zero_optimization.parameter_alignment setting. ...'): run here with the setting untouched, a model with one
+# more layer loaded with load_module_strict=False raises it, so the model is as likely as the setting
+ZERO_OPTIM_LAYOUT = Family("zero_optimizer_layout", "config_error", 3,
+                           "ZeRO optimizer states saved for other parameters than this model's (a changed model, or "
+                           "another zero_optimization.parameter_alignment)")
 _MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_pretrained_model",
                   "auto_factory.py:from_pretrained", "peft_model.py:from_pretrained")
 # huggingface_hub / transformers shard names: '{prefix}-{i:05d}-of-{n:05d}.safetensors' (or .bin)
@@ -604,6 +611,8 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
         return STATE_DICT_MISMATCH
     site = raise_site or ""
     from_pretrained = any(r in f for f in (frames or []) + [site] for r in _MODEL_LOADERS)
+    if "ZeRO checkpoint parameter-alignment layout does not match" in message:
+        return ZERO_OPTIM_LAYOUT
     if "Some tensors share memory, this will lead to duplicate memory on disk" in message:
         return SAFETENSORS_SHARED
     if "Error no file named " in message and " found in directory " in message:
