@@ -62,3 +62,13 @@ def test_a_zero_optimizer_layout_mismatch_is_not_only_the_setting():
            "or disable optimizer-state loading for a module-only warm start.")
     assert classify("RuntimeError", msg, "deepspeed/runtime/zero/stage_1_and_2.py:_load_legacy_checkpoint").name == \
         "zero_optimizer_layout"
+
+
+def test_a_rank_that_left_generate_first_gets_the_synced_gpus_fix():
+    # fixtures/excerpts/gen_aa_zero3_generate_*: run here, 2 ranks under ZeRO-3 generating 4 and 16 tokens
+    from pathlib import Path
+    log = Path(__file__).resolve().parent.parent / "fixtures/excerpts/gen_aa_zero3_generate_ranks_finish_apart_no_synced_gpus.log"
+    top = analyze(log).findings[0]
+    assert top.rule == "rank-exited-early"
+    assert "synced_gpus=True" in top.fixes[0].title
+    assert "generated" in top.title

@@ -256,7 +256,9 @@ def exception_line(line: Line, st: StreamState):
                       raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
                       chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
                       wait_frame=wait[1] if wait else None, host=line.host or _wrapped_host(line, st),
-                      **({"detail": [list(detail)]} if detail else {}))
+                      **({"detail": [list(detail)]} if detail else {}),
+                      # under generate (its frames past the innermost six): ranks that generate different lengths
+                      **({"in_generate": True} if frames and any(GENERATE_FRAME in f for f in frames) else {}))
 
 
 RAY_WRAPPED = "ray.wrapped"     # scratch: (line, ip) of the last Ray wrapper line (formats/ray.py)
@@ -542,6 +544,7 @@ def _assert_source(line: Line, st: StreamState) -> tuple[int, str] | None:
 # model is ....', '\tWhile copying the parameter named "{key}", ...'; transformers'
 # modeling_utils._load_state_dict_into_model raises the same text). The exception line holds only
 # the head: the first line of each kind says what did not fit, and becomes an `exception_detail`.
+GENERATE_FRAME = "/generation/utils.py:"     # transformers GenerationMixin.generate and its decoding loops
 STATE_DICT_HEAD = "Error(s) in loading state_dict for "
 STATE_DICT_DETAIL = ("Missing key(s) in state_dict", "Unexpected key(s) in state_dict", "size mismatch for ",
                      "While copying the parameter named")
