@@ -41,4 +41,5 @@ def rank_left_early(done: list[tuple[int, Event]], failure: Event | None, failur
         evidence.append(Evidence(failure.source, failure.line, failure.text))
     return symptom_at_end((seq, ev), "rank_exited_early", ranks, evidence, last_step,
                           pids=sorted(p for p in pids if p is not None), done_ranks=ranks, last_step=last_step,
-                          peer_lost=failure is not None, at=f"{ev.source}:{ev.line}" if ev.line else ev.source)
+                          peer_lost=failure is not None,
+                          generate=bool(failure is not None and failure.data.get("in_generate")), at=f"{ev.source}:{ev.line}" if ev.line else ev.source)

@@ -644,6 +644,9 @@ class FailureDetector(Detector):
             # DeepSpeed's load_checkpoint found no `latest` and returned (None, None); the script then read
             # the client state or the path it returned ('NoneType' object is not subscriptable)
             fam, absent = CKPT_MISSING, self.ckpt_absent
+        if fam.name == "other" and not d.get("message"):   # a message that starts on the next line
+            more = " ".join(str(x.data.get("text") or "") for x in g.details if x.data.get("of") == ev.line)
+            fam = classify(str(d.get("type") or ""), more, d.get("raise_site"), d.get("frames")) if more else fam
         if fam.name == "state_dict_mismatch":        # its mismatch lines are the message's further lines
             lines = [str(t) for _, t in (d.get("detail") or [])]
             lines += [str(x.data.get("text") or x.text) for x in g.details if x.data.get("of") == ev.line]

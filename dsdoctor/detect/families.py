@@ -307,6 +307,27 @@ TRUNCATED = Family("unknown", "other", 1, "a traceback cut off before its except
 MODEL_FILES = Family("model_files_incomplete", "environment", 3,
                      "a pretrained model's files that are missing or cut short (a download or copy that did not "
                      "finish)")
+# A model folder with no weights file at all (transformers modeling_utils.py _get_resolved_checkpoint_files:
+# 'Error no file named model.safetensors, or pytorch_model.bin, found in directory {dir}.'): run here, the HF
+# Trainer's save_model under ZeRO-3 without stage3_gather_16bit_weights_on_model_save writes config.json and
+# the ZeRO checkpoint but no weights, and a later from_pretrained of that folder raises this (engine.save_16bit_model
+# writes nothing either, and torch.load of its file raises FileNotFoundError)
+MODEL_WEIGHTS_ABSENT = Family("model_weights_absent", "config_error", 3,
+                              "a model's weights file that was never written: under ZeRO-3 the HF Trainer's "
+                              "save_model and engine.save_16bit_model write none unless the weights are gathered")
+# safetensors refusing tensors that share memory (safetensors/torch.py _evaluate_tensors_for_save: 'Some tensors
+# share memory, this will lead to duplicate memory on disk ...'): tied weights (an LM head tied to the
+# embedding) saved with save_file; run here by zero_to_fp32.py --safe_serialization of GPT-2
+SAFETENSORS_SHARED = Family("safetensors_shared_tensors", "config_error", 3,
+                            "tied weights (tensors that share memory) handed to safetensors' save_file, which refuses "
+                            "them")
+# ZeRO-1/2's optimizer states whose padding does not fit this model's parameters (runtime/zero/stage_1_and_2.py
+# _load_legacy_checkpoint: 'The ZeRO checkpoint parameter-alignment layout does not match the current
+# zero_optimization.parameter_alignment setting. ...'): run here with the setting untouched, a model with one
+# more layer loaded with load_module_strict=False raises it, so the model is as likely as the setting
+ZERO_OPTIM_LAYOUT = Family("zero_optimizer_layout", "config_error", 3,
+                           "ZeRO optimizer states saved for other parameters than this model's (a changed model, or "
+                           "another zero_optimization.parameter_alignment)")
 _MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_pretrained_model",
                   "auto_factory.py:from_pretrained", "peft_model.py:from_pretrained")
 # huggingface_hub / transformers shard names: '{prefix}-{i:05d}-of-{n:05d}.safetensors' (or .bin)
@@ -590,6 +611,17 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
         return STATE_DICT_MISMATCH
     site = raise_site or ""
     from_pretrained = any(r in f for f in (frames or []) + [site] for r in _MODEL_LOADERS)
+    if "ZeRO checkpoint parameter-alignment layout does not match" in message:
+        return ZERO_OPTIM_LAYOUT
+    if "Some tensors share memory, this will lead to duplicate memory on disk" in message:
+        return SAFETENSORS_SHARED
+    if "Error no file named " in message and " found in directory " in message:
+        return MODEL_WEIGHTS_ABSENT
+    # the one weights file a 16-bit save writes, read back and missing (torch.load of save_16bit_model's
+    # output under ZeRO-3 without the gather key, run here in parts Q and AA); shards are MODEL_FILES below
+    if (name == "FileNotFoundError" or "[Errno 2]" in message) and \
+            message.rstrip("'\" .").endswith(("/pytorch_model.bin", "/model.safetensors")):
+        return MODEL_WEIGHTS_ABSENT
     if from_pretrained and (_CKPT_CORRUPT.search(message) or name == "FileNotFoundError" and _SHARD_NAME.search(message)):
         return MODEL_FILES
     if _CKPT_CORRUPT.search(message):

@@ -247,6 +247,8 @@ def exception_line(line: Line, st: StreamState):
     detail = _assert_source(line, st) if name == "AssertionError" and not msg and in_tb else None
     if msg.startswith(STATE_DICT_HEAD):
         st.scratch.setdefault("tb.state_dict", {})[line.rank] = [line.lineno, line.lineno, set()]
+    elif not msg and in_tb:
+        st.scratch.setdefault("tb.empty", {})[line.rank] = line.lineno   # its message may be on the next line
     if line.rank is None and RAY_SNIPPET in st.scratch:
         line = _snippet_rank(line, st)
     return line.event("exception", step=st.step_of(line.rank), type=m.group("type"), name=name,
@@ -254,7 +256,9 @@ def exception_line(line: Line, st: StreamState):
                       raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
                       chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
                       wait_frame=wait[1] if wait else None, host=line.host or _wrapped_host(line, st),
-                      **({"detail": [list(detail)]} if detail else {}))
+                      **({"detail": [list(detail)]} if detail else {}),
+                      # under generate (its frames past the innermost six): ranks that generate different lengths
+                      **({"in_generate": True} if frames and any(GENERATE_FRAME in f for f in frames) else {}))
 
 
 RAY_WRAPPED = "ray.wrapped"     # scratch: (line, ip) of the last Ray wrapper line (formats/ray.py)
@@ -540,6 +544,7 @@ def _assert_source(line: Line, st: StreamState) -> tuple[int, str] | None:
 # model is ....', '\tWhile copying the parameter named "{key}", ...'; transformers'
 # modeling_utils._load_state_dict_into_model raises the same text). The exception line holds only
 # the head: the first line of each kind says what did not fit, and becomes an `exception_detail`.
+GENERATE_FRAME = "/generation/utils.py:"     # transformers GenerationMixin.generate and its decoding loops
 STATE_DICT_HEAD = "Error(s) in loading state_dict for "
 STATE_DICT_DETAIL = ("Missing key(s) in state_dict", "Unexpected key(s) in state_dict", "size mismatch for ",
                      "While copying the parameter named")
@@ -561,3 +566,20 @@ def state_dict_detail(line: Line, st: StreamState):
     at[2].add(kind)
     short = text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "…"
     return line.event("exception_detail", of=at[0], text=short)
+
+
+# A message raised as a triple-quoted string starts on the line after the exception's name, which then
+# shows none: safetensors/torch.py _evaluate_tensors_for_save ('RuntimeError: ' then '    Some tensors share
+# memory, this will lead to duplicate memory on disk ...: [{...}].'; run here by zero_to_fp32.py
+# --safe_serialization of a model with tied weights). The known first lines become the message's detail.
+EMPTY_MESSAGE_HEADS = ("Some tensors share memory, this will lead to duplicate memory on disk",)
+EMPTY_MESSAGE_GAP = 2
+
+
+@on(*EMPTY_MESSAGE_HEADS)
+def empty_message_detail(line: Line, st: StreamState):
+    at = st.scratch.get("tb.empty", {}).pop(line.rank, None)
+    if at is None or not 0 < line.lineno - at <= EMPTY_MESSAGE_GAP:
+        return None
+    text = line.text.strip()
+    return line.event("exception_detail", of=at, text=text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "…")
