@@ -80,15 +80,19 @@ def attempt_cut(reruns: list[int], failed: list[int]) -> int | None:
     return next((r for r in reversed(reruns) if any(s < r for s in failed) and any(s > r for s in failed)), None)
 
 
-def _bare_echo(g: "_Group", groups: list["_Group"]) -> bool:
+def _told(groups: list["_Group"]) -> set[tuple]:
+    """(type, message) of the groups whose decisive exception has a known family."""
+    return {(ev.data.get("type"), ev.data.get("message")) for ev, fam in (g.decisive() for g in groups)
+            if fam.name != "other"}
+
+
+def _bare_echo(g: "_Group", told: set[tuple]) -> bool:
     """An exception line without its frames (a paste cut inside that rank's traceback, 'AssertionError')
-    that another rank raised alike with frames that name its family: the same failure, told there."""
+    that another rank raised alike with frames that name its family (`told`, from _told: that group is
+    never `g`, whose family is unknown): the same failure, told there."""
     ev, fam = g.decisive()
-    if fam.name != "other" or ev.data.get("frames"):
-        return False
-    same = (ev.data.get("type"), ev.data.get("message"))
-    return any(h is not g and (h.decisive()[1].name != "other") and
-               (h.decisive()[0].data.get("type"), h.decisive()[0].data.get("message")) == same for h in groups)
+    return fam.name == "other" and not ev.data.get("frames") and \
+        (ev.data.get("type"), ev.data.get("message")) in told
 
 
 @dataclass
@@ -159,8 +163,8 @@ class FailureDetector(Detector):
         self.last_progress: Event | None = None           # the last progress event, timed or not
         self.launcher_named_first = False                 # mpirun/pdsh/srun named the rank that ended first
         self.aborts_echoed = False                        # a SIGABRT dropped as the echo of std::terminate
-        self.reruns: list[int] = []                       # a paste's prose opening a later attempt
-        self.rerun_lines: list[tuple[int, str | None, int | None]] = []   # the same: (seq, source, line)
+        # a paste's prose opening a later attempt: (seq, source, line)
+        self.reruns: list[tuple[int, str | None, int | None]] = []
         # what a hang leaves when no error does (detect/quiet_end.py): a person's word, a wait at start-up
         self.hang_said: tuple[int, Event] | None = None
         self.op_wait: tuple[int, Event] | None = None     # 'Using DIR as PyTorch extensions root...' not yet loaded
@@ -269,8 +273,7 @@ class FailureDetector(Detector):
         if k == "phase_mark":
             self.mark_seq = seq
         if k == "rerun":
-            self.reruns.append(seq)
-            self.rerun_lines.append((seq, ev.source, ev.line))
+            self.reruns.append((seq, ev.source, ev.line))
         elif k == "hang_said":
             if self.hang_said is None:
                 self.hang_said = (seq, ev)
@@ -406,7 +409,7 @@ class FailureDetector(Detector):
         (formats/traceback.finish) but stands where its 'Traceback' line does: before a paste's
         prose that opens a later attempt (or follows the log: 'EDIT: I also tried ...'), it
         belongs to the attempt above that prose, not to a later one."""
-        later = [s for s, src, line in self.rerun_lines
+        later = [s for s, src, line in self.reruns
                  if src == ev.source and line is not None and ev.line is not None and line > ev.line]
         return min(later) - 1 if later else seq
 
@@ -550,10 +553,11 @@ class FailureDetector(Detector):
             return None
         # two attempts pasted one after the other ('after I changed X I now get'): the last one's
         # exceptions decide (sources/formats/paste.py reads the prose between them)
-        cut = attempt_cut(self.reruns, [g.seq for g in fatal])
+        cut = attempt_cut([s for s, _, _ in self.reruns], [g.seq for g in fatal])
         if cut is not None:
             fatal = [g for g in fatal if g.seq > cut]
-        return min(fatal, key=lambda g: (-g.weight, _bare_echo(g, fatal), g.seq))
+        told = _told(fatal)
+        return min(fatal, key=lambda g: (-g.weight, _bare_echo(g, told), g.seq))
 
     def _vanished(self) -> bool:
         """Ranks stopped by the launcher with no exit code, signal or traceback anywhere (a SIGABRT
