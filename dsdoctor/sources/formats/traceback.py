@@ -564,8 +564,12 @@ def state_dict_detail(line: Line, st: StreamState):
     if kind in at[2] or len(at[2]) >= 3:
         return None                         # the first line of each kind says enough
     at[2].add(kind)
-    short = text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "…"
-    return line.event("exception_detail", of=at[0], text=short)
+    return _detail(line, at[0], text)
+
+
+def _detail(line: Line, of: int, text: str):
+    """One line of the message of the exception at line `of`, shortened."""
+    return line.event("exception_detail", of=of, text=text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "…")
 
 
 # A message raised as a triple-quoted string starts on the line after the exception's name, which then
@@ -579,7 +583,6 @@ EMPTY_MESSAGE_GAP = 2
 @on(*EMPTY_MESSAGE_HEADS)
 def empty_message_detail(line: Line, st: StreamState):
     at = st.scratch.get("tb.empty", {}).pop(line.rank, None)
-    if at is None or not 0 < line.lineno - at <= EMPTY_MESSAGE_GAP:
+    if not armed_within(at, line, EMPTY_MESSAGE_GAP):
         return None
-    text = line.text.strip()
-    return line.event("exception_detail", of=at, text=text if len(text) <= DETAIL_CHARS else text[:DETAIL_CHARS] + "…")
+    return _detail(line, at, line.text.strip())
