@@ -293,7 +293,8 @@ class CommDetector(Detector):
         ranks reported (one rank's log says nothing about the others). With two ranks one report is
         enough: a collective that times out on one of them is one the other never entered."""
         ws = self._world_size()
-        if len(reporting) < 2 and not (ws == 2 and reporting):
+        two = ws == 2 and bool(reporting)         # (the other rank, when one is missing, never came)
+        if len(reporting) < 2 and not two:
             return []
         if ws:
             expected = set(range(ws))
@@ -301,13 +302,13 @@ class CommDetector(Detector):
             expected = set(range(max(reporting) + 1))
         silent = sorted(expected - reporting)
         # a paste that begins inside the burst of timeouts (its first line, or an issue's fenced
-        # block's, is one) and lacks exactly
-        # the ranks before the lowest it shows has lost their lines: they may well have reported there
+        # block's, is one) and lacks exactly the ranks before the lowest it shows has lost their
+        # lines: they may well have reported there
         if silent == list(range(min(reporting))) and \
                 any(e.line == 1 or any((e.source, e.line - gap) in self.paste_starts for gap in PASTE_GAP)
                     for e in list(self.timeout_events.values()) + list(self.wd_events.values())):
             return []
-        return silent if 0 < len(silent) < max(len(reporting), 2 if ws == 2 else 0) else []
+        return silent if (two and len(silent) == 1) or 0 < len(silent) < len(reporting) else []
 
     def _nccl_symptom(self) -> Symptom | None:
         causes = set(self.err_facts.get("causes", ())) | set(self.warn_by_cause)
