@@ -122,6 +122,7 @@ class Finding:
     fallback: bool = False                  # a generic failure finding: dropped when a specific one explains the run
     hosts: dict[int, str] = field(default_factory=dict)   # rank -> host label (multi-node runs)
     node: str | None = None                 # the host of a finding with no rank number (a Ray worker's ip)
+    earlier_run: bool = False               # about a run this log restarted after: made an info note
 
     @property
     def ranks_text(self) -> str:
@@ -188,8 +189,10 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
         specific = [f for f in findings if not f.fallback and f.severity != "info"]
         if any(not f.consequence_of and f.severity in ("critical", "error") for f in specific):
             findings = [f for f in findings if not f.fallback]
-        else:           # a specific rule that read the same line knows it better, whatever its severity
-            seen = {(e.source, e.line) for f in specific for e in f.evidence}
+        else:           # a specific rule that read the same line knows it better: a problem, or an
+            # earlier run's problem made a note (not a note by nature: the log's end is more than a calibration)
+            seen = {(e.source, e.line) for f in findings if not f.fallback and (f.severity != "info" or f.earlier_run)
+                    for e in f.evidence}
             findings = [f for f in findings if not (f.fallback and f.evidence
                                                     and (f.evidence[0].source, f.evidence[0].line) in seen)]
     return sorted(findings, key=lambda f: (f.consequence_of is not None,

@@ -102,3 +102,26 @@ def test_one_ranks_whole_output_after_anothers_is_not_a_relaunch():
 def test_a_relaunch_that_counts_again_on_the_same_rank_still_is_one():
     text = (BANNER.format(h=1) + ds_steps(1, 10, 6) + ECC + BANNER.format(h=3) + ds_steps(3, 10, 20))
     assert not problems(text)
+
+
+
+def test_an_earlier_runs_known_exception_is_not_also_unexplained():
+    # DeepSpeed's exception at the minimum fp16 scale (deepspeed/runtime/fp16/loss_scaler.py), then training
+    # goes on (benchmarks/log_throughput.py's story, cut down): the collapse is an earlier run's, and the
+    # exception it quotes is that collapse's, not also an "unexplained failure" (both were notes)
+    it = (" [2026-03-14 13:55:{s}] iteration     {i}/  500000 | consumed samples:      {c} | elapsed time per "
+          "iteration (ms): 2861.9 | learning rate: 2.996732E-04 | global batch size:   256 | lm loss: 2.153E+00 |")
+    text = "\n".join([
+        "  3%|\u258e         | 15193/500000 [3:13:17<102:48:01,  1.25it/s]" + it.format(s=49, i=6206, c=1588736),
+        "Exception: Current loss scale already at minimum - cannot decrease scale anymore. Exiting run.",
+        it.format(s=49, i=6206, c=1588736),
+        "  3%|\u258e         | 15198/500000 [3:13:21<102:47:57,  1.37it/s][2026-03-14 13:55:52,020] [INFO] "
+        "[logging.py:123:log_dist] [Rank 0] step=6207, skipped=16, lr=[0.00029010915958325577], mom=[(0.9, 0.999)]",
+        "[2026-03-14 13:55:54,880] [INFO] [logging.py:123:log_dist] [Rank 0] step=6208, skipped=16, "
+        "lr=[0.00029969020217140714], mom=[(0.9, 0.999)]",
+        it.format(s=57, i=6209, c=1589504),
+        "[2026-03-14 13:56:00,600] [INFO] [timer.py:264:stop] epoch=0/micro_step=49680/global_step=6210, "
+        "RunningAvgSamplesPerSec=90.18452204821168, CurrSamplesPerSec=88.64492304258943, MemAllocated=31.42GB"]) + "\n"
+    notes = findings(text)
+    assert any(f.rule == "loss-scale-collapse" and f.title.startswith("Earlier run") for f in notes), notes
+    assert not any(f.rule == "unexplained-failure" for f in notes), [f.rule for f in notes]

@@ -221,7 +221,7 @@ def earlier_runs(findings: list[Finding], starts: dict[str, _Start]) -> None:
         b = starts.get(next(iter(firsts)))
         if b is None or b.line is None or any(e.line is None or e.line >= b.line for e in f.evidence):
             continue
-        f.severity = "info"
+        f.severity, f.earlier_run = "info", True
         f.title = f"Earlier run (before the restart at line {b.line}): {f.title}"
         f.summary = (f"{f.summary} This was in an earlier run of this log: the run was started again "
                      f"at line {b.line} and went on training, so it is not what the last run is about; "
