@@ -735,3 +735,31 @@ def test_the_set_ups_wiring_refused_by_torch_for_real(tmp_path, how, rule):
     from dsdoctor.pipeline import diagnose as diagnose_events
     found = [f for f in diagnose_events(events_from_text(p.stdout + p.stderr)) if f.severity != "info"]
     assert found and found[0].rule == rule and found[0].category == "config_error", [f.rule for f in found]
+
+
+# ---------------------------------------------------------------- a process's own word that it got a stop signal
+def _hf_steps(n: int, t0: str = "10:00") -> str:
+    return "".join(f"{{'loss': {2.0 - i / 100:.4f}, 'grad_norm': 0.5, 'learning_rate': 5e-05, 'epoch': {i / 100:.2f}}}\n"
+                   for i in range(n))
+
+
+def test_a_scripts_stop_signal_line_is_a_stop_from_outside():
+    # transformers/trainer_jit_checkpoint.py: _sigterm_handler's own log line
+    said = _installed("transformers/trainer_jit_checkpoint.py", "SIGTERM received, will request JIT checkpoint after")
+    f = top(_hf_steps(12) + f"[INFO|trainer_jit_checkpoint.py:34] 2026-12-06 10:00:00,000 >> {said} 3s\n")
+    assert f.rule == "failure-stopped-from-outside" and "SIGTERM" in f.title
+    # a handler of the user's script, after a silence of hours: a hang that was stopped
+    timed = "".join(f"2024-10-10 10:{i:02d}:00 INFO step {i * 10} loss {2 - i / 100:.2f}\n" for i in range(30))
+    f = top(timed + "2024-10-10 13:00:00 WARNING Received SIGTERM, shutting down\n")
+    assert f.rule == "stopped-while-hung" and "Received SIGTERM" in f.evidence[0].text
+
+
+@pytest.mark.parametrize("line", [
+    "JIT checkpoint signal handler registered for SIGTERM",          # transformers, at start
+    "Restored original SIGTERM handler after training completion",  # transformers, at the end
+    "[rank 0] got SIGUSR1: saving a checkpoint and exiting",         # a planned stop (Slurm --signal)
+    "Sending process 4242 closing signal SIGTERM",                    # torchelastic stopping its workers
+])
+def test_signal_words_that_are_no_stop(line):
+    fs = [f for f in diagnose(_hf_steps(12) + line + "\n" + _hf_steps(3)) if f.severity != "info"]
+    assert not fs, [f.rule for f in fs]

@@ -236,3 +236,18 @@ def test_a_cat_n_traceback_keeps_its_lines_apart():
             "ZeroStageEnum.gradients)", "AssertionError"]
     text = "".join(f"{i:6d}\t{ln}\n" for i, ln in enumerate(body, 1))
     assert rejoin(text.encode(), events_from_text) == text.encode()
+
+
+def test_a_launcher_exit_line_takes_no_rank_from_a_prefix():
+    # deepspeed/launcher/launch.py: '{cmd} exits with return code = {code}', where cmd is the LAST rank it
+    # spawned (so it names no rank with two local ranks); behind srun's '0: ' label (the node's launcher) or
+    # a pasted '[rank3]: ', the prefix names none of the ranks either
+    launcher = ("[2026-12-06 19:45:30,000] [INFO] [launch.py:152:main] WORLD INFO DICT: {'localhost': [0, 1]}\n"
+                "[2026-12-06 19:45:30,000] [INFO] [launch.py:158:main] nnodes=1, num_local_procs=2, node_rank=0\n"
+                "[2026-12-06 19:45:45,202] [ERROR] [launch.py:259:sigkill_handler] ['/usr/bin/python3', '-u', "
+                "'slow_save.py', '--local_rank=1'] exits with return code = 1\n")
+    for prefix in ("0: ", "[rank3]: "):
+        text = "".join(prefix + ln + "\n" for ln in launcher.splitlines())
+        exits = [e for e in events_from_text(text, "job.log") if e.kind == "process_exit"]
+        assert [e.rank for e in exits] == [None], prefix
+    # (the input's own rank, a file named for one rank, is kept: fixtures/excerpts/gen_m_trl_sft_ds_rank1_sigkill.log)

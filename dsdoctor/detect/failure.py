@@ -430,8 +430,9 @@ class FailureDetector(Detector):
         # those stops terminated: srun's 'task 0: Terminated' after them)
         since = max((sq for sq, e in self.signals if e.data.get("reason") and stop is not None and sq < stop[0]),
                     default=-1)
+        # (a script's own word that it got a stop signal is that stop's echo, not a death)
         died_first = [sq for sq, e in self.kills + self.signals if not e.data.get("reason") and sq > since
-                      and not (since >= 0 and e.data.get("signal") == 15)]
+                      and not (since >= 0 and e.data.get("signal") == 15) and e.data.get("who") != "script"]
         if stop is not None and stop[1].data.get("reason") == "scancel" and died_first and min(died_first) < stop[0]:
             # a task SIGKILLed (or crashed: 'task 3: Segmentation fault') before its step was cancelled:
             # srun tore the step down because that task died (srun's 'Terminating StepId'), so the death is the cause

@@ -66,7 +66,13 @@ def deepspeed_launcher(line: Line, st: StreamState):
         # '{cmd}' is launch.py's variable of its spawn loop: the LAST rank it started, whichever rank
         # failed (deepspeed/launcher/launch.py main, 0.19): the last local rank names none of them
         local = None
-    return _killed(line, st, code, "launcher", rank=_global_rank(st, line.host, local), local_rank=local)
+    rank = _global_rank(st, line.host, local)
+    ev = _killed(line, st, code, "launcher", rank=rank, local_rank=local)
+    if ev is not None and rank is None:
+        # the launcher is no rank: a line prefix's rank (srun's task label is the node's launcher, a pasted
+        # '[rank3]: ') names none of its ranks; the input's own (a file named rank1.log) is kept
+        ev.rank = st.rank_hint
+    return ev
 
 
 def _global_rank(st: StreamState, host: str | None, local: int | None) -> int | None:
@@ -485,7 +491,8 @@ def shell_bus_error(line: Line, st: StreamState):
 # launcher itself gets SIGINT/SIGTERM (then 'Main process received SIGTERM, exiting').
 _DS_KILLING = compile_later(r"Killing subprocess (\d+)")
 _DS_RECEIVED = compile_later(r"Main process received (SIG\w+), exiting")
-_SIGNUM = {"SIGINT": 2, "SIGTERM": 15, "SIGKILL": 9, "SIGSEGV": 11, "SIGABRT": 6, "SIGBUS": 7, "SIGHUP": 1}
+_SIGNUM = {"SIGINT": 2, "SIGTERM": 15, "SIGKILL": 9, "SIGSEGV": 11, "SIGABRT": 6, "SIGBUS": 7, "SIGHUP": 1,
+           "SIGQUIT": 3}
 
 
 @on("Killing subprocess ")
@@ -504,6 +511,29 @@ def deepspeed_received(line: Line, st: StreamState):
         return None
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=_SIGNUM.get(m.group(1)),
                       who="launcher", external=True)
+
+
+# A process's own word that it got a stop signal: its handler's log line. transformers'
+# trainer_jit_checkpoint.py 'SIGTERM received, will request JIT checkpoint after {kill_wait}s', and the
+# handlers scripts and trainers install ('Received SIGTERM, shutting down'). Only the stop signals: a
+# SIGUSR1/SIGUSR2 handler ('got SIGUSR1: saving a checkpoint') is a planned stop (Slurm's --signal before a
+# time limit, `scancel --signal=USR1`), not a failure. The launchers' own lines are read above/below.
+_SCRIPT_SIGNAL = compile_later(
+    r"(?i:\b(?:received|receiving|got|caught|catching|handling|trapped)\b)(?: (?:a |the )?(?i:signal) ?)?:? ?"
+    r"(?:Signals\.)?(SIG(?:TERM|INT|HUP|QUIT))\b"
+    r"|\b(SIG(?:TERM|INT|HUP|QUIT))\b:? (?:(?i:signal) )?(?i:received|caught|detected)")
+
+
+@on("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+def script_stop_signal(line: Line, st: StreamState):
+    t = line.text
+    if "Main process received" in t or "death signal" in t:
+        return None                     # the DeepSpeed launcher's and torchelastic's, read as theirs
+    m = _SCRIPT_SIGNAL.search(t)
+    if not m or not st.once(("script_signal", line.rank)):
+        return None
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None,
+                      signal=_SIGNUM[m.group(1) or m.group(2)], who="script", external=True)
 
 
 # torch/distributed/elastic/agent/server/api.py: 'Received %s death signal, shutting down
