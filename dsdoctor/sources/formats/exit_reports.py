@@ -126,7 +126,7 @@ def spawn_process_end(line: Line, st: StreamState):
                       who="torch.multiprocessing")
 
 
-def _by_code(line: Line, st: StreamState, code: int, who: str):
+def end_by_status(line: Line, st: StreamState, code: int, who: str):
     """An exit status as a shell reports it: above 128 a death by signal code - 128."""
     if code > 128 and code - 128 in _SIGNALS.values():
         return _end_by_signal(line, st, code - 128, who)
@@ -150,7 +150,7 @@ def echoed_status(line: Line, st: StreamState):
     if not armed_within(asked, line, 1) or not (m := _STATUS_LINE.match(t)):
         return None
     code = int(m.group(1))
-    ev = _by_code(line, st, code, "shell") if 0 < code < 256 else None
+    ev = end_by_status(line, st, code, "shell") if 0 < code < 256 else None
     if ev is not None:
         ev.text = f"{asked[1]} -> {t}"        # a number alone says nothing: quote what printed it
     return ev
@@ -171,7 +171,7 @@ def child_status(line: Line, st: StreamState):
     if (m := _CPE_STATUS.search(t)) and (code := int(m.group(1))) > 128 and code - 128 in _SIGNALS.values():
         return _end_by_signal(line, st, code - 128, "subprocess")
     if m := _KUBECTL_EXIT.match(t):
-        return _by_code(line, st, int(m.group(1)), "kubectl")
+        return end_by_status(line, st, int(m.group(1)), "kubectl")
     return None
 
 
