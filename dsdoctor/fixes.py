@@ -109,6 +109,7 @@ def validate_with_deepspeed(config: dict[str, Any], world_size: int | None = Non
     DeepSpeed cannot be imported (the caller says 'not validated'). DeepSpeedConfig checks the
     batch equation against the world size it sees (1 outside a launcher), so for another
     world size we check that equation ourselves and let DeepSpeed derive train_batch_size.
+    `world_size` None: not known (the equation must hold for some world size).
     """
     try:
         import os
@@ -117,9 +118,17 @@ def validate_with_deepspeed(config: dict[str, Any], world_size: int | None = Non
     except Exception as e:  # ImportError, or a broken install raising anything
         return None, f"deepspeed not importable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
     cfg = _without_auto(config)
-    if world_size and world_size != 1:
-        tb, mb, gas = (cfg.get("train_batch_size"), cfg.get("train_micro_batch_size_per_gpu"),
-                       cfg.get("gradient_accumulation_steps"))
+    tb, mb, gas = (cfg.get("train_batch_size"), cfg.get("train_micro_batch_size_per_gpu"),
+                   cfg.get("gradient_accumulation_steps"))
+    if world_size is None and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in (tb, mb, gas)):
+        # the world size is not known (`doctor` on a login node, a log that does not say it): the batch
+        # equation holds for the world size it implies, or for none; not checked at 1 rank, DeepSpeed's
+        # default outside a launcher (every patch of a 4-rank config would be shown rejected)
+        if tb % (mb * gas):
+            return False, (f"train_batch_size {tb} is not a multiple of train_micro_batch_size_per_gpu {mb} * "
+                           f"gradient_accumulation_steps {gas}: no world size satisfies it")
+        cfg.pop("train_batch_size")
+    elif world_size and world_size != 1:
         if all(isinstance(x, int) for x in (tb, mb, gas)) and tb != mb * gas * world_size:
             return False, (f"train_batch_size {tb} != train_micro_batch_size_per_gpu {mb} * "
                            f"gradient_accumulation_steps {gas} * world size {world_size}")

@@ -416,3 +416,17 @@ def test_a_patch_of_an_hf_auto_config_is_checked_with_its_auto_values_left_to_th
     bad = dict(cfg, zero_optimization={"stage": 3, "offload_param": {"device": "nvme", "nvme_path": "/x", "no_such": 1}})
     ok, why = validate_with_deepspeed(bad)
     assert ok is False and "no_such" in why
+
+
+def test_an_unknown_world_size_is_the_one_the_batch_keys_imply():
+    # `doctor` on a login node (no GPU, no $WORLD_SIZE) of a config for 4 ranks: DeepSpeed's parser sees 1 rank
+    # outside a launcher; the batch equation holds at 4, so the config (and every patch) is not "rejected" for it
+    pytest.importorskip("deepspeed")
+    from dsdoctor.fixes import validate_with_deepspeed
+    cfg = {"train_batch_size": 64, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 4}
+    assert validate_with_deepspeed(cfg, None) == (True, None)
+    assert validate_with_deepspeed(cfg, 4) == (True, None)
+    ok, why = validate_with_deepspeed(cfg, 2)
+    assert ok is False and "world size 2" in why
+    ok, why = validate_with_deepspeed({**cfg, "train_batch_size": 60}, None)
+    assert ok is False and "no world size satisfies it" in why
