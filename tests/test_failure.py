@@ -763,3 +763,11 @@ def test_a_scripts_stop_signal_line_is_a_stop_from_outside():
 def test_signal_words_that_are_no_stop(line):
     fs = [f for f in diagnose(_hf_steps(12) + line + "\n" + _hf_steps(3)) if f.severity != "info"]
     assert not fs, [f.rule for f in fs]
+
+
+def test_a_notebook_kernel_that_died_is_a_silent_death():
+    # JupyterLab's dialog (jupyterlab 4.6 bundle: 'The kernel for %1 appears to have died. It will restart
+    # automatically.') pasted after the training cell's output: the kernel vanished, most often the OOM killer
+    f = top(_hf_steps(5) + "  3%|▎         | 30/1000 [01:02<33:30,  2.07s/it]\nKernel Restarting\n"
+            "The kernel for train.ipynb appears to have died. It will restart automatically.\n")
+    assert f.rule == "host-oom-suspect" and f.title.startswith("The notebook kernel died")

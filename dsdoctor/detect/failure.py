@@ -593,7 +593,9 @@ class FailureDetector(Detector):
         else:
             seq, ev = self.killing[0]
             how, conf = "vanished", "low"
-            why.append("the launcher stopped the ranks and no rank left a traceback, an exit code or a signal "
+            why.append("the notebook's kernel died and left no traceback, exit code or signal in this log: a kernel "
+                       "that dies silently was most often killed by the OOM killer" if ev.data.get("who") == "jupyter"
+                       else "the launcher stopped the ranks and no rank left a traceback, an exit code or a signal "
                        "in this log: a rank that dies silently was most often killed by the OOM killer")
         strong = []
         if self.kernel:

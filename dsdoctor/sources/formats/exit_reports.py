@@ -175,6 +175,19 @@ def child_status(line: Line, st: StreamState):
     return None
 
 
+# A notebook's kernel that died: JupyterLab's dialog ('Kernel Restarting', 'The kernel for {path} appears to have
+# died. It will restart automatically.': @jupyterlab/services, read in jupyterlab 4.6's bundle) and the Jupyter
+# server's log (jupyter_client/restarter.py: 'KernelRestarter: restarting kernel (%i/%i), %s random ports'). The
+# kernel process ended with no traceback and no exit code in sight: as ranks a launcher found gone (`killing`),
+# most often the host's OOM killer, else a native crash (detect/failure.py: _vanished).
+@on("appears to have died. It will restart", "KernelRestarter: restarting kernel")
+def notebook_kernel_died(line: Line, st: StreamState):
+    if not st.once(("kernel-died",)):
+        return None
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=None, who="jupyter",
+                      killing=True)
+
+
 # W&B's footer says the exit code its run hook saw (wandb 0.12-0.15 sdk/wandb_run.py Run._footer_exit_status_info,
 # cited: 'Waiting for W&B process to finish... (success).' / '... (failed {exit_code}).', then ' Press Control-C to
 # abort syncing.'). The rest of the footer ('Run history:', 'Run summary:', 'View run ... at:', 'Find logs at:',
