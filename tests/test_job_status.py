@@ -1,6 +1,6 @@
 """What a scheduler says about a job that ended (sources/formats/job_status.py). The scontrol records are
-a real local Slurm 22.05's (fixtures lead16_slurm_scontrol_*); sacct's and kubectl's layouts are cited in
-the module."""
+a real local Slurm 22.05's (fixtures lead16_slurm_scontrol_*); systemd's are this machine's systemd 252
+format strings; sacct's and kubectl's layouts are cited in the module."""
 from __future__ import annotations
 
 import pytest
@@ -16,6 +16,7 @@ SACCT = ("JobID           JobName  Partition    Account  AllocCPUS      State Ex
          "------------ ---------- ---------- ---------- ---------- ---------- -------- \n"
          "4242           train.sh        gpu       acct         16 {state:>10} {code:>8} \n"
          "4242.batch        batch                  acct         16 {state:>10} {code:>8} \n")
+SYSTEMD = "Dec 06 10:00:00 gpu7 systemd[1]: train.service: Main process {what}\n"
 K8S = ("Containers:\n  trainer:\n    State:          Terminated\n      Reason:       {reason}\n"
        "      Exit Code:    {code}\n      Started:      Fri, 06 Dec 2026 22:00:00 +0000\n")
 
@@ -35,6 +36,11 @@ def problems(text: str):
     (SACCT.format(state="TIMEOUT", code="0:0"), "failure-stopped-from-outside"),
     (K8S.format(reason="Error", code=139), "failure-crash-signal"),
     (K8S.format(reason="Error", code=1), "unexplained-failure"),
+    (SYSTEMD.format(what="exited, code=killed, status=9/KILL"), "host-oom-killed"),
+    (SYSTEMD.format(what="exited, code=dumped, status=11/SEGV"), "failure-crash-signal"),
+    (SYSTEMD.format(what="exited, code=exited, status=1/FAILURE"), "unexplained-failure"),
+    ("train.service: A process of this unit has been killed by the OOM killer.\n"
+     "train.service: Failed with result 'oom-kill'.\n", "host-oom-killed-cgroup"),
 ])
 def test_a_schedulers_record_of_a_failed_job_is_a_failure(text, rule):
     fs = problems(text)
@@ -46,6 +52,7 @@ def test_a_schedulers_record_of_a_failed_job_is_a_failure(text, rule):
     SCONTROL.format(state="RUNNING", reason="None", code="0:0"),
     SACCT.format(state="COMPLETED", code="0:0"),
     K8S.format(reason="Completed", code=0),
+    SYSTEMD.format(what="exited, code=exited, status=0/SUCCESS"),
     "    State:          Running\n      Started:      Fri, 06 Dec 2026 22:00:00 +0000\n      Exit Code:    1\n",
     "step 10 loss 2.0\nExitCode=1:0 is what a failed job shows\nstep 11 loss 1.9\n",
 ])

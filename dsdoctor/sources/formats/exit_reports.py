@@ -47,7 +47,7 @@ def bash_job_status(line: Line, st: StreamState):
     code = m.group(2) or m.group(3)
     if code is not None:
         return _killed(line, st, int(code), "shell")
-    return _end_by_signal(line, st, _SIGNALS[m.group(1)], "shell")
+    return end_by_signal(line, st, _SIGNALS[m.group(1)], "shell")
 
 
 _COMPOSE = compile_later(r"^\S+ exited with code (\d+)\s*$")
@@ -65,11 +65,11 @@ def runner_exit_code(line: Line, st: StreamState):
         return None
     code = int(m.group(1))
     if code > 128 and code - 128 in _SIGNALS.values():     # 128 + N: ended by signal N
-        return _end_by_signal(line, st, code - 128, who)
+        return end_by_signal(line, st, code - 128, who)
     return _killed(line, st, code, who)
 
 
-def _end_by_signal(line: Line, st: StreamState, sig: int, who: str):
+def end_by_signal(line: Line, st: StreamState, sig: int, who: str):
     """A process ended by signal `sig`: SIGKILL is weighed as a kill (the host's OOM killer, most
     often); any other is a process_exit with its signal."""
     if sig == 9:
@@ -87,7 +87,7 @@ def zsh_job_end(line: Line, st: StreamState):
     m = _ZSH_LINE.match(line.text.strip())
     if not m:
         return None
-    return _end_by_signal(line, st, _ZSH[m.group(1)], "shell")
+    return end_by_signal(line, st, _ZSH[m.group(1)], "shell")
 
 
 _FISH = compile_later(r"^fish: (?:Job \d+|Process \d+), '.*' terminated by signal (SIG[A-Z0-9]+)")
@@ -106,7 +106,7 @@ def _signum(name: str) -> int | None:
 def fish_job_end(line: Line, st: StreamState):
     m = _FISH.match(line.text.strip())
     sig = _signum(m.group(1)) if m else None
-    return _end_by_signal(line, st, sig, "shell") if sig else None
+    return end_by_signal(line, st, sig, "shell") if sig else None
 
 
 @on("terminated with signal SIG", "terminated with exit code ")
@@ -129,7 +129,7 @@ def spawn_process_end(line: Line, st: StreamState):
 def end_by_status(line: Line, st: StreamState, code: int, who: str):
     """An exit status as a shell reports it: above 128 a death by signal code - 128."""
     if code > 128 and code - 128 in _SIGNALS.values():
-        return _end_by_signal(line, st, code - 128, who)
+        return end_by_signal(line, st, code - 128, who)
     return _killed(line, st, code, who)
 
 
@@ -167,9 +167,9 @@ _KUBECTL_EXIT = compile_later(r"^command terminated with exit code (\d+)\s*$")
 def child_status(line: Line, st: StreamState):
     t = line.text.strip()
     if (m := _CPE_SIGNAL.search(t)) and (sig := _signum(m.group(1))):
-        return _end_by_signal(line, st, sig, "subprocess")
+        return end_by_signal(line, st, sig, "subprocess")
     if (m := _CPE_STATUS.search(t)) and (code := int(m.group(1))) > 128 and code - 128 in _SIGNALS.values():
-        return _end_by_signal(line, st, code - 128, "subprocess")
+        return end_by_signal(line, st, code - 128, "subprocess")
     if m := _KUBECTL_EXIT.match(t):
         return end_by_status(line, st, int(m.group(1)), "kubectl")
     return None

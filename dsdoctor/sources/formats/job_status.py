@@ -1,4 +1,4 @@
-"""Recogniser: what a scheduler says about a job that ended, when the user asks it and pastes the answer.
+"""Recogniser: what a scheduler (or service manager) says about a job that ended, pasted by the user.
 
 A paste of a dead run is often the scheduler's record of it, not (or not only) the job's output:
 
@@ -14,6 +14,10 @@ A paste of a dead run is often the scheduler's record of it, not (or not only) t
   Kubernetes `kubectl describe pod` (k8s.io/kubectl/pkg/describe/describe.go describeContainerState, cited):
           '    State:          Terminated' / '    Last State:     Terminated', then '      Reason:       Error',
           '      Exit Code:    139' ('Reason: OOMKilled' is read by launcher.container_oom)
+  systemd, a training run as a service unit, its journal (the format strings of this machine's systemd 252,
+      libsystemd-core: '%s: %s exited, code=%s, status=%i/%s%s', '%s: A process of this unit has been killed by
+      the OOM killer.', '%s: Failed with result '%s'.')
+          'train.service: Main process exited, code=killed, status=9/KILL' (code exited / killed / dumped)
 
 An exit status the shell's way: above 128 a death by signal (code - 128). The events are those of the
 job's own end lines (a killed / process_exit of who='slurm' / 'kubernetes'), so the failure rules weigh
@@ -24,7 +28,7 @@ from __future__ import annotations
 from ...lazy_regex import compile_later
 from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
-from .exit_reports import end_by_status
+from .exit_reports import end_by_signal, end_by_status
 from .launcher import process_ended as _killed
 
 # the stops Slurm makes itself: the reason the slurmstepd CANCELLED line gives (launcher.slurm_cancelled)
@@ -104,3 +108,19 @@ def k8s_exit_code(line: Line, st: StreamState):
     if not code or not st.once(("k8s-exit", code)):
         return None
     return end_by_status(line, st, code, "kubernetes")
+
+
+_SYSTEMD_EXIT = compile_later(r"\bMain process exited, code=(exited|killed|dumped), status=(\d+)/")
+
+
+@on("Main process exited, code=", "of this unit has been killed by the OOM killer", "Failed with result 'oom-kill'")
+def systemd_unit_end(line: Line, st: StreamState):
+    t = line.text
+    if "of this unit has been killed by the OOM killer" in t or "Failed with result 'oom-kill'" in t:
+        return _killed(line, st, -9, "systemd", memcg=True) if st.once(("systemd-oom",)) else None
+    m = _SYSTEMD_EXIT.search(t)
+    if not m or not int(m.group(2)) or not st.once(("systemd-exit",)):
+        return None
+    if m.group(1) == "exited":
+        return _killed(line, st, int(m.group(2)), "systemd")
+    return end_by_signal(line, st, int(m.group(2)), "systemd")
