@@ -771,3 +771,13 @@ def test_a_notebook_kernel_that_died_is_a_silent_death():
     f = top(_hf_steps(5) + "  3%|▎         | 30/1000 [01:02<33:30,  2.07s/it]\nKernel Restarting\n"
             "The kernel for train.ipynb appears to have died. It will restart automatically.\n")
     assert f.rule == "host-oom-suspect" and f.title.startswith("The notebook kernel died")
+
+
+def test_sampling_from_non_finite_logits_is_a_nan():
+    # torch.multinomial under generate(do_sample=True): aten Distributions.cpp's message (in libtorch_cpu here)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError) as e:
+        torch.multinomial(torch.tensor([float("nan"), 1.0]), 1)
+    f = top("step 1 loss 2.1\nstep 2 loss 9.7\nTraceback (most recent call last):\n  File \"rl.py\", line 40, in <module>\n"
+            "    out = model.generate(**batch, do_sample=True)\n" f"RuntimeError: {e.value}\n")
+    assert f.category == "nan_loss" and "probability tensor" in f.evidence[0].text

@@ -3,6 +3,9 @@
 - torch autograd anomaly mode (torch.autograd.set_detect_anomaly(True)): torch/csrc/autograd/
   engine.cpp validate_outputs / python_anomaly_mode raise
   "Function 'DivBackward0' returned nan values in its 0th output."
+- torch.multinomial, the sampling step of `generate(do_sample=True)` (RL rollouts, evaluation samples):
+  aten/src/ATen/native/Distributions.cpp "probability tensor contains either `inf`, `nan` or element < 0"
+  (read in this machine's libtorch_cpu.so): the model's logits went non-finite.
 - Megatron-LM's --check-for-nan-in-loss-and-grad: megatron/core/distributed/param_and_grad_buffer.py
   (check_for_nan_in_grad) "... found NaN in local grad norm ... in backward pass before
   data-parallel communication collective", and megatron/training/training.py / core/rerun_state_machine.py
@@ -58,3 +61,9 @@ def script_nan_check(line: Line, st: StreamState):
 @on("is non-finite, so it cannot be clipped")
 def clip_nonfinite(line: Line, st: StreamState):
     return line.event("loss", step=st.step_of(line.rank), value=math.nan, name="grad norm", check="clip_grad_norm_")
+
+
+@on("probability tensor contains either `inf`, `nan` or element < 0")
+def sampling_nonfinite(line: Line, st: StreamState):
+    return line.event("loss", step=st.step_of(line.rank), value=math.nan, name="sampling probabilities (generate)",
+                      check="multinomial")
