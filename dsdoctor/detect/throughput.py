@@ -26,6 +26,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
+from .arrival_wait import late_rank_wait
 from .base import Detector, symptom_from
 
 MAX_POINTS = 2048
@@ -60,6 +61,8 @@ _PHASES = {
     # batch generator: ..' (older) and 'forward-compute', 'backward-compute', 'optimizer' (newer)
     "optimizer": "step", "forward-compute": "forward", "backward-compute": "backward",
     "batch generator": "data", "batch-generator": "data",
+    # ZeRO stage 1/2's parameter all-gather after the step: the yardstick of the links (arrival_wait.py)
+    "optimizer_allgather": "allgather",
 }
 DOMINATE_RATIO = 1.0     # a step/allreduce phase longer than forward + backward together ...
 DOMINATE_MIN_MS = 1000.0  # ... and by at least a second: the job is bound by that phase
@@ -402,6 +405,10 @@ class ThroughputDetector(Detector):
                 s.seq = 10 ** 9
                 out.append(s)
         slow = self._slow_ranks()
+        if not slow:
+            late = late_rank_wait(self.rank_phase, self.phase_event, self.first_seq)
+            if late is not None:
+                slow = [late]
         out.extend(slow)
         dom = self._dominating_phase()
         # the others' long all-reduce is their wait for the slow rank(s), not slow links
