@@ -25,8 +25,14 @@ MIN_WAIT_MS = 50.0       # ... the wait (all-reduce - all-gather) at least this 
 MIN_WAIT_SHARE = 0.5     # ... and at least half the rank's own compute (the late rank 1.5x slower)
 
 
+def other_rank(rank: int | None, world_size: int | None) -> int | None:
+    """The rank a waiting rank waits for, when the log says there are two."""
+    return 1 - rank if world_size == 2 and rank in (0, 1) else None
+
+
 def late_rank_wait(rank_phase: dict[int, dict[str, deque]],
-                   phase_event: dict[tuple[int, str], Event], first_seq: dict[int, int]) -> Symptom | None:
+                   phase_event: dict[tuple[int, str], Event], first_seq: dict[int, int],
+                   world_size: int | None = None) -> Symptom | None:
     """The `late_rank_wait` symptom when the only rank whose timers the log holds waits in the
     gradient all-reduce far longer than the all-gather after it and than its own compute."""
     if len(rank_phase) != 1:
@@ -46,7 +52,9 @@ def late_rank_wait(rank_phase: dict[int, dict[str, deque]],
         return None
     s = symptom_from(ev, first_seq.get(rank, 0), "late_rank_wait", key=(rank,), rank=rank,
                      allreduce_ms=round(m_ar, 1), allgather_ms=round(m_ag, 1), compute_ms=round(compute, 1),
-                     wait_ms=round(wait, 1), readings=len(ar))
+                     wait_ms=round(wait, 1), readings=len(ar), slow_rank=other_rank(rank, world_size))
+    # the finding is about the rank waited for: named when there are two ranks, else unknown
+    s.ranks = {s.facts["slow_rank"]} if s.facts["slow_rank"] is not None else set()
     gather_ev = phase_event.get((rank, "allgather"))
     if gather_ev is not None:
         s.add_evidence(gather_ev)

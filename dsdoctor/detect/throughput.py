@@ -292,7 +292,7 @@ def find_gradual(values: list[float], higher_is_better: bool) -> dict | None:
 
 
 class ThroughputDetector(Detector):
-    kinds = ("throughput", "timers", "step", "telemetry")
+    kinds = ("throughput", "timers", "step", "telemetry", "context")
 
     def __init__(self) -> None:
         self.series: dict[tuple, _Series] = {}
@@ -304,6 +304,7 @@ class ThroughputDetector(Detector):
         self.series_of_rank: dict[int, _Series] = {}
         self.throttle: set[str] = set()          # clock slowdown reasons an `nvidia-smi -q` in the log showed
         self.throttle_ev: Event | None = None
+        self.world_size: int | None = None       # from the log's context: names the late rank of two
 
     def _share(self, ph: dict[str, float], ev: Event, seq: int) -> None:
         """Per timer line: how long the optimizer step / gradient all-reduce took against the
@@ -346,6 +347,10 @@ class ThroughputDetector(Detector):
         return ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        if ev.kind == "context":
+            if isinstance(ev.data.get("world_size"), int):
+                self.world_size = ev.data["world_size"]
+            return ()
         if ev.kind == "telemetry":
             # only readings printed in a log (formats/hardware.py); live telemetry goes to the exchange
             if ev.data.get("reading") == "nvidia-smi" and isinstance(ev.data.get("throttle"), list):
@@ -406,7 +411,7 @@ class ThroughputDetector(Detector):
                 out.append(s)
         slow = self._slow_ranks()
         if not slow:
-            late = late_rank_wait(self.rank_phase, self.phase_event, self.first_seq)
+            late = late_rank_wait(self.rank_phase, self.phase_event, self.first_seq, self.world_size)
             if late is not None:
                 slow = [late]
         out.extend(slow)

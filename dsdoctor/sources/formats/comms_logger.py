@@ -21,8 +21,9 @@ from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 
 _KEY = "comms_straggler_table"
-_ROW = compile_later(r"^\s*(\d+(?:\.\d+)?\s?[KMGTPEZY]?B)\s+(\d+)\s+(\d+(?:\.\d+)?)\s+(\d+(?:\.\d+)?)\s+"
-                     r"(\d+(?:\.\d+)?)\s+(\d+(?:\.\d+)?)\s*$")
+# (the two averages may be wrapped onto the next line by a terminal or an issue's width: the sums are enough)
+_ROW = compile_later(r"^\s*(\d+(?:\.\d+)?\s?[KMGTPEZY]?B)\s+(\d+)\s+(\d+(?:\.\d+)?)\s+(\d+(?:\.\d+)?)"
+                     r"(?:\s+(\d+(?:\.\d+)?)\s+(\d+(?:\.\d+)?))?\s*$")
 _OP = compile_later(r"^\s*([a-z_]*(?:all_reduce|all_gather|reduce_scatter|broadcast|all_to_all|barrier)[a-z_]*)\s*$")
 _TABLE_LINES = 200          # an op count well above what DeepSpeed times
 
@@ -39,7 +40,7 @@ def straggler_row(line: Line, st: StreamState):
     tab = st.scratch.get(_KEY)
     if tab is None:
         return None
-    if not armed_within(tab["last"], line, 1) or line.lineno - tab["first"] > _TABLE_LINES:
+    if not armed_within(tab["last"], line, 2) or line.lineno - tab["first"] > _TABLE_LINES:
         st.scratch.pop(_KEY, None)
         return None
     text = line.text
@@ -57,6 +58,6 @@ def straggler_row(line: Line, st: StreamState):
     # log_summary prints on rank 0 only
     ev = line.event("comm_straggler", step=st.step_of(line.rank), rank=0 if line.rank is None else line.rank, op=tab["op"], size=m.group(1),
                       count=int(m.group(2)), comm_ms=float(m.group(3)), straggler_ms=float(m.group(4)),
-                      avg_comm_ms=float(m.group(5)), avg_straggler_ms=float(m.group(6)))
+                      avg_comm_ms=float(m.group(5) or "nan"), avg_straggler_ms=float(m.group(6) or "nan"))
     ev.text = f"{tab['op']}: {text.strip()}"      # the op's name is on its own line above
     return ev
