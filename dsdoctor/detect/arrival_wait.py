@@ -20,9 +20,11 @@ from ..stats import median
 from .base import symptom_from
 
 MIN_READINGS = 5         # readings of each timer: one slow first step is warm-up
-MIN_OVER_GATHER = 8.0    # the all-reduce at least this many times the all-gather ...
+MIN_OVER_GATHER = 5.0    # the all-reduce at least this many times the all-gather (ZeRO-1: an all-reduce
+                         # moves twice the all-gather's bytes; healthy runs here 4.2-10x) ...
 MIN_WAIT_MS = 50.0       # ... the wait (all-reduce - all-gather) at least this long ...
-MIN_WAIT_SHARE = 0.5     # ... and at least half the rank's own compute (the late rank 1.5x slower)
+MIN_WAIT_SHARE = 0.5     # ... and at least half the rank's own compute (the late rank 1.5x slower;
+                         # healthy runs here 0.15-0.37, the slow ranks 0.52-5.7)
 
 
 def other_rank(rank: int | None, world_size: int | None) -> int | None:
