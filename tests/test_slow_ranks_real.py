@@ -159,6 +159,7 @@ def test_megatron_slowest_rank_named_only_when_it_stays_slowest():
     ("gen_ae_straggler_megatron_straggler_report.log", "slow-rank-straggler-report", [1]),
     ("gen_ae_straggler_throttled_fifo_read_one_rank.log", "slow-rank-seen-from-wait", []),
     ("gen_ae_straggler_loader_sleep_zero2.log", "slow-rank-seen-from-wait", []),
+    ("gen_ae_straggler_hf_trainer_loader_sleep.log", "slow-rank-seen-from-wait", []),
 ])
 def test_capture_names_the_straggler(name, rule, ranks):
     f = top((EXCERPTS / name).read_text())
