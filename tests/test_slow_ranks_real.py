@@ -169,3 +169,24 @@ def test_capture_names_the_straggler(name, rule, ranks):
 @pytest.mark.parametrize("name", sorted(p.name for p in EXCERPTS.glob("gen_ae_healthy_*.log")))
 def test_look_alikes_raise_nothing(name):
     assert top((EXCERPTS / name).read_text()) is None
+
+
+# ---------------------------------------------------------------- after a live run
+def _live_steps(exchange: bool) -> list[Event]:
+    # a watched run where every rank was slowed alike on a busy machine: rank 1's forward 46 against 31 ms
+    # over the last steps (gen-ae's live all-slow run); the exchange's rounds named nobody
+    evs = [Event("step", rank=r, step=i, data={"fwd_ms": 46.5 if r else 30.7, "bwd_ms": 200.0, "step_ms": 70.0,
+                                              "data_ms": 1.0})
+           for i in range(40) for r in (0, 1)]
+    if exchange:
+        evs.append(Event("rank_times", rank=0, step=40, data={"nranks": 2, "median": {"fwd": 38.0}, "outliers": {}}))
+    return evs
+
+
+def test_the_exchange_verdict_stands_for_live_phases():
+    def rules(evs):
+        d = Diagnoser(rules=RULES)
+        d.feed_all(evs)
+        return [f.rule for f in d.finish()]
+    assert "slow-rank" in rules(_live_steps(exchange=False))       # no exchange: the log-side comparison judges
+    assert "slow-rank" not in rules(_live_steps(exchange=True))
