@@ -21,10 +21,10 @@ from .base import symptom_from
 
 MIN_READINGS = 5         # readings of each timer: one slow first step is warm-up
 MIN_OVER_GATHER = 5.0    # the all-reduce at least this many times the all-gather (ZeRO-1: an all-reduce
-                         # moves twice the all-gather's bytes; healthy runs here 4.2-10x) ...
+                         # moves twice the all-gather's bytes; healthy runs here 1.2-11x) ...
 MIN_WAIT_MS = 50.0       # ... the wait (all-reduce - all-gather) at least this long ...
-MIN_WAIT_SHARE = 0.5     # ... and at least half the rank's own compute (the late rank 1.5x slower;
-                         # healthy runs here 0.15-0.37, the slow ranks 0.52-5.7)
+MIN_WAIT_SHARE = 1.0     # ... and at least the rank's own forward + backward compute (the late rank about
+                         # twice as slow): healthy runs here 0.04-0.47 on a busy machine, slow ranks 1.85-5.1
 
 
 def other_rank(rank: int | None, world_size: int | None) -> int | None:
