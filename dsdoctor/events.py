@@ -48,6 +48,8 @@ KINDS: dict[str, str] = {
     "labels_masked": "a data collator found no answer to train on in an example and masked all its labels (TRL 'Could not find response key'): detail",
     "run_end": "a front-end said its training loop finished: how ('lightning'|'megatron')",
     "timers": "rank-level DeepSpeed timer line: {timer_name: ms}",
+    "comm_straggler": "one row of DeepSpeed's comms logger straggler breakdown (rank 0): op, size, count, comm_ms (the minimum across ranks, summed), straggler_ms (rank 0's latency above it, summed), avg_comm_ms, avg_straggler_ms",
+    "rank_spread": "one report of the fastest and slowest rank (Megatron's StragglerDetector): metric ('compute'|'data'), min_ms, min_rank, max_ms, max_rank",
     "skipped": "skipped (cumulative skipped steps), nan_iters (cumulative)",
     # precision
     "overflow": "prev_scale, new_scale (None for bf16/static), hysteresis (int or None), dtype; static (True: a fixed fp16.loss_scale, whose value is `scale`)",

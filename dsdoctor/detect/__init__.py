@@ -18,6 +18,7 @@ from .multinode import MultiNodeDetector
 from .nccl_version import NcclVersionDetector
 from .nonfinite import NonFiniteDetector
 from .passthrough import PassThroughDetector
+from .rank_spread import RankSpreadDetector
 from .relaunch import RelaunchDetector
 from .run_end import RunEndDetector
 from .scaler import LossScaleDetector
@@ -40,6 +41,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     NcclVersionDetector,                     # ranks running different NCCL releases
     RelaunchDetector,                        # a log that holds several runs: where the last one starts
     CheckpointSaveDetector,                  # checkpoint saves that take longer each time
+    RankSpreadDetector,                      # the slowest rank of the run's own straggler reports
 )
 
 

@@ -335,3 +335,23 @@ def checkpoint_save_time(line: Line, st: StreamState):
     if ms is None or ms <= 0:
         return None
     return line.event("checkpoint_save", step=st.step_of(None), ms=ms)
+
+
+# Megatron-core's StragglerDetector (megatron/core/utils.py StragglerDetector.report, rank 0 only, with
+# --log-straggler): '[2026-12-06 23:01:02] | MnRtt/Rnk: 101.20ms/3 | MxRtt/Rnk: 310.87ms/1 | MnPwr/Rnk: ...
+# | MnDRtt/Rnk: 1.02ms/0 | MxDRtt/Rnk: 2.50ms/5 | MnEtpt/Rnk: ...TF/1 | MxEtpt/Rnk: ...TF/3' (each value
+# _ValueWithRank.__str__: f"{value:.2f}{unit}/{rank}"). Rtt is a rank's own forward time per iteration,
+# DRtt its get_batch time: the fastest and the slowest rank of each, named.
+_SPREAD = compile_later(r"\b(M[nx]D?Rtt)/Rnk:\s*(" + r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?" + r")ms/(\d+)")
+
+
+@on("MxRtt/Rnk:")
+def straggler_report(line: Line, st: StreamState):
+    got = {m.group(1): (num(m.group(2)), int(m.group(3))) for m in _SPREAD.finditer(line.text)}
+    out = []
+    for metric, key in (("compute", "Rtt"), ("data", "DRtt")):
+        lo, hi = got.get("Mn" + key), got.get("Mx" + key)
+        if lo and hi and lo[0] is not None and hi[0] is not None:
+            out.append(line.event("rank_spread", step=st.step_of(None), metric=metric, min_ms=lo[0],
+                                  min_rank=lo[1], max_ms=hi[0], max_rank=hi[1]))
+    return out or None

@@ -1,0 +1,101 @@
+"""The run's own straggler reports: Megatron's (`rank_spread`) and DeepSpeed's comms logger (`comm_straggler`).
+
+Megatron-core's StragglerDetector prints, every log interval, the fastest and the slowest rank's
+forward time (MnRtt/MxRtt) and get_batch time (MnDRtt/MxDRtt). One report is noise (some rank is
+always slowest); the same rank slowest in most reports, by a clear factor, is a straggler.
+
+DeepSpeed's comms logger breakdown gives, per op, the collective's own time (each call's minimum
+across ranks) and rank 0's time above it: rank 0 waiting longer in an op than the op itself takes
+means a later rank keeps it waiting (provoked for real: rank 1's DataLoader 500 ms slower, 20x; a
+healthy run 5 %).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+from ..events import Event
+from ..findings import Symptom
+from ..stats import median
+from .arrival_wait import other_rank
+from .base import Detector, symptom_from
+
+MIN_REPORTS = 3          # reports before a rank is judged
+MIN_SHARE = 0.8          # the same rank slowest in at least this share of the reports (2 healthy ranks on
+                         # a busy 2-core machine: one of them slowest in 4 of 6 reports, by 1.1-2.9x) ...
+MIN_RATIO = 1.3          # ... at least this many times the fastest rank (median of its reports) ...
+MIN_GAP_MS = 5.0         # ... and by at least this much
+MAX_REPORTS = 4096       # per metric: memory stays bounded
+COMM_MIN_CALLS = 5       # comms logger rows: calls of the op, enough to be the training loop's
+COMM_MIN_WAIT_MS = 100.0  # rank 0's summed wait beyond the fastest rank, at least this ...
+COMM_MIN_RATIO = 1.0     # ... and at least the op's own summed time
+
+
+class RankSpreadDetector(Detector):
+    kinds = ("rank_spread", "comm_straggler", "context")
+
+    def __init__(self) -> None:
+        # metric -> [(max_rank, max_ms, min_ms, seq, event)]
+        self.reports: dict[str, list[tuple[int, float, float, int, Event]]] = {}
+        self.waits: list[tuple[int, Event]] = []     # comms logger rows of the training loop's ops
+        self.world_size: int | None = None
+
+    def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
+        d = ev.data
+        if ev.kind == "context":
+            if isinstance(d.get("world_size"), int):
+                self.world_size = d["world_size"]
+            return ()
+        if ev.kind == "comm_straggler":
+            if d["count"] >= COMM_MIN_CALLS and len(self.waits) < MAX_REPORTS:
+                self.waits.append((seq, ev))
+            return ()
+        lst = self.reports.setdefault(str(d.get("metric")), [])
+        if len(lst) < MAX_REPORTS:
+            lst.append((int(d["max_rank"]), float(d["max_ms"]), float(d["min_ms"]), seq, ev))
+        return ()
+
+    def finish(self) -> Iterable[Symptom]:
+        best: dict[int, Symptom] = {}           # one finding per rank: its clearest metric
+        for metric, lst in self.reports.items():
+            if len(lst) < MIN_REPORTS:
+                continue
+            rank, n = Counter(r for r, *_ in lst).most_common(1)[0]
+            if n < MIN_SHARE * len(lst):
+                continue
+            mine = [x for x in lst if x[0] == rank]
+            hi, lo = median(x[1] for x in mine), median(x[2] for x in mine)
+            if lo <= 0 or hi < MIN_RATIO * lo or hi - lo < MIN_GAP_MS:
+                continue
+            if rank in best and best[rank].facts["ratio"] >= hi / lo:
+                continue
+            _, _, _, seq, ev = mine[len(mine) // 2]
+            s = symptom_from(ev, seq, "slow_rank", key=(rank,), rank=rank, phase=metric, ratio=round(hi / lo, 2),
+                             value_ms=round(hi, 2), median_ms=round(lo, 2), reports=n, of_reports=len(lst),
+                             via="straggler_report")
+            s.ranks = {rank}
+            best[rank] = s
+        out = list(best.values())
+        wait = self._comm_wait()
+        if wait is not None:
+            out.append(wait)
+        return out
+
+    def _comm_wait(self) -> Symptom | None:
+        if not self.waits:
+            return None
+        seq, ev = max(self.waits, key=lambda x: x[1].data["straggler_ms"])
+        d = ev.data
+        if d["straggler_ms"] < max(COMM_MIN_WAIT_MS, COMM_MIN_RATIO * d["comm_ms"]):
+            return None
+        calm = next((e for _, e in self.waits if e.data["straggler_ms"] <= 0.1 * e.data["comm_ms"]
+                     and e.data["comm_ms"] > 0), None)
+        s = symptom_from(ev, seq, "comm_straggler", key=(d["op"],), rank=ev.rank, op=d["op"], size=d["size"],
+                         calls=d["count"], comm_ms=d["comm_ms"], straggler_ms=d["straggler_ms"],
+                         ratio=round(d["straggler_ms"] / max(d["comm_ms"], 0.01), 1),
+                         calm_op=calm.data["op"] if calm else None, calm_size=calm.data["size"] if calm else None,
+                         slow_rank=other_rank(ev.rank, self.world_size))
+        s.ranks = {s.facts["slow_rank"]} if s.facts["slow_rank"] is not None else set()
+        if calm is not None:
+            s.add_evidence(calm)
+        return s
