@@ -108,6 +108,9 @@ class _Group:
     def decisive(self) -> tuple[Event, Family]:
         # 'raise X from e': the last names what failed, the first why; keep the one whose family
         # says more (a known family over 'other'), else the last. 'During handling': the first.
+        if len(self.members) > 1 and self.members[-1][1].name == "interrupt":
+            # Ctrl-C while the script was handling an error: the error is what failed
+            return _Group(self.seq, self.rank, self.members[:-1], self.link).decisive()
         if self.link == "group":
             # an exception group: its sub-exceptions say what failed, the first of the best-known family
             subs = self.members[1:] or self.members

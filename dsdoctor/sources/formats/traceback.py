@@ -29,11 +29,23 @@ def _start(line: Line, st: StreamState) -> None:
 HEADLESS_WITHIN = 5       # lines: an excerpt (a file, or an issue's fenced block: paste.py) that starts inside a traceback
 
 
+# A SyntaxError (IndentationError, TabError) says where in its own lines, not in a frame
+# (Lib/traceback.py TracebackException._format_syntax_error: '  File "{file}", line {n}', the source
+# line, the carets, then 'SyntaxError: {msg}'); a script that does not compile has no traceback above.
+_SYNTAX_AT = compile_later(r'File "([^"]+)", line (\d+)$')
+SYNTAX_WITHIN = 4
+
+
 @on('File "')
 def _frame(line: Line, st: StreamState) -> None:
     m = _FRAME.search(line.text)
     if m:
         _add_frame(line, st, m.group(1), m.group(2))
+        return
+    m = _SYNTAX_AT.search(line.text.rstrip())
+    if m:
+        st.scratch.setdefault("tb.syntax", {})[line.rank] = (line.lineno, f"{m.group(1)}:{m.group(2)}")
+        st.scratch.setdefault(TB_TAIL, {})[line.rank] = line.lineno
 
 
 def _add_frame(line: Line, st: StreamState, path: str, func: str) -> None:
@@ -297,6 +309,13 @@ def exception_line(line: Line, st: StreamState):
         st.scratch.setdefault(TB_GROUP, {})[line.rank] = (chain_of, depth)
     st.scratch.setdefault("tb.last", {})[line.rank] = chain_of
     msg = (m.group("msg") or "").strip()
+    type_ = m.group("type")
+    half = len(type_) // 2
+    if msg[:1] == ":" and type_[:half] == type_[half:]:
+        # two processes printed one exception at the same moment, piece by piece (CPython's own printer
+        # writes the name, ': ' and the message apart): 'ValueErrorValueError: : msg0msg1'
+        type_, msg = type_[:half], msg[1:].strip()
+        name = type_.rsplit(".", 1)[-1]
     if "elastic.saved_hint" in st.scratch:
         from .launcher import give_back_rank   # the end of a traceback inside a torchelastic record
         give_back_rank(st, line.lineno)
@@ -308,9 +327,14 @@ def exception_line(line: Line, st: StreamState):
         st.scratch.setdefault("tb.empty", {})[line.rank] = line.lineno   # its message may be on the next line
     if line.rank is None and RAY_SNIPPET in st.scratch:
         line = _snippet_rank(line, st)
-    return line.event("exception", step=st.step_of(line.rank), type=m.group("type"), name=name,
+    site = frames[-1] if frames else None
+    if name in ("SyntaxError", "IndentationError", "TabError"):
+        at = st.scratch.get("tb.syntax", {}).pop(line.rank, None)
+        if armed_within(at, line, SYNTAX_WITHIN):
+            site = at[1]                    # the file and line that did not compile
+    return line.event("exception", step=st.step_of(line.rank), type=type_, name=name,
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
-                      raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
+                      raise_site=site, frames=list(frames[-6:]) if frames else [],
                       chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
                       wait_frame=wait[1] if wait else None, host=line.host or _wrapped_host(line, st),
                       **({"detail": [list(detail)]} if detail else {}),
