@@ -109,8 +109,11 @@ class _Group:
         # 'raise X from e': the last names what failed, the first why; keep the one whose family
         # says more (a known family over 'other'), else the last. 'During handling': the first.
         if len(self.members) > 1 and self.members[-1][1].name == "interrupt":
-            # Ctrl-C while the script was handling an error: the error is what failed
-            return _Group(self.seq, self.rank, self.members[:-1], self.link).decisive()
+            # Ctrl-C while the script was handling an error: the error is what failed, unless it is
+            # itself a consequence (a lost peer: the Ctrl-C stopped a hang, detect/comm.py reads it)
+            rest = _Group(self.seq, self.rank, self.members[:-1], self.link).decisive()
+            if rest[1].weight >= self.members[-1][1].weight:
+                return rest
         if self.link == "group":
             # an exception group: its sub-exceptions say what failed, the first of the best-known family
             subs = self.members[1:] or self.members
