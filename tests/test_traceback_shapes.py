@@ -169,3 +169,35 @@ def test_a_line_after_a_frame_is_no_exception_unless_it_looks_like_one():
     assert [e["type"] for e in _exceptions(text)] == ["(traceback without its exception line)"]
     stack = ('  File "/w/train.py", line 3, in <module>\n    main()\n' * 3)
     assert not _exceptions("step=5 loss=2.0\n" * 10 + stack + "ShardStats: 3 files\n")
+
+
+def test_ctrl_c_while_handling_an_error_leaves_the_error_decisive(tmp_path):
+    text = _run(tmp_path, STEPS + """
+import os, signal, time
+class ShardUnreadable(Exception):
+    pass
+try:
+    raise ShardUnreadable("shard 4 of /data/train")
+except ShardUnreadable:
+    os.kill(os.getpid(), signal.SIGINT)      # Ctrl-C while the cleanup waits
+    time.sleep(5)
+""")
+    assert "During handling of the above exception" in text and text.rstrip().endswith("KeyboardInterrupt")
+    assert "ShardUnreadable: shard 4 of /data/train" in _top(tmp_path, text)[0].evidence[0].text
+
+
+def test_two_processes_printing_one_exception_line_at_once():
+    # CPython's printer writes the name, ': ' and the message apart: two ranks at once interleave them
+    text = ("Traceback (most recent call last):\nTraceback (most recent call last):\n"
+            '  File "/w/train.py", line 3, in <module>\n  File "/w/train.py", line 3, in <module>\n'
+            "        check(loss)check(loss)\n\n"
+            "zipfile.BadZipFilezipfile.BadZipFile: : File is not a zip fileFile is not a zip file\n")
+    (exc,) = _exceptions(text)
+    assert (exc["type"], exc["name"]) == ("zipfile.BadZipFile", "BadZipFile")
+
+
+def test_a_script_that_does_not_compile_says_where(tmp_path):
+    text = _run(tmp_path, 'cfg = {"train_micro_batch_size_per_gpu": 2,\nprint(cfg)\n')
+    assert "SyntaxError" in text and "Traceback" not in text
+    (exc,) = _exceptions(text)
+    assert exc["type"] == "SyntaxError" and exc["raise_site"].endswith("train.py:1")
