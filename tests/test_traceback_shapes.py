@@ -201,3 +201,11 @@ def test_a_script_that_does_not_compile_says_where(tmp_path):
     assert "SyntaxError" in text and "Traceback" not in text
     (exc,) = _exceptions(text)
     assert exc["type"] == "SyntaxError" and exc["raise_site"].endswith("train.py:1")
+
+
+def test_a_paste_whose_lines_lost_their_indent(tmp_path):
+    # the code line is found by its 'raise ' when its indent is gone
+    text = _run(tmp_path, STEPS + "class ShardMissing(Exception):\n    pass\n\nraise ShardMissing('shard 7')\n")
+    stripped = "\n".join(ln.lstrip() for ln in text.splitlines()) + "\n"
+    assert "\nraise ShardMissing('shard 7')\nShardMissing: shard 7" in stripped
+    assert _top(tmp_path, stripped)[0].evidence[0].text == "ShardMissing: shard 7"

@@ -68,13 +68,15 @@ def _add_frame(line: Line, st: StreamState, path: str, func: str) -> None:
 # line, that into its markers, and each of them into a line holding a capital letter (a class's name starts
 # with one), which exception_line reads. Only the few lines right after a frame are looked at.
 TB_TAIL = "tb.tail"           # scratch: rank -> number of the traceback's last frame, code or marker line
-CODE_LINE = "    "
+# (the code line by its indent, or by the statement most raise sites end with: a paste whose lines
+# lost their indent, '    raise BadZipFile(...)' become 'raise BadZipFile(...)')
+CODE_LINES = ("    ", "raise ")
 MARKERS = "^"
 CAPITALS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-@on(continuation=(CODE_LINE,), after=('File "',), chain=False)
-@on(continuation=(MARKERS,), after=(CODE_LINE,), chain=False)
+@on(continuation=CODE_LINES, after=('File "',), chain=False)
+@on(continuation=(MARKERS,), after=CODE_LINES, chain=False)
 def _frame_source(line: Line, st: StreamState) -> None:
     if line.rank in st.frames:
         st.scratch.setdefault(TB_TAIL, {})[line.rank] = line.lineno
@@ -257,7 +259,7 @@ _NAMED = ("Error", "Exception", "KeyboardInterrupt", "SystemExit", "StopIteratio
 
 
 @on(*_NAMED)
-@on(continuation=CAPITALS, after=('File "', CODE_LINE, MARKERS, GROUP_SEPARATOR), chain=False)
+@on(continuation=CAPITALS, after=('File "', *CODE_LINES, MARKERS, GROUP_SEPARATOR), chain=False)
 def exception_line(line: Line, st: StreamState):
     text = line.text.rstrip()
     bare = text.lstrip()
