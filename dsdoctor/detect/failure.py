@@ -101,13 +101,23 @@ class _Group:
     seq: int
     rank: int | None
     members: list[tuple[Event, Family]] = field(default_factory=list)
-    link: str | None = None       # 'cause' (raise from) or 'context' (during handling)
+    link: str | None = None       # 'cause' (raise from), 'context' (during handling), 'group' (PEP 654)
     advances_at: int = 0          # steps its input had made when it was raised
     details: list[Event] = field(default_factory=list)   # exception_detail: the lines its message went on with
 
     def decisive(self) -> tuple[Event, Family]:
         # 'raise X from e': the last names what failed, the first why; keep the one whose family
         # says more (a known family over 'other'), else the last. 'During handling': the first.
+        if len(self.members) > 1 and self.members[-1][1].name == "interrupt":
+            # Ctrl-C while the script was handling an error: the error is what failed, unless it is
+            # itself a consequence (a lost peer: the Ctrl-C stopped a hang, detect/comm.py reads it)
+            rest = _Group(self.seq, self.rank, self.members[:-1], self.link).decisive()
+            if rest[1].weight >= self.members[-1][1].weight:
+                return rest
+        if self.link == "group":
+            # an exception group: its sub-exceptions say what failed, the first of the best-known family
+            subs = self.members[1:] or self.members
+            return max(subs, key=lambda m: (m[1].weight, m is subs[0]))
         if self.link == "context":
             return max(self.members[:1] + self.members[1:], key=lambda m: (m[1].weight, m is self.members[0]))
         known = [m for m in self.members if m[1].name != "other"]

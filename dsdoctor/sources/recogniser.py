@@ -25,9 +25,11 @@ class Recognises:
     triggers: tuple[str, ...]
     continuation: tuple[str, ...]
     chain: bool = True
+    after: tuple[str, ...] = ()
 
 
-def on(*triggers: str, continuation: Iterable[str] = (), chain: bool = True) -> Callable[[Handler], Handler]:
+def on(*triggers: str, continuation: Iterable[str] = (), chain: bool = True,
+       after: Iterable[str] = ()) -> Callable[[Handler], Handler]:
     """Mark a recogniser for lines containing any of the literal `triggers`.
 
     `continuation` literals (pieces of a record wrapped over several lines) are only looked
@@ -35,9 +37,12 @@ def on(*triggers: str, continuation: Iterable[str] = (), chain: bool = True) -> 
     scanner does not search for them, so a common word such as 'rate:' costs nothing
     elsewhere (a Megatron iteration line holds a dozen of them). A continued line may itself be
     continued by the next; `chain=False` hands over only the one line right after a trigger line
-    (continuation literals as common as letters would otherwise run on through the log)."""
+    (continuation literals as common as letters would otherwise run on through the log).
+    `after` names other literals (another declaration's triggers or continuation literals) whose
+    lines these continuation literals continue too: a record of a few different lines, each
+    continuing the one before (a frame, its code line, its carets, then the exception line)."""
     def deco(fn: Handler) -> Handler:
-        decl = Recognises(tuple(triggers), tuple(continuation), chain)
+        decl = Recognises(tuple(triggers), tuple(continuation), chain, tuple(after))
         fn.recognises = (*getattr(fn, "recognises", ()), decl)      # type: ignore[attr-defined]
         return fn
     return deco

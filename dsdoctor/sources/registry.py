@@ -57,7 +57,7 @@ def _build():
                     triggers.add(t)
                 for t in decl.continuation:
                     handlers.setdefault(t, []).append(fn)
-                    continues.setdefault(t, set()).update(decl.triggers, decl.continuation if decl.chain else ())
+                    continues.setdefault(t, set()).update(decl.triggers, decl.after, decl.continuation if decl.chain else ())
         for g in getattr(module, "STEADY_GROUPS", ()):
             for t in g.triggers:
                 steady[t] = g

@@ -29,11 +29,23 @@ def _start(line: Line, st: StreamState) -> None:
 HEADLESS_WITHIN = 5       # lines: an excerpt (a file, or an issue's fenced block: paste.py) that starts inside a traceback
 
 
+# A SyntaxError (IndentationError, TabError) says where in its own lines, not in a frame
+# (Lib/traceback.py TracebackException._format_syntax_error: '  File "{file}", line {n}', the source
+# line, the carets, then 'SyntaxError: {msg}'); a script that does not compile has no traceback above.
+_SYNTAX_AT = compile_later(r'File "([^"]+)", line (\d+)$')
+SYNTAX_WITHIN = 4
+
+
 @on('File "')
 def _frame(line: Line, st: StreamState) -> None:
     m = _FRAME.search(line.text)
     if m:
         _add_frame(line, st, m.group(1), m.group(2))
+        return
+    m = _SYNTAX_AT.search(line.text.rstrip())
+    if m:
+        st.scratch.setdefault("tb.syntax", {})[line.rank] = (line.lineno, f"{m.group(1)}:{m.group(2)}")
+        st.scratch.setdefault(TB_TAIL, {})[line.rank] = line.lineno
 
 
 def _add_frame(line: Line, st: StreamState, path: str, func: str) -> None:
@@ -43,9 +55,45 @@ def _add_frame(line: Line, st: StreamState, path: str, func: str) -> None:
         # print_stack() further down a log has no exception line and stays unreported)
         st.scratch.setdefault("tb.open", {})[line.rank] = line
     fr = st.frames.setdefault(line.rank, [])
+    st.scratch.setdefault(TB_TAIL, {})[line.rank] = line.lineno
     fr.append(f"{path}:{func}")
     if len(fr) > MAX_FRAMES:
         del fr[: len(fr) - MAX_FRAMES]
+
+
+# A traceback's exception line says whatever its class is called (zipfile.BadZipFile, filelock._error.Timeout,
+# packaging.version.InvalidVersion, a script's own TrainingDiverged): no literal finds it. It is the line
+# right after the last frame (Lib/traceback.py StackSummary.format: '  File ...', then its source line
+# '    {code}', then on 3.11+ a line of '~~~^^^' markers under it): the frame line continues into its code
+# line, that into its markers, and each of them into a line holding a capital letter (a class's name starts
+# with one), which exception_line reads. Only the few lines right after a frame are looked at.
+TB_TAIL = "tb.tail"           # scratch: rank -> number of the traceback's last frame, code or marker line
+# (the code line by its indent, or by the statement most raise sites end with: a paste whose lines
+# lost their indent, '    raise BadZipFile(...)' become 'raise BadZipFile(...)')
+CODE_LINES = ("    ", "raise ")
+MARKERS = "^"
+CAPITALS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@on(continuation=CODE_LINES, after=('File "',), chain=False)
+@on(continuation=(MARKERS,), after=CODE_LINES, chain=False)
+def _frame_source(line: Line, st: StreamState) -> None:
+    if line.rank in st.frames:
+        st.scratch.setdefault(TB_TAIL, {})[line.rank] = line.lineno
+
+
+# An exception group's sub-exceptions are printed one after another inside its box, each under a
+# '+-+---------------- 1 ----------------' / '+---------------- 2 ----------------' separator
+# (Lib/traceback.py TracebackException.format); a sub-exception the group was built with and that was
+# never raised has no traceback: its exception line follows the separator.
+TB_GROUP = "tb.group"         # scratch: rank -> (chain_of, box depth) of the open exception group
+GROUP_SEPARATOR = "---------------- "
+
+
+@on(GROUP_SEPARATOR)
+def _group_separator(line: Line, st: StreamState) -> None:
+    if line.rank in st.scratch.get(TB_GROUP, {}) and line.text.lstrip()[:1] == "+":
+        st.scratch.setdefault(TB_TAIL, {})[line.rank] = line.lineno
 
 
 # IPython's own traceback (Jupyter, Colab, Kaggle; IPython/core/tbtools.py _format_filename and
@@ -206,11 +254,23 @@ def _ignored(line: Line, st: StreamState) -> None:
 # module named for its exceptions (torch/_dynamo/exc.py Unsupported, FailOnRecompileLimitHit;
 # torch/_inductor/exc.py InvalidCxxCompiler; requests/exceptions.py ConnectTimeout, ReadTimeout):
 # their qualified name says it
-@on("Error", "Exception", "KeyboardInterrupt", "SystemExit", "StopIteration", ".Empty", "Warning: ", ".exc.",
-    ".exceptions.")
+_NAMED = ("Error", "Exception", "KeyboardInterrupt", "SystemExit", "StopIteration", ".Empty", "Warning: ", ".exc.",
+          ".exceptions.")
+
+
+@on(*_NAMED)
+@on(continuation=CAPITALS, after=('File "', *CODE_LINES, MARKERS, GROUP_SEPARATOR), chain=False)
 def exception_line(line: Line, st: StreamState):
     text = line.text.rstrip()
-    m = _EXC.match(text.lstrip())
+    bare = text.lstrip()
+    depth = None
+    if bare[:2] == "| ":
+        # inside an exception group's box (PEP 654, Lib/traceback.py _ExceptionPrintContext.emit: each
+        # line of a group's traceback and of its sub-exceptions' behind '  | ', indented per level)
+        depth = len(text) - len(bare)
+        text = bare[2:]
+        bare = text.lstrip()
+    m = _EXC.match(bare)
     if not m:
         return None
     name = m.group("name")
@@ -220,12 +280,17 @@ def exception_line(line: Line, st: StreamState):
     taken = st.scratch.get("tb.taken")
     if frames is None and taken and taken[0] == line.lineno:
         frames = taken[2]                   # a specific recogniser of this line took them first
-    in_tb = frames is not None
+    group = st.scratch.get(TB_GROUP, {}).get(line.rank) if depth is not None else None
+    # (a sub-exception the group was built with, never raised, has no traceback of its own)
+    in_tb = frames is not None or group is not None
     if not _ERROR_NAME.search(name) and not (in_tb and name[:1].isupper() and text[:1] != " "):
         return None
     if text[:1] in " \t" and not in_tb:
         return None                         # indented: a quoted message, not a raised exception
-    if m.group("msg") is None and "." not in m.group("type") and not _ERROR_NAME.search(name):
+    if not _ERROR_NAME.search(name) and not any(t in text for t in _NAMED):
+        if not _ends_traceback(line, st, m):
+            return None                     # a line that only followed a frame
+    elif m.group("msg") is None and "." not in m.group("type") and not _ERROR_NAME.search(name):
         return None
     opened = st.scratch.get("tb.open", {})
     opened.pop(line.rank, None) if line.rank in opened else opened.pop(None, None)
@@ -238,8 +303,21 @@ def exception_line(line: Line, st: StreamState):
         st.frames.pop(line.rank, None) if line.rank in st.frames else st.frames.pop(None, None)
     link = st.scratch.get("tb.link", {}).pop(line.rank, None)
     chain_of, chained = (link[1], link[0]) if link else (line.lineno, None)
+    if depth is None:
+        st.scratch.get(TB_GROUP, {}).pop(line.rank, None)
+    elif group is not None and (depth > group[1] or not name.endswith("ExceptionGroup")):
+        chain_of, chained = group[0], "group"       # a sub-exception: what the group is made of
+    elif name.endswith("ExceptionGroup"):
+        st.scratch.setdefault(TB_GROUP, {})[line.rank] = (chain_of, depth)
     st.scratch.setdefault("tb.last", {})[line.rank] = chain_of
     msg = (m.group("msg") or "").strip()
+    type_ = m.group("type")
+    half = len(type_) // 2
+    if msg[:1] == ":" and type_[:half] == type_[half:]:
+        # two processes printed one exception at the same moment, piece by piece (CPython's own printer
+        # writes the name, ': ' and the message apart): 'ValueErrorValueError: : msg0msg1'
+        type_, msg = type_[:half], msg[1:].strip()
+        name = type_.rsplit(".", 1)[-1]
     if "elastic.saved_hint" in st.scratch:
         from .launcher import give_back_rank   # the end of a traceback inside a torchelastic record
         give_back_rank(st, line.lineno)
@@ -251,14 +329,36 @@ def exception_line(line: Line, st: StreamState):
         st.scratch.setdefault("tb.empty", {})[line.rank] = line.lineno   # its message may be on the next line
     if line.rank is None and RAY_SNIPPET in st.scratch:
         line = _snippet_rank(line, st)
-    return line.event("exception", step=st.step_of(line.rank), type=m.group("type"), name=name,
+    site = frames[-1] if frames else None
+    if name in ("SyntaxError", "IndentationError", "TabError"):
+        at = st.scratch.get("tb.syntax", {}).pop(line.rank, None)
+        if armed_within(at, line, SYNTAX_WITHIN):
+            site = at[1]                    # the file and line that did not compile
+    return line.event("exception", step=st.step_of(line.rank), type=type_, name=name,
                       message=msg[:500], phase=phase_of(frames), in_traceback=in_tb,
-                      raise_site=frames[-1] if frames else None, frames=list(frames[-6:]) if frames else [],
+                      raise_site=site, frames=list(frames[-6:]) if frames else [],
                       chained=chained, chain_of=chain_of, waits_in=wait[0] if wait else None,
                       wait_frame=wait[1] if wait else None, host=line.host or _wrapped_host(line, st),
                       **({"detail": [list(detail)]} if detail else {}),
                       # under generate (its frames past the innermost six): ranks that generate different lengths
                       **({"in_generate": True} if frames and any(GENERATE_FRAME in f for f in frames) else {}))
+
+
+_CAMEL = compile_later(r"[a-z0-9][A-Z]")
+
+
+def _ends_traceback(line: Line, st: StreamState, m) -> bool:
+    """A line found only because it follows a frame (no literal of exception_line's own) is the
+    exception line when a traceback is open on its rank, its last frame, code or marker line is just
+    above, and the name looks like a class's: qualified by its module ('zipfile.BadZipFile': a class
+    outside builtins and __main__ is printed so) or in CamelCase ('TrainingDiverged'), not a
+    'Loss: 2.3' another process printed in between."""
+    opened = st.scratch.get("tb.open", {})
+    if line.rank not in opened and None not in opened and line.rank not in st.scratch.get(TB_GROUP, {}):
+        return False
+    if not armed_within(st.scratch.get(TB_TAIL, {}).get(line.rank), line, 4):
+        return False
+    return "." in m.group("type") or _CAMEL.search(m.group("name")) is not None
 
 
 RAY_WRAPPED = "ray.wrapped"     # scratch: (line, ip) of the last Ray wrapper line (formats/ray.py)
