@@ -73,7 +73,8 @@ _YEARLESS = 1972          # the year of a glog time before the log has shown its
 DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
 # (the last form: a JSON-lines logger's record field, {"level": "ERROR", "rank": 3, "msg": ...}; '[rank: 1] ' is
 # Lightning's rank_prefixed_message, lightning_utilities/core/rank_zero.py)
-_RANK_IN_MSG = regex_cache.compile(r"\[Rank (\d+)\]|\[rank(?:=|: )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
+# '[rank 1]' / '[RANK 1]': a rank a user's logging format puts in every record (f"%(asctime)s [rank {rank}] ...")
+_RANK_IN_MSG = regex_cache.compile(r"\[Rank (\d+)\]|\[(?:rank|RANK)(?:=|:? )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
 
 
 @dataclass
@@ -234,7 +235,7 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
         m = _RANK_IN_MSG.match(s)
         if m:
             rank = int(next(g for g in m.groups() if g is not None))
-    if rank is None and "ank" in s:      # every _RANK_IN_MSG form has it; the regex is slow
+    if rank is None and ("ank" in s or "ANK" in s):      # every _RANK_IN_MSG form has one; the regex is slow
         m = _rank_in_msg(s)
         if m:
             rank = int(next(g for g in m.groups() if g is not None))
@@ -245,18 +246,20 @@ def _rank_in_msg(s: str) -> re.Match | None:
     """_RANK_IN_MSG.search(s), found from the 'ank' every form holds (2 characters in for
     '[Rank'/'[rank', 1 for 'Rank'/'rank'): `search` tries its four alternatives at every
     position of the line (~3 us), this two `match`es per 'ank' (~0.4 us). The first match is
-    the leftmost, as search's: the 'ank's are tried in order and cannot overlap."""
-    p = s.find("ank")
-    while p >= 0:
-        if p >= 2:
-            m = _RANK_IN_MSG.match(s, p - 2)
-            if m:
-                return m
-        if p >= 1:
-            m = _RANK_IN_MSG.match(s, p - 1)
-            if m:
-                return m
-        p = s.find("ank", p + 1)
+    the leftmost, as search's: the 'ank's are tried in order and cannot overlap ('[RANK 1]''s
+    'ANK' after them: a line holding both spellings is left to the lowercase one)."""
+    for word in ("ank", "ANK") if "ANK" in s else ("ank",):
+        p = s.find(word)
+        while p >= 0:
+            if p >= 2:
+                m = _RANK_IN_MSG.match(s, p - 2)
+                if m:
+                    return m
+            if p >= 1:
+                m = _RANK_IN_MSG.match(s, p - 1)
+                if m:
+                    return m
+            p = s.find(word, p + 1)
     return None
 
 
