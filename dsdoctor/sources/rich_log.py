@@ -56,11 +56,11 @@ def join_lines(lines: list[str]) -> bool:
             i += 1
             continue
         body = raw.rstrip()
-        p = _PATH.search(body, col)
-        end = p.start() if p and body[p.start() - 1:p.start()] == " " else len(body)
-        width = end - col                  # the message column's width, at least (when the path
-        if p is None:                      # column holds the line's end, or the line is padded)
-            width = len(raw) - col
+        # the path column ends the line (rich pads the message column up to it); a line without one
+        # is padded to the console's width, and that width is the message column's
+        p = _PATH.search(body, col) if len(body) == len(raw) else None
+        end = p.start() if p else len(body)
+        width = end - col if p else len(raw) - col
         msg = body[col:end].rstrip()
         last = len(msg)
         j = i + 1
