@@ -69,3 +69,21 @@ def test_richhandler_log_reads_the_collapse():
         main(["analyze", "--json", str(FIXTURES / "gen_ad_rich_fp16_loss_scale_collapse.log")])
     top = json.loads(out.getvalue())["findings"][0]
     assert top["category"] == "loss_scale_collapse" and top["steps"][0] in (4, 5)
+
+
+def test_mmengine_time_without_a_year():
+    # mmengine/logging/logger.py MMFormatter(datefmt='%m/%d %H:%M:%S'), from the probe's run
+    text, rank, t, _ = L.clean("12/06 23:11:54 - mmengine - INFO - step 5/12 loss=nan lr=1.000e-03", 2026)
+    assert text.startswith("mmengine - INFO - step 5/12") and t == L.utc_seconds("2026-12-06 23:11:54")
+    assert L.clean("12/06 23:11:55 - mmengine - INFO - x")[2] - L.clean("12/06 23:11:54 - mmengine - INFO - x")[2] == 1
+    assert L.clean("12/06/2026 23:11:54 - INFO - x")[2] == L.utc_seconds("2026-12-06 23:11:54")
+
+
+def test_structlog_sorted_keys_step_after_loss():
+    from dsdoctor.sources.formats.script_steps import script_step
+    st = L.StreamState("x", None)
+    line = L.Line("[info     ] train_step                     loss=1.3666 lr=0.001 step=4", "x", 1, None, None)
+    evs = script_step(line, st)
+    assert [(e.kind, e.step, e.data["value"]) for e in evs] == [("loss", 4, 1.3666), ("lr", 4, 0.001)]
+    nostep = L.Line("[info     ] eval                     loss=1.3666 lr=0.001 substep=4", "x", 1, None, None)
+    assert script_step(nostep, st) is None

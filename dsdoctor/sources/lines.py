@@ -63,6 +63,9 @@ _TS = [
     (regex_cache.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?(?:Z|[+-]\d\d:?\d\d)?\s+"), "%Y-%m-%d %H:%M:%S"),
     # transformers' examples: logging.basicConfig(datefmt="%m/%d/%Y %H:%M:%S") then " - LEVEL - name - msg"
     (regex_cache.compile(r"^(\d\d/\d\d/\d{4} \d\d:\d\d:\d\d)(?:[,.](\d+))?\s+(?:-\s+)?"), "%m/%d/%Y %H:%M:%S"),
+    # mmengine's MMLogger (mmengine/logging/logger.py: MMFormatter(datefmt='%m/%d %H:%M:%S')), no year:
+    # "12/06 23:11:54 - mmengine - INFO - "; the year comes as a glog time's does
+    (regex_cache.compile(r"^(\d\d/\d\d \d\d:\d\d:\d\d)\s+(?:-\s+)?"), "%m/%d %H:%M:%S"),
 ]
 # glog heads without a year: c10's "[E1205 10:00:00.123456 1234 File.cpp:12] " and torch's Python
 # logging "W1205 10:00:00.123000 1234 torch/distributed/run.py:872] " (torch/_logging/_internal.py:
@@ -149,13 +152,16 @@ def utc_seconds(text: str) -> float | None:
     return float(days * 86400 + hh * 3600 + mm * 60 + ss)
 
 
-def _parse_time(m: re.Match, fmt: str) -> float | None:
+def _parse_time(m: re.Match, fmt: str, year: int | None = None) -> float | None:
     # Called for almost every candidate line: parse the fixed-width 'YYYY-mm-dd HH:MM:SS'
     # by slicing (strptime costs ~25 us) and cache the whole seconds (lines share them).
     # `fmt` is the layout the regex guarantees; kept for the table in _TS.
     key = m.group(1)
     if fmt[1] == "m":                       # '%m/%d/%Y ...' -> 'YYYY-mm-dd ...'
-        key = f"{key[6:10]}-{key[0:2]}-{key[3:5]} {key[11:]}"
+        if "Y" in fmt:
+            key = f"{key[6:10]}-{key[0:2]}-{key[3:5]} {key[11:]}"
+        else:                               # '%m/%d ...': the year as a glog time gets it
+            key = f"{year or _YEARLESS}-{key[0:2]}-{key[3:5]} {key[6:]}"
     base = _TIME_CACHE.get(key, False)
     if base is False:
         base = utc_seconds(key)
@@ -164,7 +170,7 @@ def _parse_time(m: re.Match, fmt: str) -> float | None:
         _TIME_CACHE[key] = base
     if base is None:
         return None
-    frac = m.group(2)
+    frac = m.group(2) if m.re.groups > 1 else None
     return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
 
 
@@ -215,7 +221,7 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
                     continue
                 m = rx.match(s)
                 if m:
-                    t = _parse_time(m, fmt)
+                    t = _parse_time(m, fmt, year)
                     s = s[m.end():]
                     changed = True
                     break
