@@ -66,7 +66,10 @@ def test_richhandler_log_reads_the_collapse():
     from contextlib import redirect_stdout
     out = io.StringIO()
     with redirect_stdout(out):
-        main(["analyze", "--json", str(FIXTURES / "gen_ad_rich_fp16_loss_scale_collapse.log")])
+        try:
+            main(["analyze", "--json", str(FIXTURES / "gen_ad_rich_fp16_loss_scale_collapse.log")])
+        except SystemExit as e:                 # 1: a finding
+            assert e.code == 1
     top = json.loads(out.getvalue())["findings"][0]
     assert top["category"] == "loss_scale_collapse" and top["steps"][0] in (4, 5)
 
@@ -87,3 +90,6 @@ def test_structlog_sorted_keys_step_after_loss():
     assert [(e.kind, e.step, e.data["value"]) for e in evs] == [("loss", 4, 1.3666), ("lr", 4, 0.001)]
     nostep = L.Line("[info     ] eval                     loss=1.3666 lr=0.001 substep=4", "x", 1, None, None)
     assert script_step(nostep, st) is None
+    # a variable in a rich traceback's locals panel (structlog's ConsoleRenderer, show_locals) is no step line
+    local = L.Line("│ │    msg = 'step 11/30 loss=1.6553 lr=1.000e-03 samples/sec=1683.7'        │ │", "x", 1, None, None)
+    assert script_step(local, st) is None

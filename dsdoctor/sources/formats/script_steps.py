@@ -55,7 +55,8 @@ _LOSS_DIGIT = tuple(f"{w} {d}" for d in "0123456789" for w in ("loss", "Loss"))
     *_DIGIT_LOSS, *_LOSS_DIGIT)
 def script_step(line: Line, st: StreamState):
     t = line.text
-    if len(t) > 400 or any(o in t for o in _OWNED):
+    if len(t) > 400 or t[:1] == "│" or any(o in t for o in _OWNED):
+        # ('│': a variable of a rich traceback's locals panel, "│ │    msg = 'step 11/30 loss=1.65'  │ │")
         return None
     ml = _LOSS.search(t)
     if ml is None:
