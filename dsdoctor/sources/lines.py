@@ -76,7 +76,8 @@ _YEARLESS = 1972          # the year of a glog time before the log has shown its
 DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
 # (the last form: a JSON-lines logger's record field, {"level": "ERROR", "rank": 3, "msg": ...}; '[rank: 1] ' is
 # Lightning's rank_prefixed_message, lightning_utilities/core/rank_zero.py)
-# '[rank 1]' / '[RANK 1]': a rank a user's logging format puts in every record (f"%(asctime)s [rank {rank}] ...")
+# '[rank 1]': a rank a user's logging format puts in every record (f"%(asctime)s [rank {rank}] ..."); '[RANK 1]':
+# accelerate's get_logger with main_process_only=False (accelerate/logging.py: f"[RANK {state.process_index}] {msg}")
 _RANK_IN_MSG = regex_cache.compile(r"\[Rank (\d+)\]|\[(?:rank|RANK)(?:=|:? )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
 
 
