@@ -78,7 +78,7 @@ def _clean_reference(raw: str, year: int | None = None):
         for rx, fmt in L._TS:
             m = rx.match(s)
             if m and t is None:
-                t = L._parse_time(m, fmt)
+                t = L._parse_time(m, fmt, year)
                 s = s[m.end():]
                 changed = True
         if not changed:

@@ -63,6 +63,9 @@ _TS = [
     (regex_cache.compile(r"^(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)(?:[,.](\d+))?(?:Z|[+-]\d\d:?\d\d)?\s+"), "%Y-%m-%d %H:%M:%S"),
     # transformers' examples: logging.basicConfig(datefmt="%m/%d/%Y %H:%M:%S") then " - LEVEL - name - msg"
     (regex_cache.compile(r"^(\d\d/\d\d/\d{4} \d\d:\d\d:\d\d)(?:[,.](\d+))?\s+(?:-\s+)?"), "%m/%d/%Y %H:%M:%S"),
+    # mmengine's MMLogger (mmengine/logging/logger.py: MMFormatter(datefmt='%m/%d %H:%M:%S')), no year:
+    # "12/06 23:11:54 - mmengine - INFO - "; the year comes as a glog time's does
+    (regex_cache.compile(r"^(\d\d/\d\d \d\d:\d\d:\d\d)\s+(?:-\s+)?"), "%m/%d %H:%M:%S"),
 ]
 # glog heads without a year: c10's "[E1205 10:00:00.123456 1234 File.cpp:12] " and torch's Python
 # logging "W1205 10:00:00.123000 1234 torch/distributed/run.py:872] " (torch/_logging/_internal.py:
@@ -73,7 +76,9 @@ _YEARLESS = 1972          # the year of a glog time before the log has shown its
 DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
 # (the last form: a JSON-lines logger's record field, {"level": "ERROR", "rank": 3, "msg": ...}; '[rank: 1] ' is
 # Lightning's rank_prefixed_message, lightning_utilities/core/rank_zero.py)
-_RANK_IN_MSG = regex_cache.compile(r"\[Rank (\d+)\]|\[rank(?:=|: )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
+# '[rank 1]': a rank a user's logging format puts in every record (f"%(asctime)s [rank {rank}] ..."); '[RANK 1]':
+# accelerate's get_logger with main_process_only=False (accelerate/logging.py: f"[RANK {state.process_index}] {msg}")
+_RANK_IN_MSG = regex_cache.compile(r"\[Rank (\d+)\]|\[(?:rank|RANK)(?:=|:? )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
 
 
 @dataclass
@@ -148,13 +153,16 @@ def utc_seconds(text: str) -> float | None:
     return float(days * 86400 + hh * 3600 + mm * 60 + ss)
 
 
-def _parse_time(m: re.Match, fmt: str) -> float | None:
+def _parse_time(m: re.Match, fmt: str, year: int | None = None) -> float | None:
     # Called for almost every candidate line: parse the fixed-width 'YYYY-mm-dd HH:MM:SS'
     # by slicing (strptime costs ~25 us) and cache the whole seconds (lines share them).
     # `fmt` is the layout the regex guarantees; kept for the table in _TS.
     key = m.group(1)
     if fmt[1] == "m":                       # '%m/%d/%Y ...' -> 'YYYY-mm-dd ...'
-        key = f"{key[6:10]}-{key[0:2]}-{key[3:5]} {key[11:]}"
+        if "Y" in fmt:
+            key = f"{key[6:10]}-{key[0:2]}-{key[3:5]} {key[11:]}"
+        else:                               # '%m/%d ...': the year as a glog time gets it
+            key = f"{year or _YEARLESS}-{key[0:2]}-{key[3:5]} {key[6:]}"
     base = _TIME_CACHE.get(key, False)
     if base is False:
         base = utc_seconds(key)
@@ -163,7 +171,7 @@ def _parse_time(m: re.Match, fmt: str) -> float | None:
         _TIME_CACHE[key] = base
     if base is None:
         return None
-    frac = m.group(2)
+    frac = m.group(2) if m.re.groups > 1 else None
     return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
 
 
@@ -214,7 +222,7 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
                     continue
                 m = rx.match(s)
                 if m:
-                    t = _parse_time(m, fmt)
+                    t = _parse_time(m, fmt, year)
                     s = s[m.end():]
                     changed = True
                     break
@@ -234,7 +242,7 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
         m = _RANK_IN_MSG.match(s)
         if m:
             rank = int(next(g for g in m.groups() if g is not None))
-    if rank is None and "ank" in s:      # every _RANK_IN_MSG form has it; the regex is slow
+    if rank is None and ("ank" in s or "ANK" in s):      # every _RANK_IN_MSG form has one; the regex is slow
         m = _rank_in_msg(s)
         if m:
             rank = int(next(g for g in m.groups() if g is not None))
@@ -245,18 +253,20 @@ def _rank_in_msg(s: str) -> re.Match | None:
     """_RANK_IN_MSG.search(s), found from the 'ank' every form holds (2 characters in for
     '[Rank'/'[rank', 1 for 'Rank'/'rank'): `search` tries its four alternatives at every
     position of the line (~3 us), this two `match`es per 'ank' (~0.4 us). The first match is
-    the leftmost, as search's: the 'ank's are tried in order and cannot overlap."""
-    p = s.find("ank")
-    while p >= 0:
-        if p >= 2:
-            m = _RANK_IN_MSG.match(s, p - 2)
-            if m:
-                return m
-        if p >= 1:
-            m = _RANK_IN_MSG.match(s, p - 1)
-            if m:
-                return m
-        p = s.find("ank", p + 1)
+    the leftmost, as search's: the 'ank's are tried in order and cannot overlap ('[RANK 1]''s
+    'ANK' after them: a line holding both spellings is left to the lowercase one)."""
+    for word in ("ank", "ANK") if "ANK" in s else ("ank",):
+        p = s.find(word)
+        while p >= 0:
+            if p >= 2:
+                m = _RANK_IN_MSG.match(s, p - 2)
+                if m:
+                    return m
+            if p >= 1:
+                m = _RANK_IN_MSG.match(s, p - 1)
+                if m:
+                    return m
+            p = s.find(word, p + 1)
     return None
 
 

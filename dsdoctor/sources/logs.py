@@ -88,7 +88,8 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
     it: a container runtime's json-file log is decoded (sources/container_logs.py), a notebook's
     outputs unwrapped (sources/notebook.py), both with rich's traceback boxes undone; a log that
     fits in one block may have been copied out of a terminal, hard-wrapped (sources/unwrap.py),
-    and may hold rich's traceback boxes (sources/rich_traceback.py); a longer one was written by a
+    and may hold rich's traceback boxes (sources/rich_traceback.py) and RichHandler's wrapped records
+    (sources/rich_log.py); a longer one was written by a
     program (a rich box in it is read as it is: its exception line's first piece still names the error)."""
     try:
         second = next(it, None)
@@ -115,7 +116,8 @@ def _as_printed(first: bytes, it: Iterator[bytes]) -> Iterator[bytes]:
         from .timer_bars import join_timer_pieces
         from .ungrep import ungrep, ungrep_text
         from .unwrap import rejoin
-        yield join_timer_pieces(unbox(ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text))))))
+        from .rich_log import join_records
+        yield join_timer_pieces(join_records(unbox(ungrep(rejoin(first, lambda text: events_from_text(ungrep_text(text)))))))
         return
     yield first
     yield second

@@ -31,6 +31,7 @@ _LOSS = compile_later(r"(?i)(?:^|[\s,|(\[{;])(?P<pre>[A-Za-z]+[ _])?loss" + _SEP
                       + r")(?![\w.])")
 _LR = compile_later(r"(?i)\b(?:lr|learning[_ ]rate)" + _SEP + r"\[?(" + _N + r")(?![\w.])")
 _GN = compile_later(r"(?i)\bgrad(?:ient)?[_ ]?norm" + _SEP + r"(" + _N + r")(?![\w.])")
+_KV_STEP = compile_later(r"(?<![\w.])(?:global_)?step=(\d+)(?![\w.])")
 _RANK = compile_later(r"(?i)\brank\s*[:=]?\s*(\d{1,6})\b")
 # the training loss's own names: not an evaluation loss, nor one of an RL loop's several losses
 # (DeepSpeed-Chat step 3 'Step: 0 | PPO Epoch: 1 | Actor Loss: 0.0099 | Critic Loss: 0.2309', which
@@ -54,7 +55,8 @@ _LOSS_DIGIT = tuple(f"{w} {d}" for d in "0123456789" for w in ("loss", "Loss"))
     *_DIGIT_LOSS, *_LOSS_DIGIT)
 def script_step(line: Line, st: StreamState):
     t = line.text
-    if len(t) > 400 or any(o in t for o in _OWNED):
+    if len(t) > 400 or t[:1] == "│" or any(o in t for o in _OWNED):
+        # ('│': a variable of a rich traceback's locals panel, "│ │    msg = 'step 11/30 loss=1.65'  │ │")
         return None
     ml = _LOSS.search(t)
     if ml is None:
@@ -64,7 +66,11 @@ def script_step(line: Line, st: StreamState):
         return None
     ms = _STEP.search(t, 0, ml.start() + 1)
     if ms is None:
-        return None
+        # a key=value logger that sorts its keys (structlog's ConsoleRenderer, sort_keys by default:
+        # 'train_step    loss=1.17 lr=0.001 step=5') puts the step after the loss
+        ms = _KV_STEP.search(t, ml.end())
+        if ms is None:
+            return None
     loss = float(ml.group("v"))
     if not math.isfinite(loss):
         return None
