@@ -10,6 +10,7 @@ import re
 _LAUNCHER = re.compile(r"^(?:[\w@.~:/-]*[$#]\s*|\d+\.\s+|[-*+]\s+|`+|(?:\w+=\S+\s+)*)*"
                        r"(deepspeed|torchrun|accelerate launch|python3? -m torch\.distributed\.(?:run|launch)|"
                        r"srun|mpirun|mpiexec)\b(.*)$")
+_LAUNCHER_NAMES = re.compile(r"`((?:deepspeed|torchrun|accelerate launch|srun|mpirun|mpiexec)\b[^`]*)`")  # inline code in prose
 _OPT = re.compile(r"(--?[\w-]+)(?:[= ]+([^\s`'\"]+))?")
 _DS_CONFIG = re.compile(r"--(?:deepspeed_config|deepspeed|ds_config|deepspeed_config_file)[= ]+([^\s`'\"]+\.json)")
 _PER_NODE = ("--num_gpus", "--num-gpus", "--nproc_per_node", "--nproc-per-node", "--ntasks-per-node",
@@ -29,7 +30,10 @@ def launch_commands(lines: list[str]) -> list[tuple[int, str, int | None, str | 
         text = raw.strip().lstrip("> ").strip()
         m = _LAUNCHER.match(text) if len(text) < 2000 else None
         if not m:
-            continue
+            inline = _LAUNCHER_NAMES.search(text) if "`" in text and len(text) < 2000 else None
+            if not inline:
+                continue
+            text = inline.group(1)
         opts: dict[str, str] = {}
         for o in _OPT.finditer(text):
             if o.group(2) is not None:
