@@ -160,7 +160,7 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
                 on_event(ev)
         report = watch.report(validate=validate)
         issue = _issue_text(inputs, watch.pasted, report.facts) if cfg is None and watch.pasted else None
-        if issue is not None and (issue.config or issue.world_size):
+        if issue is not None and issue.changes_the_analysis():
             # the input again, with the pasted config as --config gives one (and the launch
             # command's world size): the rules and the fixes read them as they happen
             watch = Watch(issue.config.config if issue.config else None, world_size=world_size, rule_set=rule_set,
@@ -191,7 +191,7 @@ def _issue_text(inputs: list, pasted: list[str], log_facts: dict[str, Any]) -> A
     from .issue import MAX_ISSUE_BYTES, read_issue
     found = None
     for inp in inputs:
-        if inp.name not in pasted or inp.path is None or inp.kind != "log":
+        if inp.name not in pasted or inp.kind != "log" or (inp.path is None and inp.stdin_text is None):
             continue
         try:
             with inp.open() as fh:

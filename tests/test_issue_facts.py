@@ -152,3 +152,32 @@ def test_cli_write_config_from_the_pasted_config(tmp_path):
     assert doc["issue_text"]["config"]["how"] == "JSON" and doc["written_config"] == str(out)
     fixed = json.loads(out.read_text())
     assert fixed["bf16"] == {"enabled": True} and fixed["fp16"]["enabled"] is False
+
+
+def test_nvidia_smi_table_and_gpu_bf16_support():
+    from dsdoctor.issue.gpus import bf16_supported
+    v = stated_versions((FX / "gen_e_env_cuda_devices_busy_two_attempts.log").read_text().splitlines())
+    assert v["gpu_name"][0] == "NVIDIA A100-SXM4-80GB" and v["driver_version"][0] == "535.161.08"
+    assert [bf16_supported(n) for n in ("NVIDIA A100-SXM4-80GB", "Tesla V100-SXM2-32GB", "Tesla T4",
+                                        "NVIDIA GeForce RTX 3090", "NVIDIA H100 80GB HBM3", "AMD Instinct MI250X")] == \
+        [True, False, False, True, True, None]
+
+
+def test_a_gpu_without_bf16_drops_the_bf16_fix(tmp_path):
+    # transformers/cli/system.py prints '- GPU type: {torch.cuda.get_device_name()}' when CUDA is there
+    text = (FX / "gen_ac_issue_ds_fp16_collapse_cat_config.log").read_text()
+    titles = lambda r: [fx.title for fx in r.findings[0].fixes]   # noqa: E731
+    before = dsdoctor.analyze(FX / "gen_ac_issue_ds_fp16_collapse_cat_config.log", validate=False)
+    assert any("bf16" in t for t in titles(before))
+    p = tmp_path / "issue.md"
+    p.write_text(text.replace("**System info**", "**System info**\n\n- GPU type: Tesla V100-SXM2-32GB\n"))
+    after = dsdoctor.analyze(p, validate=False)
+    assert after.facts["bf16_supported"] is False and after.findings[0].rule == before.findings[0].rule
+    assert not any("bf16" in t for t in titles(after))
+
+
+def test_stdin_issue_body_is_read_twice():
+    p = subprocess.run([sys.executable, "-m", "dsdoctor", "analyze", "-", "--json"], capture_output=True, text=True,
+                       input=(FX / "gen_ac_issue_hf_batch_mismatch_config_pasted.log").read_text(), timeout=300)
+    doc = json.loads(p.stdout)
+    assert doc["findings"][0]["rule"] == "cfg-batch-mismatch" and doc["issue_text"]["config"]["first_line"] == 22

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .configs import PastedConfig, choose, find_configs
+from .gpus import bf16_supported
 from .launch import launch_commands
 from .versions import stated_versions
 
@@ -30,7 +31,14 @@ class IssueText:
         f: dict[str, Any] = {k: v for k, (v, _) in self.versions.items()}
         if self.world_size:
             f["world_size"] = self.world_size[0]
+        if f.get("gpu_name") and bf16_supported(f["gpu_name"]) is not None:
+            f["bf16_supported"] = bf16_supported(f["gpu_name"])
         return f
+
+    def changes_the_analysis(self) -> bool:
+        """Does a second pass read something the first did not (a config, a world size, a GPU
+        without bf16, which drops the 'switch to bf16' fixes)?"""
+        return bool(self.config or self.world_size or self.facts().get("bf16_supported") is False)
 
     def notes(self) -> list[str]:
         out = []

@@ -52,7 +52,6 @@ class PastedConfig:
     last_line: int
     how: str                        # 'JSON' | 'Python dict' | 'accelerate YAML'
     names: set[str] = field(default_factory=set)    # file names the text gives it
-    text: str = ""                  # the config's own text (key lines for the evidence)
 
 
 def plausible(cfg: Any) -> bool:
@@ -148,7 +147,7 @@ def _objects(lines: list[str]) -> list[PastedConfig]:
         if cfg is not None and plausible(cfg):
             if py and "True" not in body and "None" not in body and "False" not in body and "'" not in body:
                 how = "JSON"    # a JSON object assigned in code reads as the same thing
-            out.append(PastedConfig(cfg, i + 1, j + 1, how, _name_above(lines, i), body))
+            out.append(PastedConfig(cfg, i + 1, j + 1, how, _name_above(lines, i)))
             i = j + 1
         else:
             i += 1
@@ -209,7 +208,7 @@ def _accelerate(lines: list[str]) -> tuple[list[PastedConfig], set[str]]:
             mp = re.match(r"^mixed_precision:\s*['\"]?(fp16|bf16)", raw2)
             if mp:
                 cfg[mp.group(1)] = {"enabled": True}
-        out.append(PastedConfig(cfg, i + 1, j, "accelerate YAML", set(), ""))
+        out.append(PastedConfig(cfg, i + 1, j, "accelerate YAML"))
     return out, files
 
 

@@ -39,8 +39,14 @@ _PATTERNS = [
     ("transformers_version", rf"^(?:\[(?:pip3?|conda)\] )?transformers(?:==|\s+){_V}\s*$"),
     ("accelerate_version", rf"^(?:\[(?:pip3?|conda)\] )?accelerate(?:==|\s+){_V}\s*$"),
     ("nccl_version", rf"^(?:\[(?:pip3?|conda)\] )?nvidia-nccl-cu\d+(?:==|\s+){_V}\s*$"),
-    # nvidia-smi's header: '| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 |'
+    # nvidia-smi's table (its header '| NVIDIA-SMI 535.161.08   Driver Version: 535.161.08   CUDA Version:
+    # 12.2 |' and GPU 0's row '|   0  NVIDIA A100-SXM4-80GB        On  | 00000000:07:00.0 Off |') and
+    # `nvidia-smi -q` ('Driver Version                            : 550.54.15', 'Product Name : ...'),
+    # as in fixtures/excerpts/gen_e_env_cuda_devices_busy_two_attempts.log and gen_c_..._nvsmi.log
     ("driver_version", rf"^\|\s*NVIDIA-SMI \S+\s+Driver Version: {_V}"),
+    ("gpu_name", r"^\|\s+0\s+(\S.*?)\s+(?:On|Off)\s+\|"),
+    ("driver_version", rf"^Driver Version\s+: {_V}"),
+    ("gpu_name", r"^Product Name\s+: (.+?)\s*$"),
 ]
 _COMPILED = [(fact, re.compile(p)) for fact, p in _PATTERNS]
 _NA = ("n/a", "na", "none", "not found", "could not collect", "no cuda")
