@@ -9,6 +9,7 @@ because a candidate starts at a line's first character or at a ds-named assignme
 from __future__ import annotations
 
 import ast
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,12 @@ _DS_KEYS = frozenset({"train_batch_size", "train_micro_batch_size_per_gpu", "gra
                       "elasticity", "compression_training", "checkpoint", "data_types", "torch_autocast",
                       "tensor_parallel", "seq_parallel_communication_data_type", "dump_state"})
 _MORE_KEYS = frozenset({"optimizer", "scheduler", "gradient_clipping"})
+_ANY_KEY = tuple(sorted(_DS_KEYS | _MORE_KEYS))
+# keys of a log record or a metrics line, never at a ds_config's top level
+_RECORD_KEYS = frozenset({"loss", "step", "epoch", "global_step", "iteration", "grad_norm", "learning_rate", "lr",
+                          "timestamp", "time", "level", "msg", "message", "samples_per_second"})
+MAX_CANDIDATES = 8      # more objects than this is a log of JSON records, not a pasted config
+MAX_PARSED = 200        # objects with a DeepSpeed key parsed at most (a JSON-lines log has thousands)
 # a Python name that holds a ds_config: ds_config, deepspeed_config, ds_cfg, DS_CONFIG, deepspeed (a kwarg)
 _ASSIGN = re.compile(r"(?i)(?:^|[\s(,])((?:\w*\.)?(?:ds_?(?:config|cfg|conf)\w*|deepspeed(?:_config|_cfg|_conf)?\w*))"
                      r"\s*[=:]\s*(?:dict\()?(\{)")
@@ -59,6 +66,8 @@ def plausible(cfg: Any) -> bool:
     if not isinstance(cfg, dict) or not cfg:
         return False
     keys = set(cfg)
+    if keys & _RECORD_KEYS:
+        return False
     return bool(keys & _DS_KEYS) or len(keys & _MORE_KEYS) >= 2
 
 
@@ -100,6 +109,11 @@ def _parse(text: str, python_first: bool) -> dict[str, Any] | None:
         return v if isinstance(v, dict) and all(isinstance(k, str) for k in v) else None
 
     def as_json():
+        try:                    # plain JSON first (C speed); hjson for comments, trailing commas
+            v = json.loads(text)
+            return v if isinstance(v, dict) else None
+        except (ValueError, RecursionError):
+            pass
         try:
             return parse_config_text(text)
         except ConfigError:
@@ -122,7 +136,7 @@ def _name_above(lines: list[str], i: int) -> set[str]:
 
 def _objects(lines: list[str]) -> list[PastedConfig]:
     out: list[PastedConfig] = []
-    i = 0
+    i = parsed = 0
     while i < len(lines):
         raw = lines[i]
         text = raw.lstrip()
@@ -143,8 +157,16 @@ def _objects(lines: list[str]) -> list[PastedConfig]:
         body = "\n".join([lines[i][start:], *lines[i + 1:j + 1]]) if j > i else lines[i][start:col]
         if j > i:
             body = body[:len(body) - len(lines[j]) + col]
-        cfg = _parse(body, py)
+        # (parsed only when a DeepSpeed key is in it: a pasted JSON-lines log has thousands of objects)
+        cfg = None
+        if any(k in body for k in _ANY_KEY):
+            parsed += 1
+            if parsed > MAX_PARSED:
+                return []
+            cfg = _parse(body, py)
         if cfg is not None and plausible(cfg):
+            if len(out) >= MAX_CANDIDATES:
+                return []
             if py and "True" not in body and "None" not in body and "False" not in body and "'" not in body:
                 how = "JSON"    # a JSON object assigned in code reads as the same thing
             out.append(PastedConfig(cfg, i + 1, j + 1, how, _name_above(lines, i)))

@@ -49,6 +49,9 @@ _PATTERNS = [
     ("gpu_name", r"^Product Name\s+: (.+?)\s*$"),
 ]
 _COMPILED = [(fact, re.compile(p)) for fact, p in _PATTERNS]
+# the line starts every pattern above has (one search per line; the patterns run only after it)
+_START = re.compile(r"(?i)^(?:torch|deepspeed|- |PyTorch|CUDA|Python|GPU|\[(?:pip|conda)|transformers|accelerate|"
+                    r"nvidia-nccl|\|\s*(?:NVIDIA-SMI|0\s)|Driver|Product)")
 _NA = ("n/a", "na", "none", "not found", "could not collect", "no cuda")
 
 
@@ -57,7 +60,7 @@ def stated_versions(lines: list[str]) -> dict[str, tuple[str, int]]:
     out: dict[str, tuple[str, int]] = {}
     for n, raw in enumerate(lines, 1):
         text = raw.strip().lstrip("> ").strip() if raw[:1] in " >\t" else raw.rstrip()
-        if len(text) > 300 or not text:
+        if len(text) > 300 or not _START.match(text):
             continue
         for fact, rx in _COMPILED:
             if fact in out:
