@@ -171,6 +171,9 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
             for ev in events(inputs, [], sample):
                 watch.feed(ev)
             report = watch.report(validate=validate)
+        if issue is not None and issue.config is not None:
+            from .issue.lint import pasted_config_findings
+            report.findings += pasted_config_findings(issue, report.findings, report.facts, rule_set, validate)
         if issue is not None:
             for k, v in issue.facts().items():
                 report.facts.setdefault(k, v)

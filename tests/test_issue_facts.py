@@ -181,3 +181,13 @@ def test_stdin_issue_body_is_read_twice():
                        input=(FX / "gen_ac_issue_hf_batch_mismatch_config_pasted.log").read_text(), timeout=300)
     doc = json.loads(p.stdout)
     assert doc["findings"][0]["rule"] == "cfg-batch-mismatch" and doc["issue_text"]["config"]["first_line"] == 22
+
+
+def test_the_pasted_config_is_linted_after_the_log_findings():
+    r = dsdoctor.analyze(FX / "gen_ac_issue_code_fp16_collapse_python_dict.log", validate=False)
+    assert r.findings[0].rule == "loss-scale-collapse"
+    lint = [f for f in r.findings if f.rule == "cfg-steps-per-print-unset"]
+    assert lint and r.findings.index(lint[0]) > 0
+    # the batch assertion the log shows is not said twice by lint of the same config
+    r = dsdoctor.analyze(FX / "gen_ac_issue_hf_batch_mismatch_config_pasted.log", validate=False)
+    assert [f.rule for f in r.findings].count("cfg-batch-mismatch") == 1

@@ -59,6 +59,7 @@ class PastedConfig:
     last_line: int
     how: str                        # 'JSON' | 'Python dict' | 'accelerate YAML'
     names: set[str] = field(default_factory=set)    # file names the text gives it
+    text: str | None = None         # its own text (the lines lint's evidence cites)
 
 
 def plausible(cfg: Any) -> bool:
@@ -169,7 +170,7 @@ def _objects(lines: list[str]) -> list[PastedConfig]:
                 return []
             if py and "True" not in body and "None" not in body and "False" not in body and "'" not in body:
                 how = "JSON"    # a JSON object assigned in code reads as the same thing
-            out.append(PastedConfig(cfg, i + 1, j + 1, how, _name_above(lines, i)))
+            out.append(PastedConfig(cfg, i + 1, j + 1, how, _name_above(lines, i), body))
             i = j + 1
         else:
             i += 1
