@@ -161,16 +161,13 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
         report = watch.report(validate=validate)
         issue = _issue_text(inputs, watch.pasted, report.facts) if cfg is None and watch.pasted else None
         if issue is not None and issue.changes_the_analysis():
-            # the input again, with the pasted config as --config gives one (and the launch
-            # command's world size): the rules and the fixes read them as they happen
-            watch = Watch(issue.config.config if issue.config else None, world_size=world_size, rule_set=rule_set,
-                          facts=issue.facts(), pasted=True)
-            if sample is not False:
-                from .sources.sampler import RunSampling
-                sample = RunSampling()
-            for ev in events(inputs, [], sample):
-                watch.feed(ev)
-            report = watch.report(validate=validate)
+            again = lambda: _again(inputs, issue, world_size, rule_set, sample, validate, events)  # noqa: E731
+            second = again()
+            lost = _diagnosis_lost(report, second) if issue.config else None
+            if lost:            # the log's own diagnosis does not hold with it: not the run's config
+                issue.reject_config(lost)
+                second = again() if issue.changes_the_analysis() else None
+            report = second or report
         if issue is not None and issue.config is not None:
             from .issue.lint import pasted_config_findings
             report.findings += pasted_config_findings(issue, report.findings, report.facts, rule_set, validate)
@@ -186,6 +183,35 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
         warnings.append(f"{watch.bad_events} event(s) in events files had fields of the wrong type and were skipped")
     report.inputs, report.warnings = [i.name for i in inputs], warnings
     return report
+
+
+def _again(inputs: list, issue: Any, world_size: int | None, rule_set: Any, sample: Any, validate: bool,
+           events: Callable) -> Report:
+    """The input again, with the pasted config as --config gives one (and the launch command's
+    world size, a GPU's bf16 support): the rules and the fixes read them as they happen."""
+    watch = Watch(issue.config.config if issue.config else None, world_size=world_size, rule_set=rule_set,
+                  facts=issue.facts(), pasted=True)
+    if sample is not False:
+        from .sources.sampler import RunSampling
+        sample = RunSampling()
+    for ev in events(inputs, [], sample):
+        watch.feed(ev)
+    return watch.report(validate=validate)
+
+
+def _diagnosis_lost(first: Report, second: Report) -> str | None:
+    """What the log alone diagnosed and the pasted config takes away (a ZeRO-3 error read with
+    a stage-2 config): the top problem's category changed, or no problem is left."""
+    def top(r: Report) -> Finding | None:
+        return next((f for f in r.findings if f.severity != "info"), None)
+    a, b = top(first), top(second)
+    if a is None:
+        return None
+    if b is None:
+        return f"the log alone shows {a.rule}; with the config no problem is left"
+    if a.category != b.category:
+        return f"the log alone shows {a.rule} ({a.category}); with the config {b.rule} ({b.category})"
+    return None
 
 
 def _issue_text(inputs: list, pasted: list[str], log_facts: dict[str, Any]) -> Any:

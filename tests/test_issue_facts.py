@@ -191,3 +191,14 @@ def test_the_pasted_config_is_linted_after_the_log_findings():
     # the batch assertion the log shows is not said twice by lint of the same config
     r = dsdoctor.analyze(FX / "gen_ac_issue_hf_batch_mismatch_config_pasted.log", validate=False)
     assert [f.rule for f in r.findings].count("cfg-batch-mismatch") == 1
+
+
+def test_a_config_that_takes_the_logs_diagnosis_away_is_not_used(tmp_path):
+    # a ZeRO-3 error whose log states no stage, with a stage-2 config pasted (part Y's issue_hf wrapping)
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from issue_wrappings import issue_hf
+    p = tmp_path / "issue.md"
+    p.write_text(issue_hf((FX / "gen_q_z3_state_dict.log").read_text()))
+    r = dsdoctor.analyze(p, validate=False)
+    assert r.findings[0].rule == "zero3-partitioned-param-used"
+    assert r.config is None and "does not hold with it" in r.issue.rejected

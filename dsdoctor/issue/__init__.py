@@ -35,6 +35,11 @@ class IssueText:
             f["bf16_supported"] = bf16_supported(f["gpu_name"])
         return f
 
+    def reject_config(self, why: str) -> None:
+        c, self.config = self.config, None
+        self.rejected = (f"A ds_config is pasted ({self.source} lines {c.first_line}-{c.last_line}) but the log's "
+                         f"own diagnosis does not hold with it ({why}): not used as the run's config.")
+
     def changes_the_analysis(self) -> bool:
         """Does a second pass read something the first did not (a config, a world size, a GPU
         without bf16, which drops the 'switch to bf16' fixes)?"""
