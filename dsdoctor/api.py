@@ -52,6 +52,7 @@ class Report:
     rules: Any = field(default=None, repr=False)         # the RuleSet that ran
     facts: dict[str, Any] = field(default_factory=dict)  # what the run told about itself (Context)
     log_end: dict[str, Any] | None = None    # the last training progress and whether a normal end followed
+    issue: Any = None                        # what a pasted issue body told besides the log (dsdoctor/issue)
 
     @property
     def worst(self) -> str | None:
@@ -67,7 +68,7 @@ class Report:
         """The `dsdoctor analyze --json` document (schema dsdoctor.report/1)."""
         from .report import to_json
         return to_json(self.findings, inputs=self.inputs, warnings=self.warnings, written_config=None,
-                       log_end=self.log_end)
+                       log_end=self.log_end, **({"issue_text": self.issue.to_dict()} if self.issue else {}))
 
     def to_sarif(self) -> dict[str, Any]:
         """The `--format sarif` document (SARIF 2.1.0)."""
@@ -150,13 +151,30 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
     if sample is True:           # one steady-line budget for the run's rank logs (sources/sampler.py)
         from .sources.sampler import RunSampling
         sample = RunSampling()
-    watch = Watch(cfg, world_size=world_size, rule_set=rule_set if rule_set is not None else RuleSet.load())
+    rule_set = rule_set if rule_set is not None else RuleSet.load()
+    watch = Watch(cfg, world_size=world_size, rule_set=rule_set)
     try:
         for ev in events(inputs, warnings, sample):
             watch.feed(ev)
             if on_event is not None:
                 on_event(ev)
         report = watch.report(validate=validate)
+        issue = _issue_text(inputs, watch.pasted, report.facts) if cfg is None and watch.pasted else None
+        if issue is not None and issue.changes_the_analysis():
+            again = lambda: _again(inputs, issue, world_size, rule_set, sample, validate, events)  # noqa: E731
+            second = again()
+            lost = _diagnosis_lost(report, second) if issue.config else None
+            if lost:            # the log's own diagnosis does not hold with it: not the run's config
+                issue.reject_config(lost)
+                second = again() if issue.changes_the_analysis() else None
+            report = second or report
+        if issue is not None and issue.config is not None:
+            from .issue.lint import pasted_config_findings
+            report.findings += pasted_config_findings(issue, report.findings, report.facts, rule_set, validate)
+        if issue is not None:
+            for k, v in issue.facts().items():
+                report.facts.setdefault(k, v)
+            report.issue = issue
     except InputError as e:
         raise AnalyzeError(str(e)) from None
     except RuleError as e:          # a rule expression the evaluator refuses when it runs
@@ -165,6 +183,56 @@ def diagnose_inputs(inputs: list, warnings: list[str] | None = None, cfg: dict |
         warnings.append(f"{watch.bad_events} event(s) in events files had fields of the wrong type and were skipped")
     report.inputs, report.warnings = [i.name for i in inputs], warnings
     return report
+
+
+def _again(inputs: list, issue: Any, world_size: int | None, rule_set: Any, sample: Any, validate: bool,
+           events: Callable) -> Report:
+    """The input again, with the pasted config as --config gives one (and the launch command's
+    world size, a GPU's bf16 support): the rules and the fixes read them as they happen."""
+    watch = Watch(issue.config.config if issue.config else None, world_size=world_size, rule_set=rule_set,
+                  facts=issue.facts(), pasted=True)
+    if sample is not False:
+        from .sources.sampler import RunSampling
+        sample = RunSampling()
+    for ev in events(inputs, [], sample):
+        watch.feed(ev)
+    return watch.report(validate=validate)
+
+
+def _diagnosis_lost(first: Report, second: Report) -> str | None:
+    """What the log alone diagnosed and the pasted config takes away (a ZeRO-3 error read with
+    a stage-2 config): the top problem's category changed, or no problem is left."""
+    def top(r: Report) -> Finding | None:
+        return next((f for f in r.findings if f.severity != "info"), None)
+    a, b = top(first), top(second)
+    if a is None:
+        return None
+    if b is None:
+        return f"the log alone shows {a.rule}; with the config no problem is left"
+    if a.category != b.category:
+        return f"the log alone shows {a.rule} ({a.category}); with the config {b.rule} ({b.category})"
+    return None
+
+
+def _issue_text(inputs: list, pasted: list[str], log_facts: dict[str, Any]) -> Any:
+    """What the text around a pasted log tells (dsdoctor/issue): read only for the inputs where
+    the paste detector saw pasted prose; the config of the last one that holds one."""
+    from .issue import MAX_ISSUE_BYTES, read_issue
+    found = None
+    for inp in inputs:
+        if inp.name not in pasted or inp.kind != "log" or (inp.path is None and inp.stdin_text is None):
+            continue
+        try:
+            with inp.open() as fh:
+                raw = fh.read(MAX_ISSUE_BYTES + 1)
+        except OSError:
+            continue
+        if len(raw) > MAX_ISSUE_BYTES:
+            continue
+        issue = read_issue(raw.decode("utf-8", "replace"), inp.name, log_facts)
+        if issue.found() and (found is None or issue.config or not found.config):
+            found = issue
+    return found
 
 
 def post_mortem(out: str | os.PathLike, rc: int, command: list[str]) -> tuple[Report, list[str]]:
@@ -208,17 +276,23 @@ class Watch:
     live/session.py calls it under its lock."""
 
     def __init__(self, cfg: dict[str, Any] | None = None, *, world_size: int | None = None,
-                 rule_set: Any = None) -> None:
+                 rule_set: Any = None, facts: dict[str, Any] | None = None, pasted: bool = False) -> None:
         from .context import Context
         from .pipeline import Diagnoser
         self.config = cfg
-        self._diag = Diagnoser(Context.from_config(cfg, world_size=world_size), rule_set)
+        facts = {**(facts or {}), **({"world_size": world_size} if world_size else {})}
+        self._diag = Diagnoser(Context.from_config(cfg, pasted=pasted, **facts), rule_set)
         if type(self).feed is Watch.feed:  # (not a subclass's own feed)
             self.feed = self._diag.feed    # type: ignore[method-assign]  # one call less per event (4 per step live)
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return the findings it made appear (each is returned once)."""
         return self._diag.feed(ev)
+
+    @property
+    def pasted(self) -> list[str]:
+        """Inputs where the paste detector saw pasted prose around the log (an issue body)."""
+        return self._diag.pasted
 
     @property
     def bad_events(self) -> int:

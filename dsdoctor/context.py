@@ -38,6 +38,12 @@ FACTS = {
     "bf16_supported": "the GPU supports bf16 (compute capability >= 8.0)",
     "ds_version": "DeepSpeed version",
     "torch_version": "torch version",
+    "cuda_version": "CUDA version torch was built with (stated in an issue body: ds_report, collect_env)",
+    "python_version": "Python version (stated in an issue body)",
+    "transformers_version": "transformers version (stated in an issue body)",
+    "accelerate_version": "accelerate version (stated in an issue body)",
+    "nccl_version": "NCCL version of the nvidia-nccl wheel (stated in an issue body: pip list)",
+    "driver_version": "NVIDIA driver version (stated in an issue body: nvidia-smi)",
     "has_config": "the user's ds_config is known",
 }
 
@@ -47,10 +53,11 @@ class Context:
     config: dict[str, Any] | None = None
     facts: dict[str, Any] = field(default_factory=dict)
     _dtype_given: bool = False       # a live hook said the dtype; do not re-derive it
+    pasted: bool = False             # the config and facts came from an issue body's text: the log wins
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None, **facts: Any) -> "Context":
-        ctx = cls(config=config)
+    def from_config(cls, config: dict[str, Any] | None, pasted: bool = False, **facts: Any) -> "Context":
+        ctx = cls(config=config, pasted=pasted)
         if config:
             ctx.facts.update({k: v for k, v in facts_from_config(config).items() if v is not None})
         ctx.facts.update({k: v for k, v in facts.items() if v is not None})
@@ -62,7 +69,7 @@ class Context:
         if facts.get("dtype") is not None:
             self._dtype_given = True
         for k, v in facts.items():
-            if v is not None and (self.facts.get(k) is None or not self.config):
+            if v is not None and (self.facts.get(k) is None or not self.config or self.pasted):
                 self.facts[k] = v
         self._derive()
 
@@ -101,9 +108,11 @@ def facts_from_config(cfg: dict[str, Any]) -> dict[str, Any]:
         stage = int(stage) if stage is not None else None
     except (TypeError, ValueError):
         stage = None
-    fp16 = bool(g("fp16.enabled", False)) if isinstance(cfg.get("fp16"), dict) else False
+    fp16 = g("fp16.enabled", False) if isinstance(cfg.get("fp16"), dict) else False
     bf16_block = cfg.get("bf16", cfg.get("bfloat16"))
-    bf16 = bool(bf16_block.get("enabled", False)) if isinstance(bf16_block, dict) else False
+    bf16 = bf16_block.get("enabled", False) if isinstance(bf16_block, dict) else False
+    # HF's "auto": the Trainer's --fp16/--bf16 decide, so the dtype is not known from the config
+    fp16, bf16 = (None, None) if "auto" in (fp16, bf16) else (bool(fp16), bool(bf16))
 
     def num(v):
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None

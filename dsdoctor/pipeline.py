@@ -29,7 +29,7 @@ EXIT_WHO = frozenset({"launcher", "torchelastic"})
 RANK_FROM_EXIT = frozenset({"oom", "hardware"})     # errors of one process, not of the whole job
 
 
-_PIPELINE_KINDS = frozenset({"context", "rerun", "rank_head"}) | HOST_KINDS | LINE_HOST_KINDS | EXIT_KINDS
+_PIPELINE_KINDS = frozenset({"context", "rerun", "rank_head", "paste_block"}) | HOST_KINDS | LINE_HOST_KINDS | EXIT_KINDS
 
 _BAD_DATA = (TypeError, ValueError, OverflowError, KeyError, AttributeError, IndexError)
 _EVENT_FILES = (".jsonl", ".jsonl.gz")
@@ -60,6 +60,7 @@ class Diagnoser:
         self.failed_ranks: dict[str, dict[int, int | None]] = {}  # input -> rank a launcher said failed -> line
         self.reruns: list[int] = []          # seqs of a paste's prose opening a later attempt
         self.head_ranks: dict[str, set[int | None]] = {}   # input -> ranks its front-end's start-up lines named
+        self.pasted: list[str] = []          # inputs with pasted prose around the log (an issue body: dsdoctor/issue)
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -100,6 +101,9 @@ class Diagnoser:
                 self.line_hosts[(ev.source, ev.line)] = str(ev.data["host"])
         elif kind == "rerun":
             self.reruns.append(seq)
+        elif kind == "paste_block":
+            if ev.source not in self.pasted:
+                self.pasted.append(ev.source)
         elif kind == "rank_head" and len(self.head_ranks) < MAX_LINE_HOSTS:
             heads = self.head_ranks.setdefault(ev.source, set())
             if len(heads) < 2:

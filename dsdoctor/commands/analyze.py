@@ -81,8 +81,6 @@ def analyze(
             cfg = load_config(config)
         except ConfigError as e:
             fail(str(e))
-    if write_config_to is not None and cfg is None:
-        fail("--write-config needs --config (the config to patch)")
     if write_config_to is not None:
         try:                 # before the analysis: an output we would refuse is said at once
             check_output(write_config_to, [config, *paths], force)
@@ -102,9 +100,16 @@ def analyze(
         fail(str(e))
     findings = report.findings
     notes = list(warnings)
+    if report.issue is not None:
+        notes += report.issue.notes()
+    if cfg is None and report.config is not None:
+        cfg = report.config              # read from the pasted text (dsdoctor/issue)
+    if write_config_to is not None and cfg is None:
+        fail("--write-config needs --config (the config to patch; none was found pasted in the input either)")
     if not any(f.severity != "info" for f in findings) and (end := log_end_note(report.log_end)):
         notes.append(end)
     if cfg is None and any(fx.config_patch for f in findings for fx in f.fixes):
+        # (said also when a config was pasted but not used: the note above says why)
         notes.append("Fixes are shown as patches; pass --config ds_config.json to get them computed "
                      "against your values, shown as a diff and checked by DeepSpeed's config parser.")
     elif cfg is not None and any(fx.validated is None and fx.config_patch for f in findings for fx in f.fixes):
@@ -137,6 +142,7 @@ def analyze(
     elif as_json:
         print_json(findings, inputs=[i.name for i in inputs], warnings=warnings, log_end=report.log_end,
                    written_config=str(written) if written else None,
+                   **({"issue_text": report.issue.to_dict()} if report.issue is not None else {}),
                    **({"html_report": str(html_out)} if html_out is not None else {}))
     else:
         print_report(findings, title=f"dsdoctor analyze · {report.events_seen} events from {len(inputs)} input(s)",

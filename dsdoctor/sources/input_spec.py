@@ -8,7 +8,7 @@ from __future__ import annotations
 import codecs
 import io
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -25,10 +25,13 @@ class Input:
     rank_hint: int | None     # rank read from the file name (events-rank3.jsonl, rank3.log)
                               # or a torchrun log-dir path (attempt_0/3/stderr.log)
     group: tuple[Path, ...] = ()   # flight_recorder: every rank's dump of one stall/timeout
+    # stdin's whole text once read, when it was small (an issue body piped in): read again by a
+    # second pass (api.diagnose_inputs, dsdoctor/issue)
+    stdin_text: bytes | None = field(default=None, repr=False)
 
     def open(self) -> BinaryIO:
         if self.path is None:
-            return utf8_view(sys.stdin.buffer)
+            return io.BytesIO(self.stdin_text) if self.stdin_text is not None else utf8_view(sys.stdin.buffer)
         if self.path.suffix == ".gz":
             import gzip                 # here: ~1 ms of every start-up, for .gz inputs only
             return utf8_view(gzip.open(self.path, "rb"))   # type: ignore[arg-type]

@@ -26,6 +26,9 @@ EVENT_BATCH = 2048
 __all__ = ["Line", "StreamState", "parse_line", "read_log", "events_from_text"]
 
 
+STDIN_KEEP = 4 << 20       # (below block_size: a first block this small is the whole of stdin)
+
+
 def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunSampling" = True,
              block_size: int = 16 << 20) -> Iterator[Event]:
     """All events of one input. An unreadable tail (truncated .gz) ends the input with a
@@ -50,6 +53,8 @@ def read_log(inp: Input, warnings: list[str] | None = None, sample: "bool | RunS
         first = next(rest, None)
         if first is None and inp.path is None:   # stdin: an empty pipe is an input error, not a healthy run
             raise InputError(f"{inp.name}: nothing on stdin (empty input), nothing to analyse")
+        if inp.path is None and first is not None and len(first) <= STDIN_KEEP and inp.stdin_text is None:
+            inp.stdin_text = first               # all of a small stdin (a pasted issue body), for a second pass
         blocks: Iterable[bytes] = ()
         if first is not None:
             if len(first) >= BIG_BLOCK:          # (before the next block is read)
