@@ -19,23 +19,11 @@ from pathlib import Path
 import pytest
 
 from dsdoctor.pipeline import Diagnoser
-from dsdoctor.rules import RuleSet
 from dsdoctor.sources.logs import events_from_text
 from ports import free_port
+from diagnose_text import RULES, findings, top
 
-RULES = RuleSet.load()
 REPO = Path(__file__).resolve().parent.parent
-
-
-def findings(text: str):
-    d = Diagnoser(rules=RULES)
-    d.feed_all(events_from_text(text))
-    return d.finish()
-
-
-def top(text: str):
-    fs = [f for f in findings(text) if f.severity != "info"]
-    return fs[0] if fs else None
 
 
 def _source(module: str, rel: str) -> str:

@@ -6,23 +6,7 @@ lines in the wordings users write; whole captures are golden fixtures (fixtures/
 """
 from __future__ import annotations
 
-from dsdoctor.events import Event
-from dsdoctor.pipeline import Diagnoser
-from dsdoctor.rules import RuleSet
-from dsdoctor.sources.logs import events_from_text
-
-RULES = RuleSet.load()
-
-
-def events(text: str, kind: str | None = None) -> list[Event]:
-    return [e for e in events_from_text(text) if kind is None or e.kind == kind]
-
-
-def top(text: str):
-    d = Diagnoser(rules=RULES)
-    d.feed_all(events_from_text(text))
-    fs = [f for f in d.finish() if f.severity != "info"]
-    return fs[0] if fs else None
+from diagnose_text import events, top
 
 
 # ---------------------------------------------------------------- a script's own loss print, colon and space forms

@@ -9,21 +9,7 @@ from __future__ import annotations
 from dsdoctor.detect.lr import LRScheduleDetector
 from dsdoctor.detect.throughput import find_drop
 from dsdoctor.events import Event
-from dsdoctor.pipeline import Diagnoser
-from dsdoctor.rules import RuleSet
-from dsdoctor.sources.logs import events_from_text
-
-RULES = RuleSet.load()
-
-
-def events(text: str, kind: str | None = None) -> list[Event]:
-    return [e for e in events_from_text(text) if kind is None or e.kind == kind]
-
-
-def findings(text: str):
-    d = Diagnoser(rules=RULES)
-    d.feed_all(events_from_text(text))
-    return d.finish()
+from diagnose_text import events, findings
 
 
 def _ds_lr(step: int, lr: float) -> str:

@@ -17,26 +17,9 @@ import pytest
 from dsdoctor.detect.arrival_wait import late_rank_wait, other_rank
 from dsdoctor.events import Event
 from dsdoctor.pipeline import Diagnoser
-from dsdoctor.rules import RuleSet
-from dsdoctor.sources.logs import events_from_text
+from diagnose_text import RULES, events, findings, top
 
-RULES = RuleSet.load()
 EXCERPTS = Path(__file__).resolve().parent.parent / "fixtures" / "excerpts"
-
-
-def events(text: str, kind: str | None = None) -> list[Event]:
-    return [e for e in events_from_text(text) if kind is None or e.kind == kind]
-
-
-def findings(text: str):
-    d = Diagnoser(rules=RULES)
-    d.feed_all(events_from_text(text))
-    return d.finish()
-
-
-def top(text: str):
-    fs = [f for f in findings(text) if f.severity != "info"]
-    return fs[0] if fs else None
 
 
 # ---------------------------------------------------------------- rank 0's timers (DeepSpeed 0.19 prints no other)
