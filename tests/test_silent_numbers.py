@@ -6,7 +6,9 @@ lines in the wordings users write; whole captures are golden fixtures (fixtures/
 """
 from __future__ import annotations
 
-from diagnose_text import events, top
+from dsdoctor.events import Event
+from dsdoctor.pipeline import Diagnoser
+from diagnose_text import RULES, events, top
 
 
 # ---------------------------------------------------------------- a script's own loss print, colon and space forms
