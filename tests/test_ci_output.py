@@ -182,9 +182,9 @@ def test_settings_file_and_extra_rules_dir(logs, tmp_path, monkeypatch):
     ids = [r["id"] for r in json.loads(res.stdout)["rules"]]
     assert "team-early-overflow" in ids and not any(i.startswith("oom") for i in ids)
     # a dsdoctor.toml in the same folder wins over pyproject.toml
-    (project / "dsdoctor.toml").write_text('select = ["slow-rank"]\n')
+    (project / "dsdoctor.toml").write_text('select = ["slow-rank-comms-logger"]\n')
     res = run("rules", "--json")
-    assert [r["id"] for r in json.loads(res.stdout)["rules"]] == ["slow-rank"]
+    assert [r["id"] for r in json.loads(res.stdout)["rules"]] == ["slow-rank-comms-logger"]
     (project / "dsdoctor.toml").write_text('selct = ["slow-rank"]\n')
     res = run("rules")
     assert res.exit_code == 2 and "unknown dsdoctor setting(s): selct" in res.stderr

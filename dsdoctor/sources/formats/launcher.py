@@ -527,8 +527,8 @@ _SCRIPT_SIGNAL = compile_later(
 @on("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
 def script_stop_signal(line: Line, st: StreamState):
     t = line.text
-    if "Main process received" in t or "death signal" in t:
-        return None                     # the DeepSpeed launcher's and torchelastic's, read as theirs
+    if "Main process received" in t or "death signal" in t or "received at time=" in t:
+        return None                     # the DeepSpeed launcher's, torchelastic's and abseil's, read as theirs
     m = _SCRIPT_SIGNAL.search(t)
     if not m or not st.once(("script_signal", line.rank)):
         return None
