@@ -255,7 +255,7 @@ def _rank_in_msg(s: str) -> re.Match | None:
     alternatives at every position of the line (~3 us), this two `match`es per 'ank' (~0.4 us).
     The first match is the leftmost, as search's: the 'ank's (and 'ANK's) are tried in the order
     they stand and cannot overlap."""
-    at = [p for w in (("ank", "ANK") if "ANK" in s else ("ank",)) for p in _all(s, w)]
+    at = [p for w in (("ank", "ANK") if "ANK" in s else ("ank",)) for p in _positions(s, w)]
     for p in sorted(at) if len(at) > 1 else at:
         if p >= 2:
             m = _RANK_IN_MSG.match(s, p - 2)
@@ -268,7 +268,8 @@ def _rank_in_msg(s: str) -> re.Match | None:
     return None
 
 
-def _all(s: str, word: str) -> list[int]:
+def _positions(s: str, word: str) -> list[int]:
+    """Where `word` starts in `s`, in order."""
     out, p = [], s.find(word)
     while p >= 0:
         out.append(p)

@@ -20,8 +20,8 @@ A paste of a dead run is often the scheduler's record of it, not (or not only) t
           'train.service: Main process exited, code=killed, status=9/KILL' (code exited / killed / dumped)
 
 An exit status the shell's way: above 128 a death by signal (code - 128). The events are those of the
-job's own end lines (a killed / process_exit of who='slurm' / 'kubernetes'), so the failure rules weigh
-them as they weigh srun's and slurmstepd's.
+job's own end lines (a killed / process_exit of who='scontrol' / 'sacct' / 'kubernetes' / 'systemd'), so
+the failure rules weigh them as they weigh srun's and slurmstepd's.
 """
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ _K8S_TERMINATED = compile_later(r"^\s*(?:Last )?State:\s+Terminated\s*$")
 _K8S_EXIT = compile_later(r"^\s*Exit Code:\s+(\d+)\s*$")
 
 
-def _ended(line: Line, st: StreamState, state: str, code: int, sig: int, who: str = "slurm"):
+def _ended(line: Line, st: StreamState, state: str, code: int, sig: int, who: str):
+    """The job's end as its record says it; `who` the tool that printed it (scontrol, sacct): not
+    'slurm', which failure.py takes for Slurm's own word that the kernel killed a task for memory."""
     if state.startswith("OUT_OF_ME"):
         # the job's cgroup reached its memory limit (Slurm's task/cgroup OOM): the kernel killed a task
         return _killed(line, st, -9, who, memcg=True)
@@ -51,7 +53,7 @@ def _ended(line: Line, st: StreamState, state: str, code: int, sig: int, who: st
         return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=15, who=who,
                           external=True, reason=reason)
     if sig:
-        return _killed(line, st, -sig, who)
+        return end_by_signal(line, st, sig, who)
     return end_by_status(line, st, code, who) if code else None
 
 
@@ -66,7 +68,7 @@ def scontrol_job_state(line: Line, st: StreamState):
         return None
     if not st.once(("job-state", m.group(1))):
         return None
-    return _ended(line, st, m.group(1), 0, 0)
+    return _ended(line, st, m.group(1), 0, 0, "scontrol")
 
 
 @on("ExitCode=")
@@ -77,7 +79,7 @@ def scontrol_exit_code(line: Line, st: StreamState):
     code, sig = int(m.group(1)), int(m.group(2))
     if not (code or sig) or not st.once(("job-exit", code, sig)):
         return None
-    ev = _ended(line, st, "FAILED", code, sig)
+    ev = _ended(line, st, "FAILED", code, sig, "scontrol")
     if ev is not None:
         ev.text = f"{state} ... {m.group(0)}"        # the exit code alone does not say it is the job's
     return ev
@@ -89,7 +91,7 @@ def sacct_row(line: Line, st: StreamState):
     # a job's rows (the job, its .batch, .extern and steps) repeat one end: the first says it
     if not m or not st.once(("sacct",)):
         return None
-    return _ended(line, st, m.group(1), int(m.group(2)), int(m.group(3)))
+    return _ended(line, st, m.group(1), int(m.group(2)), int(m.group(3)), "sacct")
 
 
 @on("Terminated")
