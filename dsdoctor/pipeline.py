@@ -41,9 +41,8 @@ class Diagnoser:
         self.context = context or Context()
         self.rules = rules or RuleSet.load()
         self.detectors = detectors if detectors is not None else default_detectors()
-        for d in self.detectors:
-            if hasattr(d, "use_context"):     # detectors that read run facts (world size) at finish()
-                d.use_context(self.context)
+        for d in self.detectors:               # the run facts (world size) some read at finish()
+            d.use_context(self.context)
         self._by_kind: dict[str, list[Detector]] = {}
         for d in self.detectors:
             for k in d.kinds:

@@ -13,6 +13,16 @@ from ..findings import Evidence, Symptom
 
 class Detector:
     kinds: tuple[str, ...] = ()
+    context = None        # the run's Context, given by the Diagnoser (use_context)
+
+    def use_context(self, context) -> None:
+        """The run context the Diagnoser keeps (--world-size, --config, the log's context lines)."""
+        self.context = context
+
+    def known_world_size(self) -> int | None:
+        """The run's world size as the context knows it at this point (None: not said)."""
+        ws = self.context.facts.get("world_size") if self.context is not None else None
+        return ws if isinstance(ws, int) and ws > 0 else None
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         return ()

@@ -67,8 +67,7 @@ class CommDetector(Detector):
              "nccl_transport", "gloo_error", "stack", "context", "paste_block")
 
     def __init__(self) -> None:
-        self.world_size: int | None = None
-        self.context = None
+        self.world_size: int | None = None       # a context line's, when the detector runs without a Diagnoser
         self.paste_starts: set[tuple] = set()    # (source, line): where an issue's fenced block begins
         # collective timeouts: one record per rank (its first timeout)
         self.timeouts: dict[int | None, dict] = {}
@@ -103,14 +102,9 @@ class CommDetector(Detector):
         self.stack_ops: Counter = Counter()
         self.stack_dl_events: list[Event] = []
 
-    def use_context(self, context) -> None:
-        """The run context (--world-size, --config, context events): the world size tells which
-        ranks never reported."""
-        self.context = context
-
     def _world_size(self) -> int | None:
-        ws = self.context.facts.get("world_size") if self.context is not None else None
-        return ws if isinstance(ws, int) and ws > 0 else self.world_size
+        """The world size tells which ranks never reported."""
+        return self.known_world_size() or self.world_size
 
     # ------------------------------------------------------------------ feed
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:

@@ -32,20 +32,15 @@ COMM_MIN_RATIO = 1.0     # ... and at least the op's own summed time
 
 
 class RankSpreadDetector(Detector):
-    kinds = ("rank_spread", "comm_straggler", "context")
+    kinds = ("rank_spread", "comm_straggler")
 
     def __init__(self) -> None:
         # metric -> [(max_rank, max_ms, min_ms, seq, event)]
         self.reports: dict[str, list[tuple[int, float, float, int, Event]]] = {}
         self.waits: list[tuple[int, Event]] = []     # comms logger rows of the training loop's ops
-        self.world_size: int | None = None
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
-        if ev.kind == "context":
-            if isinstance(d.get("world_size"), int):
-                self.world_size = d["world_size"]
-            return ()
         if ev.kind == "comm_straggler":
             if d["count"] >= COMM_MIN_CALLS and len(self.waits) < MAX_REPORTS:
                 self.waits.append((seq, ev))
@@ -94,7 +89,7 @@ class RankSpreadDetector(Detector):
                          calls=d["count"], comm_ms=d["comm_ms"], straggler_ms=d["straggler_ms"],
                          ratio=round(d["straggler_ms"] / max(d["comm_ms"], 0.01), 1),
                          calm_op=calm.data["op"] if calm else None, calm_size=calm.data["size"] if calm else None,
-                         slow_rank=other_rank(ev.rank, self.world_size))
+                         slow_rank=other_rank(ev.rank, self.known_world_size()))
         s.ranks = {s.facts["slow_rank"]} if s.facts["slow_rank"] is not None else set()
         if calm is not None:
             s.add_evidence(calm)

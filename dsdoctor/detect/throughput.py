@@ -292,7 +292,7 @@ def find_gradual(values: list[float], higher_is_better: bool) -> dict | None:
 
 
 class ThroughputDetector(Detector):
-    kinds = ("throughput", "timers", "step", "telemetry", "context", "rank_times")
+    kinds = ("throughput", "timers", "step", "telemetry", "rank_times")
 
     def __init__(self) -> None:
         self.series: dict[tuple, _Series] = {}
@@ -304,7 +304,6 @@ class ThroughputDetector(Detector):
         self.series_of_rank: dict[int, _Series] = {}
         self.throttle: set[str] = set()          # clock slowdown reasons an `nvidia-smi -q` in the log showed
         self.throttle_ev: Event | None = None
-        self.world_size: int | None = None       # from the log's context: names the late rank of two
         self.exchange_ran = False                # live rounds across ranks (rank_times) were read
         self.step_ranks: set[int] = set()        # ranks whose phases came from live `step` events
 
@@ -349,10 +348,6 @@ class ThroughputDetector(Detector):
         return ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
-        if ev.kind == "context":
-            if isinstance(ev.data.get("world_size"), int):
-                self.world_size = ev.data["world_size"]
-            return ()
         if ev.kind == "rank_times":
             self.exchange_ran = True
             return ()
@@ -417,7 +412,8 @@ class ThroughputDetector(Detector):
                 out.append(s)
         slow = self._slow_ranks()
         if not slow:
-            late = late_rank_wait(self.rank_phase, self.phase_event, self.first_seq, self.world_size)
+            late = late_rank_wait(self.rank_phase, self.phase_event, self.first_seq,
+                                   self.known_world_size())     # (it names the late rank of two)
             if late is not None:
                 slow = [late]
         out.extend(slow)
