@@ -192,6 +192,13 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "engine.py:_configure_optimizer", "engine.py:_configure_basic_optimizer", "engine.py:_configure_lr_scheduler",
       "engine.py:_configure_zero_optimizer"),
      "a configuration that DeepSpeed (or the HF/accelerate integration) refused"),
+    # cudaErrorSystemNotReady (802; cudaGetErrorString 'system not yet initialized', read in libcudart; CUDA's
+    # driver_types.h: 'verify the system configuration is in a valid state and all required driver daemons are
+    # actively running'): on NVSwitch machines (HGX/DGX A100, H100) the fabric manager is not running, or is not
+    # the driver's version; no GPU on the node can start work until it is
+    ("gpu_not_ready", "environment", 3, (), ("system not yet initialized",), (),
+     "the node's GPUs not ready for CUDA work: a driver daemon is not running (on NVSwitch machines the fabric "
+     "manager)"),
     # a GPU this process cannot use (cudaGetErrorString texts; c10/cuda/CUDAFunctions.cpp
     # 'Unexpected error from cudaGetDeviceCount()'): more ranks than GPUs on the node or a wrong
     # CUDA_VISIBLE_DEVICES ('invalid device ordinal'), GPUs in exclusive-process mode or held by
