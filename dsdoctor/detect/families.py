@@ -28,8 +28,20 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("hardware", "hardware", 3, (),
      ("uncorrectable ECC error", "cudaErrorECCUncorrectable", "GPU has fallen off the bus", "unspecified launch failure",
       "an illegal memory access was encountered", "CUDA error: unknown error", "uncorrectable NVLink error",
-      "Xid (PCI:"), (),
+      "Xid (PCI:",
+      # cudaErrorContained (706, libcudart's text): 'an exception occurred on the device that is now contained by
+      # the GPU's error containment capability', per CUDA's driver_types.h invalid peer accesses over NVLink or
+      # hardware errors
+      "Invalid access of peer GPU memory over nvlink or a hardware error"), (),
      "a CUDA error that a failing GPU produces"),
+    # the other kernel faults that, like cudaErrorIllegalAddress, 'leave the process in an inconsistent state'
+    # (CUDA driver_types.h 714-718; texts as libcudart prints them): a faulty kernel (a custom or fused op, an
+    # extension built for another GPU, shapes a kernel does not support) or a failing GPU
+    ("kernel_fault", "hardware", 3, (),
+     ("misaligned address", "an illegal instruction was encountered", "hardware stack error",
+      "invalid program counter"), (),
+     "a CUDA kernel fault that leaves the process's GPU context unusable: a faulty kernel (a custom or fused op, an "
+     "extension built for another GPU) or a failing GPU"),
     # vLLM's engine refusing to start or to serve for lack of GPU memory: its KV cache (vllm/worker/worker.py
     # raise_if_cache_size_invalid 'No available memory for the cache blocks. Try increasing
     # `gpu_memory_utilization` ...', vllm/v1/core/kv_cache_utils.py check_enough_kv_cache_memory '... larger than
@@ -65,6 +77,11 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "NVIDIA driver on your system is too old", "CUDA driver version is insufficient", "No CUDA GPUs are available",
       "no kernel image is available", "CUDA was not found on the system", "mismatches the version that was used to compile",
       "Unsupported gpu architecture", "libcudart", "libcuda.so", "op_builder",
+      # libcudart's texts for a driver / toolkit / build that do not fit together (CUDA driver_types.h 34, 98, 200,
+      # 221-223, 803): a stub libcuda loaded, code not built for this GPU, PTX newer than the driver's JIT
+      "CUDA driver is a stub library", "invalid device function", "device kernel image is invalid",
+      "PTX JIT compiler library not found", "compiled with an unsupported toolchain", "PTX JIT compilation was disabled",
+      "unsupported display driver / cuda driver combination",
       # deepspeed/autotuning/autotuner.py Autotuner.__init__: 'Missing required package `tabulate`, please
       # install with `pip install deepspeed[autotuning]`.' (an AssertionError; `deepspeed --autotuning run`, run here)
       "Missing required package"),
@@ -207,7 +224,11 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("environment", "environment", 3, (),
      ("invalid device ordinal", "all CUDA-capable devices are busy or unavailable",
       "device(s) is/are busy or unavailable",     # cudaErrorDevicesUnavailable's cudaGetErrorString text
-      "forward compatibility was attempted", "Unexpected error from cudaGetDeviceCount"), (),
+      "forward compatibility was attempted", "Unexpected error from cudaGetDeviceCount",
+      # libcudart: cudaErrorNoDevice (100); the MPS daemon's (805-810: the client could not connect, was
+      # terminated by the server, the server not ready)
+      "no CUDA-capable device is detected", "MPS client failed to connect", "MPS client has been terminated",
+      "MPS server is not ready"), (),
      "a GPU this process cannot use: more ranks than GPUs on the node or a wrong CUDA_VISIBLE_DEVICES "
      "(invalid device ordinal), GPUs busy with another job or in exclusive mode, or a driver that does not "
      "match the CUDA runtime"),
