@@ -507,18 +507,20 @@ _IB_BENIGN_EVENT = compile_later(r"async event : (?:port active|LID change|P_Key
 # or filters all out; nccl src/bootstrap.cc: bootstrapNetInit 'Bootstrap : no socket interface
 # found', src/transport/net_socket.cc: ncclNetSocketInit 'NET/Socket : no interface found'), and
 # two ranks of one communicator on one GPU (src/init.cc 'Duplicate GPU detected : rank %d and rank
-# %d both on CUDA device %lx').
+# %d both on CUDA device %lx'), and a verbs call of the InfiniBand transport that failed (libnccl's
+# 'Call to ibv_reg_mr failed with error %s', 'Call to ibv_create_cq failed with error %s', ...).
 _NO_INTERFACE = compile_later(r"(?i)no socket interface found|NET/Socket : no interface found|"
                            r"no usable listening interface found")
 
 
 @on("no socket interface found", "no interface found", "o usable listening interface found",
-    "Duplicate GPU detected : rank ")
+    "Duplicate GPU detected : rank ", "Call to ibv_")
 def headless_warn(line: Line, st: StreamState):
     t = line.text
     if "NCCL WARN " in t:
         return None                     # an NCCL WARN line: nccl_warn reads it
-    cause = "duplicate_gpu" if "Duplicate GPU detected" in t else "interface" if _NO_INTERFACE.search(t) else None
+    cause = "duplicate_gpu" if "Duplicate GPU detected" in t else "interface" if _NO_INTERFACE.search(t) else \
+        "ib" if t.lstrip().startswith("Call to ibv_") and " failed" in t else None
     if cause is None:
         return None
     return line.event("nccl_warn", step=st.step_of(line.rank), msg=t.strip()[-200:], cause=cause,
