@@ -2,16 +2,20 @@
 
 A test that runs a real process (a Python one-liner importing torch, one DeepSpeed rank) waits for it
 with one of the machine's two cores idle: the process is single-threaded (OMP_NUM_THREADS=1) and
-pytest only waits. A module lists such processes, in the order its tests read them, with `ahead(...)`
-(the same command, environment, input and time limit the test gave subprocess.run); when a test asks
+pytest only waits. A module lists such processes, in the order its tests read them (`QUEUE.add(...)`,
+`register(key, ...)`; test_failure.py's `ahead(code)` for its `output_of`), with the same command,
+environment, input and time limit the test gave subprocess.run; when a test asks
 for one, the next one on the list starts too, so it runs while this one is waited for and while the
-in-process tests in between run: at most two of a module's processes at a time. What a test reads
+in-process tests in between run: at most two of the listed processes at a time. What a test reads
 is that process's own exit code, stdout and stderr, as subprocess.run returns them.
 
 Each process runs in a session of its own; at its time limit its whole group is killed (and the test
 that reads it gets subprocess.TimeoutExpired, as from subprocess.run), and `stop_all()` (conftest.py,
 at the end of the pytest session) kills the group of any still running, whatever happened. A
-process no selected test reads (`pytest -k`) is started at most once ahead, and killed at the end."""
+process no selected test reads (`pytest -k`) is started at most once ahead, and killed at the end.
+`Background` does the same for a helper that runs and reads a whole run (one rank of `dsdoctor run`).
+Not for a process whose timing is what the test checks (stragglers, stall verdicts, a healthy 2-rank
+run): that one runs alone, as before."""
 from __future__ import annotations
 
 import os
@@ -26,7 +30,7 @@ _lock = threading.Lock()
 _running: dict[int, subprocess.Popen] = {}        # pid -> process, until it has been reaped
 _scratch: list[str] = []
 _stopped = False
-_threads: list[threading.Thread] = []     # Background runs (they end at their own limits)
+_threads: list[threading.Thread] = []     # every thread started here (each ends at its process's limit)
 
 
 class Ahead:
@@ -46,6 +50,7 @@ class Ahead:
             if self._thread is not None:
                 return
             self._thread = threading.Thread(target=self._run, name="run-ahead", daemon=True)
+            _threads.append(self._thread)
             self._thread.start()
 
     def _run(self) -> None:
@@ -134,7 +139,7 @@ def stop_all() -> None:
         left = list(_running.values())
     for p in left:
         _kill_group(p)
-    for t in list(_threads):
+    for t in list(_threads):      # their clean-up (kill_marked) runs; a Background run ends at its own limit
         t.join()
     for d in _scratch:
         shutil.rmtree(d, ignore_errors=True)
