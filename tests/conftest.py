@@ -52,3 +52,10 @@ def pytest_collection_finish(session):
         warnings.warn(f"building DeepSpeed's shm comm op failed ({p.returncode}): {out[-500:]!r}")
     elif time.monotonic() - t0 > 20:
         print(f"\nconftest: DeepSpeed's shm comm op built in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # processes started ahead of their tests (tests/run_ahead.py) that no test read to the end
+    run_ahead = sys.modules.get("run_ahead")
+    if run_ahead is not None:
+        run_ahead.stop_all()

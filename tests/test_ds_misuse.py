@@ -11,7 +11,7 @@ import pytest
 from dsdoctor.detect.families import classify
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_failure import output_of, top  # noqa: E402
+from test_failure import ahead, output_of, top  # noqa: E402
 
 # one rank, gloo, the torch optimizer (no fused_adam build)
 _PRELUDE = """
@@ -24,37 +24,49 @@ CFG = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "para
 """
 
 
+def _ahead(code: str) -> str:
+    """`code`, its process listed to start one test ahead (tests/run_ahead.py)."""
+    ahead(_PRELUDE + code, timeout=300)
+    return code
+
+
 def _misuse(code: str):
     f = top(output_of(_PRELUDE + code, timeout=300))
     assert f.rule == "failure-deepspeed-misuse" and f.category == "config_error", (f.rule, f.summary)
     return f
 
 
+PIPELINE_CALLED_PLAIN = _ahead("from deepspeed.pipe import PipelineModule\n"
+                               "m = PipelineModule(layers=[nn.Linear(8, 8), nn.Linear(8, 8)], num_stages=1, "
+                               "loss_fn=nn.MSELoss())\n"
+                               "e, *_ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=CFG)\n"
+                               "e(torch.randn(2, 8))\n")
+MOE_PLAIN_OPTIMIZER = _ahead("from deepspeed.moe.layer import MoE\n"
+                             "m = MoE(hidden_size=8, expert=nn.Linear(8, 8), num_experts=2, ep_size=1, k=1)\n"
+                             "opt = torch.optim.AdamW(m.parameters(), lr=1e-3)\n"
+                             "deepspeed.initialize(model=m, optimizer=opt, config={'train_micro_batch_size_per_gpu': 2, "
+                             "'zero_optimization': {'stage': 2}})\n")
+STEP_WITHOUT_BACKWARD = _ahead("m = nn.Linear(8, 1)\n"
+                               "e, *_ = deepspeed.initialize(model=m, model_parameters=m.parameters(), "
+                               "config={**CFG, 'zero_optimization': {'stage': 2}})\n"
+                               "e(torch.randn(2, 8)).mean()\n"
+                               "e.step()\n")
+
+
 def test_a_pipeline_engine_called_like_the_plain_engine():
-    f = _misuse("from deepspeed.pipe import PipelineModule\n"
-                "m = PipelineModule(layers=[nn.Linear(8, 8), nn.Linear(8, 8)], num_stages=1, loss_fn=nn.MSELoss())\n"
-                "e, *_ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=CFG)\n"
-                "e(torch.randn(2, 8))\n")
+    f = _misuse(PIPELINE_CALLED_PLAIN)
     assert "Only train_batch() is accessible in pipeline mode" in f.evidence[0].text
     assert "train_batch" in f.fixes[0].title and f.fixes[0].config_patch is None
 
 
 def test_a_moe_model_with_a_plain_optimizer():
-    f = _misuse("from deepspeed.moe.layer import MoE\n"
-                "m = MoE(hidden_size=8, expert=nn.Linear(8, 8), num_experts=2, ep_size=1, k=1)\n"
-                "opt = torch.optim.AdamW(m.parameters(), lr=1e-3)\n"
-                "deepspeed.initialize(model=m, optimizer=opt, config={'train_micro_batch_size_per_gpu': 2, "
-                "'zero_optimization': {'stage': 2}})\n")
+    f = _misuse(MOE_PLAIN_OPTIMIZER)
     assert "None of the param groups are marked as MoE" in f.evidence[0].text
     assert "split_params_into_different_moe_groups_for_optimizer" in f.fixes[0].advice
 
 
 def test_step_without_backward_under_zero():
-    f = _misuse("m = nn.Linear(8, 1)\n"
-                "e, *_ = deepspeed.initialize(model=m, model_parameters=m.parameters(), "
-                "config={**CFG, 'zero_optimization': {'stage': 2}})\n"
-                "e(torch.randn(2, 8)).mean()\n"
-                "e.step()\n")
+    f = _misuse(STEP_WITHOUT_BACKWARD)
     assert f.fixes[0].title == "Call engine.backward(loss) before engine.step()"
 
 

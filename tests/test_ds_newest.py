@@ -12,7 +12,7 @@ import pytest
 from dsdoctor.detect.families import classify
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_failure import diagnose, output_of, top  # noqa: E402
+from test_failure import ahead, diagnose, output_of, top  # noqa: E402
 from test_ds_misuse import _PRELUDE  # noqa: E402
 
 _NET = "m = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 1))\n"
@@ -24,19 +24,26 @@ def _misuse(code: str):
     return f
 
 
+# both processes listed to start one test ahead (tests/run_ahead.py)
+AUTOTP_PAST_THE_WORLD = _NET + ("deepspeed.initialize(model=m, model_parameters=m.parameters(), "
+                                "config={**CFG, 'tensor_parallel': {'autotp_size': 2}})\n")
+MUON_FOREIGN_PARAMETER = _NET + ("extra = nn.Parameter(torch.zeros(8, 8))\n"
+                                 "deepspeed.initialize(model=m, model_parameters=[*m.parameters(), extra], "
+                                 "config={**CFG, 'optimizer': {'type': 'Muon', 'params': {'lr': 1e-3}}, "
+                                 "'zero_optimization': {'stage': 2}})\n")
+for _code in (AUTOTP_PAST_THE_WORLD, MUON_FOREIGN_PARAMETER):
+    ahead(_PRELUDE + _code, timeout=300)
+
+
 def test_autotp_size_larger_than_the_world():
     # utils/groups.py _init_tp_mesh_device builds a (world // autotp_size, autotp_size) mesh: torch's
     # _pycute/layout.py raises a bare AssertionError
-    f = _misuse(_NET + "deepspeed.initialize(model=m, model_parameters=m.parameters(), "
-                "config={**CFG, 'tensor_parallel': {'autotp_size': 2}})\n")
+    f = _misuse(AUTOTP_PAST_THE_WORLD)
     assert f.fixes[0].title.startswith("Make AutoTP's tensor_parallel.autotp_size fit")
 
 
 def test_muon_given_a_parameter_the_model_does_not_hold():
-    f = _misuse(_NET + "extra = nn.Parameter(torch.zeros(8, 8))\n"
-                "deepspeed.initialize(model=m, model_parameters=[*m.parameters(), extra], "
-                "config={**CFG, 'optimizer': {'type': 'Muon', 'params': {'lr': 1e-3}}, "
-                "'zero_optimization': {'stage': 2}})\n")
+    f = _misuse(MUON_FOREIGN_PARAMETER)
     assert "needs every parameter tagged with use_muon" in f.evidence[0].text
     assert "use_muon" in f.fixes[0].advice
 

@@ -13,19 +13,27 @@ import pytest
 from dsdoctor.detect.families import classify
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_failure import diagnose, output_of, top  # noqa: E402
+from test_failure import ahead, diagnose, output_of, top  # noqa: E402
+import run_ahead  # noqa: E402
 from test_ds_misuse import _PRELUDE  # noqa: E402
 
 _NET = "m = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 1))\n"
 
 
-def test_a_monitor_output_path_through_a_file(tmp_path):
+# both processes listed to start one test ahead (tests/run_ahead.py); the file in the way is in a folder of its own
+_BLOCKER = Path(run_ahead.scratch("monitor")) / "tb"
+_BLOCKER.write_text("")
+MONITOR_PATH_THROUGH_A_FILE = ahead(_PRELUDE + _NET + "deepspeed.initialize(model=m, model_parameters=m.parameters(), config={"
+                                    f"**CFG, 'tensorboard': {{'enabled': True, 'output_path': '{_BLOCKER}', "
+                                    "'job_name': 'j'}})\n", timeout=300)
+CURRICULUM_WITHOUT_METRICS = ahead(_PRELUDE + _NET + "deepspeed.initialize(model=m, model_parameters=m.parameters(), config={"
+                                   "**CFG, 'data_efficiency': {'enabled': True, 'data_sampling': {'enabled': True, "
+                                   "'curriculum_learning': {'enabled': True}}}})\n", timeout=300)
+
+
+def test_a_monitor_output_path_through_a_file():
     # monitor/tensorboard.py get_summary_writer os.makedirs(output_path/job_name): NotADirectoryError
-    blocker = tmp_path / "tb"
-    blocker.write_text("")
-    f = top(output_of(_PRELUDE + _NET + "deepspeed.initialize(model=m, model_parameters=m.parameters(), config={"
-                      f"**CFG, 'tensorboard': {{'enabled': True, 'output_path': '{blocker}', 'job_name': 'j'}}}})\n",
-                      timeout=300))
+    f = top(output_of(MONITOR_PATH_THROUGH_A_FILE, timeout=300))
     assert (f.rule, f.category) == ("failure-deepspeed-misuse", "config_error"), (f.rule, f.summary)
     assert "tensorboard.output_path" in f.summary and "Not a directory" in f.evidence[0].text
     assert f.fixes[0].title == "Point the path in the ds_config at a directory DeepSpeed can create"
@@ -33,9 +41,7 @@ def test_a_monitor_output_path_through_a_file(tmp_path):
 
 def test_curriculum_learning_without_metrics():
     # runtime/data_pipeline/config.py get_curriculum_learning's assert, at deepspeed.initialize
-    f = top(output_of(_PRELUDE + _NET + "deepspeed.initialize(model=m, model_parameters=m.parameters(), config={"
-                      "**CFG, 'data_efficiency': {'enabled': True, 'data_sampling': {'enabled': True, "
-                      "'curriculum_learning': {'enabled': True}}}})\n", timeout=300))
+    f = top(output_of(CURRICULUM_WITHOUT_METRICS, timeout=300))
     assert (f.rule, f.category) == ("failure-config-exception", "config_error"), (f.rule, f.summary)
     assert "curriculum_metrics must be specified" in f.evidence[0].text
     assert "curriculum_metrics" in f.fixes[0].advice

@@ -18,6 +18,7 @@ import pytest
 from dsdoctor.detect.families import classify
 from dsdoctor.pipeline import Diagnoser
 from dsdoctor.sources.logs import events_from_text
+import run_ahead
 
 ENV = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SITE = Path(__import__("torch").__file__).resolve().parent.parent
@@ -36,10 +37,21 @@ def top(text: str):
 
 
 def output_of(code: str, timeout: float = 120, cmd: list[str] | None = None) -> str:
-    """Run a real Python process; its stdout+stderr, as a log would hold them."""
-    p = subprocess.run(cmd or [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=timeout)
+    """Run a real Python process; its stdout+stderr, as a log would hold them (the same process
+    started one test ahead when the module listed it with `ahead`)."""
+    args = cmd or [sys.executable, "-c", code]
+    early = run_ahead.registered(("output_of", tuple(args), timeout))
+    p = early.run() if early else subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=timeout)
     assert p.returncode != 0, p.stdout + p.stderr
     return p.stdout + p.stderr
+
+
+def ahead(code: str, timeout: float = 120, cmd: list[str] | None = None) -> str:
+    """`code`, after listing `output_of(code, timeout, cmd)` to start one test ahead (tests/run_ahead.py):
+    for the processes that import torch or DeepSpeed (2-12 s of CPU each), in the order the tests read them."""
+    args = cmd or [sys.executable, "-c", code]
+    run_ahead.register(("output_of", tuple(args), timeout), args, timeout=timeout, env=ENV)
+    return code
 
 
 # ---------------------------------------------------------------- Python tracebacks, real ones
@@ -52,27 +64,32 @@ def test_any_exception_type_is_a_failure_with_type_line_and_triage():
     assert f.fixes and "traceback" in f.fixes[0].advice
 
 
+SAVE_TO_FULL_DISK = ahead("import torch; torch.save({'w': torch.zeros(1000)}, '/dev/full')")
+
+
 def test_a_full_disk_under_torch_save_is_storage():
     """torch.save onto a device that is full (/dev/full: every write fails with ENOSPC), for real."""
-    log = "step 7 loss 1.0\n" + output_of("import torch; torch.save({'w': torch.zeros(1000)}, '/dev/full')")
+    log = "step 7 loss 1.0\n" + output_of(SAVE_TO_FULL_DISK)
     f = top(log)
     assert (f.rule, f.category) == ("failure-storage-full", "environment"), (f.rule, f.title)
     log = output_of("open('/dev/full', 'wb').write(b'x' * 65536)")
     assert "No space left on device" in log and top(log).rule == "failure-storage-full"
 
 
+WORKER_SEGFAULT = ahead("import os, signal, torch\n"
+                        "from torch.utils.data import DataLoader, Dataset\n"
+                        "class D(Dataset):\n"
+                        "    def __len__(self): return 8\n"
+                        "    def __getitem__(self, i):\n"
+                        "        if i == 3: os.kill(os.getpid(), signal.SIGSEGV)\n"
+                        "        return torch.zeros(2)\n"
+                        "for b in DataLoader(D(), num_workers=1, batch_size=1): pass\n")
+
+
 def test_a_dataloader_worker_segfault_is_a_crash():
     """A real DataLoader worker killed by SIGSEGV: torch's worker handler prints 'Unexpected
     segmentation fault encountered in worker', the main process then fails on its lost pipe."""
-    code = ("import os, signal, torch\n"
-            "from torch.utils.data import DataLoader, Dataset\n"
-            "class D(Dataset):\n"
-            "    def __len__(self): return 8\n"
-            "    def __getitem__(self, i):\n"
-            "        if i == 3: os.kill(os.getpid(), signal.SIGSEGV)\n"
-            "        return torch.zeros(2)\n"
-            "for b in DataLoader(D(), num_workers=1, batch_size=1): pass\n")
-    f = top(output_of(code))
+    f = top(output_of(WORKER_SEGFAULT))
     assert f.rule == "failure-crash-signal" and "SIGSEGV" in f.title and "DataLoader worker" in f.summary
     # how the main process may report it instead (libtorch_python 'DataLoader worker (pid {}) is
     # killed by signal: {}. ', torch/utils/data/dataloader.py 'DataLoader worker (pid(s) {}) exited
@@ -101,11 +118,15 @@ def test_during_handling_keeps_the_first_exception():
     assert any("ValueError: cleanup failed" in e.text for e in f.evidence)
 
 
+NINJA_BUILD_IN_EMPTY_FOLDER = ahead("import tempfile\nfrom torch.utils import cpp_extension\n"
+                                    "cpp_extension._run_ninja_build(tempfile.mkdtemp(), False, "
+                                    "error_prefix=\"Error building extension 'demo_op'\")")
+
+
 def test_raise_from_of_a_real_ninja_build_is_environment():
     if not any((Path(p) / "ninja").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
         pytest.skip("ninja not installed")
-    log = output_of("import tempfile\nfrom torch.utils import cpp_extension\n"
-                    "cpp_extension._run_ninja_build(tempfile.mkdtemp(), False, error_prefix=\"Error building extension 'demo_op'\")")
+    log = output_of(NINJA_BUILD_IN_EMPTY_FOLDER)
     assert "The above exception was the direct cause" in log
     assert top(log).category == "environment"
     # without the specific 'Error building extension' line: the chain's ninja CalledProcessError says it
@@ -114,15 +135,18 @@ def test_raise_from_of_a_real_ninja_build_is_environment():
     assert (f.rule, f.category) == ("failure-environment-exception", "environment")
 
 
+BUILD_MISSING_HEADER = ahead("import tempfile\nfrom torch.utils.cpp_extension import load_inline\n"
+                             "load_inline(name='demo_missing_header', cpp_sources=['#include <demo_no_such_header.h>\\nint f() "
+                             "{ return 1; }'], functions=['f'], build_directory=tempfile.mkdtemp(), verbose=True)", timeout=300)
+
+
 def test_a_real_op_build_missing_a_header_names_the_header():
     """torch's JIT build (the path DeepSpeed's op_builder takes) of a source that includes a
     header this machine lacks: the compiler's 'fatal error' line is the cause, the build
     error its consequence."""
     if not any((Path(p) / "ninja").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
         pytest.skip("ninja not installed")
-    log = output_of("import tempfile\nfrom torch.utils.cpp_extension import load_inline\n"
-                    "load_inline(name='demo_missing_header', cpp_sources=['#include <demo_no_such_header.h>\\nint f() { return 1; }'],"
-                    " functions=['f'], build_directory=tempfile.mkdtemp(), verbose=True)", timeout=300)
+    log = output_of(BUILD_MISSING_HEADER, timeout=300)
     fs = [f for f in diagnose(log) if f.severity != "info"]
     assert fs[0].rule == "log-env-missing-header" and "demo_no_such_header.h" in fs[0].title
     assert fs[1].rule == "log-env-op-build" and fs[1].consequence_of == "log-env-missing-header"
@@ -145,11 +169,14 @@ def test_the_open_files_limit_is_environment():
     assert (f.rule, f.category) == ("failure-open-files-limit", "environment") and "[Errno 24]" in f.summary
 
 
+DS_CONFIG_BATCH_ERROR = ahead("from deepspeed.runtime.config import DeepSpeedConfig\n"
+                              "DeepSpeedConfig({'train_batch_size': 3, 'train_micro_batch_size_per_gpu': 2,"
+                              " 'gradient_accumulation_steps': 1})")
+
+
 def test_real_deepspeed_config_error_is_config_error():
     pytest.importorskip("deepspeed")
-    log = output_of("from deepspeed.runtime.config import DeepSpeedConfig\n"
-                    "DeepSpeedConfig({'train_batch_size': 3, 'train_micro_batch_size_per_gpu': 2,"
-                    " 'gradient_accumulation_steps': 1})")
+    log = output_of(DS_CONFIG_BATCH_ERROR)
     assert top(log).category == "config_error"
 
 
@@ -262,10 +289,13 @@ def test_sigkill_alone_is_medium():
     assert f.rule == "host-oom-killed" and "How sure: medium" in f.summary
 
 
+RAISE_CUDA_OOM = ahead("import torch\nraise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 "
+                       "has a total capacity of 8.00 GiB of which 1.00 MiB is free. Of the allocated memory 7.00 GiB is "
+                       "allocated by PyTorch, and 100.00 MiB is reserved by PyTorch but unallocated.')")
+
+
 def test_specific_rule_hides_the_fallback():
-    log = output_of("import torch\nraise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
-                    "total capacity of 8.00 GiB of which 1.00 MiB is free. Of the allocated memory 7.00 GiB is allocated by "
-                    "PyTorch, and 100.00 MiB is reserved by PyTorch but unallocated.')")
+    log = output_of(RAISE_CUDA_OOM)
     fs = diagnose(log)
     assert fs[0].category == "oom" and not any(f.rule.startswith(("unexplained", "failure-")) for f in fs)
 
@@ -320,6 +350,18 @@ def _dsdoctor_run(out: Path, cmd: list[str], timeout: float = 180) -> tuple[int,
     return p.returncode, text
 
 
+def _dsdoctor_run_ahead(cmd, timeout: float = 180) -> tuple[run_ahead.Ahead, Path]:
+    """`_dsdoctor_run(out, cmd(), timeout)` listed to start one test ahead (tests/run_ahead.py), into a
+    folder of its own: (the process, that run folder). `cmd` is called when it starts."""
+    from multinode_helpers import kill_marked
+    out = Path(run_ahead.scratch("dsdoctor-run")) / "run"
+    a = run_ahead.register(("dsdoctor run", str(out)),
+                           lambda: [sys.executable, "-m", "dsdoctor", "run", "--out", str(out), "--", *cmd()],
+                           timeout=timeout, env={**ENV, "DSDOCTOR_TEST_MARK": str(out)}, merge=True,
+                           cleanup=lambda: kill_marked(str(out)))
+    return a, out
+
+
 def _post_mortem(out: Path):
     """What `dsdoctor analyze DIR` finds in a run folder (the report `dsdoctor run` printed)."""
     from dsdoctor.sources.inputs import expand
@@ -330,23 +372,29 @@ def _post_mortem(out: Path):
     return [f for f in d.finish() if f.severity != "info"]
 
 
+KILLED_RUN = _dsdoctor_run_ahead(lambda: [sys.executable, TRAIN, "--steps", "20", "--fault", "sigkill", "--fault-step", "5"])
+
+
 @pytest.mark.slow
-def test_run_killed_by_sigkill_says_killed_signal_and_last_step(tmp_path):
+def test_run_killed_by_sigkill_says_killed_signal_and_last_step():
     pytest.importorskip("deepspeed")
-    rc, text = _dsdoctor_run(tmp_path / "run", [sys.executable, TRAIN, "--steps", "20", "--fault", "sigkill",
-                                                "--fault-step", "5"])
+    p, out = KILLED_RUN[0].run(), KILLED_RUN[1]
+    rc, text = p.returncode, p.stdout
     assert rc == 128 + signal.SIGKILL
     assert "No problems found" not in text
     assert "killed by SIGKILL" in text and "exit code 137" in text
-    f = _post_mortem(tmp_path / "run")[0]
+    f = _post_mortem(out)[0]
     assert f.rule == "host-oom-killed" and "killed by SIGKILL (dsdoctor run, exit code 137) at training step 4" in f.summary
 
 
+RAISING_RUN = _dsdoctor_run_ahead(lambda: [sys.executable, TRAIN, "--steps", "20", "--fault", "raise", "--fault-step", "3"])
+
+
 @pytest.mark.slow
-def test_run_with_an_arbitrary_exception_is_an_unexplained_failure(tmp_path):
+def test_run_with_an_arbitrary_exception_is_an_unexplained_failure():
     pytest.importorskip("deepspeed")
-    rc, text = _dsdoctor_run(tmp_path / "run", [sys.executable, TRAIN, "--steps", "20", "--fault", "raise",
-                                                "--fault-step", "3"])
+    p = RAISING_RUN[0].run()
+    rc, text = p.returncode, p.stdout
     assert rc == 1 and "No problems found" not in text
     assert "Unexplained failure: LookupError" in text and "console.log:" in text
 
@@ -375,21 +423,28 @@ def test_script_refusing_the_launchers_local_rank(tmp_path):
     assert any("--no_local_rank" in (fx.advice or "") for fx in f.fixes)
 
 
-@pytest.mark.slow
-def test_deepspeed_launcher_rank_killed_by_sigkill(tmp_path):
-    pytest.importorskip("deepspeed")
-    import shutil
+def _launcher_killed_rank_cmd() -> list[str]:
     import socket
-    ds = shutil.which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
-    if not Path(ds).exists():
-        pytest.skip("needs the deepspeed runner")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    rc, text = _dsdoctor_run(tmp_path / "run", [ds, "--num_gpus", "1", "--master_port", str(port), TRAIN,
-                                                "--steps", "20", "--fault", "sigkill", "--fault-step", "5"])
+    return [_DS_RUNNER, "--num_gpus", "1", "--master_port", str(port), TRAIN, "--steps", "20", "--fault", "sigkill",
+            "--fault-step", "5"]
+
+
+_DS_RUNNER = __import__("shutil").which("deepspeed") or str(Path(sys.executable).with_name("deepspeed"))
+LAUNCHER_KILLED_RUN = _dsdoctor_run_ahead(_launcher_killed_rank_cmd) if Path(_DS_RUNNER).exists() else None
+
+
+@pytest.mark.slow
+def test_deepspeed_launcher_rank_killed_by_sigkill():
+    pytest.importorskip("deepspeed")
+    if LAUNCHER_KILLED_RUN is None:
+        pytest.skip("needs the deepspeed runner")
+    p, out = LAUNCHER_KILLED_RUN[0].run(), LAUNCHER_KILLED_RUN[1]
+    rc, text = p.returncode, p.stdout
     assert rc != 0 and "exits with return code = -9" in text
-    f = _post_mortem(tmp_path / "run")[0]
+    f = _post_mortem(out)[0]
     assert f.rule == "host-oom-killed" and "killed by SIGKILL (launcher, exit code -9) at training step" in f.summary
 
 
@@ -494,8 +549,17 @@ def test_docker_saying_the_container_was_not_oom_killed_is_not_a_failure():
 def _one_torchrun_rank(tmp_path: Path, source: str, timeout: float = 240) -> str:
     """`source` run as one rank under torchrun (real DeepSpeed on the CPU); its output. torchrun
     starts its rank in a session of its own: at a timeout the rank is found by its script's path
-    and killed too (it was left behind, waiting, when only torchrun was killed)."""
+    and killed too (it was left behind, waiting, when only torchrun was killed). A source listed
+    with `_one_torchrun_rank_ahead` was started one test ahead, the same way."""
     from multinode_helpers import kill_marked
+    early = run_ahead.registered(("torchrun rank", source, timeout))
+    if early is not None:
+        try:
+            p = early.run()
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"torchrun task.py did not end within {timeout} s:\n{(e.output or '')[-3000:]}")
+        assert p.returncode != 0, p.stdout
+        return p.stdout
     script = tmp_path / "task.py"
     script.write_text(source)
     p = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
@@ -511,6 +575,18 @@ def _one_torchrun_rank(tmp_path: Path, source: str, timeout: float = 240) -> str
         kill_marked(str(script))
     assert p.returncode != 0, text
     return text
+
+
+def _one_torchrun_rank_ahead(source: str, timeout: float = 240) -> str:
+    """`source`, after listing `_one_torchrun_rank(_, source, timeout)` to start one test ahead
+    (tests/run_ahead.py), its script in a folder of its own."""
+    from multinode_helpers import kill_marked
+    script = Path(run_ahead.scratch("torchrun")) / "task.py"
+    run_ahead.register(("torchrun rank", source, timeout),
+                       [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", str(script)],
+                       timeout=timeout, env={**ENV, "DSDOCTOR_TEST_MARK": str(script)}, merge=True,
+                       setup=lambda: script.write_text(source), cleanup=lambda: kill_marked(str(script)))
+    return source
 
 
 # The scripts below train with DeepSpeed's basic optimizer on torch's AdamW ("torch_adam": True):
@@ -535,6 +611,7 @@ ids = torch.randint(0, 64, (2, 4))
 loss = engine(ids); engine.backward(loss); engine.step()
 F.embedding(ids, engine.module.embed.weight)      # outside the engine: the weight is partitioned
 """
+_one_torchrun_rank_ahead(ZERO3_DIRECT_USE)
 
 
 @pytest.mark.timeout(300)
@@ -578,6 +655,7 @@ cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "para
 engine, _, _, _ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=cfg)
 loss = engine(torch.randn(2, 16, requires_grad=True)); engine.backward(loss); engine.step()
 """
+_one_torchrun_rank_ahead(ZERO2_REENTRANT_SHARED)
 
 
 @pytest.mark.timeout(300)
@@ -598,6 +676,7 @@ cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "para
 engine, _, _, _ = deepspeed.initialize(model=m, model_parameters=m.parameters(), config=cfg)
 loss = engine(torch.randn(2, 16)).sum()      # a float32 batch into the bf16 engine
 """
+_one_torchrun_rank_ahead(BF16_FLOAT_BATCH)
 
 
 @pytest.mark.timeout(300)
@@ -609,31 +688,39 @@ def test_a_float32_batch_into_a_bf16_engine(tmp_path):
 
 
 # ---------------------------------------------------------------- re-raised worker errors, meta weights, AMP, glibc (real processes)
+WORKER_KEY_ERROR = ahead("import torch\nfrom torch.utils.data import DataLoader\n"
+                         "class D(torch.utils.data.Dataset):\n    def __len__(self): return 4\n"
+                         "    def __getitem__(self, i): return {}['input_ids']\n"
+                         "for b in DataLoader(D(), num_workers=1): pass\n")
+
+
 def test_a_dataloader_worker_exception_quotes_the_workers_own_error():
     """torch/_utils.py ExceptionWrapper: 'Caught KeyError in DataLoader worker process 0.' wraps the
     worker's traceback; its exception is the cause and the evidence quotes it."""
-    log = "step 3 loss 2.0\n" + output_of(
-        "import torch\nfrom torch.utils.data import DataLoader\n"
-        "class D(torch.utils.data.Dataset):\n    def __len__(self): return 4\n"
-        "    def __getitem__(self, i): return {}['input_ids']\n"
-        "for b in DataLoader(D(), num_workers=1): pass\n")
+    log = "step 3 loss 2.0\n" + output_of(WORKER_KEY_ERROR)
     assert "Caught KeyError in DataLoader worker process 0" in log
     f = top(log)
     assert f.evidence[0].text == "KeyError: 'input_ids'", f.evidence
     assert classify("KeyError", "Caught KeyError in DataLoader worker process 0.").name == "wrapper"
 
 
+META_WEIGHTS_TO_CPU = ahead("import torch\ntorch.nn.Linear(4, 4, device='meta').to('cpu')")
+
+
 def test_weights_left_on_the_meta_device_are_named():
-    log = output_of("import torch\ntorch.nn.Linear(4, 4, device='meta').to('cpu')")
+    log = output_of(META_WEIGHTS_TO_CPU)
     f = top(log)
     assert (f.rule, f.category) == ("meta-tensor-not-loaded", "config_error"), (f.rule, f.title)
     assert "Cannot copy out of meta tensor" in f.evidence[0].text
 
 
+AMP_FP16_WEIGHTS = ahead("import torch\nm = torch.nn.Linear(4, 4).half()\nopt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+                         "s = torch.amp.GradScaler('cpu')\ns.scale(m(torch.randn(2, 4).half()).sum()).backward()\n"
+                         "s.unscale_(opt)\n")
+
+
 def test_amp_refusing_fp16_weights_is_a_config_error():
-    log = "step 1 loss 2.0\n" + output_of(
-        "import torch\nm = torch.nn.Linear(4, 4).half()\nopt = torch.optim.SGD(m.parameters(), lr=0.1)\n"
-        "s = torch.amp.GradScaler('cpu')\ns.scale(m(torch.randn(2, 4).half()).sum()).backward()\ns.unscale_(opt)\n")
+    log = "step 1 loss 2.0\n" + output_of(AMP_FP16_WEIGHTS)
     f = top(log)
     assert (f.rule, f.category) == ("amp-fp16-trainable-weights", "config_error"), (f.rule, f.title)
 
@@ -721,16 +808,23 @@ for step in range(3):
 """
 
 
-@pytest.mark.parametrize("how, rule", [("unused", "ddp-unused-parameters"), ("twice", "ddp-ready-twice"),
-                                       ("nograd", "loss-not-connected-to-weights")])
-def test_the_set_ups_wiring_refused_by_torch_for_real(tmp_path, how, rule):
+def _wiring_env() -> dict:
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    script = "import torch; torch.zeros(1).sum().backward()\n" if how == "nograd" else DDP_SCRIPT
-    env = {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-    p = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, timeout=120, env=env)
+    return {**ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+
+
+WIRING = {how: run_ahead.QUEUE.add([sys.executable, "-c", "import torch; torch.zeros(1).sum().backward()\n"
+                                    if how == "nograd" else DDP_SCRIPT, how], timeout=120, env=_wiring_env)
+          for how in ("unused", "twice", "nograd")}       # started one test ahead (tests/run_ahead.py)
+
+
+@pytest.mark.parametrize("how, rule", [("unused", "ddp-unused-parameters"), ("twice", "ddp-ready-twice"),
+                                       ("nograd", "loss-not-connected-to-weights")])
+def test_the_set_ups_wiring_refused_by_torch_for_real(how, rule):
+    p = WIRING[how].run()       # [python, -c, the script, how], a free MASTER_PORT, as subprocess.run
     assert p.returncode != 0
     from dsdoctor.pipeline import diagnose as diagnose_events
     found = [f for f in diagnose_events(events_from_text(p.stdout + p.stderr)) if f.severity != "info"]

@@ -14,31 +14,38 @@ import pytest
 from dsdoctor.detect.families import classify
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_failure import ENV, diagnose, output_of, top  # noqa: E402
+from test_failure import ENV, ahead, diagnose, output_of, top  # noqa: E402
 from ports import free_port  # noqa: E402
+import run_ahead  # noqa: E402
+
+# the real processes below start one test ahead (tests/run_ahead.py); what they write goes to folders of
+# their own (a test's tmp_path does not exist yet when they start)
+_TRUNCATED = Path(run_ahead.scratch("truncated")) / "ckpt.pt"
+TRUNCATED_CHECKPOINT = ahead(f"import torch\ntorch.save({{'w': torch.zeros(5000)}}, {str(_TRUNCATED)!r})\n"
+                             f"d = open({str(_TRUNCATED)!r}, 'rb').read(); open({str(_TRUNCATED)!r}, 'wb').write(d[: len(d) // 2])\n"
+                             f"torch.load({str(_TRUNCATED)!r})")
+OTHER_SHAPE = ahead("import torch\ntorch.nn.Linear(16, 4).load_state_dict(torch.nn.Linear(16, 8).state_dict())")
+_PICKLED = Path(run_ahead.scratch("weights-only")) / "ckpt.pt"
+WEIGHTS_ONLY = ahead(f"import argparse, torch\ntorch.save({{'args': argparse.Namespace(lr=1.0)}}, {str(_PICKLED)!r})\n"
+                     f"torch.load({str(_PICKLED)!r})")
 
 
-def test_a_truncated_torch_checkpoint_is_a_damaged_file(tmp_path):
-    ck = tmp_path / "ckpt.pt"
-    log = output_of(f"import torch\ntorch.save({{'w': torch.zeros(5000)}}, {str(ck)!r})\n"
-                    f"d = open({str(ck)!r}, 'rb').read(); open({str(ck)!r}, 'wb').write(d[: len(d) // 2])\n"
-                    f"torch.load({str(ck)!r})")
+def test_a_truncated_torch_checkpoint_is_a_damaged_file():
+    log = output_of(TRUNCATED_CHECKPOINT)
     f = top(log)
     assert (f.rule, f.category) == ("failure-checkpoint-corrupt", "environment"), (f.rule, f.title)
     assert "previous" in f.fixes[0].title
 
 
-def test_weights_of_another_shape_are_the_models_config(tmp_path):
-    log = output_of("import torch\ntorch.nn.Linear(16, 4).load_state_dict(torch.nn.Linear(16, 8).state_dict())")
+def test_weights_of_another_shape_are_the_models_config():
+    log = output_of(OTHER_SHAPE)
     f = top(log)
     assert (f.rule, f.category) == ("failure-state-dict-mismatch", "config_error")
     assert f.evidence[0].text.startswith("RuntimeError: Error(s) in loading state_dict for Linear")
 
 
-def test_torch_load_weights_only_refusal_is_not_a_damaged_file(tmp_path):
-    ck = tmp_path / "ckpt.pt"
-    log = output_of(f"import argparse, torch\ntorch.save({{'args': argparse.Namespace(lr=1.0)}}, {str(ck)!r})\n"
-                    f"torch.load({str(ck)!r})")
+def test_torch_load_weights_only_refusal_is_not_a_damaged_file():
+    log = output_of(WEIGHTS_ONLY)
     f = top(log)
     assert f.rule == "failure-torch-load-weights-only" and "weights_only=False" in f.fixes[0].advice
 
@@ -62,24 +69,29 @@ def test_a_refused_write_is_not_a_full_disk(tmp_path):
     assert (f.rule, f.category) == ("failure-write-denied", "environment"), (f.rule, f.title)
 
 
-def test_the_hub_offline_with_an_uncached_model(tmp_path):
+HUB_OFFLINE = run_ahead.QUEUE.add([sys.executable, "-c", "from transformers import AutoConfig\n"
+                                   "AutoConfig.from_pretrained('dsdoctor-tests/not-cached-model')"], timeout=180,
+                                  env={**ENV, "HF_HOME": str(Path(run_ahead.scratch("hub")) / "hf"), "HF_HUB_OFFLINE": "1"})
+
+
+def test_the_hub_offline_with_an_uncached_model():
     pytest.importorskip("transformers")
-    env = {**ENV, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    p = subprocess.run([sys.executable, "-c", "from transformers import AutoConfig\n"
-                        "AutoConfig.from_pretrained('dsdoctor-tests/not-cached-model')"],
-                       capture_output=True, text=True, env=env, timeout=180)
+    p = HUB_OFFLINE.run()      # started one test ahead, an empty HF_HOME of its own
     assert p.returncode != 0
     f = top(p.stdout + p.stderr)
     assert (f.rule, f.category) == ("failure-hub-unreachable", "environment"), (f.rule, f.title, p.stderr[-300:])
 
 
+WORKER_PAST_TIMEOUT = ahead("import time, torch\nfrom torch.utils.data import DataLoader, Dataset\n"
+                            "class D(Dataset):\n"
+                            "    def __len__(self): return 8\n"
+                            "    def __getitem__(self, i):\n"
+                            "        time.sleep(30 if i == 2 else 0); return torch.zeros(2)\n"
+                            "for b in DataLoader(D(), num_workers=1, batch_size=1, timeout=2): pass\n")
+
+
 def test_a_dataloader_worker_slower_than_the_timeout():
-    log = output_of("import time, torch\nfrom torch.utils.data import DataLoader, Dataset\n"
-                    "class D(Dataset):\n"
-                    "    def __len__(self): return 8\n"
-                    "    def __getitem__(self, i):\n"
-                    "        time.sleep(30 if i == 2 else 0); return torch.zeros(2)\n"
-                    "for b in DataLoader(D(), num_workers=1, batch_size=1, timeout=2): pass\n")
+    log = output_of(WORKER_PAST_TIMEOUT)
     f = top(log)
     assert (f.rule, f.category) == ("failure-dataloader-worker-lost", "other"), (f.rule, f.title)
     assert "num_workers=0" in f.fixes[0].advice
@@ -106,13 +118,7 @@ def test_families_of_the_checkpoint_readers():
     assert classify("RuntimeError", "received 0 items of ancdata", mp[-1], mp).name == "open_files"
 
 
-@pytest.mark.slow
-def test_deepspeed_resuming_from_a_tag_that_is_not_there(tmp_path):
-    """A real 1-rank DeepSpeed engine: save, then load_checkpoint(tag=...) of a tag that was never saved,
-    and load_checkpoint of a folder with no `latest` whose (None, None) the script then reads."""
-    pytest.importorskip("deepspeed")
-    script = tmp_path / "resume.py"
-    script.write_text(
+RESUME_SCRIPT = (
         "import sys, torch, deepspeed\n"
         "deepspeed.init_distributed(dist_backend='gloo')\n"
         "m = torch.nn.Linear(4, 2)\n"
@@ -125,12 +131,32 @@ def test_deepspeed_resuming_from_a_tag_that_is_not_there(tmp_path):
         "else:\n"
         "    _, client = e.load_checkpoint(sys.argv[2])\n"
         "    step = client['step']\n")
-    env = {**ENV, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+
+
+def _resume(mode: str) -> run_ahead.Ahead:
+    """One mode's process, started one test ahead (tests/run_ahead.py): the script and the checkpoint
+    folder in a folder of its own, a free MASTER_PORT when it starts."""
+    where = Path(run_ahead.scratch("resume"))
+
+    def setup():
+        (where / "resume.py").write_text(RESUME_SCRIPT)
+        (where / mode).mkdir()
+    return run_ahead.QUEUE.add([sys.executable, str(where / "resume.py"), mode, str(where / mode)], timeout=300,
+                               env=lambda: {**ENV, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())},
+                               setup=setup)
+
+
+RESUMES = {mode: _resume(mode) for mode in ("tag", "latest")}
+
+
+@pytest.mark.slow
+def test_deepspeed_resuming_from_a_tag_that_is_not_there():
+    """A real 1-rank DeepSpeed engine: save, then load_checkpoint(tag=...) of a tag that was never saved,
+    and load_checkpoint of a folder with no `latest` whose (None, None) the script then reads."""
+    pytest.importorskip("deepspeed")
     for mode in ("tag", "latest"):
-        env["MASTER_PORT"] = str(free_port())
-        (tmp_path / mode).mkdir()
-        p = subprocess.run([sys.executable, str(script), mode, str(tmp_path / mode)], capture_output=True, text=True,
-                           env=env, timeout=300)
+        p = RESUMES[mode].run()
         assert p.returncode != 0, p.stdout[-500:] + p.stderr[-500:]
         f = top(p.stdout + p.stderr)
         assert (f.rule, f.category) == ("failure-checkpoint-missing", "config_error"), (mode, f.rule, f.title)

@@ -21,6 +21,7 @@ import pytest
 from dsdoctor.pipeline import Diagnoser
 from dsdoctor.sources.logs import events_from_text
 from ports import free_port
+import run_ahead
 from diagnose_text import RULES, findings, top
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,14 +45,26 @@ CLIENT_OPT_RUN = textwrap.dedent("""
 """)
 
 
+def _script_ahead(name: str, source: str, timeout: float, env) -> run_ahead.Ahead:
+    """`python SCRIPT` (`source` written as `name` into a folder of its own when it starts), listed to start one
+    test ahead (tests/run_ahead.py); `env` is called then (a free port of that moment)."""
+    script = Path(run_ahead.scratch("realworld")) / name
+    return run_ahead.QUEUE.add([sys.executable, str(script)], timeout=timeout, env=env,
+                               setup=lambda: script.write_text(source))
+
+
+def _one_rank_env() -> dict:
+    return dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                LOCAL_RANK="0", DS_ACCELERATOR="cpu")
+
+
+CLIENT_OPT_PROCESS = _script_ahead("run.py", CLIENT_OPT_RUN, 170, _one_rank_env)
+
+
 @pytest.mark.timeout(180)
-def test_client_optimizer_under_offload_from_a_real_deepspeed_run(tmp_path):
+def test_client_optimizer_under_offload_from_a_real_deepspeed_run():
     pytest.importorskip("deepspeed")
-    script = tmp_path / "run.py"
-    script.write_text(CLIENT_OPT_RUN)
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-               LOCAL_RANK="0", DS_ACCELERATOR="cpu")
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=170, env=env)
+    p = CLIENT_OPT_PROCESS.run()        # python run.py, one rank's environment, a free port
     assert p.returncode != 0
     assert "ZeRORuntimeException" in p.stderr
     f = top(p.stdout + p.stderr)
@@ -492,12 +505,30 @@ def test_ranks_with_equal_iteration_times_are_quiet():
     assert top(text) is None
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("cfg,rule", [
+def _deepspeed_config_error_ahead(arg: str, files: dict[str, str] | None = None) -> None:
+    """`_deepspeed_config_error(arg, ...)`'s process listed to start one test ahead (tests/run_ahead.py), in a
+    folder of its own holding `files` (name: text) when there are any."""
+    code = f"import json, sys\nfrom deepspeed.runtime.config import DeepSpeedConfig\nDeepSpeedConfig({arg})\n"
+    cwd = run_ahead.scratch("ds-config") if files is not None else None
+
+    def setup():
+        for name, text in (files or {}).items():
+            Path(cwd, name).write_text(text)
+    run_ahead.register(("DeepSpeedConfig", arg), [sys.executable, "-c", code], timeout=110,
+                       env=lambda: dict(os.environ, DS_ACCELERATOR="cpu"), cwd=cwd, setup=setup)
+
+
+BATCH_CONFIGS = [
     ({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto"},
      "log-cfg-auto-outside-hf"),
     ({"gradient_accumulation_steps": 2}, "log-cfg-batch-missing"),
-])
+]
+for _cfg, _ in BATCH_CONFIGS:
+    _deepspeed_config_error_ahead(f"json.loads({json.dumps(json.dumps(_cfg))})")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("cfg,rule", BATCH_CONFIGS)
 def test_batch_config_errors_from_deepspeeds_own_parser(cfg, rule):
     _deepspeed_config_error(f"json.loads({json.dumps(json.dumps(cfg))})", rule)
 
@@ -505,8 +536,9 @@ def test_batch_config_errors_from_deepspeeds_own_parser(cfg, rule):
 def _deepspeed_config_error(arg: str, rule: str, cwd: Path | None = None) -> None:
     pytest.importorskip("deepspeed")
     code = f"import json, sys\nfrom deepspeed.runtime.config import DeepSpeedConfig\nDeepSpeedConfig({arg})\n"
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110,
-                       env=dict(os.environ, DS_ACCELERATOR="cpu"), cwd=cwd)
+    early = run_ahead.registered(("DeepSpeedConfig", arg))
+    p = early.run() if early else subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110,
+                                                 env=dict(os.environ, DS_ACCELERATOR="cpu"), cwd=cwd)
     assert p.returncode != 0
     f = top(p.stderr)
     assert f is not None and f.rule == rule
@@ -548,6 +580,11 @@ def test_client_optimizer_message_cut_off_after_the_class_still_names_it():
     assert f.rule == "log-cfg-client-optimizer-offload" and "apex.optimizers.fused_adam.FusedAdam" in f.summary
 
 
+_deepspeed_config_error_ahead("'ds_config_zero3.json'", files={})
+DUPLICATE_KEYS = '{"train_micro_batch_size_per_gpu": 1, "fp16": {"enabled": true}, "fp16": {"enabled": false}}'
+_deepspeed_config_error_ahead("'ds.json'", files={"ds.json": DUPLICATE_KEYS})
+
+
 @pytest.mark.timeout(120)
 def test_missing_config_file_from_deepspeeds_own_parser(tmp_path):
     # 0.19: a path that does not exist is tried as base64 -> binascii.Error
@@ -556,8 +593,7 @@ def test_missing_config_file_from_deepspeeds_own_parser(tmp_path):
 
 @pytest.mark.timeout(120)
 def test_duplicate_keys_from_deepspeeds_own_parser(tmp_path):
-    (tmp_path / "ds.json").write_text('{"train_micro_batch_size_per_gpu": 1, "fp16": {"enabled": true}, '
-                                      '"fp16": {"enabled": false}}')
+    (tmp_path / "ds.json").write_text(DUPLICATE_KEYS)
     _deepspeed_config_error("'ds.json'", "log-cfg-duplicate-keys", cwd=tmp_path)
 
 
@@ -648,18 +684,17 @@ def test_gradual_slowdown_and_step_change_are_told_apart():
     assert top(lines(flat)) is None
 
 
+ZERO_WITHOUT_OPTIMIZER = _script_ahead("run.py", textwrap.dedent("""
+    import torch, deepspeed
+    model = torch.nn.Linear(4, 4)
+    deepspeed.initialize(model=model, config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}})
+"""), 170, _one_rank_env)
+
+
 @pytest.mark.timeout(180)
-def test_zero_without_an_optimizer_from_a_real_deepspeed_run(tmp_path):
+def test_zero_without_an_optimizer_from_a_real_deepspeed_run():
     pytest.importorskip("deepspeed")
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent("""
-        import torch, deepspeed
-        model = torch.nn.Linear(4, 4)
-        deepspeed.initialize(model=model, config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}})
-    """))
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
-               LOCAL_RANK="0", DS_ACCELERATOR="cpu")
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=170, env=env)
+    p = ZERO_WITHOUT_OPTIMIZER.run()     # python run.py, one rank's environment, a free port
     assert p.returncode != 0
     f = top(p.stdout + p.stderr)
     assert f.rule == "log-cfg-zero-needs-optimizer" and "stage 2" in f.title
@@ -674,15 +709,8 @@ def test_nan_seen_first_in_a_console_log_takes_the_earliest_step_and_rank():
     assert "at step 6" in f.summary and f.ranks == [0]
 
 
-@pytest.mark.timeout(240)
-def test_hf_trainer_stopping_early_on_an_exhausted_iterable_dataset(tmp_path):
-    # a real HF Trainer whose one-shot stream holds 8 batches while max_steps is 50: the next epoch
-    # gets no batch; transformers warns and ends the training at step 8 (exit 0), or accelerate's
-    # dispatcher raises (the installed accelerate 1.16 does)
-    pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")
-    script = tmp_path / "hf_short.py"
-    script.write_text(textwrap.dedent(f"""
+_HF_OUT = Path(run_ahead.scratch("hf-trainer")) / "out"
+HF_SHORT_STREAM = _script_ahead("hf_short.py", textwrap.dedent(f"""
         import torch
         from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
         model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, vocab_size=64, n_positions=16))
@@ -695,12 +723,20 @@ def test_hf_trainer_stopping_early_on_an_exhausted_iterable_dataset(tmp_path):
                 for i in range(16):
                     ids = torch.randint(0, 64, (8,), generator=torch.Generator().manual_seed(i))
                     yield {{"input_ids": ids, "labels": ids}}
-        args = TrainingArguments(output_dir={str(tmp_path / 'out')!r}, per_device_train_batch_size=2, max_steps=50,
+        args = TrainingArguments(output_dir={str(_HF_OUT)!r}, per_device_train_batch_size=2, max_steps=50,
                                  use_cpu=True, logging_steps=2, report_to=[], save_strategy="no")
         Trainer(model=model, args=args, train_dataset=Stream()).train()
-    """))
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=200,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """), 200, lambda: {**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.timeout(240)
+def test_hf_trainer_stopping_early_on_an_exhausted_iterable_dataset():
+    # a real HF Trainer whose one-shot stream holds 8 batches while max_steps is 50: the next epoch
+    # gets no batch; transformers warns and ends the training at step 8 (exit 0), or accelerate's
+    # dispatcher raises (the installed accelerate 1.16 does)
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    p = HF_SHORT_STREAM.run()            # python hf_short.py, started one test ahead
     out = p.stdout + p.stderr
     f = top(out)
     if p.returncode == 0:        # transformers' own warning: training ends at step 8

@@ -25,6 +25,7 @@ from dsdoctor.events import read_events
 from dsdoctor.sources.inputs import expand
 from dsdoctor.sources.logs import read_log
 from dsdoctor.live import hooks as live_hooks
+import run_ahead  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -103,11 +104,33 @@ def dsdoctor_run(tmp: Path, train_args: list[str], nproc: int = 1, run_args: lis
     return Run(out, rc, console)
 
 
+# The three runs of one rank below (NaN, fp16 overflow, host OOM) are started one fixture ahead in a thread
+# (tests/run_ahead.py): the next one runs on the other core while the tests of this one read it. The
+# healthy 2-rank run starts alone, after the OOM run ended (its step times must not share the cores).
+_runs: dict[str, run_ahead.Background] = {}
+
+
+def _run_ahead(name: str, tmp_path_factory) -> run_ahead.Background:
+    if name not in _runs:
+        tmp = tmp_path_factory.mktemp(name)       # in this thread: pytest numbers its folders
+        _runs[name] = run_ahead.Background(lambda: dsdoctor_run(tmp, *RUNS[name][:1], **RUNS[name][1])).start()
+    return _runs[name]
+
+
+RUNS = {   # name: (training arguments, dsdoctor_run's other arguments)
+    "nan": (["--steps", "15", "--fault", "nan", "--fault-step", "6"], {"run_args": ["--localize-nan"]}),
+    "ovf": (["--steps", "60", "--dtype", "fp16", "--zero-stage", "1", "--initial-scale-power", "16", "--fault",
+             "overflow", "--fault-step", "25"], {}),
+    "oom": (["--steps", "10", "--fault", "oom", "--fault-step", "3"], {}),
+}
+
+
 # ------------------------------------------------------------------ NaN at step k
 @pytest.fixture(scope="module")
 def nan_run(tmp_path_factory):
-    return dsdoctor_run(tmp_path_factory.mktemp("nan"), ["--steps", "15", "--fault", "nan", "--fault-step", "6"],
-                        run_args=["--localize-nan"])
+    run = _run_ahead("nan", tmp_path_factory)
+    _run_ahead("ovf", tmp_path_factory)
+    return run.result()
 
 
 def test_nan_loss_at_the_injected_step(nan_run):
@@ -131,9 +154,9 @@ def test_nan_events_written_and_module_localized(nan_run):
 # ------------------------------------------------------------------ fp16 loss-scale collapse
 @pytest.fixture(scope="module")
 def overflow_run(tmp_path_factory):
-    return dsdoctor_run(tmp_path_factory.mktemp("ovf"),
-                        ["--steps", "60", "--dtype", "fp16", "--zero-stage", "1", "--initial-scale-power", "16",
-                         "--fault", "overflow", "--fault-step", "25"])
+    run = _run_ahead("ovf", tmp_path_factory)
+    _run_ahead("oom", tmp_path_factory)
+    return run.result()
 
 
 def test_loss_scale_collapse_warned_before_deepspeed_aborts(overflow_run):
@@ -178,7 +201,7 @@ def test_overflow_events_carry_scale_and_hysteresis(overflow_run):
 # ------------------------------------------------------------------ real host OOM
 @pytest.fixture(scope="module")
 def oom_run(tmp_path_factory):
-    return dsdoctor_run(tmp_path_factory.mktemp("oom"), ["--steps", "10", "--fault", "oom", "--fault-step", "3"])
+    return _run_ahead("oom", tmp_path_factory).result()
 
 
 def test_host_oom_in_forward(oom_run):
