@@ -50,6 +50,7 @@ KINDS: dict[str, str] = {
     "timers": "rank-level DeepSpeed timer line: {timer_name: ms}",
     "comm_straggler": "one row of DeepSpeed's comms logger straggler breakdown (rank 0): op, size, count, comm_ms (the minimum across ranks, summed), straggler_ms (rank 0's latency above it, summed), avg_comm_ms, avg_straggler_ms",
     "rank_spread": "one report of the fastest and slowest rank (Megatron's StragglerDetector): metric ('compute'|'data'), min_ms, min_rank, max_ms, max_rank",
+    "timer_spread": "one timer of Megatron's '(min, max) time across ranks (ms):' report: timer, min_ms, max_ms, report (the header's line number)",
     "skipped": "skipped (cumulative skipped steps), nan_iters (cumulative)",
     # precision
     "overflow": "prev_scale, new_scale (None for bf16/static), hysteresis (int or None), dtype; static (True: a fixed fp16.loss_scale, whose value is `scale`)",
@@ -85,6 +86,7 @@ KINDS: dict[str, str] = {
     "rank_times": "rank 0's cross-rank round (live exchange): nranks, median {fwd,bwd,step,data} ms, outliers {rank: which, phase, value_ms, median_ms, ratio}",
     # configuration and environment
     "config_error": "error (short id), key, message, numbers (dict)",
+    "result_check": "megatron-core's rerun state machine's verdict on a result it rejected: error and verdict ('spike'|'transient'|'persistent'), check (its message), value, iteration",
     "env_error": "error (short id: op_build, glibcxx, import), op, message",
     "hardware": "error ('xid'|'ecc'|'fell_off_bus'|'gsp'|'sxid'|'cuda_unknown'|'launch_failure'|'illegal_access'), xid, pci, message, meaning, gpu_fault",
     "error_line": "level ('error'|'fatal'|'critical'), message: an error-level line of any logger (the last resort of a failed run's evidence)",

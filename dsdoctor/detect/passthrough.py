@@ -1,5 +1,5 @@
 """One event, one symptom: errors that need no arithmetic (config errors, op build failures,
-hardware errors, a communication watchdog's abort). The symptom's name is the event's `error` id, prefixed by its kind."""
+hardware errors, a communication watchdog's abort, megatron-core's rerun verdicts). The symptom's name is the event's `error` id, prefixed by its kind."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -10,7 +10,7 @@ from .base import Detector, symptom_from
 
 
 class PassThroughDetector(Detector):
-    kinds = ("config_error", "env_error", "hardware", "comm_abort", "collective_mismatch")
+    kinds = ("config_error", "env_error", "hardware", "comm_abort", "collective_mismatch", "result_check")
 
     def __init__(self) -> None:
         self._xids: list[Symptom] = []                 # driver Xid lines: no rank of their own

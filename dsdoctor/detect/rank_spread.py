@@ -1,8 +1,16 @@
-"""The run's own straggler reports: Megatron's (`rank_spread`) and DeepSpeed's comms logger (`comm_straggler`).
+"""The run's own straggler reports: Megatron's (`rank_spread`, `timer_spread`) and DeepSpeed's comms logger (`comm_straggler`).
 
 Megatron-core's StragglerDetector prints, every log interval, the fastest and the slowest rank's
 forward time (MnRtt/MxRtt) and get_batch time (MnDRtt/MxDRtt). One report is noise (some rank is
 always slowest); the same rank slowest in most reports, by a clear factor, is a straggler.
+
+Megatron's default timer report, '(min, max) time across ranks (ms):', names no rank but tells a late rank
+by two spreads together: the slow rank's own timer (batch-generator, forward-compute, backward-compute) far
+above the fastest rank's, and the gradient sync where the others wait for it (all-grads-sync) spread by about
+as much (provoked for real with megatron-core 0.16.1's Timers on 2 gloo ranks: rank 1's data +120 ms gave
+batch-generator (0.04, 120.2) and all-grads-sync (5.5, 126.6); a healthy run's largest own-timer gap 0.5 ms).
+A spread alone is not enough: with pipeline stages (formats/megatron.py drops those reports) or uneven
+batches it is by design.
 
 DeepSpeed's comms logger breakdown gives, per op, the collective's own time (each call's minimum
 across ranks) and rank 0's time above it: rank 0 waiting longer in an op than the op itself takes
@@ -26,21 +34,36 @@ MIN_SHARE = 0.8          # the same rank slowest in at least this share of the r
 MIN_RATIO = 1.3          # ... at least this many times the fastest rank (median of its reports) ...
 MIN_GAP_MS = 5.0         # ... and by at least this much
 MAX_REPORTS = 4096       # per metric: memory stays bounded
+OWN_TIMERS = ("batch-generator", "forward-compute", "backward-compute")   # a rank's own work (megatron training.py)
+SYNC_TIMERS = ("all-grads-sync", "grads-all-reduce")                     # the data-parallel gradient sync
+SPREAD_MIN_MS = 20.0     # the slow rank's own timer at least this much above the fastest rank's ...
+SPREAD_MIN_RATIO = 1.5   # ... and this many times it ...
+SYNC_SHARE = 0.5         # ... and the sync timer spread by at least this share of that gap (the others wait)
 COMM_MIN_CALLS = 5       # comms logger rows: calls of the op, enough to be the training loop's
 COMM_MIN_WAIT_MS = 100.0  # rank 0's summed wait beyond the fastest rank, at least this ...
 COMM_MIN_RATIO = 1.0     # ... and at least the op's own summed time
 
 
 class RankSpreadDetector(Detector):
-    kinds = ("rank_spread", "comm_straggler")
+    kinds = ("rank_spread", "comm_straggler", "timer_spread")
 
     def __init__(self) -> None:
+        # report (header line) -> {timer: (min_ms, max_ms, seq, event)}: the last MAX_REPORTS reports
+        self.spreads: dict[tuple[str | None, int], dict[str, tuple[float, float, int, Event]]] = {}
         # metric -> [(max_rank, max_ms, min_ms, seq, event)]
         self.reports: dict[str, list[tuple[int, float, float, int, Event]]] = {}
         self.waits: list[tuple[int, Event]] = []     # comms logger rows of the training loop's ops
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
+        if ev.kind == "timer_spread":
+            rep = self.spreads.get((ev.source, d["report"]))
+            if rep is None:
+                if len(self.spreads) >= MAX_REPORTS:
+                    return ()
+                rep = self.spreads[(ev.source, d["report"])] = {}
+            rep[str(d["timer"])] = (float(d["min_ms"]), float(d["max_ms"]), seq, ev)
+            return ()
         if ev.kind == "comm_straggler":
             if d["count"] >= COMM_MIN_CALLS and len(self.waits) < MAX_REPORTS:
                 self.waits.append((seq, ev))
@@ -71,10 +94,61 @@ class RankSpreadDetector(Detector):
             s.ranks = {rank}
             best[rank] = s
         out = list(best.values())
+        late = self._late_in_timers()
+        if late is not None:
+            out.append(late)
         wait = self._comm_wait()
         if wait is not None:
             out.append(wait)
         return out
+
+    def _late_in_timers(self) -> Symptom | None:
+        """One rank late in most (min, max) reports: the same own timer spread, and the sync spread with it."""
+        seen = [rep for rep in self.spreads.values() if any(t in rep for t in SYNC_TIMERS)]
+        if len(seen) < MIN_REPORTS:
+            return None
+        votes: Counter[str] = Counter()
+        for rep in seen:
+            late = self._late_timer(rep)
+            if late is not None:
+                votes[late] += 1
+        if not votes:
+            return None
+        timer, n = votes.most_common(1)[0]
+        if n < MIN_SHARE * len(seen):
+            return None
+        mine = [rep for rep in seen if self._late_timer(rep) == timer]
+        lo, hi = median(r[timer][0] for r in mine), median(r[timer][1] for r in mine)
+        sync = next(t for t in SYNC_TIMERS if t in mine[0])
+        rep = mine[len(mine) // 2]
+        _, _, seq, ev = rep[timer]
+        s = symptom_from(ev, seq, "slow_rank_timer_spread", key=(timer,), timer=timer, min_ms=round(lo, 2),
+                         max_ms=round(hi, 2), gap_ms=round(hi - lo, 1), sync=sync,
+                         sync_min_ms=round(rep[sync][0], 2), sync_max_ms=round(rep[sync][1], 2),
+                         reports=n, of_reports=len(seen))
+        s.add_evidence(rep[sync][3])
+        return s
+
+    @staticmethod
+    def _late_timer(rep: dict[str, tuple[float, float, int, Event]]) -> str | None:
+        sync = next((rep[t] for t in SYNC_TIMERS if t in rep), None)
+        if sync is None or any(t.endswith(("-recv", "-send")) for t in rep):
+            return None         # p2p timers: pipeline stages, whose times differ by design
+        # the late rank's delay is inside its forward-backward; pipeline stages wait for each other inside it
+        # (p2p recv), so theirs end together while their own timers differ
+        fb = rep.get("forward-backward")
+        best = None
+        for t in OWN_TIMERS:
+            if t not in rep:
+                continue
+            lo, hi = rep[t][0], rep[t][1]
+            gap = hi - lo
+            if gap < SPREAD_MIN_MS or hi < SPREAD_MIN_RATIO * max(lo, 0.0) or sync[1] - sync[0] < SYNC_SHARE * gap:
+                continue
+            if fb is None or fb[1] - fb[0] >= SYNC_SHARE * gap:
+                if best is None or gap > best[1]:
+                    best = (t, gap)
+        return best[0] if best else None
 
     def _comm_wait(self) -> Symptom | None:
         if not self.waits:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 from ..events import Event
 from .formats import (anomaly, apex, bitsandbytes, comms_logger, context_lines, deepspeed, error_lines, exit_reports,
-                      fairseq, hardware, hf, job_status, json_traceback, jsonlog, launcher, loader, megatron, memory,
+                      fairseq, hardware, hf, job_status, json_traceback, jsonlog, launcher, loader, megatron, megatron_core, memory,
                       multinode, nccl, paste, phases, progress, ray,
                       rank_head, relaunch, script_steps, torch_compile, traceback, translated)
 from .lines import StreamState
@@ -25,6 +25,7 @@ from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGr
 # Order matters where two recognisers share a literal: the first listed runs first.
 FORMATS: tuple[ModuleType, ...] = (
     traceback, json_traceback, memory, context_lines, deepspeed, nccl, launcher, exit_reports, job_status, hf, megatron,
+    megatron_core,
     hardware, phases, multinode, ray, bitsandbytes, loader, relaunch, jsonlog, rank_head, torch_compile, comms_logger,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
     script_steps,                          # a script's own 'step=N loss=X lr=Y' line

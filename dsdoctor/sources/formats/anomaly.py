@@ -32,12 +32,24 @@ def anomaly(line: Line, st: StreamState):
                       anomaly=m.group(1))
 
 
+# the rank and iteration the rerun state machine names (rerun_state_machine.py validate_result: 'Rank {rank}, node
+# {node}, device {device}, iteration {i}: Unexpected result ...' raised with reruns disabled, 'Unexpected result {r}
+# on rank {rank} at iteration #{i} ...' logged in validate_results mode): a NeMo or Slurm log has no rank prefix
+_WHERE = compile_later(r"\bRank (\d+), node \S+, device \S+, iteration #?(\d+):|\bon rank (\d+) at iteration #(\d+)")
+
+
 @on("found NaN in local", "found Inf in local")
 def megatron_check(line: Line, st: StreamState):
     t = line.text
     name = "grad norm" if "grad norm" in t else "loss" if "loss" in t else "gradients"
-    return line.event("loss", step=st.step_of(line.rank), value=math.nan if "NaN" in t else math.inf,
-                      name=name, check="megatron")
+    rank, step = line.rank, None
+    m = _WHERE.search(t)
+    if m:
+        r, i = (m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), m.group(4))
+        rank = int(r) if rank is None else rank
+        step = int(i)
+    return line.event("loss", step=step if step is not None else st.step_of(rank), rank=rank,
+                      value=math.nan if "NaN" in t else math.inf, name=name, check="megatron")
 
 
 # A training script's own NaN stop, the wording of the reference training loops most scripts copy:

@@ -260,7 +260,8 @@ STEADY_GROUPS = (
 
 
 # Megatron-LM's timers with --timing-log-option all (megatron/core/timers.py:
-# Timers._get_all_ranks_time_string): 'times across ranks (ms):', then per timer
+# Timers._get_all_ranks_time_string), and the default minmax layout (one `timer_spread` event per timer:
+# the fastest and the slowest rank's time, no rank named; detect/rank_spread.py reads a report as one): 'times across ranks (ms):', then per timer
 # '\n  {name}:' and one '\n     rank {rank:2d}: {ms:.2f}' line per rank. Each rank line is that
 # rank's `timers` event ({name: ms}), so the slow-rank comparison works as for DeepSpeed's
 # per-rank timer lines. The name and rank lines carry no literal of their own: they are
@@ -282,25 +283,41 @@ def pipeline_size(line: Line, st: StreamState):
 # (the indentation tells nothing the shape does not: a paste that lost it, or a time stripped in
 # front of it with the spaces after it, still lists a name line then its rank lines)
 _TIMER_NAME = compile_later(r"^\s{0,4}([A-Za-z][\w\- ]*?):\s*$")
+# megatron/core/timers.py Timers._get_global_min_max_time_string: '\n    {}: ({:.2f}, {:.2f})' with the
+# name padded by ljust(48, '.') (name + ' ' first)
+_TIMER_MINMAX = compile_later(r"^\s*([A-Za-z][\w\-]*(?: [\w\-]+)*?)\s*\.*:\s*\(\s*(" + r"[-+]?\d+(?:\.\d+)?" + r"),\s*("
+                              + r"[-+]?\d+(?:\.\d+)?" + r")\s*\)\s*$")
 _TIMER_RANK = compile_later(r"^\s*rank\s+(\d+):\s+(" + r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?" + r")\s*$")
 
 
-@on("times across ranks (ms):", continuation=(":",))
+@on("times across ranks (ms):", "(min, max) time across ranks (ms):", continuation=(":",))
 def all_ranks_times(line: Line, st: StreamState):
     text = line.text
-    if "times across ranks (ms):" in text:
-        if "(min, max)" in text or (st.scratch.get(_PP_KEY) or 1) > 1:
-            # min/max names no rank; with pipeline stages the ranks do different work by design
-            # (the last stage computes the LM head and the loss), so their times are not comparable
+    if "across ranks (ms):" in text:
+        if (st.scratch.get(_PP_KEY) or 1) > 1:
+            # with pipeline stages the ranks do different work by design (the last stage computes
+            # the LM head and the loss), so their times are not comparable
             st.scratch.pop(_ALL_RANKS_KEY, None)
             return None
-        st.scratch[_ALL_RANKS_KEY] = {"name": None, "last": line.lineno}
+        # the (min, max) layout names no rank: its lines are read as one report of spreads
+        st.scratch[_ALL_RANKS_KEY] = {"name": None, "last": line.lineno,
+                                      "minmax": line.lineno if "(min, max)" in text else None}
         return None
     blk = st.scratch.get(_ALL_RANKS_KEY)
     if not blk or not armed_within(blk["last"], line, 1):
         st.scratch.pop(_ALL_RANKS_KEY, None)
         return None
     blk["last"] = line.lineno
+    if blk["minmax"] is not None:
+        m = _TIMER_MINMAX.match(text)
+        if m is None:
+            st.scratch.pop(_ALL_RANKS_KEY, None)
+            return None
+        lo, hi = num(m.group(2)), num(m.group(3))
+        if lo is None or hi is None:
+            return None
+        return line.event("timer_spread", step=st.step_of(None), timer=m.group(1).strip(), min_ms=lo, max_ms=hi,
+                          report=blk["minmax"])
     m = _TIMER_RANK.match(text)
     if m and blk["name"]:
         v = num(m.group(2))
