@@ -51,7 +51,25 @@ def bash_job_status(line: Line, st: StreamState):
 
 
 _COMPOSE = compile_later(r"^\S+ exited with code (\d+)\s*$")
-_IDE = compile_later(r"^Process finished with exit code (\d+)")
+_IDE = compile_later(r"^Process finished with exit code (-?\d+)")
+
+# Windows ends a process that crashed in native code with the exception's code as its exit code: 0xC0000005,
+# EXCEPTION_ACCESS_VIOLATION, its segmentation fault (CPython Lib/test/test_faulthandler.py
+# test_disable_windows_exc_handler: exitcode == 0xC0000005), printed signed by most programs (an IDE's
+# 'Process finished with exit code -1073741819 (0xC0000005)') and unsigned by Python's subprocess there
+# (DeepSpeed's launcher: 'exits with return code = 3221225477')
+_WINDOWS_CRASH = {0xC0000005: (11, "an access violation (Windows 0xC0000005, its segmentation fault)")}
+
+
+def windows_crash(code: int) -> tuple[int, str] | None:
+    """(signal, name) of a Windows crash exit code, signed or unsigned; None for any other code."""
+    return _WINDOWS_CRASH.get(code & 0xFFFFFFFF) if code < 0 or code > 0xFFFF else None
+
+
+def windows_crash_event(line: Line, st: StreamState, code: int, who: str, **extra):
+    sig, name = _WINDOWS_CRASH[code & 0xFFFFFFFF]
+    return line.event("process_exit", step=st.step_of(extra.get("rank", line.rank)), exitcode=code, signal=sig,
+                      signal_name=name, who=who, **extra)
 
 
 @on(" exited with code ", "Process finished with exit code ")
@@ -64,6 +82,10 @@ def runner_exit_code(line: Line, st: StreamState):
     if m is None:
         return None
     code = int(m.group(1))
+    if windows_crash(code):
+        return windows_crash_event(line, st, code, who)
+    if code < 0:        # Windows' own exit(-1): not a signal (an IDE on Linux prints 128+N)
+        return None
     if code > 128 and code - 128 in _SIGNALS.values():     # 128 + N: ended by signal N
         return end_by_signal(line, st, code - 128, who)
     return _killed(line, st, code, who)

@@ -53,6 +53,7 @@ _LOCAL_RANK = compile_later(r"--local_rank=(\d+)")
 
 @on("exits with return code = ")
 def deepspeed_launcher(line: Line, st: StreamState):
+    from .exit_reports import windows_crash, windows_crash_event    # (exit_reports imports this module)
     m = _DS_RC.search(line.text)
     if not m:
         return None
@@ -67,6 +68,9 @@ def deepspeed_launcher(line: Line, st: StreamState):
         # failed (deepspeed/launcher/launch.py main, 0.19): the last local rank names none of them
         local = None
     rank = _global_rank(st, line.host, local)
+    if windows_crash(code):
+        return windows_crash_event(line, st, code, "launcher", rank=rank if rank is not None else st.rank_hint,
+                                   local_rank=local)
     ev = _killed(line, st, code, "launcher", rank=rank, local_rank=local)
     if ev is not None and rank is None:
         # the launcher is no rank: a line prefix's rank (srun's task label is the node's launcher, a pasted
@@ -601,11 +605,23 @@ _SHELL_CRASH = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?(Segmentation fault|A
                           r"Illegal instruction)(?:\s+\(core dumped\)(?:\s*\S.*)?|\s{2,}.*)?$")
 _FAULTHANDLER = compile_later(r"^Fatal Python error: (Segmentation fault|Aborted|Floating point exception|"
                            r"Illegal instruction|Bus error)")
+# its Windows form (Modules/faulthandler.c faulthandler_exc_handler; Lib/test/test_faulthandler.py
+# check_windows_exception: 'Windows fatal exception: access violation' / 'stack overflow' / 'int divide by zero')
+_WINDOWS_FATAL = {"access violation": (11, "an access violation (Windows' segmentation fault)"),
+                  "stack overflow": (11, "a stack overflow (Windows)"),
+                  "int divide by zero": (8, "an integer division by zero (Windows)")}
+_FAULTHANDLER_WINDOWS = compile_later(r"^Windows fatal exception: (access violation|stack overflow|int divide by zero)")
 
 
-@on("Segmentation fault", "Aborted", "Floating point exception", "Illegal instruction", "Fatal Python error: ")
+@on("Segmentation fault", "Aborted", "Floating point exception", "Illegal instruction", "Fatal Python error: ",
+    "Windows fatal exception: ")
 def native_crash(line: Line, st: StreamState):
     t = line.text.strip()
+    m = _FAULTHANDLER_WINDOWS.match(t)
+    if m:
+        sig, name = _WINDOWS_FATAL[m.group(1)]
+        return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, signal_name=name,
+                          who="faulthandler", maybe_handled=True)
     m = _SHELL_CRASH.match(t)
     if m:
         return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=_NATIVE[m.group(2)],
