@@ -28,6 +28,7 @@ from ...lazy_regex import compile_later
 from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 from .launcher import process_ended as _killed
+from .launcher import windows_crash, windows_crash_event
 
 # strsignal() texts (glibc) of the signals a training run dies of
 _SIGNALS = {"Killed": 9, "Segmentation fault": 11, "Aborted": 6, "Terminated": 15, "Bus error": 7,
@@ -52,25 +53,6 @@ def bash_job_status(line: Line, st: StreamState):
 
 _COMPOSE = compile_later(r"^\S+ exited with code (\d+)\s*$")
 _IDE = compile_later(r"^Process finished with exit code (-?\d+)")
-
-# Windows ends a process that crashed in native code with the exception's code as its exit code: 0xC0000005,
-# EXCEPTION_ACCESS_VIOLATION, its segmentation fault (CPython Lib/test/test_faulthandler.py
-# test_disable_windows_exc_handler: exitcode == 0xC0000005), printed signed by most programs (an IDE's
-# 'Process finished with exit code -1073741819 (0xC0000005)') and unsigned by Python's subprocess there
-# (DeepSpeed's launcher: 'exits with return code = 3221225477')
-_WINDOWS_CRASH = {0xC0000005: (11, "an access violation (Windows 0xC0000005, its segmentation fault)")}
-
-
-def windows_crash(code: int) -> tuple[int, str] | None:
-    """(signal, name) of a Windows crash exit code, signed or unsigned; None for any other code."""
-    return _WINDOWS_CRASH.get(code & 0xFFFFFFFF) if code < 0 or code > 0xFFFF else None
-
-
-def windows_crash_event(line: Line, st: StreamState, code: int, who: str, **extra):
-    sig, name = _WINDOWS_CRASH[code & 0xFFFFFFFF]
-    return line.event("process_exit", step=st.step_of(extra.get("rank", line.rank)), exitcode=code, signal=sig,
-                      signal_name=name, who=who, **extra)
-
 
 @on(" exited with code ", "Process finished with exit code ")
 def runner_exit_code(line: Line, st: StreamState):

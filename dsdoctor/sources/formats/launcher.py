@@ -46,6 +46,25 @@ def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = 
 process_ended = _killed
 
 
+# Windows ends a process that crashed in native code with the exception's code as its exit code: 0xC0000005,
+# EXCEPTION_ACCESS_VIOLATION, its segmentation fault (CPython Lib/test/test_faulthandler.py
+# test_disable_windows_exc_handler: exitcode == 0xC0000005), printed signed by most programs (an IDE's
+# 'Process finished with exit code -1073741819 (0xC0000005)') and unsigned by Python's subprocess there
+# (DeepSpeed's launcher: 'exits with return code = 3221225477')
+_WINDOWS_CRASH = {0xC0000005: (11, "an access violation (Windows 0xC0000005, its segmentation fault)")}
+
+
+def windows_crash(code: int) -> tuple[int, str] | None:
+    """(signal, name) of a Windows crash exit code, signed or unsigned; None for any other code."""
+    return _WINDOWS_CRASH.get(code & 0xFFFFFFFF) if code < 0 or code > 0xFFFF else None
+
+
+def windows_crash_event(line: Line, st: StreamState, code: int, who: str, **extra):
+    sig, name = _WINDOWS_CRASH[code & 0xFFFFFFFF]
+    return line.event("process_exit", step=st.step_of(extra.get("rank", line.rank)), exitcode=code, signal=sig,
+                      signal_name=name, who=who, **extra)
+
+
 # ---------------------------------------------------------------- DeepSpeed launcher (launch.py)
 _DS_RC = compile_later(r"exits with return code = (-?\d+)")
 _LOCAL_RANK = compile_later(r"--local_rank=(\d+)")
@@ -53,7 +72,6 @@ _LOCAL_RANK = compile_later(r"--local_rank=(\d+)")
 
 @on("exits with return code = ")
 def deepspeed_launcher(line: Line, st: StreamState):
-    from .exit_reports import windows_crash, windows_crash_event    # (exit_reports imports this module)
     m = _DS_RC.search(line.text)
     if not m:
         return None
