@@ -189,7 +189,8 @@ class Diagnoser:
                     self._rank_from_head(s)
                 f = self._hosted(make_finding(rule, s, names))
                 if not f.ranks and rule.category == "oom" and type(s.facts.get("gpu")) is int:
-                    f.title += f" (GPU {s.facts['gpu']})"     # torch's device index: not necessarily the rank
+                    # torch's device index: not necessarily the rank (torch_npu's message says 'NPU 3')
+                    f.title += f" ({'NPU' if s.facts.get('device') == 'npu' else 'GPU'} {s.facts['gpu']})"
                 out.append(f)
         for det in self.detectors:          # several runs or several hosts' logs in one input
             if hasattr(det, "annotate"):

@@ -152,6 +152,11 @@ class FailureDetector(Detector):
         self.ckpt_absent: Event | None = None     # DeepSpeed's 'Unable to find latest file at ...' (nothing resumed)
         self.kills: list[tuple[int, Event]] = []          # SIGKILL seen (any source)
         self.signals: list[tuple[int, Event]] = []        # other deaths by signal
+        # a Windows faulthandler report ('Windows fatal exception: access violation') is printed for an exception
+        # a later handler may still catch: a death only if its input made no progress after it
+        self.maybe_handled: list[tuple[int, Event, int, int]] = []
+        self.progress_lines: dict[str, int] = {}          # progress lines per input (HF's dicts carry no step)
+        self.progress_line_at: dict[str, int | None] = {}
         self.exits: list[tuple[int, Event]] = []          # exit codes > 0
         self.killing: list[tuple[int, Event]] = []        # the launcher stopping its ranks
         self.kernel = False                               # the kernel / cgroup / Slurm said OOM
@@ -264,6 +269,9 @@ class FailureDetector(Detector):
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k = ev.kind
         if k in PROGRESS_KINDS:
+            if ev.line != self.progress_line_at.get(ev.source):      # one HF dict line: loss, grad_norm, lr
+                self.progress_line_at[ev.source] = ev.line
+                self.progress_lines[ev.source] = self.progress_lines.get(ev.source, 0) + 1
             return self._progress(ev, k, seq)
         if ev.step is not None and k not in ("exception", "killed", "process_exit", "exit"):
             if self.last_step is None or ev.step >= self.last_step:
@@ -328,8 +336,9 @@ class FailureDetector(Detector):
             # ProcessGroupNCCL's watchdog takes a timed-out rank down with std::terminate (torch
             # ProcessGroupNCCL.cpp: 'To avoid data inconsistency, we are taking the entire process
             # down'): that rank's SIGABRT (exit code -6) echoes the timeout even when the terminate lines
-            # did not make it into the log
-            if (ev.data.get("backend") or "nccl") == "nccl" and not ev.data.get("blocking"):
+            # did not make it into the log; torch_npu's ProcessGroupHCCL the same ('[PTA]:To avoid data
+            # inconsistency, we are taking the entire process down.', strings of libtorch_npu.so 2.14)
+            if (ev.data.get("backend") or "nccl") in ("nccl", "hccl") and not ev.data.get("blocking"):
                 self.terminated.add(ev.rank)
                 self.watchdog_timeouts = True
                 if self.first_timeout_seq is None:
@@ -354,6 +363,10 @@ class FailureDetector(Detector):
                 self.progress_before[seq] = (self.last_progress, self.progress_times[-16:])
             if d.get("signal") == 9:
                 self._keep(self.kills, seq, ev)
+            elif d.get("maybe_handled"):
+                if len(self.maybe_handled) < 64:
+                    self.maybe_handled.append((seq, ev, self.advances.get(ev.source, 0),
+                                               self.progress_lines.get(ev.source, 0)))
             elif d.get("signal") is not None:
                 self._keep(self.signals, seq, ev)
             elif d.get("exitcode"):
@@ -426,6 +439,11 @@ class FailureDetector(Detector):
     # ------------------------------------------------------------ the verdict
     def finish(self) -> Iterable[Symptom]:
         out: list[Symptom] = []
+        fatal = [(seq, ev) for seq, ev, at, lines in self.maybe_handled
+                 if self.advances.get(ev.source, 0) - at < SURVIVED_STEPS
+                 and self.progress_lines.get(ev.source, 0) - lines < SURVIVED_STEPS]
+        if fatal:
+            self.signals = sorted(self.signals + fatal, key=lambda x: x[0])
         if self.watchdog_abort:
             self._drop_watchdog_exits()
         if self.terminated:
@@ -727,7 +745,8 @@ class FailureDetector(Detector):
         external = sig in EXTERNAL
         phase, phase_text = self._phase()
         s = Symptom(name="failure", seq=seq, time=ev.time, key=("signal",),
-                    facts=dict(how="signal", signal=sig, signal_name=SIGNALS.get(sig, f"signal {sig}"),
+                    facts=dict(how="signal", signal=sig,
+                               signal_name=ev.data.get("signal_name") or SIGNALS.get(sig, f"signal {sig}"),
                                external=external, who=ev.data.get("who") or ("dsdoctor run" if ev.kind == "exit" else None),
                                rank=ev.data.get("rank", ev.rank), phase=phase, phase_text=phase_text,
                                last_step=self.last_step, family="interrupt" if external else "crash",

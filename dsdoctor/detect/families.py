@@ -52,10 +52,14 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      ("gpu_memory_utilization", "desired GPU memory utilization", "memory for the cache blocks",
       "available KV cache memory", "can be stored in KV cache"), (),
      "vLLM's engine (the rollout / generation side) had too little GPU memory for its weights and KV cache"),
-    # torch/cuda/memory.py & c10 CUDACachingAllocator: torch.OutOfMemoryError 'CUDA out of memory'
+    # torch/cuda/memory.py & c10 CUDACachingAllocator: torch.OutOfMemoryError 'CUDA out of memory'; the other
+    # accelerators' allocators as accelerate/utils/memory.py should_reduce_batch_size lists them (HIP, XPU, 'MPS
+    # backend out of memory', Gaudi's 'FATAL ERROR :: MODULE:PT_DEVMEM Allocation failed') and torch_npu's
+    # NPUCachingAllocator ('NPU out of memory', a RuntimeError; strings of libtorch_npu.so 2.14)
     ("gpu_memory", "oom", 3, ("OutOfMemoryError",),
      ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "HIP out of memory",
-      "XPU out of memory"), (),
+      "XPU out of memory", "NPU out of memory", "MPS backend out of memory", "MODULE:PT_DEVMEM Allocation failed",
+      "HIP error: out of memory"), (),
      "a GPU out-of-memory error"),
     # Python's MemoryError; c10/core/impl/alloc_cpu.cpp 'DefaultCPUAllocator: can't allocate memory'; errno 12
     # (ENOMEM by its number too: its text is translated where a program set LC_MESSAGES)

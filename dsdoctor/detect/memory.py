@@ -9,6 +9,11 @@ from ..findings import Symptom
 from .base import Detector, symptom_from
 
 
+# what a finding calls the device that ran out (sources/formats/memory.py: the allocator's own word for it)
+ACCEL_NAMES = {"cuda": "CUDA", "hip": "HIP (ROCm)", "xpu": "XPU", "npu": "NPU (Ascend)", "mps": "MPS (Apple)",
+               "hpu": "HPU (Gaudi)"}
+
+
 class MemoryDetector(Detector):
     kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes")
     FLUSH_STEPS = 3         # DeepSpeed: "if this is happening frequently ..."; one flush at warm-up is normal
@@ -44,6 +49,7 @@ class MemoryDetector(Detector):
         if ev.kind == "oom":
             facts = {k: v for k, v in d.items()}
             facts.setdefault("phase", None)
+            facts["accel"] = ACCEL_NAMES.get(str(d.get("device") or "cuda"), "CUDA")
             mem = self.last_memory.get(ev.rank) or {}
             for k in ("rss", "available", "gpu_allocated", "gpu_reserved", "gpu_peak"):
                 if k in mem and k not in facts:

@@ -28,6 +28,7 @@ from ...lazy_regex import compile_later
 from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 from .launcher import process_ended as _killed
+from .launcher import windows_crash, windows_crash_event
 
 # strsignal() texts (glibc) of the signals a training run dies of
 _SIGNALS = {"Killed": 9, "Segmentation fault": 11, "Aborted": 6, "Terminated": 15, "Bus error": 7,
@@ -51,8 +52,7 @@ def bash_job_status(line: Line, st: StreamState):
 
 
 _COMPOSE = compile_later(r"^\S+ exited with code (\d+)\s*$")
-_IDE = compile_later(r"^Process finished with exit code (\d+)")
-
+_IDE = compile_later(r"^Process finished with exit code (-?\d+)")
 
 @on(" exited with code ", "Process finished with exit code ")
 def runner_exit_code(line: Line, st: StreamState):
@@ -64,6 +64,10 @@ def runner_exit_code(line: Line, st: StreamState):
     if m is None:
         return None
     code = int(m.group(1))
+    if windows_crash(code):
+        return windows_crash_event(line, st, code, who)
+    if code < 0:        # Windows' own exit(-1): not a signal (an IDE on Linux prints 128+N)
+        return None
     if code > 128 and code - 128 in _SIGNALS.values():     # 128 + N: ended by signal N
         return end_by_signal(line, st, code - 128, who)
     return _killed(line, st, code, who)

@@ -94,6 +94,24 @@ def cuda_hardware(line: Line, st: StreamState):
                       message=t.strip()[:200], aborted=aborted, pid=int(pid.group(1)) if pid else None)
 
 
+# ROCm's runtime when a kernel touched memory it may not (ROCR-Runtime, strings of libhsa-runtime64.so in
+# pytorch-triton-rocm 2.1.0: 'Memory access fault by GPU node-%u (Agent handle: %p) on address %p%s. Reason: %s.',
+# reasons such as 'Page not present or supervisor privilege'): the AMD twin of CUDA's 'an illegal memory access was
+# encountered'; the runtime then aborts the process (SIGABRT, the launcher's exit code -6)
+_HSA_FAULT = compile_later(r"Memory access fault by GPU node-(\d+) \(Agent handle: [^)]*\) on address (\S+?)(?:\.| )"
+                           r".*?(?:Reason: (.+?)\.?\s*$|$)")
+
+
+@on("Memory access fault by GPU node-")
+def rocm_memory_fault(line: Line, st: StreamState):
+    m = _HSA_FAULT.search(line.text)
+    if not m:
+        return None
+    return line.event("hardware", step=st.step_of(line.rank), error="rocm_memory_fault", xid=None, pci=None,
+                      message=line.text.strip()[:200], gpu_node=int(m.group(1)), reason=m.group(3), aborted=True,
+                      pid=None)
+
+
 _NVRM_GPU = regex_cache.compile(r"\bNVRM: GPU ([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.\d)?: GPU has fallen off the bus")
 
 

@@ -46,6 +46,25 @@ def _killed(line: Line, st: StreamState, code: int, who: str, pid: int | None = 
 process_ended = _killed
 
 
+# Windows ends a process that crashed in native code with the exception's code as its exit code: 0xC0000005,
+# EXCEPTION_ACCESS_VIOLATION, its segmentation fault (CPython Lib/test/test_faulthandler.py
+# test_disable_windows_exc_handler: exitcode == 0xC0000005), printed signed by most programs (an IDE's
+# 'Process finished with exit code -1073741819 (0xC0000005)') and unsigned by Python's subprocess there
+# (DeepSpeed's launcher: 'exits with return code = 3221225477')
+_WINDOWS_CRASH = {0xC0000005: (11, "an access violation (Windows 0xC0000005, its segmentation fault)")}
+
+
+def windows_crash(code: int) -> tuple[int, str] | None:
+    """(signal, name) of a Windows crash exit code, signed or unsigned; None for any other code."""
+    return _WINDOWS_CRASH.get(code & 0xFFFFFFFF) if code < 0 or code > 0xFFFF else None
+
+
+def windows_crash_event(line: Line, st: StreamState, code: int, who: str, **extra):
+    sig, name = _WINDOWS_CRASH[code & 0xFFFFFFFF]
+    return line.event("process_exit", step=st.step_of(extra.get("rank", line.rank)), exitcode=code, signal=sig,
+                      signal_name=name, who=who, **extra)
+
+
 # ---------------------------------------------------------------- DeepSpeed launcher (launch.py)
 _DS_RC = compile_later(r"exits with return code = (-?\d+)")
 _LOCAL_RANK = compile_later(r"--local_rank=(\d+)")
@@ -67,6 +86,9 @@ def deepspeed_launcher(line: Line, st: StreamState):
         # failed (deepspeed/launcher/launch.py main, 0.19): the last local rank names none of them
         local = None
     rank = _global_rank(st, line.host, local)
+    if windows_crash(code):
+        return windows_crash_event(line, st, code, "launcher", rank=rank if rank is not None else st.rank_hint,
+                                   local_rank=local)
     ev = _killed(line, st, code, "launcher", rank=rank, local_rank=local)
     if ev is not None and rank is None:
         # the launcher is no rank: a line prefix's rank (srun's task label is the node's launcher, a pasted
@@ -601,11 +623,23 @@ _SHELL_CRASH = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?(Segmentation fault|A
                           r"Illegal instruction)(?:\s+\(core dumped\)(?:\s*\S.*)?|\s{2,}.*)?$")
 _FAULTHANDLER = compile_later(r"^Fatal Python error: (Segmentation fault|Aborted|Floating point exception|"
                            r"Illegal instruction|Bus error)")
+# its Windows form (Modules/faulthandler.c faulthandler_exc_handler; Lib/test/test_faulthandler.py
+# check_windows_exception: 'Windows fatal exception: access violation' / 'stack overflow' / 'int divide by zero')
+_WINDOWS_FATAL = {"access violation": (11, "an access violation (Windows' segmentation fault)"),
+                  "stack overflow": (11, "a stack overflow (Windows)"),
+                  "int divide by zero": (8, "an integer division by zero (Windows)")}
+_FAULTHANDLER_WINDOWS = compile_later(r"^Windows fatal exception: (access violation|stack overflow|int divide by zero)")
 
 
-@on("Segmentation fault", "Aborted", "Floating point exception", "Illegal instruction", "Fatal Python error: ")
+@on("Segmentation fault", "Aborted", "Floating point exception", "Illegal instruction", "Fatal Python error: ",
+    "Windows fatal exception: ")
 def native_crash(line: Line, st: StreamState):
     t = line.text.strip()
+    m = _FAULTHANDLER_WINDOWS.match(t)
+    if m:
+        sig, name = _WINDOWS_FATAL[m.group(1)]
+        return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, signal_name=name,
+                          who="faulthandler", maybe_handled=True)
     m = _SHELL_CRASH.match(t)
     if m:
         return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=_NATIVE[m.group(2)],

@@ -1,5 +1,6 @@
-"""Out-of-memory messages: the CUDA caching allocator (three wordings over torch 1.x-2.13),
-the raw 'CUDA error: out of memory', and the CPU allocator (host RAM)."""
+"""Out-of-memory messages: the CUDA caching allocator (three wordings over torch 1.x-2.13) and its
+twins on ROCm, Intel XPU, Ascend NPU, Apple MPS and Intel Gaudi, the raw 'CUDA error: out of memory',
+and the CPU allocator (host RAM)."""
 from __future__ import annotations
 
 import re
@@ -12,10 +13,14 @@ from .traceback import take_phase
 
 
 _REQ = compile_later(r"Tried to allocate " + SIZE)
-_GPU = compile_later(r"\(GPU (\d+);|GPU (\d+) has a total (?:capacity|capacty) of")
+_GPU = compile_later(r"\((?:GPU|NPU) (\d+);|GPU (\d+) has a total (?:capacity|capacty) of")
 # 1a/1b/1c: "(GPU 0; 15.78 GiB total capacity; 14.2 GiB already allocated; 10.19 MiB free; 14.4 GiB reserved in total by PyTorch)"
-_OLD = compile_later(SIZE + r" total capacity; " + SIZE + r" already allocated; " + SIZE + r" free;"
-                  r"(?: " + SIZE + r" allowed;)? " + SIZE + r" (?:reserved in total by PyTorch|cached)")
+# torch_npu keeps this wording with one more field: "(NPU 3; 60.97 GiB total capacity; 54.02 GiB already allocated;
+# 54.02 GiB current active; 3.21 GiB free; 56.88 GiB reserved in total by PyTorch)" (libtorch_npu.so 2.14, NPUCachingAllocator)
+_OLD = compile_later(SIZE + r" total capacity; " + SIZE + r" already allocated;(?: " + SIZE + r" current active;)? "
+                  + SIZE + r" free;(?: " + SIZE + r" allowed;)? " + SIZE + r" (?:reserved in total by PyTorch|cached)")
+# c10/xpu/XPUCachingAllocator.cpp (torch 2.5+) has no free amount: "GPU 0 has a total capacity of 47.98 GiB. Of the ..."
+_TOTAL_ONLY = compile_later(r"total capacity of " + SIZE + r"\.")
 # 1d-1g: "GPU 0 has a total capacity of 79.15 GiB of which 3.44 MiB is free. ... Of the allocated memory 77.1 GiB is
 # allocated by PyTorch, and 1.2 GiB is reserved by PyTorch but unallocated."
 _NEW_TOTAL = compile_later(r"total (?:capacity|capacty) of " + SIZE + r" of which " + SIZE + r" is free")
@@ -26,12 +31,21 @@ _PROCS = compile_later(r"Process (\d+) has " + SIZE + r" memory in use")
 _THIS_PROC = compile_later(r"this process has " + SIZE + r" memory in use")
 
 
-@on("CUDA out of memory")
+# The same allocator message where torch runs on other accelerators: ROCm builds hipify
+# c10/cuda/CUDACachingAllocator.cpp ('HIP out of memory', PYTORCH_HIP_ALLOC_CONF: torch/utils/hipify maps the
+# CUDA names, torch/utils/collect_env.py lists the variable), c10/xpu/XPUCachingAllocator.cpp ('XPU out of memory'),
+# torch_npu's NPUCachingAllocator ('NPU out of memory. Tried to allocate'; strings of libtorch_npu.so 2.14);
+# accelerate/utils/memory.py should_reduce_batch_size treats them as one (" out of memory.": CUDA, HIP, XPU).
+_DEVICE_OF = (("HIP out of memory", "hip"), ("XPU out of memory", "xpu"), ("NPU out of memory", "npu"))
+
+
+@on("CUDA out of memory", "HIP out of memory", "XPU out of memory", "NPU out of memory")
 def cuda_oom(line: Line, st: StreamState):
     t = line.text
     if "Tried to allocate" not in t and "preemptively rejected" not in t:
         return None
-    d: dict = {"device": "cuda", "phase": take_phase(line, st)}
+    device = next((dev for lit, dev in _DEVICE_OF if lit in t), "cuda")
+    d: dict = {"device": device, "phase": take_phase(line, st)}
     m = _REQ.search(t)
     d["requested"] = size(m.group(1)) if m else None
     m = _GPU.search(t)
@@ -39,12 +53,14 @@ def cuda_oom(line: Line, st: StreamState):
         d["gpu"] = int(m.group(1) or m.group(2))
     m = _OLD.search(t)
     if m:
-        d.update(total=size(m.group(1)), allocated=size(m.group(2)), free=size(m.group(3)),
-                 reserved=size(m.group(5)), wording="torch<=2.0")
+        d.update(total=size(m.group(1)), allocated=size(m.group(2)), free=size(m.group(4)),
+                 reserved=size(m.group(6)), wording="torch<=2.0")
     else:
         m = _NEW_TOTAL.search(t)
         if m:
             d.update(total=size(m.group(1)), free=size(m.group(2)), wording="torch>=2.1")
+        elif (m := _TOTAL_ONLY.search(t)):
+            d["total"] = size(m.group(1))
         m = _NEW_ALLOC.search(t)
         if m:
             alloc, unalloc = size(m.group(1)), size(m.group(3))
@@ -61,6 +77,36 @@ def cuda_oom(line: Line, st: StreamState):
     res, alloc = d.get("reserved"), d.get("allocated")
     d["fragmented"] = bool(res and alloc is not None and res - alloc > max(0.2 * res, 1 << 30))
     return line.event("oom", step=st.step_of(line.rank), **d)
+
+
+# Apple MPS (aten/src/ATen/mps/MPSAllocator.mm, strings of torch 2.14's macOS libtorch_cpu.dylib):
+#   "MPS backend out of memory (MPS allocated: 17.66 GB, other allocations: 384.00 KB, max allowed: 18.13 GB).
+#    Tried to allocate 500.00 MB on private pool. Use PYTORCH_MPS_HIGH_WATERMARK_RATIO=0.0 to disable ..."
+_MPS = compile_later(r"MPS allocated: " + SIZE + r", other allocations: " + SIZE + r", max allowed: " + SIZE)
+
+
+@on("MPS backend out of memory")
+def mps_oom(line: Line, st: StreamState):
+    t = line.text
+    d: dict = {"device": "mps", "phase": take_phase(line, st)}
+    m = _REQ.search(t)
+    d["requested"] = size(m.group(1)) if m else None
+    m = _MPS.search(t)
+    if m:
+        d.update(allocated=size(m.group(1)), total=size(m.group(3)))
+    return line.event("oom", step=st.step_of(line.rank), **d)
+
+
+# Intel Gaudi's device allocator, the wording accelerate/utils/memory.py should_reduce_batch_size knows as the
+# HPU OOM: "FATAL ERROR :: MODULE:PT_DEVMEM Allocation failed for size::1073741824 (1024)MB"
+_HPU_SIZE = compile_later(r"Allocation failed for size::(\d+)")
+
+
+@on("MODULE:PT_DEVMEM Allocation failed")
+def hpu_oom(line: Line, st: StreamState):
+    m = _HPU_SIZE.search(line.text)
+    return line.event("oom", step=st.step_of(line.rank), device="hpu", phase=take_phase(line, st),
+                      requested=int(m.group(1)) if m else None)
 
 
 _CUDA_ERR = compile_later(r"CUDA error: ([^.\n]+?)(?:\s*$|\.?\s*(?:CUDA kernel|Search for|Compile with|For debugging))")

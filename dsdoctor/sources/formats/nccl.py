@@ -47,7 +47,10 @@ def _pg_and_rank(line: Line) -> tuple[str | None, int | None]:
 
 
 def _work_fields(text: str) -> dict:
+    # torch_npu's ProcessGroupHCCL (Ascend) prints the same fields in a 'WorkHCCL(' (strings of libtorch_npu.so 2.14)
     i = text.find("WorkNCCL(")
+    if i < 0:
+        i = text.find("WorkHCCL(")
     d: dict = {}
     if i < 0:
         return d
@@ -77,7 +80,9 @@ def collective_timeout(line: Line, st: StreamState):
     if len(seen) < 100_000:
         seen.add(k)
     blocking = "Watchdog" not in t
-    return line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend="nccl",
+    # torch_npu: 'WorkHCCL(...)', '... timed out in blocking wait (TORCH_HCCL_BLOCKING_WAIT=1 or HCCL_BLOCKING_WAIT=1).'
+    backend = "hccl" if "WorkHCCL(" in t or "HCCL_BLOCKING_WAIT" in t else "nccl"
+    return line.event("collective_timeout", step=st.step_of(rank), rank=rank, backend=backend,
                       pg=pg, blocking=blocking, host=line.host, **d)
 
 
@@ -330,14 +335,17 @@ def nccl_error_detail(line: Line, st: StreamState):
 # nature of CUDA kernels, subsequent GPU operations might run on corrupted/incomplete data.' then
 # '[Rank {rank}] To avoid data inconsistency, we are taking the entire process down.'): the rank
 # aborts itself (SIGABRT). Often the only trace left when the timeout line itself was cut off.
-_ABORT_RANK = compile_later(r"\[Rank (\d+)\] Some NCCL operations")
+# torch_npu's watchdog (ProcessGroupHCCL) says the same of HCCL: 'Some HCCL operations have failed or timed out. Due
+# to the asynchronous nature of ASCEND kernels, subsequent NPU operations might run on corrupted/incomplete data.'
+_ABORT_RANK = compile_later(r"\[Rank (\d+)\] Some [NH]CCL operations")
 
 
-@on("Some NCCL operations have failed or timed out")
+@on("Some NCCL operations have failed or timed out", "Some HCCL operations have failed or timed out")
 def nccl_watchdog_abort(line: Line, st: StreamState):
     m = _ABORT_RANK.search(line.text)
     rank = int(m.group(1)) if m else line.rank
-    return line.event("comm_abort", step=st.step_of(rank), rank=rank, error="watchdog_abort")
+    return line.event("comm_abort", step=st.step_of(rank), rank=rank, error="watchdog_abort",
+                      **({"backend": "hccl"} if "Some HCCL" in line.text else {}))
 
 
 @on("NCCL communicator was aborted on rank")

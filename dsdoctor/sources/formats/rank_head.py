@@ -76,3 +76,20 @@ def swift_rank(line: Line, st: StreamState):
     one_per_node = local_world == 1 or world == 1
     return line.event("rank_head", head_rank=rank if rank >= 0 and one_per_node else None, world_size=world,
                       local=False, gpu=None)
+
+
+# torch_npu (Ascend) appends its error code to every exception it raises (torch_npu/utils/_error_code.py
+# _format_error_msg): '[ERROR] {time} (PID:{pid}, Device:{device}, RankID:{rank}) ERR{submodule}{code} {SUBMODULE}
+# {text}', rank from torch.distributed.get_rank() (-1 before init_process_group), device the NPU index. It names the
+# process that raised; one such rank in an input is the rank of its rank-less traceback.
+_NPU_ERROR_CODE = compile_later(r"\(PID:(\d+), Device:(-?\d+), RankID:(-?\d+)\) ERR\d{5}\b")
+
+
+@on(", RankID:")
+def npu_error_code(line: Line, st: StreamState):
+    m = _NPU_ERROR_CODE.search(line.text)
+    if not m:
+        return None
+    rank, device = int(m.group(3)), int(m.group(2))
+    return line.event("rank_head", head_rank=rank if rank >= 0 else None, world_size=None, local=False,
+                      gpu=device if device >= 0 else None)
