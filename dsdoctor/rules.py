@@ -218,6 +218,11 @@ def _check_rule(d: Any, file: str) -> None:
         for k in ("title", "advice"):
             if fx.get(k) is not None and not isinstance(fx[k], str):
                 raise _fail(file, fl, rid, f"fix.{k} must be text, not {type(fx[k]).__name__}")
+            if isinstance(fx.get(k), str):     # rendered like the summary: a dict literal would print '?'
+                try:
+                    check_template(fx[k])
+                except ExprError as e:
+                    raise _fail(file, fl, rid, f"fix.{k}: {_one_line(e)}") from None
         if env is not None and not all(isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
                                        for k, v in env.items() if k != "__line__"):
             raise _fail(file, fl, rid, "env must map variable names to text or numbers")

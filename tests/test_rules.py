@@ -47,6 +47,12 @@ BAD = {
                  "    summary: \"{ {'a': 'b'}.get(reason) }\"\n"
                  "    source: s\n    match: {symptom: a}\n    examples: {match: [{log: a}], nomatch: [{log: b}]}\n",
                  "rule x-5: summary:"),
+    # the same in a fix's advice, rendered like the summary: `kwargs={"use_reentrant": False}` printed as '?'
+    "fix-template": ("rules:\n  - id: x-6\n    category: oom\n    severity: error\n    title: t\n    summary: s\n"
+                     "    source: s\n    match: {symptom: a}\n"
+                     "    fixes: [{title: f, advice: 'kwargs={\"use_reentrant\": False}'}]\n"
+                     "    examples: {match: [{log: a}], nomatch: [{log: b}]}\n",
+                     "rule x-6: fix.advice:"),
 }
 
 

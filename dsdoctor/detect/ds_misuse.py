@@ -6,6 +6,7 @@ the script or the config must change, so these are config_error, not an unexplai
 from __future__ import annotations
 
 from .family import Family
+from .zero3_misuse import zero3_family
 
 # (family, why, message texts, raise-site texts any of which must also match, or () for none)
 _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
@@ -194,7 +195,8 @@ def _no_kernel(message: str, where: list[str]) -> Family | None:
 def misuse_family(name: str, message: str, raise_site: str | None, frames: list[str] | None) -> Family | None:
     site = raise_site or ""
     where = [site, *(frames or ())]
-    path = _config_path(name, message, where) or _no_kernel(message, where)
+    path = zero3_family(name, message, raise_site, frames) or _config_path(name, message, where) or \
+        _no_kernel(message, where)
     if path is not None:
         return path
     if (any(t in message for t in _FEATURES_REFUSED) and "deepspeed/" in site) or \
@@ -248,4 +250,10 @@ def zero3_empty_checkpoint(detail_lines: list[str]) -> Family | None:
     if any("torch.Size([0]) from checkpoint" in t for t in detail_lines):
         return Family("zero3_partitioned", "config_error", 3,
                       "weights saved as ZeRO-3's empty partitions (module.state_dict() without gathering)")
+    # the other way round (run here, 2 ranks): a whole state dict loaded into a ZeRO-3 engine's module, whose
+    # parameters are empty partitions ('... from checkpoint, the shape in current model is torch.Size([0]).')
+    if any("the shape in current model is torch.Size([0])" in t for t in detail_lines):
+        return Family("zero3_partitioned", "config_error", 3,
+                      "weights loaded into a ZeRO-3 engine's module with load_state_dict, whose parameters are empty "
+                      "partitions outside its forward")
     return None

@@ -32,6 +32,7 @@ from ..findings import Evidence, Symptom
 from .base import Detector
 from .families import CKPT_MISSING, Family, classify
 from .ds_misuse import zero3_empty_checkpoint
+from .zero3_misuse import grad_read_family, missing_keys_only
 from .quiet_end import Waits, quiet_end
 from .early_exit import all_spawned_done, rank_left_early
 from .rank_waits import ranks_wait_apart
@@ -685,7 +686,9 @@ class FailureDetector(Detector):
         if fam.name == "state_dict_mismatch":        # its mismatch lines are the message's further lines
             lines = [str(t) for _, t in (d.get("detail") or [])]
             lines += [str(x.data.get("text") or x.text) for x in g.details if x.data.get("of") == ev.line]
-            fam = zero3_empty_checkpoint(lines) or fam
+            fam = zero3_empty_checkpoint(lines) or missing_keys_only(lines, d.get("frames")) or fam
+        if fam.name == "other" and d.get("detail"):   # the script's line that read a parameter's .grad
+            fam = grad_read_family(str(d.get("name") or ""), [str(t) for _, t in d["detail"]]) or fam
         same = [x for x in self.groups.values()
                 if x.decisive()[0].data.get("type") == d.get("type")
                 and str(x.decisive()[0].data.get("message"))[:80] == str(d.get("message"))[:80]]

@@ -360,6 +360,13 @@ SAFETENSORS_SHARED = Family("safetensors_shared_tensors", "config_error", 3,
 ZERO_OPTIM_LAYOUT = Family("zero_optimizer_layout", "config_error", 3,
                            "ZeRO optimizer states saved for other parameters than this model's (a changed model, or "
                            "another zero_optimization.parameter_alignment)")
+# ZeRO-3's the same (zero/stage3.py _rigid_load_state_dict copies each saved flat fp32 partition into this run's:
+# 'The size of tensor a (426) must match the size of tensor b (417) at non-singleton dimension 0'; run here, a model
+# with one more layer resumed with load_module_strict=False on 2 ranks): no setting is named, the model changed
+ZERO3_OPTIM_LAYOUT = Family("zero_optimizer_layout", "config_error", 3,
+                            "ZeRO-3 optimizer partitions saved for other parameters than this model's (a layer added or "
+                            "removed, other sizes, other trainable parameters)")
+_ZERO3_OPTIM_LOAD = "zero/stage3.py:_rigid_load_state_dict"
 _MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_pretrained_model",
                   "auto_factory.py:from_pretrained", "peft_model.py:from_pretrained")
 # huggingface_hub / transformers shard names: '{prefix}-{i:05d}-of-{n:05d}.safetensors' (or .bin)
@@ -548,8 +555,11 @@ _AMP_FP16_GRADS = "Attempting to unscale FP16 gradients"
 _RERAISED = compile_later(r"Caught \w+ in (?:DataLoader worker process \d+|replica \d+ on device \d+|pin memory thread)")
 # and matmul's "mat1 and mat2 shapes cannot be multiplied (1x0 and 16x16)" (a real ZeRO-3 run here,
 # stage3_param_persistence_threshold 0, a weight used in a matmul after training)
+# torch's dot of a 1-D weight read outside the forward ('inconsistent tensor size, expected tensor [0] and src [32] to
+# have the same number of elements': `engine.module.lm_head.weight @ v` under ZeRO-3, run here)
 _ZERO3_EMPTY = compile_later(r"'weight' must be 2-D|\bvec \(0\)|size of tensor [ab] \(0\) must match|"
-                             r"shapes cannot be multiplied \((?:\d+x0|0x\d+) and|and (?:\d+x0|0x\d+)\)")
+                             r"shapes cannot be multiplied \((?:\d+x0|0x\d+) and|and (?:\d+x0|0x\d+)\)|"
+                             r"expected tensor \[0\] and src \[\d")
 
 
 # torch's dtype checks (aten: matmul/addmm 'mat1 and mat2 must have the same dtype, but got Float and
@@ -645,6 +655,12 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
     from_pretrained = any(r in f for f in (frames or []) + [site] for r in _MODEL_LOADERS)
     if "ZeRO checkpoint parameter-alignment layout does not match" in message:
         return ZERO_OPTIM_LAYOUT
+    if _ZERO3_OPTIM_LOAD in site and "must match the size of tensor" in message:
+        return ZERO3_OPTIM_LAYOUT
+    # transformers 5.25 utils/loading_report.py log_state_dict_report: the LOAD REPORT's MISMATCH rows above it
+    # say which weights did not fit (formats/hf.py reads a report of ZeRO-3's empty weights)
+    if "You set `ignore_mismatched_sizes` to `False`" in message:
+        return STATE_DICT_MISMATCH
     if "Some tensors share memory, this will lead to duplicate memory on disk" in message:
         return SAFETENSORS_SHARED
     if "Error no file named " in message and " found in directory " in message:

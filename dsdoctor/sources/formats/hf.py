@@ -174,6 +174,26 @@ def integration_error(line: Line, st: StreamState):
     return line.event("config_error", step=st.step_of(line.rank), **data)
 
 
+# transformers 5.25 utils/loading_report.py LoadStateDictInfo.create_loading_report: one row per weight whose shape
+# differs, 'Reinit due to size mismatch - ckpt: {shape_ckpt} vs model:{shape_model}', under '{cls} LOAD REPORT
+# from: {path}'. A checkpoint shape of torch.Size([0]) is ZeRO-3's empty partition: the folder was written by
+# save_pretrained / module.state_dict() of a ZeRO-3 engine's module without gathering (run here on 2 ranks). With
+# ignore_mismatched_sizes=False from_pretrained then raises ('You set `ignore_mismatched_sizes` to `False` ...'),
+# with True the weights are silently re-initialised: either way the saved model holds no weights.
+_EMPTY_CKPT_ROW = compile_later(r"^\W*([\w.{}, -]+?)\W*\|.*Reinit due to size mismatch - ckpt: torch\.Size\(\[0\]\) vs model:\s*"
+                                r"(torch\.Size\(\[[\d, ]+\]\))")
+
+
+@on("Reinit due to size mismatch - ckpt: torch.Size([0])")
+def zero3_empty_weights_loaded(line: Line, st: StreamState):
+    m = _EMPTY_CKPT_ROW.search(line.text)
+    if not st.once(("zero3-empty-ckpt", line.rank)):
+        return None
+    return line.event("config_error", step=st.step_of(line.rank), error="zero3_empty_weights_loaded", key=None,
+                      param=m.group(1).strip() if m else None, model_shape=m.group(2) if m else None,
+                      message=" ".join(line.text.split())[:300])
+
+
 # transformers/trainer.py Trainer._inner_training_loop: an epoch whose iterator gave no batch ends
 # the training early, as a warning: 'There seems not to be a single sample in your epoch_iterator,
 # stopping training at step {global_step}! This is expected if you're using an IterableDataset and

@@ -322,7 +322,8 @@ def exception_line(line: Line, st: StreamState):
         from .launcher import give_back_rank   # the end of a traceback inside a torchelastic record
         give_back_rank(st, line.lineno)
     wait = waits_in(frames)
-    detail = _assert_source(line, st) if name == "AssertionError" and not msg and in_tb else None
+    detail = _assert_source(line, st) if name == "AssertionError" and not msg and in_tb else \
+        _grad_source(line, st, msg) if in_tb and name in ("AttributeError", "TypeError") else None
     if msg.startswith(STATE_DICT_HEAD):
         st.scratch.setdefault("tb.state_dict", {})[line.rank] = [line.lineno, line.lineno, set()]
     elif not msg and in_tb:
@@ -633,6 +634,27 @@ def _assert_line(line: Line, st: StreamState) -> None:
 def _assert_source(line: Line, st: StreamState) -> tuple[int, str] | None:
     src = st.scratch.get("tb.assert", {}).pop(line.rank, None)
     if not armed_within(src, line, ASSERT_SOURCE_WITHIN):
+        return None
+    return src
+
+
+# A script's own line that reads a parameter's `.grad` ('    gn = sum(p.grad.norm() ** 2 for p in ...)'): when it
+# raises on None ("'NoneType' object has no attribute 'norm'"), the line says the gradient was missing. Under
+# ZeRO (stages 1-3) engine.backward leaves param.grad None (the gradients live in ZeRO's partitions; run here,
+# part AG), so that line is what failed (detect/zero3_misuse.py grad_read_family).
+_GRAD_READ = compile_later(r"\.grad\b")
+
+
+@on(".grad")
+def _grad_read_line(line: Line, st: StreamState) -> None:
+    t = line.text
+    if t[:1] in (" ", "\t") and line.rank in st.frames and _GRAD_READ.search(t):
+        st.scratch.setdefault("tb.grad", {})[line.rank] = (line.lineno, t.strip())
+
+
+def _grad_source(line: Line, st: StreamState, msg: str) -> tuple[int, str] | None:
+    src = st.scratch.get("tb.grad", {}).pop(line.rank, None)
+    if "'NoneType' object" not in msg or not armed_within(src, line, ASSERT_SOURCE_WITHIN):
         return None
     return src
 
