@@ -1,4 +1,4 @@
-"""The loggers users print through (README: Generalisation probes, part AD): a rank a logging format
+"""The loggers users print through (docs/probes.md: Generalisation probes, part AD): a rank a logging format
 puts in every record ('[rank 1]'), and rich.logging.RichHandler's word-wrapped records
 (sources/rich_log.py). The lines are RichHandler's own rendering of DeepSpeed 0.19's messages
 (rich 15.0, Console(width=80) into a file), from the probe's runs."""
