@@ -59,7 +59,10 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("gpu_memory", "oom", 3, ("OutOfMemoryError",),
      ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "HIP out of memory",
       "XPU out of memory", "NPU out of memory", "MPS backend out of memory", "MODULE:PT_DEVMEM Allocation failed",
-      "HIP error: out of memory"), (),
+      "HIP error: out of memory",
+      # cuBLASLt's workspace (torch 2.13 libtorch_cuda.so, aten/src/ATen/cuda/CUDABlas.cpp: 'OOM trying to allocate
+      # workspace for cublaslt')
+      "OOM trying to allocate workspace"), (),
      "a GPU out-of-memory error"),
     # Python's MemoryError; c10/core/impl/alloc_cpu.cpp 'DefaultCPUAllocator: can't allocate memory'; errno 12
     # (ENOMEM by its number too: its text is translated where a program set LC_MESSAGES)
@@ -88,7 +91,11 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "unsupported display driver / cuda driver combination",
       # deepspeed/autotuning/autotuner.py Autotuner.__init__: 'Missing required package `tabulate`, please
       # install with `pip install deepspeed[autotuning]`.' (an AssertionError; `deepspeed --autotuning run`, run here)
-      "Missing required package"),
+      "Missing required package",
+      # an NCCL older than the call needs (torch 2.13 libtorch_cuda.so ProcessGroupNCCL: 'ProcessGroupNCCL::shrink
+      # requires NCCL version 2.27.0 or later. Found version: {v}', 'Capturing NCCL collectives is only allowed with
+      # NCCL >= 2.9.6', 'NCCL mem allocator is not supported in this NCCL version')
+      "requires NCCL version", "only allowed with NCCL >=", "not supported in this NCCL version"),
      ("op_builder/", "cpp_extension.py", "importlib/__init__.py:import_module"),
      "an install problem (a DeepSpeed op that did not build, a missing package, CUDA/driver mismatch)"),
     # a full disk or quota while writing (a checkpoint, a cache, a log): errno 28 ENOSPC / 122 EDQUOT / 30 EROFS
@@ -232,7 +239,9 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       # libcudart: cudaErrorNoDevice (100); the MPS daemon's (805-810: the client could not connect, was
       # terminated by the server, the server not ready)
       "no CUDA-capable device is detected", "MPS client failed to connect", "MPS client has been terminated",
-      "MPS server is not ready"), (),
+      "MPS server is not ready",
+      # torch 2.13 libtorch_cuda.so, ProcessGroupNCCL's constructor: an NCCL group made where no GPU is visible
+      "ProcessGroupNCCL is only supported with GPUs, no GPUs found"), (),
      "a GPU this process cannot use: more ranks than GPUs on the node or a wrong CUDA_VISIBLE_DEVICES "
      "(invalid device ordinal), GPUs busy with another job or in exclusive mode, or a driver that does not "
      "match the CUDA runtime"),
