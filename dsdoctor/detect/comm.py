@@ -87,6 +87,7 @@ class CommDetector(Detector):
         self.hang_s: int | None = None
         self.rdzv: dict[str, _Collector] = {}
         self.rdzv_peer: dict[str, str | None] = {}
+        self.rdzv_port: dict[str, int | None] = {}
         # transport
         self.transport = _Collector()
         self.transports: Counter = Counter()
@@ -139,6 +140,7 @@ class CommDetector(Detector):
                 col = self.rdzv.setdefault(d.get("rdzv") or "unknown", _Collector())
                 col.add(ev, seq)
                 self.rdzv_peer.setdefault(d.get("rdzv") or "unknown", d.get("peer"))
+                self.rdzv_port.setdefault(d.get("rdzv") or "unknown", d.get("port"))
             else:
                 self._nccl_error(ev, seq)
         elif k == "nccl_warn":
@@ -209,7 +211,8 @@ class CommDetector(Detector):
         if s:
             out.append(s)
         for cause, col in self.rdzv.items():
-            out.append(col.symptom("rendezvous_error", key=(cause,), cause=cause, peer=self.rdzv_peer.get(cause)))
+            out.append(col.symptom("rendezvous_error", key=(cause,), cause=cause, peer=self.rdzv_peer.get(cause),
+                                   port=self.rdzv_port.get(cause)))
         for cause, col in self.gloo.items():
             if cause == "timeout_secondary" and self.timeouts:
                 continue        # pair closures after a timeout: the timeout is the finding

@@ -117,7 +117,37 @@ _MISUSE: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = [
      "the GPU)", ("Cannot re-initialize CUDA in forked subprocess",), ()),
     ("collective_device", "a collective called on a tensor whose device the process group has no backend for (a "
      "CPU tensor in an NCCL group, or a GPU tensor in a gloo one)",
-     ("No backend type associated with device type",), ()),
+     ("No backend type associated with device type",
+      # ProcessGroupNCCL's own checks of a tensor it was handed (strings of torch 2.13's libtorch_cuda.so:
+      # check_gpu_single_tensor 'Tensors must be CUDA and dense', 'NCCL only supports CUDA tensors, but got a
+      # tensor on {device}')
+      "Tensors must be CUDA and dense", "NCCL only supports CUDA tensors"), ()),
+    # the same library: a tensor on another GPU than the one the group was bound to (init_process_group's
+    # device_id, or the device DeepSpeed/accelerate set for the rank): 'Attempt to perform collective on tensor
+    # not on device passed to init_process_group'
+    ("collective_wrong_gpu", "a collective called on a tensor that lives on another GPU than the one this rank's "
+     "process group was bound to", ("Attempt to perform collective on tensor not on device passed to",), ()),
+    # ... and a collective NCCL has no kernel for, as called (libtorch_cuda.so 2.13: 'Cannot use ReduceOp.BAND
+    # with NCCL' (BOR, BXOR), 'NCCL does not support all_reduce with sparse tensors. Please use dense tensors
+    # instead.', 'Input tensor data type is not supported for NCCL process group: {dtype}', 'Unsupported Float8
+    # type for NCCL reduction', 'ProcessGroupNCCL does not support allgather_coalesced' / 'recvAnysource',
+    # 'Tensors must be non-overlapping and dense'; 'Tensors must be contiguous' and 'Tensor list must be nonempty'
+    # are c10d's checks of every backend)
+    # gloo's and distributed_c10d.py's counterparts, run here on gloo: 'Cannot use ReduceOp.BAND with non-integral
+    # dtype', 'Cannot use ReduceOp.PREMUL_SUM with Gloo', 'all_reduce does not support RedOpType.MAX on complex tensors'
+    ("collective_unsupported", "a collective the process group's backend cannot run as called: a reduction, a dtype "
+     "or a tensor layout it has no kernel for",
+     ("Cannot use ReduceOp.", "does not support RedOpType.", "NCCL does not support", "not supported for NCCL process group", "type for NCCL reduction",
+      "ProcessGroupNCCL does not support", "Tensors must be non-overlapping and dense", "Tensors must be contiguous",
+      "Tensor list must be nonempty"), ()),
+    # ... and a first collective that cannot tell which GPU is the rank's: ProcessGroupNCCL::getNCCLComm 'Not able
+    # to create/get the NCCL Communicator since the GPU devices are not known', and the mem pool's 'NCCL
+    # communicator has not been initialized before mem pool creation. You can pass `device_id` to
+    # init_process_group'
+    ("collective_no_device", "a first NCCL collective with no GPU chosen for the rank (no torch.cuda.set_device, no "
+     "device_id given to init_process_group)",
+     ("since the GPU devices are not known", "NCCL communicator has not been initialized before mem pool creation"),
+     ()),
 ]
 
 _EMPTY_PARAMS = "optimizer got an empty parameter list"      # torch/optim/optimizer.py Optimizer.__init__

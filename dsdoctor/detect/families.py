@@ -27,7 +27,8 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # the driver's Xid codes, open-gpu-kernel-modules nverror.h)
     ("hardware", "hardware", 3, (),
      ("uncorrectable ECC error", "cudaErrorECCUncorrectable", "GPU has fallen off the bus", "unspecified launch failure",
-      "an illegal memory access was encountered", "CUDA error: unknown error", "uncorrectable NVLink error",
+      "an illegal memory access was encountered", "CUDA error: unknown error", "CUDA driver error: unknown error",
+      "uncorrectable NVLink error",
       "Xid (PCI:",
       # cudaErrorContained (706, libcudart's text): 'an exception occurred on the device that is now contained by
       # the GPU's error containment capability', per CUDA's driver_types.h invalid peer accesses over NVLink or
@@ -59,7 +60,10 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     ("gpu_memory", "oom", 3, ("OutOfMemoryError",),
      ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "HIP out of memory",
       "XPU out of memory", "NPU out of memory", "MPS backend out of memory", "MODULE:PT_DEVMEM Allocation failed",
-      "HIP error: out of memory"), (),
+      "HIP error: out of memory",
+      # cuBLASLt's workspace (torch 2.13 libtorch_cuda.so, aten/src/ATen/cuda/CUDABlas.cpp: 'OOM trying to allocate
+      # workspace for cublaslt')
+      "OOM trying to allocate workspace", "CUDNN_STATUS_ALLOC_FAILED", "CUSOLVER_STATUS_ALLOC_FAILED"), (),
      "a GPU out-of-memory error"),
     # Python's MemoryError; c10/core/impl/alloc_cpu.cpp 'DefaultCPUAllocator: can't allocate memory'; errno 12
     # (ENOMEM by its number too: its text is translated where a program set LC_MESSAGES)
@@ -88,7 +92,14 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       "unsupported display driver / cuda driver combination",
       # deepspeed/autotuning/autotuner.py Autotuner.__init__: 'Missing required package `tabulate`, please
       # install with `pip install deepspeed[autotuning]`.' (an AssertionError; `deepspeed --autotuning run`, run here)
-      "Missing required package"),
+      "Missing required package",
+      # the runtime compiler torch's jiterator and fused kernels load (torch 2.13 libtorch_cuda.so 'CUDA NVRTC error:
+      # {nvrtcGetErrorString}', e.g. NVRTC_ERROR_BUILTIN_OPERATION_FAILURE: libnvrtc-builtins missing or of another CUDA)
+      "CUDA NVRTC error",
+      # an NCCL older than the call needs (torch 2.13 libtorch_cuda.so ProcessGroupNCCL: 'ProcessGroupNCCL::shrink
+      # requires NCCL version 2.27.0 or later. Found version: {v}', 'Capturing NCCL collectives is only allowed with
+      # NCCL >= 2.9.6', 'NCCL mem allocator is not supported in this NCCL version')
+      "requires NCCL version", "only allowed with NCCL >=", "not supported in this NCCL version"),
      ("op_builder/", "cpp_extension.py", "importlib/__init__.py:import_module"),
      "an install problem (a DeepSpeed op that did not build, a missing package, CUDA/driver mismatch)"),
     # a full disk or quota while writing (a checkpoint, a cache, a log): errno 28 ENOSPC / 122 EDQUOT / 30 EROFS
@@ -140,7 +151,11 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # supported on Ampere GPUs or newer'): the machine, not a failing GPU and not the DeepSpeed config
     ("gpu_capability", "environment", 3, (),
      ("Ampere GPUs or newer", "requires compute capability >=", "requires CUDA compute capability >=",
-      "only supported on GPUs with compute capability"), (),
+      "only supported on GPUs with compute capability",
+      # torch 2.13 (libtorch_cuda.so): cuDNN's SDPA 'SDPA FP16/BF16 requires SM80 (Ampere) or newer architecture';
+      # the libraries' own status for a feature this GPU lacks (cuBLAS/cuDNN/cuSOLVER *_STATUS_ARCH_MISMATCH)
+      "or newer architecture", "CUBLAS_STATUS_ARCH_MISMATCH", "CUDNN_STATUS_ARCH_MISMATCH",
+      "CUSOLVER_STATUS_ARCH_MISMATCH"), (),
      "a kernel or data type this GPU is too old for (its compute capability)"),
     # the experiment tracker, not the training: an exception raised inside wandb (wandb 0.31 provoked here
     # with WANDB_BASE_URL on a closed loopback port: wandb/sdk/wandb_init.py re-raises the service's
@@ -232,10 +247,32 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       # libcudart: cudaErrorNoDevice (100); the MPS daemon's (805-810: the client could not connect, was
       # terminated by the server, the server not ready)
       "no CUDA-capable device is detected", "MPS client failed to connect", "MPS client has been terminated",
-      "MPS server is not ready"), (),
+      "MPS server is not ready",
+      # torch 2.13 libtorch_cuda.so, ProcessGroupNCCL's constructor: an NCCL group made where no GPU is visible
+      "ProcessGroupNCCL is only supported with GPUs, no GPUs found"), (),
      "a GPU this process cannot use: more ranks than GPUs on the node or a wrong CUDA_VISIBLE_DEVICES "
      "(invalid device ordinal), GPUs busy with another job or in exclusive mode, or a driver that does not "
      "match the CUDA runtime"),
+    # a CUDA library call that failed (torch 2.13 libtorch_cuda.so: 'CUDA error: CUBLAS_STATUS_{status} when calling
+    # `cublasGemmEx(...)`', 'cuDNN error: CUDNN_STATUS_{status}', 'cusolver error: CUSOLVER_STATUS_{status}, when
+    # calling ...'): cuBLAS's and cuDNN's statuses name no cause of their own. EXECUTION_FAILED / INTERNAL_ERROR /
+    # MAPPING_ERROR follow an earlier asynchronous kernel error (an index out of range, an illegal access) or a
+    # full GPU; NOT_SUPPORTED / INVALID_VALUE / BAD_PARAM are a dtype or shape the library has no kernel for on
+    # this GPU (bf16 before Ampere, a dimension past 2^31). NOT_INITIALIZED and ALLOC_FAILED are the memory's.
+    ("gpu_library", "other", 3, (),
+     ("CUBLAS_STATUS_EXECUTION_FAILED", "CUBLAS_STATUS_INTERNAL_ERROR", "CUBLAS_STATUS_MAPPING_ERROR",
+      "CUBLAS_STATUS_NOT_SUPPORTED", "CUBLAS_STATUS_INVALID_VALUE", "CUDNN_STATUS_EXECUTION_FAILED",
+      "CUDNN_STATUS_INTERNAL_ERROR", "CUDNN_STATUS_MAPPING_ERROR", "CUDNN_STATUS_NOT_SUPPORTED", "CUDNN_STATUS_BAD_PARAM",
+      "CUSOLVER_STATUS_EXECUTION_FAILED", "CUSOLVER_STATUS_INTERNAL_ERROR", "CUSOLVER_STATUS_INVALID_VALUE"), (),
+     "a CUDA math library call (cuBLAS, cuDNN, cuSOLVER) that failed with a status that names no cause: most often "
+     "the consequence of an earlier asynchronous kernel error or a full GPU, else a dtype or shape the library has "
+     "no kernel for on this GPU"),
+    # torch's scaled_dot_product_attention with no kernel for its inputs (torch 2.13 libtorch_cuda.so sdp_utils:
+    # 'No available kernel. Aborting execution.', after one warning per kernel: 'Flash attention kernel not used
+    # because:', 'Memory efficient kernel not used because:', 'cuDNN attention kernel not used because:')
+    ("sdpa_no_kernel", "other", 3, (), ("No available kernel. Aborting execution",), (),
+     "torch's scaled_dot_product_attention found no kernel for these inputs on this GPU (dtype, head dimension, "
+     "mask, dropout or the GPU's architecture; the warnings above it say why each kernel was refused)"),
     # deepspeed/launcher/runner.py main(): hostfile parsing, the ssh check ('was not reachable via ssh'),
     # 'Unable to proceed, no GPU resources available', "launcher '{x}' not installed"; the launcher's
     # --local_rank=N argument refused by the script's argparse ('unrecognized arguments: --local_rank=0')

@@ -356,6 +356,9 @@ def nccl_aborted(line: Line, st: StreamState):
 
 # ---------------------------------------------------------------- rendezvous / TCPStore (c10d)
 _RDZV_PEER = compile_later(r"connect to \(([^,]+), (\d+)\)|to host (\S+?):(\d+) |failed to bind to (\S+)")
+# the port itself: TCPStore's 'failed to listen on any local network address. port: 29500, ...' (socket.cpp,
+# torch 2.x; run here with the port held by another process) and '... failed to bind to [::]:29500 (errno: 98 ...'
+_RDZV_PORT = compile_later(r"\bport: (\d+)|failed to bind to \S*:(\d+)")
 
 
 @on("The client socket has timed out after", "TCP client failed to connect/validate to host",
@@ -396,8 +399,9 @@ def rendezvous_error(line: Line, st: StreamState):
         cause = "key_timeout"     # a rank never wrote its key: it did not arrive
     m = _RDZV_PEER.search(t)
     peer = next((g for g in (m.groups() if m else ()) if g and not g.isdigit()), None)
+    p = _RDZV_PORT.search(t)
     return line.event("nccl_error", step=st.step_of(line.rank), error="rendezvous", cause="rendezvous",
-                      rdzv=cause, peer=peer, detail=t.strip()[:300])
+                      rdzv=cause, peer=peer, port=int(p.group(1) or p.group(2)) if p else None, detail=t.strip()[:300])
 
 
 # The c10d client retrying to reach the store, in libtorch_cpu's words (torch/csrc/distributed/c10d/

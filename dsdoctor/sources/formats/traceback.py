@@ -219,10 +219,10 @@ def take_phase(line: Line, st: StreamState) -> str | None:
 
 # ---------------------------------------------------------------- the exception line
 # '{module.}Type: message' or 'Type' alone, at the start of the line (Lib/traceback.py
-# format_exception_only). Without an open traceback only names that say they are an error are
-# taken (ValueError, ZeRORuntimeException, SystemExit, KeyboardInterrupt): pasted excerpts often
-# start below the 'Traceback' line.
-_EXC = compile_later(r"^(?P<type>(?:[A-Za-z_][\w]*\.)*(?P<name>[A-Z][\w]*))(?::\s(?P<msg>.*)|:?\s*)$")
+# format_exception_only; a private class keeps its underscore: torch._C._LinAlgError). Without an
+# open traceback only names that say they are an error are taken (ValueError, ZeRORuntimeException,
+# SystemExit, KeyboardInterrupt): pasted excerpts often start below the 'Traceback' line.
+_EXC = compile_later(r"^(?P<type>(?:[A-Za-z_][\w]*\.)*(?P<name>_?[A-Z][\w]*))(?::\s(?P<msg>.*)|:?\s*)$")
 _ERROR_NAME = compile_later(r"(?:Error|Exception|Exit|Interrupt|Failure|Fault|StopIteration)$")
 _CHAIN = {"The above exception was the direct cause of the following exception": "cause",
           "During handling of the above exception, another exception occurred": "context"}
