@@ -166,6 +166,7 @@ class FailureDetector(Detector):
         self.step_seq = 0
         self.step_at: tuple[str, int | None] | None = None   # (source, line) of the last step
         self.advances: dict[str, int] = {}                # per input: how often its step went up
+        self.advance_lines: dict[str, list] = {}          # per input: the lines of its last few advances
         self.source_step: dict[str, int] = {}
         self.host_percent: float | None = None
         self.host_percent_max: float | None = None
@@ -243,6 +244,7 @@ class FailureDetector(Detector):
             if step > self.source_step.get(src, -1):
                 self.source_step[src] = step
                 self.advances[src] = self.advances.get(src, 0) + 1
+                self._advanced_at(src, ev.line)
         if not d.get("summary"):
             self.last_progress = ev
             if self.ended:
@@ -282,6 +284,7 @@ class FailureDetector(Detector):
             if ev.step > self.source_step.get(ev.source, -1):
                 self.source_step[ev.source] = ev.step
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
+                self._advanced_at(ev.source, ev.line)
         if k == "run_end" and len(self.ended) < 4096:   # (HF's summary is a progress kind: _progress)
             self.ended.add(ev.source)
             self.end_event = ev
@@ -399,6 +402,21 @@ class FailureDetector(Detector):
                 self.host_percent_max = max(self.host_percent_max or 0.0, float(p))
         return ()
 
+    def _advanced_at(self, src: str, line: int | None) -> None:
+        lines = self.advance_lines.setdefault(src, [])
+        lines.append(line)
+        if len(lines) > SURVIVED_STEPS:
+            del lines[0]
+
+    def _advances_before(self, src: str, line: int | None) -> int:
+        """How many steps `src` had made above `line`: a traceback cut off before its exception
+        line is fed at its input's end, but the steps printed after its frames came after it (a
+        warning's stack, a caught error's frames whose head was cut: the run went on)."""
+        now = self.advances.get(src, 0)
+        if line is None:
+            return now
+        return now - sum(1 for ln in self.advance_lines.get(src, ()) if ln is not None and ln > line)
+
     @staticmethod
     def _keep(lst: list, seq: int, ev: Event) -> None:
         if len(lst) < 64:
@@ -418,7 +436,8 @@ class FailureDetector(Detector):
             if len(self.groups) >= MAX_GROUPS:
                 return
             g = self.groups[key] = _Group(self._seq_in_text(ev, seq) if d.get("truncated") else seq, ev.rank,
-                                          advances_at=self.advances.get(ev.source, 0))
+                                          advances_at=self._advances_before(ev.source, d.get("chain_of"))
+                                          if d.get("truncated") else self.advances.get(ev.source, 0))
         if d.get("chained") and g.link is None:
             g.link = d["chained"]
         if g.rank is None:
