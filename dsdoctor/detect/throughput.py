@@ -137,7 +137,9 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
     best = None
     # the noise of the 'before' readings gates a drop: two or three readings say little about it, so
     # they only count in a short series (BLOOM's 5 Megatron lines: 3 before, 2 after the slow-down)
-    min_before = 2 if n < 10 else 5
+    # (three at least: two readings' spread is no noise level, and a pasted tail of a noisy CPU run,
+    # 205, 195 then 187, 48, 229, 129, 59, 72 samples/s, read as a drop after its first two)
+    min_before = 3 if n < 10 else 5
     cands = range(min_before, n - min_after + 1)
     if n > 200:                                  # bounded work on long series
         step = max(1, n // 100)
@@ -179,6 +181,10 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
         # fooled by one low reading among them (a CPU run's rate swinging 800-2,400 samples/s, the last
         # 15 lines pasted: 2,432, 782, 2,282 then 799, 1,072 is its noise, not a drop)
         if len(before) < 10 and sign * ((min(before) if sign > 0 else max(before)) - a) <= 0:
+            continue
+        # and in a short series every later reading is worse than the earlier level: one back above it
+        # (187, 48, 229, 129, 59, 72 after 205, 195) is the noise going both ways
+        if n < 10 and any(sign * (b - x) <= 0 for x in after):
             continue
         # medians tie over a range of splits around a clean step (the 'after' median is already the
         # new level before the step): the means, which count the readings still at the old level,

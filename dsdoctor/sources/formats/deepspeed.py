@@ -471,6 +471,16 @@ def pybind_refused(line: Line, st: StreamState):
     return None
 
 
+# pybind11 prints 'Invoked with: ' only under that refusal (pybind11.h cpp_function::dispatcher): a paste
+# that starts below the refusal's first line (its op name cut, the supported signatures' tail left) still
+# holds the call that was refused
+@on("Invoked with: ")
+def pybind_invoked_with(line: Line, st: StreamState):
+    if not armed_within(st.scratch.get("ds_pybind"), line, 60, same_line=True):
+        st.scratch["ds_pybind"] = [line.lineno, None, line.text.strip()[:300]]
+    return None
+
+
 @on("'auto'")
 def pybind_auto_argument(line: Line, st: StreamState):
     armed = st.scratch.get("ds_pybind")
