@@ -81,6 +81,9 @@ def attempt_cut(reruns: list[int], failed: list[int]) -> int | None:
     return next((r for r in reversed(reruns) if any(s < r for s in failed) and any(s > r for s in failed)), None)
 
 
+CUDA_HEAD_CUT = "(CUDA error, its first line cut)"     # formats/traceback.py cuda_error_without_its_line
+
+
 def _told(groups: list["_Group"]) -> set[tuple]:
     """(type, message) of the groups whose decisive exception has a known family."""
     return {(ev.data.get("type"), ev.data.get("message")) for ev, fam in (g.decisive() for g in groups)
@@ -92,8 +95,13 @@ def _bare_echo(g: "_Group", told: set[tuple]) -> bool:
     that another rank raised alike with frames that name its family (`told`, from _told: that group is
     never `g`, whose family is unknown): the same failure, told there."""
     ev, fam = g.decisive()
-    return fam.name == "other" and not ev.data.get("frames") and \
-        (ev.data.get("type"), ev.data.get("message")) in told
+    if fam.name != "other" or ev.data.get("frames"):
+        return False
+    if ev.data.get("type") == CUDA_HEAD_CUT:
+        # torch's CUDA advice lines whose 'CUDA error: ...' line was cut (one rank's traceback cut at the
+        # paste's top): the CUDA error another rank printed whole is that failure
+        return any(str(m or "").startswith("CUDA error") or "CUDA error: " in str(m or "") for _, m in told)
+    return (ev.data.get("type"), ev.data.get("message")) in told
 
 
 @dataclass
