@@ -81,6 +81,9 @@ def attempt_cut(reruns: list[int], failed: list[int]) -> int | None:
     return next((r for r in reversed(reruns) if any(s < r for s in failed) and any(s > r for s in failed)), None)
 
 
+CUDA_HEAD_CUT = "(CUDA error, its first line cut)"     # formats/traceback.py cuda_error_without_its_line
+
+
 def _told(groups: list["_Group"]) -> set[tuple]:
     """(type, message) of the groups whose decisive exception has a known family."""
     return {(ev.data.get("type"), ev.data.get("message")) for ev, fam in (g.decisive() for g in groups)
@@ -92,8 +95,13 @@ def _bare_echo(g: "_Group", told: set[tuple]) -> bool:
     that another rank raised alike with frames that name its family (`told`, from _told: that group is
     never `g`, whose family is unknown): the same failure, told there."""
     ev, fam = g.decisive()
-    return fam.name == "other" and not ev.data.get("frames") and \
-        (ev.data.get("type"), ev.data.get("message")) in told
+    if fam.name != "other" or ev.data.get("frames"):
+        return False
+    if ev.data.get("type") == CUDA_HEAD_CUT:
+        # torch's CUDA advice lines whose 'CUDA error: ...' line was cut (one rank's traceback cut at the
+        # paste's top): the CUDA error another rank printed whole is that failure
+        return any(str(m or "").startswith("CUDA error") or "CUDA error: " in str(m or "") for _, m in told)
+    return (ev.data.get("type"), ev.data.get("message")) in told
 
 
 @dataclass
@@ -166,6 +174,7 @@ class FailureDetector(Detector):
         self.step_seq = 0
         self.step_at: tuple[str, int | None] | None = None   # (source, line) of the last step
         self.advances: dict[str, int] = {}                # per input: how often its step went up
+        self.advance_lines: dict[str, list] = {}          # per input: the lines of its last few advances
         self.source_step: dict[str, int] = {}
         self.host_percent: float | None = None
         self.host_percent_max: float | None = None
@@ -243,6 +252,7 @@ class FailureDetector(Detector):
             if step > self.source_step.get(src, -1):
                 self.source_step[src] = step
                 self.advances[src] = self.advances.get(src, 0) + 1
+                self._advanced_at(src, ev.line)
         if not d.get("summary"):
             self.last_progress = ev
             if self.ended:
@@ -282,6 +292,7 @@ class FailureDetector(Detector):
             if ev.step > self.source_step.get(ev.source, -1):
                 self.source_step[ev.source] = ev.step
                 self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
+                self._advanced_at(ev.source, ev.line)
         if k == "run_end" and len(self.ended) < 4096:   # (HF's summary is a progress kind: _progress)
             self.ended.add(ev.source)
             self.end_event = ev
@@ -399,6 +410,21 @@ class FailureDetector(Detector):
                 self.host_percent_max = max(self.host_percent_max or 0.0, float(p))
         return ()
 
+    def _advanced_at(self, src: str, line: int | None) -> None:
+        lines = self.advance_lines.setdefault(src, [])
+        lines.append(line)
+        if len(lines) > SURVIVED_STEPS:
+            del lines[0]
+
+    def _advances_before(self, src: str, line: int | None) -> int:
+        """How many steps `src` had made above `line`: a traceback cut off before its exception
+        line is fed at its input's end, but the steps printed after its frames came after it (a
+        warning's stack, a caught error's frames whose head was cut: the run went on)."""
+        now = self.advances.get(src, 0)
+        if line is None:
+            return now
+        return now - sum(1 for ln in self.advance_lines.get(src, ()) if ln is not None and ln > line)
+
     @staticmethod
     def _keep(lst: list, seq: int, ev: Event) -> None:
         if len(lst) < 64:
@@ -418,7 +444,8 @@ class FailureDetector(Detector):
             if len(self.groups) >= MAX_GROUPS:
                 return
             g = self.groups[key] = _Group(self._seq_in_text(ev, seq) if d.get("truncated") else seq, ev.rank,
-                                          advances_at=self.advances.get(ev.source, 0))
+                                          advances_at=self._advances_before(ev.source, d.get("chain_of"))
+                                          if d.get("truncated") else self.advances.get(ev.source, 0))
         if d.get("chained") and g.link is None:
             g.link = d["chained"]
         if g.rank is None:

@@ -810,4 +810,11 @@ def _dataloader_family(message: str, raise_site: str | None, frames: list[str] |
     if "multiprocessing/" in site and "torch/" not in site and \
             any("resource_sharer.py" in f or "torch/utils/data/" in f or "torch/multiprocessing/" in f for f in frames or ()):
         return DATALOADER_LOST
+    # raised in CPython's own multiprocessing/connection.py (Connection._recv, answer_challenge) with no
+    # torch.distributed frame among those kept (a pasted tail: the frames above, a DataLoader's or a
+    # launcher's, cut): a pipe between local processes, not the network between ranks (gloo and NCCL raise
+    # from c10d's C++), whatever 'Connection reset by peer' says
+    if "multiprocessing/connection.py" in site and "torch/" not in site and \
+            not any("torch/distributed" in f for f in frames or ()):
+        return _family("ipc")
     return None

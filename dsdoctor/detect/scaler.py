@@ -18,6 +18,7 @@ exception); `finish()` adds an info symptom for a run that only calibrated.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from typing import Iterable
@@ -70,6 +71,7 @@ class LossScaleDetector(Detector):
         self.replicas = 0
         self.lowest: float | None = None
         self.skip_point: tuple[int, int] | None = None    # last (step, cumulative skipped) seen
+        self.interval_skipped = 0                          # Megatron's per-interval counts, summed
         self.skip_run = (0, 0)                           # (steps, skipped) of the current mostly-skipped run
         self.skip_events: deque[Event] = deque(maxlen=3)
         self.skip_from_start = False
@@ -140,6 +142,12 @@ class LossScaleDetector(Detector):
         self._settle()
         if k == "skipped" and not d.get("per_interval"):
             return self._skipped_total(ev, seq)
+        if k == "skipped" and isinstance(d.get("skipped"), int) and not isinstance(d.get("skipped"), bool):
+            # Megatron counts the skipped iterations of each logging interval ('number of skipped
+            # iterations: 10 |' of training_log): summed, they are the running total DeepSpeed prints, so a
+            # paste of only the last records, every iteration skipped at 'loss scale: 1.0', is read as one
+            self.interval_skipped += d["skipped"]
+            return self._skipped_total(dataclasses.replace(ev, data={**d, "skipped": self.interval_skipped}), seq)
         return ()
 
     def _skipped_total(self, ev: Event, seq: int) -> Iterable[Symptom]:
@@ -306,6 +314,7 @@ class LossScaleDetector(Detector):
                     at_minimum=self.at_minimum, one_to_one=self.one_to_one, late=self.late,
                     steps_left=self.steps_left(), scale_floor=self.min_scale, replicas=self.replicas,
                     lowest_scale=self.lowest, skipped_run_steps=self.skip_run[0] or None,
+                    skipped_said_by="Megatron" if self.interval_skipped else "DeepSpeed",
                     skipped_run=self.skip_run[1] or None)
 
     def _judge(self, ev: Event, seq: int) -> Iterable[Symptom]:

@@ -175,6 +175,15 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
         # unlucky readings of steady noise (a tqdm rate, sampled) pass the median tests above
         if len(before) >= 10 and sign * (_quantile(before, 0.1 if sign > 0 else 0.9) - a) <= 0:
             continue
+        # with fewer, no earlier reading may already be at the later level: three readings' MAD is
+        # fooled by one low reading among them (a CPU run's rate swinging 800-2,400 samples/s, the last
+        # 15 lines pasted: 2,432, 782, 2,282 then 799, 1,072 is its noise, not a drop)
+        if len(before) < 10 and sign * ((min(before) if sign > 0 else max(before)) - a) <= 0:
+            continue
+        # and in a short series every later reading is worse than the earlier level: one back above it
+        # (187, 48, 229, 129, 59, 72 after 205, 195) is the noise going both ways
+        if n < 10 and any(sign * (b - x) <= 0 for x in after):
+            continue
         # medians tie over a range of splits around a clean step (the 'after' median is already the
         # new level before the step): the means, which count the readings still at the old level,
         # put the split where the step is

@@ -694,7 +694,9 @@ def _emit(m: Matcher, body: bytes, lineno: int, starts: list[int], first_extra: 
                 e_r = find(b"\n", r)
                 ids_r = m.line_ids(body[r:e_r])
                 fl_r = follow_of_ids(m, ids_r)
-                if ids and (_is_steady(m, body[r:e_r], ids_r) or
+                if not _reaches(m, body, r, ids_r, s):
+                    r = None             # the lines between do not continue it: line s starts its own
+                elif ids and (_is_steady(m, body[r:e_r], ids_r) or
                             not set(ids) <= {j for j, _ in fl_r[0]}.union(ids_r)):
                     r = None             # a complete record above, or a literal of its own: it stands alone
                 else:            # (the record line was found not steady just above when `ids`)
@@ -759,6 +761,21 @@ def _record_start(m: Matcher, body: bytes, s: int, done_to: int) -> int | None:
         if ids:
             return s if follow_of_ids(m, ids) is not None else None
     return None
+
+
+def _reaches(m: Matcher, body: bytes, r: int, ids_r: list[int], s: int) -> bool:
+    """Do the lines after the one at `r` continue it, one after the other, down to line `s`? A
+    piece of a wrapped Megatron record ('number of nan iterations: 0 |', the last of a record whose
+    head a paste cut) holds the record start's own literal, but the next record's head below it is
+    no continuation of it: read as one, that head was skipped and its record's NaN lost."""
+    pos, ids, scratch = r, ids_r, []
+    while pos < s:
+        fl = follow_of_ids(m, ids)
+        cont = _continuation(body, body.find(b"\n", pos), fl, scratch) if fl is not None else None
+        if cont is None or cont[0] > s:
+            return False
+        pos, ids = cont[0], sorted({*m.line_ids(cont[2]), *cont[3]})
+    return pos == s
 
 
 MAX_REJOIN_BLANKS = 3

@@ -471,6 +471,16 @@ def pybind_refused(line: Line, st: StreamState):
     return None
 
 
+# pybind11 prints 'Invoked with: ' only under that refusal (pybind11.h cpp_function::dispatcher): a paste
+# that starts below the refusal's first line (its op name cut, the supported signatures' tail left) still
+# holds the call that was refused
+@on("Invoked with: ")
+def pybind_invoked_with(line: Line, st: StreamState):
+    if not armed_within(st.scratch.get("ds_pybind"), line, 60, same_line=True):
+        st.scratch["ds_pybind"] = [line.lineno, None, line.text.strip()[:300]]
+    return None
+
+
 @on("'auto'")
 def pybind_auto_argument(line: Line, st: StreamState):
     armed = st.scratch.get("ds_pybind")
@@ -661,6 +671,10 @@ def pydantic_field_line(line: Line, st: StreamState):
 # pydantic 2's error line: '  <msg> [type=<kind>, input_value=<repr>, input_type=<type>]' (pydantic_core
 # ValidationError.__str__): with no header above it (the paste starts below it), still a config error
 _PYD2_LINE = compile_later(r"\[type=\w+, input_value=.*, input_type=\w+\]")
+# pydantic 1's: '  <msg> (type=<value|type>_error.<code>[; <ctx>])' (pydantic/error_wrappers.py display_errors,
+# _display_error_type_and_ctx; DeepSpeed before 0.10 validated with pydantic 1): 'extra fields not
+# permitted (type=value_error.extra)' under its field line, the header cut off
+_PYD1_LINE = compile_later(r"^\s*\S.* \(type=(?:type|value)_error(?:\.\w+)+(?:; [^)]*)?\)\s*$")
 
 
 def _pydantic_reason(line: Line, st: StreamState, text: str):
@@ -673,6 +687,8 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
     if kind is None:
         return None
     field = head.get("field")
+    if field and head["model"] == _NO_HEADER:
+        head["model"] = _headless_model(field, _extra(text))    # the next error's field, its header cut
     section = _SECTIONS.get(head["model"], "")
     leaf = field or "?"
     key = f"{section}.{leaf}" if section and field else (field or section or "?")
@@ -708,26 +724,47 @@ def _pydantic_reason(line: Line, st: StreamState, text: str):
     return line.event("config_error", **data)
 
 
+_NO_HEADER = "(its header is not in the log)"
+
+
+def _headless_model(field: str, extra: bool) -> str:
+    """The model of a headless report's field: the section of DeepSpeed's config whose keys hold the
+    field's first part (offload_param -> zero_optimization), or, for an extra key (`extra`: the
+    model has no such field), whose key it misspells. A bad value of a field no DeepSpeed section
+    has comes from another model (another library's settings: _ds_key)."""
+    from ...config.catalogue import snapshot_catalogue
+    cat = snapshot_catalogue()
+    first = field.split(".")[0]
+    top = cat.section(())
+    if not top or first in top.keys or first in top.children:
+        return _NO_HEADER
+    for sec in ("zero_optimization", "fp16", "bf16"):
+        s = cat.section((sec,))
+        if s and (first in s.keys or first in s.children):
+            return next(k for k, v in _SECTIONS.items() if v == sec)
+    # an unknown key (an extra one): the one section holding a key it misspells
+    # ('zero_quantized_gradient' -> zero_optimization), not the top level, where a patch
+    # removing it would remove nothing
+    near = [sec for sec in ("", "zero_optimization", "fp16", "bf16")
+            if extra and "." not in field and (_misspelt(sec, field) if sec else _misspelt_top(field))]
+    if len(near) == 1 and near[0]:
+        return next(k for k, v in _SECTIONS.items() if v == near[0])
+    return _NO_HEADER
+
+
+def _extra(text: str) -> bool:
+    return "Extra inputs are not permitted" in text or "extra fields not permitted" in text
+
+
 def _headless(line: Line, st: StreamState, text: str) -> dict | None:
     """The header of a pydantic report whose header line is not in the log (pasted from the field
     line or the reason line on): the model is unknown; the section is the one of DeepSpeed's config
     whose keys hold the field's first part (offload_param -> zero_optimization)."""
-    if st.scratch.get("ds_pyd") is not None or not _PYD2_LINE.search(text):
+    if st.scratch.get("ds_pyd") is not None or not (_PYD2_LINE.search(text) or _PYD1_LINE.search(text)):
         return None
     at = st.scratch.pop("ds_pyd_field", None)
     field = at[1] if armed_within(at, line, 1) else None
-    model = "(its header is not in the log)"
-    if field:
-        from ...config.catalogue import snapshot_catalogue
-        cat = snapshot_catalogue()
-        first = field.split(".")[0]
-        top = cat.section(())
-        if top and first not in top.keys and first not in top.children:
-            for sec in ("zero_optimization", "fp16", "bf16"):
-                s = cat.section((sec,))
-                if s and (first in s.keys or first in s.children):
-                    model = next(k for k, v in _SECTIONS.items() if v == sec)
-                    break
+    model = _headless_model(field, _extra(text)) if field else _NO_HEADER
     head = {"model": model, "line": line.lineno - 1, "field": field}
     if field and not _ds_key(field):
         head["not_ds"] = True
@@ -1070,6 +1107,17 @@ def _misspelt(section: str, field: str) -> str | None:
     from ...config.catalogue import snapshot_catalogue
     sec = snapshot_catalogue().section(tuple(section.split(".")))
     m = difflib.get_close_matches(field, sorted(sec.keys), n=1, cutoff=0.8) if sec and sec.keys else []
+    return m[0] if m else None
+
+
+def _misspelt_top(field: str) -> str | None:
+    """The top-level key of DeepSpeed's config closest to `field` (as _misspelt for a section)."""
+    import difflib
+
+    from ...config.catalogue import snapshot_catalogue
+    top = snapshot_catalogue().section(())
+    keys = sorted(set(top.keys) | set(top.children)) if top else []
+    m = difflib.get_close_matches(field, keys, n=1, cutoff=0.8)
     return m[0] if m else None
 
 

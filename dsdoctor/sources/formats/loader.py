@@ -25,3 +25,17 @@ def cudnn_sublibrary_missing(line: Line, st: StreamState):
         return None
     return line.event("env_error", error="missing_library", op=None, name=m.group(1),
                       message=line.text.strip()[-300:])
+
+
+# The second line alone (a paste that begins below the first): the library is named there too. Only a
+# shared object's name ('lib....so[.N]') counts: the sentence is cuDNN's, the name says it is a library.
+_CUDNN_PATH = compile_later(r"\bPlease make sure (lib[\w.+-]*\.so(?:\.\d+)*) is in your library path!")
+
+
+@on("is in your library path!")
+def cudnn_sublibrary_missing_second_line(line: Line, st: StreamState):
+    m = _CUDNN_PATH.search(line.text)
+    if not m or not st.once(("missing_library", m.group(1), line.rank)):
+        return None                 # (the first line named it already: one event)
+    return line.event("env_error", error="missing_library", op=None, name=m.group(1),
+                      message=line.text.strip()[-300:])

@@ -98,6 +98,27 @@ def iteration_piece(line: Line, st: StreamState):
     return None
 
 
+# A record's piece whose head a paste cut off (it begins below the 'iteration N/M |' line): a
+# non-finite grad norm on it is still what the reader sees first ('loss scale: 1.0 | grad norm: nan |'
+# / 'number of skipped iterations: 0 | ...'). The piece opens a record of an unknown step, which its
+# continuations complete as a record's do (detect/nonfinite.py: a NaN grad norm its counters say was
+# not skipped). Megatron formats the value with '{:.3f}' (training_log), so NaN prints 'nan'.
+@on("grad norm: nan", "grad norm: inf", continuation=_PIECES[1:])
+def headless_piece(line: Line, st: StreamState):
+    t = line.text
+    if "grad norm: nan" not in t and "grad norm: inf" not in t:
+        return None                   # a continuation line (the next piece): iteration_piece joins it
+    rec = st.scratch.get(_KEY)
+    if rec is not None and armed_within(rec["last"], line, 1, same_line=True):
+        return None                   # a piece of the record above: iteration_piece joins it
+    if "iteration" in t and _START.search(t):
+        return None                   # a record's own head
+    rec = {"line": line, "text": t, "last": line.lineno, "step": st.step_of(line.rank),
+           "total": None, "emitted": False}
+    st.scratch[_KEY] = rec
+    return _flush(st, keep=True) if _complete(rec["text"]) else None
+
+
 _AFTER_LOSSES = ("loss_scale", "grad_norm", "skipped", "nan_iters")
 
 

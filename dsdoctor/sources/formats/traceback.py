@@ -531,6 +531,12 @@ def captured_traceback_without_its_head(line: Line, st: StreamState):
         return None
     at = armed.get(line.rank)
     m = _CT_FRAME.match(line.text.strip())
+    if m and at is None and m.group(2).startswith("c10::Error::Error(") and line.rank not in armed:
+        # the error's own construction with the 'C++ CapturedTraceback:' header above the paste's cut:
+        # the frames below it still say what threw (its 'Exception raised from' head is gone too)
+        head = st.scratch.get("c10.last", {}).get(line.rank)
+        if not (head is not None and line.lineno - head <= 12):
+            at = armed[line.rank] = (line.lineno, None)
     if not m or not armed_within(at, line, 12, same_line=True):
         return None
     func, where = m.group(2), m.group(3)
