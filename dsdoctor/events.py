@@ -24,10 +24,10 @@ class Event:
     line: int | None = None        # 1-based line number in `source`
     text: str | None = None        # the evidence text (log line), trimmed
     # where `rank` came from (sources/lines.py FROM_*; None: a live hook's own rank or an event file's)
-    # and the rank a line prefix or srun's label put on the line: not written to JSON (a log's
+    # and (origin, rank) a line prefix or srun's label put on the line: not written to JSON (a log's
     # decoration, read again when the log is)
     rank_from: str | None = None
-    worn: int | None = None
+    worn: tuple[str, int] | None = None
 
     def to_json(self) -> str:
         d = {"kind": self.kind, "rank": self.rank, "step": self.step, "time": self.time,

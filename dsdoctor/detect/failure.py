@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from ..events import Event
-from ..sources.lines import DATED, WORN
+from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
 from .families import CKPT_MISSING, DEVICE_ASSERT, Family, classify
@@ -36,6 +36,7 @@ from .zero3_misuse import grad_read_family, missing_keys_only
 from .quiet_end import Waits, quiet_end
 from .early_exit import all_spawned_done, rank_left_early
 from .rank_waits import ranks_wait_apart
+from .worn import WornPrefixes
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
 HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds a full copy in host RAM)",
@@ -56,8 +57,6 @@ PHASE_TEXT = {**HEAVY_PHASES, "init_done": "after DeepSpeed's initialisation, be
 SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL",
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
-# the launchers whose own lines a node's label or a paste's prefix may wear (sources/formats/launcher.py)
-LAUNCHERS = ("launcher", "torchelastic")
 WATCHDOG_EXIT_CODE = 86     # dsdoctor/live/watchdog.py STALL_EXIT_CODE: --on-stall abort ended the rank
 SURVIVED_STEPS = 3          # an exception followed by this many new steps in its input was not fatal
 # A run stopped from outside after this long without progress (and at least HUNG_INTERVALS of its
@@ -194,8 +193,7 @@ class FailureDetector(Detector):
         # workers that outlived a stop request (torchrun's 'Unable to shutdown process N via 2'): blocked in native code
         self.stop_ignored: list[tuple[int, Event]] = []
         self.rank_done: list[tuple[int, Event]] = []      # ranks the launcher saw return 0 (detect/early_exit.py)
-        # (input, rank) of a line prefix or srun label a launcher's own line wore: no rank of that input
-        self.worn: set[tuple[str, int]] = set()
+        self.worn = WornPrefixes()                        # a prefix a launcher's own line wore: no rank
         # per input: the first CUDA kernel assert line ('... Assertion `srcIndex < srcSelectDimSize` failed.')
         self.kernel_asserts: dict[str, tuple[int, Event]] = {}
         self.mark_seq = 0                                 # seq of the last progress or start-up mark
@@ -280,9 +278,8 @@ class FailureDetector(Detector):
                 self.progress_line_at[ev.source] = ev.line
                 self.progress_lines[ev.source] = self.progress_lines.get(ev.source, 0) + 1
             return self._progress(ev, k, seq)
-        if ev.worn is not None and k in ("process_exit", "killed") and ev.data.get("who") in LAUNCHERS \
-                and len(self.worn) < 64:
-            self.worn.add((ev.source, ev.worn))
+        if ev.worn is not None:
+            self.worn.note(ev)
         if ev.step is not None and k not in ("exception", "killed", "process_exit", "exit"):
             if self.last_step is None or ev.step >= self.last_step:
                 self.last_step = ev.step
@@ -904,12 +901,12 @@ class FailureDetector(Detector):
         too is some rank's, not that rank's: a paste with '[rank3]: ' before every line, or srun
         --label's task number before a node's launcher and all its ranks. Its rank is then unknown,
         as in the same paste without the prefix (a rank the message or a file name gave stays)."""
-        for key, g in list(self.groups.items()):
+        for g in self.groups.values():
             ev = g.members[0][0]
-            if g.rank is None or ev.rank_from not in WORN or (ev.source, g.rank) not in self.worn:
+            if g.rank is None or g.rank != ev.rank or not self.worn.names_no_rank(ev):
                 continue
             g.rank = None
-            g.members = [(replace(m, rank=None, rank_from=None), f) if m.rank_from in WORN else (m, f)
+            g.members = [(replace(m, rank=None, rank_from=None), f) if self.worn.names_no_rank(m) else (m, f)
                          for m, f in g.members]
             self.terminated.discard(ev.rank)
 

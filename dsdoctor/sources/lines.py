@@ -101,7 +101,7 @@ class Line:
     time: float | None
     host: str | None = None
     rank_from: str | None = None       # FROM_* above; None with no rank
-    worn: int | None = None            # the rank a prefix or label put on the line, whatever `rank` is
+    worn: tuple[str, int] | None = None   # (FROM_PREFIX or FROM_LABEL, rank) the line's innermost prefix put on it
 
     def with_text(self, text: str) -> "Line":
         """This line with another text (a wrapped record joined), every other field kept: what
@@ -225,10 +225,10 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
 
 
 def clean_line(raw: str, year: int | None = None) \
-        -> tuple[str, int | None, float | None, str | None, str | None, int | None]:
+        -> tuple[str, int | None, float | None, str | None, str | None, tuple[str, int] | None]:
     """clean(), and where the rank came from: (text, rank, time, host, rank_from, worn), rank_from one
-    of FROM_PREFIX, FROM_LABEL, FROM_MESSAGE (None with no rank), `worn` the prefix's or label's rank
-    (the innermost) even where the message's own rank won."""
+    of FROM_PREFIX, FROM_LABEL, FROM_MESSAGE (None with no rank), `worn` (FROM_PREFIX or FROM_LABEL, rank)
+    of the innermost prefix or label, even where the message's own rank won."""
     s = (_ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip("\r\n")
     rank = host = None
     t = None
@@ -269,8 +269,8 @@ def clean_line(raw: str, year: int | None = None) \
         # Ray's log deduplication (ray/_private/ray_logging: LogDeduplicator) ends a line that
         # several workers printed with " [repeated 7x across cluster]" (and, once, a note)
         s = _RAY_REPEATED.sub("", s)
-    worn = rank
     rank_from = None if rank is None else FROM_LABEL if label else FROM_PREFIX
+    worn = None if rank is None else (rank_from, rank)
     if label and s[:1] in "[rR":
         # a message that opens with its rank ('rank=1 step=0 loss: ...', '[Rank 1] ...') says whose it
         # is; srun's label only which task printed it (a node's torchrun prints all its ranks' lines)
