@@ -23,6 +23,11 @@ class Event:
     source: str = "live"           # file path, "-" for stdin, or "live"
     line: int | None = None        # 1-based line number in `source`
     text: str | None = None        # the evidence text (log line), trimmed
+    # where `rank` came from (sources/lines.py FROM_*; None: a live hook's own rank or an event file's)
+    # and (origin, rank) a line prefix or srun's label put on the line: not written to JSON (a log's
+    # decoration, read again when the log is)
+    rank_from: str | None = None
+    worn: tuple[str, int] | None = None
 
     def to_json(self) -> str:
         d = {"kind": self.kind, "rank": self.rank, "step": self.step, "time": self.time,
@@ -58,9 +63,9 @@ KINDS: dict[str, str] = {
     "nonfinite_module": "module, module_type, inputs_finite: first module whose output was NaN/Inf (live, --localize-nan)",
     "scale_at_minimum": "DeepSpeed's 'Current loss scale already at minimum' exception",
     # memory
-    "oom": "device ('cuda'|'cpu'), phase, requested, total, free, reserved, allocated (bytes), wording",
+    "oom": "device ('cuda'|'cpu'), phase, requested, total, free, reserved, allocated (bytes), wording; gpu (the allocator's device index) and gpu_word (its word beside it: 'GPU', torch_npu's 'NPU')",
     "alloc_flushes": "flushes (int): ZeRO-3's warning that the CUDA caching allocator flushed its cache (retried an allocation) since the last step",
-    "cuda_error": "error (text after 'CUDA error: '), phase",
+    "cuda_error": "error (text after 'CUDA error: '), phase; via ('kernel_assert': a kernel's own 'Assertion `...` failed.' line, 'CUBLAS_STATUS_ALLOC_FAILED')",
     "killed": "signal (9, 7, ...), exitcode, pid, who ('launcher'|'torchelastic'|'kernel'|'shell'|'pdsh'|'slurm'|'dataloader'), memcg, first",
     "shm_error": "detail: /dev/shm, bus error or 'No space left on device'; where ('dataloader'|'/dev/shm'|'process')",
     "memory": "rss, available, gpu_allocated, gpu_reserved, gpu_peak (bytes; any subset); host_used (bytes), host_percent (DeepSpeed see_memory_usage)",

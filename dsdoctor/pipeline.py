@@ -188,9 +188,9 @@ class Diagnoser:
                 if not s.ranks and s.evidence and self.head_ranks:
                     self._rank_from_head(s)
                 f = self._hosted(make_finding(rule, s, names))
-                if not f.ranks and rule.category == "oom" and type(s.facts.get("gpu")) is int:
-                    # torch's device index: not necessarily the rank (torch_npu's message says 'NPU 3')
-                    f.title += f" ({'NPU' if s.facts.get('device') == 'npu' else 'GPU'} {s.facts['gpu']})"
+                if not f.ranks and rule.category == "oom" and s.facts.get("device_label"):
+                    # no rank: the device the allocator named ('GPU 3', 'NPU 3'; detect/memory.py)
+                    f.title += f" ({s.facts['device_label']})"
                 out.append(f)
         for det in self.detectors:          # several runs or several hosts' logs in one input
             if hasattr(det, "annotate"):

@@ -16,7 +16,9 @@ from typing import Iterable
 from ..events import Event
 from ..expr import ranks_text
 from ..findings import MAX_EVIDENCE, Symptom
+from ..sources.lines import WORN
 from .base import Detector
+from .worn import KINDS as WORN_KINDS, WornPrefixes
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
 CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "cuda_env", "cuda", "mismatch", "invalid_usage", "internal",
@@ -38,6 +40,7 @@ class _Collector:
         self.ranks: set[int] = set()
         self.steps: set[int] = set()
         self.count = 0
+        self.origins: set[tuple[str, int, str | None]] = set()   # (input, rank, FROM_PREFIX/FROM_LABEL or None)
 
     def add(self, ev: Event, seq: int, keep: bool = True) -> None:
         self.count += 1
@@ -49,6 +52,15 @@ class _Collector:
             self.steps.add(ev.step)
         if keep and len(self.events) < MAX_EVIDENCE:
             self.events.append(ev)
+        if ev.rank is not None and len(self.origins) < 64:
+            self.origins.add((ev.source, ev.rank, ev.rank_from if ev.rank_from in WORN else None))
+
+    def unpin(self, worn: WornPrefixes) -> None:
+        """Drop the ranks that only a prefix its input's launcher lines wore too gave (detect/worn.py)."""
+        for r in list(self.ranks):
+            said = [(src, how) for src, r2, how in self.origins if r2 == r]
+            if said and all(how is not None and (src, (how, r)) in worn.seen for src, how in said):
+                self.ranks.discard(r)
 
     def symptom(self, name: str, key: tuple = (), first: Iterable[Event] = (), **facts) -> Symptom:
         s = Symptom(name=name, facts=facts, ranks=set(self.ranks), steps=sorted(self.steps),
@@ -64,9 +76,10 @@ PASTE_GAP = range(3)     # blank lines an issue body leaves between a fence or '
 
 class CommDetector(Detector):
     kinds = ("collective_timeout", "watchdog_state", "desync_report", "nccl_error", "nccl_warn",
-             "nccl_transport", "gloo_error", "stack", "context", "paste_block")
+             "nccl_transport", "gloo_error", "stack", "context", "paste_block", *WORN_KINDS)
 
     def __init__(self) -> None:
+        self.worn = WornPrefixes()               # a prefix a launcher's own line wore: no rank (detect/worn.py)
         self.world_size: int | None = None       # a context line's, when the detector runs without a Diagnoser
         self.paste_starts: set[tuple] = set()    # (source, line): where an issue's fenced block begins
         # collective timeouts: one record per rank (its first timeout)
@@ -111,6 +124,10 @@ class CommDetector(Detector):
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
         k = ev.kind
+        if k in WORN_KINDS:
+            if ev.worn is not None:
+                self.worn.note(ev)
+            return ()
         if k == "context":
             ws = d.get("world_size")
             if isinstance(ws, int) and ws > 0:
@@ -200,6 +217,10 @@ class CommDetector(Detector):
     # ------------------------------------------------------------------ finish
     def finish(self) -> Iterable[Symptom]:
         out: list[Symptom] = []
+        if self.worn:
+            # (not the timeouts: their per-rank records compare ranks, and a prefix there is every line's)
+            for col in [self.err, self.hang, self.transport, self.stack, *self.rdzv.values(), *self.gloo.values()]:
+                col.unpin(self.worn)
         if self.timeouts or self.wd:
             out.append(self._timeout_symptom())
         s = self._nccl_symptom()

@@ -30,12 +30,13 @@ from ..events import Event
 from ..sources.lines import DATED
 from ..findings import Evidence, Symptom
 from .base import Detector
-from .families import CKPT_MISSING, Family, classify
+from .families import CKPT_MISSING, DEVICE_ASSERT, Family, classify
 from .ds_misuse import zero3_empty_checkpoint
 from .zero3_misuse import grad_read_family, missing_keys_only
 from .quiet_end import Waits, quiet_end
 from .early_exit import all_spawned_done, rank_left_early
 from .rank_waits import ranks_wait_apart
+from .worn import WornPrefixes
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
 HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds a full copy in host RAM)",
@@ -153,7 +154,7 @@ class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
              "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn",
-             "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done")
+             "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done", "cuda_error")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -201,6 +202,9 @@ class FailureDetector(Detector):
         # workers that outlived a stop request (torchrun's 'Unable to shutdown process N via 2'): blocked in native code
         self.stop_ignored: list[tuple[int, Event]] = []
         self.rank_done: list[tuple[int, Event]] = []      # ranks the launcher saw return 0 (detect/early_exit.py)
+        self.worn = WornPrefixes()                        # a prefix a launcher's own line wore: no rank
+        # per input: the first CUDA kernel assert line ('... Assertion `srcIndex < srcSelectDimSize` failed.')
+        self.kernel_asserts: dict[str, tuple[int, Event]] = {}
         self.mark_seq = 0                                 # seq of the last progress or start-up mark
         self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
         self.last_dated: float | None = None              # the last time the log stated (any event seen)
@@ -284,6 +288,8 @@ class FailureDetector(Detector):
                 self.progress_line_at[ev.source] = ev.line
                 self.progress_lines[ev.source] = self.progress_lines.get(ev.source, 0) + 1
             return self._progress(ev, k, seq)
+        if ev.worn is not None:
+            self.worn.note(ev)
         if ev.step is not None and k not in ("exception", "killed", "process_exit", "exit"):
             if self.last_step is None or ev.step >= self.last_step:
                 self.last_step = ev.step
@@ -340,6 +346,10 @@ class FailureDetector(Detector):
                 self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
         elif k == "exception":
             self._exception(ev, seq)
+        elif k == "cuda_error":
+            if ev.data.get("via") == "kernel_assert" and ev.source not in self.kernel_asserts \
+                    and len(self.kernel_asserts) < 4096:
+                self.kernel_asserts[ev.source] = (seq, ev)
         elif k == "exception_detail":
             g = self.detail_of.get((ev.source, ev.data.get("of")))
             if g is not None and len(g.details) < 3:
@@ -476,6 +486,8 @@ class FailureDetector(Detector):
             self._drop_watchdog_exits()
         if self.terminated:
             self._drop_terminate_aborts()
+        if self.worn:
+            self._unpin_worn_ranks()
         decisive = self._decisive_group()
         if (self.watchdog_abort or self.watchdog_timeouts) and decisive is not None and decisive.weight == 0 \
                 and not (self.exits or self.signals or self.kills):
@@ -716,6 +728,9 @@ class FailureDetector(Detector):
             fam = zero3_empty_checkpoint(lines) or missing_keys_only(lines, d.get("frames")) or fam
         if fam.name == "other" and d.get("detail"):   # the script's line that read a parameter's .grad
             fam = grad_read_family(str(d.get("name") or ""), [str(t) for _, t in d["detail"]]) or fam
+        broke = self._context_broken_by(g, fam)
+        if broke is not None:
+            fam = DEVICE_ASSERT
         same = [x for x in self.groups.values()
                 if x.decisive()[0].data.get("type") == d.get("type")
                 and str(x.decisive()[0].data.get("message"))[:80] == str(d.get("message"))[:80]]
@@ -740,6 +755,9 @@ class FailureDetector(Detector):
             if x.rank is not None:
                 s.ranks.add(x.rank)
         s.evidence.append(_evidence(ev, f"{d.get('type')}: {d.get('message')}"))
+        if broke is not None:
+            s.evidence.append(_evidence(broke))
+            s.facts["after_kernel_assert"] = True
         # what a bare message leaves out: the source line of a bare assert, the mismatch lines
         # under torch's 'Error(s) in loading state_dict' (sources/formats/traceback.py)
         for at, text in (d.get("detail") or [])[:2]:
@@ -895,6 +913,29 @@ class FailureDetector(Detector):
         else:
             gap = stop_time - (anchor + (last - first)) - BAR_START_ALLOWANCE_S
         return int(gap) if gap >= max(HUNG_MIN_S, HUNG_INTERVALS * interval) else None
+
+    def _context_broken_by(self, g: _Group, fam: Family) -> Event | None:
+        """The kernel assert that broke the CUDA context of the rank whose cuBLAS then could not start
+        (families.py cublas_init): printed above that error in its input, the assert is the cause (an
+        index out of range), the cuBLAS error its echo at the next CUDA call."""
+        if fam.name != "cublas_init":
+            return None
+        ka = self.kernel_asserts.get(g.members[0][0].source)
+        return ka[1] if ka is not None and ka[0] < g.seq else None
+
+    def _unpin_worn_ranks(self) -> None:
+        """A traceback whose only rank is the prefix (or srun label) its input's launcher lines wore
+        too is some rank's, not that rank's: a paste with '[rank3]: ' before every line, or srun
+        --label's task number before a node's launcher and all its ranks. Its rank is then unknown,
+        as in the same paste without the prefix (a rank the message or a file name gave stays)."""
+        for g in self.groups.values():
+            ev = g.members[0][0]
+            if g.rank is None or g.rank != ev.rank or not self.worn.names_no_rank(ev):
+                continue
+            g.rank = None
+            g.members = [(replace(m, rank=None, rank_from=None), f) if self.worn.names_no_rank(m) else (m, f)
+                         for m, f in g.members]
+            self.terminated.discard(ev.rank)
 
     def _rank_of(self, ev: Event) -> int | None:
         """The rank of an exit line; torchelastic names it only in its summary, so a line with

@@ -202,6 +202,18 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # a kernel's index check failed, nearly always an index out of range in the data or the model
     ("device_assert", "other", 3, (), ("device-side assert triggered",), (),
      "a CUDA kernel's own index check (an index out of range)"),
+    # cuBLAS could not create its handle (torch/include/ATen/cuda/Exceptions.h TORCH_CUDABLAS_CHECK: 'CUDA error: ',
+    # _cublasGetErrorEnum(err), ' when calling `cublasCreate(handle)`', from CublasHandlePool.cpp): cublasCreate
+    # allocates its workspace on the device, so a GPU already full says this instead of an OOM; a CUDA context an
+    # earlier kernel fault broke (a device-side assert printed above it) says it too. Weight 2: an OOM or a
+    # kernel's assert beside it is the cause (detect/failure.py reads the assert lines)
+    ("cublas_init", "oom", 2, (), ("CUBLAS_STATUS_NOT_INITIALIZED",), (),
+     "cuBLAS could not initialise on its GPU: nearly always no device memory left for its handle"),
+    # cudaErrorLaunchTimeout (CUDA driver_types.h 702, libcudart's text 'the launch timed out and was terminated'):
+    # a kernel ran past the watchdog that a GPU driving a display has (X server, Windows' TDR); it 'leaves the
+    # process in an inconsistent state'
+    ("launch_timeout", "environment", 3, (), ("the launch timed out and was terminated", "cudaErrorLaunchTimeout"), (),
+     "a kernel ran past the display watchdog of a GPU that also drives a display"),
     # a precision the device cannot compute in: deepspeed/runtime/engine.py _do_sanity_check ('Type fp16 is not
     # supported on your device.', 'Type bf16 ...': get_accelerator().is_fp16_supported() / is_bf16_supported(),
     # seen here with fp16 on the CPU accelerator); transformers training_args.py ("Your setup doesn't support
@@ -368,6 +380,8 @@ CKPT_CORRUPT = Family("checkpoint_corrupt", "environment", 3,
 STATE_DICT_MISMATCH = Family("state_dict_mismatch", "config_error", 3,
                              "a checkpoint whose weights do not fit the model built: another architecture or size")
 TRUNCATED = Family("unknown", "other", 1, "a traceback cut off before its exception line")
+# the device_assert family of the table, for an error a kernel's assert line above it explains (detect/failure.py)
+DEVICE_ASSERT = next(Family(n, c, w, why) for n, c, w, _, _, _, why in _TABLE if n == "device_assert")
 # A pretrained model's files (not a training checkpoint) missing or cut short, read by from_pretrained
 # (transformers 5.25 modeling_utils.py _load_pretrained_model: safetensors' safe_open 'No such file or
 # directory: {dir}/model-00006-of-00006.safetensors' for a shard the index names, 'Error while deserializing

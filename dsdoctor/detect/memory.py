@@ -50,6 +50,10 @@ class MemoryDetector(Detector):
             facts = {k: v for k, v in d.items()}
             facts.setdefault("phase", None)
             facts["accel"] = ACCEL_NAMES.get(str(d.get("device") or "cuda"), "CUDA")
+            if type(d.get("gpu")) is int:
+                # the device as the allocator named it ('GPU 3', torch_npu's 'NPU 3'): its index, not
+                # necessarily the rank (CUDA_VISIBLE_DEVICES, one device per process)
+                facts["device_label"] = f"{d.get('gpu_word') or 'GPU'} {d['gpu']}"
             mem = self.last_memory.get(ev.rank) or {}
             for k in ("rss", "available", "gpu_allocated", "gpu_reserved", "gpu_peak"):
                 if k in mem and k not in facts:

@@ -81,6 +81,16 @@ DATED = 94694400.0       # 1973-01-01: times at or above it carry a real year
 _RANK_IN_MSG = regex_cache.compile(r"\[Rank (\d+)\]|\[(?:rank|RANK)(?:=|:? )?(\d+)\]|\bRank (\d+)\]|\brank=(\d+)\b|\"rank\": ?(\d+)\b")
 
 
+# Where a line's rank came from (Line.rank_from, Event.rank_from): a line prefix that a launcher or a
+# paste put before every line ('[rank3]: ', mpirun's '[1,3]<stderr>:'), srun's task label ('3: ', a
+# node's launcher), the message's own words ('[Rank 3]', 'rank=3'), the input's file name
+# (rank3.log), or a recogniser that read it from what the line says (a launcher's '--local_rank=1').
+# A prefix or a label that also stands on a launcher's own lines names no rank of that input
+# (detect/failure.py: _unpin_worn_ranks): every line of the paste wears it.
+FROM_PREFIX, FROM_LABEL, FROM_MESSAGE, FROM_FILE, FROM_RECOGNISER = "prefix", "label", "message", "file", "recogniser"
+WORN = (FROM_PREFIX, FROM_LABEL)       # the origins a whole paste or a launcher puts on every line
+
+
 @dataclass
 class Line:
     """One cleaned log line and where it came from."""
@@ -90,20 +100,35 @@ class Line:
     rank: int | None
     time: float | None
     host: str | None = None
+    rank_from: str | None = None       # FROM_* above; None with no rank
+    worn: tuple[str, int] | None = None   # (FROM_PREFIX or FROM_LABEL, rank) the line's innermost prefix put on it
 
     def with_text(self, text: str) -> "Line":
         """This line with another text (a wrapped record joined), every other field kept: what
         dataclasses.replace does, ~4x faster (per Megatron record)."""
-        return Line(text, self.source, self.lineno, self.rank, self.time, self.host)
+        return Line(text, self.source, self.lineno, self.rank, self.time, self.host, self.rank_from, self.worn)
 
     def with_time(self, time: float | None) -> "Line":
         """This line with another time (a time the cleaner left in the text), as with_text."""
-        return Line(self.text, self.source, self.lineno, self.rank, time, self.host)
+        return Line(self.text, self.source, self.lineno, self.rank, time, self.host, self.rank_from, self.worn)
+
+    def with_rank(self, rank: int | None, rank_from: str | None) -> "Line":
+        """This line told whose it is by a recogniser (a traceback lent the rank of its record)."""
+        return Line(self.text, self.source, self.lineno, rank, self.time, self.host,
+                    rank_from if rank is not None else None, self.worn)
+
+    def launcher_rank(self, st: "StreamState") -> int | None:
+        """The rank a launcher's own line stands for when its message names none: a prefix or a label
+        on it names none of its ranks (srun's label is the node's launcher, a pasted '[rank3]: ' is
+        on every line), the input's own (a file named rank1.log) is kept."""
+        return st.rank_hint if self.rank_from in WORN else self.rank
 
     def event(self, kind: str, step: int | None = None, rank: int | None = None, **data) -> Event:
         t = self.text if len(self.text) <= MAX_EVIDENCE_TEXT else clip(self.text, MAX_EVIDENCE_TEXT)
         # (positional: ~0.4 us less per event than by keyword, ~17,000 events per GiB of log)
-        return Event(kind, self.rank if rank is None else rank, step, self.time, data, self.source, self.lineno, t)
+        if rank is None:
+            return Event(kind, self.rank, step, self.time, data, self.source, self.lineno, t, self.rank_from, self.worn)
+        return Event(kind, rank, step, self.time, data, self.source, self.lineno, t, FROM_RECOGNISER, self.worn)
 
 
 def armed_within(at: int | tuple | list | None, line: Line, n: int, same_line: bool = False) -> bool:
@@ -196,6 +221,14 @@ def _glog_time(m: re.Match, year: int | None) -> float | None:
 def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | None, str | None]:
     """Strip decorations; return (text, rank, time, host). `year` completes a glog time (which has
     none); without it such a time is only good for differences within the input."""
+    return clean_line(raw, year)[:4]
+
+
+def clean_line(raw: str, year: int | None = None) \
+        -> tuple[str, int | None, float | None, str | None, str | None, tuple[str, int] | None]:
+    """clean(), and where the rank came from: (text, rank, time, host, rank_from, worn), rank_from one
+    of FROM_PREFIX, FROM_LABEL, FROM_MESSAGE (None with no rank), `worn` (FROM_PREFIX or FROM_LABEL, rank)
+    of the innermost prefix or label, even where the message's own rank won."""
     s = (_ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip("\r\n")
     rank = host = None
     t = None
@@ -236,17 +269,21 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
         # Ray's log deduplication (ray/_private/ray_logging: LogDeduplicator) ends a line that
         # several workers printed with " [repeated 7x across cluster]" (and, once, a note)
         s = _RAY_REPEATED.sub("", s)
+    rank_from = None if rank is None else FROM_LABEL if label else FROM_PREFIX
+    worn = None if rank is None else (rank_from, rank)
     if label and s[:1] in "[rR":
         # a message that opens with its rank ('rank=1 step=0 loss: ...', '[Rank 1] ...') says whose it
         # is; srun's label only which task printed it (a node's torchrun prints all its ranks' lines)
         m = _RANK_IN_MSG.match(s)
         if m:
             rank = int(next(g for g in m.groups() if g is not None))
+            rank_from = FROM_MESSAGE
     if rank is None and ("ank" in s or "ANK" in s):      # every _RANK_IN_MSG form has one; the regex is slow
         m = _rank_in_msg(s)
         if m:
             rank = int(next(g for g in m.groups() if g is not None))
-    return s, rank, t, host
+            rank_from = FROM_MESSAGE
+    return s, rank, t, host, rank_from, worn
 
 
 def _rank_in_msg(s: str) -> re.Match | None:

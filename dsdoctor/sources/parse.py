@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..events import Event
 import time
 
-from .lines import DATED, Line, StreamState, clean
+from .lines import DATED, FROM_FILE, FROM_RECOGNISER, Line, StreamState, clean_line
 from .formats.ray import RAY_PID_RANK, rank_of_worker
 from .recogniser import ReadAs
 from .registry import HANDLERS
@@ -29,12 +29,16 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
     for seg in (text.split("\r") if "\r" in text else (text,)):
         if not seg or seg.isspace():
             continue
-        s, rank, t, host = clean(seg, st.year)
+        s, rank, t, host, rank_from, worn = clean_line(seg, st.year)
         if t is not None and st.year is None and t >= DATED:
             st.year = time.gmtime(t).tm_year
         if rank is None and RAY_PID_RANK in st.scratch:    # a Ray Train worker's line: its rank, by pid
             rank = rank_of_worker(seg, st.scratch[RAY_PID_RANK])
-        line = Line(s, source, lineno, rank_hint if rank is None else rank, t, host)
+            rank_from = FROM_RECOGNISER if rank is not None else None
+        if rank is None:
+            line = Line(s, source, lineno, rank_hint, t, host, None if rank_hint is None else FROM_FILE, worn)
+        else:
+            line = Line(s, source, lineno, rank, t, host, rank_from, worn)
         done: set[int] | None = None       # handlers already run on this segment (a literal may share one)
         first = len(out)
         for trig in cands:

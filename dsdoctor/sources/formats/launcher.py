@@ -10,8 +10,9 @@ A signal is reported once per pid: torchelastic prints the same death three time
 """
 from __future__ import annotations
 
+from ...events import Event
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState, utc_seconds
+from ..lines import FROM_FILE, FROM_RECOGNISER, WORN, Line, StreamState, utc_seconds
 from ..recogniser import on
 
 
@@ -91,9 +92,17 @@ def deepspeed_launcher(line: Line, st: StreamState):
                                    local_rank=local)
     ev = _killed(line, st, code, "launcher", rank=rank, local_rank=local)
     if ev is not None and rank is None:
-        # the launcher is no rank: a line prefix's rank (srun's task label is the node's launcher, a pasted
-        # '[rank3]: ') names none of its ranks; the input's own (a file named rank1.log) is kept
+        _as_launchers(ev, line, st)
+    return ev
+
+
+def _as_launchers(ev: Event, line: Line, st: StreamState) -> Event:
+    """`ev` of a launcher's own line that names no rank: the launcher is no rank, so a line prefix's
+    rank (srun's task label is the node's launcher, a pasted '[rank3]: ') names none of its ranks; the
+    input's own (a file named rank1.log) is kept (Line.launcher_rank)."""
+    if line.rank_from in WORN:
         ev.rank = st.rank_hint
+        ev.rank_from = FROM_FILE if st.rank_hint is not None else None
     return ev
 
 
@@ -256,10 +265,10 @@ def elastic_failed(line: Line, st: StreamState):
     if not m:
         return None
     ev = _killed(line, st, int(m.group(1)), "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
-    if ev is not None and ev.rank is not None and ev.rank == line.rank:
+    if ev is not None and ev.rank is not None and ev.rank_from != FROM_RECOGNISER:
         # the agent's own line: a prefix on it ('0: ' of srun --label) names the node's task, not a
         # rank (the rank of local_rank N is unknown here); rank 0 read from it would be "the failed rank"
-        ev.rank = None
+        ev.rank, ev.rank_from = None, None
     return ev
 
 
@@ -522,8 +531,8 @@ def deepspeed_killing(line: Line, st: StreamState):
     m = _DS_KILLING.search(line.text)
     if not m or not st.once(("killing", int(m.group(1)))):
         return None
-    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=None,
-                      pid=int(m.group(1)), who="launcher", killing=True)
+    return _as_launchers(line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=None,
+                                    pid=int(m.group(1)), who="launcher", killing=True), line, st)
 
 
 @on("Main process received ")
@@ -531,8 +540,8 @@ def deepspeed_received(line: Line, st: StreamState):
     m = _DS_RECEIVED.search(line.text)
     if not m:
         return None
-    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=_SIGNUM.get(m.group(1)),
-                      who="launcher", external=True)
+    return _as_launchers(line.event("process_exit", step=st.step_of(line.rank), exitcode=None,
+                                    signal=_SIGNUM.get(m.group(1)), who="launcher", external=True), line, st)
 
 
 # A process's own word that it got a stop signal: its handler's log line. transformers'

@@ -13,7 +13,9 @@ from .traceback import take_phase
 
 
 _REQ = compile_later(r"Tried to allocate " + SIZE)
-_GPU = compile_later(r"\((?:GPU|NPU) (\d+);|GPU (\d+) has a total (?:capacity|capacty) of")
+# the allocator's own word for the device beside its index: 'GPU' (CUDA, HIP and XPU builds alike) or
+# torch_npu's 'NPU' (Event data `gpu_word`: the one place a finding's title and text take it from)
+_GPU = compile_later(r"\((GPU|NPU) (\d+);|(GPU) (\d+) has a total (?:capacity|capacty) of")
 # 1a/1b/1c: "(GPU 0; 15.78 GiB total capacity; 14.2 GiB already allocated; 10.19 MiB free; 14.4 GiB reserved in total by PyTorch)"
 # torch_npu keeps this wording with one more field: "(NPU 3; 60.97 GiB total capacity; 54.02 GiB already allocated;
 # 54.02 GiB current active; 3.21 GiB free; 56.88 GiB reserved in total by PyTorch)" (libtorch_npu.so 2.14, NPUCachingAllocator)
@@ -50,7 +52,8 @@ def cuda_oom(line: Line, st: StreamState):
     d["requested"] = size(m.group(1)) if m else None
     m = _GPU.search(t)
     if m:
-        d["gpu"] = int(m.group(1) or m.group(2))
+        d["gpu"] = int(m.group(2) or m.group(4))
+        d["gpu_word"] = m.group(1) or m.group(3)
     m = _OLD.search(t)
     if m:
         d.update(total=size(m.group(1)), allocated=size(m.group(2)), free=size(m.group(4)),
@@ -120,6 +123,23 @@ def cuda_error(line: Line, st: StreamState):
     err = m.group(1).strip().rstrip(".")
     return line.event("cuda_error", step=st.step_of(line.rank), error=err,
                       phase=take_phase(line, st) if "Error" in line.text.split("CUDA error")[0] else None)
+
+
+# A CUDA kernel's failed assert as the device prints it (the CUDA runtime's device-side __assert_fail:
+# '{file}:{line}: {function}: block: [x,y,z], thread: [x,y,z] Assertion `{expr}` failed.', e.g. torch's
+# aten/src/ATen/native/cuda/Indexing.cu 'Assertion `srcIndex < srcSelectDimSize` failed.'), one line per thread
+# that failed: the CUDA context is then broken, and the next CUDA call on that process raises whatever it
+# raises ('device-side assert triggered', or cuBLAS's 'CUBLAS_STATUS_NOT_INITIALIZED' when that call created
+# its handle). Once per input: the cause beside that later error (detect/failure.py)
+_KERNEL_ASSERT = compile_later(r"block: \[\d+,\d+,\d+\], thread: \[\d+,\d+,\d+\] Assertion `.*` failed")
+
+
+@on("] Assertion `")
+def kernel_assert(line: Line, st: StreamState):
+    if not _KERNEL_ASSERT.search(line.text) or not st.once(("kernel_assert",)):
+        return None
+    return line.event("cuda_error", step=st.step_of(line.rank), error="device-side assert triggered",
+                      via="kernel_assert", phase=None)
 
 
 # torch <= 1.4's THC: 'RuntimeError: cuda runtime error (2) : out of memory at .../THCCachingAllocator.cpp:510'

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState, armed_within
+from ..lines import FROM_RECOGNISER, Line, StreamState, armed_within
 from ..recogniser import on
 from .traceback import RAY_SNIPPET, RAY_WRAPPED, frameless_exception
 
@@ -239,7 +239,7 @@ def _as_worker(line: Line, st: StreamState, pid: int | None) -> Line:
     """`line` as said of the Ray Train worker with this pid (the raylet's 'Worker PID: N', an
     ActorDiedError's 'pid: N'): with that worker's rank when Ray Train's table named it."""
     rank = st.scratch.get(RAY_PID_RANK, {}).get(pid) if pid is not None and line.rank is None else None
-    return line if rank is None else Line(line.text, line.source, line.lineno, rank, line.time, line.host)
+    return line if rank is None else line.with_rank(rank, FROM_RECOGNISER)
 
 
 # Ray Train v2's summary of a failed worker group (WorkerGroupError 'Training failed due to worker

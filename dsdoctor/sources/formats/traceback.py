@@ -11,7 +11,7 @@ for errors in __del__ and the like, which do not stop the program); libstdc++'s
 from __future__ import annotations
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState, armed_within
+from ..lines import FROM_RECOGNISER, Line, StreamState, armed_within
 from ..recogniser import on
 from .paste import PASTE_BLOCK
 
@@ -385,7 +385,7 @@ def _snippet_rank(line: Line, st: StreamState) -> Line:
     if not armed_within(w, line, 2 * MAX_FRAMES + 20):
         return line
     del st.scratch[RAY_SNIPPET]
-    return Line(line.text, line.source, line.lineno, w[1], line.time, line.host)
+    return line.with_rank(w[1], FROM_RECOGNISER)
 
 
 def frameless_exception(line: Line, st: StreamState, type_: str, name: str, message: str,
