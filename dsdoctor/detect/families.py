@@ -207,8 +207,10 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # allocates its workspace on the device, so a GPU already full says this instead of an OOM; a CUDA context an
     # earlier kernel fault broke (a device-side assert printed above it) says it too. Weight 2: an OOM or a
     # kernel's assert beside it is the cause (detect/failure.py reads the assert lines)
-    ("cublas_init", "oom", 2, (), ("CUBLAS_STATUS_NOT_INITIALIZED",), (),
-     "cuBLAS could not initialise on its GPU: nearly always no device memory left for its handle"),
+    # cuDNN's handle likewise (torch 2.13 libtorch_cuda.so, aten/src/ATen/cudnn: 'cuDNN error: {cudnnGetErrorString}',
+    # cudnnCreate failing with CUDNN_STATUS_NOT_INITIALIZED)
+    ("cublas_init", "oom", 2, (), ("CUBLAS_STATUS_NOT_INITIALIZED", "CUDNN_STATUS_NOT_INITIALIZED"), (),
+     "cuBLAS (or cuDNN) could not initialise on its GPU: nearly always no device memory left for its handle"),
     # cudaErrorLaunchTimeout (CUDA driver_types.h 702, libcudart's text 'the launch timed out and was terminated'):
     # a kernel ran past the watchdog that a GPU driving a display has (X server, Windows' TDR); it 'leaves the
     # process in an inconsistent state'
