@@ -71,9 +71,9 @@ class MemoryDetector(Detector):
                 if k in mem and k not in facts:
                     facts[k] = mem[k]
             if d.get("device") == "cpu":
-                return (symptom_from(ev, seq, "host_oom", key=("allocator", d.get("phase")),
-                                     how="allocator", **facts),)
-            sym = symptom_from(ev, seq, "cuda_oom", key=(d.get("phase"),), **facts)
+                sym = symptom_from(ev, seq, "host_oom", key=("allocator", d.get("phase")), how="allocator", **facts)
+            else:
+                sym = symptom_from(ev, seq, "cuda_oom", key=(d.get("phase"),), **facts)
             if d.get("logged") and len(self.caught) < 64:
                 self.source_step.setdefault(ev.source, ev.step if ev.step is not None else -1)
                 self.caught.append((sym, ev.source, self.advances.get(ev.source, 0)))

@@ -179,6 +179,10 @@ _CPU = compile_later(r"DefaultCPUAllocator: (?:can't allocate memory|not enough 
 
 @on("DefaultCPUAllocator")
 def cpu_oom(line: Line, st: StreamState):
-    m = _CPU.search(line.text)
-    return line.event("oom", step=st.step_of(line.rank), device="cpu",
-                      requested=int(m.group(1)) if m else None, phase=take_phase(line, st))
+    t = line.text
+    m = _CPU.search(t)
+    ev = line.event("oom", step=st.step_of(line.rank), device="cpu",
+                    requested=int(m.group(1)) if m else None, phase=take_phase(line, st))
+    if _logged_not_raised(t[:t.find("DefaultCPUAllocator")]):
+        ev.data["logged"] = True        # caught and logged (a batch-size finder also retries on this one)
+    return ev
