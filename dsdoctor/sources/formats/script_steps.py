@@ -138,12 +138,12 @@ def script_phase_times(line: Line, st: StreamState):
     ms = _STEP.search(t)
     if not ({"fwd_ms", "data_ms"} & vals.keys()) or (len(vals) < 2 and ms is None):
         return None                 # (one phase time alone only on a step's own line)
-    rank = line.rank
+    # the rank the line itself names wins over its prefix's (srun's '0: ' or one '[rank3]:' put before
+    # every line of a file that holds all ranks' prints), as formats/deepspeed.py timers does
+    mr = _RANK.search(t)
+    rank = int(mr.group(1)) if mr else line.rank
     if rank is None:
-        mr = _RANK.search(t)
-        if mr is None:
-            return None
-        rank = int(mr.group(1))
+        return None
     step = int(ms.group(1)) if ms else st.step_of(rank)
     ev = line.event("timers", step=step, rank=rank)
     ev.data = vals          # {timer_name: ms}, as formats/deepspeed.py timers
