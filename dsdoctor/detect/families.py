@@ -56,11 +56,13 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # torch/cuda/memory.py & c10 CUDACachingAllocator: torch.OutOfMemoryError 'CUDA out of memory'; the other
     # accelerators' allocators as accelerate/utils/memory.py should_reduce_batch_size lists them (HIP, XPU, 'MPS
     # backend out of memory', Gaudi's 'FATAL ERROR :: MODULE:PT_DEVMEM Allocation failed') and torch_npu's
-    # NPUCachingAllocator ('NPU out of memory', a RuntimeError; strings of libtorch_npu.so 2.14)
+    # NPUCachingAllocator ('NPU out of memory', a RuntimeError; strings of libtorch_npu.so 2.14); and
+    # accelerate's batch-size finder giving up (utils/memory.py find_executable_batch_size: 'No executable batch
+    # size found, reached zero.', raised once every batch size down to 1 ran out of memory, its OOMs caught)
     ("gpu_memory", "oom", 3, ("OutOfMemoryError",),
      ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "HIP out of memory",
       "XPU out of memory", "NPU out of memory", "MPS backend out of memory", "MODULE:PT_DEVMEM Allocation failed",
-      "HIP error: out of memory",
+      "HIP error: out of memory", "No executable batch size found",
       # cuBLASLt's workspace (torch 2.13 libtorch_cuda.so, aten/src/ATen/cuda/CUDABlas.cpp: 'OOM trying to allocate
       # workspace for cublaslt')
       "OOM trying to allocate workspace", "CUDNN_STATUS_ALLOC_FAILED", "CUSOLVER_STATUS_ALLOC_FAILED"), (),

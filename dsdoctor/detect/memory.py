@@ -14,8 +14,14 @@ ACCEL_NAMES = {"cuda": "CUDA", "hip": "HIP (ROCm)", "xpu": "XPU", "npu": "NPU (A
                "hpu": "HPU (Gaudi)"}
 
 
+# a logged (caught) OOM followed by this many new steps in its input did not end the run (as failure.py's
+# SURVIVED_STEPS for an exception)
+SURVIVED_STEPS = 3
+_PROGRESS = ("step", "loss", "throughput", "timers")
+
+
 class MemoryDetector(Detector):
-    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes")
+    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes") + _PROGRESS
     FLUSH_STEPS = 3         # DeepSpeed: "if this is happening frequently ..."; one flush at warm-up is normal
     FLUSH_EVERY = 10        # ... and frequently: on one step in 10 or more
 
@@ -25,9 +31,19 @@ class MemoryDetector(Detector):
         self.flushes = 0
         self.first_flush_step: int | None = None
         self.flush_reported = False
+        # OOMs a script caught and logged (formats/memory.py 'logged'): (symptom, input, its step advances
+        # then), reported at the end unless the input went on training; and each input's step advances
+        self.caught: list[tuple[Symptom, str | None, int]] = []
+        self.source_step: dict[str | None, int] = {}
+        self.advances: dict[str | None, int] = {}
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
+        if ev.kind in _PROGRESS:
+            if self.caught and ev.step is not None and ev.step > self.source_step.get(ev.source, -1):
+                self.source_step[ev.source] = ev.step
+                self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
+            return ()
         if ev.kind == "memory":          # live readings: remembered to describe a later OOM
             self.last_memory[ev.rank] = d
             return ()
@@ -59,9 +75,14 @@ class MemoryDetector(Detector):
                 if k in mem and k not in facts:
                     facts[k] = mem[k]
             if d.get("device") == "cpu":
-                return (symptom_from(ev, seq, "host_oom", key=("allocator", d.get("phase")),
-                                     how="allocator", **facts),)
-            return (symptom_from(ev, seq, "cuda_oom", key=(d.get("phase"),), **facts),)
+                sym = symptom_from(ev, seq, "host_oom", key=("allocator", d.get("phase")), how="allocator", **facts)
+            else:
+                sym = symptom_from(ev, seq, "cuda_oom", key=(d.get("phase"),), **facts)
+            if d.get("logged") and len(self.caught) < 64:
+                self.source_step.setdefault(ev.source, ev.step if ev.step is not None else -1)
+                self.caught.append((sym, ev.source, self.advances.get(ev.source, 0)))
+                return ()
+            return (sym,)
         if ev.kind == "cuda_error":
             err = str(d.get("error", "")).lower()
             if "out of memory" in err:
@@ -81,3 +102,6 @@ class MemoryDetector(Detector):
             return (symptom_from(ev, seq, "shm_exhausted", key=(d.get("where"),), detail=d.get("detail"),
                                  where=d.get("where")),)
         return ()
+
+    def finish(self) -> Iterable[Symptom]:
+        return [sym for sym, src, at in self.caught if self.advances.get(src, 0) - at < SURVIVED_STEPS]

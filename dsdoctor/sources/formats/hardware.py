@@ -133,4 +133,57 @@ def clocks_event_reason(line: Line, st: StreamState):
                       reading="nvidia-smi")
 
 
+# The same reasons as `nvidia-smi --query-gpu=index,...,clocks_event_reasons.hw_slowdown,... --format=csv` prints
+# them (clocks_throttle_reasons.* before driver 535): a header naming the fields, then one row per GPU whose
+# reason columns read 'Active' / 'Not Active'; the bitmask field (clocks_event_reasons.active) is NVML's
+# nvmlClocksEventReason* bits (nvidia-ml-py pynvml.py: SwThermalSlowdown 0x20, HwSlowdown 0x08,
+# HwThermalSlowdown 0x40, HwPowerBrakeSlowdown 0x80). The header arms the rows (the stream's scratch).
+_CSV_REASONS = {"hw_slowdown": "hw_slowdown", "hw_thermal_slowdown": "hw_thermal",
+                "hw_power_brake_slowdown": "hw_power_brake", "sw_thermal_slowdown": "sw_thermal"}
+_CSV_BITS = ((0x08, "hw_slowdown"), (0x40, "hw_thermal"), (0x80, "hw_power_brake"), (0x20, "sw_thermal"))
+
+
+@on("clocks_event_reasons.", "clocks_throttle_reasons.")
+def smi_csv_header(line: Line, st: StreamState):
+    t = line.text
+    if "--query" in t or "nvidia-smi" in t or len(t) > 2000:
+        return None                      # the command, not its output
+    cols = [c.strip() for c in t.split(",")]
+    reasons: dict[int, str] = {}
+    for i, c in enumerate(cols):
+        field = c.split(" ")[0]
+        group, _, name = field.partition(".")
+        if group in ("clocks_event_reasons", "clocks_throttle_reasons"):
+            if name in _CSV_REASONS or name == "active":
+                reasons[i] = name
+    if reasons:
+        st.scratch["smi_csv"] = (len(cols), reasons)
+    return None
+
+
+@on("Active", "0x0000")
+def smi_csv_row(line: Line, st: StreamState):
+    armed = st.scratch.get("smi_csv")
+    if not armed:
+        return None
+    ncols, reasons = armed
+    vals = [v.strip() for v in line.text.split(",")]
+    if len(vals) != ncols:
+        return None
+    throttle = []
+    for i, name in reasons.items():
+        v = vals[i]
+        if name == "active":
+            try:
+                bits = int(v, 16)
+            except ValueError:
+                continue
+            throttle += [n for b, n in _CSV_BITS if bits & b]
+        elif v == "Active":
+            throttle.append(_CSV_REASONS[name])
+    if not throttle:
+        return None
+    return line.event("telemetry", step=st.step_of(line.rank), throttle=sorted(set(throttle)), reading="nvidia-smi")
+
+
 _NCCL_PID = regex_cache.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")

@@ -41,6 +41,18 @@ _THIS_PROC = compile_later(r"this process has " + SIZE + r" memory in use")
 _DEVICE_OF = (("HIP out of memory", "hip"), ("XPU out of memory", "xpu"), ("NPU out of memory", "npu"))
 
 
+# An OOM a script caught and logged as a warning (a batch-size finder: accelerate's find_executable_batch_size
+# retries on should_reduce_batch_size, and scripts log what they caught, 'WARNING:__main__:batch_size=128 failed:
+# CUDA out of memory. ...; retrying with 115'): a logger's level before the message and no exception type.
+# detect/memory.py reports it only when the run did not go on training after it.
+_LOGGED = compile_later(r"\b(?:WARNING|WARN|Warning|INFO|DEBUG)\b")
+_RAISED = ("Error", "Exception", "Traceback", "raise ", "ERROR", "FATAL", "CRITICAL")
+
+
+def _logged_not_raised(head: str) -> bool:
+    return bool(head.strip()) and _LOGGED.search(head) is not None and not any(w in head for w in _RAISED)
+
+
 @on("CUDA out of memory", "HIP out of memory", "XPU out of memory", "NPU out of memory")
 def cuda_oom(line: Line, st: StreamState):
     t = line.text
@@ -48,6 +60,8 @@ def cuda_oom(line: Line, st: StreamState):
         return None
     device = next((dev for lit, dev in _DEVICE_OF if lit in t), "cuda")
     d: dict = {"device": device, "phase": take_phase(line, st)}
+    if _logged_not_raised(t[:t.find(" out of memory")]):
+        d["logged"] = True
     m = _REQ.search(t)
     d["requested"] = size(m.group(1)) if m else None
     m = _GPU.search(t)
@@ -185,6 +199,10 @@ _CPU = compile_later(r"DefaultCPUAllocator: (?:can't allocate memory|not enough 
 
 @on("DefaultCPUAllocator")
 def cpu_oom(line: Line, st: StreamState):
-    m = _CPU.search(line.text)
-    return line.event("oom", step=st.step_of(line.rank), device="cpu",
-                      requested=int(m.group(1)) if m else None, phase=take_phase(line, st))
+    t = line.text
+    m = _CPU.search(t)
+    ev = line.event("oom", step=st.step_of(line.rank), device="cpu",
+                    requested=int(m.group(1)) if m else None, phase=take_phase(line, st))
+    if _logged_not_raised(t[:t.find("DefaultCPUAllocator")]):
+        ev.data["logged"] = True        # caught and logged (a batch-size finder also retries on this one)
+    return ev

@@ -107,3 +107,44 @@ def script_end(line: Line, st: StreamState):
                                               "n't ")):
         return None
     return line.event("script_end", step=st.step_of(line.rank))
+
+
+# A script's own per-rank phase times, printed as text (the timing a user adds when a run is slow):
+#   print(f"rank {rank} | iter {it} | fwd {t_fwd:.3f}s | bwd {t_bwd:.3f}s | optim {t_opt:.3f}s")
+#   print(f"step {step} | loss {loss:.4f} | step_time {t:.3f}s | data_time {t_data:.3f}s")   (under '[rank3]:')
+# They become the same `timers` event as DeepSpeed's wall_clock_breakdown line (formats/deepspeed.py), named as
+# detect/throughput.py _PHASES knows them (fwd_ms, bwd_ms, data_ms, step_ms = the optimizer step), so the slow-rank
+# comparison reads them. The whole iteration's time (step_time, iter_time) is no phase: every rank waits for the
+# slowest one inside it. A line needs a rank (its prefix or 'rank N') and two phase times with a unit, or one
+# on a line that names its step.
+_PHASE_TIME = compile_later(r"(?i)(?<![\w.])(fwd|forward|bwd|backward|data(?:[_ ]?(?:load(?:ing)?|wait))?|"
+                            r"opt(?:im(?:izer)?)?)(?:[_ ](?:time|ms))?\s*[:=]?\s*(\d+(?:\.\d+)?)\s*(ms|s)(?![\w.])")
+_PHASE_KEY = {"f": "fwd_ms", "b": "bwd_ms", "d": "data_ms", "o": "step_ms"}
+
+
+# (not 'fwd:': DeepSpeed's own steady timer line holds it, '[Rank 0] time (ms) | fwd: 110.0 | bwd: ...', and a
+# literal of this handler would keep those lines from being sampled, tests/test_sampling.py)
+@on("fwd ", "fwd=", "fwd_time", "forward_time", "forward ", "forward=", "data_time", "data_wait", "data_load", "data ",
+    "data=", "bwd ", "bwd_time", "backward_time")
+def script_phase_times(line: Line, st: StreamState):
+    t = line.text
+    if len(t) > 400 or "time (ms)" in t or t[:1] == "│" or any(o in t for o in _OWNED):
+        return None
+    vals: dict[str, float] = {}
+    for m in _PHASE_TIME.finditer(t):
+        key = _PHASE_KEY[m.group(1)[0].lower()]
+        v = float(m.group(2)) * (1.0 if m.group(3).lower() == "ms" else 1000.0)
+        vals.setdefault(key, round(v, 3))
+    ms = _STEP.search(t)
+    if not ({"fwd_ms", "data_ms"} & vals.keys()) or (len(vals) < 2 and ms is None):
+        return None                 # (one phase time alone only on a step's own line)
+    # the rank the line itself names wins over its prefix's (srun's '0: ' or one '[rank3]:' put before
+    # every line of a file that holds all ranks' prints), as formats/deepspeed.py timers does
+    mr = _RANK.search(t)
+    rank = int(mr.group(1)) if mr else line.rank
+    if rank is None:
+        return None
+    step = int(ms.group(1)) if ms else st.step_of(rank)
+    ev = line.event("timers", step=step, rank=rank)
+    ev.data = vals          # {timer_name: ms}, as formats/deepspeed.py timers
+    return ev
