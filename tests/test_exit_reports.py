@@ -23,10 +23,15 @@ def _top(text: str):
 def test_bash_job_table_lines_from_a_real_shell():
     # bash with job control reports a background job's end: 'Exit N' (jobs.c printable_job_status) and,
     # for a signal, 'bash: line 1:  PID Killed   cmd' when it reaps it
-    out = subprocess.run(["bash", "-c", 'set -m; python3 -c "import sys; sys.exit(3)" & wait; sleep 0.1; jobs; '
-                          'python3 -c "import time; time.sleep(30)" & sleep 0.3; kill -9 $!; wait'],
-                         capture_output=True, text=True, timeout=60)
-    text = out.stdout + out.stderr
+    # (the 'Killed' report is racy under load: bash sometimes reaps the killed job without a word, seen
+    # at load ~4 here, so the shell is asked up to three times; what is checked is the wording it prints)
+    for _ in range(3):
+        out = subprocess.run(["bash", "-c", 'set -m; python3 -c "import sys; sys.exit(3)" & wait; sleep 0.1; jobs; '
+                              'python3 -c "import time; time.sleep(30)" & sleep 1; kill -9 $!; wait'],
+                             capture_output=True, text=True, timeout=60)
+        text = out.stdout + out.stderr
+        if "Exit 3" in text and "Killed" in text:
+            break
     assert "Exit 3" in text and "Killed" in text, text
     exit_line = next(ln for ln in text.splitlines() if "Exit 3" in ln)
     f = _top(STEPS + exit_line + "\n")
