@@ -7,6 +7,7 @@ from typing import Iterable
 from ..events import Event
 from ..findings import Symptom
 from .base import Detector, symptom_from
+from .failure import SURVIVED_STEPS
 
 
 # what a finding calls the device that ran out (sources/formats/memory.py: the allocator's own word for it)
@@ -14,9 +15,8 @@ ACCEL_NAMES = {"cuda": "CUDA", "hip": "HIP (ROCm)", "xpu": "XPU", "npu": "NPU (A
                "hpu": "HPU (Gaudi)"}
 
 
-# a logged (caught) OOM followed by this many new steps in its input did not end the run (as failure.py's
-# SURVIVED_STEPS for an exception)
-SURVIVED_STEPS = 3
+# a logged (caught) OOM followed by SURVIVED_STEPS new steps in its input did not end the run (the failure
+# detector's bound for an exception, one number for both)
 _PROGRESS = ("step", "loss", "throughput", "timers")
 
 
