@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,18 @@ PDSH = shutil.which("pdsh")
 KEYGEN = shutil.which("ssh-keygen")
 UNSHARE = shutil.which("unshare")
 PRIVSEP_DIR = Path("/run/sshd")       # sshd refuses to start without its privilege-separation dir
+
+
+def _node_login_env() -> str:
+    """sshd's SetEnv line: the nodes' login environment has this session's venv first on PATH and
+    its DeepSpeed op folder, as a cluster's shared venv would. Without it a rank started over ssh
+    found Debian's ninja on sshd's default PATH, whose build log the venv's ninja does not take for
+    its own: the ranks and the tests' own processes rebuilt DeepSpeed's shm op in turn (~40 s each
+    time, inside a multi-node test's limit; one hang test 74 s in a whole-suite run, 22 s alone)."""
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):         # .ci/run's: the venv's own op folder
+        env["TORCH_EXTENSIONS_DIR"] = os.environ["TORCH_EXTENSIONS_DIR"]
+    return "SetEnv " + " ".join(f'"{k}={v}"' for k, v in env.items()) + "\n"
 
 
 def missing_tools(pdsh: bool = True) -> str | None:
@@ -75,7 +88,7 @@ class LoopbackNodes:
         else:
             node_cfg = "AcceptEnv no\n"
         (d / "sshd_config").write_text(
-            f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {d / 'host_key'}\n"
+            f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {d / 'host_key'}\n{_node_login_env()}"
             f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
             "PermitRootLogin prohibit-password\nUsePAM no\nStrictModes no\nMaxStartups 50\n"
