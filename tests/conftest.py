@@ -13,6 +13,10 @@ import sys
 import time
 import warnings
 
+import pytest
+
+import beside
+
 # DeepSpeed on the CPU JIT-compiles its shared-memory comm op in every process's first
 # init_distributed (deepspeed/comm/torch.py build_shm_op) into TORCH_EXTENSIONS_DIR: ~40 s on a
 # fresh venv on 2 quiet cores, minutes under load. Built here once, before the first test, in a
@@ -54,8 +58,44 @@ def pytest_collection_finish(session):
         print(f"\nconftest: DeepSpeed's shm comm op built in {time.monotonic() - t0:.0f} s", file=sys.stderr)
 
 
+@pytest.hookimpl(trylast=True)       # after -k / -m / --deselect have chosen the items
+def pytest_collection_modifyitems(config, items):
+    # the in-process modules run beside the rest, in a child pytest at nice 19 (tests/beside.py)
+    beside.keep_own(items)
+    config._dsdoctor_beside = beside.split(config, items)
+
+
 def pytest_sessionfinish(session, exitstatus):
     # processes started ahead of their tests (tests/run_ahead.py) that no test read to the end
     run_ahead = sys.modules.get("run_ahead")
     if run_ahead is not None:
         run_ahead.stop_all()
+    child = getattr(session.config, "_dsdoctor_beside", None)
+    if child is None:
+        return
+    if session.shouldstop or session.shouldfail or exitstatus == pytest.ExitCode.INTERRUPTED:
+        child.stop()
+        child.rc = -1
+    else:
+        child.rc = child.wait()
+    if child.rc != 0 and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    child = getattr(config, "_dsdoctor_beside", None)
+    if child is None or not hasattr(child, "rc"):
+        return
+    text = child.report().rstrip()
+    terminalreporter.write_sep("=", f"{child.count} in-process tests run beside the rest (tests/beside.py)")
+    if child.rc == 0:
+        terminalreporter.write_line(text.splitlines()[-1] if text else "(no output)")
+    elif child.rc is None:
+        terminalreporter.write_line(f"{text[-20000:]}\nFAILED: the in-process tests did not end within "
+                                    f"{beside.LIMIT_AFTER_PARENT} s of the others; stopped")
+    elif child.rc == -1:
+        terminalreporter.write_line("stopped with the session")
+    else:
+        terminalreporter.write_line(text[-100000:])
+        terminalreporter.write_line(f"FAILED: the in-process tests ended with exit code {child.rc}")
+    child.clean()
