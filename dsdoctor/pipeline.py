@@ -15,6 +15,7 @@ from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
 from .detect.failure import attempt_cut
 from .detect.multinode import learn_hosts
+from .detect.progress import COUNTED_KINDS, InputProgress
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
 # the failures whose events carry the host their line was printed under (a pdsh / kubectl pod /
@@ -41,8 +42,10 @@ class Diagnoser:
         self.context = context or Context()
         self.rules = rules or RuleSet.load()
         self.detectors = detectors if detectors is not None else default_detectors()
+        # each input's progress, fed before the detectors that ask whether an input went on after an error
+        self.progress = InputProgress()
         for d in self.detectors:               # the run facts (world size) some read at finish()
-            d.use_context(self.context)
+            d.use_context(self.context, self.progress)
         self._by_kind: dict[str, list[Detector]] = {}
         for d in self.detectors:
             for k in d.kinds:
@@ -50,6 +53,8 @@ class Diagnoser:
         # kind -> the bound feed methods of its detectors: feed() runs for every event (17,000 per
         # GiB of log, 4 per step live), so no attribute lookup per detector per event
         self._feeds: dict[str, tuple] = {k: tuple(d.feed for d in ds) for k, ds in self._by_kind.items()}
+        for k in COUNTED_KINDS:
+            self._feeds[k] = (self.progress.feed,) + self._feeds.get(k, ())
         self.symptoms: dict[tuple, Symptom] = {}
         self.seq = 0
         self.events_seen = 0

@@ -14,10 +14,13 @@ from ..findings import Evidence, Symptom
 class Detector:
     kinds: tuple[str, ...] = ()
     context = None        # the run's Context, given by the Diagnoser (use_context)
+    progress = None       # each input's step advances (detect/progress.py InputProgress), the same
 
-    def use_context(self, context) -> None:
-        """The run context the Diagnoser keeps (--world-size, --config, the log's context lines)."""
+    def use_context(self, context, progress=None) -> None:
+        """The run context the Diagnoser keeps (--world-size, --config, the log's context lines) and
+        the progress counter it feeds before its detectors."""
         self.context = context
+        self.progress = progress
 
     def known_world_size(self) -> int | None:
         """The run's world size as the context knows it at this point (None: not said)."""
