@@ -16,6 +16,7 @@ from .rules import RuleSet, make_finding
 from .detect.failure import attempt_cut
 from .detect.multinode import learn_hosts
 from .detect.progress import COUNTED_KINDS, InputProgress
+from .detect.worn import WornPrefixes
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
 # the failures whose events carry the host their line was printed under (a pdsh / kubectl pod /
@@ -65,6 +66,7 @@ class Diagnoser:
         self.reruns: list[int] = []          # seqs of a paste's prose opening a later attempt
         self.head_ranks: dict[str, set[int | None]] = {}   # input -> ranks its front-end's start-up lines named
         self.pasted: list[str] = []          # inputs with pasted prose around the log (an issue body: dsdoctor/issue)
+        self.worn = WornPrefixes()           # prefixes the launchers' own lines wore: no rank (detect/worn.py)
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -112,8 +114,11 @@ class Diagnoser:
             heads = self.head_ranks.setdefault(ev.source, set())
             if len(heads) < 2:
                 heads.add(ev.data.get("head_rank"))
-        if kind in EXIT_KINDS and ev.rank is not None and ev.data.get("who") in EXIT_WHO:
-            self._failed_rank(ev)
+        if kind in EXIT_KINDS:
+            if ev.worn is not None:
+                self.worn.note(ev)
+            if ev.rank is not None and ev.data.get("who") in EXIT_WHO:
+                self._failed_rank(ev)
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for ev in events:
@@ -188,6 +193,8 @@ class Diagnoser:
         for s in self.symptoms.values():
             rule = self.rules.match(s, names)
             if rule:
+                if s.origins and self.worn:      # a rank only a launcher-worn prefix gave is none (detect/worn.py)
+                    s.ranks = self.worn.unpinned(s.ranks, s.origins)
                 if not s.ranks and s.evidence and self.failed_ranks and rule.category in RANK_FROM_EXIT:
                     self._rank_from_exit(s)
                 if not s.ranks and s.evidence and self.head_ranks:

@@ -9,6 +9,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
+from .worn import rank_origin
 
 
 class Detector:
@@ -39,6 +40,7 @@ def symptom_from(ev: Event, seq: int, name: str, /, key: tuple = (), **facts) ->
     s = Symptom(name=name, facts=facts, seq=seq, time=ev.time, key=key)
     if ev.rank is not None:
         s.ranks.add(ev.rank)
+        s.origins.add(rank_origin(ev))
     if ev.step is not None:
         s.steps.append(ev.step)
     s.add_evidence(ev)

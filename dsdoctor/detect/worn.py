@@ -5,7 +5,9 @@ paste may put '[rank3]: ' (or its own decoration) before every line. The launche
 prefix its own lines wear (sources/lines.py: Event.worn, Event.rank_from) says which task or paste
 printed a line, not which rank: a traceback whose only rank is that prefix is some rank's. Rank
 numbers the message itself gave ('[Rank 1]', a launcher's '--local_rank=1', a file named rank1.log)
-stay. Used by the detectors that tie lines by rank (detect/failure.py, detect/comm.py).
+stay. Used by the detectors that tie lines by rank (detect/failure.py, detect/comm.py) and, for every
+other detector's symptoms (NaN, loss scale, OOM, stragglers: the ranks `symptom_from` took from an
+event, Symptom.origins), by the Diagnoser (pipeline.py).
 """
 from __future__ import annotations
 
@@ -17,6 +19,12 @@ LAUNCHERS = ("launcher", "torchelastic")
 KINDS = ("process_exit", "killed")      # the launchers' events that carry the prefix their line wore
 
 
+def rank_origin(ev: Event) -> tuple[str, int, str | None]:
+    """Where `ev`'s rank came from, as WornPrefixes.unpinned reads it: (input, rank, FROM_PREFIX /
+    FROM_LABEL, or None for the message's own words, a file name, a recogniser)."""
+    return ev.source, ev.rank, ev.rank_from if ev.rank_from in WORN else None
+
+
 class WornPrefixes:
     """(input, rank) of the prefixes the launchers' own lines wore."""
 
@@ -26,6 +34,17 @@ class WornPrefixes:
     def note(self, ev: Event) -> None:
         if ev.worn is not None and ev.kind in KINDS and ev.data.get("who") in LAUNCHERS and len(self.seen) < 64:
             self.seen.add((ev.source, ev.worn))
+
+    def unpinned(self, ranks: set[int], origins: set[tuple[str, int, str | None]]) -> set[int]:
+        """`ranks` without those whose every origin (input, rank, FROM_PREFIX / FROM_LABEL or None: where
+        an event's rank came from) is a prefix its input's launcher lines wore; a rank with no origin kept
+        (a detector that added it from something else)."""
+        out = set(ranks)
+        for r in ranks:
+            said = [(src, how) for src, r2, how in origins if r2 == r]
+            if said and all(how is not None and (src, (how, r)) in self.seen for src, how in said):
+                out.discard(r)
+        return out
 
     def names_no_rank(self, ev: Event) -> bool:
         """Is `ev`'s rank only the prefix its input's launcher lines wore too?"""

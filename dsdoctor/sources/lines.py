@@ -127,6 +127,14 @@ class Line:
         t = self.text if len(self.text) <= MAX_EVIDENCE_TEXT else clip(self.text, MAX_EVIDENCE_TEXT)
         # (positional: ~0.4 us less per event than by keyword, ~17,000 events per GiB of log)
         if rank is None:
+            if self.rank_from in WORN and ("ank" in self.text or "ANK" in self.text):
+                said = _rank_in_msg(self.text)
+                if said is not None:
+                    # the message's own rank ('[Rank 0] OVERFLOW!', 'rank=1 step=6 loss: nan') over a prefix or
+                    # a label another tool put before it (a paste's '[rank3]: ', srun's node label): a process
+                    # names itself; checked per event, not per line (a paste's prefix is on every line)
+                    return Event(kind, int(next(g for g in said.groups() if g is not None)), step, self.time, data,
+                                 self.source, self.lineno, t, FROM_MESSAGE, self.worn)
             return Event(kind, self.rank, step, self.time, data, self.source, self.lineno, t, self.rank_from, self.worn)
         return Event(kind, rank, step, self.time, data, self.source, self.lineno, t, FROM_RECOGNISER, self.worn)
 
