@@ -37,6 +37,7 @@ from .quiet_end import Waits, quiet_end
 from .early_exit import all_spawned_done, rank_left_early
 from .rank_waits import ranks_wait_apart
 from .worn import WornPrefixes
+from .sdpa_refusal import SdpaRefusals, refusal_facts
 from .progress import SURVIVED_STEPS
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
@@ -154,7 +155,8 @@ class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
              "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn",
-             "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done", "cuda_error")
+             "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done", "cuda_error",
+             "sdpa_refusal")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -202,6 +204,7 @@ class FailureDetector(Detector):
         self.worn = WornPrefixes()                        # a prefix a launcher's own line wore: no rank
         # per input: the first CUDA kernel assert line ('... Assertion `srcIndex < srcSelectDimSize` failed.')
         self.kernel_asserts: dict[str, tuple[int, Event]] = {}
+        self.sdpa = SdpaRefusals()                        # why scaled_dot_product_attention refused its kernels
         self.mark_seq = 0                                 # seq of the last progress or start-up mark
         self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
         self.last_dated: float | None = None              # the last time the log stated (any event seen)
@@ -338,6 +341,8 @@ class FailureDetector(Detector):
             if ev.data.get("via") == "kernel_assert" and ev.source not in self.kernel_asserts \
                     and len(self.kernel_asserts) < 4096:
                 self.kernel_asserts[ev.source] = (seq, ev)
+        elif k == "sdpa_refusal":
+            self.sdpa.note(ev, seq)
         elif k == "exception_detail":
             g = self.detail_of.get((ev.source, ev.data.get("of")))
             if g is not None and len(g.details) < 3:
@@ -731,6 +736,11 @@ class FailureDetector(Detector):
         if broke is not None:
             s.evidence.append(_evidence(broke))
             s.facts["after_kernel_assert"] = True
+        if fam.name == "sdpa_no_kernel":              # the reasons torch printed above it: the cause, named
+            refused = self.sdpa.before(ev.source, g.seq)
+            s.facts.update(refusal_facts(refused))
+            for r in refused[-3:]:
+                s.evidence.append(_evidence(r, str(r.data.get("reason") or r.text)))
         # what a bare message leaves out: the source line of a bare assert, the mismatch lines
         # under torch's 'Error(s) in loading state_dict' (sources/formats/traceback.py)
         for at, text in (d.get("detail") or [])[:2]:
