@@ -27,7 +27,7 @@ class Event:
     # and (origin, rank) a line prefix or srun's label put on the line: not written to JSON (a log's
     # decoration, read again when the log is)
     rank_from: str | None = None
-    worn: tuple[str, int] | None = None
+    worn: tuple[str, int, int] | None = None   # (FROM_PREFIX or FROM_LABEL, rank, depth): sources/lines.py clean_line
 
     def to_json(self) -> str:
         d = {"kind": self.kind, "rank": self.rank, "step": self.step, "time": self.time,

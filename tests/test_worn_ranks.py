@@ -36,8 +36,8 @@ def test_the_prefix_under_the_paste_still_names_the_rank():
 
 
 def test_an_event_takes_the_messages_rank_over_a_prefix():
-    line = Line("rank=1 step=5 loss: nan", "x.log", 3, 3, None, None, FROM_PREFIX, (FROM_PREFIX, 3))
+    line = Line("rank=1 step=5 loss: nan", "x.log", 3, 3, None, None, FROM_PREFIX, (FROM_PREFIX, 3, 1))
     ev = line.event("loss", step=5)
-    assert (ev.rank, ev.rank_from, ev.worn) == (1, FROM_MESSAGE, (FROM_PREFIX, 3))
-    plain = Line("step=5 loss: nan", "x.log", 3, 3, None, None, FROM_PREFIX, (FROM_PREFIX, 3)).event("loss")
+    assert (ev.rank, ev.rank_from, ev.worn) == (1, FROM_MESSAGE, (FROM_PREFIX, 3, 1))
+    plain = Line("step=5 loss: nan", "x.log", 3, 3, None, None, FROM_PREFIX, (FROM_PREFIX, 3, 1)).event("loss")
     assert (plain.rank, plain.rank_from) == (3, FROM_PREFIX)      # nothing said: the prefix stays

@@ -19,10 +19,15 @@ LAUNCHERS = ("launcher", "torchelastic")
 KINDS = ("process_exit", "killed")      # the launchers' events that carry the prefix their line wore
 
 
-def rank_origin(ev: Event) -> tuple[str, int, str | None]:
-    """Where `ev`'s rank came from, as WornPrefixes.unpinned reads it: (input, rank, FROM_PREFIX /
-    FROM_LABEL, or None for the message's own words, a file name, a recogniser)."""
-    return ev.source, ev.rank, ev.rank_from if ev.rank_from in WORN else None
+def rank_origin(ev: Event) -> tuple[str, int, tuple | None]:
+    """Where `ev`'s rank came from, as WornPrefixes.unpinned reads it: (input, rank, the prefix or label
+    that gave it (Event.worn), or None for the message's own words, a file name, a recogniser)."""
+    return ev.source, ev.rank, ev.worn if _from_worn(ev) else None
+
+
+def _from_worn(ev: Event) -> bool:
+    """Is `ev`'s rank the one its innermost prefix or label put on its line?"""
+    return ev.rank_from in WORN and ev.worn is not None and ev.worn[0] == ev.rank_from and ev.worn[1] == ev.rank
 
 
 class WornPrefixes:
@@ -35,20 +40,20 @@ class WornPrefixes:
         if ev.worn is not None and ev.kind in KINDS and ev.data.get("who") in LAUNCHERS and len(self.seen) < 64:
             self.seen.add((ev.source, ev.worn))
 
-    def unpinned(self, ranks: set[int], origins: set[tuple[str, int, str | None]]) -> set[int]:
-        """`ranks` without those whose every origin (input, rank, FROM_PREFIX / FROM_LABEL or None: where
-        an event's rank came from) is a prefix its input's launcher lines wore; a rank with no origin kept
-        (a detector that added it from something else)."""
+    def unpinned(self, ranks: set[int], origins: set[tuple[str, int, tuple | None]]) -> set[int]:
+        """`ranks` without those whose every origin (rank_origin: input, rank, the prefix that gave it or
+        None) is a prefix its input's launcher lines wore; a rank with no origin kept (a detector that
+        added it from something else)."""
         out = set(ranks)
         for r in ranks:
-            said = [(src, how) for src, r2, how in origins if r2 == r]
-            if said and all(how is not None and (src, (how, r)) in self.seen for src, how in said):
+            said = [(src, w) for src, r2, w in origins if r2 == r]
+            if said and all(w is not None and (src, w) in self.seen for src, w in said):
                 out.discard(r)
         return out
 
     def names_no_rank(self, ev: Event) -> bool:
         """Is `ev`'s rank only the prefix its input's launcher lines wore too?"""
-        return ev.rank is not None and ev.rank_from in WORN and (ev.source, (ev.rank_from, ev.rank)) in self.seen
+        return ev.rank is not None and _from_worn(ev) and (ev.source, ev.worn) in self.seen
 
     def __bool__(self) -> bool:
         return bool(self.seen)
