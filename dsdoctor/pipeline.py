@@ -114,6 +114,8 @@ class Diagnoser:
             heads = self.head_ranks.setdefault(ev.source, set())
             if len(heads) < 2:
                 heads.add(ev.data.get("head_rank"))
+        if kind == "exception" and self.worn:
+            self.worn.rank_line(ev)
         if kind in EXIT_KINDS:
             if ev.worn is not None:
                 self.worn.note(ev)

@@ -34,11 +34,20 @@ class WornPrefixes:
     """(input, rank) of the prefixes the launchers' own lines wore."""
 
     def __init__(self) -> None:
-        self.seen: set[tuple[str, tuple[str, int]]] = set()   # (input, (FROM_PREFIX or FROM_LABEL, rank))
+        self.seen: set[tuple[str, tuple]] = set()   # (input, Event.worn)
+        self.lines: dict[tuple[str, int | None], tuple[str, tuple]] = {}   # (input, line) -> what it noted
 
     def note(self, ev: Event) -> None:
         if ev.worn is not None and ev.kind in KINDS and ev.data.get("who") in LAUNCHERS and len(self.seen) < 64:
             self.seen.add((ev.source, ev.worn))
+            self.lines[(ev.source, ev.line)] = (ev.source, ev.worn)
+
+    def rank_line(self, ev: Event) -> None:
+        """`ev` (a rank's exception) stands on a line a launcher's event was read from too: no launcher's own
+        line (a paste's hard-wrap guess, sources/unwrap.py, that joined the launcher's next line to it)."""
+        noted = self.lines.pop((ev.source, ev.line), None)
+        if noted is not None and noted not in self.lines.values():
+            self.seen.discard(noted)
 
     def unpinned(self, ranks: set[int], origins: set[tuple[str, int, tuple | None]]) -> set[int]:
         """`ranks` without those whose every origin (rank_origin: input, rank, the prefix that gave it or
