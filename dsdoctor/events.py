@@ -27,7 +27,7 @@ class Event:
     # and (origin, rank) a line prefix or srun's label put on the line: not written to JSON (a log's
     # decoration, read again when the log is)
     rank_from: str | None = None
-    worn: tuple[str, int] | None = None
+    worn: tuple[str, int, int] | None = None   # (FROM_PREFIX or FROM_LABEL, rank, depth): sources/lines.py clean_line
 
     def to_json(self) -> str:
         d = {"kind": self.kind, "rank": self.rank, "step": self.step, "time": self.time,
@@ -65,6 +65,7 @@ KINDS: dict[str, str] = {
     # memory
     "oom": "device ('cuda'|'cpu'), phase, requested, total, free, reserved, allocated (bytes), wording; gpu (the allocator's device index) and gpu_word (its word beside it: 'GPU', torch_npu's 'NPU')",
     "alloc_flushes": "flushes (int): ZeRO-3's warning that the CUDA caching allocator flushed its cache (retried an allocation) since the last step",
+    "sdpa_refusal": "cause ('gpu_arch', 'dtype', 'dropout', 'dims', 'head_dim', 'stride', 'gqa'), kernel ('flash', 'mem_efficient', 'cudnn' or None), sm (the GPU's 'X.Y' of a gpu_arch refusal), reason (the warning's words): torch's scaled_dot_product_attention saying why it did not use a fused kernel (sources/formats/sdpa.py)",
     "cuda_error": "error (text after 'CUDA error: '), phase; via ('kernel_assert': a kernel's own 'Assertion `...` failed.' line, 'CUBLAS_STATUS_ALLOC_FAILED')",
     "killed": "signal (9, 7, ...), exitcode, pid, who ('launcher'|'torchelastic'|'kernel'|'shell'|'pdsh'|'slurm'|'dataloader'), memcg, first",
     "shm_error": "detail: /dev/shm, bus error or 'No space left on device'; where ('dataloader'|'/dev/shm'|'process')",

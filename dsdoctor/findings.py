@@ -48,6 +48,9 @@ class Symptom:
     time: float | None = None
     key: tuple = ()
     count: int = 1
+    # where its ranks came from (detect/worn.py rank_origin: input, rank, a worn prefix or None), for the
+    # Diagnoser to drop a rank that only a prefix its input's launcher lines wore too gave
+    origins: set = field(default_factory=set)
 
     def add_evidence(self, ev) -> None:
         if ev is None or ev.text is None:
@@ -64,6 +67,8 @@ class Symptom:
             if len(self.evidence) < MAX_EVIDENCE and e not in self.evidence:
                 self.evidence.append(e)
         self.count += other.count
+        if other.origins and len(self.origins) < 64:
+            self.origins |= other.origins
         if other.seq < self.seq:
             self.seq, self.time = other.seq, other.time
         for k, v in other.facts.items():

@@ -15,6 +15,8 @@ from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
 from .detect.failure import attempt_cut
 from .detect.multinode import learn_hosts
+from .detect.progress import COUNTED_KINDS, InputProgress
+from .detect.worn import WornPrefixes
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
 # the failures whose events carry the host their line was printed under (a pdsh / kubectl pod /
@@ -41,8 +43,10 @@ class Diagnoser:
         self.context = context or Context()
         self.rules = rules or RuleSet.load()
         self.detectors = detectors if detectors is not None else default_detectors()
+        # each input's progress, fed before the detectors that ask whether an input went on after an error
+        self.progress = InputProgress()
         for d in self.detectors:               # the run facts (world size) some read at finish()
-            d.use_context(self.context)
+            d.use_context(self.context, self.progress)
         self._by_kind: dict[str, list[Detector]] = {}
         for d in self.detectors:
             for k in d.kinds:
@@ -50,6 +54,8 @@ class Diagnoser:
         # kind -> the bound feed methods of its detectors: feed() runs for every event (17,000 per
         # GiB of log, 4 per step live), so no attribute lookup per detector per event
         self._feeds: dict[str, tuple] = {k: tuple(d.feed for d in ds) for k, ds in self._by_kind.items()}
+        for k in COUNTED_KINDS:
+            self._feeds[k] = (self.progress.feed,) + self._feeds.get(k, ())
         self.symptoms: dict[tuple, Symptom] = {}
         self.seq = 0
         self.events_seen = 0
@@ -60,6 +66,7 @@ class Diagnoser:
         self.reruns: list[int] = []          # seqs of a paste's prose opening a later attempt
         self.head_ranks: dict[str, set[int | None]] = {}   # input -> ranks its front-end's start-up lines named
         self.pasted: list[str] = []          # inputs with pasted prose around the log (an issue body: dsdoctor/issue)
+        self.worn = WornPrefixes()           # prefixes the launchers' own lines wore: no rank (detect/worn.py)
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""
@@ -107,8 +114,13 @@ class Diagnoser:
             heads = self.head_ranks.setdefault(ev.source, set())
             if len(heads) < 2:
                 heads.add(ev.data.get("head_rank"))
-        if kind in EXIT_KINDS and ev.rank is not None and ev.data.get("who") in EXIT_WHO:
-            self._failed_rank(ev)
+        if kind == "exception" and self.worn:
+            self.worn.rank_line(ev)
+        if kind in EXIT_KINDS:
+            if ev.worn is not None:
+                self.worn.note(ev)
+            if ev.rank is not None and ev.data.get("who") in EXIT_WHO:
+                self._failed_rank(ev)
 
     def feed_all(self, events: Iterable[Event]) -> None:
         for ev in events:
@@ -183,6 +195,8 @@ class Diagnoser:
         for s in self.symptoms.values():
             rule = self.rules.match(s, names)
             if rule:
+                if s.origins and self.worn:      # a rank only a launcher-worn prefix gave is none (detect/worn.py)
+                    s.ranks = self.worn.unpinned(s.ranks, s.origins)
                 if not s.ranks and s.evidence and self.failed_ranks and rule.category in RANK_FROM_EXIT:
                     self._rank_from_exit(s)
                 if not s.ranks and s.evidence and self.head_ranks:

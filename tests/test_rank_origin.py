@@ -15,12 +15,12 @@ TRACE = ("Traceback (most recent call last):\n"
 
 
 def test_clean_line_says_where_the_rank_came_from():
-    assert clean_line("[rank3]: hello")[1:] == (3, None, None, FROM_PREFIX, (FROM_PREFIX, 3))
-    assert clean_line("3: hello")[4:] == (FROM_LABEL, (FROM_LABEL, 3))
+    assert clean_line("[rank3]: hello")[1:] == (3, None, None, FROM_PREFIX, (FROM_PREFIX, 3, 1))
+    assert clean_line("3: hello")[4:] == (FROM_LABEL, (FROM_LABEL, 3, 1))
     # srun's label, then the message's own rank: the message's wins, the label stays what the line wore
     assert clean_line("0: [Rank 1] step=3")[1] == 1
-    assert clean_line("0: [Rank 1] step=3")[4:] == (FROM_MESSAGE, (FROM_LABEL, 0))
-    assert clean_line("0: [rank1]: x")[4:] == (FROM_PREFIX, (FROM_PREFIX, 1))      # the innermost prefix
+    assert clean_line("0: [Rank 1] step=3")[4:] == (FROM_MESSAGE, (FROM_LABEL, 0, 1))
+    assert clean_line("0: [rank1]: x")[4:] == (FROM_PREFIX, (FROM_PREFIX, 1, 2))      # the innermost prefix, 2 deep
     assert clean_line("[Rank 2] x")[4:] == (FROM_MESSAGE, None)
     assert clean_line("plain")[1] is None and clean_line("plain")[4:] == (None, None)
 
@@ -32,7 +32,7 @@ def _prefixed(text: str, prefix: str) -> str:
 def test_a_launchers_line_behind_a_prefix_is_no_rank():
     evs = [e for e in events_from_text(_prefixed(LAUNCH, "[rank3]: "), "x.log") if e.kind == "process_exit"]
     assert evs and all(e.rank is None for e in evs)          # '--local_rank=1' is the last spawned: no rank
-    assert all(e.worn == (FROM_PREFIX, 3) for e in evs)
+    assert all(e.worn == (FROM_PREFIX, 3, 1) for e in evs)
 
 
 def test_a_paste_prefixed_throughout_ties_the_traceback_to_the_launchers_exit():

@@ -9,15 +9,19 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Evidence, Symptom
+from .worn import rank_origin
 
 
 class Detector:
     kinds: tuple[str, ...] = ()
     context = None        # the run's Context, given by the Diagnoser (use_context)
+    progress = None       # each input's step advances (detect/progress.py InputProgress), the same
 
-    def use_context(self, context) -> None:
-        """The run context the Diagnoser keeps (--world-size, --config, the log's context lines)."""
+    def use_context(self, context, progress=None) -> None:
+        """The run context the Diagnoser keeps (--world-size, --config, the log's context lines) and
+        the progress counter it feeds before its detectors."""
         self.context = context
+        self.progress = progress
 
     def known_world_size(self) -> int | None:
         """The run's world size as the context knows it at this point (None: not said)."""
@@ -36,6 +40,7 @@ def symptom_from(ev: Event, seq: int, name: str, /, key: tuple = (), **facts) ->
     s = Symptom(name=name, facts=facts, seq=seq, time=ev.time, key=key)
     if ev.rank is not None:
         s.ranks.add(ev.rank)
+        s.origins.add(rank_origin(ev))
     if ev.step is not None:
         s.steps.append(ev.step)
     s.add_evidence(ev)

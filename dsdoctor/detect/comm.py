@@ -16,9 +16,8 @@ from typing import Iterable
 from ..events import Event
 from ..expr import ranks_text
 from ..findings import MAX_EVIDENCE, Symptom
-from ..sources.lines import WORN
 from .base import Detector
-from .worn import KINDS as WORN_KINDS, WornPrefixes
+from .worn import KINDS as WORN_KINDS, WornPrefixes, rank_origin
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
 CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "cuda_env", "cuda", "mismatch", "invalid_usage", "internal",
@@ -53,14 +52,11 @@ class _Collector:
         if keep and len(self.events) < MAX_EVIDENCE:
             self.events.append(ev)
         if ev.rank is not None and len(self.origins) < 64:
-            self.origins.add((ev.source, ev.rank, ev.rank_from if ev.rank_from in WORN else None))
+            self.origins.add(rank_origin(ev))
 
     def unpin(self, worn: WornPrefixes) -> None:
         """Drop the ranks that only a prefix its input's launcher lines wore too gave (detect/worn.py)."""
-        for r in list(self.ranks):
-            said = [(src, how) for src, r2, how in self.origins if r2 == r]
-            if said and all(how is not None and (src, (how, r)) in worn.seen for src, how in said):
-                self.ranks.discard(r)
+        self.ranks = worn.unpinned(self.ranks, self.origins)
 
     def symptom(self, name: str, key: tuple = (), first: Iterable[Event] = (), **facts) -> Symptom:
         s = Symptom(name=name, facts=facts, ranks=set(self.ranks), steps=sorted(self.steps),

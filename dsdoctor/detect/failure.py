@@ -37,6 +37,8 @@ from .quiet_end import Waits, quiet_end
 from .early_exit import all_spawned_done, rank_left_early
 from .rank_waits import ranks_wait_apart
 from .worn import WornPrefixes
+from .sdpa_refusal import SdpaRefusals, refusal_facts
+from .progress import SURVIVED_STEPS
 
 MAX_GROUPS = 2000           # distinct exception chains kept (first ones); a crash loop beyond that adds nothing
 HEAVY_PHASES = {"model_load": "while loading the model weights (every rank holds a full copy in host RAM)",
@@ -58,7 +60,6 @@ SIGNALS = {1: "SIGHUP", 2: "SIGINT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: 
            11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
 EXTERNAL = {1, 2, 15}       # stop requests from outside (a user, the scheduler's time limit)
 WATCHDOG_EXIT_CODE = 86     # dsdoctor/live/watchdog.py STALL_EXIT_CODE: --on-stall abort ended the rank
-SURVIVED_STEPS = 3          # an exception followed by this many new steps in its input was not fatal
 # A run stopped from outside after this long without progress (and at least HUNG_INTERVALS of its
 # own step intervals) was hung: the stop is what a person or the scheduler did about it.
 HUNG_MIN_S = 600.0
@@ -154,7 +155,8 @@ class FailureDetector(Detector):
     kinds = ("exception", "killed", "process_exit", "exit", "phase_mark", "memory", "step", "loss",
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
              "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn",
-             "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done", "cuda_error")
+             "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done", "cuda_error",
+             "sdpa_refusal")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -174,9 +176,6 @@ class FailureDetector(Detector):
         self.last_step: int | None = None
         self.step_seq = 0
         self.step_at: tuple[str, int | None] | None = None   # (source, line) of the last step
-        self.advances: dict[str, int] = {}                # per input: how often its step went up
-        self.advance_lines: dict[str, list] = {}          # per input: the lines of its last few advances
-        self.source_step: dict[str, int] = {}
         self.host_percent: float | None = None
         self.host_percent_max: float | None = None
         self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
@@ -205,6 +204,7 @@ class FailureDetector(Detector):
         self.worn = WornPrefixes()                        # a prefix a launcher's own line wore: no rank
         # per input: the first CUDA kernel assert line ('... Assertion `srcIndex < srcSelectDimSize` failed.')
         self.kernel_asserts: dict[str, tuple[int, Event]] = {}
+        self.sdpa = SdpaRefusals()                        # why scaled_dot_product_attention refused its kernels
         self.mark_seq = 0                                 # seq of the last progress or start-up mark
         self.first_timeout_seq: int | None = None         # the first watchdog timeout of the input(s)
         self.last_dated: float | None = None              # the last time the log stated (any event seen)
@@ -252,11 +252,6 @@ class FailureDetector(Detector):
                 self.last_step = step
                 self.step_seq = seq
                 self.step_at = (ev.source, ev.line)
-            src = ev.source
-            if step > self.source_step.get(src, -1):
-                self.source_step[src] = step
-                self.advances[src] = self.advances.get(src, 0) + 1
-                self._advanced_at(src, ev.line)
         if not d.get("summary"):
             self.last_progress = ev
             if self.ended:
@@ -295,10 +290,6 @@ class FailureDetector(Detector):
                 self.last_step = ev.step
                 self.step_seq = seq
                 self.step_at = (ev.source, ev.line)
-            if ev.step > self.source_step.get(ev.source, -1):
-                self.source_step[ev.source] = ev.step
-                self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
-                self._advanced_at(ev.source, ev.line)
         if k == "run_end" and len(self.ended) < 4096:   # (HF's summary is a progress kind: _progress)
             self.ended.add(ev.source)
             self.end_event = ev
@@ -343,13 +334,15 @@ class FailureDetector(Detector):
             if ev.source in self.ended and ev.data.get("level") == "error":
                 return ()
             if len(self.error_lines) < 4096 or ev.source in self.error_lines:
-                self.error_lines[ev.source] = (seq, ev, self.advances.get(ev.source, 0))
+                self.error_lines[ev.source] = (seq, ev, self.progress.advances(ev.source))
         elif k == "exception":
             self._exception(ev, seq)
         elif k == "cuda_error":
             if ev.data.get("via") == "kernel_assert" and ev.source not in self.kernel_asserts \
                     and len(self.kernel_asserts) < 4096:
                 self.kernel_asserts[ev.source] = (seq, ev)
+        elif k == "sdpa_refusal":
+            self.sdpa.note(ev, seq)
         elif k == "exception_detail":
             g = self.detail_of.get((ev.source, ev.data.get("of")))
             if g is not None and len(g.details) < 3:
@@ -387,7 +380,7 @@ class FailureDetector(Detector):
                 self._keep(self.kills, seq, ev)
             elif d.get("maybe_handled"):
                 if len(self.maybe_handled) < 64:
-                    self.maybe_handled.append((seq, ev, self.advances.get(ev.source, 0),
+                    self.maybe_handled.append((seq, ev, self.progress.advances(ev.source),
                                                self.progress_lines.get(ev.source, 0)))
             elif d.get("signal") is not None:
                 self._keep(self.signals, seq, ev)
@@ -420,21 +413,6 @@ class FailureDetector(Detector):
                 self.host_percent_max = max(self.host_percent_max or 0.0, float(p))
         return ()
 
-    def _advanced_at(self, src: str, line: int | None) -> None:
-        lines = self.advance_lines.setdefault(src, [])
-        lines.append(line)
-        if len(lines) > SURVIVED_STEPS:
-            del lines[0]
-
-    def _advances_before(self, src: str, line: int | None) -> int:
-        """How many steps `src` had made above `line`: a traceback cut off before its exception
-        line is fed at its input's end, but the steps printed after its frames came after it (a
-        warning's stack, a caught error's frames whose head was cut: the run went on)."""
-        now = self.advances.get(src, 0)
-        if line is None:
-            return now
-        return now - sum(1 for ln in self.advance_lines.get(src, ()) if ln is not None and ln > line)
-
     @staticmethod
     def _keep(lst: list, seq: int, ev: Event) -> None:
         if len(lst) < 64:
@@ -454,8 +432,8 @@ class FailureDetector(Detector):
             if len(self.groups) >= MAX_GROUPS:
                 return
             g = self.groups[key] = _Group(self._seq_in_text(ev, seq) if d.get("truncated") else seq, ev.rank,
-                                          advances_at=self._advances_before(ev.source, d.get("chain_of"))
-                                          if d.get("truncated") else self.advances.get(ev.source, 0))
+                                          advances_at=self.progress.advances_before(ev.source, d.get("chain_of"))
+                                          if d.get("truncated") else self.progress.advances(ev.source))
         if d.get("chained") and g.link is None:
             g.link = d["chained"]
         if g.rank is None:
@@ -478,7 +456,7 @@ class FailureDetector(Detector):
     def finish(self) -> Iterable[Symptom]:
         out: list[Symptom] = []
         fatal = [(seq, ev) for seq, ev, at, lines in self.maybe_handled
-                 if self.advances.get(ev.source, 0) - at < SURVIVED_STEPS
+                 if not self.progress.went_on(ev.source, at)
                  and self.progress_lines.get(ev.source, 0) - lines < SURVIVED_STEPS]
         if fatal:
             self.signals = sorted(self.signals + fatal, key=lambda x: x[0])
@@ -553,7 +531,7 @@ class FailureDetector(Detector):
         """The last error-level line after which its input made no progress: the only trace a
         run may leave when nothing else says how it ended."""
         fatal = [(seq, ev) for seq, ev, at in self.error_lines.values()
-                 if self.advances.get(ev.source, 0) - at < SURVIVED_STEPS]
+                 if not self.progress.went_on(ev.source, at)]
         return max(fatal, key=lambda x: x[0]) if fatal else None
 
     def _error_line_symptom(self, seq: int, ev: Event) -> Symptom:
@@ -617,7 +595,7 @@ class FailureDetector(Detector):
         # an exception after which its input went on training (a caught error printed with its
         # traceback, a retried download) did not end the run
         fatal = [g for g in self.groups.values()
-                 if self.advances.get(g.members[0][0].source, 0) - g.advances_at < SURVIVED_STEPS]
+                 if not self.progress.went_on(g.members[0][0].source, g.advances_at)]
         if not fatal:
             return None
         # two attempts pasted one after the other ('after I changed X I now get'): the last one's
@@ -758,6 +736,11 @@ class FailureDetector(Detector):
         if broke is not None:
             s.evidence.append(_evidence(broke))
             s.facts["after_kernel_assert"] = True
+        if fam.name == "sdpa_no_kernel":              # the reasons torch printed above it: the cause, named
+            refused = self.sdpa.before(ev.source, g.seq)
+            s.facts.update(refusal_facts(refused))
+            for r in refused[-3:]:
+                s.evidence.append(_evidence(r, str(r.data.get("reason") or r.text)))
         # what a bare message leaves out: the source line of a bare assert, the mismatch lines
         # under torch's 'Error(s) in loading state_dict' (sources/formats/traceback.py)
         for at, text in (d.get("detail") or [])[:2]:

@@ -286,7 +286,8 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # torch's scaled_dot_product_attention with no kernel for its inputs (torch 2.13 libtorch_cuda.so sdp_utils:
     # 'No available kernel. Aborting execution.', after one warning per kernel: 'Flash attention kernel not used
     # because:', 'Memory efficient kernel not used because:', 'cuDNN attention kernel not used because:')
-    ("sdpa_no_kernel", "other", 3, (), ("No available kernel. Aborting execution",), (),
+    # (the CPU build's attention.cpp says it with two spaces: 'No available kernel.  Aborting execution.', a real run)
+    ("sdpa_no_kernel", "other", 3, (), ("No available kernel. Aborting execution", "No available kernel.  Aborting execution"), (),
      "torch's scaled_dot_product_attention found no kernel for these inputs on this GPU (dtype, head dimension, "
      "mask, dropout or the GPU's architecture; the warnings above it say why each kernel was refused)"),
     # deepspeed/launcher/runner.py main(): hostfile parsing, the ssh check ('was not reachable via ssh'),

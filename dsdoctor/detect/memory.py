@@ -7,7 +7,6 @@ from typing import Iterable
 from ..events import Event
 from ..findings import Symptom
 from .base import Detector, symptom_from
-from .failure import SURVIVED_STEPS
 
 
 # what a finding calls the device that ran out (sources/formats/memory.py: the allocator's own word for it)
@@ -15,13 +14,8 @@ ACCEL_NAMES = {"cuda": "CUDA", "hip": "HIP (ROCm)", "xpu": "XPU", "npu": "NPU (A
                "hpu": "HPU (Gaudi)"}
 
 
-# a logged (caught) OOM followed by SURVIVED_STEPS new steps in its input did not end the run (the failure
-# detector's bound for an exception, one number for both)
-_PROGRESS = ("step", "loss", "throughput", "timers")
-
-
 class MemoryDetector(Detector):
-    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes") + _PROGRESS
+    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes")
     FLUSH_STEPS = 3         # DeepSpeed: "if this is happening frequently ..."; one flush at warm-up is normal
     FLUSH_EVERY = 10        # ... and frequently: on one step in 10 or more
 
@@ -32,18 +26,11 @@ class MemoryDetector(Detector):
         self.first_flush_step: int | None = None
         self.flush_reported = False
         # OOMs a script caught and logged (formats/memory.py 'logged'): (symptom, input, its step advances
-        # then), reported at the end unless the input went on training; and each input's step advances
+        # then), reported at the end unless the input went on training (detect/progress.py, as an exception)
         self.caught: list[tuple[Symptom, str | None, int]] = []
-        self.source_step: dict[str | None, int] = {}
-        self.advances: dict[str | None, int] = {}
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
-        if ev.kind in _PROGRESS:
-            if self.caught and ev.step is not None and ev.step > self.source_step.get(ev.source, -1):
-                self.source_step[ev.source] = ev.step
-                self.advances[ev.source] = self.advances.get(ev.source, 0) + 1
-            return ()
         if ev.kind == "memory":          # live readings: remembered to describe a later OOM
             self.last_memory[ev.rank] = d
             return ()
@@ -79,8 +66,7 @@ class MemoryDetector(Detector):
             else:
                 sym = symptom_from(ev, seq, "cuda_oom", key=(d.get("phase"),), **facts)
             if d.get("logged") and len(self.caught) < 64:
-                self.source_step.setdefault(ev.source, ev.step if ev.step is not None else -1)
-                self.caught.append((sym, ev.source, self.advances.get(ev.source, 0)))
+                self.caught.append((sym, ev.source, self.progress.advances(ev.source)))
                 return ()
             return (sym,)
         if ev.kind == "cuda_error":
@@ -104,4 +90,4 @@ class MemoryDetector(Detector):
         return ()
 
     def finish(self) -> Iterable[Symptom]:
-        return [sym for sym, src, at in self.caught if self.advances.get(src, 0) - at < SURVIVED_STEPS]
+        return [sym for sym, src, at in self.caught if not self.progress.went_on(src, at)]

@@ -101,7 +101,7 @@ class Line:
     time: float | None
     host: str | None = None
     rank_from: str | None = None       # FROM_* above; None with no rank
-    worn: tuple[str, int] | None = None   # (FROM_PREFIX or FROM_LABEL, rank) the line's innermost prefix put on it
+    worn: tuple[str, int, int] | None = None   # (FROM_PREFIX or FROM_LABEL, rank, prefixes stacked) of the innermost prefix
 
     def with_text(self, text: str) -> "Line":
         """This line with another text (a wrapped record joined), every other field kept: what
@@ -127,6 +127,14 @@ class Line:
         t = self.text if len(self.text) <= MAX_EVIDENCE_TEXT else clip(self.text, MAX_EVIDENCE_TEXT)
         # (positional: ~0.4 us less per event than by keyword, ~17,000 events per GiB of log)
         if rank is None:
+            if self.rank_from in WORN and ("ank" in self.text or "ANK" in self.text):
+                said = _rank_in_msg(self.text)
+                if said is not None:
+                    # the message's own rank ('[Rank 0] OVERFLOW!', 'rank=1 step=6 loss: nan') over a prefix or
+                    # a label another tool put before it (a paste's '[rank3]: ', srun's node label): a process
+                    # names itself; checked per event, not per line (a paste's prefix is on every line)
+                    return Event(kind, int(next(g for g in said.groups() if g is not None)), step, self.time, data,
+                                 self.source, self.lineno, t, FROM_MESSAGE, self.worn)
             return Event(kind, self.rank, step, self.time, data, self.source, self.lineno, t, self.rank_from, self.worn)
         return Event(kind, rank, step, self.time, data, self.source, self.lineno, t, FROM_RECOGNISER, self.worn)
 
@@ -225,14 +233,15 @@ def clean(raw: str, year: int | None = None) -> tuple[str, int | None, float | N
 
 
 def clean_line(raw: str, year: int | None = None) \
-        -> tuple[str, int | None, float | None, str | None, str | None, tuple[str, int] | None]:
+        -> tuple[str, int | None, float | None, str | None, str | None, tuple[str, int, int] | None]:
     """clean(), and where the rank came from: (text, rank, time, host, rank_from, worn), rank_from one
-    of FROM_PREFIX, FROM_LABEL, FROM_MESSAGE (None with no rank), `worn` (FROM_PREFIX or FROM_LABEL, rank)
+    of FROM_PREFIX, FROM_LABEL, FROM_MESSAGE (None with no rank), `worn` (FROM_PREFIX or FROM_LABEL, rank, prefixes stacked)
     of the innermost prefix or label, even where the message's own rank won."""
     s = (_ANSI.sub("", raw) if "\x1b" in raw else raw).rstrip("\r\n")
     rank = host = None
     t = None
     label = False                           # the rank is srun's task label ("0: ") alone
+    depth = 0                               # rank prefixes and labels stacked on the line
     for _ in range(4):                      # prefixes stack: "host: [rank3]:[2024-..] ..."
         if not _may_start(s):
             break
@@ -245,6 +254,7 @@ def clean_line(raw: str, year: int | None = None) \
                 if what == "rank":          # the innermost wins: srun's "0: " is the task (a node's
                     rank = int(m.group(1))  # torchrun), the "[rank5]: " behind it the process's own
                     label = rx is _SRUN_LABEL
+                    depth += 1
                 elif what == "host":
                     host = m.group(1) or host
                 s = s[m.end():]
@@ -270,7 +280,8 @@ def clean_line(raw: str, year: int | None = None) \
         # several workers printed with " [repeated 7x across cluster]" (and, once, a note)
         s = _RAY_REPEATED.sub("", s)
     rank_from = None if rank is None else FROM_LABEL if label else FROM_PREFIX
-    worn = None if rank is None else (rank_from, rank)
+    # (how many stacked: a paste's '[default2]:' alone on the launcher's lines is not the '[rank2]:' under it)
+    worn = None if rank is None else (rank_from, rank, depth)
     if label and s[:1] in "[rR":
         # a message that opens with its rank ('rank=1 step=0 loss: ...', '[Rank 1] ...') says whose it
         # is; srun's label only which task printed it (a node's torchrun prints all its ranks' lines)

@@ -17,7 +17,7 @@ from ..events import Event
 from .formats import (anomaly, apex, bitsandbytes, comms_logger, context_lines, deepspeed, error_lines, exit_reports,
                       fairseq, hardware, hf, job_status, json_traceback, jsonlog, launcher, loader, megatron, megatron_core, memory,
                       multinode, nccl, paste, phases, progress, ray,
-                      rank_head, relaunch, script_steps, torch_compile, traceback, translated)
+                      rank_head, relaunch, script_steps, sdpa, torch_compile, traceback, translated)
 from .lines import StreamState
 from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGroup,
                          declarations)
@@ -28,6 +28,7 @@ FORMATS: tuple[ModuleType, ...] = (
     megatron_core,
     hardware, phases, multinode, ray, bitsandbytes, loader, relaunch, jsonlog, rank_head, torch_compile, comms_logger,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
+    sdpa,                                  # scaled_dot_product_attention's reasons for refusing a kernel
     script_steps,                          # a script's own 'step=N loss=X lr=Y' line
     translated,                            # a translated shell/libc message, read as its English line
     error_lines,                           # any logger's error level: the last resort of a failed run
