@@ -33,6 +33,17 @@ IDS_ENV = "DSDOCTOR_TESTS_BESIDE_IDS"     # set in the child: the node ids it ru
 LIMIT_AFTER_PARENT = 1200                 # s the parent waits for the child once its own tests are done
 
 
+def _lowest_priority_tied_to_parent() -> None:
+    """In the child, before pytest starts: nice 19, and killed when the parent pytest dies (it runs in
+    a session of its own, so a signal to the parent's process group would not reach it)."""
+    os.nice(19)
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG (linux/prctl.h)
+    except (OSError, AttributeError):
+        pass
+
+
 class Beside:
     """The child pytest, from start to its report."""
 
@@ -51,7 +62,7 @@ class Beside:
                                      env={**os.environ, IDS_ENV: str(ids)},
                                      stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=lambda: os.nice(19))
+                                     preexec_fn=_lowest_priority_tied_to_parent)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
