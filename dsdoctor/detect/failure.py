@@ -424,9 +424,13 @@ class FailureDetector(Detector):
         if d.get("aborted"):
             self.terminated.add(ev.rank)
         key = (ev.source, d.get("chain_of") if d.get("chain_of") is not None else ("seq", seq), ev.rank)
-        if key not in self.groups and ev.rank is not None and d.get("chained") and \
-                (ev.source, d.get("chain_of"), None) in self.groups:
-            key = (ev.source, d.get("chain_of"), None)   # libstdc++'s what() names the rank its terminate line did not
+        if key not in self.groups and ev.rank is not None and d.get("chained"):
+            # libstdc++'s what() names the rank its terminate line did not, or another than the prefix both
+            # lines wore (a paste's '[rank3]: ' before '  what():  [Rank 0] Watchdog caught ...')
+            for rank in (None, ev.worn[1] if ev.worn is not None else None):
+                if (ev.source, d.get("chain_of"), rank) in self.groups:
+                    key = (ev.source, d.get("chain_of"), rank)
+                    break
         g = self.groups.get(key)
         if g is None:
             if len(self.groups) >= MAX_GROUPS:

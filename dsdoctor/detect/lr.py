@@ -35,6 +35,7 @@ from ..lazy_regex import compile_later
 from ..events import Event
 from ..findings import Symptom
 from .base import Detector, symptom_from
+from .worn import same_paste
 
 EARLY_STEPS = 300         # "early in training"
 SPIKE = 1.5               # a loss this many times the recent median is a spike
@@ -116,6 +117,7 @@ class LRScheduleDetector(Detector):
 
     def __init__(self) -> None:
         self.rank: int | None = None
+        self.rank_ev: Event | None = None       # the event that set it (detect/worn.py same_paste)
         self.first_step: int | None = None
         self.first_lr: float | None = None
         self.prev_lr: float | None = None
@@ -457,8 +459,9 @@ class LRScheduleDetector(Detector):
                 self.ended = ev
             return ()
         if self.rank is None and ev.kind == "lr":
-            self.rank = ev.rank
-        if ev.rank != self.rank and self.rank is not None and ev.rank is not None:
+            self.rank, self.rank_ev = ev.rank, ev
+        if ev.rank != self.rank and self.rank is not None and ev.rank is not None \
+                and not same_paste(ev, self.rank_ev):
             return ()          # another rank's copy; a line without a rank (HF's metric dicts) is the run's
         if self._replayed(ev):
             return ()

@@ -30,6 +30,16 @@ def _from_worn(ev: Event) -> bool:
     return ev.rank_from in WORN and ev.worn is not None and ev.worn[0] == ev.rank_from and ev.worn[1] == ev.rank
 
 
+def same_paste(ev: Event, followed: Event) -> bool:
+    """Is `ev`, whose rank differs from the `followed` event's, on a line whose only rank is the prefix the
+    followed one's line wore too (one input)? A paste's '[rank3]: ' before a whole log gives 3 to the
+    lines that name no rank and the message's own rank to those that do ('[Rank 0] step=1, ... lr='):
+    the same process's lines, or none can tell, so a series keeps them (detect/lr.py)."""
+    # (the rank as the prefix's: a recogniser that passes its line's rank on gives the prefix's too)
+    return (ev.source == followed.source and ev.worn is not None and ev.worn == followed.worn
+            and ev.rank == ev.worn[1] and followed.rank != followed.worn[1])
+
+
 class WornPrefixes:
     """(input, rank) of the prefixes the launchers' own lines wore."""
 
