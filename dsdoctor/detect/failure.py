@@ -529,7 +529,7 @@ class FailureDetector(Detector):
             out.append(self._error_line_symptom(*last))
         early = rank_left_early(self.rank_done, decisive.decisive()[0] if decisive is not None else None,
                                 decisive.weight if decisive is not None else 0, bool(self.ended) or bool(self.kills),
-                                bool(self.exits or self.signals or self.killing), self.last_step)
+                                self._stopped_after_done(), self.last_step)
         if early is not None:
             out.insert(0, early)
         apart = ranks_wait_apart(self._rank_waits(), self.last_step)
@@ -567,6 +567,16 @@ class FailureDetector(Detector):
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source))
         self._add(s, ev)
         return s
+
+    def _stopped_after_done(self) -> bool:
+        """Another rank exited non-zero or by a signal, and not before the launcher's first 'exits
+        successfully' in the same input: the launcher tears every rank down at a failure
+        (launch.py sigkill_handler), so a rank that returns 0 after it in its console is a later
+        launch's (a relaunch after a crash), not a rank that left the failed run early."""
+        if not self.rank_done:
+            return False
+        first_seq, first = self.rank_done[0]
+        return any(seq > first_seq or e.source != first.source for seq, e in self.exits + self.signals + self.killing)
 
     def _scheduler_stop(self) -> tuple[int, Event] | None:
         """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line): the last

@@ -79,6 +79,7 @@ def deepspeed_launcher(line: Line, st: StreamState):
     code = int(m.group(1))
     if code == 0:
         return None
+    st.scratch["launcher.ended"] = (line.host,)   # its launch is over: its node's next launcher start is a relaunch
     lr = _LOCAL_RANK.search(line.text)
     local = int(lr.group(1)) if lr else None
     node = st.scratch.get("launcher.node", {}).get(line.host)
@@ -190,6 +191,7 @@ def elastic_section(line: Line, st: StreamState):
     t = line.text.strip()
     if t.startswith("Root Cause"):
         st.scratch["elastic.root"] = True
+        st.scratch["launcher.ended"] = (line.host,)   # torchrun's summary is its last word on a launch
     elif t in ("Failures:", "Other Failures:"):
         st.scratch["elastic.root"] = False
     return None
@@ -216,6 +218,13 @@ def elastic_exitcode(line: Line, st: StreamState):
     rank, local = st.scratch.pop("elastic.rank", (None, None))
     st.scratch["elastic.record"] = rank         # whose traceback the record's 'traceback :' field holds
     if st.scratch.get("elastic.root") is False and code < 0:
+        stopped = st.scratch.get("elastic.stopped_pids")
+        if code == -9 and stopped and pid not in stopped:
+            # torchrun stopped the workers still alive (its closing-signal lines, read above) and not this
+            # one: it was dead already, SIGKILLed from outside (the OOM killer), and its peers' errors,
+            # one of them the "root cause" by its time, followed from that
+            return _killed(line, st, code, "torchelastic", pid=pid, rank=rank, local_rank=local,
+                           host=st.scratch.get("elastic.host"), root_cause=False)
         # "Failures:" lists the ranks torchrun itself stopped after the root cause: not a cause
         st.once(("pid", pid, None))
         st.once(("pid", pid, rank))
@@ -582,6 +591,21 @@ def elastic_death_signal(line: Line, st: StreamState):
                       signal=int(v) if v.isdigit() else _SIGNUM.get(v), who="torchelastic", external=True)
 
 
+# torch/distributed/elastic/multiprocessing/api.py (SubprocessContext._close: 'Sending process %s closing signal
+# %s'; MultiprocessContext._close: 'Closing process %s via signal %s'): torchrun stopping, after a worker failed,
+# the workers still alive (`if handler.proc.poll() is None`). Their pids tell the summary's "Failures:" records
+# of workers torchrun stopped from those of workers that had died on their own (elastic_exitcode).
+_TE_CLOSING = compile_later(r"(?:Sending process (\d+) closing signal|Closing process (\d+) via signal) (?:Signals\.)?SIG")
+
+
+@on("Sending process ", "Closing process ")
+def elastic_closing(line: Line, st: StreamState):
+    m = _TE_CLOSING.search(line.text)
+    if m:
+        st.scratch.setdefault("elastic.stopped_pids", set()).add(int(m.group(1) or m.group(2)))
+    return None
+
+
 # torch/distributed/elastic/multiprocessing/api.py (_close): 'Unable to shutdown process %s via %s,
 # forcefully exiting via %s' -- a worker still alive 30 s after torchrun sent it the stop signal
 # (SIGINT/SIGTERM): Python runs its handler only between bytecodes, so the worker sat in one native
@@ -595,6 +619,7 @@ def elastic_stop_ignored(line: Line, st: StreamState):
     m = _TE_STOP_IGNORED.search(line.text)
     if not m:
         return None
+    st.scratch.setdefault("elastic.stopped_pids", set()).add(int(m.group(1)))
     v = m.group(2)
     return line.event("stop_ignored", step=st.step_of(line.rank), pid=int(m.group(1)),
                       signal=int(v) if v.isdigit() else _SIGNUM.get(v), who="torchelastic")
