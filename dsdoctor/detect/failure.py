@@ -202,6 +202,7 @@ class FailureDetector(Detector):
         # workers that outlived a stop request (torchrun's 'Unable to shutdown process N via 2'): blocked in native code
         self.stop_ignored: list[tuple[int, Event]] = []
         self.rank_done: list[tuple[int, Event]] = []      # ranks the launcher saw return 0 (detect/early_exit.py)
+        self.bus_error = False                            # a rank ended by SIGBUS (a launcher's exit code -7)
         self.worn = WornPrefixes()                        # a prefix a launcher's own line wore: no rank
         # per input: the first CUDA kernel assert line ('... Assertion `srcIndex < srcSelectDimSize` failed.')
         self.kernel_asserts: dict[str, tuple[int, Event]] = {}
@@ -379,6 +380,8 @@ class FailureDetector(Detector):
                 self._keep(self.kills, seq, ev)
             elif sig not in (7, None):
                 self._keep(self.signals, seq, ev)
+            elif sig == 7:
+                self.bus_error = True       # detect/memory.py's /dev/shm finding says why: nothing vanished
         elif k == "process_exit":
             d = ev.data
             if d.get("reason") and len(self.progress_before) < 64:
@@ -642,7 +645,7 @@ class FailureDetector(Detector):
         """Ranks stopped by the launcher with no exit code, signal or traceback anywhere (a SIGABRT
         that echoed the NCCL watchdog is an exit code that says why: nothing vanished)."""
         return bool(self.killing) and not self.exits and not self.signals and not self.aborts_echoed \
-            and self._decisive_group() is None
+            and not self.bus_error and self._decisive_group() is None
 
     def _phase_current(self) -> bool:
         """The last start-up mark came after the last step, or is that step's own line (the

@@ -520,8 +520,16 @@ def shm_full(line: Line, st: StreamState):
                       where="dataloader" if "</torch_" in t else "/dev/shm")
 
 
-@on("Bus error (core dumped)")
+# a process's SIGBUS in bash's job report (padded to its column like native_crash's texts below; real bash 5 here:
+# 'run.sh: line 1: 32027 Bus error               python3 ...', '... Bus error               (core dumped) python3 ...')
+# and in CPython's faulthandler ('Fatal Python error: Bus error')
+_SHELL_BUS = compile_later(r"^(?:Fatal Python error: |.*: line \d+:\s+\d+ )?Bus error(?:\s*\(core dumped\)(?:\s*\S.*)?|\s{2,}.*)?$")
+
+
+@on("Bus error (core dumped)", "Bus error")
 def shell_bus_error(line: Line, st: StreamState):
+    if "Bus error (core dumped)" not in line.text and not _SHELL_BUS.match(line.text.strip()):
+        return None
     return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="process")
 
 
@@ -652,9 +660,11 @@ def srun_task(line: Line, st: StreamState):
 # ('Fatal Python error: Segmentation fault', Python/faulthandler.c).
 _NATIVE = {"Segmentation fault": 11, "Aborted": 6, "Floating point exception": 8, "Illegal instruction": 4}
 # (bash pads the signal's text to a column, then '(core dumped) ' and the command; a translated text
-# longer in bytes than the column gets one space: sources/formats/translated.py reads it in English)
+# longer in bytes than the column gets one space: sources/formats/translated.py reads it in English. The
+# English 'Floating point exception' fills the column: nothing between it and what follows, real bash 5:
+# 'run.sh: line 1: 32071 Floating point exceptionpython3 ...', '... Floating point exception(core dumped) python3 ...')
 _SHELL_CRASH = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?(Segmentation fault|Aborted|Floating point exception|"
-                          r"Illegal instruction)(?:\s+\(core dumped\)(?:\s*\S.*)?|\s{2,}.*)?$")
+                          r"Illegal instruction)(?:\s*\(core dumped\)(?:\s*\S.*)?|\s{2,}.*|(?<=exception)\S.*)?$")
 _FAULTHANDLER = compile_later(r"^Fatal Python error: (Segmentation fault|Aborted|Floating point exception|"
                            r"Illegal instruction|Bus error)")
 # its Windows form (Modules/faulthandler.c faulthandler_exc_handler; Lib/test/test_faulthandler.py
