@@ -128,6 +128,7 @@ class Finding:
     hosts: dict[int, str] = field(default_factory=dict)   # rank -> host label (multi-node runs)
     node: str | None = None                 # the host of a finding with no rank number (a Ray worker's ip)
     earlier_run: bool = False               # about a run this log restarted after: made an info note
+    waited_for: tuple[int, ...] = ()        # a collective timeout's ranks the others waited for (detect/comm.py suspects)
 
     @property
     def ranks_text(self) -> str:
@@ -188,7 +189,8 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
                 for f in explainers:
                     if f is g or f.consequence_of or g.consequence_of:
                         continue
-                    if (g.rule in f.explains or (not by_id and g.category in f.explains)) and _not_after(f, g):
+                    if (g.rule in f.explains or (not by_id and g.category in f.explains)) and _not_after(f, g) \
+                            and _same_ranks_waited_for(f, g):
                         g.consequence_of = f.rule
     if any(f.fallback for f in findings):
         specific = [f for f in findings if not f.fallback and f.severity != "info"]
@@ -202,6 +204,13 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
                                                     and (f.evidence[0].source, f.evidence[0].line) in seen)]
     return sorted(findings, key=lambda f: (f.consequence_of is not None,
                                            _SEV_ORDER.get(f.severity, 9), f.seq))
+
+
+def _same_ranks_waited_for(f: Finding, g: Finding) -> bool:
+    """A timeout that names the ranks the others waited for is explained by what happened on one
+    of them, not by a finding about other ranks only (a rank slow at step 100 does not explain
+    the wait for another rank that never came)."""
+    return not (g.waited_for and f.ranks and not set(f.ranks) & set(g.waited_for))
 
 
 def _not_after(f: Finding, g: Finding) -> bool:

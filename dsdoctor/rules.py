@@ -427,4 +427,5 @@ def make_finding(rule: Rule, symptom: Symptom, ctx_names: dict[str, Any]) -> Fin
                    ranks=sorted(symptom.ranks), steps=sorted(symptom.steps)[:64],
                    evidence=list(symptom.evidence), fixes=fixes, seq=symptom.seq, time=symptom.time,
                    explains=rule.explains, key=render(rule.key, names) if rule.key else None,
-                   source_ref=rule.source, fallback=rule.fallback)
+                   source_ref=rule.source, fallback=rule.fallback,
+                   waited_for=tuple(symptom.facts.get("suspects") or ()))

@@ -201,6 +201,7 @@ class FailureDetector(Detector):
         # workers that outlived a stop request (torchrun's 'Unable to shutdown process N via 2'): blocked in native code
         self.stop_ignored: list[tuple[int, Event]] = []
         self.rank_done: list[tuple[int, Event]] = []      # ranks the launcher saw return 0 (detect/early_exit.py)
+        self.bus_error = False                            # a rank ended by SIGBUS (a launcher's exit code -7)
         self.worn = WornPrefixes()                        # a prefix a launcher's own line wore: no rank
         # per input: the first CUDA kernel assert line ('... Assertion `srcIndex < srcSelectDimSize` failed.')
         self.kernel_asserts: dict[str, tuple[int, Event]] = {}
@@ -372,6 +373,8 @@ class FailureDetector(Detector):
                 self._keep(self.kills, seq, ev)
             elif sig not in (7, None):
                 self._keep(self.signals, seq, ev)
+            elif sig == 7:
+                self.bus_error = True       # detect/memory.py's /dev/shm finding says why: nothing vanished
         elif k == "process_exit":
             d = ev.data
             if d.get("reason") and len(self.progress_before) < 64:
@@ -511,7 +514,7 @@ class FailureDetector(Detector):
             out.append(self._error_line_symptom(*last))
         early = rank_left_early(self.rank_done, decisive.decisive()[0] if decisive is not None else None,
                                 decisive.weight if decisive is not None else 0, bool(self.ended) or bool(self.kills),
-                                bool(self.exits or self.signals or self.killing), self.last_step)
+                                self._stopped_after_done(), self.last_step)
         if early is not None:
             out.insert(0, early)
         apart = ranks_wait_apart(self._rank_waits(), self.last_step)
@@ -549,6 +552,16 @@ class FailureDetector(Detector):
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source))
         self._add(s, ev)
         return s
+
+    def _stopped_after_done(self) -> bool:
+        """Another rank exited non-zero or by a signal, and not before the launcher's first 'exits
+        successfully' in the same input: the launcher tears every rank down at a failure
+        (launch.py sigkill_handler), so a rank that returns 0 after it in its console is a later
+        launch's (a relaunch after a crash), not a rank that left the failed run early."""
+        if not self.rank_done:
+            return False
+        first_seq, first = self.rank_done[0]
+        return any(seq > first_seq or e.source != first.source for seq, e in self.exits + self.signals + self.killing)
 
     def _scheduler_stop(self) -> tuple[int, Event] | None:
         """The scheduler's own word that it ended the run (slurmstepd's CANCELLED line): the last
@@ -614,7 +627,7 @@ class FailureDetector(Detector):
         """Ranks stopped by the launcher with no exit code, signal or traceback anywhere (a SIGABRT
         that echoed the NCCL watchdog is an exit code that says why: nothing vanished)."""
         return bool(self.killing) and not self.exits and not self.signals and not self.aborts_echoed \
-            and self._decisive_group() is None
+            and not self.bus_error and self._decisive_group() is None
 
     def _phase_current(self) -> bool:
         """The last start-up mark came after the last step, or is that step's own line (the

@@ -15,7 +15,7 @@ ACCEL_NAMES = {"cuda": "CUDA", "hip": "HIP (ROCm)", "xpu": "XPU", "npu": "NPU (A
 
 
 class MemoryDetector(Detector):
-    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes")
+    kinds = ("oom", "cuda_error", "killed", "shm_error", "memory", "alloc_flushes", "process_exit")
     FLUSH_STEPS = 3         # DeepSpeed: "if this is happening frequently ..."; one flush at warm-up is normal
     FLUSH_EVERY = 10        # ... and frequently: on one step in 10 or more
 
@@ -28,6 +28,9 @@ class MemoryDetector(Detector):
         # OOMs a script caught and logged (formats/memory.py 'logged'): (symptom, input, its step advances
         # then), reported at the end unless the input went on training (detect/progress.py, as an exception)
         self.caught: list[tuple[Symptom, str | None, int]] = []
+        # the run was told to stop from outside (Slurm's CANCELLED line, torchrun's death signal): the
+        # SIGKILLs that follow are that stop's last resort (SIGTERM, then SIGKILL), not the OOM killer
+        self.stopped_from_outside = False
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
@@ -75,8 +78,15 @@ class MemoryDetector(Detector):
                 return (symptom_from(ev, seq, "cuda_error_oom", key=(), error=d.get("error"),
                                      phase=d.get("phase"), via=d.get("via")),)
             return ()   # other CUDA errors are hardware/programming: see passthrough + hardware
+        if ev.kind == "process_exit":
+            self.stopped_from_outside = self.stopped_from_outside or bool(d.get("external"))
+            return ()
         if ev.kind == "killed":
             sig = d.get("signal")
+            # (the kernel's or the job's memory cgroup's own word of an OOM kill stays one)
+            if sig == 9 and self.stopped_from_outside and not d.get("memcg") \
+                    and d.get("who") not in ("kernel", "slurm", "ray_memory_monitor"):
+                return ()       # detect/failure.py reports the stop
             if sig == 9:
                 return (symptom_from(ev, seq, "host_oom", key=("killed",), how="killed",
                                      exitcode=d.get("exitcode"), who=d.get("who"), phase=d.get("phase"),

@@ -137,7 +137,7 @@ def find_drop(values: list[float], higher_is_better: bool, min_after: int | None
     best = None
     # the noise of the 'before' readings gates a drop: two or three readings say little about it, so
     # they only count in a short series (BLOOM's 5 Megatron lines: 3 before, 2 after the slow-down)
-    min_before = 2 if n < 10 else 5
+    min_before = 2 if n < 10 else min(5, n // 3)
     cands = range(min_before, n - min_after + 1)
     if n > 200:                                  # bounded work on long series
         step = max(1, n // 100)

@@ -79,6 +79,7 @@ def deepspeed_launcher(line: Line, st: StreamState):
     code = int(m.group(1))
     if code == 0:
         return None
+    st.scratch["launcher.ended"] = (line.host,)   # its launch is over: its node's next launcher start is a relaunch
     lr = _LOCAL_RANK.search(line.text)
     local = int(lr.group(1)) if lr else None
     node = st.scratch.get("launcher.node", {}).get(line.host)
@@ -190,6 +191,7 @@ def elastic_section(line: Line, st: StreamState):
     t = line.text.strip()
     if t.startswith("Root Cause"):
         st.scratch["elastic.root"] = True
+        st.scratch["launcher.ended"] = (line.host,)   # torchrun's summary is its last word on a launch
     elif t in ("Failures:", "Other Failures:"):
         st.scratch["elastic.root"] = False
     return None
@@ -216,6 +218,13 @@ def elastic_exitcode(line: Line, st: StreamState):
     rank, local = st.scratch.pop("elastic.rank", (None, None))
     st.scratch["elastic.record"] = rank         # whose traceback the record's 'traceback :' field holds
     if st.scratch.get("elastic.root") is False and code < 0:
+        stopped = st.scratch.get("elastic.stopped_pids")
+        if code == -9 and stopped and pid not in stopped:
+            # torchrun stopped the workers still alive (its closing-signal lines, read above) and not this
+            # one: it was dead already, SIGKILLed from outside (the OOM killer), and its peers' errors,
+            # one of them the "root cause" by its time, followed from that
+            return _killed(line, st, code, "torchelastic", pid=pid, rank=rank, local_rank=local,
+                           host=st.scratch.get("elastic.host"), root_cause=False)
         # "Failures:" lists the ranks torchrun itself stopped after the root cause: not a cause
         st.once(("pid", pid, None))
         st.once(("pid", pid, rank))
@@ -511,8 +520,16 @@ def shm_full(line: Line, st: StreamState):
                       where="dataloader" if "</torch_" in t else "/dev/shm")
 
 
-@on("Bus error (core dumped)")
+# a process's SIGBUS in bash's job report (padded to its column like native_crash's texts below; real bash 5 here:
+# 'run.sh: line 1: 32027 Bus error               python3 ...', '... Bus error               (core dumped) python3 ...')
+# and in CPython's faulthandler ('Fatal Python error: Bus error')
+_SHELL_BUS = compile_later(r"^(?:Fatal Python error: |.*: line \d+:\s+\d+ )?Bus error(?:\s*\(core dumped\)(?:\s*\S.*)?|\s{2,}.*)?$")
+
+
+@on("Bus error (core dumped)", "Bus error")
 def shell_bus_error(line: Line, st: StreamState):
+    if "Bus error (core dumped)" not in line.text and not _SHELL_BUS.match(line.text.strip()):
+        return None
     return line.event("shm_error", step=st.step_of(line.rank), detail="bus error", where="process")
 
 
@@ -582,6 +599,21 @@ def elastic_death_signal(line: Line, st: StreamState):
                       signal=int(v) if v.isdigit() else _SIGNUM.get(v), who="torchelastic", external=True)
 
 
+# torch/distributed/elastic/multiprocessing/api.py (SubprocessContext._close: 'Sending process %s closing signal
+# %s'; MultiprocessContext._close: 'Closing process %s via signal %s'): torchrun stopping, after a worker failed,
+# the workers still alive (`if handler.proc.poll() is None`). Their pids tell the summary's "Failures:" records
+# of workers torchrun stopped from those of workers that had died on their own (elastic_exitcode).
+_TE_CLOSING = compile_later(r"(?:Sending process (\d+) closing signal|Closing process (\d+) via signal) (?:Signals\.)?SIG")
+
+
+@on("Sending process ", "Closing process ")
+def elastic_closing(line: Line, st: StreamState):
+    m = _TE_CLOSING.search(line.text)
+    if m:
+        st.scratch.setdefault("elastic.stopped_pids", set()).add(int(m.group(1) or m.group(2)))
+    return None
+
+
 # torch/distributed/elastic/multiprocessing/api.py (_close): 'Unable to shutdown process %s via %s,
 # forcefully exiting via %s' -- a worker still alive 30 s after torchrun sent it the stop signal
 # (SIGINT/SIGTERM): Python runs its handler only between bytecodes, so the worker sat in one native
@@ -595,6 +627,7 @@ def elastic_stop_ignored(line: Line, st: StreamState):
     m = _TE_STOP_IGNORED.search(line.text)
     if not m:
         return None
+    st.scratch.setdefault("elastic.stopped_pids", set()).add(int(m.group(1)))
     v = m.group(2)
     return line.event("stop_ignored", step=st.step_of(line.rank), pid=int(m.group(1)),
                       signal=int(v) if v.isdigit() else _SIGNUM.get(v), who="torchelastic")
@@ -627,9 +660,11 @@ def srun_task(line: Line, st: StreamState):
 # ('Fatal Python error: Segmentation fault', Python/faulthandler.c).
 _NATIVE = {"Segmentation fault": 11, "Aborted": 6, "Floating point exception": 8, "Illegal instruction": 4}
 # (bash pads the signal's text to a column, then '(core dumped) ' and the command; a translated text
-# longer in bytes than the column gets one space: sources/formats/translated.py reads it in English)
+# longer in bytes than the column gets one space: sources/formats/translated.py reads it in English. The
+# English 'Floating point exception' fills the column: nothing between it and what follows, real bash 5:
+# 'run.sh: line 1: 32071 Floating point exceptionpython3 ...', '... Floating point exception(core dumped) python3 ...')
 _SHELL_CRASH = compile_later(r"^(?:.*: line \d+:\s+(\d+) )?(Segmentation fault|Aborted|Floating point exception|"
-                          r"Illegal instruction)(?:\s+\(core dumped\)(?:\s*\S.*)?|\s{2,}.*)?$")
+                          r"Illegal instruction)(?:\s*\(core dumped\)(?:\s*\S.*)?|\s{2,}.*|(?<=exception)\S.*)?$")
 _FAULTHANDLER = compile_later(r"^Fatal Python error: (Segmentation fault|Aborted|Floating point exception|"
                            r"Illegal instruction|Bus error)")
 # its Windows form (Modules/faulthandler.c faulthandler_exc_handler; Lib/test/test_faulthandler.py

@@ -10,6 +10,10 @@ Texts, from the installed sources (and Megatron-LM, cited):
                                         left; will restart worker group' (SimpleElasticAgent._invoke_run)
   Megatron-LM megatron/checkpointing.py '  successfully loaded checkpoint from {dir} at iteration {it}'
                                         (load_checkpoint, print_rank_0; megatron/training/ in core_v0.6+)
+  deepspeed/launcher/launch.py          'WORLD INFO DICT: {world_info}' (main: every launch, on every node)
+  torch/distributed/run.py              'Setting OMP_NUM_THREADS environment variable for each process to be
+                                        {n} in default, ...' (main: every torchrun launch of more than one
+                                        process per node, OMP_NUM_THREADS unset)
 """
 from __future__ import annotations
 
@@ -27,12 +31,20 @@ _STARTS = {
     "Resuming training from checkpoint with epoch": ("trainer_resume", True),
     "will restart worker group": ("elastic_restart", True),
     "successfully loaded checkpoint from": ("checkpoint_loaded", True),
+    # a launcher starting again: weak (every node's launcher says it at the same start, and a paste of one
+    # node's log after another's is told apart by the time going back), strong after that launcher's own end
+    "WORLD INFO DICT: ": ("launcher_start", False),
+    "Setting OMP_NUM_THREADS environment variable for each process": ("launcher_start", False),
 }
 
 
 @on(*_STARTS)
 def run_start(line: Line, st: StreamState):
     how, strong = next(v for lit, v in _STARTS.items() if lit in line.text)
+    if how == "launcher_start" and st.scratch.get("launcher.ended") == (line.host,):
+        # the same node's launcher said its launch failed (formats/launcher.py), then started again
+        del st.scratch["launcher.ended"]
+        strong = True
     return line.event("run_start", how=how, strong=strong)
 
 
