@@ -209,8 +209,10 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
 def _same_ranks_waited_for(f: Finding, g: Finding) -> bool:
     """A timeout that names the ranks the others waited for is explained by what happened on one
     of them, not by a finding about other ranks only (a rank slow at step 100 does not explain
-    the wait for another rank that never came)."""
-    return not (g.waited_for and f.ranks and not set(f.ranks) & set(g.waited_for))
+    the wait for another rank that never came). Only for a slow rank (straggler): an OOM, a GPU fault or a
+    crash explains the timeouts it caused even when the suspects were guessed from what a cut paste left, or
+    the fault's rank is a prefix a paste put on the kernel's line."""
+    return not (f.category == "straggler" and g.waited_for and f.ranks and not set(f.ranks) & set(g.waited_for))
 
 
 def _not_after(f: Finding, g: Finding) -> bool:
