@@ -45,8 +45,11 @@ class Diagnoser:
         self.detectors = detectors if detectors is not None else default_detectors()
         # each input's progress, fed before the detectors that ask whether an input went on after an error
         self.progress = InputProgress()
+        # prefixes the launchers' own lines wore: no rank (detect/worn.py); noted here, read by the Diagnoser
+        # at finish() and by the detectors that tie lines by rank (failure, comm)
+        self.worn = WornPrefixes()
         for d in self.detectors:               # the run facts (world size) some read at finish()
-            d.use_context(self.context, self.progress)
+            d.use_context(self.context, self.progress, self.worn)
         self._by_kind: dict[str, list[Detector]] = {}
         for d in self.detectors:
             for k in d.kinds:
@@ -66,7 +69,6 @@ class Diagnoser:
         self.reruns: list[int] = []          # seqs of a paste's prose opening a later attempt
         self.head_ranks: dict[str, set[int | None]] = {}   # input -> ranks its front-end's start-up lines named
         self.pasted: list[str] = []          # inputs with pasted prose around the log (an issue body: dsdoctor/issue)
-        self.worn = WornPrefixes()           # prefixes the launchers' own lines wore: no rank (detect/worn.py)
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return findings for symptoms seen for the first time."""

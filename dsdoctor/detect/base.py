@@ -16,12 +16,14 @@ class Detector:
     kinds: tuple[str, ...] = ()
     context = None        # the run's Context, given by the Diagnoser (use_context)
     progress = None       # each input's step advances (detect/progress.py InputProgress), the same
+    worn = None           # the prefixes the launchers' own lines wore (detect/worn.py WornPrefixes), the same
 
-    def use_context(self, context, progress=None) -> None:
-        """The run context the Diagnoser keeps (--world-size, --config, the log's context lines) and
-        the progress counter it feeds before its detectors."""
+    def use_context(self, context, progress=None, worn=None) -> None:
+        """The run context the Diagnoser keeps (--world-size, --config, the log's context lines), and
+        the progress counter and worn prefixes it feeds before its detectors."""
         self.context = context
         self.progress = progress
+        self.worn = worn
 
     def known_world_size(self) -> int | None:
         """The run's world size as the context knows it at this point (None: not said)."""

@@ -17,7 +17,7 @@ from ..events import Event
 from ..expr import ranks_text
 from ..findings import MAX_EVIDENCE, Symptom
 from .base import Detector
-from .worn import KINDS as WORN_KINDS, WornPrefixes, rank_origin
+from .worn import WornPrefixes, rank_origin
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
 CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "cuda_env", "cuda", "mismatch", "invalid_usage", "internal",
@@ -72,10 +72,9 @@ PASTE_GAP = range(3)     # blank lines an issue body leaves between a fence or '
 
 class CommDetector(Detector):
     kinds = ("collective_timeout", "watchdog_state", "desync_report", "nccl_error", "nccl_warn",
-             "nccl_transport", "gloo_error", "stack", "context", "paste_block", *WORN_KINDS)
+             "nccl_transport", "gloo_error", "stack", "context", "paste_block")
 
     def __init__(self) -> None:
-        self.worn = WornPrefixes()               # a prefix a launcher's own line wore: no rank (detect/worn.py)
         self.world_size: int | None = None       # a context line's, when the detector runs without a Diagnoser
         self.paste_starts: set[tuple] = set()    # (source, line): where an issue's fenced block begins
         # collective timeouts: one record per rank (its first timeout)
@@ -120,10 +119,6 @@ class CommDetector(Detector):
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
         k = ev.kind
-        if k in WORN_KINDS:
-            if ev.worn is not None:
-                self.worn.note(ev)
-            return ()
         if k == "context":
             ws = d.get("world_size")
             if isinstance(ws, int) and ws > 0:

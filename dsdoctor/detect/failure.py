@@ -36,7 +36,6 @@ from .zero3_misuse import grad_read_family, missing_keys_only
 from .quiet_end import Waits, quiet_end
 from .early_exit import all_spawned_done, rank_left_early
 from .rank_waits import ranks_wait_apart
-from .worn import WornPrefixes
 from .sdpa_refusal import SdpaRefusals, refusal_facts
 from .progress import SURVIVED_STEPS
 
@@ -202,7 +201,6 @@ class FailureDetector(Detector):
         self.stop_ignored: list[tuple[int, Event]] = []
         self.rank_done: list[tuple[int, Event]] = []      # ranks the launcher saw return 0 (detect/early_exit.py)
         self.bus_error = False                            # a rank ended by SIGBUS (a launcher's exit code -7)
-        self.worn = WornPrefixes()                        # a prefix a launcher's own line wore: no rank
         # per input: the first CUDA kernel assert line ('... Assertion `srcIndex < srcSelectDimSize` failed.')
         self.kernel_asserts: dict[str, tuple[int, Event]] = {}
         self.sdpa = SdpaRefusals()                        # why scaled_dot_product_attention refused its kernels
@@ -284,8 +282,6 @@ class FailureDetector(Detector):
                 self.progress_line_at[ev.source] = ev.line
                 self.progress_lines[ev.source] = self.progress_lines.get(ev.source, 0) + 1
             return self._progress(ev, k, seq)
-        if ev.worn is not None:
-            self.worn.note(ev)
         if ev.step is not None and k not in ("exception", "killed", "process_exit", "exit"):
             if self.last_step is None or ev.step >= self.last_step:
                 self.last_step = ev.step

@@ -7,7 +7,8 @@ printed a line, not which rank: a traceback whose only rank is that prefix is so
 numbers the message itself gave ('[Rank 1]', a launcher's '--local_rank=1', a file named rank1.log)
 stay. Used by the detectors that tie lines by rank (detect/failure.py, detect/comm.py) and, for every
 other detector's symptoms (NaN, loss scale, OOM, stragglers: the ranks `symptom_from` took from an
-event, Symptom.origins), by the Diagnoser (pipeline.py).
+event, Symptom.origins), by the Diagnoser (pipeline.py), which keeps the one WornPrefixes of a run: it
+notes the launchers' lines and hands it to the detectors (Detector.use_context).
 """
 from __future__ import annotations
 
