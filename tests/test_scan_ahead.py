@@ -1,6 +1,7 @@
-"""The fast path scans the next block in a thread while this block's lines are parsed
-(sources/scanner.py: _Ahead): the lines, their numbers and their order must be exactly those
-of scanning each block in turn, and an abandoned read must leave no scan running."""
+"""The fast path scans the next blocks in threads while this block's lines are parsed
+(sources/scanner.py: _Ahead, SCANS_IN_FLIGHT): the lines, their numbers and their order must be
+exactly those of scanning each block in turn, however many scans run at once, and an abandoned
+read must leave no scan running."""
 from __future__ import annotations
 
 import threading
@@ -41,10 +42,12 @@ class _InTurn:
         return self._out
 
 
+@pytest.mark.parametrize("in_flight", [1, 2, 4])
 @pytest.mark.parametrize("size", [9973, 64 << 10])
-def test_scanning_ahead_changes_nothing(size, monkeypatch):
+def test_scanning_ahead_changes_nothing(size, in_flight, monkeypatch):
     data = _blocks(_log(), size)
     names = scanner.matcher().names
+    monkeypatch.setattr(scanner, "SCANS_IN_FLIGHT", in_flight)
     ahead = list(scanner.candidate_hits(data, SteadySampler(names)))
     monkeypatch.setattr(scanner, "_Ahead", _InTurn)
     in_turn = list(scanner.candidate_hits(data, SteadySampler(names)))
@@ -52,8 +55,10 @@ def test_scanning_ahead_changes_nothing(size, monkeypatch):
     assert sum(b"illegal memory access" in raw for _, raw, _ in ahead) == 2
 
 
-def test_an_abandoned_read_leaves_no_scan_running(monkeypatch):
+@pytest.mark.parametrize("in_flight", [1, 3])
+def test_an_abandoned_read_leaves_no_scan_running(in_flight, monkeypatch):
     started: list = []
+    monkeypatch.setattr(scanner, "SCANS_IN_FLIGHT", in_flight)
 
     class Slow(scanner._Ahead):
         def __init__(self, fn, arg):

@@ -16,6 +16,7 @@ Both yield (line number, raw line, ids of the literals in it), in line order.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
 import re
@@ -35,6 +36,19 @@ MAX_WALK_BACK = 8             # physical lines a wrapped record may span before 
 # bytes before the Hyperscan scan (smaller ones, e.g. whole small logs, keep one database)
 STEADY_SPLIT_FROM = 4 << 20
 STEADY_WINDOW = 256 << 10
+
+
+def _scans_in_flight() -> int:
+    """Blocks scanned ahead at once on the fast path: one per core this process may use, up to
+    four (hs_scan releases the GIL; each block in flight holds its 16 MiB in memory)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):        # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+SCANS_IN_FLIGHT = _scans_in_flight()
 
 _trigger_list: list[str] = []
 _matcher: "Matcher | None" = None
@@ -83,6 +97,9 @@ class Matcher:
                 self.anchor_id[g.name] = i if i is not None and not only[i] and self.groups[i] is g else None
         self.hs = self.fast = None
         self._fast_lock = threading.Lock()
+        # id(database) -> scratches not in use: one per scan running at once (a scratch is
+        # Hyperscan's working memory, never shared by two scans; the database is read-only)
+        self._free_scratch: dict[int, list] = {}
         try:
             import hyperscan
         except Exception:          # not installed, or no wheel for this platform
@@ -191,8 +208,14 @@ class Matcher:
             if out:
                 with self._fast_lock:
                     db = self._fast_database(tuple(rest)) or db
-        with self._fast_lock:             # one scratch per database: one scan at a time
-            db.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)))
+        with self._fast_lock:
+            free = self._free_scratch.setdefault(id(db), [])
+            scratch = free.pop() if free else db.scratch.clone()
+        try:
+            db.scan(body, match_event_handler=lambda i, _f, to, _fl, _c: add((to, i)), scratch=scratch)
+        finally:
+            with self._fast_lock:
+                free.append(scratch)
         return out
 
     def line_ids(self, line: bytes) -> list[int]:
@@ -385,20 +408,20 @@ def candidate_hits(blocks: Iterable[bytes],
     carry: list[tuple[int, bytes]] = []     # continuation literals for the next block's first line
     fast = sampler is not None and m.fast is not None
     scan = _scan_fast if fast else _scan
-    # On the fast path the next block is scanned in a thread while this one's lines are
-    # parsed: hs_scan releases the GIL, so a second core takes most of the scan's time off
-    # the wall clock (the CPU time is the same). The order of everything yielded is kept.
-    prev: tuple[bytes, _Ahead | None] | None = None
-    ahead: _Ahead | None = None          # the scan of the block after `prev`
+    # On the fast path the next blocks are scanned in threads while this one's lines are
+    # parsed: hs_scan releases the GIL, so the other cores take the scan's time off the wall
+    # clock (the CPU time is the same). The order of everything yielded is kept.
+    queued: collections.deque[tuple[bytes, _Ahead | None]] = collections.deque()
+    in_flight = SCANS_IN_FLIGHT if fast else 0
     try:
         for block in blocks:
             buf = tail + block if tail else block
             cut = buf.rfind(b"\n")
             if cut < 0:
                 if len(buf) > 4 * MAX_LINE:         # inside a giant line
-                    if prev is not None:
-                        lineno += yield from scan(m, prev[0], lineno, carry, sampler, prev[1])
-                        prev = None
+                    while queued:
+                        body, ahead = queued.popleft()
+                        lineno += yield from scan(m, body, lineno, carry, sampler, ahead)
                     keep = MAX_LINE
                     carry.clear()
                     yield from _sampled(sampler, _giant(m, buf[:-keep], lineno))
@@ -407,15 +430,15 @@ def candidate_hits(blocks: Iterable[bytes],
                     tail = buf
                 continue
             body, tail = buf[:cut + 1], buf[cut + 1:]
-            ahead = _Ahead(m.fast_hits, body) if fast else None
-            if prev is not None:
-                lineno += yield from scan(m, prev[0], lineno, carry, sampler, prev[1])
-            prev = (body, ahead)
-        if prev is not None:
-            lineno += yield from scan(m, prev[0], lineno, carry, sampler, prev[1])
-            prev = None
+            queued.append((body, _Ahead(m.fast_hits, body) if fast else None))
+            while len(queued) > in_flight:
+                body, ahead = queued.popleft()
+                lineno += yield from scan(m, body, lineno, carry, sampler, ahead)
+        while queued:
+            body, ahead = queued.popleft()
+            lineno += yield from scan(m, body, lineno, carry, sampler, ahead)
     finally:                                # an abandoned read: no scan left running
-        for running in (prev[1] if prev is not None else None, ahead):
+        for _body, running in queued:
             if running is not None:
                 running.wait()
     if tail:
