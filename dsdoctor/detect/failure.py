@@ -155,7 +155,7 @@ class FailureDetector(Detector):
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
              "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn",
              "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done", "cuda_error",
-             "sdpa_refusal")
+             "sdpa_refusal", "run_start")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -320,6 +320,11 @@ class FailureDetector(Detector):
                 self.peer_lost = (seq, ev)
         elif k == "rank_done":
             self._keep(self.rank_done, seq, ev)
+        elif k == "run_start":
+            if ev.data.get("how") == "launcher_start" and self.rank_done:
+                # a launcher starting again in the same input: the ranks its earlier launch saw return 0
+                # ended that launch, they did not leave this one early (detect/early_exit.py)
+                self.rank_done = [(s, e) for s, e in self.rank_done if e.source != ev.source]
         elif k == "stop_ignored":
             if ev.data.get("signal") in EXTERNAL:
                 self._keep(self.stop_ignored, seq, ev)

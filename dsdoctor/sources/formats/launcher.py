@@ -273,7 +273,12 @@ def elastic_failed(line: Line, st: StreamState):
     m = _TE_FAILED.search(line.text)
     if not m:
         return None
-    ev = _killed(line, st, int(m.group(1)), "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
+    code = int(m.group(1))
+    if code:
+        # the agent's word that its worker group failed (multiprocessing/api.py): that launch is over, so its
+        # node's next torchrun start is a relaunch (formats/relaunch.py), as after the summary
+        st.scratch["launcher.ended"] = (line.host,)
+    ev = _killed(line, st, code, "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
     if ev is not None and ev.rank is not None and ev.rank_from != FROM_RECOGNISER:
         # the agent's own line: a prefix on it ('0: ' of srun --label) names the node's task, not a
         # rank (the rank of local_rank N is unknown here); rank 0 read from it would be "the failed rank"
