@@ -447,6 +447,7 @@ _TRAINER_ARGS_TEXT = "training argument is set to '"
 # created by rank 0 on its own node only, written by a rank on another node
 WRITE_DIR_MISSING = Family("write_dir_missing", "environment", 3,
                            "a file written into a folder that does not exist on the node that wrote it")
+_WRITER_REFUSED = compile_later(r"\bFile \S.* cannot be opened\.")
 _WRITE_DIR_MISSING = compile_later(r"\bParent directory (?:of )?\S.* does not exist\.")
 _MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_pretrained_model",
                   "auto_factory.py:from_pretrained", "peft_model.py:from_pretrained")
@@ -480,6 +481,11 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # process N', 'in replica N on device M' of DataParallel, 'in pin memory thread for device N')
     if message.startswith("Caught ") and _RERAISED.match(message):
         return _family("wrapper")
+    # torch.distributed.checkpoint's gathered failures (torch/distributed/checkpoint/api.py
+    # CheckpointException.__str__: 'CheckpointException ranks:dict_keys([2, 3])', then per rank
+    # 'Traceback (most recent call last): (RANK 2)' and that rank's own exception, the cause)
+    if name == "CheckpointException" and message.startswith("CheckpointException ranks:"):
+        return _family("wrapper")
     # bitsandbytes' native library not loaded (bitsandbytes/cextension.py leaves `lib` None after 'The
     # installed version of bitsandbytes was compiled without GPU support'; functional.py then calls
     # lib.c...): an install problem, whatever op it reached first
@@ -497,6 +503,10 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
         return ckpt
     if _WRITE_DIR_MISSING.search(message):
         return WRITE_DIR_MISSING
+    # the same writer refused the file itself (inline_container.cc PyTorchFileWriter: 'File {name} cannot be
+    # opened.'; the only word torch 1.x gives): the folder is there, the operating system would not open the file
+    if _WRITER_REFUSED.search(message) and any("serialization.py" in f for f in (frames or []) + [raise_site or ""]):
+        return _family("write_denied")
     if _TRAINER_ARGS_TEXT in message or (name == "ValueError" and _TRAINER_ARGS_SITE in (raise_site or "")):
         return TRAINER_ARGS
     if name == "TypeError" and _LIBRARY_CALL.search(message) and _in_a_library(raise_site):
