@@ -118,6 +118,28 @@ def test_families_of_the_checkpoint_readers():
     assert classify("RuntimeError", "received 0 items of ancdata", mp[-1], mp).name == "open_files"
 
 
+def test_families_around_the_save_and_the_resume():
+    site = "/usr/lib/python3/site-packages/"
+    save = [site + "deepspeed/runtime/engine.py:save_checkpoint", site + "torch/serialization.py:__init__"]
+    assert classify("RuntimeError", "Parent directory /local_nvme/ckpt/global_step1000 does not exist.", save[-1],
+                    save).name == "write_dir_missing"
+    assert classify("RuntimeError", "File /mnt/s3fs/ckpt/x.pt cannot be opened.", save[-1], save).name == "write_denied"
+    assert classify("RuntimeError", "File config.yaml cannot be opened.", "train.py:main", ["train.py:main"]).name == "other"
+    # torch's optimizer refusing the saved states: another set of trainable parameters
+    opt = [site + "transformers/trainer.py:_load_optimizer_and_scheduler", site + "torch/optim/optimizer.py:load_state_dict"]
+    for msg in ("loaded state dict has a different number of parameter groups",
+                "loaded state dict contains a parameter group that doesn't match the size of optimizer's group"):
+        assert classify("ValueError", msg, opt[-1], opt).name == "optimizer_state_mismatch"
+    # torch.distributed.checkpoint gathers the ranks' own errors: they are the cause, not the wrapper
+    assert classify("torch.distributed.checkpoint.api.CheckpointException",
+                    "CheckpointException ranks:dict_keys([2, 3])").name == "wrapper"
+    # transformers' own checks of its TrainingArguments
+    ta = site + "transformers/training_args.py:__post_init__"
+    assert classify("ValueError", "At most one of fp16 and bf16 can be True, but not both", ta, [ta]).name == "trainer_args"
+    assert classify("KeyError", "The `metric_for_best_model` training argument is set to 'eval_f1', which is not found in "
+                    "the evaluation metrics.").name == "trainer_args"
+
+
 RESUME_SCRIPT = (
         "import sys, torch, deepspeed\n"
         "deepspeed.init_distributed(dist_backend='gloo')\n"

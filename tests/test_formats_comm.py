@@ -312,6 +312,13 @@ def test_rendezvous_errors(text, rdzv, rule):
     assert findings(text)[0].rule == rule
 
 
+@pytest.mark.parametrize("errno", ["97 - Address family not supported by protocol", "99 - Cannot assign requested address"])
+def test_a_bind_warning_for_one_address_is_not_the_port_in_use(errno):
+    # socket.cpp warns per address it tries ([::] then 0.0.0.0): a host without IPv6 says so for [::] and binds 0.0.0.0
+    text = f"[W1207 08:00:00.441023000 socket.cpp:697] [c10d] The server socket has failed to bind to [::]:29500 (errno: {errno})."
+    assert not [e for e in events(text) if e.kind == "nccl_error"]
+
+
 def test_rendezvous_timeout_named_in_a_frame_is_not_the_error():
     assert not [e for e in events("    except RendezvousTimeoutError:  # torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError")
                 if e.kind == "nccl_error"]

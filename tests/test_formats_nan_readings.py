@@ -44,6 +44,13 @@ def test_script_stops_on_nan_loss():
     assert findings("Loss is infinite on purpose\nthe loss is inference-time only\n") == []
 
 
+def test_a_scripts_key_value_line_with_loss_nan_before_the_next_key():
+    log = "".join(f"epoch 0 step {s} loss {v} lr 3.0e-04\n" for s, v in ((100, "3.912"), (200, "3.511"), (300, "nan"), (400, "nan")))
+    assert findings(log)[0].category == "nan_loss"
+    # a word after 'loss nan' that is no key with a value is not read as the loss's
+    assert findings("we saw loss nan handling in the docs\nthe loss inf guard is off\n") == []
+
+
 def test_clip_grad_norm_error_if_nonfinite():
     # torch/nn/utils/clip_grad.py: clip_grad_norm_(..., error_if_nonfinite=True)
     log = ("Traceback (most recent call last):\n"

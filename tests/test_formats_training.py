@@ -529,3 +529,14 @@ def test_one_slow_first_reading_does_not_make_a_slow_rank():
     assert not [f for f in findings(text) if f.rule == "slow-rank"]
     slow = "".join(rec(0, 1.9) + rec(1, 12.0) for _ in range(6))   # a rank slow on every reading still is one
     assert [f.ranks for f in findings(slow) if f.rule == "slow-rank"] == [[1]]
+
+
+def test_the_bar_after_an_evaluation_header_counts_no_training_steps():
+    train = " 25%|██▌       | 500/2000 [41:12<2:03:31,  4.94s/it]\n"
+    head = "***** Running Evaluation *****\n  Num examples = 50000\n  Batch size = 128\n"
+    evals = "".join(f" {p}%|█         | {n}/391 [00:39<04:47,  1.20it/s]\n" for p, n in ((5, 20), (12, 47)))
+    steps = [e.step for e in events(train + head + evals + train.replace("500/2000", "510/2000"), "throughput")]
+    assert steps == [500, 510]                   # the evaluation's batches are no training steps
+    # a second evaluation's bar, and a bar seen before the header (the training bar) keep their kinds
+    steps = [e.step for e in events(head + evals + train + head + evals, "throughput")]
+    assert steps == [500]

@@ -125,3 +125,29 @@ def test_an_earlier_runs_known_exception_is_not_also_unexplained():
     notes = findings(text)
     assert any(f.rule == "loss-scale-collapse" and f.title.startswith("Earlier run") for f in notes), notes
     assert not any(f.rule == "unexplained-failure" for f in notes), [f.rule for f in notes]
+
+
+TORCHRUN_FAILED = ("[rank0]:[E1207 02:30:00.000113000 ProcessGroupNCCL.cpp:632] [Rank 0] Watchdog caught collective operation "
+                   "timeout: WorkNCCL(SeqNum=2, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600021 "
+                   "milliseconds before timing out.\n"
+                   "E1207 02:30:03.101000 90 torch/distributed/elastic/multiprocessing/api.py:914] failed (exitcode: -6) "
+                   "local_rank: 0 (pid: 101) of binary: /usr/bin/python\n")
+OMP = ("W1207 02:35:00.000000 190 torch/distributed/run.py:793] Setting OMP_NUM_THREADS environment variable for each "
+       "process to be 1 in default, to avoid your system being overloaded, please further tune the variable for optimal "
+       "performance in your application as needed.\n")
+
+
+def test_a_torchrun_relaunch_after_its_agent_said_the_workers_failed_is_a_new_run():
+    # no progress before the hang; the retry logs transformers' dicts, which name no step
+    hf = "".join(f"{{'loss': {2.2 - i / 10:.4f}, 'grad_norm': 1.0, 'learning_rate': 5e-05, 'epoch': {i / 10 + 0.1:.1f}}}\n"
+                 for i in range(4))
+    assert not problems(TORCHRUN_FAILED + OMP + hf)
+    assert problems(TORCHRUN_FAILED + OMP)[0].category == "comm_stall"     # the retry never trained: still the hang
+
+
+def test_ranks_an_earlier_launch_saw_return_0_did_not_leave_the_next_launch_early():
+    text = ("[2026-12-07 10:00:01,000] [INFO] [launch.py:351:main] Process 1001 exits successfully.\n"
+            "[2026-12-07 10:00:20,441] [INFO] [launch.py:146:main] WORLD INFO DICT: {'localhost': [0, 1]}\n"
+            "torch.distributed.DistNetworkError: The server socket has failed to listen on any local network address. "
+            "port: 29500, useIpv6: false, code: -98, name: EADDRINUSE, message: address already in use\n")
+    assert [f.rule for f in problems(text)] == ["rendezvous-address-in-use"]

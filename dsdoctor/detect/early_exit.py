@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..events import Event
 from ..findings import Evidence, Symptom
+from ..lazy_regex import compile_later
 from .base import symptom_at_end
 
 
@@ -42,4 +43,28 @@ def rank_left_early(done: list[tuple[int, Event]], failure: Event | None, failur
     return symptom_at_end((seq, ev), "rank_exited_early", ranks, evidence, last_step,
                           pids=sorted(p for p in pids if p is not None), done_ranks=ranks, last_step=last_step,
                           peer_lost=failure is not None,
-                          generate=bool(failure is not None and failure.data.get("in_generate")), at=f"{ev.source}:{ev.line}" if ev.line else ev.source)
+                          generate=bool(failure is not None and failure.data.get("in_generate")), via="launcher",
+                          failed_rank=None, peer=None, at=f"{ev.source}:{ev.line}" if ev.line else ev.source)
+
+
+# gloo's 'Connection closed by peer [ADDR]:PORT' (transport/tcp/pair.cc) naming this host's loopback
+_LOCAL_PEER_CLOSED = compile_later(r"Connection closed by peer \[(127\.\d+\.\d+\.\d+|::1|localhost)\]")
+
+
+def local_peer_returned(alone: tuple[int, Event] | None, failure: Event | None,
+                        last_step: int | None) -> Symptom | None:
+    """torchrun's version of the same mismatch, where no launcher line says a rank returned 0: the rank that
+    failed lost a gloo peer on its own host (the loopback address), and torchrun's summary, which lists every
+    worker of its host that failed, names that rank alone (<NO_OTHER_FAILURES>): the peer ended without an
+    error. Seen for real (part AP): rank 1 ran one more evaluation all_reduce than rank 0, which finished."""
+    if alone is None or failure is None:
+        return None
+    m = _LOCAL_PEER_CLOSED.search(failure.data.get("message") or failure.text or "")
+    if m is None:
+        return None
+    seq, ev = alone
+    evidence = [Evidence(failure.source, failure.line, failure.text or ""), Evidence(ev.source, ev.line, ev.text or "")]
+    return symptom_at_end((seq, ev), "rank_exited_early", (), evidence, last_step,
+                          pids=[], done_ranks=[], last_step=last_step, peer_lost=True, generate=False,
+                          via="torchrun", failed_rank=ev.rank if ev.rank is not None else failure.rank,
+                          peer=m.group(1), at=f"{ev.source}:{ev.line}" if ev.line else ev.source)

@@ -34,7 +34,7 @@ from .families import CKPT_MISSING, DEVICE_ASSERT, Family, classify
 from .ds_misuse import zero3_empty_checkpoint
 from .zero3_misuse import grad_read_family, missing_keys_only
 from .quiet_end import Waits, quiet_end
-from .early_exit import all_spawned_done, rank_left_early
+from .early_exit import all_spawned_done, local_peer_returned, rank_left_early
 from .rank_waits import ranks_wait_apart
 from .sdpa_refusal import SdpaRefusals, refusal_facts
 from .progress import SURVIVED_STEPS
@@ -155,7 +155,7 @@ class FailureDetector(Detector):
              "throughput", "timers", "skipped", "grad_norm", "lr", "error_line", "stall", "node_exit",
              "collective_timeout", "nccl_error", "run_end", "rerun", "clock", "hang_said", "op_load", "store_wait", "nccl_warn",
              "exception_detail", "connect_retry", "nccl_init", "stop_ignored", "rank_done", "cuda_error",
-             "sdpa_refusal")
+             "sdpa_refusal", "run_start")
 
     def __init__(self) -> None:
         self.groups: dict[tuple, _Group] = {}
@@ -200,6 +200,7 @@ class FailureDetector(Detector):
         # workers that outlived a stop request (torchrun's 'Unable to shutdown process N via 2'): blocked in native code
         self.stop_ignored: list[tuple[int, Event]] = []
         self.rank_done: list[tuple[int, Event]] = []      # ranks the launcher saw return 0 (detect/early_exit.py)
+        self.alone_exit: tuple[int, Event] | None = None  # torchrun's root cause, no other worker failed
         self.bus_error = False                            # a rank ended by SIGBUS (a launcher's exit code -7)
         # per input: the first CUDA kernel assert line ('... Assertion `srcIndex < srcSelectDimSize` failed.')
         self.kernel_asserts: dict[str, tuple[int, Event]] = {}
@@ -320,6 +321,11 @@ class FailureDetector(Detector):
                 self.peer_lost = (seq, ev)
         elif k == "rank_done":
             self._keep(self.rank_done, seq, ev)
+        elif k == "run_start":
+            if ev.data.get("how") == "launcher_start" and self.rank_done:
+                # a launcher starting again in the same input: the ranks its earlier launch saw return 0
+                # ended that launch, they did not leave this one early (detect/early_exit.py)
+                self.rank_done = [(s, e) for s, e in self.rank_done if e.source != ev.source]
         elif k == "stop_ignored":
             if ev.data.get("signal") in EXTERNAL:
                 self._keep(self.stop_ignored, seq, ev)
@@ -385,6 +391,8 @@ class FailureDetector(Detector):
                 self._keep(self.signals, seq, ev)
             elif d.get("exitcode"):
                 self._keep(self.exits, seq, ev)
+                if d.get("alone") and self.alone_exit is None:
+                    self.alone_exit = (seq, ev)
             elif d.get("killing"):
                 self._keep(self.killing, seq, ev)
         elif k == "exit":
@@ -508,9 +516,12 @@ class FailureDetector(Detector):
             out.append(self._exit_symptom(decisive))
         elif decisive is None and (last := self._last_words()) is not None:
             out.append(self._error_line_symptom(*last))
-        early = rank_left_early(self.rank_done, decisive.decisive()[0] if decisive is not None else None,
+        failure = decisive.decisive()[0] if decisive is not None else None
+        early = rank_left_early(self.rank_done, failure,
                                 decisive.weight if decisive is not None else 0, bool(self.ended) or bool(self.kills),
                                 self._stopped_after_done(), self.last_step)
+        if early is None and not self.rank_done and not self.kills and not self.signals:
+            early = local_peer_returned(self.alone_exit, failure, self.last_step)
         if early is not None:
             out.insert(0, early)
         apart = ranks_wait_apart(self._rank_waits(), self.last_step)

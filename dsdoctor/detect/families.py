@@ -423,6 +423,32 @@ ZERO3_OPTIM_LAYOUT = Family("zero_optimizer_layout", "config_error", 3,
                             "ZeRO-3 optimizer partitions saved for other parameters than this model's (a layer added or "
                             "removed, other sizes, other trainable parameters)")
 _ZERO3_OPTIM_LOAD = "zero/stage3.py:_rigid_load_state_dict"
+# torch's own optimizer refusing saved states (torch/optim/optimizer.py Optimizer.load_state_dict: 'loaded state
+# dict has a different number of parameter groups', 'loaded state dict contains a parameter group that doesn't
+# match the size of optimizer's group'), reached from HF Trainer's _load_optimizer_and_scheduler or a script's
+# resume: the trainable parameters (LoRA's targets or rank, what is frozen, the weight-decay grouping) changed
+OPTIMIZER_STATE_MISMATCH = Family("optimizer_state_mismatch", "config_error", 3,
+                                  "optimizer states saved for another set of trainable parameters than this run's")
+_OPTIMIZER_STATE_MISMATCH = ("loaded state dict has a different number of parameter groups",
+                             "loaded state dict contains a parameter group that doesn't match the size of optimizer's group")
+# transformers' own checks of its TrainingArguments: training_args.py TrainingArguments.__post_init__ raises
+# ValueError for settings that do not fit together ('--load_best_model_at_end requires the saving steps to be a
+# multiple of the evaluation steps, ...', 'At most one of fp16 and bf16 can be True, but not both', 'evaluation
+# strategy ... requires either non-zero --eval_steps or --logging_steps'), and trainer.py _determine_best_metric /
+# _evaluate raise KeyError when the metric_for_best_model is no key of the evaluation's metrics ('The
+# `metric_for_best_model` training argument is set to 'eval_f1', which is not found in the evaluation metrics.')
+TRAINER_ARGS = Family("trainer_args", "config_error", 3,
+                      "a Trainer setting (TrainingArguments) that transformers refused, or that does not fit the "
+                      "metrics the evaluation returns")
+_TRAINER_ARGS_SITE = "transformers/training_args.py:__post_init__"
+_TRAINER_ARGS_TEXT = "training argument is set to '"
+# torch.save's writer opening a file in a folder that is not there (caffe2/serialize/inline_container.cc
+# PyTorchFileWriter: 'Parent directory {dir} does not exist.'): most often a save path on a node-local disk,
+# created by rank 0 on its own node only, written by a rank on another node
+WRITE_DIR_MISSING = Family("write_dir_missing", "environment", 3,
+                           "a file written into a folder that does not exist on the node that wrote it")
+_WRITER_REFUSED = compile_later(r"\bFile \S.* cannot be opened\.")
+_WRITE_DIR_MISSING = compile_later(r"\bParent directory (?:of )?\S.* does not exist\.")
 _MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_pretrained_model",
                   "auto_factory.py:from_pretrained", "peft_model.py:from_pretrained")
 # huggingface_hub / transformers shard names: '{prefix}-{i:05d}-of-{n:05d}.safetensors' (or .bin)
@@ -455,6 +481,11 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # process N', 'in replica N on device M' of DataParallel, 'in pin memory thread for device N')
     if message.startswith("Caught ") and _RERAISED.match(message):
         return _family("wrapper")
+    # torch.distributed.checkpoint's gathered failures (torch/distributed/checkpoint/api.py
+    # CheckpointException.__str__: 'CheckpointException ranks:dict_keys([2, 3])', then per rank
+    # 'Traceback (most recent call last): (RANK 2)' and that rank's own exception, the cause)
+    if name == "CheckpointException" and message.startswith("CheckpointException ranks:"):
+        return _family("wrapper")
     # bitsandbytes' native library not loaded (bitsandbytes/cextension.py leaves `lib` None after 'The
     # installed version of bitsandbytes was compiled without GPU support'; functional.py then calls
     # lib.c...): an install problem, whatever op it reached first
@@ -470,6 +501,14 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     ckpt = _checkpoint_family(name, message, raise_site, frames)
     if ckpt is not None:
         return ckpt
+    if _WRITE_DIR_MISSING.search(message):
+        return WRITE_DIR_MISSING
+    # the same writer refused the file itself (inline_container.cc PyTorchFileWriter: 'File {name} cannot be
+    # opened.'; the only word torch 1.x gives): the folder is there, the operating system would not open the file
+    if _WRITER_REFUSED.search(message) and any("serialization.py" in f for f in (frames or []) + [raise_site or ""]):
+        return _family("write_denied")
+    if _TRAINER_ARGS_TEXT in message or (name == "ValueError" and _TRAINER_ARGS_SITE in (raise_site or "")):
+        return TRAINER_ARGS
     if name == "TypeError" and _LIBRARY_CALL.search(message) and _in_a_library(raise_site):
         return API_MISMATCH
     if name == "IndexError" and "index out of range in self" in message and \
@@ -717,6 +756,8 @@ def _checkpoint_family(name: str, message: str, raise_site: str | None, frames: 
     # say which weights did not fit (formats/hf.py reads a report of ZeRO-3's empty weights)
     if "You set `ignore_mismatched_sizes` to `False`" in message:
         return STATE_DICT_MISMATCH
+    if any(t in message for t in _OPTIMIZER_STATE_MISMATCH):
+        return OPTIMIZER_STATE_MISMATCH
     if "Some tensors share memory, this will lead to duplicate memory on disk" in message:
         return SAFETENSORS_SHARED
     if "Error no file named " in message and " found in directory " in message:

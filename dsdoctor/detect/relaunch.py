@@ -55,6 +55,7 @@ class _Start:
     marked: bool = True           # a start line (not only a step count that went back)
     prev_max: int | None = None   # the last step of the run before it
     from_scratch: bool = False    # the training loop's own count started over (step 1, a bar at 0%)
+    last_line: int | None = None  # the line of the last loss without a step counted in `after`
 
 
 @dataclass
@@ -112,6 +113,16 @@ class RelaunchDetector(Detector):
             if ev.step is None:          # a skipped fp16 step, a loss without its step: training went on
                 st.progressed += 1
                 st.ended = False
+                c = st.cand
+                if c is not None and c.marked and k == "loss" and ev.line is not None and ev.line != c.last_line:
+                    # a start line, then losses that name no step (transformers' log dicts, a script's
+                    # prints): each line one more logged step of the new run
+                    c.last_line = ev.line
+                    c.after += 1
+                    if c.after >= NEW_RUN_STEPS:
+                        if self._valid(c):
+                            st.boundary = c
+                        st.cand = None
                 return ()
             c = st.cand
             # one rank's whole output after another's (block-buffered ranks flushed when they exit): its

@@ -263,8 +263,10 @@ def pipeline_progress(line: Line, st: StreamState):
 # A script's own 'loss: nan' (print(f"loss: {loss}")): only non-finite values, which cannot be
 # mistaken for something else; Megatron/pipeline/HF lines have their own recognisers.
 _LOOSE_LOSS = compile_later(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf))\b|"
-                         # no separator ('| loss nan |', 'with loss nan'): only where a value ends
-                         r"\b(\w*loss)\s+(-?(?:nan|inf))(?=\s*(?:$|[|,;)\]}]|-\s))", re.I)
+                         # no separator ('| loss nan |', 'with loss nan'): only where a value ends, or where
+                         # the line's next key and its value follow ('step 400 loss nan lr 3.0e-04')
+                         r"\b(\w*loss)\s+(-?(?:nan|inf))(?=\s*(?:$|[|,;)\]}]|-\s)|"
+                         r"\s+[a-z_][\w/]*(?:\s*[:=]\s*|\s+)(?:[-+]?[\d.]|-?nan\b|-?inf\b))", re.I)
 
 
 @on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",

@@ -197,6 +197,13 @@ def elastic_section(line: Line, st: StreamState):
     return None
 
 
+@on("<NO_OTHER_FAILURES>")
+def elastic_no_other_failures(line: Line, st: StreamState):
+    # errors/__init__.py ChildFailedError.format_msg: no worker of this agent failed but the root cause's
+    st.scratch["elastic.alone"] = True
+    return None
+
+
 @on("(local_rank: ", "host      : ")
 def elastic_rank(line: Line, st: StreamState):
     m = _TE_RANK.match(line.text)
@@ -231,8 +238,10 @@ def elastic_exitcode(line: Line, st: StreamState):
         return None
     if code > 0 and st.scratch.get("elastic.root") is False:
         return None     # a rank torchrun stopped after the root cause
+    root = bool(st.scratch.get("elastic.root"))
+    alone = {"alone": True} if root and code > 0 and st.scratch.pop("elastic.alone", False) else {}
     return _killed(line, st, code, "torchelastic", pid=pid, rank=rank, local_rank=local,
-                   host=st.scratch.get("elastic.host"), root_cause=bool(st.scratch.get("elastic.root")))
+                   host=st.scratch.get("elastic.host"), root_cause=root, **alone)
 
 
 # The record's last field is the rank's own error (errors/__init__.py _FAILURE_FORMAT_TEMPLATE
@@ -273,7 +282,12 @@ def elastic_failed(line: Line, st: StreamState):
     m = _TE_FAILED.search(line.text)
     if not m:
         return None
-    ev = _killed(line, st, int(m.group(1)), "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
+    code = int(m.group(1))
+    if code:
+        # the agent's word that its worker group failed (multiprocessing/api.py): that launch is over, so its
+        # node's next torchrun start is a relaunch (formats/relaunch.py), as after the summary
+        st.scratch["launcher.ended"] = (line.host,)
+    ev = _killed(line, st, code, "torchelastic", pid=int(m.group(3)), local_rank=int(m.group(2)))
     if ev is not None and ev.rank is not None and ev.rank_from != FROM_RECOGNISER:
         # the agent's own line: a prefix on it ('0: ' of srun --label) names the node's task, not a
         # rank (the rank of local_rank N is unknown here); rank 0 read from it would be "the failed rank"

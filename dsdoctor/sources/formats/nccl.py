@@ -383,6 +383,11 @@ def rendezvous_error(line: Line, st: StreamState):
         if not t.lstrip().startswith("torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError"):
             return None           # the name inside a frame or a sentence, not the raised exception's line
         cause = "join_timeout"
+    elif "failed to bind" in t and "[c10d]" in t and "(errno: 98 " not in t and "Address already in use" not in t:
+        # socket.cpp's warning, once per address it tries ([::] first, then 0.0.0.0); another errno (97: a host
+        # without IPv6, 99), or none seen (a paste's wrap cut it off), is that one address, and the next one
+        # may bind: only 'failed to listen on any local network address' means none did
+        return None
     elif "Address already in use" in t or "failed to listen" in t or "failed to bind" in t:
         cause = "address_in_use"
     elif "C10d store has failed" in t and st.scratch.get("rdzv.store_lost"):

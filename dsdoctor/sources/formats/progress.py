@@ -59,6 +59,13 @@ def progress_bar(line: Line, st: StreamState):
     if desc.endswith(_NOT_TRAINING):
         return None
     series = f"{desc}|{total}"
+    evals = st.scratch.get("tqdm_eval")
+    if evals is not None and (series in evals or (evals.armed and series not in st.scratch.get("tqdm_last", {}))):
+        # the first new bar after transformers' evaluation header counts evaluation batches, not training steps
+        evals.armed = False
+        if len(evals) < 64:
+            evals.add(series)
+        return None
     last = st.scratch.setdefault("tqdm_last", {})
     gap = max(1, total // MAX_POINTS_PER_BAR)
     if series in last and n < last[series] + gap and not (n <= 2 * gap + 1 < last[series]):
@@ -73,6 +80,23 @@ def progress_bar(line: Line, st: StreamState):
     for part in m.group("elapsed").split(":"):
         secs = secs * 60 + int(part or 0)
     return line.event("throughput", step=n, iter_ms=round(iter_ms, 3), series=series, bar=True, elapsed_s=secs)
+
+
+class _EvalBars(set):
+    """The series of the bars that count evaluation batches; `armed` after an evaluation header."""
+    armed = False
+
+
+# transformers trainer.py evaluation_loop: logger.info(f"\n***** Running {description} *****") with description
+# 'Evaluation' or 'Prediction' (evaluate / predict), then 'Num examples', 'Batch size' and the loop's own tqdm bar,
+# whose count is evaluation batches: a kill or a hang there is not 'at training step N'
+@on("***** Running Evaluation *****", "***** Running Prediction *****")
+def evaluation_header(line: Line, st: StreamState):
+    evals = st.scratch.get("tqdm_eval")
+    if evals is None:
+        evals = st.scratch["tqdm_eval"] = _EvalBars()
+    evals.armed = True
+    return None
 
 
 # Lightning's RichProgressBar (the default bar when rich is installed; pytorch_lightning/callbacks/progress/
