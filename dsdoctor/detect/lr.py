@@ -34,7 +34,7 @@ from ..stats import median
 from ..lazy_regex import compile_later
 from ..events import Event
 from ..findings import Symptom
-from .base import Detector, symptom_from
+from .base import Detector, symptom_from, tagged
 from .worn import same_paste
 
 EARLY_STEPS = 300         # "early in training"
@@ -442,6 +442,11 @@ class LRScheduleDetector(Detector):
         for sym in got:
             sym.add_evidence(self.client_sched_ev)
         return got
+
+    def feed_step(self, evs: list[Event], seq: int):
+        got = self.feed(evs[1], seq + 1)                  # the lr, then the loss
+        more = self.feed(evs[2], seq + 2)
+        return tagged(1, got) + tagged(2, more) if got or more else ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "context":

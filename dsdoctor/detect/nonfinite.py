@@ -21,7 +21,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from .base import Detector, symptom_from
+from .base import Detector, symptom_from, tagged
 
 HISTORY = 64           # finite values kept to judge a spike
 SPIKE_FACTOR = 1.5     # loss above 1.5x the running median ...
@@ -103,6 +103,11 @@ class NonFiniteDetector(Detector):
         self.start_losses: list[tuple[float, int | None]] = []    # the first START training losses (value, step)
         self.loss_readings = 0
         self.collapse_said = False
+
+    def feed_step(self, evs: list[Event], seq: int):
+        got = self._loss(evs[2], seq + 2)                 # feed() of the loss, then of the grad norm
+        more = self._grad_norm(evs[3], seq + 3)
+        return tagged(2, got) + tagged(3, more) if got or more else ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data

@@ -27,7 +27,7 @@ from typing import Iterable
 from ..events import Event
 from ..findings import Symptom
 from .arrival_wait import late_rank_wait
-from .base import Detector, symptom_from
+from .base import Detector, symptom_from, tagged
 
 MAX_POINTS = 2048
 MIN_DROP = 0.04
@@ -355,6 +355,10 @@ class ThroughputDetector(Detector):
             self.rank_event[rank] = ev
             self.first_seq.setdefault(rank, seq)
         return ()
+
+    def feed_step(self, evs: list[Event], seq: int):
+        got = self.feed(evs[0], seq)                      # the step event's phase times
+        return tagged(0, got) if got else ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "rank_times":
