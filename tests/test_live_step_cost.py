@@ -109,6 +109,8 @@ def _todo(tmp_path, name, per_event: bool) -> list:
                 tb.on_event(ev)
         else:
             tb.on_step(evs)
+        if i in (2, 12, 50):                 # a memory reading within a window: its tags after the step's
+            tb.on_event(Event("memory", 0, i, t, {"rss": 1000.0 + i, "available": 5000}))
     tb._close_window()
     s.close()
     return list(tb._todo)
@@ -117,6 +119,7 @@ def _todo(tmp_path, name, per_event: bool) -> list:
 def test_tensorboard_on_step_keeps_what_on_event_keeps(tmp_path):
     one, each = _todo(tmp_path, "a", per_event=False), _todo(tmp_path, "b", per_event=True)
     assert one == each
+    assert any(tag == "memory/rss_bytes" for _, _, scalars, _ in one for tag, _ in scalars)
     assert any(texts for _, _, _, texts in one)                       # the findings are there
     assert any(v == float("inf") for _, _, scalars, _ in one for _, v in scalars)   # and the inf, at its step
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import collections
 import os
+from functools import reduce
+from operator import add
 import socket
 import struct
 import threading
@@ -44,6 +46,8 @@ RARE = {                                   # written as they come
     "skipped": (("skipped", "fp16/skipped_steps"),),
     "telemetry": None,                     # every number, as telemetry/<key>
 }
+# the tags of a usual step's values, in the order _average adds them (TensorBoard.on_step's rows)
+_ROW_TAGS = ("time_ms/forward", "time_ms/backward", "time_ms/step", "time_ms/data", "loss", "grad_norm")
 TEXT_KINDS = frozenset({"exception", "oom", "stall", "stall_resolved", "nonfinite_module", "doctor_error"})
 EVERY = 10          # a window is at least EVERY steps ...
 PERIOD = 1.0        # ... and at least PERIOD seconds: one record per second at most
@@ -57,6 +61,9 @@ class TensorBoard:
         self.file: EventFile | None = None   # created at the first write, on the writer thread
         self.records = 0
         self._acc: dict[str, list[float]] = {}     # tag -> [sum, count] of the current window
+        # the window's usual steps not yet summed into _acc: (fwd, bwd, step, data ms, loss, grad
+        # norm) per step, summed once per window (_fold) in the order on_event would have summed them
+        self._rows: list[tuple[float, float, float, float, float, float]] = []
         self._window_start: int | None = None
         self._window_time = 0.0
         self._last: tuple[int, float] | None = None  # (step, time) of the last averaged event
@@ -79,6 +86,8 @@ class TensorBoard:
         if self.PART in s._disabled or s._closed:        # s.enabled(PART), without the call
             return
         try:
+            if self._rows:
+                self._fold()                 # the window's tags keep the order of their first values
             keys = AVERAGED.get(ev.kind)
             if keys is not None:
                 self._average(ev, keys)
@@ -97,6 +106,33 @@ class TensorBoard:
         if self.PART in s._disabled or s._closed:
             return
         try:
+            if len(evs) == 4:
+                # the usual step (EngineHooks: four phase times, an lr, a loss, a grad norm, finite
+                # floats): its six values kept as one row, summed once per window
+                a, b, c, d = evs
+                sd = a.data
+                fw, bw, st, da = sd.get("fwd_ms"), sd.get("bwd_ms"), sd.get("step_ms"), sd.get("data_ms")
+                lv, gv = c.data.get("value"), d.data.get("value")
+                step = a.step
+                if (type(fw) is float and type(bw) is float and type(st) is float and type(da) is float
+                        and type(lv) is float and type(gv) is float and a.kind == "step" and b.kind == "lr"
+                        and c.kind == "loss" and d.kind == "grad_norm" and "batch_ms" not in sd
+                        and step is not None and fw + bw + st + da + lv + gv - (fw + bw + st + da + lv + gv) == 0):
+                    t = a.time or 0.0
+                    if self._window_start is None:
+                        self._window_start, self._window_time = step, t
+                    elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
+                        self._close_window()
+                        self._window_start, self._window_time = step, t
+                    last = self._last
+                    if last is None or last[0] != step or last[1] != t:
+                        self._last = (step, t)
+                    self._rows.append((fw, bw, st, da, lv, gv))
+                    if len(s.findings) > self._findings_seen:
+                        self._queue_findings(d)
+                    return
+            if self._rows:
+                self._fold()
             acc, first = self._acc, True
             for ev in evs:
                 keys = AVERAGED.get(ev.kind)
@@ -172,7 +208,23 @@ class TensorBoard:
             else:                            # non-finite: its own record, at its own step, now
                 self._todo.append((step, t, [(tag, float(v))], []))
 
+    def _fold(self) -> None:
+        """The kept rows summed into _acc, value by value in step order (the same float sums as
+        _average's), each tag added where its first value would have added it."""
+        rows, self._rows = self._rows, []
+        acc = self._acc
+        for col, tag in enumerate(_ROW_TAGS):
+            vals = [r[col] for r in rows]
+            a = acc.get(tag)
+            if a is None:
+                acc[tag] = [reduce(add, vals), len(vals)]
+            else:
+                a[0] = reduce(add, vals, a[0])
+                a[1] += len(vals)
+
     def _close_window(self) -> None:
+        if self._rows:
+            self._fold()
         if self._acc and self._last is not None:
             means = [(tag, total / n) for tag, (total, n) in self._acc.items() if n]
             self._todo.append((self._last[0], self._last[1], means, []))
