@@ -286,6 +286,7 @@ class Watch:
             self.feed = self._diag.feed    # type: ignore[method-assign]  # one call less per event (4 per step live)
         if type(self).feed_step is Watch.feed_step and type(self).feed is Watch.feed:
             self.feed_step = self._diag.feed_step   # type: ignore[method-assign]
+            self.feed_usual_step = self._diag.feed_usual_step   # type: ignore[method-assign]
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return the findings it made appear (each is returned once)."""
@@ -297,6 +298,12 @@ class Watch:
         if type(self).feed is not Watch.feed:
             return [f for ev in evs for f in self.feed(ev)]
         return self._diag.feed_step(evs)
+
+    def feed_usual_step(self, evs: list[Event]) -> list[Finding]:
+        """feed_step() of a step whose shape its maker vouches for (live/session.py Prewritten.usual)."""
+        if type(self).feed is not Watch.feed:
+            return [f for ev in evs for f in self.feed(ev)]
+        return self._diag.feed_usual_step(evs)
 
     @property
     def pasted(self) -> list[str]:

@@ -106,7 +106,7 @@ class Diagnoser:
 
     def feed_step(self, evs: list[Event]) -> list[Finding]:
         """feed() of each of one live step's events (step, lr, loss, grad norm: STEP_KINDS, all of
-        one input, rank, step, line and time, none an end-of-run summary), with the same results:
+        one input, rank, step, line, time and rank origin, none an end-of-run summary), with the same results:
         each detector takes the step in one call (Detector.feed_step) instead of one call per
         event through feed(), and the symptoms are absorbed in the order feed() would have made
         them (event, then detector). Four events per step live: the Diagnoser's dispatch was a
@@ -122,13 +122,19 @@ class Diagnoser:
                 and b.rank == rank and c.rank == rank and d.rank == rank
                 and b.line == line and c.line == line and d.line == line
                 and b.time == t and c.time == t and d.time == t
+                and a.worn == b.worn == c.worn == d.worn and a.rank_from == b.rank_from == c.rank_from == d.rank_from
                 and "summary" not in a.data and "summary" not in b.data and "summary" not in c.data
                 and "summary" not in d.data and not src.endswith(_EVENT_FILES)):
             return [f for ev in evs for f in self.feed(ev)]
+        return self.feed_usual_step(evs)
+
+    def feed_usual_step(self, evs: list[Event]) -> list[Finding]:
+        """feed_step() without its checks, for a caller that made the events in that shape (the
+        live writer's usual step: live/session.py Prewritten.usual)."""
         seq = self.seq + 1
         self.seq += 4
         self.events_seen += 4
-        self.progress.feed(a, seq)           # the other three: the same input and step, no rise
+        self.progress.feed(evs[0], seq)      # the other three: the same input and step, no rise
         found = None
         for feed in self._step_feeds:
             got = feed(evs, seq)

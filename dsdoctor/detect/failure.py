@@ -284,7 +284,13 @@ class FailureDetector(Detector):
             self.progress_line_at[a.source] = a.line
             self.progress_lines[a.source] = self.progress_lines.get(a.source, 0) + 1
         self._progress(a, "step", seq)
-        return self._progress(evs[3], "grad_norm", seq + 3)
+        # _progress of the grad norm (seq + 3), what it changes after the step's
+        step, last = a.step, evs[3]
+        self.mark_seq = seq + 3
+        if step is not None and (self.last_step is None or step >= self.last_step):
+            self.step_seq, self.step_at = seq + 3, (a.source, a.line)
+        self.last_progress = last
+        return ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k = ev.kind

@@ -444,8 +444,16 @@ class LRScheduleDetector(Detector):
         return got
 
     def feed_step(self, evs: list[Event], seq: int):
-        got = self.feed(evs[1], seq + 1)                  # the lr, then the loss
-        more = self.feed(evs[2], seq + 2)
+        """feed() of the step's lr, then of its loss: one rank test for both (one rank, input
+        and prefix), no dispatch on the kind."""
+        b, c = evs[1], evs[2]
+        if self.rank is None:
+            self.rank, self.rank_ev = b.rank, b
+        if b.rank != self.rank and self.rank is not None and b.rank is not None \
+                and not same_paste(b, self.rank_ev):
+            return ()          # another rank's copy
+        got = () if self._replayed(b) else self._lr(b, seq + 1)
+        more = () if self._replayed(c) else self._loss(c, seq + 2)
         return tagged(1, got) + tagged(2, more) if got or more else ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:

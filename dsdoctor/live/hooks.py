@@ -478,7 +478,7 @@ class EngineHooks:
                             Event("lr", rank, step, t, {"value": lr}),
                             Event("loss", rank, step, t, {"value": loss, "name": "loss"}),
                             Event("grad_norm", rank, step, t, {"value": norm})],
-                            _four_text(rank, step, t, micro, fw, bw, st, da, lr, loss, norm)))
+                            _four_text(rank, step, t, micro, fw, bw, st, da, lr, loss, norm), usual=True))
                         continue
                 evs: list[Event] = []
                 if steps_on:

@@ -75,7 +75,7 @@ class TensorBoard:
         self._stopped = False
 
     def start(self) -> None:
-        self.session.add_listener(self.on_event, self.on_step)
+        self.session.add_listener(self.on_event, self.on_step, self.on_usual_step)
         self.session.add_ticker(self.tick)
 
     # ---------------------------------------------------------------- bookkeeping (no I/O)
@@ -118,18 +118,7 @@ class TensorBoard:
                         and type(lv) is float and type(gv) is float and a.kind == "step" and b.kind == "lr"
                         and c.kind == "loss" and d.kind == "grad_norm" and "batch_ms" not in sd
                         and step is not None and fw + bw + st + da + lv + gv - (fw + bw + st + da + lv + gv) == 0):
-                    t = a.time or 0.0
-                    if self._window_start is None:
-                        self._window_start, self._window_time = step, t
-                    elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
-                        self._close_window()
-                        self._window_start, self._window_time = step, t
-                    last = self._last
-                    if last is None or last[0] != step or last[1] != t:
-                        self._last = (step, t)
-                    self._rows.append((fw, bw, st, da, lv, gv))
-                    if len(s.findings) > self._findings_seen:
-                        self._queue_findings(d)
+                    self._add_row(step, a.time or 0.0, (fw, bw, st, da, lv, gv), d)
                     return
             if self._rows:
                 self._fold()
@@ -171,6 +160,34 @@ class TensorBoard:
                 self._queue_findings(evs[-1])
         except Exception as e:
             s._record_error(self.PART, e)
+
+    def on_usual_step(self, evs: list[Event]) -> None:
+        """on_step for the usual step (live/session.py Prewritten.usual: its maker checked the
+        shape and the values that on_step checks)."""
+        s = self.session
+        if self.PART in s._disabled or s._closed:
+            return
+        try:
+            a, _, c, d = evs
+            sd = a.data
+            self._add_row(a.step, a.time or 0.0, (sd["fwd_ms"], sd["bwd_ms"], sd["step_ms"], sd["data_ms"],
+                                                  c.data["value"], d.data["value"]), d)
+        except Exception as e:
+            s._record_error(self.PART, e)
+
+    def _add_row(self, step: int, t: float, row: tuple, last: Event) -> None:
+        """A usual step's six values kept for the window (_average's window bookkeeping, once)."""
+        if self._window_start is None:
+            self._window_start, self._window_time = step, t
+        elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
+            self._close_window()
+            self._window_start, self._window_time = step, t
+        prev = self._last
+        if prev is None or prev[0] != step or prev[1] != t:
+            self._last = (step, t)
+        self._rows.append(row)
+        if len(self.session.findings) > self._findings_seen:
+            self._queue_findings(last)
 
     def _queue_findings(self, ev: Event) -> None:
         s = self.session
