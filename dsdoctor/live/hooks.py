@@ -249,7 +249,10 @@ class EngineHooks:
             on = "steps" not in disabled and not s._closed          # s.enabled("steps")
             if on:
                 try:
-                    self._begin(phase)
+                    if first:
+                        self._begin(phase)
+                    else:                             # _begin of a later phase, without the call
+                        progress.phase, progress.phase_started = phase, monotonic()
                     if keep_loss:
                         loss = args[0] if args else kwargs.get("loss")
                         # CPU: kept as it is until the optimizer step reads it as a float (within
