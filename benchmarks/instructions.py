@@ -1,6 +1,8 @@
 """Instructions per training step with and without the doctor: a figure the machine's load does not move.
 
-    python benchmarks/instructions.py [--n 16] [--against OTHER_CHECKOUT] [--hidden 512] [--micro-batch 32]
+    python benchmarks/instructions.py [--n 40] [--against OTHER_CHECKOUT] [--hidden 512] [--micro-batch 32]
+
+(about 20 minutes: valgrind takes ~8 minutes to import DeepSpeed, and a step ~4 s)
 
 overhead.py's wall-clock ratio needs a quiet machine, and this one never is. Here the same
 training as overhead.py (1 rank, DeepSpeed ZeRO-2 on the CPU, gloo, AdamW, the MLP of
@@ -19,11 +21,15 @@ What it does not:
   loops (cache misses after the step's compute, branch mispredictions); a wait for the GIL,
   a thread's wake-up, a page fault's kernel time are not counted. The ratio of instructions
   is a floor of the CPU ratio, not the step-time ratio;
-- the background threads' periodic work: the writer's wake-up itself, the watchdog's tick
-  (every 10 s natively), telemetry (off here), and with more ranks the exchange (overhead.py
-  measures 2 ranks); under valgrind a step is ~300 times slower, so their periods are
-  stretched until they never run in the windows;
-- a writer round of another size than --n steps.
+- work done per period of time rather than per step: the writer thread's wake-up,
+  TensorBoard's record per window of >= 1 s, the memory reading (every >= 2 s), the
+  watchdog's tick (every 10 s natively), telemetry (off here), and with more ranks the
+  exchange (overhead.py measures 2 ranks): under valgrind a step is ~300 times slower, so
+  they would come ~300 times as often per step; they are stretched until they do not run in
+  the windows (live_path.py times the exchange and watchdog ticks natively);
+- the detectors' first steps (the early-training checks: the first 300 steps, the loss
+  collapse's first 100), past in 12 steps here only for some; a writer round of another size
+  than --n steps.
 """
 from __future__ import annotations
 
@@ -43,44 +49,34 @@ def child(args: argparse.Namespace) -> None:
     """One training under callgrind. mark() (os.getppid, which nothing else here calls) makes
     callgrind dump the training thread's count: the windows are bare steps, attached steps, the
     writer's round for them, and bare steps again after close()."""
-    import logging
-
-    import deepspeed
     import torch
-    from torch import nn
 
-    deepspeed.init_distributed(dist_backend="gloo")
-    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    torch.manual_seed(0)
+    from overhead import mlp_training                       # (benchmarks/ is this script's folder)
+    engine, step = mlp_training(args.hidden, args.micro_batch)
     torch.set_num_threads(1)
-    model = nn.Sequential(nn.Linear(args.hidden, args.hidden), nn.GELU(), nn.Linear(args.hidden, args.hidden),
-                          nn.GELU(), nn.Linear(args.hidden, 1))
-    cfg = {"train_micro_batch_size_per_gpu": args.micro_batch, "gradient_accumulation_steps": 1,
-           "zero_optimization": {"stage": 2}, "steps_per_print": 10 ** 9}
-    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4),
-                                      config=cfg)
-    x = torch.randn(args.micro_batch, args.hidden)
-    y = torch.randn(args.micro_batch)
     mark = os.getppid
 
     def steps(n: int) -> None:
         for _ in range(n):
-            loss = nn.functional.mse_loss(engine(x).squeeze(-1), y)
-            engine.backward(loss)
-            engine.step()
+            step()
 
     import dsdoctor
-    from dsdoctor.live import session, watchdog
-    # the background threads never wake in the windows: the writer's round is run here, on this
-    # thread, once for the window's steps (natively: every 0.5 s, ~40 steps of 12 ms)
+    from dsdoctor.live import hooks, session, tboard, watchdog
+    # Work done per period of time, not per step, is left out (under valgrind a step is ~300x
+    # slower, so it would come ~300x as often per step): the writer thread's wake-up (its round
+    # is run here, on this thread, once for the window's steps: natively every 0.5 s, ~40 steps
+    # of 12 ms), TensorBoard's record per window of >= 1 s, the memory reading every >= 2 s
+    # after the first, the watchdog's tick (every 10 s), telemetry (off)
     session.STEP_FLUSH_SECONDS = 1e6
     watchdog.Watchdog.interval = lambda self: 1e6          # type: ignore[method-assign]
+    tboard.PERIOD = 1e9
+    hooks.MEMORY_MIN_SECONDS = 1e9
     steps(3)
     mark()
     steps(args.n)                                           # window 2: bare
     mark()
     doc = dsdoctor.attach(engine, out=tempfile.mkdtemp(prefix="dsdoctor-instr-"), quiet=True, telemetry_interval=0)
-    steps(3)
+    steps(12)                                               # the detectors' first steps, TensorBoard's file
     doc.session._writer_round()
     mark()
     steps(args.n)                                           # window 4: attached (the training thread)
@@ -132,7 +128,7 @@ def run(args: argparse.Namespace, tree: str) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=16, help="steps per window (default 16)")
+    ap.add_argument("--n", type=int, default=40, help="steps per window (default 40: a writer round's natively)")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--micro-batch", type=int, default=32)
     ap.add_argument("--against", help="another checkout: its doctor measured the same way, at the same time")

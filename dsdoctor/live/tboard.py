@@ -133,15 +133,8 @@ class TensorBoard:
                     if step is None:
                         step = s.progress.step
                     t = ev.time or 0.0
-                    if self._window_start is None:
-                        self._window_start, self._window_time = step, t
-                    elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
-                        self._close_window()
-                        acc = self._acc
-                        self._window_start, self._window_time = step, t
-                    last = self._last
-                    if last is None or last[0] != step or last[1] != t:
-                        self._last = (step, t)
+                    self._window(step, t)
+                    acc = self._acc              # (a new one if the window closed)
                 data = ev.data
                 for key, tag in keys:
                     v = data.get(key)
@@ -176,15 +169,8 @@ class TensorBoard:
             s._record_error(self.PART, e)
 
     def _add_row(self, step: int, t: float, row: tuple, last: Event) -> None:
-        """A usual step's six values kept for the window (_average's window bookkeeping, once)."""
-        if self._window_start is None:
-            self._window_start, self._window_time = step, t
-        elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
-            self._close_window()
-            self._window_start, self._window_time = step, t
-        prev = self._last
-        if prev is None or prev[0] != step or prev[1] != t:
-            self._last = (step, t)
+        """A usual step's six values kept for the window."""
+        self._window(step, t)
         self._rows.append(row)
         if len(self.session.findings) > self._findings_seen:
             self._queue_findings(last)
@@ -202,14 +188,7 @@ class TensorBoard:
         if step is None:
             step = self.session.progress.step
         t = ev.time or 0.0
-        if self._window_start is None:
-            self._window_start, self._window_time = step, t
-        elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
-            self._close_window()
-            self._window_start, self._window_time = step, t
-        last = self._last
-        if last is None or last[0] != step or last[1] != t:
-            self._last = (step, t)           # a step's four events share both: one tuple per step
+        self._window(step, t)
         data, acc = ev.data, self._acc
         for key, tag in keys:
             v = data.get(key)
@@ -238,6 +217,17 @@ class TensorBoard:
             else:
                 a[0] = reduce(add, vals, a[0])
                 a[1] += len(vals)
+
+    def _window(self, step: int, t: float) -> None:
+        """The window this step's values go to: a new one after EVERY steps and PERIOD seconds."""
+        if self._window_start is None:
+            self._window_start, self._window_time = step, t
+        elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
+            self._close_window()
+            self._window_start, self._window_time = step, t
+        last = self._last
+        if last is None or last[0] != step or last[1] != t:
+            self._last = (step, t)           # a step's four events share both: one tuple per step
 
     def _close_window(self) -> None:
         if self._rows:
