@@ -1,6 +1,6 @@
 """CPU per step of the doctor's own code paths, without training: a floor that noise does not move.
 
-    python benchmarks/live_path.py [--steps 2000] [--repeats 9] [--opcodes]
+    python benchmarks/live_path.py [--steps 2000] [--repeats 9] [--opcodes] [--instructions [CHECKOUT ...]]
 
 benchmarks/overhead.py measures the doctor in real DeepSpeed training, where a shared
 machine's noise is large. This one times the two paths the doctor adds per step in a tight
@@ -13,7 +13,8 @@ loop, on one thread, with `time.thread_time_ns`, median of --repeats:
   switched off one at a time to show where the time goes, and the Diagnoser alone on a
   step's four events (the least noisy figure of its cost).
 --opcodes counts instead of timing: the Python opcodes and calls each path runs per step
-(sys.settrace), which the machine's load does not move.
+(sys.settrace), which the machine's load does not move; --instructions [CHECKOUT ...] the
+writer's machine instructions per step under valgrind's callgrind (~1 min per checkout).
 In training the same code costs 1.5-3x more (the step's compute pushes it out of the CPU
 caches; compare overhead.py's per-thread figures), so read these as the floor, and their
 changes as the changes of the code.
@@ -219,9 +220,9 @@ def rank0_parts(repeats: int) -> tuple[float, float, float]:
 
 
 def diagnoser_path(steps: int) -> float:
-    """The writer's Diagnoser alone (api.Watch.feed): CPU per step (us) of one step's four
-    events as expand_pending makes them (step with its phase times, lr, loss, grad norm),
-    built beforehand, fed in a tight loop."""
+    """The writer's Diagnoser alone (api.Watch.feed_step, or feed per event where there is
+    none): CPU per step (us) of one step's four events as expand_pending makes them (step with
+    its phase times, lr, loss, grad norm), built beforehand, fed in a tight loop."""
     from dsdoctor.api import Watch
     from dsdoctor.events import Event
     w = Watch({"zero_optimization": {"stage": 2}}, world_size=1)
@@ -235,6 +236,13 @@ def diagnoser_path(steps: int) -> float:
                 Event("lr", 0, i, t, {"value": 1e-4}),
                 Event("loss", 0, i, t, {"value": 1.0 + (i % 5) * 0.01}),
                 Event("grad_norm", 0, i, t, {"value": 0.5})]
+    feed_step = getattr(w, "feed_step", None)     # as the writer thread feeds a step (older code: event by event)
+    if feed_step is not None:
+        quads = [evs[i:i + 4] for i in range(0, len(evs), 4)]
+        c0 = time.thread_time_ns()
+        for q in quads:
+            feed_step(q)
+        return (time.thread_time_ns() - c0) / steps / 1e3
     feed = w.feed
     c0 = time.thread_time_ns()
     for ev in evs:
@@ -295,11 +303,7 @@ def opcodes(steps: int = 400) -> tuple[float, float, float, float]:
         H.MEMORY_MIN_SECONDS = keep
     hooks.remove()
     s.close()
-    s = _session(True)
-    hooks = EngineHooks(types.SimpleNamespace(global_steps=0, skipped_steps=0), s, {"device": "cpu"})
-    s.add_producer(hooks.expand_pending)
-    s.add_part(TensorBoard(s))
-    s.emit("context", dtype="fp32", zero_stage=2)
+    s, hooks = _writer_session()
     t, i = time.time(), 0
 
     def rounds(n: int) -> None:
@@ -316,6 +320,58 @@ def opcodes(steps: int = 400) -> tuple[float, float, float, float]:
     return ((hooked[0] - bare[0]) / steps, (hooked[1] - bare[1]) / steps, writer[0] / 400, writer[1] / 400)
 
 
+def _writer_session() -> tuple[Any, Any]:
+    """A session whose writer rounds are run by the caller, with TensorBoard, the hooks' tuples
+    made into events by its producer (as in training), and the run's context."""
+    from dsdoctor.live.hooks import EngineHooks
+    from dsdoctor.live.tboard import TensorBoard
+    s = _session(True)
+    hooks = EngineHooks(types.SimpleNamespace(global_steps=0, skipped_steps=0), s, {"device": "cpu"})
+    s.add_producer(hooks.expand_pending)
+    s.add_part(TensorBoard(s))
+    s.emit("context", dtype="fp32", zero_stage=2)
+    return s, hooks
+
+
+def _writer_rounds(rounds: int) -> None:
+    """--instructions' child: `rounds` writer rounds of 40 steps with every part on, the values
+    drawn as in training (full-precision floats, phase times that vary)."""
+    import random
+    rnd = random.Random(0)
+    s, hooks = _writer_session()
+    t, i = time.time(), 0
+    for _ in range(rounds):
+        for _ in range(40):
+            cur = {"fwd_ms": 3.1 + rnd.random(), "bwd_ms": 5.2 + rnd.random(), "step_ms": 4.4 + rnd.random(),
+                   "data_ms": 0.05 * rnd.random()}
+            hooks._pending.append((i, 1, cur, 1e-4, 1.0 + rnd.random() * 0.01, 0.5 + rnd.random(),
+                                   t + i * 0.012 + rnd.random() * 1e-3))
+            i += 1
+        s._writer_round()
+
+
+def instructions(tree: str | None, lo: int = 5, hi: int = 30) -> float:
+    """The writer's instructions per step (callgrind: a process of `hi` rounds minus one of `lo`,
+    so start-up cancels), for the dsdoctor of `tree` (None: the one imported here)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if tree:
+        env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
+    got = []
+    for n in (lo, hi):
+        p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+                            os.path.abspath(__file__), "--writer-rounds", str(n)],
+                           env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
+        m = re.search(r"Collected : (\d+)", p.stderr)
+        if p.returncode != 0 or m is None:
+            sys.exit(p.stderr[-3000:])
+        got.append(int(m.group(1)))
+    return (got[1] - got[0]) / ((hi - lo) * 40)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=2000)
@@ -326,7 +382,18 @@ def main() -> None:
                     help="steps per writer round (default 10; 2 ranks at ~12 ms steps make ~40 per 0.5 s round)")
     ap.add_argument("--opcodes", action="store_true",
                     help="only count the Python opcodes and calls per step of both paths (not timed)")
+    ap.add_argument("--instructions", nargs="*", metavar="CHECKOUT",
+                    help="only count the writer thread's machine instructions per step (valgrind's callgrind, "
+                         "rounds of 40 steps, values as in training), for this code and each CHECKOUT given")
+    ap.add_argument("--writer-rounds", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.writer_rounds is not None:
+        _writer_rounds(args.writer_rounds)
+        return
+    if args.instructions is not None:
+        for tree in [None, *args.instructions]:
+            print(f"writer thread ({tree or 'this code'}): {instructions(tree) / 1e3:.1f} k instructions per step")
+        return
     if args.opcodes:
         ho, hc, wo, wc = opcodes()
         print(f"training thread: the wrappers add {ho:.0f} Python opcodes and {hc:.1f} Python calls "

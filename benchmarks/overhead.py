@@ -870,34 +870,41 @@ def fr_micro(pairs: int) -> float:
     return statistics.median(d)
 
 
-def fr_worker(args: argparse.Namespace) -> None:
+def mlp_training(hidden: int, micro_batch: int) -> tuple[Any, Any]:
+    """(engine, step()): the benchmark's model (an MLP of `hidden`), DeepSpeed ZeRO-2 fp32 with
+    AdamW on gloo, one fixed batch; fr_worker's and benchmarks/instructions.py's training."""
     import logging
 
     import deepspeed
     import torch
-    import torch.distributed as dist
     from torch import nn
-    rank = int(os.environ["RANK"])
-    if hasattr(os, "sched_setaffinity"):
-        cores = sorted(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {cores[rank % len(cores)]})
     deepspeed.init_distributed(dist_backend="gloo")
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(args.hidden, args.hidden), nn.GELU(), nn.Linear(args.hidden, args.hidden),
-                          nn.GELU(), nn.Linear(args.hidden, 1))
-    cfg = {"train_micro_batch_size_per_gpu": args.micro_batch, "gradient_accumulation_steps": 1,
+    model = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                          nn.Linear(hidden, 1))
+    cfg = {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": 1,
            "zero_optimization": {"stage": 2}, "steps_per_print": 10 ** 9}
     engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters(), lr=1e-4),
                                       config=cfg)
-    x = torch.randn(args.micro_batch, args.hidden)
-    y = torch.randn(args.micro_batch)
+    x = torch.randn(micro_batch, hidden)
+    y = torch.randn(micro_batch)
 
     def step() -> None:
         loss = nn.functional.mse_loss(engine(x).squeeze(-1), y)
         engine.backward(loss)
         engine.step()
+    return engine, step
 
+
+def fr_worker(args: argparse.Namespace) -> None:
+    import torch
+    import torch.distributed as dist
+    rank = int(os.environ["RANK"])
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[rank % len(cores)]})
+    _, step = mlp_training(args.hidden, args.micro_batch)
     for _ in range(args.settle):
         step()
     c0 = _fr_entries()

@@ -284,10 +284,26 @@ class Watch:
         self._diag = Diagnoser(Context.from_config(cfg, pasted=pasted, **facts), rule_set)
         if type(self).feed is Watch.feed:  # (not a subclass's own feed)
             self.feed = self._diag.feed    # type: ignore[method-assign]  # one call less per event (4 per step live)
+        if type(self).feed_step is Watch.feed_step and type(self).feed is Watch.feed:
+            self.feed_step = self._diag.feed_step   # type: ignore[method-assign]
+            self.feed_usual_step = self._diag.feed_usual_step   # type: ignore[method-assign]
 
     def feed(self, ev: Event) -> list[Finding]:
         """Feed one event; return the findings it made appear (each is returned once)."""
         return self._diag.feed(ev)
+
+    def feed_step(self, evs: list[Event]) -> list[Finding]:
+        """feed() of one live step's events (step, lr, loss, grad norm), the same findings in
+        fewer calls (pipeline.Diagnoser.feed_step); a subclass's own feed() takes them one by one."""
+        if type(self).feed is not Watch.feed:
+            return [f for ev in evs for f in self.feed(ev)]
+        return self._diag.feed_step(evs)
+
+    def feed_usual_step(self, evs: list[Event]) -> list[Finding]:
+        """feed_step() of a step whose shape its maker vouches for (live/session.py Prewritten.usual)."""
+        if type(self).feed is not Watch.feed:
+            return [f for ev in evs for f in self.feed(ev)]
+        return self._diag.feed_usual_step(evs)
 
     @property
     def pasted(self) -> list[str]:

@@ -84,3 +84,92 @@ def test_another_rank_seen_as_any_said():
         keys = {rng.choice([0, 1, 2, 3, None, 1.0]): 0 for _ in range(rng.randint(0, 3))}
         rank = rng.choice([0, 1, 2, 1.0, None])
         assert (len(keys) > 1 or (bool(keys) and rank not in keys)) == any(r != rank for r in keys)
+
+
+def _state(x, seen=None):
+    """A detector's whole state as plain values (objects by their fields, events and symptoms
+    too), to compare two detectors fed the same events two ways."""
+    seen = set() if seen is None else seen
+    if isinstance(x, float):
+        return repr(x)
+    if x is None or isinstance(x, (bool, int, str, bytes)):
+        return x
+    if id(x) in seen:
+        return ("<seen>", type(x).__name__)
+    seen.add(id(x))
+    if isinstance(x, dict):
+        return ("dict", [(_state(k, seen), _state(v, seen)) for k, v in x.items()])
+    if isinstance(x, (list, tuple, deque)):
+        return (type(x).__name__, [_state(v, seen) for v in x])
+    if isinstance(x, (set, frozenset)):
+        return ("set", sorted(repr(_state(v, seen)) for v in x))
+    if callable(x) and not hasattr(x, "__dict__"):
+        return ("callable", getattr(x, "__qualname__", ""))
+    fields = getattr(x, "__dict__", None)
+    if fields is None:
+        fields = {k: getattr(x, k) for k in getattr(type(x), "__slots__", ()) if hasattr(x, k)}
+    return (type(x).__name__, [(k, _state(v, seen)) for k, v in fields.items()
+                               if k not in ("context", "progress", "worn", "rules")])
+
+
+def _fed_both_ways(items):
+    """Two Diagnosers fed the same run: event by event (feed), and each step's list at once
+    (feed_step). Returns both and the findings each returned as they came."""
+    from dsdoctor.pipeline import Diagnoser
+    one, two = Diagnoser(), Diagnoser()
+    said_one, said_two = [], []
+    for it in items:
+        for ev in (it if isinstance(it, list) else [it]):
+            said_one += [(f.rule, f.title, f.summary, f.seq, f.ranks, f.steps) for f in one.feed(ev)]
+        said_two += [(f.rule, f.title, f.summary, f.seq, f.ranks, f.steps) for f in (two.feed_step(it) if isinstance(it, list) else two.feed(it))]
+    return one, two, said_one, said_two
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_feed_step_is_feed_of_each_event(seed):
+    """Diagnoser.feed_step (a live step's four events, each detector taking them in one call)
+    leaves every detector, the progress counter and the symptoms as feed() of each event does,
+    and returns the same findings in the same order: on random runs with relaunches, NaN,
+    spikes, zero grad norms, overflows, exits, two ranks and two inputs."""
+    rng = random.Random(1000 + seed)
+    items = _run(rng, rng.choice([60, 400, 900]))
+    if seed % 3 == 0:                        # a second rank, interleaved step by step
+        other = _run(random.Random(seed), len(items))
+        for it in other:
+            for ev in (it if isinstance(it, list) else [it]):
+                ev.rank = 1
+        items = [x for pair in zip(items, other) for x in pair]
+    if seed % 4 == 1:                        # a second input (a console log beside the events)
+        for it in items[len(items) // 2:]:
+            for ev in (it if isinstance(it, list) else [it]):
+                ev.source = "rank0.log"
+                ev.line = rng.randint(1, 10 ** 6) if rng.random() < 0.5 else None
+    one, two, said_one, said_two = _fed_both_ways(items)
+    assert said_one == said_two
+    assert one.seq == two.seq and one.events_seen == two.events_seen
+    assert _state(one.progress) == _state(two.progress)
+    for a, b in zip(one.detectors, two.detectors):
+        assert _state(a) == _state(b), type(a).__name__
+    assert _state(one.symptoms) == _state(two.symptoms)
+    assert _state(one.finish()) == _state(two.finish())
+
+
+def test_feed_step_takes_only_a_live_step():
+    """A list that is not one step's four events of one input (a missing event, two steps, an
+    end-of-run summary) is fed event by event."""
+    from dsdoctor.pipeline import Diagnoser
+    t = 1.7e9
+    four = [Event("step", 0, 5, t, {"micro_steps": 1, "fwd_ms": 1.0, "bwd_ms": 1.0, "step_ms": 1.0, "data_ms": 0.0}),
+            Event("lr", 0, 5, t, {"value": 1e-4}), Event("loss", 0, 5, t, {"value": 2.0, "name": "loss"}),
+            Event("grad_norm", 0, 5, t, {"value": 0.5})]
+    import dataclasses
+    odd = [four[:3], [four[0], four[1], four[2], dataclasses.replace(four[3], step=6)],
+           [four[0], four[1], dataclasses.replace(four[2], data={"value": 2.0, "summary": True}), four[3]],
+           [four[0], four[2], four[1], four[3]], [four[0], four[1], four[2], dataclasses.replace(four[3], rank=1)]]
+    for evs in odd:
+        one, two = Diagnoser(), Diagnoser()
+        for ev in evs:
+            one.feed(ev)
+        two.feed_step(evs)
+        for a, b in zip(one.detectors, two.detectors):
+            assert _state(a) == _state(b)

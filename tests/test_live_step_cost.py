@@ -88,7 +88,7 @@ def test_lr_getter_used_when_not_deepspeeds():
     assert _lr_from(types.SimpleNamespace(get_lr=lambda: [1.0])) is None
 
 
-def _todo(tmp_path, name, per_event: bool) -> list:
+def _todo(tmp_path, name, per_event: bool, usual: bool = False) -> list:
     s = LiveSession(LiveOptions(out=tmp_path / name, tensorboard=True), rank=0, world_size=1, local_rank=0,
                     store=None, quiet=True)
     s._stop_flusher.set()
@@ -107,8 +107,12 @@ def _todo(tmp_path, name, per_event: bool) -> list:
         if per_event:
             for ev in evs:
                 tb.on_event(ev)
+        elif usual and i != 33:              # (the inf is no usual step)
+            tb.on_usual_step(evs)
         else:
             tb.on_step(evs)
+        if i in (2, 12, 50):                 # a memory reading within a window: its tags after the step's
+            tb.on_event(Event("memory", 0, i, t, {"rss": 1000.0 + i, "available": 5000}))
     tb._close_window()
     s.close()
     return list(tb._todo)
@@ -116,7 +120,8 @@ def _todo(tmp_path, name, per_event: bool) -> list:
 
 def test_tensorboard_on_step_keeps_what_on_event_keeps(tmp_path):
     one, each = _todo(tmp_path, "a", per_event=False), _todo(tmp_path, "b", per_event=True)
-    assert one == each
+    assert one == each == _todo(tmp_path, "c", per_event=False, usual=True)
+    assert any(tag == "memory/rss_bytes" for _, _, scalars, _ in one for tag, _ in scalars)
     assert any(texts for _, _, _, texts in one)                       # the findings are there
     assert any(v == float("inf") for _, _, scalars, _ in one for _, v in scalars)   # and the inf, at its step
 

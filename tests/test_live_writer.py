@@ -124,7 +124,7 @@ def test_step_lines_are_the_bytes_event_line_writes(tmp_path):
         return rng.choice(odd) if rng.random() < 0.1 else rng.uniform(-1e3, 1e3) * 10.0 ** rng.randint(-9, 9)
     s = _session(tmp_path)
     hooks = EngineHooks(types.SimpleNamespace(global_steps=0, skipped_steps=0), s, {"device": "cpu"})
-    made = fallback = 0
+    made = fallback = usual = 0
     for step in range(400):
         cur = {k: val() for k in ("fwd_ms", "bwd_ms", "step_ms") if rng.random() < 0.9}
         if rng.random() < 0.1:
@@ -137,12 +137,20 @@ def test_step_lines_are_the_bytes_event_line_writes(tmp_path):
             made += 1
             evs = items[0].events
             assert items[0].text == step_lines(evs, 0, step, evs[0].time) == "".join(event_line(e) for e in evs)
+            if items[0].usual:               # the shape the Diagnoser and TensorBoard then take unchecked
+                usual += 1
+                assert [e.kind for e in evs] == ["step", "lr", "loss", "grad_norm"]
+                assert {(e.rank, e.step, e.time, e.source, e.line) for e in evs} == {(0, step, evs[0].time, "live", None)}
+                assert list(evs[0].data) == ["micro_steps", "fwd_ms", "bwd_ms", "step_ms", "data_ms"]
+                assert list(evs[2].data) == ["value", "name"] and [list(e.data) for e in (evs[1], evs[3])] == [["value"]] * 2
+                vals = [v for e in evs for k, v in e.data.items() if k not in ("micro_steps", "name")]
+                assert all(type(v) is float and math.isfinite(v) for v in vals)
         else:
             fallback += 1
             assert not any(isinstance(e, Prewritten) for e in items)
             assert step_lines(items, 0, step, items[0].time) is None
         s.flush()
     s.close()
-    assert made > 200 and fallback > 10
+    assert made > 200 and fallback > 10 and usual > 20
     lines = (tmp_path / "events-rank0.jsonl").read_text().splitlines()
     assert len(lines) > 2 * 400 and {json.loads(ln)["kind"] for ln in lines} == {"step", "lr", "loss", "grad_norm"}

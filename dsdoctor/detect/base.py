@@ -5,7 +5,7 @@ Its own module so that the detectors import it and the list of detectors
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ..events import Event
 from ..findings import Evidence, Symptom
@@ -33,8 +33,27 @@ class Detector:
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         return ()
 
+    def feed_step(self, evs: list[Event], seq: int) -> Sequence[tuple[int, Symptom]]:
+        """One live step's events at once (Diagnoser.feed_step: step, lr, loss, grad norm of one
+        input, rank, step, line and time; the i-th has seq + i): what feed() of each event of
+        this detector's kinds would do, its symptoms as (i, symptom). Detectors on the live
+        step path override it with fewer calls (the same state after, tests/test_detector_step_path.py)."""
+        out: list[tuple[int, Symptom]] = []
+        kinds = self.kinds
+        for i, ev in enumerate(evs):
+            if ev.kind in kinds:
+                syms = self.feed(ev, seq + i)
+                if syms:
+                    out += [(i, s) for s in syms]
+        return out
+
     def finish(self) -> Iterable[Symptom]:
         return ()
+
+
+def tagged(i: int, syms: Iterable[Symptom]) -> list[tuple[int, Symptom]]:
+    """feed()'s symptoms of a step's i-th event, as feed_step returns them."""
+    return [(i, s) for s in syms] if syms else []
 
 
 def symptom_from(ev: Event, seq: int, name: str, /, key: tuple = (), **facts) -> Symptom:

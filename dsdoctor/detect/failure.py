@@ -276,6 +276,23 @@ class FailureDetector(Detector):
                 b[3], b[4] = el, b[4] + 1
         return ()
 
+    def feed_step(self, evs: list[Event], seq: int) -> tuple:
+        """feed() of a live step's four progress events: the first one's line counted, then
+        _progress of the first and the last (the lr's and the loss's marks are overwritten by
+        the grad norm's: the same input, step and time, no summary)."""
+        a = evs[0]
+        if a.line != self.progress_line_at.get(a.source):
+            self.progress_line_at[a.source] = a.line
+            self.progress_lines[a.source] = self.progress_lines.get(a.source, 0) + 1
+        self._progress(a, "step", seq)
+        # _progress of the grad norm (seq + 3), what it changes after the step's
+        step, last = a.step, evs[3]
+        self.mark_seq = seq + 3
+        if step is not None and (self.last_step is None or step >= self.last_step):
+            self.step_seq, self.step_at = seq + 3, (a.source, a.line)
+        self.last_progress = last
+        return ()
+
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k = ev.kind
         if k in PROGRESS_KINDS:

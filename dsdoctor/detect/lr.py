@@ -34,7 +34,7 @@ from ..stats import median
 from ..lazy_regex import compile_later
 from ..events import Event
 from ..findings import Symptom
-from .base import Detector, symptom_from
+from .base import Detector, symptom_from, tagged
 from .worn import same_paste
 
 EARLY_STEPS = 300         # "early in training"
@@ -442,6 +442,19 @@ class LRScheduleDetector(Detector):
         for sym in got:
             sym.add_evidence(self.client_sched_ev)
         return got
+
+    def feed_step(self, evs: list[Event], seq: int):
+        """feed() of the step's lr, then of its loss: one rank test for both (one rank, input
+        and prefix), no dispatch on the kind."""
+        b, c = evs[1], evs[2]
+        if self.rank is None:
+            self.rank, self.rank_ev = b.rank, b
+        if b.rank != self.rank and self.rank is not None and b.rank is not None \
+                and not same_paste(b, self.rank_ev):
+            return ()          # another rank's copy
+        got = () if self._replayed(b) else self._lr(b, seq + 1)
+        more = () if self._replayed(c) else self._loss(c, seq + 2)
+        return tagged(1, got) + tagged(2, more) if got or more else ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "context":

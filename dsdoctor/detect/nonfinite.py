@@ -21,7 +21,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Symptom
-from .base import Detector, symptom_from
+from .base import Detector, symptom_from, tagged
 
 HISTORY = 64           # finite values kept to judge a spike
 SPIKE_FACTOR = 1.5     # loss above 1.5x the running median ...
@@ -97,12 +97,18 @@ class NonFiniteDetector(Detector):
         self.zero_losses_ev: Event | None = None
         self.gn_moved = False                   # a finite non-zero grad norm was read
         self.gn_start: list[float] = []         # the first START finite grad norms
+        self.gn_base: float | None = None       # their median, once there are START
         self.gn_high: Event | None = None       # the first of the current run of grad norms GN_GROW x their start
         self.gn_high_run = 0
         self.gn_said = False
         self.start_losses: list[tuple[float, int | None]] = []    # the first START training losses (value, step)
         self.loss_readings = 0
         self.collapse_said = False
+
+    def feed_step(self, evs: list[Event], seq: int):
+        got = self._loss(evs[2], seq + 2)                 # feed() of the loss, then of the grad norm
+        more = self._grad_norm(evs[3], seq + 3)
+        return tagged(2, got) + tagged(3, more) if got or more else ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data
@@ -157,9 +163,14 @@ class NonFiniteDetector(Detector):
     # ------------------------------------------------------------------ pieces
     def _grad_norm(self, ev: Event, seq: int) -> Iterable[Symptom]:
         v = ev.data.get("value")
-        self.bad_gnorm = ev if _nonfinite(v) else None
+        if type(v) is float:             # _nonfinite(v), _finite(v) of a float, without the calls
+            fin = v - v == 0.0
+            self.bad_gnorm = None if fin else ev
+        else:
+            fin = _finite(v)
+            self.bad_gnorm = ev if _nonfinite(v) else None
         self.zero_gnorm = ev if v == 0 and not isinstance(v, bool) else None
-        if _finite(v):
+        if fin:
             if v != 0:
                 self.gn_moved = True
             out = self._grad_norm_grown(ev, seq, v)
@@ -176,7 +187,9 @@ class NonFiniteDetector(Detector):
         if len(self.gn_start) < START:
             self.gn_start.append(v)
             return []
-        base = median(self.gn_start)
+        base = self.gn_base
+        if base is None:                 # (gn_start is full: its median is made once)
+            base = self.gn_base = median(self.gn_start)
         if base <= 0 or v < GN_GROW * base:
             self.gn_high, self.gn_high_run = None, 0
             return []
@@ -195,10 +208,11 @@ class NonFiniteDetector(Detector):
     def _loss(self, ev: Event, seq: int) -> Iterable[Symptom]:
         v = ev.data.get("value")
         name = ev.data.get("name") or "loss"
-        if _nonfinite(v):
-            return self._nonfinite(ev, seq, v, name, how="missing_field" if ev.data.get("missing") else "value")
-        if not _finite(v):
-            return ()
+        if type(v) is not float or v - v != 0.0:     # (a finite float: neither test below, without the calls)
+            if _nonfinite(v):
+                return self._nonfinite(ev, seq, v, name, how="missing_field" if ev.data.get("missing") else "value")
+            if not _finite(v):
+                return ()
         bad, zero = self.bad_gnorm, self.zero_gnorm
         self.bad_gnorm = self.zero_gnorm = None
         if v == 0.0 and bad is not None and (bad.step == ev.step or bad.line == ev.line):

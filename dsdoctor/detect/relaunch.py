@@ -30,7 +30,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import Finding, Symptom
-from .base import Detector
+from .base import Detector, tagged
 
 PROGRESS = ("loss", "lr", "skipped", "throughput", "grad_norm", "step", "overflow")
 ENDS = ("exception", "killed", "process_exit", "exit", "collective_timeout", "nccl_error")
@@ -84,6 +84,23 @@ class RelaunchDetector(Detector):
         if st is None and len(self.inputs) < MAX_SOURCES:
             st = self.inputs[source] = _Input()
         return st
+
+    def feed_step(self, evs: list[Event], seq: int):
+        """feed() of a live step's four events: the step's, then the lr, loss and grad norm
+        through feed()'s path for another event of the last step seen when it applies (it
+        changes only last_time, to the same time, so it applies to all three)."""
+        a = evs[0]
+        got = self.feed(a, seq)
+        st = self.inputs.get(a.source)
+        if (st is not None and st.cand is None and not st.ended and st.max_step is not None and a.step == st.max_step
+                and st.progressed):
+            if a.time is not None:
+                st.last_time = a.time
+            return tagged(0, got) if got else ()
+        out = tagged(0, got)
+        for i in (1, 2, 3):
+            out += tagged(i, self.feed(evs[i], seq + i))
+        return out
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         st = self.inputs.get(ev.source) or self._input(ev.source)

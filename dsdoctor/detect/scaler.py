@@ -25,7 +25,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..findings import MAX_EVIDENCE, Evidence, Symptom
-from .base import Detector, symptom_from
+from .base import Detector, symptom_from, tagged
 
 SETTLE_STEPS = 20        # clean steps that make the current scale the settled one
 CALIBRATION_STEPS = 200  # overflows before this step (with no settled scale yet) calibrate
@@ -82,6 +82,16 @@ class LossScaleDetector(Detector):
         self.static_last: int | None = None
 
     # ------------------------------------------------------------------ events
+    def feed_step(self, evs: list[Event], seq: int):
+        got = self.feed(evs[0], seq)
+        lv, gv = evs[2].data.get("value"), evs[3].data.get("value")
+        if type(lv) is float and lv - lv == 0.0 and type(gv) is float and gv - gv == 0.0:
+            # a finite loss and grad norm of the step just read: their feed() changes nothing
+            # (_progress: the same step; _settle: done)
+            return tagged(0, got) if got else ()
+        more, last = self.feed(evs[2], seq + 2), self.feed(evs[3], seq + 3)
+        return tagged(0, got) + tagged(2, more) + tagged(3, last) if got or more or last else ()
+
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data
         if k == "context":

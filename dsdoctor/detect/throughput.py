@@ -27,7 +27,7 @@ from typing import Iterable
 from ..events import Event
 from ..findings import Symptom
 from .arrival_wait import late_rank_wait
-from .base import Detector, symptom_from
+from .base import Detector, symptom_from, tagged
 
 MAX_POINTS = 2048
 MIN_DROP = 0.04
@@ -71,6 +71,7 @@ _COMPUTE = ("forward", "backward_compute", "backward", "step", "data")
 # the gradient all-reduce / ZeRO all-gather: on a healthy but busy machine the rank that was
 # a little faster elsewhere waits there and looks "slow". They count as collective time.
 _LIVE_WAITS = ("bwd_ms", "step_ms")
+_LIVE_PHASES = {**_PHASES, **{name: "allreduce" for name in _LIVE_WAITS}}    # a live step event's
 
 
 def _mad(xs: list[float]) -> float:
@@ -356,6 +357,10 @@ class ThroughputDetector(Detector):
             self.first_seq.setdefault(rank, seq)
         return ()
 
+    def feed_step(self, evs: list[Event], seq: int):
+        self._phase_times(evs[0], seq, _LIVE_PHASES)    # feed() of the step event (the others: not its kinds)
+        return ()
+
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         if ev.kind == "rank_times":
             self.exchange_ran = True
@@ -382,16 +387,20 @@ class ThroughputDetector(Detector):
                         series = self.series[key] = _Series()
                     series.add(float(v), ev)
             return ()
+        self._phase_times(ev, seq, _LIVE_PHASES if ev.kind == "step" else _PHASES)
+        return ()
+
+    def _phase_times(self, ev: Event, seq: int, names: dict[str, str]) -> None:
+        """A step's phase times (a live `step` event, a log's timer line), by rank."""
         if ev.rank is None:
-            return ()
+            return
         self.step_ranks.add(ev.rank)
         phases = self.rank_phase.get(ev.rank)
         if phases is None:                   # (setdefault would build a dict per event: 1 per step live)
             phases = self.rank_phase[ev.rank] = {}
         got = False
-        live = ev.kind == "step"
         for name, v in ev.data.items():
-            ph = "allreduce" if live and name in _LIVE_WAITS else _PHASES.get(name)
+            ph = names.get(name)
             if ph and isinstance(v, (int, float)):
                 q = phases.get(ph)
                 if q is None:                # (setdefault would build a deque per value: 4 per step live)
@@ -403,7 +412,6 @@ class ThroughputDetector(Detector):
         if got:
             self.rank_event[ev.rank] = ev
             self.first_seq.setdefault(ev.rank, seq)
-        return ()
 
     def finish(self) -> Iterable[Symptom]:
         out = []

@@ -249,7 +249,10 @@ class EngineHooks:
             on = "steps" not in disabled and not s._closed          # s.enabled("steps")
             if on:
                 try:
-                    self._begin(phase)
+                    if first:
+                        self._begin(phase)
+                    else:                             # _begin of a later phase, without the call
+                        progress.phase, progress.phase_started = phase, monotonic()
                     if keep_loss:
                         loss = args[0] if args else kwargs.get("loss")
                         # CPU: kept as it is until the optimizer step reads it as a float (within
@@ -460,8 +463,26 @@ class EngineHooks:
             lines_on = s._fh is not None and s.enabled("events")       # no file: no lines to make
             out: list[Event | Prewritten] = []
             nkeys, key_set = len(keys), frozenset(keys)
+            usual = steps_on and lr_on and nf_on and lines_on and keys == EngineHooks.STEP_KEYS
             while q:
                 step, micro, cur, lr, loss, norm, t = q.popleft()
+                if usual and type(loss) is float and type(norm) is float and type(lr) is float \
+                        and type(t) is float and type(step) is int and type(micro) is int and type(rank) is int \
+                        and len(cur) <= nkeys and key_set.issuperset(cur):
+                    # the usual step (phase times, lr, loss, grad norm: finite floats): its four
+                    # events and their JSON lines made at once, as the code below and four_lines make them
+                    fw, bw = round(cur.get("fwd_ms", 0.0), 3), round(cur.get("bwd_ms", 0.0), 3)
+                    st, da = round(cur.get("step_ms", 0.0), 3), round(cur.get("data_ms", 0.0), 3)
+                    if type(fw) is float and type(bw) is float and type(st) is float and type(da) is float \
+                            and fw + bw + st + da + lr + loss + norm + t - (fw + bw + st + da + lr + loss + norm + t) == 0.0:
+                        out.append(Prewritten([
+                            Event("step", rank, step, t, {"micro_steps": micro, "fwd_ms": fw, "bwd_ms": bw,
+                                                          "step_ms": st, "data_ms": da}),
+                            Event("lr", rank, step, t, {"value": lr}),
+                            Event("loss", rank, step, t, {"value": loss, "name": "loss"}),
+                            Event("grad_norm", rank, step, t, {"value": norm})],
+                            _four_text(rank, step, t, micro, fw, bw, st, da, lr, loss, norm), usual=True))
+                        continue
                 evs: list[Event] = []
                 if steps_on:
                     try:
@@ -771,8 +792,15 @@ def four_lines(evs: list[Event], rank: Any, step: Any, t: Any) -> str | None:
             or len(b.data) != 1 or len(e.data) != 1 or len(cd) != 2 or cd.get("name") != "loss"
             or tuple(cd) != ("value", "name")):
         return None                              # (a sum of finite floats can overflow to inf: then step_lines)
+    return _four_text(rank, step, t, d["micro_steps"], fw, bw, st, da, lr, lv, nv)
+
+
+def _four_text(rank: int, step: int, t: float, micro: int, fw: float, bw: float, st: float, da: float,
+               lr: float, lv: float, nv: float) -> str:
+    """The four JSON lines of the usual step (four_lines; expand_pending's usual step), from its
+    values (ints and finite floats, checked by the callers)."""
     tail = f'", "rank": {rank}, "step": {step}, "time": {t!r}, "data": {{'
-    return (f'{{"kind": "step{tail}"micro_steps": {d["micro_steps"]!r}, "fwd_ms": {fw!r}, "bwd_ms": {bw!r}, '
+    return (f'{{"kind": "step{tail}"micro_steps": {micro!r}, "fwd_ms": {fw!r}, "bwd_ms": {bw!r}, '
             f'"step_ms": {st!r}, "data_ms": {da!r}}}}}\n'
             f'{{"kind": "lr{tail}"value": {lr!r}}}}}\n'
             f'{{"kind": "loss{tail}"value": {lv!r}, "name": "loss"}}}}\n'

@@ -103,11 +103,15 @@ class LiveOptions:
 class Prewritten:
     """One optimizer step's step-kind events with their JSON lines already made
     (hooks.step_lines: one f-string per step instead of one encoder call per event); queued as
-    one item, written with one file write, each event then diagnosed as usual."""
-    __slots__ = ("events", "text")
+    one item, written with one file write, each event then diagnosed as usual. `usual`: the
+    maker vouches that they are the usual step, step / lr / loss / grad_norm events of one
+    rank, step and wall time, source "live", no line, no prefix, finite float values, the step's data
+    micro_steps and the four phase times of EngineHooks.STEP_KEYS (hooks.expand_pending):
+    the Diagnoser and TensorBoard then take them without checking their shape again."""
+    __slots__ = ("events", "text", "usual")
 
-    def __init__(self, events: list[Event], text: str):
-        self.events, self.text = events, text
+    def __init__(self, events: list[Event], text: str, usual: bool = False):
+        self.events, self.text, self.usual = events, text, usual
 
 
 class Progress:
@@ -187,6 +191,7 @@ class LiveSession:
         self._closed = False
         self._listeners: list[Any] = []    # callables(ev) fed after each event (tensorboard)
         self._step_listeners: list[Any] = []   # the same listeners, taking a step's events at once
+        self._usual_listeners: list[Any] = []  # ... and the usual step's (Prewritten.usual)
         self._producers: list[Any] = []    # callables() run by the writer thread before each drain
         self._tickers: list[Any] = []      # callables() run by the writer thread after each drain
         self._console = None
@@ -354,29 +359,34 @@ class LiveSession:
         evs = item.events
         if self._watch is not None and "diagnose" not in disabled and not self._closed:
             try:
-                feed = self._watch.feed
-                for ev in evs:
-                    found = feed(ev)
-                    if found:
-                        for f in found:
-                            self._new_finding(f)
+                # feed() of each, in fewer calls
+                found = self._watch.feed_usual_step(evs) if item.usual else self._watch.feed_step(evs)
+                if found:
+                    for f in found:
+                        self._new_finding(f)
             except Exception as e:
                 self._record_error("diagnose", e)
-        for fn in self._step_listeners:
-            fn(evs)
+        if item.usual:
+            for fn in self._usual_listeners:
+                fn(evs)
+        else:
+            for fn in self._step_listeners:
+                fn(evs)
 
     def _flush_file(self) -> None:
         if self._fh is not None and self.enabled("events"):
             with self.guard("events"):
                 self._fh.flush()
 
-    def add_listener(self, fn: Any, step_fn: Any = None) -> None:
+    def add_listener(self, fn: Any, step_fn: Any = None, usual_fn: Any = None) -> None:
         """fn(ev) after each event, lock held, on whichever thread handles it (the training
         thread for non-step kinds): bookkeeping only, no I/O. step_fn(events), if given, takes
         a step's Prewritten events (one step, one wall time, finite values) in one call instead
-        of fn per event: one call per step on the writer thread instead of four."""
+        of fn per event: one call per step on the writer thread instead of four; usual_fn(events)
+        the usual step's (Prewritten.usual)."""
         self._listeners.append(fn)
         self._step_listeners.append(step_fn if step_fn is not None else _per_event(fn))
+        self._usual_listeners.append(usual_fn or self._step_listeners[-1])
 
     def add_producer(self, fn: Any) -> None:
         """fn() on the writer thread every STEP_FLUSH_SECONDS, before the drain, without the

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import collections
 import os
+from functools import reduce
+from operator import add
 import socket
 import struct
 import threading
@@ -44,6 +46,8 @@ RARE = {                                   # written as they come
     "skipped": (("skipped", "fp16/skipped_steps"),),
     "telemetry": None,                     # every number, as telemetry/<key>
 }
+# the tags of a usual step's values, in the order _average adds them (TensorBoard.on_step's rows)
+_ROW_TAGS = ("time_ms/forward", "time_ms/backward", "time_ms/step", "time_ms/data", "loss", "grad_norm")
 TEXT_KINDS = frozenset({"exception", "oom", "stall", "stall_resolved", "nonfinite_module", "doctor_error"})
 EVERY = 10          # a window is at least EVERY steps ...
 PERIOD = 1.0        # ... and at least PERIOD seconds: one record per second at most
@@ -57,6 +61,9 @@ class TensorBoard:
         self.file: EventFile | None = None   # created at the first write, on the writer thread
         self.records = 0
         self._acc: dict[str, list[float]] = {}     # tag -> [sum, count] of the current window
+        # the window's usual steps not yet summed into _acc: (fwd, bwd, step, data ms, loss, grad
+        # norm) per step, summed once per window (_fold) in the order on_event would have summed them
+        self._rows: list[tuple[float, float, float, float, float, float]] = []
         self._window_start: int | None = None
         self._window_time = 0.0
         self._last: tuple[int, float] | None = None  # (step, time) of the last averaged event
@@ -68,7 +75,7 @@ class TensorBoard:
         self._stopped = False
 
     def start(self) -> None:
-        self.session.add_listener(self.on_event, self.on_step)
+        self.session.add_listener(self.on_event, self.on_step, self.on_usual_step)
         self.session.add_ticker(self.tick)
 
     # ---------------------------------------------------------------- bookkeeping (no I/O)
@@ -79,6 +86,8 @@ class TensorBoard:
         if self.PART in s._disabled or s._closed:        # s.enabled(PART), without the call
             return
         try:
+            if self._rows:
+                self._fold()                 # the window's tags keep the order of their first values
             keys = AVERAGED.get(ev.kind)
             if keys is not None:
                 self._average(ev, keys)
@@ -97,6 +106,22 @@ class TensorBoard:
         if self.PART in s._disabled or s._closed:
             return
         try:
+            if len(evs) == 4:
+                # the usual step (EngineHooks: four phase times, an lr, a loss, a grad norm, finite
+                # floats): its six values kept as one row, summed once per window
+                a, b, c, d = evs
+                sd = a.data
+                fw, bw, st, da = sd.get("fwd_ms"), sd.get("bwd_ms"), sd.get("step_ms"), sd.get("data_ms")
+                lv, gv = c.data.get("value"), d.data.get("value")
+                step = a.step
+                if (type(fw) is float and type(bw) is float and type(st) is float and type(da) is float
+                        and type(lv) is float and type(gv) is float and a.kind == "step" and b.kind == "lr"
+                        and c.kind == "loss" and d.kind == "grad_norm" and "batch_ms" not in sd
+                        and step is not None and fw + bw + st + da + lv + gv - (fw + bw + st + da + lv + gv) == 0):
+                    self._add_row(step, a.time or 0.0, (fw, bw, st, da, lv, gv), d)
+                    return
+            if self._rows:
+                self._fold()
             acc, first = self._acc, True
             for ev in evs:
                 keys = AVERAGED.get(ev.kind)
@@ -108,15 +133,8 @@ class TensorBoard:
                     if step is None:
                         step = s.progress.step
                     t = ev.time or 0.0
-                    if self._window_start is None:
-                        self._window_start, self._window_time = step, t
-                    elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
-                        self._close_window()
-                        acc = self._acc
-                        self._window_start, self._window_time = step, t
-                    last = self._last
-                    if last is None or last[0] != step or last[1] != t:
-                        self._last = (step, t)
+                    self._window(step, t)
+                    acc = self._acc              # (a new one if the window closed)
                 data = ev.data
                 for key, tag in keys:
                     v = data.get(key)
@@ -136,6 +154,27 @@ class TensorBoard:
         except Exception as e:
             s._record_error(self.PART, e)
 
+    def on_usual_step(self, evs: list[Event]) -> None:
+        """on_step for the usual step (live/session.py Prewritten.usual: its maker checked the
+        shape and the values that on_step checks)."""
+        s = self.session
+        if self.PART in s._disabled or s._closed:
+            return
+        try:
+            a, _, c, d = evs
+            sd = a.data
+            self._add_row(a.step, a.time or 0.0, (sd["fwd_ms"], sd["bwd_ms"], sd["step_ms"], sd["data_ms"],
+                                                  c.data["value"], d.data["value"]), d)
+        except Exception as e:
+            s._record_error(self.PART, e)
+
+    def _add_row(self, step: int, t: float, row: tuple, last: Event) -> None:
+        """A usual step's six values kept for the window."""
+        self._window(step, t)
+        self._rows.append(row)
+        if len(self.session.findings) > self._findings_seen:
+            self._queue_findings(last)
+
     def _queue_findings(self, ev: Event) -> None:
         s = self.session
         new = s.findings[self._findings_seen:]
@@ -149,14 +188,7 @@ class TensorBoard:
         if step is None:
             step = self.session.progress.step
         t = ev.time or 0.0
-        if self._window_start is None:
-            self._window_start, self._window_time = step, t
-        elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
-            self._close_window()
-            self._window_start, self._window_time = step, t
-        last = self._last
-        if last is None or last[0] != step or last[1] != t:
-            self._last = (step, t)           # a step's four events share both: one tuple per step
+        self._window(step, t)
         data, acc = ev.data, self._acc
         for key, tag in keys:
             v = data.get(key)
@@ -172,7 +204,34 @@ class TensorBoard:
             else:                            # non-finite: its own record, at its own step, now
                 self._todo.append((step, t, [(tag, float(v))], []))
 
+    def _fold(self) -> None:
+        """The kept rows summed into _acc, value by value in step order (the same float sums as
+        _average's), each tag added where its first value would have added it."""
+        rows, self._rows = self._rows, []
+        acc = self._acc
+        for col, tag in enumerate(_ROW_TAGS):
+            vals = [r[col] for r in rows]
+            a = acc.get(tag)
+            if a is None:
+                acc[tag] = [reduce(add, vals), len(vals)]
+            else:
+                a[0] = reduce(add, vals, a[0])
+                a[1] += len(vals)
+
+    def _window(self, step: int, t: float) -> None:
+        """The window this step's values go to: a new one after EVERY steps and PERIOD seconds."""
+        if self._window_start is None:
+            self._window_start, self._window_time = step, t
+        elif step - self._window_start >= EVERY and t - self._window_time >= PERIOD:
+            self._close_window()
+            self._window_start, self._window_time = step, t
+        last = self._last
+        if last is None or last[0] != step or last[1] != t:
+            self._last = (step, t)           # a step's four events share both: one tuple per step
+
     def _close_window(self) -> None:
+        if self._rows:
+            self._fold()
         if self._acc and self._last is not None:
             means = [(tag, total / n) for tag, (total, n) in self._acc.items() if n]
             self._todo.append((self._last[0], self._last[1], means, []))
