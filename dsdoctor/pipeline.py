@@ -39,8 +39,8 @@ _EVENT_FILES = (".jsonl", ".jsonl.gz")
 STEP_KINDS = ("step", "lr", "loss", "grad_norm")
 
 
-def _event_then_detector(x: tuple) -> tuple[int, int]:
-    return x[0], x[1]
+def _event_index(x: tuple) -> int:
+    return x[0]
 
 
 class Diagnoser:
@@ -141,13 +141,14 @@ class Diagnoser:
             if got:                          # nearly always ()
                 if found is None:
                     found = []
-                order = len(found)           # (a later detector: sorted after, within its event)
-                found += [(i, order, s) for i, s in got]
+                found += got
         if found is None:
             return []
-        found.sort(key=_event_then_detector)
+        # by event; within one event in detector order, as feed() makes them (the sort is stable and
+        # the detectors' symptoms were added in detector order)
+        found.sort(key=_event_index)
         new = []
-        for _, _, s in found:
+        for _, s in found:
             f = self._absorb(s)
             if f:
                 new.append(f)
