@@ -28,7 +28,11 @@ from pathlib import Path
 # pure CPU, in-process (checked: no subprocess, sleep, clock, thread or signal in them or the helpers
 # they call); the larger ones only: a child's start-up (~2 s) must be worth it
 MODULES = ("test_golden.py", "test_sampling.py", "test_scan_ids.py", "test_rules.py",
-           "test_issue_wrappings.py", "test_estimate.py", "test_architecture.py")
+           "test_issue_wrappings.py", "test_estimate.py", "test_architecture.py",
+           # (twenty-first session: ~70 s more under load, measured with --durations=0)
+           "test_ci_output.py", "test_detector_step_path.py", "test_scanner.py", "test_lines_clean.py",
+           "test_event_kinds.py", "test_stats.py", "test_slurm_mpi_captures.py", "test_formats_training.py",
+           "test_formats_translated.py", "test_steady_split.py")
 IDS_ENV = "DSDOCTOR_TESTS_BESIDE_IDS"     # set in the child: the node ids it runs
 LIMIT_AFTER_PARENT = 1200                 # s the parent waits for the child once its own tests are done
 
