@@ -558,6 +558,37 @@ def test_nccl_warning_repeated_after_last_error_names_its_cause():
     assert findings(text)[0].rule == "nccl-error-duplicate-gpu"
 
 
+_NCCL_SYSTEM_ERROR = ("[rank8]: torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/"
+                      "ProcessGroupNCCL.cpp:3463, unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.21.5\n"
+                      "[rank8]: ncclSystemError: System call (e.g. socket, malloc) or external library call failed or device error.\n"
+                      "[rank8]: Last error:\n")
+
+
+@pytest.mark.parametrize("last, cause, peer", [
+    # nccl src/misc/socket.cc: 2.16-2.23 'socketStartConnect: Connect to %s failed : %s', 2.27+ lower case
+    ("socketStartConnect: Connect to 10.0.0.2<45123> failed : Software caused connection abort", "connection_refused", "10.0.0.2"),
+    ("socketPollConnect: connect to 10.1.4.7<38511> failed : Connection refused", "connection_refused", "10.1.4.7"),
+    # socketProgressOpt's recv from a peer that went away
+    ("socketProgressOpt: Call to recv from 10.0.0.9<51234> failed : Connection reset by peer", "remote_exit", "10.0.0.9"),
+    # transport/net_ib.cc ncclIbTest: a work completion in error
+    ("NET/IB : Got completion from peer 10.0.0.5<5334> with status=12 opcode=0 len=0 vendor err 129 (Recv)", "ib", "10.0.0.5"),
+])
+def test_the_warning_after_last_error_is_read_whatever_it_says(last, cause, peer):
+    ev = one(_NCCL_SYSTEM_ERROR + f"[rank8]: {last}\n", "nccl_warn")
+    assert (ev.data["cause"], ev.data["peer"], ev.rank) == (cause, peer, 8)
+    top = findings(_NCCL_SYSTEM_ERROR + f"[rank8]: {last}\n")[0]
+    assert top.category == "nccl_error" and any(last[:40] in e.text for e in top.evidence)
+
+
+def test_last_error_reads_only_the_next_line_and_only_a_known_cause():
+    # NCCL's own 'Unknown NCCL Error' says nothing: the finding stays the plain NCCL error
+    assert not events(_NCCL_SYSTEM_ERROR + "[rank8]: Unknown NCCL Error\n", "nccl_warn")
+    # a connect failure two lines below is another message, not the one 'Last error:' repeats
+    assert not events(_NCCL_SYSTEM_ERROR + "[rank8]: \n[rank8]: Connect to 10.0.0.2<1> failed : Connection refused\n", "nccl_warn")
+    # a line that only mentions 'Last error:' arms nothing
+    assert not events("retry 3, Last error: timeout\nsocketStartConnect: Connect to 10.0.0.2<1> failed : x\n", "nccl_warn")
+
+
 def test_nccl_set_up_without_init_complete_is_a_hang_and_with_it_is_not():
     start = ("gpu1:3301:3420 [0] NCCL INFO comm 0x55d5c3c0 rank 0 nranks 2 cudaDev 0 nvmlDev 0 busId 1b000 commId 0x5a1 - Init START\n"
              "gpu1:3301:3420 [0] NCCL INFO Channel 00/0 : 0[0] -> 1[1] via SHM/direct/direct\n")

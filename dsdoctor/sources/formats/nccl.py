@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from ...lazy_regex import compile_later
-from ..lines import Line, StreamState
+from ..lines import Line, StreamState, armed_within
 from ..recogniser import on
 from .traceback import wait_site
 
@@ -542,6 +542,31 @@ def headless_warn(line: Line, st: StreamState):
         return None
     return line.event("nccl_warn", step=st.step_of(line.rank), msg=t.strip()[-200:], cause=cause,
                       peer=None, host=line.host, pid=None, device=None)
+
+
+# The rest of NCCL's last warnings in that 'Last error:' line (whatever function printed them: a
+# socket connect, a recv, an IB completion, a CUDA call, the shm segment): the line right after a
+# line that is 'Last error:' alone, handed over by any lowercase letter (not chained), read as the
+# WARN it repeats when warn_cause knows its cause. The ones headless_warn reads by their own
+# literals, and an NCCL WARN line itself, are left to those.
+_HEADLESS_OWN = ("NCCL WARN ", "no socket interface found", "no interface found", "o usable listening interface found",
+                 "Duplicate GPU detected : rank ", "Call to ibv_")
+
+
+@on("Last error:", continuation=tuple("abcdefghijklmnopqrstuvwxyz"), chain=False)
+def last_error(line: Line, st: StreamState):
+    t = line.text.strip()
+    if t == "Last error:":
+        st.scratch["nccl.last_error"] = line.lineno
+        return None
+    if not armed_within(st.scratch.get("nccl.last_error"), line, 1) or any(k in t for k in _HEADLESS_OWN):
+        return None
+    cause = warn_cause(t)
+    if cause is None:
+        return None
+    p = _PEER.search(t) if cause in ("connection_refused", "remote_exit", "ib", "mismatch") else None
+    return line.event("nccl_warn", step=st.step_of(line.rank), msg=t[-200:], cause=cause,
+                      peer=p.group(1) if p else None, host=line.host, pid=None, device=None)
 
 
 @on("NCCL WARN ")
