@@ -46,7 +46,7 @@ class Event:
 KINDS: dict[str, str] = {
     # progress and metrics
     "step": "phase times of one optimizer step: fwd_ms, bwd_ms, step_ms, data_ms, micro_steps",
-    "loss": "value (float, may be nan/inf), name ('loss', 'lm loss', ...)",
+    "loss": "value (float, may be nan/inf), name ('loss', 'lm loss', ...); no_advantage (an RL row whose groups all had equal rewards: a loss of 0 is real)",
     "grad_norm": "value (float, may be nan/inf)",
     "lr": "value (float or list)",
     "throughput": "samples_per_sec, iter_ms, tflops (any subset); series ('desc|total' of a progress bar), bar, elapsed_s (the bar's own elapsed time); total (Megatron's train_iters); summary (an end-of-training average)",
