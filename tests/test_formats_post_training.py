@@ -6,17 +6,12 @@ Fast: text in, no DeepSpeed needed.
 from __future__ import annotations
 
 from dsdoctor.detect.families import classify
-from dsdoctor.pipeline import Diagnoser
-from dsdoctor.rules import RuleSet
-from dsdoctor.sources.logs import events_from_text
 
-RULES = RuleSet.load()
+from diagnose_text import events, findings as all_findings
 
 
 def findings(text: str):
-    d = Diagnoser(rules=RULES)
-    d.feed_all(events_from_text(text))
-    return [f for f in d.finish() if f.severity != "info"]
+    return [f for f in all_findings(text) if f.severity != "info"]
 
 
 def grpo_row(loss, reward_func_mean="0.41", frac_zero_std="0.25", grad_norm="0.31", step=1):
@@ -74,8 +69,7 @@ def openrlhf(step: int, total: float, loss: str = "-0.0100") -> str:
 
 
 def test_openrlhf_status_lines_give_steps_losses_and_step_times():
-    events = list(events_from_text(openrlhf(7, 160.0)))
-    kinds = {e.kind: e for e in events}
+    kinds = {e.kind: e for e in events(openrlhf(7, 160.0))}
     assert kinds["loss"].data["value"] == -0.01
     assert kinds["loss"].step == 7 and kinds["throughput"].data["iter_ms"] == 160000.0
     slower = "".join(openrlhf(s, 160.0 if s < 7 else 520.0) for s in range(1, 15))
