@@ -95,3 +95,21 @@ def test_front_end_argument_checks_and_the_generation_server():
     fam = classify("ConnectionError", "The vLLM server can't be reached at http://0.0.0.0:8000 after 240.0 seconds. "
                    "Make sure the server is running by running `vllm serve`.", client, [client])
     assert fam.name == "generation_server" and fam.category == "environment"
+
+
+def test_a_weight_sync_group_that_the_engines_never_joined():
+    # openrlhf trainer/ray/ppo_actor.py _init_vllm_weight_sync -> utils/distributed_util.py
+    # stateless_init_process_group -> vLLM's StatelessProcessGroup.create (a TCPStore of its own)
+    tb = ("Traceback (most recent call last):\n"
+          '  File "/openrlhf/openrlhf/trainer/ray/ppo_actor.py", line 147, in _init_vllm_weight_sync\n'
+          "    self._model_update_group = stateless_init_process_group(\n"
+          '  File "/openrlhf/openrlhf/utils/distributed_util.py", line 76, in stateless_init_process_group\n'
+          "    pg = StatelessProcessGroup.create(host=master_address, port=master_port, rank=rank, world_size=world_size)\n"
+          '  File "/usr/local/lib/python3.11/site-packages/vllm/distributed/utils.py", line 250, in create\n'
+          "    store = TCPStore(\n"
+          "torch.distributed.DistStoreError: Timed out after 901 seconds waiting for clients. 2/3 clients joined.\n")
+    (f,) = findings(tb)
+    assert f.rule == "rendezvous-timeout-weight-sync" and f.category == "nccl_error"
+    # the job's own store, waiting for the same clients: the start-up rendezvous
+    (g,) = findings(tb.split("\n", 1)[0] + "\n" + tb.rsplit("\n", 2)[-2] + "\n")
+    assert g.rule == "rendezvous-timeout"
