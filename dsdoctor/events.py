@@ -46,7 +46,7 @@ class Event:
 KINDS: dict[str, str] = {
     # progress and metrics
     "step": "phase times of one optimizer step: fwd_ms, bwd_ms, step_ms, data_ms, micro_steps",
-    "loss": "value (float, may be nan/inf), name ('loss', 'lm loss', ...)",
+    "loss": "value (float, may be nan/inf), name ('loss', 'lm loss', ...); no_advantage (an RL row whose groups all had equal rewards: a loss of 0 is real)",
     "grad_norm": "value (float, may be nan/inf)",
     "lr": "value (float or list)",
     "throughput": "samples_per_sec, iter_ms, tflops (any subset); series ('desc|total' of a progress bar), bar, elapsed_s (the bar's own elapsed time); total (Megatron's train_iters); summary (an end-of-training average)",
@@ -73,7 +73,7 @@ KINDS: dict[str, str] = {
     # communication
     "collective_timeout": "op, seq, timeout_ms, elapsed_ms, numel_in, numel_out, backend, pg, blocking",
     "watchdog_state": "seq, last_enqueued, last_completed, pg",
-    "nccl_error": "error ('unhandled system error', ...), detail, code ('ncclSystemError', ...), nccl_version, cause (set when the line itself says: 'watchdog_hang', 'remote_exit', 'rendezvous' + rdzv, peer, port)",
+    "nccl_error": "error ('unhandled system error', ...), detail, code ('ncclSystemError', ...), nccl_version, cause (set when the line itself says: 'watchdog_hang', 'remote_exit', 'rendezvous' + rdzv, peer, port, group: 'weight_sync' for an RL trainer's second group)",
     "nccl_warn": "msg, cause ('duplicate_gpu'|'shm'|'interface'|'connection_refused'|'ib'|'remote_exit'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
     "nccl_init": "state ('start'|'channel'|'complete'), via (the channel's transport: 'P2P'|'SHM'|'NET/Socket'|'NET/IB'|...|None), proc (host:pid of the NCCL line or None): NCCL's communicator set-up, NCCL_DEBUG=INFO",
     "nccl_transport": "transport ('Socket'|'IB'|...|None), detail ('ib_not_found'|'channel': a channel through the network|'nodes': the communicator's node count in `nodes`|None), host",

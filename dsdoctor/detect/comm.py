@@ -96,6 +96,7 @@ class CommDetector(Detector):
         self.rdzv: dict[str, _Collector] = {}
         self.rdzv_peer: dict[str, str | None] = {}
         self.rdzv_port: dict[str, int | None] = {}
+        self.rdzv_group: dict[str, str] = {}           # a rendezvous of a second group (an RL weight sync)
         # transport
         self.transport = _Collector()
         self.transports: Counter = Counter()
@@ -149,6 +150,8 @@ class CommDetector(Detector):
                 col.add(ev, seq)
                 self.rdzv_peer.setdefault(d.get("rdzv") or "unknown", d.get("peer"))
                 self.rdzv_port.setdefault(d.get("rdzv") or "unknown", d.get("port"))
+                if d.get("group"):
+                    self.rdzv_group.setdefault(d.get("rdzv") or "unknown", d["group"])
             else:
                 self._nccl_error(ev, seq)
         elif k == "nccl_warn":
@@ -224,7 +227,7 @@ class CommDetector(Detector):
             out.append(s)
         for cause, col in self.rdzv.items():
             out.append(col.symptom("rendezvous_error", key=(cause,), cause=cause, peer=self.rdzv_peer.get(cause),
-                                   port=self.rdzv_port.get(cause)))
+                                   port=self.rdzv_port.get(cause), group=self.rdzv_group.get(cause)))
         for cause, col in self.gloo.items():
             if cause == "timeout_secondary" and self.timeouts:
                 continue        # pair closures after a timeout: the timeout is the finding

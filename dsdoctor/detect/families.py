@@ -442,6 +442,25 @@ TRAINER_ARGS = Family("trainer_args", "config_error", 3,
                       "metrics the evaluation returns")
 _TRAINER_ARGS_SITE = "transformers/training_args.py:__post_init__"
 _TRAINER_ARGS_TEXT = "training argument is set to '"
+# the post-training front-ends' own checks of their arguments, raised where they build their config or trainer:
+# TRL's trainer/<x>_config.py __post_init__ ('generation_batch_size (12) must be divisible by num_generations (8).')
+# and trainer/<x>_trainer.py __init__ ('You passed both a ref_model and a peft_config. ...'), LLaMA-Factory's
+# hparams/parser.py, ms-swift's llm/argument/*.py __post_init__: the settings passed to the front-end
+FRONTEND_ARGS = Family("frontend_args", "config_error", 3,
+                       "a setting the training front-end (TRL, LLaMA-Factory, ms-swift) refused when it built its "
+                       "config or trainer")
+_FRONTEND_ARGS_SITE = compile_later(r"trl/trainer/\w+_(?:config\.py:__post_init__|trainer\.py:__init__)|"
+                                    r"llamafactory/hparams/\w+\.py:|swift/llm/argument/")
+# TRL's client of a vLLM server (trl/generation/vllm_client.py VLLMClient.check_server: ConnectionError 'The vLLM
+# server can't be reached at {base_url} after {total_timeout} seconds. Make sure the server is running by running
+# `vllm serve`.'; get_server_info / init_communicator: RuntimeError 'The vLLM server at {url} does not expose its
+# development endpoints ...' / '... has no weight-transfer engine. Restart it with ...'): the generation server
+# the trainer needs is not up, not at that address, or started without what weight sync needs
+GENERATION_SERVER = Family("generation_server", "environment", 3,
+                           "the vLLM server the trainer generates with is not running, not at that address, or "
+                           "started without what the weight sync needs")
+_GENERATION_SERVER = compile_later(r"The vLLM server can't be reached at|The vLLM server at \S+ "
+                                   r"(?:does not expose its development endpoints|has no weight-transfer engine)")
 # torch.save's writer opening a file in a folder that is not there (caffe2/serialize/inline_container.cc
 # PyTorchFileWriter: 'Parent directory {dir} does not exist.'): most often a save path on a node-local disk,
 # created by rank 0 on its own node only, written by a rank on another node
@@ -509,6 +528,10 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
         return _family("write_denied")
     if _TRAINER_ARGS_TEXT in message or (name == "ValueError" and _TRAINER_ARGS_SITE in (raise_site or "")):
         return TRAINER_ARGS
+    if name == "ValueError" and _FRONTEND_ARGS_SITE.search(raise_site or ""):
+        return FRONTEND_ARGS
+    if _GENERATION_SERVER.search(message):
+        return GENERATION_SERVER
     if name == "TypeError" and _LIBRARY_CALL.search(message) and _in_a_library(raise_site):
         return API_MISMATCH
     if name == "IndexError" and "index out of range in self" in message and \

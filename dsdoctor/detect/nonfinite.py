@@ -227,7 +227,7 @@ class NonFiniteDetector(Detector):
         # converging to 0 logs 0.0003, 0.0001 first
         sudden = ev.data.get("grad_norm_logged") is not None and bool(self.losses) \
             and self.losses[-1] >= ZERO_AFTER_LOSS
-        if v == 0.0 and (zero_gn or sudden):
+        if v == 0.0 and (zero_gn or sudden) and not ev.data.get("no_advantage"):
             # transformers/trainer.py _inner_training_loop: with logging_nan_inf_filter (default True)
             # a NaN/Inf step adds nothing to the logged loss, so a window of NaN steps logs 'loss' 0.0;
             # with the step's gradients never computed or skipped the grad norm reads 0 as well.

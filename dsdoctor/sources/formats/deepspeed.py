@@ -195,7 +195,10 @@ def progress(line: Line, st: StreamState):
 
 
 _GLOBAL_STEP = compile_later(r"global_step=(\d+)")
-_CURR_SPS = compile_later(r"CurrSamplesPerSec=(" + NUM + ")")
+# ThroughputTimer's CurrSamplesPerSec (utils/timer.py) and the hybrid engine's one-r CurSamplesPerSec
+# (runtime/hybrid_engine.py DeepSpeedHybridEngine.step: '|E2E latency=...s |Gather latency=... |Generate time=...
+# |Training time=... |Others=...|CurSamplesPerSec={:.2f} |AvgSamplesPerSec={:.2f}', DeepSpeed-Chat's RLHF step)
+_CURR_SPS = compile_later(r"Curr?SamplesPerSec=(" + NUM + ")")
 _SPS = compile_later(r"(?<![A-Za-z])SamplesPerSec=(" + NUM + ")")
 
 
@@ -1087,6 +1090,9 @@ def ninja_missing(line: Line, st: StreamState):
 # layouts ('{epoch}/{step}, SamplesPerSec=' and v0.7's '{epoch}/{step}, RunningAvg...') are
 # never steady: all of them are read (deepspeed/utils/timer.py: ThroughputTimer.stop).
 _OLD_THROUGHPUT = compile_later(rb"[0-9]/[0-9]+, (?:RunningAvg)?SamplesPerSec=")
+# the hybrid engine's line (DeepSpeed-Chat's RLHF step, runtime/hybrid_engine.py) has no global_step and
+# another anchor ('|CurSamplesPerSec='): never steady, so the fast path must hand it over too
+_HYBRID_THROUGHPUT = compile_later(rb"\|CurSamplesPerSec=")
 
 
 def _current_throughput_line(raw: bytes) -> bool:
@@ -1096,7 +1102,7 @@ def _current_throughput_line(raw: bytes) -> bool:
 STEADY_GROUPS = (
     steady("ds_timers", "time (ms) |"),
     steady("ds_throughput", "SamplesPerSec=", check=_current_throughput_line, anchor="CurrSamplesPerSec=",
-           anomalies=(*NONFINITE_ANOMALIES, (_OLD_THROUGHPUT.pattern, 0))),
+           anomalies=(*NONFINITE_ANOMALIES, (_OLD_THROUGHPUT.pattern, 0), (_HYBRID_THROUGHPUT.pattern, 0))),
     steady("ds_step", ", skipped="),
 )
 

@@ -60,11 +60,14 @@ def metrics(line: Line, st: StreamState):
             # trainer's row (TRL's GRPO/PPO log 'reward', 'kl', 'rewards/...'), whose policy loss is 0.0
             # to the printed digits on many healthy steps (group-normalised advantages, beta 0)
             sudden_ok = key == "loss" and not any(k in _RL_KEYS or k.startswith(_RL_PREFIXES) for k in d)
+            # TRL's GRPO/RLOO: 'frac_reward_zero_std' 1 says every prompt's completions got the same reward, so
+            # every advantage is 0 and (beta 0, the default) so are the loss and its gradient: no NaN filtered
+            extra = {"no_advantage": True} if key == "loss" and vals.get("frac_reward_zero_std") == 1 else {}
             out.append(event("loss", step, value=v, name=key, epoch=vals.get("epoch"),
-                             grad_norm_logged=("grad_norm" in d) if sudden_ok else None))
+                             grad_norm_logged=("grad_norm" in d) if sudden_ok else None, **extra))
     for key, v in vals.items():
         if key not in ("loss", "eval_loss", "grad_norm") and v is not None and not math.isfinite(v) \
-                and _TRAINING_METRIC.search(key):
+                and _TRAINING_METRIC.search(key) and not _loss_stands(vals, key):
             out.append(event("loss", step, value=v, name=key, epoch=vals.get("epoch")))
             break                       # the first one names the problem; the others are echoes
     if (v := vals.get("learning_rate")) is not None:
@@ -72,6 +75,17 @@ def metrics(line: Line, st: StreamState):
     if (v := vals.get("train_samples_per_second")) is not None:
         out.append(event("throughput", step, samples_per_sec=v, summary=True))
     return out
+
+
+def _loss_stands(vals: dict, key: str) -> bool:
+    """Whether the row's own loss (eval_loss for an eval_ metric) is a finite, non-zero number: then a NaN in a
+    side column is that column's own emptiness, not a divergence. TRL's GRPO/RLOO log a reward function's
+    mean with torch.nanmean over the rewards it gave (grpo_trainer.py _generate_and_score_completions): a
+    function that returned None for every sample of the batch (a multi-task set, a reward for another task)
+    logs 'rewards/<func>/mean': nan beside a finite 'reward' and 'loss'; ms-swift logs 'reward_std': nan for
+    one sample. A real divergence makes the loss itself nan, or 0.0 (the Trainer's logging_nan_inf_filter)."""
+    loss = vals.get("eval_loss" if key.startswith("eval_") else "loss")
+    return loss is not None and math.isfinite(loss) and loss != 0.0
 
 
 # transformers integrations/deepspeed.py: HfTrainerDeepSpeedConfig.fill_match appends

@@ -405,8 +405,20 @@ def rendezvous_error(line: Line, st: StreamState):
     m = _RDZV_PEER.search(t)
     peer = next((g for g in (m.groups() if m else ()) if g and not g.isdigit()), None)
     p = _RDZV_PORT.search(t)
+    weight_sync = any(site in f for f in st.frames.get(line.rank) or () for site in _WEIGHT_SYNC_SITES)
     return line.event("nccl_error", step=st.step_of(line.rank), error="rendezvous", cause="rendezvous",
-                      rdzv=cause, peer=peer, port=int(p.group(1) or p.group(2)) if p else None, detail=t.strip()[:300])
+                      rdzv=cause, peer=peer, port=int(p.group(1) or p.group(2)) if p else None, detail=t.strip()[:300],
+                      **({"group": "weight_sync"} if weight_sync else {}))
+
+
+# The frames of an RL trainer opening its second group, for broadcasting the policy's weights to the generation
+# engines (vLLM), after the job's own rendezvous: OpenRLHF's utils/distributed_util.py
+# stateless_init_process_group (vLLM's StatelessProcessGroup.create: a TCPStore of its own, then PyNccl), called
+# by trainer/ray/ppo_actor.py _init_vllm_weight_sync and vllm_worker_wrap.py WorkerWrap.init_process_group; TRL's
+# generation/vllm_client.py VLLMClient.init_communicator. A store there that never sees all its clients means the
+# engines never joined, whatever the job's own MASTER_ADDR
+_WEIGHT_SYNC_SITES = (":stateless_init_process_group", ":_init_vllm_weight_sync", "vllm_worker_wrap.py:init_process_group",
+                      "vllm_client.py:init_communicator")
 
 
 # The c10d client retrying to reach the store, in libtorch_cpu's words (torch/csrc/distributed/c10d/
