@@ -130,6 +130,21 @@ def spawn_process_end(line: Line, st: StreamState):
                       who="torch.multiprocessing")
 
 
+# ProcessContext.join's ProcessRaisedException (torch/multiprocessing/spawn.py): '-- Process {i} terminated with
+# the following error:' then the process's own traceback, whose lines carry no rank: the spawn index is lent to
+# them until its exception line (traceback.py gives it back), as torchelastic's record lends its rank.
+_SPAWN_RAISED = compile_later(r"^-- Process (\d+) terminated with the following error:")
+
+
+@on("terminated with the following error:")
+def spawn_process_raised(line: Line, st: StreamState):
+    m = _SPAWN_RAISED.match(line.text.strip())
+    if m and line.rank is None:
+        from .launcher import lend_rank
+        lend_rank(st, int(m.group(1)))
+    return None
+
+
 def end_by_status(line: Line, st: StreamState, code: int, who: str):
     """An exit status as a shell reports it: above 128 a death by signal code - 128."""
     if code > 128 and code - 128 in _SIGNALS.values():
@@ -215,6 +230,10 @@ def wandb_exit_code(line: Line, st: StreamState):
 _ABSL_SIGNAL = compile_later(r"\*\*\* (SIG[A-Z]+) received at time=(\d+)(?: on cpu \d+)? \*\*\*")
 _ABSL_SIGNUM = {"SIGTERM": 15, "SIGINT": 2, "SIGHUP": 1, "SIGSEGV": 11, "SIGABRT": 6, "SIGBUS": 7, "SIGFPE": 8,
                 "SIGILL": 4}
+# glog's failure signal handler (src/signalhandler.cc DumpSignalInfo), in C++ extensions and libraries built
+# with glog: '*** SIGSEGV (@0x0) received by PID 4100 (TID 0x7f2b6f1ff740) from PID 0; stack trace: ***', then
+# the native stack. Only its crash signals: its SIGTERM is a stop from outside like abseil's.
+_GLOG_SIGNAL = compile_later(r"^\*\*\* (SIG[A-Z]+) \(@0x[0-9a-fA-F]+\) received by PID \d+")
 
 
 @on(" received at time=")
@@ -226,4 +245,13 @@ def absl_failure_signal(line: Line, st: StreamState):
     if sig in (15, 2, 1):
         return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="shell",
                           external=True, at_time=float(m.group(2)))
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="faulthandler")
+
+
+@on(") received by PID ")
+def glog_failure_signal(line: Line, st: StreamState):
+    m = _GLOG_SIGNAL.match(line.text.strip())
+    sig = _ABSL_SIGNUM.get(m.group(1)) if m else None
+    if sig is None or sig in (15, 2, 1) or not st.once(("glog-signal", sig)):
+        return None
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="faulthandler")

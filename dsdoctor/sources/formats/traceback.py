@@ -201,6 +201,18 @@ def waits_in(frames: list[str] | None) -> tuple[str, str] | None:
     return None
 
 
+def _code_below(frames: list[str], frame: str) -> bool:
+    """Is there a frame of the script's or a library's own code (not torch's, not the standard
+    library's) below `frame`? Under the DataLoader's fetch that is the dataset or the collate_fn."""
+    below = frames[frames.index(frame) + 1:] if frame in frames else []
+    for fr in below:
+        path = fr.rpartition(":")[0].replace("\\", "/")
+        lib = "site-packages/" in path or "dist-packages/" in path
+        if lib and "/torch/" not in path or not lib and "/lib/python3" not in path:
+            return True
+    return False
+
+
 def take_frames(line: Line, st: StreamState) -> list[str] | None:
     """The frames of the traceback that `line` (an exception line) ends; clears them. Kept
     for the generic exception recogniser below, which runs after the specific ones."""
@@ -322,6 +334,8 @@ def exception_line(line: Line, st: StreamState):
         from .launcher import give_back_rank   # the end of a traceback inside a torchelastic record
         give_back_rank(st, line.lineno)
     wait = waits_in(frames)
+    if wait and wait[0] == "dataloader" and name != "KeyboardInterrupt" and _code_below(frames, wait[1]):
+        wait = None     # the batch's own code raised (a collate_fn's KeyError): a crash in the data path, no wait
     detail = _assert_source(line, st) if name == "AssertionError" and not msg and in_tb else \
         _grad_source(line, st, msg) if in_tb and name in ("AttributeError", "TypeError") else None
     if msg.startswith(STATE_DICT_HEAD):
