@@ -108,3 +108,16 @@ def test_glog_sigterm_is_not_a_crash():
     # a stop from outside (its sender's pid is another process), as abseil's SIGTERM
     assert not events("*** SIGTERM (@0x3e8000012ab) received by PID 4100 (TID 0x7f) from PID 4779; stack trace: ***\n",
                       "process_exit")
+
+
+# --- torch._dynamo's BackendCompilerFailed: the backend's own exception is on the next line
+def test_backend_compiler_failed_quotes_the_exception_its_backend_raised():
+    # torch/_dynamo/exc.py BackendCompilerFailed: f"backend={name!r} raised:\n{type(inner).__name__}: {inner}"
+    wrapper = tb([("/work/train.py", "<module>", "out = model(x)"),
+                  (f"{SP}/torch/_dynamo/output_graph.py", "_call_user_compiler", "raise BackendCompilerFailed(")],
+                 "torch._dynamo.exc.BackendCompilerFailed: backend='inductor' raised:")
+    f = top(wrapper + "CompilationError: at 14:22:\n\nSet TORCHDYNAMO_VERBOSE=1 for the internal stack trace\n")
+    assert f.rule == "failure-torch-compile" and "CompilationError: at 14:22:" in [e.text for e in f.evidence]
+    oom = top(wrapper + "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
+                        "capacity of 79.19 GiB of which 1.06 GiB is free.\n")
+    assert oom.category == "oom"        # what the backend ran into decides when it says more

@@ -314,6 +314,9 @@ def exception_line(line: Line, st: StreamState):
     if frames is not None:
         st.frames.pop(line.rank, None) if line.rank in st.frames else st.frames.pop(None, None)
     link = st.scratch.get("tb.link", {}).pop(line.rank, None)
+    inner = st.scratch.get(TB_INNER, {}).pop(line.rank, None)
+    if link is None and inner is not None and armed_within(inner[0], line, 1):
+        link = ("cause", inner[1])          # the wrapped exception, on the line under its wrapper's
     chain_of, chained = (link[1], link[0]) if link else (line.lineno, None)
     if depth is None:
         st.scratch.get(TB_GROUP, {}).pop(line.rank, None)
@@ -338,6 +341,8 @@ def exception_line(line: Line, st: StreamState):
         wait = None     # the batch's own code raised (a collate_fn's KeyError): a crash in the data path, no wait
     detail = _assert_source(line, st) if name == "AssertionError" and not msg and in_tb else \
         _grad_source(line, st, msg) if in_tb and name in ("AttributeError", "TypeError") else None
+    if _WRAPS_NEXT.match(msg):
+        st.scratch.setdefault(TB_INNER, {})[line.rank] = (line.lineno, chain_of)
     if msg.startswith(STATE_DICT_HEAD):
         st.scratch.setdefault("tb.state_dict", {})[line.rank] = [line.lineno, line.lineno, set()]
     elif not msg and in_tb:
@@ -358,6 +363,11 @@ def exception_line(line: Line, st: StreamState):
                       # under generate (its frames past the innermost six): ranks that generate different lengths
                       **({"in_generate": True} if frames and any(GENERATE_FRAME in f for f in frames) else {}))
 
+
+# torch._dynamo's BackendCompilerFailed (torch/_dynamo/exc.py: f"backend={name!r} raised:\n{type(inner).__name__}:
+# {inner}"): the exception its backend raised is the next line, which says what failed to compile.
+_WRAPS_NEXT = compile_later(r"^backend='[^']*' raised:$")
+TB_INNER = "tb.inner"         # scratch: rank -> (line, chain_of) of a wrapper whose wrapped exception comes next
 
 _CAMEL = compile_later(r"[a-z0-9][A-Z]")
 
