@@ -208,7 +208,8 @@ def _code_below(frames: list[str], frame: str) -> bool:
     for fr in below:
         path = fr.rpartition(":")[0].replace("\\", "/")
         lib = "site-packages/" in path or "dist-packages/" in path
-        if lib and "/torch/" not in path or not lib and "/lib/python3" not in path:
+        std = "/lib/python3" in path or "/Lib/" in path          # (Windows: C:/Python311/Lib/queue.py)
+        if (lib and "/torch/" not in path) or (not lib and not std):
             return True
     return False
 
