@@ -121,3 +121,22 @@ def test_backend_compiler_failed_quotes_the_exception_its_backend_raised():
     oom = top(wrapper + "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total "
                         "capacity of 79.19 GiB of which 1.06 GiB is free.\n")
     assert oom.category == "oom"        # what the backend ran into decides when it says more
+
+
+# --- a runner's own word on how the run ended, when the run printed nothing about it
+def test_github_actions_and_make_statuses_end_the_run():
+    # actions/runner: 'Process completed with exit code {0}.'; GNU make job.c child_error: '[target] Error N'
+    for ending in ("##[error]Process completed with exit code 139.", "make: *** [Makefile:12: train] Error 139"):
+        f = top("step 10 loss 2.31\nstep 20 loss 2.27\n" + ending + "\n")
+        assert f.rule == "failure-crash-signal" and ending in f.evidence[0].text, ending
+    # the web view's form reads as an exception line too ('Error: ...'): quoted either way
+    f = top("step 10 loss 2.31\nError: Process completed with exit code 139.\n")
+    assert f.category == "other" and "exit code 139" in f.evidence[0].text
+    f = top("step 10 loss 2.31\nmake[1]: *** [train] Error 2\n")
+    assert f.rule == "unexplained-failure" and "Error 2" in f.evidence[0].text
+
+
+def test_the_runner_status_does_not_hide_the_traceback_above_it():
+    f = top(tb([("/work/train.py", "<module>", "main()")], "ValueError: bad shard header")
+            + "##[error]Process completed with exit code 1.\n")
+    assert "ValueError: bad shard header" in f.evidence[0].text

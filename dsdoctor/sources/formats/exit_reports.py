@@ -16,6 +16,10 @@ Texts:
                                         its local rank)
   Docker Compose v2 (cmd/formatter, cited) '<service>-1 exited with code 137'
   JetBrains run console (cited)          'Process finished with exit code 137 (interrupted by signal 9:SIGKILL)'
+  GitHub Actions runner (cited)          '##[error]Process completed with exit code 139.' (the step's script's status;
+                                        'Error: Process completed with exit code 1.' in the web view)
+  GNU make job.c child_error (cited)     'make: *** [Makefile:12: train] Error 139' (the recipe's status; make 3.x:
+                                        'make: *** [train] Error 139')
   the shell's own status, echoed          '$ echo $?' then '137' alone on the next line (bash/zsh: 128 + N for a
                                         child ended by signal N)
   CPython subprocess.CalledProcessError   "Command '[...]' returned non-zero exit status 137." /
@@ -53,14 +57,17 @@ def bash_job_status(line: Line, st: StreamState):
 
 _COMPOSE = compile_later(r"^\S+ exited with code (\d+)\s*$")
 _IDE = compile_later(r"^Process finished with exit code (-?\d+)")
+_CI_STEP = compile_later(r"^(?:##\[error\]|Error: )?Process completed with exit code (\d+)\.")
+_MAKE = compile_later(r"^(?:g?make)(?:\[\d+\])?: \*\*\* \[[^\]]*\] Error (\d+)")
 
-@on(" exited with code ", "Process finished with exit code ")
+@on(" exited with code ", "Process finished with exit code ", "Process completed with exit code ", "] Error ")
 def runner_exit_code(line: Line, st: StreamState):
     t = line.text.strip()
-    m = _COMPOSE.match(t)
-    who = "container"
-    if m is None:
-        m, who = _IDE.match(t), "ide"
+    m, who = None, None
+    for pattern, runner in ((_COMPOSE, "container"), (_IDE, "ide"), (_CI_STEP, "ci"), (_MAKE, "make")):
+        m, who = pattern.match(t), runner
+        if m is not None:
+            break
     if m is None:
         return None
     code = int(m.group(1))
