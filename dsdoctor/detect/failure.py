@@ -113,6 +113,7 @@ class _Group:
     members: list[tuple[Event, Family]] = field(default_factory=list)
     link: str | None = None       # 'cause' (raise from), 'context' (during handling), 'group' (PEP 654)
     advances_at: int = 0          # steps its input had made when it was raised
+    lines_at: int | None = None   # progress lines its input had printed then (None: cut off, placed later)
     details: list[Event] = field(default_factory=list)   # exception_detail: the lines its message went on with
 
     def decisive(self) -> tuple[Event, Family]:
@@ -177,7 +178,7 @@ class FailureDetector(Detector):
         self.step_at: tuple[str, int | None] | None = None   # (source, line) of the last step
         self.host_percent: float | None = None
         self.host_percent_max: float | None = None
-        self.error_lines: dict[str, tuple[int, Event, int]] = {}   # per input: its last error-level line
+        self.error_lines: dict[str, tuple[int, Event, int, int]] = {}   # per input: its last error-level line
         self.ended: set[str] = set()                      # inputs whose run printed its normal end (train_runtime, ...)
         self.end_event: Event | None = None               # the last of those ends
         self.watchdog_abort = False                       # a stall verdict with --on-stall abort
@@ -354,7 +355,8 @@ class FailureDetector(Detector):
             if ev.source in self.ended and ev.data.get("level") == "error":
                 return ()
             if len(self.error_lines) < 4096 or ev.source in self.error_lines:
-                self.error_lines[ev.source] = (seq, ev, self.progress.advances(ev.source))
+                self.error_lines[ev.source] = (seq, ev, self.progress.advances(ev.source),
+                                               self.progress_lines.get(ev.source, 0))
         elif k == "exception":
             self._exception(ev, seq)
         elif k == "cuda_error":
@@ -461,7 +463,8 @@ class FailureDetector(Detector):
                 return
             g = self.groups[key] = _Group(self._seq_in_text(ev, seq) if d.get("truncated") else seq, ev.rank,
                                           advances_at=self.progress.advances_before(ev.source, d.get("chain_of"))
-                                          if d.get("truncated") else self.progress.advances(ev.source))
+                                          if d.get("truncated") else self.progress.advances(ev.source),
+                                          lines_at=None if d.get("truncated") else self.progress_lines.get(ev.source, 0))
         if d.get("chained") and g.link is None:
             g.link = d["chained"]
         if g.rank is None:
@@ -561,8 +564,8 @@ class FailureDetector(Detector):
     def _last_words(self) -> tuple[int, Event] | None:
         """The last error-level line after which its input made no progress: the only trace a
         run may leave when nothing else says how it ended."""
-        fatal = [(seq, ev) for seq, ev, at in self.error_lines.values()
-                 if not self.progress.went_on(ev.source, at)]
+        fatal = [(seq, ev) for seq, ev, at, lines in self.error_lines.values()
+                 if not self._went_on(ev.source, at, lines)]
         return max(fatal, key=lambda x: x[0]) if fatal else None
 
     def _error_line_symptom(self, seq: int, ev: Event) -> Symptom:
@@ -632,11 +635,20 @@ class FailureDetector(Detector):
         self.aborts_echoed = len(kept) < len(self.signals)
         self.signals = kept
 
+    def _went_on(self, src: str | None, steps_at: int, lines_at: int | None) -> bool:
+        """Did `src` go on training after an error (its steps then: `steps_at`, its progress lines:
+        `lines_at`)? An input whose progress names no step (transformers' log dicts, a script's
+        'loss 2.31') counts SURVIVED_STEPS progress lines instead of steps."""
+        if self.progress.went_on(src, steps_at):
+            return True
+        return lines_at is not None and self.progress.advances(src) == 0 \
+            and self.progress_lines.get(src, 0) - lines_at >= SURVIVED_STEPS
+
     def _decisive_group(self) -> _Group | None:
         # an exception after which its input went on training (a caught error printed with its
         # traceback, a retried download) did not end the run
         fatal = [g for g in self.groups.values()
-                 if not self.progress.went_on(g.members[0][0].source, g.advances_at)]
+                 if not self._went_on(g.members[0][0].source, g.advances_at, g.lines_at)]
         if not fatal:
             return None
         # two attempts pasted one after the other ('after I changed X I now get'): the last one's

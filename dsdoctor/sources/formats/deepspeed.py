@@ -270,6 +270,9 @@ _LOOSE_LOSS = compile_later(r"\b(\w*loss)\s*[:=]\s*(?:tensor\()?\s*(-?(?:nan|inf
                          # the line's next key and its value follow ('step 400 loss nan lr 3.0e-04')
                          r"\b(\w*loss)\s+(-?(?:nan|inf))(?=\s*(?:$|[|,;)\]}]|-\s)|"
                          r"\s+[a-z_][\w/]*(?:\s*[:=]\s*|\s+)(?:[-+]?[\d.]|-?nan\b|-?inf\b))", re.I)
+# A bound or a running record, not a reading: 'max_loss=inf' (a limit in a printed config),
+# 'best_val_loss: inf' (the tracker's start value before the first evaluation).
+_BOUND_NAME = compile_later(r"(?:^|_)(?:max|min|best|lowest|highest|target|threshold|limit|init|initial)_", re.I)
 
 
 @on("loss: nan", "loss: inf", "loss: -inf", "loss=nan", "loss=inf", "loss = nan", "loss = inf",
@@ -282,7 +285,8 @@ def loose_loss(line: Line, st: StreamState):
     t = line.text
     if "iter time (s)" in t or "{'" in t or re.search(r"iteration\s+\d+/", t):
         return None
-    m = _LOOSE_LOSS.search(t)
+    m = next((m for m in _LOOSE_LOSS.finditer(t)
+              if not _BOUND_NAME.search(m.group(1) or m.group(3))), None)
     if not m:
         return None
     step = None

@@ -16,6 +16,10 @@ Texts:
                                         its local rank)
   Docker Compose v2 (cmd/formatter, cited) '<service>-1 exited with code 137'
   JetBrains run console (cited)          'Process finished with exit code 137 (interrupted by signal 9:SIGKILL)'
+  GitHub Actions runner (cited)          '##[error]Process completed with exit code 139.' (the step's script's status;
+                                        'Error: Process completed with exit code 1.' in the web view)
+  GNU make job.c child_error (cited)     'make: *** [Makefile:12: train] Error 139' (the recipe's status; make 3.x:
+                                        'make: *** [train] Error 139')
   the shell's own status, echoed          '$ echo $?' then '137' alone on the next line (bash/zsh: 128 + N for a
                                         child ended by signal N)
   CPython subprocess.CalledProcessError   "Command '[...]' returned non-zero exit status 137." /
@@ -53,14 +57,17 @@ def bash_job_status(line: Line, st: StreamState):
 
 _COMPOSE = compile_later(r"^\S+ exited with code (\d+)\s*$")
 _IDE = compile_later(r"^Process finished with exit code (-?\d+)")
+_CI_STEP = compile_later(r"^(?:##\[error\]|Error: )?Process completed with exit code (\d+)\.")
+_MAKE = compile_later(r"^(?:g?make)(?:\[\d+\])?: \*\*\* \[[^\]]*\] Error (\d+)")
 
-@on(" exited with code ", "Process finished with exit code ")
+@on(" exited with code ", "Process finished with exit code ", "Process completed with exit code ", "] Error ")
 def runner_exit_code(line: Line, st: StreamState):
     t = line.text.strip()
-    m = _COMPOSE.match(t)
-    who = "container"
-    if m is None:
-        m, who = _IDE.match(t), "ide"
+    m, who = None, None
+    for pattern, runner in ((_COMPOSE, "container"), (_IDE, "ide"), (_CI_STEP, "ci"), (_MAKE, "make")):
+        m, who = pattern.match(t), runner
+        if m is not None:
+            break
     if m is None:
         return None
     code = int(m.group(1))
@@ -128,6 +135,21 @@ def spawn_process_end(line: Line, st: StreamState):
         return _killed(line, st, -9, "torch.multiprocessing", rank=rank)
     return line.event("process_exit", step=st.step_of(rank), rank=rank, exitcode=None, signal=sig,
                       who="torch.multiprocessing")
+
+
+# ProcessContext.join's ProcessRaisedException (torch/multiprocessing/spawn.py): '-- Process {i} terminated with
+# the following error:' then the process's own traceback, whose lines carry no rank: the spawn index is lent to
+# them until its exception line (traceback.py gives it back), as torchelastic's record lends its rank.
+_SPAWN_RAISED = compile_later(r"^-- Process (\d+) terminated with the following error:")
+
+
+@on("terminated with the following error:")
+def spawn_process_raised(line: Line, st: StreamState):
+    m = _SPAWN_RAISED.match(line.text.strip())
+    if m and line.rank is None:
+        from .launcher import lend_rank
+        lend_rank(st, int(m.group(1)))
+    return None
 
 
 def end_by_status(line: Line, st: StreamState, code: int, who: str):
@@ -215,6 +237,10 @@ def wandb_exit_code(line: Line, st: StreamState):
 _ABSL_SIGNAL = compile_later(r"\*\*\* (SIG[A-Z]+) received at time=(\d+)(?: on cpu \d+)? \*\*\*")
 _ABSL_SIGNUM = {"SIGTERM": 15, "SIGINT": 2, "SIGHUP": 1, "SIGSEGV": 11, "SIGABRT": 6, "SIGBUS": 7, "SIGFPE": 8,
                 "SIGILL": 4}
+# glog's failure signal handler (src/signalhandler.cc DumpSignalInfo), in C++ extensions and libraries built
+# with glog: '*** SIGSEGV (@0x0) received by PID 4100 (TID 0x7f2b6f1ff740) from PID 0; stack trace: ***', then
+# the native stack. Only its crash signals: its SIGTERM is a stop from outside like abseil's.
+_GLOG_SIGNAL = compile_later(r"^\*\*\* (SIG[A-Z]+) \(@0x[0-9a-fA-F]+\) received by PID \d+")
 
 
 @on(" received at time=")
@@ -226,4 +252,13 @@ def absl_failure_signal(line: Line, st: StreamState):
     if sig in (15, 2, 1):
         return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="shell",
                           external=True, at_time=float(m.group(2)))
+    return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="faulthandler")
+
+
+@on(") received by PID ")
+def glog_failure_signal(line: Line, st: StreamState):
+    m = _GLOG_SIGNAL.match(line.text.strip())
+    sig = _ABSL_SIGNUM.get(m.group(1)) if m else None
+    if sig is None or sig in (15, 2, 1) or not st.once(("glog-signal", sig)):
+        return None
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="faulthandler")

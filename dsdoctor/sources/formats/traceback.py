@@ -201,6 +201,19 @@ def waits_in(frames: list[str] | None) -> tuple[str, str] | None:
     return None
 
 
+def _code_below(frames: list[str], frame: str) -> bool:
+    """Is there a frame of the script's or a library's own code (not torch's, not the standard
+    library's) below `frame`? Under the DataLoader's fetch that is the dataset or the collate_fn."""
+    below = frames[frames.index(frame) + 1:] if frame in frames else []
+    for fr in below:
+        path = fr.rpartition(":")[0].replace("\\", "/")
+        lib = "site-packages/" in path or "dist-packages/" in path
+        std = "/lib/python3" in path or "/Lib/" in path          # (Windows: C:/Python311/Lib/queue.py)
+        if (lib and "/torch/" not in path) or (not lib and not std):
+            return True
+    return False
+
+
 def take_frames(line: Line, st: StreamState) -> list[str] | None:
     """The frames of the traceback that `line` (an exception line) ends; clears them. Kept
     for the generic exception recogniser below, which runs after the specific ones."""
@@ -302,6 +315,9 @@ def exception_line(line: Line, st: StreamState):
     if frames is not None:
         st.frames.pop(line.rank, None) if line.rank in st.frames else st.frames.pop(None, None)
     link = st.scratch.get("tb.link", {}).pop(line.rank, None)
+    inner = st.scratch.get(TB_INNER, {}).pop(line.rank, None)
+    if link is None and inner is not None and armed_within(inner[0], line, 1):
+        link = ("cause", inner[1])          # the wrapped exception, on the line under its wrapper's
     chain_of, chained = (link[1], link[0]) if link else (line.lineno, None)
     if depth is None:
         st.scratch.get(TB_GROUP, {}).pop(line.rank, None)
@@ -322,8 +338,12 @@ def exception_line(line: Line, st: StreamState):
         from .launcher import give_back_rank   # the end of a traceback inside a torchelastic record
         give_back_rank(st, line.lineno)
     wait = waits_in(frames)
+    if wait and wait[0] == "dataloader" and name != "KeyboardInterrupt" and _code_below(frames, wait[1]):
+        wait = None     # the batch's own code raised (a collate_fn's KeyError): a crash in the data path, no wait
     detail = _assert_source(line, st) if name == "AssertionError" and not msg and in_tb else \
         _grad_source(line, st, msg) if in_tb and name in ("AttributeError", "TypeError") else None
+    if _WRAPS_NEXT.match(msg):
+        st.scratch.setdefault(TB_INNER, {})[line.rank] = (line.lineno, chain_of)
     if msg.startswith(STATE_DICT_HEAD):
         st.scratch.setdefault("tb.state_dict", {})[line.rank] = [line.lineno, line.lineno, set()]
     elif not msg and in_tb:
@@ -344,6 +364,11 @@ def exception_line(line: Line, st: StreamState):
                       # under generate (its frames past the innermost six): ranks that generate different lengths
                       **({"in_generate": True} if frames and any(GENERATE_FRAME in f for f in frames) else {}))
 
+
+# torch._dynamo's BackendCompilerFailed (torch/_dynamo/exc.py: f"backend={name!r} raised:\n{type(inner).__name__}:
+# {inner}"): the exception its backend raised is the next line, which says what failed to compile.
+_WRAPS_NEXT = compile_later(r"^backend='[^']*' raised:$")
+TB_INNER = "tb.inner"         # scratch: rank -> (line, chain_of) of a wrapper whose wrapped exception comes next
 
 _CAMEL = compile_later(r"[a-z0-9][A-Z]")
 
