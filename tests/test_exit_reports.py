@@ -61,6 +61,23 @@ def test_a_clean_exit_is_no_failure(line):
     assert _top(STEPS + line + "\n") is None
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_a_wrapper_script_traced_with_set_x_ends_on_its_exit_status():
+    # a batch file under `set -x` returning the training's status as its own: bash traces '+ rc=139', '+ exit 139'
+    out = subprocess.run(["bash", "-c", "set -x; python3 -c 'import os, signal; os.kill(os.getpid(), signal.SIGSEGV)'; "
+                          "rc=$?; echo 'training finished'; exit $rc"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 139 and "+ exit 139" in out.stderr, out.stderr
+    assert "SIGSEGV" in _top(STEPS + out.stdout + out.stderr).title     # (bash's own 'Segmentation fault' report too)
+    # the trace alone (the crash report went to the training's own log, not pasted): the status decides
+    traced = "".join(ln + "\n" for ln in (out.stdout + out.stderr).splitlines() if "Segmentation fault" not in ln)
+    f = _top(STEPS + traced)
+    assert f is not None and "SIGSEGV" in f.title and f.evidence[0].text.strip() == "+ exit 139", f
+    # a nested level ('++'), a kill (137: SIGKILL), and a clean or non-status exit: no finding
+    assert _top(STEPS + "++ exit 137\n").category == "host_oom"
+    for clean in ("+ exit 0\n", "+ exit\n", "+ exit $rc\n", "echo + exit 3 done\n"):
+        assert _top(STEPS + clean) is None, clean
+
+
 DIE = "import os, signal, sys; os.kill(os.getpid(), getattr(signal, sys.argv[1]))"
 
 

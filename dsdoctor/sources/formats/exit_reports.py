@@ -25,6 +25,8 @@ Texts:
   CPython subprocess.CalledProcessError   "Command '[...]' returned non-zero exit status 137." /
                                         "Command '[...]' died with <Signals.SIGKILL: 9>." (__str__)
   kubectl exec (client-go remotecommand, cited) 'command terminated with exit code 137'
+  bash's xtrace (set -x; PS4 '+ ', one '+' more per level of indirection)  '+ exit 139' (a wrapper script, a
+                                        Slurm batch file, returning the training's status as its own)
 """
 from __future__ import annotations
 
@@ -157,6 +159,19 @@ def end_by_status(line: Line, st: StreamState, code: int, who: str):
     if code > 128 and code - 128 in _SIGNALS.values():
         return end_by_signal(line, st, code - 128, who)
     return _killed(line, st, code, who)
+
+
+# A wrapper script traced with `set -x` ends on its own last command: '+ exit 139' (bash execute_cmd.c
+# xtrace_print_word_list: PS4, then the words; `exit $rc` after `rc=$?` prints the status itself).
+_XTRACE_EXIT = compile_later(r"^\++ exit (\d{1,3})\s*$")
+
+
+@on("+ exit ")
+def xtrace_exit(line: Line, st: StreamState):
+    m = _XTRACE_EXIT.match(line.text.strip())
+    if not m or not 0 < (code := int(m.group(1))) < 256:
+        return None
+    return end_by_status(line, st, code, "shell")
 
 
 # The status a person printed after the run ('echo $?', 'echo "exit: $?"'): the next line holds it
