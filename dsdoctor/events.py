@@ -41,6 +41,14 @@ class Event:
         return _encode(d)
 
 
+# The failure kinds (and a rank's own timer line, which names a slow rank) whose line names the machine it
+# came from: a multi-node paste's pdsh / kubectl pod / Ray worker prefix (sources/parse.py adds it as
+# `host` where the recogniser set none), NCCL's own 'host:pid:tid' head (nccl_warn). The pipeline ties
+# that host to the event's rank, or places a finding with no rank by it: the host to drain is the answer
+# on a 16-node job.
+PLACED_KINDS = frozenset({"exception", "killed", "process_exit", "nccl_warn", "nccl_error", "hardware", "cuda_error", "oom",
+                          "env_error", "timers"})
+
 # Event kinds and the `data` keys each carries: the one list (tests/test_event_kinds.py checks
 # that every kind emitted or consumed anywhere is here, and nothing here is dead).
 KINDS: dict[str, str] = {

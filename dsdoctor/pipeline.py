@@ -10,18 +10,18 @@ from typing import Iterable
 
 from .context import Context
 from .detect import Detector, default_detectors
-from .events import Event
+from .events import PLACED_KINDS, Event
 from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
 from .detect.failure import attempt_cut
-from .detect.multinode import learn_hosts
+from .detect.multinode import learn_hosts, line_host
 from .detect.progress import COUNTED_KINDS, InputProgress
 from .detect.worn import WornPrefixes
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
-# the failures whose events carry the host their line was printed under (a pdsh / kubectl pod /
-# Ray worker prefix): `learn_hosts` ties it to the rank; a finding with no rank is placed by it
-LINE_HOST_KINDS = frozenset({"exception", "killed"})
+# the failures whose events carry the host their line was printed under (events.PLACED_KINDS):
+# `learn_hosts` ties it to the rank; a finding with no host for its ranks is placed by it
+LINE_HOST_KINDS = PLACED_KINDS
 MAX_LINE_HOSTS = 4096
 # A launcher's line that names the rank whose process failed (DeepSpeed's launch.py 'exits with return
 # code', torchelastic's failure record): the rank of a rank-less error above it, in the same input,
@@ -161,10 +161,10 @@ class Diagnoser:
             self.context.learn(ev.data)
         elif kind in HOST_KINDS:
             learn_hosts(ev, self.hosts)
-        elif kind in LINE_HOST_KINDS and ev.data.get("host"):
+        elif kind in LINE_HOST_KINDS and (host := line_host(ev)):
             learn_hosts(ev, self.hosts)
             if len(self.line_hosts) < MAX_LINE_HOSTS:
-                self.line_hosts[(ev.source, ev.line)] = str(ev.data["host"])
+                self.line_hosts[(ev.source, ev.line)] = host
         elif kind == "rerun":
             self.reruns.append(seq)
         elif kind == "paste_block":
@@ -205,8 +205,9 @@ class Diagnoser:
         """Name the hosts of the finding's ranks, when the run said them (multi-node runs)."""
         if self.hosts:
             f.hosts = {r: self.hosts[r] for r in f.ranks if r in self.hosts}
-        if not f.ranks and self.line_hosts:
-            # no rank number (a Ray actor's line, a pod's): the one host its evidence was printed on
+        if not f.hosts and self.line_hosts:
+            # no rank number (a Ray actor's line, a pod's), or ranks whose hosts the log never tied to
+            # them (a rank's CUDA error beside its node's Xid in dmesg): the one host its evidence was printed on
             found = {self.line_hosts.get((e.source, e.line)) for e in f.evidence} - {None}
             if len(found) == 1:
                 f.node = found.pop()

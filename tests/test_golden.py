@@ -1,6 +1,7 @@
 """Golden tests: every fixture (real DeepSpeed runs with injected faults, and hand-written
 excerpts of the message formats of the installed torch/deepspeed) gets the diagnosis in
-fixtures/expected.yaml: the top finding's category, and its rank/step where known."""
+fixtures/expected.yaml: the top finding's category, and its rank/step where known (and the host of a
+multi-node run where the log says it)."""
 from __future__ import annotations
 
 import json
@@ -52,6 +53,8 @@ def test_golden(exp):
     assert top["evidence"], "a finding without evidence"
     if "evidence" in exp:       # the decisive line is quoted, not only an echo of it
         assert exp["evidence"].lower() in json.dumps(top["evidence"], ensure_ascii=False).lower(), top["evidence"]
+    if "host" in exp:           # a multi-node run's machine to drain: the host of its ranks, or of its evidence
+        assert exp["host"] in {*top.get("hosts", {}).values(), top.get("node")}, describe(doc)
 
 
 # The same fixtures the ways a log reaches us when a user pastes it (scripts/perturb_realworld.py

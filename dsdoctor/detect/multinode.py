@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..events import Event
+from ..events import PLACED_KINDS, Event
 from ..expr import ranks_text
+from ..sources.lines import FROM_FILE
 from ..findings import Evidence, Symptom
 from .base import Detector, symptom_from
 from .families import classify
@@ -29,14 +30,24 @@ def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:
                 for r in ranks or ():
                     if isinstance(r, int) and label != "unknown host":
                         hosts.setdefault(r, str(label))
-    elif ev.kind in ("exception", "killed"):
-        # the host prefix of the line that failed (pdsh, a pod, a Ray worker's ip) with its rank
-        if ev.rank is not None and d.get("host"):
-            hosts.setdefault(int(ev.rank), str(d["host"]))
+    elif ev.kind in PLACED_KINDS:
+        # the host prefix of the line that failed (pdsh, a pod, a Ray worker's ip, NCCL's own head) with its
+        # rank; not a rank the whole input was given (a file's one failed rank): the line's host is surer
+        host = line_host(ev)
+        if ev.rank is not None and host and ev.rank_from != FROM_FILE:
+            hosts.setdefault(int(ev.rank), host)
     elif ev.kind == "stall":
         for b in d.get("behind") or ():
             if isinstance(b, dict) and isinstance(b.get("rank"), int) and (b.get("node") or b.get("host")):
                 hosts.setdefault(b["rank"], str(b.get("node") or b.get("host")))
+
+
+def line_host(ev: Event) -> str | None:
+    """The machine a failure's line says it came from: its host prefix, or the node a launcher's
+    exit line names (srun's 'srun: error: {node}: task N', pdsh's, mpich's)."""
+    d = ev.data
+    h = d.get("host") or (d.get("node") if ev.kind in ("killed", "process_exit") else None)
+    return str(h) if h else None
 
 
 def where_text(missing_hosts: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ Shared by the log reader (sources/logs.py) and the readers of artifacts that emb
 """
 from __future__ import annotations
 
-from ..events import Event
+from ..events import PLACED_KINDS, Event
 import time
 
 from .lines import DATED, FROM_FILE, FROM_RECOGNISER, Line, StreamState, clean_line
@@ -68,7 +68,16 @@ def parse_line(raw: bytes, lineno: int, st: StreamState, cands: list[str] | None
             else:
                 continue
             break
+        if host is not None and len(out) > first:
+            _place(out, first, host)
     return out
+
+
+def _place(events: list[Event], first: int, host: str) -> None:
+    """The line's host prefix on the failures read from it (kept where the recogniser named one)."""
+    for ev in events[first:]:
+        if ev.kind in PLACED_KINDS and not ev.data.get("host"):
+            ev.data["host"] = host
 
 
 def _read_as(lines: list[str], line: Line, st: StreamState) -> list[Event]:

@@ -27,8 +27,10 @@ _GREP = regex_cache.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z |(?:\x
 # what follows a log line's own leading number when it is no grep prefix: a time's minutes
 # ('10:13:10'), a date's month and day ('2024-07-02', ISO 8601's '2026-12-05T10:00:23Z' of a
 # CloudWatch / Cloud Logging export), and NCCL's own head 'host:pid:tid [dev] NCCL
-# INFO ...' (src/debug.cc ncclDebugLog), which reads like grep's 'file:123:' up to the thread id
-_NOT_GREP = regex_cache.compile(r"\d\d[:.T-]\d\d|\d+ \[\d+\] NCCL ")
+# INFO ...' (src/debug.cc ncclDebugLog), which reads like grep's 'file:123:' up to the thread id; a
+# WARN has its source 'file.cc:line ' (2.30: '(func) ') before 'NCCL', and a host named like
+# 'gpu-node-12' reads as grep's 'file-12:' with the pid and the thread id still to come
+_NOT_GREP = regex_cache.compile(r"\d\d[:.T-]\d\d|\d+(?::\d+)? \[\d+\] (?:\S+:\d+ )?(?:\(\w+\) )?NCCL ")
 
 
 def _shape(lines: list[str]) -> bool:
