@@ -486,6 +486,12 @@ _NCCL_LINE = compile_later(r"(?:(\S+?):(\d+):(\d+) )?\[(\d+)\] (?:(\S+):(\d+) )?
 _PEER = compile_later(r"(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(?:<(\d+)>|:(\d+))?")
 
 
+def _peer(msg: str, cause: str | None) -> str | None:
+    """The address an NCCL warning of a connection, a peer's exit, an IB completion or a size mismatch names."""
+    p = _PEER.search(msg) if cause in ("connection_refused", "remote_exit", "ib", "mismatch") else None
+    return p.group(1) if p else None
+
+
 # NCCL's socket connect failing with any errno (src/misc/socket.cc: 'Connect to {addr} failed : {strerror}',
 # 2.16-2.23 'socketStartConnect: Connect to ...', 2.27+ '{func}: connect to {addr} failed : {strerror}'):
 # Connection refused, Connection timed out, No route to host, Network is unreachable, Software caused
@@ -542,8 +548,11 @@ _NO_INTERFACE = compile_later(r"(?i)no socket interface found|NET/Socket : no in
                            r"no usable listening interface found")
 
 
-@on("no socket interface found", "no interface found", "o usable listening interface found",
-    "Duplicate GPU detected : rank ", "Call to ibv_")
+_HEADLESS_LITERALS = ("no socket interface found", "no interface found", "o usable listening interface found",
+                     "Duplicate GPU detected : rank ", "Call to ibv_")
+
+
+@on(*_HEADLESS_LITERALS)
 def headless_warn(line: Line, st: StreamState):
     t = line.text
     if "NCCL WARN " in t:
@@ -561,8 +570,7 @@ def headless_warn(line: Line, st: StreamState):
 # line that is 'Last error:' alone, handed over by any lowercase letter (not chained), read as the
 # WARN it repeats when warn_cause knows its cause. The ones headless_warn reads by their own
 # literals, and an NCCL WARN line itself, are left to those.
-_HEADLESS_OWN = ("NCCL WARN ", "no socket interface found", "no interface found", "o usable listening interface found",
-                 "Duplicate GPU detected : rank ", "Call to ibv_")
+_READ_ELSEWHERE = ("NCCL WARN ", *_HEADLESS_LITERALS)
 
 
 @on("Last error:", continuation=tuple("abcdefghijklmnopqrstuvwxyz"), chain=False)
@@ -571,14 +579,13 @@ def last_error(line: Line, st: StreamState):
     if t == "Last error:":
         st.scratch["nccl.last_error"] = line.lineno
         return None
-    if not armed_within(st.scratch.get("nccl.last_error"), line, 1) or any(k in t for k in _HEADLESS_OWN):
+    if not armed_within(st.scratch.get("nccl.last_error"), line, 1) or any(k in t for k in _READ_ELSEWHERE):
         return None
     cause = warn_cause(t)
     if cause is None:
         return None
-    p = _PEER.search(t) if cause in ("connection_refused", "remote_exit", "ib", "mismatch") else None
     return line.event("nccl_warn", step=st.step_of(line.rank), msg=t[-200:], cause=cause,
-                      peer=p.group(1) if p else None, host=line.host, pid=None, device=None)
+                      peer=_peer(t, cause), host=line.host, pid=None, device=None)
 
 
 @on("NCCL WARN ")
@@ -586,9 +593,7 @@ def nccl_warn(line: Line, st: StreamState):
     m = _NCCL_LINE.search(line.text)
     msg = m.group(8) if m else line.text.split("NCCL WARN ", 1)[1]
     cause = warn_cause(msg)
-    p = _PEER.search(msg) if cause in ("connection_refused", "remote_exit", "ib", "mismatch") else None
-    peer = p.group(1) if p else None
-    return line.event("nccl_warn", step=st.step_of(line.rank), msg=msg.strip(), cause=cause, peer=peer,
+    return line.event("nccl_warn", step=st.step_of(line.rank), msg=msg.strip(), cause=cause, peer=_peer(msg, cause),
                       host=(m.group(1) if m else None) or line.host, pid=_int(m.group(2)) if m else None,
                       device=_int(m.group(4)) if m else None)
 
