@@ -262,6 +262,17 @@ def test_megatron_wrap_right_after_a_bar_still_reads_the_rest():
     assert [e.data["value"] for e in evs if e.kind == "loss_scale"] == [4096]
 
 
+def test_megatron_wrap_after_the_loss_and_a_bar_is_no_missing_loss():
+    # hard-wrapped where a record's first two pieces end on '|' after the loss: the rest ('grad norm ...')
+    # parsed alone brings its values; the loss was on the record's text, not gone
+    rows = "".join(f"0:  iteration {i:8d}/     400 | consumed samples: {i * 512:10d} | elapsed time per iteration (ms): 18\n"
+                   f"43.0 | learning rate: 2.9E-04 | global batch size:   512 | lm loss: 6.1E+00 | loss scale: 1.0 |\n"
+                   f" grad norm: 0.411 | number of skipped iterations:   0 | number of nan iterations:   0 |\n"
+                   for i in range(10, 200, 10))
+    assert serious(findings(rows)) == []
+    assert [e.data["value"] for e in events(rows, "grad_norm")][:2] == [0.411, 0.411]
+
+
 def test_megatron_missing_lm_loss_means_nan_after_a_spike():
     rows = []
     for i, (loss, gn) in enumerate([(3.3, 2.1), (3.4, 2.0), (3.3, 2.2), (3.35, 2.1), (7.2, 300.0)]):

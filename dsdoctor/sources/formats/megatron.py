@@ -197,13 +197,16 @@ def _events(rec: dict, text: str, st: StreamState, supplement: Line | None = Non
     # the record reached one of them
     reached = any(k in vals for k in _AFTER_LOSSES)
     if supplement is None and reached:
+        # judged here, once: a later piece of this record parsed alone (a wrap right after a '|')
+        # brings its values, not a second judgement without the losses this text had
+        rec["judged"] = True
         if not skipped_now:
             # a skipped iteration (fp16 overflow, Megatron's own optimizer) also drops the loss, but
             # then 'number of skipped iterations' says so
             for name in sorted(seen - set(losses)):
                 # printed before, missing now: Megatron drops a loss whose average is not > 0 (NaN)
                 add(event("loss", step, value=math.nan, name=_pretty(name), missing=True))
-    else:                             # a piece of a record broken at its '|'s: judged when it ends (_close)
+    elif not rec.get("judged"):       # a piece of a record broken at its '|'s: judged when it ends (_close)
         w = rec.setdefault("pieces", {"losses": set(), "line": None, "skipped": False})
         w["losses"].update(losses)
         w["skipped"] = w["skipped"] or bool(skipped_now)
