@@ -14,14 +14,11 @@ from .events import PLACED_KINDS, Event
 from .findings import Finding, Symptom, order_findings
 from .rules import RuleSet, make_finding
 from .detect.failure import attempt_cut
-from .detect.multinode import learn_hosts, line_host
+from .detect.multinode import learn_hosts, line_host, tie_line_host
 from .detect.progress import COUNTED_KINDS, InputProgress
 from .detect.worn import WornPrefixes
 
 HOST_KINDS = frozenset({"attach", "roll_call", "stall"})
-# the failures whose events carry the host their line was printed under (events.PLACED_KINDS):
-# `learn_hosts` ties it to the rank; a finding with no host for its ranks is placed by it
-LINE_HOST_KINDS = PLACED_KINDS
 MAX_LINE_HOSTS = 4096
 # A launcher's line that names the rank whose process failed (DeepSpeed's launch.py 'exits with return
 # code', torchelastic's failure record): the rank of a rank-less error above it, in the same input,
@@ -31,7 +28,7 @@ EXIT_WHO = frozenset({"launcher", "torchelastic"})
 RANK_FROM_EXIT = frozenset({"oom", "hardware"})     # errors of one process, not of the whole job
 
 
-_PIPELINE_KINDS = frozenset({"context", "rerun", "rank_head", "paste_block"}) | HOST_KINDS | LINE_HOST_KINDS | EXIT_KINDS
+_PIPELINE_KINDS = frozenset({"context", "rerun", "rank_head", "paste_block"}) | HOST_KINDS | PLACED_KINDS | EXIT_KINDS
 
 _BAD_DATA = (TypeError, ValueError, OverflowError, KeyError, AttributeError, IndexError)
 _EVENT_FILES = (".jsonl", ".jsonl.gz")
@@ -161,8 +158,10 @@ class Diagnoser:
             self.context.learn(ev.data)
         elif kind in HOST_KINDS:
             learn_hosts(ev, self.hosts)
-        elif kind in LINE_HOST_KINDS and (host := line_host(ev)):
-            learn_hosts(ev, self.hosts)
+        elif kind in PLACED_KINDS and (host := line_host(ev)):
+            # the failures whose events carry the host their line was printed under: tied to the
+            # rank, and a finding with no host for its ranks is placed by it (_hosted)
+            tie_line_host(ev, host, self.hosts)
             if len(self.line_hosts) < MAX_LINE_HOSTS:
                 self.line_hosts[(ev.source, ev.line)] = host
         elif kind == "rerun":

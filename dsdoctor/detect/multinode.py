@@ -31,15 +31,21 @@ def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:
                     if isinstance(r, int) and label != "unknown host":
                         hosts.setdefault(r, str(label))
     elif ev.kind in PLACED_KINDS:
-        # the host prefix of the line that failed (pdsh, a pod, a Ray worker's ip, NCCL's own head) with its
-        # rank; not a rank the whole input was given (a file's one failed rank): the line's host is surer
         host = line_host(ev)
-        if ev.rank is not None and host and ev.rank_from != FROM_FILE:
-            hosts.setdefault(int(ev.rank), host)
+        if host:
+            tie_line_host(ev, host, hosts)
     elif ev.kind == "stall":
         for b in d.get("behind") or ():
             if isinstance(b, dict) and isinstance(b.get("rank"), int) and (b.get("node") or b.get("host")):
                 hosts.setdefault(b["rank"], str(b.get("node") or b.get("host")))
+
+
+def tie_line_host(ev: Event, host: str, hosts: dict[int, str]) -> None:
+    """The host prefix of the line that failed (pdsh, a pod, a Ray worker's ip, NCCL's own head), its
+    `line_host`, tied to its rank; not to a rank the whole input was given (a file's one failed rank):
+    the line's host is surer."""
+    if ev.rank is not None and ev.rank_from != FROM_FILE:
+        hosts.setdefault(int(ev.rank), host)
 
 
 def line_host(ev: Event) -> str | None:
