@@ -503,6 +503,28 @@ def test_the_nccl_watchdogs_abort_is_a_communication_timeout_not_a_native_crash(
     assert not any(g.rule == "failure-crash-signal" for g in diagnose(NCCL_WATCHDOG_ABORT))
 
 
+# torch 2.0-2.2 (ProcessGroupNCCL.cpp: the watchdog's timeout thrown as std::runtime_error), in a log
+# whose file name gives it rank 0 while the what() names rank 3: still one chain, the watchdog's
+NCCL_WATCHDOG_ABORT_2_1 = """\
+[E ProcessGroupNCCL.cpp:475] [Rank 3] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=8421, OpType=_ALLGATHER_BASE, NumelIn=4194304, NumelOut=33554432, Timeout(ms)=1800000) ran for 1800212 milliseconds before timing out.
+[E ProcessGroupNCCL.cpp:489] Some NCCL operations have failed or timed out. Due to the asynchronous nature of CUDA kernels, subsequent GPU operations might run on corrupted/incomplete data.
+[E ProcessGroupNCCL.cpp:495] To avoid data inconsistency, we are taking the entire process down.
+terminate called after throwing an instance of 'std::runtime_error'
+  what():  [Rank 3] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=8421, OpType=_ALLGATHER_BASE, NumelIn=4194304, NumelOut=33554432, Timeout(ms)=1800000) ran for 1800212 milliseconds before timing out.
+"""
+
+
+def test_the_watchdogs_what_joins_its_terminate_line_whatever_rank_the_file_name_gave(tmp_path):
+    from dsdoctor.api import diagnose_inputs, usable_inputs
+    for name in ("run.log", "train_rank0.log"):
+        (tmp_path / name).write_text(NCCL_WATCHDOG_ABORT_2_1)
+        inputs, warnings = usable_inputs([str(tmp_path / name)])
+        fs = [f for f in diagnose_inputs(inputs, warnings).findings if f.severity != "info"]
+        assert fs and fs[0].category == "comm_stall", (name, fs)
+        assert not any(f.rule == "unexplained-failure" for f in fs), (name, fs)
+        (tmp_path / name).unlink()
+
+
 # Open MPI help-mpi-api.txt [mpi-abort]
 MPI_ABORT = """\
 --------------------------------------------------------------------------

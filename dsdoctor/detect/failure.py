@@ -452,11 +452,10 @@ class FailureDetector(Detector):
         key = (ev.source, d.get("chain_of") if d.get("chain_of") is not None else ("seq", seq), ev.rank)
         if key not in self.groups and ev.rank is not None and d.get("chained"):
             # libstdc++'s what() names the rank its terminate line did not, or another than the prefix both
-            # lines wore (a paste's '[rank3]: ' before '  what():  [Rank 0] Watchdog caught ...')
-            for rank in (None, ev.worn[1] if ev.worn is not None else None):
-                if (ev.source, d.get("chain_of"), rank) in self.groups:
-                    key = (ev.source, d.get("chain_of"), rank)
-                    break
+            # lines wore (a paste's '[rank3]: ' before '  what():  [Rank 0] Watchdog caught ...') or the
+            # log's file name gave it ('rank0'): the chain that starts on that line is the one
+            chain = (ev.source, d.get("chain_of"))
+            key = next((k for k in self.groups if k[:2] == chain), key)
         g = self.groups.get(key)
         if g is None:
             if len(self.groups) >= MAX_GROUPS:

@@ -11,7 +11,7 @@ for errors in __del__ and the like, which do not stop the program); libstdc++'s
 from __future__ import annotations
 
 from ...lazy_regex import compile_later
-from ..lines import FROM_RECOGNISER, Line, StreamState, armed_within
+from ..lines import FROM_FILE, FROM_RECOGNISER, Line, StreamState, armed_within
 from ..recogniser import on
 from .paste import PASTE_BLOCK
 
@@ -429,8 +429,11 @@ def cxx_terminate(line: Line, st: StreamState):
     m = _TERMINATE.search(line.text)
     if not m:
         return None
-    # the message follows on the '  what():  ...' line (cxx_what); hardware.py reads CUDA errors there
-    st.scratch.setdefault("tb.terminate", {})[line.rank] = (line.lineno, m.group(1))
+    # the message follows on the '  what():  ...' line (cxx_what); hardware.py reads CUDA errors there.
+    # Kept under no rank when its rank is only the file's (a 'rank0' in the log's name): the what()
+    # may name its own ('[Rank 3] Watchdog caught ...')
+    key = None if line.rank_from == FROM_FILE else line.rank
+    st.scratch.setdefault("tb.terminate", {})[key] = (line.lineno, m.group(1))
     return frameless_exception(line, st, m.group(1), m.group(1).split("::")[-1], "", aborted=True)
 
 
