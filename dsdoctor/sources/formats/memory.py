@@ -84,6 +84,15 @@ def cuda_oom(line: Line, st: StreamState):
             d.update(allocated=alloc, reserved=(alloc or 0) + (unalloc or 0), unallocated=unalloc)
         mine = _THIS_PROC.search(t)
         others = [(int(p), size(s)) for p, s in _PROCS.findall(t)]
+        if others and not mine and d.get("reserved"):
+            # torch names its own process by getpid() among NVML's; inside a container's pid namespace NVML
+            # reports host pids, so the process itself is listed as 'Process N has ...' and 'this process
+            # has' is missing: the listed process that holds at least what PyTorch reserved here is this one
+            holds = [o for o in others if (o[1] or 0) >= d["reserved"]]
+            if holds:
+                me = min(holds, key=lambda o: o[1])
+                others.remove(me)
+                d["this_process"] = me[1]
         if others:
             d["other_processes"] = len(others)
             d["other_process_bytes"] = sum(b or 0 for _, b in others)
