@@ -172,3 +172,46 @@ def test_killed_glued_to_a_progress_bar(bar_then_killed):
 
 def test_a_word_ending_in_killed_after_a_bracket_is_not_a_kill():
     assert _top(STEPS + "[worker] process was not Killed\n") is None
+
+
+# Each shell here, asked to start a launcher that is not on its PATH (or an interpreter path that does not
+# exist): its own words, read as the run that never started (exit status 127)
+_NOT_THERE = ("deepspeed --num_gpus 2 train.py", "/opt/no-such-venv/bin/python -u -m deepspeed.launcher.launch")
+
+
+@pytest.mark.parametrize("shell", ["bash", "sh", "zsh", "fish"])
+@pytest.mark.parametrize("command", _NOT_THERE)
+def test_a_launcher_the_shell_cannot_find_is_the_environment(tmp_path, shell, command):
+    if shutil.which(shell) is None:
+        pytest.skip(f"no {shell}")
+    script = tmp_path / "run.sh"
+    script.write_text(command + "\n")
+    out = subprocess.run([shell, str(script)], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"})
+    assert out.returncode == 127, (out.returncode, out.stderr)
+    f = _top(out.stdout + out.stderr)
+    assert f is not None and f.rule == "env-command-not-found", (out.stderr, f)
+    assert command.split()[0] in f.title and f.evidence[0].text.strip() in out.stderr
+
+
+def test_a_shebangs_missing_interpreter_and_slurms_execve(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("#!/usr/bin/env python3.99\nprint('never')\n")
+    script.chmod(0o755)
+    out = subprocess.run([str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 127, out.stderr
+    assert _top(out.stderr).rule == "env-command-not-found", out.stderr
+    # slurmstepd's execve() failure (cited: 'slurmstepd: error: execve(): {cmd}: No such file or directory')
+    f = _top("slurmstepd: error: execve(): torchrun: No such file or directory\n"
+             "srun: error: node07: task 0: Exited with exit code 2\n")
+    assert f.rule == "env-command-not-found" and "torchrun" in f.title
+
+
+@pytest.mark.parametrize("line", [
+    "bash: nvidia-smi: command not found",                      # a helper tool: not why a run failed
+    "cat: /data/python: No such file or directory",            # another program's file argument
+    "FileNotFoundError: [Errno 2] No such file or directory: 'python'",
+    "ls: cannot access 'deepspeed': No such file or directory",
+])
+def test_a_missing_helper_or_file_is_not_a_launcher_not_found(line):
+    assert not [e for e in events_from_text(line + "\n") if e.kind == "env_error"]

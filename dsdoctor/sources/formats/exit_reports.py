@@ -277,3 +277,42 @@ def glog_failure_signal(line: Line, st: StreamState):
     if sig is None or sig in (15, 2, 1) or not st.once(("glog-signal", sig)):
         return None
     return line.event("process_exit", step=st.step_of(line.rank), exitcode=None, signal=sig, who="faulthandler")
+
+
+# A shell that could not start the command (exit status 127): the run never began. The shells' own
+# words (each run here): bash execute_cmd.c 'bash: {cmd}: command not found' / '{script}: line N: {cmd}:
+# command not found' ('-bash: ' in a login shell), and '{path}: No such file or directory' for a path; dash
+# 'sh: N: {cmd}: not found' / '{script}: N: {cmd}: not found'; zsh 'zsh: command not found: {cmd}' ('zsh:1: '
+# under -c, '{script}:N: ' in a script) and 'zsh: no such file or directory: {path}'; fish 'fish: Unknown command: {cmd}'; Ubuntu's
+# command-not-found handler "Command '{cmd}' not found, did you mean:"; coreutils env (a shebang's
+# interpreter) "env: ‘{cmd}’: No such file or directory" ('...' in the C locale); Slurm's slurmstepd
+# 'execve(): {cmd}: No such file or directory'. Only after a shell's own prefix (another program's
+# '{file}: No such file or directory' is about a file), and only for the commands that start training (a
+# launcher, an interpreter, a fine-tuning front-end's CLI): a missing `nvidia-smi` or `git` is not why a
+# run failed.
+_NOT_FOUND = compile_later(
+    r"(?:^|\s)(?:(?:[\w.-]*/)*-?(?:ba|da|k)?sh|[\w./-]+: line \d+|[\w./-]+: \d+): (?P<a>[\w./+-]+): "
+    r"(?:command not found|not found|No such file or directory)\s*$"
+    r"|(?:^|\s)(?:[\w./-]*zsh(?::\d+)?|[\w./-]+:\d+): (?:command not found|no such file or directory): (?P<b>\S+)\s*$"
+    r"|\bfish: Unknown command:? (?P<c>\S+)\s*$"
+    r"|\bCommand '(?P<d>[^']+)' not found\b"
+    r"|\benv: ['‘`](?P<e>[^'’`]+)['’`]: No such file or directory"
+    r"|\bexecve\(\): (?P<f>\S+): No such file or directory")
+_STARTS_TRAINING = compile_later(
+    r"^(?:deepspeed|torchrun|accelerate|python[0-9.]*|srun|mpirun|mpiexec|pdsh|llamafactory-cli|swift|axolotl|"
+    r"tune|composer|nemo|ray)$")
+
+
+@on("command not found", ": not found", "Unknown command", "' not found", ": No such file or directory",
+    "no such file or directory: ")
+def command_not_found(line: Line, st: StreamState):
+    m = _NOT_FOUND.search(line.text)
+    if not m:
+        return None
+    cmd = next(g for g in m.groups() if g)
+    if not _STARTS_TRAINING.match(cmd.rsplit("/", 1)[-1]):
+        return None
+    if not st.once(("command_not_found", cmd, line.rank)):
+        return None
+    return line.event("env_error", error="command_not_found", op=None, name=cmd,
+                      path="/" in cmd, message=line.text.strip()[-300:])
