@@ -212,4 +212,36 @@ def smi_csv_row(line: Line, st: StreamState):
     return line.event("telemetry", step=st.step_of(line.rank), throttle=sorted(set(throttle)), reading="nvidia-smi")
 
 
+# nvidia-smi's table when the driver can no longer read a GPU: its fields print 'ERR!' (nvidia-smi's default view;
+# the Volatile Uncorr. ECC column, then the temperature / power / utilisation of the row below), and
+# `nvidia-smi --query-gpu` prints '[GPU requires reset]' / '[Unknown Error]' for a field; nvidia-smi itself says
+# 'Unable to determine the device handle for GPU{bus}: Unknown Error' for a GPU it cannot open (a GPU that fell off
+# the bus, or whose driver state is lost). A GPU row ('|   2  NVIDIA A100-SXM4-80GB   On  |   00000000:47:00.0 Off |')
+# names the GPU of the 'ERR!' row under it. 'N/A' is a field the GPU does not have: no error.
+_SMI_GPU_ROW = compile_later(r"^\|\s+(\d+)\s+\S.*?\|\s+([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d)\s")
+_SMI_HANDLE = compile_later(r"Unable to determine the device handle for GPU\s*([0-9A-Fa-f:.]+): (.+)$")
+
+
+@on("|   ", "ERR!", "[GPU requires reset]", "[Unknown Error]", "Unable to determine the device handle for GPU")
+def smi_gpu_error(line: Line, st: StreamState):
+    t = line.text
+    row = _SMI_GPU_ROW.match(t.strip())
+    if row:
+        st.scratch["smi_row"] = (line.lineno, int(row.group(1)), row.group(2))
+    handle = _SMI_HANDLE.search(t)
+    if handle:
+        gpu, pci = None, handle.group(1)
+    elif "ERR!" in t and t.lstrip().startswith("|"):
+        last = st.scratch.get("smi_row")
+        gpu, pci = (last[1], last[2]) if last and 0 <= line.lineno - last[0] <= 1 else (None, None)
+    elif "[GPU requires reset]" in t or ("[Unknown Error]" in t and "," in t):
+        gpu, pci = None, None
+    else:
+        return None
+    if not st.once(("smi_gpu_error", pci or gpu or t.strip()[:60])):
+        return None
+    return line.event("hardware", step=st.step_of(line.rank), error="smi_err", xid=None, pci=pci, gpu=gpu,
+                      message=t.strip()[:200], meaning="nvidia-smi cannot read this GPU", gpu_fault=True, pid=None)
+
+
 _NCCL_PID = regex_cache.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")
