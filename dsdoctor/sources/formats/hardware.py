@@ -218,11 +218,12 @@ def smi_csv_row(line: Line, st: StreamState):
 # 'Unable to determine the device handle for GPU{bus}: Unknown Error' for a GPU it cannot open (a GPU that fell off
 # the bus, or whose driver state is lost). A GPU row ('|   2  NVIDIA A100-SXM4-80GB   On  |   00000000:47:00.0 Off |')
 # names the GPU of the 'ERR!' row under it. 'N/A' is a field the GPU does not have: no error.
+# (its bus id, "0000:" in every nvidia-smi version, arms the row; the table's bars are too common a literal)
 _SMI_GPU_ROW = compile_later(r"^\|\s+(\d+)\s+\S.*?\|\s+([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d)\s")
 _SMI_HANDLE = compile_later(r"Unable to determine the device handle for GPU\s*([0-9A-Fa-f:.]+): (.+)$")
 
 
-@on("|   ", "ERR!", "[GPU requires reset]", "[Unknown Error]", "Unable to determine the device handle for GPU")
+@on("0000:", "ERR!", "[GPU requires reset]", "[Unknown Error]", "Unable to determine the device handle for GPU")
 def smi_gpu_error(line: Line, st: StreamState):
     t = line.text
     row = _SMI_GPU_ROW.match(t.strip())
