@@ -101,7 +101,16 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
       # an NCCL older than the call needs (torch 2.13 libtorch_cuda.so ProcessGroupNCCL: 'ProcessGroupNCCL::shrink
       # requires NCCL version 2.27.0 or later. Found version: {v}', 'Capturing NCCL collectives is only allowed with
       # NCCL >= 2.9.6', 'NCCL mem allocator is not supported in this NCCL version')
-      "requires NCCL version", "only allowed with NCCL >=", "not supported in this NCCL version"),
+      "requires NCCL version", "only allowed with NCCL >=", "not supported in this NCCL version",
+      # deepspeed/ops/adam/cpu_adam.py DeepSpeedCPUAdam.__init__ 'DeepSpeedCPUAdam requires the cpu_adam op, which
+      # failed to build/load.' (raised from the build's own error; run here: no ninja, a missing compiler, a
+      # read-only TORCH_EXTENSIONS_DIR): the op's build, not the config
+      "failed to build/load",
+      # an extension compiled against NumPy 1.x under NumPy 2 (numpy/core/_multiarray_umath.py; the C-API check's
+      # 'module compiled against ABI version 0x1000009 but this version of numpy is 0x2000000'; Cython's
+      # 'numpy.dtype size changed, may indicate binary incompatibility')
+      "_ARRAY_API not found", "numpy.core.multiarray failed to import", "compiled against ABI version",
+      "compiled against API version", "may indicate binary incompatibility"),
      ("op_builder/", "cpp_extension.py", "importlib/__init__.py:import_module"),
      "an install problem (a DeepSpeed op that did not build, a missing package, CUDA/driver mismatch)"),
     # a full disk or quota while writing (a checkpoint, a cache, a log): errno 28 ENOSPC / 122 EDQUOT / 30 EROFS
@@ -193,6 +202,12 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # tensor did not arrive (torch/multiprocessing/reductions.py rebuild_storage_fd), the receiver out of them
     ("open_files", "environment", 3, (), ("Too many open files", "[Errno 24]", "items of ancdata"), (),
      "the open-files limit of the process (ulimit -n) reached"),
+    # text read with a codec that does not fit the bytes (CPython Objects/exceptions.c UnicodeDecodeError.__str__:
+    # "'{codec}' codec can't decode byte 0x{b:02x} in position {n}: {reason}", run here reading a Latin-1 file as
+    # UTF-8; 'ascii' is the codec open() takes under the C/POSIX locale: LANG unset in a container or a pdsh shell)
+    ("text_encoding", "environment", 3, ("UnicodeDecodeError", "UnicodeEncodeError"),
+     ("codec can't decode byte", "codec can't encode character"), (),
+     "text read or written with an encoding that does not fit it (the file's, or the locale's default)"),
     # the process/thread limit (RLIMIT_NPROC, a container's or cgroup's pids.max): CPython Modules/_threadmodule.c
     # "can't start new thread" (run here under pids.max: DataLoader workers starting their threads), libgomp's
     # fatal 'libgomp: Thread creation failed: Resource temporarily unavailable' (run here: torch's OpenMP pool),

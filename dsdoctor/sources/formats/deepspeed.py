@@ -992,10 +992,28 @@ def jit_load(line: Line, st: StreamState):
     return _env(line, st, why, m.group(1))
 
 
+# torch 2.13's message carries ninja's output after it ("Error building extension 'cpu_adam': [1/3] c++ ..." then the
+# compiler's lines, then 'ninja: build stopped'; run here): the compiler's words come after the head, so the
+# event waits for ninja's stop (or the end of the input) to carry them.
+_BUILD_PENDING = "op_build.pending"
+
+
 @on("Error building extension '")
 def build_error(line: Line, st: StreamState):
     m = _BUILD.search(line.text)
-    return _env(line, st, "op_build", m.group(1) if m else None)
+    op = m.group(1) if m else None
+    if m and line.text[m.end():].startswith(": [") and not code_echo(line):
+        st.scratch.setdefault(_BUILD_PENDING, {}).setdefault(line.rank, (line, op))
+        return None
+    return _env(line, st, "op_build", op)
+
+
+def finish(st: StreamState):
+    """End of input: a build failure whose ninja output was cut before ninja's stop."""
+    for line, op in (st.scratch.pop(_BUILD_PENDING, None) or {}).values():
+        ev = _env(line, st, "op_build", op)
+        if ev is not None:
+            yield ev
 
 
 @on("' not found")
@@ -1045,12 +1063,17 @@ def missing_header(line: Line, st: StreamState):
 # reference to ...'), and ninja ends with 'build stopped: subcommand failed.'. The
 # first compiler error is kept and quoted with the build failure: it is the line that says why
 # (an excerpt may end before torch's 'Error building extension' line, so ninja's stop reports it).
+# GNU as names no line ('{file}.s: Fatal error: can't write N bytes to section .text of x.o: 'No space left on
+# device'', run here with TORCH_EXTENSIONS_DIR on a full tmpfs); ninja's /bin/sh names a compiler it cannot
+# run ('/bin/sh: 1: /usr/local/bin/g++-13: not found', run here with CXX set to a missing compiler).
 _COMPILER_ERROR = compile_later(r"^(?:\S+:\d+(?::\d+)?: (?:fatal )?error: |\S+\(\d+\): (?:catastrophic )?error: |nvcc fatal\s*: "
-                                r"|\S*\bld(?:\.\w+)?: (?:cannot find|error)|\S+: undefined reference to )")
+                                r"|\S*\bld(?:\.\w+)?: (?:cannot find|error)|\S+: undefined reference to "
+                                r"|\S+\.s: Fatal error: |/bin/(?:ba)?sh: (?:\d+: |line \d+: )?\S+: (?:command )?not found)")
 _EXTENSION_NAME = compile_later(r"-DTORCH_EXTENSION_NAME=(\w+)|^Building extension module (\w+)\.\.\.")
 
 
-@on(": error: ", "): error: ", "fatal error: ", "nvcc fatal", "ld: cannot find", "ld: error", "undefined reference to ")
+@on(": error: ", "): error: ", "fatal error: ", "nvcc fatal", "ld: cannot find", "ld: error", "undefined reference to ",
+    ": Fatal error: ", ": not found", ": command not found")
 def compiler_error(line: Line, st: StreamState):
     said = st.scratch.setdefault("compiler_error", {})
     if line.rank not in said and len(said) < 64 and _COMPILER_ERROR.search(line.text):
@@ -1068,11 +1091,43 @@ def extension_name(line: Line, st: StreamState):
 
 @on("ninja: build stopped: subcommand failed.")
 def ninja_stopped(line: Line, st: StreamState):
+    pending = st.scratch.get(_BUILD_PENDING, {}).pop(line.rank, None)
+    if pending is not None:           # torch's 'Error building extension' head before this output: its line
+        return _env(pending[0], st, "op_build", pending[1])
     op = st.scratch.get("extension_name")
     ev = _env(line, st, "op_build", op)
     if ev is not None and op is None:
         st.scratch["ds_env_seen"].add(("op_build", "unnamed", line.rank))
     return ev
+
+
+# torch utils/cpp_extension.py _get_build_directory: os.makedirs(<TORCH_EXTENSIONS_DIR>/<op>) before any compile.
+# A root the job may not write fails there (run here with DeepSpeedCPUAdam: TORCH_EXTENSIONS_DIR on a read-only
+# tmpfs, "OSError: [Errno 30] Read-only file system: '/tmp/x/cpu_adam'"; a regular file, "NotADirectoryError:
+# [Errno 20] Not a directory: '/tmp/x/cpu_adam'"), then DeepSpeed's "requires the cpu_adam op, which failed to
+# build/load". The frame arms the exception line that follows it.
+_ERRNO = compile_later(r"\[Errno (\d+)\] ([^:']+?)(?:: '([^']*)')?\s*$")
+
+
+@on("in _get_build_directory")
+def build_directory_frame(line: Line, st: StreamState):
+    st.scratch.setdefault("ext_dir_frame", {})[line.rank] = line.lineno
+    return None
+
+
+@on("[Errno ")
+def build_directory_error(line: Line, st: StreamState):
+    armed = st.scratch.get("ext_dir_frame", {})
+    if not armed_within(armed.get(line.rank), line, 6):
+        return None
+    del armed[line.rank]
+    m = _ERRNO.search(line.text)
+    if not m:
+        return None
+    path = m.group(3) or ""
+    op = path.rstrip("/").rsplit("/", 1)[-1] or None
+    return _env(line, st, "ext_dir", op, errno=int(m.group(1)), reason=m.group(2).strip(),
+                root=path.rstrip("/").rsplit("/", 1)[0] if "/" in path else None)
 
 
 @on("object has no attribute 'ds_opt_adam'")

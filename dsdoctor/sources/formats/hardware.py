@@ -33,9 +33,12 @@ XID: dict[int, tuple[str, str]] = {
     95: ("ecc", "uncontained uncorrectable ECC error (A100+): the GPU needs a reset"),
     119: ("gsp", "GSP firmware RPC timeout: the GPU is unusable until reset"),
     120: ("gsp", "GSP firmware error: the GPU is unusable until reset"),
+    # nverror.h's newest codes (r550+): the driver's recovery action for an error it saw ('GPU recovery action
+    # changed from 0x0 (None) to 0x1 (GPU Reset Required)', also 'Node Reboot Required', 'Drain P2P')
+    154: ("xid", "GPU recovery action changed: the driver asks for a GPU reset (or a node reboot)"),
 }
 # codes that say the GPU itself is unhealthy (the rest are mostly software faults)
-HARDWARE_XIDS = frozenset({48, 63, 64, 74, 79, 92, 94, 95, 119, 120})
+HARDWARE_XIDS = frozenset({48, 63, 64, 74, 79, 92, 94, 95, 119, 120, 154})
 
 _XID = compile_later(r"\b(S?)Xid \(PCI:([0-9a-fA-F:.]+)(?: GPU-I:\d+)?(?: GPU-CI:\d+)?\): (\d+),\s*(.*)$")
 
@@ -92,6 +95,29 @@ def cuda_hardware(line: Line, st: StreamState):
                           message=t.strip()[:200], meaning=XID[79][1], gpu_fault=True, pid=None)
     return line.event("hardware", step=st.step_of(line.rank), error=err, xid=None, pci=None,
                       message=t.strip()[:200], aborted=aborted, pid=int(pid.group(1)) if pid else None)
+
+
+# The host's memory failing under the run, from the kernel's log: the EDAC driver's uncorrected error
+# (drivers/edac/edac_mc.c edac_ce_ue: 'EDAC MC{n}: {count} UE {msg} on {label} (...)'; a CE is corrected and
+# harmless) and memory-failure.c's poisoned page ('Memory failure: {pfn:#x}: Sending SIGBUS to {comm}:{pid} due to
+# hardware memory corruption'; older kernels 'MCE {pfn:#x}: Killing {comm}:{pid} due to hardware memory
+# corruption'): the process that touched the page dies by SIGBUS (the launcher's -7), not by a full /dev/shm.
+_EDAC_UE = compile_later(r"EDAC (MC\d+): \d+ UE ")
+_POISON = compile_later(r"(?:Memory failure|MCE) (?:0x)?[0-9a-f]+: (?:Sending SIGBUS to|Killing) (\S+?):(\d+) due to hardware memory corruption")
+
+
+@on(" UE ", "due to hardware memory corruption")
+def host_memory_error(line: Line, st: StreamState):
+    t = line.text
+    ue = _EDAC_UE.search(t)
+    poison = _POISON.search(t) if ue is None else None
+    if ue is None and poison is None:
+        return None
+    if not st.once(("host_memory_error", ue.group(1) if ue else poison.group(2))):
+        return None
+    return line.event("hardware", step=st.step_of(line.rank), error="host_memory", xid=None, pci=None,
+                      message=t.strip()[:200], meaning="uncorrected host (CPU) memory error", gpu_fault=False,
+                      pid=int(poison.group(2)) if poison else None)
 
 
 # ROCm's runtime when a kernel touched memory it may not (ROCR-Runtime, strings of libhsa-runtime64.so in
@@ -184,6 +210,39 @@ def smi_csv_row(line: Line, st: StreamState):
     if not throttle:
         return None
     return line.event("telemetry", step=st.step_of(line.rank), throttle=sorted(set(throttle)), reading="nvidia-smi")
+
+
+# nvidia-smi's table when the driver can no longer read a GPU: its fields print 'ERR!' (nvidia-smi's default view;
+# the Volatile Uncorr. ECC column, then the temperature / power / utilisation of the row below), and
+# `nvidia-smi --query-gpu` prints '[GPU requires reset]' / '[Unknown Error]' for a field; nvidia-smi itself says
+# 'Unable to determine the device handle for GPU{bus}: Unknown Error' for a GPU it cannot open (a GPU that fell off
+# the bus, or whose driver state is lost). A GPU row ('|   2  NVIDIA A100-SXM4-80GB   On  |   00000000:47:00.0 Off |')
+# names the GPU of the 'ERR!' row under it. 'N/A' is a field the GPU does not have: no error.
+# (its bus id, "0000:" in every nvidia-smi version, arms the row; the table's bars are too common a literal)
+_SMI_GPU_ROW = compile_later(r"^\|\s+(\d+)\s+\S.*?\|\s+([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d)\s")
+_SMI_HANDLE = compile_later(r"Unable to determine the device handle for GPU\s*([0-9A-Fa-f:.]+): (.+)$")
+
+
+@on("0000:", "ERR!", "[GPU requires reset]", "[Unknown Error]", "Unable to determine the device handle for GPU")
+def smi_gpu_error(line: Line, st: StreamState):
+    t = line.text
+    row = _SMI_GPU_ROW.match(t.strip())
+    if row:
+        st.scratch["smi_row"] = (line.lineno, int(row.group(1)), row.group(2))
+    handle = _SMI_HANDLE.search(t)
+    if handle:
+        gpu, pci = None, handle.group(1)
+    elif "ERR!" in t and t.lstrip().startswith("|"):
+        last = st.scratch.get("smi_row")
+        gpu, pci = (last[1], last[2]) if last and 0 <= line.lineno - last[0] <= 1 else (None, None)
+    elif "[GPU requires reset]" in t or ("[Unknown Error]" in t and "," in t):
+        gpu, pci = None, None
+    else:
+        return None
+    if not st.once(("smi_gpu_error", pci or gpu or t.strip()[:60])):
+        return None
+    return line.event("hardware", step=st.step_of(line.rank), error="smi_err", xid=None, pci=pci, gpu=gpu,
+                      message=t.strip()[:200], meaning="nvidia-smi cannot read this GPU", gpu_fault=True, pid=None)
 
 
 _NCCL_PID = regex_cache.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")

@@ -651,6 +651,24 @@ def argparse_error(line: Line, st: StreamState):
                                raise_site=f"argparse:{m.group(1)}", prog=m.group(1))
 
 
+# `python -m {module}` whose module (or its package) the interpreter cannot import: CPython's runpy prints one
+# line and exits 1, no traceback (Lib/runpy.py _get_module_details: "Error while finding module specification for
+# {mod!r} ({type}: {msg})"; Modules/main.c pymain_run_module: "{python}: " before it). A launcher's `python -m
+# deepspeed.launcher.launch` on a node whose python lacks DeepSpeed (pdsh runs the remote shell's python) says
+# '/usr/bin/python3: Error while finding module specification for 'deepspeed.launcher.launch'
+# (ModuleNotFoundError: No module named 'deepspeed')' (run here with the system python).
+_RUNPY = compile_later(r"^(\S+): Error while finding module specification for '([\w.]+)' \((\w+): (.+)\)\s*$")
+
+
+@on("Error while finding module specification for ")
+def runpy_module_missing(line: Line, st: StreamState):
+    m = _RUNPY.match(line.text.strip())
+    if not m:
+        return None
+    return frameless_exception(line, st, m.group(3), m.group(3), m.group(4),
+                               raise_site=f"runpy:{m.group(2)}", python=m.group(1))
+
+
 # ---------------------------------------------------------------- what a bare message leaves out
 # A bare `assert x` raises AssertionError with no message: the traceback's last frame shows the
 # statement's source line ('    assert numel % world_size == 0', Lib/traceback.py StackSummary.format:
