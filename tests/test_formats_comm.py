@@ -165,6 +165,16 @@ def test_numel_mismatch():
     assert findings(text)[0].rule == "comm-timeout-numel-mismatch"
 
 
+def test_peer_access_refused_is_the_p2p_transport_not_a_gpu_fault():
+    text = ("box:4411:4490 [0] transport/p2p.cc:275 NCCL WARN Cuda failure 'peer access is not supported between "
+            "these two devices'\n"
+            "[rank0]: torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/"
+            "ProcessGroupNCCL.cpp:1970, unhandled cuda error (run with NCCL_DEBUG=INFO for details), NCCL version 2.20.5\n"
+            "[rank0]: ncclUnhandledCudaError: Call to CUDA function failed.\n")
+    f = findings(text)[0]
+    assert f.rule == "nccl-error-p2p" and f.fixes[0].env == {"NCCL_P2P_DISABLE": "1"}
+
+
 def test_desync_report_names_lagging_ranks():
     text = _timeout(0, 12) + "[rank0]:\t - To our best knowledge, ranks [3] are the lagging ranks that caused this timeout. They never joined any collectives\n"
     f = findings(text)[0]

@@ -20,7 +20,7 @@ from .base import Detector
 from .worn import WornPrefixes, rank_origin
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
-CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "cuda_env", "cuda", "mismatch", "invalid_usage", "internal",
+CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "p2p", "cuda_env", "cuda", "mismatch", "invalid_usage", "internal",
                "remote_exit", "unknown")
 _CODE_CAUSE = {"ncclUnhandledCudaError": "cuda", "ncclInvalidUsage": "invalid_usage",
                "ncclInvalidArgument": "invalid_usage", "ncclInternalError": "internal",
