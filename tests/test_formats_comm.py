@@ -165,6 +165,18 @@ def test_numel_mismatch():
     assert findings(text)[0].rule == "comm-timeout-numel-mismatch"
 
 
+def test_a_rank_at_another_collective_with_the_same_seqnum_took_another_path():
+    # part AV: rank 3's shard ran out first and it went on to the end-of-epoch barrier: the same SeqNum,
+    # another OpType (not a size mismatch of one collective)
+    text = "".join(_timeout(r, 3001, 134217728) for r in range(3)) + _timeout(3, 3001, 1, "BARRIER")
+    f = findings(text)[0]
+    assert f.rule == "comm-timeout-other-collective"
+    assert "rank(s) 3 called BARRIER #3001 where the others called ALLREDUCE" in f.title
+    # two ranks, one on each side: which one left the loop is not told; still not a size mismatch
+    two = _timeout(0, 40, 4096) + _timeout(1, 40, 1, "BARRIER")
+    assert findings(two)[0].rule == "comm-timeout-other-collective"
+
+
 def test_peer_access_refused_is_the_p2p_transport_not_a_gpu_fault():
     text = ("box:4411:4490 [0] transport/p2p.cc:275 NCCL WARN Cuda failure 'peer access is not supported between "
             "these two devices'\n"
