@@ -92,6 +92,8 @@ def test_the_rank_whose_stopped_stack_is_in_no_collective_is_the_one_waited_for(
     found = _problems(text)
     assert found[0].rule == "stopped-while-hung", [f.rule for f in found]
     assert found[0].ranks == [1] and "for rank 1" in found[0].title
+    # the rank stopped in its own code printed last (the first traceback waits in the collective)
+    assert _problems(text.replace(r1, "") + r1)[0].ranks == [1]
     # every rank stopped inside the collective: nobody stands out
     both = text.replace("time.sleep(3600)", "engine.backward(loss)\n[rank1]:   File \"/venv/lib/python3.11/"
                         "site-packages/torch/distributed/distributed_c10d.py\", line 3252, in all_reduce\n"

@@ -785,8 +785,6 @@ class FailureDetector(Detector):
         for x in same:
             if x.rank is not None:
                 s.ranks.add(x.rank)
-        if s.facts.get("away_ranks"):
-            s.ranks = set(s.facts["away_ranks"])     # the ranks the others waited for, not every stopped one
         s.evidence.append(_evidence(ev, f"{d.get('type')}: {d.get('message')}"))
         if broke is not None:
             s.evidence.append(_evidence(broke))
@@ -818,6 +816,8 @@ class FailureDetector(Detector):
             self._add(s, e)
         if fam.name == "interrupt":
             self._add_unresponsive(s)
+            if s.facts.get("away_ranks"):
+                s.ranks = set(s.facts["away_ranks"])     # the ranks the others waited for, not every stopped one
         if ev.step is not None:
             s.steps.append(ev.step)
         return s
@@ -871,6 +871,8 @@ class FailureDetector(Detector):
                     s.evidence.append(e)
             else:
                 self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+        if s.facts.get("away_ranks"):
+            s.ranks = set(s.facts["away_ranks"])     # the ranks the others waited for, not every stopped one
         return s
 
     def _hung(self, stop_time: float | None, g: "_Group | None", pt: list[float] | None = None) -> dict:
@@ -905,15 +907,14 @@ class FailureDetector(Detector):
             # for an op build's lock says why all of them waited (the others wait for it too)
             waiting = next((m for gr in self.groups.values() for m, _ in gr.members
                             if m.data.get("waits_in") == "op_lock"), waiting)
-        away: list[int] = []
-        if waiting is None:
-            # the stopped stack waited nowhere, another rank's in a collective: that rank waited for this one
-            waits = self._rank_waits()
-            interrupted = {gr.rank: m for gr in self.groups.values() if gr.rank is not None
-                           for m, f in gr.members if f.name == "interrupt"}
-            away = ranks_away(waits, interrupted)
-            if away:
-                waiting = next(ev for _, ev in waits.values() if ev.data.get("waits_in") == "collective")
+        # the interrupted ranks whose stacks waited nowhere while another rank's waited in a collective:
+        # the ranks it waited for (the stopped rank itself may be either)
+        waits = self._rank_waits()
+        interrupted = {gr.rank: m for gr in self.groups.values() if gr.rank is not None
+                       for m, f in gr.members if f.name == "interrupt"}
+        away = ranks_away(waits, interrupted)
+        if away and waiting is None:
+            waiting = next(ev for _, ev in waits.values() if ev.data.get("waits_in") == "collective")
         stuck_in = waiting.data["waits_in"] if waiting is not None else None
         stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
         if stuck_in is None and self.stop_ignored:
