@@ -187,6 +187,14 @@ def test_peer_access_refused_is_the_p2p_transport_not_a_gpu_fault():
     assert f.rule == "nccl-error-p2p" and f.fixes[0].env == {"NCCL_P2P_DISABLE": "1"}
 
 
+def test_an_internal_error_is_not_called_a_programming_error():
+    text = ("RuntimeError: NCCL error in: ../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:1191, internal error, "
+            "NCCL version 2.10.3\nncclInternalError: Internal check failed. This is either a bug in NCCL or due to memory "
+            "corruption\n")
+    f = findings(text)[0]
+    assert f.rule == "nccl-error-invalid-usage" and "inside NCCL" in f.title and "programming" not in f.title
+
+
 def test_desync_report_names_lagging_ranks():
     text = _timeout(0, 12) + "[rank0]:\t - To our best knowledge, ranks [3] are the lagging ranks that caused this timeout. They never joined any collectives\n"
     f = findings(text)[0]
