@@ -82,7 +82,7 @@ KINDS: dict[str, str] = {
     "collective_timeout": "op, seq, timeout_ms, elapsed_ms, numel_in, numel_out, backend, pg, blocking",
     "watchdog_state": "seq, last_enqueued, last_completed, pg",
     "nccl_error": "error ('unhandled system error', ...), detail, code ('ncclSystemError', ...), nccl_version, cause (set when the line itself says: 'watchdog_hang', 'remote_exit', 'rendezvous' + rdzv, peer, port, group: 'weight_sync' for an RL trainer's second group)",
-    "nccl_warn": "msg, cause ('duplicate_gpu'|'shm'|'interface'|'connection_refused'|'ib'|'remote_exit'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
+    "nccl_warn": "msg, cause ('duplicate_gpu'|'shm'|'interface'|'connection_refused'|'ib'|'remote_exit'|'p2p'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
     "nccl_init": "state ('start'|'channel'|'complete'), via (the channel's transport: 'P2P'|'SHM'|'NET/Socket'|'NET/IB'|...|None), proc (host:pid of the NCCL line or None): NCCL's communicator set-up, NCCL_DEBUG=INFO",
     "nccl_transport": "transport ('Socket'|'IB'|...|None), detail ('ib_not_found'|'channel': a channel through the network|'nodes': the communicator's node count in `nodes`|None), host",
     "nccl_version": "version (e.g. '2.21.5'), cuda ('12.4'), host: NCCL's banner 'NCCL version {v}+cuda{c}' one process printed",

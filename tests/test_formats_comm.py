@@ -165,6 +165,36 @@ def test_numel_mismatch():
     assert findings(text)[0].rule == "comm-timeout-numel-mismatch"
 
 
+def test_a_rank_at_another_collective_with_the_same_seqnum_took_another_path():
+    # part AV: rank 3's shard ran out first and it went on to the end-of-epoch barrier: the same SeqNum,
+    # another OpType (not a size mismatch of one collective)
+    text = "".join(_timeout(r, 3001, 134217728) for r in range(3)) + _timeout(3, 3001, 1, "BARRIER")
+    f = findings(text)[0]
+    assert f.rule == "comm-timeout-other-collective"
+    assert "rank(s) 3 called BARRIER #3001 where the others called ALLREDUCE" in f.title
+    # two ranks, one on each side: which one left the loop is not told; still not a size mismatch
+    two = _timeout(0, 40, 4096) + _timeout(1, 40, 1, "BARRIER")
+    assert findings(two)[0].rule == "comm-timeout-other-collective"
+
+
+def test_peer_access_refused_is_the_p2p_transport_not_a_gpu_fault():
+    text = ("box:4411:4490 [0] transport/p2p.cc:275 NCCL WARN Cuda failure 'peer access is not supported between "
+            "these two devices'\n"
+            "[rank0]: torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/"
+            "ProcessGroupNCCL.cpp:1970, unhandled cuda error (run with NCCL_DEBUG=INFO for details), NCCL version 2.20.5\n"
+            "[rank0]: ncclUnhandledCudaError: Call to CUDA function failed.\n")
+    f = findings(text)[0]
+    assert f.rule == "nccl-error-p2p" and f.fixes[0].env == {"NCCL_P2P_DISABLE": "1"}
+
+
+def test_an_internal_error_is_not_called_a_programming_error():
+    text = ("RuntimeError: NCCL error in: ../torch/csrc/distributed/c10d/ProcessGroupNCCL.cpp:1191, internal error, "
+            "NCCL version 2.10.3\nncclInternalError: Internal check failed. This is either a bug in NCCL or due to memory "
+            "corruption\n")
+    f = findings(text)[0]
+    assert f.rule == "nccl-error-invalid-usage" and "inside NCCL" in f.title and "programming" not in f.title
+
+
 def test_desync_report_names_lagging_ranks():
     text = _timeout(0, 12) + "[rank0]:\t - To our best knowledge, ranks [3] are the lagging ranks that caused this timeout. They never joined any collectives\n"
     f = findings(text)[0]

@@ -71,6 +71,36 @@ def test_a_lost_gloo_peer_after_the_stop_is_its_echo():
     assert "gloo-connection-closed" in [f.rule for f in found[1:]]
 
 
+def test_the_rank_whose_stopped_stack_is_in_no_collective_is_the_one_waited_for():
+    # real (part AV): torchrun Ctrl-C'd after rank 1 hung in its own code (a sleep) at step 6; rank 0 waited in
+    # the step's all_reduce, lost rank 1's gloo pair to the stop, then took its KeyboardInterrupt
+    r1 = ("[rank1]: Traceback (most recent call last):\n"
+          "[rank1]:   File \"/work/hang.py\", line 15, in <module>\n[rank1]:     time.sleep(3600)\n"
+          "[rank1]: KeyboardInterrupt\n")
+    r0 = ("[rank0]: Traceback (most recent call last):\n"
+          "[rank0]:   File \"/venv/lib/python3.11/site-packages/torch/distributed/distributed_c10d.py\", line 3252, "
+          "in all_reduce\n[rank0]:     work.wait()\n"
+          "[rank0]: RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection "
+          "closed by peer [127.0.0.1]:3251. This is typically caused by a remote worker crashing.\n\n"
+          "[rank0]: During handling of the above exception, another exception occurred:\n\n"
+          "[rank0]: Traceback (most recent call last):\n"
+          "[rank0]:   File \"/work/hang.py\", line 19, in <module>\n[rank0]:     engine.backward(loss)\n"
+          "[rank0]:   File \"/venv/lib/python3.11/site-packages/deepspeed/comm/torch.py\", line 290, in all_reduce\n"
+          "[rank0]:     return torch.distributed.all_reduce(tensor=tensor, op=op, group=group, async_op=async_op)\n"
+          "[rank0]: KeyboardInterrupt\n")
+    text = "step 4 loss 0.0931\nstep 5 loss 0.2651\n" + TE_STOP + r1 + r0 + TE_RAISE
+    found = _problems(text)
+    assert found[0].rule == "stopped-while-hung", [f.rule for f in found]
+    assert found[0].ranks == [1] and "for rank 1" in found[0].title
+    # the rank stopped in its own code printed last (the first traceback waits in the collective)
+    assert _problems(text.replace(r1, "") + r1)[0].ranks == [1]
+    # every rank stopped inside the collective: nobody stands out
+    both = text.replace("time.sleep(3600)", "engine.backward(loss)\n[rank1]:   File \"/venv/lib/python3.11/"
+                        "site-packages/torch/distributed/distributed_c10d.py\", line 3252, in all_reduce\n"
+                        "[rank1]:     work.wait()")
+    assert "for rank" not in _problems(both)[0].title
+
+
 # ---------------------------------------------------------------- ranks in different collectives
 def _tb(rank: int, caller: str, op: str, line: int, error: str) -> str:
     return (f"[rank{rank}]: Traceback (most recent call last):\n"

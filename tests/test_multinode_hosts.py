@@ -31,6 +31,20 @@ def test_nccl_heads_of_hosts_named_like_node_12_are_no_grep_prefixes():
     assert f.evidence[0].text.startswith("gpu-node-12:60312:60588 [6]")
 
 
+def test_nccl_heads_of_aws_hosts_are_no_grep_prefixes():
+    # 'ip-10-0-0-5:9092:9160 [0]' reads like grep's 'ip-10-' and a line '0-0-5:...' (part AV: the host was cut
+    # to '0-0-5' on every NCCL line of an EC2 node)
+    text = ("ip-10-0-0-5:9091:9091 [0] NCCL INFO Bootstrap : Using eth0:10.0.0.5<0>\n"
+            "ip-10-0-0-5:9092:9160 [0] init.cc:573 NCCL WARN Duplicate GPU detected : rank 1 and rank 0 both on CUDA "
+            "device 1e000\n"
+            "ip-10-0-0-5.ec2.internal:9092:9160 [0] NCCL INFO init.cc:840 -> 5\n"
+            "RuntimeError: NCCL error in: ../torch/lib/c10d/ProcessGroupNCCL.cpp:825, invalid usage, NCCL version 2.7.8\n")
+    assert ungrep(text.encode()) == text.encode()
+    f = top(text)
+    assert f.rule == "nccl-error-duplicate-gpu" and f.node == "ip-10-0-0-5"
+    assert f.evidence[0].text.startswith("ip-10-0-0-5:9092:9160 [0]")
+
+
 def test_the_launchers_exit_line_under_a_pdsh_prefix_names_its_host():
     hosts = ["gpu-node-01", "gpu-node-02"]
     lines = []

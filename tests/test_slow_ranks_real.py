@@ -173,3 +173,33 @@ def test_the_exchange_verdict_stands_for_live_phases():
         return [f.rule for f in d.finish()]
     assert "slow-rank" in rules(_live_steps(exchange=False))       # no exchange: the log-side comparison judges
     assert "slow-rank" not in rules(_live_steps(exchange=True))
+
+
+def _rank0_timers(allreduce_at, compute_at=lambda s: 101.3, steps=range(10, 310, 10)) -> str:
+    """DeepSpeed 0.19's wall_clock_breakdown as rank 0 prints it (utils/timer.py log, ranks=[0]), with the
+    step line before it (log_dist) that numbers the readings."""
+    out = []
+    for s in steps:
+        ar, fwd = allreduce_at(s), compute_at(s)
+        out.append(f"[2026-12-07 12:00:00,101] [INFO] [logging.py:107:log_dist] [Rank 0] step={s}, skipped=0, "
+                   "lr=[3e-05], mom=[(0.9, 0.999)]")
+        out.append(f"[Rank 0] time (ms) | fwd_microstep: {fwd:.2f} | bwd_microstep: {209.9 + ar:.2f} | "
+                   f"bwd_inner_microstep: 209.88 | bwd_allreduce_microstep: {ar:.2f} | step_microstep: 40.12")
+        out.append(f"[Rank 0] time (ms) | fwd: {fwd:.2f} | bwd: {209.9 + ar:.2f} | bwd_inner: 209.88 | "
+                   f"bwd_allreduce: {ar:.2f} | step: 40.12")
+    return "\n".join(out) + "\n"
+
+
+def test_rank0_timers_whose_allreduce_grows_while_compute_stays_show_the_job_slowing_for_another_rank():
+    # part AV: no all-gather to compare with (ZeRO 0), no throughput line: the micro-step times are the series
+    f = top(_rank0_timers(lambda s: 35.0 if s < 120 else 35.0 + (s - 110) * 9.5))
+    assert f is not None and f.rule == "throughput-gradual" and f.ranks == []     # rank 0 waits: not the slow one
+    assert "gradient all-reduce (35 -> " in f.summary and "its own GPU is not the slow one" in f.summary
+    assert [x.title for x in f.fixes] == ["Find the rank the all-reduce waits for"]
+    assert "bwd_allreduce_microstep" in f.evidence[0].text
+
+
+def test_rank0_timers_steady_or_slowing_in_its_own_compute():
+    assert top(_rank0_timers(lambda s: 35.0 + (s % 3))) is None
+    f = top(_rank0_timers(lambda s: 35.0, compute_at=lambda s: 101.3 + s * 6.0))     # its own forward slows
+    assert f is not None and "its own GPU is not the slow one" not in f.summary

@@ -20,7 +20,7 @@ from .base import Detector
 from .worn import WornPrefixes, rank_origin
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
-CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "cuda_env", "cuda", "mismatch", "invalid_usage", "internal",
+CAUSE_ORDER = ("duplicate_gpu", "shm", "interface", "connection_refused", "ib", "p2p", "cuda_env", "cuda", "mismatch", "invalid_usage", "internal",
                "remote_exit", "unknown")
 _CODE_CAUSE = {"ncclUnhandledCudaError": "cuda", "ncclInvalidUsage": "invalid_usage",
                "ncclInvalidArgument": "invalid_usage", "ncclInternalError": "internal",
@@ -248,7 +248,8 @@ class CommDetector(Detector):
         seq_counts = Counter(seqs.values())
         seq = seq_counts.most_common(1)[0][0] if seq_counts else None
         desync = len(seq_counts) > 1
-        numel_mismatch = self._numel_mismatch()
+        apart_ops, apart = self._ops_apart()
+        numel_mismatch = not apart_ops and self._numel_mismatch()
         enq = {r: w["last_enqueued"] for r, w in self.wd.items() if r is not None and w.get("last_enqueued") is not None}
 
         reporting = {r for r in set(to) | set(self.wd) if r is not None}
@@ -259,6 +260,8 @@ class CommDetector(Detector):
             suspects, reason = sorted(self.lagging), "desync_report"
         elif silent:
             suspects, reason = silent, "no_timeout_reported"
+        elif apart:
+            suspects, reason = apart, "other_op"
         elif desync:
             low = min(seq_counts)
             suspects, reason = sorted(r for r, s in seqs.items() if s == low), "behind_seq"
@@ -280,7 +283,10 @@ class CommDetector(Detector):
             backend=backends[0] if len(backends) == 1 else ",".join(backends),
             pg=pgs.most_common(1)[0][0] if pgs else None,
             seqs_by_rank=dict(sorted(seqs.items())[:1024]), seqs_text=_seqs_text(seqs),
-            desync=desync, numel_mismatch=numel_mismatch, all_same_seq=bool(seqs) and not desync,
+            desync=desync, numel_mismatch=numel_mismatch, ops_apart=bool(apart_ops),
+            other_op=to[apart[0]].get("op") if apart else None,
+            ops_text="; ".join(f"{o} on rank(s) {ranks_text(sorted(rs))}" for o, rs in sorted(apart_ops.items())),
+            all_same_seq=bool(seqs) and not desync,
             suspects=suspects, suspects_text=ranks_text(suspects) if suspects else None,
             suspect_reason=reason, silent_ranks=silent, reporting=len(reporting),
             reporting_text=ranks_text(sorted(reporting)) if reporting else None,
@@ -291,6 +297,21 @@ class CommDetector(Detector):
             blocking=any(t.get("blocking") for t in to.values()))
         s.ranks.update(suspects)        # the ranks everybody waited for are what the finding is about
         return s
+
+    def _ops_apart(self) -> tuple[dict[str, list[int]], list[int]]:
+        """The ranks by OpType of a SeqNum that timed out with two OpTypes (a BARRIER against everyone
+        else's ALLREDUCE): at that point they called different collectives, as a rank that ran out of
+        batches first and went on to the end-of-epoch barrier does. With the ranks of the fewer side,
+        the ones that took the other path (none when the sides are even: two ranks, one each)."""
+        by_seq: dict[int, dict[str, list[int]]] = {}
+        for r, t in self.timeouts.items():
+            if r is not None and t.get("seq") is not None and t.get("op"):
+                by_seq.setdefault(t["seq"], {}).setdefault(t["op"], []).append(r)
+        for ops in by_seq.values():
+            if len(ops) == 2:
+                few, many = sorted(ops.values(), key=len)
+                return ops, (sorted(few) if len(few) < len(many) else [])
+        return {}, []
 
     def _numel_mismatch(self) -> bool:
         by_seq: dict[int, set] = {}

@@ -35,7 +35,7 @@ from .ds_misuse import zero3_empty_checkpoint
 from .zero3_misuse import grad_read_family, missing_keys_only
 from .quiet_end import Waits, quiet_end
 from .early_exit import all_spawned_done, local_peer_returned, rank_left_early
-from .rank_waits import ranks_wait_apart
+from .rank_waits import ranks_away, ranks_wait_apart
 from .sdpa_refusal import SdpaRefusals, refusal_facts
 from .progress import SURVIVED_STEPS
 
@@ -815,6 +815,8 @@ class FailureDetector(Detector):
             self._add(s, e)
         if fam.name == "interrupt":
             self._add_unresponsive(s)
+            if s.facts.get("away_ranks"):
+                s.ranks = set(s.facts["away_ranks"])     # the ranks the others waited for, not every stopped one
         if ev.step is not None:
             s.steps.append(ev.step)
         return s
@@ -868,6 +870,8 @@ class FailureDetector(Detector):
                     s.evidence.append(e)
             else:
                 self._add(s, gev, f"{gev.data.get('type')}: {gev.data.get('message')}")
+        if s.facts.get("away_ranks"):
+            s.ranks = set(s.facts["away_ranks"])     # the ranks the others waited for, not every stopped one
         return s
 
     def _hung(self, stop_time: float | None, g: "_Group | None", pt: list[float] | None = None) -> dict:
@@ -902,6 +906,14 @@ class FailureDetector(Detector):
             # for an op build's lock says why all of them waited (the others wait for it too)
             waiting = next((m for gr in self.groups.values() for m, _ in gr.members
                             if m.data.get("waits_in") == "op_lock"), waiting)
+        # the interrupted ranks whose stacks waited nowhere while another rank's waited in a collective:
+        # the ranks it waited for (the stopped rank itself may be either)
+        waits = self._rank_waits()
+        interrupted = {gr.rank: m for gr in self.groups.values() if gr.rank is not None
+                       for m, f in gr.members if f.name == "interrupt"}
+        away = ranks_away(waits, interrupted)
+        if away and waiting is None:
+            waiting = next(ev for _, ev in waits.values() if ev.data.get("waits_in") == "collective")
         stuck_in = waiting.data["waits_in"] if waiting is not None else None
         stuck_call = waiting.data.get("wait_frame") if waiting is not None else None
         if stuck_in is None and self.stop_ignored:
@@ -912,7 +924,8 @@ class FailureDetector(Detector):
         untimed = hung_s is None and stuck_in is None and len(pt) < 2 and hung_from is None
         return dict(hung_s=hung_s, hung_text=_duration(hung_s) if hung_s else None, hung_from=hung_from,
                     progress_untimed=untimed, stuck_in=stuck_in,
-                    stuck_call=stuck_call, unresponsive=None)
+                    stuck_call=stuck_call, unresponsive=None, away_ranks=away,
+                    away_text=", ".join(map(str, away)) if away else None)
 
     def _rank_waits(self) -> dict[int, tuple[int, Event]]:
         """Per rank, the first exception of its tracebacks that waited in a collective or its DataLoader."""

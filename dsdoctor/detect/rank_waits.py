@@ -61,3 +61,13 @@ def ranks_wait_apart(per_rank: dict[int, tuple[int, Event]], last_step: int | No
                           data_wait_ranks=[r for r in ranks if waits[r][2][0] == "DataLoader"],
                           data_wait_text=", ".join(str(r) for r in ranks if waits[r][2][0] == "DataLoader"),
                           last_step=last_step)
+
+
+def ranks_away(waiting: dict[int, tuple[int, Event]], interrupted: dict[int, Event]) -> list[int]:
+    """The interrupted ranks (a KeyboardInterrupt when a hung run was stopped) whose stack waited in no
+    collective and no DataLoader while another rank's waited in a collective: the rank the others waited
+    for, stuck in its own code (a sleep, a lock, a blocking read, a loop that never ends). Seen for real
+    (gen-av probes): rank 1 asleep in the script, rank 0 in the step's all_reduce, torchrun Ctrl-C'd."""
+    if not any(ev.data.get("waits_in") == "collective" for _, ev in waiting.values()):
+        return []
+    return sorted(r for r in interrupted if r not in waiting)

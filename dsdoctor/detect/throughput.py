@@ -355,7 +355,22 @@ class ThroughputDetector(Detector):
         if got:
             self.rank_event[rank] = ev
             self.first_seq.setdefault(rank, seq)
+            self._micro_step_time(ev, first)
         return ()
+
+    def _micro_step_time(self, ev: Event, first: dict[str, float]) -> None:
+        """A micro-step's time from DeepSpeed's wall_clock_breakdown line (forward + backward, which
+        holds the gradient all-reduce, + step), as a series of iteration times: rank 0's only timers
+        (utils/timer.py prints ranks=[0]) show a rank that fell behind or a link that slowed as its
+        all-reduce growing while its compute stays, and nothing else in such a log may time the steps.
+        Only the per-micro-step line: the per-step line after it repeats the same times."""
+        if "forward" not in first or "backward" not in first or not any(k.endswith("_microstep") for k in ev.data):
+            return
+        key = ("iter_ms", ev.source, ev.rank, "timers")
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = _Series()
+        series.add(first["forward"] + first["backward"] + first.get("step", 0.0), ev)
 
     def feed_step(self, evs: list[Event], seq: int):
         self._phase_times(evs[0], seq, _LIVE_PHASES)    # feed() of the step event (the others: not its kinds)
@@ -502,6 +517,7 @@ class ThroughputDetector(Detector):
                            change_pct=round(100 * d["change"], 1), at_step=s.steps[k],
                            points_after=d["points_after"], points_before=d["points_before"],
                            lasting=True, **self._others(k, s))
+        self._timer_parts(sym, s, s.events[:k], s.events[k:])
         sym.seq = 10 ** 9                    # a symptom of something else if anything explains it
         sym.evidence = []
         for e in (s.events[k - 1], ev, s.events[-1]):
@@ -528,12 +544,32 @@ class ThroughputDetector(Detector):
                            before=round(g["before"], 4), after=round(g["after"], 4),
                            change_pct=round(100 * g["change"], 1), at_step=s.steps[0], last_step=s.steps[-1],
                            points=g["points"], points_each=g["fifth"], rho=round(g["rho"], 2), lasting=True)
+        self._timer_parts(sym, s, s.events[:g["fifth"]], s.events[-g["fifth"]:])
         sym.seq = 10 ** 9
         sym.evidence = []
         for e in (s.events[0], s.events[-1]):
             if all(x.line != e.line or x.source != e.source for x in sym.evidence):
                 sym.add_evidence(e)
         return sym
+
+    def _timer_parts(self, sym: Symptom, s: _Series, before: list, after: list) -> None:
+        """For a series of wall_clock_breakdown lines: where the time went (the gradient all-reduce
+        against the rank's own compute, before and after). The printing rank is the one that waits,
+        not a slow one: the finding names no rank."""
+        if not s.events or s.events[0] is None or s.events[0].kind != "timers":
+            return
+        sym.ranks = set()
+
+        def part(evs: list, phases: tuple[str, ...]) -> float | None:
+            vals = [sum(v for n, v in e.data.items() if _PHASES.get(n) in phases and isinstance(v, (int, float)))
+                    for e in evs if e is not None]
+            return round(median(vals), 1) if vals else None
+        ar = (part(before, ("allreduce",)), part(after, ("allreduce",)))
+        comp = (part(before, ("forward", "backward_compute")), part(after, ("forward", "backward_compute")))
+        if None not in ar and None not in comp and ar[1] > ar[0]:
+            sym.facts.update(allreduce_before=ar[0], allreduce_after=ar[1],
+                             compute_before=comp[0], compute_after=comp[1],
+                             wait_grew=ar[1] - ar[0] > 2 * max(0.0, comp[1] - comp[0]))
 
     def _others(self, k: int, s: _Series) -> dict:
         """The same split read on the other metrics of the same events (for the summary)."""

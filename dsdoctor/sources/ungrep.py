@@ -29,8 +29,9 @@ _GREP = regex_cache.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z |(?:\x
 # CloudWatch / Cloud Logging export), and NCCL's own head 'host:pid:tid [dev] NCCL
 # INFO ...' (src/debug.cc ncclDebugLog), which reads like grep's 'file:123:' up to the thread id; a
 # WARN has its source 'file.cc:line ' (2.30: '(func) ') before 'NCCL', and a host named like
-# 'gpu-node-12' reads as grep's 'file-12:' with the pid and the thread id still to come
-_NOT_GREP = regex_cache.compile(r"\d\d[:.T-]\d\d|\d+(?::\d+)? \[\d+\] (?:\S+:\d+ )?(?:\(\w+\) )?NCCL ")
+# 'gpu-node-12' reads as grep's 'file-12:' with the pid and the thread id still to come, and one
+# named like AWS's 'ip-10-0-0-5' as grep's 'ip-10-' with the rest of the host before them
+_NOT_GREP = regex_cache.compile(r"\d\d[:.T-]\d\d|(?:[\w.-]*:)?\d+(?::\d+)? \[\d+\] (?:\S+:\d+ )?(?:\(\w+\) )?NCCL ")
 
 
 def _shape(lines: list[str]) -> bool:

@@ -518,11 +518,17 @@ def warn_cause(msg: str) -> str | None:
     if "closed by remote peer" in m or "Connection reset by peer" in m or "Call to recv" in m:
         return "remote_exit"
     if "Cuda failure" in m or "CUDA failure" in m or "cudaError" in m:
-        # the CUDA error NCCL quotes (cudaGetErrorString) names a build or a driver, not a GPU fault
+        # the CUDA error NCCL quotes (cudaGetErrorString) names a build or a driver, not a GPU fault,
+        # or the GPUs' peer-to-peer path (cudaErrorPeerAccessUnsupported / ...NotEnabled from NCCL's P2P
+        # transport, src/transport/p2p.cc): no fault of a GPU either
+        if _CUDA_PEER.search(m):
+            return "p2p"
         return "cuda_env" if _CUDA_ENV.search(m) else "cuda"
     return None
 
 
+_CUDA_PEER = compile_later(r"peer access is not supported between these two devices|peer access has not been enabled|"
+                           r"cudaErrorPeerAccess")
 _CUDA_ENV = compile_later(r"no kernel image is available|driver version is insufficient|"
                           r"forward compatibility was attempted|cudaErrorNoKernelImageForDevice|cudaErrorInsufficientDriver")
 
