@@ -49,6 +49,16 @@ _LOGGED = compile_later(r"\b(?:WARNING|WARN|Warning|INFO|DEBUG)\b")
 _RAISED = ("Error", "Exception", "Traceback", "raise ", "ERROR", "FATAL", "CRITICAL")
 
 
+def _own_entry(others: list[tuple[int, int | None]], reserved: int) -> tuple[int, int | None] | None:
+    """The 'Process N has M memory in use' entry that is the failing process itself. torch's
+    c10/cuda/CUDACachingAllocator.cpp reportProcessMemoryInfo words an NVML entry 'this process has'
+    only when its pid equals getpid(); in a container (a pid namespace) NVML's host pids never do, so the
+    process names itself by pid. It holds at least what PyTorch reserved (plus its CUDA context): the
+    smallest entry that large is it; without one, every entry is another process."""
+    own = [e for e in others if e[1] is not None and e[1] >= reserved]
+    return min(own, key=lambda e: e[1]) if own else None
+
+
 def _logged_not_raised(head: str) -> bool:
     return bool(head.strip()) and _LOGGED.search(head) is not None and not any(w in head for w in _RAISED)
 
@@ -84,6 +94,11 @@ def cuda_oom(line: Line, st: StreamState):
             d.update(allocated=alloc, reserved=(alloc or 0) + (unalloc or 0), unallocated=unalloc)
         mine = _THIS_PROC.search(t)
         others = [(int(p), size(s)) for p, s in _PROCS.findall(t)]
+        if not mine and others and d.get("reserved"):
+            own = _own_entry(others, d["reserved"])
+            if own is not None:
+                others.remove(own)
+                d["this_process"] = own[1]
         if others:
             d["other_processes"] = len(others)
             d["other_process_bytes"] = sum(b or 0 for _, b in others)

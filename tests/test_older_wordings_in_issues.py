@@ -1,0 +1,35 @@
+"""Issue pastes in the wordings of older versions (part AT): torch 1.10-2.3, DeepSpeed 0.5-0.14, NCCL 2.10-2.21,
+transformers 4.2x-4.4x, and the tools pasted beside them (nvidia-smi, py-spy). Texts from the templates of
+/work/shared/log-formats.md and the installed sources each test cites."""
+from __future__ import annotations
+
+from diagnose_text import events, top
+
+# torch 2.1-2.3's OOM (c10/cuda/CUDACachingAllocator.cpp, 1e of log-formats.md) raised in a container: NVML's
+# pid of the failing process is not its getpid(), so it is listed as 'Process N has ...', not 'this process has'
+_CONTAINER_OOM = ("torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.96 GiB. GPU 3 has a total "
+                  "capacity of 79.15 GiB of which 1.12 GiB is free. Process 33120 has 78.02 GiB memory in use. Of the "
+                  "allocated memory 74.40 GiB is allocated by PyTorch, and 2.73 GiB is reserved by PyTorch but "
+                  "unallocated. If reserved but unallocated memory is large try setting "
+                  "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for "
+                  "Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)")
+
+
+def test_an_oom_in_a_container_names_its_own_process_by_pid():
+    ev = events(_CONTAINER_OOM + "\n", "oom")[0]
+    assert ev.data["this_process"] > 0 and "other_process_bytes" not in ev.data
+    assert top(_CONTAINER_OOM + "\n").rule != "oom-other-process"
+
+
+def test_a_second_process_beside_the_own_one_is_still_another_process():
+    text = _CONTAINER_OOM.replace("Process 33120 has 78.02 GiB memory in use.",
+                                  "Process 33120 has 42.02 GiB memory in use. Process 9001 has 37.00 GiB memory in use."
+                                  ).replace("74.40 GiB is allocated", "38.40 GiB is allocated")
+    ev = events(text + "\n", "oom")[0]
+    assert ev.data["other_processes"] == 1 and ev.data["this_process"] > ev.data["other_process_bytes"]
+    assert top(text + "\n").rule == "oom-other-process"
+
+
+def test_an_oom_whose_listed_processes_are_all_smaller_than_its_reserve_lists_others():
+    text = _CONTAINER_OOM.replace("78.02 GiB memory in use", "12.00 GiB memory in use")
+    assert events(text + "\n", "oom")[0].data["other_processes"] == 1
