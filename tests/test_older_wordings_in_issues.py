@@ -33,3 +33,41 @@ def test_a_second_process_beside_the_own_one_is_still_another_process():
 def test_an_oom_whose_listed_processes_are_all_smaller_than_its_reserve_lists_others():
     text = _CONTAINER_OOM.replace("78.02 GiB memory in use", "12.00 GiB memory in use")
     assert events(text + "\n", "oom")[0].data["other_processes"] == 1
+
+
+# py-spy dump of every process (src/dump.rs print_traces: 'Process {pid}: {cmdline}', 'Python v{ver} ({exe})',
+# then each thread and its frames 'func (file.py:line)', innermost first)
+_PYSPY = """Process 41001: python -u train.py --local_rank=0
+Python v3.8.10 (/usr/bin/python3.8)
+
+Thread 41001 (active): "MainThread"
+    write (zipfile.py:1136)
+    _write (torch/serialization.py:316)
+    save (torch/serialization.py:380)
+    _save_checkpoint (deepspeed/runtime/engine.py:2920)
+    save_checkpoint (deepspeed/runtime/engine.py:2801)
+
+Process 41002: python -u train.py --local_rank=1
+Python v3.8.10 (/usr/bin/python3.8)
+
+Thread 41002 (active): "MainThread"
+    barrier (torch/distributed/distributed_c10d.py:2786)
+    save_checkpoint (deepspeed/runtime/engine.py:2812)
+"""
+
+
+def test_a_pyspy_process_head_names_the_rank_of_its_threads():
+    st = events(_PYSPY, "stack")
+    assert [(e.rank, e.data["where"]) for e in st] == [(0, "checkpoint"), (1, "collective")]
+
+
+def test_ranks_waiting_in_a_collective_for_one_in_torch_save_blame_the_save():
+    f = top("The run freezes, no output for an hour. py-spy dumps:\n\n```\n" + _PYSPY + "```\n")
+    assert f.rule == "comm-stall-checkpoint-io" and f.ranks == [0]
+    assert "torch/serialization.py" in f.evidence[0].text
+
+
+def test_a_lone_dump_in_torch_save_is_no_hang():
+    # a dump taken while rank 0 saves, no rank waiting: nothing to blame
+    f = top(_PYSPY.split("Process 41002")[0])
+    assert f is None or f.rule != "comm-stall-checkpoint-io"
