@@ -71,3 +71,11 @@ def test_a_lone_dump_in_torch_save_is_no_hang():
     # a dump taken while rank 0 saves, no rank waiting: nothing to blame
     f = top(_PYSPY.split("Process 41002")[0])
     assert f is None or f.rule != "comm-stall-checkpoint-io"
+
+
+def test_nvidia_smi_that_cannot_reach_a_gpu_after_a_crash_names_the_gpu():
+    text = ("After the crash (`RuntimeError: CUDA error: unspecified launch failure` on local rank 2) nvidia-smi prints:\n"
+            "```\n$ nvidia-smi\nUnable to determine the device handle for GPU 0000:41:00.0: Unknown Error\n```\n")
+    f = top(text)
+    assert f.category == "hardware" and "Unable to determine the device handle" in f.evidence[0].text
+    assert top(text.replace("Unknown Error", "GPU is lost.  Reboot the system to recover this GPU")).rule == f.rule

@@ -187,3 +187,21 @@ def smi_csv_row(line: Line, st: StreamState):
 
 
 _NCCL_PID = regex_cache.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")
+
+
+# nvidia-smi when NVML cannot reach a GPU any more: 'Unable to determine the device handle for GPU
+# 0000:41:00.0: Unknown Error' (nvmlDeviceGetHandleByIndex failed; newer drivers say 'GPU is lost. Reboot the
+# system to recover this GPU'): the driver lost the device, what Xid 79 reports in the kernel log; pasted
+# after a crash, it is the GPU's fault, not the program's
+_NO_HANDLE = compile_later(r"Unable to determine the device handle for GPU ?([0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:"
+                           r"[0-9a-fA-F]{2})(?:\.\d)?: (Unknown Error|GPU is lost)")
+
+
+@on("Unable to determine the device handle for GPU")
+def smi_device_lost(line: Line, st: StreamState):
+    m = _NO_HANDLE.search(line.text)
+    if not m:
+        return None
+    return line.event("hardware", step=st.step_of(line.rank), error="fell_off_bus", xid=None, pci=m.group(1),
+                      message=line.text.strip()[:200], meaning="nvidia-smi cannot reach the GPU", gpu_fault=True,
+                      pid=None)
