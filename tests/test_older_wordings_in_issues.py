@@ -79,3 +79,24 @@ def test_nvidia_smi_that_cannot_reach_a_gpu_after_a_crash_names_the_gpu():
     f = top(text)
     assert f.category == "hardware" and "Unable to determine the device handle" in f.evidence[0].text
     assert top(text.replace("Unknown Error", "GPU is lost.  Reboot the system to recover this GPU")).rule == f.rule
+
+
+# megatron/core/timers.py _get_global_min_max_time_string, one report pasted into an issue
+_MINMAX = """(min, max) time across ranks (ms):
+    forward-backward ...............................: (4321.02, 8911.74)
+    forward-compute ................................: (1401.33, 1412.09)
+    backward-compute ...............................: (2890.41, 2911.88)
+    batch-generator ................................: ({lo}, {hi})
+    all-grads-sync .................................: (31.21, {sync})
+    optimizer ......................................: (40.11, 41.32)
+"""
+
+
+def test_one_megatron_timer_report_with_a_rank_seconds_late_names_the_straggler():
+    f = top(_MINMAX.format(lo=2.11, hi=4512.63, sync=4689.55))
+    assert f.rule == "slow-rank-timer-spread" and "batch-generator" in f.evidence[0].text
+
+
+def test_one_report_with_a_small_spread_is_still_noise():
+    # 120 ms late in one report: a hiccup; three reports are needed for that (rank_spread MIN_REPORTS)
+    assert top(_MINMAX.format(lo=0.04, hi=120.2, sync=151.0)) is None
