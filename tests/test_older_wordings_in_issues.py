@@ -100,3 +100,12 @@ def test_one_megatron_timer_report_with_a_rank_seconds_late_names_the_straggler(
 def test_one_report_with_a_small_spread_is_still_noise():
     # 120 ms late in one report: a hiccup; three reports are needed for that (rank_spread MIN_REPORTS)
     assert top(_MINMAX.format(lo=0.04, hi=120.2, sync=151.0)) is None
+
+
+def test_anomaly_modes_function_is_quoted_beside_the_first_nan_reading():
+    # torch/csrc/autograd/python_anomaly_mode.cpp / engine.cpp validate_outputs (torch 1.10+ wording)
+    f = top("step=299, loss=2.1021\nstep=300, loss=nan\nTraceback (most recent call last):\n"
+            '  File "train.py", line 150, in <module>\n    engine.backward(loss)\n'
+            "RuntimeError: Function 'LogSoftmaxBackward0' returned nan values in its 0th output.\n")
+    assert f.category == "nan_loss" and f.evidence[0].text == "step=300, loss=nan"
+    assert any("LogSoftmaxBackward0" in e.text for e in f.evidence)
