@@ -109,3 +109,11 @@ def test_anomaly_modes_function_is_quoted_beside_the_first_nan_reading():
             "RuntimeError: Function 'LogSoftmaxBackward0' returned nan values in its 0th output.\n")
     assert f.category == "nan_loss" and f.evidence[0].text == "step=300, loss=nan"
     assert any("LogSoftmaxBackward0" in e.text for e in f.evidence)
+
+
+def test_numpys_unable_to_allocate_is_host_memory():
+    # numpy/_core/_exceptions.py _ArrayMemoryError.__str__ (numpy 1.17+; numpy.core in 1.x, numpy._core in 2.x)
+    f = top("Traceback (most recent call last):\n  File \"prepare.py\", line 44, in <module>\n"
+            "    arr = np.concatenate(chunks)\nnumpy.core._exceptions._ArrayMemoryError: Unable to allocate 93.1 GiB "
+            "for an array with shape (24985661440,) and data type float32\n")
+    assert f.category == "host_oom" and "Unable to allocate 93.1 GiB" in f.evidence[0].text

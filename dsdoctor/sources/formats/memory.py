@@ -221,3 +221,18 @@ def cpu_oom(line: Line, st: StreamState):
     if _logged_not_raised(t[:t.find("DefaultCPUAllocator")]):
         ev.data["logged"] = True        # caught and logged (a batch-size finder also retries on this one)
     return ev
+
+
+# numpy's allocation failure (numpy/_core/_exceptions.py _ArrayMemoryError.__str__, numpy 1.17+: 'Unable to allocate
+# {size} for an array with shape {shape} and data type {dtype}', raised as numpy.core._exceptions._ArrayMemoryError,
+# numpy._core... in numpy 2): host RAM, in preprocessing or a dataset held in memory
+_NUMPY = compile_later(r"MemoryError: Unable to allocate " + SIZE + r" for an array with shape")
+
+
+@on("MemoryError: Unable to allocate ")
+def numpy_oom(line: Line, st: StreamState):
+    m = _NUMPY.search(line.text)
+    if not m:
+        return None
+    return line.event("oom", step=st.step_of(line.rank), device="cpu", requested=size(m.group(1)),
+                      phase=take_phase(line, st), via="numpy")
