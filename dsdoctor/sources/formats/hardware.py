@@ -107,9 +107,14 @@ def rocm_memory_fault(line: Line, st: StreamState):
     m = _HSA_FAULT.search(line.text)
     if not m:
         return None
-    return line.event("hardware", step=st.step_of(line.rank), error="rocm_memory_fault", xid=None, pci=None,
-                      message=line.text.strip()[:200], gpu_node=int(m.group(1)), reason=m.group(3), aborted=True,
-                      pid=None)
+    return _gpu_report(line, st, "rocm_memory_fault", gpu_node=int(m.group(1)), reason=m.group(3), aborted=True)
+
+
+def _gpu_report(line: Line, st: StreamState, error: str, **facts):
+    """A `hardware` event of a line that is the report itself (no Xid code, no pid unless `facts` say)."""
+    return line.event("hardware", step=st.step_of(line.rank),
+                      **{"error": error, "xid": None, "pci": None, "message": line.text.strip()[:200], "pid": None,
+                         **facts})
 
 
 _NVRM_GPU = regex_cache.compile(r"\bNVRM: GPU ([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.\d)?: GPU has fallen off the bus")
@@ -200,8 +205,5 @@ _NO_HANDLE = compile_later(r"Unable to determine the device handle for GPU ?([0-
 @on("Unable to determine the device handle for GPU")
 def smi_device_lost(line: Line, st: StreamState):
     m = _NO_HANDLE.search(line.text)
-    if not m:
-        return None
-    return line.event("hardware", step=st.step_of(line.rank), error="fell_off_bus", xid=None, pci=m.group(1),
-                      message=line.text.strip()[:200], meaning="nvidia-smi cannot reach the GPU", gpu_fault=True,
-                      pid=None)
+    return _gpu_report(line, st, "fell_off_bus", pci=m.group(1), meaning="nvidia-smi cannot reach the GPU",
+                       gpu_fault=True) if m else None
