@@ -117,6 +117,11 @@ def test_nvidia_smi_err_names_the_gpu_of_the_row_above():
 
 
 def test_fell_off_bus_explains_what_nvidia_smi_then_says():
-    text = ("Unable to determine the device handle for GPU0000:41:00.0: Unknown Error\n"
-            "NVRM: GPU 0000:41:00.0: GPU has fallen off the bus.\n")
+    # nvidia-smi that cannot open the GPU at all says what the kernel's 'fallen off the bus' says (smi_device_lost)
+    handle = "Unable to determine the device handle for GPU0000:41:00.0: Unknown Error\n"
+    assert [f.rule for f in findings(handle)][:1] == ["hw-fell-off-bus"]
+    assert [f.rule for f in findings(handle + "NVRM: GPU 0000:41:00.0: GPU has fallen off the bus.\n")][:1] == \
+        ["hw-fell-off-bus"]
+    # its table's ERR! fields beside the kernel's line: the kernel's says why
+    text = SMI + "NVRM: GPU 0000:47:00.0: GPU has fallen off the bus.\n"
     assert [f.rule for f in findings(text)][:2] == ["hw-fell-off-bus", "hw-smi-err"]

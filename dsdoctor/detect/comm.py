@@ -111,6 +111,7 @@ class CommDetector(Detector):
         self.stack_where: Counter = Counter()
         self.stack_ops: Counter = Counter()
         self.stack_dl_events: list[Event] = []
+        self.stack_ckpt = _Collector()           # dumped main threads in checkpoint I/O (torch.save, a checkpoint engine)
 
     def _world_size(self) -> int | None:
         """The world size tells which ranks never reported."""
@@ -185,6 +186,8 @@ class CommDetector(Detector):
             if w == "collective":
                 self.stack_ops[d.get("op")] += 1
                 self.stack.add(ev, seq)
+            elif w == "checkpoint":
+                self.stack_ckpt.add(ev, seq)
             elif w == "dataloader":
                 self.stack.add(ev, seq, keep=False)
                 if len(self.stack_dl_events) < 4:
@@ -213,7 +216,7 @@ class CommDetector(Detector):
         out: list[Symptom] = []
         if self.worn:
             # (not the timeouts: their per-rank records compare ranks, and a prefix there is every line's)
-            for col in [self.err, self.hang, self.transport, self.stack, *self.rdzv.values(), *self.gloo.values()]:
+            for col in [self.err, self.hang, self.transport, self.stack, self.stack_ckpt, *self.rdzv.values(), *self.gloo.values()]:
                 col.unpin(self.worn)
         if self.timeouts or self.wd:
             out.append(self._timeout_symptom())
@@ -388,6 +391,11 @@ class CommDetector(Detector):
             return self.stack.symptom("comm_stall", key=("stacks",), first=self.stack_dl_events[:2],
                                       cause="dataloader_only", op=None, n_waiting=0, n_dataloader=n_dl)
         op = self.stack_ops.most_common(1)[0][0] if self.stack_ops else None
+        if self.stack_ckpt.count and not n_dl:
+            # the ranks wait in a collective for the one(s) writing or reading a checkpoint: those are the cause
+            return self.stack_ckpt.symptom("comm_stall", key=("stacks",), cause="checkpoint", op=op,
+                                           n_waiting=n_coll, n_checkpoint=self.stack_ckpt.count,
+                                           func=self.stack_ckpt.events[0].data.get("func"))
         return self.stack.symptom("comm_stall", key=("stacks",), first=self.stack_dl_events[:2],
                                   cause="dataloader" if n_dl else "collective", op=op,
                                   n_waiting=n_coll, n_dataloader=n_dl)

@@ -361,6 +361,11 @@ class NonFiniteDetector(Detector):
                 s.ranks.add(ev.rank)
             if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
                 s.steps.append(ev.step)
+            if ev.data.get("anomaly") and not s.facts.get("anomaly"):
+                # autograd's anomaly mode names the function that made it (formats/anomaly.py): the
+                # most telling line, even after the loss readings that said it first
+                s.facts["anomaly"] = ev.data["anomaly"]
+                s.add_evidence(ev)
             return ()
         recent = self.spike is not None and self.spike_age <= HISTORY
         facts = dict(first_step=ev.step, value=_text(value), name=name, how=how,

@@ -39,6 +39,8 @@ SYNC_TIMERS = ("all-grads-sync", "grads-all-reduce")                     # the d
 SPREAD_MIN_MS = 20.0     # the slow rank's own timer at least this much above the fastest rank's ...
 SPREAD_MIN_RATIO = 1.5   # ... and this many times it ...
 SYNC_SHARE = 0.5         # ... and the sync timer spread by at least this share of that gap (the others wait)
+LONE_GAP_MS = 1000.0     # fewer than MIN_REPORTS reports (an issue pastes one): a rank a second or more late on
+LONE_RATIO = 10.0        # average per iteration, ten times the fastest, in every report seen, is no noise
 COMM_MIN_CALLS = 5       # comms logger rows: calls of the op, enough to be the training loop's
 COMM_MIN_WAIT_MS = 100.0  # rank 0's summed wait beyond the fastest rank, at least this ...
 COMM_MIN_RATIO = 1.0     # ... and at least the op's own summed time
@@ -105,7 +107,7 @@ class RankSpreadDetector(Detector):
     def _late_in_timers(self) -> Symptom | None:
         """One rank late in most (min, max) reports: the same own timer spread, and the sync spread with it."""
         seen = [rep for rep in self.spreads.values() if any(t in rep for t in SYNC_TIMERS)]
-        if len(seen) < MIN_REPORTS:
+        if not seen or (len(seen) < MIN_REPORTS and not all(self._far_late(rep) for rep in seen)):
             return None
         votes: Counter[str] = Counter()
         for rep in seen:
@@ -128,6 +130,14 @@ class RankSpreadDetector(Detector):
                          reports=n, of_reports=len(seen))
         s.add_evidence(rep[sync][3])
         return s
+
+    @classmethod
+    def _far_late(cls, rep: dict[str, tuple[float, float, int, Event]]) -> bool:
+        """A report whose late rank is so late that one report says it: Megatron's timers average each
+        timer over the log interval, so a one-off hiccup of one iteration is diluted, a second per
+        iteration is not."""
+        t = cls._late_timer(rep)
+        return t is not None and rep[t][1] - rep[t][0] >= LONE_GAP_MS and rep[t][1] >= LONE_RATIO * max(rep[t][0], 1.0)
 
     @staticmethod
     def _late_timer(rep: dict[str, tuple[float, float, int, Event]]) -> str | None:

@@ -133,9 +133,14 @@ def rocm_memory_fault(line: Line, st: StreamState):
     m = _HSA_FAULT.search(line.text)
     if not m:
         return None
-    return line.event("hardware", step=st.step_of(line.rank), error="rocm_memory_fault", xid=None, pci=None,
-                      message=line.text.strip()[:200], gpu_node=int(m.group(1)), reason=m.group(3), aborted=True,
-                      pid=None)
+    return _gpu_report(line, st, "rocm_memory_fault", gpu_node=int(m.group(1)), reason=m.group(3), aborted=True)
+
+
+def _gpu_report(line: Line, st: StreamState, error: str, **facts):
+    """A `hardware` event of a line that is the report itself (no Xid code, no pid unless `facts` say)."""
+    return line.event("hardware", step=st.step_of(line.rank),
+                      **{"error": error, "xid": None, "pci": None, "message": line.text.strip()[:200], "pid": None,
+                         **facts})
 
 
 _NVRM_GPU = regex_cache.compile(r"\bNVRM: GPU ([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.\d)?: GPU has fallen off the bus")
@@ -214,25 +219,20 @@ def smi_csv_row(line: Line, st: StreamState):
 
 # nvidia-smi's table when the driver can no longer read a GPU: its fields print 'ERR!' (nvidia-smi's default view;
 # the Volatile Uncorr. ECC column, then the temperature / power / utilisation of the row below), and
-# `nvidia-smi --query-gpu` prints '[GPU requires reset]' / '[Unknown Error]' for a field; nvidia-smi itself says
-# 'Unable to determine the device handle for GPU{bus}: Unknown Error' for a GPU it cannot open (a GPU that fell off
-# the bus, or whose driver state is lost). A GPU row ('|   2  NVIDIA A100-SXM4-80GB   On  |   00000000:47:00.0 Off |')
+# `nvidia-smi --query-gpu` prints '[GPU requires reset]' / '[Unknown Error]' for a field (a GPU nvidia-smi cannot
+# open at all, 'Unable to determine the device handle for GPU...', is smi_device_lost below). A GPU row ('|   2  NVIDIA A100-SXM4-80GB   On  |   00000000:47:00.0 Off |')
 # names the GPU of the 'ERR!' row under it. 'N/A' is a field the GPU does not have: no error.
 # (its bus id, "0000:" in every nvidia-smi version, arms the row; the table's bars are too common a literal)
 _SMI_GPU_ROW = compile_later(r"^\|\s+(\d+)\s+\S.*?\|\s+([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d)\s")
-_SMI_HANDLE = compile_later(r"Unable to determine the device handle for GPU\s*([0-9A-Fa-f:.]+): (.+)$")
 
 
-@on("0000:", "ERR!", "[GPU requires reset]", "[Unknown Error]", "Unable to determine the device handle for GPU")
+@on("0000:", "ERR!", "[GPU requires reset]", "[Unknown Error]")
 def smi_gpu_error(line: Line, st: StreamState):
     t = line.text
     row = _SMI_GPU_ROW.match(t.strip())
     if row:
         st.scratch["smi_row"] = (line.lineno, int(row.group(1)), row.group(2))
-    handle = _SMI_HANDLE.search(t)
-    if handle:
-        gpu, pci = None, handle.group(1)
-    elif "ERR!" in t and t.lstrip().startswith("|"):
+    if "ERR!" in t and t.lstrip().startswith("|"):
         last = st.scratch.get("smi_row")
         gpu, pci = (last[1], last[2]) if last and 0 <= line.lineno - last[0] <= 1 else (None, None)
     elif "[GPU requires reset]" in t or ("[Unknown Error]" in t and "," in t):
@@ -246,3 +246,18 @@ def smi_gpu_error(line: Line, st: StreamState):
 
 
 _NCCL_PID = regex_cache.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")
+
+
+# nvidia-smi when NVML cannot reach a GPU any more: 'Unable to determine the device handle for GPU
+# 0000:41:00.0: Unknown Error' (nvmlDeviceGetHandleByIndex failed; newer drivers say 'GPU is lost. Reboot the
+# system to recover this GPU'): the driver lost the device, what Xid 79 reports in the kernel log; pasted
+# after a crash, it is the GPU's fault, not the program's
+_NO_HANDLE = compile_later(r"Unable to determine the device handle for GPU ?([0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:"
+                           r"[0-9a-fA-F]{2})(?:\.\d)?: (Unknown Error|GPU is lost)")
+
+
+@on("Unable to determine the device handle for GPU")
+def smi_device_lost(line: Line, st: StreamState):
+    m = _NO_HANDLE.search(line.text)
+    return _gpu_report(line, st, "fell_off_bus", pci=m.group(1), meaning="nvidia-smi cannot reach the GPU",
+                       gpu_fault=True) if m else None

@@ -49,6 +49,16 @@ _LOGGED = compile_later(r"\b(?:WARNING|WARN|Warning|INFO|DEBUG)\b")
 _RAISED = ("Error", "Exception", "Traceback", "raise ", "ERROR", "FATAL", "CRITICAL")
 
 
+def _own_entry(others: list[tuple[int, int | None]], reserved: int) -> tuple[int, int | None] | None:
+    """The 'Process N has M memory in use' entry that is the failing process itself. torch's
+    c10/cuda/CUDACachingAllocator.cpp reportProcessMemoryInfo words an NVML entry 'this process has'
+    only when its pid equals getpid(); in a container (a pid namespace) NVML's host pids never do, so the
+    process names itself by pid. It holds at least what PyTorch reserved (plus its CUDA context): the
+    smallest entry that large is it; without one, every entry is another process."""
+    own = [e for e in others if e[1] is not None and e[1] >= reserved]
+    return min(own, key=lambda e: e[1]) if own else None
+
+
 def _logged_not_raised(head: str) -> bool:
     return bool(head.strip()) and _LOGGED.search(head) is not None and not any(w in head for w in _RAISED)
 
@@ -84,15 +94,11 @@ def cuda_oom(line: Line, st: StreamState):
             d.update(allocated=alloc, reserved=(alloc or 0) + (unalloc or 0), unallocated=unalloc)
         mine = _THIS_PROC.search(t)
         others = [(int(p), size(s)) for p, s in _PROCS.findall(t)]
-        if others and not mine and d.get("reserved"):
-            # torch names its own process by getpid() among NVML's; inside a container's pid namespace NVML
-            # reports host pids, so the process itself is listed as 'Process N has ...' and 'this process
-            # has' is missing: the listed process that holds at least what PyTorch reserved here is this one
-            holds = [o for o in others if (o[1] or 0) >= d["reserved"]]
-            if holds:
-                me = min(holds, key=lambda o: o[1])
-                others.remove(me)
-                d["this_process"] = me[1]
+        if not mine and others and d.get("reserved"):
+            own = _own_entry(others, d["reserved"])
+            if own is not None:
+                others.remove(own)
+                d["this_process"] = own[1]
         if others:
             d["other_processes"] = len(others)
             d["other_process_bytes"] = sum(b or 0 for _, b in others)
@@ -215,3 +221,18 @@ def cpu_oom(line: Line, st: StreamState):
     if _logged_not_raised(t[:t.find("DefaultCPUAllocator")]):
         ev.data["logged"] = True        # caught and logged (a batch-size finder also retries on this one)
     return ev
+
+
+# numpy's allocation failure (numpy/_core/_exceptions.py _ArrayMemoryError.__str__, numpy 1.17+: 'Unable to allocate
+# {size} for an array with shape {shape} and data type {dtype}', raised as numpy.core._exceptions._ArrayMemoryError,
+# numpy._core... in numpy 2): host RAM, in preprocessing or a dataset held in memory
+_NUMPY = compile_later(r"MemoryError: Unable to allocate " + SIZE + r" for an array with shape")
+
+
+@on("MemoryError: Unable to allocate ")
+def numpy_oom(line: Line, st: StreamState):
+    m = _NUMPY.search(line.text)
+    if not m:
+        return None
+    return line.event("oom", step=st.step_of(line.rank), device="cpu", requested=size(m.group(1)),
+                      phase=take_phase(line, st), via="numpy")

@@ -732,6 +732,25 @@ _PYSPY_FRAME = compile_later(r"^\s*([\w<>.]+) \(([^():]+\.py):\d+\)\s*$")      #
 _FH_FRAME = compile_later(r'^\s*File "([^"]+)", line \d+ in ([\w<>.]+)\s*$')
 
 
+# py-spy's head of each process it dumps (src/dump.rs print_traces: 'Process {pid}: {cmdline}' then 'Python
+# v{version} ({executable})'): the launcher's '--local_rank=N' (DeepSpeed, torch.distributed.launch) in the command
+# line names the rank of the threads below it
+_PYSPY_PROCESS = compile_later(r"^\s*Process \d+: \S*python\S*\s.*?--local[_-]rank[= ](\d+)")
+
+
+@on("--local_rank", "--local-rank")
+def pyspy_process(line: Line, st: StreamState):
+    m = _PYSPY_PROCESS.match(line.text)
+    if m:
+        st.scratch["stack.rank"] = int(m.group(1))
+    return None
+
+
+# torch.save / torch.load (torch/serialization.py) and DeepSpeed's checkpoint engines writing a file: a
+# dumped main thread there is a rank in checkpoint I/O, which the ranks waiting in a collective wait for
+_CHECKPOINT_IO = ("torch/serialization.py", "/checkpoint_engine/")
+
+
 @on(" (active", " (idle)", "(most recent call first):")
 def stack_header(line: Line, st: StreamState):
     m = _PYSPY_HEAD.match(line.text)
@@ -751,7 +770,7 @@ def stack_header(line: Line, st: StreamState):
     return None
 
 
-@on("distributed_c10d.py", "torch/utils/data/", "deepspeed/comm/")
+@on("distributed_c10d.py", "torch/utils/data/", "deepspeed/comm/", *_CHECKPOINT_IO)
 def stack_frame(line: Line, st: StreamState):
     cur = st.scratch.get("stack.cur")
     m = _PYSPY_FRAME.match(line.text)
@@ -768,10 +787,11 @@ def stack_frame(line: Line, st: StreamState):
         if not m:
             return None           # a Python traceback frame ('line N, in f'): not a dump
         path, func = m.group(1), m.group(2)
-    where = wait_site(path, func)
+    where = wait_site(path, func) or ("checkpoint" if any(p in path for p in _CHECKPOINT_IO) else None)
     if where is None:
         return None
     op = func if where == "collective" else None
     cur["done"] = True          # the innermost classified frame says where the thread waits
-    return [line.event("stack", thread=th, where=where, func=func, file=path, op=op)
+    rank = line.rank if line.rank is not None else st.scratch.get("stack.rank")
+    return [line.event("stack", rank=rank, thread=th, where=where, func=func, file=path, op=op)
             for th in cur["threads"]]
