@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..events import PLACED_KINDS, Event
+from ..events import Event
 from ..expr import ranks_text
 from ..sources.lines import FROM_FILE
 from ..findings import Evidence, Symptom
@@ -18,7 +18,8 @@ from .families import classify
 
 
 def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:
-    """Update rank -> host label from one event (bounded by the world size)."""
+    """Update rank -> host label from one event of the live run's kinds (bounded by the world size); a
+    failure line's own host is `tie_line_host`'s."""
     d = ev.data
     if ev.kind == "attach" and ev.rank is not None:
         label = d.get("label") or d.get("host")
@@ -30,10 +31,6 @@ def learn_hosts(ev: Event, hosts: dict[int, str]) -> None:
                 for r in ranks or ():
                     if isinstance(r, int) and label != "unknown host":
                         hosts.setdefault(r, str(label))
-    elif ev.kind in PLACED_KINDS:
-        host = line_host(ev)
-        if host:
-            tie_line_host(ev, host, hosts)
     elif ev.kind == "stall":
         for b in d.get("behind") or ():
             if isinstance(b, dict) and isinstance(b.get("rank"), int) and (b.get("node") or b.get("host")):

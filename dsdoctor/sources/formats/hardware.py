@@ -40,6 +40,14 @@ XID: dict[int, tuple[str, str]] = {
 # codes that say the GPU itself is unhealthy (the rest are mostly software faults)
 HARDWARE_XIDS = frozenset({48, 63, 64, 74, 79, 92, 94, 95, 119, 120, 154})
 
+
+def _gpu_report(line: Line, st: StreamState, error: str, **facts):
+    """A `hardware` event of a line that is the report itself (no Xid code, no pid unless `facts` say)."""
+    return line.event("hardware", step=st.step_of(line.rank),
+                      **{"error": error, "xid": None, "pci": None, "message": line.text.strip()[:200], "pid": None,
+                         **facts})
+
+
 _XID = compile_later(r"\b(S?)Xid \(PCI:([0-9a-fA-F:.]+)(?: GPU-I:\d+)?(?: GPU-CI:\d+)?\): (\d+),\s*(.*)$")
 
 
@@ -91,10 +99,8 @@ def cuda_hardware(line: Line, st: StreamState):
     # it carries the Xid so both lines are one finding
     drv = _NVRM_GPU.search(t) if err == "fell_off_bus" else None
     if drv:
-        return line.event("hardware", step=st.step_of(line.rank), error=err, xid=79, pci=drv.group(1),
-                          message=t.strip()[:200], meaning=XID[79][1], gpu_fault=True, pid=None)
-    return line.event("hardware", step=st.step_of(line.rank), error=err, xid=None, pci=None,
-                      message=t.strip()[:200], aborted=aborted, pid=int(pid.group(1)) if pid else None)
+        return _gpu_report(line, st, err, xid=79, pci=drv.group(1), meaning=XID[79][1], gpu_fault=True)
+    return _gpu_report(line, st, err, aborted=aborted, pid=int(pid.group(1)) if pid else None)
 
 
 # The host's memory failing under the run, from the kernel's log: the EDAC driver's uncorrected error
@@ -115,9 +121,8 @@ def host_memory_error(line: Line, st: StreamState):
         return None
     if not st.once(("host_memory_error", ue.group(1) if ue else poison.group(2))):
         return None
-    return line.event("hardware", step=st.step_of(line.rank), error="host_memory", xid=None, pci=None,
-                      message=t.strip()[:200], meaning="uncorrected host (CPU) memory error", gpu_fault=False,
-                      pid=int(poison.group(2)) if poison else None)
+    return _gpu_report(line, st, "host_memory", meaning="uncorrected host (CPU) memory error", gpu_fault=False,
+                       pid=int(poison.group(2)) if poison else None)
 
 
 # ROCm's runtime when a kernel touched memory it may not (ROCR-Runtime, strings of libhsa-runtime64.so in
@@ -134,13 +139,6 @@ def rocm_memory_fault(line: Line, st: StreamState):
     if not m:
         return None
     return _gpu_report(line, st, "rocm_memory_fault", gpu_node=int(m.group(1)), reason=m.group(3), aborted=True)
-
-
-def _gpu_report(line: Line, st: StreamState, error: str, **facts):
-    """A `hardware` event of a line that is the report itself (no Xid code, no pid unless `facts` say)."""
-    return line.event("hardware", step=st.step_of(line.rank),
-                      **{"error": error, "xid": None, "pci": None, "message": line.text.strip()[:200], "pid": None,
-                         **facts})
 
 
 _NVRM_GPU = regex_cache.compile(r"\bNVRM: GPU ([0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.\d)?: GPU has fallen off the bus")
@@ -241,11 +239,7 @@ def smi_gpu_error(line: Line, st: StreamState):
         return None
     if not st.once(("smi_gpu_error", pci or gpu or t.strip()[:60])):
         return None
-    return line.event("hardware", step=st.step_of(line.rank), error="smi_err", xid=None, pci=pci, gpu=gpu,
-                      message=t.strip()[:200], meaning="nvidia-smi cannot read this GPU", gpu_fault=True, pid=None)
-
-
-_NCCL_PID = regex_cache.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")
+    return _gpu_report(line, st, "smi_err", pci=pci, gpu=gpu, meaning="nvidia-smi cannot read this GPU", gpu_fault=True)
 
 
 # nvidia-smi when NVML cannot reach a GPU any more: 'Unable to determine the device handle for GPU
@@ -261,3 +255,6 @@ def smi_device_lost(line: Line, st: StreamState):
     m = _NO_HANDLE.search(line.text)
     return _gpu_report(line, st, "fell_off_bus", pci=m.group(1), meaning="nvidia-smi cannot reach the GPU",
                        gpu_fault=True) if m else None
+
+
+_NCCL_PID = regex_cache.compile(r"^\S+?:(\d+):\d+ \[\d+\] .*NCCL WARN ")
