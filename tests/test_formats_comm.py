@@ -299,6 +299,14 @@ def test_socket_transport_only_when_ib_missing_or_multi_node():
         f = findings(ib + spans)[0]
         assert (f.rule, f.severity) == ("nccl-socket-transport", "warning"), spans
 
+        # the same job trained to its end (HF's summary, a bar at its total, Megatron's end line):
+        # sockets did not stop it, so a note for the next run, not a warning on a healthy one
+        for end in ("{'train_runtime': 3311.4, 'train_samples_per_second': 24.155, 'train_steps_per_second': 0.189, "
+                    "'train_loss': 1.432, 'epoch': 1.0}\n",
+                    "100%|██████████| 625/625 [55:11<00:00,  5.30s/it]\n"):
+            f = findings(ib + spans + end)[0]
+            assert (f.rule, f.severity) == ("nccl-socket-transport-finished", "info"), (spans, end)
+
 
 # ---------------------------------------------------------------- gloo (§2.9)
 def test_gloo_messages():

@@ -17,6 +17,7 @@ from ..events import Event
 from ..expr import ranks_text
 from ..findings import MAX_EVIDENCE, Symptom
 from .base import Detector
+from .run_end import loop_finished
 from .worn import WornPrefixes, rank_origin
 
 # strongest first: a cause line beats a generic one ("closed by remote peer" is only an echo)
@@ -72,7 +73,7 @@ PASTE_GAP = range(3)     # blank lines an issue body leaves between a fence or '
 
 class CommDetector(Detector):
     kinds = ("collective_timeout", "watchdog_state", "desync_report", "nccl_error", "nccl_warn",
-             "nccl_transport", "gloo_error", "stack", "context", "paste_block")
+             "nccl_transport", "gloo_error", "stack", "context", "paste_block", "throughput", "run_end")
 
     def __init__(self) -> None:
         self.world_size: int | None = None       # a context line's, when the detector runs without a Diagnoser
@@ -103,6 +104,9 @@ class CommDetector(Detector):
         self.spans_nodes = False          # a network channel or nNodes > 1 in NCCL's init lines
         self.hosts: set[str] = set()
         self.ib_not_found = False
+        # the training loop said it finished (HF's train_runtime summary, a progress bar at its total,
+        # Lightning's or Megatron's end line): a socket transport did not stop that run
+        self.loop_finished = False
         # gloo
         self.gloo: dict[str, _Collector] = {}
         self.gloo_peer: dict[str, str | None] = {}
@@ -121,7 +125,13 @@ class CommDetector(Detector):
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d = ev.data
         k = ev.kind
-        if k == "context":
+        if k == "throughput":          # the most frequent kind here: first, and only to see the loop's end
+            if not self.loop_finished and loop_finished(ev):
+                self.loop_finished = True
+            return ()
+        if k == "run_end":
+            self.loop_finished = True
+        elif k == "context":
             ws = d.get("world_size")
             if isinstance(ws, int) and ws > 0:
                 self.world_size = ws
@@ -378,7 +388,7 @@ class CommDetector(Detector):
             return None          # one node (Socket between nodes is not in play), or IB is in use
         return self.transport.symptom("nccl_transport", transport="Socket", ib_not_found=self.ib_not_found,
                                       hosts=len(self.hosts), ib_used=self.transports.get("IB", 0) > 0,
-                                      multi_node=multi_node)
+                                      multi_node=multi_node, loop_finished=self.loop_finished)
 
     def _stack_symptom(self) -> Symptom | None:
         n_coll = self.stack_where.get("collective", 0)

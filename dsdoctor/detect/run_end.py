@@ -20,6 +20,27 @@ _FAILURE_KINDS = ("exception", "killed", "process_exit", "exit", "oom", "cuda_er
                   "nccl_error", "gloo_error", "comm_abort", "stall", "shm_error", "node_exit")
 
 
+def progress_total(ev: Event) -> int | None:
+    """The total a progress event counts toward (Megatron's train_iters, a bar's 'n/total' kept in its series)."""
+    total = ev.data.get("total")
+    series = ev.data.get("series")
+    if total is None and isinstance(series, str) and "|" in series:
+        total = series.rsplit("|", 1)[1]
+    try:
+        return int(total) if total is not None else None
+    except ValueError:
+        return None
+
+
+def loop_finished(ev: Event) -> bool:
+    """A throughput event that says the training loop ended: a summary (HF's train_runtime) or a
+    progress point at its total."""
+    if ev.data.get("summary"):
+        return True
+    total = progress_total(ev) if ev.step is not None else None
+    return bool(total) and ev.step >= DONE_FRACTION * total
+
+
 class RunEndDetector(Detector):
     kinds = ("throughput", "run_end") + _FAILURE_KINDS
 
@@ -34,14 +55,7 @@ class RunEndDetector(Detector):
         elif ev.kind == "run_end" or ev.data.get("summary"):
             self.ended.add(ev.source)
         else:
-            total = ev.data.get("total")
-            series = ev.data.get("series")
-            if total is None and isinstance(series, str) and "|" in series:
-                total = series.rsplit("|", 1)[1]
-            try:
-                total = int(total) if total is not None else None
-            except ValueError:
-                total = None
+            total = progress_total(ev)
             if total and ev.step is not None and len(self.last) < 4096:
                 self.last[ev.source] = (ev.step, total, ev, seq)
                 self.ended.discard(ev.source)      # progress after an end: another run in the same log
