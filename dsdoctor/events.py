@@ -80,7 +80,7 @@ KINDS: dict[str, str] = {
     "memory": "rss, available, gpu_allocated, gpu_reserved, gpu_peak (bytes; any subset); host_used (bytes), host_percent (DeepSpeed see_memory_usage)",
     # communication
     "collective_timeout": "op, seq, timeout_ms, elapsed_ms, numel_in, numel_out, backend, pg, blocking",
-    "watchdog_state": "seq, last_enqueued, last_completed, pg",
+    "watchdog_state": "seq, last_enqueued, last_completed, pg, dump_from (the rank whose timeout asked this one to dump: this rank did not time out itself)",
     "nccl_error": "error ('unhandled system error', ...), detail, code ('ncclSystemError', ...), nccl_version, cause (set when the line itself says: 'watchdog_hang', 'remote_exit', 'rendezvous' + rdzv, peer, port, group: 'weight_sync' for an RL trainer's second group)",
     "nccl_warn": "msg, cause ('duplicate_gpu'|'shm'|'interface'|'connection_refused'|'ib'|'remote_exit'|'p2p'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
     "nccl_init": "state ('start'|'channel'|'complete'), via (the channel's transport: 'P2P'|'SHM'|'NET/Socket'|'NET/IB'|...|None), proc (host:pid of the NCCL line or None): NCCL's communicator set-up, NCCL_DEBUG=INFO",

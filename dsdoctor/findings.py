@@ -202,6 +202,10 @@ def order_findings(findings: list[Finding]) -> list[Finding]:
                     for e in f.evidence}
             findings = [f for f in findings if not (f.fallback and f.evidence
                                                     and (f.evidence[0].source, f.evidence[0].line) in seen)]
+        kept = {f.rule for f in findings}
+        for f in findings:      # a consequence of a fallback dropped for quoting the same line stands alone
+            if f.consequence_of and f.consequence_of not in kept:
+                f.consequence_of = None
     return sorted(findings, key=lambda f: (f.consequence_of is not None,
                                            _SEV_ORDER.get(f.severity, 9), f.seq))
 

@@ -638,3 +638,39 @@ def test_nccl_set_up_without_init_complete_is_a_hang_and_with_it_is_not():
     assert findings(start + other)[0].rule == "nccl-init-hang"
     done = "gpu1:3301:3420 [0] NCCL INFO ncclCommInitRank comm 0x55d5c3c0 rank 0 nranks 2 cudaDev 0 nvmlDev 0 busId 1b000 commId 0x5a1 - Init COMPLETE\n"
     assert not [f for f in findings(start + done) if f.severity != "info"]
+
+
+def test_monitored_barrier_root_pointer_yields_to_the_roots_list():
+    """gloo's monitored barrier: the ranks that passed it say 'check rank 0 logs' (the root that threw);
+    rank 0's own line names the rank that never arrived. That rank is the suspect, not rank 0, and the
+    finding stands alone (the fallback for the same RuntimeError line is dropped, not left as its cause)."""
+    root = "RuntimeError: [Rank 0]: Ranks 3 failed to pass monitoredBarrier in 1800000 ms\n"
+    echo = ("[E ProcessGroupGloo.cpp:138] Rank {r} successfully reached monitoredBarrier, but received errors while "
+            "waiting for send/recv from rank 0. Please check rank 0 logs for faulty rank.\n")
+    fs = findings(root + echo.format(r=1) + echo.format(r=2))
+    assert [f.rule for f in fs] == ["comm-timeout-desync-report"]
+    assert fs[0].title.endswith("names rank(s) 3"), fs[0].title
+    assert fs[0].consequence_of is None
+    alone = findings(echo.format(r=1))           # only a passing rank's line: rank 0 is where to look
+    assert "rank(s) 0" in alone[0].title
+
+
+def test_dump_signal_from_another_rank_is_not_a_timeout_of_this_rank():
+    """torch 2.5+: a rank that times out asks the others to dump; their 'Received a dump signal due to a
+    collective timeout from rank N ... Last enqueued NCCL work: e, last completed NCCL work: c' says where they
+    are, not that they waited. Ranks missing from a paste are then not 'silent', and the rank that timed out
+    while the others had completed its collective is the one behind."""
+    timeout = ("[rank4]:[E1201 02:10:44.009281774 ProcessGroupNCCL.cpp:691] [Rank 4] Watchdog caught collective operation "
+               "timeout: WorkNCCL(SeqNum=88, OpType=ALLGATHER, NumelIn=33554432, NumelOut=268435456, Timeout(ms)=600000) "
+               "ran for 600012 milliseconds before timing out.\n"
+               "[rank4]:[E1201 02:10:44.009512003 ProcessGroupNCCL.cpp:2235] [PG ID 0 PG GUID 0(default_pg) Rank 4]  failure "
+               "detected by watchdog at work sequence id: 88 PG status: last enqueued work: 88, last completed work: 87\n")
+    dump = ("[rank{r}]:[E1201 02:10:44.551102455 ProcessGroupNCCL.cpp:1941] [PG ID 0 PG GUID 0(default_pg) Rank {r}] Received "
+            "a dump signal due to a collective timeout from  rank 4 and we will try our best to dump the debug info. Last "
+            "enqueued NCCL work: 89, last completed NCCL work: 88.This is most likely caused by incorrect usages of "
+            "collectives, e.g., wrong sizes used across ranks.\n")
+    ev = one(dump.format(r=0), "watchdog_state")
+    assert (ev.rank, ev.data["dump_from"], ev.data["last_enqueued"]) == (0, 4, 89)
+    assert one(timeout, "watchdog_state").data["dump_from"] is None
+    fs = findings(timeout + dump.format(r=0) + dump.format(r=3))
+    assert fs[0].rule == "comm-timeout-desync" and "rank(s) 4 " in fs[0].title, (fs[0].rule, fs[0].title)

@@ -85,6 +85,7 @@ class CommDetector(Detector):
         self.wd: dict[int | None, dict] = {}
         self.wd_events: dict[int | None, Event] = {}
         self.lagging: set[int] = set()
+        self.lagging_root: set[int] = set()
         self.desync_events: list[Event] = []
         # NCCL errors and the WARN lines that explain them
         self.err = _Collector()
@@ -149,7 +150,12 @@ class CommDetector(Detector):
                 self.wd[ev.rank] = dict(d)
                 self.wd_events[ev.rank] = ev
         elif k == "desync_report":
-            self.lagging.update(d.get("lagging") or ())
+            if d.get("detail") == "monitored_barrier_root":
+                # a rank that passed gloo's monitored barrier points at the barrier's root (rank 0): the
+                # root's own line names the missing ranks, so this is where to look only without it
+                self.lagging_root.update(d.get("lagging") or ())
+            else:
+                self.lagging.update(d.get("lagging") or ())
             if len(self.desync_events) < 4:
                 self.desync_events.append(ev)
         elif k == "nccl_error":
@@ -265,12 +271,14 @@ class CommDetector(Detector):
         numel_mismatch = not apart_ops and self._numel_mismatch()
         enq = {r: w["last_enqueued"] for r, w in self.wd.items() if r is not None and w.get("last_enqueued") is not None}
 
-        reporting = {r for r in set(to) | set(self.wd) if r is not None}
+        # a rank that only dumped because another timed out is alive and says where it is, not that it waited
+        reporting = {r for r in set(to) | {r for r, w in self.wd.items() if w.get("dump_from") is None}
+                     if r is not None}
         silent = self._silent(reporting)
         suspects: list[int] = []
         reason = None
-        if self.lagging:
-            suspects, reason = sorted(self.lagging), "desync_report"
+        if self.lagging or self.lagging_root:
+            suspects, reason = sorted(self.lagging or self.lagging_root), "desync_report"
         elif silent:
             suspects, reason = silent, "no_timeout_reported"
         elif apart:

@@ -118,6 +118,7 @@ def monitored_barrier(line: Line, st: StreamState):
     rank, lagging, timeout = line.rank, [], None
     m = _MB_WAIT.search(t)
     if m:
+        # 'received errors ... from rank 0' points at the barrier's root, which saw who was missing
         rank, lagging = int(m.group(1)), [int(m.group(2))]
     elif (m := _MB_FAILED.search(t)):
         rank, lagging, timeout = 0, _rank_list(m.group(1)), int(m.group(2))
@@ -130,7 +131,7 @@ def monitored_barrier(line: Line, st: StreamState):
                       numel_out=None, pg=None, blocking=True)]
     if lagging:
         out.append(line.event("desync_report", step=st.step_of(rank), rank=rank, lagging=lagging, seq=None,
-                              detail="monitored_barrier"))
+                              detail="monitored_barrier_root" if "successfully reached" in t else "monitored_barrier"))
     return out
 
 
@@ -213,14 +214,20 @@ _WD = [
 ]
 
 
+_DUMP_FROM = compile_later(r"collective timeout from\s+rank (\d+)")
+
+
 @on("last enqueued work:", "last enqueued NCCL work:", "Last enqueued NCCL work:")
 def watchdog_state(line: Line, st: StreamState):
     for rx in _WD:
         m = rx.search(line.text)
         if m:
             pg, rank = _pg_and_rank(line)
+            # 2.5+'s dump signal 'from rank N': another rank timed out, this one only reports where it is
+            d = _DUMP_FROM.search(line.text) if rx is _WD[-1] else None
             return line.event("watchdog_state", step=st.step_of(rank), rank=rank, seq=_int(m.group(1) or None),
-                              last_enqueued=int(m.group(2)), last_completed=int(m.group(3)), pg=pg)
+                              last_enqueued=int(m.group(2)), last_completed=int(m.group(3)), pg=pg,
+                              dump_from=int(d.group(1)) if d else None)
     return None
 
 
