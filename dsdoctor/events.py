@@ -84,7 +84,7 @@ KINDS: dict[str, str] = {
     "nccl_error": "error ('unhandled system error', ...), detail, code ('ncclSystemError', ...), nccl_version, cause (set when the line itself says: 'watchdog_hang', 'remote_exit', 'rendezvous' + rdzv, peer, port, group: 'weight_sync' for an RL trainer's second group)",
     "nccl_warn": "msg, cause ('duplicate_gpu'|'shm'|'interface'|'connection_refused'|'ib'|'remote_exit'|'p2p'|'cuda'|'mismatch'|None), peer (IP), host, pid, device",
     "nccl_init": "state ('start'|'channel'|'complete'), via (the channel's transport: 'P2P'|'SHM'|'NET/Socket'|'NET/IB'|...|None), proc (host:pid of the NCCL line or None): NCCL's communicator set-up, NCCL_DEBUG=INFO",
-    "nccl_transport": "transport ('Socket'|'IB'|...|None), detail ('ib_not_found'|'channel': a channel through the network|'nodes': the communicator's node count in `nodes`|None), host",
+    "nccl_transport": "transport ('Socket'|'IB'|...|None), detail ('ib_not_found'|'channel': a channel through the network|'nodes': the communicator's node count in `nodes`|'bootstrap': the bootstrap's interface|None), host, iface and addr (the socket interface, NET/Socket and Bootstrap lines)",
     "nccl_version": "version (e.g. '2.21.5'), cuda ('12.4'), host: NCCL's banner 'NCCL version {v}+cuda{c}' one process printed",
     "comm_abort": "error ('watchdog_abort'), backend ('hccl': torch_npu's; absent for NCCL): ProcessGroupNCCL's watchdog took the process down after a collective failed or timed out",
     "gloo_error": "msg, cause ('remote_exit'|'connect'|'timeout_secondary'), peer",

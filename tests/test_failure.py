@@ -152,6 +152,25 @@ def test_a_real_op_build_missing_a_header_names_the_header():
     assert fs[1].rule == "log-env-op-build" and fs[1].consequence_of == "log-env-missing-header"
 
 
+GCC_FAILS = ("import os, subprocess, tempfile\nd = tempfile.mkdtemp()\nsrc = os.path.join(d, 'main.c')\n"
+             "open(src, 'w').write('int main( {')\n"
+             "subprocess.run(['gcc', src, '-O3', '-shared', '-fPIC', '-o', os.path.join(d, 'cuda_utils.so')], check=True)")
+
+
+def test_a_real_compiler_run_that_fails_is_environment():
+    """A C compiler the process starts itself (Triton's driver module, Inductor's kernels) and that fails:
+    subprocess's CalledProcessError of a gcc command is the machine's toolchain, not a launcher's wrapper."""
+    if not any((Path(p) / "gcc").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        pytest.skip("gcc not installed")
+    log = output_of(GCC_FAILS)
+    exc = [ln for ln in log.splitlines() if ln.startswith("subprocess.CalledProcessError: Command '['gcc'")]
+    assert exc, log
+    f = top(exc[0] + "\n")
+    assert (f.rule, f.category) == ("failure-compiler-run", "environment"), (f.rule, log)
+    assert classify("CalledProcessError", "Command '['/usr/bin/python', 'train.py']' returned non-zero exit status 1.").name \
+        == "wrapper"
+
+
 def test_missing_module_is_environment():
     f = top(output_of("import dsdoctor_no_such_module_xyz"))
     assert (f.rule, f.category) == ("env-missing-module", "environment")

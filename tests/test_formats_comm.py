@@ -674,3 +674,25 @@ def test_dump_signal_from_another_rank_is_not_a_timeout_of_this_rank():
     assert one(timeout, "watchdog_state").data["dump_from"] is None
     fs = findings(timeout + dump.format(r=0) + dump.format(r=3))
     assert fs[0].rule == "comm-timeout-desync" and "rank(s) 4 " in fs[0].title, (fs[0].rule, fs[0].title)
+
+
+@pytest.mark.parametrize("lines, why", [
+    # Docker's bridge on both nodes: the same private address everywhere
+    (["node-a:412:508 [0] NCCL INFO NET/Socket : Using [0]docker0:172.17.0.1<0>",
+      "node-b:377:470 [0] NCCL INFO NET/Socket : Using [0]docker0:172.17.0.1<0>"], "same_addr"),
+    # one host's bootstrap on loopback while the job spans two nodes
+    (["node-a:412:412 [0] NCCL INFO Bootstrap : Using lo:127.0.0.1<0>",
+      "node-a:412:508 [0] NCCL INFO Channel 00/0 : 0[0] -> 8[0] [send] via NET/Socket/0"], "virtual"),
+])
+def test_socket_interface_that_cannot_join_nodes(lines, why):
+    timeout = ("[rank0]:[E1105 11:32:10.221004551 ProcessGroupNCCL.cpp:616] [Rank 0] Watchdog caught collective operation "
+               "timeout: WorkNCCL(SeqNum=1, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600112 "
+               "milliseconds before timing out.\n")
+    ev = one(lines[0] + "\n", "nccl_transport")
+    assert ev.data["iface"] in ("docker0", "lo")
+    fs = findings("\n".join(lines) + "\n" + timeout)
+    assert fs[0].rule == "comm-timeout-socket-interface", [f.rule for f in fs]
+    assert fs[0].evidence[0].text.endswith(lines[0].split("NCCL INFO ", 1)[1]) or lines[0] in fs[0].evidence[0].text
+    healthy = [ln.replace("docker0:172.17.0.1", "eth0:10.0.0.1").replace("lo:127.0.0.1", "eth0:10.0.0.1") for ln in lines]
+    healthy[-1] = healthy[-1].replace("10.0.0.1", "10.0.0.2") if why == "same_addr" else healthy[-1]
+    assert findings("\n".join(healthy) + "\n" + timeout)[0].rule != "comm-timeout-socket-interface"

@@ -15,7 +15,8 @@ from typing import Iterable
 
 from ..events import Event
 from ..expr import ranks_text
-from ..findings import MAX_EVIDENCE, Symptom
+from ..findings import MAX_EVIDENCE, Evidence, Symptom
+from ..lazy_regex import compile_later
 from .base import Detector
 from .run_end import loop_finished
 from .worn import WornPrefixes, rank_origin
@@ -68,6 +69,21 @@ class _Collector:
         return s
 
 
+def _with_interface(s: Symptom, iface: dict) -> Symptom:
+    """The socket interface's facts on a timeout or an NCCL error (None when nothing is wrong with it),
+    its line quoted first when it is the likely cause."""
+    for k in ("socket_iface", "socket_addr", "socket_iface_hosts", "socket_iface_why"):
+        s.facts[k] = iface.get(k)
+    ev = iface.get("socket_iface_event")
+    if ev is not None and ev.text is not None:
+        e = Evidence(ev.source, ev.line, ev.text)
+        s.evidence = [e] + [x for x in s.evidence if x != e][:MAX_EVIDENCE - 1]
+    return s
+
+
+# interfaces that never join two hosts: Docker's and libvirt's bridges, container veths, loopback
+_VIRTUAL_IFACE = compile_later(r"(docker\d*|virbr\d*|br-[0-9a-f]{6,}|veth\w*|podman\d*|cni\d*|lo)$")
+
 PASTE_GAP = range(3)     # blank lines an issue body leaves between a fence or 'log:' and the paste
 
 
@@ -105,6 +121,7 @@ class CommDetector(Detector):
         self.spans_nodes = False          # a network channel or nNodes > 1 in NCCL's init lines
         self.hosts: set[str] = set()
         self.ib_not_found = False
+        self.ifaces: dict[str, tuple[str, str | None, Event]] = {}   # host -> its socket interface, address, line
         # the training loop said it finished (HF's train_runtime summary, a progress bar at its total,
         # Lightning's or Megatron's end line): a socket transport did not stop that run
         self.loop_finished = False
@@ -181,6 +198,11 @@ class CommDetector(Detector):
             if d.get("host"):
                 self._host(d["host"])
         elif k == "nccl_transport":
+            if d.get("iface") and d.get("host") and len(self.ifaces) < 4096:
+                self.ifaces.setdefault(d["host"], (d["iface"], d.get("addr"), ev))
+            if d.get("detail") == "bootstrap":       # which interface, not which transport
+                self._host(d["host"]) if d.get("host") else None
+                return ()
             if d.get("detail") in ("channel", "nodes"):
                 self.spans_nodes = True
                 if d.get("detail") == "channel":
@@ -234,11 +256,12 @@ class CommDetector(Detector):
             # (not the timeouts: their per-rank records compare ranks, and a prefix there is every line's)
             for col in [self.err, self.hang, self.transport, self.stack, self.stack_ckpt, *self.rdzv.values(), *self.gloo.values()]:
                 col.unpin(self.worn)
+        iface = self._socket_interface()
         if self.timeouts or self.wd:
-            out.append(self._timeout_symptom())
+            out.append(_with_interface(self._timeout_symptom(), iface))
         s = self._nccl_symptom()
         if s:
-            out.append(s)
+            out.append(_with_interface(s, iface))
         if self.hang.count:
             out.append(self.hang.symptom("watchdog_hang", stuck_s=self.hang_s))
         s = self._transport_symptom()
@@ -386,6 +409,27 @@ class CommDetector(Detector):
                            nccl_version=f.get("nccl_version"), code=f.get("code"), detail=f.get("detail"),
                            other_warn=self.first_warn.data.get("msg") if self.first_warn is not None and warn is None
                            else None)
+
+    def _socket_interface(self) -> dict:
+        """Facts about the socket interface NCCL chose when it cannot join the nodes: a Docker/libvirt
+        bridge or loopback (the same private address on every host), or one address on two hosts."""
+        if len(self.ifaces) < 1 or not (len(self.hosts) >= 2 or self.spans_nodes):
+            return {}
+        by_addr: dict[str, list[str]] = {}
+        for host, (iface, addr, _ev) in self.ifaces.items():
+            if addr:
+                by_addr.setdefault(addr, []).append(host)
+        shared = next(((a, sorted(h)) for a, h in by_addr.items() if len(h) > 1), None)
+        host, (iface, addr, ev) = next(((h, v) for h, v in self.ifaces.items() if _VIRTUAL_IFACE.match(v[0])),
+                                       (None, (None, None, None)))
+        if shared is not None:
+            iface, addr, ev = self.ifaces[shared[1][0]]
+            return {"socket_iface": iface, "socket_addr": shared[0], "socket_iface_hosts": ", ".join(shared[1][:4]),
+                    "socket_iface_why": "same_addr", "socket_iface_event": ev}
+        if iface is not None:
+            return {"socket_iface": iface, "socket_addr": addr, "socket_iface_hosts": host,
+                    "socket_iface_why": "virtual", "socket_iface_event": ev}
+        return {}
 
     def _transport_symptom(self) -> Symptom | None:
         socket = self.transports.get("Socket", 0)

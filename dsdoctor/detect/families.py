@@ -381,6 +381,13 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
      ("InvalidCxxCompiler", "No working C++ compiler found", "Cannot find a working triton installation"), (),
      "torch.compile's compiler toolchain missing on this machine (a C++ compiler for Inductor on the CPU, Triton "
      "on the GPU)"),
+    # a C compiler the run started itself failing (subprocess.CalledProcessError "Command '['/usr/bin/gcc', ...]'
+    # returned non-zero exit status 1": Triton building its driver module cuda_utils from a main.c in /tmp at the
+    # first compiled step, triton/runtime/build.py; Inductor's cpp_builder): the machine lacks what the build needs
+    # (Python.h of python3-dev, libcuda.so for -lcuda), not the model. Matched by classify() on the command
+    ("compiler_run", "environment", 3, (), (), (),
+     "a C/C++ compiler run by the training process itself (Triton's driver module or Inductor's kernels at the first "
+     "compiled step) failing: a header or library it needs is missing on this machine"),
     # torch.compile failing to trace or compile the model (torch/_dynamo/exc.py: BackendCompilerFailed, Unsupported,
     # UserError 'Could not guard on data-dependent expression' - run here with fullgraph=True over a branch on
     # .item() -, TorchRuntimeError; torch/_inductor/exc.py InductorError), raised from dynamo's or inductor's own
@@ -489,6 +496,11 @@ _MODEL_LOADERS = ("modeling_utils.py:from_pretrained", "modeling_utils.py:_load_
 _SHARD_NAME = compile_later(r"-\d{5}-of-\d{5}\.(?:safetensors|bin)\b")
 
 
+# CalledProcessError's message when the command is a compiler: "Command '['/usr/bin/gcc', ..." (or a list's repr
+# of a versioned or cross gcc, clang, nvcc)
+_COMPILER_COMMAND = compile_later(r"Command '\['(?:[^']*/)?(?:[\w.-]*-)?(?:gcc|g\+\+|cc|c\+\+|clang\+{0,2}|nvcc)(?:-[\d.]+)?'")
+
+
 def classify(type_: str, message: str = "", raise_site: str | None = None, frames: list[str] | None = None) -> Family:
     """The family of one exception."""
     if type_.startswith("(traceback without"):
@@ -499,6 +511,8 @@ def classify(type_: str, message: str = "", raise_site: str | None = None, frame
     # CalledProcessError of a ninja build (torch cpp_extension._run_ninja_build) is the op build itself
     if name == "CalledProcessError" and "ninja" in message:
         return _family("environment")
+    if name == "CalledProcessError" and _COMPILER_COMMAND.match(message):
+        return _family("compiler_run")
     # a launcher re-reporting its child's exit (CPython subprocess.CalledProcessError.__str__
     # "Command '[...]' returned non-zero exit status N"; accelerate/commands/launch.py:
     # _run_subprocess raises it for `deepspeed --hostfile ...`): the command's words (a hostfile

@@ -625,7 +625,29 @@ def nccl_transport(line: Line, st: StreamState):
         return line.event("nccl_transport", transport="Socket", detail="ib_not_found",
                           host=_host_of(line))
     transport = m.group(1) or m.group(2)
-    return line.event("nccl_transport", transport=transport, detail=None, host=_host_of(line))
+    iface, addr = _first_interface(line.text) if m.group(2) == "Socket" else (None, None)
+    return line.event("nccl_transport", transport=transport, detail=None, host=_host_of(line),
+                      iface=iface, addr=addr)
+
+
+# The interface and address NCCL's sockets use ('NET/Socket : Using [0]eth0:10.0.0.1<0> [1]...', bootstrap.cc's
+# 'Bootstrap : Using eth0:10.0.0.1<0>'): a Docker bridge, or one address on two hosts, cannot join the nodes.
+_IFACE = compile_later(r"Using\s+(?:\[\d+\])?([A-Za-z][\w.\-@]*):([0-9A-Fa-f.:%\w]+?)<\d+>")
+
+
+def _first_interface(text: str) -> tuple[str | None, str | None]:
+    m = _IFACE.search(text)
+    return (m.group(1), m.group(2)) if m else (None, None)
+
+
+@on("Bootstrap : Using")
+def nccl_bootstrap_interface(line: Line, st: StreamState):
+    if "NCCL INFO" not in line.text:
+        return None
+    iface, addr = _first_interface(line.text)
+    if iface is None:
+        return None
+    return line.event("nccl_transport", transport=None, detail="bootstrap", host=_host_of(line), iface=iface, addr=addr)
 
 
 # Signs that the job spans nodes, which one node's log can show even when the other nodes' lines are
