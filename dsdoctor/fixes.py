@@ -139,8 +139,10 @@ def validate_with_deepspeed(config: dict[str, Any], world_size: int | None = Non
             if per is None:
                 return False, f"train_batch_size {tb} is not divisible by world size {world_size}"
             cfg["train_batch_size"] = per
+    from .config.deepspeed_import import quiet_deepspeed
     try:
-        DeepSpeedConfig(cfg)
+        with quiet_deepspeed():   # a deprecated key's warning would land in --json's stdout
+            DeepSpeedConfig(cfg)
     except Exception as e:
         msg = " ".join(str(e).split())
         return False, f"{type(e).__name__}: {msg[:400]}"
