@@ -165,7 +165,8 @@ def _without_auto(config: dict[str, Any]) -> dict[str, Any]:
             return [strip(v) for v in node]
         return node
     out = strip(config)
-    if all(config.get(k) == "auto" or k not in config for k in _BATCH_KEYS) and \
+    # (gradient_accumulation_steps may be a number: accelerate's plugin sets it, the batch sizes stay "auto")
+    if all(config.get(k) == "auto" or k not in config for k in _BATCH_KEYS[:2]) and \
             any(config.get(k) == "auto" for k in _BATCH_KEYS):
         out["train_micro_batch_size_per_gpu"] = 1
     return out
