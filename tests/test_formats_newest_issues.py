@@ -38,3 +38,22 @@ def test_triton_without_a_c_compiler_is_the_machine():
             "variable.\n")
     f = top(text)
     assert f.rule == "failure-compile-toolchain" and f.category == "environment"
+
+
+def _watchdog(r: int) -> str:
+    return (f"[rank{r}]:[E1015 06:12:31.46258521{r} ProcessGroupNCCL.cpp:632] [PG ID 0 PG GUID 0(default_pg) Rank {r}] "
+            "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=41877, OpType=_ALLGATHER_BASE, "
+            "NumelIn=262144000, NumelOut=262144000, Timeout(ms)=1800000) ran for 1800090 milliseconds before timing out.\n")
+
+
+def test_a_paste_that_begins_before_the_timeouts_names_the_rank_that_never_reported():
+    """Ranks 1-3 time out; the paste begins with rank 0's own timestamped lines, so it did not cut into the burst
+    of timeouts: rank 0 is the rank they waited for (it was writing a checkpoint). A paste that begins with the
+    timeouts themselves may have lost the lower ranks' lines (tests/test_formats_comm.py)."""
+    head = ("Training hangs at the checkpoint save:\n\n```\n"
+            "[2025-03-14 06:42:10,902] [INFO] [logging.py:128:log_dist] [Rank 0] [Torch] Checkpoint global_step2000 "
+            "is about to be saved!\n")
+    f = top(head + "".join(_watchdog(r) for r in range(1, 4)) + "```\n")
+    assert f.rule == "comm-timeout-silent-rank" and f.waited_for == (0,)
+    f = top("Training hangs at the checkpoint save:\n\n```\n" + "".join(_watchdog(r) for r in range(1, 4)) + "```\n")
+    assert f.waited_for != (0,)
