@@ -57,3 +57,16 @@ def test_a_paste_that_begins_before_the_timeouts_names_the_rank_that_never_repor
     assert f.rule == "comm-timeout-silent-rank" and f.waited_for == (0,)
     f = top("Training hangs at the checkpoint save:\n\n```\n" + "".join(_watchdog(r) for r in range(1, 4)) + "```\n")
     assert f.waited_for != (0,)
+
+
+def test_a_long_oom_line_keeps_its_figures_and_drops_the_advice():
+    """torch 2.4's OOM with the private-pools clause is ~560 characters: clipped in its middle, its evidence lost
+    the allocated / unallocated figures; the allocator's standing advice at its end goes instead."""
+    text = ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 39.38 GiB "
+            "of which 1.02 GiB is free. Including non-PyTorch memory, this process has 38.35 GiB memory in use. Of the "
+            "allocated memory 36.11 GiB is allocated by PyTorch, with 21.40 GiB allocated in private pools (e.g., CUDA "
+            "Graphs), and 1.28 GiB is reserved by PyTorch but unallocated. If reserved but unallocated memory is large try "
+            "setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.  See documentation for "
+            "Memory Management  (https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)\n")
+    (ev,) = events(text, "oom")
+    assert ev.text.endswith("1.28 GiB is reserved by PyTorch but unallocated.") and "private pools" in ev.text
