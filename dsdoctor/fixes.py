@@ -139,8 +139,10 @@ def validate_with_deepspeed(config: dict[str, Any], world_size: int | None = Non
             if per is None:
                 return False, f"train_batch_size {tb} is not divisible by world size {world_size}"
             cfg["train_batch_size"] = per
+    from .config.deepspeed_import import quiet_deepspeed
     try:
-        DeepSpeedConfig(cfg)
+        with quiet_deepspeed():   # a deprecated key's warning would land in --json's stdout
+            DeepSpeedConfig(cfg)
     except Exception as e:
         msg = " ".join(str(e).split())
         return False, f"{type(e).__name__}: {msg[:400]}"
@@ -163,7 +165,8 @@ def _without_auto(config: dict[str, Any]) -> dict[str, Any]:
             return [strip(v) for v in node]
         return node
     out = strip(config)
-    if all(config.get(k) == "auto" or k not in config for k in _BATCH_KEYS) and \
+    # (gradient_accumulation_steps may be a number: accelerate's plugin sets it, the batch sizes stay "auto")
+    if all(config.get(k) == "auto" or k not in config for k in _BATCH_KEYS[:2]) and \
             any(config.get(k) == "auto" for k in _BATCH_KEYS):
         out["train_micro_batch_size_per_gpu"] = 1
     return out

@@ -39,6 +39,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
+# this checkout's dsdoctor, not the one the environment has installed (an editable install of another
+# worktree would be measured instead: python puts only scripts/ on the path)
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perturb_realworld import PERTURBATIONS  # noqa: E402  (the same sixteen ways)
 

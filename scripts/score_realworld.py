@@ -129,8 +129,10 @@ def fix_agrees(finding: dict, keywords: tuple[str, ...]) -> bool:
 
 def analyze(path: Path, timeout: float) -> tuple[dict | None, str]:
     try:
-        p = subprocess.run([sys.executable, "-m", "dsdoctor", "analyze", "--json", str(path)],
-                           capture_output=True, text=True, timeout=timeout)
+        # (run in this checkout: `-m` puts the working directory first on the path, so this checkout's dsdoctor is
+        # measured, not one the environment has installed from another worktree)
+        p = subprocess.run([sys.executable, "-m", "dsdoctor", "analyze", "--json", str(path.resolve())],
+                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {timeout:.0f} s"
     if p.returncode not in (0, 1):

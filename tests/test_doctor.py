@@ -430,3 +430,14 @@ def test_an_unknown_world_size_is_the_one_the_batch_keys_imply():
     assert ok is False and "world size 2" in why
     ok, why = validate_with_deepspeed({**cfg, "train_batch_size": 60}, None)
     assert ok is False and "no world size satisfies it" in why
+
+
+def test_deepspeed_parser_prints_nothing_to_stdout(capfd):
+    """DeepSpeed's logger writes to stdout: a deprecated key's warning while a patched config is
+    checked would land in the middle of `analyze --json` (a paste with DeepSpeed 0.16's deprecated
+    stage3_gather_fp16_weights_on_model_save made the JSON unreadable)."""
+    from dsdoctor.fixes import validate_with_deepspeed
+    ok, why = validate_with_deepspeed({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {
+        "stage": 3, "stage3_gather_fp16_weights_on_model_save": True}})
+    assert ok, why
+    assert capfd.readouterr().out == ""

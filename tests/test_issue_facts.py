@@ -58,6 +58,19 @@ def test_accelerate_yaml_inline_keys_and_config_file():
     assert not found and files == {"ds_z3.json"}
 
 
+def test_accelerate_env_dict_is_accelerates_keys():
+    """`accelerate env` prints the default config's deepspeed section as a dict of accelerate's own keys
+    (zero_stage, offload_optimizer_device): read as accelerate maps them, not as an unknown-key ds_config."""
+    text = ("- `Accelerate` default config:\n\t- distributed_type: DEEPSPEED\n\t- mixed_precision: bf16\n"
+            "\t- deepspeed_config: {'gradient_accumulation_steps': 4, 'offload_optimizer_device': 'none', "
+            "'offload_param_device': 'none', 'zero3_init_flag': False, 'zero_stage': 2}\n")
+    found = _configs(text)
+    assert [c.how for c in found] == ["accelerate config"]
+    assert found[0].config["zero_optimization"] == {"stage": 2, "offload_optimizer": {"device": "none"},
+                                                    "offload_param": {"device": "none"}}
+    assert found[0].config["bf16"] == {"enabled": True} and found[0].config["gradient_accumulation_steps"] == 4
+
+
 def test_not_a_config():
     # a metrics line, a model's config.json, DeepSpeed's own printed config (read as facts elsewhere)
     text = ('{"loss": 1.25, "learning_rate": 2e-05, "epoch": 0.1}\n{\n  "hidden_size": 768,\n  "num_attention_heads": 12\n}\n'

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data_efficiency
-from .deepspeed_import import deepspeed_module
+from .deepspeed_import import deepspeed_module, quiet_deepspeed
 from .snapshot import SNAPSHOT
 
 
@@ -195,17 +195,8 @@ def _introspect() -> Catalogue:
              "timers": _rec({}, "timers", seen)}
     for s in RECORDED_SECTIONS:
         probe.setdefault(s, _rec(dict(PROBE_VALUES.get(s, {})), s, seen))
-    import contextlib
-    import io
-    import logging
-    ds_logger = logging.getLogger("DeepSpeed")
-    old = ds_logger.level
-    ds_logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            dsc.DeepSpeedConfig(_rec(probe, "", seen))
-    finally:
-        ds_logger.setLevel(old)
+    with quiet_deepspeed():
+        dsc.DeepSpeedConfig(_rec(probe, "", seen))
     removed = dict(dsc._REMOVED_TOP_LEVEL_CONFIG_KEYS)
     removed_zero = dict(dsc._REMOVED_ZERO_CONFIG_KEYS)
     root = Section(keys=set(seen.get("", set())) - set(removed))

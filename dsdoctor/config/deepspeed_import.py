@@ -1,7 +1,11 @@
 """Import DeepSpeed once, lazily and safely: a missing or broken install is a reason, not a crash."""
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+from collections.abc import Iterator
 from functools import lru_cache
 from types import ModuleType
 
@@ -30,6 +34,21 @@ def deepspeed_module() -> ModuleType | None:
 def deepspeed_problem() -> str | None:
     """Why deepspeed cannot be imported (None when it can)."""
     return _load()[1]
+
+
+@contextlib.contextmanager
+def quiet_deepspeed() -> Iterator[None]:
+    """DeepSpeed's own messages held back while we call its parser: its logger writes to stdout
+    (deepspeed/utils/logging.py LoggerFactory, a StreamHandler on sys.stdout), where a deprecated
+    key's warning would land inside `--json` or `--sarif` output."""
+    ds_logger = logging.getLogger("DeepSpeed")
+    old = ds_logger.level
+    ds_logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        ds_logger.setLevel(old)
 
 
 @lru_cache(maxsize=None)

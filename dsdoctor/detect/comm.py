@@ -89,11 +89,14 @@ PASTE_GAP = range(3)     # blank lines an issue body leaves between a fence or '
 
 class CommDetector(Detector):
     kinds = ("collective_timeout", "watchdog_state", "desync_report", "nccl_error", "nccl_warn",
-             "nccl_transport", "gloo_error", "stack", "context", "paste_block", "throughput", "run_end")
+             "nccl_transport", "gloo_error", "stack", "context", "paste_block", "clock", "throughput", "run_end")
 
     def __init__(self) -> None:
         self.world_size: int | None = None       # a context line's, when the detector runs without a Diagnoser
         self.paste_starts: set[tuple] = set()    # (source, line): where an issue's fenced block begins
+        # (source, line) of a timestamped line within PASTE_GAP of a paste's start: the paste begins with output
+        # before the timeouts, not inside their burst
+        self.paste_heads: set[tuple] = set()
         # collective timeouts: one record per rank (its first timeout)
         self.timeouts: dict[int | None, dict] = {}
         self.timeout_events: dict[int | None, Event] = {}
@@ -156,6 +159,10 @@ class CommDetector(Detector):
         elif k == "paste_block":
             if len(self.paste_starts) < 64:
                 self.paste_starts.add((ev.source, d.get("first_line")))
+        elif k == "clock":
+            if ev.line is not None and len(self.paste_heads) < 64 and \
+                    any((ev.source, ev.line - gap) in self.paste_starts for gap in PASTE_GAP):
+                self.paste_heads.add((ev.source, ev.line))
         elif k == "collective_timeout":
             self.to.add(ev, seq, keep=False)
             if ev.rank not in self.timeouts and len(self.timeouts) < 100_000:
@@ -382,7 +389,9 @@ class CommDetector(Detector):
         # block's, is one) and lacks exactly the ranks before the lowest it shows has lost their
         # lines: they may well have reported there
         if silent == list(range(min(reporting))) and \
-                any(e.line == 1 or any((e.source, e.line - gap) in self.paste_starts for gap in PASTE_GAP)
+                any(e.line == 1 or any((e.source, e.line - gap) in self.paste_starts and
+                                       not any((e.source, e.line - g) in self.paste_heads for g in range(1, gap + 1))
+                                       for gap in PASTE_GAP)
                     for e in list(self.timeout_events.values()) + list(self.wd_events.values())):
             return []
         return silent if (two and len(silent) == 1) or 0 < len(silent) < len(reporting) else []

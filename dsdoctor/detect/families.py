@@ -375,10 +375,13 @@ _TABLE: list[tuple[str, str, int, tuple[str, ...], tuple[str, ...], tuple[str, .
     # torch.compile's toolchain missing (run here, torch 2.13: inductor on the CPU with no working C++ compiler,
     # torch/_inductor/cpp_builder.py cpp_compiler_search 'InvalidCxxCompiler: No working C++ compiler found in
     # torch._inductor.config.cpp.cxx: ...'; on the GPU torch/utils/_triton.py / _inductor 'Cannot find a working
-    # triton installation'): the machine, not the model. Last in the table: a CUDA OOM or an NCCL error raised
+    # triton installation'); Triton building its launcher stub with no C compiler (triton/runtime/build.py _build
+    # 'Failed to find C compiler. Please specify via CC environment variable.', wrapped in Inductor's InductorError
+    # in a slim container): the machine, not the model. Last in the table: a CUDA OOM or an NCCL error raised
     # from compiled code is that, not this
     ("compile_toolchain", "environment", 3, ("InvalidCxxCompiler",),
-     ("InvalidCxxCompiler", "No working C++ compiler found", "Cannot find a working triton installation"), (),
+     ("InvalidCxxCompiler", "No working C++ compiler found", "Cannot find a working triton installation",
+      "Failed to find C compiler"), (),
      "torch.compile's compiler toolchain missing on this machine (a C++ compiler for Inductor on the CPU, Triton "
      "on the GPU)"),
     # a C compiler the run started itself failing (subprocess.CalledProcessError "Command '['/usr/bin/gcc', ...]'

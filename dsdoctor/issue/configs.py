@@ -57,7 +57,7 @@ class PastedConfig:
     config: dict[str, Any]
     first_line: int
     last_line: int
-    how: str                        # 'JSON' | 'Python dict' | 'accelerate YAML'
+    how: str                        # 'JSON' | 'Python dict' | 'accelerate YAML' | 'accelerate config'
     names: set[str] = field(default_factory=set)    # file names the text gives it
     text: str | None = None         # its own text (the lines lint's evidence cites)
 
@@ -165,10 +165,16 @@ def _objects(lines: list[str]) -> list[PastedConfig]:
             if parsed > MAX_PARSED:
                 return []
             cfg = _parse(body, py)
+        if cfg is not None and _accelerate_keys(cfg):
+            # `accelerate env` prints the default config's section as a dict (accelerate/commands/env.py:
+            # `deepspeed_config: {'zero_stage': 2, 'offload_optimizer_device': 'none', ...}`): accelerate's
+            # own keys, which it maps into a ds_config as its YAML's
+            cfg, how = _from_accelerate(cfg, lines, i), "accelerate config"
         if cfg is not None and plausible(cfg):
             if len(out) >= MAX_CANDIDATES:
                 return []
-            if py and "True" not in body and "None" not in body and "False" not in body and "'" not in body:
+            if py and how == "Python dict" and "True" not in body and "None" not in body and "False" not in body \
+                    and "'" not in body:
                 how = "JSON"    # a JSON object assigned in code reads as the same thing
             out.append(PastedConfig(cfg, i + 1, j + 1, how, _name_above(lines, i), body))
             i = j + 1
@@ -221,18 +227,29 @@ def _accelerate(lines: list[str]) -> tuple[list[PastedConfig], set[str]]:
             continue
         if "zero_stage" not in keys:
             continue
-        cfg: dict[str, Any] = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto"}
-        for k, path in _ACCELERATE_KEYS.items():
-            if keys.get(k) is not None:
-                _set(cfg, path, keys[k])
-        cfg.setdefault("gradient_accumulation_steps", 1)
-        # the file's top-level mixed_precision (accelerate's Accelerator sets fp16/bf16 'enabled' from it)
-        for raw2 in lines[max(0, i - 40):i + 40]:
-            mp = re.match(r"^mixed_precision:\s*['\"]?(fp16|bf16)", raw2)
-            if mp:
-                cfg[mp.group(1)] = {"enabled": True}
-        out.append(PastedConfig(cfg, i + 1, j, "accelerate YAML"))
+        out.append(PastedConfig(_from_accelerate(keys, lines, i), i + 1, j, "accelerate YAML"))
     return out, files
+
+
+def _accelerate_keys(cfg: dict[str, Any]) -> bool:
+    """Keys of accelerate's DeepSpeedPlugin (zero_stage, offload_*_device), not of a ds_config."""
+    return "zero_stage" in cfg and not set(cfg) & (_DS_KEYS - {"gradient_accumulation_steps"})
+
+
+def _from_accelerate(keys: dict[str, Any], lines: list[str], i: int) -> dict[str, Any]:
+    """The ds_config accelerate builds from its plugin's keys at lines[i]."""
+    cfg: dict[str, Any] = {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto"}
+    for k, path in _ACCELERATE_KEYS.items():
+        if keys.get(k) is not None:
+            _set(cfg, path, keys[k])
+    cfg.setdefault("gradient_accumulation_steps", 1)
+    # the config's mixed_precision (accelerate's Accelerator sets fp16/bf16 'enabled' from it): the YAML's
+    # top-level key, or `accelerate env`'s `- mixed_precision: bf16` line beside the dict
+    for raw2 in lines[max(0, i - 40):i + 40]:
+        mp = re.match(r"^\s*(?:-\s*)?mixed_precision:\s*['\"]?(fp16|bf16)", raw2)
+        if mp:
+            cfg[mp.group(1)] = {"enabled": True}
+    return cfg
 
 
 def find_configs(lines: list[str]) -> tuple[list[PastedConfig], set[str]]:

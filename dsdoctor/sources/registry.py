@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Iterator
 
 from ..events import Event
-from .formats import (anomaly, apex, bitsandbytes, comms_logger, context_lines, deepspeed, error_lines, exit_reports,
+from .formats import (anomaly, apex, bitsandbytes, comms_logger, context_lines, cuda_init, deepspeed, error_lines, exit_reports,
                       fairseq, hardware, hf, job_status, json_traceback, jsonlog, launcher, loader, megatron, megatron_core, memory,
                       multinode, nccl, numpy_abi, openrlhf, paste, phases, progress, ray,
                       rank_head, relaunch, script_steps, sdpa, torch_compile, traceback, translated)
@@ -26,7 +26,7 @@ from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGr
 FORMATS: tuple[ModuleType, ...] = (
     traceback, json_traceback, memory, context_lines, deepspeed, nccl, launcher, exit_reports, job_status, hf, megatron,
     megatron_core,
-    hardware, phases, multinode, ray, openrlhf, bitsandbytes, numpy_abi, loader, relaunch, jsonlog, rank_head, torch_compile, comms_logger,
+    hardware, phases, multinode, ray, openrlhf, bitsandbytes, numpy_abi, cuda_init, loader, relaunch, jsonlog, rank_head, torch_compile, comms_logger,
     fairseq, apex, progress, anomaly,      # other trainers' loss scalers, progress bars, NaN checks
     sdpa,                                  # scaled_dot_product_attention's reasons for refusing a kernel
     script_steps,                          # a script's own 'step=N loss=X lr=Y' line

@@ -7,7 +7,8 @@ import re
 
 from ...lazy_regex import compile_later
 from ...torch_oom import SIZE, size
-from ..lines import Line, StreamState
+from ...findings import clip
+from ..lines import MAX_EVIDENCE_TEXT, Line, StreamState
 from ..recogniser import on
 from .traceback import take_phase
 
@@ -108,7 +109,14 @@ def cuda_oom(line: Line, st: StreamState):
         d["fraction_cap"] = True
     res, alloc = d.get("reserved"), d.get("allocated")
     d["fragmented"] = bool(res and alloc is not None and res - alloc > max(0.2 * res, 1 << 30))
-    return line.event("oom", step=st.step_of(line.rank), **d)
+    ev = line.event("oom", step=st.step_of(line.rank), **d)
+    # torch 2.1+'s message is longer than the evidence a line keeps, and clipped in its middle it loses the figures
+    # (allocated, reserved but unallocated, private pools); its last sentences are the allocator's standing advice
+    # ('If reserved but unallocated memory is large try setting ... See documentation for Memory Management ...')
+    cut = t.find(" If reserved ")
+    if len(t) > MAX_EVIDENCE_TEXT and cut > 0:
+        ev.text = clip(t[:cut].rstrip(), MAX_EVIDENCE_TEXT)
+    return ev
 
 
 # Apple MPS (aten/src/ATen/mps/MPSAllocator.mm, strings of torch 2.14's macOS libtorch_cpu.dylib):
