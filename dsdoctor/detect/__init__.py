@@ -23,6 +23,7 @@ from .relaunch import RelaunchDetector
 from .run_end import RunEndDetector
 from .scaler import LossScaleDetector
 from .stall import StallDetector
+from .step_windows import StepWindowDetector
 from .straggler import StragglerDetector
 from .throughput import ThroughputDetector
 
@@ -34,6 +35,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     PassThroughDetector,
     LRScheduleDetector,                      # the LR schedule
     StallDetector, StragglerDetector,        # live: stalls, stragglers
+    StepWindowDetector,                      # a run folder: stragglers from every rank's step events
     NonFiniteModuleDetector,                 # live: module of the first NaN, --localize-nan
     FailureDetector,                         # how the run ended: the fallback for failed runs
     MultiNodeDetector,                       # roll call, Flight Recorder
