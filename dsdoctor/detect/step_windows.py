@@ -28,6 +28,8 @@ WINDOW = 5            # steps per window: three windows fit in a 20-step run
 MAX_WINDOWS = 256     # per rank: the run's last 1,280 steps
 MAX_RANKS = 1024
 PHASES = ("fwd", "bwd", "step", "data")
+# a run folder's events files read back (pipeline.Diagnoser feeds them event by event, never by feed_step)
+EVENT_FILES = (".jsonl", ".jsonl.gz")
 
 
 class _Rank:
@@ -57,10 +59,12 @@ class StepWindowDetector(Detector):
         self.ranks: dict[int, _Rank] = {}
 
     def feed_step(self, evs: list[Event], seq: int) -> Sequence[tuple[int, Symptom]]:
-        return ()        # the live path's own steps: one rank per Watch, nothing to compare
+        return ()        # the live path's own steps, which feed() passes over too (not from an events file)
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         d, rank, step = ev.data, ev.rank, ev.step
+        if not ev.source.endswith(EVENT_FILES):
+            return ()            # a live Watch's own steps (as feed_step): one rank, nothing to compare
         if rank is None or step is None or "fwd_ms" not in d or "data_ms" not in d:
             return ()            # only the live hooks' step events carry the phase times
         r = self.ranks.get(rank)
