@@ -235,18 +235,20 @@ def _issue_text(inputs: list, pasted: list[str], log_facts: dict[str, Any]) -> A
     return found
 
 
-def post_mortem(out: str | os.PathLike, rc: int, command: list[str]) -> tuple[Report, list[str]]:
+def post_mortem(out: str | os.PathLike, rc: int, command: list[str],
+                stopped: dict[str, Any] | None = None) -> tuple[Report, list[str]]:
     """`dsdoctor run`'s diagnosis when the command has ended: the command's exit recorded as
-    evidence (DIR/events-run.jsonl), then everything the run left in DIR through
-    diagnose_inputs, and DIR/report.html. Returns the report and the warnings to show."""
+    evidence (DIR/events-run.jsonl), with the stop `dsdoctor run` passed on to it if any
+    (supervise.Stops.facts: signal, forwarded, escalated), then everything the run left in DIR
+    through diagnose_inputs, and DIR/report.html. Returns the report and the warnings to show."""
     from .events import Event, EventWriter
     from .report_series import RunSeries
     from .supervise import exit_text
     out = Path(out)
     try:
         w = EventWriter(out / "events-run.jsonl")
-        w.write(Event("exit", data={"exitcode": rc, "command": " ".join(command)[:500]}, time=time.time(),
-                      text=exit_text(rc, command)))
+        w.write(Event("exit", data={"exitcode": rc, "command": " ".join(command)[:500], **(stopped or {})},
+                      time=time.time(), text=exit_text(rc, command, stopped)))
         w.close()
     except OSError:
         pass

@@ -161,20 +161,50 @@ def die_with_parent() -> None:
         pass
 
 
-def run_command(command: List[str], out: Path, env: dict[str, str]) -> int:
-    """Start the command in its own process group, forward SIGINT/SIGTERM, return its exit code."""
+# A second SIGINT/SIGTERM this soon after the first is the same stop delivered twice, not a
+# person's second Ctrl-C: a wrapper that forwards the signal to its process group (GNU timeout,
+# a job script's trap) while the terminal or the scheduler also sent it arrives within milliseconds.
+SAME_STOP_S = 1.0
+
+
+class Stops:
+    """The signals `dsdoctor run` passed on to the command (the post-mortem's evidence of a stop
+    from outside): the first one's number, how many came, and whether it ended the group with
+    SIGKILL itself (a second Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.first: Optional[int] = None
+        self.count = 0
+        self.escalated = False
+        self._at = 0.0
+
+    def facts(self) -> dict:
+        if self.first is None:
+            return {}
+        return {"signal": self.first, "forwarded": self.count, "escalated": self.escalated}
+
+
+def run_command(command: List[str], out: Path, env: dict[str, str], stops: Optional[Stops] = None) -> int:
+    """Start the command in its own process group, forward SIGINT/SIGTERM (noted in `stops`),
+    return its exit code."""
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True,
                             preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
     tee = Tee(proc.stdout, out / "console.log")
     tee.start()
-    interrupts = 0
+    stops = stops if stops is not None else Stops()
 
     def forward(sig: int, _frame) -> None:
-        nonlocal interrupts
-        interrupts += 1
+        now = time.monotonic()
+        if stops.first is not None and now - stops._at < SAME_STOP_S:
+            return                            # the same stop again (see SAME_STOP_S)
         # a second Ctrl-C means "now": SIGKILL the whole group
-        send = signal.SIGKILL if interrupts > 1 else sig
+        send = signal.SIGKILL if stops.first is not None else sig
+        if stops.first is None:
+            stops.first = int(sig)
+        stops.count += 1
+        stops.escalated = stops.escalated or send == signal.SIGKILL
+        stops._at = now
         try:
             os.killpg(proc.pid, send)
         except ProcessLookupError:
@@ -205,14 +235,23 @@ def reap_group(pgid: int) -> None:
         time.sleep(1.0)
 
 
-def exit_text(rc: int, command: List[str]) -> str:
-    """The evidence line of the command's end: detect/failure.py reads the code (128+N: signal N)."""
+def exit_text(rc: int, command: List[str], stopped: Optional[dict] = None) -> str:
+    """The evidence line of the command's end: detect/failure.py reads the code (128+N: signal N)
+    and the stop dsdoctor run passed on (Stops.facts)."""
     text = f"dsdoctor run: `{' '.join(command)[:200]}` exited with code {rc}"
     if 128 < rc < 160:
         try:
             text += f" (killed by {signal.Signals(rc - 128).name})"
         except ValueError:
             pass
+    if stopped and stopped.get("signal"):
+        try:
+            name = signal.Signals(stopped["signal"]).name
+        except ValueError:
+            name = f"signal {stopped['signal']}"
+        text += f" after dsdoctor run passed on {name}"
+        if stopped.get("escalated"):
+            text += " and, at a second one, SIGKILLed the command"
     return text
 
 

@@ -26,7 +26,7 @@ def run(
     force: bool = typer.Option(False, "--force", help="Reuse a run folder that holds an earlier run: its files are first moved to DIR.previous-<time>/."),
 ) -> None:
     """Run a training command unchanged, watch every rank, and diagnose the run when it ends."""
-    from ..supervise import RunFolderError, child_env, claim_run_folder, missing_node_folders, run_command
+    from ..supervise import RunFolderError, Stops, child_env, claim_run_folder, missing_node_folders, run_command
     from .common import fail
     command = list(command or []) + list(ctx.args)
     if not command:
@@ -37,8 +37,9 @@ def run(
     except RunFolderError as e:
         fail(str(e))
     env = child_env(out, stall_timeout, on_stall, localize_nan, tensorboard, stall_abort_after=stall_abort_after)
+    stops = Stops()
     try:
-        rc = run_command(command, out, env)
+        rc = run_command(command, out, env, stops)
     except FileNotFoundError:
         fail(f"command not found: {command[0]}")
         return
@@ -46,7 +47,7 @@ def run(
         fail(f"cannot execute: {command[0]}")
         return
     try:
-        _print_post_mortem(out, rc, command)
+        _print_post_mortem(out, rc, command, stops.facts())
     except Exception as e:          # the diagnosis must never hide the command's exit code
         print(f"dsdoctor: error: diagnosis failed ({type(e).__name__}: {e}); "
               f"try: dsdoctor analyze {out}", file=sys.stderr)
@@ -74,10 +75,10 @@ def _checked_options(stall_timeout: Optional[float], on_stall: str,
     return stall_timeout, on_stall, stall_abort_after
 
 
-def _print_post_mortem(out: Path, rc: int, command: List[str]) -> int:
+def _print_post_mortem(out: Path, rc: int, command: List[str], stopped: dict) -> int:
     from ..api import post_mortem
     from ..report import exit_code, print_report
-    report, warnings = post_mortem(out, rc, command)
+    report, warnings = post_mortem(out, rc, command, stopped)
     for w in warnings:
         print(f"dsdoctor: warning: {w}", file=sys.stderr)
     print_report(report.findings, title=f"dsdoctor run · exit code {rc} · {report.events_seen} events · {out}",

@@ -22,7 +22,9 @@ from .rank_spread import RankSpreadDetector
 from .relaunch import RelaunchDetector
 from .run_end import RunEndDetector
 from .scaler import LossScaleDetector
+from .silent_rank import SilentRankDetector
 from .stall import StallDetector
+from .step_windows import StepWindowDetector
 from .straggler import StragglerDetector
 from .throughput import ThroughputDetector
 
@@ -34,6 +36,8 @@ DETECTORS: tuple[type[Detector], ...] = (
     PassThroughDetector,
     LRScheduleDetector,                      # the LR schedule
     StallDetector, StragglerDetector,        # live: stalls, stragglers
+    StepWindowDetector,                      # a run folder: stragglers from every rank's step events
+    SilentRankDetector,                      # a run folder: the rank a SIGKILL took
     NonFiniteModuleDetector,                 # live: module of the first NaN, --localize-nan
     FailureDetector,                         # how the run ended: the fallback for failed runs
     MultiNodeDetector,                       # roll call, Flight Recorder

@@ -105,6 +105,12 @@ def _bare_echo(g: "_Group", told: set[tuple]) -> bool:
     return (ev.data.get("type"), ev.data.get("message")) in told
 
 
+def _short_name(data: dict) -> str:
+    """An exception's short name: a log's traceback gives `name`; a live hook's event has only
+    `type` (live/hooks.py), which was listed as 'None' beside the log's names."""
+    return str(data.get("name") or str(data.get("type") or "?").rsplit(".", 1)[-1])
+
+
 @dataclass
 class _Group:
     """One exception chain on one rank of one input."""
@@ -418,7 +424,11 @@ class FailureDetector(Detector):
             code = ev.data.get("exitcode")
             if isinstance(code, int) and code != 0:
                 sig = -code if code < 0 else (code - 128 if 128 < code < 160 and code - 128 in SIGNALS else None)
-                if sig == 9:
+                if isinstance(ev.data.get("signal"), int):
+                    # dsdoctor run passed a stop on (a Ctrl-C, a scheduler's SIGTERM): whatever code the
+                    # command ended with, even its own SIGKILL at a second Ctrl-C, it was stopped from outside
+                    self._keep(self.signals, seq, ev)
+                elif sig == 9:
                     self._keep(self.kills, seq, ev)
                 elif sig is not None:
                     self._keep(self.signals, seq, ev)
@@ -764,7 +774,7 @@ class FailureDetector(Detector):
         same = [x for x in self.groups.values()
                 if x.decisive()[0].data.get("type") == d.get("type")
                 and str(x.decisive()[0].data.get("message"))[:80] == str(d.get("message"))[:80]]
-        others = sorted({str(x.decisive()[0].data.get("name")) for x in self.groups.values() if x not in same})
+        others = sorted({_short_name(x.decisive()[0].data) for x in self.groups.values() if x not in same})
         phase = d.get("phase")
         if phase is None:
             phase = self._phase()[0] if self.phase is not None and self._phase_current() else None

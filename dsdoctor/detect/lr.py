@@ -531,7 +531,22 @@ class LRScheduleDetector(Detector):
                     if e is not None:
                         sym.add_evidence(e)
             out += got
+        out += self._zero_whole_run()
         for sym in self.emitted:
             if self.last_step is not None:
                 sym.facts["last_step"] = self.last_step
         return out
+
+    def _zero_whole_run(self) -> list[Symptom]:
+        """The run finished normally with an LR of 0 at every reading (an optimizer lr of 0, a
+        schedule whose bounds are 0): a whole run shorter than STUCK_STEPS readings is still a run
+        that never trained. Only with the run's own end seen: a log cut after a warm-up's first
+        readings at 0 is no whole run."""
+        if (self.ended is None or self.lr_seen < STUCK_MIN_READINGS or self.peak_lr != 0.0
+                or self.first_lr_ev is None or "lr_stuck" in self.reported):
+            return []
+        got = self._once("lr_stuck", self.first_lr_ev, 0, stuck_value=0.0, stuck_from_step=self.first_step,
+                         peak_lr=0.0, decayed=False, resumed=False, whole_run=True)
+        for sym in got:
+            sym.add_evidence(self.ended)
+        return got
