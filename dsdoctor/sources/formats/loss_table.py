@@ -43,7 +43,9 @@ def _columns(cells: list[str]) -> tuple[int, int, int | None, int | None] | None
     return step, loss, grad, lr
 
 
-@on("loss |", "Loss |", "loss|", "Loss|", "| loss", "| Loss", "|loss", "|Loss", continuation=("|",))
+# (a header cell followed by its pipe: '| loss' would be in every Megatron iteration line, '| loss scale: ...', and
+# take it out of the sampled steady lines)
+@on("loss |", "Loss |", "loss|", "Loss|", continuation=("|",))
 def loss_table(line: Line, st: StreamState):
     cells = _cells(line.text)
     cols = _columns(cells)
