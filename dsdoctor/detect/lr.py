@@ -333,24 +333,14 @@ class LRScheduleDetector(Detector):
         elif self.first_loss > 0 and v >= BLOWN_UP * self.first_loss and v >= BLOWN_UP_MIN:
             self.blown.append(ev)
             if len(self.blown) >= DIVERGE_RUN and "lr_diverge_after_peak" not in self.reported:
-                out = self._once("loss_diverged", self.blown[0], seq, best_loss=round(self.first_loss, 4), loss=v,
-                                 ratio=float(f"{v / self.first_loss:.3g}"), first_step=self.blown[0].step,
-                                 lr=self.lr_now, jumped=True)
-                for sym in out:
-                    sym.add_evidence(ev)
-                return out
+                return self._jumped(self.blown[0], ev, seq, v)
         else:
             self.blown.clear()
         if self.first_loss is not None and self.first_loss >= JUMPED_FROM and v >= JUMPED * self.first_loss \
                 and v - self.first_loss >= FAR_ABOVE:
             self.jumped.append(ev)
             if len(self.jumped) >= JUMPED_RUN and "lr_diverge_after_peak" not in self.reported:
-                out = self._once("loss_diverged", self.jumped[0], seq, best_loss=round(self.first_loss, 4), loss=v,
-                                 ratio=float(f"{v / self.first_loss:.3g}"), first_step=self.jumped[0].step,
-                                 lr=self.lr_now, jumped=True)
-                for sym in out:
-                    sym.add_evidence(ev)
-                return out
+                return self._jumped(self.jumped[0], ev, seq, v)
             if len(self.jumped) > JUMPED_RUN:
                 del self.jumped[1:-1]           # bounded: its first reading is what the finding names
         elif self.first_loss is not None:
@@ -368,6 +358,14 @@ class LRScheduleDetector(Detector):
         if len(self.far) < FAR_RUN or "lr_diverge_after_peak" in self.reported:
             return self._diverged(climb[0][1], ev, seq, v, best, climb[0][0]) if climb else []
         return self._diverged(self.far_ev or ev, ev, seq, v, best, self.far[0][0])
+
+    def _jumped(self, first_ev: Event, ev: Event, seq: int, v: float) -> list[Symptom]:
+        """loss_diverged of a loss that jumped above its first reading at once and stayed there."""
+        out = self._once("loss_diverged", first_ev, seq, best_loss=round(self.first_loss, 4), loss=v,
+                         ratio=float(f"{v / self.first_loss:.3g}"), first_step=first_ev.step, lr=self.lr_now, jumped=True)
+        for sym in out:
+            sym.add_evidence(ev)
+        return out
 
     def _climb(self, ev: Event, v: float, best: float) -> list | None:
         """The climb above MID x the best, when it is long and steep enough to be a divergence:
