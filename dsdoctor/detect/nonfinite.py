@@ -419,8 +419,9 @@ class NonFiniteDetector(Detector):
         return ()
 
     def finish(self) -> Iterable[Symptom]:
-        # the one skip was the run's last news (the log ends there): it is the problem reported
-        if self.bf16_pending is not None and self.bf16_after < BF16_WENT_ON:
+        # the one skip was the run's last news (the log ends there), or a NaN/Inf loss was read too (the skip is its
+        # trace in the optimizer): it is reported
+        if self.bf16_pending is not None and (self.bf16_after < BF16_WENT_ON or self.nan_symptom is not None):
             return (self.bf16_pending,)
         return ()
 
