@@ -224,10 +224,13 @@ def _not_after(f: Finding, g: Finding) -> bool:
     (one log file per rank, read one after the other) the input order says nothing, except
     between two findings that explain each other (a loss-scale collapse and a NaN loss) read
     from the same input: there the one written first is the cause."""
+    mutual = (f.category in g.explains or f.rule in g.explains) and f.evidence and g.evidence \
+        and f.evidence[0].source == g.evidence[0].source
     if f.time is not None and g.time is not None:
-        return f.time <= g.time + 1.0
-    if (f.category in g.explains or f.rule in g.explains) and f.evidence and g.evidence \
-            and f.evidence[0].source == g.evidence[0].source:
+        # the second of slack is for clocks of other hosts; one process's lines that explain each other
+        # (a collapse of the scale 40 ms before the first inf loss) are ordered by their own clock
+        return (f.time, f.seq) <= (g.time, g.seq) if mutual else f.time <= g.time + 1.0
+    if mutual:
         return f.seq <= g.seq
     return True
 

@@ -68,6 +68,12 @@ FAR_RUN = 5               # ... for this many observations in a row, still risin
 # best-so-far needs five readings, so it never sees the start, and a plateau is not "still rising"
 BLOWN_UP = 1.0e4
 BLOWN_UP_MIN = 1.0e3      # ... and at least this high (a first reading near 0 makes x1e4 of nothing)
+# ... and one that jumps to JUMPED x its first reading and never comes back under it for JUMPED_RUN readings (HF
+# Trainer + DeepSpeed, AdamW at lr 3.0, run here: 157.7 at the first log, 681 to 1,627 on every log after): the
+# median of the first five already holds the jump, so the best-so-far never sees a start to be far above
+JUMPED = 4.0
+JUMPED_RUN = 10
+JUMPED_FROM = 1.0         # ... from a first reading at least this high (one near 0 is a masked or lucky batch)
 MID = 3.0
 MID_RUN = 8
 MID_BACK = 0.9
@@ -151,6 +157,7 @@ class LRScheduleDetector(Detector):
         self.far_ev: Event | None = None
         self.first_loss: float | None = None     # the first training loss read (BLOWN_UP is x this)
         self.blown: list[Event] = []             # the current run of losses BLOWN_UP x above it
+        self.jumped: list[Event] = []            # the current run of losses JUMPED x above it
         self.mid: list[tuple[int | None, float]] = []   # the current climb above MID x the best
         self.reported: set[str] = set()
         self.ended: Event | None = None     # the training loop said it finished (run_end, HF's summary)
@@ -326,14 +333,18 @@ class LRScheduleDetector(Detector):
         elif self.first_loss > 0 and v >= BLOWN_UP * self.first_loss and v >= BLOWN_UP_MIN:
             self.blown.append(ev)
             if len(self.blown) >= DIVERGE_RUN and "lr_diverge_after_peak" not in self.reported:
-                out = self._once("loss_diverged", self.blown[0], seq, best_loss=round(self.first_loss, 4), loss=v,
-                                 ratio=float(f"{v / self.first_loss:.3g}"), first_step=self.blown[0].step,
-                                 lr=self.lr_now, jumped=True)
-                for sym in out:
-                    sym.add_evidence(ev)
-                return out
+                return self._jumped(self.blown[0], ev, seq, v)
         else:
             self.blown.clear()
+        if self.first_loss is not None and self.first_loss >= JUMPED_FROM and v >= JUMPED * self.first_loss \
+                and v - self.first_loss >= FAR_ABOVE:
+            self.jumped.append(ev)
+            if len(self.jumped) >= JUMPED_RUN and "lr_diverge_after_peak" not in self.reported:
+                return self._jumped(self.jumped[0], ev, seq, v)
+            if len(self.jumped) > JUMPED_RUN:
+                del self.jumped[1:-1]           # bounded: its first reading is what the finding names
+        elif self.first_loss is not None:
+            self.jumped.clear()
         best = self.best_loss
         climb = self._climb(ev, v, best)
         if not (math.isfinite(best) and best > 0 and v >= FAR * best and v - best >= FAR_ABOVE):
@@ -347,6 +358,14 @@ class LRScheduleDetector(Detector):
         if len(self.far) < FAR_RUN or "lr_diverge_after_peak" in self.reported:
             return self._diverged(climb[0][1], ev, seq, v, best, climb[0][0]) if climb else []
         return self._diverged(self.far_ev or ev, ev, seq, v, best, self.far[0][0])
+
+    def _jumped(self, first_ev: Event, ev: Event, seq: int, v: float) -> list[Symptom]:
+        """loss_diverged of a loss that jumped above its first reading at once and stayed there."""
+        out = self._once("loss_diverged", first_ev, seq, best_loss=round(self.first_loss, 4), loss=v,
+                         ratio=float(f"{v / self.first_loss:.3g}"), first_step=first_ev.step, lr=self.lr_now, jumped=True)
+        for sym in out:
+            sym.add_evidence(ev)
+        return out
 
     def _climb(self, ev: Event, v: float, best: float) -> list | None:
         """The climb above MID x the best, when it is long and steep enough to be a divergence:

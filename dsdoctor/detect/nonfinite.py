@@ -69,6 +69,10 @@ def _nonfinite(v) -> bool:
     return isinstance(v, float) and not math.isfinite(v)
 
 
+# readings after a single bf16/fp32 skip that show the run went on past it (rule bf16-nonfinite-grads)
+BF16_WENT_ON = 3
+
+
 class NonFiniteDetector(Detector):
     kinds = ("loss", "grad_norm", "skipped", "overflow", "context", "loss_scale", "labels_masked")
 
@@ -85,6 +89,10 @@ class NonFiniteDetector(Detector):
         self.dtype: str | None = None
         self.nan_symptom: Symptom | None = None
         self.bf16_symptom: Symptom | None = None
+        # a first bf16/fp32 skip held back: DeepSpeed skipped one bad batch and the run went on (a skipped step or
+        # two is healthy); it is reported at the next skip, or at the end when the run did not go on after it
+        self.bf16_pending: Symptom | None = None
+        self.bf16_after = 0                     # readings (loss, step lines) since the held skip
         self.nan_iters = 0
         self.bf16_rank: int | None = None
         self.bf16_seen: dict[int, int | None] = {}   # step -> the rank that reported it first
@@ -106,12 +114,16 @@ class NonFiniteDetector(Detector):
         self.collapse_said = False
 
     def feed_step(self, evs: list[Event], seq: int):
+        if self.bf16_pending is not None:
+            self.bf16_after += 1
         got = self._loss(evs[2], seq + 2)                 # feed() of the loss, then of the grad norm
         more = self._grad_norm(evs[3], seq + 3)
         return tagged(2, got) + tagged(3, more) if got or more else ()
 
     def feed(self, ev: Event, seq: int) -> Iterable[Symptom]:
         k, d = ev.kind, ev.data
+        if self.bf16_pending is not None and k in ("loss", "skipped"):
+            self.bf16_after += 1
         if k == "grad_norm":             # (the kinds of nearly every event first)
             return self._grad_norm(ev, seq)
         if k == "loss":
@@ -393,14 +405,25 @@ class NonFiniteDetector(Detector):
             s.add_evidence(ev) if len(s.evidence) < 3 else None
             if ev.step is not None and len(s.steps) < 64 and ev.step not in s.steps:
                 s.steps.append(ev.step)
+            if self.bf16_pending is not None:
+                self.bf16_pending = None
+                return (s,)
             return ()
         self.bf16_rank = ev.rank
         if ev.step is not None:
             self.bf16_seen[ev.step] = ev.rank
         s = symptom_from(ev, seq, "bf16_nonfinite_grads", key=(), skipped_steps=1, first_step=ev.step,
                          dtype="bf16", preceded_by_spike=self.spike is not None)
-        self.bf16_symptom = s
-        return (s,)
+        self.bf16_symptom = self.bf16_pending = s
+        self.bf16_after = 0
+        return ()
+
+    def finish(self) -> Iterable[Symptom]:
+        # the one skip was the run's last news (the log ends there), or a NaN/Inf loss was read too (the skip is its
+        # trace in the optimizer): it is reported
+        if self.bf16_pending is not None and (self.bf16_after < BF16_WENT_ON or self.nan_symptom is not None):
+            return (self.bf16_pending,)
+        return ()
 
 
 def _text(v) -> str:

@@ -68,6 +68,27 @@ def script_nan_check(line: Line, st: StreamState):
     return line.event("loss", step=st.step_of(line.rank), value=v, name="loss", check="script")
 
 
+# A script's own NaN check in its other wordings: "NaN loss detected at step 2231", "Detected NaN loss",
+# "encountered inf loss, stopping", "FloatingPointError: non-finite loss" (raised or printed). A found-verb or an
+# error class must be on the line and no negation before it: an argument dump's "skip NaN loss: True" or a
+# "no NaN loss detected" summary is not a NaN.
+_NAN_LOSS = compile_later(r"\b(NaN|nan|NAN|Inf|inf|INF|non-finite|nonfinite)[ -]loss(?:es)?\b")
+_FOUND = compile_later(r"(?i)\b(?:detected|detect|encountered|found|got|occurred|appeared|raise)\b|\w(?:Error|Exception):")
+_DENIED = compile_later(r"(?i)\b(?:no|not|without|never|skip)\b")
+_CODE = ("raise ", "print(", "logger.", "logging.", "log.", "warnings.warn(", "if ", "assert ", "msg = ", "f\"", "f'")
+
+
+@on("NaN loss", "nan loss", "NAN loss", "Inf loss", "inf loss", "INF loss", "non-finite loss", "nonfinite loss")
+def script_nan_loss(line: Line, st: StreamState):
+    t = line.text
+    m = _NAN_LOSS.search(t)
+    # a traceback's source line (the raise or print that words it) is code, not the run's reading
+    if not m or t.lstrip().startswith(_CODE) or not _FOUND.search(t) or _DENIED.search(t[:m.start()]):
+        return None
+    v = math.inf if m.group(1).lower() == "inf" else math.nan
+    return line.event("loss", step=st.step_of(line.rank), value=v, name="loss", check="script")
+
+
 # torch/nn/utils/clip_grad.py _clip_grads_with_norm_ / clip_grad_norm_(error_if_nonfinite=True):
 # "The total norm of order {norm_type} for gradients from `parameters` is non-finite, so it cannot be clipped."
 @on("is non-finite, so it cannot be clipped")

@@ -108,7 +108,11 @@ def cuda_oom(line: Line, st: StreamState):
     if "preemptively rejected" in t or " allowed;" in t:
         d["fraction_cap"] = True
     res, alloc = d.get("reserved"), d.get("allocated")
-    d["fragmented"] = bool(res and alloc is not None and res - alloc > max(0.2 * res, 1 << 30))
+    # fragmented: a large share of the reserve unallocated, or a reserve that held the request unallocated
+    # (the allocator frees its unsplit cached blocks before it fails: what stays are split segments)
+    req = d.get("requested")
+    d["fragmented"] = bool(res and alloc is not None and (res - alloc > max(0.2 * res, 1 << 30)
+                                                          or (req and res - alloc >= max(req, 1 << 30))))
     ev = line.event("oom", step=st.step_of(line.rank), **d)
     # torch 2.1+'s message is longer than the evidence a line keeps, and clipped in its middle it loses the figures
     # (allocated, reserved but unallocated, private pools); its last sentences are the allocator's standing advice

@@ -67,6 +67,7 @@ def _add_frame(line: Line, st: StreamState, path: str, func: str) -> None:
 # '    {code}', then on 3.11+ a line of '~~~^^^' markers under it): the frame line continues into its code
 # line, that into its markers, and each of them into a line holding a capital letter (a class's name starts
 # with one), which exception_line reads. Only the few lines right after a frame are looked at.
+PIN_CALL, PIN_FRAME = ".pin_memory(", "<source>:pin_memory"     # a code line's page-locking call, kept as a frame
 TB_TAIL = "tb.tail"           # scratch: rank -> number of the traceback's last frame, code or marker line
 # (the code line by its indent, or by the statement most raise sites end with: a paste whose lines
 # lost their indent, '    raise BadZipFile(...)' become 'raise BadZipFile(...)')
@@ -80,6 +81,9 @@ CAPITALS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 def _frame_source(line: Line, st: StreamState) -> None:
     if line.rank in st.frames:
         st.scratch.setdefault(TB_TAIL, {})[line.rank] = line.lineno
+        if PIN_CALL in line.text:
+            # Tensor.pin_memory() is a C call with no frame of its own: its source line is the only trace of it
+            st.frames[line.rank].append(PIN_FRAME)
 
 
 # An exception group's sub-exceptions are printed one after another inside its box, each under a
@@ -132,6 +136,10 @@ _PHASES: list[tuple[str, tuple[str, ...]]] = [
     # inside vLLM's engine (site-packages/vllm/: an RL trainer's rollouts, TRL use_vllm, OpenRLHF's
     # LLMRayActor): its memory is vLLM's gpu_memory_utilization share, not the DeepSpeed engine's
     ("vllm_engine", ("/vllm/",)),
+    # page-locking host memory: Tensor.pin_memory() (ZeRO-Offload's CPU buffers, a script's own) or the
+    # DataLoader's pin thread (torch/utils/data/_utils/pin_memory.py); cudaHostAlloc's failure is 'CUDA error:
+    # out of memory' though the memory is the host's
+    ("pin_memory", (PIN_FRAME, "_utils/pin_memory.py:")),
     # deepspeed/utils/zero_to_fp32.py (and its functions called from a script): the fp32 model rebuilt in host RAM
     ("checkpoint_convert", ("zero_to_fp32.py:", "convert_zero_checkpoint_to_fp32_state_dict",
                             "get_fp32_state_dict_from_zero_checkpoint", "load_state_dict_from_zero_checkpoint")),
