@@ -21,10 +21,8 @@ from pathlib import Path
 import pytest
 
 from dsdoctor.api import analyze
+from dsdoctor_run_child import dsdoctor_run
 from dsdoctor.live.oom_counter import OomCounts, oom_kill_facts, oom_kill_text, read_oom_counts
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "DSDOCTOR_TENSORBOARD": "0"}
 
 
 def _tree(tmp: Path, cgroup: str, files: dict[str, str]) -> tuple[Path, Path]:
@@ -119,32 +117,16 @@ CHILD = ("import sys, time\n"
          "    time.sleep(0.05)\n")
 
 
-def _dsdoctor_run(tmp: Path, command: list[str], kill_at_step: int | None = None) -> tuple[int, str]:
-    out = tmp / "run"
-    p = subprocess.Popen([sys.executable, "-m", "dsdoctor", "run", "--out", str(out), "--", *command],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=str(tmp),
-                         start_new_session=True)
-    try:
-        assert p.stdout is not None
-        lines = []
-        for line in p.stdout:
-            lines.append(line)
-            if kill_at_step is not None and line.startswith(f"step {kill_at_step} "):
-                child = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
-                os.kill(int(child[0]), signal.SIGKILL)          # from outside: a person's kill -9
-                break
-        text, _ = p.communicate(timeout=60)
-        return p.returncode, "".join(lines) + text
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+def _kill_9_the_command(p: subprocess.Popen) -> None:
+    """From outside, as a person's `kill -9 PID`: the command dsdoctor run started."""
+    child = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(int(child[0]), signal.SIGKILL)
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not read_oom_counts().readable(), reason="no OOM-kill counter to read on this OS")
 def test_real_kill_9_from_outside(tmp_path):
-    rc, text = _dsdoctor_run(tmp_path, [sys.executable, "-c", CHILD, "steady"], kill_at_step=5)
+    rc, text = dsdoctor_run(tmp_path, [sys.executable, "-c", CHILD, "steady"], "step 5 ", _kill_9_the_command)
     assert rc == 128 + signal.SIGKILL, text
     assert "(killed-from-outside, other)" in text and "host-oom" not in text, text
 
@@ -181,7 +163,7 @@ def test_real_oom_kill_inside_a_memory_cgroup(tmp_path):
     try:
         # only the command goes into the limited cgroup; dsdoctor run reads the node's counter
         shell = f"echo $$ > {cg}/cgroup.procs && exec {sys.executable} -c \"$0\" leak"
-        rc, text = _dsdoctor_run(tmp_path, ["sh", "-c", shell, CHILD])
+        rc, text = dsdoctor_run(tmp_path, ["sh", "-c", shell, CHILD])
     finally:
         for _ in range(20):
             try:
