@@ -236,10 +236,12 @@ def _issue_text(inputs: list, pasted: list[str], log_facts: dict[str, Any]) -> A
 
 
 def post_mortem(out: str | os.PathLike, rc: int, command: list[str],
-                stopped: dict[str, Any] | None = None) -> tuple[Report, list[str]]:
+                stopped: dict[str, Any] | None = None,
+                kernel: dict[str, Any] | None = None) -> tuple[Report, list[str]]:
     """`dsdoctor run`'s diagnosis when the command has ended: the command's exit recorded as
     evidence (DIR/events-run.jsonl), with the stop `dsdoctor run` passed on to it if any
-    (supervise.Stops.facts: signal, forwarded, escalated), then everything the run left in DIR
+    (supervise.Stops.facts: signal, forwarded, escalated) and what the kernel's OOM-kill counters
+    said of the run (live/oom_counter.oom_kill_facts: oom_kills, oom_rose), then everything the run left in DIR
     through diagnose_inputs, and DIR/report.html. Returns the report and the warnings to show."""
     from .events import Event, EventWriter
     from .report_series import RunSeries
@@ -247,8 +249,9 @@ def post_mortem(out: str | os.PathLike, rc: int, command: list[str],
     out = Path(out)
     try:
         w = EventWriter(out / "events-run.jsonl")
-        w.write(Event("exit", data={"exitcode": rc, "command": " ".join(command)[:500], **(stopped or {})},
-                      time=time.time(), text=exit_text(rc, command, stopped)))
+        w.write(Event("exit", data={"exitcode": rc, "command": " ".join(command)[:500], **(stopped or {}),
+                                    **(kernel or {})},
+                      time=time.time(), text=exit_text(rc, command, stopped, kernel)))
         w.close()
     except OSError:
         pass

@@ -235,9 +235,9 @@ def reap_group(pgid: int) -> None:
         time.sleep(1.0)
 
 
-def exit_text(rc: int, command: List[str], stopped: Optional[dict] = None) -> str:
-    """The evidence line of the command's end: detect/failure.py reads the code (128+N: signal N)
-    and the stop dsdoctor run passed on (Stops.facts)."""
+def exit_text(rc: int, command: List[str], stopped: Optional[dict] = None, kernel: Optional[dict] = None) -> str:
+    """The evidence line of the command's end: detect/failure.py reads the code (128+N: signal N),
+    the stop dsdoctor run passed on (Stops.facts) and the kernel's OOM-kill counters (live/oom_counter.py)."""
     text = f"dsdoctor run: `{' '.join(command)[:200]}` exited with code {rc}"
     if 128 < rc < 160:
         try:
@@ -252,6 +252,9 @@ def exit_text(rc: int, command: List[str], stopped: Optional[dict] = None) -> st
         text += f" after dsdoctor run passed on {name}"
         if stopped.get("escalated"):
             text += " and, at a second one, SIGKILLed the command"
+    if kernel and rc != 0:
+        from .live.oom_counter import oom_kill_text
+        text += oom_kill_text(kernel)
     return text
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,9 +20,7 @@ from pathlib import Path
 import pytest
 
 from dsdoctor.supervise import exit_text
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "DSDOCTOR_TENSORBOARD": "0"}
+from dsdoctor_run_child import dsdoctor_run
 # a script that prints its progress and, at SIGINT, says so and ends 0.5 s later (a KeyboardInterrupt's
 # cleanup); with 'ignore' it ignores SIGINT, as a launcher waiting on its ranks can seem to
 CHILD = (
@@ -39,26 +36,11 @@ CHILD = (
 
 def _run_and_interrupt(tmp_path: Path, mode: str, gaps: list[float]) -> tuple[int, str]:
     """dsdoctor run of CHILD; once it trains, SIGINT to dsdoctor run after each gap (seconds)."""
-    out = tmp_path / "run"
-    p = subprocess.Popen([sys.executable, "-m", "dsdoctor", "run", "--out", str(out), "--", sys.executable, "-c",
-                          CHILD, mode], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
-                         cwd=str(tmp_path), start_new_session=True)
-    try:
-        assert p.stdout is not None
-        lines = []
-        for line in p.stdout:
-            lines.append(line)
-            if line.startswith("step 3 "):
-                break
+    def interrupt(p) -> None:
         for gap in gaps:
             time.sleep(gap)
             os.kill(p.pid, signal.SIGINT)
-        text, _ = p.communicate(timeout=60)
-        return p.returncode, "".join(lines) + text
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    return dsdoctor_run(tmp_path, [sys.executable, "-c", CHILD, mode], "step 3 ", interrupt)
 
 
 @pytest.mark.timeout(90)

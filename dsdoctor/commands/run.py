@@ -27,6 +27,7 @@ def run(
 ) -> None:
     """Run a training command unchanged, watch every rank, and diagnose the run when it ends."""
     from ..supervise import RunFolderError, Stops, child_env, claim_run_folder, missing_node_folders, run_command
+    from ..live.oom_counter import oom_kill_facts, read_oom_counts
     from .common import fail
     command = list(command or []) + list(ctx.args)
     if not command:
@@ -38,6 +39,7 @@ def run(
         fail(str(e))
     env = child_env(out, stall_timeout, on_stall, localize_nan, tensorboard, stall_abort_after=stall_abort_after)
     stops = Stops()
+    counts_before = read_oom_counts()       # the kernel's OOM kills so far: did it kill a rank?
     try:
         rc = run_command(command, out, env, stops)
     except FileNotFoundError:
@@ -46,8 +48,9 @@ def run(
     except PermissionError:
         fail(f"cannot execute: {command[0]}")
         return
+    kernel = oom_kill_facts(counts_before, read_oom_counts(), several_nodes=any(out.glob("node*-*")))
     try:
-        _print_post_mortem(out, rc, command, stops.facts())
+        _print_post_mortem(out, rc, command, stops.facts(), kernel)
     except Exception as e:          # the diagnosis must never hide the command's exit code
         print(f"dsdoctor: error: diagnosis failed ({type(e).__name__}: {e}); "
               f"try: dsdoctor analyze {out}", file=sys.stderr)
@@ -75,10 +78,10 @@ def _checked_options(stall_timeout: Optional[float], on_stall: str,
     return stall_timeout, on_stall, stall_abort_after
 
 
-def _print_post_mortem(out: Path, rc: int, command: List[str], stopped: dict) -> int:
+def _print_post_mortem(out: Path, rc: int, command: List[str], stopped: dict, kernel: dict) -> int:
     from ..api import post_mortem
     from ..report import exit_code, print_report
-    report, warnings = post_mortem(out, rc, command, stopped)
+    report, warnings = post_mortem(out, rc, command, stopped, kernel)
     for w in warnings:
         print(f"dsdoctor: warning: {w}", file=sys.stderr)
     print_report(report.findings, title=f"dsdoctor run · exit code {rc} · {report.events_seen} events · {out}",

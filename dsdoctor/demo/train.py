@@ -16,6 +16,7 @@ Faults (injected at optimizer step --fault-step K on rank --fault-rank R):
   gil-hang   rank R blocks forever before backward at step K inside C code that holds the
              GIL (libc sleep through ctypes.PyDLL): none of its Python threads can run
   sigkill    rank R sends itself SIGKILL before backward at step K, as the kernel's OOM killer would
+             (dsdoctor run reads the kernel's OOM-kill counters: it reports killed-from-outside)
   raise      rank R raises an exception no rule knows (a LookupError) before backward at step K
 
 A transient pause, alone or before one of the faults above (a slow checkpoint save, say):

@@ -28,7 +28,7 @@ from typing import Iterable
 
 from ..events import Event
 from ..sources.lines import DATED
-from ..findings import Evidence, Symptom
+from ..findings import Evidence, Finding, Symptom
 from .base import Detector
 from .families import CKPT_MISSING, DEVICE_ASSERT, Family, classify
 from .ds_misuse import zero3_empty_checkpoint
@@ -178,6 +178,10 @@ class FailureDetector(Detector):
         self.exits: list[tuple[int, Event]] = []          # exit codes > 0
         self.killing: list[tuple[int, Event]] = []        # the launcher stopping its ranks
         self.kernel = False                               # the kernel / cgroup / Slurm said OOM
+        # dsdoctor run's reading of the kernel's OOM-kill counters (live/oom_counter.py): True the
+        # OOM killer acted during the run, False every counter unchanged, None not read
+        self.oom_rose: bool | None = None
+        self.oom_counted: tuple[int, Event] | None = None
         self.phase: tuple[str, int, str | None, Event] | None = None   # (phase, seq, detail, event)
         self.last_step: int | None = None
         self.step_seq = 0
@@ -422,6 +426,8 @@ class FailureDetector(Detector):
                 self._keep(self.killing, seq, ev)
         elif k == "exit":
             code = ev.data.get("exitcode")
+            if isinstance(ev.data.get("oom_rose"), bool):
+                self.oom_rose, self.oom_counted = ev.data["oom_rose"], (seq, ev)
             if isinstance(code, int) and code != 0:
                 sig = -code if code < 0 else (code - 128 if 128 < code < 160 and code - 128 in SIGNALS else None)
                 if isinstance(ev.data.get("signal"), int):
@@ -528,7 +534,12 @@ class FailureDetector(Detector):
             # SIGTERM are its echo, not the kernel's OOM killer
             out.append(self._signal_symptom(decisive, stop))
             return out
-        if self.kills or (primary is None and not self.watchdog_abort and self._vanished()):
+        if self.kills and self._killed_from_outside():
+            # a SIGKILL while the kernel's OOM-kill counters stood still: a scheduler, a person, a watchdog
+            out.append(self._signal_symptom(decisive, self.kills[0]))
+            if primary is None:
+                return out
+        elif self.kills or (primary is None and not self.watchdog_abort and self._vanished()):
             out.append(self._host_oom(primary))
             if primary is None:
                 return out
@@ -691,6 +702,17 @@ class FailureDetector(Detector):
             return self.phase[0], PHASE_TEXT.get(self.phase[0], self.phase[0])
         return None, None
 
+    def annotate(self, findings: list[Finding]) -> None:
+        """detect/memory.py reports every SIGKILL as host_oom when its line is read; a kill the kernel's
+        OOM-kill counters say was not the OOM killer's is reported here as a stop from outside instead."""
+        if self.kills and self._killed_from_outside():
+            findings[:] = [f for f in findings if not f.rule.startswith("host-oom-killed")]
+
+    def _killed_from_outside(self) -> bool:
+        """dsdoctor run read the kernel's OOM-kill counters before and after the run, they did not move,
+        and no line of the log says the kernel, a cgroup or Slurm killed for memory."""
+        return self.oom_rose is False and not self.kernel
+
     def _host_oom(self, primary: _Group | None) -> Symptom:
         phase, phase_text = self._phase()
         why: list[str] = []
@@ -706,7 +728,9 @@ class FailureDetector(Detector):
                        else "the launcher stopped the ranks and no rank left a traceback, an exit code or a signal "
                        "in this log: a rank that dies silently was most often killed by the OOM killer")
         strong = []
-        if self.kernel:
+        if self.oom_rose:
+            strong.append("the kernel's OOM-kill counter went up during the run (read by dsdoctor run)")
+        elif self.kernel:
             strong.append("the kernel (or the job's memory cgroup) reported an out-of-memory kill")
         if phase in HEAVY_PHASES:
             strong.append(f"it died {HEAVY_PHASES[phase]}")
@@ -729,7 +753,7 @@ class FailureDetector(Detector):
         s = Symptom(name="host_oom", seq=seq, time=ev.time, key=(how,),
                     facts=dict(how=how, confidence=conf, why="; ".join(why), phase=phase, phase_text=phase_text,
                                last_step=self.last_step, host_percent=self.host_percent,
-                               host_percent_max=self.host_percent_max, kernel_oom=self.kernel,
+                               host_percent_max=self.host_percent_max, kernel_oom=self.kernel or bool(self.oom_rose), oom_counted=bool(self.oom_rose),
                                signal=9 if how == "killed" else None,
                                who=ev.data.get("who") or ("dsdoctor run" if ev.kind == "exit" else None),
                                exitcode=ev.data.get("exitcode"), local_rank=ev.data.get("local_rank"),
@@ -747,6 +771,8 @@ class FailureDetector(Detector):
                     s.evidence.append(ev_)
                 continue
             self._add(s, e)
+        if self.oom_rose and self.oom_counted is not None:
+            self._add(s, self.oom_counted[1])
         if self.phase is not None and phase == self.phase[0]:
             s.evidence.append(_evidence(self.phase[3]))
         return s
@@ -837,7 +863,8 @@ class FailureDetector(Detector):
         if sig is None:
             code = ev.data.get("exitcode") or 0
             sig = -code if code < 0 else code - 128
-        external = sig in EXTERNAL
+        outside_kill = sig == 9 and self._killed_from_outside()
+        external = sig in EXTERNAL or outside_kill
         phase, phase_text = self._phase()
         s = Symptom(name="failure", seq=seq, time=ev.time, key=("signal",),
                     facts=dict(how="signal", signal=sig,
@@ -847,11 +874,15 @@ class FailureDetector(Detector):
                                last_step=self.last_step, family="interrupt" if external else "crash",
                                at=f"{ev.source}:{ev.line}" if ev.line else ev.source, exitcode=ev.data.get("exitcode"),
                                reason=ev.data.get("reason"), host=ev.data.get("node"),
-                               local_rank=ev.data.get("local_rank")))
+                               local_rank=ev.data.get("local_rank"), oom_unmoved=outside_kill))
         before = self.progress_before.get(seq, (self.last_progress, self.progress_times))
         if external:
-            s.facts.update(self._hung(ev.time or ev.data.get("at_time"), g, before[1]))
+            # (a SIGKILL leaves no stack of the killed rank: its peers' errors after it, waiting in a
+            # collective for it, are its echo, not a hang before the stop)
+            s.facts.update(self._hung(ev.time or ev.data.get("at_time"), None if outside_kill else g, before[1]))
         self._add(s, ev)
+        if outside_kill and self.oom_counted is not None:
+            self._add(s, self.oom_counted[1])
         if external:
             self._add_unresponsive(s)
         if s.facts.get("hung_from") == "start-up":
@@ -872,7 +903,7 @@ class FailureDetector(Detector):
             self._add(s, e)
         if g is not None:
             gev, _ = g.decisive()
-            if g.weight == 1 and not external and g.rank not in s.ranks:
+            if g.weight == 1 and (not external or outside_kill) and g.rank not in s.ranks:
                 # a peer's lost connection (srun's 'task 1: Segmentation fault', rank 0's gloo
                 # 'Connection reset by peer'): evidence, not a second crashed rank
                 e = _evidence(gev, f"{gev.data.get('type')}: {gev.data.get('message')}")

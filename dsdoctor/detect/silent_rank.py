@@ -8,7 +8,7 @@ whichever died (deepspeed/launcher/launch.py sigkill_handler, 0.19), so a log al
 (sources/formats/launcher.py). The watched run can: when exactly one attached rank has no
 exception and its last step came before every other rank's exception, that rank is the one killed.
 
-Only the host_oom SIGKILL findings with no rank are given one (`annotate`), with the rank's last
+Only the SIGKILL findings with no rank (host_oom, or a kill from outside) are given one (`annotate`), with the rank's last
 event as evidence. Memory: one small record per rank (at most MAX_RANKS).
 """
 from __future__ import annotations
@@ -73,8 +73,10 @@ class SilentRankDetector(Detector):
         return silent[0]
 
     def annotate(self, findings: list[Finding]) -> None:
-        targets = [f for f in findings if f.category == "host_oom" and f.rule.startswith("host-oom-killed")
-                   and not f.ranks]
+        # (and a SIGKILL from outside: the kernel's OOM-kill counters did not move, detect/failure.py)
+        targets = [f for f in findings if not f.ranks and (
+            (f.category == "host_oom" and f.rule.startswith("host-oom-killed")) or
+            f.rule == "killed-from-outside")]
         if not targets:
             return
         rank = self.killed_rank()
