@@ -30,9 +30,7 @@ def _row_cells(text: str) -> list[str]:
     return text.split()
 
 
-# (four spaces too: another recogniser's continuation literal, which a lone line's literal search reports in place
-# of the two spaces it holds)
-@on("Training Loss", continuation=("\t", "  ", "    "))
+@on("Training Loss", continuation=("\t", "  "))
 def notebook_table(line: Line, st: StreamState):
     text = line.text
     m = _HEAD.match(text) if "Training Loss" in text else None
