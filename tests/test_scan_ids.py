@@ -32,7 +32,15 @@ def test_ids_in_all_is_findall_of_every_literal():
         lines += f.read_bytes().split(b"\n")[:100]
     for line in lines:
         assert m._ids_in_all(line) == m._with_overlapped(sorted({m.index[t] for t in m.rx_all.findall(line)}),
-                                                         line), line
+                                                         line, True), line
+
+
+def test_a_continuation_literal_inside_another_is_reported_for_a_lone_line():
+    # four spaces (a traceback frame's code line) hide the notebook table's two: a row parsed on
+    # its own (a rule example, a small paste read both ways) must still reach the table's recogniser
+    m = scanner.matcher()
+    assert "  " in scanner.line_triggers(b"100     2.287000        2.195520")
+    assert "  " in [m.names[i] for i in m.ids_in(b"100     2.287000        2.195520", continuations=True)]
 
 
 def test_a_literal_that_begins_a_longer_one_is_reported_with_it():

@@ -47,8 +47,10 @@ _PREFIXES = [
     (regex_cache.compile(r"^(?:INFO|WARNING|ERROR|DEBUG|CRITICAL) \d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? \[?[\w./-]+:\d+\] "), None),
     # containerd's CRI log format after its time: "stderr F " (F a full line, P a part of one)
     (regex_cache.compile(r"^std(?:out|err) [FP] "), None),
-    # `cat -n` / `nl` line numbers (the tab tells them from srun's "0: ")
-    (regex_cache.compile(r"^ *\d+\t"), None),
+    # `cat -n` / `nl` line numbers (the tab tells them from srun's "0: "); they pad the number to six
+    # places, so an unpadded number before cells of numbers alone is a table's first column (the HF
+    # Trainer's notebook table copied out of a browser: '500\t2.311200\tNo log', formats/notebook_table.py)
+    (regex_cache.compile(r"^(?: +\d+\t|\d+\t(?!(?:[-+.\deE]+|nan|inf|No [lL]og)(?:[\t ]+(?:[-+.\deE]+|nan|inf|No [lL]og))*[\t ]*$))"), None),
 ]
 # Only the decorations that begin with '[' can match a line that does (most parsed lines:
 # '[2026-..', '[rank3]:', '[Rank 0]'), so the others are not tried there: each regex tried on a

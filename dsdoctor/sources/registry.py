@@ -16,7 +16,7 @@ from typing import Iterator
 from ..events import Event
 from .formats import (anomaly, apex, bitsandbytes, comms_logger, context_lines, cuda_init, deepspeed, error_lines, exit_reports,
                       fairseq, hardware, hf, job_status, json_traceback, jsonlog, launcher, loader, megatron, megatron_core, memory,
-                      loss_table, multinode, nccl, numpy_abi, openrlhf, paste, phases, progress, ray,
+                      loss_table, multinode, nccl, notebook_table, numpy_abi, openrlhf, paste, phases, progress, ray,
                       rank_head, relaunch, script_steps, sdpa, torch_compile, traceback, translated)
 from .lines import StreamState
 from .recogniser import (STEADY_KEEP_ALL, STEADY_PER_DOUBLING, Handler, SteadyGroup,
@@ -31,6 +31,7 @@ FORMATS: tuple[ModuleType, ...] = (
     sdpa,                                  # scaled_dot_product_attention's reasons for refusing a kernel
     script_steps,                          # a script's own 'step=N loss=X lr=Y' line
     loss_table,                            # a loss curve typed as a table with pipes
+    notebook_table,                        # the HF Trainer's notebook table, copied with tabs or spaces
     translated,                            # a translated shell/libc message, read as its English line
     error_lines,                           # any logger's error level: the last resort of a failed run
     paste,                                 # an issue paste's prose between two attempts

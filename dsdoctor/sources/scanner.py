@@ -233,43 +233,53 @@ class Matcher:
         if continuations and self._hs_all is not None:
             return self._ids_in_all(line)
         rx = self.rx_all if continuations else self.rx
-        return self._with_overlapped(sorted({self.index[t] for t in rx.findall(line)}), line)
+        return self._with_overlapped(sorted({self.index[t] for t in rx.findall(line)}), line, continuations)
 
-    def _with_overlapped(self, ids: list[int], line: bytes) -> list[int]:
+    def _with_overlapped(self, ids: list[int], line: bytes, continuations: bool = False) -> list[int]:
         """findall's matches do not overlap, so a trigger that starts inside another's match is
         not reported ('step=5 loss: nan': '5 loss' hides 'loss: nan'); Hyperscan's scan of a block
-        reports both. Add the triggers that may start inside a found literal and are in the line."""
+        reports both. Add the triggers (and with `continuations` the continuation literals: four
+        spaces hide two) that may start inside a found literal and are in the line."""
         more: set[int] | None = None
         for i in ids:
-            for j in self._overlapping(i):
+            for j in self._overlapping(i, continuations):
                 if (more is None or j not in more) and j not in ids and self.literals[j] in line:
                     more = more or set(ids)
                     more.add(j)
         return sorted(more) if more else ids
 
-    def _overlapping(self, i: int) -> tuple[int, ...]:
-        """The scanned literals that can start inside literal i, or at its start (a shorter one
-        that begins it: the alternation reports only one of 'Error:' and 'Error'), memoised."""
-        got = self._overlap_memo.get(i)
+    def _overlapping(self, i: int, continuations: bool = False) -> tuple[int, ...]:
+        """The scanned literals (with `continuations` every literal) that can start inside literal
+        i, or at its start (a shorter one that begins it: the alternation reports only one of
+        'Error:' and 'Error'), memoised."""
+        got = self._overlap_memo.get((i, continuations))
         if got is None:
             lit, found = self.literals[i], []
+            by_first = self._by_first_byte_all if continuations else self._by_first_byte
             for k in range(len(lit)):
                 suffix = lit[k:]
-                for j in self._by_first_byte.get(suffix[0], ()):
+                for j in by_first.get(suffix[0], ()):
                     t = self.literals[j]
                     if j != i and (t.startswith(suffix) or suffix.startswith(t)):
                         found.append(j)
-            got = self._overlap_memo[i] = tuple(found)
+            got = self._overlap_memo[(i, continuations)] = tuple(found)
         return got
 
     @functools.cached_property
-    def _overlap_memo(self) -> dict[int, tuple[int, ...]]:
+    def _overlap_memo(self) -> dict[tuple[int, bool], tuple[int, ...]]:
         return {}
 
     @functools.cached_property
     def _by_first_byte(self) -> dict[int, list[int]]:
+        return self._first_bytes(self._scanned)
+
+    @functools.cached_property
+    def _by_first_byte_all(self) -> dict[int, list[int]]:
+        return self._first_bytes(range(len(self.literals)))
+
+    def _first_bytes(self, ids) -> dict[int, list[int]]:
         by: dict[int, list[int]] = {}
-        for i in self._scanned:
+        for i in ids:
             by.setdefault(self.literals[i][0], []).append(i)
         return by
 
@@ -302,7 +312,7 @@ class Matcher:
             if start >= pos:
                 got.add(i)
                 pos = start + lens[i]
-        return self._with_overlapped(sorted(got), line)
+        return self._with_overlapped(sorted(got), line, True)
 
     @functools.cached_property
     def _lens(self) -> list[int]:

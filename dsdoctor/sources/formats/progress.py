@@ -20,6 +20,10 @@ _BAR = compile_later(r"(?:^|[\r\s])(?:(?P<desc>[^|\r]*?):\s*)?\d+%\|[^|]*\|\s*(?
 # 2.41it/s, ...]'): the count, times and rate, without the description
 _BAR_REST = compile_later(r"\s*(?P<n>\d+)/(?P<total>\d+)\s*"
                           r"\[(?P<elapsed>[\d:]+)<[\d:?]+,\s*(?P<rate>\d+(?:\.\d+)?)(?P<unit>s/it|it/s)[,\]]")
+# the HF Trainer's notebook bar (transformers/utils/notebook.py: NotebookProgressBar.update_bar): '[{n}/{total}
+# {elapsed} < {remaining}, {rate:.2f} it/s, Epoch 1/3]', n padded to the total's width, [H:]MM:SS times
+_NOTEBOOK_BAR = compile_later(r"\[ *(?P<n>\d+)/(?P<total>\d+) (?P<elapsed>[\d:]+) < [\d:]+, "
+                              r"(?P<rate>\d+(?:\.\d+)?) (?P<unit>it/s)[,\]]")
 MAX_POINTS_PER_BAR = 200
 _S_IT, _IT_S = "s/it]", "it/s]"
 STEADY_GROUPS = (steady("tqdm", _S_IT, _IT_S),)
@@ -43,6 +47,8 @@ def progress_bar(line: Line, st: StreamState):
     bars = text.count("%|", 0, endpos)
     if bars == 0:
         m = _BAR_REST.match(text) if text[:1].isdigit() or text[:1].isspace() else None
+        if m is None and " it/s" in text:
+            m = _NOTEBOOK_BAR.search(text, 0, endpos)
     elif bars == 1:
         m = _BAR.search(text, 0, endpos)
     else:
