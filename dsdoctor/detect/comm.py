@@ -205,10 +205,11 @@ class CommDetector(Detector):
             if d.get("host"):
                 self._host(d["host"])
         elif k == "nccl_transport":
-            if d.get("iface") and d.get("host") and len(self.ifaces) < 4096:
-                self.ifaces.setdefault(d["host"], (d["iface"], d.get("addr"), ev))
+            if d.get("host"):
+                self._host(d["host"])
+                if d.get("iface") and len(self.ifaces) < 4096:
+                    self.ifaces.setdefault(d["host"], (d["iface"], d.get("addr"), ev))
             if d.get("detail") == "bootstrap":       # which interface, not which transport
-                self._host(d["host"]) if d.get("host") else None
                 return ()
             if d.get("detail") in ("channel", "nodes"):
                 self.spans_nodes = True
@@ -218,8 +219,6 @@ class CommDetector(Detector):
                 self.transports[d.get("transport")] += 1
             if d.get("detail") == "ib_not_found":
                 self.ib_not_found = True
-            if d.get("host"):
-                self._host(d["host"])
             self.transport.add(ev, seq)
         elif k == "gloo_error":
             c = d.get("cause") or "unknown"
@@ -422,29 +421,33 @@ class CommDetector(Detector):
     def _socket_interface(self) -> dict:
         """Facts about the socket interface NCCL chose when it cannot join the nodes: a Docker/libvirt
         bridge or loopback (the same private address on every host), or one address on two hosts."""
-        if len(self.ifaces) < 1 or not (len(self.hosts) >= 2 or self.spans_nodes):
+        if not self.ifaces or not self._multi_node():
             return {}
         by_addr: dict[str, list[str]] = {}
-        for host, (iface, addr, _ev) in self.ifaces.items():
+        for host, (_iface, addr, _ev) in self.ifaces.items():
             if addr:
                 by_addr.setdefault(addr, []).append(host)
-        shared = next(((a, sorted(h)) for a, h in by_addr.items() if len(h) > 1), None)
-        host, (iface, addr, ev) = next(((h, v) for h, v in self.ifaces.items() if _VIRTUAL_IFACE.match(v[0])),
-                                       (None, (None, None, None)))
-        if shared is not None:
-            iface, addr, ev = self.ifaces[shared[1][0]]
-            return {"socket_iface": iface, "socket_addr": shared[0], "socket_iface_hosts": ", ".join(shared[1][:4]),
-                    "socket_iface_why": "same_addr", "socket_iface_event": ev}
-        if iface is not None:
-            return {"socket_iface": iface, "socket_addr": addr, "socket_iface_hosts": host,
-                    "socket_iface_why": "virtual", "socket_iface_event": ev}
+        for addr, hosts in by_addr.items():
+            if len(hosts) > 1:
+                hosts = sorted(hosts)
+                iface, _addr, ev = self.ifaces[hosts[0]]
+                return {"socket_iface": iface, "socket_addr": addr, "socket_iface_hosts": ", ".join(hosts[:4]),
+                        "socket_iface_why": "same_addr", "socket_iface_event": ev}
+        for host, (iface, addr, ev) in self.ifaces.items():
+            if _VIRTUAL_IFACE.match(iface):
+                return {"socket_iface": iface, "socket_addr": addr, "socket_iface_hosts": host,
+                        "socket_iface_why": "virtual", "socket_iface_event": ev}
         return {}
+
+    def _multi_node(self) -> bool:
+        """The job spans nodes: two hosts in NCCL's lines, or a network channel / nNodes > 1 in its init."""
+        return len(self.hosts) >= 2 or self.spans_nodes
 
     def _transport_symptom(self) -> Symptom | None:
         socket = self.transports.get("Socket", 0)
         if not socket:
             return None
-        multi_node = len(self.hosts) >= 2 or self.spans_nodes
+        multi_node = self._multi_node()
         if not self.ib_not_found and (not multi_node or self.transports.get("IB", 0)):
             return None          # one node (Socket between nodes is not in play), or IB is in use
         return self.transport.symptom("nccl_transport", transport="Socket", ib_not_found=self.ib_not_found,
